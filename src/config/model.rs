@@ -1,0 +1,266 @@
+//! The typed, validated configuration: what `config::load_*` hands to the rest of skiff.
+//!
+//! Every Envoy spelling (v2 `config:`/`hosts:`, v3 `typed_config`/`load_assignment`) is folded into
+//! this one model, so nothing downstream knows which version a file was written in. Values are
+//! already checked (durations parsed, enums known, route clusters exist), but host names are not
+//! resolved: that is the control loop's job.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The whole bootstrap file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bootstrap {
+    pub admin: Option<Admin>,
+    pub listeners: Vec<Listener>,
+    pub clusters: Vec<Cluster>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    pub address: SocketAddr,
+    /// `access_log_path` (v2) or the path of the first file `access_log` (v3).
+    pub access_log_path: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    pub name: String,
+    pub address: SocketAddr,
+    pub hcm: HttpConnectionManager,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConnectionManager {
+    pub stat_prefix: String,
+    pub route_config: RouteConfig,
+    /// In order; the last one is the router.
+    pub http_filters: Vec<HttpFilter>,
+    /// `max_request_headers_kb`, Envoy's default 60.
+    pub max_request_headers_kb: u32,
+    /// `request_headers_timeout`; skiff defaults to 10 s where Envoy leaves it off, because an
+    /// unbounded header read is a slow-loris hole.
+    pub request_headers_timeout: Duration,
+    /// `common_http_protocol_options.idle_timeout`, Envoy's default 1 h.
+    pub idle_timeout: Duration,
+    /// `generate_request_id`, default true.
+    pub generate_request_id: bool,
+    /// `server_name`, default "envoy" as Envoy sends it (dashboards and tests key on it).
+    pub server_name: String,
+    /// `access_log` entries, parsed and kept for the observability work.
+    pub access_logs: Vec<AccessLog>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccessLog {
+    File { path: String, format: Option<String> },
+    Stdout { format: Option<String> },
+    Stderr { format: Option<String> },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HttpFilter {
+    Router,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RouteConfig {
+    pub name: String,
+    pub virtual_hosts: Vec<VirtualHost>,
+    pub request_headers_to_add: Vec<HeaderValueOption>,
+    pub request_headers_to_remove: Vec<String>,
+    pub response_headers_to_add: Vec<HeaderValueOption>,
+    pub response_headers_to_remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct VirtualHost {
+    pub name: String,
+    /// As written: exact, `*.suffix`, `prefix*`, `*`, each optionally with `:port`.
+    pub domains: Vec<String>,
+    pub routes: Vec<Route>,
+    pub request_headers_to_add: Vec<HeaderValueOption>,
+    pub request_headers_to_remove: Vec<String>,
+    pub response_headers_to_add: Vec<HeaderValueOption>,
+    pub response_headers_to_remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub name: Option<String>,
+    pub matcher: RouteMatch,
+    pub action: RouteAction,
+    pub request_headers_to_add: Vec<HeaderValueOption>,
+    pub request_headers_to_remove: Vec<String>,
+    pub response_headers_to_add: Vec<HeaderValueOption>,
+    pub response_headers_to_remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteMatch {
+    pub path: PathMatch,
+    /// `case_sensitive`, default true (applies to prefix and path).
+    pub case_sensitive: bool,
+    pub headers: Vec<HeaderMatcher>,
+    pub query_parameters: Vec<QueryParameterMatcher>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PathMatch {
+    Prefix(String),
+    Path(String),
+    /// `safe_regex.regex` (RE2 syntax; checked to compile at load). Matches the whole path
+    /// without the query string.
+    SafeRegex(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeaderMatcher {
+    /// Lower-cased.
+    pub name: String,
+    pub rule: HeaderMatchRule,
+    pub invert_match: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeaderMatchRule {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Contains(String),
+    SafeRegex(String),
+    /// `present_match: true|false`; a matcher with no rule at all means "present".
+    Present(bool),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryParameterMatcher {
+    pub name: String,
+    /// None: the parameter must be present, any value.
+    pub exact: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteAction {
+    Forward(ForwardAction),
+    DirectResponse { status: u16, body: Option<String> },
+    Redirect(Redirect),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardAction {
+    pub cluster: ClusterSpecifier,
+    /// `timeout`: Envoy's default 15 s; `0s` means none.
+    pub timeout: Option<Duration>,
+    pub prefix_rewrite: Option<String>,
+    pub host_rewrite_literal: Option<String>,
+    pub retry_policy: Option<RetryPolicy>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClusterSpecifier {
+    /// `cluster: NAME` — checked to exist at load.
+    Single(String),
+    /// `weighted_clusters.clusters` — (name, weight), checked to exist at load.
+    Weighted(Vec<(String, u32)>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// `retry_on`, split on commas and trimmed: "5xx", "connect-failure", "gateway-error",
+    /// "reset", "retriable-4xx", "refused-stream", ...
+    pub retry_on: Vec<String>,
+    /// `num_retries`, default 1.
+    pub num_retries: u32,
+    pub per_try_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Redirect {
+    pub host_redirect: Option<String>,
+    pub path_redirect: Option<String>,
+    pub prefix_rewrite: Option<String>,
+    pub https_redirect: bool,
+    /// 301 by default (`response_code: MOVED_PERMANENTLY`).
+    pub status: u16,
+    pub strip_query: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeaderValueOption {
+    /// Lower-cased.
+    pub name: String,
+    pub value: String,
+    /// `append` (v2/v3 bool) or `append_action`; default true as in Envoy.
+    pub append: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    pub name: String,
+    pub discovery: DiscoveryType,
+    /// Envoy's default 5 s.
+    pub connect_timeout: Duration,
+    pub lb_policy: LbPolicy,
+    /// Envoy's default 5 s.
+    pub dns_refresh_rate: Duration,
+    pub dns_lookup_family: DnsLookupFamily,
+    /// `dns_resolvers` (v2) or `dns_resolution_config.resolvers` (v3); empty means the system's
+    /// (/etc/resolv.conf).
+    pub dns_resolvers: Vec<SocketAddr>,
+    pub endpoints: Vec<Endpoint>,
+    /// `max_requests_per_connection` (or v3 `common_http_protocol_options`), None = unlimited.
+    pub max_requests_per_connection: Option<u32>,
+    pub circuit_breakers: CircuitBreakers,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscoveryType {
+    Static,
+    StrictDns,
+    LogicalDns,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbPolicy {
+    RoundRobin,
+    LeastRequest,
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsLookupFamily {
+    /// Envoy's default: AAAA first, falling back to A... in practice what the resolver gives; skiff
+    /// asks for A then AAAA and keeps IPv4 answers first.
+    Auto,
+    V4Only,
+    V6Only,
+    V4Preferred,
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    /// An IP literal (STATIC) or a host name (STRICT_DNS/LOGICAL_DNS).
+    pub host: String,
+    pub port: u16,
+    /// `load_balancing_weight`, default 1.
+    pub weight: u32,
+    /// `priority` of the locality (v3), default 0.
+    pub priority: u32,
+}
+
+/// Envoy's per-cluster thresholds (default priority), with Envoy's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitBreakers {
+    pub max_connections: u32,
+    pub max_pending_requests: u32,
+    pub max_requests: u32,
+    pub max_retries: u32,
+}
+
+impl Default for CircuitBreakers {
+    fn default() -> Self {
+        CircuitBreakers { max_connections: 1024, max_pending_requests: 1024, max_requests: 1024, max_retries: 3 }
+    }
+}
