@@ -1,9 +1,18 @@
 //! skiff: an io_uring, thread-per-core HTTP/1.1 proxy that runs Envoy's configs.
 //!
 //! Data flows one way: `config` (YAML → typed model) → `control` (resolve, bind, build a
-//! `snapshot`) → `shard`s (serve requests from their own copy). See DESIGN.md in the README.
+//! `snapshot`) → `shard`s (serve requests from their own copy). `server` wires them together for
+//! the binary; `main.rs` only parses the command line.
 
+pub mod cli;
+pub mod cluster;
 pub mod config;
+pub mod control;
 pub mod dns;
 pub mod http;
+pub mod listener;
 pub mod logging;
+pub mod route;
+pub mod server;
+pub mod shard;
+pub mod snapshot;

@@ -1,1 +1,5 @@
-fn main() {}
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    skiff::server::run(skiff::cli::Options::parse())
+}

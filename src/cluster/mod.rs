@@ -1,0 +1,179 @@
+//! Clusters: the immutable part (endpoints with weights, LB policy, timeouts) built by the control
+//! thread into a snapshot, and the per-shard part (`ShardCluster`: LB cursor and active-request
+//! counts; `pool`: idle upstream connections). Never shared between shards.
+
+pub mod pool;
+
+use crate::config::{self, LbPolicy};
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A cluster as a snapshot carries it: endpoints already resolved.
+#[derive(Debug)]
+pub struct ClusterSnap {
+    pub name: String,
+    pub connect_timeout: Duration,
+    pub lb_policy: LbPolicy,
+    pub endpoints: Vec<SocketAddr>,
+    /// Smooth weighted round-robin order over `endpoints` (indices); plain 0..n when weights are equal.
+    schedule: Vec<u32>,
+    pub max_requests_per_connection: Option<u32>,
+    pub circuit_breakers: config::CircuitBreakers,
+}
+
+/// Longest schedule we precompute; beyond it weights are scaled down.
+const MAX_SCHEDULE: u64 = 4096;
+
+impl ClusterSnap {
+    /// `endpoints`: (address, weight) of the best (lowest) priority level that has any.
+    pub fn new(cluster: &config::Cluster, endpoints: Vec<(SocketAddr, u32)>) -> Self {
+        let schedule = smooth_wrr_schedule(&endpoints.iter().map(|(_, w)| *w).collect::<Vec<_>>());
+        ClusterSnap {
+            name: cluster.name.clone(),
+            connect_timeout: cluster.connect_timeout,
+            lb_policy: cluster.lb_policy,
+            endpoints: endpoints.into_iter().map(|(a, _)| a).collect(),
+            schedule,
+            max_requests_per_connection: cluster.max_requests_per_connection,
+            circuit_breakers: cluster.circuit_breakers,
+        }
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// nginx's smooth weighted round robin, unrolled once so a shard only steps a cursor.
+fn smooth_wrr_schedule(weights: &[u32]) -> Vec<u32> {
+    if weights.is_empty() {
+        return Vec::new();
+    }
+    let g = weights.iter().fold(0u64, |g, w| gcd(g, u64::from((*w).max(1))));
+    let mut w: Vec<u64> = weights.iter().map(|x| u64::from((*x).max(1)) / g.max(1)).collect();
+    let mut total: u64 = w.iter().sum();
+    if total > MAX_SCHEDULE {
+        let scale = total.div_ceil(MAX_SCHEDULE);
+        w.iter_mut().for_each(|x| *x = (*x / scale).max(1));
+        total = w.iter().sum();
+    }
+    let mut current = vec![0i64; w.len()];
+    let mut out = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for i in 0..w.len() {
+            current[i] += w[i] as i64;
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total as i64;
+        out.push(best as u32);
+    }
+    out
+}
+
+/// One shard's load-balancing state for one cluster of one snapshot.
+#[derive(Debug)]
+pub struct ShardCluster {
+    cursor: Cell<usize>,
+    /// Requests in flight per endpoint, for LEAST_REQUEST.
+    active: Box<[Cell<u32>]>,
+}
+
+impl ShardCluster {
+    /// `shard` staggers the round-robin start so shards don't all hit endpoint 0 first.
+    pub fn new(snap: &ClusterSnap, shard: usize) -> Self {
+        ShardCluster {
+            cursor: Cell::new(shard),
+            active: (0..snap.endpoints.len()).map(|_| Cell::new(0)).collect(),
+        }
+    }
+
+    /// The endpoint index for the next request; None when the cluster has no endpoints.
+    pub fn pick(&self, snap: &ClusterSnap, rng: &Rng) -> Option<usize> {
+        let n = snap.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        Some(match snap.lb_policy {
+            LbPolicy::RoundRobin => {
+                let c = self.cursor.get();
+                self.cursor.set(c.wrapping_add(1));
+                snap.schedule.get(c % snap.schedule.len().max(1)).map_or(0, |i| *i as usize)
+            }
+            LbPolicy::Random => (rng.next() % n as u64) as usize,
+            // Power of two choices: as good as a full scan in practice, O(1).
+            LbPolicy::LeastRequest => {
+                let a = (rng.next() % n as u64) as usize;
+                let b = (rng.next() % n as u64) as usize;
+                if self.active[b].get() < self.active[a].get() {
+                    b
+                } else {
+                    a
+                }
+            }
+        })
+    }
+
+    pub fn begin(&self, endpoint: usize) {
+        if let Some(c) = self.active.get(endpoint) {
+            c.set(c.get() + 1);
+        }
+    }
+
+    pub fn end(&self, endpoint: usize) {
+        if let Some(c) = self.active.get(endpoint) {
+            c.set(c.get().saturating_sub(1));
+        }
+    }
+}
+
+/// A shard-local xorshift64* generator: request ids, RANDOM and weighted picks. Not for secrets.
+#[derive(Debug)]
+pub struct Rng(Cell<u64>);
+
+impl Rng {
+    pub fn seeded(seed: u64) -> Self {
+        Rng(Cell::new(seed | 1))
+    }
+
+    pub fn next(&self) -> u64 {
+        let mut x = self.0.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weighted_schedule_spreads_by_weight_and_interleaves() {
+        let s = smooth_wrr_schedule(&[5, 1, 1]);
+        assert_eq!(s.len(), 7);
+        assert_eq!(s.iter().filter(|i| **i == 0).count(), 5);
+        // Smooth: the heavy endpoint never takes more than 3 turns in a row here.
+        assert_eq!(s, vec![0, 0, 1, 0, 2, 0, 0]);
+    }
+
+    #[test]
+    fn equal_weights_are_plain_round_robin() {
+        assert_eq!(smooth_wrr_schedule(&[3, 3, 3]), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn huge_weights_are_scaled_to_a_bounded_schedule() {
+        let s = smooth_wrr_schedule(&[1_000_000, 999_999]);
+        assert!(s.len() as u64 <= MAX_SCHEDULE + 2);
+    }
+}

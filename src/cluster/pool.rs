@@ -1,0 +1,79 @@
+//! A shard's idle upstream connections, per endpoint address (so they survive config and DNS
+//! updates that keep the address). LIFO: the most recently used connection is the least likely to
+//! have been closed by the upstream. Bounded in count and idle age.
+
+use bytes::BytesMut;
+use monoio::net::TcpStream;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// An upstream connection and its read buffer (which travels with it, so a response's leftover
+/// bytes can never leak into another exchange: a connection is only pooled when its buffer is empty).
+pub struct Upstream {
+    pub stream: TcpStream,
+    pub buf: BytesMut,
+    /// Requests sent on this connection so far.
+    pub requests: u32,
+    pub addr: SocketAddr,
+}
+
+struct Idle {
+    conn: Upstream,
+    since: Instant,
+}
+
+pub struct Pool {
+    idle: RefCell<HashMap<SocketAddr, Vec<Idle>>>,
+    max_idle_per_endpoint: usize,
+    idle_timeout: Duration,
+}
+
+impl Pool {
+    pub fn new(max_idle_per_endpoint: usize, idle_timeout: Duration) -> Self {
+        Pool { idle: RefCell::new(HashMap::new()), max_idle_per_endpoint, idle_timeout }
+    }
+
+    /// A live-looking idle connection to `addr`, if any.
+    pub fn take(&self, addr: SocketAddr) -> Option<Upstream> {
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.get_mut(&addr)?;
+        let now = Instant::now();
+        while let Some(entry) = list.pop() {
+            if now.duration_since(entry.since) < self.idle_timeout {
+                return Some(entry.conn);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose last exchange ended cleanly.
+    pub fn put(&self, conn: Upstream) {
+        debug_assert!(conn.buf.is_empty());
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.entry(conn.addr).or_default();
+        if list.len() >= self.max_idle_per_endpoint {
+            // Drop the oldest: it is the likeliest to be closed by the peer soon.
+            list.remove(0);
+        }
+        list.push(Idle { conn, since: Instant::now() });
+    }
+
+    /// Closes connections idle too long or to addresses no longer in use.
+    pub fn sweep(&self, keep: impl Fn(&SocketAddr) -> bool) {
+        let now = Instant::now();
+        let mut idle = self.idle.borrow_mut();
+        idle.retain(|addr, list| {
+            if !keep(addr) {
+                return false;
+            }
+            list.retain(|e| now.duration_since(e.since) < self.idle_timeout);
+            !list.is_empty()
+        });
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.borrow().values().map(Vec::len).sum()
+    }
+}

@@ -1,0 +1,353 @@
+//! The control thread: owns the running config, the listening sockets and the DNS answers. On a
+//! timer it re-reads the config file (validated whole, bound and resolved before it replaces the old
+//! one) and re-resolves DNS clusters (keeping the last good answer on failure); whenever anything a
+//! shard serves from changed, it builds a new snapshot and sends it to every shard. It blocks only
+//! itself, never a shard.
+
+use crate::config::{self, Bootstrap, DiscoveryType};
+use crate::dns::Resolver;
+use crate::listener::BoundListener;
+use crate::shard::ShardMsg;
+use crate::snapshot::Snapshot;
+use futures_channel::mpsc::UnboundedSender;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where the config comes from; only a file can change.
+#[derive(Debug, Clone)]
+pub enum Source {
+    File(PathBuf),
+    Inline(String),
+}
+
+impl Source {
+    fn read(&self) -> Result<String, config::ConfigError> {
+        match self {
+            Source::File(path) => std::fs::read_to_string(path)
+                .map_err(|source| config::ConfigError::Io { origin: path.display().to_string(), source }),
+            Source::Inline(text) => Ok(text.clone()),
+        }
+    }
+
+    fn origin(&self) -> String {
+        match self {
+            Source::File(path) => path.display().to_string(),
+            Source::Inline(_) => "--config-yaml".to_string(),
+        }
+    }
+
+    pub fn load(&self) -> Result<(String, config::Loaded), config::ConfigError> {
+        let text = self.read()?;
+        let loaded = config::load_str(&text, &self.origin())?;
+        Ok((text, loaded))
+    }
+}
+
+/// Resolved addresses of one cluster: per configured endpoint, the last good answer.
+#[derive(Debug, Clone)]
+struct ClusterHosts {
+    spec: config::Cluster,
+    /// Per endpoint of `spec`, None until the first successful resolution.
+    answers: Vec<Option<Vec<IpAddr>>>,
+    next_refresh: Instant,
+}
+
+impl ClusterHosts {
+    fn new(spec: config::Cluster) -> Self {
+        let answers = vec![None; spec.endpoints.len()];
+        ClusterHosts { spec, answers, next_refresh: Instant::now() }
+    }
+
+    fn is_dns(&self) -> bool {
+        self.spec.discovery != DiscoveryType::Static
+    }
+
+    /// Resolves every endpoint; returns whether the answer set changed. Failures keep the last good
+    /// answer and are logged.
+    fn refresh(&mut self, resolver: &Resolver) -> bool {
+        self.next_refresh = Instant::now() + self.spec.dns_refresh_rate.max(Duration::from_millis(100));
+        let mut changed = false;
+        for (i, endpoint) in self.spec.endpoints.iter().enumerate() {
+            let answer = match self.spec.discovery {
+                DiscoveryType::Static => endpoint.host.parse::<IpAddr>().map(|ip| vec![ip]).map_err(|e| e.to_string()),
+                DiscoveryType::StrictDns | DiscoveryType::LogicalDns => resolver
+                    .resolve(&endpoint.host, self.spec.dns_lookup_family, &self.spec.dns_resolvers)
+                    .map(|mut ips| {
+                        // LOGICAL_DNS connects to one address at a time: the first the resolver gives.
+                        if self.spec.discovery == DiscoveryType::LogicalDns {
+                            ips.truncate(1);
+                        }
+                        ips
+                    })
+                    .map_err(|e| e.to_string()),
+            };
+            match answer {
+                Ok(ips) => {
+                    if self.answers[i].as_ref() != Some(&ips) {
+                        log::info!(
+                            "cluster {}: {}:{} resolves to {:?}",
+                            self.spec.name,
+                            endpoint.host,
+                            endpoint.port,
+                            ips
+                        );
+                        self.answers[i] = Some(ips);
+                        changed = true;
+                    }
+                }
+                Err(e) => {
+                    let kept = if self.answers[i].is_some() { "keeping the last good answer" } else { "no hosts yet" };
+                    log::warn!("cluster {}: {e}; {kept}", self.spec.name);
+                }
+            }
+        }
+        changed
+    }
+
+    /// (address, weight) of the best priority level that has hosts.
+    fn endpoints(&self) -> Vec<(SocketAddr, u32)> {
+        let mut best: Option<u32> = None;
+        for (e, a) in self.spec.endpoints.iter().zip(&self.answers) {
+            if a.as_ref().is_some_and(|ips| !ips.is_empty()) {
+                best = Some(best.map_or(e.priority, |b| b.min(e.priority)));
+            }
+        }
+        let mut out = Vec::new();
+        for (e, a) in self.spec.endpoints.iter().zip(&self.answers) {
+            if Some(e.priority) != best {
+                continue;
+            }
+            for ip in a.iter().flatten() {
+                out.push((SocketAddr::new(*ip, e.port), e.weight));
+            }
+        }
+        out
+    }
+}
+
+pub struct Control {
+    source: Source,
+    /// The text of the running config, and of the last rejected one (so it is reported once).
+    running_text: String,
+    rejected_text: Option<String>,
+    bootstrap: Arc<Bootstrap>,
+    clusters: Vec<ClusterHosts>,
+    /// Bound listeners by configured address.
+    listeners: HashMap<SocketAddr, Arc<BoundListener>>,
+    next_listener_id: u64,
+    generation: u64,
+    shards: usize,
+    resolver: Resolver,
+    config_check_every: Duration,
+    next_config_check: Instant,
+    senders: Vec<UnboundedSender<ShardMsg>>,
+}
+
+#[derive(Debug)]
+pub enum StartError {
+    Config(config::ConfigError),
+    Bind { listener: String, address: SocketAddr, source: std::io::Error },
+    Routes(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Config(e) => write!(f, "{e}"),
+            StartError::Bind { listener, address, source } => {
+                write!(f, "listener {listener:?}: cannot listen on {address}: {source}")
+            }
+            StartError::Routes(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl Control {
+    /// Loads, binds and resolves everything for the first snapshot.
+    pub fn start(
+        source: Source,
+        loaded: (String, config::Loaded),
+        shards: usize,
+        resolver: Resolver,
+        config_check_every: Duration,
+    ) -> Result<(Control, Arc<Snapshot>), StartError> {
+        let (text, loaded) = loaded;
+        let mut control = Control {
+            source,
+            running_text: text,
+            rejected_text: None,
+            bootstrap: Arc::new(loaded.bootstrap.clone()),
+            clusters: Vec::new(),
+            listeners: HashMap::new(),
+            next_listener_id: 1,
+            generation: 0,
+            shards,
+            resolver,
+            config_check_every,
+            next_config_check: Instant::now() + config_check_every,
+            senders: Vec::new(),
+        };
+        let snapshot = control.adopt(Arc::new(loaded.bootstrap))?;
+        Ok((control, snapshot))
+    }
+
+    /// Binds listeners and resolves clusters for `bootstrap`, then builds its snapshot. On error
+    /// nothing of the running state changed.
+    fn adopt(&mut self, bootstrap: Arc<Bootstrap>) -> Result<Arc<Snapshot>, StartError> {
+        let mut listeners = HashMap::new();
+        let mut by_name = HashMap::new();
+        for l in &bootstrap.listeners {
+            let bound = match self.listeners.get(&l.address) {
+                Some(existing) => existing.clone(),
+                None => {
+                    let id = self.next_listener_id;
+                    self.next_listener_id += 1;
+                    let bound = BoundListener::bind(id, &l.name, l.address, self.shards).map_err(|source| {
+                        StartError::Bind { listener: l.name.clone(), address: l.address, source }
+                    })?;
+                    log::info!("listener {:?} listening on {}", l.name, bound.bound);
+                    Arc::new(bound)
+                }
+            };
+            by_name.insert(l.name.clone(), bound.clone());
+            listeners.insert(l.address, bound);
+        }
+        let mut clusters: Vec<ClusterHosts> = bootstrap
+            .clusters
+            .iter()
+            .map(|spec| match self.clusters.iter().find(|c| c.spec == *spec) {
+                Some(existing) => existing.clone(),
+                None => ClusterHosts::new(spec.clone()),
+            })
+            .collect();
+        for c in clusters.iter_mut().filter(|c| c.answers.iter().all(Option::is_none)) {
+            c.refresh(&self.resolver);
+        }
+        let endpoints: Vec<_> = clusters.iter().map(ClusterHosts::endpoints).collect();
+        let snapshot = Snapshot::build(self.generation + 1, bootstrap.clone(), &endpoints, &by_name)
+            .map_err(|e| StartError::Routes(e.to_string()))?;
+        for (addr, old) in &self.listeners {
+            if !listeners.contains_key(addr) {
+                log::info!("listener {:?} on {} closes", old.name, old.bound);
+            }
+        }
+        self.generation += 1;
+        self.listeners = listeners;
+        self.clusters = clusters;
+        self.bootstrap = bootstrap;
+        Ok(Arc::new(snapshot))
+    }
+
+    fn rebuild(&mut self) -> Option<Arc<Snapshot>> {
+        let endpoints: Vec<_> = self.clusters.iter().map(ClusterHosts::endpoints).collect();
+        let by_name: HashMap<String, Arc<BoundListener>> =
+            self.listeners.values().map(|l| (l.name.clone(), l.clone())).collect();
+        match Snapshot::build(self.generation + 1, self.bootstrap.clone(), &endpoints, &by_name) {
+            Ok(s) => {
+                self.generation += 1;
+                Some(Arc::new(s))
+            }
+            Err(e) => {
+                log::error!("cannot rebuild the snapshot: {e}");
+                None
+            }
+        }
+    }
+
+    /// One pass of the loop: what is due, done; a new snapshot when anything changed.
+    fn tick(&mut self) -> Option<Arc<Snapshot>> {
+        let now = Instant::now();
+        if now >= self.next_config_check {
+            self.next_config_check = now + self.config_check_every;
+            if let Some(snapshot) = self.check_config() {
+                return Some(snapshot);
+            }
+        }
+        let mut changed = false;
+        for c in self.clusters.iter_mut().filter(|c| c.is_dns() && c.next_refresh <= now) {
+            changed |= c.refresh(&self.resolver);
+        }
+        if changed {
+            self.rebuild()
+        } else {
+            None
+        }
+    }
+
+    fn check_config(&mut self) -> Option<Arc<Snapshot>> {
+        if !matches!(self.source, Source::File(_)) {
+            return None;
+        }
+        let text = match self.source.read() {
+            Ok(t) => t,
+            Err(e) => {
+                log::warn!("config reload: {e}; keeping the running config");
+                return None;
+            }
+        };
+        if text == self.running_text || self.rejected_text.as_ref() == Some(&text) {
+            return None;
+        }
+        let result = config::load_str(&text, &self.source.origin())
+            .map_err(StartError::Config)
+            .and_then(|loaded| {
+                for w in &loaded.warnings {
+                    log::warn!("{w}");
+                }
+                self.adopt(Arc::new(loaded.bootstrap))
+            });
+        match result {
+            Ok(snapshot) => {
+                log::info!("config reloaded from {} (generation {})", self.source.origin(), snapshot.generation);
+                self.running_text = text;
+                self.rejected_text = None;
+                Some(snapshot)
+            }
+            Err(e) => {
+                log::error!("config reload rejected, keeping the running config: {e}");
+                self.rejected_text = Some(text);
+                None
+            }
+        }
+    }
+
+    fn next_wakeup(&self) -> Instant {
+        self.clusters
+            .iter()
+            .filter(|c| c.is_dns())
+            .map(|c| c.next_refresh)
+            .chain(std::iter::once(self.next_config_check))
+            .min()
+            .unwrap_or(self.next_config_check)
+    }
+
+    fn broadcast(&self, snapshot: &Arc<Snapshot>) {
+        for tx in &self.senders {
+            // A shard that is gone has exited with the process; nothing to do.
+            let _ = tx.unbounded_send(ShardMsg::Install(snapshot.clone()));
+        }
+    }
+
+    /// Runs the loop on its own thread until `stop` receives (or its sender is dropped).
+    pub fn spawn(
+        mut self,
+        senders: Vec<UnboundedSender<ShardMsg>>,
+        stop: Receiver<()>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        self.senders = senders;
+        std::thread::Builder::new().name("skiff-control".into()).spawn(move || loop {
+            let wait = self.next_wakeup().saturating_duration_since(Instant::now());
+            match stop.recv_timeout(wait) {
+                Err(RecvTimeoutError::Timeout) => {}
+                _ => return,
+            }
+            if let Some(snapshot) = self.tick() {
+                self.broadcast(&snapshot);
+            }
+        })
+    }
+}

@@ -1,0 +1,358 @@
+//! Route tables compiled from a `RouteConfig`: virtual host by Host, then the first matching route.
+//! Built off the request path (in the control thread, inside a snapshot); matching allocates
+//! nothing. Knows cluster *indices* into the snapshot, never cluster state.
+
+use crate::config::{
+    self, ClusterSpecifier, HeaderMatchRule, HeaderValueOption, PathMatch, RouteAction, RouteConfig,
+};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Header edits at one level (route config, virtual host or route).
+#[derive(Debug, Default)]
+pub struct HeaderEdits {
+    pub add: Vec<HeaderValueOption>,
+    pub remove: Vec<String>,
+}
+
+impl HeaderEdits {
+    fn new(add: &[HeaderValueOption], remove: &[String]) -> Self {
+        HeaderEdits { add: add.to_vec(), remove: remove.iter().map(|n| n.to_ascii_lowercase()).collect() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+#[derive(Debug)]
+pub struct RouteTable {
+    vhosts: Vec<VirtualHost>,
+    exact: Vec<(String, usize)>,
+    /// `*.example.com` stored as `.example.com`, longest first.
+    suffixes: Vec<(String, usize)>,
+    /// `api.*` stored as `api.`, longest first.
+    prefixes: Vec<(String, usize)>,
+    wildcard: Option<usize>,
+    pub request_edits: HeaderEdits,
+    pub response_edits: HeaderEdits,
+}
+
+#[derive(Debug)]
+pub struct VirtualHost {
+    pub name: String,
+    pub routes: Vec<Route>,
+    pub request_edits: HeaderEdits,
+    pub response_edits: HeaderEdits,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    path: PathMatcher,
+    headers: Vec<HeaderMatcher>,
+    query: Vec<config::QueryParameterMatcher>,
+    pub action: Action,
+    pub request_edits: HeaderEdits,
+    pub response_edits: HeaderEdits,
+}
+
+#[derive(Debug)]
+enum PathMatcher {
+    Prefix { prefix: String, case_sensitive: bool },
+    Exact { path: String, case_sensitive: bool },
+    Regex(regex::Regex),
+}
+
+#[derive(Debug)]
+struct HeaderMatcher {
+    name: String,
+    rule: HeaderRule,
+    invert: bool,
+}
+
+#[derive(Debug)]
+enum HeaderRule {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Contains(String),
+    Regex(regex::Regex),
+    Present(bool),
+}
+
+#[derive(Debug)]
+pub enum Action {
+    Forward(Forward),
+    Direct { status: u16, body: Option<String> },
+    Redirect(config::Redirect),
+}
+
+#[derive(Debug)]
+pub struct Forward {
+    pub clusters: Targets,
+    pub timeout: Option<Duration>,
+    /// The matched prefix this rewrite replaces (only set for prefix routes).
+    pub prefix_rewrite: Option<(String, String)>,
+    pub host_rewrite: Option<String>,
+    pub retry: Option<Retry>,
+}
+
+#[derive(Debug)]
+pub enum Targets {
+    Single(usize),
+    /// (cluster index, cumulative weight), and the total.
+    Weighted(Vec<(usize, u32)>, u32),
+}
+
+impl Targets {
+    /// Picks a cluster; `roll` is a uniformly random number.
+    pub fn pick(&self, roll: u64) -> usize {
+        match self {
+            Targets::Single(c) => *c,
+            Targets::Weighted(list, total) => {
+                let point = (roll % u64::from((*total).max(1))) as u32;
+                list.iter().find(|(_, upto)| point < *upto).or(list.last()).map(|(c, _)| *c).unwrap_or(0)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub on_connect_failure: bool,
+    pub on_5xx: bool,
+    /// 502, 503, 504 only.
+    pub on_gateway_error: bool,
+    pub on_reset: bool,
+    pub num_retries: u32,
+    pub per_try_timeout: Option<Duration>,
+}
+
+impl Retry {
+    pub fn retries_status(&self, status: u16) -> bool {
+        (self.on_5xx && status >= 500) || (self.on_gateway_error && matches!(status, 502..=504))
+    }
+}
+
+#[derive(Debug)]
+pub enum BuildError {
+    UnknownCluster(String),
+    BadRegex(String),
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildError::UnknownCluster(c) => write!(f, "route refers to unknown cluster {c:?}"),
+            BuildError::BadRegex(e) => write!(f, "bad regex: {e}"),
+        }
+    }
+}
+
+impl RouteTable {
+    pub fn compile(rc: &RouteConfig, clusters: &HashMap<&str, usize>) -> Result<Self, BuildError> {
+        let mut table = RouteTable {
+            vhosts: Vec::with_capacity(rc.virtual_hosts.len()),
+            exact: Vec::new(),
+            suffixes: Vec::new(),
+            prefixes: Vec::new(),
+            wildcard: None,
+            request_edits: HeaderEdits::new(&rc.request_headers_to_add, &rc.request_headers_to_remove),
+            response_edits: HeaderEdits::new(&rc.response_headers_to_add, &rc.response_headers_to_remove),
+        };
+        for (index, vh) in rc.virtual_hosts.iter().enumerate() {
+            for domain in &vh.domains {
+                let d = domain.to_ascii_lowercase();
+                if d == "*" {
+                    table.wildcard.get_or_insert(index);
+                } else if let Some(rest) = d.strip_prefix('*') {
+                    table.suffixes.push((rest.to_string(), index));
+                } else if let Some(rest) = d.strip_suffix('*') {
+                    table.prefixes.push((rest.to_string(), index));
+                } else {
+                    table.exact.push((d, index));
+                }
+            }
+            let routes = vh.routes.iter().map(|r| compile_route(r, clusters)).collect::<Result<_, _>>()?;
+            table.vhosts.push(VirtualHost {
+                name: vh.name.clone(),
+                routes,
+                request_edits: HeaderEdits::new(&vh.request_headers_to_add, &vh.request_headers_to_remove),
+                response_edits: HeaderEdits::new(&vh.response_headers_to_add, &vh.response_headers_to_remove),
+            });
+        }
+        table.suffixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        table.prefixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        Ok(table)
+    }
+
+    /// Envoy's order: exact domain, longest `*.suffix`, longest `prefix*`, then `*`. A Host with a
+    /// port that matches nothing is tried again without it, so `example.com` serves `example.com:80`.
+    pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
+        self.vhost_index(host)
+            .or_else(|| self.vhost_index(strip_port(host)?))
+            .or(self.wildcard)
+            .map(|i| &self.vhosts[i])
+    }
+
+    fn vhost_index(&self, host: &str) -> Option<usize> {
+        if let Some((_, i)) = self.exact.iter().find(|(d, _)| d.eq_ignore_ascii_case(host)) {
+            return Some(*i);
+        }
+        let lower_ends = |s: &str| {
+            host.len() > s.len() && host.as_bytes()[host.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
+        };
+        if let Some((_, i)) = self.suffixes.iter().find(|(s, _)| lower_ends(s)) {
+            return Some(*i);
+        }
+        let lower_starts =
+            |p: &str| host.len() > p.len() && host.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes());
+        self.prefixes.iter().find(|(p, _)| lower_starts(p)).map(|(_, i)| *i)
+    }
+}
+
+/// `host:8080` → `host`; `[::1]:80` → `[::1]`; a bare IPv6 literal has no port to strip.
+fn strip_port(host: &str) -> Option<&str> {
+    let (name, port) = host.rsplit_once(':')?;
+    let numeric = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+    (numeric && (!name.contains(':') || name.ends_with(']'))).then_some(name)
+}
+
+impl VirtualHost {
+    /// The first route whose path, header and query matchers all hold.
+    pub fn route(&self, path: &str, headers: &[httparse::Header<'_>]) -> Option<&Route> {
+        let (path_only, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
+        self.routes.iter().find(|r| r.matches(path_only, query, headers))
+    }
+}
+
+impl Route {
+    fn matches(&self, path: &str, query: Option<&str>, headers: &[httparse::Header<'_>]) -> bool {
+        let path_ok = match &self.path {
+            PathMatcher::Prefix { prefix, case_sensitive: true } => path.starts_with(prefix.as_str()),
+            PathMatcher::Prefix { prefix, case_sensitive: false } => {
+                path.len() >= prefix.len() && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+            }
+            PathMatcher::Exact { path: p, case_sensitive: true } => path == p,
+            PathMatcher::Exact { path: p, case_sensitive: false } => path.eq_ignore_ascii_case(p),
+            PathMatcher::Regex(re) => re.is_match(path),
+        };
+        path_ok
+            && self.headers.iter().all(|m| m.matches(headers))
+            && self.query.iter().all(|q| query_matches(q, query))
+    }
+
+    /// For a prefix route: the path after `prefix_rewrite`.
+    pub fn rewrite_path(&self, path: &str, out: &mut String) -> bool {
+        let Action::Forward(Forward { prefix_rewrite: Some((prefix, replacement)), .. }) = &self.action else {
+            return false;
+        };
+        out.clear();
+        out.push_str(replacement);
+        out.push_str(path.get(prefix.len()..).unwrap_or(""));
+        true
+    }
+}
+
+impl HeaderMatcher {
+    fn matches(&self, headers: &[httparse::Header<'_>]) -> bool {
+        let value = headers.iter().find(|h| h.name.eq_ignore_ascii_case(&self.name)).map(|h| h.value);
+        let hit = match (&self.rule, value) {
+            (HeaderRule::Present(want), v) => v.is_some() == *want,
+            (_, None) => false,
+            (HeaderRule::Exact(s), Some(v)) => v == s.as_bytes(),
+            (HeaderRule::Prefix(s), Some(v)) => v.starts_with(s.as_bytes()),
+            (HeaderRule::Suffix(s), Some(v)) => v.ends_with(s.as_bytes()),
+            (HeaderRule::Contains(s), Some(v)) => v.windows(s.len().max(1)).any(|w| w == s.as_bytes()),
+            (HeaderRule::Regex(re), Some(v)) => std::str::from_utf8(v).is_ok_and(|v| re.is_match(v)),
+        };
+        hit != self.invert
+    }
+}
+
+fn query_matches(m: &config::QueryParameterMatcher, query: Option<&str>) -> bool {
+    query.unwrap_or("").split('&').any(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        k == m.name && m.exact.as_deref().is_none_or(|want| want == v)
+    })
+}
+
+fn anchored(re: &str) -> Result<regex::Regex, BuildError> {
+    regex::Regex::new(&format!("^(?:{re})$")).map_err(|e| BuildError::BadRegex(e.to_string()))
+}
+
+fn compile_route(r: &config::Route, clusters: &HashMap<&str, usize>) -> Result<Route, BuildError> {
+    let case_sensitive = r.matcher.case_sensitive;
+    let path = match &r.matcher.path {
+        PathMatch::Prefix(p) => PathMatcher::Prefix { prefix: p.clone(), case_sensitive },
+        PathMatch::Path(p) => PathMatcher::Exact { path: p.clone(), case_sensitive },
+        PathMatch::SafeRegex(re) => PathMatcher::Regex(anchored(re)?),
+    };
+    let headers = r
+        .matcher
+        .headers
+        .iter()
+        .map(|h| {
+            let rule = match &h.rule {
+                HeaderMatchRule::Exact(s) => HeaderRule::Exact(s.clone()),
+                HeaderMatchRule::Prefix(s) => HeaderRule::Prefix(s.clone()),
+                HeaderMatchRule::Suffix(s) => HeaderRule::Suffix(s.clone()),
+                HeaderMatchRule::Contains(s) => HeaderRule::Contains(s.clone()),
+                HeaderMatchRule::SafeRegex(s) => HeaderRule::Regex(anchored(s)?),
+                HeaderMatchRule::Present(p) => HeaderRule::Present(*p),
+            };
+            Ok(HeaderMatcher { name: h.name.clone(), rule, invert: h.invert_match })
+        })
+        .collect::<Result<_, BuildError>>()?;
+    let find = |name: &str| clusters.get(name).copied().ok_or_else(|| BuildError::UnknownCluster(name.to_string()));
+    let action = match &r.action {
+        RouteAction::Forward(f) => {
+            let targets = match &f.cluster {
+                ClusterSpecifier::Single(name) => Targets::Single(find(name)?),
+                ClusterSpecifier::Weighted(list) => {
+                    let mut upto = 0u32;
+                    let mut out = Vec::with_capacity(list.len());
+                    for (name, weight) in list {
+                        upto = upto.saturating_add(*weight);
+                        out.push((find(name)?, upto));
+                    }
+                    Targets::Weighted(out, upto)
+                }
+            };
+            let prefix_rewrite = match (&f.prefix_rewrite, &r.matcher.path) {
+                (Some(rw), PathMatch::Prefix(p)) => Some((p.clone(), rw.clone())),
+                _ => None,
+            };
+            Action::Forward(Forward {
+                clusters: targets,
+                timeout: f.timeout,
+                prefix_rewrite,
+                host_rewrite: f.host_rewrite_literal.clone(),
+                retry: f.retry_policy.as_ref().map(|p| {
+                    let on = |k: &str| p.retry_on.iter().any(|x| x == k);
+                    Retry {
+                        on_connect_failure: on("connect-failure") || on("5xx") || on("gateway-error"),
+                        on_5xx: on("5xx"),
+                        on_gateway_error: on("gateway-error"),
+                        on_reset: on("reset") || on("5xx"),
+                        num_retries: p.num_retries,
+                        per_try_timeout: p.per_try_timeout,
+                    }
+                }),
+            })
+        }
+        RouteAction::DirectResponse { status, body } => Action::Direct { status: *status, body: body.clone() },
+        RouteAction::Redirect(rd) => Action::Redirect(rd.clone()),
+    };
+    Ok(Route {
+        path,
+        headers,
+        query: r.matcher.query_parameters.clone(),
+        action,
+        request_edits: HeaderEdits::new(&r.request_headers_to_add, &r.request_headers_to_remove),
+        response_edits: HeaderEdits::new(&r.response_headers_to_add, &r.response_headers_to_remove),
+    })
+}

@@ -1,0 +1,141 @@
+//! The process: starts logging, loads the config, starts the control thread and the shards, and
+//! turns SIGTERM/SIGINT into a graceful drain. Owns process lifetime only; no request logic.
+
+use crate::cli::{Mode, Options};
+use crate::control::{Control, Source};
+use crate::dns::Resolver;
+use crate::{logging, shard};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+pub fn run(opts: Options) -> ExitCode {
+    let Some(level) = logging::parse_level(&opts.log_level) else {
+        eprintln!("skiff: unknown log level {:?} (trace, debug, info, warning, error, critical, off)", opts.log_level);
+        return ExitCode::from(1);
+    };
+    logging::init(level, opts.log_format.as_deref());
+
+    let source = match (&opts.config_path, &opts.config_yaml) {
+        (Some(path), None) => Source::File(path.clone()),
+        (None, Some(yaml)) => Source::Inline(yaml.clone()),
+        (Some(_), Some(_)) => {
+            log::error!("give either --config-path or --config-yaml, not both");
+            return ExitCode::from(1);
+        }
+        (None, None) => {
+            log::error!("no config: use -c/--config-path FILE or --config-yaml YAML (see --help)");
+            return ExitCode::from(1);
+        }
+    };
+    let loaded = match source.load() {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    for w in &loaded.1.warnings {
+        log::warn!("{w}");
+    }
+    if opts.mode == Mode::Validate {
+        log::info!("configuration {} OK", match &source {
+            Source::File(p) => p.display().to_string(),
+            Source::Inline(_) => "--config-yaml".into(),
+        });
+        return ExitCode::SUCCESS;
+    }
+
+    let driver = match shard::choose_driver(opts.io_driver) {
+        Ok(d) => d,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let concurrency = opts.concurrency.unwrap_or(cores.len()).max(1);
+    // Signals are taken by sigwait in this thread only; every thread spawned after inherits the mask.
+    let signals = block_signals();
+
+    let mut resolver = Resolver::system();
+    resolver.hosts_file = opts.hosts_file.clone();
+    let check_every = Duration::from_secs(opts.config_check_interval_s.max(1));
+    let (control, initial) = match Control::start(source, loaded, concurrency, resolver, check_every) {
+        Ok(started) => started,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    log::info!(
+        "skiff {} starting: {concurrency} shard(s), {driver} driver, service cluster {:?}, node {:?}",
+        env!("CARGO_PKG_VERSION"),
+        opts.service_cluster.as_deref().unwrap_or(""),
+        opts.service_node.as_deref().unwrap_or(""),
+    );
+    let mut handles = Vec::with_capacity(concurrency);
+    for id in 0..concurrency {
+        // Pin only when there is a core per shard; oversubscribed shards float.
+        let core = (concurrency <= cores.len()).then(|| cores[id]);
+        match shard::spawn(id, core, driver, initial.clone()) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                log::error!("cannot start shard {id}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    drop(initial);
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel();
+    let control = match control.spawn(handles.iter().map(|h| h.tx.clone()).collect(), stop_rx) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("cannot start the control thread: {e}");
+            return ExitCode::from(1);
+        }
+    };
+
+    let signal = wait_for_signal(&signals);
+    log::info!("{signal} received: draining (up to {} s)", opts.drain_time_s.min(opts.parent_shutdown_time_s));
+    let _ = stop_tx.send(());
+    let _ = control.join();
+    for h in &handles {
+        let _ = h.tx.unbounded_send(shard::ShardMsg::Drain);
+    }
+    let deadline = Instant::now() + Duration::from_secs(opts.drain_time_s.min(opts.parent_shutdown_time_s));
+    loop {
+        let open: usize = handles.iter().map(|h| h.active.0.load(std::sync::atomic::Ordering::Relaxed)).sum();
+        if open == 0 {
+            log::info!("drained; exiting");
+            break;
+        }
+        if Instant::now() >= deadline {
+            log::warn!("drain time over with {open} connection(s) open; exiting");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ExitCode::SUCCESS
+}
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: plain libc calls on a zeroed, locally owned sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for_signal(set: &libc::sigset_t) -> &'static str {
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` was initialised by block_signals; sigwait writes only `sig`.
+    let rc = unsafe { libc::sigwait(set, &mut sig) };
+    match (rc, sig) {
+        (0, libc::SIGINT) => "SIGINT",
+        _ => "SIGTERM",
+    }
+}

@@ -1,0 +1,470 @@
+//! One downstream connection: read a request head, route it, forward it (see `upstream`), answer in
+//! order, repeat while keep-alive holds. Owns the connection's buffers and its timeouts; decides
+//! nothing about upstream connections beyond asking `upstream::forward`.
+
+use super::reply;
+use super::upstream::{self, Exchange, Outcome};
+use super::{Generation, Shard};
+use crate::http::{self, BodyKind, ChunkedDecoder, RequestHead, Version, MAX_HEADERS};
+use crate::route::{Action, HeaderEdits, Route, RouteTable, VirtualHost};
+use crate::snapshot::{HcmSettings, ListenerSnap};
+use bytes::{Buf, BytesMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+/// Read size for a connection's buffer; heads may grow it up to `max_request_headers_kb`.
+pub(super) const READ_CHUNK: usize = 16 * 1024;
+
+pub(super) struct Downstream {
+    pub stream: TcpStream,
+    /// Bytes read from the client not yet consumed: the current head, body, pipelined requests.
+    pub buf: BytesMut,
+    /// The request as it goes upstream (head, and the body when it arrived with the head), kept
+    /// until the exchange ends so that a retry can send it again.
+    pub req_out: Vec<u8>,
+    /// Bytes on their way to the client.
+    pub resp_out: Vec<u8>,
+    /// Once anything of the response reached the client, errors can only close the connection.
+    pub response_started: bool,
+    pub peer_ip: String,
+}
+
+/// What the rest of the exchange needs to know about the request once its head is gone.
+#[derive(Debug, Clone)]
+pub(super) struct RequestInfo {
+    pub body: BodyKind,
+    /// Bytes of the body that arrived with the head and are already in `req_out` (the whole body
+    /// when `body_buffered`).
+    pub body_in_head_read: usize,
+    /// The whole body is in `req_out`: the request can be sent again.
+    pub body_buffered: bool,
+    pub keep_alive: bool,
+    pub head_method: bool,
+    pub http10: bool,
+    pub expect_continue: bool,
+    /// A chunked body still arriving: the decoder's state after the part in `req_out`.
+    pub chunked: Option<ChunkedDecoder>,
+}
+
+struct ConnGuard<'a>(&'a Shard);
+
+impl Drop for ConnGuard<'_> {
+    fn drop(&mut self) {
+        self.0.conn_closed();
+    }
+}
+
+pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream, peer: SocketAddr) {
+    shard.conn_opened();
+    let _guard = ConnGuard(&shard);
+    // Small heads and responses must not wait for Nagle.
+    let _ = stream.set_nodelay(true);
+    let mut d = Downstream {
+        stream,
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        req_out: Vec::with_capacity(1024),
+        resp_out: Vec::with_capacity(1024),
+        response_started: false,
+        peer_ip: peer.ip().to_string(),
+    };
+    loop {
+        let generation = shard.generation();
+        // A listener removed by a reload serves no new requests on its old connections.
+        let Some(listener) = generation.snap.listener(listener_id) else { return };
+        match one_request(&shard, &generation, listener, &mut d).await {
+            Outcome::KeepAlive if !shard.draining() => {}
+            _ => return,
+        }
+    }
+}
+
+enum HeadWait {
+    /// A complete head is at the start of `d.buf`.
+    Ready,
+    /// Client went away, idled out or the shard is draining: close quietly.
+    Close,
+    /// Answer this status and close.
+    Refuse(u16),
+}
+
+/// Reads until `d.buf` starts with a complete, valid head (checked by parsing; the caller parses
+/// once more in place, which is cheaper than carrying a parsed head across the await).
+async fn wait_for_head(shard: &Shard, hcm: &HcmSettings, d: &mut Downstream) -> HeadWait {
+    let mut first_byte: Option<Instant> = None;
+    loop {
+        if !d.buf.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            match http::parse_request(&d.buf, &mut headers, hcm.max_head_len) {
+                Ok(Some(_)) => return HeadWait::Ready,
+                Ok(None) => {}
+                Err(e) => {
+                    log::debug!("refusing request from {}: {e:?}", d.peer_ip);
+                    return HeadWait::Refuse(e.status());
+                }
+            }
+        }
+        let wait = match first_byte {
+            None if d.buf.is_empty() => hcm.idle_timeout,
+            None => {
+                first_byte = Some(Instant::now());
+                hcm.request_headers_timeout
+            }
+            Some(t) => hcm.request_headers_timeout.saturating_sub(t.elapsed()),
+        };
+        let idle = d.buf.is_empty();
+        let want = (hcm.max_head_len + 1).saturating_sub(d.buf.len()).clamp(1, READ_CHUNK);
+        d.buf.reserve(want);
+        let buf = std::mem::take(&mut d.buf);
+        let read = monoio::select! {
+            r = monoio::time::timeout(wait, d.stream.read(buf)) => r,
+            _ = shard.drain.wait(), if idle => return HeadWait::Close,
+        };
+        match read {
+            Ok((Ok(0), _)) | Ok((Err(_), _)) => return HeadWait::Close,
+            Ok((Ok(_), buf)) => {
+                d.buf = buf;
+                if first_byte.is_none() && idle {
+                    first_byte = Some(Instant::now());
+                }
+            }
+            Err(_) if idle => return HeadWait::Close,
+            Err(_) => return HeadWait::Refuse(408),
+        }
+    }
+}
+
+/// What to do with a parsed request.
+enum Plan<'g> {
+    /// `consumed`: bytes of `d.buf` now in `d.req_out`.
+    Forward { route: &'g Route, vhost: &'g VirtualHost, info: RequestInfo, consumed: usize },
+    Reply { status: u16, body: &'g [u8], location: Option<String>, consumed: Option<usize> },
+}
+
+async fn one_request(shard: &Shard, generation: &Generation, listener: &ListenerSnap, d: &mut Downstream) -> Outcome {
+    let hcm = &listener.hcm;
+    match wait_for_head(shard, hcm, d).await {
+        HeadWait::Ready => {}
+        HeadWait::Close => return Outcome::Close,
+        HeadWait::Refuse(status) => {
+            let body: &[u8] = match status {
+                408 => b"request timeout",
+                431 => b"Request Header Fields Too Large",
+                _ => b"Bad Request",
+            };
+            return local_reply(d, status, body, &hcm.server_name, true, &[]).await;
+        }
+    }
+    d.response_started = false;
+    d.req_out.clear();
+    let plan = {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let Ok(Some(head)) = http::parse_request(&d.buf, &mut headers, hcm.max_head_len) else {
+            return Outcome::Close;
+        };
+        plan_request(shard, &listener.routes, hcm, &head, &d.buf, &mut d.req_out, &d.peer_ip)
+    };
+    match plan {
+        Plan::Reply { status, body, location, consumed } => {
+            let extra: Vec<(&str, &str)> = location.as_deref().map(|l| ("location", l)).into_iter().collect();
+            // A body we did not read would be taken for the next request: skip it if it is all
+            // here, else close.
+            let keep = match consumed {
+                Some(n) => {
+                    d.buf.advance(n.min(d.buf.len()));
+                    true
+                }
+                None => false,
+            };
+            local_reply(d, status, body, &hcm.server_name, !keep, &extra).await
+        }
+        Plan::Forward { route, vhost, info, consumed } => {
+            d.buf.advance(consumed);
+            let keep_alive = info.keep_alive;
+            let Action::Forward(fwd) = &route.action else { return Outcome::Close };
+            let cluster = fwd.clusters.pick(shard.rng.next());
+            let exchange = Exchange {
+                shard,
+                generation,
+                cluster,
+                fwd,
+                info,
+                response_edits: [&route.response_edits, &vhost.response_edits, &listener.routes.response_edits],
+                server_name: &hcm.server_name,
+            };
+            let outcome = match fwd.timeout {
+                Some(limit) => match monoio::time::timeout(limit, upstream::forward(exchange, d)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) if d.response_started => Outcome::Close,
+                    Err(_) => {
+                        return local_reply(d, 504, b"upstream request timeout", &hcm.server_name, true, &[]).await
+                    }
+                },
+                None => upstream::forward(exchange, d).await,
+            };
+            match outcome {
+                Outcome::KeepAlive if keep_alive => Outcome::KeepAlive,
+                _ => Outcome::Close,
+            }
+        }
+    }
+}
+
+/// Routes the request and, when it is to be forwarded, writes its upstream head (and the body that
+/// came with it) into `d.req_out` and consumes them from `d.buf`.
+#[allow(clippy::too_many_arguments)]
+fn plan_request<'g>(
+    shard: &Shard,
+    table: &'g RouteTable,
+    hcm: &HcmSettings,
+    head: &RequestHead<'_>,
+    buf: &[u8],
+    req_out: &mut Vec<u8>,
+    peer_ip: &str,
+) -> Plan<'g> {
+    let scan = match scan_body(head, buf) {
+        Ok(scan) => scan,
+        Err(e) => {
+            log::debug!("refusing request from {peer_ip}: chunked body: {}", e.0);
+            return Plan::Reply { status: 400, body: b"Bad Request", location: None, consumed: None };
+        }
+    };
+    let buffered_body = scan.complete.then_some(head.head_len + scan.len);
+    let host = head.host.unwrap_or("");
+    let Some(vhost) = table.virtual_host(host) else {
+        return Plan::Reply { status: 404, body: b"", location: None, consumed: buffered_body };
+    };
+    let Some(route) = vhost.route(head.path, head.headers) else {
+        return Plan::Reply { status: 404, body: b"", location: None, consumed: buffered_body };
+    };
+    match &route.action {
+        Action::Direct { status, body } => Plan::Reply {
+            status: *status,
+            body: body.as_deref().unwrap_or("").as_bytes(),
+            location: None,
+            consumed: buffered_body,
+        },
+        Action::Redirect(r) => Plan::Reply {
+            status: r.status,
+            body: b"",
+            location: Some(redirect_location(r, host, head.path)),
+            consumed: buffered_body,
+        },
+        Action::Forward(fwd) => {
+            let mut rewritten = String::new();
+            let path = if route.rewrite_path(head.path, &mut rewritten) { rewritten.as_str() } else { head.path };
+            write_upstream_head(
+                req_out,
+                head,
+                path,
+                fwd.host_rewrite.as_deref(),
+                [&route.request_edits, &vhost.request_edits, &table.request_edits],
+                peer_ip,
+                shard,
+                hcm.generate_request_id,
+            );
+            let body_end = head.head_len + scan.len;
+            req_out.extend_from_slice(&buf[head.head_len..body_end]);
+            let info = RequestInfo {
+                body: head.body,
+                body_in_head_read: scan.len,
+                body_buffered: scan.complete,
+                keep_alive: head.keep_alive,
+                head_method: head.method == "HEAD",
+                http10: head.version == Version::Http10,
+                expect_continue: head.expect_continue,
+                chunked: scan.decoder,
+            };
+            Plan::Forward { route, vhost, info, consumed: body_end }
+        }
+    }
+}
+
+/// How much of the body arrived with the head.
+struct BodyScan {
+    /// Body bytes present in the buffer (all of them when `complete`).
+    len: usize,
+    complete: bool,
+    /// For a chunked body still arriving, where its decoder stands.
+    decoder: Option<ChunkedDecoder>,
+}
+
+/// Err: the chunked framing that arrived is already invalid (never forwarded).
+fn scan_body(head: &RequestHead<'_>, buf: &[u8]) -> Result<BodyScan, http::ChunkError> {
+    let available = &buf[head.head_len..];
+    Ok(match head.body {
+        BodyKind::None | BodyKind::CloseDelimited => BodyScan { len: 0, complete: true, decoder: None },
+        BodyKind::Length(n) => {
+            let complete = n <= available.len() as u64;
+            let len = if complete { n as usize } else { available.len() };
+            BodyScan { len, complete, decoder: None }
+        }
+        BodyKind::Chunked => {
+            let mut decoder = ChunkedDecoder::new();
+            let mut pos = 0;
+            while pos < available.len() {
+                let step = decoder.advance(&available[pos..])?;
+                pos += step.consumed;
+                if step.done {
+                    return Ok(BodyScan { len: pos, complete: true, decoder: None });
+                }
+                if step.consumed == 0 {
+                    break;
+                }
+            }
+            BodyScan { len: pos, complete: false, decoder: Some(decoder) }
+        }
+    })
+}
+
+fn redirect_location(r: &crate::config::Redirect, host: &str, path: &str) -> String {
+    let scheme = if r.https_redirect { "https" } else { "http" };
+    let host = r.host_redirect.as_deref().unwrap_or(host);
+    let (path_only, query) = match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    };
+    let mut new_path = r.path_redirect.clone().unwrap_or_else(|| path_only.to_string());
+    if r.path_redirect.is_none() {
+        if let Some(prefix) = &r.prefix_rewrite {
+            new_path = format!("{prefix}{}", path_only.trim_start_matches('/'));
+        }
+    }
+    match query {
+        Some(q) if !r.strip_query && !new_path.contains('?') => format!("{scheme}://{host}{new_path}?{q}"),
+        _ => format!("{scheme}://{host}{new_path}"),
+    }
+}
+
+fn is(name: &str, lower: &str) -> bool {
+    name.len() == lower.len() && name.eq_ignore_ascii_case(lower)
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and `expect`, which skiff answers itself.
+fn hop_by_hop(name: &str) -> bool {
+    match name.len() {
+        2 => is(name, "te"),
+        6 => is(name, "expect"),
+        7 => is(name, "upgrade") || is(name, "trailer"),
+        10 => is(name, "connection") || is(name, "keep-alive"),
+        16 => is(name, "proxy-connection"),
+        17 => is(name, "transfer-encoding"),
+        _ => false,
+    }
+}
+
+fn removed_by(edits: &[&HeaderEdits; 3], name: &str) -> bool {
+    edits.iter().any(|e| {
+        e.remove.iter().any(|r| is(name, r)) || e.add.iter().any(|a| !a.append && is(name, &a.name))
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_upstream_head(
+    out: &mut Vec<u8>,
+    head: &RequestHead<'_>,
+    path: &str,
+    host_rewrite: Option<&str>,
+    edits: [&HeaderEdits; 3],
+    peer_ip: &str,
+    shard: &Shard,
+    generate_request_id: bool,
+) {
+    out.extend_from_slice(head.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let any_edits = edits.iter().any(|e| !e.is_empty());
+    let (mut saw_xff, mut saw_proto, mut saw_id, mut saw_host) = (false, false, false, false);
+    for h in head.headers {
+        let name = h.name;
+        if hop_by_hop(name) || head.connection_lists(&name.to_ascii_lowercase()) {
+            continue;
+        }
+        if any_edits && removed_by(&edits, name) {
+            continue;
+        }
+        if is(name, "host") {
+            saw_host = true;
+            let value = host_rewrite.map_or(h.value, str::as_bytes);
+            reply::header(out, b"host", value);
+            continue;
+        }
+        if is(name, "x-forwarded-for") {
+            saw_xff = true;
+            out.extend_from_slice(b"x-forwarded-for: ");
+            out.extend_from_slice(h.value);
+            out.extend_from_slice(b", ");
+            out.extend_from_slice(peer_ip.as_bytes());
+            out.extend_from_slice(b"\r\n");
+            continue;
+        }
+        saw_proto |= is(name, "x-forwarded-proto");
+        saw_id |= is(name, "x-request-id");
+        reply::header(out, name.as_bytes(), h.value);
+    }
+    if !saw_host {
+        if let Some(host) = host_rewrite.or(head.host) {
+            reply::header(out, b"host", host.as_bytes());
+        }
+    }
+    if !saw_xff {
+        reply::header(out, b"x-forwarded-for", peer_ip.as_bytes());
+    }
+    if !saw_proto {
+        reply::header(out, b"x-forwarded-proto", b"http");
+    }
+    if !saw_id && generate_request_id {
+        out.extend_from_slice(b"x-request-id: ");
+        reply::request_id(&shard.rng, out);
+        out.extend_from_slice(b"\r\n");
+    }
+    if path != head.path {
+        reply::header(out, b"x-envoy-original-path", head.path.as_bytes());
+    }
+    if head.body == BodyKind::Chunked {
+        reply::header(out, b"transfer-encoding", b"chunked");
+    }
+    for e in edits.iter().rev() {
+        for a in &e.add {
+            reply::header(out, a.name.as_bytes(), a.value.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Sends a reply skiff made itself; `close` ends the connection after it.
+pub(super) async fn local_reply(
+    d: &mut Downstream,
+    status: u16,
+    body: &[u8],
+    server: &str,
+    close: bool,
+    extra: &[(&str, &str)],
+) -> Outcome {
+    d.resp_out.clear();
+    reply::local(&mut d.resp_out, status, body, server, close, extra);
+    match write_out(&mut d.stream, &mut d.resp_out).await {
+        Ok(()) if !close => Outcome::KeepAlive,
+        _ => Outcome::Close,
+    }
+}
+
+/// Writes all of `out` and clears it (keeping its capacity).
+pub(super) async fn write_out(stream: &mut TcpStream, out: &mut Vec<u8>) -> std::io::Result<()> {
+    let (res, mut buf) = stream.write_all(std::mem::take(out)).await;
+    buf.clear();
+    *out = buf;
+    res.map(|_| ())
+}
+
+/// Reads once into `buf` (growing it by up to `READ_CHUNK`); Ok(0) is end of stream.
+pub(super) async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    buf.reserve(READ_CHUNK);
+    let (res, b) = stream.read(std::mem::take(buf)).await;
+    *buf = b;
+    res
+}
+

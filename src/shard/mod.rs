@@ -1,0 +1,271 @@
+//! A shard: one OS thread pinned to one core, running its own monoio runtime. It owns its listening
+//! sockets (one SO_REUSEPORT socket per listener), its connections, its load-balancer state and its
+//! upstream pool. It receives whole snapshots from the control thread and never touches another
+//! shard's memory.
+
+mod conn;
+mod reply;
+mod signal;
+mod upstream;
+
+use crate::cli::IoDriver;
+use crate::cluster::pool::Pool;
+use crate::cluster::{Rng, ShardCluster};
+use crate::snapshot::Snapshot;
+use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
+use futures_util::StreamExt;
+use signal::Signal;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::io;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the control thread tells a shard.
+pub enum ShardMsg {
+    /// Serve from this snapshot from the next request on.
+    Install(Arc<Snapshot>),
+    /// Stop accepting; finish in-flight requests; close keep-alive connections as they go idle.
+    Drain,
+}
+
+/// The control thread's end of a shard.
+pub struct ShardHandle {
+    pub tx: UnboundedSender<ShardMsg>,
+    pub thread: std::thread::JoinHandle<()>,
+    /// Open downstream connections, written only by the shard.
+    pub active: Arc<PaddedCount>,
+}
+
+/// Keeps each shard's counter on its own cache line.
+#[repr(align(128))]
+#[derive(Default)]
+pub struct PaddedCount(pub AtomicUsize);
+
+/// The driver the process settled on, decided once at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// io_uring with SINGLE_ISSUER | DEFER_TASKRUN (`tuned`) or monoio's default ring.
+    Uring { tuned: bool },
+    Epoll,
+}
+
+impl std::fmt::Display for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Driver::Uring { tuned: true } => write!(f, "io_uring (SINGLE_ISSUER|DEFER_TASKRUN)"),
+            Driver::Uring { tuned: false } => write!(f, "io_uring"),
+            Driver::Epoll => write!(f, "epoll"),
+        }
+    }
+}
+
+const URING_ENTRIES: u32 = 1024;
+
+fn tuned_ring() -> io_uring::Builder {
+    let mut b = io_uring::IoUring::builder();
+    b.setup_single_issuer().setup_defer_taskrun();
+    b
+}
+
+/// Picks the driver: io_uring where the kernel allows it (tuned ring flags where supported), else
+/// epoll. `Uring` is a hard requirement: an error if io_uring cannot be set up.
+pub fn choose_driver(wanted: IoDriver) -> io::Result<Driver> {
+    if wanted == IoDriver::Epoll {
+        return Ok(Driver::Epoll);
+    }
+    if tuned_ring().build(8).is_ok() {
+        return Ok(Driver::Uring { tuned: true });
+    }
+    match io_uring::IoUring::new(8) {
+        Ok(_) => Ok(Driver::Uring { tuned: false }),
+        Err(e) if wanted == IoDriver::Uring => Err(io::Error::new(e.kind(), format!("io_uring unavailable: {e}"))),
+        Err(_) => Ok(Driver::Epoll),
+    }
+}
+
+/// Starts shard `id` on its own thread, pinned to `core` when given.
+pub fn spawn(
+    id: usize,
+    core: Option<core_affinity::CoreId>,
+    driver: Driver,
+    initial: Arc<Snapshot>,
+) -> io::Result<ShardHandle> {
+    let (tx, rx) = futures_channel::mpsc::unbounded();
+    let active = Arc::new(PaddedCount::default());
+    let counter = active.clone();
+    let thread = std::thread::Builder::new().name(format!("skiff-shard-{id}")).spawn(move || {
+        if let Some(core) = core {
+            if !core_affinity::set_for_current(core) {
+                log::warn!("shard {id}: could not pin to core {}", core.id);
+            }
+        }
+        let main = run(id, initial, rx, counter);
+        let result = match driver {
+            Driver::Uring { tuned } => {
+                let mut b = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                    .with_entries(URING_ENTRIES);
+                if tuned {
+                    b = b.uring_builder(tuned_ring());
+                }
+                b.enable_timer().build().map(|mut rt| rt.block_on(main))
+            }
+            Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .enable_timer()
+                .build()
+                .map(|mut rt| rt.block_on(main)),
+        };
+        if let Err(e) = result {
+            log::error!("shard {id}: cannot start its {driver} runtime: {e}");
+            std::process::exit(1);
+        }
+    })?;
+    Ok(ShardHandle { tx, thread, active })
+}
+
+/// A snapshot plus this shard's load-balancing state for its clusters.
+pub struct Generation {
+    pub snap: Arc<Snapshot>,
+    pub clusters: Vec<ShardCluster>,
+}
+
+pub struct Shard {
+    pub id: usize,
+    generation: RefCell<Rc<Generation>>,
+    pub pool: Pool,
+    pub rng: Rng,
+    draining: Cell<bool>,
+    pub drain: Signal,
+    /// Stop signals of the running accept loops, by listener id.
+    accepting: RefCell<HashMap<u64, Rc<Signal>>>,
+    active: Cell<usize>,
+    active_shared: Arc<PaddedCount>,
+}
+
+/// Idle upstream connections kept per endpoint per shard, and for how long.
+const POOL_MAX_IDLE: usize = 256;
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+impl Shard {
+    pub fn generation(&self) -> Rc<Generation> {
+        self.generation.borrow().clone()
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    fn install(self: &Rc<Self>, snap: Arc<Snapshot>) {
+        let clusters = snap.clusters.iter().map(|c| ShardCluster::new(c, self.id)).collect();
+        *self.generation.borrow_mut() = Rc::new(Generation { snap, clusters });
+        self.sync_listeners();
+    }
+
+    /// Starts accept loops for the snapshot's new listeners and stops those it no longer has.
+    fn sync_listeners(self: &Rc<Self>) {
+        let generation = self.generation();
+        let wanted: Vec<u64> = generation.snap.listeners.iter().map(|l| l.socket.id).collect();
+        let mut accepting = self.accepting.borrow_mut();
+        accepting.retain(|id, stop| {
+            let keep = wanted.contains(id) && !self.draining.get();
+            if !keep {
+                stop.fire();
+            }
+            keep
+        });
+        if self.draining.get() {
+            return;
+        }
+        for l in &generation.snap.listeners {
+            if accepting.contains_key(&l.socket.id) {
+                continue;
+            }
+            let Some(std_listener) = l.socket.take(self.id) else { continue };
+            match monoio::net::TcpListener::from_std(std_listener) {
+                Ok(listener) => {
+                    let stop = Rc::new(Signal::default());
+                    accepting.insert(l.socket.id, stop.clone());
+                    monoio::spawn(accept_loop(self.clone(), listener, l.socket.id, stop));
+                }
+                Err(e) => log::error!("shard {}: listener {}: {e}", self.id, l.socket.name),
+            }
+        }
+    }
+
+    fn begin_drain(self: &Rc<Self>) {
+        self.draining.set(true);
+        self.sync_listeners();
+        self.drain.fire();
+    }
+
+    fn conn_opened(&self) {
+        self.active.set(self.active.get() + 1);
+        self.active_shared.0.store(self.active.get(), Ordering::Relaxed);
+    }
+
+    fn conn_closed(&self) {
+        self.active.set(self.active.get().saturating_sub(1));
+        self.active_shared.0.store(self.active.get(), Ordering::Relaxed);
+    }
+}
+
+async fn run(id: usize, initial: Arc<Snapshot>, mut rx: UnboundedReceiver<ShardMsg>, active: Arc<PaddedCount>) {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0x9E37_79B9, |d| d.as_nanos() as u64)
+        ^ ((id as u64 + 1) << 48);
+    let clusters = initial.clusters.iter().map(|c| ShardCluster::new(c, id)).collect();
+    let shard = Rc::new(Shard {
+        id,
+        generation: RefCell::new(Rc::new(Generation { snap: initial, clusters })),
+        pool: Pool::new(POOL_MAX_IDLE, POOL_IDLE_TIMEOUT),
+        rng: Rng::seeded(seed),
+        draining: Cell::new(false),
+        drain: Signal::default(),
+        accepting: RefCell::new(HashMap::new()),
+        active: Cell::new(0),
+        active_shared: active,
+    });
+    shard.sync_listeners();
+    monoio::spawn(sweep_pool(shard.clone()));
+    while let Some(msg) = rx.next().await {
+        match msg {
+            ShardMsg::Install(snap) => shard.install(snap),
+            ShardMsg::Drain => shard.begin_drain(),
+        }
+    }
+}
+
+/// Closes pooled connections that idled out or whose endpoint left every cluster.
+async fn sweep_pool(shard: Rc<Shard>) {
+    loop {
+        monoio::time::sleep(SWEEP_EVERY).await;
+        let generation = shard.generation();
+        shard.pool.sweep(|addr| generation.snap.clusters.iter().any(|c| c.endpoints.contains(addr)));
+        if shard.draining() {
+            return;
+        }
+    }
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: monoio::net::TcpListener, listener_id: u64, stop: Rc<Signal>) {
+    loop {
+        let accepted = monoio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                monoio::spawn(conn::serve(shard.clone(), listener_id, stream, peer));
+            }
+            Err(e) => {
+                // Out of file descriptors or memory: back off instead of spinning on the error.
+                log::warn!("shard {}: accept: {e}", shard.id);
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! One request's trip upstream: pick an endpoint, take a pooled connection or connect within
+//! `connect_timeout`, send the request, relay the response back, retry where the route allows and
+//! nothing reached the client yet, and pool the connection again only when the exchange ended
+//! cleanly. Turns every upstream failure into Envoy's answer (503 connect error, 502 broken
+//! response).
+
+use super::conn::{local_reply, read_more, write_out, Downstream, RequestInfo};
+use super::reply;
+use super::{Generation, Shard};
+use crate::cluster::pool::Upstream;
+use crate::http::{self, BodyKind, ChunkedDecoder, ResponseHead, MAX_HEADERS};
+use crate::route::{Forward, HeaderEdits};
+use bytes::{Buf, BytesMut};
+use monoio::buf::IoBuf;
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::TcpStream;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Largest upstream response head accepted.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    KeepAlive,
+    Close,
+}
+
+pub(super) struct Exchange<'a> {
+    pub shard: &'a Shard,
+    pub generation: &'a Generation,
+    pub cluster: usize,
+    pub fwd: &'a Forward,
+    pub info: RequestInfo,
+    /// Route, virtual host, route table.
+    pub response_edits: [&'a HeaderEdits; 3],
+    pub server_name: &'a str,
+}
+
+/// How one attempt ended.
+enum Attempt {
+    /// The response went to the client.
+    Relayed(Outcome),
+    ConnectFailed { timed_out: bool },
+    /// A pooled connection turned out closed before answering anything: try a fresh one.
+    Stale,
+    /// The upstream reset or closed before a complete response head.
+    Reset,
+    /// The response head was malformed.
+    BadResponse,
+    /// A status the retry policy retries (nothing was sent to the client).
+    RetryableStatus,
+    /// The client went away or the relay broke after the response started: close.
+    Abort,
+}
+
+const CONNECT_FAILURE: &[u8] =
+    b"upstream connect error or disconnect/reset before headers. reset reason: connection failure";
+const CONNECT_TIMEOUT: &[u8] =
+    b"upstream connect error or disconnect/reset before headers. reset reason: connection timeout";
+const RESET_BEFORE_HEADERS: &[u8] =
+    b"upstream connect error or disconnect/reset before headers. reset reason: connection termination";
+
+pub(super) async fn forward(ex: Exchange<'_>, d: &mut Downstream) -> Outcome {
+    let snap = &ex.generation.snap.clusters[ex.cluster];
+    let lb = &ex.generation.clusters[ex.cluster];
+    let retries = ex.fwd.retry.filter(|_| ex.info.body_buffered).map_or(0, |r| r.num_retries);
+    let mut attempts_left = retries + 1;
+    let mut fresh_only = false;
+    loop {
+        let Some(endpoint) = lb.pick(snap, &ex.shard.rng) else {
+            return local_reply(d, 503, b"no healthy upstream", ex.server_name, !ex.info.body_buffered, &[]).await;
+        };
+        let addr = snap.endpoints[endpoint];
+        lb.begin(endpoint);
+        let result = attempt(&ex, d, addr, fresh_only, attempts_left > 1).await;
+        lb.end(endpoint);
+        attempts_left -= 1;
+        let retry = ex.fwd.retry;
+        let (status, body): (u16, &[u8]) = match result {
+            Attempt::Relayed(outcome) => return outcome,
+            Attempt::Abort => return Outcome::Close,
+            Attempt::Stale if ex.info.body_buffered && !fresh_only => {
+                // Not a retry in Envoy's sense: the request never reached an application.
+                fresh_only = true;
+                attempts_left += 1;
+                continue;
+            }
+            Attempt::Stale | Attempt::Reset => (502, RESET_BEFORE_HEADERS),
+            Attempt::ConnectFailed { timed_out } => {
+                if attempts_left > 0 && retry.is_some_and(|r| r.on_connect_failure) {
+                    continue;
+                }
+                (503, if timed_out { CONNECT_TIMEOUT } else { CONNECT_FAILURE })
+            }
+            Attempt::BadResponse => (502, b"upstream sent an invalid response" as &[u8]),
+            Attempt::RetryableStatus => continue,
+        };
+        if attempts_left > 0 && status == 502 && retry.is_some_and(|r| r.on_reset || r.retries_status(502)) {
+            continue;
+        }
+        // A body we could not finish sending leaves the client mid-request: close after answering.
+        return local_reply(d, status, body, ex.server_name, !ex.info.body_buffered, &[]).await;
+    }
+}
+
+async fn connect(addr: SocketAddr, timeout: std::time::Duration) -> Result<Upstream, Attempt> {
+    match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(Upstream { stream, buf: BytesMut::with_capacity(super::conn::READ_CHUNK), requests: 0, addr })
+        }
+        Ok(Err(e)) => {
+            log::debug!("connect to {addr}: {e}");
+            Err(Attempt::ConnectFailed { timed_out: false })
+        }
+        Err(_) => Err(Attempt::ConnectFailed { timed_out: true }),
+    }
+}
+
+async fn attempt(ex: &Exchange<'_>, d: &mut Downstream, addr: SocketAddr, fresh_only: bool, may_retry: bool) -> Attempt {
+    let snap = &ex.generation.snap.clusters[ex.cluster];
+    let pooled = if fresh_only { None } else { ex.shard.pool.take(addr) };
+    let reused = pooled.is_some();
+    let mut up = match pooled {
+        Some(up) => up,
+        None => match connect(addr, snap.connect_timeout).await {
+            Ok(up) => up,
+            Err(failed) => return failed,
+        },
+    };
+    up.requests += 1;
+    let started = Instant::now();
+
+    // The request: head and whatever body came with it, then the rest of the body as it arrives.
+    let (res, req) = up.stream.write_all(std::mem::take(&mut d.req_out)).await;
+    d.req_out = req;
+    if res.is_err() {
+        return if reused { Attempt::Stale } else { Attempt::Reset };
+    }
+    if !ex.info.body_buffered {
+        if ex.info.expect_continue && ex.info.body_in_head_read == 0 {
+            d.resp_out.clear();
+            d.resp_out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            if write_out(&mut d.stream, &mut d.resp_out).await.is_err() {
+                return Attempt::Abort;
+            }
+        }
+        let sent = match (ex.info.body, &ex.info.chunked) {
+            (BodyKind::Length(n), _) => {
+                let remaining = n - ex.info.body_in_head_read as u64;
+                relay_length(&mut d.stream, &mut d.buf, &mut up.stream, remaining).await
+            }
+            (BodyKind::Chunked, Some(decoder)) => {
+                relay_chunked(&mut d.stream, &mut d.buf, &mut up.stream, decoder.clone()).await
+            }
+            _ => Ok(()),
+        };
+        match sent {
+            Ok(()) => {}
+            // The client stopped sending or sent broken framing: nothing sane can follow.
+            Err(RelayError::Read | RelayError::Framing) => return Attempt::Abort,
+            Err(RelayError::Write) => return Attempt::Reset,
+        }
+    }
+
+    // The response head, skipping interim 1xx responses (skiff answered Expect itself).
+    let mut received_any = false;
+    let (info, head_len) = loop {
+        if !up.buf.is_empty() {
+            received_any = true;
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            match http::parse_response(&up.buf, &mut headers, MAX_RESPONSE_HEAD, ex.info.head_method) {
+                Ok(Some(head)) if (100..200).contains(&head.status) && head.status != 101 => {
+                    let n = head.head_len;
+                    up.buf.advance(n);
+                    continue;
+                }
+                Ok(Some(head)) => {
+                    if may_retry && ex.fwd.retry.is_some_and(|r| r.retries_status(head.status)) {
+                        return Attempt::RetryableStatus;
+                    }
+                    let info = write_response_head(ex, d, &head, started);
+                    break (info, head.head_len);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    log::debug!("bad response from {addr}: {e:?}");
+                    return Attempt::BadResponse;
+                }
+            }
+        }
+        match read_more(&mut up.stream, &mut up.buf).await {
+            Ok(0) | Err(_) if reused && !received_any => return Attempt::Stale,
+            Ok(0) | Err(_) => return Attempt::Reset,
+            Ok(_) => {}
+        }
+    };
+    up.buf.advance(head_len);
+    d.response_started = true;
+
+    // The response body.
+    let relayed = match info.body {
+        BodyKind::None => write_out(&mut d.stream, &mut d.resp_out).await.map_err(|_| RelayError::Write),
+        BodyKind::Length(n) => {
+            let first = up.buf.len().min(n as usize);
+            d.resp_out.extend_from_slice(&up.buf[..first]);
+            up.buf.advance(first);
+            match write_out(&mut d.stream, &mut d.resp_out).await {
+                Ok(()) => relay_length(&mut up.stream, &mut up.buf, &mut d.stream, n - first as u64).await,
+                Err(_) => Err(RelayError::Write),
+            }
+        }
+        BodyKind::Chunked if info.dechunk => dechunk(&mut up, d).await,
+        BodyKind::Chunked => match write_out(&mut d.stream, &mut d.resp_out).await {
+            Ok(()) => relay_chunked(&mut up.stream, &mut up.buf, &mut d.stream, ChunkedDecoder::new()).await,
+            Err(_) => Err(RelayError::Write),
+        },
+        BodyKind::CloseDelimited => relay_until_close(&mut up, d).await,
+    };
+    match relayed {
+        Ok(()) => {}
+        Err(_) => return Attempt::Abort,
+    }
+    let reusable = info.upstream_keep_alive
+        && up.buf.is_empty()
+        && snap.max_requests_per_connection.is_none_or(|max| up.requests < max);
+    if reusable {
+        ex.shard.pool.put(up);
+    }
+    Attempt::Relayed(if info.client_keep_alive { Outcome::KeepAlive } else { Outcome::Close })
+}
+
+/// What the relay needs after the response head was written.
+struct ResponseInfo {
+    body: BodyKind,
+    /// Send the chunked body's payload only (an HTTP/1.0 client cannot read chunked framing).
+    dechunk: bool,
+    upstream_keep_alive: bool,
+    client_keep_alive: bool,
+}
+
+fn is(name: &str, lower: &str) -> bool {
+    name.len() == lower.len() && name.eq_ignore_ascii_case(lower)
+}
+
+/// Hop-by-hop response headers, and `server`, which skiff sets itself as Envoy does.
+fn dropped_response_header(name: &str) -> bool {
+    match name.len() {
+        2 => is(name, "te"),
+        6 => is(name, "server"),
+        7 => is(name, "upgrade"),
+        10 => is(name, "connection") || is(name, "keep-alive"),
+        16 => is(name, "proxy-connection"),
+        17 => is(name, "transfer-encoding"),
+        _ => false,
+    }
+}
+
+fn write_response_head(ex: &Exchange<'_>, d: &mut Downstream, head: &ResponseHead<'_>, started: Instant) -> ResponseInfo {
+    let info = &ex.info;
+    let dechunk = head.body == BodyKind::Chunked && info.http10;
+    let close_delimited_to_client = head.body == BodyKind::CloseDelimited || dechunk;
+    let client_keep_alive = info.keep_alive && !close_delimited_to_client && !ex.shard.draining();
+    let out = &mut d.resp_out;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    reply::push_u64(out, u64::from(head.status));
+    out.push(b' ');
+    out.extend_from_slice(head.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let edits = &ex.response_edits;
+    let any_edits = edits.iter().any(|e| !e.is_empty());
+    for h in head.headers {
+        let name = h.name;
+        if dropped_response_header(name) || head.connection_lists(&name.to_ascii_lowercase()) {
+            continue;
+        }
+        if head.body == BodyKind::Chunked && is(name, "content-length") {
+            continue;
+        }
+        if any_edits
+            && edits.iter().any(|e| {
+                e.remove.iter().any(|r| is(name, r)) || e.add.iter().any(|a| !a.append && is(name, &a.name))
+            })
+        {
+            continue;
+        }
+        reply::header(out, name.as_bytes(), h.value);
+    }
+    reply::header(out, b"server", ex.server_name.as_bytes());
+    out.extend_from_slice(b"x-envoy-upstream-service-time: ");
+    reply::push_u64(out, started.elapsed().as_millis() as u64);
+    out.extend_from_slice(b"\r\n");
+    if head.body == BodyKind::Chunked && !dechunk {
+        reply::header(out, b"transfer-encoding", b"chunked");
+    }
+    if !client_keep_alive {
+        reply::header(out, b"connection", b"close");
+    } else if info.http10 {
+        reply::header(out, b"connection", b"keep-alive");
+    }
+    for e in edits.iter().rev() {
+        for a in &e.add {
+            reply::header(out, a.name.as_bytes(), a.value.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    ResponseInfo { body: head.body, dechunk, upstream_keep_alive: head.keep_alive, client_keep_alive }
+}
+
+#[derive(Debug)]
+enum RelayError {
+    Read,
+    Write,
+    Framing,
+}
+
+/// Writes the first `n` bytes of `buf` and drops them from it, without copying.
+async fn write_prefix(dst: &mut TcpStream, buf: &mut BytesMut, n: usize) -> Result<(), RelayError> {
+    let (res, slice) = dst.write_all(std::mem::take(buf).slice(0..n)).await;
+    *buf = slice.into_inner();
+    buf.advance(n);
+    res.map(|_| ()).map_err(|_| RelayError::Write)
+}
+
+/// Copies exactly `remaining` more body bytes from `src` (after what `buf` holds) to `dst`; bytes
+/// past the body stay in `buf`.
+async fn relay_length(
+    src: &mut TcpStream,
+    buf: &mut BytesMut,
+    dst: &mut TcpStream,
+    mut remaining: u64,
+) -> Result<(), RelayError> {
+    while remaining > 0 {
+        if buf.is_empty() {
+            match read_more(src, buf).await {
+                Ok(0) | Err(_) => return Err(RelayError::Read),
+                Ok(_) => {}
+            }
+        }
+        let n = buf.len().min(remaining.min(usize::MAX as u64) as usize);
+        write_prefix(dst, buf, n).await?;
+        remaining -= n as u64;
+    }
+    Ok(())
+}
+
+/// Relays a chunked body as it is (framing included), validating it on the way; stops exactly at
+/// its end.
+async fn relay_chunked(
+    src: &mut TcpStream,
+    buf: &mut BytesMut,
+    dst: &mut TcpStream,
+    mut decoder: ChunkedDecoder,
+) -> Result<(), RelayError> {
+    loop {
+        let mut pos = 0;
+        let mut done = false;
+        while pos < buf.len() {
+            let step = decoder.advance(&buf[pos..]).map_err(|_| RelayError::Framing)?;
+            pos += step.consumed;
+            done = step.done;
+            if done || step.consumed == 0 {
+                break;
+            }
+        }
+        if pos > 0 {
+            write_prefix(dst, buf, pos).await?;
+        }
+        if done {
+            return Ok(());
+        }
+        match read_more(src, buf).await {
+            Ok(0) | Err(_) => return Err(RelayError::Read),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// A chunked response to an HTTP/1.0 client: payload only, then close.
+async fn dechunk(up: &mut Upstream, d: &mut Downstream) -> Result<(), RelayError> {
+    let mut decoder = ChunkedDecoder::new();
+    loop {
+        let mut pos = 0;
+        let mut done = false;
+        while pos < up.buf.len() {
+            let step = decoder.advance(&up.buf[pos..]).map_err(|_| RelayError::Framing)?;
+            d.resp_out.extend_from_slice(&up.buf[pos + step.data.start..pos + step.data.end]);
+            pos += step.consumed;
+            done = step.done;
+            if done || step.consumed == 0 {
+                break;
+            }
+        }
+        up.buf.advance(pos);
+        write_out(&mut d.stream, &mut d.resp_out).await.map_err(|_| RelayError::Write)?;
+        if done {
+            return Ok(());
+        }
+        match read_more(&mut up.stream, &mut up.buf).await {
+            Ok(0) | Err(_) => return Err(RelayError::Read),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// A body that ends when the upstream closes.
+async fn relay_until_close(up: &mut Upstream, d: &mut Downstream) -> Result<(), RelayError> {
+    d.resp_out.extend_from_slice(&up.buf);
+    up.buf.clear();
+    write_out(&mut d.stream, &mut d.resp_out).await.map_err(|_| RelayError::Write)?;
+    loop {
+        match read_more(&mut up.stream, &mut up.buf).await {
+            Ok(0) => return Ok(()),
+            Err(_) => return Err(RelayError::Read),
+            Ok(n) => write_prefix(&mut d.stream, &mut up.buf, n).await?,
+        }
+    }
+}

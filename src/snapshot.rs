@@ -1,0 +1,85 @@
+//! The immutable model a shard serves from: listeners with compiled routes and settings, clusters
+//! with resolved endpoints. Built whole by the control thread, validated before it is broadcast,
+//! then shared read-only (`Arc`); a shard swaps it between requests.
+
+use crate::cluster::ClusterSnap;
+use crate::config::{self, Bootstrap};
+use crate::listener::BoundListener;
+use crate::route::{BuildError, RouteTable};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub listeners: Vec<ListenerSnap>,
+    pub clusters: Vec<ClusterSnap>,
+    pub bootstrap: Arc<Bootstrap>,
+}
+
+#[derive(Debug)]
+pub struct ListenerSnap {
+    pub socket: Arc<BoundListener>,
+    pub hcm: HcmSettings,
+    pub routes: RouteTable,
+}
+
+/// The http_connection_manager settings a connection needs, in the units it uses.
+#[derive(Debug, Clone)]
+pub struct HcmSettings {
+    pub stat_prefix: String,
+    pub max_head_len: usize,
+    pub request_headers_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub generate_request_id: bool,
+    pub server_name: String,
+}
+
+impl HcmSettings {
+    fn new(hcm: &config::HttpConnectionManager) -> Self {
+        HcmSettings {
+            stat_prefix: hcm.stat_prefix.clone(),
+            max_head_len: hcm.max_request_headers_kb as usize * 1024,
+            request_headers_timeout: hcm.request_headers_timeout,
+            idle_timeout: hcm.idle_timeout,
+            generate_request_id: hcm.generate_request_id,
+            server_name: hcm.server_name.clone(),
+        }
+    }
+}
+
+impl Snapshot {
+    /// `endpoints[i]`: the resolved (address, weight) list for `bootstrap.clusters[i]`;
+    /// `sockets`: the bound listener for each of `bootstrap.listeners`, by name.
+    pub fn build(
+        generation: u64,
+        bootstrap: Arc<Bootstrap>,
+        endpoints: &[Vec<(SocketAddr, u32)>],
+        sockets: &HashMap<String, Arc<BoundListener>>,
+    ) -> Result<Snapshot, BuildError> {
+        let index: HashMap<&str, usize> =
+            bootstrap.clusters.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
+        let clusters = bootstrap
+            .clusters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ClusterSnap::new(c, endpoints.get(i).cloned().unwrap_or_default()))
+            .collect();
+        let mut listeners = Vec::with_capacity(bootstrap.listeners.len());
+        for l in &bootstrap.listeners {
+            let Some(socket) = sockets.get(&l.name) else { continue };
+            listeners.push(ListenerSnap {
+                socket: socket.clone(),
+                hcm: HcmSettings::new(&l.hcm),
+                routes: RouteTable::compile(&l.hcm.route_config, &index)?,
+            });
+        }
+        Ok(Snapshot { generation, listeners, clusters, bootstrap })
+    }
+
+    pub fn listener(&self, id: u64) -> Option<&ListenerSnap> {
+        self.listeners.iter().find(|l| l.socket.id == id)
+    }
+}
