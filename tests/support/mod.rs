@@ -1,0 +1,466 @@
+//! What the integration tests run against: the real skiff binary, real upstream HTTP servers on
+//! ephemeral loopback ports, and a raw HTTP client. Include with `mod support;`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A unique scratch directory for one test.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "skiff-test-{}-{}-{tag}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A running skiff process; killed on drop.
+pub struct Skiff {
+    pub child: Child,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Skiff {
+    /// Starts skiff on `yaml` (written to a file so tests can change it) with extra arguments, and
+    /// waits until it logs that it started.
+    pub fn start(yaml: &str, args: &[&str]) -> Skiff {
+        Self::try_start(yaml, args).unwrap_or_else(|log| panic!("skiff did not start:\n{log}"))
+    }
+
+    pub fn try_start(yaml: &str, args: &[&str]) -> Result<Skiff, String> {
+        let dir = scratch_dir("skiff");
+        let config_path = dir.join("envoy.yaml");
+        std::fs::write(&config_path, yaml).expect("write config");
+        let log_path = dir.join("skiff.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .arg("-c")
+            .arg(&config_path)
+            .args(["-l", "debug", "--config-check-interval-s", "1"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn skiff");
+        let mut skiff = Skiff { child, config_path, log_path, dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = skiff.log();
+            if log.contains("starting:") {
+                // Shards start right after this line; give them a moment to take their sockets.
+                std::thread::sleep(Duration::from_millis(100));
+                return Ok(skiff);
+            }
+            if let Ok(Some(_)) = skiff.child.try_wait() {
+                return Err(log);
+            }
+            if Instant::now() > deadline {
+                return Err(log);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The address listener `name` is bound on, from the log.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        let needle = format!("listener {name:?} listening on ");
+        let log = self.log();
+        let line = log.lines().filter(|l| l.contains(&needle)).next_back().unwrap_or_else(|| {
+            panic!("no listener {name} in log:\n{log}");
+        });
+        let addr = line.split(&needle).nth(1).expect("address");
+        addr.trim().parse().expect("listener address")
+    }
+
+    /// Rewrites the config file in place (the proxy picks it up on its next check).
+    pub fn rewrite_config(&self, yaml: &str) {
+        let tmp = self.dir.join("envoy.yaml.tmp");
+        std::fs::write(&tmp, yaml).expect("write config");
+        std::fs::rename(&tmp, &self.config_path).expect("replace config");
+    }
+
+    /// Waits until the log contains `needle` (after `skip` bytes), up to `limit`.
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        false
+    }
+
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Skiff {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A request as an upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// How a test upstream answers.
+pub type Handler = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
+
+pub enum Reply {
+    /// A complete response with content-length.
+    Full { status: u16, headers: Vec<(String, String)>, body: Vec<u8> },
+    /// Raw bytes, then keep the connection (true) or close it.
+    Raw(Vec<u8>, bool),
+    /// Close without answering.
+    Hang(Duration),
+    Close,
+}
+
+impl Reply {
+    pub fn ok(body: &str) -> Reply {
+        Reply::Full { status: 200, headers: vec![], body: body.as_bytes().to_vec() }
+    }
+}
+
+/// A real HTTP/1.1 server on 127.0.0.1:0: keep-alive, Content-Length and chunked request bodies.
+pub struct TestUpstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl TestUpstream {
+    /// Answers every request with 200 and `name` as the body.
+    pub fn named(name: &str) -> TestUpstream {
+        let name = name.to_string();
+        Self::start(Arc::new(move |_| Reply::ok(&name)))
+    }
+
+    /// Echoes the request: body is "METHOD PATH\n" + headers + "\n" + body.
+    pub fn echo() -> TestUpstream {
+        Self::start(Arc::new(|s: &Seen| {
+            let mut body = format!("{} {}\n", s.method, s.path);
+            for (n, v) in &s.headers {
+                body.push_str(&format!("{n}: {v}\n"));
+            }
+            body.push('\n');
+            let mut bytes = body.into_bytes();
+            bytes.extend_from_slice(&s.body);
+            Reply::Full { status: 200, headers: vec![], body: bytes }
+        }))
+    }
+
+    pub fn start(handler: Handler) -> TestUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        Self::serve(listener, handler)
+    }
+
+    pub fn serve(listener: TcpListener, handler: Handler) -> TestUpstream {
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (s, c) = (seen.clone(), connections.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                c.fetch_add(1, Ordering::Relaxed);
+                let (h, s) = (handler.clone(), s.clone());
+                std::thread::spawn(move || serve_conn(stream, h, s));
+            }
+        });
+        TestUpstream { addr, seen, connections }
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+fn serve_conn(stream: TcpStream, handler: Handler, seen: Arc<Mutex<Vec<Seen>>>) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut writer = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let path = parts.next().unwrap_or("").to_string();
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((n, v)) = h.split_once(':') {
+                headers.push((n.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        let get = |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+        let mut body = Vec::new();
+        if let Some(len) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            body.resize(len, 0);
+            if reader.read_exact(&mut body).is_err() {
+                return;
+            }
+        } else if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            loop {
+                let mut size = String::new();
+                if reader.read_line(&mut size).unwrap_or(0) == 0 {
+                    return;
+                }
+                let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16).unwrap_or(0);
+                if n == 0 {
+                    let mut end = String::new();
+                    let _ = reader.read_line(&mut end);
+                    break;
+                }
+                let mut chunk = vec![0; n + 2];
+                if reader.read_exact(&mut chunk).is_err() {
+                    return;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        }
+        let req = Seen { method, path, headers, body };
+        seen.lock().unwrap().push(req.clone());
+        match handler(&req) {
+            Reply::Full { status, headers, body } => {
+                let mut out = format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\n", body.len());
+                for (n, v) in headers {
+                    out.push_str(&format!("{n}: {v}\r\n"));
+                }
+                out.push_str("\r\n");
+                let mut bytes = out.into_bytes();
+                if req.method != "HEAD" {
+                    bytes.extend_from_slice(&body);
+                }
+                if writer.write_all(&bytes).is_err() {
+                    return;
+                }
+            }
+            Reply::Raw(bytes, keep) => {
+                if writer.write_all(&bytes).is_err() || !keep {
+                    return;
+                }
+            }
+            Reply::Hang(d) => {
+                std::thread::sleep(d);
+                return;
+            }
+            Reply::Close => return,
+        }
+    }
+}
+
+/// A response as a client saw it.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A keep-alive HTTP/1.1 client connection that reads responses by their framing.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect to skiff");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Client { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream }
+    }
+
+    pub fn send(&mut self, raw: &[u8]) {
+        self.writer.write_all(raw).expect("write request");
+    }
+
+    pub fn get(&mut self, path: &str) -> Response {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
+        self.read_response(false).expect("response")
+    }
+
+    /// Reads one response; None when the connection closed first.
+    pub fn read_response(&mut self, head_request: bool) -> Option<Response> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let status = line.split_whitespace().nth(1)?.parse().ok()?;
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            self.reader.read_line(&mut h).ok()?;
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let (n, v) = h.split_once(':')?;
+            headers.push((n.trim().to_string(), v.trim().to_string()));
+        }
+        let mut resp = Response { status, headers, body: Vec::new() };
+        if head_request || status == 204 || status == 304 || (100..200).contains(&status) {
+            return Some(resp);
+        }
+        if let Some(len) = resp.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            resp.body.resize(len, 0);
+            self.reader.read_exact(&mut resp.body).ok()?;
+        } else if resp.header("transfer-encoding").is_some() {
+            loop {
+                let mut size = String::new();
+                self.reader.read_line(&mut size).ok()?;
+                let n = usize::from_str_radix(size.trim(), 16).ok()?;
+                let mut chunk = vec![0; n + 2];
+                self.reader.read_exact(&mut chunk).ok()?;
+                if n == 0 {
+                    break;
+                }
+                resp.body.extend_from_slice(&chunk[..n]);
+            }
+        } else {
+            self.reader.read_to_end(&mut resp.body).ok()?;
+        }
+        Some(resp)
+    }
+
+    /// True when the server closed the connection (reads EOF within the timeout).
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.reader.read(&mut b), Ok(0))
+    }
+}
+
+/// One request on a fresh connection.
+pub fn get(addr: SocketAddr, path: &str) -> Response {
+    Client::connect(addr).get(path)
+}
+
+/// Sends raw bytes and returns everything the server sends until it closes (or 5 s pass).
+pub fn raw_exchange(addr: SocketAddr, raw: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(raw).expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A loopback port nobody listens on.
+pub fn dead_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A minimal v3 config: one listener on 127.0.0.1:0 routing everything to a STATIC cluster.
+pub fn simple_config(upstreams: &[SocketAddr]) -> String {
+    let endpoints: String = upstreams
+        .iter()
+        .map(|a| {
+            format!(
+                "              - endpoint:\n                  address:\n                    socket_address: {{ address: {}, port_value: {} }}\n",
+                a.ip(),
+                a.port()
+            )
+        })
+        .collect();
+    format!(
+        r#"static_resources:
+  listeners:
+    - name: main
+      address:
+        socket_address: {{ address: 127.0.0.1, port_value: 0 }}
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: ingress
+                route_config:
+                  virtual_hosts:
+                    - name: all
+                      domains: ["*"]
+                      routes:
+                        - match: {{ prefix: "/" }}
+                          route: {{ cluster: backend, timeout: 2s }}
+                http_filters:
+                  - name: envoy.filters.http.router
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+    - name: backend
+      connect_timeout: 0.5s
+      type: STATIC
+      lb_policy: ROUND_ROBIN
+      load_assignment:
+        cluster_name: backend
+        endpoints:
+          - lb_endpoints:
+{endpoints}"#
+    )
+}
