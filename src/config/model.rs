@@ -49,13 +49,25 @@ pub struct HttpConnectionManager {
     pub server_name: String,
     /// `access_log` entries, parsed and kept for the observability work.
     pub access_logs: Vec<AccessLog>,
+    /// `use_remote_address`, default false: whether the peer address (rather than the last
+    /// `x-forwarded-for` entry) is the client address, as Envoy decides for XFF and `x-envoy-external-address`.
+    pub use_remote_address: bool,
+    /// `xff_num_trusted_hops`, default 0.
+    pub xff_num_trusted_hops: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum AccessLog {
-    File { path: String, format: Option<String> },
-    Stdout { format: Option<String> },
-    Stderr { format: Option<String> },
+    File {
+        path: String,
+        format: Option<String>,
+    },
+    Stdout {
+        format: Option<String>,
+    },
+    Stderr {
+        format: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -261,6 +273,11 @@ pub struct CircuitBreakers {
 
 impl Default for CircuitBreakers {
     fn default() -> Self {
-        CircuitBreakers { max_connections: 1024, max_pending_requests: 1024, max_requests: 1024, max_retries: 3 }
+        CircuitBreakers {
+            max_connections: 1024,
+            max_pending_requests: 1024,
+            max_requests: 1024,
+            max_retries: 3,
+        }
     }
 }

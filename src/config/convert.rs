@@ -1,0 +1,1382 @@
+//! Raw (as written) → model (as used): picks v2 or v3 spelling, applies Envoy's defaults, checks
+//! what can only be checked with the whole file in view (names, references, regexes), and judges
+//! the fields skiff accepts without implementing: ignored, warned about, or rejected.
+
+use super::duration::fmt_secs;
+use super::error::{FieldPath, Finding};
+use super::model::*;
+use super::raw::*;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+type Res<T> = Result<T, Finding>;
+
+fn fail<T>(path: FieldPath, message: impl Into<String>) -> Res<T> {
+    Err(Finding {
+        path,
+        message: message.into(),
+    })
+}
+
+/// Warns for each listed field that is present: skiff parses it but does not act on it, which
+/// changes behaviour compared with Envoy.
+macro_rules! warn_present {
+    ($cx:expr, $p:expr, $raw:expr, [$($f:ident),* $(,)?], $why:expr) => {
+        $( if $raw.$f.is_some() {
+            $cx.warn($p.key(stringify!($f)), format!("{} is accepted but ignored ({})", stringify!($f), $why));
+        } )*
+    };
+}
+
+/// Rejects each listed field that is present.
+macro_rules! reject_present {
+    ($p:expr, $raw:expr, [$($f:ident),* $(,)?], $why:expr) => {
+        $( if $raw.$f.is_some() {
+            return fail($p.key(stringify!($f)), format!("{} is not supported: {}", stringify!($f), $why));
+        } )*
+    };
+}
+
+const NOT_YET: &str = "not yet implemented in skiff";
+const TLS: &str = "TLS not yet supported";
+
+/// The most a sane retry policy asks for; beyond it a typo is likelier than intent.
+const MAX_NUM_RETRIES: u32 = 100;
+/// Envoy's ceiling for `max_request_headers_kb`.
+const MAX_HEADERS_KB: u32 = 8192;
+
+pub struct Converted {
+    pub bootstrap: Bootstrap,
+    pub warnings: Vec<Finding>,
+}
+
+#[derive(Default)]
+struct Cx {
+    warnings: Vec<Finding>,
+    /// Cluster names, for checking route references.
+    clusters: HashSet<String>,
+}
+
+impl Cx {
+    fn warn(&mut self, path: FieldPath, message: impl Into<String>) {
+        self.warnings.push(Finding {
+            path,
+            message: message.into(),
+        });
+    }
+
+    fn cluster_ref(&self, path: FieldPath, name: &str) -> Res<String> {
+        if self.clusters.contains(name) {
+            Ok(name.to_string())
+        } else {
+            let mut known: Vec<&str> = self.clusters.iter().map(String::as_str).collect();
+            known.sort_unstable();
+            let known = if known.is_empty() {
+                "none are defined".to_string()
+            } else {
+                known.join(", ")
+            };
+            fail(
+                path,
+                format!("unknown cluster \"{name}\" (clusters: {known})"),
+            )
+        }
+    }
+}
+
+pub fn convert(raw: RawBootstrap) -> Res<Converted> {
+    let mut cx = Cx::default();
+    let root = FieldPath::default();
+    reject_present!(
+        root,
+        raw,
+        [dynamic_resources, hds_config],
+        "only static_resources are supported (no xDS yet)"
+    );
+    warn_present!(cx, root, raw, [tracing], "tracing is not yet exported");
+    warn_present!(cx, root, raw, [stats_sinks, overload_manager], NOT_YET);
+
+    let admin = match raw.admin {
+        Some(a) => Some(admin(&mut cx, root.key("admin"), a)?),
+        None => None,
+    };
+
+    let (listeners_raw, clusters_raw) = match raw.static_resources {
+        Some(s) => {
+            if s.secrets.is_some() {
+                cx.warn(
+                    root.key("static_resources").key("secrets"),
+                    format!("secrets are ignored ({TLS})"),
+                );
+            }
+            (
+                s.listeners.unwrap_or_default(),
+                s.clusters.unwrap_or_default(),
+            )
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+    let sr = root.key("static_resources");
+
+    // Clusters first: routes refer to them, wherever they sit in the file.
+    let cp = sr.key("clusters");
+    let mut clusters = Vec::with_capacity(clusters_raw.len());
+    for (i, c) in clusters_raw.into_iter().enumerate() {
+        let p = cp.idx(i);
+        if !cx.clusters.insert(c.name.clone()) {
+            return fail(
+                p.key("name"),
+                format!("duplicate cluster name \"{}\"", c.name),
+            );
+        }
+        clusters.push(cluster(&mut cx, p, c)?);
+    }
+
+    let lp = sr.key("listeners");
+    let mut listeners = Vec::with_capacity(listeners_raw.len());
+    let mut names = HashSet::new();
+    let mut addresses: Vec<(SocketAddr, FieldPath)> = Vec::new();
+    if let Some(a) = &admin {
+        addresses.push((a.address, root.key("admin").key("address")));
+    }
+    for (i, l) in listeners_raw.into_iter().enumerate() {
+        let p = lp.idx(i);
+        let name = l.name.clone().unwrap_or_else(|| format!("listener_{i}"));
+        if !names.insert(name.clone()) {
+            return fail(p.key("name"), format!("duplicate listener name \"{name}\""));
+        }
+        let listener = listener(&mut cx, p.clone(), name, l)?;
+        if let Some((_, other)) = addresses.iter().find(|(a, _)| *a == listener.address) {
+            return fail(
+                p.key("address"),
+                format!("address {} is already used by {other}", listener.address),
+            );
+        }
+        addresses.push((listener.address, p.key("address")));
+        listeners.push(listener);
+    }
+
+    Ok(Converted {
+        bootstrap: Bootstrap {
+            admin,
+            listeners,
+            clusters,
+        },
+        warnings: cx.warnings,
+    })
+}
+
+fn bind_address(p: FieldPath, a: RawBindAddress) -> Res<SocketAddr> {
+    if a.pipe.is_some() {
+        return fail(
+            p.key("pipe"),
+            "pipe (unix socket) addresses are not supported",
+        );
+    }
+    if a.envoy_internal_address.is_some() {
+        return fail(
+            p.key("envoy_internal_address"),
+            "internal addresses are not supported",
+        );
+    }
+    let Some(s) = a.socket_address else {
+        return fail(p, "socket_address is required");
+    };
+    let Some(port) = s.port_value else {
+        return fail(p.key("socket_address"), "port_value is required");
+    };
+    Ok(SocketAddr::new(s.address.0, port.0))
+}
+
+fn admin(cx: &mut Cx, p: FieldPath, a: RawAdmin) -> Res<Admin> {
+    warn_present!(cx, p, a, [profile_path, socket_options], NOT_YET);
+    let Some(address) = a.address else {
+        return fail(p, "admin.address is required");
+    };
+    let address = bind_address(p.key("address"), address)?;
+    let mut access_log_path = a.access_log_path;
+    if let Some(logs) = a.access_log {
+        let logs = access_logs(cx, p.key("access_log"), logs)?;
+        if access_log_path.is_none() {
+            access_log_path = logs.into_iter().find_map(|l| match l {
+                AccessLog::File { path, .. } => Some(path),
+                _ => None,
+            });
+        }
+    }
+    Ok(Admin {
+        address,
+        access_log_path,
+    })
+}
+
+fn access_logs(cx: &mut Cx, p: FieldPath, logs: Vec<RawAccessLog>) -> Res<Vec<AccessLog>> {
+    let mut out = Vec::new();
+    for (i, l) in logs.into_iter().enumerate() {
+        let p = p.idx(i);
+        warn_present!(cx, p, l, [filter], "every request is logged");
+        let (key, cfg) = match (l.config, l.typed_config) {
+            (Some(_), Some(_)) => {
+                return fail(p, "give either config (v2) or typed_config (v3), not both")
+            }
+            (Some(c), None) => ("config", c),
+            (None, Some(c)) => ("typed_config", c),
+            (None, None) => {
+                cx.warn(p, "access log without config is ignored");
+                continue;
+            }
+        };
+        let cp = p.key(key);
+        let name = l.name.unwrap_or_default();
+        let type_url = cfg.type_url.clone().unwrap_or_default();
+        let kind = if name.ends_with("file_access_log")
+            || name == "envoy.access_loggers.file"
+            || type_url.ends_with(".FileAccessLog")
+        {
+            "file"
+        } else if name == "envoy.access_loggers.stdout" || type_url.ends_with(".StdoutAccessLog") {
+            "stdout"
+        } else if name == "envoy.access_loggers.stderr" || type_url.ends_with(".StderrAccessLog") {
+            "stderr"
+        } else {
+            let what = if type_url.is_empty() { name } else { type_url };
+            cx.warn(p, format!("access log \"{what}\" is ignored (skiff writes file, stdout and stderr logs only)"));
+            continue;
+        };
+        warn_present!(
+            cx,
+            cp,
+            cfg,
+            [json_format, typed_json_format],
+            "JSON access logs are not yet supported; the default format is used"
+        );
+        let mut format = cfg.format;
+        if let Some(lf) = cfg.log_format {
+            let lp = cp.key("log_format");
+            warn_present!(
+                cx,
+                lp,
+                lf,
+                [json_format, formatters],
+                "JSON access logs are not yet supported; the default format is used"
+            );
+            if let Some(t) = lf.text_format {
+                format = Some(t);
+            }
+            if let Some(src) = lf.text_format_source {
+                match src.inline_string {
+                    Some(s) => format = Some(s),
+                    None => {
+                        return fail(
+                            lp.key("text_format_source"),
+                            "only inline_string is supported",
+                        )
+                    }
+                }
+            }
+        }
+        out.push(match kind {
+            "file" => match cfg.path {
+                Some(path) => AccessLog::File { path, format },
+                None => return fail(cp, "a file access log needs a path"),
+            },
+            "stdout" => AccessLog::Stdout { format },
+            _ => AccessLog::Stderr { format },
+        });
+    }
+    Ok(out)
+}
+
+fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Listener> {
+    reject_present!(p, l, [default_filter_chain, udp_listener_config], NOT_YET);
+    warn_present!(
+        cx,
+        p,
+        l,
+        [
+            socket_options,
+            freebind,
+            transparent,
+            tcp_fast_open_queue_length,
+            connection_balance_config
+        ],
+        NOT_YET
+    );
+    if l.use_original_dst == Some(true) {
+        return fail(
+            p.key("use_original_dst"),
+            format!("use_original_dst is not supported: {NOT_YET}"),
+        );
+    }
+    if l.listener_filters.as_ref().is_some_and(|f| !f.is_empty()) {
+        return fail(
+            p.key("listener_filters"),
+            "listener filters are not supported",
+        );
+    }
+    let address = bind_address(p.key("address"), l.address)?;
+    let fp = p.key("filter_chains");
+    let Some(chains) = l.filter_chains else {
+        return fail(p, "filter_chains is required");
+    };
+    if chains.was_single {
+        cx.warn(fp.clone(), "filter_chains is a single mapping; Envoy expects a list. Accepted as a one-element list");
+    }
+    // Single mapping: the path has no index, so errors point into the mapping itself.
+    let chain_path = |i: usize| {
+        if chains.was_single {
+            fp.clone()
+        } else {
+            fp.idx(i)
+        }
+    };
+    if chains.items.len() != 1 {
+        return fail(
+            fp.clone(),
+            format!(
+                "exactly one filter chain is supported (no TLS/SNI matching), got {}",
+                chains.items.len()
+            ),
+        );
+    }
+    let mut hcm_out = None;
+    for (i, chain) in chains.items.into_iter().enumerate() {
+        let cp = chain_path(i);
+        reject_present!(cp, chain, [transport_socket, tls_context], TLS);
+        reject_present!(
+            cp,
+            chain,
+            [filter_chain_match],
+            "filter chain matching is not supported"
+        );
+        if chain.use_proxy_proto == Some(true) {
+            return fail(
+                cp.key("use_proxy_proto"),
+                "the PROXY protocol is not supported",
+            );
+        }
+        let filters = chain.filters.unwrap_or_default();
+        if filters.len() != 1 {
+            return fail(
+                cp.key("filters"),
+                format!(
+                    "exactly one network filter (the http_connection_manager) is supported, got {}",
+                    filters.len()
+                ),
+            );
+        }
+        for (j, f) in filters.into_iter().enumerate() {
+            let fp = cp.key("filters").idx(j);
+            let (key, raw) = match (f.config, f.typed_config) {
+                (Some(_), Some(_)) => {
+                    return fail(fp, "give either config (v2) or typed_config (v3), not both")
+                }
+                (Some(c), None) => {
+                    if c.type_url.is_some() {
+                        return fail(
+                            fp.key("config").key("@type"),
+                            "\"@type\" belongs in typed_config, not config",
+                        );
+                    }
+                    ("config", c)
+                }
+                (None, Some(c)) => {
+                    if c.type_url.is_none() {
+                        return fail(fp.key("typed_config"), "typed_config needs \"@type\"");
+                    }
+                    ("typed_config", c)
+                }
+                (None, None) => {
+                    return fail(
+                        fp,
+                        "the http_connection_manager needs typed_config (or v2 config)",
+                    )
+                }
+            };
+            hcm_out = Some(hcm(cx, fp.key(key), raw)?);
+        }
+    }
+    let Some(hcm) = hcm_out else {
+        return fail(fp, "no http_connection_manager");
+    };
+    Ok(Listener { name, address, hcm })
+}
+
+fn hcm(cx: &mut Cx, p: FieldPath, h: RawHcm) -> Res<HttpConnectionManager> {
+    reject_present!(
+        p,
+        h,
+        [rds, scoped_routes],
+        "only an inline route_config is supported (no RDS yet)"
+    );
+    reject_present!(
+        p,
+        h,
+        [http2_protocol_options, http3_protocol_options],
+        "skiff speaks HTTP/1.1 only"
+    );
+    warn_present!(cx, p, h, [tracing], "tracing is not yet exported");
+    warn_present!(
+        cx,
+        p,
+        h,
+        [
+            stream_idle_timeout,
+            request_timeout,
+            normalize_path,
+            merge_slashes,
+            skip_xff_append,
+            via,
+            always_set_request_id_in_response,
+            upgrade_configs,
+            forward_client_cert_details,
+            set_current_client_cert_details,
+            proxy_100_continue,
+            stream_error_on_invalid_http_message,
+            local_reply_config,
+            path_with_escaped_slashes_action,
+            strip_matching_host_port,
+            strip_any_host_port,
+            original_ip_detection_extensions,
+        ],
+        NOT_YET
+    );
+    if let Some(t) = &h.server_header_transformation {
+        if !t.eq_ignore_ascii_case("OVERWRITE") {
+            cx.warn(p.key("server_header_transformation"), "server_header_transformation is ignored; skiff always overwrites the server header");
+        }
+    }
+    let Some(stat_prefix) = h.stat_prefix else {
+        return fail(p, "stat_prefix is required");
+    };
+    let Some(rc) = h.route_config else {
+        return fail(p, "route_config is required (RDS is not supported)");
+    };
+    let route_config = route_config(cx, p.key("route_config"), rc)?;
+
+    let fp = p.key("http_filters");
+    let mut http_filters = Vec::new();
+    let filters = h.http_filters.unwrap_or_default();
+    let count = filters.len();
+    for (i, f) in filters.into_iter().enumerate() {
+        let fpi = fp.idx(i);
+        if f.disabled == Some(true) {
+            cx.warn(
+                fpi.key("disabled"),
+                format!("http filter \"{}\" is disabled and ignored", f.name),
+            );
+            continue;
+        }
+        reject_present!(
+            fpi,
+            f,
+            [config_discovery],
+            "filter config discovery is not supported"
+        );
+        match f.name.as_str() {
+            "envoy.router" | "envoy.filters.http.router" => {
+                if i + 1 != count {
+                    return fail(fpi.key("name"), "the router must be the last http filter");
+                }
+                http_filters.push(HttpFilter::Router);
+            }
+            other if f.is_optional == Some(true) => {
+                cx.warn(fpi.key("name"), format!("optional http filter \"{other}\" is not supported and is skipped"));
+            }
+            other => {
+                return fail(
+                    fpi.key("name"),
+                    format!("http filter \"{other}\" is not supported (only envoy.filters.http.router; mark it is_optional: true to skip it)"),
+                )
+            }
+        }
+    }
+    if http_filters.last() != Some(&HttpFilter::Router) {
+        return fail(
+            fp,
+            "http_filters must end with the router (envoy.filters.http.router)",
+        );
+    }
+
+    let max_request_headers_kb = h.max_request_headers_kb.unwrap_or(60);
+    if !(1..=MAX_HEADERS_KB).contains(&max_request_headers_kb) {
+        return fail(
+            p.key("max_request_headers_kb"),
+            format!(
+                "max_request_headers_kb must be 1-{MAX_HEADERS_KB}, got {max_request_headers_kb}"
+            ),
+        );
+    }
+    let mut idle_timeout = Duration::from_secs(3600);
+    if let Some(c) = h.common_http_protocol_options {
+        let cp = p.key("common_http_protocol_options");
+        warn_present!(
+            cx,
+            cp,
+            c,
+            [
+                max_connection_duration,
+                max_stream_duration,
+                headers_with_underscores_action,
+                max_requests_per_connection
+            ],
+            NOT_YET
+        );
+        if let Some(t) = c.idle_timeout {
+            idle_timeout = t.0;
+        }
+    }
+    let access_logs = match h.access_log {
+        Some(logs) => access_logs(cx, p.key("access_log"), logs)?,
+        None => Vec::new(),
+    };
+    let _ = h.codec_type; // AUTO and HTTP1 both mean HTTP/1.1 here; the rest fail at parse.
+    Ok(HttpConnectionManager {
+        stat_prefix,
+        route_config,
+        http_filters,
+        max_request_headers_kb,
+        request_headers_timeout: h
+            .request_headers_timeout
+            .map_or(Duration::from_secs(10), |d| d.0),
+        idle_timeout,
+        generate_request_id: h.generate_request_id.unwrap_or(true),
+        server_name: h.server_name.unwrap_or_else(|| "envoy".to_string()),
+        access_logs,
+        use_remote_address: h.use_remote_address.unwrap_or(false),
+        xff_num_trusted_hops: h.xff_num_trusted_hops.unwrap_or(0),
+    })
+}
+
+fn headers_to_add(
+    p: FieldPath,
+    list: Option<Vec<RawHeaderValueOption>>,
+) -> Res<Vec<HeaderValueOption>> {
+    let mut out = Vec::new();
+    for (i, h) in list.unwrap_or_default().into_iter().enumerate() {
+        let p = p.idx(i);
+        if h.append.is_some() && h.append_action.is_some() {
+            return fail(p, "give either append or append_action, not both");
+        }
+        if h.header.key.is_empty() {
+            return fail(p.key("header").key("key"), "header name must not be empty");
+        }
+        let append = h.append.or(h.append_action.map(|a| a.0 .0)).unwrap_or(true);
+        out.push(HeaderValueOption {
+            name: h.header.key.to_ascii_lowercase(),
+            value: h.header.value.unwrap_or_default(),
+            append,
+        });
+    }
+    Ok(out)
+}
+
+fn lower_all(list: Option<Vec<String>>) -> Vec<String> {
+    list.unwrap_or_default()
+        .into_iter()
+        .map(|s| s.to_ascii_lowercase())
+        .collect()
+}
+
+fn route_config(cx: &mut Cx, p: FieldPath, rc: RawRouteConfig) -> Res<RouteConfig> {
+    reject_present!(p, rc, [vhds, cluster_specifier_plugins], NOT_YET);
+    warn_present!(cx, p, rc, [internal_only_headers], NOT_YET);
+    let vp = p.key("virtual_hosts");
+    let mut virtual_hosts = Vec::new();
+    let mut domains_seen: HashSet<String> = HashSet::new();
+    for (i, v) in rc.virtual_hosts.unwrap_or_default().into_iter().enumerate() {
+        virtual_hosts.push(vhost(cx, vp.idx(i), v, &mut domains_seen)?);
+    }
+    Ok(RouteConfig {
+        name: rc.name.unwrap_or_default(),
+        virtual_hosts,
+        request_headers_to_add: headers_to_add(
+            p.key("request_headers_to_add"),
+            rc.request_headers_to_add,
+        )?,
+        request_headers_to_remove: lower_all(rc.request_headers_to_remove),
+        response_headers_to_add: headers_to_add(
+            p.key("response_headers_to_add"),
+            rc.response_headers_to_add,
+        )?,
+        response_headers_to_remove: lower_all(rc.response_headers_to_remove),
+    })
+}
+
+fn vhost(cx: &mut Cx, p: FieldPath, v: RawVhost, seen: &mut HashSet<String>) -> Res<VirtualHost> {
+    warn_present!(
+        cx,
+        p,
+        v,
+        [
+            cors,
+            rate_limits,
+            typed_per_filter_config,
+            per_filter_config,
+            hedge_policy
+        ],
+        NOT_YET
+    );
+    if let Some(t) = &v.require_tls {
+        if !t.eq_ignore_ascii_case("NONE") {
+            return fail(
+                p.key("require_tls"),
+                format!("require_tls {t} is not supported ({TLS})"),
+            );
+        }
+    }
+    let dp = p.key("domains");
+    let domains = v.domains.unwrap_or_default();
+    if domains.is_empty() {
+        return fail(dp, "a virtual host needs at least one domain");
+    }
+    for (i, d) in domains.iter().enumerate() {
+        if d.is_empty() {
+            return fail(dp.idx(i), "domain must not be empty");
+        }
+        if !seen.insert(d.to_ascii_lowercase()) {
+            let what = if d == "*" {
+                "only one virtual host may use the wildcard domain \"*\"".to_string()
+            } else {
+                format!("duplicate domain \"{d}\" in this route_config")
+            };
+            return fail(dp.idx(i), what);
+        }
+    }
+    let rp = p.key("routes");
+    let mut routes = Vec::new();
+    for (i, r) in v.routes.unwrap_or_default().into_iter().enumerate() {
+        routes.push(route(
+            cx,
+            rp.idx(i),
+            r,
+            v.retry_policy.as_ref(),
+            p.key("retry_policy"),
+        )?);
+    }
+    Ok(VirtualHost {
+        name: v.name.unwrap_or_default(),
+        domains,
+        routes,
+        request_headers_to_add: headers_to_add(
+            p.key("request_headers_to_add"),
+            v.request_headers_to_add,
+        )?,
+        request_headers_to_remove: lower_all(v.request_headers_to_remove),
+        response_headers_to_add: headers_to_add(
+            p.key("response_headers_to_add"),
+            v.response_headers_to_add,
+        )?,
+        response_headers_to_remove: lower_all(v.response_headers_to_remove),
+    })
+}
+
+fn check_regex(p: FieldPath, re: &str) -> Res<String> {
+    match regex::Regex::new(re) {
+        Ok(_) => Ok(re.to_string()),
+        // The regex crate's message spans lines (pattern, caret); errors here are one line.
+        Err(e) => fail(
+            p,
+            format!(
+                "invalid regex: {}",
+                e.to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        ),
+    }
+}
+
+fn route(
+    cx: &mut Cx,
+    p: FieldPath,
+    r: RawRoute,
+    vhost_retry: Option<&RawRetry>,
+    vhost_retry_path: FieldPath,
+) -> Res<Route> {
+    warn_present!(
+        cx,
+        p,
+        r,
+        [typed_per_filter_config, per_filter_config, tracing],
+        NOT_YET
+    );
+    let matcher = route_match(p.key("match"), r.matcher)?;
+    let action = match (r.route, r.redirect, r.direct_response) {
+        (Some(a), None, None) => RouteAction::Forward(forward(
+            cx,
+            p.key("route"),
+            a,
+            vhost_retry,
+            vhost_retry_path,
+        )?),
+        (None, Some(rd), None) => RouteAction::Redirect(redirect(p.key("redirect"), rd)?),
+        (None, None, Some(d)) => {
+            let dp = p.key("direct_response");
+            if !(200..=599).contains(&d.status) {
+                return fail(
+                    dp.key("status"),
+                    format!("status must be 200-599, got {}", d.status),
+                );
+            }
+            let body = match d.body {
+                None => None,
+                Some(b) => match b.inline_string {
+                    Some(s) => Some(s),
+                    None => return fail(dp.key("body"), "only body.inline_string is supported"),
+                },
+            };
+            RouteAction::DirectResponse {
+                status: d.status as u16,
+                body,
+            }
+        }
+        (None, None, None) => {
+            return fail(p, "a route needs one of route, redirect, direct_response")
+        }
+        _ => {
+            return fail(
+                p,
+                "a route takes only one of route, redirect, direct_response",
+            )
+        }
+    };
+    Ok(Route {
+        name: r.name,
+        matcher,
+        action,
+        request_headers_to_add: headers_to_add(
+            p.key("request_headers_to_add"),
+            r.request_headers_to_add,
+        )?,
+        request_headers_to_remove: lower_all(r.request_headers_to_remove),
+        response_headers_to_add: headers_to_add(
+            p.key("response_headers_to_add"),
+            r.response_headers_to_add,
+        )?,
+        response_headers_to_remove: lower_all(r.response_headers_to_remove),
+    })
+}
+
+fn route_match(p: FieldPath, m: RawMatch) -> Res<RouteMatch> {
+    reject_present!(
+        p,
+        m,
+        [
+            path_separated_prefix,
+            grpc,
+            runtime_fraction,
+            tls_context,
+            dynamic_metadata
+        ],
+        NOT_YET
+    );
+    let mut kinds = Vec::new();
+    if let Some(s) = m.prefix {
+        kinds.push(PathMatch::Prefix(s));
+    }
+    if let Some(s) = m.path {
+        kinds.push(PathMatch::Path(s));
+    }
+    if let Some(s) = m.safe_regex {
+        kinds.push(PathMatch::SafeRegex(check_regex(
+            p.key("safe_regex").key("regex"),
+            &s.regex,
+        )?));
+    }
+    if let Some(s) = m.regex {
+        kinds.push(PathMatch::SafeRegex(check_regex(p.key("regex"), &s)?));
+    }
+    if kinds.len() != 1 {
+        return fail(
+            p,
+            "a route match needs exactly one of prefix, path, safe_regex",
+        );
+    }
+    let path = kinds.remove(0);
+    let mut headers = Vec::new();
+    for (i, h) in m.headers.unwrap_or_default().into_iter().enumerate() {
+        headers.push(header_matcher(p.key("headers").idx(i), h)?);
+    }
+    let mut query_parameters = Vec::new();
+    for (i, q) in m
+        .query_parameters
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let qp = p.key("query_parameters").idx(i);
+        let exact = match (q.string_match, q.value, q.present_match) {
+            (Some(sm), None, _) => {
+                let sp = qp.key("string_match");
+                match (
+                    sm.exact,
+                    sm.prefix,
+                    sm.suffix,
+                    sm.contains,
+                    sm.safe_regex,
+                    sm.ignore_case,
+                ) {
+                    (Some(e), None, None, None, None, None | Some(false)) => Some(e),
+                    _ => {
+                        return fail(
+                            sp,
+                            "only string_match.exact is supported for query parameters",
+                        )
+                    }
+                }
+            }
+            (None, Some(v), _) => {
+                if q.regex == Some(true) {
+                    return fail(
+                        qp.key("regex"),
+                        "regex query parameter matching is not supported",
+                    );
+                }
+                Some(v)
+            }
+            (None, None, _) => None,
+            (Some(_), Some(_), _) => {
+                return fail(qp, "give either string_match or value, not both")
+            }
+        };
+        query_parameters.push(QueryParameterMatcher {
+            name: q.name,
+            exact,
+        });
+    }
+    Ok(RouteMatch {
+        path,
+        case_sensitive: m.case_sensitive.unwrap_or(true),
+        headers,
+        query_parameters,
+    })
+}
+
+fn header_matcher(p: FieldPath, h: RawHeaderMatcher) -> Res<HeaderMatcher> {
+    reject_present!(p, h, [range_match, treat_missing_header_as_empty], NOT_YET);
+    let mut rules = Vec::new();
+    if let Some(s) = h.exact_match {
+        rules.push(HeaderMatchRule::Exact(s));
+    }
+    if let Some(s) = h.prefix_match {
+        rules.push(HeaderMatchRule::Prefix(s));
+    }
+    if let Some(s) = h.suffix_match {
+        rules.push(HeaderMatchRule::Suffix(s));
+    }
+    if let Some(s) = h.contains_match {
+        rules.push(HeaderMatchRule::Contains(s));
+    }
+    if let Some(s) = h.safe_regex_match {
+        rules.push(HeaderMatchRule::SafeRegex(check_regex(
+            p.key("safe_regex_match").key("regex"),
+            &s.regex,
+        )?));
+    }
+    if let Some(s) = h.regex_match {
+        rules.push(HeaderMatchRule::SafeRegex(check_regex(
+            p.key("regex_match"),
+            &s,
+        )?));
+    }
+    if let Some(b) = h.present_match {
+        rules.push(HeaderMatchRule::Present(b));
+    }
+    if let Some(sm) = h.string_match {
+        let sp = p.key("string_match");
+        if sm.ignore_case == Some(true) {
+            return fail(
+                sp.key("ignore_case"),
+                format!("ignore_case is not supported: {NOT_YET}"),
+            );
+        }
+        if let Some(s) = sm.exact {
+            rules.push(HeaderMatchRule::Exact(s));
+        }
+        if let Some(s) = sm.prefix {
+            rules.push(HeaderMatchRule::Prefix(s));
+        }
+        if let Some(s) = sm.suffix {
+            rules.push(HeaderMatchRule::Suffix(s));
+        }
+        if let Some(s) = sm.contains {
+            rules.push(HeaderMatchRule::Contains(s));
+        }
+        if let Some(s) = sm.safe_regex {
+            rules.push(HeaderMatchRule::SafeRegex(check_regex(
+                sp.key("safe_regex").key("regex"),
+                &s.regex,
+            )?));
+        }
+    }
+    if rules.len() > 1 {
+        return fail(p, "a header matcher takes only one rule");
+    }
+    let rule = rules.pop().unwrap_or(HeaderMatchRule::Present(true));
+    Ok(HeaderMatcher {
+        name: h.name.to_ascii_lowercase(),
+        rule,
+        invert_match: h.invert_match.unwrap_or(false),
+    })
+}
+
+fn forward(
+    cx: &mut Cx,
+    p: FieldPath,
+    a: RawRouteAction,
+    vhost_retry: Option<&RawRetry>,
+    vhost_retry_path: FieldPath,
+) -> Res<ForwardAction> {
+    reject_present!(
+        p,
+        a,
+        [cluster_header, cluster_specifier_plugin],
+        "only cluster and weighted_clusters are supported"
+    );
+    reject_present!(
+        p,
+        a,
+        [regex_rewrite, host_rewrite_header, host_rewrite_path_regex],
+        NOT_YET
+    );
+    warn_present!(
+        cx,
+        p,
+        a,
+        [
+            idle_timeout,
+            hash_policy,
+            cors,
+            rate_limits,
+            upgrade_configs,
+            request_mirror_policy,
+            request_mirror_policies,
+            hedge_policy,
+            metadata_match,
+            max_stream_duration,
+            internal_redirect_policy
+        ],
+        NOT_YET
+    );
+    if a.auto_host_rewrite == Some(true) {
+        return fail(
+            p.key("auto_host_rewrite"),
+            format!("auto_host_rewrite is not supported: {NOT_YET}"),
+        );
+    }
+    let cluster = match (a.cluster, a.weighted_clusters) {
+        (Some(c), None) => ClusterSpecifier::Single(cx.cluster_ref(p.key("cluster"), &c)?),
+        (None, Some(w)) => {
+            let wp = p.key("weighted_clusters");
+            let mut out = Vec::new();
+            for (i, c) in w.clusters.into_iter().enumerate() {
+                out.push((
+                    cx.cluster_ref(wp.key("clusters").idx(i).key("name"), &c.name)?,
+                    c.weight,
+                ));
+            }
+            let sum: u64 = out.iter().map(|(_, w)| u64::from(*w)).sum();
+            if out.is_empty() || sum == 0 {
+                return fail(
+                    wp.key("clusters"),
+                    "weighted_clusters needs at least one cluster with a non-zero weight",
+                );
+            }
+            if let Some(total) = w.total_weight {
+                if u64::from(total) != sum {
+                    return fail(
+                        wp.key("total_weight"),
+                        format!("total_weight is {total} but the weights add up to {sum}"),
+                    );
+                }
+            }
+            ClusterSpecifier::Weighted(out)
+        }
+        (Some(_), Some(_)) => return fail(p, "give either cluster or weighted_clusters, not both"),
+        (None, None) => return fail(p, "route needs cluster or weighted_clusters"),
+    };
+    if a.host_rewrite_literal.is_some() && a.host_rewrite.is_some() {
+        return fail(
+            p,
+            "give either host_rewrite_literal or host_rewrite, not both",
+        );
+    }
+    let timeout = match a.timeout {
+        None => Some(Duration::from_secs(15)),
+        Some(d) if d.0.is_zero() => None,
+        Some(d) => Some(d.0),
+    };
+    // Envoy: a route's retry_policy replaces the virtual host's, it does not merge with it.
+    let retry_policy = match (&a.retry_policy, vhost_retry) {
+        (Some(r), _) => Some(retry(cx, p.key("retry_policy"), r)?),
+        (None, Some(r)) => Some(retry(cx, vhost_retry_path, r)?),
+        (None, None) => None,
+    };
+    Ok(ForwardAction {
+        cluster,
+        timeout,
+        prefix_rewrite: a.prefix_rewrite,
+        host_rewrite_literal: a.host_rewrite_literal.or(a.host_rewrite),
+        retry_policy,
+    })
+}
+
+fn retry(cx: &mut Cx, p: FieldPath, r: &RawRetry) -> Res<RetryPolicy> {
+    warn_present!(
+        cx,
+        p,
+        r,
+        [
+            per_try_idle_timeout,
+            retry_host_predicate,
+            retriable_status_codes,
+            retriable_headers,
+            retriable_request_headers,
+            retry_back_off,
+            rate_limited_retry_back_off,
+            retry_priority
+        ],
+        NOT_YET
+    );
+    let num_retries = r.num_retries.unwrap_or(1);
+    if num_retries > MAX_NUM_RETRIES {
+        return fail(
+            p.key("num_retries"),
+            format!("num_retries {num_retries} is too many (at most {MAX_NUM_RETRIES})"),
+        );
+    }
+    let retry_on: Vec<String> = r
+        .retry_on
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if retry_on.is_empty() {
+        cx.warn(p.clone(), "retry_policy without retry_on never retries");
+    }
+    Ok(RetryPolicy {
+        retry_on,
+        num_retries,
+        per_try_timeout: r.per_try_timeout.map(|d| d.0).filter(|d| !d.is_zero()),
+    })
+}
+
+fn redirect(p: FieldPath, r: RawRedirect) -> Res<Redirect> {
+    reject_present!(p, r, [port_redirect, regex_rewrite], NOT_YET);
+    if r.path_redirect.is_some() && r.prefix_rewrite.is_some() {
+        return fail(p, "give either path_redirect or prefix_rewrite, not both");
+    }
+    let https_redirect = match (r.https_redirect, r.scheme_redirect.as_deref()) {
+        (Some(_), Some(_)) => {
+            return fail(p, "give either https_redirect or scheme_redirect, not both")
+        }
+        (Some(b), None) => b,
+        (None, Some(s)) if s.eq_ignore_ascii_case("https") => true,
+        (None, Some(s)) if s.eq_ignore_ascii_case("http") => false,
+        (None, Some(s)) => {
+            return fail(
+                p.key("scheme_redirect"),
+                format!("scheme_redirect must be http or https, got \"{s}\""),
+            )
+        }
+        (None, None) => false,
+    };
+    Ok(Redirect {
+        host_redirect: r.host_redirect,
+        path_redirect: r.path_redirect,
+        prefix_rewrite: r.prefix_rewrite,
+        https_redirect,
+        status: r.response_code.map_or(301, |c| c.0 .0),
+        strip_query: r.strip_query.unwrap_or(false),
+    })
+}
+
+fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
+    reject_present!(
+        p,
+        c,
+        [transport_socket, tls_context, transport_socket_matches],
+        TLS
+    );
+    reject_present!(
+        p,
+        c,
+        [http2_protocol_options],
+        "skiff speaks HTTP/1.1 to upstreams"
+    );
+    reject_present!(
+        p,
+        c,
+        [cluster_type, filters, load_balancing_policy],
+        NOT_YET
+    );
+    warn_present!(
+        cx,
+        p,
+        c,
+        [health_checks],
+        "health checks are not yet active"
+    );
+    warn_present!(
+        cx,
+        p,
+        c,
+        [outlier_detection],
+        "outlier detection is not yet active"
+    );
+    warn_present!(
+        cx,
+        p,
+        c,
+        [typed_extension_protocol_options],
+        "skiff speaks HTTP/1.1 to upstreams with its own defaults"
+    );
+    warn_present!(
+        cx,
+        p,
+        c,
+        [
+            typed_dns_resolver_config,
+            use_tcp_for_dns_lookups,
+            lb_subset_config,
+            common_lb_config,
+            upstream_bind_config,
+            dns_failure_refresh_rate,
+            connection_pool_per_downstream_connection
+        ],
+        NOT_YET
+    );
+    if c.respect_dns_ttl == Some(true) {
+        cx.warn(
+            p.key("respect_dns_ttl"),
+            "respect_dns_ttl is accepted but ignored; dns_refresh_rate is used",
+        );
+    }
+    if c.name.is_empty() {
+        return fail(p.key("name"), "cluster name must not be empty");
+    }
+    let discovery = c.discovery.map_or(DiscoveryType::Static, |d| d.0);
+    let connect_timeout = c.connect_timeout.map_or(Duration::from_secs(5), |d| d.0);
+    if connect_timeout.is_zero() {
+        return fail(
+            p.key("connect_timeout"),
+            "connect_timeout must be greater than 0s",
+        );
+    }
+    let dns_refresh_rate = c.dns_refresh_rate.map_or(Duration::from_secs(5), |d| d.0);
+    // Envoy requires at least 1 ms; a zero rate would spin the resolver.
+    if dns_refresh_rate < Duration::from_millis(1) {
+        return fail(
+            p.key("dns_refresh_rate"),
+            format!(
+                "dns_refresh_rate must be at least 0.001s, got {}",
+                fmt_secs(dns_refresh_rate)
+            ),
+        );
+    }
+
+    let mut endpoints = Vec::new();
+    let mut endpoint_paths = Vec::new();
+    match (c.hosts, c.load_assignment) {
+        (Some(_), Some(_)) => {
+            return fail(
+                p,
+                "give either hosts (v2) or load_assignment (v3), not both",
+            )
+        }
+        (Some(hosts), None) => {
+            for (i, h) in hosts.into_iter().enumerate() {
+                let hp = p.key("hosts").idx(i);
+                endpoints.push(endpoint(hp.clone(), h, 1, 0)?);
+                endpoint_paths.push(hp);
+            }
+        }
+        (None, Some(la)) => {
+            let lp = p.key("load_assignment");
+            if let Some(n) = &la.cluster_name {
+                if *n != c.name {
+                    cx.warn(lp.key("cluster_name"), format!("load_assignment.cluster_name \"{n}\" differs from the cluster name \"{}\"", c.name));
+                }
+            }
+            reject_present!(lp, la, [named_endpoints], NOT_YET);
+            for (i, loc) in la.endpoints.unwrap_or_default().into_iter().enumerate() {
+                let locp = lp.key("endpoints").idx(i);
+                reject_present!(locp, loc, [leds_cluster_locality_config], NOT_YET);
+                let priority = loc.priority.unwrap_or(0);
+                for (j, lb) in loc.lb_endpoints.unwrap_or_default().into_iter().enumerate() {
+                    let lbp = locp.key("lb_endpoints").idx(j);
+                    let weight = lb.load_balancing_weight.unwrap_or(1);
+                    if weight == 0 {
+                        return fail(
+                            lbp.key("load_balancing_weight"),
+                            "load_balancing_weight must be at least 1",
+                        );
+                    }
+                    let Some(ep) = lb.endpoint else {
+                        return fail(lbp, "lb_endpoint needs an endpoint");
+                    };
+                    let ap = lbp.key("endpoint").key("address");
+                    endpoints.push(endpoint(ap.clone(), ep.address, weight, priority)?);
+                    endpoint_paths.push(ap);
+                }
+            }
+        }
+        (None, None) => {}
+    }
+    for (e, ep) in endpoints.iter().zip(&endpoint_paths) {
+        if discovery == DiscoveryType::Static && e.host.parse::<std::net::IpAddr>().is_err() {
+            return fail(
+                ep.key("socket_address").key("address"),
+                format!("a STATIC cluster needs IP addresses, got \"{}\" (use type: STRICT_DNS for host names)", e.host),
+            );
+        }
+    }
+    if discovery == DiscoveryType::LogicalDns && endpoints.len() != 1 {
+        return fail(
+            p,
+            format!(
+                "a LOGICAL_DNS cluster needs exactly one endpoint, got {}",
+                endpoints.len()
+            ),
+        );
+    }
+
+    let mut dns_resolvers = Vec::new();
+    if let Some(list) = c.dns_resolvers {
+        for (i, a) in list.into_iter().enumerate() {
+            dns_resolvers.push(bind_address(p.key("dns_resolvers").idx(i), a)?);
+        }
+    }
+    if let Some(drc) = c.dns_resolution_config {
+        let dp = p.key("dns_resolution_config");
+        if !dns_resolvers.is_empty() {
+            return fail(
+                dp,
+                "give either dns_resolvers or dns_resolution_config, not both",
+            );
+        }
+        warn_present!(cx, dp, drc, [dns_resolver_options], NOT_YET);
+        for (i, a) in drc.resolvers.unwrap_or_default().into_iter().enumerate() {
+            dns_resolvers.push(bind_address(dp.key("resolvers").idx(i), a)?);
+        }
+    }
+
+    let mut max_requests_per_connection = c.max_requests_per_connection;
+    if let Some(ch) = c.common_http_protocol_options {
+        let chp = p.key("common_http_protocol_options");
+        warn_present!(
+            cx,
+            chp,
+            ch,
+            [
+                idle_timeout,
+                max_connection_duration,
+                max_stream_duration,
+                headers_with_underscores_action
+            ],
+            NOT_YET
+        );
+        if ch.max_requests_per_connection.is_some() {
+            if max_requests_per_connection.is_some() {
+                return fail(
+                    chp.key("max_requests_per_connection"),
+                    "max_requests_per_connection is also set on the cluster",
+                );
+            }
+            max_requests_per_connection = ch.max_requests_per_connection;
+        }
+    }
+    // Envoy reads 0 as "no limit".
+    let max_requests_per_connection = max_requests_per_connection.filter(|n| *n > 0);
+
+    let mut circuit_breakers = CircuitBreakers::default();
+    if let Some(cb) = c.circuit_breakers {
+        let cbp = p.key("circuit_breakers");
+        warn_present!(cx, cbp, cb, [per_host_thresholds], NOT_YET);
+        let mut seen_default = false;
+        for (i, t) in cb.thresholds.unwrap_or_default().into_iter().enumerate() {
+            let tp = cbp.key("thresholds").idx(i);
+            warn_present!(cx, tp, t, [retry_budget], NOT_YET);
+            if t.priority.is_some_and(|p| p.0 == RoutingPriority::High) {
+                cx.warn(tp.key("priority"), "HIGH priority thresholds are ignored (skiff routes everything at DEFAULT priority)");
+                continue;
+            }
+            if seen_default {
+                return fail(tp, "DEFAULT priority thresholds are given twice");
+            }
+            seen_default = true;
+            let d = CircuitBreakers::default();
+            circuit_breakers = CircuitBreakers {
+                max_connections: t.max_connections.unwrap_or(d.max_connections),
+                max_pending_requests: t.max_pending_requests.unwrap_or(d.max_pending_requests),
+                max_requests: t.max_requests.unwrap_or(d.max_requests),
+                max_retries: t.max_retries.unwrap_or(d.max_retries),
+            };
+        }
+    }
+
+    Ok(Cluster {
+        name: c.name,
+        discovery,
+        connect_timeout,
+        lb_policy: c.lb_policy.map_or(LbPolicy::RoundRobin, |l| l.0),
+        dns_refresh_rate,
+        dns_lookup_family: c.dns_lookup_family.map_or(DnsLookupFamily::Auto, |f| f.0),
+        dns_resolvers,
+        endpoints,
+        max_requests_per_connection,
+        circuit_breakers,
+    })
+}
+
+fn endpoint(p: FieldPath, a: RawHostAddress, weight: u32, priority: u32) -> Res<Endpoint> {
+    if a.pipe.is_some() {
+        return fail(
+            p.key("pipe"),
+            "pipe (unix socket) addresses are not supported",
+        );
+    }
+    if a.envoy_internal_address.is_some() {
+        return fail(
+            p.key("envoy_internal_address"),
+            "internal addresses are not supported",
+        );
+    }
+    let Some(s) = a.socket_address else {
+        return fail(p, "socket_address is required");
+    };
+    let sp = p.key("socket_address");
+    if s.resolver_name.is_some() {
+        return fail(
+            sp.key("resolver_name"),
+            "custom resolvers are not supported",
+        );
+    }
+    let Some(port) = s.port_value else {
+        return fail(sp, "port_value is required");
+    };
+    if port.0 == 0 {
+        return fail(sp.key("port_value"), "an upstream port must not be 0");
+    }
+    if s.address.is_empty() {
+        return fail(sp.key("address"), "address must not be empty");
+    }
+    // Brackets are how operators write IPv6 in URLs; the model wants the bare literal.
+    let host = s
+        .address
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    Ok(Endpoint {
+        host,
+        port: port.0,
+        weight,
+        priority,
+    })
+}

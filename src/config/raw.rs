@@ -1,0 +1,974 @@
+//! The serde layer: Envoy's YAML as written, v2 and v3 field names side by side. Every struct denies
+//! unknown fields so a typo is an error at its line; fields skiff accepts without acting on are
+//! listed explicitly as `Ign` and judged (ignored, warned about, rejected) in `convert`.
+//!
+//! Leaf values (durations, ports, IPs, enum names) are checked here, inside deserialization, because
+//! that is where serde_norway still knows the line and column.
+
+// Silently ignored fields are never read: they exist so that `deny_unknown_fields` accepts them.
+#![allow(dead_code)]
+
+use super::duration::Dur;
+use super::model::{DiscoveryType, DnsLookupFamily, LbPolicy};
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize as DeriveDeserialize;
+use std::fmt;
+use std::marker::PhantomData;
+use std::net::IpAddr;
+
+/// A field accepted for compatibility; `convert` decides whether its presence is ignored, warned
+/// about or rejected.
+pub type Ign = Option<IgnoredAny>;
+
+// ---------------------------------------------------------------------------------------------
+// Leaf types
+
+/// A port number: YAML integer, or a decimal string as protobuf's JSON mapping also allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Port(pub u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Port;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a port number (0-65535)")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Port, E> {
+                u16::try_from(v)
+                    .map(Port)
+                    .map_err(|_| E::custom(format!("port_value {v} is out of range (0-65535)")))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Port, E> {
+                u16::try_from(v)
+                    .map(Port)
+                    .map_err(|_| E::custom(format!("port_value {v} is out of range (0-65535)")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Port, E> {
+                match v.parse::<u64>() {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::custom(format!(
+                        "expected a port number (0-65535), got \"{v}\""
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An address skiff binds to or sends DNS queries to: must be an IP literal, because nothing
+/// resolves host names before binding (Envoy refuses them too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpLit(pub IpAddr);
+
+impl<'de> Deserialize<'de> for IpLit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = IpLit;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an IP address such as \"0.0.0.0\" or \"::\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<IpLit, E> {
+                let trimmed = v.trim_start_matches('[').trim_end_matches(']');
+                trimmed.parse::<IpAddr>().map(IpLit).map_err(|_| {
+                    E::custom(format!(
+                        "expected an IP address such as \"0.0.0.0\" or \"::\", got \"{v}\" (host names are not resolved here)"
+                    ))
+                })
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Envoy enum values, matched in any case ("strict_dns", "STRICT_DNS") as the walkthrough files
+/// spell them. Values Envoy knows but skiff does not implement are rejected by name, so the operator
+/// learns it is a gap rather than a typo.
+pub trait CiEnum: Sized + Copy + 'static {
+    const FIELD: &'static str;
+    const SUPPORTED: &'static [(&'static str, Self)];
+    const UNSUPPORTED: &'static [&'static str];
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ci<T>(pub T);
+
+pub fn parse_ci<T: CiEnum>(v: &str) -> Result<T, String> {
+    let upper = v.trim().to_ascii_uppercase();
+    if let Some((_, value)) = T::SUPPORTED.iter().find(|(name, _)| *name == upper) {
+        return Ok(*value);
+    }
+    let supported: Vec<&str> = T::SUPPORTED.iter().map(|(n, _)| *n).collect();
+    if T::UNSUPPORTED.contains(&upper.as_str()) {
+        return Err(format!(
+            "{} {upper} is not yet supported (supported: {})",
+            T::FIELD,
+            supported.join(", ")
+        ));
+    }
+    Err(format!(
+        "unknown {} \"{v}\", expected one of {}",
+        T::FIELD,
+        supported.join(", ")
+    ))
+}
+
+impl<'de, T: CiEnum> Deserialize<'de> for Ci<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<T: CiEnum> Visitor<'_> for V<T> {
+            type Value = Ci<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "a {} name", T::FIELD)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Ci<T>, E> {
+                parse_ci::<T>(v).map(Ci).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V(PhantomData))
+    }
+}
+
+impl CiEnum for DiscoveryType {
+    const FIELD: &'static str = "cluster type";
+    const SUPPORTED: &'static [(&'static str, Self)] = &[
+        ("STATIC", DiscoveryType::Static),
+        ("STRICT_DNS", DiscoveryType::StrictDns),
+        ("LOGICAL_DNS", DiscoveryType::LogicalDns),
+    ];
+    const UNSUPPORTED: &'static [&'static str] = &["EDS", "ORIGINAL_DST"];
+}
+
+impl CiEnum for LbPolicy {
+    const FIELD: &'static str = "lb_policy";
+    const SUPPORTED: &'static [(&'static str, Self)] = &[
+        ("ROUND_ROBIN", LbPolicy::RoundRobin),
+        ("LEAST_REQUEST", LbPolicy::LeastRequest),
+        ("RANDOM", LbPolicy::Random),
+    ];
+    const UNSUPPORTED: &'static [&'static str] = &[
+        "RING_HASH",
+        "MAGLEV",
+        "CLUSTER_PROVIDED",
+        "ORIGINAL_DST_LB",
+        "LOAD_BALANCING_POLICY_CONFIG",
+    ];
+}
+
+impl CiEnum for DnsLookupFamily {
+    const FIELD: &'static str = "dns_lookup_family";
+    const SUPPORTED: &'static [(&'static str, Self)] = &[
+        ("AUTO", DnsLookupFamily::Auto),
+        ("V4_ONLY", DnsLookupFamily::V4Only),
+        ("V6_ONLY", DnsLookupFamily::V6Only),
+        ("V4_PREFERRED", DnsLookupFamily::V4Preferred),
+        ("ALL", DnsLookupFamily::All),
+    ];
+    const UNSUPPORTED: &'static [&'static str] = &[];
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodecType {
+    Auto,
+    Http1,
+}
+
+impl CiEnum for CodecType {
+    const FIELD: &'static str = "codec_type";
+    const SUPPORTED: &'static [(&'static str, Self)] =
+        &[("AUTO", CodecType::Auto), ("HTTP1", CodecType::Http1)];
+    const UNSUPPORTED: &'static [&'static str] = &["HTTP2", "HTTP3"];
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tcp;
+
+impl CiEnum for Tcp {
+    const FIELD: &'static str = "protocol";
+    const SUPPORTED: &'static [(&'static str, Self)] = &[("TCP", Tcp)];
+    const UNSUPPORTED: &'static [&'static str] = &["UDP"];
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoutingPriority {
+    Default,
+    High,
+}
+
+impl CiEnum for RoutingPriority {
+    const FIELD: &'static str = "priority";
+    const SUPPORTED: &'static [(&'static str, Self)] = &[
+        ("DEFAULT", RoutingPriority::Default),
+        ("HIGH", RoutingPriority::High),
+    ];
+    const UNSUPPORTED: &'static [&'static str] = &[];
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedirectCode(pub u16);
+
+impl CiEnum for RedirectCode {
+    const FIELD: &'static str = "response_code";
+    const SUPPORTED: &'static [(&'static str, Self)] = &[
+        ("MOVED_PERMANENTLY", RedirectCode(301)),
+        ("FOUND", RedirectCode(302)),
+        ("SEE_OTHER", RedirectCode(303)),
+        ("TEMPORARY_REDIRECT", RedirectCode(307)),
+        ("PERMANENT_REDIRECT", RedirectCode(308)),
+    ];
+    const UNSUPPORTED: &'static [&'static str] = &[];
+}
+
+/// `append_action`, folded into the model's `append` flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendAction(pub bool);
+
+impl CiEnum for AppendAction {
+    const FIELD: &'static str = "append_action";
+    const SUPPORTED: &'static [(&'static str, Self)] = &[
+        ("APPEND_IF_EXISTS_OR_ADD", AppendAction(true)),
+        ("OVERWRITE_IF_EXISTS_OR_ADD", AppendAction(false)),
+    ];
+    const UNSUPPORTED: &'static [&'static str] = &["ADD_IF_ABSENT", "OVERWRITE_IF_EXISTS"];
+}
+
+pub const HCM_NAMES: &[&str] = &[
+    "envoy.filters.network.http_connection_manager",
+    "envoy.http_connection_manager",
+];
+const HCM_TYPES: &[&str] = &[
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+    "type.googleapis.com/envoy.config.filter.network.http_connection_manager.v2.HttpConnectionManager",
+];
+
+/// A network filter's name: skiff serves HTTP only, so anything but the connection manager is
+/// refused at the name, before its config is read as the wrong type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetFilterName(pub String);
+
+impl<'de> Deserialize<'de> for NetFilterName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(CheckedStr("a network filter name", |name: &str| {
+            if HCM_NAMES.contains(&name) {
+                Ok(NetFilterName(name.to_string()))
+            } else {
+                Err(format!(
+                    "network filter \"{name}\" is not supported; skiff runs only envoy.filters.network.http_connection_manager"
+                ))
+            }
+        }))
+    }
+}
+
+/// Checks a string inside the visitor: an error raised after `String::deserialize` returns would
+/// get the enclosing mapping's position instead of the value's.
+struct CheckedStr<F>(&'static str, F);
+
+impl<T, F: FnOnce(&str) -> Result<T, String>> Visitor<'_> for CheckedStr<F> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.0)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.1)(v).map_err(E::custom)
+    }
+}
+
+/// The `"@type"` of an HCM `typed_config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HcmTypeUrl;
+
+impl<'de> Deserialize<'de> for HcmTypeUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(CheckedStr("a type URL", |url: &str| {
+            if HCM_TYPES.contains(&url) {
+                Ok(HcmTypeUrl)
+            } else {
+                Err(format!(
+                    "expected \"@type\" {}, got \"{url}\"",
+                    HCM_TYPES[0]
+                ))
+            }
+        }))
+    }
+}
+
+/// A list that Envoy users sometimes write as a single mapping (front-envoy.yaml's
+/// `filter_chains`). Implemented as a visitor rather than an untagged enum so that errors inside
+/// the element keep their own line and column instead of collapsing into "did not match any
+/// variant".
+#[derive(Debug, Clone)]
+pub struct OneOrMany<T> {
+    pub items: Vec<T>,
+    pub was_single: bool,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list (or a single mapping)")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(OneOrMany {
+                    items,
+                    was_single: false,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let item = T::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(OneOrMany {
+                    items: vec![item],
+                    was_single: true,
+                })
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(OneOrMany {
+                    items: Vec::new(),
+                    was_single: false,
+                })
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bootstrap
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "an Envoy bootstrap mapping")]
+pub struct RawBootstrap {
+    pub admin: Option<RawAdmin>,
+    pub static_resources: Option<RawStatic>,
+    pub dynamic_resources: Ign,
+    pub node: Ign,
+    pub layered_runtime: Ign,
+    pub runtime: Ign,
+    pub cluster_manager: Ign,
+    pub stats_config: Ign,
+    pub stats_sinks: Ign,
+    pub stats_flush_interval: Ign,
+    pub tracing: Ign,
+    pub watchdog: Ign,
+    pub watchdogs: Ign,
+    pub overload_manager: Ign,
+    pub hds_config: Ign,
+    pub flags_path: Ign,
+    pub enable_dispatcher_stats: Ign,
+    pub header_prefix: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawStatic {
+    pub listeners: Option<Vec<RawListener>>,
+    pub clusters: Option<Vec<RawCluster>>,
+    pub secrets: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawAdmin {
+    pub access_log_path: Option<String>,
+    pub access_log: Option<Vec<RawAccessLog>>,
+    pub address: Option<RawBindAddress>,
+    pub profile_path: Ign,
+    pub socket_options: Ign,
+    pub ignore_global_conn_limit: Ign,
+}
+
+/// An address skiff binds to (listener, admin) or queries (DNS resolver): IP literal only.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an address mapping like {socket_address: {address, port_value}}"
+)]
+pub struct RawBindAddress {
+    pub socket_address: Option<RawBindSocket>,
+    pub pipe: Ign,
+    pub envoy_internal_address: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawBindSocket {
+    pub address: IpLit,
+    pub port_value: Option<Port>,
+    pub protocol: Option<Ci<Tcp>>,
+    pub ipv4_compat: Option<bool>,
+}
+
+/// An upstream endpoint's address: an IP literal or a host name, depending on the cluster type.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an address mapping like {socket_address: {address, port_value}}"
+)]
+pub struct RawHostAddress {
+    pub socket_address: Option<RawHostSocket>,
+    pub pipe: Ign,
+    pub envoy_internal_address: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawHostSocket {
+    pub address: String,
+    pub port_value: Option<Port>,
+    pub protocol: Option<Ci<Tcp>>,
+    pub ipv4_compat: Option<bool>,
+    pub resolver_name: Ign,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listeners
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a listener mapping")]
+pub struct RawListener {
+    pub name: Option<String>,
+    pub address: RawBindAddress,
+    pub filter_chains: Option<OneOrMany<RawFilterChain>>,
+    pub listener_filters: Option<Vec<IgnoredAny>>,
+    pub use_original_dst: Option<bool>,
+    pub default_filter_chain: Ign,
+    pub per_connection_buffer_limit_bytes: Ign,
+    pub traffic_direction: Ign,
+    pub metadata: Ign,
+    pub drain_type: Ign,
+    pub stat_prefix: Ign,
+    pub listener_filters_timeout: Ign,
+    pub continue_on_listener_filters_timeout: Ign,
+    pub reuse_port: Ign,
+    pub enable_reuse_port: Ign,
+    pub socket_options: Ign,
+    pub freebind: Ign,
+    pub transparent: Ign,
+    pub tcp_fast_open_queue_length: Ign,
+    pub tcp_backlog_size: Ign,
+    pub connection_balance_config: Ign,
+    pub ignore_global_conn_limit: Ign,
+    pub udp_listener_config: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a filter chain mapping")]
+pub struct RawFilterChain {
+    pub filters: Option<Vec<RawNetFilter>>,
+    pub filter_chain_match: Ign,
+    pub transport_socket: Ign,
+    pub tls_context: Ign,
+    pub use_proxy_proto: Option<bool>,
+    pub name: Ign,
+    pub metadata: Ign,
+    pub transport_socket_connect_timeout: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a network filter mapping")]
+pub struct RawNetFilter {
+    pub name: NetFilterName,
+    pub config: Option<RawHcm>,
+    pub typed_config: Option<RawHcm>,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "an http_connection_manager mapping")]
+pub struct RawHcm {
+    #[serde(rename = "@type")]
+    pub type_url: Option<HcmTypeUrl>,
+    pub stat_prefix: Option<String>,
+    pub codec_type: Option<Ci<CodecType>>,
+    pub route_config: Option<RawRouteConfig>,
+    pub http_filters: Option<Vec<RawHttpFilter>>,
+    pub access_log: Option<Vec<RawAccessLog>>,
+    pub max_request_headers_kb: Option<u32>,
+    pub request_headers_timeout: Option<Dur>,
+    pub common_http_protocol_options: Option<RawCommonHttp>,
+    pub generate_request_id: Option<bool>,
+    pub server_name: Option<String>,
+    pub server_header_transformation: Option<String>,
+    pub use_remote_address: Option<bool>,
+    pub xff_num_trusted_hops: Option<u32>,
+    // Rejected.
+    pub rds: Ign,
+    pub scoped_routes: Ign,
+    pub http2_protocol_options: Ign,
+    pub http3_protocol_options: Ign,
+    // Warned about.
+    pub tracing: Ign,
+    pub stream_idle_timeout: Ign,
+    pub request_timeout: Ign,
+    pub normalize_path: Ign,
+    pub merge_slashes: Ign,
+    pub skip_xff_append: Ign,
+    pub via: Ign,
+    pub always_set_request_id_in_response: Ign,
+    pub upgrade_configs: Ign,
+    pub forward_client_cert_details: Ign,
+    pub set_current_client_cert_details: Ign,
+    pub proxy_100_continue: Ign,
+    pub stream_error_on_invalid_http_message: Ign,
+    pub local_reply_config: Ign,
+    pub path_with_escaped_slashes_action: Ign,
+    pub strip_matching_host_port: Ign,
+    pub strip_any_host_port: Ign,
+    pub original_ip_detection_extensions: Ign,
+    // Ignored.
+    pub http_protocol_options: Ign,
+    pub drain_timeout: Ign,
+    pub delayed_close_timeout: Ign,
+    pub add_user_agent: Ign,
+    pub preserve_external_request_id: Ign,
+    pub internal_address_config: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawCommonHttp {
+    pub idle_timeout: Option<Dur>,
+    pub max_requests_per_connection: Option<u32>,
+    pub max_headers_count: Ign,
+    pub max_connection_duration: Ign,
+    pub max_stream_duration: Ign,
+    pub headers_with_underscores_action: Ign,
+    pub max_response_headers_kb: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "an http filter mapping")]
+pub struct RawHttpFilter {
+    pub name: String,
+    pub config: Ign,
+    pub typed_config: Ign,
+    pub is_optional: Option<bool>,
+    pub disabled: Option<bool>,
+    pub config_discovery: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawAccessLog {
+    pub name: Option<String>,
+    pub config: Option<RawAccessLogConfig>,
+    pub typed_config: Option<RawAccessLogConfig>,
+    pub filter: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawAccessLogConfig {
+    #[serde(rename = "@type")]
+    pub type_url: Option<String>,
+    pub path: Option<String>,
+    pub format: Option<String>,
+    pub log_format: Option<RawLogFormat>,
+    pub json_format: Ign,
+    pub typed_json_format: Ign,
+    pub common_config: Ign,
+    pub additional_request_headers_to_log: Ign,
+    pub additional_response_headers_to_log: Ign,
+    pub additional_response_trailers_to_log: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawLogFormat {
+    pub text_format: Option<String>,
+    pub text_format_source: Option<RawDataSource>,
+    pub json_format: Ign,
+    pub omit_empty_values: Ign,
+    pub content_type: Ign,
+    pub formatters: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawDataSource {
+    pub inline_string: Option<String>,
+    pub filename: Option<String>,
+    pub inline_bytes: Ign,
+    pub environment_variable: Ign,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routes
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawRouteConfig {
+    pub name: Option<String>,
+    pub virtual_hosts: Option<Vec<RawVhost>>,
+    pub request_headers_to_add: Option<Vec<RawHeaderValueOption>>,
+    pub request_headers_to_remove: Option<Vec<String>>,
+    pub response_headers_to_add: Option<Vec<RawHeaderValueOption>>,
+    pub response_headers_to_remove: Option<Vec<String>>,
+    pub vhds: Ign,
+    pub cluster_specifier_plugins: Ign,
+    pub internal_only_headers: Ign,
+    pub validate_clusters: Ign,
+    pub most_specific_header_mutations_wins: Ign,
+    pub max_direct_response_body_size_bytes: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a virtual host mapping")]
+pub struct RawVhost {
+    pub name: Option<String>,
+    pub domains: Option<Vec<String>>,
+    pub routes: Option<Vec<RawRoute>>,
+    pub request_headers_to_add: Option<Vec<RawHeaderValueOption>>,
+    pub request_headers_to_remove: Option<Vec<String>>,
+    pub response_headers_to_add: Option<Vec<RawHeaderValueOption>>,
+    pub response_headers_to_remove: Option<Vec<String>>,
+    pub retry_policy: Option<RawRetry>,
+    pub require_tls: Option<String>,
+    pub cors: Ign,
+    pub rate_limits: Ign,
+    pub typed_per_filter_config: Ign,
+    pub per_filter_config: Ign,
+    pub hedge_policy: Ign,
+    pub virtual_clusters: Ign,
+    pub include_request_attempt_count: Ign,
+    pub include_attempt_count_in_response: Ign,
+    pub per_request_buffer_limit_bytes: Ign,
+    pub metadata: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a route mapping")]
+pub struct RawRoute {
+    pub name: Option<String>,
+    #[serde(rename = "match")]
+    pub matcher: RawMatch,
+    pub route: Option<RawRouteAction>,
+    pub redirect: Option<RawRedirect>,
+    pub direct_response: Option<RawDirect>,
+    pub request_headers_to_add: Option<Vec<RawHeaderValueOption>>,
+    pub request_headers_to_remove: Option<Vec<String>>,
+    pub response_headers_to_add: Option<Vec<RawHeaderValueOption>>,
+    pub response_headers_to_remove: Option<Vec<String>>,
+    pub typed_per_filter_config: Ign,
+    pub per_filter_config: Ign,
+    pub tracing: Ign,
+    pub metadata: Ign,
+    pub decorator: Ign,
+    pub per_request_buffer_limit_bytes: Ign,
+    pub stat_prefix: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawMatch {
+    pub prefix: Option<String>,
+    pub path: Option<String>,
+    pub safe_regex: Option<RawRegex>,
+    pub regex: Option<String>,
+    pub path_separated_prefix: Ign,
+    pub case_sensitive: Option<bool>,
+    pub headers: Option<Vec<RawHeaderMatcher>>,
+    pub query_parameters: Option<Vec<RawQueryMatcher>>,
+    pub grpc: Ign,
+    pub runtime_fraction: Ign,
+    pub tls_context: Ign,
+    pub dynamic_metadata: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawRegex {
+    pub regex: String,
+    pub google_re2: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawHeaderMatcher {
+    pub name: String,
+    pub exact_match: Option<String>,
+    pub prefix_match: Option<String>,
+    pub suffix_match: Option<String>,
+    pub contains_match: Option<String>,
+    pub safe_regex_match: Option<RawRegex>,
+    pub regex_match: Option<String>,
+    pub present_match: Option<bool>,
+    pub string_match: Option<RawStringMatcher>,
+    pub invert_match: Option<bool>,
+    pub range_match: Ign,
+    pub treat_missing_header_as_empty: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawStringMatcher {
+    pub exact: Option<String>,
+    pub prefix: Option<String>,
+    pub suffix: Option<String>,
+    pub contains: Option<String>,
+    pub safe_regex: Option<RawRegex>,
+    pub ignore_case: Option<bool>,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawQueryMatcher {
+    pub name: String,
+    pub string_match: Option<RawStringMatcher>,
+    pub present_match: Option<bool>,
+    /// v2: `value` with `regex: false`.
+    pub value: Option<String>,
+    pub regex: Option<bool>,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawRouteAction {
+    pub cluster: Option<String>,
+    pub weighted_clusters: Option<RawWeighted>,
+    pub timeout: Option<Dur>,
+    pub prefix_rewrite: Option<String>,
+    pub host_rewrite_literal: Option<String>,
+    pub host_rewrite: Option<String>,
+    pub retry_policy: Option<RawRetry>,
+    // Rejected.
+    pub cluster_header: Ign,
+    pub cluster_specifier_plugin: Ign,
+    pub regex_rewrite: Ign,
+    pub auto_host_rewrite: Option<bool>,
+    pub host_rewrite_header: Ign,
+    pub host_rewrite_path_regex: Ign,
+    // Warned about.
+    pub idle_timeout: Ign,
+    pub hash_policy: Ign,
+    pub cors: Ign,
+    pub rate_limits: Ign,
+    pub upgrade_configs: Ign,
+    pub request_mirror_policy: Ign,
+    pub request_mirror_policies: Ign,
+    pub hedge_policy: Ign,
+    pub metadata_match: Ign,
+    pub max_stream_duration: Ign,
+    pub internal_redirect_policy: Ign,
+    // Ignored.
+    pub cluster_not_found_response_code: Ign,
+    pub priority: Ign,
+    pub max_grpc_timeout: Ign,
+    pub grpc_timeout_offset: Ign,
+    pub include_vh_rate_limits: Ign,
+    pub retry_policy_typed_config: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawWeighted {
+    pub clusters: Vec<RawWeightedCluster>,
+    pub total_weight: Option<u32>,
+    pub runtime_key_prefix: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawWeightedCluster {
+    pub name: String,
+    pub weight: u32,
+    pub metadata_match: Ign,
+    pub typed_per_filter_config: Ign,
+    pub per_filter_config: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawRetry {
+    pub retry_on: Option<String>,
+    pub num_retries: Option<u32>,
+    pub per_try_timeout: Option<Dur>,
+    pub per_try_idle_timeout: Ign,
+    pub retry_host_predicate: Ign,
+    pub retriable_status_codes: Ign,
+    pub retriable_headers: Ign,
+    pub retriable_request_headers: Ign,
+    pub retry_back_off: Ign,
+    pub rate_limited_retry_back_off: Ign,
+    pub retry_priority: Ign,
+    pub host_selection_retry_max_attempts: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawRedirect {
+    pub host_redirect: Option<String>,
+    pub path_redirect: Option<String>,
+    pub prefix_rewrite: Option<String>,
+    pub https_redirect: Option<bool>,
+    pub scheme_redirect: Option<String>,
+    pub response_code: Option<Ci<RedirectCode>>,
+    pub strip_query: Option<bool>,
+    pub port_redirect: Ign,
+    pub regex_rewrite: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawDirect {
+    pub status: u32,
+    pub body: Option<RawDataSource>,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping like {header: {key, value}}"
+)]
+pub struct RawHeaderValueOption {
+    pub header: RawHeaderValue,
+    pub append: Option<bool>,
+    pub append_action: Option<Ci<AppendAction>>,
+    pub keep_empty_value: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawHeaderValue {
+    pub key: String,
+    pub value: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clusters
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a cluster mapping")]
+pub struct RawCluster {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub discovery: Option<Ci<DiscoveryType>>,
+    pub connect_timeout: Option<Dur>,
+    pub lb_policy: Option<Ci<LbPolicy>>,
+    pub hosts: Option<Vec<RawHostAddress>>,
+    pub load_assignment: Option<RawLoadAssignment>,
+    pub dns_refresh_rate: Option<Dur>,
+    pub dns_lookup_family: Option<Ci<DnsLookupFamily>>,
+    pub dns_resolvers: Option<Vec<RawBindAddress>>,
+    pub dns_resolution_config: Option<RawDnsResolutionConfig>,
+    pub circuit_breakers: Option<RawCircuitBreakers>,
+    pub max_requests_per_connection: Option<u32>,
+    pub common_http_protocol_options: Option<RawCommonHttp>,
+    pub respect_dns_ttl: Option<bool>,
+    // Rejected.
+    pub cluster_type: Ign,
+    pub transport_socket: Ign,
+    pub tls_context: Ign,
+    pub transport_socket_matches: Ign,
+    pub http2_protocol_options: Ign,
+    pub filters: Ign,
+    pub load_balancing_policy: Ign,
+    // Warned about.
+    pub health_checks: Ign,
+    pub outlier_detection: Ign,
+    pub typed_extension_protocol_options: Ign,
+    pub typed_dns_resolver_config: Ign,
+    pub use_tcp_for_dns_lookups: Ign,
+    pub lb_subset_config: Ign,
+    pub common_lb_config: Ign,
+    pub upstream_bind_config: Ign,
+    pub dns_failure_refresh_rate: Ign,
+    pub connection_pool_per_downstream_connection: Ign,
+    // Ignored.
+    pub eds_cluster_config: Ign,
+    pub http_protocol_options: Ign,
+    pub upstream_http_protocol_options: Ign,
+    pub per_connection_buffer_limit_bytes: Ign,
+    pub upstream_connection_options: Ign,
+    pub least_request_lb_config: Ign,
+    pub round_robin_lb_config: Ign,
+    pub ring_hash_lb_config: Ign,
+    pub maglev_lb_config: Ign,
+    pub original_dst_lb_config: Ign,
+    pub metadata: Ign,
+    pub protocol_selection: Ign,
+    pub close_connections_on_host_health_failure: Ign,
+    pub ignore_health_on_host_removal: Ign,
+    pub track_timeout_budgets: Ign,
+    pub track_cluster_stats: Ign,
+    pub cleanup_interval: Ign,
+    pub alt_stat_name: Ign,
+    pub wait_for_warm_on_init: Ign,
+    pub preconnect_policy: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawLoadAssignment {
+    pub cluster_name: Option<String>,
+    pub endpoints: Option<Vec<RawLocality>>,
+    pub policy: Ign,
+    pub named_endpoints: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawLocality {
+    pub lb_endpoints: Option<Vec<RawLbEndpoint>>,
+    pub priority: Option<u32>,
+    pub locality: Ign,
+    pub load_balancing_weight: Ign,
+    pub proximity: Ign,
+    pub metadata: Ign,
+    pub leds_cluster_locality_config: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawLbEndpoint {
+    pub endpoint: Option<RawEndpoint>,
+    pub load_balancing_weight: Option<u32>,
+    pub health_status: Ign,
+    pub metadata: Ign,
+    pub endpoint_name: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawEndpoint {
+    pub address: RawHostAddress,
+    pub hostname: Ign,
+    pub health_check_config: Ign,
+    pub additional_addresses: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawDnsResolutionConfig {
+    pub resolvers: Option<Vec<RawBindAddress>>,
+    pub dns_resolver_options: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawCircuitBreakers {
+    pub thresholds: Option<Vec<RawThreshold>>,
+    pub per_host_thresholds: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawThreshold {
+    pub priority: Option<Ci<RoutingPriority>>,
+    pub max_connections: Option<u32>,
+    pub max_pending_requests: Option<u32>,
+    pub max_requests: Option<u32>,
+    pub max_retries: Option<u32>,
+    pub retry_budget: Ign,
+    pub track_remaining: Ign,
+    pub max_connection_pools: Ign,
+}

@@ -1,0 +1,737 @@
+//! What an operator sees when pointing skiff at their Envoy YAML: the walkthrough files load
+//! unchanged, and every mistake is reported as `origin:line:column: field.path: message`.
+
+use skiff::config::*;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn example(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("configs/envoy-examples")
+        .join(rel)
+}
+
+fn load_example(rel: &str) -> Loaded {
+    load_file(&example(rel)).unwrap_or_else(|e| panic!("{rel} should load: {e}"))
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("test address")
+}
+
+fn cluster<'a>(b: &'a Bootstrap, name: &str) -> &'a Cluster {
+    b.clusters
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("cluster {name}"))
+}
+
+fn first_forward(l: &Listener) -> &ForwardAction {
+    match &l.hcm.route_config.virtual_hosts[0].routes[0].action {
+        RouteAction::Forward(f) => f,
+        other => panic!("expected a forward action, got {other:?}"),
+    }
+}
+
+fn err(text: &str) -> String {
+    match load_str(text, "skiff.yaml") {
+        Ok(l) => panic!("expected an error, loaded {:?}", l.bootstrap),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn front_envoy_loads_with_a_warning_for_the_filter_chains_mapping() {
+    let path = example("seed/front-envoy.yaml");
+    let loaded = load_file(&path).expect("front-envoy.yaml loads");
+    let b = &loaded.bootstrap;
+    let admin = b.admin.as_ref().expect("admin");
+    assert_eq!(admin.address, addr("127.0.0.1:9901"));
+    assert_eq!(
+        admin.access_log_path.as_deref(),
+        Some("/tmp/admin_access.log")
+    );
+    assert_eq!(b.listeners.len(), 1);
+    let l = &b.listeners[0];
+    assert_eq!(l.name, "http_listener");
+    assert_eq!(l.address, addr("0.0.0.0:80"));
+    assert_eq!(l.hcm.stat_prefix, "ingress");
+    assert_eq!(l.hcm.http_filters, vec![HttpFilter::Router]);
+    assert_eq!(l.hcm.route_config.virtual_hosts[0].domains, vec!["*"]);
+    let f = first_forward(l);
+    assert_eq!(f.cluster, ClusterSpecifier::Single("service_a".into()));
+    assert_eq!(f.timeout, Some(Duration::from_secs(15)));
+    let c = cluster(b, "service_a");
+    assert_eq!(c.discovery, DiscoveryType::StrictDns);
+    assert_eq!(c.lb_policy, LbPolicy::RoundRobin);
+    assert_eq!(c.connect_timeout, Duration::from_millis(250));
+    assert_eq!(
+        c.endpoints,
+        vec![Endpoint {
+            host: "service_a_envoy".into(),
+            port: 8786,
+            weight: 1,
+            priority: 0
+        }]
+    );
+    assert_eq!(
+        loaded.warnings,
+        vec![format!(
+            "{}:17:11: static_resources.listeners[0].filter_chains: filter_chains is a single mapping; Envoy expects a list. Accepted as a one-element list",
+            path.display()
+        )]
+    );
+}
+
+#[test]
+fn service_sidecars_load_with_envoy_defaults() {
+    let a = load_example("seed/service-a.yaml");
+    assert!(a.warnings.is_empty(), "{:?}", a.warnings);
+    let b = &a.bootstrap;
+    let ports: Vec<u16> = b.listeners.iter().map(|l| l.address.port()).collect();
+    assert_eq!(ports, vec![8786, 8788, 8791]);
+    let names: Vec<&str> = b.clusters.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, vec!["service_a", "service_b", "service_c"]);
+    assert_eq!(cluster(b, "service_b").endpoints[0].host, "service_b_envoy");
+    assert_eq!(cluster(b, "service_b").endpoints[0].port, 8789);
+    let c = cluster(b, "service_c");
+    assert_eq!(c.dns_refresh_rate, Duration::from_secs(5));
+    assert_eq!(c.dns_lookup_family, DnsLookupFamily::Auto);
+    assert_eq!(c.circuit_breakers, CircuitBreakers::default());
+    assert_eq!(c.max_requests_per_connection, None);
+    let hcm = &b.listeners[0].hcm;
+    assert_eq!(hcm.max_request_headers_kb, 60);
+    assert_eq!(hcm.request_headers_timeout, Duration::from_secs(10));
+    assert_eq!(hcm.idle_timeout, Duration::from_secs(3600));
+    assert!(hcm.generate_request_id);
+    assert_eq!(hcm.server_name, "envoy");
+
+    for leaf in ["seed/service-b.yaml", "seed/service-c.yaml"] {
+        let l = load_example(leaf);
+        assert!(l.warnings.is_empty(), "{leaf}: {:?}", l.warnings);
+        assert_eq!(l.bootstrap.listeners.len(), 1);
+        assert_eq!(l.bootstrap.clusters.len(), 1);
+    }
+    assert_eq!(
+        load_example("seed/service-b.yaml").bootstrap.listeners[0].address,
+        addr("0.0.0.0:8789")
+    );
+    assert_eq!(
+        load_example("seed/service-c.yaml").bootstrap.clusters[0].endpoints[0].port,
+        8083
+    );
+}
+
+#[test]
+fn v3_service_a_loads() {
+    let loaded = load_example("v3/service-a.yaml");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let b = &loaded.bootstrap;
+    assert_eq!(
+        b.admin.as_ref().and_then(|a| a.access_log_path.as_deref()),
+        Some("/tmp/admin_access.log")
+    );
+    assert_eq!(
+        b.listeners[0].hcm.access_logs,
+        vec![AccessLog::Stdout { format: None }]
+    );
+    assert_eq!(
+        first_forward(&b.listeners[0]).timeout,
+        Some(Duration::from_secs(15))
+    );
+    let egress_b = first_forward(&b.listeners[1]);
+    assert_eq!(
+        egress_b.retry_policy,
+        Some(RetryPolicy {
+            retry_on: vec!["connect-failure".into(), "5xx".into()],
+            num_retries: 2,
+            per_try_timeout: None
+        })
+    );
+    assert_eq!(cluster(b, "service_c").lb_policy, LbPolicy::LeastRequest);
+    assert_eq!(
+        cluster(b, "service_a").connect_timeout,
+        Duration::from_millis(250)
+    );
+    assert_eq!(cluster(b, "service_a").endpoints[0].host, "service_a");
+    assert_eq!(cluster(b, "service_a").endpoints[0].port, 8081);
+    let listeners_v2 = load_example("seed/service-a.yaml").bootstrap.listeners;
+    let addrs = |ls: &[Listener]| ls.iter().map(|l| l.address).collect::<Vec<_>>();
+    assert_eq!(addrs(&b.listeners), addrs(&listeners_v2));
+}
+
+const V2: &str = r#"
+admin:
+  access_log_path: /tmp/admin.log
+  address: { socket_address: { address: 127.0.0.1, port_value: 9901 } }
+static_resources:
+  listeners:
+  - name: web
+    address: { socket_address: { address: "::", port_value: 8080 } }
+    filter_chains:
+    - filters:
+      - name: envoy.http_connection_manager
+        config:
+          stat_prefix: web
+          codec_type: auto
+          use_remote_address: true
+          access_log:
+          - name: envoy.file_access_log
+            config: { path: /var/log/access.log, format: "%START_TIME%\n" }
+          route_config:
+            name: local
+            response_headers_to_add: [{ header: { key: X-Proxy, value: skiff }, append: false }]
+            virtual_hosts:
+            - name: api
+              domains: ["api.example.com", "api.example.com:8080"]
+              routes:
+              - match:
+                  regex: "/v[0-9]+/.*"
+                  headers: [{ name: X-Canary, exact_match: "1" }, { name: X-Debug, present_match: true, invert_match: true }]
+                route:
+                  weighted_clusters: { clusters: [{ name: a, weight: 30 }, { name: b, weight: 70 }], total_weight: 100 }
+                  host_rewrite: api.internal
+                  timeout: 0s
+              - match: { prefix: "/old", case_sensitive: false }
+                redirect: { path_redirect: /new, response_code: FOUND }
+              - match: { path: /health }
+                direct_response: { status: 200, body: { inline_string: ok } }
+            - name: rest
+              domains: ["*"]
+              routes:
+              - match: { prefix: /, query_parameters: [{ name: debug, value: "1" }] }
+                route: { cluster: a, prefix_rewrite: /x, retry_policy: { retry_on: "5xx", per_try_timeout: 1.5s } }
+          http_filters:
+          - name: envoy.router
+  clusters:
+  - name: a
+    connect_timeout: 1s
+    type: static
+    lb_policy: random
+    hosts: [{ socket_address: { address: 10.0.0.1, port_value: 80 } }]
+    dns_resolvers: [{ socket_address: { address: 8.8.8.8, port_value: 53 } }]
+    max_requests_per_connection: 100
+    circuit_breakers: { thresholds: [{ priority: DEFAULT, max_connections: 10 }] }
+  - name: b
+    type: logical_dns
+    dns_lookup_family: v4_only
+    hosts: [{ socket_address: { address: b.internal, port_value: 80 } }]
+"#;
+
+const V3: &str = r#"
+admin:
+  access_log:
+  - name: envoy.access_loggers.file
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+      path: /tmp/admin.log
+  address: { socket_address: { address: 127.0.0.1, port_value: 9901 } }
+static_resources:
+  listeners:
+  - name: web
+    address: { socket_address: { address: "::", port_value: 8080, protocol: TCP } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: web
+          codec_type: HTTP1
+          use_remote_address: true
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: /var/log/access.log
+              log_format: { text_format_source: { inline_string: "%START_TIME%\n" } }
+          route_config:
+            name: local
+            response_headers_to_add: [{ header: { key: x-proxy, value: skiff }, append_action: OVERWRITE_IF_EXISTS_OR_ADD }]
+            virtual_hosts:
+            - name: api
+              domains: ["api.example.com", "api.example.com:8080"]
+              routes:
+              - match:
+                  safe_regex: { google_re2: {}, regex: "/v[0-9]+/.*" }
+                  headers: [{ name: x-canary, string_match: { exact: "1" } }, { name: x-debug, present_match: true, invert_match: true }]
+                route:
+                  weighted_clusters: { clusters: [{ name: a, weight: 30 }, { name: b, weight: 70 }] }
+                  host_rewrite_literal: api.internal
+                  timeout: { seconds: 0 }
+              - match: { prefix: "/old", case_sensitive: false }
+                redirect: { path_redirect: /new, response_code: found }
+              - match: { path: /health }
+                direct_response: { status: 200, body: { inline_string: ok } }
+            - name: rest
+              domains: ["*"]
+              routes:
+              - match: { prefix: /, query_parameters: [{ name: debug, string_match: { exact: "1" } }] }
+                route: { cluster: a, prefix_rewrite: /x, retry_policy: { retry_on: "5xx", per_try_timeout: { seconds: 1, nanos: 500000000 } } }
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+  clusters:
+  - name: a
+    connect_timeout: 1s
+    type: STATIC
+    lb_policy: RANDOM
+    load_assignment:
+      cluster_name: a
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 10.0.0.1, port_value: 80 } } } }] }]
+    dns_resolution_config: { resolvers: [{ socket_address: { address: 8.8.8.8, port_value: 53 } }] }
+    common_http_protocol_options: { max_requests_per_connection: 100 }
+    circuit_breakers: { thresholds: [{ max_connections: 10 }] }
+  - name: b
+    type: LOGICAL_DNS
+    dns_lookup_family: V4_ONLY
+    load_assignment:
+      cluster_name: b
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: b.internal, port_value: 80 } } } }] }]
+"#;
+
+#[test]
+fn v2_and_v3_spellings_give_the_same_model() {
+    let v2 = load_str(V2, "v2.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let v3 = load_str(V3, "v3.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert!(v2.warnings.is_empty(), "{:?}", v2.warnings);
+    assert!(v3.warnings.is_empty(), "{:?}", v3.warnings);
+    assert_eq!(v2.bootstrap, v3.bootstrap);
+
+    let b = &v2.bootstrap;
+    let hcm = &b.listeners[0].hcm;
+    assert_eq!(b.listeners[0].address, addr("[::]:8080"));
+    assert!(hcm.use_remote_address);
+    assert_eq!(
+        hcm.access_logs,
+        vec![AccessLog::File {
+            path: "/var/log/access.log".into(),
+            format: Some("%START_TIME%\n".into())
+        }]
+    );
+    let rc = &hcm.route_config;
+    assert_eq!(
+        rc.response_headers_to_add,
+        vec![HeaderValueOption {
+            name: "x-proxy".into(),
+            value: "skiff".into(),
+            append: false
+        }]
+    );
+    let api = &rc.virtual_hosts[0].routes;
+    assert_eq!(
+        api[0].matcher.path,
+        PathMatch::SafeRegex("/v[0-9]+/.*".into())
+    );
+    assert_eq!(
+        api[0].matcher.headers[0],
+        HeaderMatcher {
+            name: "x-canary".into(),
+            rule: HeaderMatchRule::Exact("1".into()),
+            invert_match: false
+        }
+    );
+    assert_eq!(
+        api[0].matcher.headers[1].rule,
+        HeaderMatchRule::Present(true)
+    );
+    assert!(api[0].matcher.headers[1].invert_match);
+    match &api[0].action {
+        RouteAction::Forward(f) => {
+            assert_eq!(
+                f.cluster,
+                ClusterSpecifier::Weighted(vec![("a".into(), 30), ("b".into(), 70)])
+            );
+            assert_eq!(f.timeout, None, "0s disables the route timeout");
+            assert_eq!(f.host_rewrite_literal.as_deref(), Some("api.internal"));
+        }
+        other => panic!("{other:?}"),
+    }
+    match &api[1].action {
+        RouteAction::Redirect(r) => {
+            assert_eq!((r.status, r.path_redirect.as_deref()), (302, Some("/new")))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!api[1].matcher.case_sensitive);
+    assert_eq!(
+        api[2].action,
+        RouteAction::DirectResponse {
+            status: 200,
+            body: Some("ok".into())
+        }
+    );
+    let rest = &rc.virtual_hosts[1].routes[0];
+    assert_eq!(
+        rest.matcher.query_parameters,
+        vec![QueryParameterMatcher {
+            name: "debug".into(),
+            exact: Some("1".into())
+        }]
+    );
+    match &rest.action {
+        RouteAction::Forward(f) => {
+            let retry = f.retry_policy.as_ref().expect("retry policy");
+            assert_eq!(retry.num_retries, 1, "Envoy's default");
+            assert_eq!(retry.per_try_timeout, Some(Duration::from_millis(1500)));
+        }
+        other => panic!("{other:?}"),
+    }
+    let a = cluster(b, "a");
+    assert_eq!(
+        (a.discovery, a.lb_policy),
+        (DiscoveryType::Static, LbPolicy::Random)
+    );
+    assert_eq!(a.dns_resolvers, vec![addr("8.8.8.8:53")]);
+    assert_eq!(a.max_requests_per_connection, Some(100));
+    assert_eq!(a.circuit_breakers.max_connections, 10);
+    assert_eq!(a.circuit_breakers.max_pending_requests, 1024);
+    let bc = cluster(b, "b");
+    assert_eq!(
+        (bc.discovery, bc.dns_lookup_family),
+        (DiscoveryType::LogicalDns, DnsLookupFamily::V4Only)
+    );
+    assert_eq!(bc.connect_timeout, Duration::from_secs(5));
+}
+
+/// A small, valid v3 file; the error tests below each change one line of it, so the expected
+/// line numbers can be read off this text.
+const BASE: &str = r#"static_resources:
+  listeners:
+  - name: web
+    address:
+      socket_address: { address: 0.0.0.0, port_value: 8080 }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: web
+          codec_type: AUTO
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: / }
+                route: { cluster: backend }
+          http_filters:
+          - name: envoy.filters.http.router
+  clusters:
+  - name: backend
+    connect_timeout: 0.25s
+    type: STRICT_DNS
+    lb_policy: ROUND_ROBIN
+    load_assignment:
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: { address: backend.internal, port_value: 80 }
+"#;
+
+fn with(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "{from:?} not in BASE");
+    BASE.replacen(from, to, 1)
+}
+
+#[test]
+fn base_config_is_valid() {
+    let l = load_str(BASE, "skiff.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+}
+
+#[test]
+fn enum_values_are_read_in_any_case() {
+    for spelling in ["strict_dns", "STRICT_DNS", "Strict_Dns"] {
+        let text = with("type: STRICT_DNS", &format!("type: \"{spelling}\""));
+        let l = load_str(&text, "x").unwrap_or_else(|e| panic!("{spelling}: {e}"));
+        assert_eq!(l.bootstrap.clusters[0].discovery, DiscoveryType::StrictDns);
+    }
+    let l = load_str(
+        &with("lb_policy: ROUND_ROBIN", "lb_policy: least_request"),
+        "x",
+    )
+    .expect("loads");
+    assert_eq!(l.bootstrap.clusters[0].lb_policy, LbPolicy::LeastRequest);
+}
+
+#[test]
+fn bad_duration() {
+    assert_eq!(
+        err(&with("connect_timeout: 0.25s", "connect_timeout: fast")),
+        r#"skiff.yaml:24:22: static_resources.clusters[0].connect_timeout: expected a duration like "0.25s", got "fast""#
+    );
+    assert_eq!(
+        err(&with("connect_timeout: 0.25s", "connect_timeout: 250ms")),
+        r#"skiff.yaml:24:22: static_resources.clusters[0].connect_timeout: expected a duration like "0.25s", got "250ms"; Envoy durations are in seconds, write "0.25s""#
+    );
+    assert_eq!(
+        err(&with("connect_timeout: 0.25s", "connect_timeout: 5")),
+        r#"skiff.yaml:24:22: static_resources.clusters[0].connect_timeout: expected a duration like "0.25s", got 5; Envoy durations are strings, write "5s""#
+    );
+}
+
+#[test]
+fn unknown_field_suggests_the_intended_one() {
+    assert_eq!(
+        err(&with("connect_timeout: 0.25s", "conect_timeout: 0.25s")),
+        "skiff.yaml:24:5: static_resources.clusters[0].conect_timeout: unknown field `conect_timeout`, did you mean `connect_timeout`?"
+    );
+    let far = err(&with("connect_timeout: 0.25s", "bananas: 1"));
+    assert!(
+        far.starts_with(
+            "skiff.yaml:24:5: static_resources.clusters[0].bananas: unknown field `bananas`"
+        ),
+        "{far}"
+    );
+    assert!(
+        far.contains("`connect_timeout`"),
+        "lists the expected fields: {far}"
+    );
+}
+
+#[test]
+fn unknown_cluster_in_route() {
+    assert_eq!(
+        err(&with(
+            "route: { cluster: backend }",
+            "route: { cluster: backnd }"
+        )),
+        r#"skiff.yaml:19:35: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[0].route.cluster: unknown cluster "backnd" (clusters: backend)"#
+    );
+}
+
+#[test]
+fn duplicate_cluster_name() {
+    let text = format!("{BASE}  - name: backend\n    type: STATIC\n");
+    assert_eq!(
+        err(&text),
+        r#"skiff.yaml:33:11: static_resources.clusters[1].name: duplicate cluster name "backend""#
+    );
+}
+
+#[test]
+fn duplicate_listener_name_and_address() {
+    let second = "  - name: web\n    address:\n      socket_address: { address: 0.0.0.0, port_value: 9090 }\n    filter_chains: []\n";
+    let text = BASE.replacen("  clusters:\n", &format!("{second}  clusters:\n"), 1);
+    assert_eq!(
+        err(&text),
+        r#"skiff.yaml:22:11: static_resources.listeners[1].name: duplicate listener name "web""#
+    );
+    let second = second.replace("name: web", "name: other").replace("9090", "8080").replace("filter_chains: []", "filter_chains: [{ filters: [{ name: envoy.http_connection_manager, config: { stat_prefix: x, route_config: {}, http_filters: [{ name: envoy.router }] } }] }]");
+    let text = BASE.replacen("  clusters:\n", &format!("{second}  clusters:\n"), 1);
+    assert_eq!(
+        err(&text),
+        "skiff.yaml:24:7: static_resources.listeners[1].address: address 0.0.0.0:8080 is already used by static_resources.listeners[0].address"
+    );
+}
+
+#[test]
+fn unknown_http_filter() {
+    let text = with(
+        "- name: envoy.filters.http.router",
+        "- name: envoy.filters.http.lua\n          - name: envoy.filters.http.router",
+    );
+    assert_eq!(
+        err(&text),
+        r#"skiff.yaml:21:19: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].name: http filter "envoy.filters.http.lua" is not supported (only envoy.filters.http.router; mark it is_optional: true to skip it)"#
+    );
+    let optional = with(
+        "- name: envoy.filters.http.router",
+        "- name: envoy.filters.http.lua\n            is_optional: true\n          - name: envoy.filters.http.router",
+    );
+    let l = load_str(&optional, "skiff.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        l.bootstrap.listeners[0].hcm.http_filters,
+        vec![HttpFilter::Router]
+    );
+    assert_eq!(
+        l.warnings,
+        vec![
+            r#"skiff.yaml:21:19: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].name: optional http filter "envoy.filters.http.lua" is not supported and is skipped"#
+        ]
+    );
+}
+
+#[test]
+fn unsupported_lb_policy() {
+    assert_eq!(
+        err(&with("lb_policy: ROUND_ROBIN", "lb_policy: RING_HASH")),
+        "skiff.yaml:26:16: static_resources.clusters[0].lb_policy: lb_policy RING_HASH is not yet supported (supported: ROUND_ROBIN, LEAST_REQUEST, RANDOM)"
+    );
+    assert_eq!(
+        err(&with("lb_policy: ROUND_ROBIN", "lb_policy: ROUND_ROBN")),
+        r#"skiff.yaml:26:16: static_resources.clusters[0].lb_policy: unknown lb_policy "ROUND_ROBN", expected one of ROUND_ROBIN, LEAST_REQUEST, RANDOM"#
+    );
+    assert_eq!(
+        err(&with("type: STRICT_DNS", "type: EDS")),
+        "skiff.yaml:25:11: static_resources.clusters[0].type: cluster type EDS is not yet supported (supported: STATIC, STRICT_DNS, LOGICAL_DNS)"
+    );
+}
+
+#[test]
+fn listener_address_must_be_an_ip() {
+    assert_eq!(
+        err(&with("address: 0.0.0.0,", "address: localhost,")),
+        r#"skiff.yaml:5:34: static_resources.listeners[0].address.socket_address.address: expected an IP address such as "0.0.0.0" or "::", got "localhost" (host names are not resolved here)"#
+    );
+    assert_eq!(
+        err(&with("port_value: 8080 }", "port_value: 8080, protocol: UDP }")),
+        "skiff.yaml:5:71: static_resources.listeners[0].address.socket_address.protocol: protocol UDP is not yet supported (supported: TCP)"
+    );
+}
+
+#[test]
+fn port_out_of_range() {
+    assert_eq!(
+        err(&with("port_value: 8080", "port_value: 80800")),
+        "skiff.yaml:5:55: static_resources.listeners[0].address.socket_address.port_value: port_value 80800 is out of range (0-65535)"
+    );
+    assert_eq!(
+        err(&with("port_value: 80 }", "port_value: -1 }")),
+        "skiff.yaml:32:72: static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value: port_value -1 is out of range (0-65535)"
+    );
+}
+
+#[test]
+fn static_cluster_needs_ip_endpoints() {
+    assert_eq!(
+        err(&with("type: STRICT_DNS", "type: STATIC")),
+        r#"skiff.yaml:32:42: static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address: a STATIC cluster needs IP addresses, got "backend.internal" (use type: STRICT_DNS for host names)"#
+    );
+}
+
+#[test]
+fn http2_codec_is_refused() {
+    assert_eq!(
+        err(&with("codec_type: AUTO", "codec_type: HTTP2")),
+        "skiff.yaml:12:23: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.codec_type: codec_type HTTP2 is not yet supported (supported: AUTO, HTTP1)"
+    );
+}
+
+#[test]
+fn tls_and_xds_are_refused_by_name() {
+    let text = with(
+        "    type: STRICT_DNS\n",
+        "    type: STRICT_DNS\n    transport_socket: { name: envoy.transport_sockets.tls }\n",
+    );
+    assert_eq!(
+        err(&text),
+        "skiff.yaml:26:23: static_resources.clusters[0].transport_socket: transport_socket is not supported: TLS not yet supported"
+    );
+    let text = format!("dynamic_resources: {{}}\n{BASE}");
+    assert!(
+        err(&text)
+            .starts_with("skiff.yaml:1:20: dynamic_resources: dynamic_resources is not supported"),
+        "{}",
+        err(&text)
+    );
+}
+
+#[test]
+fn unsupported_network_filter_is_named() {
+    assert_eq!(
+        err(&with(
+            "- name: envoy.filters.network.http_connection_manager",
+            "- name: envoy.filters.network.tcp_proxy"
+        )),
+        r#"skiff.yaml:8:15: static_resources.listeners[0].filter_chains[0].filters[0].name: network filter "envoy.filters.network.tcp_proxy" is not supported; skiff runs only envoy.filters.network.http_connection_manager"#
+    );
+}
+
+#[test]
+fn route_semantics_are_checked() {
+    let bad_regex = with(
+        "match: { prefix: / }",
+        "match: { safe_regex: { regex: \"(\" } }",
+    );
+    let e = err(&bad_regex);
+    assert!(e.starts_with("skiff.yaml:18:47: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[0].match.safe_regex.regex: invalid regex: regex parse error: ( ^ error: unclosed group"), "{e}");
+    let two_wildcards = with(
+        "            - name: all\n",
+        "            - name: other\n              domains: [\"*\"]\n            - name: all\n",
+    );
+    assert_eq!(
+        err(&two_wildcards),
+        r#"skiff.yaml:18:25: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[1].domains[0]: only one virtual host may use the wildcard domain "*""#
+    );
+    let status = with(
+        "route: { cluster: backend }",
+        "direct_response: { status: 999 }",
+    );
+    assert!(
+        err(&status).contains("routes[0].direct_response.status: status must be 200-599, got 999"),
+        "{}",
+        err(&status)
+    );
+    let retries = with(
+        "route: { cluster: backend }",
+        "route: { cluster: backend, retry_policy: { num_retries: 1000 } }",
+    );
+    assert!(
+        err(&retries)
+            .contains("retry_policy.num_retries: num_retries 1000 is too many (at most 100)"),
+        "{}",
+        err(&retries)
+    );
+}
+
+#[test]
+fn warnings_name_what_is_ignored() {
+    let text = with("    type: STRICT_DNS\n", "    type: STRICT_DNS\n    health_checks: []\n    outlier_detection: {}\n    per_connection_buffer_limit_bytes: 32768\n");
+    let l = load_str(&text, "skiff.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        l.warnings,
+        vec![
+            "skiff.yaml:26:20: static_resources.clusters[0].health_checks: health_checks is accepted but ignored (health checks are not yet active)",
+            "skiff.yaml:27:24: static_resources.clusters[0].outlier_detection: outlier_detection is accepted but ignored (outlier detection is not yet active)",
+        ]
+    );
+}
+
+#[test]
+fn yaml_syntax_errors_are_located() {
+    let e = err("static_resources:\n  clusters: [\n");
+    assert!(e.starts_with("skiff.yaml:3:1:"), "{e}");
+    assert_eq!(err(""), "skiff.yaml: the config is empty");
+    assert_eq!(
+        err("- 1\n"),
+        "skiff.yaml:1:1: invalid type: sequence, expected an Envoy bootstrap mapping"
+    );
+}
+
+#[test]
+fn anchors_aliases_and_empty_lists_work() {
+    let text = r#"
+static_resources:
+  listeners: []
+  clusters:
+  - name: a
+    connect_timeout: &t 2s
+    hosts: &h [{ socket_address: { address: 10.0.0.1, port_value: 80 } }]
+  - name: b
+    connect_timeout: *t
+    hosts: *h
+"#;
+    let l = load_str(text, "x").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        l.bootstrap.clusters[1].connect_timeout,
+        Duration::from_secs(2)
+    );
+    assert_eq!(
+        l.bootstrap.clusters[1].endpoints,
+        l.bootstrap.clusters[0].endpoints
+    );
+    assert!(l.bootstrap.listeners.is_empty());
+    let l = load_str("static_resources: {}\n", "x").expect("empty resources load");
+    assert!(l.bootstrap.clusters.is_empty() && l.bootstrap.admin.is_none());
+}
+
+#[test]
+fn no_panic_on_any_prefix_of_a_real_file() {
+    let text = std::fs::read_to_string(example("v3/service-a.yaml")).expect("read");
+    for end in (0..=text.len()).filter(|i| text.is_char_boundary(*i)) {
+        let _ = load_str(&text[..end], "prefix");
+    }
+}
