@@ -34,7 +34,13 @@ impl BoundListener {
             bound = socket.local_addr()?;
             sockets.push(Some(socket));
         }
-        Ok(BoundListener { id, name: name.to_string(), configured: addr, bound, sockets: Mutex::new(sockets) })
+        Ok(BoundListener {
+            id,
+            name: name.to_string(),
+            configured: addr,
+            bound,
+            sockets: Mutex::new(sockets),
+        })
     }
 
     /// The socket for `shard`, once.

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 pub fn run(opts: Options) -> ExitCode {
     let Some(level) = logging::parse_level(&opts.log_level) else {
-        eprintln!("skiff: unknown log level {:?} (trace, debug, info, warning, error, critical, off)", opts.log_level);
+        eprintln!(
+            "skiff: unknown log level {:?} (trace, debug, info, warning, error, critical, off)",
+            opts.log_level
+        );
         return ExitCode::from(1);
     };
     logging::init(level, opts.log_format.as_deref());
@@ -38,10 +41,13 @@ pub fn run(opts: Options) -> ExitCode {
         log::warn!("{w}");
     }
     if opts.mode == Mode::Validate {
-        log::info!("configuration {} OK", match &source {
-            Source::File(p) => p.display().to_string(),
-            Source::Inline(_) => "--config-yaml".into(),
-        });
+        log::info!(
+            "configuration {} OK",
+            match &source {
+                Source::File(p) => p.display().to_string(),
+                Source::Inline(_) => "--config-yaml".into(),
+            }
+        );
         return ExitCode::SUCCESS;
     }
 
@@ -96,7 +102,10 @@ pub fn run(opts: Options) -> ExitCode {
     };
 
     let signal = wait_for_signal(&signals);
-    log::info!("{signal} received: draining (up to {} s)", opts.drain_time_s.min(opts.parent_shutdown_time_s));
+    log::info!(
+        "{signal} received: draining (up to {} s)",
+        opts.drain_time_s.min(opts.parent_shutdown_time_s)
+    );
     let _ = stop_tx.send(());
     let _ = control.join();
     for h in &handles {

@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn example(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("configs/envoy-examples")
-        .join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/envoy-examples").join(rel)
 }
 
 fn load_example(rel: &str) -> Loaded {
@@ -21,10 +19,7 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 fn cluster<'a>(b: &'a Bootstrap, name: &str) -> &'a Cluster {
-    b.clusters
-        .iter()
-        .find(|c| c.name == name)
-        .unwrap_or_else(|| panic!("cluster {name}"))
+    b.clusters.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("cluster {name}"))
 }
 
 fn first_forward(l: &Listener) -> &ForwardAction {
@@ -48,10 +43,7 @@ fn front_envoy_loads_with_a_warning_for_the_filter_chains_mapping() {
     let b = &loaded.bootstrap;
     let admin = b.admin.as_ref().expect("admin");
     assert_eq!(admin.address, addr("127.0.0.1:9901"));
-    assert_eq!(
-        admin.access_log_path.as_deref(),
-        Some("/tmp/admin_access.log")
-    );
+    assert_eq!(admin.access_log_path.as_deref(), Some("/tmp/admin_access.log"));
     assert_eq!(b.listeners.len(), 1);
     let l = &b.listeners[0];
     assert_eq!(l.name, "http_listener");
@@ -68,12 +60,7 @@ fn front_envoy_loads_with_a_warning_for_the_filter_chains_mapping() {
     assert_eq!(c.connect_timeout, Duration::from_millis(250));
     assert_eq!(
         c.endpoints,
-        vec![Endpoint {
-            host: "service_a_envoy".into(),
-            port: 8786,
-            weight: 1,
-            priority: 0
-        }]
+        vec![Endpoint { host: "service_a_envoy".into(), port: 8786, weight: 1, priority: 0 }]
     );
     assert_eq!(
         loaded.warnings,
@@ -113,14 +100,8 @@ fn service_sidecars_load_with_envoy_defaults() {
         assert_eq!(l.bootstrap.listeners.len(), 1);
         assert_eq!(l.bootstrap.clusters.len(), 1);
     }
-    assert_eq!(
-        load_example("seed/service-b.yaml").bootstrap.listeners[0].address,
-        addr("0.0.0.0:8789")
-    );
-    assert_eq!(
-        load_example("seed/service-c.yaml").bootstrap.clusters[0].endpoints[0].port,
-        8083
-    );
+    assert_eq!(load_example("seed/service-b.yaml").bootstrap.listeners[0].address, addr("0.0.0.0:8789"));
+    assert_eq!(load_example("seed/service-c.yaml").bootstrap.clusters[0].endpoints[0].port, 8083);
 }
 
 #[test]
@@ -128,18 +109,9 @@ fn v3_service_a_loads() {
     let loaded = load_example("v3/service-a.yaml");
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     let b = &loaded.bootstrap;
-    assert_eq!(
-        b.admin.as_ref().and_then(|a| a.access_log_path.as_deref()),
-        Some("/tmp/admin_access.log")
-    );
-    assert_eq!(
-        b.listeners[0].hcm.access_logs,
-        vec![AccessLog::Stdout { format: None }]
-    );
-    assert_eq!(
-        first_forward(&b.listeners[0]).timeout,
-        Some(Duration::from_secs(15))
-    );
+    assert_eq!(b.admin.as_ref().and_then(|a| a.access_log_path.as_deref()), Some("/tmp/admin_access.log"));
+    assert_eq!(b.listeners[0].hcm.access_logs, vec![AccessLog::Stdout { format: None }]);
+    assert_eq!(first_forward(&b.listeners[0]).timeout, Some(Duration::from_secs(15)));
     let egress_b = first_forward(&b.listeners[1]);
     assert_eq!(
         egress_b.retry_policy,
@@ -150,10 +122,7 @@ fn v3_service_a_loads() {
         })
     );
     assert_eq!(cluster(b, "service_c").lb_policy, LbPolicy::LeastRequest);
-    assert_eq!(
-        cluster(b, "service_a").connect_timeout,
-        Duration::from_millis(250)
-    );
+    assert_eq!(cluster(b, "service_a").connect_timeout, Duration::from_millis(250));
     assert_eq!(cluster(b, "service_a").endpoints[0].host, "service_a");
     assert_eq!(cluster(b, "service_a").endpoints[0].port, 8081);
     let listeners_v2 = load_example("seed/service-a.yaml").bootstrap.listeners;
@@ -304,25 +273,15 @@ fn v2_and_v3_spellings_give_the_same_model() {
     assert!(hcm.use_remote_address);
     assert_eq!(
         hcm.access_logs,
-        vec![AccessLog::File {
-            path: "/var/log/access.log".into(),
-            format: Some("%START_TIME%\n".into())
-        }]
+        vec![AccessLog::File { path: "/var/log/access.log".into(), format: Some("%START_TIME%\n".into()) }]
     );
     let rc = &hcm.route_config;
     assert_eq!(
         rc.response_headers_to_add,
-        vec![HeaderValueOption {
-            name: "x-proxy".into(),
-            value: "skiff".into(),
-            append: false
-        }]
+        vec![HeaderValueOption { name: "x-proxy".into(), value: "skiff".into(), append: false }]
     );
     let api = &rc.virtual_hosts[0].routes;
-    assert_eq!(
-        api[0].matcher.path,
-        PathMatch::SafeRegex("/v[0-9]+/.*".into())
-    );
+    assert_eq!(api[0].matcher.path, PathMatch::SafeRegex("/v[0-9]+/.*".into()));
     assert_eq!(
         api[0].matcher.headers[0],
         HeaderMatcher {
@@ -331,17 +290,11 @@ fn v2_and_v3_spellings_give_the_same_model() {
             invert_match: false
         }
     );
-    assert_eq!(
-        api[0].matcher.headers[1].rule,
-        HeaderMatchRule::Present(true)
-    );
+    assert_eq!(api[0].matcher.headers[1].rule, HeaderMatchRule::Present(true));
     assert!(api[0].matcher.headers[1].invert_match);
     match &api[0].action {
         RouteAction::Forward(f) => {
-            assert_eq!(
-                f.cluster,
-                ClusterSpecifier::Weighted(vec![("a".into(), 30), ("b".into(), 70)])
-            );
+            assert_eq!(f.cluster, ClusterSpecifier::Weighted(vec![("a".into(), 30), ("b".into(), 70)]));
             assert_eq!(f.timeout, None, "0s disables the route timeout");
             assert_eq!(f.host_rewrite_literal.as_deref(), Some("api.internal"));
         }
@@ -354,20 +307,11 @@ fn v2_and_v3_spellings_give_the_same_model() {
         other => panic!("{other:?}"),
     }
     assert!(!api[1].matcher.case_sensitive);
-    assert_eq!(
-        api[2].action,
-        RouteAction::DirectResponse {
-            status: 200,
-            body: Some("ok".into())
-        }
-    );
+    assert_eq!(api[2].action, RouteAction::DirectResponse { status: 200, body: Some("ok".into()) });
     let rest = &rc.virtual_hosts[1].routes[0];
     assert_eq!(
         rest.matcher.query_parameters,
-        vec![QueryParameterMatcher {
-            name: "debug".into(),
-            exact: Some("1".into())
-        }]
+        vec![QueryParameterMatcher { name: "debug".into(), exact: Some("1".into()) }]
     );
     match &rest.action {
         RouteAction::Forward(f) => {
@@ -378,19 +322,13 @@ fn v2_and_v3_spellings_give_the_same_model() {
         other => panic!("{other:?}"),
     }
     let a = cluster(b, "a");
-    assert_eq!(
-        (a.discovery, a.lb_policy),
-        (DiscoveryType::Static, LbPolicy::Random)
-    );
+    assert_eq!((a.discovery, a.lb_policy), (DiscoveryType::Static, LbPolicy::Random));
     assert_eq!(a.dns_resolvers, vec![addr("8.8.8.8:53")]);
     assert_eq!(a.max_requests_per_connection, Some(100));
     assert_eq!(a.circuit_breakers.max_connections, 10);
     assert_eq!(a.circuit_breakers.max_pending_requests, 1024);
     let bc = cluster(b, "b");
-    assert_eq!(
-        (bc.discovery, bc.dns_lookup_family),
-        (DiscoveryType::LogicalDns, DnsLookupFamily::V4Only)
-    );
+    assert_eq!((bc.discovery, bc.dns_lookup_family), (DiscoveryType::LogicalDns, DnsLookupFamily::V4Only));
     assert_eq!(bc.connect_timeout, Duration::from_secs(5));
 }
 
@@ -448,11 +386,7 @@ fn enum_values_are_read_in_any_case() {
         let l = load_str(&text, "x").unwrap_or_else(|e| panic!("{spelling}: {e}"));
         assert_eq!(l.bootstrap.clusters[0].discovery, DiscoveryType::StrictDns);
     }
-    let l = load_str(
-        &with("lb_policy: ROUND_ROBIN", "lb_policy: least_request"),
-        "x",
-    )
-    .expect("loads");
+    let l = load_str(&with("lb_policy: ROUND_ROBIN", "lb_policy: least_request"), "x").expect("loads");
     assert_eq!(l.bootstrap.clusters[0].lb_policy, LbPolicy::LeastRequest);
 }
 
@@ -480,24 +414,16 @@ fn unknown_field_suggests_the_intended_one() {
     );
     let far = err(&with("connect_timeout: 0.25s", "bananas: 1"));
     assert!(
-        far.starts_with(
-            "skiff.yaml:24:5: static_resources.clusters[0].bananas: unknown field `bananas`"
-        ),
+        far.starts_with("skiff.yaml:24:5: static_resources.clusters[0].bananas: unknown field `bananas`"),
         "{far}"
     );
-    assert!(
-        far.contains("`connect_timeout`"),
-        "lists the expected fields: {far}"
-    );
+    assert!(far.contains("`connect_timeout`"), "lists the expected fields: {far}");
 }
 
 #[test]
 fn unknown_cluster_in_route() {
     assert_eq!(
-        err(&with(
-            "route: { cluster: backend }",
-            "route: { cluster: backnd }"
-        )),
+        err(&with("route: { cluster: backend }", "route: { cluster: backnd }")),
         r#"skiff.yaml:19:35: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[0].route.cluster: unknown cluster "backnd" (clusters: backend)"#
     );
 }
@@ -542,10 +468,7 @@ fn unknown_http_filter() {
         "- name: envoy.filters.http.lua\n            is_optional: true\n          - name: envoy.filters.http.router",
     );
     let l = load_str(&optional, "skiff.yaml").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        l.bootstrap.listeners[0].hcm.http_filters,
-        vec![HttpFilter::Router]
-    );
+    assert_eq!(l.bootstrap.listeners[0].hcm.http_filters, vec![HttpFilter::Router]);
     assert_eq!(
         l.warnings,
         vec![
@@ -622,8 +545,7 @@ fn tls_and_xds_are_refused_by_name() {
     );
     let text = format!("dynamic_resources: {{}}\n{BASE}");
     assert!(
-        err(&text)
-            .starts_with("skiff.yaml:1:20: dynamic_resources: dynamic_resources is not supported"),
+        err(&text).starts_with("skiff.yaml:1:20: dynamic_resources: dynamic_resources is not supported"),
         "{}",
         err(&text)
     );
@@ -642,10 +564,7 @@ fn unsupported_network_filter_is_named() {
 
 #[test]
 fn route_semantics_are_checked() {
-    let bad_regex = with(
-        "match: { prefix: / }",
-        "match: { safe_regex: { regex: \"(\" } }",
-    );
+    let bad_regex = with("match: { prefix: / }", "match: { safe_regex: { regex: \"(\" } }");
     let e = err(&bad_regex);
     assert!(e.starts_with("skiff.yaml:18:47: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[0].match.safe_regex.regex: invalid regex: regex parse error: ( ^ error: unclosed group"), "{e}");
     let two_wildcards = with(
@@ -656,10 +575,7 @@ fn route_semantics_are_checked() {
         err(&two_wildcards),
         r#"skiff.yaml:18:25: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[1].domains[0]: only one virtual host may use the wildcard domain "*""#
     );
-    let status = with(
-        "route: { cluster: backend }",
-        "direct_response: { status: 999 }",
-    );
+    let status = with("route: { cluster: backend }", "direct_response: { status: 999 }");
     assert!(
         err(&status).contains("routes[0].direct_response.status: status must be 200-599, got 999"),
         "{}",
@@ -670,8 +586,7 @@ fn route_semantics_are_checked() {
         "route: { cluster: backend, retry_policy: { num_retries: 1000 } }",
     );
     assert!(
-        err(&retries)
-            .contains("retry_policy.num_retries: num_retries 1000 is too many (at most 100)"),
+        err(&retries).contains("retry_policy.num_retries: num_retries 1000 is too many (at most 100)"),
         "{}",
         err(&retries)
     );
@@ -695,10 +610,7 @@ fn yaml_syntax_errors_are_located() {
     let e = err("static_resources:\n  clusters: [\n");
     assert!(e.starts_with("skiff.yaml:3:1:"), "{e}");
     assert_eq!(err(""), "skiff.yaml: the config is empty");
-    assert_eq!(
-        err("- 1\n"),
-        "skiff.yaml:1:1: invalid type: sequence, expected an Envoy bootstrap mapping"
-    );
+    assert_eq!(err("- 1\n"), "skiff.yaml:1:1: invalid type: sequence, expected an Envoy bootstrap mapping");
 }
 
 #[test]
@@ -715,14 +627,8 @@ static_resources:
     hosts: *h
 "#;
     let l = load_str(text, "x").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        l.bootstrap.clusters[1].connect_timeout,
-        Duration::from_secs(2)
-    );
-    assert_eq!(
-        l.bootstrap.clusters[1].endpoints,
-        l.bootstrap.clusters[0].endpoints
-    );
+    assert_eq!(l.bootstrap.clusters[1].connect_timeout, Duration::from_secs(2));
+    assert_eq!(l.bootstrap.clusters[1].endpoints, l.bootstrap.clusters[0].endpoints);
     assert!(l.bootstrap.listeners.is_empty());
     let l = load_str("static_resources: {}\n", "x").expect("empty resources load");
     assert!(l.bootstrap.clusters.is_empty() && l.bootstrap.admin.is_none());

@@ -48,14 +48,10 @@ fn resolver() -> Resolver {
 fn a_lookup_sorted_and_deduplicated() {
     let server = TestDnsServer::start();
     server.set("web.test", ips(&["10.0.0.2", "10.0.0.1", "10.0.0.2"]));
-    let got = resolver()
-        .resolve("web.test", DnsLookupFamily::V4Only, &[server.addr()])
-        .unwrap();
+    let got = resolver().resolve("web.test", DnsLookupFamily::V4Only, &[server.addr()]).unwrap();
     assert_eq!(got, ips(&["10.0.0.1", "10.0.0.2"]));
     // Case and a trailing dot do not matter.
-    let got = resolver()
-        .resolve("WEB.Test.", DnsLookupFamily::Auto, &[server.addr()])
-        .unwrap();
+    let got = resolver().resolve("WEB.Test.", DnsLookupFamily::Auto, &[server.addr()]).unwrap();
     assert_eq!(got, ips(&["10.0.0.1", "10.0.0.2"]));
 }
 
@@ -71,23 +67,16 @@ fn families() {
     assert_eq!(both(DnsLookupFamily::V4Preferred), ips(&["10.0.0.1"]));
     assert_eq!(both(DnsLookupFamily::V4Only), ips(&["10.0.0.1"]));
     assert_eq!(both(DnsLookupFamily::V6Only), ips(&["2001:db8::1"]));
-    assert_eq!(
-        both(DnsLookupFamily::All),
-        ips(&["10.0.0.1", "2001:db8::1"])
-    );
+    assert_eq!(both(DnsLookupFamily::All), ips(&["10.0.0.1", "2001:db8::1"]));
 
     // Auto falls back to AAAA when there is no A record.
     let got = r.resolve("v6.test", DnsLookupFamily::Auto, &s).unwrap();
     assert_eq!(got, ips(&["2001:db8::6"]));
-    let got = r
-        .resolve("v6.test", DnsLookupFamily::V4Preferred, &s)
-        .unwrap();
+    let got = r.resolve("v6.test", DnsLookupFamily::V4Preferred, &s).unwrap();
     assert_eq!(got, ips(&["2001:db8::6"]));
     // V4Only never looks at AAAA.
     let before = server.queries();
-    let err = r
-        .resolve("v6.test", DnsLookupFamily::V4Only, &s)
-        .unwrap_err();
+    let err = r.resolve("v6.test", DnsLookupFamily::V4Only, &s).unwrap_err();
     assert!(matches!(err, DnsError::NotFound { .. }), "{err:?}");
     assert_eq!(server.queries() - before, 1);
 }
@@ -95,13 +84,8 @@ fn families() {
 #[test]
 fn nxdomain_is_not_found() {
     let server = TestDnsServer::start();
-    let err = resolver()
-        .resolve("missing.test", DnsLookupFamily::Auto, &[server.addr()])
-        .unwrap_err();
-    assert!(
-        matches!(err, DnsError::NotFound { ref name } if name == "missing.test"),
-        "{err:?}"
-    );
+    let err = resolver().resolve("missing.test", DnsLookupFamily::Auto, &[server.addr()]).unwrap_err();
+    assert!(matches!(err, DnsError::NotFound { ref name } if name == "missing.test"), "{err:?}");
     // NXDOMAIN for A means no AAAA either: one query, not two.
     assert_eq!(server.queries(), 1);
 }
@@ -112,19 +96,11 @@ fn changes_are_seen_on_next_call() {
     let r = resolver();
     let s = [server.addr()];
     server.set("svc.test", ips(&["10.0.0.1"]));
-    assert_eq!(
-        r.resolve("svc.test", DnsLookupFamily::V4Only, &s).unwrap(),
-        ips(&["10.0.0.1"])
-    );
+    assert_eq!(r.resolve("svc.test", DnsLookupFamily::V4Only, &s).unwrap(), ips(&["10.0.0.1"]));
     server.set("svc.test", ips(&["10.0.0.7", "10.0.0.8"]));
-    assert_eq!(
-        r.resolve("svc.test", DnsLookupFamily::V4Only, &s).unwrap(),
-        ips(&["10.0.0.7", "10.0.0.8"])
-    );
+    assert_eq!(r.resolve("svc.test", DnsLookupFamily::V4Only, &s).unwrap(), ips(&["10.0.0.7", "10.0.0.8"]));
     server.remove("svc.test");
-    let err = r
-        .resolve("svc.test", DnsLookupFamily::V4Only, &s)
-        .unwrap_err();
+    let err = r.resolve("svc.test", DnsLookupFamily::V4Only, &s).unwrap_err();
     assert!(matches!(err, DnsError::NotFound { .. }), "{err:?}");
 }
 
@@ -134,9 +110,7 @@ fn cname_chain_is_followed() {
     server.set_cname("alias.test", "middle.test");
     server.set_cname("middle.test", "real.test");
     server.set("real.test", ips(&["10.0.0.42"]));
-    let got = resolver()
-        .resolve("alias.test", DnsLookupFamily::Auto, &[server.addr()])
-        .unwrap();
+    let got = resolver().resolve("alias.test", DnsLookupFamily::Auto, &[server.addr()]).unwrap();
     assert_eq!(got, ips(&["10.0.0.42"]));
 }
 
@@ -145,9 +119,7 @@ fn truncated_udp_falls_back_to_tcp() {
     let server = TestDnsServer::start();
     server.set_truncate_udp(true);
     server.set("big.test", ips(&["10.0.0.1", "10.0.0.2", "2001:db8::1"]));
-    let got = resolver()
-        .resolve("big.test", DnsLookupFamily::All, &[server.addr()])
-        .unwrap();
+    let got = resolver().resolve("big.test", DnsLookupFamily::All, &[server.addr()]).unwrap();
     assert_eq!(got, ips(&["10.0.0.1", "10.0.0.2", "2001:db8::1"]));
     // Each of A and AAAA: one UDP query, then one over TCP.
     assert_eq!(server.queries(), 4);
@@ -158,9 +130,7 @@ fn stray_and_garbage_datagrams_are_ignored() {
     let server = TestDnsServer::start();
     server.set_junk_first(true);
     server.set("web.test", ips(&["10.0.0.1"]));
-    let got = resolver()
-        .resolve("web.test", DnsLookupFamily::V4Only, &[server.addr()])
-        .unwrap();
+    let got = resolver().resolve("web.test", DnsLookupFamily::V4Only, &[server.addr()]).unwrap();
     assert_eq!(got, ips(&["10.0.0.1"]));
 }
 
@@ -172,13 +142,7 @@ fn dead_server_times_out() {
     r.timeout = Duration::from_millis(200);
     r.attempts = 2;
     let start = Instant::now();
-    let err = r
-        .resolve(
-            "web.test",
-            DnsLookupFamily::Auto,
-            &[dead.local_addr().unwrap()],
-        )
-        .unwrap_err();
+    let err = r.resolve("web.test", DnsLookupFamily::Auto, &[dead.local_addr().unwrap()]).unwrap_err();
     let elapsed = start.elapsed();
     assert!(matches!(err, DnsError::Timeout { .. }), "{err:?}");
     assert!(elapsed >= Duration::from_millis(400), "{elapsed:?}");
@@ -195,15 +159,11 @@ fn failing_server_passes_to_next() {
     let mut r = resolver();
     r.timeout = Duration::from_millis(200);
     let servers: Vec<SocketAddr> = vec![dead.local_addr().unwrap(), failing.addr(), good.addr()];
-    let got = r
-        .resolve("web.test", DnsLookupFamily::V4Only, &servers)
-        .unwrap();
+    let got = r.resolve("web.test", DnsLookupFamily::V4Only, &servers).unwrap();
     assert_eq!(got, ips(&["10.0.0.1"]));
 
     // SERVFAIL from everyone is a server error, not "no such host".
-    let err = r
-        .resolve("web.test", DnsLookupFamily::V4Only, &[failing.addr()])
-        .unwrap_err();
+    let err = r.resolve("web.test", DnsLookupFamily::V4Only, &[failing.addr()]).unwrap_err();
     assert!(matches!(err, DnsError::Server { .. }), "{err:?}");
 }
 
@@ -225,9 +185,7 @@ fn hosts_file_takes_precedence() {
     assert_eq!(got, ips(&["192.0.2.1"]));
     assert_eq!(server.queries(), 0);
     // Listed only with IPv6: a V4Only lookup goes on to DNS, like glibc's `hosts: files dns`.
-    let got = r
-        .resolve("v6host.test", DnsLookupFamily::V4Only, &s)
-        .unwrap();
+    let got = r.resolve("v6host.test", DnsLookupFamily::V4Only, &s).unwrap();
     assert_eq!(got, ips(&["10.9.9.9"]));
 
     // The file is re-read on every call.
@@ -246,9 +204,7 @@ fn resolv_conf_search_domains_and_nameserver() {
     let conf = |ndots: u32| {
         TempFile::new(
             "resolv",
-            &format!(
-                "nameserver 192.0.2.53\nsearch a.test b.test\noptions ndots:{ndots} timeout:1\n"
-            ),
+            &format!("nameserver 192.0.2.53\nsearch a.test b.test\noptions ndots:{ndots} timeout:1\n"),
         )
     };
     let mut r = resolver();
@@ -257,28 +213,16 @@ fn resolv_conf_search_domains_and_nameserver() {
     // "web" has fewer dots than ndots:1: suffixes first (a.test NXDOMAIN, b.test hit).
     let file = conf(1);
     r.resolv_conf = file.0.clone();
-    assert_eq!(
-        r.resolve("web", DnsLookupFamily::V4Only, &s).unwrap(),
-        ips(&["10.0.0.2"])
-    );
+    assert_eq!(r.resolve("web", DnsLookupFamily::V4Only, &s).unwrap(), ips(&["10.0.0.2"]));
     // "db.svc" has enough dots: tried as-is first.
-    assert_eq!(
-        r.resolve("db.svc", DnsLookupFamily::V4Only, &s).unwrap(),
-        ips(&["10.0.0.98"])
-    );
+    assert_eq!(r.resolve("db.svc", DnsLookupFamily::V4Only, &s).unwrap(), ips(&["10.0.0.98"]));
     // A trailing dot means absolute: no search list.
-    assert_eq!(
-        r.resolve("web.", DnsLookupFamily::V4Only, &s).unwrap(),
-        ips(&["10.0.0.99"])
-    );
+    assert_eq!(r.resolve("web.", DnsLookupFamily::V4Only, &s).unwrap(), ips(&["10.0.0.99"]));
 
     // With ndots:2 the search list comes first for "db.svc" too.
     let file = conf(2);
     r.resolv_conf = file.0.clone();
-    assert_eq!(
-        r.resolve("db.svc", DnsLookupFamily::V4Only, &s).unwrap(),
-        ips(&["10.0.0.3"])
-    );
+    assert_eq!(r.resolve("db.svc", DnsLookupFamily::V4Only, &s).unwrap(), ips(&["10.0.0.3"]));
 }
 
 #[test]
@@ -294,13 +238,7 @@ fn resolv_conf_options_override_resolver_settings() {
     r.timeout = Duration::from_millis(100);
     r.attempts = 5;
     let start = Instant::now();
-    let err = r
-        .resolve(
-            "web.test",
-            DnsLookupFamily::V4Only,
-            &[dead.local_addr().unwrap()],
-        )
-        .unwrap_err();
+    let err = r.resolve("web.test", DnsLookupFamily::V4Only, &[dead.local_addr().unwrap()]).unwrap_err();
     let elapsed = start.elapsed();
     assert!(matches!(err, DnsError::Timeout { .. }), "{err:?}");
     assert!(elapsed >= Duration::from_millis(900), "{elapsed:?}");

@@ -13,10 +13,7 @@ use std::time::Duration;
 type Res<T> = Result<T, Finding>;
 
 fn fail<T>(path: FieldPath, message: impl Into<String>) -> Res<T> {
-    Err(Finding {
-        path,
-        message: message.into(),
-    })
+    Err(Finding { path, message: message.into() })
 }
 
 /// Warns for each listed field that is present: skiff parses it but does not act on it, which
@@ -60,10 +57,7 @@ struct Cx {
 
 impl Cx {
     fn warn(&mut self, path: FieldPath, message: impl Into<String>) {
-        self.warnings.push(Finding {
-            path,
-            message: message.into(),
-        });
+        self.warnings.push(Finding { path, message: message.into() });
     }
 
     fn cluster_ref(&self, path: FieldPath, name: &str) -> Res<String> {
@@ -72,15 +66,8 @@ impl Cx {
         } else {
             let mut known: Vec<&str> = self.clusters.iter().map(String::as_str).collect();
             known.sort_unstable();
-            let known = if known.is_empty() {
-                "none are defined".to_string()
-            } else {
-                known.join(", ")
-            };
-            fail(
-                path,
-                format!("unknown cluster \"{name}\" (clusters: {known})"),
-            )
+            let known = if known.is_empty() { "none are defined".to_string() } else { known.join(", ") };
+            fail(path, format!("unknown cluster \"{name}\" (clusters: {known})"))
         }
     }
 }
@@ -105,15 +92,9 @@ pub fn convert(raw: RawBootstrap) -> Res<Converted> {
     let (listeners_raw, clusters_raw) = match raw.static_resources {
         Some(s) => {
             if s.secrets.is_some() {
-                cx.warn(
-                    root.key("static_resources").key("secrets"),
-                    format!("secrets are ignored ({TLS})"),
-                );
+                cx.warn(root.key("static_resources").key("secrets"), format!("secrets are ignored ({TLS})"));
             }
-            (
-                s.listeners.unwrap_or_default(),
-                s.clusters.unwrap_or_default(),
-            )
+            (s.listeners.unwrap_or_default(), s.clusters.unwrap_or_default())
         }
         None => (Vec::new(), Vec::new()),
     };
@@ -125,10 +106,7 @@ pub fn convert(raw: RawBootstrap) -> Res<Converted> {
     for (i, c) in clusters_raw.into_iter().enumerate() {
         let p = cp.idx(i);
         if !cx.clusters.insert(c.name.clone()) {
-            return fail(
-                p.key("name"),
-                format!("duplicate cluster name \"{}\"", c.name),
-            );
+            return fail(p.key("name"), format!("duplicate cluster name \"{}\"", c.name));
         }
         clusters.push(cluster(&mut cx, p, c)?);
     }
@@ -157,28 +135,15 @@ pub fn convert(raw: RawBootstrap) -> Res<Converted> {
         listeners.push(listener);
     }
 
-    Ok(Converted {
-        bootstrap: Bootstrap {
-            admin,
-            listeners,
-            clusters,
-        },
-        warnings: cx.warnings,
-    })
+    Ok(Converted { bootstrap: Bootstrap { admin, listeners, clusters }, warnings: cx.warnings })
 }
 
 fn bind_address(p: FieldPath, a: RawBindAddress) -> Res<SocketAddr> {
     if a.pipe.is_some() {
-        return fail(
-            p.key("pipe"),
-            "pipe (unix socket) addresses are not supported",
-        );
+        return fail(p.key("pipe"), "pipe (unix socket) addresses are not supported");
     }
     if a.envoy_internal_address.is_some() {
-        return fail(
-            p.key("envoy_internal_address"),
-            "internal addresses are not supported",
-        );
+        return fail(p.key("envoy_internal_address"), "internal addresses are not supported");
     }
     let Some(s) = a.socket_address else {
         return fail(p, "socket_address is required");
@@ -205,10 +170,7 @@ fn admin(cx: &mut Cx, p: FieldPath, a: RawAdmin) -> Res<Admin> {
             });
         }
     }
-    Ok(Admin {
-        address,
-        access_log_path,
-    })
+    Ok(Admin { address, access_log_path })
 }
 
 fn access_logs(cx: &mut Cx, p: FieldPath, logs: Vec<RawAccessLog>) -> Res<Vec<AccessLog>> {
@@ -217,9 +179,7 @@ fn access_logs(cx: &mut Cx, p: FieldPath, logs: Vec<RawAccessLog>) -> Res<Vec<Ac
         let p = p.idx(i);
         warn_present!(cx, p, l, [filter], "every request is logged");
         let (key, cfg) = match (l.config, l.typed_config) {
-            (Some(_), Some(_)) => {
-                return fail(p, "give either config (v2) or typed_config (v3), not both")
-            }
+            (Some(_), Some(_)) => return fail(p, "give either config (v2) or typed_config (v3), not both"),
             (Some(c), None) => ("config", c),
             (None, Some(c)) => ("typed_config", c),
             (None, None) => {
@@ -241,7 +201,10 @@ fn access_logs(cx: &mut Cx, p: FieldPath, logs: Vec<RawAccessLog>) -> Res<Vec<Ac
             "stderr"
         } else {
             let what = if type_url.is_empty() { name } else { type_url };
-            cx.warn(p, format!("access log \"{what}\" is ignored (skiff writes file, stdout and stderr logs only)"));
+            cx.warn(
+                p,
+                format!("access log \"{what}\" is ignored (skiff writes file, stdout and stderr logs only)"),
+            );
             continue;
         };
         warn_present!(
@@ -267,12 +230,7 @@ fn access_logs(cx: &mut Cx, p: FieldPath, logs: Vec<RawAccessLog>) -> Res<Vec<Ac
             if let Some(src) = lf.text_format_source {
                 match src.inline_string {
                     Some(s) => format = Some(s),
-                    None => {
-                        return fail(
-                            lp.key("text_format_source"),
-                            "only inline_string is supported",
-                        )
-                    }
+                    None => return fail(lp.key("text_format_source"), "only inline_string is supported"),
                 }
             }
         }
@@ -294,26 +252,14 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<List
         cx,
         p,
         l,
-        [
-            socket_options,
-            freebind,
-            transparent,
-            tcp_fast_open_queue_length,
-            connection_balance_config
-        ],
+        [socket_options, freebind, transparent, tcp_fast_open_queue_length, connection_balance_config],
         NOT_YET
     );
     if l.use_original_dst == Some(true) {
-        return fail(
-            p.key("use_original_dst"),
-            format!("use_original_dst is not supported: {NOT_YET}"),
-        );
+        return fail(p.key("use_original_dst"), format!("use_original_dst is not supported: {NOT_YET}"));
     }
     if l.listener_filters.as_ref().is_some_and(|f| !f.is_empty()) {
-        return fail(
-            p.key("listener_filters"),
-            "listener filters are not supported",
-        );
+        return fail(p.key("listener_filters"), "listener filters are not supported");
     }
     let address = bind_address(p.key("address"), l.address)?;
     let fp = p.key("filter_chains");
@@ -321,7 +267,10 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<List
         return fail(p, "filter_chains is required");
     };
     if chains.was_single {
-        cx.warn(fp.clone(), "filter_chains is a single mapping; Envoy expects a list. Accepted as a one-element list");
+        cx.warn(
+            fp.clone(),
+            "filter_chains is a single mapping; Envoy expects a list. Accepted as a one-element list",
+        );
     }
     // Single mapping: the path has no index, so errors point into the mapping itself.
     let chain_path = |i: usize| {
@@ -344,17 +293,9 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<List
     for (i, chain) in chains.items.into_iter().enumerate() {
         let cp = chain_path(i);
         reject_present!(cp, chain, [transport_socket, tls_context], TLS);
-        reject_present!(
-            cp,
-            chain,
-            [filter_chain_match],
-            "filter chain matching is not supported"
-        );
+        reject_present!(cp, chain, [filter_chain_match], "filter chain matching is not supported");
         if chain.use_proxy_proto == Some(true) {
-            return fail(
-                cp.key("use_proxy_proto"),
-                "the PROXY protocol is not supported",
-            );
+            return fail(cp.key("use_proxy_proto"), "the PROXY protocol is not supported");
         }
         let filters = chain.filters.unwrap_or_default();
         if filters.len() != 1 {
@@ -388,10 +329,7 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<List
                     ("typed_config", c)
                 }
                 (None, None) => {
-                    return fail(
-                        fp,
-                        "the http_connection_manager needs typed_config (or v2 config)",
-                    )
+                    return fail(fp, "the http_connection_manager needs typed_config (or v2 config)")
                 }
             };
             hcm_out = Some(hcm(cx, fp.key(key), raw)?);
@@ -404,18 +342,8 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<List
 }
 
 fn hcm(cx: &mut Cx, p: FieldPath, h: RawHcm) -> Res<HttpConnectionManager> {
-    reject_present!(
-        p,
-        h,
-        [rds, scoped_routes],
-        "only an inline route_config is supported (no RDS yet)"
-    );
-    reject_present!(
-        p,
-        h,
-        [http2_protocol_options, http3_protocol_options],
-        "skiff speaks HTTP/1.1 only"
-    );
+    reject_present!(p, h, [rds, scoped_routes], "only an inline route_config is supported (no RDS yet)");
+    reject_present!(p, h, [http2_protocol_options, http3_protocol_options], "skiff speaks HTTP/1.1 only");
     warn_present!(cx, p, h, [tracing], "tracing is not yet exported");
     warn_present!(
         cx,
@@ -444,7 +372,10 @@ fn hcm(cx: &mut Cx, p: FieldPath, h: RawHcm) -> Res<HttpConnectionManager> {
     );
     if let Some(t) = &h.server_header_transformation {
         if !t.eq_ignore_ascii_case("OVERWRITE") {
-            cx.warn(p.key("server_header_transformation"), "server_header_transformation is ignored; skiff always overwrites the server header");
+            cx.warn(
+                p.key("server_header_transformation"),
+                "server_header_transformation is ignored; skiff always overwrites the server header",
+            );
         }
     }
     let Some(stat_prefix) = h.stat_prefix else {
@@ -462,18 +393,10 @@ fn hcm(cx: &mut Cx, p: FieldPath, h: RawHcm) -> Res<HttpConnectionManager> {
     for (i, f) in filters.into_iter().enumerate() {
         let fpi = fp.idx(i);
         if f.disabled == Some(true) {
-            cx.warn(
-                fpi.key("disabled"),
-                format!("http filter \"{}\" is disabled and ignored", f.name),
-            );
+            cx.warn(fpi.key("disabled"), format!("http filter \"{}\" is disabled and ignored", f.name));
             continue;
         }
-        reject_present!(
-            fpi,
-            f,
-            [config_discovery],
-            "filter config discovery is not supported"
-        );
+        reject_present!(fpi, f, [config_discovery], "filter config discovery is not supported");
         match f.name.as_str() {
             "envoy.router" | "envoy.filters.http.router" => {
                 if i + 1 != count {
@@ -493,19 +416,14 @@ fn hcm(cx: &mut Cx, p: FieldPath, h: RawHcm) -> Res<HttpConnectionManager> {
         }
     }
     if http_filters.last() != Some(&HttpFilter::Router) {
-        return fail(
-            fp,
-            "http_filters must end with the router (envoy.filters.http.router)",
-        );
+        return fail(fp, "http_filters must end with the router (envoy.filters.http.router)");
     }
 
     let max_request_headers_kb = h.max_request_headers_kb.unwrap_or(60);
     if !(1..=MAX_HEADERS_KB).contains(&max_request_headers_kb) {
         return fail(
             p.key("max_request_headers_kb"),
-            format!(
-                "max_request_headers_kb must be 1-{MAX_HEADERS_KB}, got {max_request_headers_kb}"
-            ),
+            format!("max_request_headers_kb must be 1-{MAX_HEADERS_KB}, got {max_request_headers_kb}"),
         );
     }
     let mut idle_timeout = Duration::from_secs(3600);
@@ -537,9 +455,7 @@ fn hcm(cx: &mut Cx, p: FieldPath, h: RawHcm) -> Res<HttpConnectionManager> {
         route_config,
         http_filters,
         max_request_headers_kb,
-        request_headers_timeout: h
-            .request_headers_timeout
-            .map_or(Duration::from_secs(10), |d| d.0),
+        request_headers_timeout: h.request_headers_timeout.map_or(Duration::from_secs(10), |d| d.0),
         idle_timeout,
         generate_request_id: h.generate_request_id.unwrap_or(true),
         server_name: h.server_name.unwrap_or_else(|| "envoy".to_string()),
@@ -549,10 +465,7 @@ fn hcm(cx: &mut Cx, p: FieldPath, h: RawHcm) -> Res<HttpConnectionManager> {
     })
 }
 
-fn headers_to_add(
-    p: FieldPath,
-    list: Option<Vec<RawHeaderValueOption>>,
-) -> Res<Vec<HeaderValueOption>> {
+fn headers_to_add(p: FieldPath, list: Option<Vec<RawHeaderValueOption>>) -> Res<Vec<HeaderValueOption>> {
     let mut out = Vec::new();
     for (i, h) in list.unwrap_or_default().into_iter().enumerate() {
         let p = p.idx(i);
@@ -573,10 +486,7 @@ fn headers_to_add(
 }
 
 fn lower_all(list: Option<Vec<String>>) -> Vec<String> {
-    list.unwrap_or_default()
-        .into_iter()
-        .map(|s| s.to_ascii_lowercase())
-        .collect()
+    list.unwrap_or_default().into_iter().map(|s| s.to_ascii_lowercase()).collect()
 }
 
 fn route_config(cx: &mut Cx, p: FieldPath, rc: RawRouteConfig) -> Res<RouteConfig> {
@@ -591,10 +501,7 @@ fn route_config(cx: &mut Cx, p: FieldPath, rc: RawRouteConfig) -> Res<RouteConfi
     Ok(RouteConfig {
         name: rc.name.unwrap_or_default(),
         virtual_hosts,
-        request_headers_to_add: headers_to_add(
-            p.key("request_headers_to_add"),
-            rc.request_headers_to_add,
-        )?,
+        request_headers_to_add: headers_to_add(p.key("request_headers_to_add"), rc.request_headers_to_add)?,
         request_headers_to_remove: lower_all(rc.request_headers_to_remove),
         response_headers_to_add: headers_to_add(
             p.key("response_headers_to_add"),
@@ -609,21 +516,12 @@ fn vhost(cx: &mut Cx, p: FieldPath, v: RawVhost, seen: &mut HashSet<String>) -> 
         cx,
         p,
         v,
-        [
-            cors,
-            rate_limits,
-            typed_per_filter_config,
-            per_filter_config,
-            hedge_policy
-        ],
+        [cors, rate_limits, typed_per_filter_config, per_filter_config, hedge_policy],
         NOT_YET
     );
     if let Some(t) = &v.require_tls {
         if !t.eq_ignore_ascii_case("NONE") {
-            return fail(
-                p.key("require_tls"),
-                format!("require_tls {t} is not supported ({TLS})"),
-            );
+            return fail(p.key("require_tls"), format!("require_tls {t} is not supported ({TLS})"));
         }
     }
     let dp = p.key("domains");
@@ -647,27 +545,15 @@ fn vhost(cx: &mut Cx, p: FieldPath, v: RawVhost, seen: &mut HashSet<String>) -> 
     let rp = p.key("routes");
     let mut routes = Vec::new();
     for (i, r) in v.routes.unwrap_or_default().into_iter().enumerate() {
-        routes.push(route(
-            cx,
-            rp.idx(i),
-            r,
-            v.retry_policy.as_ref(),
-            p.key("retry_policy"),
-        )?);
+        routes.push(route(cx, rp.idx(i), r, v.retry_policy.as_ref(), p.key("retry_policy"))?);
     }
     Ok(VirtualHost {
         name: v.name.unwrap_or_default(),
         domains,
         routes,
-        request_headers_to_add: headers_to_add(
-            p.key("request_headers_to_add"),
-            v.request_headers_to_add,
-        )?,
+        request_headers_to_add: headers_to_add(p.key("request_headers_to_add"), v.request_headers_to_add)?,
         request_headers_to_remove: lower_all(v.request_headers_to_remove),
-        response_headers_to_add: headers_to_add(
-            p.key("response_headers_to_add"),
-            v.response_headers_to_add,
-        )?,
+        response_headers_to_add: headers_to_add(p.key("response_headers_to_add"), v.response_headers_to_add)?,
         response_headers_to_remove: lower_all(v.response_headers_to_remove),
     })
 }
@@ -678,13 +564,7 @@ fn check_regex(p: FieldPath, re: &str) -> Res<String> {
         // The regex crate's message spans lines (pattern, caret); errors here are one line.
         Err(e) => fail(
             p,
-            format!(
-                "invalid regex: {}",
-                e.to_string()
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ),
+            format!("invalid regex: {}", e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")),
         ),
     }
 }
@@ -696,30 +576,17 @@ fn route(
     vhost_retry: Option<&RawRetry>,
     vhost_retry_path: FieldPath,
 ) -> Res<Route> {
-    warn_present!(
-        cx,
-        p,
-        r,
-        [typed_per_filter_config, per_filter_config, tracing],
-        NOT_YET
-    );
+    warn_present!(cx, p, r, [typed_per_filter_config, per_filter_config, tracing], NOT_YET);
     let matcher = route_match(p.key("match"), r.matcher)?;
     let action = match (r.route, r.redirect, r.direct_response) {
-        (Some(a), None, None) => RouteAction::Forward(forward(
-            cx,
-            p.key("route"),
-            a,
-            vhost_retry,
-            vhost_retry_path,
-        )?),
+        (Some(a), None, None) => {
+            RouteAction::Forward(forward(cx, p.key("route"), a, vhost_retry, vhost_retry_path)?)
+        }
         (None, Some(rd), None) => RouteAction::Redirect(redirect(p.key("redirect"), rd)?),
         (None, None, Some(d)) => {
             let dp = p.key("direct_response");
             if !(200..=599).contains(&d.status) {
-                return fail(
-                    dp.key("status"),
-                    format!("status must be 200-599, got {}", d.status),
-                );
+                return fail(dp.key("status"), format!("status must be 200-599, got {}", d.status));
             }
             let body = match d.body {
                 None => None,
@@ -728,34 +595,18 @@ fn route(
                     None => return fail(dp.key("body"), "only body.inline_string is supported"),
                 },
             };
-            RouteAction::DirectResponse {
-                status: d.status as u16,
-                body,
-            }
+            RouteAction::DirectResponse { status: d.status as u16, body }
         }
-        (None, None, None) => {
-            return fail(p, "a route needs one of route, redirect, direct_response")
-        }
-        _ => {
-            return fail(
-                p,
-                "a route takes only one of route, redirect, direct_response",
-            )
-        }
+        (None, None, None) => return fail(p, "a route needs one of route, redirect, direct_response"),
+        _ => return fail(p, "a route takes only one of route, redirect, direct_response"),
     };
     Ok(Route {
         name: r.name,
         matcher,
         action,
-        request_headers_to_add: headers_to_add(
-            p.key("request_headers_to_add"),
-            r.request_headers_to_add,
-        )?,
+        request_headers_to_add: headers_to_add(p.key("request_headers_to_add"), r.request_headers_to_add)?,
         request_headers_to_remove: lower_all(r.request_headers_to_remove),
-        response_headers_to_add: headers_to_add(
-            p.key("response_headers_to_add"),
-            r.response_headers_to_add,
-        )?,
+        response_headers_to_add: headers_to_add(p.key("response_headers_to_add"), r.response_headers_to_add)?,
         response_headers_to_remove: lower_all(r.response_headers_to_remove),
     })
 }
@@ -764,13 +615,7 @@ fn route_match(p: FieldPath, m: RawMatch) -> Res<RouteMatch> {
     reject_present!(
         p,
         m,
-        [
-            path_separated_prefix,
-            grpc,
-            runtime_fraction,
-            tls_context,
-            dynamic_metadata
-        ],
+        [path_separated_prefix, grpc, runtime_fraction, tls_context, dynamic_metadata],
         NOT_YET
     );
     let mut kinds = Vec::new();
@@ -781,19 +626,13 @@ fn route_match(p: FieldPath, m: RawMatch) -> Res<RouteMatch> {
         kinds.push(PathMatch::Path(s));
     }
     if let Some(s) = m.safe_regex {
-        kinds.push(PathMatch::SafeRegex(check_regex(
-            p.key("safe_regex").key("regex"),
-            &s.regex,
-        )?));
+        kinds.push(PathMatch::SafeRegex(check_regex(p.key("safe_regex").key("regex"), &s.regex)?));
     }
     if let Some(s) = m.regex {
         kinds.push(PathMatch::SafeRegex(check_regex(p.key("regex"), &s)?));
     }
     if kinds.len() != 1 {
-        return fail(
-            p,
-            "a route match needs exactly one of prefix, path, safe_regex",
-        );
+        return fail(p, "a route match needs exactly one of prefix, path, safe_regex");
     }
     let path = kinds.remove(0);
     let mut headers = Vec::new();
@@ -801,58 +640,28 @@ fn route_match(p: FieldPath, m: RawMatch) -> Res<RouteMatch> {
         headers.push(header_matcher(p.key("headers").idx(i), h)?);
     }
     let mut query_parameters = Vec::new();
-    for (i, q) in m
-        .query_parameters
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-    {
+    for (i, q) in m.query_parameters.unwrap_or_default().into_iter().enumerate() {
         let qp = p.key("query_parameters").idx(i);
         let exact = match (q.string_match, q.value, q.present_match) {
             (Some(sm), None, _) => {
                 let sp = qp.key("string_match");
-                match (
-                    sm.exact,
-                    sm.prefix,
-                    sm.suffix,
-                    sm.contains,
-                    sm.safe_regex,
-                    sm.ignore_case,
-                ) {
+                match (sm.exact, sm.prefix, sm.suffix, sm.contains, sm.safe_regex, sm.ignore_case) {
                     (Some(e), None, None, None, None, None | Some(false)) => Some(e),
-                    _ => {
-                        return fail(
-                            sp,
-                            "only string_match.exact is supported for query parameters",
-                        )
-                    }
+                    _ => return fail(sp, "only string_match.exact is supported for query parameters"),
                 }
             }
             (None, Some(v), _) => {
                 if q.regex == Some(true) {
-                    return fail(
-                        qp.key("regex"),
-                        "regex query parameter matching is not supported",
-                    );
+                    return fail(qp.key("regex"), "regex query parameter matching is not supported");
                 }
                 Some(v)
             }
             (None, None, _) => None,
-            (Some(_), Some(_), _) => {
-                return fail(qp, "give either string_match or value, not both")
-            }
+            (Some(_), Some(_), _) => return fail(qp, "give either string_match or value, not both"),
         };
-        query_parameters.push(QueryParameterMatcher {
-            name: q.name,
-            exact,
-        });
+        query_parameters.push(QueryParameterMatcher { name: q.name, exact });
     }
-    Ok(RouteMatch {
-        path,
-        case_sensitive: m.case_sensitive.unwrap_or(true),
-        headers,
-        query_parameters,
-    })
+    Ok(RouteMatch { path, case_sensitive: m.case_sensitive.unwrap_or(true), headers, query_parameters })
 }
 
 fn header_matcher(p: FieldPath, h: RawHeaderMatcher) -> Res<HeaderMatcher> {
@@ -871,16 +680,11 @@ fn header_matcher(p: FieldPath, h: RawHeaderMatcher) -> Res<HeaderMatcher> {
         rules.push(HeaderMatchRule::Contains(s));
     }
     if let Some(s) = h.safe_regex_match {
-        rules.push(HeaderMatchRule::SafeRegex(check_regex(
-            p.key("safe_regex_match").key("regex"),
-            &s.regex,
-        )?));
+        rules
+            .push(HeaderMatchRule::SafeRegex(check_regex(p.key("safe_regex_match").key("regex"), &s.regex)?));
     }
     if let Some(s) = h.regex_match {
-        rules.push(HeaderMatchRule::SafeRegex(check_regex(
-            p.key("regex_match"),
-            &s,
-        )?));
+        rules.push(HeaderMatchRule::SafeRegex(check_regex(p.key("regex_match"), &s)?));
     }
     if let Some(b) = h.present_match {
         rules.push(HeaderMatchRule::Present(b));
@@ -888,10 +692,7 @@ fn header_matcher(p: FieldPath, h: RawHeaderMatcher) -> Res<HeaderMatcher> {
     if let Some(sm) = h.string_match {
         let sp = p.key("string_match");
         if sm.ignore_case == Some(true) {
-            return fail(
-                sp.key("ignore_case"),
-                format!("ignore_case is not supported: {NOT_YET}"),
-            );
+            return fail(sp.key("ignore_case"), format!("ignore_case is not supported: {NOT_YET}"));
         }
         if let Some(s) = sm.exact {
             rules.push(HeaderMatchRule::Exact(s));
@@ -906,10 +707,7 @@ fn header_matcher(p: FieldPath, h: RawHeaderMatcher) -> Res<HeaderMatcher> {
             rules.push(HeaderMatchRule::Contains(s));
         }
         if let Some(s) = sm.safe_regex {
-            rules.push(HeaderMatchRule::SafeRegex(check_regex(
-                sp.key("safe_regex").key("regex"),
-                &s.regex,
-            )?));
+            rules.push(HeaderMatchRule::SafeRegex(check_regex(sp.key("safe_regex").key("regex"), &s.regex)?));
         }
     }
     if rules.len() > 1 {
@@ -936,12 +734,7 @@ fn forward(
         [cluster_header, cluster_specifier_plugin],
         "only cluster and weighted_clusters are supported"
     );
-    reject_present!(
-        p,
-        a,
-        [regex_rewrite, host_rewrite_header, host_rewrite_path_regex],
-        NOT_YET
-    );
+    reject_present!(p, a, [regex_rewrite, host_rewrite_header, host_rewrite_path_regex], NOT_YET);
     warn_present!(
         cx,
         p,
@@ -962,10 +755,7 @@ fn forward(
         NOT_YET
     );
     if a.auto_host_rewrite == Some(true) {
-        return fail(
-            p.key("auto_host_rewrite"),
-            format!("auto_host_rewrite is not supported: {NOT_YET}"),
-        );
+        return fail(p.key("auto_host_rewrite"), format!("auto_host_rewrite is not supported: {NOT_YET}"));
     }
     let cluster = match (a.cluster, a.weighted_clusters) {
         (Some(c), None) => ClusterSpecifier::Single(cx.cluster_ref(p.key("cluster"), &c)?),
@@ -973,10 +763,7 @@ fn forward(
             let wp = p.key("weighted_clusters");
             let mut out = Vec::new();
             for (i, c) in w.clusters.into_iter().enumerate() {
-                out.push((
-                    cx.cluster_ref(wp.key("clusters").idx(i).key("name"), &c.name)?,
-                    c.weight,
-                ));
+                out.push((cx.cluster_ref(wp.key("clusters").idx(i).key("name"), &c.name)?, c.weight));
             }
             let sum: u64 = out.iter().map(|(_, w)| u64::from(*w)).sum();
             if out.is_empty() || sum == 0 {
@@ -999,10 +786,7 @@ fn forward(
         (None, None) => return fail(p, "route needs cluster or weighted_clusters"),
     };
     if a.host_rewrite_literal.is_some() && a.host_rewrite.is_some() {
-        return fail(
-            p,
-            "give either host_rewrite_literal or host_rewrite, not both",
-        );
+        return fail(p, "give either host_rewrite_literal or host_rewrite, not both");
     }
     let timeout = match a.timeout {
         None => Some(Duration::from_secs(15)),
@@ -1073,9 +857,7 @@ fn redirect(p: FieldPath, r: RawRedirect) -> Res<Redirect> {
         return fail(p, "give either path_redirect or prefix_rewrite, not both");
     }
     let https_redirect = match (r.https_redirect, r.scheme_redirect.as_deref()) {
-        (Some(_), Some(_)) => {
-            return fail(p, "give either https_redirect or scheme_redirect, not both")
-        }
+        (Some(_), Some(_)) => return fail(p, "give either https_redirect or scheme_redirect, not both"),
         (Some(b), None) => b,
         (None, Some(s)) if s.eq_ignore_ascii_case("https") => true,
         (None, Some(s)) if s.eq_ignore_ascii_case("http") => false,
@@ -1098,38 +880,11 @@ fn redirect(p: FieldPath, r: RawRedirect) -> Res<Redirect> {
 }
 
 fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
-    reject_present!(
-        p,
-        c,
-        [transport_socket, tls_context, transport_socket_matches],
-        TLS
-    );
-    reject_present!(
-        p,
-        c,
-        [http2_protocol_options],
-        "skiff speaks HTTP/1.1 to upstreams"
-    );
-    reject_present!(
-        p,
-        c,
-        [cluster_type, filters, load_balancing_policy],
-        NOT_YET
-    );
-    warn_present!(
-        cx,
-        p,
-        c,
-        [health_checks],
-        "health checks are not yet active"
-    );
-    warn_present!(
-        cx,
-        p,
-        c,
-        [outlier_detection],
-        "outlier detection is not yet active"
-    );
+    reject_present!(p, c, [transport_socket, tls_context, transport_socket_matches], TLS);
+    reject_present!(p, c, [http2_protocol_options], "skiff speaks HTTP/1.1 to upstreams");
+    reject_present!(p, c, [cluster_type, filters, load_balancing_policy], NOT_YET);
+    warn_present!(cx, p, c, [health_checks], "health checks are not yet active");
+    warn_present!(cx, p, c, [outlier_detection], "outlier detection is not yet active");
     warn_present!(
         cx,
         p,
@@ -1164,32 +919,21 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
     let discovery = c.discovery.map_or(DiscoveryType::Static, |d| d.0);
     let connect_timeout = c.connect_timeout.map_or(Duration::from_secs(5), |d| d.0);
     if connect_timeout.is_zero() {
-        return fail(
-            p.key("connect_timeout"),
-            "connect_timeout must be greater than 0s",
-        );
+        return fail(p.key("connect_timeout"), "connect_timeout must be greater than 0s");
     }
     let dns_refresh_rate = c.dns_refresh_rate.map_or(Duration::from_secs(5), |d| d.0);
     // Envoy requires at least 1 ms; a zero rate would spin the resolver.
     if dns_refresh_rate < Duration::from_millis(1) {
         return fail(
             p.key("dns_refresh_rate"),
-            format!(
-                "dns_refresh_rate must be at least 0.001s, got {}",
-                fmt_secs(dns_refresh_rate)
-            ),
+            format!("dns_refresh_rate must be at least 0.001s, got {}", fmt_secs(dns_refresh_rate)),
         );
     }
 
     let mut endpoints = Vec::new();
     let mut endpoint_paths = Vec::new();
     match (c.hosts, c.load_assignment) {
-        (Some(_), Some(_)) => {
-            return fail(
-                p,
-                "give either hosts (v2) or load_assignment (v3), not both",
-            )
-        }
+        (Some(_), Some(_)) => return fail(p, "give either hosts (v2) or load_assignment (v3), not both"),
         (Some(hosts), None) => {
             for (i, h) in hosts.into_iter().enumerate() {
                 let hp = p.key("hosts").idx(i);
@@ -1201,7 +945,13 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
             let lp = p.key("load_assignment");
             if let Some(n) = &la.cluster_name {
                 if *n != c.name {
-                    cx.warn(lp.key("cluster_name"), format!("load_assignment.cluster_name \"{n}\" differs from the cluster name \"{}\"", c.name));
+                    cx.warn(
+                        lp.key("cluster_name"),
+                        format!(
+                            "load_assignment.cluster_name \"{n}\" differs from the cluster name \"{}\"",
+                            c.name
+                        ),
+                    );
                 }
             }
             reject_present!(lp, la, [named_endpoints], NOT_YET);
@@ -1233,18 +983,15 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
         if discovery == DiscoveryType::Static && e.host.parse::<std::net::IpAddr>().is_err() {
             return fail(
                 ep.key("socket_address").key("address"),
-                format!("a STATIC cluster needs IP addresses, got \"{}\" (use type: STRICT_DNS for host names)", e.host),
+                format!(
+                    "a STATIC cluster needs IP addresses, got \"{}\" (use type: STRICT_DNS for host names)",
+                    e.host
+                ),
             );
         }
     }
     if discovery == DiscoveryType::LogicalDns && endpoints.len() != 1 {
-        return fail(
-            p,
-            format!(
-                "a LOGICAL_DNS cluster needs exactly one endpoint, got {}",
-                endpoints.len()
-            ),
-        );
+        return fail(p, format!("a LOGICAL_DNS cluster needs exactly one endpoint, got {}", endpoints.len()));
     }
 
     let mut dns_resolvers = Vec::new();
@@ -1256,10 +1003,7 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
     if let Some(drc) = c.dns_resolution_config {
         let dp = p.key("dns_resolution_config");
         if !dns_resolvers.is_empty() {
-            return fail(
-                dp,
-                "give either dns_resolvers or dns_resolution_config, not both",
-            );
+            return fail(dp, "give either dns_resolvers or dns_resolution_config, not both");
         }
         warn_present!(cx, dp, drc, [dns_resolver_options], NOT_YET);
         for (i, a) in drc.resolvers.unwrap_or_default().into_iter().enumerate() {
@@ -1274,12 +1018,7 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
             cx,
             chp,
             ch,
-            [
-                idle_timeout,
-                max_connection_duration,
-                max_stream_duration,
-                headers_with_underscores_action
-            ],
+            [idle_timeout, max_connection_duration, max_stream_duration, headers_with_underscores_action],
             NOT_YET
         );
         if ch.max_requests_per_connection.is_some() {
@@ -1304,7 +1043,10 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
             let tp = cbp.key("thresholds").idx(i);
             warn_present!(cx, tp, t, [retry_budget], NOT_YET);
             if t.priority.is_some_and(|p| p.0 == RoutingPriority::High) {
-                cx.warn(tp.key("priority"), "HIGH priority thresholds are ignored (skiff routes everything at DEFAULT priority)");
+                cx.warn(
+                    tp.key("priority"),
+                    "HIGH priority thresholds are ignored (skiff routes everything at DEFAULT priority)",
+                );
                 continue;
             }
             if seen_default {
@@ -1337,26 +1079,17 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
 
 fn endpoint(p: FieldPath, a: RawHostAddress, weight: u32, priority: u32) -> Res<Endpoint> {
     if a.pipe.is_some() {
-        return fail(
-            p.key("pipe"),
-            "pipe (unix socket) addresses are not supported",
-        );
+        return fail(p.key("pipe"), "pipe (unix socket) addresses are not supported");
     }
     if a.envoy_internal_address.is_some() {
-        return fail(
-            p.key("envoy_internal_address"),
-            "internal addresses are not supported",
-        );
+        return fail(p.key("envoy_internal_address"), "internal addresses are not supported");
     }
     let Some(s) = a.socket_address else {
         return fail(p, "socket_address is required");
     };
     let sp = p.key("socket_address");
     if s.resolver_name.is_some() {
-        return fail(
-            sp.key("resolver_name"),
-            "custom resolvers are not supported",
-        );
+        return fail(sp.key("resolver_name"), "custom resolvers are not supported");
     }
     let Some(port) = s.port_value else {
         return fail(sp, "port_value is required");
@@ -1368,15 +1101,6 @@ fn endpoint(p: FieldPath, a: RawHostAddress, weight: u32, priority: u32) -> Res<
         return fail(sp.key("address"), "address must not be empty");
     }
     // Brackets are how operators write IPv6 in URLs; the model wants the bare literal.
-    let host = s
-        .address
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    Ok(Endpoint {
-        host,
-        port: port.0,
-        weight,
-        priority,
-    })
+    let host = s.address.trim_start_matches('[').trim_end_matches(']').to_string();
+    Ok(Endpoint { host, port: port.0, weight, priority })
 }

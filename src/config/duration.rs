@@ -23,10 +23,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         return Err(bad());
     };
     if let Some(hint) = unit_hint(trimmed) {
-        return Err(format!(
-            "{}; Envoy durations are in seconds, write \"{hint}\"",
-            bad()
-        ));
+        return Err(format!("{}; Envoy durations are in seconds, write \"{hint}\"", bad()));
     }
     let (whole, fraction) = match number.split_once('.') {
         Some((w, f)) => (w, f),
@@ -40,11 +37,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     {
         return Err(bad());
     }
-    let seconds: u64 = if whole.is_empty() {
-        0
-    } else {
-        whole.parse().map_err(|_| bad())?
-    };
+    let seconds: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
     if seconds > MAX_SECONDS {
         return Err(format!("duration \"{text}\" is out of range"));
     }
@@ -112,15 +105,21 @@ impl<'de> Visitor<'de> for DurVisitor {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Dur, E> {
-        Err(E::custom(format!("expected a duration like \"0.25s\", got {v}; Envoy durations are strings, write \"{v}s\"")))
+        Err(E::custom(format!(
+            "expected a duration like \"0.25s\", got {v}; Envoy durations are strings, write \"{v}s\""
+        )))
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
-        Err(E::custom(format!("expected a duration like \"0.25s\", got {v}; Envoy durations are strings, write \"{v}s\"")))
+        Err(E::custom(format!(
+            "expected a duration like \"0.25s\", got {v}; Envoy durations are strings, write \"{v}s\""
+        )))
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Dur, E> {
-        Err(E::custom(format!("expected a duration like \"0.25s\", got {v}; Envoy durations are strings, write \"{v}s\"")))
+        Err(E::custom(format!(
+            "expected a duration like \"0.25s\", got {v}; Envoy durations are strings, write \"{v}s\""
+        )))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Dur, A::Error> {
@@ -139,15 +138,11 @@ impl<'de> Visitor<'de> for DurVisitor {
             return Err(de::Error::custom("a duration must not be negative"));
         }
         if nanos >= 1_000_000_000 {
-            return Err(de::Error::custom(format!(
-                "nanos must be below 1000000000, got {nanos}"
-            )));
+            return Err(de::Error::custom(format!("nanos must be below 1000000000, got {nanos}")));
         }
         let seconds = seconds as u64;
         if seconds > MAX_SECONDS {
-            return Err(de::Error::custom(format!(
-                "duration of {seconds} seconds is out of range"
-            )));
+            return Err(de::Error::custom(format!("duration of {seconds} seconds is out of range")));
         }
         Ok(Dur(Duration::new(seconds, nanos as u32)))
     }
@@ -175,10 +170,7 @@ mod tests {
 
     #[test]
     fn rejects_what_envoy_rejects_with_a_hint() {
-        assert_eq!(
-            parse("fast"),
-            Err("expected a duration like \"0.25s\", got \"fast\"".to_string())
-        );
+        assert_eq!(parse("fast"), Err("expected a duration like \"0.25s\", got \"fast\"".to_string()));
         let ms = parse("100ms").unwrap_err();
         assert!(ms.contains("write \"0.1s\""), "{ms}");
         assert!(parse("s").is_err());

@@ -75,9 +75,7 @@ fn locate_exact(text: &str, target: &[Seg]) -> Option<(usize, usize)> {
     let de = serde_norway::Deserializer::from_str(text);
     match (Seek { target, depth: 0 }).deserialize(de) {
         Ok(()) => None,
-        Err(err) if err.to_string().contains(FOUND) => {
-            err.location().map(|l| (l.line(), l.column()))
-        }
+        Err(err) if err.to_string().contains(FOUND) => err.location().map(|l| (l.line(), l.column())),
         Err(_) => None,
     }
 }
@@ -113,10 +111,7 @@ impl<'de> Visitor<'de> for Seek<'_> {
         };
         while let Some(key) = map.next_key::<KeyText>()? {
             if want.is_some() && key.0.as_deref() == want {
-                return map.next_value_seed(Seek {
-                    target: self.target,
-                    depth: self.depth + 1,
-                });
+                return map.next_value_seed(Seek { target: self.target, depth: self.depth + 1 });
             }
             map.next_value::<IgnoredAny>()?;
         }
@@ -132,10 +127,7 @@ impl<'de> Visitor<'de> for Seek<'_> {
         loop {
             if Some(index) == want {
                 return seq
-                    .next_element_seed(Seek {
-                        target: self.target,
-                        depth: self.depth + 1,
-                    })
+                    .next_element_seed(Seek { target: self.target, depth: self.depth + 1 })
                     .map(|_| ());
             }
             if seq.next_element::<IgnoredAny>()?.is_none() {
@@ -269,10 +261,7 @@ pub fn warning_text(text: &str, origin: &str, finding: Finding) -> String {
 }
 
 /// A deserialization failure as an error.
-pub fn from_serde(
-    origin: &str,
-    err: serde_path_to_error::Error<serde_norway::Error>,
-) -> ConfigError {
+pub fn from_serde(origin: &str, err: serde_path_to_error::Error<serde_norway::Error>) -> ConfigError {
     let path = err.path().to_string();
     let inner = err.into_inner();
     let (line, column) = match inner.location() {
@@ -281,13 +270,7 @@ pub fn from_serde(
     };
     let message = clean_message(&inner.to_string(), &path);
     let path = if path == "." { String::new() } else { path };
-    ConfigError::Invalid {
-        origin: origin.to_string(),
-        line,
-        column,
-        path,
-        message: improve(&message),
-    }
+    ConfigError::Invalid { origin: origin.to_string(), line, column, path, message: improve(&message) }
 }
 
 /// serde_norway's Display repeats its own path in front and the position behind; both are shown
@@ -368,12 +351,7 @@ mod tests {
     #[test]
     fn locate_finds_nested_nodes() {
         let text = "a:\n  b:\n    - x: 1\n    - x: 2\n      y: [3, 4]\n";
-        let p = FieldPath::default()
-            .key("a")
-            .key("b")
-            .idx(1)
-            .key("y")
-            .idx(1);
+        let p = FieldPath::default().key("a").key("b").idx(1).key("y").idx(1);
         assert_eq!(locate(text, &p), Some((5, 14)));
         // A missing key resolves to its nearest ancestor.
         let p = FieldPath::default().key("a").key("b").idx(0).key("nope");
@@ -382,21 +360,13 @@ mod tests {
 
     #[test]
     fn suggests_close_field() {
-        let m = improve(
-            "unknown field `conect_timeout`, expected one of `name`, `connect_timeout`, `type`",
-        );
-        assert_eq!(
-            m,
-            "unknown field `conect_timeout`, did you mean `connect_timeout`?"
-        );
+        let m = improve("unknown field `conect_timeout`, expected one of `name`, `connect_timeout`, `type`");
+        assert_eq!(m, "unknown field `conect_timeout`, did you mean `connect_timeout`?");
     }
 
     #[test]
     fn strips_position_and_path() {
-        assert_eq!(
-            clean_message("a.b[0]: bad thing at line 3 column 4", "a.b[0]"),
-            "bad thing"
-        );
+        assert_eq!(clean_message("a.b[0]: bad thing at line 3 column 4", "a.b[0]"), "bad thing");
         assert_eq!(
             clean_message("invalid type: string \"x\" at line 3 column 4", "."),
             "invalid type: string \"x\""

@@ -23,10 +23,7 @@ pub struct Loaded {
 #[derive(Debug)]
 pub enum ConfigError {
     /// The file could not be read.
-    Io {
-        origin: String,
-        source: std::io::Error,
-    },
+    Io { origin: String, source: std::io::Error },
     /// The YAML is malformed, a field has the wrong type or value, or a reference dangles.
     Invalid {
         origin: String,
@@ -42,13 +39,7 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::Io { origin, source } => write!(f, "{origin}: {source}"),
-            ConfigError::Invalid {
-                origin,
-                line,
-                column,
-                path,
-                message,
-            } => {
+            ConfigError::Invalid { origin, line, column, path, message } => {
                 write!(f, "{origin}")?;
                 if let Some(line) = line {
                     write!(f, ":{line}")?;
@@ -70,10 +61,8 @@ impl std::error::Error for ConfigError {}
 
 /// Reads and validates a config file; `origin` in errors is the path as given.
 pub fn load_file(path: &Path) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        origin: path.display().to_string(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Io { origin: path.display().to_string(), source })?;
     load_str(&text, &path.display().to_string())
 }
 
@@ -81,10 +70,7 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigError> {
 pub fn load_str(text: &str, origin: &str) -> Result<Loaded, ConfigError> {
     // An empty file parses as an empty bootstrap that serves nothing; far likelier a wrong path or
     // an unmounted ConfigMap than intent.
-    if text
-        .lines()
-        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---")
-    {
+    if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---") {
         return Err(ConfigError::Invalid {
             origin: origin.to_string(),
             line: None,
@@ -96,15 +82,7 @@ pub fn load_str(text: &str, origin: &str) -> Result<Loaded, ConfigError> {
     let de = serde_norway::Deserializer::from_str(text);
     let raw: raw::RawBootstrap =
         serde_path_to_error::deserialize(de).map_err(|err| error::from_serde(origin, err))?;
-    let converted =
-        convert::convert(raw).map_err(|finding| error::from_finding(text, origin, finding))?;
-    let warnings = converted
-        .warnings
-        .into_iter()
-        .map(|w| error::warning_text(text, origin, w))
-        .collect();
-    Ok(Loaded {
-        bootstrap: converted.bootstrap,
-        warnings,
-    })
+    let converted = convert::convert(raw).map_err(|finding| error::from_finding(text, origin, finding))?;
+    let warnings = converted.warnings.into_iter().map(|w| error::warning_text(text, origin, w)).collect();
+    Ok(Loaded { bootstrap: converted.bootstrap, warnings })
 }

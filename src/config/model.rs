@@ -58,16 +58,9 @@ pub struct HttpConnectionManager {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum AccessLog {
-    File {
-        path: String,
-        format: Option<String>,
-    },
-    Stdout {
-        format: Option<String>,
-    },
-    Stderr {
-        format: Option<String>,
-    },
+    File { path: String, format: Option<String> },
+    Stdout { format: Option<String> },
+    Stderr { format: Option<String> },
 }
 
 #[derive(Debug, Clone, PartialEq)]

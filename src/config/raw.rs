@@ -48,9 +48,7 @@ impl<'de> Deserialize<'de> for Port {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Port, E> {
                 match v.parse::<u64>() {
                     Ok(n) => self.visit_u64(n),
-                    Err(_) => Err(E::custom(format!(
-                        "expected a port number (0-65535), got \"{v}\""
-                    ))),
+                    Err(_) => Err(E::custom(format!("expected a port number (0-65535), got \"{v}\""))),
                 }
             }
         }
@@ -109,11 +107,7 @@ pub fn parse_ci<T: CiEnum>(v: &str) -> Result<T, String> {
             supported.join(", ")
         ));
     }
-    Err(format!(
-        "unknown {} \"{v}\", expected one of {}",
-        T::FIELD,
-        supported.join(", ")
-    ))
+    Err(format!("unknown {} \"{v}\", expected one of {}", T::FIELD, supported.join(", ")))
 }
 
 impl<'de, T: CiEnum> Deserialize<'de> for Ci<T> {
@@ -149,13 +143,8 @@ impl CiEnum for LbPolicy {
         ("LEAST_REQUEST", LbPolicy::LeastRequest),
         ("RANDOM", LbPolicy::Random),
     ];
-    const UNSUPPORTED: &'static [&'static str] = &[
-        "RING_HASH",
-        "MAGLEV",
-        "CLUSTER_PROVIDED",
-        "ORIGINAL_DST_LB",
-        "LOAD_BALANCING_POLICY_CONFIG",
-    ];
+    const UNSUPPORTED: &'static [&'static str] =
+        &["RING_HASH", "MAGLEV", "CLUSTER_PROVIDED", "ORIGINAL_DST_LB", "LOAD_BALANCING_POLICY_CONFIG"];
 }
 
 impl CiEnum for DnsLookupFamily {
@@ -200,10 +189,8 @@ pub enum RoutingPriority {
 
 impl CiEnum for RoutingPriority {
     const FIELD: &'static str = "priority";
-    const SUPPORTED: &'static [(&'static str, Self)] = &[
-        ("DEFAULT", RoutingPriority::Default),
-        ("HIGH", RoutingPriority::High),
-    ];
+    const SUPPORTED: &'static [(&'static str, Self)] =
+        &[("DEFAULT", RoutingPriority::Default), ("HIGH", RoutingPriority::High)];
     const UNSUPPORTED: &'static [&'static str] = &[];
 }
 
@@ -235,10 +222,8 @@ impl CiEnum for AppendAction {
     const UNSUPPORTED: &'static [&'static str] = &["ADD_IF_ABSENT", "OVERWRITE_IF_EXISTS"];
 }
 
-pub const HCM_NAMES: &[&str] = &[
-    "envoy.filters.network.http_connection_manager",
-    "envoy.http_connection_manager",
-];
+pub const HCM_NAMES: &[&str] =
+    &["envoy.filters.network.http_connection_manager", "envoy.http_connection_manager"];
 const HCM_TYPES: &[&str] = &[
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
     "type.googleapis.com/envoy.config.filter.network.http_connection_manager.v2.HttpConnectionManager",
@@ -287,10 +272,7 @@ impl<'de> Deserialize<'de> for HcmTypeUrl {
             if HCM_TYPES.contains(&url) {
                 Ok(HcmTypeUrl)
             } else {
-                Err(format!(
-                    "expected \"@type\" {}, got \"{url}\"",
-                    HCM_TYPES[0]
-                ))
+                Err(format!("expected \"@type\" {}, got \"{url}\"", HCM_TYPES[0]))
             }
         }))
     }
@@ -319,23 +301,14 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
                 while let Some(item) = seq.next_element()? {
                     items.push(item);
                 }
-                Ok(OneOrMany {
-                    items,
-                    was_single: false,
-                })
+                Ok(OneOrMany { items, was_single: false })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
                 let item = T::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(OneOrMany {
-                    items: vec![item],
-                    was_single: true,
-                })
+                Ok(OneOrMany { items: vec![item], was_single: true })
             }
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(OneOrMany {
-                    items: Vec::new(),
-                    was_single: false,
-                })
+                Ok(OneOrMany { items: Vec::new(), was_single: false })
             }
         }
         d.deserialize_any(V(PhantomData))
@@ -389,10 +362,7 @@ pub struct RawAdmin {
 
 /// An address skiff binds to (listener, admin) or queries (DNS resolver): IP literal only.
 #[derive(Debug, DeriveDeserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "an address mapping like {socket_address: {address, port_value}}"
-)]
+#[serde(deny_unknown_fields, expecting = "an address mapping like {socket_address: {address, port_value}}")]
 pub struct RawBindAddress {
     pub socket_address: Option<RawBindSocket>,
     pub pipe: Ign,
@@ -410,10 +380,7 @@ pub struct RawBindSocket {
 
 /// An upstream endpoint's address: an IP literal or a host name, depending on the cluster type.
 #[derive(Debug, DeriveDeserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "an address mapping like {socket_address: {address, port_value}}"
-)]
+#[serde(deny_unknown_fields, expecting = "an address mapping like {socket_address: {address, port_value}}")]
 pub struct RawHostAddress {
     pub socket_address: Option<RawHostSocket>,
     pub pipe: Ign,
@@ -825,10 +792,7 @@ pub struct RawDirect {
 }
 
 #[derive(Debug, DeriveDeserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping like {header: {key, value}}"
-)]
+#[serde(deny_unknown_fields, expecting = "a mapping like {header: {key, value}}")]
 pub struct RawHeaderValueOption {
     pub header: RawHeaderValue,
     pub append: Option<bool>,

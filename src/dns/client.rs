@@ -46,9 +46,7 @@ pub fn lookup(
         for &server in servers {
             match exchange(server, &query, timeout) {
                 Exchange::Response(msg) => match msg.metadata.response_code {
-                    ResponseCode::NoError => {
-                        return Outcome::Addresses(addresses(&msg, name, record_type))
-                    }
+                    ResponseCode::NoError => return Outcome::Addresses(addresses(&msg, name, record_type)),
                     ResponseCode::NXDomain => return Outcome::NxDomain,
                     code => failure = Some(format!("nameserver {server} answered {code}")),
                 },
@@ -91,10 +89,7 @@ fn io_failure(server: SocketAddr, transport: &str, e: io::Error) -> Exchange {
 }
 
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
 
 fn timed_out() -> io::Error {
@@ -169,12 +164,8 @@ fn exchange_tcp(
     let mut response = vec![0u8; usize::from(u16::from_be_bytes(len))];
     read_full(&mut stream, &mut response, deadline)?;
     // Over TCP nobody else can inject into the stream, so a mismatch means a broken server.
-    matching_response(&response, id, query).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            "malformed or mismatched response",
-        )
-    })
+    matching_response(&response, id, query)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed or mismatched response"))
 }
 
 fn remaining(deadline: Instant) -> io::Result<Duration> {
@@ -224,9 +215,7 @@ pub fn addresses(msg: &Message, name: &Name, record_type: RecordType) -> Vec<IpA
     let mut target = name;
     for _ in 0..MAX_CNAME_HOPS {
         let next = msg.answers.iter().find_map(|r| match &r.data {
-            RData::CNAME(cname) if r.name == *target && r.dns_class == DNSClass::IN => {
-                Some(&cname.0)
-            }
+            RData::CNAME(cname) if r.name == *target && r.dns_class == DNSClass::IN => Some(&cname.0),
             _ => None,
         });
         match next {
@@ -276,45 +265,23 @@ mod tests {
             60,
             RData::CNAME(CNAME(name("host.example."))),
         ));
-        msg.add_answer(Record::from_rdata(
-            name("host.example."),
-            60,
-            RData::A(A::new(10, 0, 0, 1)),
-        ));
+        msg.add_answer(Record::from_rdata(name("host.example."), 60, RData::A(A::new(10, 0, 0, 1))));
         msg.add_answer(Record::from_rdata(
             name("host.example."),
             60,
             RData::AAAA(AAAA::new(0, 0, 0, 0, 0, 0, 0, 1)),
         ));
-        msg.add_answer(Record::from_rdata(
-            name("other.example."),
-            60,
-            RData::A(A::new(10, 0, 0, 9)),
-        ));
-        assert_eq!(
-            addresses(&msg, q.name(), RecordType::A),
-            vec![IpAddr::from([10, 0, 0, 1])]
-        );
-        assert_eq!(
-            addresses(&msg, q.name(), RecordType::AAAA),
-            vec!["::1".parse::<IpAddr>().unwrap()]
-        );
+        msg.add_answer(Record::from_rdata(name("other.example."), 60, RData::A(A::new(10, 0, 0, 9))));
+        assert_eq!(addresses(&msg, q.name(), RecordType::A), vec![IpAddr::from([10, 0, 0, 1])]);
+        assert_eq!(addresses(&msg, q.name(), RecordType::AAAA), vec!["::1".parse::<IpAddr>().unwrap()]);
     }
 
     #[test]
     fn cname_loop_terminates() {
         let q = Query::query(name("a.example."), RecordType::A);
         let mut msg = response(&q);
-        msg.add_answer(Record::from_rdata(
-            name("a.example."),
-            60,
-            RData::CNAME(CNAME(name("b.example."))),
-        ));
-        msg.add_answer(Record::from_rdata(
-            name("b.example."),
-            60,
-            RData::CNAME(CNAME(name("a.example."))),
-        ));
+        msg.add_answer(Record::from_rdata(name("a.example."), 60, RData::CNAME(CNAME(name("b.example.")))));
+        msg.add_answer(Record::from_rdata(name("b.example."), 60, RData::CNAME(CNAME(name("a.example.")))));
         assert!(addresses(&msg, q.name(), RecordType::A).is_empty());
     }
 

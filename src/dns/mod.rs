@@ -31,10 +31,7 @@ pub enum DnsError {
     /// A server answered with an error code or garbage.
     Server { name: String, detail: String },
     /// The hosts file or resolv.conf exists but could not be read.
-    Io {
-        name: String,
-        source: std::io::Error,
-    },
+    Io { name: String, source: std::io::Error },
 }
 
 impl std::fmt::Display for DnsError {
@@ -131,11 +128,7 @@ impl Resolver {
                     // The name does not exist, so neither does any other type of record for it.
                     Outcome::NxDomain => break,
                     Outcome::Failed(detail) => failure = Some(detail),
-                    Outcome::Timeout => {
-                        return Err(DnsError::Timeout {
-                            name: name.to_string(),
-                        })
-                    }
+                    Outcome::Timeout => return Err(DnsError::Timeout { name: name.to_string() }),
                 }
                 if !found.is_empty() && family != DnsLookupFamily::All {
                     break;
@@ -146,13 +139,8 @@ impl Resolver {
             }
         }
         Err(match failure {
-            Some(detail) => DnsError::Server {
-                name: name.to_string(),
-                detail,
-            },
-            None => DnsError::NotFound {
-                name: name.to_string(),
-            },
+            Some(detail) => DnsError::Server { name: name.to_string(), detail },
+            None => DnsError::NotFound { name: name.to_string() },
         })
     }
 }
@@ -170,10 +158,7 @@ fn read_optional(path: &Path, name: &str) -> Result<String, DnsError> {
     match std::fs::read(path) {
         Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(source) => Err(DnsError::Io {
-            name: name.to_string(),
-            source,
-        }),
+        Err(source) => Err(DnsError::Io { name: name.to_string(), source }),
     }
 }
 
@@ -222,9 +207,7 @@ mod tests {
             timeout: Duration::from_millis(1),
             attempts: 1,
         };
-        let got = resolver
-            .resolve("[::1]", DnsLookupFamily::V4Only, &[])
-            .unwrap();
+        let got = resolver.resolve("[::1]", DnsLookupFamily::V4Only, &[]).unwrap();
         assert_eq!(got, ips(&["::1"]));
     }
 
@@ -232,15 +215,9 @@ mod tests {
     fn family_filter_on_complete_lists() {
         let both = ips(&["::1", "10.0.0.2", "10.0.0.1"]);
         let v6 = ips(&["::1"]);
-        assert_eq!(
-            by_family(both.clone(), DnsLookupFamily::V4Only),
-            ips(&["10.0.0.2", "10.0.0.1"])
-        );
+        assert_eq!(by_family(both.clone(), DnsLookupFamily::V4Only), ips(&["10.0.0.2", "10.0.0.1"]));
         assert_eq!(by_family(both.clone(), DnsLookupFamily::V6Only), v6);
-        assert_eq!(
-            by_family(both.clone(), DnsLookupFamily::Auto),
-            ips(&["10.0.0.2", "10.0.0.1"])
-        );
+        assert_eq!(by_family(both.clone(), DnsLookupFamily::Auto), ips(&["10.0.0.2", "10.0.0.1"]));
         assert_eq!(by_family(v6.clone(), DnsLookupFamily::V4Preferred), v6);
         assert_eq!(by_family(both.clone(), DnsLookupFamily::All).len(), 3);
         assert!(by_family(v6, DnsLookupFamily::V4Only).is_empty());

@@ -24,13 +24,7 @@ pub struct ResolvConf {
 
 impl Default for ResolvConf {
     fn default() -> Self {
-        ResolvConf {
-            nameservers: Vec::new(),
-            search: Vec::new(),
-            ndots: 1,
-            timeout: None,
-            attempts: None,
-        }
+        ResolvConf { nameservers: Vec::new(), search: Vec::new(), ndots: 1, timeout: None, attempts: None }
     }
 }
 
@@ -42,9 +36,8 @@ impl ResolvConf {
         for line in text.lines() {
             // Tokens after a comment character are dropped; glibc only honours comments at the
             // start of a line, but nothing legitimate in this file starts with '#' or ';'.
-            let mut tokens = line
-                .split_whitespace()
-                .take_while(|t| !t.starts_with('#') && !t.starts_with(';'));
+            let mut tokens =
+                line.split_whitespace().take_while(|t| !t.starts_with('#') && !t.starts_with(';'));
             let Some(keyword) = tokens.next() else {
                 continue;
             };
@@ -147,8 +140,7 @@ mod tests {
     #[test]
     fn defaults_for_empty_or_garbage() {
         assert_eq!(ResolvConf::parse(""), ResolvConf::default());
-        let conf =
-            ResolvConf::parse("nameserver\nnameserver bogus\noptions ndots:x timeout: :\n\0\u{1}");
+        let conf = ResolvConf::parse("nameserver\nnameserver bogus\noptions ndots:x timeout: :\n\0\u{1}");
         assert_eq!(conf, ResolvConf::default());
         assert_eq!(conf.ndots, 1);
     }
@@ -187,8 +179,7 @@ mod tests {
         assert_eq!(conf.ndots, 5);
         assert_eq!(conf.timeout, Some(Duration::from_secs(3)));
         assert_eq!(conf.attempts, Some(4));
-        let conf =
-            ResolvConf::parse("options ndots:99 timeout:0 attempts:0\noptions timeout:999\n");
+        let conf = ResolvConf::parse("options ndots:99 timeout:0 attempts:0\noptions timeout:999\n");
         assert_eq!(conf.ndots, 15);
         assert_eq!(conf.timeout, Some(Duration::from_secs(30)));
         assert_eq!(conf.attempts, Some(1));
@@ -200,10 +191,7 @@ mod tests {
     #[test]
     fn candidate_order_follows_ndots() {
         let search = vec!["a.example".to_string(), "b.example".to_string()];
-        assert_eq!(
-            candidates("web", &search, 1),
-            vec!["web.a.example.", "web.b.example.", "web."]
-        );
+        assert_eq!(candidates("web", &search, 1), vec!["web.a.example.", "web.b.example.", "web."]);
         assert_eq!(
             candidates("web.svc", &search, 1),
             vec!["web.svc.", "web.svc.a.example.", "web.svc.b.example."]
@@ -213,10 +201,7 @@ mod tests {
             candidates("web.svc", &search, 5),
             vec!["web.svc.a.example.", "web.svc.b.example.", "web.svc."]
         );
-        assert_eq!(
-            candidates("web", &search, 0),
-            vec!["web.", "web.a.example.", "web.b.example."]
-        );
+        assert_eq!(candidates("web", &search, 0), vec!["web.", "web.a.example.", "web.b.example."]);
     }
 
     #[test]

@@ -234,7 +234,8 @@ impl Route {
         let path_ok = match &self.path {
             PathMatcher::Prefix { prefix, case_sensitive: true } => path.starts_with(prefix.as_str()),
             PathMatcher::Prefix { prefix, case_sensitive: false } => {
-                path.len() >= prefix.len() && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+                path.len() >= prefix.len()
+                    && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
             }
             PathMatcher::Exact { path: p, case_sensitive: true } => path == p,
             PathMatcher::Exact { path: p, case_sensitive: false } => path.eq_ignore_ascii_case(p),
@@ -247,7 +248,8 @@ impl Route {
 
     /// For a prefix route: the path after `prefix_rewrite`.
     pub fn rewrite_path(&self, path: &str, out: &mut String) -> bool {
-        let Action::Forward(Forward { prefix_rewrite: Some((prefix, replacement)), .. }) = &self.action else {
+        let Action::Forward(Forward { prefix_rewrite: Some((prefix, replacement)), .. }) = &self.action
+        else {
             return false;
         };
         out.clear();
@@ -307,7 +309,8 @@ fn compile_route(r: &config::Route, clusters: &HashMap<&str, usize>) -> Result<R
             Ok(HeaderMatcher { name: h.name.clone(), rule, invert: h.invert_match })
         })
         .collect::<Result<_, BuildError>>()?;
-    let find = |name: &str| clusters.get(name).copied().ok_or_else(|| BuildError::UnknownCluster(name.to_string()));
+    let find =
+        |name: &str| clusters.get(name).copied().ok_or_else(|| BuildError::UnknownCluster(name.to_string()));
     let action = match &r.action {
         RouteAction::Forward(f) => {
             let targets = match &f.cluster {
@@ -344,7 +347,9 @@ fn compile_route(r: &config::Route, clusters: &HashMap<&str, usize>) -> Result<R
                 }),
             })
         }
-        RouteAction::DirectResponse { status, body } => Action::Direct { status: *status, body: body.clone() },
+        RouteAction::DirectResponse { status, body } => {
+            Action::Direct { status: *status, body: body.clone() }
+        }
         RouteAction::Redirect(rd) => Action::Redirect(rd.clone()),
     };
     Ok(Route {

@@ -139,11 +139,26 @@ async fn wait_for_head(shard: &Shard, hcm: &HcmSettings, d: &mut Downstream) -> 
 /// What to do with a parsed request.
 enum Plan<'g> {
     /// `consumed`: bytes of `d.buf` now in `d.req_out`.
-    Forward { route: &'g Route, vhost: &'g VirtualHost, info: RequestInfo, consumed: usize },
-    Reply { status: u16, body: &'g [u8], location: Option<String>, consumed: Option<usize> },
+    Forward {
+        route: &'g Route,
+        vhost: &'g VirtualHost,
+        info: RequestInfo,
+        consumed: usize,
+    },
+    Reply {
+        status: u16,
+        body: &'g [u8],
+        location: Option<String>,
+        consumed: Option<usize>,
+    },
 }
 
-async fn one_request(shard: &Shard, generation: &Generation, listener: &ListenerSnap, d: &mut Downstream) -> Outcome {
+async fn one_request(
+    shard: &Shard,
+    generation: &Generation,
+    listener: &ListenerSnap,
+    d: &mut Downstream,
+) -> Outcome {
     let hcm = &listener.hcm;
     match wait_for_head(shard, hcm, d).await {
         HeadWait::Ready => {}
@@ -191,7 +206,11 @@ async fn one_request(shard: &Shard, generation: &Generation, listener: &Listener
                 cluster,
                 fwd,
                 info,
-                response_edits: [&route.response_edits, &vhost.response_edits, &listener.routes.response_edits],
+                response_edits: [
+                    &route.response_edits,
+                    &vhost.response_edits,
+                    &listener.routes.response_edits,
+                ],
                 server_name: &hcm.server_name,
             };
             let outcome = match fwd.timeout {
@@ -199,7 +218,8 @@ async fn one_request(shard: &Shard, generation: &Generation, listener: &Listener
                     Ok(outcome) => outcome,
                     Err(_) if d.response_started => Outcome::Close,
                     Err(_) => {
-                        return local_reply(d, 504, b"upstream request timeout", &hcm.server_name, true, &[]).await
+                        return local_reply(d, 504, b"upstream request timeout", &hcm.server_name, true, &[])
+                            .await
                     }
                 },
                 None => upstream::forward(exchange, d).await,
@@ -254,7 +274,8 @@ fn plan_request<'g>(
         },
         Action::Forward(fwd) => {
             let mut rewritten = String::new();
-            let path = if route.rewrite_path(head.path, &mut rewritten) { rewritten.as_str() } else { head.path };
+            let path =
+                if route.rewrite_path(head.path, &mut rewritten) { rewritten.as_str() } else { head.path };
             write_upstream_head(
                 req_out,
                 head,
@@ -356,9 +377,9 @@ fn hop_by_hop(name: &str) -> bool {
 }
 
 fn removed_by(edits: &[&HeaderEdits; 3], name: &str) -> bool {
-    edits.iter().any(|e| {
-        e.remove.iter().any(|r| is(name, r)) || e.add.iter().any(|a| !a.append && is(name, &a.name))
-    })
+    edits
+        .iter()
+        .any(|e| e.remove.iter().any(|r| is(name, r)) || e.add.iter().any(|a| !a.append && is(name, &a.name)))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -467,4 +488,3 @@ pub(super) async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> std
     *buf = b;
     res
 }
-

@@ -41,7 +41,9 @@ pub(super) struct Exchange<'a> {
 enum Attempt {
     /// The response went to the client.
     Relayed(Outcome),
-    ConnectFailed { timed_out: bool },
+    ConnectFailed {
+        timed_out: bool,
+    },
     /// A pooled connection turned out closed before answering anything: try a fresh one.
     Stale,
     /// The upstream reset or closed before a complete response head.
@@ -69,7 +71,8 @@ pub(super) async fn forward(ex: Exchange<'_>, d: &mut Downstream) -> Outcome {
     let mut fresh_only = false;
     loop {
         let Some(endpoint) = lb.pick(snap, &ex.shard.rng) else {
-            return local_reply(d, 503, b"no healthy upstream", ex.server_name, !ex.info.body_buffered, &[]).await;
+            return local_reply(d, 503, b"no healthy upstream", ex.server_name, !ex.info.body_buffered, &[])
+                .await;
         };
         let addr = snap.endpoints[endpoint];
         lb.begin(endpoint);
@@ -118,7 +121,13 @@ async fn connect(addr: SocketAddr, timeout: std::time::Duration) -> Result<Upstr
     }
 }
 
-async fn attempt(ex: &Exchange<'_>, d: &mut Downstream, addr: SocketAddr, fresh_only: bool, may_retry: bool) -> Attempt {
+async fn attempt(
+    ex: &Exchange<'_>,
+    d: &mut Downstream,
+    addr: SocketAddr,
+    fresh_only: bool,
+    may_retry: bool,
+) -> Attempt {
     let snap = &ex.generation.snap.clusters[ex.cluster];
     let pooled = if fresh_only { None } else { ex.shard.pool.take(addr) };
     let reused = pooled.is_some();
@@ -257,7 +266,12 @@ fn dropped_response_header(name: &str) -> bool {
     }
 }
 
-fn write_response_head(ex: &Exchange<'_>, d: &mut Downstream, head: &ResponseHead<'_>, started: Instant) -> ResponseInfo {
+fn write_response_head(
+    ex: &Exchange<'_>,
+    d: &mut Downstream,
+    head: &ResponseHead<'_>,
+    started: Instant,
+) -> ResponseInfo {
     let info = &ex.info;
     let dechunk = head.body == BodyKind::Chunked && info.http10;
     let close_delimited_to_client = head.body == BodyKind::CloseDelimited || dechunk;

@@ -72,11 +72,7 @@ impl TestDnsServer {
                 std::thread::spawn(move || serve_tcp(tcp, &state))
             },
         ];
-        TestDnsServer {
-            addr,
-            state,
-            threads,
-        }
+        TestDnsServer { addr, state, threads }
     }
 
     /// UDP and TCP address (same port).
@@ -250,11 +246,7 @@ fn answer(bytes: &[u8], state: &State) -> Option<Message> {
         let Ok(target_name) = Name::from_ascii(format!("{target}.")) else {
             break;
         };
-        response.add_answer(Record::from_rdata(
-            owner.clone(),
-            1,
-            RData::CNAME(CNAME(target_name.clone())),
-        ));
+        response.add_answer(Record::from_rdata(owner.clone(), 1, RData::CNAME(CNAME(target_name.clone()))));
         owner = target_name;
         current = target.clone();
     }
