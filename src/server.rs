@@ -1,6 +1,7 @@
 //! The process: starts logging, loads the config, starts the control thread and the shards, and
 //! turns SIGTERM/SIGINT into a graceful drain. Owns process lifetime only; no request logic.
 
+use crate::admin::{self, AdminState, ServerInfo};
 use crate::cli::{Mode, Options};
 use crate::control::{Control, Source};
 use crate::dns::Resolver;
@@ -91,21 +92,43 @@ pub fn run(opts: Options) -> ExitCode {
             }
         }
     }
+    let info = ServerInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        service_cluster: opts.service_cluster.clone().unwrap_or_default(),
+        service_node: opts.service_node.clone().unwrap_or_default(),
+        service_zone: opts.service_zone.clone().unwrap_or_default(),
+        concurrency,
+        io_driver: driver.to_string(),
+        command_line: std::env::args().collect(),
+    };
+    let admin_addr = initial.bootstrap.admin.as_ref().map(|a| a.address);
+    let admin = AdminState::new(info, initial.clone());
+    if let Some(addr) = admin_addr {
+        match admin::spawn(addr, admin.clone()) {
+            Ok(bound) => log::info!("admin listening on {bound}"),
+            Err(e) => {
+                log::error!("admin: cannot listen on {addr}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     drop(initial);
     let (stop_tx, stop_rx) = std::sync::mpsc::channel();
-    let control = match control.spawn(handles.iter().map(|h| h.tx.clone()).collect(), stop_rx) {
-        Ok(c) => c,
-        Err(e) => {
-            log::error!("cannot start the control thread: {e}");
-            return ExitCode::from(1);
-        }
-    };
+    let control =
+        match control.spawn(handles.iter().map(|h| h.tx.clone()).collect(), Some(admin.clone()), stop_rx) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("cannot start the control thread: {e}");
+                return ExitCode::from(1);
+            }
+        };
 
     let signal = wait_for_signal(&signals);
     log::info!(
         "{signal} received: draining (up to {} s)",
         opts.drain_time_s.min(opts.parent_shutdown_time_s)
     );
+    admin.set_draining();
     let _ = stop_tx.send(());
     let _ = control.join();
     for h in &handles {

@@ -4,6 +4,7 @@
 //! shard serves from changed, it builds a new snapshot and sends it to every shard. It blocks only
 //! itself, never a shard.
 
+use crate::admin::AdminState;
 use crate::config::{self, Bootstrap, DiscoveryType};
 use crate::dns::Resolver;
 use crate::listener::BoundListener;
@@ -151,6 +152,7 @@ pub struct Control {
     config_check_every: Duration,
     next_config_check: Instant,
     senders: Vec<UnboundedSender<ShardMsg>>,
+    admin: Option<Arc<AdminState>>,
 }
 
 #[derive(Debug)]
@@ -196,6 +198,7 @@ impl Control {
             config_check_every,
             next_config_check: Instant::now() + config_check_every,
             senders: Vec::new(),
+            admin: None,
         };
         let snapshot = control.adopt(Arc::new(loaded.bootstrap))?;
         Ok((control, snapshot))
@@ -340,15 +343,20 @@ impl Control {
             // A shard that is gone has exited with the process; nothing to do.
             let _ = tx.unbounded_send(ShardMsg::Install(snapshot.clone()));
         }
+        if let Some(admin) = &self.admin {
+            admin.publish(snapshot.clone());
+        }
     }
 
     /// Runs the loop on its own thread until `stop` receives (or its sender is dropped).
     pub fn spawn(
         mut self,
         senders: Vec<UnboundedSender<ShardMsg>>,
+        admin: Option<Arc<AdminState>>,
         stop: Receiver<()>,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         self.senders = senders;
+        self.admin = admin;
         std::thread::Builder::new().name("skiff-control".into()).spawn(move || loop {
             let wait = self.next_wakeup().saturating_duration_since(Instant::now());
             match stop.recv_timeout(wait) {

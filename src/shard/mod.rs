@@ -5,6 +5,7 @@
 
 mod conn;
 mod reply;
+pub use reply::reason;
 mod signal;
 mod upstream;
 
