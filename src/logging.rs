@@ -20,9 +20,7 @@ pub const DEFAULT_FORMAT: &str = "[%Y-%m-%d %T.%e][%t][%l][%n] %v";
 /// `[%Y-%m-%d %T.%e][%t][%l][%n] %v`). The `log` facade takes one logger per process, so a later
 /// call only changes the level; the first format stays.
 pub fn init(level: LevelFilter, format: Option<&str>) {
-    LOGGER
-        .pattern
-        .get_or_init(|| Pattern::parse(format.unwrap_or(DEFAULT_FORMAT)));
+    LOGGER.pattern.get_or_init(|| Pattern::parse(format.unwrap_or(DEFAULT_FORMAT)));
     // Fails only when a logger is already installed: ours from an earlier call, or a test harness's.
     let _ = log::set_logger(&LOGGER);
     set_level(level);
@@ -66,9 +64,7 @@ pub fn level_name(level: Level) -> &'static str {
 }
 
 fn level_from_usize(n: usize) -> LevelFilter {
-    LevelFilter::iter()
-        .find(|l| *l as usize == n)
-        .unwrap_or(LevelFilter::Info)
+    LevelFilter::iter().find(|l| *l as usize == n).unwrap_or(LevelFilter::Info)
 }
 
 struct Logger {
@@ -76,10 +72,8 @@ struct Logger {
     pattern: OnceLock<Pattern>,
 }
 
-static LOGGER: Logger = Logger {
-    level: AtomicUsize::new(LevelFilter::Info as usize),
-    pattern: OnceLock::new(),
-};
+static LOGGER: Logger =
+    Logger { level: AtomicUsize::new(LevelFilter::Info as usize), pattern: OnceLock::new() };
 
 thread_local! {
     static LINE: RefCell<String> = RefCell::new(String::with_capacity(256));
@@ -104,9 +98,7 @@ impl Log for Logger {
         let Some(pattern) = self.pattern.get() else {
             return;
         };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let tid = TID.try_with(|t| *t).unwrap_or(0);
         let write = |line: &mut String| {
             line.clear();
@@ -316,11 +308,7 @@ fn parse_pad(spec: &str) -> (Option<Pad>, &str) {
         Some(rest) if rest.chars().next().and_then(Field::from_flag).is_some() => (true, rest),
         _ => (false, &digits[n..]),
     };
-    let pad = Pad {
-        width,
-        align,
-        truncate,
-    };
+    let pad = Pad { width, align, truncate };
     (Some(pad), rest)
 }
 
@@ -329,10 +317,7 @@ impl Pad {
         let len = out[start..].chars().count();
         if len > self.width {
             if self.truncate {
-                let cut = out[start..]
-                    .char_indices()
-                    .nth(self.width)
-                    .map_or(out.len(), |(i, _)| start + i);
+                let cut = out[start..].char_indices().nth(self.width).map_or(out.len(), |(i, _)| start + i);
                 out.truncate(cut);
             }
             return;
@@ -358,12 +343,7 @@ struct Line<'a, 'r> {
 
 impl<'a, 'r> Line<'a, 'r> {
     fn new(record: &'a Record<'r>, since_epoch: Duration, tid: u64) -> Self {
-        Line {
-            record,
-            civil: Civil::from_unix(since_epoch.as_secs()),
-            since_epoch,
-            tid,
-        }
+        Line { record, civil: Civil::from_unix(since_epoch.as_secs()), since_epoch, tid }
     }
 
     fn field(&self, field: Field, out: &mut String) {
@@ -385,13 +365,7 @@ impl<'a, 'r> Line<'a, 'r> {
             Field::Micros => write!(out, "{:06}", nanos / 1_000),
             Field::Nanos => write!(out, "{nanos:09}"),
             Field::EpochSeconds => write!(out, "{}", self.since_epoch.as_secs()),
-            Field::Date => write!(
-                out,
-                "{:02}/{:02}/{:02}",
-                c.month,
-                c.day,
-                c.year.rem_euclid(100)
-            ),
+            Field::Date => write!(out, "{:02}/{:02}/{:02}", c.month, c.day, c.year.rem_euclid(100)),
             Field::Time => write!(out, "{:02}:{:02}:{:02}", c.hour, c.minute, c.second),
             Field::HourMinute => write!(out, "{:02}:{:02}", c.hour, c.minute),
             Field::TzOffset => write!(out, "+00:00"),
@@ -553,10 +527,7 @@ mod tests {
 
     #[test]
     fn default_format() {
-        assert_eq!(
-            render(DEFAULT_FORMAT),
-            "[2021-03-04 05:06:07.123][77][info][upstream] hello\n"
-        );
+        assert_eq!(render(DEFAULT_FORMAT), "[2021-03-04 05:06:07.123][77][info][upstream] hello\n");
     }
 
     #[test]
@@ -569,26 +540,11 @@ mod tests {
 
     #[test]
     fn levels_as_envoy_prints_them() {
-        let got: Vec<String> = [
-            Level::Trace,
-            Level::Debug,
-            Level::Info,
-            Level::Warn,
-            Level::Error,
-        ]
-        .iter()
-        .map(|l| render_with("%l %L", *l, "x", "m"))
-        .collect();
-        assert_eq!(
-            got,
-            [
-                "trace T\n",
-                "debug D\n",
-                "info I\n",
-                "warning W\n",
-                "error E\n"
-            ]
-        );
+        let got: Vec<String> = [Level::Trace, Level::Debug, Level::Info, Level::Warn, Level::Error]
+            .iter()
+            .map(|l| render_with("%l %L", *l, "x", "m"))
+            .collect();
+        assert_eq!(got, ["trace T\n", "debug D\n", "info I\n", "warning W\n", "error E\n"]);
     }
 
     #[test]
@@ -609,10 +565,7 @@ mod tests {
     #[test]
     fn escaped_messages() {
         let msg = "a \"b\"\nc\\d\te";
-        assert_eq!(
-            render_with("%_", Level::Info, "x", msg),
-            "a \"b\"\\nc\\d\te\n"
-        );
+        assert_eq!(render_with("%_", Level::Info, "x", msg), "a \"b\"\\nc\\d\te\n");
         assert_eq!(
             render_with("{\"msg\":\"%j\"}", Level::Info, "x", msg),
             "{\"msg\":\"a \\\"b\\\"\\nc\\\\d\\te\"}\n"
@@ -661,14 +614,7 @@ mod tests {
         assert_eq!(civil_from_days(2_932_896), (9999, 12, 31));
         assert_eq!(
             Civil::from_unix(951_868_799),
-            Civil {
-                year: 2000,
-                month: 2,
-                day: 29,
-                hour: 23,
-                minute: 59,
-                second: 59
-            }
+            Civil { year: 2000, month: 2, day: 29, hour: 23, minute: 59, second: 59 }
         );
     }
 
