@@ -17,3 +17,4 @@ pub mod route;
 pub mod server;
 pub mod shard;
 pub mod snapshot;
+pub mod stats;

@@ -1,0 +1,314 @@
+//! Statistics with Envoy's names. Each shard counts into its own plain cells (no atomics, no locks
+//! on the request path); the admin server asks every shard for a `StatsDump` and merges them on read,
+//! so a counter read after N requests is exactly N. Rendering (text, JSON, Prometheus with Envoy's tag
+//! names) lives in `render`. Owns no I/O.
+
+pub mod render;
+
+use hdrhistogram::Histogram;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+/// What a stat belongs to; decides its dotted name and its Prometheus tags.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    Server,
+    /// An http_connection_manager, by `stat_prefix`.
+    Http(String),
+    Cluster(String),
+}
+
+impl Scope {
+    pub fn prefix(&self) -> String {
+        match self {
+            Scope::Server => "server".to_string(),
+            Scope::Http(p) => format!("http.{p}"),
+            Scope::Cluster(c) => format!("cluster.{c}"),
+        }
+    }
+}
+
+#[derive(Default, Debug)]
+pub struct Counter(Cell<u64>);
+
+impl Counter {
+    #[inline]
+    pub fn inc(&self) {
+        self.0.set(self.0.get() + 1);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.get()
+    }
+}
+
+#[derive(Default, Debug)]
+pub struct Gauge(Cell<i64>);
+
+impl Gauge {
+    #[inline]
+    pub fn inc(&self) {
+        self.0.set(self.0.get() + 1);
+    }
+
+    #[inline]
+    pub fn dec(&self) {
+        self.0.set(self.0.get() - 1);
+    }
+
+    pub fn get(&self) -> i64 {
+        self.0.get()
+    }
+}
+
+/// Durations in microseconds, 1 µs to 1 h at two significant digits (1 % error, ~26 KiB).
+#[derive(Debug)]
+pub struct Timer(RefCell<Histogram<u64>>);
+
+/// Highest recordable value: an hour, in µs.
+const TIMER_MAX_US: u64 = 3_600_000_000;
+
+pub fn new_histogram() -> Histogram<u64> {
+    // Constant, valid bounds: this cannot fail.
+    Histogram::new_with_bounds(1, TIMER_MAX_US, 2).unwrap_or_else(|_| unreachable!("valid histogram bounds"))
+}
+
+impl Default for Timer {
+    fn default() -> Self {
+        Timer(RefCell::new(new_histogram()))
+    }
+}
+
+impl Timer {
+    #[inline]
+    pub fn record_us(&self, us: u64) {
+        self.0.borrow_mut().saturating_record(us.clamp(1, TIMER_MAX_US));
+    }
+}
+
+/// A value in a dump.
+#[derive(Debug, Clone)]
+pub enum Value {
+    Counter(u64),
+    Gauge(i64),
+    /// Microseconds.
+    Histogram(Box<Histogram<u64>>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub scope: Scope,
+    pub name: &'static str,
+    pub value: Value,
+}
+
+impl Entry {
+    pub fn full_name(&self) -> String {
+        format!("{}.{}", self.scope.prefix(), self.name)
+    }
+}
+
+/// Every stat of one shard (or, after `merge`, of all of them).
+#[derive(Debug, Default, Clone)]
+pub struct StatsDump {
+    pub entries: Vec<Entry>,
+}
+
+trait Dump {
+    fn dump(&self, scope: &Scope, name: &'static str, out: &mut StatsDump);
+}
+
+impl Dump for Counter {
+    fn dump(&self, scope: &Scope, name: &'static str, out: &mut StatsDump) {
+        out.entries.push(Entry { scope: scope.clone(), name, value: Value::Counter(self.get()) });
+    }
+}
+
+impl Dump for Gauge {
+    fn dump(&self, scope: &Scope, name: &'static str, out: &mut StatsDump) {
+        out.entries.push(Entry { scope: scope.clone(), name, value: Value::Gauge(self.get()) });
+    }
+}
+
+impl Dump for Timer {
+    fn dump(&self, scope: &Scope, name: &'static str, out: &mut StatsDump) {
+        let h = self.0.borrow().clone();
+        out.entries.push(Entry { scope: scope.clone(), name, value: Value::Histogram(Box::new(h)) });
+    }
+}
+
+/// A block of stats whose field names are Envoy's stat names.
+macro_rules! stat_block {
+    ($(#[$meta:meta])* $block:ident { $($field:ident: $kind:ty),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Default, Debug)]
+        pub struct $block {
+            $(pub $field: $kind,)*
+        }
+
+        impl $block {
+            pub fn dump(&self, scope: &Scope, out: &mut StatsDump) {
+                $(self.$field.dump(scope, stringify!($field), out);)*
+            }
+        }
+    };
+}
+
+stat_block! {
+    /// `http.<stat_prefix>.*`, per http_connection_manager.
+    HttpStats {
+        downstream_cx_total: Counter,
+        downstream_cx_active: Gauge,
+        downstream_cx_protocol_error: Counter,
+        downstream_cx_idle_timeout: Counter,
+        downstream_rq_total: Counter,
+        downstream_rq_active: Gauge,
+        downstream_rq_1xx: Counter,
+        downstream_rq_2xx: Counter,
+        downstream_rq_3xx: Counter,
+        downstream_rq_4xx: Counter,
+        downstream_rq_5xx: Counter,
+        downstream_rq_header_timeout: Counter,
+        downstream_rq_time: Timer,
+        no_route: Counter,
+        rq_direct_response: Counter,
+        rq_redirect: Counter,
+    }
+}
+
+stat_block! {
+    /// `cluster.<name>.*`, the request-path part (the control thread adds membership and DNS).
+    ClusterStats {
+        upstream_cx_total: Counter,
+        upstream_cx_active: Gauge,
+        upstream_cx_connect_fail: Counter,
+        upstream_cx_connect_timeout: Counter,
+        upstream_cx_destroy: Counter,
+        upstream_cx_none_healthy: Counter,
+        upstream_cx_pool_overflow: Counter,
+        upstream_rq_total: Counter,
+        upstream_rq_active: Gauge,
+        upstream_rq_1xx: Counter,
+        upstream_rq_2xx: Counter,
+        upstream_rq_3xx: Counter,
+        upstream_rq_4xx: Counter,
+        upstream_rq_5xx: Counter,
+        upstream_rq_retry: Counter,
+        upstream_rq_timeout: Counter,
+        upstream_rq_time: Timer,
+    }
+}
+
+impl HttpStats {
+    pub fn response(&self, status: u16) -> &Counter {
+        match status {
+            100..=199 => &self.downstream_rq_1xx,
+            200..=299 => &self.downstream_rq_2xx,
+            300..=399 => &self.downstream_rq_3xx,
+            400..=499 => &self.downstream_rq_4xx,
+            _ => &self.downstream_rq_5xx,
+        }
+    }
+}
+
+impl ClusterStats {
+    pub fn response(&self, status: u16) -> &Counter {
+        match status {
+            100..=199 => &self.upstream_rq_1xx,
+            200..=299 => &self.upstream_rq_2xx,
+            300..=399 => &self.upstream_rq_3xx,
+            400..=499 => &self.upstream_rq_4xx,
+            _ => &self.upstream_rq_5xx,
+        }
+    }
+}
+
+/// One shard's stats, by scope name. They outlive config reloads: a cluster keeps its counters
+/// as long as its name stays.
+#[derive(Default)]
+pub struct ShardStats {
+    http: RefCell<HashMap<String, Rc<HttpStats>>>,
+    clusters: RefCell<HashMap<String, Rc<ClusterStats>>>,
+}
+
+impl ShardStats {
+    pub fn http(&self, stat_prefix: &str) -> Rc<HttpStats> {
+        self.http.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
+    }
+
+    pub fn cluster(&self, name: &str) -> Rc<ClusterStats> {
+        self.clusters.borrow_mut().entry(name.to_string()).or_default().clone()
+    }
+
+    pub fn dump(&self) -> StatsDump {
+        let mut out = StatsDump::default();
+        for (prefix, s) in self.http.borrow().iter() {
+            s.dump(&Scope::Http(prefix.clone()), &mut out);
+        }
+        for (name, s) in self.clusters.borrow().iter() {
+            s.dump(&Scope::Cluster(name.clone()), &mut out);
+        }
+        out
+    }
+}
+
+impl StatsDump {
+    pub fn push(&mut self, scope: Scope, name: &'static str, value: Value) {
+        self.entries.push(Entry { scope, name, value });
+    }
+
+    /// Sums counters and gauges and adds histograms of the same stat; sorted by full name.
+    pub fn merge(dumps: impl IntoIterator<Item = StatsDump>) -> StatsDump {
+        let mut merged: BTreeMap<(String, &'static str), Entry> = BTreeMap::new();
+        for dump in dumps {
+            for e in dump.entries {
+                let key = (e.scope.prefix(), e.name);
+                match merged.get_mut(&key) {
+                    None => {
+                        merged.insert(key, e);
+                    }
+                    Some(m) => match (&mut m.value, e.value) {
+                        (Value::Counter(a), Value::Counter(b)) => *a += b,
+                        (Value::Gauge(a), Value::Gauge(b)) => *a += b,
+                        (Value::Histogram(a), Value::Histogram(b)) => {
+                            // Same bounds everywhere: addition cannot fail.
+                            let _ = a.add(&*b);
+                        }
+                        _ => {}
+                    },
+                }
+            }
+        }
+        StatsDump { entries: merged.into_values().collect() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merging_shards_sums_counters_and_histograms() {
+        let (a, b) = (ShardStats::default(), ShardStats::default());
+        for s in [&a, &b] {
+            let c = s.cluster("backend");
+            c.upstream_rq_total.inc();
+            c.upstream_rq_time.record_us(1500);
+        }
+        a.cluster("backend").upstream_rq_total.inc();
+        let merged = StatsDump::merge([a.dump(), b.dump()]);
+        let total = merged.entries.iter().find(|e| e.full_name() == "cluster.backend.upstream_rq_total").unwrap();
+        assert!(matches!(total.value, Value::Counter(3)));
+        let time = merged.entries.iter().find(|e| e.full_name() == "cluster.backend.upstream_rq_time").unwrap();
+        let Value::Histogram(h) = &time.value else { panic!("histogram") };
+        assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn stats_survive_a_lookup_by_name() {
+        let s = ShardStats::default();
+        s.http("ingress").downstream_rq_total.inc();
+        assert_eq!(s.http("ingress").downstream_rq_total.get(), 1);
+    }
+}

@@ -1,0 +1,247 @@
+//! A merged `StatsDump` as the admin API shows it: Envoy's `/stats` text, `/stats?format=json`, and
+//! `/stats/prometheus` (text format 0.0.4 with Envoy's `envoy_` names and tags).
+
+use super::{Entry, Scope, StatsDump, Value};
+use hdrhistogram::Histogram;
+use std::fmt::Write;
+
+/// The quantiles Envoy shows for a histogram, in percent.
+const QUANTILES: [f64; 10] = [0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 100.0];
+
+/// Envoy's default histogram buckets, in milliseconds.
+const BUCKETS_MS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0,
+    300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// The bucket's lowest value, so a value recorded exactly is shown exactly.
+fn quantile_ms(h: &Histogram<u64>, percent: f64) -> f64 {
+    h.lowest_equivalent(h.value_at_quantile(percent / 100.0)) as f64 / 1000.0
+}
+
+/// Which entries to show: `filter` (a regex on the full name) and `usedonly` (non-zero, or
+/// histograms with samples).
+pub struct Select<'a> {
+    pub filter: Option<&'a regex::Regex>,
+    pub used_only: bool,
+}
+
+impl Select<'_> {
+    fn keeps(&self, e: &Entry, name: &str) -> bool {
+        if self.filter.is_some_and(|re| !re.is_match(name)) {
+            return false;
+        }
+        !self.used_only
+            || match &e.value {
+                Value::Counter(v) => *v > 0,
+                Value::Gauge(v) => *v != 0,
+                Value::Histogram(h) => h.len() > 0,
+            }
+    }
+}
+
+/// `name: value` lines, then histograms as `name: P0(nan,v) P25(nan,v) ...` in milliseconds, as
+/// Envoy prints them (skiff keeps no interval histograms, hence `nan`; the cumulative values are
+/// exact to the histogram's 1 % precision, not bucket interpolations).
+pub fn text(dump: &StatsDump, select: &Select<'_>) -> String {
+    let mut out = String::new();
+    let mut histograms = String::new();
+    for e in &dump.entries {
+        let name = e.full_name();
+        if !select.keeps(e, &name) {
+            continue;
+        }
+        match &e.value {
+            Value::Counter(v) => {
+                let _ = writeln!(out, "{name}: {v}");
+            }
+            Value::Gauge(v) => {
+                let _ = writeln!(out, "{name}: {v}");
+            }
+            Value::Histogram(h) if h.len() == 0 => {
+                let _ = writeln!(histograms, "{name}: No recorded values");
+            }
+            Value::Histogram(h) => {
+                let _ = write!(histograms, "{name}:");
+                for q in QUANTILES {
+                    let _ = write!(histograms, " P{q}(nan,{})", quantile_ms(h, q));
+                }
+                histograms.push('\n');
+            }
+        }
+    }
+    out + &histograms
+}
+
+pub fn json(dump: &StatsDump, select: &Select<'_>) -> String {
+    let mut stats = Vec::new();
+    let mut computed = Vec::new();
+    for e in &dump.entries {
+        let name = e.full_name();
+        if !select.keeps(e, &name) {
+            continue;
+        }
+        match &e.value {
+            Value::Counter(v) => stats.push(serde_json::json!({ "name": name, "value": v })),
+            Value::Gauge(v) => stats.push(serde_json::json!({ "name": name, "value": v })),
+            Value::Histogram(h) => {
+                let values: Vec<_> = QUANTILES
+                    .iter()
+                    .map(|q| {
+                        if h.len() == 0 {
+                            serde_json::json!({ "interval": null, "cumulative": null })
+                        } else {
+                            serde_json::json!({ "interval": null, "cumulative": quantile_ms(h, *q) })
+                        }
+                    })
+                    .collect();
+                computed.push(serde_json::json!({ "name": name, "values": values }));
+            }
+        }
+    }
+    stats.push(serde_json::json!({
+        "histograms": { "supported_quantiles": QUANTILES, "computed_quantiles": computed }
+    }));
+    serde_json::to_string_pretty(&serde_json::json!({ "stats": stats })).unwrap_or_default() + "\n"
+}
+
+/// Envoy's tag extraction for the names skiff has: the metric name and its labels.
+fn prometheus_name(e: &Entry) -> (String, Vec<(&'static str, String)>) {
+    let class = e
+        .name
+        .strip_suffix("xx")
+        .and_then(|n| n.char_indices().last().map(|(i, c)| (&n[..i], c)))
+        .filter(|(_, c)| ('1'..='5').contains(c));
+    let (metric, mut labels): (String, Vec<(&'static str, String)>) = match class {
+        Some((stem, c)) => (format!("{stem}xx"), vec![("envoy_response_code_class", c.to_string())]),
+        None => (e.name.to_string(), vec![]),
+    };
+    let family = match &e.scope {
+        Scope::Server => format!("envoy_server_{metric}"),
+        Scope::Http(prefix) => {
+            labels.push(("envoy_http_conn_manager_prefix", prefix.clone()));
+            format!("envoy_http_{metric}")
+        }
+        Scope::Cluster(name) => {
+            labels.push(("envoy_cluster_name", name.clone()));
+            format!("envoy_cluster_{metric}")
+        }
+    };
+    (sanitize(&family), labels)
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == ':' { c } else { '_' }).collect()
+}
+
+fn label_text(labels: &[(&'static str, String)], extra: Option<(&str, String)>) -> String {
+    let escape = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let mut parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+    if let Some((k, v)) = extra {
+        parts.push(format!("{k}=\"{}\"", escape(&v)));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
+/// Prometheus text exposition format 0.0.4; one `# TYPE` per family, families grouped.
+pub fn prometheus(dump: &StatsDump, select: &Select<'_>) -> String {
+    let mut families: std::collections::BTreeMap<String, (&'static str, Vec<String>)> = Default::default();
+    for e in &dump.entries {
+        if !select.keeps(e, &e.full_name()) {
+            continue;
+        }
+        let (family, labels) = prometheus_name(e);
+        let (kind, lines) = families.entry(family.clone()).or_insert_with(|| {
+            let kind = match e.value {
+                Value::Counter(_) => "counter",
+                Value::Gauge(_) => "gauge",
+                Value::Histogram(_) => "histogram",
+            };
+            (kind, Vec::new())
+        });
+        let _ = kind;
+        match &e.value {
+            Value::Counter(v) => lines.push(format!("{family}{} {v}", label_text(&labels, None))),
+            Value::Gauge(v) => lines.push(format!("{family}{} {v}", label_text(&labels, None))),
+            Value::Histogram(h) => {
+                for le in BUCKETS_MS {
+                    let upto_us = (le * 1000.0) as u64;
+                    let count = if h.len() == 0 { 0 } else { h.count_between(0, upto_us) };
+                    lines.push(format!(
+                        "{family}_bucket{} {count}",
+                        label_text(&labels, Some(("le", format_float(le))))
+                    ));
+                }
+                lines.push(format!("{family}_bucket{} {}", label_text(&labels, Some(("le", "+Inf".into()))), h.len()));
+                let sum_ms = h.mean() * h.len() as f64 / 1000.0;
+                lines.push(format!("{family}_sum{} {}", label_text(&labels, None), format_float(sum_ms)));
+                lines.push(format!("{family}_count{} {}", label_text(&labels, None), h.len()));
+            }
+        }
+    }
+    let mut out = String::new();
+    for (family, (kind, lines)) in families {
+        let _ = writeln!(out, "# TYPE {family} {kind}");
+        for l in lines {
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn format_float(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::ShardStats;
+
+    fn sample() -> StatsDump {
+        let s = ShardStats::default();
+        let c = s.cluster("backend");
+        c.upstream_rq_2xx.inc();
+        c.upstream_rq_2xx.inc();
+        c.upstream_rq_time.record_us(2_000);
+        s.http("ingress").downstream_rq_total.inc();
+        StatsDump::merge([s.dump()])
+    }
+
+    #[test]
+    fn text_has_envoy_names_and_percentiles() {
+        let t = text(&sample(), &Select { filter: None, used_only: false });
+        assert!(t.contains("cluster.backend.upstream_rq_2xx: 2\n"), "{t}");
+        assert!(t.contains("http.ingress.downstream_rq_total: 1\n"));
+        assert!(t.contains("cluster.backend.upstream_rq_time: P0(nan,2) P25(nan,2)"), "{t}");
+    }
+
+    #[test]
+    fn prometheus_uses_envoy_tags() {
+        let p = prometheus(&sample(), &Select { filter: None, used_only: false });
+        assert!(
+            p.contains("envoy_cluster_upstream_rq_xx{envoy_response_code_class=\"2\",envoy_cluster_name=\"backend\"} 2"),
+            "{p}"
+        );
+        assert!(p.contains("# TYPE envoy_cluster_upstream_rq_time histogram"));
+        assert!(p.contains("envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"backend\",le=\"5\"} 1"));
+        assert!(p.contains("envoy_cluster_upstream_rq_time_count{envoy_cluster_name=\"backend\"} 1"));
+        assert_eq!(p.matches("# TYPE envoy_cluster_upstream_rq_xx counter").count(), 1);
+    }
+
+    #[test]
+    fn filter_and_usedonly_select_entries() {
+        let re = regex::Regex::new("rq_2xx").unwrap();
+        let t = text(&sample(), &Select { filter: Some(&re), used_only: true });
+        assert_eq!(t, "cluster.backend.upstream_rq_2xx: 2\n");
+    }
+}
