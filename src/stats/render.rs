@@ -35,7 +35,7 @@ impl Select<'_> {
             || match &e.value {
                 Value::Counter(v) => *v > 0,
                 Value::Gauge(v) => *v != 0,
-                Value::Histogram(h) => h.len() > 0,
+                Value::Histogram(h) => !h.is_empty(),
             }
     }
 }
@@ -58,7 +58,7 @@ pub fn text(dump: &StatsDump, select: &Select<'_>) -> String {
             Value::Gauge(v) => {
                 let _ = writeln!(out, "{name}: {v}");
             }
-            Value::Histogram(h) if h.len() == 0 => {
+            Value::Histogram(h) if h.is_empty() => {
                 let _ = writeln!(histograms, "{name}: No recorded values");
             }
             Value::Histogram(h) => {
@@ -88,7 +88,7 @@ pub fn json(dump: &StatsDump, select: &Select<'_>) -> String {
                 let values: Vec<_> = QUANTILES
                     .iter()
                     .map(|q| {
-                        if h.len() == 0 {
+                        if h.is_empty() {
                             serde_json::json!({ "interval": null, "cumulative": null })
                         } else {
                             serde_json::json!({ "interval": null, "cumulative": quantile_ms(h, *q) })
@@ -170,7 +170,7 @@ pub fn prometheus(dump: &StatsDump, select: &Select<'_>) -> String {
             Value::Histogram(h) => {
                 for le in BUCKETS_MS {
                     let upto_us = (le * 1000.0) as u64;
-                    let count = if h.len() == 0 { 0 } else { h.count_between(0, upto_us) };
+                    let count = if h.is_empty() { 0 } else { h.count_between(0, upto_us) };
                     lines.push(format!(
                         "{family}_bucket{} {count}",
                         label_text(&labels, Some(("le", format_float(le))))
