@@ -186,25 +186,33 @@ impl RouteTable {
         Ok(table)
     }
 
-    /// Envoy's order: exact domain, longest `*.suffix`, longest `prefix*`, then `*`. A Host with a
-    /// port that matches nothing is tried again without it, so `example.com` serves `example.com:80`.
+    /// Envoy's order: exact domain, longest `*.suffix`, longest `prefix*`, then `*`. Each tier is
+    /// tried with the Host as sent and then without its port, before the next tier: so
+    /// `example.com` serves `example.com:80`, and `api.example.com:8080` goes to an exact
+    /// `api.example.com` rather than to an `api.*` that happens to match the port-carrying form.
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
-        self.vhost_index(host)
-            .or_else(|| self.vhost_index(strip_port(host)?))
+        let bare = strip_port(host);
+        let tiers: [&dyn Fn(&str) -> Option<usize>; 3] =
+            [&|h| self.exact_index(h), &|h| self.suffix_index(h), &|h| self.prefix_index(h)];
+        tiers
+            .iter()
+            .find_map(|tier| tier(host).or_else(|| bare.and_then(tier)))
             .or(self.wildcard)
             .map(|i| &self.vhosts[i])
     }
 
-    fn vhost_index(&self, host: &str) -> Option<usize> {
-        if let Some((_, i)) = self.exact.iter().find(|(d, _)| d.eq_ignore_ascii_case(host)) {
-            return Some(*i);
-        }
+    fn exact_index(&self, host: &str) -> Option<usize> {
+        self.exact.iter().find(|(d, _)| d.eq_ignore_ascii_case(host)).map(|(_, i)| *i)
+    }
+
+    fn suffix_index(&self, host: &str) -> Option<usize> {
         let lower_ends = |s: &str| {
             host.len() > s.len() && host.as_bytes()[host.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
         };
-        if let Some((_, i)) = self.suffixes.iter().find(|(s, _)| lower_ends(s)) {
-            return Some(*i);
-        }
+        self.suffixes.iter().find(|(s, _)| lower_ends(s)).map(|(_, i)| *i)
+    }
+
+    fn prefix_index(&self, host: &str) -> Option<usize> {
         let lower_starts =
             |p: &str| host.len() > p.len() && host.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes());
         self.prefixes.iter().find(|(p, _)| lower_starts(p)).map(|(_, i)| *i)
@@ -234,7 +242,8 @@ impl Route {
         let path_ok = match &self.path {
             PathMatcher::Prefix { prefix, case_sensitive: true } => path.starts_with(prefix.as_str()),
             PathMatcher::Prefix { prefix, case_sensitive: false } => {
-                path.len() >= prefix.len() && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+                path.len() >= prefix.len()
+                    && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
             }
             PathMatcher::Exact { path: p, case_sensitive: true } => path == p,
             PathMatcher::Exact { path: p, case_sensitive: false } => path.eq_ignore_ascii_case(p),
@@ -247,7 +256,8 @@ impl Route {
 
     /// For a prefix route: the path after `prefix_rewrite`.
     pub fn rewrite_path(&self, path: &str, out: &mut String) -> bool {
-        let Action::Forward(Forward { prefix_rewrite: Some((prefix, replacement)), .. }) = &self.action else {
+        let Action::Forward(Forward { prefix_rewrite: Some((prefix, replacement)), .. }) = &self.action
+        else {
             return false;
         };
         out.clear();
@@ -307,7 +317,8 @@ fn compile_route(r: &config::Route, clusters: &HashMap<&str, usize>) -> Result<R
             Ok(HeaderMatcher { name: h.name.clone(), rule, invert: h.invert_match })
         })
         .collect::<Result<_, BuildError>>()?;
-    let find = |name: &str| clusters.get(name).copied().ok_or_else(|| BuildError::UnknownCluster(name.to_string()));
+    let find =
+        |name: &str| clusters.get(name).copied().ok_or_else(|| BuildError::UnknownCluster(name.to_string()));
     let action = match &r.action {
         RouteAction::Forward(f) => {
             let targets = match &f.cluster {
@@ -344,7 +355,9 @@ fn compile_route(r: &config::Route, clusters: &HashMap<&str, usize>) -> Result<R
                 }),
             })
         }
-        RouteAction::DirectResponse { status, body } => Action::Direct { status: *status, body: body.clone() },
+        RouteAction::DirectResponse { status, body } => {
+            Action::Direct { status: *status, body: body.clone() }
+        }
         RouteAction::Redirect(rd) => Action::Redirect(rd.clone()),
     };
     Ok(Route {
