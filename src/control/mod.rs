@@ -136,8 +136,10 @@ pub struct Control {
     rejected_text: Option<String>,
     bootstrap: Arc<Bootstrap>,
     clusters: Vec<ClusterHosts>,
-    /// Bound listeners by configured address.
-    listeners: HashMap<SocketAddr, Arc<BoundListener>>,
+    /// Bound listeners by (configured name, configured address). The name is part of the key
+    /// because several listeners may be configured on the same ephemeral address (`port_value: 0`),
+    /// each with its own socket; keying by address alone handed the second one the first's socket.
+    listeners: HashMap<(String, SocketAddr), Arc<BoundListener>>,
     next_listener_id: u64,
     generation: u64,
     shards: usize,
@@ -201,7 +203,15 @@ impl Control {
         let mut listeners = HashMap::new();
         let mut by_name = HashMap::new();
         for l in &bootstrap.listeners {
-            let bound = match self.listeners.get(&l.address) {
+            let key = (l.name.clone(), l.address);
+            // Same name and address: keep the socket. A renamed listener on a fixed port keeps its
+            // socket too (binding again would fail with "address in use" while the old one is open).
+            let existing = self.listeners.get(&key).or_else(|| {
+                (l.address.port() != 0)
+                    .then(|| self.listeners.iter().find(|((_, a), _)| *a == l.address).map(|(_, b)| b))
+                    .flatten()
+            });
+            let bound = match existing {
                 Some(existing) => existing.clone(),
                 None => {
                     let id = self.next_listener_id;
@@ -214,7 +224,7 @@ impl Control {
                 }
             };
             by_name.insert(l.name.clone(), bound.clone());
-            listeners.insert(l.address, bound);
+            listeners.insert(key, bound);
         }
         let mut clusters: Vec<ClusterHosts> = bootstrap
             .clusters
@@ -230,8 +240,8 @@ impl Control {
         let endpoints: Vec<_> = clusters.iter().map(ClusterHosts::endpoints).collect();
         let snapshot = Snapshot::build(self.generation + 1, bootstrap.clone(), &endpoints, &by_name)
             .map_err(|e| StartError::Routes(e.to_string()))?;
-        for (addr, old) in &self.listeners {
-            if !listeners.contains_key(addr) {
+        for old in self.listeners.values() {
+            if !listeners.values().any(|kept| Arc::ptr_eq(kept, old)) {
                 log::info!("listener {:?} on {} closes", old.name, old.bound);
             }
         }
@@ -245,7 +255,7 @@ impl Control {
     fn rebuild(&mut self) -> Option<Arc<Snapshot>> {
         let endpoints: Vec<_> = self.clusters.iter().map(ClusterHosts::endpoints).collect();
         let by_name: HashMap<String, Arc<BoundListener>> =
-            self.listeners.values().map(|l| (l.name.clone(), l.clone())).collect();
+            self.listeners.iter().map(|((name, _), l)| (name.clone(), l.clone())).collect();
         match Snapshot::build(self.generation + 1, self.bootstrap.clone(), &endpoints, &by_name) {
             Ok(s) => {
                 self.generation += 1;
