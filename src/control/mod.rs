@@ -131,9 +131,13 @@ impl ClusterHosts {
 
 pub struct Control {
     source: Source,
-    /// The text of the running config, and of the last rejected one (so it is reported once).
+    /// The text of the running config.
     running_text: String,
-    rejected_text: Option<String>,
+    /// The last rejected text (so it is reported once), and whether it may pass unchanged later:
+    /// a listener port still held by another process (or by sockets that are still closing)
+    /// frees by itself, so such a config is retried on every check, quietly; a config that
+    /// does not parse or validate waits for the file to change.
+    rejected: Option<(String, bool)>,
     bootstrap: Arc<Bootstrap>,
     clusters: Vec<ClusterHosts>,
     /// Bound listeners by (configured name, configured address). The name is part of the key
@@ -181,7 +185,7 @@ impl Control {
         let mut control = Control {
             source,
             running_text: text,
-            rejected_text: None,
+            rejected: None,
             bootstrap: Arc::new(loaded.bootstrap.clone()),
             clusters: Vec::new(),
             listeners: HashMap::new(),
@@ -299,9 +303,18 @@ impl Control {
                 return None;
             }
         };
-        if text == self.running_text || self.rejected_text.as_ref() == Some(&text) {
+        if text == self.running_text {
             return None;
         }
+        let retrying = match &self.rejected {
+            Some((rejected, transient)) if *rejected == text => {
+                if !transient {
+                    return None;
+                }
+                true
+            }
+            _ => false,
+        };
         let result = config::load_str(&text, &self.source.origin())
             .map_err(StartError::Config)
             .and_then(|loaded| {
@@ -314,12 +327,17 @@ impl Control {
             Ok(snapshot) => {
                 log::info!("config reloaded from {} (generation {})", self.source.origin(), snapshot.generation);
                 self.running_text = text;
-                self.rejected_text = None;
+                self.rejected = None;
                 Some(snapshot)
             }
             Err(e) => {
-                log::error!("config reload rejected, keeping the running config: {e}");
-                self.rejected_text = Some(text);
+                if retrying {
+                    log::debug!("config reload still rejected, retrying: {e}");
+                } else {
+                    log::error!("config reload rejected, keeping the running config: {e}");
+                }
+                let transient = matches!(e, StartError::Bind { .. });
+                self.rejected = Some((text, transient));
                 None
             }
         }
