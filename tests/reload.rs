@@ -231,3 +231,42 @@ fn reload_under_load_drops_nothing() {
     assert!(saw_b.load(Ordering::Relaxed) > 0, "the change never took effect:\n{}", skiff.log());
     assert!(ok.load(Ordering::Relaxed) > 100, "too little traffic: {}", ok.load(Ordering::Relaxed));
 }
+
+#[test]
+fn reload_that_cannot_bind_yet_is_retried_until_the_port_frees() {
+    let (a, b) = (TestUpstream::echo_named("a"), TestUpstream::echo_named("b"));
+    let skiff = Skiff::start(&config(&["main"], "a", &a, &b), &[]);
+    // Another process holds the port the new listener wants.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let late = listener_yaml("late", "127.0.0.1", &routes_to("b"))
+        .replace("port_value: 0 }", &format!("port_value: {port} }}"));
+    let yaml = bootstrap_yaml(
+        &[listener_yaml("main", "127.0.0.1", &routes_to("a")), late],
+        &[
+            static_cluster_yaml("a", "ROUND_ROBIN", &[(a.addr, 1)]),
+            static_cluster_yaml("b", "ROUND_ROBIN", &[(b.addr, 1)]),
+        ],
+    );
+    skiff.rewrite_config(&yaml);
+    assert!(
+        skiff.wait_for_log("config reload rejected", Duration::from_secs(6)),
+        "bind failure not reported:\n{}",
+        skiff.log()
+    );
+    let log = skiff.log();
+    let report = log.lines().find(|l| l.contains("config reload rejected")).unwrap_or_default();
+    assert!(report.contains("listener \"late\"") && report.contains(&format!("127.0.0.1:{port}")), "{report}");
+    assert_eq!(get(skiff.listener("main"), "/").first_line(), "a");
+
+    // Once the port is free, the same file is taken without anyone touching it again.
+    drop(holder);
+    assert!(
+        skiff.wait_for_log("listener \"late\" listening on", Duration::from_secs(6)),
+        "config never retried after the port freed:\n{}",
+        skiff.log()
+    );
+    let r = get(format!("127.0.0.1:{port}").parse().unwrap(), "/");
+    assert_eq!(r.first_line(), "b");
+    assert_eq!(skiff.log().matches("config reload rejected").count(), 1, "reported once:\n{}", skiff.log());
+}
