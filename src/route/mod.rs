@@ -91,7 +91,7 @@ pub enum Action {
 pub struct Forward {
     pub clusters: Targets,
     pub timeout: Option<Duration>,
-    /// The matched prefix this rewrite replaces (only set for prefix routes).
+    /// The matched prefix (or exact path) this rewrite replaces; not set for regex routes.
     pub prefix_rewrite: Option<(String, String)>,
     pub host_rewrite: Option<String>,
     pub retry: Option<Retry>,
@@ -254,7 +254,7 @@ impl Route {
             && self.query.iter().all(|q| query_matches(q, query))
     }
 
-    /// For a prefix route: the path after `prefix_rewrite`.
+    /// For a prefix or exact-path route: the path after `prefix_rewrite`.
     pub fn rewrite_path(&self, path: &str, out: &mut String) -> bool {
         let Action::Forward(Forward { prefix_rewrite: Some((prefix, replacement)), .. }) = &self.action
         else {
@@ -333,8 +333,10 @@ fn compile_route(r: &config::Route, clusters: &HashMap<&str, usize>) -> Result<R
                     Targets::Weighted(out, upto)
                 }
             };
+            // Envoy swaps "the matched prefix (or path)": for a `path` route that is the whole
+            // path, which has the same length as the written one even when matched without case.
             let prefix_rewrite = match (&f.prefix_rewrite, &r.matcher.path) {
-                (Some(rw), PathMatch::Prefix(p)) => Some((p.clone(), rw.clone())),
+                (Some(rw), PathMatch::Prefix(p) | PathMatch::Path(p)) => Some((p.clone(), rw.clone())),
                 _ => None,
             };
             Action::Forward(Forward {
