@@ -259,3 +259,24 @@ fn hosts_file_resolves_and_is_reread() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_name_that_appears_after_start_is_picked_up() {
+    let (two, _three) = twin_upstreams();
+    let dns = TestDnsServer::start();
+    let skiff = Skiff::start(
+        &dns_config("STRICT_DNS", "late.test", two.addr.port(), Some(dns.addr())),
+        &["--concurrency", "2"],
+    );
+    let addr = skiff.listener("main");
+    // No hosts yet: an answer, not a hang.
+    let r = get(addr, "/");
+    assert_eq!(r.status, 503, "{}", r.text());
+    dns.set("late.test", vec![ip("127.0.0.2")]);
+    assert!(
+        eventually(Duration::from_secs(5), || get(addr, "/").status == 200),
+        "the name was never picked up:\n{}",
+        skiff.log()
+    );
+    assert!(fresh(addr, 20).iter().all(|w| w == "two"));
+}

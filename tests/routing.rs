@@ -45,6 +45,8 @@ virtual_hosts:
     routes:
       - match: { path: "/exact" }
         direct_response: { status: 200, body: { inline_string: exact } }
+      - match: { path: "/legacy" }
+        route: { cluster: a, prefix_rewrite: "/modern" }
       - match: { safe_regex: { regex: "/re/[0-9]+" } }
         direct_response: { status: 201, body: { inline_string: regex } }
       - match:
@@ -245,6 +247,15 @@ fn rewrites_and_header_edits_reach_the_upstream() {
     assert_eq!(r.header("x-vh-resp"), None);
     assert_eq!(r.header("x-upstream"), Some("a"));
     assert!(!r.text().contains("x-envoy-original-path"), "no rewrite, no original path:\n{}", r.text());
+}
+
+#[test]
+fn prefix_rewrite_on_an_exact_path_route_swaps_the_whole_path() {
+    let f = fixture();
+    let addr = f.skiff.listener("main");
+    let r = get_host(addr, "main.test", "/legacy?q=1", &[]);
+    assert_eq!(r.text().lines().nth(1), Some("GET /modern?q=1"), "{}", r.text());
+    assert!(r.text().contains("x-envoy-original-path: /legacy?q=1"), "{}", r.text());
 }
 
 #[test]
