@@ -346,3 +346,70 @@ fn endpoint_weights_are_respected() {
     assert!((70..=130).contains(&count("u1")), "u1 {}", count("u1"));
     assert!((200..=300).contains(&count("u2")), "u2 {}", count("u2"));
 }
+
+#[test]
+fn more_matchers_and_redirect_forms() {
+    let routes = r#"virtual_hosts:
+  - name: all
+    domains: ["*"]
+    routes:
+      - match: { prefix: "/CaSe", case_sensitive: false }
+        direct_response: { status: 200, body: { inline_string: nocase } }
+      - match: { prefix: "/hp", headers: [{ name: x-v, prefix_match: "ab" }] }
+        direct_response: { status: 200, body: { inline_string: hprefix } }
+      - match: { prefix: "/hr", headers: [{ name: x-v, safe_regex_match: { regex: "[0-9]{3}" } }] }
+        direct_response: { status: 200, body: { inline_string: hregex } }
+      - match: { prefix: "/qp", query_parameters: [{ name: flag, present_match: true }] }
+        direct_response: { status: 200, body: { inline_string: qpresent } }
+      - match: { prefix: "/to-https" }
+        redirect: { https_redirect: true }
+      - match: { prefix: "/moved" }
+        redirect: { host_redirect: "new.test", response_code: FOUND }
+      - match: { prefix: "/strip" }
+        redirect: { path_redirect: "/stripped", strip_query: true, response_code: TEMPORARY_REDIRECT }
+"#;
+    let up = TestUpstream::echo_named("a");
+    let yaml = bootstrap_yaml(
+        &[listener_yaml("main", "127.0.0.1", routes)],
+        &[static_cluster_yaml("a", "ROUND_ROBIN", &[(up.addr, 1)])],
+    );
+    let skiff = Skiff::start(&yaml, &[]);
+    let addr = skiff.listener("main");
+    let text = |path: &str, headers: &[(&str, &str)]| get_host(addr, "h.test", path, headers).text();
+    assert_eq!(text("/case/x", &[]), "nocase");
+    assert_eq!(text("/hp", &[("x-v", "abc")]), "hprefix");
+    assert_eq!(text("/hr", &[("x-v", "123")]), "hregex");
+    assert_eq!(get_host(addr, "h.test", "/hr", &[("x-v", "1234")]).status, 404);
+    assert_eq!(text("/qp?flag", &[]), "qpresent");
+    assert_eq!(text("/qp?x=1&flag=", &[]), "qpresent");
+    assert_eq!(get_host(addr, "h.test", "/qp?flags=1", &[]).status, 404);
+    let redirect = |path: &str| {
+        let r = get_host(addr, "h.test:8080", path, &[]);
+        (r.status, r.header("location").unwrap_or_default().to_string())
+    };
+    assert_eq!(redirect("/to-https?a=1"), (301, "https://h.test:8080/to-https?a=1".to_string()));
+    assert_eq!(redirect("/moved/x"), (302, "http://new.test/moved/x".to_string()));
+    assert_eq!(redirect("/strip?a=1"), (307, "http://h.test:8080/stripped".to_string()));
+}
+
+#[test]
+#[ignore = "src/shard/conn.rs redirect_location replaces only the leading '/' with the redirect's \
+            prefix_rewrite instead of the route's matched prefix"]
+fn redirect_prefix_rewrite_replaces_the_matched_prefix() {
+    let routes = r#"virtual_hosts:
+  - name: all
+    domains: ["*"]
+    routes:
+      - match: { prefix: "/pre/" }
+        redirect: { prefix_rewrite: "/post/", response_code: PERMANENT_REDIRECT }
+"#;
+    let up = TestUpstream::echo_named("a");
+    let yaml = bootstrap_yaml(
+        &[listener_yaml("main", "127.0.0.1", routes)],
+        &[static_cluster_yaml("a", "ROUND_ROBIN", &[(up.addr, 1)])],
+    );
+    let skiff = Skiff::start(&yaml, &[]);
+    let r = get_host(skiff.listener("main"), "h.test", "/pre/x?y=2", &[]);
+    assert_eq!(r.status, 308);
+    assert_eq!(r.header("location"), Some("http://h.test/post/x?y=2"));
+}
