@@ -138,6 +138,9 @@ pub struct Control {
     /// frees by itself, so such a config is retried on every check, quietly; a config that
     /// does not parse or validate waits for the file to change.
     rejected: Option<(String, bool)>,
+    /// Whether the last check could not read the file: reported once, not on every check, while
+    /// it stays unreadable (a missing ConfigMap file, say).
+    read_failing: bool,
     bootstrap: Arc<Bootstrap>,
     clusters: Vec<ClusterHosts>,
     /// Bound listeners by (configured name, configured address). The name is part of the key
@@ -186,6 +189,7 @@ impl Control {
             source,
             running_text: text,
             rejected: None,
+            read_failing: false,
             bootstrap: Arc::new(loaded.bootstrap.clone()),
             clusters: Vec::new(),
             listeners: HashMap::new(),
@@ -299,10 +303,17 @@ impl Control {
         let text = match self.source.read() {
             Ok(t) => t,
             Err(e) => {
-                log::warn!("config reload: {e}; keeping the running config");
+                if !std::mem::replace(&mut self.read_failing, true) {
+                    log::warn!("config reload: {e}; keeping the running config");
+                } else {
+                    log::debug!("config reload: {e} (as at the last check)");
+                }
                 return None;
             }
         };
+        if std::mem::replace(&mut self.read_failing, false) {
+            log::info!("config file {} readable again", self.source.origin());
+        }
         if text == self.running_text {
             return None;
         }
