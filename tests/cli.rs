@@ -327,3 +327,21 @@ fn seed_service_c_serves_unchanged() {
     assert!(log.lines().all(|l| l.is_empty() || l.starts_with("[METADATA][20")), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn drain_time_bounds_the_shutdown() {
+    let up = TestUpstream::start(Arc::new(|_: &Seen| {
+        std::thread::sleep(Duration::from_secs(4));
+        Reply::ok("late")
+    }));
+    let mut skiff =
+        Skiff::start(&simple_config(&[up.addr]).replace("timeout: 2s", "timeout: 10s"), &["--drain-time-s", "1"]);
+    let mut slow = Client::connect(skiff.listener("main"));
+    slow.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(eventually(Duration::from_secs(5), || up.count() == 1));
+    let sent = Instant::now();
+    let status = skiff.terminate().expect("exits");
+    assert!(sent.elapsed() < Duration::from_millis(3500), "took {:?}", sent.elapsed());
+    assert_eq!(status.code(), Some(0));
+    assert!(skiff.log().contains("drain time over"), "{}", skiff.log());
+}

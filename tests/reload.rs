@@ -270,3 +270,32 @@ fn reload_that_cannot_bind_yet_is_retried_until_the_port_frees() {
     assert_eq!(r.first_line(), "b");
     assert_eq!(skiff.log().matches("config reload rejected").count(), 1, "reported once:\n{}", skiff.log());
 }
+
+#[test]
+fn endpoint_change_and_a_vanished_file_keep_serving() {
+    let (a, b) = (TestUpstream::echo_named("a"), TestUpstream::echo_named("b"));
+    let skiff = Skiff::start(&config(&["main"], "a", &a, &b), &[]);
+    let addr = skiff.listener("main");
+    // Cluster `a` now points at b's address: same route, new endpoint.
+    let moved = config(&["main"], "a", &b, &b);
+    skiff.rewrite_config(&moved);
+    assert!(
+        eventually(Duration::from_secs(6), || get(addr, "/").first_line() == "b"),
+        "endpoint change not taken:\n{}",
+        skiff.log()
+    );
+    // The file disappears (a ConfigMap being swapped, say): the running config keeps serving.
+    std::fs::remove_file(&skiff.config_path).unwrap();
+    assert!(skiff.wait_for_log("keeping the running config", Duration::from_secs(6)), "{}", skiff.log());
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(get(addr, "/").first_line(), "b");
+    // Reported once while it stays missing, not on every check.
+    assert_eq!(skiff.log().matches("keeping the running config").count(), 1, "{}", skiff.log());
+    // It comes back: taken as any other change.
+    skiff.rewrite_config(&config(&["main"], "b", &a, &a));
+    assert!(
+        eventually(Duration::from_secs(6), || get(addr, "/").first_line() == "a"),
+        "file back, change not taken:\n{}",
+        skiff.log()
+    );
+}
