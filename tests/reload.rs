@@ -299,3 +299,35 @@ fn endpoint_change_and_a_vanished_file_keep_serving() {
         skiff.log()
     );
 }
+
+#[test]
+fn renamed_listener_keeps_serving_across_later_dns_changes() {
+    let (a, b) = (TestUpstream::echo_named("a"), TestUpstream::echo_named("b"));
+    let dir = scratch_dir("rename-hosts");
+    let hosts = dir.join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 backend.internal\n").unwrap();
+    let port = dead_port().port();
+    let make = |listener: &str, upstream_port: u16| {
+        let l = listener_yaml(listener, "127.0.0.1", &routes_to("dns"))
+            .replace("port_value: 0 }", &format!("port_value: {port} }}"));
+        let cluster = format!(
+            "- name: dns\n  connect_timeout: 0.5s\n  type: STRICT_DNS\n  dns_refresh_rate: 0.5s\n  dns_lookup_family: V4_ONLY\n  load_assignment:\n    cluster_name: dns\n    endpoints:\n      - lb_endpoints:\n          - endpoint: {{ address: {{ socket_address: {{ address: backend.internal, port_value: {upstream_port} }} }} }}\n"
+        );
+        bootstrap_yaml(&[l], &[cluster])
+    };
+    let skiff = Skiff::start(&make("main", a.addr.port()), &["--hosts-file", hosts.to_str().unwrap()]);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(get(addr, "/").first_line(), "a");
+    // Rename the listener (same port: it keeps its socket) and point the cluster at b.
+    skiff.rewrite_config(&make("renamed", b.addr.port()));
+    assert!(eventually(Duration::from_secs(6), || get(addr, "/").first_line() == "b"), "{}", skiff.log());
+    // A DNS change rebuilds the snapshot without a reload: the renamed listener must survive it.
+    std::fs::write(&hosts, "127.0.0.1 backend.internal\n127.0.0.2 backend.internal\n").unwrap();
+    assert!(skiff.wait_for_log("resolves to [127.0.0.1, 127.0.0.2]", Duration::from_secs(5)), "{}", skiff.log());
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..6 {
+        let r = Client::try_connect(addr).ok().and_then(|mut c| c.request("x", "/", &[]));
+        assert!(r.is_some(), "listener gone after a DNS rebuild:\n{}", skiff.log());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
