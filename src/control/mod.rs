@@ -73,7 +73,9 @@ impl ClusterHosts {
         let mut changed = false;
         for (i, endpoint) in self.spec.endpoints.iter().enumerate() {
             let answer = match self.spec.discovery {
-                DiscoveryType::Static => endpoint.host.parse::<IpAddr>().map(|ip| vec![ip]).map_err(|e| e.to_string()),
+                DiscoveryType::Static => {
+                    endpoint.host.parse::<IpAddr>().map(|ip| vec![ip]).map_err(|e| e.to_string())
+                }
                 DiscoveryType::StrictDns | DiscoveryType::LogicalDns => resolver
                     .resolve(&endpoint.host, self.spec.dns_lookup_family, &self.spec.dns_resolvers)
                     .map(|mut ips| {
@@ -100,7 +102,11 @@ impl ClusterHosts {
                     }
                 }
                 Err(e) => {
-                    let kept = if self.answers[i].is_some() { "keeping the last good answer" } else { "no hosts yet" };
+                    let kept = if self.answers[i].is_some() {
+                        "keeping the last good answer"
+                    } else {
+                        "no hosts yet"
+                    };
                     log::warn!("cluster {}: {e}; {kept}", self.spec.name);
                 }
             }
@@ -224,9 +230,10 @@ impl Control {
                 None => {
                     let id = self.next_listener_id;
                     self.next_listener_id += 1;
-                    let bound = BoundListener::bind(id, &l.name, l.address, self.shards).map_err(|source| {
-                        StartError::Bind { listener: l.name.clone(), address: l.address, source }
-                    })?;
+                    let bound =
+                        BoundListener::bind(id, &l.name, l.address, self.shards).map_err(|source| {
+                            StartError::Bind { listener: l.name.clone(), address: l.address, source }
+                        })?;
                     log::info!("listener {:?} listening on {}", l.name, bound.bound);
                     Arc::new(bound)
                 }
@@ -326,9 +333,8 @@ impl Control {
             }
             _ => false,
         };
-        let result = config::load_str(&text, &self.source.origin())
-            .map_err(StartError::Config)
-            .and_then(|loaded| {
+        let result =
+            config::load_str(&text, &self.source.origin()).map_err(StartError::Config).and_then(|loaded| {
                 for w in &loaded.warnings {
                     log::warn!("{w}");
                 }
@@ -336,7 +342,11 @@ impl Control {
             });
         match result {
             Ok(snapshot) => {
-                log::info!("config reloaded from {} (generation {})", self.source.origin(), snapshot.generation);
+                log::info!(
+                    "config reloaded from {} (generation {})",
+                    self.source.origin(),
+                    snapshot.generation
+                );
                 self.running_text = text;
                 self.rejected = None;
                 Some(snapshot)

@@ -192,11 +192,11 @@ impl RouteTable {
     /// `api.example.com` rather than to an `api.*` that happens to match the port-carrying form.
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
         let bare = strip_port(host);
-        let tiers: [&dyn Fn(&str) -> Option<usize>; 3] =
-            [&|h| self.exact_index(h), &|h| self.suffix_index(h), &|h| self.prefix_index(h)];
+        type Tier = fn(&RouteTable, &str) -> Option<usize>;
+        let tiers: [Tier; 3] = [Self::exact_index, Self::suffix_index, Self::prefix_index];
         tiers
             .iter()
-            .find_map(|tier| tier(host).or_else(|| bare.and_then(tier)))
+            .find_map(|tier| tier(self, host).or_else(|| bare.and_then(|b| tier(self, b))))
             .or(self.wildcard)
             .map(|i| &self.vhosts[i])
     }
