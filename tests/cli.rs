@@ -37,6 +37,7 @@ fn run(args: &[&str]) -> Output {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("skiff {args:?} did not exit");
 }
 
@@ -46,8 +47,13 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn validate_accepts_every_example_config() {
-    for file in ["seed/front-envoy.yaml", "seed/service-a.yaml", "seed/service-b.yaml", "seed/service-c.yaml", "v3/service-a.yaml"]
-    {
+    for file in [
+        "seed/front-envoy.yaml",
+        "seed/service-a.yaml",
+        "seed/service-b.yaml",
+        "seed/service-c.yaml",
+        "v3/service-a.yaml",
+    ] {
         let path = examples().join(file);
         let out = run(&["--mode", "validate", "-c", path.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(0), "{file}:\n{}", stderr(&out));
@@ -218,7 +224,10 @@ fn sigterm_drains_in_flight_requests_then_exits_0() {
     let addr = skiff.listener("main");
     let mut slow = Client::connect(addr);
     slow.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert!(eventually(Duration::from_secs(5), || up.count() == 1), "slow request never reached the upstream");
+    assert!(
+        eventually(Duration::from_secs(5), || up.count() == 1),
+        "slow request never reached the upstream"
+    );
     // SAFETY: signalling our own child process.
     unsafe {
         libc::kill(skiff.child.id() as i32, libc::SIGTERM);
@@ -334,8 +343,10 @@ fn drain_time_bounds_the_shutdown() {
         std::thread::sleep(Duration::from_secs(4));
         Reply::ok("late")
     }));
-    let mut skiff =
-        Skiff::start(&simple_config(&[up.addr]).replace("timeout: 2s", "timeout: 10s"), &["--drain-time-s", "1"]);
+    let mut skiff = Skiff::start(
+        &simple_config(&[up.addr]).replace("timeout: 2s", "timeout: 10s"),
+        &["--drain-time-s", "1"],
+    );
     let mut slow = Client::connect(skiff.listener("main"));
     slow.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(eventually(Duration::from_secs(5), || up.count() == 1));

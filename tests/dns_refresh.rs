@@ -2,9 +2,9 @@
 //! (a real test server on loopback) or a hosts file changes, on every shard, without failing
 //! requests, and keeps its last good endpoints when DNS goes away.
 
-mod support;
 #[path = "support/dns_server.rs"]
 mod dns_server;
+mod support;
 
 use dns_server::TestDnsServer;
 use std::net::{IpAddr, SocketAddr};
@@ -108,7 +108,9 @@ impl Load {
                             Some(r) if (200..300).contains(&r.status) => {
                                 ok.fetch_add(1, Ordering::Relaxed);
                             }
-                            Some(r) => failures.lock().unwrap().push(format!("status {}: {}", r.status, r.text())),
+                            Some(r) => {
+                                failures.lock().unwrap().push(format!("status {}: {}", r.status, r.text()))
+                            }
                             None => {
                                 failures.lock().unwrap().push("no response".into());
                                 client = None;
@@ -154,7 +156,12 @@ fn strict_dns_follows_the_name_on_every_shard_without_failures() {
     let (ok, failures) = load.finish();
     assert!(moved, "traffic never moved:\n{}", skiff.log());
     assert!(took < Duration::from_secs(3), "took {took:?} with a 0.5 s refresh");
-    assert!(failures.is_empty(), "{} failed requests during the flip: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} failed requests during the flip: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
     assert!(ok > 20, "too little load: {ok}");
     // Every shard has the new answer: many fresh connections, all on the new upstream.
     let who = fresh(addr, 40);
@@ -167,7 +174,8 @@ fn dns_failure_keeps_the_last_good_endpoints() {
     let port = _two.addr.port();
     let dns = TestDnsServer::start();
     dns.set("svc.test", vec![ip("127.0.0.3")]);
-    let skiff = Skiff::start(&dns_config("STRICT_DNS", "svc.test", port, Some(dns.addr())), &["--concurrency", "2"]);
+    let skiff =
+        Skiff::start(&dns_config("STRICT_DNS", "svc.test", port, Some(dns.addr())), &["--concurrency", "2"]);
     let addr = skiff.listener("main");
     assert!(fresh(addr, 10).iter().all(|w| w == "three"));
 
@@ -202,7 +210,8 @@ fn strict_dns_balances_over_every_address() {
         &["--concurrency", "1"],
     );
     let mut client = Client::connect(skiff.listener("main"));
-    let who: Vec<String> = (0..20).map(|_| client.request("x", "/", &[]).expect("response").first_line()).collect();
+    let who: Vec<String> =
+        (0..20).map(|_| client.request("x", "/", &[]).expect("response").first_line()).collect();
     assert_eq!(who.iter().filter(|w| *w == "two").count(), 10, "{who:?}");
     assert_eq!(who.iter().filter(|w| *w == "three").count(), 10, "{who:?}");
 }
@@ -217,7 +226,8 @@ fn logical_dns_uses_the_first_address() {
         &["--concurrency", "1"],
     );
     let mut client = Client::connect(skiff.listener("main"));
-    let who: Vec<String> = (0..10).map(|_| client.request("x", "/", &[]).expect("response").first_line()).collect();
+    let who: Vec<String> =
+        (0..10).map(|_| client.request("x", "/", &[]).expect("response").first_line()).collect();
     assert!(who.iter().all(|w| w == "two"), "{who:?}");
 }
 
@@ -232,7 +242,8 @@ fn logical_dns_uses_the_first_address_as_the_server_ordered_them() {
         &["--concurrency", "1"],
     );
     let mut client = Client::connect(skiff.listener("main"));
-    let who: Vec<String> = (0..10).map(|_| client.request("x", "/", &[]).expect("response").first_line()).collect();
+    let who: Vec<String> =
+        (0..10).map(|_| client.request("x", "/", &[]).expect("response").first_line()).collect();
     assert!(who.iter().all(|w| w == "three"), "{who:?}");
 }
 

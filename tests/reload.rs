@@ -23,7 +23,8 @@ fn routes_to(cluster: &str) -> String {
 /// Listeners `names` (all on 127.0.0.1:0: each gets its own ephemeral port) routing to `cluster`;
 /// clusters a and b.
 fn config(names: &[&str], cluster: &str, a: &TestUpstream, b: &TestUpstream) -> String {
-    let listeners: Vec<String> = names.iter().map(|n| listener_yaml(n, "127.0.0.1", &routes_to(cluster))).collect();
+    let listeners: Vec<String> =
+        names.iter().map(|n| listener_yaml(n, "127.0.0.1", &routes_to(cluster))).collect();
     bootstrap_yaml(
         &listeners,
         &[
@@ -227,7 +228,13 @@ fn reload_under_load_drops_nothing() {
         w.join().expect("worker");
     }
     let failures = failures.lock().unwrap();
-    assert!(failures.is_empty(), "{} failures: {:?}\n{}", failures.len(), &failures[..failures.len().min(10)], skiff.log());
+    assert!(
+        failures.is_empty(),
+        "{} failures: {:?}\n{}",
+        failures.len(),
+        &failures[..failures.len().min(10)],
+        skiff.log()
+    );
     assert!(saw_b.load(Ordering::Relaxed) > 0, "the change never took effect:\n{}", skiff.log());
     assert!(ok.load(Ordering::Relaxed) > 100, "too little traffic: {}", ok.load(Ordering::Relaxed));
 }
@@ -256,7 +263,10 @@ fn reload_that_cannot_bind_yet_is_retried_until_the_port_frees() {
     );
     let log = skiff.log();
     let report = log.lines().find(|l| l.contains("config reload rejected")).unwrap_or_default();
-    assert!(report.contains("listener \"late\"") && report.contains(&format!("127.0.0.1:{port}")), "{report}");
+    assert!(
+        report.contains("listener \"late\"") && report.contains(&format!("127.0.0.1:{port}")),
+        "{report}"
+    );
     assert_eq!(get(skiff.listener("main"), "/").first_line(), "a");
 
     // Once the port is free, the same file is taken without anyone touching it again.
@@ -323,7 +333,11 @@ fn renamed_listener_keeps_serving_across_later_dns_changes() {
     assert!(eventually(Duration::from_secs(6), || get(addr, "/").first_line() == "b"), "{}", skiff.log());
     // A DNS change rebuilds the snapshot without a reload: the renamed listener must survive it.
     std::fs::write(&hosts, "127.0.0.1 backend.internal\n127.0.0.2 backend.internal\n").unwrap();
-    assert!(skiff.wait_for_log("resolves to [127.0.0.1, 127.0.0.2]", Duration::from_secs(5)), "{}", skiff.log());
+    assert!(
+        skiff.wait_for_log("resolves to [127.0.0.1, 127.0.0.2]", Duration::from_secs(5)),
+        "{}",
+        skiff.log()
+    );
     std::thread::sleep(Duration::from_millis(300));
     for _ in 0..6 {
         let r = Client::try_connect(addr).ok().and_then(|mut c| c.request("x", "/", &[]));

@@ -81,7 +81,7 @@ impl Skiff {
     pub fn listener(&self, name: &str) -> SocketAddr {
         let needle = format!("listener {name:?} listening on ");
         let log = self.log();
-        let line = log.lines().filter(|l| l.contains(&needle)).next_back().unwrap_or_else(|| {
+        let line = log.lines().rfind(|l| l.contains(&needle)).unwrap_or_else(|| {
             panic!("no listener {name} in log:\n{log}");
         });
         let addr = line.split(&needle).nth(1).expect("address");
