@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 pub fn run(opts: Options) -> ExitCode {
     let Some(level) = logging::parse_level(&opts.log_level) else {
-        eprintln!("skiff: unknown log level {:?} (trace, debug, info, warning, error, critical, off)", opts.log_level);
+        eprintln!(
+            "skiff: unknown log level {:?} (trace, debug, info, warning, error, critical, off)",
+            opts.log_level
+        );
         return ExitCode::from(1);
     };
     logging::init(level, opts.log_format.as_deref());
@@ -38,10 +41,13 @@ pub fn run(opts: Options) -> ExitCode {
         log::warn!("{w}");
     }
     if opts.mode == Mode::Validate {
-        log::info!("configuration {} OK", match &source {
-            Source::File(p) => p.display().to_string(),
-            Source::Inline(_) => "--config-yaml".into(),
-        });
+        log::info!(
+            "configuration {} OK",
+            match &source {
+                Source::File(p) => p.display().to_string(),
+                Source::Inline(_) => "--config-yaml".into(),
+            }
+        );
         return ExitCode::SUCCESS;
     }
 
@@ -96,7 +102,10 @@ pub fn run(opts: Options) -> ExitCode {
     };
 
     let signal = wait_for_signal(&signals);
-    log::info!("{signal} received: draining (up to {} s)", opts.drain_time_s.min(opts.parent_shutdown_time_s));
+    log::info!(
+        "{signal} received: draining (up to {} s)",
+        opts.drain_time_s.min(opts.parent_shutdown_time_s)
+    );
     let _ = stop_tx.send(());
     let _ = control.join();
     for h in &handles {
@@ -113,7 +122,12 @@ pub fn run(opts: Options) -> ExitCode {
             log::warn!("drain time over with {open} connection(s) open; exiting");
             break;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // A second SIGTERM/SIGINT (an impatient operator, a second Ctrl-C) ends the drain now
+        // rather than after up to --drain-time-s (600 s by default).
+        if let Some(again) = signal_within(&signals, Duration::from_millis(20)) {
+            log::warn!("{again} received again: exiting with {open} connection(s) open");
+            break;
+        }
     }
     ExitCode::SUCCESS
 }
@@ -127,6 +141,19 @@ fn block_signals() -> libc::sigset_t {
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
+    }
+}
+
+/// Waits up to `limit` for one of the blocked signals; its name if one came.
+fn signal_within(set: &libc::sigset_t, limit: Duration) -> Option<&'static str> {
+    let timeout = libc::timespec { tv_sec: 0, tv_nsec: limit.subsec_nanos().into() };
+    // SAFETY: `set` was initialised by block_signals; sigtimedwait writes nothing through the null
+    // info pointer and only reads `timeout`.
+    let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &timeout) };
+    match sig {
+        libc::SIGINT => Some("SIGINT"),
+        libc::SIGTERM => Some("SIGTERM"),
+        _ => None,
     }
 }
 
