@@ -356,3 +356,26 @@ fn drain_time_bounds_the_shutdown() {
     assert_eq!(status.code(), Some(0));
     assert!(skiff.log().contains("drain time over"), "{}", skiff.log());
 }
+
+#[test]
+fn a_second_sigterm_ends_the_drain_at_once() {
+    let up = TestUpstream::start(Arc::new(|_: &Seen| {
+        std::thread::sleep(Duration::from_secs(5));
+        Reply::ok("late")
+    }));
+    // Default --drain-time-s (600 s): only the second signal can make this quick.
+    let mut skiff = Skiff::start(&simple_config(&[up.addr]).replace("timeout: 2s", "timeout: 10s"), &[]);
+    let mut slow = Client::connect(skiff.listener("main"));
+    slow.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(eventually(Duration::from_secs(5), || up.count() == 1));
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(skiff.child.id() as i32, libc::SIGTERM);
+    }
+    assert!(skiff.wait_for_log("draining", Duration::from_secs(3)), "{}", skiff.log());
+    let sent = Instant::now();
+    let status = skiff.terminate().expect("exits on the second SIGTERM");
+    assert!(sent.elapsed() < Duration::from_secs(2), "took {:?}", sent.elapsed());
+    assert_eq!(status.code(), Some(0));
+    assert!(skiff.log().contains("received again"), "{}", skiff.log());
+}
