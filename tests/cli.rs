@@ -379,3 +379,28 @@ fn a_second_sigterm_ends_the_drain_at_once() {
     assert_eq!(status.code(), Some(0));
     assert!(skiff.log().contains("received again"), "{}", skiff.log());
 }
+
+#[test]
+fn validate_takes_inline_yaml_and_binds_nothing() {
+    // The port is held by us: validate must not try to bind it.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let yaml = simple_config(&[dead_port()]).replace("port_value: 0 }", &format!("port_value: {port} }}"));
+    let out = run(&["--mode", "validate", "--config-yaml", &yaml]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let bad = yaml.replace("type: STATIC", "type: SOMETIMES");
+    let out = run(&["--mode", "validate", "--config-yaml", &bad]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--config-yaml:"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("SOMETIMES"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_log_level_and_missing_config_fail_clearly() {
+    let out = run(&["-l", "chatty", "--config-yaml", "static_resources: {}"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("chatty"), "{}", stderr(&out));
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--config-path"), "{}", stderr(&out));
+}
