@@ -145,7 +145,12 @@ pub fn run(opts: Options) -> ExitCode {
             log::warn!("drain time over with {open} connection(s) open; exiting");
             break;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // A second SIGTERM/SIGINT (an impatient operator, a second Ctrl-C) ends the drain now
+        // rather than after up to --drain-time-s (600 s by default).
+        if let Some(again) = signal_within(&signals, Duration::from_millis(20)) {
+            log::warn!("{again} received again: exiting with {open} connection(s) open");
+            break;
+        }
     }
     ExitCode::SUCCESS
 }
@@ -159,6 +164,19 @@ fn block_signals() -> libc::sigset_t {
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
+    }
+}
+
+/// Waits up to `limit` for one of the blocked signals; its name if one came.
+fn signal_within(set: &libc::sigset_t, limit: Duration) -> Option<&'static str> {
+    let timeout = libc::timespec { tv_sec: 0, tv_nsec: limit.subsec_nanos().into() };
+    // SAFETY: `set` was initialised by block_signals; sigtimedwait writes nothing through the null
+    // info pointer and only reads `timeout`.
+    let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &timeout) };
+    match sig {
+        libc::SIGINT => Some("SIGINT"),
+        libc::SIGTERM => Some("SIGTERM"),
+        _ => None,
     }
 }
 

@@ -125,7 +125,11 @@ pub fn convert(raw: RawBootstrap) -> Res<Converted> {
             return fail(p.key("name"), format!("duplicate listener name \"{name}\""));
         }
         let listener = listener(&mut cx, p.clone(), name, l)?;
-        if let Some((_, other)) = addresses.iter().find(|(a, _)| *a == listener.address) {
+        // Port 0 asks the kernel for a fresh port per listener, so such listeners never collide
+        // (as in Envoy); only a fixed port can be claimed twice.
+        if let Some((_, other)) =
+            addresses.iter().find(|(a, _)| *a == listener.address && listener.address.port() != 0)
+        {
             return fail(
                 p.key("address"),
                 format!("address {} is already used by {other}", listener.address),

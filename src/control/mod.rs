@@ -138,13 +138,22 @@ impl ClusterHosts {
 
 pub struct Control {
     source: Source,
-    /// The text of the running config, and of the last rejected one (so it is reported once).
+    /// The text of the running config.
     running_text: String,
-    rejected_text: Option<String>,
+    /// The last rejected text (so it is reported once), and whether it may pass unchanged later:
+    /// a listener port still held by another process (or by sockets that are still closing)
+    /// frees by itself, so such a config is retried on every check, quietly; a config that
+    /// does not parse or validate waits for the file to change.
+    rejected: Option<(String, bool)>,
+    /// Whether the last check could not read the file: reported once, not on every check, while
+    /// it stays unreadable (a missing ConfigMap file, say).
+    read_failing: bool,
     bootstrap: Arc<Bootstrap>,
     clusters: Vec<ClusterHosts>,
-    /// Bound listeners by configured address.
-    listeners: HashMap<SocketAddr, Arc<BoundListener>>,
+    /// Bound listeners by (configured name, configured address). The name is part of the key
+    /// because several listeners may be configured on the same ephemeral address (`port_value: 0`),
+    /// each with its own socket; keying by address alone handed the second one the first's socket.
+    listeners: HashMap<(String, SocketAddr), Arc<BoundListener>>,
     next_listener_id: u64,
     generation: u64,
     shards: usize,
@@ -187,7 +196,8 @@ impl Control {
         let mut control = Control {
             source,
             running_text: text,
-            rejected_text: None,
+            rejected: None,
+            read_failing: false,
             bootstrap: Arc::new(loaded.bootstrap.clone()),
             clusters: Vec::new(),
             listeners: HashMap::new(),
@@ -210,7 +220,15 @@ impl Control {
         let mut listeners = HashMap::new();
         let mut by_name = HashMap::new();
         for l in &bootstrap.listeners {
-            let bound = match self.listeners.get(&l.address) {
+            let key = (l.name.clone(), l.address);
+            // Same name and address: keep the socket. A renamed listener on a fixed port keeps its
+            // socket too (binding again would fail with "address in use" while the old one is open).
+            let existing = self.listeners.get(&key).or_else(|| {
+                (l.address.port() != 0)
+                    .then(|| self.listeners.iter().find(|((_, a), _)| *a == l.address).map(|(_, b)| b))
+                    .flatten()
+            });
+            let bound = match existing {
                 Some(existing) => existing.clone(),
                 None => {
                     let id = self.next_listener_id;
@@ -224,7 +242,7 @@ impl Control {
                 }
             };
             by_name.insert(l.name.clone(), bound.clone());
-            listeners.insert(l.address, bound);
+            listeners.insert(key, bound);
         }
         let mut clusters: Vec<ClusterHosts> = bootstrap
             .clusters
@@ -240,8 +258,8 @@ impl Control {
         let endpoints: Vec<_> = clusters.iter().map(ClusterHosts::endpoints).collect();
         let snapshot = Snapshot::build(self.generation + 1, bootstrap.clone(), &endpoints, &by_name)
             .map_err(|e| StartError::Routes(e.to_string()))?;
-        for (addr, old) in &self.listeners {
-            if !listeners.contains_key(addr) {
+        for old in self.listeners.values() {
+            if !listeners.values().any(|kept| Arc::ptr_eq(kept, old)) {
                 log::info!("listener {:?} on {} closes", old.name, old.bound);
             }
         }
@@ -255,7 +273,7 @@ impl Control {
     fn rebuild(&mut self) -> Option<Arc<Snapshot>> {
         let endpoints: Vec<_> = self.clusters.iter().map(ClusterHosts::endpoints).collect();
         let by_name: HashMap<String, Arc<BoundListener>> =
-            self.listeners.values().map(|l| (l.name.clone(), l.clone())).collect();
+            self.listeners.iter().map(|((name, _), l)| (name.clone(), l.clone())).collect();
         match Snapshot::build(self.generation + 1, self.bootstrap.clone(), &endpoints, &by_name) {
             Ok(s) => {
                 self.generation += 1;
@@ -295,13 +313,29 @@ impl Control {
         let text = match self.source.read() {
             Ok(t) => t,
             Err(e) => {
-                log::warn!("config reload: {e}; keeping the running config");
+                if !std::mem::replace(&mut self.read_failing, true) {
+                    log::warn!("config reload: {e}; keeping the running config");
+                } else {
+                    log::debug!("config reload: {e} (as at the last check)");
+                }
                 return None;
             }
         };
-        if text == self.running_text || self.rejected_text.as_ref() == Some(&text) {
+        if std::mem::replace(&mut self.read_failing, false) {
+            log::info!("config file {} readable again", self.source.origin());
+        }
+        if text == self.running_text {
             return None;
         }
+        let retrying = match &self.rejected {
+            Some((rejected, transient)) if *rejected == text => {
+                if !transient {
+                    return None;
+                }
+                true
+            }
+            _ => false,
+        };
         let result =
             config::load_str(&text, &self.source.origin()).map_err(StartError::Config).and_then(|loaded| {
                 for w in &loaded.warnings {
@@ -317,12 +351,17 @@ impl Control {
                     snapshot.generation
                 );
                 self.running_text = text;
-                self.rejected_text = None;
+                self.rejected = None;
                 Some(snapshot)
             }
             Err(e) => {
-                log::error!("config reload rejected, keeping the running config: {e}");
-                self.rejected_text = Some(text);
+                if retrying {
+                    log::debug!("config reload still rejected, retrying: {e}");
+                } else {
+                    log::error!("config reload rejected, keeping the running config: {e}");
+                }
+                let transient = matches!(e, StartError::Bind { .. });
+                self.rejected = Some((text, transient));
                 None
             }
         }

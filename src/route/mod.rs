@@ -91,7 +91,7 @@ pub enum Action {
 pub struct Forward {
     pub clusters: Targets,
     pub timeout: Option<Duration>,
-    /// The matched prefix this rewrite replaces (only set for prefix routes).
+    /// The matched prefix (or exact path) this rewrite replaces; not set for regex routes.
     pub prefix_rewrite: Option<(String, String)>,
     pub host_rewrite: Option<String>,
     pub retry: Option<Retry>,
@@ -186,25 +186,33 @@ impl RouteTable {
         Ok(table)
     }
 
-    /// Envoy's order: exact domain, longest `*.suffix`, longest `prefix*`, then `*`. A Host with a
-    /// port that matches nothing is tried again without it, so `example.com` serves `example.com:80`.
+    /// Envoy's order: exact domain, longest `*.suffix`, longest `prefix*`, then `*`. Each tier is
+    /// tried with the Host as sent and then without its port, before the next tier: so
+    /// `example.com` serves `example.com:80`, and `api.example.com:8080` goes to an exact
+    /// `api.example.com` rather than to an `api.*` that happens to match the port-carrying form.
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
-        self.vhost_index(host)
-            .or_else(|| self.vhost_index(strip_port(host)?))
+        let bare = strip_port(host);
+        type Tier = fn(&RouteTable, &str) -> Option<usize>;
+        let tiers: [Tier; 3] = [Self::exact_index, Self::suffix_index, Self::prefix_index];
+        tiers
+            .iter()
+            .find_map(|tier| tier(self, host).or_else(|| bare.and_then(|b| tier(self, b))))
             .or(self.wildcard)
             .map(|i| &self.vhosts[i])
     }
 
-    fn vhost_index(&self, host: &str) -> Option<usize> {
-        if let Some((_, i)) = self.exact.iter().find(|(d, _)| d.eq_ignore_ascii_case(host)) {
-            return Some(*i);
-        }
+    fn exact_index(&self, host: &str) -> Option<usize> {
+        self.exact.iter().find(|(d, _)| d.eq_ignore_ascii_case(host)).map(|(_, i)| *i)
+    }
+
+    fn suffix_index(&self, host: &str) -> Option<usize> {
         let lower_ends = |s: &str| {
             host.len() > s.len() && host.as_bytes()[host.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
         };
-        if let Some((_, i)) = self.suffixes.iter().find(|(s, _)| lower_ends(s)) {
-            return Some(*i);
-        }
+        self.suffixes.iter().find(|(s, _)| lower_ends(s)).map(|(_, i)| *i)
+    }
+
+    fn prefix_index(&self, host: &str) -> Option<usize> {
         let lower_starts =
             |p: &str| host.len() > p.len() && host.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes());
         self.prefixes.iter().find(|(p, _)| lower_starts(p)).map(|(_, i)| *i)
@@ -246,7 +254,7 @@ impl Route {
             && self.query.iter().all(|q| query_matches(q, query))
     }
 
-    /// For a prefix route: the path after `prefix_rewrite`.
+    /// For a prefix or exact-path route: the path after `prefix_rewrite`.
     pub fn rewrite_path(&self, path: &str, out: &mut String) -> bool {
         let Action::Forward(Forward { prefix_rewrite: Some((prefix, replacement)), .. }) = &self.action
         else {
@@ -325,8 +333,10 @@ fn compile_route(r: &config::Route, clusters: &HashMap<&str, usize>) -> Result<R
                     Targets::Weighted(out, upto)
                 }
             };
+            // Envoy swaps "the matched prefix (or path)": for a `path` route that is the whole
+            // path, which has the same length as the written one even when matched without case.
             let prefix_rewrite = match (&f.prefix_rewrite, &r.matcher.path) {
-                (Some(rw), PathMatch::Prefix(p)) => Some((p.clone(), rw.clone())),
+                (Some(rw), PathMatch::Prefix(p) | PathMatch::Path(p)) => Some((p.clone(), rw.clone())),
                 _ => None,
             };
             Action::Forward(Forward {

@@ -298,9 +298,11 @@ mod tests {
         }
         a.cluster("backend").upstream_rq_total.inc();
         let merged = StatsDump::merge([a.dump(), b.dump()]);
-        let total = merged.entries.iter().find(|e| e.full_name() == "cluster.backend.upstream_rq_total").unwrap();
+        let total =
+            merged.entries.iter().find(|e| e.full_name() == "cluster.backend.upstream_rq_total").unwrap();
         assert!(matches!(total.value, Value::Counter(3)));
-        let time = merged.entries.iter().find(|e| e.full_name() == "cluster.backend.upstream_rq_time").unwrap();
+        let time =
+            merged.entries.iter().find(|e| e.full_name() == "cluster.backend.upstream_rq_time").unwrap();
         let Value::Histogram(h) = &time.value else { panic!("histogram") };
         assert_eq!(h.len(), 2);
     }

@@ -176,7 +176,11 @@ pub fn prometheus(dump: &StatsDump, select: &Select<'_>) -> String {
                         label_text(&labels, Some(("le", format_float(le))))
                     ));
                 }
-                lines.push(format!("{family}_bucket{} {}", label_text(&labels, Some(("le", "+Inf".into()))), h.len()));
+                lines.push(format!(
+                    "{family}_bucket{} {}",
+                    label_text(&labels, Some(("le", "+Inf".into()))),
+                    h.len()
+                ));
                 let sum_ms = h.mean() * h.len() as f64 / 1000.0;
                 lines.push(format!("{family}_sum{} {}", label_text(&labels, None), format_float(sum_ms)));
                 lines.push(format!("{family}_count{} {}", label_text(&labels, None), h.len()));
@@ -233,7 +237,9 @@ mod tests {
             "{p}"
         );
         assert!(p.contains("# TYPE envoy_cluster_upstream_rq_time histogram"));
-        assert!(p.contains("envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"backend\",le=\"5\"} 1"));
+        assert!(
+            p.contains("envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"backend\",le=\"5\"} 1")
+        );
         assert!(p.contains("envoy_cluster_upstream_rq_time_count{envoy_cluster_name=\"backend\"} 1"));
         assert_eq!(p.matches("# TYPE envoy_cluster_upstream_rq_xx counter").count(), 1);
     }

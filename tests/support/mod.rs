@@ -81,7 +81,7 @@ impl Skiff {
     pub fn listener(&self, name: &str) -> SocketAddr {
         let needle = format!("listener {name:?} listening on ");
         let log = self.log();
-        let line = log.lines().filter(|l| l.contains(&needle)).next_back().unwrap_or_else(|| {
+        let line = log.lines().rfind(|l| l.contains(&needle)).unwrap_or_else(|| {
             panic!("no listener {name} in log:\n{log}");
         });
         let addr = line.split(&needle).nth(1).expect("address");
@@ -152,7 +152,11 @@ pub type Handler = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
 
 pub enum Reply {
     /// A complete response with content-length.
-    Full { status: u16, headers: Vec<(String, String)>, body: Vec<u8> },
+    Full {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
     /// Raw bytes, then keep the connection (true) or close it.
     Raw(Vec<u8>, bool),
     /// Close without answering.
@@ -249,7 +253,8 @@ fn serve_conn(stream: TcpStream, handler: Handler, seen: Arc<Mutex<Vec<Seen>>>) 
                 headers.push((n.trim().to_string(), v.trim().to_string()));
             }
         }
-        let get = |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+        let get =
+            |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
         let mut body = Vec::new();
         if let Some(len) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
             body.resize(len, 0);
@@ -463,4 +468,136 @@ pub fn simple_config(upstreams: &[SocketAddr]) -> String {
           - lb_endpoints:
 {endpoints}"#
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for routing, reload, DNS and CLI tests (additive: nothing above changes).
+
+impl TestUpstream {
+    /// Echoes like `echo()`, but the first body line is `name`, so a test can tell upstreams apart
+    /// and still see what the upstream received.
+    pub fn echo_named(name: &str) -> TestUpstream {
+        Self::start(echo_named_handler(name))
+    }
+
+    /// Binds `addr` (e.g. `127.0.0.2:0`, or a fixed port) and answers with `name`, echoing the
+    /// request after it. Err when the address cannot be bound (busy port).
+    pub fn echo_named_at(addr: SocketAddr, name: &str) -> std::io::Result<TestUpstream> {
+        let listener = TcpListener::bind(addr)?;
+        Ok(Self::serve(listener, echo_named_handler(name)))
+    }
+}
+
+fn echo_named_handler(name: &str) -> Handler {
+    let name = name.to_string();
+    Arc::new(move |s: &Seen| {
+        let mut body = format!("{name}\n{} {}\n", s.method, s.path);
+        for (n, v) in &s.headers {
+            body.push_str(&format!("{n}: {v}\n"));
+        }
+        Reply::Full {
+            status: 200,
+            headers: vec![("x-upstream".into(), name.clone())],
+            body: body.into_bytes(),
+        }
+    })
+}
+
+impl Response {
+    /// The first body line: the upstream's name for `echo_named` upstreams.
+    pub fn first_line(&self) -> String {
+        self.text().lines().next().unwrap_or("").to_string()
+    }
+}
+
+impl Client {
+    /// Tries to connect; Err when nothing listens (or the connect fails otherwise).
+    pub fn try_connect(addr: SocketAddr) -> std::io::Result<Client> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(Client { reader: BufReader::new(stream.try_clone()?), writer: stream })
+    }
+
+    /// A GET with the given Host and extra header lines; None when the connection closed.
+    pub fn request(&mut self, host: &str, path: &str, headers: &[(&str, &str)]) -> Option<Response> {
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n");
+        for (n, v) in headers {
+            req.push_str(&format!("{n}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        self.writer.write_all(req.as_bytes()).ok()?;
+        self.read_response(false)
+    }
+}
+
+/// One GET with a Host header on a fresh connection.
+pub fn get_host(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+    Client::connect(addr).request(host, path, headers).expect("response")
+}
+
+/// Polls `f` every 50 ms until it returns true or `limit` passes.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Re-indents a block written at column 0 by `n` spaces (for splicing YAML).
+pub fn indent(text: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    text.lines().map(|l| if l.trim().is_empty() { "\n".to_string() } else { format!("{pad}{l}\n") }).collect()
+}
+
+/// One v3 listener: `name` on `address` (port 0 = ephemeral) with the given route_config block
+/// (YAML written at column 0, the contents of `route_config:`).
+pub fn listener_yaml(name: &str, address: &str, route_config: &str) -> String {
+    format!(
+        r#"- name: {name}
+  address:
+    socket_address: {{ address: {address}, port_value: 0 }}
+  filter_chains:
+    - filters:
+        - name: envoy.filters.network.http_connection_manager
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+            stat_prefix: {name}
+            route_config:
+{rc}            http_filters:
+              - name: envoy.filters.http.router
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"#,
+        rc = indent(route_config, 14)
+    )
+}
+
+/// A STATIC v3 cluster with weighted endpoints.
+pub fn static_cluster_yaml(name: &str, lb: &str, endpoints: &[(SocketAddr, u32)]) -> String {
+    let eps: String = endpoints
+        .iter()
+        .map(|(a, w)| {
+            format!(
+                "        - endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }}\n          load_balancing_weight: {w}\n",
+                a.ip(),
+                a.port()
+            )
+        })
+        .collect();
+    format!(
+        "- name: {name}\n  connect_timeout: 0.5s\n  type: STATIC\n  lb_policy: {lb}\n  load_assignment:\n    cluster_name: {name}\n    endpoints:\n      - lb_endpoints:\n{eps}"
+    )
+}
+
+/// A whole bootstrap from listener and cluster blocks (each written at column 0).
+pub fn bootstrap_yaml(listeners: &[String], clusters: &[String]) -> String {
+    let l: String = listeners.iter().map(|b| indent(b, 4)).collect();
+    let c: String = clusters.iter().map(|b| indent(b, 4)).collect();
+    format!("static_resources:\n  listeners:\n{l}  clusters:\n{c}")
 }
