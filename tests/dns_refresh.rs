@@ -232,7 +232,6 @@ fn logical_dns_uses_the_first_address() {
 }
 
 #[test]
-#[ignore = "src/dns sorts answers, so LOGICAL_DNS takes the lowest address, not the first the server gave"]
 fn logical_dns_uses_the_first_address_as_the_server_ordered_them() {
     let (two, _three) = twin_upstreams();
     let dns = TestDnsServer::start();

@@ -81,8 +81,11 @@ impl ClusterHosts {
                     .resolve(&endpoint.host, self.spec.dns_lookup_family, &self.spec.dns_resolvers)
                     .map(|mut ips| {
                         // LOGICAL_DNS connects to one address at a time: the first the resolver gives.
+                        // STRICT_DNS uses the set: a server rotating its answer order is no change.
                         if self.spec.discovery == DiscoveryType::LogicalDns {
                             ips.truncate(1);
+                        } else {
+                            ips.sort();
                         }
                         ips
                     })

@@ -73,7 +73,8 @@ impl Resolver {
 
     /// Resolves `name` (an IP literal, bare or bracketed, resolves to itself whatever the
     /// family). `servers` overrides resolv.conf's nameservers when not empty. The answer is
-    /// sorted and de-duplicated so callers can compare, and never empty.
+    /// in the order the hosts file or the server gave it, without duplicates, and never empty
+    /// (LOGICAL_DNS takes the first address, as Envoy does, so the order matters).
     ///
     /// Families: V4Only asks for A, V6Only for AAAA, Auto and V4Preferred for A and then AAAA
     /// only when the name has no A records, All for both. The hosts file wins over DNS when it
@@ -91,7 +92,7 @@ impl Resolver {
         let hosts = read_optional(&self.hosts_file, name)?;
         let from_hosts = by_family(hosts::lookup(&hosts, name), family);
         if !from_hosts.is_empty() {
-            return Ok(sorted(from_hosts));
+            return Ok(deduped(from_hosts));
         }
 
         let conf = ResolvConf::parse(&read_optional(&self.resolv_conf, name)?);
@@ -135,7 +136,7 @@ impl Resolver {
                 }
             }
             if !found.is_empty() {
-                return Ok(sorted(found));
+                return Ok(deduped(found));
             }
         }
         Err(match failure {
@@ -174,10 +175,14 @@ fn by_family(ips: Vec<IpAddr>, family: DnsLookupFamily) -> Vec<IpAddr> {
     }
 }
 
-fn sorted(mut ips: Vec<IpAddr>) -> Vec<IpAddr> {
-    ips.sort();
-    ips.dedup();
-    ips
+fn deduped(ips: Vec<IpAddr>) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::with_capacity(ips.len());
+    for ip in ips {
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -224,10 +229,10 @@ mod tests {
     }
 
     #[test]
-    fn sorted_dedups() {
+    fn answers_keep_their_order_without_duplicates() {
         assert_eq!(
-            sorted(ips(&["::1", "10.0.0.2", "10.0.0.1", "10.0.0.2"])),
-            ips(&["10.0.0.1", "10.0.0.2", "::1"])
+            deduped(ips(&["::1", "10.0.0.2", "10.0.0.1", "10.0.0.2"])),
+            ips(&["::1", "10.0.0.2", "10.0.0.1"])
         );
     }
 }
