@@ -9,6 +9,7 @@ use crate::http::{self, BodyKind, ChunkedDecoder, RequestHead, Version, MAX_HEAD
 use crate::route::{Action, HeaderEdits, Route, RouteTable, VirtualHost};
 use crate::snapshot::{HcmSettings, ListenerSnap};
 use bytes::{Buf, BytesMut};
+use monoio::buf::{IoBufMut, SliceMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
@@ -117,7 +118,7 @@ async fn wait_for_head(shard: &Shard, hcm: &HcmSettings, d: &mut Downstream) -> 
         let idle = d.buf.is_empty();
         let want = (hcm.max_head_len + 1).saturating_sub(d.buf.len()).clamp(1, READ_CHUNK);
         d.buf.reserve(want);
-        let buf = std::mem::take(&mut d.buf);
+        let buf = spare(std::mem::take(&mut d.buf));
         let read = monoio::select! {
             r = monoio::time::timeout(wait, d.stream.read(buf)) => r,
             _ = shard.drain.wait(), if idle => return HeadWait::Close,
@@ -125,7 +126,7 @@ async fn wait_for_head(shard: &Shard, hcm: &HcmSettings, d: &mut Downstream) -> 
         match read {
             Ok((Ok(0), _)) | Ok((Err(_), _)) => return HeadWait::Close,
             Ok((Ok(_), buf)) => {
-                d.buf = buf;
+                d.buf = buf.into_inner();
                 if first_byte.is_none() && idle {
                     first_byte = Some(Instant::now());
                 }
@@ -460,11 +461,20 @@ pub(super) async fn write_out(stream: &mut TcpStream, out: &mut Vec<u8>) -> std:
     res.map(|_| ())
 }
 
-/// Reads once into `buf` (growing it by up to `READ_CHUNK`); Ok(0) is end of stream.
+/// Reads once, appending to `buf` (growing it by up to `READ_CHUNK`); Ok(0) is end of stream.
 pub(super) async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
     buf.reserve(READ_CHUNK);
-    let (res, b) = stream.read(std::mem::take(buf)).await;
-    *buf = b;
+    let (res, b) = stream.read(spare(std::mem::take(buf))).await;
+    *buf = b.into_inner();
     res
+}
+
+/// The unfilled capacity of `buf` as a read target. monoio reads into a `BytesMut` at its *start*
+/// (its `write_ptr` is `as_mut_ptr()`), so reading into a buffer that already holds part of a head
+/// or a chunk-size line would overwrite those bytes; a `SliceMut` from `len` appends instead. The
+/// caller must have reserved capacity: an empty slice would read 0 bytes and look like EOF.
+fn spare(buf: BytesMut) -> SliceMut<BytesMut> {
+    let len = buf.len();
+    buf.slice_mut(len..)
 }
 
