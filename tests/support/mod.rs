@@ -550,3 +550,56 @@ impl Client {
         &self.writer
     }
 }
+
+/// A scripted upstream on 127.0.0.1:0: each accepted connection runs `script(stream, n)` on its own
+/// thread (`n` counts connections from 0). For misbehaviour TestUpstream cannot express.
+pub struct RawUpstream {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl RawUpstream {
+    pub fn start(script: impl Fn(TcpStream, usize) + Send + Sync + 'static) -> RawUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let c = connections.clone();
+        let script = Arc::new(script);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let n = c.fetch_add(1, Ordering::Relaxed);
+                let script = script.clone();
+                std::thread::spawn(move || script(stream, n));
+            }
+        });
+        RawUpstream { addr, connections }
+    }
+}
+
+/// Reads one request head (no body) from `s`; None on EOF or error first.
+pub fn read_head(s: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// A config with two clusters: `/good...` goes to `good`, everything else to `backend` (made of
+/// `upstreams`, possibly none). `route_extra` and `cluster_extra` apply to `backend` as in
+/// `custom_config`.
+pub fn two_cluster_config(upstreams: &[SocketAddr], good: SocketAddr, route_extra: &str, cluster_extra: &str) -> String {
+    let base = custom_config(upstreams, "", route_extra, cluster_extra);
+    let good_route = "                        - match: { prefix: \"/good\" }\n                          route: { cluster: good, timeout: 2s }\n";
+    let base = base.replacen("                        - match: { prefix: \"/\" }\n", &format!("{good_route}                        - match: {{ prefix: \"/\" }}\n"), 1);
+    format!(
+        "{base}    - name: good\n      connect_timeout: 0.5s\n      type: STATIC\n      load_assignment:\n        cluster_name: good\n        endpoints:\n          - lb_endpoints:\n              - endpoint:\n                  address:\n                    socket_address: {{ address: {}, port_value: {} }}\n",
+        good.ip(),
+        good.port()
+    )
+}
