@@ -379,9 +379,12 @@ fn write_upstream_head(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let any_edits = edits.iter().any(|e| !e.is_empty());
     let (mut saw_xff, mut saw_proto, mut saw_id, mut saw_host) = (false, false, false, false);
+    // Only a Connection header can make another header hop-by-hop; without one (the common case)
+    // skip the per-header scan of its list, which would make the head O(headers²).
+    let has_connection = head.headers.iter().any(|h| is(h.name, "connection"));
     for h in head.headers {
         let name = h.name;
-        if hop_by_hop(name) || head.connection_lists(&name.to_ascii_lowercase()) {
+        if hop_by_hop(name) || (has_connection && head.connection_lists(name)) {
             continue;
         }
         if any_edits && removed_by(&edits, name) {

@@ -271,9 +271,11 @@ fn write_response_head(ex: &Exchange<'_>, d: &mut Downstream, head: &ResponseHea
     out.extend_from_slice(b"\r\n");
     let edits = &ex.response_edits;
     let any_edits = edits.iter().any(|e| !e.is_empty());
+    // As for requests: only scan Connection's list when the response has one.
+    let has_connection = head.headers.iter().any(|h| is(h.name, "connection"));
     for h in head.headers {
         let name = h.name;
-        if dropped_response_header(name) || head.connection_lists(&name.to_ascii_lowercase()) {
+        if dropped_response_header(name) || (has_connection && head.connection_lists(name)) {
             continue;
         }
         if head.body == BodyKind::Chunked && is(name, "content-length") {
