@@ -305,6 +305,22 @@ fn forwarding_headers() {
 }
 
 #[test]
+fn several_x_forwarded_for_lines_get_the_client_once() {
+    let up = TestUpstream::echo();
+    let skiff = proxy(&up);
+    let mut c = Client::connect(skiff.listener("main"));
+    c.send(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2\r\n\r\n");
+    assert_eq!(c.read_response(false).unwrap().status, 200);
+    let xff: Vec<String> = up.requests()[0]
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
+        .map(|(_, v)| v.clone())
+        .collect();
+    assert_eq!(xff.join(", "), "10.0.0.1, 10.0.0.2, 127.0.0.1");
+}
+
+#[test]
 fn fifty_concurrent_clients_twenty_requests_each() {
     let up = TestUpstream::echo();
     let skiff = proxy(&up);

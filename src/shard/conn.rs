@@ -382,7 +382,10 @@ fn write_upstream_head(
     // Only a Connection header can make another header hop-by-hop; without one (the common case)
     // skip the per-header scan of its list, which would make the head O(headers²).
     let has_connection = head.headers.iter().any(|h| is(h.name, "connection"));
-    for h in head.headers {
+    // Several x-forwarded-for lines are one list (RFC 9110 §5.3): the client's address goes after
+    // its last element, once, not after each line.
+    let last_xff = head.headers.iter().rposition(|h| is(h.name, "x-forwarded-for"));
+    for (i, h) in head.headers.iter().enumerate() {
         let name = h.name;
         if hop_by_hop(name) || (has_connection && head.connection_lists(name)) {
             continue;
@@ -396,7 +399,7 @@ fn write_upstream_head(
             reply::header(out, b"host", value);
             continue;
         }
-        if is(name, "x-forwarded-for") {
+        if last_xff == Some(i) {
             saw_xff = true;
             out.extend_from_slice(b"x-forwarded-for: ");
             out.extend_from_slice(h.value);
