@@ -295,3 +295,37 @@ fn truncated_response_body_closes_the_client_connection() {
     assert!(res.text.ends_with("only part"), "{:?}", res.text);
     still_serves(addr);
 }
+
+#[test]
+fn streamed_body_is_not_sent_on_a_pooled_connection_the_upstream_already_closed() {
+    // Like an upstream with a short keep-alive timeout (Node's is 5 s): it closes idle connections
+    // soon after answering. A request whose body is still arriving cannot be replayed, so it must
+    // not be started on a connection that is already closed.
+    let up = RawUpstream::start(|mut s, _| {
+        if let Some(head) = read_head(&mut s) {
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                .unwrap_or(0);
+            let mut body = vec![0; len];
+            let _ = std::io::Read::read_exact(&mut s, &mut body);
+            let _ = s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n").as_bytes());
+            let _ = s.write_all(&body);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let skiff = start(&simple_config(&[up.addr]));
+    let mut c = Client::connect(skiff.listener("main"));
+    assert_eq!(c.get("/warm-the-pool").status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..3 {
+        let body = pattern(200_000, i as u8);
+        c.send(format!("POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
+        std::thread::sleep(Duration::from_millis(20));
+        c.send(&body);
+        let r = c.read_response(false).unwrap();
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert!(r.body == body);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

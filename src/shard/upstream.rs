@@ -120,7 +120,7 @@ async fn connect(addr: SocketAddr, timeout: std::time::Duration) -> Result<Upstr
 
 async fn attempt(ex: &Exchange<'_>, d: &mut Downstream, addr: SocketAddr, fresh_only: bool, may_retry: bool) -> Attempt {
     let snap = &ex.generation.snap.clusters[ex.cluster];
-    let pooled = if fresh_only { None } else { ex.shard.pool.take(addr) };
+    let pooled = if fresh_only { None } else { take_pooled(ex.shard, addr, !ex.info.body_buffered) };
     let reused = pooled.is_some();
     let mut up = match pooled {
         Some(up) => up,
@@ -229,6 +229,31 @@ async fn attempt(ex: &Exchange<'_>, d: &mut Downstream, addr: SocketAddr, fresh_
         ex.shard.pool.put(up);
     }
     Attempt::Relayed(if info.client_keep_alive { Outcome::KeepAlive } else { Outcome::Close })
+}
+
+/// An idle pooled connection to `addr`. A request whose body is still arriving cannot be replayed
+/// if the connection turns out dead, so for those (`must_be_open`) connections the upstream already
+/// closed (its keep-alive timeout can be much shorter than the pool's) are discarded first. The
+/// check is one non-blocking syscall, spent only where a stale connection would cost the request.
+fn take_pooled(shard: &Shard, addr: SocketAddr, must_be_open: bool) -> Option<Upstream> {
+    loop {
+        let up = shard.pool.take(addr)?;
+        if !must_be_open || still_open(&up.stream) {
+            return Some(up);
+        }
+    }
+}
+
+/// Whether an idle connection is still usable: no FIN, no error and no unsolicited bytes waiting.
+fn still_open(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut byte = 0u8;
+    // SAFETY: recv into one valid byte of our stack; MSG_PEEK leaves the socket's data untouched,
+    // MSG_DONTWAIT keeps it from blocking the shard. The fd is owned by `stream`, alive here.
+    let n = unsafe {
+        libc::recv(stream.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+    };
+    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
 }
 
 /// What the relay needs after the response head was written.
