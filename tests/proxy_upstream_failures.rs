@@ -329,3 +329,37 @@ fn streamed_body_is_not_sent_on_a_pooled_connection_the_upstream_already_closed(
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+#[test]
+fn route_timeout_starts_when_the_request_is_complete() {
+    // Envoy's route timeout covers waiting for the response, not a slow client's upload: a body that
+    // takes 3 s to arrive under a 2 s route timeout still gets its answer.
+    let up = TestUpstream::start(Arc::new(|s: &Seen| {
+        if s.path == "/hang" {
+            Reply::Hang(Duration::from_secs(8))
+        } else {
+            Reply::ok(&s.body.len().to_string())
+        }
+    }));
+    let skiff = start(&simple_config(&[up.addr]));
+    let addr = skiff.listener("main");
+    let mut c = Client::connect(addr);
+    c.send(b"POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 30000\r\n\r\n");
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_millis(100));
+        c.send(&[b'x'; 1000]);
+    }
+    let r = c.read_response(false).unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "30000"));
+
+    // ... and it still applies once the streamed body is complete.
+    c.send(b"POST /hang HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(100));
+    c.send(b"5\r\nhello\r\n0\r\n\r\n");
+    let sent = Instant::now();
+    let r = c.read_response(false).unwrap();
+    assert_eq!((r.status, r.text().as_str()), (504, "upstream request timeout"));
+    let took = sent.elapsed();
+    assert!(took >= Duration::from_millis(1900) && took < Duration::from_secs(4), "took {took:?}");
+    assert_eq!(get(addr, "/x").status, 200);
+}

@@ -195,15 +195,17 @@ async fn one_request(shard: &Shard, generation: &Generation, listener: &Listener
                 response_edits: [&route.response_edits, &vhost.response_edits, &listener.routes.response_edits],
                 server_name: &hcm.server_name,
             };
+            // The route timeout starts when the request is complete: here when its body came with
+            // the head, else `upstream::forward` starts it once the body has been relayed.
             let outcome = match fwd.timeout {
-                Some(limit) => match monoio::time::timeout(limit, upstream::forward(exchange, d)).await {
+                Some(limit) if exchange.info.body_buffered => match monoio::time::timeout(limit, upstream::forward(exchange, d)).await {
                     Ok(outcome) => outcome,
                     Err(_) if d.response_started => Outcome::Close,
                     Err(_) => {
                         return local_reply(d, 504, b"upstream request timeout", &hcm.server_name, true, &[]).await
                     }
                 },
-                None => upstream::forward(exchange, d).await,
+                _ => upstream::forward(exchange, d).await,
             };
             match outcome {
                 Outcome::KeepAlive if keep_alive => Outcome::KeepAlive,

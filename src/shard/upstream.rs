@@ -15,7 +15,7 @@ use monoio::buf::IoBuf;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Largest upstream response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -52,6 +52,8 @@ enum Attempt {
     RetryableStatus,
     /// The client went away or the relay broke after the response started: close.
     Abort,
+    /// The route timeout ran out while waiting for or relaying a streamed request's response.
+    TimedOut,
 }
 
 const CONNECT_FAILURE: &[u8] =
@@ -80,6 +82,10 @@ pub(super) async fn forward(ex: Exchange<'_>, d: &mut Downstream) -> Outcome {
         let (status, body): (u16, &[u8]) = match result {
             Attempt::Relayed(outcome) => return outcome,
             Attempt::Abort => return Outcome::Close,
+            Attempt::TimedOut if d.response_started => return Outcome::Close,
+            Attempt::TimedOut => {
+                return local_reply(d, 504, b"upstream request timeout", ex.server_name, true, &[]).await
+            }
             Attempt::Stale if ex.info.body_buffered && !fresh_only => {
                 // Not a retry in Envoy's sense: the request never reached an application.
                 fresh_only = true;
@@ -149,10 +155,11 @@ async fn attempt(ex: &Exchange<'_>, d: &mut Downstream, addr: SocketAddr, fresh_
         let sent = match (ex.info.body, &ex.info.chunked) {
             (BodyKind::Length(n), _) => {
                 let remaining = n - ex.info.body_in_head_read as u64;
-                relay_length(&mut d.stream, &mut d.buf, &mut up.stream, remaining).await
+                relay_length(&mut d.stream, &mut d.buf, &mut up.stream, remaining, Some(STREAM_IDLE_TIMEOUT)).await
             }
             (BodyKind::Chunked, Some(decoder)) => {
-                relay_chunked(&mut d.stream, &mut d.buf, &mut up.stream, decoder.clone()).await
+                relay_chunked(&mut d.stream, &mut d.buf, &mut up.stream, decoder.clone(), Some(STREAM_IDLE_TIMEOUT))
+                    .await
             }
             _ => Ok(()),
         };
@@ -164,6 +171,29 @@ async fn attempt(ex: &Exchange<'_>, d: &mut Downstream, addr: SocketAddr, fresh_
         }
     }
 
+    let response = respond(ex, d, up, addr, reused, may_retry, started);
+    match ex.fwd.timeout {
+        // Envoy's route timeout runs from the end of the request. A buffered request ended before
+        // the first attempt, so the caller bounds the whole exchange (retries included); a
+        // streamed one ends only now, and a slow upload must not eat into its time.
+        Some(limit) if !ex.info.body_buffered => {
+            monoio::time::timeout(limit, response).await.unwrap_or(Attempt::TimedOut)
+        }
+        _ => response.await,
+    }
+}
+
+/// Reads the response and relays it to the client; pools the connection when it ended cleanly.
+async fn respond(
+    ex: &Exchange<'_>,
+    d: &mut Downstream,
+    mut up: Upstream,
+    addr: SocketAddr,
+    reused: bool,
+    may_retry: bool,
+    started: Instant,
+) -> Attempt {
+    let snap = &ex.generation.snap.clusters[ex.cluster];
     // The response head, skipping interim 1xx responses (skiff answered Expect itself).
     let mut received_any = false;
     let (info, head_len) = loop {
@@ -207,13 +237,13 @@ async fn attempt(ex: &Exchange<'_>, d: &mut Downstream, addr: SocketAddr, fresh_
             d.resp_out.extend_from_slice(&up.buf[..first]);
             up.buf.advance(first);
             match write_out(&mut d.stream, &mut d.resp_out).await {
-                Ok(()) => relay_length(&mut up.stream, &mut up.buf, &mut d.stream, n - first as u64).await,
+                Ok(()) => relay_length(&mut up.stream, &mut up.buf, &mut d.stream, n - first as u64, None).await,
                 Err(_) => Err(RelayError::Write),
             }
         }
         BodyKind::Chunked if info.dechunk => dechunk(&mut up, d).await,
         BodyKind::Chunked => match write_out(&mut d.stream, &mut d.resp_out).await {
-            Ok(()) => relay_chunked(&mut up.stream, &mut up.buf, &mut d.stream, ChunkedDecoder::new()).await,
+            Ok(()) => relay_chunked(&mut up.stream, &mut up.buf, &mut d.stream, ChunkedDecoder::new(), None).await,
             Err(_) => Err(RelayError::Write),
         },
         BodyKind::CloseDelimited => relay_until_close(&mut up, d).await,
@@ -358,13 +388,11 @@ async fn relay_length(
     buf: &mut BytesMut,
     dst: &mut TcpStream,
     mut remaining: u64,
+    idle: Option<Duration>,
 ) -> Result<(), RelayError> {
     while remaining > 0 {
         if buf.is_empty() {
-            match read_more(src, buf).await {
-                Ok(0) | Err(_) => return Err(RelayError::Read),
-                Ok(_) => {}
-            }
+            read_within(src, buf, idle).await?;
         }
         let n = buf.len().min(remaining.min(usize::MAX as u64) as usize);
         write_prefix(dst, buf, n).await?;
@@ -380,6 +408,7 @@ async fn relay_chunked(
     buf: &mut BytesMut,
     dst: &mut TcpStream,
     mut decoder: ChunkedDecoder,
+    idle: Option<Duration>,
 ) -> Result<(), RelayError> {
     loop {
         let mut pos = 0;
@@ -398,10 +427,24 @@ async fn relay_chunked(
         if done {
             return Ok(());
         }
-        match read_more(src, buf).await {
-            Ok(0) | Err(_) => return Err(RelayError::Read),
-            Ok(_) => {}
-        }
+        read_within(src, buf, idle).await?;
+    }
+}
+
+/// Envoy's default `stream_idle_timeout`: how long a request body may stall once its head has
+/// been forwarded. The route timeout only starts when the body is complete, so this is what bounds a
+/// client that stops sending halfway.
+const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// One read that must bring bytes (EOF is an error), within `idle` when given.
+async fn read_within(src: &mut TcpStream, buf: &mut BytesMut, idle: Option<Duration>) -> Result<(), RelayError> {
+    let read = match idle {
+        Some(limit) => monoio::time::timeout(limit, read_more(src, buf)).await.map_err(|_| RelayError::Read)?,
+        None => read_more(src, buf).await,
+    };
+    match read {
+        Ok(0) | Err(_) => Err(RelayError::Read),
+        Ok(_) => Ok(()),
     }
 }
 
