@@ -363,3 +363,27 @@ fn route_timeout_starts_when_the_request_is_complete() {
     assert!(took >= Duration::from_millis(1900) && took < Duration::from_secs(4), "took {took:?}");
     assert_eq!(get(addr, "/x").status, 200);
 }
+
+#[test]
+fn early_response_to_an_upload_reaches_the_client() {
+    // The upstream refuses the upload from its head, then drains the body it does not want (a
+    // lingering close, as nginx does): the client gets the 413.
+    let up = RawUpstream::start(|mut s, _| {
+        if read_head(&mut s).is_some() {
+            let _ = s.write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big!");
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = std::io::copy(&mut s, &mut std::io::sink());
+        }
+    });
+    let good = TestUpstream::named("good");
+    let skiff = start(&two_cluster_config(&[up.addr], good.addr, "", ""));
+    let addr = skiff.listener("main");
+    let mut c = Client::connect(addr);
+    let body = pattern(2 << 20, 9);
+    c.send(format!("POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
+    c.send(&body);
+    let r = c.read_response(false).unwrap();
+    assert_eq!((r.status, r.text().as_str()), (413, "too big!"));
+    assert_eq!(c.get("/good").status, 200);
+}

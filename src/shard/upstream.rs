@@ -395,7 +395,7 @@ async fn relay_length(
             read_within(src, buf, idle).await?;
         }
         let n = buf.len().min(remaining.min(usize::MAX as u64) as usize);
-        write_prefix(dst, buf, n).await?;
+        write_within(dst, buf, n, idle).await?;
         remaining -= n as u64;
     }
     Ok(())
@@ -422,7 +422,7 @@ async fn relay_chunked(
             }
         }
         if pos > 0 {
-            write_prefix(dst, buf, pos).await?;
+            write_within(dst, buf, pos, idle).await?;
         }
         if done {
             return Ok(());
@@ -435,6 +435,15 @@ async fn relay_chunked(
 /// been forwarded. The route timeout only starts when the body is complete, so this is what bounds a
 /// client that stops sending halfway.
 const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `write_prefix` within `idle` when given: an upstream that stops reading a request body must not
+/// hold the exchange forever either.
+async fn write_within(dst: &mut TcpStream, buf: &mut BytesMut, n: usize, idle: Option<Duration>) -> Result<(), RelayError> {
+    match idle {
+        Some(limit) => monoio::time::timeout(limit, write_prefix(dst, buf, n)).await.map_err(|_| RelayError::Write)?,
+        None => write_prefix(dst, buf, n).await,
+    }
+}
 
 /// One read that must bring bytes (EOF is an error), within `idle` when given.
 async fn read_within(src: &mut TcpStream, buf: &mut BytesMut, idle: Option<Duration>) -> Result<(), RelayError> {
