@@ -12,8 +12,10 @@ fn representative(driver: &str) {
         body.extend_from_slice(&s.body);
         Reply::Full { status: 200, headers: vec![], body }
     }));
-    let yaml = two_cluster_config(&[up.addr], up.addr, "", "")
-        .replace("stat_prefix: ingress\n", "stat_prefix: ingress\n                request_headers_timeout: 1s\n");
+    let yaml = two_cluster_config(&[up.addr], up.addr, "", "").replace(
+        "stat_prefix: ingress\n",
+        "stat_prefix: ingress\n                request_headers_timeout: 1s\n",
+    );
     let dead = dead_port();
     let yaml = yaml.replacen(
         "                        - match: { prefix: \"/good\" }\n",

@@ -54,7 +54,11 @@ fn keep_alive_reuses_one_upstream_connection() {
         assert_eq!((r.status, r.text().as_str()), (200, "alpha"));
     }
     assert_eq!(up.count(), 10);
-    assert_eq!(up.connections.load(Ordering::Relaxed), 1, "all requests of one client on one upstream connection");
+    assert_eq!(
+        up.connections.load(Ordering::Relaxed),
+        1,
+        "all requests of one client on one upstream connection"
+    );
 }
 
 #[test]
@@ -118,7 +122,8 @@ fn chunked_request_bodies_arrive_exactly() {
 fn chunked_response_is_passed_through() {
     let up = TestUpstream::start(Arc::new(|_: &Seen| {
         Reply::Raw(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n".to_vec(),
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+                .to_vec(),
             true,
         )
     }));
@@ -136,7 +141,11 @@ fn chunked_response_is_passed_through() {
 fn five_mebibyte_response_streams_intact() {
     let body = pattern(5 << 20, 11);
     let b = body.clone();
-    let up = TestUpstream::start(Arc::new(move |_: &Seen| Reply::Full { status: 200, headers: vec![], body: b.clone() }));
+    let up = TestUpstream::start(Arc::new(move |_: &Seen| Reply::Full {
+        status: 200,
+        headers: vec![],
+        body: b.clone(),
+    }));
     let skiff = proxy(&up);
     let mut c = Client::connect(skiff.listener("main"));
     for _ in 0..2 {
@@ -220,7 +229,10 @@ fn http10_client_closes_unless_keep_alive() {
 #[test]
 fn http10_client_gets_chunked_upstream_body_unchunked() {
     let up = TestUpstream::start(Arc::new(|_: &Seen| {
-        Reply::Raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(), true)
+        Reply::Raw(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(),
+            true,
+        )
     }));
     let skiff = proxy(&up);
     let res = raw_until_close(skiff.listener("main"), b"GET / HTTP/1.0\r\n\r\n", Duration::from_secs(10));

@@ -93,7 +93,8 @@ fn upstream_closing_before_the_head_is_502() {
 
 #[test]
 fn garbage_response_head_is_502() {
-    let up = TestUpstream::start(Arc::new(|_: &Seen| Reply::Raw(b"SSH-2.0-OpenSSH_9.6\r\n\r\n".to_vec(), false)));
+    let up =
+        TestUpstream::start(Arc::new(|_: &Seen| Reply::Raw(b"SSH-2.0-OpenSSH_9.6\r\n\r\n".to_vec(), false)));
     let bad_cl = TestUpstream::start(Arc::new(|_: &Seen| {
         Reply::Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".to_vec(), false)
     }));
@@ -149,7 +150,8 @@ fn retry_on_5xx_recovers_from_one_failure() {
             Reply::ok("second time lucky")
         }
     }));
-    let skiff = start(&custom_config(&[up.addr], "", ", retry_policy: { retry_on: 5xx, num_retries: 1 }", ""));
+    let skiff =
+        start(&custom_config(&[up.addr], "", ", retry_policy: { retry_on: 5xx, num_retries: 1 }", ""));
     let mut c = Client::connect(skiff.listener("main"));
     let r = c.get("/x");
     assert_eq!((r.status, r.text().as_str()), (200, "second time lucky"));
@@ -161,7 +163,11 @@ fn retry_on_5xx_recovers_from_one_failure() {
 
 #[test]
 fn without_retry_policy_a_5xx_is_passed_through() {
-    let up = TestUpstream::start(Arc::new(|_: &Seen| Reply::Full { status: 503, headers: vec![], body: b"busy".to_vec() }));
+    let up = TestUpstream::start(Arc::new(|_: &Seen| Reply::Full {
+        status: 503,
+        headers: vec![],
+        body: b"busy".to_vec(),
+    }));
     let skiff = start(&simple_config(&[up.addr]));
     let r = get(skiff.listener("main"), "/x");
     assert_eq!((r.status, r.text().as_str()), (503, "busy"));
@@ -196,7 +202,11 @@ fn pooled_connection_closed_by_upstream_with_post_body_is_replaced() {
         if let Some(head) = read_head(&mut s) {
             let len: usize = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
                 .unwrap_or(0);
             let mut body = vec![0; len];
             let _ = std::io::Read::read_exact(&mut s, &mut body);
@@ -234,7 +244,9 @@ fn cluster_without_endpoints_is_503_no_healthy_upstream() {
 fn response_head_split_across_reads_is_parsed() {
     let up = RawUpstream::start(|mut s, _| {
         while read_head(&mut s).is_some() {
-            for part in [&b"HTTP/1.1 200 OK\r\nContent-Le"[..], b"ngth: 11\r\nX-A: b\r", b"\n\r\nhello", b" world"] {
+            for part in
+                [&b"HTTP/1.1 200 OK\r\nContent-Le"[..], b"ngth: 11\r\nX-A: b\r", b"\n\r\nhello", b" world"]
+            {
                 if s.write_all(part).is_err() {
                     return;
                 }
@@ -305,7 +317,11 @@ fn streamed_body_is_not_sent_on_a_pooled_connection_the_upstream_already_closed(
         if let Some(head) = read_head(&mut s) {
             let len: usize = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
                 .unwrap_or(0);
             let mut body = vec![0; len];
             let _ = std::io::Read::read_exact(&mut s, &mut body);
@@ -370,7 +386,9 @@ fn early_response_to_an_upload_reaches_the_client() {
     // lingering close, as nginx does): the client gets the 413.
     let up = RawUpstream::start(|mut s, _| {
         if read_head(&mut s).is_some() {
-            let _ = s.write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big!");
+            let _ = s.write_all(
+                b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big!",
+            );
             let _ = s.shutdown(std::net::Shutdown::Write);
             let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
             let _ = std::io::copy(&mut s, &mut std::io::sink());

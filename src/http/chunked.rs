@@ -105,10 +105,7 @@ fn step(state: State, b: u8) -> Result<State, &'static str> {
                     if size > u64::MAX >> 4 {
                         return Err("chunk size overflows");
                     }
-                    SizeDigits {
-                        size: (size << 4) | v,
-                        line,
-                    }
+                    SizeDigits { size: (size << 4) | v, line }
                 }
             }
         }
@@ -190,11 +187,7 @@ pub(super) fn advance(state: &mut State, input: &[u8]) -> Result<ChunkProgress, 
                 data = pos..pos + take;
                 pos += take;
                 let remaining = remaining - take as u64;
-                *state = if remaining == 0 {
-                    State::DataCr
-                } else {
-                    State::Data { remaining }
-                };
+                *state = if remaining == 0 { State::DataCr } else { State::Data { remaining } };
             }
             current => {
                 let Some(&b) = input.get(pos) else { break };
@@ -209,11 +202,7 @@ pub(super) fn advance(state: &mut State, input: &[u8]) -> Result<ChunkProgress, 
             }
         }
     }
-    Ok(ChunkProgress {
-        consumed: pos,
-        data,
-        done: *state == State::Done,
-    })
+    Ok(ChunkProgress { consumed: pos, data, done: *state == State::Done })
 }
 
 #[cfg(test)]
@@ -256,28 +245,16 @@ mod tests {
     fn refused(body: &[u8]) -> &'static str {
         match decode(body) {
             Err(ChunkError(reason)) => reason,
-            other => panic!(
-                "expected an error for {:?}, got {other:?}",
-                String::from_utf8_lossy(body)
-            ),
+            other => panic!("expected an error for {:?}, got {other:?}", String::from_utf8_lossy(body)),
         }
     }
 
     const BODIES: &[(&[u8], &[u8])] = &[
         (b"5\r\nhello\r\n0\r\n\r\n", b"hello"),
         (b"0\r\n\r\n", b""),
-        (
-            b"3\r\nabc\r\nA\r\n0123456789\r\n1\r\nz\r\n0\r\n\r\n",
-            b"abc0123456789z",
-        ),
-        (
-            b"4;name=value;flag\r\nwiki\r\n5 ; q=\"a;b\"\r\npedia\r\n0;last\r\n\r\n",
-            b"wikipedia",
-        ),
-        (
-            b"2\r\nhi\r\n0\r\nExpires: never\r\nX-Sum:\t1 2 3\r\nEmpty:\r\n\r\n",
-            b"hi",
-        ),
+        (b"3\r\nabc\r\nA\r\n0123456789\r\n1\r\nz\r\n0\r\n\r\n", b"abc0123456789z"),
+        (b"4;name=value;flag\r\nwiki\r\n5 ; q=\"a;b\"\r\npedia\r\n0;last\r\n\r\n", b"wikipedia"),
+        (b"2\r\nhi\r\n0\r\nExpires: never\r\nX-Sum:\t1 2 3\r\nEmpty:\r\n\r\n", b"hi"),
         (b"000A\r\n0123456789\r\n00\r\n\r\n", b"0123456789"),
         (b"b\r\nhello world\r\n0\r\n\r\n", b"hello world"),
     ];
@@ -313,10 +290,7 @@ mod tests {
     fn a_body_fed_byte_by_byte_decodes_the_same() {
         for (body, payload) in BODIES {
             let bytes: Vec<&[u8]> = body.chunks(1).collect();
-            assert_eq!(
-                decode_pieces(&bytes),
-                Ok((payload.to_vec(), body.len(), true))
-            );
+            assert_eq!(decode_pieces(&bytes), Ok((payload.to_vec(), body.len(), true)));
         }
     }
 
@@ -339,10 +313,7 @@ mod tests {
         assert_eq!(decode(&all), Ok((b"abc".to_vec(), body.len(), true)));
         // Also when the end of the body and the next request arrive in the same read.
         let (a, b) = all.split_at(5);
-        assert_eq!(
-            decode_pieces(&[a, b]),
-            Ok((b"abc".to_vec(), body.len(), true))
-        );
+        assert_eq!(decode_pieces(&[a, b]), Ok((b"abc".to_vec(), body.len(), true)));
     }
 
     #[test]
@@ -363,23 +334,9 @@ mod tests {
     fn a_large_chunk_is_passed_through_as_it_arrives() {
         let mut dec = ChunkedDecoder::new();
         let p = dec.advance(b"ffffffffffffffff\r\n0123").unwrap();
-        assert_eq!(
-            p,
-            ChunkProgress {
-                consumed: 22,
-                data: 18..22,
-                done: false
-            }
-        );
+        assert_eq!(p, ChunkProgress { consumed: 22, data: 18..22, done: false });
         let p = dec.advance(b"4567").unwrap();
-        assert_eq!(
-            p,
-            ChunkProgress {
-                consumed: 4,
-                data: 0..4,
-                done: false
-            }
-        );
+        assert_eq!(p, ChunkProgress { consumed: 4, data: 0..4, done: false });
     }
 
     #[test]
@@ -387,27 +344,13 @@ mod tests {
         let mut dec = ChunkedDecoder::new();
         assert!(dec.advance(b"0\r\n\r\n").unwrap().done);
         let p = dec.advance(b"5\r\nhello\r\n").unwrap();
-        assert_eq!(
-            p,
-            ChunkProgress {
-                consumed: 0,
-                data: 0..0,
-                done: true
-            }
-        );
+        assert_eq!(p, ChunkProgress { consumed: 0, data: 0..0, done: true });
     }
 
     #[test]
     fn empty_input_makes_no_progress() {
         let mut dec = ChunkedDecoder::new();
-        assert_eq!(
-            dec.advance(b"").unwrap(),
-            ChunkProgress {
-                consumed: 0,
-                data: 0..0,
-                done: false
-            }
-        );
+        assert_eq!(dec.advance(b"").unwrap(), ChunkProgress { consumed: 0, data: 0..0, done: false });
     }
 
     #[test]
@@ -450,18 +393,13 @@ mod tests {
         refused(b"fffffffffffffffff\r\n");
         // Leading zeros are not significant.
         let mut dec = ChunkedDecoder::new();
-        let p = dec
-            .advance(b"0000000000000000000ffffffffffffffff\r\n")
-            .unwrap();
+        let p = dec.advance(b"0000000000000000000ffffffffffffffff\r\n").unwrap();
         assert!(!p.done);
     }
 
     #[test]
     fn missing_crlf_after_chunk_data_is_refused() {
-        assert_eq!(
-            refused(b"5\r\nhelloX\r\n0\r\n\r\n"),
-            "missing CRLF after chunk data"
-        );
+        assert_eq!(refused(b"5\r\nhelloX\r\n0\r\n\r\n"), "missing CRLF after chunk data");
         refused(b"5\r\nhello\rX0\r\n\r\n");
         refused(b"5\r\nhello0\r\n\r\n");
         refused(b"5\r\nhello world\r\n0\r\n\r\n");
@@ -499,35 +437,18 @@ mod tests {
         let value = vec![b'v'; 60 * 1024];
         let fits = [b"0\r\nX: ".as_slice(), &value, b"\r\n\r\n"].concat();
         assert!(decode(&fits).unwrap().2);
-        let too_big = [
-            b"0\r\nX: ".as_slice(),
-            &value,
-            b"\r\nY: ",
-            &vec![b'v'; 5 * 1024],
-            b"\r\n\r\n",
-        ]
-        .concat();
+        let too_big =
+            [b"0\r\nX: ".as_slice(), &value, b"\r\nY: ", &vec![b'v'; 5 * 1024], b"\r\n\r\n"].concat();
         assert_eq!(refused(&too_big), "trailers too large");
     }
 
     #[test]
     fn control_bytes_in_extensions_and_trailers_are_refused() {
-        assert_eq!(
-            refused(b"5;a=\x00\r\nhello\r\n0\r\n\r\n"),
-            "control byte in chunk extension"
-        );
+        assert_eq!(refused(b"5;a=\x00\r\nhello\r\n0\r\n\r\n"), "control byte in chunk extension");
         refused(b"5;a=\x7f\r\nhello\r\n0\r\n\r\n");
-        assert_eq!(
-            refused(b"0\r\nX: a\x01b\r\n\r\n"),
-            "control byte in trailer"
-        );
+        assert_eq!(refused(b"0\r\nX: a\x01b\r\n\r\n"), "control byte in trailer");
         refused(b"0\r\nX: \x7f\r\n\r\n");
-        assert_eq!(
-            decode(b"5;a=\tb\r\nhello\r\n0\r\nX: a\tb\r\n\r\n")
-                .unwrap()
-                .0,
-            b"hello"
-        );
+        assert_eq!(decode(b"5;a=\tb\r\nhello\r\n0\r\nX: a\tb\r\n\r\n").unwrap().0, b"hello");
     }
 
     #[test]

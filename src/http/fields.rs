@@ -78,16 +78,11 @@ pub(super) fn scan_head(head: &[u8]) -> Result<(), HeadError> {
 pub(super) fn header_name_error(buf: &[u8]) -> HeadError {
     // The first line is the start line; httparse got past it or the error would be another one.
     for line in buf.split(|&b| b == b'\n').skip(1) {
-        let name_len = line
-            .iter()
-            .position(|&b| !is_tchar(b))
-            .unwrap_or(line.len());
+        let name_len = line.iter().position(|&b| !is_tchar(b)).unwrap_or(line.len());
         match (name_len, line.get(name_len)) {
             (0, Some(b' ' | b'\t')) => return HeadError::Malformed("obs-fold in header"),
             (0, Some(b':')) => return HeadError::Malformed("empty header name"),
-            (_, Some(b' ' | b'\t')) => {
-                return HeadError::Malformed("whitespace before colon in header")
-            }
+            (_, Some(b' ' | b'\t')) => return HeadError::Malformed("whitespace before colon in header"),
             (_, Some(b':' | b'\r') | None) => {}
             _ => break,
         }
@@ -256,16 +251,7 @@ mod tests {
         assert_eq!(parse_decimal(b"0"), Ok(0));
         assert_eq!(parse_decimal(b"0012"), Ok(12));
         assert_eq!(parse_decimal(b"18446744073709551615"), Ok(u64::MAX));
-        for bad in [
-            &b""[..],
-            b"+1",
-            b"-1",
-            b"1 2",
-            b"0x10",
-            b"1,1",
-            b"18446744073709551616",
-            b"1e3",
-        ] {
+        for bad in [&b""[..], b"+1", b"-1", b"1 2", b"0x10", b"1,1", b"18446744073709551616", b"1e3"] {
             assert!(parse_decimal(bad).is_err(), "{bad:?}");
         }
     }

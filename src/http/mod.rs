@@ -256,10 +256,7 @@ mod fuzz_tests {
                 assert_eq!(reparsed.map(|h| h.map(|h| h.head_len)), Ok(Some(head_len)));
                 let cut = rng.below(head_len);
                 let mut again = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                assert!(matches!(
-                    parse_request(&buf[..cut], &mut again, max),
-                    Ok(None)
-                ));
+                assert!(matches!(parse_request(&buf[..cut], &mut again, max), Ok(None)));
             }
         }
     }
@@ -329,9 +326,7 @@ mod fuzz_tests {
                 }
             };
             let whole = decode_split(&body, &[]);
-            let mut cuts: Vec<usize> = (0..rng.below(6))
-                .map(|_| rng.below(body.len() + 1))
-                .collect();
+            let mut cuts: Vec<usize> = (0..rng.below(6)).map(|_| rng.below(body.len() + 1)).collect();
             cuts.sort_unstable();
             assert_eq!(decode_split(&body, &cuts), whole, "cuts {cuts:?}");
             if let Ok((payload, consumed, _)) = &whole {

@@ -17,18 +17,11 @@ pub(super) fn parse<'b>(
     let mut req = httparse::Request::new(headers);
     let head_len = match req.parse(window) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if window.len() >= max_head_len => {
-            return Err(HeadError::TooLarge)
-        }
+        Ok(httparse::Status::Partial) if window.len() >= max_head_len => return Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(fields::map_httparse_error(e, window)),
     };
-    let httparse::Request {
-        method,
-        path: target,
-        version,
-        headers,
-    } = req;
+    let httparse::Request { method, path: target, version, headers } = req;
     let (Some(method), Some(target), Some(version)) = (method, target, version) else {
         // httparse fills all three before reporting a complete head.
         return Err(HeadError::Malformed("incomplete request line"));
@@ -81,9 +74,7 @@ pub(super) fn parse<'b>(
 
     let host_header = match host_header {
         Some(v) => Some(validate_host(v)?),
-        None if version == Version::Http11 => {
-            return Err(HeadError::Malformed("missing Host header"))
-        }
+        None if version == Version::Http11 => return Err(HeadError::Malformed("missing Host header")),
         None => None,
     };
 
@@ -93,14 +84,10 @@ pub(super) fn parse<'b>(
             return Err(HeadError::Malformed("Transfer-Encoding on HTTP/1.0"));
         }
         if content_length.is_some() {
-            return Err(HeadError::Malformed(
-                "both Content-Length and Transfer-Encoding",
-            ));
+            return Err(HeadError::Malformed("both Content-Length and Transfer-Encoding"));
         }
         if !te.last_is_chunked {
-            return Err(HeadError::Malformed(
-                "chunked is not the final transfer coding",
-            ));
+            return Err(HeadError::Malformed("chunked is not the final transfer coding"));
         }
         if te.chunked_count != 1 {
             return Err(HeadError::Malformed("chunked applied more than once"));
@@ -136,10 +123,7 @@ pub(super) fn parse<'b>(
 }
 
 /// Splits a request target into the origin-form path and, for absolute-form, the authority.
-fn split_target<'b>(
-    method: &str,
-    target: &'b str,
-) -> Result<(&'b str, Option<&'b str>), HeadError> {
+fn split_target<'b>(method: &str, target: &'b str) -> Result<(&'b str, Option<&'b str>), HeadError> {
     if target.starts_with('/') {
         return Ok((target, None));
     }
@@ -153,10 +137,7 @@ fn split_target<'b>(
     let rest = strip_prefix_ignore_case(target, "http://")
         .or_else(|| strip_prefix_ignore_case(target, "https://"))
         .ok_or(HeadError::Malformed("invalid request target"))?;
-    let authority_len = rest
-        .bytes()
-        .position(|b| matches!(b, b'/' | b'?' | b'#'))
-        .unwrap_or(rest.len());
+    let authority_len = rest.bytes().position(|b| matches!(b, b'/' | b'?' | b'#')).unwrap_or(rest.len());
     let (authority, path) = rest.split_at_checked(authority_len).unwrap_or((rest, ""));
     let authority = validate_authority(authority)?;
     let path = match path.as_bytes().first() {
@@ -253,21 +234,14 @@ mod tests {
             body: h.body,
             keep_alive: h.keep_alive,
             expect_continue: h.expect_continue,
-            headers: h
-                .headers
-                .iter()
-                .map(|h| (h.name.to_owned(), h.value.to_vec()))
-                .collect(),
+            headers: h.headers.iter().map(|h| (h.name.to_owned(), h.value.to_vec())).collect(),
         }))
     }
 
     fn accepted(buf: &[u8]) -> Seen {
         match parse_with_limit(buf, 8192) {
             Ok(Some(seen)) => seen,
-            other => panic!(
-                "expected a complete request for {:?}, got {other:?}",
-                lossy(buf)
-            ),
+            other => panic!("expected a complete request for {:?}, got {other:?}", lossy(buf)),
         }
     }
 
@@ -306,10 +280,7 @@ mod tests {
         assert!(!seen.expect_continue);
         assert_eq!(
             seen.headers,
-            [
-                ("Host".to_owned(), b"example.com".to_vec()),
-                ("Accept".to_owned(), b"*/*".to_vec())
-            ]
+            [("Host".to_owned(), b"example.com".to_vec()), ("Accept".to_owned(), b"*/*".to_vec())]
         );
     }
 
@@ -342,11 +313,7 @@ mod tests {
     fn every_proper_prefix_of_a_head_asks_for_more_bytes() {
         let buf = b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n";
         for end in 0..buf.len() {
-            assert_eq!(
-                parse_with_limit(&buf[..end], 8192),
-                Ok(None),
-                "prefix {end}"
-            );
+            assert_eq!(parse_with_limit(&buf[..end], 8192), Ok(None), "prefix {end}");
         }
         assert!(matches!(parse_with_limit(buf, 8192), Ok(Some(_))));
     }
@@ -355,10 +322,7 @@ mod tests {
     fn incomplete_head_at_the_limit_is_too_large() {
         let buf = b"GET / HTTP/1.1\r\nHost: h\r\nX-Long: aaaaaaaaaaaaaaaa";
         assert_eq!(parse_with_limit(buf, buf.len()), Err(HeadError::TooLarge));
-        assert_eq!(
-            parse_with_limit(buf, buf.len() - 5),
-            Err(HeadError::TooLarge)
-        );
+        assert_eq!(parse_with_limit(buf, buf.len() - 5), Err(HeadError::TooLarge));
         assert_eq!(parse_with_limit(buf, buf.len() + 1), Ok(None));
         assert_eq!(parse_with_limit(b"", 0), Err(HeadError::TooLarge));
     }
@@ -367,16 +331,10 @@ mod tests {
     fn complete_head_longer_than_the_limit_is_too_large() {
         let buf = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
         assert!(matches!(parse_with_limit(buf, buf.len()), Ok(Some(_))));
-        assert_eq!(
-            parse_with_limit(buf, buf.len() - 1),
-            Err(HeadError::TooLarge)
-        );
+        assert_eq!(parse_with_limit(buf, buf.len() - 1), Err(HeadError::TooLarge));
         // Body bytes after the head do not count against the limit.
         let with_body = [&buf[..], &[b'x'; 100][..]].concat();
-        assert!(matches!(
-            parse_with_limit(&with_body, buf.len()),
-            Ok(Some(_))
-        ));
+        assert!(matches!(parse_with_limit(&with_body, buf.len()), Ok(Some(_))));
     }
 
     #[test]
@@ -396,10 +354,7 @@ mod tests {
         let lines: String = (1..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
         let buf = get_with(&lines);
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS * 2];
-        assert_eq!(
-            parse_request(&buf, &mut headers, 1 << 20).err(),
-            Some(HeadError::TooManyHeaders)
-        );
+        assert_eq!(parse_request(&buf, &mut headers, 1 << 20).err(), Some(HeadError::TooManyHeaders));
     }
 
     #[test]
@@ -434,10 +389,7 @@ mod tests {
 
     #[test]
     fn obs_fold_is_refused() {
-        assert_eq!(
-            refused(&get_with("X-A: one\r\n two\r\n")),
-            "obs-fold in header"
-        );
+        assert_eq!(refused(&get_with("X-A: one\r\n two\r\n")), "obs-fold in header");
         refused(&get_with("X-A: one\r\n\ttwo\r\n"));
         refused(b"GET / HTTP/1.1\r\n Host: h\r\n\r\n");
     }
@@ -462,10 +414,7 @@ mod tests {
 
     #[test]
     fn whitespace_between_header_name_and_colon_is_refused() {
-        assert_eq!(
-            refused(&post_with("Content-Length : 5\r\n")),
-            "whitespace before colon in header"
-        );
+        assert_eq!(refused(&post_with("Content-Length : 5\r\n")), "whitespace before colon in header");
         refused(&post_with("Transfer-Encoding\t: chunked\r\n"));
     }
 
@@ -490,10 +439,7 @@ mod tests {
 
     #[test]
     fn extension_methods_are_accepted() {
-        assert_eq!(
-            accepted(b"PURGE /x HTTP/1.1\r\nHost: h\r\n\r\n").method,
-            "PURGE"
-        );
+        assert_eq!(accepted(b"PURGE /x HTTP/1.1\r\nHost: h\r\n\r\n").method, "PURGE");
     }
 
     #[test]
@@ -523,9 +469,7 @@ mod tests {
 
     #[test]
     fn absolute_form_target_yields_host_and_path() {
-        let seen = accepted(
-            b"GET http://api.example.com:8080/v1/items?x=1 HTTP/1.1\r\nHost: other\r\n\r\n",
-        );
+        let seen = accepted(b"GET http://api.example.com:8080/v1/items?x=1 HTTP/1.1\r\nHost: other\r\n\r\n");
         assert_eq!(seen.target, "http://api.example.com:8080/v1/items?x=1");
         assert_eq!(seen.path, "/v1/items?x=1");
         // The authority wins over the Host header (RFC 9112 §3.2.2).
@@ -534,14 +478,8 @@ mod tests {
 
     #[test]
     fn absolute_form_accepts_https_and_any_scheme_case() {
-        assert_eq!(
-            accepted(b"GET https://h/p HTTP/1.1\r\nHost: h\r\n\r\n").path,
-            "/p"
-        );
-        assert_eq!(
-            accepted(b"GET HTTP://h/p HTTP/1.1\r\nHost: h\r\n\r\n").path,
-            "/p"
-        );
+        assert_eq!(accepted(b"GET https://h/p HTTP/1.1\r\nHost: h\r\n\r\n").path, "/p");
+        assert_eq!(accepted(b"GET HTTP://h/p HTTP/1.1\r\nHost: h\r\n\r\n").path, "/p");
         let v6 = accepted(b"GET http://[::1]:80/p HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!(v6.host.as_deref(), Some("[::1]:80"));
     }
@@ -563,24 +501,14 @@ mod tests {
     #[test]
     fn bad_absolute_form_authorities_are_refused() {
         refused(b"GET http:///p HTTP/1.1\r\nHost: h\r\n\r\n");
-        assert_eq!(
-            refused(b"GET http://user@h/p HTTP/1.1\r\nHost: h\r\n\r\n"),
-            "userinfo in authority"
-        );
+        assert_eq!(refused(b"GET http://user@h/p HTTP/1.1\r\nHost: h\r\n\r\n"), "userinfo in authority");
         refused(b"GET http://h\"x/p HTTP/1.1\r\nHost: h\r\n\r\n");
         refused(b"GET http://h?q=1 HTTP/1.1\r\nHost: h\r\n\r\n");
     }
 
     #[test]
     fn versions_other_than_1_0_and_1_1_are_refused() {
-        for v in [
-            "HTTP/2.0",
-            "HTTP/1.2",
-            "HTTP/0.9",
-            "http/1.1",
-            "HTTP/1.10",
-            "HTTP/11",
-        ] {
+        for v in ["HTTP/2.0", "HTTP/1.2", "HTTP/0.9", "http/1.1", "HTTP/1.10", "HTTP/11"] {
             let buf = format!("GET / {v}\r\nHost: h\r\n\r\n");
             refused(buf.as_bytes());
         }
@@ -590,14 +518,8 @@ mod tests {
 
     #[test]
     fn content_length_gives_a_length_body() {
-        assert_eq!(
-            accepted(&post_with("Content-Length: 42\r\n")).body,
-            BodyKind::Length(42)
-        );
-        assert_eq!(
-            accepted(&post_with("content-length: 0\r\n")).body,
-            BodyKind::Length(0)
-        );
+        assert_eq!(accepted(&post_with("Content-Length: 42\r\n")).body, BodyKind::Length(42));
+        assert_eq!(accepted(&post_with("content-length: 0\r\n")).body, BodyKind::Length(0));
         assert_eq!(
             accepted(&post_with("Content-Length: 18446744073709551615\r\n")).body,
             BodyKind::Length(u64::MAX)
@@ -606,10 +528,7 @@ mod tests {
 
     #[test]
     fn content_length_surrounding_whitespace_is_trimmed() {
-        assert_eq!(
-            accepted(&post_with("Content-Length: \t 7 \t\r\n")).body,
-            BodyKind::Length(7)
-        );
+        assert_eq!(accepted(&post_with("Content-Length: \t 7 \t\r\n")).body, BodyKind::Length(7));
     }
 
     #[test]
@@ -671,9 +590,7 @@ mod tests {
     #[test]
     fn chunked_applied_twice_is_refused() {
         refused(&post_with("Transfer-Encoding: chunked, chunked\r\n"));
-        refused(&post_with(
-            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
-        ));
+        refused(&post_with("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"));
     }
 
     #[test]
@@ -692,14 +609,10 @@ mod tests {
     #[test]
     fn both_content_length_and_chunked_is_refused() {
         assert_eq!(
-            refused(&post_with(
-                "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"
-            )),
+            refused(&post_with("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n")),
             "both Content-Length and Transfer-Encoding"
         );
-        refused(&post_with(
-            "Transfer-Encoding: chunked\r\nContent-Length: 0\r\n",
-        ));
+        refused(&post_with("Transfer-Encoding: chunked\r\nContent-Length: 0\r\n"));
     }
 
     #[test]
@@ -718,12 +631,7 @@ mod tests {
     fn http10_may_omit_host() {
         let seen = accepted(b"GET / HTTP/1.0\r\n\r\n");
         assert_eq!(seen.host, None);
-        assert_eq!(
-            accepted(b"GET / HTTP/1.0\r\nHost: h\r\n\r\n")
-                .host
-                .as_deref(),
-            Some("h")
-        );
+        assert_eq!(accepted(b"GET / HTTP/1.0\r\nHost: h\r\n\r\n").host.as_deref(), Some("h"));
     }
 
     #[test]
@@ -734,9 +642,7 @@ mod tests {
         refused(b"GET / HTTP/1.1\r\nHost: \r\n\r\n");
         refused(b"GET / HTTP/1.1\r\nHost: caf\xc3\xa9\r\n\r\n");
         assert_eq!(
-            accepted(b"GET / HTTP/1.1\r\nHost: h.example:8443\r\n\r\n")
-                .host
-                .as_deref(),
+            accepted(b"GET / HTTP/1.1\r\nHost: h.example:8443\r\n\r\n").host.as_deref(),
             Some("h.example:8443")
         );
     }
@@ -757,19 +663,14 @@ mod tests {
         assert!(accepted(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
         assert!(accepted(b"GET / HTTP/1.0\r\nConnection: te, keep-alive\r\n\r\n").keep_alive);
         assert!(
-            !accepted(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n")
-                .keep_alive
+            !accepted(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n").keep_alive
         );
     }
 
     #[test]
     fn expect_100_continue_is_reported() {
-        assert!(
-            accepted(&post_with("Expect: 100-continue\r\nContent-Length: 1\r\n")).expect_continue
-        );
-        assert!(
-            accepted(&post_with("expect: 100-Continue\r\nContent-Length: 1\r\n")).expect_continue
-        );
+        assert!(accepted(&post_with("Expect: 100-continue\r\nContent-Length: 1\r\n")).expect_continue);
+        assert!(accepted(&post_with("expect: 100-Continue\r\nContent-Length: 1\r\n")).expect_continue);
         assert!(!accepted(&post_with("Expect: 200-ok\r\n")).expect_continue);
         assert!(!accepted(&post_with("Expect: 100-continue-ish\r\n")).expect_continue);
     }
@@ -782,8 +683,7 @@ mod tests {
 
     #[test]
     fn connection_lists_finds_tokens_in_any_connection_header() {
-        let buf =
-            get_with("Connection: Keep-Alive ,X-Trace\r\nconnection: upgrade\r\nX-Other: te\r\n");
+        let buf = get_with("Connection: Keep-Alive ,X-Trace\r\nconnection: upgrade\r\nX-Other: te\r\n");
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let head = parse_request(&buf, &mut headers, 8192).unwrap().unwrap();
         assert!(head.connection_lists("x-trace"));

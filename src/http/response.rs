@@ -16,18 +16,11 @@ pub(super) fn parse<'b>(
     let mut resp = httparse::Response::new(headers);
     let head_len = match resp.parse(window) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if window.len() >= max_head_len => {
-            return Err(HeadError::TooLarge)
-        }
+        Ok(httparse::Status::Partial) if window.len() >= max_head_len => return Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(fields::map_httparse_error(e, window)),
     };
-    let httparse::Response {
-        version,
-        code,
-        reason,
-        headers,
-    } = resp;
+    let httparse::Response { version, code, reason, headers } = resp;
     let (Some(version), Some(status), Some(reason)) = (version, code, reason) else {
         return Err(HeadError::Malformed("incomplete status line"));
     };
@@ -68,9 +61,7 @@ pub(super) fn parse<'b>(
 
     if te.present && version == Version::Http10 {
         // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message means the framing is faulty.
-        return Err(HeadError::Malformed(
-            "Transfer-Encoding in HTTP/1.0 response",
-        ));
+        return Err(HeadError::Malformed("Transfer-Encoding in HTTP/1.0 response"));
     }
     if te.chunked_count > 1 {
         return Err(HeadError::Malformed("chunked applied more than once"));
@@ -103,15 +94,7 @@ pub(super) fn parse<'b>(
         keep_alive = false;
     }
 
-    Ok(Some(ResponseHead {
-        status,
-        reason,
-        version,
-        headers,
-        head_len,
-        body,
-        keep_alive,
-    }))
+    Ok(Some(ResponseHead { status, reason, version, headers, head_len, body, keep_alive }))
 }
 
 #[cfg(test)]
@@ -130,35 +113,29 @@ mod tests {
 
     fn parse_with(buf: &[u8], max: usize, head_request: bool) -> Result<Option<Seen>, HeadError> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        Ok(
-            parse_response(buf, &mut headers, max, head_request)?.map(|h| Seen {
-                status: h.status,
-                reason: h.reason.to_owned(),
-                version: h.version,
-                head_len: h.head_len,
-                body: h.body,
-                keep_alive: h.keep_alive,
-            }),
-        )
+        Ok(parse_response(buf, &mut headers, max, head_request)?.map(|h| Seen {
+            status: h.status,
+            reason: h.reason.to_owned(),
+            version: h.version,
+            head_len: h.head_len,
+            body: h.body,
+            keep_alive: h.keep_alive,
+        }))
     }
 
     fn accepted(buf: &[u8]) -> Seen {
         match parse_with(buf, 8192, false) {
             Ok(Some(seen)) => seen,
-            other => panic!(
-                "expected a complete response for {:?}, got {other:?}",
-                String::from_utf8_lossy(buf)
-            ),
+            other => {
+                panic!("expected a complete response for {:?}, got {other:?}", String::from_utf8_lossy(buf))
+            }
         }
     }
 
     fn refused(buf: &[u8]) -> &'static str {
         match parse_with(buf, 8192, false) {
             Err(HeadError::Malformed(reason)) => reason,
-            other => panic!(
-                "expected Malformed for {:?}, got {other:?}",
-                String::from_utf8_lossy(buf)
-            ),
+            other => panic!("expected Malformed for {:?}, got {other:?}", String::from_utf8_lossy(buf)),
         }
     }
 
@@ -189,11 +166,7 @@ mod tests {
 
     #[test]
     fn response_to_head_has_no_body_whatever_it_declares() {
-        for extra in [
-            "Content-Length: 100\r\n",
-            "Transfer-Encoding: chunked\r\n",
-            "",
-        ] {
+        for extra in ["Content-Length: 100\r\n", "Transfer-Encoding: chunked\r\n", ""] {
             let seen = parse_with(&ok_with(extra), 8192, true).unwrap().unwrap();
             assert_eq!(seen.body, BodyKind::None, "{extra}");
             assert!(seen.keep_alive, "{extra}");
@@ -227,10 +200,7 @@ mod tests {
 
     #[test]
     fn transfer_encoding_not_ending_in_chunked_is_close_delimited() {
-        for te in [
-            "Transfer-Encoding: gzip\r\n",
-            "Transfer-Encoding: chunked, gzip\r\n",
-        ] {
+        for te in ["Transfer-Encoding: gzip\r\n", "Transfer-Encoding: chunked, gzip\r\n"] {
             let seen = accepted(&ok_with(te));
             assert_eq!(seen.body, BodyKind::CloseDelimited, "{te}");
             assert!(!seen.keep_alive, "{te}");
@@ -239,9 +209,7 @@ mod tests {
 
     #[test]
     fn response_with_both_length_and_chunked_is_chunked_and_not_reused() {
-        let seen = accepted(&ok_with(
-            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
-        ));
+        let seen = accepted(&ok_with("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"));
         assert_eq!(seen.body, BodyKind::Chunked);
         assert!(!seen.keep_alive);
     }
@@ -290,8 +258,7 @@ mod tests {
         let plain = accepted(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n");
         assert_eq!(plain.version, Version::Http10);
         assert!(!plain.keep_alive);
-        let ka =
-            accepted(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive\r\n\r\n");
+        let ka = accepted(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive\r\n\r\n");
         assert!(ka.keep_alive);
     }
 
@@ -315,10 +282,7 @@ mod tests {
 
     #[test]
     fn obs_fold_and_malformed_header_lines_in_response_are_refused() {
-        assert_eq!(
-            refused(&ok_with("X-A: a\r\n b\r\nContent-Length: 0\r\n")),
-            "obs-fold in header"
-        );
+        assert_eq!(refused(&ok_with("X-A: a\r\n b\r\nContent-Length: 0\r\n")), "obs-fold in header");
         refused(&ok_with("Content-Length : 0\r\n"));
         refused(&ok_with(": x\r\n"));
         refused(&ok_with("X-A: a\x00b\r\n"));
@@ -340,39 +304,24 @@ mod tests {
     fn incomplete_response_head_waits_then_hits_the_limit() {
         let buf = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
         for end in 0..buf.len() {
-            assert_eq!(
-                parse_with(&buf[..end], 8192, false),
-                Ok(None),
-                "prefix {end}"
-            );
+            assert_eq!(parse_with(&buf[..end], 8192, false), Ok(None), "prefix {end}");
         }
-        assert_eq!(
-            parse_with(&buf[..buf.len() - 1], buf.len() - 1, false),
-            Err(HeadError::TooLarge)
-        );
-        assert_eq!(
-            parse_with(buf, buf.len() - 1, false),
-            Err(HeadError::TooLarge)
-        );
+        assert_eq!(parse_with(&buf[..buf.len() - 1], buf.len() - 1, false), Err(HeadError::TooLarge));
+        assert_eq!(parse_with(buf, buf.len() - 1, false), Err(HeadError::TooLarge));
         assert!(matches!(parse_with(buf, buf.len(), false), Ok(Some(_))));
     }
 
     #[test]
     fn too_many_response_headers_is_refused() {
         let lines: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
-        assert_eq!(
-            parse_with(&ok_with(&lines), 1 << 20, false),
-            Err(HeadError::TooManyHeaders)
-        );
+        assert_eq!(parse_with(&ok_with(&lines), 1 << 20, false), Err(HeadError::TooManyHeaders));
     }
 
     #[test]
     fn connection_lists_on_responses() {
         let buf = ok_with("Connection: x-hop, Upgrade\r\nContent-Length: 0\r\n");
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let head = parse_response(&buf, &mut headers, 8192, false)
-            .unwrap()
-            .unwrap();
+        let head = parse_response(&buf, &mut headers, 8192, false).unwrap().unwrap();
         assert!(head.connection_lists("x-hop"));
         assert!(head.connection_lists("upgrade"));
         assert!(!head.connection_lists("close"));

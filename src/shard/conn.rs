@@ -140,11 +140,26 @@ async fn wait_for_head(shard: &Shard, hcm: &HcmSettings, d: &mut Downstream) -> 
 /// What to do with a parsed request.
 enum Plan<'g> {
     /// `consumed`: bytes of `d.buf` now in `d.req_out`.
-    Forward { route: &'g Route, vhost: &'g VirtualHost, info: RequestInfo, consumed: usize },
-    Reply { status: u16, body: &'g [u8], location: Option<String>, consumed: Option<usize> },
+    Forward {
+        route: &'g Route,
+        vhost: &'g VirtualHost,
+        info: RequestInfo,
+        consumed: usize,
+    },
+    Reply {
+        status: u16,
+        body: &'g [u8],
+        location: Option<String>,
+        consumed: Option<usize>,
+    },
 }
 
-async fn one_request(shard: &Shard, generation: &Generation, listener: &ListenerSnap, d: &mut Downstream) -> Outcome {
+async fn one_request(
+    shard: &Shard,
+    generation: &Generation,
+    listener: &ListenerSnap,
+    d: &mut Downstream,
+) -> Outcome {
     let hcm = &listener.hcm;
     match wait_for_head(shard, hcm, d).await {
         HeadWait::Ready => {}
@@ -192,19 +207,33 @@ async fn one_request(shard: &Shard, generation: &Generation, listener: &Listener
                 cluster,
                 fwd,
                 info,
-                response_edits: [&route.response_edits, &vhost.response_edits, &listener.routes.response_edits],
+                response_edits: [
+                    &route.response_edits,
+                    &vhost.response_edits,
+                    &listener.routes.response_edits,
+                ],
                 server_name: &hcm.server_name,
             };
             // The route timeout starts when the request is complete: here when its body came with
             // the head, else `upstream::forward` starts it once the body has been relayed.
             let outcome = match fwd.timeout {
-                Some(limit) if exchange.info.body_buffered => match monoio::time::timeout(limit, upstream::forward(exchange, d)).await {
-                    Ok(outcome) => outcome,
-                    Err(_) if d.response_started => Outcome::Close,
-                    Err(_) => {
-                        return local_reply(d, 504, b"upstream request timeout", &hcm.server_name, true, &[]).await
+                Some(limit) if exchange.info.body_buffered => {
+                    match monoio::time::timeout(limit, upstream::forward(exchange, d)).await {
+                        Ok(outcome) => outcome,
+                        Err(_) if d.response_started => Outcome::Close,
+                        Err(_) => {
+                            return local_reply(
+                                d,
+                                504,
+                                b"upstream request timeout",
+                                &hcm.server_name,
+                                true,
+                                &[],
+                            )
+                            .await
+                        }
                     }
-                },
+                }
                 _ => upstream::forward(exchange, d).await,
             };
             match outcome {
@@ -257,7 +286,8 @@ fn plan_request<'g>(
         },
         Action::Forward(fwd) => {
             let mut rewritten = String::new();
-            let path = if route.rewrite_path(head.path, &mut rewritten) { rewritten.as_str() } else { head.path };
+            let path =
+                if route.rewrite_path(head.path, &mut rewritten) { rewritten.as_str() } else { head.path };
             write_upstream_head(
                 req_out,
                 head,
@@ -359,9 +389,9 @@ fn hop_by_hop(name: &str) -> bool {
 }
 
 fn removed_by(edits: &[&HeaderEdits; 3], name: &str) -> bool {
-    edits.iter().any(|e| {
-        e.remove.iter().any(|r| is(name, r)) || e.add.iter().any(|a| !a.append && is(name, &a.name))
-    })
+    edits
+        .iter()
+        .any(|e| e.remove.iter().any(|r| is(name, r)) || e.add.iter().any(|a| !a.append && is(name, &a.name)))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -485,4 +515,3 @@ fn spare(buf: BytesMut) -> SliceMut<BytesMut> {
     let len = buf.len();
     buf.slice_mut(len..)
 }
-

@@ -48,7 +48,9 @@ pub struct PaddedCount(pub AtomicUsize);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Driver {
     /// io_uring with SINGLE_ISSUER | DEFER_TASKRUN (`tuned`) or monoio's default ring.
-    Uring { tuned: bool },
+    Uring {
+        tuned: bool,
+    },
     Epoll,
 }
 
@@ -81,7 +83,9 @@ pub fn choose_driver(wanted: IoDriver) -> io::Result<Driver> {
     }
     match io_uring::IoUring::new(8) {
         Ok(_) => Ok(Driver::Uring { tuned: false }),
-        Err(e) if wanted == IoDriver::Uring => Err(io::Error::new(e.kind(), format!("io_uring unavailable: {e}"))),
+        Err(e) if wanted == IoDriver::Uring => {
+            Err(io::Error::new(e.kind(), format!("io_uring unavailable: {e}")))
+        }
         Err(_) => Ok(Driver::Epoll),
     }
 }
@@ -105,8 +109,8 @@ pub fn spawn(
         let main = run(id, initial, rx, counter);
         let result = match driver {
             Driver::Uring { tuned } => {
-                let mut b = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                    .with_entries(URING_ENTRIES);
+                let mut b =
+                    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(URING_ENTRIES);
                 if tuned {
                     b = b.uring_builder(tuned_ring());
                 }
@@ -212,7 +216,12 @@ impl Shard {
     }
 }
 
-async fn run(id: usize, initial: Arc<Snapshot>, mut rx: UnboundedReceiver<ShardMsg>, active: Arc<PaddedCount>) {
+async fn run(
+    id: usize,
+    initial: Arc<Snapshot>,
+    mut rx: UnboundedReceiver<ShardMsg>,
+    active: Arc<PaddedCount>,
+) {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0x9E37_79B9, |d| d.as_nanos() as u64)
@@ -251,7 +260,12 @@ async fn sweep_pool(shard: Rc<Shard>) {
     }
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: monoio::net::TcpListener, listener_id: u64, stop: Rc<Signal>) {
+async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: monoio::net::TcpListener,
+    listener_id: u64,
+    stop: Rc<Signal>,
+) {
     loop {
         let accepted = monoio::select! {
             accepted = listener.accept() => accepted,

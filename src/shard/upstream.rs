@@ -41,7 +41,9 @@ pub(super) struct Exchange<'a> {
 enum Attempt {
     /// The response went to the client.
     Relayed(Outcome),
-    ConnectFailed { timed_out: bool },
+    ConnectFailed {
+        timed_out: bool,
+    },
     /// A pooled connection turned out closed before answering anything: try a fresh one.
     Stale,
     /// The upstream reset or closed before a complete response head.
@@ -71,7 +73,8 @@ pub(super) async fn forward(ex: Exchange<'_>, d: &mut Downstream) -> Outcome {
     let mut fresh_only = false;
     loop {
         let Some(endpoint) = lb.pick(snap, &ex.shard.rng) else {
-            return local_reply(d, 503, b"no healthy upstream", ex.server_name, !ex.info.body_buffered, &[]).await;
+            return local_reply(d, 503, b"no healthy upstream", ex.server_name, !ex.info.body_buffered, &[])
+                .await;
         };
         let addr = snap.endpoints[endpoint];
         lb.begin(endpoint);
@@ -124,7 +127,13 @@ async fn connect(addr: SocketAddr, timeout: std::time::Duration) -> Result<Upstr
     }
 }
 
-async fn attempt(ex: &Exchange<'_>, d: &mut Downstream, addr: SocketAddr, fresh_only: bool, may_retry: bool) -> Attempt {
+async fn attempt(
+    ex: &Exchange<'_>,
+    d: &mut Downstream,
+    addr: SocketAddr,
+    fresh_only: bool,
+    may_retry: bool,
+) -> Attempt {
     let snap = &ex.generation.snap.clusters[ex.cluster];
     let pooled = if fresh_only { None } else { take_pooled(ex.shard, addr, !ex.info.body_buffered) };
     let reused = pooled.is_some();
@@ -155,11 +164,18 @@ async fn attempt(ex: &Exchange<'_>, d: &mut Downstream, addr: SocketAddr, fresh_
         let sent = match (ex.info.body, &ex.info.chunked) {
             (BodyKind::Length(n), _) => {
                 let remaining = n - ex.info.body_in_head_read as u64;
-                relay_length(&mut d.stream, &mut d.buf, &mut up.stream, remaining, Some(STREAM_IDLE_TIMEOUT)).await
+                relay_length(&mut d.stream, &mut d.buf, &mut up.stream, remaining, Some(STREAM_IDLE_TIMEOUT))
+                    .await
             }
             (BodyKind::Chunked, Some(decoder)) => {
-                relay_chunked(&mut d.stream, &mut d.buf, &mut up.stream, decoder.clone(), Some(STREAM_IDLE_TIMEOUT))
-                    .await
+                relay_chunked(
+                    &mut d.stream,
+                    &mut d.buf,
+                    &mut up.stream,
+                    decoder.clone(),
+                    Some(STREAM_IDLE_TIMEOUT),
+                )
+                .await
             }
             _ => Ok(()),
         };
@@ -237,13 +253,17 @@ async fn respond(
             d.resp_out.extend_from_slice(&up.buf[..first]);
             up.buf.advance(first);
             match write_out(&mut d.stream, &mut d.resp_out).await {
-                Ok(()) => relay_length(&mut up.stream, &mut up.buf, &mut d.stream, n - first as u64, None).await,
+                Ok(()) => {
+                    relay_length(&mut up.stream, &mut up.buf, &mut d.stream, n - first as u64, None).await
+                }
                 Err(_) => Err(RelayError::Write),
             }
         }
         BodyKind::Chunked if info.dechunk => dechunk(&mut up, d).await,
         BodyKind::Chunked => match write_out(&mut d.stream, &mut d.resp_out).await {
-            Ok(()) => relay_chunked(&mut up.stream, &mut up.buf, &mut d.stream, ChunkedDecoder::new(), None).await,
+            Ok(()) => {
+                relay_chunked(&mut up.stream, &mut up.buf, &mut d.stream, ChunkedDecoder::new(), None).await
+            }
             Err(_) => Err(RelayError::Write),
         },
         BodyKind::CloseDelimited => relay_until_close(&mut up, d).await,
@@ -312,7 +332,12 @@ fn dropped_response_header(name: &str) -> bool {
     }
 }
 
-fn write_response_head(ex: &Exchange<'_>, d: &mut Downstream, head: &ResponseHead<'_>, started: Instant) -> ResponseInfo {
+fn write_response_head(
+    ex: &Exchange<'_>,
+    d: &mut Downstream,
+    head: &ResponseHead<'_>,
+    started: Instant,
+) -> ResponseInfo {
     let info = &ex.info;
     let dechunk = head.body == BodyKind::Chunked && info.http10;
     let close_delimited_to_client = head.body == BodyKind::CloseDelimited || dechunk;
@@ -438,17 +463,30 @@ const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// `write_prefix` within `idle` when given: an upstream that stops reading a request body must not
 /// hold the exchange forever either.
-async fn write_within(dst: &mut TcpStream, buf: &mut BytesMut, n: usize, idle: Option<Duration>) -> Result<(), RelayError> {
+async fn write_within(
+    dst: &mut TcpStream,
+    buf: &mut BytesMut,
+    n: usize,
+    idle: Option<Duration>,
+) -> Result<(), RelayError> {
     match idle {
-        Some(limit) => monoio::time::timeout(limit, write_prefix(dst, buf, n)).await.map_err(|_| RelayError::Write)?,
+        Some(limit) => {
+            monoio::time::timeout(limit, write_prefix(dst, buf, n)).await.map_err(|_| RelayError::Write)?
+        }
         None => write_prefix(dst, buf, n).await,
     }
 }
 
 /// One read that must bring bytes (EOF is an error), within `idle` when given.
-async fn read_within(src: &mut TcpStream, buf: &mut BytesMut, idle: Option<Duration>) -> Result<(), RelayError> {
+async fn read_within(
+    src: &mut TcpStream,
+    buf: &mut BytesMut,
+    idle: Option<Duration>,
+) -> Result<(), RelayError> {
     let read = match idle {
-        Some(limit) => monoio::time::timeout(limit, read_more(src, buf)).await.map_err(|_| RelayError::Read)?,
+        Some(limit) => {
+            monoio::time::timeout(limit, read_more(src, buf)).await.map_err(|_| RelayError::Read)?
+        }
         None => read_more(src, buf).await,
     };
     match read {

@@ -81,7 +81,7 @@ impl Skiff {
     pub fn listener(&self, name: &str) -> SocketAddr {
         let needle = format!("listener {name:?} listening on ");
         let log = self.log();
-        let line = log.lines().filter(|l| l.contains(&needle)).next_back().unwrap_or_else(|| {
+        let line = log.lines().rfind(|l| l.contains(&needle)).unwrap_or_else(|| {
             panic!("no listener {name} in log:\n{log}");
         });
         let addr = line.split(&needle).nth(1).expect("address");
@@ -152,7 +152,11 @@ pub type Handler = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
 
 pub enum Reply {
     /// A complete response with content-length.
-    Full { status: u16, headers: Vec<(String, String)>, body: Vec<u8> },
+    Full {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
     /// Raw bytes, then keep the connection (true) or close it.
     Raw(Vec<u8>, bool),
     /// Close without answering.
@@ -249,7 +253,8 @@ fn serve_conn(stream: TcpStream, handler: Handler, seen: Arc<Mutex<Vec<Seen>>>) 
                 headers.push((n.trim().to_string(), v.trim().to_string()));
             }
         }
-        let get = |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+        let get =
+            |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
         let mut body = Vec::new();
         if let Some(len) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
             body.resize(len, 0);
@@ -473,7 +478,12 @@ pub fn start_with_driver(yaml: &str, driver: &str) -> Skiff {
 /// `simple_config` with extra pieces spliced in: `hcm_extra` are YAML lines for the
 /// HttpConnectionManager (indented 16 spaces), `route_extra` goes inside the route's flow map (e.g.
 /// `", retry_policy: { retry_on: 5xx }"`), `cluster_extra` are YAML lines for the cluster (indented 6).
-pub fn custom_config(upstreams: &[SocketAddr], hcm_extra: &str, route_extra: &str, cluster_extra: &str) -> String {
+pub fn custom_config(
+    upstreams: &[SocketAddr],
+    hcm_extra: &str,
+    route_extra: &str,
+    cluster_extra: &str,
+) -> String {
     simple_config(upstreams)
         .replace("stat_prefix: ingress\n", &format!("stat_prefix: ingress\n{hcm_extra}"))
         .replace("timeout: 2s }", &format!("timeout: 2s{route_extra} }}"))
@@ -593,10 +603,19 @@ pub fn read_head(s: &mut TcpStream) -> Option<String> {
 /// A config with two clusters: `/good...` goes to `good`, everything else to `backend` (made of
 /// `upstreams`, possibly none). `route_extra` and `cluster_extra` apply to `backend` as in
 /// `custom_config`.
-pub fn two_cluster_config(upstreams: &[SocketAddr], good: SocketAddr, route_extra: &str, cluster_extra: &str) -> String {
+pub fn two_cluster_config(
+    upstreams: &[SocketAddr],
+    good: SocketAddr,
+    route_extra: &str,
+    cluster_extra: &str,
+) -> String {
     let base = custom_config(upstreams, "", route_extra, cluster_extra);
     let good_route = "                        - match: { prefix: \"/good\" }\n                          route: { cluster: good, timeout: 2s }\n";
-    let base = base.replacen("                        - match: { prefix: \"/\" }\n", &format!("{good_route}                        - match: {{ prefix: \"/\" }}\n"), 1);
+    let base = base.replacen(
+        "                        - match: { prefix: \"/\" }\n",
+        &format!("{good_route}                        - match: {{ prefix: \"/\" }}\n"),
+        1,
+    );
     format!(
         "{base}    - name: good\n      connect_timeout: 0.5s\n      type: STATIC\n      load_assignment:\n        cluster_name: good\n        endpoints:\n          - lb_endpoints:\n              - endpoint:\n                  address:\n                    socket_address: {{ address: {}, port_value: {} }}\n",
         good.ip(),
