@@ -367,3 +367,15 @@ fn client_half_close_after_request_still_gets_answer() {
     assert!(res.text.starts_with("HTTP/1.1 200"), "{:?}", res.text);
     assert!(res.text.ends_with("half"));
 }
+
+#[test]
+fn absolute_form_target_authority_replaces_host() {
+    let up = TestUpstream::echo();
+    let skiff = proxy(&up);
+    let mut c = Client::connect(skiff.listener("main"));
+    c.send(b"GET http://routed.example/abs?q=1 HTTP/1.1\r\nHost: other.example\r\n\r\n");
+    assert_eq!(c.read_response(false).unwrap().status, 200);
+    let seen = &up.requests()[0];
+    assert_eq!(seen.path, "/abs?q=1");
+    assert_eq!(seen.header("host"), Some("routed.example"));
+}

@@ -427,7 +427,10 @@ fn write_upstream_head(
         }
         if is(name, "host") {
             saw_host = true;
-            let value = host_rewrite.map_or(h.value, str::as_bytes);
+            // `head.host` is the authority of an absolute-form target when there is one (RFC 9112
+            // §3.2.2: it replaces Host), which is also what routing used: the upstream must see the
+            // host the request was routed by, not a different Host line.
+            let value = host_rewrite.or(head.host).map_or(h.value, str::as_bytes);
             reply::header(out, b"host", value);
             continue;
         }
