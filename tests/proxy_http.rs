@@ -379,3 +379,24 @@ fn absolute_form_target_authority_replaces_host() {
     assert_eq!(seen.path, "/abs?q=1");
     assert_eq!(seen.header("host"), Some("routed.example"));
 }
+
+#[test]
+fn http10_upstream_and_connection_close_responses_are_not_pooled() {
+    let up = TestUpstream::start(Arc::new(|s: &Seen| {
+        let raw: &[u8] = if s.path == "/ten" {
+            b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        } else {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+        };
+        Reply::Raw(raw.to_vec(), false)
+    }));
+    let skiff = proxy(&up);
+    let mut c = Client::connect(skiff.listener("main"));
+    for path in ["/ten", "/close", "/ten", "/close"] {
+        let r = c.get(path);
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+        // The client's own connection stays open: the upstream's close is hop-by-hop.
+        assert!(r.header("connection").is_none(), "{:?}", r.headers);
+    }
+    assert_eq!(up.connections.load(Ordering::Relaxed), 4);
+}
