@@ -400,3 +400,20 @@ fn http10_upstream_and_connection_close_responses_are_not_pooled() {
     }
     assert_eq!(up.connections.load(Ordering::Relaxed), 4);
 }
+
+#[test]
+fn interim_upstream_responses_are_skipped() {
+    let up = TestUpstream::start(Arc::new(|_: &Seen| {
+        Reply::Raw(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal"
+                .to_vec(),
+            true,
+        )
+    }));
+    let skiff = proxy(&up);
+    let mut c = Client::connect(skiff.listener("main"));
+    for _ in 0..2 {
+        let r = c.get("/");
+        assert_eq!((r.status, r.text().as_str()), (200, "final"));
+    }
+}
