@@ -145,7 +145,7 @@ fn retry_on_5xx_recovers_from_one_failure() {
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
     let up = TestUpstream::start(Arc::new(move |s: &Seen| {
-        if c.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+        if c.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
             Reply::Full { status: 503, headers: vec![], body: b"busy".to_vec() }
         } else {
             Reply::ok(&format!("lucky {}", String::from_utf8_lossy(&s.body)))
