@@ -66,7 +66,7 @@ pub struct RequestHead<'b> {
 }
 
 impl RequestHead<'_> {
-    /// Whether `name` (lower-case) is listed in a Connection header, i.e. hop-by-hop for this message.
+    /// Whether `name` (any case) is listed in a Connection header, i.e. hop-by-hop for this message.
     pub fn connection_lists(&self, name: &str) -> bool {
         fields::connection_lists(self.headers, name)
     }
@@ -83,6 +83,7 @@ pub struct ResponseHead<'b> {
 }
 
 impl ResponseHead<'_> {
+    /// Whether `name` (any case) is listed in a Connection header.
     pub fn connection_lists(&self, name: &str) -> bool {
         fields::connection_lists(self.headers, name)
     }

@@ -9,6 +9,7 @@ use crate::http::{self, BodyKind, ChunkedDecoder, RequestHead, Version, MAX_HEAD
 use crate::route::{Action, HeaderEdits, Route, RouteTable, VirtualHost};
 use crate::snapshot::{HcmSettings, ListenerSnap};
 use bytes::{Buf, BytesMut};
+use monoio::buf::{IoBufMut, SliceMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
@@ -117,7 +118,7 @@ async fn wait_for_head(shard: &Shard, hcm: &HcmSettings, d: &mut Downstream) -> 
         let idle = d.buf.is_empty();
         let want = (hcm.max_head_len + 1).saturating_sub(d.buf.len()).clamp(1, READ_CHUNK);
         d.buf.reserve(want);
-        let buf = std::mem::take(&mut d.buf);
+        let buf = spare(std::mem::take(&mut d.buf));
         let read = monoio::select! {
             r = monoio::time::timeout(wait, d.stream.read(buf)) => r,
             _ = shard.drain.wait(), if idle => return HeadWait::Close,
@@ -125,7 +126,7 @@ async fn wait_for_head(shard: &Shard, hcm: &HcmSettings, d: &mut Downstream) -> 
         match read {
             Ok((Ok(0), _)) | Ok((Err(_), _)) => return HeadWait::Close,
             Ok((Ok(_), buf)) => {
-                d.buf = buf;
+                d.buf = buf.into_inner();
                 if first_byte.is_none() && idle {
                     first_byte = Some(Instant::now());
                 }
@@ -213,16 +214,27 @@ async fn one_request(
                 ],
                 server_name: &hcm.server_name,
             };
+            // The route timeout starts when the request is complete: here when its body came with
+            // the head, else `upstream::forward` starts it once the body has been relayed.
             let outcome = match fwd.timeout {
-                Some(limit) => match monoio::time::timeout(limit, upstream::forward(exchange, d)).await {
-                    Ok(outcome) => outcome,
-                    Err(_) if d.response_started => Outcome::Close,
-                    Err(_) => {
-                        return local_reply(d, 504, b"upstream request timeout", &hcm.server_name, true, &[])
+                Some(limit) if exchange.info.body_buffered => {
+                    match monoio::time::timeout(limit, upstream::forward(exchange, d)).await {
+                        Ok(outcome) => outcome,
+                        Err(_) if d.response_started => Outcome::Close,
+                        Err(_) => {
+                            return local_reply(
+                                d,
+                                504,
+                                b"upstream request timeout",
+                                &hcm.server_name,
+                                true,
+                                &[],
+                            )
                             .await
+                        }
                     }
-                },
-                None => upstream::forward(exchange, d).await,
+                }
+                _ => upstream::forward(exchange, d).await,
             };
             match outcome {
                 Outcome::KeepAlive if keep_alive => Outcome::KeepAlive,
@@ -399,9 +411,15 @@ fn write_upstream_head(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let any_edits = edits.iter().any(|e| !e.is_empty());
     let (mut saw_xff, mut saw_proto, mut saw_id, mut saw_host) = (false, false, false, false);
-    for h in head.headers {
+    // Only a Connection header can make another header hop-by-hop; without one (the common case)
+    // skip the per-header scan of its list, which would make the head O(headers²).
+    let has_connection = head.headers.iter().any(|h| is(h.name, "connection"));
+    // Several x-forwarded-for lines are one list (RFC 9110 §5.3): the client's address goes after
+    // its last element, once, not after each line.
+    let last_xff = head.headers.iter().rposition(|h| is(h.name, "x-forwarded-for"));
+    for (i, h) in head.headers.iter().enumerate() {
         let name = h.name;
-        if hop_by_hop(name) || head.connection_lists(&name.to_ascii_lowercase()) {
+        if hop_by_hop(name) || (has_connection && head.connection_lists(name)) {
             continue;
         }
         if any_edits && removed_by(&edits, name) {
@@ -409,11 +427,14 @@ fn write_upstream_head(
         }
         if is(name, "host") {
             saw_host = true;
-            let value = host_rewrite.map_or(h.value, str::as_bytes);
+            // `head.host` is the authority of an absolute-form target when there is one (RFC 9112
+            // §3.2.2: it replaces Host), which is also what routing used: the upstream must see the
+            // host the request was routed by, not a different Host line.
+            let value = host_rewrite.or(head.host).map_or(h.value, str::as_bytes);
             reply::header(out, b"host", value);
             continue;
         }
-        if is(name, "x-forwarded-for") {
+        if last_xff == Some(i) {
             saw_xff = true;
             out.extend_from_slice(b"x-forwarded-for: ");
             out.extend_from_slice(h.value);
@@ -481,10 +502,19 @@ pub(super) async fn write_out(stream: &mut TcpStream, out: &mut Vec<u8>) -> std:
     res.map(|_| ())
 }
 
-/// Reads once into `buf` (growing it by up to `READ_CHUNK`); Ok(0) is end of stream.
+/// Reads once, appending to `buf` (growing it by up to `READ_CHUNK`); Ok(0) is end of stream.
 pub(super) async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
     buf.reserve(READ_CHUNK);
-    let (res, b) = stream.read(std::mem::take(buf)).await;
-    *buf = b;
+    let (res, b) = stream.read(spare(std::mem::take(buf))).await;
+    *buf = b.into_inner();
     res
+}
+
+/// The unfilled capacity of `buf` as a read target. monoio reads into a `BytesMut` at its *start*
+/// (its `write_ptr` is `as_mut_ptr()`), so reading into a buffer that already holds part of a head
+/// or a chunk-size line would overwrite those bytes; a `SliceMut` from `len` appends instead. The
+/// caller must have reserved capacity: an empty slice would read 0 bytes and look like EOF.
+fn spare(buf: BytesMut) -> SliceMut<BytesMut> {
+    let len = buf.len();
+    buf.slice_mut(len..)
 }

@@ -15,7 +15,7 @@ use monoio::buf::IoBuf;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Largest upstream response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -54,6 +54,8 @@ enum Attempt {
     RetryableStatus,
     /// The client went away or the relay broke after the response started: close.
     Abort,
+    /// The route timeout ran out while waiting for or relaying a streamed request's response.
+    TimedOut,
 }
 
 const CONNECT_FAILURE: &[u8] =
@@ -83,6 +85,10 @@ pub(super) async fn forward(ex: Exchange<'_>, d: &mut Downstream) -> Outcome {
         let (status, body): (u16, &[u8]) = match result {
             Attempt::Relayed(outcome) => return outcome,
             Attempt::Abort => return Outcome::Close,
+            Attempt::TimedOut if d.response_started => return Outcome::Close,
+            Attempt::TimedOut => {
+                return local_reply(d, 504, b"upstream request timeout", ex.server_name, true, &[]).await
+            }
             Attempt::Stale if ex.info.body_buffered && !fresh_only => {
                 // Not a retry in Envoy's sense: the request never reached an application.
                 fresh_only = true;
@@ -129,7 +135,7 @@ async fn attempt(
     may_retry: bool,
 ) -> Attempt {
     let snap = &ex.generation.snap.clusters[ex.cluster];
-    let pooled = if fresh_only { None } else { ex.shard.pool.take(addr) };
+    let pooled = if fresh_only { None } else { take_pooled(ex.shard, addr, !ex.info.body_buffered) };
     let reused = pooled.is_some();
     let mut up = match pooled {
         Some(up) => up,
@@ -158,10 +164,18 @@ async fn attempt(
         let sent = match (ex.info.body, &ex.info.chunked) {
             (BodyKind::Length(n), _) => {
                 let remaining = n - ex.info.body_in_head_read as u64;
-                relay_length(&mut d.stream, &mut d.buf, &mut up.stream, remaining).await
+                relay_length(&mut d.stream, &mut d.buf, &mut up.stream, remaining, Some(STREAM_IDLE_TIMEOUT))
+                    .await
             }
             (BodyKind::Chunked, Some(decoder)) => {
-                relay_chunked(&mut d.stream, &mut d.buf, &mut up.stream, decoder.clone()).await
+                relay_chunked(
+                    &mut d.stream,
+                    &mut d.buf,
+                    &mut up.stream,
+                    decoder.clone(),
+                    Some(STREAM_IDLE_TIMEOUT),
+                )
+                .await
             }
             _ => Ok(()),
         };
@@ -173,6 +187,29 @@ async fn attempt(
         }
     }
 
+    let response = respond(ex, d, up, addr, reused, may_retry, started);
+    match ex.fwd.timeout {
+        // Envoy's route timeout runs from the end of the request. A buffered request ended before
+        // the first attempt, so the caller bounds the whole exchange (retries included); a
+        // streamed one ends only now, and a slow upload must not eat into its time.
+        Some(limit) if !ex.info.body_buffered => {
+            monoio::time::timeout(limit, response).await.unwrap_or(Attempt::TimedOut)
+        }
+        _ => response.await,
+    }
+}
+
+/// Reads the response and relays it to the client; pools the connection when it ended cleanly.
+async fn respond(
+    ex: &Exchange<'_>,
+    d: &mut Downstream,
+    mut up: Upstream,
+    addr: SocketAddr,
+    reused: bool,
+    may_retry: bool,
+    started: Instant,
+) -> Attempt {
+    let snap = &ex.generation.snap.clusters[ex.cluster];
     // The response head, skipping interim 1xx responses (skiff answered Expect itself).
     let mut received_any = false;
     let (info, head_len) = loop {
@@ -216,13 +253,17 @@ async fn attempt(
             d.resp_out.extend_from_slice(&up.buf[..first]);
             up.buf.advance(first);
             match write_out(&mut d.stream, &mut d.resp_out).await {
-                Ok(()) => relay_length(&mut up.stream, &mut up.buf, &mut d.stream, n - first as u64).await,
+                Ok(()) => {
+                    relay_length(&mut up.stream, &mut up.buf, &mut d.stream, n - first as u64, None).await
+                }
                 Err(_) => Err(RelayError::Write),
             }
         }
         BodyKind::Chunked if info.dechunk => dechunk(&mut up, d).await,
         BodyKind::Chunked => match write_out(&mut d.stream, &mut d.resp_out).await {
-            Ok(()) => relay_chunked(&mut up.stream, &mut up.buf, &mut d.stream, ChunkedDecoder::new()).await,
+            Ok(()) => {
+                relay_chunked(&mut up.stream, &mut up.buf, &mut d.stream, ChunkedDecoder::new(), None).await
+            }
             Err(_) => Err(RelayError::Write),
         },
         BodyKind::CloseDelimited => relay_until_close(&mut up, d).await,
@@ -238,6 +279,31 @@ async fn attempt(
         ex.shard.pool.put(up);
     }
     Attempt::Relayed(if info.client_keep_alive { Outcome::KeepAlive } else { Outcome::Close })
+}
+
+/// An idle pooled connection to `addr`. A request whose body is still arriving cannot be replayed
+/// if the connection turns out dead, so for those (`must_be_open`) connections the upstream already
+/// closed (its keep-alive timeout can be much shorter than the pool's) are discarded first. The
+/// check is one non-blocking syscall, spent only where a stale connection would cost the request.
+fn take_pooled(shard: &Shard, addr: SocketAddr, must_be_open: bool) -> Option<Upstream> {
+    loop {
+        let up = shard.pool.take(addr)?;
+        if !must_be_open || still_open(&up.stream) {
+            return Some(up);
+        }
+    }
+}
+
+/// Whether an idle connection is still usable: no FIN, no error and no unsolicited bytes waiting.
+fn still_open(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut byte = 0u8;
+    // SAFETY: recv into one valid byte of our stack; MSG_PEEK leaves the socket's data untouched,
+    // MSG_DONTWAIT keeps it from blocking the shard. The fd is owned by `stream`, alive here.
+    let n = unsafe {
+        libc::recv(stream.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+    };
+    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
 }
 
 /// What the relay needs after the response head was written.
@@ -285,9 +351,11 @@ fn write_response_head(
     out.extend_from_slice(b"\r\n");
     let edits = &ex.response_edits;
     let any_edits = edits.iter().any(|e| !e.is_empty());
+    // As for requests: only scan Connection's list when the response has one.
+    let has_connection = head.headers.iter().any(|h| is(h.name, "connection"));
     for h in head.headers {
         let name = h.name;
-        if dropped_response_header(name) || head.connection_lists(&name.to_ascii_lowercase()) {
+        if dropped_response_header(name) || (has_connection && head.connection_lists(name)) {
             continue;
         }
         if head.body == BodyKind::Chunked && is(name, "content-length") {
@@ -345,16 +413,14 @@ async fn relay_length(
     buf: &mut BytesMut,
     dst: &mut TcpStream,
     mut remaining: u64,
+    idle: Option<Duration>,
 ) -> Result<(), RelayError> {
     while remaining > 0 {
         if buf.is_empty() {
-            match read_more(src, buf).await {
-                Ok(0) | Err(_) => return Err(RelayError::Read),
-                Ok(_) => {}
-            }
+            read_within(src, buf, idle).await?;
         }
         let n = buf.len().min(remaining.min(usize::MAX as u64) as usize);
-        write_prefix(dst, buf, n).await?;
+        write_within(dst, buf, n, idle).await?;
         remaining -= n as u64;
     }
     Ok(())
@@ -367,6 +433,7 @@ async fn relay_chunked(
     buf: &mut BytesMut,
     dst: &mut TcpStream,
     mut decoder: ChunkedDecoder,
+    idle: Option<Duration>,
 ) -> Result<(), RelayError> {
     loop {
         let mut pos = 0;
@@ -380,15 +447,51 @@ async fn relay_chunked(
             }
         }
         if pos > 0 {
-            write_prefix(dst, buf, pos).await?;
+            write_within(dst, buf, pos, idle).await?;
         }
         if done {
             return Ok(());
         }
-        match read_more(src, buf).await {
-            Ok(0) | Err(_) => return Err(RelayError::Read),
-            Ok(_) => {}
+        read_within(src, buf, idle).await?;
+    }
+}
+
+/// Envoy's default `stream_idle_timeout`: how long a request body may stall once its head has
+/// been forwarded. The route timeout only starts when the body is complete, so this is what bounds a
+/// client that stops sending halfway.
+const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `write_prefix` within `idle` when given: an upstream that stops reading a request body must not
+/// hold the exchange forever either.
+async fn write_within(
+    dst: &mut TcpStream,
+    buf: &mut BytesMut,
+    n: usize,
+    idle: Option<Duration>,
+) -> Result<(), RelayError> {
+    match idle {
+        Some(limit) => {
+            monoio::time::timeout(limit, write_prefix(dst, buf, n)).await.map_err(|_| RelayError::Write)?
         }
+        None => write_prefix(dst, buf, n).await,
+    }
+}
+
+/// One read that must bring bytes (EOF is an error), within `idle` when given.
+async fn read_within(
+    src: &mut TcpStream,
+    buf: &mut BytesMut,
+    idle: Option<Duration>,
+) -> Result<(), RelayError> {
+    let read = match idle {
+        Some(limit) => {
+            monoio::time::timeout(limit, read_more(src, buf)).await.map_err(|_| RelayError::Read)?
+        }
+        None => read_more(src, buf).await,
+    };
+    match read {
+        Ok(0) | Err(_) => Err(RelayError::Read),
+        Ok(_) => Ok(()),
     }
 }
 

@@ -601,3 +601,155 @@ pub fn bootstrap_yaml(listeners: &[String], clusters: &[String]) -> String {
     let c: String = clusters.iter().map(|b| indent(b, 4)).collect();
     format!("static_resources:\n  listeners:\n{l}  clusters:\n{c}")
 }
+/// Starts skiff on `yaml` with two shards and the given io driver ("epoll", "uring" or "auto").
+pub fn start_with_driver(yaml: &str, driver: &str) -> Skiff {
+    Skiff::start(yaml, &["--concurrency", "2", "--io-driver", driver])
+}
+
+/// `simple_config` with extra pieces spliced in: `hcm_extra` are YAML lines for the
+/// HttpConnectionManager (indented 16 spaces), `route_extra` goes inside the route's flow map (e.g.
+/// `", retry_policy: { retry_on: 5xx }"`), `cluster_extra` are YAML lines for the cluster (indented 6).
+pub fn custom_config(
+    upstreams: &[SocketAddr],
+    hcm_extra: &str,
+    route_extra: &str,
+    cluster_extra: &str,
+) -> String {
+    simple_config(upstreams)
+        .replace("stat_prefix: ingress\n", &format!("stat_prefix: ingress\n{hcm_extra}"))
+        .replace("timeout: 2s }", &format!("timeout: 2s{route_extra} }}"))
+        .replace("      connect_timeout: 0.5s\n", &format!("      connect_timeout: 0.5s\n{cluster_extra}"))
+}
+
+/// What a raw exchange produced: everything read, and whether the server closed the connection
+/// (false: it was still open when `limit` ran out).
+pub struct RawResult {
+    pub text: String,
+    pub closed: bool,
+}
+
+/// Writes `raw` on a fresh connection and reads until the server closes or `limit` passes.
+pub fn raw_until_close(addr: SocketAddr, raw: &[u8], limit: Duration) -> RawResult {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    // The server may answer and close before all of `raw` is written; that is not an error here.
+    let _ = s.write_all(raw);
+    read_until_close(&mut s, limit)
+}
+
+/// Reads from `s` until EOF (closed: true), a reset (closed: true) or `limit` (closed: false).
+pub fn read_until_close(s: &mut TcpStream, limit: Duration) -> RawResult {
+    let deadline = Instant::now() + limit;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let closed = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break false;
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                break false
+            }
+            Err(_) => break true,
+        }
+    };
+    RawResult { text: String::from_utf8_lossy(&out).into_owned(), closed }
+}
+
+/// Polls `cond` every 10 ms until it holds or `limit` passes; returns whether it held.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `len` bytes of a deterministic, non-repeating-looking pattern.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| ((i.wrapping_mul(31) ^ (i >> 8)) as u8).wrapping_add(seed)).collect()
+}
+
+impl Client {
+    /// Connects with a custom read timeout.
+    pub fn connect_with_timeout(addr: SocketAddr, read_timeout: Duration) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect to skiff");
+        stream.set_read_timeout(Some(read_timeout)).unwrap();
+        Client { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream }
+    }
+
+    /// The underlying stream (for half-closes, raw writes).
+    pub fn stream(&self) -> &TcpStream {
+        &self.writer
+    }
+}
+
+/// A scripted upstream on 127.0.0.1:0: each accepted connection runs `script(stream, n)` on its own
+/// thread (`n` counts connections from 0). For misbehaviour TestUpstream cannot express.
+pub struct RawUpstream {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl RawUpstream {
+    pub fn start(script: impl Fn(TcpStream, usize) + Send + Sync + 'static) -> RawUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let c = connections.clone();
+        let script = Arc::new(script);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let n = c.fetch_add(1, Ordering::Relaxed);
+                let script = script.clone();
+                std::thread::spawn(move || script(stream, n));
+            }
+        });
+        RawUpstream { addr, connections }
+    }
+}
+
+/// Reads one request head (no body) from `s`; None on EOF or error first.
+pub fn read_head(s: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// A config with two clusters: `/good...` goes to `good`, everything else to `backend` (made of
+/// `upstreams`, possibly none). `route_extra` and `cluster_extra` apply to `backend` as in
+/// `custom_config`.
+pub fn two_cluster_config(
+    upstreams: &[SocketAddr],
+    good: SocketAddr,
+    route_extra: &str,
+    cluster_extra: &str,
+) -> String {
+    let base = custom_config(upstreams, "", route_extra, cluster_extra);
+    let good_route = "                        - match: { prefix: \"/good\" }\n                          route: { cluster: good, timeout: 2s }\n";
+    let base = base.replacen(
+        "                        - match: { prefix: \"/\" }\n",
+        &format!("{good_route}                        - match: {{ prefix: \"/\" }}\n"),
+        1,
+    );
+    format!(
+        "{base}    - name: good\n      connect_timeout: 0.5s\n      type: STATIC\n      load_assignment:\n        cluster_name: good\n        endpoints:\n          - lb_endpoints:\n              - endpoint:\n                  address:\n                    socket_address: {{ address: {}, port_value: {} }}\n",
+        good.ip(),
+        good.port()
+    )
+}
