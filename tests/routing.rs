@@ -393,8 +393,6 @@ fn more_matchers_and_redirect_forms() {
 }
 
 #[test]
-#[ignore = "src/shard/conn.rs redirect_location replaces only the leading '/' with the redirect's \
-            prefix_rewrite instead of the route's matched prefix"]
 fn redirect_prefix_rewrite_replaces_the_matched_prefix() {
     let routes = r#"virtual_hosts:
   - name: all

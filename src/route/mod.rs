@@ -254,6 +254,29 @@ impl Route {
             && self.query.iter().all(|q| query_matches(q, query))
     }
 
+    /// The `location` a redirect route answers for `host` and `path`. Envoy's `prefix_rewrite`
+    /// replaces the part of the path the route matched: the prefix, or the whole path.
+    pub fn redirect_location(&self, r: &config::Redirect, host: &str, path: &str) -> String {
+        let scheme = if r.https_redirect { "https" } else { "http" };
+        let host = r.host_redirect.as_deref().unwrap_or(host);
+        let (path_only, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
+        let new_path = match (&r.path_redirect, &r.prefix_rewrite, &self.path) {
+            (Some(p), _, _) => p.clone(),
+            (None, Some(rw), PathMatcher::Prefix { prefix, .. }) => {
+                format!("{rw}{}", path_only.get(prefix.len()..).unwrap_or(""))
+            }
+            (None, Some(rw), _) => rw.clone(),
+            (None, None, _) => path_only.to_string(),
+        };
+        match query {
+            Some(q) if !r.strip_query && !new_path.contains('?') => format!("{scheme}://{host}{new_path}?{q}"),
+            _ => format!("{scheme}://{host}{new_path}"),
+        }
+    }
+
     /// For a prefix or exact-path route: the path after `prefix_rewrite`.
     pub fn rewrite_path(&self, path: &str, out: &mut String) -> bool {
         let Action::Forward(Forward { prefix_rewrite: Some((prefix, replacement)), .. }) = &self.action

@@ -281,7 +281,7 @@ fn plan_request<'g>(
         Action::Redirect(r) => Plan::Reply {
             status: r.status,
             body: b"",
-            location: Some(redirect_location(r, host, head.path)),
+            location: Some(route.redirect_location(r, host, head.path)),
             consumed: buffered_body,
         },
         Action::Forward(fwd) => {
@@ -350,25 +350,6 @@ fn scan_body(head: &RequestHead<'_>, buf: &[u8]) -> Result<BodyScan, http::Chunk
             BodyScan { len: pos, complete: false, decoder: Some(decoder) }
         }
     })
-}
-
-fn redirect_location(r: &crate::config::Redirect, host: &str, path: &str) -> String {
-    let scheme = if r.https_redirect { "https" } else { "http" };
-    let host = r.host_redirect.as_deref().unwrap_or(host);
-    let (path_only, query) = match path.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (path, None),
-    };
-    let mut new_path = r.path_redirect.clone().unwrap_or_else(|| path_only.to_string());
-    if r.path_redirect.is_none() {
-        if let Some(prefix) = &r.prefix_rewrite {
-            new_path = format!("{prefix}{}", path_only.trim_start_matches('/'));
-        }
-    }
-    match query {
-        Some(q) if !r.strip_query && !new_path.contains('?') => format!("{scheme}://{host}{new_path}?{q}"),
-        _ => format!("{scheme}://{host}{new_path}"),
-    }
 }
 
 fn is(name: &str, lower: &str) -> bool {
