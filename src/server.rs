@@ -112,6 +112,10 @@ pub fn run(opts: Options) -> ExitCode {
             }
         }
     }
+    admin.set_shards(
+        handles.iter().map(|h| h.tx.clone()).collect(),
+        handles.iter().map(|h| h.active.clone()).collect(),
+    );
     drop(initial);
     let (stop_tx, stop_rx) = std::sync::mpsc::channel();
     let control =

@@ -79,7 +79,7 @@ impl Snapshot {
         Ok(Snapshot { generation, listeners, clusters, bootstrap })
     }
 
-    pub fn listener(&self, id: u64) -> Option<&ListenerSnap> {
-        self.listeners.iter().find(|l| l.socket.id == id)
+    pub fn listener_index(&self, id: u64) -> Option<usize> {
+        self.listeners.iter().position(|l| l.socket.id == id)
     }
 }

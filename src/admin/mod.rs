@@ -3,7 +3,10 @@
 //! the latest snapshot the control thread published; it never touches a shard.
 
 use crate::http::{self, MAX_HEADERS};
+use crate::shard::{PaddedCount, ShardMsg};
 use crate::snapshot::Snapshot;
+use crate::stats::{render, Scope, StatsDump, Value};
+use futures_channel::mpsc::UnboundedSender;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +21,23 @@ pub struct AdminState {
     snapshot: Mutex<Arc<Snapshot>>,
     draining: AtomicBool,
     health_failed: AtomicBool,
+    /// Where to ask for request-path stats: every shard answers with its own dump.
+    shards: Mutex<Vec<UnboundedSender<ShardMsg>>>,
+    /// Open downstream connections per shard.
+    connections: Mutex<Vec<Arc<PaddedCount>>>,
+    /// Membership and DNS-update stats, published by the control thread.
+    membership: Mutex<Vec<ClusterMembership>>,
+}
+
+/// The control thread's part of `cluster.<name>.*`.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterMembership {
+    pub name: String,
+    pub membership_total: u64,
+    pub membership_healthy: u64,
+    pub update_attempt: u64,
+    pub update_success: u64,
+    pub update_failure: u64,
 }
 
 /// Static facts for `/server_info`.
@@ -40,11 +60,67 @@ impl AdminState {
             snapshot: Mutex::new(snapshot),
             draining: AtomicBool::new(false),
             health_failed: AtomicBool::new(false),
+            shards: Mutex::new(Vec::new()),
+            connections: Mutex::new(Vec::new()),
+            membership: Mutex::new(Vec::new()),
         })
     }
 
+    /// The shards to ask for stats, and their open-connection counts.
+    pub fn set_shards(&self, shards: Vec<UnboundedSender<ShardMsg>>, connections: Vec<Arc<PaddedCount>>) {
+        *lock(&self.shards) = shards;
+        *lock(&self.connections) = connections;
+    }
+
+    pub fn publish_membership(&self, membership: Vec<ClusterMembership>) {
+        *lock(&self.membership) = membership;
+    }
+
+    /// Every stat: each shard's dump (asked now, so counters are exact), the control thread's
+    /// cluster membership, and the server's own gauges.
+    pub fn collect_stats(&self) -> StatsDump {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let asked = lock(&self.shards)
+            .iter()
+            .filter(|s| s.unbounded_send(ShardMsg::CollectStats(tx.clone())).is_ok())
+            .count();
+        drop(tx);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut dumps = Vec::with_capacity(asked + 1);
+        while dumps.len() < asked {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(d) => dumps.push(d),
+                Err(_) => break,
+            }
+        }
+        let mut own = StatsDump::default();
+        for m in lock(&self.membership).iter() {
+            let scope = Scope::Cluster(m.name.clone());
+            own.push(scope.clone(), "membership_total", Value::Gauge(m.membership_total as i64));
+            own.push(scope.clone(), "membership_healthy", Value::Gauge(m.membership_healthy as i64));
+            own.push(scope.clone(), "update_attempt", Value::Counter(m.update_attempt));
+            own.push(scope.clone(), "update_success", Value::Counter(m.update_success));
+            own.push(scope, "update_failure", Value::Counter(m.update_failure));
+        }
+        let live = !self.draining.load(Ordering::Relaxed);
+        let connections: usize = lock(&self.connections).iter().map(|c| c.0.load(Ordering::Relaxed)).sum();
+        own.push(Scope::Server, "live", Value::Gauge(i64::from(live)));
+        own.push(Scope::Server, "state", Value::Gauge(if live { 0 } else { 1 }));
+        own.push(Scope::Server, "uptime", Value::Gauge(self.started.elapsed().as_secs() as i64));
+        own.push(Scope::Server, "concurrency", Value::Gauge(self.info.concurrency as i64));
+        own.push(Scope::Server, "total_connections", Value::Gauge(connections as i64));
+        let (allocated, heap) = memory();
+        own.push(Scope::Server, "memory_allocated", Value::Gauge(allocated));
+        own.push(Scope::Server, "memory_heap_size", Value::Gauge(heap));
+        if dumps.len() < asked {
+            log::warn!("admin: {} of {asked} shards did not report stats in time", asked - dumps.len());
+        }
+        dumps.push(own);
+        StatsDump::merge(dumps)
+    }
+
     pub fn publish(&self, snapshot: Arc<Snapshot>) {
-        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;
+        *lock(&self.snapshot) = snapshot;
     }
 
     pub fn set_draining(&self) {
@@ -52,7 +128,7 @@ impl AdminState {
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.snapshot).clone()
     }
 
     fn state(&self) -> &'static str {
@@ -62,6 +138,18 @@ impl AdminState {
             "LIVE"
         }
     }
+}
+
+/// A poisoned lock only means another admin request panicked mid-update of plain data: use it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Bytes in use by the allocator and the heap it holds (glibc's mallinfo2).
+fn memory() -> (i64, i64) {
+    // SAFETY: mallinfo2 only reads allocator bookkeeping and returns it by value.
+    let mi = unsafe { libc::mallinfo2() };
+    ((mi.uordblks + mi.hblkhd) as i64, (mi.arena + mi.hblkhd) as i64)
 }
 
 /// Binds the admin address (an error if it is taken) and serves it on a thread.
@@ -133,6 +221,8 @@ const ENDPOINTS: &[(&str, &str, bool)] = &[
     ("/quitquitquit", "exit the server (graceful drain)", true),
     ("/ready", "print server state, 200 when LIVE", false),
     ("/server_info", "print server version/status information", false),
+    ("/stats", "print server stats (?format=json, ?filter=REGEX, ?usedonly)", false),
+    ("/stats/prometheus", "print server stats in prometheus format", false),
 ];
 
 fn route(state: &AdminState, method: &str, target: &str) -> (u16, &'static str, String) {
@@ -169,6 +259,7 @@ fn route(state: &AdminState, method: &str, target: &str) -> (u16, &'static str, 
             (200, JSON, serde_json::to_string_pretty(&info).unwrap_or_default() + "\n")
         }
         "/clusters" => clusters(state, query.split('&').any(|kv| kv == "format=json")),
+        "/stats" | "/stats/prometheus" => stats(state, path == "/stats/prometheus", query),
         "/healthcheck/fail" => {
             state.health_failed.store(true, Ordering::Relaxed);
             (200, TEXT, "OK\n".into())
@@ -187,6 +278,60 @@ fn route(state: &AdminState, method: &str, target: &str) -> (u16, &'static str, 
         }
         _ => (404, TEXT, index()),
     }
+}
+
+fn stats(state: &AdminState, prometheus: bool, query: &str) -> (u16, &'static str, String) {
+    let mut filter = None;
+    let mut used_only = false;
+    let mut json = false;
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        match k {
+            "filter" => match regex::Regex::new(&percent_decode(v)) {
+                Ok(re) => filter = Some(re),
+                Err(e) => return (400, TEXT, format!("invalid regex: {e}\n")),
+            },
+            "usedonly" => used_only = true,
+            "format" if v == "json" => json = true,
+            "format" if v == "prometheus" => return stats(state, true, ""),
+            _ => {}
+        }
+    }
+    let dump = state.collect_stats();
+    let select = render::Select { filter: filter.as_ref(), used_only };
+    if prometheus {
+        (200, "text/plain; version=0.0.4; charset=UTF-8", render::prometheus(&dump, &select))
+    } else if json {
+        (200, JSON, render::json(&dump, &select))
+    } else {
+        (200, TEXT, render::text(&dump, &select))
+    }
+}
+
+/// `%XX` escapes and `+` in a query value.
+fn percent_decode(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn index() -> String {

@@ -2,11 +2,13 @@
 //! updates that keep the address). LIFO: the most recently used connection is the least likely to
 //! have been closed by the upstream. Bounded in count and idle age.
 
+use crate::stats::ClusterStats;
 use bytes::BytesMut;
 use monoio::net::TcpStream;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// An upstream connection and its read buffer (which travels with it, so a response's leftover
@@ -17,6 +19,23 @@ pub struct Upstream {
     /// Requests sent on this connection so far.
     pub requests: u32,
     pub addr: SocketAddr,
+    /// The cluster that opened it: its `upstream_cx_active` counts this connection until it closes.
+    pub stats: Rc<ClusterStats>,
+}
+
+impl Upstream {
+    pub fn new(stream: TcpStream, addr: SocketAddr, stats: Rc<ClusterStats>, read_buf: usize) -> Self {
+        stats.upstream_cx_total.inc();
+        stats.upstream_cx_active.inc();
+        Upstream { stream, buf: BytesMut::with_capacity(read_buf), requests: 0, addr, stats }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stats.upstream_cx_active.dec();
+        self.stats.upstream_cx_destroy.inc();
+    }
 }
 
 struct Idle {

@@ -4,7 +4,7 @@
 //! shard serves from changed, it builds a new snapshot and sends it to every shard. It blocks only
 //! itself, never a shard.
 
-use crate::admin::AdminState;
+use crate::admin::{AdminState, ClusterMembership};
 use crate::config::{self, Bootstrap, DiscoveryType};
 use crate::dns::Resolver;
 use crate::listener::BoundListener;
@@ -55,12 +55,27 @@ struct ClusterHosts {
     /// Per endpoint of `spec`, None until the first successful resolution.
     answers: Vec<Option<Vec<IpAddr>>>,
     next_refresh: Instant,
+    /// Envoy's `update_attempt`/`update_success`/`update_failure` for this cluster.
+    updates: (u64, u64, u64),
 }
 
 impl ClusterHosts {
     fn new(spec: config::Cluster) -> Self {
         let answers = vec![None; spec.endpoints.len()];
-        ClusterHosts { spec, answers, next_refresh: Instant::now() }
+        ClusterHosts { spec, answers, next_refresh: Instant::now(), updates: (0, 0, 0) }
+    }
+
+    fn membership(&self) -> ClusterMembership {
+        let total = self.endpoints().len() as u64;
+        ClusterMembership {
+            name: self.spec.name.clone(),
+            membership_total: total,
+            // No active health checking yet: every resolved host counts as healthy.
+            membership_healthy: total,
+            update_attempt: self.updates.0,
+            update_success: self.updates.1,
+            update_failure: self.updates.2,
+        }
     }
 
     fn is_dns(&self) -> bool {
@@ -71,6 +86,8 @@ impl ClusterHosts {
     /// answer and are logged.
     fn refresh(&mut self, resolver: &Resolver) -> bool {
         self.next_refresh = Instant::now() + self.spec.dns_refresh_rate.max(Duration::from_millis(100));
+        self.updates.0 += 1;
+        let mut failed = false;
         let mut changed = false;
         for (i, endpoint) in self.spec.endpoints.iter().enumerate() {
             let answer = match self.spec.discovery {
@@ -112,8 +129,14 @@ impl ClusterHosts {
                         "no hosts yet"
                     };
                     log::warn!("cluster {}: {e}; {kept}", self.spec.name);
+                    failed = true;
                 }
             }
+        }
+        if failed {
+            self.updates.2 += 1;
+        } else {
+            self.updates.1 += 1;
         }
         changed
     }
@@ -390,6 +413,12 @@ impl Control {
         }
     }
 
+    fn publish_membership(&self) {
+        if let Some(admin) = &self.admin {
+            admin.publish_membership(self.clusters.iter().map(ClusterHosts::membership).collect());
+        }
+    }
+
     /// Runs the loop on its own thread until `stop` receives (or its sender is dropped).
     pub fn spawn(
         mut self,
@@ -399,6 +428,7 @@ impl Control {
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         self.senders = senders;
         self.admin = admin;
+        self.publish_membership();
         std::thread::Builder::new().name("skiff-control".into()).spawn(move || loop {
             let wait = self.next_wakeup().saturating_duration_since(Instant::now());
             match stop.recv_timeout(wait) {
@@ -408,6 +438,7 @@ impl Control {
             if let Some(snapshot) = self.tick() {
                 self.broadcast(&snapshot);
             }
+            self.publish_membership();
         })
     }
 }

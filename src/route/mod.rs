@@ -272,7 +272,9 @@ impl Route {
             (None, None, _) => path_only.to_string(),
         };
         match query {
-            Some(q) if !r.strip_query && !new_path.contains('?') => format!("{scheme}://{host}{new_path}?{q}"),
+            Some(q) if !r.strip_query && !new_path.contains('?') => {
+                format!("{scheme}://{host}{new_path}?{q}")
+            }
             _ => format!("{scheme}://{host}{new_path}"),
         }
     }

@@ -8,6 +8,7 @@ use super::{Generation, Shard};
 use crate::http::{self, BodyKind, ChunkedDecoder, RequestHead, Version, MAX_HEADERS};
 use crate::route::{Action, HeaderEdits, Route, RouteTable, VirtualHost};
 use crate::snapshot::{HcmSettings, ListenerSnap};
+use crate::stats::HttpStats;
 use bytes::{Buf, BytesMut};
 use monoio::buf::{IoBufMut, SliceMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -30,6 +31,8 @@ pub(super) struct Downstream {
     pub resp_out: Vec<u8>,
     /// Once anything of the response reached the client, errors can only close the connection.
     pub response_started: bool,
+    /// The status sent to the client for the current request (0 until one is).
+    pub status: u16,
     pub peer_ip: String,
 }
 
@@ -50,17 +53,29 @@ pub(super) struct RequestInfo {
     pub chunked: Option<ChunkedDecoder>,
 }
 
-struct ConnGuard<'a>(&'a Shard);
+/// Counts the connection open for as long as it lives, on the shard and on its listener's stats.
+struct ConnGuard<'a> {
+    shard: &'a Shard,
+    stats: Rc<HttpStats>,
+}
 
 impl Drop for ConnGuard<'_> {
     fn drop(&mut self) {
-        self.0.conn_closed();
+        self.shard.conn_closed();
+        self.stats.downstream_cx_active.dec();
     }
 }
 
 pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream, peer: SocketAddr) {
+    let stats = {
+        let generation = shard.generation();
+        let Some(i) = generation.snap.listener_index(listener_id) else { return };
+        generation.http_stats[i].clone()
+    };
     shard.conn_opened();
-    let _guard = ConnGuard(&shard);
+    stats.downstream_cx_total.inc();
+    stats.downstream_cx_active.inc();
+    let guard = ConnGuard { shard: &shard, stats };
     // Small heads and responses must not wait for Nagle.
     let _ = stream.set_nodelay(true);
     let mut d = Downstream {
@@ -69,13 +84,51 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
         req_out: Vec::with_capacity(1024),
         resp_out: Vec::with_capacity(1024),
         response_started: false,
+        status: 0,
         peer_ip: peer.ip().to_string(),
     };
     loop {
-        let generation = shard.generation();
+        // Wait under the settings of the config current now...
+        let waiting = shard.generation();
         // A listener removed by a reload serves no new requests on its old connections.
-        let Some(listener) = generation.snap.listener(listener_id) else { return };
-        match one_request(&shard, &generation, listener, &mut d).await {
+        let Some(i) = waiting.snap.listener_index(listener_id) else { return };
+        let hcm = &waiting.snap.listeners[i].hcm;
+        match wait_for_head(&shard, hcm, &mut d).await {
+            HeadWait::Ready => {}
+            HeadWait::Close => return,
+            HeadWait::Refuse(status) => {
+                let stats = &guard.stats;
+                stats.downstream_rq_total.inc();
+                stats.response(status).inc();
+                if status == 408 {
+                    stats.downstream_rq_header_timeout.inc();
+                } else {
+                    stats.downstream_cx_protocol_error.inc();
+                }
+                let body: &[u8] = match status {
+                    408 => b"request timeout",
+                    431 => b"Request Header Fields Too Large",
+                    _ => b"Bad Request",
+                };
+                local_reply(&mut d, status, body, &hcm.server_name, true, &[]).await;
+                return;
+            }
+        }
+        // ...but route the request that arrived by the newest one.
+        let generation = shard.generation();
+        let Some(i) = generation.snap.listener_index(listener_id) else { return };
+        let stats = &generation.http_stats[i];
+        let started = Instant::now();
+        stats.downstream_rq_total.inc();
+        stats.downstream_rq_active.inc();
+        d.status = 0;
+        let outcome = one_request(&shard, &generation, &generation.snap.listeners[i], stats, &mut d).await;
+        stats.downstream_rq_active.dec();
+        if d.status != 0 {
+            stats.response(d.status).inc();
+        }
+        stats.downstream_rq_time.record_us(started.elapsed().as_micros() as u64);
+        match outcome {
             Outcome::KeepAlive if !shard.draining() => {}
             _ => return,
         }
@@ -137,6 +190,15 @@ async fn wait_for_head(shard: &Shard, hcm: &HcmSettings, d: &mut Downstream) -> 
     }
 }
 
+/// Why skiff answers a request itself (for the router's stats).
+#[derive(Clone, Copy)]
+enum ReplyKind {
+    BadRequest,
+    NoRoute,
+    Direct,
+    Redirect,
+}
+
 /// What to do with a parsed request.
 enum Plan<'g> {
     /// `consumed`: bytes of `d.buf` now in `d.req_out`.
@@ -147,6 +209,7 @@ enum Plan<'g> {
         consumed: usize,
     },
     Reply {
+        kind: ReplyKind,
         status: u16,
         body: &'g [u8],
         location: Option<String>,
@@ -158,21 +221,10 @@ async fn one_request(
     shard: &Shard,
     generation: &Generation,
     listener: &ListenerSnap,
+    stats: &HttpStats,
     d: &mut Downstream,
 ) -> Outcome {
     let hcm = &listener.hcm;
-    match wait_for_head(shard, hcm, d).await {
-        HeadWait::Ready => {}
-        HeadWait::Close => return Outcome::Close,
-        HeadWait::Refuse(status) => {
-            let body: &[u8] = match status {
-                408 => b"request timeout",
-                431 => b"Request Header Fields Too Large",
-                _ => b"Bad Request",
-            };
-            return local_reply(d, status, body, &hcm.server_name, true, &[]).await;
-        }
-    }
     d.response_started = false;
     d.req_out.clear();
     let plan = {
@@ -183,7 +235,13 @@ async fn one_request(
         plan_request(shard, &listener.routes, hcm, &head, &d.buf, &mut d.req_out, &d.peer_ip)
     };
     match plan {
-        Plan::Reply { status, body, location, consumed } => {
+        Plan::Reply { kind, status, body, location, consumed } => {
+            match kind {
+                ReplyKind::BadRequest => stats.downstream_cx_protocol_error.inc(),
+                ReplyKind::NoRoute => stats.no_route.inc(),
+                ReplyKind::Direct => stats.rq_direct_response.inc(),
+                ReplyKind::Redirect => stats.rq_redirect.inc(),
+            }
             let extra: Vec<(&str, &str)> = location.as_deref().map(|l| ("location", l)).into_iter().collect();
             // A body we did not read would be taken for the next request: skip it if it is all
             // here, else close.
@@ -220,8 +278,12 @@ async fn one_request(
                 Some(limit) if exchange.info.body_buffered => {
                     match monoio::time::timeout(limit, upstream::forward(exchange, d)).await {
                         Ok(outcome) => outcome,
-                        Err(_) if d.response_started => Outcome::Close,
+                        Err(_) if d.response_started => {
+                            generation.cluster_stats[cluster].upstream_rq_timeout.inc();
+                            Outcome::Close
+                        }
                         Err(_) => {
+                            generation.cluster_stats[cluster].upstream_rq_timeout.inc();
                             return local_reply(
                                 d,
                                 504,
@@ -230,7 +292,7 @@ async fn one_request(
                                 true,
                                 &[],
                             )
-                            .await
+                            .await;
                         }
                     }
                 }
@@ -260,25 +322,45 @@ fn plan_request<'g>(
         Ok(scan) => scan,
         Err(e) => {
             log::debug!("refusing request from {peer_ip}: chunked body: {}", e.0);
-            return Plan::Reply { status: 400, body: b"Bad Request", location: None, consumed: None };
+            return Plan::Reply {
+                kind: ReplyKind::BadRequest,
+                status: 400,
+                body: b"Bad Request",
+                location: None,
+                consumed: None,
+            };
         }
     };
     let buffered_body = scan.complete.then_some(head.head_len + scan.len);
     let host = head.host.unwrap_or("");
     let Some(vhost) = table.virtual_host(host) else {
-        return Plan::Reply { status: 404, body: b"", location: None, consumed: buffered_body };
+        return Plan::Reply {
+            kind: ReplyKind::NoRoute,
+            status: 404,
+            body: b"",
+            location: None,
+            consumed: buffered_body,
+        };
     };
     let Some(route) = vhost.route(head.path, head.headers) else {
-        return Plan::Reply { status: 404, body: b"", location: None, consumed: buffered_body };
+        return Plan::Reply {
+            kind: ReplyKind::NoRoute,
+            status: 404,
+            body: b"",
+            location: None,
+            consumed: buffered_body,
+        };
     };
     match &route.action {
         Action::Direct { status, body } => Plan::Reply {
+            kind: ReplyKind::Direct,
             status: *status,
             body: body.as_deref().unwrap_or("").as_bytes(),
             location: None,
             consumed: buffered_body,
         },
         Action::Redirect(r) => Plan::Reply {
+            kind: ReplyKind::Redirect,
             status: r.status,
             body: b"",
             location: Some(route.redirect_location(r, host, head.path)),
@@ -468,6 +550,7 @@ pub(super) async fn local_reply(
     extra: &[(&str, &str)],
 ) -> Outcome {
     d.resp_out.clear();
+    d.status = status;
     reply::local(&mut d.resp_out, status, body, server, close, extra);
     match write_out(&mut d.stream, &mut d.resp_out).await {
         Ok(()) if !close => Outcome::KeepAlive,

@@ -13,6 +13,7 @@ use crate::cli::IoDriver;
 use crate::cluster::pool::Pool;
 use crate::cluster::{Rng, ShardCluster};
 use crate::snapshot::Snapshot;
+use crate::stats::{ClusterStats, HttpStats, ShardStats, StatsDump};
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures_util::StreamExt;
 use signal::Signal;
@@ -30,6 +31,8 @@ pub enum ShardMsg {
     Install(Arc<Snapshot>),
     /// Stop accepting; finish in-flight requests; close keep-alive connections as they go idle.
     Drain,
+    /// Send this shard's stats (the admin server merges every shard's answer).
+    CollectStats(std::sync::mpsc::Sender<StatsDump>),
 }
 
 /// The control thread's end of a shard.
@@ -134,6 +137,21 @@ pub fn spawn(
 pub struct Generation {
     pub snap: Arc<Snapshot>,
     pub clusters: Vec<ShardCluster>,
+    /// Aligned with `snap.listeners` and `snap.clusters`: stat lookups by name happen here, once
+    /// per snapshot, never per request.
+    pub http_stats: Vec<Rc<HttpStats>>,
+    pub cluster_stats: Vec<Rc<ClusterStats>>,
+}
+
+impl Generation {
+    fn new(snap: Arc<Snapshot>, shard: usize, stats: &ShardStats) -> Self {
+        Generation {
+            clusters: snap.clusters.iter().map(|c| ShardCluster::new(c, shard)).collect(),
+            http_stats: snap.listeners.iter().map(|l| stats.http(&l.hcm.stat_prefix)).collect(),
+            cluster_stats: snap.clusters.iter().map(|c| stats.cluster(&c.name)).collect(),
+            snap,
+        }
+    }
 }
 
 pub struct Shard {
@@ -141,6 +159,7 @@ pub struct Shard {
     generation: RefCell<Rc<Generation>>,
     pub pool: Pool,
     pub rng: Rng,
+    pub stats: ShardStats,
     draining: Cell<bool>,
     pub drain: Signal,
     /// Stop signals of the running accept loops, by listener id.
@@ -164,8 +183,7 @@ impl Shard {
     }
 
     fn install(self: &Rc<Self>, snap: Arc<Snapshot>) {
-        let clusters = snap.clusters.iter().map(|c| ShardCluster::new(c, self.id)).collect();
-        *self.generation.borrow_mut() = Rc::new(Generation { snap, clusters });
+        *self.generation.borrow_mut() = Rc::new(Generation::new(snap, self.id, &self.stats));
         self.sync_listeners();
     }
 
@@ -227,10 +245,12 @@ async fn run(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0x9E37_79B9, |d| d.as_nanos() as u64)
         ^ ((id as u64 + 1) << 48);
-    let clusters = initial.clusters.iter().map(|c| ShardCluster::new(c, id)).collect();
+    let stats = ShardStats::default();
+    let generation = Generation::new(initial, id, &stats);
     let shard = Rc::new(Shard {
         id,
-        generation: RefCell::new(Rc::new(Generation { snap: initial, clusters })),
+        generation: RefCell::new(Rc::new(generation)),
+        stats,
         pool: Pool::new(POOL_MAX_IDLE, POOL_IDLE_TIMEOUT),
         rng: Rng::seeded(seed),
         draining: Cell::new(false),
@@ -245,6 +265,10 @@ async fn run(
         match msg {
             ShardMsg::Install(snap) => shard.install(snap),
             ShardMsg::Drain => shard.begin_drain(),
+            ShardMsg::CollectStats(reply) => {
+                // The admin server may have given up waiting; nothing to do then.
+                let _ = reply.send(shard.stats.dump());
+            }
         }
     }
 }

@@ -10,11 +10,13 @@ use super::{Generation, Shard};
 use crate::cluster::pool::Upstream;
 use crate::http::{self, BodyKind, ChunkedDecoder, ResponseHead, MAX_HEADERS};
 use crate::route::{Forward, HeaderEdits};
+use crate::stats::ClusterStats;
 use bytes::{Buf, BytesMut};
 use monoio::buf::IoBuf;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// Largest upstream response head accepted.
@@ -68,17 +70,22 @@ const RESET_BEFORE_HEADERS: &[u8] =
 pub(super) async fn forward(ex: Exchange<'_>, d: &mut Downstream) -> Outcome {
     let snap = &ex.generation.snap.clusters[ex.cluster];
     let lb = &ex.generation.clusters[ex.cluster];
+    let stats = &ex.generation.cluster_stats[ex.cluster];
     let retries = ex.fwd.retry.filter(|_| ex.info.body_buffered).map_or(0, |r| r.num_retries);
     let mut attempts_left = retries + 1;
     let mut fresh_only = false;
     loop {
         let Some(endpoint) = lb.pick(snap, &ex.shard.rng) else {
+            stats.upstream_cx_none_healthy.inc();
             return local_reply(d, 503, b"no healthy upstream", ex.server_name, !ex.info.body_buffered, &[])
                 .await;
         };
         let addr = snap.endpoints[endpoint];
         lb.begin(endpoint);
+        stats.upstream_rq_total.inc();
+        stats.upstream_rq_active.inc();
         let result = attempt(&ex, d, addr, fresh_only, attempts_left > 1).await;
+        stats.upstream_rq_active.dec();
         lb.end(endpoint);
         attempts_left -= 1;
         let retry = ex.fwd.retry;
@@ -87,7 +94,8 @@ pub(super) async fn forward(ex: Exchange<'_>, d: &mut Downstream) -> Outcome {
             Attempt::Abort => return Outcome::Close,
             Attempt::TimedOut if d.response_started => return Outcome::Close,
             Attempt::TimedOut => {
-                return local_reply(d, 504, b"upstream request timeout", ex.server_name, true, &[]).await
+                stats.upstream_rq_timeout.inc();
+                return local_reply(d, 504, b"upstream request timeout", ex.server_name, true, &[]).await;
             }
             Attempt::Stale if ex.info.body_buffered && !fresh_only => {
                 // Not a retry in Envoy's sense: the request never reached an application.
@@ -98,14 +106,19 @@ pub(super) async fn forward(ex: Exchange<'_>, d: &mut Downstream) -> Outcome {
             Attempt::Stale | Attempt::Reset => (502, RESET_BEFORE_HEADERS),
             Attempt::ConnectFailed { timed_out } => {
                 if attempts_left > 0 && retry.is_some_and(|r| r.on_connect_failure) {
+                    stats.upstream_rq_retry.inc();
                     continue;
                 }
                 (503, if timed_out { CONNECT_TIMEOUT } else { CONNECT_FAILURE })
             }
             Attempt::BadResponse => (502, b"upstream sent an invalid response" as &[u8]),
-            Attempt::RetryableStatus => continue,
+            Attempt::RetryableStatus => {
+                stats.upstream_rq_retry.inc();
+                continue;
+            }
         };
         if attempts_left > 0 && status == 502 && retry.is_some_and(|r| r.on_reset || r.retries_status(502)) {
+            stats.upstream_rq_retry.inc();
             continue;
         }
         // A body we could not finish sending leaves the client mid-request: close after answering.
@@ -113,17 +126,22 @@ pub(super) async fn forward(ex: Exchange<'_>, d: &mut Downstream) -> Outcome {
     }
 }
 
-async fn connect(addr: SocketAddr, timeout: std::time::Duration) -> Result<Upstream, Attempt> {
+async fn connect(addr: SocketAddr, timeout: Duration, stats: &Rc<ClusterStats>) -> Result<Upstream, Attempt> {
     match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
-            Ok(Upstream { stream, buf: BytesMut::with_capacity(super::conn::READ_CHUNK), requests: 0, addr })
+            Ok(Upstream::new(stream, addr, stats.clone(), super::conn::READ_CHUNK))
         }
         Ok(Err(e)) => {
             log::debug!("connect to {addr}: {e}");
+            stats.upstream_cx_connect_fail.inc();
             Err(Attempt::ConnectFailed { timed_out: false })
         }
-        Err(_) => Err(Attempt::ConnectFailed { timed_out: true }),
+        Err(_) => {
+            stats.upstream_cx_connect_fail.inc();
+            stats.upstream_cx_connect_timeout.inc();
+            Err(Attempt::ConnectFailed { timed_out: true })
+        }
     }
 }
 
@@ -139,7 +157,7 @@ async fn attempt(
     let reused = pooled.is_some();
     let mut up = match pooled {
         Some(up) => up,
-        None => match connect(addr, snap.connect_timeout).await {
+        None => match connect(addr, snap.connect_timeout, &ex.generation.cluster_stats[ex.cluster]).await {
             Ok(up) => up,
             Err(failed) => return failed,
         },
@@ -223,6 +241,7 @@ async fn respond(
                     continue;
                 }
                 Ok(Some(head)) => {
+                    ex.generation.cluster_stats[ex.cluster].response(head.status).inc();
                     if may_retry && ex.fwd.retry.is_some_and(|r| r.retries_status(head.status)) {
                         return Attempt::RetryableStatus;
                     }
@@ -268,6 +287,7 @@ async fn respond(
         },
         BodyKind::CloseDelimited => relay_until_close(&mut up, d).await,
     };
+    ex.generation.cluster_stats[ex.cluster].upstream_rq_time.record_us(started.elapsed().as_micros() as u64);
     match relayed {
         Ok(()) => {}
         Err(_) => return Attempt::Abort,
@@ -342,6 +362,7 @@ fn write_response_head(
     let dechunk = head.body == BodyKind::Chunked && info.http10;
     let close_delimited_to_client = head.body == BodyKind::CloseDelimited || dechunk;
     let client_keep_alive = info.keep_alive && !close_delimited_to_client && !ex.shard.draining();
+    d.status = head.status;
     let out = &mut d.resp_out;
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
