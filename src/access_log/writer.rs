@@ -448,6 +448,8 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_eq!(c, d);
+        // The writer creates the file asynchronously; remove it only once it exists.
+        assert!(w.sync(Duration::from_secs(10)));
         let _ = std::fs::remove_file(temp_path("same-a"));
     }
 
