@@ -4,6 +4,7 @@
 //! `snapshot`) → `shard`s (serve requests from their own copy). `server` wires them together for
 //! the binary; `main.rs` only parses the command line.
 
+pub mod access_log;
 pub mod admin;
 pub mod cli;
 pub mod cluster;
