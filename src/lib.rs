@@ -18,3 +18,4 @@ pub mod server;
 pub mod shard;
 pub mod snapshot;
 pub mod stats;
+pub mod trace;
