@@ -19,3 +19,4 @@ pub mod server;
 pub mod shard;
 pub mod snapshot;
 pub mod stats;
+pub mod trace;

@@ -641,3 +641,199 @@ fn no_panic_on_any_prefix_of_a_real_file() {
         let _ = load_str(&text[..end], "prefix");
     }
 }
+
+/// BASE with `tracing` lines added to the HCM (after `codec_type`, so from line 13) and a
+/// `zipkin` cluster appended.
+fn traced(hcm_lines: &str) -> String {
+    let text = with("          codec_type: AUTO\n", &format!("          codec_type: AUTO\n{hcm_lines}"));
+    format!("{text}  - name: zipkin\n    hosts: [{{ socket_address: {{ address: 10.0.0.9, port_value: 9411 }} }}]\n")
+}
+
+const V3_TRACING: &str = r#"          tracing:
+            provider:
+              name: envoy.tracers.zipkin
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig
+                collector_cluster: zipkin
+                collector_endpoint: "/api/v2/spans"
+                collector_endpoint_version: HTTP_JSON
+                trace_id_128bit: true
+                shared_span_context: false
+                collector_hostname: zipkin.example
+            random_sampling: { value: 25.5 }
+            client_sampling: { value: 0 }
+            overall_sampling: { value: 50 }
+            spawn_upstream_span: true
+            max_path_tag_length: 64
+"#;
+
+fn tracing_of(text: &str) -> (Option<Tracing>, Vec<String>) {
+    let l = load_str(text, "skiff.yaml").unwrap_or_else(|e| panic!("{e}"));
+    (l.bootstrap.listeners[0].hcm.tracing.clone(), l.warnings)
+}
+
+#[test]
+fn no_tracing_block_means_no_tracing() {
+    let l = load_str(BASE, "x").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(l.bootstrap.listeners[0].hcm.tracing, None);
+    assert_eq!(load_example("v3/service-a.yaml").bootstrap.listeners[0].hcm.tracing, None);
+}
+
+#[test]
+fn v3_zipkin_tracing() {
+    let (t, warnings) = tracing_of(&traced(V3_TRACING));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(
+        t,
+        Some(Tracing {
+            provider: ZipkinConfig {
+                collector_cluster: "zipkin".into(),
+                collector_endpoint: "/api/v2/spans".into(),
+                trace_id_128bit: true,
+                shared_span_context: false,
+                collector_hostname: Some("zipkin.example".into()),
+            },
+            operation: TracingOperation::Ingress,
+            random_sampling: 25.5,
+            client_sampling: 0.0,
+            overall_sampling: 50.0,
+            max_path_tag_length: 64,
+        })
+    );
+}
+
+#[test]
+fn tracing_defaults_and_operation_from_traffic_direction() {
+    let minimal = "          tracing:\n            provider:\n              name: envoy.tracers.zipkin\n              typed_config:\n                \"@type\": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig\n                collector_cluster: zipkin\n";
+    let (t, warnings) = tracing_of(&traced(minimal));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let t = t.expect("tracing");
+    assert_eq!(
+        t.provider,
+        ZipkinConfig {
+            collector_cluster: "zipkin".into(),
+            collector_endpoint: "/api/v2/spans".into(),
+            trace_id_128bit: false,
+            shared_span_context: true,
+            collector_hostname: None,
+        }
+    );
+    assert_eq!(
+        (t.operation, t.random_sampling, t.client_sampling, t.overall_sampling, t.max_path_tag_length),
+        (TracingOperation::Ingress, 100.0, 100.0, 100.0, 256)
+    );
+    for (direction, want) in [
+        ("OUTBOUND", TracingOperation::Egress),
+        ("inbound", TracingOperation::Ingress),
+        ("UNSPECIFIED", TracingOperation::Ingress),
+    ] {
+        let text = traced(minimal).replacen(
+            "    filter_chains:\n",
+            &format!("    traffic_direction: {direction}\n    filter_chains:\n"),
+            1,
+        );
+        assert_eq!(tracing_of(&text).0.map(|t| t.operation), Some(want), "{direction}");
+    }
+    // v2's operation_name beats the listener's direction.
+    let text = traced(&format!("{minimal}            operation_name: INGRESS\n")).replacen(
+        "    filter_chains:\n",
+        "    traffic_direction: OUTBOUND\n    filter_chains:\n",
+        1,
+    );
+    assert_eq!(tracing_of(&text).0.map(|t| t.operation), Some(TracingOperation::Ingress));
+    // An empty Percent is protobuf's 0.
+    let text = traced(&format!("{minimal}            random_sampling: {{}}\n"));
+    assert_eq!(tracing_of(&text).0.map(|t| t.random_sampling), Some(0.0));
+}
+
+#[test]
+fn v2_bootstrap_tracing_applies_to_hcms_with_a_tracing_block() {
+    let bootstrap = "tracing:\n  http:\n    name: envoy.zipkin\n    config:\n      collector_cluster: zipkin\n      collector_endpoint: /api/v1/spans\n      shared_span_context: false\n";
+    let text = format!("{bootstrap}{}", traced("          tracing:\n            operation_name: egress\n"));
+    let (t, warnings) = tracing_of(&text);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let t = t.expect("tracing");
+    assert_eq!(t.operation, TracingOperation::Egress);
+    assert_eq!(t.provider.collector_endpoint, "/api/v1/spans");
+    assert!(!t.provider.shared_span_context);
+    // v3 spelling of the bootstrap provider, and an HCM provider overriding it.
+    let v3_bootstrap = "tracing:\n  http:\n    name: envoy.tracers.zipkin\n    typed_config:\n      \"@type\": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig\n      collector_cluster: zipkin\n      collector_endpoint: /other\n";
+    let (t, _) = tracing_of(&format!("{v3_bootstrap}{}", traced(V3_TRACING)));
+    assert_eq!(t.map(|t| t.provider.collector_endpoint), Some("/api/v2/spans".to_string()));
+    // A bootstrap provider alone traces nothing.
+    let l = load_str(&format!("{bootstrap}{}", traced("")), "skiff.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(l.bootstrap.listeners[0].hcm.tracing, None);
+    assert_eq!(
+        l.warnings,
+        ["skiff.yaml:2:3: tracing: tracing is configured but no http_connection_manager has a tracing block, so nothing is traced"]
+    );
+}
+
+#[test]
+fn tracing_warnings() {
+    let text =
+        traced(&format!("{V3_TRACING}            custom_tags: [{{ tag: a, literal: {{ value: b }} }}]\n"));
+    let (t, warnings) = tracing_of(&text);
+    assert!(t.is_some());
+    assert_eq!(
+        warnings,
+        ["skiff.yaml:29:26: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.tracing.custom_tags: custom_tags is accepted but ignored (no custom tags are added)"]
+    );
+    let (t, warnings) = tracing_of(&traced("          tracing: { random_sampling: { value: 1 } }\n"));
+    assert_eq!(t, None);
+    assert_eq!(
+        warnings,
+        ["skiff.yaml:13:20: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.tracing: tracing has no provider (neither tracing.provider here nor a bootstrap tracing.http), so nothing is traced"]
+    );
+}
+
+#[test]
+fn tracing_errors_are_located() {
+    const HCM: &str = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.tracing";
+    let cases = [
+        (
+            V3_TRACING.replace("collector_cluster: zipkin", "collector_cluster: zipkn"),
+            format!(r#"skiff.yaml:18:36: {HCM}.provider.typed_config.collector_cluster: unknown cluster "zipkn" (clusters: backend, zipkin)"#),
+        ),
+        (
+            V3_TRACING.replace("HTTP_JSON", "HTTP_PROTO"),
+            format!("skiff.yaml:20:45: {HCM}.provider.typed_config.collector_endpoint_version: collector_endpoint_version HTTP_PROTO is not yet supported (supported: HTTP_JSON)"),
+        ),
+        (
+            V3_TRACING.replace("envoy.tracers.zipkin", "envoy.tracers.datadog"),
+            format!(r#"skiff.yaml:15:21: {HCM}.provider.name: tracing provider "envoy.tracers.datadog" is not supported; skiff reports to Zipkin only (envoy.tracers.zipkin)"#),
+        ),
+        (
+            V3_TRACING.replace("v3.ZipkinConfig", "v3.OpenTelemetryConfig"),
+            format!(r#"skiff.yaml:17:26: {HCM}.provider.typed_config.@type: tracing provider "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig" is not supported; skiff reports to Zipkin only (envoy.tracers.zipkin)"#),
+        ),
+        (
+            V3_TRACING.replace("{ value: 25.5 }", "{ value: 101 }"),
+            format!("skiff.yaml:24:39: {HCM}.random_sampling.value: a percentage must be between 0 and 100, got 101"),
+        ),
+        (
+            V3_TRACING.replace("                collector_cluster: zipkin\n", ""),
+            format!("skiff.yaml:17:17: {HCM}.provider.typed_config: collector_cluster is required"),
+        ),
+        (
+            V3_TRACING.replace("\"/api/v2/spans\"", "\"/api v2\""),
+            format!(r#"skiff.yaml:19:37: {HCM}.provider.typed_config.collector_endpoint: collector_endpoint must be a non-empty path without spaces, got "/api v2""#),
+        ),
+        (
+            "          tracing: { operation_name: sideways }\n".to_string(),
+            format!(r#"skiff.yaml:13:38: {HCM}.operation_name: unknown operation_name "sideways", expected one of INGRESS, EGRESS"#),
+        ),
+    ];
+    for (lines, want) in cases {
+        assert_eq!(err(&traced(&lines)), want);
+    }
+    // The bootstrap's provider is checked too, at its own location.
+    let text = format!(
+        "tracing:\n  http:\n    name: envoy.zipkin\n    config: {{ collector_cluster: nope }}\n{}",
+        traced("          tracing: {}\n")
+    );
+    assert_eq!(
+        err(&text),
+        r#"skiff.yaml:4:34: tracing.http.config.collector_cluster: unknown cluster "nope" (clusters: backend, zipkin)"#
+    );
+}

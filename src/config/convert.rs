@@ -53,6 +53,10 @@ struct Cx {
     warnings: Vec<Finding>,
     /// Cluster names, for checking route references.
     clusters: HashSet<String>,
+    /// Bootstrap `tracing.http`: the provider of every HCM `tracing` block without its own.
+    bootstrap_tracer: Option<ZipkinConfig>,
+    /// How many HCMs have a `tracing` block, to warn when the bootstrap's provider applies to none.
+    hcm_tracing_blocks: usize,
 }
 
 impl Cx {
@@ -81,7 +85,6 @@ pub fn convert(raw: RawBootstrap) -> Res<Converted> {
         [dynamic_resources, hds_config],
         "only static_resources are supported (no xDS yet)"
     );
-    warn_present!(cx, root, raw, [tracing], "tracing is not yet exported");
     warn_present!(cx, root, raw, [stats_sinks, overload_manager], NOT_YET);
 
     let admin = match raw.admin {
@@ -109,6 +112,15 @@ pub fn convert(raw: RawBootstrap) -> Res<Converted> {
             return fail(p.key("name"), format!("duplicate cluster name \"{}\"", c.name));
         }
         clusters.push(cluster(&mut cx, p, c)?);
+    }
+
+    // After the clusters (the collector cluster must exist), before the listeners (their HCMs
+    // inherit it).
+    let tracing_path = root.key("tracing");
+    if let Some(t) = raw.tracing {
+        if let Some(provider) = t.http {
+            cx.bootstrap_tracer = Some(tracer(&mut cx, tracing_path.key("http"), provider)?);
+        }
     }
 
     let lp = sr.key("listeners");
@@ -139,7 +151,110 @@ pub fn convert(raw: RawBootstrap) -> Res<Converted> {
         listeners.push(listener);
     }
 
+    if cx.bootstrap_tracer.is_some() && cx.hcm_tracing_blocks == 0 {
+        cx.warn(
+            tracing_path,
+            "tracing is configured but no http_connection_manager has a tracing block, so nothing is traced",
+        );
+    }
+
     Ok(Converted { bootstrap: Bootstrap { admin, listeners, clusters }, warnings: cx.warnings })
+}
+
+/// A tracing provider (HCM `tracing.provider` or bootstrap `tracing.http`). The name and the
+/// `"@type"` were checked to be Zipkin's while parsing.
+fn tracer(cx: &mut Cx, p: FieldPath, t: RawTracingProvider) -> Res<ZipkinConfig> {
+    let (key, z) = match (t.config, t.typed_config) {
+        (Some(_), Some(_)) => return fail(p, "give either config (v2) or typed_config (v3), not both"),
+        (Some(c), None) => ("config", c),
+        (None, Some(c)) => ("typed_config", c),
+        (None, None) => return fail(p, "the Zipkin tracer needs typed_config (or v2 config)"),
+    };
+    let zp = p.key(key);
+    warn_present!(cx, zp, z, [split_spans_for_request, trace_context_option], NOT_YET);
+    let _ = z.collector_endpoint_version; // HTTP_JSON is the only value that parses.
+    let Some(cluster) = z.collector_cluster else {
+        return fail(zp, "collector_cluster is required");
+    };
+    let collector_cluster = cx.cluster_ref(zp.key("collector_cluster"), &cluster)?;
+    let collector_endpoint = z.collector_endpoint.unwrap_or_else(|| "/api/v2/spans".to_string());
+    // Both go into the POST's request line and Host header verbatim.
+    if collector_endpoint.is_empty() || collector_endpoint.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return fail(
+            zp.key("collector_endpoint"),
+            format!("collector_endpoint must be a non-empty path without spaces, got {collector_endpoint:?}"),
+        );
+    }
+    if let Some(h) = &z.collector_hostname {
+        if h.is_empty() || h.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return fail(
+                zp.key("collector_hostname"),
+                format!("collector_hostname must be a host name without spaces, got {h:?}"),
+            );
+        }
+    }
+    Ok(ZipkinConfig {
+        collector_cluster,
+        collector_endpoint,
+        trace_id_128bit: z.trace_id_128bit.unwrap_or(false),
+        shared_span_context: z.shared_span_context.unwrap_or(true),
+        collector_hostname: z.collector_hostname,
+    })
+}
+
+fn percent(p: FieldPath, v: Option<RawPercent>) -> Res<f64> {
+    let Some(v) = v else {
+        return Ok(100.0);
+    };
+    let value = v.value.unwrap_or(0.0);
+    if !(0.0..=100.0).contains(&value) {
+        return fail(p.key("value"), format!("a percentage must be between 0 and 100, got {value}"));
+    }
+    Ok(value)
+}
+
+/// HCM `tracing`. `direction` is the listener's `traffic_direction`, which v3 uses in place of v2's
+/// `operation_name`.
+fn hcm_tracing(
+    cx: &mut Cx,
+    p: FieldPath,
+    t: RawHcmTracing,
+    direction: Option<TrafficDirection>,
+) -> Res<Option<Tracing>> {
+    cx.hcm_tracing_blocks += 1;
+    warn_present!(cx, p, t, [custom_tags, request_headers_for_tags], "no custom tags are added");
+    warn_present!(cx, p, t, [verbose], NOT_YET);
+    let operation = match (t.operation_name, direction) {
+        (Some(op), _) => op.0,
+        (None, Some(TrafficDirection::Outbound)) => TracingOperation::Egress,
+        // Envoy: INBOUND and UNSPECIFIED (legacy behaviour) both mean ingress.
+        (None, _) => TracingOperation::Ingress,
+    };
+    let random_sampling = percent(p.key("random_sampling"), t.random_sampling)?;
+    let client_sampling = percent(p.key("client_sampling"), t.client_sampling)?;
+    let overall_sampling = percent(p.key("overall_sampling"), t.overall_sampling)?;
+    let max_path_tag_length = t.max_path_tag_length.unwrap_or(256);
+    let provider = match t.provider {
+        Some(provider) => tracer(cx, p.key("provider"), provider)?,
+        None => match &cx.bootstrap_tracer {
+            Some(z) => z.clone(),
+            None => {
+                cx.warn(
+                    p,
+                    "tracing has no provider (neither tracing.provider here nor a bootstrap tracing.http), so nothing is traced",
+                );
+                return Ok(None);
+            }
+        },
+    };
+    Ok(Some(Tracing {
+        provider,
+        operation,
+        random_sampling,
+        client_sampling,
+        overall_sampling,
+        max_path_tag_length,
+    }))
 }
 
 fn bind_address(p: FieldPath, a: RawBindAddress) -> Res<SocketAddr> {
@@ -266,6 +381,7 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<List
         return fail(p.key("listener_filters"), "listener filters are not supported");
     }
     let address = bind_address(p.key("address"), l.address)?;
+    let direction = l.traffic_direction.map(|d| d.0);
     let fp = p.key("filter_chains");
     let Some(chains) = l.filter_chains else {
         return fail(p, "filter_chains is required");
@@ -336,7 +452,7 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<List
                     return fail(fp, "the http_connection_manager needs typed_config (or v2 config)")
                 }
             };
-            hcm_out = Some(hcm(cx, fp.key(key), raw)?);
+            hcm_out = Some(hcm(cx, fp.key(key), raw, direction)?);
         }
     }
     let Some(hcm) = hcm_out else {
@@ -345,10 +461,14 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<List
     Ok(Listener { name, address, hcm })
 }
 
-fn hcm(cx: &mut Cx, p: FieldPath, h: RawHcm) -> Res<HttpConnectionManager> {
+fn hcm(
+    cx: &mut Cx,
+    p: FieldPath,
+    h: RawHcm,
+    direction: Option<TrafficDirection>,
+) -> Res<HttpConnectionManager> {
     reject_present!(p, h, [rds, scoped_routes], "only an inline route_config is supported (no RDS yet)");
     reject_present!(p, h, [http2_protocol_options, http3_protocol_options], "skiff speaks HTTP/1.1 only");
-    warn_present!(cx, p, h, [tracing], "tracing is not yet exported");
     warn_present!(
         cx,
         p,
@@ -453,6 +573,10 @@ fn hcm(cx: &mut Cx, p: FieldPath, h: RawHcm) -> Res<HttpConnectionManager> {
         Some(logs) => access_logs(cx, p.key("access_log"), logs)?,
         None => Vec::new(),
     };
+    let tracing = match h.tracing {
+        Some(t) => hcm_tracing(cx, p.key("tracing"), t, direction)?,
+        None => None,
+    };
     let _ = h.codec_type; // AUTO and HTTP1 both mean HTTP/1.1 here; the rest fail at parse.
     Ok(HttpConnectionManager {
         stat_prefix,
@@ -466,6 +590,7 @@ fn hcm(cx: &mut Cx, p: FieldPath, h: RawHcm) -> Res<HttpConnectionManager> {
         access_logs,
         use_remote_address: h.use_remote_address.unwrap_or(false),
         xff_num_trusted_hops: h.xff_num_trusted_hops.unwrap_or(0),
+        tracing,
     })
 }
 

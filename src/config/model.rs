@@ -54,6 +54,57 @@ pub struct HttpConnectionManager {
     pub use_remote_address: bool,
     /// `xff_num_trusted_hops`, default 0.
     pub xff_num_trusted_hops: u32,
+    /// `tracing`, with its provider resolved: the HCM's own `tracing.provider` (v3) or else the
+    /// bootstrap's `tracing.http` (v2 style). None when the HCM has no `tracing` block, or has one
+    /// but no provider is configured anywhere (warned about).
+    pub tracing: Option<Tracing>,
+}
+
+/// What one connection manager traces and where spans go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracing {
+    pub provider: ZipkinConfig,
+    pub operation: TracingOperation,
+    /// `random_sampling.value`: percent (0-100) of requests without an incoming sampling decision
+    /// that are traced. Default 100.
+    pub random_sampling: f64,
+    /// `client_sampling.value`: percent of requests carrying `x-client-trace-id` that are force
+    /// traced. Default 100.
+    pub client_sampling: f64,
+    /// `overall_sampling.value`: a cap applied after the other two. Default 100.
+    pub overall_sampling: f64,
+    /// `max_path_tag_length`, Envoy's default 256: the `http.url` tag is cut to this many bytes.
+    pub max_path_tag_length: u32,
+}
+
+/// Envoy's tracing operation: which side of the call this proxy's span stands for.
+///
+/// v2 spells it `tracing.operation_name`; v3 removed that field and derives it from the listener's
+/// `traffic_direction` (OUTBOUND → Egress, INBOUND → Ingress). With neither, skiff picks Ingress,
+/// as Envoy does ("continuing legacy behavior", and INGRESS is v2's zero value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TracingOperation {
+    /// The proxy sits in front of the local service: a SERVER span.
+    Ingress,
+    /// The proxy calls out to another service: a CLIENT span.
+    Egress,
+}
+
+/// `envoy.tracers.zipkin` (v3 `ZipkinConfig`, v2 `envoy.zipkin` config). Only HTTP_JSON (v2 API)
+/// reporting exists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZipkinConfig {
+    /// Checked to exist at load.
+    pub collector_cluster: String,
+    /// Default "/api/v2/spans".
+    pub collector_endpoint: String,
+    /// Whether new root traces get 128-bit ids. Default false.
+    pub trace_id_128bit: bool,
+    /// Whether an ingress (SERVER) span reuses the caller's span id, Zipkin's shared-span model.
+    /// Default true.
+    pub shared_span_context: bool,
+    /// `Host` of the POST; None means the cluster name, as Envoy does.
+    pub collector_hostname: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -9,7 +9,7 @@
 #![allow(dead_code)]
 
 use super::duration::Dur;
-use super::model::{DiscoveryType, DnsLookupFamily, LbPolicy};
+use super::model::{DiscoveryType, DnsLookupFamily, LbPolicy, TracingOperation};
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize as DeriveDeserialize;
 use std::fmt;
@@ -315,6 +315,86 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrafficDirection {
+    Unspecified,
+    Inbound,
+    Outbound,
+}
+
+impl CiEnum for TrafficDirection {
+    const FIELD: &'static str = "traffic_direction";
+    const SUPPORTED: &'static [(&'static str, Self)] = &[
+        ("UNSPECIFIED", TrafficDirection::Unspecified),
+        ("INBOUND", TrafficDirection::Inbound),
+        ("OUTBOUND", TrafficDirection::Outbound),
+    ];
+    const UNSUPPORTED: &'static [&'static str] = &[];
+}
+
+impl CiEnum for TracingOperation {
+    const FIELD: &'static str = "operation_name";
+    const SUPPORTED: &'static [(&'static str, Self)] =
+        &[("INGRESS", TracingOperation::Ingress), ("EGRESS", TracingOperation::Egress)];
+    const UNSUPPORTED: &'static [&'static str] = &[];
+}
+
+/// Zipkin's `collector_endpoint_version`: skiff reports JSON to the v2 API only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZipkinHttpJson;
+
+impl CiEnum for ZipkinHttpJson {
+    const FIELD: &'static str = "collector_endpoint_version";
+    const SUPPORTED: &'static [(&'static str, Self)] = &[("HTTP_JSON", ZipkinHttpJson)];
+    const UNSUPPORTED: &'static [&'static str] = &["HTTP_PROTO", "GRPC", "HTTP_JSON_V1"];
+}
+
+const ZIPKIN_NAMES: &[&str] = &["envoy.tracers.zipkin", "envoy.zipkin"];
+const ZIPKIN_TYPES: &[&str] = &[
+    "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
+    "type.googleapis.com/envoy.config.trace.v2.ZipkinConfig",
+];
+
+fn unsupported_tracer(what: &str) -> String {
+    format!(
+        "tracing provider \"{what}\" is not supported; skiff reports to Zipkin only (envoy.tracers.zipkin)"
+    )
+}
+
+/// A tracing provider's name, refused here (not in `convert`) so that a Datadog or OpenTelemetry
+/// config is reported as an unsupported provider, not as unknown fields in its `typed_config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TracerName(pub String);
+
+impl<'de> Deserialize<'de> for TracerName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(CheckedStr("a tracing provider name", |name: &str| {
+            if ZIPKIN_NAMES.contains(&name) {
+                Ok(TracerName(name.to_string()))
+            } else {
+                Err(unsupported_tracer(name))
+            }
+        }))
+    }
+}
+
+/// The `"@type"` of a tracer's `typed_config`; same reasoning as `TracerName`, for files that put
+/// `typed_config` before `name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZipkinTypeUrl;
+
+impl<'de> Deserialize<'de> for ZipkinTypeUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(CheckedStr("a type URL", |url: &str| {
+            if ZIPKIN_TYPES.contains(&url) {
+                Ok(ZipkinTypeUrl)
+            } else {
+                Err(unsupported_tracer(url))
+            }
+        }))
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bootstrap
 
@@ -331,7 +411,7 @@ pub struct RawBootstrap {
     pub stats_config: Ign,
     pub stats_sinks: Ign,
     pub stats_flush_interval: Ign,
-    pub tracing: Ign,
+    pub tracing: Option<RawBootstrapTracing>,
     pub watchdog: Ign,
     pub watchdogs: Ign,
     pub overload_manager: Ign,
@@ -410,7 +490,7 @@ pub struct RawListener {
     pub use_original_dst: Option<bool>,
     pub default_filter_chain: Ign,
     pub per_connection_buffer_limit_bytes: Ign,
-    pub traffic_direction: Ign,
+    pub traffic_direction: Option<Ci<TrafficDirection>>,
     pub metadata: Ign,
     pub drain_type: Ign,
     pub stat_prefix: Ign,
@@ -472,8 +552,8 @@ pub struct RawHcm {
     pub scoped_routes: Ign,
     pub http2_protocol_options: Ign,
     pub http3_protocol_options: Ign,
+    pub tracing: Option<RawHcmTracing>,
     // Warned about.
-    pub tracing: Ign,
     pub stream_idle_timeout: Ign,
     pub request_timeout: Ign,
     pub normalize_path: Ign,
@@ -498,6 +578,67 @@ pub struct RawHcm {
     pub add_user_agent: Ign,
     pub preserve_external_request_id: Ign,
     pub internal_address_config: Ign,
+}
+
+/// Bootstrap `tracing` (v2 style, still accepted by v3): the provider every HCM with a `tracing`
+/// block uses unless it names its own.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping like {http: {name, config}}")]
+pub struct RawBootstrapTracing {
+    pub http: Option<RawTracingProvider>,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a tracing provider mapping like {name, typed_config}")]
+pub struct RawTracingProvider {
+    pub name: TracerName,
+    pub config: Option<RawZipkin>,
+    pub typed_config: Option<RawZipkin>,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a Zipkin config mapping")]
+pub struct RawZipkin {
+    #[serde(rename = "@type")]
+    pub type_url: Option<ZipkinTypeUrl>,
+    pub collector_cluster: Option<String>,
+    pub collector_endpoint: Option<String>,
+    pub collector_endpoint_version: Option<Ci<ZipkinHttpJson>>,
+    pub trace_id_128bit: Option<bool>,
+    pub shared_span_context: Option<bool>,
+    pub collector_hostname: Option<String>,
+    // Warned about.
+    pub split_spans_for_request: Ign,
+    pub trace_context_option: Ign,
+    // Ignored.
+    pub collector_service: Ign,
+}
+
+/// HCM `tracing`, v2 and v3 fields side by side.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a tracing mapping")]
+pub struct RawHcmTracing {
+    /// v3.
+    pub provider: Option<RawTracingProvider>,
+    /// v2.
+    pub operation_name: Option<Ci<TracingOperation>>,
+    pub random_sampling: Option<RawPercent>,
+    pub client_sampling: Option<RawPercent>,
+    pub overall_sampling: Option<RawPercent>,
+    pub max_path_tag_length: Option<u32>,
+    // Warned about.
+    pub custom_tags: Ign,
+    pub request_headers_for_tags: Ign,
+    pub verbose: Ign,
+    // Ignored: skiff makes one span per request either way.
+    pub spawn_upstream_span: Ign,
+}
+
+/// `type.v3.Percent`: protobuf's default for a missing `value` is 0.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a percent mapping like {value: 100}")]
+pub struct RawPercent {
+    pub value: Option<f64>,
 }
 
 #[derive(Debug, DeriveDeserialize)]
