@@ -19,4 +19,5 @@ pub mod server;
 pub mod shard;
 pub mod snapshot;
 pub mod stats;
+pub mod telemetry;
 pub mod trace;

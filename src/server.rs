@@ -5,6 +5,7 @@ use crate::admin::{self, AdminState, ServerInfo};
 use crate::cli::{Mode, Options};
 use crate::control::{Control, Source};
 use crate::dns::Resolver;
+use crate::telemetry::{NodeInfo, Telemetry};
 use crate::{logging, shard};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -67,13 +68,19 @@ pub fn run(opts: Options) -> ExitCode {
     let mut resolver = Resolver::system();
     resolver.hosts_file = opts.hosts_file.clone();
     let check_every = Duration::from_secs(opts.config_check_interval_s.max(1));
-    let (control, initial) = match Control::start(source, loaded, concurrency, resolver, check_every) {
-        Ok(started) => started,
-        Err(e) => {
-            log::error!("{e}");
-            return ExitCode::from(1);
-        }
-    };
+    let telemetry = Telemetry::new(NodeInfo {
+        service_cluster: opts.service_cluster.clone().unwrap_or_default(),
+        service_node: opts.service_node.clone().unwrap_or_default(),
+    });
+    let log_writer = telemetry.writer().clone();
+    let (control, initial) =
+        match Control::start(source, loaded, concurrency, resolver, check_every, telemetry) {
+            Ok(started) => started,
+            Err(e) => {
+                log::error!("{e}");
+                return ExitCode::from(1);
+            }
+        };
     log::info!(
         "skiff {} starting: {concurrency} shard(s), {driver} driver, service cluster {:?}, node {:?}",
         env!("CARGO_PKG_VERSION"),
@@ -84,7 +91,7 @@ pub fn run(opts: Options) -> ExitCode {
     for id in 0..concurrency {
         // Pin only when there is a core per shard; oversubscribed shards float.
         let core = (concurrency <= cores.len()).then(|| cores[id]);
-        match shard::spawn(id, core, driver, initial.clone()) {
+        match shard::spawn(id, core, driver, initial.clone(), log_writer.clone()) {
             Ok(h) => handles.push(h),
             Err(e) => {
                 log::error!("cannot start shard {id}: {e}");
@@ -156,6 +163,9 @@ pub fn run(opts: Options) -> ExitCode {
             break;
         }
     }
+    // Shards hand their access-log lines over every 100 ms; let the last batch reach the disk.
+    std::thread::sleep(Duration::from_millis(150));
+    log_writer.sync(Duration::from_secs(1));
     ExitCode::SUCCESS
 }
 

@@ -5,7 +5,8 @@
 use crate::cluster::ClusterSnap;
 use crate::config::{self, Bootstrap};
 use crate::listener::BoundListener;
-use crate::route::{BuildError, RouteTable};
+use crate::route::RouteTable;
+use crate::telemetry::{Observers, Telemetry};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub struct ListenerSnap {
     pub socket: Arc<BoundListener>,
     pub hcm: HcmSettings,
     pub routes: RouteTable,
+    pub observers: Observers,
 }
 
 /// The http_connection_manager settings a connection needs, in the units it uses.
@@ -52,13 +54,15 @@ impl HcmSettings {
 
 impl Snapshot {
     /// `endpoints[i]`: the resolved (address, weight) list for `bootstrap.clusters[i]`;
-    /// `sockets`: the bound listener for each of `bootstrap.listeners`, by name.
+    /// `sockets`: the bound listener for each of `bootstrap.listeners`, by name; `telemetry` opens
+    /// access-log sinks and tracing reporters.
     pub fn build(
         generation: u64,
         bootstrap: Arc<Bootstrap>,
         endpoints: &[Vec<(SocketAddr, u32)>],
         sockets: &HashMap<String, Arc<BoundListener>>,
-    ) -> Result<Snapshot, BuildError> {
+        telemetry: &mut Telemetry,
+    ) -> Result<Snapshot, String> {
         let index: HashMap<&str, usize> =
             bootstrap.clusters.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
         let clusters = bootstrap
@@ -73,10 +77,13 @@ impl Snapshot {
             listeners.push(ListenerSnap {
                 socket: socket.clone(),
                 hcm: HcmSettings::new(&l.hcm),
-                routes: RouteTable::compile(&l.hcm.route_config, &index)?,
+                routes: RouteTable::compile(&l.hcm.route_config, &index).map_err(|e| e.to_string())?,
+                observers: telemetry.observers(&l.hcm).map_err(|e| format!("listener {:?}: {e}", l.name))?,
             });
         }
-        Ok(Snapshot { generation, listeners, clusters, bootstrap })
+        let snapshot = Snapshot { generation, listeners, clusters, bootstrap };
+        telemetry.update_collectors(&snapshot.clusters);
+        Ok(snapshot)
     }
 
     pub fn listener_index(&self, id: u64) -> Option<usize> {

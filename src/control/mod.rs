@@ -10,6 +10,7 @@ use crate::dns::Resolver;
 use crate::listener::BoundListener;
 use crate::shard::ShardMsg;
 use crate::snapshot::Snapshot;
+use crate::telemetry::Telemetry;
 use futures_channel::mpsc::UnboundedSender;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -188,6 +189,7 @@ pub struct Control {
     next_config_check: Instant,
     senders: Vec<UnboundedSender<ShardMsg>>,
     admin: Option<Arc<AdminState>>,
+    telemetry: Telemetry,
 }
 
 #[derive(Debug)]
@@ -217,6 +219,7 @@ impl Control {
         shards: usize,
         resolver: Resolver,
         config_check_every: Duration,
+        telemetry: Telemetry,
     ) -> Result<(Control, Arc<Snapshot>), StartError> {
         let (text, loaded) = loaded;
         let mut control = Control {
@@ -235,6 +238,7 @@ impl Control {
             next_config_check: Instant::now() + config_check_every,
             senders: Vec::new(),
             admin: None,
+            telemetry,
         };
         let snapshot = control.adopt(Arc::new(loaded.bootstrap))?;
         Ok((control, snapshot))
@@ -282,8 +286,14 @@ impl Control {
             c.refresh(&self.resolver);
         }
         let endpoints: Vec<_> = clusters.iter().map(ClusterHosts::endpoints).collect();
-        let snapshot = Snapshot::build(self.generation + 1, bootstrap.clone(), &endpoints, &by_name)
-            .map_err(|e| StartError::Routes(e.to_string()))?;
+        let snapshot = Snapshot::build(
+            self.generation + 1,
+            bootstrap.clone(),
+            &endpoints,
+            &by_name,
+            &mut self.telemetry,
+        )
+        .map_err(StartError::Routes)?;
         for old in self.listeners.values() {
             if !listeners.values().any(|kept| Arc::ptr_eq(kept, old)) {
                 log::info!("listener {:?} on {} closes", old.name, old.bound);
@@ -300,7 +310,13 @@ impl Control {
         let endpoints: Vec<_> = self.clusters.iter().map(ClusterHosts::endpoints).collect();
         let by_name: HashMap<String, Arc<BoundListener>> =
             self.listeners.iter().map(|((name, _), l)| (name.clone(), l.clone())).collect();
-        match Snapshot::build(self.generation + 1, self.bootstrap.clone(), &endpoints, &by_name) {
+        match Snapshot::build(
+            self.generation + 1,
+            self.bootstrap.clone(),
+            &endpoints,
+            &by_name,
+            &mut self.telemetry,
+        ) {
             Ok(s) => {
                 self.generation += 1;
                 Some(Arc::new(s))

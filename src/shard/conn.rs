@@ -2,13 +2,16 @@
 //! order, repeat while keep-alive holds. Owns the connection's buffers and its timeouts; decides
 //! nothing about upstream connections beyond asking `upstream::forward`.
 
+use super::observe::{self, Observed};
 use super::reply;
 use super::upstream::{self, Exchange, Outcome};
 use super::{Generation, Shard};
+use crate::access_log::ResponseFlags;
 use crate::http::{self, BodyKind, ChunkedDecoder, RequestHead, Version, MAX_HEADERS};
 use crate::route::{Action, HeaderEdits, Route, RouteTable, VirtualHost};
 use crate::snapshot::{HcmSettings, ListenerSnap};
 use crate::stats::HttpStats;
+use crate::trace::{self, TraceContext};
 use bytes::{Buf, BytesMut};
 use monoio::buf::{IoBufMut, SliceMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -34,6 +37,11 @@ pub(super) struct Downstream {
     /// The status sent to the client for the current request (0 until one is).
     pub status: u16,
     pub peer_ip: String,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub connection_id: u64,
+    /// The current request's facts for its access log and span.
+    pub obs: Observed,
 }
 
 /// What the rest of the exchange needs to know about the request once its head is gone.
@@ -78,6 +86,7 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
     let guard = ConnGuard { shard: &shard, stats };
     // Small heads and responses must not wait for Nagle.
     let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(peer);
     let mut d = Downstream {
         stream,
         buf: BytesMut::with_capacity(READ_CHUNK),
@@ -86,6 +95,10 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
         response_started: false,
         status: 0,
         peer_ip: peer.ip().to_string(),
+        peer,
+        local,
+        connection_id: shard.next_conn_id(),
+        obs: Observed::default(),
     };
     loop {
         // Wait under the settings of the config current now...
@@ -93,7 +106,9 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
         // A listener removed by a reload serves no new requests on its old connections.
         let Some(i) = waiting.snap.listener_index(listener_id) else { return };
         let hcm = &waiting.snap.listeners[i].hcm;
-        match wait_for_head(&shard, hcm, &mut d).await {
+        let head_wait = wait_for_head(&shard, hcm, &mut d).await;
+        let started = Instant::now();
+        match head_wait {
             HeadWait::Ready => {}
             HeadWait::Close => return,
             HeadWait::Refuse(status) => {
@@ -110,7 +125,14 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
                     431 => b"Request Header Fields Too Large",
                     _ => b"Bad Request",
                 };
+                let listener = &waiting.snap.listeners[i];
+                d.obs.begin(listener.observers.any());
+                if status != 408 {
+                    d.obs.flag(ResponseFlags::DPE);
+                }
                 local_reply(&mut d, status, body, &hcm.server_name, true, &[]).await;
+                let (peer, local, id) = (d.peer, d.local, d.connection_id);
+                observe::finish(&shard, &waiting, listener, &d.obs, status, started, peer, local, id);
                 return;
             }
         }
@@ -118,16 +140,19 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
         let generation = shard.generation();
         let Some(i) = generation.snap.listener_index(listener_id) else { return };
         let stats = &generation.http_stats[i];
-        let started = Instant::now();
+        let listener = &generation.snap.listeners[i];
         stats.downstream_rq_total.inc();
         stats.downstream_rq_active.inc();
         d.status = 0;
-        let outcome = one_request(&shard, &generation, &generation.snap.listeners[i], stats, &mut d).await;
+        d.obs.begin(listener.observers.any());
+        let outcome = one_request(&shard, &generation, listener, stats, &mut d).await;
         stats.downstream_rq_active.dec();
         if d.status != 0 {
             stats.response(d.status).inc();
         }
         stats.downstream_rq_time.record_us(started.elapsed().as_micros() as u64);
+        let (peer, local, id) = (d.peer, d.local, d.connection_id);
+        observe::finish(&shard, &generation, listener, &d.obs, d.status, started, peer, local, id);
         match outcome {
             Outcome::KeepAlive if !shard.draining() => {}
             _ => return,
@@ -232,13 +257,30 @@ async fn one_request(
         let Ok(Some(head)) = http::parse_request(&d.buf, &mut headers, hcm.max_head_len) else {
             return Outcome::Close;
         };
-        plan_request(shard, &listener.routes, hcm, &head, &d.buf, &mut d.req_out, &d.peer_ip)
+        let traced = observe::on_request_head(listener, &head, &mut d.obs, shard);
+        plan_request(
+            shard,
+            &listener.routes,
+            hcm,
+            &head,
+            &d.buf,
+            &mut d.req_out,
+            &d.peer_ip,
+            traced,
+            &mut d.obs,
+        )
     };
     match plan {
         Plan::Reply { kind, status, body, location, consumed } => {
             match kind {
-                ReplyKind::BadRequest => stats.downstream_cx_protocol_error.inc(),
-                ReplyKind::NoRoute => stats.no_route.inc(),
+                ReplyKind::BadRequest => {
+                    stats.downstream_cx_protocol_error.inc();
+                    d.obs.flag(ResponseFlags::DPE);
+                }
+                ReplyKind::NoRoute => {
+                    stats.no_route.inc();
+                    d.obs.flag(ResponseFlags::NR);
+                }
                 ReplyKind::Direct => stats.rq_direct_response.inc(),
                 ReplyKind::Redirect => stats.rq_redirect.inc(),
             }
@@ -264,6 +306,7 @@ async fn one_request(
                 generation,
                 cluster,
                 fwd,
+                listener,
                 info,
                 response_edits: [
                     &route.response_edits,
@@ -279,10 +322,12 @@ async fn one_request(
                     match monoio::time::timeout(limit, upstream::forward(exchange, d)).await {
                         Ok(outcome) => outcome,
                         Err(_) if d.response_started => {
+                            d.obs.flag(ResponseFlags::UT);
                             generation.cluster_stats[cluster].upstream_rq_timeout.inc();
                             Outcome::Close
                         }
                         Err(_) => {
+                            d.obs.flag(ResponseFlags::UT);
                             generation.cluster_stats[cluster].upstream_rq_timeout.inc();
                             return local_reply(
                                 d,
@@ -317,6 +362,8 @@ fn plan_request<'g>(
     buf: &[u8],
     req_out: &mut Vec<u8>,
     peer_ip: &str,
+    traced: Option<(TraceContext, Option<&[u8]>)>,
+    obs: &mut Observed,
 ) -> Plan<'g> {
     let scan = match scan_body(head, buf) {
         Ok(scan) => scan,
@@ -379,8 +426,11 @@ fn plan_request<'g>(
                 peer_ip,
                 shard,
                 hcm.generate_request_id,
+                traced,
+                obs,
             );
             let body_end = head.head_len + scan.len;
+            obs.bytes_received = scan.len as u64;
             req_out.extend_from_slice(&buf[head.head_len..body_end]);
             let info = RequestInfo {
                 body: head.body,
@@ -467,6 +517,8 @@ fn write_upstream_head(
     peer_ip: &str,
     shard: &Shard,
     generate_request_id: bool,
+    traced: Option<(TraceContext, Option<&[u8]>)>,
+    obs: &mut Observed,
 ) {
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
@@ -486,6 +538,10 @@ fn write_upstream_head(
             continue;
         }
         if any_edits && removed_by(&edits, name) {
+            continue;
+        }
+        // A traced request carries this hop's span context, not the one it came with.
+        if traced.is_some() && trace::is_propagation_header(name) {
             continue;
         }
         if is(name, "host") {
@@ -523,8 +579,13 @@ fn write_upstream_head(
     }
     if !saw_id && generate_request_id {
         out.extend_from_slice(b"x-request-id: ");
+        let at = out.len();
         reply::request_id(&shard.rng, out);
+        observe::on_generated_request_id(obs, &out[at..]);
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some((ctx, tracestate)) = traced {
+        trace::write_headers(&ctx, tracestate, out);
     }
     if path != head.path {
         reply::header(out, b"x-envoy-original-path", head.path.as_bytes());

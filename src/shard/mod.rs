@@ -4,11 +4,13 @@
 //! shard's memory.
 
 mod conn;
+mod observe;
 mod reply;
 pub use reply::reason;
 mod signal;
 mod upstream;
 
+use crate::access_log::{ShardBuffers, Writer};
 use crate::cli::IoDriver;
 use crate::cluster::pool::Pool;
 use crate::cluster::{Rng, ShardCluster};
@@ -100,6 +102,7 @@ pub fn spawn(
     core: Option<core_affinity::CoreId>,
     driver: Driver,
     initial: Arc<Snapshot>,
+    log_writer: Writer,
 ) -> io::Result<ShardHandle> {
     let (tx, rx) = futures_channel::mpsc::unbounded();
     let active = Arc::new(PaddedCount::default());
@@ -110,7 +113,7 @@ pub fn spawn(
                 log::warn!("shard {id}: could not pin to core {}", core.id);
             }
         }
-        let main = run(id, initial, rx, counter);
+        let main = run(id, initial, rx, counter, log_writer);
         let result = match driver {
             Driver::Uring { tuned } => {
                 let mut b =
@@ -160,6 +163,10 @@ pub struct Shard {
     pub pool: Pool,
     pub rng: Rng,
     pub stats: ShardStats,
+    /// Access-log lines waiting for the writer thread (handed over every 100 ms or when full).
+    pub log_bufs: RefCell<ShardBuffers>,
+    /// `%CONNECTION_ID%`: unique per process (the shard id is in the top bits).
+    next_conn_id: Cell<u64>,
     draining: Cell<bool>,
     pub drain: Signal,
     /// Stop signals of the running accept loops, by listener id.
@@ -224,6 +231,12 @@ impl Shard {
         self.drain.fire();
     }
 
+    fn next_conn_id(&self) -> u64 {
+        let id = self.next_conn_id.get();
+        self.next_conn_id.set(id + 1);
+        id
+    }
+
     fn conn_opened(&self) {
         self.active.set(self.active.get() + 1);
         self.active_shared.0.store(self.active.get(), Ordering::Relaxed);
@@ -240,6 +253,7 @@ async fn run(
     initial: Arc<Snapshot>,
     mut rx: UnboundedReceiver<ShardMsg>,
     active: Arc<PaddedCount>,
+    log_writer: Writer,
 ) {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -251,6 +265,8 @@ async fn run(
         id,
         generation: RefCell::new(Rc::new(generation)),
         stats,
+        log_bufs: RefCell::new(ShardBuffers::new(&log_writer)),
+        next_conn_id: Cell::new((id as u64) << 48),
         pool: Pool::new(POOL_MAX_IDLE, POOL_IDLE_TIMEOUT),
         rng: Rng::seeded(seed),
         draining: Cell::new(false),
@@ -261,6 +277,7 @@ async fn run(
     });
     shard.sync_listeners();
     monoio::spawn(sweep_pool(shard.clone()));
+    monoio::spawn(flush_access_logs(shard.clone()));
     while let Some(msg) = rx.next().await {
         match msg {
             ShardMsg::Install(snap) => shard.install(snap),
@@ -268,6 +285,18 @@ async fn run(
             ShardMsg::CollectStats(reply) => {
                 // The admin server may have given up waiting; nothing to do then.
                 let _ = reply.send(shard.stats.dump());
+            }
+        }
+    }
+}
+
+/// Hands buffered access-log lines to the writer thread: the request path only appends to memory.
+async fn flush_access_logs(shard: Rc<Shard>) {
+    loop {
+        monoio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(mut bufs) = shard.log_bufs.try_borrow_mut() {
+            if bufs.pending_bytes() > 0 {
+                bufs.flush();
             }
         }
     }

@@ -5,11 +5,14 @@
 //! response).
 
 use super::conn::{local_reply, read_more, write_out, Downstream, RequestInfo};
+use super::observe;
 use super::reply;
 use super::{Generation, Shard};
+use crate::access_log::ResponseFlags;
 use crate::cluster::pool::Upstream;
 use crate::http::{self, BodyKind, ChunkedDecoder, ResponseHead, MAX_HEADERS};
 use crate::route::{Forward, HeaderEdits};
+use crate::snapshot::ListenerSnap;
 use crate::stats::ClusterStats;
 use bytes::{Buf, BytesMut};
 use monoio::buf::IoBuf;
@@ -33,6 +36,7 @@ pub(super) struct Exchange<'a> {
     pub generation: &'a Generation,
     pub cluster: usize,
     pub fwd: &'a Forward,
+    pub listener: &'a ListenerSnap,
     pub info: RequestInfo,
     /// Route, virtual host, route table.
     pub response_edits: [&'a HeaderEdits; 3],
@@ -77,11 +81,15 @@ pub(super) async fn forward(ex: Exchange<'_>, d: &mut Downstream) -> Outcome {
     loop {
         let Some(endpoint) = lb.pick(snap, &ex.shard.rng) else {
             stats.upstream_cx_none_healthy.inc();
+            d.obs.flag(ResponseFlags::UH);
             return local_reply(d, 503, b"no healthy upstream", ex.server_name, !ex.info.body_buffered, &[])
                 .await;
         };
         let addr = snap.endpoints[endpoint];
         lb.begin(endpoint);
+        d.obs.upstream_host = Some(addr);
+        d.obs.upstream_cluster = Some(ex.cluster);
+        d.obs.attempts += 1;
         stats.upstream_rq_total.inc();
         stats.upstream_rq_active.inc();
         let result = attempt(&ex, d, addr, fresh_only, attempts_left > 1).await;
@@ -92,9 +100,13 @@ pub(super) async fn forward(ex: Exchange<'_>, d: &mut Downstream) -> Outcome {
         let (status, body): (u16, &[u8]) = match result {
             Attempt::Relayed(outcome) => return outcome,
             Attempt::Abort => return Outcome::Close,
-            Attempt::TimedOut if d.response_started => return Outcome::Close,
+            Attempt::TimedOut if d.response_started => {
+                d.obs.flag(ResponseFlags::UT);
+                return Outcome::Close;
+            }
             Attempt::TimedOut => {
                 stats.upstream_rq_timeout.inc();
+                d.obs.flag(ResponseFlags::UT);
                 return local_reply(d, 504, b"upstream request timeout", ex.server_name, true, &[]).await;
             }
             Attempt::Stale if ex.info.body_buffered && !fresh_only => {
@@ -120,6 +132,14 @@ pub(super) async fn forward(ex: Exchange<'_>, d: &mut Downstream) -> Outcome {
         if attempts_left > 0 && status == 502 && retry.is_some_and(|r| r.on_reset || r.retries_status(502)) {
             stats.upstream_rq_retry.inc();
             continue;
+        }
+        d.obs.flag(match status {
+            503 => ResponseFlags::UF,
+            _ if body == RESET_BEFORE_HEADERS => ResponseFlags::UC,
+            _ => ResponseFlags::UPE,
+        });
+        if d.obs.attempts > 1 {
+            d.obs.flag(ResponseFlags::URX);
         }
         // A body we could not finish sending leaves the client mid-request: close after answering.
         return local_reply(d, status, body, ex.server_name, !ex.info.body_buffered, &[]).await;
@@ -195,10 +215,10 @@ async fn attempt(
                 )
                 .await
             }
-            _ => Ok(()),
+            _ => Ok(0),
         };
         match sent {
-            Ok(()) => {}
+            Ok(n) => d.obs.bytes_received += n,
             // The client stopped sending or sent broken framing: nothing sane can follow.
             Err(RelayError::Read | RelayError::Framing) => return Attempt::Abort,
             Err(RelayError::Write) => return Attempt::Reset,
@@ -241,6 +261,8 @@ async fn respond(
                     continue;
                 }
                 Ok(Some(head)) => {
+                    d.obs.first_upstream_byte.get_or_insert_with(Instant::now);
+                    observe::on_response_head(ex.listener, &head, &mut d.obs);
                     ex.generation.cluster_stats[ex.cluster].response(head.status).inc();
                     if may_retry && ex.fwd.retry.is_some_and(|r| r.retries_status(head.status)) {
                         return Attempt::RetryableStatus;
@@ -266,15 +288,17 @@ async fn respond(
 
     // The response body.
     let relayed = match info.body {
-        BodyKind::None => write_out(&mut d.stream, &mut d.resp_out).await.map_err(|_| RelayError::Write),
+        BodyKind::None => {
+            write_out(&mut d.stream, &mut d.resp_out).await.map(|_| 0).map_err(|_| RelayError::Write)
+        }
         BodyKind::Length(n) => {
             let first = up.buf.len().min(n as usize);
             d.resp_out.extend_from_slice(&up.buf[..first]);
             up.buf.advance(first);
             match write_out(&mut d.stream, &mut d.resp_out).await {
-                Ok(()) => {
-                    relay_length(&mut up.stream, &mut up.buf, &mut d.stream, n - first as u64, None).await
-                }
+                Ok(()) => relay_length(&mut up.stream, &mut up.buf, &mut d.stream, n - first as u64, None)
+                    .await
+                    .map(|rest| rest + first as u64),
                 Err(_) => Err(RelayError::Write),
             }
         }
@@ -289,8 +313,15 @@ async fn respond(
     };
     ex.generation.cluster_stats[ex.cluster].upstream_rq_time.record_us(started.elapsed().as_micros() as u64);
     match relayed {
-        Ok(()) => {}
-        Err(_) => return Attempt::Abort,
+        Ok(n) => d.obs.bytes_sent = n,
+        Err(RelayError::Write) => {
+            d.obs.flag(ResponseFlags::DC);
+            return Attempt::Abort;
+        }
+        Err(_) => {
+            d.obs.flag(ResponseFlags::UC);
+            return Attempt::Abort;
+        }
     }
     let reusable = info.upstream_keep_alive
         && up.buf.is_empty()
@@ -435,7 +466,8 @@ async fn relay_length(
     dst: &mut TcpStream,
     mut remaining: u64,
     idle: Option<Duration>,
-) -> Result<(), RelayError> {
+) -> Result<u64, RelayError> {
+    let total = remaining;
     while remaining > 0 {
         if buf.is_empty() {
             read_within(src, buf, idle).await?;
@@ -444,7 +476,7 @@ async fn relay_length(
         write_within(dst, buf, n, idle).await?;
         remaining -= n as u64;
     }
-    Ok(())
+    Ok(total)
 }
 
 /// Relays a chunked body as it is (framing included), validating it on the way; stops exactly at
@@ -455,7 +487,8 @@ async fn relay_chunked(
     dst: &mut TcpStream,
     mut decoder: ChunkedDecoder,
     idle: Option<Duration>,
-) -> Result<(), RelayError> {
+) -> Result<u64, RelayError> {
+    let mut total = 0u64;
     loop {
         let mut pos = 0;
         let mut done = false;
@@ -469,9 +502,10 @@ async fn relay_chunked(
         }
         if pos > 0 {
             write_within(dst, buf, pos, idle).await?;
+            total += pos as u64;
         }
         if done {
-            return Ok(());
+            return Ok(total);
         }
         read_within(src, buf, idle).await?;
     }
@@ -517,14 +551,16 @@ async fn read_within(
 }
 
 /// A chunked response to an HTTP/1.0 client: payload only, then close.
-async fn dechunk(up: &mut Upstream, d: &mut Downstream) -> Result<(), RelayError> {
+async fn dechunk(up: &mut Upstream, d: &mut Downstream) -> Result<u64, RelayError> {
     let mut decoder = ChunkedDecoder::new();
+    let mut total = 0u64;
     loop {
         let mut pos = 0;
         let mut done = false;
         while pos < up.buf.len() {
             let step = decoder.advance(&up.buf[pos..]).map_err(|_| RelayError::Framing)?;
             d.resp_out.extend_from_slice(&up.buf[pos + step.data.start..pos + step.data.end]);
+            total += step.data.len() as u64;
             pos += step.consumed;
             done = step.done;
             if done || step.consumed == 0 {
@@ -534,7 +570,7 @@ async fn dechunk(up: &mut Upstream, d: &mut Downstream) -> Result<(), RelayError
         up.buf.advance(pos);
         write_out(&mut d.stream, &mut d.resp_out).await.map_err(|_| RelayError::Write)?;
         if done {
-            return Ok(());
+            return Ok(total);
         }
         match read_more(&mut up.stream, &mut up.buf).await {
             Ok(0) | Err(_) => return Err(RelayError::Read),
@@ -544,15 +580,19 @@ async fn dechunk(up: &mut Upstream, d: &mut Downstream) -> Result<(), RelayError
 }
 
 /// A body that ends when the upstream closes.
-async fn relay_until_close(up: &mut Upstream, d: &mut Downstream) -> Result<(), RelayError> {
+async fn relay_until_close(up: &mut Upstream, d: &mut Downstream) -> Result<u64, RelayError> {
+    let mut total = up.buf.len() as u64;
     d.resp_out.extend_from_slice(&up.buf);
     up.buf.clear();
     write_out(&mut d.stream, &mut d.resp_out).await.map_err(|_| RelayError::Write)?;
     loop {
         match read_more(&mut up.stream, &mut up.buf).await {
-            Ok(0) => return Ok(()),
+            Ok(0) => return Ok(total),
             Err(_) => return Err(RelayError::Read),
-            Ok(n) => write_prefix(&mut d.stream, &mut up.buf, n).await?,
+            Ok(n) => {
+                write_prefix(&mut d.stream, &mut up.buf, n).await?;
+                total += n as u64;
+            }
         }
     }
 }

@@ -1,0 +1,223 @@
+//! What a request leaves behind besides its response: its access-log lines and its trace span.
+//! Fills a connection's reusable `Observed` from the heads as they pass (only for listeners that log
+//! or trace), and turns it into a log line and a span when the request ends. Touches no socket.
+
+use super::{Generation, Shard};
+use crate::access_log::{Captured, Record, ResponseFlags};
+use crate::http::{RequestHead, ResponseHead, Version};
+use crate::snapshot::ListenerSnap;
+use crate::trace::{self, tags, Span, SpanKind, TraceContext};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The facts of the current request, kept per connection and reused (no allocation once warm).
+#[derive(Default)]
+pub(super) struct Observed {
+    /// Whether this request is observed at all (its listener logs or traces).
+    pub on: bool,
+    pub start: Option<SystemTime>,
+    pub method: String,
+    pub path: String,
+    pub authority: String,
+    pub protocol: &'static str,
+    /// The `x-request-id` the upstream got (received or generated).
+    pub request_id: String,
+    pub req_cap: Captured,
+    pub resp_cap: Captured,
+    pub trace: Option<TraceContext>,
+    pub flags: ResponseFlags,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub upstream_host: Option<SocketAddr>,
+    pub upstream_cluster: Option<usize>,
+    pub attempts: u32,
+    /// When the first byte of the upstream response arrived.
+    pub first_upstream_byte: Option<Instant>,
+}
+
+impl Observed {
+    /// Starts a request: forgets the previous one's facts.
+    pub fn begin(&mut self, on: bool) {
+        self.on = on;
+        self.flags = ResponseFlags::empty();
+        self.bytes_received = 0;
+        self.bytes_sent = 0;
+        self.upstream_host = None;
+        self.upstream_cluster = None;
+        self.attempts = 0;
+        self.first_upstream_byte = None;
+        self.trace = None;
+        if on {
+            self.start = Some(SystemTime::now());
+            self.method.clear();
+            self.path.clear();
+            self.authority.clear();
+            self.request_id.clear();
+            self.protocol = "";
+            self.req_cap.clear();
+            self.resp_cap.clear();
+        }
+    }
+
+    pub fn flag(&mut self, flag: ResponseFlags) {
+        self.flags.insert(flag);
+    }
+}
+
+/// Takes what the log and the span need from the request head, and starts the trace. Returns the
+/// span context to propagate upstream and the `tracestate` to pass on with it.
+pub(super) fn on_request_head<'h>(
+    listener: &ListenerSnap,
+    head: &RequestHead<'h>,
+    o: &mut Observed,
+    shard: &Shard,
+) -> Option<(TraceContext, Option<&'h [u8]>)> {
+    if !o.on {
+        return None;
+    }
+    o.method.push_str(head.method);
+    o.path.push_str(head.path);
+    o.authority.push_str(head.host.unwrap_or(""));
+    o.protocol = match head.version {
+        Version::Http10 => "HTTP/1.0",
+        Version::Http11 => "HTTP/1.1",
+    };
+    if let Some(v) = head.headers.iter().find(|h| h.name.eq_ignore_ascii_case("x-request-id")) {
+        o.request_id.push_str(&String::from_utf8_lossy(v.value));
+    }
+    let logs = &listener.observers.access_logs;
+    if !logs.is_empty() {
+        o.req_cap.capture(logs.wanted_request(), head.headers.iter().map(|h| (h.name, h.value)));
+    }
+    let settings = listener.observers.tracing.as_ref()?;
+    let incoming = trace::extract(head.headers);
+    let ctx = trace::start(incoming.as_ref(), &mut || shard.rng.next(), &settings.sampling);
+    o.trace = Some(ctx);
+    Some((ctx, incoming.and_then(|i| i.tracestate)))
+}
+
+/// A generated request id, for the log and the span.
+pub(super) fn on_generated_request_id(o: &mut Observed, id: &[u8]) {
+    if o.on && o.request_id.is_empty() {
+        o.request_id.push_str(&String::from_utf8_lossy(id));
+    }
+}
+
+pub(super) fn on_response_head(listener: &ListenerSnap, head: &ResponseHead<'_>, o: &mut Observed) {
+    if o.on && !listener.observers.access_logs.is_empty() {
+        o.resp_cap.capture(
+            listener.observers.access_logs.wanted_response(),
+            head.headers.iter().map(|h| (h.name, h.value)),
+        );
+    }
+}
+
+/// Writes the access-log lines and reports the span of the request that just ended.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn finish(
+    shard: &Shard,
+    generation: &Generation,
+    listener: &ListenerSnap,
+    o: &Observed,
+    status: u16,
+    started: Instant,
+    peer: SocketAddr,
+    local: SocketAddr,
+    connection_id: u64,
+) {
+    if !o.on {
+        return;
+    }
+    let duration = started.elapsed();
+    let start = o.start.unwrap_or_else(SystemTime::now);
+    let cluster = o.upstream_cluster.and_then(|c| generation.snap.clusters.get(c)).map(|c| c.name.as_str());
+    let logs = &listener.observers.access_logs;
+    if !logs.is_empty() {
+        let record = Record {
+            start,
+            duration,
+            request_duration: None,
+            response_duration: o.first_upstream_byte.map(|t| t.saturating_duration_since(started)),
+            response_tx_duration: o.first_upstream_byte.map(|t| t.elapsed()),
+            method: &o.method,
+            path: &o.path,
+            authority: &o.authority,
+            protocol: o.protocol,
+            status,
+            code_details: if o.upstream_host.is_some() && o.flags.is_empty() { "via_upstream" } else { "" },
+            flags: o.flags,
+            bytes_received: o.bytes_received,
+            bytes_sent: o.bytes_sent,
+            upstream_host: o.upstream_host,
+            upstream_cluster: cluster,
+            upstream_local: None,
+            upstream_transport_failure: "",
+            attempts: o.attempts,
+            downstream_remote: peer,
+            downstream_local: local,
+            route_name: "",
+            connection_id,
+            request_headers: &o.req_cap,
+            response_headers: &o.resp_cap,
+        };
+        if let Ok(mut bufs) = shard.log_bufs.try_borrow_mut() {
+            logs.log(&record, &mut bufs);
+        }
+    }
+    if let (Some(settings), Some(ctx)) = (&listener.observers.tracing, o.trace) {
+        if ctx.sampled == Some(true) {
+            settings.sender.report(span(settings, ctx, o, status, start, duration, peer, local, cluster));
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn span(
+    settings: &crate::telemetry::TraceSettings,
+    ctx: TraceContext,
+    o: &Observed,
+    status: u16,
+    start: SystemTime,
+    duration: Duration,
+    peer: SocketAddr,
+    local: SocketAddr,
+    cluster: Option<&str>,
+) -> Span {
+    let ingress = settings.operation == crate::config::TracingOperation::Ingress;
+    let mut url = format!("http://{}{}", o.authority, o.path);
+    if url.len() > settings.max_path_tag_length {
+        let mut cut = settings.max_path_tag_length;
+        while !url.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        url.truncate(cut);
+    }
+    let mut span_tags = vec![
+        (tags::HTTP_METHOD, o.method.clone()),
+        (tags::HTTP_URL, url),
+        (tags::HTTP_PROTOCOL, o.protocol.to_string()),
+        (tags::HTTP_STATUS_CODE, status.to_string()),
+        (tags::NODE_ID, settings.node.service_node.clone()),
+        (tags::GUID_X_REQUEST_ID, o.request_id.clone()),
+        (tags::UPSTREAM_CLUSTER, cluster.unwrap_or("-").to_string()),
+    ];
+    if !o.flags.is_empty() {
+        let mut flags = Vec::new();
+        o.flags.render_short(&mut flags);
+        span_tags.push((tags::RESPONSE_FLAGS, String::from_utf8_lossy(&flags).into_owned()));
+    }
+    if status >= 500 || status == 0 {
+        span_tags.push((tags::ERROR, "true".to_string()));
+    }
+    Span {
+        ctx,
+        name: format!("{}{}", o.authority, o.path.split('?').next().unwrap_or("")),
+        kind: if ingress { SpanKind::Server } else { SpanKind::Client },
+        start,
+        duration,
+        local_service: settings.node.service_cluster.clone(),
+        local_ip: crate::telemetry::local_ip(local),
+        remote_endpoint: if ingress { Some(peer) } else { o.upstream_host },
+        tags: span_tags,
+    }
+}
