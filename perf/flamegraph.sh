@@ -140,5 +140,10 @@ reqs=$(requests "$out/wrk-stat.txt")
   # Self time per leaf function, from the folded stacks: the last frame of each stack.
   awk '{n = $NF; $NF = ""; k = split($0, f, ";"); leaf = f[k]; sub(/ +$/, "", leaf); s[leaf] += n; t += n }
        END { for (l in s) printf "%6.2f%%  %s\n", 100 * s[l] / t, l }' "$out/perf.folded" | sort -rn | head -15
+  echo "skiff's own frames (total time including callees, % of samples):"
+  awk '{ n = $NF; t += n; $NF = ""; k = split($0, f, ";"); delete seen
+         for (i = 1; i <= k; i++) { g = f[i]; sub(/ +$/, "", g); if (!(g in seen)) { seen[g] = 1; s[g] += n } } }
+       END { for (g in s) if (g ~ /skiff::|monoio::/) printf "%6.2f%%  %s\n", 100 * s[g] / t, g }' \
+    "$out/perf.folded" | sort -rn | head -12
 } | tee "$out/summary.txt"
 echo "flamegraph: $out/flamegraph.svg"

@@ -86,7 +86,7 @@ fn skiff_configs() -> BTreeMap<String, Bootstrap> {
     configs
 }
 
-fn skiff_container<'a>(deployment: &'a Value) -> &'a Value {
+fn skiff_container(deployment: &Value) -> &Value {
     let containers = deployment["spec"]["template"]["spec"]["containers"].as_sequence().expect("containers");
     containers
         .iter()
