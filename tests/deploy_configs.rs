@@ -1,0 +1,249 @@
+//! The deployment files in `configs/deploy/` keep the promises the README makes for them: every skiff
+//! config in them (the front proxy's, and each one a ConfigMap embeds) loads; every Deployment runs a
+//! `skiff` container that is probed on `/ready`, is given more time to stop than it drains for, and
+//! runs as many shards as it has CPUs; and the names the sidecars resolve are headless Services.
+
+use serde::Deserialize;
+use serde_norway::Value;
+use skiff::config::{load_str, Bootstrap, DiscoveryType};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/deploy")
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            yaml_files(&path, out);
+        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            out.push(path);
+        }
+    }
+}
+
+/// Every document of every YAML file under configs/deploy, named `file#index`.
+fn documents() -> Vec<(String, Value)> {
+    let mut files = Vec::new();
+    yaml_files(&deploy_dir(), &mut files);
+    files.sort();
+    assert!(files.len() >= 6, "expected the front proxy config and the manifests, found {files:?}");
+    let mut docs = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("read yaml");
+        let rel = file.strip_prefix(deploy_dir()).expect("under configs/deploy").display().to_string();
+        for (i, de) in serde_norway::Deserializer::from_str(&text).enumerate() {
+            let doc = Value::deserialize(de).unwrap_or_else(|e| panic!("{rel} document {i}: {e}"));
+            if !doc.is_null() {
+                docs.push((format!("{rel}#{i}"), doc));
+            }
+        }
+    }
+    docs
+}
+
+fn kind(doc: &Value) -> &str {
+    doc["kind"].as_str().unwrap_or("")
+}
+
+fn name(doc: &Value) -> &str {
+    doc["metadata"]["name"].as_str().unwrap_or("")
+}
+
+fn load(text: &str, origin: &str) -> Bootstrap {
+    match load_str(text, origin) {
+        Ok(loaded) => {
+            assert!(
+                loaded.warnings.is_empty(),
+                "{origin}: deploy configs should load without warnings: {:?}",
+                loaded.warnings
+            );
+            loaded.bootstrap
+        }
+        Err(e) => panic!("{origin} should load: {e}"),
+    }
+}
+
+/// Every skiff config: top-level bootstrap files and the `*.yaml` keys of ConfigMaps.
+fn skiff_configs() -> BTreeMap<String, Bootstrap> {
+    let mut configs = BTreeMap::new();
+    for (origin, doc) in documents() {
+        if doc.get("static_resources").is_some() {
+            let text = serde_norway::to_string(&doc).expect("re-serialize");
+            configs.insert(origin.clone(), load(&text, &origin));
+        } else if kind(&doc) == "ConfigMap" {
+            for (key, value) in doc["data"].as_mapping().expect("ConfigMap data") {
+                let (Some(key), Some(text)) = (key.as_str(), value.as_str()) else { continue };
+                if key.ends_with(".yaml") {
+                    let origin = format!("{origin} ConfigMap {} key {key}", name(&doc));
+                    configs.insert(origin.clone(), load(text, &origin));
+                }
+            }
+        }
+    }
+    configs
+}
+
+fn skiff_container(deployment: &Value) -> &Value {
+    let containers = deployment["spec"]["template"]["spec"]["containers"].as_sequence().expect("containers");
+    containers
+        .iter()
+        .find(|c| c["name"].as_str() == Some("skiff"))
+        .unwrap_or_else(|| panic!("Deployment {} has no container named skiff", name(deployment)))
+}
+
+/// The value after `flag` in an argument list (`--flag V` or `--flag=V`).
+fn flag<'a>(args: &'a [&'a str], flag: &str) -> Option<&'a str> {
+    args.iter().enumerate().find_map(|(i, a)| {
+        if *a == flag {
+            args.get(i + 1).copied()
+        } else {
+            a.strip_prefix(flag).and_then(|rest| rest.strip_prefix('='))
+        }
+    })
+}
+
+fn int(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+#[test]
+fn every_skiff_config_loads() {
+    let configs = skiff_configs();
+    // front-proxy.yaml, and the four ConfigMaps (front proxy, A, B, C).
+    assert!(configs.len() >= 5, "found {:?}", configs.keys().collect::<Vec<_>>());
+}
+
+#[test]
+fn every_deployment_runs_a_probed_skiff_that_drains_within_its_grace_period() {
+    let docs = documents();
+    let deployments: Vec<_> = docs.iter().filter(|(_, d)| kind(d) == "Deployment").collect();
+    assert!(deployments.len() >= 4, "front proxy and services A, B, C");
+    for (origin, d) in deployments {
+        let what = format!("{origin} Deployment {}", name(d));
+        let pod = &d["spec"]["template"]["spec"];
+        let skiff = skiff_container(d);
+        assert_eq!(
+            skiff["readinessProbe"]["httpGet"]["path"].as_str(),
+            Some("/ready"),
+            "{what}: readinessProbe"
+        );
+        assert!(skiff.get("livenessProbe").is_some(), "{what}: livenessProbe");
+
+        let args: Vec<&str> = skiff["args"]
+            .as_sequence()
+            .expect("skiff args")
+            .iter()
+            .map(|a| a.as_str().expect("string arg"))
+            .collect();
+        assert_eq!(flag(&args, "-c"), Some("/etc/skiff/envoy.yaml"), "{what}: -c");
+        let drain: u64 = flag(&args, "--drain-time-s")
+            .unwrap_or_else(|| {
+                panic!("{what}: no --drain-time-s (the default, 600 s, outlasts any grace period)")
+            })
+            .parse()
+            .expect("--drain-time-s is a number");
+        let pre_stop = int(&skiff["lifecycle"]["preStop"]["sleep"]["seconds"]).unwrap_or(0);
+        let grace = int(&pod["terminationGracePeriodSeconds"])
+            .unwrap_or_else(|| panic!("{what}: no terminationGracePeriodSeconds (the default 30 s)"));
+        assert!(
+            grace > pre_stop + drain,
+            "{what}: grace {grace} s <= preStop {pre_stop} s + drain {drain} s"
+        );
+
+        // One shard per CPU of the limit: more would be throttled by the CFS quota.
+        let concurrency: u64 = flag(&args, "--concurrency")
+            .unwrap_or_else(|| panic!("{what}: no --concurrency"))
+            .parse()
+            .expect("number");
+        let cpu = int(&skiff["resources"]["limits"]["cpu"])
+            .unwrap_or_else(|| panic!("{what}: the skiff CPU limit should be whole CPUs"));
+        assert_eq!(concurrency, cpu, "{what}: --concurrency vs CPU limit");
+
+        let sc = &skiff["securityContext"];
+        assert_eq!(sc["runAsNonRoot"].as_bool(), Some(true), "{what}: runAsNonRoot");
+        assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true), "{what}: readOnlyRootFilesystem");
+        assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false), "{what}: allowPrivilegeEscalation");
+        assert_eq!(sc["capabilities"]["drop"][0].as_str(), Some("ALL"), "{what}: capabilities");
+
+        // The config volume names a ConfigMap defined here, with the key skiff is pointed at.
+        let volumes = pod["volumes"].as_sequence().expect("volumes");
+        let cm = volumes.iter().find_map(|v| v["configMap"]["name"].as_str()).expect("a ConfigMap volume");
+        let defined = docs.iter().find(|(_, c)| kind(c) == "ConfigMap" && name(c) == cm);
+        let (_, defined) = defined.unwrap_or_else(|| panic!("{what}: ConfigMap {cm} is not defined"));
+        assert!(defined["data"].get("envoy.yaml").is_some(), "{what}: ConfigMap {cm} has no envoy.yaml");
+    }
+}
+
+#[test]
+fn the_mesh_resolves_headless_services_and_the_sidecars_reach_their_app_on_loopback() {
+    let docs = documents();
+    let services: BTreeMap<&str, &Value> =
+        docs.iter().filter(|(_, d)| kind(d) == "Service").map(|(_, d)| (name(d), d)).collect();
+    let mut resolved = 0;
+    for (origin, config) in skiff_configs() {
+        for cluster in &config.clusters {
+            for ep in &cluster.endpoints {
+                match cluster.discovery {
+                    DiscoveryType::Static => {
+                        assert_eq!(
+                            ep.host, "127.0.0.1",
+                            "{origin}: cluster {}: a STATIC app is in the Pod",
+                            cluster.name
+                        )
+                    }
+                    DiscoveryType::StrictDns => {
+                        let svc = services.get(ep.host.as_str()).unwrap_or_else(|| {
+                            panic!(
+                                "{origin}: cluster {} resolves {}, which is no Service here",
+                                cluster.name, ep.host
+                            )
+                        });
+                        assert_eq!(
+                            svc["spec"]["clusterIP"].as_str(),
+                            Some("None"),
+                            "{origin}: {} must be headless",
+                            ep.host
+                        );
+                        let ports = svc["spec"]["ports"].as_sequence().expect("Service ports");
+                        assert!(
+                            ports.iter().any(|p| int(&p["port"]) == Some(u64::from(ep.port))),
+                            "{origin}: Service {} does not list port {}",
+                            ep.host,
+                            ep.port
+                        );
+                        resolved += 1;
+                    }
+                    DiscoveryType::LogicalDns => {
+                        panic!("{origin}: cluster {}: use STRICT_DNS in the mesh", cluster.name)
+                    }
+                }
+            }
+        }
+    }
+    // front-proxy.yaml and its ConfigMap → service-a; A's sidecar → service-b, service-c.
+    assert!(resolved >= 4, "found {resolved} STRICT_DNS endpoints");
+    for mesh in ["service-a", "service-b", "service-c"] {
+        assert!(services.contains_key(mesh), "Service {mesh}");
+    }
+}
+
+#[test]
+fn the_front_proxy_configmap_is_front_proxy_yaml_with_the_admin_on_all_addresses() {
+    let configs = skiff_configs();
+    let file = configs.get("front-proxy.yaml#0").expect("configs/deploy/front-proxy.yaml");
+    let (_, in_cluster) = configs
+        .iter()
+        .find(|(origin, _)| origin.contains("ConfigMap front-proxy-config"))
+        .expect("the front proxy's ConfigMap");
+    assert_eq!(file.listeners, in_cluster.listeners);
+    assert_eq!(file.clusters, in_cluster.clusters);
+    let admin = |b: &Bootstrap| b.admin.as_ref().expect("admin").address;
+    assert!(admin(file).ip().is_loopback(), "on a host the admin API stays on loopback");
+    assert!(
+        admin(in_cluster).ip().is_unspecified(),
+        "in a Pod the kubelet probes the admin API on the Pod IP"
+    );
+}
