@@ -89,8 +89,11 @@ pub fn run(opts: Options) -> ExitCode {
     );
     let mut handles = Vec::with_capacity(concurrency);
     for id in 0..concurrency {
-        // Pin only when there is a core per shard; oversubscribed shards float.
-        let core = (concurrency <= cores.len()).then(|| cores[id]);
+        // Pin only when the shards use exactly the cores this process may run on. With fewer
+        // shards than allowed cores (a Kubernetes pod without the static CPU manager sees every core
+        // of the node) pinning would stack every such process on the first cores; let the kernel
+        // place them instead.
+        let core = (concurrency == cores.len()).then(|| cores[id]);
         match shard::spawn(id, core, driver, initial.clone(), log_writer.clone()) {
             Ok(h) => handles.push(h),
             Err(e) => {

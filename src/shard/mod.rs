@@ -92,7 +92,11 @@ pub fn choose_driver(wanted: IoDriver) -> io::Result<Driver> {
         Err(e) if wanted == IoDriver::Uring => {
             Err(io::Error::new(e.kind(), format!("io_uring unavailable: {e}")))
         }
-        Err(_) => Ok(Driver::Epoll),
+        Err(e) => {
+            // Docker's and containerd 2's default seccomp profiles, io_uring_disabled, old kernels.
+            log::warn!("io_uring unavailable ({e}); using epoll");
+            Ok(Driver::Epoll)
+        }
     }
 }
 
