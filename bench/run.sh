@@ -59,7 +59,7 @@ cpu_busy_pct() { # busy share of all CPUs over one second, from /proc/stat
   sleep 1
   b=$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
   awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
-    printf "%d", 100 * (y[1] - x[1]) / ((y[2] - x[2]) || 1) }'
+    d = y[2] - x[2]; printf "%d", (d > 0 ? 100 * (y[1] - x[1]) / d : 0) }'
 }
 busy=$(cpu_busy_pct)
 echo "idle check: load average $load1, CPU busy ${busy}% over 1 s"
