@@ -51,7 +51,7 @@ def load(path):
         m["failed"] = sum(int(r["errors"]) < 0 for r in runs)
         m["shards"] = runs[0]["shards"]
         med[key] = m
-    scenarios = sorted({k[0] for k in med}, key=lambda s: (s[4], s[0] != "wrk", s[1] != "keepalive", s[2], s[3]))
+    scenarios = sorted({k[0] for k in med}, key=lambda s: (s[4], s[0] != "wrk", s[1] != "keepalive", s[2], s[3] != "small"))
     return med, scenarios
 
 
