@@ -4,7 +4,9 @@
 //! cleanly. Turns every upstream failure into Envoy's answer (503 connect error, 502 broken
 //! response).
 
-use super::conn::{local_reply, read_more, write_out, Downstream, RequestInfo};
+use super::conn::{
+    local_reply, read_more, read_up_to, shrink_idle, write_out, Downstream, RequestInfo, BODY_CHUNK,
+};
 use super::observe;
 use super::reply;
 use super::{Generation, Shard};
@@ -327,6 +329,7 @@ async fn respond(
         && up.buf.is_empty()
         && snap.max_requests_per_connection.is_none_or(|max| up.requests < max);
     if reusable {
+        shrink_idle(&mut up.buf);
         ex.shard.pool.put(up);
     }
     Attempt::Relayed(if info.client_keep_alive { Outcome::KeepAlive } else { Outcome::Close })
@@ -539,10 +542,10 @@ async fn read_within(
     idle: Option<Duration>,
 ) -> Result<(), RelayError> {
     let read = match idle {
-        Some(limit) => {
-            monoio::time::timeout(limit, read_more(src, buf)).await.map_err(|_| RelayError::Read)?
-        }
-        None => read_more(src, buf).await,
+        Some(limit) => monoio::time::timeout(limit, read_up_to(src, buf, BODY_CHUNK))
+            .await
+            .map_err(|_| RelayError::Read)?,
+        None => read_up_to(src, buf, BODY_CHUNK).await,
     };
     match read {
         Ok(0) | Err(_) => Err(RelayError::Read),
@@ -572,7 +575,7 @@ async fn dechunk(up: &mut Upstream, d: &mut Downstream) -> Result<u64, RelayErro
         if done {
             return Ok(total);
         }
-        match read_more(&mut up.stream, &mut up.buf).await {
+        match read_up_to(&mut up.stream, &mut up.buf, BODY_CHUNK).await {
             Ok(0) | Err(_) => return Err(RelayError::Read),
             Ok(_) => {}
         }
@@ -586,7 +589,7 @@ async fn relay_until_close(up: &mut Upstream, d: &mut Downstream) -> Result<u64,
     up.buf.clear();
     write_out(&mut d.stream, &mut d.resp_out).await.map_err(|_| RelayError::Write)?;
     loop {
-        match read_more(&mut up.stream, &mut up.buf).await {
+        match read_up_to(&mut up.stream, &mut up.buf, BODY_CHUNK).await {
             Ok(0) => return Ok(total),
             Err(_) => return Err(RelayError::Read),
             Ok(n) => {
