@@ -190,3 +190,304 @@ fn admin_endpoints_report_the_server_and_refuse_get_on_mutations() {
     }));
     assert!(exit.unwrap().success(), "exit status {exit:?}; log:\n{}", skiff.log());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Stats
+
+const N: usize = 200;
+const CONNECTIONS: usize = 20;
+
+/// Skiff with `backend` (two live endpoints), `dead` (nothing listening); `/api` goes to backend,
+/// `/dead` to dead, anything else has no route. Sends N requests to /api over 20 connections,
+/// 3 no-route requests and 2 to the dead cluster.
+fn stats_fixture() -> (Skiff, SocketAddr, TestUpstream, TestUpstream) {
+    let a = TestUpstream::named("a");
+    let b = TestUpstream::named("b");
+    let yaml = config(
+        "",
+        &[("/api", "backend", "2s"), ("/dead", "dead", "2s")],
+        &[("backend", vec![a.addr, b.addr]), ("dead", vec![dead_port()])],
+    );
+    let skiff = start(&yaml, &[]);
+    let admin = skiff.admin();
+    let main = skiff.listener("main");
+    for c in 0..CONNECTIONS {
+        let mut client = Client::connect(main);
+        for r in 0..N / CONNECTIONS {
+            let resp = client.get(&format!("/api/{c}/{r}"));
+            assert_eq!(resp.status, 200);
+        }
+    }
+    for _ in 0..3 {
+        assert_eq!(get(main, "/nowhere").status, 404);
+    }
+    for _ in 0..2 {
+        assert_eq!(get(main, "/dead").status, 503);
+    }
+    (skiff, admin, a, b)
+}
+
+#[test]
+fn stats_count_every_request_exactly_across_shards() {
+    let (skiff, admin, a, b) = stats_fixture();
+    assert_eq!(a.count() + b.count(), N);
+    wait_stat(admin, "http.ingress.downstream_rq_total", &(N + 5).to_string());
+    let text = stats_text(admin);
+    let want = [
+        ("http.ingress.downstream_rq_2xx", N.to_string()),
+        ("http.ingress.downstream_rq_4xx", "3".into()),
+        ("http.ingress.downstream_rq_5xx", "2".into()),
+        ("http.ingress.no_route", "3".into()),
+        ("http.ingress.downstream_cx_total", (CONNECTIONS + 5).to_string()),
+        ("cluster.backend.upstream_rq_total", N.to_string()),
+        ("cluster.backend.upstream_rq_2xx", N.to_string()),
+        ("cluster.backend.membership_total", "2".into()),
+        ("cluster.backend.membership_healthy", "2".into()),
+        ("cluster.dead.membership_total", "1".into()),
+        ("cluster.dead.upstream_cx_connect_fail", "2".into()),
+        ("server.live", "1".into()),
+        ("server.concurrency", "2".into()),
+    ];
+    for (name, value) in &want {
+        assert_eq!(stat(&text, name).as_deref(), Some(value.as_str()), "{name} in:\n{text}");
+    }
+    // Both shards served (20 fresh connections are spread over them): the log says which shard
+    // took which connection only at debug level, so check the merged total matched instead, and
+    // that histograms print Envoy's percentiles.
+    for h in ["http.ingress.downstream_rq_time", "cluster.backend.upstream_rq_time"] {
+        let line = text.lines().find(|l| l.starts_with(&format!("{h}: "))).unwrap_or_else(|| panic!("no {h}:\n{text}"));
+        for q in ["P0(", "P50(", "P99(", "P100("] {
+            assert!(line.contains(q), "{line}");
+        }
+    }
+
+    // JSON has the same values.
+    let (status, body) = admin_request(admin, "GET", "/stats?format=json");
+    assert_eq!(status, 200);
+    let json: Json = serde_json::from_str(&body).expect("stats JSON");
+    let stats = json["stats"].as_array().expect("stats array");
+    let value = |name: &str| stats.iter().find(|s| s["name"] == name).map(|s| s["value"].clone());
+    for (name, v) in &want {
+        if name.starts_with("server.") {
+            continue;
+        }
+        assert_eq!(value(name), Some(Json::from(v.parse::<i64>().unwrap())), "{name}");
+    }
+    let hist = stats
+        .iter()
+        .find_map(|s| s.get("histograms"))
+        .and_then(|h| h["computed_quantiles"].as_array())
+        .expect("computed_quantiles");
+    let upstream = hist.iter().find(|h| h["name"] == "cluster.backend.upstream_rq_time").expect("histogram");
+    assert!(upstream["values"].as_array().is_some_and(|v| v.iter().all(|q| q["cumulative"].is_number())));
+
+    // filter + usedonly narrow the output to used stats matching the regex.
+    let (status, body) = admin_request(admin, "GET", "/stats?filter=rq_2xx&usedonly");
+    assert_eq!(status, 200);
+    let lines: Vec<&str> = body.lines().collect();
+    assert!(!lines.is_empty());
+    assert!(lines.iter().all(|l| l.contains("rq_2xx")), "{body}");
+    assert!(lines.contains(&format!("cluster.backend.upstream_rq_2xx: {N}").as_str()), "{body}");
+    assert!(!body.contains("cluster.dead.upstream_rq_2xx"), "usedonly hides zero counters:\n{body}");
+    drop(skiff);
+}
+
+#[test]
+fn prometheus_output_parses_and_matches() {
+    let (skiff, admin, _a, _b) = stats_fixture();
+    wait_stat(admin, "http.ingress.downstream_rq_total", &(N + 5).to_string());
+    let (status, body) = admin_request(admin, "GET", "/stats/prometheus");
+    assert_eq!(status, 200);
+
+    // Exposition-format rules a scraper enforces: one TYPE per family, samples of a family together.
+    let mut typed = std::collections::HashSet::new();
+    let mut finished = std::collections::HashSet::new();
+    let mut current: Option<String> = None;
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let family = rest.split_whitespace().next().unwrap().to_string();
+            assert!(typed.insert(family.clone()), "second # TYPE for {family}");
+            if let Some(prev) = current.replace(family) {
+                finished.insert(prev);
+            }
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let name = line.split(['{', ' ']).next().unwrap();
+        let family = current.as_deref().expect("a sample before any # TYPE");
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|b| *b == family))
+            .unwrap_or(name);
+        assert_eq!(base, family, "sample {line} is outside its family's block");
+        assert!(!finished.contains(base), "family {base} is split");
+    }
+
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("parses");
+    let find = |name: &str, labels: &[(&str, &str)]| -> Vec<&prometheus_parse::Sample> {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .collect()
+    };
+    let counter = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        let found = find(name, labels);
+        assert_eq!(found.len(), 1, "{name} {labels:?}: {found:?}");
+        match found[0].value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("{name}: {other:?}"),
+        }
+    };
+    let n = N as f64;
+    assert_eq!(
+        counter("envoy_cluster_upstream_rq_xx", &[("envoy_response_code_class", "2"), ("envoy_cluster_name", "backend")]),
+        n
+    );
+    assert_eq!(counter("envoy_http_downstream_rq_total", &[("envoy_http_conn_manager_prefix", "ingress")]), n + 5.0);
+    assert_eq!(
+        counter("envoy_http_downstream_rq_xx", &[("envoy_response_code_class", "4"), ("envoy_http_conn_manager_prefix", "ingress")]),
+        3.0
+    );
+    assert_eq!(counter("envoy_cluster_membership_total", &[("envoy_cluster_name", "backend")]), 2.0);
+    assert_eq!(counter("envoy_server_live", &[]), 1.0);
+    let hist = find("envoy_cluster_upstream_rq_time", &[("envoy_cluster_name", "backend")]);
+    assert_eq!(hist.len(), 1, "{hist:?}");
+    match &hist[0].value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            assert!(buckets.len() >= 10, "{buckets:?}");
+            let inf = buckets.iter().find(|b| b.less_than.is_infinite()).expect("+Inf bucket");
+            assert_eq!(inf.count, n);
+            assert!(buckets.windows(2).all(|w| w[0].count <= w[1].count), "cumulative buckets: {buckets:?}");
+        }
+        other => panic!("upstream_rq_time is {other:?}"),
+    }
+    drop(skiff);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Access logs
+
+const FORMAT: &str = "%START_TIME% \\\"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\\\" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %UPSTREAM_HOST% \\\"%REQ(X-REQUEST-ID)%\\\" %UPSTREAM_CLUSTER%\\n";
+
+fn file_log(path: &std::path::Path, format: Option<&str>) -> String {
+    let fmt = match format {
+        Some(f) => format!("      log_format:\n        text_format_source:\n          inline_string: \"{f}\"\n"),
+        None => String::new(),
+    };
+    format!(
+        "access_log:\n  - name: envoy.access_loggers.file\n    typed_config:\n      \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n      path: {}\n{fmt}",
+        path.display()
+    )
+}
+
+/// Polls the file until it has `n` lines.
+fn wait_lines(path: &std::path::Path, n: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let ok = eventually(Duration::from_secs(10), || {
+        lines = std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect();
+        lines.len() >= n
+    });
+    assert!(ok, "wanted {n} lines, have {lines:#?}");
+    lines
+}
+
+#[test]
+fn access_log_lines_carry_the_request_and_response_flags() {
+    let dir = scratch_dir("obs-log");
+    let path = dir.join("access.log");
+    let echo = TestUpstream::echo();
+    let slow = TestUpstream::start(std::sync::Arc::new(|_: &Seen| Reply::Hang(Duration::from_secs(3))));
+    let yaml = config(
+        &file_log(&path, Some(FORMAT)),
+        &[
+            ("/api", "backend", "2s"),
+            ("/dead", "dead", "2s"),
+            ("/slow", "slow", "0.3s"),
+            ("/empty", "empty", "2s"),
+        ],
+        &[
+            ("backend", vec![echo.addr]),
+            ("dead", vec![dead_port()]),
+            ("slow", vec![slow.addr]),
+            ("empty", vec![]),
+        ],
+    );
+    let skiff = start(&yaml, &[]);
+    let main = skiff.listener("main");
+
+    // One request with a body and our own request id, one with a generated id.
+    let mut c = Client::connect(main);
+    c.send(b"POST /api/one HTTP/1.1\r\nHost: test\r\nx-request-id: my-id-1\r\nContent-Length: 5\r\n\r\nhello");
+    let first = c.read_response(false).expect("response");
+    assert_eq!(first.status, 200);
+    let second = c.get("/api/two?x=1");
+    assert_eq!(second.status, 200);
+    let generated = echo.requests()[1].header("x-request-id").expect("generated x-request-id").to_string();
+    assert!(!generated.is_empty());
+
+    let lines = wait_lines(&path, 2);
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    let f: Vec<&str> = lines[0].split(' ').collect();
+    // START_TIME "METHOD PATH PROTOCOL" CODE FLAGS RX TX DURATION HOST "ID" CLUSTER
+    assert!(f[0].starts_with("20") && f[0].ends_with('Z'), "{}", lines[0]);
+    assert_eq!(&f[1..4], ["\"POST", "/api/one", "HTTP/1.1\""], "{}", lines[0]);
+    assert_eq!(f[4], "200");
+    assert_eq!(f[5], "-");
+    assert_eq!(f[6], "5");
+    assert_eq!(f[7], first.body.len().to_string());
+    assert!(f[8].parse::<u64>().is_ok(), "{}", lines[0]);
+    assert_eq!(f[9], echo.addr.to_string());
+    assert_eq!(f[10], "\"my-id-1\"");
+    assert_eq!(f[11], "backend");
+    let f: Vec<&str> = lines[1].split(' ').collect();
+    assert_eq!(&f[1..4], ["\"GET", "/api/two?x=1", "HTTP/1.1\""], "{}", lines[1]);
+    assert_eq!(f[6], "0");
+    assert_eq!(f[10], format!("\"{generated}\""), "the logged id is the one the upstream got");
+
+    // Response flags, one request each.
+    let cases: [(&str, u16, &str); 4] =
+        [("/dead", 503, "UF"), ("/slow", 504, "UT"), ("/nowhere", 404, "NR"), ("/empty", 503, "UH")];
+    for (i, (p, status, flag)) in cases.iter().enumerate() {
+        assert_eq!(get(main, p).status, *status, "{p}");
+        let lines = wait_lines(&path, 3 + i);
+        let f: Vec<&str> = lines[2 + i].split(' ').collect();
+        assert_eq!((f[2], f[4], f[5]), (*p, status.to_string().as_str(), *flag), "{}", lines[2 + i]);
+    }
+    let garbage = raw_until_close(main, b"NOT A REQUEST\r\n\r\n", Duration::from_secs(5));
+    assert!(garbage.text.starts_with("HTTP/1.1 400"), "{}", garbage.text);
+    let lines = wait_lines(&path, 7);
+    let f: Vec<&str> = lines[6].split(' ').collect();
+    assert_eq!((f[4], f[5]), ("400", "DPE"), "{}", lines[6]);
+    drop(skiff);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn default_format_and_stdout_logger() {
+    let dir = scratch_dir("obs-default");
+    let path = dir.join("access.log");
+    let up = TestUpstream::named("hello");
+    let stdout_log = "  - name: envoy.access_loggers.stdout\n    typed_config:\n      \"@type\": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog\n";
+    let yaml = config(&format!("{}{stdout_log}", file_log(&path, None)), &[("/", "backend", "2s")], &[("backend", vec![up.addr])]);
+    let skiff = Skiff::start_capturing_stdout(&yaml, &["--concurrency", "2"]);
+    let resp = get_host(skiff.listener("main"), "example.com", "/default?q=1", &[("user-agent", "obs-test/1")]);
+    assert_eq!(resp.status, 200);
+    let line = wait_lines(&path, 1).remove(0);
+    // [START] "GET /default?q=1 HTTP/1.1" 200 - 0 5 DUR UPSTREAM_TIME "-" "obs-test/1" "ID" "example.com" "HOST"
+    assert!(line.starts_with("[20"), "{line}");
+    let after = line.split_once("] ").expect("] after the time").1;
+    assert!(after.starts_with("\"GET /default?q=1 HTTP/1.1\" 200 - 0 5 "), "{line}");
+    assert!(after.contains("\"-\" \"obs-test/1\" \""), "{line}");
+    assert!(after.ends_with(&format!("\"example.com\" \"{}\"", up.addr)), "{line}");
+    let mut out = String::new();
+    assert!(eventually(Duration::from_secs(10), || {
+        out = skiff.stdout();
+        out.lines().count() == 1
+    }), "stdout: {out:?}");
+    assert_eq!(out.trim_end(), line, "stdout carries the same line");
+    drop(skiff);
+    let _ = std::fs::remove_dir_all(dir);
+}
