@@ -491,3 +491,155 @@ fn default_format_and_stdout_logger() {
     drop(skiff);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Tracing
+
+fn tracing_yaml(random: u32, shared: bool) -> String {
+    format!(
+        "tracing:\n  random_sampling: {{ value: {random} }}\n  provider:\n    name: envoy.tracers.zipkin\n    typed_config:\n      \"@type\": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig\n      collector_cluster: zipkin\n      collector_endpoint: /api/v2/spans\n      collector_endpoint_version: HTTP_JSON\n      shared_span_context: {shared}\n"
+    )
+}
+
+/// client → A → B → echo upstream, both proxies tracing to `collector`.
+struct Chain {
+    b: Skiff,
+    a: Skiff,
+    upstream: TestUpstream,
+}
+
+fn chain(collector: &Collector, random: u32, shared: bool) -> Chain {
+    let upstream = TestUpstream::echo();
+    let clusters = |next: SocketAddr| vec![("backend", vec![next]), ("zipkin", vec![collector.addr])];
+    let b = start(&config(&tracing_yaml(random, shared), &[("/", "backend", "5s")], &clusters(upstream.addr)), &["--service-cluster", "svc-b"]);
+    let b_addr = b.listener("main");
+    let a = start(&config(&tracing_yaml(random, shared), &[("/", "backend", "5s")], &clusters(b_addr)), &["--service-cluster", "svc-a"]);
+    Chain { b, a, upstream }
+}
+
+fn hex_id(v: &Json) -> String {
+    v.as_str().unwrap_or_else(|| panic!("an id string, got {v}")).to_string()
+}
+
+/// Waits for spans of `trace_id` from both proxies.
+fn spans_of(collector: &Collector, trace_id: &str, want: usize) -> Vec<Json> {
+    let mut found = Vec::new();
+    let ok = eventually(Duration::from_secs(10), || {
+        found = collector.spans().into_iter().filter(|s| s["traceId"] == trace_id).collect();
+        found.len() >= want
+    });
+    assert!(ok, "wanted {want} spans of {trace_id}, got {found:#?}\nall: {:#?}", collector.spans());
+    found
+}
+
+fn check_span(s: &Json, service: &str) {
+    assert_eq!(s["localEndpoint"]["serviceName"], service, "{s}");
+    assert_eq!(s["kind"], "SERVER", "{s}");
+    assert_eq!(s["tags"]["http.method"], "GET", "{s}");
+    assert_eq!(s["tags"]["http.status_code"], "200", "{s}");
+    assert!(s["timestamp"].as_u64().is_some_and(|t| t > 1_600_000_000_000_000), "{s}");
+    assert!(s["duration"].as_u64().is_some(), "{s}");
+    assert_eq!(hex_id(&s["id"]).len(), 16, "{s}");
+}
+
+#[test]
+fn traces_propagate_through_two_proxies_and_reach_zipkin() {
+    let collector = Collector::start();
+    let c = chain(&collector, 100, false);
+    let a = c.a.listener("main");
+
+    // W3C in: the upstream sees the same trace, a new span; A's span is the child of the caller's,
+    // B's the child of A's.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let resp = get_host(a, "svc", "/w3c", &[("traceparent", &format!("00-{trace}-{caller_span}-01"))]);
+    assert_eq!(resp.status, 200);
+    let seen = c.upstream.requests().pop().expect("upstream got it");
+    let tp = seen.header("traceparent").expect("traceparent upstream");
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!((parts[0], parts[1], parts[3]), ("00", trace, "01"), "{tp}");
+    assert_ne!(parts[2], caller_span);
+    // Zipkin keeps a 128-bit trace id as 32 hex digits; B3 carries it the same way.
+    assert_eq!(seen.header("x-b3-traceid"), Some(trace));
+    assert_eq!(seen.header("x-b3-spanid"), Some(parts[2]));
+    let spans = spans_of(&collector, trace, 2);
+    let sa = spans.iter().find(|s| s["localEndpoint"]["serviceName"] == "svc-a").expect("A's span");
+    let sb = spans.iter().find(|s| s["localEndpoint"]["serviceName"] == "svc-b").expect("B's span");
+    check_span(sa, "svc-a");
+    check_span(sb, "svc-b");
+    assert_eq!(sa["parentId"], caller_span);
+    assert_eq!(sb["parentId"], sa["id"], "B's span is A's child");
+    assert_eq!(hex_id(&sb["id"]), parts[2], "the upstream got B's span id");
+
+    // B3 multi in.
+    let trace = "463ac35c9f6413ad";
+    let resp = get_host(
+        a,
+        "svc",
+        "/b3",
+        &[("x-b3-traceid", trace), ("x-b3-spanid", "a2fb4a1d1a96d312"), ("x-b3-sampled", "1")],
+    );
+    assert_eq!(resp.status, 200);
+    let seen = c.upstream.requests().pop().unwrap();
+    assert_eq!(seen.header("x-b3-traceid"), Some(trace));
+    let span = seen.header("x-b3-spanid").expect("x-b3-spanid").to_string();
+    assert_ne!(span, "a2fb4a1d1a96d312");
+    assert_eq!(seen.header("x-b3-sampled"), Some("1"));
+    assert!(seen.header("traceparent").is_some_and(|t| t.contains(&span)), "{seen:?}");
+    let spans = spans_of(&collector, trace, 2);
+    let sa = spans.iter().find(|s| s["localEndpoint"]["serviceName"] == "svc-a").unwrap();
+    let sb = spans.iter().find(|s| s["localEndpoint"]["serviceName"] == "svc-b").unwrap();
+    assert_eq!(sa["parentId"], "a2fb4a1d1a96d312");
+    assert_eq!(sb["parentId"], sa["id"]);
+    assert_eq!(hex_id(&sb["id"]), span);
+
+    // Nothing in: A starts a root trace that B joins.
+    assert_eq!(get(a, "/none").status, 200);
+    let seen = c.upstream.requests().pop().unwrap();
+    let trace = seen.header("x-b3-traceid").expect("a new trace").to_string();
+    let spans = spans_of(&collector, &trace, 2);
+    let sa = spans.iter().find(|s| s["localEndpoint"]["serviceName"] == "svc-a").unwrap();
+    let sb = spans.iter().find(|s| s["localEndpoint"]["serviceName"] == "svc-b").unwrap();
+    assert!(sa.get("parentId").is_none_or(Json::is_null), "A's span is a root: {sa}");
+    assert_eq!(sb["parentId"], sa["id"]);
+    for (_, body) in collector.posts.lock().unwrap().iter() {
+        assert!(serde_json::from_slice::<Json>(body).is_ok());
+    }
+    let heads: Vec<String> = collector.posts.lock().unwrap().iter().map(|(h, _)| h.clone()).collect();
+    assert!(heads.iter().all(|h| h.starts_with("POST /api/v2/spans HTTP/1.1")), "{heads:?}");
+    drop(c);
+}
+
+#[test]
+fn shared_span_context_joins_the_callers_span() {
+    // Envoy's default for an ingress proxy: its SERVER span is the caller's own span (same ids,
+    // `shared: true`), and that context is what goes upstream.
+    let collector = Collector::start();
+    let c = chain(&collector, 100, true);
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let caller = "b7ad6b7169203331";
+    let resp = get_host(c.a.listener("main"), "svc", "/", &[("traceparent", &format!("00-{trace}-{caller}-01"))]);
+    assert_eq!(resp.status, 200);
+    let seen = c.upstream.requests().pop().unwrap();
+    assert_eq!(seen.header("x-b3-traceid"), Some(trace));
+    assert_eq!(seen.header("x-b3-spanid"), Some(caller));
+    let spans = spans_of(&collector, trace, 2);
+    for s in &spans {
+        assert_eq!(s["id"], caller, "{s}");
+        assert_eq!(s["shared"], true, "{s}");
+    }
+}
+
+#[test]
+fn zero_sampling_sends_no_spans_but_still_propagates() {
+    let collector = Collector::start();
+    let c = chain(&collector, 0, false);
+    assert_eq!(get(c.a.listener("main"), "/").status, 200);
+    let seen = c.upstream.requests().pop().unwrap();
+    assert!(seen.header("x-b3-traceid").is_some(), "{seen:?}");
+    assert_eq!(seen.header("x-b3-sampled"), Some("0"));
+    assert!(seen.header("traceparent").is_some_and(|t| t.ends_with("-00")), "{seen:?}");
+    // The reporter flushes every second: wait past two flushes.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(collector.posts.lock().unwrap().is_empty(), "{:?}", collector.spans());
+}
