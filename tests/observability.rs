@@ -400,6 +400,9 @@ fn access_log_lines_carry_the_request_and_response_flags() {
     let path = dir.join("access.log");
     let echo = TestUpstream::echo();
     let slow = TestUpstream::start(std::sync::Arc::new(|_: &Seen| Reply::Hang(Duration::from_secs(3))));
+    let chunked = TestUpstream::start(std::sync::Arc::new(|_: &Seen| {
+        Reply::Raw(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nwxyz\r\n2\r\nab\r\n0\r\n\r\n".to_vec(), true)
+    }));
     let yaml = config(
         &file_log(&path, Some(FORMAT)),
         &[
@@ -407,12 +410,14 @@ fn access_log_lines_carry_the_request_and_response_flags() {
             ("/dead", "dead", "2s"),
             ("/slow", "slow", "0.3s"),
             ("/empty", "empty", "2s"),
+            ("/chunked", "chunked", "2s"),
         ],
         &[
             ("backend", vec![echo.addr]),
             ("dead", vec![dead_port()]),
             ("slow", vec![slow.addr]),
             ("empty", vec![]),
+            ("chunked", vec![chunked.addr]),
         ],
     );
     let skiff = start(&yaml, &[]);
@@ -461,6 +466,20 @@ fn access_log_lines_carry_the_request_and_response_flags() {
     let lines = wait_lines(&path, 7);
     let f: Vec<&str> = lines[6].split(' ').collect();
     assert_eq!((f[4], f[5]), ("400", "DPE"), "{}", lines[6]);
+
+    // Byte counts are body bytes, as Envoy counts them: a local reply's body is sent bytes, and
+    // chunked framing is not counted either way.
+    let dead = wait_lines(&path, 3)[2].clone();
+    let dead_body = get(main, "/dead").body.len();
+    assert!(dead_body > 0);
+    assert_eq!(dead.split(' ').nth(7), Some(dead_body.to_string().as_str()), "{dead}");
+    let mut c = Client::connect(main);
+    c.send(b"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n");
+    let resp = c.read_response(false).expect("response");
+    assert_eq!((resp.status, resp.text().as_str()), (200, "wxyzab"));
+    let lines = wait_lines(&path, 9);
+    let f: Vec<&str> = lines[8].split(' ').collect();
+    assert_eq!((f[2], f[6], f[7]), ("/chunked", "8", "6"), "{}", lines[8]);
     drop(skiff);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -642,4 +661,36 @@ fn zero_sampling_sends_no_spans_but_still_propagates() {
     // The reporter flushes every second: wait past two flushes.
     std::thread::sleep(Duration::from_millis(2500));
     assert!(collector.posts.lock().unwrap().is_empty(), "{:?}", collector.spans());
+}
+
+#[test]
+fn probe_edge_cases() {
+    let dir = scratch_dir("obs-probe");
+    let path = dir.join("access.log");
+    let collector = Collector::start();
+    let echo = TestUpstream::echo();
+    let yaml = config(
+        &format!("{}{}", file_log(&path, Some(FORMAT)), tracing_yaml(100, false)),
+        &[("/api", "backend", "2s"), ("/dead", "dead", "2s")],
+        &[("backend", vec![echo.addr]), ("dead", vec![dead_port()]), ("zipkin", vec![collector.addr])],
+    );
+    let mut skiff = start(&yaml, &["--service-cluster", "probe"]);
+    let main = skiff.listener("main");
+    let r = raw_until_close(main, b"GET /api/ten HTTP/1.0\r\nHost: x\r\n\r\n", Duration::from_secs(5));
+    println!("HTTP/1.0: {}", r.text.lines().next().unwrap_or(""));
+    let mut c = Client::connect(main);
+    c.send(b"POST /api/chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n");
+    println!("chunked: {:?}", c.read_response(false).map(|r| r.status));
+    c.send(b"HEAD /api/head HTTP/1.1\r\nHost: x\r\n\r\n");
+    println!("head: {:?}", c.read_response(true).map(|r| r.headers));
+    assert_eq!(get(main, "/dead").status, 503);
+    assert_eq!(get(main, "/nowhere").status, 404);
+    assert_eq!(get(main, "/api/last").status, 200);
+    let status = skiff.terminate();
+    println!("exit {status:?}");
+    println!("LOG:\n{}", std::fs::read_to_string(&path).unwrap_or_default());
+    std::thread::sleep(Duration::from_millis(1500));
+    for s in collector.spans() {
+        println!("SPAN {s}");
+    }
 }

@@ -616,6 +616,8 @@ pub(super) async fn local_reply(
 ) -> Outcome {
     d.resp_out.clear();
     d.status = status;
+    // Envoy's `%BYTES_SENT%` counts a local reply's body too.
+    d.obs.bytes_sent = body.len() as u64;
     reply::local(&mut d.resp_out, status, body, server, close, extra);
     match write_out(&mut d.stream, &mut d.resp_out).await {
         Ok(()) if !close => Outcome::KeepAlive,
