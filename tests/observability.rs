@@ -262,7 +262,10 @@ fn stats_count_every_request_exactly_across_shards() {
     // took which connection only at debug level, so check the merged total matched instead, and
     // that histograms print Envoy's percentiles.
     for h in ["http.ingress.downstream_rq_time", "cluster.backend.upstream_rq_time"] {
-        let line = text.lines().find(|l| l.starts_with(&format!("{h}: "))).unwrap_or_else(|| panic!("no {h}:\n{text}"));
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{h}: ")))
+            .unwrap_or_else(|| panic!("no {h}:\n{text}"));
         for q in ["P0(", "P50(", "P99(", "P100("] {
             assert!(line.contains(q), "{line}");
         }
@@ -344,18 +347,29 @@ fn prometheus_output_parses_and_matches() {
         let found = find(name, labels);
         assert_eq!(found.len(), 1, "{name} {labels:?}: {found:?}");
         match found[0].value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
             ref other => panic!("{name}: {other:?}"),
         }
     };
     let n = N as f64;
     assert_eq!(
-        counter("envoy_cluster_upstream_rq_xx", &[("envoy_response_code_class", "2"), ("envoy_cluster_name", "backend")]),
+        counter(
+            "envoy_cluster_upstream_rq_xx",
+            &[("envoy_response_code_class", "2"), ("envoy_cluster_name", "backend")]
+        ),
         n
     );
-    assert_eq!(counter("envoy_http_downstream_rq_total", &[("envoy_http_conn_manager_prefix", "ingress")]), n + 5.0);
     assert_eq!(
-        counter("envoy_http_downstream_rq_xx", &[("envoy_response_code_class", "4"), ("envoy_http_conn_manager_prefix", "ingress")]),
+        counter("envoy_http_downstream_rq_total", &[("envoy_http_conn_manager_prefix", "ingress")]),
+        n + 5.0
+    );
+    assert_eq!(
+        counter(
+            "envoy_http_downstream_rq_xx",
+            &[("envoy_response_code_class", "4"), ("envoy_http_conn_manager_prefix", "ingress")]
+        ),
         3.0
     );
     assert_eq!(counter("envoy_cluster_membership_total", &[("envoy_cluster_name", "backend")]), 2.0);
@@ -381,7 +395,9 @@ const FORMAT: &str = "%START_TIME% \\\"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH
 
 fn file_log(path: &std::path::Path, format: Option<&str>) -> String {
     let fmt = match format {
-        Some(f) => format!("      log_format:\n        text_format_source:\n          inline_string: \"{f}\"\n"),
+        Some(f) => {
+            format!("      log_format:\n        text_format_source:\n          inline_string: \"{f}\"\n")
+        }
         None => String::new(),
     };
     format!(
@@ -408,7 +424,11 @@ fn access_log_lines_carry_the_request_and_response_flags() {
     let echo = TestUpstream::echo();
     let slow = TestUpstream::start(std::sync::Arc::new(|_: &Seen| Reply::Hang(Duration::from_secs(3))));
     let chunked = TestUpstream::start(std::sync::Arc::new(|_: &Seen| {
-        Reply::Raw(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nwxyz\r\n2\r\nab\r\n0\r\n\r\n".to_vec(), true)
+        Reply::Raw(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nwxyz\r\n2\r\nab\r\n0\r\n\r\n"
+                .to_vec(),
+            true,
+        )
     }));
     let yaml = config(
         &file_log(&path, Some(FORMAT)),
@@ -432,7 +452,9 @@ fn access_log_lines_carry_the_request_and_response_flags() {
 
     // One request with a body and our own request id, one with a generated id.
     let mut c = Client::connect(main);
-    c.send(b"POST /api/one HTTP/1.1\r\nHost: test\r\nx-request-id: my-id-1\r\nContent-Length: 5\r\n\r\nhello");
+    c.send(
+        b"POST /api/one HTTP/1.1\r\nHost: test\r\nx-request-id: my-id-1\r\nContent-Length: 5\r\n\r\nhello",
+    );
     let first = c.read_response(false).expect("response");
     assert_eq!(first.status, 200);
     let second = c.get("/api/two?x=1");
@@ -497,9 +519,14 @@ fn default_format_and_stdout_logger() {
     let path = dir.join("access.log");
     let up = TestUpstream::named("hello");
     let stdout_log = "  - name: envoy.access_loggers.stdout\n    typed_config:\n      \"@type\": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog\n";
-    let yaml = config(&format!("{}{stdout_log}", file_log(&path, None)), &[("/", "backend", "2s")], &[("backend", vec![up.addr])]);
+    let yaml = config(
+        &format!("{}{stdout_log}", file_log(&path, None)),
+        &[("/", "backend", "2s")],
+        &[("backend", vec![up.addr])],
+    );
     let skiff = Skiff::start_capturing_stdout(&yaml, &["--concurrency", "2"]);
-    let resp = get_host(skiff.listener("main"), "example.com", "/default?q=1", &[("user-agent", "obs-test/1")]);
+    let resp =
+        get_host(skiff.listener("main"), "example.com", "/default?q=1", &[("user-agent", "obs-test/1")]);
     assert_eq!(resp.status, 200);
     let line = wait_lines(&path, 1).remove(0);
     // [START] "GET /default?q=1 HTTP/1.1" 200 - 0 5 DUR UPSTREAM_TIME "-" "obs-test/1" "ID" "example.com" "HOST"
@@ -509,10 +536,13 @@ fn default_format_and_stdout_logger() {
     assert!(after.contains("\"-\" \"obs-test/1\" \""), "{line}");
     assert!(after.ends_with(&format!("\"example.com\" \"{}\"", up.addr)), "{line}");
     let mut out = String::new();
-    assert!(eventually(Duration::from_secs(10), || {
-        out = skiff.stdout();
-        out.lines().count() == 1
-    }), "stdout: {out:?}");
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            out = skiff.stdout();
+            out.lines().count() == 1
+        }),
+        "stdout: {out:?}"
+    );
     assert_eq!(out.trim_end(), line, "stdout carries the same line");
     drop(skiff);
     let _ = std::fs::remove_dir_all(dir);
@@ -529,7 +559,7 @@ fn tracing_yaml(random: u32, shared: bool) -> String {
 
 /// client → A → B → echo upstream, both proxies tracing to `collector`.
 struct Chain {
-    b: Skiff,
+    _b: Skiff,
     a: Skiff,
     upstream: TestUpstream,
 }
@@ -537,10 +567,16 @@ struct Chain {
 fn chain(collector: &Collector, random: u32, shared: bool) -> Chain {
     let upstream = TestUpstream::echo();
     let clusters = |next: SocketAddr| vec![("backend", vec![next]), ("zipkin", vec![collector.addr])];
-    let b = start(&config(&tracing_yaml(random, shared), &[("/", "backend", "5s")], &clusters(upstream.addr)), &["--service-cluster", "svc-b"]);
+    let b = start(
+        &config(&tracing_yaml(random, shared), &[("/", "backend", "5s")], &clusters(upstream.addr)),
+        &["--service-cluster", "svc-b"],
+    );
     let b_addr = b.listener("main");
-    let a = start(&config(&tracing_yaml(random, shared), &[("/", "backend", "5s")], &clusters(b_addr)), &["--service-cluster", "svc-a"]);
-    Chain { b, a, upstream }
+    let a = start(
+        &config(&tracing_yaml(random, shared), &[("/", "backend", "5s")], &clusters(b_addr)),
+        &["--service-cluster", "svc-a"],
+    );
+    Chain { _b: b, a, upstream }
 }
 
 fn hex_id(v: &Json) -> String {
@@ -644,7 +680,8 @@ fn shared_span_context_joins_the_callers_span() {
     let c = chain(&collector, 100, true);
     let trace = "0af7651916cd43dd8448eb211c80319c";
     let caller = "b7ad6b7169203331";
-    let resp = get_host(c.a.listener("main"), "svc", "/", &[("traceparent", &format!("00-{trace}-{caller}-01"))]);
+    let resp =
+        get_host(c.a.listener("main"), "svc", "/", &[("traceparent", &format!("00-{trace}-{caller}-01"))]);
     assert_eq!(resp.status, 200);
     let seen = c.upstream.requests().pop().unwrap();
     assert_eq!(seen.header("x-b3-traceid"), Some(trace));

@@ -462,7 +462,9 @@ struct BodyScan {
 fn scan_body(head: &RequestHead<'_>, buf: &[u8]) -> Result<BodyScan, http::ChunkError> {
     let available = &buf[head.head_len..];
     Ok(match head.body {
-        BodyKind::None | BodyKind::CloseDelimited => BodyScan { len: 0, payload: 0, complete: true, decoder: None },
+        BodyKind::None | BodyKind::CloseDelimited => {
+            BodyScan { len: 0, payload: 0, complete: true, decoder: None }
+        }
         BodyKind::Length(n) => {
             let complete = n <= available.len() as u64;
             let len = if complete { n as usize } else { available.len() };

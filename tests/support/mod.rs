@@ -114,7 +114,8 @@ impl Skiff {
             std::thread::sleep(Duration::from_millis(20));
             log = self.log();
         }
-        let line = log.lines().rfind(|l| l.contains(needle)).unwrap_or_else(|| panic!("no admin in log:\n{log}"));
+        let line =
+            log.lines().rfind(|l| l.contains(needle)).unwrap_or_else(|| panic!("no admin in log:\n{log}"));
         line.split(needle).nth(1).expect("address").trim().parse().expect("admin address")
     }
 
@@ -791,17 +792,23 @@ pub fn two_cluster_config(
 
 /// One admin request on a fresh connection: (status, body).
 pub fn admin_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let raw = raw_exchange(addr, format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n\r\n").as_bytes());
+    let raw = raw_exchange(
+        addr,
+        format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+    );
     let status = raw.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
 
+/// What a collector received: (request line + headers, body) of each POST.
+pub type Posts = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// A Zipkin collector on 127.0.0.1:0: records the body of every POST and answers 202.
 pub struct Collector {
     pub addr: SocketAddr,
     /// (request line + headers, body) of each POST, in arrival order.
-    pub posts: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    pub posts: Posts,
 }
 
 impl Collector {
@@ -826,7 +833,9 @@ impl Collector {
                                 .lines()
                                 .find_map(|l| {
                                     let (n, v) = l.split_once(':')?;
-                                    n.trim().eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                                    n.trim()
+                                        .eq_ignore_ascii_case("content-length")
+                                        .then(|| v.trim().parse().ok())?
                                 })
                                 .unwrap_or(0);
                             if buf.len() < end + 4 + length {
@@ -835,7 +844,8 @@ impl Collector {
                             let body = buf[end + 4..end + 4 + length].to_vec();
                             buf.drain(..end + 4 + length);
                             p.lock().unwrap().push((head, body));
-                            if conn.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n").is_err() {
+                            if conn.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n").is_err()
+                            {
                                 return;
                             }
                         }
