@@ -258,9 +258,9 @@ fn stats_count_every_request_exactly_across_shards() {
     for (name, value) in &want {
         assert_eq!(stat(&text, name).as_deref(), Some(value.as_str()), "{name} in:\n{text}");
     }
-    // Both shards served (20 fresh connections are spread over them): the log says which shard
-    // took which connection only at debug level, so check the merged total matched instead, and
-    // that histograms print Envoy's percentiles.
+    // The 20 fresh connections are spread over both shards by the kernel; nothing a user sees
+    // names the shard, so exactness of the merged totals above is the check. Histograms print
+    // Envoy's percentiles.
     for h in ["http.ingress.downstream_rq_time", "cluster.backend.upstream_rq_time"] {
         let line = text
             .lines()
@@ -506,9 +506,11 @@ fn access_log_lines_carry_the_request_and_response_flags() {
     c.send(b"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n");
     let resp = c.read_response(false).expect("response");
     assert_eq!((resp.status, resp.text().as_str()), (200, "wxyzab"));
+    // Shards flush their lines independently: find this one by its path.
     let lines = wait_lines(&path, 9);
-    let f: Vec<&str> = lines[8].split(' ').collect();
-    assert_eq!((f[2], f[6], f[7]), ("/chunked", "8", "6"), "{}", lines[8]);
+    let line = lines.iter().find(|l| l.contains(" /chunked ")).expect("the /chunked line");
+    let f: Vec<&str> = line.split(' ').collect();
+    assert_eq!((f[6], f[7]), ("8", "6"), "{line}");
     drop(skiff);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -729,4 +731,21 @@ fn spans_still_queued_at_shutdown_reach_the_collector() {
     let spans = collector.spans();
     assert_eq!(spans.len(), 2, "{spans:#?}");
     assert!(spans.iter().all(|s| s["localEndpoint"]["serviceName"] == "last"));
+}
+
+#[test]
+fn v2_format_field_is_used() {
+    // A v2-style access log (`config:` with `format`) inside the same HCM.
+    let dir = scratch_dir("obs-v2");
+    let path = dir.join("v2.log");
+    let up = TestUpstream::named("v2");
+    let log = format!(
+        "access_log:\n  - name: envoy.file_access_log\n    config:\n      path: {}\n      format: \"%REQ(:METHOD)% %RESPONSE_CODE% %UPSTREAM_CLUSTER% %PROTOCOL%\\n\"\n",
+        path.display()
+    );
+    let skiff = start(&config(&log, &[("/", "backend", "2s")], &[("backend", vec![up.addr])]), &[]);
+    assert_eq!(get(skiff.listener("main"), "/v2").status, 200);
+    assert_eq!(wait_lines(&path, 1), ["GET 200 backend HTTP/1.1"]);
+    drop(skiff);
+    let _ = std::fs::remove_dir_all(dir);
 }
