@@ -144,7 +144,7 @@ pub fn run(opts: Options) -> ExitCode {
     );
     admin.set_draining();
     let _ = stop_tx.send(());
-    let _ = control.join();
+    let telemetry = control.join().ok();
     for h in &handles {
         let _ = h.tx.unbounded_send(shard::ShardMsg::Drain);
     }
@@ -169,6 +169,10 @@ pub fn run(opts: Options) -> ExitCode {
     // Shards hand their access-log lines over every 100 ms; let the last batch reach the disk.
     std::thread::sleep(Duration::from_millis(150));
     log_writer.sync(Duration::from_secs(1));
+    // Spans wait up to a flush interval (1 s) in their reporter's queue: send them now.
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
     ExitCode::SUCCESS
 }
 

@@ -103,6 +103,14 @@ impl Telemetry {
         Ok(sender)
     }
 
+    /// Sends the spans still queued and stops the reporter threads; for the end of a graceful
+    /// exit, after the shards drained (each POST is bounded by the reporter's I/O timeouts).
+    pub fn shutdown(self) {
+        for (_, reporter) in self.reporters {
+            reporter.shutdown();
+        }
+    }
+
     /// Points the reporters at the collector clusters' current endpoints.
     pub fn update_collectors(&self, clusters: &[ClusterSnap]) {
         for (name, slot) in &self.collectors {

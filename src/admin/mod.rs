@@ -102,7 +102,7 @@ impl AdminState {
             own.push(scope.clone(), "update_success", Value::Counter(m.update_success));
             own.push(scope, "update_failure", Value::Counter(m.update_failure));
         }
-        let live = !self.draining.load(Ordering::Relaxed);
+        let live = self.state() == "LIVE";
         let connections: usize = lock(&self.connections).iter().map(|c| c.0.load(Ordering::Relaxed)).sum();
         own.push(Scope::Server, "live", Value::Gauge(i64::from(live)));
         own.push(Scope::Server, "state", Value::Gauge(if live { 0 } else { 1 }));
@@ -131,8 +131,11 @@ impl AdminState {
         lock(&self.snapshot).clone()
     }
 
+    /// Envoy's server state: DRAINING while the process drains or while `/healthcheck/fail` is
+    /// in force (Envoy's `failHealthcheck` clears `live`), so `/ready`, `server_info` and the
+    /// `server.live`/`server.state` gauges tell a load balancer to stop sending.
     fn state(&self) -> &'static str {
-        if self.draining.load(Ordering::Relaxed) {
+        if self.draining.load(Ordering::Relaxed) || self.health_failed.load(Ordering::Relaxed) {
             "DRAINING"
         } else {
             "LIVE"

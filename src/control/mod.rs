@@ -435,13 +435,14 @@ impl Control {
         }
     }
 
-    /// Runs the loop on its own thread until `stop` receives (or its sender is dropped).
+    /// Runs the loop on its own thread until `stop` receives (or its sender is dropped), then
+    /// hands back the telemetry so the process can flush it once the shards have drained.
     pub fn spawn(
         mut self,
         senders: Vec<UnboundedSender<ShardMsg>>,
         admin: Option<Arc<AdminState>>,
         stop: Receiver<()>,
-    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    ) -> std::io::Result<std::thread::JoinHandle<Telemetry>> {
         self.senders = senders;
         self.admin = admin;
         self.publish_membership();
@@ -449,7 +450,7 @@ impl Control {
             let wait = self.next_wakeup().saturating_duration_since(Instant::now());
             match stop.recv_timeout(wait) {
                 Err(RecvTimeoutError::Timeout) => {}
-                _ => return,
+                _ => return self.telemetry,
             }
             if let Some(snapshot) = self.tick() {
                 self.broadcast(&snapshot);

@@ -431,7 +431,7 @@ fn plan_request<'g>(
                 obs,
             );
             let body_end = head.head_len + scan.len;
-            obs.bytes_received = scan.len as u64;
+            obs.bytes_received = scan.payload;
             req_out.extend_from_slice(&buf[head.head_len..body_end]);
             let info = RequestInfo {
                 body: head.body,
@@ -452,6 +452,8 @@ fn plan_request<'g>(
 struct BodyScan {
     /// Body bytes present in the buffer (all of them when `complete`).
     len: usize,
+    /// Of those, payload bytes (chunked framing excluded): `%BYTES_RECEIVED%` so far.
+    payload: u64,
     complete: bool,
     /// For a chunked body still arriving, where its decoder stands.
     decoder: Option<ChunkedDecoder>,
@@ -461,26 +463,30 @@ struct BodyScan {
 fn scan_body(head: &RequestHead<'_>, buf: &[u8]) -> Result<BodyScan, http::ChunkError> {
     let available = &buf[head.head_len..];
     Ok(match head.body {
-        BodyKind::None | BodyKind::CloseDelimited => BodyScan { len: 0, complete: true, decoder: None },
+        BodyKind::None | BodyKind::CloseDelimited => {
+            BodyScan { len: 0, payload: 0, complete: true, decoder: None }
+        }
         BodyKind::Length(n) => {
             let complete = n <= available.len() as u64;
             let len = if complete { n as usize } else { available.len() };
-            BodyScan { len, complete, decoder: None }
+            BodyScan { len, payload: len as u64, complete, decoder: None }
         }
         BodyKind::Chunked => {
             let mut decoder = ChunkedDecoder::new();
             let mut pos = 0;
+            let mut payload = 0;
             while pos < available.len() {
                 let step = decoder.advance(&available[pos..])?;
                 pos += step.consumed;
+                payload += step.data.len() as u64;
                 if step.done {
-                    return Ok(BodyScan { len: pos, complete: true, decoder: None });
+                    return Ok(BodyScan { len: pos, payload, complete: true, decoder: None });
                 }
                 if step.consumed == 0 {
                     break;
                 }
             }
-            BodyScan { len: pos, complete: false, decoder: Some(decoder) }
+            BodyScan { len: pos, payload, complete: false, decoder: Some(decoder) }
         }
     })
 }
@@ -613,6 +619,8 @@ pub(super) async fn local_reply(
 ) -> Outcome {
     d.resp_out.clear();
     d.status = status;
+    // Envoy's `%BYTES_SENT%` counts a local reply's body too.
+    d.obs.bytes_sent = body.len() as u64;
     reply::local(&mut d.resp_out, status, body, server, close, extra);
     match write_out(&mut d.stream, &mut d.resp_out).await {
         Ok(()) if !close => Outcome::KeepAlive,

@@ -23,6 +23,9 @@ pub(super) struct Observed {
     /// The `x-request-id` the upstream got (received or generated).
     pub request_id: String,
     pub req_cap: Captured,
+    /// Where `req_cap` keeps `x-request-id`, when a log format reads it: a generated id goes there
+    /// too, as Envoy's `%REQ(X-REQUEST-ID)%` shows the id the upstream got.
+    pub request_id_slot: Option<u16>,
     pub resp_cap: Captured,
     pub trace: Option<TraceContext>,
     pub flags: ResponseFlags,
@@ -56,6 +59,7 @@ impl Observed {
             self.protocol = "";
             self.req_cap.clear();
             self.resp_cap.clear();
+            self.request_id_slot = None;
         }
     }
 
@@ -88,6 +92,7 @@ pub(super) fn on_request_head<'h>(
     let logs = &listener.observers.access_logs;
     if !logs.is_empty() {
         o.req_cap.capture(logs.wanted_request(), head.headers.iter().map(|h| (h.name, h.value)));
+        o.request_id_slot = logs.wanted_request().index("x-request-id");
     }
     let settings = listener.observers.tracing.as_ref()?;
     let incoming = trace::extract(head.headers);
@@ -100,6 +105,9 @@ pub(super) fn on_request_head<'h>(
 pub(super) fn on_generated_request_id(o: &mut Observed, id: &[u8]) {
     if o.on && o.request_id.is_empty() {
         o.request_id.push_str(&String::from_utf8_lossy(id));
+        if let Some(slot) = o.request_id_slot {
+            o.req_cap.put(slot, id);
+        }
     }
 }
 

@@ -483,7 +483,8 @@ async fn relay_length(
 }
 
 /// Relays a chunked body as it is (framing included), validating it on the way; stops exactly at
-/// its end.
+/// its end. Returns the payload bytes (framing excluded), which is what Envoy's `%BYTES_RECEIVED%`
+/// and `%BYTES_SENT%` count.
 async fn relay_chunked(
     src: &mut TcpStream,
     buf: &mut BytesMut,
@@ -497,6 +498,7 @@ async fn relay_chunked(
         let mut done = false;
         while pos < buf.len() {
             let step = decoder.advance(&buf[pos..]).map_err(|_| RelayError::Framing)?;
+            total += step.data.len() as u64;
             pos += step.consumed;
             done = step.done;
             if done || step.consumed == 0 {
@@ -505,7 +507,6 @@ async fn relay_chunked(
         }
         if pos > 0 {
             write_within(dst, buf, pos, idle).await?;
-            total += pos as u64;
         }
         if done {
             return Ok(total);

@@ -29,6 +29,8 @@ pub struct Skiff {
     pub config_path: PathBuf,
     pub log_path: PathBuf,
     pub dir: PathBuf,
+    /// Where the child's stdout goes when started with `start_capturing_stdout` (else /dev/null).
+    pub stdout_path: Option<PathBuf>,
 }
 
 impl Skiff {
@@ -39,22 +41,36 @@ impl Skiff {
     }
 
     pub fn try_start(yaml: &str, args: &[&str]) -> Result<Skiff, String> {
+        Self::try_start_with(yaml, args, false)
+    }
+
+    /// Like `start`, but the child's stdout goes to a file in the scratch dir (see `stdout()`).
+    pub fn start_capturing_stdout(yaml: &str, args: &[&str]) -> Skiff {
+        Self::try_start_with(yaml, args, true).unwrap_or_else(|log| panic!("skiff did not start:\n{log}"))
+    }
+
+    fn try_start_with(yaml: &str, args: &[&str], capture_stdout: bool) -> Result<Skiff, String> {
         let dir = scratch_dir("skiff");
         let config_path = dir.join("envoy.yaml");
         std::fs::write(&config_path, yaml).expect("write config");
         let log_path = dir.join("skiff.log");
         let log = std::fs::File::create(&log_path).expect("log file");
+        let stdout_path = capture_stdout.then(|| dir.join("stdout.log"));
+        let stdout = match &stdout_path {
+            Some(p) => Stdio::from(std::fs::File::create(p).expect("stdout file")),
+            None => Stdio::null(),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
             .arg("-c")
             .arg(&config_path)
             .args(["-l", "debug", "--config-check-interval-s", "1"])
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(log)
             .spawn()
             .expect("spawn skiff");
-        let mut skiff = Skiff { child, config_path, log_path, dir };
+        let mut skiff = Skiff { child, config_path, log_path, dir, stdout_path };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let log = skiff.log();
@@ -86,6 +102,26 @@ impl Skiff {
         });
         let addr = line.split(&needle).nth(1).expect("address");
         addr.trim().parse().expect("listener address")
+    }
+
+    /// The admin server's address, from `admin listening on ADDR` in the log (so `port_value: 0`
+    /// works).
+    pub fn admin(&self) -> SocketAddr {
+        let needle = "admin listening on ";
+        let mut log = self.log();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !log.contains(needle) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            log = self.log();
+        }
+        let line =
+            log.lines().rfind(|l| l.contains(needle)).unwrap_or_else(|| panic!("no admin in log:\n{log}"));
+        line.split(needle).nth(1).expect("address").trim().parse().expect("admin address")
+    }
+
+    /// What the child wrote to stdout (empty unless started with `start_capturing_stdout`).
+    pub fn stdout(&self) -> String {
+        self.stdout_path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default()
     }
 
     /// Rewrites the config file in place (the proxy picks it up on its next check).
@@ -752,4 +788,88 @@ pub fn two_cluster_config(
         good.ip(),
         good.port()
     )
+}
+
+/// One admin request on a fresh connection: (status, body).
+pub fn admin_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let raw = raw_exchange(
+        addr,
+        format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+    );
+    let status = raw.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// What a collector received: (request line + headers, body) of each POST.
+pub type Posts = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A Zipkin collector on 127.0.0.1:0: records the body of every POST and answers 202.
+pub struct Collector {
+    pub addr: SocketAddr,
+    /// (request line + headers, body) of each POST, in arrival order.
+    pub posts: Posts,
+}
+
+impl Collector {
+    pub fn start() -> Collector {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind collector");
+        let addr = listener.local_addr().expect("addr");
+        let posts = Arc::new(Mutex::new(Vec::new()));
+        let p = posts.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let p = p.clone();
+                std::thread::spawn(move || {
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 8192];
+                    loop {
+                        // Every complete request in `buf`, then read more (keep-alive is fine).
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                            let length: usize = head
+                                .lines()
+                                .find_map(|l| {
+                                    let (n, v) = l.split_once(':')?;
+                                    n.trim()
+                                        .eq_ignore_ascii_case("content-length")
+                                        .then(|| v.trim().parse().ok())?
+                                })
+                                .unwrap_or(0);
+                            if buf.len() < end + 4 + length {
+                                break;
+                            }
+                            let body = buf[end + 4..end + 4 + length].to_vec();
+                            buf.drain(..end + 4 + length);
+                            p.lock().unwrap().push((head, body));
+                            if conn.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n").is_err()
+                            {
+                                return;
+                            }
+                        }
+                        match conn.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        Collector { addr, posts }
+    }
+
+    /// Every span received so far (each POST body is a JSON array of Zipkin v2 spans).
+    pub fn spans(&self) -> Vec<serde_json::Value> {
+        self.posts
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|(_, body)| {
+                let v: serde_json::Value = serde_json::from_slice(body).expect("collector got JSON");
+                v.as_array().expect("a JSON array of spans").clone()
+            })
+            .collect()
+    }
 }
