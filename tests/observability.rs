@@ -535,6 +535,9 @@ fn default_format_and_stdout_logger() {
     assert!(line.starts_with("[20"), "{line}");
     let after = line.split_once("] ").expect("] after the time").1;
     assert!(after.starts_with("\"GET /default?q=1 HTTP/1.1\" 200 - 0 5 "), "{line}");
+    // DURATION and the x-envoy-upstream-service-time skiff adds: both numbers, not "-".
+    let fields: Vec<&str> = after.split(' ').collect();
+    assert!(fields[6].parse::<u64>().is_ok() && fields[7].parse::<u64>().is_ok(), "{line}");
     assert!(after.contains("\"-\" \"obs-test/1\" \""), "{line}");
     assert!(after.ends_with(&format!("\"example.com\" \"{}\"", up.addr)), "{line}");
     let mut out = String::new();

@@ -120,6 +120,15 @@ pub(super) fn on_response_head(listener: &ListenerSnap, head: &ResponseHead<'_>,
     }
 }
 
+/// A response header skiff adds itself, for formats that log it.
+pub(super) fn on_added_response_header(listener: &ListenerSnap, o: &mut Observed, name: &str, value: &[u8]) {
+    if o.on {
+        if let Some(i) = listener.observers.access_logs.wanted_response().index(name) {
+            o.resp_cap.put(i, value);
+        }
+    }
+}
+
 /// Writes the access-log lines and reports the span of the request that just ended.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn finish(

@@ -427,7 +427,10 @@ fn write_response_head(
     }
     reply::header(out, b"server", ex.server_name.as_bytes());
     out.extend_from_slice(b"x-envoy-upstream-service-time: ");
+    let at = out.len();
     reply::push_u64(out, started.elapsed().as_millis() as u64);
+    // Envoy's default access-log format reads this header, which skiff adds itself.
+    observe::on_added_response_header(ex.listener, &mut d.obs, "x-envoy-upstream-service-time", &out[at..]);
     out.extend_from_slice(b"\r\n");
     if head.body == BodyKind::Chunked && !dechunk {
         reply::header(out, b"transfer-encoding", b"chunked");
