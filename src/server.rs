@@ -111,10 +111,11 @@ pub fn run(opts: Options) -> ExitCode {
         io_driver: driver.to_string(),
         command_line: std::env::args().collect(),
     };
-    let admin_addr = initial.bootstrap.admin.as_ref().map(|a| a.address);
+    let admin_config = initial.bootstrap.admin.clone();
     let admin = AdminState::new(info, initial.clone());
-    if let Some(addr) = admin_addr {
-        match admin::spawn(addr, admin.clone()) {
+    if let Some(config) = admin_config {
+        let addr = config.address;
+        match admin::spawn(addr, admin.clone(), config.access_log_path.as_deref()) {
             Ok(bound) => log::info!("admin listening on {bound}"),
             Err(e) => {
                 log::error!("admin: cannot listen on {addr}: {e}");

@@ -2,6 +2,7 @@
 //! `/`, `/ready`, `/server_info`, `/clusters`, `/healthcheck/fail|ok`, `/quitquitquit`. It reads
 //! the latest snapshot the control thread published; it never touches a shard.
 
+use crate::access_log;
 use crate::http::{self, MAX_HEADERS};
 use crate::shard::{PaddedCount, ShardMsg};
 use crate::snapshot::Snapshot;
@@ -155,25 +156,85 @@ fn memory() -> (i64, i64) {
     ((mi.uordblks + mi.hblkhd) as i64, (mi.arena + mi.hblkhd) as i64)
 }
 
-/// Binds the admin address (an error if it is taken) and serves it on a thread.
-pub fn spawn(addr: SocketAddr, state: Arc<AdminState>) -> std::io::Result<SocketAddr> {
+/// Binds the admin address (an error if it is taken) and serves it on a thread. Each request is
+/// logged in Envoy's default access-log format to `access_log_path` when given (Envoy's
+/// `admin.access_log_path`; `/dev/null` in most configs).
+pub fn spawn(addr: SocketAddr, state: Arc<AdminState>, access_log_path: Option<&str>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
+    let mut access_log = access_log_path.and_then(|path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| log::warn!("admin access log {path}: {e}; admin requests are not logged"))
+            .ok()
+    });
     std::thread::Builder::new().name("skiff-admin".into()).spawn(move || {
         for stream in listener.incoming().flatten() {
             // One request per connection, one connection at a time: admin traffic is a probe or a
             // human, and a slow client is cut off by the timeouts below.
             let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
             let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-            serve(stream, &state);
+            serve(stream, &state, access_log.as_mut());
         }
     })?;
     Ok(bound)
 }
 
+/// One admin request in Envoy's default access-log format.
+fn log_request(
+    file: &mut std::fs::File,
+    head: &http::RequestHead<'_>,
+    status: u16,
+    bytes_sent: u64,
+    start: std::time::SystemTime,
+    took: Duration,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
+    let format = access_log::Format::envoy_default();
+    let mut captured = access_log::Captured::new();
+    captured.capture(format.wanted_request(), head.headers.iter().map(|h| (h.name, h.value)));
+    let none = access_log::Captured::new();
+    let record = access_log::Record {
+        start,
+        duration: took,
+        request_duration: None,
+        response_duration: None,
+        response_tx_duration: None,
+        method: head.method,
+        path: head.path,
+        authority: head.host.unwrap_or(""),
+        protocol: if head.version == http::Version::Http10 { "HTTP/1.0" } else { "HTTP/1.1" },
+        status,
+        code_details: "admin_filter_response",
+        flags: access_log::ResponseFlags::empty(),
+        bytes_received: 0,
+        bytes_sent,
+        upstream_host: None,
+        upstream_cluster: None,
+        upstream_local: None,
+        upstream_transport_failure: "",
+        attempts: 0,
+        downstream_remote: peer,
+        downstream_local: local,
+        route_name: "",
+        connection_id: 0,
+        request_headers: &captured,
+        response_headers: &none,
+    };
+    let mut line = Vec::with_capacity(256);
+    format.render(&record, &mut line);
+    // The admin thread may block on its own log file; it serves no traffic.
+    let _ = file.write_all(&line);
+}
+
 const MAX_HEAD: usize = 16 * 1024;
 
-fn serve(mut stream: TcpStream, state: &AdminState) {
+fn serve(mut stream: TcpStream, state: &AdminState, access_log: Option<&mut std::fs::File>) {
+    let start = std::time::SystemTime::now();
+    let began = Instant::now();
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -191,6 +252,11 @@ fn serve(mut stream: TcpStream, state: &AdminState) {
                 let _ = stream.write_all(reply.as_bytes());
                 if head.method != "HEAD" {
                     let _ = stream.write_all(body.as_bytes());
+                }
+                if let Some(file) = access_log {
+                    let peer = stream.peer_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+                    let local = stream.local_addr().unwrap_or(peer);
+                    log_request(file, &head, status, body.len() as u64, start, began.elapsed(), peer, local);
                 }
                 return;
             }
@@ -219,8 +285,11 @@ const JSON: &str = "application/json";
 const ENDPOINTS: &[(&str, &str, bool)] = &[
     ("/", "this index", false),
     ("/clusters", "upstream cluster status (?format=json)", false),
+    ("/config_dump", "dump the running configuration (?resource=)", false),
+    ("/drain_listeners", "stop accepting and drain connections, without exiting", true),
     ("/healthcheck/fail", "cause the server to fail health checks", true),
     ("/healthcheck/ok", "cause the server to pass health checks", true),
+    ("/logging", "print log levels; POST ?level=LEVEL changes it", false),
     ("/quitquitquit", "exit the server (graceful drain)", true),
     ("/ready", "print server state, 200 when LIVE", false),
     ("/server_info", "print server version/status information", false),
@@ -270,6 +339,38 @@ fn route(state: &AdminState, method: &str, target: &str) -> (u16, &'static str, 
         "/healthcheck/ok" => {
             state.health_failed.store(false, Ordering::Relaxed);
             (200, TEXT, "OK\n".into())
+        }
+        "/logging" => {
+            let level = query.split('&').find_map(|kv| kv.strip_prefix("level="));
+            match level {
+                Some(_) if method != "POST" => (405, TEXT, "changing the log level requires POST\n".into()),
+                Some(name) => match crate::logging::parse_level(name) {
+                    Some(l) => {
+                        crate::logging::set_level(l);
+                        log::info!("log level set to {name} through the admin API");
+                        (200, TEXT, format!("active loggers:\n  skiff: {name}\n"))
+                    }
+                    None => (
+                        400,
+                        TEXT,
+                        format!("unknown level {name:?}: trace, debug, info, warning, error, critical, off\n"),
+                    ),
+                },
+                None => (200, TEXT, format!("active loggers:\n  skiff: {}\n", level_name(crate::logging::level()))),
+            }
+        }
+        "/drain_listeners" => {
+            state.set_draining();
+            for s in lock(&state.shards).iter() {
+                let _ = s.unbounded_send(ShardMsg::Drain);
+            }
+            (200, TEXT, "OK\n".into())
+        }
+        "/config_dump" => {
+            let dump = config_dump::render(&state.snapshot());
+            let resource = query.split('&').find_map(|kv| kv.strip_prefix("resource="));
+            let dump = config_dump::filter(dump, resource);
+            (200, JSON, serde_json::to_string_pretty(&dump).unwrap_or_default() + "\n")
         }
         "/quitquitquit" => {
             // The process turns SIGTERM into a graceful drain; asking for one is all this takes.
@@ -335,6 +436,13 @@ fn percent_decode(v: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+fn level_name(l: log::LevelFilter) -> &'static str {
+    match l.to_level() {
+        Some(level) => crate::logging::level_name(level),
+        None => "off",
+    }
 }
 
 fn index() -> String {
