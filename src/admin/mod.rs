@@ -2,6 +2,7 @@
 //! `/`, `/ready`, `/server_info`, `/clusters`, `/healthcheck/fail|ok`, `/quitquitquit`. It reads
 //! the latest snapshot the control thread published; it never touches a shard.
 
+pub mod config_dump;
 use crate::http::{self, MAX_HEADERS};
 use crate::shard::{PaddedCount, ShardMsg};
 use crate::snapshot::Snapshot;
