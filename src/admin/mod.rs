@@ -1,6 +1,8 @@
-//! The admin server at the config's `admin.address`, on its own thread, off the request path:
-//! `/`, `/ready`, `/server_info`, `/clusters`, `/healthcheck/fail|ok`, `/quitquitquit`. It reads
-//! the latest snapshot the control thread published; it never touches a shard.
+//! The admin server at the config's `admin.address`, on its own thread, off the request path
+//! (Envoy's endpoints: see `ENDPOINTS`). It reads the latest snapshot the control thread published
+//! and reaches shards only through their message channels (stats, drain), never their memory.
+
+pub mod config_dump;
 
 use crate::access_log;
 use crate::http::{self, MAX_HEADERS};
@@ -159,7 +161,11 @@ fn memory() -> (i64, i64) {
 /// Binds the admin address (an error if it is taken) and serves it on a thread. Each request is
 /// logged in Envoy's default access-log format to `access_log_path` when given (Envoy's
 /// `admin.access_log_path`; `/dev/null` in most configs).
-pub fn spawn(addr: SocketAddr, state: Arc<AdminState>, access_log_path: Option<&str>) -> std::io::Result<SocketAddr> {
+pub fn spawn(
+    addr: SocketAddr,
+    state: Arc<AdminState>,
+    access_log_path: Option<&str>,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
     let mut access_log = access_log_path.and_then(|path| {
@@ -190,9 +196,10 @@ fn log_request(
     bytes_sent: u64,
     start: std::time::SystemTime,
     took: Duration,
-    peer: SocketAddr,
-    local: SocketAddr,
+    stream: &TcpStream,
 ) {
+    let peer = stream.peer_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let local = stream.local_addr().unwrap_or(peer);
     let format = access_log::Format::envoy_default();
     let mut captured = access_log::Captured::new();
     captured.capture(format.wanted_request(), head.headers.iter().map(|h| (h.name, h.value)));
@@ -254,9 +261,7 @@ fn serve(mut stream: TcpStream, state: &AdminState, access_log: Option<&mut std:
                     let _ = stream.write_all(body.as_bytes());
                 }
                 if let Some(file) = access_log {
-                    let peer = stream.peer_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-                    let local = stream.local_addr().unwrap_or(peer);
-                    log_request(file, &head, status, body.len() as u64, start, began.elapsed(), peer, local);
+                    log_request(file, &head, status, body.len() as u64, start, began.elapsed(), &stream);
                 }
                 return;
             }
@@ -353,10 +358,16 @@ fn route(state: &AdminState, method: &str, target: &str) -> (u16, &'static str, 
                     None => (
                         400,
                         TEXT,
-                        format!("unknown level {name:?}: trace, debug, info, warning, error, critical, off\n"),
+                        format!(
+                            "unknown level {name:?}: trace, debug, info, warning, error, critical, off\n"
+                        ),
                     ),
                 },
-                None => (200, TEXT, format!("active loggers:\n  skiff: {}\n", level_name(crate::logging::level()))),
+                None => (
+                    200,
+                    TEXT,
+                    format!("active loggers:\n  skiff: {}\n", level_name(crate::logging::level())),
+                ),
             }
         }
         "/drain_listeners" => {
@@ -367,9 +378,12 @@ fn route(state: &AdminState, method: &str, target: &str) -> (u16, &'static str, 
             (200, TEXT, "OK\n".into())
         }
         "/config_dump" => {
-            let dump = config_dump::render(&state.snapshot());
             let resource = query.split('&').find_map(|kv| kv.strip_prefix("resource="));
-            let dump = config_dump::filter(dump, resource);
+            // Envoy answers an unknown resource type with 404, not an empty dump.
+            if resource.is_some_and(|r| !config_dump::RESOURCES.iter().any(|(n, _)| *n == r)) {
+                return (404, TEXT, format!("unknown resource {:?}\n", resource.unwrap_or("")));
+            }
+            let dump = config_dump::filter(config_dump::render(&state.snapshot()), resource);
             (200, JSON, serde_json::to_string_pretty(&dump).unwrap_or_default() + "\n")
         }
         "/quitquitquit" => {

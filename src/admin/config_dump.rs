@@ -1,0 +1,574 @@
+//! Envoy's `/config_dump`: the running configuration as v3 protobuf JSON.
+//!
+//! Envoy dumps the config as loaded, not what it resolved to: cluster endpoints keep their host
+//! names, listeners their configured address (port 0 stays 0). skiff does the same, from the
+//! snapshot's `bootstrap`. The output follows protobuf's JSON mapping with the proto field names
+//! Envoy prints: durations as `"0.250s"`, enums by upper-case name, fields at their proto3 default
+//! left out (so `type: STATIC`, `lb_policy: ROUND_ROBIN`, `dns_lookup_family: AUTO` do not appear,
+//! exactly as in Envoy). Timeouts whose default is skiff's own (request_headers_timeout) or that
+//! operators look for (route timeout, idle_timeout, dns_refresh_rate) are written explicitly.
+//!
+//! The `bootstrap` object is itself a valid skiff/Envoy v3 config: loading it again gives an equal
+//! model (the tests check this), so a dump can be fed back to `--config-path`.
+
+use crate::config::*;
+use crate::snapshot::Snapshot;
+use serde_json::{json, Map, Value};
+use std::time::Duration;
+
+const BOOTSTRAP_DUMP: &str = "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump";
+const CLUSTERS_DUMP: &str = "type.googleapis.com/envoy.admin.v3.ClustersConfigDump";
+const LISTENERS_DUMP: &str = "type.googleapis.com/envoy.admin.v3.ListenersConfigDump";
+const ROUTES_DUMP: &str = "type.googleapis.com/envoy.admin.v3.RoutesConfigDump";
+const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+const ROUTE_CONFIG: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+const HCM: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+const FILE_LOG: &str = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog";
+const STDOUT_LOG: &str = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
+const STDERR_LOG: &str = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog";
+const ZIPKIN: &str = "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig";
+
+/// The `?resource=` names Envoy accepts for the config types skiff dumps, with the `@type` of one
+/// element. The dynamic ones are always empty (skiff has no xDS) but are valid names, so Envoy
+/// tooling asking for them gets `{"configs": []}` rather than an error.
+pub const RESOURCES: &[(&str, &str)] = &[
+    ("static_clusters", "type.googleapis.com/envoy.admin.v3.ClustersConfigDump.StaticCluster"),
+    ("dynamic_active_clusters", "type.googleapis.com/envoy.admin.v3.ClustersConfigDump.DynamicCluster"),
+    ("dynamic_warming_clusters", "type.googleapis.com/envoy.admin.v3.ClustersConfigDump.DynamicCluster"),
+    ("static_listeners", "type.googleapis.com/envoy.admin.v3.ListenersConfigDump.StaticListener"),
+    ("dynamic_listeners", "type.googleapis.com/envoy.admin.v3.ListenersConfigDump.DynamicListener"),
+    ("static_route_configs", "type.googleapis.com/envoy.admin.v3.RoutesConfigDump.StaticRouteConfig"),
+    ("dynamic_route_configs", "type.googleapis.com/envoy.admin.v3.RoutesConfigDump.DynamicRouteConfig"),
+];
+
+/// The whole `/config_dump` of the running snapshot.
+pub fn render(snapshot: &Snapshot) -> Value {
+    render_bootstrap(&snapshot.bootstrap)
+}
+
+/// The `/config_dump` of a bootstrap; `render` without needing a built snapshot.
+pub fn render_bootstrap(b: &Bootstrap) -> Value {
+    let listeners: Vec<Value> = b.listeners.iter().map(listener).collect();
+    let clusters: Vec<Value> = b.clusters.iter().map(cluster).collect();
+
+    let mut bootstrap = Map::new();
+    if let Some(a) = &b.admin {
+        bootstrap.insert("admin".into(), admin(a));
+    }
+    bootstrap.insert("static_resources".into(), json!({ "listeners": listeners, "clusters": clusters }));
+
+    let static_clusters: Vec<Value> =
+        clusters.iter().map(|c| json!({ "cluster": with_type(CLUSTER, c) })).collect();
+    let static_listeners: Vec<Value> =
+        listeners.iter().map(|l| json!({ "listener": with_type(LISTENER, l) })).collect();
+    let static_route_configs: Vec<Value> = b
+        .listeners
+        .iter()
+        .map(|l| json!({ "route_config": with_type(ROUTE_CONFIG, &route_config(&l.hcm.route_config)) }))
+        .collect();
+
+    json!({
+        "configs": [
+            { "@type": BOOTSTRAP_DUMP, "bootstrap": Value::Object(bootstrap) },
+            { "@type": CLUSTERS_DUMP, "static_clusters": static_clusters },
+            { "@type": LISTENERS_DUMP, "static_listeners": static_listeners },
+            { "@type": ROUTES_DUMP, "static_route_configs": static_route_configs },
+        ]
+    })
+}
+
+/// Envoy's `?resource=NAME`: every element of that repeated field, across all dumps, each as its
+/// own entry tagged with the element's type (`...ClustersConfigDump.StaticCluster`). `None` returns
+/// the dump unchanged; a name not in `RESOURCES` gives `{"configs": []}` (Envoy answers 404 there:
+/// the caller can check `RESOURCES` first).
+pub fn filter(dump: Value, resource: Option<&str>) -> Value {
+    let Some(resource) = resource else {
+        return dump;
+    };
+    let mut out = Vec::new();
+    if let Some((_, element_type)) = RESOURCES.iter().find(|(name, _)| *name == resource) {
+        let configs = match dump {
+            Value::Object(mut m) => m.remove("configs"),
+            _ => None,
+        };
+        let configs = match configs {
+            Some(Value::Array(a)) => a,
+            _ => Vec::new(),
+        };
+        for mut config in configs {
+            if let Some(Value::Array(items)) = config.get_mut(resource).map(Value::take) {
+                out.extend(items.into_iter().map(|item| with_type(element_type, &item)));
+            }
+        }
+    }
+    json!({ "configs": out })
+}
+
+/// `value` (an object) with `"@type"` first, as Envoy prints an `Any`.
+fn with_type(type_url: &str, value: &Value) -> Value {
+    let mut m = Map::new();
+    m.insert("@type".into(), Value::String(type_url.to_string()));
+    if let Value::Object(fields) = value {
+        for (k, v) in fields {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    Value::Object(m)
+}
+
+/// protobuf's JSON form of a Duration: whole seconds, or 3, 6 or 9 fraction digits as needed
+/// ("5s", "0.250s", "0.000001s").
+pub fn duration(d: Duration) -> String {
+    let (s, n) = (d.as_secs(), d.subsec_nanos());
+    if n == 0 {
+        format!("{s}s")
+    } else if n % 1_000_000 == 0 {
+        format!("{s}.{:03}s", n / 1_000_000)
+    } else if n % 1_000 == 0 {
+        format!("{s}.{:06}s", n / 1_000)
+    } else {
+        format!("{s}.{n:09}s")
+    }
+}
+
+fn socket_address(address: &str, port: u16) -> Value {
+    json!({ "socket_address": { "address": address, "port_value": port } })
+}
+
+fn admin(a: &Admin) -> Value {
+    let mut m = Map::new();
+    if let Some(path) = &a.access_log_path {
+        // v3 replaced `access_log_path` with a file access log; the loader reads its path back.
+        m.insert(
+            "access_log".into(),
+            json!([access_log(&AccessLog::File { path: path.clone(), format: None })]),
+        );
+    }
+    m.insert("address".into(), socket_address(&a.address.ip().to_string(), a.address.port()));
+    Value::Object(m)
+}
+
+fn access_log(l: &AccessLog) -> Value {
+    let (name, type_url, path, format) = match l {
+        AccessLog::File { path, format } => ("envoy.access_loggers.file", FILE_LOG, Some(path), format),
+        AccessLog::Stdout { format } => ("envoy.access_loggers.stdout", STDOUT_LOG, None, format),
+        AccessLog::Stderr { format } => ("envoy.access_loggers.stderr", STDERR_LOG, None, format),
+    };
+    let mut cfg = Map::new();
+    cfg.insert("@type".into(), type_url.into());
+    if let Some(p) = path {
+        cfg.insert("path".into(), p.as_str().into());
+    }
+    if let Some(f) = format {
+        cfg.insert("log_format".into(), json!({ "text_format_source": { "inline_string": f } }));
+    }
+    json!({ "name": name, "typed_config": Value::Object(cfg) })
+}
+
+fn listener(l: &Listener) -> Value {
+    let mut m = Map::new();
+    m.insert("name".into(), l.name.as_str().into());
+    m.insert("address".into(), socket_address(&l.address.ip().to_string(), l.address.port()));
+    m.insert(
+        "filter_chains".into(),
+        json!([{ "filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": hcm(&l.hcm),
+        }] }]),
+    );
+    // v3 has no tracing.operation_name: Envoy derives EGRESS from an OUTBOUND listener, so that is
+    // how an egress tracing operation is written (and read back).
+    if l.hcm.tracing.as_ref().is_some_and(|t| t.operation == TracingOperation::Egress) {
+        m.insert("traffic_direction".into(), "OUTBOUND".into());
+    }
+    Value::Object(m)
+}
+
+fn hcm(h: &HttpConnectionManager) -> Value {
+    let mut m = Map::new();
+    m.insert("@type".into(), HCM.into());
+    m.insert("stat_prefix".into(), h.stat_prefix.as_str().into());
+    m.insert("route_config".into(), route_config(&h.route_config));
+    let filters: Vec<Value> = h
+        .http_filters
+        .iter()
+        .map(|f| match f {
+            HttpFilter::Router => {
+                json!({ "name": "envoy.filters.http.router", "typed_config": { "@type": ROUTER } })
+            }
+        })
+        .collect();
+    m.insert("http_filters".into(), filters.into());
+    if !h.access_logs.is_empty() {
+        m.insert("access_log".into(), h.access_logs.iter().map(access_log).collect());
+    }
+    if let Some(t) = &h.tracing {
+        m.insert("tracing".into(), tracing(t));
+    }
+    if h.max_request_headers_kb != 60 {
+        m.insert("max_request_headers_kb".into(), h.max_request_headers_kb.into());
+    }
+    // skiff's own default (10 s) differs from Envoy's (none), so it is always spelled out.
+    m.insert("request_headers_timeout".into(), duration(h.request_headers_timeout).into());
+    m.insert("common_http_protocol_options".into(), json!({ "idle_timeout": duration(h.idle_timeout) }));
+    if !h.generate_request_id {
+        m.insert("generate_request_id".into(), false.into());
+    }
+    if h.server_name != "envoy" {
+        m.insert("server_name".into(), h.server_name.as_str().into());
+    }
+    if h.use_remote_address {
+        m.insert("use_remote_address".into(), true.into());
+    }
+    if h.xff_num_trusted_hops != 0 {
+        m.insert("xff_num_trusted_hops".into(), h.xff_num_trusted_hops.into());
+    }
+    Value::Object(m)
+}
+
+fn tracing(t: &Tracing) -> Value {
+    let z = &t.provider;
+    let mut cfg = Map::new();
+    cfg.insert("@type".into(), ZIPKIN.into());
+    cfg.insert("collector_cluster".into(), z.collector_cluster.as_str().into());
+    cfg.insert("collector_endpoint".into(), z.collector_endpoint.as_str().into());
+    cfg.insert("collector_endpoint_version".into(), "HTTP_JSON".into());
+    if z.trace_id_128bit {
+        cfg.insert("trace_id_128bit".into(), true.into());
+    }
+    // BoolValue wrapper: Envoy prints it only when set; skiff's default is true, so only false
+    // needs saying.
+    if !z.shared_span_context {
+        cfg.insert("shared_span_context".into(), false.into());
+    }
+    if let Some(h) = &z.collector_hostname {
+        cfg.insert("collector_hostname".into(), h.as_str().into());
+    }
+    let mut m = Map::new();
+    let percent = |v: f64| json!({ "value": v });
+    if t.client_sampling != 100.0 {
+        m.insert("client_sampling".into(), percent(t.client_sampling));
+    }
+    if t.random_sampling != 100.0 {
+        m.insert("random_sampling".into(), percent(t.random_sampling));
+    }
+    if t.overall_sampling != 100.0 {
+        m.insert("overall_sampling".into(), percent(t.overall_sampling));
+    }
+    if t.max_path_tag_length != 256 {
+        m.insert("max_path_tag_length".into(), t.max_path_tag_length.into());
+    }
+    m.insert(
+        "provider".into(),
+        json!({ "name": "envoy.tracers.zipkin", "typed_config": Value::Object(cfg) }),
+    );
+    Value::Object(m)
+}
+
+/// The four header-mutation lists every level of a route config carries.
+fn header_lists(
+    m: &mut Map<String, Value>,
+    req_add: &[HeaderValueOption],
+    req_remove: &[String],
+    resp_add: &[HeaderValueOption],
+    resp_remove: &[String],
+) {
+    let add = |list: &[HeaderValueOption]| -> Value {
+        list.iter()
+            .map(|h| {
+                let mut o = Map::new();
+                o.insert("header".into(), json!({ "key": h.name, "value": h.value }));
+                // APPEND_IF_EXISTS_OR_ADD is the enum's zero value, so only overwrite is printed.
+                if !h.append {
+                    o.insert("append_action".into(), "OVERWRITE_IF_EXISTS_OR_ADD".into());
+                }
+                Value::Object(o)
+            })
+            .collect()
+    };
+    if !req_add.is_empty() {
+        m.insert("request_headers_to_add".into(), add(req_add));
+    }
+    if !req_remove.is_empty() {
+        m.insert("request_headers_to_remove".into(), req_remove.into());
+    }
+    if !resp_add.is_empty() {
+        m.insert("response_headers_to_add".into(), add(resp_add));
+    }
+    if !resp_remove.is_empty() {
+        m.insert("response_headers_to_remove".into(), resp_remove.into());
+    }
+}
+
+fn route_config(rc: &RouteConfig) -> Value {
+    let mut m = Map::new();
+    if !rc.name.is_empty() {
+        m.insert("name".into(), rc.name.as_str().into());
+    }
+    m.insert("virtual_hosts".into(), rc.virtual_hosts.iter().map(virtual_host).collect());
+    header_lists(
+        &mut m,
+        &rc.request_headers_to_add,
+        &rc.request_headers_to_remove,
+        &rc.response_headers_to_add,
+        &rc.response_headers_to_remove,
+    );
+    Value::Object(m)
+}
+
+fn virtual_host(v: &VirtualHost) -> Value {
+    let mut m = Map::new();
+    if !v.name.is_empty() {
+        m.insert("name".into(), v.name.as_str().into());
+    }
+    m.insert("domains".into(), v.domains.clone().into());
+    // A virtual host's retry_policy was folded into each route that has none at load, so routes
+    // carry it and the virtual host need not.
+    m.insert("routes".into(), v.routes.iter().map(route).collect());
+    header_lists(
+        &mut m,
+        &v.request_headers_to_add,
+        &v.request_headers_to_remove,
+        &v.response_headers_to_add,
+        &v.response_headers_to_remove,
+    );
+    Value::Object(m)
+}
+
+fn route(r: &Route) -> Value {
+    let mut m = Map::new();
+    if let Some(n) = &r.name {
+        m.insert("name".into(), n.as_str().into());
+    }
+    m.insert("match".into(), route_match(&r.matcher));
+    match &r.action {
+        RouteAction::Forward(f) => {
+            m.insert("route".into(), forward(f));
+        }
+        RouteAction::DirectResponse { status, body } => {
+            let mut d = Map::new();
+            d.insert("status".into(), (*status).into());
+            if let Some(b) = body {
+                d.insert("body".into(), json!({ "inline_string": b }));
+            }
+            m.insert("direct_response".into(), Value::Object(d));
+        }
+        RouteAction::Redirect(rd) => {
+            m.insert("redirect".into(), redirect(rd));
+        }
+    }
+    header_lists(
+        &mut m,
+        &r.request_headers_to_add,
+        &r.request_headers_to_remove,
+        &r.response_headers_to_add,
+        &r.response_headers_to_remove,
+    );
+    Value::Object(m)
+}
+
+fn route_match(rm: &RouteMatch) -> Value {
+    let mut m = Map::new();
+    match &rm.path {
+        PathMatch::Prefix(p) => m.insert("prefix".into(), p.as_str().into()),
+        PathMatch::Path(p) => m.insert("path".into(), p.as_str().into()),
+        PathMatch::SafeRegex(r) => m.insert("safe_regex".into(), json!({ "regex": r })),
+    };
+    // BoolValue wrapper, default true: printed only when it says something.
+    if !rm.case_sensitive {
+        m.insert("case_sensitive".into(), false.into());
+    }
+    if !rm.headers.is_empty() {
+        m.insert("headers".into(), rm.headers.iter().map(header_matcher).collect());
+    }
+    if !rm.query_parameters.is_empty() {
+        let qs: Vec<Value> = rm
+            .query_parameters
+            .iter()
+            .map(|q| match &q.exact {
+                Some(v) => json!({ "name": q.name, "string_match": { "exact": v } }),
+                None => json!({ "name": q.name, "present_match": true }),
+            })
+            .collect();
+        m.insert("query_parameters".into(), qs.into());
+    }
+    Value::Object(m)
+}
+
+fn header_matcher(h: &HeaderMatcher) -> Value {
+    let mut m = Map::new();
+    m.insert("name".into(), h.name.as_str().into());
+    let (key, value) = match &h.rule {
+        HeaderMatchRule::Exact(s) => ("string_match", json!({ "exact": s })),
+        HeaderMatchRule::Prefix(s) => ("string_match", json!({ "prefix": s })),
+        HeaderMatchRule::Suffix(s) => ("string_match", json!({ "suffix": s })),
+        HeaderMatchRule::Contains(s) => ("string_match", json!({ "contains": s })),
+        HeaderMatchRule::SafeRegex(s) => ("string_match", json!({ "safe_regex": { "regex": s } })),
+        HeaderMatchRule::Present(b) => ("present_match", Value::Bool(*b)),
+    };
+    m.insert(key.into(), value);
+    if h.invert_match {
+        m.insert("invert_match".into(), true.into());
+    }
+    Value::Object(m)
+}
+
+fn forward(f: &ForwardAction) -> Value {
+    let mut m = Map::new();
+    match &f.cluster {
+        ClusterSpecifier::Single(c) => {
+            m.insert("cluster".into(), c.as_str().into());
+        }
+        ClusterSpecifier::Weighted(list) => {
+            let clusters: Vec<Value> =
+                list.iter().map(|(name, weight)| json!({ "name": name, "weight": weight })).collect();
+            m.insert("weighted_clusters".into(), json!({ "clusters": clusters }));
+        }
+    }
+    // None is the operator's explicit "0s" (no timeout); the loader reads "0s" back as None.
+    m.insert("timeout".into(), duration(f.timeout.unwrap_or(Duration::ZERO)).into());
+    if let Some(p) = &f.prefix_rewrite {
+        m.insert("prefix_rewrite".into(), p.as_str().into());
+    }
+    if let Some(h) = &f.host_rewrite_literal {
+        m.insert("host_rewrite_literal".into(), h.as_str().into());
+    }
+    if let Some(r) = &f.retry_policy {
+        let mut rp = Map::new();
+        if !r.retry_on.is_empty() {
+            rp.insert("retry_on".into(), r.retry_on.join(",").into());
+        }
+        rp.insert("num_retries".into(), r.num_retries.into());
+        if let Some(t) = r.per_try_timeout {
+            rp.insert("per_try_timeout".into(), duration(t).into());
+        }
+        m.insert("retry_policy".into(), Value::Object(rp));
+    }
+    Value::Object(m)
+}
+
+fn redirect(r: &Redirect) -> Value {
+    let mut m = Map::new();
+    if r.https_redirect {
+        m.insert("https_redirect".into(), true.into());
+    }
+    if let Some(h) = &r.host_redirect {
+        m.insert("host_redirect".into(), h.as_str().into());
+    }
+    if let Some(p) = &r.path_redirect {
+        m.insert("path_redirect".into(), p.as_str().into());
+    }
+    if let Some(p) = &r.prefix_rewrite {
+        m.insert("prefix_rewrite".into(), p.as_str().into());
+    }
+    let code = match r.status {
+        302 => Some("FOUND"),
+        303 => Some("SEE_OTHER"),
+        307 => Some("TEMPORARY_REDIRECT"),
+        308 => Some("PERMANENT_REDIRECT"),
+        // 301, MOVED_PERMANENTLY, is the zero value; the loader accepts no other codes.
+        _ => None,
+    };
+    if let Some(code) = code {
+        m.insert("response_code".into(), code.into());
+    }
+    if r.strip_query {
+        m.insert("strip_query".into(), true.into());
+    }
+    Value::Object(m)
+}
+
+fn cluster(c: &Cluster) -> Value {
+    let mut m = Map::new();
+    m.insert("name".into(), c.name.as_str().into());
+    // STATIC, ROUND_ROBIN and AUTO are the enums' zero values, which protobuf JSON (and so Envoy)
+    // leaves out.
+    match c.discovery {
+        DiscoveryType::Static => {}
+        DiscoveryType::StrictDns => {
+            m.insert("type".into(), "STRICT_DNS".into());
+        }
+        DiscoveryType::LogicalDns => {
+            m.insert("type".into(), "LOGICAL_DNS".into());
+        }
+    }
+    m.insert("connect_timeout".into(), duration(c.connect_timeout).into());
+    match c.lb_policy {
+        LbPolicy::RoundRobin => {}
+        LbPolicy::LeastRequest => {
+            m.insert("lb_policy".into(), "LEAST_REQUEST".into());
+        }
+        LbPolicy::Random => {
+            m.insert("lb_policy".into(), "RANDOM".into());
+        }
+    }
+    // Only meaningful for DNS clusters; for a STATIC one printed only if someone set it.
+    if c.discovery != DiscoveryType::Static || c.dns_refresh_rate != Duration::from_secs(5) {
+        m.insert("dns_refresh_rate".into(), duration(c.dns_refresh_rate).into());
+    }
+    let family = match c.dns_lookup_family {
+        DnsLookupFamily::Auto => None,
+        DnsLookupFamily::V4Only => Some("V4_ONLY"),
+        DnsLookupFamily::V6Only => Some("V6_ONLY"),
+        DnsLookupFamily::V4Preferred => Some("V4_PREFERRED"),
+        DnsLookupFamily::All => Some("ALL"),
+    };
+    if let Some(f) = family {
+        m.insert("dns_lookup_family".into(), f.into());
+    }
+    if !c.dns_resolvers.is_empty() {
+        let resolvers: Vec<Value> =
+            c.dns_resolvers.iter().map(|a| socket_address(&a.ip().to_string(), a.port())).collect();
+        m.insert("dns_resolution_config".into(), json!({ "resolvers": resolvers }));
+    }
+    m.insert("load_assignment".into(), load_assignment(c));
+    if let Some(n) = c.max_requests_per_connection {
+        m.insert("max_requests_per_connection".into(), n.into());
+    }
+    if c.circuit_breakers != CircuitBreakers::default() {
+        let cb = c.circuit_breakers;
+        m.insert(
+            "circuit_breakers".into(),
+            json!({ "thresholds": [{
+                "max_connections": cb.max_connections,
+                "max_pending_requests": cb.max_pending_requests,
+                "max_requests": cb.max_requests,
+                "max_retries": cb.max_retries,
+            }] }),
+        );
+    }
+    Value::Object(m)
+}
+
+/// The endpoints as a v3 `load_assignment` (v2 `hosts` become one locality, as Envoy converts
+/// them). The model keeps endpoints flat with their locality's priority; each run of equal
+/// priority becomes one locality, which keeps the order and so loads back to the same list.
+fn load_assignment(c: &Cluster) -> Value {
+    let mut localities: Vec<(u32, Vec<Value>)> = Vec::new();
+    for e in &c.endpoints {
+        let mut lb = Map::new();
+        lb.insert("endpoint".into(), json!({ "address": socket_address(&e.host, e.port) }));
+        if e.weight != 1 {
+            lb.insert("load_balancing_weight".into(), e.weight.into());
+        }
+        match localities.last_mut() {
+            Some((p, list)) if *p == e.priority => list.push(Value::Object(lb)),
+            _ => localities.push((e.priority, vec![Value::Object(lb)])),
+        }
+    }
+    let endpoints: Vec<Value> = localities
+        .into_iter()
+        .map(|(priority, lb_endpoints)| {
+            let mut loc = Map::new();
+            loc.insert("lb_endpoints".into(), lb_endpoints.into());
+            if priority != 0 {
+                loc.insert("priority".into(), priority.into());
+            }
+            Value::Object(loc)
+        })
+        .collect();
+    json!({ "cluster_name": c.name, "endpoints": endpoints })
+}
