@@ -23,6 +23,14 @@ use std::time::Instant;
 /// Read size for a connection's buffer; heads may grow it up to `max_request_headers_kb`.
 pub(super) const READ_CHUNK: usize = 16 * 1024;
 
+/// What a client connection holds while it waits for its next request. An io_uring read owns its
+/// buffer for as long as it waits, so this is the memory of every idle keep-alive connection: small,
+/// since a typical head fits; a bigger head grows the buffer, and `shrink_idle` gives it back.
+const IDLE_BUF: usize = 2 * 1024;
+
+/// Output buffers above this are given back after a request, for the same reason.
+const KEEP_OUT: usize = 16 * 1024;
+
 pub(super) struct Downstream {
     pub stream: TcpStream,
     /// Bytes read from the client not yet consumed: the current head, body, pipelined requests.
@@ -89,9 +97,9 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
     let local = stream.local_addr().unwrap_or(peer);
     let mut d = Downstream {
         stream,
-        buf: BytesMut::with_capacity(READ_CHUNK),
-        req_out: Vec::with_capacity(1024),
-        resp_out: Vec::with_capacity(1024),
+        buf: BytesMut::with_capacity(IDLE_BUF),
+        req_out: Vec::new(),
+        resp_out: Vec::new(),
         response_started: false,
         status: 0,
         peer_ip: peer.ip().to_string(),
@@ -153,7 +161,12 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
         stats.downstream_rq_time.record_us(started.elapsed().as_micros() as u64);
         let (peer, local, id) = (d.peer, d.local, d.connection_id);
         observe::finish(&shard, &generation, listener, &d.obs, d.status, started, peer, local, id);
-        shrink_idle(&mut d.buf);
+        shrink_idle(&mut d.buf, IDLE_BUF);
+        for out in [&mut d.req_out, &mut d.resp_out] {
+            if out.capacity() > KEEP_OUT {
+                *out = Vec::new();
+            }
+        }
         match outcome {
             Outcome::KeepAlive if !shard.draining() => {}
             _ => return,
@@ -195,7 +208,8 @@ async fn wait_for_head(shard: &Shard, hcm: &HcmSettings, d: &mut Downstream) -> 
             Some(t) => hcm.request_headers_timeout.saturating_sub(t.elapsed()),
         };
         let idle = d.buf.is_empty();
-        let want = (hcm.max_head_len + 1).saturating_sub(d.buf.len()).clamp(1, READ_CHUNK);
+        let limit = if idle { IDLE_BUF } else { READ_CHUNK };
+        let want = (hcm.max_head_len + 1).saturating_sub(d.buf.len()).clamp(1, limit);
         d.buf.reserve(want);
         let buf = spare(std::mem::take(&mut d.buf));
         let read = monoio::select! {
@@ -657,11 +671,11 @@ pub(super) async fn read_up_to(
     res
 }
 
-/// After a large body, gives an empty buffer's memory back, so an idle connection (or one waiting
-/// in the pool) holds a small buffer however big its last body was.
-pub(super) fn shrink_idle(buf: &mut BytesMut) {
-    if buf.is_empty() && buf.capacity() > READ_CHUNK {
-        *buf = BytesMut::with_capacity(READ_CHUNK);
+/// After a large body, gives an empty buffer's memory back down to `keep`, so an idle connection
+/// (or one waiting in the pool) holds a small buffer however big its last body was.
+pub(super) fn shrink_idle(buf: &mut BytesMut, keep: usize) {
+    if buf.is_empty() && buf.capacity() > keep {
+        *buf = BytesMut::with_capacity(keep);
     }
 }
 

@@ -24,6 +24,9 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+/// Body bytes that arrived with a response head and are copied into the head's write.
+const COPY_WITH_HEAD: usize = 4 * 1024;
+
 /// Largest upstream response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
@@ -295,9 +298,17 @@ async fn respond(
         }
         BodyKind::Length(n) => {
             let first = up.buf.len().min(n as usize);
-            d.resp_out.extend_from_slice(&up.buf[..first]);
-            up.buf.advance(first);
-            match write_out(&mut d.stream, &mut d.resp_out).await {
+            // A small body rides in the head's write; a large one is written from the read buffer
+            // as it is, instead of being copied.
+            let copied = if first <= COPY_WITH_HEAD { first } else { 0 };
+            d.resp_out.extend_from_slice(&up.buf[..copied]);
+            up.buf.advance(copied);
+            let head_written = match write_out(&mut d.stream, &mut d.resp_out).await {
+                Ok(()) if copied < first => write_prefix(&mut d.stream, &mut up.buf, first - copied).await,
+                Ok(()) => Ok(()),
+                Err(_) => Err(RelayError::Write),
+            };
+            match head_written {
                 Ok(()) => relay_length(&mut up.stream, &mut up.buf, &mut d.stream, n - first as u64, None)
                     .await
                     .map(|rest| rest + first as u64),
@@ -329,7 +340,7 @@ async fn respond(
         && up.buf.is_empty()
         && snap.max_requests_per_connection.is_none_or(|max| up.requests < max);
     if reusable {
-        shrink_idle(&mut up.buf);
+        shrink_idle(&mut up.buf, super::conn::READ_CHUNK);
         ex.shard.pool.put(up);
     }
     Attempt::Relayed(if info.client_keep_alive { Outcome::KeepAlive } else { Outcome::Close })
