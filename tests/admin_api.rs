@@ -72,3 +72,39 @@ fn config_dump_shows_the_running_config_and_filters_by_resource() {
             .contains("\"GET /config_dump?resource=nonsense HTTP/1.1\" 404")
     }));
 }
+
+#[test]
+fn clusters_shows_per_host_request_counts_and_weights() {
+    let (a, b) = (TestUpstream::named("a"), TestUpstream::named("b"));
+    let dir = scratch_dir("admin-clusters");
+    let yaml = format!(
+        "{}admin:\n  address:\n    socket_address: {{ address: 127.0.0.1, port_value: 0 }}\n",
+        simple_config(&[a.addr, b.addr])
+    );
+    let skiff = Skiff::start(&yaml, &["--concurrency", "2"]);
+    let (admin, main) = (skiff.admin(), skiff.listener("main"));
+    // One keep-alive connection: its shard alternates the two hosts.
+    let mut client = Client::connect(main);
+    for _ in 0..10 {
+        assert_eq!(client.get("/").status, 200);
+    }
+    let (status, body) = admin_request(admin, "GET", "/clusters");
+    assert_eq!(status, 200);
+    for up in [&a, &b] {
+        let line = |field: &str| format!("backend::{}::{field}", up.addr);
+        assert!(body.lines().any(|l| l == line("rq_total::5")), "{body}");
+        assert!(body.lines().any(|l| l == line("rq_success::5")), "{body}");
+        assert!(body.lines().any(|l| l == line("cx_active::1")), "{body}");
+        assert!(body.lines().any(|l| l == line("weight::1")), "{body}");
+    }
+    let (_, body) = admin_request(admin, "GET", "/clusters?format=json");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let host = &json["cluster_statuses"][0]["host_statuses"][0];
+    assert_eq!(host["weight"], 1);
+    assert!(host["stats"]
+        .as_array()
+        .expect("stats")
+        .iter()
+        .any(|s| s["name"] == "rq_total" && s["value"] == "5"));
+    drop(dir);
+}

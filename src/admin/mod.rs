@@ -468,18 +468,34 @@ fn index() -> String {
 
 fn clusters(state: &AdminState, json: bool) -> (u16, &'static str, String) {
     let snap = state.snapshot();
+    let hosts = state.collect_stats().hosts;
+    let host = |cluster: &str, addr: &SocketAddr| {
+        hosts.get(&(cluster.to_string(), *addr)).cloned().unwrap_or_default()
+    };
     if json {
         let list: Vec<_> = snap
             .clusters
             .iter()
             .map(|c| {
-                serde_json::json!({
-                    "name": c.name,
-                    "host_statuses": c.endpoints.iter().map(|a| serde_json::json!({
-                        "address": {"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}},
-                        "health_status": {"eds_health_status": "HEALTHY"},
-                    })).collect::<Vec<_>>(),
-                })
+                let statuses: Vec<_> = c
+                    .endpoints
+                    .iter()
+                    .zip(&c.weights)
+                    .map(|(a, w)| {
+                        let stats: Vec<_> = host(&c.name, a)
+                            .fields()
+                            .iter()
+                            .map(|(name, value)| serde_json::json!({ "name": name, "value": value.to_string() }))
+                            .collect();
+                        serde_json::json!({
+                            "address": {"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}},
+                            "stats": stats,
+                            "health_status": {"eds_health_status": "HEALTHY"},
+                            "weight": w,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({ "name": c.name, "host_statuses": statuses })
             })
             .collect();
         let body = serde_json::json!({ "cluster_statuses": list });
@@ -493,8 +509,11 @@ fn clusters(state: &AdminState, json: bool) -> (u16, &'static str, String) {
              {0}::default_priority::max_requests::{3}\n{0}::default_priority::max_retries::{4}\n",
             c.name, cb.max_connections, cb.max_pending_requests, cb.max_requests, cb.max_retries
         ));
-        for a in &c.endpoints {
-            out.push_str(&format!("{}::{a}::health_flags::healthy\n", c.name));
+        for (a, w) in c.endpoints.iter().zip(&c.weights) {
+            for (name, value) in host(&c.name, a).fields() {
+                out.push_str(&format!("{}::{a}::{name}::{value}\n", c.name));
+            }
+            out.push_str(&format!("{}::{a}::health_flags::healthy\n{}::{a}::weight::{w}\n", c.name, c.name));
         }
     }
     (200, TEXT, out)

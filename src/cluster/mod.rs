@@ -16,6 +16,8 @@ pub struct ClusterSnap {
     pub connect_timeout: Duration,
     pub lb_policy: LbPolicy,
     pub endpoints: Vec<SocketAddr>,
+    /// `load_balancing_weight` of each endpoint, aligned with `endpoints`.
+    pub weights: Vec<u32>,
     /// Smooth weighted round-robin order over `endpoints` (indices); plain 0..n when weights are equal.
     schedule: Vec<u32>,
     pub max_requests_per_connection: Option<u32>,
@@ -33,6 +35,7 @@ impl ClusterSnap {
             name: cluster.name.clone(),
             connect_timeout: cluster.connect_timeout,
             lb_policy: cluster.lb_policy,
+            weights: endpoints.iter().map(|(_, w)| *w).collect(),
             endpoints: endpoints.into_iter().map(|(a, _)| a).collect(),
             schedule,
             max_requests_per_connection: cluster.max_requests_per_connection,

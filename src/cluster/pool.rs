@@ -2,7 +2,7 @@
 //! updates that keep the address). LIFO: the most recently used connection is the least likely to
 //! have been closed by the upstream. Bounded in count and idle age.
 
-use crate::stats::ClusterStats;
+use crate::stats::{ClusterStats, HostStats};
 use bytes::BytesMut;
 use monoio::net::TcpStream;
 use std::cell::RefCell;
@@ -19,15 +19,25 @@ pub struct Upstream {
     /// Requests sent on this connection so far.
     pub requests: u32,
     pub addr: SocketAddr,
-    /// The cluster that opened it: its `upstream_cx_active` counts this connection until it closes.
+    /// The cluster that opened it, and the host: their `cx_active` count this connection until it
+    /// closes.
     pub stats: Rc<ClusterStats>,
+    pub host: Rc<HostStats>,
 }
 
 impl Upstream {
-    pub fn new(stream: TcpStream, addr: SocketAddr, stats: Rc<ClusterStats>, read_buf: usize) -> Self {
+    pub fn new(
+        stream: TcpStream,
+        addr: SocketAddr,
+        stats: Rc<ClusterStats>,
+        host: Rc<HostStats>,
+        read_buf: usize,
+    ) -> Self {
         stats.upstream_cx_total.inc();
         stats.upstream_cx_active.inc();
-        Upstream { stream, buf: BytesMut::with_capacity(read_buf), requests: 0, addr, stats }
+        host.cx_total.inc();
+        host.cx_active.inc();
+        Upstream { stream, buf: BytesMut::with_capacity(read_buf), requests: 0, addr, stats, host }
     }
 }
 
@@ -35,6 +45,7 @@ impl Drop for Upstream {
     fn drop(&mut self) {
         self.stats.upstream_cx_active.dec();
         self.stats.upstream_cx_destroy.inc();
+        self.host.cx_active.dec();
     }
 }
 

@@ -15,7 +15,7 @@ use crate::cli::IoDriver;
 use crate::cluster::pool::Pool;
 use crate::cluster::{Rng, ShardCluster};
 use crate::snapshot::Snapshot;
-use crate::stats::{ClusterStats, HttpStats, ShardStats, StatsDump};
+use crate::stats::{ClusterStats, HostStats, HttpStats, ShardStats, StatsDump};
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures_util::StreamExt;
 use signal::Signal;
@@ -148,6 +148,8 @@ pub struct Generation {
     /// per snapshot, never per request.
     pub http_stats: Vec<Rc<HttpStats>>,
     pub cluster_stats: Vec<Rc<ClusterStats>>,
+    /// Per cluster, aligned with its endpoints.
+    pub host_stats: Vec<Vec<Rc<HostStats>>>,
 }
 
 impl Generation {
@@ -156,6 +158,11 @@ impl Generation {
             clusters: snap.clusters.iter().map(|c| ShardCluster::new(c, shard)).collect(),
             http_stats: snap.listeners.iter().map(|l| stats.http(&l.hcm.stat_prefix)).collect(),
             cluster_stats: snap.clusters.iter().map(|c| stats.cluster(&c.name)).collect(),
+            host_stats: snap
+                .clusters
+                .iter()
+                .map(|c| c.endpoints.iter().map(|a| stats.host(&c.name, *a)).collect())
+                .collect(),
             snap,
         }
     }
@@ -195,6 +202,10 @@ impl Shard {
 
     fn install(self: &Rc<Self>, snap: Arc<Snapshot>) {
         *self.generation.borrow_mut() = Rc::new(Generation::new(snap, self.id, &self.stats));
+        let generation = self.generation();
+        self.stats.retain_hosts(|cluster, addr| {
+            generation.snap.clusters.iter().any(|c| c.name == cluster && c.endpoints.contains(addr))
+        });
         self.sync_listeners();
     }
 

@@ -15,7 +15,7 @@ use crate::cluster::pool::Upstream;
 use crate::http::{self, BodyKind, ChunkedDecoder, ResponseHead, MAX_HEADERS};
 use crate::route::{Forward, HeaderEdits};
 use crate::snapshot::ListenerSnap;
-use crate::stats::ClusterStats;
+use crate::stats::{ClusterStats, HostStats};
 use bytes::{Buf, BytesMut};
 use monoio::buf::IoBuf;
 use monoio::io::AsyncWriteRentExt;
@@ -97,7 +97,15 @@ pub(super) async fn forward(ex: Exchange<'_>, d: &mut Downstream) -> Outcome {
         d.obs.attempts += 1;
         stats.upstream_rq_total.inc();
         stats.upstream_rq_active.inc();
-        let result = attempt(&ex, d, addr, fresh_only, attempts_left > 1).await;
+        let host = &ex.generation.host_stats[ex.cluster][endpoint];
+        host.rq_total.inc();
+        host.rq_active.inc();
+        let result = attempt(&ex, d, addr, endpoint, fresh_only, attempts_left > 1).await;
+        host.rq_active.dec();
+        match result {
+            Attempt::Relayed(_) if d.status < 500 => host.rq_success.inc(),
+            _ => host.rq_error.inc(),
+        }
         stats.upstream_rq_active.dec();
         lb.end(endpoint);
         attempts_left -= 1;
@@ -151,11 +159,16 @@ pub(super) async fn forward(ex: Exchange<'_>, d: &mut Downstream) -> Outcome {
     }
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration, stats: &Rc<ClusterStats>) -> Result<Upstream, Attempt> {
+async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    stats: &Rc<ClusterStats>,
+    host: &Rc<HostStats>,
+) -> Result<Upstream, Attempt> {
     match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
-            Ok(Upstream::new(stream, addr, stats.clone(), super::conn::READ_CHUNK))
+            Ok(Upstream::new(stream, addr, stats.clone(), host.clone(), super::conn::READ_CHUNK))
         }
         Ok(Err(e)) => {
             log::debug!("connect to {addr}: {e}");
@@ -174,6 +187,7 @@ async fn attempt(
     ex: &Exchange<'_>,
     d: &mut Downstream,
     addr: SocketAddr,
+    endpoint: usize,
     fresh_only: bool,
     may_retry: bool,
 ) -> Attempt {
@@ -182,7 +196,14 @@ async fn attempt(
     let reused = pooled.is_some();
     let mut up = match pooled {
         Some(up) => up,
-        None => match connect(addr, snap.connect_timeout, &ex.generation.cluster_stats[ex.cluster]).await {
+        None => match connect(
+            addr,
+            snap.connect_timeout,
+            &ex.generation.cluster_stats[ex.cluster],
+            &ex.generation.host_stats[ex.cluster][endpoint],
+        )
+        .await
+        {
             Ok(up) => up,
             Err(failed) => return failed,
         },

@@ -8,6 +8,7 @@ pub mod render;
 use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 /// What a stat belongs to; decides its dotted name and its Prometheus tags.
@@ -113,6 +114,8 @@ impl Entry {
 #[derive(Debug, Default, Clone)]
 pub struct StatsDump {
     pub entries: Vec<Entry>,
+    /// By (cluster, host address).
+    pub hosts: BTreeMap<(String, SocketAddr), HostDump>,
 }
 
 trait Dump {
@@ -224,12 +227,58 @@ impl ClusterStats {
     }
 }
 
+/// Per upstream host of a cluster, for `/clusters` (Envoy keeps these out of `/stats` too).
+#[derive(Default, Debug)]
+pub struct HostStats {
+    pub cx_active: Gauge,
+    pub cx_total: Counter,
+    pub rq_active: Gauge,
+    pub rq_total: Counter,
+    pub rq_success: Counter,
+    pub rq_error: Counter,
+}
+
+/// A host's numbers in a dump.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostDump {
+    pub cx_active: i64,
+    pub cx_total: u64,
+    pub rq_active: i64,
+    pub rq_total: u64,
+    pub rq_success: u64,
+    pub rq_error: u64,
+}
+
+impl HostDump {
+    fn add(&mut self, o: &HostDump) {
+        self.cx_active += o.cx_active;
+        self.cx_total += o.cx_total;
+        self.rq_active += o.rq_active;
+        self.rq_total += o.rq_total;
+        self.rq_success += o.rq_success;
+        self.rq_error += o.rq_error;
+    }
+
+    /// (name, value) in the order Envoy's `/clusters` prints them.
+    pub fn fields(&self) -> [(&'static str, i64); 6] {
+        [
+            ("cx_active", self.cx_active),
+            ("cx_total", self.cx_total as i64),
+            ("rq_active", self.rq_active),
+            ("rq_total", self.rq_total as i64),
+            ("rq_success", self.rq_success as i64),
+            ("rq_error", self.rq_error as i64),
+        ]
+    }
+}
+
 /// One shard's stats, by scope name. They outlive config reloads: a cluster keeps its counters
 /// as long as its name stays.
 #[derive(Default)]
 pub struct ShardStats {
     http: RefCell<HashMap<String, Rc<HttpStats>>>,
     clusters: RefCell<HashMap<String, Rc<ClusterStats>>>,
+    hosts: RefCell<HashMap<(String, SocketAddr), Rc<HostStats>>>,
 }
 
 impl ShardStats {
@@ -241,8 +290,31 @@ impl ShardStats {
         self.clusters.borrow_mut().entry(name.to_string()).or_default().clone()
     }
 
+    pub fn host(&self, cluster: &str, addr: SocketAddr) -> Rc<HostStats> {
+        self.hosts.borrow_mut().entry((cluster.to_string(), addr)).or_default().clone()
+    }
+
+    /// Forgets hosts that left every cluster and hold no connection, so churning DNS answers (pods
+    /// coming and going) do not grow the table without bound.
+    pub fn retain_hosts(&self, keep: impl Fn(&str, &SocketAddr) -> bool) {
+        self.hosts
+            .borrow_mut()
+            .retain(|(c, a), h| keep(c, a) || h.cx_active.get() > 0 || h.rq_active.get() > 0);
+    }
+
     pub fn dump(&self) -> StatsDump {
         let mut out = StatsDump::default();
+        for ((cluster, addr), h) in self.hosts.borrow().iter() {
+            let d = HostDump {
+                cx_active: h.cx_active.get(),
+                cx_total: h.cx_total.get(),
+                rq_active: h.rq_active.get(),
+                rq_total: h.rq_total.get(),
+                rq_success: h.rq_success.get(),
+                rq_error: h.rq_error.get(),
+            };
+            out.hosts.insert((cluster.clone(), *addr), d);
+        }
         for (prefix, s) in self.http.borrow().iter() {
             s.dump(&Scope::Http(prefix.clone()), &mut out);
         }
@@ -261,7 +333,11 @@ impl StatsDump {
     /// Sums counters and gauges and adds histograms of the same stat; sorted by full name.
     pub fn merge(dumps: impl IntoIterator<Item = StatsDump>) -> StatsDump {
         let mut merged: BTreeMap<(String, &'static str), Entry> = BTreeMap::new();
+        let mut hosts: BTreeMap<(String, SocketAddr), HostDump> = BTreeMap::new();
         for dump in dumps {
+            for (k, h) in &dump.hosts {
+                hosts.entry(k.clone()).or_default().add(h);
+            }
             for e in dump.entries {
                 let key = (e.scope.prefix(), e.name);
                 match merged.get_mut(&key) {
@@ -280,7 +356,7 @@ impl StatsDump {
                 }
             }
         }
-        StatsDump { entries: merged.into_values().collect() }
+        StatsDump { entries: merged.into_values().collect(), hosts }
     }
 }
 
