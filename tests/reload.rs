@@ -72,8 +72,6 @@ fn route_change_takes_effect_and_open_connections_keep_working() {
 }
 
 #[test]
-#[ignore = "src/shard/conn.rs takes the snapshot before waiting for the next head, so the first \
-            request after an idle wait on a keep-alive connection is routed by the old config"]
 fn keep_alive_connection_uses_new_routes_for_its_next_request() {
     let (a, b) = (TestUpstream::echo_named("a"), TestUpstream::echo_named("b"));
     let skiff = Skiff::start(&config(&["main"], "a", &a, &b), &["--concurrency", "1"]);
