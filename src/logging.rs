@@ -5,6 +5,7 @@
 //! buffer and handed to stderr in one `write_all`, so lines from different shards never interleave.
 //! Logging never fails the process: write errors are dropped, as Envoy does.
 
+use crate::access_log::time::civil_from_days;
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use std::cell::RefCell;
 use std::fmt::Write as _;
@@ -471,21 +472,6 @@ impl Civil {
             second: (of_day % 60) as u32,
         }
     }
-}
-
-/// Howard Hinnant's `civil_from_days`: days since 1970-01-01 to (year, month, day) in the
-/// proleptic Gregorian calendar, with eras of 400 years so leap rules need no special cases.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

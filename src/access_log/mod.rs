@@ -28,7 +28,7 @@ mod flags;
 mod format;
 mod num;
 mod record;
-mod time;
+pub(crate) mod time;
 mod writer;
 
 pub use flags::ResponseFlags;

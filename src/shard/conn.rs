@@ -395,16 +395,9 @@ fn plan_request<'g>(
     };
     let buffered_body = scan.complete.then_some(head.head_len + scan.len);
     let host = head.host.unwrap_or("");
-    let Some(vhost) = table.virtual_host(host) else {
-        return Plan::Reply {
-            kind: ReplyKind::NoRoute,
-            status: 404,
-            body: b"",
-            location: None,
-            consumed: buffered_body,
-        };
-    };
-    let Some(route) = vhost.route(head.path, head.headers) else {
+    let Some((vhost, route)) =
+        table.virtual_host(host).and_then(|vhost| Some((vhost, vhost.route(head.path, head.headers)?)))
+    else {
         return Plan::Reply {
             kind: ReplyKind::NoRoute,
             status: 404,
