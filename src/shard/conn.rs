@@ -218,12 +218,9 @@ async fn wait_for_head(shard: &Shard, hcm: &HcmSettings, d: &mut Downstream) -> 
         };
         match read {
             Ok((Ok(0), _)) | Ok((Err(_), _)) => return HeadWait::Close,
-            Ok((Ok(_), buf)) => {
-                d.buf = buf.into_inner();
-                if first_byte.is_none() && idle {
-                    first_byte = Some(Instant::now());
-                }
-            }
+            // The header timeout starts when a head turns out not to fit one read (above): most
+            // heads do, and then no clock is read here at all.
+            Ok((Ok(_), buf)) => d.buf = buf.into_inner(),
             Err(_) if idle => return HeadWait::Close,
             Err(_) => return HeadWait::Refuse(408),
         }

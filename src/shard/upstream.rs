@@ -287,7 +287,9 @@ async fn respond(
                     continue;
                 }
                 Ok(Some(head)) => {
-                    d.obs.first_upstream_byte.get_or_insert_with(Instant::now);
+                    if d.obs.on {
+                        d.obs.first_upstream_byte.get_or_insert_with(Instant::now);
+                    }
                     observe::on_response_head(ex.listener, &head, &mut d.obs);
                     ex.generation.cluster_stats[ex.cluster].response(head.status).inc();
                     if may_retry && ex.fwd.retry.is_some_and(|r| r.retries_status(head.status)) {
