@@ -14,10 +14,9 @@ CONNS=${3:-64}
 BACKEND_PORT=18090
 SKIFF_PORT=18091
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need wrk || ! need nginx; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
-fi
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+ensure_wrk_nginx
 cargo build --release -q
 BIN=${CARGO_TARGET_DIR:-target}/release/skiff
 
@@ -41,32 +40,12 @@ NGINX
 nginx -c "$work/nginx.conf" -p "$work" &
 pids+=($!)
 
-cat >"$work/skiff.yaml" <<YAML
-static_resources:
-  listeners:
-    - name: bench
-      address: { socket_address: { address: 127.0.0.1, port_value: $SKIFF_PORT } }
-      filter_chains:
-        - filters:
-            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: bench
-                route_config:
-                  virtual_hosts:
-                    - { name: all, domains: ["*"], routes: [ { match: { prefix: "/" }, route: { cluster: backend } } ] }
-                http_filters: [ { name: envoy.filters.http.router } ]
-  clusters:
-    - name: backend
-      type: STATIC
-      connect_timeout: 1s
-      load_assignment:
-        cluster_name: backend
-        endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $BACKEND_PORT } } } } ] } ]
-YAML
+skiff_bench_config "$SKIFF_PORT" "$BACKEND_PORT" >"$work/skiff.yaml"
+# SKIFF_ARGS holds several flags: split on purpose.
+# shellcheck disable=SC2086
 "$BIN" -c "$work/skiff.yaml" -l warning ${SKIFF_ARGS:-} &
 skiff_pid=$!
-pids+=($skiff_pid)
+pids+=("$skiff_pid")
 sleep 1
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }

@@ -6,10 +6,9 @@
 # and each backend must have served traffic. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need wrk || ! need nginx; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
-fi
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+ensure_wrk_nginx
 cargo build --release -q
 BIN=${CARGO_TARGET_DIR:-target}/release/skiff
 PORT=18095

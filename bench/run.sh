@@ -14,6 +14,8 @@
 # Output: bench/out/<timestamp>/{results.md, runs.tsv, latency.svg, raw/}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 mode=default
 case ${1:-} in
@@ -179,29 +181,7 @@ HAPROXY
 }
 
 skiff_conf() { # file port
-  cat >"$1" <<YAML
-static_resources:
-  listeners:
-    - name: bench
-      address: { socket_address: { address: 127.0.0.1, port_value: $2 } }
-      filter_chains:
-        - filters:
-            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: bench
-                route_config:
-                  virtual_hosts:
-                    - { name: all, domains: ["*"], routes: [ { match: { prefix: "/" }, route: { cluster: backend } } ] }
-                http_filters: [ { name: envoy.filters.http.router } ]
-  clusters:
-    - name: backend
-      type: STATIC
-      connect_timeout: 1s
-      load_assignment:
-        cluster_name: backend
-        endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $BACKEND } } } } ] } ]
-YAML
+  skiff_bench_config "$2" "$BACKEND" >"$1"
 }
 
 for n in "$SHARDS" 1; do

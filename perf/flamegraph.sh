@@ -10,6 +10,8 @@
 # Writes perf/out/<timestamp>/{flamegraph.svg,perf.folded,perf-stat.txt,wrk-*.txt,summary.txt}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 DURATION=${1:-10}
 CONNS=${2:-64}
 CONCURRENCY=${SKIFF_CONCURRENCY:-1}
@@ -64,31 +66,10 @@ NGINX
 nginx -c "$work/nginx.conf" -p "$work" &
 pids+=($!)
 
-cat >"$work/skiff.yaml" <<YAML
-admin:
-  address: { socket_address: { address: 127.0.0.1, port_value: $ADMIN_PORT } }
-static_resources:
-  listeners:
-    - name: perf
-      address: { socket_address: { address: 127.0.0.1, port_value: $SKIFF_PORT } }
-      filter_chains:
-        - filters:
-            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: perf
-                route_config:
-                  virtual_hosts:
-                    - { name: all, domains: ["*"], routes: [ { match: { prefix: "/" }, route: { cluster: backend } } ] }
-                http_filters: [ { name: envoy.filters.http.router } ]
-  clusters:
-    - name: backend
-      type: STATIC
-      connect_timeout: 1s
-      load_assignment:
-        cluster_name: backend
-        endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $BACKEND_PORT } } } } ] } ]
-YAML
+{
+  printf 'admin:\n  address: { socket_address: { address: 127.0.0.1, port_value: %s } }\n' "$ADMIN_PORT"
+  skiff_bench_config "$SKIFF_PORT" "$BACKEND_PORT" perf
+} >"$work/skiff.yaml"
 # SKIFF_ARGS is split on purpose: it holds several flags.
 # shellcheck disable=SC2086
 "$BIN" -c "$work/skiff.yaml" -l warning --concurrency "$CONCURRENCY" ${SKIFF_ARGS:-} 2>"$out/skiff.log" &

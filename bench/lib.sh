@@ -1,0 +1,38 @@
+# shellcheck shell=bash
+# Shared by bench/*.sh and perf/flamegraph.sh: source it, don't run it.
+
+# The Envoy v3 config every measurement proxies through: one listener on 127.0.0.1:PORT, one route,
+# one STATIC cluster on 127.0.0.1:BACKEND_PORT. Printed to stdout.
+#   skiff_bench_config PORT BACKEND_PORT [STAT_PREFIX]
+skiff_bench_config() {
+  cat <<YAML
+static_resources:
+  listeners:
+    - name: ${3:-bench}
+      address: { socket_address: { address: 127.0.0.1, port_value: $1 } }
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: ${3:-bench}
+                route_config:
+                  virtual_hosts:
+                    - { name: all, domains: ["*"], routes: [ { match: { prefix: "/" }, route: { cluster: backend } } ] }
+                http_filters: [ { name: envoy.filters.http.router } ]
+  clusters:
+    - name: backend
+      type: STATIC
+      connect_timeout: 1s
+      load_assignment:
+        cluster_name: backend
+        endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $2 } } } } ] } ]
+YAML
+}
+
+# wrk and nginx from Debian's packages when missing.
+ensure_wrk_nginx() {
+  if ! command -v wrk >/dev/null 2>&1 || ! command -v nginx >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
+  fi
+}
