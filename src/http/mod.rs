@@ -7,6 +7,12 @@ mod fields;
 mod request;
 mod response;
 
+/// Whether header `name` is `lower` (a lower-case literal); length first, as most names differ there.
+#[inline]
+pub fn header_is(name: &str, lower: &str) -> bool {
+    name.len() == lower.len() && name.eq_ignore_ascii_case(lower)
+}
+
 /// Envoy's default cap on the number of request headers.
 pub const MAX_HEADERS: usize = 100;
 

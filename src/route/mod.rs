@@ -5,6 +5,7 @@
 use crate::config::{
     self, ClusterSpecifier, HeaderMatchRule, HeaderValueOption, PathMatch, RouteAction, RouteConfig,
 };
+use crate::http::header_is;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -22,6 +23,13 @@ impl HeaderEdits {
 
     pub fn is_empty(&self) -> bool {
         self.add.is_empty() && self.remove.is_empty()
+    }
+
+    /// Whether an incoming header `name` is dropped at this level: removed, or replaced by an add
+    /// that does not append.
+    pub fn drops(&self, name: &str) -> bool {
+        self.remove.iter().any(|r| header_is(name, r))
+            || self.add.iter().any(|a| !a.append && header_is(name, &a.name))
     }
 }
 

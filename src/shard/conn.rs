@@ -7,7 +7,7 @@ use super::reply;
 use super::upstream::{self, Exchange, Outcome};
 use super::{Generation, Shard};
 use crate::access_log::ResponseFlags;
-use crate::http::{self, BodyKind, ChunkedDecoder, RequestHead, Version, MAX_HEADERS};
+use crate::http::{self, header_is, BodyKind, ChunkedDecoder, RequestHead, Version, MAX_HEADERS};
 use crate::route::{Action, HeaderEdits, Route, RouteTable, VirtualHost};
 use crate::snapshot::{HcmSettings, ListenerSnap};
 use crate::stats::HttpStats;
@@ -495,27 +495,17 @@ fn scan_body(head: &RequestHead<'_>, buf: &[u8]) -> Result<BodyScan, http::Chunk
     })
 }
 
-fn is(name: &str, lower: &str) -> bool {
-    name.len() == lower.len() && name.eq_ignore_ascii_case(lower)
-}
-
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and `expect`, which skiff answers itself.
 fn hop_by_hop(name: &str) -> bool {
     match name.len() {
-        2 => is(name, "te"),
-        6 => is(name, "expect"),
-        7 => is(name, "upgrade") || is(name, "trailer"),
-        10 => is(name, "connection") || is(name, "keep-alive"),
-        16 => is(name, "proxy-connection"),
-        17 => is(name, "transfer-encoding"),
+        2 => header_is(name, "te"),
+        6 => header_is(name, "expect"),
+        7 => header_is(name, "upgrade") || header_is(name, "trailer"),
+        10 => header_is(name, "connection") || header_is(name, "keep-alive"),
+        16 => header_is(name, "proxy-connection"),
+        17 => header_is(name, "transfer-encoding"),
         _ => false,
     }
-}
-
-fn removed_by(edits: &[&HeaderEdits; 3], name: &str) -> bool {
-    edits
-        .iter()
-        .any(|e| e.remove.iter().any(|r| is(name, r)) || e.add.iter().any(|a| !a.append && is(name, &a.name)))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -539,23 +529,23 @@ fn write_upstream_head(
     let (mut saw_xff, mut saw_proto, mut saw_id, mut saw_host) = (false, false, false, false);
     // Only a Connection header can make another header hop-by-hop; without one (the common case)
     // skip the per-header scan of its list, which would make the head O(headers²).
-    let has_connection = head.headers.iter().any(|h| is(h.name, "connection"));
+    let has_connection = head.headers.iter().any(|h| header_is(h.name, "connection"));
     // Several x-forwarded-for lines are one list (RFC 9110 §5.3): the client's address goes after
     // its last element, once, not after each line.
-    let last_xff = head.headers.iter().rposition(|h| is(h.name, "x-forwarded-for"));
+    let last_xff = head.headers.iter().rposition(|h| header_is(h.name, "x-forwarded-for"));
     for (i, h) in head.headers.iter().enumerate() {
         let name = h.name;
         if hop_by_hop(name) || (has_connection && head.connection_lists(name)) {
             continue;
         }
-        if any_edits && removed_by(&edits, name) {
+        if any_edits && edits.iter().any(|e| e.drops(name)) {
             continue;
         }
         // A traced request carries this hop's span context, not the one it came with.
         if traced.is_some() && trace::is_propagation_header(name) {
             continue;
         }
-        if is(name, "host") {
+        if header_is(name, "host") {
             saw_host = true;
             // `head.host` is the authority of an absolute-form target when there is one (RFC 9112
             // §3.2.2: it replaces Host), which is also what routing used: the upstream must see the
@@ -573,8 +563,8 @@ fn write_upstream_head(
             out.extend_from_slice(b"\r\n");
             continue;
         }
-        saw_proto |= is(name, "x-forwarded-proto");
-        saw_id |= is(name, "x-request-id");
+        saw_proto |= header_is(name, "x-forwarded-proto");
+        saw_id |= header_is(name, "x-request-id");
         reply::header(out, name.as_bytes(), h.value);
     }
     if !saw_host {

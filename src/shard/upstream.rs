@@ -12,7 +12,7 @@ use super::reply;
 use super::{Generation, Shard};
 use crate::access_log::ResponseFlags;
 use crate::cluster::pool::Upstream;
-use crate::http::{self, BodyKind, ChunkedDecoder, ResponseHead, MAX_HEADERS};
+use crate::http::{self, header_is, BodyKind, ChunkedDecoder, ResponseHead, MAX_HEADERS};
 use crate::route::{Forward, HeaderEdits};
 use crate::snapshot::ListenerSnap;
 use crate::stats::{ClusterStats, HostStats};
@@ -403,19 +403,15 @@ struct ResponseInfo {
     client_keep_alive: bool,
 }
 
-fn is(name: &str, lower: &str) -> bool {
-    name.len() == lower.len() && name.eq_ignore_ascii_case(lower)
-}
-
 /// Hop-by-hop response headers, and `server`, which skiff sets itself as Envoy does.
 fn dropped_response_header(name: &str) -> bool {
     match name.len() {
-        2 => is(name, "te"),
-        6 => is(name, "server"),
-        7 => is(name, "upgrade"),
-        10 => is(name, "connection") || is(name, "keep-alive"),
-        16 => is(name, "proxy-connection"),
-        17 => is(name, "transfer-encoding"),
+        2 => header_is(name, "te"),
+        6 => header_is(name, "server"),
+        7 => header_is(name, "upgrade"),
+        10 => header_is(name, "connection") || header_is(name, "keep-alive"),
+        16 => header_is(name, "proxy-connection"),
+        17 => header_is(name, "transfer-encoding"),
         _ => false,
     }
 }
@@ -441,20 +437,16 @@ fn write_response_head(
     let edits = &ex.response_edits;
     let any_edits = edits.iter().any(|e| !e.is_empty());
     // As for requests: only scan Connection's list when the response has one.
-    let has_connection = head.headers.iter().any(|h| is(h.name, "connection"));
+    let has_connection = head.headers.iter().any(|h| header_is(h.name, "connection"));
     for h in head.headers {
         let name = h.name;
         if dropped_response_header(name) || (has_connection && head.connection_lists(name)) {
             continue;
         }
-        if head.body == BodyKind::Chunked && is(name, "content-length") {
+        if head.body == BodyKind::Chunked && header_is(name, "content-length") {
             continue;
         }
-        if any_edits
-            && edits.iter().any(|e| {
-                e.remove.iter().any(|r| is(name, r)) || e.add.iter().any(|a| !a.append && is(name, &a.name))
-            })
-        {
+        if any_edits && edits.iter().any(|e| e.drops(name)) {
             continue;
         }
         reply::header(out, name.as_bytes(), h.value);
