@@ -36,3 +36,21 @@ ensure_wrk_nginx() {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
   fi
 }
+
+# An nginx that answers `200 ok` on 127.0.0.1:PORT with one worker, its files under WORKDIR: the
+# cheapest backend there is, so the proxy is what a measurement sees. Printed to stdout.
+#   nginx_ok_config WORKDIR PORT
+nginx_ok_config() {
+  cat <<NGINX
+worker_processes 1;
+daemon off;
+pid $1/nginx.pid;
+error_log $1/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$2; location / { return 200 "ok"; } }
+}
+NGINX
+}
