@@ -204,23 +204,7 @@ fn pooled_connection_closed_by_upstream_is_replaced_transparently() {
 
 #[test]
 fn pooled_connection_closed_by_upstream_with_post_body_is_replaced() {
-    let up = RawUpstream::start(|mut s, _| {
-        if let Some(head) = read_head(&mut s) {
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap_or(0))
-                })
-                .unwrap_or(0);
-            let mut body = vec![0; len];
-            let _ = std::io::Read::read_exact(&mut s, &mut body);
-            let _ = s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n").as_bytes());
-            let _ = s.write_all(&body);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    });
+    let up = echo_one_request_then_close();
     let skiff = start(&simple_config(&[up.addr]));
     let mut c = Client::connect(skiff.listener("main"));
     for i in 0..3 {
@@ -319,23 +303,7 @@ fn streamed_body_is_not_sent_on_a_pooled_connection_the_upstream_already_closed(
     // Like an upstream with a short keep-alive timeout (Node's is 5 s): it closes idle connections
     // soon after answering. A request whose body is still arriving cannot be replayed, so it must
     // not be started on a connection that is already closed.
-    let up = RawUpstream::start(|mut s, _| {
-        if let Some(head) = read_head(&mut s) {
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap_or(0))
-                })
-                .unwrap_or(0);
-            let mut body = vec![0; len];
-            let _ = std::io::Read::read_exact(&mut s, &mut body);
-            let _ = s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n").as_bytes());
-            let _ = s.write_all(&body);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    });
+    let up = echo_one_request_then_close();
     let skiff = start(&simple_config(&[up.addr]));
     let mut c = Client::connect(skiff.listener("main"));
     assert_eq!(c.get("/warm-the-pool").status, 200);
@@ -410,4 +378,26 @@ fn early_response_to_an_upload_reaches_the_client() {
     let r = c.read_response(false).unwrap();
     assert_eq!((r.status, r.text().as_str()), (413, "too big!"));
     assert_eq!(c.get("/good").status, 200);
+}
+
+/// An upstream that answers one request per connection (echoing its body) and closes the
+/// connection 50 ms later, like one whose keep-alive timeout is short.
+fn echo_one_request_then_close() -> RawUpstream {
+    RawUpstream::start(|mut s, _| {
+        if let Some(head) = read_head(&mut s) {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            let mut body = vec![0; len];
+            let _ = std::io::Read::read_exact(&mut s, &mut body);
+            let _ = s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n").as_bytes());
+            let _ = s.write_all(&body);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
 }
