@@ -37,6 +37,12 @@ pub struct HcmSettings {
     pub idle_timeout: Duration,
     pub generate_request_id: bool,
     pub server_name: String,
+    /// `use_remote_address`: the peer is the client (edge proxy), see `shard::headers`.
+    pub use_remote_address: bool,
+    /// `http_protocol_options.accept_http_10`: without it an HTTP/1.0 request gets 426.
+    pub accept_http_10: bool,
+    /// `http_protocol_options.default_host_for_http_10`.
+    pub default_host_for_http_10: Option<String>,
 }
 
 impl HcmSettings {
@@ -48,6 +54,9 @@ impl HcmSettings {
             idle_timeout: hcm.idle_timeout,
             generate_request_id: hcm.generate_request_id,
             server_name: hcm.server_name.clone(),
+            use_remote_address: hcm.use_remote_address,
+            accept_http_10: false,
+            default_host_for_http_10: None,
         }
     }
 }

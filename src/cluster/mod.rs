@@ -13,6 +13,9 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct ClusterSnap {
     pub name: String,
+    /// Names this cluster in the upstream pool (a hash of its name): two clusters on one address
+    /// never share connections, and a cluster keeps its pooled connections across snapshots.
+    pub pool_id: u64,
     pub connect_timeout: Duration,
     pub lb_policy: LbPolicy,
     pub endpoints: Vec<SocketAddr>,
@@ -33,6 +36,12 @@ impl ClusterSnap {
         let schedule = smooth_wrr_schedule(&endpoints.iter().map(|(_, w)| *w).collect::<Vec<_>>());
         ClusterSnap {
             name: cluster.name.clone(),
+            pool_id: {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                cluster.name.hash(&mut h);
+                h.finish()
+            },
             connect_timeout: cluster.connect_timeout,
             lb_policy: cluster.lb_policy,
             weights: endpoints.iter().map(|(_, w)| *w).collect(),
@@ -41,6 +50,15 @@ impl ClusterSnap {
             max_requests_per_connection: cluster.max_requests_per_connection,
             circuit_breakers: cluster.circuit_breakers,
         }
+    }
+}
+
+impl ClusterSnap {
+    /// Whether per-shard load-balancing state built for `other` fits this cluster unchanged.
+    pub fn same_hosts(&self, other: &ClusterSnap) -> bool {
+        self.endpoints == other.endpoints
+            && self.weights == other.weights
+            && self.lb_policy == other.lb_policy
     }
 }
 

@@ -1,5 +1,6 @@
-//! A shard's idle upstream connections, per endpoint address (so they survive config and DNS
-//! updates that keep the address). LIFO: the most recently used connection is the least likely to
+//! A shard's idle upstream connections, per cluster and endpoint address (so they survive config
+//! and DNS updates that keep both, and two clusters on one address never share a connection or its
+//! stats). LIFO: the most recently used connection is the least likely to
 //! have been closed by the upstream. Bounded in count and idle age.
 
 use crate::stats::{ClusterStats, HostStats};
@@ -11,6 +12,13 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+/// Which idle connections a request may take: the cluster's pool id and the endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub cluster: u64,
+    pub addr: SocketAddr,
+}
+
 /// An upstream connection and its read buffer (which travels with it, so a response's leftover
 /// bytes can never leak into another exchange: a connection is only pooled when its buffer is empty).
 pub struct Upstream {
@@ -18,7 +26,7 @@ pub struct Upstream {
     pub buf: BytesMut,
     /// Requests sent on this connection so far.
     pub requests: u32,
-    pub addr: SocketAddr,
+    pub key: PoolKey,
     /// The cluster that opened it, and the host: their `cx_active` count this connection until it
     /// closes.
     pub stats: Rc<ClusterStats>,
@@ -28,7 +36,7 @@ pub struct Upstream {
 impl Upstream {
     pub fn new(
         stream: TcpStream,
-        addr: SocketAddr,
+        key: PoolKey,
         stats: Rc<ClusterStats>,
         host: Rc<HostStats>,
         read_buf: usize,
@@ -37,7 +45,7 @@ impl Upstream {
         stats.upstream_cx_active.inc();
         host.cx_total.inc();
         host.cx_active.inc();
-        Upstream { stream, buf: BytesMut::with_capacity(read_buf), requests: 0, addr, stats, host }
+        Upstream { stream, buf: BytesMut::with_capacity(read_buf), requests: 0, key, stats, host }
     }
 }
 
@@ -55,7 +63,7 @@ struct Idle {
 }
 
 pub struct Pool {
-    idle: RefCell<HashMap<SocketAddr, Vec<Idle>>>,
+    idle: RefCell<HashMap<PoolKey, Vec<Idle>>>,
     max_idle_per_endpoint: usize,
     idle_timeout: Duration,
 }
@@ -65,10 +73,10 @@ impl Pool {
         Pool { idle: RefCell::new(HashMap::new()), max_idle_per_endpoint, idle_timeout }
     }
 
-    /// A live-looking idle connection to `addr`, if any.
-    pub fn take(&self, addr: SocketAddr) -> Option<Upstream> {
+    /// The most recently pooled idle connection for `key` that has not idled out, if any.
+    pub fn take(&self, key: PoolKey) -> Option<Upstream> {
         let mut idle = self.idle.borrow_mut();
-        let list = idle.get_mut(&addr)?;
+        let list = idle.get_mut(&key)?;
         let now = Instant::now();
         while let Some(entry) = list.pop() {
             if now.duration_since(entry.since) < self.idle_timeout {
@@ -82,7 +90,7 @@ impl Pool {
     pub fn put(&self, conn: Upstream) {
         debug_assert!(conn.buf.is_empty());
         let mut idle = self.idle.borrow_mut();
-        let list = idle.entry(conn.addr).or_default();
+        let list = idle.entry(conn.key).or_default();
         if list.len() >= self.max_idle_per_endpoint {
             // Drop the oldest: it is the likeliest to be closed by the peer soon.
             list.remove(0);
@@ -90,12 +98,12 @@ impl Pool {
         list.push(Idle { conn, since: Instant::now() });
     }
 
-    /// Closes connections idle too long or to addresses no longer in use.
-    pub fn sweep(&self, keep: impl Fn(&SocketAddr) -> bool) {
+    /// Closes connections idle too long or to cluster endpoints no longer in use.
+    pub fn sweep(&self, keep: impl Fn(&PoolKey) -> bool) {
         let now = Instant::now();
         let mut idle = self.idle.borrow_mut();
-        idle.retain(|addr, list| {
-            if !keep(addr) {
+        idle.retain(|key, list| {
+            if !keep(key) {
                 return false;
             }
             list.retain(|e| now.duration_since(e.since) < self.idle_timeout);

@@ -3,10 +3,15 @@
 //! upstream pool. It receives whole snapshots from the control thread and never touches another
 //! shard's memory.
 
+mod body;
 mod conn;
+mod downstream;
+mod headers;
 mod observe;
 mod reply;
+mod socket;
 pub use reply::reason;
+mod request;
 mod signal;
 mod upstream;
 
@@ -143,7 +148,9 @@ pub fn spawn(
 /// A snapshot plus this shard's load-balancing state for its clusters.
 pub struct Generation {
     pub snap: Arc<Snapshot>,
-    pub clusters: Vec<ShardCluster>,
+    /// Shared with the previous generation for clusters whose hosts and policy did not change, so
+    /// round-robin positions and in-flight counts survive a reload.
+    pub clusters: Vec<Rc<ShardCluster>>,
     /// Aligned with `snap.listeners` and `snap.clusters`: stat lookups by name happen here, once
     /// per snapshot, never per request.
     pub http_stats: Vec<Rc<HttpStats>>,
@@ -153,9 +160,18 @@ pub struct Generation {
 }
 
 impl Generation {
-    fn new(snap: Arc<Snapshot>, shard: usize, stats: &ShardStats) -> Self {
+    fn new(snap: Arc<Snapshot>, shard: usize, stats: &ShardStats, previous: Option<&Generation>) -> Self {
+        let carried = |c: &crate::cluster::ClusterSnap| {
+            let prev = previous?;
+            let i = prev.snap.clusters.iter().position(|p| p.name == c.name && p.same_hosts(c))?;
+            prev.clusters.get(i).cloned()
+        };
         Generation {
-            clusters: snap.clusters.iter().map(|c| ShardCluster::new(c, shard)).collect(),
+            clusters: snap
+                .clusters
+                .iter()
+                .map(|c| carried(c).unwrap_or_else(|| Rc::new(ShardCluster::new(c, shard))))
+                .collect(),
             http_stats: snap.listeners.iter().map(|l| stats.http(&l.hcm.stat_prefix)).collect(),
             cluster_stats: snap.clusters.iter().map(|c| stats.cluster(&c.name)).collect(),
             host_stats: snap
@@ -173,6 +189,8 @@ pub struct Shard {
     generation: RefCell<Rc<Generation>>,
     pub pool: Pool,
     pub rng: Rng,
+    /// The `date` header every response carries.
+    pub date: reply::DateCache,
     pub stats: ShardStats,
     /// Access-log lines waiting for the writer thread (handed over every 100 ms or when full).
     pub log_bufs: RefCell<ShardBuffers>,
@@ -201,7 +219,8 @@ impl Shard {
     }
 
     fn install(self: &Rc<Self>, snap: Arc<Snapshot>) {
-        *self.generation.borrow_mut() = Rc::new(Generation::new(snap, self.id, &self.stats));
+        let next = Generation::new(snap, self.id, &self.stats, Some(&self.generation()));
+        *self.generation.borrow_mut() = Rc::new(next);
         let generation = self.generation();
         self.stats.retain_hosts(|cluster, addr| {
             generation.snap.clusters.iter().any(|c| c.name == cluster && c.endpoints.contains(addr))
@@ -275,7 +294,7 @@ async fn run(
         .map_or(0x9E37_79B9, |d| d.as_nanos() as u64)
         ^ ((id as u64 + 1) << 48);
     let stats = ShardStats::default();
-    let generation = Generation::new(initial, id, &stats);
+    let generation = Generation::new(initial, id, &stats, None);
     let shard = Rc::new(Shard {
         id,
         generation: RefCell::new(Rc::new(generation)),
@@ -284,6 +303,7 @@ async fn run(
         next_conn_id: Cell::new((id as u64) << 48),
         pool: Pool::new(POOL_MAX_IDLE, POOL_IDLE_TIMEOUT),
         rng: Rng::seeded(seed),
+        date: reply::DateCache::default(),
         draining: Cell::new(false),
         drain: Signal::default(),
         accepting: RefCell::new(HashMap::new()),
@@ -322,7 +342,13 @@ async fn sweep_pool(shard: Rc<Shard>) {
     loop {
         monoio::time::sleep(SWEEP_EVERY).await;
         let generation = shard.generation();
-        shard.pool.sweep(|addr| generation.snap.clusters.iter().any(|c| c.endpoints.contains(addr)));
+        shard.pool.sweep(|key| {
+            generation
+                .snap
+                .clusters
+                .iter()
+                .any(|c| c.pool_id == key.cluster && c.endpoints.contains(&key.addr))
+        });
         if shard.draining() {
             return;
         }

@@ -1,7 +1,115 @@
-//! Bytes skiff writes itself: local replies (errors, direct responses, redirects), header lines and
-//! generated request ids. Appends to a connection's reusable output buffer; never allocates.
+//! Bytes skiff writes itself: local replies (errors, direct responses, redirects) as one value
+//! (`LocalReply`), header lines, the `date` header and generated request ids. Appends to a
+//! connection's reusable output buffer; never allocates on the request path. Sends nothing.
 
+use crate::access_log::ResponseFlags;
 use crate::cluster::Rng;
+use std::cell::{Cell, RefCell};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Which router stat a local reply counts in (besides the response-class counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyStat {
+    None,
+    /// `downstream_cx_protocol_error`.
+    ProtocolError,
+    /// `no_route`.
+    NoRoute,
+    /// `rq_direct_response`.
+    Direct,
+    /// `rq_redirect`.
+    Redirect,
+    /// `downstream_rq_header_timeout`.
+    HeaderTimeout,
+}
+
+/// Every reply skiff makes itself, whatever made it (codec, router, a filter, an upstream failure):
+/// status, body, whether the connection closes after it, the response flag it logs and the stat it
+/// counts. The `date` and `server` headers are added when it is written.
+#[derive(Debug, Clone)]
+pub struct LocalReply {
+    pub status: u16,
+    pub body: std::borrow::Cow<'static, [u8]>,
+    pub close: bool,
+    pub flag: ResponseFlags,
+    pub stat: ReplyStat,
+    /// `location` of a redirect.
+    pub location: Option<String>,
+}
+
+impl LocalReply {
+    pub fn new(status: u16, body: &'static [u8]) -> Self {
+        LocalReply {
+            status,
+            body: std::borrow::Cow::Borrowed(body),
+            close: false,
+            flag: ResponseFlags::NONE,
+            stat: ReplyStat::None,
+            location: None,
+        }
+    }
+
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
+    pub fn flagged(mut self, flag: ResponseFlags) -> Self {
+        self.flag = flag;
+        self
+    }
+
+    pub fn counted(mut self, stat: ReplyStat) -> Self {
+        self.stat = stat;
+        self
+    }
+}
+
+/// IMF-fixdate of the current second, rebuilt at most once a second per shard (Envoy sends `date`
+/// on every response, its own replies included).
+#[derive(Default)]
+pub struct DateCache {
+    second: Cell<u64>,
+    text: RefCell<[u8; 29]>,
+}
+
+impl DateCache {
+    pub fn write(&self, out: &mut Vec<u8>) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if now != self.second.get() || self.second.get() == 0 {
+            self.second.set(now);
+            *self.text.borrow_mut() = imf_fixdate(now);
+        }
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(&*self.text.borrow());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` (RFC 9110 §5.6.7).
+fn imf_fixdate(secs: u64) -> [u8; 29] {
+    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+    const MONTHS: [&[u8; 3]; 12] =
+        [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (year, month, day) = crate::access_log::time::civil_from_days(days);
+    let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+    out[..3].copy_from_slice(DAYS[(days % 7) as usize]);
+    let two = |v: u64, at: &mut [u8]| {
+        at[0] = b'0' + (v / 10 % 10) as u8;
+        at[1] = b'0' + (v % 10) as u8;
+    };
+    two(u64::from(day), &mut out[5..7]);
+    out[8..11].copy_from_slice(MONTHS[(month.clamp(1, 12) - 1) as usize]);
+    let y = year.clamp(0, 9999) as u64;
+    two(y / 100, &mut out[12..14]);
+    two(y % 100, &mut out[14..16]);
+    two(rem / 3600, &mut out[17..19]);
+    two(rem / 60 % 60, &mut out[20..22]);
+    two(rem % 60, &mut out[23..25]);
+    out
+}
 
 pub fn reason(status: u16) -> &'static str {
     match status {
@@ -19,6 +127,7 @@ pub fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        426 => "Upgrade Required",
         408 => "Request Timeout",
         413 => "Payload Too Large",
         429 => "Too Many Requests",
@@ -62,24 +171,28 @@ pub fn push_u64(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(&tmp[i..]);
 }
 
-/// A complete local reply. `extra` headers come before the body (e.g. `location`).
-pub fn local(out: &mut Vec<u8>, status: u16, body: &[u8], server: &str, close: bool, extra: &[(&str, &str)]) {
-    status_line(out, status);
-    for (name, value) in extra {
-        header(out, name.as_bytes(), value.as_bytes());
-    }
-    header(out, b"server", server.as_bytes());
-    if !body.is_empty() {
-        header(out, b"content-type", b"text/plain");
+/// A complete local reply, as Envoy writes its own: length, type when there is a body, date, server.
+/// A reply to a HEAD request carries no body bytes.
+pub fn local(out: &mut Vec<u8>, reply: &LocalReply, date: &DateCache, server: &str, head_request: bool) {
+    status_line(out, reply.status);
+    if let Some(location) = &reply.location {
+        header(out, b"location", location.as_bytes());
     }
     out.extend_from_slice(b"content-length: ");
-    push_u64(out, body.len() as u64);
+    push_u64(out, reply.body.len() as u64);
     out.extend_from_slice(b"\r\n");
-    if close {
+    if !reply.body.is_empty() {
+        header(out, b"content-type", b"text/plain");
+    }
+    date.write(out);
+    header(out, b"server", server.as_bytes());
+    if reply.close {
         header(out, b"connection", b"close");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
+    if !head_request {
+        out.extend_from_slice(&reply.body);
+    }
 }
 
 /// A random (v4) UUID, as Envoy generates for `x-request-id`.
@@ -115,10 +228,18 @@ mod tests {
     #[test]
     fn local_reply_is_a_complete_response() {
         let mut out = Vec::new();
-        local(&mut out, 503, b"no healthy upstream", "envoy", false, &[]);
+        local(&mut out, &LocalReply::new(503, b"no healthy upstream"), &DateCache::default(), "envoy", false);
         let s = String::from_utf8(out).unwrap();
         assert!(s.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
         assert!(s.contains("content-length: 19\r\n"));
+        assert!(s.contains("\r\ndate: ") && s.contains(" GMT\r\n"), "{s}");
         assert!(s.ends_with("\r\n\r\nno healthy upstream"));
+    }
+
+    #[test]
+    fn dates_are_imf_fixdate() {
+        assert_eq!(&imf_fixdate(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(&imf_fixdate(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(&imf_fixdate(1_798_761_600), b"Fri, 01 Jan 2027 00:00:00 GMT");
     }
 }

@@ -1,24 +1,27 @@
-//! One request's trip upstream: pick an endpoint, take a pooled connection or connect within
-//! `connect_timeout`, send the request, relay the response back, retry where the route allows and
-//! nothing reached the client yet, and pool the connection again only when the exchange ended
-//! cleanly. Turns every upstream failure into Envoy's answer (503 connect error, 502 broken
-//! response).
+//! One request's trip upstream: pick an endpoint, take a pooled connection (only one with nothing
+//! unread waiting on it) or connect within `connect_timeout`, send the request while watching for
+//! an early response, relay the response back while watching for the client leaving, retry where
+//! the route allows and nothing reached the client yet, and pool the connection again only when the
+//! exchange ended cleanly with nothing left unread. Never answers the client itself: a failure is a
+//! `LocalReply` handed back to the request's owner (`request`). Every in-flight count it raises is
+//! lowered by a guard, whichever way the exchange ends (a route timeout drops it mid-flight).
 
-use super::conn::{
-    local_reply, read_more, read_up_to, shrink_idle, write_out, Downstream, RequestInfo, BODY_CHUNK,
-};
+use super::body::{self, Framing, RelayError};
+use super::downstream::Downstream;
+use super::headers::{self, ResponseRewrite};
 use super::observe;
-use super::reply;
+use super::reply::LocalReply;
+use super::signal::Signal;
+use super::socket::{self, read_up_to, write_out, write_prefix, Pending, READ_CHUNK};
 use super::{Generation, Shard};
 use crate::access_log::ResponseFlags;
-use crate::cluster::pool::Upstream;
-use crate::http::{self, header_is, BodyKind, ChunkedDecoder, ResponseHead, MAX_HEADERS};
+use crate::cluster::pool::{PoolKey, Upstream};
+use crate::cluster::ShardCluster;
+use crate::http::{self, BodyKind, ResponseHead, MAX_HEADERS};
 use crate::route::{Forward, HeaderEdits};
 use crate::snapshot::ListenerSnap;
 use crate::stats::{ClusterStats, HostStats};
 use bytes::{Buf, BytesMut};
-use monoio::buf::IoBuf;
-use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -30,10 +33,21 @@ const COPY_WITH_HEAD: usize = 4 * 1024;
 /// Largest upstream response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Outcome {
-    KeepAlive,
-    Close,
+/// Envoy's default `stream_idle_timeout`: how long a request body may stall once its head has
+/// been forwarded. The route timeout only starts when the body is complete, so this is what bounds a
+/// client that stops sending halfway.
+const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What the request tells the exchange about itself.
+pub(super) struct RequestFacts {
+    pub keep_alive: bool,
+    pub head_method: bool,
+    pub http10: bool,
+    pub expect_continue: bool,
+    /// The whole body is in `req_out` (so the request can be sent again).
+    pub body_buffered: bool,
+    /// For a body still arriving: where its framing stands after the part in `req_out`.
+    pub body_rest: Option<Framing>,
 }
 
 pub(super) struct Exchange<'a> {
@@ -42,16 +56,29 @@ pub(super) struct Exchange<'a> {
     pub cluster: usize,
     pub fwd: &'a Forward,
     pub listener: &'a ListenerSnap,
-    pub info: RequestInfo,
+    pub facts: RequestFacts,
     /// Route, virtual host, route table.
     pub response_edits: [&'a HeaderEdits; 3],
     pub server_name: &'a str,
+    /// Fired when the request body has been sent whole: the route timeout starts then.
+    pub request_complete: &'a Signal,
+}
+
+/// How the exchange ended, for the request's owner.
+pub(super) enum Forwarded {
+    /// The upstream's response went to the client; whether the client's connection may go on.
+    Relayed { keep_alive: bool },
+    /// Nothing reached the client: answer it with this.
+    Reply(LocalReply),
+    /// The response broke after it started, or the client left: close without a reply.
+    Abort,
 }
 
 /// How one attempt ended.
 enum Attempt {
-    /// The response went to the client.
-    Relayed(Outcome),
+    Relayed {
+        keep_alive: bool,
+    },
     ConnectFailed {
         timed_out: bool,
     },
@@ -63,10 +90,8 @@ enum Attempt {
     BadResponse,
     /// A status the retry policy retries (nothing was sent to the client).
     RetryableStatus,
-    /// The client went away or the relay broke after the response started: close.
+    /// The client went away, or the relay broke after the response started: close.
     Abort,
-    /// The route timeout ran out while waiting for or relaying a streamed request's response.
-    TimedOut,
 }
 
 const CONNECT_FAILURE: &[u8] =
@@ -75,92 +100,117 @@ const CONNECT_TIMEOUT: &[u8] =
     b"upstream connect error or disconnect/reset before headers. reset reason: connection timeout";
 const RESET_BEFORE_HEADERS: &[u8] =
     b"upstream connect error or disconnect/reset before headers. reset reason: connection termination";
+const BAD_RESPONSE: &[u8] = b"upstream sent an invalid response";
 
-pub(super) async fn forward(ex: Exchange<'_>, d: &mut Downstream) -> Outcome {
+/// One request in flight to one endpoint: counted on the cluster, the host and the load balancer
+/// from creation to drop, so a route timeout that drops the exchange mid-flight releases it too.
+struct InFlight<'a> {
+    stats: &'a ClusterStats,
+    host: &'a HostStats,
+    lb: &'a ShardCluster,
+    endpoint: usize,
+    success: bool,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(stats: &'a ClusterStats, host: &'a HostStats, lb: &'a ShardCluster, endpoint: usize) -> Self {
+        stats.upstream_rq_total.inc();
+        stats.upstream_rq_active.inc();
+        host.rq_total.inc();
+        host.rq_active.inc();
+        lb.begin(endpoint);
+        InFlight { stats, host, lb, endpoint, success: false }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.stats.upstream_rq_active.dec();
+        self.host.rq_active.dec();
+        if self.success {
+            self.host.rq_success.inc();
+        } else {
+            self.host.rq_error.inc();
+        }
+        self.lb.end(self.endpoint);
+    }
+}
+
+pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded {
     let snap = &ex.generation.snap.clusters[ex.cluster];
     let lb = &ex.generation.clusters[ex.cluster];
     let stats = &ex.generation.cluster_stats[ex.cluster];
-    let retries = ex.fwd.retry.filter(|_| ex.info.body_buffered).map_or(0, |r| r.num_retries);
+    let retries = ex.fwd.retry.filter(|_| ex.facts.body_buffered).map_or(0, |r| r.num_retries);
     let mut attempts_left = retries + 1;
     let mut fresh_only = false;
     loop {
         let Some(endpoint) = lb.pick(snap, &ex.shard.rng) else {
             stats.upstream_cx_none_healthy.inc();
-            d.obs.flag(ResponseFlags::UH);
-            return local_reply(d, 503, b"no healthy upstream", ex.server_name, !ex.info.body_buffered, &[])
-                .await;
+            let reply = LocalReply::new(503, b"no healthy upstream").flagged(ResponseFlags::UH);
+            return Forwarded::Reply(close_unless_buffered(reply, ex));
         };
         let addr = snap.endpoints[endpoint];
-        lb.begin(endpoint);
+        let host = &ex.generation.host_stats[ex.cluster][endpoint];
         d.obs.upstream_host = Some(addr);
         d.obs.upstream_cluster = Some(ex.cluster);
         d.obs.attempts += 1;
-        stats.upstream_rq_total.inc();
-        stats.upstream_rq_active.inc();
-        let host = &ex.generation.host_stats[ex.cluster][endpoint];
-        host.rq_total.inc();
-        host.rq_active.inc();
-        let result = attempt(&ex, d, addr, endpoint, fresh_only, attempts_left > 1).await;
-        host.rq_active.dec();
-        match result {
-            Attempt::Relayed(_) if d.status < 500 => host.rq_success.inc(),
-            _ => host.rq_error.inc(),
-        }
-        stats.upstream_rq_active.dec();
-        lb.end(endpoint);
+        let mut in_flight = InFlight::new(stats, host, lb, endpoint);
+        let result = attempt(ex, d, addr, endpoint, fresh_only, attempts_left > 1).await;
+        in_flight.success = matches!(result, Attempt::Relayed { .. }) && d.status < 500;
+        drop(in_flight);
         attempts_left -= 1;
         let retry = ex.fwd.retry;
-        let (status, body): (u16, &[u8]) = match result {
-            Attempt::Relayed(outcome) => return outcome,
-            Attempt::Abort => return Outcome::Close,
-            Attempt::TimedOut if d.response_started => {
-                d.obs.flag(ResponseFlags::UT);
-                return Outcome::Close;
-            }
-            Attempt::TimedOut => {
-                stats.upstream_rq_timeout.inc();
-                d.obs.flag(ResponseFlags::UT);
-                return local_reply(d, 504, b"upstream request timeout", ex.server_name, true, &[]).await;
-            }
-            Attempt::Stale if ex.info.body_buffered && !fresh_only => {
+        let (status, body, flag): (u16, &'static [u8], ResponseFlags) = match result {
+            Attempt::Relayed { keep_alive } => return Forwarded::Relayed { keep_alive },
+            Attempt::Abort => return Forwarded::Abort,
+            Attempt::Stale if ex.facts.body_buffered && !fresh_only => {
                 // Not a retry in Envoy's sense: the request never reached an application.
                 fresh_only = true;
                 attempts_left += 1;
                 continue;
             }
-            Attempt::Stale | Attempt::Reset => (502, RESET_BEFORE_HEADERS),
+            // Envoy answers a reset before the response head with 503 and `UC`.
+            Attempt::Stale | Attempt::Reset => (503, RESET_BEFORE_HEADERS, ResponseFlags::UC),
             Attempt::ConnectFailed { timed_out } => {
                 if attempts_left > 0 && retry.is_some_and(|r| r.on_connect_failure) {
                     stats.upstream_rq_retry.inc();
                     continue;
                 }
-                (503, if timed_out { CONNECT_TIMEOUT } else { CONNECT_FAILURE })
+                (503, if timed_out { CONNECT_TIMEOUT } else { CONNECT_FAILURE }, ResponseFlags::UF)
             }
-            Attempt::BadResponse => (502, b"upstream sent an invalid response" as &[u8]),
+            Attempt::BadResponse => (502, BAD_RESPONSE, ResponseFlags::UPE),
             Attempt::RetryableStatus => {
                 stats.upstream_rq_retry.inc();
                 continue;
             }
         };
-        if attempts_left > 0 && status == 502 && retry.is_some_and(|r| r.on_reset || r.retries_status(502)) {
+        if attempts_left > 0
+            && flag == ResponseFlags::UC
+            && retry.is_some_and(|r| r.on_reset || r.retries_status(503))
+        {
             stats.upstream_rq_retry.inc();
             continue;
         }
-        d.obs.flag(match status {
-            503 => ResponseFlags::UF,
-            _ if body == RESET_BEFORE_HEADERS => ResponseFlags::UC,
-            _ => ResponseFlags::UPE,
-        });
+        let mut reply = LocalReply::new(status, body).flagged(flag);
         if d.obs.attempts > 1 {
-            d.obs.flag(ResponseFlags::URX);
+            reply.flag.insert(ResponseFlags::URX);
         }
-        // A body we could not finish sending leaves the client mid-request: close after answering.
-        return local_reply(d, status, body, ex.server_name, !ex.info.body_buffered, &[]).await;
+        return Forwarded::Reply(close_unless_buffered(reply, ex));
+    }
+}
+
+/// A body we could not finish reading leaves the client mid-request: close after answering.
+fn close_unless_buffered(reply: LocalReply, ex: &Exchange<'_>) -> LocalReply {
+    if ex.facts.body_buffered {
+        reply
+    } else {
+        reply.closing()
     }
 }
 
 async fn connect(
     addr: SocketAddr,
+    key: PoolKey,
     timeout: Duration,
     stats: &Rc<ClusterStats>,
     host: &Rc<HostStats>,
@@ -168,7 +218,7 @@ async fn connect(
     match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
-            Ok(Upstream::new(stream, addr, stats.clone(), host.clone(), super::conn::READ_CHUNK))
+            Ok(Upstream::new(stream, key, stats.clone(), host.clone(), READ_CHUNK))
         }
         Ok(Err(e)) => {
             log::debug!("connect to {addr}: {e}");
@@ -183,6 +233,21 @@ async fn connect(
     }
 }
 
+/// An idle pooled connection to `key`: only one with nothing waiting on it. Bytes an upstream sent
+/// after its last complete response (a late second response, a body after a 204) would otherwise
+/// be read as the answer to this request; an EOF means the upstream closed it. Either way the
+/// connection is closed and the next one tried. One non-blocking syscall, as Pingora does.
+fn take_pooled(shard: &Shard, key: PoolKey) -> Option<Upstream> {
+    loop {
+        let up = shard.pool.take(key)?;
+        match socket::peek(&up.stream) {
+            Pending::Nothing => return Some(up),
+            Pending::Data => log::debug!("discarding pooled connection to {}: unread bytes", key.addr),
+            Pending::Closed => {}
+        }
+    }
+}
+
 async fn attempt(
     ex: &Exchange<'_>,
     d: &mut Downstream,
@@ -192,12 +257,14 @@ async fn attempt(
     may_retry: bool,
 ) -> Attempt {
     let snap = &ex.generation.snap.clusters[ex.cluster];
-    let pooled = if fresh_only { None } else { take_pooled(ex.shard, addr, !ex.info.body_buffered) };
+    let key = PoolKey { cluster: snap.pool_id, addr };
+    let pooled = if fresh_only { None } else { take_pooled(ex.shard, key) };
     let reused = pooled.is_some();
     let mut up = match pooled {
         Some(up) => up,
         None => match connect(
             addr,
+            key,
             snap.connect_timeout,
             &ex.generation.cluster_stats[ex.cluster],
             &ex.generation.host_stats[ex.cluster][endpoint],
@@ -211,116 +278,252 @@ async fn attempt(
     up.requests += 1;
     let started = Instant::now();
 
-    // The request: head and whatever body came with it, then the rest of the body as it arrives.
-    let (res, req) = up.stream.write_all(std::mem::take(&mut d.req_out)).await;
+    // The request: head and whatever body came with it.
+    let (res, req) =
+        monoio::io::AsyncWriteRentExt::write_all(&mut up.stream, std::mem::take(&mut d.req_out)).await;
     d.req_out = req;
     if res.is_err() {
         return if reused { Attempt::Stale } else { Attempt::Reset };
     }
-    if !ex.info.body_buffered {
-        if ex.info.expect_continue && ex.info.body_in_head_read == 0 {
-            d.resp_out.clear();
-            d.resp_out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-            if write_out(&mut d.stream, &mut d.resp_out).await.is_err() {
-                return Attempt::Abort;
-            }
-        }
-        let sent = match (ex.info.body, &ex.info.chunked) {
-            (BodyKind::Length(n), _) => {
-                let remaining = n - ex.info.body_in_head_read as u64;
-                relay_length(&mut d.stream, &mut d.buf, &mut up.stream, remaining, Some(STREAM_IDLE_TIMEOUT))
-                    .await
-            }
-            (BodyKind::Chunked, Some(decoder)) => {
-                relay_chunked(
-                    &mut d.stream,
-                    &mut d.buf,
-                    &mut up.stream,
-                    decoder.clone(),
-                    Some(STREAM_IDLE_TIMEOUT),
-                )
-                .await
-            }
-            _ => Ok(0),
-        };
-        match sent {
-            Ok(n) => d.obs.bytes_received += n,
-            // The client stopped sending or sent broken framing: nothing sane can follow.
-            Err(RelayError::Read | RelayError::Framing) => return Attempt::Abort,
-            Err(RelayError::Write) => return Attempt::Reset,
+
+    // The response head; the rest of a streamed body goes up meanwhile, and the client is watched.
+    let facts = &ex.facts;
+    let mut upload_abandoned = false;
+    let stats = &ex.generation.cluster_stats[ex.cluster];
+    if facts.body_rest.is_some() && facts.expect_continue {
+        d.resp_out.clear();
+        d.resp_out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        if write_out(&mut d.stream, &mut d.resp_out).await.is_err() {
+            d.obs.flag(ResponseFlags::DC);
+            return Attempt::Abort;
         }
     }
-
-    let response = respond(ex, d, up, addr, reused, may_retry, started);
-    match ex.fwd.timeout {
-        // Envoy's route timeout runs from the end of the request. A buffered request ended before
-        // the first attempt, so the caller bounds the whole exchange (retries included); a
-        // streamed one ends only now, and a slow upload must not eat into its time.
-        Some(limit) if !ex.info.body_buffered => {
-            monoio::time::timeout(limit, response).await.unwrap_or(Attempt::TimedOut)
+    let head_read = {
+        let (resp_out, obs, status) = (&mut d.resp_out, &mut d.obs, &mut d.status);
+        let mut on_head = |head: &ResponseHead<'_>, abandoned: bool| {
+            on_response_head(ex, head, resp_out, obs, status, started, abandoned, may_retry, stats)
+        };
+        match facts.body_rest.clone() {
+            Some(rest) => {
+                match stream_body_until_head(ex, &mut d.stream, &mut d.buf, &mut up, rest, &mut on_head).await
+                {
+                    Ok((read, abandoned)) => {
+                        upload_abandoned = abandoned;
+                        read
+                    }
+                    Err(failed) => {
+                        if matches!(failed, Attempt::Abort) {
+                            d.obs.flag(ResponseFlags::DC);
+                        }
+                        return failed;
+                    }
+                }
+            }
+            None => {
+                ex.request_complete.fire();
+                let head =
+                    read_final_head(&mut up.stream, &mut up.buf, facts.head_method, |h| on_head(h, false));
+                let gone = client_gone(&d.stream);
+                monoio::select! {
+                    read = head => read,
+                    _ = gone => HeadRead::ClientGone,
+                }
+            }
         }
-        _ => response.await,
+    };
+    let shape = match head_read {
+        HeadRead::Complete(Some(shape)) => shape,
+        HeadRead::Complete(None) => return Attempt::RetryableStatus,
+        HeadRead::ClientGone => {
+            d.obs.flag(ResponseFlags::DC);
+            return Attempt::Abort;
+        }
+        HeadRead::Closed { received_any } => {
+            return if reused && !received_any { Attempt::Stale } else { Attempt::Reset };
+        }
+        HeadRead::Malformed => return Attempt::BadResponse,
+    };
+    d.response_started = true;
+    relay_response(ex, d, up, shape, started, upload_abandoned).await
+}
+
+/// What the response head decided, for relaying its body.
+struct HeadDecision {
+    shape: headers::ResponseShape,
+    body: BodyKind,
+    upstream_keep_alive: bool,
+}
+
+/// The response head arrived: count it, decide on a retry (None), else write the client's head
+/// into `resp_out`.
+#[allow(clippy::too_many_arguments)]
+fn on_response_head(
+    ex: &Exchange<'_>,
+    head: &ResponseHead<'_>,
+    resp_out: &mut Vec<u8>,
+    obs: &mut observe::Observed,
+    status: &mut u16,
+    started: Instant,
+    upload_abandoned: bool,
+    may_retry: bool,
+    stats: &ClusterStats,
+) -> Option<HeadDecision> {
+    if obs.on {
+        obs.first_upstream_byte.get_or_insert_with(Instant::now);
+    }
+    observe::on_response_head(ex.listener, head, obs);
+    stats.response(head.status).inc();
+    if may_retry && !upload_abandoned && ex.fwd.retry.is_some_and(|r| r.retries_status(head.status)) {
+        return None;
+    }
+    *status = head.status;
+    let rw = ResponseRewrite {
+        edits: ex.response_edits,
+        server_name: ex.server_name,
+        date: &ex.shard.date,
+        service_time_ms: started.elapsed().as_millis() as u64,
+        keep_alive: ex.facts.keep_alive && !upload_abandoned && !ex.shard.draining(),
+        http10: ex.facts.http10,
+        listener: ex.listener,
+    };
+    let shape = headers::write_response_head(resp_out, head, &rw, obs);
+    Some(HeadDecision { shape, body: head.body, upstream_keep_alive: head.keep_alive })
+}
+
+/// Relays a streamed request body while reading the response head. Ok((head, abandoned)):
+/// `abandoned` when the response head arrived before the body was sent whole (an early 413 or
+/// 401): the client gets the response at once and the upload is given up, as Envoy does.
+#[allow(clippy::too_many_arguments)]
+async fn stream_body_until_head(
+    ex: &Exchange<'_>,
+    client: &mut TcpStream,
+    client_buf: &mut BytesMut,
+    up: &mut Upstream,
+    rest: Framing,
+    on_head: &mut impl FnMut(&ResponseHead<'_>, bool) -> Option<HeadDecision>,
+) -> Result<(HeadRead, bool), Attempt> {
+    // A second handle on the upstream socket reads the response while the body is written through
+    // the first: monoio's reads and writes borrow the stream mutably, one at a time.
+    let Ok(mut watch) = duplicate(&up.stream) else {
+        return Err(Attempt::Reset);
+    };
+    let head_only = ex.facts.head_method;
+    let early = std::cell::Cell::new(true);
+    let relay = body::relay(client, client_buf, &mut up.stream, rest, Some(STREAM_IDLE_TIMEOUT));
+    let head = read_final_head(&mut watch, &mut up.buf, head_only, |h| on_head(h, early.get()));
+    let mut relay = std::pin::pin!(relay);
+    let mut head = std::pin::pin!(head);
+    let sent = monoio::select! {
+        sent = &mut relay => sent,
+        read = &mut head => {
+            ex.request_complete.fire();
+            return Ok((read, true));
+        }
+    };
+    ex.request_complete.fire();
+    match sent {
+        Ok(_) => {
+            early.set(false);
+            Ok((head.await, false))
+        }
+        Err(RelayError::Read | RelayError::Framing) => Err(Attempt::Abort),
+        // The upstream stopped reading: it may have answered already (and closed); its answer,
+        // if any, goes to the client.
+        Err(RelayError::Write) => Ok((head.await, true)),
     }
 }
 
-/// Reads the response and relays it to the client; pools the connection when it ended cleanly.
-async fn respond(
-    ex: &Exchange<'_>,
-    d: &mut Downstream,
-    mut up: Upstream,
-    addr: SocketAddr,
-    reused: bool,
-    may_retry: bool,
-    started: Instant,
-) -> Attempt {
-    let snap = &ex.generation.snap.clusters[ex.cluster];
-    // The response head, skipping interim 1xx responses (skiff answered Expect itself).
+/// A second monoio handle on the same socket (a `dup` of its descriptor).
+fn duplicate(stream: &TcpStream) -> std::io::Result<TcpStream> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: dup of a descriptor we own; the new descriptor is owned by the std stream at once.
+    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    let std_stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    TcpStream::from_std(std_stream)
+}
+
+/// Resolves when the client has closed its connection (Envoy's `DC`); bytes it sends meanwhile
+/// (a pipelined request) stay unread in the socket and do not count as leaving.
+async fn client_gone(stream: &TcpStream) {
+    if stream.readable(false).await.is_ok() && socket::peek(stream) != Pending::Closed {
+        std::future::pending::<()>().await;
+    }
+}
+
+enum HeadRead {
+    /// A final (non-1xx) response head was read and consumed from the buffer: what it decided
+    /// (None: retry).
+    Complete(Option<HeadDecision>),
+    /// The upstream closed or failed before a complete head.
+    Closed {
+        received_any: bool,
+    },
+    Malformed,
+    ClientGone,
+}
+
+/// Reads until a final response head is at the start of `buf`, skipping interim 1xx responses
+/// (skiff answered Expect itself), hands it to `on_head` (parsed once, in place) and consumes it.
+async fn read_final_head(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    head_request: bool,
+    mut on_head: impl FnMut(&ResponseHead<'_>) -> Option<HeadDecision>,
+) -> HeadRead {
     let mut received_any = false;
-    let (info, head_len) = loop {
-        if !up.buf.is_empty() {
+    loop {
+        if !buf.is_empty() {
             received_any = true;
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            match http::parse_response(&up.buf, &mut headers, MAX_RESPONSE_HEAD, ex.info.head_method) {
+            match http::parse_response(buf, &mut headers, MAX_RESPONSE_HEAD, head_request) {
                 Ok(Some(head)) if (100..200).contains(&head.status) && head.status != 101 => {
                     let n = head.head_len;
-                    up.buf.advance(n);
+                    buf.advance(n);
                     continue;
                 }
                 Ok(Some(head)) => {
-                    if d.obs.on {
-                        d.obs.first_upstream_byte.get_or_insert_with(Instant::now);
-                    }
-                    observe::on_response_head(ex.listener, &head, &mut d.obs);
-                    ex.generation.cluster_stats[ex.cluster].response(head.status).inc();
-                    if may_retry && ex.fwd.retry.is_some_and(|r| r.retries_status(head.status)) {
-                        return Attempt::RetryableStatus;
-                    }
-                    let info = write_response_head(ex, d, &head, started);
-                    break (info, head.head_len);
+                    let decision = on_head(&head);
+                    let n = head.head_len;
+                    buf.advance(n);
+                    return HeadRead::Complete(decision);
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    log::debug!("bad response from {addr}: {e:?}");
-                    return Attempt::BadResponse;
+                    log::debug!("bad response head: {e:?}");
+                    return HeadRead::Malformed;
                 }
             }
         }
-        match read_more(&mut up.stream, &mut up.buf).await {
-            Ok(0) | Err(_) if reused && !received_any => return Attempt::Stale,
-            Ok(0) | Err(_) => return Attempt::Reset,
+        match read_up_to(stream, buf, READ_CHUNK).await {
+            Ok(0) | Err(_) => return HeadRead::Closed { received_any },
             Ok(_) => {}
         }
-    };
-    up.buf.advance(head_len);
-    d.response_started = true;
+    }
+}
 
-    // The response body.
-    let relayed = match info.body {
+/// Relays the response body after its head (already in `d.resp_out`) to the client; pools the
+/// connection when the exchange ended cleanly and nothing is left unread.
+async fn relay_response(
+    ex: &Exchange<'_>,
+    d: &mut Downstream,
+    mut up: Upstream,
+    decision: HeadDecision,
+    started: Instant,
+    upload_abandoned: bool,
+) -> Attempt {
+    let snap = &ex.generation.snap.clusters[ex.cluster];
+    let stats = &ex.generation.cluster_stats[ex.cluster];
+    let HeadDecision { shape, body, upstream_keep_alive } = decision;
+    let relayed = match body {
         BodyKind::None => {
             write_out(&mut d.stream, &mut d.resp_out).await.map(|_| 0).map_err(|_| RelayError::Write)
         }
         BodyKind::Length(n) => {
-            let first = up.buf.len().min(n as usize);
+            let first = up.buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
             // A small body rides in the head's write; a large one is written from the read buffer
             // as it is, instead of being copied.
             let copied = if first <= COPY_WITH_HEAD { first } else { 0 };
@@ -328,26 +531,35 @@ async fn respond(
             up.buf.advance(copied);
             let head_written = match write_out(&mut d.stream, &mut d.resp_out).await {
                 Ok(()) if copied < first => write_prefix(&mut d.stream, &mut up.buf, first - copied).await,
-                Ok(()) => Ok(()),
-                Err(_) => Err(RelayError::Write),
+                other => other,
             };
             match head_written {
-                Ok(()) => relay_length(&mut up.stream, &mut up.buf, &mut d.stream, n - first as u64, None)
-                    .await
-                    .map(|rest| rest + first as u64),
+                Ok(()) if n == first as u64 => Ok(n),
+                Ok(()) => body::relay(
+                    &mut up.stream,
+                    &mut up.buf,
+                    &mut d.stream,
+                    Framing::Length(n - first as u64),
+                    None,
+                )
+                .await
+                .map(|rest| rest + first as u64),
                 Err(_) => Err(RelayError::Write),
             }
         }
-        BodyKind::Chunked if info.dechunk => dechunk(&mut up, d).await,
-        BodyKind::Chunked => match write_out(&mut d.stream, &mut d.resp_out).await {
+        BodyKind::Chunked if shape.dechunk => {
+            body::relay_dechunked(&mut up.stream, &mut up.buf, &mut d.stream, &mut d.resp_out).await
+        }
+        BodyKind::Chunked | BodyKind::CloseDelimited => match write_out(&mut d.stream, &mut d.resp_out).await
+        {
             Ok(()) => {
-                relay_chunked(&mut up.stream, &mut up.buf, &mut d.stream, ChunkedDecoder::new(), None).await
+                let framing = Framing::of(body).unwrap_or(Framing::UntilClose);
+                body::relay(&mut up.stream, &mut up.buf, &mut d.stream, framing, None).await
             }
             Err(_) => Err(RelayError::Write),
         },
-        BodyKind::CloseDelimited => relay_until_close(&mut up, d).await,
     };
-    ex.generation.cluster_stats[ex.cluster].upstream_rq_time.record_us(started.elapsed().as_micros() as u64);
+    stats.upstream_rq_time.record_us(started.elapsed().as_micros() as u64);
     match relayed {
         Ok(n) => d.obs.bytes_sent = n,
         Err(RelayError::Write) => {
@@ -359,273 +571,15 @@ async fn respond(
             return Attempt::Abort;
         }
     }
-    let reusable = info.upstream_keep_alive
+    // Only a connection whose request went up whole and whose response was read exactly, with
+    // nothing after it, may carry another exchange.
+    let reusable = upstream_keep_alive
+        && !upload_abandoned
         && up.buf.is_empty()
         && snap.max_requests_per_connection.is_none_or(|max| up.requests < max);
     if reusable {
-        shrink_idle(&mut up.buf, super::conn::READ_CHUNK);
+        socket::shrink_idle(&mut up.buf, READ_CHUNK);
         ex.shard.pool.put(up);
     }
-    Attempt::Relayed(if info.client_keep_alive { Outcome::KeepAlive } else { Outcome::Close })
-}
-
-/// An idle pooled connection to `addr`. A request whose body is still arriving cannot be replayed
-/// if the connection turns out dead, so for those (`must_be_open`) connections the upstream already
-/// closed (its keep-alive timeout can be much shorter than the pool's) are discarded first. The
-/// check is one non-blocking syscall, spent only where a stale connection would cost the request.
-fn take_pooled(shard: &Shard, addr: SocketAddr, must_be_open: bool) -> Option<Upstream> {
-    loop {
-        let up = shard.pool.take(addr)?;
-        if !must_be_open || still_open(&up.stream) {
-            return Some(up);
-        }
-    }
-}
-
-/// Whether an idle connection is still usable: no FIN, no error and no unsolicited bytes waiting.
-fn still_open(stream: &TcpStream) -> bool {
-    use std::os::fd::AsRawFd;
-    let mut byte = 0u8;
-    // SAFETY: recv into one valid byte of our stack; MSG_PEEK leaves the socket's data untouched,
-    // MSG_DONTWAIT keeps it from blocking the shard. The fd is owned by `stream`, alive here.
-    let n = unsafe {
-        libc::recv(stream.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
-    };
-    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
-}
-
-/// What the relay needs after the response head was written.
-struct ResponseInfo {
-    body: BodyKind,
-    /// Send the chunked body's payload only (an HTTP/1.0 client cannot read chunked framing).
-    dechunk: bool,
-    upstream_keep_alive: bool,
-    client_keep_alive: bool,
-}
-
-/// Hop-by-hop response headers, and `server`, which skiff sets itself as Envoy does.
-fn dropped_response_header(name: &str) -> bool {
-    match name.len() {
-        2 => header_is(name, "te"),
-        6 => header_is(name, "server"),
-        7 => header_is(name, "upgrade"),
-        10 => header_is(name, "connection") || header_is(name, "keep-alive"),
-        16 => header_is(name, "proxy-connection"),
-        17 => header_is(name, "transfer-encoding"),
-        _ => false,
-    }
-}
-
-fn write_response_head(
-    ex: &Exchange<'_>,
-    d: &mut Downstream,
-    head: &ResponseHead<'_>,
-    started: Instant,
-) -> ResponseInfo {
-    let info = &ex.info;
-    let dechunk = head.body == BodyKind::Chunked && info.http10;
-    let close_delimited_to_client = head.body == BodyKind::CloseDelimited || dechunk;
-    let client_keep_alive = info.keep_alive && !close_delimited_to_client && !ex.shard.draining();
-    d.status = head.status;
-    let out = &mut d.resp_out;
-    out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    reply::push_u64(out, u64::from(head.status));
-    out.push(b' ');
-    out.extend_from_slice(head.reason.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    let edits = &ex.response_edits;
-    let any_edits = edits.iter().any(|e| !e.is_empty());
-    // As for requests: only scan Connection's list when the response has one.
-    let has_connection = head.headers.iter().any(|h| header_is(h.name, "connection"));
-    for h in head.headers {
-        let name = h.name;
-        if dropped_response_header(name) || (has_connection && head.connection_lists(name)) {
-            continue;
-        }
-        if head.body == BodyKind::Chunked && header_is(name, "content-length") {
-            continue;
-        }
-        if any_edits && edits.iter().any(|e| e.drops(name)) {
-            continue;
-        }
-        reply::header(out, name.as_bytes(), h.value);
-    }
-    reply::header(out, b"server", ex.server_name.as_bytes());
-    out.extend_from_slice(b"x-envoy-upstream-service-time: ");
-    let at = out.len();
-    reply::push_u64(out, started.elapsed().as_millis() as u64);
-    // Envoy's default access-log format reads this header, which skiff adds itself.
-    observe::on_added_response_header(ex.listener, &mut d.obs, "x-envoy-upstream-service-time", &out[at..]);
-    out.extend_from_slice(b"\r\n");
-    if head.body == BodyKind::Chunked && !dechunk {
-        reply::header(out, b"transfer-encoding", b"chunked");
-    }
-    if !client_keep_alive {
-        reply::header(out, b"connection", b"close");
-    } else if info.http10 {
-        reply::header(out, b"connection", b"keep-alive");
-    }
-    for e in edits.iter().rev() {
-        for a in &e.add {
-            reply::header(out, a.name.as_bytes(), a.value.as_bytes());
-        }
-    }
-    out.extend_from_slice(b"\r\n");
-    ResponseInfo { body: head.body, dechunk, upstream_keep_alive: head.keep_alive, client_keep_alive }
-}
-
-#[derive(Debug)]
-enum RelayError {
-    Read,
-    Write,
-    Framing,
-}
-
-/// Writes the first `n` bytes of `buf` and drops them from it, without copying.
-async fn write_prefix(dst: &mut TcpStream, buf: &mut BytesMut, n: usize) -> Result<(), RelayError> {
-    let (res, slice) = dst.write_all(std::mem::take(buf).slice(0..n)).await;
-    *buf = slice.into_inner();
-    buf.advance(n);
-    res.map(|_| ()).map_err(|_| RelayError::Write)
-}
-
-/// Copies exactly `remaining` more body bytes from `src` (after what `buf` holds) to `dst`; bytes
-/// past the body stay in `buf`.
-async fn relay_length(
-    src: &mut TcpStream,
-    buf: &mut BytesMut,
-    dst: &mut TcpStream,
-    mut remaining: u64,
-    idle: Option<Duration>,
-) -> Result<u64, RelayError> {
-    let total = remaining;
-    while remaining > 0 {
-        if buf.is_empty() {
-            read_within(src, buf, idle).await?;
-        }
-        let n = buf.len().min(remaining.min(usize::MAX as u64) as usize);
-        write_within(dst, buf, n, idle).await?;
-        remaining -= n as u64;
-    }
-    Ok(total)
-}
-
-/// Relays a chunked body as it is (framing included), validating it on the way; stops exactly at
-/// its end. Returns the payload bytes (framing excluded), which is what Envoy's `%BYTES_RECEIVED%`
-/// and `%BYTES_SENT%` count.
-async fn relay_chunked(
-    src: &mut TcpStream,
-    buf: &mut BytesMut,
-    dst: &mut TcpStream,
-    mut decoder: ChunkedDecoder,
-    idle: Option<Duration>,
-) -> Result<u64, RelayError> {
-    let mut total = 0u64;
-    loop {
-        let mut pos = 0;
-        let mut done = false;
-        while pos < buf.len() {
-            let step = decoder.advance(&buf[pos..]).map_err(|_| RelayError::Framing)?;
-            total += step.data.len() as u64;
-            pos += step.consumed;
-            done = step.done;
-            if done || step.consumed == 0 {
-                break;
-            }
-        }
-        if pos > 0 {
-            write_within(dst, buf, pos, idle).await?;
-        }
-        if done {
-            return Ok(total);
-        }
-        read_within(src, buf, idle).await?;
-    }
-}
-
-/// Envoy's default `stream_idle_timeout`: how long a request body may stall once its head has
-/// been forwarded. The route timeout only starts when the body is complete, so this is what bounds a
-/// client that stops sending halfway.
-const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// `write_prefix` within `idle` when given: an upstream that stops reading a request body must not
-/// hold the exchange forever either.
-async fn write_within(
-    dst: &mut TcpStream,
-    buf: &mut BytesMut,
-    n: usize,
-    idle: Option<Duration>,
-) -> Result<(), RelayError> {
-    match idle {
-        Some(limit) => {
-            monoio::time::timeout(limit, write_prefix(dst, buf, n)).await.map_err(|_| RelayError::Write)?
-        }
-        None => write_prefix(dst, buf, n).await,
-    }
-}
-
-/// One read that must bring bytes (EOF is an error), within `idle` when given.
-async fn read_within(
-    src: &mut TcpStream,
-    buf: &mut BytesMut,
-    idle: Option<Duration>,
-) -> Result<(), RelayError> {
-    let read = match idle {
-        Some(limit) => monoio::time::timeout(limit, read_up_to(src, buf, BODY_CHUNK))
-            .await
-            .map_err(|_| RelayError::Read)?,
-        None => read_up_to(src, buf, BODY_CHUNK).await,
-    };
-    match read {
-        Ok(0) | Err(_) => Err(RelayError::Read),
-        Ok(_) => Ok(()),
-    }
-}
-
-/// A chunked response to an HTTP/1.0 client: payload only, then close.
-async fn dechunk(up: &mut Upstream, d: &mut Downstream) -> Result<u64, RelayError> {
-    let mut decoder = ChunkedDecoder::new();
-    let mut total = 0u64;
-    loop {
-        let mut pos = 0;
-        let mut done = false;
-        while pos < up.buf.len() {
-            let step = decoder.advance(&up.buf[pos..]).map_err(|_| RelayError::Framing)?;
-            d.resp_out.extend_from_slice(&up.buf[pos + step.data.start..pos + step.data.end]);
-            total += step.data.len() as u64;
-            pos += step.consumed;
-            done = step.done;
-            if done || step.consumed == 0 {
-                break;
-            }
-        }
-        up.buf.advance(pos);
-        write_out(&mut d.stream, &mut d.resp_out).await.map_err(|_| RelayError::Write)?;
-        if done {
-            return Ok(total);
-        }
-        match read_up_to(&mut up.stream, &mut up.buf, BODY_CHUNK).await {
-            Ok(0) | Err(_) => return Err(RelayError::Read),
-            Ok(_) => {}
-        }
-    }
-}
-
-/// A body that ends when the upstream closes.
-async fn relay_until_close(up: &mut Upstream, d: &mut Downstream) -> Result<u64, RelayError> {
-    let mut total = up.buf.len() as u64;
-    d.resp_out.extend_from_slice(&up.buf);
-    up.buf.clear();
-    write_out(&mut d.stream, &mut d.resp_out).await.map_err(|_| RelayError::Write)?;
-    loop {
-        match read_up_to(&mut up.stream, &mut up.buf, BODY_CHUNK).await {
-            Ok(0) => return Ok(total),
-            Err(_) => return Err(RelayError::Read),
-            Ok(n) => {
-                write_prefix(&mut d.stream, &mut up.buf, n).await?;
-                total += n as u64;
-            }
-        }
-    }
+    Attempt::Relayed { keep_alive: shape.client_keep_alive }
 }

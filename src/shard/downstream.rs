@@ -1,0 +1,49 @@
+//! The client side of one connection as a request sees it: the socket, its buffers, who the peer is,
+//! and the facts of the current request (status sent, whether a response started, its log record).
+//! Owned by the connection task (`conn`), lent to one request at a time. No logic beyond resets.
+
+use super::observe::Observed;
+use bytes::BytesMut;
+use monoio::net::TcpStream;
+use std::net::SocketAddr;
+
+pub(super) struct Downstream {
+    pub stream: TcpStream,
+    /// Bytes read from the client not yet consumed: the current head, body, pipelined requests.
+    pub buf: BytesMut,
+    /// The request as it goes upstream (head, and the body when it arrived with the head), kept
+    /// until the exchange ends so that a retry can send it again.
+    pub req_out: Vec<u8>,
+    /// Bytes on their way to the client.
+    pub resp_out: Vec<u8>,
+    /// Once anything of the response reached the client, errors can only close the connection.
+    pub response_started: bool,
+    /// The status sent to the client for the current request (0 until one is, and for a request
+    /// the client abandoned: Envoy logs those as `0 DC`).
+    pub status: u16,
+    pub peer_ip: String,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub connection_id: u64,
+    /// The current request's facts for its access log and span.
+    pub obs: Observed,
+}
+
+impl Downstream {
+    pub fn new(stream: TcpStream, peer: SocketAddr, connection_id: u64, idle_buf: usize) -> Self {
+        let local = stream.local_addr().unwrap_or(peer);
+        Downstream {
+            stream,
+            buf: BytesMut::with_capacity(idle_buf),
+            req_out: Vec::new(),
+            resp_out: Vec::new(),
+            response_started: false,
+            status: 0,
+            peer_ip: peer.ip().to_string(),
+            peer,
+            local,
+            connection_id,
+            obs: Observed::default(),
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! Header rewriting on the way through, in one pass over the parsed head and without copying it:
+//! the request head as the upstream gets it (hop-by-hop fields removed — never a framing field —,
+//! Envoy's trust-boundary rules for `x-forwarded-for` and `x-envoy-*`, request id, trace context,
+//! route header edits) and the response head as the client gets it. These are the connection
+//! manager's and the router's own header steps, in Envoy's order; configured HTTP filters run
+//! before them (see `crate::filters`). Pure: appends to a buffer, touches no socket.
+
+use super::observe::{self, Observed};
+use super::reply::{self, DateCache};
+use crate::cluster::Rng;
+use crate::http::{header_is, BodyKind, RequestHead, ResponseHead};
+use crate::route::HeaderEdits;
+use crate::snapshot::ListenerSnap;
+use crate::trace::{self, TraceContext};
+
+/// Hop-by-hop request headers (RFC 9110 §7.6.1) and `expect`, which skiff answers itself.
+fn hop_by_hop(name: &str) -> bool {
+    match name.len() {
+        2 => header_is(name, "te"),
+        6 => header_is(name, "expect"),
+        7 => header_is(name, "upgrade") || header_is(name, "trailer"),
+        10 => header_is(name, "connection") || header_is(name, "keep-alive"),
+        16 => header_is(name, "proxy-connection"),
+        17 => header_is(name, "transfer-encoding"),
+        _ => false,
+    }
+}
+
+/// Whether `name` is one of the `x-envoy-*` request headers Envoy never passes on from a client:
+/// the router's control headers (it acts on them only from trusted callers, and removes them
+/// always), `x-envoy-internal` (decided here, not by the caller), and — for an edge request — the
+/// headers only Envoy itself may set. Other `x-envoy-*` headers pass, as in Envoy.
+fn untrusted_envoy_header(name: &str, edge: bool) -> bool {
+    let Some(rest) = name.get(..8).filter(|p| p.eq_ignore_ascii_case("x-envoy-")).and(name.get(8..)) else {
+        return false;
+    };
+    const ALWAYS: [&str; 10] = [
+        "internal",
+        "retry-on",
+        "retry-grpc-on",
+        "max-retries",
+        "upstream-rq-timeout-ms",
+        "upstream-rq-per-try-timeout-ms",
+        "hedge-on-per-try-timeout",
+        "upstream-rq-timeout-alt-response",
+        "expected-rq-timeout-ms",
+        "upstream-alt-stat-name",
+    ];
+    const EDGE: [&str; 7] = [
+        "decorator-operation",
+        "downstream-service-cluster",
+        "downstream-service-node",
+        "original-path",
+        "ip-tags",
+        "original-url",
+        "external-address",
+    ];
+    ALWAYS.iter().any(|h| header_is(rest, h)) || (edge && EDGE.iter().any(|h| header_is(rest, h)))
+}
+
+/// Everything the request head writer needs besides the head itself.
+pub(super) struct RequestRewrite<'a> {
+    /// The path the upstream gets (rewritten or the original).
+    pub path: &'a str,
+    pub host_rewrite: Option<&'a str>,
+    /// `default_host_for_http_10` for an HTTP/1.0 request without Host.
+    pub default_host: Option<&'a str>,
+    /// Route, virtual host, route table.
+    pub edits: [&'a HeaderEdits; 3],
+    pub peer_ip: &'a str,
+    /// `use_remote_address`: the peer is the client (an edge request): append it to
+    /// `x-forwarded-for` and set `x-envoy-external-address`, as Envoy does. Off, both are left as
+    /// the caller sent them.
+    pub use_remote_address: bool,
+    pub generate_request_id: bool,
+    pub traced: Option<(TraceContext, Option<&'a [u8]>)>,
+    /// The route timeout, sent as `x-envoy-expected-rq-timeout-ms`.
+    pub expected_timeout_ms: Option<u64>,
+}
+
+/// Writes the request head as the upstream gets it.
+pub(super) fn write_request_head(
+    out: &mut Vec<u8>,
+    head: &RequestHead<'_>,
+    rw: &RequestRewrite<'_>,
+    rng: &Rng,
+    obs: &mut Observed,
+) {
+    out.extend_from_slice(head.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(rw.path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let any_edits = rw.edits.iter().any(|e| !e.is_empty());
+    let edge = rw.use_remote_address;
+    let (mut saw_xff, mut saw_proto, mut saw_id, mut saw_host) = (false, false, false, false);
+    // Only a Connection header can make another header hop-by-hop; without one (the common case)
+    // skip the per-header scan of its list, which would make the head O(headers²).
+    let has_connection = head.headers.iter().any(|h| header_is(h.name, "connection"));
+    // Several x-forwarded-for lines are one list (RFC 9110 §5.3): the client's address goes after
+    // its last element, once, not after each line.
+    let last_xff = head.headers.iter().rposition(|h| header_is(h.name, "x-forwarded-for"));
+    for (i, h) in head.headers.iter().enumerate() {
+        let name = h.name;
+        if hop_by_hop(name) || (has_connection && head.connection_lists(name) && !framing(name)) {
+            continue;
+        }
+        if name.len() > 8 && untrusted_envoy_header(name, edge) {
+            continue;
+        }
+        if any_edits && rw.edits.iter().any(|e| e.drops(name)) {
+            continue;
+        }
+        // A traced request carries this hop's span context, not the one it came with.
+        if rw.traced.is_some() && trace::is_propagation_header(name) {
+            continue;
+        }
+        if header_is(name, "host") {
+            saw_host = true;
+            // `head.host` is the authority of an absolute-form target when there is one (RFC 9112
+            // §3.2.2: it replaces Host), which is also what routing used: the upstream must see the
+            // host the request was routed by, not a different Host line.
+            let value = rw.host_rewrite.or(head.host).map_or(h.value, str::as_bytes);
+            reply::header(out, b"host", value);
+            continue;
+        }
+        if edge && last_xff == Some(i) {
+            saw_xff = true;
+            out.extend_from_slice(b"x-forwarded-for: ");
+            out.extend_from_slice(h.value);
+            out.push(b',');
+            out.extend_from_slice(rw.peer_ip.as_bytes());
+            out.extend_from_slice(b"\r\n");
+            continue;
+        }
+        saw_proto |= header_is(name, "x-forwarded-proto");
+        saw_id |= header_is(name, "x-request-id");
+        reply::header(out, name.as_bytes(), h.value);
+    }
+    if !saw_host {
+        // Never an HTTP/1.1 request without Host: an HTTP/1.0 one gets `default_host_for_http_10`.
+        if let Some(host) = rw.host_rewrite.or(head.host).or(rw.default_host) {
+            reply::header(out, b"host", host.as_bytes());
+        }
+    }
+    if edge && !saw_xff {
+        reply::header(out, b"x-forwarded-for", rw.peer_ip.as_bytes());
+    }
+    if !saw_proto {
+        reply::header(out, b"x-forwarded-proto", b"http");
+    }
+    if edge {
+        reply::header(out, b"x-envoy-external-address", rw.peer_ip.as_bytes());
+    }
+    if !saw_id && rw.generate_request_id {
+        out.extend_from_slice(b"x-request-id: ");
+        let at = out.len();
+        reply::request_id(rng, out);
+        observe::on_generated_request_id(obs, &out[at..]);
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some((ctx, tracestate)) = rw.traced {
+        trace::write_headers(&ctx, tracestate, out);
+    }
+    if rw.path != head.path {
+        reply::header(out, b"x-envoy-original-path", head.path.as_bytes());
+    }
+    if let Some(ms) = rw.expected_timeout_ms {
+        out.extend_from_slice(b"x-envoy-expected-rq-timeout-ms: ");
+        reply::push_u64(out, ms);
+        out.extend_from_slice(b"\r\n");
+    }
+    if head.body == BodyKind::Chunked {
+        reply::header(out, b"transfer-encoding", b"chunked");
+    }
+    for e in rw.edits.iter().rev() {
+        for a in &e.add {
+            reply::header(out, a.name.as_bytes(), a.value.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Fields that say where a message ends or whom it is for. A `Connection` header that lists one
+/// of them must not make it disappear (RFC 9110 §7.6.1: a sender must not list them; a recipient
+/// that dropped one would forward a body without its length — request smuggling).
+fn framing(name: &str) -> bool {
+    header_is(name, "content-length") || header_is(name, "transfer-encoding") || header_is(name, "host")
+}
+
+/// Hop-by-hop response headers, `server` (skiff sets its own as Envoy does), and the upstream's
+/// `date` and `x-envoy-upstream-service-time` (replaced by this hop's, never doubled).
+fn dropped_response_header(name: &str) -> bool {
+    match name.len() {
+        2 => header_is(name, "te"),
+        4 => header_is(name, "date"),
+        6 => header_is(name, "server"),
+        7 => header_is(name, "upgrade"),
+        10 => header_is(name, "connection") || header_is(name, "keep-alive"),
+        16 => header_is(name, "proxy-connection"),
+        17 => header_is(name, "transfer-encoding"),
+        29 => header_is(name, "x-envoy-upstream-service-time"),
+        _ => false,
+    }
+}
+
+/// What the client gets and how the connection continues, decided with the response head.
+pub(super) struct ResponseShape {
+    /// Send the chunked body's payload only (an HTTP/1.0 client cannot read chunked framing).
+    pub dechunk: bool,
+    pub client_keep_alive: bool,
+}
+
+pub(super) struct ResponseRewrite<'a> {
+    /// Route, virtual host, route table.
+    pub edits: [&'a HeaderEdits; 3],
+    pub server_name: &'a str,
+    pub date: &'a DateCache,
+    pub service_time_ms: u64,
+    /// Whether the client's connection may stay open after this response.
+    pub keep_alive: bool,
+    pub http10: bool,
+    pub listener: &'a ListenerSnap,
+}
+
+pub(super) fn write_response_head(
+    out: &mut Vec<u8>,
+    head: &ResponseHead<'_>,
+    rw: &ResponseRewrite<'_>,
+    obs: &mut Observed,
+) -> ResponseShape {
+    let dechunk = head.body == BodyKind::Chunked && rw.http10;
+    let close_delimited_to_client = head.body == BodyKind::CloseDelimited || dechunk;
+    let client_keep_alive = rw.keep_alive && !close_delimited_to_client;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    reply::push_u64(out, u64::from(head.status));
+    out.push(b' ');
+    out.extend_from_slice(head.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let any_edits = rw.edits.iter().any(|e| !e.is_empty());
+    let has_connection = head.headers.iter().any(|h| header_is(h.name, "connection"));
+    for h in head.headers {
+        let name = h.name;
+        if dropped_response_header(name) || (has_connection && head.connection_lists(name) && !framing(name))
+        {
+            continue;
+        }
+        if head.body == BodyKind::Chunked && header_is(name, "content-length") {
+            continue;
+        }
+        if any_edits && rw.edits.iter().any(|e| e.drops(name)) {
+            continue;
+        }
+        reply::header(out, name.as_bytes(), h.value);
+    }
+    out.extend_from_slice(b"x-envoy-upstream-service-time: ");
+    let at = out.len();
+    reply::push_u64(out, rw.service_time_ms);
+    // Envoy's default access-log format reads this header, which skiff adds itself.
+    observe::on_added_response_header(rw.listener, obs, "x-envoy-upstream-service-time", &out[at..]);
+    out.extend_from_slice(b"\r\n");
+    rw.date.write(out);
+    reply::header(out, b"server", rw.server_name.as_bytes());
+    if head.body == BodyKind::Chunked && !dechunk {
+        reply::header(out, b"transfer-encoding", b"chunked");
+    }
+    if !client_keep_alive {
+        reply::header(out, b"connection", b"close");
+    } else if rw.http10 {
+        reply::header(out, b"connection", b"keep-alive");
+    }
+    for e in rw.edits.iter().rev() {
+        for a in &e.add {
+            reply::header(out, a.name.as_bytes(), a.value.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    ResponseShape { dechunk, client_keep_alive }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn router_control_headers_never_pass_and_edge_only_headers_pass_inside() {
+        assert!(untrusted_envoy_header("X-Envoy-Retry-On", false));
+        assert!(untrusted_envoy_header("x-envoy-internal", false));
+        assert!(untrusted_envoy_header("x-envoy-upstream-rq-timeout-ms", false));
+        assert!(!untrusted_envoy_header("x-envoy-decorator-operation", false));
+        assert!(untrusted_envoy_header("x-envoy-decorator-operation", true));
+        assert!(untrusted_envoy_header("x-envoy-external-address", true));
+        assert!(!untrusted_envoy_header("x-envoy-foo", true));
+        assert!(!untrusted_envoy_header("x-envoy-attempt-count", true));
+        assert!(!untrusted_envoy_header("x-request-id", true));
+    }
+
+    #[test]
+    fn framing_fields_survive_a_connection_token() {
+        assert!(framing("Content-Length") && framing("transfer-encoding") && framing("HOST"));
+        assert!(!framing("x-a"));
+    }
+}

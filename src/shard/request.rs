@@ -1,0 +1,310 @@
+//! One request, from its parsed head to its access-log line. `Request::plan` decides, while the
+//! head is still borrowed from the connection's buffer, what happens (a local reply, or the
+//! upstream head written and a route chosen); `Request::run` carries it out: it holds the guard of
+//! the request's active gauge, applies the route timeout in exactly one place, sends the one reply
+//! skiff makes itself when there is one, and writes the log line and span. Talks to upstreams only
+//! through `upstream::forward`; never reads a request head itself.
+
+use super::body;
+use super::downstream::Downstream;
+use super::headers::{self, RequestRewrite};
+use super::observe::{self, Observed};
+use super::reply::{self, LocalReply, ReplyStat};
+use super::signal::Signal;
+use super::socket::write_out;
+use super::upstream::{self, Exchange, Forwarded, RequestFacts};
+use super::{Generation, Shard};
+use crate::access_log::ResponseFlags;
+use crate::http::{RequestHead, Version};
+use crate::route::{Action, Route, VirtualHost};
+use crate::snapshot::ListenerSnap;
+use crate::stats::HttpStats;
+use bytes::Buf;
+use std::time::Instant;
+
+/// Whether the connection goes on after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Continue {
+    KeepAlive,
+    Close,
+}
+
+/// What a request head decided.
+pub(super) enum Plan<'g> {
+    /// `consumed`: bytes of the connection's buffer now in `req_out` (head and body that came
+    /// with it).
+    Forward { route: &'g Route, vhost: &'g VirtualHost, facts: RequestFacts, consumed: usize },
+    /// `consumed`: the bytes to skip when the whole body is here (None: close after replying,
+    /// since an unread body would be taken for the next request).
+    Reply { reply: LocalReply, consumed: Option<usize>, head_request: bool },
+}
+
+/// Holds `downstream_rq_active` up for as long as the request lives, whichever way it ends.
+struct ActiveGuard<'g>(&'g HttpStats);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.downstream_rq_active.dec();
+    }
+}
+
+pub(super) struct Request<'g> {
+    shard: &'g Shard,
+    generation: &'g Generation,
+    listener: &'g ListenerSnap,
+    stats: &'g HttpStats,
+    started: Instant,
+    _active: ActiveGuard<'g>,
+}
+
+impl<'g> Request<'g> {
+    /// A request whose head has arrived (or that is refused before it could).
+    pub fn new(
+        shard: &'g Shard,
+        generation: &'g Generation,
+        listener: usize,
+        started: Instant,
+        obs: &mut Observed,
+    ) -> Self {
+        let stats = &*generation.http_stats[listener];
+        let listener = &generation.snap.listeners[listener];
+        stats.downstream_rq_total.inc();
+        stats.downstream_rq_active.inc();
+        obs.begin(listener.observers.any());
+        Request { shard, generation, listener, stats, started, _active: ActiveGuard(stats) }
+    }
+
+    /// Routes the request and, when it is to be forwarded, writes its upstream head (and the body
+    /// that came with it) into `req_out`. Runs while `head` borrows the connection's buffer.
+    pub fn plan(
+        &self,
+        head: &RequestHead<'_>,
+        buf: &[u8],
+        req_out: &mut Vec<u8>,
+        peer_ip: &str,
+        obs: &mut Observed,
+    ) -> Plan<'g> {
+        req_out.clear();
+        let hcm = &self.listener.hcm;
+        let traced = observe::on_request_head(self.listener, head, obs, self.shard);
+        let head_request = head.method == "HEAD";
+        let reply = |reply: LocalReply, consumed| Plan::Reply { reply, consumed, head_request };
+        if head.version == Version::Http10 && !hcm.accept_http_10 {
+            return reply(LocalReply::new(426, b"Upgrade Required").closing(), None);
+        }
+        let scan = match body::scan(head.body, &buf[head.head_len..]) {
+            Ok(scan) => scan,
+            Err(e) => {
+                log::debug!("refusing request from {peer_ip}: chunked body: {e:?}");
+                let refusal = LocalReply::new(400, b"Bad Request")
+                    .closing()
+                    .flagged(ResponseFlags::DPE)
+                    .counted(ReplyStat::ProtocolError);
+                return reply(refusal, None);
+            }
+        };
+        let whole = scan.complete.then_some(head.head_len + scan.len);
+        let default_host =
+            if head.version == Version::Http10 { hcm.default_host_for_http_10.as_deref() } else { None };
+        let host = head.host.or(default_host).unwrap_or("");
+        let table = &self.listener.routes;
+        let Some((vhost, route)) =
+            table.virtual_host(host).and_then(|vhost| Some((vhost, vhost.route(head.path, head.headers)?)))
+        else {
+            let no_route = LocalReply::new(404, b"").flagged(ResponseFlags::NR).counted(ReplyStat::NoRoute);
+            return reply(no_route, whole);
+        };
+        let fwd = match &route.action {
+            Action::Direct { status, body } => {
+                let mut direct = LocalReply::new(*status, b"").counted(ReplyStat::Direct);
+                if let Some(body) = body {
+                    direct.body = body.clone().into_bytes().into();
+                }
+                return reply(direct, whole);
+            }
+            Action::Redirect(r) => {
+                let mut redirect = LocalReply::new(r.status, b"").counted(ReplyStat::Redirect);
+                redirect.location = Some(route.redirect_location(r, host, head.path));
+                return reply(redirect, whole);
+            }
+            Action::Forward(fwd) => fwd,
+        };
+        let mut rewritten = String::new();
+        let path = if route.rewrite_path(head.path, &mut rewritten) { rewritten.as_str() } else { head.path };
+        let rewrite = RequestRewrite {
+            path,
+            host_rewrite: fwd.host_rewrite.as_deref(),
+            default_host,
+            edits: [&route.request_edits, &vhost.request_edits, &table.request_edits],
+            peer_ip,
+            use_remote_address: hcm.use_remote_address,
+            generate_request_id: hcm.generate_request_id,
+            traced,
+            expected_timeout_ms: fwd.timeout.map(|t| t.as_millis().min(u128::from(u64::MAX)) as u64),
+        };
+        headers::write_request_head(req_out, head, &rewrite, &self.shard.rng, obs);
+        let body_end = head.head_len + scan.len;
+        obs.bytes_received = scan.payload;
+        req_out.extend_from_slice(&buf[head.head_len..body_end]);
+        let facts = RequestFacts {
+            keep_alive: head.keep_alive,
+            head_method: head_request,
+            http10: head.version == Version::Http10,
+            expect_continue: head.expect_continue,
+            body_buffered: scan.complete,
+            body_rest: scan.rest,
+        };
+        Plan::Forward { route, vhost, facts, consumed: body_end }
+    }
+
+    /// Carries out the plan, then counts and logs the request.
+    pub async fn run(self, plan: Plan<'g>, d: &mut Downstream) -> Continue {
+        d.status = 0;
+        d.response_started = false;
+        let next = match plan {
+            Plan::Reply { reply, consumed, head_request } => {
+                let mut reply = reply;
+                match consumed {
+                    Some(n) => d.buf.advance(n.min(d.buf.len())),
+                    None => reply.close = true,
+                }
+                self.reply(d, reply, head_request).await
+            }
+            Plan::Forward { route, vhost, facts, consumed } => {
+                d.buf.advance(consumed);
+                self.forward(d, route, vhost, facts).await
+            }
+        };
+        self.finish(d);
+        next
+    }
+
+    /// Refuses a request whose head could not be read (400, 408, 413, 431, 501): always closes.
+    pub async fn refuse(self, d: &mut Downstream, status: u16) {
+        let (body, stat, flag): (&'static [u8], _, _) = match status {
+            408 => (b"request timeout", ReplyStat::HeaderTimeout, ResponseFlags::NONE),
+            431 => (b"Request Header Fields Too Large", ReplyStat::ProtocolError, ResponseFlags::DPE),
+            501 => (b"Not Implemented", ReplyStat::ProtocolError, ResponseFlags::DPE),
+            _ => (b"Bad Request", ReplyStat::ProtocolError, ResponseFlags::DPE),
+        };
+        let reply = LocalReply::new(status, body).closing().flagged(flag).counted(stat);
+        self.reply(d, reply, false).await;
+        self.finish(d);
+    }
+
+    async fn forward(
+        &self,
+        d: &mut Downstream,
+        route: &'g Route,
+        vhost: &'g VirtualHost,
+        facts: RequestFacts,
+    ) -> Continue {
+        let Action::Forward(fwd) = &route.action else { return Continue::Close };
+        let cluster = fwd.clusters.pick(self.shard.rng.next());
+        let keep_alive = facts.keep_alive;
+        let head_request = facts.head_method;
+        let request_complete = Signal::default();
+        if facts.body_buffered {
+            // Fired before anyone waits: no waiter is registered on the common path.
+            request_complete.fire();
+        }
+        let ex = Exchange {
+            shard: self.shard,
+            generation: self.generation,
+            cluster,
+            fwd,
+            listener: self.listener,
+            facts,
+            response_edits: [
+                &route.response_edits,
+                &vhost.response_edits,
+                &self.listener.routes.response_edits,
+            ],
+            server_name: &self.listener.hcm.server_name,
+            request_complete: &request_complete,
+        };
+        // The route timeout, Envoy's: it runs from the end of the request (once its body has gone
+        // up whole) to the end of the response, across retries.
+        let forwarded = match fwd.timeout {
+            Some(limit) => {
+                let timer = async {
+                    request_complete.wait().await;
+                    monoio::time::sleep(limit).await;
+                };
+                monoio::select! {
+                    forwarded = upstream::forward(&ex, d) => Some(forwarded),
+                    _ = timer => None,
+                }
+            }
+            None => Some(upstream::forward(&ex, d).await),
+        };
+        let forwarded = forwarded.unwrap_or_else(|| {
+            self.generation.cluster_stats[cluster].upstream_rq_timeout.inc();
+            d.obs.flag(ResponseFlags::UT);
+            if d.response_started {
+                Forwarded::Abort
+            } else {
+                Forwarded::Reply(LocalReply::new(504, b"upstream request timeout").closing())
+            }
+        });
+        match forwarded {
+            Forwarded::Relayed { keep_alive: true } if keep_alive => Continue::KeepAlive,
+            Forwarded::Relayed { .. } | Forwarded::Abort => Continue::Close,
+            Forwarded::Reply(reply) => {
+                let close = reply.close || !keep_alive;
+                match self.reply(d, reply, head_request).await {
+                    Continue::KeepAlive if !close => Continue::KeepAlive,
+                    _ => Continue::Close,
+                }
+            }
+        }
+    }
+
+    /// Sends a reply skiff makes itself, counting its stat and flag.
+    async fn reply(&self, d: &mut Downstream, reply: LocalReply, head_request: bool) -> Continue {
+        match reply.stat {
+            ReplyStat::None => {}
+            ReplyStat::ProtocolError => self.stats.downstream_cx_protocol_error.inc(),
+            ReplyStat::NoRoute => self.stats.no_route.inc(),
+            ReplyStat::Direct => self.stats.rq_direct_response.inc(),
+            ReplyStat::Redirect => self.stats.rq_redirect.inc(),
+            ReplyStat::HeaderTimeout => self.stats.downstream_rq_header_timeout.inc(),
+        }
+        d.obs.flag(reply.flag);
+        d.status = reply.status;
+        // Envoy's `%BYTES_SENT%` counts a local reply's body too.
+        d.obs.bytes_sent = reply.body.len() as u64;
+        let close = reply.close || self.shard.draining();
+        let mut reply = reply;
+        reply.close = close;
+        d.resp_out.clear();
+        reply::local(&mut d.resp_out, &reply, &self.shard.date, &self.listener.hcm.server_name, head_request);
+        match write_out(&mut d.stream, &mut d.resp_out).await {
+            Ok(()) if !close => Continue::KeepAlive,
+            _ => Continue::Close,
+        }
+    }
+
+    /// The request's stats, log line and span.
+    fn finish(&self, d: &mut Downstream) {
+        if d.status != 0 {
+            self.stats.response(d.status).inc();
+        }
+        if d.obs.flags.contains(ResponseFlags::DC) {
+            self.stats.downstream_cx_destroy_remote_active_rq.inc();
+        }
+        self.stats.downstream_rq_time.record_us(self.started.elapsed().as_micros() as u64);
+        let (peer, local, id) = (d.peer, d.local, d.connection_id);
+        observe::finish(
+            self.shard,
+            self.generation,
+            self.listener,
+            &d.obs,
+            d.status,
+            self.started,
+            peer,
+            local,
+            id,
+        );
+    }
+}
