@@ -1,0 +1,663 @@
+//! Envoy parity: the same v3 config and the same request bytes go through the real Envoy binary and
+//! through skiff, each in front of its own copy of the same loopback upstream, and what the client,
+//! the upstream, the access log and `/stats` saw must be the same once volatile values (dates, service
+//! times, request ids, ports) are normalised. Envoy is the oracle: every assertion is "skiff == Envoy".
+//! Envoy is found via `$ENVOY_BIN` or PATH; without it these tests fail under CI and skip elsewhere.
+
+mod support;
+
+#[path = "support/envoy.rs"]
+mod envoy;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::{indent, scratch_dir, Reply, Seen, Skiff, TestUpstream};
+
+/// One access-log format for both proxies: the fields the scenarios compare.
+const LOG_FORMAT: &str = "%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %UPSTREAM_HOST% \
+%UPSTREAM_CLUSTER% %PROTOCOL% %REQ(:METHOD)% %REQ(:PATH)% %REQ(X-FORWARDED-FOR)%";
+
+/// The upstream's own `x-envoy-upstream-service-time`, left un-normalised so that it shows whether a
+/// proxy passed it through, replaced it, or added a second one.
+const UPSTREAM_SERVICE_TIME: &str = "12345";
+
+/// What a cluster's single endpoint does.
+#[derive(Clone)]
+enum Upstream {
+    /// Answers `200 OK` `upstream-ok\n` with these extra headers.
+    Ok(Vec<(&'static str, &'static str)>),
+    /// Answers these exact bytes (a whole response), keeping the connection.
+    Raw(&'static str),
+    /// Reads the request, then closes without answering.
+    CloseAfterRequest,
+    /// Nothing listens: connection refused.
+    Refused,
+}
+
+/// The routes every scenario has unless it brings its own `route_config`.
+const ROUTES: &str = r#"virtual_hosts:
+  - name: all
+    domains: ["*"]
+    routes:
+      - match: { prefix: "/direct" }
+        direct_response: { status: 200, body: { inline_string: "direct\n" } }
+      - match: { prefix: "/dead" }
+        route: { cluster: dead }
+      - match: { prefix: "/retry" }
+        route: { cluster: dead, retry_policy: { retry_on: connect-failure, num_retries: 1 } }
+      - match: { prefix: "/close" }
+        route: { cluster: closer }
+      - match: { prefix: "/t3" }
+        route: { cluster: backend, timeout: 3s }
+      - match: { prefix: "/t0" }
+        route: { cluster: backend, timeout: 0s }
+      - match: { prefix: "/app" }
+        route: { cluster: backend }
+"#;
+
+struct Scenario {
+    name: &'static str,
+    /// YAML lines for the HttpConnectionManager, written at column 0.
+    hcm_extra: &'static str,
+    /// The contents of `route_config:`, written at column 0.
+    route_config: &'static str,
+    router_name: &'static str,
+    backend: Upstream,
+    /// Raw requests, each on a fresh connection; `{PORT}` becomes the proxy's listener port.
+    requests: Vec<String>,
+    /// Non-zero stats whose names start with one of these are compared.
+    stat_prefixes: &'static [&'static str],
+}
+
+impl Scenario {
+    fn new(name: &'static str, requests: Vec<String>) -> Scenario {
+        Scenario {
+            name,
+            hcm_extra: "",
+            route_config: ROUTES,
+            router_name: "envoy.filters.http.router",
+            backend: Upstream::Ok(vec![]),
+            requests,
+            stat_prefixes: &[],
+        }
+    }
+}
+
+fn get(path: &str, host: &str, headers: &[(&str, &str)]) -> String {
+    let mut r = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n");
+    for (n, v) in headers {
+        r.push_str(&format!("{n}: {v}\r\n"));
+    }
+    r.push_str("\r\n");
+    r
+}
+
+/// One client exchange as the client saw it.
+#[derive(Debug)]
+struct Exchange {
+    /// The status line, or `<no response: ...>`.
+    status_line: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// Everything one proxy showed for one scenario.
+#[derive(Debug)]
+struct Observed {
+    listener_port: u16,
+    exchanges: Vec<Exchange>,
+    /// (cluster, request) in arrival order per cluster.
+    upstream: Vec<(&'static str, Seen)>,
+    log: Vec<String>,
+    stats: BTreeMap<String, u64>,
+}
+
+fn config(
+    s: &Scenario,
+    port: u16,
+    admin: u16,
+    log: &Path,
+    clusters: &[(&'static str, SocketAddr)],
+) -> String {
+    let clusters: String = clusters
+        .iter()
+        .map(|(name, a)| {
+            format!(
+                "    - name: {name}\n      connect_timeout: 0.5s\n      type: STATIC\n      load_assignment:\n        cluster_name: {name}\n        endpoints:\n          - lb_endpoints:\n              - endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }}\n",
+                a.ip(),
+                a.port()
+            )
+        })
+        .collect();
+    format!(
+        r#"admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
+static_resources:
+  listeners:
+    - name: main
+      address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: ingress
+                access_log:
+                  - name: envoy.access_loggers.file
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+                      path: {log}
+                      log_format:
+                        text_format_source:
+                          inline_string: "{LOG_FORMAT}\n"
+{hcm}                route_config:
+{rc}                http_filters:
+                  - name: {router}
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+{clusters}"#,
+        log = log.display(),
+        hcm = indent(s.hcm_extra, 16),
+        rc = indent(s.route_config, 18),
+        router = s.router_name,
+    )
+}
+
+/// The three clusters every scenario has, each backed by its own fresh upstream (so two proxies
+/// running at once never see each other's requests).
+struct Upstreams {
+    list: Vec<(&'static str, Option<TestUpstream>, SocketAddr)>,
+}
+
+impl Upstreams {
+    fn start(backend: &Upstream) -> Upstreams {
+        let mut list = Vec::new();
+        for (name, kind) in [
+            ("backend", backend.clone()),
+            ("dead", Upstream::Refused),
+            ("closer", Upstream::CloseAfterRequest),
+        ] {
+            let up = match kind {
+                Upstream::Ok(headers) => {
+                    let mut head = String::from("HTTP/1.1 200 OK\r\ncontent-length: 12\r\n");
+                    for (n, v) in headers {
+                        head.push_str(&format!("{n}: {v}\r\n"));
+                    }
+                    let raw = format!("{head}\r\nupstream-ok\n").into_bytes();
+                    Some(TestUpstream::start(Arc::new(move |_: &Seen| Reply::Raw(raw.clone(), true))))
+                }
+                Upstream::Raw(raw) => Some(TestUpstream::start(Arc::new(move |_: &Seen| {
+                    Reply::Raw(raw.as_bytes().to_vec(), true)
+                }))),
+                Upstream::CloseAfterRequest => Some(TestUpstream::start(Arc::new(|_: &Seen| Reply::Close))),
+                Upstream::Refused => None,
+            };
+            let addr = up.as_ref().map(|u| u.addr).unwrap_or_else(support::dead_port);
+            list.push((name, up, addr));
+        }
+        Upstreams { list }
+    }
+
+    fn addrs(&self) -> Vec<(&'static str, SocketAddr)> {
+        self.list.iter().map(|(n, _, a)| (*n, *a)).collect()
+    }
+
+    fn seen(&self) -> Vec<(&'static str, Seen)> {
+        self.list
+            .iter()
+            .flat_map(|(n, u, _)| u.iter().flat_map(|u| u.requests()).map(move |r| (*n, r)))
+            .collect()
+    }
+}
+
+/// Sends one raw request on a fresh connection and reads one response by its framing.
+fn exchange(addr: SocketAddr, raw: &[u8]) -> Exchange {
+    let none =
+        |why: &str| Exchange { status_line: format!("<no response: {why}>"), headers: vec![], body: vec![] };
+    let Ok(mut s) = TcpStream::connect(addr) else { return none("connect failed") };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // The proxy may answer and close before it read everything; that is a valid outcome.
+    let _ = s.write_all(raw);
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    match r.read_line(&mut line) {
+        Ok(0) => return none("closed"),
+        Err(e) => return none(&e.to_string()),
+        Ok(_) => {}
+    }
+    let status_line = line.trim_end().to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).unwrap_or(0) == 0 {
+            break;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((n, v)) = h.split_once(':') {
+            headers.push((n.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let status: u16 = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let head_req = raw.starts_with(b"HEAD ");
+    let hdr = |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+    let mut body = Vec::new();
+    if head_req || status == 204 || status == 304 || (100..200).contains(&status) {
+    } else if let Some(len) = hdr("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        body.resize(len, 0);
+        let _ = r.read_exact(&mut body);
+    } else if hdr("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        loop {
+            let mut size = String::new();
+            if r.read_line(&mut size).unwrap_or(0) == 0 {
+                break;
+            }
+            let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16).unwrap_or(0);
+            let mut chunk = vec![0; n + 2];
+            if r.read_exact(&mut chunk).is_err() || n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else {
+        let _ = r.read_to_end(&mut body);
+    }
+    Exchange { status_line, headers, body }
+}
+
+/// Waits until the access log has `n` lines (or 2 s pass) and returns its lines.
+fn log_lines(path: &Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn drive(s: &Scenario, listener: SocketAddr, admin: SocketAddr, log: &Path, ups: &Upstreams) -> Observed {
+    let exchanges = s
+        .requests
+        .iter()
+        .map(|r| exchange(listener, r.replace("{PORT}", &listener.port().to_string()).as_bytes()))
+        .collect();
+    let log = log_lines(log, s.requests.len());
+    let stats = envoy::admin_get(admin, "/stats").map(|(_, b)| envoy::parse_stats(&b)).unwrap_or_default();
+    Observed { listener_port: listener.port(), exchanges, upstream: ups.seen(), log, stats }
+}
+
+fn run_envoy(bin: &Path, s: &Scenario) -> Observed {
+    let dir = scratch_dir("parity-envoy");
+    let ups = Upstreams::start(&s.backend);
+    let log = dir.join("access.log");
+    let e = envoy::Envoy::start(bin, &dir, |port, admin| config(s, port, admin, &log, &ups.addrs()));
+    let o = drive(s, e.listener, e.admin, &log, &ups);
+    drop(e);
+    let _ = std::fs::remove_dir_all(&dir);
+    o
+}
+
+fn run_skiff(s: &Scenario) -> Observed {
+    let dir = scratch_dir("parity-skiff");
+    let ups = Upstreams::start(&s.backend);
+    let log = dir.join("access.log");
+    let sk = match Skiff::try_start(&config(s, 0, 0, &log, &ups.addrs()), &["--concurrency", "1"]) {
+        Ok(sk) => sk,
+        // A config Envoy runs and skiff refuses is a parity failure like any other: show skiff's
+        // reason where the responses would be.
+        Err(log) => {
+            let why = log.lines().rfind(|l| l.contains("error")).unwrap_or(log.trim()).to_string();
+            let exchanges = (0..s.requests.len().max(1))
+                .map(|_| Exchange {
+                    status_line: format!("<skiff did not start: {why}>"),
+                    headers: vec![],
+                    body: vec![],
+                })
+                .collect();
+            return Observed {
+                listener_port: 0,
+                exchanges,
+                upstream: vec![],
+                log: vec![],
+                stats: BTreeMap::new(),
+            };
+        }
+    };
+    let o = drive(s, sk.listener("main"), sk.admin(), &log, &ups);
+    drop(sk);
+    let _ = std::fs::remove_dir_all(&dir);
+    o
+}
+
+/// Runs `s` through Envoy and skiff at once: (envoy, skiff). None when Envoy is absent outside CI.
+fn both(s: &Scenario) -> Option<(Observed, Observed)> {
+    let bin: PathBuf = envoy::binary_or_skip(s.name)?;
+    std::thread::scope(|scope| {
+        let e = scope.spawn(|| run_envoy(&bin, s));
+        let k = scope.spawn(|| run_skiff(s));
+        Some((e.join().expect("envoy side"), k.join().expect("skiff side")))
+    })
+}
+
+fn escape(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).escape_debug().to_string()
+}
+
+/// A header value with its volatile part replaced, so both proxies render it alike.
+fn normalise_value(name: &str, value: &str) -> String {
+    match name {
+        "date" => "<date>".into(),
+        "server" => "<present>".into(),
+        "x-envoy-upstream-service-time" if value != UPSTREAM_SERVICE_TIME && value.parse::<u64>().is_ok() => {
+            "<ms>".into()
+        }
+        "x-request-id" if value.len() == 36 && value.matches('-').count() == 4 => "<uuid>".into(),
+        _ => value.into(),
+    }
+}
+
+/// Headers lower-cased, value-normalised and sorted by name (stable: repeated names keep their
+/// order). Order across names is not compared: neither proxy promises one.
+fn render_headers(out: &mut Vec<String>, prefix: &str, headers: &[(String, String)]) {
+    let mut hs: Vec<(String, String)> = headers
+        .iter()
+        .map(|(n, v)| (n.to_ascii_lowercase(), normalise_value(&n.to_ascii_lowercase(), v)))
+        .collect();
+    hs.sort_by(|a, b| a.0.cmp(&b.0));
+    out.extend(hs.into_iter().map(|(n, v)| format!("{prefix} header {n}: {v}")));
+}
+
+/// The observation as comparable lines: `client#N ...`, `upstream CLUSTER#N ...`, `log#N ...`,
+/// `stat NAME = V`, with ports replaced by placeholders.
+fn render(s: &Scenario, o: &Observed) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, x) in o.exchanges.iter().enumerate() {
+        let p = format!("client#{}", i + 1);
+        out.push(format!("{p} status {}", x.status_line));
+        render_headers(&mut out, &p, &x.headers);
+        out.push(format!("{p} body \"{}\"", escape(&x.body)));
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for (cluster, r) in &o.upstream {
+        let n = counts.entry(cluster).or_default();
+        *n += 1;
+        let p = format!("upstream {cluster}#{n}");
+        out.push(format!("{p} request {} {}", r.method, r.path));
+        render_headers(&mut out, &p, &r.headers);
+        out.push(format!("{p} body \"{}\"", escape(&r.body)));
+    }
+    for (i, l) in o.log.iter().enumerate() {
+        out.push(format!("log#{} {l}", i + 1));
+    }
+    for (name, v) in &o.stats {
+        if *v != 0 && s.stat_prefixes.iter().any(|p| name.starts_with(p)) {
+            out.push(format!("stat {name} = {v}"));
+        }
+    }
+    let port = o.listener_port.to_string();
+    let loopback = regex::Regex::new(r"127\.0\.0\.1:\d+").unwrap();
+    out.into_iter()
+        .map(|l| {
+            loopback
+                .replace_all(&l.replace(&format!(":{port}"), ":<listener>"), "127.0.0.1:<port>")
+                .into_owned()
+        })
+        .collect()
+}
+
+/// A line diff (longest common subsequence): ` ` both, `-` Envoy only, `+` skiff only.
+fn diff(a: &[String], b: &[String]) -> String {
+    let (n, m) = (a.len(), b.len());
+    let mut lcs = vec![vec![0usize; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, String::new());
+    while i < n || j < m {
+        if i < n && j < m && a[i] == b[j] {
+            out.push_str(&format!("  {}\n", a[i]));
+            i += 1;
+            j += 1;
+        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            out.push_str(&format!("- {}\n", a[i]));
+            i += 1;
+        } else {
+            out.push_str(&format!("+ {}\n", b[j]));
+            j += 1;
+        }
+    }
+    out
+}
+
+/// Runs `s` on both proxies and asserts that the rendered lines `keep` selects are equal.
+fn assert_parity(s: &Scenario, keep: impl Fn(&str) -> bool) {
+    let Some((e, k)) = both(s) else { return };
+    let (e, k): (Vec<String>, Vec<String>) = (
+        render(s, &e).into_iter().filter(|l| keep(l)).collect(),
+        render(s, &k).into_iter().filter(|l| keep(l)).collect(),
+    );
+    if e != k {
+        panic!("{}: skiff differs from Envoy (`-` Envoy only, `+` skiff only):\n{}", s.name, diff(&e, &k));
+    }
+    // Printed with --nocapture: what Envoy did, for the record.
+    println!("{}: skiff matches Envoy:\n{}", s.name, e.join("\n"));
+}
+
+fn is_status(l: &str) -> bool {
+    l.starts_with("client#") && l.contains(" status ")
+}
+
+fn is_client_header(l: &str, name: &str) -> bool {
+    l.starts_with("client#") && l.contains(&format!(" header {name}: "))
+}
+
+fn is_client(l: &str) -> bool {
+    l.starts_with("client#")
+}
+
+#[test]
+fn date_header_on_every_response() {
+    let s = Scenario::new(
+        "date_header_on_every_response",
+        vec![
+            get("/app", "x", &[]),
+            get("/nowhere", "x", &[]),
+            get("/direct", "x", &[]),
+            get("/dead", "x", &[]),
+            "GET /app HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n".into(),
+        ],
+    );
+    assert_parity(&s, |l| is_status(l) || is_client_header(l, "date"));
+}
+
+#[test]
+fn one_upstream_service_time_and_none_on_local_replies() {
+    let mut s = Scenario::new(
+        "one_upstream_service_time_and_none_on_local_replies",
+        vec![
+            get("/app", "x", &[]),
+            get("/nowhere", "x", &[]),
+            get("/direct", "x", &[]),
+            get("/dead", "x", &[]),
+        ],
+    );
+    s.backend = Upstream::Ok(vec![("x-envoy-upstream-service-time", UPSTREAM_SERVICE_TIME)]);
+    assert_parity(&s, |l| is_status(l) || is_client_header(l, "x-envoy-upstream-service-time"));
+}
+
+#[test]
+fn expected_request_timeout_sent_upstream() {
+    let s = Scenario::new(
+        "expected_request_timeout_sent_upstream",
+        vec![get("/app", "x", &[]), get("/t3", "x", &[]), get("/t0", "x", &[])],
+    );
+    assert_parity(&s, |l| {
+        l.starts_with("upstream") && (l.contains(" request ") || l.contains("x-envoy-expected-rq-timeout-ms"))
+    });
+}
+
+const EXAMPLE_COM: &str = r#"virtual_hosts:
+  - name: example
+    domains: ["example.com"]
+    routes:
+      - match: { prefix: "/" }
+        route: { cluster: backend }
+"#;
+
+fn domain_requests() -> Vec<String> {
+    vec![
+        get("/a", "example.com", &[]),
+        get("/b", "example.com:10000", &[]),
+        get("/c", "example.com:{PORT}", &[]),
+    ]
+}
+
+#[test]
+fn domains_match_host_with_port() {
+    let mut s = Scenario::new("domains_match_host_with_port", domain_requests());
+    s.route_config = EXAMPLE_COM;
+    assert_parity(&s, |l| is_status(l) || l.contains(" request ") || l.contains(" header host: "));
+}
+
+#[test]
+fn domains_match_host_with_port_stripped() {
+    let mut s = Scenario::new("domains_match_host_with_port_stripped", domain_requests());
+    s.route_config = EXAMPLE_COM;
+    s.hcm_extra = "strip_matching_host_port: true\n";
+    assert_parity(&s, |l| is_status(l) || l.contains(" request ") || l.contains(" header host: "));
+}
+
+#[test]
+fn router_recognised_by_type_url_whatever_its_name() {
+    let mut s = Scenario::new("router_recognised_by_type_url_whatever_its_name", vec![get("/app", "x", &[])]);
+    s.router_name = "custom-router-name";
+    assert_parity(&s, |l| is_status(l) || l.contains(" request ") || l.contains(" body "));
+}
+
+#[test]
+fn upstream_close_before_headers_is_503_uc_and_refusal_503_uf() {
+    let mut s = Scenario::new(
+        "upstream_close_before_headers_is_503_uc_and_refusal_503_uf",
+        vec![get("/close", "x", &[]), get("/dead", "x", &[])],
+    );
+    s.stat_prefixes = &["cluster.closer.upstream_", "cluster.dead.upstream_"];
+    assert_parity(&s, |l| is_client(l) || l.starts_with("log#") || l.starts_with("stat "));
+}
+
+#[test]
+fn response_flags_of_a_retried_connect_failure() {
+    let mut s = Scenario::new("response_flags_of_a_retried_connect_failure", vec![get("/retry", "x", &[])]);
+    s.stat_prefixes = &["cluster.dead.upstream_rq_retry", "cluster.dead.upstream_cx_connect_fail"];
+    assert_parity(&s, |l| {
+        is_status(l)
+            || (is_client(l) && l.contains(" body "))
+            || l.starts_with("log#")
+            || l.starts_with("stat ")
+    });
+}
+
+fn envoy_header_requests() -> Vec<String> {
+    let envoy_headers = [
+        ("x-envoy-retry-on", "5xx"),
+        ("x-envoy-upstream-rq-timeout-ms", "1000"),
+        ("x-envoy-foo", "bar"),
+        ("x-envoy-internal", "true"),
+        ("x-envoy-external-address", "203.0.113.7"),
+    ];
+    let forwarded = [
+        ("x-forwarded-for", "203.0.113.1"),
+        ("x-forwarded-proto", "https"),
+        ("x-request-id", "client-chosen-id"),
+    ];
+    vec![
+        // Nothing from the client: what the proxy adds by itself.
+        get("/app", "x", &[]),
+        // Client x-envoy-* headers alone (no x-forwarded-for: the request looks internal).
+        get("/app", "x", &envoy_headers),
+        // The same with a client x-forwarded-for (an external address), proto and request id.
+        get("/app", "x", &[&envoy_headers[..], &forwarded[..]].concat()),
+        // The same from a private (RFC 1918) x-forwarded-for address: an internal request.
+        get("/app", "x", &[&envoy_headers[..], &[("x-forwarded-for", "10.1.2.3")][..]].concat()),
+    ]
+}
+
+fn is_upstream_or_log(l: &str) -> bool {
+    l.starts_with("upstream ") || l.starts_with("log#")
+}
+
+#[test]
+fn client_envoy_headers_default_config() {
+    let s = Scenario::new("client_envoy_headers_default_config", envoy_header_requests());
+    assert_parity(&s, is_upstream_or_log);
+}
+
+#[test]
+fn client_envoy_headers_use_remote_address() {
+    let mut s = Scenario::new("client_envoy_headers_use_remote_address", envoy_header_requests());
+    s.hcm_extra = "use_remote_address: true\n";
+    assert_parity(&s, is_upstream_or_log);
+}
+
+#[test]
+fn http_1_0_request_without_accept_http_10() {
+    let s = Scenario::new(
+        "http_1_0_request_without_accept_http_10",
+        vec!["GET /app HTTP/1.0\r\nHost: x\r\n\r\n".into(), "GET /app HTTP/1.0\r\n\r\n".into()],
+    );
+    assert_parity(&s, |l| is_client(l) || l.starts_with("upstream ") || l.starts_with("log#"));
+}
+
+#[test]
+fn transfer_encoding_gzip_chunked_request() {
+    let s = Scenario::new(
+        "transfer_encoding_gzip_chunked_request",
+        vec!["POST /app HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".into()],
+    );
+    assert_parity(&s, |l| is_client(l) || l.starts_with("upstream ") || l.starts_with("log#"));
+}
+
+#[test]
+fn connection_content_length_on_a_request_with_a_body() {
+    let s = Scenario::new(
+        "connection_content_length_on_a_request_with_a_body",
+        vec![
+            "POST /app HTTP/1.1\r\nHost: x\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nhello"
+                .into(),
+            // A plain request after it, likely on the same pooled upstream connection: a body that
+            // lost its framing must not become the start of this one.
+            get("/app", "x", &[]),
+        ],
+    );
+    assert_parity(&s, |l| is_client(l) || l.starts_with("upstream ") || l.starts_with("log#"));
+}
+
+#[test]
+fn stat_names_after_a_200_and_a_404() {
+    let mut s = Scenario::new(
+        "stat_names_after_a_200_and_a_404",
+        vec![get("/app", "x", &[]), get("/nowhere", "x", &[])],
+    );
+    s.stat_prefixes =
+        &["http.ingress.downstream_rq_", "http.ingress.no_route", "cluster.backend.upstream_rq_"];
+    assert_parity(&s, |l| l.starts_with("stat "));
+}
+
+#[test]
+fn upstream_reason_phrase() {
+    let mut s = Scenario::new("upstream_reason_phrase", vec![get("/app", "x", &[])]);
+    s.backend = Upstream::Raw("HTTP/1.1 200 Fine By Me\r\ncontent-length: 3\r\n\r\nok\n");
+    assert_parity(&s, is_status);
+}
