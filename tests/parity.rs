@@ -641,7 +641,16 @@ fn connection_content_length_on_a_request_with_a_body() {
             get("/app", "x", &[]),
         ],
     );
-    assert_parity(&s, |l| is_client(l) || l.starts_with("upstream ") || l.starts_with("log#"));
+    // Deliberate difference (README): Envoy drops the nominated Content-Length and re-frames the
+    // body as chunked; skiff never lets a Connection token remove a framing header and forwards
+    // the Content-Length. Both deliver exactly "hello" and then the next request intact.
+    let reframed = |l: &str| {
+        l.starts_with("upstream backend#1 header content-length")
+            || l.starts_with("upstream backend#1 header transfer-encoding")
+    };
+    assert_parity(&s, |l| {
+        (is_client(l) || l.starts_with("upstream ") || l.starts_with("log#")) && !reframed(l)
+    });
 }
 
 #[test]

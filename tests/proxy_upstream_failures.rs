@@ -79,13 +79,13 @@ fn connect_timeout_is_503_after_connect_timeout() {
 }
 
 #[test]
-fn upstream_closing_before_the_head_is_502() {
+fn upstream_closing_before_the_head_is_503_as_in_envoy() {
     let up = TestUpstream::start(Arc::new(|_: &Seen| Reply::Close));
     let good = TestUpstream::named("good");
     let skiff = start(&two_cluster_config(&[up.addr], good.addr, "", ""));
     let addr = skiff.listener("main");
     let r = get(addr, "/x");
-    assert_eq!(r.status, 502);
+    assert_eq!(r.status, 503);
     assert!(r.text().starts_with(CONNECT_ERROR), "{}", r.text());
     assert_eq!(up.count(), 1, "a request that may have reached the application is not retried");
     still_serves(addr);
@@ -374,10 +374,16 @@ fn early_response_to_an_upload_reaches_the_client() {
     let mut c = Client::connect(addr);
     let body = pattern(2 << 20, 9);
     c.send(format!("POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
-    c.send(&body);
+    // The upload is abandoned, as Envoy does: the client's writes may fail once skiff closes.
+    let mut writer = c.stream().try_clone().unwrap();
+    let uploader = std::thread::spawn(move || {
+        let _ = writer.write_all(&body);
+    });
     let r = c.read_response(false).unwrap();
     assert_eq!((r.status, r.text().as_str()), (413, "too big!"));
-    assert_eq!(c.get("/good").status, 200);
+    assert_eq!(r.header("connection"), Some("close"), "the rest of the upload is not read");
+    uploader.join().unwrap();
+    assert_eq!(get(addr, "/good").status, 200);
 }
 
 /// An upstream that answers one request per connection (echoing its body) and closes the

@@ -133,6 +133,14 @@ impl Captured {
     /// Keeps `value` for wanted index `idx`. The first value wins, as Envoy's `%REQ()%` reads the
     /// first header of a repeated name. A value that would push the buffer past 4 GiB is dropped.
     #[inline]
+    /// Like `put`, but replaces a value already captured (a header this hop rewrote).
+    pub fn replace(&mut self, idx: u16, value: impl AsRef<[u8]>) {
+        if let Some(slot) = self.slots.get_mut(usize::from(idx)) {
+            *slot = ABSENT;
+        }
+        self.put(idx, value);
+    }
+
     pub fn put(&mut self, idx: u16, value: impl AsRef<[u8]>) {
         let value = value.as_ref();
         let i = usize::from(idx);

@@ -31,6 +31,10 @@ pub struct Upstream {
     /// closes.
     pub stats: Rc<ClusterStats>,
     pub host: Rc<HostStats>,
+    /// The upstream closed or reset it (else skiff closes it): Envoy's `destroy_remote`/`_local`.
+    pub peer_closed: bool,
+    /// A request is on it whose response has not been read whole: `destroy_with_active_rq`.
+    pub in_request: bool,
 }
 
 impl Upstream {
@@ -41,19 +45,42 @@ impl Upstream {
         host: Rc<HostStats>,
         read_buf: usize,
     ) -> Self {
-        stats.upstream_cx_total.inc();
+        // `upstream_cx_total` counted the attempt that made it (`connect`).
         stats.upstream_cx_active.inc();
-        host.cx_total.inc();
         host.cx_active.inc();
-        Upstream { stream, buf: BytesMut::with_capacity(read_buf), requests: 0, key, stats, host }
+        Upstream {
+            stream,
+            buf: BytesMut::with_capacity(read_buf),
+            requests: 0,
+            key,
+            stats,
+            host,
+            peer_closed: false,
+            in_request: false,
+        }
     }
 }
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.stats.upstream_cx_active.dec();
-        self.stats.upstream_cx_destroy.inc();
+        let s = &self.stats;
+        s.upstream_cx_active.dec();
         self.host.cx_active.dec();
+        s.upstream_cx_destroy.inc();
+        match (self.peer_closed, self.in_request) {
+            (true, false) => s.upstream_cx_destroy_remote.inc(),
+            (false, false) => s.upstream_cx_destroy_local.inc(),
+            (true, true) => {
+                s.upstream_cx_destroy_remote.inc();
+                s.upstream_cx_destroy_remote_with_active_rq.inc();
+                s.upstream_cx_destroy_with_active_rq.inc();
+            }
+            (false, true) => {
+                s.upstream_cx_destroy_local.inc();
+                s.upstream_cx_destroy_local_with_active_rq.inc();
+                s.upstream_cx_destroy_with_active_rq.inc();
+            }
+        }
     }
 }
 

@@ -4,11 +4,11 @@
 
 use super::downstream::Downstream;
 use super::request::{Continue, Request};
-use super::socket::{shrink_idle, spare, READ_CHUNK};
+use super::socket::{self, shrink_idle, spare, Pending, READ_CHUNK};
 use super::Shard;
 use crate::http::{self, MAX_HEADERS};
 use crate::stats::HttpStats;
-use monoio::io::AsyncReadRent;
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -110,7 +110,31 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
             }
         }
         if next == Continue::Close {
+            linger(&mut d).await;
             return;
+        }
+    }
+}
+
+/// How long a closing connection keeps reading what the client is still sending.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Closing a socket with unread input makes the kernel send a reset, which can destroy the
+/// response still on its way to the client (an early 413 while the client uploads): stop writing,
+/// read and discard for up to `LINGER`, then close (a lingering close, as Envoy and nginx do).
+async fn linger(d: &mut Downstream) {
+    if d.buf.is_empty() && socket::peek(&d.stream) != Pending::Data {
+        return;
+    }
+    let _ = d.stream.shutdown().await;
+    let deadline = Instant::now() + LINGER;
+    let mut scratch = bytes::BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        scratch.clear();
+        let left = deadline.saturating_duration_since(Instant::now());
+        match monoio::time::timeout(left, socket::read_up_to(&mut d.stream, &mut scratch, READ_CHUNK)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
         }
     }
 }

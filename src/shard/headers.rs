@@ -68,6 +68,9 @@ pub(super) struct RequestRewrite<'a> {
     /// Route, virtual host, route table.
     pub edits: [&'a HeaderEdits; 3],
     pub peer_ip: &'a str,
+    /// What an edge request appends to `x-forwarded-for`: the peer, or this node's address when
+    /// the peer is on loopback (Envoy's rule).
+    pub xff_ip: &'a str,
     /// `use_remote_address`: the peer is the client (an edge request): append it to
     /// `x-forwarded-for` and set `x-envoy-external-address`, as Envoy does. Off, both are left as
     /// the caller sent them.
@@ -76,6 +79,7 @@ pub(super) struct RequestRewrite<'a> {
     pub traced: Option<(TraceContext, Option<&'a [u8]>)>,
     /// The route timeout, sent as `x-envoy-expected-rq-timeout-ms`.
     pub expected_timeout_ms: Option<u64>,
+    pub listener: &'a ListenerSnap,
 }
 
 /// Writes the request head as the upstream gets it.
@@ -126,14 +130,22 @@ pub(super) fn write_request_head(
         if edge && last_xff == Some(i) {
             saw_xff = true;
             out.extend_from_slice(b"x-forwarded-for: ");
+            let at = out.len();
             out.extend_from_slice(h.value);
             out.push(b',');
-            out.extend_from_slice(rw.peer_ip.as_bytes());
+            out.extend_from_slice(rw.xff_ip.as_bytes());
+            observe::on_rewritten_request_header(rw.listener, obs, "x-forwarded-for", &out[at..]);
             out.extend_from_slice(b"\r\n");
             continue;
         }
-        saw_proto |= header_is(name, "x-forwarded-proto");
-        saw_id |= header_is(name, "x-request-id");
+        // An edge request's scheme and request id are this hop's, not what the client claims.
+        let proto = header_is(name, "x-forwarded-proto");
+        let id = header_is(name, "x-request-id");
+        if edge && (proto || id) {
+            continue;
+        }
+        saw_proto |= proto;
+        saw_id |= id;
         reply::header(out, name.as_bytes(), h.value);
     }
     if !saw_host {
@@ -143,7 +155,8 @@ pub(super) fn write_request_head(
         }
     }
     if edge && !saw_xff {
-        reply::header(out, b"x-forwarded-for", rw.peer_ip.as_bytes());
+        reply::header(out, b"x-forwarded-for", rw.xff_ip.as_bytes());
+        observe::on_rewritten_request_header(rw.listener, obs, "x-forwarded-for", rw.xff_ip.as_bytes());
     }
     if !saw_proto {
         reply::header(out, b"x-forwarded-proto", b"http");
@@ -232,11 +245,7 @@ pub(super) fn write_response_head(
     let close_delimited_to_client = head.body == BodyKind::CloseDelimited || dechunk;
     let client_keep_alive = rw.keep_alive && !close_delimited_to_client;
     out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    reply::push_u64(out, u64::from(head.status));
-    out.push(b' ');
-    out.extend_from_slice(head.reason.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    reply::status_line(out, head.status);
     let any_edits = rw.edits.iter().any(|e| !e.is_empty());
     let has_connection = head.headers.iter().any(|h| header_is(h.name, "connection"));
     for h in head.headers {

@@ -101,6 +101,21 @@ pub(super) fn on_request_head<'h>(
     Some((ctx, incoming.and_then(|i| i.tracestate)))
 }
 
+/// A request header skiff rewrote (an edge request's `x-forwarded-for`): Envoy's `%REQ(...)%`
+/// shows the value the upstream got.
+pub(super) fn on_rewritten_request_header(
+    listener: &ListenerSnap,
+    o: &mut Observed,
+    name: &str,
+    value: &[u8],
+) {
+    if o.on {
+        if let Some(i) = listener.observers.access_logs.wanted_request().index(name) {
+            o.req_cap.replace(i, value);
+        }
+    }
+}
+
 /// A generated request id, for the log and the span.
 pub(super) fn on_generated_request_id(o: &mut Observed, id: &[u8]) {
     if o.on && o.request_id.is_empty() {

@@ -86,12 +86,17 @@ impl<'g> Request<'g> {
     ) -> Plan<'g> {
         req_out.clear();
         let hcm = &self.listener.hcm;
-        let traced = observe::on_request_head(self.listener, head, obs, self.shard);
         let head_request = head.method == "HEAD";
         let reply = |reply: LocalReply, consumed| Plan::Reply { reply, consumed, head_request };
         if head.version == Version::Http10 && !hcm.accept_http_10 {
-            return reply(LocalReply::new(426, b"Upgrade Required").closing(), None);
+            // Envoy's codec refuses it before the request exists: its log line has no method or
+            // path, and says HTTP/1.1 (the protocol of the reply).
+            obs.protocol = "HTTP/1.1";
+            let refusal = LocalReply::new(426, b"Upgrade Required").closing().flagged(ResponseFlags::DPE);
+            return reply(refusal, None);
         }
+        self.stats.downstream_rq_http1_total.inc();
+        let traced = observe::on_request_head(self.listener, head, obs, self.shard);
         let scan = match body::scan(head.body, &buf[head.head_len..]) {
             Ok(scan) => scan,
             Err(e) => {
@@ -129,6 +134,14 @@ impl<'g> Request<'g> {
             }
             Action::Forward(fwd) => fwd,
         };
+        let node;
+        let xff_ip = match super::socket::node_address() {
+            Some(ip) if hcm.use_remote_address && is_loopback(peer_ip) => {
+                node = ip.to_string();
+                node.as_str()
+            }
+            _ => peer_ip,
+        };
         let mut rewritten = String::new();
         let path = if route.rewrite_path(head.path, &mut rewritten) { rewritten.as_str() } else { head.path };
         let rewrite = RequestRewrite {
@@ -137,10 +150,12 @@ impl<'g> Request<'g> {
             default_host,
             edits: [&route.request_edits, &vhost.request_edits, &table.request_edits],
             peer_ip,
+            xff_ip,
             use_remote_address: hcm.use_remote_address,
             generate_request_id: hcm.generate_request_id,
             traced,
             expected_timeout_ms: fwd.timeout.map(|t| t.as_millis().min(u128::from(u64::MAX)) as u64),
+            listener: self.listener,
         };
         headers::write_request_head(req_out, head, &rewrite, &self.shard.rng, obs);
         let body_end = head.head_len + scan.len;
@@ -289,6 +304,7 @@ impl<'g> Request<'g> {
     fn finish(&self, d: &mut Downstream) {
         if d.status != 0 {
             self.stats.response(d.status).inc();
+            self.stats.downstream_rq_completed.inc();
         }
         if d.obs.flags.contains(ResponseFlags::DC) {
             self.stats.downstream_cx_destroy_remote_active_rq.inc();
@@ -307,4 +323,8 @@ impl<'g> Request<'g> {
             id,
         );
     }
+}
+
+fn is_loopback(ip: &str) -> bool {
+    ip.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }

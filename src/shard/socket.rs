@@ -86,3 +86,46 @@ pub(super) fn peek(stream: &TcpStream) -> Pending {
         _ => Pending::Closed,
     }
 }
+
+/// This node's first non-loopback IPv4 address (else IPv6), looked up once: Envoy puts it in
+/// `x-forwarded-for` instead of a loopback peer's address (a sidecar's local caller is "this
+/// host" to the services behind it).
+pub(super) fn node_address() -> Option<std::net::IpAddr> {
+    static ADDRESS: std::sync::OnceLock<Option<std::net::IpAddr>> = std::sync::OnceLock::new();
+    *ADDRESS.get_or_init(|| {
+        let mut found: Vec<std::net::IpAddr> = Vec::new();
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        // SAFETY: getifaddrs fills `list` with a linked list we only read and free once below.
+        if unsafe { libc::getifaddrs(&mut list) } != 0 {
+            return None;
+        }
+        let mut cur = list;
+        while !cur.is_null() {
+            // SAFETY: `cur` is a node of the list getifaddrs returned, alive until freeifaddrs.
+            let entry = unsafe { &*cur };
+            if !entry.ifa_addr.is_null() {
+                // SAFETY: ifa_addr points to a sockaddr whose family says which struct it is.
+                let family = i32::from(unsafe { (*entry.ifa_addr).sa_family });
+                if family == libc::AF_INET {
+                    // SAFETY: AF_INET addresses are sockaddr_in.
+                    let sin = unsafe { &*entry.ifa_addr.cast::<libc::sockaddr_in>() };
+                    found.push(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).into());
+                } else if family == libc::AF_INET6 {
+                    // SAFETY: AF_INET6 addresses are sockaddr_in6.
+                    let sin6 = unsafe { &*entry.ifa_addr.cast::<libc::sockaddr_in6>() };
+                    found.push(std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr).into());
+                }
+            }
+            cur = entry.ifa_next;
+        }
+        // SAFETY: `list` came from getifaddrs and is freed exactly once.
+        unsafe { libc::freeifaddrs(list) };
+        let usable = |ip: &std::net::IpAddr| !ip.is_loopback() && !ip.is_unspecified();
+        let link_local = |ip: &std::net::IpAddr| matches!(ip, std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+        found
+            .iter()
+            .find(|ip| ip.is_ipv4() && usable(ip))
+            .or_else(|| found.iter().find(|ip| usable(ip) && !link_local(ip)))
+            .copied()
+    })
+}

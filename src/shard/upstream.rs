@@ -94,12 +94,12 @@ enum Attempt {
     Abort,
 }
 
-const CONNECT_FAILURE: &[u8] =
-    b"upstream connect error or disconnect/reset before headers. reset reason: connection failure";
-const CONNECT_TIMEOUT: &[u8] =
-    b"upstream connect error or disconnect/reset before headers. reset reason: connection timeout";
-const RESET_BEFORE_HEADERS: &[u8] =
-    b"upstream connect error or disconnect/reset before headers. reset reason: connection termination";
+/// Envoy's local-reply texts for an upstream that failed before its response head: a prefix, then
+/// the reset reason (after "retried and the latest " when the request was retried).
+const UPSTREAM_FAILURE: &str = "upstream connect error or disconnect/reset before headers. ";
+const CONNECT_FAILURE: &str = "remote connection failure";
+const CONNECT_TIMEOUT: &str = "connection timeout";
+const RESET_BEFORE_HEADERS: &str = "connection termination";
 const BAD_RESPONSE: &[u8] = b"upstream sent an invalid response";
 
 /// One request in flight to one endpoint: counted on the cluster, the host and the load balancer
@@ -114,9 +114,8 @@ struct InFlight<'a> {
 
 impl<'a> InFlight<'a> {
     fn new(stats: &'a ClusterStats, host: &'a HostStats, lb: &'a ShardCluster, endpoint: usize) -> Self {
-        stats.upstream_rq_total.inc();
+        // `upstream_rq_total` counts requests that reached a connection (`attempt`), as Envoy's.
         stats.upstream_rq_active.inc();
-        host.rq_total.inc();
         host.rq_active.inc();
         lb.begin(endpoint);
         InFlight { stats, host, lb, endpoint, success: false }
@@ -160,7 +159,7 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
         drop(in_flight);
         attempts_left -= 1;
         let retry = ex.fwd.retry;
-        let (status, body, flag): (u16, &'static [u8], ResponseFlags) = match result {
+        let (status, reason, flag): (u16, &'static str, ResponseFlags) = match result {
             Attempt::Relayed { keep_alive } => return Forwarded::Relayed { keep_alive },
             Attempt::Abort => return Forwarded::Abort,
             Attempt::Stale if ex.facts.body_buffered && !fresh_only => {
@@ -172,31 +171,49 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
             // Envoy answers a reset before the response head with 503 and `UC`.
             Attempt::Stale | Attempt::Reset => (503, RESET_BEFORE_HEADERS, ResponseFlags::UC),
             Attempt::ConnectFailed { timed_out } => {
-                if attempts_left > 0 && retry.is_some_and(|r| r.on_connect_failure) {
-                    stats.upstream_rq_retry.inc();
-                    continue;
+                if retry.is_some_and(|r| r.on_connect_failure) {
+                    if attempts_left > 0 {
+                        retried(stats);
+                        continue;
+                    }
+                    stats.upstream_rq_retry_limit_exceeded.inc();
                 }
                 (503, if timed_out { CONNECT_TIMEOUT } else { CONNECT_FAILURE }, ResponseFlags::UF)
             }
-            Attempt::BadResponse => (502, BAD_RESPONSE, ResponseFlags::UPE),
+            Attempt::BadResponse => (502, "", ResponseFlags::UPE),
             Attempt::RetryableStatus => {
-                stats.upstream_rq_retry.inc();
+                retried(stats);
                 continue;
             }
         };
-        if attempts_left > 0
-            && flag == ResponseFlags::UC
-            && retry.is_some_and(|r| r.on_reset || r.retries_status(503))
-        {
-            stats.upstream_rq_retry.inc();
-            continue;
+        if flag == ResponseFlags::UC && retry.is_some_and(|r| r.on_reset || r.retries_status(503)) {
+            if attempts_left > 0 {
+                retried(stats);
+                continue;
+            }
+            stats.upstream_rq_retry_limit_exceeded.inc();
         }
-        let mut reply = LocalReply::new(status, body).flagged(flag);
+        if flag != ResponseFlags::UPE {
+            // Envoy counts the reply it made for a failed upstream request as that request's code.
+            stats.completed(status);
+        }
+        let mut reply = LocalReply::new(status, BAD_RESPONSE);
+        if !reason.is_empty() {
+            let retried = if d.obs.attempts > 1 { "retried and the latest " } else { "" };
+            reply.body = format!("{UPSTREAM_FAILURE}{retried}reset reason: {reason}").into_bytes().into();
+        }
         if d.obs.attempts > 1 {
             reply.flag.insert(ResponseFlags::URX);
         }
+        reply.flag.insert(flag);
         return Forwarded::Reply(close_unless_buffered(reply, ex));
     }
+}
+
+/// Envoy retries with exponential back-off (skiff retries at once; the stat keeps dashboards whole).
+fn retried(stats: &ClusterStats) {
+    stats.upstream_rq_retry.inc();
+    stats.upstream_rq_retry_backoff_exponential.inc();
 }
 
 /// A body we could not finish reading leaves the client mid-request: close after answering.
@@ -215,6 +232,23 @@ async fn connect(
     stats: &Rc<ClusterStats>,
     host: &Rc<HostStats>,
 ) -> Result<Upstream, Attempt> {
+    // The request waits for this connection: Envoy's pending request and connection attempt.
+    stats.upstream_rq_pending_total.inc();
+    stats.upstream_cx_total.inc();
+    stats.upstream_cx_http1_total.inc();
+    host.cx_total.inc();
+    let failed = |timed_out: bool| {
+        stats.upstream_cx_connect_fail.inc();
+        stats.upstream_rq_pending_failure_eject.inc();
+        stats.upstream_cx_destroy.inc();
+        if timed_out {
+            stats.upstream_cx_connect_timeout.inc();
+            stats.upstream_cx_destroy_local.inc();
+        } else {
+            stats.upstream_cx_destroy_remote.inc();
+        }
+        Attempt::ConnectFailed { timed_out }
+    };
     match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
@@ -222,14 +256,9 @@ async fn connect(
         }
         Ok(Err(e)) => {
             log::debug!("connect to {addr}: {e}");
-            stats.upstream_cx_connect_fail.inc();
-            Err(Attempt::ConnectFailed { timed_out: false })
+            Err(failed(false))
         }
-        Err(_) => {
-            stats.upstream_cx_connect_fail.inc();
-            stats.upstream_cx_connect_timeout.inc();
-            Err(Attempt::ConnectFailed { timed_out: true })
-        }
+        Err(_) => Err(failed(true)),
     }
 }
 
@@ -276,12 +305,18 @@ async fn attempt(
         },
     };
     up.requests += 1;
+    up.in_request = true;
+    ex.generation.cluster_stats[ex.cluster].upstream_rq_total.inc();
+    ex.generation.host_stats[ex.cluster][endpoint].rq_total.inc();
     let started = Instant::now();
 
     // The request: head and whatever body came with it.
     let (res, req) =
         monoio::io::AsyncWriteRentExt::write_all(&mut up.stream, std::mem::take(&mut d.req_out)).await;
     d.req_out = req;
+    if let Ok(n) = res {
+        ex.generation.cluster_stats[ex.cluster].upstream_cx_tx_bytes_total.add(n as u64);
+    }
     if res.is_err() {
         return if reused { Attempt::Stale } else { Attempt::Reset };
     }
@@ -289,6 +324,7 @@ async fn attempt(
     // The response head; the rest of a streamed body goes up meanwhile, and the client is watched.
     let facts = &ex.facts;
     let mut upload_abandoned = false;
+    let mut streamed = 0;
     let stats = &ex.generation.cluster_stats[ex.cluster];
     if facts.body_rest.is_some() && facts.expect_continue {
         d.resp_out.clear();
@@ -307,8 +343,9 @@ async fn attempt(
             Some(rest) => {
                 match stream_body_until_head(ex, &mut d.stream, &mut d.buf, &mut up, rest, &mut on_head).await
                 {
-                    Ok((read, abandoned)) => {
+                    Ok((read, abandoned, sent)) => {
                         upload_abandoned = abandoned;
+                        streamed = sent;
                         read
                     }
                     Err(failed) => {
@@ -331,6 +368,7 @@ async fn attempt(
             }
         }
     };
+    d.obs.bytes_received += streamed;
     let shape = match head_read {
         HeadRead::Complete(Some(shape)) => shape,
         HeadRead::Complete(None) => return Attempt::RetryableStatus,
@@ -339,7 +377,13 @@ async fn attempt(
             return Attempt::Abort;
         }
         HeadRead::Closed { received_any } => {
-            return if reused && !received_any { Attempt::Stale } else { Attempt::Reset };
+            up.peer_closed = true;
+            if reused && !received_any {
+                // Never reached an application: not a request that ended on this connection.
+                up.in_request = false;
+                return Attempt::Stale;
+            }
+            return Attempt::Reset;
         }
         HeadRead::Malformed => return Attempt::BadResponse,
     };
@@ -372,7 +416,7 @@ fn on_response_head(
         obs.first_upstream_byte.get_or_insert_with(Instant::now);
     }
     observe::on_response_head(ex.listener, head, obs);
-    stats.response(head.status).inc();
+    stats.completed(head.status);
     if may_retry && !upload_abandoned && ex.fwd.retry.is_some_and(|r| r.retries_status(head.status)) {
         return None;
     }
@@ -401,7 +445,7 @@ async fn stream_body_until_head(
     up: &mut Upstream,
     rest: Framing,
     on_head: &mut impl FnMut(&ResponseHead<'_>, bool) -> Option<HeadDecision>,
-) -> Result<(HeadRead, bool), Attempt> {
+) -> Result<(HeadRead, bool, u64), Attempt> {
     // A second handle on the upstream socket reads the response while the body is written through
     // the first: monoio's reads and writes borrow the stream mutably, one at a time.
     let Ok(mut watch) = duplicate(&up.stream) else {
@@ -417,19 +461,21 @@ async fn stream_body_until_head(
         sent = &mut relay => sent,
         read = &mut head => {
             ex.request_complete.fire();
-            return Ok((read, true));
+            return Ok((read, true, 0));
         }
     };
     ex.request_complete.fire();
     match sent {
-        Ok(_) => {
+        Ok(n) => {
+            // Payload bytes (a chunked body's framing is not counted).
+            ex.generation.cluster_stats[ex.cluster].upstream_cx_tx_bytes_total.add(n);
             early.set(false);
-            Ok((head.await, false))
+            Ok((head.await, false, n))
         }
         Err(RelayError::Read | RelayError::Framing) => Err(Attempt::Abort),
         // The upstream stopped reading: it may have answered already (and closed); its answer,
         // if any, goes to the client.
-        Err(RelayError::Write) => Ok((head.await, true)),
+        Err(RelayError::Write) => Ok((head.await, true, 0)),
     }
 }
 
@@ -567,9 +613,14 @@ async fn relay_response(
             return Attempt::Abort;
         }
         Err(_) => {
+            up.peer_closed = true;
             d.obs.flag(ResponseFlags::UC);
             return Attempt::Abort;
         }
+    }
+    up.in_request = false;
+    if body == BodyKind::CloseDelimited {
+        up.peer_closed = true;
     }
     // Only a connection whose request went up whole and whose response was read exactly, with
     // nothing after it, may carry another exchange.

@@ -39,6 +39,11 @@ impl Counter {
         self.0.set(self.0.get() + 1);
     }
 
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.set(self.0.get().saturating_add(n));
+    }
+
     pub fn get(&self) -> u64 {
         self.0.get()
     }
@@ -85,6 +90,45 @@ impl Timer {
     #[inline]
     pub fn record_us(&self, us: u64) {
         self.0.borrow_mut().saturating_record(us.clamp(1, TIMER_MAX_US));
+    }
+}
+
+/// `upstream_rq_<code>`: one counter per status code 100-599, shown once used (Envoy creates them
+/// on first use).
+#[derive(Debug)]
+pub struct CodeCounters(Box<[Cell<u64>; 500]>);
+
+impl Default for CodeCounters {
+    fn default() -> Self {
+        CodeCounters(Box::new(std::array::from_fn(|_| Cell::new(0))))
+    }
+}
+
+impl CodeCounters {
+    #[inline]
+    pub fn inc(&self, status: u16) {
+        if let Some(c) = usize::from(status).checked_sub(100).and_then(|i| self.0.get(i)) {
+            c.set(c.get() + 1);
+        }
+    }
+}
+
+/// "upstream_rq_100" ... "upstream_rq_599", made once.
+fn code_stat_name(status: usize) -> &'static str {
+    static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| (100..600).map(|c| format!("upstream_rq_{c}")).collect());
+    names.get(status - 100).map_or("upstream_rq_unknown", String::as_str)
+}
+
+impl Dump for CodeCounters {
+    fn dump(&self, scope: &Scope, _name: &'static str, out: &mut StatsDump) {
+        for (i, c) in self.0.iter().enumerate().filter(|(_, c)| c.get() != 0) {
+            out.entries.push(Entry {
+                scope: scope.clone(),
+                name: code_stat_name(i + 100),
+                value: Value::Counter(c.get()),
+            });
+        }
     }
 }
 
@@ -167,6 +211,8 @@ stat_block! {
         downstream_cx_idle_timeout: Counter,
         downstream_cx_destroy_remote_active_rq: Counter,
         downstream_rq_total: Counter,
+        downstream_rq_http1_total: Counter,
+        downstream_rq_completed: Counter,
         downstream_rq_active: Gauge,
         downstream_rq_1xx: Counter,
         downstream_rq_2xx: Counter,
@@ -185,13 +231,23 @@ stat_block! {
     /// `cluster.<name>.*`, the request-path part (the control thread adds membership and DNS).
     ClusterStats {
         upstream_cx_total: Counter,
+        upstream_cx_http1_total: Counter,
         upstream_cx_active: Gauge,
+        upstream_cx_tx_bytes_total: Counter,
         upstream_cx_connect_fail: Counter,
         upstream_cx_connect_timeout: Counter,
         upstream_cx_destroy: Counter,
+        upstream_cx_destroy_local: Counter,
+        upstream_cx_destroy_remote: Counter,
+        upstream_cx_destroy_with_active_rq: Counter,
+        upstream_cx_destroy_local_with_active_rq: Counter,
+        upstream_cx_destroy_remote_with_active_rq: Counter,
         upstream_cx_none_healthy: Counter,
         upstream_cx_pool_overflow: Counter,
         upstream_rq_total: Counter,
+        upstream_rq_completed: Counter,
+        upstream_rq_pending_total: Counter,
+        upstream_rq_pending_failure_eject: Counter,
         upstream_rq_active: Gauge,
         upstream_rq_1xx: Counter,
         upstream_rq_2xx: Counter,
@@ -199,8 +255,11 @@ stat_block! {
         upstream_rq_4xx: Counter,
         upstream_rq_5xx: Counter,
         upstream_rq_retry: Counter,
+        upstream_rq_retry_limit_exceeded: Counter,
+        upstream_rq_retry_backoff_exponential: Counter,
         upstream_rq_timeout: Counter,
         upstream_rq_time: Timer,
+        upstream_rq_code: CodeCounters,
     }
 }
 
@@ -217,6 +276,14 @@ impl HttpStats {
 }
 
 impl ClusterStats {
+    /// Counts a response (the upstream's, or the one skiff made for an upstream failure) in its
+    /// class, its code and `upstream_rq_completed`.
+    pub fn completed(&self, status: u16) {
+        self.response(status).inc();
+        self.upstream_rq_code.inc(status);
+        self.upstream_rq_completed.inc();
+    }
+
     pub fn response(&self, status: u16) -> &Counter {
         match status {
             100..=199 => &self.upstream_rq_1xx,
