@@ -37,6 +37,10 @@ pub struct HcmSettings {
     pub idle_timeout: Duration,
     pub generate_request_id: bool,
     pub server_name: String,
+    /// Without it an HTTP/1.0 request is answered 426 Upgrade Required, as Envoy does.
+    pub accept_http_10: bool,
+    /// The Host given to an HTTP/1.0 request that has none (only with `accept_http_10`).
+    pub default_host_for_http_10: Option<String>,
 }
 
 impl HcmSettings {
@@ -48,6 +52,8 @@ impl HcmSettings {
             idle_timeout: hcm.idle_timeout,
             generate_request_id: hcm.generate_request_id,
             server_name: hcm.server_name.clone(),
+            accept_http_10: hcm.accept_http_10,
+            default_host_for_http_10: hcm.default_host_for_http_10.clone(),
         }
     }
 }

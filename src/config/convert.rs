@@ -2,7 +2,7 @@
 //! what can only be checked with the whole file in view (names, references, regexes), and judges
 //! the fields skiff accepts without implementing: ignored, warned about, or rejected.
 
-use super::duration::fmt_secs;
+use super::duration::{fmt_secs, zero_is_never};
 use super::error::{FieldPath, Finding};
 use super::model::*;
 use super::raw::*;
@@ -40,6 +40,12 @@ const TLS: &str = "TLS not yet supported";
 
 /// The most a sane retry policy asks for; beyond it a typo is likelier than intent.
 const MAX_NUM_RETRIES: u32 = 100;
+const ROUTER_NAMES: &[&str] = &["envoy.router", "envoy.filters.http.router"];
+const ROUTER_TYPES: &[&str] = &[
+    "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+    "type.googleapis.com/envoy.config.filter.http.router.v2.Router",
+];
+
 /// Envoy's ceiling for `max_request_headers_kb`.
 const MAX_HEADERS_KB: u32 = 8192;
 
@@ -452,7 +458,7 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<List
                     return fail(fp, "the http_connection_manager needs typed_config (or v2 config)")
                 }
             };
-            hcm_out = Some(hcm(cx, fp.key(key), raw, direction)?);
+            hcm_out = Some(hcm(cx, fp.key(key), raw, direction, address.port())?);
         }
     }
     let Some(hcm) = hcm_out else {
@@ -466,6 +472,7 @@ fn hcm(
     p: FieldPath,
     h: RawHcm,
     direction: Option<TrafficDirection>,
+    listener_port: u16,
 ) -> Res<HttpConnectionManager> {
     reject_present!(p, h, [rds, scoped_routes], "only an inline route_config is supported (no RDS yet)");
     reject_present!(p, h, [http2_protocol_options, http3_protocol_options], "skiff speaks HTTP/1.1 only");
@@ -488,8 +495,6 @@ fn hcm(
             stream_error_on_invalid_http_message,
             local_reply_config,
             path_with_escaped_slashes_action,
-            strip_matching_host_port,
-            strip_any_host_port,
             original_ip_detection_extensions,
         ],
         NOT_YET
@@ -508,7 +513,30 @@ fn hcm(
     let Some(rc) = h.route_config else {
         return fail(p, "route_config is required (RDS is not supported)");
     };
-    let route_config = route_config(cx, p.key("route_config"), rc)?;
+    let server_name = h.server_name.unwrap_or_else(|| "envoy".to_string());
+    no_crlf(p.key("server_name"), &server_name)?;
+    let strip_host_port = match (h.strip_matching_host_port, h.strip_any_host_port) {
+        (Some(true), Some(true)) => {
+            return fail(
+                p.key("strip_any_host_port"),
+                "Only one of `strip_matching_host_port` or `strip_any_host_port` can be set.",
+            )
+        }
+        (Some(true), _) => StripHostPort::Matching(listener_port),
+        (_, Some(true)) => StripHostPort::Any,
+        _ => StripHostPort::No,
+    };
+    let mut route_config = route_config(cx, p.key("route_config"), rc)?;
+    route_config.strip_host_port = strip_host_port;
+    let (accept_http_10, default_host_for_http_10) = match h.http_protocol_options {
+        Some(o) => {
+            if let Some(host) = &o.default_host_for_http_10 {
+                no_crlf(p.key("http_protocol_options").key("default_host_for_http_10"), host)?;
+            }
+            (o.accept_http_10.unwrap_or(false), o.default_host_for_http_10.filter(|h| !h.is_empty()))
+        }
+        None => (false, None),
+    };
 
     let fp = p.key("http_filters");
     let mut http_filters = Vec::new();
@@ -521,21 +549,34 @@ fn hcm(
             continue;
         }
         reject_present!(fpi, f, [config_discovery], "filter config discovery is not supported");
+        // Envoy picks a filter by its typed_config "@type" when there is one; the name is a label.
+        let is_router = match f.typed_config.as_ref().and_then(|c| c.type_url.as_deref()) {
+            Some(url) => ROUTER_TYPES.contains(&url),
+            None => ROUTER_NAMES.contains(&f.name.as_str()),
+        };
+        let type_url = f.typed_config.as_ref().and_then(|c| c.type_url.clone());
         match f.name.as_str() {
-            "envoy.router" | "envoy.filters.http.router" => {
+            _ if is_router => {
                 if i + 1 != count {
                     return fail(fpi.key("name"), "the router must be the last http filter");
                 }
                 http_filters.push(HttpFilter::Router);
             }
             other if f.is_optional == Some(true) => {
-                cx.warn(fpi.key("name"), format!("optional http filter \"{other}\" is not supported and is skipped"));
+                cx.warn(
+                    fpi.key("name"),
+                    format!("optional http filter \"{other}\" is not supported and is skipped"),
+                );
             }
             other => {
+                let what = match type_url {
+                    Some(url) => format!("http filter \"{other}\" (\"@type\" {url})"),
+                    None => format!("http filter \"{other}\""),
+                };
                 return fail(
                     fpi.key("name"),
-                    format!("http filter \"{other}\" is not supported (only envoy.filters.http.router; mark it is_optional: true to skip it)"),
-                )
+                    format!("{what} is not supported (only envoy.filters.http.router; mark it is_optional: true to skip it)"),
+                );
             }
         }
     }
@@ -566,7 +607,7 @@ fn hcm(
             NOT_YET
         );
         if let Some(t) = c.idle_timeout {
-            idle_timeout = t.0;
+            idle_timeout = zero_is_never(t.0);
         }
     }
     let access_logs = match h.access_log {
@@ -583,15 +624,32 @@ fn hcm(
         route_config,
         http_filters,
         max_request_headers_kb,
-        request_headers_timeout: h.request_headers_timeout.map_or(Duration::from_secs(10), |d| d.0),
+        request_headers_timeout: h
+            .request_headers_timeout
+            .map_or(Duration::from_secs(10), |d| zero_is_never(d.0)),
         idle_timeout,
         generate_request_id: h.generate_request_id.unwrap_or(true),
-        server_name: h.server_name.unwrap_or_else(|| "envoy".to_string()),
+        server_name,
         access_logs,
         use_remote_address: h.use_remote_address.unwrap_or(false),
         xff_num_trusted_hops: h.xff_num_trusted_hops.unwrap_or(0),
         tracing,
+        accept_http_10,
+        default_host_for_http_10,
     })
+}
+
+/// A configured header name or value goes onto the wire verbatim: a CR or LF in it would end the
+/// line and let the config inject headers (or a whole message). Envoy refuses these too.
+fn no_crlf(p: FieldPath, text: &str) -> Res<()> {
+    if text.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+        let field = match p.0.last() {
+            Some(super::error::Seg::Key(k)) => k.clone(),
+            _ => "header".to_string(),
+        };
+        return fail(p, format!("{field} {text:?} must not contain CR, LF or NUL"));
+    }
+    Ok(())
 }
 
 fn headers_to_add(p: FieldPath, list: Option<Vec<RawHeaderValueOption>>) -> Res<Vec<HeaderValueOption>> {
@@ -603,6 +661,10 @@ fn headers_to_add(p: FieldPath, list: Option<Vec<RawHeaderValueOption>>) -> Res<
         }
         if h.header.key.is_empty() {
             return fail(p.key("header").key("key"), "header name must not be empty");
+        }
+        no_crlf(p.key("header").key("key"), &h.header.key)?;
+        if let Some(v) = &h.header.value {
+            no_crlf(p.key("header").key("value"), v)?;
         }
         let append = h.append.or(h.append_action.map(|a| a.0 .0)).unwrap_or(true);
         out.push(HeaderValueOption {
@@ -637,6 +699,7 @@ fn route_config(cx: &mut Cx, p: FieldPath, rc: RawRouteConfig) -> Res<RouteConfi
             rc.response_headers_to_add,
         )?,
         response_headers_to_remove: lower_all(rc.response_headers_to_remove),
+        strip_host_port: StripHostPort::No,
     })
 }
 

@@ -7,6 +7,7 @@ mod error;
 pub mod model;
 mod raw;
 
+pub use duration::NEVER;
 pub use model::*;
 
 use std::fmt;
