@@ -404,3 +404,22 @@ fn bad_log_level_and_missing_config_fail_clearly() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("--config-path"), "{}", stderr(&out));
 }
+
+/// Shutdown times near 2^63 seconds used to overflow an `Instant` (an abort on SIGTERM); they are
+/// capped at about 100 years when parsed.
+#[test]
+fn huge_drain_and_shutdown_times_still_exit_cleanly_on_sigterm() {
+    let up = TestUpstream::named("huge");
+    let huge = "9223372036854775807";
+    let cases: [&[&str]; 3] = [
+        &["--drain-time-s", huge],
+        &["--parent-shutdown-time-s", huge],
+        &["--drain-time-s", huge, "--parent-shutdown-time-s", huge],
+    ];
+    for args in cases {
+        let mut skiff = Skiff::start(&simple_config(&[up.addr]), args);
+        assert_eq!(get(skiff.listener("main"), "/").text(), "huge");
+        let status = skiff.terminate().expect("exits after SIGTERM");
+        assert_eq!(status.code(), Some(0), "{args:?}: {}", skiff.log());
+    }
+}
