@@ -6,6 +6,7 @@ mod duration;
 mod error;
 pub mod model;
 mod raw;
+pub mod unenforced;
 
 pub use duration::NEVER;
 pub use model::*;
