@@ -50,3 +50,19 @@ fn request_transfer_codings_other_than_chunked_are_not_implemented() {
     }
     assert_eq!(up.count(), 0);
 }
+
+#[test]
+fn response_connection_nominating_content_length_keeps_the_framing() {
+    let up = TestUpstream::start(std::sync::Arc::new(|_: &Seen| {
+        Reply::Raw(
+            b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nhello".to_vec(),
+            true,
+        )
+    }));
+    let skiff = start_with_driver(&custom_config(&[up.addr], "", "", ""), "auto");
+    let mut c = Client::connect(skiff.listener("main"));
+    let r = c.get("/");
+    assert_eq!((r.status, r.header("content-length"), r.text().as_str()), (200, Some("5"), "hello"));
+    // The connection is still in step: a second exchange on it works.
+    assert_eq!(c.get("/").text(), "hello");
+}
