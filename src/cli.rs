@@ -53,11 +53,11 @@ pub struct Options {
     pub concurrency: Option<usize>,
 
     /// On SIGTERM: seconds to let in-flight requests finish before exiting.
-    #[arg(long = "drain-time-s", default_value_t = 600, value_name = "SECONDS")]
+    #[arg(long = "drain-time-s", default_value_t = 600, value_name = "SECONDS", value_parser = clamped_seconds)]
     pub drain_time_s: u64,
 
     /// Upper bound on the whole shutdown; the drain is cut to fit inside it.
-    #[arg(long = "parent-shutdown-time-s", default_value_t = 900, value_name = "SECONDS")]
+    #[arg(long = "parent-shutdown-time-s", default_value_t = 900, value_name = "SECONDS", value_parser = clamped_seconds)]
     pub parent_shutdown_time_s: u64,
 
     /// I/O driver: io_uring, epoll, or auto (io_uring where the kernel allows it).
@@ -122,4 +122,11 @@ pub enum IoDriver {
     Auto,
     Uring,
     Epoll,
+}
+
+/// Seconds, capped at `config::NEVER`: the shutdown code adds them to an `Instant`, which would
+/// overflow (and abort) for values near `u64::MAX`; nobody can tell 100 years from forever.
+fn clamped_seconds(text: &str) -> Result<u64, String> {
+    let secs: u64 = text.trim().parse().map_err(|e| format!("expected a number of seconds: {e}"))?;
+    Ok(secs.min(crate::config::NEVER.as_secs()))
 }

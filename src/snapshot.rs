@@ -55,8 +55,8 @@ impl HcmSettings {
             generate_request_id: hcm.generate_request_id,
             server_name: hcm.server_name.clone(),
             use_remote_address: hcm.use_remote_address,
-            accept_http_10: false,
-            default_host_for_http_10: None,
+            accept_http_10: hcm.accept_http_10,
+            default_host_for_http_10: hcm.default_host_for_http_10.clone(),
         }
     }
 }
@@ -86,7 +86,8 @@ impl Snapshot {
             listeners.push(ListenerSnap {
                 socket: socket.clone(),
                 hcm: HcmSettings::new(&l.hcm),
-                routes: RouteTable::compile(&l.hcm.route_config, &index).map_err(|e| e.to_string())?,
+                routes: RouteTable::compile(&l.hcm.route_config, &index, socket.bound.port())
+                    .map_err(|e| e.to_string())?,
                 observers: telemetry.observers(&l.hcm).map_err(|e| format!("listener {:?}: {e}", l.name))?,
             });
         }

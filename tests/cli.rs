@@ -404,3 +404,48 @@ fn bad_log_level_and_missing_config_fail_clearly() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("--config-path"), "{}", stderr(&out));
 }
+
+/// Shutdown times near 2^63 seconds used to overflow an `Instant` (an abort on SIGTERM); they are
+/// capped at about 100 years when parsed.
+#[test]
+fn huge_drain_and_shutdown_times_still_exit_cleanly_on_sigterm() {
+    let up = TestUpstream::named("huge");
+    let huge = "9223372036854775807";
+    let cases: [&[&str]; 3] = [
+        &["--drain-time-s", huge],
+        &["--parent-shutdown-time-s", huge],
+        &["--drain-time-s", huge, "--parent-shutdown-time-s", huge],
+    ];
+    for args in cases {
+        let mut skiff = Skiff::start(&simple_config(&[up.addr]), args);
+        assert_eq!(get(skiff.listener("main"), "/").text(), "huge");
+        let status = skiff.terminate().expect("exits after SIGTERM");
+        assert_eq!(status.code(), Some(0), "{args:?}: {}", skiff.log());
+    }
+}
+
+/// `--mode validate` names the fields it accepts without acting on, so "valid" does not read as
+/// "enforced".
+#[test]
+fn validate_warns_about_circuit_breakers_and_endpoint_health_status() {
+    let yaml = simple_config(&[dead_port()])
+        .replace(
+            "      connect_timeout: 0.5s\n",
+            "      connect_timeout: 0.5s\n      circuit_breakers: { thresholds: [{ max_connections: 1 }] }\n",
+        )
+        .replace(
+            "              - endpoint:\n",
+            "              - health_status: UNHEALTHY\n                endpoint:\n",
+        );
+    let out = run(&["--mode", "validate", "--config-yaml", &yaml]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("static_resources.clusters[0].circuit_breakers: circuit_breakers is accepted but ignored (thresholds are parsed and shown on /clusters but not enforced"),
+        "{err}"
+    );
+    assert!(
+        err.contains("static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].health_status: health_status is accepted but ignored (every endpoint gets traffic whatever health it is declared with)"),
+        "{err}"
+    );
+}

@@ -87,8 +87,11 @@ fn assert_round_trip(original: &Bootstrap, dump: &Value) {
     let as_yaml = serde_norway::to_string(bootstrap).expect("yaml");
     let from_yaml = load_str(&as_yaml, "dump.yaml").unwrap_or_else(|e| panic!("{e}\n{as_yaml}"));
     assert_eq!(&from_yaml.bootstrap, original, "YAML round trip\n{as_yaml}");
-    // The dump uses only v3 spellings, so it loads without any warning.
-    assert!(from_json.warnings.is_empty(), "warnings: {:?}", from_json.warnings);
+    // The dump uses only v3 spellings, so it loads without any warning but the ones for fields
+    // skiff accepts without enforcing yet (the dump writes Envoy's default circuit breakers).
+    let unexpected: Vec<_> =
+        from_json.warnings.iter().filter(|w| !w.to_string().contains("circuit_breakers")).collect();
+    assert!(unexpected.is_empty(), "warnings: {unexpected:?}");
 }
 
 #[test]

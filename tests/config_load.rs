@@ -263,8 +263,16 @@ static_resources:
 fn v2_and_v3_spellings_give_the_same_model() {
     let v2 = load_str(V2, "v2.yaml").unwrap_or_else(|e| panic!("{e}"));
     let v3 = load_str(V3, "v3.yaml").unwrap_or_else(|e| panic!("{e}"));
-    assert!(v2.warnings.is_empty(), "{:?}", v2.warnings);
-    assert!(v3.warnings.is_empty(), "{:?}", v3.warnings);
+    // circuit_breakers are parsed (and shown on /clusters) but not enforced, and load says so.
+    let cb = "circuit_breakers is accepted but ignored (thresholds are parsed and shown on /clusters but not enforced: nothing is refused or queued for exceeding them)";
+    assert_eq!(
+        v2.warnings,
+        vec![format!("v2.yaml:52:23: static_resources.clusters[0].circuit_breakers: {cb}")]
+    );
+    assert_eq!(
+        v3.warnings,
+        vec![format!("v3.yaml:63:23: static_resources.clusters[0].circuit_breakers: {cb}")]
+    );
     assert_eq!(v2.bootstrap, v3.bootstrap);
 
     let b = &v2.bootstrap;
@@ -836,4 +844,118 @@ fn tracing_errors_are_located() {
         err(&text),
         r#"skiff.yaml:4:34: tracing.http.config.collector_cluster: unknown cluster "nope" (clusters: backend, zipkin)"#
     );
+}
+
+/// BASE with `lines` added to the HCM right after `codec_type` (so they start on line 13).
+fn hcm_with(lines: &str) -> String {
+    with("          codec_type: AUTO\n", &format!("          codec_type: AUTO\n{lines}"))
+}
+
+fn hcm_of(text: &str) -> HttpConnectionManager {
+    let l = load_str(text, "skiff.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    l.bootstrap.listeners[0].hcm.clone()
+}
+
+#[test]
+fn http_protocol_options_http10_fields_are_read() {
+    let hcm = hcm_of(BASE);
+    assert!(!hcm.accept_http_10);
+    assert_eq!(hcm.default_host_for_http_10, None);
+    let hcm = hcm_of(&hcm_with(
+        "          http_protocol_options: { accept_http_10: true, default_host_for_http_10: legacy.local, allow_absolute_url: true }\n",
+    ));
+    assert!(hcm.accept_http_10);
+    assert_eq!(hcm.default_host_for_http_10.as_deref(), Some("legacy.local"));
+    assert_eq!(
+        err(&hcm_with("          http_protocol_options: { accept_http_11: true }\n")),
+        "skiff.yaml:13:36: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_protocol_options.accept_http_11: unknown field `accept_http_11`, did you mean `accept_http_10`?"
+    );
+}
+
+#[test]
+fn header_values_with_cr_or_lf_are_refused_where_they_are_written() {
+    let route_level = with(
+        "                route: { cluster: backend }\n",
+        "                route: { cluster: backend }\n                response_headers_to_add: [{ header: { key: x-a, value: \"ok\\r\\nSet-Cookie: evil\" } }]\n",
+    );
+    assert_eq!(
+        err(&route_level),
+        "skiff.yaml:20:72: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[0].response_headers_to_add[0].header.value: value \"ok\\r\\nSet-Cookie: evil\" must not contain CR, LF or NUL"
+    );
+    let vhost_level = with(
+        "              domains: [\"*\"]\n",
+        "              domains: [\"*\"]\n              request_headers_to_add: [{ header: { key: \"x-a\\nx-b\", value: v } }]\n",
+    );
+    assert_eq!(
+        err(&vhost_level),
+        "skiff.yaml:17:57: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].request_headers_to_add[0].header.key: key \"x-a\\nx-b\" must not contain CR, LF or NUL"
+    );
+    let config_level = with(
+        "            virtual_hosts:\n",
+        "            response_headers_to_add: [{ header: { key: x-a, value: \"a\\rb\" } }]\n            virtual_hosts:\n",
+    );
+    assert!(err(&config_level).starts_with("skiff.yaml:14:"), "{}", err(&config_level));
+    assert!(err(&config_level).contains("route_config.response_headers_to_add[0].header.value: value \"a\\rb\" must not contain CR, LF or NUL"));
+    assert_eq!(
+        err(&hcm_with("          server_name: \"skiff\\r\\nX-Injected: 1\"\n")),
+        "skiff.yaml:13:24: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.server_name: server_name \"skiff\\r\\nX-Injected: 1\" must not contain CR, LF or NUL"
+    );
+}
+
+#[test]
+fn zero_timeouts_mean_never_as_in_envoy() {
+    let hcm = hcm_of(&hcm_with(
+        "          request_headers_timeout: 0s\n          common_http_protocol_options: { idle_timeout: 0s }\n",
+    ));
+    assert_eq!(hcm.request_headers_timeout, skiff::config::NEVER);
+    assert_eq!(hcm.idle_timeout, skiff::config::NEVER);
+    let l = load_str(&with("route: { cluster: backend }", "route: { cluster: backend, timeout: 0s }"), "x")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(first_forward(&l.bootstrap.listeners[0]).timeout, None);
+    // Envoy: "ClusterValidationError.ConnectTimeout: value must be greater than 0s".
+    assert_eq!(
+        err(&with("connect_timeout: 0.25s", "connect_timeout: 0s")),
+        "skiff.yaml:24:22: static_resources.clusters[0].connect_timeout: connect_timeout must be greater than 0s"
+    );
+}
+
+#[test]
+fn huge_durations_saturate_and_past_protobufs_range_are_refused() {
+    let hcm = hcm_of(&hcm_with("          request_headers_timeout: 315576000000s\n"));
+    assert_eq!(hcm.request_headers_timeout, skiff::config::NEVER);
+    let l = load_str(
+        &with("route: { cluster: backend }", "route: { cluster: backend, timeout: 315576000000s }"),
+        "x",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(first_forward(&l.bootstrap.listeners[0]).timeout, Some(skiff::config::NEVER));
+    assert!(
+        err(&hcm_with("          request_headers_timeout: 315576000001s\n"))
+            .ends_with("duration \"315576000001s\" is out of range"),
+        "{}",
+        err(&hcm_with("          request_headers_timeout: 315576000001s\n"))
+    );
+}
+
+#[test]
+fn the_router_is_known_by_its_type_url_whatever_its_name() {
+    let named = with(
+        "          - name: envoy.filters.http.router\n",
+        "          - name: my-router\n            typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }\n",
+    );
+    assert_eq!(hcm_of(&named).http_filters, vec![HttpFilter::Router]);
+    let unknown = with(
+        "          - name: envoy.filters.http.router\n",
+        "          - name: envoy.filters.http.router\n            typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors }\n",
+    );
+    assert_eq!(
+        err(&unknown),
+        "skiff.yaml:21:19: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].name: http filter \"envoy.filters.http.router\" (\"@type\" type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors) is not supported (only envoy.filters.http.router; mark it is_optional: true to skip it)"
+    );
+    assert!(err(&with(
+        "          - name: envoy.filters.http.router\n",
+        "          - name: envoy.filters.http.cors\n"
+    ))
+    .contains("http filter \"envoy.filters.http.cors\" is not supported"));
 }

@@ -237,7 +237,8 @@ fn http10_client_gets_chunked_upstream_body_unchunked() {
     let skiff = http10_proxy(&up);
     let res = raw_until_close(skiff.listener("main"), b"GET / HTTP/1.0\r\n\r\n", Duration::from_secs(10));
     assert!(res.closed);
-    assert!(res.text.starts_with("HTTP/1.1 200"), "{}", res.text);
+    // An HTTP/1.0 client is answered in HTTP/1.0, as Envoy does.
+    assert!(res.text.starts_with("HTTP/1.0 200"), "{}", res.text);
     assert!(res.text.ends_with("\r\n\r\nhello"), "{}", res.text);
     assert!(!res.text.to_ascii_lowercase().contains("transfer-encoding"), "{}", res.text);
 }
@@ -295,11 +296,12 @@ fn hop_by_hop_response_headers_are_not_returned() {
     assert_eq!(r.header("server"), Some("envoy"));
 }
 
-/// A proxy that takes HTTP/1.0 requests (Envoy answers them 426 unless told to).
+/// A proxy that takes HTTP/1.0 requests (Envoy answers them 426 unless told to), giving those
+/// without Host the host `a` (without one, Envoy answers 400).
 fn http10_proxy(upstream: &TestUpstream) -> Skiff {
     let yaml = simple_config(&[upstream.addr]).replace(
         "                stat_prefix: ingress\n",
-        "                stat_prefix: ingress\n                http_protocol_options: {accept_http_10: true}\n",
+        "                stat_prefix: ingress\n                http_protocol_options: {accept_http_10: true, default_host_for_http_10: a}\n",
     );
     start_with_driver(&yaml, "auto")
 }

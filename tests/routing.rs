@@ -116,13 +116,16 @@ fn virtual_hosts_by_domain() {
         let r = get_host(addr, host, "/only", &[]);
         (r.status, r.first_line())
     };
-    // Exact, case-insensitive, with a port the domain does not name.
+    // Exact, case-insensitive. Envoy 1.40 matches the Host as sent, port included: a port the
+    // domain does not name takes the request out of an exact or `*.suffix` match (checked with
+    // Envoy; `strip_matching_host_port` / `strip_any_host_port` change that).
     assert_eq!(who("example.com").1, "a");
     assert_eq!(who("EXAMPLE.Com").1, "a");
-    assert_eq!(who("example.com:8080").1, "a");
-    // `*.suffix` (not the bare domain), `prefix*`.
+    assert_eq!(who("example.com:8080").1, "fallback");
+    // `*.suffix` (not the bare domain), `prefix*` (which a port does not disturb).
     assert_eq!(who("www.example.com").1, "b");
-    assert_eq!(who("Deep.WWW.example.com:81").1, "b");
+    assert_eq!(who("Deep.WWW.example.com").1, "b");
+    assert_eq!(who("Deep.WWW.example.com:81").1, "fallback");
     assert_eq!(who("api.other.test").1, "c");
     assert_eq!(who("api.other.test:8443").1, "c");
     // A domain written with a port matches that port only.
@@ -135,8 +138,9 @@ fn virtual_hosts_by_domain() {
 }
 
 #[test]
-fn exact_domain_beats_wildcards_even_with_a_port() {
-    // An exact domain outranks a `prefix*` one whether or not the Host carries a port.
+fn exact_domain_beats_wildcards_but_not_with_a_port() {
+    // An exact domain outranks a `prefix*` one; a Host with a port no longer matches it exactly,
+    // so the `prefix*` host takes it, as in Envoy 1.40.
     let up = TestUpstream::echo_named("exact");
     let other = TestUpstream::echo_named("prefix");
     let routes = r#"virtual_hosts:
@@ -157,7 +161,7 @@ fn exact_domain_beats_wildcards_even_with_a_port() {
     let skiff = Skiff::start(&yaml, &[]);
     let addr = skiff.listener("main");
     assert_eq!(get_host(addr, "api.example.com", "/", &[]).first_line(), "exact");
-    assert_eq!(get_host(addr, "api.example.com:8080", "/", &[]).first_line(), "exact");
+    assert_eq!(get_host(addr, "api.example.com:8080", "/", &[]).first_line(), "prefix");
     assert_eq!(get_host(addr, "api.other.com:8080", "/", &[]).first_line(), "prefix");
 }
 

@@ -2,7 +2,7 @@
 //! what can only be checked with the whole file in view (names, references, regexes), and judges
 //! the fields skiff accepts without implementing: ignored, warned about, or rejected.
 
-use super::duration::fmt_secs;
+use super::duration::{fmt_secs, zero_is_never};
 use super::error::{FieldPath, Finding};
 use super::model::*;
 use super::raw::*;
@@ -18,10 +18,11 @@ fn fail<T>(path: FieldPath, message: impl Into<String>) -> Res<T> {
 
 /// Warns for each listed field that is present: skiff parses it but does not act on it, which
 /// changes behaviour compared with Envoy.
+/// `$scope.$f` names the entry in `unenforced::UNENFORCED` that says why.
 macro_rules! warn_present {
-    ($cx:expr, $p:expr, $raw:expr, [$($f:ident),* $(,)?], $why:expr) => {
+    ($cx:expr, $p:expr, $raw:expr, $scope:literal, [$($f:ident),* $(,)?]) => {
         $( if $raw.$f.is_some() {
-            $cx.warn($p.key(stringify!($f)), format!("{} is accepted but ignored ({})", stringify!($f), $why));
+            $cx.unenforced($p.key(stringify!($f)), concat!($scope, ".", stringify!($f)));
         } )*
     };
 }
@@ -40,6 +41,12 @@ const TLS: &str = "TLS not yet supported";
 
 /// The most a sane retry policy asks for; beyond it a typo is likelier than intent.
 const MAX_NUM_RETRIES: u32 = 100;
+const ROUTER_NAMES: &[&str] = &["envoy.router", "envoy.filters.http.router"];
+const ROUTER_TYPES: &[&str] = &[
+    "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+    "type.googleapis.com/envoy.config.filter.http.router.v2.Router",
+];
+
 /// Envoy's ceiling for `max_request_headers_kb`.
 const MAX_HEADERS_KB: u32 = 8192;
 
@@ -64,6 +71,14 @@ impl Cx {
         self.warnings.push(Finding { path, message: message.into() });
     }
 
+    /// Warns that the field at `path` is accepted but not acted on; `key` is its
+    /// `unenforced::UNENFORCED` entry.
+    fn unenforced(&mut self, path: FieldPath, key: &str) {
+        let field = key.rsplit('.').next().unwrap_or(key);
+        let why = super::unenforced::lookup(key).map_or("not enforced by skiff", |u| u.why);
+        self.warn(path, format!("{field} is accepted but ignored ({why})"));
+    }
+
     fn cluster_ref(&self, path: FieldPath, name: &str) -> Res<String> {
         if self.clusters.contains(name) {
             Ok(name.to_string())
@@ -85,7 +100,7 @@ pub fn convert(raw: RawBootstrap) -> Res<Converted> {
         [dynamic_resources, hds_config],
         "only static_resources are supported (no xDS yet)"
     );
-    warn_present!(cx, root, raw, [stats_sinks, overload_manager], NOT_YET);
+    warn_present!(cx, root, raw, "bootstrap", [stats_sinks, overload_manager]);
 
     let admin = match raw.admin {
         Some(a) => Some(admin(&mut cx, root.key("admin"), a)?),
@@ -95,7 +110,10 @@ pub fn convert(raw: RawBootstrap) -> Res<Converted> {
     let (listeners_raw, clusters_raw) = match raw.static_resources {
         Some(s) => {
             if s.secrets.is_some() {
-                cx.warn(root.key("static_resources").key("secrets"), format!("secrets are ignored ({TLS})"));
+                cx.unenforced(
+                    root.key("static_resources").key("secrets"),
+                    "bootstrap.static_resources.secrets",
+                );
             }
             (s.listeners.unwrap_or_default(), s.clusters.unwrap_or_default())
         }
@@ -171,7 +189,7 @@ fn tracer(cx: &mut Cx, p: FieldPath, t: RawTracingProvider) -> Res<ZipkinConfig>
         (None, None) => return fail(p, "the Zipkin tracer needs typed_config (or v2 config)"),
     };
     let zp = p.key(key);
-    warn_present!(cx, zp, z, [split_spans_for_request, trace_context_option], NOT_YET);
+    warn_present!(cx, zp, z, "zipkin", [split_spans_for_request, trace_context_option]);
     let _ = z.collector_endpoint_version; // HTTP_JSON is the only value that parses.
     let Some(cluster) = z.collector_cluster else {
         return fail(zp, "collector_cluster is required");
@@ -222,8 +240,8 @@ fn hcm_tracing(
     direction: Option<TrafficDirection>,
 ) -> Res<Option<Tracing>> {
     cx.hcm_tracing_blocks += 1;
-    warn_present!(cx, p, t, [custom_tags, request_headers_for_tags], "no custom tags are added");
-    warn_present!(cx, p, t, [verbose], NOT_YET);
+    warn_present!(cx, p, t, "hcm.tracing", [custom_tags, request_headers_for_tags]);
+    warn_present!(cx, p, t, "hcm.tracing", [verbose]);
     let operation = match (t.operation_name, direction) {
         (Some(op), _) => op.0,
         (None, Some(TrafficDirection::Outbound)) => TracingOperation::Egress,
@@ -274,7 +292,7 @@ fn bind_address(p: FieldPath, a: RawBindAddress) -> Res<SocketAddr> {
 }
 
 fn admin(cx: &mut Cx, p: FieldPath, a: RawAdmin) -> Res<Admin> {
-    warn_present!(cx, p, a, [profile_path, socket_options], NOT_YET);
+    warn_present!(cx, p, a, "admin", [profile_path, socket_options]);
     let Some(address) = a.address else {
         return fail(p, "admin.address is required");
     };
@@ -296,7 +314,7 @@ fn access_logs(cx: &mut Cx, p: FieldPath, logs: Vec<RawAccessLog>) -> Res<Vec<Ac
     let mut out = Vec::new();
     for (i, l) in logs.into_iter().enumerate() {
         let p = p.idx(i);
-        warn_present!(cx, p, l, [filter], "every request is logged");
+        warn_present!(cx, p, l, "access_log", [filter]);
         let (key, cfg) = match (l.config, l.typed_config) {
             (Some(_), Some(_)) => return fail(p, "give either config (v2) or typed_config (v3), not both"),
             (Some(c), None) => ("config", c),
@@ -326,23 +344,11 @@ fn access_logs(cx: &mut Cx, p: FieldPath, logs: Vec<RawAccessLog>) -> Res<Vec<Ac
             );
             continue;
         };
-        warn_present!(
-            cx,
-            cp,
-            cfg,
-            [json_format, typed_json_format],
-            "JSON access logs are not yet supported; the default format is used"
-        );
+        warn_present!(cx, cp, cfg, "access_log.typed_config", [json_format, typed_json_format]);
         let mut format = cfg.format;
         if let Some(lf) = cfg.log_format {
             let lp = cp.key("log_format");
-            warn_present!(
-                cx,
-                lp,
-                lf,
-                [json_format, formatters],
-                "JSON access logs are not yet supported; the default format is used"
-            );
+            warn_present!(cx, lp, lf, "access_log.typed_config.log_format", [json_format, formatters]);
             if let Some(t) = lf.text_format {
                 format = Some(t);
             }
@@ -371,8 +377,8 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<List
         cx,
         p,
         l,
-        [socket_options, freebind, transparent, tcp_fast_open_queue_length, connection_balance_config],
-        NOT_YET
+        "listener",
+        [socket_options, freebind, transparent, tcp_fast_open_queue_length, connection_balance_config]
     );
     if l.use_original_dst == Some(true) {
         return fail(p.key("use_original_dst"), format!("use_original_dst is not supported: {NOT_YET}"));
@@ -452,7 +458,7 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<List
                     return fail(fp, "the http_connection_manager needs typed_config (or v2 config)")
                 }
             };
-            hcm_out = Some(hcm(cx, fp.key(key), raw, direction)?);
+            hcm_out = Some(hcm(cx, fp.key(key), raw, direction, address.port())?);
         }
     }
     let Some(hcm) = hcm_out else {
@@ -466,6 +472,7 @@ fn hcm(
     p: FieldPath,
     h: RawHcm,
     direction: Option<TrafficDirection>,
+    listener_port: u16,
 ) -> Res<HttpConnectionManager> {
     reject_present!(p, h, [rds, scoped_routes], "only an inline route_config is supported (no RDS yet)");
     reject_present!(p, h, [http2_protocol_options, http3_protocol_options], "skiff speaks HTTP/1.1 only");
@@ -473,6 +480,7 @@ fn hcm(
         cx,
         p,
         h,
+        "hcm",
         [
             stream_idle_timeout,
             request_timeout,
@@ -488,18 +496,12 @@ fn hcm(
             stream_error_on_invalid_http_message,
             local_reply_config,
             path_with_escaped_slashes_action,
-            strip_matching_host_port,
-            strip_any_host_port,
-            original_ip_detection_extensions,
-        ],
-        NOT_YET
+            original_ip_detection_extensions
+        ]
     );
     if let Some(t) = &h.server_header_transformation {
         if !t.eq_ignore_ascii_case("OVERWRITE") {
-            cx.warn(
-                p.key("server_header_transformation"),
-                "server_header_transformation is ignored; skiff always overwrites the server header",
-            );
+            cx.unenforced(p.key("server_header_transformation"), "hcm.server_header_transformation");
         }
     }
     let Some(stat_prefix) = h.stat_prefix else {
@@ -508,7 +510,30 @@ fn hcm(
     let Some(rc) = h.route_config else {
         return fail(p, "route_config is required (RDS is not supported)");
     };
-    let route_config = route_config(cx, p.key("route_config"), rc)?;
+    let server_name = h.server_name.unwrap_or_else(|| "envoy".to_string());
+    no_crlf(p.key("server_name"), &server_name)?;
+    let strip_host_port = match (h.strip_matching_host_port, h.strip_any_host_port) {
+        (Some(true), Some(true)) => {
+            return fail(
+                p.key("strip_any_host_port"),
+                "Only one of `strip_matching_host_port` or `strip_any_host_port` can be set.",
+            )
+        }
+        (Some(true), _) => StripHostPort::Matching(listener_port),
+        (_, Some(true)) => StripHostPort::Any,
+        _ => StripHostPort::No,
+    };
+    let mut route_config = route_config(cx, p.key("route_config"), rc)?;
+    route_config.strip_host_port = strip_host_port;
+    let (accept_http_10, default_host_for_http_10) = match h.http_protocol_options {
+        Some(o) => {
+            if let Some(host) = &o.default_host_for_http_10 {
+                no_crlf(p.key("http_protocol_options").key("default_host_for_http_10"), host)?;
+            }
+            (o.accept_http_10.unwrap_or(false), o.default_host_for_http_10.filter(|h| !h.is_empty()))
+        }
+        None => (false, None),
+    };
 
     let fp = p.key("http_filters");
     let mut http_filters = Vec::new();
@@ -521,21 +546,34 @@ fn hcm(
             continue;
         }
         reject_present!(fpi, f, [config_discovery], "filter config discovery is not supported");
+        // Envoy picks a filter by its typed_config "@type" when there is one; the name is a label.
+        let is_router = match f.typed_config.as_ref().and_then(|c| c.type_url.as_deref()) {
+            Some(url) => ROUTER_TYPES.contains(&url),
+            None => ROUTER_NAMES.contains(&f.name.as_str()),
+        };
+        let type_url = f.typed_config.as_ref().and_then(|c| c.type_url.clone());
         match f.name.as_str() {
-            "envoy.router" | "envoy.filters.http.router" => {
+            _ if is_router => {
                 if i + 1 != count {
                     return fail(fpi.key("name"), "the router must be the last http filter");
                 }
                 http_filters.push(HttpFilter::Router);
             }
             other if f.is_optional == Some(true) => {
-                cx.warn(fpi.key("name"), format!("optional http filter \"{other}\" is not supported and is skipped"));
+                cx.warn(
+                    fpi.key("name"),
+                    format!("optional http filter \"{other}\" is not supported and is skipped"),
+                );
             }
             other => {
+                let what = match type_url {
+                    Some(url) => format!("http filter \"{other}\" (\"@type\" {url})"),
+                    None => format!("http filter \"{other}\""),
+                };
                 return fail(
                     fpi.key("name"),
-                    format!("http filter \"{other}\" is not supported (only envoy.filters.http.router; mark it is_optional: true to skip it)"),
-                )
+                    format!("{what} is not supported (only envoy.filters.http.router; mark it is_optional: true to skip it)"),
+                );
             }
         }
     }
@@ -557,16 +595,16 @@ fn hcm(
             cx,
             cp,
             c,
+            "hcm.common_http_protocol_options",
             [
                 max_connection_duration,
                 max_stream_duration,
                 headers_with_underscores_action,
                 max_requests_per_connection
-            ],
-            NOT_YET
+            ]
         );
         if let Some(t) = c.idle_timeout {
-            idle_timeout = t.0;
+            idle_timeout = zero_is_never(t.0);
         }
     }
     let access_logs = match h.access_log {
@@ -583,15 +621,32 @@ fn hcm(
         route_config,
         http_filters,
         max_request_headers_kb,
-        request_headers_timeout: h.request_headers_timeout.map_or(Duration::from_secs(10), |d| d.0),
+        request_headers_timeout: h
+            .request_headers_timeout
+            .map_or(Duration::from_secs(10), |d| zero_is_never(d.0)),
         idle_timeout,
         generate_request_id: h.generate_request_id.unwrap_or(true),
-        server_name: h.server_name.unwrap_or_else(|| "envoy".to_string()),
+        server_name,
         access_logs,
         use_remote_address: h.use_remote_address.unwrap_or(false),
         xff_num_trusted_hops: h.xff_num_trusted_hops.unwrap_or(0),
         tracing,
+        accept_http_10,
+        default_host_for_http_10,
     })
+}
+
+/// A configured header name or value goes onto the wire verbatim: a CR or LF in it would end the
+/// line and let the config inject headers (or a whole message). Envoy refuses these too.
+fn no_crlf(p: FieldPath, text: &str) -> Res<()> {
+    if text.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+        let field = match p.0.last() {
+            Some(super::error::Seg::Key(k)) => k.clone(),
+            _ => "header".to_string(),
+        };
+        return fail(p, format!("{field} {text:?} must not contain CR, LF or NUL"));
+    }
+    Ok(())
 }
 
 fn headers_to_add(p: FieldPath, list: Option<Vec<RawHeaderValueOption>>) -> Res<Vec<HeaderValueOption>> {
@@ -603,6 +658,10 @@ fn headers_to_add(p: FieldPath, list: Option<Vec<RawHeaderValueOption>>) -> Res<
         }
         if h.header.key.is_empty() {
             return fail(p.key("header").key("key"), "header name must not be empty");
+        }
+        no_crlf(p.key("header").key("key"), &h.header.key)?;
+        if let Some(v) = &h.header.value {
+            no_crlf(p.key("header").key("value"), v)?;
         }
         let append = h.append.or(h.append_action.map(|a| a.0 .0)).unwrap_or(true);
         out.push(HeaderValueOption {
@@ -620,7 +679,7 @@ fn lower_all(list: Option<Vec<String>>) -> Vec<String> {
 
 fn route_config(cx: &mut Cx, p: FieldPath, rc: RawRouteConfig) -> Res<RouteConfig> {
     reject_present!(p, rc, [vhds, cluster_specifier_plugins], NOT_YET);
-    warn_present!(cx, p, rc, [internal_only_headers], NOT_YET);
+    warn_present!(cx, p, rc, "route_config", [internal_only_headers]);
     let vp = p.key("virtual_hosts");
     let mut virtual_hosts = Vec::new();
     let mut domains_seen: HashSet<String> = HashSet::new();
@@ -637,6 +696,7 @@ fn route_config(cx: &mut Cx, p: FieldPath, rc: RawRouteConfig) -> Res<RouteConfi
             rc.response_headers_to_add,
         )?,
         response_headers_to_remove: lower_all(rc.response_headers_to_remove),
+        strip_host_port: StripHostPort::No,
     })
 }
 
@@ -645,8 +705,8 @@ fn vhost(cx: &mut Cx, p: FieldPath, v: RawVhost, seen: &mut HashSet<String>) -> 
         cx,
         p,
         v,
-        [cors, rate_limits, typed_per_filter_config, per_filter_config, hedge_policy],
-        NOT_YET
+        "virtual_host",
+        [cors, rate_limits, typed_per_filter_config, per_filter_config, hedge_policy]
     );
     if let Some(t) = &v.require_tls {
         if !t.eq_ignore_ascii_case("NONE") {
@@ -705,7 +765,7 @@ fn route(
     vhost_retry: Option<&RawRetry>,
     vhost_retry_path: FieldPath,
 ) -> Res<Route> {
-    warn_present!(cx, p, r, [typed_per_filter_config, per_filter_config, tracing], NOT_YET);
+    warn_present!(cx, p, r, "route", [typed_per_filter_config, per_filter_config, tracing]);
     let matcher = route_match(p.key("match"), r.matcher)?;
     let action = match (r.route, r.redirect, r.direct_response) {
         (Some(a), None, None) => {
@@ -868,6 +928,7 @@ fn forward(
         cx,
         p,
         a,
+        "route.route",
         [
             idle_timeout,
             hash_policy,
@@ -880,8 +941,7 @@ fn forward(
             metadata_match,
             max_stream_duration,
             internal_redirect_policy
-        ],
-        NOT_YET
+        ]
     );
     if a.auto_host_rewrite == Some(true) {
         return fail(p.key("auto_host_rewrite"), format!("auto_host_rewrite is not supported: {NOT_YET}"));
@@ -942,6 +1002,7 @@ fn retry(cx: &mut Cx, p: FieldPath, r: &RawRetry) -> Res<RetryPolicy> {
         cx,
         p,
         r,
+        "retry_policy",
         [
             per_try_idle_timeout,
             retry_host_predicate,
@@ -951,8 +1012,7 @@ fn retry(cx: &mut Cx, p: FieldPath, r: &RawRetry) -> Res<RetryPolicy> {
             retry_back_off,
             rate_limited_retry_back_off,
             retry_priority
-        ],
-        NOT_YET
+        ]
     );
     let num_retries = r.num_retries.unwrap_or(1);
     if num_retries > MAX_NUM_RETRIES {
@@ -1012,19 +1072,14 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
     reject_present!(p, c, [transport_socket, tls_context, transport_socket_matches], TLS);
     reject_present!(p, c, [http2_protocol_options], "skiff speaks HTTP/1.1 to upstreams");
     reject_present!(p, c, [cluster_type, filters, load_balancing_policy], NOT_YET);
-    warn_present!(cx, p, c, [health_checks], "health checks are not yet active");
-    warn_present!(cx, p, c, [outlier_detection], "outlier detection is not yet active");
+    warn_present!(cx, p, c, "cluster", [health_checks]);
+    warn_present!(cx, p, c, "cluster", [outlier_detection]);
+    warn_present!(cx, p, c, "cluster", [typed_extension_protocol_options]);
     warn_present!(
         cx,
         p,
         c,
-        [typed_extension_protocol_options],
-        "skiff speaks HTTP/1.1 to upstreams with its own defaults"
-    );
-    warn_present!(
-        cx,
-        p,
-        c,
+        "cluster",
         [
             typed_dns_resolver_config,
             use_tcp_for_dns_lookups,
@@ -1033,14 +1088,10 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
             upstream_bind_config,
             dns_failure_refresh_rate,
             connection_pool_per_downstream_connection
-        ],
-        NOT_YET
+        ]
     );
     if c.respect_dns_ttl == Some(true) {
-        cx.warn(
-            p.key("respect_dns_ttl"),
-            "respect_dns_ttl is accepted but ignored; dns_refresh_rate is used",
-        );
+        cx.unenforced(p.key("respect_dns_ttl"), "cluster.respect_dns_ttl");
     }
     if c.name.is_empty() {
         return fail(p.key("name"), "cluster name must not be empty");
@@ -1097,6 +1148,7 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
                             "load_balancing_weight must be at least 1",
                         );
                     }
+                    warn_present!(cx, lbp, lb, "lb_endpoint", [health_status]);
                     let Some(ep) = lb.endpoint else {
                         return fail(lbp, "lb_endpoint needs an endpoint");
                     };
@@ -1134,7 +1186,7 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
         if !dns_resolvers.is_empty() {
             return fail(dp, "give either dns_resolvers or dns_resolution_config, not both");
         }
-        warn_present!(cx, dp, drc, [dns_resolver_options], NOT_YET);
+        warn_present!(cx, dp, drc, "cluster.dns_resolution_config", [dns_resolver_options]);
         for (i, a) in drc.resolvers.unwrap_or_default().into_iter().enumerate() {
             dns_resolvers.push(bind_address(dp.key("resolvers").idx(i), a)?);
         }
@@ -1147,8 +1199,8 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
             cx,
             chp,
             ch,
-            [idle_timeout, max_connection_duration, max_stream_duration, headers_with_underscores_action],
-            NOT_YET
+            "cluster.common_http_protocol_options",
+            [idle_timeout, max_connection_duration, max_stream_duration, headers_with_underscores_action]
         );
         if ch.max_requests_per_connection.is_some() {
             if max_requests_per_connection.is_some() {
@@ -1166,16 +1218,14 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
     let mut circuit_breakers = CircuitBreakers::default();
     if let Some(cb) = c.circuit_breakers {
         let cbp = p.key("circuit_breakers");
-        warn_present!(cx, cbp, cb, [per_host_thresholds], NOT_YET);
+        cx.unenforced(cbp.clone(), "cluster.circuit_breakers");
+        warn_present!(cx, cbp, cb, "cluster.circuit_breakers", [per_host_thresholds]);
         let mut seen_default = false;
         for (i, t) in cb.thresholds.unwrap_or_default().into_iter().enumerate() {
             let tp = cbp.key("thresholds").idx(i);
-            warn_present!(cx, tp, t, [retry_budget], NOT_YET);
+            warn_present!(cx, tp, t, "cluster.circuit_breakers.thresholds", [retry_budget]);
             if t.priority.is_some_and(|p| p.0 == RoutingPriority::High) {
-                cx.warn(
-                    tp.key("priority"),
-                    "HIGH priority thresholds are ignored (skiff routes everything at DEFAULT priority)",
-                );
+                cx.unenforced(tp.key("priority"), "cluster.circuit_breakers.thresholds.priority");
                 continue;
             }
             if seen_default {

@@ -8,6 +8,20 @@ use std::time::Duration;
 /// protobuf's upper bound (10 000 years); anything past it is a typo, not a timeout.
 const MAX_SECONDS: u64 = 315_576_000_000;
 
+/// "Never expires": what Envoy means by a `0s` timeout, and the ceiling every parsed duration is
+/// clamped to. About 100 years, so that `Instant::now() + NEVER` cannot overflow while any
+/// timeout a human would write stays exact.
+pub const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Envoy's reading of a timeout: `0s` disables it.
+pub fn zero_is_never(d: Duration) -> Duration {
+    if d.is_zero() {
+        NEVER
+    } else {
+        d
+    }
+}
+
 /// A parsed duration field. The newtype exists so that the parse error is raised inside
 /// deserialization, where serde_norway knows the line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +61,8 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         // Right-pad to nine digits: "25" after the point is 250 000 000 ns.
         format!("{fraction:0<9}").parse().map_err(|_| bad())?
     };
-    Ok(Duration::new(seconds, nanos))
+    // Past NEVER, a timer could overflow an Instant; nobody can tell the difference.
+    Ok(Duration::new(seconds, nanos).min(NEVER))
 }
 
 /// Operators coming from other proxies write "100ms" or "5m"; Envoy rejects those, and so do we,
@@ -144,7 +159,7 @@ impl<'de> Visitor<'de> for DurVisitor {
         if seconds > MAX_SECONDS {
             return Err(de::Error::custom(format!("duration of {seconds} seconds is out of range")));
         }
-        Ok(Dur(Duration::new(seconds, nanos as u32)))
+        Ok(Dur(Duration::new(seconds, nanos as u32).min(NEVER)))
     }
 }
 
@@ -178,6 +193,16 @@ mod tests {
         assert!(parse("0.0000000001s").is_err());
         assert!(parse("-1s").unwrap_err().contains("negative"));
         assert!(parse("99999999999999999999s").is_err());
+    }
+
+    #[test]
+    fn huge_durations_saturate_at_never_and_past_protobufs_range_are_refused() {
+        assert_eq!(parse("315576000000s"), Ok(NEVER));
+        assert_eq!(parse("9999999999.5s"), Ok(NEVER));
+        assert!(parse("315576000001s").unwrap_err().contains("out of range"));
+        assert!(std::time::Instant::now().checked_add(NEVER).is_some());
+        assert_eq!(zero_is_never(Duration::ZERO), NEVER);
+        assert_eq!(zero_is_never(Duration::from_secs(1)), Duration::from_secs(1));
     }
 
     #[test]

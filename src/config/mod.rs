@@ -6,7 +6,9 @@ mod duration;
 mod error;
 pub mod model;
 mod raw;
+pub mod unenforced;
 
+pub use duration::NEVER;
 pub use model::*;
 
 use std::fmt;

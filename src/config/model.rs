@@ -58,6 +58,23 @@ pub struct HttpConnectionManager {
     /// bootstrap's `tracing.http` (v2 style). None when the HCM has no `tracing` block, or has one
     /// but no provider is configured anywhere (warned about).
     pub tracing: Option<Tracing>,
+    /// `http_protocol_options.accept_http_10`, default false: Envoy answers HTTP/1.0 with 426.
+    pub accept_http_10: bool,
+    /// `http_protocol_options.default_host_for_http_10`: the Host given to an HTTP/1.0 request
+    /// that has none.
+    pub default_host_for_http_10: Option<String>,
+}
+
+/// `strip_matching_host_port` / `strip_any_host_port`: whether the port comes off the Host before
+/// the virtual host is chosen (and in the Host sent upstream), as Envoy does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StripHostPort {
+    /// The Host is matched as sent: `example.com:8080` does not match domain `example.com`.
+    #[default]
+    No,
+    /// Only this port (the listener's) is stripped.
+    Matching(u16),
+    Any,
 }
 
 /// What one connection manager traces and where spans go.
@@ -127,6 +144,9 @@ pub struct RouteConfig {
     pub request_headers_to_remove: Vec<String>,
     pub response_headers_to_add: Vec<HeaderValueOption>,
     pub response_headers_to_remove: Vec<String>,
+    /// From the connection manager that holds this route config: the route table is compiled
+    /// from the route config alone, and host matching depends on it.
+    pub strip_host_port: StripHostPort,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -568,11 +568,11 @@ pub struct RawHcm {
     pub stream_error_on_invalid_http_message: Ign,
     pub local_reply_config: Ign,
     pub path_with_escaped_slashes_action: Ign,
-    pub strip_matching_host_port: Ign,
-    pub strip_any_host_port: Ign,
     pub original_ip_detection_extensions: Ign,
+    pub strip_matching_host_port: Option<bool>,
+    pub strip_any_host_port: Option<bool>,
+    pub http_protocol_options: Option<RawHttp1Options>,
     // Ignored.
-    pub http_protocol_options: Ign,
     pub drain_timeout: Ign,
     pub delayed_close_timeout: Ign,
     pub add_user_agent: Ign,
@@ -653,12 +653,31 @@ pub struct RawCommonHttp {
     pub max_response_headers_kb: Ign,
 }
 
+/// v3 `Http1ProtocolOptions` on the connection manager. The rest of its fields were accepted
+/// silently before skiff read any of them; they stay that way.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "an http_protocol_options mapping")]
+pub struct RawHttp1Options {
+    pub accept_http_10: Option<bool>,
+    pub default_host_for_http_10: Option<String>,
+    // Ignored.
+    pub allow_absolute_url: Ign,
+    pub header_key_format: Ign,
+    pub enable_trailers: Ign,
+    pub allow_chunked_length: Ign,
+    pub override_stream_error_on_invalid_http_message: Ign,
+    pub send_fully_qualified_url: Ign,
+    pub use_balsa_parser: Ign,
+    pub allow_custom_methods: Ign,
+    pub ignore_http_11_upgrade: Ign,
+}
+
 #[derive(Debug, DeriveDeserialize)]
 #[serde(deny_unknown_fields, expecting = "an http filter mapping")]
 pub struct RawHttpFilter {
     pub name: String,
     pub config: Ign,
-    pub typed_config: Ign,
+    pub typed_config: Option<RawFilterTypedConfig>,
     pub is_optional: Option<bool>,
     pub disabled: Option<bool>,
     pub config_discovery: Ign,
@@ -707,6 +726,37 @@ pub struct RawDataSource {
     pub filename: Option<String>,
     pub inline_bytes: Ign,
     pub environment_variable: Ign,
+}
+
+/// An http filter's `typed_config`: only its `"@type"` matters to skiff (Envoy picks the filter by
+/// it, whatever the `name`); the other fields are the filter's own and are not read.
+#[derive(Debug)]
+pub struct RawFilterTypedConfig {
+    pub type_url: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawFilterTypedConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawFilterTypedConfig;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a typed_config mapping with \"@type\"")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut type_url = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "@type" {
+                        type_url = Some(map.next_value::<String>()?);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(RawFilterTypedConfig { type_url })
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -165,31 +165,38 @@ pub(super) fn classify(name: &str) -> Known {
     }
 }
 
-/// What the Transfer-Encoding headers of one message add up to.
+/// What the Transfer-Encoding headers of one message add up to. Each parser judges the result:
+/// requests and responses differ in what they tolerate.
 #[derive(Default)]
 pub(super) struct TransferCodings {
     pub present: bool,
+    /// Elements seen, empty ones included, over all Transfer-Encoding headers.
+    pub count: u32,
     pub chunked_count: u32,
     pub last_is_chunked: bool,
+    /// An empty element ("chunked," or ", chunked") leaves the final coding up to each hop's
+    /// reading of the list.
+    pub has_empty: bool,
 }
 
 impl TransferCodings {
     /// Folds in one Transfer-Encoding header; repeated headers form one list, in order.
-    pub fn add(&mut self, value: &[u8]) -> Result<(), HeadError> {
+    pub fn add(&mut self, value: &[u8]) {
         self.present = true;
         for coding in list_elements(value) {
-            // An empty element ("chunked," or ", chunked") leaves the final coding up to each
-            // hop's reading of the list; refusing it is cheaper than guessing.
-            if coding.is_empty() {
-                return Err(HeadError::Malformed("empty transfer coding"));
-            }
+            self.count = self.count.saturating_add(1);
+            self.has_empty |= coding.is_empty();
             let chunked = coding.eq_ignore_ascii_case(b"chunked");
             if chunked {
                 self.chunked_count = self.chunked_count.saturating_add(1);
             }
             self.last_is_chunked = chunked;
         }
-        Ok(())
+    }
+
+    /// Exactly one `chunked` and nothing else: the only request framing Envoy (and skiff) decodes.
+    pub fn is_just_chunked(&self) -> bool {
+        self.count == 1 && self.last_is_chunked
     }
 }
 
@@ -214,6 +221,12 @@ impl ConnectionOptions {
 
 /// Shared body of `RequestHead::connection_lists` and `ResponseHead::connection_lists`.
 pub(super) fn connection_lists(headers: &[httparse::Header<'_>], name: &str) -> bool {
+    // RFC 9110 §7.6.1: a sender must not nominate fields meant for every recipient. Envoy drops a
+    // nominated Content-Length but re-frames the body as chunked; skiff forwards the body as it
+    // came, so the framing that came with it must stay.
+    if matches!(classify(name), Known::ContentLength | Known::TransferEncoding | Known::Host) {
+        return false;
+    }
     let name = name.as_bytes();
     headers
         .iter()

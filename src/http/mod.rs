@@ -41,6 +41,9 @@ pub enum HeadError {
     TooManyHeaders,
     /// Anything malformed or ambiguous (400 for requests, 502 for responses); the text says which rule.
     Malformed(&'static str),
+    /// Well-formed but asks for something skiff (like Envoy) does not do: a request transfer coding
+    /// other than a single `chunked` (501, as RFC 9112 §6.1 says for unknown codings).
+    NotImplemented(&'static str),
 }
 
 impl HeadError {
@@ -48,6 +51,7 @@ impl HeadError {
         match self {
             HeadError::TooLarge | HeadError::TooManyHeaders => 431,
             HeadError::Malformed(_) => 400,
+            HeadError::NotImplemented(_) => 501,
         }
     }
 }
@@ -73,6 +77,8 @@ pub struct RequestHead<'b> {
 
 impl RequestHead<'_> {
     /// Whether `name` (any case) is listed in a Connection header, i.e. hop-by-hop for this message.
+    /// Never true for the framing fields (Content-Length, Transfer-Encoding) nor Host: dropping
+    /// those while forwarding the body as received would let the next hop frame it differently.
     pub fn connection_lists(&self, name: &str) -> bool {
         fields::connection_lists(self.headers, name)
     }
@@ -89,7 +95,8 @@ pub struct ResponseHead<'b> {
 }
 
 impl ResponseHead<'_> {
-    /// Whether `name` (any case) is listed in a Connection header.
+    /// Whether `name` (any case) is listed in a Connection header; never true for the framing
+    /// fields nor Host (see `RequestHead::connection_lists`).
     pub fn connection_lists(&self, name: &str) -> bool {
         fields::connection_lists(self.headers, name)
     }

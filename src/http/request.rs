@@ -64,8 +64,14 @@ pub(super) fn parse<'b>(
                 }
                 content_length = Some(fields::parse_decimal(fields::trim_ows(h.value))?);
             }
-            Known::TransferEncoding => te.add(h.value)?,
-            Known::Connection => conn.add(h.value),
+            Known::TransferEncoding => te.add(h.value),
+            Known::Connection => {
+                // Envoy strips a nominated Host, then answers 400 for the missing authority.
+                if fields::list_elements(h.value).any(|t| t.eq_ignore_ascii_case(b"host")) {
+                    return Err(HeadError::Malformed("Connection nominates Host"));
+                }
+                conn.add(h.value)
+            }
             Known::Expect => {
                 expect_continue |= fields::trim_ows(h.value).eq_ignore_ascii_case(b"100-continue")
             }
@@ -86,11 +92,11 @@ pub(super) fn parse<'b>(
         if content_length.is_some() {
             return Err(HeadError::Malformed("both Content-Length and Transfer-Encoding"));
         }
-        if !te.last_is_chunked {
-            return Err(HeadError::Malformed("chunked is not the final transfer coding"));
-        }
-        if te.chunked_count != 1 {
-            return Err(HeadError::Malformed("chunked applied more than once"));
+        // Envoy answers 501 to any other list ("gzip, chunked", "identity", "chunked, chunked",
+        // "chunked,"): skiff does not decode codings, and passing them on would leave the upstream
+        // to guess what we framed.
+        if !te.is_just_chunked() {
+            return Err(HeadError::NotImplemented("transfer coding other than chunked"));
         }
         BodyKind::Chunked
     } else {
@@ -362,6 +368,7 @@ mod tests {
         assert_eq!(HeadError::TooLarge.status(), 431);
         assert_eq!(HeadError::TooManyHeaders.status(), 431);
         assert_eq!(HeadError::Malformed("x").status(), 400);
+        assert_eq!(HeadError::NotImplemented("x").status(), 501);
     }
 
     #[test]
@@ -559,46 +566,78 @@ mod tests {
         refused(&post_with("Content-Length: 5,\r\n"));
     }
 
+    fn not_implemented(buf: &[u8]) -> &'static str {
+        match parse_with_limit(buf, 8192) {
+            Err(e @ HeadError::NotImplemented(reason)) => {
+                assert_eq!(e.status(), 501);
+                reason
+            }
+            other => panic!("expected NotImplemented for {:?}, got {other:?}", lossy(buf)),
+        }
+    }
+
     #[test]
     fn chunked_transfer_encoding_gives_a_chunked_body() {
         for te in [
             "Transfer-Encoding: chunked\r\n",
             "transfer-encoding: CHUNKED\r\n",
-            "Transfer-Encoding: gzip, chunked\r\n",
-            "Transfer-Encoding:  gzip ,\tchunked \r\n",
-            "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+            "Transfer-Encoding:  chunked \r\n",
         ] {
             let seen = accepted(&post_with(te));
             assert_eq!(seen.body, BodyKind::Chunked, "{te}");
         }
     }
 
+    /// Envoy 1.40 answers "501 Not Implemented" to every one of these (checked with the binary).
     #[test]
-    fn transfer_encoding_not_ending_in_chunked_is_refused() {
+    fn any_request_transfer_coding_but_a_single_chunked_is_not_implemented() {
         for te in [
+            "Transfer-Encoding: gzip, chunked\r\n",
+            "Transfer-Encoding:  gzip ,\tchunked \r\n",
+            "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+            "Transfer-Encoding: identity, chunked\r\n",
             "Transfer-Encoding: gzip\r\n",
+            "Transfer-Encoding: identity\r\n",
             "Transfer-Encoding: chunked, gzip\r\n",
             "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n",
             "Transfer-Encoding: chunkedx\r\n",
             "Transfer-Encoding: chunked;q=1\r\n",
             "Transfer-Encoding: \"chunked\"\r\n",
+            "Transfer-Encoding: chunked, chunked\r\n",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+            "Transfer-Encoding: chunked,\r\n",
+            "Transfer-Encoding: , chunked\r\n",
+            "Transfer-Encoding: gzip,,chunked\r\n",
+            "Transfer-Encoding:\r\n",
         ] {
-            refused(&post_with(te));
+            assert_eq!(not_implemented(&post_with(te)), "transfer coding other than chunked", "{te}");
         }
     }
 
     #[test]
-    fn chunked_applied_twice_is_refused() {
-        refused(&post_with("Transfer-Encoding: chunked, chunked\r\n"));
-        refused(&post_with("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"));
+    fn content_length_with_any_transfer_coding_is_a_bad_request_first() {
+        assert_eq!(
+            refused(&post_with("Transfer-Encoding: gzip\r\nContent-Length: 5\r\n")),
+            "both Content-Length and Transfer-Encoding"
+        );
     }
 
     #[test]
-    fn empty_transfer_codings_are_refused() {
-        refused(&post_with("Transfer-Encoding: chunked,\r\n"));
-        refused(&post_with("Transfer-Encoding: , chunked\r\n"));
-        refused(&post_with("Transfer-Encoding: gzip,,chunked\r\n"));
-        refused(&post_with("Transfer-Encoding:\r\n"));
+    fn connection_nominating_host_is_refused() {
+        assert_eq!(refused(&get_with("Connection: host\r\n")), "Connection nominates Host");
+        assert_eq!(refused(&get_with("Connection: keep-alive, HOST\r\n")), "Connection nominates Host");
+    }
+
+    #[test]
+    fn connection_never_nominates_the_framing_fields() {
+        let buf = post_with("Connection: content-length, Transfer-Encoding, x-a\r\nContent-Length: 5\r\n");
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let head = parse_request(&buf, &mut headers, 8192).unwrap().unwrap();
+        assert_eq!(head.body, BodyKind::Length(5));
+        assert!(!head.connection_lists("content-length"));
+        assert!(!head.connection_lists("Content-Length"));
+        assert!(!head.connection_lists("transfer-encoding"));
+        assert!(head.connection_lists("x-a"));
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub(super) fn parse<'b>(
                     content_length = Some(n);
                 }
             }
-            Known::TransferEncoding => te.add(h.value)?,
+            Known::TransferEncoding => te.add(h.value),
             Known::Connection => conn.add(h.value),
             Known::Host | Known::Expect | Known::Other => {}
         }
@@ -62,6 +62,10 @@ pub(super) fn parse<'b>(
     if te.present && version == Version::Http10 {
         // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message means the framing is faulty.
         return Err(HeadError::Malformed("Transfer-Encoding in HTTP/1.0 response"));
+    }
+    if te.has_empty {
+        // Refusing is cheaper than guessing which coding the sender meant to be last.
+        return Err(HeadError::Malformed("empty transfer coding"));
     }
     if te.chunked_count > 1 {
         return Err(HeadError::Malformed("chunked applied more than once"));
@@ -325,5 +329,21 @@ mod tests {
         assert!(head.connection_lists("x-hop"));
         assert!(head.connection_lists("upgrade"));
         assert!(!head.connection_lists("close"));
+    }
+
+    #[test]
+    fn connection_never_nominates_the_framing_fields_of_a_response() {
+        let buf = ok_with("Connection: content-length, transfer-encoding, host\r\nContent-Length: 5\r\n");
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let head = parse_response(&buf, &mut headers, 8192, false).unwrap().unwrap();
+        assert_eq!(head.body, BodyKind::Length(5));
+        for name in ["content-length", "transfer-encoding", "host"] {
+            assert!(!head.connection_lists(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn empty_transfer_coding_in_a_response_is_refused() {
+        assert_eq!(refused(&ok_with("Transfer-Encoding: gzip,,chunked\r\n")), "empty transfer coding");
     }
 }

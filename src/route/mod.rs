@@ -4,6 +4,7 @@
 
 use crate::config::{
     self, ClusterSpecifier, HeaderMatchRule, HeaderValueOption, PathMatch, RouteAction, RouteConfig,
+    StripHostPort,
 };
 use crate::http::header_is;
 use std::collections::HashMap;
@@ -42,6 +43,7 @@ pub struct RouteTable {
     /// `api.*` stored as `api.`, longest first.
     prefixes: Vec<(String, usize)>,
     wildcard: Option<usize>,
+    strip_host_port: StripHostPort,
     pub request_edits: HeaderEdits,
     pub response_edits: HeaderEdits,
 }
@@ -158,13 +160,23 @@ impl std::fmt::Display for BuildError {
 }
 
 impl RouteTable {
-    pub fn compile(rc: &RouteConfig, clusters: &HashMap<&str, usize>) -> Result<Self, BuildError> {
+    /// `listener_port`: the port the listener is bound on (what `strip_matching_host_port` strips;
+    /// for `port_value: 0` only the bound socket knows it).
+    pub fn compile(
+        rc: &RouteConfig,
+        clusters: &HashMap<&str, usize>,
+        listener_port: u16,
+    ) -> Result<Self, BuildError> {
         let mut table = RouteTable {
             vhosts: Vec::with_capacity(rc.virtual_hosts.len()),
             exact: Vec::new(),
             suffixes: Vec::new(),
             prefixes: Vec::new(),
             wildcard: None,
+            strip_host_port: match rc.strip_host_port {
+                StripHostPort::Matching(_) => StripHostPort::Matching(listener_port),
+                other => other,
+            },
             request_edits: HeaderEdits::new(&rc.request_headers_to_add, &rc.request_headers_to_remove),
             response_edits: HeaderEdits::new(&rc.response_headers_to_add, &rc.response_headers_to_remove),
         };
@@ -194,17 +206,29 @@ impl RouteTable {
         Ok(table)
     }
 
-    /// Envoy's order: exact domain, longest `*.suffix`, longest `prefix*`, then `*`. Each tier is
-    /// tried with the Host as sent and then without its port, before the next tier: so
-    /// `example.com` serves `example.com:80`, and `api.example.com:8080` goes to an exact
-    /// `api.example.com` rather than to an `api.*` that happens to match the port-carrying form.
+    /// The Host as Envoy matches it and sends it upstream: with `strip_any_host_port` any port
+    /// comes off, with `strip_matching_host_port` only the listener's; otherwise it stays as sent.
+    pub fn host_for_matching<'h>(&self, host: &'h str) -> &'h str {
+        let strip = match self.strip_host_port {
+            StripHostPort::No => false,
+            StripHostPort::Any => true,
+            StripHostPort::Matching(port) => port_of(host) == Some(port),
+        };
+        if strip {
+            strip_port(host).unwrap_or(host)
+        } else {
+            host
+        }
+    }
+
+    /// Envoy's order: exact domain, longest `*.suffix`, longest `prefix*`, then `*`, all against
+    /// `host_for_matching`: Envoy 1.40 does not match `example.com:8080` to a domain
+    /// `example.com` unless told to strip the port.
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
-        let bare = strip_port(host);
-        type Tier = fn(&RouteTable, &str) -> Option<usize>;
-        let tiers: [Tier; 3] = [Self::exact_index, Self::suffix_index, Self::prefix_index];
-        tiers
-            .iter()
-            .find_map(|tier| tier(self, host).or_else(|| bare.and_then(|b| tier(self, b))))
+        let host = self.host_for_matching(host);
+        self.exact_index(host)
+            .or_else(|| self.suffix_index(host))
+            .or_else(|| self.prefix_index(host))
             .or(self.wildcard)
             .map(|i| &self.vhosts[i])
     }
@@ -232,6 +256,11 @@ fn strip_port(host: &str) -> Option<&str> {
     let (name, port) = host.rsplit_once(':')?;
     let numeric = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
     (numeric && (!name.contains(':') || name.ends_with(']'))).then_some(name)
+}
+
+fn port_of(host: &str) -> Option<u16> {
+    let name = strip_port(host)?;
+    host.get(name.len() + 1..)?.parse().ok()
 }
 
 impl VirtualHost {

@@ -62,9 +62,9 @@ fn untrusted_envoy_header(name: &str, edge: bool) -> bool {
 pub(super) struct RequestRewrite<'a> {
     /// The path the upstream gets (rewritten or the original).
     pub path: &'a str,
-    pub host_rewrite: Option<&'a str>,
-    /// `default_host_for_http_10` for an HTTP/1.0 request without Host.
-    pub default_host: Option<&'a str>,
+    /// The Host the upstream gets: `host_rewrite_literal`, else the host the request was routed by
+    /// (an absolute-form authority, a port-stripped Host, `default_host_for_http_10`).
+    pub host: Option<&'a str>,
     /// Route, virtual host, route table.
     pub edits: [&'a HeaderEdits; 3],
     pub peer_ip: &'a str,
@@ -120,11 +120,9 @@ pub(super) fn write_request_head(
         }
         if header_is(name, "host") {
             saw_host = true;
-            // `head.host` is the authority of an absolute-form target when there is one (RFC 9112
-            // §3.2.2: it replaces Host), which is also what routing used: the upstream must see the
-            // host the request was routed by, not a different Host line.
-            let value = rw.host_rewrite.or(head.host).map_or(h.value, str::as_bytes);
-            reply::header(out, b"host", value);
+            // The upstream must see the host the request was routed by (an absolute-form target's
+            // authority replaces Host, RFC 9112 §3.2.2), not a different Host line.
+            reply::header(out, b"host", rw.host.map_or(h.value, str::as_bytes));
             continue;
         }
         if edge && last_xff == Some(i) {
@@ -150,7 +148,7 @@ pub(super) fn write_request_head(
     }
     if !saw_host {
         // Never an HTTP/1.1 request without Host: an HTTP/1.0 one gets `default_host_for_http_10`.
-        if let Some(host) = rw.host_rewrite.or(head.host).or(rw.default_host) {
+        if let Some(host) = rw.host {
             reply::header(out, b"host", host.as_bytes());
         }
     }
@@ -245,7 +243,7 @@ pub(super) fn write_response_head(
     let close_delimited_to_client = head.body == BodyKind::CloseDelimited || dechunk;
     let client_keep_alive = rw.keep_alive && !close_delimited_to_client;
     out.clear();
-    reply::status_line(out, head.status);
+    reply::status_line(out, head.status, rw.http10);
     let any_edits = rw.edits.iter().any(|e| !e.is_empty());
     let has_connection = head.headers.iter().any(|h| header_is(h.name, "connection"));
     for h in head.headers {

@@ -35,6 +35,8 @@ pub struct LocalReply {
     pub stat: ReplyStat,
     /// `location` of a redirect.
     pub location: Option<String>,
+    /// Answer in HTTP/1.0 (the request was, and was accepted).
+    pub http10: bool,
 }
 
 impl LocalReply {
@@ -46,6 +48,7 @@ impl LocalReply {
             flag: ResponseFlags::NONE,
             stat: ReplyStat::None,
             location: None,
+            http10: false,
         }
     }
 
@@ -185,8 +188,9 @@ pub fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-pub fn status_line(out: &mut Vec<u8>, status: u16) {
-    out.extend_from_slice(b"HTTP/1.1 ");
+/// `http10`: the client spoke HTTP/1.0, and is answered in it (as Envoy does).
+pub fn status_line(out: &mut Vec<u8>, status: u16, http10: bool) {
+    out.extend_from_slice(if http10 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
     push_u64(out, u64::from(status));
     out.push(b' ');
     out.extend_from_slice(reason(status).as_bytes());
@@ -211,7 +215,7 @@ pub fn push_u64(out: &mut Vec<u8>, n: u64) {
 /// A complete local reply, as Envoy writes its own: length, type when there is a body, date, server.
 /// A reply to a HEAD request carries no body bytes.
 pub fn local(out: &mut Vec<u8>, reply: &LocalReply, date: &DateCache, server: &str, head_request: bool) {
-    status_line(out, reply.status);
+    status_line(out, reply.status, reply.http10);
     if let Some(location) = &reply.location {
         header(out, b"location", location.as_bytes());
     }

@@ -87,7 +87,12 @@ impl<'g> Request<'g> {
         req_out.clear();
         let hcm = &self.listener.hcm;
         let head_request = head.method == "HEAD";
-        let reply = |reply: LocalReply, consumed| Plan::Reply { reply, consumed, head_request };
+        // An accepted HTTP/1.0 request is answered in HTTP/1.0, local replies included.
+        let answer_http10 = head.version == Version::Http10 && hcm.accept_http_10;
+        let reply = |mut reply: LocalReply, consumed| {
+            reply.http10 |= answer_http10;
+            Plan::Reply { reply, consumed, head_request }
+        };
         if head.version == Version::Http10 && !hcm.accept_http_10 {
             // Envoy's codec refuses it before the request exists: its log line has no method or
             // path, and says HTTP/1.1 (the protocol of the reply).
@@ -109,10 +114,14 @@ impl<'g> Request<'g> {
             }
         };
         let whole = scan.complete.then_some(head.head_len + scan.len);
-        let default_host =
-            if head.version == Version::Http10 { hcm.default_host_for_http_10.as_deref() } else { None };
-        let host = head.host.or(default_host).unwrap_or("");
+        let http10 = head.version == Version::Http10;
+        let default_host = if http10 { hcm.default_host_for_http_10.as_deref() } else { None };
         let table = &self.listener.routes;
+        let Some(host) = head.host.or(default_host).map(|h| table.host_for_matching(h)) else {
+            // HTTP/1.0 without Host and no default: nothing to route by (Envoy: 400).
+            let refusal = LocalReply::new(400, b"").closing().flagged(ResponseFlags::DPE);
+            return reply(refusal, None);
+        };
         let Some((vhost, route)) =
             table.virtual_host(host).and_then(|vhost| Some((vhost, vhost.route(head.path, head.headers)?)))
         else {
@@ -146,8 +155,7 @@ impl<'g> Request<'g> {
         let path = if route.rewrite_path(head.path, &mut rewritten) { rewritten.as_str() } else { head.path };
         let rewrite = RequestRewrite {
             path,
-            host_rewrite: fwd.host_rewrite.as_deref(),
-            default_host,
+            host: fwd.host_rewrite.as_deref().or(Some(host)),
             edits: [&route.request_edits, &vhost.request_edits, &table.request_edits],
             peer_ip,
             xff_ip,
@@ -202,6 +210,9 @@ impl<'g> Request<'g> {
             501 => (b"Not Implemented", ReplyStat::ProtocolError, ResponseFlags::DPE),
             _ => (b"Bad Request", ReplyStat::ProtocolError, ResponseFlags::DPE),
         };
+        // Envoy's codec refuses these before a request exists: the log line has no method or path
+        // and gives the protocol of the reply.
+        d.obs.protocol = "HTTP/1.1";
         let reply = LocalReply::new(status, body).closing().flagged(flag).counted(stat);
         self.reply(d, reply, false).await;
         self.finish(d);
@@ -218,6 +229,7 @@ impl<'g> Request<'g> {
         let cluster = fwd.clusters.pick(self.shard.rng.next());
         let keep_alive = facts.keep_alive;
         let head_request = facts.head_method;
+        let http10 = facts.http10;
         let request_complete = Signal::default();
         if facts.body_buffered {
             // Fired before anyone waits: no waiter is registered on the common path.
@@ -265,7 +277,8 @@ impl<'g> Request<'g> {
         match forwarded {
             Forwarded::Relayed { keep_alive: true } if keep_alive => Continue::KeepAlive,
             Forwarded::Relayed { .. } | Forwarded::Abort => Continue::Close,
-            Forwarded::Reply(reply) => {
+            Forwarded::Reply(mut reply) => {
+                reply.http10 = http10;
                 let close = reply.close || !keep_alive;
                 match self.reply(d, reply, head_request).await {
                     Continue::KeepAlive if !close => Continue::KeepAlive,

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Two skiff binaries side by side (a change against its base), interleaved over rounds so drift
+# hits both alike: the same nginx `return 200` backend, wrk keep-alive at each connection count,
+# CPU microseconds per request of each skiff process (user + system, from /proc), per-round ratio
+# B/A. Loopback only, ports 19200-19202.
+#
+#   bench/ab.sh A_BIN B_BIN [ROUNDS] [DURATION] [CONNS...]   (defaults: 5 3s 1 64)
+#
+# Example: build the base in a worktree, then
+#   bench/ab.sh /work/base/target/release/skiff target/release/skiff
+set -euo pipefail
+cd "$(dirname "$0")/.."
+A=${1:?usage: bench/ab.sh A_BIN B_BIN [ROUNDS] [DURATION] [CONNS...]}
+B=${2:?usage: bench/ab.sh A_BIN B_BIN [ROUNDS] [DURATION] [CONNS...]}
+ROUNDS=${3:-5}
+DUR=${4:-3s}
+shift $(($# < 4 ? $# : 4))
+CONNS=("$@")
+[ ${#CONNS[@]} -gt 0 ] || CONNS=(1 64)
+BACKEND=19200
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+ensure_wrk_nginx
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT INT TERM
+
+nginx_ok_config "$work" "$BACKEND" >"$work/nginx.conf"
+nginx -c "$work/nginx.conf" -p "$work" &
+pids+=($!)
+skiff_bench_config 19201 "$BACKEND" a >"$work/a.yaml"
+skiff_bench_config 19202 "$BACKEND" b >"$work/b.yaml"
+"$A" -c "$work/a.yaml" -l warning &
+a_pid=$!
+pids+=("$a_pid")
+"$B" -c "$work/b.yaml" -l warning &
+b_pid=$!
+pids+=("$b_pid")
+sleep 1
+
+hz=$(getconf CLK_TCK)
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+measure() { # pid port conns -> cpu_us_per_req
+  local t0 t1 reqs
+  t0=$(ticks "$1")
+  reqs=$(wrk -t1 -c"$3" -d"$DUR" "http://127.0.0.1:$2/" | awk '/requests in/ {print $1}')
+  t1=$(ticks "$1")
+  awk -v a="$t0" -v b="$t1" -v n="$reqs" -v hz="$hz" 'BEGIN { printf "%.2f", (b-a)/hz*1e6/n }'
+}
+printf '%-6s %-6s %10s %10s %8s\n' conns round A_us/req B_us/req B/A
+for c in "${CONNS[@]}"; do
+  for r in $(seq 1 "$ROUNDS"); do
+    # Alternate which goes first, so neither always runs on a warmer (or busier) machine.
+    if [ $((r % 2)) -eq 1 ]; then
+      a=$(measure "$a_pid" 19201 "$c"); b=$(measure "$b_pid" 19202 "$c")
+    else
+      b=$(measure "$b_pid" 19202 "$c"); a=$(measure "$a_pid" 19201 "$c")
+    fi
+    printf '%-6s %-6s %10s %10s %8s\n' "$c" "$r" "$a" "$b" "$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", b/a }')"
+  done
+done

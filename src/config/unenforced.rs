@@ -1,0 +1,162 @@
+//! The one list of Envoy fields skiff accepts but does not act on. `convert` warns with the `why`
+//! of an entry whenever its field is present, so `--mode validate` names every such field in the
+//! operator's file; README.md's "Accepted with a warning" row lists exactly these entries (a test
+//! compares them). Owns nothing else: which fields are refused or silently ignored lives in `raw`
+//! and `convert`.
+
+/// One accepted-but-not-enforced field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unenforced {
+    /// Where the field sits, as `scope.field`: `cluster.health_checks` is a cluster's
+    /// `health_checks`, wherever the cluster is. Scopes: bootstrap, admin, listener, hcm (and its
+    /// sub-blocks), access_log, zipkin, route_config, virtual_host, route, route.route (the
+    /// forward action), retry_policy (route or virtual host), cluster, lb_endpoint.
+    pub field: &'static str,
+    /// What skiff does instead, shown in the warning.
+    pub why: &'static str,
+}
+
+const NOT_YET: &str = "not yet implemented in skiff";
+
+const fn u(field: &'static str, why: &'static str) -> Unenforced {
+    Unenforced { field, why }
+}
+
+pub const UNENFORCED: &[Unenforced] = &[
+    u("bootstrap.stats_sinks", NOT_YET),
+    u("bootstrap.overload_manager", NOT_YET),
+    u("zipkin.split_spans_for_request", NOT_YET),
+    u("zipkin.trace_context_option", NOT_YET),
+    u("hcm.tracing.custom_tags", "no custom tags are added"),
+    u("hcm.tracing.request_headers_for_tags", "no custom tags are added"),
+    u("hcm.tracing.verbose", NOT_YET),
+    u("admin.profile_path", NOT_YET),
+    u("admin.socket_options", NOT_YET),
+    u("access_log.filter", "every request is logged"),
+    u("access_log.typed_config.json_format", "JSON access logs are not yet supported; the default format is used"),
+    u("access_log.typed_config.typed_json_format", "JSON access logs are not yet supported; the default format is used"),
+    u("access_log.typed_config.log_format.json_format", "JSON access logs are not yet supported; the default format is used"),
+    u("access_log.typed_config.log_format.formatters", "JSON access logs are not yet supported; the default format is used"),
+    u("listener.socket_options", NOT_YET),
+    u("listener.freebind", NOT_YET),
+    u("listener.transparent", NOT_YET),
+    u("listener.tcp_fast_open_queue_length", NOT_YET),
+    u("listener.connection_balance_config", NOT_YET),
+    u("hcm.stream_idle_timeout", NOT_YET),
+    u("hcm.request_timeout", NOT_YET),
+    u("hcm.normalize_path", NOT_YET),
+    u("hcm.merge_slashes", NOT_YET),
+    u("hcm.skip_xff_append", NOT_YET),
+    u("hcm.via", NOT_YET),
+    u("hcm.always_set_request_id_in_response", NOT_YET),
+    u("hcm.upgrade_configs", NOT_YET),
+    u("hcm.forward_client_cert_details", NOT_YET),
+    u("hcm.set_current_client_cert_details", NOT_YET),
+    u("hcm.proxy_100_continue", NOT_YET),
+    u("hcm.stream_error_on_invalid_http_message", NOT_YET),
+    u("hcm.local_reply_config", NOT_YET),
+    u("hcm.path_with_escaped_slashes_action", NOT_YET),
+    u("hcm.original_ip_detection_extensions", NOT_YET),
+    u("hcm.common_http_protocol_options.max_connection_duration", NOT_YET),
+    u("hcm.common_http_protocol_options.max_stream_duration", NOT_YET),
+    u("hcm.common_http_protocol_options.headers_with_underscores_action", NOT_YET),
+    u("hcm.common_http_protocol_options.max_requests_per_connection", NOT_YET),
+    u("route_config.internal_only_headers", NOT_YET),
+    u("virtual_host.cors", NOT_YET),
+    u("virtual_host.rate_limits", NOT_YET),
+    u("virtual_host.typed_per_filter_config", NOT_YET),
+    u("virtual_host.per_filter_config", NOT_YET),
+    u("virtual_host.hedge_policy", NOT_YET),
+    u("route.typed_per_filter_config", NOT_YET),
+    u("route.per_filter_config", NOT_YET),
+    u("route.tracing", NOT_YET),
+    u("route.route.idle_timeout", NOT_YET),
+    u("route.route.hash_policy", NOT_YET),
+    u("route.route.cors", NOT_YET),
+    u("route.route.rate_limits", NOT_YET),
+    u("route.route.upgrade_configs", NOT_YET),
+    u("route.route.request_mirror_policy", NOT_YET),
+    u("route.route.request_mirror_policies", NOT_YET),
+    u("route.route.hedge_policy", NOT_YET),
+    u("route.route.metadata_match", NOT_YET),
+    u("route.route.max_stream_duration", NOT_YET),
+    u("route.route.internal_redirect_policy", NOT_YET),
+    u("retry_policy.per_try_idle_timeout", NOT_YET),
+    u("retry_policy.retry_host_predicate", NOT_YET),
+    u("retry_policy.retriable_status_codes", NOT_YET),
+    u("retry_policy.retriable_headers", NOT_YET),
+    u("retry_policy.retriable_request_headers", NOT_YET),
+    u("retry_policy.retry_back_off", NOT_YET),
+    u("retry_policy.rate_limited_retry_back_off", NOT_YET),
+    u("retry_policy.retry_priority", NOT_YET),
+    u("cluster.health_checks", "health checks are not yet active"),
+    u("cluster.outlier_detection", "outlier detection is not yet active"),
+    u("cluster.typed_extension_protocol_options", "skiff speaks HTTP/1.1 to upstreams with its own defaults"),
+    u("cluster.typed_dns_resolver_config", NOT_YET),
+    u("cluster.use_tcp_for_dns_lookups", NOT_YET),
+    u("cluster.lb_subset_config", NOT_YET),
+    u("cluster.common_lb_config", NOT_YET),
+    u("cluster.upstream_bind_config", NOT_YET),
+    u("cluster.dns_failure_refresh_rate", NOT_YET),
+    u("cluster.connection_pool_per_downstream_connection", NOT_YET),
+    u("cluster.dns_resolution_config.dns_resolver_options", NOT_YET),
+    u("cluster.common_http_protocol_options.idle_timeout", NOT_YET),
+    u("cluster.common_http_protocol_options.max_connection_duration", NOT_YET),
+    u("cluster.common_http_protocol_options.max_stream_duration", NOT_YET),
+    u("cluster.common_http_protocol_options.headers_with_underscores_action", NOT_YET),
+    u("cluster.circuit_breakers.per_host_thresholds", NOT_YET),
+    u("cluster.circuit_breakers.thresholds.retry_budget", NOT_YET),
+    u("bootstrap.static_resources.secrets", "TLS not yet supported"),
+    u("hcm.server_header_transformation", "skiff always overwrites the server header"),
+    u("cluster.respect_dns_ttl", "dns_refresh_rate is used"),
+    u("cluster.circuit_breakers", "thresholds are parsed and shown on /clusters but not enforced: nothing is refused or queued for exceeding them"),
+    u("cluster.circuit_breakers.thresholds.priority", "HIGH priority thresholds are ignored: skiff routes everything at DEFAULT priority"),
+    u("lb_endpoint.health_status", "every endpoint gets traffic whatever health it is declared with"),
+];
+
+/// The entry for `field`; None means a warning site names a field missing from the table (a
+/// unit test keeps that from happening).
+pub fn lookup(field: &str) -> Option<&'static Unenforced> {
+    UNENFORCED.iter().find(|u| u.field == field)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field `convert` warns about through the table is in it, and nothing is listed twice.
+    #[test]
+    fn every_warning_site_is_in_the_table() {
+        let source = include_str!("convert.rs");
+        let mut used = Vec::new();
+        for (i, _) in source.match_indices("warn_present!(") {
+            let call = &source[i..];
+            let call = &call[..call.find(")").unwrap_or(call.len())];
+            let scope = call.split('"').nth(1).expect("scope literal");
+            let fields = call.split('[').nth(1).and_then(|f| f.split(']').next()).unwrap_or("");
+            for f in fields.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+                used.push(format!("{scope}.{f}"));
+            }
+        }
+        for (i, _) in source.match_indices("cx.unenforced(") {
+            // The key is the call's last string literal (the path before it may hold others).
+            let call = &source[i..];
+            let call = &call[..call.find(");").unwrap_or(call.len())];
+            let parts: Vec<&str> = call.split('"').collect();
+            if parts.len() >= 3 {
+                used.push(parts[parts.len() - 2].to_string());
+            }
+        }
+        assert!(used.len() > 50, "{used:?}");
+        for key in &used {
+            if key.starts_with(['{', '.']) {
+                continue; // inside the macro's own definition
+            }
+            assert!(lookup(key).is_some(), "{key} is warned about but missing from UNENFORCED");
+        }
+        for e in UNENFORCED {
+            assert_eq!(UNENFORCED.iter().filter(|o| o.field == e.field).count(), 1, "{}", e.field);
+            assert!(used.iter().any(|k| k == e.field), "{} is in UNENFORCED but never warned about", e.field);
+        }
+    }
+}
