@@ -4,7 +4,7 @@
 
 use crate::admin::{self, AdminState, ServerInfo};
 use crate::cli::{Mode, Options};
-use crate::control::{Control, Source};
+use crate::control::{Control, Shards, Source};
 use crate::dns::Resolver;
 use crate::telemetry::{NodeInfo, Telemetry};
 use crate::{logging, shard};
@@ -124,20 +124,17 @@ pub fn run(opts: Options) -> ExitCode {
             }
         }
     }
-    admin.set_shards(
-        handles.iter().map(|h| h.tx.clone()).collect(),
-        handles.iter().map(|h| h.active.clone()).collect(),
-    );
+    let shards = Shards::new(&handles);
+    admin.set_shards(shards.clone());
     drop(initial);
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel();
-    let control =
-        match control.spawn(handles.iter().map(|h| h.tx.clone()).collect(), Some(admin.clone()), stop_rx) {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!("cannot start the control thread: {e}");
-                return ExitCode::from(1);
-            }
-        };
+    let (stop_tx, stop_rx) = futures_channel::oneshot::channel();
+    let control = match control.spawn(shards.clone(), Some(admin.clone()), stop_rx) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("cannot start the control thread: {e}");
+            return ExitCode::from(1);
+        }
+    };
 
     let signal = wait_for_stop(&signals, &log_writer);
     log::info!(
@@ -147,14 +144,12 @@ pub fn run(opts: Options) -> ExitCode {
     admin.set_draining();
     let _ = stop_tx.send(());
     let telemetry = control.join().ok();
-    for h in &handles {
-        let _ = h.tx.unbounded_send(shard::ShardMsg::Drain);
-    }
+    shards.drain();
     // None: the time is too far away to represent (`--drain-time-s` near 2^63), i.e. no deadline.
     let deadline =
         Instant::now().checked_add(Duration::from_secs(opts.drain_time_s.min(opts.parent_shutdown_time_s)));
     loop {
-        let open: usize = handles.iter().map(|h| h.active.0.load(std::sync::atomic::Ordering::Relaxed)).sum();
+        let open = shards.active_connections();
         if open == 0 {
             log::info!("drained; exiting");
             break;
