@@ -1,6 +1,6 @@
 //! The process: starts logging, loads the config, starts the control thread and the shards, and
 //! handles signals as Envoy does: SIGTERM/SIGINT drain gracefully, SIGUSR1 reopens the access-log
-//! files, SIGHUP is ignored. Owns process lifetime only; no request logic.
+//! files (the admin's too), SIGHUP is logged and ignored. Owns process lifetime only; no request logic.
 
 use crate::admin::{self, AdminState, ServerInfo};
 use crate::cli::{Mode, Options};
@@ -136,7 +136,7 @@ pub fn run(opts: Options) -> ExitCode {
         }
     };
 
-    let signal = wait_for_stop(&signals, &log_writer);
+    let signal = wait_for_stop(&signals, &log_writer, &admin);
     log::info!(
         "{signal} received: draining (up to {} s)",
         opts.drain_time_s.min(opts.parent_shutdown_time_s)
@@ -165,7 +165,8 @@ pub fn run(opts: Options) -> ExitCode {
                 log::warn!("{again} received again: exiting with {open} connection(s) open");
                 break;
             }
-            Some(Signal::Reopen) => reopen_logs(&log_writer),
+            Some(Signal::Reopen) => reopen_logs(&log_writer, &admin),
+            Some(Signal::Hangup) => eat_sighup(),
             None => {}
         }
     }
@@ -185,6 +186,9 @@ enum Signal {
     Stop(&'static str),
     /// SIGUSR1: reopen the access-log files (logrotate moved them away).
     Reopen,
+    /// SIGHUP: ignored, as Envoy does (its default action would kill a proxy whose terminal
+    /// went away), but said in the log.
+    Hangup,
 }
 
 fn signal(sig: libc::c_int) -> Option<Signal> {
@@ -192,27 +196,33 @@ fn signal(sig: libc::c_int) -> Option<Signal> {
         libc::SIGINT => Some(Signal::Stop("SIGINT")),
         libc::SIGTERM => Some(Signal::Stop("SIGTERM")),
         libc::SIGUSR1 => Some(Signal::Reopen),
+        libc::SIGHUP => Some(Signal::Hangup),
         _ => None,
     }
 }
 
-fn reopen_logs(writer: &crate::access_log::Writer) {
-    log::info!("SIGUSR1 received: reopening access logs");
+/// Envoy's words, so log alerts written for it match.
+fn reopen_logs(writer: &crate::access_log::Writer, admin: &AdminState) {
+    log::info!("caught SIGUSR1: reopening access logs");
     writer.reopen();
+    admin.reopen_access_log();
 }
 
-/// Blocks the signals this thread takes with sigwait (every thread spawned later inherits the
-/// mask, so no other thread sees them) and ignores SIGHUP: Envoy ignores it, and its default
-/// action would kill a proxy whose controlling terminal went away (nohup-less starts, tmux).
+fn eat_sighup() {
+    log::warn!("caught and eating SIGHUP");
+}
+
+/// Blocks the signals this thread takes with sigwait: every thread spawned later inherits the
+/// mask, so no other thread sees them, and SIGHUP's default action (exit) never runs.
 fn block_signals() -> libc::sigset_t {
-    // SAFETY: plain libc calls on a zeroed, locally owned sigset_t; SIG_IGN needs no handler.
+    // SAFETY: plain libc calls on a zeroed, locally owned sigset_t.
     unsafe {
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
@@ -228,14 +238,19 @@ fn signal_within(set: &libc::sigset_t, limit: Duration) -> Option<Signal> {
 }
 
 /// Waits for SIGTERM or SIGINT, reopening the access logs on every SIGUSR1 meanwhile.
-fn wait_for_stop(set: &libc::sigset_t, writer: &crate::access_log::Writer) -> &'static str {
+fn wait_for_stop(
+    set: &libc::sigset_t,
+    writer: &crate::access_log::Writer,
+    admin: &AdminState,
+) -> &'static str {
     loop {
         let mut sig: libc::c_int = 0;
         // SAFETY: `set` was initialised by block_signals; sigwait writes only `sig`.
         let rc = unsafe { libc::sigwait(set, &mut sig) };
         match (rc, signal(sig)) {
             (0, Some(Signal::Stop(name))) => return name,
-            (0, Some(Signal::Reopen)) => reopen_logs(writer),
+            (0, Some(Signal::Reopen)) => reopen_logs(writer, admin),
+            (0, Some(Signal::Hangup)) => eat_sighup(),
             // sigwait fails only on an invalid set; treat it as a stop rather than spin.
             (0, None) => {}
             _ => return "SIGTERM",

@@ -39,6 +39,8 @@ pub struct AdminState {
     snapshot: Mutex<Arc<Snapshot>>,
     draining: AtomicBool,
     health_failed: AtomicBool,
+    /// SIGUSR1 came: reopen the admin access log before its next line (log rotation).
+    reopen_log: AtomicBool,
     /// Where to ask for request-path stats (every shard answers with its own dump), to drain,
     /// and the open downstream connections.
     shards: Mutex<Shards>,
@@ -77,6 +79,7 @@ impl AdminState {
             snapshot: Mutex::new(snapshot),
             draining: AtomicBool::new(false),
             health_failed: AtomicBool::new(false),
+            reopen_log: AtomicBool::new(false),
             shards: Mutex::new(Shards::default()),
             membership: Mutex::new(Vec::new()),
         })
@@ -126,6 +129,11 @@ impl AdminState {
         *lock(&self.snapshot) = snapshot;
     }
 
+    /// The admin access log is reopened before its next line, as Envoy does on SIGUSR1.
+    pub fn reopen_access_log(&self) {
+        self.reopen_log.store(true, Ordering::Relaxed);
+    }
+
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
     }
@@ -170,12 +178,10 @@ pub fn spawn(
     let bound = listener.local_addr()?;
     listener.set_nonblocking(true)?;
     let access_log = access_log_path.and_then(|path| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
+        let file = open_log(path)
             .map_err(|e| log::warn!("admin access log {path}: {e}; admin requests are not logged"))
-            .ok()
+            .ok()?;
+        Some(AccessLog { path: path.to_string(), file })
     });
     std::thread::Builder::new().name("skiff-admin".into()).spawn(move || {
         let runtime = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build();
@@ -187,7 +193,31 @@ pub fn spawn(
     Ok(bound)
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<AdminState>, access_log: Option<std::fs::File>) {
+fn open_log(path: &str) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// The admin access log file and where it lives, for reopening after rotation.
+struct AccessLog {
+    path: String,
+    file: std::fs::File,
+}
+
+impl AccessLog {
+    /// The file to write to, reopened first if SIGUSR1 asked for it. A failed reopen keeps the
+    /// old file: lines in the rotated file beat no lines.
+    fn file(&mut self, state: &AdminState) -> &mut std::fs::File {
+        if state.reopen_log.swap(false, Ordering::Relaxed) {
+            match open_log(&self.path) {
+                Ok(f) => self.file = f,
+                Err(e) => log::error!("admin access log {}: {e}; still writing to the old file", self.path),
+            }
+        }
+        &mut self.file
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<AdminState>, access_log: Option<AccessLog>) {
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -273,7 +303,7 @@ fn log_request(
 
 const MAX_HEAD: usize = 16 * 1024;
 
-async fn serve(mut stream: TcpStream, state: &AdminState, access_log: Option<Rc<RefCell<std::fs::File>>>) {
+async fn serve(mut stream: TcpStream, state: &AdminState, access_log: Option<Rc<RefCell<AccessLog>>>) {
     let start = std::time::SystemTime::now();
     let began = Instant::now();
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
@@ -307,7 +337,7 @@ async fn serve(mut stream: TcpStream, state: &AdminState, access_log: Option<Rc<
                     if let Ok(Some(head)) = http::parse_request(&buf, &mut headers, MAX_HEAD) {
                         let took = began.elapsed();
                         log_request(
-                            &mut file.borrow_mut(),
+                            file.borrow_mut().file(state),
                             &head,
                             status,
                             body.len() as u64,
