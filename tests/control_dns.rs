@@ -105,3 +105,32 @@ fn a_dead_nameserver_delays_neither_other_clusters_nor_reloads() {
     assert!(skiff.log().contains("cluster dead: resolving dead.test"), "{}", skiff.log());
     assert_eq!(get(main, "/dead").status, 503);
 }
+
+#[test]
+fn sigterm_during_a_reload_waiting_on_a_dead_nameserver_drains_at_once() {
+    let (two, _three) = twin_upstreams();
+    let dns = TestDnsServer::start();
+    dns.set("svc.test", vec![ip("127.0.0.2")]);
+    let black_hole = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let dead = black_hole.local_addr().expect("addr");
+    let only_svc = bootstrap_yaml(
+        &[listener_yaml(
+            "main",
+            "127.0.0.1",
+            "virtual_hosts:\n  - name: all\n    domains: [\"*\"]\n    routes: [{ match: { prefix: \"/\" }, route: { cluster: svc } }]\n",
+        )],
+        &[strict_dns("svc", "svc.test", two.addr.port(), dns.addr())],
+    );
+    let mut skiff = Skiff::start(&only_svc, &[]);
+    assert_eq!(answer(skiff.listener("main")), "two");
+
+    // The new cluster's first resolution waits on the black hole (2 s × 2 attempts with
+    // resolv.conf's default options): the reload with it.
+    skiff.rewrite_config(&config(&["main"], two.addr.port(), dns.addr(), dead));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!skiff.log().contains("config reloaded"), "{}", skiff.log());
+    let asked = Instant::now();
+    let status = skiff.terminate();
+    assert!(status.is_some_and(|s| s.success()), "{}", skiff.log());
+    assert!(asked.elapsed() < Duration::from_secs(1), "exit took {:?}:\n{}", asked.elapsed(), skiff.log());
+}

@@ -218,9 +218,15 @@ async fn resolve_all(specs: Vec<config::Cluster>, resolver: &Arc<Resolver>) -> V
         .into_iter()
         .map(|spec| {
             let (tx, rx) = oneshot::channel();
-            let started = resolve_on_thread(spec.clone(), resolver.clone(), move |a| {
-                let _ = tx.send(a);
-            });
+            // A STATIC cluster's addresses are literals: no thread needed.
+            let started = if spec.discovery == DiscoveryType::Static {
+                let _ = tx.send(resolve(&spec, resolver));
+                Ok(())
+            } else {
+                resolve_on_thread(spec.clone(), resolver.clone(), move |a| {
+                    let _ = tx.send(a);
+                })
+            };
             (spec, rx, started)
         })
         .collect();
@@ -615,7 +621,17 @@ impl Control {
                 Event::Resolved(id, answers) => self.resolved(id, answers),
                 Event::Timer if Instant::now() >= self.next_config_check => {
                     self.next_config_check = Instant::now() + self.config_check_every;
-                    self.check_config().await
+                    // A reload may wait up to RESOLVE_LIMIT for its new clusters; a stop (the
+                    // process drains only once this loop has ended) must not. Dropping the check
+                    // midway is safe: it changes state only after its last await.
+                    let checked = monoio::select! {
+                        _ = &mut stop => None,
+                        snapshot = self.check_config() => Some(snapshot),
+                    };
+                    match checked {
+                        Some(snapshot) => snapshot,
+                        None => return self.telemetry,
+                    }
                 }
                 Event::Timer => None,
             };
