@@ -1,6 +1,7 @@
 //! The control thread: owns the running config, the listening sockets and the DNS answers, and
 //! runs a monoio runtime (epoll driver, timers). One loop owns that state: on a timer it re-reads
-//! the config file (validated whole, bound and resolved before it replaces the old one); DNS
+//! the config file (validated whole, bound and resolved before it replaces the old one: a changed
+//! config's new clusters are first resolved by a task, "warming", while the loop goes on); DNS
 //! clusters are re-resolved by concurrent tasks, each bounded by a timeout, whose answers come
 //! back to the loop over a channel (the last good answer is kept on failure); whenever anything a
 //! shard serves from changed, the loop builds a new snapshot and installs it on every shard
@@ -279,6 +280,8 @@ pub struct Control {
     resolver: Arc<Resolver>,
     config_check_every: Duration,
     next_config_check: Instant,
+    /// A changed config's new clusters are being resolved (`Warm`); no second reload starts.
+    warming: bool,
     shards: Shards,
     admin: Option<Arc<AdminState>>,
     telemetry: Telemetry,
@@ -310,11 +313,23 @@ impl std::fmt::Display for StartError {
     }
 }
 
+/// A parsed config whose new clusters were resolved off the loop, ready to adopt.
+struct Warm {
+    text: String,
+    /// The same text was rejected before (a port still taken): report a new failure quietly.
+    retrying: bool,
+    bootstrap: Arc<Bootstrap>,
+    /// Per new cluster (`Control::new_clusters`), its first answers.
+    fresh: Vec<Answers>,
+}
+
 /// What the loop wakes up for.
 enum Event {
     Stop,
     /// A cluster's resolution ended: its id and answers.
     Resolved(u64, Answers),
+    /// A changed config's new clusters have their first answers: adopt it.
+    Warmed(Warm),
     Timer,
 }
 
@@ -345,6 +360,7 @@ impl Control {
             resolver: Arc::new(resolver),
             config_check_every,
             next_config_check: Instant::now() + config_check_every,
+            warming: false,
             shards: Shards::default(),
             admin: None,
             telemetry,
@@ -495,9 +511,11 @@ impl Control {
         }
     }
 
-    async fn check_config(&mut self) -> Option<Arc<Snapshot>> {
+    /// Reads the config file; a changed one that parses starts warming (its new clusters'
+    /// first resolution, in a task that reports to `warmed`), a bad one is rejected now.
+    fn check_config(&mut self, warmed: &UnboundedSender<Warm>) {
         if !matches!(self.source, Source::File(_)) {
-            return None;
+            return;
         }
         let text = match self.source.read() {
             Ok(t) => t,
@@ -507,35 +525,57 @@ impl Control {
                 } else {
                     log::debug!("config reload: {e} (as at the last check)");
                 }
-                return None;
+                return;
             }
         };
         if std::mem::replace(&mut self.read_failing, false) {
             log::info!("config file {} readable again", self.source.origin());
         }
         if text == self.running_text {
-            return None;
+            return;
         }
         let retrying = match &self.rejected {
             Some((rejected, transient)) if *rejected == text => {
                 if !transient {
-                    return None;
+                    return;
                 }
                 true
             }
             _ => false,
         };
-        let result = match config::load_str(&text, &self.source.origin()) {
-            Err(e) => Err(StartError::Config(e)),
+        match config::load_str(&text, &self.source.origin()) {
+            Err(e) => {
+                self.reload_outcome(text, retrying, Err(StartError::Config(e)));
+            }
             Ok(loaded) => {
                 for w in &loaded.warnings {
                     log::warn!("{w}");
                 }
                 let bootstrap = Arc::new(loaded.bootstrap);
-                let fresh = resolve_all(self.new_clusters(&bootstrap), &self.resolver.clone()).await;
-                self.adopt(bootstrap, fresh)
+                let specs = self.new_clusters(&bootstrap);
+                let (resolver, warmed) = (self.resolver.clone(), warmed.clone());
+                self.warming = true;
+                monoio::spawn(async move {
+                    let fresh = resolve_all(specs, &resolver).await;
+                    let _ = warmed.unbounded_send(Warm { text, retrying, bootstrap, fresh });
+                });
             }
-        };
+        }
+    }
+
+    /// Adopts a warmed config: its new clusters have their first answers (or failed).
+    fn finish_reload(&mut self, warm: Warm) -> Option<Arc<Snapshot>> {
+        self.warming = false;
+        let result = self.adopt(warm.bootstrap, warm.fresh);
+        self.reload_outcome(warm.text, warm.retrying, result)
+    }
+
+    fn reload_outcome(
+        &mut self,
+        text: String,
+        retrying: bool,
+        result: Result<Arc<Snapshot>, StartError>,
+    ) -> Option<Arc<Snapshot>> {
         match result {
             Ok(snapshot) => {
                 log::info!(
@@ -608,30 +648,27 @@ impl Control {
     async fn run(mut self, mut stop: oneshot::Receiver<()>) -> Telemetry {
         let (results_tx, mut results): (_, UnboundedReceiver<(u64, Answers)>) =
             futures_channel::mpsc::unbounded();
+        let (warmed_tx, mut warmed): (_, UnboundedReceiver<Warm>) = futures_channel::mpsc::unbounded();
         loop {
             self.start_due_resolutions(&results_tx);
             let wake = monoio::time::Instant::from_std(self.next_wakeup());
             let event = monoio::select! {
                 _ = &mut stop => Event::Stop,
                 Some((id, answers)) = results.next() => Event::Resolved(id, answers),
+                Some(warm) = warmed.next() => Event::Warmed(warm),
                 _ = monoio::time::sleep_until(wake) => Event::Timer,
             };
             let snapshot = match event {
                 Event::Stop => return self.telemetry,
                 Event::Resolved(id, answers) => self.resolved(id, answers),
+                Event::Warmed(warm) => self.finish_reload(warm),
                 Event::Timer if Instant::now() >= self.next_config_check => {
                     self.next_config_check = Instant::now() + self.config_check_every;
-                    // A reload may wait up to RESOLVE_LIMIT for its new clusters; a stop (the
-                    // process drains only once this loop has ended) must not. Dropping the check
-                    // midway is safe: it changes state only after its last await.
-                    let checked = monoio::select! {
-                        _ = &mut stop => None,
-                        snapshot = self.check_config() => Some(snapshot),
-                    };
-                    match checked {
-                        Some(snapshot) => snapshot,
-                        None => return self.telemetry,
+                    // One reload at a time: a file changed meanwhile is read at a later check.
+                    if !self.warming {
+                        self.check_config(&warmed_tx);
                     }
+                    None
                 }
                 Event::Timer => None,
             };
