@@ -1,9 +1,10 @@
 //! The process: starts logging, loads the config, starts the control thread and the shards, and
-//! turns SIGTERM/SIGINT into a graceful drain. Owns process lifetime only; no request logic.
+//! handles signals as Envoy does: SIGTERM/SIGINT drain gracefully, SIGUSR1 reopens the access-log
+//! files (the admin's too), SIGHUP is logged and ignored. Owns process lifetime only; no request logic.
 
 use crate::admin::{self, AdminState, ServerInfo};
 use crate::cli::{Mode, Options};
-use crate::control::{Control, Source};
+use crate::control::{Control, Shards, Source};
 use crate::dns::Resolver;
 use crate::telemetry::{NodeInfo, Telemetry};
 use crate::{logging, shard};
@@ -123,22 +124,19 @@ pub fn run(opts: Options) -> ExitCode {
             }
         }
     }
-    admin.set_shards(
-        handles.iter().map(|h| h.tx.clone()).collect(),
-        handles.iter().map(|h| h.active.clone()).collect(),
-    );
+    let shards = Shards::new(&handles);
+    admin.set_shards(shards.clone());
     drop(initial);
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel();
-    let control =
-        match control.spawn(handles.iter().map(|h| h.tx.clone()).collect(), Some(admin.clone()), stop_rx) {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!("cannot start the control thread: {e}");
-                return ExitCode::from(1);
-            }
-        };
+    let (stop_tx, stop_rx) = futures_channel::oneshot::channel();
+    let control = match control.spawn(shards.clone(), Some(admin.clone()), stop_rx) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("cannot start the control thread: {e}");
+            return ExitCode::from(1);
+        }
+    };
 
-    let signal = wait_for_signal(&signals);
+    let signal = wait_for_stop(&signals, &log_writer, &admin);
     log::info!(
         "{signal} received: draining (up to {} s)",
         opts.drain_time_s.min(opts.parent_shutdown_time_s)
@@ -146,25 +144,30 @@ pub fn run(opts: Options) -> ExitCode {
     admin.set_draining();
     let _ = stop_tx.send(());
     let telemetry = control.join().ok();
-    for h in &handles {
-        let _ = h.tx.unbounded_send(shard::ShardMsg::Drain);
-    }
-    let deadline = Instant::now() + Duration::from_secs(opts.drain_time_s.min(opts.parent_shutdown_time_s));
+    shards.drain();
+    // None: the time is too far away to represent (`--drain-time-s` near 2^63), i.e. no deadline.
+    let deadline =
+        Instant::now().checked_add(Duration::from_secs(opts.drain_time_s.min(opts.parent_shutdown_time_s)));
     loop {
-        let open: usize = handles.iter().map(|h| h.active.0.load(std::sync::atomic::Ordering::Relaxed)).sum();
+        let open = shards.active_connections();
         if open == 0 {
             log::info!("drained; exiting");
             break;
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             log::warn!("drain time over with {open} connection(s) open; exiting");
             break;
         }
         // A second SIGTERM/SIGINT (an impatient operator, a second Ctrl-C) ends the drain now
         // rather than after up to --drain-time-s (600 s by default).
-        if let Some(again) = signal_within(&signals, Duration::from_millis(20)) {
-            log::warn!("{again} received again: exiting with {open} connection(s) open");
-            break;
+        match signal_within(&signals, Duration::from_millis(20)) {
+            Some(Signal::Stop(again)) => {
+                log::warn!("{again} received again: exiting with {open} connection(s) open");
+                break;
+            }
+            Some(Signal::Reopen) => reopen_logs(&log_writer, &admin),
+            Some(Signal::Hangup) => eat_sighup(),
+            None => {}
         }
     }
     // Shards hand their access-log lines over every 100 ms; let the last batch reach the disk.
@@ -177,6 +180,40 @@ pub fn run(opts: Options) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// What a signal asks of the process.
+enum Signal {
+    /// SIGTERM or SIGINT: drain and exit.
+    Stop(&'static str),
+    /// SIGUSR1: reopen the access-log files (logrotate moved them away).
+    Reopen,
+    /// SIGHUP: ignored, as Envoy does (its default action would kill a proxy whose terminal
+    /// went away), but said in the log.
+    Hangup,
+}
+
+fn signal(sig: libc::c_int) -> Option<Signal> {
+    match sig {
+        libc::SIGINT => Some(Signal::Stop("SIGINT")),
+        libc::SIGTERM => Some(Signal::Stop("SIGTERM")),
+        libc::SIGUSR1 => Some(Signal::Reopen),
+        libc::SIGHUP => Some(Signal::Hangup),
+        _ => None,
+    }
+}
+
+/// Envoy's words, so log alerts written for it match.
+fn reopen_logs(writer: &crate::access_log::Writer, admin: &AdminState) {
+    log::info!("caught SIGUSR1: reopening access logs");
+    writer.reopen();
+    admin.reopen_access_log();
+}
+
+fn eat_sighup() {
+    log::warn!("caught and eating SIGHUP");
+}
+
+/// Blocks the signals this thread takes with sigwait: every thread spawned later inherits the
+/// mask, so no other thread sees them, and SIGHUP's default action (exit) never runs.
 fn block_signals() -> libc::sigset_t {
     // SAFETY: plain libc calls on a zeroed, locally owned sigset_t.
     unsafe {
@@ -184,30 +221,39 @@ fn block_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
 }
 
-/// Waits up to `limit` for one of the blocked signals; its name if one came.
-fn signal_within(set: &libc::sigset_t, limit: Duration) -> Option<&'static str> {
+/// Waits up to `limit` (under a second) for one of the blocked signals.
+fn signal_within(set: &libc::sigset_t, limit: Duration) -> Option<Signal> {
     let timeout = libc::timespec { tv_sec: 0, tv_nsec: limit.subsec_nanos().into() };
     // SAFETY: `set` was initialised by block_signals; sigtimedwait writes nothing through the null
     // info pointer and only reads `timeout`.
     let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &timeout) };
-    match sig {
-        libc::SIGINT => Some("SIGINT"),
-        libc::SIGTERM => Some("SIGTERM"),
-        _ => None,
-    }
+    signal(sig)
 }
 
-fn wait_for_signal(set: &libc::sigset_t) -> &'static str {
-    let mut sig: libc::c_int = 0;
-    // SAFETY: `set` was initialised by block_signals; sigwait writes only `sig`.
-    let rc = unsafe { libc::sigwait(set, &mut sig) };
-    match (rc, sig) {
-        (0, libc::SIGINT) => "SIGINT",
-        _ => "SIGTERM",
+/// Waits for SIGTERM or SIGINT, reopening the access logs on every SIGUSR1 meanwhile.
+fn wait_for_stop(
+    set: &libc::sigset_t,
+    writer: &crate::access_log::Writer,
+    admin: &AdminState,
+) -> &'static str {
+    loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` was initialised by block_signals; sigwait writes only `sig`.
+        let rc = unsafe { libc::sigwait(set, &mut sig) };
+        match (rc, signal(sig)) {
+            (0, Some(Signal::Stop(name))) => return name,
+            (0, Some(Signal::Reopen)) => reopen_logs(writer, admin),
+            (0, Some(Signal::Hangup)) => eat_sighup(),
+            // sigwait fails only on an invalid set; treat it as a stop rather than spin.
+            (0, None) => {}
+            _ => return "SIGTERM",
+        }
     }
 }

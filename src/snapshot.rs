@@ -6,7 +6,7 @@ use crate::cluster::ClusterSnap;
 use crate::config::{self, Bootstrap};
 use crate::listener::BoundListener;
 use crate::route::RouteTable;
-use crate::telemetry::{Observers, Telemetry};
+use crate::telemetry::Observers;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,14 +63,15 @@ impl HcmSettings {
 
 impl Snapshot {
     /// `endpoints[i]`: the resolved (address, weight) list for `bootstrap.clusters[i]`;
-    /// `sockets`: the bound listener for each of `bootstrap.listeners`, by name; `telemetry` opens
-    /// access-log sinks and tracing reporters.
+    /// `sockets`: the bound listener for each of `bootstrap.listeners`, by name; `observers[i]`:
+    /// the access logs and tracing of `bootstrap.listeners[i]` (`Telemetry::prepare`). Pure: it
+    /// opens no file and starts no thread, so a rejected build leaves nothing behind.
     pub fn build(
         generation: u64,
         bootstrap: Arc<Bootstrap>,
         endpoints: &[Vec<(SocketAddr, u32)>],
         sockets: &HashMap<String, Arc<BoundListener>>,
-        telemetry: &mut Telemetry,
+        observers: &[Observers],
     ) -> Result<Snapshot, String> {
         let index: HashMap<&str, usize> =
             bootstrap.clusters.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
@@ -81,19 +82,17 @@ impl Snapshot {
             .map(|(i, c)| ClusterSnap::new(c, endpoints.get(i).cloned().unwrap_or_default()))
             .collect();
         let mut listeners = Vec::with_capacity(bootstrap.listeners.len());
-        for l in &bootstrap.listeners {
+        for (i, l) in bootstrap.listeners.iter().enumerate() {
             let Some(socket) = sockets.get(&l.name) else { continue };
             listeners.push(ListenerSnap {
                 socket: socket.clone(),
                 hcm: HcmSettings::new(&l.hcm),
                 routes: RouteTable::compile(&l.hcm.route_config, &index, socket.bound.port())
                     .map_err(|e| e.to_string())?,
-                observers: telemetry.observers(&l.hcm).map_err(|e| format!("listener {:?}: {e}", l.name))?,
+                observers: observers.get(i).cloned().unwrap_or_default(),
             });
         }
-        let snapshot = Snapshot { generation, listeners, clusters, bootstrap };
-        telemetry.update_collectors(&snapshot.clusters);
-        Ok(snapshot)
+        Ok(Snapshot { generation, listeners, clusters, bootstrap })
     }
 
     pub fn listener_index(&self, id: u64) -> Option<usize> {

@@ -74,6 +74,18 @@ impl Telemetry {
         &self.writer
     }
 
+    /// The access logs and tracing of every listener of `bootstrap`, in its order: opens the
+    /// access-log sinks and starts the Zipkin reporters they need (both idempotent: a sink or a
+    /// collector config already running is reused). Call before `Snapshot::build`; Err names the
+    /// listener and what is wrong with it.
+    pub fn prepare(&mut self, bootstrap: &config::Bootstrap) -> Result<Vec<Observers>, String> {
+        bootstrap
+            .listeners
+            .iter()
+            .map(|l| self.observers(&l.hcm).map_err(|e| format!("listener {:?}: {e}", l.name)))
+            .collect()
+    }
+
     /// The access logs and tracing of one connection manager. Err names what is wrong.
     pub fn observers(&mut self, hcm: &config::HttpConnectionManager) -> Result<Observers, String> {
         let access_logs = AccessLogs::new(&hcm.access_logs, &self.writer).map_err(|e| e.to_string())?;
@@ -111,7 +123,8 @@ impl Telemetry {
         }
     }
 
-    /// Points the reporters at the collector clusters' current endpoints.
+    /// Points the reporters at the collector clusters' current endpoints; call with every snapshot
+    /// about to be installed.
     pub fn update_collectors(&self, clusters: &[ClusterSnap]) {
         for (name, slot) in &self.collectors {
             if let Some(c) = clusters.iter().find(|c| &c.name == name) {

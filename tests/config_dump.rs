@@ -33,7 +33,8 @@ fn snapshot(bootstrap: Bootstrap) -> (Snapshot, Telemetry) {
     let mut telemetry = Telemetry::new(NodeInfo::default());
     let endpoints: Vec<Vec<(std::net::SocketAddr, u32)>> =
         bootstrap.clusters.iter().map(|_| vec![("10.0.0.1:80".parse().expect("addr"), 1)]).collect();
-    let snap = Snapshot::build(1, Arc::new(bootstrap), &endpoints, &sockets, &mut telemetry)
+    let observers = telemetry.prepare(&bootstrap).unwrap_or_else(|e| panic!("telemetry: {e}"));
+    let snap = Snapshot::build(1, Arc::new(bootstrap), &endpoints, &sockets, &observers)
         .unwrap_or_else(|e| panic!("snapshot: {e}"));
     (snap, telemetry)
 }

@@ -1,20 +1,35 @@
-//! The admin server at the config's `admin.address`, on its own thread, off the request path
-//! (Envoy's endpoints: see `ENDPOINTS`). It reads the latest snapshot the control thread published
-//! and reaches shards only through their message channels (stats, drain), never their memory.
+//! The admin server at the config's `admin.address`, on its own thread with its own monoio
+//! runtime (epoll driver), off the request path and off the control loop (a slow stats collection
+//! stalls neither reloads nor DNS). Connections are served concurrently, one task each, and each
+//! request has `REQUEST_DEADLINE` to arrive and be answered, so a client that trickles bytes or
+//! sends nothing cannot hold `/ready` from a prober (Envoy's endpoints: see `ENDPOINTS`). It reads
+//! the latest snapshot the control thread published and reaches shards only through `Shards`
+//! (stats, drain), never their memory.
 
 pub mod config_dump;
 
 use crate::access_log;
+use crate::control::Shards;
 use crate::http::{self, MAX_HEADERS};
-use crate::shard::{PaddedCount, ShardMsg};
 use crate::snapshot::Snapshot;
 use crate::stats::{render, Scope, StatsDump, Value};
-use futures_channel::mpsc::UnboundedSender;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use std::cell::RefCell;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// From accepting a connection to the last byte of its answer. Envoy's admin has no such bound
+/// (its HCM runs without request timeouts); ours cuts off a client that stalls mid-request so the
+/// connection does not stay open for ever, while any real admin request finishes well within it.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long `/stats` and `/clusters` wait for the shards' counters.
+const STATS_DEADLINE: Duration = Duration::from_secs(2);
 
 /// What the admin server reports; shared with the control thread (publishes snapshots) and the
 /// process (draining).
@@ -24,10 +39,11 @@ pub struct AdminState {
     snapshot: Mutex<Arc<Snapshot>>,
     draining: AtomicBool,
     health_failed: AtomicBool,
-    /// Where to ask for request-path stats: every shard answers with its own dump.
-    shards: Mutex<Vec<UnboundedSender<ShardMsg>>>,
-    /// Open downstream connections per shard.
-    connections: Mutex<Vec<Arc<PaddedCount>>>,
+    /// SIGUSR1 came: reopen the admin access log before its next line (log rotation).
+    reopen_log: AtomicBool,
+    /// Where to ask for request-path stats (every shard answers with its own dump), to drain,
+    /// and the open downstream connections.
+    shards: Mutex<Shards>,
     /// Membership and DNS-update stats, published by the control thread.
     membership: Mutex<Vec<ClusterMembership>>,
 }
@@ -63,16 +79,19 @@ impl AdminState {
             snapshot: Mutex::new(snapshot),
             draining: AtomicBool::new(false),
             health_failed: AtomicBool::new(false),
-            shards: Mutex::new(Vec::new()),
-            connections: Mutex::new(Vec::new()),
+            reopen_log: AtomicBool::new(false),
+            shards: Mutex::new(Shards::default()),
             membership: Mutex::new(Vec::new()),
         })
     }
 
-    /// The shards to ask for stats, and their open-connection counts.
-    pub fn set_shards(&self, shards: Vec<UnboundedSender<ShardMsg>>, connections: Vec<Arc<PaddedCount>>) {
+    /// The shards to ask for stats and to drain.
+    pub fn set_shards(&self, shards: Shards) {
         *lock(&self.shards) = shards;
-        *lock(&self.connections) = connections;
+    }
+
+    fn shards(&self) -> Shards {
+        lock(&self.shards).clone()
     }
 
     pub fn publish_membership(&self, membership: Vec<ClusterMembership>) {
@@ -81,21 +100,9 @@ impl AdminState {
 
     /// Every stat: each shard's dump (asked now, so counters are exact), the control thread's
     /// cluster membership, and the server's own gauges.
-    pub fn collect_stats(&self) -> StatsDump {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let asked = lock(&self.shards)
-            .iter()
-            .filter(|s| s.unbounded_send(ShardMsg::CollectStats(tx.clone())).is_ok())
-            .count();
-        drop(tx);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let mut dumps = Vec::with_capacity(asked + 1);
-        while dumps.len() < asked {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(d) => dumps.push(d),
-                Err(_) => break,
-            }
-        }
+    pub async fn collect_stats(&self) -> StatsDump {
+        let shards = self.shards();
+        let from_shards = shards.collect_stats(Instant::now() + STATS_DEADLINE).await;
         let mut own = StatsDump::default();
         for m in lock(&self.membership).iter() {
             let scope = Scope::Cluster(m.name.clone());
@@ -106,7 +113,7 @@ impl AdminState {
             own.push(scope, "update_failure", Value::Counter(m.update_failure));
         }
         let live = self.state() == "LIVE";
-        let connections: usize = lock(&self.connections).iter().map(|c| c.0.load(Ordering::Relaxed)).sum();
+        let connections = shards.active_connections();
         own.push(Scope::Server, "live", Value::Gauge(i64::from(live)));
         own.push(Scope::Server, "state", Value::Gauge(if live { 0 } else { 1 }));
         own.push(Scope::Server, "uptime", Value::Gauge(self.started.elapsed().as_secs() as i64));
@@ -115,15 +122,16 @@ impl AdminState {
         let (allocated, heap) = memory();
         own.push(Scope::Server, "memory_allocated", Value::Gauge(allocated));
         own.push(Scope::Server, "memory_heap_size", Value::Gauge(heap));
-        if dumps.len() < asked {
-            log::warn!("admin: {} of {asked} shards did not report stats in time", asked - dumps.len());
-        }
-        dumps.push(own);
-        StatsDump::merge(dumps)
+        StatsDump::merge([from_shards, own])
     }
 
     pub fn publish(&self, snapshot: Arc<Snapshot>) {
         *lock(&self.snapshot) = snapshot;
+    }
+
+    /// The admin access log is reopened before its next line, as Envoy does on SIGUSR1.
+    pub fn reopen_access_log(&self) {
+        self.reopen_log.store(true, Ordering::Relaxed);
     }
 
     pub fn set_draining(&self) {
@@ -168,24 +176,80 @@ pub fn spawn(
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
-    let mut access_log = access_log_path.and_then(|path| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
+    listener.set_nonblocking(true)?;
+    let access_log = access_log_path.and_then(|path| {
+        let file = open_log(path)
             .map_err(|e| log::warn!("admin access log {path}: {e}; admin requests are not logged"))
-            .ok()
+            .ok()?;
+        Some(AccessLog { path: path.to_string(), file })
     });
     std::thread::Builder::new().name("skiff-admin".into()).spawn(move || {
-        for stream in listener.incoming().flatten() {
-            // One request per connection, one connection at a time: admin traffic is a probe or a
-            // human, and a slow client is cut off by the timeouts below.
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-            serve(stream, &state, access_log.as_mut());
+        let runtime = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build();
+        match runtime {
+            Ok(mut rt) => rt.block_on(accept_loop(listener, state, access_log)),
+            Err(e) => log::error!("admin: cannot start its runtime: {e}; the admin API is down"),
         }
     })?;
     Ok(bound)
+}
+
+fn open_log(path: &str) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// The admin access log file and where it lives, for reopening after rotation.
+struct AccessLog {
+    path: String,
+    file: std::fs::File,
+}
+
+impl AccessLog {
+    /// The file to write to, reopened first if SIGUSR1 asked for it. A failed reopen keeps the
+    /// old file: lines in the rotated file beat no lines.
+    fn file(&mut self, state: &AdminState) -> &mut std::fs::File {
+        if state.reopen_log.swap(false, Ordering::Relaxed) {
+            match open_log(&self.path) {
+                Ok(f) => self.file = f,
+                Err(e) => log::error!("admin access log {}: {e}; still writing to the old file", self.path),
+            }
+        }
+        &mut self.file
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<AdminState>, access_log: Option<AccessLog>) {
+    let listener = match monoio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("admin: {e}; the admin API is down");
+            return;
+        }
+    };
+    let access_log = access_log.map(|f| Rc::new(RefCell::new(f)));
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let (state, access_log) = (state.clone(), access_log.clone());
+                monoio::spawn(async move {
+                    // Dropping the request future at the deadline closes the connection.
+                    if monoio::time::timeout(REQUEST_DEADLINE, serve(stream, &state, access_log))
+                        .await
+                        .is_err()
+                    {
+                        log::debug!(
+                            "admin: request not done within {} s; closing",
+                            REQUEST_DEADLINE.as_secs()
+                        );
+                    }
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                log::warn!("admin: accept: {e}");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 /// One admin request in Envoy's default access-log format.
@@ -233,51 +297,70 @@ fn log_request(
     };
     let mut line = Vec::with_capacity(256);
     format.render(&record, &mut line);
-    // The admin thread may block on its own log file; it serves no traffic.
+    // The admin thread may block on its own log file; it serves no proxy traffic.
     let _ = file.write_all(&line);
 }
 
 const MAX_HEAD: usize = 16 * 1024;
 
-fn serve(mut stream: TcpStream, state: &AdminState, access_log: Option<&mut std::fs::File>) {
+async fn serve(mut stream: TcpStream, state: &AdminState, access_log: Option<Rc<RefCell<AccessLog>>>) {
     let start = std::time::SystemTime::now();
     let began = Instant::now();
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut chunk = vec![0u8; 1024];
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        match http::parse_request(&buf, &mut headers, MAX_HEAD) {
-            Ok(Some(head)) => {
-                let (status, content_type, body) = route(state, head.method, head.path);
-                let reply = format!(
+        let parsed = {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            match http::parse_request(&buf, &mut headers, MAX_HEAD) {
+                Ok(Some(head)) => Ok(Some((head.method.to_string(), head.path.to_string()))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e.status()),
+            }
+        };
+        match parsed {
+            Ok(Some((method, path))) => {
+                let (status, content_type, body) = route(state, &method, &path).await;
+                let mut reply = format!(
                     "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\
                      cache-control: no-cache, max-age=0\r\nx-content-type-options: nosniff\r\n\
                      connection: close\r\n\r\n",
                     crate::shard::reason(status),
                     body.len()
-                );
-                let _ = stream.write_all(reply.as_bytes());
-                if head.method != "HEAD" {
-                    let _ = stream.write_all(body.as_bytes());
+                )
+                .into_bytes();
+                if method != "HEAD" {
+                    reply.extend_from_slice(body.as_bytes());
                 }
+                let (_, _) = stream.write_all(reply).await;
                 if let Some(file) = access_log {
-                    log_request(file, &head, status, body.len() as u64, start, began.elapsed(), &stream);
+                    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    if let Ok(Some(head)) = http::parse_request(&buf, &mut headers, MAX_HEAD) {
+                        let took = began.elapsed();
+                        log_request(
+                            file.borrow_mut().file(state),
+                            &head,
+                            status,
+                            body.len() as u64,
+                            start,
+                            took,
+                            &stream,
+                        );
+                    }
                 }
                 return;
             }
             Ok(None) => {}
-            Err(e) => {
-                let _ = stream.write_all(
-                    format!(
-                        "HTTP/1.1 {} Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                        e.status()
-                    )
-                    .as_bytes(),
+            Err(status) => {
+                let reply = format!(
+                    "HTTP/1.1 {status} Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
                 );
+                let _ = stream.write_all(reply.into_bytes()).await;
                 return;
             }
         }
-        match stream.read(&mut chunk) {
+        let (res, back) = stream.read(chunk).await;
+        chunk = back;
+        match res {
             Ok(0) | Err(_) => return,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
@@ -302,7 +385,7 @@ const ENDPOINTS: &[(&str, &str, bool)] = &[
     ("/stats/prometheus", "print server stats in prometheus format", false),
 ];
 
-fn route(state: &AdminState, method: &str, target: &str) -> (u16, &'static str, String) {
+async fn route(state: &AdminState, method: &str, target: &str) -> (u16, &'static str, String) {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let Some((_, _, mutating)) = ENDPOINTS.iter().find(|(p, _, _)| *p == path) else {
         return (404, TEXT, "invalid path. admin commands are:\n".to_string() + &index());
@@ -335,8 +418,8 @@ fn route(state: &AdminState, method: &str, target: &str) -> (u16, &'static str, 
             });
             (200, JSON, serde_json::to_string_pretty(&info).unwrap_or_default() + "\n")
         }
-        "/clusters" => clusters(state, query.split('&').any(|kv| kv == "format=json")),
-        "/stats" | "/stats/prometheus" => stats(state, path == "/stats/prometheus", query),
+        "/clusters" => clusters(state, query.split('&').any(|kv| kv == "format=json")).await,
+        "/stats" | "/stats/prometheus" => stats(state, path == "/stats/prometheus", query).await,
         "/healthcheck/fail" => {
             state.health_failed.store(true, Ordering::Relaxed);
             (200, TEXT, "OK\n".into())
@@ -372,9 +455,7 @@ fn route(state: &AdminState, method: &str, target: &str) -> (u16, &'static str, 
         }
         "/drain_listeners" => {
             state.set_draining();
-            for s in lock(&state.shards).iter() {
-                let _ = s.unbounded_send(ShardMsg::Drain);
-            }
+            state.shards().drain();
             (200, TEXT, "OK\n".into())
         }
         "/config_dump" => {
@@ -398,7 +479,7 @@ fn route(state: &AdminState, method: &str, target: &str) -> (u16, &'static str, 
     }
 }
 
-fn stats(state: &AdminState, prometheus: bool, query: &str) -> (u16, &'static str, String) {
+async fn stats(state: &AdminState, mut prometheus: bool, query: &str) -> (u16, &'static str, String) {
     let mut filter = None;
     let mut used_only = false;
     let mut json = false;
@@ -411,11 +492,15 @@ fn stats(state: &AdminState, prometheus: bool, query: &str) -> (u16, &'static st
             },
             "usedonly" => used_only = true,
             "format" if v == "json" => json = true,
-            "format" if v == "prometheus" => return stats(state, true, ""),
+            // Envoy's `?format=prometheus` is `/stats/prometheus`, whose own options it ignores.
+            "format" if v == "prometheus" => {
+                (prometheus, filter, used_only) = (true, None, false);
+                break;
+            }
             _ => {}
         }
     }
-    let dump = state.collect_stats();
+    let dump = state.collect_stats().await;
     let select = render::Select { filter: filter.as_ref(), used_only };
     if prometheus {
         (200, "text/plain; version=0.0.4; charset=UTF-8", render::prometheus(&dump, &select))
@@ -466,9 +551,9 @@ fn index() -> String {
         .collect()
 }
 
-fn clusters(state: &AdminState, json: bool) -> (u16, &'static str, String) {
+async fn clusters(state: &AdminState, json: bool) -> (u16, &'static str, String) {
     let snap = state.snapshot();
-    let hosts = state.collect_stats().hosts;
+    let hosts = state.collect_stats().await.hosts;
     let host = |cluster: &str, addr: &SocketAddr| {
         hosts.get(&(cluster.to_string(), *addr)).cloned().unwrap_or_default()
     };

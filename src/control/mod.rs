@@ -1,23 +1,40 @@
-//! The control thread: owns the running config, the listening sockets and the DNS answers. On a
-//! timer it re-reads the config file (validated whole, bound and resolved before it replaces the old
-//! one) and re-resolves DNS clusters (keeping the last good answer on failure); whenever anything a
-//! shard serves from changed, it builds a new snapshot and sends it to every shard. It blocks only
-//! itself, never a shard.
+//! The control thread: owns the running config, the listening sockets and the DNS answers, and
+//! runs a monoio runtime (epoll driver, timers). One loop owns that state: on a timer it re-reads
+//! the config file (validated whole, bound and resolved before it replaces the old one: a changed
+//! config's new clusters are first resolved by a task, "warming", while the loop goes on); DNS
+//! clusters are re-resolved by concurrent tasks, each bounded by a timeout, whose answers come
+//! back to the loop over a channel (the last good answer is kept on failure); whenever anything a
+//! shard serves from changed, the loop builds a new snapshot and installs it on every shard
+//! (`Shards`). A silent nameserver delays only its own cluster, never a reload or another
+//! cluster, and never a shard. The blocking resolver runs on one helper thread per in-flight
+//! cluster resolution (see `resolve_on_thread`).
+
+pub mod shards;
+
+pub use shards::Shards;
 
 use crate::admin::{AdminState, ClusterMembership};
 use crate::config::{self, Bootstrap, DiscoveryType};
 use crate::dns::Resolver;
 use crate::listener::BoundListener;
-use crate::shard::ShardMsg;
 use crate::snapshot::Snapshot;
-use crate::telemetry::Telemetry;
-use futures_channel::mpsc::UnboundedSender;
+use crate::telemetry::{Observers, Telemetry};
+use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
+use futures_channel::oneshot;
+use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The longest the control loop waits for one cluster's resolution (every endpoint, every
+/// search candidate, every nameserver). The resolver's own per-query timeouts normally end a
+/// resolution well before this; the bound holds even if they don't, and a late answer is dropped.
+const RESOLVE_LIMIT: Duration = Duration::from_secs(10);
+
+/// Per endpoint of a cluster: its addresses, or why there are none.
+type Answers = Vec<Result<Vec<IpAddr>, String>>;
 
 /// Where the config comes from; only a file can change.
 #[derive(Debug, Clone)]
@@ -52,18 +69,22 @@ impl Source {
 /// Resolved addresses of one cluster: per configured endpoint, the last good answer.
 #[derive(Debug, Clone)]
 struct ClusterHosts {
+    /// Tells a resolution's answer from one for a cluster that a reload replaced meanwhile.
+    id: u64,
     spec: config::Cluster,
     /// Per endpoint of `spec`, None until the first successful resolution.
     answers: Vec<Option<Vec<IpAddr>>>,
     next_refresh: Instant,
+    /// A resolution task runs for this cluster: no second one starts until it reports.
+    in_flight: bool,
     /// Envoy's `update_attempt`/`update_success`/`update_failure` for this cluster.
     updates: (u64, u64, u64),
 }
 
 impl ClusterHosts {
-    fn new(spec: config::Cluster) -> Self {
+    fn new(id: u64, spec: config::Cluster) -> Self {
         let answers = vec![None; spec.endpoints.len()];
-        ClusterHosts { spec, answers, next_refresh: Instant::now(), updates: (0, 0, 0) }
+        ClusterHosts { id, spec, answers, next_refresh: Instant::now(), in_flight: false, updates: (0, 0, 0) }
     }
 
     fn membership(&self) -> ClusterMembership {
@@ -83,32 +104,16 @@ impl ClusterHosts {
         self.spec.discovery != DiscoveryType::Static
     }
 
-    /// Resolves every endpoint; returns whether the answer set changed. Failures keep the last good
-    /// answer and are logged.
-    fn refresh(&mut self, resolver: &Resolver) -> bool {
+    /// Takes one resolution's answers; returns whether the address set changed. Failures keep
+    /// the last good answer and are logged.
+    fn apply(&mut self, answers: Answers) -> bool {
+        self.in_flight = false;
         self.next_refresh = Instant::now() + self.spec.dns_refresh_rate.max(Duration::from_millis(100));
         self.updates.0 += 1;
         let mut failed = false;
         let mut changed = false;
-        for (i, endpoint) in self.spec.endpoints.iter().enumerate() {
-            let answer = match self.spec.discovery {
-                DiscoveryType::Static => {
-                    endpoint.host.parse::<IpAddr>().map(|ip| vec![ip]).map_err(|e| e.to_string())
-                }
-                DiscoveryType::StrictDns | DiscoveryType::LogicalDns => resolver
-                    .resolve(&endpoint.host, self.spec.dns_lookup_family, &self.spec.dns_resolvers)
-                    .map(|mut ips| {
-                        // LOGICAL_DNS connects to one address at a time: the first the resolver gives.
-                        // STRICT_DNS uses the set: a server rotating its answer order is no change.
-                        if self.spec.discovery == DiscoveryType::LogicalDns {
-                            ips.truncate(1);
-                        } else {
-                            ips.sort();
-                        }
-                        ips
-                    })
-                    .map_err(|e| e.to_string()),
-            };
+        for (i, answer) in answers.into_iter().enumerate().take(self.answers.len()) {
+            let endpoint = &self.spec.endpoints[i];
             match answer {
                 Ok(ips) => {
                     if self.answers[i].as_ref() != Some(&ips) {
@@ -163,6 +168,91 @@ impl ClusterHosts {
     }
 }
 
+/// Every endpoint of `spec`, resolved with the blocking resolver (a STATIC cluster's are IP
+/// literals and need no network).
+fn resolve(spec: &config::Cluster, resolver: &Resolver) -> Answers {
+    spec.endpoints
+        .iter()
+        .map(|endpoint| match spec.discovery {
+            DiscoveryType::Static => {
+                endpoint.host.parse::<IpAddr>().map(|ip| vec![ip]).map_err(|e| e.to_string())
+            }
+            DiscoveryType::StrictDns | DiscoveryType::LogicalDns => resolver
+                .resolve(&endpoint.host, spec.dns_lookup_family, &spec.dns_resolvers)
+                .map(|mut ips| {
+                    // LOGICAL_DNS connects to one address at a time: the first the resolver gives.
+                    // STRICT_DNS uses the set: a server rotating its answer order is no change.
+                    if spec.discovery == DiscoveryType::LogicalDns {
+                        ips.truncate(1);
+                    } else {
+                        ips.sort();
+                    }
+                    ips
+                })
+                .map_err(|e| e.to_string()),
+        })
+        .collect()
+}
+
+/// Resolves `spec` on a helper thread of its own and hands the answers to `done`. The resolver
+/// blocks (std sockets, glibc-like timeouts and retries, already tested as such), so it runs off
+/// the runtime; there is at most one such thread per cluster in flight (`ClusterHosts::in_flight`),
+/// each ended by the resolver's own timeouts. Err when the OS refuses a thread.
+fn resolve_on_thread(
+    spec: config::Cluster,
+    resolver: Arc<Resolver>,
+    done: impl FnOnce(Answers) + Send + 'static,
+) -> std::io::Result<()> {
+    std::thread::Builder::new().name("skiff-dns".into()).spawn(move || done(resolve(&spec, &resolver)))?;
+    Ok(())
+}
+
+/// The answers for a resolution that did not finish: every endpoint failed with `why`.
+fn failed(spec: &config::Cluster, why: &str) -> Answers {
+    spec.endpoints.iter().map(|e| Err(format!("resolving {}: {why}", e.host))).collect()
+}
+
+/// Resolves every cluster of `specs` concurrently and waits for all of them, each up to
+/// `RESOLVE_LIMIT`: the first resolution of a config's new clusters, before its snapshot.
+async fn resolve_all(specs: Vec<config::Cluster>, resolver: &Arc<Resolver>) -> Vec<Answers> {
+    let pending: Vec<_> = specs
+        .into_iter()
+        .map(|spec| {
+            let (tx, rx) = oneshot::channel();
+            // A STATIC cluster's addresses are literals: no thread needed.
+            let started = if spec.discovery == DiscoveryType::Static {
+                let _ = tx.send(resolve(&spec, resolver));
+                Ok(())
+            } else {
+                resolve_on_thread(spec.clone(), resolver.clone(), move |a| {
+                    let _ = tx.send(a);
+                })
+            };
+            (spec, rx, started)
+        })
+        .collect();
+    let deadline = monoio::time::Instant::now() + RESOLVE_LIMIT;
+    let mut out = Vec::with_capacity(pending.len());
+    for (spec, rx, started) in pending {
+        out.push(match started {
+            Err(e) => failed(&spec, &format!("cannot start a resolver thread: {e}")),
+            Ok(()) => match monoio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(answers)) => answers,
+                Ok(Err(_)) => failed(&spec, "the resolver thread ended without an answer"),
+                Err(_) => failed(&spec, &format!("no answer within {} s", RESOLVE_LIMIT.as_secs())),
+            },
+        });
+    }
+    out
+}
+
+/// A monoio runtime on the epoll driver: the control thread's, and the one `Control::start`
+/// borrows for the first resolution. Epoll because this thread serves no traffic and io_uring may
+/// be unavailable (seccomp); timers for the schedule and the resolution bounds.
+fn runtime() -> std::io::Result<monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>>> {
+    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build()
+}
+
 pub struct Control {
     source: Source,
     /// The text of the running config.
@@ -177,17 +267,22 @@ pub struct Control {
     read_failing: bool,
     bootstrap: Arc<Bootstrap>,
     clusters: Vec<ClusterHosts>,
+    next_cluster_id: u64,
     /// Bound listeners by (configured name, configured address). The name is part of the key
     /// because several listeners may be configured on the same ephemeral address (`port_value: 0`),
     /// each with its own socket; keying by address alone handed the second one the first's socket.
     listeners: HashMap<(String, SocketAddr), Arc<BoundListener>>,
     next_listener_id: u64,
+    /// Per listener of `bootstrap`: its access logs and tracing, for rebuilds after DNS changes.
+    observers: Vec<Observers>,
     generation: u64,
-    shards: usize,
-    resolver: Resolver,
+    shard_count: usize,
+    resolver: Arc<Resolver>,
     config_check_every: Duration,
     next_config_check: Instant,
-    senders: Vec<UnboundedSender<ShardMsg>>,
+    /// A changed config's new clusters are being resolved (`Warm`); no second reload starts.
+    warming: bool,
+    shards: Shards,
     admin: Option<Arc<AdminState>>,
     telemetry: Telemetry,
 }
@@ -195,8 +290,14 @@ pub struct Control {
 #[derive(Debug)]
 pub enum StartError {
     Config(config::ConfigError),
-    Bind { listener: String, address: SocketAddr, source: std::io::Error },
+    Bind {
+        listener: String,
+        address: SocketAddr,
+        source: std::io::Error,
+    },
     Routes(String),
+    /// The runtime for the first resolution could not be built.
+    Runtime(std::io::Error),
 }
 
 impl std::fmt::Display for StartError {
@@ -207,8 +308,29 @@ impl std::fmt::Display for StartError {
                 write!(f, "listener {listener:?}: cannot listen on {address}: {source}")
             }
             StartError::Routes(e) => write!(f, "{e}"),
+            StartError::Runtime(e) => write!(f, "cannot start the control runtime: {e}"),
         }
     }
+}
+
+/// A parsed config whose new clusters were resolved off the loop, ready to adopt.
+struct Warm {
+    text: String,
+    /// The same text was rejected before (a port still taken): report a new failure quietly.
+    retrying: bool,
+    bootstrap: Arc<Bootstrap>,
+    /// Per new cluster (`Control::new_clusters`), its first answers.
+    fresh: Vec<Answers>,
+}
+
+/// What the loop wakes up for.
+enum Event {
+    Stop,
+    /// A cluster's resolution ended: its id and answers.
+    Resolved(u64, Answers),
+    /// A changed config's new clusters have their first answers: adopt it.
+    Warmed(Warm),
+    Timer,
 }
 
 impl Control {
@@ -216,7 +338,7 @@ impl Control {
     pub fn start(
         source: Source,
         loaded: (String, config::Loaded),
-        shards: usize,
+        shard_count: usize,
         resolver: Resolver,
         config_check_every: Duration,
         telemetry: Telemetry,
@@ -229,24 +351,43 @@ impl Control {
             read_failing: false,
             bootstrap: Arc::new(loaded.bootstrap.clone()),
             clusters: Vec::new(),
+            next_cluster_id: 1,
             listeners: HashMap::new(),
             next_listener_id: 1,
+            observers: Vec::new(),
             generation: 0,
-            shards,
-            resolver,
+            shard_count,
+            resolver: Arc::new(resolver),
             config_check_every,
             next_config_check: Instant::now() + config_check_every,
-            senders: Vec::new(),
+            warming: false,
+            shards: Shards::default(),
             admin: None,
             telemetry,
         };
-        let snapshot = control.adopt(Arc::new(loaded.bootstrap))?;
+        let bootstrap = Arc::new(loaded.bootstrap);
+        let specs = control.new_clusters(&bootstrap);
+        let resolver = control.resolver.clone();
+        let fresh = runtime().map_err(StartError::Runtime)?.block_on(resolve_all(specs, &resolver));
+        let snapshot = control.adopt(bootstrap, fresh)?;
         Ok((control, snapshot))
     }
 
-    /// Binds listeners and resolves clusters for `bootstrap`, then builds its snapshot. On error
-    /// nothing of the running state changed.
-    fn adopt(&mut self, bootstrap: Arc<Bootstrap>) -> Result<Arc<Snapshot>, StartError> {
+    /// The clusters of `bootstrap` that the running config does not have (by whole spec): they
+    /// are resolved before `bootstrap` is adopted. Running ones keep their answers and schedule.
+    fn new_clusters(&self, bootstrap: &Bootstrap) -> Vec<config::Cluster> {
+        bootstrap
+            .clusters
+            .iter()
+            .filter(|spec| !self.clusters.iter().any(|c| c.spec == **spec))
+            .cloned()
+            .collect()
+    }
+
+    /// Binds listeners for `bootstrap`, takes the running clusters' answers and `fresh` (from
+    /// `resolve_all(new_clusters(bootstrap))`) for the new ones, prepares telemetry and builds
+    /// the snapshot. On error nothing of the running state changed.
+    fn adopt(&mut self, bootstrap: Arc<Bootstrap>, fresh: Vec<Answers>) -> Result<Arc<Snapshot>, StartError> {
         let mut listeners = HashMap::new();
         let mut by_name = HashMap::new();
         for l in &bootstrap.listeners {
@@ -264,7 +405,7 @@ impl Control {
                     let id = self.next_listener_id;
                     self.next_listener_id += 1;
                     let bound =
-                        BoundListener::bind(id, &l.name, l.address, self.shards).map_err(|source| {
+                        BoundListener::bind(id, &l.name, l.address, self.shard_count).map_err(|source| {
                             StartError::Bind { listener: l.name.clone(), address: l.address, source }
                         })?;
                     log::info!("listener {:?} listening on {}", l.name, bound.bound);
@@ -274,38 +415,42 @@ impl Control {
             by_name.insert(l.name.clone(), bound.clone());
             listeners.insert(key, bound);
         }
-        let mut clusters: Vec<ClusterHosts> = bootstrap
+        let mut fresh = fresh.into_iter();
+        let mut next_id = self.next_cluster_id;
+        let clusters: Vec<ClusterHosts> = bootstrap
             .clusters
             .iter()
             .map(|spec| match self.clusters.iter().find(|c| c.spec == *spec) {
                 Some(existing) => existing.clone(),
-                None => ClusterHosts::new(spec.clone()),
+                None => {
+                    let mut c = ClusterHosts::new(next_id, spec.clone());
+                    next_id += 1;
+                    c.apply(fresh.next().unwrap_or_else(|| failed(spec, "not resolved")));
+                    c
+                }
             })
             .collect();
-        for c in clusters.iter_mut().filter(|c| c.answers.iter().all(Option::is_none)) {
-            c.refresh(&self.resolver);
-        }
         let endpoints: Vec<_> = clusters.iter().map(ClusterHosts::endpoints).collect();
-        let snapshot = Snapshot::build(
-            self.generation + 1,
-            bootstrap.clone(),
-            &endpoints,
-            &by_name,
-            &mut self.telemetry,
-        )
-        .map_err(StartError::Routes)?;
+        let observers = self.telemetry.prepare(&bootstrap).map_err(StartError::Routes)?;
+        let snapshot =
+            Snapshot::build(self.generation + 1, bootstrap.clone(), &endpoints, &by_name, &observers)
+                .map_err(StartError::Routes)?;
+        self.telemetry.update_collectors(&snapshot.clusters);
         for old in self.listeners.values() {
             if !listeners.values().any(|kept| Arc::ptr_eq(kept, old)) {
                 log::info!("listener {:?} on {} closes", old.name, old.bound);
             }
         }
         self.generation += 1;
+        self.next_cluster_id = next_id;
         self.listeners = listeners;
         self.clusters = clusters;
+        self.observers = observers;
         self.bootstrap = bootstrap;
         Ok(Arc::new(snapshot))
     }
 
+    /// A new snapshot of the running config with the clusters' current answers.
     fn rebuild(&mut self) -> Option<Arc<Snapshot>> {
         let endpoints: Vec<_> = self.clusters.iter().map(ClusterHosts::endpoints).collect();
         let by_name: HashMap<String, Arc<BoundListener>> =
@@ -315,9 +460,10 @@ impl Control {
             self.bootstrap.clone(),
             &endpoints,
             &by_name,
-            &mut self.telemetry,
+            &self.observers,
         ) {
             Ok(s) => {
+                self.telemetry.update_collectors(&s.clusters);
                 self.generation += 1;
                 Some(Arc::new(s))
             }
@@ -328,29 +474,48 @@ impl Control {
         }
     }
 
-    /// One pass of the loop: what is due, done; a new snapshot when anything changed.
-    fn tick(&mut self) -> Option<Arc<Snapshot>> {
+    /// Starts a resolution task for every DNS cluster that is due and has none running. Each
+    /// task reports to `results` exactly once, after at most `RESOLVE_LIMIT`.
+    fn start_due_resolutions(&mut self, results: &UnboundedSender<(u64, Answers)>) {
         let now = Instant::now();
-        if now >= self.next_config_check {
-            self.next_config_check = now + self.config_check_every;
-            if let Some(snapshot) = self.check_config() {
-                return Some(snapshot);
+        for c in self.clusters.iter_mut().filter(|c| c.is_dns() && !c.in_flight && c.next_refresh <= now) {
+            c.in_flight = true;
+            let (tx, rx) = oneshot::channel();
+            let (id, spec, results) = (c.id, c.spec.clone(), results.clone());
+            if let Err(e) = resolve_on_thread(spec.clone(), self.resolver.clone(), move |a| {
+                let _ = tx.send(a);
+            }) {
+                let _ = results
+                    .unbounded_send((id, failed(&spec, &format!("cannot start a resolver thread: {e}"))));
+                continue;
             }
+            monoio::spawn(async move {
+                let answers = match monoio::time::timeout(RESOLVE_LIMIT, rx).await {
+                    Ok(Ok(answers)) => answers,
+                    Ok(Err(_)) => failed(&spec, "the resolver thread ended without an answer"),
+                    Err(_) => failed(&spec, &format!("no answer within {} s", RESOLVE_LIMIT.as_secs())),
+                };
+                let _ = results.unbounded_send((id, answers));
+            });
         }
-        let mut changed = false;
-        for c in self.clusters.iter_mut().filter(|c| c.is_dns() && c.next_refresh <= now) {
-            changed |= c.refresh(&self.resolver);
-        }
-        if changed {
+    }
+
+    /// Takes a resolution's answers (dropped if a reload replaced the cluster meanwhile); a new
+    /// snapshot if the addresses changed.
+    fn resolved(&mut self, id: u64, answers: Answers) -> Option<Arc<Snapshot>> {
+        let cluster = self.clusters.iter_mut().find(|c| c.id == id)?;
+        if cluster.apply(answers) {
             self.rebuild()
         } else {
             None
         }
     }
 
-    fn check_config(&mut self) -> Option<Arc<Snapshot>> {
+    /// Reads the config file; a changed one that parses starts warming (its new clusters'
+    /// first resolution, in a task that reports to `warmed`), a bad one is rejected now.
+    fn check_config(&mut self, warmed: &UnboundedSender<Warm>) {
         if !matches!(self.source, Source::File(_)) {
-            return None;
+            return;
         }
         let text = match self.source.read() {
             Ok(t) => t,
@@ -360,31 +525,57 @@ impl Control {
                 } else {
                     log::debug!("config reload: {e} (as at the last check)");
                 }
-                return None;
+                return;
             }
         };
         if std::mem::replace(&mut self.read_failing, false) {
             log::info!("config file {} readable again", self.source.origin());
         }
         if text == self.running_text {
-            return None;
+            return;
         }
         let retrying = match &self.rejected {
             Some((rejected, transient)) if *rejected == text => {
                 if !transient {
-                    return None;
+                    return;
                 }
                 true
             }
             _ => false,
         };
-        let result =
-            config::load_str(&text, &self.source.origin()).map_err(StartError::Config).and_then(|loaded| {
+        match config::load_str(&text, &self.source.origin()) {
+            Err(e) => {
+                self.reload_outcome(text, retrying, Err(StartError::Config(e)));
+            }
+            Ok(loaded) => {
                 for w in &loaded.warnings {
                     log::warn!("{w}");
                 }
-                self.adopt(Arc::new(loaded.bootstrap))
-            });
+                let bootstrap = Arc::new(loaded.bootstrap);
+                let specs = self.new_clusters(&bootstrap);
+                let (resolver, warmed) = (self.resolver.clone(), warmed.clone());
+                self.warming = true;
+                monoio::spawn(async move {
+                    let fresh = resolve_all(specs, &resolver).await;
+                    let _ = warmed.unbounded_send(Warm { text, retrying, bootstrap, fresh });
+                });
+            }
+        }
+    }
+
+    /// Adopts a warmed config: its new clusters have their first answers (or failed).
+    fn finish_reload(&mut self, warm: Warm) -> Option<Arc<Snapshot>> {
+        self.warming = false;
+        let result = self.adopt(warm.bootstrap, warm.fresh);
+        self.reload_outcome(warm.text, warm.retrying, result)
+    }
+
+    fn reload_outcome(
+        &mut self,
+        text: String,
+        retrying: bool,
+        result: Result<Arc<Snapshot>, StartError>,
+    ) -> Option<Arc<Snapshot>> {
         match result {
             Ok(snapshot) => {
                 log::info!(
@@ -409,10 +600,11 @@ impl Control {
         }
     }
 
+    /// The next config check or the earliest refresh of a DNS cluster with no resolution running.
     fn next_wakeup(&self) -> Instant {
         self.clusters
             .iter()
-            .filter(|c| c.is_dns())
+            .filter(|c| c.is_dns() && !c.in_flight)
             .map(|c| c.next_refresh)
             .chain(std::iter::once(self.next_config_check))
             .min()
@@ -420,10 +612,7 @@ impl Control {
     }
 
     fn broadcast(&self, snapshot: &Arc<Snapshot>) {
-        for tx in &self.senders {
-            // A shard that is gone has exited with the process; nothing to do.
-            let _ = tx.unbounded_send(ShardMsg::Install(snapshot.clone()));
-        }
+        self.shards.install(snapshot);
         if let Some(admin) = &self.admin {
             admin.publish(snapshot.clone());
         }
@@ -435,27 +624,58 @@ impl Control {
         }
     }
 
-    /// Runs the loop on its own thread until `stop` receives (or its sender is dropped), then
-    /// hands back the telemetry so the process can flush it once the shards have drained.
+    /// Runs the loop on its own thread until `stop` fires (or its sender is dropped), then hands
+    /// back the telemetry so the process can flush it once the shards have drained.
     pub fn spawn(
         mut self,
-        senders: Vec<UnboundedSender<ShardMsg>>,
+        shards: Shards,
         admin: Option<Arc<AdminState>>,
-        stop: Receiver<()>,
+        stop: oneshot::Receiver<()>,
     ) -> std::io::Result<std::thread::JoinHandle<Telemetry>> {
-        self.senders = senders;
+        self.shards = shards;
         self.admin = admin;
         self.publish_membership();
-        std::thread::Builder::new().name("skiff-control".into()).spawn(move || loop {
-            let wait = self.next_wakeup().saturating_duration_since(Instant::now());
-            match stop.recv_timeout(wait) {
-                Err(RecvTimeoutError::Timeout) => {}
-                _ => return self.telemetry,
+        std::thread::Builder::new().name("skiff-control".into()).spawn(move || match runtime() {
+            Ok(mut rt) => rt.block_on(self.run(stop)),
+            Err(e) => {
+                // Shards keep serving the snapshot they have; only reloads and DNS stop.
+                log::error!("cannot start the control runtime: {e}; config reloads and DNS refresh are off");
+                self.telemetry
             }
-            if let Some(snapshot) = self.tick() {
+        })
+    }
+
+    async fn run(mut self, mut stop: oneshot::Receiver<()>) -> Telemetry {
+        let (results_tx, mut results): (_, UnboundedReceiver<(u64, Answers)>) =
+            futures_channel::mpsc::unbounded();
+        let (warmed_tx, mut warmed): (_, UnboundedReceiver<Warm>) = futures_channel::mpsc::unbounded();
+        loop {
+            self.start_due_resolutions(&results_tx);
+            let wake = monoio::time::Instant::from_std(self.next_wakeup());
+            let event = monoio::select! {
+                _ = &mut stop => Event::Stop,
+                Some((id, answers)) = results.next() => Event::Resolved(id, answers),
+                Some(warm) = warmed.next() => Event::Warmed(warm),
+                _ = monoio::time::sleep_until(wake) => Event::Timer,
+            };
+            let snapshot = match event {
+                Event::Stop => return self.telemetry,
+                Event::Resolved(id, answers) => self.resolved(id, answers),
+                Event::Warmed(warm) => self.finish_reload(warm),
+                Event::Timer if Instant::now() >= self.next_config_check => {
+                    self.next_config_check = Instant::now() + self.config_check_every;
+                    // One reload at a time: a file changed meanwhile is read at a later check.
+                    if !self.warming {
+                        self.check_config(&warmed_tx);
+                    }
+                    None
+                }
+                Event::Timer => None,
+            };
+            if let Some(snapshot) = snapshot {
                 self.broadcast(&snapshot);
             }
             self.publish_membership();
-        })
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Name resolution for STRICT_DNS/LOGICAL_DNS clusters: /etc/hosts first, then the resolv.conf
 //! nameservers (or a cluster's own `dns_resolvers`) over UDP, falling back to TCP on truncation.
-//! Blocking by design: it runs only on the control thread, never on a shard.
+//! Blocking by design: it runs on the control thread's helper threads (one per cluster
+//! resolution in flight), never on a shard.
 //!
 //! Both files are re-read on every call so edits apply without a restart. resolv.conf's
 //! `search`/`domain`, `options ndots:/timeout:/attempts:` are applied as glibc does, also when a
