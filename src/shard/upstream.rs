@@ -492,11 +492,19 @@ fn duplicate(stream: &TcpStream) -> std::io::Result<TcpStream> {
     TcpStream::from_std(std_stream)
 }
 
+/// How long a response may take before skiff starts watching the client for leaving. Most answers
+/// come sooner, and then the watch (a poll on the client's socket, submitted and cancelled) is never
+/// armed: it would cost every request a syscall's worth of ring work. A client that leaves is
+/// noticed this much later at most.
+const WATCH_CLIENT_AFTER: Duration = Duration::from_millis(2);
+
 /// Resolves when the client has closed its connection (Envoy's `DC`); bytes it sends meanwhile
 /// (a pipelined request) stay unread in the socket and do not count as leaving.
 async fn client_gone(stream: &TcpStream) {
-    if stream.readable(false).await.is_ok() && socket::peek(stream) != Pending::Closed {
-        std::future::pending::<()>().await;
+    monoio::time::sleep(WATCH_CLIENT_AFTER).await;
+    match stream.readable(false).await {
+        Ok(()) if socket::peek(stream) == Pending::Closed => {}
+        _ => std::future::pending::<()>().await,
     }
 }
 
