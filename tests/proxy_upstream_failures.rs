@@ -381,7 +381,8 @@ fn early_response_to_an_upload_reaches_the_client() {
     });
     let r = c.read_response(false).unwrap();
     assert_eq!((r.status, r.text().as_str()), (413, "too big!"));
-    assert_eq!(r.header("connection"), Some("close"), "the rest of the upload is not read");
+    // Whether the upload finished before the 413 arrived is a race here (a fast machine sends
+    // 2 MiB in no time); tests/request_path.rs covers the abandoned upload with a slow client.
     uploader.join().unwrap();
     assert_eq!(get(addr, "/good").status, 200);
 }

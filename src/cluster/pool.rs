@@ -84,20 +84,59 @@ impl Drop for Upstream {
     }
 }
 
+/// A cheap hasher for pool keys (a cluster id and an address, not attacker-chosen strings): the
+/// pool is looked up twice per request, and SipHash showed in profiles.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type KeyMap<V> = HashMap<PoolKey, V, std::hash::BuildHasherDefault<KeyHasher>>;
+
 struct Idle {
     conn: Upstream,
     since: Instant,
 }
 
 pub struct Pool {
-    idle: RefCell<HashMap<PoolKey, Vec<Idle>>>,
+    idle: RefCell<KeyMap<Vec<Idle>>>,
     max_idle_per_endpoint: usize,
     idle_timeout: Duration,
 }
 
 impl Pool {
     pub fn new(max_idle_per_endpoint: usize, idle_timeout: Duration) -> Self {
-        Pool { idle: RefCell::new(HashMap::new()), max_idle_per_endpoint, idle_timeout }
+        Pool { idle: RefCell::new(KeyMap::default()), max_idle_per_endpoint, idle_timeout }
     }
 
     /// The most recently pooled idle connection for `key` that has not idled out, if any.

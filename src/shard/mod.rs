@@ -313,6 +313,7 @@ async fn run(
     shard.sync_listeners();
     monoio::spawn(sweep_pool(shard.clone()));
     monoio::spawn(flush_access_logs(shard.clone()));
+    monoio::spawn(tick_date(shard.clone()));
     while let Some(msg) = rx.next().await {
         match msg {
             ShardMsg::Install(snap) => shard.install(snap),
@@ -322,6 +323,14 @@ async fn run(
                 let _ = reply.send(shard.stats.dump());
             }
         }
+    }
+}
+
+/// Keeps the `date` header current: refreshed at each second's start, so no response reads a clock.
+async fn tick_date(shard: Rc<Shard>) {
+    loop {
+        let wait = shard.date.refresh();
+        monoio::time::sleep(wait + Duration::from_millis(1)).await;
     }
 }
 

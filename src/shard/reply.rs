@@ -4,7 +4,7 @@
 
 use crate::access_log::ResponseFlags;
 use crate::cluster::Rng;
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Which router stat a local reply counts in (besides the response-class counters).
@@ -68,23 +68,31 @@ impl LocalReply {
     }
 }
 
-/// IMF-fixdate of the current second, rebuilt at most once a second per shard (Envoy sends `date`
-/// on every response, its own replies included).
-#[derive(Default)]
+/// IMF-fixdate of the current second (Envoy sends `date` on every response, its own replies
+/// included). A shard task refreshes it every second, so writing it reads no clock.
 pub struct DateCache {
-    second: Cell<u64>,
-    text: RefCell<[u8; 29]>,
+    text: Cell<[u8; 29]>,
+}
+
+impl Default for DateCache {
+    fn default() -> Self {
+        let cache = DateCache { text: Cell::new([b' '; 29]) };
+        cache.refresh();
+        cache
+    }
 }
 
 impl DateCache {
+    /// Rebuilds the text from the clock; returns how long until the next second starts.
+    pub fn refresh(&self) -> std::time::Duration {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        self.text.set(imf_fixdate(now.as_secs()));
+        std::time::Duration::from_nanos(u64::from(1_000_000_000 - now.subsec_nanos()))
+    }
+
     pub fn write(&self, out: &mut Vec<u8>) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        if now != self.second.get() || self.second.get() == 0 {
-            self.second.set(now);
-            *self.text.borrow_mut() = imf_fixdate(now);
-        }
         out.extend_from_slice(b"date: ");
-        out.extend_from_slice(&*self.text.borrow());
+        out.extend_from_slice(&self.text.get());
         out.extend_from_slice(b"\r\n");
     }
 }

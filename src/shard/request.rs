@@ -20,6 +20,7 @@ use crate::route::{Action, Route, VirtualHost};
 use crate::snapshot::ListenerSnap;
 use crate::stats::HttpStats;
 use bytes::Buf;
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 /// Whether the connection goes on after a request.
@@ -250,30 +251,45 @@ impl<'g> Request<'g> {
             server_name: &self.listener.hcm.server_name,
             request_complete: &request_complete,
         };
-        // The route timeout, Envoy's: it runs from the end of the request (once its body has gone
-        // up whole) to the end of the response, across retries.
-        let forwarded = match fwd.timeout {
-            Some(limit) => {
-                let timer = async {
-                    request_complete.wait().await;
-                    monoio::time::sleep(limit).await;
-                };
-                monoio::select! {
-                    forwarded = upstream::forward(&ex, d) => Some(forwarded),
-                    _ = timer => None,
+        // Once the request is complete, one timer stands for both limits on the exchange: the route
+        // timeout (Envoy's: from the end of the request to the end of the response, across
+        // retries) and the client leaving (Envoy's `DC`), which is only watched for once the
+        // exchange has taken `WATCH_CLIENT_AFTER`.
+        let client = d.stream.as_raw_fd();
+        let watch = async {
+            request_complete.wait().await;
+            let first = fwd.timeout.map_or(WATCH_CLIENT_AFTER, |t| t.min(WATCH_CLIENT_AFTER));
+            monoio::time::sleep(first).await;
+            let rest = async {
+                match fwd.timeout {
+                    Some(limit) if limit > first => monoio::time::sleep(limit - first).await,
+                    Some(_) => {}
+                    None => std::future::pending::<()>().await,
                 }
+            };
+            monoio::select! {
+                _ = rest => Interrupted::RouteTimeout,
+                _ = client_left(client) => Interrupted::ClientLeft,
             }
-            None => Some(upstream::forward(&ex, d).await),
         };
-        let forwarded = forwarded.unwrap_or_else(|| {
-            self.generation.cluster_stats[cluster].upstream_rq_timeout.inc();
-            d.obs.flag(ResponseFlags::UT);
-            if d.response_started {
-                Forwarded::Abort
-            } else {
-                Forwarded::Reply(LocalReply::new(504, b"upstream request timeout").closing())
-            }
-        });
+        let forwarded = monoio::select! {
+            forwarded = upstream::forward(&ex, d) => forwarded,
+            why = watch => match why {
+                Interrupted::RouteTimeout => {
+                    self.generation.cluster_stats[cluster].upstream_rq_timeout.inc();
+                    d.obs.flag(ResponseFlags::UT);
+                    if d.response_started {
+                        Forwarded::Abort
+                    } else {
+                        Forwarded::Reply(LocalReply::new(504, b"upstream request timeout").closing())
+                    }
+                }
+                Interrupted::ClientLeft => {
+                    d.obs.flag(ResponseFlags::DC);
+                    Forwarded::Abort
+                }
+            },
+        };
         match forwarded {
             Forwarded::Relayed { keep_alive: true } if keep_alive => Continue::KeepAlive,
             Forwarded::Relayed { .. } | Forwarded::Abort => Continue::Close,
@@ -336,6 +352,38 @@ impl<'g> Request<'g> {
             id,
         );
     }
+}
+
+/// How long an exchange may take before skiff starts watching the client for leaving. Most answers
+/// come sooner, and then no poll on the client's socket is ever submitted (one per request would
+/// cost every request ring work); a client that leaves is noticed this much later at most.
+const WATCH_CLIENT_AFTER: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// What cut an exchange short.
+enum Interrupted {
+    RouteTimeout,
+    ClientLeft,
+}
+
+/// Resolves when the client has closed its connection; bytes it sends meanwhile (a pipelined
+/// request) do not count as leaving and end the watch. Works on a second handle on the socket, as
+/// the exchange holds the connection itself.
+async fn client_left(fd: std::os::fd::RawFd) {
+    use std::os::fd::BorrowedFd;
+    // SAFETY: the connection (and so `fd`) outlives this future, which is dropped with the exchange.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let watch = borrowed
+        .try_clone_to_owned()
+        .ok()
+        .and_then(|owned| monoio::net::TcpStream::from_std(std::net::TcpStream::from(owned)).ok());
+    if let Some(stream) = watch {
+        if stream.readable(false).await.is_ok()
+            && super::socket::peek(&stream) == super::socket::Pending::Closed
+        {
+            return;
+        }
+    }
+    std::future::pending::<()>().await
 }
 
 fn is_loopback(ip: &str) -> bool {

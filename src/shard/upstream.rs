@@ -358,13 +358,7 @@ async fn attempt(
             }
             None => {
                 ex.request_complete.fire();
-                let head =
-                    read_final_head(&mut up.stream, &mut up.buf, facts.head_method, |h| on_head(h, false));
-                let gone = client_gone(&d.stream);
-                monoio::select! {
-                    read = head => read,
-                    _ = gone => HeadRead::ClientGone,
-                }
+                read_final_head(&mut up.stream, &mut up.buf, facts.head_method, |h| on_head(h, false)).await
             }
         }
     };
@@ -372,10 +366,6 @@ async fn attempt(
     let shape = match head_read {
         HeadRead::Complete(Some(shape)) => shape,
         HeadRead::Complete(None) => return Attempt::RetryableStatus,
-        HeadRead::ClientGone => {
-            d.obs.flag(ResponseFlags::DC);
-            return Attempt::Abort;
-        }
         HeadRead::Closed { received_any } => {
             up.peer_closed = true;
             if reused && !received_any {
@@ -448,7 +438,7 @@ async fn stream_body_until_head(
 ) -> Result<(HeadRead, bool, u64), Attempt> {
     // A second handle on the upstream socket reads the response while the body is written through
     // the first: monoio's reads and writes borrow the stream mutably, one at a time.
-    let Ok(mut watch) = duplicate(&up.stream) else {
+    let Ok(mut watch) = socket::duplicate(&up.stream) else {
         return Err(Attempt::Reset);
     };
     let head_only = ex.facts.head_method;
@@ -479,35 +469,6 @@ async fn stream_body_until_head(
     }
 }
 
-/// A second monoio handle on the same socket (a `dup` of its descriptor).
-fn duplicate(stream: &TcpStream) -> std::io::Result<TcpStream> {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    // SAFETY: dup of a descriptor we own; the new descriptor is owned by the std stream at once.
-    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor nobody else owns.
-    let std_stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
-    TcpStream::from_std(std_stream)
-}
-
-/// How long a response may take before skiff starts watching the client for leaving. Most answers
-/// come sooner, and then the watch (a poll on the client's socket, submitted and cancelled) is never
-/// armed: it would cost every request a syscall's worth of ring work. A client that leaves is
-/// noticed this much later at most.
-const WATCH_CLIENT_AFTER: Duration = Duration::from_millis(2);
-
-/// Resolves when the client has closed its connection (Envoy's `DC`); bytes it sends meanwhile
-/// (a pipelined request) stay unread in the socket and do not count as leaving.
-async fn client_gone(stream: &TcpStream) {
-    monoio::time::sleep(WATCH_CLIENT_AFTER).await;
-    match stream.readable(false).await {
-        Ok(()) if socket::peek(stream) == Pending::Closed => {}
-        _ => std::future::pending::<()>().await,
-    }
-}
-
 enum HeadRead {
     /// A final (non-1xx) response head was read and consumed from the buffer: what it decided
     /// (None: retry).
@@ -517,7 +478,6 @@ enum HeadRead {
         received_any: bool,
     },
     Malformed,
-    ClientGone,
 }
 
 /// Reads until a final response head is at the start of `buf`, skipping interim 1xx responses
