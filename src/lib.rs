@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod dns;
+pub mod filters;
 pub mod http;
 pub mod listener;
 pub mod logging;

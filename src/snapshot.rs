@@ -4,6 +4,7 @@
 
 use crate::cluster::ClusterSnap;
 use crate::config::{self, Bootstrap};
+use crate::filters::FilterChain;
 use crate::listener::BoundListener;
 use crate::route::RouteTable;
 use crate::telemetry::Observers;
@@ -24,6 +25,8 @@ pub struct Snapshot {
 pub struct ListenerSnap {
     pub socket: Arc<BoundListener>,
     pub hcm: HcmSettings,
+    /// The connection manager's HTTP filters, router excluded.
+    pub filters: FilterChain,
     pub routes: RouteTable,
     pub observers: Observers,
 }
@@ -87,6 +90,7 @@ impl Snapshot {
             listeners.push(ListenerSnap {
                 socket: socket.clone(),
                 hcm: HcmSettings::new(&l.hcm),
+                filters: FilterChain::compile(&l.hcm.http_filters),
                 routes: RouteTable::compile(&l.hcm.route_config, &index, socket.bound.port())
                     .map_err(|e| e.to_string())?,
                 observers: observers.get(i).cloned().unwrap_or_default(),

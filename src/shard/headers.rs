@@ -281,6 +281,7 @@ pub(super) fn write_response_head(
             reply::header(out, a.name.as_bytes(), a.value.as_bytes());
         }
     }
+    rw.listener.filters.on_response_headers(head, out);
     out.extend_from_slice(b"\r\n");
     ResponseShape { dechunk, client_keep_alive }
 }

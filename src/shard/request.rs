@@ -15,6 +15,7 @@ use super::socket::write_out;
 use super::upstream::{self, Exchange, Forwarded, RequestFacts};
 use super::{Generation, Shard};
 use crate::access_log::ResponseFlags;
+use crate::filters::Verdict;
 use crate::http::{RequestHead, Version};
 use crate::route::{Action, Route, VirtualHost};
 use crate::snapshot::ListenerSnap;
@@ -129,6 +130,10 @@ impl<'g> Request<'g> {
             let no_route = LocalReply::new(404, b"").flagged(ResponseFlags::NR).counted(ReplyStat::NoRoute);
             return reply(no_route, whole);
         };
+        // The configured filters, after routing and before the router acts on the route.
+        if let Verdict::Reply { status, body, flag } = self.listener.filters.on_request_headers(head) {
+            return reply(LocalReply::new(status, body).flagged(flag), whole);
+        }
         let fwd = match &route.action {
             Action::Direct { status, body } => {
                 let mut direct = LocalReply::new(*status, b"").counted(ReplyStat::Direct);
@@ -339,6 +344,7 @@ impl<'g> Request<'g> {
             self.stats.downstream_cx_destroy_remote_active_rq.inc();
         }
         self.stats.downstream_rq_time.record_us(self.started.elapsed().as_micros() as u64);
+        self.listener.filters.on_log(d.status, d.obs.flags);
         let (peer, local, id) = (d.peer, d.local, d.connection_id);
         observe::finish(
             self.shard,
