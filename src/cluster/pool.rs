@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Which idle connections a request may take: the cluster's pool id and the endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -125,7 +125,9 @@ type KeyMap<V> = HashMap<PoolKey, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
 struct Idle {
     conn: Upstream,
-    since: Instant,
+    /// When it was pooled, in whole seconds of the shard's coarse clock: the idle timeout is a
+    /// minute, and reading a clock on every take and put showed in profiles.
+    since: u64,
 }
 
 pub struct Pool {
@@ -139,21 +141,21 @@ impl Pool {
         Pool { idle: RefCell::new(KeyMap::default()), max_idle_per_endpoint, idle_timeout }
     }
 
-    /// The most recently pooled idle connection for `key` that has not idled out, if any.
-    pub fn take(&self, key: PoolKey) -> Option<Upstream> {
+    /// The most recently pooled idle connection for `key` that has not idled out, if any; `now`
+    /// in seconds of the shard's coarse clock.
+    pub fn take(&self, key: PoolKey, now: u64) -> Option<Upstream> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&key)?;
-        let now = Instant::now();
         while let Some(entry) = list.pop() {
-            if now.duration_since(entry.since) < self.idle_timeout {
+            if now.saturating_sub(entry.since) < self.idle_timeout.as_secs() {
                 return Some(entry.conn);
             }
         }
         None
     }
 
-    /// Returns a connection whose last exchange ended cleanly.
-    pub fn put(&self, conn: Upstream) {
+    /// Returns a connection whose last exchange ended cleanly; `now` as for `take`.
+    pub fn put(&self, conn: Upstream, now: u64) {
         debug_assert!(conn.buf.is_empty());
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(conn.key).or_default();
@@ -161,18 +163,17 @@ impl Pool {
             // Drop the oldest: it is the likeliest to be closed by the peer soon.
             list.remove(0);
         }
-        list.push(Idle { conn, since: Instant::now() });
+        list.push(Idle { conn, since: now });
     }
 
     /// Closes connections idle too long or to cluster endpoints no longer in use.
-    pub fn sweep(&self, keep: impl Fn(&PoolKey) -> bool) {
-        let now = Instant::now();
+    pub fn sweep(&self, now: u64, keep: impl Fn(&PoolKey) -> bool) {
         let mut idle = self.idle.borrow_mut();
         idle.retain(|key, list| {
             if !keep(key) {
                 return false;
             }
-            list.retain(|e| now.duration_since(e.since) < self.idle_timeout);
+            list.retain(|e| now.saturating_sub(e.since) < self.idle_timeout.as_secs());
             !list.is_empty()
         });
     }

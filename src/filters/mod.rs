@@ -86,7 +86,8 @@ impl FilterChain {
         Verdict::Continue
     }
 
-    /// The response-headers phase: a filter may append header lines to the client's head.
+    /// The response-headers phase, for upstream responses (a local reply, the filters' own
+    /// included, does not pass through it): a filter may append header lines to the client's head.
     pub fn on_response_headers(&self, head: &ResponseHead<'_>, out: &mut Vec<u8>) {
         for filter in self.filters.iter() {
             filter.on_response_headers(head, out);

@@ -2,8 +2,9 @@
 //! the request head as the upstream gets it (hop-by-hop fields removed — never a framing field —,
 //! Envoy's trust-boundary rules for `x-forwarded-for` and `x-envoy-*`, request id, trace context,
 //! route header edits) and the response head as the client gets it. These are the connection
-//! manager's and the router's own header steps, in Envoy's order; configured HTTP filters run
-//! before them (see `crate::filters`). Pure: appends to a buffer, touches no socket.
+//! manager's and the router's own header steps, in Envoy's order. Configured HTTP filters decide
+//! on the request head before it is written (`crate::filters`, called by `request`) and append
+//! their response headers after the route's edits. Pure: appends to a buffer, touches no socket.
 
 use super::observe::{self, Observed};
 use super::reply::{self, DateCache};

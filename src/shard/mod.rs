@@ -351,7 +351,7 @@ async fn sweep_pool(shard: Rc<Shard>) {
     loop {
         monoio::time::sleep(SWEEP_EVERY).await;
         let generation = shard.generation();
-        shard.pool.sweep(|key| {
+        shard.pool.sweep(shard.date.second(), |key| {
             generation
                 .snap
                 .clusters

@@ -72,11 +72,12 @@ impl LocalReply {
 /// included). A shard task refreshes it every second, so writing it reads no clock.
 pub struct DateCache {
     text: Cell<[u8; 29]>,
+    second: Cell<u64>,
 }
 
 impl Default for DateCache {
     fn default() -> Self {
-        let cache = DateCache { text: Cell::new([b' '; 29]) };
+        let cache = DateCache { text: Cell::new([b' '; 29]), second: Cell::new(0) };
         cache.refresh();
         cache
     }
@@ -87,7 +88,13 @@ impl DateCache {
     pub fn refresh(&self) -> std::time::Duration {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         self.text.set(imf_fixdate(now.as_secs()));
+        self.second.set(now.as_secs());
         std::time::Duration::from_nanos(u64::from(1_000_000_000 - now.subsec_nanos()))
+    }
+
+    /// The shard's coarse clock: seconds since the epoch, as of the last tick.
+    pub fn second(&self) -> u64 {
+        self.second.get()
     }
 
     pub fn write(&self, out: &mut Vec<u8>) {

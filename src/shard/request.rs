@@ -363,7 +363,7 @@ impl<'g> Request<'g> {
 /// How long an exchange may take before skiff starts watching the client for leaving. Most answers
 /// come sooner, and then no poll on the client's socket is ever submitted (one per request would
 /// cost every request ring work); a client that leaves is noticed this much later at most.
-const WATCH_CLIENT_AFTER: std::time::Duration = std::time::Duration::from_millis(2);
+const WATCH_CLIENT_AFTER: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// What cut an exchange short.
 enum Interrupted {

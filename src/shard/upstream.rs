@@ -268,7 +268,7 @@ async fn connect(
 /// connection is closed and the next one tried. One non-blocking syscall, as Pingora does.
 fn take_pooled(shard: &Shard, key: PoolKey) -> Option<Upstream> {
     loop {
-        let up = shard.pool.take(key)?;
+        let up = shard.pool.take(key, shard.date.second())?;
         match socket::peek(&up.stream) {
             Pending::Nothing => return Some(up),
             Pending::Data => log::debug!("discarding pooled connection to {}: unread bytes", key.addr),
@@ -598,7 +598,7 @@ async fn relay_response(
         && snap.max_requests_per_connection.is_none_or(|max| up.requests < max);
     if reusable {
         socket::shrink_idle(&mut up.buf, READ_CHUNK);
-        ex.shard.pool.put(up);
+        ex.shard.pool.put(up, ex.shard.date.second());
     }
     Attempt::Relayed { keep_alive: shape.client_keep_alive }
 }
