@@ -25,7 +25,9 @@ fn round_robin_goes_on_where_it_was_after_a_reload_that_keeps_the_hosts() {
         )
     };
     let cluster = static_cluster_yaml("c", "ROUND_ROBIN", &[(a.addr, 1), (b.addr, 1)]);
-    let yaml = |path: &str| bootstrap_yaml(&[listener_yaml("main", "127.0.0.1", &routes(path))], &[cluster.clone()]);
+    let yaml = |path: &str| {
+        bootstrap_yaml(&[listener_yaml("main", "127.0.0.1", &routes(path))], std::slice::from_ref(&cluster))
+    };
     let skiff = Skiff::start(&yaml("/"), &["--concurrency", "1"]);
     let addr = skiff.listener("main");
     let first = get(addr, "/x").first_line();
@@ -57,7 +59,15 @@ fn two_clusters_on_one_address_keep_their_own_connections_and_stats() {
     }
     let admin = skiff.admin();
     for cluster in ["x", "y"] {
-        assert_eq!(stat(admin, &format!("cluster.{cluster}.upstream_cx_total")), Some(1), "cluster {cluster}");
-        assert_eq!(stat(admin, &format!("cluster.{cluster}.upstream_rq_total")), Some(2), "cluster {cluster}");
+        assert_eq!(
+            stat(admin, &format!("cluster.{cluster}.upstream_cx_total")),
+            Some(1),
+            "cluster {cluster}"
+        );
+        assert_eq!(
+            stat(admin, &format!("cluster.{cluster}.upstream_rq_total")),
+            Some(2),
+            "cluster {cluster}"
+        );
     }
 }

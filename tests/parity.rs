@@ -275,7 +275,7 @@ fn exchange(addr: SocketAddr, raw: &[u8]) -> Exchange {
 
 /// Waits until the access log has `n` lines (or 2 s pass) and returns its lines.
 fn log_lines(path: &Path, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let lines: Vec<String> = text.lines().map(str::to_string).collect();

@@ -5,9 +5,47 @@
 //! that path's line and column by walking the document again and failing on purpose when it
 //! reaches the node, so that serde_norway stamps its position on the error.
 
-use super::ConfigError;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::fmt;
+
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Io { origin: String, source: std::io::Error },
+    /// The YAML is malformed, a field has the wrong type or value, or a reference dangles.
+    Invalid {
+        origin: String,
+        line: Option<usize>,
+        column: Option<usize>,
+        /// Dotted field path, e.g. `static_resources.clusters[1].connect_timeout`.
+        path: String,
+        message: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Io { origin, source } => write!(f, "{origin}: {source}"),
+            ConfigError::Invalid { origin, line, column, path, message } => {
+                write!(f, "{origin}")?;
+                if let Some(line) = line {
+                    write!(f, ":{line}")?;
+                    if let Some(column) = column {
+                        write!(f, ":{column}")?;
+                    }
+                }
+                if path.is_empty() {
+                    write!(f, ": {message}")
+                } else {
+                    write!(f, ": {path}: {message}")
+                }
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// One step of a field path.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,9 +9,9 @@ mod raw;
 pub mod unenforced;
 
 pub use duration::NEVER;
+pub use error::ConfigError;
 pub use model::*;
 
-use std::fmt;
 use std::path::Path;
 
 /// A loaded, validated bootstrap plus what an operator should hear about it (fields accepted but not
@@ -21,45 +21,6 @@ pub struct Loaded {
     pub bootstrap: Bootstrap,
     pub warnings: Vec<String>,
 }
-
-#[derive(Debug)]
-pub enum ConfigError {
-    /// The file could not be read.
-    Io { origin: String, source: std::io::Error },
-    /// The YAML is malformed, a field has the wrong type or value, or a reference dangles.
-    Invalid {
-        origin: String,
-        line: Option<usize>,
-        column: Option<usize>,
-        /// Dotted field path, e.g. `static_resources.clusters[1].connect_timeout`.
-        path: String,
-        message: String,
-    },
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Io { origin, source } => write!(f, "{origin}: {source}"),
-            ConfigError::Invalid { origin, line, column, path, message } => {
-                write!(f, "{origin}")?;
-                if let Some(line) = line {
-                    write!(f, ":{line}")?;
-                    if let Some(column) = column {
-                        write!(f, ":{column}")?;
-                    }
-                }
-                if path.is_empty() {
-                    write!(f, ": {message}")
-                } else {
-                    write!(f, ": {path}: {message}")
-                }
-            }
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// Reads and validates a config file; `origin` in errors is the path as given.
 pub fn load_file(path: &Path) -> Result<Loaded, ConfigError> {

@@ -3,7 +3,6 @@
 //! range of the caller's input.
 
 use super::fields::{is_ctl, is_tchar};
-use super::{ChunkError, ChunkProgress};
 
 /// Longest chunk-size line (size, whitespace and extensions, without CRLF) we walk over.
 const MAX_SIZE_LINE: u32 = 4096;
@@ -203,6 +202,37 @@ pub(super) fn advance(state: &mut State, input: &[u8]) -> Result<ChunkProgress, 
         }
     }
     Ok(ChunkProgress { consumed: pos, data, done: *state == State::Done })
+}
+
+/// Where a chunked body is, fed piece by piece as it arrives. After an error it keeps returning that
+/// error; after the end it consumes nothing and reports `done`.
+#[derive(Debug, Default, Clone)]
+pub struct ChunkedDecoder {
+    state: State,
+}
+
+/// One step of `ChunkedDecoder::advance`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkProgress {
+    /// Bytes of the input that belong to the message and were walked over.
+    pub consumed: usize,
+    /// The payload bytes inside `input[..consumed]` (possibly empty): at most one contiguous run.
+    pub data: std::ops::Range<usize>,
+    /// The last chunk and trailers have been consumed: the message ends at `consumed`.
+    pub done: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkError(pub &'static str);
+
+impl ChunkedDecoder {
+    pub fn new() -> Self {
+        ChunkedDecoder::default()
+    }
+
+    pub fn advance(&mut self, input: &[u8]) -> Result<ChunkProgress, ChunkError> {
+        advance(&mut self.state, input)
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Checks shared by request and response heads: the raw-byte scan httparse is too lenient for, and
 //! the header fields that decide framing and connection reuse.
 
-use super::HeadError;
+use super::message::{HeadError, RequestHead, ResponseHead};
 
 const fn tchar_map() -> [bool; 256] {
     let mut map = [false; 256];
@@ -232,6 +232,23 @@ pub(super) fn connection_lists(headers: &[httparse::Header<'_>], name: &str) -> 
         .iter()
         .filter(|h| classify(h.name) == Known::Connection)
         .any(|h| list_elements(h.value).any(|t| t.eq_ignore_ascii_case(name)))
+}
+
+impl RequestHead<'_> {
+    /// Whether `name` (any case) is listed in a Connection header, i.e. hop-by-hop for this message.
+    /// Never true for the framing fields (Content-Length, Transfer-Encoding) nor Host: dropping
+    /// those while forwarding the body as received would let the next hop frame it differently.
+    pub fn connection_lists(&self, name: &str) -> bool {
+        connection_lists(self.headers, name)
+    }
+}
+
+impl ResponseHead<'_> {
+    /// Whether `name` (any case) is listed in a Connection header; never true for the framing
+    /// fields nor Host (see `RequestHead::connection_lists`).
+    pub fn connection_lists(&self, name: &str) -> bool {
+        connection_lists(self.headers, name)
+    }
 }
 
 #[cfg(test)]

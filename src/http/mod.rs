@@ -4,103 +4,12 @@
 
 mod chunked;
 mod fields;
+mod message;
 mod request;
 mod response;
 
-/// Whether header `name` is `lower` (a lower-case literal); length first, as most names differ there.
-#[inline]
-pub fn header_is(name: &str, lower: &str) -> bool {
-    name.len() == lower.len() && name.eq_ignore_ascii_case(lower)
-}
-
-/// Envoy's default cap on the number of request headers.
-pub const MAX_HEADERS: usize = 100;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Version {
-    Http10,
-    Http11,
-}
-
-/// How the body after a head is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyKind {
-    None,
-    Length(u64),
-    Chunked,
-    /// Responses only: the body runs until the upstream closes.
-    CloseDelimited,
-}
-
-/// Why a head was refused; `status()` is the answer the client gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeadError {
-    /// The head is larger than the limit (431 for requests).
-    TooLarge,
-    /// More than MAX_HEADERS header lines (431 for requests).
-    TooManyHeaders,
-    /// Anything malformed or ambiguous (400 for requests, 502 for responses); the text says which rule.
-    Malformed(&'static str),
-    /// Well-formed but asks for something skiff (like Envoy) does not do: a request transfer coding
-    /// other than a single `chunked` (501, as RFC 9112 §6.1 says for unknown codings).
-    NotImplemented(&'static str),
-}
-
-impl HeadError {
-    pub fn status(&self) -> u16 {
-        match self {
-            HeadError::TooLarge | HeadError::TooManyHeaders => 431,
-            HeadError::Malformed(_) => 400,
-            HeadError::NotImplemented(_) => 501,
-        }
-    }
-}
-
-pub struct RequestHead<'b> {
-    pub method: &'b str,
-    /// The request target as sent.
-    pub target: &'b str,
-    /// Origin-form path and query (an absolute-form target reduced to its path; `*` stays `*`).
-    pub path: &'b str,
-    pub version: Version,
-    pub headers: &'b [httparse::Header<'b>],
-    /// Bytes of the head including the final CRLF CRLF.
-    pub head_len: usize,
-    pub body: BodyKind,
-    /// Whether the client allows the connection to stay open after this exchange.
-    pub keep_alive: bool,
-    /// `Expect: 100-continue` was sent.
-    pub expect_continue: bool,
-    /// The Host header (or the authority of an absolute-form target).
-    pub host: Option<&'b str>,
-}
-
-impl RequestHead<'_> {
-    /// Whether `name` (any case) is listed in a Connection header, i.e. hop-by-hop for this message.
-    /// Never true for the framing fields (Content-Length, Transfer-Encoding) nor Host: dropping
-    /// those while forwarding the body as received would let the next hop frame it differently.
-    pub fn connection_lists(&self, name: &str) -> bool {
-        fields::connection_lists(self.headers, name)
-    }
-}
-
-pub struct ResponseHead<'b> {
-    pub status: u16,
-    pub reason: &'b str,
-    pub version: Version,
-    pub headers: &'b [httparse::Header<'b>],
-    pub head_len: usize,
-    pub body: BodyKind,
-    pub keep_alive: bool,
-}
-
-impl ResponseHead<'_> {
-    /// Whether `name` (any case) is listed in a Connection header; never true for the framing
-    /// fields nor Host (see `RequestHead::connection_lists`).
-    pub fn connection_lists(&self, name: &str) -> bool {
-        fields::connection_lists(self.headers, name)
-    }
-}
+pub use chunked::{ChunkError, ChunkProgress, ChunkedDecoder};
+pub use message::{header_is, BodyKind, HeadError, RequestHead, ResponseHead, Version, MAX_HEADERS};
 
 /// Parses a request head at the start of `buf`. Ok(None): incomplete, read more (unless `buf` is
 /// already `max_head_len` long, which is Err(TooLarge)). At most `min(headers.len(), MAX_HEADERS)`
@@ -124,37 +33,6 @@ pub fn parse_response<'b>(
     head_request: bool,
 ) -> Result<Option<ResponseHead<'b>>, HeadError> {
     response::parse(buf, headers, max_head_len, head_request)
-}
-
-/// Where a chunked body is, fed piece by piece as it arrives. After an error it keeps returning that
-/// error; after the end it consumes nothing and reports `done`.
-#[derive(Debug, Default, Clone)]
-pub struct ChunkedDecoder {
-    state: chunked::State,
-}
-
-/// One step of `ChunkedDecoder::advance`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChunkProgress {
-    /// Bytes of the input that belong to the message and were walked over.
-    pub consumed: usize,
-    /// The payload bytes inside `input[..consumed]` (possibly empty): at most one contiguous run.
-    pub data: std::ops::Range<usize>,
-    /// The last chunk and trailers have been consumed: the message ends at `consumed`.
-    pub done: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChunkError(pub &'static str);
-
-impl ChunkedDecoder {
-    pub fn new() -> Self {
-        ChunkedDecoder::default()
-    }
-
-    pub fn advance(&mut self, input: &[u8]) -> Result<ChunkProgress, ChunkError> {
-        chunked::advance(&mut self.state, input)
-    }
 }
 
 /// Deterministic fuzzing: random bytes and mutations of valid messages must never panic, and what

@@ -2,7 +2,7 @@
 //! rules (RFC 9112 §6, plus the stricter choices a proxy in front of unknown upstreams needs).
 
 use super::fields::{self, ConnectionOptions, Known, TransferCodings};
-use super::{BodyKind, HeadError, RequestHead, Version, MAX_HEADERS};
+use super::message::{BodyKind, HeadError, RequestHead, Version, MAX_HEADERS};
 
 pub(super) fn parse<'b>(
     buf: &'b [u8],

@@ -1,7 +1,7 @@
 //! Response heads: RFC 9112 §6.3 message-length rules, in its order of precedence.
 
 use super::fields::{self, ConnectionOptions, Known, TransferCodings};
-use super::{BodyKind, HeadError, ResponseHead, Version, MAX_HEADERS};
+use super::message::{BodyKind, HeadError, ResponseHead, Version, MAX_HEADERS};
 
 pub(super) fn parse<'b>(
     buf: &'b [u8],

@@ -5,7 +5,7 @@
 use super::downstream::Downstream;
 use super::request::{Continue, Request};
 use super::socket::{self, shrink_idle, spare, Pending, READ_CHUNK};
-use super::Shard;
+use super::state::Shard;
 use crate::http::{self, MAX_HEADERS};
 use crate::stats::HttpStats;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};

@@ -13,14 +13,17 @@ mod socket;
 pub use reply::reason;
 mod request;
 mod signal;
+mod state;
+pub use state::PaddedCount;
+use state::{Generation, Shard};
 mod upstream;
 
 use crate::access_log::{ShardBuffers, Writer};
 use crate::cli::IoDriver;
 use crate::cluster::pool::Pool;
-use crate::cluster::{Rng, ShardCluster};
+use crate::cluster::Rng;
 use crate::snapshot::Snapshot;
-use crate::stats::{ClusterStats, HostStats, HttpStats, ShardStats, StatsDump};
+use crate::stats::{ShardStats, StatsDump};
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures_util::StreamExt;
 use signal::Signal;
@@ -28,7 +31,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,11 +51,6 @@ pub struct ShardHandle {
     /// Open downstream connections, written only by the shard.
     pub active: Arc<PaddedCount>,
 }
-
-/// Keeps each shard's counter on its own cache line.
-#[repr(align(128))]
-#[derive(Default)]
-pub struct PaddedCount(pub AtomicUsize);
 
 /// The driver the process settled on, decided once at start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,141 +142,56 @@ pub fn spawn(
     Ok(ShardHandle { tx, thread, active })
 }
 
-/// A snapshot plus this shard's load-balancing state for its clusters.
-pub struct Generation {
-    pub snap: Arc<Snapshot>,
-    /// Shared with the previous generation for clusters whose hosts and policy did not change, so
-    /// round-robin positions and in-flight counts survive a reload.
-    pub clusters: Vec<Rc<ShardCluster>>,
-    /// Aligned with `snap.listeners` and `snap.clusters`: stat lookups by name happen here, once
-    /// per snapshot, never per request.
-    pub http_stats: Vec<Rc<HttpStats>>,
-    pub cluster_stats: Vec<Rc<ClusterStats>>,
-    /// Per cluster, aligned with its endpoints.
-    pub host_stats: Vec<Vec<Rc<HostStats>>>,
-}
-
-impl Generation {
-    fn new(snap: Arc<Snapshot>, shard: usize, stats: &ShardStats, previous: Option<&Generation>) -> Self {
-        let carried = |c: &crate::cluster::ClusterSnap| {
-            let prev = previous?;
-            let i = prev.snap.clusters.iter().position(|p| p.name == c.name && p.same_hosts(c))?;
-            prev.clusters.get(i).cloned()
-        };
-        Generation {
-            clusters: snap
-                .clusters
-                .iter()
-                .map(|c| carried(c).unwrap_or_else(|| Rc::new(ShardCluster::new(c, shard))))
-                .collect(),
-            http_stats: snap.listeners.iter().map(|l| stats.http(&l.hcm.stat_prefix)).collect(),
-            cluster_stats: snap.clusters.iter().map(|c| stats.cluster(&c.name)).collect(),
-            host_stats: snap
-                .clusters
-                .iter()
-                .map(|c| c.endpoints.iter().map(|a| stats.host(&c.name, *a)).collect())
-                .collect(),
-            snap,
-        }
-    }
-}
-
-pub struct Shard {
-    pub id: usize,
-    generation: RefCell<Rc<Generation>>,
-    pub pool: Pool,
-    pub rng: Rng,
-    /// The `date` header every response carries.
-    pub date: reply::DateCache,
-    pub stats: ShardStats,
-    /// Access-log lines waiting for the writer thread (handed over every 100 ms or when full).
-    pub log_bufs: RefCell<ShardBuffers>,
-    /// `%CONNECTION_ID%`: unique per process (the shard id is in the top bits).
-    next_conn_id: Cell<u64>,
-    draining: Cell<bool>,
-    pub drain: Signal,
-    /// Stop signals of the running accept loops, by listener id.
-    accepting: RefCell<HashMap<u64, Rc<Signal>>>,
-    active: Cell<usize>,
-    active_shared: Arc<PaddedCount>,
-}
-
 /// Idle upstream connections kept per endpoint per shard, and for how long.
 const POOL_MAX_IDLE: usize = 256;
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
-impl Shard {
-    pub fn generation(&self) -> Rc<Generation> {
-        self.generation.borrow().clone()
-    }
+fn install(shard: &Rc<Shard>, snap: Arc<Snapshot>) {
+    let next = Generation::new(snap, shard.id, &shard.stats, Some(&shard.generation()));
+    *shard.generation.borrow_mut() = Rc::new(next);
+    let generation = shard.generation();
+    shard.stats.retain_hosts(|cluster, addr| {
+        generation.snap.clusters.iter().any(|c| c.name == cluster && c.endpoints.contains(addr))
+    });
+    sync_listeners(shard);
+}
 
-    pub fn draining(&self) -> bool {
-        self.draining.get()
-    }
-
-    fn install(self: &Rc<Self>, snap: Arc<Snapshot>) {
-        let next = Generation::new(snap, self.id, &self.stats, Some(&self.generation()));
-        *self.generation.borrow_mut() = Rc::new(next);
-        let generation = self.generation();
-        self.stats.retain_hosts(|cluster, addr| {
-            generation.snap.clusters.iter().any(|c| c.name == cluster && c.endpoints.contains(addr))
-        });
-        self.sync_listeners();
-    }
-
-    /// Starts accept loops for the snapshot's new listeners and stops those it no longer has.
-    fn sync_listeners(self: &Rc<Self>) {
-        let generation = self.generation();
-        let wanted: Vec<u64> = generation.snap.listeners.iter().map(|l| l.socket.id).collect();
-        let mut accepting = self.accepting.borrow_mut();
-        accepting.retain(|id, stop| {
-            let keep = wanted.contains(id) && !self.draining.get();
-            if !keep {
-                stop.fire();
-            }
-            keep
-        });
-        if self.draining.get() {
-            return;
+/// Starts accept loops for the snapshot's new listeners and stops those it no longer has.
+fn sync_listeners(shard: &Rc<Shard>) {
+    let generation = shard.generation();
+    let wanted: Vec<u64> = generation.snap.listeners.iter().map(|l| l.socket.id).collect();
+    let mut accepting = shard.accepting.borrow_mut();
+    accepting.retain(|id, stop| {
+        let keep = wanted.contains(id) && !shard.draining.get();
+        if !keep {
+            stop.fire();
         }
-        for l in &generation.snap.listeners {
-            if accepting.contains_key(&l.socket.id) {
-                continue;
+        keep
+    });
+    if shard.draining.get() {
+        return;
+    }
+    for l in &generation.snap.listeners {
+        if accepting.contains_key(&l.socket.id) {
+            continue;
+        }
+        let Some(std_listener) = l.socket.take(shard.id) else { continue };
+        match monoio::net::TcpListener::from_std(std_listener) {
+            Ok(listener) => {
+                let stop = Rc::new(Signal::default());
+                accepting.insert(l.socket.id, stop.clone());
+                monoio::spawn(accept_loop(shard.clone(), listener, l.socket.id, stop));
             }
-            let Some(std_listener) = l.socket.take(self.id) else { continue };
-            match monoio::net::TcpListener::from_std(std_listener) {
-                Ok(listener) => {
-                    let stop = Rc::new(Signal::default());
-                    accepting.insert(l.socket.id, stop.clone());
-                    monoio::spawn(accept_loop(self.clone(), listener, l.socket.id, stop));
-                }
-                Err(e) => log::error!("shard {}: listener {}: {e}", self.id, l.socket.name),
-            }
+            Err(e) => log::error!("shard {}: listener {}: {e}", shard.id, l.socket.name),
         }
     }
+}
 
-    fn begin_drain(self: &Rc<Self>) {
-        self.draining.set(true);
-        self.sync_listeners();
-        self.drain.fire();
-    }
-
-    fn next_conn_id(&self) -> u64 {
-        let id = self.next_conn_id.get();
-        self.next_conn_id.set(id + 1);
-        id
-    }
-
-    fn conn_opened(&self) {
-        self.active.set(self.active.get() + 1);
-        self.active_shared.0.store(self.active.get(), Ordering::Relaxed);
-    }
-
-    fn conn_closed(&self) {
-        self.active.set(self.active.get().saturating_sub(1));
-        self.active_shared.0.store(self.active.get(), Ordering::Relaxed);
-    }
+fn begin_drain(shard: &Rc<Shard>) {
+    shard.draining.set(true);
+    sync_listeners(shard);
+    shard.drain.fire();
 }
 
 async fn run(
@@ -310,14 +222,14 @@ async fn run(
         active: Cell::new(0),
         active_shared: active,
     });
-    shard.sync_listeners();
+    sync_listeners(&shard);
     monoio::spawn(sweep_pool(shard.clone()));
     monoio::spawn(flush_access_logs(shard.clone()));
     monoio::spawn(tick_date(shard.clone()));
     while let Some(msg) = rx.next().await {
         match msg {
-            ShardMsg::Install(snap) => shard.install(snap),
-            ShardMsg::Drain => shard.begin_drain(),
+            ShardMsg::Install(snap) => install(&shard, snap),
+            ShardMsg::Drain => begin_drain(&shard),
             ShardMsg::CollectStats(reply) => {
                 // The admin server may have given up waiting; nothing to do then.
                 let _ = reply.send(shard.stats.dump());

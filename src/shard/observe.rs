@@ -2,7 +2,7 @@
 //! Fills a connection's reusable `Observed` from the heads as they pass (only for listeners that log
 //! or trace), and turns it into a log line and a span when the request ends. Touches no socket.
 
-use super::{Generation, Shard};
+use super::state::{Generation, Shard};
 use crate::access_log::{Captured, Record, ResponseFlags};
 use crate::http::{RequestHead, ResponseHead, Version};
 use crate::snapshot::ListenerSnap;

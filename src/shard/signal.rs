@@ -24,10 +24,6 @@ impl Signal {
         }
     }
 
-    pub fn fired(&self) -> bool {
-        self.fired.get()
-    }
-
     pub fn wait(&self) -> Wait<'_> {
         Wait { signal: self, key: None }
     }

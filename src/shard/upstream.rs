@@ -13,7 +13,7 @@ use super::observe;
 use super::reply::LocalReply;
 use super::signal::Signal;
 use super::socket::{self, read_up_to, write_out, write_prefix, Pending, READ_CHUNK};
-use super::{Generation, Shard};
+use super::state::{Generation, Shard};
 use crate::access_log::ResponseFlags;
 use crate::cluster::pool::{PoolKey, Upstream};
 use crate::cluster::ShardCluster;

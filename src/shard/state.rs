@@ -1,0 +1,113 @@
+//! A shard's state as its tasks share it: the current `Generation` (a snapshot plus this shard's
+//! load-balancer state and stat handles for it), the upstream pool, the random generator, the
+//! `date` header, stats, access-log buffers, the drain signal and connection counts. Data and
+//! small accessors only: the runtime that drives it (installing snapshots, accept loops, timers)
+//! is `shard`'s `mod.rs`, and the request path reads it through `Rc<Shard>`.
+
+use super::reply::DateCache;
+use super::signal::Signal;
+use crate::access_log::ShardBuffers;
+use crate::cluster::pool::Pool;
+use crate::cluster::{Rng, ShardCluster};
+use crate::snapshot::Snapshot;
+use crate::stats::{ClusterStats, HostStats, HttpStats, ShardStats};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Keeps each shard's counter on its own cache line.
+#[repr(align(128))]
+#[derive(Default)]
+pub struct PaddedCount(pub AtomicUsize);
+
+/// A snapshot plus this shard's load-balancing state for its clusters.
+pub struct Generation {
+    pub snap: Arc<Snapshot>,
+    /// Shared with the previous generation for clusters whose hosts and policy did not change, so
+    /// round-robin positions and in-flight counts survive a reload.
+    pub clusters: Vec<Rc<ShardCluster>>,
+    /// Aligned with `snap.listeners` and `snap.clusters`: stat lookups by name happen here, once
+    /// per snapshot, never per request.
+    pub http_stats: Vec<Rc<HttpStats>>,
+    pub cluster_stats: Vec<Rc<ClusterStats>>,
+    /// Per cluster, aligned with its endpoints.
+    pub host_stats: Vec<Vec<Rc<HostStats>>>,
+}
+
+impl Generation {
+    pub(super) fn new(
+        snap: Arc<Snapshot>,
+        shard: usize,
+        stats: &ShardStats,
+        previous: Option<&Generation>,
+    ) -> Self {
+        let carried = |c: &crate::cluster::ClusterSnap| {
+            let prev = previous?;
+            let i = prev.snap.clusters.iter().position(|p| p.name == c.name && p.same_hosts(c))?;
+            prev.clusters.get(i).cloned()
+        };
+        Generation {
+            clusters: snap
+                .clusters
+                .iter()
+                .map(|c| carried(c).unwrap_or_else(|| Rc::new(ShardCluster::new(c, shard))))
+                .collect(),
+            http_stats: snap.listeners.iter().map(|l| stats.http(&l.hcm.stat_prefix)).collect(),
+            cluster_stats: snap.clusters.iter().map(|c| stats.cluster(&c.name)).collect(),
+            host_stats: snap
+                .clusters
+                .iter()
+                .map(|c| c.endpoints.iter().map(|a| stats.host(&c.name, *a)).collect())
+                .collect(),
+            snap,
+        }
+    }
+}
+
+pub struct Shard {
+    pub id: usize,
+    pub(super) generation: RefCell<Rc<Generation>>,
+    pub pool: Pool,
+    pub rng: Rng,
+    /// The `date` header every response carries.
+    pub date: DateCache,
+    pub stats: ShardStats,
+    /// Access-log lines waiting for the writer thread (handed over every 100 ms or when full).
+    pub log_bufs: RefCell<ShardBuffers>,
+    /// `%CONNECTION_ID%`: unique per process (the shard id is in the top bits).
+    pub(super) next_conn_id: Cell<u64>,
+    pub(super) draining: Cell<bool>,
+    pub drain: Signal,
+    /// Stop signals of the running accept loops, by listener id.
+    pub(super) accepting: RefCell<HashMap<u64, Rc<Signal>>>,
+    pub(super) active: Cell<usize>,
+    pub(super) active_shared: Arc<PaddedCount>,
+}
+
+impl Shard {
+    pub fn generation(&self) -> Rc<Generation> {
+        self.generation.borrow().clone()
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    pub(super) fn next_conn_id(&self) -> u64 {
+        let id = self.next_conn_id.get();
+        self.next_conn_id.set(id + 1);
+        id
+    }
+
+    pub(super) fn conn_opened(&self) {
+        self.active.set(self.active.get() + 1);
+        self.active_shared.0.store(self.active.get(), Ordering::Relaxed);
+    }
+
+    pub(super) fn conn_closed(&self) {
+        self.active.set(self.active.get().saturating_sub(1));
+        self.active_shared.0.store(self.active.get(), Ordering::Relaxed);
+    }
+}
