@@ -273,7 +273,7 @@ fn exchange(addr: SocketAddr, raw: &[u8]) -> Exchange {
     Exchange { status_line, headers, body }
 }
 
-/// Waits until the access log has `n` lines (or 2 s pass) and returns its lines.
+/// Waits until the access log has `n` lines (or 5 s pass) and returns its lines.
 fn log_lines(path: &Path, n: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
