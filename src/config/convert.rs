@@ -496,7 +496,12 @@ fn hcm(
             stream_error_on_invalid_http_message,
             local_reply_config,
             path_with_escaped_slashes_action,
-            original_ip_detection_extensions
+            original_ip_detection_extensions,
+            internal_address_config,
+            preserve_external_request_id,
+            add_user_agent,
+            drain_timeout,
+            delayed_close_timeout
         ]
     );
     if let Some(t) = &h.server_header_transformation {
@@ -629,7 +634,12 @@ fn hcm(
         server_name,
         access_logs,
         use_remote_address: h.use_remote_address.unwrap_or(false),
-        xff_num_trusted_hops: h.xff_num_trusted_hops.unwrap_or(0),
+        xff_num_trusted_hops: {
+            if h.xff_num_trusted_hops.is_some_and(|n| n > 0) {
+                cx.unenforced(p.key("xff_num_trusted_hops"), "hcm.xff_num_trusted_hops");
+            }
+            h.xff_num_trusted_hops.unwrap_or(0)
+        },
         tracing,
         accept_http_10,
         default_host_for_http_10,

@@ -572,7 +572,7 @@ pub struct RawHcm {
     pub strip_matching_host_port: Option<bool>,
     pub strip_any_host_port: Option<bool>,
     pub http_protocol_options: Option<RawHttp1Options>,
-    // Ignored.
+    // Warned about (config/unenforced.rs).
     pub drain_timeout: Ign,
     pub delayed_close_timeout: Ign,
     pub add_user_agent: Ign,

@@ -103,7 +103,8 @@ pub(super) fn write_request_head(
     let has_connection = head.headers.iter().any(|h| header_is(h.name, "connection"));
     // Several x-forwarded-for lines are one list (RFC 9110 §5.3): the client's address goes after
     // its last element, once, not after each line.
-    let last_xff = head.headers.iter().rposition(|h| header_is(h.name, "x-forwarded-for"));
+    let last_xff =
+        if edge { head.headers.iter().rposition(|h| header_is(h.name, "x-forwarded-for")) } else { None };
     for (i, h) in head.headers.iter().enumerate() {
         let name = h.name;
         if hop_by_hop(name) || (has_connection && head.connection_lists(name) && !framing(name)) {
