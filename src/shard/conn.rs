@@ -3,7 +3,7 @@
 //! connection's buffers and its gauge; knows nothing of routes or upstreams.
 
 use super::downstream::Downstream;
-use super::request::{Continue, Request};
+use super::request::{Continue, Plan, Request};
 use super::socket::{self, shrink_idle, spare, Pending, READ_CHUNK};
 use super::state::Shard;
 use crate::http::{self, MAX_HEADERS};
@@ -64,23 +64,31 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
         let next = loop {
             if !d.buf.is_empty() {
                 let started = Instant::now();
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                match http::parse_request(&d.buf, &mut headers, max_head_len) {
-                    Ok(Some(head)) => {
-                        // ...but route the request that arrived by the newest one. The head is parsed
-                        // once: the plan is made while it is borrowed from the buffer.
-                        let generation = shard.generation();
-                        let Some(i) = generation.snap.listener_index(listener_id) else { return };
-                        let request = Request::new(&shard, &generation, i, started, &mut d.obs);
-                        let plan = request.plan(&head, &d.buf, &mut d.req_out, &d.peer_ip, &mut d.obs);
-                        break request.run(plan, &mut d).await;
+                // ...but route the request that arrived by the newest one. The head is parsed once:
+                // the plan is made while it borrows the buffer, in a block of its own so that the
+                // parser's header array (3 KiB) is not part of the connection task's state.
+                let generation = shard.generation();
+                let parsed = {
+                    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    match http::parse_request(&d.buf, &mut headers, max_head_len) {
+                        Ok(Some(head)) => {
+                            let Some(i) = generation.snap.listener_index(listener_id) else { return };
+                            let request = Request::new(&shard, &generation, i, started, &mut d.obs);
+                            let plan = request.plan(&head, &d.buf, &mut d.req_out, &d.peer_ip, &mut d.obs);
+                            Parsed::Request(request, plan)
+                        }
+                        Ok(None) => Parsed::Incomplete,
+                        Err(e) => {
+                            log::debug!("refusing request from {}: {e:?}", d.peer_ip);
+                            Parsed::Refused(e.status())
+                        }
                     }
-                    Ok(None) => {}
-                    Err(e) => {
-                        log::debug!("refusing request from {}: {e:?}", d.peer_ip);
-                        Request::new(&shard, &waiting, i, started, &mut d.obs)
-                            .refuse(&mut d, e.status())
-                            .await;
+                };
+                match parsed {
+                    Parsed::Request(request, plan) => break request.run(plan, &mut d).await,
+                    Parsed::Incomplete => {}
+                    Parsed::Refused(status) => {
+                        Request::new(&shard, &waiting, i, started, &mut d.obs).refuse(&mut d, status).await;
                         return;
                     }
                 }
@@ -137,6 +145,14 @@ async fn linger(d: &mut Downstream) {
             _ => return,
         }
     }
+}
+
+/// What the bytes read so far amount to.
+enum Parsed<'g> {
+    Request(Request<'g>, Plan<'g>),
+    Incomplete,
+    /// Refused with this status before a request exists.
+    Refused(u16),
 }
 
 enum HeadRead {

@@ -341,7 +341,17 @@ async fn attempt(
         };
         match facts.body_rest.clone() {
             Some(rest) => {
-                match stream_body_until_head(ex, &mut d.stream, &mut d.buf, &mut up, rest, &mut on_head).await
+                // Boxed: its state (two concurrent relays) would otherwise size every idle
+                // connection's task, and only streamed uploads come here.
+                match Box::pin(stream_body_until_head(
+                    ex,
+                    &mut d.stream,
+                    &mut d.buf,
+                    &mut up,
+                    rest,
+                    &mut on_head,
+                ))
+                .await
                 {
                     Ok((read, abandoned, sent)) => {
                         upload_abandoned = abandoned;
