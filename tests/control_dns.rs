@@ -14,20 +14,6 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// Two upstreams on one port, on 127.0.0.2 ("two") and 127.0.0.3 ("three"): only the address
-/// DNS gives decides which one answers.
-fn twin_upstreams() -> (TestUpstream, TestUpstream) {
-    for _ in 0..20 {
-        let two = TestUpstream::echo_named_at("127.0.0.2:0".parse().unwrap(), "two").expect("bind 127.0.0.2");
-        if let Ok(three) =
-            TestUpstream::echo_named_at(SocketAddr::new(ip("127.0.0.3"), two.addr.port()), "three")
-        {
-            return (two, three);
-        }
-    }
-    panic!("no port free on both 127.0.0.2 and 127.0.0.3");
-}
-
 fn strict_dns(name: &str, host: &str, port: u16, resolver: SocketAddr) -> String {
     format!(
         r#"- name: {name}

@@ -17,19 +17,6 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// Two upstreams on the same port, one on 127.0.0.2 ("two") and one on 127.0.0.3 ("three"), so
-/// that only the address DNS gives decides which one a request reaches.
-fn twin_upstreams() -> (TestUpstream, TestUpstream) {
-    for _ in 0..20 {
-        let two = TestUpstream::echo_named_at("127.0.0.2:0".parse().unwrap(), "two").expect("bind 127.0.0.2");
-        let port = two.addr.port();
-        if let Ok(three) = TestUpstream::echo_named_at(SocketAddr::new(ip("127.0.0.3"), port), "three") {
-            return (two, three);
-        }
-    }
-    panic!("no port free on both 127.0.0.2 and 127.0.0.3");
-}
-
 /// A listener routing to cluster `svc` of `kind`, resolving `name` (port `port`) with `resolvers`
 /// (none: the system's, i.e. the hosts file first).
 fn dns_config(kind: &str, name: &str, port: u16, resolvers: Option<SocketAddr>) -> String {

@@ -232,20 +232,7 @@ fn exchange(addr: SocketAddr, raw: &[u8]) -> Exchange {
         Ok(_) => {}
     }
     let status_line = line.trim_end().to_string();
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).unwrap_or(0) == 0 {
-            break;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((n, v)) = h.split_once(':') {
-            headers.push((n.trim().to_string(), v.trim().to_string()));
-        }
-    }
+    let headers = support::read_header_lines(&mut r).unwrap_or_default();
     let status: u16 = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let head_req = raw.starts_with(b"HEAD ");
     let hdr = |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());

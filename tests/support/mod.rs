@@ -275,20 +275,7 @@ fn serve_conn(stream: TcpStream, handler: Handler, seen: Arc<Mutex<Vec<Seen>>>) 
         let mut parts = line.split_whitespace();
         let method = parts.next().unwrap_or("").to_string();
         let path = parts.next().unwrap_or("").to_string();
-        let mut headers = Vec::new();
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((n, v)) = h.split_once(':') {
-                headers.push((n.trim().to_string(), v.trim().to_string()));
-            }
-        }
+        let Some(headers) = read_header_lines(&mut reader) else { return };
         let get =
             |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
         let mut body = Vec::new();
@@ -872,4 +859,38 @@ impl Collector {
             })
             .collect()
     }
+}
+
+/// Reads header lines up to the blank line that ends a head, as (name, value) pairs with
+/// whitespace trimmed; None when the peer closed before the blank line.
+pub fn read_header_lines(reader: &mut impl BufRead) -> Option<Vec<(String, String)>> {
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            return Some(headers);
+        }
+        if let Some((n, v)) = h.split_once(':') {
+            headers.push((n.trim().to_string(), v.trim().to_string()));
+        }
+    }
+}
+
+/// Two upstreams on one port, on 127.0.0.2 ("two") and 127.0.0.3 ("three"), so that only the
+/// address DNS gives decides which one a request reaches.
+pub fn twin_upstreams() -> (TestUpstream, TestUpstream) {
+    for _ in 0..20 {
+        let two = TestUpstream::echo_named_at("127.0.0.2:0".parse().expect("address"), "two")
+            .expect("bind 127.0.0.2");
+        let port = two.addr.port();
+        let three_at = SocketAddr::new("127.0.0.3".parse().expect("address"), port);
+        if let Ok(three) = TestUpstream::echo_named_at(three_at, "three") {
+            return (two, three);
+        }
+    }
+    panic!("no port free on both 127.0.0.2 and 127.0.0.3");
 }
