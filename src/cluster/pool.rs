@@ -1,15 +1,21 @@
 //! A shard's idle upstream connections, per cluster and endpoint address (so they survive config
 //! and DNS updates that keep both, and two clusters on one address never share a connection or its
-//! stats). LIFO: the most recently used connection is the least likely to
-//! have been closed by the upstream. Bounded in count and idle age.
+//! stats). LIFO: the most recently used connection is the least likely to have been closed by the
+//! upstream. Bounded in count and idle age. Every pooled connection has a read armed on it, so one
+//! that received anything while idle (late bytes, an EOF) is never handed out.
 
 use crate::stats::{ClusterStats, HostStats};
 use bytes::BytesMut;
+use monoio::buf::IoBufMut;
+use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 /// Which idle connections a request may take: the cluster's pool id and the endpoint.
@@ -19,11 +25,21 @@ pub struct PoolKey {
     pub addr: SocketAddr,
 }
 
-/// An upstream connection and its read buffer (which travels with it, so a response's leftover
-/// bytes can never leak into another exchange: a connection is only pooled when its buffer is empty).
+/// A read submitted on an idle connection: whatever completes it before the next request is
+/// written (a late second response, a body after a 204, an EOF) disqualifies the connection, and
+/// when nothing does, it is the next response's first read. So a connection is checked for unread
+/// bytes when pooled and when taken without a syscall of its own.
+type ArmedRead = Pin<Box<dyn Future<Output = (std::io::Result<usize>, TcpStream, BytesMut)>>>;
+
+/// An upstream connection, its read buffer (which travels with it, so a response's leftover bytes
+/// can never leak into another exchange: a connection is only pooled when its buffer is empty),
+/// and a second handle on its socket for reading, so a request body can be written while the
+/// response is read.
 pub struct Upstream {
+    /// Requests (heads and bodies) are written here.
     pub stream: TcpStream,
-    pub buf: BytesMut,
+    /// Responses are read here.
+    pub read: ReadSide,
     /// Requests sent on this connection so far.
     pub requests: u32,
     pub key: PoolKey,
@@ -40,6 +56,7 @@ pub struct Upstream {
 impl Upstream {
     pub fn new(
         stream: TcpStream,
+        reader: TcpStream,
         key: PoolKey,
         stats: Rc<ClusterStats>,
         host: Rc<HostStats>,
@@ -50,7 +67,7 @@ impl Upstream {
         host.cx_active.inc();
         Upstream {
             stream,
-            buf: BytesMut::with_capacity(read_buf),
+            read: ReadSide { reader: Some(reader), buf: BytesMut::with_capacity(read_buf), armed: None },
             requests: 0,
             key,
             stats,
@@ -58,6 +75,68 @@ impl Upstream {
             peer_closed: false,
             in_request: false,
         }
+    }
+}
+
+/// The reading half of an upstream connection: its own handle on the socket, the read buffer,
+/// and the read armed while it idles in the pool.
+pub struct ReadSide {
+    /// None while a read is armed.
+    reader: Option<TcpStream>,
+    pub buf: BytesMut,
+    armed: Option<ArmedRead>,
+}
+
+impl ReadSide {
+    /// The handle and buffer to read with; None while a read is armed (`disarm` first).
+    pub fn parts(&mut self) -> Option<(&mut TcpStream, &mut BytesMut)> {
+        Some((self.reader.as_mut()?, &mut self.buf))
+    }
+
+    /// Submits a read on the idle connection (see `ArmedRead`). False when bytes or an EOF are
+    /// already there: the connection must not be pooled.
+    pub fn arm(&mut self, want: usize) -> bool {
+        if self.armed.is_some() {
+            return false;
+        }
+        let Some(mut reader) = self.reader.take() else { return false };
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.reserve(want);
+        let mut read: ArmedRead = Box::pin(async move {
+            let len = buf.len();
+            let (res, buf) = reader.read(buf.slice_mut(len..)).await;
+            (res, reader, buf.into_inner())
+        });
+        match read.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Pending => {
+                self.armed = Some(read);
+                true
+            }
+            Poll::Ready((_, reader, buf)) => {
+                self.reader = Some(reader);
+                self.buf = buf;
+                false
+            }
+        }
+    }
+
+    /// Whether an armed idle connection is still quiet (nothing arrived, no EOF).
+    pub fn quiet(&mut self) -> bool {
+        match self.armed.as_mut() {
+            Some(read) => read.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending(),
+            None => self.reader.is_some(),
+        }
+    }
+
+    /// Waits for the armed read, if any, and puts its reader and buffer back: Some(what the read
+    /// returned) — the first bytes of the response to the request just written — or None when no
+    /// read was armed.
+    pub async fn disarm(&mut self) -> Option<std::io::Result<usize>> {
+        let read = self.armed.take()?;
+        let (res, reader, buf) = read.await;
+        self.reader = Some(reader);
+        self.buf = buf;
+        Some(res)
     }
 }
 
@@ -156,7 +235,7 @@ impl Pool {
 
     /// Returns a connection whose last exchange ended cleanly; `now` as for `take`.
     pub fn put(&self, conn: Upstream, now: u64) {
-        debug_assert!(conn.buf.is_empty());
+        debug_assert!(conn.read.buf.is_empty());
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(conn.key).or_default();
         if list.len() >= self.max_idle_per_endpoint {

@@ -12,10 +12,10 @@ use super::headers::{self, ResponseRewrite};
 use super::observe;
 use super::reply::LocalReply;
 use super::signal::Signal;
-use super::socket::{self, read_up_to, write_out, write_prefix, Pending, READ_CHUNK};
+use super::socket::{self, read_up_to, write_out, write_prefix, READ_CHUNK};
 use super::state::{Generation, Shard};
 use crate::access_log::ResponseFlags;
-use crate::cluster::pool::{PoolKey, Upstream};
+use crate::cluster::pool::{PoolKey, ReadSide, Upstream};
 use crate::cluster::ShardCluster;
 use crate::http::{self, BodyKind, ResponseHead, MAX_HEADERS};
 use crate::route::{Forward, HeaderEdits};
@@ -252,7 +252,14 @@ async fn connect(
     match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
-            Ok(Upstream::new(stream, key, stats.clone(), host.clone(), READ_CHUNK))
+            // A second handle reads responses while requests are written through the first.
+            match socket::duplicate(&stream) {
+                Ok(reader) => Ok(Upstream::new(stream, reader, key, stats.clone(), host.clone(), READ_CHUNK)),
+                Err(e) => {
+                    log::warn!("connect to {addr}: cannot duplicate the socket: {e}");
+                    Err(failed(false))
+                }
+            }
         }
         Ok(Err(e)) => {
             log::debug!("connect to {addr}: {e}");
@@ -265,15 +272,16 @@ async fn connect(
 /// An idle pooled connection to `key`: only one with nothing waiting on it. Bytes an upstream sent
 /// after its last complete response (a late second response, a body after a 204) would otherwise
 /// be read as the answer to this request; an EOF means the upstream closed it. Either way the
-/// connection is closed and the next one tried. One non-blocking syscall, as Pingora does.
+/// connection is closed and the next one tried. The check is the read armed on every pooled
+/// connection (`ReadSide::arm`): it costs no syscall of its own, and when nothing completed it, it
+/// is this request's first response read.
 fn take_pooled(shard: &Shard, key: PoolKey) -> Option<Upstream> {
     loop {
-        let up = shard.pool.take(key, shard.date.second())?;
-        match socket::peek(&up.stream) {
-            Pending::Nothing => return Some(up),
-            Pending::Data => log::debug!("discarding pooled connection to {}: unread bytes", key.addr),
-            Pending::Closed => {}
+        let mut up = shard.pool.take(key, shard.date.second())?;
+        if up.read.quiet() {
+            return Some(up);
         }
+        log::debug!("discarding pooled connection to {}: unread bytes or closed", key.addr);
     }
 }
 
@@ -368,7 +376,7 @@ async fn attempt(
             }
             None => {
                 ex.request_complete.fire();
-                read_final_head(&mut up.stream, &mut up.buf, facts.head_method, |h| on_head(h, false)).await
+                read_final_head(&mut up.read, facts.head_method, |h| on_head(h, false)).await
             }
         }
     };
@@ -446,15 +454,12 @@ async fn stream_body_until_head(
     rest: Framing,
     on_head: &mut impl FnMut(&ResponseHead<'_>, bool) -> Option<HeadDecision>,
 ) -> Result<(HeadRead, bool, u64), Attempt> {
-    // A second handle on the upstream socket reads the response while the body is written through
-    // the first: monoio's reads and writes borrow the stream mutably, one at a time.
-    let Ok(mut watch) = socket::duplicate(&up.stream) else {
-        return Err(Attempt::Reset);
-    };
+    // The response is read on the connection's reading handle while the body is written through
+    // the other: monoio's reads and writes borrow a stream mutably, one at a time.
     let head_only = ex.facts.head_method;
     let early = std::cell::Cell::new(true);
     let relay = body::relay(client, client_buf, &mut up.stream, rest, Some(STREAM_IDLE_TIMEOUT));
-    let head = read_final_head(&mut watch, &mut up.buf, head_only, |h| on_head(h, early.get()));
+    let head = read_final_head(&mut up.read, head_only, |h| on_head(h, early.get()));
     let mut relay = std::pin::pin!(relay);
     let mut head = std::pin::pin!(head);
     let sent = monoio::select! {
@@ -493,13 +498,19 @@ enum HeadRead {
 /// Reads until a final response head is at the start of `buf`, skipping interim 1xx responses
 /// (skiff answered Expect itself), hands it to `on_head` (parsed once, in place) and consumes it.
 async fn read_final_head(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
+    side: &mut ReadSide,
     head_request: bool,
     mut on_head: impl FnMut(&ResponseHead<'_>) -> Option<HeadDecision>,
 ) -> HeadRead {
     let mut received_any = false;
+    // A pooled connection's armed read brings the response's first bytes.
+    if let Some(first) = side.disarm().await {
+        if !matches!(first, Ok(1..)) {
+            return HeadRead::Closed { received_any };
+        }
+    }
     loop {
+        let Some((stream, buf)) = side.parts() else { return HeadRead::Closed { received_any } };
         if !buf.is_empty() {
             received_any = true;
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -542,43 +553,39 @@ async fn relay_response(
     let snap = &ex.generation.snap.clusters[ex.cluster];
     let stats = &ex.generation.cluster_stats[ex.cluster];
     let HeadDecision { shape, body, upstream_keep_alive } = decision;
+    // Not armed: read_final_head disarmed it.
+    let Some((reader, buf)) = up.read.parts() else { return Attempt::Abort };
     let relayed = match body {
         BodyKind::None => {
             write_out(&mut d.stream, &mut d.resp_out).await.map(|_| 0).map_err(|_| RelayError::Write)
         }
         BodyKind::Length(n) => {
-            let first = up.buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+            let first = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
             // A small body rides in the head's write; a large one is written from the read buffer
             // as it is, instead of being copied.
             let copied = if first <= COPY_WITH_HEAD { first } else { 0 };
-            d.resp_out.extend_from_slice(&up.buf[..copied]);
-            up.buf.advance(copied);
+            d.resp_out.extend_from_slice(&buf[..copied]);
+            buf.advance(copied);
             let head_written = match write_out(&mut d.stream, &mut d.resp_out).await {
-                Ok(()) if copied < first => write_prefix(&mut d.stream, &mut up.buf, first - copied).await,
+                Ok(()) if copied < first => write_prefix(&mut d.stream, buf, first - copied).await,
                 other => other,
             };
             match head_written {
                 Ok(()) if n == first as u64 => Ok(n),
-                Ok(()) => body::relay(
-                    &mut up.stream,
-                    &mut up.buf,
-                    &mut d.stream,
-                    Framing::Length(n - first as u64),
-                    None,
-                )
-                .await
-                .map(|rest| rest + first as u64),
+                Ok(()) => body::relay(reader, buf, &mut d.stream, Framing::Length(n - first as u64), None)
+                    .await
+                    .map(|rest| rest + first as u64),
                 Err(_) => Err(RelayError::Write),
             }
         }
         BodyKind::Chunked if shape.dechunk => {
-            body::relay_dechunked(&mut up.stream, &mut up.buf, &mut d.stream, &mut d.resp_out).await
+            body::relay_dechunked(reader, buf, &mut d.stream, &mut d.resp_out).await
         }
         BodyKind::Chunked | BodyKind::CloseDelimited => match write_out(&mut d.stream, &mut d.resp_out).await
         {
             Ok(()) => {
                 let framing = Framing::of(body).unwrap_or(Framing::UntilClose);
-                body::relay(&mut up.stream, &mut up.buf, &mut d.stream, framing, None).await
+                body::relay(reader, buf, &mut d.stream, framing, None).await
             }
             Err(_) => Err(RelayError::Write),
         },
@@ -604,11 +611,15 @@ async fn relay_response(
     // nothing after it, may carry another exchange.
     let reusable = upstream_keep_alive
         && !upload_abandoned
-        && up.buf.is_empty()
+        && up.read.buf.is_empty()
         && snap.max_requests_per_connection.is_none_or(|max| up.requests < max);
     if reusable {
-        socket::shrink_idle(&mut up.buf, READ_CHUNK);
-        ex.shard.pool.put(up, ex.shard.date.second());
+        socket::shrink_idle(&mut up.read.buf, READ_CHUNK);
+        // Armed: a read on the idle connection that anything arriving before the next request
+        // completes, disqualifying it (and that is refused at once if bytes are already there).
+        if up.read.arm(READ_CHUNK) {
+            ex.shard.pool.put(up, ex.shard.date.second());
+        }
     }
     Attempt::Relayed { keep_alive: shape.client_keep_alive }
 }
