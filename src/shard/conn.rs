@@ -74,7 +74,13 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
                         Ok(Some(head)) => {
                             let Some(i) = generation.snap.listener_index(listener_id) else { return };
                             let request = Request::new(&shard, &generation, i, started, &mut d.obs);
-                            let plan = request.plan(&head, &d.buf, &mut d.req_out, &d.peer_ip, &mut d.obs);
+                            let plan = request.plan(
+                                &head,
+                                &d.buf,
+                                &mut d.req_out,
+                                (&d.peer_ip, &d.xff_ip),
+                                &mut d.obs,
+                            );
                             Parsed::Request(request, plan)
                         }
                         Ok(None) => Parsed::Incomplete,

@@ -22,6 +22,9 @@ pub(super) struct Downstream {
     /// the client abandoned: Envoy logs those as `0 DC`).
     pub status: u16,
     pub peer_ip: String,
+    /// What an edge request appends to `x-forwarded-for` for this client: its address, or this
+    /// node's when it is on loopback (Envoy's rule). Decided once per connection.
+    pub xff_ip: String,
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub connection_id: u64,
@@ -32,6 +35,11 @@ pub(super) struct Downstream {
 impl Downstream {
     pub fn new(stream: TcpStream, peer: SocketAddr, connection_id: u64, idle_buf: usize) -> Self {
         let local = stream.local_addr().unwrap_or(peer);
+        let peer_ip = peer.ip().to_string();
+        let xff_ip = match super::socket::node_address() {
+            Some(node) if peer.ip().is_loopback() => node.to_string(),
+            _ => peer_ip.clone(),
+        };
         Downstream {
             stream,
             buf: BytesMut::with_capacity(idle_buf),
@@ -39,7 +47,8 @@ impl Downstream {
             resp_out: Vec::new(),
             response_started: false,
             status: 0,
-            peer_ip: peer.ip().to_string(),
+            peer_ip,
+            xff_ip,
             peer,
             local,
             connection_id,

@@ -107,7 +107,9 @@ pub(super) fn write_request_head(
         if edge { head.headers.iter().rposition(|h| header_is(h.name, "x-forwarded-for")) } else { None };
     for (i, h) in head.headers.iter().enumerate() {
         let name = h.name;
-        if hop_by_hop(name) || (has_connection && head.connection_lists(name) && !framing(name)) {
+        // `connection_lists` never names a framing field (the codec's rule): a `Connection` token
+        // cannot make Content-Length, Transfer-Encoding or Host disappear.
+        if hop_by_hop(name) || (has_connection && head.connection_lists(name)) {
             continue;
         }
         if name.len() > 8 && untrusted_envoy_header(name, edge) {
@@ -193,13 +195,6 @@ pub(super) fn write_request_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// Fields that say where a message ends or whom it is for. A `Connection` header that lists one
-/// of them must not make it disappear (RFC 9110 §7.6.1: a sender must not list them; a recipient
-/// that dropped one would forward a body without its length — request smuggling).
-fn framing(name: &str) -> bool {
-    header_is(name, "content-length") || header_is(name, "transfer-encoding") || header_is(name, "host")
-}
-
 /// Hop-by-hop response headers, `server` (skiff sets its own as Envoy does), and the upstream's
 /// `date` and `x-envoy-upstream-service-time` (replaced by this hop's, never doubled).
 fn dropped_response_header(name: &str) -> bool {
@@ -250,8 +245,7 @@ pub(super) fn write_response_head(
     let has_connection = head.headers.iter().any(|h| header_is(h.name, "connection"));
     for h in head.headers {
         let name = h.name;
-        if dropped_response_header(name) || (has_connection && head.connection_lists(name) && !framing(name))
-        {
+        if dropped_response_header(name) || (has_connection && head.connection_lists(name)) {
             continue;
         }
         if head.body == BodyKind::Chunked && header_is(name, "content-length") {
@@ -303,11 +297,5 @@ mod tests {
         assert!(!untrusted_envoy_header("x-envoy-foo", true));
         assert!(!untrusted_envoy_header("x-envoy-attempt-count", true));
         assert!(!untrusted_envoy_header("x-request-id", true));
-    }
-
-    #[test]
-    fn framing_fields_survive_a_connection_token() {
-        assert!(framing("Content-Length") && framing("transfer-encoding") && framing("HOST"));
-        assert!(!framing("x-a"));
     }
 }

@@ -83,19 +83,20 @@ impl<'g> Request<'g> {
         head: &RequestHead<'_>,
         buf: &[u8],
         req_out: &mut Vec<u8>,
-        peer_ip: &str,
+        (peer_ip, xff_ip): (&str, &str),
         obs: &mut Observed,
     ) -> Plan<'g> {
         req_out.clear();
         let hcm = &self.listener.hcm;
         let head_request = head.method == "HEAD";
+        let http10 = head.version == Version::Http10;
         // An accepted HTTP/1.0 request is answered in HTTP/1.0, local replies included.
-        let answer_http10 = head.version == Version::Http10 && hcm.accept_http_10;
+        let answer_http10 = http10 && hcm.accept_http_10;
         let reply = |mut reply: LocalReply, consumed| {
             reply.http10 |= answer_http10;
             Plan::Reply { reply, consumed, head_request }
         };
-        if head.version == Version::Http10 && !hcm.accept_http_10 {
+        if http10 && !hcm.accept_http_10 {
             // Envoy's codec refuses it before the request exists: its log line has no method or
             // path, and says HTTP/1.1 (the protocol of the reply).
             obs.protocol = "HTTP/1.1";
@@ -116,7 +117,6 @@ impl<'g> Request<'g> {
             }
         };
         let whole = scan.complete.then_some(head.head_len + scan.len);
-        let http10 = head.version == Version::Http10;
         let default_host = if http10 { hcm.default_host_for_http_10.as_deref() } else { None };
         let table = &self.listener.routes;
         let Some(host) = head.host.or(default_host).map(|h| table.host_for_matching(h)) else {
@@ -149,14 +149,6 @@ impl<'g> Request<'g> {
             }
             Action::Forward(fwd) => fwd,
         };
-        let node;
-        let xff_ip = match super::socket::node_address() {
-            Some(ip) if hcm.use_remote_address && is_loopback(peer_ip) => {
-                node = ip.to_string();
-                node.as_str()
-            }
-            _ => peer_ip,
-        };
         let mut rewritten = String::new();
         let path = if route.rewrite_path(head.path, &mut rewritten) { rewritten.as_str() } else { head.path };
         let rewrite = RequestRewrite {
@@ -178,7 +170,7 @@ impl<'g> Request<'g> {
         let facts = RequestFacts {
             keep_alive: head.keep_alive,
             head_method: head_request,
-            http10: head.version == Version::Http10,
+            http10,
             expect_continue: head.expect_continue,
             body_buffered: scan.complete,
             body_rest: scan.rest,
@@ -191,8 +183,7 @@ impl<'g> Request<'g> {
         d.status = 0;
         d.response_started = false;
         let next = match plan {
-            Plan::Reply { reply, consumed, head_request } => {
-                let mut reply = reply;
+            Plan::Reply { mut reply, consumed, head_request } => {
                 match consumed {
                     Some(n) => d.buf.advance(n.min(d.buf.len())),
                     None => reply.close = true,
@@ -208,7 +199,7 @@ impl<'g> Request<'g> {
         next
     }
 
-    /// Refuses a request whose head could not be read (400, 408, 413, 431, 501): always closes.
+    /// Refuses a request whose head could not be read (400, 408, 431, 501): always closes.
     pub async fn refuse(self, d: &mut Downstream, status: u16) {
         let (body, stat, flag): (&'static [u8], _, _) = match status {
             408 => (b"request timeout", ReplyStat::HeaderTimeout, ResponseFlags::NONE),
@@ -310,7 +301,7 @@ impl<'g> Request<'g> {
     }
 
     /// Sends a reply skiff makes itself, counting its stat and flag.
-    async fn reply(&self, d: &mut Downstream, reply: LocalReply, head_request: bool) -> Continue {
+    async fn reply(&self, d: &mut Downstream, mut reply: LocalReply, head_request: bool) -> Continue {
         match reply.stat {
             ReplyStat::None => {}
             ReplyStat::ProtocolError => self.stats.downstream_cx_protocol_error.inc(),
@@ -323,9 +314,8 @@ impl<'g> Request<'g> {
         d.status = reply.status;
         // Envoy's `%BYTES_SENT%` counts a local reply's body too.
         d.obs.bytes_sent = reply.body.len() as u64;
-        let close = reply.close || self.shard.draining();
-        let mut reply = reply;
-        reply.close = close;
+        reply.close |= self.shard.draining();
+        let close = reply.close;
         d.resp_out.clear();
         reply::local(&mut d.resp_out, &reply, &self.shard.date, &self.listener.hcm.server_name, head_request);
         match write_out(&mut d.stream, &mut d.resp_out).await {
@@ -375,14 +365,9 @@ enum Interrupted {
 /// request) do not count as leaving and end the watch. Works on a second handle on the socket, as
 /// the exchange holds the connection itself.
 async fn client_left(fd: std::os::fd::RawFd) {
-    use std::os::fd::BorrowedFd;
     // SAFETY: the connection (and so `fd`) outlives this future, which is dropped with the exchange.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    let watch = borrowed
-        .try_clone_to_owned()
-        .ok()
-        .and_then(|owned| monoio::net::TcpStream::from_std(std::net::TcpStream::from(owned)).ok());
-    if let Some(stream) = watch {
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    if let Ok(stream) = super::socket::duplicate(borrowed) {
         if stream.readable(false).await.is_ok()
             && super::socket::peek(&stream) == super::socket::Pending::Closed
         {
@@ -390,8 +375,4 @@ async fn client_left(fd: std::os::fd::RawFd) {
         }
     }
     std::future::pending::<()>().await
-}
-
-fn is_loopback(ip: &str) -> bool {
-    ip.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }

@@ -130,15 +130,8 @@ pub(super) fn node_address() -> Option<std::net::IpAddr> {
     })
 }
 
-/// A second monoio handle on the same socket (a `dup` of its descriptor).
-pub(super) fn duplicate(stream: &TcpStream) -> std::io::Result<TcpStream> {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    // SAFETY: dup of a descriptor we own; the new descriptor is owned by the std stream at once.
-    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor nobody else owns.
-    let std_stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
-    TcpStream::from_std(std_stream)
+/// A second monoio handle on the socket behind `fd` (a `dup` of its descriptor).
+pub(super) fn duplicate(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<TcpStream> {
+    let owned = fd.try_clone_to_owned()?;
+    TcpStream::from_std(std::net::TcpStream::from(owned))
 }

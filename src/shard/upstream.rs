@@ -159,7 +159,8 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
         drop(in_flight);
         attempts_left -= 1;
         let retry = ex.fwd.retry;
-        let (status, reason, flag): (u16, &'static str, ResponseFlags) = match result {
+        // The reply's status, Envoy's reset reason for its body (None: a malformed response), flag.
+        let (status, reason, flag): (u16, Option<&'static str>, ResponseFlags) = match result {
             Attempt::Relayed { keep_alive } => return Forwarded::Relayed { keep_alive },
             Attempt::Abort => return Forwarded::Abort,
             Attempt::Stale if ex.facts.body_buffered && !fresh_only => {
@@ -169,7 +170,7 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
                 continue;
             }
             // Envoy answers a reset before the response head with 503 and `UC`.
-            Attempt::Stale | Attempt::Reset => (503, RESET_BEFORE_HEADERS, ResponseFlags::UC),
+            Attempt::Stale | Attempt::Reset => (503, Some(RESET_BEFORE_HEADERS), ResponseFlags::UC),
             Attempt::ConnectFailed { timed_out } => {
                 if retry.is_some_and(|r| r.on_connect_failure) {
                     if attempts_left > 0 {
@@ -178,9 +179,9 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
                     }
                     stats.upstream_rq_retry_limit_exceeded.inc();
                 }
-                (503, if timed_out { CONNECT_TIMEOUT } else { CONNECT_FAILURE }, ResponseFlags::UF)
+                (503, Some(if timed_out { CONNECT_TIMEOUT } else { CONNECT_FAILURE }), ResponseFlags::UF)
             }
-            Attempt::BadResponse => (502, "", ResponseFlags::UPE),
+            Attempt::BadResponse => (502, None, ResponseFlags::UPE),
             Attempt::RetryableStatus => {
                 retried(stats);
                 continue;
@@ -198,7 +199,7 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
             stats.completed(status);
         }
         let mut reply = LocalReply::new(status, BAD_RESPONSE);
-        if !reason.is_empty() {
+        if let Some(reason) = reason {
             let retried = if d.obs.attempts > 1 { "retried and the latest " } else { "" };
             reply.body = format!("{UPSTREAM_FAILURE}{retried}reset reason: {reason}").into_bytes().into();
         }
@@ -253,7 +254,9 @@ async fn connect(
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
             // A second handle reads responses while requests are written through the first.
-            match socket::duplicate(&stream) {
+            // SAFETY: `stream` owns the descriptor and outlives the borrow.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&stream)) };
+            match socket::duplicate(fd) {
                 Ok(reader) => Ok(Upstream::new(stream, reader, key, stats.clone(), host.clone(), READ_CHUNK)),
                 Err(e) => {
                     log::warn!("connect to {addr}: cannot duplicate the socket: {e}");
@@ -312,9 +315,10 @@ async fn attempt(
             Err(failed) => return failed,
         },
     };
+    let stats = &ex.generation.cluster_stats[ex.cluster];
     up.requests += 1;
     up.in_request = true;
-    ex.generation.cluster_stats[ex.cluster].upstream_rq_total.inc();
+    stats.upstream_rq_total.inc();
     ex.generation.host_stats[ex.cluster][endpoint].rq_total.inc();
     let started = Instant::now();
 
@@ -322,18 +326,15 @@ async fn attempt(
     let (res, req) =
         monoio::io::AsyncWriteRentExt::write_all(&mut up.stream, std::mem::take(&mut d.req_out)).await;
     d.req_out = req;
-    if let Ok(n) = res {
-        ex.generation.cluster_stats[ex.cluster].upstream_cx_tx_bytes_total.add(n as u64);
-    }
-    if res.is_err() {
-        return if reused { Attempt::Stale } else { Attempt::Reset };
+    match res {
+        Ok(n) => stats.upstream_cx_tx_bytes_total.add(n as u64),
+        Err(_) => return if reused { Attempt::Stale } else { Attempt::Reset },
     }
 
     // The response head; the rest of a streamed body goes up meanwhile, and the client is watched.
     let facts = &ex.facts;
     let mut upload_abandoned = false;
     let mut streamed = 0;
-    let stats = &ex.generation.cluster_stats[ex.cluster];
     if facts.body_rest.is_some() && facts.expect_continue {
         d.resp_out.clear();
         d.resp_out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -374,10 +375,8 @@ async fn attempt(
                     }
                 }
             }
-            None => {
-                ex.request_complete.fire();
-                read_final_head(&mut up.read, facts.head_method, |h| on_head(h, false)).await
-            }
+            // A buffered request was complete before the exchange began (`request` fired it).
+            None => read_final_head(&mut up.read, facts.head_method, |h| on_head(h, false)).await,
         }
     };
     d.obs.bytes_received += streamed;
@@ -442,10 +441,10 @@ fn on_response_head(
     Some(HeadDecision { shape, body: head.body, upstream_keep_alive: head.keep_alive })
 }
 
-/// Relays a streamed request body while reading the response head. Ok((head, abandoned)):
-/// `abandoned` when the response head arrived before the body was sent whole (an early 413 or
-/// 401): the client gets the response at once and the upload is given up, as Envoy does.
-#[allow(clippy::too_many_arguments)]
+/// Relays a streamed request body while reading the response head. Ok((head, abandoned, body
+/// bytes sent)): `abandoned` when the response head arrived before the body was sent whole (an
+/// early 413 or 401): the client gets the response at once and the upload is given up, as Envoy
+/// does.
 async fn stream_body_until_head(
     ex: &Exchange<'_>,
     client: &mut TcpStream,
