@@ -22,14 +22,9 @@ BACKEND=19200
 . bench/lib.sh
 ensure_wrk_nginx
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT INT TERM
+bench_scratch
 
-nginx_ok_config "$work" "$BACKEND" >"$work/nginx.conf"
-nginx -c "$work/nginx.conf" -p "$work" &
-pids+=($!)
+start_ok_backend "$BACKEND"
 skiff_bench_config 19201 "$BACKEND" a >"$work/a.yaml"
 skiff_bench_config 19202 "$BACKEND" b >"$work/b.yaml"
 "$A" -c "$work/a.yaml" -l warning &

@@ -30,6 +30,28 @@ static_resources:
 YAML
 }
 
+# A scratch directory ($work) and a list of started processes ($pids), both cleaned up when the
+# script exits or is interrupted: kill what is listed, wait for it, remove the directory.
+bench_scratch() {
+  work=$(mktemp -d)
+  pids=()
+  trap bench_cleanup EXIT INT TERM
+}
+bench_cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+
+# Starts the `200 ok` nginx backend (nginx_ok_config) on 127.0.0.1:PORT under $work and lists it
+# in $pids. Needs bench_scratch first.
+#   start_ok_backend PORT
+start_ok_backend() {
+  nginx_ok_config "$work" "$1" >"$work/nginx.conf"
+  nginx -c "$work/nginx.conf" -p "$work" &
+  pids+=($!)
+}
+
 # wrk and nginx from Debian's packages when missing.
 ensure_wrk_nginx() {
   if ! command -v wrk >/dev/null 2>&1 || ! command -v nginx >/dev/null 2>&1; then

@@ -20,14 +20,9 @@ ensure_wrk_nginx
 cargo build --release -q
 BIN=${CARGO_TARGET_DIR:-target}/release/skiff
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT INT TERM
+bench_scratch
 
-nginx_ok_config "$work" "$BACKEND_PORT" >"$work/nginx.conf"
-nginx -c "$work/nginx.conf" -p "$work" &
-pids+=($!)
+start_ok_backend "$BACKEND_PORT"
 
 skiff_bench_config "$SKIFF_PORT" "$BACKEND_PORT" >"$work/skiff.yaml"
 # SKIFF_ARGS holds several flags: split on purpose.

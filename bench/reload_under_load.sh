@@ -12,10 +12,7 @@ ensure_wrk_nginx
 cargo build --release -q
 BIN=${CARGO_TARGET_DIR:-target}/release/skiff
 PORT=18095
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT INT TERM
+bench_scratch
 
 # Three backends: 127.0.0.2 and 127.0.0.3 on the same port (the DNS flip), 127.0.0.4 (the reload).
 cat >"$work/nginx.conf" <<NGINX
