@@ -3,7 +3,6 @@
 //! `strip_matching_host_port` (the latter strips the listener's own port only).
 mod support;
 
-use std::net::TcpListener;
 use support::*;
 
 /// Two virtual hosts answering their own name, and a catch-all answering "fallback".
@@ -27,10 +26,6 @@ fn config(listener_port: u16, hcm_extra: &str) -> String {
             "                    - name: all\n                      domains: [\"*\"]\n                      routes:\n                        - match: { prefix: \"/\" }\n                          route: { cluster: backend, timeout: 2s }\n",
             &vhosts,
         )
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn who(skiff: &Skiff, host: &str) -> String {

@@ -314,7 +314,7 @@ fn renamed_listener_keeps_serving_across_later_dns_changes() {
     let dir = scratch_dir("rename-hosts");
     let hosts = dir.join("hosts");
     std::fs::write(&hosts, "127.0.0.1 backend.internal\n").unwrap();
-    let port = dead_port().port();
+    let port = free_port();
     let make = |listener: &str, upstream_port: u16| {
         let l = listener_yaml(listener, "127.0.0.1", &routes_to("dns"))
             .replace("port_value: 0 }", &format!("port_value: {port} }}"));

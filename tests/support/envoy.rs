@@ -4,11 +4,14 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+// `Envoy::start` retries with fresh ports when a bind fails.
+use crate::support::free_port;
 
 static NEXT_BASE_ID: AtomicU32 = AtomicU32::new(0);
 
@@ -41,13 +44,6 @@ pub fn binary_or_skip(test: &str) -> Option<PathBuf> {
             None
         }
     }
-}
-
-/// A loopback port that was free a moment ago (bound, read, released). Racy by nature: `Envoy::start`
-/// retries with fresh ports when the bind fails.
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
 }
 
 /// A running Envoy; killed on drop.

@@ -439,10 +439,23 @@ pub fn raw_exchange(addr: SocketAddr, raw: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A loopback port nobody listens on.
+/// A loopback port that was free a moment ago (bound, read, released) for a listener the test
+/// starts. Racy by nature: another process may take it first, so prefer port 0 where possible.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A loopback port nobody listens on, and nobody can take for the rest of the test process:
+/// the socket stays bound without listening (a connect gets RST, i.e. ECONNREFUSED), so a
+/// parallel test's upstream cannot be handed the same ephemeral port.
 pub fn dead_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    // Deliberately leaked: the reservation must outlive every proxy the test starts.
+    std::mem::forget(s);
+    addr
 }
 
 /// A minimal v3 config: one listener on 127.0.0.1:0 routing everything to a STATIC cluster.
