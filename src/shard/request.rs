@@ -47,6 +47,7 @@ struct ActiveGuard<'g>(&'g HttpStats);
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
         self.0.downstream_rq_active.dec();
+        super::socket::request_ended();
     }
 }
 
@@ -72,6 +73,7 @@ impl<'g> Request<'g> {
         let listener = &generation.snap.listeners[listener];
         stats.downstream_rq_total.inc();
         stats.downstream_rq_active.inc();
+        super::socket::request_started();
         obs.begin(listener.observers.any());
         Request { shard, generation, listener, stats, started, _active: ActiveGuard(stats) }
     }

@@ -16,18 +16,81 @@ pub(super) const BODY_CHUNK: usize = 64 * 1024;
 
 /// Writes all of `out` and clears it (keeping its capacity).
 pub(super) async fn write_out(stream: &mut TcpStream, out: &mut Vec<u8>) -> std::io::Result<()> {
-    let (res, mut buf) = stream.write_all(std::mem::take(out)).await;
-    buf.clear();
-    *out = buf;
-    res.map(|_| ())
+    write_kept(stream, out).await?;
+    out.clear();
+    Ok(())
+}
+
+/// Writes all of `out` and leaves it as it was (a request kept for a retry).
+pub(super) async fn write_kept(stream: &mut TcpStream, out: &mut Vec<u8>) -> std::io::Result<()> {
+    let sent = send_now(stream, out)?;
+    if sent < out.len() {
+        let (res, slice) = stream.write_all(std::mem::take(out).slice(sent..)).await;
+        *out = slice.into_inner();
+        res?;
+    }
+    Ok(())
 }
 
 /// Writes the first `n` bytes of `buf` and drops them from it, without copying.
 pub(super) async fn write_prefix(dst: &mut TcpStream, buf: &mut BytesMut, n: usize) -> std::io::Result<()> {
-    let (res, slice) = dst.write_all(std::mem::take(buf).slice(0..n)).await;
-    *buf = slice.into_inner();
+    let sent = send_now(dst, &buf[..n])?;
+    if sent < n {
+        let (res, slice) = dst.write_all(std::mem::take(buf).slice(sent..n)).await;
+        *buf = slice.into_inner();
+        res?;
+    }
     buf.advance(n);
-    res.map(|_| ())
+    Ok(())
+}
+
+thread_local! {
+    /// Requests in progress on this thread's shard (a shard is one thread): how `send_now`
+    /// chooses between a direct write and the ring.
+    static REQUESTS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// A request began on this shard (paired with `request_ended`, by the request's guard).
+pub(super) fn request_started() {
+    REQUESTS.with(|r| r.set(r.get() + 1));
+}
+
+pub(super) fn request_ended() {
+    REQUESTS.with(|r| r.set(r.get().saturating_sub(1)));
+}
+
+/// With one request in progress on the shard, a write is sent at once with one non-blocking
+/// `send`: it almost always fits the socket buffer, and then that syscall is the whole write —
+/// no ring submission, no completion, no extra turn of the shard's loop (and `io_uring_enter`)
+/// before the next read can wait. With several in progress, writes go through the ring, where
+/// the shard's next `io_uring_enter` submits them together: one syscall for many (a direct send
+/// each cost 9 % more CPU per request at 64 connections; the ring path cost 5 % more at one).
+/// Returns what was sent (0 when the ring is to do it all or the buffer is full); the caller
+/// sends the rest through the ring.
+fn send_now(stream: &TcpStream, bytes: &[u8]) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    if bytes.is_empty() || REQUESTS.with(|r| r.get()) > 1 {
+        return Ok(0);
+    }
+    // SAFETY: `bytes` is valid for reads of its length for this call; the fd is owned by
+    // `stream`, alive for this call. MSG_DONTWAIT keeps the shard from blocking; MSG_NOSIGNAL
+    // turns a closed peer into EPIPE instead of a SIGPIPE.
+    let n = unsafe {
+        libc::send(
+            stream.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n >= 0 {
+        return Ok(n as usize);
+    }
+    let e = std::io::Error::last_os_error();
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(0),
+        _ => Err(e),
+    }
 }
 
 /// Reads once with room for at least `want` bytes, appending to `buf`; Ok(0) is end of stream.

@@ -323,11 +323,9 @@ async fn attempt(
     let started = Instant::now();
 
     // The request: head and whatever body came with it.
-    let (res, req) =
-        monoio::io::AsyncWriteRentExt::write_all(&mut up.stream, std::mem::take(&mut d.req_out)).await;
-    d.req_out = req;
-    match res {
-        Ok(n) => stats.upstream_cx_tx_bytes_total.add(n as u64),
+    let head_len = d.req_out.len();
+    match socket::write_kept(&mut up.stream, &mut d.req_out).await {
+        Ok(()) => stats.upstream_cx_tx_bytes_total.add(head_len as u64),
         Err(_) => return if reused { Attempt::Stale } else { Attempt::Reset },
     }
 
