@@ -4,27 +4,28 @@
 
 use super::downstream::Downstream;
 use super::request::{Continue, Plan, Request};
-use super::socket::{self, shrink_idle, spare, Pending, READ_CHUNK};
+use super::socket::{self, spare, Pending, READ_CHUNK};
 use super::state::Shard;
 use crate::http::{self, MAX_HEADERS};
 use crate::stats::HttpStats;
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use bytes::BytesMut;
+use monoio::buf::SliceMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, CancelableAsyncReadRent};
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// What a client connection holds while it waits for its next request. An io_uring read owns its
-/// buffer for as long as it waits, so this is the memory of every idle keep-alive connection: small,
-/// since a typical head fits; a bigger head grows the buffer, and `shrink_idle` gives it back.
-const IDLE_BUF: usize = 2 * 1024;
+/// The first read of a request: a typical head fits. A bigger head grows the buffer (up to
+/// `max_request_headers_kb`); between requests the connection holds no buffer at all.
+const HEAD_BUF: usize = 2 * 1024;
 
-/// Output buffers above this are given back after a request, for the same reason.
+/// Output buffers above this are given back after a request: an idle connection keeps small ones.
 const KEEP_OUT: usize = 16 * 1024;
 
 /// How long a draining shard keeps an idle keep-alive connection open for a request that may
-/// already be on its way.
-const DRAIN_GRACE: Duration = Duration::from_millis(50);
+/// already be on its way (the shard fires `drain` for waiting connections once it has passed).
+pub(super) const DRAIN_GRACE: Duration = Duration::from_millis(50);
 
 /// Counts the connection open for as long as it lives, on the shard and on its listener's stats.
 struct ConnGuard<'a> {
@@ -51,7 +52,7 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
     let _guard = ConnGuard { shard: &shard, stats };
     // Small heads and responses must not wait for Nagle.
     let _ = stream.set_nodelay(true);
-    let mut d = Downstream::new(stream, peer, shard.next_conn_id(), IDLE_BUF);
+    let mut d = Downstream::new(stream, peer, shard.next_conn_id());
     loop {
         // Wait under the settings of the config current now...
         let waiting = shard.generation();
@@ -91,10 +92,15 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
                     }
                 };
                 match parsed {
-                    Parsed::Request(request, plan) => break request.run(plan, &mut d).await,
+                    // Boxed: a request's future (upstream exchange, relays, timers) is ~6 KiB,
+                    // and held inline it would be part of every idle connection's task.
+                    Parsed::Request(request, plan) => break Box::pin(request.run(plan, &mut d)).await,
                     Parsed::Incomplete => {}
                     Parsed::Refused(status) => {
-                        Request::new(&shard, &waiting, i, started, &mut d.obs).refuse(&mut d, status).await;
+                        Box::pin(
+                            Request::new(&shard, &waiting, i, started, &mut d.obs).refuse(&mut d, status),
+                        )
+                        .await;
                         return;
                     }
                 }
@@ -112,19 +118,24 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
                 HeadRead::More => {}
                 HeadRead::Close => return,
                 HeadRead::TimedOut => {
-                    Request::new(&shard, &waiting, i, Instant::now(), &mut d.obs).refuse(&mut d, 408).await;
+                    Box::pin(
+                        Request::new(&shard, &waiting, i, Instant::now(), &mut d.obs).refuse(&mut d, 408),
+                    )
+                    .await;
                     return;
                 }
             }
         };
-        shrink_idle(&mut d.buf, IDLE_BUF);
+        if d.buf.is_empty() {
+            socket::recycle_head_buffer(std::mem::take(&mut d.buf));
+        }
         for out in [&mut d.req_out, &mut d.resp_out] {
             if out.capacity() > KEEP_OUT {
                 *out = Vec::new();
             }
         }
         if next == Continue::Close {
-            linger(&mut d).await;
+            Box::pin(linger(&mut d)).await;
             return;
         }
     }
@@ -197,30 +208,91 @@ async fn read_head_bytes(
     // still be on its way; give it a moment to land, then close.
     let draining = idle && shard.draining();
     let wait = if draining { wait.min(DRAIN_GRACE) } else { wait };
-    let limit = if idle { IDLE_BUF } else { READ_CHUNK };
-    let want = (max_head_len + 1).saturating_sub(d.buf.len()).clamp(1, limit);
+    if idle {
+        return wait_for_request(shard, d, wait, draining).await;
+    }
+    let want = (max_head_len + 1).saturating_sub(d.buf.len()).clamp(1, READ_CHUNK);
     d.buf.reserve(want);
     let buf = spare(std::mem::take(&mut d.buf));
-    let read = monoio::time::timeout(wait, d.stream.read(buf));
-    let drained = async {
-        if idle && !draining {
-            shard.drain.wait().await;
-            monoio::time::sleep(DRAIN_GRACE).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    let read = monoio::select! {
-        r = read => r,
-        _ = drained => return HeadRead::Close,
-    };
-    match read {
+    match monoio::time::timeout(wait, d.stream.read(buf)).await {
         Ok((Ok(0), _)) | Ok((Err(_), _)) => HeadRead::Close,
         Ok((Ok(_), buf)) => {
             d.buf = buf.into_inner();
             HeadRead::More
         }
-        Err(_) if idle => HeadRead::Close,
         Err(_) => HeadRead::TimedOut,
     }
+}
+
+/// How long a waiting read keeps its buffer. A keep-alive connection's next request usually comes
+/// soon, and one ring read that owns a buffer is the cheapest way to wait for it; past this, the
+/// read is cancelled and the connection waits for readability holding no buffer at all (a poll
+/// costs one more step per request, 3-5 % CPU at 64 connections, so only the long idle pay it).
+const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// Waits for the next request on an idle keep-alive connection, up to `wait` (its idle timeout),
+/// or until the shard drains.
+async fn wait_for_request(shard: &Shard, d: &mut Downstream, wait: Duration, draining: bool) -> HeadRead {
+    let park_after = wait.min(PARK_AFTER);
+    if d.buf.capacity() == 0 {
+        d.buf = socket::head_buffer();
+    }
+    d.buf.reserve(HEAD_BUF);
+    let read = {
+        let handle = d.canceller.handle();
+        let mut read = std::pin::pin!(d.stream.cancelable_read(spare(std::mem::take(&mut d.buf)), handle));
+        let done = monoio::select! {
+            r = &mut read => Some(r),
+            _ = monoio::time::sleep(park_after) => None,
+            _ = drain_ended(shard, draining) => return HeadRead::Close,
+        };
+        match done {
+            Some(r) => r,
+            None => {
+                // Cancelled, the read still ends on its own: bytes it took before are kept.
+                d.canceller = std::mem::take(&mut d.canceller).cancel();
+                read.await
+            }
+        }
+    };
+    match read {
+        (Err(e), buf) if e.raw_os_error() == Some(libc::ECANCELED) => {
+            socket::recycle_head_buffer(buf.into_inner())
+        }
+        read => return took(d, read),
+    }
+    let Some(rest) = wait.checked_sub(park_after).filter(|r| !r.is_zero()) else { return HeadRead::Close };
+    loop {
+        let ready = monoio::time::timeout(rest, d.stream.readable(true));
+        monoio::select! {
+            r = ready => if !matches!(r, Ok(Ok(()))) { return HeadRead::Close },
+            _ = drain_ended(shard, draining) => return HeadRead::Close,
+        }
+        d.buf = socket::head_buffer();
+        d.buf.reserve(HEAD_BUF);
+        match socket::recv_now(&d.stream, &mut d.buf) {
+            Ok(Some(0)) | Err(_) => return HeadRead::Close,
+            Ok(Some(_)) => return HeadRead::More,
+            // A readiness that went stale (the epoll driver may report one): wait again.
+            Ok(None) => socket::recycle_head_buffer(std::mem::take(&mut d.buf)),
+        }
+    }
+}
+
+/// What a read toward a head came back with.
+fn took(d: &mut Downstream, (res, buf): monoio::BufResult<usize, SliceMut<BytesMut>>) -> HeadRead {
+    d.buf = buf.into_inner();
+    match res {
+        Ok(n) if n > 0 => HeadRead::More,
+        _ => HeadRead::Close,
+    }
+}
+
+/// Resolves when the shard's drain reaches idle connections (after its grace); never for a
+/// connection that began waiting while the shard was already draining (its wait is the grace).
+async fn drain_ended(shard: &Shard, draining: bool) {
+    if draining {
+        std::future::pending::<()>().await;
+    }
+    shard.drain.wait().await;
 }

@@ -30,10 +30,12 @@ pub(super) struct Downstream {
     pub connection_id: u64,
     /// The current request's facts for its access log and span.
     pub obs: Observed,
+    /// Cancels the read an idle connection waits with, once it has waited long (`conn`).
+    pub canceller: monoio::io::Canceller,
 }
 
 impl Downstream {
-    pub fn new(stream: TcpStream, peer: SocketAddr, connection_id: u64, idle_buf: usize) -> Self {
+    pub fn new(stream: TcpStream, peer: SocketAddr, connection_id: u64) -> Self {
         let local = stream.local_addr().unwrap_or(peer);
         let peer_ip = peer.ip().to_string();
         let xff_ip = match super::socket::node_address() {
@@ -42,7 +44,7 @@ impl Downstream {
         };
         Downstream {
             stream,
-            buf: BytesMut::with_capacity(idle_buf),
+            buf: BytesMut::new(),
             req_out: Vec::new(),
             resp_out: Vec::new(),
             response_started: false,
@@ -53,6 +55,7 @@ impl Downstream {
             local,
             connection_id,
             obs: Observed::default(),
+            canceller: monoio::io::Canceller::new(),
         }
     }
 }

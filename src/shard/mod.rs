@@ -191,7 +191,13 @@ fn sync_listeners(shard: &Rc<Shard>) {
 fn begin_drain(shard: &Rc<Shard>) {
     shard.draining.set(true);
     sync_listeners(shard);
-    shard.drain.fire();
+    // Idle connections close once a request already on its way has had the grace to land; one
+    // timer here rather than one in every waiting connection.
+    let shard = shard.clone();
+    monoio::spawn(async move {
+        monoio::time::sleep(conn::DRAIN_GRACE).await;
+        shard.drain.fire();
+    });
 }
 
 async fn run(

@@ -50,6 +50,36 @@ thread_local! {
     static REQUESTS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
+thread_local! {
+    /// Request-head buffers given back by connections that went idle, for the next request on
+    /// this shard: an idle connection holds no buffer, and a request takes one without malloc.
+    static HEAD_BUFFERS: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// At most this many spare head buffers per shard: enough for the requests in flight at once;
+/// a burst beyond it allocates and frees as before.
+const SPARE_HEAD_BUFFERS: usize = 1024;
+
+/// A buffer for the next request head: a spare one, or a new empty one.
+pub(super) fn head_buffer() -> BytesMut {
+    HEAD_BUFFERS.with(|b| b.borrow_mut().pop()).unwrap_or_default()
+}
+
+/// Keeps an empty buffer for `head_buffer`, unless it grew for a big head or body (those are
+/// freed, as an idle connection's used to be shrunk) or enough are spare already.
+pub(super) fn recycle_head_buffer(mut buf: BytesMut) {
+    if buf.capacity() == 0 || buf.capacity() > 4 * 1024 {
+        return;
+    }
+    buf.clear();
+    HEAD_BUFFERS.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.len() < SPARE_HEAD_BUFFERS {
+            b.push(buf);
+        }
+    });
+}
+
 /// A request began on this shard (paired with `request_ended`, by the request's guard).
 pub(super) fn request_started() {
     REQUESTS.with(|r| r.set(r.get() + 1));
@@ -103,6 +133,28 @@ pub(super) async fn read_up_to(
     let (res, b) = stream.read(spare(std::mem::take(buf))).await;
     *buf = b.into_inner();
     res
+}
+
+/// One non-blocking `recv` appending to `buf`'s spare capacity (the caller reserved some):
+/// Some(n) read (0 = end of stream), None when nothing was there after all.
+pub(super) fn recv_now(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<Option<usize>> {
+    use std::os::fd::AsRawFd;
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: recv writes at most `spare.len()` bytes into `buf`'s spare capacity, which is
+    // valid for writes; the fd is owned by `stream`, alive for this call; MSG_DONTWAIT keeps the
+    // shard from blocking.
+    let n =
+        unsafe { libc::recv(stream.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), libc::MSG_DONTWAIT) };
+    if n >= 0 {
+        // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n as usize) };
+        return Ok(Some(n as usize));
+    }
+    let e = std::io::Error::last_os_error();
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(None),
+        _ => Err(e),
+    }
 }
 
 /// The unfilled capacity of `buf` as a read target. monoio reads into a `BytesMut` at its *start*
