@@ -148,11 +148,53 @@ def escape(text):
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def per_round(path):
+    """skiff's ratios to each peer computed within each round (both measured minutes apart at
+    most), then their median and spread: the figures to quote, since drift between rounds cancels."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    by = defaultdict(dict)
+    for r in rows:
+        one = r["shards"] == "1"
+        scenario = (r["tool"], r["conn_mode"], int(r["conns"]), r["body"], one)
+        by[(scenario, r["round"])][base(r["system"])] = r
+    ratios = defaultdict(lambda: defaultdict(list))
+    for (scenario, _), systems in by.items():
+        skiff = systems.get("skiff")
+        if not skiff:
+            continue
+        for peer in ["relay", "nginx", "envoy"]:
+            other = systems.get(peer)
+            if not other:
+                continue
+            for metric, label in [("proxy_cpu_us_per_req", "CPU"), ("p99_us", "p99")]:
+                r = ratio(num(skiff[metric]), num(other[metric]))
+                if r is not None:
+                    ratios[scenario][f"{label} ÷{peer}"].append(r)
+    return ratios
+
+
+def spread_table(ratios, scenarios):
+    cols = ["CPU ÷relay", "CPU ÷nginx", "CPU ÷envoy", "p99 ÷relay", "p99 ÷nginx"]
+    out = ["", "Per-round ratios, skiff ÷ peer in the same round and scenario: median [min–max] over rounds.", "",
+           "| scenario | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    for s in scenarios:
+        if s not in ratios:
+            continue
+        cells = []
+        for c in cols:
+            v = ratios[s].get(c)
+            cells.append(f"{statistics.median(v):.2f} [{min(v):.2f}–{max(v):.2f}]" if v else "–")
+        out.append(f"| {scenario_name(s)} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 def main():
     tsv, out, caption = sys.argv[1:4]
     med, scenarios = load(tsv)
     with open(f"{out}/results.md", "w") as f:
         f.write(markdown(med, scenarios, caption))
+        f.write(spread_table(per_round(tsv), scenarios))
     with open(f"{out}/latency.svg", "w") as f:
         f.write(svg(med, scenarios, caption))
 
