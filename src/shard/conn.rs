@@ -214,7 +214,10 @@ async fn read_head_bytes(
     let want = (max_head_len + 1).saturating_sub(d.buf.len()).clamp(1, READ_CHUNK);
     d.buf.reserve(want);
     let buf = spare(std::mem::take(&mut d.buf));
-    match monoio::time::timeout(wait, d.stream.read(buf)).await {
+    // Boxed: a head that needs more than one read is rare, and its timeout (the rest of
+    // `request_headers_timeout`, a different duration each time) is a monoio `Sleep`, 640 bytes
+    // that would otherwise be part of every connection's task.
+    match Box::pin(monoio::time::timeout(wait, d.stream.read(buf))).await {
         Ok((Ok(0), _)) | Ok((Err(_), _)) => HeadRead::Close,
         Ok((Ok(_), buf)) => {
             d.buf = buf.into_inner();
@@ -243,7 +246,7 @@ async fn wait_for_request(shard: &Shard, d: &mut Downstream, wait: Duration, dra
         let mut read = std::pin::pin!(d.stream.cancelable_read(spare(std::mem::take(&mut d.buf)), handle));
         let done = monoio::select! {
             r = &mut read => Some(r),
-            _ = monoio::time::sleep(park_after) => None,
+            _ = shard.timers.after(park_after) => None,
             _ = drain_ended(shard, draining) => return HeadRead::Close,
         };
         match done {
@@ -263,9 +266,9 @@ async fn wait_for_request(shard: &Shard, d: &mut Downstream, wait: Duration, dra
     }
     let Some(rest) = wait.checked_sub(park_after).filter(|r| !r.is_zero()) else { return HeadRead::Close };
     loop {
-        let ready = monoio::time::timeout(rest, d.stream.readable(true));
         monoio::select! {
-            r = ready => if !matches!(r, Ok(Ok(()))) { return HeadRead::Close },
+            r = d.stream.readable(true) => if r.is_err() { return HeadRead::Close },
+            _ = shard.timers.after(rest) => return HeadRead::Close,
             _ = drain_ended(shard, draining) => return HeadRead::Close,
         }
         d.buf = socket::head_buffer();

@@ -14,6 +14,7 @@ pub use reply::reason;
 mod request;
 mod signal;
 mod state;
+mod timer;
 pub use state::PaddedCount;
 use state::{Generation, Shard};
 mod upstream;
@@ -227,8 +228,10 @@ async fn run(
         accepting: RefCell::new(HashMap::new()),
         active: Cell::new(0),
         active_shared: active,
+        timers: Rc::new(timer::Timers::default()),
     });
     sync_listeners(&shard);
+    monoio::spawn(timer::drive(shard.timers.clone()));
     monoio::spawn(sweep_pool(shard.clone()));
     monoio::spawn(flush_access_logs(shard.clone()));
     monoio::spawn(tick_date(shard.clone()));

@@ -257,10 +257,10 @@ impl<'g> Request<'g> {
         let watch = async {
             request_complete.wait().await;
             let first = fwd.timeout.map_or(WATCH_CLIENT_AFTER, |t| t.min(WATCH_CLIENT_AFTER));
-            monoio::time::sleep(first).await;
+            self.shard.timers.after(first).await;
             let rest = async {
                 match fwd.timeout {
-                    Some(limit) if limit > first => monoio::time::sleep(limit - first).await,
+                    Some(limit) if limit > first => self.shard.timers.after(limit - first).await,
                     Some(_) => {}
                     None => std::future::pending::<()>().await,
                 }

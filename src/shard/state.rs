@@ -6,6 +6,7 @@
 
 use super::reply::DateCache;
 use super::signal::Signal;
+use super::timer::Timers;
 use crate::access_log::ShardBuffers;
 use crate::cluster::pool::Pool;
 use crate::cluster::{Rng, ShardCluster};
@@ -84,6 +85,8 @@ pub struct Shard {
     pub(super) accepting: RefCell<HashMap<u64, Rc<Signal>>>,
     pub(super) active: Cell<usize>,
     pub(super) active_shared: Arc<PaddedCount>,
+    /// Every deadline on the request path (`timer.rs`); its driver task runs beside the accept loops.
+    pub(super) timers: Rc<Timers>,
 }
 
 impl Shard {
