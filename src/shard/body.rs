@@ -5,6 +5,7 @@
 //! heads, routes or pools.
 
 use super::socket::{read_up_to, write_prefix, BODY_CHUNK};
+use super::timer::Timers;
 use crate::http::{BodyKind, ChunkedDecoder};
 use bytes::{Buf, BytesMut};
 use monoio::net::TcpStream;
@@ -51,7 +52,7 @@ pub(super) async fn relay(
     buf: &mut BytesMut,
     dst: &mut TcpStream,
     framing: Framing,
-    idle: Option<Duration>,
+    idle: Option<Idle<'_>>,
 ) -> Result<u64, RelayError> {
     match framing {
         Framing::Length(mut remaining) => {
@@ -180,16 +181,19 @@ pub(super) fn scan(kind: BodyKind, available: &[u8]) -> Result<BodyScan, RelayEr
     })
 }
 
+/// A limit on every single read and write of a relay: the shard's timers and the duration.
+pub(super) type Idle<'t> = (&'t Timers, Duration);
+
 /// `write_prefix` within `idle` when given: a peer that stops reading must not hold the exchange.
 async fn write_within(
     dst: &mut TcpStream,
     buf: &mut BytesMut,
     n: usize,
-    idle: Option<Duration>,
+    idle: Option<Idle<'_>>,
 ) -> Result<(), RelayError> {
     let written = match idle {
-        Some(limit) => {
-            monoio::time::timeout(limit, write_prefix(dst, buf, n)).await.map_err(|_| RelayError::Write)?
+        Some((timers, limit)) => {
+            timers.limit(limit, write_prefix(dst, buf, n)).await.ok_or(RelayError::Write)?
         }
         None => write_prefix(dst, buf, n).await,
     };
@@ -200,12 +204,12 @@ async fn write_within(
 async fn read_within(
     src: &mut TcpStream,
     buf: &mut BytesMut,
-    idle: Option<Duration>,
+    idle: Option<Idle<'_>>,
 ) -> Result<(), RelayError> {
     let read = match idle {
-        Some(limit) => monoio::time::timeout(limit, read_up_to(src, buf, BODY_CHUNK))
-            .await
-            .map_err(|_| RelayError::Read)?,
+        Some((timers, limit)) => {
+            timers.limit(limit, read_up_to(src, buf, BODY_CHUNK)).await.ok_or(RelayError::Read)?
+        }
         None => read_up_to(src, buf, BODY_CHUNK).await,
     };
     match read {

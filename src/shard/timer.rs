@@ -61,6 +61,14 @@ impl Timers {
         Timer { timers: self, node: NIL, after }
     }
 
+    /// `fut`'s output, or None once `after` has passed first.
+    pub async fn limit<F: Future>(&self, after: Duration, fut: F) -> Option<F::Output> {
+        monoio::select! {
+            out = fut => Some(out),
+            _ = self.after(after) => None,
+        }
+    }
+
     fn set(&self, after: Duration, waker: &Waker) -> Option<u32> {
         let at = Instant::now().checked_add(after)?;
         let mut inner = self.inner.borrow_mut();

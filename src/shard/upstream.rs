@@ -250,7 +250,9 @@ async fn connect(
         }
         Attempt::ConnectFailed { timed_out }
     };
-    match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
+    // Boxed: only a new connection waits here, and monoio's timeout would otherwise size every
+    // request's future by 640 bytes more.
+    match Box::pin(monoio::time::timeout(timeout, TcpStream::connect_addr(addr))).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
             // A second handle reads responses while requests are written through the first.
@@ -455,7 +457,8 @@ async fn stream_body_until_head(
     // the other: monoio's reads and writes borrow a stream mutably, one at a time.
     let head_only = ex.facts.head_method;
     let early = std::cell::Cell::new(true);
-    let relay = body::relay(client, client_buf, &mut up.stream, rest, Some(STREAM_IDLE_TIMEOUT));
+    let relay =
+        body::relay(client, client_buf, &mut up.stream, rest, Some((&ex.shard.timers, STREAM_IDLE_TIMEOUT)));
     let head = read_final_head(&mut up.read, head_only, |h| on_head(h, early.get()));
     let mut relay = std::pin::pin!(relay);
     let mut head = std::pin::pin!(head);
