@@ -1,9 +1,8 @@
 //! A one-shot, single-thread broadcast: fire once, every waiter (now or later) wakes. Used to stop a
 //! listener's accept loop and to tell idle keep-alive connections that the shard is draining.
-//! Waiters are keyed so that registering and leaving are O(1), however many connections wait.
+//! Waiters hold a slot so that registering and leaving are O(1), however many connections wait.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -11,27 +10,34 @@ use std::task::{Context, Poll, Waker};
 #[derive(Default)]
 pub struct Signal {
     fired: Cell<bool>,
-    next_key: Cell<u64>,
-    waiters: RefCell<HashMap<u64, Waker>>,
+    /// Waiters by slot; a slot is reused once its waiter leaves (no hashing per wait: every idle
+    /// connection waits on the drain signal and every request on its completion).
+    waiters: RefCell<Slots>,
+}
+
+#[derive(Default)]
+struct Slots {
+    wakers: Vec<Option<Waker>>,
+    free: Vec<usize>,
 }
 
 impl Signal {
     pub fn fire(&self) {
         self.fired.set(true);
-        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-        for (_, w) in waiters {
+        let wakers = std::mem::take(&mut self.waiters.borrow_mut().wakers);
+        for w in wakers.into_iter().flatten() {
             w.wake();
         }
     }
 
     pub fn wait(&self) -> Wait<'_> {
-        Wait { signal: self, key: None }
+        Wait { signal: self, slot: None }
     }
 }
 
 pub struct Wait<'a> {
     signal: &'a Signal,
-    key: Option<u64>,
+    slot: Option<usize>,
 }
 
 impl Future for Wait<'_> {
@@ -41,24 +47,41 @@ impl Future for Wait<'_> {
         if self.signal.fired.get() {
             return Poll::Ready(());
         }
-        let key = match self.key {
-            Some(k) => k,
+        let mut slots = self.signal.waiters.borrow_mut();
+        match self.slot {
+            Some(i) => match &mut slots.wakers[i] {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                w => *w = Some(cx.waker().clone()),
+            },
             None => {
-                let k = self.signal.next_key.get();
-                self.signal.next_key.set(k + 1);
-                self.key = Some(k);
-                k
+                let i = match slots.free.pop() {
+                    Some(i) => {
+                        slots.wakers[i] = Some(cx.waker().clone());
+                        i
+                    }
+                    None => {
+                        slots.wakers.push(Some(cx.waker().clone()));
+                        slots.wakers.len() - 1
+                    }
+                };
+                drop(slots);
+                self.slot = Some(i);
             }
-        };
-        self.signal.waiters.borrow_mut().insert(key, cx.waker().clone());
+        }
         Poll::Pending
     }
 }
 
 impl Drop for Wait<'_> {
     fn drop(&mut self) {
-        if let Some(k) = self.key {
-            self.signal.waiters.borrow_mut().remove(&k);
+        // After `fire` the slots are gone; nothing to give back.
+        if let Some(i) = self.slot {
+            if self.signal.fired.get() {
+                return;
+            }
+            let mut slots = self.signal.waiters.borrow_mut();
+            slots.wakers[i] = None;
+            slots.free.push(i);
         }
     }
 }
