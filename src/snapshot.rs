@@ -38,6 +38,8 @@ pub struct HcmSettings {
     pub max_head_len: usize,
     pub request_headers_timeout: Duration,
     pub idle_timeout: Duration,
+    /// `common_http_protocol_options.max_requests_per_connection` (None = no limit).
+    pub max_requests_per_connection: Option<u32>,
     pub generate_request_id: bool,
     pub server_name: String,
     /// `use_remote_address`: the peer is the client (edge proxy), see `shard::headers`.
@@ -55,6 +57,7 @@ impl HcmSettings {
             max_head_len: hcm.max_request_headers_kb as usize * 1024,
             request_headers_timeout: hcm.request_headers_timeout,
             idle_timeout: hcm.idle_timeout,
+            max_requests_per_connection: hcm.max_requests_per_connection,
             generate_request_id: hcm.generate_request_id,
             server_name: hcm.server_name.clone(),
             use_remote_address: hcm.use_remote_address,

@@ -657,3 +657,23 @@ fn upstream_reason_phrase() {
     s.backend = Upstream::Raw("HTTP/1.1 200 Fine By Me\r\ncontent-length: 3\r\n\r\nok\n");
     assert_parity(&s, is_status);
 }
+
+#[test]
+fn max_requests_per_connection_closes_after_the_last_allowed_request() {
+    // Two requests pipelined on one connection, one allowed: the first is answered with
+    // `connection: close`, the second never reaches the upstream.
+    let pipelined = format!("{}{}", get("/app", "x", &[]), get("/app/second", "x", &[]));
+    let mut s = Scenario::new(
+        "max_requests_per_connection_closes_after_the_last_allowed_request",
+        vec![pipelined, get("/app/alone", "x", &[])],
+    );
+    s.hcm_extra = "common_http_protocol_options: { max_requests_per_connection: 1 }\n";
+    s.stat_prefixes =
+        &["http.ingress.downstream_cx_max_requests_reached", "http.ingress.downstream_rq_total"];
+    assert_parity(&s, |l| {
+        is_status(l)
+            || is_client_header(l, "connection")
+            || l.starts_with("upstream ")
+            || l.starts_with("stat ")
+    });
+}

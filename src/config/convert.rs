@@ -594,6 +594,7 @@ fn hcm(
         );
     }
     let mut idle_timeout = Duration::from_secs(3600);
+    let mut max_requests_per_connection = None;
     if let Some(c) = h.common_http_protocol_options {
         let cp = p.key("common_http_protocol_options");
         warn_present!(
@@ -601,16 +602,12 @@ fn hcm(
             cp,
             c,
             "hcm.common_http_protocol_options",
-            [
-                max_connection_duration,
-                max_stream_duration,
-                headers_with_underscores_action,
-                max_requests_per_connection
-            ]
+            [max_connection_duration, max_stream_duration, headers_with_underscores_action,]
         );
         if let Some(t) = c.idle_timeout {
             idle_timeout = zero_is_never(t.0);
         }
+        max_requests_per_connection = c.max_requests_per_connection.filter(|n| *n > 0);
     }
     let access_logs = match h.access_log {
         Some(logs) => access_logs(cx, p.key("access_log"), logs)?,
@@ -630,6 +627,7 @@ fn hcm(
             .request_headers_timeout
             .map_or(Duration::from_secs(10), |d| zero_is_never(d.0)),
         idle_timeout,
+        max_requests_per_connection,
         generate_request_id: h.generate_request_id.unwrap_or(true),
         server_name,
         access_logs,

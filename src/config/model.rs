@@ -43,6 +43,10 @@ pub struct HttpConnectionManager {
     pub request_headers_timeout: Duration,
     /// `common_http_protocol_options.idle_timeout`, Envoy's default 1 h.
     pub idle_timeout: Duration,
+    /// `common_http_protocol_options.max_requests_per_connection`: the response to the last
+    /// request a client connection may carry says `connection: close`, and the connection closes
+    /// after it (requests pipelined behind it are not read). None (unset or 0) = no limit.
+    pub max_requests_per_connection: Option<u32>,
     /// `generate_request_id`, default true.
     pub generate_request_id: bool,
     /// `server_name`, default "envoy" as Envoy sends it (dashboards and tests key on it).

@@ -66,7 +66,6 @@ pub const UNENFORCED: &[Unenforced] = &[
     u("hcm.common_http_protocol_options.max_connection_duration", NOT_YET),
     u("hcm.common_http_protocol_options.max_stream_duration", NOT_YET),
     u("hcm.common_http_protocol_options.headers_with_underscores_action", NOT_YET),
-    u("hcm.common_http_protocol_options.max_requests_per_connection", NOT_YET),
     u("route_config.internal_only_headers", NOT_YET),
     u("virtual_host.cors", NOT_YET),
     u("virtual_host.rate_limits", NOT_YET),

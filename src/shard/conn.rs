@@ -74,7 +74,12 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
                     match http::parse_request(&d.buf, &mut headers, max_head_len) {
                         Ok(Some(head)) => {
                             let Some(i) = generation.snap.listener_index(listener_id) else { return };
-                            let request = Request::new(&shard, &generation, i, started, &mut d.obs);
+                            let mut request = Request::new(&shard, &generation, i, started, &mut d.obs);
+                            d.requests = d.requests.saturating_add(1);
+                            let limit = generation.snap.listeners[i].hcm.max_requests_per_connection;
+                            if limit.is_some_and(|max| d.requests >= max) {
+                                request = request.last_on_connection();
+                            }
                             let plan = request.plan(
                                 &head,
                                 &d.buf,

@@ -28,6 +28,8 @@ pub(super) struct Downstream {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub connection_id: u64,
+    /// Requests this connection has begun (for `max_requests_per_connection`).
+    pub requests: u32,
     /// The current request's facts for its access log and span.
     pub obs: Observed,
     /// Cancels the read an idle connection waits with, once it has waited long (`conn`).
@@ -54,6 +56,7 @@ impl Downstream {
             peer,
             local,
             connection_id,
+            requests: 0,
             obs: Observed::default(),
             canceller: monoio::io::Canceller::new(),
         }

@@ -57,6 +57,9 @@ pub(super) struct Request<'g> {
     listener: &'g ListenerSnap,
     stats: &'g HttpStats,
     started: Instant,
+    /// The last request this connection may carry (`max_requests_per_connection`): its response
+    /// says `connection: close` and the connection closes after it.
+    last_on_connection: bool,
     _active: ActiveGuard<'g>,
 }
 
@@ -75,7 +78,22 @@ impl<'g> Request<'g> {
         stats.downstream_rq_active.inc();
         super::socket::request_started();
         obs.begin(listener.observers.any());
-        Request { shard, generation, listener, stats, started, _active: ActiveGuard(stats) }
+        Request {
+            shard,
+            generation,
+            listener,
+            stats,
+            started,
+            last_on_connection: false,
+            _active: ActiveGuard(stats),
+        }
+    }
+
+    /// Makes this the connection's last request (`max_requests_per_connection` reached).
+    pub fn last_on_connection(mut self) -> Self {
+        self.stats.downstream_cx_max_requests_reached.inc();
+        self.last_on_connection = true;
+        self
     }
 
     /// Routes the request and, when it is to be forwarded, writes its upstream head (and the body
@@ -170,7 +188,7 @@ impl<'g> Request<'g> {
         obs.bytes_received = scan.payload;
         req_out.extend_from_slice(&buf[head.head_len..body_end]);
         let facts = RequestFacts {
-            keep_alive: head.keep_alive,
+            keep_alive: head.keep_alive && !self.last_on_connection,
             head_method: head_request,
             http10,
             expect_continue: head.expect_continue,
@@ -316,7 +334,7 @@ impl<'g> Request<'g> {
         d.status = reply.status;
         // Envoy's `%BYTES_SENT%` counts a local reply's body too.
         d.obs.bytes_sent = reply.body.len() as u64;
-        reply.close |= self.shard.draining();
+        reply.close |= self.shard.draining() || self.last_on_connection;
         let close = reply.close;
         d.resp_out.clear();
         reply::local(&mut d.resp_out, &reply, &self.shard.date, &self.listener.hcm.server_name, head_request);
