@@ -40,6 +40,8 @@ pub struct HcmSettings {
     pub idle_timeout: Duration,
     /// `common_http_protocol_options.max_requests_per_connection` (None = no limit).
     pub max_requests_per_connection: Option<u32>,
+    /// `common_http_protocol_options.max_connection_duration` (None = no limit).
+    pub max_connection_duration: Option<Duration>,
     pub generate_request_id: bool,
     pub server_name: String,
     /// `use_remote_address`: the peer is the client (edge proxy), see `shard::headers`.
@@ -58,6 +60,7 @@ impl HcmSettings {
             request_headers_timeout: hcm.request_headers_timeout,
             idle_timeout: hcm.idle_timeout,
             max_requests_per_connection: hcm.max_requests_per_connection,
+            max_connection_duration: hcm.max_connection_duration,
             generate_request_id: hcm.generate_request_id,
             server_name: hcm.server_name.clone(),
             use_remote_address: hcm.use_remote_address,

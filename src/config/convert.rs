@@ -595,6 +595,7 @@ fn hcm(
     }
     let mut idle_timeout = Duration::from_secs(3600);
     let mut max_requests_per_connection = None;
+    let mut max_connection_duration = None;
     if let Some(c) = h.common_http_protocol_options {
         let cp = p.key("common_http_protocol_options");
         warn_present!(
@@ -602,12 +603,13 @@ fn hcm(
             cp,
             c,
             "hcm.common_http_protocol_options",
-            [max_connection_duration, max_stream_duration, headers_with_underscores_action,]
+            [max_stream_duration, headers_with_underscores_action]
         );
         if let Some(t) = c.idle_timeout {
             idle_timeout = zero_is_never(t.0);
         }
         max_requests_per_connection = c.max_requests_per_connection.filter(|n| *n > 0);
+        max_connection_duration = c.max_connection_duration.map(|d| d.0).filter(|d| !d.is_zero());
     }
     let access_logs = match h.access_log {
         Some(logs) => access_logs(cx, p.key("access_log"), logs)?,
@@ -628,6 +630,7 @@ fn hcm(
             .map_or(Duration::from_secs(10), |d| zero_is_never(d.0)),
         idle_timeout,
         max_requests_per_connection,
+        max_connection_duration,
         generate_request_id: h.generate_request_id.unwrap_or(true),
         server_name,
         access_logs,

@@ -47,6 +47,9 @@ pub struct HttpConnectionManager {
     /// request a client connection may carry says `connection: close`, and the connection closes
     /// after it (requests pipelined behind it are not read). None (unset or 0) = no limit.
     pub max_requests_per_connection: Option<u32>,
+    /// `common_http_protocol_options.max_connection_duration`, from accept: an idle connection
+    /// past it closes; one with a request in flight closes after that request. None = no limit.
+    pub max_connection_duration: Option<Duration>,
     /// `generate_request_id`, default true.
     pub generate_request_id: bool,
     /// `server_name`, default "envoy" as Envoy sends it (dashboards and tests key on it).

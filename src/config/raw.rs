@@ -647,7 +647,7 @@ pub struct RawCommonHttp {
     pub idle_timeout: Option<Dur>,
     pub max_requests_per_connection: Option<u32>,
     pub max_headers_count: Ign,
-    pub max_connection_duration: Ign,
+    pub max_connection_duration: Option<Dur>,
     pub max_stream_duration: Ign,
     pub headers_with_underscores_action: Ign,
     pub max_response_headers_kb: Ign,

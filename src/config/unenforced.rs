@@ -63,7 +63,6 @@ pub const UNENFORCED: &[Unenforced] = &[
     u("hcm.add_user_agent", NOT_YET),
     u("hcm.drain_timeout", NOT_YET),
     u("hcm.delayed_close_timeout", "a closing connection lingers up to 1 s"),
-    u("hcm.common_http_protocol_options.max_connection_duration", NOT_YET),
     u("hcm.common_http_protocol_options.max_stream_duration", NOT_YET),
     u("hcm.common_http_protocol_options.headers_with_underscores_action", NOT_YET),
     u("route_config.internal_only_headers", NOT_YET),

@@ -6,6 +6,7 @@ use super::downstream::Downstream;
 use super::request::{Continue, Plan, Request};
 use super::socket::{self, spare, Pending, READ_CHUNK};
 use super::state::Shard;
+use super::timer::Timer;
 use crate::http::{self, MAX_HEADERS};
 use crate::stats::HttpStats;
 use bytes::BytesMut;
@@ -53,6 +54,22 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
     // Small heads and responses must not wait for Nagle.
     let _ = stream.set_nodelay(true);
     let mut d = Downstream::new(stream, peer, shard.next_conn_id());
+    // `max_connection_duration` counts from accept, under the config current then.
+    let mut lifetime = {
+        let generation = shard.generation();
+        let limit = generation
+            .snap
+            .listener_index(listener_id)
+            .and_then(|i| generation.snap.listeners[i].hcm.max_connection_duration);
+        limit.map(|limit| {
+            d.expires = Instant::now().checked_add(limit);
+            let mut timer = shard.timers.after(limit);
+            timer.arm();
+            timer
+        })
+    };
+    // Read the clock only when a limit is configured.
+    let expired = |d: &Downstream| d.expires.is_some_and(|t| Instant::now() >= t);
     loop {
         // Wait under the settings of the config current now...
         let waiting = shard.generation();
@@ -76,8 +93,12 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
                             let Some(i) = generation.snap.listener_index(listener_id) else { return };
                             let mut request = Request::new(&shard, &generation, i, started, &mut d.obs);
                             d.requests = d.requests.saturating_add(1);
-                            let limit = generation.snap.listeners[i].hcm.max_requests_per_connection;
-                            if limit.is_some_and(|max| d.requests >= max) {
+                            let hcm = &generation.snap.listeners[i].hcm;
+                            let stats = &generation.http_stats[i];
+                            if hcm.max_requests_per_connection.is_some_and(|max| d.requests >= max) {
+                                stats.downstream_cx_max_requests_reached.inc();
+                                request = request.last_on_connection();
+                            } else if expired(&d) {
                                 request = request.last_on_connection();
                             }
                             let plan = request.plan(
@@ -117,11 +138,16 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
                 max_head_len,
                 idle_timeout,
                 headers_timeout,
+                lifetime.as_mut(),
             )
             .await
             {
                 HeadRead::More => {}
                 HeadRead::Close => return,
+                HeadRead::Expired => {
+                    waiting.http_stats[i].downstream_cx_max_duration_reached.inc();
+                    return;
+                }
                 HeadRead::TimedOut => {
                     Box::pin(
                         Request::new(&shard, &waiting, i, Instant::now(), &mut d.obs).refuse(&mut d, 408),
@@ -139,7 +165,15 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
                 *out = Vec::new();
             }
         }
-        if next == Continue::Close {
+        // A connection past `max_connection_duration` ends after this request (its response said
+        // `connection: close` when the limit had passed by then), counted once, here.
+        let expired = expired(&d);
+        if expired {
+            if let Some(i) = waiting.snap.listener_index(listener_id) {
+                waiting.http_stats[i].downstream_cx_max_duration_reached.inc();
+            }
+        }
+        if next == Continue::Close || expired {
             Box::pin(linger(&mut d)).await;
             return;
         }
@@ -184,6 +218,8 @@ enum HeadRead {
     Close,
     /// The head did not arrive within `request_headers_timeout`: 408.
     TimedOut,
+    /// An idle connection reached `max_connection_duration`.
+    Expired,
 }
 
 /// One read toward a request head. An idle connection (nothing of a request read yet) waits up to
@@ -197,6 +233,7 @@ async fn read_head_bytes(
     max_head_len: usize,
     idle_timeout: Duration,
     headers_timeout: Duration,
+    lifetime: Option<&mut Timer<'_>>,
 ) -> HeadRead {
     let idle = d.buf.is_empty();
     let wait = match *first_byte {
@@ -214,7 +251,7 @@ async fn read_head_bytes(
     let draining = idle && shard.draining();
     let wait = if draining { wait.min(DRAIN_GRACE) } else { wait };
     if idle {
-        return wait_for_request(shard, d, wait, draining).await;
+        return wait_for_request(shard, d, wait, draining, lifetime).await;
     }
     let want = (max_head_len + 1).saturating_sub(d.buf.len()).clamp(1, READ_CHUNK);
     d.buf.reserve(want);
@@ -240,7 +277,13 @@ const PARK_AFTER: Duration = Duration::from_secs(1);
 
 /// Waits for the next request on an idle keep-alive connection, up to `wait` (its idle timeout),
 /// or until the shard drains.
-async fn wait_for_request(shard: &Shard, d: &mut Downstream, wait: Duration, draining: bool) -> HeadRead {
+async fn wait_for_request(
+    shard: &Shard,
+    d: &mut Downstream,
+    wait: Duration,
+    draining: bool,
+    mut lifetime: Option<&mut Timer<'_>>,
+) -> HeadRead {
     let park_after = wait.min(PARK_AFTER);
     if d.buf.capacity() == 0 {
         d.buf = socket::head_buffer();
@@ -253,6 +296,7 @@ async fn wait_for_request(shard: &Shard, d: &mut Downstream, wait: Duration, dra
             r = &mut read => Some(r),
             _ = shard.timers.after(park_after) => None,
             _ = drain_ended(shard, draining) => return HeadRead::Close,
+            _ = ended(lifetime.as_deref_mut()) => return HeadRead::Expired,
         };
         match done {
             Some(r) => r,
@@ -275,6 +319,7 @@ async fn wait_for_request(shard: &Shard, d: &mut Downstream, wait: Duration, dra
             r = d.stream.readable(true) => if r.is_err() { return HeadRead::Close },
             _ = shard.timers.after(rest) => return HeadRead::Close,
             _ = drain_ended(shard, draining) => return HeadRead::Close,
+            _ = ended(lifetime.as_deref_mut()) => return HeadRead::Expired,
         }
         d.buf = socket::head_buffer();
         d.buf.reserve(HEAD_BUF);
@@ -293,6 +338,14 @@ fn took(d: &mut Downstream, (res, buf): monoio::BufResult<usize, SliceMut<BytesM
     match res {
         Ok(n) if n > 0 => HeadRead::More,
         _ => HeadRead::Close,
+    }
+}
+
+/// Resolves when the connection's lifetime (`max_connection_duration`) ends; never without one.
+async fn ended(lifetime: Option<&mut Timer<'_>>) {
+    match lifetime {
+        Some(timer) => timer.await,
+        None => std::future::pending::<()>().await,
     }
 }
 

@@ -30,6 +30,8 @@ pub(super) struct Downstream {
     pub connection_id: u64,
     /// Requests this connection has begun (for `max_requests_per_connection`).
     pub requests: u32,
+    /// When `max_connection_duration` ends this connection (None: no limit).
+    pub expires: Option<std::time::Instant>,
     /// The current request's facts for its access log and span.
     pub obs: Observed,
     /// Cancels the read an idle connection waits with, once it has waited long (`conn`).
@@ -57,6 +59,7 @@ impl Downstream {
             local,
             connection_id,
             requests: 0,
+            expires: None,
             obs: Observed::default(),
             canceller: monoio::io::Canceller::new(),
         }

@@ -89,9 +89,9 @@ impl<'g> Request<'g> {
         }
     }
 
-    /// Makes this the connection's last request (`max_requests_per_connection` reached).
+    /// Makes this the connection's last request (`max_requests_per_connection` or
+    /// `max_connection_duration` reached, counted by the caller).
     pub fn last_on_connection(mut self) -> Self {
-        self.stats.downstream_cx_max_requests_reached.inc();
         self.last_on_connection = true;
         self
     }

@@ -200,6 +200,18 @@ pub struct Timer<'a> {
     after: Duration,
 }
 
+impl Timer<'_> {
+    /// Sets the deadline now rather than at the first poll (a connection's lifetime starts at
+    /// accept, not when it is first waited on).
+    pub fn arm(&mut self) {
+        if self.node == NIL {
+            if let Some(id) = self.timers.set(self.after, std::task::Waker::noop()) {
+                self.node = id;
+            }
+        }
+    }
+}
+
 impl Future for Timer<'_> {
     type Output = ();
 

@@ -344,9 +344,14 @@ async fn attempt(
         }
     }
     let head_read = {
-        let (resp_out, obs, status) = (&mut d.resp_out, &mut d.obs, &mut d.status);
+        let (resp_out, obs, status, expires) = (&mut d.resp_out, &mut d.obs, &mut d.status, d.expires);
         let mut on_head = |head: &ResponseHead<'_>, abandoned: bool| {
-            on_response_head(ex, head, resp_out, obs, status, started, abandoned, may_retry, stats)
+            // `max_connection_duration` passed during the exchange: this response is the
+            // connection's last, and says so.
+            let expired = expires.is_some_and(|t| Instant::now() >= t);
+            let facts =
+                HeadFacts { started, upload_abandoned: abandoned, connection_expired: expired, may_retry };
+            on_response_head(ex, head, resp_out, obs, status, facts, stats)
         };
         match facts.body_rest.clone() {
             Some(rest) => {
@@ -407,16 +412,23 @@ struct HeadDecision {
 
 /// The response head arrived: count it, decide on a retry (None), else write the client's head
 /// into `resp_out`.
-#[allow(clippy::too_many_arguments)]
+/// What the exchange knows when a response head arrives.
+struct HeadFacts {
+    /// When the upstream request began (for `x-envoy-upstream-service-time`).
+    started: Instant,
+    upload_abandoned: bool,
+    /// The client connection reached `max_connection_duration`.
+    connection_expired: bool,
+    may_retry: bool,
+}
+
 fn on_response_head(
     ex: &Exchange<'_>,
     head: &ResponseHead<'_>,
     resp_out: &mut Vec<u8>,
     obs: &mut observe::Observed,
     status: &mut u16,
-    started: Instant,
-    upload_abandoned: bool,
-    may_retry: bool,
+    HeadFacts { started, upload_abandoned, connection_expired, may_retry }: HeadFacts,
     stats: &ClusterStats,
 ) -> Option<HeadDecision> {
     if obs.on {
@@ -433,7 +445,7 @@ fn on_response_head(
         server_name: ex.server_name,
         date: &ex.shard.date,
         service_time_ms: started.elapsed().as_millis() as u64,
-        keep_alive: ex.facts.keep_alive && !upload_abandoned && !ex.shard.draining(),
+        keep_alive: ex.facts.keep_alive && !upload_abandoned && !connection_expired && !ex.shard.draining(),
         http10: ex.facts.http10,
         listener: ex.listener,
     };

@@ -210,6 +210,7 @@ stat_block! {
         downstream_cx_protocol_error: Counter,
         downstream_cx_idle_timeout: Counter,
         downstream_cx_max_requests_reached: Counter,
+        downstream_cx_max_duration_reached: Counter,
         downstream_cx_destroy_remote_active_rq: Counter,
         downstream_rq_total: Counter,
         downstream_rq_http1_total: Counter,
