@@ -71,8 +71,8 @@ impl Timers {
 
     fn set(&self, after: Duration, waker: &Waker) -> Option<u32> {
         let at = Instant::now().checked_add(after)?;
-        let mut inner = self.inner.borrow_mut();
-        let inner = &mut *inner;
+        let mut guard = self.inner.borrow_mut();
+        let inner = &mut *guard;
         let list = match inner.lists.iter().position(|l| l.every == after) {
             Some(i) => i,
             None => {
@@ -111,11 +111,16 @@ impl Timers {
             Some(until) => at + SLACK < until,
             None => true,
         };
-        if due_sooner && !inner.notified {
+        let driver = if due_sooner && !inner.notified {
             inner.notified = true;
-            if let Some(w) = inner.driver.take() {
-                w.wake();
-            }
+            inner.driver.take()
+        } else {
+            None
+        };
+        drop(guard);
+        // Woken outside the borrow: a waker is free to do anything, this module included.
+        if let Some(w) = driver {
+            w.wake();
         }
         Some(id)
     }
