@@ -1,6 +1,7 @@
 //! One downstream connection: wait for a request head under the connection's timeouts, hand it to
-//! a `Request` (which owns it until its log line), repeat while keep-alive holds. Owns the
-//! connection's buffers and its gauge; knows nothing of routes or upstreams.
+//! a `Request` (which owns it until its log line), repeat while keep-alive holds and the
+//! connection's limits (`max_requests_per_connection`, `max_connection_duration`) allow. Owns the
+//! connection's buffers, its gauge and its lifetime timer; knows nothing of routes or upstreams.
 
 use super::downstream::Downstream;
 use super::request::{Continue, Plan, Request};
@@ -118,8 +119,8 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
                     }
                 };
                 match parsed {
-                    // Boxed: a request's future (upstream exchange, relays, timers) is ~6 KiB,
-                    // and held inline it would be part of every idle connection's task.
+                    // Boxed: a request's future (upstream exchange, relays) is ~3.7 KiB, and held
+                    // inline it would be part of every idle connection's task.
                     Parsed::Request(request, plan) => break Box::pin(request.run(plan, &mut d)).await,
                     Parsed::Incomplete => {}
                     Parsed::Refused(status) => {
