@@ -9,7 +9,7 @@ use super::socket::{self, spare, Pending, READ_CHUNK};
 use super::state::Shard;
 use super::timer::Timer;
 use crate::http::{self, MAX_HEADERS};
-use crate::stats::HttpStats;
+use crate::stats::{HttpStats, ListenerStats, WorkerStats};
 use bytes::BytesMut;
 use monoio::buf::SliceMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, CancelableAsyncReadRent};
@@ -29,29 +29,39 @@ const KEEP_OUT: usize = 16 * 1024;
 /// already be on its way (the shard fires `drain` for waiting connections once it has passed).
 pub(super) const DRAIN_GRACE: Duration = Duration::from_millis(50);
 
-/// Counts the connection open for as long as it lives, on the shard and on its listener's stats.
+/// Counts the connection open for as long as it lives, on the shard, on its connection manager's
+/// stats and on its listener's (`listener.<address>.*` and this shard's `worker_<n>` share).
 struct ConnGuard<'a> {
     shard: &'a Shard,
     stats: Rc<HttpStats>,
+    listener: (Rc<ListenerStats>, Rc<WorkerStats>),
 }
 
 impl Drop for ConnGuard<'_> {
     fn drop(&mut self) {
         self.shard.conn_closed();
         self.stats.downstream_cx_active.dec();
+        let (listener, worker) = &self.listener;
+        listener.downstream_cx_active.dec();
+        listener.downstream_cx_destroy.inc();
+        worker.downstream_cx_active.dec();
     }
 }
 
 pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream, peer: SocketAddr) {
-    let stats = {
+    let (stats, listener) = {
         let generation = shard.generation();
         let Some(i) = generation.snap.listener_index(listener_id) else { return };
-        generation.http_stats[i].clone()
+        (generation.http_stats[i].clone(), generation.listener_stats[i].clone())
     };
     shard.conn_opened();
     stats.downstream_cx_total.inc();
     stats.downstream_cx_active.inc();
-    let _guard = ConnGuard { shard: &shard, stats };
+    listener.0.downstream_cx_total.inc();
+    listener.0.downstream_cx_active.inc();
+    listener.1.downstream_cx_total.inc();
+    listener.1.downstream_cx_active.inc();
+    let _guard = ConnGuard { shard: &shard, stats, listener };
     // Small heads and responses must not wait for Nagle.
     let _ = stream.set_nodelay(true);
     let mut d = Downstream::new(stream, peer, shard.next_conn_id());

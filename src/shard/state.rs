@@ -11,7 +11,9 @@ use crate::access_log::ShardBuffers;
 use crate::cluster::pool::Pool;
 use crate::cluster::{Rng, ShardCluster};
 use crate::snapshot::Snapshot;
-use crate::stats::{ClusterStats, HostStats, HttpStats, ShardStats};
+use crate::stats::{
+    listener_stat_name, ClusterStats, HostStats, HttpStats, ListenerStats, ShardStats, WorkerStats,
+};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -32,6 +34,8 @@ pub struct Generation {
     /// Aligned with `snap.listeners` and `snap.clusters`: stat lookups by name happen here, once
     /// per snapshot, never per request.
     pub http_stats: Vec<Rc<HttpStats>>,
+    /// Aligned with `snap.listeners`: `listener.<address>.*` and this shard's `worker_<n>` share.
+    pub listener_stats: Vec<(Rc<ListenerStats>, Rc<WorkerStats>)>,
     pub cluster_stats: Vec<Rc<ClusterStats>>,
     /// Per cluster, aligned with its endpoints.
     pub host_stats: Vec<Vec<Rc<HostStats>>>,
@@ -56,6 +60,14 @@ impl Generation {
                 .map(|c| carried(c).unwrap_or_else(|| Rc::new(ShardCluster::new(c, shard))))
                 .collect(),
             http_stats: snap.listeners.iter().map(|l| stats.http(&l.hcm.stat_prefix)).collect(),
+            listener_stats: snap
+                .listeners
+                .iter()
+                .map(|l| {
+                    let name = listener_stat_name(l.socket.bound);
+                    (stats.listener(&name), stats.worker(&name, shard))
+                })
+                .collect(),
             cluster_stats: snap.clusters.iter().map(|c| stats.cluster(&c.name)).collect(),
             host_stats: snap
                 .clusters

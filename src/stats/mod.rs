@@ -18,6 +18,9 @@ pub enum Scope {
     /// An http_connection_manager, by `stat_prefix`.
     Http(String),
     Cluster(String),
+    /// A listener by its bound address (`127.0.0.1_10000`), or `<address>.worker_<n>` for one
+    /// shard's share of it, as Envoy names them.
+    Listener(String),
 }
 
 impl Scope {
@@ -26,6 +29,7 @@ impl Scope {
             Scope::Server => "server".to_string(),
             Scope::Http(p) => format!("http.{p}"),
             Scope::Cluster(c) => format!("cluster.{c}"),
+            Scope::Listener(l) => format!("listener.{l}"),
         }
     }
 }
@@ -230,6 +234,24 @@ stat_block! {
 }
 
 stat_block! {
+    /// `listener.<address>.*`: connections accepted on a listener, across shards.
+    ListenerStats {
+        downstream_cx_total: Counter,
+        downstream_cx_active: Gauge,
+        downstream_cx_destroy: Counter,
+    }
+}
+
+stat_block! {
+    /// `listener.<address>.worker_<n>.*`: one shard's share of a listener's connections (how
+    /// evenly SO_REUSEPORT spreads them).
+    WorkerStats {
+        downstream_cx_total: Counter,
+        downstream_cx_active: Gauge,
+    }
+}
+
+stat_block! {
     /// `cluster.<name>.*`, the request-path part (the control thread adds membership and DNS).
     ClusterStats {
         upstream_cx_total: Counter,
@@ -347,6 +369,8 @@ impl HostDump {
 #[derive(Default)]
 pub struct ShardStats {
     http: RefCell<HashMap<String, Rc<HttpStats>>>,
+    listeners: RefCell<HashMap<String, Rc<ListenerStats>>>,
+    workers: RefCell<HashMap<String, Rc<WorkerStats>>>,
     clusters: RefCell<HashMap<String, Rc<ClusterStats>>>,
     hosts: RefCell<HashMap<(String, SocketAddr), Rc<HostStats>>>,
 }
@@ -354,6 +378,16 @@ pub struct ShardStats {
 impl ShardStats {
     pub fn http(&self, stat_prefix: &str) -> Rc<HttpStats> {
         self.http.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
+    }
+
+    /// `listener.<name>.*`; `name` as `listener_stat_name` gives it.
+    pub fn listener(&self, name: &str) -> Rc<ListenerStats> {
+        self.listeners.borrow_mut().entry(name.to_string()).or_default().clone()
+    }
+
+    /// `listener.<name>.worker_<shard>.*`.
+    pub fn worker(&self, name: &str, shard: usize) -> Rc<WorkerStats> {
+        self.workers.borrow_mut().entry(format!("{name}.worker_{shard}")).or_default().clone()
     }
 
     pub fn cluster(&self, name: &str) -> Rc<ClusterStats> {
@@ -391,6 +425,12 @@ impl ShardStats {
         for (name, s) in self.clusters.borrow().iter() {
             s.dump(&Scope::Cluster(name.clone()), &mut out);
         }
+        for (name, s) in self.listeners.borrow().iter() {
+            s.dump(&Scope::Listener(name.clone()), &mut out);
+        }
+        for (name, s) in self.workers.borrow().iter() {
+            s.dump(&Scope::Listener(name.clone()), &mut out);
+        }
         out
     }
 }
@@ -427,6 +467,15 @@ impl StatsDump {
             }
         }
         StatsDump { entries: merged.into_values().collect(), hosts }
+    }
+}
+
+/// A listener's name in stats, from the address it is bound on: `127.0.0.1_10000` (Envoy's form;
+/// an IPv6 address keeps its brackets, its colons become underscores as Envoy sanitises them).
+pub fn listener_stat_name(bound: SocketAddr) -> String {
+    match bound {
+        SocketAddr::V4(a) => format!("{}_{}", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!("[{}]_{}", a.ip(), a.port()).replace(':', "_"),
     }
 }
 

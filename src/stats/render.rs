@@ -126,6 +126,18 @@ fn prometheus_name(e: &Entry) -> (String, Vec<(&'static str, String)>) {
             labels.push(("envoy_cluster_name", name.clone()));
             format!("envoy_cluster_{metric}")
         }
+        // `<address>.worker_<n>`: Envoy's worker_id tag first, then the address.
+        Scope::Listener(name) => match name.rsplit_once(".worker_") {
+            Some((address, worker)) => {
+                labels.push(("envoy_worker_id", worker.to_string()));
+                labels.push(("envoy_listener_address", address.to_string()));
+                format!("envoy_listener_worker_{metric}")
+            }
+            None => {
+                labels.push(("envoy_listener_address", name.clone()));
+                format!("envoy_listener_{metric}")
+            }
+        },
     };
     (sanitize(&family), labels)
 }
