@@ -166,35 +166,6 @@ http {
 NGINX
 }
 
-# Envoy: the same listener, route and cluster as skiff's, in Envoy's v3 form (bench/run.sh's).
-envoy_conf() { # port
-  cat <<ENVOY
-static_resources:
-  listeners:
-    - name: bench
-      address: { socket_address: { address: 127.0.0.1, port_value: $1 } }
-      filter_chains:
-        - filters:
-            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: bench
-                route_config:
-                  virtual_hosts:
-                    - { name: all, domains: ["*"], routes: [ { match: { prefix: "/" }, route: { cluster: backend } } ] }
-                http_filters:
-                  - name: envoy.filters.http.router
-                    typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
-  clusters:
-    - name: backend
-      type: STATIC
-      connect_timeout: 1s
-      load_assignment:
-        cluster_name: backend
-        endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $BACKEND } } } } ] } ]
-ENVOY
-}
-
 # --- helpers ---------------------------------------------------------------------------------
 wait_listen() { # port what
   local _
@@ -236,7 +207,7 @@ start_proxy() { # proxy instance log -> pid in $proxy_pid
       nginx -c "$dir/nginx.conf" -p "$dir" >"$3" 2>&1 &
       ;;
     envoy)
-      envoy_conf "$port" >"$dir/envoy.yaml"
+      envoy_bench_config "$port" "$BACKEND" >"$dir/envoy.yaml"
       # --base-id names Envoy's hot-restart shared memory and domain socket: one per instance, and
       # none that another Envoy on the machine (default 0) uses. --disable-hot-restart then keeps it
       # from creating them at all (SIGTERM would leave /dev/shm/envoy_shared_memory_<id>0 behind).

@@ -41,6 +41,25 @@ REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 
+PENDING = object()
+
+
+def recv_status(s, buf):
+    """One read toward a response on a readable socket: PENDING until the whole response is in
+    buf, None when the peer closed or failed, else its status."""
+    try:
+        data = s.recv(65536)
+    except BlockingIOError:
+        return PENDING
+    except OSError:
+        return None
+    if not data:
+        return None
+    buf += data
+    status = response_status(buf)
+    return PENDING if status is None else status
+
+
 def response_status(buf):
     """The status of the complete response in buf, or None while it is incomplete."""
     end = buf.find(b"\r\n\r\n")
@@ -80,19 +99,10 @@ def exchange(socks, deadline):
     while bufs and time.monotonic() < deadline:
         for key, _ in sel.select(timeout=0.2):
             s = key.fileobj
-            buf = bufs[s.fileno()]
-            try:
-                data = s.recv(65536)
-            except BlockingIOError:
+            status = recv_status(s, bufs[s.fileno()])
+            if status is PENDING:
                 continue
-            except OSError:
-                data = b""
-            if data:
-                buf += data
-                status = response_status(buf)
-                if status is None:
-                    continue
-                ok += status == 200
+            ok += status == 200
             sel.unregister(s)
             del bufs[s.fileno()]
     sel.close()
@@ -142,20 +152,12 @@ def open_all(args):
                 state[s.fileno()] = (s, bytearray())
                 sel.modify(s, selectors.EVENT_READ)
                 continue
-            try:
-                data = s.recv(65536)
-            except BlockingIOError:
+            status = recv_status(s, buf)
+            if status is PENDING:
                 continue
-            except OSError:
-                data = b""
-            if data:
-                buf += data
-                status = response_status(buf)
-                if status is None:
-                    continue
             sel.unregister(s)
             del state[s.fileno()]
-            if not data:
+            if status is None:
                 failed += 1
                 s.close()
             elif status != 200:

@@ -30,6 +30,36 @@ static_resources:
 YAML
 }
 
+# Envoy's v3 form of skiff_bench_config: the same listener, route and cluster, printed to stdout.
+#   envoy_bench_config PORT BACKEND_PORT
+envoy_bench_config() {
+  cat <<ENVOY
+static_resources:
+  listeners:
+    - name: bench
+      address: { socket_address: { address: 127.0.0.1, port_value: $1 } }
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: bench
+                route_config:
+                  virtual_hosts:
+                    - { name: all, domains: ["*"], routes: [ { match: { prefix: "/" }, route: { cluster: backend } } ] }
+                http_filters:
+                  - name: envoy.filters.http.router
+                    typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+  clusters:
+    - name: backend
+      type: STATIC
+      connect_timeout: 1s
+      load_assignment:
+        cluster_name: backend
+        endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $2 } } } } ] } ]
+ENVOY
+}
+
 # A scratch directory ($work) and a list of started processes ($pids), both cleaned up when the
 # script exits or is interrupted: kill what is listed, wait for it, remove the directory.
 bench_scratch() {

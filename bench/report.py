@@ -37,14 +37,20 @@ def fmt(v, digits=0):
     return f"{v:,.{digits}f}"
 
 
-def load(path):
+def read_runs(path):
     with open(path, newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def scenario_of(r):
+    """(tool, connection mode, connections, body, 1-shard row?): what a run is a run of."""
+    return (r["tool"], r["conn_mode"], int(r["conns"]), r["body"], r["shards"] == "1")
+
+
+def load(path):
     groups = defaultdict(list)
-    for r in rows:
-        one = r["shards"] == "1"
-        scenario = (r["tool"], r["conn_mode"], int(r["conns"]), r["body"], one)
-        groups[(scenario, r["system"])].append(r)
+    for r in read_runs(path):
+        groups[(scenario_of(r), r["system"])].append(r)
     med = {}
     for key, runs in groups.items():
         m = {k: median([num(r[k]) for r in runs]) for k in ["rps", "proxy_cpu_us_per_req", "backend_cpu_us_per_req", "peak_rss_kib"] + PCTS}
@@ -151,13 +157,9 @@ def escape(text):
 def per_round(path):
     """skiff's ratios to each peer computed within each round (both measured minutes apart at
     most), then their median and spread: the figures to quote, since drift between rounds cancels."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
     by = defaultdict(dict)
-    for r in rows:
-        one = r["shards"] == "1"
-        scenario = (r["tool"], r["conn_mode"], int(r["conns"]), r["body"], one)
-        by[(scenario, r["round"])][base(r["system"])] = r
+    for r in read_runs(path):
+        by[(scenario_of(r), r["round"])][base(r["system"])] = r
     ratios = defaultdict(lambda: defaultdict(list))
     for (scenario, _), systems in by.items():
         skiff = systems.get("skiff")

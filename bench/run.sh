@@ -190,34 +190,6 @@ skiff_conf() { # file port
   skiff_bench_config "$2" "$BACKEND" >"$1"
 }
 
-envoy_conf() { # file port: the same listener, route and cluster as skiff's, in Envoy's v3 form
-  cat >"$1" <<ENVOY
-static_resources:
-  listeners:
-    - name: bench
-      address: { socket_address: { address: 127.0.0.1, port_value: $2 } }
-      filter_chains:
-        - filters:
-            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: bench
-                route_config:
-                  virtual_hosts:
-                    - { name: all, domains: ["*"], routes: [ { match: { prefix: "/" }, route: { cluster: backend } } ] }
-                http_filters:
-                  - name: envoy.filters.http.router
-                    typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
-  clusters:
-    - name: backend
-      type: STATIC
-      connect_timeout: 1s
-      load_assignment:
-        cluster_name: backend
-        endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $BACKEND } } } } ] } ]
-ENVOY
-}
-
 for n in "$SHARDS" 1; do
   sfx=""
   [[ $n == 1 ]] && sfx=1
@@ -230,7 +202,7 @@ for n in "$SHARDS" 1; do
   haproxy_conf "$work/haproxy$sfx.cfg" "$n" "${PORT[haproxy$sfx]}"
   start "haproxy$sfx" haproxy -db -f "$work/haproxy$sfx.cfg"
   if $have_envoy; then
-    envoy_conf "$work/envoy$sfx.yaml" "${PORT[envoy$sfx]}"
+    envoy_bench_config "${PORT[envoy$sfx]}" "$BACKEND" >"$work/envoy$sfx.yaml"
     start "envoy$sfx" envoy -c "$work/envoy$sfx.yaml" --concurrency "$n" -l error --disable-hot-restart
   fi
 done
