@@ -6,15 +6,6 @@ mod support;
 use std::time::Duration;
 use support::*;
 
-fn stat(admin: std::net::SocketAddr, name: &str) -> Option<u64> {
-    let (_, body) = admin_request(admin, "GET", "/stats");
-    body.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok()))
-}
-
-fn with_admin(yaml: String) -> String {
-    format!("{yaml}admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}\n")
-}
-
 #[test]
 fn round_robin_goes_on_where_it_was_after_a_reload_that_keeps_the_hosts() {
     let a = TestUpstream::echo_named("a");
@@ -44,7 +35,7 @@ fn round_robin_goes_on_where_it_was_after_a_reload_that_keeps_the_hosts() {
 fn two_clusters_on_one_address_keep_their_own_connections_and_stats() {
     let up = TestUpstream::echo_named("shared");
     let routes = "virtual_hosts:\n  - name: all\n    domains: [\"*\"]\n    routes:\n      - { match: { prefix: \"/x\" }, route: { cluster: x } }\n      - { match: { prefix: \"/y\" }, route: { cluster: y } }\n";
-    let yaml = with_admin(bootstrap_yaml(
+    let yaml = with_admin(&bootstrap_yaml(
         &[listener_yaml("main", "127.0.0.1", routes)],
         &[
             static_cluster_yaml("x", "ROUND_ROBIN", &[(up.addr, 1)]),

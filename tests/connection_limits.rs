@@ -8,20 +8,21 @@ mod support;
 
 use support::*;
 
-fn config(upstream: std::net::SocketAddr, max: u32) -> String {
-    let proxy = custom_config(
+/// One upstream, the connection manager's `common_http_protocol_options` set to `options`, and
+/// an admin listener for the stats.
+fn config(upstream: std::net::SocketAddr, options: &str) -> String {
+    with_admin(&custom_config(
         &[upstream],
-        &format!("                common_http_protocol_options: {{ max_requests_per_connection: {max} }}\n"),
+        &format!("                common_http_protocol_options: {{ {options} }}\n"),
         "",
         "",
-    );
-    format!("{proxy}admin:\n  address:\n    socket_address: {{ address: 127.0.0.1, port_value: 0 }}\n")
+    ))
 }
 
 #[test]
 fn the_last_allowed_request_is_answered_with_connection_close_then_the_connection_closes() {
     let up = TestUpstream::echo();
-    let skiff = Skiff::start(&config(up.addr, 2), &[]);
+    let skiff = Skiff::start(&config(up.addr, "max_requests_per_connection: 2"), &[]);
     let mut c = Client::connect(skiff.listener("main"));
     let first = c.get("/one");
     assert_eq!(first.status, 200);
@@ -43,7 +44,7 @@ fn the_last_allowed_request_is_answered_with_connection_close_then_the_connectio
 #[test]
 fn zero_means_no_limit_and_the_field_is_no_longer_warned_about() {
     let up = TestUpstream::echo();
-    let skiff = Skiff::start(&config(up.addr, 0), &[]);
+    let skiff = Skiff::start(&config(up.addr, "max_requests_per_connection: 0"), &[]);
     let mut c = Client::connect(skiff.listener("main"));
     for i in 0..5 {
         let r = c.get(&format!("/{i}"));
@@ -56,25 +57,10 @@ fn zero_means_no_limit_and_the_field_is_no_longer_warned_about() {
     );
 }
 
-fn duration_config(upstream: std::net::SocketAddr, limit: &str) -> String {
-    let proxy = custom_config(
-        &[upstream],
-        &format!("                common_http_protocol_options: {{ max_connection_duration: {limit} }}\n"),
-        "",
-        "",
-    );
-    format!("{proxy}admin:\n  address:\n    socket_address: {{ address: 127.0.0.1, port_value: 0 }}\n")
-}
-
-fn stat(skiff: &Skiff, name: &str) -> Option<u64> {
-    let stats = get(skiff.admin(), "/stats").text();
-    stats.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.parse().ok()))
-}
-
 #[test]
 fn an_idle_connection_closes_at_max_connection_duration() {
     let up = TestUpstream::echo();
-    let skiff = Skiff::start(&duration_config(up.addr, "0.4s"), &[]);
+    let skiff = Skiff::start(&config(up.addr, "max_connection_duration: 0.4s"), &[]);
     let mut c = Client::connect(skiff.listener("main"));
     let opened = std::time::Instant::now();
     assert_eq!(c.get("/").status, 200);
@@ -84,7 +70,7 @@ fn an_idle_connection_closes_at_max_connection_duration() {
         lived >= std::time::Duration::from_millis(350) && lived < std::time::Duration::from_secs(3),
         "closed after {lived:?}; the limit is 0.4 s from accept"
     );
-    assert_eq!(stat(&skiff, "http.ingress.downstream_cx_max_duration_reached"), Some(1));
+    assert_eq!(stat(skiff.admin(), "http.ingress.downstream_cx_max_duration_reached"), Some(1));
 }
 
 #[test]
@@ -93,16 +79,16 @@ fn a_request_in_flight_at_max_connection_duration_is_answered_then_the_connectio
         std::thread::sleep(std::time::Duration::from_millis(500));
         Reply::ok("slow")
     }));
-    let skiff = Skiff::start(&duration_config(slow.addr, "0.2s"), &[]);
+    let skiff = Skiff::start(&config(slow.addr, "max_connection_duration: 0.2s"), &[]);
     let mut c = Client::connect(skiff.listener("main"));
     let r = c.get("/");
     assert_eq!((r.status, r.text()), (200, "slow".to_string()), "the request in flight completes");
     assert_eq!(r.header("connection"), Some("close"), "its response says it is the last (Envoy 1.40 too)");
     assert!(c.closed(), "and the connection closes after it");
-    assert_eq!(stat(&skiff, "http.ingress.downstream_cx_max_duration_reached"), Some(1));
+    assert_eq!(stat(skiff.admin(), "http.ingress.downstream_cx_max_duration_reached"), Some(1));
     // A request that begins after the limit is the connection's last: `connection: close`.
     let up = TestUpstream::echo();
-    let skiff = Skiff::start(&duration_config(up.addr, "0.3s"), &[]);
+    let skiff = Skiff::start(&config(up.addr, "max_connection_duration: 0.3s"), &[]);
     let mut c = Client::connect(skiff.listener("main"));
     std::thread::sleep(std::time::Duration::from_millis(200));
     c.send(b"GET /late HTTP/1.1\r\nHost: test\r\n");

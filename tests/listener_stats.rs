@@ -10,18 +10,10 @@ fn stats(skiff: &Skiff, path: &str) -> String {
     get(skiff.admin(), path).text()
 }
 
-fn value(text: &str, name: &str) -> Option<u64> {
-    text.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.parse().ok()))
-}
-
 #[test]
 fn connections_are_counted_per_listener_and_per_shard() {
     let up = TestUpstream::echo();
-    let yaml = format!(
-        "{}admin:\n  address:\n    socket_address: {{ address: 127.0.0.1, port_value: 0 }}\n",
-        simple_config(&[up.addr])
-    );
-    let skiff = Skiff::start(&yaml, &["--concurrency", "2"]);
+    let skiff = Skiff::start(&with_admin(&simple_config(&[up.addr])), &["--concurrency", "2"]);
     let addr = skiff.listener("main");
     for _ in 0..6 {
         assert_eq!(get(addr, "/").status, 200);
@@ -30,14 +22,14 @@ fn connections_are_counted_per_listener_and_per_shard() {
     let name = format!("listener.127.0.0.1_{}", addr.port());
     let ok = eventually(std::time::Duration::from_secs(3), || {
         let text = stats(&skiff, "/stats");
-        value(&text, &format!("{name}.downstream_cx_total")) == Some(7)
-            && value(&text, &format!("{name}.downstream_cx_destroy")) == Some(6)
-            && value(&text, &format!("{name}.downstream_cx_active")) == Some(1)
+        stat_in(&text, &format!("{name}.downstream_cx_total")) == Some(7)
+            && stat_in(&text, &format!("{name}.downstream_cx_destroy")) == Some(6)
+            && stat_in(&text, &format!("{name}.downstream_cx_active")) == Some(1)
     });
     let text = stats(&skiff, "/stats");
     assert!(ok, "listener totals:\n{text}");
     let per_shard: Vec<u64> = (0..2)
-        .map(|n| value(&text, &format!("{name}.worker_{n}.downstream_cx_total")).unwrap_or(0))
+        .map(|n| stat_in(&text, &format!("{name}.worker_{n}.downstream_cx_total")).unwrap_or(0))
         .collect();
     assert_eq!(per_shard.iter().sum::<u64>(), 7, "the shards' shares add up:\n{text}");
     let prometheus = stats(&skiff, "/stats/prometheus");

@@ -49,10 +49,12 @@ impl Drop for ConnGuard<'_> {
 }
 
 pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream, peer: SocketAddr) {
-    let (stats, listener) = {
+    let (stats, listener, lifetime) = {
         let generation = shard.generation();
         let Some(i) = generation.snap.listener_index(listener_id) else { return };
-        (generation.http_stats[i].clone(), generation.listener_stats[i].clone())
+        // `max_connection_duration` counts from accept, under the config current then.
+        let lifetime = generation.snap.listeners[i].hcm.max_connection_duration;
+        (generation.http_stats[i].clone(), generation.listener_stats[i].clone(), lifetime)
     };
     shard.conn_opened();
     stats.downstream_cx_total.inc();
@@ -65,20 +67,12 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
     // Small heads and responses must not wait for Nagle.
     let _ = stream.set_nodelay(true);
     let mut d = Downstream::new(stream, peer, shard.next_conn_id());
-    // `max_connection_duration` counts from accept, under the config current then.
-    let mut lifetime = {
-        let generation = shard.generation();
-        let limit = generation
-            .snap
-            .listener_index(listener_id)
-            .and_then(|i| generation.snap.listeners[i].hcm.max_connection_duration);
-        limit.map(|limit| {
-            d.expires = Instant::now().checked_add(limit);
-            let mut timer = shard.timers.after(limit);
-            timer.arm();
-            timer
-        })
-    };
+    let mut lifetime = lifetime.map(|limit| {
+        d.expires = Instant::now().checked_add(limit);
+        let mut timer = shard.timers.after(limit);
+        timer.arm();
+        timer
+    });
     // Read the clock only when a limit is configured.
     let expired = |d: &Downstream| d.expires.is_some_and(|t| Instant::now() >= t);
     loop {
@@ -180,9 +174,7 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
         // `connection: close` when the limit had passed by then), counted once, here.
         let expired = expired(&d);
         if expired {
-            if let Some(i) = waiting.snap.listener_index(listener_id) {
-                waiting.http_stats[i].downstream_cx_max_duration_reached.inc();
-            }
+            waiting.http_stats[i].downstream_cx_max_duration_reached.inc();
         }
         if next == Continue::Close || expired {
             Box::pin(linger(&mut d)).await;

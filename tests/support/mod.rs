@@ -791,6 +791,21 @@ pub fn two_cluster_config(
 }
 
 /// One admin request on a fresh connection: (status, body).
+/// `yaml` with an admin listener on an ephemeral loopback port (`Skiff::admin` finds it).
+pub fn with_admin(yaml: &str) -> String {
+    format!("{yaml}admin:\n  address:\n    socket_address: {{ address: 127.0.0.1, port_value: 0 }}\n")
+}
+
+/// A counter or gauge from the admin's `/stats`, by full name.
+pub fn stat(admin: SocketAddr, name: &str) -> Option<u64> {
+    stat_in(&admin_request(admin, "GET", "/stats").1, name)
+}
+
+/// A counter or gauge by full name in `/stats` text.
+pub fn stat_in(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(": ")?.trim().parse().ok())
+}
+
 pub fn admin_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     let raw = raw_exchange(
         addr,
