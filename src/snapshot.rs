@@ -42,6 +42,13 @@ pub struct HcmSettings {
     pub max_requests_per_connection: Option<u32>,
     /// `common_http_protocol_options.max_connection_duration` (None = no limit).
     pub max_connection_duration: Option<Duration>,
+    /// `stream_idle_timeout`, `request_timeout`, `max_stream_duration`.
+    pub stream_limits: config::StreamLimits,
+    /// `delayed_close_timeout` (None = close at once).
+    pub delayed_close_timeout: Option<Duration>,
+    /// `max_headers_count` (431 beyond it).
+    pub max_headers_count: usize,
+    pub headers_with_underscores: config::UnderscoresAction,
     pub generate_request_id: bool,
     pub server_name: String,
     /// `use_remote_address`: the peer is the client (edge proxy), see `shard::headers`.
@@ -61,6 +68,10 @@ impl HcmSettings {
             idle_timeout: hcm.idle_timeout,
             max_requests_per_connection: hcm.max_requests_per_connection,
             max_connection_duration: hcm.max_connection_duration,
+            stream_limits: hcm.stream_limits,
+            delayed_close_timeout: hcm.delayed_close_timeout,
+            max_headers_count: hcm.max_headers_count,
+            headers_with_underscores: hcm.headers_with_underscores,
             generate_request_id: hcm.generate_request_id,
             server_name: hcm.server_name.clone(),
             use_remote_address: hcm.use_remote_address,

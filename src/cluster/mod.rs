@@ -24,7 +24,34 @@ pub struct ClusterSnap {
     /// Smooth weighted round-robin order over `endpoints` (indices); plain 0..n when weights are equal.
     schedule: Vec<u32>,
     pub max_requests_per_connection: Option<u32>,
+    /// How long its connections may idle or live, how many header lines a response may have, and
+    /// its TCP keepalive.
+    pub connection: ConnectionLimits,
     pub circuit_breakers: config::CircuitBreakers,
+}
+
+/// A cluster's limits on each of its upstream connections (`common_http_protocol_options`,
+/// `upstream_connection_options`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Whole seconds a pooled connection may idle (the pool's clock ticks once a second), at
+    /// least 1.
+    pub idle_secs: u64,
+    /// After this long a connection carries no new request.
+    pub max_duration: Option<Duration>,
+    pub max_headers_count: usize,
+    pub tcp_keepalive: Option<config::TcpKeepalive>,
+}
+
+impl ConnectionLimits {
+    fn of(cluster: &config::Cluster) -> Self {
+        ConnectionLimits {
+            idle_secs: cluster.idle_timeout.as_secs_f64().ceil().max(1.0) as u64,
+            max_duration: cluster.max_connection_duration,
+            max_headers_count: cluster.max_headers_count,
+            tcp_keepalive: cluster.tcp_keepalive,
+        }
+    }
 }
 
 /// Longest schedule we precompute; beyond it weights are scaled down.
@@ -48,6 +75,7 @@ impl ClusterSnap {
             endpoints: endpoints.into_iter().map(|(a, _)| a).collect(),
             schedule,
             max_requests_per_connection: cluster.max_requests_per_connection,
+            connection: ConnectionLimits::of(cluster),
             circuit_breakers: cluster.circuit_breakers,
         }
     }

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::Instant;
 
 /// Which idle connections a request may take: the cluster's pool id and the endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,6 +51,10 @@ pub struct Upstream {
     pub peer_closed: bool,
     /// A request is on it whose response has not been read whole: `destroy_with_active_rq`.
     pub in_request: bool,
+    /// Seconds it may idle in the pool (its cluster's `idle_timeout`).
+    pub idle_secs: u64,
+    /// When it stops taking new requests (its cluster's `max_connection_duration`).
+    pub expires: Option<Instant>,
 }
 
 impl Upstream {
@@ -61,6 +65,7 @@ impl Upstream {
         stats: Rc<ClusterStats>,
         host: Rc<HostStats>,
         read_buf: usize,
+        limits: &super::ConnectionLimits,
     ) -> Self {
         // `upstream_cx_total` counted the attempt that made it (`connect`).
         stats.upstream_cx_active.inc();
@@ -74,7 +79,27 @@ impl Upstream {
             host,
             peer_closed: false,
             in_request: false,
+            idle_secs: limits.idle_secs,
+            expires: limits.max_duration.and_then(|d| Instant::now().checked_add(d)),
         }
+    }
+
+    /// Past its `max_connection_duration` (counted once, when found): it takes no new request.
+    pub fn expired(&self) -> bool {
+        let expired = self.expires.is_some_and(|t| Instant::now() >= t);
+        if expired {
+            self.stats.upstream_cx_max_duration_reached.inc();
+        }
+        expired
+    }
+
+    /// Idled in the pool past its `idle_timeout` (counted when found).
+    fn idled_out(&self, since: u64, now: u64) -> bool {
+        let out = now.saturating_sub(since) >= self.idle_secs;
+        if out {
+            self.stats.upstream_cx_idle_timeout.inc();
+        }
+        out
     }
 }
 
@@ -204,29 +229,28 @@ type KeyMap<V> = HashMap<PoolKey, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
 struct Idle {
     conn: Upstream,
-    /// When it was pooled, in whole seconds of the shard's coarse clock: the idle timeout is a
-    /// minute, and reading a clock on every take and put showed in profiles.
+    /// When it was pooled, in whole seconds of the shard's coarse clock: reading a clock on every
+    /// take and put showed in profiles, and idle timeouts are counted in seconds.
     since: u64,
 }
 
 pub struct Pool {
     idle: RefCell<KeyMap<Vec<Idle>>>,
     max_idle_per_endpoint: usize,
-    idle_timeout: Duration,
 }
 
 impl Pool {
-    pub fn new(max_idle_per_endpoint: usize, idle_timeout: Duration) -> Self {
-        Pool { idle: RefCell::new(KeyMap::default()), max_idle_per_endpoint, idle_timeout }
+    pub fn new(max_idle_per_endpoint: usize) -> Self {
+        Pool { idle: RefCell::new(KeyMap::default()), max_idle_per_endpoint }
     }
 
-    /// The most recently pooled idle connection for `key` that has not idled out, if any; `now`
-    /// in seconds of the shard's coarse clock.
+    /// The most recently pooled idle connection for `key` that has not idled out or reached its
+    /// `max_connection_duration`, if any; `now` in seconds of the shard's coarse clock.
     pub fn take(&self, key: PoolKey, now: u64) -> Option<Upstream> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&key)?;
         while let Some(entry) = list.pop() {
-            if now.saturating_sub(entry.since) < self.idle_timeout.as_secs() {
+            if !entry.conn.idled_out(entry.since, now) && !entry.conn.expired() {
                 return Some(entry.conn);
             }
         }
@@ -252,7 +276,7 @@ impl Pool {
             if !keep(key) {
                 return false;
             }
-            list.retain(|e| now.saturating_sub(e.since) < self.idle_timeout.as_secs());
+            list.retain(|e| !e.conn.idled_out(e.since, now) && !e.conn.expired());
             !list.is_empty()
         });
     }

@@ -482,8 +482,6 @@ fn hcm(
         h,
         "hcm",
         [
-            stream_idle_timeout,
-            request_timeout,
             normalize_path,
             merge_slashes,
             skip_xff_append,
@@ -500,8 +498,7 @@ fn hcm(
             internal_address_config,
             preserve_external_request_id,
             add_user_agent,
-            drain_timeout,
-            delayed_close_timeout
+            drain_timeout
         ]
     );
     if let Some(t) = &h.server_header_transformation {
@@ -596,21 +593,29 @@ fn hcm(
     let mut idle_timeout = Duration::from_secs(3600);
     let mut max_requests_per_connection = None;
     let mut max_connection_duration = None;
+    let mut max_stream_duration = None;
+    let mut max_headers_count = MAX_HEADERS;
+    let mut headers_with_underscores = UnderscoresAction::Allow;
     if let Some(c) = h.common_http_protocol_options {
         let cp = p.key("common_http_protocol_options");
-        warn_present!(
-            cx,
-            cp,
-            c,
-            "hcm.common_http_protocol_options",
-            [max_stream_duration, headers_with_underscores_action]
-        );
+        warn_present!(cx, cp, c, "hcm.common_http_protocol_options", [max_response_headers_kb]);
         if let Some(t) = c.idle_timeout {
             idle_timeout = zero_is_never(t.0);
         }
         max_requests_per_connection = c.max_requests_per_connection.filter(|n| *n > 0);
         max_connection_duration = c.max_connection_duration.map(|d| d.0).filter(|d| !d.is_zero());
+        max_stream_duration = c.max_stream_duration.and_then(|d| off_if_zero(d.0));
+        max_headers_count = headers_count(cp.key("max_headers_count"), c.max_headers_count)?;
+        headers_with_underscores =
+            c.headers_with_underscores_action.map_or(UnderscoresAction::Allow, |a| a.0);
     }
+    let stream_limits = StreamLimits {
+        idle: h.stream_idle_timeout.map_or(Some(Duration::from_secs(300)), |d| off_if_zero(d.0)),
+        request: h.request_timeout.and_then(|d| off_if_zero(d.0)),
+        max_duration: max_stream_duration,
+    };
+    let delayed_close_timeout =
+        h.delayed_close_timeout.map_or(Some(Duration::from_secs(1)), |d| off_if_zero(d.0));
     let access_logs = match h.access_log {
         Some(logs) => access_logs(cx, p.key("access_log"), logs)?,
         None => Vec::new(),
@@ -631,6 +636,10 @@ fn hcm(
         idle_timeout,
         max_requests_per_connection,
         max_connection_duration,
+        stream_limits,
+        delayed_close_timeout,
+        max_headers_count,
+        headers_with_underscores,
         generate_request_id: h.generate_request_id.unwrap_or(true),
         server_name,
         access_logs,
@@ -645,6 +654,23 @@ fn hcm(
         accept_http_10,
         default_host_for_http_10,
     })
+}
+
+use super::model::MAX_HEADERS_COUNT as MAX_HEADERS;
+
+/// Envoy's reading of an optional limit: `0s` turns it off.
+fn off_if_zero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+/// `max_headers_count`: Envoy's default and skiff's parse limit are both 100, and skiff parses a
+/// head into a fixed array of that many; a larger limit would be accepted and not honoured.
+fn headers_count(p: FieldPath, n: Option<u32>) -> Res<usize> {
+    match n {
+        None => Ok(MAX_HEADERS),
+        Some(n @ 1..) if n as usize <= MAX_HEADERS => Ok(n as usize),
+        Some(n) => fail(p, format!("max_headers_count must be 1-{MAX_HEADERS} in skiff, got {n}")),
+    }
 }
 
 /// A configured header name or value goes onto the wire verbatim: a CR or LF in it would end the
@@ -941,7 +967,6 @@ fn forward(
         a,
         "route.route",
         [
-            idle_timeout,
             hash_policy,
             cors,
             rate_limits,
@@ -950,8 +975,9 @@ fn forward(
             request_mirror_policies,
             hedge_policy,
             metadata_match,
-            max_stream_duration,
-            internal_redirect_policy
+            internal_redirect_policy,
+            max_grpc_timeout,
+            grpc_timeout_offset
         ]
     );
     if a.auto_host_rewrite == Some(true) {
@@ -1005,6 +1031,14 @@ fn forward(
         prefix_rewrite: a.prefix_rewrite,
         host_rewrite_literal: a.host_rewrite_literal.or(a.host_rewrite),
         retry_policy,
+        idle_timeout: a.idle_timeout.map(|d| off_if_zero(d.0)),
+        max_stream_duration: a.max_stream_duration.map_or(RouteStreamDuration::default(), |m| {
+            RouteStreamDuration {
+                max: m.max_stream_duration.map(|d| off_if_zero(d.0)),
+                grpc_header_max: m.grpc_timeout_header_max.map(|d| off_if_zero(d.0)),
+                grpc_header_offset: m.grpc_timeout_header_offset.map_or(Duration::ZERO, |d| d.0),
+            }
+        }),
     })
 }
 
@@ -1047,7 +1081,7 @@ fn retry(cx: &mut Cx, p: FieldPath, r: &RawRetry) -> Res<RetryPolicy> {
     Ok(RetryPolicy {
         retry_on,
         num_retries,
-        per_try_timeout: r.per_try_timeout.map(|d| d.0).filter(|d| !d.is_zero()),
+        per_try_timeout: r.per_try_timeout.and_then(|d| off_if_zero(d.0)),
     })
 }
 
@@ -1204,6 +1238,9 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
     }
 
     let mut max_requests_per_connection = c.max_requests_per_connection;
+    let mut idle_timeout = Duration::from_secs(3600);
+    let mut max_connection_duration = None;
+    let mut max_headers_count = MAX_HEADERS;
     if let Some(ch) = c.common_http_protocol_options {
         let chp = p.key("common_http_protocol_options");
         warn_present!(
@@ -1211,8 +1248,13 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
             chp,
             ch,
             "cluster.common_http_protocol_options",
-            [idle_timeout, max_connection_duration, max_stream_duration, headers_with_underscores_action]
+            [max_stream_duration, headers_with_underscores_action, max_response_headers_kb]
         );
+        if let Some(t) = ch.idle_timeout {
+            idle_timeout = zero_is_never(t.0);
+        }
+        max_connection_duration = ch.max_connection_duration.and_then(|d| off_if_zero(d.0));
+        max_headers_count = headers_count(chp.key("max_headers_count"), ch.max_headers_count)?;
         if ch.max_requests_per_connection.is_some() {
             if max_requests_per_connection.is_some() {
                 return fail(
@@ -1263,6 +1305,27 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
         dns_resolvers,
         endpoints,
         max_requests_per_connection,
+        idle_timeout,
+        max_connection_duration,
+        max_headers_count,
+        tcp_keepalive: match c.upstream_connection_options {
+            Some(o) => {
+                let op = p.key("upstream_connection_options");
+                warn_present!(
+                    cx,
+                    op,
+                    o,
+                    "cluster.upstream_connection_options",
+                    [set_local_interface_name_on_upstream_connections, happy_eyeballs_config]
+                );
+                o.tcp_keepalive.map(|k| TcpKeepalive {
+                    probes: k.keepalive_probes,
+                    time: k.keepalive_time.map(|s| Duration::from_secs(s.into())),
+                    interval: k.keepalive_interval.map(|s| Duration::from_secs(s.into())),
+                })
+            }
+            None => None,
+        },
         circuit_breakers,
     })
 }

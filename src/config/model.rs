@@ -50,6 +50,17 @@ pub struct HttpConnectionManager {
     /// `common_http_protocol_options.max_connection_duration`, from accept: an idle connection
     /// past it closes; one with a request in flight closes after that request. None = no limit.
     pub max_connection_duration: Option<Duration>,
+    /// The per-request limits: `stream_idle_timeout` (Envoy's default 5 min),
+    /// `request_timeout`, `common_http_protocol_options.max_stream_duration`.
+    pub stream_limits: StreamLimits,
+    /// `delayed_close_timeout`, Envoy's default 1 s: how long a connection skiff closes after a
+    /// reply waits for the client to close first. None (`0s`) = close at once.
+    pub delayed_close_timeout: Option<Duration>,
+    /// `common_http_protocol_options.max_headers_count`, Envoy's default 100: a request with more
+    /// header lines is answered 431.
+    pub max_headers_count: usize,
+    /// `common_http_protocol_options.headers_with_underscores_action`, default ALLOW.
+    pub headers_with_underscores: UnderscoresAction,
     /// `generate_request_id`, default true.
     pub generate_request_id: bool,
     /// `server_name`, default "envoy" as Envoy sends it (dashboards and tests key on it).
@@ -71,6 +82,23 @@ pub struct HttpConnectionManager {
     /// that has none.
     pub default_host_for_http_10: Option<String>,
 }
+
+/// The most header lines a head may have: the parser's fixed array (`http::MAX_HEADERS`, checked
+/// equal by a test in `shard::request`), and Envoy's default `max_headers_count`.
+pub const MAX_HEADERS_COUNT: usize = 100;
+
+/// The connection manager's limits on each request (None = off, as Envoy's `0s`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamLimits {
+    /// `stream_idle_timeout`: no bytes either way for this long ends the request (504/408 `SI`).
+    pub idle: Option<Duration>,
+    /// `request_timeout`: the whole request must have arrived within this, from its head (408).
+    pub request: Option<Duration>,
+    /// `common_http_protocol_options.max_stream_duration`: the whole exchange, from its head.
+    pub max_duration: Option<Duration>,
+}
+
+pub use super::raw::UnderscoresAction;
 
 /// `strip_matching_host_port` / `strip_any_host_port`: whether the port comes off the Host before
 /// the virtual host is chosen (and in the Host sent upstream), as Envoy does.
@@ -238,6 +266,23 @@ pub struct ForwardAction {
     pub prefix_rewrite: Option<String>,
     pub host_rewrite_literal: Option<String>,
     pub retry_policy: Option<RetryPolicy>,
+    /// `idle_timeout`: replaces the connection manager's `stream_idle_timeout` for this route.
+    /// None = not set; Some(None) = `0s`, which turns the connection manager's off too.
+    pub idle_timeout: Option<Option<Duration>>,
+    /// `max_stream_duration`.
+    pub max_stream_duration: RouteStreamDuration,
+}
+
+/// A route's `max_stream_duration` block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RouteStreamDuration {
+    /// `max_stream_duration`: replaces the connection manager's for this route, as `idle_timeout`.
+    pub max: Option<Option<Duration>>,
+    /// `grpc_timeout_header_max`: when set, a request's `grpc-timeout` header is its max stream
+    /// duration, capped at this (Some(None): `0s`, not capped).
+    pub grpc_header_max: Option<Option<Duration>>,
+    /// `grpc_timeout_header_offset`: taken off the header's value.
+    pub grpc_header_offset: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -278,6 +323,14 @@ pub struct HeaderValueOption {
     pub append: bool,
 }
 
+/// `upstream_connection_options.tcp_keepalive`: unset fields keep the kernel's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TcpKeepalive {
+    pub probes: Option<u32>,
+    pub time: Option<Duration>,
+    pub interval: Option<Duration>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cluster {
     pub name: String,
@@ -294,6 +347,17 @@ pub struct Cluster {
     pub endpoints: Vec<Endpoint>,
     /// `max_requests_per_connection` (or v3 `common_http_protocol_options`), None = unlimited.
     pub max_requests_per_connection: Option<u32>,
+    /// `common_http_protocol_options.idle_timeout`: a pooled connection idle this long is closed
+    /// (Envoy's default 1 h).
+    pub idle_timeout: Duration,
+    /// `common_http_protocol_options.max_connection_duration`: a connection this old is not
+    /// reused (closed after its request). None = no limit.
+    pub max_connection_duration: Option<Duration>,
+    /// `common_http_protocol_options.max_headers_count`: a response with more header lines is a
+    /// malformed response (502 `UPE`). Envoy's default 100.
+    pub max_headers_count: usize,
+    /// `upstream_connection_options.tcp_keepalive`: None = no keepalive probes.
+    pub tcp_keepalive: Option<TcpKeepalive>,
     pub circuit_breakers: CircuitBreakers,
 }
 

@@ -536,6 +536,9 @@ pub struct RawHcm {
     pub type_url: Option<HcmTypeUrl>,
     pub stat_prefix: Option<String>,
     pub codec_type: Option<Ci<CodecType>>,
+    pub stream_idle_timeout: Option<Dur>,
+    pub request_timeout: Option<Dur>,
+    pub delayed_close_timeout: Option<Dur>,
     pub route_config: Option<RawRouteConfig>,
     pub http_filters: Option<Vec<RawHttpFilter>>,
     pub access_log: Option<Vec<RawAccessLog>>,
@@ -554,8 +557,6 @@ pub struct RawHcm {
     pub http3_protocol_options: Ign,
     pub tracing: Option<RawHcmTracing>,
     // Warned about.
-    pub stream_idle_timeout: Ign,
-    pub request_timeout: Ign,
     pub normalize_path: Ign,
     pub merge_slashes: Ign,
     pub skip_xff_append: Ign,
@@ -574,7 +575,6 @@ pub struct RawHcm {
     pub http_protocol_options: Option<RawHttp1Options>,
     // Warned about (config/unenforced.rs).
     pub drain_timeout: Ign,
-    pub delayed_close_timeout: Ign,
     pub add_user_agent: Ign,
     pub preserve_external_request_id: Ign,
     pub internal_address_config: Ign,
@@ -646,11 +646,58 @@ pub struct RawPercent {
 pub struct RawCommonHttp {
     pub idle_timeout: Option<Dur>,
     pub max_requests_per_connection: Option<u32>,
-    pub max_headers_count: Ign,
+    pub max_headers_count: Option<u32>,
     pub max_connection_duration: Option<Dur>,
-    pub max_stream_duration: Ign,
-    pub headers_with_underscores_action: Ign,
+    pub max_stream_duration: Option<Dur>,
+    pub headers_with_underscores_action: Option<Ci<UnderscoresAction>>,
+    // Warned about.
     pub max_response_headers_kb: Ign,
+}
+
+/// `headers_with_underscores_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnderscoresAction {
+    Allow,
+    RejectRequest,
+    DropHeader,
+}
+
+impl CiEnum for UnderscoresAction {
+    const FIELD: &'static str = "headers_with_underscores_action";
+    const SUPPORTED: &'static [(&'static str, Self)] = &[
+        ("ALLOW", UnderscoresAction::Allow),
+        ("REJECT_REQUEST", UnderscoresAction::RejectRequest),
+        ("DROP_HEADER", UnderscoresAction::DropHeader),
+    ];
+    const UNSUPPORTED: &'static [&'static str] = &[];
+}
+
+/// A route's `max_stream_duration` block.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a max_stream_duration mapping")]
+pub struct RawRouteStreamDuration {
+    pub max_stream_duration: Option<Dur>,
+    pub grpc_timeout_header_max: Option<Dur>,
+    pub grpc_timeout_header_offset: Option<Dur>,
+}
+
+/// A cluster's `upstream_connection_options`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "an upstream_connection_options mapping")]
+pub struct RawUpstreamConnectionOptions {
+    pub tcp_keepalive: Option<RawTcpKeepalive>,
+    // Warned about.
+    pub set_local_interface_name_on_upstream_connections: Ign,
+    pub happy_eyeballs_config: Ign,
+}
+
+/// `tcp_keepalive`: each field unset means the kernel's own setting, as in Envoy.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a tcp_keepalive mapping")]
+pub struct RawTcpKeepalive {
+    pub keepalive_probes: Option<u32>,
+    pub keepalive_time: Option<u32>,
+    pub keepalive_interval: Option<u32>,
 }
 
 /// v3 `Http1ProtocolOptions` on the connection manager. The rest of its fields were accepted
@@ -898,6 +945,8 @@ pub struct RawRouteAction {
     pub host_rewrite_literal: Option<String>,
     pub host_rewrite: Option<String>,
     pub retry_policy: Option<RawRetry>,
+    pub idle_timeout: Option<Dur>,
+    pub max_stream_duration: Option<RawRouteStreamDuration>,
     // Rejected.
     pub cluster_header: Ign,
     pub cluster_specifier_plugin: Ign,
@@ -906,7 +955,6 @@ pub struct RawRouteAction {
     pub host_rewrite_header: Ign,
     pub host_rewrite_path_regex: Ign,
     // Warned about.
-    pub idle_timeout: Ign,
     pub hash_policy: Ign,
     pub cors: Ign,
     pub rate_limits: Ign,
@@ -915,13 +963,12 @@ pub struct RawRouteAction {
     pub request_mirror_policies: Ign,
     pub hedge_policy: Ign,
     pub metadata_match: Ign,
-    pub max_stream_duration: Ign,
     pub internal_redirect_policy: Ign,
+    pub max_grpc_timeout: Ign,
+    pub grpc_timeout_offset: Ign,
     // Ignored.
     pub cluster_not_found_response_code: Ign,
     pub priority: Ign,
-    pub max_grpc_timeout: Ign,
-    pub grpc_timeout_offset: Ign,
     pub include_vh_rate_limits: Ign,
     pub retry_policy_typed_config: Ign,
 }
@@ -1019,6 +1066,7 @@ pub struct RawCluster {
     pub max_requests_per_connection: Option<u32>,
     pub common_http_protocol_options: Option<RawCommonHttp>,
     pub respect_dns_ttl: Option<bool>,
+    pub upstream_connection_options: Option<RawUpstreamConnectionOptions>,
     // Rejected.
     pub cluster_type: Ign,
     pub transport_socket: Ign,
@@ -1043,7 +1091,6 @@ pub struct RawCluster {
     pub http_protocol_options: Ign,
     pub upstream_http_protocol_options: Ign,
     pub per_connection_buffer_limit_bytes: Ign,
-    pub upstream_connection_options: Ign,
     pub least_request_lb_config: Ign,
     pub round_robin_lb_config: Ign,
     pub ring_hash_lb_config: Ign,

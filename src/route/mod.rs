@@ -105,6 +105,10 @@ pub struct Forward {
     pub prefix_rewrite: Option<(String, String)>,
     pub host_rewrite: Option<String>,
     pub retry: Option<Retry>,
+    /// `idle_timeout`: replaces the connection manager's `stream_idle_timeout` (Some(None): off).
+    pub idle_timeout: Option<Option<Duration>>,
+    /// `max_stream_duration`.
+    pub max_stream_duration: crate::config::RouteStreamDuration,
 }
 
 #[derive(Debug)]
@@ -406,6 +410,8 @@ fn compile_route(r: &config::Route, clusters: &HashMap<&str, usize>) -> Result<R
                 timeout: f.timeout,
                 prefix_rewrite,
                 host_rewrite: f.host_rewrite_literal.clone(),
+                idle_timeout: f.idle_timeout,
+                max_stream_duration: f.max_stream_duration,
                 retry: f.retry_policy.as_ref().map(|p| {
                     let on = |k: &str| p.retry_on.iter().any(|x| x == k);
                     Retry {

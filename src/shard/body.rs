@@ -35,10 +35,12 @@ impl Framing {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum RelayError {
-    /// The sender closed early, failed, or stalled past the idle limit.
+    /// The sender closed early or failed.
     Read,
-    /// The receiver failed or stalled past the idle limit.
+    /// The receiver failed.
     Write,
+    /// Neither side moved for the idle limit (Envoy's stream idle timeout).
+    Idle,
     /// Broken chunked framing: nothing sane can follow on either connection.
     Framing,
 }
@@ -106,6 +108,7 @@ pub(super) async fn relay_dechunked(
     buf: &mut BytesMut,
     dst: &mut TcpStream,
     out: &mut Vec<u8>,
+    idle: Option<Idle<'_>>,
 ) -> Result<u64, RelayError> {
     let mut decoder = ChunkedDecoder::new();
     let mut total = 0u64;
@@ -127,7 +130,7 @@ pub(super) async fn relay_dechunked(
         if done {
             return Ok(total);
         }
-        read_within(src, buf, None).await?;
+        read_within(src, buf, idle).await?;
     }
 }
 
@@ -193,7 +196,7 @@ async fn write_within(
 ) -> Result<(), RelayError> {
     let written = match idle {
         Some((timers, limit)) => {
-            timers.limit(limit, write_prefix(dst, buf, n)).await.ok_or(RelayError::Write)?
+            timers.limit(limit, write_prefix(dst, buf, n)).await.ok_or(RelayError::Idle)?
         }
         None => write_prefix(dst, buf, n).await,
     };
@@ -208,7 +211,7 @@ async fn read_within(
 ) -> Result<(), RelayError> {
     let read = match idle {
         Some((timers, limit)) => {
-            timers.limit(limit, read_up_to(src, buf, BODY_CHUNK)).await.ok_or(RelayError::Read)?
+            timers.limit(limit, read_up_to(src, buf, BODY_CHUNK)).await.ok_or(RelayError::Idle)?
         }
         None => read_up_to(src, buf, BODY_CHUNK).await,
     };

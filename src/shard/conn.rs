@@ -8,8 +8,10 @@ use super::request::{Continue, Plan, Request};
 use super::socket::{self, spare, Pending, READ_CHUNK};
 use super::state::Shard;
 use super::timer::Timer;
-use crate::http::{self, MAX_HEADERS};
-use crate::stats::{HttpStats, ListenerStats, WorkerStats};
+use crate::config::UnderscoresAction;
+use crate::http::{self, RequestHead, MAX_HEADERS};
+use crate::snapshot::HcmSettings;
+use crate::stats::{Http1Stats, HttpStats, ListenerStats, WorkerStats};
 use bytes::BytesMut;
 use monoio::buf::SliceMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, CancelableAsyncReadRent};
@@ -91,14 +93,17 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
                 // the plan is made while it borrows the buffer, in a block of its own so that the
                 // parser's header array (3 KiB) is not part of the connection task's state.
                 let generation = shard.generation();
-                let parsed = {
+                let parsed = 'parsed: {
                     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
                     match http::parse_request(&d.buf, &mut headers, max_head_len) {
                         Ok(Some(head)) => {
                             let Some(i) = generation.snap.listener_index(listener_id) else { return };
+                            let hcm = &generation.snap.listeners[i].hcm;
+                            if let Some(status) = codec_refusal(&head, hcm, &shard.stats.http1) {
+                                break 'parsed Parsed::Refused(status);
+                            }
                             let mut request = Request::new(&shard, &generation, i, started, &mut d.obs);
                             d.requests = d.requests.saturating_add(1);
-                            let hcm = &generation.snap.listeners[i].hcm;
                             let stats = &generation.http_stats[i];
                             if hcm.max_requests_per_connection.is_some_and(|max| d.requests >= max) {
                                 stats.downstream_cx_max_requests_reached.inc();
@@ -177,31 +182,67 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
             waiting.http_stats[i].downstream_cx_max_duration_reached.inc();
         }
         if next == Continue::Close || expired {
-            Box::pin(linger(&mut d)).await;
+            if let Some(limit) = hcm.delayed_close_timeout {
+                if Box::pin(linger(&mut d, limit)).await == Lingered::TimedOut {
+                    waiting.http_stats[i].downstream_cx_delayed_close_timeout.inc();
+                }
+            }
             return;
         }
     }
 }
 
-/// How long a closing connection keeps reading what the client is still sending.
-const LINGER: Duration = Duration::from_secs(1);
+/// How a lingering close ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Lingered {
+    /// Nothing was left to read, or the client closed (or failed) in time.
+    Done,
+    /// The client was still sending when `delayed_close_timeout` ran out.
+    TimedOut,
+}
 
 /// Closing a socket with unread input makes the kernel send a reset, which can destroy the
 /// response still on its way to the client (an early 413 while the client uploads): stop writing,
-/// read and discard for up to `LINGER`, then close (a lingering close, as Envoy and nginx do).
-async fn linger(d: &mut Downstream) {
+/// read and discard for up to `delayed_close_timeout`, then close (a lingering close, as Envoy's
+/// delayed close and nginx's lingering close do).
+async fn linger(d: &mut Downstream, limit: Duration) -> Lingered {
     if d.buf.is_empty() && socket::peek(&d.stream) != Pending::Data {
-        return;
+        return Lingered::Done;
     }
     let _ = d.stream.shutdown().await;
-    let deadline = Instant::now() + LINGER;
+    let deadline = Instant::now() + limit;
     let mut scratch = bytes::BytesMut::with_capacity(READ_CHUNK);
     loop {
         scratch.clear();
         let left = deadline.saturating_duration_since(Instant::now());
         match monoio::time::timeout(left, socket::read_up_to(&mut d.stream, &mut scratch, READ_CHUNK)).await {
             Ok(Ok(n)) if n > 0 => {}
-            _ => return,
+            Ok(_) => return Lingered::Done,
+            Err(_) => return Lingered::TimedOut,
+        }
+    }
+}
+
+/// The limits Envoy's HTTP/1.1 codec applies to a head before a request exists:
+/// `max_headers_count` (431) and `headers_with_underscores_action` (REJECT_REQUEST: 400; DROP_HEADER:
+/// counted here, dropped when the head is written upstream).
+fn codec_refusal(head: &RequestHead<'_>, hcm: &HcmSettings, http1: &Http1Stats) -> Option<u16> {
+    if head.headers.len() > hcm.max_headers_count {
+        return Some(431);
+    }
+    match hcm.headers_with_underscores {
+        UnderscoresAction::Allow => None,
+        UnderscoresAction::RejectRequest => {
+            let any = head.headers.iter().any(|h| h.name.contains('_'));
+            if any {
+                http1.requests_rejected_with_underscores_in_headers.inc();
+            }
+            any.then_some(400)
+        }
+        UnderscoresAction::DropHeader => {
+            let n = head.headers.iter().filter(|h| h.name.contains('_')).count();
+            http1.dropped_headers_with_underscores.add(n as u64);
+            None
         }
     }
 }

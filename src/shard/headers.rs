@@ -9,6 +9,7 @@
 use super::observe::{self, Observed};
 use super::reply::{self, DateCache};
 use crate::cluster::Rng;
+use crate::config::UnderscoresAction;
 use crate::http::{header_is, BodyKind, RequestHead, ResponseHead};
 use crate::route::HeaderEdits;
 use crate::snapshot::ListenerSnap;
@@ -105,8 +106,13 @@ pub(super) fn write_request_head(
     // its last element, once, not after each line.
     let last_xff =
         if edge { head.headers.iter().rposition(|h| header_is(h.name, "x-forwarded-for")) } else { None };
+    // `headers_with_underscores_action: DROP_HEADER` (counted by the codec check in `conn`).
+    let drop_underscores = rw.listener.hcm.headers_with_underscores == UnderscoresAction::DropHeader;
     for (i, h) in head.headers.iter().enumerate() {
         let name = h.name;
+        if drop_underscores && name.contains('_') {
+            continue;
+        }
         // `connection_lists` never names a framing field (the codec's rule): a `Connection` token
         // cannot make Content-Length, Transfer-Encoding or Host disappear.
         if hop_by_hop(name) || (has_connection && head.connection_lists(name)) {

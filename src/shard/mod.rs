@@ -145,7 +145,6 @@ pub fn spawn(
 
 /// Idle upstream connections kept per endpoint per shard, and for how long.
 const POOL_MAX_IDLE: usize = 256;
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 fn install(shard: &Rc<Shard>, snap: Arc<Snapshot>) {
@@ -220,7 +219,7 @@ async fn run(
         stats,
         log_bufs: RefCell::new(ShardBuffers::new(&log_writer)),
         next_conn_id: Cell::new((id as u64) << 48),
-        pool: Pool::new(POOL_MAX_IDLE, POOL_IDLE_TIMEOUT),
+        pool: Pool::new(POOL_MAX_IDLE),
         rng: Rng::seeded(seed),
         date: reply::DateCache::default(),
         draining: Cell::new(false),

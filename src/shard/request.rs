@@ -15,14 +15,18 @@ use super::socket::write_out;
 use super::state::{Generation, Shard};
 use super::upstream::{self, Exchange, Forwarded, RequestFacts};
 use crate::access_log::ResponseFlags;
+use crate::config::StreamLimits;
 use crate::filters::Verdict;
+use crate::http::header_is;
 use crate::http::{RequestHead, Version};
+use crate::route::Forward;
 use crate::route::{Action, Route, VirtualHost};
 use crate::snapshot::ListenerSnap;
 use crate::stats::HttpStats;
 use bytes::Buf;
+use std::cell::Cell;
 use std::os::fd::AsRawFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Whether the connection goes on after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +39,7 @@ pub(super) enum Continue {
 pub(super) enum Plan<'g> {
     /// `consumed`: bytes of the connection's buffer now in `req_out` (head and body that came
     /// with it).
-    Forward { route: &'g Route, vhost: &'g VirtualHost, facts: RequestFacts, consumed: usize },
+    Forward { route: &'g Route, vhost: &'g VirtualHost, facts: RequestFacts, limits: Limits, consumed: usize },
     /// `consumed`: the bytes to skip when the whole body is here (None: close after replying,
     /// since an unread body would be taken for the next request).
     Reply { reply: LocalReply, consumed: Option<usize>, head_request: bool },
@@ -180,13 +184,19 @@ impl<'g> Request<'g> {
             use_remote_address: hcm.use_remote_address,
             generate_request_id: hcm.generate_request_id,
             traced,
-            expected_timeout_ms: fwd.timeout.map(|t| t.as_millis().min(u128::from(u64::MAX)) as u64),
+            // Envoy announces the per-try timeout when there is one and it is the shorter.
+            expected_timeout_ms: match (fwd.timeout, fwd.retry.and_then(|r| r.per_try_timeout)) {
+                (Some(t), Some(p)) => Some(t.min(p)),
+                (t, p) => t.or(p),
+            }
+            .map(|t| t.as_millis().min(u128::from(u64::MAX)) as u64),
             listener: self.listener,
         };
         headers::write_request_head(req_out, head, &rewrite, &self.shard.rng, obs);
         let body_end = head.head_len + scan.len;
         obs.bytes_received = scan.payload;
         req_out.extend_from_slice(&buf[head.head_len..body_end]);
+        let limits = Limits::of(&hcm.stream_limits, fwd, head);
         let facts = RequestFacts {
             keep_alive: head.keep_alive && !self.last_on_connection,
             head_method: head_request,
@@ -195,7 +205,7 @@ impl<'g> Request<'g> {
             body_buffered: scan.complete,
             body_rest: scan.rest,
         };
-        Plan::Forward { route, vhost, facts, consumed: body_end }
+        Plan::Forward { route, vhost, facts, limits, consumed: body_end }
     }
 
     /// Carries out the plan, then counts and logs the request.
@@ -210,9 +220,9 @@ impl<'g> Request<'g> {
                 }
                 self.reply(d, reply, head_request).await
             }
-            Plan::Forward { route, vhost, facts, consumed } => {
+            Plan::Forward { route, vhost, facts, limits, consumed } => {
                 d.buf.advance(consumed);
-                self.forward(d, route, vhost, facts).await
+                self.forward(d, route, vhost, facts, limits).await
             }
         };
         self.finish(d);
@@ -241,6 +251,7 @@ impl<'g> Request<'g> {
         route: &'g Route,
         vhost: &'g VirtualHost,
         facts: RequestFacts,
+        limits: Limits,
     ) -> Continue {
         let Action::Forward(fwd) = &route.action else { return Continue::Close };
         let cluster = fwd.clusters.pick(self.shard.rng.next());
@@ -248,6 +259,7 @@ impl<'g> Request<'g> {
         let head_request = facts.head_method;
         let http10 = facts.http10;
         let request_complete = Signal::default();
+        let head_relayed = Cell::new(false);
         if facts.body_buffered {
             // Fired before anyone waits: no waiter is registered on the common path.
             request_complete.fire();
@@ -266,45 +278,14 @@ impl<'g> Request<'g> {
             ],
             server_name: &self.listener.hcm.server_name,
             request_complete: &request_complete,
+            head_relayed: &head_relayed,
+            stream_idle: limits.idle,
         };
-        // Once the request is complete, one timer stands for both limits on the exchange: the route
-        // timeout (Envoy's: from the end of the request to the end of the response, across
-        // retries) and the client leaving (Envoy's `DC`), which is only watched for once the
-        // exchange has taken `WATCH_CLIENT_AFTER`.
         let client = d.stream.as_raw_fd();
-        let watch = async {
-            request_complete.wait().await;
-            let first = fwd.timeout.map_or(WATCH_CLIENT_AFTER, |t| t.min(WATCH_CLIENT_AFTER));
-            self.shard.timers.after(first).await;
-            let rest = async {
-                match fwd.timeout {
-                    Some(limit) if limit > first => self.shard.timers.after(limit - first).await,
-                    Some(_) => {}
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            monoio::select! {
-                _ = rest => Interrupted::RouteTimeout,
-                _ = client_left(client) => Interrupted::ClientLeft,
-            }
-        };
+        let watch = self.watch(&limits, &request_complete, &head_relayed, client);
         let forwarded = monoio::select! {
             forwarded = upstream::forward(&ex, d) => forwarded,
-            why = watch => match why {
-                Interrupted::RouteTimeout => {
-                    self.generation.cluster_stats[cluster].upstream_rq_timeout.inc();
-                    d.obs.flag(ResponseFlags::UT);
-                    if d.response_started {
-                        Forwarded::Abort
-                    } else {
-                        Forwarded::Reply(LocalReply::new(504, b"upstream request timeout").closing())
-                    }
-                }
-                Interrupted::ClientLeft => {
-                    d.obs.flag(ResponseFlags::DC);
-                    Forwarded::Abort
-                }
-            },
+            why = watch => self.interrupted(why, d, cluster),
         };
         match forwarded {
             Forwarded::Relayed { keep_alive: true } if keep_alive => Continue::KeepAlive,
@@ -318,6 +299,92 @@ impl<'g> Request<'g> {
                 }
             }
         }
+    }
+
+    /// Everything that can cut an exchange short, watched in one place so that the common case
+    /// costs one timer: while the request body arrives, `request_timeout` and
+    /// `max_stream_duration` (armed only when configured); once it is complete, the route
+    /// timeout, the stream idle timeout until a response head is relayed (the relays bound each
+    /// read and write after that), `max_stream_duration`, and the client leaving (Envoy's `DC`),
+    /// which is only watched for once the exchange has taken `WATCH_CLIENT_AFTER`. Each timer runs
+    /// for a fixed duration from a fixed event, so the shard's timer lists stay one per duration.
+    async fn watch(
+        &self,
+        limits: &Limits,
+        request_complete: &Signal,
+        head_relayed: &Cell<bool>,
+        client: std::os::fd::RawFd,
+    ) -> Interrupted {
+        let timers = &self.shard.timers;
+        let mut max_duration = std::pin::pin!(maybe_after(timers, limits.max_duration));
+        if !request_complete.fired() {
+            let request = maybe_after(timers, limits.request);
+            monoio::select! {
+                _ = request_complete.wait() => {}
+                _ = request => return Interrupted::RequestTimeout,
+                _ = &mut max_duration => return Interrupted::MaxDuration { request_complete: false },
+            }
+        }
+        let first = [limits.route, limits.idle].into_iter().flatten().fold(WATCH_CLIENT_AFTER, Duration::min);
+        monoio::select! {
+            _ = timers.after(first) => {}
+            _ = &mut max_duration => return Interrupted::MaxDuration { request_complete: true },
+        }
+        let rest = |limit: Option<Duration>| limit.map(|l| l.saturating_sub(first));
+        let mut route = std::pin::pin!(maybe_after(timers, rest(limits.route)));
+        let mut idle = std::pin::pin!(maybe_after(timers, rest(limits.idle)));
+        let mut left = std::pin::pin!(client_left(client));
+        loop {
+            monoio::select! {
+                _ = &mut route => return Interrupted::RouteTimeout,
+                _ = &mut max_duration => return Interrupted::MaxDuration { request_complete: true },
+                _ = &mut left => return Interrupted::ClientLeft,
+                _ = &mut idle => {
+                    if !head_relayed.get() {
+                        return Interrupted::StreamIdle;
+                    }
+                    idle.set(maybe_after(timers, None));
+                }
+            }
+        }
+    }
+
+    /// What a cut-short exchange answers (Envoy's status, body, flag and stat for each), or
+    /// `Abort` once the response has begun.
+    fn interrupted(&self, why: Interrupted, d: &mut Downstream, cluster: usize) -> Forwarded {
+        let reply = match why {
+            Interrupted::RouteTimeout => {
+                self.generation.cluster_stats[cluster].upstream_rq_timeout.inc();
+                d.obs.flag(ResponseFlags::UT);
+                LocalReply::new(504, upstream::UPSTREAM_TIMEOUT).closing()
+            }
+            Interrupted::StreamIdle => {
+                LocalReply::new(504, upstream::STREAM_TIMEOUT).flagged(ResponseFlags::SI)
+            }
+            Interrupted::RequestTimeout => {
+                self.stats.downstream_rq_timeout.inc();
+                LocalReply::new(408, b"request timeout").closing()
+            }
+            Interrupted::MaxDuration { request_complete } => {
+                self.stats.downstream_rq_max_duration_reached.inc();
+                // Envoy: 408 (and close) while the request is still arriving, else 504.
+                let reply = LocalReply::new(504, b"downstream duration timeout");
+                if request_complete {
+                    reply
+                } else {
+                    LocalReply { status: 408, ..reply }.closing()
+                }
+            }
+            Interrupted::ClientLeft => {
+                d.obs.flag(ResponseFlags::DC);
+                return Forwarded::Abort;
+            }
+        };
+        if d.response_started {
+            d.obs.flag(reply.flag);
+            return Forwarded::Abort;
+        }
+        Forwarded::Reply(reply)
     }
 
     /// Sends a reply skiff makes itself, counting its stat and flag.
@@ -353,6 +420,10 @@ impl<'g> Request<'g> {
         if d.obs.flags.contains(ResponseFlags::DC) {
             self.stats.downstream_cx_destroy_remote_active_rq.inc();
         }
+        // However the stream idled out (before the response, within either body): one count.
+        if d.obs.flags.contains(ResponseFlags::SI) {
+            self.stats.downstream_rq_idle_timeout.inc();
+        }
         self.stats.downstream_rq_time.record_us(self.started.elapsed().as_micros() as u64);
         self.listener.filters.on_log(d.status, d.obs.flags);
         let (peer, local, id) = (d.peer, d.local, d.connection_id);
@@ -373,12 +444,82 @@ impl<'g> Request<'g> {
 /// How long an exchange may take before skiff starts watching the client for leaving. Most answers
 /// come sooner, and then no poll on the client's socket is ever submitted (one per request would
 /// cost every request ring work); a client that leaves is noticed this much later at most.
-const WATCH_CLIENT_AFTER: std::time::Duration = std::time::Duration::from_millis(10);
+const WATCH_CLIENT_AFTER: Duration = Duration::from_millis(10);
 
 /// What cut an exchange short.
 enum Interrupted {
     RouteTimeout,
+    /// No bytes either way for the stream idle timeout, before a response head.
+    StreamIdle,
+    /// `request_timeout`: the request had not fully arrived.
+    RequestTimeout,
+    /// `max_stream_duration`, before or after the request arrived whole.
+    MaxDuration {
+        request_complete: bool,
+    },
     ClientLeft,
+}
+
+/// A timer for `limit`, or one that never fires.
+async fn maybe_after(timers: &super::timer::Timers, limit: Option<Duration>) {
+    match limit {
+        Some(limit) => timers.after(limit).await,
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// One request's timeouts, from its connection manager, its route and its headers (None = off).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// The route `timeout`, from the complete request to the complete response.
+    route: Option<Duration>,
+    /// The route's `idle_timeout`, else the connection manager's `stream_idle_timeout`.
+    idle: Option<Duration>,
+    /// `request_timeout`, from the head until the request is complete.
+    request: Option<Duration>,
+    /// The route's `max_stream_duration` (or its `grpc-timeout` reading), else the connection
+    /// manager's, from the head.
+    max_duration: Option<Duration>,
+}
+
+impl Limits {
+    fn of(hcm: &StreamLimits, fwd: &Forward, head: &RequestHead<'_>) -> Limits {
+        let msd = fwd.max_stream_duration;
+        let mut max_duration = msd.max.unwrap_or(hcm.max_duration);
+        if let Some(cap) = msd.grpc_header_max {
+            let header = head.headers.iter().find(|h| header_is(h.name, "grpc-timeout"));
+            if let Some(timeout) = header.and_then(|h| grpc_timeout(h.value)) {
+                let capped = cap.map_or(timeout, |cap| timeout.min(cap));
+                max_duration = Some(capped.saturating_sub(msd.grpc_header_offset));
+            }
+        }
+        Limits {
+            route: fwd.timeout,
+            idle: fwd.idle_timeout.unwrap_or(hcm.idle),
+            request: hcm.request,
+            max_duration,
+        }
+    }
+}
+
+/// A `grpc-timeout` header's value: at most 8 digits and a unit (H, M, S, m, u, n), as gRPC
+/// defines it; anything else (and 0, gRPC's "no deadline") is no timeout.
+fn grpc_timeout(value: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    let d = match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    };
+    (!d.is_zero()).then_some(d)
 }
 
 /// Resolves when the client has closed its connection; bytes it sends meanwhile (a pipelined
@@ -395,4 +536,26 @@ async fn client_left(fd: std::os::fd::RawFd) {
         }
     }
     std::future::pending::<()>().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_reads_grpc_units_and_ignores_anything_else() {
+        assert_eq!(grpc_timeout(b"300m"), Some(Duration::from_millis(300)));
+        assert_eq!(grpc_timeout(b"2S"), Some(Duration::from_secs(2)));
+        assert_eq!(grpc_timeout(b"1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(grpc_timeout(b"5u"), Some(Duration::from_micros(5)));
+        // gRPC's 0 is "no deadline"; more than 8 digits, no unit or a bad unit is not a timeout.
+        for bad in [&b"0S"[..], b"123456789S", b"10", b"10s", b"S", b"", b"-1S"] {
+            assert_eq!(grpc_timeout(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn the_configured_header_count_limit_is_the_parsers() {
+        assert_eq!(crate::config::MAX_HEADERS_COUNT, crate::http::MAX_HEADERS);
+    }
 }

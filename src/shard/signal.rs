@@ -30,6 +30,10 @@ impl Signal {
         }
     }
 
+    pub fn fired(&self) -> bool {
+        self.fired.get()
+    }
+
     pub fn wait(&self) -> Wait<'_> {
         Wait { signal: self, slot: None }
     }

@@ -250,3 +250,21 @@ pub(super) fn duplicate(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<TcpS
     let owned = fd.try_clone_to_owned()?;
     TcpStream::from_std(std::net::TcpStream::from(owned))
 }
+
+/// `upstream_connection_options.tcp_keepalive`: probes on, with whichever of the kernel's
+/// settings the config replaces.
+pub(super) fn set_keepalive(stream: &TcpStream, k: &crate::config::TcpKeepalive) -> std::io::Result<()> {
+    let mut ka = socket2::TcpKeepalive::new();
+    if let Some(t) = k.time {
+        ka = ka.with_time(t);
+    }
+    if let Some(i) = k.interval {
+        ka = ka.with_interval(i);
+    }
+    if let Some(n) = k.probes {
+        ka = ka.with_retries(n);
+    }
+    // SAFETY: `stream` owns the descriptor and outlives the borrow.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(stream)) };
+    socket2::SockRef::from(&fd).set_tcp_keepalive(&ka)
+}

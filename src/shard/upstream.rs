@@ -16,13 +16,14 @@ use super::socket::{self, read_up_to, write_out, write_prefix, READ_CHUNK};
 use super::state::{Generation, Shard};
 use crate::access_log::ResponseFlags;
 use crate::cluster::pool::{PoolKey, ReadSide, Upstream};
-use crate::cluster::ShardCluster;
+use crate::cluster::{ClusterSnap, ShardCluster};
 use crate::http::{self, BodyKind, ResponseHead, MAX_HEADERS};
 use crate::route::{Forward, HeaderEdits};
 use crate::snapshot::ListenerSnap;
 use crate::stats::{ClusterStats, HostStats};
 use bytes::{Buf, BytesMut};
 use monoio::net::TcpStream;
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -32,11 +33,6 @@ const COPY_WITH_HEAD: usize = 4 * 1024;
 
 /// Largest upstream response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-
-/// Envoy's default `stream_idle_timeout`: how long a request body may stall once its head has
-/// been forwarded. The route timeout only starts when the body is complete, so this is what bounds a
-/// client that stops sending halfway.
-const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What the request tells the exchange about itself.
 pub(super) struct RequestFacts {
@@ -62,6 +58,18 @@ pub(super) struct Exchange<'a> {
     pub server_name: &'a str,
     /// Fired when the request body has been sent whole: the route timeout starts then.
     pub request_complete: &'a Signal,
+    /// Set when a response head is on its way to the client: from then on the stream's idle
+    /// limit is the response relay's to enforce, not the request owner's watch.
+    pub head_relayed: &'a Cell<bool>,
+    /// The stream idle timeout (the route's `idle_timeout` or the connection manager's
+    /// `stream_idle_timeout`): bounds each read and write of the request and response bodies.
+    pub stream_idle: Option<Duration>,
+}
+
+impl Exchange<'_> {
+    fn idle(&self) -> Option<body::Idle<'_>> {
+        self.stream_idle.map(|limit| (&*self.shard.timers, limit))
+    }
 }
 
 /// How the exchange ended, for the request's owner.
@@ -92,6 +100,10 @@ enum Attempt {
     RetryableStatus,
     /// The client went away, or the relay broke after the response started: close.
     Abort,
+    /// The request body stalled past the stream idle timeout before a response began.
+    UploadIdle,
+    /// `per_try_timeout` passed before the response began.
+    PerTryTimeout,
 }
 
 /// Envoy's local-reply texts for an upstream that failed before its response head: a prefix, then
@@ -101,6 +113,9 @@ const CONNECT_FAILURE: &str = "remote connection failure";
 const CONNECT_TIMEOUT: &str = "connection timeout";
 const RESET_BEFORE_HEADERS: &str = "connection termination";
 const BAD_RESPONSE: &[u8] = b"upstream sent an invalid response";
+/// Envoy's local-reply bodies for a stream idle timeout and an upstream (route or per-try) timeout.
+pub(super) const STREAM_TIMEOUT: &[u8] = b"stream timeout";
+pub(super) const UPSTREAM_TIMEOUT: &[u8] = b"upstream request timeout";
 
 /// One request in flight to one endpoint: counted on the cluster, the host and the load balancer
 /// from creation to drop, so a route timeout that drops the exchange mid-flight releases it too.
@@ -155,6 +170,9 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
         d.obs.attempts += 1;
         let mut in_flight = InFlight::new(stats, host, lb, endpoint);
         let result = attempt(ex, d, addr, endpoint, fresh_only, attempts_left > 1).await;
+        if matches!(result, Attempt::PerTryTimeout) {
+            stats.upstream_rq_per_try_timeout.inc();
+        }
         in_flight.success = matches!(result, Attempt::Relayed { .. }) && d.status < 500;
         drop(in_flight);
         attempts_left -= 1;
@@ -163,6 +181,27 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
         let (status, reason, flag): (u16, Option<&'static str>, ResponseFlags) = match result {
             Attempt::Relayed { keep_alive } => return Forwarded::Relayed { keep_alive },
             Attempt::Abort => return Forwarded::Abort,
+            // Envoy: 408 when the request was not complete, and the connection closes.
+            Attempt::UploadIdle => {
+                let reply = LocalReply::new(408, STREAM_TIMEOUT).flagged(ResponseFlags::SI).closing();
+                return Forwarded::Reply(reply);
+            }
+            Attempt::PerTryTimeout => {
+                // Envoy retries a timed-out try where the policy retries 5xx, gateway errors or resets.
+                if retry.is_some_and(|r| r.on_5xx || r.on_gateway_error || r.on_reset) {
+                    if attempts_left > 0 {
+                        retried(stats);
+                        continue;
+                    }
+                    stats.upstream_rq_retry_limit_exceeded.inc();
+                }
+                let mut reply = LocalReply::new(504, UPSTREAM_TIMEOUT);
+                if d.obs.attempts > 1 {
+                    reply.flag.insert(ResponseFlags::URX);
+                }
+                reply.flag.insert(ResponseFlags::UT);
+                return Forwarded::Reply(close_unless_buffered(reply, ex));
+            }
             Attempt::Stale if ex.facts.body_buffered && !fresh_only => {
                 // Not a retry in Envoy's sense: the request never reached an application.
                 fresh_only = true;
@@ -229,7 +268,7 @@ fn close_unless_buffered(reply: LocalReply, ex: &Exchange<'_>) -> LocalReply {
 async fn connect(
     addr: SocketAddr,
     key: PoolKey,
-    timeout: Duration,
+    snap: &ClusterSnap,
     stats: &Rc<ClusterStats>,
     host: &Rc<HostStats>,
 ) -> Result<Upstream, Attempt> {
@@ -252,14 +291,27 @@ async fn connect(
     };
     // Boxed: only a new connection waits here, and monoio's timeout would otherwise size every
     // request's future by 640 bytes more.
-    match Box::pin(monoio::time::timeout(timeout, TcpStream::connect_addr(addr))).await {
+    match Box::pin(monoio::time::timeout(snap.connect_timeout, TcpStream::connect_addr(addr))).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
+            if let Some(k) = &snap.connection.tcp_keepalive {
+                if let Err(e) = socket::set_keepalive(&stream, k) {
+                    log::warn!("connect to {addr}: cannot set tcp_keepalive: {e}");
+                }
+            }
             // A second handle reads responses while requests are written through the first.
             // SAFETY: `stream` owns the descriptor and outlives the borrow.
             let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&stream)) };
             match socket::duplicate(fd) {
-                Ok(reader) => Ok(Upstream::new(stream, reader, key, stats.clone(), host.clone(), READ_CHUNK)),
+                Ok(reader) => Ok(Upstream::new(
+                    stream,
+                    reader,
+                    key,
+                    stats.clone(),
+                    host.clone(),
+                    READ_CHUNK,
+                    &snap.connection,
+                )),
                 Err(e) => {
                     log::warn!("connect to {addr}: cannot duplicate the socket: {e}");
                     Err(failed(false))
@@ -271,6 +323,50 @@ async fn connect(
             Err(failed(false))
         }
         Err(_) => Err(failed(true)),
+    }
+}
+
+/// One attempt: a connection, then the exchange on it, which `per_try_timeout` bounds (Envoy
+/// starts the per-try timer once the connection is ready, so connecting is `connect_timeout`'s).
+async fn attempt(
+    ex: &Exchange<'_>,
+    d: &mut Downstream,
+    addr: SocketAddr,
+    endpoint: usize,
+    fresh_only: bool,
+    may_retry: bool,
+) -> Attempt {
+    let snap = &ex.generation.snap.clusters[ex.cluster];
+    let key = PoolKey { cluster: snap.pool_id, addr };
+    let pooled = if fresh_only { None } else { take_pooled(ex.shard, key) };
+    let reused = pooled.is_some();
+    let up = match pooled {
+        Some(up) => up,
+        None => match connect(
+            addr,
+            key,
+            snap,
+            &ex.generation.cluster_stats[ex.cluster],
+            &ex.generation.host_stats[ex.cluster][endpoint],
+        )
+        .await
+        {
+            Ok(up) => up,
+            Err(failed) => return failed,
+        },
+    };
+    let per_try = ex.fwd.retry.and_then(|r| r.per_try_timeout);
+    let exchange = exchange(ex, d, up, endpoint, reused, may_retry);
+    let Some(limit) = per_try else { return exchange.await };
+    // Boxed: only routes with a per-try timeout pay for the timer in their future.
+    match Box::pin(ex.shard.timers.limit(limit, exchange)).await {
+        Some(done) => done,
+        // The dropped exchange closed its connection (Envoy resets the upstream stream).
+        None if d.response_started => {
+            d.obs.flag(ResponseFlags::UT);
+            Attempt::Abort
+        }
+        None => Attempt::PerTryTimeout,
     }
 }
 
@@ -290,33 +386,15 @@ fn take_pooled(shard: &Shard, key: PoolKey) -> Option<Upstream> {
     }
 }
 
-async fn attempt(
+/// The request written on `up`, its response read and relayed.
+async fn exchange(
     ex: &Exchange<'_>,
     d: &mut Downstream,
-    addr: SocketAddr,
+    mut up: Upstream,
     endpoint: usize,
-    fresh_only: bool,
+    reused: bool,
     may_retry: bool,
 ) -> Attempt {
-    let snap = &ex.generation.snap.clusters[ex.cluster];
-    let key = PoolKey { cluster: snap.pool_id, addr };
-    let pooled = if fresh_only { None } else { take_pooled(ex.shard, key) };
-    let reused = pooled.is_some();
-    let mut up = match pooled {
-        Some(up) => up,
-        None => match connect(
-            addr,
-            key,
-            snap.connect_timeout,
-            &ex.generation.cluster_stats[ex.cluster],
-            &ex.generation.host_stats[ex.cluster][endpoint],
-        )
-        .await
-        {
-            Ok(up) => up,
-            Err(failed) => return failed,
-        },
-    };
     let stats = &ex.generation.cluster_stats[ex.cluster];
     up.requests += 1;
     up.in_request = true;
@@ -381,7 +459,10 @@ async fn attempt(
                 }
             }
             // A buffered request was complete before the exchange began (`request` fired it).
-            None => read_final_head(&mut up.read, facts.head_method, |h| on_head(h, false)).await,
+            None => {
+                let max_headers = ex.generation.snap.clusters[ex.cluster].connection.max_headers_count;
+                read_final_head(&mut up.read, facts.head_method, max_headers, |h| on_head(h, false)).await
+            }
         }
     };
     d.obs.bytes_received += streamed;
@@ -440,6 +521,7 @@ fn on_response_head(
         return None;
     }
     *status = head.status;
+    ex.head_relayed.set(true);
     let rw = ResponseRewrite {
         edits: ex.response_edits,
         server_name: ex.server_name,
@@ -469,9 +551,9 @@ async fn stream_body_until_head(
     // the other: monoio's reads and writes borrow a stream mutably, one at a time.
     let head_only = ex.facts.head_method;
     let early = std::cell::Cell::new(true);
-    let relay =
-        body::relay(client, client_buf, &mut up.stream, rest, Some((&ex.shard.timers, STREAM_IDLE_TIMEOUT)));
-    let head = read_final_head(&mut up.read, head_only, |h| on_head(h, early.get()));
+    let relay = body::relay(client, client_buf, &mut up.stream, rest, ex.idle());
+    let max_headers = ex.generation.snap.clusters[ex.cluster].connection.max_headers_count;
+    let head = read_final_head(&mut up.read, head_only, max_headers, |h| on_head(h, early.get()));
     let mut relay = std::pin::pin!(relay);
     let mut head = std::pin::pin!(head);
     let sent = monoio::select! {
@@ -490,6 +572,7 @@ async fn stream_body_until_head(
             Ok((head.await, false, n))
         }
         Err(RelayError::Read | RelayError::Framing) => Err(Attempt::Abort),
+        Err(RelayError::Idle) => Err(Attempt::UploadIdle),
         // The upstream stopped reading: it may have answered already (and closed); its answer,
         // if any, goes to the client.
         Err(RelayError::Write) => Ok((head.await, true, 0)),
@@ -512,6 +595,7 @@ enum HeadRead {
 async fn read_final_head(
     side: &mut ReadSide,
     head_request: bool,
+    max_headers: usize,
     mut on_head: impl FnMut(&ResponseHead<'_>) -> Option<HeadDecision>,
 ) -> HeadRead {
     let mut received_any = false;
@@ -527,6 +611,8 @@ async fn read_final_head(
             received_any = true;
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             match http::parse_response(buf, &mut headers, MAX_RESPONSE_HEAD, head_request) {
+                // The cluster's `max_headers_count`: a larger head is a broken response.
+                Ok(Some(head)) if head.headers.len() > max_headers => return HeadRead::Malformed,
                 Ok(Some(head)) if (100..200).contains(&head.status) && head.status != 101 => {
                     let n = head.head_len;
                     buf.advance(n);
@@ -584,20 +670,22 @@ async fn relay_response(
             };
             match head_written {
                 Ok(()) if n == first as u64 => Ok(n),
-                Ok(()) => body::relay(reader, buf, &mut d.stream, Framing::Length(n - first as u64), None)
-                    .await
-                    .map(|rest| rest + first as u64),
+                Ok(()) => {
+                    body::relay(reader, buf, &mut d.stream, Framing::Length(n - first as u64), ex.idle())
+                        .await
+                        .map(|rest| rest + first as u64)
+                }
                 Err(_) => Err(RelayError::Write),
             }
         }
         BodyKind::Chunked if shape.dechunk => {
-            body::relay_dechunked(reader, buf, &mut d.stream, &mut d.resp_out).await
+            body::relay_dechunked(reader, buf, &mut d.stream, &mut d.resp_out, ex.idle()).await
         }
         BodyKind::Chunked | BodyKind::CloseDelimited => match write_out(&mut d.stream, &mut d.resp_out).await
         {
             Ok(()) => {
                 let framing = Framing::of(body).unwrap_or(Framing::UntilClose);
-                body::relay(reader, buf, &mut d.stream, framing, None).await
+                body::relay(reader, buf, &mut d.stream, framing, ex.idle()).await
             }
             Err(_) => Err(RelayError::Write),
         },
@@ -607,6 +695,11 @@ async fn relay_response(
         Ok(n) => d.obs.bytes_sent = n,
         Err(RelayError::Write) => {
             d.obs.flag(ResponseFlags::DC);
+            return Attempt::Abort;
+        }
+        // The response stalled mid-body: Envoy resets the stream and logs the status it relayed.
+        Err(RelayError::Idle) => {
+            d.obs.flag(ResponseFlags::SI);
             return Attempt::Abort;
         }
         Err(_) => {
@@ -624,7 +717,8 @@ async fn relay_response(
     let reusable = upstream_keep_alive
         && !upload_abandoned
         && up.read.buf.is_empty()
-        && snap.max_requests_per_connection.is_none_or(|max| up.requests < max);
+        && snap.max_requests_per_connection.is_none_or(|max| up.requests < max)
+        && !up.expired();
     if reusable {
         socket::shrink_idle(&mut up.read.buf, READ_CHUNK);
         // Armed: a read on the idle connection that anything arriving before the next request

@@ -21,6 +21,8 @@ pub enum Scope {
     /// A listener by its bound address (`127.0.0.1_10000`), or `<address>.worker_<n>` for one
     /// shard's share of it, as Envoy names them.
     Listener(String),
+    /// `http1.*`: the HTTP/1.1 codec's counters, one set for the process as Envoy's.
+    Http1,
 }
 
 impl Scope {
@@ -30,6 +32,7 @@ impl Scope {
             Scope::Http(p) => format!("http.{p}"),
             Scope::Cluster(c) => format!("cluster.{c}"),
             Scope::Listener(l) => format!("listener.{l}"),
+            Scope::Http1 => "http1".to_string(),
         }
     }
 }
@@ -226,10 +229,22 @@ stat_block! {
         downstream_rq_4xx: Counter,
         downstream_rq_5xx: Counter,
         downstream_rq_header_timeout: Counter,
+        downstream_rq_idle_timeout: Counter,
+        downstream_rq_timeout: Counter,
+        downstream_rq_max_duration_reached: Counter,
+        downstream_cx_delayed_close_timeout: Counter,
         downstream_rq_time: Timer,
         no_route: Counter,
         rq_direct_response: Counter,
         rq_redirect: Counter,
+    }
+}
+
+stat_block! {
+    /// `http1.*`: what the HTTP/1.1 codec refused or changed, whichever connection manager.
+    Http1Stats {
+        dropped_headers_with_underscores: Counter,
+        requests_rejected_with_underscores_in_headers: Counter,
     }
 }
 
@@ -267,6 +282,8 @@ stat_block! {
         upstream_cx_destroy_local_with_active_rq: Counter,
         upstream_cx_destroy_remote_with_active_rq: Counter,
         upstream_cx_none_healthy: Counter,
+        upstream_cx_idle_timeout: Counter,
+        upstream_cx_max_duration_reached: Counter,
         upstream_cx_pool_overflow: Counter,
         upstream_rq_total: Counter,
         upstream_rq_completed: Counter,
@@ -282,6 +299,7 @@ stat_block! {
         upstream_rq_retry_limit_exceeded: Counter,
         upstream_rq_retry_backoff_exponential: Counter,
         upstream_rq_timeout: Counter,
+        upstream_rq_per_try_timeout: Counter,
         upstream_rq_time: Timer,
         upstream_rq_code: CodeCounters,
     }
@@ -368,6 +386,7 @@ impl HostDump {
 /// as long as its name stays.
 #[derive(Default)]
 pub struct ShardStats {
+    pub http1: Http1Stats,
     http: RefCell<HashMap<String, Rc<HttpStats>>>,
     listeners: RefCell<HashMap<String, Rc<ListenerStats>>>,
     workers: RefCell<HashMap<String, Rc<WorkerStats>>>,
@@ -419,6 +438,7 @@ impl ShardStats {
             };
             out.hosts.insert((cluster.clone(), *addr), d);
         }
+        self.http1.dump(&Scope::Http1, &mut out);
         for (prefix, s) in self.http.borrow().iter() {
             s.dump(&Scope::Http(prefix.clone()), &mut out);
         }
