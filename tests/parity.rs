@@ -37,6 +37,10 @@ enum Upstream {
     CloseAfterRequest,
     /// Nothing listens: connection refused.
     Refused,
+    /// Answers `200 OK` `upstream-ok\n` after this delay.
+    Slow(Duration),
+    /// Sends a response head and the first bytes of its 100-byte body, then stalls.
+    Stall,
 }
 
 /// The routes every scenario has unless it brings its own `route_config`.
@@ -196,6 +200,13 @@ impl Upstreams {
                     Reply::Raw(raw.as_bytes().to_vec(), true)
                 }))),
                 Upstream::CloseAfterRequest => Some(TestUpstream::start(Arc::new(|_: &Seen| Reply::Close))),
+                Upstream::Slow(delay) => Some(TestUpstream::start(Arc::new(move |_: &Seen| {
+                    std::thread::sleep(delay);
+                    Reply::Raw(b"HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\nupstream-ok\n".to_vec(), true)
+                }))),
+                Upstream::Stall => Some(TestUpstream::start(Arc::new(|_: &Seen| {
+                    Reply::Raw(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npart".to_vec(), true)
+                }))),
                 Upstream::Refused => None,
             };
             let addr = up.as_ref().map(|u| u.addr).unwrap_or_else(support::dead_port);
@@ -676,4 +687,152 @@ fn max_requests_per_connection_closes_after_the_last_allowed_request() {
             || l.starts_with("upstream ")
             || l.starts_with("stat ")
     });
+}
+
+/// Routes for the timeout scenarios: per-route idle and duration limits, per-try timeouts.
+const TIMEOUT_ROUTES: &str = r#"virtual_hosts:
+  - name: all
+    domains: ["*"]
+    routes:
+      - match: { prefix: "/idle0" }
+        route: { cluster: backend, idle_timeout: 0s }
+      - match: { prefix: "/idle" }
+        route: { cluster: backend, idle_timeout: 0.2s }
+      - match: { prefix: "/msd" }
+        route: { cluster: backend, max_stream_duration: { max_stream_duration: 0.3s } }
+      - match: { prefix: "/grpc" }
+        route: { cluster: backend, max_stream_duration: { grpc_timeout_header_max: 0.4s, grpc_timeout_header_offset: 0.05s } }
+      - match: { prefix: "/pt5xx" }
+        route: { cluster: backend, retry_policy: { retry_on: 5xx, num_retries: 1, per_try_timeout: 0.2s } }
+      - match: { prefix: "/ptcf" }
+        route: { cluster: backend, retry_policy: { retry_on: connect-failure, per_try_timeout: 0.2s } }
+      - match: { prefix: "/" }
+        route: { cluster: backend }
+"#;
+
+/// A request whose body never arrives whole: 3 of the 10 bytes it announces.
+fn partial_post(path: &str) -> String {
+    format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+}
+
+fn timeout_scenario(name: &'static str, hcm_extra: &'static str, requests: Vec<String>) -> Scenario {
+    let mut s = Scenario::new(name, requests);
+    s.route_config = TIMEOUT_ROUTES;
+    s.hcm_extra = hcm_extra;
+    s.backend = Upstream::Slow(Duration::from_millis(800));
+    s
+}
+
+/// Client, log and the stats the timeouts move.
+fn timeout_lines(l: &str) -> bool {
+    is_client(l) && !l.contains(" header date: ") || l.starts_with("log#") || l.starts_with("stat ")
+}
+
+const TIMEOUT_STATS: &[&str] = &[
+    "http.ingress.downstream_rq_idle_timeout",
+    "http.ingress.downstream_rq_timeout",
+    "http.ingress.downstream_rq_max_duration_reached",
+    "http.ingress.downstream_rq_2xx",
+    "http.ingress.downstream_rq_4xx",
+    "http.ingress.downstream_rq_5xx",
+    "cluster.backend.upstream_rq_timeout",
+    "cluster.backend.upstream_rq_per_try_timeout",
+    "cluster.backend.upstream_rq_retry",
+];
+
+#[test]
+fn stream_idle_timeout_and_route_idle_timeout() {
+    // A silent upstream: 504 SI (connection kept); the route's own idle timeout replaces the
+    // connection manager's, and 0s turns both off; a stalled upload: 408 SI and close.
+    let mut s = timeout_scenario(
+        "stream_idle_timeout_and_route_idle_timeout",
+        "stream_idle_timeout: 0.4s\n",
+        vec![get("/app", "x", &[]), get("/idle", "x", &[]), get("/idle0", "x", &[]), partial_post("/app")],
+    );
+    s.stat_prefixes = TIMEOUT_STATS;
+    assert_parity(&s, timeout_lines);
+}
+
+#[test]
+fn stream_idle_timeout_within_the_response_body() {
+    // The response began: the client gets what was relayed, then the connection closes; logged
+    // with the upstream's status and SI.
+    let mut s = Scenario::new("stream_idle_timeout_within_the_response_body", vec![get("/app", "x", &[])]);
+    s.hcm_extra = "stream_idle_timeout: 0.3s\n";
+    s.backend = Upstream::Stall;
+    s.stat_prefixes = TIMEOUT_STATS;
+    assert_parity(&s, timeout_lines);
+}
+
+#[test]
+fn request_timeout_bounds_the_request_not_the_response() {
+    let mut s = timeout_scenario(
+        "request_timeout_bounds_the_request_not_the_response",
+        "request_timeout: 0.3s\n",
+        vec![partial_post("/app"), get("/app", "x", &[])],
+    );
+    s.stat_prefixes = TIMEOUT_STATS;
+    assert_parity(&s, timeout_lines);
+}
+
+#[test]
+fn max_stream_duration_from_the_manager_the_route_and_grpc_timeout() {
+    // HCM 0.5 s; a route's own 0.3 s; a route reading grpc-timeout (capped at 0.4 s, less 50 ms)
+    // and, without the header, the HCM's; an upload still arriving: 408 and close.
+    let mut s = timeout_scenario(
+        "max_stream_duration_from_the_manager_the_route_and_grpc_timeout",
+        "common_http_protocol_options: { max_stream_duration: 0.5s }\n",
+        vec![
+            get("/app", "x", &[]),
+            get("/msd", "x", &[]),
+            get("/grpc", "x", &[("grpc-timeout", "100m")]),
+            get("/grpc", "x", &[("grpc-timeout", "2S")]),
+            get("/grpc", "x", &[]),
+            partial_post("/app"),
+        ],
+    );
+    s.stat_prefixes = TIMEOUT_STATS;
+    assert_parity(&s, timeout_lines);
+}
+
+#[test]
+fn per_try_timeout_retried_under_5xx_and_not_under_connect_failure() {
+    let mut s = timeout_scenario(
+        "per_try_timeout_retried_under_5xx_and_not_under_connect_failure",
+        "",
+        vec![get("/pt5xx", "x", &[]), get("/ptcf", "x", &[])],
+    );
+    s.backend = Upstream::Slow(Duration::from_millis(500));
+    s.stat_prefixes = TIMEOUT_STATS;
+    assert_parity(&s, |l| {
+        timeout_lines(l)
+            || (l.starts_with("upstream") && (l.contains(" request ") || l.contains("expected-rq-timeout")))
+    });
+}
+
+#[test]
+fn header_count_and_underscore_limits() {
+    let mut s = Scenario::new(
+        "header_count_and_underscore_limits",
+        vec![
+            get("/app", "x", &[("a", "1"), ("b", "2"), ("c", "3")]),
+            get("/app", "x", &[("x_y", "1")]),
+            get("/app", "x", &[("a", "1")]),
+        ],
+    );
+    s.hcm_extra =
+        "common_http_protocol_options: { max_headers_count: 3, headers_with_underscores_action: REJECT_REQUEST }\n";
+    s.stat_prefixes = &["http1.", "http.ingress.downstream_cx_protocol_error"];
+    assert_parity(&s, timeout_lines);
+}
+
+#[test]
+fn headers_with_underscores_dropped() {
+    let mut s = Scenario::new(
+        "headers_with_underscores_dropped",
+        vec![get("/app", "x", &[("x_y", "1"), ("x-z", "2")])],
+    );
+    s.hcm_extra = "common_http_protocol_options: { headers_with_underscores_action: DROP_HEADER }\n";
+    s.stat_prefixes = &["http1."];
+    assert_parity(&s, |l| timeout_lines(l) || l.starts_with("upstream "));
 }

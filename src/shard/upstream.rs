@@ -671,6 +671,8 @@ async fn relay_response(
             match head_written {
                 Ok(()) if n == first as u64 => Ok(n),
                 Ok(()) => {
+                    // What reached the client if the rest fails (Envoy's `%BYTES_SENT%` then).
+                    d.obs.bytes_sent = first as u64;
                     body::relay(reader, buf, &mut d.stream, Framing::Length(n - first as u64), ex.idle())
                         .await
                         .map(|rest| rest + first as u64)
