@@ -98,7 +98,15 @@ pub struct StreamLimits {
     pub max_duration: Option<Duration>,
 }
 
-pub use super::raw::UnderscoresAction;
+/// `headers_with_underscores_action`: what a header name with `_` in it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnderscoresAction {
+    Allow,
+    /// 400, before the request exists.
+    RejectRequest,
+    /// Not forwarded.
+    DropHeader,
+}
 
 /// `strip_matching_host_port` / `strip_any_host_port`: whether the port comes off the Host before
 /// the virtual host is chosen (and in the Host sent upstream), as Envoy does.

@@ -9,7 +9,7 @@
 #![allow(dead_code)]
 
 use super::duration::Dur;
-use super::model::{DiscoveryType, DnsLookupFamily, LbPolicy, TracingOperation};
+use super::model::{DiscoveryType, DnsLookupFamily, LbPolicy, TracingOperation, UnderscoresAction};
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize as DeriveDeserialize;
 use std::fmt;
@@ -652,14 +652,6 @@ pub struct RawCommonHttp {
     pub headers_with_underscores_action: Option<Ci<UnderscoresAction>>,
     // Warned about.
     pub max_response_headers_kb: Ign,
-}
-
-/// `headers_with_underscores_action`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UnderscoresAction {
-    Allow,
-    RejectRequest,
-    DropHeader,
 }
 
 impl CiEnum for UnderscoresAction {

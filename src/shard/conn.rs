@@ -202,11 +202,12 @@ enum Lingered {
 }
 
 /// Closing a socket with unread input makes the kernel send a reset, which can destroy the
-/// response still on its way to the client (an early 413 while the client uploads): stop writing,
+/// response still on its way to the client (an early 413 while the client uploads). So when bytes
+/// are left, pending, or the request's body was not read whole (`body_unread`): stop writing,
 /// read and discard for up to `delayed_close_timeout`, then close (a lingering close, as Envoy's
 /// delayed close and nginx's lingering close do).
 async fn linger(d: &mut Downstream, limit: Duration) -> Lingered {
-    if d.buf.is_empty() && socket::peek(&d.stream) != Pending::Data {
+    if !d.body_unread && d.buf.is_empty() && socket::peek(&d.stream) != Pending::Data {
         return Lingered::Done;
     }
     let _ = d.stream.shutdown().await;

@@ -18,6 +18,9 @@ pub(super) struct Downstream {
     pub resp_out: Vec<u8>,
     /// Once anything of the response reached the client, errors can only close the connection.
     pub response_started: bool,
+    /// The current request's body was not read whole: the client may still be sending it, so a
+    /// close must linger (`conn::linger`).
+    pub body_unread: bool,
     /// The status sent to the client for the current request (0 until one is, and for a request
     /// the client abandoned: Envoy logs those as `0 DC`).
     pub status: u16,
@@ -52,6 +55,7 @@ impl Downstream {
             req_out: Vec::new(),
             resp_out: Vec::new(),
             response_started: false,
+            body_unread: false,
             status: 0,
             peer_ip,
             xff_ip,

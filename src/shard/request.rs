@@ -212,11 +212,15 @@ impl<'g> Request<'g> {
     pub async fn run(self, plan: Plan<'g>, d: &mut Downstream) -> Continue {
         d.status = 0;
         d.response_started = false;
+        d.body_unread = false;
         let next = match plan {
             Plan::Reply { mut reply, consumed, head_request } => {
                 match consumed {
                     Some(n) => d.buf.advance(n.min(d.buf.len())),
-                    None => reply.close = true,
+                    None => {
+                        reply.close = true;
+                        d.body_unread = true;
+                    }
                 }
                 self.reply(d, reply, head_request).await
             }
@@ -287,6 +291,7 @@ impl<'g> Request<'g> {
             forwarded = upstream::forward(&ex, d) => forwarded,
             why = watch => self.interrupted(why, d, cluster),
         };
+        d.body_unread = !request_complete.fired();
         match forwarded {
             Forwarded::Relayed { keep_alive: true } if keep_alive => Continue::KeepAlive,
             Forwarded::Relayed { .. } | Forwarded::Abort => Continue::Close,
