@@ -6,6 +6,9 @@
 #
 #   bench/ab.sh A_BIN B_BIN [ROUNDS] [DURATION] [CONNS...]   (defaults: 5 3s 1 64)
 #
+# B_SED_FILE=script: B's config is A's run through `sed -f script` (one binary, two configs; e.g.
+# bench/all-timeouts.sed sets every timeout skiff enforces).
+#
 # Example: build the base in a worktree, then
 #   bench/ab.sh /work/base/target/release/skiff target/release/skiff
 set -euo pipefail
@@ -26,7 +29,7 @@ bench_scratch
 
 start_ok_backend "$BACKEND"
 skiff_bench_config 19201 "$BACKEND" a >"$work/a.yaml"
-skiff_bench_config 19202 "$BACKEND" b >"$work/b.yaml"
+skiff_bench_config 19202 "$BACKEND" b | sed -f "${B_SED_FILE:-/dev/null}" >"$work/b.yaml"
 "$A" -c "$work/a.yaml" -l warning &
 a_pid=$!
 pids+=("$a_pid")
