@@ -694,6 +694,8 @@ const TIMEOUT_ROUTES: &str = r#"virtual_hosts:
   - name: all
     domains: ["*"]
     routes:
+      - match: { prefix: "/rt" }
+        route: { cluster: backend, timeout: 0.3s }
       - match: { prefix: "/idle0" }
         route: { cluster: backend, idle_timeout: 0s }
       - match: { prefix: "/idle" }
@@ -760,6 +762,19 @@ fn stream_idle_timeout_within_the_response_body() {
     let mut s = Scenario::new("stream_idle_timeout_within_the_response_body", vec![get("/app", "x", &[])]);
     s.hcm_extra = "stream_idle_timeout: 0.3s\n";
     s.backend = Upstream::Stall;
+    s.stat_prefixes = TIMEOUT_STATS;
+    assert_parity(&s, timeout_lines);
+}
+
+#[test]
+fn route_timeout_is_504_ut_and_a_stalled_upload_is_not_bound_by_it() {
+    // The route timeout counts from the complete request: a slow upstream gets 504 UT; an upload
+    // that stalls is the stream idle timeout's (408 SI), however short the route timeout.
+    let mut s = timeout_scenario(
+        "route_timeout_is_504_ut_and_a_stalled_upload_is_not_bound_by_it",
+        "stream_idle_timeout: 0.6s\n",
+        vec![get("/rt", "x", &[]), partial_post("/rt")],
+    );
     s.stat_prefixes = TIMEOUT_STATS;
     assert_parity(&s, timeout_lines);
 }

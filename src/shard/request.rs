@@ -361,7 +361,8 @@ impl<'g> Request<'g> {
             Interrupted::RouteTimeout => {
                 self.generation.cluster_stats[cluster].upstream_rq_timeout.inc();
                 d.obs.flag(ResponseFlags::UT);
-                LocalReply::new(504, upstream::UPSTREAM_TIMEOUT).closing()
+                // The request was complete: the connection goes on, as Envoy's does.
+                LocalReply::new(504, upstream::UPSTREAM_TIMEOUT)
             }
             Interrupted::StreamIdle => {
                 LocalReply::new(504, upstream::STREAM_TIMEOUT).flagged(ResponseFlags::SI)
