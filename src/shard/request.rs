@@ -15,7 +15,7 @@ use super::socket::write_out;
 use super::state::{Generation, Shard};
 use super::upstream::{self, Exchange, Forwarded, RequestFacts};
 use crate::access_log::ResponseFlags;
-use crate::filters::Verdict;
+use crate::filters::{FilterStats, Verdict};
 use crate::http::{RequestHead, Version};
 use crate::route::{Action, Route, VirtualHost};
 use crate::snapshot::ListenerSnap;
@@ -35,10 +35,21 @@ pub(super) enum Continue {
 pub(super) enum Plan<'g> {
     /// `consumed`: bytes of the connection's buffer now in `req_out` (head and body that came
     /// with it).
-    Forward { route: &'g Route, vhost: &'g VirtualHost, facts: RequestFacts, consumed: usize },
+    Forward {
+        route: &'g Route,
+        vhost: &'g VirtualHost,
+        facts: RequestFacts,
+        consumed: usize,
+        filters: Option<Box<Verdict<'g>>>,
+    },
     /// `consumed`: the bytes to skip when the whole body is here (None: close after replying,
     /// since an unread body would be taken for the next request).
-    Reply { reply: LocalReply, consumed: Option<usize>, head_request: bool },
+    Reply {
+        reply: LocalReply,
+        consumed: Option<usize>,
+        head_request: bool,
+        filters: Option<Box<Verdict<'g>>>,
+    },
 }
 
 /// Holds `downstream_rq_active` up for as long as the request lives, whichever way it ends.
@@ -56,6 +67,8 @@ pub(super) struct Request<'g> {
     generation: &'g Generation,
     listener: &'g ListenerSnap,
     stats: &'g HttpStats,
+    /// The shard's stats of this listener's filters, by the chain's stat index.
+    filter_stats: &'g Vec<FilterStats>,
     started: Instant,
     /// The last request this connection may carry (`max_requests_per_connection`): its response
     /// says `connection: close` and the connection closes after it.
@@ -73,6 +86,7 @@ impl<'g> Request<'g> {
         obs: &mut Observed,
     ) -> Self {
         let stats = &*generation.http_stats[listener];
+        let filter_stats = &generation.filter_stats[listener];
         let listener = &generation.snap.listeners[listener];
         stats.downstream_rq_total.inc();
         stats.downstream_rq_active.inc();
@@ -83,6 +97,7 @@ impl<'g> Request<'g> {
             generation,
             listener,
             stats,
+            filter_stats,
             started,
             last_on_connection: false,
             _active: ActiveGuard(stats),
@@ -114,7 +129,7 @@ impl<'g> Request<'g> {
         let answer_http10 = http10 && hcm.accept_http_10;
         let reply = |mut reply: LocalReply, consumed| {
             reply.http10 |= answer_http10;
-            Plan::Reply { reply, consumed, head_request }
+            Plan::Reply { reply, consumed, head_request, filters: None }
         };
         if http10 && !hcm.accept_http_10 {
             // Envoy's codec refuses it before the request exists: its log line has no method or
@@ -151,8 +166,28 @@ impl<'g> Request<'g> {
             return reply(no_route, whole);
         };
         // The configured filters, after routing and before the router acts on the route.
-        if let Verdict::Reply { status, body, flag } = self.listener.filters.on_request_headers(head) {
-            return reply(LocalReply::new(status, body).flagged(flag), whole);
+        let mut filters = if self.listener.filters.is_empty() {
+            None
+        } else {
+            let mut roll = || self.shard.rng.next();
+            self.listener.filters.on_request_headers(head, vhost, route, self.filter_stats, &mut roll).kept()
+        };
+        let filtered = |mut local: LocalReply, filters: Option<Box<Verdict<'g>>>| {
+            if let Some(f) = &filters {
+                local.headers.extend_from_slice(&f.response_headers);
+            }
+            match reply(local, whole) {
+                Plan::Reply { reply, consumed, head_request, .. } => {
+                    Plan::Reply { reply, consumed, head_request, filters }
+                }
+                forward => forward,
+            }
+        };
+        if let Some(r) = filters.as_mut().and_then(|f| f.reply.take()) {
+            let mut local = LocalReply::new(r.status, r.body).flagged(r.flag);
+            local.headers = r.headers;
+            // The reply's own headers already carry the filters' response headers.
+            return filtered(local, filters);
         }
         let fwd = match &route.action {
             Action::Direct { status, body } => {
@@ -160,12 +195,12 @@ impl<'g> Request<'g> {
                 if let Some(body) = body {
                     direct.body = body.clone().into_bytes().into();
                 }
-                return reply(direct, whole);
+                return filtered(direct, filters);
             }
             Action::Redirect(r) => {
                 let mut redirect = LocalReply::new(r.status, b"").counted(ReplyStat::Redirect);
                 redirect.location = Some(route.redirect_location(r, host, head.path));
-                return reply(redirect, whole);
+                return filtered(redirect, filters);
             }
             Action::Forward(fwd) => fwd,
         };
@@ -184,6 +219,12 @@ impl<'g> Request<'g> {
             listener: self.listener,
         };
         headers::write_request_head(req_out, head, &rewrite, &self.shard.rng, obs);
+        if let Some(added) = filters.as_ref().map(|f| &f.request_headers).filter(|h| !h.is_empty()) {
+            // Inside the head: before its closing empty line.
+            req_out.truncate(req_out.len() - 2);
+            req_out.extend_from_slice(added);
+            req_out.extend_from_slice(b"\r\n");
+        }
         let body_end = head.head_len + scan.len;
         obs.bytes_received = scan.payload;
         req_out.extend_from_slice(&buf[head.head_len..body_end]);
@@ -195,24 +236,37 @@ impl<'g> Request<'g> {
             body_buffered: scan.complete,
             body_rest: scan.rest,
         };
-        Plan::Forward { route, vhost, facts, consumed: body_end }
+        Plan::Forward { route, vhost, facts, consumed: body_end, filters }
     }
 
     /// Carries out the plan, then counts and logs the request.
     pub async fn run(self, plan: Plan<'g>, d: &mut Downstream) -> Continue {
         d.status = 0;
         d.response_started = false;
+        if let Plan::Reply { filters: Some(filters), .. } | Plan::Forward { filters: Some(filters), .. } =
+            &plan
+        {
+            d.obs.flag(filters.flags);
+            if let Some(delay) = filters.delay {
+                if !self.delay(d, delay).await {
+                    d.obs.flag(ResponseFlags::DC);
+                    self.finish(d);
+                    return Continue::Close;
+                }
+            }
+        }
         let next = match plan {
-            Plan::Reply { mut reply, consumed, head_request } => {
+            Plan::Reply { mut reply, consumed, head_request, filters: _held } => {
                 match consumed {
                     Some(n) => d.buf.advance(n.min(d.buf.len())),
                     None => reply.close = true,
                 }
                 self.reply(d, reply, head_request).await
             }
-            Plan::Forward { route, vhost, facts, consumed } => {
+            Plan::Forward { route, vhost, facts, consumed, filters } => {
                 d.buf.advance(consumed);
-                self.forward(d, route, vhost, facts).await
+                let filter_headers = filters.as_ref().map_or(&[][..], |f| &f.response_headers[..]);
+                self.forward(d, route, vhost, facts, filter_headers).await
             }
         };
         self.finish(d);
@@ -235,12 +289,23 @@ impl<'g> Request<'g> {
         self.finish(d);
     }
 
+    /// A filter's delay (the fault filter's), on the shard's timers; false when the client left
+    /// meanwhile. The route timeout has not started yet: it runs once the router has the request,
+    /// as in Envoy.
+    async fn delay(&self, d: &Downstream, delay: std::time::Duration) -> bool {
+        monoio::select! {
+            _ = self.shard.timers.after(delay) => true,
+            _ = client_left(d.stream.as_raw_fd()) => false,
+        }
+    }
+
     async fn forward(
         &self,
         d: &mut Downstream,
         route: &'g Route,
         vhost: &'g VirtualHost,
         facts: RequestFacts,
+        filter_headers: &[u8],
     ) -> Continue {
         let Action::Forward(fwd) = &route.action else { return Continue::Close };
         let cluster = fwd.clusters.pick(self.shard.rng.next());
@@ -266,6 +331,7 @@ impl<'g> Request<'g> {
             ],
             server_name: &self.listener.hcm.server_name,
             request_complete: &request_complete,
+            filter_headers,
         };
         // Once the request is complete, one timer stands for both limits on the exchange: the route
         // timeout (Envoy's: from the end of the request to the end of the response, across
@@ -354,7 +420,6 @@ impl<'g> Request<'g> {
             self.stats.downstream_cx_destroy_remote_active_rq.inc();
         }
         self.stats.downstream_rq_time.record_us(self.started.elapsed().as_micros() as u64);
-        self.listener.filters.on_log(d.status, d.obs.flags);
         let (peer, local, id) = (d.peer, d.local, d.connection_id);
         observe::finish(
             self.shard,
