@@ -17,7 +17,7 @@ use super::upstream::{self, Exchange, Forwarded, RequestFacts};
 use crate::access_log::ResponseFlags;
 use crate::filters::{FilterStats, Verdict};
 use crate::http::{RequestHead, Version};
-use crate::route::{Action, Route, VirtualHost};
+use crate::route::{Action, Route, Targets, VirtualHost};
 use crate::snapshot::ListenerSnap;
 use crate::stats::HttpStats;
 use bytes::Buf;
@@ -186,6 +186,11 @@ impl<'g> Request<'g> {
         if let Some(r) = filters.as_mut().and_then(|f| f.reply.take()) {
             let mut local = LocalReply::new(r.status, r.body).flagged(r.flag);
             local.headers = r.headers;
+            // Envoy has resolved the route's cluster by then, and logs it.
+            if let Action::Forward(crate::route::Forward { clusters: Targets::Single(c), .. }) = &route.action
+            {
+                obs.upstream_cluster = Some(*c);
+            }
             // The reply's own headers already carry the filters' response headers.
             return filtered(local, filters);
         }
