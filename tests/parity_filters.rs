@@ -62,12 +62,12 @@ fn both(name: &str, filters_yaml: &str, routes: &str, requests: &[Req]) -> Optio
 /// the stats under `stat_prefixes`; how many requests reached the upstream.
 fn render(run: &Run, stat_prefixes: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
+    let uuid = regex::Regex::new("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").unwrap();
     for (i, (resp, _)) in run.responses.iter().enumerate() {
         let Some(r) = resp else {
             out.push(format!("#{i} no response"));
             continue;
         };
-        let uuid = regex::Regex::new("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").unwrap();
         out.push(format!("#{i} {} {:?}", r.status, uuid.replace_all(&r.text(), "<uuid>")));
         for h in COMPARED_HEADERS {
             if let Some(v) = r.header(h) {
