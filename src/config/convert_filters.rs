@@ -9,7 +9,7 @@
 #![allow(dead_code)]
 
 use super::duration::Dur;
-use super::error::{FieldPath, Finding, Seg};
+use super::error::{FieldPath, Finding};
 use super::fields::{fail, header_matcher, headers_to_add, Res};
 use super::model::{
     Fault, FaultAbort, FaultAbortSource, FaultDelay, FaultDelaySource, Fraction, LocalRateLimit,
@@ -110,12 +110,7 @@ fn read<T: for<'de> Deserialize<'de>>(p: &FieldPath, value: impl Into<serde_norw
             Some((head, rest)) if !head.contains(' ') => rest.to_string(),
             _ => message,
         };
-        Finding {
-            path: FieldPath(
-                path.0.into_iter().filter(|s| !matches!(s, Seg::Key(k) if k.is_empty())).collect(),
-            ),
-            message,
-        }
+        Finding { path, message }
     })
 }
 
