@@ -294,7 +294,15 @@ fn header_options(list: &[HeaderValueOption]) -> Value {
 
 /// A local rate limit or fault config as its v3 proto's JSON (header matchers by name only).
 fn filter_config(c: &PerFilterConfig) -> Value {
-    let fraction = |f: Fraction| json!({ "numerator": f.per_million, "denominator": "MILLION" });
+    // Over the denominator it was written with, so a header-given percentage means the same.
+    let fraction = |f: Fraction| {
+        let denominator = match f.unit {
+            100 => "TEN_THOUSAND",
+            1 => "MILLION",
+            _ => "HUNDRED",
+        };
+        json!({ "numerator": f.per_million / f.unit.max(1), "denominator": denominator })
+    };
     match c {
         PerFilterConfig::LocalRateLimit(l) => {
             let mut m = Map::new();
@@ -342,7 +350,7 @@ fn filter_config(c: &PerFilterConfig) -> Value {
                 m.insert("abort".into(), Value::Object(o));
             }
             if !f.headers.is_empty() {
-                m.insert("headers".into(), f.headers.iter().map(|h| json!({ "name": h.name })).collect());
+                m.insert("headers".into(), f.headers.iter().map(header_matcher).collect());
             }
             if let Some(c) = &f.upstream_cluster {
                 m.insert("upstream_cluster".into(), c.as_str().into());
@@ -355,6 +363,14 @@ fn filter_config(c: &PerFilterConfig) -> Value {
             }
             Value::Object(m)
         }
+    }
+}
+
+/// A route's or virtual host's `typed_per_filter_config` (the entries skiff enforces).
+fn per_filter_configs(m: &mut Map<String, Value>, configs: &[(String, PerFilterConfig)]) {
+    if !configs.is_empty() {
+        let entries = configs.iter().map(|(name, c)| (name.clone(), filter_config(c))).collect();
+        m.insert("typed_per_filter_config".into(), Value::Object(entries));
     }
 }
 
@@ -406,6 +422,7 @@ fn virtual_host(v: &VirtualHost) -> Value {
     // A virtual host's retry_policy was folded into each route that has none at load, so routes
     // carry it and the virtual host need not.
     m.insert("routes".into(), v.routes.iter().map(route).collect());
+    per_filter_configs(&mut m, &v.filter_configs);
     header_lists(
         &mut m,
         &v.request_headers_to_add,
@@ -422,6 +439,7 @@ fn route(r: &Route) -> Value {
         m.insert("name".into(), n.as_str().into());
     }
     m.insert("match".into(), route_match(&r.matcher));
+    per_filter_configs(&mut m, &r.filter_configs);
     match &r.action {
         RouteAction::Forward(f) => {
             m.insert("route".into(), forward(f));
