@@ -30,6 +30,10 @@ bench_scratch
 start_ok_backend "$BACKEND"
 skiff_bench_config 19201 "$BACKEND" a >"$work/a.yaml"
 skiff_bench_config 19202 "$BACKEND" b | sed -f "${B_SED_FILE:-/dev/null}" >"$work/b.yaml"
+# AB_B_HTTP_FILTERS: flow-style http_filters entries run before B's router (the cost of a filter).
+if [ -n "${AB_B_HTTP_FILTERS:-}" ]; then
+  sed -i "s|http_filters: \[ { name: envoy.filters.http.router } \]|http_filters: [ $AB_B_HTTP_FILTERS, { name: envoy.filters.http.router } ]|" "$work/b.yaml"
+fi
 "$A" -c "$work/a.yaml" -l warning &
 a_pid=$!
 pids+=("$a_pid")

@@ -107,7 +107,13 @@ impl Snapshot {
             listeners.push(ListenerSnap {
                 socket: socket.clone(),
                 hcm: HcmSettings::new(&l.hcm),
-                filters: FilterChain::compile(&l.hcm.http_filters),
+                filters: FilterChain::compile(
+                    &l.hcm.http_filters,
+                    &l.hcm.route_config,
+                    &index,
+                    &l.hcm.stat_prefix,
+                )
+                .map_err(|e| e.to_string())?,
                 routes: RouteTable::compile(&l.hcm.route_config, &index, socket.bound.port())
                     .map_err(|e| e.to_string())?,
                 observers: observers.get(i).cloned().unwrap_or_default(),

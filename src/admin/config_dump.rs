@@ -26,6 +26,9 @@ const ROUTE_CONFIG: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfi
 const HCM: &str =
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+const LOCAL_RATELIMIT: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
+const FAULT: &str = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
 const FILE_LOG: &str = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog";
 const STDOUT_LOG: &str = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
 const STDERR_LOG: &str = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog";
@@ -199,6 +202,13 @@ fn hcm(h: &HttpConnectionManager) -> Value {
             HttpFilter::Router => {
                 json!({ "name": "envoy.filters.http.router", "typed_config": { "@type": ROUTER } })
             }
+            HttpFilter::LocalRateLimit { name, config } => json!({
+                "name": name,
+                "typed_config": filter_config(&PerFilterConfig::LocalRateLimit(config.clone())),
+            }),
+            HttpFilter::Fault { name, config } => {
+                json!({ "name": name, "typed_config": filter_config(&PerFilterConfig::Fault(config.clone())) })
+            }
         })
         .collect();
     m.insert("http_filters".into(), filters.into());
@@ -268,6 +278,102 @@ fn tracing(t: &Tracing) -> Value {
     Value::Object(m)
 }
 
+fn header_options(list: &[HeaderValueOption]) -> Value {
+    list.iter()
+        .map(|h| {
+            let mut o = Map::new();
+            o.insert("header".into(), json!({ "key": h.name, "value": h.value }));
+            // APPEND_IF_EXISTS_OR_ADD is the enum's zero value, so only overwrite is printed.
+            if !h.append {
+                o.insert("append_action".into(), "OVERWRITE_IF_EXISTS_OR_ADD".into());
+            }
+            Value::Object(o)
+        })
+        .collect()
+}
+
+/// A local rate limit or fault config as its v3 proto's JSON (header matchers by name only).
+fn filter_config(c: &PerFilterConfig) -> Value {
+    // Over the denominator it was written with, so a header-given percentage means the same.
+    let fraction = |f: Fraction| {
+        let denominator = match f.unit {
+            100 => "TEN_THOUSAND",
+            1 => "MILLION",
+            _ => "HUNDRED",
+        };
+        json!({ "numerator": f.per_million / f.unit.max(1), "denominator": denominator })
+    };
+    match c {
+        PerFilterConfig::LocalRateLimit(l) => {
+            let mut m = Map::new();
+            m.insert("@type".into(), LOCAL_RATELIMIT.into());
+            m.insert("stat_prefix".into(), l.stat_prefix.as_str().into());
+            if let Some(b) = l.token_bucket {
+                m.insert(
+                    "token_bucket".into(),
+                    json!({ "max_tokens": b.max_tokens, "tokens_per_fill": b.tokens_per_fill,
+                            "fill_interval": duration(b.fill_interval) }),
+                );
+            }
+            m.insert("filter_enabled".into(), json!({ "default_value": fraction(l.filter_enabled) }));
+            m.insert("filter_enforced".into(), json!({ "default_value": fraction(l.filter_enforced) }));
+            m.insert("status".into(), json!({ "code": l.status }));
+            m.insert("response_headers_to_add".into(), header_options(&l.response_headers_to_add));
+            m.insert(
+                "request_headers_to_add_when_not_enforced".into(),
+                header_options(&l.request_headers_to_add_when_not_enforced),
+            );
+            if l.x_ratelimit_headers {
+                m.insert("enable_x_ratelimit_headers".into(), "DRAFT_VERSION_03".into());
+            }
+            Value::Object(m)
+        }
+        PerFilterConfig::Fault(f) => {
+            let mut m = Map::new();
+            m.insert("@type".into(), FAULT.into());
+            if let Some(d) = f.delay {
+                let mut o = Map::new();
+                match d.source {
+                    FaultDelaySource::Fixed(t) => o.insert("fixed_delay".into(), duration(t).into()),
+                    FaultDelaySource::Header => o.insert("header_delay".into(), json!({})),
+                };
+                o.insert("percentage".into(), fraction(d.percentage));
+                m.insert("delay".into(), Value::Object(o));
+            }
+            if let Some(a) = f.abort {
+                let mut o = Map::new();
+                match a.source {
+                    FaultAbortSource::Status(s) => o.insert("http_status".into(), s.into()),
+                    FaultAbortSource::Header => o.insert("header_abort".into(), json!({})),
+                };
+                o.insert("percentage".into(), fraction(a.percentage));
+                m.insert("abort".into(), Value::Object(o));
+            }
+            if !f.headers.is_empty() {
+                m.insert("headers".into(), f.headers.iter().map(header_matcher).collect());
+            }
+            if let Some(c) = &f.upstream_cluster {
+                m.insert("upstream_cluster".into(), c.as_str().into());
+            }
+            if !f.downstream_nodes.is_empty() {
+                m.insert("downstream_nodes".into(), f.downstream_nodes.clone().into());
+            }
+            if let Some(n) = f.max_active_faults {
+                m.insert("max_active_faults".into(), n.into());
+            }
+            Value::Object(m)
+        }
+    }
+}
+
+/// A route's or virtual host's `typed_per_filter_config` (the entries skiff enforces).
+fn per_filter_configs(m: &mut Map<String, Value>, configs: &[(String, PerFilterConfig)]) {
+    if !configs.is_empty() {
+        let entries = configs.iter().map(|(name, c)| (name.clone(), filter_config(c))).collect();
+        m.insert("typed_per_filter_config".into(), Value::Object(entries));
+    }
+}
+
 /// The four header-mutation lists every level of a route config carries.
 fn header_lists(
     m: &mut Map<String, Value>,
@@ -276,19 +382,7 @@ fn header_lists(
     resp_add: &[HeaderValueOption],
     resp_remove: &[String],
 ) {
-    let add = |list: &[HeaderValueOption]| -> Value {
-        list.iter()
-            .map(|h| {
-                let mut o = Map::new();
-                o.insert("header".into(), json!({ "key": h.name, "value": h.value }));
-                // APPEND_IF_EXISTS_OR_ADD is the enum's zero value, so only overwrite is printed.
-                if !h.append {
-                    o.insert("append_action".into(), "OVERWRITE_IF_EXISTS_OR_ADD".into());
-                }
-                Value::Object(o)
-            })
-            .collect()
-    };
+    let add = header_options;
     if !req_add.is_empty() {
         m.insert("request_headers_to_add".into(), add(req_add));
     }
@@ -328,6 +422,7 @@ fn virtual_host(v: &VirtualHost) -> Value {
     // A virtual host's retry_policy was folded into each route that has none at load, so routes
     // carry it and the virtual host need not.
     m.insert("routes".into(), v.routes.iter().map(route).collect());
+    per_filter_configs(&mut m, &v.filter_configs);
     header_lists(
         &mut m,
         &v.request_headers_to_add,
@@ -344,6 +439,7 @@ fn route(r: &Route) -> Value {
         m.insert("name".into(), n.as_str().into());
     }
     m.insert("match".into(), route_match(&r.matcher));
+    per_filter_configs(&mut m, &r.filter_configs);
     match &r.action {
         RouteAction::Forward(f) => {
             m.insert("route".into(), forward(f));

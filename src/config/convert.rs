@@ -2,19 +2,15 @@
 //! what can only be checked with the whole file in view (names, references, regexes), and judges
 //! the fields skiff accepts without implementing: ignored, warned about, or rejected.
 
+use super::convert_filters::{filter_config, per_filter_config, Kind};
 use super::duration::{fmt_secs, zero_is_never};
 use super::error::{FieldPath, Finding};
+use super::fields::{check_regex, fail, header_matcher, headers_to_add, no_crlf, Res};
 use super::model::*;
 use super::raw::*;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
-
-type Res<T> = Result<T, Finding>;
-
-fn fail<T>(path: FieldPath, message: impl Into<String>) -> Res<T> {
-    Err(Finding { path, message: message.into() })
-}
 
 /// Warns for each listed field that is present: skiff parses it but does not act on it, which
 /// changes behaviour compared with Envoy.
@@ -554,6 +550,16 @@ fn hcm(
             None => ROUTER_NAMES.contains(&f.name.as_str()),
         };
         let type_url = f.typed_config.as_ref().and_then(|c| c.type_url.clone());
+        if let Some(kind) = Kind::of(&f.name, type_url.as_deref()) {
+            let config = filter_config(&fpi.key("typed_config"), kind, f.typed_config.as_ref())?;
+            http_filters.push(match config {
+                PerFilterConfig::LocalRateLimit(config) => {
+                    HttpFilter::LocalRateLimit { name: f.name, config }
+                }
+                PerFilterConfig::Fault(config) => HttpFilter::Fault { name: f.name, config },
+            });
+            continue;
+        }
         match f.name.as_str() {
             _ if is_router => {
                 if i + 1 != count {
@@ -574,7 +580,7 @@ fn hcm(
                 };
                 return fail(
                     fpi.key("name"),
-                    format!("{what} is not supported (only envoy.filters.http.router; mark it is_optional: true to skip it)"),
+                    format!("{what} is not supported (only envoy.filters.http.router, envoy.filters.http.local_ratelimit and envoy.filters.http.fault; mark it is_optional: true to skip it)"),
                 );
             }
         }
@@ -673,43 +679,6 @@ fn headers_count(p: FieldPath, n: Option<u32>) -> Res<usize> {
     }
 }
 
-/// A configured header name or value goes onto the wire verbatim: a CR or LF in it would end the
-/// line and let the config inject headers (or a whole message). Envoy refuses these too.
-fn no_crlf(p: FieldPath, text: &str) -> Res<()> {
-    if text.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
-        let field = match p.0.last() {
-            Some(super::error::Seg::Key(k)) => k.clone(),
-            _ => "header".to_string(),
-        };
-        return fail(p, format!("{field} {text:?} must not contain CR, LF or NUL"));
-    }
-    Ok(())
-}
-
-fn headers_to_add(p: FieldPath, list: Option<Vec<RawHeaderValueOption>>) -> Res<Vec<HeaderValueOption>> {
-    let mut out = Vec::new();
-    for (i, h) in list.unwrap_or_default().into_iter().enumerate() {
-        let p = p.idx(i);
-        if h.append.is_some() && h.append_action.is_some() {
-            return fail(p, "give either append or append_action, not both");
-        }
-        if h.header.key.is_empty() {
-            return fail(p.key("header").key("key"), "header name must not be empty");
-        }
-        no_crlf(p.key("header").key("key"), &h.header.key)?;
-        if let Some(v) = &h.header.value {
-            no_crlf(p.key("header").key("value"), v)?;
-        }
-        let append = h.append.or(h.append_action.map(|a| a.0 .0)).unwrap_or(true);
-        out.push(HeaderValueOption {
-            name: h.header.key.to_ascii_lowercase(),
-            value: h.header.value.unwrap_or_default(),
-            append,
-        });
-    }
-    Ok(out)
-}
-
 fn lower_all(list: Option<Vec<String>>) -> Vec<String> {
     list.unwrap_or_default().into_iter().map(|s| s.to_ascii_lowercase()).collect()
 }
@@ -738,13 +707,11 @@ fn route_config(cx: &mut Cx, p: FieldPath, rc: RawRouteConfig) -> Res<RouteConfi
 }
 
 fn vhost(cx: &mut Cx, p: FieldPath, v: RawVhost, seen: &mut HashSet<String>) -> Res<VirtualHost> {
-    warn_present!(
-        cx,
-        p,
-        v,
-        "virtual_host",
-        [cors, rate_limits, typed_per_filter_config, per_filter_config, hedge_policy]
-    );
+    warn_present!(cx, p, v, "virtual_host", [cors, rate_limits, per_filter_config, hedge_policy]);
+    let (filter_configs, others) = filter_configs(&p, v.typed_per_filter_config)?;
+    for other in others {
+        cx.unenforced(other, "virtual_host.typed_per_filter_config");
+    }
     if let Some(t) = &v.require_tls {
         if !t.eq_ignore_ascii_case("NONE") {
             return fail(p.key("require_tls"), format!("require_tls {t} is not supported ({TLS})"));
@@ -781,18 +748,27 @@ fn vhost(cx: &mut Cx, p: FieldPath, v: RawVhost, seen: &mut HashSet<String>) -> 
         request_headers_to_remove: lower_all(v.request_headers_to_remove),
         response_headers_to_add: headers_to_add(p.key("response_headers_to_add"), v.response_headers_to_add)?,
         response_headers_to_remove: lower_all(v.response_headers_to_remove),
+        filter_configs,
     })
 }
 
-fn check_regex(p: FieldPath, re: &str) -> Res<String> {
-    match regex::Regex::new(re) {
-        Ok(_) => Ok(re.to_string()),
-        // The regex crate's message spans lines (pattern, caret); errors here are one line.
-        Err(e) => fail(
-            p,
-            format!("invalid regex: {}", e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")),
-        ),
+type FilterConfigs = Vec<(String, PerFilterConfig)>;
+
+/// `typed_per_filter_config` of a route or virtual host: the entries of the filters skiff
+/// implements, and the paths of the others (warned about by the caller: their filter is not run).
+fn filter_configs(
+    p: &FieldPath,
+    raw: Option<std::collections::BTreeMap<String, RawFilterTypedConfig>>,
+) -> Res<(FilterConfigs, Vec<FieldPath>)> {
+    let (mut known, mut others) = (Vec::new(), Vec::new());
+    for (name, typed) in raw.unwrap_or_default() {
+        let ep = p.key("typed_per_filter_config").key(&name);
+        match per_filter_config(&ep, &name, &typed)? {
+            Some(config) => known.push((name, config)),
+            None => others.push(ep),
+        }
     }
+    Ok((known, others))
 }
 
 fn route(
@@ -802,7 +778,11 @@ fn route(
     vhost_retry: Option<&RawRetry>,
     vhost_retry_path: FieldPath,
 ) -> Res<Route> {
-    warn_present!(cx, p, r, "route", [typed_per_filter_config, per_filter_config, tracing]);
+    warn_present!(cx, p, r, "route", [per_filter_config, tracing]);
+    let (filter_configs, others) = filter_configs(&p, r.typed_per_filter_config)?;
+    for other in others {
+        cx.unenforced(other, "route.typed_per_filter_config");
+    }
     let matcher = route_match(p.key("match"), r.matcher)?;
     let action = match (r.route, r.redirect, r.direct_response) {
         (Some(a), None, None) => {
@@ -834,6 +814,7 @@ fn route(
         request_headers_to_remove: lower_all(r.request_headers_to_remove),
         response_headers_to_add: headers_to_add(p.key("response_headers_to_add"), r.response_headers_to_add)?,
         response_headers_to_remove: lower_all(r.response_headers_to_remove),
+        filter_configs,
     })
 }
 
@@ -888,63 +869,6 @@ fn route_match(p: FieldPath, m: RawMatch) -> Res<RouteMatch> {
         query_parameters.push(QueryParameterMatcher { name: q.name, exact });
     }
     Ok(RouteMatch { path, case_sensitive: m.case_sensitive.unwrap_or(true), headers, query_parameters })
-}
-
-fn header_matcher(p: FieldPath, h: RawHeaderMatcher) -> Res<HeaderMatcher> {
-    reject_present!(p, h, [range_match, treat_missing_header_as_empty], NOT_YET);
-    let mut rules = Vec::new();
-    if let Some(s) = h.exact_match {
-        rules.push(HeaderMatchRule::Exact(s));
-    }
-    if let Some(s) = h.prefix_match {
-        rules.push(HeaderMatchRule::Prefix(s));
-    }
-    if let Some(s) = h.suffix_match {
-        rules.push(HeaderMatchRule::Suffix(s));
-    }
-    if let Some(s) = h.contains_match {
-        rules.push(HeaderMatchRule::Contains(s));
-    }
-    if let Some(s) = h.safe_regex_match {
-        rules
-            .push(HeaderMatchRule::SafeRegex(check_regex(p.key("safe_regex_match").key("regex"), &s.regex)?));
-    }
-    if let Some(s) = h.regex_match {
-        rules.push(HeaderMatchRule::SafeRegex(check_regex(p.key("regex_match"), &s)?));
-    }
-    if let Some(b) = h.present_match {
-        rules.push(HeaderMatchRule::Present(b));
-    }
-    if let Some(sm) = h.string_match {
-        let sp = p.key("string_match");
-        if sm.ignore_case == Some(true) {
-            return fail(sp.key("ignore_case"), format!("ignore_case is not supported: {NOT_YET}"));
-        }
-        if let Some(s) = sm.exact {
-            rules.push(HeaderMatchRule::Exact(s));
-        }
-        if let Some(s) = sm.prefix {
-            rules.push(HeaderMatchRule::Prefix(s));
-        }
-        if let Some(s) = sm.suffix {
-            rules.push(HeaderMatchRule::Suffix(s));
-        }
-        if let Some(s) = sm.contains {
-            rules.push(HeaderMatchRule::Contains(s));
-        }
-        if let Some(s) = sm.safe_regex {
-            rules.push(HeaderMatchRule::SafeRegex(check_regex(sp.key("safe_regex").key("regex"), &s.regex)?));
-        }
-    }
-    if rules.len() > 1 {
-        return fail(p, "a header matcher takes only one rule");
-    }
-    let rule = rules.pop().unwrap_or(HeaderMatchRule::Present(true));
-    Ok(HeaderMatcher {
-        name: h.name.to_ascii_lowercase(),
-        rule,
-        invert_match: h.invert_match.unwrap_or(false),
-    })
 }
 
 fn forward(

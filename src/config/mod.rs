@@ -2,8 +2,10 @@
 //! the errors that name file, line, column and field path. Knows nothing of sockets, DNS or shards.
 
 mod convert;
+mod convert_filters;
 mod duration;
 mod error;
+mod fields;
 pub mod model;
 mod raw;
 pub mod unenforced;

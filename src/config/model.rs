@@ -177,6 +177,107 @@ pub enum AccessLog {
 #[derive(Debug, Clone, PartialEq)]
 pub enum HttpFilter {
     Router,
+    /// `envoy.filters.http.local_ratelimit`; `name` is the filter's `name`, the key its
+    /// `typed_per_filter_config` entries are found by.
+    LocalRateLimit {
+        name: String,
+        config: LocalRateLimit,
+    },
+    /// `envoy.filters.http.fault`.
+    Fault {
+        name: String,
+        config: Fault,
+    },
+}
+
+/// A `typed_per_filter_config` entry of a route or virtual host, by the filter name it is keyed by.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PerFilterConfig {
+    LocalRateLimit(LocalRateLimit),
+    Fault(Fault),
+}
+
+/// `envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit`, with Envoy's defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalRateLimit {
+    pub stat_prefix: String,
+    /// None: no bucket, every request is allowed (Envoy's filter without `token_bucket`).
+    pub token_bucket: Option<TokenBucket>,
+    /// `filter_enabled.default_value`; absent = 0 %, as Envoy (the filter then does nothing).
+    pub filter_enabled: Fraction,
+    /// `filter_enforced.default_value`; absent = 0 % (rate-limited requests are only counted).
+    pub filter_enforced: Fraction,
+    /// `status.code`, default 429.
+    pub status: u16,
+    pub response_headers_to_add: Vec<HeaderValueOption>,
+    pub request_headers_to_add_when_not_enforced: Vec<HeaderValueOption>,
+    /// `enable_x_ratelimit_headers: DRAFT_VERSION_03`.
+    pub x_ratelimit_headers: bool,
+}
+
+/// `token_bucket`: `tokens_per_fill` every `fill_interval`, up to `max_tokens`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenBucket {
+    pub max_tokens: u32,
+    /// Default 1.
+    pub tokens_per_fill: u32,
+    pub fill_interval: Duration,
+}
+
+/// A `FractionalPercent` in parts per million (HUNDRED, TEN_THOUSAND and MILLION all fit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fraction {
+    pub per_million: u32,
+    /// Parts per million of one unit of the written denominator (10 000 for HUNDRED): a
+    /// header-given numerator (`x-envoy-fault-*-percentage`) is over the same denominator.
+    pub unit: u32,
+}
+
+impl Fraction {
+    pub const NONE: Fraction = Fraction { per_million: 0, unit: 10_000 };
+}
+
+/// `envoy.extensions.filters.http.fault.v3.HTTPFault`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    pub delay: Option<FaultDelay>,
+    pub abort: Option<FaultAbort>,
+    /// `headers`: every matcher must hold for a fault to apply.
+    pub headers: Vec<HeaderMatcher>,
+    /// `upstream_cluster`: only requests routed to this cluster.
+    pub upstream_cluster: Option<String>,
+    /// `downstream_nodes`: only requests whose `x-envoy-downstream-service-node` is one of these.
+    pub downstream_nodes: Vec<String>,
+    /// `max_active_faults`; None = no limit.
+    pub max_active_faults: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultDelaySource {
+    Fixed(Duration),
+    /// `header_delay`: `x-envoy-fault-delay-request` (milliseconds).
+    Header,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultDelay {
+    pub source: FaultDelaySource,
+    /// `percentage`; absent = 0 %, as Envoy.
+    pub percentage: Fraction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultAbortSource {
+    Status(u16),
+    /// `header_abort`: `x-envoy-fault-abort-request` (an HTTP status).
+    Header,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultAbort {
+    pub source: FaultAbortSource,
+    /// `percentage`; absent = 0 %, as Envoy.
+    pub percentage: Fraction,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -202,6 +303,8 @@ pub struct VirtualHost {
     pub request_headers_to_remove: Vec<String>,
     pub response_headers_to_add: Vec<HeaderValueOption>,
     pub response_headers_to_remove: Vec<String>,
+    /// `typed_per_filter_config` entries of the filters skiff implements, by filter name.
+    pub filter_configs: Vec<(String, PerFilterConfig)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -213,6 +316,8 @@ pub struct Route {
     pub request_headers_to_remove: Vec<String>,
     pub response_headers_to_add: Vec<HeaderValueOption>,
     pub response_headers_to_remove: Vec<String>,
+    /// `typed_per_filter_config` entries of the filters skiff implements, by filter name.
+    pub filter_configs: Vec<(String, PerFilterConfig)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

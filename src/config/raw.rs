@@ -767,11 +767,13 @@ pub struct RawDataSource {
     pub environment_variable: Ign,
 }
 
-/// An http filter's `typed_config`: only its `"@type"` matters to skiff (Envoy picks the filter by
-/// it, whatever the `name`); the other fields are the filter's own and are not read.
+/// An http filter's `typed_config` (or a `typed_per_filter_config` entry): its `"@type"` (Envoy
+/// picks the filter by it, whatever the `name`) and the rest as written, which `convert` reads
+/// for the filters skiff implements (`convert_filters`) and leaves alone for the others.
 #[derive(Debug)]
 pub struct RawFilterTypedConfig {
     pub type_url: Option<String>,
+    pub fields: serde_norway::Mapping,
 }
 
 impl<'de> Deserialize<'de> for RawFilterTypedConfig {
@@ -784,14 +786,16 @@ impl<'de> Deserialize<'de> for RawFilterTypedConfig {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut type_url = None;
+                let mut fields = serde_norway::Mapping::new();
                 while let Some(key) = map.next_key::<String>()? {
                     if key == "@type" {
                         type_url = Some(map.next_value::<String>()?);
                     } else {
-                        map.next_value::<IgnoredAny>()?;
+                        let value = map.next_value::<serde_norway::Value>()?;
+                        fields.insert(serde_norway::Value::String(key), value);
                     }
                 }
-                Ok(RawFilterTypedConfig { type_url })
+                Ok(RawFilterTypedConfig { type_url, fields })
             }
         }
         d.deserialize_map(V)
@@ -832,7 +836,7 @@ pub struct RawVhost {
     pub require_tls: Option<String>,
     pub cors: Ign,
     pub rate_limits: Ign,
-    pub typed_per_filter_config: Ign,
+    pub typed_per_filter_config: Option<std::collections::BTreeMap<String, RawFilterTypedConfig>>,
     pub per_filter_config: Ign,
     pub hedge_policy: Ign,
     pub virtual_clusters: Ign,
@@ -855,7 +859,7 @@ pub struct RawRoute {
     pub request_headers_to_remove: Option<Vec<String>>,
     pub response_headers_to_add: Option<Vec<RawHeaderValueOption>>,
     pub response_headers_to_remove: Option<Vec<String>>,
-    pub typed_per_filter_config: Ign,
+    pub typed_per_filter_config: Option<std::collections::BTreeMap<String, RawFilterTypedConfig>>,
     pub per_filter_config: Ign,
     pub tracing: Ign,
     pub metadata: Ign,

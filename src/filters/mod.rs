@@ -1,69 +1,125 @@
 //! The HTTP filter chain of one connection manager: the `http_filters` of its config, in order,
-//! compiled into the snapshot (`ListenerSnap::filters`) and run by the shard's request owner at
-//! fixed phases. The router is always last and is not in the chain: it is the request owner itself
-//! (`shard::request` and `shard::upstream`). The connection manager's own header steps
+//! compiled into the snapshot (`ListenerSnap::filters`) with each filter's per-virtual-host and
+//! per-route overrides (`typed_per_filter_config`), and run by the shard's request owner once the
+//! route is known. The router is always last and is not in the chain: it is the request owner
+//! itself (`shard::request` and `shard::upstream`). The connection manager's own header steps
 //! (`x-forwarded-*`, the `x-envoy-*` trust boundary, request ids, trace headers) are not filters
 //! in Envoy either (its `ConnectionManagerUtility`), and stay fused in `shard::headers`' single pass.
 //!
-//! Dispatch is static: each phase is a `match` over `HttpFilter`, no boxed trait object per
-//! request, and an empty chain is a loop over an empty slice. Owns no I/O and no per-request
-//! state: a filter that needs state across phases gets a field in the request owner's context.
-//!
-//! Phases today: request headers (a filter may answer the request itself), response headers (a
-//! filter may add headers) and log. Request- and response-body phases are added with the first
-//! filter that reads bodies. The filters of the open issues (local rate limit, fault, RBAC, JWT,
-//! CORS) are variants of `HttpFilter`; until one lands, every configured filter but the router is
-//! refused at load (or skipped with a warning when `is_optional`), so the enum has no variant.
+//! Dispatch is static: a `match` over `HttpFilter`, no boxed trait object per request, and an
+//! empty chain is a loop over an empty slice. Owns no I/O: a filter's answer is a `Verdict` (a
+//! reply, a delay, header lines for the upstream request or the client's response) that the
+//! request owner carries out and keeps for the request's life. State shared across shards (a rate
+//! limit's token bucket, the count of active faults) lives in the compiled filter, in the snapshot;
+//! stats are the shard's (`FilterStats`, found by the index the filter holds).
 
-use crate::access_log::ResponseFlags;
-use crate::config;
-use crate::http::{RequestHead, ResponseHead};
+pub mod fault;
+pub mod local_ratelimit;
+mod verdict;
+
+pub use verdict::{FilterReply, Verdict};
+
+use crate::config::{self, PerFilterConfig, RouteConfig};
+use crate::http::RequestHead;
+use crate::route::{BuildError, Route, VirtualHost};
+use crate::stats::{FaultStats, LocalRateLimitStats};
+use fault::Fault;
+use local_ratelimit::LocalRateLimit;
+use std::collections::HashMap;
+use std::rc::Rc;
+use verdict::Active;
 
 /// A configured HTTP filter (other than the router), compiled.
 #[derive(Debug)]
-pub enum HttpFilter {}
+pub enum HttpFilter {
+    LocalRateLimit(Scoped<LocalRateLimit>),
+    Fault {
+        configs: Scoped<Fault>,
+        /// Index of `http.<stat_prefix>.fault.*` in the chain's stats.
+        stats: usize,
+        active: Active,
+    },
+}
 
-impl HttpFilter {
-    fn on_request_headers(&self, _head: &RequestHead<'_>) -> Verdict {
-        match *self {}
-    }
+/// A filter's config at the connection manager and its overrides, most specific first: a
+/// route's, then its virtual host's (indexed by `Route::id` / `VirtualHost::id`; empty when no
+/// route or virtual host has one, so a lookup then costs two length checks).
+#[derive(Debug)]
+pub struct Scoped<T> {
+    base: T,
+    vhosts: Box<[Option<T>]>,
+    routes: Box<[Option<T>]>,
+}
 
-    fn on_response_headers(&self, _head: &ResponseHead<'_>, _out: &mut Vec<u8>) {
-        match *self {}
-    }
-
-    fn on_log(&self, _status: u16, _flags: ResponseFlags) {
-        match *self {}
+impl<T> Scoped<T> {
+    fn at(&self, vhost: &VirtualHost, route: &Route) -> &T {
+        let route_level = self.routes.get(route.id).and_then(Option::as_ref);
+        let vhost_level = || self.vhosts.get(vhost.id).and_then(Option::as_ref);
+        route_level.or_else(vhost_level).unwrap_or(&self.base)
     }
 }
 
-/// A filter's answer to a request head.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// On to the next filter, and to the router.
-    Continue,
-    /// Answer the request with this local reply; the router never sees it.
-    Reply { status: u16, body: &'static [u8], flag: ResponseFlags },
+/// Which stats block a chain's stat index stands for; the shard looks each up by name once per
+/// snapshot (`FilterStats`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatName {
+    /// `<stat_prefix>.http_local_rate_limit.*`.
+    LocalRateLimit(String),
+    /// `http.<connection manager stat_prefix>.fault.*`.
+    Fault(String),
+}
+
+/// One shard's stats block for a chain's stat index.
+#[derive(Debug, Clone)]
+pub enum FilterStats {
+    LocalRateLimit(Rc<LocalRateLimitStats>),
+    Fault(Rc<FaultStats>),
 }
 
 /// The filters of one connection manager, in config order.
 #[derive(Debug, Default)]
 pub struct FilterChain {
     filters: Box<[HttpFilter]>,
+    stat_names: Vec<StatName>,
 }
 
 impl FilterChain {
     /// Compiles the config's `http_filters` (validated at load: the router is last, every other
-    /// filter is one skiff implements).
-    pub fn compile(filters: &[config::HttpFilter]) -> Self {
-        let compiled: Vec<HttpFilter> = filters
-            .iter()
-            .filter_map(|f| match f {
+    /// filter is one skiff implements) with their overrides in `rc`, the connection manager's
+    /// route config.
+    pub fn compile(
+        filters: &[config::HttpFilter],
+        rc: &RouteConfig,
+        clusters: &HashMap<&str, usize>,
+        stat_prefix: &str,
+    ) -> Result<Self, BuildError> {
+        let mut stat_names = Vec::new();
+        let mut compiled = Vec::new();
+        for f in filters {
+            match f {
                 // Terminal: the request owner is the router.
-                config::HttpFilter::Router => None,
-            })
-            .collect();
-        FilterChain { filters: compiled.into_boxed_slice() }
+                config::HttpFilter::Router => {}
+                config::HttpFilter::LocalRateLimit { name, config } => {
+                    let mut limit = |c: &config::LocalRateLimit| {
+                        stat_names.push(StatName::LocalRateLimit(c.stat_prefix.clone()));
+                        Ok(LocalRateLimit::compile(c, stat_names.len() - 1))
+                    };
+                    let base = limit(config)?;
+                    let (vhosts, routes) = overrides(rc, name, as_rate_limit, &mut limit)?;
+                    compiled.push(HttpFilter::LocalRateLimit(Scoped { base, vhosts, routes }));
+                }
+                config::HttpFilter::Fault { name, config } => {
+                    stat_names.push(StatName::Fault(stat_prefix.to_string()));
+                    let stats = stat_names.len() - 1;
+                    let mut fault = |c: &config::Fault| Fault::compile(c, clusters);
+                    let base = fault(config)?;
+                    let (vhosts, routes) = overrides(rc, name, as_fault, &mut fault)?;
+                    let configs = Scoped { base, vhosts, routes };
+                    compiled.push(HttpFilter::Fault { configs, stats, active: Active::default() });
+                }
+            }
+        }
+        Ok(FilterChain { filters: compiled.into_boxed_slice(), stat_names })
     }
 
     pub fn len(&self) -> usize {
@@ -74,32 +130,92 @@ impl FilterChain {
         self.filters.is_empty()
     }
 
-    /// The request-headers phase, after routing and before the router acts: the first filter
-    /// that answers stops the chain.
-    pub fn on_request_headers(&self, head: &RequestHead<'_>) -> Verdict {
+    /// The stats blocks the chain's filters count into, by the index they hold.
+    pub fn stat_names(&self) -> &[StatName] {
+        &self.stat_names
+    }
+
+    /// The request-headers phase, after routing and before the router acts: every filter runs in
+    /// order until one answers. `stats` is the shard's, aligned with `stat_names`.
+    pub fn on_request_headers<'a>(
+        &'a self,
+        head: &RequestHead<'_>,
+        vhost: &VirtualHost,
+        route: &Route,
+        stats: &[FilterStats],
+        roll: &mut dyn FnMut() -> u64,
+    ) -> Verdict<'a> {
+        let mut v = Verdict::default();
         for filter in self.filters.iter() {
-            let verdict = filter.on_request_headers(head);
-            if verdict != Verdict::Continue {
-                return verdict;
+            match filter {
+                HttpFilter::LocalRateLimit(configs) => {
+                    let limit = configs.at(vhost, route);
+                    if let Some(FilterStats::LocalRateLimit(s)) = stats.get(limit.stats) {
+                        limit.on_request(s, roll, &mut v);
+                    }
+                }
+                HttpFilter::Fault { configs, stats: i, active } => {
+                    if let Some(FilterStats::Fault(s)) = stats.get(*i) {
+                        let targets = match &route.action {
+                            crate::route::Action::Forward(f) => Some(&f.clusters),
+                            _ => None,
+                        };
+                        configs.at(vhost, route).on_request(head, targets, active, s, roll, &mut v);
+                    }
+                }
+            }
+            if v.reply.is_some() {
+                break;
             }
         }
-        Verdict::Continue
+        v
     }
+}
 
-    /// The response-headers phase, for upstream responses (a local reply, the filters' own
-    /// included, does not pass through it): a filter may append header lines to the client's head.
-    pub fn on_response_headers(&self, head: &ResponseHead<'_>, out: &mut Vec<u8>) {
-        for filter in self.filters.iter() {
-            filter.on_response_headers(head, out);
+/// A filter's overrides by virtual host and by route id, for the filter named `name`.
+#[allow(clippy::type_complexity)]
+fn overrides<C, T>(
+    rc: &RouteConfig,
+    name: &str,
+    pick: fn(&PerFilterConfig) -> Option<&C>,
+    compile: &mut dyn FnMut(&C) -> Result<T, BuildError>,
+) -> Result<(Box<[Option<T>]>, Box<[Option<T>]>), BuildError> {
+    let mut find = |configs: &[(String, PerFilterConfig)]| -> Result<Option<T>, BuildError> {
+        match configs.iter().find(|(n, _)| n == name).and_then(|(_, c)| pick(c)) {
+            Some(c) => compile(c).map(Some),
+            None => Ok(None),
+        }
+    };
+    let mut vhosts = Vec::with_capacity(rc.virtual_hosts.len());
+    let mut routes = Vec::new();
+    // Route ids count routes across virtual hosts in config order, as `RouteTable::compile` does.
+    for vh in &rc.virtual_hosts {
+        vhosts.push(find(&vh.filter_configs)?);
+        for r in &vh.routes {
+            routes.push(find(&r.filter_configs)?);
         }
     }
-
-    /// The log phase, once the request is over (the access log and span are written by the
-    /// request owner; this is for filters that keep their own accounting).
-    pub fn on_log(&self, status: u16, flags: ResponseFlags) {
-        for filter in self.filters.iter() {
-            filter.on_log(status, flags);
+    let trim = |list: Vec<Option<T>>| {
+        if list.iter().all(Option::is_none) {
+            Box::default()
+        } else {
+            list.into_boxed_slice()
         }
+    };
+    Ok((trim(vhosts), trim(routes)))
+}
+
+fn as_rate_limit(c: &PerFilterConfig) -> Option<&config::LocalRateLimit> {
+    match c {
+        PerFilterConfig::LocalRateLimit(c) => Some(c),
+        PerFilterConfig::Fault(_) => None,
+    }
+}
+
+fn as_fault(c: &PerFilterConfig) -> Option<&config::Fault> {
+    match c {
+        PerFilterConfig::Fault(c) => Some(c),
+        PerFilterConfig::LocalRateLimit(_) => None,
     }
 }
 
@@ -109,11 +225,10 @@ mod tests {
 
     #[test]
     fn the_router_is_not_in_the_chain_and_an_empty_chain_lets_everything_through() {
-        let chain = FilterChain::compile(&[config::HttpFilter::Router]);
+        let rc = RouteConfig::default();
+        let chain = FilterChain::compile(&[config::HttpFilter::Router], &rc, &HashMap::new(), "x")
+            .unwrap_or_default();
         assert!(chain.is_empty());
-        let mut headers = [httparse::EMPTY_HEADER; 4];
-        let buf = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
-        let head = crate::http::parse_request(buf, &mut headers, 1024).unwrap().unwrap();
-        assert_eq!(chain.on_request_headers(&head), Verdict::Continue);
+        assert!(chain.stat_names().is_empty());
     }
 }

@@ -51,6 +51,8 @@ pub struct RouteTable {
 #[derive(Debug)]
 pub struct VirtualHost {
     pub name: String,
+    /// Its position in the route config: what per-virtual-host filter configs are found by.
+    pub id: usize,
     pub routes: Vec<Route>,
     pub request_edits: HeaderEdits,
     pub response_edits: HeaderEdits,
@@ -58,6 +60,9 @@ pub struct VirtualHost {
 
 #[derive(Debug)]
 pub struct Route {
+    /// Its position among all routes of the route config, counted across virtual hosts in config
+    /// order: what per-route filter configs are found by (`filters::FilterChain` counts the same).
+    pub id: usize,
     path: PathMatcher,
     headers: Vec<HeaderMatcher>,
     query: Vec<config::QueryParameterMatcher>,
@@ -73,8 +78,9 @@ enum PathMatcher {
     Regex(regex::Regex),
 }
 
+/// A compiled header matcher (routes', and the fault filter's `headers`).
 #[derive(Debug)]
-struct HeaderMatcher {
+pub struct HeaderMatcher {
     name: String,
     rule: HeaderRule,
     invert: bool,
@@ -184,6 +190,7 @@ impl RouteTable {
             request_edits: HeaderEdits::new(&rc.request_headers_to_add, &rc.request_headers_to_remove),
             response_edits: HeaderEdits::new(&rc.response_headers_to_add, &rc.response_headers_to_remove),
         };
+        let mut route_id = 0;
         for (index, vh) in rc.virtual_hosts.iter().enumerate() {
             for domain in &vh.domains {
                 let d = domain.to_ascii_lowercase();
@@ -197,9 +204,17 @@ impl RouteTable {
                     table.exact.push((d, index));
                 }
             }
-            let routes = vh.routes.iter().map(|r| compile_route(r, clusters)).collect::<Result<_, _>>()?;
+            let routes = vh
+                .routes
+                .iter()
+                .map(|r| {
+                    route_id += 1;
+                    compile_route(route_id - 1, r, clusters)
+                })
+                .collect::<Result<_, _>>()?;
             table.vhosts.push(VirtualHost {
                 name: vh.name.clone(),
+                id: index,
                 routes,
                 request_edits: HeaderEdits::new(&vh.request_headers_to_add, &vh.request_headers_to_remove),
                 response_edits: HeaderEdits::new(&vh.response_headers_to_add, &vh.response_headers_to_remove),
@@ -334,7 +349,19 @@ impl Route {
 }
 
 impl HeaderMatcher {
-    fn matches(&self, headers: &[httparse::Header<'_>]) -> bool {
+    pub fn compile(h: &config::HeaderMatcher) -> Result<Self, BuildError> {
+        let rule = match &h.rule {
+            HeaderMatchRule::Exact(s) => HeaderRule::Exact(s.clone()),
+            HeaderMatchRule::Prefix(s) => HeaderRule::Prefix(s.clone()),
+            HeaderMatchRule::Suffix(s) => HeaderRule::Suffix(s.clone()),
+            HeaderMatchRule::Contains(s) => HeaderRule::Contains(s.clone()),
+            HeaderMatchRule::SafeRegex(s) => HeaderRule::Regex(anchored(s)?),
+            HeaderMatchRule::Present(p) => HeaderRule::Present(*p),
+        };
+        Ok(HeaderMatcher { name: h.name.clone(), rule, invert: h.invert_match })
+    }
+
+    pub fn matches(&self, headers: &[httparse::Header<'_>]) -> bool {
         let value = headers.iter().find(|h| h.name.eq_ignore_ascii_case(&self.name)).map(|h| h.value);
         let hit = match (&self.rule, value) {
             (HeaderRule::Present(want), v) => v.is_some() == *want,
@@ -360,29 +387,14 @@ fn anchored(re: &str) -> Result<regex::Regex, BuildError> {
     regex::Regex::new(&format!("^(?:{re})$")).map_err(|e| BuildError::BadRegex(e.to_string()))
 }
 
-fn compile_route(r: &config::Route, clusters: &HashMap<&str, usize>) -> Result<Route, BuildError> {
+fn compile_route(id: usize, r: &config::Route, clusters: &HashMap<&str, usize>) -> Result<Route, BuildError> {
     let case_sensitive = r.matcher.case_sensitive;
     let path = match &r.matcher.path {
         PathMatch::Prefix(p) => PathMatcher::Prefix { prefix: p.clone(), case_sensitive },
         PathMatch::Path(p) => PathMatcher::Exact { path: p.clone(), case_sensitive },
         PathMatch::SafeRegex(re) => PathMatcher::Regex(anchored(re)?),
     };
-    let headers = r
-        .matcher
-        .headers
-        .iter()
-        .map(|h| {
-            let rule = match &h.rule {
-                HeaderMatchRule::Exact(s) => HeaderRule::Exact(s.clone()),
-                HeaderMatchRule::Prefix(s) => HeaderRule::Prefix(s.clone()),
-                HeaderMatchRule::Suffix(s) => HeaderRule::Suffix(s.clone()),
-                HeaderMatchRule::Contains(s) => HeaderRule::Contains(s.clone()),
-                HeaderMatchRule::SafeRegex(s) => HeaderRule::Regex(anchored(s)?),
-                HeaderMatchRule::Present(p) => HeaderRule::Present(*p),
-            };
-            Ok(HeaderMatcher { name: h.name.clone(), rule, invert: h.invert_match })
-        })
-        .collect::<Result<_, BuildError>>()?;
+    let headers = r.matcher.headers.iter().map(HeaderMatcher::compile).collect::<Result<_, BuildError>>()?;
     let find =
         |name: &str| clusters.get(name).copied().ok_or_else(|| BuildError::UnknownCluster(name.to_string()));
     let action = match &r.action {
@@ -431,6 +443,7 @@ fn compile_route(r: &config::Route, clusters: &HashMap<&str, usize>) -> Result<R
         RouteAction::Redirect(rd) => Action::Redirect(rd.clone()),
     };
     Ok(Route {
+        id,
         path,
         headers,
         query: r.matcher.query_parameters.clone(),

@@ -248,7 +248,9 @@ fn codec_refusal(head: &RequestHead<'_>, hcm: &HcmSettings, http1: &Http1Stats) 
     }
 }
 
-/// What the bytes read so far amount to.
+/// What the bytes read so far amount to. A short-lived value: the request and its plan move into
+/// the request's boxed future at once, so its size is never part of a waiting connection's state.
+#[allow(clippy::large_enum_variant)]
 enum Parsed<'g> {
     Request(Request<'g>, Plan<'g>),
     Incomplete,

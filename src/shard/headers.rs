@@ -234,6 +234,8 @@ pub(super) struct ResponseRewrite<'a> {
     pub keep_alive: bool,
     pub http10: bool,
     pub listener: &'a ListenerSnap,
+    /// Header lines the request's HTTP filters add (`filters::Verdict::response_headers`).
+    pub filter_headers: &'a [u8],
 }
 
 pub(super) fn write_response_head(
@@ -283,7 +285,7 @@ pub(super) fn write_response_head(
             reply::header(out, a.name.as_bytes(), a.value.as_bytes());
         }
     }
-    rw.listener.filters.on_response_headers(head, out);
+    out.extend_from_slice(rw.filter_headers);
     out.extend_from_slice(b"\r\n");
     ResponseShape { dechunk, client_keep_alive }
 }

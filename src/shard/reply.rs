@@ -37,6 +37,8 @@ pub struct LocalReply {
     pub location: Option<String>,
     /// Answer in HTTP/1.0 (the request was, and was accepted).
     pub http10: bool,
+    /// Header lines (`name: value\r\n`) an HTTP filter adds to it.
+    pub headers: Vec<u8>,
 }
 
 impl LocalReply {
@@ -49,6 +51,7 @@ impl LocalReply {
             stat: ReplyStat::None,
             location: None,
             http10: false,
+            headers: Vec::new(),
         }
     }
 
@@ -240,6 +243,7 @@ pub fn local(out: &mut Vec<u8>, reply: &LocalReply, date: &DateCache, server: &s
     if !reply.body.is_empty() {
         header(out, b"content-type", b"text/plain");
     }
+    out.extend_from_slice(&reply.headers);
     date.write(out);
     header(out, b"server", server.as_bytes());
     if reply.close {

@@ -16,11 +16,9 @@ use super::state::{Generation, Shard};
 use super::upstream::{self, Exchange, Forwarded, RequestFacts};
 use crate::access_log::ResponseFlags;
 use crate::config::StreamLimits;
-use crate::filters::Verdict;
-use crate::http::header_is;
-use crate::http::{RequestHead, Version};
-use crate::route::Forward;
-use crate::route::{Action, Route, VirtualHost};
+use crate::filters::{FilterStats, Verdict};
+use crate::http::{header_is, RequestHead, Version};
+use crate::route::{Action, Forward, Route, Targets, VirtualHost};
 use crate::snapshot::ListenerSnap;
 use crate::stats::HttpStats;
 use bytes::Buf;
@@ -39,10 +37,22 @@ pub(super) enum Continue {
 pub(super) enum Plan<'g> {
     /// `consumed`: bytes of the connection's buffer now in `req_out` (head and body that came
     /// with it).
-    Forward { route: &'g Route, vhost: &'g VirtualHost, facts: RequestFacts, limits: Limits, consumed: usize },
+    Forward {
+        route: &'g Route,
+        vhost: &'g VirtualHost,
+        facts: RequestFacts,
+        limits: Limits,
+        consumed: usize,
+        filters: Option<Box<Verdict<'g>>>,
+    },
     /// `consumed`: the bytes to skip when the whole body is here (None: close after replying,
     /// since an unread body would be taken for the next request).
-    Reply { reply: LocalReply, consumed: Option<usize>, head_request: bool },
+    Reply {
+        reply: LocalReply,
+        consumed: Option<usize>,
+        head_request: bool,
+        filters: Option<Box<Verdict<'g>>>,
+    },
 }
 
 /// Holds `downstream_rq_active` up for as long as the request lives, whichever way it ends.
@@ -60,6 +70,8 @@ pub(super) struct Request<'g> {
     generation: &'g Generation,
     listener: &'g ListenerSnap,
     stats: &'g HttpStats,
+    /// The shard's stats of this listener's filters, by the chain's stat index.
+    filter_stats: &'g Vec<FilterStats>,
     started: Instant,
     /// The last request this connection may carry (`max_requests_per_connection`): its response
     /// says `connection: close` and the connection closes after it.
@@ -77,6 +89,7 @@ impl<'g> Request<'g> {
         obs: &mut Observed,
     ) -> Self {
         let stats = &*generation.http_stats[listener];
+        let filter_stats = &generation.filter_stats[listener];
         let listener = &generation.snap.listeners[listener];
         stats.downstream_rq_total.inc();
         stats.downstream_rq_active.inc();
@@ -87,6 +100,7 @@ impl<'g> Request<'g> {
             generation,
             listener,
             stats,
+            filter_stats,
             started,
             last_on_connection: false,
             _active: ActiveGuard(stats),
@@ -118,7 +132,7 @@ impl<'g> Request<'g> {
         let answer_http10 = http10 && hcm.accept_http_10;
         let reply = |mut reply: LocalReply, consumed| {
             reply.http10 |= answer_http10;
-            Plan::Reply { reply, consumed, head_request }
+            Plan::Reply { reply, consumed, head_request, filters: None }
         };
         if http10 && !hcm.accept_http_10 {
             // Envoy's codec refuses it before the request exists: its log line has no method or
@@ -155,8 +169,33 @@ impl<'g> Request<'g> {
             return reply(no_route, whole);
         };
         // The configured filters, after routing and before the router acts on the route.
-        if let Verdict::Reply { status, body, flag } = self.listener.filters.on_request_headers(head) {
-            return reply(LocalReply::new(status, body).flagged(flag), whole);
+        let mut filters = if self.listener.filters.is_empty() {
+            None
+        } else {
+            let mut roll = || self.shard.rng.next();
+            self.listener.filters.on_request_headers(head, vhost, route, self.filter_stats, &mut roll).kept()
+        };
+        let filtered = |mut local: LocalReply, filters: Option<Box<Verdict<'g>>>| {
+            if let Some(f) = &filters {
+                local.headers.extend_from_slice(&f.response_headers);
+            }
+            match reply(local, whole) {
+                Plan::Reply { reply, consumed, head_request, .. } => {
+                    Plan::Reply { reply, consumed, head_request, filters }
+                }
+                forward => forward,
+            }
+        };
+        if let Some(r) = filters.as_mut().and_then(|f| f.reply.take()) {
+            let mut local = LocalReply::new(r.status, r.body).flagged(r.flag);
+            local.headers = r.headers;
+            // Envoy has resolved the route's cluster by then, and logs it.
+            if let Action::Forward(crate::route::Forward { clusters: Targets::Single(c), .. }) = &route.action
+            {
+                obs.upstream_cluster = Some(*c);
+            }
+            // The reply's own headers already carry the filters' response headers.
+            return filtered(local, filters);
         }
         let fwd = match &route.action {
             Action::Direct { status, body } => {
@@ -164,12 +203,12 @@ impl<'g> Request<'g> {
                 if let Some(body) = body {
                     direct.body = body.clone().into_bytes().into();
                 }
-                return reply(direct, whole);
+                return filtered(direct, filters);
             }
             Action::Redirect(r) => {
                 let mut redirect = LocalReply::new(r.status, b"").counted(ReplyStat::Redirect);
                 redirect.location = Some(route.redirect_location(r, host, head.path));
-                return reply(redirect, whole);
+                return filtered(redirect, filters);
             }
             Action::Forward(fwd) => fwd,
         };
@@ -193,6 +232,12 @@ impl<'g> Request<'g> {
             listener: self.listener,
         };
         headers::write_request_head(req_out, head, &rewrite, &self.shard.rng, obs);
+        if let Some(added) = filters.as_ref().map(|f| &f.request_headers).filter(|h| !h.is_empty()) {
+            // Inside the head: before its closing empty line.
+            req_out.truncate(req_out.len() - 2);
+            req_out.extend_from_slice(added);
+            req_out.extend_from_slice(b"\r\n");
+        }
         let body_end = head.head_len + scan.len;
         obs.bytes_received = scan.payload;
         req_out.extend_from_slice(&buf[head.head_len..body_end]);
@@ -205,7 +250,7 @@ impl<'g> Request<'g> {
             body_buffered: scan.complete,
             body_rest: scan.rest,
         };
-        Plan::Forward { route, vhost, facts, limits, consumed: body_end }
+        Plan::Forward { route, vhost, facts, limits, consumed: body_end, filters }
     }
 
     /// Carries out the plan, then counts and logs the request.
@@ -213,8 +258,20 @@ impl<'g> Request<'g> {
         d.status = 0;
         d.response_started = false;
         d.body_unread = false;
+        if let Plan::Reply { filters: Some(filters), .. } | Plan::Forward { filters: Some(filters), .. } =
+            &plan
+        {
+            d.obs.flag(filters.flags);
+            if let Some(delay) = filters.delay {
+                if !self.delay(d, delay).await {
+                    d.obs.flag(ResponseFlags::DC);
+                    self.finish(d);
+                    return Continue::Close;
+                }
+            }
+        }
         let next = match plan {
-            Plan::Reply { mut reply, consumed, head_request } => {
+            Plan::Reply { mut reply, consumed, head_request, filters: _held } => {
                 match consumed {
                     Some(n) => d.buf.advance(n.min(d.buf.len())),
                     None => {
@@ -224,9 +281,10 @@ impl<'g> Request<'g> {
                 }
                 self.reply(d, reply, head_request).await
             }
-            Plan::Forward { route, vhost, facts, limits, consumed } => {
+            Plan::Forward { route, vhost, facts, limits, consumed, filters } => {
                 d.buf.advance(consumed);
-                self.forward(d, route, vhost, facts, limits).await
+                let filter_headers = filters.as_ref().map_or(&[][..], |f| &f.response_headers[..]);
+                self.forward(d, route, vhost, facts, limits, filter_headers).await
             }
         };
         self.finish(d);
@@ -249,6 +307,16 @@ impl<'g> Request<'g> {
         self.finish(d);
     }
 
+    /// A filter's delay (the fault filter's), on the shard's timers; false when the client left
+    /// meanwhile. The route timeout has not started yet: it runs once the router has the request,
+    /// as in Envoy.
+    async fn delay(&self, d: &Downstream, delay: std::time::Duration) -> bool {
+        monoio::select! {
+            _ = self.shard.timers.after(delay) => true,
+            _ = client_left(d.stream.as_raw_fd()) => false,
+        }
+    }
+
     async fn forward(
         &self,
         d: &mut Downstream,
@@ -256,6 +324,7 @@ impl<'g> Request<'g> {
         vhost: &'g VirtualHost,
         facts: RequestFacts,
         limits: Limits,
+        filter_headers: &[u8],
     ) -> Continue {
         let Action::Forward(fwd) = &route.action else { return Continue::Close };
         let cluster = fwd.clusters.pick(self.shard.rng.next());
@@ -282,6 +351,7 @@ impl<'g> Request<'g> {
             ],
             server_name: &self.listener.hcm.server_name,
             request_complete: &request_complete,
+            filter_headers,
             head_relayed: &head_relayed,
             stream_idle: limits.idle,
         };
@@ -431,7 +501,6 @@ impl<'g> Request<'g> {
             self.stats.downstream_rq_idle_timeout.inc();
         }
         self.stats.downstream_rq_time.record_us(self.started.elapsed().as_micros() as u64);
-        self.listener.filters.on_log(d.status, d.obs.flags);
         let (peer, local, id) = (d.peer, d.local, d.connection_id);
         observe::finish(
             self.shard,

@@ -10,6 +10,7 @@ use super::timer::Timers;
 use crate::access_log::ShardBuffers;
 use crate::cluster::pool::Pool;
 use crate::cluster::{Rng, ShardCluster};
+use crate::filters::{FilterStats, StatName};
 use crate::snapshot::Snapshot;
 use crate::stats::{
     listener_stat_name, ClusterStats, HostStats, HttpStats, ListenerStats, ShardStats, WorkerStats,
@@ -37,6 +38,8 @@ pub struct Generation {
     /// Aligned with `snap.listeners`: `listener.<address>.*` and this shard's `worker_<n>` share.
     pub listener_stats: Vec<(Rc<ListenerStats>, Rc<WorkerStats>)>,
     pub cluster_stats: Vec<Rc<ClusterStats>>,
+    /// Aligned with `snap.listeners`, then with each chain's `stat_names`.
+    pub filter_stats: Vec<Vec<FilterStats>>,
     /// Per cluster, aligned with its endpoints.
     pub host_stats: Vec<Vec<Rc<HostStats>>>,
 }
@@ -69,6 +72,17 @@ impl Generation {
                 })
                 .collect(),
             cluster_stats: snap.clusters.iter().map(|c| stats.cluster(&c.name)).collect(),
+            filter_stats: snap
+                .listeners
+                .iter()
+                .map(|l| {
+                    let by_name = |n: &StatName| match n {
+                        StatName::LocalRateLimit(p) => FilterStats::LocalRateLimit(stats.local_rate_limit(p)),
+                        StatName::Fault(p) => FilterStats::Fault(stats.fault(p)),
+                    };
+                    l.filters.stat_names().iter().map(by_name).collect()
+                })
+                .collect(),
             host_stats: snap
                 .clusters
                 .iter()

@@ -58,6 +58,8 @@ pub(super) struct Exchange<'a> {
     pub server_name: &'a str,
     /// Fired when the request body has been sent whole: the route timeout starts then.
     pub request_complete: &'a Signal,
+    /// Header lines the request's filters add to the response (`x-ratelimit-*`).
+    pub filter_headers: &'a [u8],
     /// Set when a response head is on its way to the client: from then on the stream's idle
     /// limit is the response relay's to enforce, not the request owner's watch.
     pub head_relayed: &'a Cell<bool>,
@@ -530,6 +532,7 @@ fn on_response_head(
         keep_alive: ex.facts.keep_alive && !upload_abandoned && !connection_expired && !ex.shard.draining(),
         http10: ex.facts.http10,
         listener: ex.listener,
+        filter_headers: ex.filter_headers,
     };
     let shape = headers::write_response_head(resp_out, head, &rw, obs);
     Some(HeadDecision { shape, body: head.body, upstream_keep_alive: head.keep_alive })

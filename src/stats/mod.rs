@@ -23,6 +23,11 @@ pub enum Scope {
     Listener(String),
     /// `http1.*`: the HTTP/1.1 codec's counters, one set for the process as Envoy's.
     Http1,
+    /// `<stat_prefix>.http_local_rate_limit`: a local rate limit config's own prefix, at the root
+    /// as Envoy puts it.
+    LocalRateLimit(String),
+    /// `http.<stat_prefix>.fault`: a connection manager's fault filter.
+    Fault(String),
 }
 
 impl Scope {
@@ -33,6 +38,8 @@ impl Scope {
             Scope::Cluster(c) => format!("cluster.{c}"),
             Scope::Listener(l) => format!("listener.{l}"),
             Scope::Http1 => "http1".to_string(),
+            Scope::LocalRateLimit(p) => format!("{p}.http_local_rate_limit"),
+            Scope::Fault(p) => format!("http.{p}.fault"),
         }
     }
 }
@@ -305,6 +312,26 @@ stat_block! {
     }
 }
 
+stat_block! {
+    /// `<stat_prefix>.http_local_rate_limit.*`, per local rate limit `stat_prefix`.
+    LocalRateLimitStats {
+        enabled: Counter,
+        enforced: Counter,
+        rate_limited: Counter,
+        ok: Counter,
+    }
+}
+
+stat_block! {
+    /// `http.<stat_prefix>.fault.*`, per connection manager with a fault filter.
+    FaultStats {
+        delays_injected: Counter,
+        aborts_injected: Counter,
+        faults_overflow: Counter,
+        active_faults: Gauge,
+    }
+}
+
 impl HttpStats {
     pub fn response(&self, status: u16) -> &Counter {
         match status {
@@ -392,6 +419,8 @@ pub struct ShardStats {
     workers: RefCell<HashMap<String, Rc<WorkerStats>>>,
     clusters: RefCell<HashMap<String, Rc<ClusterStats>>>,
     hosts: RefCell<HashMap<(String, SocketAddr), Rc<HostStats>>>,
+    rate_limits: RefCell<HashMap<String, Rc<LocalRateLimitStats>>>,
+    faults: RefCell<HashMap<String, Rc<FaultStats>>>,
 }
 
 impl ShardStats {
@@ -411,6 +440,15 @@ impl ShardStats {
 
     pub fn cluster(&self, name: &str) -> Rc<ClusterStats> {
         self.clusters.borrow_mut().entry(name.to_string()).or_default().clone()
+    }
+
+    pub fn local_rate_limit(&self, stat_prefix: &str) -> Rc<LocalRateLimitStats> {
+        self.rate_limits.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
+    }
+
+    /// `http.<stat_prefix>.fault.*` of a connection manager.
+    pub fn fault(&self, stat_prefix: &str) -> Rc<FaultStats> {
+        self.faults.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
     }
 
     pub fn host(&self, cluster: &str, addr: SocketAddr) -> Rc<HostStats> {
@@ -450,6 +488,12 @@ impl ShardStats {
         }
         for (name, s) in self.workers.borrow().iter() {
             s.dump(&Scope::Listener(name.clone()), &mut out);
+        }
+        for (prefix, s) in self.rate_limits.borrow().iter() {
+            s.dump(&Scope::LocalRateLimit(prefix.clone()), &mut out);
+        }
+        for (prefix, s) in self.faults.borrow().iter() {
+            s.dump(&Scope::Fault(prefix.clone()), &mut out);
         }
         out
     }

@@ -1,0 +1,422 @@
+//! The typed configs of the HTTP filters skiff implements (`envoy.filters.http.local_ratelimit`,
+//! `envoy.filters.http.fault`): their serde shape, read from the `typed_config` mapping `raw`
+//! keeps as written, and their conversion to `model` with Envoy's defaults. Every field of these
+//! protos is enforced, or refused here with its path; none is warned about. Which filters exist
+//! and where they may sit (router last, optional filters) is `convert`'s.
+
+// Fields accepted and never read (runtime keys, an optional wrapper's flag) exist so that
+// `deny_unknown_fields` accepts them.
+#![allow(dead_code)]
+
+use super::duration::Dur;
+use super::error::{FieldPath, Finding};
+use super::fields::{fail, header_matcher, headers_to_add, Res};
+use super::model::{
+    Fault, FaultAbort, FaultAbortSource, FaultDelay, FaultDelaySource, Fraction, LocalRateLimit,
+    PerFilterConfig, TokenBucket,
+};
+use super::raw::{Ign, RawFilterTypedConfig, RawHeaderMatcher, RawHeaderValueOption};
+use serde::Deserialize;
+
+pub(super) const LOCAL_RATELIMIT_NAME: &str = "envoy.filters.http.local_ratelimit";
+pub(super) const LOCAL_RATELIMIT_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
+pub(super) const FAULT_NAMES: &[&str] = &["envoy.filters.http.fault", "envoy.fault"];
+pub(super) const FAULT_TYPES: &[&str] = &[
+    "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+    "type.googleapis.com/envoy.config.filter.http.fault.v2.HTTPFault",
+];
+/// The wrapper a `typed_per_filter_config` entry may use (`config`, `is_optional`, `disabled`).
+const FILTER_CONFIG_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.FilterConfig";
+
+/// Which implemented filter a `typed_config` (or, without one, a filter name) stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    LocalRateLimit,
+    Fault,
+}
+
+impl Kind {
+    /// By `"@type"` when there is one (Envoy's rule), else by name.
+    pub(super) fn of(name: &str, type_url: Option<&str>) -> Option<Kind> {
+        match type_url {
+            Some(LOCAL_RATELIMIT_TYPE) => Some(Kind::LocalRateLimit),
+            Some(url) if FAULT_TYPES.contains(&url) => Some(Kind::Fault),
+            Some(_) => None,
+            None if name == LOCAL_RATELIMIT_NAME => Some(Kind::LocalRateLimit),
+            None if FAULT_NAMES.contains(&name) => Some(Kind::Fault),
+            None => None,
+        }
+    }
+}
+
+/// A filter's config from its `typed_config` at `p` (which holds `fields`).
+pub(super) fn filter_config(
+    p: &FieldPath,
+    kind: Kind,
+    typed: Option<&RawFilterTypedConfig>,
+) -> Res<PerFilterConfig> {
+    let fields = typed.map(|t| t.fields.clone()).unwrap_or_default();
+    Ok(match kind {
+        Kind::LocalRateLimit => PerFilterConfig::LocalRateLimit(local_rate_limit(p, read(p, fields)?)?),
+        Kind::Fault => PerFilterConfig::Fault(fault(p, read(p, fields)?)?),
+    })
+}
+
+/// A `typed_per_filter_config` entry at `p`: None when it is for a filter skiff does not
+/// implement (the caller warns), or is an optional/disabled `FilterConfig` wrapper of one.
+pub(super) fn per_filter_config(
+    p: &FieldPath,
+    name: &str,
+    typed: &RawFilterTypedConfig,
+) -> Res<Option<PerFilterConfig>> {
+    if typed.type_url.as_deref() == Some(FILTER_CONFIG_TYPE) {
+        let wrapper: RawFilterConfigWrapper = read(p, typed.fields.clone())?;
+        if wrapper.disabled == Some(true) {
+            return fail(p.key("disabled"), "a disabled per-route filter config is not supported");
+        }
+        let inner_path = p.key("config");
+        let Some(config) = wrapper.config else {
+            return fail(inner_path, "FilterConfig needs config");
+        };
+        let inner: RawFilterTypedConfig = read(&inner_path, config)?;
+        return match Kind::of(name, inner.type_url.as_deref()) {
+            Some(kind) => filter_config(&inner_path, kind, Some(&inner)).map(Some),
+            None => Ok(None),
+        };
+    }
+    match Kind::of(name, typed.type_url.as_deref()) {
+        Some(kind) => filter_config(p, kind, Some(typed)).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Deserializes a kept mapping, naming the failing field by its full path (so the error is
+/// located in the file).
+fn read<T: for<'de> Deserialize<'de>>(p: &FieldPath, value: impl Into<serde_norway::Value>) -> Res<T> {
+    serde_path_to_error::deserialize(value.into()).map_err(|err| {
+        let mut path = p.clone();
+        for seg in err.path().iter() {
+            match seg {
+                serde_path_to_error::Segment::Map { key } => path = path.key(key),
+                serde_path_to_error::Segment::Seq { index } => path = path.idx(*index),
+                serde_path_to_error::Segment::Enum { variant } => path = path.key(variant),
+                serde_path_to_error::Segment::Unknown => {}
+            }
+        }
+        let message = err.into_inner().to_string();
+        // serde_norway prefixes its own copy of the path; the finding carries it already.
+        let message = match message.split_once(": ") {
+            Some((head, rest)) if !head.contains(' ') => rest.to_string(),
+            _ => message,
+        };
+        Finding { path, message }
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFilterConfigWrapper {
+    config: Option<serde_norway::Value>,
+    is_optional: Option<bool>,
+    disabled: Option<bool>,
+}
+
+/// `type.v3.FractionalPercent`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFraction {
+    numerator: Option<u32>,
+    denominator: Option<String>,
+}
+
+/// `config.core.v3.RuntimeFractionalPercent`: skiff has no runtime, so the default applies.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuntimeFraction {
+    default_value: Option<RawFraction>,
+    runtime_key: Ign,
+}
+
+fn fraction(p: FieldPath, f: Option<RawFraction>) -> Res<Fraction> {
+    let Some(f) = f else { return Ok(Fraction::NONE) };
+    let scale: u64 = match f.denominator.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("HUNDRED") => 10_000,
+        Some("TEN_THOUSAND") => 100,
+        Some("MILLION") => 1,
+        Some(other) => {
+            return fail(
+                p.key("denominator"),
+                format!("unknown denominator \"{other}\", expected HUNDRED, TEN_THOUSAND or MILLION"),
+            )
+        }
+    };
+    // Above 100 % means always, as Envoy clamps it.
+    let per_million = u64::from(f.numerator.unwrap_or(0)) * scale;
+    Ok(Fraction { per_million: per_million.min(1_000_000) as u32, unit: scale as u32 })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokenBucket {
+    max_tokens: Option<u32>,
+    tokens_per_fill: Option<u32>,
+    fill_interval: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStatus {
+    code: Option<RawStatusCode>,
+}
+
+/// `type.v3.HttpStatus.code`: an enum Envoy's YAML writes by name (`TooManyRequests`) or number.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawStatusCode {
+    Number(u32),
+    Name(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLocalRateLimit {
+    stat_prefix: Option<String>,
+    status: Option<RawStatus>,
+    token_bucket: Option<RawTokenBucket>,
+    filter_enabled: Option<RawRuntimeFraction>,
+    filter_enforced: Option<RawRuntimeFraction>,
+    request_headers_to_add_when_not_enforced: Option<Vec<RawHeaderValueOption>>,
+    response_headers_to_add: Option<Vec<RawHeaderValueOption>>,
+    local_rate_limit_per_downstream_connection: Option<bool>,
+    enable_x_ratelimit_headers: Option<String>,
+    // Refused when given (not implemented).
+    descriptors: Option<Vec<serde_norway::Value>>,
+    stage: Option<u32>,
+    local_cluster_rate_limit: Ign,
+    vh_rate_limits: Option<String>,
+    always_consume_default_token_bucket: Option<bool>,
+    rate_limited_as_resource_exhausted: Option<bool>,
+    rate_limits: Option<Vec<serde_norway::Value>>,
+    max_dynamic_descriptors: Ign,
+}
+
+fn local_rate_limit(p: &FieldPath, r: RawLocalRateLimit) -> Res<LocalRateLimit> {
+    let refuse = |field: &str, why: &str| fail(p.key(field), format!("{field} is not supported: {why}"));
+    if r.descriptors.as_ref().is_some_and(|d| !d.is_empty()) {
+        return refuse("descriptors", "skiff's local rate limit has one token bucket per config");
+    }
+    if r.rate_limits.as_ref().is_some_and(|d| !d.is_empty()) {
+        return refuse("rate_limits", "descriptors are not implemented");
+    }
+    if r.stage.is_some_and(|s| s != 0) {
+        return refuse("stage", "only stage 0 exists in skiff");
+    }
+    if r.local_cluster_rate_limit.is_some() {
+        return refuse("local_cluster_rate_limit", "the limit is this process's");
+    }
+    if r.vh_rate_limits.as_deref().is_some_and(|v| !v.eq_ignore_ascii_case("OVERRIDE")) {
+        return refuse("vh_rate_limits", "descriptors are not implemented");
+    }
+    if r.rate_limited_as_resource_exhausted == Some(true) {
+        return refuse("rate_limited_as_resource_exhausted", "skiff serves no gRPC");
+    }
+    if r.local_rate_limit_per_downstream_connection == Some(true) {
+        return refuse(
+            "local_rate_limit_per_downstream_connection",
+            "the bucket is the process's (false, Envoy's default)",
+        );
+    }
+    if r.max_dynamic_descriptors.is_some() {
+        return refuse("max_dynamic_descriptors", "descriptors are not implemented");
+    }
+    // Only meaningful with descriptors, which are refused above: the default bucket is always used.
+    let _ = r.always_consume_default_token_bucket;
+    let Some(stat_prefix) = r.stat_prefix.filter(|s| !s.is_empty()) else {
+        return fail(p.key("stat_prefix"), "stat_prefix is required");
+    };
+    let token_bucket = match r.token_bucket {
+        None => None,
+        Some(b) => {
+            let bp = p.key("token_bucket");
+            let Some(max_tokens) = b.max_tokens.filter(|n| *n > 0) else {
+                return fail(bp.key("max_tokens"), "max_tokens must be greater than 0");
+            };
+            let tokens_per_fill = b.tokens_per_fill.unwrap_or(1);
+            if tokens_per_fill == 0 {
+                return fail(bp.key("tokens_per_fill"), "tokens_per_fill must be greater than 0");
+            }
+            let Some(fill_interval) = b.fill_interval.map(|d| d.0) else {
+                return fail(bp.key("fill_interval"), "fill_interval is required");
+            };
+            // Envoy's own floor for the bucket's fill timer.
+            if fill_interval < std::time::Duration::from_millis(50) {
+                return fail(bp.key("fill_interval"), "fill_interval must be at least 50ms");
+            }
+            Some(TokenBucket { max_tokens, tokens_per_fill, fill_interval })
+        }
+    };
+    let status = match r.status.and_then(|s| s.code) {
+        None => 429,
+        Some(RawStatusCode::Number(n)) if (200..600).contains(&n) => n as u16,
+        Some(RawStatusCode::Number(n)) => {
+            return fail(p.key("status").key("code"), format!("status code must be 200-599, got {n}"))
+        }
+        Some(RawStatusCode::Name(name)) => match status_by_name(&name) {
+            Some(code) => code,
+            None => {
+                return fail(
+                    p.key("status").key("code"),
+                    format!("unknown status code \"{name}\" (write it as a number)"),
+                )
+            }
+        },
+    };
+    let x_ratelimit_headers = match r.enable_x_ratelimit_headers.as_deref().map(str::to_ascii_uppercase) {
+        None => false,
+        Some(v) if v == "OFF" => false,
+        Some(v) if v == "DRAFT_VERSION_03" => true,
+        Some(v) => {
+            return fail(
+                p.key("enable_x_ratelimit_headers"),
+                format!("unknown enable_x_ratelimit_headers \"{v}\", expected OFF or DRAFT_VERSION_03"),
+            )
+        }
+    };
+    let enabled = r.filter_enabled.and_then(|f| f.default_value);
+    let enforced = r.filter_enforced.and_then(|f| f.default_value);
+    Ok(LocalRateLimit {
+        stat_prefix,
+        token_bucket,
+        filter_enabled: fraction(p.key("filter_enabled").key("default_value"), enabled)?,
+        filter_enforced: fraction(p.key("filter_enforced").key("default_value"), enforced)?,
+        status,
+        response_headers_to_add: headers_to_add(p.key("response_headers_to_add"), r.response_headers_to_add)?,
+        request_headers_to_add_when_not_enforced: headers_to_add(
+            p.key("request_headers_to_add_when_not_enforced"),
+            r.request_headers_to_add_when_not_enforced,
+        )?,
+        x_ratelimit_headers,
+    })
+}
+
+/// The `type.v3.StatusCode` names the examples use; any status may be written as its number.
+fn status_by_name(name: &str) -> Option<u16> {
+    Some(match name {
+        "OK" => 200,
+        "BadRequest" => 400,
+        "Unauthorized" => 401,
+        "Forbidden" => 403,
+        "NotFound" => 404,
+        "TooManyRequests" => 429,
+        "InternalServerError" => 500,
+        "ServiceUnavailable" => 503,
+        _ => return None,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFaultDelay {
+    fixed_delay: Option<Dur>,
+    header_delay: Ign,
+    percentage: Option<RawFraction>,
+    #[serde(rename = "type")]
+    kind: Ign,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFaultAbort {
+    http_status: Option<u32>,
+    grpc_status: Ign,
+    header_abort: Ign,
+    percentage: Option<RawFraction>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    delay: Option<RawFaultDelay>,
+    abort: Option<RawFaultAbort>,
+    upstream_cluster: Option<String>,
+    headers: Option<Vec<RawHeaderMatcher>>,
+    downstream_nodes: Option<Vec<String>>,
+    max_active_faults: Option<u32>,
+    response_rate_limit: Ign,
+    disable_downstream_cluster_stats: Option<bool>,
+    filter_metadata: Ign,
+    // Runtime keys: skiff has no runtime, so the configured values always apply.
+    delay_percent_runtime: Ign,
+    abort_percent_runtime: Ign,
+    delay_duration_runtime: Ign,
+    abort_http_status_runtime: Ign,
+    max_active_faults_runtime: Ign,
+    response_rate_limit_percent_runtime: Ign,
+    abort_grpc_status_runtime: Ign,
+}
+
+fn fault(p: &FieldPath, r: RawFault) -> Res<Fault> {
+    if r.response_rate_limit.is_some() {
+        return fail(
+            p.key("response_rate_limit"),
+            "response_rate_limit is not supported: response bodies are not throttled",
+        );
+    }
+    if r.filter_metadata.is_some() {
+        return fail(
+            p.key("filter_metadata"),
+            "filter_metadata is not supported: skiff has no dynamic metadata",
+        );
+    }
+    // Per-downstream-cluster stats are not kept, which is what this asks for.
+    let _ = r.disable_downstream_cluster_stats;
+    let delay = match r.delay {
+        None => None,
+        Some(d) => {
+            let dp = p.key("delay");
+            let source = match (d.fixed_delay, d.header_delay.is_some()) {
+                (Some(t), false) => FaultDelaySource::Fixed(t.0),
+                (None, true) => FaultDelaySource::Header,
+                (Some(_), true) => return fail(dp, "give either fixed_delay or header_delay, not both"),
+                (None, false) => return fail(dp, "a delay needs fixed_delay or header_delay"),
+            };
+            Some(FaultDelay { source, percentage: fraction(dp.key("percentage"), d.percentage)? })
+        }
+    };
+    let abort = match r.abort {
+        None => None,
+        Some(a) => {
+            let ap = p.key("abort");
+            if a.grpc_status.is_some() {
+                return fail(ap.key("grpc_status"), "grpc_status is not supported: skiff serves no gRPC");
+            }
+            let source = match (a.http_status, a.header_abort.is_some()) {
+                (Some(s), false) if (200..600).contains(&s) => FaultAbortSource::Status(s as u16),
+                (Some(s), false) => {
+                    return fail(ap.key("http_status"), format!("http_status must be 200-599, got {s}"))
+                }
+                (None, true) => FaultAbortSource::Header,
+                (Some(_), true) => return fail(ap, "give either http_status or header_abort, not both"),
+                (None, false) => return fail(ap, "an abort needs http_status or header_abort"),
+            };
+            Some(FaultAbort { source, percentage: fraction(ap.key("percentage"), a.percentage)? })
+        }
+    };
+    let hp = p.key("headers");
+    let headers = r
+        .headers
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, h)| header_matcher(hp.idx(i), h))
+        .collect::<Res<Vec<_>>>()?;
+    Ok(Fault {
+        delay,
+        abort,
+        headers,
+        upstream_cluster: r.upstream_cluster.filter(|c| !c.is_empty()),
+        downstream_nodes: r.downstream_nodes.unwrap_or_default(),
+        max_active_faults: r.max_active_faults,
+    })
+}

@@ -1,0 +1,131 @@
+//! Conversions of the value types several parts of the config share (header edits, header
+//! matchers, regexes), used by `convert` for routes and by `convert_filters` for HTTP filters.
+//! Owns no judgement of which fields are warned about: that is `convert`'s.
+
+use super::error::{FieldPath, Finding};
+use super::model::{HeaderMatchRule, HeaderMatcher, HeaderValueOption};
+use super::raw::{RawHeaderMatcher, RawHeaderValueOption};
+
+pub(super) type Res<T> = Result<T, Finding>;
+
+const NOT_YET: &str = "not yet implemented in skiff";
+
+pub(super) fn fail<T>(path: FieldPath, message: impl Into<String>) -> Res<T> {
+    Err(Finding { path, message: message.into() })
+}
+
+/// A configured header name or value goes onto the wire verbatim: a CR or LF in it would end the
+/// line and let the config inject headers (or a whole message). Envoy refuses these too.
+pub(super) fn no_crlf(p: FieldPath, text: &str) -> Res<()> {
+    if text.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+        let field = match p.0.last() {
+            Some(super::error::Seg::Key(k)) => k.clone(),
+            _ => "header".to_string(),
+        };
+        return fail(p, format!("{field} {text:?} must not contain CR, LF or NUL"));
+    }
+    Ok(())
+}
+
+pub(super) fn headers_to_add(
+    p: FieldPath,
+    list: Option<Vec<RawHeaderValueOption>>,
+) -> Res<Vec<HeaderValueOption>> {
+    let mut out = Vec::new();
+    for (i, h) in list.unwrap_or_default().into_iter().enumerate() {
+        let p = p.idx(i);
+        if h.append.is_some() && h.append_action.is_some() {
+            return fail(p, "give either append or append_action, not both");
+        }
+        if h.header.key.is_empty() {
+            return fail(p.key("header").key("key"), "header name must not be empty");
+        }
+        no_crlf(p.key("header").key("key"), &h.header.key)?;
+        if let Some(v) = &h.header.value {
+            no_crlf(p.key("header").key("value"), v)?;
+        }
+        let append = h.append.or(h.append_action.map(|a| a.0 .0)).unwrap_or(true);
+        out.push(HeaderValueOption {
+            name: h.header.key.to_ascii_lowercase(),
+            value: h.header.value.unwrap_or_default(),
+            append,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn check_regex(p: FieldPath, re: &str) -> Res<String> {
+    match regex::Regex::new(re) {
+        Ok(_) => Ok(re.to_string()),
+        // The regex crate's message spans lines (pattern, caret); errors here are one line.
+        Err(e) => fail(
+            p,
+            format!("invalid regex: {}", e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")),
+        ),
+    }
+}
+
+pub(super) fn header_matcher(p: FieldPath, h: RawHeaderMatcher) -> Res<HeaderMatcher> {
+    if h.range_match.is_some() {
+        return fail(p.key("range_match"), format!("range_match is not supported: {NOT_YET}"));
+    }
+    if h.treat_missing_header_as_empty.is_some() {
+        return fail(
+            p.key("treat_missing_header_as_empty"),
+            format!("treat_missing_header_as_empty is not supported: {NOT_YET}"),
+        );
+    }
+    let mut rules = Vec::new();
+    if let Some(s) = h.exact_match {
+        rules.push(HeaderMatchRule::Exact(s));
+    }
+    if let Some(s) = h.prefix_match {
+        rules.push(HeaderMatchRule::Prefix(s));
+    }
+    if let Some(s) = h.suffix_match {
+        rules.push(HeaderMatchRule::Suffix(s));
+    }
+    if let Some(s) = h.contains_match {
+        rules.push(HeaderMatchRule::Contains(s));
+    }
+    if let Some(s) = h.safe_regex_match {
+        rules
+            .push(HeaderMatchRule::SafeRegex(check_regex(p.key("safe_regex_match").key("regex"), &s.regex)?));
+    }
+    if let Some(s) = h.regex_match {
+        rules.push(HeaderMatchRule::SafeRegex(check_regex(p.key("regex_match"), &s)?));
+    }
+    if let Some(b) = h.present_match {
+        rules.push(HeaderMatchRule::Present(b));
+    }
+    if let Some(sm) = h.string_match {
+        let sp = p.key("string_match");
+        if sm.ignore_case == Some(true) {
+            return fail(sp.key("ignore_case"), format!("ignore_case is not supported: {NOT_YET}"));
+        }
+        if let Some(s) = sm.exact {
+            rules.push(HeaderMatchRule::Exact(s));
+        }
+        if let Some(s) = sm.prefix {
+            rules.push(HeaderMatchRule::Prefix(s));
+        }
+        if let Some(s) = sm.suffix {
+            rules.push(HeaderMatchRule::Suffix(s));
+        }
+        if let Some(s) = sm.contains {
+            rules.push(HeaderMatchRule::Contains(s));
+        }
+        if let Some(s) = sm.safe_regex {
+            rules.push(HeaderMatchRule::SafeRegex(check_regex(sp.key("safe_regex").key("regex"), &s.regex)?));
+        }
+    }
+    if rules.len() > 1 {
+        return fail(p, "a header matcher takes only one rule");
+    }
+    let rule = rules.pop().unwrap_or(HeaderMatchRule::Present(true));
+    Ok(HeaderMatcher {
+        name: h.name.to_ascii_lowercase(),
+        rule,
+        invert_match: h.invert_match.unwrap_or(false),
+    })
+}

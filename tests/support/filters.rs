@@ -1,0 +1,156 @@
+//! Helpers for the HTTP filter tests (`tests/filters.rs`, `tests/parity_filters.rs`): one v3
+//! bootstrap with a listener `main` whose connection manager runs the given `http_filters` before
+//! the router, in front of one upstream cluster `backend`, logging a fixed access-log format; and a
+//! run of requests through it that records what the client saw, how long each took, the log
+//! lines and `/stats`.
+
+use super::{indent, Client, Response, Seen, TestUpstream};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The access-log fields the filter tests compare.
+pub const LOG_FORMAT: &str = "%RESPONSE_CODE% %RESPONSE_FLAGS% %REQ(:PATH)% %UPSTREAM_CLUSTER%";
+
+/// A bootstrap: `filters` are `http_filters` entries (YAML at column 0) run before the router,
+/// `route_config` is the contents of `route_config:` (column 0), routing to cluster `backend` at
+/// `upstream`. `port`/`admin` 0 = ephemeral.
+pub fn config(
+    port: u16,
+    admin: u16,
+    log: &Path,
+    upstream: SocketAddr,
+    filters: &str,
+    route_config: &str,
+) -> String {
+    format!(
+        r#"admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
+static_resources:
+  listeners:
+    - name: main
+      address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: ingress
+                access_log:
+                  - name: envoy.access_loggers.file
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+                      path: {log}
+                      log_format: {{ text_format_source: {{ inline_string: "{LOG_FORMAT}\n" }} }}
+                route_config:
+{rc}                http_filters:
+{filters}                  - name: envoy.filters.http.router
+                    typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  clusters:
+    - name: backend
+      connect_timeout: 0.5s
+      type: STATIC
+      load_assignment:
+        cluster_name: backend
+        endpoints:
+          - lb_endpoints:
+              - endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }}
+"#,
+        upstream.ip(),
+        upstream.port(),
+        log = log.display(),
+        rc = indent(route_config, 18),
+        filters = indent(filters, 18),
+    )
+}
+
+/// Routes used when a test brings none: everything to `backend`.
+pub const ALL_TO_BACKEND: &str = r#"virtual_hosts:
+  - name: all
+    domains: ["*"]
+    routes:
+      - match: { prefix: "/" }
+        route: { cluster: backend }
+"#;
+
+/// One request: a GET of `path` with extra headers, on a fresh connection.
+pub struct Req {
+    pub path: &'static str,
+    pub headers: Vec<(&'static str, &'static str)>,
+}
+
+pub fn req(path: &'static str) -> Req {
+    Req { path, headers: Vec::new() }
+}
+
+pub fn req_with(path: &'static str, headers: &[(&'static str, &'static str)]) -> Req {
+    Req { path, headers: headers.to_vec() }
+}
+
+/// What one proxy showed for a run.
+#[derive(Debug)]
+pub struct Run {
+    /// Each response (None: the connection closed first) and how long it took.
+    pub responses: Vec<(Option<Response>, Duration)>,
+    pub upstream: Vec<Seen>,
+    pub log: Vec<String>,
+    pub stats: BTreeMap<String, u64>,
+}
+
+impl Run {
+    pub fn status(&self, i: usize) -> u16 {
+        self.responses[i].0.as_ref().map_or(0, |r| r.status)
+    }
+
+    pub fn response(&self, i: usize) -> &Response {
+        self.responses[i].0.as_ref().unwrap_or_else(|| panic!("request {i} got no response"))
+    }
+
+    pub fn stat(&self, name: &str) -> u64 {
+        self.stats.get(name).copied().unwrap_or(0)
+    }
+}
+
+/// Sends `requests` one after another to `listener`, then collects the log and `/stats`.
+pub fn drive(
+    listener: SocketAddr,
+    admin: SocketAddr,
+    log: &Path,
+    up: &TestUpstream,
+    requests: &[Req],
+) -> Run {
+    let responses = requests
+        .iter()
+        .map(|r| {
+            let started = Instant::now();
+            let mut c = Client::connect(listener);
+            let mut raw = format!("GET {} HTTP/1.1\r\nHost: test\r\n", r.path);
+            for (n, v) in &r.headers {
+                raw.push_str(&format!("{n}: {v}\r\n"));
+            }
+            raw.push_str("\r\n");
+            c.send(raw.as_bytes());
+            let resp = c.read_response(false);
+            (resp, started.elapsed())
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let log = loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        if lines.len() >= requests.len() || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stats = super::admin_request(admin, "GET", "/stats")
+        .1
+        .lines()
+        .filter_map(|l| {
+            let (name, value) = l.split_once(": ")?;
+            Some((name.to_string(), value.trim().parse().ok()?))
+        })
+        .collect();
+    Run { responses, upstream: up.requests(), log, stats }
+}
