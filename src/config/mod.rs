@@ -5,6 +5,7 @@ mod convert;
 mod duration;
 mod error;
 pub mod model;
+mod net_filter;
 mod raw;
 pub mod unenforced;
 

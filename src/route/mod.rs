@@ -105,6 +105,8 @@ pub struct Forward {
     pub prefix_rewrite: Option<(String, String)>,
     pub host_rewrite: Option<String>,
     pub retry: Option<Retry>,
+    /// The route's `upgrade_configs` (they override the connection manager's per type).
+    pub upgrades: Vec<config::UpgradeConfig>,
 }
 
 #[derive(Debug)]
@@ -115,6 +117,25 @@ pub enum Targets {
 }
 
 impl Targets {
+    /// The clusters of a route or tcp_proxy, as indices into the snapshot's clusters.
+    pub fn compile(spec: &ClusterSpecifier, clusters: &HashMap<&str, usize>) -> Result<Targets, BuildError> {
+        let find = |name: &str| {
+            clusters.get(name).copied().ok_or_else(|| BuildError::UnknownCluster(name.to_string()))
+        };
+        Ok(match spec {
+            ClusterSpecifier::Single(name) => Targets::Single(find(name)?),
+            ClusterSpecifier::Weighted(list) => {
+                let mut upto = 0u32;
+                let mut out = Vec::with_capacity(list.len());
+                for (name, weight) in list {
+                    upto = upto.saturating_add(*weight);
+                    out.push((find(name)?, upto));
+                }
+                Targets::Weighted(out, upto)
+            }
+        })
+    }
+
     /// Picks a cluster; `roll` is a uniformly random number.
     pub fn pick(&self, roll: u64) -> usize {
         match self {
@@ -379,22 +400,9 @@ fn compile_route(r: &config::Route, clusters: &HashMap<&str, usize>) -> Result<R
             Ok(HeaderMatcher { name: h.name.clone(), rule, invert: h.invert_match })
         })
         .collect::<Result<_, BuildError>>()?;
-    let find =
-        |name: &str| clusters.get(name).copied().ok_or_else(|| BuildError::UnknownCluster(name.to_string()));
     let action = match &r.action {
         RouteAction::Forward(f) => {
-            let targets = match &f.cluster {
-                ClusterSpecifier::Single(name) => Targets::Single(find(name)?),
-                ClusterSpecifier::Weighted(list) => {
-                    let mut upto = 0u32;
-                    let mut out = Vec::with_capacity(list.len());
-                    for (name, weight) in list {
-                        upto = upto.saturating_add(*weight);
-                        out.push((find(name)?, upto));
-                    }
-                    Targets::Weighted(out, upto)
-                }
-            };
+            let targets = Targets::compile(&f.cluster, clusters)?;
             // Envoy swaps "the matched prefix (or path)": for a `path` route that is the whole
             // path, which has the same length as the written one even when matched without case.
             let prefix_rewrite = match (&f.prefix_rewrite, &r.matcher.path) {
@@ -406,6 +414,7 @@ fn compile_route(r: &config::Route, clusters: &HashMap<&str, usize>) -> Result<R
                 timeout: f.timeout,
                 prefix_rewrite,
                 host_rewrite: f.host_rewrite_literal.clone(),
+                upgrades: f.upgrades.clone(),
                 retry: f.retry_policy.as_ref().map(|p| {
                     let on = |k: &str| p.retry_on.iter().any(|x| x == k);
                     Retry {

@@ -250,3 +250,10 @@ pub(super) fn duplicate(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<TcpS
     let owned = fd.try_clone_to_owned()?;
     TcpStream::from_std(std::net::TcpStream::from(owned))
 }
+
+/// A second handle on `stream`'s socket: one reads while the other writes.
+pub(super) fn second_handle(stream: &TcpStream) -> std::io::Result<TcpStream> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `stream` owns the descriptor and outlives this borrow; the duplicate is its own fd.
+    duplicate(unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) })
+}

@@ -12,7 +12,7 @@ use crate::cluster::pool::Pool;
 use crate::cluster::{Rng, ShardCluster};
 use crate::snapshot::Snapshot;
 use crate::stats::{
-    listener_stat_name, ClusterStats, HostStats, HttpStats, ListenerStats, ShardStats, WorkerStats,
+    listener_stat_name, ClusterStats, HostStats, HttpStats, ListenerStats, ShardStats, TcpStats, WorkerStats,
 };
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -37,6 +37,8 @@ pub struct Generation {
     /// Aligned with `snap.listeners`: `listener.<address>.*` and this shard's `worker_<n>` share.
     pub listener_stats: Vec<(Rc<ListenerStats>, Rc<WorkerStats>)>,
     pub cluster_stats: Vec<Rc<ClusterStats>>,
+    /// Aligned with `snap.tcp_listeners`: `tcp.<stat_prefix>.*` and the listener's stats.
+    pub tcp_stats: Vec<(Rc<TcpStats>, Rc<ListenerStats>, Rc<WorkerStats>)>,
     /// Per cluster, aligned with its endpoints.
     pub host_stats: Vec<Vec<Rc<HostStats>>>,
 }
@@ -69,6 +71,14 @@ impl Generation {
                 })
                 .collect(),
             cluster_stats: snap.clusters.iter().map(|c| stats.cluster(&c.name)).collect(),
+            tcp_stats: snap
+                .tcp_listeners
+                .iter()
+                .map(|l| {
+                    let name = listener_stat_name(l.socket.bound);
+                    (stats.tcp(&l.stat_prefix), stats.listener(&name), stats.worker(&name, shard))
+                })
+                .collect(),
             host_stats: snap
                 .clusters
                 .iter()

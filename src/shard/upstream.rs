@@ -48,6 +48,8 @@ pub(super) struct RequestFacts {
     pub body_buffered: bool,
     /// For a body still arriving: where its framing stands after the part in `req_out`.
     pub body_rest: Option<Framing>,
+    /// An upgrade the configuration allows: a `101` turns the connection into a relay.
+    pub upgrade: bool,
 }
 
 pub(super) struct Exchange<'a> {
@@ -72,6 +74,8 @@ pub(super) enum Forwarded {
     Reply(LocalReply),
     /// The response broke after it started, or the client left: close without a reply.
     Abort,
+    /// The upstream switched protocols (its 101 went to the client): relay the two connections.
+    Upgraded(Box<Upstream>),
 }
 
 /// How one attempt ended.
@@ -92,6 +96,7 @@ enum Attempt {
     RetryableStatus,
     /// The client went away, or the relay broke after the response started: close.
     Abort,
+    Upgraded(Box<Upstream>),
 }
 
 /// Envoy's local-reply texts for an upstream that failed before its response head: a prefix, then
@@ -163,6 +168,7 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
         let (status, reason, flag): (u16, Option<&'static str>, ResponseFlags) = match result {
             Attempt::Relayed { keep_alive } => return Forwarded::Relayed { keep_alive },
             Attempt::Abort => return Forwarded::Abort,
+            Attempt::Upgraded(up) => return Forwarded::Upgraded(up),
             Attempt::Stale if ex.facts.body_buffered && !fresh_only => {
                 // Not a retry in Envoy's sense: the request never reached an application.
                 fresh_only = true;
@@ -400,6 +406,15 @@ async fn attempt(
         HeadRead::Malformed => return Attempt::BadResponse,
     };
     d.response_started = true;
+    if ex.facts.upgrade && d.status == 101 {
+        return match write_out(&mut d.stream, &mut d.resp_out).await {
+            Ok(()) => Attempt::Upgraded(Box::new(up)),
+            Err(_) => {
+                d.obs.flag(ResponseFlags::DC);
+                Attempt::Abort
+            }
+        };
+    }
     relay_response(ex, d, up, shape, started, upload_abandoned).await
 }
 
@@ -448,6 +463,7 @@ fn on_response_head(
         keep_alive: ex.facts.keep_alive && !upload_abandoned && !connection_expired && !ex.shard.draining(),
         http10: ex.facts.http10,
         listener: ex.listener,
+        switching: ex.facts.upgrade && head.status == 101,
     };
     let shape = headers::write_response_head(resp_out, head, &rw, obs);
     Some(HeadDecision { shape, body: head.body, upstream_keep_alive: head.keep_alive })

@@ -122,6 +122,10 @@ fn prometheus_name(e: &Entry) -> (String, Vec<(&'static str, String)>) {
             labels.push(("envoy_http_conn_manager_prefix", prefix.clone()));
             format!("envoy_http_{metric}")
         }
+        Scope::Tcp(prefix) => {
+            labels.push(("envoy_tcp_prefix", prefix.clone()));
+            format!("envoy_tcp_{metric}")
+        }
         Scope::Cluster(name) => {
             labels.push(("envoy_cluster_name", name.clone()));
             format!("envoy_cluster_{metric}")

@@ -2,6 +2,8 @@
 //! ephemeral loopback ports, and a raw HTTP client. Include with `mod support;`.
 #![allow(dead_code)]
 
+pub mod websocket;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
