@@ -18,7 +18,7 @@ use super::upstream::{self, Exchange, Forwarded, RequestFacts};
 use crate::access_log::ResponseFlags;
 use crate::filters::Verdict;
 use crate::http::{RequestHead, Version};
-use crate::route::{Action, Route, VirtualHost};
+use crate::route::{Action, Route, Targets, VirtualHost};
 use crate::snapshot::ListenerSnap;
 use crate::stats::HttpStats;
 use bytes::Buf;
@@ -151,12 +151,16 @@ impl<'g> Request<'g> {
         // one that has no route): 403, closing.
         let upgrade = upgrade::requested(head);
         if let Some(kind) = upgrade {
-            let route_upgrades = found.and_then(|(_, r)| match &r.action {
-                Action::Forward(f) => Some(f.upgrades.as_slice()),
+            let forward = found.and_then(|(_, r)| match &r.action {
+                Action::Forward(f) => Some(f),
                 _ => None,
             });
-            if !upgrade::allowed(kind, &hcm.upgrades, route_upgrades) {
+            if !upgrade::allowed(kind, &hcm.upgrades, forward.map(|f| f.upgrades.as_slice())) {
                 self.stats.downstream_rq_ws_on_non_ws_route.inc();
+                // Envoy's line names the route's cluster: the route was resolved to decide.
+                if let Some(Targets::Single(c)) = forward.map(|f| &f.clusters) {
+                    obs.upstream_cluster = Some(*c);
+                }
                 return reply(LocalReply::new(403, b"").closing(), None);
             }
         }

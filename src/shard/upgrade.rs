@@ -74,19 +74,18 @@ pub(super) async fn relay_upgraded(stats: &HttpStats, d: &mut Downstream, mut up
     };
     d.obs.bytes_received += relayed.to_upstream;
     d.obs.bytes_sent = relayed.to_downstream;
-    // The side that ended the relay: Envoy resets the stream when the client goes (`DC`) and
-    // when the upstream fails (`UC`); an upstream that closes cleanly ends the response.
+    // The side that ended the relay, closing or failing: Envoy flags the client going as `DC` and
+    // the upstream going as `UC` (observed with Envoy 1.40), a quiet stream as `SI`.
     let ended_by = match relayed.end {
         End::Failed(side) => Some(side),
         End::Closed => relayed.last_close,
         End::IdleTimeout => None,
     };
-    match (relayed.end, ended_by) {
-        (End::IdleTimeout, _) => d.obs.flag(ResponseFlags::SI),
-        (_, Some(Side::Downstream)) => d.obs.flag(ResponseFlags::DC),
-        (End::Failed(_), Some(Side::Upstream)) => d.obs.flag(ResponseFlags::UC),
-        _ => {}
-    }
+    d.obs.flag(match ended_by {
+        None => ResponseFlags::SI,
+        Some(Side::Downstream) => ResponseFlags::DC,
+        Some(Side::Upstream) => ResponseFlags::UC,
+    });
     up.peer_closed = ended_by == Some(Side::Upstream);
     up.in_request = ended_by != Some(Side::Upstream);
 }
