@@ -139,7 +139,7 @@ fn a_route_upgrade_config_overrides_the_connection_managers() {
     let skiff = Skiff::start(
         &config(
             &[
-                listener("on", "", ", upgrade_configs: [{ upgrade_type: WebSocket }]", None),
+                listener("route_on", "", ", upgrade_configs: [{ upgrade_type: WebSocket }]", None),
                 listener(
                     "off",
                     "[{ upgrade_type: websocket }]",
@@ -152,12 +152,12 @@ fn a_route_upgrade_config_overrides_the_connection_managers() {
         ),
         &[],
     );
-    let mut s = connect(skiff.listener("on"));
+    let mut s = connect(skiff.listener("route_on"));
     websocket::handshake(&mut s, "x", "/ws").expect("the route enables it");
     websocket::write_frame(&mut s, TEXT, b"ok", true).unwrap();
     assert_eq!(websocket::read_frame(&mut s), Some((TEXT, b"ok".to_vec())));
     // ... but only on that route: `/` has no override and the HCM lists nothing.
-    let mut s = connect(skiff.listener("on"));
+    let mut s = connect(skiff.listener("route_on"));
     assert!(websocket::handshake(&mut s, "x", "/").unwrap_err().starts_with("HTTP/1.1 403"));
     let mut s = connect(skiff.listener("off"));
     assert!(websocket::handshake(&mut s, "x", "/ws").unwrap_err().starts_with("HTTP/1.1 403"));
