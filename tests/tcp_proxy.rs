@@ -237,3 +237,23 @@ fn tcp_proxy_config_mistakes_are_refused_with_their_place() {
     let loaded = skiff::config::load_str(&v2, "v2.yaml").unwrap_or_else(|e| panic!("{e}\n{v2}"));
     assert_eq!(loaded.bootstrap.tcp_listeners[0].proxy.max_connect_attempts, 1);
 }
+
+#[test]
+fn config_dump_shows_tcp_proxies_and_upgrades_and_loads_back_equal() {
+    let http = support::listener_yaml("web", "127.0.0.1", "virtual_hosts:\n  - name: all\n    domains: [\"*\"]\n    routes:\n      - match: { prefix: \"/\" }\n        route: { cluster: a, upgrade_configs: [{ upgrade_type: websocket, enabled: false }] }\n")
+        .replace("stat_prefix: web\n", "stat_prefix: web\n            upgrade_configs: [{ upgrade_type: websocket }, { upgrade_type: Custom-Proto }]\n");
+    let tcp = tcp_listener(
+        "db",
+        "            weighted_clusters: { clusters: [{ name: a, weight: 2 }, { name: b, weight: 1 }] }\n            idle_timeout: 0s\n            max_connect_attempts: 2\n",
+    );
+    let yaml = support::bootstrap_yaml(&[http, tcp], &[cluster("a", dead_port()), cluster("b", dead_port())]);
+    let original =
+        skiff::config::load_str(&yaml, "t.yaml").unwrap_or_else(|e| panic!("{e}\n{yaml}")).bootstrap;
+    let dump = skiff::admin::config_dump::render_bootstrap(&original);
+    let bootstrap = &dump["configs"][0]["bootstrap"];
+    let listeners = bootstrap["static_resources"]["listeners"].as_array().unwrap();
+    assert_eq!(listeners[1]["filter_chains"][0]["filters"][0]["name"], "envoy.filters.network.tcp_proxy");
+    let text = serde_json::to_string(bootstrap).unwrap();
+    let again = skiff::config::load_str(&text, "dump.json").unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(again.bootstrap, original, "{text}");
+}
