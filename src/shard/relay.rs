@@ -8,20 +8,20 @@
 //! when one side fails, or nothing moved either way for the idle timeout. Knows nothing of HTTP, stats names or access logs: the caller hands in the
 //! counters to bump and reads the outcome.
 
-use super::socket::{read_up_to, BODY_CHUNK};
+use super::socket::{spare, BODY_CHUNK, READ_CHUNK};
 use crate::stats::Counter;
 use bytes::BytesMut;
-use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-/// One direction: bytes read from `from` are written to `to`.
-pub(super) struct Pipe<'a> {
-    pub from: &'a mut TcpStream,
+/// One direction: bytes read from `from` are written to `to` (a socket, a second handle on it,
+/// or one half of a split one).
+pub(super) struct Pipe<'a, R, W> {
+    pub from: &'a mut R,
     /// Bytes already read from `from` (behind a request or response head) that go first.
     pub pending: BytesMut,
-    pub to: &'a mut TcpStream,
+    pub to: &'a mut W,
     /// Each counts every byte written to `to`, as it goes (so `/stats` shows a long-lived
     /// connection's traffic while it lasts).
     pub counters: &'a [&'a Counter],
@@ -57,7 +57,18 @@ pub(super) struct Relayed {
 
 /// Copies both ways until both have ended (the first, without `half_close`), one side fails, or
 /// `idle` passes with no byte moved (`NEVER` for no limit).
-pub(super) async fn relay(up: Pipe<'_>, down: Pipe<'_>, idle: Duration, half_close: bool) -> Relayed {
+pub(super) async fn relay<R1, W1, R2, W2>(
+    up: Pipe<'_, R1, W1>,
+    down: Pipe<'_, R2, W2>,
+    idle: Duration,
+    half_close: bool,
+) -> Relayed
+where
+    R1: AsyncReadRent,
+    W1: AsyncWriteRent,
+    R2: AsyncReadRent,
+    W2: AsyncWriteRent,
+{
     let last = Cell::new(Instant::now());
     let last_close = Cell::new(None);
     let (to_upstream, to_downstream) = (Cell::new(0u64), Cell::new(0u64));
@@ -104,8 +115,8 @@ async fn idle_for(idle: Duration, last: &Cell<Instant>) {
 
 /// Copies `p.from` → `p.to` until `from` ends (then, with `half_close`, half-closes `to`).
 /// Err(the side that failed).
-async fn copy(
-    p: Pipe<'_>,
+async fn copy<R: AsyncReadRent, W: AsyncWriteRent>(
+    p: Pipe<'_, R, W>,
     from_side: Side,
     total: &Cell<u64>,
     last: &Cell<Instant>,
@@ -118,6 +129,9 @@ async fn copy(
     };
     let Pipe { from, pending, to, counters } = p;
     let mut buf = pending;
+    // Reads start small (an idle connection's pending read holds its buffer) and grow to 64 KiB
+    // once one fills, so bulk transfers move in large reads.
+    let mut want = READ_CHUNK;
     loop {
         if !buf.is_empty() {
             let n = buf.len() as u64;
@@ -131,7 +145,10 @@ async fn copy(
             }
             last.set(Instant::now());
         }
-        match read_up_to(from, &mut buf, BODY_CHUNK).await {
+        buf.reserve(want);
+        let (res, b) = from.read(spare(std::mem::take(&mut buf))).await;
+        buf = b.into_inner();
+        match res {
             Ok(0) => {
                 last_close.set(Some(from_side));
                 if half_close {
@@ -140,7 +157,12 @@ async fn copy(
                 }
                 return Ok(());
             }
-            Ok(_) => last.set(Instant::now()),
+            Ok(n) => {
+                if n >= want {
+                    want = BODY_CHUNK;
+                }
+                last.set(Instant::now());
+            }
             Err(_) => return Err(from_side),
         }
     }
