@@ -180,6 +180,18 @@ fn websocket_client(addr: SocketAddr) -> Vec<String> {
     out
 }
 
+/// Upgrades, exchanges one frame, then goes away without a close handshake.
+fn websocket_client_leaving(addr: SocketAddr) -> Vec<String> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut out = match websocket::handshake(&mut s, "ws.example", "/chat") {
+        Ok(head) | Err(head) => head_lines(&head),
+    };
+    websocket::write_frame(&mut s, TEXT, b"bye", true).unwrap();
+    out.push(format!("{:?}", websocket::read_frame(&mut s)));
+    out
+}
+
 fn tcp_client(addr: SocketAddr) -> Vec<String> {
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(b"hello tcp").unwrap();
@@ -265,6 +277,22 @@ fn a_websocket_upgrade_round_trip_matches_envoy() {
 }
 
 #[test]
+fn a_websocket_client_leaving_is_logged_like_envoy() {
+    compare(Scenario {
+        name: "websocket-client-leaves",
+        filter: Filter::Http("[{ upgrade_type: websocket }]"),
+        upstream: ws_upstream,
+        client: websocket_client_leaving,
+        log_lines: 1,
+        stats: &[
+            "http.ingress.downstream_cx_upgrades_total",
+            "http.ingress.downstream_cx_upgrades_active",
+            "cluster.backend.upstream_cx_active",
+        ],
+    });
+}
+
+#[test]
 fn an_upgrade_without_config_is_refused_like_envoy() {
     compare(Scenario {
         name: "upgrade-refused",
@@ -303,6 +331,7 @@ fn a_tcp_proxy_echo_with_half_close_matches_envoy() {
             "cluster.backend.upstream_cx_destroy_remote_with_active_rq",
             "cluster.backend.upstream_cx_destroy_local_with_active_rq",
             "cluster.backend.upstream_rq_total",
+            "cluster.backend.upstream_rq_pending_total",
         ],
     });
 }

@@ -230,6 +230,13 @@ fn connect_and_upgrade_filters_are_refused_at_load() {
             "connect_config is not supported",
         ),
     ];
+    let connect_route = config(&[listener("ws", "", "", None)], "127.0.0.1:1".parse().unwrap())
+        .replace("match: { prefix: \"/ws\" }", "match: { connect_matcher: {} }");
+    let e = skiff::config::load_str(&connect_route, "c.yaml").unwrap_err().to_string();
+    assert!(
+        e.contains("match.connect_matcher: connect_matcher is not supported: CONNECT is not tunnelled"),
+        "{e}"
+    );
     for (l, want) in bad {
         let dir = support::scratch_dir("ws-bad");
         let path = dir.join("envoy.yaml");

@@ -928,6 +928,7 @@ fn route_match(p: FieldPath, m: RawMatch) -> Res<RouteMatch> {
         [path_separated_prefix, grpc, runtime_fraction, tls_context, dynamic_metadata],
         NOT_YET
     );
+    reject_present!(p, m, [connect_matcher], "CONNECT is not tunnelled by skiff");
     let mut kinds = Vec::new();
     if let Some(s) = m.prefix {
         kinds.push(PathMatch::Prefix(s));

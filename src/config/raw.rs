@@ -925,6 +925,7 @@ pub struct RawMatch {
     pub runtime_fraction: Ign,
     pub tls_context: Ign,
     pub dynamic_metadata: Ign,
+    pub connect_matcher: Ign,
 }
 
 #[derive(Debug, DeriveDeserialize)]
