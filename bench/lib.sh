@@ -30,6 +30,23 @@ static_resources:
 YAML
 }
 
+# skiff as an L4 proxy: the same cluster behind a tcp_proxy listener (no HTTP parsing), the path
+# that should cost what bench/relay.rs costs.
+#   skiff_tcp_bench_config PORT BACKEND_PORT
+skiff_tcp_bench_config() {
+  skiff_bench_config "$1" "$2" | awk '
+    /- name: envoy.filters.network.http_connection_manager/ {
+      print "            - name: envoy.filters.network.tcp_proxy"
+      print "              typed_config:"
+      print "                \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+      print "                stat_prefix: bench"
+      print "                cluster: backend"
+      skip = 1; next
+    }
+    skip && /^  clusters:/ { skip = 0 }
+    !skip'
+}
+
 # Envoy's v3 form of skiff_bench_config: the same listener, route and cluster, printed to stdout.
 #   envoy_bench_config PORT BACKEND_PORT
 envoy_bench_config() {

@@ -12,8 +12,8 @@ from collections import defaultdict
 
 PCTS = ["p50_us", "p75_us", "p90_us", "p99_us", "p99.9_us", "p99.99_us", "max_us"]
 PCT_LABELS = ["50", "75", "90", "99", "99.9", "99.99", "max"]
-ORDER = ["direct", "relay", "skiff", "nginx", "haproxy", "envoy"]
-COLORS = {"direct": "#777777", "relay": "#2a9d8f", "skiff": "#e63946", "nginx": "#457b9d", "haproxy": "#f4a261",
+ORDER = ["direct", "relay", "skifftcp", "skiff", "nginx", "haproxy", "envoy"]
+COLORS = {"direct": "#777777", "relay": "#2a9d8f", "skifftcp": "#8ecae6", "skiff": "#e63946", "nginx": "#457b9d", "haproxy": "#f4a261",
           "envoy": "#6a4c93"}
 
 

@@ -3,11 +3,12 @@
 #   direct   wrk -> backend (the limit)
 #   relay    the monoio L4 byte relay, bench/relay.rs (the floor of kernel work any proxy pays)
 #   skiff    target/release/skiff with a generated Envoy v3 config
+#   skifftcp the same skiff binary as an L4 proxy (a tcp_proxy listener): what its relay costs
 #   nginx    nginx reverse proxy with upstream keep-alive
 #   haproxy  HAProxy in http mode with http-reuse always
 # each with N shards/workers/threads (N = cores), plus a 1-shard comparison of the four proxies.
 # Runs are interleaved (A B C D E A B C D E ...) over several rounds so drift hits all alike.
-# Loopback only (127.0.0.1), ports 19100-19114. See bench/README.md for what each figure means.
+# Loopback only (127.0.0.1), ports 19100-19116. See bench/README.md for what each figure means.
 #
 #   bench/run.sh [--quick | --full]     (default: 3 rounds x 1 s per run, about 5 minutes)
 #
@@ -76,12 +77,12 @@ fi
 
 # --- ports -----------------------------------------------------------------------------------
 BACKEND=19100
-declare -A PORT=([relay]=19101 [skiff]=19102 [nginx]=19103 [haproxy]=19104
-  [relay1]=19111 [skiff1]=19112 [nginx1]=19113 [haproxy1]=19114 [direct]=$BACKEND)
+declare -A PORT=([relay]=19101 [skiff]=19102 [nginx]=19103 [haproxy]=19104 [skifftcp]=19106
+  [relay1]=19111 [skiff1]=19112 [nginx1]=19113 [haproxy1]=19114 [skifftcp1]=19116 [direct]=$BACKEND)
 $have_envoy && PORT+=([envoy]=19105 [envoy1]=19115)
 for p in "${PORT[@]}"; do
   if ss -Htln "sport = :$p" | grep -q .; then
-    echo "port $p is already in use; free 19100-19115 first" >&2
+    echo "port $p is already in use; free 19100-19116 first" >&2
     exit 1
   fi
 done
@@ -197,6 +198,8 @@ for n in "$SHARDS" 1; do
     --backend "127.0.0.1:$BACKEND" --threads "$n"
   skiff_conf "$work/skiff$sfx.yaml" "${PORT[skiff$sfx]}"
   start "skiff$sfx" "$SKIFF" -c "$work/skiff$sfx.yaml" -l warning --concurrency "$n"
+  skiff_tcp_bench_config "${PORT[skifftcp$sfx]}" "$BACKEND" >"$work/skifftcp$sfx.yaml"
+  start "skifftcp$sfx" "$SKIFF" -c "$work/skifftcp$sfx.yaml" -l warning --concurrency "$n"
   nginx_conf "nginx$sfx" "$n" "${PORT[nginx$sfx]}"
   start "nginx$sfx" nginx -c "$work/nginx$sfx/nginx.conf" -p "$work/nginx$sfx"
   haproxy_conf "$work/haproxy$sfx.cfg" "$n" "${PORT[haproxy$sfx]}"
@@ -289,8 +292,8 @@ done
 for b in $BODIES; do scenarios+=("wrk keepalive 64 $b one"); done
 $have_oha && scenarios+=("oha keepalive 64 small main")
 
-systems_main="direct relay skiff nginx haproxy"
-systems_one="relay1 skiff1 nginx1 haproxy1"
+systems_main="direct relay skifftcp skiff nginx haproxy"
+systems_one="relay1 skifftcp1 skiff1 nginx1 haproxy1"
 if $have_envoy; then
   systems_main+=" envoy"
   systems_one+=" envoy1"

@@ -6,7 +6,7 @@ use crate::cluster::ClusterSnap;
 use crate::config::{self, Bootstrap};
 use crate::filters::FilterChain;
 use crate::listener::BoundListener;
-use crate::route::RouteTable;
+use crate::route::{RouteTable, Targets};
 use crate::telemetry::Observers;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,6 +17,8 @@ use std::time::Duration;
 pub struct Snapshot {
     pub generation: u64,
     pub listeners: Vec<ListenerSnap>,
+    /// Listeners running `tcp_proxy` (served by `shard::tcp_proxy`, not the HTTP connection).
+    pub tcp_listeners: Vec<TcpListenerSnap>,
     pub clusters: Vec<ClusterSnap>,
     pub bootstrap: Arc<Bootstrap>,
 }
@@ -28,6 +30,19 @@ pub struct ListenerSnap {
     /// The connection manager's HTTP filters, router excluded.
     pub filters: FilterChain,
     pub routes: RouteTable,
+    pub observers: Observers,
+}
+
+/// A `tcp_proxy` listener: where its connections go and what they are allowed.
+#[derive(Debug)]
+pub struct TcpListenerSnap {
+    pub socket: Arc<BoundListener>,
+    pub stat_prefix: String,
+    pub clusters: Targets,
+    /// `NEVER` when off.
+    pub idle_timeout: Duration,
+    pub max_connect_attempts: u32,
+    /// Access logs only: a TCP connection has no span.
     pub observers: Observers,
 }
 
@@ -57,6 +72,8 @@ pub struct HcmSettings {
     pub accept_http_10: bool,
     /// `http_protocol_options.default_host_for_http_10`.
     pub default_host_for_http_10: Option<String>,
+    /// `upgrade_configs`, lower-cased types (a route's own override them).
+    pub upgrades: Vec<config::UpgradeConfig>,
 }
 
 impl HcmSettings {
@@ -77,6 +94,7 @@ impl HcmSettings {
             use_remote_address: hcm.use_remote_address,
             accept_http_10: hcm.accept_http_10,
             default_host_for_http_10: hcm.default_host_for_http_10.clone(),
+            upgrades: hcm.upgrades.clone(),
         }
     }
 }
@@ -84,7 +102,8 @@ impl HcmSettings {
 impl Snapshot {
     /// `endpoints[i]`: the resolved (address, weight) list for `bootstrap.clusters[i]`;
     /// `sockets`: the bound listener for each of `bootstrap.listeners`, by name; `observers[i]`:
-    /// the access logs and tracing of `bootstrap.listeners[i]` (`Telemetry::prepare`). Pure: it
+    /// the access logs and tracing of `bootstrap.listeners[i]`, then those of each of
+    /// `bootstrap.tcp_listeners` (`Telemetry::prepare`). Pure: it
     /// opens no file and starts no thread, so a rejected build leaves nothing behind.
     pub fn build(
         generation: u64,
@@ -119,10 +138,26 @@ impl Snapshot {
                 observers: observers.get(i).cloned().unwrap_or_default(),
             });
         }
-        Ok(Snapshot { generation, listeners, clusters, bootstrap })
+        let mut tcp_listeners = Vec::with_capacity(bootstrap.tcp_listeners.len());
+        for (i, l) in bootstrap.tcp_listeners.iter().enumerate() {
+            let Some(socket) = sockets.get(&l.name) else { continue };
+            tcp_listeners.push(TcpListenerSnap {
+                socket: socket.clone(),
+                stat_prefix: l.proxy.stat_prefix.clone(),
+                clusters: Targets::compile(&l.proxy.cluster, &index).map_err(|e| e.to_string())?,
+                idle_timeout: l.proxy.idle_timeout,
+                max_connect_attempts: l.proxy.max_connect_attempts,
+                observers: observers.get(bootstrap.listeners.len() + i).cloned().unwrap_or_default(),
+            });
+        }
+        Ok(Snapshot { generation, listeners, tcp_listeners, clusters, bootstrap })
     }
 
     pub fn listener_index(&self, id: u64) -> Option<usize> {
         self.listeners.iter().position(|l| l.socket.id == id)
+    }
+
+    pub fn tcp_listener_index(&self, id: u64) -> Option<usize> {
+        self.tcp_listeners.iter().position(|l| l.socket.id == id)
     }
 }

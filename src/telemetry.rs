@@ -74,16 +74,22 @@ impl Telemetry {
         &self.writer
     }
 
-    /// The access logs and tracing of every listener of `bootstrap`, in its order: opens the
+    /// The access logs and tracing of every listener of `bootstrap`, in its order (`listeners`,
+    /// then `tcp_listeners`): opens the
     /// access-log sinks and starts the Zipkin reporters they need (both idempotent: a sink or a
     /// collector config already running is reused). Call before `Snapshot::build`; Err names the
     /// listener and what is wrong with it.
     pub fn prepare(&mut self, bootstrap: &config::Bootstrap) -> Result<Vec<Observers>, String> {
-        bootstrap
-            .listeners
-            .iter()
-            .map(|l| self.observers(&l.hcm).map_err(|e| format!("listener {:?}: {e}", l.name)))
-            .collect()
+        let mut out = Vec::with_capacity(bootstrap.listeners.len() + bootstrap.tcp_listeners.len());
+        for l in &bootstrap.listeners {
+            out.push(self.observers(&l.hcm).map_err(|e| format!("listener {:?}: {e}", l.name))?);
+        }
+        for l in &bootstrap.tcp_listeners {
+            let access_logs = AccessLogs::new(&l.proxy.access_logs, &self.writer)
+                .map_err(|e| format!("listener {:?}: {e}", l.name))?;
+            out.push(Observers { access_logs, tracing: None });
+        }
+        Ok(out)
     }
 
     /// The access logs and tracing of one connection manager. Err names what is wrong.

@@ -564,9 +564,9 @@ fn unsupported_network_filter_is_named() {
     assert_eq!(
         err(&with(
             "- name: envoy.filters.network.http_connection_manager",
-            "- name: envoy.filters.network.tcp_proxy"
+            "- name: envoy.filters.network.redis_proxy"
         )),
-        r#"skiff.yaml:8:15: static_resources.listeners[0].filter_chains[0].filters[0].name: network filter "envoy.filters.network.tcp_proxy" is not supported; skiff runs only envoy.filters.network.http_connection_manager"#
+        r#"skiff.yaml:8:15: static_resources.listeners[0].filter_chains[0].filters[0].name: network filter "envoy.filters.network.redis_proxy" is not supported; skiff runs envoy.filters.network.http_connection_manager and envoy.filters.network.tcp_proxy"#
     );
 }
 

@@ -25,6 +25,7 @@ const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 const ROUTE_CONFIG: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 const HCM: &str =
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const TCP_PROXY: &str = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
 const LOCAL_RATELIMIT: &str =
     "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
@@ -54,7 +55,8 @@ pub fn render(snapshot: &Snapshot) -> Value {
 
 /// The `/config_dump` of a bootstrap; `render` without needing a built snapshot.
 pub fn render_bootstrap(b: &Bootstrap) -> Value {
-    let listeners: Vec<Value> = b.listeners.iter().map(listener).collect();
+    let listeners: Vec<Value> =
+        b.listeners.iter().map(listener).chain(b.tcp_listeners.iter().map(tcp_listener)).collect();
     let clusters: Vec<Value> = b.clusters.iter().map(cluster).collect();
 
     let mut bootstrap = Map::new();
@@ -190,6 +192,49 @@ fn listener(l: &Listener) -> Value {
     Value::Object(m)
 }
 
+fn tcp_listener(l: &TcpListener) -> Value {
+    let p = &l.proxy;
+    let mut m = Map::new();
+    m.insert("@type".into(), TCP_PROXY.into());
+    m.insert("stat_prefix".into(), p.stat_prefix.as_str().into());
+    cluster_specifier(&mut m, &p.cluster);
+    m.insert("idle_timeout".into(), duration(p.idle_timeout).into());
+    if p.max_connect_attempts != 1 {
+        m.insert("max_connect_attempts".into(), p.max_connect_attempts.into());
+    }
+    if !p.access_logs.is_empty() {
+        m.insert("access_log".into(), p.access_logs.iter().map(access_log).collect());
+    }
+    json!({
+        "name": l.name,
+        "address": socket_address(&l.address.ip().to_string(), l.address.port()),
+        "filter_chains": [{ "filters": [{ "name": "envoy.filters.network.tcp_proxy", "typed_config": m }] }],
+    })
+}
+
+/// `upgrade_configs` of an HCM or a route (`enabled` only when false, its proto default being true).
+fn upgrades(list: &[UpgradeConfig]) -> Value {
+    list.iter()
+        .map(|u| match u.enabled {
+            true => json!({ "upgrade_type": u.upgrade_type }),
+            false => json!({ "upgrade_type": u.upgrade_type, "enabled": false }),
+        })
+        .collect()
+}
+
+fn cluster_specifier(m: &mut Map<String, Value>, spec: &ClusterSpecifier) {
+    match spec {
+        ClusterSpecifier::Single(c) => {
+            m.insert("cluster".into(), c.as_str().into());
+        }
+        ClusterSpecifier::Weighted(list) => {
+            let clusters: Vec<Value> =
+                list.iter().map(|(name, weight)| json!({ "name": name, "weight": weight })).collect();
+            m.insert("weighted_clusters".into(), json!({ "clusters": clusters }));
+        }
+    }
+}
+
 fn hcm(h: &HttpConnectionManager) -> Value {
     let mut m = Map::new();
     m.insert("@type".into(), HCM.into());
@@ -235,6 +280,9 @@ fn hcm(h: &HttpConnectionManager) -> Value {
     }
     if h.xff_num_trusted_hops != 0 {
         m.insert("xff_num_trusted_hops".into(), h.xff_num_trusted_hops.into());
+    }
+    if !h.upgrades.is_empty() {
+        m.insert("upgrade_configs".into(), upgrades(&h.upgrades));
     }
     Value::Object(m)
 }
@@ -514,15 +562,9 @@ fn header_matcher(h: &HeaderMatcher) -> Value {
 
 fn forward(f: &ForwardAction) -> Value {
     let mut m = Map::new();
-    match &f.cluster {
-        ClusterSpecifier::Single(c) => {
-            m.insert("cluster".into(), c.as_str().into());
-        }
-        ClusterSpecifier::Weighted(list) => {
-            let clusters: Vec<Value> =
-                list.iter().map(|(name, weight)| json!({ "name": name, "weight": weight })).collect();
-            m.insert("weighted_clusters".into(), json!({ "clusters": clusters }));
-        }
+    cluster_specifier(&mut m, &f.cluster);
+    if !f.upgrades.is_empty() {
+        m.insert("upgrade_configs".into(), upgrades(&f.upgrades));
     }
     // None is the operator's explicit "0s" (no timeout); the loader reads "0s" back as None.
     m.insert("timeout".into(), duration(f.timeout.unwrap_or(Duration::ZERO)).into());

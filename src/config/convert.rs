@@ -139,6 +139,7 @@ pub fn convert(raw: RawBootstrap) -> Res<Converted> {
 
     let lp = sr.key("listeners");
     let mut listeners = Vec::with_capacity(listeners_raw.len());
+    let mut tcp_listeners = Vec::new();
     let mut names = HashSet::new();
     let mut addresses: Vec<(SocketAddr, FieldPath)> = Vec::new();
     if let Some(a) = &admin {
@@ -150,19 +151,21 @@ pub fn convert(raw: RawBootstrap) -> Res<Converted> {
         if !names.insert(name.clone()) {
             return fail(p.key("name"), format!("duplicate listener name \"{name}\""));
         }
-        let listener = listener(&mut cx, p.clone(), name, l)?;
+        let built = listener(&mut cx, p.clone(), name, l)?;
+        let address = match &built {
+            Built::Http(l) => l.address,
+            Built::Tcp(l) => l.address,
+        };
         // Port 0 asks the kernel for a fresh port per listener, so such listeners never collide
         // (as in Envoy); only a fixed port can be claimed twice.
-        if let Some((_, other)) =
-            addresses.iter().find(|(a, _)| *a == listener.address && listener.address.port() != 0)
-        {
-            return fail(
-                p.key("address"),
-                format!("address {} is already used by {other}", listener.address),
-            );
+        if let Some((_, other)) = addresses.iter().find(|(a, _)| *a == address && address.port() != 0) {
+            return fail(p.key("address"), format!("address {address} is already used by {other}"));
         }
-        addresses.push((listener.address, p.key("address")));
-        listeners.push(listener);
+        addresses.push((address, p.key("address")));
+        match built {
+            Built::Http(l) => listeners.push(*l),
+            Built::Tcp(l) => tcp_listeners.push(l),
+        }
     }
 
     if cx.bootstrap_tracer.is_some() && cx.hcm_tracing_blocks == 0 {
@@ -172,7 +175,10 @@ pub fn convert(raw: RawBootstrap) -> Res<Converted> {
         );
     }
 
-    Ok(Converted { bootstrap: Bootstrap { admin, listeners, clusters }, warnings: cx.warnings })
+    Ok(Converted {
+        bootstrap: Bootstrap { admin, listeners, clusters, tcp_listeners },
+        warnings: cx.warnings,
+    })
 }
 
 /// A tracing provider (HCM `tracing.provider` or bootstrap `tracing.http`). The name and the
@@ -367,7 +373,13 @@ fn access_logs(cx: &mut Cx, p: FieldPath, logs: Vec<RawAccessLog>) -> Res<Vec<Ac
     Ok(out)
 }
 
-fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Listener> {
+/// A listener, by the network filter it runs.
+enum Built {
+    Http(Box<Listener>),
+    Tcp(TcpListener),
+}
+
+fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Built> {
     reject_present!(p, l, [default_filter_chain, udp_listener_config], NOT_YET);
     warn_present!(
         cx,
@@ -424,7 +436,7 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<List
             return fail(
                 cp.key("filters"),
                 format!(
-                    "exactly one network filter (the http_connection_manager) is supported, got {}",
+                    "exactly one network filter (http_connection_manager or tcp_proxy) is supported, got {}",
                     filters.len()
                 ),
             );
@@ -436,7 +448,7 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<List
                     return fail(fp, "give either config (v2) or typed_config (v3), not both")
                 }
                 (Some(c), None) => {
-                    if c.type_url.is_some() {
+                    if c.type_url_given() {
                         return fail(
                             fp.key("config").key("@type"),
                             "\"@type\" belongs in typed_config, not config",
@@ -445,22 +457,112 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<List
                     ("config", c)
                 }
                 (None, Some(c)) => {
-                    if c.type_url.is_none() {
+                    if !c.type_url_given() {
                         return fail(fp.key("typed_config"), "typed_config needs \"@type\"");
                     }
                     ("typed_config", c)
                 }
                 (None, None) => {
-                    return fail(fp, "the http_connection_manager needs typed_config (or v2 config)")
+                    return fail(
+                        fp,
+                        format!("network filter \"{}\" needs typed_config (or v2 config)", f.name.0),
+                    )
                 }
             };
-            hcm_out = Some(hcm(cx, fp.key(key), raw, direction, address.port())?);
+            match raw {
+                RawNetConfig::Hcm(raw) => {
+                    hcm_out = Some(hcm(cx, fp.key(key), *raw, direction, address.port())?);
+                }
+                RawNetConfig::TcpProxy(raw) => {
+                    let proxy = tcp_proxy(cx, fp.key(key), *raw)?;
+                    return Ok(Built::Tcp(TcpListener { name, address, proxy }));
+                }
+            }
         }
     }
     let Some(hcm) = hcm_out else {
         return fail(fp, "no http_connection_manager");
     };
-    Ok(Listener { name, address, hcm })
+    Ok(Built::Http(Box::new(Listener { name, address, hcm })))
+}
+
+impl RawNetConfig {
+    fn type_url_given(&self) -> bool {
+        match self {
+            RawNetConfig::Hcm(h) => h.type_url.is_some(),
+            RawNetConfig::TcpProxy(t) => t.type_url.is_some(),
+        }
+    }
+}
+
+fn tcp_proxy(cx: &mut Cx, p: FieldPath, t: RawTcpProxy) -> Res<TcpProxy> {
+    reject_present!(
+        p,
+        t,
+        [
+            on_demand,
+            metadata_match,
+            tunneling_config,
+            downstream_idle_timeout,
+            upstream_idle_timeout,
+            access_log_flush_interval,
+            access_log_options,
+            flush_access_log_on_connected,
+            hash_policy,
+            max_downstream_connection_duration,
+            backoff_options,
+            deprecated_v1,
+            proxy_protocol_tlvs
+        ],
+        NOT_YET
+    );
+    let Some(stat_prefix) = t.stat_prefix.filter(|s| !s.is_empty()) else {
+        return fail(p, "stat_prefix is required");
+    };
+    let cluster = match (t.cluster, t.weighted_clusters) {
+        (Some(c), None) => ClusterSpecifier::Single(cx.cluster_ref(p.key("cluster"), &c)?),
+        (None, Some(w)) => weighted_clusters(cx, p.key("weighted_clusters"), w)?,
+        (Some(_), Some(_)) => return fail(p, "give either cluster or weighted_clusters, not both"),
+        (None, None) => return fail(p, "tcp_proxy needs cluster or weighted_clusters"),
+    };
+    let max_connect_attempts = t.max_connect_attempts.unwrap_or(1);
+    if max_connect_attempts == 0 {
+        return fail(p.key("max_connect_attempts"), "max_connect_attempts must be at least 1");
+    }
+    let access_logs = match t.access_log {
+        Some(logs) => access_logs(cx, p.key("access_log"), logs)?,
+        None => Vec::new(),
+    };
+    Ok(TcpProxy {
+        stat_prefix,
+        cluster,
+        idle_timeout: t.idle_timeout.map_or(Duration::from_secs(3600), |d| zero_is_never(d.0)),
+        max_connect_attempts,
+        access_logs,
+    })
+}
+
+/// `upgrade_configs` entries, lower-cased. CONNECT is refused: skiff does not tunnel it.
+fn upgrades<'a>(
+    p: FieldPath,
+    list: impl Iterator<Item = (&'a str, Option<bool>)>,
+) -> Res<Vec<UpgradeConfig>> {
+    let mut out: Vec<UpgradeConfig> = Vec::new();
+    for (i, (upgrade_type, enabled)) in list.enumerate() {
+        let ip = p.idx(i).key("upgrade_type");
+        if upgrade_type.is_empty() {
+            return fail(ip, "upgrade_type must not be empty");
+        }
+        if upgrade_type.eq_ignore_ascii_case("CONNECT") {
+            return fail(ip, format!("upgrade_type CONNECT is not supported: {NOT_YET}"));
+        }
+        let upgrade_type = upgrade_type.to_ascii_lowercase();
+        if out.iter().any(|u| u.upgrade_type == upgrade_type) {
+            return fail(ip, format!("upgrade_type {upgrade_type} is listed twice"));
+        }
+        out.push(UpgradeConfig { upgrade_type, enabled: enabled.unwrap_or(true) });
+    }
+    Ok(out)
 }
 
 fn hcm(
@@ -483,7 +585,6 @@ fn hcm(
             skip_xff_append,
             via,
             always_set_request_id_in_response,
-            upgrade_configs,
             forward_client_cert_details,
             set_current_client_cert_details,
             proxy_100_continue,
@@ -630,6 +731,14 @@ fn hcm(
         Some(t) => hcm_tracing(cx, p.key("tracing"), t, direction)?,
         None => None,
     };
+    let up = p.key("upgrade_configs");
+    for (i, u) in h.upgrade_configs.iter().flatten().enumerate() {
+        if u.filters.as_ref().is_some_and(|f| !f.is_empty()) {
+            return fail(up.idx(i).key("filters"), "upgrade filter chains are not supported");
+        }
+    }
+    let upgrades =
+        upgrades(up, h.upgrade_configs.iter().flatten().map(|u| (u.upgrade_type.as_str(), u.enabled)))?;
     let _ = h.codec_type; // AUTO and HTTP1 both mean HTTP/1.1 here; the rest fail at parse.
     Ok(HttpConnectionManager {
         stat_prefix,
@@ -659,6 +768,7 @@ fn hcm(
         tracing,
         accept_http_10,
         default_host_for_http_10,
+        upgrades,
     })
 }
 
@@ -825,6 +935,7 @@ fn route_match(p: FieldPath, m: RawMatch) -> Res<RouteMatch> {
         [path_separated_prefix, grpc, runtime_fraction, tls_context, dynamic_metadata],
         NOT_YET
     );
+    reject_present!(p, m, [connect_matcher], "CONNECT is not tunnelled by skiff");
     let mut kinds = Vec::new();
     if let Some(s) = m.prefix {
         kinds.push(PathMatch::Prefix(s));
@@ -894,7 +1005,6 @@ fn forward(
             hash_policy,
             cors,
             rate_limits,
-            upgrade_configs,
             request_mirror_policy,
             request_mirror_policies,
             hedge_policy,
@@ -909,29 +1019,7 @@ fn forward(
     }
     let cluster = match (a.cluster, a.weighted_clusters) {
         (Some(c), None) => ClusterSpecifier::Single(cx.cluster_ref(p.key("cluster"), &c)?),
-        (None, Some(w)) => {
-            let wp = p.key("weighted_clusters");
-            let mut out = Vec::new();
-            for (i, c) in w.clusters.into_iter().enumerate() {
-                out.push((cx.cluster_ref(wp.key("clusters").idx(i).key("name"), &c.name)?, c.weight));
-            }
-            let sum: u64 = out.iter().map(|(_, w)| u64::from(*w)).sum();
-            if out.is_empty() || sum == 0 {
-                return fail(
-                    wp.key("clusters"),
-                    "weighted_clusters needs at least one cluster with a non-zero weight",
-                );
-            }
-            if let Some(total) = w.total_weight {
-                if u64::from(total) != sum {
-                    return fail(
-                        wp.key("total_weight"),
-                        format!("total_weight is {total} but the weights add up to {sum}"),
-                    );
-                }
-            }
-            ClusterSpecifier::Weighted(out)
-        }
+        (None, Some(w)) => weighted_clusters(cx, p.key("weighted_clusters"), w)?,
         (Some(_), Some(_)) => return fail(p, "give either cluster or weighted_clusters, not both"),
         (None, None) => return fail(p, "route needs cluster or weighted_clusters"),
     };
@@ -949,7 +1037,19 @@ fn forward(
         (None, Some(r)) => Some(retry(cx, vhost_retry_path, r)?),
         (None, None) => None,
     };
+    let up = p.key("upgrade_configs");
+    for (i, u) in a.upgrade_configs.iter().flatten().enumerate() {
+        if u.connect_config.is_some() {
+            return fail(
+                up.idx(i).key("connect_config"),
+                format!("connect_config is not supported: {NOT_YET}"),
+            );
+        }
+    }
+    let upgrades =
+        upgrades(up, a.upgrade_configs.iter().flatten().map(|u| (u.upgrade_type.as_str(), u.enabled)))?;
     Ok(ForwardAction {
+        upgrades,
         cluster,
         timeout,
         prefix_rewrite: a.prefix_rewrite,
@@ -964,6 +1064,30 @@ fn forward(
             }
         }),
     })
+}
+
+/// `weighted_clusters` of a route or a tcp_proxy: every cluster exists, some weight is non-zero.
+fn weighted_clusters(cx: &Cx, wp: FieldPath, w: RawWeighted) -> Res<ClusterSpecifier> {
+    let mut out = Vec::new();
+    for (i, c) in w.clusters.into_iter().enumerate() {
+        out.push((cx.cluster_ref(wp.key("clusters").idx(i).key("name"), &c.name)?, c.weight));
+    }
+    let sum: u64 = out.iter().map(|(_, w)| u64::from(*w)).sum();
+    if out.is_empty() || sum == 0 {
+        return fail(
+            wp.key("clusters"),
+            "weighted_clusters needs at least one cluster with a non-zero weight",
+        );
+    }
+    if let Some(total) = w.total_weight {
+        if u64::from(total) != sum {
+            return fail(
+                wp.key("total_weight"),
+                format!("total_weight is {total} but the weights add up to {sum}"),
+            );
+        }
+    }
+    Ok(ClusterSpecifier::Weighted(out))
 }
 
 fn retry(cx: &mut Cx, p: FieldPath, r: &RawRetry) -> Res<RetryPolicy> {

@@ -7,6 +7,7 @@ mod duration;
 mod error;
 mod fields;
 pub mod model;
+mod net_filter;
 mod raw;
 pub mod unenforced;
 

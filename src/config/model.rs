@@ -12,8 +12,43 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bootstrap {
     pub admin: Option<Admin>,
+    /// Listeners whose network filter is the http_connection_manager.
     pub listeners: Vec<Listener>,
     pub clusters: Vec<Cluster>,
+    /// Listeners whose network filter is `envoy.filters.network.tcp_proxy`. Listener names are
+    /// unique across both lists.
+    pub tcp_listeners: Vec<TcpListener>,
+}
+
+/// A listener that relays bytes to a cluster (`envoy.filters.network.tcp_proxy`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpListener {
+    pub name: String,
+    pub address: SocketAddr,
+    pub proxy: TcpProxy,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpProxy {
+    /// `tcp.<stat_prefix>.*`.
+    pub stat_prefix: String,
+    /// `cluster` or `weighted_clusters` (picked per connection), checked to exist at load.
+    pub cluster: ClusterSpecifier,
+    /// `idle_timeout`, Envoy's default 1 h; `0s` = never (`NEVER`).
+    pub idle_timeout: Duration,
+    /// `max_connect_attempts`, Envoy's default 1 (at least 1).
+    pub max_connect_attempts: u32,
+    pub access_logs: Vec<AccessLog>,
+}
+
+/// An `upgrade_configs` entry (connection manager or route): whether requests asking for
+/// `Upgrade: <upgrade_type>` may become a byte relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeConfig {
+    /// Lower-cased: matched without regard to case, as Envoy does.
+    pub upgrade_type: String,
+    /// `enabled`, default true.
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +116,8 @@ pub struct HttpConnectionManager {
     /// `http_protocol_options.default_host_for_http_10`: the Host given to an HTTP/1.0 request
     /// that has none.
     pub default_host_for_http_10: Option<String>,
+    /// `upgrade_configs`.
+    pub upgrades: Vec<UpgradeConfig>,
 }
 
 /// The most header lines a head may have: the parser's fixed array (`http::MAX_HEADERS`, checked
@@ -379,6 +416,8 @@ pub struct ForwardAction {
     pub prefix_rewrite: Option<String>,
     pub host_rewrite_literal: Option<String>,
     pub retry_policy: Option<RetryPolicy>,
+    /// `upgrade_configs`: overrides the connection manager's per upgrade type.
+    pub upgrades: Vec<UpgradeConfig>,
     /// `idle_timeout`: replaces the connection manager's `stream_idle_timeout` for this route.
     /// None = not set; Some(None) = `0s`, which turns the connection manager's off too.
     pub idle_timeout: Option<Option<Duration>>,

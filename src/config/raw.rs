@@ -229,19 +229,34 @@ const HCM_TYPES: &[&str] = &[
     "type.googleapis.com/envoy.config.filter.network.http_connection_manager.v2.HttpConnectionManager",
 ];
 
-/// A network filter's name: skiff serves HTTP only, so anything but the connection manager is
-/// refused at the name, before its config is read as the wrong type.
+pub const TCP_PROXY_NAMES: &[&str] = &["envoy.filters.network.tcp_proxy", "envoy.tcp_proxy"];
+pub const TCP_PROXY_TYPES: &[&str] = &[
+    "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+    "type.googleapis.com/envoy.config.filter.network.tcp_proxy.v2.TcpProxy",
+];
+
+/// The network filters skiff runs: a listener is either HTTP or a TCP proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetFilterKind {
+    Hcm,
+    TcpProxy,
+}
+
+/// A network filter's name: anything but the connection manager and the TCP proxy is refused at
+/// the name, before its config is read as the wrong type.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetFilterName(pub String);
+pub struct NetFilterName(pub String, pub NetFilterKind);
 
 impl<'de> Deserialize<'de> for NetFilterName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_str(CheckedStr("a network filter name", |name: &str| {
             if HCM_NAMES.contains(&name) {
-                Ok(NetFilterName(name.to_string()))
+                Ok(NetFilterName(name.to_string(), NetFilterKind::Hcm))
+            } else if TCP_PROXY_NAMES.contains(&name) {
+                Ok(NetFilterName(name.to_string(), NetFilterKind::TcpProxy))
             } else {
                 Err(format!(
-                    "network filter \"{name}\" is not supported; skiff runs only envoy.filters.network.http_connection_manager"
+                    "network filter \"{name}\" is not supported; skiff runs envoy.filters.network.http_connection_manager and envoy.filters.network.tcp_proxy"
                 ))
             }
         }))
@@ -273,6 +288,22 @@ impl<'de> Deserialize<'de> for HcmTypeUrl {
                 Ok(HcmTypeUrl)
             } else {
                 Err(format!("expected \"@type\" {}, got \"{url}\"", HCM_TYPES[0]))
+            }
+        }))
+    }
+}
+
+/// The `"@type"` of a tcp_proxy `typed_config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpProxyTypeUrl;
+
+impl<'de> Deserialize<'de> for TcpProxyTypeUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(CheckedStr("a type URL", |url: &str| {
+            if TCP_PROXY_TYPES.contains(&url) {
+                Ok(TcpProxyTypeUrl)
+            } else {
+                Err(format!("expected \"@type\" {}, got \"{url}\"", TCP_PROXY_TYPES[0]))
             }
         }))
     }
@@ -521,12 +552,66 @@ pub struct RawFilterChain {
     pub transport_socket_connect_timeout: Ign,
 }
 
-#[derive(Debug, DeriveDeserialize)]
-#[serde(deny_unknown_fields, expecting = "a network filter mapping")]
+/// A listener's network filter. Its config is read as the filter its `name` says (or, when the
+/// config comes first, as its `"@type"` says); hence a hand-written visitor. See `net_filter.rs`.
+#[derive(Debug)]
 pub struct RawNetFilter {
     pub name: NetFilterName,
-    pub config: Option<RawHcm>,
-    pub typed_config: Option<RawHcm>,
+    pub config: Option<RawNetConfig>,
+    pub typed_config: Option<RawNetConfig>,
+}
+
+/// A network filter's `config` (v2) or `typed_config` (v3).
+#[derive(Debug)]
+pub enum RawNetConfig {
+    Hcm(Box<RawHcm>),
+    TcpProxy(Box<RawTcpProxy>),
+}
+
+/// `envoy.filters.network.tcp_proxy` (v3 `TcpProxy`, v2 the same fields).
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a tcp_proxy mapping")]
+pub struct RawTcpProxy {
+    #[serde(rename = "@type")]
+    pub type_url: Option<TcpProxyTypeUrl>,
+    pub stat_prefix: Option<String>,
+    pub cluster: Option<String>,
+    pub weighted_clusters: Option<RawWeighted>,
+    pub idle_timeout: Option<Dur>,
+    pub max_connect_attempts: Option<u32>,
+    pub access_log: Option<Vec<RawAccessLog>>,
+    // Rejected.
+    pub on_demand: Ign,
+    pub metadata_match: Ign,
+    pub tunneling_config: Ign,
+    pub downstream_idle_timeout: Ign,
+    pub upstream_idle_timeout: Ign,
+    pub access_log_flush_interval: Ign,
+    pub access_log_options: Ign,
+    pub flush_access_log_on_connected: Ign,
+    pub hash_policy: Ign,
+    pub max_downstream_connection_duration: Ign,
+    pub backoff_options: Ign,
+    pub deprecated_v1: Ign,
+    pub proxy_protocol_tlvs: Ign,
+}
+
+/// An HCM `upgrade_configs` entry.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "an upgrade config mapping like {upgrade_type: websocket}")]
+pub struct RawHcmUpgrade {
+    pub upgrade_type: String,
+    pub enabled: Option<bool>,
+    pub filters: Option<Vec<IgnoredAny>>,
+}
+
+/// A route's `upgrade_configs` entry.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "an upgrade config mapping like {upgrade_type: websocket}")]
+pub struct RawRouteUpgrade {
+    pub upgrade_type: String,
+    pub enabled: Option<bool>,
+    pub connect_config: Ign,
 }
 
 #[derive(Debug, DeriveDeserialize)]
@@ -562,7 +647,6 @@ pub struct RawHcm {
     pub skip_xff_append: Ign,
     pub via: Ign,
     pub always_set_request_id_in_response: Ign,
-    pub upgrade_configs: Ign,
     pub forward_client_cert_details: Ign,
     pub set_current_client_cert_details: Ign,
     pub proxy_100_continue: Ign,
@@ -573,6 +657,7 @@ pub struct RawHcm {
     pub strip_matching_host_port: Option<bool>,
     pub strip_any_host_port: Option<bool>,
     pub http_protocol_options: Option<RawHttp1Options>,
+    pub upgrade_configs: Option<Vec<RawHcmUpgrade>>,
     // Warned about (config/unenforced.rs).
     pub drain_timeout: Ign,
     pub add_user_agent: Ign,
@@ -883,6 +968,7 @@ pub struct RawMatch {
     pub runtime_fraction: Ign,
     pub tls_context: Ign,
     pub dynamic_metadata: Ign,
+    pub connect_matcher: Ign,
 }
 
 #[derive(Debug, DeriveDeserialize)]
@@ -954,7 +1040,7 @@ pub struct RawRouteAction {
     pub hash_policy: Ign,
     pub cors: Ign,
     pub rate_limits: Ign,
-    pub upgrade_configs: Ign,
+    pub upgrade_configs: Option<Vec<RawRouteUpgrade>>,
     pub request_mirror_policy: Ign,
     pub request_mirror_policies: Ign,
     pub hedge_policy: Ign,

@@ -390,13 +390,14 @@ impl Control {
     fn adopt(&mut self, bootstrap: Arc<Bootstrap>, fresh: Vec<Answers>) -> Result<Arc<Snapshot>, StartError> {
         let mut listeners = HashMap::new();
         let mut by_name = HashMap::new();
-        for l in &bootstrap.listeners {
-            let key = (l.name.clone(), l.address);
+        let http = bootstrap.listeners.iter().map(|l| (&l.name, l.address));
+        for (name, address) in http.chain(bootstrap.tcp_listeners.iter().map(|l| (&l.name, l.address))) {
+            let key = (name.clone(), address);
             // Same name and address: keep the socket. A renamed listener on a fixed port keeps its
             // socket too (binding again would fail with "address in use" while the old one is open).
             let existing = self.listeners.get(&key).or_else(|| {
-                (l.address.port() != 0)
-                    .then(|| self.listeners.iter().find(|((_, a), _)| *a == l.address).map(|(_, b)| b))
+                (address.port() != 0)
+                    .then(|| self.listeners.iter().find(|((_, a), _)| *a == address).map(|(_, b)| b))
                     .flatten()
             });
             let bound = match existing {
@@ -404,15 +405,13 @@ impl Control {
                 None => {
                     let id = self.next_listener_id;
                     self.next_listener_id += 1;
-                    let bound =
-                        BoundListener::bind(id, &l.name, l.address, self.shard_count).map_err(|source| {
-                            StartError::Bind { listener: l.name.clone(), address: l.address, source }
-                        })?;
-                    log::info!("listener {:?} listening on {}", l.name, bound.bound);
+                    let bound = BoundListener::bind(id, name, address, self.shard_count)
+                        .map_err(|source| StartError::Bind { listener: name.clone(), address, source })?;
+                    log::info!("listener {:?} listening on {}", name, bound.bound);
                     Arc::new(bound)
                 }
             };
-            by_name.insert(l.name.clone(), bound.clone());
+            by_name.insert(name.clone(), bound.clone());
             listeners.insert(key, bound);
         }
         let mut fresh = fresh.into_iter();

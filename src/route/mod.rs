@@ -115,6 +115,8 @@ pub struct Forward {
     pub idle_timeout: Option<Option<Duration>>,
     /// `max_stream_duration`.
     pub max_stream_duration: crate::config::RouteStreamDuration,
+    /// The route's `upgrade_configs` (they override the connection manager's per type).
+    pub upgrades: Vec<config::UpgradeConfig>,
 }
 
 #[derive(Debug)]
@@ -125,6 +127,25 @@ pub enum Targets {
 }
 
 impl Targets {
+    /// The clusters of a route or tcp_proxy, as indices into the snapshot's clusters.
+    pub fn compile(spec: &ClusterSpecifier, clusters: &HashMap<&str, usize>) -> Result<Targets, BuildError> {
+        let find = |name: &str| {
+            clusters.get(name).copied().ok_or_else(|| BuildError::UnknownCluster(name.to_string()))
+        };
+        Ok(match spec {
+            ClusterSpecifier::Single(name) => Targets::Single(find(name)?),
+            ClusterSpecifier::Weighted(list) => {
+                let mut upto = 0u32;
+                let mut out = Vec::with_capacity(list.len());
+                for (name, weight) in list {
+                    upto = upto.saturating_add(*weight);
+                    out.push((find(name)?, upto));
+                }
+                Targets::Weighted(out, upto)
+            }
+        })
+    }
+
     /// Picks a cluster; `roll` is a uniformly random number.
     pub fn pick(&self, roll: u64) -> usize {
         match self {
@@ -395,22 +416,9 @@ fn compile_route(id: usize, r: &config::Route, clusters: &HashMap<&str, usize>) 
         PathMatch::SafeRegex(re) => PathMatcher::Regex(anchored(re)?),
     };
     let headers = r.matcher.headers.iter().map(HeaderMatcher::compile).collect::<Result<_, BuildError>>()?;
-    let find =
-        |name: &str| clusters.get(name).copied().ok_or_else(|| BuildError::UnknownCluster(name.to_string()));
     let action = match &r.action {
         RouteAction::Forward(f) => {
-            let targets = match &f.cluster {
-                ClusterSpecifier::Single(name) => Targets::Single(find(name)?),
-                ClusterSpecifier::Weighted(list) => {
-                    let mut upto = 0u32;
-                    let mut out = Vec::with_capacity(list.len());
-                    for (name, weight) in list {
-                        upto = upto.saturating_add(*weight);
-                        out.push((find(name)?, upto));
-                    }
-                    Targets::Weighted(out, upto)
-                }
-            };
+            let targets = Targets::compile(&f.cluster, clusters)?;
             // Envoy swaps "the matched prefix (or path)": for a `path` route that is the whole
             // path, which has the same length as the written one even when matched without case.
             let prefix_rewrite = match (&f.prefix_rewrite, &r.matcher.path) {
@@ -424,6 +432,7 @@ fn compile_route(id: usize, r: &config::Route, clusters: &HashMap<&str, usize>) 
                 host_rewrite: f.host_rewrite_literal.clone(),
                 idle_timeout: f.idle_timeout,
                 max_stream_duration: f.max_stream_duration,
+                upgrades: f.upgrades.clone(),
                 retry: f.retry_policy.as_ref().map(|p| {
                     let on = |k: &str| p.retry_on.iter().any(|x| x == k);
                     Retry {

@@ -82,6 +82,9 @@ pub(super) struct RequestRewrite<'a> {
     /// The route timeout, sent as `x-envoy-expected-rq-timeout-ms`.
     pub expected_timeout_ms: Option<u64>,
     pub listener: &'a ListenerSnap,
+    /// An upgrade the configuration allows (`upgrade.rs`): its `Upgrade` and `Connection` lines go
+    /// upstream as they came, as Envoy passes them.
+    pub upgrade: bool,
 }
 
 /// Writes the request head as the upstream gets it.
@@ -115,7 +118,8 @@ pub(super) fn write_request_head(
         }
         // `connection_lists` never names a framing field (the codec's rule): a `Connection` token
         // cannot make Content-Length, Transfer-Encoding or Host disappear.
-        if hop_by_hop(name) || (has_connection && head.connection_lists(name)) {
+        let upgrade_line = rw.upgrade && (header_is(name, "upgrade") || header_is(name, "connection"));
+        if !upgrade_line && (hop_by_hop(name) || (has_connection && head.connection_lists(name))) {
             continue;
         }
         if name.len() > 8 && untrusted_envoy_header(name, edge) {
@@ -236,6 +240,10 @@ pub(super) struct ResponseRewrite<'a> {
     pub listener: &'a ListenerSnap,
     /// Header lines the request's HTTP filters add (`filters::Verdict::response_headers`).
     pub filter_headers: &'a [u8],
+    /// A `101` to an allowed upgrade: the client gets `Upgrade` and `Connection` as the upstream
+    /// sent them and no framing or keep-alive decision (the connection becomes a byte relay), and,
+    /// as from Envoy, no `x-envoy-upstream-service-time` (the request never ended).
+    pub switching: bool,
 }
 
 pub(super) fn write_response_head(
@@ -253,7 +261,9 @@ pub(super) fn write_response_head(
     let has_connection = head.headers.iter().any(|h| header_is(h.name, "connection"));
     for h in head.headers {
         let name = h.name;
-        if dropped_response_header(name) || (has_connection && head.connection_lists(name)) {
+        let upgrade_line = rw.switching && (header_is(name, "upgrade") || header_is(name, "connection"));
+        if !upgrade_line && (dropped_response_header(name) || (has_connection && head.connection_lists(name)))
+        {
             continue;
         }
         if head.body == BodyKind::Chunked && header_is(name, "content-length") {
@@ -264,20 +274,22 @@ pub(super) fn write_response_head(
         }
         reply::header(out, name.as_bytes(), h.value);
     }
-    out.extend_from_slice(b"x-envoy-upstream-service-time: ");
-    let at = out.len();
-    reply::push_u64(out, rw.service_time_ms);
-    // Envoy's default access-log format reads this header, which skiff adds itself.
-    observe::on_added_response_header(rw.listener, obs, "x-envoy-upstream-service-time", &out[at..]);
-    out.extend_from_slice(b"\r\n");
+    if !rw.switching {
+        out.extend_from_slice(b"x-envoy-upstream-service-time: ");
+        let at = out.len();
+        reply::push_u64(out, rw.service_time_ms);
+        // Envoy's default access-log format reads this header, which skiff adds itself.
+        observe::on_added_response_header(rw.listener, obs, "x-envoy-upstream-service-time", &out[at..]);
+        out.extend_from_slice(b"\r\n");
+    }
     rw.date.write(out);
     reply::header(out, b"server", rw.server_name.as_bytes());
     if head.body == BodyKind::Chunked && !dechunk {
         reply::header(out, b"transfer-encoding", b"chunked");
     }
-    if !client_keep_alive {
+    if !client_keep_alive && !rw.switching {
         reply::header(out, b"connection", b"close");
-    } else if rw.http10 {
+    } else if rw.http10 && !rw.switching {
         reply::header(out, b"connection", b"keep-alive");
     }
     for e in rw.edits.iter().rev() {

@@ -11,10 +11,13 @@ mod observe;
 mod reply;
 mod socket;
 pub use reply::reason;
+mod relay;
 mod request;
 mod signal;
 mod state;
+mod tcp_proxy;
 mod timer;
+mod upgrade;
 pub use state::PaddedCount;
 use state::{Generation, Shard};
 mod upstream;
@@ -160,7 +163,10 @@ fn install(shard: &Rc<Shard>, snap: Arc<Snapshot>) {
 /// Starts accept loops for the snapshot's new listeners and stops those it no longer has.
 fn sync_listeners(shard: &Rc<Shard>) {
     let generation = shard.generation();
-    let wanted: Vec<u64> = generation.snap.listeners.iter().map(|l| l.socket.id).collect();
+    let snap = &generation.snap;
+    let http = snap.listeners.iter().map(|l| (&l.socket, Serves::Http));
+    let all: Vec<_> = http.chain(snap.tcp_listeners.iter().map(|l| (&l.socket, Serves::Tcp))).collect();
+    let wanted: Vec<u64> = all.iter().map(|(socket, _)| socket.id).collect();
     let mut accepting = shard.accepting.borrow_mut();
     accepting.retain(|id, stop| {
         let keep = wanted.contains(id) && !shard.draining.get();
@@ -172,18 +178,18 @@ fn sync_listeners(shard: &Rc<Shard>) {
     if shard.draining.get() {
         return;
     }
-    for l in &generation.snap.listeners {
-        if accepting.contains_key(&l.socket.id) {
+    for (socket, serves) in all {
+        if accepting.contains_key(&socket.id) {
             continue;
         }
-        let Some(std_listener) = l.socket.take(shard.id) else { continue };
+        let Some(std_listener) = socket.take(shard.id) else { continue };
         match monoio::net::TcpListener::from_std(std_listener) {
             Ok(listener) => {
                 let stop = Rc::new(Signal::default());
-                accepting.insert(l.socket.id, stop.clone());
-                monoio::spawn(accept_loop(shard.clone(), listener, l.socket.id, stop));
+                accepting.insert(socket.id, stop.clone());
+                monoio::spawn(accept_loop(shard.clone(), listener, socket.id, serves, stop));
             }
-            Err(e) => log::error!("shard {}: listener {}: {e}", shard.id, l.socket.name),
+            Err(e) => log::error!("shard {}: listener {}: {e}", shard.id, socket.name),
         }
     }
 }
@@ -284,10 +290,18 @@ async fn sweep_pool(shard: Rc<Shard>) {
     }
 }
 
+/// What a listener's connections are: HTTP (the connection manager) or a TCP proxy's relay.
+#[derive(Debug, Clone, Copy)]
+enum Serves {
+    Http,
+    Tcp,
+}
+
 async fn accept_loop(
     shard: Rc<Shard>,
     listener: monoio::net::TcpListener,
     listener_id: u64,
+    serves: Serves,
     stop: Rc<Signal>,
 ) {
     loop {
@@ -296,9 +310,14 @@ async fn accept_loop(
             _ = stop.wait() => return,
         };
         match accepted {
-            Ok((stream, peer)) => {
-                monoio::spawn(conn::serve(shard.clone(), listener_id, stream, peer));
-            }
+            Ok((stream, peer)) => match serves {
+                Serves::Http => {
+                    monoio::spawn(conn::serve(shard.clone(), listener_id, stream, peer));
+                }
+                Serves::Tcp => {
+                    monoio::spawn(tcp_proxy::serve(shard.clone(), listener_id, stream, peer));
+                }
+            },
             Err(e) => {
                 // Out of file descriptors or memory: back off instead of spinning on the error.
                 log::warn!("shard {}: accept: {e}", shard.id);

@@ -13,6 +13,7 @@ use super::reply::{self, LocalReply, ReplyStat};
 use super::signal::Signal;
 use super::socket::write_out;
 use super::state::{Generation, Shard};
+use super::upgrade;
 use super::upstream::{self, Exchange, Forwarded, RequestFacts};
 use crate::access_log::ResponseFlags;
 use crate::config::StreamLimits;
@@ -162,9 +163,26 @@ impl<'g> Request<'g> {
             let refusal = LocalReply::new(400, b"").closing().flagged(ResponseFlags::DPE);
             return reply(refusal, None);
         };
-        let Some((vhost, route)) =
-            table.virtual_host(host).and_then(|vhost| Some((vhost, vhost.route(head.path, head.headers)?)))
-        else {
+        let found =
+            table.virtual_host(host).and_then(|vhost| Some((vhost, vhost.route(head.path, head.headers)?)));
+        // Envoy refuses an upgrade its configuration does not allow before the route acts (even
+        // one that has no route): 403, closing.
+        let upgrade = upgrade::requested(head);
+        if let Some(kind) = upgrade {
+            let forward = found.and_then(|(_, r)| match &r.action {
+                Action::Forward(f) => Some(f),
+                _ => None,
+            });
+            if !upgrade::allowed(kind, &hcm.upgrades, forward.map(|f| f.upgrades.as_slice())) {
+                self.stats.downstream_rq_ws_on_non_ws_route.inc();
+                // Envoy's line names the route's cluster: the route was resolved to decide.
+                if let Some(Targets::Single(c)) = forward.map(|f| &f.clusters) {
+                    obs.upstream_cluster = Some(*c);
+                }
+                return reply(LocalReply::new(403, b"").closing(), None);
+            }
+        }
+        let Some((vhost, route)) = found else {
             let no_route = LocalReply::new(404, b"").flagged(ResponseFlags::NR).counted(ReplyStat::NoRoute);
             return reply(no_route, whole);
         };
@@ -230,6 +248,7 @@ impl<'g> Request<'g> {
             }
             .map(|t| t.as_millis().min(u128::from(u64::MAX)) as u64),
             listener: self.listener,
+            upgrade: upgrade.is_some(),
         };
         headers::write_request_head(req_out, head, &rewrite, &self.shard.rng, obs);
         if let Some(added) = filters.as_ref().map(|f| &f.request_headers).filter(|h| !h.is_empty()) {
@@ -249,6 +268,7 @@ impl<'g> Request<'g> {
             expect_continue: head.expect_continue,
             body_buffered: scan.complete,
             body_rest: scan.rest,
+            upgrade: upgrade.is_some(),
         };
         Plan::Forward { route, vhost, facts, limits, consumed: body_end, filters }
     }
@@ -363,6 +383,11 @@ impl<'g> Request<'g> {
         };
         d.body_unread = !request_complete.fired();
         match forwarded {
+            // Outside the route timeout: an upgraded connection lasts as long as its peers want.
+            Forwarded::Upgraded(up) => {
+                upgrade::relay_upgraded(self.stats, d, up, limits.idle).await;
+                Continue::Close
+            }
             Forwarded::Relayed { keep_alive: true } if keep_alive => Continue::KeepAlive,
             Forwarded::Relayed { .. } | Forwarded::Abort => Continue::Close,
             Forwarded::Reply(mut reply) => {

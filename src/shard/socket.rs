@@ -268,3 +268,10 @@ pub(super) fn set_keepalive(stream: &TcpStream, k: &crate::config::TcpKeepalive)
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(stream)) };
     socket2::SockRef::from(&fd).set_tcp_keepalive(&ka)
 }
+
+/// A second handle on `stream`'s socket: one reads while the other writes.
+pub(super) fn second_handle(stream: &TcpStream) -> std::io::Result<TcpStream> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `stream` owns the descriptor and outlives this borrow; the duplicate is its own fd.
+    duplicate(unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) })
+}

@@ -13,7 +13,7 @@ use crate::cluster::{Rng, ShardCluster};
 use crate::filters::{FilterStats, StatName};
 use crate::snapshot::Snapshot;
 use crate::stats::{
-    listener_stat_name, ClusterStats, HostStats, HttpStats, ListenerStats, ShardStats, WorkerStats,
+    listener_stat_name, ClusterStats, HostStats, HttpStats, ListenerStats, ShardStats, TcpStats, WorkerStats,
 };
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -40,6 +40,8 @@ pub struct Generation {
     pub cluster_stats: Vec<Rc<ClusterStats>>,
     /// Aligned with `snap.listeners`, then with each chain's `stat_names`.
     pub filter_stats: Vec<Vec<FilterStats>>,
+    /// Aligned with `snap.tcp_listeners`: `tcp.<stat_prefix>.*` and the listener's stats.
+    pub tcp_stats: Vec<(Rc<TcpStats>, Rc<ListenerStats>, Rc<WorkerStats>)>,
     /// Per cluster, aligned with its endpoints.
     pub host_stats: Vec<Vec<Rc<HostStats>>>,
 }
@@ -81,6 +83,14 @@ impl Generation {
                         StatName::Fault(p) => FilterStats::Fault(stats.fault(p)),
                     };
                     l.filters.stat_names().iter().map(by_name).collect()
+                })
+                .collect(),
+            tcp_stats: snap
+                .tcp_listeners
+                .iter()
+                .map(|l| {
+                    let name = listener_stat_name(l.socket.bound);
+                    (stats.tcp(&l.stat_prefix), stats.listener(&name), stats.worker(&name, shard))
                 })
                 .collect(),
             host_stats: snap

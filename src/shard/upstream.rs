@@ -44,6 +44,8 @@ pub(super) struct RequestFacts {
     pub body_buffered: bool,
     /// For a body still arriving: where its framing stands after the part in `req_out`.
     pub body_rest: Option<Framing>,
+    /// An upgrade the configuration allows: a `101` turns the connection into a relay.
+    pub upgrade: bool,
 }
 
 pub(super) struct Exchange<'a> {
@@ -82,6 +84,8 @@ pub(super) enum Forwarded {
     Reply(LocalReply),
     /// The response broke after it started, or the client left: close without a reply.
     Abort,
+    /// The upstream switched protocols (its 101 went to the client): relay the two connections.
+    Upgraded(Box<Upstream>),
 }
 
 /// How one attempt ended.
@@ -106,6 +110,7 @@ enum Attempt {
     UploadIdle,
     /// `per_try_timeout` passed before the response began.
     PerTryTimeout,
+    Upgraded(Box<Upstream>),
 }
 
 /// Envoy's local-reply texts for an upstream that failed before its response head: a prefix, then
@@ -204,6 +209,7 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
                 reply.flag.insert(ResponseFlags::UT);
                 return Forwarded::Reply(close_unless_buffered(reply, ex));
             }
+            Attempt::Upgraded(up) => return Forwarded::Upgraded(up),
             Attempt::Stale if ex.facts.body_buffered && !fresh_only => {
                 // Not a retry in Envoy's sense: the request never reached an application.
                 fresh_only = true;
@@ -483,6 +489,15 @@ async fn exchange(
         HeadRead::Malformed => return Attempt::BadResponse,
     };
     d.response_started = true;
+    if ex.facts.upgrade && d.status == 101 {
+        return match write_out(&mut d.stream, &mut d.resp_out).await {
+            Ok(()) => Attempt::Upgraded(Box::new(up)),
+            Err(_) => {
+                d.obs.flag(ResponseFlags::DC);
+                Attempt::Abort
+            }
+        };
+    }
     relay_response(ex, d, up, shape, started, upload_abandoned).await
 }
 
@@ -533,6 +548,7 @@ fn on_response_head(
         http10: ex.facts.http10,
         listener: ex.listener,
         filter_headers: ex.filter_headers,
+        switching: ex.facts.upgrade && head.status == 101,
     };
     let shape = headers::write_response_head(resp_out, head, &rw, obs);
     Some(HeadDecision { shape, body: head.body, upstream_keep_alive: head.keep_alive })

@@ -28,6 +28,8 @@ pub enum Scope {
     LocalRateLimit(String),
     /// `http.<stat_prefix>.fault`: a connection manager's fault filter.
     Fault(String),
+    /// A `tcp_proxy`, by `stat_prefix`.
+    Tcp(String),
 }
 
 impl Scope {
@@ -40,6 +42,7 @@ impl Scope {
             Scope::Http1 => "http1".to_string(),
             Scope::LocalRateLimit(p) => format!("{p}.http_local_rate_limit"),
             Scope::Fault(p) => format!("http.{p}.fault"),
+            Scope::Tcp(p) => format!("tcp.{p}"),
         }
     }
 }
@@ -244,6 +247,22 @@ stat_block! {
         no_route: Counter,
         rq_direct_response: Counter,
         rq_redirect: Counter,
+        downstream_cx_upgrades_total: Counter,
+        downstream_cx_upgrades_active: Gauge,
+        downstream_rq_ws_on_non_ws_route: Counter,
+    }
+}
+
+stat_block! {
+    /// `tcp.<stat_prefix>.*`, per `tcp_proxy`.
+    TcpStats {
+        downstream_cx_total: Counter,
+        downstream_cx_no_route: Counter,
+        downstream_cx_tx_bytes_total: Counter,
+        downstream_cx_rx_bytes_total: Counter,
+        idle_timeout: Counter,
+        upstream_flush_total: Counter,
+        upstream_flush_active: Gauge,
     }
 }
 
@@ -280,7 +299,9 @@ stat_block! {
         upstream_cx_http1_total: Counter,
         upstream_cx_active: Gauge,
         upstream_cx_tx_bytes_total: Counter,
+        upstream_cx_rx_bytes_total: Counter,
         upstream_cx_connect_fail: Counter,
+        upstream_cx_connect_attempts_exceeded: Counter,
         upstream_cx_connect_timeout: Counter,
         upstream_cx_destroy: Counter,
         upstream_cx_destroy_local: Counter,
@@ -415,6 +436,7 @@ impl HostDump {
 pub struct ShardStats {
     pub http1: Http1Stats,
     http: RefCell<HashMap<String, Rc<HttpStats>>>,
+    tcp: RefCell<HashMap<String, Rc<TcpStats>>>,
     listeners: RefCell<HashMap<String, Rc<ListenerStats>>>,
     workers: RefCell<HashMap<String, Rc<WorkerStats>>>,
     clusters: RefCell<HashMap<String, Rc<ClusterStats>>>,
@@ -426,6 +448,10 @@ pub struct ShardStats {
 impl ShardStats {
     pub fn http(&self, stat_prefix: &str) -> Rc<HttpStats> {
         self.http.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
+    }
+
+    pub fn tcp(&self, stat_prefix: &str) -> Rc<TcpStats> {
+        self.tcp.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
     }
 
     /// `listener.<name>.*`; `name` as `listener_stat_name` gives it.
@@ -479,6 +505,9 @@ impl ShardStats {
         self.http1.dump(&Scope::Http1, &mut out);
         for (prefix, s) in self.http.borrow().iter() {
             s.dump(&Scope::Http(prefix.clone()), &mut out);
+        }
+        for (prefix, s) in self.tcp.borrow().iter() {
+            s.dump(&Scope::Tcp(prefix.clone()), &mut out);
         }
         for (name, s) in self.clusters.borrow().iter() {
             s.dump(&Scope::Cluster(name.clone()), &mut out);

@@ -129,6 +129,10 @@ fn prometheus_name(e: &Entry) -> (String, Vec<(&'static str, String)>) {
         }
         // Envoy extracts no tag from a root-level `<prefix>.http_local_rate_limit.*` name.
         Scope::LocalRateLimit(_) => format!("envoy_{}_{metric}", e.scope.prefix()),
+        Scope::Tcp(prefix) => {
+            labels.push(("envoy_tcp_prefix", prefix.clone()));
+            format!("envoy_tcp_{metric}")
+        }
         Scope::Cluster(name) => {
             labels.push(("envoy_cluster_name", name.clone()));
             format!("envoy_cluster_{metric}")
