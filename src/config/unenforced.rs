@@ -33,10 +33,22 @@ pub const UNENFORCED: &[Unenforced] = &[
     u("admin.profile_path", NOT_YET),
     u("admin.socket_options", NOT_YET),
     u("access_log.filter", "every request is logged"),
-    u("access_log.typed_config.json_format", "JSON access logs are not yet supported; the default format is used"),
-    u("access_log.typed_config.typed_json_format", "JSON access logs are not yet supported; the default format is used"),
-    u("access_log.typed_config.log_format.json_format", "JSON access logs are not yet supported; the default format is used"),
-    u("access_log.typed_config.log_format.formatters", "JSON access logs are not yet supported; the default format is used"),
+    u(
+        "access_log.typed_config.json_format",
+        "JSON access logs are not yet supported; the default format is used",
+    ),
+    u(
+        "access_log.typed_config.typed_json_format",
+        "JSON access logs are not yet supported; the default format is used",
+    ),
+    u(
+        "access_log.typed_config.log_format.json_format",
+        "JSON access logs are not yet supported; the default format is used",
+    ),
+    u(
+        "access_log.typed_config.log_format.formatters",
+        "JSON access logs are not yet supported; the default format is used",
+    ),
     u("listener.socket_options", NOT_YET),
     u("listener.freebind", NOT_YET),
     u("listener.transparent", NOT_YET),
@@ -109,12 +121,18 @@ pub const UNENFORCED: &[Unenforced] = &[
     u("cluster.common_http_protocol_options.max_stream_duration", NOT_YET),
     u("cluster.common_http_protocol_options.headers_with_underscores_action", NOT_YET),
     u("cluster.circuit_breakers.per_host_thresholds", NOT_YET),
-    u("cluster.circuit_breakers.thresholds.retry_budget", NOT_YET),
+    u("cluster.circuit_breakers.thresholds.retry_budget", "max_retries is the only retry limit"),
+    u(
+        "cluster.circuit_breakers.thresholds.max_connection_pools",
+        "connection pools (one per endpoint per shard) are not limited in number",
+    ),
     u("bootstrap.static_resources.secrets", "TLS not yet supported"),
     u("hcm.server_header_transformation", "skiff always overwrites the server header"),
     u("cluster.respect_dns_ttl", "dns_refresh_rate is used"),
-    u("cluster.circuit_breakers", "thresholds are parsed and shown on /clusters but not enforced: nothing is refused or queued for exceeding them"),
-    u("cluster.circuit_breakers.thresholds.priority", "HIGH priority thresholds are ignored: skiff routes everything at DEFAULT priority"),
+    u(
+        "cluster.circuit_breakers.thresholds.priority",
+        "HIGH priority thresholds are ignored: skiff routes everything at DEFAULT priority",
+    ),
     u("lb_endpoint.health_status", "every endpoint gets traffic whatever health it is declared with"),
 ];
 

@@ -37,6 +37,8 @@ pub struct LocalReply {
     pub location: Option<String>,
     /// Answer in HTTP/1.0 (the request was, and was accepted).
     pub http10: bool,
+    /// A circuit breaker refused the request: `x-envoy-overloaded: true`, as Envoy says.
+    pub overloaded: bool,
 }
 
 impl LocalReply {
@@ -49,6 +51,7 @@ impl LocalReply {
             stat: ReplyStat::None,
             location: None,
             http10: false,
+            overloaded: false,
         }
     }
 
@@ -233,6 +236,9 @@ pub fn local(out: &mut Vec<u8>, reply: &LocalReply, date: &DateCache, server: &s
     status_line(out, reply.status, reply.http10);
     if let Some(location) = &reply.location {
         header(out, b"location", location.as_bytes());
+    }
+    if reply.overloaded {
+        header(out, b"x-envoy-overloaded", b"true");
     }
     out.extend_from_slice(b"content-length: ");
     push_u64(out, reply.body.len() as u64);
