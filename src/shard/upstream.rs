@@ -92,8 +92,11 @@ enum Attempt {
     BadResponse,
     /// A status the retry policy retries (nothing was sent to the client).
     RetryableStatus,
-    /// A circuit breaker (`max_pending_requests`, `max_requests`) refused the request.
-    Overflow,
+    /// A circuit breaker refused the request: `max_pending_requests` before it had a connection
+    /// (Envoy then logs no upstream host), or `max_requests` as it was put on one.
+    Overflow {
+        on_connection: bool,
+    },
     /// The client went away, or the relay broke after the response started: close.
     Abort,
 }
@@ -192,7 +195,12 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
                 (503, Some(if timed_out { CONNECT_TIMEOUT } else { CONNECT_FAILURE }), ResponseFlags::UF)
             }
             Attempt::BadResponse => (502, None, ResponseFlags::UPE),
-            Attempt::Overflow => (503, Some(OVERFLOW), ResponseFlags::UO),
+            Attempt::Overflow { on_connection } => {
+                if !on_connection {
+                    d.obs.upstream_host = None;
+                }
+                (503, Some(OVERFLOW), ResponseFlags::UO)
+            }
             Attempt::RetryableStatus => {
                 retried(stats);
                 continue;
@@ -363,7 +371,7 @@ async fn obtain(
     let stats = &ex.generation.cluster_stats[ex.cluster];
     let Some(held) = breaker.hold(Resource::Pending, limits) else {
         stats.upstream_rq_pending_overflow.inc();
-        return Err(Attempt::Overflow);
+        return Err(Attempt::Overflow { on_connection: false });
     };
     stats.upstream_rq_pending_total.inc();
     stats.upstream_rq_pending_active.inc();
@@ -419,7 +427,7 @@ async fn attempt(
         if up.read.ensure_armed(READ_CHUNK) {
             ex.shard.pool.put(up, ex.shard.date.second());
         }
-        return Attempt::Overflow;
+        return Attempt::Overflow { on_connection: true };
     };
     up.requests += 1;
     up.in_request = true;
