@@ -22,6 +22,8 @@ const fn u(field: &'static str, why: &'static str) -> Unenforced {
     Unenforced { field, why }
 }
 
+// One entry a line, however long: the table reads as a list.
+#[rustfmt::skip]
 pub const UNENFORCED: &[Unenforced] = &[
     u("bootstrap.stats_sinks", NOT_YET),
     u("bootstrap.overload_manager", NOT_YET),
@@ -33,22 +35,10 @@ pub const UNENFORCED: &[Unenforced] = &[
     u("admin.profile_path", NOT_YET),
     u("admin.socket_options", NOT_YET),
     u("access_log.filter", "every request is logged"),
-    u(
-        "access_log.typed_config.json_format",
-        "JSON access logs are not yet supported; the default format is used",
-    ),
-    u(
-        "access_log.typed_config.typed_json_format",
-        "JSON access logs are not yet supported; the default format is used",
-    ),
-    u(
-        "access_log.typed_config.log_format.json_format",
-        "JSON access logs are not yet supported; the default format is used",
-    ),
-    u(
-        "access_log.typed_config.log_format.formatters",
-        "JSON access logs are not yet supported; the default format is used",
-    ),
+    u("access_log.typed_config.json_format", "JSON access logs are not yet supported; the default format is used"),
+    u("access_log.typed_config.typed_json_format", "JSON access logs are not yet supported; the default format is used"),
+    u("access_log.typed_config.log_format.json_format", "JSON access logs are not yet supported; the default format is used"),
+    u("access_log.typed_config.log_format.formatters", "JSON access logs are not yet supported; the default format is used"),
     u("listener.socket_options", NOT_YET),
     u("listener.freebind", NOT_YET),
     u("listener.transparent", NOT_YET),
@@ -122,17 +112,11 @@ pub const UNENFORCED: &[Unenforced] = &[
     u("cluster.common_http_protocol_options.headers_with_underscores_action", NOT_YET),
     u("cluster.circuit_breakers.per_host_thresholds", NOT_YET),
     u("cluster.circuit_breakers.thresholds.retry_budget", "max_retries is the only retry limit"),
-    u(
-        "cluster.circuit_breakers.thresholds.max_connection_pools",
-        "connection pools (one per endpoint per shard) are not limited in number",
-    ),
+    u("cluster.circuit_breakers.thresholds.max_connection_pools", "connection pools (one per endpoint per shard) are not limited in number"),
     u("bootstrap.static_resources.secrets", "TLS not yet supported"),
     u("hcm.server_header_transformation", "skiff always overwrites the server header"),
     u("cluster.respect_dns_ttl", "dns_refresh_rate is used"),
-    u(
-        "cluster.circuit_breakers.thresholds.priority",
-        "HIGH priority thresholds are ignored: skiff routes everything at DEFAULT priority",
-    ),
+    u("cluster.circuit_breakers.thresholds.priority", "HIGH priority thresholds are ignored: skiff routes everything at DEFAULT priority"),
     u("lb_endpoint.health_status", "every endpoint gets traffic whatever health it is declared with"),
 ];
 
