@@ -2,14 +2,13 @@
 //! with resolved endpoints. Built whole by the control thread, validated before it is broadcast,
 //! then shared read-only (`Arc`); a shard swaps it between requests.
 
-use crate::cluster::ClusterSnap;
+use crate::cluster::{ClusterSnap, Resolved};
 use crate::config::{self, Bootstrap};
 use crate::filters::FilterChain;
 use crate::listener::BoundListener;
 use crate::route::{RouteTable, Targets};
 use crate::telemetry::Observers;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,7 +99,7 @@ impl HcmSettings {
 }
 
 impl Snapshot {
-    /// `endpoints[i]`: the resolved (address, weight) list for `bootstrap.clusters[i]`;
+    /// `endpoints[i]`: the resolved hosts and the breakers of `bootstrap.clusters[i]`;
     /// `sockets`: the bound listener for each of `bootstrap.listeners`, by name; `observers[i]`:
     /// the access logs and tracing of `bootstrap.listeners[i]`, then those of each of
     /// `bootstrap.tcp_listeners` (`Telemetry::prepare`). Pure: it
@@ -108,7 +107,7 @@ impl Snapshot {
     pub fn build(
         generation: u64,
         bootstrap: Arc<Bootstrap>,
-        endpoints: &[Vec<(SocketAddr, u32)>],
+        endpoints: &[Resolved],
         sockets: &HashMap<String, Arc<BoundListener>>,
         observers: &[Observers],
     ) -> Result<Snapshot, String> {

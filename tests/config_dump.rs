@@ -31,8 +31,14 @@ fn snapshot(bootstrap: Bootstrap) -> (Snapshot, Telemetry) {
         sockets.insert(l.name.clone(), Arc::new(bound));
     }
     let mut telemetry = Telemetry::new(NodeInfo::default());
-    let endpoints: Vec<Vec<(std::net::SocketAddr, u32)>> =
-        bootstrap.clusters.iter().map(|_| vec![("10.0.0.1:80".parse().expect("addr"), 1)]).collect();
+    let endpoints: Vec<skiff::cluster::Resolved> = bootstrap
+        .clusters
+        .iter()
+        .map(|_| skiff::cluster::Resolved {
+            hosts: vec![("10.0.0.1:80".parse().expect("addr"), 1)],
+            ..Default::default()
+        })
+        .collect();
     let observers = telemetry.prepare(&bootstrap).unwrap_or_else(|e| panic!("telemetry: {e}"));
     let snap = Snapshot::build(1, Arc::new(bootstrap), &endpoints, &sockets, &observers)
         .unwrap_or_else(|e| panic!("snapshot: {e}"));

@@ -263,16 +263,9 @@ static_resources:
 fn v2_and_v3_spellings_give_the_same_model() {
     let v2 = load_str(V2, "v2.yaml").unwrap_or_else(|e| panic!("{e}"));
     let v3 = load_str(V3, "v3.yaml").unwrap_or_else(|e| panic!("{e}"));
-    // circuit_breakers are parsed (and shown on /clusters) but not enforced, and load says so.
-    let cb = "circuit_breakers is accepted but ignored (thresholds are parsed and shown on /clusters but not enforced: nothing is refused or queued for exceeding them)";
-    assert_eq!(
-        v2.warnings,
-        vec![format!("v2.yaml:52:23: static_resources.clusters[0].circuit_breakers: {cb}")]
-    );
-    assert_eq!(
-        v3.warnings,
-        vec![format!("v3.yaml:63:23: static_resources.clusters[0].circuit_breakers: {cb}")]
-    );
+    // circuit_breakers are enforced: nothing to warn about.
+    assert_eq!(v2.warnings, Vec::<String>::new());
+    assert_eq!(v3.warnings, Vec::<String>::new());
     assert_eq!(v2.bootstrap, v3.bootstrap);
 
     let b = &v2.bootstrap;

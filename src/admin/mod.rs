@@ -112,6 +112,12 @@ impl AdminState {
             own.push(scope.clone(), "update_success", Value::Counter(m.update_success));
             own.push(scope, "update_failure", Value::Counter(m.update_failure));
         }
+        // The breakers are counted once for the process, not per shard.
+        for c in &self.snapshot().clusters {
+            for (name, value) in c.breaker.gauges(&c.circuit_breakers) {
+                own.push(Scope::Cluster(c.name.clone()), name, Value::Gauge(value));
+            }
+        }
         let live = self.state() == "LIVE";
         let connections = shards.active_connections();
         own.push(Scope::Server, "live", Value::Gauge(i64::from(live)));

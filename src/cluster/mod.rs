@@ -2,12 +2,25 @@
 //! thread into a snapshot, and the per-shard part (`ShardCluster`: LB cursor and active-request
 //! counts; `pool`: idle upstream connections). Never shared between shards.
 
+pub mod breaker;
+pub mod pending;
 pub mod pool;
 
 use crate::config::{self, LbPolicy};
+use breaker::Breaker;
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// A cluster's hosts as the control thread hands them to a snapshot, with the circuit breakers
+/// that live as long as the cluster's spec does (they count what is open across snapshots).
+#[derive(Debug, Clone, Default)]
+pub struct Resolved {
+    /// (address, weight) of the best (lowest) priority level that has any.
+    pub hosts: Vec<(SocketAddr, u32)>,
+    pub breaker: Arc<Breaker>,
+}
 
 /// A cluster as a snapshot carries it: endpoints already resolved.
 #[derive(Debug)]
@@ -28,6 +41,8 @@ pub struct ClusterSnap {
     /// its TCP keepalive.
     pub connection: ConnectionLimits,
     pub circuit_breakers: config::CircuitBreakers,
+    /// Shared by every shard and every snapshot of this cluster spec.
+    pub breaker: Arc<Breaker>,
 }
 
 /// A cluster's limits on each of its upstream connections (`common_http_protocol_options`,
@@ -58,8 +73,8 @@ impl ConnectionLimits {
 const MAX_SCHEDULE: u64 = 4096;
 
 impl ClusterSnap {
-    /// `endpoints`: (address, weight) of the best (lowest) priority level that has any.
-    pub fn new(cluster: &config::Cluster, endpoints: Vec<(SocketAddr, u32)>) -> Self {
+    pub fn new(cluster: &config::Cluster, resolved: Resolved) -> Self {
+        let Resolved { hosts: endpoints, breaker } = resolved;
         let schedule = smooth_wrr_schedule(&endpoints.iter().map(|(_, w)| *w).collect::<Vec<_>>());
         ClusterSnap {
             name: cluster.name.clone(),
@@ -77,6 +92,7 @@ impl ClusterSnap {
             max_requests_per_connection: cluster.max_requests_per_connection,
             connection: ConnectionLimits::of(cluster),
             circuit_breakers: cluster.circuit_breakers,
+            breaker,
         }
     }
 }

@@ -4,6 +4,8 @@
 //! upstream. Bounded in count and idle age. Every pooled connection has a read armed on it, so one
 //! that received anything while idle (late bytes, an EOF) is never handed out.
 
+use super::breaker::{Breaker, Resource};
+use super::pending::EndpointConns;
 use crate::stats::{ClusterStats, HostStats};
 use bytes::BytesMut;
 use monoio::buf::IoBufMut;
@@ -15,6 +17,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -55,15 +58,44 @@ pub struct Upstream {
     pub idle_secs: u64,
     /// When it stops taking new requests (its cluster's `max_connection_duration`).
     pub expires: Option<Instant>,
+    /// Its place in the cluster's `max_connections` and in this shard's count for the endpoint.
+    slot: ConnSlot,
+}
+
+/// What an open connection holds of the circuit breakers, given back when it closes.
+pub struct ConnSlot {
+    pub breaker: Arc<Breaker>,
+    pub conns: Rc<EndpointConns>,
+}
+
+impl ConnSlot {
+    /// Counts a connection already taken on `breaker` (`Resource::Connections`).
+    pub fn new(breaker: Arc<Breaker>, conns: Rc<EndpointConns>) -> Self {
+        conns.opened();
+        ConnSlot { breaker, conns }
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.breaker.give_back(Resource::Connections);
+        self.conns.closed();
+    }
+}
+
+/// What a new upstream connection counts in while it is open: its cluster's and host's stats and
+/// its circuit-breaker slot.
+pub struct Accounts {
+    pub stats: Rc<ClusterStats>,
+    pub host: Rc<HostStats>,
+    pub slot: ConnSlot,
 }
 
 impl Upstream {
     pub fn new(
-        stream: TcpStream,
-        reader: TcpStream,
+        (stream, reader): (TcpStream, TcpStream),
         key: PoolKey,
-        stats: Rc<ClusterStats>,
-        host: Rc<HostStats>,
+        Accounts { stats, host, slot }: Accounts,
         read_buf: usize,
         limits: &super::ConnectionLimits,
     ) -> Self {
@@ -81,6 +113,7 @@ impl Upstream {
             in_request: false,
             idle_secs: limits.idle_secs,
             expires: limits.max_duration.and_then(|d| Instant::now().checked_add(d)),
+            slot,
         }
     }
 
@@ -143,6 +176,11 @@ impl ReadSide {
                 false
             }
         }
+    }
+
+    /// Arms a read unless one is armed already; false as for `arm`.
+    pub fn ensure_armed(&mut self, want: usize) -> bool {
+        self.armed.is_some() || self.arm(want)
     }
 
     /// Whether an armed idle connection is still quiet (nothing arrived, no EOF).
@@ -236,12 +274,18 @@ struct Idle {
 
 pub struct Pool {
     idle: RefCell<KeyMap<Vec<Idle>>>,
+    /// Open connections and waiting requests per endpoint (Envoy's per-worker pool).
+    endpoints: RefCell<KeyMap<Rc<EndpointConns>>>,
     max_idle_per_endpoint: usize,
 }
 
 impl Pool {
     pub fn new(max_idle_per_endpoint: usize) -> Self {
-        Pool { idle: RefCell::new(KeyMap::default()), max_idle_per_endpoint }
+        Pool {
+            idle: RefCell::new(KeyMap::default()),
+            endpoints: RefCell::new(KeyMap::default()),
+            max_idle_per_endpoint,
+        }
     }
 
     /// The most recently pooled idle connection for `key` that has not idled out or reached its
@@ -257,16 +301,28 @@ impl Pool {
         None
     }
 
-    /// Returns a connection whose last exchange ended cleanly; `now` as for `take`.
+    /// Returns a connection whose last exchange ended cleanly; `now` as for `take`. The first
+    /// request waiting for a connection to its endpoint is woken to take it.
     pub fn put(&self, conn: Upstream, now: u64) {
         debug_assert!(conn.read.buf.is_empty());
+        let conns = conn.slot.conns.clone();
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(conn.key).or_default();
-        if list.len() >= self.max_idle_per_endpoint {
+        let oldest = if list.len() >= self.max_idle_per_endpoint {
             // Drop the oldest: it is the likeliest to be closed by the peer soon.
-            list.remove(0);
-        }
+            Some(list.remove(0))
+        } else {
+            None
+        };
         list.push(Idle { conn, since: now });
+        drop(idle);
+        drop(oldest);
+        conns.released();
+    }
+
+    /// This shard's open connections and waiting requests for `key`.
+    pub fn endpoint(&self, key: PoolKey) -> Rc<EndpointConns> {
+        self.endpoints.borrow_mut().entry(key).or_default().clone()
     }
 
     /// Closes connections idle too long or to cluster endpoints no longer in use.
@@ -279,6 +335,9 @@ impl Pool {
             list.retain(|e| !e.conn.idled_out(e.since, now) && !e.conn.expired());
             !list.is_empty()
         });
+        drop(idle);
+        // An endpoint nothing holds any more (no connection, no waiter) is forgotten.
+        self.endpoints.borrow_mut().retain(|_, e| Rc::strong_count(e) > 1);
     }
 
     pub fn idle_count(&self) -> usize {

@@ -1319,12 +1319,17 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
     let mut circuit_breakers = CircuitBreakers::default();
     if let Some(cb) = c.circuit_breakers {
         let cbp = p.key("circuit_breakers");
-        cx.unenforced(cbp.clone(), "cluster.circuit_breakers");
         warn_present!(cx, cbp, cb, "cluster.circuit_breakers", [per_host_thresholds]);
         let mut seen_default = false;
         for (i, t) in cb.thresholds.unwrap_or_default().into_iter().enumerate() {
             let tp = cbp.key("thresholds").idx(i);
-            warn_present!(cx, tp, t, "cluster.circuit_breakers.thresholds", [retry_budget]);
+            warn_present!(
+                cx,
+                tp,
+                t,
+                "cluster.circuit_breakers.thresholds",
+                [retry_budget, max_connection_pools]
+            );
             if t.priority.is_some_and(|p| p.0 == RoutingPriority::High) {
                 cx.unenforced(tp.key("priority"), "cluster.circuit_breakers.thresholds.priority");
                 continue;
@@ -1339,6 +1344,7 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
                 max_pending_requests: t.max_pending_requests.unwrap_or(d.max_pending_requests),
                 max_requests: t.max_requests.unwrap_or(d.max_requests),
                 max_retries: t.max_retries.unwrap_or(d.max_retries),
+                track_remaining: t.track_remaining.unwrap_or(false),
             };
         }
     }

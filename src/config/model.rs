@@ -556,6 +556,8 @@ pub struct CircuitBreakers {
     pub max_pending_requests: u32,
     pub max_requests: u32,
     pub max_retries: u32,
+    /// `track_remaining`: publish `circuit_breakers.default.remaining_*` gauges.
+    pub track_remaining: bool,
 }
 
 impl Default for CircuitBreakers {
@@ -565,6 +567,7 @@ impl Default for CircuitBreakers {
             max_pending_requests: 1024,
             max_requests: 1024,
             max_retries: 3,
+            track_remaining: false,
         }
     }
 }

@@ -1252,7 +1252,7 @@ pub struct RawThreshold {
     pub max_pending_requests: Option<u32>,
     pub max_requests: Option<u32>,
     pub max_retries: Option<u32>,
+    pub track_remaining: Option<bool>,
     pub retry_budget: Ign,
-    pub track_remaining: Ign,
     pub max_connection_pools: Ign,
 }

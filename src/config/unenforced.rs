@@ -22,6 +22,8 @@ const fn u(field: &'static str, why: &'static str) -> Unenforced {
     Unenforced { field, why }
 }
 
+// One entry a line, however long: the table reads as a list.
+#[rustfmt::skip]
 pub const UNENFORCED: &[Unenforced] = &[
     u("bootstrap.stats_sinks", NOT_YET),
     u("bootstrap.overload_manager", NOT_YET),
@@ -104,11 +106,11 @@ pub const UNENFORCED: &[Unenforced] = &[
     u("cluster.common_http_protocol_options.max_stream_duration", NOT_YET),
     u("cluster.common_http_protocol_options.headers_with_underscores_action", NOT_YET),
     u("cluster.circuit_breakers.per_host_thresholds", NOT_YET),
-    u("cluster.circuit_breakers.thresholds.retry_budget", NOT_YET),
+    u("cluster.circuit_breakers.thresholds.retry_budget", "max_retries is the only retry limit"),
+    u("cluster.circuit_breakers.thresholds.max_connection_pools", "connection pools (one per endpoint per shard) are not limited in number"),
     u("bootstrap.static_resources.secrets", "TLS not yet supported"),
     u("hcm.server_header_transformation", "skiff always overwrites the server header"),
     u("cluster.respect_dns_ttl", "dns_refresh_rate is used"),
-    u("cluster.circuit_breakers", "thresholds are parsed and shown on /clusters but not enforced: nothing is refused or queued for exceeding them"),
     u("cluster.circuit_breakers.thresholds.priority", "HIGH priority thresholds are ignored: skiff routes everything at DEFAULT priority"),
     u("lb_endpoint.health_status", "every endpoint gets traffic whatever health it is declared with"),
 ];

@@ -14,6 +14,8 @@ pub mod shards;
 pub use shards::Shards;
 
 use crate::admin::{AdminState, ClusterMembership};
+use crate::cluster::breaker::Breaker;
+use crate::cluster::Resolved;
 use crate::config::{self, Bootstrap, DiscoveryType};
 use crate::dns::Resolver;
 use crate::listener::BoundListener;
@@ -79,16 +81,26 @@ struct ClusterHosts {
     in_flight: bool,
     /// Envoy's `update_attempt`/`update_success`/`update_failure` for this cluster.
     updates: (u64, u64, u64),
+    /// Its circuit breakers: one per spec, as Envoy's changed cluster starts with fresh ones.
+    breaker: Arc<Breaker>,
 }
 
 impl ClusterHosts {
     fn new(id: u64, spec: config::Cluster) -> Self {
         let answers = vec![None; spec.endpoints.len()];
-        ClusterHosts { id, spec, answers, next_refresh: Instant::now(), in_flight: false, updates: (0, 0, 0) }
+        ClusterHosts {
+            id,
+            spec,
+            answers,
+            next_refresh: Instant::now(),
+            in_flight: false,
+            updates: (0, 0, 0),
+            breaker: Arc::default(),
+        }
     }
 
     fn membership(&self) -> ClusterMembership {
-        let total = self.endpoints().len() as u64;
+        let total = self.endpoints().hosts.len() as u64;
         ClusterMembership {
             name: self.spec.name.clone(),
             membership_total: total,
@@ -147,8 +159,8 @@ impl ClusterHosts {
         changed
     }
 
-    /// (address, weight) of the best priority level that has hosts.
-    fn endpoints(&self) -> Vec<(SocketAddr, u32)> {
+    /// (address, weight) of the best priority level that has hosts, and the breakers.
+    fn endpoints(&self) -> Resolved {
         let mut best: Option<u32> = None;
         for (e, a) in self.spec.endpoints.iter().zip(&self.answers) {
             if a.as_ref().is_some_and(|ips| !ips.is_empty()) {
@@ -164,7 +176,7 @@ impl ClusterHosts {
                 out.push((SocketAddr::new(*ip, e.port), e.weight));
             }
         }
-        out
+        Resolved { hosts: out, breaker: self.breaker.clone() }
     }
 }
 

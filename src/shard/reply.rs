@@ -39,6 +39,8 @@ pub struct LocalReply {
     pub http10: bool,
     /// Header lines (`name: value\r\n`) an HTTP filter adds to it.
     pub headers: Vec<u8>,
+    /// A circuit breaker refused the request: `x-envoy-overloaded: true`, as Envoy says.
+    pub overloaded: bool,
 }
 
 impl LocalReply {
@@ -52,6 +54,7 @@ impl LocalReply {
             location: None,
             http10: false,
             headers: Vec::new(),
+            overloaded: false,
         }
     }
 
@@ -236,6 +239,9 @@ pub fn local(out: &mut Vec<u8>, reply: &LocalReply, date: &DateCache, server: &s
     status_line(out, reply.status, reply.http10);
     if let Some(location) = &reply.location {
         header(out, b"location", location.as_bytes());
+    }
+    if reply.overloaded {
+        header(out, b"x-envoy-overloaded", b"true");
     }
     out.extend_from_slice(b"content-length: ");
     push_u64(out, reply.body.len() as u64);

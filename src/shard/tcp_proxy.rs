@@ -9,7 +9,8 @@ use super::relay::{self, End, Pipe, Side};
 use super::socket::second_handle;
 use super::state::{Generation, Shard};
 use crate::access_log::{Captured, Record, ResponseFlags};
-use crate::cluster::pool::{PoolKey, Upstream};
+use crate::cluster::breaker::Resource;
+use crate::cluster::pool::{Accounts, ConnSlot, PoolKey, Upstream};
 use crate::snapshot::TcpListenerSnap;
 use crate::stats::{ListenerStats, TcpStats, WorkerStats};
 use bytes::BytesMut;
@@ -83,6 +84,12 @@ async fn proxy(
     let mut out = Outcome { cluster: Some(cluster), ..Outcome::default() };
     let (snap, lb) = (&generation.snap.clusters[cluster], &generation.clusters[cluster]);
     let cluster_stats = &generation.cluster_stats[cluster];
+    // The cluster's `max_connections`, checked before connecting as Envoy's tcp_proxy does.
+    let Some(connection) = snap.breaker.hold(Resource::Connections, &snap.circuit_breakers) else {
+        cluster_stats.upstream_cx_overflow.inc();
+        out.flags.insert(ResponseFlags::UO);
+        return out;
+    };
     let mut connected = None;
     for _ in 0..listener.max_connect_attempts {
         let Some(endpoint) = lb.pick(snap, &shard.rng) else {
@@ -134,8 +141,10 @@ async fn proxy(
     let host = &generation.host_stats[cluster][endpoint];
     // The Upstream value counts the connection active and, when dropped, how it was destroyed.
     let key = PoolKey { cluster: snap.pool_id, addr };
-    let mut up =
-        Upstream::new(stream, upstream_reader, key, cluster_stats.clone(), host.clone(), 0, &snap.connection);
+    connection.keep();
+    let slot = ConnSlot::new(snap.breaker.clone(), shard.pool.endpoint(key));
+    let accounts = Accounts { stats: cluster_stats.clone(), host: host.clone(), slot };
+    let mut up = Upstream::new((stream, upstream_reader), key, accounts, 0, &snap.connection);
     up.in_request = true;
     cluster_stats.upstream_rq_total.inc();
     host.rq_total.inc();

@@ -15,12 +15,14 @@ use super::signal::Signal;
 use super::socket::{self, read_up_to, write_out, write_prefix, READ_CHUNK};
 use super::state::{Generation, Shard};
 use crate::access_log::ResponseFlags;
-use crate::cluster::pool::{PoolKey, ReadSide, Upstream};
+use crate::cluster::breaker::{Breaker, Held, Resource};
+use crate::cluster::pool::{Accounts, ConnSlot, PoolKey, ReadSide, Upstream};
 use crate::cluster::{ClusterSnap, ShardCluster};
+use crate::config::CircuitBreakers;
 use crate::http::{self, BodyKind, ResponseHead, MAX_HEADERS};
 use crate::route::{Forward, HeaderEdits};
 use crate::snapshot::ListenerSnap;
-use crate::stats::{ClusterStats, HostStats};
+use crate::stats::{ClusterStats, Gauge, HostStats};
 use bytes::{Buf, BytesMut};
 use monoio::net::TcpStream;
 use std::cell::Cell;
@@ -104,6 +106,11 @@ enum Attempt {
     BadResponse,
     /// A status the retry policy retries (nothing was sent to the client).
     RetryableStatus,
+    /// A circuit breaker refused the request: `max_pending_requests` before it had a connection
+    /// (Envoy then logs no upstream host), or `max_requests` as it was put on one.
+    Overflow {
+        on_connection: bool,
+    },
     /// The client went away, or the relay broke after the response started: close.
     Abort,
     /// The request body stalled past the stream idle timeout before a response began.
@@ -119,6 +126,7 @@ const UPSTREAM_FAILURE: &str = "upstream connect error or disconnect/reset befor
 const CONNECT_FAILURE: &str = "remote connection failure";
 const CONNECT_TIMEOUT: &str = "connection timeout";
 const RESET_BEFORE_HEADERS: &str = "connection termination";
+const OVERFLOW: &str = "overflow";
 const BAD_RESPONSE: &[u8] = b"upstream sent an invalid response";
 /// Envoy's local-reply bodies for a stream idle timeout and an upstream (route or per-try) timeout.
 pub(super) const STREAM_TIMEOUT: &[u8] = b"stream timeout";
@@ -162,6 +170,7 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
     let lb = &ex.generation.clusters[ex.cluster];
     let stats = &ex.generation.cluster_stats[ex.cluster];
     let retries = ex.fwd.retry.filter(|_| ex.facts.body_buffered).map_or(0, |r| r.num_retries);
+    let gate = RetryGate { breaker: &snap.breaker, limits: &snap.circuit_breakers, stats, held: None.into() };
     let mut attempts_left = retries + 1;
     let mut fresh_only = false;
     loop {
@@ -176,7 +185,7 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
         d.obs.upstream_cluster = Some(ex.cluster);
         d.obs.attempts += 1;
         let mut in_flight = InFlight::new(stats, host, lb, endpoint);
-        let result = attempt(ex, d, addr, endpoint, fresh_only, attempts_left > 1).await;
+        let result = attempt(ex, d, addr, endpoint, fresh_only, (attempts_left > 1).then_some(&gate)).await;
         if matches!(result, Attempt::PerTryTimeout) {
             stats.upstream_rq_per_try_timeout.inc();
         }
@@ -196,11 +205,14 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
             Attempt::PerTryTimeout => {
                 // Envoy retries a timed-out try where the policy retries 5xx, gateway errors or resets.
                 if retry.is_some_and(|r| r.on_5xx || r.on_gateway_error || r.on_reset) {
-                    if attempts_left > 0 {
+                    if attempts_left == 0 {
+                        stats.upstream_rq_retry_limit_exceeded.inc();
+                    } else if gate.admit() {
                         retried(stats);
                         continue;
+                    } else {
+                        d.obs.flag(ResponseFlags::UO);
                     }
-                    stats.upstream_rq_retry_limit_exceeded.inc();
                 }
                 let mut reply = LocalReply::new(504, UPSTREAM_TIMEOUT);
                 if d.obs.attempts > 1 {
@@ -221,25 +233,38 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
             Attempt::ConnectFailed { timed_out } => {
                 if retry.is_some_and(|r| r.on_connect_failure) {
                     if attempts_left > 0 {
-                        retried(stats);
-                        continue;
+                        if gate.admit() {
+                            retried(stats);
+                            continue;
+                        }
+                        d.obs.flag(ResponseFlags::UO);
+                    } else {
+                        stats.upstream_rq_retry_limit_exceeded.inc();
                     }
-                    stats.upstream_rq_retry_limit_exceeded.inc();
                 }
                 (503, Some(if timed_out { CONNECT_TIMEOUT } else { CONNECT_FAILURE }), ResponseFlags::UF)
             }
             Attempt::BadResponse => (502, None, ResponseFlags::UPE),
+            Attempt::Overflow { on_connection } => {
+                if !on_connection {
+                    d.obs.upstream_host = None;
+                }
+                (503, Some(OVERFLOW), ResponseFlags::UO)
+            }
             Attempt::RetryableStatus => {
                 retried(stats);
                 continue;
             }
         };
         if flag == ResponseFlags::UC && retry.is_some_and(|r| r.on_reset || r.retries_status(503)) {
-            if attempts_left > 0 {
+            if attempts_left == 0 {
+                stats.upstream_rq_retry_limit_exceeded.inc();
+            } else if gate.admit() {
                 retried(stats);
                 continue;
+            } else {
+                d.obs.flag(ResponseFlags::UO);
             }
-            stats.upstream_rq_retry_limit_exceeded.inc();
         }
         if flag != ResponseFlags::UPE {
             // Envoy counts the reply it made for a failed upstream request as that request's code.
@@ -254,7 +279,31 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
             reply.flag.insert(ResponseFlags::URX);
         }
         reply.flag.insert(flag);
+        reply.overloaded = flag == ResponseFlags::UO;
         return Forwarded::Reply(close_unless_buffered(reply, ex));
+    }
+}
+
+/// The `max_retries` breaker for one request: a retry holds it from the decision to retry until
+/// the next decision or the end of the request, as Envoy's retry state does.
+struct RetryGate<'a> {
+    breaker: &'a Breaker,
+    limits: &'a CircuitBreakers,
+    stats: &'a ClusterStats,
+    held: std::cell::RefCell<Option<Held<'a>>>,
+}
+
+impl RetryGate<'_> {
+    /// Whether the breaker lets this request retry now (counting `upstream_rq_retry_overflow`
+    /// when not).
+    fn admit(&self) -> bool {
+        let mut held = self.held.borrow_mut();
+        *held = None;
+        *held = self.breaker.hold(Resource::Retries, self.limits);
+        if held.is_none() {
+            self.stats.upstream_rq_retry_overflow.inc();
+        }
+        held.is_some()
     }
 }
 
@@ -279,9 +328,8 @@ async fn connect(
     snap: &ClusterSnap,
     stats: &Rc<ClusterStats>,
     host: &Rc<HostStats>,
+    slot: ConnSlot,
 ) -> Result<Upstream, Attempt> {
-    // The request waits for this connection: Envoy's pending request and connection attempt.
-    stats.upstream_rq_pending_total.inc();
     stats.upstream_cx_total.inc();
     stats.upstream_cx_http1_total.inc();
     host.cx_total.inc();
@@ -311,15 +359,10 @@ async fn connect(
             // SAFETY: `stream` owns the descriptor and outlives the borrow.
             let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&stream)) };
             match socket::duplicate(fd) {
-                Ok(reader) => Ok(Upstream::new(
-                    stream,
-                    reader,
-                    key,
-                    stats.clone(),
-                    host.clone(),
-                    READ_CHUNK,
-                    &snap.connection,
-                )),
+                Ok(reader) => {
+                    let accounts = Accounts { stats: stats.clone(), host: host.clone(), slot };
+                    Ok(Upstream::new((stream, reader), key, accounts, READ_CHUNK, &snap.connection))
+                }
                 Err(e) => {
                     log::warn!("connect to {addr}: cannot duplicate the socket: {e}");
                     Err(failed(false))
@@ -342,29 +385,16 @@ async fn attempt(
     addr: SocketAddr,
     endpoint: usize,
     fresh_only: bool,
-    may_retry: bool,
+    retry_gate: Option<&RetryGate<'_>>,
 ) -> Attempt {
     let snap = &ex.generation.snap.clusters[ex.cluster];
     let key = PoolKey { cluster: snap.pool_id, addr };
-    let pooled = if fresh_only { None } else { take_pooled(ex.shard, key) };
-    let reused = pooled.is_some();
-    let up = match pooled {
-        Some(up) => up,
-        None => match connect(
-            addr,
-            key,
-            snap,
-            &ex.generation.cluster_stats[ex.cluster],
-            &ex.generation.host_stats[ex.cluster][endpoint],
-        )
-        .await
-        {
-            Ok(up) => up,
-            Err(failed) => return failed,
-        },
+    let up = match obtain(ex, key, endpoint, fresh_only).await {
+        Ok(up) => up,
+        Err(failed) => return failed,
     };
     let per_try = ex.fwd.retry.and_then(|r| r.per_try_timeout);
-    let exchange = exchange(ex, d, up, endpoint, reused, may_retry);
+    let exchange = exchange(ex, d, up, endpoint, retry_gate);
     let Some(limit) = per_try else { return exchange.await };
     // Boxed: only routes with a per-try timeout pay for the timer in their future.
     match Box::pin(ex.shard.timers.limit(limit, exchange)).await {
@@ -394,16 +424,93 @@ fn take_pooled(shard: &Shard, key: PoolKey) -> Option<Upstream> {
     }
 }
 
+/// A request waiting for a connection: Envoy's pending request, counted in
+/// `max_pending_requests` and `upstream_rq_pending_active` while it waits or connects.
+struct Pending<'a> {
+    _held: Held<'a>,
+    active: &'a Gauge,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.active.dec();
+    }
+}
+
+/// A connection for one attempt, within the circuit breakers: a pooled one, else (as a pending
+/// request) a new one while the cluster is under `max_connections` or this shard has none open to
+/// the endpoint (Envoy's rule: a pool with no connection always opens one, so its pending
+/// requests are never stranded), else the turn to take the next one pooled again or closed here.
+/// Waiting is bounded by the route timeout around the exchange.
+async fn obtain(
+    ex: &Exchange<'_>,
+    key: PoolKey,
+    endpoint: usize,
+    fresh_only: bool,
+) -> Result<Upstream, Attempt> {
+    if !fresh_only {
+        if let Some(up) = take_pooled(ex.shard, key) {
+            return Ok(up);
+        }
+    }
+    let snap = &ex.generation.snap.clusters[ex.cluster];
+    let (breaker, limits) = (&snap.breaker, &snap.circuit_breakers);
+    let stats = &ex.generation.cluster_stats[ex.cluster];
+    let Some(held) = breaker.hold(Resource::Pending, limits) else {
+        stats.upstream_rq_pending_overflow.inc();
+        return Err(Attempt::Overflow { on_connection: false });
+    };
+    stats.upstream_rq_pending_total.inc();
+    stats.upstream_rq_pending_active.inc();
+    let _pending = Pending { _held: held, active: &stats.upstream_rq_pending_active };
+    let conns = ex.shard.pool.endpoint(key);
+    let mut overflow_counted = false;
+    loop {
+        let mut may_open = breaker.try_take(Resource::Connections, limits);
+        if !may_open {
+            if !overflow_counted {
+                stats.upstream_cx_overflow.inc();
+                overflow_counted = true;
+            }
+            if conns.open() == 0 {
+                breaker.take(Resource::Connections);
+                may_open = true;
+            }
+        }
+        if may_open {
+            let slot = ConnSlot::new(breaker.clone(), conns);
+            let host = &ex.generation.host_stats[ex.cluster][endpoint];
+            return connect(key.addr, key, snap, stats, host, slot).await;
+        }
+        conns.wait().await;
+        if !fresh_only {
+            if let Some(up) = take_pooled(ex.shard, key) {
+                return Ok(up);
+            }
+        }
+    }
+}
+
 /// The request written on `up`, its response read and relayed.
 async fn exchange(
     ex: &Exchange<'_>,
     d: &mut Downstream,
     mut up: Upstream,
     endpoint: usize,
-    reused: bool,
-    may_retry: bool,
+    retry_gate: Option<&RetryGate<'_>>,
 ) -> Attempt {
+    let snap = &ex.generation.snap.clusters[ex.cluster];
+    let reused = up.requests > 0;
     let stats = &ex.generation.cluster_stats[ex.cluster];
+    // `max_requests` is checked as the request is put on a connection, as Envoy does; a connection
+    // it was refused goes back to the pool unused.
+    let Some(_request) = snap.breaker.hold(Resource::Requests, &snap.circuit_breakers) else {
+        stats.upstream_rq_active_overflow.inc();
+        if up.read.ensure_armed(READ_CHUNK) {
+            ex.shard.pool.put(up, ex.shard.date.second());
+        }
+        return Attempt::Overflow { on_connection: true };
+    };
     up.requests += 1;
     up.in_request = true;
     stats.upstream_rq_total.inc();
@@ -436,7 +543,7 @@ async fn exchange(
             // connection's last, and says so.
             let expired = expires.is_some_and(|t| Instant::now() >= t);
             let facts =
-                HeadFacts { started, upload_abandoned: abandoned, connection_expired: expired, may_retry };
+                HeadFacts { started, upload_abandoned: abandoned, connection_expired: expired, retry_gate };
             on_response_head(ex, head, resp_out, obs, status, facts, stats)
         };
         match facts.body_rest.clone() {
@@ -511,13 +618,14 @@ struct HeadDecision {
 /// The response head arrived: count it, decide on a retry (None), else write the client's head
 /// into `resp_out`.
 /// What the exchange knows when a response head arrives.
-struct HeadFacts {
+struct HeadFacts<'a, 'b> {
     /// When the upstream request began (for `x-envoy-upstream-service-time`).
     started: Instant,
     upload_abandoned: bool,
     /// The client connection reached `max_connection_duration`.
     connection_expired: bool,
-    may_retry: bool,
+    /// Set when the route may still retry this request.
+    retry_gate: Option<&'a RetryGate<'b>>,
 }
 
 fn on_response_head(
@@ -526,7 +634,7 @@ fn on_response_head(
     resp_out: &mut Vec<u8>,
     obs: &mut observe::Observed,
     status: &mut u16,
-    HeadFacts { started, upload_abandoned, connection_expired, may_retry }: HeadFacts,
+    HeadFacts { started, upload_abandoned, connection_expired, retry_gate }: HeadFacts<'_, '_>,
     stats: &ClusterStats,
 ) -> Option<HeadDecision> {
     if obs.on {
@@ -534,8 +642,13 @@ fn on_response_head(
     }
     observe::on_response_head(ex.listener, head, obs);
     stats.completed(head.status);
-    if may_retry && !upload_abandoned && ex.fwd.retry.is_some_and(|r| r.retries_status(head.status)) {
-        return None;
+    if let Some(gate) = retry_gate {
+        if !upload_abandoned && ex.fwd.retry.is_some_and(|r| r.retries_status(head.status)) {
+            if gate.admit() {
+                return None;
+            }
+            obs.flag(ResponseFlags::UO);
+        }
     }
     *status = head.status;
     ex.head_relayed.set(true);

@@ -1,0 +1,108 @@
+//! Circuit breakers as a client sees them: a request over `max_requests` or `max_pending_requests`
+//! gets Envoy's 503 with `x-envoy-overloaded: true` and `UO` in the access log; one over
+//! `max_connections` waits for a connection and is served; a retry over `max_retries` is not made.
+//! Each checks the exact stat that counted it, against real upstreams on loopback.
+
+mod support;
+
+#[path = "support/breakers.rs"]
+mod breakers;
+
+use breakers::{cluster, config, log_lines, staggered, upstream, OVERFLOW_BODY};
+use std::time::Duration;
+use support::{eventually, get, scratch_dir, stat, Skiff};
+
+const SLOW: Duration = Duration::from_millis(1500);
+/// Between the clients' starts: long enough that the earlier request is at the upstream.
+const GAP: Duration = Duration::from_millis(300);
+
+fn start(thresholds: &str, args: &[&str]) -> (Skiff, support::TestUpstream, std::path::PathBuf) {
+    let up = upstream("up", SLOW);
+    let log = scratch_dir("breakers").join("access.log");
+    let extra = format!("circuit_breakers:\n  thresholds:\n    - {thresholds}\n");
+    let yaml = config(0, 0, &log, "", &cluster("ROUND_ROBIN", &[(0, vec![(up.addr, "")])], &extra));
+    (Skiff::start(&yaml, args), up, log)
+}
+
+#[test]
+fn a_request_over_max_requests_gets_503_overloaded_and_uo() {
+    let (skiff, _up, log) = start("{ max_requests: 1, track_remaining: true }", &[]);
+    let addr = skiff.listener("main");
+    let admin = skiff.admin();
+    let first = std::thread::spawn(move || get(addr, "/slow/1"));
+    std::thread::sleep(GAP);
+    // While the first is in flight the breaker is open, with nothing remaining.
+    assert_eq!(stat(admin, "cluster.backend.circuit_breakers.default.rq_open"), Some(1));
+    assert_eq!(stat(admin, "cluster.backend.circuit_breakers.default.remaining_rq"), Some(0));
+    let second = get(addr, "/slow/2");
+    assert_eq!(second.status, 503);
+    assert_eq!(second.header("x-envoy-overloaded"), Some("true"));
+    assert_eq!(second.text(), OVERFLOW_BODY);
+    assert_eq!(first.join().expect("first").status, 200);
+
+    assert_eq!(stat(admin, "cluster.backend.upstream_rq_active_overflow"), Some(1));
+    assert_eq!(stat(admin, "cluster.backend.upstream_rq_pending_overflow"), Some(0));
+    assert_eq!(stat(admin, "cluster.backend.upstream_rq_503"), Some(1));
+    // The first request's slot is given back just after its response went out.
+    assert!(eventually(Duration::from_secs(5), || {
+        stat(admin, "cluster.backend.circuit_breakers.default.remaining_rq") == Some(1)
+    }));
+    assert_eq!(stat(admin, "cluster.backend.circuit_breakers.default.rq_open"), Some(0));
+    let lines = log_lines(&log, 2);
+    assert!(lines.iter().any(|l| l.starts_with("503 UO /slow/2 ")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("200 - /slow/1 ")), "{lines:?}");
+}
+
+#[test]
+fn over_max_connections_a_request_waits_and_over_max_pending_it_is_refused() {
+    // One shard: like Envoy's worker, a shard with no connection to the endpoint opens one even
+    // at the limit (so its pending requests are never stranded).
+    let (skiff, up, log) = start("{ max_connections: 1, max_pending_requests: 1 }", &["--concurrency", "1"]);
+    let addr = skiff.listener("main");
+    let admin = skiff.admin();
+    let started = std::time::Instant::now();
+    let r = staggered(addr, &["/slow/1", "/slow/2", "/slow/3"], GAP);
+    // The second waited for the first's connection and was served on it; the third found the
+    // pending queue full.
+    assert_eq!((r[0].status, r[1].status, r[2].status), (200, 200, 503));
+    assert_eq!(r[2].header("x-envoy-overloaded"), Some("true"));
+    assert_eq!(r[2].text(), OVERFLOW_BODY);
+    assert!(started.elapsed() >= SLOW * 2, "the second request did not wait for the first");
+    assert_eq!(up.connections.load(std::sync::atomic::Ordering::Relaxed), 1);
+
+    assert_eq!(stat(admin, "cluster.backend.upstream_rq_pending_overflow"), Some(1));
+    assert_eq!(stat(admin, "cluster.backend.upstream_cx_overflow"), Some(1));
+    assert_eq!(stat(admin, "cluster.backend.upstream_rq_pending_total"), Some(2));
+    assert_eq!(stat(admin, "cluster.backend.upstream_cx_total"), Some(1));
+    assert_eq!(stat(admin, "cluster.backend.upstream_rq_pending_active"), Some(0));
+    assert_eq!(stat(admin, "cluster.backend.circuit_breakers.default.cx_open"), Some(1));
+    let lines = log_lines(&log, 3);
+    assert!(lines.iter().any(|l| l.starts_with("503 UO /slow/3 ")), "{lines:?}");
+}
+
+#[test]
+fn a_retry_over_max_retries_is_not_made_and_the_5xx_passes_with_uo() {
+    let (skiff, up, log) = start("{ max_retries: 0 }", &[]);
+    let admin = skiff.admin();
+    let r = get(skiff.listener("main"), "/retry/fail");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.text(), "failed\n");
+    assert_eq!(r.header("x-envoy-overloaded"), None);
+    assert_eq!(up.count(), 1);
+    assert_eq!(stat(admin, "cluster.backend.upstream_rq_retry_overflow"), Some(1));
+    assert_eq!(stat(admin, "cluster.backend.upstream_rq_retry"), Some(0));
+    let lines = log_lines(&log, 1);
+    assert!(lines[0].starts_with("503 UO /retry/fail "), "{lines:?}");
+}
+
+/// The limit is the process's, not each shard's: with two shards and `max_requests: 1`, one of
+/// four concurrent requests is served.
+#[test]
+fn max_requests_holds_across_shards() {
+    let (skiff, _up, _log) = start("{ max_requests: 1 }", &["--concurrency", "2"]);
+    let addr = skiff.listener("main");
+    let r = staggered(addr, &["/slow/1", "/slow/2", "/slow/3", "/slow/4"], Duration::from_millis(100));
+    let statuses: Vec<u16> = r.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![200, 503, 503, 503]);
+    assert_eq!(stat(skiff.admin(), "cluster.backend.upstream_rq_active_overflow"), Some(3));
+}
