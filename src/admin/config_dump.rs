@@ -268,7 +268,41 @@ fn hcm(h: &HttpConnectionManager) -> Value {
     }
     // skiff's own default (10 s) differs from Envoy's (none), so it is always spelled out.
     m.insert("request_headers_timeout".into(), duration(h.request_headers_timeout).into());
-    m.insert("common_http_protocol_options".into(), json!({ "idle_timeout": duration(h.idle_timeout) }));
+    let mut common = Map::new();
+    common.insert("idle_timeout".into(), duration(h.idle_timeout).into());
+    if let Some(n) = h.max_requests_per_connection {
+        common.insert("max_requests_per_connection".into(), n.into());
+    }
+    if let Some(d) = h.max_connection_duration {
+        common.insert("max_connection_duration".into(), duration(d).into());
+    }
+    if let Some(d) = h.stream_limits.max_duration {
+        common.insert("max_stream_duration".into(), duration(d).into());
+    }
+    if h.max_headers_count != MAX_HEADERS_COUNT {
+        common.insert("max_headers_count".into(), h.max_headers_count.into());
+    }
+    match h.headers_with_underscores {
+        UnderscoresAction::Allow => {}
+        UnderscoresAction::RejectRequest => {
+            common.insert("headers_with_underscores_action".into(), "REJECT_REQUEST".into());
+        }
+        UnderscoresAction::DropHeader => {
+            common.insert("headers_with_underscores_action".into(), "DROP_HEADER".into());
+        }
+    }
+    m.insert("common_http_protocol_options".into(), Value::Object(common));
+    // `0s` (off) reads back as None.
+    m.insert("stream_idle_timeout".into(), duration(h.stream_limits.idle.unwrap_or(Duration::ZERO)).into());
+    if let Some(d) = h.stream_limits.request {
+        m.insert("request_timeout".into(), duration(d).into());
+    }
+    if h.delayed_close_timeout != Some(Duration::from_secs(1)) {
+        m.insert(
+            "delayed_close_timeout".into(),
+            duration(h.delayed_close_timeout.unwrap_or(Duration::ZERO)).into(),
+        );
+    }
     if !h.generate_request_id {
         m.insert("generate_request_id".into(), false.into());
     }
@@ -583,7 +617,76 @@ fn forward(f: &ForwardAction) -> Value {
         if let Some(t) = r.per_try_timeout {
             rp.insert("per_try_timeout".into(), duration(t).into());
         }
+        if !r.retriable_status_codes.is_empty() {
+            rp.insert("retriable_status_codes".into(), r.retriable_status_codes.clone().into());
+        }
+        if r.back_off != BackOff::default() {
+            rp.insert(
+                "retry_back_off".into(),
+                json!({ "base_interval": duration(r.back_off.base), "max_interval": duration(r.back_off.max) }),
+            );
+        }
+        if r.avoid_previous_hosts {
+            rp.insert(
+                "retry_host_predicate".into(),
+                json!([{
+                    "name": "envoy.retry_host_predicates.previous_hosts",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                    },
+                }]),
+            );
+        }
+        if r.host_selection_attempts != 1 {
+            rp.insert("host_selection_retry_max_attempts".into(), r.host_selection_attempts.into());
+        }
         m.insert("retry_policy".into(), Value::Object(rp));
+    }
+    // Some(None) is the operator's `0s`.
+    if let Some(t) = f.idle_timeout {
+        m.insert("idle_timeout".into(), duration(t.unwrap_or(Duration::ZERO)).into());
+    }
+    let msd = &f.max_stream_duration;
+    if *msd != RouteStreamDuration::default() {
+        let mut d = Map::new();
+        if let Some(t) = msd.max {
+            d.insert("max_stream_duration".into(), duration(t.unwrap_or(Duration::ZERO)).into());
+        }
+        if let Some(t) = msd.grpc_header_max {
+            d.insert("grpc_timeout_header_max".into(), duration(t.unwrap_or(Duration::ZERO)).into());
+        }
+        if !msd.grpc_header_offset.is_zero() {
+            d.insert("grpc_timeout_header_offset".into(), duration(msd.grpc_header_offset).into());
+        }
+        m.insert("max_stream_duration".into(), Value::Object(d));
+    }
+    if !f.mirrors.is_empty() {
+        let mirrors: Vec<Value> = f.mirrors.iter().map(mirror).collect();
+        m.insert("request_mirror_policies".into(), mirrors.into());
+    }
+    Value::Object(m)
+}
+
+fn mirror(p: &MirrorPolicy) -> Value {
+    let mut m = Map::new();
+    match &p.target {
+        MirrorTarget::Cluster(c) => m.insert("cluster".into(), c.as_str().into()),
+        MirrorTarget::Header(h) => m.insert("cluster_header".into(), h.as_str().into()),
+    };
+    if p.fraction.per_million < 1_000_000 {
+        let denominator = match p.fraction.unit {
+            1 => "MILLION",
+            100 => "TEN_THOUSAND",
+            _ => "HUNDRED",
+        };
+        let numerator = p.fraction.per_million / p.fraction.unit.max(1);
+        m.insert(
+            "runtime_fraction".into(),
+            json!({ "default_value": { "numerator": numerator, "denominator": denominator } }),
+        );
+    }
+    if !p.shadow_suffix {
+        m.insert("disable_shadow_host_suffix_append".into(), true.into());
     }
     Value::Object(m)
 }
@@ -666,6 +769,32 @@ fn cluster(c: &Cluster) -> Value {
     if let Some(n) = c.max_requests_per_connection {
         m.insert("max_requests_per_connection".into(), n.into());
     }
+    let mut common = Map::new();
+    if c.idle_timeout != Duration::from_secs(3600) {
+        common.insert("idle_timeout".into(), duration(c.idle_timeout).into());
+    }
+    if let Some(d) = c.max_connection_duration {
+        common.insert("max_connection_duration".into(), duration(d).into());
+    }
+    if c.max_headers_count != MAX_HEADERS_COUNT {
+        common.insert("max_headers_count".into(), c.max_headers_count.into());
+    }
+    if !common.is_empty() {
+        m.insert("common_http_protocol_options".into(), Value::Object(common));
+    }
+    if let Some(k) = &c.tcp_keepalive {
+        let mut ka = Map::new();
+        if let Some(n) = k.probes {
+            ka.insert("keepalive_probes".into(), n.into());
+        }
+        if let Some(t) = k.time {
+            ka.insert("keepalive_time".into(), t.as_secs().into());
+        }
+        if let Some(t) = k.interval {
+            ka.insert("keepalive_interval".into(), t.as_secs().into());
+        }
+        m.insert("upstream_connection_options".into(), json!({ "tcp_keepalive": ka }));
+    }
     if c.circuit_breakers != CircuitBreakers::default() {
         let cb = c.circuit_breakers;
         m.insert(
@@ -675,6 +804,7 @@ fn cluster(c: &Cluster) -> Value {
                 "max_pending_requests": cb.max_pending_requests,
                 "max_requests": cb.max_requests,
                 "max_retries": cb.max_retries,
+                "track_remaining": cb.track_remaining,
             }] }),
         );
     }

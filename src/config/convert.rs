@@ -1020,8 +1020,6 @@ fn forward(
             hash_policy,
             cors,
             rate_limits,
-            request_mirror_policy,
-            request_mirror_policies,
             hedge_policy,
             metadata_match,
             internal_redirect_policy,
@@ -1071,6 +1069,7 @@ fn forward(
         host_rewrite_literal: a.host_rewrite_literal.or(a.host_rewrite),
         retry_policy,
         idle_timeout: a.idle_timeout.map(|d| off_if_zero(d.0)),
+        mirrors: mirrors(cx, &p, a.request_mirror_policy, a.request_mirror_policies)?,
         max_stream_duration: a.max_stream_duration.map_or(RouteStreamDuration::default(), |m| {
             RouteStreamDuration {
                 max: m.max_stream_duration.map(|d| off_if_zero(d.0)),
@@ -1103,6 +1102,57 @@ fn weighted_clusters(cx: &Cx, wp: FieldPath, w: RawWeighted) -> Res<ClusterSpeci
         }
     }
     Ok(ClusterSpecifier::Weighted(out))
+}
+
+/// `request_mirror_policies` (v3) or `request_mirror_policy` (v2), not both.
+fn mirrors(
+    cx: &mut Cx,
+    p: &FieldPath,
+    one: Option<RawMirrorPolicy>,
+    many: Option<Vec<RawMirrorPolicy>>,
+) -> Res<Vec<MirrorPolicy>> {
+    let list: Vec<(FieldPath, RawMirrorPolicy)> = match (one, many) {
+        (Some(_), Some(_)) => {
+            return fail(
+                p.key("request_mirror_policy"),
+                "give either request_mirror_policy or request_mirror_policies, not both",
+            )
+        }
+        (Some(m), None) => vec![(p.key("request_mirror_policy"), m)],
+        (None, Some(list)) => {
+            list.into_iter().enumerate().map(|(i, m)| (p.key("request_mirror_policies").idx(i), m)).collect()
+        }
+        (None, None) => return Ok(Vec::new()),
+    };
+    let mut out = Vec::new();
+    for (mp, m) in list {
+        warn_present!(cx, mp, m, "request_mirror_policy", [trace_sampled]);
+        let target = match (m.cluster, m.cluster_header) {
+            (Some(c), None) => MirrorTarget::Cluster(cx.cluster_ref(mp.key("cluster"), &c)?),
+            (None, Some(h)) if !h.is_empty() => MirrorTarget::Header(h.to_ascii_lowercase()),
+            (Some(_), Some(_)) => return fail(mp, "give either cluster or cluster_header, not both"),
+            _ => return fail(mp, "cluster or cluster_header is required"),
+        };
+        let fraction = match (m.runtime_fraction, m.runtime_key) {
+            (Some(f), _) => match f.default_value {
+                Some(v) => super::convert_filters::fraction_of(
+                    mp.key("runtime_fraction").key("default_value"),
+                    v.numerator,
+                    v.denominator.as_deref(),
+                )?,
+                None => Fraction::NONE,
+            },
+            // v2: a runtime key with no runtime behind it is 0 %, as in Envoy without that key.
+            (None, Some(_)) => Fraction::NONE,
+            (None, None) => Fraction { per_million: 1_000_000, unit: 10_000 },
+        };
+        out.push(MirrorPolicy {
+            target,
+            fraction,
+            shadow_suffix: !m.disable_shadow_host_suffix_append.unwrap_or(false),
+        });
+    }
+    Ok(out)
 }
 
 /// The `retry_on` conditions skiff acts on (`refused-stream` is an HTTP/2 reset an HTTP/1.1

@@ -427,6 +427,27 @@ pub struct ForwardAction {
     pub idle_timeout: Option<Option<Duration>>,
     /// `max_stream_duration`.
     pub max_stream_duration: RouteStreamDuration,
+    /// `request_mirror_policies` (and v2 `request_mirror_policy`).
+    pub mirrors: Vec<MirrorPolicy>,
+}
+
+/// Where a mirror sends its copies.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MirrorTarget {
+    /// `cluster` (checked to exist at load).
+    Cluster(String),
+    /// `cluster_header` (lower-cased): the cluster the request's header names, if it exists.
+    Header(String),
+}
+
+/// One request mirror: a copy of each request (a sampled fraction) goes to `cluster`, its Host
+/// suffixed `-shadow` unless disabled, and its response is discarded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MirrorPolicy {
+    pub target: MirrorTarget,
+    /// `runtime_fraction.default_value` (absent: every request).
+    pub fraction: Fraction,
+    pub shadow_suffix: bool,
 }
 
 /// A route's `max_stream_duration` block.

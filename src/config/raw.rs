@@ -758,6 +758,39 @@ pub struct RawRouteStreamDuration {
     pub grpc_timeout_header_offset: Option<Dur>,
 }
 
+/// A route's request mirror (`request_mirror_policies[]`, v2 `request_mirror_policy`).
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a request mirror policy mapping")]
+pub struct RawMirrorPolicy {
+    pub cluster: Option<String>,
+    pub runtime_fraction: Option<RawRuntimeFraction>,
+    /// v2's `runtime_key` alone: the fraction is then 0 % unless the runtime says otherwise.
+    pub runtime_key: Option<String>,
+    pub disable_shadow_host_suffix_append: Option<bool>,
+    pub cluster_header: Option<String>,
+    // Warned about.
+    pub trace_sampled: Ign,
+}
+
+/// `config.core.v3.RuntimeFractionalPercent`: skiff has no runtime, so the default applies.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a runtime fraction mapping like {default_value: {numerator: 50}}")]
+pub struct RawRuntimeFraction {
+    pub default_value: Option<RawFractionalPercent>,
+    pub runtime_key: Ign,
+}
+
+/// `type.v3.FractionalPercent`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a fractional percent mapping like {numerator: 50, denominator: HUNDRED}"
+)]
+pub struct RawFractionalPercent {
+    pub numerator: Option<u32>,
+    pub denominator: Option<String>,
+}
+
 /// A cluster's `upstream_connection_options`.
 #[derive(Debug, DeriveDeserialize)]
 #[serde(deny_unknown_fields, expecting = "an upstream_connection_options mapping")]
@@ -1029,6 +1062,9 @@ pub struct RawRouteAction {
     pub retry_policy: Option<RawRetry>,
     pub idle_timeout: Option<Dur>,
     pub max_stream_duration: Option<RawRouteStreamDuration>,
+    /// v2's single mirror.
+    pub request_mirror_policy: Option<RawMirrorPolicy>,
+    pub request_mirror_policies: Option<Vec<RawMirrorPolicy>>,
     // Rejected.
     pub cluster_header: Ign,
     pub cluster_specifier_plugin: Ign,
@@ -1041,8 +1077,6 @@ pub struct RawRouteAction {
     pub cors: Ign,
     pub rate_limits: Ign,
     pub upgrade_configs: Option<Vec<RawRouteUpgrade>>,
-    pub request_mirror_policy: Ign,
-    pub request_mirror_policies: Ign,
     pub hedge_policy: Ign,
     pub metadata_match: Ign,
     pub internal_redirect_policy: Ign,

@@ -116,6 +116,8 @@ pub struct Forward {
     pub idle_timeout: Option<Option<Duration>>,
     /// `max_stream_duration`.
     pub max_stream_duration: crate::config::RouteStreamDuration,
+    /// `request_mirror_policies`, with their clusters resolved.
+    pub mirrors: Box<[Mirror]>,
     /// The route's `upgrade_configs` (they override the connection manager's per type).
     pub upgrades: Vec<config::UpgradeConfig>,
 }
@@ -191,6 +193,23 @@ impl Retry {
             base.saturating_mul((1u64 << n.min(32)) - 1).min(self.back_off.max.as_millis() as u64).max(1);
         Duration::from_millis(roll % ceiling)
     }
+}
+
+/// Where a mirror's copies go: a cluster (an index into the snapshot's clusters), or the cluster
+/// a request header names (looked up per request; none found, no copy, as Envoy).
+#[derive(Debug, Clone)]
+pub enum MirrorTarget {
+    Cluster(usize),
+    Header(Box<str>),
+}
+
+/// A request mirror: where it goes, the sampled share of
+/// requests in parts per million, and whether the Host gets `-shadow`.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    pub target: MirrorTarget,
+    pub per_million: u32,
+    pub shadow_suffix: bool,
 }
 
 /// A set of HTTP status codes (100-599) in a few words, so that `Retry` stays `Copy`.
@@ -470,6 +489,26 @@ fn compile_route(id: usize, r: &config::Route, clusters: &HashMap<&str, usize>) 
                 idle_timeout: f.idle_timeout,
                 max_stream_duration: f.max_stream_duration,
                 upgrades: f.upgrades.clone(),
+                mirrors: f
+                    .mirrors
+                    .iter()
+                    .map(|m| {
+                        let target = match &m.target {
+                            config::MirrorTarget::Cluster(c) => MirrorTarget::Cluster(
+                                clusters
+                                    .get(c.as_str())
+                                    .copied()
+                                    .ok_or_else(|| BuildError::UnknownCluster(c.clone()))?,
+                            ),
+                            config::MirrorTarget::Header(h) => MirrorTarget::Header(h.as_str().into()),
+                        };
+                        Ok(Mirror {
+                            target,
+                            per_million: m.fraction.per_million,
+                            shadow_suffix: m.shadow_suffix,
+                        })
+                    })
+                    .collect::<Result<_, BuildError>>()?,
                 retry: f.retry_policy.as_ref().map(|p| {
                     Box::new({
                         let on = |k: &str| p.retry_on.iter().any(|x| x == k);

@@ -7,6 +7,7 @@ mod body;
 mod conn;
 mod downstream;
 mod headers;
+mod mirror;
 mod observe;
 mod reply;
 mod socket;
@@ -219,7 +220,8 @@ async fn run(
         ^ ((id as u64 + 1) << 48);
     let stats = ShardStats::default();
     let generation = Generation::new(initial, id, &stats, None);
-    let shard = Rc::new(Shard {
+    let shard = Rc::new_cyclic(|this| Shard {
+        this: this.clone(),
         id,
         generation: RefCell::new(Rc::new(generation)),
         stats,

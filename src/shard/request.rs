@@ -8,6 +8,7 @@
 use super::body;
 use super::downstream::Downstream;
 use super::headers::{self, RequestRewrite};
+use super::mirror;
 use super::observe::{self, Observed};
 use super::reply::{self, LocalReply, ReplyStat};
 use super::signal::Signal;
@@ -351,6 +352,9 @@ impl<'g> Request<'g> {
         let keep_alive = facts.keep_alive;
         let head_request = facts.head_method;
         let http10 = facts.http10;
+        if !fwd.mirrors.is_empty() && facts.body_buffered {
+            self.mirror(fwd, &d.req_out);
+        }
         let request_complete = Signal::default();
         let head_relayed = Cell::new(false);
         if facts.body_buffered {
@@ -397,6 +401,23 @@ impl<'g> Request<'g> {
                     Continue::KeepAlive if !close => Continue::KeepAlive,
                     _ => Continue::Close,
                 }
+            }
+        }
+    }
+
+    /// Starts a shadow exchange for each of the route's mirrors that samples this request, with a
+    /// copy of what goes upstream (only a request whose body came whole with its head: a streamed
+    /// body is not mirrored). Skipped when a reload has replaced the generation meanwhile (the
+    /// mirror's cluster index belongs to this one).
+    fn mirror(&self, fwd: &Forward, upstream_request: &[u8]) {
+        let (Some(shard), current) = (self.shard.this.upgrade(), self.shard.generation()) else { return };
+        if !std::ptr::eq(&*current, self.generation) {
+            return;
+        }
+        for m in fwd.mirrors.iter().filter(|m| mirror::sampled(m, self.shard.rng.next())) {
+            let Some(cluster) = mirror::target(m, &current, upstream_request) else { continue };
+            if let Some(copy) = mirror::shadow_copy(upstream_request, m.shadow_suffix) {
+                monoio::spawn(mirror::shadow(shard.clone(), current.clone(), cluster, copy));
             }
         }
     }

@@ -91,7 +91,7 @@ pub(super) enum Forwarded {
 }
 
 /// How one attempt ended.
-enum Attempt {
+pub(super) enum Attempt {
     Relayed {
         keep_alive: bool,
     },
@@ -361,7 +361,7 @@ fn close_unless_buffered(reply: LocalReply, ex: &Exchange<'_>) -> LocalReply {
     }
 }
 
-async fn connect(
+pub(super) async fn connect(
     addr: SocketAddr,
     key: PoolKey,
     snap: &ClusterSnap,
@@ -453,7 +453,7 @@ async fn attempt(
 /// connection is closed and the next one tried. The check is the read armed on every pooled
 /// connection (`ReadSide::arm`): it costs no syscall of its own, and when nothing completed it, it
 /// is this request's first response read.
-fn take_pooled(shard: &Shard, key: PoolKey) -> Option<Upstream> {
+pub(super) fn take_pooled(shard: &Shard, key: PoolKey) -> Option<Upstream> {
     loop {
         let mut up = shard.pool.take(key, shard.date.second())?;
         if up.read.quiet() {
