@@ -642,6 +642,12 @@ fn cluster(c: &Cluster) -> Value {
         LbPolicy::Random => {
             m.insert("lb_policy".into(), "RANDOM".into());
         }
+        LbPolicy::RingHash => {
+            m.insert("lb_policy".into(), "RING_HASH".into());
+        }
+        LbPolicy::Maglev => {
+            m.insert("lb_policy".into(), "MAGLEV".into());
+        }
     }
     // Only meaningful for DNS clusters; for a STATIC one printed only if someone set it.
     if c.discovery != DiscoveryType::Static || c.dns_refresh_rate != Duration::from_secs(5) {

@@ -423,6 +423,8 @@ pub struct ForwardAction {
     pub idle_timeout: Option<Option<Duration>>,
     /// `max_stream_duration`.
     pub max_stream_duration: RouteStreamDuration,
+    /// `hash_policy`: the request's hash for RING_HASH and MAGLEV clusters.
+    pub hash_policy: Vec<super::lb::HashPolicy>,
 }
 
 /// A route's `max_stream_duration` block.
@@ -511,6 +513,10 @@ pub struct Cluster {
     /// `upstream_connection_options.tcp_keepalive`: None = no keepalive probes.
     pub tcp_keepalive: Option<TcpKeepalive>,
     pub circuit_breakers: CircuitBreakers,
+    /// `outlier_detection`: None when the cluster has none (no host is ever ejected).
+    pub outlier_detection: Option<super::lb::OutlierDetection>,
+    /// `ring_hash_lb_config` / `maglev_lb_config` sizes (read for RING_HASH and MAGLEV).
+    pub hash_table: super::lb::HashTable,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -525,6 +531,8 @@ pub enum LbPolicy {
     RoundRobin,
     LeastRequest,
     Random,
+    RingHash,
+    Maglev,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,6 +7,8 @@ use crate::config::{
     StripHostPort,
 };
 use crate::http::header_is;
+
+pub mod hash;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -117,6 +119,8 @@ pub struct Forward {
     pub max_stream_duration: crate::config::RouteStreamDuration,
     /// The route's `upgrade_configs` (they override the connection manager's per type).
     pub upgrades: Vec<config::UpgradeConfig>,
+    /// `hash_policy`: the request's key for RING_HASH and MAGLEV clusters (`hash::request_hash`).
+    pub hash_policy: Vec<config::HashPolicy>,
 }
 
 #[derive(Debug)]
@@ -433,6 +437,7 @@ fn compile_route(id: usize, r: &config::Route, clusters: &HashMap<&str, usize>) 
                 idle_timeout: f.idle_timeout,
                 max_stream_duration: f.max_stream_duration,
                 upgrades: f.upgrades.clone(),
+                hash_policy: f.hash_policy.clone(),
                 retry: f.retry_policy.as_ref().map(|p| {
                     let on = |k: &str| p.retry_on.iter().any(|x| x == k);
                     Retry {

@@ -16,6 +16,7 @@ use super::socket::{self, read_up_to, write_out, write_prefix, READ_CHUNK};
 use super::state::{Generation, Shard};
 use crate::access_log::ResponseFlags;
 use crate::cluster::breaker::{Breaker, Held, Resource};
+use crate::cluster::outlier::Outcome;
 use crate::cluster::pool::{Accounts, ConnSlot, PoolKey, ReadSide, Upstream};
 use crate::cluster::{ClusterSnap, ShardCluster};
 use crate::config::CircuitBreakers;
@@ -48,6 +49,8 @@ pub(super) struct RequestFacts {
     pub body_rest: Option<Framing>,
     /// An upgrade the configuration allows: a `101` turns the connection into a relay.
     pub upgrade: bool,
+    /// The route's `hash_policy` key, for RING_HASH and MAGLEV clusters.
+    pub hash: Option<u64>,
 }
 
 pub(super) struct Exchange<'a> {
@@ -174,7 +177,7 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
     let mut attempts_left = retries + 1;
     let mut fresh_only = false;
     loop {
-        let Some(endpoint) = lb.pick(snap, &ex.shard.rng) else {
+        let Some(endpoint) = lb.pick_for(snap, &ex.shard.rng, ex.facts.hash) else {
             stats.upstream_cx_none_healthy.inc();
             let reply = LocalReply::new(503, b"no healthy upstream").flagged(ResponseFlags::UH);
             return Forwarded::Reply(close_unless_buffered(reply, ex));
@@ -188,6 +191,15 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
         let result = attempt(ex, d, addr, endpoint, fresh_only, (attempts_left > 1).then_some(&gate)).await;
         if matches!(result, Attempt::PerTryTimeout) {
             stats.upstream_rq_per_try_timeout.inc();
+        }
+        // What outlier detection hears of this host (a response's status is counted as it arrives).
+        match result {
+            Attempt::ConnectFailed { .. } | Attempt::Reset => report(ex, endpoint, Outcome::ConnectFailed),
+            Attempt::Stale if !ex.facts.body_buffered || fresh_only => {
+                report(ex, endpoint, Outcome::ConnectFailed)
+            }
+            Attempt::PerTryTimeout => report(ex, endpoint, Outcome::Timeout),
+            _ => {}
         }
         in_flight.success = matches!(result, Attempt::Relayed { .. }) && d.status < 500;
         drop(in_flight);
@@ -281,6 +293,13 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
         reply.flag.insert(flag);
         reply.overloaded = flag == ResponseFlags::UO;
         return Forwarded::Reply(close_unless_buffered(reply, ex));
+    }
+}
+
+/// Tells the cluster's outlier detection (when it has one) what an attempt on `endpoint` came to.
+pub(super) fn report(ex: &Exchange<'_>, endpoint: usize, outcome: Outcome) {
+    if let Some(o) = &ex.generation.snap.clusters[ex.cluster].outlier {
+        o.report(endpoint, outcome, || ex.shard.rng.next());
     }
 }
 
@@ -393,6 +412,7 @@ async fn attempt(
         Ok(up) => up,
         Err(failed) => return failed,
     };
+    report(ex, endpoint, Outcome::Connected);
     let per_try = ex.fwd.retry.and_then(|r| r.per_try_timeout);
     let exchange = exchange(ex, d, up, endpoint, retry_gate);
     let Some(limit) = per_try else { return exchange.await };
@@ -542,8 +562,13 @@ async fn exchange(
             // `max_connection_duration` passed during the exchange: this response is the
             // connection's last, and says so.
             let expired = expires.is_some_and(|t| Instant::now() >= t);
-            let facts =
-                HeadFacts { started, upload_abandoned: abandoned, connection_expired: expired, retry_gate };
+            let facts = HeadFacts {
+                started,
+                upload_abandoned: abandoned,
+                connection_expired: expired,
+                retry_gate,
+                endpoint,
+            };
             on_response_head(ex, head, resp_out, obs, status, facts, stats)
         };
         match facts.body_rest.clone() {
@@ -626,6 +651,8 @@ struct HeadFacts<'a, 'b> {
     connection_expired: bool,
     /// Set when the route may still retry this request.
     retry_gate: Option<&'a RetryGate<'b>>,
+    /// The host answering, for outlier detection.
+    endpoint: usize,
 }
 
 fn on_response_head(
@@ -634,7 +661,7 @@ fn on_response_head(
     resp_out: &mut Vec<u8>,
     obs: &mut observe::Observed,
     status: &mut u16,
-    HeadFacts { started, upload_abandoned, connection_expired, retry_gate }: HeadFacts<'_, '_>,
+    HeadFacts { started, upload_abandoned, connection_expired, retry_gate, endpoint }: HeadFacts<'_, '_>,
     stats: &ClusterStats,
 ) -> Option<HeadDecision> {
     if obs.on {
@@ -642,6 +669,7 @@ fn on_response_head(
     }
     observe::on_response_head(ex.listener, head, obs);
     stats.completed(head.status);
+    report(ex, endpoint, Outcome::Status(head.status));
     if let Some(gate) = retry_gate {
         if !upload_abandoned && ex.fwd.retry.is_some_and(|r| r.retries_status(head.status)) {
             if gate.admit() {
