@@ -485,12 +485,12 @@ fn unknown_http_filter() {
 #[test]
 fn unsupported_lb_policy() {
     assert_eq!(
-        err(&with("lb_policy: ROUND_ROBIN", "lb_policy: RING_HASH")),
-        "skiff.yaml:26:16: static_resources.clusters[0].lb_policy: lb_policy RING_HASH is not yet supported (supported: ROUND_ROBIN, LEAST_REQUEST, RANDOM)"
+        err(&with("lb_policy: ROUND_ROBIN", "lb_policy: ORIGINAL_DST_LB")),
+        "skiff.yaml:26:16: static_resources.clusters[0].lb_policy: lb_policy ORIGINAL_DST_LB is not yet supported (supported: ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV)"
     );
     assert_eq!(
         err(&with("lb_policy: ROUND_ROBIN", "lb_policy: ROUND_ROBN")),
-        r#"skiff.yaml:26:16: static_resources.clusters[0].lb_policy: unknown lb_policy "ROUND_ROBN", expected one of ROUND_ROBIN, LEAST_REQUEST, RANDOM"#
+        r#"skiff.yaml:26:16: static_resources.clusters[0].lb_policy: unknown lb_policy "ROUND_ROBN", expected one of ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV"#
     );
     assert_eq!(
         err(&with("type: STRICT_DNS", "type: EDS")),
@@ -605,7 +605,6 @@ fn warnings_name_what_is_ignored() {
         l.warnings,
         vec![
             "skiff.yaml:26:20: static_resources.clusters[0].health_checks: health_checks is accepted but ignored (health checks are not yet active)",
-            "skiff.yaml:27:24: static_resources.clusters[0].outlier_detection: outlier_detection is accepted but ignored (outlier detection is not yet active)",
         ]
     );
 }

@@ -642,6 +642,9 @@ fn forward(f: &ForwardAction) -> Value {
         }
         m.insert("retry_policy".into(), Value::Object(rp));
     }
+    if !f.hash_policy.is_empty() {
+        m.insert("hash_policy".into(), f.hash_policy.iter().map(hash_policy).collect());
+    }
     // Some(None) is the operator's `0s`.
     if let Some(t) = f.idle_timeout {
         m.insert("idle_timeout".into(), duration(t.unwrap_or(Duration::ZERO)).into());
@@ -689,6 +692,38 @@ fn mirror(p: &MirrorPolicy) -> Value {
         m.insert("disable_shadow_host_suffix_append".into(), true.into());
     }
     Value::Object(m)
+}
+
+fn hash_policy(h: &HashPolicy) -> Value {
+    let mut m = match &h.method {
+        HashMethod::Header(name) => json!({ "header": { "header_name": name } }),
+        HashMethod::Cookie(name) => json!({ "cookie": { "name": name } }),
+        HashMethod::SourceIp => json!({ "connection_properties": { "source_ip": true } }),
+        HashMethod::QueryParameter(name) => json!({ "query_parameter": { "name": name } }),
+    };
+    if h.terminal {
+        m["terminal"] = true.into();
+    }
+    m
+}
+
+/// Every field of `outlier_detection`, defaults included (they are Envoy's too).
+fn outlier_detection(o: &OutlierDetection) -> Value {
+    json!({
+        "consecutive_5xx": o.consecutive_5xx,
+        "consecutive_gateway_failure": o.consecutive_gateway_failure,
+        "consecutive_local_origin_failure": o.consecutive_local_origin_failure,
+        "interval": duration(o.interval),
+        "base_ejection_time": duration(o.base_ejection_time),
+        "max_ejection_time": duration(o.max_ejection_time),
+        "max_ejection_time_jitter": duration(o.max_ejection_time_jitter),
+        "max_ejection_percent": o.max_ejection_percent,
+        "enforcing_consecutive_5xx": o.enforcing_consecutive_5xx,
+        "enforcing_consecutive_gateway_failure": o.enforcing_consecutive_gateway_failure,
+        "enforcing_consecutive_local_origin_failure": o.enforcing_consecutive_local_origin_failure,
+        "split_external_local_origin_errors": o.split_external_local_origin_errors,
+        "always_eject_one_host": o.always_eject_one_host,
+    })
 }
 
 fn redirect(r: &Redirect) -> Value {
@@ -744,6 +779,12 @@ fn cluster(c: &Cluster) -> Value {
         }
         LbPolicy::Random => {
             m.insert("lb_policy".into(), "RANDOM".into());
+        }
+        LbPolicy::RingHash => {
+            m.insert("lb_policy".into(), "RING_HASH".into());
+        }
+        LbPolicy::Maglev => {
+            m.insert("lb_policy".into(), "MAGLEV".into());
         }
     }
     // Only meaningful for DNS clusters; for a STATIC one printed only if someone set it.
@@ -807,6 +848,17 @@ fn cluster(c: &Cluster) -> Value {
                 "track_remaining": cb.track_remaining,
             }] }),
         );
+    }
+    if let Some(o) = &c.outlier_detection {
+        m.insert("outlier_detection".into(), outlier_detection(o));
+    }
+    let t = c.hash_table;
+    if t != HashTable::default() {
+        m.insert(
+            "ring_hash_lb_config".into(),
+            json!({ "minimum_ring_size": t.minimum_ring_size, "maximum_ring_size": t.maximum_ring_size }),
+        );
+        m.insert("maglev_lb_config".into(), json!({ "table_size": t.maglev_table_size }));
     }
     Value::Object(m)
 }

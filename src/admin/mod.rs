@@ -117,6 +117,14 @@ impl AdminState {
             for (name, value) in c.breaker.gauges(&c.circuit_breakers) {
                 own.push(Scope::Cluster(c.name.clone()), name, Value::Gauge(value));
             }
+            // So is outlier detection.
+            if let Some(o) = &c.outlier {
+                let (counters, (gauge, active)) = o.stats();
+                for (name, value) in counters {
+                    own.push(Scope::Cluster(c.name.clone()), name, Value::Counter(value));
+                }
+                own.push(Scope::Cluster(c.name.clone()), gauge, Value::Gauge(active));
+            }
         }
         let live = self.state() == "LIVE";
         let connections = shards.active_connections();
@@ -581,7 +589,7 @@ async fn clusters(state: &AdminState, json: bool) -> (u16, &'static str, String)
                         serde_json::json!({
                             "address": {"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}},
                             "stats": stats,
-                            "health_status": {"eds_health_status": "HEALTHY"},
+                            "health_status": health_status_json(c, a),
                             "weight": w,
                         })
                     })
@@ -604,8 +612,35 @@ async fn clusters(state: &AdminState, json: bool) -> (u16, &'static str, String)
             for (name, value) in host(&c.name, a).fields() {
                 out.push_str(&format!("{}::{a}::{name}::{value}\n", c.name));
             }
-            out.push_str(&format!("{}::{a}::health_flags::healthy\n{}::{a}::weight::{w}\n", c.name, c.name));
+            out.push_str(&format!(
+                "{}::{a}::health_flags::{}\n{}::{a}::weight::{w}\n",
+                c.name,
+                health_flags(c, a),
+                c.name
+            ));
         }
     }
     (200, TEXT, out)
+}
+
+/// Envoy's `health_flags` for a host: `healthy`, or each failed check as `/failed_...`.
+fn health_flags(c: &crate::cluster::ClusterSnap, addr: &SocketAddr) -> &'static str {
+    if outlier_ejected(c, addr) {
+        "/failed_outlier_check"
+    } else {
+        "healthy"
+    }
+}
+
+fn health_status_json(c: &crate::cluster::ClusterSnap, addr: &SocketAddr) -> serde_json::Value {
+    if outlier_ejected(c, addr) {
+        serde_json::json!({"eds_health_status": "HEALTHY", "failed_outlier_check": true})
+    } else {
+        serde_json::json!({"eds_health_status": "HEALTHY"})
+    }
+}
+
+fn outlier_ejected(c: &crate::cluster::ClusterSnap, addr: &SocketAddr) -> bool {
+    let endpoint = c.endpoints.iter().position(|e| e == addr);
+    c.outlier.as_ref().zip(endpoint).is_some_and(|(o, i)| o.ejected(i))
 }

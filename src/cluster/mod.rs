@@ -3,11 +3,15 @@
 //! counts; `pool`: idle upstream connections). Never shared between shards.
 
 pub mod breaker;
+pub mod hash_lb;
+pub mod outlier;
 pub mod pending;
 pub mod pool;
 
 use crate::config::{self, LbPolicy};
 use breaker::Breaker;
+use hash_lb::HashTable;
+use outlier::{Detector, Outlier};
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +24,8 @@ pub struct Resolved {
     /// (address, weight) of the best (lowest) priority level that has any.
     pub hosts: Vec<(SocketAddr, u32)>,
     pub breaker: Arc<Breaker>,
+    /// Its hosts' outlier-detection state, kept as long as the spec (like the breakers).
+    pub detector: Arc<Detector>,
 }
 
 /// A cluster as a snapshot carries it: endpoints already resolved.
@@ -43,6 +49,10 @@ pub struct ClusterSnap {
     pub circuit_breakers: config::CircuitBreakers,
     /// Shared by every shard and every snapshot of this cluster spec.
     pub breaker: Arc<Breaker>,
+    /// `outlier_detection`, when configured: per-host counts shared by every shard.
+    pub outlier: Option<Outlier>,
+    /// The ring or Maglev table of a RING_HASH or MAGLEV cluster.
+    pub hash_table: Option<HashTable>,
 }
 
 /// A cluster's limits on each of its upstream connections (`common_http_protocol_options`,
@@ -74,7 +84,11 @@ const MAX_SCHEDULE: u64 = 4096;
 
 impl ClusterSnap {
     pub fn new(cluster: &config::Cluster, resolved: Resolved) -> Self {
-        let Resolved { hosts: endpoints, breaker } = resolved;
+        let Resolved { hosts: endpoints, breaker, detector } = resolved;
+        let addrs: Vec<SocketAddr> = endpoints.iter().map(|(a, _)| *a).collect();
+        let weights: Vec<u32> = endpoints.iter().map(|(_, w)| *w).collect();
+        let outlier = cluster.outlier_detection.map(|c| Outlier::new(c, detector, &addrs));
+        let hash_table = HashTable::build(cluster.lb_policy, &addrs, &weights, &cluster.hash_table);
         let schedule = smooth_wrr_schedule(&endpoints.iter().map(|(_, w)| *w).collect::<Vec<_>>());
         ClusterSnap {
             name: cluster.name.clone(),
@@ -93,6 +107,8 @@ impl ClusterSnap {
             connection: ConnectionLimits::of(cluster),
             circuit_breakers: cluster.circuit_breakers,
             breaker,
+            outlier,
+            hash_table,
         }
     }
 }
@@ -162,6 +178,28 @@ impl ShardCluster {
 
     /// The endpoint index for the next request; None when the cluster has no endpoints.
     pub fn pick(&self, snap: &ClusterSnap, rng: &Rng) -> Option<usize> {
+        self.pick_for(snap, rng, None)
+    }
+
+    /// `pick` for a request with a `hash_policy` key (RING_HASH, MAGLEV; others ignore it).
+    /// Hosts outlier detection ejected are skipped unless too few are left (panic).
+    pub fn pick_for(&self, snap: &ClusterSnap, rng: &Rng, hash: Option<u64>) -> Option<usize> {
+        let first = self.pick_any(snap, rng, hash)?;
+        let Some(outlier) = snap.outlier.as_ref() else { return Some(first) };
+        if outlier.usable(first) || outlier.panic() {
+            return Some(first);
+        }
+        if let Some(table) = &snap.hash_table {
+            // A request without a key hashes randomly, as Envoy's.
+            let h = hash.unwrap_or_else(|| rng.next());
+            return Some(table.pick(h, |e| outlier.usable(e)));
+        }
+        // Round robin steps on through its schedule; the random policies draw again.
+        let tries = snap.schedule.len().max(snap.endpoints.len());
+        (0..tries).filter_map(|_| self.pick_any(snap, rng, hash)).find(|e| outlier.usable(*e)).or(Some(first))
+    }
+
+    fn pick_any(&self, snap: &ClusterSnap, rng: &Rng, hash: Option<u64>) -> Option<usize> {
         let n = snap.endpoints.len();
         if n == 0 {
             return None;
@@ -173,6 +211,10 @@ impl ShardCluster {
                 snap.schedule.get(c % snap.schedule.len().max(1)).map_or(0, |i| *i as usize)
             }
             LbPolicy::Random => (rng.next() % n as u64) as usize,
+            LbPolicy::RingHash | LbPolicy::Maglev => match &snap.hash_table {
+                Some(t) => t.pick(hash.unwrap_or_else(|| rng.next()), |_| true),
+                None => (rng.next() % n as u64) as usize,
+            },
             // Power of two choices: as good as a full scan in practice, O(1).
             LbPolicy::LeastRequest => {
                 let a = (rng.next() % n as u64) as usize;

@@ -1017,7 +1017,6 @@ fn forward(
         a,
         "route.route",
         [
-            hash_policy,
             cors,
             rate_limits,
             hedge_policy,
@@ -1061,7 +1060,9 @@ fn forward(
     }
     let upgrades =
         upgrades(up, a.upgrade_configs.iter().flatten().map(|u| (u.upgrade_type.as_str(), u.enabled)))?;
+    let hash_policy = super::lb::hash_policies(p.key("hash_policy"), a.hash_policy.unwrap_or_default())?;
     Ok(ForwardAction {
+        hash_policy,
         upgrades,
         cluster,
         timeout,
@@ -1307,7 +1308,21 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
     reject_present!(p, c, [http2_protocol_options], "skiff speaks HTTP/1.1 to upstreams");
     reject_present!(p, c, [cluster_type, filters, load_balancing_policy], NOT_YET);
     warn_present!(cx, p, c, "cluster", [health_checks]);
-    warn_present!(cx, p, c, "cluster", [outlier_detection]);
+    let outlier_detection = match c.outlier_detection {
+        Some(o) => {
+            let op = p.key("outlier_detection");
+            warn_present!(
+                cx,
+                op,
+                o,
+                "cluster.outlier_detection",
+                [successful_active_health_check_uneject_host]
+            );
+            Some(super::lb::outlier_detection(op, o)?)
+        }
+        None => None,
+    };
+    let hash_table = super::lb::hash_table(&p, c.ring_hash_lb_config, c.maglev_lb_config)?;
     warn_present!(cx, p, c, "cluster", [typed_extension_protocol_options]);
     warn_present!(
         cx,
@@ -1522,6 +1537,8 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
             None => None,
         },
         circuit_breakers,
+        outlier_detection,
+        hash_table,
     })
 }
 

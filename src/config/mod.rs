@@ -6,6 +6,7 @@ mod convert_filters;
 mod duration;
 mod error;
 mod fields;
+mod lb;
 pub mod model;
 mod net_filter;
 mod raw;
@@ -13,6 +14,7 @@ pub mod unenforced;
 
 pub use duration::NEVER;
 pub use error::ConfigError;
+pub use lb::{HashMethod, HashPolicy, HashTable, OutlierDetection};
 pub use model::*;
 
 use std::path::Path;

@@ -427,6 +427,8 @@ pub struct ForwardAction {
     pub idle_timeout: Option<Option<Duration>>,
     /// `max_stream_duration`.
     pub max_stream_duration: RouteStreamDuration,
+    /// `hash_policy`: the request's hash for RING_HASH and MAGLEV clusters.
+    pub hash_policy: Vec<super::lb::HashPolicy>,
     /// `request_mirror_policies` (and v2 `request_mirror_policy`).
     pub mirrors: Vec<MirrorPolicy>,
 }
@@ -559,6 +561,10 @@ pub struct Cluster {
     /// `upstream_connection_options.tcp_keepalive`: None = no keepalive probes.
     pub tcp_keepalive: Option<TcpKeepalive>,
     pub circuit_breakers: CircuitBreakers,
+    /// `outlier_detection`: None when the cluster has none (no host is ever ejected).
+    pub outlier_detection: Option<super::lb::OutlierDetection>,
+    /// `ring_hash_lb_config` / `maglev_lb_config` sizes (read for RING_HASH and MAGLEV).
+    pub hash_table: super::lb::HashTable,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -573,6 +579,8 @@ pub enum LbPolicy {
     RoundRobin,
     LeastRequest,
     Random,
+    RingHash,
+    Maglev,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

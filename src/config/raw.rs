@@ -142,9 +142,11 @@ impl CiEnum for LbPolicy {
         ("ROUND_ROBIN", LbPolicy::RoundRobin),
         ("LEAST_REQUEST", LbPolicy::LeastRequest),
         ("RANDOM", LbPolicy::Random),
+        ("RING_HASH", LbPolicy::RingHash),
+        ("MAGLEV", LbPolicy::Maglev),
     ];
     const UNSUPPORTED: &'static [&'static str] =
-        &["RING_HASH", "MAGLEV", "CLUSTER_PROVIDED", "ORIGINAL_DST_LB", "LOAD_BALANCING_POLICY_CONFIG"];
+        &["CLUSTER_PROVIDED", "ORIGINAL_DST_LB", "LOAD_BALANCING_POLICY_CONFIG"];
 }
 
 impl CiEnum for DnsLookupFamily {
@@ -1072,8 +1074,8 @@ pub struct RawRouteAction {
     pub auto_host_rewrite: Option<bool>,
     pub host_rewrite_header: Ign,
     pub host_rewrite_path_regex: Ign,
+    pub hash_policy: Option<Vec<super::lb::RawHashPolicy>>,
     // Warned about.
-    pub hash_policy: Ign,
     pub cors: Ign,
     pub rate_limits: Ign,
     pub upgrade_configs: Option<Vec<RawRouteUpgrade>>,
@@ -1217,7 +1219,7 @@ pub struct RawCluster {
     pub load_balancing_policy: Ign,
     // Warned about.
     pub health_checks: Ign,
-    pub outlier_detection: Ign,
+    pub outlier_detection: Option<super::lb::RawOutlierDetection>,
     pub typed_extension_protocol_options: Ign,
     pub typed_dns_resolver_config: Ign,
     pub use_tcp_for_dns_lookups: Ign,
@@ -1233,8 +1235,8 @@ pub struct RawCluster {
     pub per_connection_buffer_limit_bytes: Ign,
     pub least_request_lb_config: Ign,
     pub round_robin_lb_config: Ign,
-    pub ring_hash_lb_config: Ign,
-    pub maglev_lb_config: Ign,
+    pub ring_hash_lb_config: Option<super::lb::RawRingHash>,
+    pub maglev_lb_config: Option<super::lb::RawMaglev>,
     pub original_dst_lb_config: Ign,
     pub metadata: Ign,
     pub protocol_selection: Ign,

@@ -15,6 +15,7 @@ pub use shards::Shards;
 
 use crate::admin::{AdminState, ClusterMembership};
 use crate::cluster::breaker::Breaker;
+use crate::cluster::outlier::Detector;
 use crate::cluster::Resolved;
 use crate::config::{self, Bootstrap, DiscoveryType};
 use crate::dns::Resolver;
@@ -83,6 +84,8 @@ struct ClusterHosts {
     updates: (u64, u64, u64),
     /// Its circuit breakers: one per spec, as Envoy's changed cluster starts with fresh ones.
     breaker: Arc<Breaker>,
+    /// Its outlier detector: per spec too, so a changed cluster's hosts start unejected.
+    detector: Arc<Detector>,
 }
 
 impl ClusterHosts {
@@ -96,6 +99,7 @@ impl ClusterHosts {
             in_flight: false,
             updates: (0, 0, 0),
             breaker: Arc::default(),
+            detector: Arc::default(),
         }
     }
 
@@ -176,7 +180,7 @@ impl ClusterHosts {
                 out.push((SocketAddr::new(*ip, e.port), e.weight));
             }
         }
-        Resolved { hosts: out, breaker: self.breaker.clone() }
+        Resolved { hosts: out, breaker: self.breaker.clone(), detector: self.detector.clone() }
     }
 }
 

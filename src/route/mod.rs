@@ -7,6 +7,8 @@ use crate::config::{
     StripHostPort,
 };
 use crate::http::header_is;
+
+pub mod hash;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -120,6 +122,8 @@ pub struct Forward {
     pub mirrors: Box<[Mirror]>,
     /// The route's `upgrade_configs` (they override the connection manager's per type).
     pub upgrades: Vec<config::UpgradeConfig>,
+    /// `hash_policy`: the request's key for RING_HASH and MAGLEV clusters (`hash::request_hash`).
+    pub hash_policy: Vec<config::HashPolicy>,
 }
 
 #[derive(Debug)]
@@ -509,6 +513,7 @@ fn compile_route(id: usize, r: &config::Route, clusters: &HashMap<&str, usize>) 
                         })
                     })
                     .collect::<Result<_, BuildError>>()?,
+                hash_policy: f.hash_policy.clone(),
                 retry: f.retry_policy.as_ref().map(|p| {
                     Box::new({
                         let on = |k: &str| p.retry_on.iter().any(|x| x == k);

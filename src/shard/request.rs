@@ -17,6 +17,7 @@ use super::state::{Generation, Shard};
 use super::upgrade;
 use super::upstream::{self, Exchange, Forwarded, RequestFacts};
 use crate::access_log::ResponseFlags;
+use crate::cluster::outlier::Outcome;
 use crate::config::StreamLimits;
 use crate::filters::{FilterStats, Verdict};
 use crate::http::{header_is, RequestHead, Version};
@@ -270,6 +271,9 @@ impl<'g> Request<'g> {
             body_buffered: scan.complete,
             body_rest: scan.rest,
             upgrade: upgrade.is_some(),
+            hash: (!fwd.hash_policy.is_empty())
+                .then(|| crate::route::hash::request_hash(&fwd.hash_policy, head.headers, head.path, peer_ip))
+                .flatten(),
         };
         Plan::Forward { route, vhost, facts, limits, consumed: body_end, filters }
     }
@@ -476,6 +480,14 @@ impl<'g> Request<'g> {
         let reply = match why {
             Interrupted::RouteTimeout => {
                 self.generation.cluster_stats[cluster].upstream_rq_timeout.inc();
+                let snap = &self.generation.snap.clusters[cluster];
+                if let Some(endpoint) =
+                    d.obs.upstream_host.and_then(|a| snap.endpoints.iter().position(|e| *e == a))
+                {
+                    if let Some(o) = &snap.outlier {
+                        o.report(endpoint, Outcome::Timeout, || self.shard.rng.next());
+                    }
+                }
                 d.obs.flag(ResponseFlags::UT);
                 // The request was complete: the connection goes on, as Envoy's does.
                 LocalReply::new(504, upstream::UPSTREAM_TIMEOUT)
