@@ -958,3 +958,36 @@ fn request_mirror_sends_a_shadow_copy_and_ignores_its_answer() {
                 && (l.contains(" request ") || l.contains(" host: ") || l.contains(" body ")))
     });
 }
+
+#[test]
+fn cluster_header_routes_by_the_named_cluster_and_503_nc_when_none() {
+    const HEADER_ROUTES: &str = r#"virtual_hosts:
+  - name: all
+    domains: ["*"]
+    routes:
+      - match: { prefix: "/404" }
+        route: { cluster_header: x-cluster, cluster_not_found_response_code: NOT_FOUND }
+      - match: { prefix: "/" }
+        route: { cluster_header: x-cluster }
+"#;
+    let mut s = Scenario::new(
+        "cluster_header_routes_by_the_named_cluster_and_503_nc_when_none",
+        vec![
+            get("/a", "x", &[("x-cluster", "backend")]),
+            get("/b", "x", &[("x-cluster", "nowhere")]),
+            get("/c", "x", &[]),
+            get("/404", "x", &[("x-cluster", "nowhere")]),
+        ],
+    );
+    s.route_config = HEADER_ROUTES;
+    s.stat_prefixes =
+        &["http.ingress.no_cluster", "http.ingress.downstream_rq_", "cluster.backend.upstream_rq_total"];
+    assert_parity(&s, |l| {
+        (is_client(l) && !l.contains(" header date: "))
+            || l.starts_with("log#")
+            || (l.starts_with("stat ")
+                && !l.contains("downstream_rq_time")
+                && !l.contains("downstream_rq_active"))
+            || (l.starts_with("upstream ") && l.contains(" request "))
+    });
+}

@@ -227,6 +227,9 @@ fn cluster_specifier(m: &mut Map<String, Value>, spec: &ClusterSpecifier) {
         ClusterSpecifier::Single(c) => {
             m.insert("cluster".into(), c.as_str().into());
         }
+        ClusterSpecifier::Header(h) => {
+            m.insert("cluster_header".into(), h.as_str().into());
+        }
         ClusterSpecifier::Weighted(list) => {
             let clusters: Vec<Value> =
                 list.iter().map(|(name, weight)| json!({ "name": name, "weight": weight })).collect();
@@ -662,6 +665,15 @@ fn forward(f: &ForwardAction) -> Value {
             d.insert("grpc_timeout_header_offset".into(), duration(msd.grpc_header_offset).into());
         }
         m.insert("max_stream_duration".into(), Value::Object(d));
+    }
+    match f.cluster_not_found {
+        404 => {
+            m.insert("cluster_not_found_response_code".into(), "NOT_FOUND".into());
+        }
+        500 => {
+            m.insert("cluster_not_found_response_code".into(), "INTERNAL_SERVER_ERROR".into());
+        }
+        _ => {}
     }
     if !f.mirrors.is_empty() {
         let mirrors: Vec<Value> = f.mirrors.iter().map(mirror).collect();

@@ -1007,8 +1007,8 @@ fn forward(
     reject_present!(
         p,
         a,
-        [cluster_header, cluster_specifier_plugin],
-        "only cluster and weighted_clusters are supported"
+        [cluster_specifier_plugin],
+        "only cluster, cluster_header and weighted_clusters are supported"
     );
     reject_present!(p, a, [regex_rewrite, host_rewrite_header, host_rewrite_path_regex], NOT_YET);
     warn_present!(
@@ -1029,11 +1029,23 @@ fn forward(
     if a.auto_host_rewrite == Some(true) {
         return fail(p.key("auto_host_rewrite"), format!("auto_host_rewrite is not supported: {NOT_YET}"));
     }
-    let cluster = match (a.cluster, a.weighted_clusters) {
-        (Some(c), None) => ClusterSpecifier::Single(cx.cluster_ref(p.key("cluster"), &c)?),
-        (None, Some(w)) => weighted_clusters(cx, p.key("weighted_clusters"), w)?,
-        (Some(_), Some(_)) => return fail(p, "give either cluster or weighted_clusters, not both"),
-        (None, None) => return fail(p, "route needs cluster or weighted_clusters"),
+    let cluster = match (a.cluster, a.cluster_header, a.weighted_clusters) {
+        (Some(c), None, None) => ClusterSpecifier::Single(cx.cluster_ref(p.key("cluster"), &c)?),
+        (None, Some(h), None) if !h.is_empty() => ClusterSpecifier::Header(h.to_ascii_lowercase()),
+        (None, None, Some(w)) => weighted_clusters(cx, p.key("weighted_clusters"), w)?,
+        (None, None, None) => return fail(p, "route needs cluster, cluster_header or weighted_clusters"),
+        _ => return fail(p, "give one of cluster, cluster_header or weighted_clusters"),
+    };
+    let cluster_not_found = match a.cluster_not_found_response_code.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("SERVICE_UNAVAILABLE") => 503,
+        Some("NOT_FOUND") => 404,
+        Some("INTERNAL_SERVER_ERROR") => 500,
+        Some(other) => {
+            return fail(
+                p.key("cluster_not_found_response_code"),
+                format!("unknown cluster_not_found_response_code {other} (SERVICE_UNAVAILABLE, NOT_FOUND or INTERNAL_SERVER_ERROR)"),
+            )
+        }
     };
     if a.host_rewrite_literal.is_some() && a.host_rewrite.is_some() {
         return fail(p, "give either host_rewrite_literal or host_rewrite, not both");
@@ -1071,6 +1083,7 @@ fn forward(
         retry_policy,
         idle_timeout: a.idle_timeout.map(|d| off_if_zero(d.0)),
         mirrors: mirrors(cx, &p, a.request_mirror_policy, a.request_mirror_policies)?,
+        cluster_not_found,
         max_stream_duration: a.max_stream_duration.map_or(RouteStreamDuration::default(), |m| {
             RouteStreamDuration {
                 max: m.max_stream_duration.map(|d| off_if_zero(d.0)),

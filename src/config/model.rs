@@ -431,6 +431,9 @@ pub struct ForwardAction {
     pub hash_policy: Vec<super::lb::HashPolicy>,
     /// `request_mirror_policies` (and v2 `request_mirror_policy`).
     pub mirrors: Vec<MirrorPolicy>,
+    /// `cluster_not_found_response_code`: the answer when `cluster_header` names no cluster
+    /// (SERVICE_UNAVAILABLE 503, NOT_FOUND 404 or INTERNAL_SERVER_ERROR 500).
+    pub cluster_not_found: u16,
 }
 
 /// Where a mirror sends its copies.
@@ -468,6 +471,8 @@ pub struct RouteStreamDuration {
 pub enum ClusterSpecifier {
     /// `cluster: NAME` — checked to exist at load.
     Single(String),
+    /// `cluster_header` (lower-cased): the cluster a request header names, looked up per request.
+    Header(String),
     /// `weighted_clusters.clusters` — (name, weight), checked to exist at load.
     Weighted(Vec<(String, u32)>),
 }

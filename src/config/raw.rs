@@ -1064,11 +1064,12 @@ pub struct RawRouteAction {
     pub retry_policy: Option<RawRetry>,
     pub idle_timeout: Option<Dur>,
     pub max_stream_duration: Option<RawRouteStreamDuration>,
+    pub cluster_header: Option<String>,
+    pub cluster_not_found_response_code: Option<String>,
     /// v2's single mirror.
     pub request_mirror_policy: Option<RawMirrorPolicy>,
     pub request_mirror_policies: Option<Vec<RawMirrorPolicy>>,
     // Rejected.
-    pub cluster_header: Ign,
     pub cluster_specifier_plugin: Ign,
     pub regex_rewrite: Ign,
     pub auto_host_rewrite: Option<bool>,
@@ -1085,7 +1086,6 @@ pub struct RawRouteAction {
     pub max_grpc_timeout: Ign,
     pub grpc_timeout_offset: Ign,
     // Ignored.
-    pub cluster_not_found_response_code: Ign,
     pub priority: Ign,
     pub include_vh_rate_limits: Ign,
     pub retry_policy_typed_config: Ign,

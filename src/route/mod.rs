@@ -120,6 +120,8 @@ pub struct Forward {
     pub max_stream_duration: crate::config::RouteStreamDuration,
     /// `request_mirror_policies`, with their clusters resolved.
     pub mirrors: Box<[Mirror]>,
+    /// `cluster_not_found_response_code`, for `Targets::Header`.
+    pub cluster_not_found: u16,
     /// The route's `upgrade_configs` (they override the connection manager's per type).
     pub upgrades: Vec<config::UpgradeConfig>,
     /// `hash_policy`: the request's key for RING_HASH and MAGLEV clusters (`hash::request_hash`).
@@ -129,6 +131,8 @@ pub struct Forward {
 #[derive(Debug)]
 pub enum Targets {
     Single(usize),
+    /// `cluster_header`: the request names its cluster (see `shard::request`).
+    Header(Box<str>),
     /// (cluster index, cumulative weight), and the total.
     Weighted(Vec<(usize, u32)>, u32),
 }
@@ -141,6 +145,7 @@ impl Targets {
         };
         Ok(match spec {
             ClusterSpecifier::Single(name) => Targets::Single(find(name)?),
+            ClusterSpecifier::Header(name) => Targets::Header(name.as_str().into()),
             ClusterSpecifier::Weighted(list) => {
                 let mut upto = 0u32;
                 let mut out = Vec::with_capacity(list.len());
@@ -153,13 +158,15 @@ impl Targets {
         })
     }
 
-    /// Picks a cluster; `roll` is a uniformly random number.
-    pub fn pick(&self, roll: u64) -> usize {
+    /// Picks a cluster; `roll` is a uniformly random number. None for `Header`, which only a
+    /// request can resolve.
+    pub fn pick(&self, roll: u64) -> Option<usize> {
         match self {
-            Targets::Single(c) => *c,
+            Targets::Single(c) => Some(*c),
+            Targets::Header(_) => None,
             Targets::Weighted(list, total) => {
                 let point = (roll % u64::from((*total).max(1))) as u32;
-                list.iter().find(|(_, upto)| point < *upto).or(list.last()).map(|(c, _)| *c).unwrap_or(0)
+                list.iter().find(|(_, upto)| point < *upto).or(list.last()).map(|(c, _)| *c)
             }
         }
     }
@@ -493,6 +500,7 @@ fn compile_route(id: usize, r: &config::Route, clusters: &HashMap<&str, usize>) 
                 idle_timeout: f.idle_timeout,
                 max_stream_duration: f.max_stream_duration,
                 upgrades: f.upgrades.clone(),
+                cluster_not_found: f.cluster_not_found,
                 mirrors: f
                     .mirrors
                     .iter()

@@ -43,6 +43,8 @@ pub(super) enum Plan<'g> {
     Forward {
         route: &'g Route,
         vhost: &'g VirtualHost,
+        /// The cluster chosen (weighted, or named by `cluster_header`).
+        cluster: usize,
         facts: RequestFacts,
         limits: Limits,
         consumed: usize,
@@ -56,6 +58,13 @@ pub(super) enum Plan<'g> {
         head_request: bool,
         filters: Option<Box<Verdict<'g>>>,
     },
+}
+
+/// Where a forwarded request goes: its route, virtual host and cluster.
+struct Routed<'g> {
+    route: &'g Route,
+    vhost: &'g VirtualHost,
+    cluster: usize,
 }
 
 /// Holds `downstream_rq_active` up for as long as the request lives, whichever way it ends.
@@ -232,6 +241,25 @@ impl<'g> Request<'g> {
             }
             Action::Forward(fwd) => fwd,
         };
+        // The cluster: drawn for weighted clusters, or named by the request (`cluster_header`;
+        // none, or one that does not exist: Envoy's 503 `NC`, or `cluster_not_found_response_code`).
+        let cluster = match &fwd.clusters {
+            Targets::Header(name) => {
+                let named = head.headers.iter().find(|h| header_is(h.name, name)).map(|h| h.value);
+                let found = named
+                    .and_then(|v| self.generation.snap.clusters.iter().position(|c| c.name.as_bytes() == v));
+                match found {
+                    Some(c) => c,
+                    None => {
+                        let missing = LocalReply::new(fwd.cluster_not_found, b"")
+                            .flagged(ResponseFlags::NC)
+                            .counted(ReplyStat::NoCluster);
+                        return filtered(missing, filters);
+                    }
+                }
+            }
+            targets => targets.pick(self.shard.rng.next()).unwrap_or(0),
+        };
         let mut rewritten = String::new();
         let path = if route.rewrite_path(head.path, &mut rewritten) { rewritten.as_str() } else { head.path };
         let rewrite = RequestRewrite {
@@ -275,7 +303,7 @@ impl<'g> Request<'g> {
                 .then(|| crate::route::hash::request_hash(&fwd.hash_policy, head.headers, head.path, peer_ip))
                 .flatten(),
         };
-        Plan::Forward { route, vhost, facts, limits, consumed: body_end, filters }
+        Plan::Forward { route, vhost, cluster, facts, limits, consumed: body_end, filters }
     }
 
     /// Carries out the plan, then counts and logs the request.
@@ -306,10 +334,10 @@ impl<'g> Request<'g> {
                 }
                 self.reply(d, reply, head_request).await
             }
-            Plan::Forward { route, vhost, facts, limits, consumed, filters } => {
+            Plan::Forward { route, vhost, cluster, facts, limits, consumed, filters } => {
                 d.buf.advance(consumed);
                 let filter_headers = filters.as_ref().map_or(&[][..], |f| &f.response_headers[..]);
-                self.forward(d, route, vhost, facts, limits, filter_headers).await
+                self.forward(d, Routed { route, vhost, cluster }, facts, limits, filter_headers).await
             }
         };
         self.finish(d);
@@ -345,14 +373,12 @@ impl<'g> Request<'g> {
     async fn forward(
         &self,
         d: &mut Downstream,
-        route: &'g Route,
-        vhost: &'g VirtualHost,
+        Routed { route, vhost, cluster }: Routed<'g>,
         facts: RequestFacts,
         limits: Limits,
         filter_headers: &[u8],
     ) -> Continue {
         let Action::Forward(fwd) = &route.action else { return Continue::Close };
-        let cluster = fwd.clusters.pick(self.shard.rng.next());
         let keep_alive = facts.keep_alive;
         let head_request = facts.head_method;
         let http10 = facts.http10;
@@ -530,6 +556,7 @@ impl<'g> Request<'g> {
             ReplyStat::Direct => self.stats.rq_direct_response.inc(),
             ReplyStat::Redirect => self.stats.rq_redirect.inc(),
             ReplyStat::HeaderTimeout => self.stats.downstream_rq_header_timeout.inc(),
+            ReplyStat::NoCluster => self.stats.no_cluster.inc(),
         }
         d.obs.flag(reply.flag);
         d.status = reply.status;

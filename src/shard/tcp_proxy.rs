@@ -80,7 +80,8 @@ async fn proxy(
     stats: &TcpStats,
     client: TcpStream,
 ) -> Outcome {
-    let cluster = listener.clusters.pick(shard.rng.next());
+    // A tcp_proxy's targets are clusters named in its config, never a header.
+    let Some(cluster) = listener.clusters.pick(shard.rng.next()) else { return Outcome::default() };
     let mut out = Outcome { cluster: Some(cluster), ..Outcome::default() };
     let (snap, lb) = (&generation.snap.clusters[cluster], &generation.clusters[cluster]);
     let cluster_stats = &generation.cluster_stats[cluster];

@@ -245,6 +245,7 @@ stat_block! {
         downstream_cx_delayed_close_timeout: Counter,
         downstream_rq_time: Timer,
         no_route: Counter,
+        no_cluster: Counter,
         rq_direct_response: Counter,
         rq_redirect: Counter,
         downstream_cx_upgrades_total: Counter,
