@@ -605,6 +605,7 @@ fn warnings_name_what_is_ignored() {
         l.warnings,
         vec![
             "skiff.yaml:26:20: static_resources.clusters[0].health_checks: health_checks is accepted but ignored (health checks are not yet active)",
+            "skiff.yaml:28:40: static_resources.clusters[0].per_connection_buffer_limit_bytes: per_connection_buffer_limit_bytes is accepted but ignored (skiff's buffers are bounded by its own fixed sizes)",
         ]
     );
 }

@@ -1343,6 +1343,25 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
         c,
         "cluster",
         [
+            http_protocol_options,
+            upstream_http_protocol_options,
+            per_connection_buffer_limit_bytes,
+            least_request_lb_config,
+            round_robin_lb_config,
+            original_dst_lb_config,
+            protocol_selection,
+            track_timeout_budgets,
+            track_cluster_stats,
+            alt_stat_name,
+            preconnect_policy
+        ]
+    );
+    warn_present!(
+        cx,
+        p,
+        c,
+        "cluster",
+        [
             typed_dns_resolver_config,
             use_tcp_for_dns_lookups,
             lb_subset_config,

@@ -1228,7 +1228,10 @@ pub struct RawCluster {
     pub upstream_bind_config: Ign,
     pub dns_failure_refresh_rate: Ign,
     pub connection_pool_per_downstream_connection: Ign,
-    // Ignored.
+    // Warned about (`cluster` in config/unenforced.rs), except: `eds_cluster_config` and
+    // `cleanup_interval` (their cluster types are refused), `metadata` (no effect without
+    // subsets), `wait_for_warm_on_init` (static and DNS clusters warm before serving anyway), and
+    // the two health fields.
     pub eds_cluster_config: Ign,
     pub http_protocol_options: Ign,
     pub upstream_http_protocol_options: Ign,
