@@ -30,6 +30,8 @@ pub struct ListenerSnap {
     pub filters: FilterChain,
     pub routes: RouteTable,
     pub observers: Observers,
+    /// TLS filter chains: every connection is TLS (`shard::tls`); None: plaintext.
+    pub tls: Option<Arc<crate::config::tls::ListenerTls>>,
 }
 
 /// A `tcp_proxy` listener: where its connections go and what they are allowed.
@@ -135,6 +137,7 @@ impl Snapshot {
                 routes: RouteTable::compile(&l.hcm.route_config, &index, socket.bound.port())
                     .map_err(|e| e.to_string())?,
                 observers: observers.get(i).cloned().unwrap_or_default(),
+                tls: l.tls.clone().map(Arc::new),
             });
         }
         let mut tcp_listeners = Vec::with_capacity(bootstrap.tcp_listeners.len());

@@ -43,6 +43,8 @@ pub struct ClusterSnap {
     pub circuit_breakers: config::CircuitBreakers,
     /// Shared by every shard and every snapshot of this cluster spec.
     pub breaker: Arc<Breaker>,
+    /// `transport_socket` TLS: its connections are made by `shard::tls`.
+    pub tls: Option<config::tls::UpstreamTls>,
 }
 
 /// A cluster's limits on each of its upstream connections (`common_http_protocol_options`,
@@ -82,6 +84,9 @@ impl ClusterSnap {
                 use std::hash::{Hash, Hasher};
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 cluster.name.hash(&mut h);
+                // A TLS connection is never reused for another identity (a reload that changes
+                // the cluster's TLS context starts a new pool).
+                cluster.tls.as_ref().map(|t| &t.spec).hash(&mut h);
                 h.finish()
             },
             connect_timeout: cluster.connect_timeout,
@@ -93,6 +98,7 @@ impl ClusterSnap {
             connection: ConnectionLimits::of(cluster),
             circuit_breakers: cluster.circuit_breakers,
             breaker,
+            tls: cluster.tls.clone(),
         }
     }
 }

@@ -9,6 +9,8 @@ mod fields;
 pub mod model;
 mod net_filter;
 mod raw;
+pub mod tls;
+mod tls_verify;
 pub mod unenforced;
 
 pub use duration::NEVER;

@@ -63,6 +63,8 @@ pub struct Listener {
     pub name: String,
     pub address: SocketAddr,
     pub hcm: HttpConnectionManager,
+    /// Its TLS filter chains (`transport_socket` with `DownstreamTlsContext`); None: plaintext.
+    pub tls: Option<super::tls::ListenerTls>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -511,6 +513,8 @@ pub struct Cluster {
     /// `upstream_connection_options.tcp_keepalive`: None = no keepalive probes.
     pub tcp_keepalive: Option<TcpKeepalive>,
     pub circuit_breakers: CircuitBreakers,
+    /// `transport_socket` with `UpstreamTlsContext`; None: plaintext.
+    pub tls: Option<super::tls::UpstreamTls>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

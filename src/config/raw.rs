@@ -517,7 +517,7 @@ pub struct RawListener {
     pub name: Option<String>,
     pub address: RawBindAddress,
     pub filter_chains: Option<OneOrMany<RawFilterChain>>,
-    pub listener_filters: Option<Vec<IgnoredAny>>,
+    pub listener_filters: Option<Vec<super::tls::RawListenerFilter>>,
     pub use_original_dst: Option<bool>,
     pub default_filter_chain: Ign,
     pub per_connection_buffer_limit_bytes: Ign,
@@ -543,8 +543,8 @@ pub struct RawListener {
 #[serde(deny_unknown_fields, expecting = "a filter chain mapping")]
 pub struct RawFilterChain {
     pub filters: Option<Vec<RawNetFilter>>,
-    pub filter_chain_match: Ign,
-    pub transport_socket: Ign,
+    pub filter_chain_match: Option<super::tls::RawFilterChainMatch>,
+    pub transport_socket: Option<super::tls::RawTransportSocket>,
     pub tls_context: Ign,
     pub use_proxy_proto: Option<bool>,
     pub name: Ign,
@@ -1149,9 +1149,9 @@ pub struct RawCluster {
     pub common_http_protocol_options: Option<RawCommonHttp>,
     pub respect_dns_ttl: Option<bool>,
     pub upstream_connection_options: Option<RawUpstreamConnectionOptions>,
+    pub transport_socket: Option<super::tls::RawTransportSocket>,
     // Rejected.
     pub cluster_type: Ign,
-    pub transport_socket: Ign,
     pub tls_context: Ign,
     pub transport_socket_matches: Ign,
     pub http2_protocol_options: Ign,

@@ -17,6 +17,7 @@ mod signal;
 mod state;
 mod tcp_proxy;
 mod timer;
+mod tls;
 mod upgrade;
 pub use state::PaddedCount;
 use state::{Generation, Shard};

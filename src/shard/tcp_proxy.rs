@@ -104,10 +104,13 @@ async fn proxy(
         cluster_stats.upstream_rq_pending_total.inc();
         host.cx_total.inc();
         match Box::pin(monoio::time::timeout(snap.connect_timeout, TcpStream::connect_addr(addr))).await {
-            Ok(Ok(stream)) => {
-                connected = Some((stream, endpoint, addr));
-                break;
-            }
+            Ok(Ok(stream)) => match Box::pin(super::tls::upstream(stream, snap, &shard.stats, addr)).await {
+                Ok(stream) => {
+                    connected = Some((stream, endpoint, addr));
+                    break;
+                }
+                Err(()) => cluster_stats.upstream_cx_destroy_remote.inc(),
+            },
             Ok(Err(e)) => {
                 log::debug!("tcp_proxy: connect to {addr}: {e}");
                 cluster_stats.upstream_cx_destroy_remote.inc();

@@ -4,6 +4,7 @@
 //! names) lives in `render`. Owns no I/O.
 
 pub mod render;
+pub mod ssl;
 
 use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
@@ -280,6 +281,7 @@ stat_block! {
         downstream_cx_total: Counter,
         downstream_cx_active: Gauge,
         downstream_cx_destroy: Counter,
+        no_filter_chain_match: Counter,
     }
 }
 
@@ -448,6 +450,9 @@ pub struct ShardStats {
     hosts: RefCell<HashMap<(String, SocketAddr), Rc<HostStats>>>,
     rate_limits: RefCell<HashMap<String, Rc<LocalRateLimitStats>>>,
     faults: RefCell<HashMap<String, Rc<FaultStats>>>,
+    /// `ssl.*` of a listener or cluster scope, and `http.<prefix>.downstream_cx_ssl_*`.
+    ssl: RefCell<HashMap<Scope, Rc<ssl::SslStats>>>,
+    http_ssl: RefCell<HashMap<String, Rc<ssl::HttpSslStats>>>,
 }
 
 impl ShardStats {
@@ -480,6 +485,16 @@ impl ShardStats {
     /// `http.<stat_prefix>.fault.*` of a connection manager.
     pub fn fault(&self, stat_prefix: &str) -> Rc<FaultStats> {
         self.faults.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
+    }
+
+    /// `<scope>.ssl.*` (a `Scope::Listener` or `Scope::Cluster`); looked up per TLS connection,
+    /// which costs far less than its handshake.
+    pub fn ssl(&self, scope: Scope) -> Rc<ssl::SslStats> {
+        self.ssl.borrow_mut().entry(scope).or_default().clone()
+    }
+
+    pub fn http_ssl(&self, stat_prefix: &str) -> Rc<ssl::HttpSslStats> {
+        self.http_ssl.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
     }
 
     pub fn host(&self, cluster: &str, addr: SocketAddr) -> Rc<HostStats> {
@@ -528,6 +543,12 @@ impl ShardStats {
         }
         for (prefix, s) in self.faults.borrow().iter() {
             s.dump(&Scope::Fault(prefix.clone()), &mut out);
+        }
+        for (scope, s) in self.ssl.borrow().iter() {
+            s.dump(scope, &mut out);
+        }
+        for (prefix, s) in self.http_ssl.borrow().iter() {
+            s.dump(&Scope::Http(prefix.clone()), &mut out);
         }
         out
     }
