@@ -45,6 +45,8 @@ pub struct TcpListenerSnap {
     pub max_connect_attempts: u32,
     /// Access logs only: a TCP connection has no span.
     pub observers: Observers,
+    /// TLS filter chain: connections are terminated (`shard::tls`) before they are relayed.
+    pub tls: Option<Arc<crate::config::tls::ListenerTls>>,
 }
 
 /// The http_connection_manager settings a connection needs, in the units it uses.
@@ -150,6 +152,7 @@ impl Snapshot {
                 idle_timeout: l.proxy.idle_timeout,
                 max_connect_attempts: l.proxy.max_connect_attempts,
                 observers: observers.get(bootstrap.listeners.len() + i).cloned().unwrap_or_default(),
+                tls: l.tls.clone().map(Arc::new),
             });
         }
         Ok(Snapshot { generation, listeners, tcp_listeners, clusters, bootstrap })

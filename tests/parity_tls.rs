@@ -15,28 +15,22 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
-use support::tls::{curl, Certs};
+use support::tls::{self, curl, Certs};
 use support::{indent, Skiff, TestUpstream};
 
 const LOG_FORMAT: &str = "%RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_CLUSTER% %REQ(:AUTHORITY)% %REQ(:PATH)%";
 
 fn downstream_tls(certs: &Certs, leaf: &str, mtls: bool) -> String {
-    let (require, validation) = if mtls {
-        (
-            "    require_client_certificate: true\n".to_string(),
-            format!(
-                "      validation_context:\n        trusted_ca: {{ filename: {} }}\n        match_typed_subject_alt_names: [{{ san_type: DNS, matcher: {{ exact: client.example }} }}]\n",
-                certs.path("ca.crt")
-            ),
+    if mtls {
+        tls::downstream_socket(
+            certs,
+            leaf,
+            "require_client_certificate: true\n",
+            &tls::trusting(certs, &["client.example"]),
         )
     } else {
-        (String::new(), String::new())
-    };
-    format!(
-        "transport_socket:\n  name: envoy.transport_sockets.tls\n  typed_config:\n    \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext\n{require}    common_tls_context:\n      tls_certificates:\n      - certificate_chain: {{ filename: {} }}\n        private_key: {{ filename: {} }}\n{validation}",
-        certs.path(&format!("{leaf}.crt")),
-        certs.path(&format!("{leaf}.key")),
-    )
+        tls::downstream_socket(certs, leaf, "", "")
+    }
 }
 
 fn hcm(stat_prefix: &str, log: Option<&Path>) -> String {
@@ -63,11 +57,8 @@ fn hcm(stat_prefix: &str, log: Option<&Path>) -> String {
 }
 
 fn upstream_cluster(name: &str, up: SocketAddr, san: &str, certs: &Certs) -> String {
-    format!(
-        "- name: {name}\n  connect_timeout: 2s\n  load_assignment:\n    cluster_name: {name}\n    endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }} }}] }}]\n  transport_socket:\n    name: envoy.transport_sockets.tls\n    typed_config:\n      \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n      sni: up.example\n      common_tls_context:\n        validation_context:\n          trusted_ca: {{ filename: {} }}\n          match_typed_subject_alt_names: [{{ san_type: DNS, matcher: {{ exact: {san} }} }}]\n",
-        up.port(),
-        certs.path("ca.crt")
-    )
+    let cluster = support::static_cluster_yaml(name, "ROUND_ROBIN", &[(up, 1)]).replace("0.5s", "2s");
+    cluster + &indent(&tls::upstream_socket("sni: up.example\n", &tls::trusting(certs, &[san])), 2)
 }
 
 fn config(port: u16, admin: u16, up_port: u16, backend: SocketAddr, log: &Path, certs: &Certs) -> String {
@@ -99,11 +90,6 @@ fn config(port: u16, admin: u16, up_port: u16, backend: SocketAddr, log: &Path, 
     )
 }
 
-fn certs() -> &'static Certs {
-    static CERTS: std::sync::OnceLock<Certs> = std::sync::OnceLock::new();
-    CERTS.get_or_init(|| Certs::generate(&support::scratch_dir("parity-tls-certs")))
-}
-
 /// Everything one proxy showed.
 #[derive(Debug, PartialEq)]
 struct Observed {
@@ -125,7 +111,7 @@ fn run(s: &Scenario, proxy: &str, bin: &Path) -> Observed {
     let dir = support::scratch_dir(&format!("parity-tls-{}-{proxy}", s.name));
     let log = dir.join("access.log");
     let backend = TestUpstream::echo();
-    let certs = certs();
+    let certs = tls::shared();
     let up_port = support::free_port();
     let (listener, admin, _envoy, _skiff);
     if proxy == "envoy" {

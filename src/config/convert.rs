@@ -482,12 +482,13 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
                         None => hcm_out = Some(h),
                     }
                 }
-                RawNetConfig::TcpProxy(_) if chain_count > 1 || tls.any() => {
-                    return fail(fp, "tcp_proxy is supported on a single plaintext filter chain only");
+                RawNetConfig::TcpProxy(_) if chain_count > 1 => {
+                    return fail(fp, "tcp_proxy is supported on a listener with one filter chain only");
                 }
                 RawNetConfig::TcpProxy(raw) => {
                     let proxy = tcp_proxy(cx, fp.key(key), *raw)?;
-                    return Ok(Built::Tcp(TcpListener { name, address, proxy }));
+                    let tls = std::mem::take(&mut tls).finish(&chain_path(0))?;
+                    return Ok(Built::Tcp(TcpListener { name, address, proxy, tls }));
                 }
             }
         }

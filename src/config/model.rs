@@ -26,6 +26,8 @@ pub struct TcpListener {
     pub name: String,
     pub address: SocketAddr,
     pub proxy: TcpProxy,
+    /// The chain's `DownstreamTlsContext`: TLS is terminated before the relay.
+    pub tls: Option<super::tls::ListenerTls>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -381,10 +381,6 @@ impl Chains {
         }
     }
 
-    pub(super) fn any(&self) -> bool {
-        !self.tls.is_empty()
-    }
-
     pub(super) fn finish(self, p: &FieldPath) -> Res<Option<ListenerTls>> {
         match (self.tls.is_empty(), self.plain) {
             (true, 0 | 1) => Ok(None),
@@ -401,11 +397,11 @@ impl Chains {
 
 /// The typed config of a `transport_socket`, checked to be the TLS socket of `types`. None for
 /// `envoy.transport_sockets.raw_buffer` (plaintext, as without a transport socket).
-fn tls_typed_config<'a>(
+fn tls_typed_config(
     p: &FieldPath,
-    s: &'a RawTransportSocket,
+    s: &RawTransportSocket,
     types: &[&str],
-) -> Res<Option<&'a RawFilterTypedConfig>> {
+) -> Res<Option<serde_norway::Mapping>> {
     if s.config.is_some() {
         return fail(
             p.key("config"),
@@ -413,15 +409,24 @@ fn tls_typed_config<'a>(
         );
     }
     let name = s.name.as_deref().unwrap_or("");
-    let type_url = s.typed_config.as_ref().and_then(|t| t.type_url.as_deref());
     if name == "envoy.transport_sockets.raw_buffer" || name == "raw_buffer" {
         return Ok(None);
     }
-    match (type_url, &s.typed_config) {
-        (Some(t), Some(typed)) if types.contains(&t) => Ok(Some(typed)),
-        (None, Some(typed)) if TLS_SOCKET_NAMES.contains(&name) => Ok(Some(typed)),
-        (Some(t), _) => fail(p.key("typed_config").key("@type"), format!("transport socket type {t} is not supported here (expected {})", types[0])),
-        _ => fail(p.clone(), format!("transport socket \"{name}\" is not supported (only envoy.transport_sockets.tls with typed_config)")),
+    match (s.typed_config.as_ref(), s.typed_config.as_ref().and_then(|t| t.type_url.as_deref())) {
+        (Some(typed), Some(t)) if types.contains(&t) => Ok(Some(typed.fields.clone())),
+        (_, Some(t)) => fail(
+            p.key("typed_config").key("@type"),
+            format!("transport socket type {t} is not supported here (expected {})", types[0]),
+        ),
+        (Some(typed), None) if TLS_SOCKET_NAMES.contains(&name) => Ok(Some(typed.fields.clone())),
+        // By name alone, as Envoy resolves it: the context's defaults.
+        (None, None) if TLS_SOCKET_NAMES.contains(&name) => Ok(Some(serde_norway::Mapping::new())),
+        _ => fail(
+            p.clone(),
+            format!(
+                "transport socket \"{name}\" is not supported (envoy.transport_sockets.tls or raw_buffer)"
+            ),
+        ),
     }
 }
 
@@ -429,7 +434,7 @@ fn tls_typed_config<'a>(
 pub(super) fn downstream(p: &FieldPath, s: &RawTransportSocket) -> Res<Option<ServerTls>> {
     let Some(typed) = tls_typed_config(p, s, DOWNSTREAM_TYPES)? else { return Ok(None) };
     let p = p.key("typed_config");
-    let raw: RawDownstreamTlsContext = read(&p, typed.fields.clone())?;
+    let raw: RawDownstreamTlsContext = read(&p, typed)?;
     let unsupported = [
         ("session_ticket_keys", raw.session_ticket_keys.is_some()),
         ("session_ticket_keys_sds_secret_config", raw.session_ticket_keys_sds_secret_config.is_some()),
@@ -456,7 +461,7 @@ pub(super) fn downstream(p: &FieldPath, s: &RawTransportSocket) -> Res<Option<Se
     let require = raw.require_client_certificate == Some(true);
     let builder = match c.trusted_ca {
         Some(roots) => {
-            let verifier = VerifiedClients::new(roots, provider, require, c.sans)
+            let verifier = VerifiedClients::new(roots, provider.clone(), require, c.sans)
                 .map_err(|e| finding(&cp.key("validation_context"), e))?;
             builder.with_client_cert_verifier(Arc::new(verifier))
         }
@@ -468,8 +473,8 @@ pub(super) fn downstream(p: &FieldPath, s: &RawTransportSocket) -> Res<Option<Se
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config =
-        builder.with_single_cert(chain, key).map_err(|e| finding(&cp.key("tls_certificates").idx(0), e))?;
+    let key = certified(&cp.key("tls_certificates").idx(0), &provider, chain, key)?;
+    let mut config = builder.with_cert_resolver(key);
     config.alpn_protocols = c.alpn;
     if raw.disable_stateful_session_resumption == Some(true) {
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -481,7 +486,7 @@ pub(super) fn downstream(p: &FieldPath, s: &RawTransportSocket) -> Res<Option<Se
 pub(super) fn upstream(p: &FieldPath, s: &RawTransportSocket) -> Res<Option<UpstreamTls>> {
     let Some(typed) = tls_typed_config(p, s, UPSTREAM_TYPES)? else { return Ok(None) };
     let p = p.key("typed_config");
-    let raw: RawUpstreamTlsContext = read(&p, typed.fields.clone())?;
+    let raw: RawUpstreamTlsContext = read(&p, typed)?;
     let unsupported = [
         ("auto_host_sni", raw.auto_host_sni.is_some()),
         ("auto_sni_san_validation", raw.auto_sni_san_validation.is_some()),
@@ -506,6 +511,7 @@ pub(super) fn upstream(p: &FieldPath, s: &RawTransportSocket) -> Res<Option<Upst
     let common = raw.common_tls_context.unwrap_or_default();
     let c = common_parts(&cp, common, Side::Client, &mut spec)?;
     let provider = Arc::new(c.provider);
+    let provider_for_key = provider.clone();
     let verifier = ServerVerifier::new(c.trusted_ca, provider.clone(), c.sans)
         .map_err(|e| finding(&cp.key("validation_context"), e))?;
     let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -514,9 +520,10 @@ pub(super) fn upstream(p: &FieldPath, s: &RawTransportSocket) -> Res<Option<Upst
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier));
     let mut config = match c.identity {
-        Some((chain, key)) => builder
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| finding(&cp.key("tls_certificates").idx(0), e))?,
+        Some((chain, key)) => {
+            let key = certified(&cp.key("tls_certificates").idx(0), &provider_for_key, chain, key)?;
+            builder.with_client_cert_resolver(key)
+        }
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = c.alpn;
@@ -767,6 +774,26 @@ fn identity(
     let key = PrivateKeyDer::from_pem_slice(&data(&kp, key, spec)?)
         .map_err(|e| super::error::Finding { path: kp, message: format!("no PEM private key: {e}") })?;
     Ok((chain, key))
+}
+
+/// A certificate chain and its key as rustls signs with them. A key that does not match the
+/// certificate is refused; a certificate webpki cannot parse (X.509 v1, as the self-signed ones
+/// in Envoy's examples are) is served as it is, as Envoy serves it.
+fn certified(
+    p: &FieldPath,
+    provider: &CryptoProvider,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Res<Arc<rustls::sign::SingleCertAndKey>> {
+    let signing =
+        provider.key_provider.load_private_key(key).map_err(|e| finding(&p.key("private_key"), e))?;
+    let certified = rustls::sign::CertifiedKey::new(chain, signing);
+    match certified.keys_match() {
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            fail(p.key("private_key"), "the private key does not match certificate_chain")
+        }
+        _ => Ok(Arc::new(certified.into())),
+    }
 }
 
 fn certificates(p: &FieldPath, pem: &[u8]) -> Res<Vec<CertificateDer<'static>>> {

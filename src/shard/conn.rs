@@ -58,7 +58,11 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
         let l = &generation.snap.listeners[i];
         // `max_connection_duration` counts from accept, under the config current then.
         let lifetime = l.hcm.max_connection_duration;
-        let tls = Terminate::new(&shard, l, generation.listener_stats[i].0.clone());
+        let tls = l.tls.clone().map(|tls| {
+            let stats = generation.listener_stats[i].0.clone();
+            let limit = l.hcm.request_headers_timeout;
+            Terminate::new(&shard, tls, l.socket.bound, Some(&l.hcm.stat_prefix), stats, limit)
+        });
         (generation.http_stats[i].clone(), generation.listener_stats[i].clone(), lifetime, tls)
     };
     shard.conn_opened();

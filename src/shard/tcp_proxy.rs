@@ -8,6 +8,7 @@
 use super::relay::{self, End, Pipe, Side};
 use super::socket::second_handle;
 use super::state::{Generation, Shard};
+use super::tls::Terminate;
 use crate::access_log::{Captured, Record, ResponseFlags};
 use crate::cluster::breaker::Resource;
 use crate::cluster::pool::{Accounts, ConnSlot, PoolKey, Upstream};
@@ -68,6 +69,24 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
     // One syscall fewer per connection when nothing logs it.
     let logged = !listener.observers.access_logs.is_empty();
     let local = if logged { stream.local_addr().unwrap_or(peer) } else { peer };
+    let stream = match &listener.tls {
+        None => stream,
+        Some(tls) => {
+            let limit = super::tls::TCP_HANDSHAKE_LIMIT;
+            let t = Terminate::new(
+                &shard,
+                tls.clone(),
+                listener.socket.bound,
+                None,
+                listener_stats.clone(),
+                limit,
+            );
+            match Box::pin(t.accept(stream)).await {
+                Some((bridged, _)) => bridged,
+                None => return,
+            }
+        }
+    };
     let connection_id = shard.next_conn_id();
     let outcome = proxy(&shard, &generation, listener, stats, stream).await;
     log(&shard, &generation, listener, &outcome, (started, start), (peer, local), connection_id);

@@ -29,34 +29,45 @@ const CHUNK: usize = 16 * 1024;
 pub(super) struct Terminate {
     tls: Arc<ListenerTls>,
     ssl: Rc<SslStats>,
-    http: Rc<HttpSslStats>,
+    /// The connection manager's `downstream_cx_ssl_*` (None on a `tcp_proxy` listener).
+    http: Option<Rc<HttpSslStats>>,
     listener: Rc<ListenerStats>,
     timeout: Duration,
 }
 
+/// A `tcp_proxy` listener bounds the handshake with this (Envoy leaves it unbounded unless
+/// `transport_socket_connect_timeout` is set; skiff never waits on a silent peer forever).
+pub(super) const TCP_HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+
 /// Keeps `downstream_cx_ssl_active` counted while the connection lives.
-pub(super) struct Active(Rc<HttpSslStats>);
+pub(super) struct Active(Option<Rc<HttpSslStats>>);
 
 impl Drop for Active {
     fn drop(&mut self) {
-        self.0.downstream_cx_ssl_active.dec();
+        if let Some(http) = &self.0 {
+            http.downstream_cx_ssl_active.dec();
+        }
     }
 }
 
 impl Terminate {
+    /// For a listener bound on `bound` whose connection manager (if any) has `stat_prefix`;
+    /// `timeout` bounds the handshake.
     pub(super) fn new(
         shard: &Shard,
-        l: &crate::snapshot::ListenerSnap,
+        tls: Arc<ListenerTls>,
+        bound: SocketAddr,
+        stat_prefix: Option<&str>,
         listener: Rc<ListenerStats>,
-    ) -> Option<Self> {
-        let tls = l.tls.clone()?;
-        Some(Terminate {
+        timeout: Duration,
+    ) -> Self {
+        Terminate {
             tls,
-            ssl: shard.stats.ssl(Scope::Listener(listener_stat_name(l.socket.bound))),
-            http: shard.stats.http_ssl(&l.hcm.stat_prefix),
+            ssl: shard.stats.ssl(Scope::Listener(listener_stat_name(bound))),
+            http: stat_prefix.map(|p| shard.stats.http_ssl(p)),
             listener,
-            timeout: l.hcm.request_headers_timeout,
-        })
+            timeout,
+        }
     }
 
     /// Reads the ClientHello, picks the filter chain by its SNI, completes the handshake within
@@ -94,8 +105,10 @@ impl Terminate {
             let sni = accepted.client_hello().server_name().map(str::to_owned);
             let Some(chain) = self.tls.select(sni.as_deref()) else { return Err(Failure::NoChain) };
             // The connection manager exists from here on, as Envoy creates it with the chain.
-            self.http.downstream_cx_ssl_total.inc();
-            self.http.downstream_cx_ssl_active.inc();
+            if let Some(http) = &self.http {
+                http.downstream_cx_ssl_total.inc();
+                http.downstream_cx_ssl_active.inc();
+            }
             active = Some(Active(self.http.clone()));
             let conn = accepted.into_connection(chain.context.config.clone()).map_err(|(e, mut alert)| {
                 let _ = alert.write(&mut fd.clone());

@@ -103,3 +103,72 @@ pub fn curl(addr: SocketAddr, host: &str, path: &str, certs: &Certs, extra: &[&s
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok());
     Curl { code: out.status.code().unwrap_or(-1), status, head: head.to_string(), body: body.to_string() }
 }
+
+/// A `transport_socket` with a `DownstreamTlsContext` serving `leaf`; `context` adds lines to the
+/// context and `common` to its `common_tls_context` (both written at column 0).
+pub fn downstream_socket(certs: &Certs, leaf: &str, context: &str, common: &str) -> String {
+    format!(
+        "transport_socket:\n  name: envoy.transport_sockets.tls\n  typed_config:\n    \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext\n{}    common_tls_context:\n      tls_certificates:\n      - certificate_chain: {{ filename: {} }}\n        private_key: {{ filename: {} }}\n{}",
+        super::indent(context, 4),
+        certs.path(&format!("{leaf}.crt")),
+        certs.path(&format!("{leaf}.key")),
+        super::indent(common, 6),
+    )
+}
+
+/// A `transport_socket` with an `UpstreamTlsContext`; `context` and `common` as above.
+pub fn upstream_socket(context: &str, common: &str) -> String {
+    format!(
+        "transport_socket:\n  name: envoy.transport_sockets.tls\n  typed_config:\n    \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n{}    common_tls_context:\n{}",
+        super::indent(context, 4),
+        super::indent(common, 6),
+    )
+}
+
+/// `validation_context` trusting the test CA, with exact DNS SAN matchers.
+pub fn trusting(certs: &Certs, sans: &[&str]) -> String {
+    let sans: Vec<String> =
+        sans.iter().map(|s| format!("{{ san_type: DNS, matcher: {{ exact: {s} }} }}")).collect();
+    format!(
+        "validation_context:\n  trusted_ca: {{ filename: {} }}\n  match_typed_subject_alt_names: [{}]\n",
+        certs.path("ca.crt"),
+        sans.join(", ")
+    )
+}
+
+/// `tls_certificates` presenting `leaf` (a client certificate upstream).
+pub fn presenting(certs: &Certs, leaf: &str) -> String {
+    format!(
+        "tls_certificates:\n- certificate_chain: {{ filename: {} }}\n  private_key: {{ filename: {} }}\n",
+        certs.path(&format!("{leaf}.crt")),
+        certs.path(&format!("{leaf}.key"))
+    )
+}
+
+/// A listener block (as `support::listener_yaml` writes it) whose filter chain gets `socket`.
+pub fn with_socket(listener: &str, socket: &str) -> String {
+    listener.replacen(
+        "    - filters:\n",
+        &format!("    - {}      filters:\n", super::indent(socket, 6).trim_start()),
+        1,
+    )
+}
+
+/// The certificates every test of a process shares, made once.
+pub fn shared() -> &'static Certs {
+    static CERTS: std::sync::OnceLock<Certs> = std::sync::OnceLock::new();
+    CERTS.get_or_init(|| Certs::generate(&super::scratch_dir("tls-certs")))
+}
+
+/// `openssl s_client` to `addr` with `args`: whether the handshake succeeded, and what it printed.
+pub fn s_client(addr: SocketAddr, certs: &Certs, args: &[&str]) -> (bool, String) {
+    let connect = addr.to_string();
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &connect, "-CAfile", &certs.path("ca.crt"), "-verify_return_error"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run openssl s_client");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
