@@ -122,7 +122,8 @@ fn run(s: &Scenario, proxy: &str, bin: &Path) -> Observed {
         _envoy = Some(e);
         _skiff = None;
     } else {
-        let k = Skiff::start(&config(0, 0, up_port, backend.addr, &log, certs), &[]);
+        // One shard, as Envoy runs with one worker: log lines in request order.
+        let k = Skiff::start(&config(0, 0, up_port, backend.addr, &log, certs), &["--concurrency", "1"]);
         (listener, admin) = (k.listener("main"), k.admin());
         _skiff = Some(k);
         _envoy = None;

@@ -244,3 +244,44 @@ fn a_tcp_proxy_listener_terminates_tls_and_relays_the_plaintext() {
     assert_eq!((r.status, r.body.as_str()), (Some(200), "relayed"), "{r:?}");
     assert_eq!(backend.requests()[0].path, "/over-tcp");
 }
+
+#[test]
+fn a_large_body_crosses_tls_both_ways_intact() {
+    let certs = tls::shared();
+    let backend = TestUpstream::echo();
+    // main (TLS) → cluster `svc` over TLS → listener svc (TLS, same process) → the echo.
+    let svc_port = support::free_port();
+    let svc = with_socket(
+        &listener_yaml("svc", "127.0.0.1", &route_all_to("backend"))
+            .replace("port_value: 0", &format!("port_value: {svc_port}")),
+        &tls::downstream_socket(certs, "up", "", ""),
+    );
+    let main = with_socket(
+        &listener_yaml("main", "127.0.0.1", &route_all_to("svc")),
+        &tls::downstream_socket(certs, "a", "", ""),
+    );
+    let to_svc =
+        static_cluster_yaml("svc", "ROUND_ROBIN", &[(SocketAddr::from(([127, 0, 0, 1], svc_port)), 1)])
+            + &indent(&tls::upstream_socket("sni: up.example\n", &trusting(certs, &["up.example"])), 2);
+    let to_backend = static_cluster_yaml("backend", "ROUND_ROBIN", &[(backend.addr, 1)]);
+    let k = Skiff::start(&format!("{ADMIN}{}", bootstrap_yaml(&[main, svc], &[to_svc, to_backend])), &[]);
+    // 3 MiB of bytes that are not text, so nothing on the way can mistake them for a head.
+    let body: Vec<u8> = (0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let file = support::scratch_dir("tls-body").join("body.bin");
+    std::fs::write(&file, &body).unwrap();
+    let data = format!("@{}", file.display());
+    let r = curl(
+        k.listener("main"),
+        "a.example",
+        "/upload",
+        certs,
+        &["--data-binary", &data, "-o", "/dev/null", "-w", "%{size_download}"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let seen = backend.requests();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].body == body, "the backend got {} bytes, not the body sent", seen[0].body.len());
+    // The echo answers the head lines plus the body: at least the body came back.
+    let downloaded: usize = r.head.lines().last().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+    assert!(downloaded > body.len(), "{r:?}");
+}

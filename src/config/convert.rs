@@ -391,7 +391,7 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
         return fail(p.key("use_original_dst"), format!("use_original_dst is not supported: {NOT_YET}"));
     }
     if let Some(filters) = &l.listener_filters {
-        super::tls::listener_filters(&p.key("listener_filters"), filters)?;
+        super::convert_tls::listener_filters(&p.key("listener_filters"), filters)?;
     }
     let address = bind_address(p.key("address"), l.address)?;
     let direction = l.traffic_direction.map(|d| d.0);
@@ -418,7 +418,7 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
     }
     let chain_count = chains.items.len();
     let mut hcm_out = None;
-    let mut tls = super::tls::Chains::default();
+    let mut tls = super::convert_tls::Chains::default();
     for (i, chain) in chains.items.into_iter().enumerate() {
         let cp = chain_path(i);
         reject_present!(cp, chain, [tls_context], "use transport_socket (v3) for TLS");
@@ -1182,7 +1182,7 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
     reject_present!(p, c, [tls_context], "use transport_socket (v3) for TLS");
     reject_present!(p, c, [transport_socket_matches], NOT_YET);
     let tls = match &c.transport_socket {
-        Some(s) => super::tls::upstream(&p.key("transport_socket"), s)?,
+        Some(s) => super::convert_tls::upstream(&p.key("transport_socket"), s)?,
         None => None,
     };
     reject_present!(p, c, [http2_protocol_options], "skiff speaks HTTP/1.1 to upstreams");

@@ -10,8 +10,7 @@
 use super::state::Shard;
 use crate::cluster::ClusterSnap;
 use crate::config::tls::{ListenerTls, UpstreamTls};
-use crate::stats::ssl::{HttpSslStats, SslStats};
-use crate::stats::{listener_stat_name, ListenerStats, Scope, ShardStats};
+use crate::stats::{listener_stat_name, HttpSslStats, ListenerStats, Scope, ShardStats, SslStats};
 use monoio::net::TcpStream;
 use rustls::{CertificateError, Connection, Error as TlsError};
 use std::io::{Read, Write};
@@ -287,7 +286,8 @@ async fn pump(tcp: TcpStream, app: TcpStream, mut conn: Connection) {
     let mut buf = vec![0u8; CHUNK];
     let mut to_app: Vec<u8> = Vec::new();
     let mut sent = 0;
-    let (mut net_eof, mut app_eof, mut app_shut) = (false, false, false);
+    // `tcp_eof`: the socket said end of stream; `net_eof`: and rustls has handed over all it had.
+    let (mut tcp_eof, mut net_eof, mut app_eof, mut app_shut) = (false, false, false, false);
     loop {
         let mut progress = false;
         while conn.wants_write() {
@@ -337,36 +337,50 @@ async fn pump(tcp: TcpStream, app: TcpStream, mut conn: Connection) {
             }
         }
         if !net_eof && to_app.is_empty() {
-            match conn.read_tls(&mut net) {
-                Ok(0) => {
-                    net_eof = true;
-                    progress = true;
-                }
-                Ok(_) => {
-                    progress = true;
-                    if conn.process_new_packets().is_err() {
-                        let _ = conn.write_tls(&mut net);
-                        return;
+            // Plaintext rustls holds already: what the last read decrypted, or what came in the
+            // handshake's last flight (a TLS 1.3 client sends its request with its Finished).
+            loop {
+                match conn.reader().read(&mut buf) {
+                    Ok(0) => {
+                        // close_notify: the peer's clean end of stream.
+                        net_eof = true;
+                        break;
                     }
-                    loop {
-                        match conn.reader().read(&mut buf) {
-                            Ok(0) => {
-                                // close_notify: the peer's clean end of stream.
-                                net_eof = true;
-                                break;
-                            }
-                            Ok(n) => to_app.extend_from_slice(&buf[..n]),
-                            Err(e) if would_block(&e) => break,
-                            // Closed without close_notify: the end of stream all the same.
-                            Err(_) => {
-                                net_eof = true;
-                                break;
-                            }
+                    Ok(n) => {
+                        to_app.extend_from_slice(&buf[..n]);
+                        progress = true;
+                    }
+                    Err(e) if would_block(&e) => {
+                        net_eof = tcp_eof;
+                        break;
+                    }
+                    // Closed without close_notify: the end of stream all the same.
+                    Err(_) => {
+                        net_eof = true;
+                        break;
+                    }
+                }
+            }
+            if net_eof {
+                // The end of stream is news too: the loop passes it on to the pair.
+                progress = true;
+            } else if !progress {
+                // Plaintext is delivered first; the network is read once it is taken.
+                match conn.read_tls(&mut net) {
+                    Ok(0) => {
+                        tcp_eof = true;
+                        progress = true;
+                    }
+                    Ok(_) => {
+                        progress = true;
+                        if conn.process_new_packets().is_err() {
+                            let _ = conn.write_tls(&mut net);
+                            return;
                         }
                     }
+                    Err(e) if would_block(&e) => {}
+                    Err(_) => return,
                 }
-                Err(e) if would_block(&e) => {}
-                Err(_) => return,
             }
         }
         if progress {

@@ -4,7 +4,6 @@
 //! names) lives in `render`. Owns no I/O.
 
 pub mod render;
-pub mod ssl;
 
 use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
@@ -451,8 +450,8 @@ pub struct ShardStats {
     rate_limits: RefCell<HashMap<String, Rc<LocalRateLimitStats>>>,
     faults: RefCell<HashMap<String, Rc<FaultStats>>>,
     /// `ssl.*` of a listener or cluster scope, and `http.<prefix>.downstream_cx_ssl_*`.
-    ssl: RefCell<HashMap<Scope, Rc<ssl::SslStats>>>,
-    http_ssl: RefCell<HashMap<String, Rc<ssl::HttpSslStats>>>,
+    ssl: RefCell<HashMap<Scope, Rc<SslStats>>>,
+    http_ssl: RefCell<HashMap<String, Rc<HttpSslStats>>>,
 }
 
 impl ShardStats {
@@ -489,11 +488,11 @@ impl ShardStats {
 
     /// `<scope>.ssl.*` (a `Scope::Listener` or `Scope::Cluster`); looked up per TLS connection,
     /// which costs far less than its handshake.
-    pub fn ssl(&self, scope: Scope) -> Rc<ssl::SslStats> {
+    pub fn ssl(&self, scope: Scope) -> Rc<SslStats> {
         self.ssl.borrow_mut().entry(scope).or_default().clone()
     }
 
-    pub fn http_ssl(&self, stat_prefix: &str) -> Rc<ssl::HttpSslStats> {
+    pub fn http_ssl(&self, stat_prefix: &str) -> Rc<HttpSslStats> {
         self.http_ssl.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
     }
 
@@ -586,6 +585,59 @@ impl StatsDump {
             }
         }
         StatsDump { entries: merged.into_values().collect(), hosts }
+    }
+}
+
+// TLS: Envoy's `ssl.*` per listener and cluster, and a connection manager's TLS connections.
+
+/// `<listener or cluster>.ssl.*`.
+#[derive(Default, Debug)]
+pub struct SslStats {
+    pub handshake: Counter,
+    pub connection_error: Counter,
+    pub no_certificate: Counter,
+    pub fail_verify_no_cert: Counter,
+    pub fail_verify_error: Counter,
+    pub fail_verify_san: Counter,
+    pub session_reused: Counter,
+    pub tls12: Counter,
+    pub tls13: Counter,
+}
+
+impl SslStats {
+    pub fn dump(&self, scope: &Scope, out: &mut StatsDump) {
+        let always = [
+            ("ssl.handshake", &self.handshake),
+            ("ssl.connection_error", &self.connection_error),
+            ("ssl.no_certificate", &self.no_certificate),
+            ("ssl.fail_verify_no_cert", &self.fail_verify_no_cert),
+            ("ssl.fail_verify_error", &self.fail_verify_error),
+            ("ssl.fail_verify_san", &self.fail_verify_san),
+            ("ssl.session_reused", &self.session_reused),
+        ];
+        for (name, c) in always {
+            c.dump(scope, name, out);
+        }
+        // Envoy makes a version's counter when a handshake first uses it.
+        for (name, c) in [("ssl.versions.TLSv1.2", &self.tls12), ("ssl.versions.TLSv1.3", &self.tls13)] {
+            if c.get() != 0 {
+                out.entries.push(Entry { scope: scope.clone(), name, value: Value::Counter(c.get()) });
+            }
+        }
+    }
+}
+
+/// `http.<stat_prefix>.downstream_cx_ssl_*`: a connection manager's TLS connections.
+#[derive(Default, Debug)]
+pub struct HttpSslStats {
+    pub downstream_cx_ssl_total: Counter,
+    pub downstream_cx_ssl_active: Gauge,
+}
+
+impl HttpSslStats {
+    pub fn dump(&self, scope: &Scope, out: &mut StatsDump) {
+        self.downstream_cx_ssl_total.dump(scope, "downstream_cx_ssl_total", out);
+        self.downstream_cx_ssl_active.dump(scope, "downstream_cx_ssl_active", out);
     }
 }
 
