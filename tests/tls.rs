@@ -285,3 +285,21 @@ fn a_large_body_crosses_tls_both_ways_intact() {
     let downloaded: usize = r.head.lines().last().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
     assert!(downloaded > body.len(), "{r:?}");
 }
+
+#[test]
+fn a_client_that_never_finishes_its_handshake_is_closed_at_the_chains_limit() {
+    let certs = tls::shared();
+    let socket = tls::downstream_socket(certs, "a", "", "");
+    let listener = with_socket(&listener_yaml("main", "127.0.0.1", &route_all_to("backend")), &socket)
+        .replacen("      filters:\n", "      transport_socket_connect_timeout: 0.3s\n      filters:\n", 1);
+    let cluster = static_cluster_yaml("backend", "ROUND_ROBIN", &[(support::dead_port(), 1)]);
+    let k = Skiff::start(&format!("{ADMIN}{}", bootstrap_yaml(&[listener], &[cluster])), &[]);
+    let addr = k.listener("main");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let started = std::time::Instant::now();
+    // Silent: no ClientHello. The listener's default limit would be request_headers_timeout (10 s).
+    let r = support::read_until_close(&mut s, Duration::from_secs(8));
+    assert!(r.closed && started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    let name = format!("listener.127.0.0.1_{}.ssl.connection_error", addr.port());
+    assert!(support::eventually(Duration::from_secs(5), || stat(&k, &name) == 1));
+}

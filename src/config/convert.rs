@@ -385,7 +385,15 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
         p,
         l,
         "listener",
-        [socket_options, freebind, transparent, tcp_fast_open_queue_length, connection_balance_config]
+        [
+            socket_options,
+            freebind,
+            transparent,
+            tcp_fast_open_queue_length,
+            connection_balance_config,
+            listener_filters_timeout,
+            continue_on_listener_filters_timeout
+        ]
     );
     if l.use_original_dst == Some(true) {
         return fail(p.key("use_original_dst"), format!("use_original_dst is not supported: {NOT_YET}"));
@@ -422,7 +430,8 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
     for (i, chain) in chains.items.into_iter().enumerate() {
         let cp = chain_path(i);
         reject_present!(cp, chain, [tls_context], "use transport_socket (v3) for TLS");
-        tls.add(&cp, chain.filter_chain_match, chain.transport_socket.as_ref())?;
+        let handshake_limit = chain.transport_socket_connect_timeout.map(|d| d.0);
+        tls.add(&cp, chain.filter_chain_match, chain.transport_socket.as_ref(), handshake_limit)?;
         if chain.use_proxy_proto == Some(true) {
             return fail(cp.key("use_proxy_proto"), "the PROXY protocol is not supported");
         }

@@ -225,6 +225,7 @@ pub(super) fn chain_match(p: &FieldPath, m: RawFilterChainMatch) -> Res<(Vec<Str
 pub(super) struct Chains {
     tls: Vec<TlsChain>,
     plain: usize,
+    handshake_limit: Option<std::time::Duration>,
 }
 
 impl Chains {
@@ -234,7 +235,12 @@ impl Chains {
         p: &FieldPath,
         m: Option<RawFilterChainMatch>,
         socket: Option<&RawTransportSocket>,
+        handshake_limit: Option<std::time::Duration>,
     ) -> Res<()> {
+        // `transport_socket_connect_timeout` (0 = none): a plaintext chain has no handshake.
+        if let Some(limit) = handshake_limit.filter(|d| !d.is_zero() && socket.is_some()) {
+            self.handshake_limit = Some(self.handshake_limit.map_or(limit, |l| l.min(limit)));
+        }
         let (server_names, wants_tls) = match m {
             Some(m) => chain_match(&p.key("filter_chain_match"), m)?,
             None => (Vec::new(), None),
@@ -276,7 +282,7 @@ impl Chains {
             (true, _) => {
                 fail(p.clone(), "multiple filter chains with the same matching rules (as Envoy refuses)")
             }
-            (false, 0) => Ok(Some(ListenerTls { chains: self.tls })),
+            (false, 0) => Ok(Some(ListenerTls { chains: self.tls, handshake_limit: self.handshake_limit })),
             (false, _) => {
                 fail(p.clone(), "a listener mixing TLS and plaintext filter chains is not supported")
             }

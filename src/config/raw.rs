@@ -549,7 +549,7 @@ pub struct RawFilterChain {
     pub use_proxy_proto: Option<bool>,
     pub name: Ign,
     pub metadata: Ign,
-    pub transport_socket_connect_timeout: Ign,
+    pub transport_socket_connect_timeout: Option<Dur>,
 }
 
 /// A `filter_chain_match`.

@@ -9,6 +9,9 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerTls {
     pub chains: Vec<TlsChain>,
+    /// The shortest `transport_socket_connect_timeout` of its chains: the handshake's limit
+    /// (None: the listener's default).
+    pub handshake_limit: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -60,7 +60,7 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
         let lifetime = l.hcm.max_connection_duration;
         let tls = l.tls.clone().map(|tls| {
             let stats = generation.listener_stats[i].0.clone();
-            let limit = l.hcm.request_headers_timeout;
+            let limit = tls.handshake_limit.unwrap_or(l.hcm.request_headers_timeout);
             Terminate::new(&shard, tls, l.socket.bound, Some(&l.hcm.stat_prefix), stats, limit)
         });
         (generation.http_stats[i].clone(), generation.listener_stats[i].clone(), lifetime, tls)

@@ -72,7 +72,7 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
     let stream = match &listener.tls {
         None => stream,
         Some(tls) => {
-            let limit = super::tls::TCP_HANDSHAKE_LIMIT;
+            let limit = tls.handshake_limit.unwrap_or(super::tls::TCP_HANDSHAKE_LIMIT);
             let t = Terminate::new(
                 &shard,
                 tls.clone(),
