@@ -111,6 +111,13 @@ fn mutual_tls_between_two_sidecars_checks_both_identities() {
     assert_eq!(stat(&service, &format!("{listener}.ssl.fail_verify_no_cert")), 1);
     assert_eq!(stat(&service, &format!("{listener}.ssl.fail_verify_error")), 1);
     assert_eq!(backend.requests().len(), 3, "no refused connection reached the backend");
+    // `/config_dump` shows both sides' TLS contexts with their private keys redacted, as Envoy.
+    for (k, key) in [(&service, "up.key"), (&front, "client.key")] {
+        let dump = envoy::admin_get(k.admin(), "/config_dump").map(|(_, b)| b).unwrap_or_default();
+        assert!(dump.contains("DownstreamTlsContext") || dump.contains("UpstreamTlsContext"), "{dump}");
+        assert!(dump.contains("[redacted]"), "{dump}");
+        assert!(!dump.contains(&certs.path(key)), "the key's path is redacted:\n{dump}");
+    }
 }
 
 #[test]

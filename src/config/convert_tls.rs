@@ -325,9 +325,33 @@ fn tls_typed_config(
     }
 }
 
+/// The `transport_socket` as `/config_dump` shows it: as written, under its v3 `@type`, with every
+/// string inside a `private_key` or `password` replaced by `[redacted]`, as Envoy redacts them.
+fn dump(type_url: &str, fields: &serde_norway::Mapping) -> serde_json::Value {
+    fn redact(v: &mut serde_json::Value, sensitive: bool) {
+        match v {
+            serde_json::Value::String(s) if sensitive => *s = "[redacted]".to_string(),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|i| redact(i, sensitive)),
+            serde_json::Value::Object(m) => {
+                for (k, v) in m.iter_mut() {
+                    redact(v, sensitive || k == "private_key" || k == "password");
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut typed = serde_json::to_value(fields).unwrap_or_else(|_| serde_json::json!({}));
+    redact(&mut typed, false);
+    if let serde_json::Value::Object(m) = &mut typed {
+        m.insert("@type".to_string(), type_url.into());
+    }
+    serde_json::json!({ "name": "envoy.transport_sockets.tls", "typed_config": typed })
+}
+
 /// A listener filter chain's `transport_socket`; None when it is plaintext.
 pub(super) fn downstream(p: &FieldPath, s: &RawTransportSocket) -> Res<Option<ServerTls>> {
     let Some(typed) = tls_typed_config(p, s, DOWNSTREAM_TYPES)? else { return Ok(None) };
+    let dump = dump(DOWNSTREAM_TYPES[0], &typed);
     let p = p.key("typed_config");
     let raw: RawDownstreamTlsContext = read(&p, typed)?;
     let unsupported = [
@@ -374,12 +398,13 @@ pub(super) fn downstream(p: &FieldPath, s: &RawTransportSocket) -> Res<Option<Se
     if raw.disable_stateful_session_resumption == Some(true) {
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     }
-    Ok(Some(ServerTls { config: Arc::new(config), spec }))
+    Ok(Some(ServerTls { config: Arc::new(config), spec, dump }))
 }
 
 /// A cluster's `transport_socket`; None when it is plaintext.
 pub(super) fn upstream(p: &FieldPath, s: &RawTransportSocket) -> Res<Option<UpstreamTls>> {
     let Some(typed) = tls_typed_config(p, s, UPSTREAM_TYPES)? else { return Ok(None) };
+    let dump = dump(UPSTREAM_TYPES[0], &typed);
     let p = p.key("typed_config");
     let raw: RawUpstreamTlsContext = read(&p, typed)?;
     let unsupported = [
@@ -428,7 +453,7 @@ pub(super) fn upstream(p: &FieldPath, s: &RawTransportSocket) -> Res<Option<Upst
         Some(n) => rustls::client::Resumption::in_memory_sessions(n as usize),
         None => rustls::client::Resumption::in_memory_sessions(1),
     };
-    Ok(Some(UpstreamTls { sni, config: Arc::new(config), spec }))
+    Ok(Some(UpstreamTls { sni, config: Arc::new(config), spec, dump }))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -51,6 +51,8 @@ pub struct ServerTls {
     pub config: Arc<rustls::ServerConfig>,
     /// What it was built from (settings and hashes of the PEM bytes), never printed.
     pub spec: String,
+    /// The `transport_socket` for `/config_dump`, keys redacted.
+    pub dump: serde_json::Value,
 }
 
 /// A built `UpstreamTlsContext`.
@@ -62,6 +64,8 @@ pub struct UpstreamTls {
     /// What the pool keys a cluster's connections by, beside its name: a cluster whose TLS
     /// identity changed on reload never reuses a connection made for the old one.
     pub spec: String,
+    /// The `transport_socket` for `/config_dump`, keys redacted.
+    pub dump: serde_json::Value,
 }
 
 macro_rules! by_spec {
@@ -81,3 +85,48 @@ macro_rules! by_spec {
 }
 by_spec!(ServerTls);
 by_spec!(UpstreamTls);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(names: &[&str]) -> TlsChain {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|b| {
+                b.with_no_client_auth()
+                    .with_cert_resolver(Arc::new(rustls::server::ResolvesServerCertUsingSni::new()))
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        TlsChain {
+            server_names: names.iter().map(|n| n.to_string()).collect(),
+            context: ServerTls {
+                config: Arc::new(config),
+                spec: names.join(","),
+                dump: serde_json::Value::Null,
+            },
+        }
+    }
+
+    #[test]
+    fn sni_picks_exact_then_longest_wildcard_then_the_catch_all() {
+        let tls = ListenerTls {
+            chains: vec![
+                chain(&["*.example.com"]),
+                chain(&["*.api.example.com"]),
+                chain(&["www.example.com"]),
+                chain(&[]),
+            ],
+            handshake_limit: None,
+        };
+        let pick = |sni: Option<&str>| tls.select(sni).map(|c| c.context.spec.clone());
+        assert_eq!(pick(Some("WWW.example.com")).as_deref(), Some("www.example.com"));
+        assert_eq!(pick(Some("v1.api.example.com")).as_deref(), Some("*.api.example.com"));
+        assert_eq!(pick(Some("shop.example.com")).as_deref(), Some("*.example.com"));
+        assert_eq!(pick(Some("example.com")).as_deref(), Some(""));
+        assert_eq!(pick(None).as_deref(), Some(""));
+        let strict = ListenerTls { chains: vec![chain(&["a.example"])], handshake_limit: None };
+        assert!(strict.select(None).is_none() && strict.select(Some("b.example")).is_none());
+    }
+}
