@@ -5,7 +5,7 @@
 //! exactly the code a plaintext one is (ring reads, direct sends, a second handle for reading
 //! while writing, cancelable reads), and the plaintext path pays nothing for TLS existing: the
 //! bridge is TLS's own, simpler and slower path (two more socket copies per byte, one task).
-//! Knows nothing of HTTP; owns no config (built by `config::tls`).
+//! Knows nothing of HTTP; owns no config (the contexts are built at load by `config`).
 
 use super::state::Shard;
 use crate::cluster::ClusterSnap;
@@ -70,15 +70,15 @@ impl Terminate {
     }
 
     /// Reads the ClientHello, picks the filter chain by its SNI, completes the handshake within
-    /// the listener's `request_headers_timeout`, and bridges. None: the connection is to close
+    /// the listener's limit, and bridges. None: the connection is to close
     /// (not TLS, no matching chain, a failed handshake), counted as Envoy counts it.
     pub(super) async fn accept(self, tcp: TcpStream) -> Option<(TcpStream, Active)> {
         let mut active = None;
         let handshake = async {
-            let fd = Fd(tcp.as_raw_fd());
+            let mut fd = Fd(tcp.as_raw_fd());
             let mut acceptor = rustls::server::Acceptor::default();
             let accepted = loop {
-                match acceptor.read_tls(&mut fd.clone()) {
+                match acceptor.read_tls(&mut fd) {
                     Ok(0) => return Err(Failure::Closed),
                     Ok(_) => {}
                     Err(e) if would_block(&e) => {
@@ -96,7 +96,7 @@ impl Terminate {
                         if self.tls.select(None).is_none() {
                             return Err(Failure::NoChain);
                         }
-                        let _ = alert.write(&mut fd.clone());
+                        let _ = alert.write(&mut fd);
                         return Err(Failure::Tls(e));
                     }
                 }
@@ -110,7 +110,7 @@ impl Terminate {
             }
             active = Some(Active(self.http.clone()));
             let conn = accepted.into_connection(chain.context.config.clone()).map_err(|(e, mut alert)| {
-                let _ = alert.write(&mut fd.clone());
+                let _ = alert.write(&mut fd);
                 Failure::Tls(e)
             })?;
             let mut conn = Connection::Server(conn);
