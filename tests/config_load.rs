@@ -539,14 +539,14 @@ fn http2_codec_is_refused() {
 }
 
 #[test]
-fn tls_and_xds_are_refused_by_name() {
+fn unknown_transport_sockets_and_xds_are_refused_by_name() {
     let text = with(
         "    type: STRICT_DNS\n",
-        "    type: STRICT_DNS\n    transport_socket: { name: envoy.transport_sockets.tls }\n",
+        "    type: STRICT_DNS\n    transport_socket: { name: envoy.transport_sockets.alts }\n",
     );
     assert_eq!(
         err(&text),
-        "skiff.yaml:26:23: static_resources.clusters[0].transport_socket: transport_socket is not supported: TLS not yet supported"
+        "skiff.yaml:26:23: static_resources.clusters[0].transport_socket: transport socket \"envoy.transport_sockets.alts\" is not supported (envoy.transport_sockets.tls or raw_buffer)"
     );
     let text = format!("dynamic_resources: {{}}\n{BASE}");
     assert!(

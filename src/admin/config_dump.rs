@@ -177,13 +177,9 @@ fn listener(l: &Listener) -> Value {
     let mut m = Map::new();
     m.insert("name".into(), l.name.as_str().into());
     m.insert("address".into(), socket_address(&l.address.ip().to_string(), l.address.port()));
-    m.insert(
-        "filter_chains".into(),
-        json!([{ "filters": [{
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": hcm(&l.hcm),
-        }] }]),
-    );
+    let filters =
+        json!([{ "name": "envoy.filters.network.http_connection_manager", "typed_config": hcm(&l.hcm) }]);
+    tls_chains(&mut m, filters, l.tls.as_ref());
     // v3 has no tracing.operation_name: Envoy derives EGRESS from an OUTBOUND listener, so that is
     // how an egress tracing operation is written (and read back).
     if l.hcm.tracing.as_ref().is_some_and(|t| t.operation == TracingOperation::Egress) {
@@ -205,11 +201,38 @@ fn tcp_listener(l: &TcpListener) -> Value {
     if !p.access_logs.is_empty() {
         m.insert("access_log".into(), p.access_logs.iter().map(access_log).collect());
     }
-    json!({
-        "name": l.name,
-        "address": socket_address(&l.address.ip().to_string(), l.address.port()),
-        "filter_chains": [{ "filters": [{ "name": "envoy.filters.network.tcp_proxy", "typed_config": m }] }],
-    })
+    let mut out = Map::new();
+    out.insert("name".into(), l.name.as_str().into());
+    out.insert("address".into(), socket_address(&l.address.ip().to_string(), l.address.port()));
+    let filters = json!([{ "name": "envoy.filters.network.tcp_proxy", "typed_config": m }]);
+    tls_chains(&mut out, filters, l.tls.as_ref());
+    Value::Object(out)
+}
+
+/// `filter_chains` (one per TLS context, each with its `server_names` and `transport_socket`,
+/// keys redacted) and, on a TLS listener, the TLS inspector skiff always runs.
+fn tls_chains(m: &mut Map<String, Value>, filters: Value, tls: Option<&crate::config::tls::ListenerTls>) {
+    let Some(tls) = tls else {
+        m.insert("filter_chains".into(), json!([{ "filters": filters }]));
+        return;
+    };
+    let chains = tls.chains.iter().map(|c| {
+        let mut chain = Map::new();
+        if !c.server_names.is_empty() {
+            chain.insert("filter_chain_match".into(), json!({ "server_names": c.server_names }));
+        }
+        chain.insert("filters".into(), filters.clone());
+        chain.insert("transport_socket".into(), c.context.dump.clone());
+        Value::Object(chain)
+    });
+    m.insert("filter_chains".into(), chains.collect());
+    m.insert(
+        "listener_filters".into(),
+        json!([{
+            "name": "envoy.filters.listener.tls_inspector",
+            "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector" },
+        }]),
+    );
 }
 
 /// `upgrade_configs` of an HCM or a route (`enabled` only when false, its proto default being true).
@@ -784,6 +807,9 @@ fn cluster(c: &Cluster) -> Value {
         }
     }
     m.insert("connect_timeout".into(), duration(c.connect_timeout).into());
+    if let Some(tls) = &c.tls {
+        m.insert("transport_socket".into(), tls.dump.clone());
+    }
     match c.lb_policy {
         LbPolicy::RoundRobin => {}
         LbPolicy::LeastRequest => {

@@ -53,6 +53,8 @@ pub struct ClusterSnap {
     pub outlier: Option<Outlier>,
     /// The ring or Maglev table of a RING_HASH or MAGLEV cluster.
     pub hash_table: Option<HashTable>,
+    /// `transport_socket` TLS: its connections are made by `shard::tls`.
+    pub tls: Option<config::tls::UpstreamTls>,
 }
 
 /// A cluster's limits on each of its upstream connections (`common_http_protocol_options`,
@@ -96,6 +98,9 @@ impl ClusterSnap {
                 use std::hash::{Hash, Hasher};
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 cluster.name.hash(&mut h);
+                // A TLS connection is never reused for another identity (a reload that changes
+                // the cluster's TLS context starts a new pool).
+                cluster.tls.as_ref().map(|t| &t.spec).hash(&mut h);
                 h.finish()
             },
             connect_timeout: cluster.connect_timeout,
@@ -109,6 +114,7 @@ impl ClusterSnap {
             breaker,
             outlier,
             hash_table,
+            tls: cluster.tls.clone(),
         }
     }
 }

@@ -33,7 +33,6 @@ macro_rules! reject_present {
 }
 
 const NOT_YET: &str = "not yet implemented in skiff";
-const TLS: &str = "TLS not yet supported";
 
 /// The most a sane retry policy asks for; beyond it a typo is likelier than intent.
 const MAX_NUM_RETRIES: u32 = 100;
@@ -386,13 +385,21 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
         p,
         l,
         "listener",
-        [socket_options, freebind, transparent, tcp_fast_open_queue_length, connection_balance_config]
+        [
+            socket_options,
+            freebind,
+            transparent,
+            tcp_fast_open_queue_length,
+            connection_balance_config,
+            listener_filters_timeout,
+            continue_on_listener_filters_timeout
+        ]
     );
     if l.use_original_dst == Some(true) {
         return fail(p.key("use_original_dst"), format!("use_original_dst is not supported: {NOT_YET}"));
     }
-    if l.listener_filters.as_ref().is_some_and(|f| !f.is_empty()) {
-        return fail(p.key("listener_filters"), "listener filters are not supported");
+    if let Some(filters) = &l.listener_filters {
+        super::convert_tls::listener_filters(&p.key("listener_filters"), filters)?;
     }
     let address = bind_address(p.key("address"), l.address)?;
     let direction = l.traffic_direction.map(|d| d.0);
@@ -414,20 +421,17 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
             fp.idx(i)
         }
     };
-    if chains.items.len() != 1 {
-        return fail(
-            fp.clone(),
-            format!(
-                "exactly one filter chain is supported (no TLS/SNI matching), got {}",
-                chains.items.len()
-            ),
-        );
+    if chains.items.is_empty() {
+        return fail(fp.clone(), "filter_chains is empty");
     }
+    let chain_count = chains.items.len();
     let mut hcm_out = None;
+    let mut tls = super::convert_tls::Chains::default();
     for (i, chain) in chains.items.into_iter().enumerate() {
         let cp = chain_path(i);
-        reject_present!(cp, chain, [transport_socket, tls_context], TLS);
-        reject_present!(cp, chain, [filter_chain_match], "filter chain matching is not supported");
+        reject_present!(cp, chain, [tls_context], "use transport_socket (v3) for TLS");
+        let handshake_limit = chain.transport_socket_connect_timeout.map(|d| d.0);
+        tls.add(&cp, chain.filter_chain_match, chain.transport_socket.as_ref(), handshake_limit)?;
         if chain.use_proxy_proto == Some(true) {
             return fail(cp.key("use_proxy_proto"), "the PROXY protocol is not supported");
         }
@@ -471,11 +475,29 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
             };
             match raw {
                 RawNetConfig::Hcm(raw) => {
-                    hcm_out = Some(hcm(cx, fp.key(key), *raw, direction, address.port())?);
+                    let warned = cx.warnings.len();
+                    let h = hcm(cx, fp.key(key), *raw, direction, address.port())?;
+                    match &hcm_out {
+                        // Chains differ by their TLS context only: one connection manager serves
+                        // them all, and its warnings are said once.
+                        Some(first) if *first == h => cx.warnings.truncate(warned),
+                        Some(_) => {
+                            return fail(
+                                fp,
+                                "filter chains with different network filters are not supported: \
+                                 skiff's filter chains differ by TLS context only",
+                            )
+                        }
+                        None => hcm_out = Some(h),
+                    }
+                }
+                RawNetConfig::TcpProxy(_) if chain_count > 1 => {
+                    return fail(fp, "tcp_proxy is supported on a listener with one filter chain only");
                 }
                 RawNetConfig::TcpProxy(raw) => {
                     let proxy = tcp_proxy(cx, fp.key(key), *raw)?;
-                    return Ok(Built::Tcp(TcpListener { name, address, proxy }));
+                    let tls = std::mem::take(&mut tls).finish(&chain_path(0))?;
+                    return Ok(Built::Tcp(TcpListener { name, address, proxy, tls }));
                 }
             }
         }
@@ -483,7 +505,8 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
     let Some(hcm) = hcm_out else {
         return fail(fp, "no http_connection_manager");
     };
-    Ok(Built::Http(Box::new(Listener { name, address, hcm })))
+    let tls = tls.finish(&fp)?;
+    Ok(Built::Http(Box::new(Listener { name, address, hcm, tls })))
 }
 
 impl RawNetConfig {
@@ -839,7 +862,10 @@ fn vhost(cx: &mut Cx, p: FieldPath, v: RawVhost, seen: &mut HashSet<String>) -> 
     }
     if let Some(t) = &v.require_tls {
         if !t.eq_ignore_ascii_case("NONE") {
-            return fail(p.key("require_tls"), format!("require_tls {t} is not supported ({TLS})"));
+            return fail(
+                p.key("require_tls"),
+                format!("require_tls {t} is not supported (not yet implemented in skiff)"),
+            );
         }
     }
     let dp = p.key("domains");
@@ -1317,7 +1343,12 @@ fn redirect(p: FieldPath, r: RawRedirect) -> Res<Redirect> {
 }
 
 fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
-    reject_present!(p, c, [transport_socket, tls_context, transport_socket_matches], TLS);
+    reject_present!(p, c, [tls_context], "use transport_socket (v3) for TLS");
+    reject_present!(p, c, [transport_socket_matches], NOT_YET);
+    let tls = match &c.transport_socket {
+        Some(s) => super::convert_tls::upstream(&p.key("transport_socket"), s)?,
+        None => None,
+    };
     reject_present!(p, c, [http2_protocol_options], "skiff speaks HTTP/1.1 to upstreams");
     reject_present!(p, c, [cluster_type, filters, load_balancing_policy], NOT_YET);
     warn_present!(cx, p, c, "cluster", [health_checks]);
@@ -1538,6 +1569,7 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
     }
 
     Ok(Cluster {
+        tls,
         name: c.name,
         discovery,
         connect_timeout,

@@ -93,7 +93,10 @@ pub(super) fn per_filter_config(
 
 /// Deserializes a kept mapping, naming the failing field by its full path (so the error is
 /// located in the file).
-fn read<T: for<'de> Deserialize<'de>>(p: &FieldPath, value: impl Into<serde_norway::Value>) -> Res<T> {
+pub(super) fn read<T: for<'de> Deserialize<'de>>(
+    p: &FieldPath,
+    value: impl Into<serde_norway::Value>,
+) -> Res<T> {
     serde_path_to_error::deserialize(value.into()).map_err(|err| {
         let mut path = p.clone();
         for seg in err.path().iter() {

@@ -3,6 +3,7 @@
 
 mod convert;
 mod convert_filters;
+mod convert_tls;
 mod duration;
 mod error;
 mod fields;
@@ -10,6 +11,8 @@ mod lb;
 pub mod model;
 mod net_filter;
 mod raw;
+pub mod tls;
+mod tls_verify;
 pub mod unenforced;
 
 pub use duration::NEVER;

@@ -26,6 +26,8 @@ pub struct TcpListener {
     pub name: String,
     pub address: SocketAddr,
     pub proxy: TcpProxy,
+    /// The chain's `DownstreamTlsContext`: TLS is terminated before the relay.
+    pub tls: Option<super::tls::ListenerTls>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +65,8 @@ pub struct Listener {
     pub name: String,
     pub address: SocketAddr,
     pub hcm: HttpConnectionManager,
+    /// Its TLS filter chains (`transport_socket` with `DownstreamTlsContext`); None: plaintext.
+    pub tls: Option<super::tls::ListenerTls>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -570,6 +574,8 @@ pub struct Cluster {
     pub outlier_detection: Option<super::lb::OutlierDetection>,
     /// `ring_hash_lb_config` / `maglev_lb_config` sizes (read for RING_HASH and MAGLEV).
     pub hash_table: super::lb::HashTable,
+    /// `transport_socket` with `UpstreamTlsContext`; None: plaintext.
+    pub tls: Option<super::tls::UpstreamTls>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

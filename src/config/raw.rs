@@ -519,7 +519,7 @@ pub struct RawListener {
     pub name: Option<String>,
     pub address: RawBindAddress,
     pub filter_chains: Option<OneOrMany<RawFilterChain>>,
-    pub listener_filters: Option<Vec<IgnoredAny>>,
+    pub listener_filters: Option<Vec<RawListenerFilter>>,
     pub use_original_dst: Option<bool>,
     pub default_filter_chain: Ign,
     pub per_connection_buffer_limit_bytes: Ign,
@@ -545,13 +545,49 @@ pub struct RawListener {
 #[serde(deny_unknown_fields, expecting = "a filter chain mapping")]
 pub struct RawFilterChain {
     pub filters: Option<Vec<RawNetFilter>>,
-    pub filter_chain_match: Ign,
-    pub transport_socket: Ign,
+    pub filter_chain_match: Option<RawFilterChainMatch>,
+    pub transport_socket: Option<RawTransportSocket>,
     pub tls_context: Ign,
     pub use_proxy_proto: Option<bool>,
     pub name: Ign,
     pub metadata: Ign,
-    pub transport_socket_connect_timeout: Ign,
+    pub transport_socket_connect_timeout: Option<Dur>,
+}
+
+/// A `filter_chain_match`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFilterChainMatch {
+    pub server_names: Option<Vec<String>>,
+    pub transport_protocol: Option<String>,
+    pub destination_port: Ign,
+    pub prefix_ranges: Ign,
+    pub address_suffix: Ign,
+    pub suffix_len: Ign,
+    pub direct_source_prefix_ranges: Ign,
+    pub source_type: Ign,
+    pub source_prefix_ranges: Ign,
+    pub source_ports: Ign,
+    pub application_protocols: Ign,
+}
+
+/// A `transport_socket`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTransportSocket {
+    pub name: Option<String>,
+    pub typed_config: Option<RawFilterTypedConfig>,
+    pub config: Ign,
+}
+
+/// A `listener_filters` entry.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerFilter {
+    pub name: Option<String>,
+    pub typed_config: Option<RawFilterTypedConfig>,
+    pub config: Ign,
+    pub filter_disabled: Ign,
 }
 
 /// A listener's network filter. Its config is read as the filter its `name` says (or, when the
@@ -1209,9 +1245,9 @@ pub struct RawCluster {
     pub common_http_protocol_options: Option<RawCommonHttp>,
     pub respect_dns_ttl: Option<bool>,
     pub upstream_connection_options: Option<RawUpstreamConnectionOptions>,
+    pub transport_socket: Option<RawTransportSocket>,
     // Rejected.
     pub cluster_type: Ign,
-    pub transport_socket: Ign,
     pub tls_context: Ign,
     pub transport_socket_matches: Ign,
     pub http2_protocol_options: Ign,

@@ -93,7 +93,7 @@ async fn exchange(shard: &Shard, generation: &Generation, cluster: usize, mut re
                 return;
             }
             let slot = ConnSlot::new(snap.breaker.clone(), shard.pool.endpoint(key));
-            match upstream::connect(addr, key, snap, stats, host, slot).await {
+            match upstream::connect(&shard.stats, addr, key, snap, stats, host, slot).await {
                 Ok(up) => up,
                 Err(_) => return,
             }

@@ -18,6 +18,7 @@ mod signal;
 mod state;
 mod tcp_proxy;
 mod timer;
+mod tls;
 mod upgrade;
 pub use state::PaddedCount;
 use state::{Generation, Shard};

@@ -23,7 +23,7 @@ use crate::config::CircuitBreakers;
 use crate::http::{self, BodyKind, ResponseHead, MAX_HEADERS};
 use crate::route::{Forward, HeaderEdits};
 use crate::snapshot::ListenerSnap;
-use crate::stats::{ClusterStats, Gauge, HostStats};
+use crate::stats::{ClusterStats, Gauge, HostStats, ShardStats};
 use bytes::{Buf, BytesMut};
 use monoio::net::TcpStream;
 use std::cell::Cell;
@@ -381,6 +381,7 @@ fn close_unless_buffered(reply: LocalReply, ex: &Exchange<'_>) -> LocalReply {
 }
 
 pub(super) async fn connect(
+    shard: &ShardStats,
     addr: SocketAddr,
     key: PoolKey,
     snap: &ClusterSnap,
@@ -413,6 +414,14 @@ pub(super) async fn connect(
                     log::warn!("connect to {addr}: cannot set tcp_keepalive: {e}");
                 }
             }
+            let stream = match snap.tls {
+                None => stream,
+                // Boxed: only TLS clusters' requests carry the handshake in their future.
+                Some(_) => match Box::pin(super::tls::upstream(stream, snap, shard, addr)).await {
+                    Ok(bridged) => bridged,
+                    Err(()) => return Err(failed(false)),
+                },
+            };
             // A second handle reads responses while requests are written through the first.
             // SAFETY: `stream` owns the descriptor and outlives the borrow.
             let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&stream)) };
@@ -539,7 +548,7 @@ async fn obtain(
         if may_open {
             let slot = ConnSlot::new(breaker.clone(), conns);
             let host = &ex.generation.host_stats[ex.cluster][endpoint];
-            return connect(key.addr, key, snap, stats, host, slot).await;
+            return connect(&ex.shard.stats, key.addr, key, snap, stats, host, slot).await;
         }
         conns.wait().await;
         if !fresh_only {
