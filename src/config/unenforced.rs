@@ -99,7 +99,7 @@ pub const UNENFORCED: &[Unenforced] = &[
     u("cluster.typed_extension_protocol_options", "skiff speaks HTTP/1.1 to upstreams with its own defaults"),
     u("cluster.typed_dns_resolver_config", NOT_YET),
     u("cluster.http_protocol_options", "skiff's HTTP/1.1 codec to upstreams has its own fixed settings"),
-    u("cluster.upstream_http_protocol_options", "no upstream TLS yet, so no auto SNI or SAN validation"),
+    u("cluster.upstream_http_protocol_options", "auto_sni and auto_san_validation are not implemented: set the TLS context's sni and SAN matchers"),
     u("cluster.per_connection_buffer_limit_bytes", "skiff's buffers are bounded by its own fixed sizes"),
     u("cluster.least_request_lb_config", "LEAST_REQUEST compares two random hosts (choice_count 2) with no active-request bias"),
     u("cluster.round_robin_lb_config", "no slow start"),
