@@ -991,3 +991,35 @@ fn cluster_header_routes_by_the_named_cluster_and_503_nc_when_none() {
             || (l.starts_with("upstream ") && l.contains(" request "))
     });
 }
+
+#[test]
+fn attempt_count_to_the_upstream_and_the_client() {
+    const COUNT_ROUTES: &str = r#"virtual_hosts:
+  - name: all
+    domains: ["*"]
+    include_request_attempt_count: true
+    include_attempt_count_in_response: true
+    routes:
+      - match: { prefix: "/dead" }
+        route: { cluster: dead, retry_policy: { retry_on: connect-failure, num_retries: 1 } }
+      - match: { prefix: "/" }
+        route: { cluster: backend, retry_policy: { retry_on: 5xx, num_retries: 1 } }
+"#;
+    // 503 then 200 (the client's own count is replaced); a first-try 200; a dead cluster retried.
+    let mut s = Scenario::new(
+        "attempt_count_to_the_upstream_and_the_client",
+        vec![
+            get("/a/503", "x", &[("x-envoy-attempt-count", "7")]),
+            get("/b", "x", &[]),
+            get("/dead", "x", &[]),
+        ],
+    );
+    s.route_config = COUNT_ROUTES;
+    s.backend = Upstream::Flaky;
+    assert_parity(&s, |l| {
+        is_status(l)
+            || is_client_header(l, "x-envoy-attempt-count")
+            || (l.starts_with("upstream ")
+                && (l.contains(" request ") || l.contains("x-envoy-attempt-count")))
+    });
+}

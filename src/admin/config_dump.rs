@@ -531,6 +531,12 @@ fn virtual_host(v: &VirtualHost) -> Value {
     // carry it and the virtual host need not.
     m.insert("routes".into(), v.routes.iter().map(route).collect());
     per_filter_configs(&mut m, &v.filter_configs);
+    if v.attempt_count.upstream {
+        m.insert("include_request_attempt_count".into(), true.into());
+    }
+    if v.attempt_count.client {
+        m.insert("include_attempt_count_in_response".into(), true.into());
+    }
     header_lists(
         &mut m,
         &v.request_headers_to_add,

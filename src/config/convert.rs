@@ -851,8 +851,6 @@ fn vhost(cx: &mut Cx, p: FieldPath, v: RawVhost, seen: &mut HashSet<String>) -> 
             per_filter_config,
             hedge_policy,
             virtual_clusters,
-            include_request_attempt_count,
-            include_attempt_count_in_response,
             per_request_buffer_limit_bytes
         ]
     );
@@ -900,6 +898,10 @@ fn vhost(cx: &mut Cx, p: FieldPath, v: RawVhost, seen: &mut HashSet<String>) -> 
         response_headers_to_add: headers_to_add(p.key("response_headers_to_add"), v.response_headers_to_add)?,
         response_headers_to_remove: lower_all(v.response_headers_to_remove),
         filter_configs,
+        attempt_count: AttemptCount {
+            upstream: v.include_request_attempt_count.unwrap_or(false),
+            client: v.include_attempt_count_in_response.unwrap_or(false),
+        },
     })
 }
 

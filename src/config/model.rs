@@ -346,6 +346,16 @@ pub struct VirtualHost {
     pub response_headers_to_remove: Vec<String>,
     /// `typed_per_filter_config` entries of the filters skiff implements, by filter name.
     pub filter_configs: Vec<(String, PerFilterConfig)>,
+    /// `include_request_attempt_count` / `include_attempt_count_in_response`:
+    /// `x-envoy-attempt-count` to the upstream / to the client.
+    pub attempt_count: AttemptCount,
+}
+
+/// Where a virtual host reports a request's attempt number (`x-envoy-attempt-count`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AttemptCount {
+    pub upstream: bool,
+    pub client: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

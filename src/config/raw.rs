@@ -996,8 +996,8 @@ pub struct RawVhost {
     pub per_filter_config: Ign,
     pub hedge_policy: Ign,
     pub virtual_clusters: Ign,
-    pub include_request_attempt_count: Ign,
-    pub include_attempt_count_in_response: Ign,
+    pub include_request_attempt_count: Option<bool>,
+    pub include_attempt_count_in_response: Option<bool>,
     pub per_request_buffer_limit_bytes: Ign,
     pub metadata: Ign,
 }

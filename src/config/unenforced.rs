@@ -76,8 +76,6 @@ pub const UNENFORCED: &[Unenforced] = &[
     u("virtual_host.per_filter_config", NOT_YET),
     u("virtual_host.hedge_policy", NOT_YET),
     u("virtual_host.virtual_clusters", "no virtual cluster stats are kept"),
-    u("virtual_host.include_request_attempt_count", "no x-envoy-attempt-count is sent upstream"),
-    u("virtual_host.include_attempt_count_in_response", "no x-envoy-attempt-count is sent to the client"),
     u("virtual_host.per_request_buffer_limit_bytes", "a request body that arrived with its head is retried whatever its size; a streamed one never is"),
     u("route.per_request_buffer_limit_bytes", "a request body that arrived with its head is retried whatever its size; a streamed one never is"),
     u("route.typed_per_filter_config", "only the local_ratelimit and fault filters' entries are read; this filter is not run"),

@@ -58,6 +58,8 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
     pub request_edits: HeaderEdits,
     pub response_edits: HeaderEdits,
+    /// Where `x-envoy-attempt-count` goes (upstream, client).
+    pub attempt_count: config::AttemptCount,
 }
 
 #[derive(Debug)]
@@ -306,6 +308,7 @@ impl RouteTable {
                 routes,
                 request_edits: HeaderEdits::new(&vh.request_headers_to_add, &vh.request_headers_to_remove),
                 response_edits: HeaderEdits::new(&vh.response_headers_to_add, &vh.response_headers_to_remove),
+                attempt_count: vh.attempt_count,
             });
         }
         table.suffixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));

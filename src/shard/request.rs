@@ -403,6 +403,7 @@ impl<'g> Request<'g> {
                 &vhost.response_edits,
                 &self.listener.routes.response_edits,
             ],
+            attempt_count: vhost.attempt_count,
             server_name: &self.listener.hcm.server_name,
             request_complete: &request_complete,
             filter_headers,
@@ -413,7 +414,7 @@ impl<'g> Request<'g> {
         let watch = self.watch(&limits, &request_complete, &head_relayed, client);
         let forwarded = monoio::select! {
             forwarded = upstream::forward(&ex, d) => forwarded,
-            why = watch => self.interrupted(why, d, cluster),
+            why = watch => self.interrupted(why, d, cluster, vhost.attempt_count.client),
         };
         d.body_unread = !request_complete.fired();
         match forwarded {
@@ -502,7 +503,15 @@ impl<'g> Request<'g> {
 
     /// What a cut-short exchange answers (Envoy's status, body, flag and stat for each), or
     /// `Abort` once the response has begun.
-    fn interrupted(&self, why: Interrupted, d: &mut Downstream, cluster: usize) -> Forwarded {
+    /// `tell_attempts`: the virtual host's `include_attempt_count_in_response` (Envoy's router
+    /// says the count on its own timeout reply too; the connection manager's replies do not).
+    fn interrupted(
+        &self,
+        why: Interrupted,
+        d: &mut Downstream,
+        cluster: usize,
+        tell_attempts: bool,
+    ) -> Forwarded {
         let reply = match why {
             Interrupted::RouteTimeout => {
                 self.generation.cluster_stats[cluster].upstream_rq_timeout.inc();
@@ -516,7 +525,13 @@ impl<'g> Request<'g> {
                 }
                 d.obs.flag(ResponseFlags::UT);
                 // The request was complete: the connection goes on, as Envoy's does.
-                LocalReply::new(504, upstream::UPSTREAM_TIMEOUT)
+                let mut timeout = LocalReply::new(504, upstream::UPSTREAM_TIMEOUT);
+                if tell_attempts {
+                    timeout.headers.extend_from_slice(
+                        format!("x-envoy-attempt-count: {}\r\n", d.obs.attempts).as_bytes(),
+                    );
+                }
+                timeout
             }
             Interrupted::StreamIdle => {
                 LocalReply::new(504, upstream::STREAM_TIMEOUT).flagged(ResponseFlags::SI)

@@ -62,6 +62,8 @@ pub(super) struct Exchange<'a> {
     pub facts: RequestFacts,
     /// Route, virtual host, route table.
     pub response_edits: [&'a HeaderEdits; 3],
+    /// The virtual host's `x-envoy-attempt-count` settings.
+    pub attempt_count: crate::config::AttemptCount,
     pub server_name: &'a str,
     /// Fired when the request body has been sent whole: the route timeout starts then.
     pub request_complete: &'a Signal,
@@ -200,6 +202,9 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
         d.obs.upstream_host = Some(addr);
         d.obs.upstream_cluster = Some(ex.cluster);
         d.obs.attempts += 1;
+        if ex.attempt_count.upstream {
+            set_attempt_count(&mut d.req_out, d.obs.attempts);
+        }
         let mut in_flight = InFlight::new(stats, host, lb, endpoint);
         let result = attempt(ex, d, addr, endpoint, fresh_only, (attempts_left > 1).then_some(&gate)).await;
         if matches!(result, Attempt::PerTryTimeout) {
@@ -250,7 +255,7 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
                     reply.flag.insert(ResponseFlags::URX);
                 }
                 reply.flag.insert(ResponseFlags::UT);
-                return Forwarded::Reply(close_unless_buffered(reply, ex));
+                return Forwarded::Reply(close_unless_buffered(attempts_told(reply, ex, d.obs.attempts), ex));
             }
             Attempt::Upgraded(up) => return Forwarded::Upgraded(up),
             Attempt::Stale if ex.facts.body_buffered && !fresh_only => {
@@ -311,7 +316,7 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
         }
         reply.flag.insert(flag);
         reply.overloaded = flag == ResponseFlags::UO;
-        return Forwarded::Reply(close_unless_buffered(reply, ex));
+        return Forwarded::Reply(close_unless_buffered(attempts_told(reply, ex, d.obs.attempts), ex));
     }
 }
 
@@ -369,6 +374,32 @@ fn pick(ex: &Exchange<'_>, previous: &[usize]) -> Option<usize> {
         }
     }
     Some(endpoint)
+}
+
+/// A reply for a failed upstream request says how many attempts were made when the virtual host
+/// asks (`include_attempt_count_in_response`), as Envoy's router does.
+fn attempts_told(mut reply: LocalReply, ex: &Exchange<'_>, attempts: u32) -> LocalReply {
+    if ex.attempt_count.client {
+        reply.headers.extend_from_slice(format!("x-envoy-attempt-count: {attempts}\r\n").as_bytes());
+    }
+    reply
+}
+
+/// `x-envoy-attempt-count: n` in the upstream request head at the start of `request` (replacing
+/// the line a previous attempt, or the client, put there), as Envoy's `include_request_attempt_count`.
+fn set_attempt_count(request: &mut Vec<u8>, n: u32) {
+    let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") else { return };
+    const NAME: &[u8] = b"\r\nx-envoy-attempt-count:";
+    let line = format!("\r\nx-envoy-attempt-count: {n}");
+    match request[..end].windows(NAME.len()).position(|w| w.eq_ignore_ascii_case(NAME)) {
+        Some(at) => {
+            let value_end = at + 2 + request[at + 2..].iter().position(|b| *b == b'\r').unwrap_or(0);
+            request.splice(at..value_end, line.bytes());
+        }
+        None => {
+            request.splice(end..end, line.bytes());
+        }
+    }
 }
 
 /// A body we could not finish reading leaves the client mid-request: close after answering.
@@ -734,6 +765,12 @@ fn on_response_head(
     stats.completed(head.status);
     *status = head.status;
     ex.head_relayed.set(true);
+    // `include_attempt_count_in_response`: the attempt that answered, after the filters' lines.
+    let mut with_count = Vec::new();
+    if ex.attempt_count.client {
+        with_count.extend_from_slice(ex.filter_headers);
+        with_count.extend_from_slice(format!("x-envoy-attempt-count: {}\r\n", obs.attempts).as_bytes());
+    }
     let rw = ResponseRewrite {
         edits: ex.response_edits,
         server_name: ex.server_name,
@@ -742,7 +779,7 @@ fn on_response_head(
         keep_alive: ex.facts.keep_alive && !upload_abandoned && !connection_expired && !ex.shard.draining(),
         http10: ex.facts.http10,
         listener: ex.listener,
-        filter_headers: ex.filter_headers,
+        filter_headers: if ex.attempt_count.client { &with_count } else { ex.filter_headers },
         switching: ex.facts.upgrade && head.status == 101,
     };
     let shape = headers::write_response_head(resp_out, head, &rw, obs);
