@@ -120,6 +120,7 @@ fn v3_service_a_loads() {
             num_retries: 2,
             per_try_timeout: None,
             retriable_status_codes: vec![],
+            retriable_headers: vec![],
             back_off: BackOff::default(),
             avoid_previous_hosts: false,
             host_selection_attempts: 1,

@@ -1023,3 +1023,28 @@ fn attempt_count_to_the_upstream_and_the_client() {
                 && (l.contains(" request ") || l.contains("x-envoy-attempt-count")))
     });
 }
+
+#[test]
+fn retries_on_retriable_headers() {
+    const HEADER_RETRY_ROUTES: &str = r#"virtual_hosts:
+  - name: all
+    domains: ["*"]
+    routes:
+      - match: { prefix: "/" }
+        route:
+          cluster: backend
+          retry_policy:
+            retry_on: retriable-headers
+            num_retries: 1
+            retriable_headers: [ { name: x-upstream-retry, string_match: { exact: "yes" } } ]
+"#;
+    // The first answer carries the header and is retried; the second does not.
+    let mut s =
+        Scenario::new("retries_on_retriable_headers", vec![get("/a/200", "x", &[]), get("/b/200", "x", &[])]);
+    s.route_config = HEADER_RETRY_ROUTES;
+    s.backend = Upstream::Raw("HTTP/1.1 200 OK\r\ncontent-length: 3\r\nx-upstream-retry: yes\r\n\r\nok\n");
+    s.stat_prefixes = &["cluster.backend.upstream_rq_retry", "cluster.backend.upstream_rq_2"];
+    assert_parity(&s, |l| {
+        is_status(l) || l.starts_with("stat ") || (l.starts_with("upstream ") && l.contains(" request "))
+    });
+}

@@ -1206,6 +1206,7 @@ const RETRY_ON_ENFORCED: &[&str] = &[
     "connect-failure",
     "retriable-4xx",
     "retriable-status-codes",
+    "retriable-headers",
     "refused-stream",
 ];
 
@@ -1217,13 +1218,7 @@ fn retry(cx: &mut Cx, p: FieldPath, r: &RawRetry) -> Res<RetryPolicy> {
         p,
         r,
         "retry_policy",
-        [
-            per_try_idle_timeout,
-            retriable_headers,
-            retriable_request_headers,
-            rate_limited_retry_back_off,
-            retry_priority
-        ]
+        [per_try_idle_timeout, retriable_request_headers, rate_limited_retry_back_off, retry_priority]
     );
     let num_retries = r.num_retries.unwrap_or(1);
     if num_retries > MAX_NUM_RETRIES {
@@ -1263,6 +1258,10 @@ fn retry(cx: &mut Cx, p: FieldPath, r: &RawRetry) -> Res<RetryPolicy> {
                 return fail(p.key("retriable_status_codes").idx(i), format!("{code} is not an HTTP status"))
             }
         }
+    }
+    let mut retriable_headers = Vec::new();
+    for (i, h) in r.retriable_headers.iter().flatten().enumerate() {
+        retriable_headers.push(header_matcher(p.key("retriable_headers").idx(i), h.clone())?);
     }
     let mut back_off = BackOff::default();
     if let Some(b) = &r.retry_back_off {
@@ -1310,6 +1309,7 @@ fn retry(cx: &mut Cx, p: FieldPath, r: &RawRetry) -> Res<RetryPolicy> {
         num_retries,
         per_try_timeout: r.per_try_timeout.and_then(|d| off_if_zero(d.0)),
         retriable_status_codes,
+        retriable_headers,
         back_off,
         avoid_previous_hosts,
         host_selection_attempts,

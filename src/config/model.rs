@@ -501,6 +501,9 @@ pub struct RetryPolicy {
     pub per_try_timeout: Option<Duration>,
     /// `retriable_status_codes` (used with `retry_on: retriable-status-codes`).
     pub retriable_status_codes: Vec<u16>,
+    /// `retriable_headers` (used with `retry_on: retriable-headers`): a response any of these
+    /// match is retried.
+    pub retriable_headers: Vec<HeaderMatcher>,
     /// `retry_back_off`: Envoy's default base 25 ms, max 10 × base.
     pub back_off: BackOff,
     /// `retry_host_predicate` has `envoy.retry_host_predicates.previous_hosts`.

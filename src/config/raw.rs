@@ -1042,14 +1042,14 @@ pub struct RawMatch {
     pub connect_matcher: Ign,
 }
 
-#[derive(Debug, DeriveDeserialize)]
+#[derive(Debug, Clone, DeriveDeserialize)]
 #[serde(deny_unknown_fields, expecting = "a mapping")]
 pub struct RawRegex {
     pub regex: String,
     pub google_re2: Ign,
 }
 
-#[derive(Debug, DeriveDeserialize)]
+#[derive(Debug, Clone, DeriveDeserialize)]
 #[serde(deny_unknown_fields, expecting = "a mapping")]
 pub struct RawHeaderMatcher {
     pub name: String,
@@ -1066,7 +1066,7 @@ pub struct RawHeaderMatcher {
     pub treat_missing_header_as_empty: Ign,
 }
 
-#[derive(Debug, DeriveDeserialize)]
+#[derive(Debug, Clone, DeriveDeserialize)]
 #[serde(deny_unknown_fields, expecting = "a mapping")]
 pub struct RawStringMatcher {
     pub exact: Option<String>,
@@ -1153,11 +1153,11 @@ pub struct RawRetry {
     pub per_try_timeout: Option<Dur>,
     pub retry_host_predicate: Option<Vec<RawRetryHostPredicate>>,
     pub retriable_status_codes: Option<Vec<u32>>,
+    pub retriable_headers: Option<Vec<RawHeaderMatcher>>,
     pub retry_back_off: Option<RawBackOff>,
     pub host_selection_retry_max_attempts: Option<i64>,
     // Warned about.
     pub per_try_idle_timeout: Ign,
-    pub retriable_headers: Ign,
     pub retriable_request_headers: Ign,
     pub rate_limited_retry_back_off: Ign,
     pub retry_priority: Ign,

@@ -174,7 +174,7 @@ impl Targets {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Retry {
     pub on_connect_failure: bool,
     pub on_5xx: bool,
@@ -185,6 +185,8 @@ pub struct Retry {
     pub per_try_timeout: Option<Duration>,
     /// `retriable-4xx` (409 only, as Envoy) and `retriable-status-codes` with its list.
     pub statuses: StatusSet,
+    /// `retriable-headers` with `retriable_headers`: a response any of these match is retried.
+    pub headers: Box<[HeaderMatcher]>,
     pub back_off: config::BackOff,
     /// `previous_hosts` host predicate, and how many picks may be tried to satisfy it.
     pub avoid_previous_hosts: bool,
@@ -196,6 +198,11 @@ impl Retry {
         (self.on_5xx && status >= 500)
             || (self.on_gateway_error && matches!(status, 502..=504))
             || self.statuses.contains(status)
+    }
+
+    /// Whether a response (status and head) is one the policy retries.
+    pub fn retries_response(&self, status: u16, headers: &[httparse::Header<'_>]) -> bool {
+        self.retries_status(status) || self.headers.iter().any(|m| m.matches(headers))
     }
 
     /// The jittered exponential wait before retry `n` (1-based), as Envoy's: uniform below
@@ -525,10 +532,20 @@ fn compile_route(id: usize, r: &config::Route, clusters: &HashMap<&str, usize>) 
                     })
                     .collect::<Result<_, BuildError>>()?,
                 hash_policy: f.hash_policy.clone(),
-                retry: f.retry_policy.as_ref().map(|p| {
-                    Box::new({
+                retry: f
+                    .retry_policy
+                    .as_ref()
+                    .map(|p| -> Result<Box<Retry>, BuildError> {
                         let on = |k: &str| p.retry_on.iter().any(|x| x == k);
-                        Retry {
+                        let headers = if on("retriable-headers") {
+                            p.retriable_headers
+                                .iter()
+                                .map(HeaderMatcher::compile)
+                                .collect::<Result<_, _>>()?
+                        } else {
+                            Box::default()
+                        };
+                        Ok(Box::new(Retry {
                             on_connect_failure: on("connect-failure") || on("5xx") || on("gateway-error"),
                             on_5xx: on("5xx"),
                             on_gateway_error: on("gateway-error"),
@@ -545,12 +562,13 @@ fn compile_route(id: usize, r: &config::Route, clusters: &HashMap<&str, usize>) 
                                 }
                                 set
                             },
+                            headers,
                             back_off: p.back_off,
                             avoid_previous_hosts: p.avoid_previous_hosts,
                             host_selection_attempts: p.host_selection_attempts,
-                        }
+                        }))
                     })
-                }),
+                    .transpose()?,
             })
         }
         RouteAction::DirectResponse { status, body } => {
@@ -590,6 +608,7 @@ mod tests {
             num_retries: 3,
             per_try_timeout: None,
             statuses,
+            headers: Box::default(),
             back_off: config::BackOff::default(),
             avoid_previous_hosts: false,
             host_selection_attempts: 1,

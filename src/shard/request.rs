@@ -387,6 +387,7 @@ impl<'g> Request<'g> {
         }
         let request_complete = Signal::default();
         let head_relayed = Cell::new(false);
+        let answer_retriable = Cell::new(false);
         if facts.body_buffered {
             // Fired before anyone waits: no waiter is registered on the common path.
             request_complete.fire();
@@ -408,6 +409,7 @@ impl<'g> Request<'g> {
             request_complete: &request_complete,
             filter_headers,
             head_relayed: &head_relayed,
+            answer_retriable: &answer_retriable,
             stream_idle: limits.idle,
         };
         let client = d.stream.as_raw_fd();

@@ -72,6 +72,9 @@ pub(super) struct Exchange<'a> {
     /// Set when a response head is on its way to the client: from then on the stream's idle
     /// limit is the response relay's to enforce, not the request owner's watch.
     pub head_relayed: &'a Cell<bool>,
+    /// Set when the answer relayed is one the retry policy would have retried (no retry left, or
+    /// the breaker refused one): then it is no retry success.
+    pub answer_retriable: &'a Cell<bool>,
     /// The stream idle timeout (the route's `idle_timeout` or the connection manager's
     /// `stream_idle_timeout`): bounds each read and write of the request and response bodies.
     pub stream_idle: Option<Duration>,
@@ -226,8 +229,8 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
         // The reply's status, Envoy's reset reason for its body (None: a malformed response), flag.
         let (status, reason, flag): (u16, Option<&'static str>, ResponseFlags) = match result {
             Attempt::Relayed { keep_alive } => {
-                // Envoy: a retried request whose response is not retried again is a success.
-                if retries_done > 0 && !retry.is_some_and(|r| r.retries_status(d.status)) {
+                // Envoy: a retried request whose answer is not one to retry is a retry success.
+                if retries_done > 0 && !ex.answer_retriable.get() {
                     stats.upstream_rq_retry_success.inc();
                 }
                 return Forwarded::Relayed { keep_alive };
@@ -749,17 +752,24 @@ fn on_response_head(
     observe::on_response_head(ex.listener, head, obs);
     // Every response counts for outlier detection, a retried one too.
     report(ex, endpoint, Outcome::Status(head.status));
-    if let Some(gate) = retry_gate {
-        if !upload_abandoned && ex.fwd.retry.as_deref().is_some_and(|r| r.retries_status(head.status)) {
-            if gate.admit() {
-                // Envoy charges a response it retries to the cluster's codes only when it is a
-                // 5xx (observed: a retried 409 or 418 is not in `upstream_rq_4xx`).
-                if head.status >= 500 {
-                    stats.completed(head.status);
+    // A request that may be retried (a policy, and a body that can be sent again): Envoy's retry
+    // state decides on every response head.
+    let policy = ex.fwd.retry.as_deref().filter(|_| ex.facts.body_buffered && !upload_abandoned);
+    if let Some(r) = policy {
+        if r.retries_response(head.status, head.headers) {
+            match retry_gate {
+                Some(gate) if gate.admit() => {
+                    // Envoy charges a response it retries to the cluster's codes only when it is
+                    // a 5xx (observed: a retried 409 or 418 is not in `upstream_rq_4xx`).
+                    if head.status >= 500 {
+                        stats.completed(head.status);
+                    }
+                    return None;
                 }
-                return None;
+                Some(_) => obs.flag(ResponseFlags::UO),
+                None => stats.upstream_rq_retry_limit_exceeded.inc(),
             }
-            obs.flag(ResponseFlags::UO);
+            ex.answer_retriable.set(true);
         }
     }
     stats.completed(head.status);
