@@ -119,6 +119,7 @@ fn v3_service_a_loads() {
             retry_on: vec!["connect-failure".into(), "5xx".into()],
             num_retries: 2,
             per_try_timeout: None,
+            per_try_idle_timeout: None,
             retriable_status_codes: vec![],
             retriable_headers: vec![],
             back_off: BackOff::default(),

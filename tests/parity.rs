@@ -729,6 +729,8 @@ const TIMEOUT_ROUTES: &str = r#"virtual_hosts:
         route: { cluster: backend, max_stream_duration: { grpc_timeout_header_max: 0.4s, grpc_timeout_header_offset: 0.05s } }
       - match: { prefix: "/pt5xx" }
         route: { cluster: backend, retry_policy: { retry_on: 5xx, num_retries: 1, per_try_timeout: 0.2s } }
+      - match: { prefix: "/ptidle" }
+        route: { cluster: backend, retry_policy: { retry_on: 5xx, num_retries: 1, per_try_idle_timeout: 0.2s } }
       - match: { prefix: "/ptcf" }
         route: { cluster: backend, retry_policy: { retry_on: connect-failure, per_try_timeout: 0.2s } }
       - match: { prefix: "/" }
@@ -762,6 +764,7 @@ const TIMEOUT_STATS: &[&str] = &[
     "http.ingress.downstream_rq_5xx",
     "cluster.backend.upstream_rq_timeout",
     "cluster.backend.upstream_rq_per_try_timeout",
+    "cluster.backend.upstream_rq_per_try_idle_timeout",
     "cluster.backend.upstream_rq_retry",
 ];
 
@@ -1047,4 +1050,23 @@ fn retries_on_retriable_headers() {
     assert_parity(&s, |l| {
         is_status(l) || l.starts_with("stat ") || (l.starts_with("upstream ") && l.contains(" request "))
     });
+}
+
+#[test]
+fn per_try_idle_timeout_before_and_within_the_response() {
+    // A silent upstream: each try idles out, the second too (504 URX,UT); a response that stalls
+    // mid-body: reset, logged with its status and UT.
+    let mut s = timeout_scenario(
+        "per_try_idle_timeout_before_and_within_the_response",
+        "",
+        vec![get("/ptidle", "x", &[])],
+    );
+    s.backend = Upstream::Slow(Duration::from_millis(500));
+    s.stat_prefixes = TIMEOUT_STATS;
+    assert_parity(&s, timeout_lines);
+    let mut stall =
+        timeout_scenario("per_try_idle_timeout_within_the_response", "", vec![get("/ptidle", "x", &[])]);
+    stall.backend = Upstream::Stall;
+    stall.stat_prefixes = TIMEOUT_STATS;
+    assert_parity(&stall, timeout_lines);
 }

@@ -134,9 +134,26 @@ fn run(s: &Scenario, proxy: &str, bin: &Path) -> Observed {
     let before = stats_now();
     let client = (s.client)(listener, certs);
     support::wait_until(Duration::from_secs(5), || read_log().lines().count() >= s.log_lines);
-    // Let the last connection's close be counted.
-    std::thread::sleep(Duration::from_millis(300));
-    let after = stats_now();
+    // Let the last connection's close be counted: the stats settle (unchanged for 300 ms, at
+    // most 5 s), however loaded the machine is.
+    let mut after = stats_now();
+    let settle_by = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = stats_now();
+        let watched = |m: &BTreeMap<String, u64>| -> Vec<Option<u64>> {
+            s.stats
+                .iter()
+                .map(|n| {
+                    m.get(&n.replace("LISTENER", &format!("listener.127.0.0.1_{}", listener.port()))).copied()
+                })
+                .collect()
+        };
+        if watched(&now) == watched(&after) || std::time::Instant::now() > settle_by {
+            break;
+        }
+        after = now;
+    }
     let value = |m: &BTreeMap<String, u64>, n: &str| m.get(n).copied().unwrap_or(0);
     let stats = s
         .stats

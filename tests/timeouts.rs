@@ -143,7 +143,7 @@ fn validate(path: &std::path::Path) -> (bool, String) {
 fn validate_accepts_every_enforced_timeout_without_a_warning() {
     let up = TestUpstream::named("up");
     let hcm = "                stream_idle_timeout: 300s\n                request_timeout: 10s\n                delayed_close_timeout: 1s\n                common_http_protocol_options: { idle_timeout: 3600s, max_connection_duration: 600s, max_stream_duration: 60s, max_requests_per_connection: 100, max_headers_count: 80, headers_with_underscores_action: ALLOW }\n";
-    let route = ", idle_timeout: 30s, max_stream_duration: { max_stream_duration: 20s, grpc_timeout_header_max: 10s, grpc_timeout_header_offset: 0.1s }, retry_policy: { retry_on: 5xx, per_try_timeout: 1s }";
+    let route = ", idle_timeout: 30s, max_stream_duration: { max_stream_duration: 20s, grpc_timeout_header_max: 10s, grpc_timeout_header_offset: 0.1s }, retry_policy: { retry_on: 5xx, per_try_timeout: 1s, per_try_idle_timeout: 0.5s }";
     let cluster = "      common_http_protocol_options: { idle_timeout: 600s, max_connection_duration: 3600s, max_headers_count: 100 }\n      upstream_connection_options: { tcp_keepalive: { keepalive_time: 60 } }\n";
     let yaml = custom_config(&[up.addr], hcm, route, cluster);
     let dir = scratch_dir("validate-timeouts");
@@ -153,10 +153,11 @@ fn validate_accepts_every_enforced_timeout_without_a_warning() {
     assert!(ok, "{text}");
     assert!(!text.contains("warn"), "no field of these is warned about:\n{text}\n{yaml}");
     // The ones skiff does not act on are named.
-    let unenforced = yaml.replace("per_try_timeout: 1s", "per_try_timeout: 1s, per_try_idle_timeout: 1s");
+    let unenforced =
+        yaml.replace("max_headers_count: 100 }", "max_headers_count: 100, max_stream_duration: 5s }");
     std::fs::write(&path, unenforced).unwrap();
     let (_, text) = validate(&path);
-    assert!(text.contains("per_try_idle_timeout"), "{text}");
+    assert!(text.contains("clusters[0].common_http_protocol_options.max_stream_duration"), "{text}");
 }
 
 #[test]

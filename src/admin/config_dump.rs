@@ -649,6 +649,9 @@ fn forward(f: &ForwardAction) -> Value {
         if let Some(t) = r.per_try_timeout {
             rp.insert("per_try_timeout".into(), duration(t).into());
         }
+        if let Some(t) = r.per_try_idle_timeout {
+            rp.insert("per_try_idle_timeout".into(), duration(t).into());
+        }
         if !r.retriable_headers.is_empty() {
             rp.insert("retriable_headers".into(), r.retriable_headers.iter().map(header_matcher).collect());
         }

@@ -1218,7 +1218,7 @@ fn retry(cx: &mut Cx, p: FieldPath, r: &RawRetry) -> Res<RetryPolicy> {
         p,
         r,
         "retry_policy",
-        [per_try_idle_timeout, retriable_request_headers, rate_limited_retry_back_off, retry_priority]
+        [retriable_request_headers, rate_limited_retry_back_off, retry_priority]
     );
     let num_retries = r.num_retries.unwrap_or(1);
     if num_retries > MAX_NUM_RETRIES {
@@ -1308,6 +1308,7 @@ fn retry(cx: &mut Cx, p: FieldPath, r: &RawRetry) -> Res<RetryPolicy> {
         retry_on,
         num_retries,
         per_try_timeout: r.per_try_timeout.and_then(|d| off_if_zero(d.0)),
+        per_try_idle_timeout: r.per_try_idle_timeout.and_then(|d| off_if_zero(d.0)),
         retriable_status_codes,
         retriable_headers,
         back_off,

@@ -499,6 +499,9 @@ pub struct RetryPolicy {
     /// `num_retries`, default 1.
     pub num_retries: u32,
     pub per_try_timeout: Option<Duration>,
+    /// `per_try_idle_timeout`: a try whose response makes no progress this long ends (retried
+    /// as a per-try timeout before the response began, a reset after).
+    pub per_try_idle_timeout: Option<Duration>,
     /// `retriable_status_codes` (used with `retry_on: retriable-status-codes`).
     pub retriable_status_codes: Vec<u16>,
     /// `retriable_headers` (used with `retry_on: retriable-headers`): a response any of these

@@ -1156,8 +1156,8 @@ pub struct RawRetry {
     pub retriable_headers: Option<Vec<RawHeaderMatcher>>,
     pub retry_back_off: Option<RawBackOff>,
     pub host_selection_retry_max_attempts: Option<i64>,
+    pub per_try_idle_timeout: Option<Dur>,
     // Warned about.
-    pub per_try_idle_timeout: Ign,
     pub retriable_request_headers: Ign,
     pub rate_limited_retry_back_off: Ign,
     pub retry_priority: Ign,

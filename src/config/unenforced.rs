@@ -86,7 +86,6 @@ pub const UNENFORCED: &[Unenforced] = &[
     u("route.route.hedge_policy", NOT_YET),
     u("route.route.metadata_match", NOT_YET),
     u("route.route.internal_redirect_policy", NOT_YET),
-    u("retry_policy.per_try_idle_timeout", NOT_YET),
     u("request_mirror_policy.trace_sampled", "a mirrored request carries the original's trace decision"),
     u("retry_policy.retriable_request_headers", NOT_YET),
     u("retry_policy.rate_limited_retry_back_off", NOT_YET),

@@ -183,6 +183,7 @@ pub struct Retry {
     pub on_reset: bool,
     pub num_retries: u32,
     pub per_try_timeout: Option<Duration>,
+    pub per_try_idle_timeout: Option<Duration>,
     /// `retriable-4xx` (409 only, as Envoy) and `retriable-status-codes` with its list.
     pub statuses: StatusSet,
     /// `retriable-headers` with `retriable_headers`: a response any of these match is retried.
@@ -552,6 +553,7 @@ fn compile_route(id: usize, r: &config::Route, clusters: &HashMap<&str, usize>) 
                             on_reset: on("reset") || on("5xx"),
                             num_retries: p.num_retries,
                             per_try_timeout: p.per_try_timeout,
+                            per_try_idle_timeout: p.per_try_idle_timeout,
                             statuses: {
                                 let mut set = StatusSet::default();
                                 if on("retriable-4xx") {
@@ -607,6 +609,7 @@ mod tests {
             on_reset: false,
             num_retries: 3,
             per_try_timeout: None,
+            per_try_idle_timeout: None,
             statuses,
             headers: Box::default(),
             back_off: config::BackOff::default(),

@@ -84,6 +84,21 @@ impl Exchange<'_> {
     fn idle(&self) -> Option<body::Idle<'_>> {
         self.stream_idle.map(|limit| (&*self.shard.timers, limit))
     }
+
+    /// `per_try_idle_timeout`, for a request that can be retried (its body buffered).
+    fn per_try_idle(&self) -> Option<Duration> {
+        self.fwd.retry.as_deref().and_then(|r| r.per_try_idle_timeout).filter(|_| self.facts.body_buffered)
+    }
+
+    /// The response relay's idle limit: the stream idle timeout or the per-try idle timeout,
+    /// whichever is shorter; true when it is the per-try one.
+    fn response_idle(&self) -> (Option<body::Idle<'_>>, bool) {
+        match (self.stream_idle, self.per_try_idle()) {
+            (Some(s), Some(t)) if t < s => (Some((&*self.shard.timers, t)), true),
+            (None, Some(t)) => (Some((&*self.shard.timers, t)), true),
+            (s, _) => (s.map(|s| (&*self.shard.timers, s)), false),
+        }
+    }
 }
 
 /// How the exchange ended, for the request's owner.
@@ -125,6 +140,8 @@ pub(super) enum Attempt {
     UploadIdle,
     /// `per_try_timeout` passed before the response began.
     PerTryTimeout,
+    /// `per_try_idle_timeout` passed before the response began.
+    PerTryIdle,
     Upgraded(Box<Upstream>),
 }
 
@@ -210,8 +227,10 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
         }
         let mut in_flight = InFlight::new(stats, host, lb, endpoint);
         let result = attempt(ex, d, addr, endpoint, fresh_only, (attempts_left > 1).then_some(&gate)).await;
-        if matches!(result, Attempt::PerTryTimeout) {
-            stats.upstream_rq_per_try_timeout.inc();
+        match result {
+            Attempt::PerTryTimeout => stats.upstream_rq_per_try_timeout.inc(),
+            Attempt::PerTryIdle => stats.upstream_rq_per_try_idle_timeout.inc(),
+            _ => {}
         }
         // What outlier detection hears of this host (a response's status is counted as it arrives).
         match result {
@@ -219,7 +238,7 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
             Attempt::Stale if !ex.facts.body_buffered || fresh_only => {
                 report(ex, endpoint, Outcome::ConnectFailed)
             }
-            Attempt::PerTryTimeout => report(ex, endpoint, Outcome::Timeout),
+            Attempt::PerTryTimeout | Attempt::PerTryIdle => report(ex, endpoint, Outcome::Timeout),
             _ => {}
         }
         in_flight.success = matches!(result, Attempt::Relayed { .. }) && d.status < 500;
@@ -241,7 +260,7 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
                 let reply = LocalReply::new(408, STREAM_TIMEOUT).flagged(ResponseFlags::SI).closing();
                 return Forwarded::Reply(reply);
             }
-            Attempt::PerTryTimeout => {
+            Attempt::PerTryTimeout | Attempt::PerTryIdle => {
                 // Envoy retries a timed-out try where the policy retries 5xx, gateway errors or resets.
                 if retry.is_some_and(|r| r.on_5xx || r.on_gateway_error || r.on_reset) {
                     if attempts_left == 0 {
@@ -683,7 +702,17 @@ async fn exchange(
             // A buffered request was complete before the exchange began (`request` fired it).
             None => {
                 let max_headers = ex.generation.snap.clusters[ex.cluster].connection.max_headers_count;
-                read_final_head(&mut up.read, facts.head_method, max_headers, |h| on_head(h, false)).await
+                let head =
+                    read_final_head(&mut up.read, facts.head_method, max_headers, |h| on_head(h, false));
+                match ex.per_try_idle() {
+                    // Boxed: only routes with a per-try idle timeout pay for its timer. The head
+                    // comes in one read as a rule, so its wait is one idle period.
+                    Some(limit) => match Box::pin(ex.shard.timers.limit(limit, head)).await {
+                        Some(read) => read,
+                        None => return Attempt::PerTryIdle,
+                    },
+                    None => head.await,
+                }
             }
         }
     };
@@ -914,6 +943,7 @@ async fn relay_response(
     let HeadDecision { shape, body, upstream_keep_alive } = decision;
     // Not armed: read_final_head disarmed it.
     let Some((reader, buf)) = up.read.parts() else { return Attempt::Abort };
+    let (idle, per_try_idle) = ex.response_idle();
     let relayed = match body {
         BodyKind::None => {
             write_out(&mut d.stream, &mut d.resp_out).await.map(|_| 0).map_err(|_| RelayError::Write)
@@ -934,7 +964,7 @@ async fn relay_response(
                 Ok(()) => {
                     // What reached the client if the rest fails (Envoy's `%BYTES_SENT%` then).
                     d.obs.bytes_sent = first as u64;
-                    body::relay(reader, buf, &mut d.stream, Framing::Length(n - first as u64), ex.idle())
+                    body::relay(reader, buf, &mut d.stream, Framing::Length(n - first as u64), idle)
                         .await
                         .map(|rest| rest + first as u64)
                 }
@@ -942,13 +972,13 @@ async fn relay_response(
             }
         }
         BodyKind::Chunked if shape.dechunk => {
-            body::relay_dechunked(reader, buf, &mut d.stream, &mut d.resp_out, ex.idle()).await
+            body::relay_dechunked(reader, buf, &mut d.stream, &mut d.resp_out, idle).await
         }
         BodyKind::Chunked | BodyKind::CloseDelimited => match write_out(&mut d.stream, &mut d.resp_out).await
         {
             Ok(()) => {
                 let framing = Framing::of(body).unwrap_or(Framing::UntilClose);
-                body::relay(reader, buf, &mut d.stream, framing, ex.idle()).await
+                body::relay(reader, buf, &mut d.stream, framing, idle).await
             }
             Err(_) => Err(RelayError::Write),
         },
@@ -960,9 +990,15 @@ async fn relay_response(
             d.obs.flag(ResponseFlags::DC);
             return Attempt::Abort;
         }
-        // The response stalled mid-body: Envoy resets the stream and logs the status it relayed.
+        // The response stalled mid-body: Envoy resets the stream and logs the status it relayed,
+        // flagged by whichever idle limit ran out.
         Err(RelayError::Idle) => {
-            d.obs.flag(ResponseFlags::SI);
+            if per_try_idle {
+                stats.upstream_rq_per_try_idle_timeout.inc();
+                d.obs.flag(ResponseFlags::UT);
+            } else {
+                d.obs.flag(ResponseFlags::SI);
+            }
             return Attempt::Abort;
         }
         Err(_) => {

@@ -336,6 +336,7 @@ stat_block! {
         upstream_rq_retry_backoff_exponential: Counter,
         upstream_rq_timeout: Counter,
         upstream_rq_per_try_timeout: Counter,
+        upstream_rq_per_try_idle_timeout: Counter,
         upstream_rq_time: Timer,
         upstream_rq_code: CodeCounters,
     }
