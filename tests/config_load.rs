@@ -60,7 +60,13 @@ fn front_envoy_loads_with_a_warning_for_the_filter_chains_mapping() {
     assert_eq!(c.connect_timeout, Duration::from_millis(250));
     assert_eq!(
         c.endpoints,
-        vec![Endpoint { host: "service_a_envoy".into(), port: 8786, weight: 1, priority: 0 }]
+        vec![Endpoint {
+            host: "service_a_envoy".into(),
+            port: 8786,
+            weight: 1,
+            priority: 0,
+            health: skiff::config::HealthStatus::Unknown,
+        }]
     );
     assert_eq!(
         loaded.warnings,
@@ -600,7 +606,6 @@ fn warnings_name_what_is_ignored() {
     assert_eq!(
         l.warnings,
         vec![
-            "skiff.yaml:26:20: static_resources.clusters[0].health_checks: health_checks is accepted but ignored (health checks are not yet active)",
             "skiff.yaml:27:24: static_resources.clusters[0].outlier_detection: outlier_detection is accepted but ignored (outlier detection is not yet active)",
         ]
     );

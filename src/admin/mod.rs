@@ -54,6 +54,8 @@ pub struct ClusterMembership {
     pub name: String,
     pub membership_total: u64,
     pub membership_healthy: u64,
+    pub membership_degraded: u64,
+    pub membership_excluded: u64,
     pub update_attempt: u64,
     pub update_success: u64,
     pub update_failure: u64,
@@ -108,6 +110,8 @@ impl AdminState {
             let scope = Scope::Cluster(m.name.clone());
             own.push(scope.clone(), "membership_total", Value::Gauge(m.membership_total as i64));
             own.push(scope.clone(), "membership_healthy", Value::Gauge(m.membership_healthy as i64));
+            own.push(scope.clone(), "membership_degraded", Value::Gauge(m.membership_degraded as i64));
+            own.push(scope.clone(), "membership_excluded", Value::Gauge(m.membership_excluded as i64));
             own.push(scope.clone(), "update_attempt", Value::Counter(m.update_attempt));
             own.push(scope.clone(), "update_success", Value::Counter(m.update_success));
             own.push(scope, "update_failure", Value::Counter(m.update_failure));
@@ -572,7 +576,8 @@ async fn clusters(state: &AdminState, json: bool) -> (u16, &'static str, String)
                     .endpoints
                     .iter()
                     .zip(&c.weights)
-                    .map(|(a, w)| {
+                    .enumerate()
+                    .map(|(i, (a, w))| {
                         let stats: Vec<_> = host(&c.name, a)
                             .fields()
                             .iter()
@@ -581,8 +586,9 @@ async fn clusters(state: &AdminState, json: bool) -> (u16, &'static str, String)
                         serde_json::json!({
                             "address": {"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}},
                             "stats": stats,
-                            "health_status": {"eds_health_status": "HEALTHY"},
+                            "health_status": health_status_json(c.flags(i)),
                             "weight": w,
+                            "priority": c.levels.get(i).map_or(0, |l| l.0),
                         })
                     })
                     .collect();
@@ -600,12 +606,34 @@ async fn clusters(state: &AdminState, json: bool) -> (u16, &'static str, String)
              {0}::default_priority::max_requests::{3}\n{0}::default_priority::max_retries::{4}\n",
             c.name, cb.max_connections, cb.max_pending_requests, cb.max_requests, cb.max_retries
         ));
-        for (a, w) in c.endpoints.iter().zip(&c.weights) {
+        for (i, (a, w)) in c.endpoints.iter().zip(&c.weights).enumerate() {
             for (name, value) in host(&c.name, a).fields() {
                 out.push_str(&format!("{}::{a}::{name}::{value}\n", c.name));
             }
-            out.push_str(&format!("{}::{a}::health_flags::healthy\n{}::{a}::weight::{w}\n", c.name, c.name));
+            let (flags, priority) = (c.flags(i).render(), c.levels.get(i).map_or(0, |l| l.0));
+            out.push_str(&format!(
+                "{0}::{a}::health_flags::{flags}\n{0}::{a}::weight::{w}\n{0}::{a}::priority::{priority}\n",
+                c.name
+            ));
         }
     }
     (200, TEXT, out)
+}
+
+/// Envoy's JSON `health_status` of a host: the declared EDS status, and the active check's verdict
+/// when it fails.
+fn health_status_json(flags: crate::cluster::health::Flags) -> serde_json::Value {
+    use crate::config::HealthStatus;
+    let eds = match flags.declared {
+        HealthStatus::Unknown | HealthStatus::Healthy => "HEALTHY",
+        HealthStatus::Unhealthy => "UNHEALTHY",
+        HealthStatus::Draining => "DRAINING",
+        HealthStatus::Timeout => "TIMEOUT",
+        HealthStatus::Degraded => "DEGRADED",
+    };
+    let mut v = serde_json::json!({ "eds_health_status": eds });
+    if flags.failed_active_hc {
+        v["failed_active_health_check"] = serde_json::Value::Bool(true);
+    }
+    v
 }

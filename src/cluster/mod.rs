@@ -3,13 +3,17 @@
 //! counts; `pool`: idle upstream connections). Never shared between shards.
 
 pub mod breaker;
+pub mod health;
 pub mod pending;
 pub mod pool;
 
 use crate::config::{self, LbPolicy};
+use crate::stats::ClusterStats;
 use breaker::Breaker;
-use std::cell::Cell;
+use health::{Board, Flags, Plan};
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,9 +21,13 @@ use std::time::Duration;
 /// that live as long as the cluster's spec does (they count what is open across snapshots).
 #[derive(Debug, Clone, Default)]
 pub struct Resolved {
-    /// (address, weight) of the best (lowest) priority level that has any.
+    /// (address, weight) of every host, all priority levels.
     pub hosts: Vec<(SocketAddr, u32)>,
+    /// (priority, declared health) per host, aligned with `hosts`; missing: 0, UNKNOWN.
+    pub levels: Vec<(u32, config::HealthStatus)>,
     pub breaker: Arc<Breaker>,
+    /// Active health-check verdicts, aligned with `hosts`; None when the cluster has no checks.
+    pub board: Option<Arc<Board>>,
 }
 
 /// A cluster as a snapshot carries it: endpoints already resolved.
@@ -34,8 +42,13 @@ pub struct ClusterSnap {
     pub endpoints: Vec<SocketAddr>,
     /// `load_balancing_weight` of each endpoint, aligned with `endpoints`.
     pub weights: Vec<u32>,
-    /// Smooth weighted round-robin order over `endpoints` (indices); plain 0..n when weights are equal.
-    schedule: Vec<u32>,
+    /// Priority and declared health per endpoint, aligned with `endpoints`.
+    pub levels: Vec<(u32, config::HealthStatus)>,
+    pub lb_health: config::LbHealth,
+    /// Which hosts take traffic given declared health (and the board's verdicts when built).
+    plan: Plan,
+    /// Active health-check verdicts; when present each shard keeps its own `Plan` from it.
+    pub board: Option<Arc<Board>>,
     pub max_requests_per_connection: Option<u32>,
     /// How long its connections may idle or live, how many header lines a response may have, and
     /// its TCP keepalive.
@@ -74,8 +87,10 @@ const MAX_SCHEDULE: u64 = 4096;
 
 impl ClusterSnap {
     pub fn new(cluster: &config::Cluster, resolved: Resolved) -> Self {
-        let Resolved { hosts: endpoints, breaker } = resolved;
-        let schedule = smooth_wrr_schedule(&endpoints.iter().map(|(_, w)| *w).collect::<Vec<_>>());
+        let Resolved { hosts: endpoints, mut levels, breaker, board } = resolved;
+        levels.resize(endpoints.len(), (0, config::HealthStatus::Unknown));
+        let weights: Vec<u32> = endpoints.iter().map(|(_, w)| *w).collect();
+        let plan = plan_of(&levels, &weights, board.as_deref(), cluster.lb_health);
         ClusterSnap {
             name: cluster.name.clone(),
             pool_id: {
@@ -86,9 +101,12 @@ impl ClusterSnap {
             },
             connect_timeout: cluster.connect_timeout,
             lb_policy: cluster.lb_policy,
-            weights: endpoints.iter().map(|(_, w)| *w).collect(),
+            weights,
             endpoints: endpoints.into_iter().map(|(a, _)| a).collect(),
-            schedule,
+            levels,
+            lb_health: cluster.lb_health,
+            plan,
+            board,
             max_requests_per_connection: cluster.max_requests_per_connection,
             connection: ConnectionLimits::of(cluster),
             circuit_breakers: cluster.circuit_breakers,
@@ -103,7 +121,37 @@ impl ClusterSnap {
         self.endpoints == other.endpoints
             && self.weights == other.weights
             && self.lb_policy == other.lb_policy
+            && self.levels == other.levels
+            && self.lb_health == other.lb_health
+            && match (&self.board, &other.board) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
     }
+
+    /// Each host's health flags, aligned with `endpoints`.
+    pub fn flags(&self, host: usize) -> Flags {
+        Flags {
+            declared: self.levels.get(host).map_or(config::HealthStatus::Unknown, |l| l.1),
+            failed_active_hc: self.board.as_ref().is_some_and(|b| b.failed(host)),
+        }
+    }
+}
+
+fn plan_of(
+    levels: &[(u32, config::HealthStatus)],
+    weights: &[u32],
+    board: Option<&Board>,
+    lb: config::LbHealth,
+) -> Plan {
+    let priority: Vec<u32> = levels.iter().map(|l| l.0).collect();
+    let flags: Vec<Flags> = levels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Flags { declared: l.1, failed_active_hc: board.is_some_and(|b| b.failed(i)) })
+        .collect();
+    Plan::new(&priority, &flags, weights, lb)
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -149,41 +197,74 @@ pub struct ShardCluster {
     cursor: Cell<usize>,
     /// Requests in flight per endpoint, for LEAST_REQUEST.
     active: Box<[Cell<u32>]>,
+    /// `lb_healthy_panic` is counted here.
+    stats: Rc<ClusterStats>,
+    /// With active health checks: the plan for the board's version it was built from.
+    checked: RefCell<Option<(u64, Rc<Plan>)>>,
 }
 
 impl ShardCluster {
     /// `shard` staggers the round-robin start so shards don't all hit endpoint 0 first.
-    pub fn new(snap: &ClusterSnap, shard: usize) -> Self {
+    pub fn new(snap: &ClusterSnap, shard: usize, stats: Rc<ClusterStats>) -> Self {
         ShardCluster {
             cursor: Cell::new(shard),
             active: (0..snap.endpoints.len()).map(|_| Cell::new(0)).collect(),
+            stats,
+            checked: RefCell::new(None),
         }
     }
 
-    /// The endpoint index for the next request; None when the cluster has no endpoints.
+    /// The plan for the board's current verdicts, rebuilt on this shard when one changed.
+    fn checked_plan(&self, snap: &ClusterSnap, board: &Board) -> Rc<Plan> {
+        let version = board.version();
+        let mut slot = self.checked.borrow_mut();
+        match &*slot {
+            Some((v, plan)) if *v == version => plan.clone(),
+            _ => {
+                let plan = Rc::new(plan_of(&snap.levels, &snap.weights, Some(board), snap.lb_health));
+                *slot = Some((version, plan.clone()));
+                plan
+            }
+        }
+    }
+
+    /// The endpoint index for the next request; None when no host may take it (`no healthy
+    /// upstream`).
     pub fn pick(&self, snap: &ClusterSnap, rng: &Rng) -> Option<usize> {
-        let n = snap.endpoints.len();
+        let checked;
+        let plan = match &snap.board {
+            None => &snap.plan,
+            Some(board) => {
+                checked = self.checked_plan(snap, board);
+                &*checked
+            }
+        };
+        let choice = plan.choose(rng)?;
+        if choice.panic {
+            self.stats.lb_healthy_panic.inc();
+        }
+        let hosts = &choice.source.hosts;
+        let n = hosts.len() as u64;
         if n == 0 {
             return None;
         }
-        Some(match snap.lb_policy {
+        let host = match snap.lb_policy {
             LbPolicy::RoundRobin => {
                 let c = self.cursor.get();
                 self.cursor.set(c.wrapping_add(1));
-                snap.schedule.get(c % snap.schedule.len().max(1)).map_or(0, |i| *i as usize)
+                let schedule = &choice.source.schedule;
+                schedule.get(c % schedule.len().max(1)).copied()
             }
-            LbPolicy::Random => (rng.next() % n as u64) as usize,
+            LbPolicy::Random => hosts.get((rng.next() % n) as usize).copied(),
             // Power of two choices: as good as a full scan in practice, O(1).
             LbPolicy::LeastRequest => {
-                let a = (rng.next() % n as u64) as usize;
-                let b = (rng.next() % n as u64) as usize;
-                if self.active[b].get() < self.active[a].get() {
-                    b
-                } else {
-                    a
-                }
+                let a = hosts[(rng.next() % n) as usize] as usize;
+                let b = hosts[(rng.next() % n) as usize] as usize;
+                let load = |i: usize| self.active.get(i).map_or(0, Cell::get);
+                Some(if load(b) < load(a) { b } else { a } as u32)
             }
-        })
+        };
+        host.map(|h| h as usize)
     }
 
     pub fn begin(&self, endpoint: usize) {

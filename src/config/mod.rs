@@ -3,6 +3,7 @@
 
 mod convert;
 mod convert_filters;
+mod convert_health;
 mod duration;
 mod error;
 mod fields;

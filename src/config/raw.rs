@@ -8,7 +8,9 @@
 // Silently ignored fields are never read: they exist so that `deny_unknown_fields` accepts them.
 #![allow(dead_code)]
 
+use super::convert_health::{RawCommonLb, RawHealthCheck, RawLbPolicyOptions};
 use super::duration::Dur;
+use super::model::HealthStatus;
 use super::model::{DiscoveryType, DnsLookupFamily, LbPolicy, TracingOperation, UnderscoresAction};
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize as DeriveDeserialize;
@@ -1157,14 +1159,14 @@ pub struct RawCluster {
     pub http2_protocol_options: Ign,
     pub filters: Ign,
     pub load_balancing_policy: Ign,
+    pub health_checks: Option<Vec<RawHealthCheck>>,
+    pub common_lb_config: Option<RawCommonLb>,
     // Warned about.
-    pub health_checks: Ign,
     pub outlier_detection: Ign,
     pub typed_extension_protocol_options: Ign,
     pub typed_dns_resolver_config: Ign,
     pub use_tcp_for_dns_lookups: Ign,
     pub lb_subset_config: Ign,
-    pub common_lb_config: Ign,
     pub upstream_bind_config: Ign,
     pub dns_failure_refresh_rate: Ign,
     pub connection_pool_per_downstream_connection: Ign,
@@ -1195,7 +1197,7 @@ pub struct RawCluster {
 pub struct RawLoadAssignment {
     pub cluster_name: Option<String>,
     pub endpoints: Option<Vec<RawLocality>>,
-    pub policy: Ign,
+    pub policy: Option<RawLbPolicyOptions>,
     pub named_endpoints: Ign,
 }
 
@@ -1216,7 +1218,7 @@ pub struct RawLocality {
 pub struct RawLbEndpoint {
     pub endpoint: Option<RawEndpoint>,
     pub load_balancing_weight: Option<u32>,
-    pub health_status: Ign,
+    pub health_status: Option<Ci<HealthStatus>>,
     pub metadata: Ign,
     pub endpoint_name: Ign,
 }

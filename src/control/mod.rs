@@ -15,6 +15,7 @@ pub use shards::Shards;
 
 use crate::admin::{AdminState, ClusterMembership};
 use crate::cluster::breaker::Breaker;
+use crate::cluster::health::{Class, Flags};
 use crate::cluster::Resolved;
 use crate::config::{self, Bootstrap, DiscoveryType};
 use crate::dns::Resolver;
@@ -100,12 +101,21 @@ impl ClusterHosts {
     }
 
     fn membership(&self) -> ClusterMembership {
-        let total = self.endpoints().hosts.len() as u64;
+        let resolved = self.endpoints();
+        let mut count = [0u64; 4];
+        for (i, (_, declared)) in resolved.levels.iter().enumerate() {
+            let flags = Flags {
+                declared: *declared,
+                failed_active_hc: resolved.board.as_ref().is_some_and(|b| b.failed(i)),
+            };
+            count[flags.class() as usize] += 1;
+        }
         ClusterMembership {
             name: self.spec.name.clone(),
-            membership_total: total,
-            // No active health checking yet: every resolved host counts as healthy.
-            membership_healthy: total,
+            membership_total: resolved.hosts.len() as u64,
+            membership_healthy: count[Class::Healthy as usize],
+            membership_degraded: count[Class::Degraded as usize],
+            membership_excluded: count[Class::Excluded as usize],
             update_attempt: self.updates.0,
             update_success: self.updates.1,
             update_failure: self.updates.2,
@@ -159,24 +169,17 @@ impl ClusterHosts {
         changed
     }
 
-    /// (address, weight) of the best priority level that has hosts, and the breakers.
+    /// Every resolved host (address, weight, priority, declared health) and the breakers.
     fn endpoints(&self) -> Resolved {
-        let mut best: Option<u32> = None;
+        let mut hosts = Vec::new();
+        let mut levels = Vec::new();
         for (e, a) in self.spec.endpoints.iter().zip(&self.answers) {
-            if a.as_ref().is_some_and(|ips| !ips.is_empty()) {
-                best = Some(best.map_or(e.priority, |b| b.min(e.priority)));
-            }
-        }
-        let mut out = Vec::new();
-        for (e, a) in self.spec.endpoints.iter().zip(&self.answers) {
-            if Some(e.priority) != best {
-                continue;
-            }
             for ip in a.iter().flatten() {
-                out.push((SocketAddr::new(*ip, e.port), e.weight));
+                hosts.push((SocketAddr::new(*ip, e.port), e.weight));
+                levels.push((e.priority, e.health));
             }
         }
-        Resolved { hosts: out, breaker: self.breaker.clone() }
+        Resolved { hosts, levels, breaker: self.breaker.clone(), board: None }
     }
 }
 
