@@ -16,8 +16,9 @@ mod breakers;
 use breakers::{cluster, config, upstream};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
-use support::{scratch_dir, Client, Skiff, TestUpstream};
+use support::{dead_port, scratch_dir, Client, Skiff, TestUpstream};
 
 /// What one proxy showed.
 #[derive(Debug, PartialEq)]
@@ -41,11 +42,11 @@ struct Scenario {
 
 fn observe(
     s: &Scenario,
-    ups: &[TestUpstream],
+    ups: &[SocketAddr],
     run: impl FnOnce(&dyn Fn(u16, u16) -> String) -> (SocketAddr, SocketAddr),
 ) -> Seen {
     let log = scratch_dir("parity-health").join("access.log");
-    let eps: Vec<(SocketAddr, &str)> = ups.iter().zip(s.endpoints).map(|(u, (_, h))| (u.addr, *h)).collect();
+    let eps: Vec<(SocketAddr, &str)> = ups.iter().zip(s.endpoints).map(|(u, (_, h))| (*u, *h)).collect();
     let clusters = cluster("ROUND_ROBIN", &[(0, eps)], s.cluster_extra);
     let make = |port: u16, admin: u16| config(port, admin, &log, "", &clusters);
     let (listener, admin) = run(&make);
@@ -62,7 +63,7 @@ fn observe(
     let clusters_text = envoy::admin_get(admin, "/clusters").map(|(_, b)| b).unwrap_or_default();
     let mut flags = BTreeMap::new();
     for (u, (name, _)) in ups.iter().zip(s.endpoints) {
-        let prefix = format!("backend::{}::health_flags::", u.addr);
+        let prefix = format!("backend::{u}::health_flags::");
         let f = clusters_text.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or("(missing)");
         flags.insert(name.to_string(), f.to_string());
     }
@@ -74,8 +75,22 @@ fn observe(
 fn compare(name: &str, s: Scenario) {
     let Some(bin) = envoy::binary_or_skip(name) else { return };
     let dir = scratch_dir("parity-health-envoy");
-    let fresh = || s.endpoints.iter().map(|(n, _)| upstream(n, Duration::ZERO)).collect::<Vec<_>>();
-    let ups = fresh();
+    // "dead" names a port nothing listens on; "sick" answers everything with 503.
+    let up = |name: &str| match name {
+        "sick" => TestUpstream::start(Arc::new(|_: &support::Seen| support::Reply::Full {
+            status: 503,
+            headers: vec![],
+            body: b"sick".to_vec(),
+        })),
+        _ => upstream(name, Duration::ZERO),
+    };
+    let fresh = || -> (Vec<SocketAddr>, Vec<TestUpstream>) {
+        let live: Vec<TestUpstream> = s.endpoints.iter().map(|(n, _)| up(n)).collect();
+        let addrs =
+            s.endpoints.iter().zip(&live).map(|((n, _), u)| if *n == "dead" { dead_port() } else { u.addr });
+        (addrs.collect(), live)
+    };
+    let (ups, _live) = fresh();
     let mut envoy_proc = None;
     let from_envoy = observe(&s, &ups, |make| {
         let e = envoy::Envoy::start(&bin, &dir, make);
@@ -84,7 +99,7 @@ fn compare(name: &str, s: Scenario) {
         addrs
     });
     drop(envoy_proc);
-    let ups = fresh();
+    let (ups, _live) = fresh();
     let mut skiff_proc = None;
     let from_skiff = observe(&s, &ups, |make| {
         let sk = Skiff::start(&make(0, 0), &["--concurrency", "1"]);
@@ -162,6 +177,33 @@ fn health_flags_and_membership_match_envoy() {
             requests: 0,
             settle: Duration::ZERO,
             stats: HEALTH_STATS,
+        },
+    );
+}
+
+const CHECK_STATS: &[&str] = &[
+    "cluster.backend.lb_healthy_panic",
+    "cluster.backend.membership_total",
+    "cluster.backend.membership_healthy",
+    "cluster.backend.health_check.healthy",
+    "cluster.backend.health_check.degraded",
+    "cluster.backend.health_check.passive_failure",
+    "cluster.backend.health_check.verify_cluster",
+];
+
+/// One host answers its check with 503 (failed at once, whatever `unhealthy_threshold`), one is
+/// not listening (a network failure), two pass: the failing ones show `/failed_active_hc` and
+/// get no traffic.
+#[test]
+fn active_http_check_marks_failing_hosts_down_as_in_envoy() {
+    compare(
+        "active_http_check_marks_failing_hosts_down_as_in_envoy",
+        Scenario {
+            endpoints: &[("a", ""), ("dead", ""), ("sick", ""), ("d", "")],
+            cluster_extra: "health_checks:\n  - timeout: 0.5s\n    interval: 0.2s\n    no_traffic_interval: 0.2s\n    unhealthy_threshold: 3\n    healthy_threshold: 2\n    http_health_check: { path: /health }\n",
+            requests: 12,
+            settle: Duration::from_millis(800),
+            stats: CHECK_STATS,
         },
     );
 }

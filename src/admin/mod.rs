@@ -52,10 +52,6 @@ pub struct AdminState {
 #[derive(Debug, Clone, Default)]
 pub struct ClusterMembership {
     pub name: String,
-    pub membership_total: u64,
-    pub membership_healthy: u64,
-    pub membership_degraded: u64,
-    pub membership_excluded: u64,
     pub update_attempt: u64,
     pub update_success: u64,
     pub update_failure: u64,
@@ -108,19 +104,17 @@ impl AdminState {
         let mut own = StatsDump::default();
         for m in lock(&self.membership).iter() {
             let scope = Scope::Cluster(m.name.clone());
-            own.push(scope.clone(), "membership_total", Value::Gauge(m.membership_total as i64));
-            own.push(scope.clone(), "membership_healthy", Value::Gauge(m.membership_healthy as i64));
-            own.push(scope.clone(), "membership_degraded", Value::Gauge(m.membership_degraded as i64));
-            own.push(scope.clone(), "membership_excluded", Value::Gauge(m.membership_excluded as i64));
             own.push(scope.clone(), "update_attempt", Value::Counter(m.update_attempt));
             own.push(scope.clone(), "update_success", Value::Counter(m.update_success));
             own.push(scope, "update_failure", Value::Counter(m.update_failure));
         }
-        // The breakers are counted once for the process, not per shard.
+        // The breakers are counted once for the process, not per shard; membership and health
+        // checks are read from the snapshot's hosts and boards, current to the last verdict.
         for c in &self.snapshot().clusters {
             for (name, value) in c.breaker.gauges(&c.circuit_breakers) {
                 own.push(Scope::Cluster(c.name.clone()), name, Value::Gauge(value));
             }
+            health_stats(&mut own, c);
         }
         let live = self.state() == "LIVE";
         let connections = shards.active_connections();
@@ -636,4 +630,24 @@ fn health_status_json(flags: crate::cluster::health::Flags) -> serde_json::Value
         v["failed_active_health_check"] = serde_json::Value::Bool(true);
     }
     v
+}
+
+/// `cluster.<name>.membership_*` and, with active checks, `health_check.*`.
+fn health_stats(own: &mut StatsDump, c: &crate::cluster::ClusterSnap) {
+    use crate::cluster::health::Class;
+    let mut count = [0i64; 4];
+    for i in 0..c.endpoints.len() {
+        count[c.flags(i).class() as usize] += 1;
+    }
+    let scope = || Scope::Cluster(c.name.clone());
+    own.push(scope(), "membership_total", Value::Gauge(c.endpoints.len() as i64));
+    own.push(scope(), "membership_healthy", Value::Gauge(count[Class::Healthy as usize]));
+    own.push(scope(), "membership_degraded", Value::Gauge(count[Class::Degraded as usize]));
+    own.push(scope(), "membership_excluded", Value::Gauge(count[Class::Excluded as usize]));
+    if let Some(board) = &c.board {
+        for (name, value, gauge) in board.counters.values(board.passing()) {
+            let value = if gauge { Value::Gauge(value as i64) } else { Value::Counter(value) };
+            own.push(scope(), name, value);
+        }
+    }
 }

@@ -6,7 +6,6 @@
 //! active health-check verdicts from the control thread to every shard. Knows nothing of sockets,
 //! requests or how checks run (`control/health_check.rs`).
 
-use super::Rng;
 use crate::config::{HealthStatus, LbHealth};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -74,6 +73,40 @@ pub struct Board {
     /// Set by a shard when it opens a connection to the cluster: the checker then leaves its
     /// `no_traffic_interval` for `interval`, as Envoy does once `upstream_cx_total` is used.
     traffic: AtomicBool,
+    /// `cluster.<name>.health_check.*` counters, written by the checker, read by the admin.
+    pub counters: CheckCounters,
+}
+
+/// Envoy's `health_check.{attempt,success,failure,network_failure}` (a network failure also
+/// counts as a failure, as in Envoy).
+#[derive(Debug, Default)]
+pub struct CheckCounters {
+    pub attempt: AtomicU64,
+    pub success: AtomicU64,
+    pub failure: AtomicU64,
+    pub network_failure: AtomicU64,
+}
+
+impl CheckCounters {
+    pub fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (stat name, value, is a gauge) in Envoy's order; `healthy` is the
+    /// number of hosts passing.
+    pub fn values(&self, healthy: u64) -> [(&'static str, u64, bool); 8] {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("health_check.attempt", get(&self.attempt), false),
+            ("health_check.degraded", 0, true),
+            ("health_check.failure", get(&self.failure), false),
+            ("health_check.healthy", healthy, true),
+            ("health_check.network_failure", get(&self.network_failure), false),
+            ("health_check.passive_failure", 0, false),
+            ("health_check.success", get(&self.success), false),
+            ("health_check.verify_cluster", 0, false),
+        ]
+    }
 }
 
 impl Board {
@@ -82,7 +115,21 @@ impl Board {
             version: AtomicU64::new(0),
             failed: failed.into_iter().map(AtomicBool::new).collect(),
             traffic: AtomicBool::new(false),
+            counters: CheckCounters::default(),
         }
+    }
+
+    pub fn len(&self) -> usize {
+        self.failed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.failed.is_empty()
+    }
+
+    /// Hosts passing their check.
+    pub fn passing(&self) -> u64 {
+        self.failed.iter().filter(|f| !f.load(Ordering::Relaxed)).count() as u64
     }
 
     pub fn version(&self) -> u64 {
@@ -124,7 +171,8 @@ pub struct Source {
 impl Source {
     fn of(hosts: Vec<u32>, weights: &[u32]) -> Self {
         let w: Vec<u32> = hosts.iter().map(|h| weights.get(*h as usize).copied().unwrap_or(1)).collect();
-        let schedule = super::smooth_wrr_schedule(&w).into_iter().map(|i| hosts[i as usize]).collect();
+        let schedule =
+            super::schedule::smooth_wrr_schedule(&w).into_iter().map(|i| hosts[i as usize]).collect();
         Source { hosts, schedule }
     }
 }
@@ -224,14 +272,14 @@ impl Plan {
         Plan { levels }
     }
 
-    /// Draws a level by its load (one random number, skipped when one level takes everything),
-    /// then the hosts the pick uses there. None: the cluster has no host to pick from.
-    pub fn choose(&self, rng: &Rng) -> Option<Choice<'_>> {
+    /// Draws a level by its load (`random` is asked for one number, not when one level takes
+    /// everything), then the hosts the pick uses there. None: the cluster has no host to pick from.
+    pub fn choose(&self, random: impl FnOnce() -> u64) -> Option<Choice<'_>> {
         let (level, degraded) = match self.levels.as_slice() {
             [] => return None,
             [only] if only.healthy_load == 100 => (only, false),
             levels => {
-                let draw = (rng.next() % 100) as u32;
+                let draw = (random() % 100) as u32;
                 let mut acc = 0;
                 let healthy = levels.iter().map(|l| (l, l.healthy_load, false));
                 let degraded = levels.iter().map(|l| (l, l.degraded_load, true));
@@ -312,7 +360,7 @@ mod tests {
         let off = LbHealth { panic_threshold: 0, ..LbHealth::default() };
         let p = Plan::new(&[0, 0], &flags(&[U, U]), &[1; 2], off);
         assert_eq!(loads(&p), vec![(100, 0, false)]);
-        assert!(p.choose(&Rng::seeded(1)).is_some_and(|c| c.source.hosts.is_empty()));
+        assert!(p.choose(|| 7).is_some_and(|c| c.source.hosts.is_empty()));
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod breaker;
 pub mod health;
 pub mod pending;
 pub mod pool;
+pub mod schedule;
 
 use crate::config::{self, LbPolicy};
 use crate::stats::ClusterStats;
@@ -82,9 +83,6 @@ impl ConnectionLimits {
     }
 }
 
-/// Longest schedule we precompute; beyond it weights are scaled down.
-const MAX_SCHEDULE: u64 = 4096;
-
 impl ClusterSnap {
     pub fn new(cluster: &config::Cluster, resolved: Resolved) -> Self {
         let Resolved { hosts: endpoints, mut levels, breaker, board } = resolved;
@@ -154,43 +152,6 @@ fn plan_of(
     Plan::new(&priority, &flags, weights, lb)
 }
 
-fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
-}
-
-/// nginx's smooth weighted round robin, unrolled once so a shard only steps a cursor.
-fn smooth_wrr_schedule(weights: &[u32]) -> Vec<u32> {
-    if weights.is_empty() {
-        return Vec::new();
-    }
-    let g = weights.iter().fold(0u64, |g, w| gcd(g, u64::from((*w).max(1))));
-    let mut w: Vec<u64> = weights.iter().map(|x| u64::from((*x).max(1)) / g.max(1)).collect();
-    let mut total: u64 = w.iter().sum();
-    if total > MAX_SCHEDULE {
-        let scale = total.div_ceil(MAX_SCHEDULE);
-        w.iter_mut().for_each(|x| *x = (*x / scale).max(1));
-        total = w.iter().sum();
-    }
-    let mut current = vec![0i64; w.len()];
-    let mut out = Vec::with_capacity(total as usize);
-    for _ in 0..total {
-        let mut best = 0;
-        for i in 0..w.len() {
-            current[i] += w[i] as i64;
-            if current[i] > current[best] {
-                best = i;
-            }
-        }
-        current[best] -= total as i64;
-        out.push(best as u32);
-    }
-    out
-}
-
 /// One shard's load-balancing state for one cluster of one snapshot.
 #[derive(Debug)]
 pub struct ShardCluster {
@@ -239,7 +200,7 @@ impl ShardCluster {
                 &*checked
             }
         };
-        let choice = plan.choose(rng)?;
+        let choice = plan.choose(|| rng.next())?;
         if choice.panic {
             self.stats.lb_healthy_panic.inc();
         }
@@ -296,30 +257,5 @@ impl Rng {
         x ^= x >> 27;
         self.0.set(x);
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn weighted_schedule_spreads_by_weight_and_interleaves() {
-        let s = smooth_wrr_schedule(&[5, 1, 1]);
-        assert_eq!(s.len(), 7);
-        assert_eq!(s.iter().filter(|i| **i == 0).count(), 5);
-        // Smooth: the heavy endpoint never takes more than 3 turns in a row here.
-        assert_eq!(s, vec![0, 0, 1, 0, 2, 0, 0]);
-    }
-
-    #[test]
-    fn equal_weights_are_plain_round_robin() {
-        assert_eq!(smooth_wrr_schedule(&[3, 3, 3]), vec![0, 1, 2]);
-    }
-
-    #[test]
-    fn huge_weights_are_scaled_to_a_bounded_schedule() {
-        let s = smooth_wrr_schedule(&[1_000_000, 999_999]);
-        assert!(s.len() as u64 <= MAX_SCHEDULE + 2);
     }
 }

@@ -1242,9 +1242,6 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
         }
         health_checks.push(convert_health::health_check(hp, &c.name, h)?);
     }
-    if !health_checks.is_empty() {
-        cx.unenforced(p.key("health_checks"), "cluster.health_checks");
-    }
     if health_checks.len() > 1 {
         return fail(p.key("health_checks").idx(1), "skiff runs one health check per cluster");
     }

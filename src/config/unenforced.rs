@@ -92,7 +92,6 @@ pub const UNENFORCED: &[Unenforced] = &[
     u("retry_policy.retry_back_off", NOT_YET),
     u("retry_policy.rate_limited_retry_back_off", NOT_YET),
     u("retry_policy.retry_priority", NOT_YET),
-    u("cluster.health_checks", "health checks are not yet active"),
     u("cluster.health_checks.event_log_path", "health check events are not logged to a file; failures go to the process log"),
     u("cluster.health_checks.event_logger", "health check events are not logged to a file; failures go to the process log"),
     u("cluster.health_checks.event_service", "health check events are not streamed"),

@@ -9,13 +9,13 @@
 //! cluster, and never a shard. The blocking resolver runs on one helper thread per in-flight
 //! cluster resolution (see `resolve_on_thread`).
 
+pub mod health_check;
 pub mod shards;
 
 pub use shards::Shards;
 
 use crate::admin::{AdminState, ClusterMembership};
 use crate::cluster::breaker::Breaker;
-use crate::cluster::health::{Class, Flags};
 use crate::cluster::Resolved;
 use crate::config::{self, Bootstrap, DiscoveryType};
 use crate::dns::Resolver;
@@ -25,6 +25,7 @@ use crate::telemetry::{Observers, Telemetry};
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures_channel::oneshot;
 use futures_util::StreamExt;
+use health_check::Checks;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -84,6 +85,8 @@ struct ClusterHosts {
     updates: (u64, u64, u64),
     /// Its circuit breakers: one per spec, as Envoy's changed cluster starts with fresh ones.
     breaker: Arc<Breaker>,
+    /// Its active health checks for the current host set (None without `health_checks`).
+    checks: Option<Arc<Checks>>,
 }
 
 impl ClusterHosts {
@@ -97,25 +100,25 @@ impl ClusterHosts {
             in_flight: false,
             updates: (0, 0, 0),
             breaker: Arc::default(),
+            checks: None,
         }
     }
 
-    fn membership(&self) -> ClusterMembership {
-        let resolved = self.endpoints();
-        let mut count = [0u64; 4];
-        for (i, (_, declared)) in resolved.levels.iter().enumerate() {
-            let flags = Flags {
-                declared: *declared,
-                failed_active_hc: resolved.board.as_ref().is_some_and(|b| b.failed(i)),
-            };
-            count[flags.class() as usize] += 1;
+    /// Makes the health checks cover the current hosts: a changed host set gets a new `Checks`
+    /// (hosts it keeps keep their verdicts); the old one's tasks end.
+    fn sync_checks(&mut self) {
+        let Some(spec) = self.spec.health_checks.first() else { return };
+        let hosts: Vec<SocketAddr> = self.endpoints().hosts.iter().map(|(a, _)| *a).collect();
+        if self.checks.as_ref().is_some_and(|c| c.hosts == hosts) {
+            return;
         }
+        let checks = Checks::new(&self.spec.name, spec.clone(), hosts, self.checks.as_deref());
+        self.checks = Some(Arc::new(checks));
+    }
+
+    fn membership(&self) -> ClusterMembership {
         ClusterMembership {
             name: self.spec.name.clone(),
-            membership_total: resolved.hosts.len() as u64,
-            membership_healthy: count[Class::Healthy as usize],
-            membership_degraded: count[Class::Degraded as usize],
-            membership_excluded: count[Class::Excluded as usize],
             update_attempt: self.updates.0,
             update_success: self.updates.1,
             update_failure: self.updates.2,
@@ -179,7 +182,8 @@ impl ClusterHosts {
                 levels.push((e.priority, e.health));
             }
         }
-        Resolved { hosts, levels, breaker: self.breaker.clone(), board: None }
+        let board = self.checks.as_ref().map(|c| c.board.clone());
+        Resolved { hosts, levels, breaker: self.breaker.clone(), board }
     }
 }
 
@@ -383,8 +387,13 @@ impl Control {
         let bootstrap = Arc::new(loaded.bootstrap);
         let specs = control.new_clusters(&bootstrap);
         let resolver = control.resolver.clone();
-        let fresh = runtime().map_err(StartError::Runtime)?.block_on(resolve_all(specs, &resolver));
+        let mut rt = runtime().map_err(StartError::Runtime)?;
+        let fresh = rt.block_on(resolve_all(specs, &resolver));
         let snapshot = control.adopt(bootstrap, fresh)?;
+        // As Envoy's clusters warm with their first health check: one probe of every checked
+        // host (each bounded by its timeout) before the first snapshot serves.
+        let checks: Vec<Arc<Checks>> = control.clusters.iter().filter_map(|c| c.checks.clone()).collect();
+        rt.block_on(futures_util::future::join_all(checks.iter().map(|c| c.first_round())));
         Ok((control, snapshot))
     }
 
@@ -440,6 +449,7 @@ impl Control {
                     let mut c = ClusterHosts::new(next_id, spec.clone());
                     next_id += 1;
                     c.apply(fresh.next().unwrap_or_else(|| failed(spec, "not resolved")));
+                    c.sync_checks();
                     c
                 }
             })
@@ -519,6 +529,7 @@ impl Control {
     fn resolved(&mut self, id: u64, answers: Answers) -> Option<Arc<Snapshot>> {
         let cluster = self.clusters.iter_mut().find(|c| c.id == id)?;
         if cluster.apply(answers) {
+            cluster.sync_checks();
             self.rebuild()
         } else {
             None
@@ -664,6 +675,9 @@ impl Control {
             futures_channel::mpsc::unbounded();
         let (warmed_tx, mut warmed): (_, UnboundedReceiver<Warm>) = futures_channel::mpsc::unbounded();
         loop {
+            for checks in self.clusters.iter().filter_map(|c| c.checks.as_ref()) {
+                checks.spawn();
+            }
             self.start_due_resolutions(&results_tx);
             let wake = monoio::time::Instant::from_std(self.next_wakeup());
             let event = monoio::select! {
