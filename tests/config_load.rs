@@ -66,6 +66,8 @@ fn front_envoy_loads_with_a_warning_for_the_filter_chains_mapping() {
             weight: 1,
             priority: 0,
             health: skiff::config::HealthStatus::Unknown,
+            check_port: None,
+            check_host: None,
         }]
     );
     assert_eq!(

@@ -178,3 +178,26 @@ fn checks_are_validated_at_load() {
     let err = Skiff::try_start(&config(&[a.addr], grpc), &[]).err().unwrap_or_default();
     assert!(err.contains("health_checks[0].grpc_health_check: grpc_health_check is not supported"), "{err}");
 }
+
+#[test]
+fn an_endpoints_health_check_config_port_is_where_its_checks_go() {
+    let a = TestUpstream::named("a");
+    let b = TestUpstream::named("b");
+    let dead = support::dead_port();
+    let check = "timeout: 0.5s\ninterval: 0.2s\nno_traffic_interval: 0.2s\nunhealthy_threshold: 1\nhealthy_threshold: 1\ntcp_health_check: {}\n";
+    let b_line =
+        format!("address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}", b.addr.port());
+    let yaml = config(&[a.addr, b.addr], check).replace(
+        &b_line,
+        &format!(
+            "address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }}, health_check_config: {{ port_value: {} }} }}",
+            b.addr.port(),
+            dead.port()
+        ),
+    );
+    assert!(yaml.contains("health_check_config"), "{yaml}");
+    let sk = Skiff::start(&yaml, &["--concurrency", "1"]);
+    assert_eq!(flags(&sk, a.addr), "healthy");
+    assert_eq!(flags(&sk, b.addr), "/failed_active_hc", "b's checks go to the dead port");
+    assert!(bodies(&sk, 6).iter().all(|x| x == "a"));
+}

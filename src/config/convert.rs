@@ -1290,6 +1290,18 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
                     let ap = lbp.key("endpoint").key("address");
                     let mut e = endpoint(ap.clone(), ep.address, weight, priority)?;
                     e.health = lb.health_status.map_or(HealthStatus::Unknown, |h| h.0);
+                    if let Some(hc) = ep.health_check_config {
+                        let hp = lbp.key("endpoint").key("health_check_config");
+                        reject_present!(hp, hc, [address], NOT_YET);
+                        if hc.disable_active_health_check == Some(true) {
+                            return fail(
+                                hp.key("disable_active_health_check"),
+                                "disable_active_health_check is not supported: not yet implemented in skiff",
+                            );
+                        }
+                        e.check_port = hc.port_value.map(|p| p.0).filter(|p| *p != 0);
+                        e.check_host = hc.hostname.filter(|h| !h.is_empty());
+                    }
                     endpoints.push(e);
                     endpoint_paths.push(ap);
                 }
@@ -1455,5 +1467,13 @@ fn endpoint(p: FieldPath, a: RawHostAddress, weight: u32, priority: u32) -> Res<
     }
     // Brackets are how operators write IPv6 in URLs; the model wants the bare literal.
     let host = s.address.trim_start_matches('[').trim_end_matches(']').to_string();
-    Ok(Endpoint { host, port: port.0, weight, priority, health: HealthStatus::Unknown })
+    Ok(Endpoint {
+        host,
+        port: port.0,
+        weight,
+        priority,
+        health: HealthStatus::Unknown,
+        check_port: None,
+        check_host: None,
+    })
 }

@@ -161,7 +161,6 @@ pub(super) fn health_check(p: FieldPath, cluster: &str, h: RawHealthCheck) -> Re
         unhealthy_threshold,
         healthy_threshold,
         alt_port,
-        reuse_connection: h.reuse_connection.unwrap_or(true),
         kind,
         no_traffic_interval,
         no_traffic_healthy_interval: positive(

@@ -556,7 +556,6 @@ pub struct HealthCheck {
     pub healthy_threshold: u32,
     /// Checks go to this port instead of the endpoint's.
     pub alt_port: Option<u16>,
-    pub reuse_connection: bool,
     pub kind: HealthCheckKind,
     /// Default 60 s: the interval until the cluster has carried traffic.
     pub no_traffic_interval: Duration,
@@ -631,6 +630,9 @@ pub struct Endpoint {
     pub priority: u32,
     /// `health_status`, default UNKNOWN (counted as healthy).
     pub health: HealthStatus,
+    /// `endpoint.health_check_config`: the port and `Host` its active checks use instead.
+    pub check_port: Option<u16>,
+    pub check_host: Option<String>,
 }
 
 /// Envoy's per-cluster thresholds (default priority), with Envoy's defaults.

@@ -1227,7 +1227,7 @@ pub struct RawLbEndpoint {
 pub struct RawEndpoint {
     pub address: RawHostAddress,
     pub hostname: Ign,
-    pub health_check_config: Ign,
+    pub health_check_config: Option<RawEndpointCheck>,
     pub additional_addresses: Ign,
 }
 
@@ -1390,4 +1390,15 @@ pub struct RawTcpHealthCheck {
 pub struct RawPayload {
     pub text: Option<String>,
     pub binary: Option<String>,
+}
+
+/// An endpoint's `health_check_config`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawEndpointCheck {
+    pub port_value: Option<Port>,
+    pub hostname: Option<String>,
+    // Rejected.
+    pub address: Ign,
+    pub disable_active_health_check: Option<bool>,
 }

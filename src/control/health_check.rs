@@ -26,9 +26,18 @@ pub struct Checks {
     cluster: String,
     spec: HealthCheck,
     pub hosts: Vec<SocketAddr>,
+    /// Per host, its `health_check_config` port and `Host`, if any.
+    targets: Vec<Target>,
     pub board: Arc<Board>,
     states: Vec<Mutex<HostState>>,
     spawned: AtomicBool,
+}
+
+/// Where an endpoint's own `health_check_config` sends its checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Target {
+    pub port: Option<u16>,
+    pub host: Option<String>,
 }
 
 /// Envoy's `ActiveHealthCheckSession` counters for one host.
@@ -69,6 +78,7 @@ impl Checks {
         cluster: &str,
         spec: HealthCheck,
         hosts: Vec<SocketAddr>,
+        targets: Vec<Target>,
         previous: Option<&Checks>,
     ) -> Checks {
         let kept = |a: &SocketAddr| {
@@ -89,6 +99,7 @@ impl Checks {
             cluster: cluster.to_string(),
             spec,
             hosts,
+            targets,
             board,
             states: states.into_iter().map(Mutex::new).collect(),
             spawned: AtomicBool::new(false),
@@ -135,9 +146,11 @@ impl Checks {
         })
     }
 
+    /// The endpoint's `health_check_config.port_value`, else `alt_port`, else its own port.
     fn address(&self, host: usize) -> SocketAddr {
         let mut a = self.hosts[host];
-        if let Some(port) = self.spec.alt_port {
+        let target = self.targets.get(host).and_then(|t| t.port);
+        if let Some(port) = target.or(self.spec.alt_port) {
             a.set_port(port);
         }
         a
@@ -148,7 +161,10 @@ impl Checks {
         let addr = self.address(host);
         let probe = async {
             match &self.spec.kind {
-                HealthCheckKind::Http(http) => http_probe(addr, http).await,
+                HealthCheckKind::Http(http) => {
+                    let host = self.targets.get(host).and_then(|t| t.host.as_deref()).unwrap_or(&http.host);
+                    http_probe(addr, http, host).await
+                }
                 HealthCheckKind::Tcp { send, receive } => tcp_probe(addr, send, receive).await,
             }
         };
@@ -284,12 +300,12 @@ async fn run(checks: Weak<Checks>, host: usize, first_delay: Duration) {
     }
 }
 
-async fn http_probe(addr: SocketAddr, http: &HttpHealthCheck) -> Outcome {
+async fn http_probe(addr: SocketAddr, http: &HttpHealthCheck, host: &str) -> Outcome {
     let mut stream = match TcpStream::connect(addr).await {
         Ok(s) => s,
         Err(e) => return Outcome::Network(format!("connect to {addr}: {e}")),
     };
-    let (written, _) = stream.write_all(http_request(http)).await;
+    let (written, _) = stream.write_all(http_request(http, host)).await;
     if let Err(e) = written {
         return Outcome::Network(format!("write to {addr}: {e}"));
     }
@@ -328,9 +344,9 @@ async fn http_probe(addr: SocketAddr, http: &HttpHealthCheck) -> Outcome {
 /// The check request as Envoy's HTTP/1.1 health checker sends it (`Host`, `User-Agent: Envoy/HC`,
 /// then `request_headers_to_add` less `request_headers_to_remove`); the connection closes after
 /// each check.
-fn http_request(http: &HttpHealthCheck) -> Vec<u8> {
+fn http_request(http: &HttpHealthCheck, host: &str) -> Vec<u8> {
     let mut lines: Vec<(String, String)> =
-        vec![("host".into(), http.host.clone()), ("user-agent".into(), "Envoy/HC".into())];
+        vec![("host".into(), host.to_string()), ("user-agent".into(), "Envoy/HC".into())];
     for h in &http.request_headers_to_add {
         let name = h.name.clone();
         if !h.append {

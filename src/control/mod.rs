@@ -25,7 +25,7 @@ use crate::telemetry::{Observers, Telemetry};
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures_channel::oneshot;
 use futures_util::StreamExt;
-use health_check::Checks;
+use health_check::{Checks, Target};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -112,7 +112,18 @@ impl ClusterHosts {
         if self.checks.as_ref().is_some_and(|c| c.hosts == hosts) {
             return;
         }
-        let checks = Checks::new(&self.spec.name, spec.clone(), hosts, self.checks.as_deref());
+        // One target per resolved address, in `endpoints()` order.
+        let targets = self
+            .spec
+            .endpoints
+            .iter()
+            .zip(&self.answers)
+            .flat_map(|(e, a)| {
+                let t = Target { port: e.check_port, host: e.check_host.clone() };
+                std::iter::repeat_n(t, a.as_ref().map_or(0, Vec::len))
+            })
+            .collect();
+        let checks = Checks::new(&self.spec.name, spec.clone(), hosts, targets, self.checks.as_deref());
         self.checks = Some(Arc::new(checks));
     }
 
