@@ -161,8 +161,9 @@ fn tcp_send_receive_check_wants_the_expected_bytes() {
     let check = "timeout: 0.3s\ninterval: 0.2s\nno_traffic_interval: 0.2s\nunhealthy_threshold: 1\nhealthy_threshold: 1\ntcp_health_check: { send: { text: \"50494E47\" }, receive: [ { text: \"504f4e47\" } ] }\n";
     let sk = Skiff::start(&config(&[addr, other.addr], check), &["--concurrency", "1"]);
     assert_eq!(flags(&sk, addr), "healthy");
+    // Wrong bytes are waited past until the timeout, as in Envoy: a timeout failure.
     good.store(0, Ordering::Relaxed);
-    assert!(eventually(Duration::from_secs(5), || flags(&sk, addr) == "/failed_active_hc"));
+    assert!(eventually(Duration::from_secs(5), || flags(&sk, addr) == "/failed_active_hc/active_hc_timeout"));
     good.store(1, Ordering::Relaxed);
     assert!(eventually(Duration::from_secs(5), || flags(&sk, addr) == "healthy"));
 }

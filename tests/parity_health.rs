@@ -75,13 +75,17 @@ fn observe(
 fn compare(name: &str, s: Scenario) {
     let Some(bin) = envoy::binary_or_skip(name) else { return };
     let dir = scratch_dir("parity-health-envoy");
-    // "dead" names a port nothing listens on; "sick" answers everything with 503.
+    // "dead" names a port nothing listens on; "sick" answers everything with 503; "hang" never
+    // answers.
     let up = |name: &str| match name {
         "sick" => TestUpstream::start(Arc::new(|_: &support::Seen| support::Reply::Full {
             status: 503,
             headers: vec![],
             body: b"sick".to_vec(),
         })),
+        "hang" => {
+            TestUpstream::start(Arc::new(|_: &support::Seen| support::Reply::Hang(Duration::from_secs(3))))
+        }
         _ => upstream(name, Duration::ZERO),
     };
     let fresh = || -> (Vec<SocketAddr>, Vec<TestUpstream>) {
@@ -202,6 +206,21 @@ fn active_http_check_marks_failing_hosts_down_as_in_envoy() {
             endpoints: &[("a", ""), ("dead", ""), ("sick", ""), ("d", "")],
             cluster_extra: "health_checks:\n  - timeout: 0.5s\n    interval: 0.2s\n    no_traffic_interval: 0.2s\n    unhealthy_threshold: 3\n    healthy_threshold: 2\n    http_health_check: { path: /health }\n",
             requests: 12,
+            settle: Duration::from_millis(800),
+            stats: CHECK_STATS,
+        },
+    );
+}
+
+/// A host that accepts and never answers fails by timeout: `/failed_active_hc/active_hc_timeout`.
+#[test]
+fn active_check_timeout_flags_match_envoy() {
+    compare(
+        "active_check_timeout_flags_match_envoy",
+        Scenario {
+            endpoints: &[("a", ""), ("hang", ""), ("d", "")],
+            cluster_extra: "health_checks:\n  - timeout: 0.3s\n    interval: 0.2s\n    no_traffic_interval: 0.2s\n    unhealthy_threshold: 2\n    healthy_threshold: 2\n    http_health_check: { path: /health }\n",
+            requests: 6,
             settle: Duration::from_millis(800),
             stats: CHECK_STATS,
         },

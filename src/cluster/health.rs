@@ -15,6 +15,8 @@ pub struct Flags {
     pub declared: HealthStatus,
     /// Failing (or not yet passed) its active health check.
     pub failed_active_hc: bool,
+    /// Failed, and its last check timed out (Envoy's `ACTIVE_HC_TIMEOUT`; display only).
+    pub active_hc_timeout: bool,
 }
 
 /// Where a host stands for the load balancer.
@@ -52,8 +54,13 @@ impl Flags {
         match self.declared {
             HealthStatus::Unhealthy | HealthStatus::Timeout => out.push_str("/failed_eds_health"),
             HealthStatus::Degraded => out.push_str("/degraded_eds_health"),
-            HealthStatus::Draining => out.push_str("/eds_status_draining"),
-            HealthStatus::Unknown | HealthStatus::Healthy => {}
+            HealthStatus::Draining | HealthStatus::Unknown | HealthStatus::Healthy => {}
+        }
+        if self.active_hc_timeout {
+            out.push_str("/active_hc_timeout");
+        }
+        if self.declared == HealthStatus::Draining {
+            out.push_str("/eds_status_draining");
         }
         if out.is_empty() {
             out.push_str("healthy");
@@ -70,6 +77,7 @@ impl Flags {
 pub struct Board {
     version: AtomicU64,
     failed: Box<[AtomicBool]>,
+    timed_out: Box<[AtomicBool]>,
     /// Set by a shard when it opens a connection to the cluster: the checker then leaves its
     /// `no_traffic_interval` for `interval`, as Envoy does once `upstream_cx_total` is used.
     traffic: AtomicBool,
@@ -111,9 +119,11 @@ impl CheckCounters {
 
 impl Board {
     pub fn new(failed: impl IntoIterator<Item = bool>) -> Self {
+        let failed: Box<[AtomicBool]> = failed.into_iter().map(AtomicBool::new).collect();
         Board {
             version: AtomicU64::new(0),
-            failed: failed.into_iter().map(AtomicBool::new).collect(),
+            timed_out: failed.iter().map(|_| AtomicBool::new(false)).collect(),
+            failed,
             traffic: AtomicBool::new(false),
             counters: CheckCounters::default(),
         }
@@ -138,6 +148,17 @@ impl Board {
 
     pub fn failed(&self, host: usize) -> bool {
         self.failed.get(host).is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
+    pub fn timed_out(&self, host: usize) -> bool {
+        self.timed_out.get(host).is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
+    /// Whether `/active_hc_timeout` shows (the LB does not read it).
+    pub fn set_timed_out(&self, host: usize, timed_out: bool) {
+        if let Some(f) = self.timed_out.get(host) {
+            f.store(timed_out, Ordering::Relaxed);
+        }
     }
 
     /// Records a verdict; returns whether it changed anything.
@@ -329,7 +350,7 @@ mod tests {
     use super::*;
 
     fn flags(list: &[HealthStatus]) -> Vec<Flags> {
-        list.iter().map(|d| Flags { declared: *d, failed_active_hc: false }).collect()
+        list.iter().map(|d| Flags { declared: *d, ..Flags::default() }).collect()
     }
 
     fn loads(p: &Plan) -> Vec<(u32, u32, bool)> {
@@ -374,10 +395,9 @@ mod tests {
     #[test]
     fn flags_render_as_envoy() {
         assert_eq!(Flags::default().render(), "healthy");
-        assert_eq!(
-            Flags { declared: U, failed_active_hc: true }.render(),
-            "/failed_active_hc/failed_eds_health"
-        );
-        assert_eq!(Flags { declared: X, failed_active_hc: false }.render(), "/eds_status_draining");
+        let failed = Flags { declared: U, failed_active_hc: true, active_hc_timeout: false };
+        assert_eq!(failed.render(), "/failed_active_hc/failed_eds_health");
+        let timed_out = Flags { declared: X, failed_active_hc: true, active_hc_timeout: true };
+        assert_eq!(timed_out.render(), "/failed_active_hc/active_hc_timeout/eds_status_draining");
     }
 }

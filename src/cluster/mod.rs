@@ -133,6 +133,7 @@ impl ClusterSnap {
         Flags {
             declared: self.levels.get(host).map_or(config::HealthStatus::Unknown, |l| l.1),
             failed_active_hc: self.board.as_ref().is_some_and(|b| b.failed(host)),
+            active_hc_timeout: self.board.as_ref().is_some_and(|b| b.timed_out(host)),
         }
     }
 }
@@ -147,7 +148,11 @@ fn plan_of(
     let flags: Vec<Flags> = levels
         .iter()
         .enumerate()
-        .map(|(i, l)| Flags { declared: l.1, failed_active_hc: board.is_some_and(|b| b.failed(i)) })
+        .map(|(i, l)| Flags {
+            declared: l.1,
+            failed_active_hc: board.is_some_and(|b| b.failed(i)),
+            active_hc_timeout: false,
+        })
         .collect();
     Plan::new(&priority, &flags, weights, lb)
 }

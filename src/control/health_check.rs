@@ -59,8 +59,11 @@ enum Outcome {
         retriable: bool,
         why: String,
     },
-    /// Connect failure, reset, timeout: counts toward `unhealthy_threshold`.
+    /// Connect failure, reset: counts toward `unhealthy_threshold`.
     Network(String),
+    /// No answer within `timeout`: a network failure that, on a failed host, shows
+    /// `/active_hc_timeout`.
+    Timeout(String),
 }
 
 /// Whether a verdict changed, is pending (counting toward a threshold), or neither.
@@ -170,7 +173,7 @@ impl Checks {
         };
         match monoio::time::timeout(self.spec.timeout, probe).await {
             Ok(outcome) => outcome,
-            Err(_) => Outcome::Network(format!("no answer within {:?}", self.spec.timeout)),
+            Err(_) => Outcome::Timeout(format!("no answer within {:?}", self.spec.timeout)),
         }
     }
 
@@ -202,9 +205,9 @@ impl Checks {
                 }
                 t
             }
-            Outcome::Active { why, .. } | Outcome::Network(why) => {
+            Outcome::Active { why, .. } | Outcome::Network(why) | Outcome::Timeout(why) => {
                 CheckCounters::add(&counters.failure);
-                let network = matches!(outcome, Outcome::Network(_));
+                let network = matches!(outcome, Outcome::Network(_) | Outcome::Timeout(_));
                 if network {
                     CheckCounters::add(&counters.network_failure);
                 }
@@ -231,6 +234,9 @@ impl Checks {
             }
         };
         s.first_check = false;
+        // Envoy: set on a failed host whose check timed out, cleared by any other result.
+        let timed_out = s.failed && matches!(outcome, Outcome::Timeout(_));
+        self.board.set_timed_out(host, timed_out);
         self.board.set_failed(host, s.failed);
         transition
     }
