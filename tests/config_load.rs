@@ -126,7 +126,11 @@ fn v3_service_a_loads() {
         Some(RetryPolicy {
             retry_on: vec!["connect-failure".into(), "5xx".into()],
             num_retries: 2,
-            per_try_timeout: None
+            per_try_timeout: None,
+            retriable_status_codes: vec![],
+            back_off: BackOff::default(),
+            avoid_previous_hosts: false,
+            host_selection_attempts: 1,
         })
     );
     assert_eq!(cluster(b, "service_c").lb_policy, LbPolicy::LeastRequest);

@@ -41,6 +41,9 @@ enum Upstream {
     Slow(Duration),
     /// Sends a response head and the first bytes of its 100-byte body, then stalls.
     Stall,
+    /// Odd-numbered requests get the status that ends their path (`/x/418` → 418), even ones
+    /// `200 OK`: a failure a retry recovers from.
+    Flaky,
 }
 
 /// The routes every scenario has unless it brings its own `route_config`.
@@ -204,6 +207,18 @@ impl Upstreams {
                     std::thread::sleep(delay);
                     Reply::Raw(b"HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\nupstream-ok\n".to_vec(), true)
                 }))),
+                Upstream::Flaky => {
+                    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                    Some(TestUpstream::start(Arc::new(move |seen: &Seen| {
+                        let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let status = seen.path.rsplit('/').next().and_then(|c| c.parse().ok()).unwrap_or(500);
+                        if n.is_multiple_of(2) {
+                            Reply::Full { status, headers: vec![], body: b"failed\n".to_vec() }
+                        } else {
+                            Reply::ok("recovered\n")
+                        }
+                    })))
+                }
                 Upstream::Stall => Some(TestUpstream::start(Arc::new(|_: &Seen| {
                     Reply::Raw(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npart".to_vec(), true)
                 }))),
@@ -850,4 +865,45 @@ fn headers_with_underscores_dropped() {
     s.hcm_extra = "common_http_protocol_options: { headers_with_underscores_action: DROP_HEADER }\n";
     s.stat_prefixes = &["http1."];
     assert_parity(&s, |l| timeout_lines(l) || l.starts_with("upstream "));
+}
+
+#[test]
+fn retries_on_retriable_status_codes_and_4xx_with_back_off() {
+    const RETRY_ROUTES: &str = r#"virtual_hosts:
+  - name: all
+    domains: ["*"]
+    routes:
+      - match: { prefix: "/rs" }
+        route:
+          cluster: backend
+          retry_policy:
+            retry_on: retriable-status-codes
+            retriable_status_codes: [418]
+            num_retries: 2
+            retry_back_off: { base_interval: 0.01s, max_interval: 0.05s }
+      - match: { prefix: "/r4" }
+        route: { cluster: backend, retry_policy: { retry_on: retriable-4xx, num_retries: 1 } }
+"#;
+    // 418 then 200 (retried, a success); 409 then 200; 500 (not in the list) passes through.
+    let mut s = Scenario::new(
+        "retries_on_retriable_status_codes_and_4xx_with_back_off",
+        vec![get("/rs/418", "x", &[]), get("/r4/409", "x", &[]), get("/rs/500", "x", &[])],
+    );
+    s.route_config = RETRY_ROUTES;
+    s.backend = Upstream::Flaky;
+    s.stat_prefixes = &[
+        "cluster.backend.upstream_rq_retry",
+        "cluster.backend.upstream_rq_4",
+        "cluster.backend.upstream_rq_2",
+        "cluster.backend.upstream_rq_5",
+        "http.ingress.downstream_rq_",
+    ];
+    assert_parity(&s, |l| {
+        timeout_lines(l)
+            && !l.contains("downstream_rq_time")
+            && !l.contains("downstream_rq_total")
+            && !l.contains("downstream_rq_completed")
+            && !l.contains("downstream_rq_http1")
+            && !l.contains("downstream_rq_active")
+    });
 }

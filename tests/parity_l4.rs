@@ -194,8 +194,10 @@ fn websocket_client_leaving(addr: SocketAddr) -> Vec<String> {
 
 fn tcp_client(addr: SocketAddr) -> Vec<String> {
     let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(b"hello tcp").unwrap();
-    s.shutdown(Shutdown::Write).unwrap();
+    // A proxy with no upstream may have closed the connection already: that is an outcome to
+    // compare, not a test failure.
+    let _ = s.write_all(b"hello tcp");
+    let _ = s.shutdown(Shutdown::Write);
     let r = support::read_until_close(&mut s, Duration::from_secs(5));
     vec![r.text, format!("closed: {}", r.closed)]
 }

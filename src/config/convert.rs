@@ -818,7 +818,22 @@ fn route_config(cx: &mut Cx, p: FieldPath, rc: RawRouteConfig) -> Res<RouteConfi
 }
 
 fn vhost(cx: &mut Cx, p: FieldPath, v: RawVhost, seen: &mut HashSet<String>) -> Res<VirtualHost> {
-    warn_present!(cx, p, v, "virtual_host", [cors, rate_limits, per_filter_config, hedge_policy]);
+    warn_present!(
+        cx,
+        p,
+        v,
+        "virtual_host",
+        [
+            cors,
+            rate_limits,
+            per_filter_config,
+            hedge_policy,
+            virtual_clusters,
+            include_request_attempt_count,
+            include_attempt_count_in_response,
+            per_request_buffer_limit_bytes
+        ]
+    );
     let (filter_configs, others) = filter_configs(&p, v.typed_per_filter_config)?;
     for other in others {
         cx.unenforced(other, "virtual_host.typed_per_filter_config");
@@ -889,7 +904,7 @@ fn route(
     vhost_retry: Option<&RawRetry>,
     vhost_retry_path: FieldPath,
 ) -> Res<Route> {
-    warn_present!(cx, p, r, "route", [per_filter_config, tracing]);
+    warn_present!(cx, p, r, "route", [per_filter_config, tracing, per_request_buffer_limit_bytes]);
     let (filter_configs, others) = filter_configs(&p, r.typed_per_filter_config)?;
     for other in others {
         cx.unenforced(other, "route.typed_per_filter_config");
@@ -897,7 +912,7 @@ fn route(
     let matcher = route_match(p.key("match"), r.matcher)?;
     let action = match (r.route, r.redirect, r.direct_response) {
         (Some(a), None, None) => {
-            RouteAction::Forward(forward(cx, p.key("route"), a, vhost_retry, vhost_retry_path)?)
+            RouteAction::Forward(Box::new(forward(cx, p.key("route"), a, vhost_retry, vhost_retry_path)?))
         }
         (None, Some(rd), None) => RouteAction::Redirect(redirect(p.key("redirect"), rd)?),
         (None, None, Some(d)) => {
@@ -1091,6 +1106,20 @@ fn weighted_clusters(cx: &Cx, wp: FieldPath, w: RawWeighted) -> Res<ClusterSpeci
     Ok(ClusterSpecifier::Weighted(out))
 }
 
+/// The `retry_on` conditions skiff acts on (`refused-stream` is an HTTP/2 reset an HTTP/1.1
+/// upstream never sends, so it never fires, as in Envoy over HTTP/1.1).
+const RETRY_ON_ENFORCED: &[&str] = &[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "connect-failure",
+    "retriable-4xx",
+    "retriable-status-codes",
+    "refused-stream",
+];
+
+const PREVIOUS_HOSTS: &str = "envoy.retry_host_predicates.previous_hosts";
+
 fn retry(cx: &mut Cx, p: FieldPath, r: &RawRetry) -> Res<RetryPolicy> {
     warn_present!(
         cx,
@@ -1099,11 +1128,8 @@ fn retry(cx: &mut Cx, p: FieldPath, r: &RawRetry) -> Res<RetryPolicy> {
         "retry_policy",
         [
             per_try_idle_timeout,
-            retry_host_predicate,
-            retriable_status_codes,
             retriable_headers,
             retriable_request_headers,
-            retry_back_off,
             rate_limited_retry_back_off,
             retry_priority
         ]
@@ -1127,10 +1153,75 @@ fn retry(cx: &mut Cx, p: FieldPath, r: &RawRetry) -> Res<RetryPolicy> {
     if retry_on.is_empty() {
         cx.warn(p.clone(), "retry_policy without retry_on never retries");
     }
+    for on in &retry_on {
+        if !RETRY_ON_ENFORCED.contains(&on.as_str()) {
+            cx.warn(
+                p.key("retry_on"),
+                format!(
+                    "retry_on \"{on}\" is not acted on by skiff (it retries on {})",
+                    RETRY_ON_ENFORCED.join(", ")
+                ),
+            );
+        }
+    }
+    let mut retriable_status_codes = Vec::new();
+    for (i, code) in r.retriable_status_codes.iter().flatten().enumerate() {
+        match u16::try_from(*code) {
+            Ok(c @ 100..=599) => retriable_status_codes.push(c),
+            _ => {
+                return fail(p.key("retriable_status_codes").idx(i), format!("{code} is not an HTTP status"))
+            }
+        }
+    }
+    let mut back_off = BackOff::default();
+    if let Some(b) = &r.retry_back_off {
+        let bp = p.key("retry_back_off");
+        let Some(base) = b.base_interval.map(|d| d.0) else {
+            return fail(bp.key("base_interval"), "base_interval is required");
+        };
+        if base < Duration::from_millis(1) {
+            return fail(bp.key("base_interval"), "base_interval must be at least 1ms");
+        }
+        let max = b.max_interval.map_or(base * 10, |d| d.0);
+        if max < base {
+            return fail(bp.key("max_interval"), "max_interval must not be less than base_interval");
+        }
+        back_off = BackOff { base, max };
+    }
+    let mut avoid_previous_hosts = false;
+    for (i, pred) in r.retry_host_predicate.iter().flatten().enumerate() {
+        let known = pred.name == PREVIOUS_HOSTS
+            || pred
+                .typed_config
+                .as_ref()
+                .and_then(|t| t.type_url.as_deref())
+                .is_some_and(|t| t.ends_with(".PreviousHostsPredicate"));
+        if !known {
+            return fail(
+                p.key("retry_host_predicate").idx(i).key("name"),
+                format!("retry host predicate \"{}\" is not supported (only {PREVIOUS_HOSTS})", pred.name),
+            );
+        }
+        avoid_previous_hosts = true;
+    }
+    let host_selection_attempts = match r.host_selection_retry_max_attempts {
+        None => 1,
+        Some(n @ 1..=16) => n as u32,
+        Some(n) => {
+            return fail(
+                p.key("host_selection_retry_max_attempts"),
+                format!("must be 1-16 in skiff, got {n}"),
+            )
+        }
+    };
     Ok(RetryPolicy {
         retry_on,
         num_retries,
         per_try_timeout: r.per_try_timeout.and_then(|d| off_if_zero(d.0)),
+        retriable_status_codes,
+        back_off,
+        avoid_previous_hosts,
+        host_selection_attempts,
     })
 }
 

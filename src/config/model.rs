@@ -403,8 +403,12 @@ pub struct QueryParameterMatcher {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum RouteAction {
-    Forward(ForwardAction),
-    DirectResponse { status: u16, body: Option<String> },
+    /// Boxed: the largest action by far, and routes are many.
+    Forward(Box<ForwardAction>),
+    DirectResponse {
+        status: u16,
+        body: Option<String>,
+    },
     Redirect(Redirect),
 }
 
@@ -453,6 +457,29 @@ pub struct RetryPolicy {
     /// `num_retries`, default 1.
     pub num_retries: u32,
     pub per_try_timeout: Option<Duration>,
+    /// `retriable_status_codes` (used with `retry_on: retriable-status-codes`).
+    pub retriable_status_codes: Vec<u16>,
+    /// `retry_back_off`: Envoy's default base 25 ms, max 10 × base.
+    pub back_off: BackOff,
+    /// `retry_host_predicate` has `envoy.retry_host_predicates.previous_hosts`.
+    pub avoid_previous_hosts: bool,
+    /// `host_selection_retry_max_attempts` (default 1): picks tried to find a host the predicate
+    /// accepts.
+    pub host_selection_attempts: u32,
+}
+
+/// Jittered exponential back-off between retries, as Envoy's: before retry n (1-based) a uniform
+/// random wait below min(base × (2^n − 1), max).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackOff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for BackOff {
+    fn default() -> Self {
+        BackOff { base: Duration::from_millis(25), max: Duration::from_millis(250) }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1080,15 +1080,39 @@ pub struct RawRetry {
     pub retry_on: Option<String>,
     pub num_retries: Option<u32>,
     pub per_try_timeout: Option<Dur>,
+    pub retry_host_predicate: Option<Vec<RawRetryHostPredicate>>,
+    pub retriable_status_codes: Option<Vec<u32>>,
+    pub retry_back_off: Option<RawBackOff>,
+    pub host_selection_retry_max_attempts: Option<i64>,
+    // Warned about.
     pub per_try_idle_timeout: Ign,
-    pub retry_host_predicate: Ign,
-    pub retriable_status_codes: Ign,
     pub retriable_headers: Ign,
     pub retriable_request_headers: Ign,
-    pub retry_back_off: Ign,
     pub rate_limited_retry_back_off: Ign,
     pub retry_priority: Ign,
-    pub host_selection_retry_max_attempts: Ign,
+}
+
+/// A `retry_host_predicate` entry: only `envoy.retry_host_predicates.previous_hosts` is known.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a retry host predicate mapping like {name: ...}")]
+pub struct RawRetryHostPredicate {
+    pub name: String,
+    pub typed_config: Option<RawAnyTyped>,
+}
+
+/// A `typed_config` skiff only checks the `@type` of (an extension with no settings it reads).
+#[derive(Debug, DeriveDeserialize)]
+pub struct RawAnyTyped {
+    #[serde(rename = "@type")]
+    pub type_url: Option<String>,
+}
+
+/// `retry_back_off`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a retry_back_off mapping")]
+pub struct RawBackOff {
+    pub base_interval: Option<Dur>,
+    pub max_interval: Option<Dur>,
 }
 
 #[derive(Debug, DeriveDeserialize)]

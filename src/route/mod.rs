@@ -110,7 +110,8 @@ pub struct Forward {
     /// The matched prefix (or exact path) this rewrite replaces; not set for regex routes.
     pub prefix_rewrite: Option<(String, String)>,
     pub host_rewrite: Option<String>,
-    pub retry: Option<Retry>,
+    /// Boxed: most routes have none, and it would size every route by ~100 bytes.
+    pub retry: Option<Box<Retry>>,
     /// `idle_timeout`: replaces the connection manager's `stream_idle_timeout` (Some(None): off).
     pub idle_timeout: Option<Option<Duration>>,
     /// `max_stream_duration`.
@@ -167,11 +168,47 @@ pub struct Retry {
     pub on_reset: bool,
     pub num_retries: u32,
     pub per_try_timeout: Option<Duration>,
+    /// `retriable-4xx` (409 only, as Envoy) and `retriable-status-codes` with its list.
+    pub statuses: StatusSet,
+    pub back_off: config::BackOff,
+    /// `previous_hosts` host predicate, and how many picks may be tried to satisfy it.
+    pub avoid_previous_hosts: bool,
+    pub host_selection_attempts: u32,
 }
 
 impl Retry {
     pub fn retries_status(&self, status: u16) -> bool {
-        (self.on_5xx && status >= 500) || (self.on_gateway_error && matches!(status, 502..=504))
+        (self.on_5xx && status >= 500)
+            || (self.on_gateway_error && matches!(status, 502..=504))
+            || self.statuses.contains(status)
+    }
+
+    /// The jittered exponential wait before retry `n` (1-based), as Envoy's: uniform below
+    /// min(base × (2^n − 1), max); `roll` is a uniformly random number.
+    pub fn back_off(&self, n: u32, roll: u64) -> Duration {
+        let base = self.back_off.base.as_millis() as u64;
+        let ceiling =
+            base.saturating_mul((1u64 << n.min(32)) - 1).min(self.back_off.max.as_millis() as u64).max(1);
+        Duration::from_millis(roll % ceiling)
+    }
+}
+
+/// A set of HTTP status codes (100-599) in a few words, so that `Retry` stays `Copy`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusSet([u64; 8]);
+
+impl StatusSet {
+    pub fn insert(&mut self, status: u16) {
+        if let Some(i) = status.checked_sub(100).filter(|i| *i < 500) {
+            self.0[usize::from(i / 64)] |= 1 << (i % 64);
+        }
+    }
+
+    pub fn contains(&self, status: u16) -> bool {
+        status
+            .checked_sub(100)
+            .filter(|i| *i < 500)
+            .is_some_and(|i| self.0[usize::from(i / 64)] & (1 << (i % 64)) != 0)
     }
 }
 
@@ -434,15 +471,30 @@ fn compile_route(id: usize, r: &config::Route, clusters: &HashMap<&str, usize>) 
                 max_stream_duration: f.max_stream_duration,
                 upgrades: f.upgrades.clone(),
                 retry: f.retry_policy.as_ref().map(|p| {
-                    let on = |k: &str| p.retry_on.iter().any(|x| x == k);
-                    Retry {
-                        on_connect_failure: on("connect-failure") || on("5xx") || on("gateway-error"),
-                        on_5xx: on("5xx"),
-                        on_gateway_error: on("gateway-error"),
-                        on_reset: on("reset") || on("5xx"),
-                        num_retries: p.num_retries,
-                        per_try_timeout: p.per_try_timeout,
-                    }
+                    Box::new({
+                        let on = |k: &str| p.retry_on.iter().any(|x| x == k);
+                        Retry {
+                            on_connect_failure: on("connect-failure") || on("5xx") || on("gateway-error"),
+                            on_5xx: on("5xx"),
+                            on_gateway_error: on("gateway-error"),
+                            on_reset: on("reset") || on("5xx"),
+                            num_retries: p.num_retries,
+                            per_try_timeout: p.per_try_timeout,
+                            statuses: {
+                                let mut set = StatusSet::default();
+                                if on("retriable-4xx") {
+                                    set.insert(409);
+                                }
+                                if on("retriable-status-codes") {
+                                    p.retriable_status_codes.iter().for_each(|c| set.insert(*c));
+                                }
+                                set
+                            },
+                            back_off: p.back_off,
+                            avoid_previous_hosts: p.avoid_previous_hosts,
+                            host_selection_attempts: p.host_selection_attempts,
+                        }
+                    })
                 }),
             })
         }
@@ -460,4 +512,37 @@ fn compile_route(id: usize, r: &config::Route, clusters: &HashMap<&str, usize>) 
         request_edits: HeaderEdits::new(&r.request_headers_to_add, &r.request_headers_to_remove),
         response_edits: HeaderEdits::new(&r.response_headers_to_add, &r.response_headers_to_remove),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_back_off_is_envoys_jittered_exponential_and_status_sets_hold_their_codes() {
+        let mut statuses = StatusSet::default();
+        for c in [409, 418, 599, 100] {
+            statuses.insert(c);
+        }
+        statuses.insert(600); // out of range: ignored
+        assert!([409, 418, 599, 100].iter().all(|c| statuses.contains(*c)));
+        assert!(![200, 410, 503, 600, 99].iter().any(|c| statuses.contains(*c)));
+        let retry = Retry {
+            on_connect_failure: false,
+            on_5xx: false,
+            on_gateway_error: false,
+            on_reset: false,
+            num_retries: 3,
+            per_try_timeout: None,
+            statuses,
+            back_off: config::BackOff::default(),
+            avoid_previous_hosts: false,
+            host_selection_attempts: 1,
+        };
+        assert!(retry.retries_status(418) && !retry.retries_status(503));
+        // Below 25 ms, then 75 ms, then 175 ms, then capped at 250 ms (base 25 ms, max 250 ms).
+        let ms = |n, roll| retry.back_off(n, roll).as_millis();
+        assert_eq!((ms(1, 24), ms(1, 25)), (24, 0));
+        assert_eq!((ms(2, 74), ms(3, 174), ms(4, 249), ms(9, 250)), (74, 174, 249, 0));
+    }
 }

@@ -242,7 +242,7 @@ impl<'g> Request<'g> {
             generate_request_id: hcm.generate_request_id,
             traced,
             // Envoy announces the per-try timeout when there is one and it is the shorter.
-            expected_timeout_ms: match (fwd.timeout, fwd.retry.and_then(|r| r.per_try_timeout)) {
+            expected_timeout_ms: match (fwd.timeout, fwd.retry.as_deref().and_then(|r| r.per_try_timeout)) {
                 (Some(t), Some(p)) => Some(t.min(p)),
                 (t, p) => t.or(p),
             }

@@ -169,16 +169,29 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
     let snap = &ex.generation.snap.clusters[ex.cluster];
     let lb = &ex.generation.clusters[ex.cluster];
     let stats = &ex.generation.cluster_stats[ex.cluster];
-    let retries = ex.fwd.retry.filter(|_| ex.facts.body_buffered).map_or(0, |r| r.num_retries);
+    let retries = ex.fwd.retry.as_deref().filter(|_| ex.facts.body_buffered).map_or(0, |r| r.num_retries);
     let gate = RetryGate { breaker: &snap.breaker, limits: &snap.circuit_breakers, stats, held: None.into() };
     let mut attempts_left = retries + 1;
     let mut fresh_only = false;
+    // Retries made, and the hosts tried (kept only for the `previous_hosts` predicate).
+    let (mut retries_done, mut waited) = (0u32, 0u32);
+    let mut previous: Vec<usize> = Vec::new();
     loop {
-        let Some(endpoint) = lb.pick(snap, &ex.shard.rng) else {
+        if retries_done > waited {
+            waited = retries_done;
+            if let Some(r) = &ex.fwd.retry {
+                // Rare (a retry), and of a random length: a boxed monoio sleep, not a shard timer.
+                Box::pin(monoio::time::sleep(r.back_off(retries_done, ex.shard.rng.next()))).await;
+            }
+        }
+        let Some(endpoint) = pick(ex, &previous) else {
             stats.upstream_cx_none_healthy.inc();
             let reply = LocalReply::new(503, b"no healthy upstream").flagged(ResponseFlags::UH);
             return Forwarded::Reply(close_unless_buffered(reply, ex));
         };
+        if ex.fwd.retry.as_deref().is_some_and(|r| r.avoid_previous_hosts) {
+            previous.push(endpoint);
+        }
         let addr = snap.endpoints[endpoint];
         let host = &ex.generation.host_stats[ex.cluster][endpoint];
         d.obs.upstream_host = Some(addr);
@@ -192,10 +205,16 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
         in_flight.success = matches!(result, Attempt::Relayed { .. }) && d.status < 500;
         drop(in_flight);
         attempts_left -= 1;
-        let retry = ex.fwd.retry;
+        let retry = ex.fwd.retry.as_deref();
         // The reply's status, Envoy's reset reason for its body (None: a malformed response), flag.
         let (status, reason, flag): (u16, Option<&'static str>, ResponseFlags) = match result {
-            Attempt::Relayed { keep_alive } => return Forwarded::Relayed { keep_alive },
+            Attempt::Relayed { keep_alive } => {
+                // Envoy: a retried request whose response is not retried again is a success.
+                if retries_done > 0 && !retry.is_some_and(|r| r.retries_status(d.status)) {
+                    stats.upstream_rq_retry_success.inc();
+                }
+                return Forwarded::Relayed { keep_alive };
+            }
             Attempt::Abort => return Forwarded::Abort,
             // Envoy: 408 when the request was not complete, and the connection closes.
             Attempt::UploadIdle => {
@@ -208,7 +227,7 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
                     if attempts_left == 0 {
                         stats.upstream_rq_retry_limit_exceeded.inc();
                     } else if gate.admit() {
-                        retried(stats);
+                        retried(stats, &mut retries_done);
                         continue;
                     } else {
                         d.obs.flag(ResponseFlags::UO);
@@ -234,7 +253,7 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
                 if retry.is_some_and(|r| r.on_connect_failure) {
                     if attempts_left > 0 {
                         if gate.admit() {
-                            retried(stats);
+                            retried(stats, &mut retries_done);
                             continue;
                         }
                         d.obs.flag(ResponseFlags::UO);
@@ -252,7 +271,7 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
                 (503, Some(OVERFLOW), ResponseFlags::UO)
             }
             Attempt::RetryableStatus => {
-                retried(stats);
+                retried(stats, &mut retries_done);
                 continue;
             }
         };
@@ -260,7 +279,7 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
             if attempts_left == 0 {
                 stats.upstream_rq_retry_limit_exceeded.inc();
             } else if gate.admit() {
-                retried(stats);
+                retried(stats, &mut retries_done);
                 continue;
             } else {
                 d.obs.flag(ResponseFlags::UO);
@@ -308,9 +327,29 @@ impl RetryGate<'_> {
 }
 
 /// Envoy retries with exponential back-off (skiff retries at once; the stat keeps dashboards whole).
-fn retried(stats: &ClusterStats) {
+/// A retry decided: counted, and waited for (jittered back-off) before the next pick.
+fn retried(stats: &ClusterStats, retries_done: &mut u32) {
     stats.upstream_rq_retry.inc();
     stats.upstream_rq_retry_backoff_exponential.inc();
+    *retries_done += 1;
+}
+
+/// An endpoint for the next attempt: the load balancer's pick, re-picked up to
+/// `host_selection_retry_max_attempts` times while it is one already tried (the `previous_hosts`
+/// predicate), then the last pick whatever it is, as Envoy does.
+fn pick(ex: &Exchange<'_>, previous: &[usize]) -> Option<usize> {
+    let snap = &ex.generation.snap.clusters[ex.cluster];
+    let lb = &ex.generation.clusters[ex.cluster];
+    let mut endpoint = lb.pick(snap, &ex.shard.rng)?;
+    if let Some(r) = ex.fwd.retry.as_deref().filter(|_| !previous.is_empty()) {
+        for _ in 0..r.host_selection_attempts {
+            if !previous.contains(&endpoint) {
+                break;
+            }
+            endpoint = lb.pick(snap, &ex.shard.rng)?;
+        }
+    }
+    Some(endpoint)
 }
 
 /// A body we could not finish reading leaves the client mid-request: close after answering.
@@ -396,7 +435,7 @@ async fn attempt(
         Ok(up) => up,
         Err(failed) => return failed,
     };
-    let per_try = ex.fwd.retry.and_then(|r| r.per_try_timeout);
+    let per_try = ex.fwd.retry.as_deref().and_then(|r| r.per_try_timeout);
     let exchange = exchange(ex, d, up, endpoint, retry_gate);
     let Some(limit) = per_try else { return exchange.await };
     // Boxed: only routes with a per-try timeout pay for the timer in their future.
@@ -644,15 +683,20 @@ fn on_response_head(
         obs.first_upstream_byte.get_or_insert_with(Instant::now);
     }
     observe::on_response_head(ex.listener, head, obs);
-    stats.completed(head.status);
     if let Some(gate) = retry_gate {
-        if !upload_abandoned && ex.fwd.retry.is_some_and(|r| r.retries_status(head.status)) {
+        if !upload_abandoned && ex.fwd.retry.as_deref().is_some_and(|r| r.retries_status(head.status)) {
             if gate.admit() {
+                // Envoy charges a response it retries to the cluster's codes only when it is a
+                // 5xx (observed: a retried 409 or 418 is not in `upstream_rq_4xx`).
+                if head.status >= 500 {
+                    stats.completed(head.status);
+                }
                 return None;
             }
             obs.flag(ResponseFlags::UO);
         }
     }
+    stats.completed(head.status);
     *status = head.status;
     ex.head_relayed.set(true);
     let rw = ResponseRewrite {

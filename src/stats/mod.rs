@@ -331,6 +331,7 @@ stat_block! {
         upstream_rq_5xx: Counter,
         upstream_rq_retry: Counter,
         upstream_rq_retry_limit_exceeded: Counter,
+        upstream_rq_retry_success: Counter,
         upstream_rq_retry_backoff_exponential: Counter,
         upstream_rq_timeout: Counter,
         upstream_rq_per_try_timeout: Counter,
