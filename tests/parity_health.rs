@@ -31,8 +31,10 @@ struct Seen {
 }
 
 struct Scenario {
-    /// (name, declared health or "") per endpoint, all priority 0.
+    /// (name, declared health or "") per endpoint.
     endpoints: &'static [(&'static str, &'static str)],
+    /// Priority per endpoint; empty: all 0.
+    priorities: &'static [u32],
     cluster_extra: &'static str,
     requests: usize,
     /// Waited before the requests (active checks need their rounds).
@@ -46,8 +48,15 @@ fn observe(
     run: impl FnOnce(&dyn Fn(u16, u16) -> String) -> (SocketAddr, SocketAddr),
 ) -> Seen {
     let log = scratch_dir("parity-health").join("access.log");
-    let eps: Vec<(SocketAddr, &str)> = ups.iter().zip(s.endpoints).map(|(u, (_, h))| (*u, *h)).collect();
-    let clusters = cluster("ROUND_ROBIN", &[(0, eps)], s.cluster_extra);
+    let mut localities: Vec<(u32, Vec<(SocketAddr, &str)>)> = Vec::new();
+    for (i, (u, (_, h))) in ups.iter().zip(s.endpoints).enumerate() {
+        let p = s.priorities.get(i).copied().unwrap_or(0);
+        match localities.iter_mut().find(|(q, _)| *q == p) {
+            Some((_, eps)) => eps.push((*u, *h)),
+            None => localities.push((p, vec![(*u, *h)])),
+        }
+    }
+    let clusters = cluster("ROUND_ROBIN", &localities, s.cluster_extra);
     let make = |port: u16, admin: u16| config(port, admin, &log, "", &clusters);
     let (listener, admin) = run(&make);
     std::thread::sleep(s.settle);
@@ -73,7 +82,14 @@ fn observe(
 }
 
 fn compare(name: &str, s: Scenario) {
-    let Some(bin) = envoy::binary_or_skip(name) else { return };
+    if let Some((from_skiff, from_envoy)) = observe_both(name, &s) {
+        assert_eq!(from_skiff, from_envoy, "{name}: skiff (left) differs from Envoy (right)");
+    }
+}
+
+/// (skiff's, Envoy's) views of `s`; None when Envoy is missing (and the test skips).
+fn observe_both(name: &str, s: &Scenario) -> Option<(Seen, Seen)> {
+    let bin = envoy::binary_or_skip(name)?;
     let dir = scratch_dir("parity-health-envoy");
     // "dead" names a port nothing listens on; "sick" answers everything with 503; "hang" never
     // answers.
@@ -96,7 +112,7 @@ fn compare(name: &str, s: Scenario) {
     };
     let (ups, _live) = fresh();
     let mut envoy_proc = None;
-    let from_envoy = observe(&s, &ups, |make| {
+    let from_envoy = observe(s, &ups, |make| {
         let e = envoy::Envoy::start(&bin, &dir, make);
         let addrs = (e.listener, e.admin);
         envoy_proc = Some(e);
@@ -105,13 +121,13 @@ fn compare(name: &str, s: Scenario) {
     drop(envoy_proc);
     let (ups, _live) = fresh();
     let mut skiff_proc = None;
-    let from_skiff = observe(&s, &ups, |make| {
+    let from_skiff = observe(s, &ups, |make| {
         let sk = Skiff::start(&make(0, 0), &["--concurrency", "1"]);
         let addrs = (sk.listener("main"), sk.admin());
         skiff_proc = Some(sk);
         addrs
     });
-    assert_eq!(from_skiff, from_envoy, "{name}: skiff (left) differs from Envoy (right)");
+    Some((from_skiff, from_envoy))
 }
 
 const HEALTH_STATS: &[&str] = &[
@@ -129,6 +145,7 @@ fn declared_unhealthy_endpoint_is_never_picked_as_in_envoy() {
         "declared_unhealthy_endpoint_is_never_picked_as_in_envoy",
         Scenario {
             endpoints: &[("a", ""), ("b", "UNHEALTHY"), ("c", "HEALTHY")],
+            priorities: &[],
             cluster_extra: "",
             requests: 12,
             settle: Duration::ZERO,
@@ -143,6 +160,7 @@ fn panic_mode_spreads_to_every_host_as_in_envoy() {
         "panic_mode_spreads_to_every_host_as_in_envoy",
         Scenario {
             endpoints: &[("a", ""), ("b", "UNHEALTHY"), ("c", "TIMEOUT")],
+            priorities: &[],
             cluster_extra: "",
             requests: 9,
             settle: Duration::ZERO,
@@ -157,6 +175,7 @@ fn panic_disabled_with_no_healthy_host_answers_503_as_in_envoy() {
         "panic_disabled_with_no_healthy_host_answers_503_as_in_envoy",
         Scenario {
             endpoints: &[("a", "UNHEALTHY"), ("b", "DRAINING")],
+            priorities: &[],
             cluster_extra: "common_lb_config: { healthy_panic_threshold: { value: 0 } }\n",
             requests: 3,
             settle: Duration::ZERO,
@@ -177,6 +196,7 @@ fn health_flags_and_membership_match_envoy() {
                 ("d", "TIMEOUT"),
                 ("e", "UNKNOWN"),
             ],
+            priorities: &[],
             cluster_extra: "",
             requests: 0,
             settle: Duration::ZERO,
@@ -204,6 +224,7 @@ fn active_http_check_marks_failing_hosts_down_as_in_envoy() {
         "active_http_check_marks_failing_hosts_down_as_in_envoy",
         Scenario {
             endpoints: &[("a", ""), ("dead", ""), ("sick", ""), ("d", "")],
+            priorities: &[],
             cluster_extra: "health_checks:\n  - timeout: 0.5s\n    interval: 0.2s\n    no_traffic_interval: 0.2s\n    unhealthy_threshold: 3\n    healthy_threshold: 2\n    http_health_check: { path: /health }\n",
             requests: 12,
             settle: Duration::from_millis(800),
@@ -219,10 +240,37 @@ fn active_check_timeout_flags_match_envoy() {
         "active_check_timeout_flags_match_envoy",
         Scenario {
             endpoints: &[("a", ""), ("hang", ""), ("d", "")],
+            priorities: &[],
             cluster_extra: "health_checks:\n  - timeout: 0.3s\n    interval: 0.2s\n    no_traffic_interval: 0.2s\n    unhealthy_threshold: 2\n    healthy_threshold: 2\n    http_health_check: { path: /health }\n",
             requests: 6,
             settle: Duration::from_millis(800),
             stats: CHECK_STATS,
         },
     );
+}
+
+/// P0 with one of its two hosts declared unhealthy keeps 140 × 1/2 = 70 % of the load; P1 takes
+/// 30 %. Both proxies draw at random, so the shares are compared with a statistical margin (and
+/// everything else exactly).
+#[test]
+fn priority_spill_over_matches_envoy_within_a_margin() {
+    let name = "priority_spill_over_matches_envoy_within_a_margin";
+    let s = Scenario {
+        endpoints: &[("p0a", ""), ("p0b", "UNHEALTHY"), ("p1", "")],
+        priorities: &[0, 0, 1],
+        cluster_extra: "",
+        requests: 300,
+        settle: Duration::ZERO,
+        stats: HEALTH_STATS,
+    };
+    let Some((mut skiff, mut envoy)) = observe_both(name, &s) else { return };
+    for (who, seen) in [("skiff", &skiff), ("envoy", &envoy)] {
+        let p1 = seen.spread.get("p1").copied().unwrap_or(0);
+        // Binomial(300, 0.3): mean 90, sd 7.9; ±4 sd.
+        assert!((58..=122).contains(&p1), "{who}: ~90 of 300 to P1 expected: {:?}", seen.spread);
+        assert_eq!(seen.spread.get("p0b"), None, "{who}: {:?}", seen.spread);
+    }
+    skiff.spread.clear();
+    envoy.spread.clear();
+    assert_eq!(skiff, envoy, "{name}: skiff (left) differs from Envoy (right)");
 }
