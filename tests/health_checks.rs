@@ -202,3 +202,27 @@ fn an_endpoints_health_check_config_port_is_where_its_checks_go() {
     assert_eq!(flags(&sk, b.addr), "/failed_active_hc", "b's checks go to the dead port");
     assert!(bodies(&sk, 6).iter().all(|x| x == "a"));
 }
+
+#[test]
+fn a_reloaded_check_keeps_running_and_the_old_one_stops() {
+    let code_a = Arc::new(AtomicU16::new(200));
+    let a = checked("a", code_a.clone());
+    let b = checked("b", Arc::new(AtomicU16::new(200)));
+    let sk = Skiff::start(&config(&[a.addr, b.addr], HTTP_CHECK), &["--concurrency", "1"]);
+    assert_eq!(flags(&sk, a.addr), "healthy");
+    // A changed check is a changed cluster: its checks start over with the new spec.
+    let slower = HTTP_CHECK.replace("0.2s", "0.3s");
+    sk.rewrite_config(&config(&[a.addr, b.addr], &slower));
+    assert!(sk.wait_for_log("config reloaded", Duration::from_secs(10)), "{}", sk.log());
+    assert!(eventually(Duration::from_secs(5), || flags(&sk, a.addr) == "healthy"));
+    code_a.store(503, Ordering::Relaxed);
+    assert!(eventually(Duration::from_secs(5), || flags(&sk, a.addr) == "/failed_active_hc"));
+    assert!(bodies(&sk, 6).iter().all(|x| x == "b"));
+    // Only the new checker probes a: about one check per 0.3 s (the old one's 0.2 s ticks
+    // would double it).
+    let checks = || a.requests().iter().filter(|s| s.path == "/healthz").count();
+    let before = checks();
+    std::thread::sleep(Duration::from_millis(1500));
+    let per_1500ms = checks() - before;
+    assert!((2..=8).contains(&per_1500ms), "{per_1500ms} checks of a in 1.5 s");
+}
