@@ -92,7 +92,7 @@ fn observe_both(name: &str, s: &Scenario) -> Option<(Seen, Seen)> {
     let bin = envoy::binary_or_skip(name)?;
     let dir = scratch_dir("parity-health-envoy");
     // "dead" names a port nothing listens on; "sick" answers everything with 503; "hang" never
-    // answers.
+    // answers; "degr" passes with `x-envoy-degraded`.
     let up = |name: &str| match name {
         "sick" => TestUpstream::start(Arc::new(|_: &support::Seen| support::Reply::Full {
             status: 503,
@@ -102,6 +102,11 @@ fn observe_both(name: &str, s: &Scenario) -> Option<(Seen, Seen)> {
         "hang" => {
             TestUpstream::start(Arc::new(|_: &support::Seen| support::Reply::Hang(Duration::from_secs(3))))
         }
+        "degr" => TestUpstream::start(Arc::new(|_: &support::Seen| support::Reply::Full {
+            status: 200,
+            headers: vec![("x-envoy-degraded".into(), "true".into())],
+            body: b"degr".to_vec(),
+        })),
         _ => upstream(name, Duration::ZERO),
     };
     let fresh = || -> (Vec<SocketAddr>, Vec<TestUpstream>) {
@@ -209,6 +214,7 @@ const CHECK_STATS: &[&str] = &[
     "cluster.backend.lb_healthy_panic",
     "cluster.backend.membership_total",
     "cluster.backend.membership_healthy",
+    "cluster.backend.membership_degraded",
     "cluster.backend.health_check.healthy",
     "cluster.backend.health_check.degraded",
     "cluster.backend.health_check.passive_failure",
@@ -273,4 +279,21 @@ fn priority_spill_over_matches_envoy_within_a_margin() {
     skiff.spread.clear();
     envoy.spread.clear();
     assert_eq!(skiff, envoy, "{name}: skiff (left) differs from Envoy (right)");
+}
+
+/// A check answered with `x-envoy-degraded` marks the host `/degraded_active_hc`: degraded, not
+/// unhealthy (requests are not compared: degraded hosts take a random 7 % here).
+#[test]
+fn degraded_check_response_matches_envoy() {
+    compare(
+        "degraded_check_response_matches_envoy",
+        Scenario {
+            endpoints: &[("a", ""), ("degr", ""), ("d", "")],
+            priorities: &[],
+            cluster_extra: "health_checks:\n  - timeout: 0.5s\n    interval: 0.2s\n    no_traffic_interval: 0.2s\n    unhealthy_threshold: 2\n    healthy_threshold: 2\n    http_health_check: { path: /health }\n",
+            requests: 0,
+            settle: Duration::from_millis(600),
+            stats: CHECK_STATS,
+        },
+    );
 }

@@ -645,7 +645,7 @@ fn health_stats(own: &mut StatsDump, c: &crate::cluster::ClusterSnap) {
     own.push(scope(), "membership_degraded", Value::Gauge(count[Class::Degraded as usize]));
     own.push(scope(), "membership_excluded", Value::Gauge(count[Class::Excluded as usize]));
     if let Some(board) = &c.board {
-        for (name, value, gauge) in board.counters.values(board.passing()) {
+        for (name, value, gauge) in board.counters.values(board.passing(), board.degraded_count()) {
             let value = if gauge { Value::Gauge(value as i64) } else { Value::Counter(value) };
             own.push(scope(), name, value);
         }

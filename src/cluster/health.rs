@@ -15,6 +15,8 @@ pub struct Flags {
     pub declared: HealthStatus,
     /// Failing (or not yet passed) its active health check.
     pub failed_active_hc: bool,
+    /// Passing, with `x-envoy-degraded` in the check's response.
+    pub degraded_active_hc: bool,
     /// Failed, and its last check timed out (Envoy's `ACTIVE_HC_TIMEOUT`; display only).
     pub active_hc_timeout: bool,
 }
@@ -38,6 +40,7 @@ impl Flags {
             };
         }
         match self.declared {
+            HealthStatus::Unknown | HealthStatus::Healthy if self.degraded_active_hc => Class::Degraded,
             HealthStatus::Unknown | HealthStatus::Healthy => Class::Healthy,
             HealthStatus::Degraded => Class::Degraded,
             HealthStatus::Unhealthy | HealthStatus::Timeout => Class::Unhealthy,
@@ -51,10 +54,14 @@ impl Flags {
         if self.failed_active_hc {
             out.push_str("/failed_active_hc");
         }
-        match self.declared {
-            HealthStatus::Unhealthy | HealthStatus::Timeout => out.push_str("/failed_eds_health"),
-            HealthStatus::Degraded => out.push_str("/degraded_eds_health"),
-            HealthStatus::Draining | HealthStatus::Unknown | HealthStatus::Healthy => {}
+        if matches!(self.declared, HealthStatus::Unhealthy | HealthStatus::Timeout) {
+            out.push_str("/failed_eds_health");
+        }
+        if self.degraded_active_hc {
+            out.push_str("/degraded_active_hc");
+        }
+        if self.declared == HealthStatus::Degraded {
+            out.push_str("/degraded_eds_health");
         }
         if self.active_hc_timeout {
             out.push_str("/active_hc_timeout");
@@ -77,6 +84,7 @@ impl Flags {
 pub struct Board {
     version: AtomicU64,
     failed: Box<[AtomicBool]>,
+    degraded: Box<[AtomicBool]>,
     timed_out: Box<[AtomicBool]>,
     /// Set by a shard when it opens a connection to the cluster: the checker then leaves its
     /// `no_traffic_interval` for `interval`, as Envoy does once `upstream_cx_total` is used.
@@ -101,12 +109,12 @@ impl CheckCounters {
     }
 
     /// (stat name, value, is a gauge) in Envoy's order; `healthy` is the
-    /// number of hosts passing.
-    pub fn values(&self, healthy: u64) -> [(&'static str, u64, bool); 8] {
+    /// number of hosts passing, `degraded` of those passing degraded.
+    pub fn values(&self, healthy: u64, degraded: u64) -> [(&'static str, u64, bool); 8] {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("health_check.attempt", get(&self.attempt), false),
-            ("health_check.degraded", 0, true),
+            ("health_check.degraded", degraded, true),
             ("health_check.failure", get(&self.failure), false),
             ("health_check.healthy", healthy, true),
             ("health_check.network_failure", get(&self.network_failure), false),
@@ -122,6 +130,7 @@ impl Board {
         let failed: Box<[AtomicBool]> = failed.into_iter().map(AtomicBool::new).collect();
         Board {
             version: AtomicU64::new(0),
+            degraded: failed.iter().map(|_| AtomicBool::new(false)).collect(),
             timed_out: failed.iter().map(|_| AtomicBool::new(false)).collect(),
             failed,
             traffic: AtomicBool::new(false),
@@ -148,6 +157,23 @@ impl Board {
 
     pub fn failed(&self, host: usize) -> bool {
         self.failed.get(host).is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
+    pub fn degraded(&self, host: usize) -> bool {
+        self.degraded.get(host).is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
+    /// Records whether a passing host's check said `x-envoy-degraded` (the LB reads it).
+    pub fn set_degraded(&self, host: usize, degraded: bool) {
+        let Some(f) = self.degraded.get(host) else { return };
+        if f.swap(degraded, Ordering::Relaxed) != degraded {
+            self.version.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Hosts passing with `x-envoy-degraded`.
+    pub fn degraded_count(&self) -> u64 {
+        self.degraded.iter().filter(|f| f.load(Ordering::Relaxed)).count() as u64
     }
 
     pub fn timed_out(&self, host: usize) -> bool {
@@ -395,9 +421,14 @@ mod tests {
     #[test]
     fn flags_render_as_envoy() {
         assert_eq!(Flags::default().render(), "healthy");
-        let failed = Flags { declared: U, failed_active_hc: true, active_hc_timeout: false };
+        let failed = Flags { declared: U, failed_active_hc: true, ..Flags::default() };
         assert_eq!(failed.render(), "/failed_active_hc/failed_eds_health");
-        let timed_out = Flags { declared: X, failed_active_hc: true, active_hc_timeout: true };
+        let timed_out =
+            Flags { declared: X, failed_active_hc: true, active_hc_timeout: true, ..Flags::default() };
+        assert_eq!(timed_out.render(), "/failed_active_hc/active_hc_timeout/eds_status_draining");
+        let degraded = Flags { degraded_active_hc: true, ..Flags::default() };
+        assert_eq!(degraded.render(), "/degraded_active_hc");
+        assert_eq!(degraded.class(), Class::Degraded);
         assert_eq!(timed_out.render(), "/failed_active_hc/active_hc_timeout/eds_status_draining");
     }
 }

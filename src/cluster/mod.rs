@@ -130,11 +130,17 @@ impl ClusterSnap {
 
     /// Each host's health flags, aligned with `endpoints`.
     pub fn flags(&self, host: usize) -> Flags {
-        Flags {
-            declared: self.levels.get(host).map_or(config::HealthStatus::Unknown, |l| l.1),
-            failed_active_hc: self.board.as_ref().is_some_and(|b| b.failed(host)),
-            active_hc_timeout: self.board.as_ref().is_some_and(|b| b.timed_out(host)),
-        }
+        flags_of(&self.levels, self.board.as_deref(), host)
+    }
+}
+
+fn flags_of(levels: &[(u32, config::HealthStatus)], board: Option<&Board>, host: usize) -> Flags {
+    let active = |f: fn(&Board, usize) -> bool| board.is_some_and(|b| f(b, host));
+    Flags {
+        declared: levels.get(host).map_or(config::HealthStatus::Unknown, |l| l.1),
+        failed_active_hc: active(Board::failed),
+        degraded_active_hc: active(Board::degraded),
+        active_hc_timeout: active(Board::timed_out),
     }
 }
 
@@ -145,15 +151,7 @@ fn plan_of(
     lb: config::LbHealth,
 ) -> Plan {
     let priority: Vec<u32> = levels.iter().map(|l| l.0).collect();
-    let flags: Vec<Flags> = levels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| Flags {
-            declared: l.1,
-            failed_active_hc: board.is_some_and(|b| b.failed(i)),
-            active_hc_timeout: false,
-        })
-        .collect();
+    let flags: Vec<Flags> = (0..levels.len()).map(|i| flags_of(levels, board, i)).collect();
     Plan::new(&priority, &flags, weights, lb)
 }
 

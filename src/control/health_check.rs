@@ -52,13 +52,11 @@ struct HostState {
 /// What one probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Outcome {
-    Success,
+    /// Passed; `degraded` when an HTTP check's response carried `x-envoy-degraded`.
+    Success { degraded: bool },
     /// The host answered wrongly (an unexpected HTTP status); `retriable` when the status is in
     /// `retriable_statuses` (then it counts toward `unhealthy_threshold`).
-    Active {
-        retriable: bool,
-        why: String,
-    },
+    Active { retriable: bool, why: String },
     /// Connect failure, reset: counts toward `unhealthy_threshold`.
     Network(String),
     /// No answer within `timeout`: a network failure that, on a failed host, shows
@@ -185,8 +183,9 @@ impl Checks {
         let spec = &self.spec;
         let addr = self.hosts[host];
         let transition = match &outcome {
-            Outcome::Success => {
+            Outcome::Success { degraded } => {
                 CheckCounters::add(&counters.success);
+                self.board.set_degraded(host, *degraded);
                 s.num_unhealthy = 0;
                 let t = if !s.failed {
                     Transition::Unchanged
@@ -300,7 +299,7 @@ async fn run(checks: Weak<Checks>, host: usize, first_delay: Duration) {
         monoio::time::sleep(delay).await;
         let Some(c) = checks.upgrade() else { return };
         let outcome = c.probe(host).await;
-        let passed = outcome == Outcome::Success;
+        let passed = matches!(outcome, Outcome::Success { .. });
         let transition = c.record(host, outcome);
         delay = c.interval(passed, transition);
     }
@@ -330,7 +329,9 @@ async fn http_probe(addr: SocketAddr, http: &HttpHealthCheck, host: &str) -> Out
                 let code = response.code.unwrap_or(0);
                 let within = |ranges: &[(u16, u16)]| ranges.iter().any(|(a, b)| (*a..*b).contains(&code));
                 return if within(&http.expected_statuses) {
-                    Outcome::Success
+                    let degraded =
+                        response.headers.iter().any(|h| h.name.eq_ignore_ascii_case("x-envoy-degraded"));
+                    Outcome::Success { degraded }
                 } else {
                     Outcome::Active {
                         retriable: within(&http.retriable_statuses),
@@ -381,12 +382,12 @@ async fn tcp_probe(addr: SocketAddr, send: &[u8], receive: &[Vec<u8>]) -> Outcom
         }
     }
     if receive.is_empty() {
-        return Outcome::Success;
+        return Outcome::Success { degraded: false };
     }
     let mut got = Vec::new();
     loop {
         if matches_in_order(&got, receive) {
-            return Outcome::Success;
+            return Outcome::Success { degraded: false };
         }
         if got.len() > MAX_HEAD {
             return Outcome::Network(format!("{addr}: {} bytes without the expected ones", got.len()));
