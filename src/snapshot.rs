@@ -30,6 +30,8 @@ pub struct ListenerSnap {
     pub filters: FilterChain,
     pub routes: RouteTable,
     pub observers: Observers,
+    /// TLS filter chains: every connection is TLS (`shard::tls`); None: plaintext.
+    pub tls: Option<Arc<crate::config::tls::ListenerTls>>,
 }
 
 /// A `tcp_proxy` listener: where its connections go and what they are allowed.
@@ -43,6 +45,8 @@ pub struct TcpListenerSnap {
     pub max_connect_attempts: u32,
     /// Access logs only: a TCP connection has no span.
     pub observers: Observers,
+    /// TLS filter chain: connections are terminated (`shard::tls`) before they are relayed.
+    pub tls: Option<Arc<crate::config::tls::ListenerTls>>,
 }
 
 /// The http_connection_manager settings a connection needs, in the units it uses.
@@ -135,6 +139,7 @@ impl Snapshot {
                 routes: RouteTable::compile(&l.hcm.route_config, &index, socket.bound.port())
                     .map_err(|e| e.to_string())?,
                 observers: observers.get(i).cloned().unwrap_or_default(),
+                tls: l.tls.clone().map(Arc::new),
             });
         }
         let mut tcp_listeners = Vec::with_capacity(bootstrap.tcp_listeners.len());
@@ -147,6 +152,7 @@ impl Snapshot {
                 idle_timeout: l.proxy.idle_timeout,
                 max_connect_attempts: l.proxy.max_connect_attempts,
                 observers: observers.get(bootstrap.listeners.len() + i).cloned().unwrap_or_default(),
+                tls: l.tls.clone().map(Arc::new),
             });
         }
         Ok(Snapshot { generation, listeners, tcp_listeners, clusters, bootstrap })

@@ -53,6 +53,7 @@ fn validate_accepts_every_example_config() {
         "seed/service-b.yaml",
         "seed/service-c.yaml",
         "v3/service-a.yaml",
+        "envoyproxy-examples/route-mirror/envoy.yaml",
     ] {
         let path = examples().join(file);
         let out = run(&["--mode", "validate", "-c", path.to_str().unwrap()]);

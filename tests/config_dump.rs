@@ -240,6 +240,13 @@ fn every_shipped_config_round_trips() {
             }
             // Kubernetes manifests and compose files are not bootstraps; skip what does not load.
             let Ok(loaded) = load_file(&path) else { continue };
+            // A TLS certificate's private key is redacted in the dump (as Envoy's), so a config
+            // with one cannot load from its dump.
+            let b = &loaded.bootstrap;
+            if b.listeners.iter().any(|l| l.tls.is_some()) || b.tcp_listeners.iter().any(|l| l.tls.is_some())
+            {
+                continue;
+            }
             let dump = render_bootstrap(&loaded.bootstrap);
             assert_round_trip(&loaded.bootstrap, &dump);
             checked += 1;

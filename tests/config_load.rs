@@ -493,12 +493,12 @@ fn unknown_http_filter() {
 #[test]
 fn unsupported_lb_policy() {
     assert_eq!(
-        err(&with("lb_policy: ROUND_ROBIN", "lb_policy: RING_HASH")),
-        "skiff.yaml:26:16: static_resources.clusters[0].lb_policy: lb_policy RING_HASH is not yet supported (supported: ROUND_ROBIN, LEAST_REQUEST, RANDOM)"
+        err(&with("lb_policy: ROUND_ROBIN", "lb_policy: ORIGINAL_DST_LB")),
+        "skiff.yaml:26:16: static_resources.clusters[0].lb_policy: lb_policy ORIGINAL_DST_LB is not yet supported (supported: ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV)"
     );
     assert_eq!(
         err(&with("lb_policy: ROUND_ROBIN", "lb_policy: ROUND_ROBN")),
-        r#"skiff.yaml:26:16: static_resources.clusters[0].lb_policy: unknown lb_policy "ROUND_ROBN", expected one of ROUND_ROBIN, LEAST_REQUEST, RANDOM"#
+        r#"skiff.yaml:26:16: static_resources.clusters[0].lb_policy: unknown lb_policy "ROUND_ROBN", expected one of ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV"#
     );
     assert_eq!(
         err(&with("type: STRICT_DNS", "type: EDS")),
@@ -547,14 +547,14 @@ fn http2_codec_is_refused() {
 }
 
 #[test]
-fn tls_and_xds_are_refused_by_name() {
+fn unknown_transport_sockets_and_xds_are_refused_by_name() {
     let text = with(
         "    type: STRICT_DNS\n",
-        "    type: STRICT_DNS\n    transport_socket: { name: envoy.transport_sockets.tls }\n",
+        "    type: STRICT_DNS\n    transport_socket: { name: envoy.transport_sockets.alts }\n",
     );
     assert_eq!(
         err(&text),
-        "skiff.yaml:26:23: static_resources.clusters[0].transport_socket: transport_socket is not supported: TLS not yet supported"
+        "skiff.yaml:26:23: static_resources.clusters[0].transport_socket: transport socket \"envoy.transport_sockets.alts\" is not supported (envoy.transport_sockets.tls or raw_buffer)"
     );
     let text = format!("dynamic_resources: {{}}\n{BASE}");
     assert!(
@@ -612,7 +612,7 @@ fn warnings_name_what_is_ignored() {
     assert_eq!(
         l.warnings,
         vec![
-            "skiff.yaml:27:24: static_resources.clusters[0].outlier_detection: outlier_detection is accepted but ignored (outlier detection is not yet active)",
+            "skiff.yaml:28:40: static_resources.clusters[0].per_connection_buffer_limit_bytes: per_connection_buffer_limit_bytes is accepted but ignored (skiff's buffers are bounded by its own fixed sizes)",
         ]
     );
 }

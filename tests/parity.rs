@@ -79,6 +79,9 @@ struct Scenario {
     requests: Vec<String>,
     /// Non-zero stats whose names start with one of these are compared.
     stat_prefixes: &'static [&'static str],
+    /// A wait after each exchange, for what a proxy does after answering (a mirrored request's
+    /// shadow): it lands before the next request's, so both proxies' upstreams see one order.
+    pause: Duration,
 }
 
 impl Scenario {
@@ -91,6 +94,7 @@ impl Scenario {
             backend: Upstream::Ok(vec![]),
             requests,
             stat_prefixes: &[],
+            pause: Duration::ZERO,
         }
     }
 }
@@ -303,7 +307,11 @@ fn drive(s: &Scenario, listener: SocketAddr, admin: SocketAddr, log: &Path, ups:
     let exchanges = s
         .requests
         .iter()
-        .map(|r| exchange(listener, r.replace("{PORT}", &listener.port().to_string()).as_bytes()))
+        .map(|r| {
+            let x = exchange(listener, r.replace("{PORT}", &listener.port().to_string()).as_bytes());
+            std::thread::sleep(s.pause);
+            x
+        })
         .collect();
     let log = log_lines(log, s.requests.len());
     let stats = envoy::admin_get(admin, "/stats").map(|(_, b)| envoy::parse_stats(&b)).unwrap_or_default();
@@ -905,5 +913,81 @@ fn retries_on_retriable_status_codes_and_4xx_with_back_off() {
             && !l.contains("downstream_rq_completed")
             && !l.contains("downstream_rq_http1")
             && !l.contains("downstream_rq_active")
+    });
+}
+
+#[test]
+fn request_mirror_sends_a_shadow_copy_and_ignores_its_answer() {
+    const MIRROR_ROUTES: &str = r#"virtual_hosts:
+  - name: all
+    domains: ["*"]
+    routes:
+      - match: { prefix: "/never" }
+        route:
+          cluster: backend
+          request_mirror_policies: [ { cluster: closer, runtime_fraction: { default_value: { numerator: 0 } } } ]
+      - match: { prefix: "/plain" }
+        route:
+          cluster: backend
+          request_mirror_policies: [ { cluster: closer, disable_shadow_host_suffix_append: true } ]
+      - match: { prefix: "/hdr" }
+        route: { cluster: backend, request_mirror_policies: [ { cluster_header: x-mirror-cluster } ] }
+      - match: { prefix: "/" }
+        route: { cluster: backend, request_mirror_policies: [ { cluster: closer } ] }
+"#;
+    // The shadow goes to `closer`, which closes without answering: the client never notices.
+    let mut s = Scenario::new(
+        "request_mirror_sends_a_shadow_copy_and_ignores_its_answer",
+        vec![
+            get("/a", "example.com:8080", &[]),
+            "POST /b HTTP/1.1\r\nHost: example.com\r\nContent-Length: 5\r\n\r\nhello".into(),
+            get("/never", "example.com", &[]),
+            get("/plain", "example.com", &[]),
+            get("/hdr/named", "example.com", &[("x-mirror-cluster", "closer")]),
+            get("/hdr/unknown", "example.com", &[("x-mirror-cluster", "nowhere")]),
+        ],
+    );
+    s.route_config = MIRROR_ROUTES;
+    s.pause = Duration::from_millis(100);
+    s.stat_prefixes = &["cluster.closer.upstream_rq_total", "cluster.backend.upstream_rq_total"];
+    assert_parity(&s, |l| {
+        is_status(l)
+            || l.starts_with("log#")
+            || l.starts_with("stat ")
+            || (l.starts_with("upstream ")
+                && (l.contains(" request ") || l.contains(" host: ") || l.contains(" body ")))
+    });
+}
+
+#[test]
+fn cluster_header_routes_by_the_named_cluster_and_503_nc_when_none() {
+    const HEADER_ROUTES: &str = r#"virtual_hosts:
+  - name: all
+    domains: ["*"]
+    routes:
+      - match: { prefix: "/404" }
+        route: { cluster_header: x-cluster, cluster_not_found_response_code: NOT_FOUND }
+      - match: { prefix: "/" }
+        route: { cluster_header: x-cluster }
+"#;
+    let mut s = Scenario::new(
+        "cluster_header_routes_by_the_named_cluster_and_503_nc_when_none",
+        vec![
+            get("/a", "x", &[("x-cluster", "backend")]),
+            get("/b", "x", &[("x-cluster", "nowhere")]),
+            get("/c", "x", &[]),
+            get("/404", "x", &[("x-cluster", "nowhere")]),
+        ],
+    );
+    s.route_config = HEADER_ROUTES;
+    s.stat_prefixes =
+        &["http.ingress.no_cluster", "http.ingress.downstream_rq_", "cluster.backend.upstream_rq_total"];
+    assert_parity(&s, |l| {
+        (is_client(l) && !l.contains(" header date: "))
+            || l.starts_with("log#")
+            || (l.starts_with("stat ")
+                && !l.contains("downstream_rq_time")
+                && !l.contains("downstream_rq_active"))
+            || (l.starts_with("upstream ") && l.contains(" request "))
     });
 }

@@ -21,7 +21,7 @@ fn previous_hosts_sends_the_retry_to_a_host_not_yet_tried() {
         body: b"down".to_vec(),
     }));
     let healthy = TestUpstream::named("up");
-    let retry = "retry_on: 5xx, num_retries: 1, retry_host_predicate: [ { name: envoy.retry_host_predicates.previous_hosts } ], host_selection_retry_max_attempts: 16, retry_back_off: { base_interval: 0.001s }";
+    let retry = "retry_on: 5xx, num_retries: 1, retry_host_predicate: [ { name: envoy.retry_host_predicates.previous_hosts, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate } } ], host_selection_retry_max_attempts: 16, retry_back_off: { base_interval: 0.001s }";
     let skiff = Skiff::start(&two_hosts_config(failing.addr, healthy.addr, retry), &["--concurrency", "1"]);
     let mut c = Client::connect(skiff.listener("main"));
     // RANDOM picks the failing host first about half the time; its one retry must then go to the

@@ -177,13 +177,9 @@ fn listener(l: &Listener) -> Value {
     let mut m = Map::new();
     m.insert("name".into(), l.name.as_str().into());
     m.insert("address".into(), socket_address(&l.address.ip().to_string(), l.address.port()));
-    m.insert(
-        "filter_chains".into(),
-        json!([{ "filters": [{
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": hcm(&l.hcm),
-        }] }]),
-    );
+    let filters =
+        json!([{ "name": "envoy.filters.network.http_connection_manager", "typed_config": hcm(&l.hcm) }]);
+    tls_chains(&mut m, filters, l.tls.as_ref());
     // v3 has no tracing.operation_name: Envoy derives EGRESS from an OUTBOUND listener, so that is
     // how an egress tracing operation is written (and read back).
     if l.hcm.tracing.as_ref().is_some_and(|t| t.operation == TracingOperation::Egress) {
@@ -205,11 +201,38 @@ fn tcp_listener(l: &TcpListener) -> Value {
     if !p.access_logs.is_empty() {
         m.insert("access_log".into(), p.access_logs.iter().map(access_log).collect());
     }
-    json!({
-        "name": l.name,
-        "address": socket_address(&l.address.ip().to_string(), l.address.port()),
-        "filter_chains": [{ "filters": [{ "name": "envoy.filters.network.tcp_proxy", "typed_config": m }] }],
-    })
+    let mut out = Map::new();
+    out.insert("name".into(), l.name.as_str().into());
+    out.insert("address".into(), socket_address(&l.address.ip().to_string(), l.address.port()));
+    let filters = json!([{ "name": "envoy.filters.network.tcp_proxy", "typed_config": m }]);
+    tls_chains(&mut out, filters, l.tls.as_ref());
+    Value::Object(out)
+}
+
+/// `filter_chains` (one per TLS context, each with its `server_names` and `transport_socket`,
+/// keys redacted) and, on a TLS listener, the TLS inspector skiff always runs.
+fn tls_chains(m: &mut Map<String, Value>, filters: Value, tls: Option<&crate::config::tls::ListenerTls>) {
+    let Some(tls) = tls else {
+        m.insert("filter_chains".into(), json!([{ "filters": filters }]));
+        return;
+    };
+    let chains = tls.chains.iter().map(|c| {
+        let mut chain = Map::new();
+        if !c.server_names.is_empty() {
+            chain.insert("filter_chain_match".into(), json!({ "server_names": c.server_names }));
+        }
+        chain.insert("filters".into(), filters.clone());
+        chain.insert("transport_socket".into(), c.context.dump.clone());
+        Value::Object(chain)
+    });
+    m.insert("filter_chains".into(), chains.collect());
+    m.insert(
+        "listener_filters".into(),
+        json!([{
+            "name": "envoy.filters.listener.tls_inspector",
+            "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector" },
+        }]),
+    );
 }
 
 /// `upgrade_configs` of an HCM or a route (`enabled` only when false, its proto default being true).
@@ -226,6 +249,9 @@ fn cluster_specifier(m: &mut Map<String, Value>, spec: &ClusterSpecifier) {
     match spec {
         ClusterSpecifier::Single(c) => {
             m.insert("cluster".into(), c.as_str().into());
+        }
+        ClusterSpecifier::Header(h) => {
+            m.insert("cluster_header".into(), h.as_str().into());
         }
         ClusterSpecifier::Weighted(list) => {
             let clusters: Vec<Value> =
@@ -268,7 +294,41 @@ fn hcm(h: &HttpConnectionManager) -> Value {
     }
     // skiff's own default (10 s) differs from Envoy's (none), so it is always spelled out.
     m.insert("request_headers_timeout".into(), duration(h.request_headers_timeout).into());
-    m.insert("common_http_protocol_options".into(), json!({ "idle_timeout": duration(h.idle_timeout) }));
+    let mut common = Map::new();
+    common.insert("idle_timeout".into(), duration(h.idle_timeout).into());
+    if let Some(n) = h.max_requests_per_connection {
+        common.insert("max_requests_per_connection".into(), n.into());
+    }
+    if let Some(d) = h.max_connection_duration {
+        common.insert("max_connection_duration".into(), duration(d).into());
+    }
+    if let Some(d) = h.stream_limits.max_duration {
+        common.insert("max_stream_duration".into(), duration(d).into());
+    }
+    if h.max_headers_count != MAX_HEADERS_COUNT {
+        common.insert("max_headers_count".into(), h.max_headers_count.into());
+    }
+    match h.headers_with_underscores {
+        UnderscoresAction::Allow => {}
+        UnderscoresAction::RejectRequest => {
+            common.insert("headers_with_underscores_action".into(), "REJECT_REQUEST".into());
+        }
+        UnderscoresAction::DropHeader => {
+            common.insert("headers_with_underscores_action".into(), "DROP_HEADER".into());
+        }
+    }
+    m.insert("common_http_protocol_options".into(), Value::Object(common));
+    // `0s` (off) reads back as None.
+    m.insert("stream_idle_timeout".into(), duration(h.stream_limits.idle.unwrap_or(Duration::ZERO)).into());
+    if let Some(d) = h.stream_limits.request {
+        m.insert("request_timeout".into(), duration(d).into());
+    }
+    if h.delayed_close_timeout != Some(Duration::from_secs(1)) {
+        m.insert(
+            "delayed_close_timeout".into(),
+            duration(h.delayed_close_timeout.unwrap_or(Duration::ZERO)).into(),
+        );
+    }
     if !h.generate_request_id {
         m.insert("generate_request_id".into(), false.into());
     }
@@ -583,9 +643,122 @@ fn forward(f: &ForwardAction) -> Value {
         if let Some(t) = r.per_try_timeout {
             rp.insert("per_try_timeout".into(), duration(t).into());
         }
+        if !r.retriable_status_codes.is_empty() {
+            rp.insert("retriable_status_codes".into(), r.retriable_status_codes.clone().into());
+        }
+        if r.back_off != BackOff::default() {
+            rp.insert(
+                "retry_back_off".into(),
+                json!({ "base_interval": duration(r.back_off.base), "max_interval": duration(r.back_off.max) }),
+            );
+        }
+        if r.avoid_previous_hosts {
+            rp.insert(
+                "retry_host_predicate".into(),
+                json!([{
+                    "name": "envoy.retry_host_predicates.previous_hosts",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                    },
+                }]),
+            );
+        }
+        if r.host_selection_attempts != 1 {
+            rp.insert("host_selection_retry_max_attempts".into(), r.host_selection_attempts.into());
+        }
         m.insert("retry_policy".into(), Value::Object(rp));
     }
+    if !f.hash_policy.is_empty() {
+        m.insert("hash_policy".into(), f.hash_policy.iter().map(hash_policy).collect());
+    }
+    // Some(None) is the operator's `0s`.
+    if let Some(t) = f.idle_timeout {
+        m.insert("idle_timeout".into(), duration(t.unwrap_or(Duration::ZERO)).into());
+    }
+    let msd = &f.max_stream_duration;
+    if *msd != RouteStreamDuration::default() {
+        let mut d = Map::new();
+        if let Some(t) = msd.max {
+            d.insert("max_stream_duration".into(), duration(t.unwrap_or(Duration::ZERO)).into());
+        }
+        if let Some(t) = msd.grpc_header_max {
+            d.insert("grpc_timeout_header_max".into(), duration(t.unwrap_or(Duration::ZERO)).into());
+        }
+        if !msd.grpc_header_offset.is_zero() {
+            d.insert("grpc_timeout_header_offset".into(), duration(msd.grpc_header_offset).into());
+        }
+        m.insert("max_stream_duration".into(), Value::Object(d));
+    }
+    match f.cluster_not_found {
+        404 => {
+            m.insert("cluster_not_found_response_code".into(), "NOT_FOUND".into());
+        }
+        500 => {
+            m.insert("cluster_not_found_response_code".into(), "INTERNAL_SERVER_ERROR".into());
+        }
+        _ => {}
+    }
+    if !f.mirrors.is_empty() {
+        let mirrors: Vec<Value> = f.mirrors.iter().map(mirror).collect();
+        m.insert("request_mirror_policies".into(), mirrors.into());
+    }
     Value::Object(m)
+}
+
+fn mirror(p: &MirrorPolicy) -> Value {
+    let mut m = Map::new();
+    match &p.target {
+        MirrorTarget::Cluster(c) => m.insert("cluster".into(), c.as_str().into()),
+        MirrorTarget::Header(h) => m.insert("cluster_header".into(), h.as_str().into()),
+    };
+    if p.fraction.per_million < 1_000_000 {
+        let denominator = match p.fraction.unit {
+            1 => "MILLION",
+            100 => "TEN_THOUSAND",
+            _ => "HUNDRED",
+        };
+        let numerator = p.fraction.per_million / p.fraction.unit.max(1);
+        m.insert(
+            "runtime_fraction".into(),
+            json!({ "default_value": { "numerator": numerator, "denominator": denominator } }),
+        );
+    }
+    if !p.shadow_suffix {
+        m.insert("disable_shadow_host_suffix_append".into(), true.into());
+    }
+    Value::Object(m)
+}
+
+fn hash_policy(h: &HashPolicy) -> Value {
+    let mut m = match &h.method {
+        HashMethod::Header(name) => json!({ "header": { "header_name": name } }),
+        HashMethod::Cookie(name) => json!({ "cookie": { "name": name } }),
+        HashMethod::SourceIp => json!({ "connection_properties": { "source_ip": true } }),
+        HashMethod::QueryParameter(name) => json!({ "query_parameter": { "name": name } }),
+    };
+    if h.terminal {
+        m["terminal"] = true.into();
+    }
+    m
+}
+
+/// Every field of `outlier_detection`, defaults included (they are Envoy's too).
+fn outlier_detection(o: &OutlierDetection) -> Value {
+    json!({
+        "consecutive_5xx": o.consecutive_5xx,
+        "consecutive_gateway_failure": o.consecutive_gateway_failure,
+        "consecutive_local_origin_failure": o.consecutive_local_origin_failure,
+        "interval": duration(o.interval),
+        "base_ejection_time": duration(o.base_ejection_time),
+        "max_ejection_time": duration(o.max_ejection_time),
+        "max_ejection_time_jitter": duration(o.max_ejection_time_jitter),
+        "max_ejection_percent": o.max_ejection_percent,
+        "enforcing_consecutive_5xx": o.enforcing_consecutive_5xx,
+        "enforcing_consecutive_gateway_failure": o.enforcing_consecutive_gateway_failure,
+        "enforcing_consecutive_local_origin_failure": o.enforcing_consecutive_local_origin_failure,
+        "split_external_local_origin_errors": o.split_external_local_origin_errors,
+        "always_eject_one_host": o.always_eject_one_host,
+    })
 }
 
 fn redirect(r: &Redirect) -> Value {
@@ -634,6 +807,9 @@ fn cluster(c: &Cluster) -> Value {
         }
     }
     m.insert("connect_timeout".into(), duration(c.connect_timeout).into());
+    if let Some(tls) = &c.tls {
+        m.insert("transport_socket".into(), tls.dump.clone());
+    }
     match c.lb_policy {
         LbPolicy::RoundRobin => {}
         LbPolicy::LeastRequest => {
@@ -641,6 +817,12 @@ fn cluster(c: &Cluster) -> Value {
         }
         LbPolicy::Random => {
             m.insert("lb_policy".into(), "RANDOM".into());
+        }
+        LbPolicy::RingHash => {
+            m.insert("lb_policy".into(), "RING_HASH".into());
+        }
+        LbPolicy::Maglev => {
+            m.insert("lb_policy".into(), "MAGLEV".into());
         }
     }
     // Only meaningful for DNS clusters; for a STATIC one printed only if someone set it.
@@ -666,6 +848,32 @@ fn cluster(c: &Cluster) -> Value {
     if let Some(n) = c.max_requests_per_connection {
         m.insert("max_requests_per_connection".into(), n.into());
     }
+    let mut common = Map::new();
+    if c.idle_timeout != Duration::from_secs(3600) {
+        common.insert("idle_timeout".into(), duration(c.idle_timeout).into());
+    }
+    if let Some(d) = c.max_connection_duration {
+        common.insert("max_connection_duration".into(), duration(d).into());
+    }
+    if c.max_headers_count != MAX_HEADERS_COUNT {
+        common.insert("max_headers_count".into(), c.max_headers_count.into());
+    }
+    if !common.is_empty() {
+        m.insert("common_http_protocol_options".into(), Value::Object(common));
+    }
+    if let Some(k) = &c.tcp_keepalive {
+        let mut ka = Map::new();
+        if let Some(n) = k.probes {
+            ka.insert("keepalive_probes".into(), n.into());
+        }
+        if let Some(t) = k.time {
+            ka.insert("keepalive_time".into(), t.as_secs().into());
+        }
+        if let Some(t) = k.interval {
+            ka.insert("keepalive_interval".into(), t.as_secs().into());
+        }
+        m.insert("upstream_connection_options".into(), json!({ "tcp_keepalive": ka }));
+    }
     if c.circuit_breakers != CircuitBreakers::default() {
         let cb = c.circuit_breakers;
         m.insert(
@@ -675,8 +883,20 @@ fn cluster(c: &Cluster) -> Value {
                 "max_pending_requests": cb.max_pending_requests,
                 "max_requests": cb.max_requests,
                 "max_retries": cb.max_retries,
+                "track_remaining": cb.track_remaining,
             }] }),
         );
+    }
+    if let Some(o) = &c.outlier_detection {
+        m.insert("outlier_detection".into(), outlier_detection(o));
+    }
+    let t = c.hash_table;
+    if t != HashTable::default() {
+        m.insert(
+            "ring_hash_lb_config".into(),
+            json!({ "minimum_ring_size": t.minimum_ring_size, "maximum_ring_size": t.maximum_ring_size }),
+        );
+        m.insert("maglev_lb_config".into(), json!({ "table_size": t.maglev_table_size }));
     }
     Value::Object(m)
 }

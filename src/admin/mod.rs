@@ -115,6 +115,14 @@ impl AdminState {
                 own.push(Scope::Cluster(c.name.clone()), name, Value::Gauge(value));
             }
             health_stats(&mut own, c);
+            // So is outlier detection.
+            if let Some(o) = &c.outlier {
+                let (counters, (gauge, active)) = o.stats();
+                for (name, value) in counters {
+                    own.push(Scope::Cluster(c.name.clone()), name, Value::Counter(value));
+                }
+                own.push(Scope::Cluster(c.name.clone()), gauge, Value::Gauge(active));
+            }
         }
         let live = self.state() == "LIVE";
         let connections = shards.active_connections();
@@ -614,8 +622,8 @@ async fn clusters(state: &AdminState, json: bool) -> (u16, &'static str, String)
     (200, TEXT, out)
 }
 
-/// Envoy's JSON `health_status` of a host: the declared EDS status, and the active check's verdict
-/// when it fails.
+/// Envoy's JSON `health_status` of a host: the declared EDS status, and the active check's and
+/// outlier detection's verdicts when they fail.
 fn health_status_json(flags: crate::cluster::health::Flags) -> serde_json::Value {
     use crate::config::HealthStatus;
     let eds = match flags.declared {
@@ -628,6 +636,9 @@ fn health_status_json(flags: crate::cluster::health::Flags) -> serde_json::Value
     let mut v = serde_json::json!({ "eds_health_status": eds });
     if flags.failed_active_hc {
         v["failed_active_health_check"] = serde_json::Value::Bool(true);
+    }
+    if flags.failed_outlier_check {
+        v["failed_outlier_check"] = serde_json::Value::Bool(true);
     }
     v
 }

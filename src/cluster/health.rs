@@ -15,6 +15,9 @@ pub struct Flags {
     pub declared: HealthStatus,
     /// Failing (or not yet passed) its active health check.
     pub failed_active_hc: bool,
+    /// Ejected by outlier detection. Shown only: the pick skips ejected hosts itself
+    /// (`ShardCluster::pick_for`), so a plan does not change with every ejection.
+    pub failed_outlier_check: bool,
     /// Passing, with `x-envoy-degraded` in the check's response.
     pub degraded_active_hc: bool,
     /// Failed, and its last check timed out (Envoy's `ACTIVE_HC_TIMEOUT`; display only).
@@ -53,6 +56,9 @@ impl Flags {
         let mut out = String::new();
         if self.failed_active_hc {
             out.push_str("/failed_active_hc");
+        }
+        if self.failed_outlier_check {
+            out.push_str("/failed_outlier_check");
         }
         if matches!(self.declared, HealthStatus::Unhealthy | HealthStatus::Timeout) {
             out.push_str("/failed_eds_health");

@@ -3,7 +3,9 @@
 //! counts; `pool`: idle upstream connections). Never shared between shards.
 
 pub mod breaker;
+pub mod hash_lb;
 pub mod health;
+pub mod outlier;
 pub mod pending;
 pub mod pool;
 pub mod schedule;
@@ -11,7 +13,9 @@ pub mod schedule;
 use crate::config::{self, LbPolicy};
 use crate::stats::ClusterStats;
 use breaker::Breaker;
+use hash_lb::HashTable;
 use health::{Board, Flags, Plan};
+use outlier::{Detector, Outlier};
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -29,6 +33,8 @@ pub struct Resolved {
     pub breaker: Arc<Breaker>,
     /// Active health-check verdicts, aligned with `hosts`; None when the cluster has no checks.
     pub board: Option<Arc<Board>>,
+    /// Its hosts' outlier-detection state, kept as long as the spec (like the breakers).
+    pub detector: Arc<Detector>,
 }
 
 /// A cluster as a snapshot carries it: endpoints already resolved.
@@ -57,6 +63,12 @@ pub struct ClusterSnap {
     pub circuit_breakers: config::CircuitBreakers,
     /// Shared by every shard and every snapshot of this cluster spec.
     pub breaker: Arc<Breaker>,
+    /// `outlier_detection`, when configured: per-host counts shared by every shard.
+    pub outlier: Option<Outlier>,
+    /// The ring or Maglev table of a RING_HASH or MAGLEV cluster.
+    pub hash_table: Option<HashTable>,
+    /// `transport_socket` TLS: its connections are made by `shard::tls`.
+    pub tls: Option<config::tls::UpstreamTls>,
 }
 
 /// A cluster's limits on each of its upstream connections (`common_http_protocol_options`,
@@ -85,16 +97,22 @@ impl ConnectionLimits {
 
 impl ClusterSnap {
     pub fn new(cluster: &config::Cluster, resolved: Resolved) -> Self {
-        let Resolved { hosts: endpoints, mut levels, breaker, board } = resolved;
+        let Resolved { hosts: endpoints, mut levels, breaker, board, detector } = resolved;
         levels.resize(endpoints.len(), (0, config::HealthStatus::Unknown));
+        let addrs: Vec<SocketAddr> = endpoints.iter().map(|(a, _)| *a).collect();
         let weights: Vec<u32> = endpoints.iter().map(|(_, w)| *w).collect();
         let plan = plan_of(&levels, &weights, board.as_deref(), cluster.lb_health);
+        let outlier = cluster.outlier_detection.map(|c| Outlier::new(c, detector, &addrs));
+        let hash_table = HashTable::build(cluster.lb_policy, &addrs, &weights, &cluster.hash_table);
         ClusterSnap {
             name: cluster.name.clone(),
             pool_id: {
                 use std::hash::{Hash, Hasher};
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 cluster.name.hash(&mut h);
+                // A TLS connection is never reused for another identity (a reload that changes
+                // the cluster's TLS context starts a new pool).
+                cluster.tls.as_ref().map(|t| &t.spec).hash(&mut h);
                 h.finish()
             },
             connect_timeout: cluster.connect_timeout,
@@ -109,6 +127,9 @@ impl ClusterSnap {
             connection: ConnectionLimits::of(cluster),
             circuit_breakers: cluster.circuit_breakers,
             breaker,
+            outlier,
+            hash_table,
+            tls: cluster.tls.clone(),
         }
     }
 }
@@ -130,7 +151,10 @@ impl ClusterSnap {
 
     /// Each host's health flags, aligned with `endpoints`.
     pub fn flags(&self, host: usize) -> Flags {
-        flags_of(&self.levels, self.board.as_deref(), host)
+        Flags {
+            failed_outlier_check: self.outlier.as_ref().is_some_and(|o| o.ejected(host)),
+            ..flags_of(&self.levels, self.board.as_deref(), host)
+        }
     }
 }
 
@@ -139,6 +163,7 @@ fn flags_of(levels: &[(u32, config::HealthStatus)], board: Option<&Board>, host:
     Flags {
         declared: levels.get(host).map_or(config::HealthStatus::Unknown, |l| l.1),
         failed_active_hc: active(Board::failed),
+        failed_outlier_check: false,
         degraded_active_hc: active(Board::degraded),
         active_hc_timeout: active(Board::timed_out),
     }
@@ -195,6 +220,29 @@ impl ShardCluster {
     /// The endpoint index for the next request; None when no host may take it (`no healthy
     /// upstream`).
     pub fn pick(&self, snap: &ClusterSnap, rng: &Rng) -> Option<usize> {
+        self.pick_for(snap, rng, None)
+    }
+
+    /// `pick` for a request with a `hash_policy` key (RING_HASH, MAGLEV; others ignore it).
+    /// Hosts outlier detection ejected are skipped unless too few are left (panic).
+    pub fn pick_for(&self, snap: &ClusterSnap, rng: &Rng, hash: Option<u64>) -> Option<usize> {
+        let first = self.pick_any(snap, rng, hash)?;
+        let Some(outlier) = snap.outlier.as_ref() else { return Some(first) };
+        if outlier.usable(first) || outlier.panic() {
+            return Some(first);
+        }
+        if let Some(table) = &snap.hash_table {
+            // A request without a key hashes randomly, as Envoy's.
+            let h = hash.unwrap_or_else(|| rng.next());
+            return Some(table.pick(h, |e| outlier.usable(e)));
+        }
+        // Round robin steps on through its schedule; the random policies draw again.
+        let turns: usize = snap.weights.iter().map(|w| *w as usize).sum();
+        let tries = turns.min(4096).max(snap.endpoints.len());
+        (0..tries).filter_map(|_| self.pick_any(snap, rng, hash)).find(|e| outlier.usable(*e)).or(Some(first))
+    }
+
+    fn pick_any(&self, snap: &ClusterSnap, rng: &Rng, hash: Option<u64>) -> Option<usize> {
         let checked;
         let plan = match &snap.board {
             None => &snap.plan,
@@ -220,6 +268,16 @@ impl ShardCluster {
                 schedule.get(c % schedule.len().max(1)).copied()
             }
             LbPolicy::Random => hosts.get((rng.next() % n) as usize).copied(),
+            LbPolicy::RingHash | LbPolicy::Maglev => {
+                let h = hash.unwrap_or_else(|| rng.next());
+                match &snap.hash_table {
+                    // Every host may take it: the table as built (the common case).
+                    Some(t) if hosts.len() == snap.endpoints.len() => Some(t.pick(h, |_| true) as u32),
+                    // Health or priority narrowed the hosts: the next usable point of the table.
+                    Some(t) => Some(t.pick(h, |e| hosts.contains(&(e as u32))) as u32),
+                    None => hosts.get((rng.next() % n) as usize).copied(),
+                }
+            }
             // Power of two choices: as good as a full scan in practice, O(1).
             LbPolicy::LeastRequest => {
                 let a = hosts[(rng.next() % n) as usize] as usize;

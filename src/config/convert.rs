@@ -34,7 +34,6 @@ macro_rules! reject_present {
 }
 
 const NOT_YET: &str = "not yet implemented in skiff";
-const TLS: &str = "TLS not yet supported";
 
 /// The most a sane retry policy asks for; beyond it a typo is likelier than intent.
 const MAX_NUM_RETRIES: u32 = 100;
@@ -387,13 +386,21 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
         p,
         l,
         "listener",
-        [socket_options, freebind, transparent, tcp_fast_open_queue_length, connection_balance_config]
+        [
+            socket_options,
+            freebind,
+            transparent,
+            tcp_fast_open_queue_length,
+            connection_balance_config,
+            listener_filters_timeout,
+            continue_on_listener_filters_timeout
+        ]
     );
     if l.use_original_dst == Some(true) {
         return fail(p.key("use_original_dst"), format!("use_original_dst is not supported: {NOT_YET}"));
     }
-    if l.listener_filters.as_ref().is_some_and(|f| !f.is_empty()) {
-        return fail(p.key("listener_filters"), "listener filters are not supported");
+    if let Some(filters) = &l.listener_filters {
+        super::convert_tls::listener_filters(&p.key("listener_filters"), filters)?;
     }
     let address = bind_address(p.key("address"), l.address)?;
     let direction = l.traffic_direction.map(|d| d.0);
@@ -415,20 +422,17 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
             fp.idx(i)
         }
     };
-    if chains.items.len() != 1 {
-        return fail(
-            fp.clone(),
-            format!(
-                "exactly one filter chain is supported (no TLS/SNI matching), got {}",
-                chains.items.len()
-            ),
-        );
+    if chains.items.is_empty() {
+        return fail(fp.clone(), "filter_chains is empty");
     }
+    let chain_count = chains.items.len();
     let mut hcm_out = None;
+    let mut tls = super::convert_tls::Chains::default();
     for (i, chain) in chains.items.into_iter().enumerate() {
         let cp = chain_path(i);
-        reject_present!(cp, chain, [transport_socket, tls_context], TLS);
-        reject_present!(cp, chain, [filter_chain_match], "filter chain matching is not supported");
+        reject_present!(cp, chain, [tls_context], "use transport_socket (v3) for TLS");
+        let handshake_limit = chain.transport_socket_connect_timeout.map(|d| d.0);
+        tls.add(&cp, chain.filter_chain_match, chain.transport_socket.as_ref(), handshake_limit)?;
         if chain.use_proxy_proto == Some(true) {
             return fail(cp.key("use_proxy_proto"), "the PROXY protocol is not supported");
         }
@@ -472,11 +476,29 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
             };
             match raw {
                 RawNetConfig::Hcm(raw) => {
-                    hcm_out = Some(hcm(cx, fp.key(key), *raw, direction, address.port())?);
+                    let warned = cx.warnings.len();
+                    let h = hcm(cx, fp.key(key), *raw, direction, address.port())?;
+                    match &hcm_out {
+                        // Chains differ by their TLS context only: one connection manager serves
+                        // them all, and its warnings are said once.
+                        Some(first) if *first == h => cx.warnings.truncate(warned),
+                        Some(_) => {
+                            return fail(
+                                fp,
+                                "filter chains with different network filters are not supported: \
+                                 skiff's filter chains differ by TLS context only",
+                            )
+                        }
+                        None => hcm_out = Some(h),
+                    }
+                }
+                RawNetConfig::TcpProxy(_) if chain_count > 1 => {
+                    return fail(fp, "tcp_proxy is supported on a listener with one filter chain only");
                 }
                 RawNetConfig::TcpProxy(raw) => {
                     let proxy = tcp_proxy(cx, fp.key(key), *raw)?;
-                    return Ok(Built::Tcp(TcpListener { name, address, proxy }));
+                    let tls = std::mem::take(&mut tls).finish(&chain_path(0))?;
+                    return Ok(Built::Tcp(TcpListener { name, address, proxy, tls }));
                 }
             }
         }
@@ -484,7 +506,8 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
     let Some(hcm) = hcm_out else {
         return fail(fp, "no http_connection_manager");
     };
-    Ok(Built::Http(Box::new(Listener { name, address, hcm })))
+    let tls = tls.finish(&fp)?;
+    Ok(Built::Http(Box::new(Listener { name, address, hcm, tls })))
 }
 
 impl RawNetConfig {
@@ -840,7 +863,10 @@ fn vhost(cx: &mut Cx, p: FieldPath, v: RawVhost, seen: &mut HashSet<String>) -> 
     }
     if let Some(t) = &v.require_tls {
         if !t.eq_ignore_ascii_case("NONE") {
-            return fail(p.key("require_tls"), format!("require_tls {t} is not supported ({TLS})"));
+            return fail(
+                p.key("require_tls"),
+                format!("require_tls {t} is not supported (not yet implemented in skiff)"),
+            );
         }
     }
     let dp = p.key("domains");
@@ -1008,8 +1034,8 @@ fn forward(
     reject_present!(
         p,
         a,
-        [cluster_header, cluster_specifier_plugin],
-        "only cluster and weighted_clusters are supported"
+        [cluster_specifier_plugin],
+        "only cluster, cluster_header and weighted_clusters are supported"
     );
     reject_present!(p, a, [regex_rewrite, host_rewrite_header, host_rewrite_path_regex], NOT_YET);
     warn_present!(
@@ -1018,11 +1044,8 @@ fn forward(
         a,
         "route.route",
         [
-            hash_policy,
             cors,
             rate_limits,
-            request_mirror_policy,
-            request_mirror_policies,
             hedge_policy,
             metadata_match,
             internal_redirect_policy,
@@ -1033,11 +1056,23 @@ fn forward(
     if a.auto_host_rewrite == Some(true) {
         return fail(p.key("auto_host_rewrite"), format!("auto_host_rewrite is not supported: {NOT_YET}"));
     }
-    let cluster = match (a.cluster, a.weighted_clusters) {
-        (Some(c), None) => ClusterSpecifier::Single(cx.cluster_ref(p.key("cluster"), &c)?),
-        (None, Some(w)) => weighted_clusters(cx, p.key("weighted_clusters"), w)?,
-        (Some(_), Some(_)) => return fail(p, "give either cluster or weighted_clusters, not both"),
-        (None, None) => return fail(p, "route needs cluster or weighted_clusters"),
+    let cluster = match (a.cluster, a.cluster_header, a.weighted_clusters) {
+        (Some(c), None, None) => ClusterSpecifier::Single(cx.cluster_ref(p.key("cluster"), &c)?),
+        (None, Some(h), None) if !h.is_empty() => ClusterSpecifier::Header(h.to_ascii_lowercase()),
+        (None, None, Some(w)) => weighted_clusters(cx, p.key("weighted_clusters"), w)?,
+        (None, None, None) => return fail(p, "route needs cluster, cluster_header or weighted_clusters"),
+        _ => return fail(p, "give one of cluster, cluster_header or weighted_clusters"),
+    };
+    let cluster_not_found = match a.cluster_not_found_response_code.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("SERVICE_UNAVAILABLE") => 503,
+        Some("NOT_FOUND") => 404,
+        Some("INTERNAL_SERVER_ERROR") => 500,
+        Some(other) => {
+            return fail(
+                p.key("cluster_not_found_response_code"),
+                format!("unknown cluster_not_found_response_code {other} (SERVICE_UNAVAILABLE, NOT_FOUND or INTERNAL_SERVER_ERROR)"),
+            )
+        }
     };
     if a.host_rewrite_literal.is_some() && a.host_rewrite.is_some() {
         return fail(p, "give either host_rewrite_literal or host_rewrite, not both");
@@ -1064,7 +1099,9 @@ fn forward(
     }
     let upgrades =
         upgrades(up, a.upgrade_configs.iter().flatten().map(|u| (u.upgrade_type.as_str(), u.enabled)))?;
+    let hash_policy = super::lb::hash_policies(p.key("hash_policy"), a.hash_policy.unwrap_or_default())?;
     Ok(ForwardAction {
+        hash_policy,
         upgrades,
         cluster,
         timeout,
@@ -1072,6 +1109,8 @@ fn forward(
         host_rewrite_literal: a.host_rewrite_literal.or(a.host_rewrite),
         retry_policy,
         idle_timeout: a.idle_timeout.map(|d| off_if_zero(d.0)),
+        mirrors: mirrors(cx, &p, a.request_mirror_policy, a.request_mirror_policies)?,
+        cluster_not_found,
         max_stream_duration: a.max_stream_duration.map_or(RouteStreamDuration::default(), |m| {
             RouteStreamDuration {
                 max: m.max_stream_duration.map(|d| off_if_zero(d.0)),
@@ -1104,6 +1143,57 @@ fn weighted_clusters(cx: &Cx, wp: FieldPath, w: RawWeighted) -> Res<ClusterSpeci
         }
     }
     Ok(ClusterSpecifier::Weighted(out))
+}
+
+/// `request_mirror_policies` (v3) or `request_mirror_policy` (v2), not both.
+fn mirrors(
+    cx: &mut Cx,
+    p: &FieldPath,
+    one: Option<RawMirrorPolicy>,
+    many: Option<Vec<RawMirrorPolicy>>,
+) -> Res<Vec<MirrorPolicy>> {
+    let list: Vec<(FieldPath, RawMirrorPolicy)> = match (one, many) {
+        (Some(_), Some(_)) => {
+            return fail(
+                p.key("request_mirror_policy"),
+                "give either request_mirror_policy or request_mirror_policies, not both",
+            )
+        }
+        (Some(m), None) => vec![(p.key("request_mirror_policy"), m)],
+        (None, Some(list)) => {
+            list.into_iter().enumerate().map(|(i, m)| (p.key("request_mirror_policies").idx(i), m)).collect()
+        }
+        (None, None) => return Ok(Vec::new()),
+    };
+    let mut out = Vec::new();
+    for (mp, m) in list {
+        warn_present!(cx, mp, m, "request_mirror_policy", [trace_sampled]);
+        let target = match (m.cluster, m.cluster_header) {
+            (Some(c), None) => MirrorTarget::Cluster(cx.cluster_ref(mp.key("cluster"), &c)?),
+            (None, Some(h)) if !h.is_empty() => MirrorTarget::Header(h.to_ascii_lowercase()),
+            (Some(_), Some(_)) => return fail(mp, "give either cluster or cluster_header, not both"),
+            _ => return fail(mp, "cluster or cluster_header is required"),
+        };
+        let fraction = match (m.runtime_fraction, m.runtime_key) {
+            (Some(f), _) => match f.default_value {
+                Some(v) => super::convert_filters::fraction_of(
+                    mp.key("runtime_fraction").key("default_value"),
+                    v.numerator,
+                    v.denominator.as_deref(),
+                )?,
+                None => Fraction::NONE,
+            },
+            // v2: a runtime key with no runtime behind it is 0 %, as in Envoy without that key.
+            (None, Some(_)) => Fraction::NONE,
+            (None, None) => Fraction { per_million: 1_000_000, unit: 10_000 },
+        };
+        out.push(MirrorPolicy {
+            target,
+            fraction,
+            shadow_suffix: !m.disable_shadow_host_suffix_append.unwrap_or(false),
+        });
+    }
+    Ok(out)
 }
 
 /// The `retry_on` conditions skiff acts on (`refused-stream` is an HTTP/2 reset an HTTP/1.1
@@ -1254,11 +1344,49 @@ fn redirect(p: FieldPath, r: RawRedirect) -> Res<Redirect> {
 }
 
 fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
-    reject_present!(p, c, [transport_socket, tls_context, transport_socket_matches], TLS);
+    reject_present!(p, c, [tls_context], "use transport_socket (v3) for TLS");
+    reject_present!(p, c, [transport_socket_matches], NOT_YET);
+    let tls = match &c.transport_socket {
+        Some(s) => super::convert_tls::upstream(&p.key("transport_socket"), s)?,
+        None => None,
+    };
     reject_present!(p, c, [http2_protocol_options], "skiff speaks HTTP/1.1 to upstreams");
     reject_present!(p, c, [cluster_type, filters, load_balancing_policy], NOT_YET);
-    warn_present!(cx, p, c, "cluster", [outlier_detection]);
+    let outlier_detection = match c.outlier_detection {
+        Some(o) => {
+            let op = p.key("outlier_detection");
+            warn_present!(
+                cx,
+                op,
+                o,
+                "cluster.outlier_detection",
+                [successful_active_health_check_uneject_host]
+            );
+            Some(super::lb::outlier_detection(op, o)?)
+        }
+        None => None,
+    };
+    let hash_table = super::lb::hash_table(&p, c.ring_hash_lb_config, c.maglev_lb_config)?;
     warn_present!(cx, p, c, "cluster", [typed_extension_protocol_options]);
+    warn_present!(
+        cx,
+        p,
+        c,
+        "cluster",
+        [
+            http_protocol_options,
+            upstream_http_protocol_options,
+            per_connection_buffer_limit_bytes,
+            least_request_lb_config,
+            round_robin_lb_config,
+            original_dst_lb_config,
+            protocol_selection,
+            track_timeout_budgets,
+            track_cluster_stats,
+            alt_stat_name,
+            preconnect_policy
+        ]
+    );
     warn_present!(
         cx,
         p,
@@ -1497,6 +1625,7 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
     }
 
     Ok(Cluster {
+        tls,
         name: c.name,
         discovery,
         connect_timeout,
@@ -1528,6 +1657,8 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
             None => None,
         },
         circuit_breakers,
+        outlier_detection,
+        hash_table,
         lb_health,
         health_checks,
     })

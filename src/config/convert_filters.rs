@@ -93,7 +93,10 @@ pub(super) fn per_filter_config(
 
 /// Deserializes a kept mapping, naming the failing field by its full path (so the error is
 /// located in the file).
-fn read<T: for<'de> Deserialize<'de>>(p: &FieldPath, value: impl Into<serde_norway::Value>) -> Res<T> {
+pub(super) fn read<T: for<'de> Deserialize<'de>>(
+    p: &FieldPath,
+    value: impl Into<serde_norway::Value>,
+) -> Res<T> {
     serde_path_to_error::deserialize(value.into()).map_err(|err| {
         let mut path = p.clone();
         for seg in err.path().iter() {
@@ -140,7 +143,12 @@ struct RawRuntimeFraction {
 
 fn fraction(p: FieldPath, f: Option<RawFraction>) -> Res<Fraction> {
     let Some(f) = f else { return Ok(Fraction::NONE) };
-    let scale: u64 = match f.denominator.as_deref().map(str::to_ascii_uppercase).as_deref() {
+    fraction_of(p, f.numerator, f.denominator.as_deref())
+}
+
+/// A `FractionalPercent` (`numerator` over `denominator`, HUNDRED by default) in parts per million.
+pub(super) fn fraction_of(p: FieldPath, numerator: Option<u32>, denominator: Option<&str>) -> Res<Fraction> {
+    let scale: u64 = match denominator.map(str::to_ascii_uppercase).as_deref() {
         None | Some("HUNDRED") => 10_000,
         Some("TEN_THOUSAND") => 100,
         Some("MILLION") => 1,
@@ -152,7 +160,7 @@ fn fraction(p: FieldPath, f: Option<RawFraction>) -> Res<Fraction> {
         }
     };
     // Above 100 % means always, as Envoy clamps it.
-    let per_million = u64::from(f.numerator.unwrap_or(0)) * scale;
+    let per_million = u64::from(numerator.unwrap_or(0)) * scale;
     Ok(Fraction { per_million: per_million.min(1_000_000) as u32, unit: scale as u32 })
 }
 

@@ -4,16 +4,21 @@
 mod convert;
 mod convert_filters;
 mod convert_health;
+mod convert_tls;
 mod duration;
 mod error;
 mod fields;
+mod lb;
 pub mod model;
 mod net_filter;
 mod raw;
+pub mod tls;
+mod tls_verify;
 pub mod unenforced;
 
 pub use duration::NEVER;
 pub use error::ConfigError;
+pub use lb::{HashMethod, HashPolicy, HashTable, OutlierDetection};
 pub use model::*;
 
 use std::path::Path;

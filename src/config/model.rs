@@ -26,6 +26,8 @@ pub struct TcpListener {
     pub name: String,
     pub address: SocketAddr,
     pub proxy: TcpProxy,
+    /// The chain's `DownstreamTlsContext`: TLS is terminated before the relay.
+    pub tls: Option<super::tls::ListenerTls>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +65,8 @@ pub struct Listener {
     pub name: String,
     pub address: SocketAddr,
     pub hcm: HttpConnectionManager,
+    /// Its TLS filter chains (`transport_socket` with `DownstreamTlsContext`); None: plaintext.
+    pub tls: Option<super::tls::ListenerTls>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -427,6 +431,32 @@ pub struct ForwardAction {
     pub idle_timeout: Option<Option<Duration>>,
     /// `max_stream_duration`.
     pub max_stream_duration: RouteStreamDuration,
+    /// `hash_policy`: the request's hash for RING_HASH and MAGLEV clusters.
+    pub hash_policy: Vec<super::lb::HashPolicy>,
+    /// `request_mirror_policies` (and v2 `request_mirror_policy`).
+    pub mirrors: Vec<MirrorPolicy>,
+    /// `cluster_not_found_response_code`: the answer when `cluster_header` names no cluster
+    /// (SERVICE_UNAVAILABLE 503, NOT_FOUND 404 or INTERNAL_SERVER_ERROR 500).
+    pub cluster_not_found: u16,
+}
+
+/// Where a mirror sends its copies.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MirrorTarget {
+    /// `cluster` (checked to exist at load).
+    Cluster(String),
+    /// `cluster_header` (lower-cased): the cluster the request's header names, if it exists.
+    Header(String),
+}
+
+/// One request mirror: a copy of each request (a sampled fraction) goes to `cluster`, its Host
+/// suffixed `-shadow` unless disabled, and its response is discarded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MirrorPolicy {
+    pub target: MirrorTarget,
+    /// `runtime_fraction.default_value` (absent: every request).
+    pub fraction: Fraction,
+    pub shadow_suffix: bool,
 }
 
 /// A route's `max_stream_duration` block.
@@ -445,6 +475,8 @@ pub struct RouteStreamDuration {
 pub enum ClusterSpecifier {
     /// `cluster: NAME` — checked to exist at load.
     Single(String),
+    /// `cluster_header` (lower-cased): the cluster a request header names, looked up per request.
+    Header(String),
     /// `weighted_clusters.clusters` — (name, weight), checked to exist at load.
     Weighted(Vec<(String, u32)>),
 }
@@ -538,6 +570,12 @@ pub struct Cluster {
     /// `upstream_connection_options.tcp_keepalive`: None = no keepalive probes.
     pub tcp_keepalive: Option<TcpKeepalive>,
     pub circuit_breakers: CircuitBreakers,
+    /// `outlier_detection`: None when the cluster has none (no host is ever ejected).
+    pub outlier_detection: Option<super::lb::OutlierDetection>,
+    /// `ring_hash_lb_config` / `maglev_lb_config` sizes (read for RING_HASH and MAGLEV).
+    pub hash_table: super::lb::HashTable,
+    /// `transport_socket` with `UpstreamTlsContext`; None: plaintext.
+    pub tls: Option<super::tls::UpstreamTls>,
     /// `common_lb_config.healthy_panic_threshold` and `load_assignment.policy.overprovisioning_factor`.
     pub lb_health: LbHealth,
     /// `health_checks` (active).
@@ -633,6 +671,8 @@ pub enum LbPolicy {
     RoundRobin,
     LeastRequest,
     Random,
+    RingHash,
+    Maglev,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

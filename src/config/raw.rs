@@ -143,9 +143,11 @@ impl CiEnum for LbPolicy {
         ("ROUND_ROBIN", LbPolicy::RoundRobin),
         ("LEAST_REQUEST", LbPolicy::LeastRequest),
         ("RANDOM", LbPolicy::Random),
+        ("RING_HASH", LbPolicy::RingHash),
+        ("MAGLEV", LbPolicy::Maglev),
     ];
     const UNSUPPORTED: &'static [&'static str] =
-        &["RING_HASH", "MAGLEV", "CLUSTER_PROVIDED", "ORIGINAL_DST_LB", "LOAD_BALANCING_POLICY_CONFIG"];
+        &["CLUSTER_PROVIDED", "ORIGINAL_DST_LB", "LOAD_BALANCING_POLICY_CONFIG"];
 }
 
 impl CiEnum for DnsLookupFamily {
@@ -518,7 +520,7 @@ pub struct RawListener {
     pub name: Option<String>,
     pub address: RawBindAddress,
     pub filter_chains: Option<OneOrMany<RawFilterChain>>,
-    pub listener_filters: Option<Vec<IgnoredAny>>,
+    pub listener_filters: Option<Vec<RawListenerFilter>>,
     pub use_original_dst: Option<bool>,
     pub default_filter_chain: Ign,
     pub per_connection_buffer_limit_bytes: Ign,
@@ -544,13 +546,49 @@ pub struct RawListener {
 #[serde(deny_unknown_fields, expecting = "a filter chain mapping")]
 pub struct RawFilterChain {
     pub filters: Option<Vec<RawNetFilter>>,
-    pub filter_chain_match: Ign,
-    pub transport_socket: Ign,
+    pub filter_chain_match: Option<RawFilterChainMatch>,
+    pub transport_socket: Option<RawTransportSocket>,
     pub tls_context: Ign,
     pub use_proxy_proto: Option<bool>,
     pub name: Ign,
     pub metadata: Ign,
-    pub transport_socket_connect_timeout: Ign,
+    pub transport_socket_connect_timeout: Option<Dur>,
+}
+
+/// A `filter_chain_match`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFilterChainMatch {
+    pub server_names: Option<Vec<String>>,
+    pub transport_protocol: Option<String>,
+    pub destination_port: Ign,
+    pub prefix_ranges: Ign,
+    pub address_suffix: Ign,
+    pub suffix_len: Ign,
+    pub direct_source_prefix_ranges: Ign,
+    pub source_type: Ign,
+    pub source_prefix_ranges: Ign,
+    pub source_ports: Ign,
+    pub application_protocols: Ign,
+}
+
+/// A `transport_socket`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTransportSocket {
+    pub name: Option<String>,
+    pub typed_config: Option<RawFilterTypedConfig>,
+    pub config: Ign,
+}
+
+/// A `listener_filters` entry.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerFilter {
+    pub name: Option<String>,
+    pub typed_config: Option<RawFilterTypedConfig>,
+    pub config: Ign,
+    pub filter_disabled: Ign,
 }
 
 /// A listener's network filter. Its config is read as the filter its `name` says (or, when the
@@ -757,6 +795,39 @@ pub struct RawRouteStreamDuration {
     pub max_stream_duration: Option<Dur>,
     pub grpc_timeout_header_max: Option<Dur>,
     pub grpc_timeout_header_offset: Option<Dur>,
+}
+
+/// A route's request mirror (`request_mirror_policies[]`, v2 `request_mirror_policy`).
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a request mirror policy mapping")]
+pub struct RawMirrorPolicy {
+    pub cluster: Option<String>,
+    pub runtime_fraction: Option<RawRuntimeFraction>,
+    /// v2's `runtime_key` alone: the fraction is then 0 % unless the runtime says otherwise.
+    pub runtime_key: Option<String>,
+    pub disable_shadow_host_suffix_append: Option<bool>,
+    pub cluster_header: Option<String>,
+    // Warned about.
+    pub trace_sampled: Ign,
+}
+
+/// `config.core.v3.RuntimeFractionalPercent`: skiff has no runtime, so the default applies.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a runtime fraction mapping like {default_value: {numerator: 50}}")]
+pub struct RawRuntimeFraction {
+    pub default_value: Option<RawFractionalPercent>,
+    pub runtime_key: Ign,
+}
+
+/// `type.v3.FractionalPercent`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a fractional percent mapping like {numerator: 50, denominator: HUNDRED}"
+)]
+pub struct RawFractionalPercent {
+    pub numerator: Option<u32>,
+    pub denominator: Option<String>,
 }
 
 /// A cluster's `upstream_connection_options`.
@@ -1030,27 +1101,28 @@ pub struct RawRouteAction {
     pub retry_policy: Option<RawRetry>,
     pub idle_timeout: Option<Dur>,
     pub max_stream_duration: Option<RawRouteStreamDuration>,
+    pub cluster_header: Option<String>,
+    pub cluster_not_found_response_code: Option<String>,
+    /// v2's single mirror.
+    pub request_mirror_policy: Option<RawMirrorPolicy>,
+    pub request_mirror_policies: Option<Vec<RawMirrorPolicy>>,
     // Rejected.
-    pub cluster_header: Ign,
     pub cluster_specifier_plugin: Ign,
     pub regex_rewrite: Ign,
     pub auto_host_rewrite: Option<bool>,
     pub host_rewrite_header: Ign,
     pub host_rewrite_path_regex: Ign,
+    pub hash_policy: Option<Vec<super::lb::RawHashPolicy>>,
     // Warned about.
-    pub hash_policy: Ign,
     pub cors: Ign,
     pub rate_limits: Ign,
     pub upgrade_configs: Option<Vec<RawRouteUpgrade>>,
-    pub request_mirror_policy: Ign,
-    pub request_mirror_policies: Ign,
     pub hedge_policy: Ign,
     pub metadata_match: Ign,
     pub internal_redirect_policy: Ign,
     pub max_grpc_timeout: Ign,
     pub grpc_timeout_offset: Ign,
     // Ignored.
-    pub cluster_not_found_response_code: Ign,
     pub priority: Ign,
     pub include_vh_rate_limits: Ign,
     pub retry_policy_typed_config: Ign,
@@ -1174,9 +1246,9 @@ pub struct RawCluster {
     pub common_http_protocol_options: Option<RawCommonHttp>,
     pub respect_dns_ttl: Option<bool>,
     pub upstream_connection_options: Option<RawUpstreamConnectionOptions>,
+    pub transport_socket: Option<RawTransportSocket>,
     // Rejected.
     pub cluster_type: Ign,
-    pub transport_socket: Ign,
     pub tls_context: Ign,
     pub transport_socket_matches: Ign,
     pub http2_protocol_options: Ign,
@@ -1185,7 +1257,7 @@ pub struct RawCluster {
     pub health_checks: Option<Vec<RawHealthCheck>>,
     pub common_lb_config: Option<RawCommonLb>,
     // Warned about.
-    pub outlier_detection: Ign,
+    pub outlier_detection: Option<super::lb::RawOutlierDetection>,
     pub typed_extension_protocol_options: Ign,
     pub typed_dns_resolver_config: Ign,
     pub use_tcp_for_dns_lookups: Ign,
@@ -1193,15 +1265,18 @@ pub struct RawCluster {
     pub upstream_bind_config: Ign,
     pub dns_failure_refresh_rate: Ign,
     pub connection_pool_per_downstream_connection: Ign,
-    // Ignored.
+    // Warned about (`cluster` in config/unenforced.rs), except: `eds_cluster_config` and
+    // `cleanup_interval` (their cluster types are refused), `metadata` (no effect without
+    // subsets), `wait_for_warm_on_init` (static and DNS clusters warm before serving anyway), and
+    // the two health fields.
     pub eds_cluster_config: Ign,
     pub http_protocol_options: Ign,
     pub upstream_http_protocol_options: Ign,
     pub per_connection_buffer_limit_bytes: Ign,
     pub least_request_lb_config: Ign,
     pub round_robin_lb_config: Ign,
-    pub ring_hash_lb_config: Ign,
-    pub maglev_lb_config: Ign,
+    pub ring_hash_lb_config: Option<super::lb::RawRingHash>,
+    pub maglev_lb_config: Option<super::lb::RawMaglev>,
     pub original_dst_lb_config: Ign,
     pub metadata: Ign,
     pub protocol_selection: Ign,

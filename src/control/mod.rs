@@ -16,6 +16,7 @@ pub use shards::Shards;
 
 use crate::admin::{AdminState, ClusterMembership};
 use crate::cluster::breaker::Breaker;
+use crate::cluster::outlier::Detector;
 use crate::cluster::Resolved;
 use crate::config::{self, Bootstrap, DiscoveryType};
 use crate::dns::Resolver;
@@ -87,6 +88,8 @@ struct ClusterHosts {
     breaker: Arc<Breaker>,
     /// Its active health checks for the current host set (None without `health_checks`).
     checks: Option<Arc<Checks>>,
+    /// Its outlier detector: per spec too, so a changed cluster's hosts start unejected.
+    detector: Arc<Detector>,
 }
 
 impl ClusterHosts {
@@ -101,6 +104,7 @@ impl ClusterHosts {
             updates: (0, 0, 0),
             breaker: Arc::default(),
             checks: None,
+            detector: Arc::default(),
         }
     }
 
@@ -194,7 +198,7 @@ impl ClusterHosts {
             }
         }
         let board = self.checks.as_ref().map(|c| c.board.clone());
-        Resolved { hosts, levels, breaker: self.breaker.clone(), board }
+        Resolved { hosts, levels, breaker: self.breaker.clone(), board, detector: self.detector.clone() }
     }
 }
 

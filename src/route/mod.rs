@@ -7,6 +7,8 @@ use crate::config::{
     StripHostPort,
 };
 use crate::http::header_is;
+
+pub mod hash;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -116,13 +118,21 @@ pub struct Forward {
     pub idle_timeout: Option<Option<Duration>>,
     /// `max_stream_duration`.
     pub max_stream_duration: crate::config::RouteStreamDuration,
+    /// `request_mirror_policies`, with their clusters resolved.
+    pub mirrors: Box<[Mirror]>,
+    /// `cluster_not_found_response_code`, for `Targets::Header`.
+    pub cluster_not_found: u16,
     /// The route's `upgrade_configs` (they override the connection manager's per type).
     pub upgrades: Vec<config::UpgradeConfig>,
+    /// `hash_policy`: the request's key for RING_HASH and MAGLEV clusters (`hash::request_hash`).
+    pub hash_policy: Vec<config::HashPolicy>,
 }
 
 #[derive(Debug)]
 pub enum Targets {
     Single(usize),
+    /// `cluster_header`: the request names its cluster (see `shard::request`).
+    Header(Box<str>),
     /// (cluster index, cumulative weight), and the total.
     Weighted(Vec<(usize, u32)>, u32),
 }
@@ -135,6 +145,7 @@ impl Targets {
         };
         Ok(match spec {
             ClusterSpecifier::Single(name) => Targets::Single(find(name)?),
+            ClusterSpecifier::Header(name) => Targets::Header(name.as_str().into()),
             ClusterSpecifier::Weighted(list) => {
                 let mut upto = 0u32;
                 let mut out = Vec::with_capacity(list.len());
@@ -147,13 +158,15 @@ impl Targets {
         })
     }
 
-    /// Picks a cluster; `roll` is a uniformly random number.
-    pub fn pick(&self, roll: u64) -> usize {
+    /// Picks a cluster; `roll` is a uniformly random number. None for `Header`, which only a
+    /// request can resolve.
+    pub fn pick(&self, roll: u64) -> Option<usize> {
         match self {
-            Targets::Single(c) => *c,
+            Targets::Single(c) => Some(*c),
+            Targets::Header(_) => None,
             Targets::Weighted(list, total) => {
                 let point = (roll % u64::from((*total).max(1))) as u32;
-                list.iter().find(|(_, upto)| point < *upto).or(list.last()).map(|(c, _)| *c).unwrap_or(0)
+                list.iter().find(|(_, upto)| point < *upto).or(list.last()).map(|(c, _)| *c)
             }
         }
     }
@@ -191,6 +204,23 @@ impl Retry {
             base.saturating_mul((1u64 << n.min(32)) - 1).min(self.back_off.max.as_millis() as u64).max(1);
         Duration::from_millis(roll % ceiling)
     }
+}
+
+/// Where a mirror's copies go: a cluster (an index into the snapshot's clusters), or the cluster
+/// a request header names (looked up per request; none found, no copy, as Envoy).
+#[derive(Debug, Clone)]
+pub enum MirrorTarget {
+    Cluster(usize),
+    Header(Box<str>),
+}
+
+/// A request mirror: where it goes, the sampled share of
+/// requests in parts per million, and whether the Host gets `-shadow`.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    pub target: MirrorTarget,
+    pub per_million: u32,
+    pub shadow_suffix: bool,
 }
 
 /// A set of HTTP status codes (100-599) in a few words, so that `Retry` stays `Copy`.
@@ -470,6 +500,28 @@ fn compile_route(id: usize, r: &config::Route, clusters: &HashMap<&str, usize>) 
                 idle_timeout: f.idle_timeout,
                 max_stream_duration: f.max_stream_duration,
                 upgrades: f.upgrades.clone(),
+                cluster_not_found: f.cluster_not_found,
+                mirrors: f
+                    .mirrors
+                    .iter()
+                    .map(|m| {
+                        let target = match &m.target {
+                            config::MirrorTarget::Cluster(c) => MirrorTarget::Cluster(
+                                clusters
+                                    .get(c.as_str())
+                                    .copied()
+                                    .ok_or_else(|| BuildError::UnknownCluster(c.clone()))?,
+                            ),
+                            config::MirrorTarget::Header(h) => MirrorTarget::Header(h.as_str().into()),
+                        };
+                        Ok(Mirror {
+                            target,
+                            per_million: m.fraction.per_million,
+                            shadow_suffix: m.shadow_suffix,
+                        })
+                    })
+                    .collect::<Result<_, BuildError>>()?,
+                hash_policy: f.hash_policy.clone(),
                 retry: f.retry_policy.as_ref().map(|p| {
                     Box::new({
                         let on = |k: &str| p.retry_on.iter().any(|x| x == k);

@@ -8,6 +8,7 @@ use super::request::{Continue, Plan, Request};
 use super::socket::{self, spare, Pending, READ_CHUNK};
 use super::state::Shard;
 use super::timer::Timer;
+use super::tls::Terminate;
 use crate::config::UnderscoresAction;
 use crate::http::{self, RequestHead, MAX_HEADERS};
 use crate::snapshot::HcmSettings;
@@ -51,12 +52,18 @@ impl Drop for ConnGuard<'_> {
 }
 
 pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream, peer: SocketAddr) {
-    let (stats, listener, lifetime) = {
+    let (stats, listener, lifetime, tls) = {
         let generation = shard.generation();
         let Some(i) = generation.snap.listener_index(listener_id) else { return };
+        let l = &generation.snap.listeners[i];
         // `max_connection_duration` counts from accept, under the config current then.
-        let lifetime = generation.snap.listeners[i].hcm.max_connection_duration;
-        (generation.http_stats[i].clone(), generation.listener_stats[i].clone(), lifetime)
+        let lifetime = l.hcm.max_connection_duration;
+        let tls = l.tls.clone().map(|tls| {
+            let stats = generation.listener_stats[i].0.clone();
+            let limit = tls.handshake_limit.unwrap_or(l.hcm.request_headers_timeout);
+            Terminate::new(&shard, tls, l.socket.bound, Some(&l.hcm.stat_prefix), stats, limit)
+        });
+        (generation.http_stats[i].clone(), generation.listener_stats[i].clone(), lifetime, tls)
     };
     shard.conn_opened();
     stats.downstream_cx_total.inc();
@@ -68,7 +75,17 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
     let _guard = ConnGuard { shard: &shard, stats, listener };
     // Small heads and responses must not wait for Nagle.
     let _ = stream.set_nodelay(true);
-    let mut d = Downstream::new(stream, peer, shard.next_conn_id());
+    let local = stream.local_addr().unwrap_or(peer);
+    // A TLS connection is served through its bridge's end of a socket pair (`tls.rs`); boxed so
+    // that plaintext connections' tasks do not carry the handshake's state.
+    let (stream, _tls) = match tls {
+        None => (stream, None),
+        Some(t) => match Box::pin(t.accept(stream)).await {
+            Some((bridged, active)) => (bridged, Some(active)),
+            None => return,
+        },
+    };
+    let mut d = Downstream::new(stream, peer, local, shard.next_conn_id());
     let mut lifetime = lifetime.map(|limit| {
         d.expires = Instant::now().checked_add(limit);
         let mut timer = shard.timers.after(limit);

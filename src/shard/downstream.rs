@@ -42,8 +42,9 @@ pub(super) struct Downstream {
 }
 
 impl Downstream {
-    pub fn new(stream: TcpStream, peer: SocketAddr, connection_id: u64) -> Self {
-        let local = stream.local_addr().unwrap_or(peer);
+    /// `local` is the accepted socket's address: `stream` may be a TLS bridge's socket pair end,
+    /// which has none.
+    pub fn new(stream: TcpStream, peer: SocketAddr, local: SocketAddr, connection_id: u64) -> Self {
         let peer_ip = peer.ip().to_string();
         let xff_ip = match super::socket::node_address() {
             Some(node) if peer.ip().is_loopback() => node.to_string(),

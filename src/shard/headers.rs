@@ -171,7 +171,8 @@ pub(super) fn write_request_head(
         observe::on_rewritten_request_header(rw.listener, obs, "x-forwarded-for", rw.xff_ip.as_bytes());
     }
     if !saw_proto {
-        reply::header(out, b"x-forwarded-proto", b"http");
+        let scheme: &[u8] = if rw.listener.tls.is_some() { b"https" } else { b"http" };
+        reply::header(out, b"x-forwarded-proto", scheme);
     }
     if edge {
         reply::header(out, b"x-envoy-external-address", rw.peer_ip.as_bytes());

@@ -7,6 +7,7 @@ mod body;
 mod conn;
 mod downstream;
 mod headers;
+mod mirror;
 mod observe;
 mod reply;
 mod socket;
@@ -17,6 +18,7 @@ mod signal;
 mod state;
 mod tcp_proxy;
 mod timer;
+mod tls;
 mod upgrade;
 pub use state::PaddedCount;
 use state::{Generation, Shard};
@@ -219,7 +221,8 @@ async fn run(
         ^ ((id as u64 + 1) << 48);
     let stats = ShardStats::default();
     let generation = Generation::new(initial, id, &stats, None);
-    let shard = Rc::new(Shard {
+    let shard = Rc::new_cyclic(|this| Shard {
+        this: this.clone(),
         id,
         generation: RefCell::new(Rc::new(generation)),
         stats,

@@ -21,6 +21,8 @@ pub enum ReplyStat {
     Redirect,
     /// `downstream_rq_header_timeout`.
     HeaderTimeout,
+    /// `no_cluster`.
+    NoCluster,
 }
 
 /// Every reply skiff makes itself, whatever made it (codec, router, a filter, an upstream failure):

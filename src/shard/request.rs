@@ -8,6 +8,7 @@
 use super::body;
 use super::downstream::Downstream;
 use super::headers::{self, RequestRewrite};
+use super::mirror;
 use super::observe::{self, Observed};
 use super::reply::{self, LocalReply, ReplyStat};
 use super::signal::Signal;
@@ -16,6 +17,7 @@ use super::state::{Generation, Shard};
 use super::upgrade;
 use super::upstream::{self, Exchange, Forwarded, RequestFacts};
 use crate::access_log::ResponseFlags;
+use crate::cluster::outlier::Outcome;
 use crate::config::StreamLimits;
 use crate::filters::{FilterStats, Verdict};
 use crate::http::{header_is, RequestHead, Version};
@@ -41,6 +43,8 @@ pub(super) enum Plan<'g> {
     Forward {
         route: &'g Route,
         vhost: &'g VirtualHost,
+        /// The cluster chosen (weighted, or named by `cluster_header`).
+        cluster: usize,
         facts: RequestFacts,
         limits: Limits,
         consumed: usize,
@@ -54,6 +58,13 @@ pub(super) enum Plan<'g> {
         head_request: bool,
         filters: Option<Box<Verdict<'g>>>,
     },
+}
+
+/// Where a forwarded request goes: its route, virtual host and cluster.
+struct Routed<'g> {
+    route: &'g Route,
+    vhost: &'g VirtualHost,
+    cluster: usize,
 }
 
 /// Holds `downstream_rq_active` up for as long as the request lives, whichever way it ends.
@@ -230,6 +241,25 @@ impl<'g> Request<'g> {
             }
             Action::Forward(fwd) => fwd,
         };
+        // The cluster: drawn for weighted clusters, or named by the request (`cluster_header`;
+        // none, or one that does not exist: Envoy's 503 `NC`, or `cluster_not_found_response_code`).
+        let cluster = match &fwd.clusters {
+            Targets::Header(name) => {
+                let named = head.headers.iter().find(|h| header_is(h.name, name)).map(|h| h.value);
+                let found = named
+                    .and_then(|v| self.generation.snap.clusters.iter().position(|c| c.name.as_bytes() == v));
+                match found {
+                    Some(c) => c,
+                    None => {
+                        let missing = LocalReply::new(fwd.cluster_not_found, b"")
+                            .flagged(ResponseFlags::NC)
+                            .counted(ReplyStat::NoCluster);
+                        return filtered(missing, filters);
+                    }
+                }
+            }
+            targets => targets.pick(self.shard.rng.next()).unwrap_or(0),
+        };
         let mut rewritten = String::new();
         let path = if route.rewrite_path(head.path, &mut rewritten) { rewritten.as_str() } else { head.path };
         let rewrite = RequestRewrite {
@@ -269,8 +299,11 @@ impl<'g> Request<'g> {
             body_buffered: scan.complete,
             body_rest: scan.rest,
             upgrade: upgrade.is_some(),
+            hash: (!fwd.hash_policy.is_empty())
+                .then(|| crate::route::hash::request_hash(&fwd.hash_policy, head.headers, head.path, peer_ip))
+                .flatten(),
         };
-        Plan::Forward { route, vhost, facts, limits, consumed: body_end, filters }
+        Plan::Forward { route, vhost, cluster, facts, limits, consumed: body_end, filters }
     }
 
     /// Carries out the plan, then counts and logs the request.
@@ -301,10 +334,10 @@ impl<'g> Request<'g> {
                 }
                 self.reply(d, reply, head_request).await
             }
-            Plan::Forward { route, vhost, facts, limits, consumed, filters } => {
+            Plan::Forward { route, vhost, cluster, facts, limits, consumed, filters } => {
                 d.buf.advance(consumed);
                 let filter_headers = filters.as_ref().map_or(&[][..], |f| &f.response_headers[..]);
-                self.forward(d, route, vhost, facts, limits, filter_headers).await
+                self.forward(d, Routed { route, vhost, cluster }, facts, limits, filter_headers).await
             }
         };
         self.finish(d);
@@ -340,17 +373,18 @@ impl<'g> Request<'g> {
     async fn forward(
         &self,
         d: &mut Downstream,
-        route: &'g Route,
-        vhost: &'g VirtualHost,
+        Routed { route, vhost, cluster }: Routed<'g>,
         facts: RequestFacts,
         limits: Limits,
         filter_headers: &[u8],
     ) -> Continue {
         let Action::Forward(fwd) = &route.action else { return Continue::Close };
-        let cluster = fwd.clusters.pick(self.shard.rng.next());
         let keep_alive = facts.keep_alive;
         let head_request = facts.head_method;
         let http10 = facts.http10;
+        if !fwd.mirrors.is_empty() && facts.body_buffered {
+            self.mirror(fwd, &d.req_out);
+        }
         let request_complete = Signal::default();
         let head_relayed = Cell::new(false);
         if facts.body_buffered {
@@ -397,6 +431,23 @@ impl<'g> Request<'g> {
                     Continue::KeepAlive if !close => Continue::KeepAlive,
                     _ => Continue::Close,
                 }
+            }
+        }
+    }
+
+    /// Starts a shadow exchange for each of the route's mirrors that samples this request, with a
+    /// copy of what goes upstream (only a request whose body came whole with its head: a streamed
+    /// body is not mirrored). Skipped when a reload has replaced the generation meanwhile (the
+    /// mirror's cluster index belongs to this one).
+    fn mirror(&self, fwd: &Forward, upstream_request: &[u8]) {
+        let (Some(shard), current) = (self.shard.this.upgrade(), self.shard.generation()) else { return };
+        if !std::ptr::eq(&*current, self.generation) {
+            return;
+        }
+        for m in fwd.mirrors.iter().filter(|m| mirror::sampled(m, self.shard.rng.next())) {
+            let Some(cluster) = mirror::target(m, &current, upstream_request) else { continue };
+            if let Some(copy) = mirror::shadow_copy(upstream_request, m.shadow_suffix) {
+                monoio::spawn(mirror::shadow(shard.clone(), current.clone(), cluster, copy));
             }
         }
     }
@@ -455,6 +506,14 @@ impl<'g> Request<'g> {
         let reply = match why {
             Interrupted::RouteTimeout => {
                 self.generation.cluster_stats[cluster].upstream_rq_timeout.inc();
+                let snap = &self.generation.snap.clusters[cluster];
+                if let Some(endpoint) =
+                    d.obs.upstream_host.and_then(|a| snap.endpoints.iter().position(|e| *e == a))
+                {
+                    if let Some(o) = &snap.outlier {
+                        o.report(endpoint, Outcome::Timeout, || self.shard.rng.next());
+                    }
+                }
                 d.obs.flag(ResponseFlags::UT);
                 // The request was complete: the connection goes on, as Envoy's does.
                 LocalReply::new(504, upstream::UPSTREAM_TIMEOUT)
@@ -497,6 +556,7 @@ impl<'g> Request<'g> {
             ReplyStat::Direct => self.stats.rq_direct_response.inc(),
             ReplyStat::Redirect => self.stats.rq_redirect.inc(),
             ReplyStat::HeaderTimeout => self.stats.downstream_rq_header_timeout.inc(),
+            ReplyStat::NoCluster => self.stats.no_cluster.inc(),
         }
         d.obs.flag(reply.flag);
         d.status = reply.status;

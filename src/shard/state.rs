@@ -106,6 +106,8 @@ impl Generation {
 }
 
 pub struct Shard {
+    /// Itself, for the rare task a request starts that outlives it (a mirrored request's shadow).
+    pub(super) this: std::rc::Weak<Shard>,
     pub id: usize,
     pub(super) generation: RefCell<Rc<Generation>>,
     pub pool: Pool,

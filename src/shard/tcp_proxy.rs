@@ -8,6 +8,7 @@
 use super::relay::{self, End, Pipe, Side};
 use super::socket::second_handle;
 use super::state::{Generation, Shard};
+use super::tls::Terminate;
 use crate::access_log::{Captured, Record, ResponseFlags};
 use crate::cluster::breaker::Resource;
 use crate::cluster::pool::{Accounts, ConnSlot, PoolKey, Upstream};
@@ -68,6 +69,24 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
     // One syscall fewer per connection when nothing logs it.
     let logged = !listener.observers.access_logs.is_empty();
     let local = if logged { stream.local_addr().unwrap_or(peer) } else { peer };
+    let stream = match &listener.tls {
+        None => stream,
+        Some(tls) => {
+            let limit = tls.handshake_limit.unwrap_or(super::tls::TCP_HANDSHAKE_LIMIT);
+            let t = Terminate::new(
+                &shard,
+                tls.clone(),
+                listener.socket.bound,
+                None,
+                listener_stats.clone(),
+                limit,
+            );
+            match Box::pin(t.accept(stream)).await {
+                Some((bridged, _)) => bridged,
+                None => return,
+            }
+        }
+    };
     let connection_id = shard.next_conn_id();
     let outcome = proxy(&shard, &generation, listener, stats, stream).await;
     log(&shard, &generation, listener, &outcome, (started, start), (peer, local), connection_id);
@@ -80,7 +99,8 @@ async fn proxy(
     stats: &TcpStats,
     client: TcpStream,
 ) -> Outcome {
-    let cluster = listener.clusters.pick(shard.rng.next());
+    // A tcp_proxy's targets are clusters named in its config, never a header.
+    let Some(cluster) = listener.clusters.pick(shard.rng.next()) else { return Outcome::default() };
     let mut out = Outcome { cluster: Some(cluster), ..Outcome::default() };
     let (snap, lb) = (&generation.snap.clusters[cluster], &generation.clusters[cluster]);
     let cluster_stats = &generation.cluster_stats[cluster];
@@ -107,10 +127,13 @@ async fn proxy(
         cluster_stats.upstream_rq_pending_total.inc();
         host.cx_total.inc();
         match Box::pin(monoio::time::timeout(snap.connect_timeout, TcpStream::connect_addr(addr))).await {
-            Ok(Ok(stream)) => {
-                connected = Some((stream, endpoint, addr));
-                break;
-            }
+            Ok(Ok(stream)) => match Box::pin(super::tls::upstream(stream, snap, &shard.stats, addr)).await {
+                Ok(stream) => {
+                    connected = Some((stream, endpoint, addr));
+                    break;
+                }
+                Err(()) => cluster_stats.upstream_cx_destroy_remote.inc(),
+            },
             Ok(Err(e)) => {
                 log::debug!("tcp_proxy: connect to {addr}: {e}");
                 cluster_stats.upstream_cx_destroy_remote.inc();

@@ -16,13 +16,14 @@ use super::socket::{self, read_up_to, write_out, write_prefix, READ_CHUNK};
 use super::state::{Generation, Shard};
 use crate::access_log::ResponseFlags;
 use crate::cluster::breaker::{Breaker, Held, Resource};
+use crate::cluster::outlier::Outcome;
 use crate::cluster::pool::{Accounts, ConnSlot, PoolKey, ReadSide, Upstream};
 use crate::cluster::{ClusterSnap, ShardCluster};
 use crate::config::CircuitBreakers;
 use crate::http::{self, BodyKind, ResponseHead, MAX_HEADERS};
 use crate::route::{Forward, HeaderEdits};
 use crate::snapshot::ListenerSnap;
-use crate::stats::{ClusterStats, Gauge, HostStats};
+use crate::stats::{ClusterStats, Gauge, HostStats, ShardStats};
 use bytes::{Buf, BytesMut};
 use monoio::net::TcpStream;
 use std::cell::Cell;
@@ -48,6 +49,8 @@ pub(super) struct RequestFacts {
     pub body_rest: Option<Framing>,
     /// An upgrade the configuration allows: a `101` turns the connection into a relay.
     pub upgrade: bool,
+    /// The route's `hash_policy` key, for RING_HASH and MAGLEV clusters.
+    pub hash: Option<u64>,
 }
 
 pub(super) struct Exchange<'a> {
@@ -91,7 +94,7 @@ pub(super) enum Forwarded {
 }
 
 /// How one attempt ended.
-enum Attempt {
+pub(super) enum Attempt {
     Relayed {
         keep_alive: bool,
     },
@@ -202,6 +205,15 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
         if matches!(result, Attempt::PerTryTimeout) {
             stats.upstream_rq_per_try_timeout.inc();
         }
+        // What outlier detection hears of this host (a response's status is counted as it arrives).
+        match result {
+            Attempt::ConnectFailed { .. } | Attempt::Reset => report(ex, endpoint, Outcome::ConnectFailed),
+            Attempt::Stale if !ex.facts.body_buffered || fresh_only => {
+                report(ex, endpoint, Outcome::ConnectFailed)
+            }
+            Attempt::PerTryTimeout => report(ex, endpoint, Outcome::Timeout),
+            _ => {}
+        }
         in_flight.success = matches!(result, Attempt::Relayed { .. }) && d.status < 500;
         drop(in_flight);
         attempts_left -= 1;
@@ -303,6 +315,13 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
     }
 }
 
+/// Tells the cluster's outlier detection (when it has one) what an attempt on `endpoint` came to.
+pub(super) fn report(ex: &Exchange<'_>, endpoint: usize, outcome: Outcome) {
+    if let Some(o) = &ex.generation.snap.clusters[ex.cluster].outlier {
+        o.report(endpoint, outcome, || ex.shard.rng.next());
+    }
+}
+
 /// The `max_retries` breaker for one request: a retry holds it from the decision to retry until
 /// the next decision or the end of the request, as Envoy's retry state does.
 struct RetryGate<'a> {
@@ -340,13 +359,13 @@ fn retried(stats: &ClusterStats, retries_done: &mut u32) {
 fn pick(ex: &Exchange<'_>, previous: &[usize]) -> Option<usize> {
     let snap = &ex.generation.snap.clusters[ex.cluster];
     let lb = &ex.generation.clusters[ex.cluster];
-    let mut endpoint = lb.pick(snap, &ex.shard.rng)?;
+    let mut endpoint = lb.pick_for(snap, &ex.shard.rng, ex.facts.hash)?;
     if let Some(r) = ex.fwd.retry.as_deref().filter(|_| !previous.is_empty()) {
         for _ in 0..r.host_selection_attempts {
             if !previous.contains(&endpoint) {
                 break;
             }
-            endpoint = lb.pick(snap, &ex.shard.rng)?;
+            endpoint = lb.pick_for(snap, &ex.shard.rng, ex.facts.hash)?;
         }
     }
     Some(endpoint)
@@ -361,7 +380,8 @@ fn close_unless_buffered(reply: LocalReply, ex: &Exchange<'_>) -> LocalReply {
     }
 }
 
-async fn connect(
+pub(super) async fn connect(
+    shard: &ShardStats,
     addr: SocketAddr,
     key: PoolKey,
     snap: &ClusterSnap,
@@ -397,6 +417,14 @@ async fn connect(
                     log::warn!("connect to {addr}: cannot set tcp_keepalive: {e}");
                 }
             }
+            let stream = match snap.tls {
+                None => stream,
+                // Boxed: only TLS clusters' requests carry the handshake in their future.
+                Some(_) => match Box::pin(super::tls::upstream(stream, snap, shard, addr)).await {
+                    Ok(bridged) => bridged,
+                    Err(()) => return Err(failed(false)),
+                },
+            };
             // A second handle reads responses while requests are written through the first.
             // SAFETY: `stream` owns the descriptor and outlives the borrow.
             let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&stream)) };
@@ -435,6 +463,7 @@ async fn attempt(
         Ok(up) => up,
         Err(failed) => return failed,
     };
+    report(ex, endpoint, Outcome::Connected);
     let per_try = ex.fwd.retry.as_deref().and_then(|r| r.per_try_timeout);
     let exchange = exchange(ex, d, up, endpoint, retry_gate);
     let Some(limit) = per_try else { return exchange.await };
@@ -456,7 +485,7 @@ async fn attempt(
 /// connection is closed and the next one tried. The check is the read armed on every pooled
 /// connection (`ReadSide::arm`): it costs no syscall of its own, and when nothing completed it, it
 /// is this request's first response read.
-fn take_pooled(shard: &Shard, key: PoolKey) -> Option<Upstream> {
+pub(super) fn take_pooled(shard: &Shard, key: PoolKey) -> Option<Upstream> {
     loop {
         let mut up = shard.pool.take(key, shard.date.second())?;
         if up.read.quiet() {
@@ -522,7 +551,7 @@ async fn obtain(
         if may_open {
             let slot = ConnSlot::new(breaker.clone(), conns);
             let host = &ex.generation.host_stats[ex.cluster][endpoint];
-            return connect(key.addr, key, snap, stats, host, slot).await;
+            return connect(&ex.shard.stats, key.addr, key, snap, stats, host, slot).await;
         }
         conns.wait().await;
         if !fresh_only {
@@ -584,8 +613,13 @@ async fn exchange(
             // `max_connection_duration` passed during the exchange: this response is the
             // connection's last, and says so.
             let expired = expires.is_some_and(|t| Instant::now() >= t);
-            let facts =
-                HeadFacts { started, upload_abandoned: abandoned, connection_expired: expired, retry_gate };
+            let facts = HeadFacts {
+                started,
+                upload_abandoned: abandoned,
+                connection_expired: expired,
+                retry_gate,
+                endpoint,
+            };
             on_response_head(ex, head, resp_out, obs, status, facts, stats)
         };
         match facts.body_rest.clone() {
@@ -668,6 +702,8 @@ struct HeadFacts<'a, 'b> {
     connection_expired: bool,
     /// Set when the route may still retry this request.
     retry_gate: Option<&'a RetryGate<'b>>,
+    /// The host answering, for outlier detection.
+    endpoint: usize,
 }
 
 fn on_response_head(
@@ -676,13 +712,15 @@ fn on_response_head(
     resp_out: &mut Vec<u8>,
     obs: &mut observe::Observed,
     status: &mut u16,
-    HeadFacts { started, upload_abandoned, connection_expired, retry_gate }: HeadFacts<'_, '_>,
+    HeadFacts { started, upload_abandoned, connection_expired, retry_gate, endpoint }: HeadFacts<'_, '_>,
     stats: &ClusterStats,
 ) -> Option<HeadDecision> {
     if obs.on {
         obs.first_upstream_byte.get_or_insert_with(Instant::now);
     }
     observe::on_response_head(ex.listener, head, obs);
+    // Every response counts for outlier detection, a retried one too.
+    report(ex, endpoint, Outcome::Status(head.status));
     if let Some(gate) = retry_gate {
         if !upload_abandoned && ex.fwd.retry.as_deref().is_some_and(|r| r.retries_status(head.status)) {
             if gate.admit() {

@@ -245,6 +245,7 @@ stat_block! {
         downstream_cx_delayed_close_timeout: Counter,
         downstream_rq_time: Timer,
         no_route: Counter,
+        no_cluster: Counter,
         rq_direct_response: Counter,
         rq_redirect: Counter,
         downstream_cx_upgrades_total: Counter,
@@ -280,6 +281,7 @@ stat_block! {
         downstream_cx_total: Counter,
         downstream_cx_active: Gauge,
         downstream_cx_destroy: Counter,
+        no_filter_chain_match: Counter,
     }
 }
 
@@ -450,6 +452,9 @@ pub struct ShardStats {
     hosts: RefCell<HashMap<(String, SocketAddr), Rc<HostStats>>>,
     rate_limits: RefCell<HashMap<String, Rc<LocalRateLimitStats>>>,
     faults: RefCell<HashMap<String, Rc<FaultStats>>>,
+    /// `ssl.*` of a listener or cluster scope, and `http.<prefix>.downstream_cx_ssl_*`.
+    ssl: RefCell<HashMap<Scope, Rc<SslStats>>>,
+    http_ssl: RefCell<HashMap<String, Rc<HttpSslStats>>>,
 }
 
 impl ShardStats {
@@ -482,6 +487,16 @@ impl ShardStats {
     /// `http.<stat_prefix>.fault.*` of a connection manager.
     pub fn fault(&self, stat_prefix: &str) -> Rc<FaultStats> {
         self.faults.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
+    }
+
+    /// `<scope>.ssl.*` (a `Scope::Listener` or `Scope::Cluster`); looked up per TLS connection,
+    /// which costs far less than its handshake.
+    pub fn ssl(&self, scope: Scope) -> Rc<SslStats> {
+        self.ssl.borrow_mut().entry(scope).or_default().clone()
+    }
+
+    pub fn http_ssl(&self, stat_prefix: &str) -> Rc<HttpSslStats> {
+        self.http_ssl.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
     }
 
     pub fn host(&self, cluster: &str, addr: SocketAddr) -> Rc<HostStats> {
@@ -531,6 +546,12 @@ impl ShardStats {
         for (prefix, s) in self.faults.borrow().iter() {
             s.dump(&Scope::Fault(prefix.clone()), &mut out);
         }
+        for (scope, s) in self.ssl.borrow().iter() {
+            s.dump(scope, &mut out);
+        }
+        for (prefix, s) in self.http_ssl.borrow().iter() {
+            s.dump(&Scope::Http(prefix.clone()), &mut out);
+        }
         out
     }
 }
@@ -567,6 +588,59 @@ impl StatsDump {
             }
         }
         StatsDump { entries: merged.into_values().collect(), hosts }
+    }
+}
+
+// TLS: Envoy's `ssl.*` per listener and cluster, and a connection manager's TLS connections.
+
+/// `<listener or cluster>.ssl.*`.
+#[derive(Default, Debug)]
+pub struct SslStats {
+    pub handshake: Counter,
+    pub connection_error: Counter,
+    pub no_certificate: Counter,
+    pub fail_verify_no_cert: Counter,
+    pub fail_verify_error: Counter,
+    pub fail_verify_san: Counter,
+    pub session_reused: Counter,
+    pub tls12: Counter,
+    pub tls13: Counter,
+}
+
+impl SslStats {
+    pub fn dump(&self, scope: &Scope, out: &mut StatsDump) {
+        let always = [
+            ("ssl.handshake", &self.handshake),
+            ("ssl.connection_error", &self.connection_error),
+            ("ssl.no_certificate", &self.no_certificate),
+            ("ssl.fail_verify_no_cert", &self.fail_verify_no_cert),
+            ("ssl.fail_verify_error", &self.fail_verify_error),
+            ("ssl.fail_verify_san", &self.fail_verify_san),
+            ("ssl.session_reused", &self.session_reused),
+        ];
+        for (name, c) in always {
+            c.dump(scope, name, out);
+        }
+        // Envoy makes a version's counter when a handshake first uses it.
+        for (name, c) in [("ssl.versions.TLSv1.2", &self.tls12), ("ssl.versions.TLSv1.3", &self.tls13)] {
+            if c.get() != 0 {
+                out.entries.push(Entry { scope: scope.clone(), name, value: Value::Counter(c.get()) });
+            }
+        }
+    }
+}
+
+/// `http.<stat_prefix>.downstream_cx_ssl_*`: a connection manager's TLS connections.
+#[derive(Default, Debug)]
+pub struct HttpSslStats {
+    pub downstream_cx_ssl_total: Counter,
+    pub downstream_cx_ssl_active: Gauge,
+}
+
+impl HttpSslStats {
+    pub fn dump(&self, scope: &Scope, out: &mut StatsDump) {
+        self.downstream_cx_ssl_total.dump(scope, "downstream_cx_ssl_total", out);
+        self.downstream_cx_ssl_active.dump(scope, "downstream_cx_ssl_active", out);
     }
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod filters;
+pub mod tls;
 pub mod websocket;
 
 use std::io::{BufRead, BufReader, Read, Write};

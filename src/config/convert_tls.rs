@@ -1,0 +1,806 @@
+//! `envoy.transport_sockets.tls`: a listener filter chain's `DownstreamTlsContext` and a cluster's
+//! `UpstreamTlsContext`, read from the `typed_config` mapping `raw` keeps, checked, and built into
+//! rustls configs at load (certificates and keys are read and parsed here, so a bad file fails the
+//! load with its field path). Also `filter_chain_match` (SNI) and the listener filters a TLS
+//! listener may name. Every field is enforced or refused here; nothing is warned about silently.
+//! Owns no socket: the shard's `tls` module runs the handshakes with what this builds.
+
+// Fields accepted and never read exist so that `deny_unknown_fields` accepts them.
+#![allow(dead_code)]
+
+use super::convert_filters::read;
+use super::error::FieldPath;
+use super::fields::{fail, Res};
+use super::raw::{Ign, RawFilterChainMatch, RawListenerFilter, RawTransportSocket};
+use super::tls::{ListenerTls, ServerTls, TlsChain, UpstreamTls};
+use super::tls_verify::{SanMatcher, ServerVerifier, VerifiedClients};
+use rustls::crypto::CryptoProvider;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde::Deserialize;
+use std::sync::Arc;
+
+pub(super) const TLS_SOCKET_NAMES: &[&str] = &["envoy.transport_sockets.tls", "tls"];
+const DOWNSTREAM_TYPES: &[&str] = &[
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+    "type.googleapis.com/envoy.api.v2.auth.DownstreamTlsContext",
+];
+const UPSTREAM_TYPES: &[&str] = &[
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+    "type.googleapis.com/envoy.api.v2.auth.UpstreamTlsContext",
+];
+pub(super) const TLS_INSPECTOR_NAMES: &[&str] =
+    &["envoy.filters.listener.tls_inspector", "envoy.listener.tls_inspector"];
+const TLS_INSPECTOR_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
+
+// ---------------------------------------------------------------------------------------------
+// The contexts' shapes (inside the kept `typed_config` mapping)
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDownstreamTlsContext {
+    common_tls_context: Option<RawCommonTlsContext>,
+    require_client_certificate: Option<bool>,
+    require_sni: Option<bool>,
+    session_ticket_keys: Ign,
+    session_ticket_keys_sds_secret_config: Ign,
+    disable_stateless_session_resumption: Option<bool>,
+    disable_stateful_session_resumption: Option<bool>,
+    session_timeout: Ign,
+    ocsp_staple_policy: Ign,
+    full_scan_certs_on_sni_mismatch: Ign,
+    prefer_client_ciphers: Ign,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstreamTlsContext {
+    common_tls_context: Option<RawCommonTlsContext>,
+    sni: Option<String>,
+    allow_renegotiation: Option<bool>,
+    max_session_keys: Option<u32>,
+    auto_host_sni: Ign,
+    auto_sni_san_validation: Ign,
+    enforce_rsa_key_usage: Ign,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommonTlsContext {
+    tls_params: Option<RawTlsParams>,
+    tls_certificates: Option<Vec<RawTlsCertificate>>,
+    validation_context: Option<RawValidationContext>,
+    alpn_protocols: Option<Vec<String>>,
+    tls_certificate_sds_secret_configs: Ign,
+    validation_context_sds_secret_config: Ign,
+    combined_validation_context: Ign,
+    tls_certificate_provider_instance: Ign,
+    validation_context_certificate_provider_instance: Ign,
+    custom_handshaker: Ign,
+    key_log: Ign,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTlsParams {
+    tls_minimum_protocol_version: Option<String>,
+    tls_maximum_protocol_version: Option<String>,
+    cipher_suites: Option<Vec<String>>,
+    ecdh_curves: Option<Vec<String>>,
+    signature_algorithms: Ign,
+    compliance_policies: Ign,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTlsCertificate {
+    certificate_chain: Option<RawDataSource>,
+    private_key: Option<RawDataSource>,
+    password: Ign,
+    pkcs12: Ign,
+    watched_directory: Ign,
+    private_key_provider: Ign,
+    ocsp_staple: Ign,
+    signed_certificate_timestamp: Ign,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawValidationContext {
+    trusted_ca: Option<RawDataSource>,
+    match_typed_subject_alt_names: Option<Vec<RawSanMatcher>>,
+    match_subject_alt_names: Option<Vec<RawStringMatcher>>,
+    verify_certificate_spki: Ign,
+    verify_certificate_hash: Ign,
+    crl: Ign,
+    allow_expired_certificate: Ign,
+    trust_chain_verification: Ign,
+    watched_directory: Ign,
+    only_verify_leaf_cert_crl: Ign,
+    custom_validator_config: Ign,
+    max_verify_depth: Ign,
+    system_root_certs: Ign,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSanMatcher {
+    san_type: String,
+    matcher: RawStringMatcher,
+    oid: Ign,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStringMatcher {
+    exact: Option<String>,
+    prefix: Ign,
+    suffix: Ign,
+    contains: Ign,
+    safe_regex: Ign,
+    ignore_case: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataSource {
+    filename: Option<String>,
+    inline_string: Option<String>,
+    inline_bytes: Ign,
+    environment_variable: Option<String>,
+    watched_directory: Ign,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conversion
+
+/// Listener filters: only the TLS inspector, which skiff always runs on TLS listeners (it reads
+/// the ClientHello's SNI for `filter_chain_match`).
+pub(super) fn listener_filters(p: &FieldPath, filters: &[RawListenerFilter]) -> Res<()> {
+    for (i, f) in filters.iter().enumerate() {
+        let by_type = f.typed_config.as_ref().and_then(|t| t.type_url.as_deref());
+        let inspector = match by_type {
+            Some(t) => t == TLS_INSPECTOR_TYPE,
+            None => f.name.as_deref().is_some_and(|n| TLS_INSPECTOR_NAMES.contains(&n)),
+        };
+        if !inspector {
+            let name = f.name.as_deref().or(by_type).unwrap_or("(unnamed)");
+            return fail(
+                p.idx(i),
+                format!(
+                    "listener filter \"{name}\" is not supported (only envoy.filters.listener.tls_inspector)"
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A filter chain's `filter_chain_match`: its lower-cased server names, and whether it asks for
+/// TLS (`transport_protocol: tls`) or plaintext (`raw_buffer`), if it says.
+pub(super) fn chain_match(p: &FieldPath, m: RawFilterChainMatch) -> Res<(Vec<String>, Option<bool>)> {
+    let unsupported = [
+        ("destination_port", m.destination_port.is_some()),
+        ("prefix_ranges", m.prefix_ranges.is_some()),
+        ("address_suffix", m.address_suffix.is_some()),
+        ("suffix_len", m.suffix_len.is_some()),
+        ("direct_source_prefix_ranges", m.direct_source_prefix_ranges.is_some()),
+        ("source_type", m.source_type.is_some()),
+        ("source_prefix_ranges", m.source_prefix_ranges.is_some()),
+        ("source_ports", m.source_ports.is_some()),
+        ("application_protocols", m.application_protocols.is_some()),
+    ];
+    if let Some((field, _)) = unsupported.iter().find(|(_, present)| *present) {
+        return fail(
+            p.key(field),
+            format!("{field} is not supported: skiff matches filter chains by server_names"),
+        );
+    }
+    let tls = match m.transport_protocol.as_deref() {
+        None | Some("") => None,
+        Some("tls") => Some(true),
+        Some("raw_buffer") => Some(false),
+        Some(other) => {
+            return fail(
+                p.key("transport_protocol"),
+                format!("transport_protocol \"{other}\" is not supported (tls or raw_buffer)"),
+            )
+        }
+    };
+    let names = m.server_names.unwrap_or_default();
+    for (i, n) in names.iter().enumerate() {
+        if n.is_empty() || (n.contains('*') && !(n.starts_with("*.") && n[1..].find('*').is_none())) {
+            return fail(
+                p.key("server_names").idx(i),
+                format!("\"{n}\" is not a server name or a *.suffix wildcard"),
+            );
+        }
+    }
+    Ok((names.iter().map(|n| n.to_ascii_lowercase()).collect(), tls))
+}
+
+/// A listener's filter chains as `convert` reads them, one at a time.
+#[derive(Default)]
+pub(super) struct Chains {
+    tls: Vec<TlsChain>,
+    plain: usize,
+    handshake_limit: Option<std::time::Duration>,
+}
+
+impl Chains {
+    /// A chain's `filter_chain_match` and `transport_socket`.
+    pub(super) fn add(
+        &mut self,
+        p: &FieldPath,
+        m: Option<RawFilterChainMatch>,
+        socket: Option<&RawTransportSocket>,
+        handshake_limit: Option<std::time::Duration>,
+    ) -> Res<()> {
+        // `transport_socket_connect_timeout` (0 = none): a plaintext chain has no handshake.
+        if let Some(limit) = handshake_limit.filter(|d| !d.is_zero() && socket.is_some()) {
+            self.handshake_limit = Some(self.handshake_limit.map_or(limit, |l| l.min(limit)));
+        }
+        let (server_names, wants_tls) = match m {
+            Some(m) => chain_match(&p.key("filter_chain_match"), m)?,
+            None => (Vec::new(), None),
+        };
+        let context = match socket {
+            Some(s) => downstream(&p.key("transport_socket"), s)?,
+            None => None,
+        };
+        let mp = p.key("filter_chain_match");
+        match context {
+            Some(_) if wants_tls == Some(false) => {
+                fail(mp.key("transport_protocol"), "raw_buffer on a chain whose transport_socket is TLS")
+            }
+            None if wants_tls == Some(true) || !server_names.is_empty() => fail(
+                mp,
+                "matching TLS (transport_protocol: tls, server_names) on a plaintext chain is not supported: \
+                 skiff does not pass TLS through",
+            ),
+            None => {
+                self.plain += 1;
+                Ok(())
+            }
+            Some(context) => {
+                let overlaps = |c: &TlsChain| {
+                    c.server_names == server_names || c.server_names.iter().any(|n| server_names.contains(n))
+                };
+                if self.tls.iter().any(overlaps) {
+                    return fail(mp, "multiple filter chains with the same matching rules (as Envoy refuses)");
+                }
+                self.tls.push(TlsChain { server_names, context });
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn finish(self, p: &FieldPath) -> Res<Option<ListenerTls>> {
+        match (self.tls.is_empty(), self.plain) {
+            (true, 0 | 1) => Ok(None),
+            (true, _) => {
+                fail(p.clone(), "multiple filter chains with the same matching rules (as Envoy refuses)")
+            }
+            (false, 0) => Ok(Some(ListenerTls { chains: self.tls, handshake_limit: self.handshake_limit })),
+            (false, _) => {
+                fail(p.clone(), "a listener mixing TLS and plaintext filter chains is not supported")
+            }
+        }
+    }
+}
+
+/// The typed config of a `transport_socket`, checked to be the TLS socket of `types`. None for
+/// `envoy.transport_sockets.raw_buffer` (plaintext, as without a transport socket).
+fn tls_typed_config(
+    p: &FieldPath,
+    s: &RawTransportSocket,
+    types: &[&str],
+) -> Res<Option<serde_norway::Mapping>> {
+    if s.config.is_some() {
+        return fail(
+            p.key("config"),
+            "the v2 config of a transport socket is not supported: use typed_config",
+        );
+    }
+    let name = s.name.as_deref().unwrap_or("");
+    if name == "envoy.transport_sockets.raw_buffer" || name == "raw_buffer" {
+        return Ok(None);
+    }
+    match (s.typed_config.as_ref(), s.typed_config.as_ref().and_then(|t| t.type_url.as_deref())) {
+        (Some(typed), Some(t)) if types.contains(&t) => Ok(Some(typed.fields.clone())),
+        (_, Some(t)) => fail(
+            p.key("typed_config").key("@type"),
+            format!("transport socket type {t} is not supported here (expected {})", types[0]),
+        ),
+        (Some(typed), None) if TLS_SOCKET_NAMES.contains(&name) => Ok(Some(typed.fields.clone())),
+        // By name alone, as Envoy resolves it: the context's defaults.
+        (None, None) if TLS_SOCKET_NAMES.contains(&name) => Ok(Some(serde_norway::Mapping::new())),
+        _ => fail(
+            p.clone(),
+            format!(
+                "transport socket \"{name}\" is not supported (envoy.transport_sockets.tls or raw_buffer)"
+            ),
+        ),
+    }
+}
+
+/// The `transport_socket` as `/config_dump` shows it: as written, under its v3 `@type`, with every
+/// string inside a `private_key` or `password` replaced by `[redacted]`, as Envoy redacts them.
+fn dump(type_url: &str, fields: &serde_norway::Mapping) -> serde_json::Value {
+    fn redact(v: &mut serde_json::Value, sensitive: bool) {
+        match v {
+            serde_json::Value::String(s) if sensitive => *s = "[redacted]".to_string(),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|i| redact(i, sensitive)),
+            serde_json::Value::Object(m) => {
+                for (k, v) in m.iter_mut() {
+                    redact(v, sensitive || k == "private_key" || k == "password");
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut typed = serde_json::to_value(fields).unwrap_or_else(|_| serde_json::json!({}));
+    redact(&mut typed, false);
+    if let serde_json::Value::Object(m) = &mut typed {
+        m.insert("@type".to_string(), type_url.into());
+    }
+    serde_json::json!({ "name": "envoy.transport_sockets.tls", "typed_config": typed })
+}
+
+/// A listener filter chain's `transport_socket`; None when it is plaintext.
+pub(super) fn downstream(p: &FieldPath, s: &RawTransportSocket) -> Res<Option<ServerTls>> {
+    let Some(typed) = tls_typed_config(p, s, DOWNSTREAM_TYPES)? else { return Ok(None) };
+    let dump = dump(DOWNSTREAM_TYPES[0], &typed);
+    let p = p.key("typed_config");
+    let raw: RawDownstreamTlsContext = read(&p, typed)?;
+    let unsupported = [
+        ("session_ticket_keys", raw.session_ticket_keys.is_some()),
+        ("session_ticket_keys_sds_secret_config", raw.session_ticket_keys_sds_secret_config.is_some()),
+        ("session_timeout", raw.session_timeout.is_some()),
+        ("ocsp_staple_policy", raw.ocsp_staple_policy.is_some()),
+        ("full_scan_certs_on_sni_mismatch", raw.full_scan_certs_on_sni_mismatch.is_some()),
+        ("prefer_client_ciphers", raw.prefer_client_ciphers.is_some()),
+    ];
+    refuse_any(&p, &unsupported)?;
+    if raw.require_sni == Some(true) {
+        return fail(p.key("require_sni"), "require_sni is not supported: not yet implemented in skiff");
+    }
+    let cp = p.key("common_tls_context");
+    let Some(common) = raw.common_tls_context else { return fail(cp, "common_tls_context is required") };
+    let mut spec = format!("server require_client_certificate={:?};", raw.require_client_certificate);
+    let c = common_parts(&cp, common, Side::Server, &mut spec)?;
+    let Some((chain, key)) = c.identity else {
+        return fail(cp.key("tls_certificates"), "a TLS listener needs one tls_certificates entry");
+    };
+    let provider = Arc::new(c.provider);
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&c.versions)
+        .map_err(|e| finding(&cp.key("tls_params"), e))?;
+    let require = raw.require_client_certificate == Some(true);
+    let builder = match c.trusted_ca {
+        Some(roots) => {
+            let verifier = VerifiedClients::new(roots, provider.clone(), require, c.sans)
+                .map_err(|e| finding(&cp.key("validation_context"), e))?;
+            builder.with_client_cert_verifier(Arc::new(verifier))
+        }
+        None if require => {
+            return fail(
+                p.key("require_client_certificate"),
+                "require_client_certificate needs common_tls_context.validation_context.trusted_ca",
+            )
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let key = certified(&cp.key("tls_certificates").idx(0), &provider, chain, key)?;
+    let mut config = builder.with_cert_resolver(key);
+    config.alpn_protocols = c.alpn;
+    if raw.disable_stateful_session_resumption == Some(true) {
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    }
+    Ok(Some(ServerTls { config: Arc::new(config), spec, dump }))
+}
+
+/// A cluster's `transport_socket`; None when it is plaintext.
+pub(super) fn upstream(p: &FieldPath, s: &RawTransportSocket) -> Res<Option<UpstreamTls>> {
+    let Some(typed) = tls_typed_config(p, s, UPSTREAM_TYPES)? else { return Ok(None) };
+    let dump = dump(UPSTREAM_TYPES[0], &typed);
+    let p = p.key("typed_config");
+    let raw: RawUpstreamTlsContext = read(&p, typed)?;
+    let unsupported = [
+        ("auto_host_sni", raw.auto_host_sni.is_some()),
+        ("auto_sni_san_validation", raw.auto_sni_san_validation.is_some()),
+        ("enforce_rsa_key_usage", raw.enforce_rsa_key_usage.is_some()),
+    ];
+    refuse_any(&p, &unsupported)?;
+    if raw.allow_renegotiation == Some(true) {
+        return fail(
+            p.key("allow_renegotiation"),
+            "allow_renegotiation is not supported: rustls never renegotiates",
+        );
+    }
+    let sni = match raw.sni.filter(|s| !s.is_empty()) {
+        None => None,
+        Some(name) => match ServerName::try_from(name.clone()) {
+            Ok(n) => Some(n),
+            Err(_) => return fail(p.key("sni"), format!("\"{name}\" is not a server name")),
+        },
+    };
+    let cp = p.key("common_tls_context");
+    let mut spec = format!("client sni={sni:?} sessions={:?};", raw.max_session_keys);
+    let common = raw.common_tls_context.unwrap_or_default();
+    let c = common_parts(&cp, common, Side::Client, &mut spec)?;
+    let provider = Arc::new(c.provider);
+    let provider_for_key = provider.clone();
+    let verifier = ServerVerifier::new(c.trusted_ca, provider.clone(), c.sans)
+        .map_err(|e| finding(&cp.key("validation_context"), e))?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&c.versions)
+        .map_err(|e| finding(&cp.key("tls_params"), e))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let mut config = match c.identity {
+        Some((chain, key)) => {
+            let key = certified(&cp.key("tls_certificates").idx(0), &provider_for_key, chain, key)?;
+            builder.with_client_cert_resolver(key)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = c.alpn;
+    // Envoy's default `max_session_keys` is 1; 0 turns resumption off.
+    config.resumption = match raw.max_session_keys {
+        Some(0) => rustls::client::Resumption::disabled(),
+        Some(n) => rustls::client::Resumption::in_memory_sessions(n as usize),
+        None => rustls::client::Resumption::in_memory_sessions(1),
+    };
+    Ok(Some(UpstreamTls { sni, config: Arc::new(config), spec, dump }))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Server,
+    Client,
+}
+
+/// What both contexts take from `common_tls_context`.
+struct Common {
+    provider: CryptoProvider,
+    versions: Vec<&'static rustls::SupportedProtocolVersion>,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    trusted_ca: Option<rustls::RootCertStore>,
+    sans: Vec<SanMatcher>,
+    alpn: Vec<Vec<u8>>,
+}
+
+fn common_parts(p: &FieldPath, c: RawCommonTlsContext, side: Side, spec: &mut String) -> Res<Common> {
+    let unsupported = [
+        ("tls_certificate_sds_secret_configs", c.tls_certificate_sds_secret_configs.is_some()),
+        ("validation_context_sds_secret_config", c.validation_context_sds_secret_config.is_some()),
+        ("combined_validation_context", c.combined_validation_context.is_some()),
+        ("tls_certificate_provider_instance", c.tls_certificate_provider_instance.is_some()),
+        (
+            "validation_context_certificate_provider_instance",
+            c.validation_context_certificate_provider_instance.is_some(),
+        ),
+        ("custom_handshaker", c.custom_handshaker.is_some()),
+        ("key_log", c.key_log.is_some()),
+    ];
+    refuse_any(p, &unsupported)?;
+    let mut provider = rustls::crypto::ring::default_provider();
+    let params = c.tls_params.map(|t| (p.key("tls_params"), t));
+    let versions = match &params {
+        Some((pp, t)) => versions(pp, t, side, &mut provider, spec)?,
+        None => default_versions(side),
+    };
+    let identity = match c.tls_certificates.unwrap_or_default().as_slice() {
+        [] => None,
+        [one] => Some(identity(&p.key("tls_certificates").idx(0), one, spec)?),
+        _ => return fail(p.key("tls_certificates"), "more than one tls_certificates entry is not supported"),
+    };
+    let (trusted_ca, sans) = match c.validation_context {
+        Some(v) => validation(&p.key("validation_context"), v, spec)?,
+        None => (None, Vec::new()),
+    };
+    let alpn = alpn(&p.key("alpn_protocols"), c.alpn_protocols.unwrap_or_default())?;
+    Ok(Common { provider, versions, identity, trusted_ca, sans, alpn })
+}
+
+fn refuse_any(p: &FieldPath, fields: &[(&str, bool)]) -> Res<()> {
+    match fields.iter().find(|(_, present)| *present) {
+        Some((field, _)) => {
+            fail(p.key(field), format!("{field} is not supported: not yet implemented in skiff"))
+        }
+        None => Ok(()),
+    }
+}
+
+/// Envoy's defaults: a listener accepts TLS 1.2 and 1.3; an upstream connection offers 1.2 only.
+fn default_versions(side: Side) -> Vec<&'static rustls::SupportedProtocolVersion> {
+    match side {
+        Side::Server => vec![&rustls::version::TLS13, &rustls::version::TLS12],
+        Side::Client => vec![&rustls::version::TLS12],
+    }
+}
+
+/// A `TlsProtocol` as a number (12 = TLS 1.2); None for `TLS_AUTO`.
+fn protocol(p: &FieldPath, v: &str) -> Res<Option<u8>> {
+    Ok(match v {
+        "TLS_AUTO" => None,
+        "TLSv1_0" => Some(10),
+        "TLSv1_1" => Some(11),
+        "TLSv1_2" => Some(12),
+        "TLSv1_3" => Some(13),
+        _ => return fail(p.clone(), format!("\"{v}\" is not a TLS version (TLS_AUTO, TLSv1_0 .. TLSv1_3)")),
+    })
+}
+
+/// `tls_params`: the version range, cipher suites and curves. rustls speaks TLS 1.2 and 1.3 only
+/// and has no CBC or static-RSA suites: a range or a list that needs those is refused.
+fn versions(
+    p: &FieldPath,
+    t: &RawTlsParams,
+    side: Side,
+    provider: &mut CryptoProvider,
+    spec: &mut String,
+) -> Res<Vec<&'static rustls::SupportedProtocolVersion>> {
+    if t.signature_algorithms.is_some() || t.compliance_policies.is_some() {
+        let field =
+            if t.signature_algorithms.is_some() { "signature_algorithms" } else { "compliance_policies" };
+        return fail(p.key(field), format!("{field} is not supported: not yet implemented in skiff"));
+    }
+    let min_p = p.key("tls_minimum_protocol_version");
+    let max_p = p.key("tls_maximum_protocol_version");
+    let min = match &t.tls_minimum_protocol_version {
+        Some(v) => protocol(&min_p, v)?,
+        None => None,
+    };
+    let max = match &t.tls_maximum_protocol_version {
+        Some(v) => protocol(&max_p, v)?,
+        None => None,
+    };
+    let max = max.unwrap_or(if side == Side::Server { 13 } else { 12 });
+    // TLS 1.0 and 1.1 are below what rustls speaks: a minimum under 1.2 allows 1.2 and up.
+    let min = min.unwrap_or(12).max(12);
+    if max < 12 {
+        return fail(max_p, "TLS versions below TLSv1_2 are not supported (rustls speaks TLS 1.2 and 1.3)");
+    }
+    if min > max {
+        return fail(min_p, "tls_minimum_protocol_version is above tls_maximum_protocol_version");
+    }
+    let mut out = Vec::new();
+    if max >= 13 {
+        out.push(&rustls::version::TLS13);
+    }
+    if min <= 12 {
+        out.push(&rustls::version::TLS12);
+    }
+    spec.push_str(&format!("versions={min}-{max};"));
+    if let Some(suites) = &t.cipher_suites {
+        let mut chosen = Vec::new();
+        for (i, name) in suites.iter().enumerate() {
+            // `[A|B]` is BoringSSL's equal-preference group.
+            for one in name.trim_start_matches('[').trim_end_matches(']').split('|') {
+                let Some(suite) = cipher_suite(one) else {
+                    return fail(
+                        p.key("cipher_suites").idx(i),
+                        format!(
+                            "cipher suite \"{one}\" is not supported (skiff offers {})",
+                            SUITES.map(|s| s.0).join(", ")
+                        ),
+                    );
+                };
+                let found = provider.cipher_suites.iter().find(|s| s.suite() == suite).copied();
+                if let Some(s) = found.filter(|s| !chosen.contains(s)) {
+                    chosen.push(s);
+                }
+            }
+        }
+        // TLS 1.3's suites are not configurable in Envoy (BoringSSL): keep all of them.
+        chosen.extend(
+            provider.cipher_suites.iter().filter(|s| s.version() == &rustls::version::TLS13).copied(),
+        );
+        provider.cipher_suites = chosen;
+        spec.push_str(&format!("suites={suites:?};"));
+    }
+    if let Some(curves) = &t.ecdh_curves {
+        let mut chosen = Vec::new();
+        for (i, name) in curves.iter().enumerate() {
+            let group = match name.as_str() {
+                "X25519" => rustls::NamedGroup::X25519,
+                "P-256" => rustls::NamedGroup::secp256r1,
+                "P-384" => rustls::NamedGroup::secp384r1,
+                _ => {
+                    return fail(
+                        p.key("ecdh_curves").idx(i),
+                        format!("curve \"{name}\" is not supported (X25519, P-256, P-384)"),
+                    )
+                }
+            };
+            if let Some(g) = provider.kx_groups.iter().find(|g| g.name() == group) {
+                chosen.push(*g);
+            }
+        }
+        provider.kx_groups = chosen;
+        spec.push_str(&format!("curves={curves:?};"));
+    }
+    Ok(out)
+}
+
+/// OpenSSL's names (Envoy's) for the TLS 1.2 suites rustls has.
+const SUITES: [(&str, rustls::CipherSuite); 6] = [
+    ("ECDHE-ECDSA-AES128-GCM-SHA256", rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
+    ("ECDHE-RSA-AES128-GCM-SHA256", rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
+    ("ECDHE-ECDSA-AES256-GCM-SHA384", rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384),
+    ("ECDHE-RSA-AES256-GCM-SHA384", rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384),
+    ("ECDHE-ECDSA-CHACHA20-POLY1305", rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256),
+    ("ECDHE-RSA-CHACHA20-POLY1305", rustls::CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256),
+];
+
+fn cipher_suite(name: &str) -> Option<rustls::CipherSuite> {
+    SUITES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// A `DataSource`'s bytes (a file read now, an inline string, or an environment variable).
+fn data(p: &FieldPath, d: &RawDataSource, spec: &mut String) -> Res<Vec<u8>> {
+    if d.inline_bytes.is_some() || d.watched_directory.is_some() {
+        let field = if d.inline_bytes.is_some() { "inline_bytes" } else { "watched_directory" };
+        return fail(
+            p.key(field),
+            format!("{field} is not supported (filename, inline_string, environment_variable)"),
+        );
+    }
+    let bytes = match (&d.filename, &d.inline_string, &d.environment_variable) {
+        (Some(f), None, None) => std::fs::read(f).map_err(|e| super::error::Finding {
+            path: p.key("filename"),
+            message: format!("cannot read {f}: {e}"),
+        })?,
+        (None, Some(s), None) => s.clone().into_bytes(),
+        (None, None, Some(v)) => match std::env::var(v) {
+            Ok(s) => s.into_bytes(),
+            Err(_) => {
+                return fail(p.key("environment_variable"), format!("environment variable {v} is not set"))
+            }
+        },
+        _ => return fail(p.clone(), "give exactly one of filename, inline_string, environment_variable"),
+    };
+    // The spec keys equality (reloads, pooling) on content, never printing it.
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    spec.push_str(&format!("{:x};", h.finish()));
+    Ok(bytes)
+}
+
+fn identity(
+    p: &FieldPath,
+    c: &RawTlsCertificate,
+    spec: &mut String,
+) -> Res<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let unsupported = [
+        ("password", c.password.is_some()),
+        ("pkcs12", c.pkcs12.is_some()),
+        ("watched_directory", c.watched_directory.is_some()),
+        ("private_key_provider", c.private_key_provider.is_some()),
+        ("ocsp_staple", c.ocsp_staple.is_some()),
+        ("signed_certificate_timestamp", c.signed_certificate_timestamp.is_some()),
+    ];
+    refuse_any(p, &unsupported)?;
+    let (Some(chain), Some(key)) = (&c.certificate_chain, &c.private_key) else {
+        return fail(p.clone(), "a TLS certificate needs certificate_chain and private_key");
+    };
+    let cp = p.key("certificate_chain");
+    let chain = certificates(&cp, &data(&cp, chain, spec)?)?;
+    let kp = p.key("private_key");
+    let key = PrivateKeyDer::from_pem_slice(&data(&kp, key, spec)?)
+        .map_err(|e| super::error::Finding { path: kp, message: format!("no PEM private key: {e}") })?;
+    Ok((chain, key))
+}
+
+/// A certificate chain and its key as rustls signs with them. A key that does not match the
+/// certificate is refused; a certificate webpki cannot parse (X.509 v1, as the self-signed ones
+/// in Envoy's examples are) is served as it is, as Envoy serves it.
+fn certified(
+    p: &FieldPath,
+    provider: &CryptoProvider,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Res<Arc<rustls::sign::SingleCertAndKey>> {
+    let signing =
+        provider.key_provider.load_private_key(key).map_err(|e| finding(&p.key("private_key"), e))?;
+    let certified = rustls::sign::CertifiedKey::new(chain, signing);
+    match certified.keys_match() {
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            fail(p.key("private_key"), "the private key does not match certificate_chain")
+        }
+        _ => Ok(Arc::new(certified.into())),
+    }
+}
+
+fn certificates(p: &FieldPath, pem: &[u8]) -> Res<Vec<CertificateDer<'static>>> {
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
+    match certs {
+        Ok(c) if !c.is_empty() => Ok(c),
+        Ok(_) => fail(p.clone(), "no PEM certificate found"),
+        Err(e) => fail(p.clone(), format!("bad PEM certificate: {e}")),
+    }
+}
+
+fn validation(
+    p: &FieldPath,
+    v: RawValidationContext,
+    spec: &mut String,
+) -> Res<(Option<rustls::RootCertStore>, Vec<SanMatcher>)> {
+    let unsupported = [
+        ("verify_certificate_spki", v.verify_certificate_spki.is_some()),
+        ("verify_certificate_hash", v.verify_certificate_hash.is_some()),
+        ("crl", v.crl.is_some()),
+        ("allow_expired_certificate", v.allow_expired_certificate.is_some()),
+        ("trust_chain_verification", v.trust_chain_verification.is_some()),
+        ("watched_directory", v.watched_directory.is_some()),
+        ("only_verify_leaf_cert_crl", v.only_verify_leaf_cert_crl.is_some()),
+        ("custom_validator_config", v.custom_validator_config.is_some()),
+        ("max_verify_depth", v.max_verify_depth.is_some()),
+        ("system_root_certs", v.system_root_certs.is_some()),
+    ];
+    refuse_any(p, &unsupported)?;
+    let roots = match &v.trusted_ca {
+        None => None,
+        Some(d) => {
+            let tp = p.key("trusted_ca");
+            let mut store = rustls::RootCertStore::empty();
+            for cert in certificates(&tp, &data(&tp, d, spec)?)? {
+                store.add(cert).map_err(|e| finding(&tp, e))?;
+            }
+            Some(store)
+        }
+    };
+    let mut sans = Vec::new();
+    for (i, m) in v.match_typed_subject_alt_names.iter().flatten().enumerate() {
+        let mp = p.key("match_typed_subject_alt_names").idx(i);
+        sans.push(san(&mp.key("matcher"), &m.san_type, &m.matcher, &mp)?);
+    }
+    // The deprecated untyped list matches DNS names (and IPs, which `san` tells apart).
+    for (i, m) in v.match_subject_alt_names.iter().flatten().enumerate() {
+        let mp = p.key("match_subject_alt_names").idx(i);
+        sans.push(san(&mp, "DNS", m, &mp)?);
+    }
+    if !sans.is_empty() && roots.is_none() {
+        return fail(p.key("trusted_ca"), "SAN matching needs trusted_ca (as in Envoy)");
+    }
+    spec.push_str(&format!("sans={sans:?};"));
+    Ok((roots, sans))
+}
+
+fn san(p: &FieldPath, san_type: &str, m: &RawStringMatcher, at: &FieldPath) -> Res<SanMatcher> {
+    if m.prefix.is_some() || m.suffix.is_some() || m.contains.is_some() || m.safe_regex.is_some() {
+        return fail(p.clone(), "only exact SAN matchers are supported");
+    }
+    let Some(exact) = &m.exact else { return fail(p.clone(), "a SAN matcher needs exact") };
+    let name = match san_type {
+        "DNS" | "IP_ADDRESS" => ServerName::try_from(exact.clone()).ok(),
+        _ => None,
+    };
+    match name {
+        Some(n) => Ok(SanMatcher(n)),
+        None => fail(
+            at.key("san_type"),
+            format!("SAN matcher {san_type} \"{exact}\" is not supported (DNS names and IP_ADDRESS)"),
+        ),
+    }
+}
+
+/// `alpn_protocols`: skiff speaks HTTP/1.1 only, so that is all it offers; a list without it is
+/// refused (an h2-only listener would answer every client with a protocol it cannot speak).
+fn alpn(p: &FieldPath, protocols: Vec<String>) -> Res<Vec<Vec<u8>>> {
+    if protocols.is_empty() {
+        return Ok(Vec::new());
+    }
+    if protocols.iter().any(|a| a == "http/1.1") {
+        return Ok(vec![b"http/1.1".to_vec()]);
+    }
+    fail(p.clone(), format!("alpn_protocols {protocols:?} lacks http/1.1, the only protocol skiff speaks"))
+}
+
+fn finding(p: &FieldPath, e: impl std::fmt::Display) -> super::error::Finding {
+    super::error::Finding { path: p.clone(), message: e.to_string() }
+}

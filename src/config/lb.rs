@@ -1,0 +1,404 @@
+//! A cluster's `outlier_detection`, `ring_hash_lb_config` and `maglev_lb_config`, and a route's
+//! `hash_policy`: their YAML (`Raw*`, unknown fields denied), their typed form with Envoy's
+//! defaults, and the conversion between the two with located errors. Owns what is refused here
+//! (success-rate and failure-percentage detection, cookie generation); the warnings table and the
+//! rest of a cluster or route are `convert`'s.
+
+use super::duration::Dur;
+use super::error::{FieldPath, Finding};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use std::time::Duration;
+
+type Ign = Option<IgnoredAny>;
+type Res<T> = Result<T, Finding>;
+
+fn fail<T>(path: FieldPath, message: impl Into<String>) -> Res<T> {
+    Err(Finding { path, message: message.into() })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outlier detection
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an outlier_detection mapping")]
+pub struct RawOutlierDetection {
+    pub consecutive_5xx: Option<u32>,
+    pub consecutive_gateway_failure: Option<u32>,
+    pub consecutive_local_origin_failure: Option<u32>,
+    pub interval: Option<Dur>,
+    pub base_ejection_time: Option<Dur>,
+    pub max_ejection_time: Option<Dur>,
+    pub max_ejection_time_jitter: Option<Dur>,
+    pub max_ejection_percent: Option<u32>,
+    pub enforcing_consecutive_5xx: Option<u32>,
+    pub enforcing_consecutive_gateway_failure: Option<u32>,
+    pub enforcing_consecutive_local_origin_failure: Option<u32>,
+    pub split_external_local_origin_errors: Option<bool>,
+    pub always_eject_one_host: Option<bool>,
+    /// Warned about by `convert` (active health checks are another module's).
+    pub successful_active_health_check_uneject_host: Ign,
+    // Accepted only as 0 (off): skiff runs no success-rate or failure-percentage detection.
+    pub enforcing_success_rate: Option<u32>,
+    pub enforcing_local_origin_success_rate: Option<u32>,
+    pub enforcing_failure_percentage: Option<u32>,
+    pub enforcing_failure_percentage_local_origin: Option<u32>,
+    // Refused.
+    pub success_rate_minimum_hosts: Ign,
+    pub success_rate_request_volume: Ign,
+    pub success_rate_stdev_factor: Ign,
+    pub failure_percentage_threshold: Ign,
+    pub failure_percentage_minimum_hosts: Ign,
+    pub failure_percentage_request_volume: Ign,
+    pub monitors: Ign,
+}
+
+/// `outlier_detection` with Envoy's defaults: consecutive-error detection only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierDetection {
+    pub consecutive_5xx: u32,
+    pub consecutive_gateway_failure: u32,
+    pub consecutive_local_origin_failure: u32,
+    pub interval: Duration,
+    pub base_ejection_time: Duration,
+    pub max_ejection_time: Duration,
+    pub max_ejection_time_jitter: Duration,
+    pub max_ejection_percent: u32,
+    /// Percent chances (0-100) that a detection ejects.
+    pub enforcing_consecutive_5xx: u32,
+    pub enforcing_consecutive_gateway_failure: u32,
+    pub enforcing_consecutive_local_origin_failure: u32,
+    pub split_external_local_origin_errors: bool,
+    pub always_eject_one_host: bool,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        OutlierDetection {
+            consecutive_5xx: 5,
+            consecutive_gateway_failure: 5,
+            consecutive_local_origin_failure: 5,
+            interval: Duration::from_secs(10),
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_time_jitter: Duration::ZERO,
+            max_ejection_percent: 10,
+            enforcing_consecutive_5xx: 100,
+            enforcing_consecutive_gateway_failure: 0,
+            enforcing_consecutive_local_origin_failure: 100,
+            split_external_local_origin_errors: false,
+            always_eject_one_host: false,
+        }
+    }
+}
+
+const NO_SUCCESS_RATE: &str = "success-rate and failure-percentage outlier detection are not implemented in \
+     skiff (consecutive_5xx, consecutive_gateway_failure and consecutive_local_origin_failure are)";
+
+pub fn outlier_detection(p: FieldPath, o: RawOutlierDetection) -> Res<OutlierDetection> {
+    for (name, present) in [
+        ("success_rate_minimum_hosts", o.success_rate_minimum_hosts.is_some()),
+        ("success_rate_request_volume", o.success_rate_request_volume.is_some()),
+        ("success_rate_stdev_factor", o.success_rate_stdev_factor.is_some()),
+        ("failure_percentage_threshold", o.failure_percentage_threshold.is_some()),
+        ("failure_percentage_minimum_hosts", o.failure_percentage_minimum_hosts.is_some()),
+        ("failure_percentage_request_volume", o.failure_percentage_request_volume.is_some()),
+    ] {
+        if present {
+            return fail(p.key(name), format!("{name} is not supported: {NO_SUCCESS_RATE}"));
+        }
+    }
+    if o.monitors.is_some() {
+        return fail(p.key("monitors"), "monitors (outlier detection extensions) are not supported");
+    }
+    for (name, value) in [
+        ("enforcing_success_rate", o.enforcing_success_rate),
+        ("enforcing_local_origin_success_rate", o.enforcing_local_origin_success_rate),
+        ("enforcing_failure_percentage", o.enforcing_failure_percentage),
+        ("enforcing_failure_percentage_local_origin", o.enforcing_failure_percentage_local_origin),
+    ] {
+        if value.is_some_and(|v| v != 0) {
+            return fail(p.key(name), format!("{name} must be 0 (off) in skiff: {NO_SUCCESS_RATE}"));
+        }
+    }
+    let d = OutlierDetection::default();
+    let percent = |name: &str, v: Option<u32>, default: u32| -> Res<u32> {
+        match v {
+            Some(v) if v > 100 => fail(p.key(name), format!("{name} is a percentage (0-100), got {v}")),
+            v => Ok(v.unwrap_or(default)),
+        }
+    };
+    let positive = |name: &str, v: Option<Dur>, default: Duration| -> Res<Duration> {
+        match v {
+            Some(Dur(t)) if t.is_zero() => fail(p.key(name), format!("{name} must be greater than 0s")),
+            v => Ok(v.map_or(default, |t| t.0)),
+        }
+    };
+    let base_ejection_time = positive("base_ejection_time", o.base_ejection_time, d.base_ejection_time)?;
+    // Envoy: when not given, the larger of 300 s and base_ejection_time.
+    let max_ejection_time = match o.max_ejection_time {
+        Some(Dur(t)) if t < base_ejection_time => {
+            return fail(
+                p.key("max_ejection_time"),
+                "max_ejection_time cannot be smaller than base_ejection_time",
+            )
+        }
+        Some(Dur(t)) => t,
+        None => d.max_ejection_time.max(base_ejection_time),
+    };
+    Ok(OutlierDetection {
+        consecutive_5xx: o.consecutive_5xx.unwrap_or(d.consecutive_5xx),
+        consecutive_gateway_failure: o.consecutive_gateway_failure.unwrap_or(d.consecutive_gateway_failure),
+        consecutive_local_origin_failure: o
+            .consecutive_local_origin_failure
+            .unwrap_or(d.consecutive_local_origin_failure),
+        interval: positive("interval", o.interval, d.interval)?,
+        base_ejection_time,
+        max_ejection_time,
+        max_ejection_time_jitter: o.max_ejection_time_jitter.map_or(Duration::ZERO, |t| t.0),
+        max_ejection_percent: percent(
+            "max_ejection_percent",
+            o.max_ejection_percent,
+            d.max_ejection_percent,
+        )?,
+        enforcing_consecutive_5xx: percent(
+            "enforcing_consecutive_5xx",
+            o.enforcing_consecutive_5xx,
+            d.enforcing_consecutive_5xx,
+        )?,
+        enforcing_consecutive_gateway_failure: percent(
+            "enforcing_consecutive_gateway_failure",
+            o.enforcing_consecutive_gateway_failure,
+            d.enforcing_consecutive_gateway_failure,
+        )?,
+        enforcing_consecutive_local_origin_failure: percent(
+            "enforcing_consecutive_local_origin_failure",
+            o.enforcing_consecutive_local_origin_failure,
+            d.enforcing_consecutive_local_origin_failure,
+        )?,
+        split_external_local_origin_errors: o.split_external_local_origin_errors.unwrap_or(false),
+        always_eject_one_host: o.always_eject_one_host.unwrap_or(false),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hash load balancers
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a ring_hash_lb_config mapping")]
+pub struct RawRingHash {
+    pub minimum_ring_size: Option<u64>,
+    pub maximum_ring_size: Option<u64>,
+    pub hash_function: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a maglev_lb_config mapping")]
+pub struct RawMaglev {
+    pub table_size: Option<u64>,
+}
+
+/// The sizes of a RING_HASH cluster's ring and a MAGLEV cluster's table (Envoy's defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashTable {
+    pub minimum_ring_size: u64,
+    pub maximum_ring_size: u64,
+    pub maglev_table_size: u64,
+}
+
+/// Envoy's ceiling for either ring size.
+const MAX_RING: u64 = 8 * 1024 * 1024;
+/// Envoy's ceiling for a Maglev table.
+const MAX_MAGLEV: u64 = 5_000_011;
+
+impl Default for HashTable {
+    fn default() -> Self {
+        HashTable { minimum_ring_size: 1024, maximum_ring_size: MAX_RING, maglev_table_size: 65537 }
+    }
+}
+
+pub fn hash_table(p: &FieldPath, ring: Option<RawRingHash>, maglev: Option<RawMaglev>) -> Res<HashTable> {
+    let mut t = HashTable::default();
+    if let Some(r) = ring {
+        let rp = p.key("ring_hash_lb_config");
+        if let Some(f) = r.hash_function {
+            match f.to_ascii_uppercase().as_str() {
+                "XX_HASH" => {}
+                "MURMUR_HASH_2" => {
+                    return fail(
+                        rp.key("hash_function"),
+                        "hash_function MURMUR_HASH_2 is not supported (XX_HASH is)",
+                    )
+                }
+                _ => {
+                    return fail(
+                        rp.key("hash_function"),
+                        format!("unknown hash_function \"{f}\", expected XX_HASH"),
+                    )
+                }
+            }
+        }
+        for (name, v) in
+            [("minimum_ring_size", r.minimum_ring_size), ("maximum_ring_size", r.maximum_ring_size)]
+        {
+            if v.is_some_and(|v| v == 0 || v > MAX_RING) {
+                return fail(rp.key(name), format!("{name} must be between 1 and {MAX_RING}"));
+            }
+        }
+        t.minimum_ring_size = r.minimum_ring_size.unwrap_or(t.minimum_ring_size);
+        t.maximum_ring_size = r.maximum_ring_size.unwrap_or(t.maximum_ring_size);
+        if t.minimum_ring_size > t.maximum_ring_size {
+            return fail(
+                rp,
+                format!(
+                    "minimum_ring_size ({}) > maximum_ring_size ({})",
+                    t.minimum_ring_size, t.maximum_ring_size
+                ),
+            );
+        }
+    }
+    if let Some(size) = maglev.and_then(|m| m.table_size) {
+        let mp = p.key("maglev_lb_config").key("table_size");
+        if size > MAX_MAGLEV || !is_prime(size) {
+            return fail(
+                mp,
+                format!("the table size of maglev must be a prime number up to {MAX_MAGLEV}, got {size}"),
+            );
+        }
+        t.maglev_table_size = size;
+    }
+    Ok(t)
+}
+
+fn is_prime(n: u64) -> bool {
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Route hash_policy
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a hash_policy entry (header, cookie, connection_properties or query_parameter)"
+)]
+pub struct RawHashPolicy {
+    pub header: Option<RawHashHeader>,
+    pub cookie: Option<RawHashCookie>,
+    pub connection_properties: Option<RawHashConnection>,
+    pub query_parameter: Option<RawHashQuery>,
+    pub filter_state: Ign,
+    pub terminal: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping like {header_name: x-user}")]
+pub struct RawHashHeader {
+    pub header_name: String,
+    pub regex_rewrite: Ign,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping like {name: session}")]
+pub struct RawHashCookie {
+    pub name: String,
+    pub ttl: Option<Dur>,
+    pub path: Option<String>,
+    pub attributes: Ign,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping like {source_ip: true}")]
+pub struct RawHashConnection {
+    pub source_ip: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping like {name: user}")]
+pub struct RawHashQuery {
+    pub name: String,
+}
+
+/// What one hash policy hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashMethod {
+    /// A request header, by lower-case name.
+    Header(String),
+    Cookie(String),
+    SourceIp,
+    QueryParameter(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashPolicy {
+    pub method: HashMethod,
+    /// `terminal`: once a hash is made, the policies after this one are not evaluated.
+    pub terminal: bool,
+}
+
+pub fn hash_policies(p: FieldPath, list: Vec<RawHashPolicy>) -> Res<Vec<HashPolicy>> {
+    let mut out = Vec::with_capacity(list.len());
+    for (i, h) in list.into_iter().enumerate() {
+        let hp = p.idx(i);
+        if h.filter_state.is_some() {
+            return fail(
+                hp.key("filter_state"),
+                "filter_state is not supported: not yet implemented in skiff",
+            );
+        }
+        let given = [
+            h.header.is_some(),
+            h.cookie.is_some(),
+            h.connection_properties.is_some(),
+            h.query_parameter.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() != 1 {
+            return fail(hp, "give exactly one of header, cookie, connection_properties or query_parameter");
+        }
+        let method = if let Some(hh) = h.header {
+            if hh.regex_rewrite.is_some() {
+                return fail(
+                    hp.key("header").key("regex_rewrite"),
+                    "regex_rewrite is not supported: not yet implemented in skiff",
+                );
+            }
+            if hh.header_name.is_empty() {
+                return fail(hp.key("header").key("header_name"), "header_name must not be empty");
+            }
+            HashMethod::Header(hh.header_name.to_ascii_lowercase())
+        } else if let Some(c) = h.cookie {
+            let cp = hp.key("cookie");
+            if c.ttl.is_some() || c.attributes.is_some() || c.path.is_some() {
+                let field = if c.ttl.is_some() {
+                    "ttl"
+                } else if c.path.is_some() {
+                    "path"
+                } else {
+                    "attributes"
+                };
+                return fail(
+                    cp.key(field),
+                    format!("{field} is not supported: skiff does not generate hash cookies (a cookie policy without ttl hashes an existing cookie)"),
+                );
+            }
+            if c.name.is_empty() {
+                return fail(cp.key("name"), "name must not be empty");
+            }
+            HashMethod::Cookie(c.name)
+        } else if let Some(c) = h.connection_properties {
+            if c.source_ip != Some(true) {
+                return fail(hp.key("connection_properties").key("source_ip"), "source_ip must be true");
+            }
+            HashMethod::SourceIp
+        } else if let Some(q) = h.query_parameter {
+            if q.name.is_empty() {
+                return fail(hp.key("query_parameter").key("name"), "name must not be empty");
+            }
+            HashMethod::QueryParameter(q.name)
+        } else {
+            return fail(hp, "empty hash_policy entry");
+        };
+        out.push(HashPolicy { method, terminal: h.terminal.unwrap_or(false) });
+    }
+    Ok(out)
+}

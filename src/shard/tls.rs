@@ -1,0 +1,441 @@
+//! TLS on a shard's connections: the handshake (SNI → filter chain on a listener, the cluster's
+//! context upstream), its stats, and then a *bridge*: a task that moves bytes between the TLS
+//! socket and one end of a local socket pair, encrypting and decrypting with rustls, while the
+//! HTTP path gets the other end as its ordinary `TcpStream`. So a TLS connection is served by
+//! exactly the code a plaintext one is (ring reads, direct sends, a second handle for reading
+//! while writing, cancelable reads), and the plaintext path pays nothing for TLS existing: the
+//! bridge is TLS's own, simpler and slower path (two more socket copies per byte, one task).
+//! Knows nothing of HTTP; owns no config (the contexts are built at load by `config`).
+
+use super::state::Shard;
+use crate::cluster::ClusterSnap;
+use crate::config::tls::{ListenerTls, UpstreamTls};
+use crate::stats::{listener_stat_name, HttpSslStats, ListenerStats, Scope, ShardStats, SslStats};
+use monoio::net::TcpStream;
+use rustls::{CertificateError, Connection, Error as TlsError};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Bytes the bridge moves per read, each way.
+const CHUNK: usize = 16 * 1024;
+
+/// What a TLS listener's connection needs before its handshake, looked up with the generation
+/// current at accept.
+pub(super) struct Terminate {
+    tls: Arc<ListenerTls>,
+    ssl: Rc<SslStats>,
+    /// The connection manager's `downstream_cx_ssl_*` (None on a `tcp_proxy` listener).
+    http: Option<Rc<HttpSslStats>>,
+    listener: Rc<ListenerStats>,
+    timeout: Duration,
+}
+
+/// A `tcp_proxy` listener bounds the handshake with this (Envoy leaves it unbounded unless
+/// `transport_socket_connect_timeout` is set; skiff never waits on a silent peer forever).
+pub(super) const TCP_HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+
+/// Keeps `downstream_cx_ssl_active` counted while the connection lives.
+pub(super) struct Active(Option<Rc<HttpSslStats>>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        if let Some(http) = &self.0 {
+            http.downstream_cx_ssl_active.dec();
+        }
+    }
+}
+
+impl Terminate {
+    /// For a listener bound on `bound` whose connection manager (if any) has `stat_prefix`;
+    /// `timeout` bounds the handshake.
+    pub(super) fn new(
+        shard: &Shard,
+        tls: Arc<ListenerTls>,
+        bound: SocketAddr,
+        stat_prefix: Option<&str>,
+        listener: Rc<ListenerStats>,
+        timeout: Duration,
+    ) -> Self {
+        Terminate {
+            tls,
+            ssl: shard.stats.ssl(Scope::Listener(listener_stat_name(bound))),
+            http: stat_prefix.map(|p| shard.stats.http_ssl(p)),
+            listener,
+            timeout,
+        }
+    }
+
+    /// Reads the ClientHello, picks the filter chain by its SNI, completes the handshake within
+    /// the listener's limit, and bridges. None: the connection is to close
+    /// (not TLS, no matching chain, a failed handshake), counted as Envoy counts it.
+    pub(super) async fn accept(self, tcp: TcpStream) -> Option<(TcpStream, Active)> {
+        let mut active = None;
+        let handshake = async {
+            let mut fd = Fd(tcp.as_raw_fd());
+            let mut acceptor = rustls::server::Acceptor::default();
+            let accepted = loop {
+                match acceptor.read_tls(&mut fd) {
+                    Ok(0) => return Err(Failure::Closed),
+                    Ok(_) => {}
+                    Err(e) if would_block(&e) => {
+                        tcp.readable(false).await.map_err(|_| Failure::Closed)?;
+                        continue;
+                    }
+                    Err(_) => return Err(Failure::Closed),
+                }
+                match acceptor.accept() {
+                    Ok(Some(a)) => break a,
+                    Ok(None) => {}
+                    // Not TLS at all (a plaintext client): Envoy's inspector finds no SNI, and
+                    // without a chain for that, closes without a word.
+                    Err((e, mut alert)) => {
+                        if self.tls.select(None).is_none() {
+                            return Err(Failure::NoChain);
+                        }
+                        let _ = alert.write(&mut fd);
+                        return Err(Failure::Tls(e));
+                    }
+                }
+            };
+            let sni = accepted.client_hello().server_name().map(str::to_owned);
+            let Some(chain) = self.tls.select(sni.as_deref()) else { return Err(Failure::NoChain) };
+            // The connection manager exists from here on, as Envoy creates it with the chain.
+            if let Some(http) = &self.http {
+                http.downstream_cx_ssl_total.inc();
+                http.downstream_cx_ssl_active.inc();
+            }
+            active = Some(Active(self.http.clone()));
+            let conn = accepted.into_connection(chain.context.config.clone()).map_err(|(e, mut alert)| {
+                let _ = alert.write(&mut fd);
+                Failure::Tls(e)
+            })?;
+            let mut conn = Connection::Server(conn);
+            handshake(&tcp, &mut conn).await?;
+            Ok(conn)
+        };
+        let conn = match monoio::time::timeout(self.timeout, handshake).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(Failure::NoChain)) => {
+                self.listener.no_filter_chain_match.inc();
+                return None;
+            }
+            Ok(Err(f)) => {
+                f.count(&self.ssl);
+                return None;
+            }
+            Err(_) => {
+                self.ssl.connection_error.inc();
+                return None;
+            }
+        };
+        self.ssl.handshake.inc();
+        count_session(&self.ssl, &conn);
+        if let Connection::Server(s) = &conn {
+            if s.peer_certificates().is_none_or(|c| c.is_empty()) {
+                self.ssl.no_certificate.inc();
+            }
+        }
+        let app = bridge(tcp, conn).ok()?;
+        Some((app, active?))
+    }
+}
+
+/// A new upstream connection to a cluster with a TLS context: handshake (within the cluster's
+/// `connect_timeout`, as Envoy counts the handshake in the connect), then the bridge. A cluster
+/// without one gets its socket back untouched. Err: the connection failed (Envoy's `UF`).
+pub(super) async fn upstream(
+    tcp: TcpStream,
+    snap: &ClusterSnap,
+    stats: &ShardStats,
+    addr: SocketAddr,
+) -> Result<TcpStream, ()> {
+    let Some(tls) = &snap.tls else { return Ok(tcp) };
+    let ssl = stats.ssl(Scope::Cluster(snap.name.clone()));
+    match monoio::time::timeout(snap.connect_timeout, client_handshake(&tcp, tls, addr)).await {
+        Ok(Ok(conn)) => {
+            ssl.handshake.inc();
+            count_session(&ssl, &conn);
+            bridge(tcp, conn).map_err(|e| log::debug!("tls to {addr}: {e}"))
+        }
+        Ok(Err(f)) => {
+            log::debug!("tls to {addr}: {f:?}");
+            f.count(&ssl);
+            Err(())
+        }
+        Err(_) => {
+            ssl.connection_error.inc();
+            Err(())
+        }
+    }
+}
+
+async fn client_handshake(
+    tcp: &TcpStream,
+    tls: &UpstreamTls,
+    addr: SocketAddr,
+) -> Result<Connection, Failure> {
+    // Without `sni` Envoy sends none: the config has SNI off, and the name is only a placeholder
+    // (the verifier checks SANs, never this name).
+    let name = tls.sni.clone().unwrap_or_else(|| rustls_pki_types::ServerName::IpAddress(addr.ip().into()));
+    let conn = rustls::ClientConnection::new(tls.config.clone(), name).map_err(Failure::Tls)?;
+    let mut conn = Connection::Client(conn);
+    handshake(tcp, &mut conn).await?;
+    Ok(conn)
+}
+
+#[derive(Debug)]
+enum Failure {
+    /// The peer closed or the socket failed mid-handshake.
+    Closed,
+    /// No filter chain matches the ClientHello.
+    NoChain,
+    Tls(TlsError),
+}
+
+impl Failure {
+    fn count(&self, ssl: &SslStats) {
+        match self {
+            Failure::Tls(TlsError::NoCertificatesPresented) => ssl.fail_verify_no_cert.inc(),
+            Failure::Tls(TlsError::InvalidCertificate(CertificateError::ApplicationVerificationFailure)) => {
+                ssl.fail_verify_san.inc()
+            }
+            Failure::Tls(TlsError::InvalidCertificate(_)) => ssl.fail_verify_error.inc(),
+            _ => ssl.connection_error.inc(),
+        }
+    }
+}
+
+fn count_session(ssl: &SslStats, conn: &Connection) {
+    match conn.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => ssl.tls13.inc(),
+        Some(rustls::ProtocolVersion::TLSv1_2) => ssl.tls12.inc(),
+        _ => {}
+    }
+    if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+        ssl.session_reused.inc();
+    }
+}
+
+/// Drives a handshake to its end over the non-blocking socket.
+async fn handshake(tcp: &TcpStream, conn: &mut Connection) -> Result<(), Failure> {
+    let mut fd = Fd(tcp.as_raw_fd());
+    loop {
+        while conn.wants_write() {
+            match conn.write_tls(&mut fd) {
+                Ok(_) => {}
+                Err(e) if would_block(&e) => tcp.writable(false).await.map_err(|_| Failure::Closed)?,
+                Err(_) => return Err(Failure::Closed),
+            }
+        }
+        if !conn.is_handshaking() {
+            return Ok(());
+        }
+        match conn.read_tls(&mut fd) {
+            Ok(0) => return Err(Failure::Closed),
+            Ok(_) => {
+                if let Err(e) = conn.process_new_packets() {
+                    // The alert rustls queued tells the peer why; best effort.
+                    let _ = conn.write_tls(&mut fd);
+                    return Err(Failure::Tls(e));
+                }
+            }
+            Err(e) if would_block(&e) => tcp.readable(false).await.map_err(|_| Failure::Closed)?,
+            Err(_) => return Err(Failure::Closed),
+        }
+    }
+}
+
+/// A connected local socket pair: one end for the bridge, the other (returned) for the HTTP
+/// path, which treats it as the connection itself.
+fn bridge(tcp: TcpStream, conn: Connection) -> std::io::Result<TcpStream> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: socketpair fills `fds` with two new descriptors we own from here on.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // monoio's TcpStream is a descriptor plus its driver registration; nothing in it needs the
+    // socket to be TCP (setting TCP_NODELAY on it fails, and callers ignore that).
+    // SAFETY: each descriptor is owned by exactly one std stream.
+    let (ours, theirs) =
+        unsafe { (std::net::TcpStream::from_raw_fd(fds[0]), std::net::TcpStream::from_raw_fd(fds[1])) };
+    let ours = TcpStream::from_std(ours)?;
+    let theirs = TcpStream::from_std(theirs)?;
+    monoio::spawn(pump(tcp, ours, conn));
+    Ok(theirs)
+}
+
+/// Moves bytes both ways until either side is done: TLS records from the peer are decrypted
+/// into the pair, plaintext from the pair is encrypted to the peer. Each side reads only while
+/// the other side has taken what came before (backpressure). The pair end closing sends
+/// `close_notify` and ends the connection; the peer closing shuts the pair's write side, so the
+/// HTTP path sees the end of the stream as it would on a plaintext socket.
+async fn pump(tcp: TcpStream, app: TcpStream, mut conn: Connection) {
+    let (mut net, mut local) = (Fd(tcp.as_raw_fd()), Fd(app.as_raw_fd()));
+    let mut buf = vec![0u8; CHUNK];
+    let mut to_app: Vec<u8> = Vec::new();
+    let mut sent = 0;
+    // `tcp_eof`: the socket said end of stream; `net_eof`: and rustls has handed over all it had.
+    let (mut tcp_eof, mut net_eof, mut app_eof, mut app_shut) = (false, false, false, false);
+    loop {
+        let mut progress = false;
+        while conn.wants_write() {
+            match conn.write_tls(&mut net) {
+                Ok(_) => progress = true,
+                Err(e) if would_block(&e) => break,
+                Err(_) => return,
+            }
+        }
+        if app_eof && !conn.wants_write() {
+            return;
+        }
+        if sent < to_app.len() {
+            match local.write(&to_app[sent..]) {
+                Ok(n) => {
+                    sent += n;
+                    progress = true;
+                }
+                Err(e) if would_block(&e) => {}
+                Err(_) => return,
+            }
+            if sent == to_app.len() {
+                to_app.clear();
+                sent = 0;
+            }
+        }
+        if net_eof && to_app.is_empty() && !app_shut {
+            // SAFETY: shuts down the write side of a descriptor `app` owns.
+            unsafe { libc::shutdown(local.0, libc::SHUT_WR) };
+            app_shut = true;
+        }
+        if !app_eof && !conn.wants_write() {
+            match local.read(&mut buf) {
+                Ok(0) => {
+                    app_eof = true;
+                    conn.send_close_notify();
+                    progress = true;
+                }
+                Ok(n) => {
+                    if conn.writer().write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                    progress = true;
+                }
+                Err(e) if would_block(&e) => {}
+                Err(_) => return,
+            }
+        }
+        if !net_eof && to_app.is_empty() {
+            // Plaintext rustls holds already: what the last read decrypted, or what came in the
+            // handshake's last flight (a TLS 1.3 client sends its request with its Finished).
+            loop {
+                match conn.reader().read(&mut buf) {
+                    Ok(0) => {
+                        // close_notify: the peer's clean end of stream.
+                        net_eof = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        to_app.extend_from_slice(&buf[..n]);
+                        progress = true;
+                    }
+                    Err(e) if would_block(&e) => {
+                        net_eof = tcp_eof;
+                        break;
+                    }
+                    // Closed without close_notify: the end of stream all the same.
+                    Err(_) => {
+                        net_eof = true;
+                        break;
+                    }
+                }
+            }
+            if net_eof {
+                // The end of stream is news too: the loop passes it on to the pair.
+                progress = true;
+            } else if !progress {
+                // Plaintext is delivered first; the network is read once it is taken.
+                match conn.read_tls(&mut net) {
+                    Ok(0) => {
+                        tcp_eof = true;
+                        progress = true;
+                    }
+                    Ok(_) => {
+                        progress = true;
+                        if conn.process_new_packets().is_err() {
+                            let _ = conn.write_tls(&mut net);
+                            return;
+                        }
+                    }
+                    Err(e) if would_block(&e) => {}
+                    Err(_) => return,
+                }
+            }
+        }
+        if progress {
+            continue;
+        }
+        if net_eof && app_shut && app_eof {
+            return;
+        }
+        let waited = monoio::select! {
+            r = tcp.readable(false), if !net_eof && to_app.is_empty() => r,
+            r = tcp.writable(false), if conn.wants_write() => r,
+            r = app.readable(false), if !app_eof && !conn.wants_write() => r,
+            r = app.writable(false), if sent < to_app.len() => r,
+            else => return,
+        };
+        if waited.is_err() {
+            return;
+        }
+    }
+}
+
+fn would_block(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted)
+}
+
+/// A socket as rustls reads and writes it: one non-blocking `recv`/`send` per call.
+#[derive(Clone, Copy)]
+struct Fd(RawFd);
+
+impl Read for Fd {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // SAFETY: recv writes at most `buf.len()` bytes into `buf`; the descriptor is owned by a
+        // stream that outlives this call; MSG_DONTWAIT keeps the shard from blocking.
+        let n = unsafe { libc::recv(self.0, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+impl Write for Fd {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // SAFETY: send reads `buf.len()` bytes from `buf`; the descriptor is owned by a stream
+        // that outlives this call; MSG_NOSIGNAL turns a closed peer into EPIPE, not SIGPIPE.
+        let n = unsafe {
+            libc::send(self.0, buf.as_ptr().cast(), buf.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
