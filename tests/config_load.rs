@@ -60,7 +60,15 @@ fn front_envoy_loads_with_a_warning_for_the_filter_chains_mapping() {
     assert_eq!(c.connect_timeout, Duration::from_millis(250));
     assert_eq!(
         c.endpoints,
-        vec![Endpoint { host: "service_a_envoy".into(), port: 8786, weight: 1, priority: 0 }]
+        vec![Endpoint {
+            host: "service_a_envoy".into(),
+            port: 8786,
+            weight: 1,
+            priority: 0,
+            health: skiff::config::HealthStatus::Unknown,
+            check_port: None,
+            check_host: None,
+        }]
     );
     assert_eq!(
         loaded.warnings,
@@ -606,7 +614,6 @@ fn warnings_name_what_is_ignored() {
     assert_eq!(
         l.warnings,
         vec![
-            "skiff.yaml:26:20: static_resources.clusters[0].health_checks: health_checks is accepted but ignored (health checks are not yet active)",
             "skiff.yaml:28:40: static_resources.clusters[0].per_connection_buffer_limit_bytes: per_connection_buffer_limit_bytes is accepted but ignored (skiff's buffers are bounded by its own fixed sizes)",
         ]
     );

@@ -52,8 +52,6 @@ pub struct AdminState {
 #[derive(Debug, Clone, Default)]
 pub struct ClusterMembership {
     pub name: String,
-    pub membership_total: u64,
-    pub membership_healthy: u64,
     pub update_attempt: u64,
     pub update_success: u64,
     pub update_failure: u64,
@@ -106,17 +104,17 @@ impl AdminState {
         let mut own = StatsDump::default();
         for m in lock(&self.membership).iter() {
             let scope = Scope::Cluster(m.name.clone());
-            own.push(scope.clone(), "membership_total", Value::Gauge(m.membership_total as i64));
-            own.push(scope.clone(), "membership_healthy", Value::Gauge(m.membership_healthy as i64));
             own.push(scope.clone(), "update_attempt", Value::Counter(m.update_attempt));
             own.push(scope.clone(), "update_success", Value::Counter(m.update_success));
             own.push(scope, "update_failure", Value::Counter(m.update_failure));
         }
-        // The breakers are counted once for the process, not per shard.
+        // The breakers are counted once for the process, not per shard; membership and health
+        // checks are read from the snapshot's hosts and boards, current to the last verdict.
         for c in &self.snapshot().clusters {
             for (name, value) in c.breaker.gauges(&c.circuit_breakers) {
                 own.push(Scope::Cluster(c.name.clone()), name, Value::Gauge(value));
             }
+            health_stats(&mut own, c);
             // So is outlier detection.
             if let Some(o) = &c.outlier {
                 let (counters, (gauge, active)) = o.stats();
@@ -580,7 +578,8 @@ async fn clusters(state: &AdminState, json: bool) -> (u16, &'static str, String)
                     .endpoints
                     .iter()
                     .zip(&c.weights)
-                    .map(|(a, w)| {
+                    .enumerate()
+                    .map(|(i, (a, w))| {
                         let stats: Vec<_> = host(&c.name, a)
                             .fields()
                             .iter()
@@ -589,8 +588,9 @@ async fn clusters(state: &AdminState, json: bool) -> (u16, &'static str, String)
                         serde_json::json!({
                             "address": {"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}},
                             "stats": stats,
-                            "health_status": health_status_json(c, a),
+                            "health_status": health_status_json(c.flags(i)),
                             "weight": w,
+                            "priority": c.levels.get(i).map_or(0, |l| l.0),
                         })
                     })
                     .collect();
@@ -608,14 +608,13 @@ async fn clusters(state: &AdminState, json: bool) -> (u16, &'static str, String)
              {0}::default_priority::max_requests::{3}\n{0}::default_priority::max_retries::{4}\n",
             c.name, cb.max_connections, cb.max_pending_requests, cb.max_requests, cb.max_retries
         ));
-        for (a, w) in c.endpoints.iter().zip(&c.weights) {
+        for (i, (a, w)) in c.endpoints.iter().zip(&c.weights).enumerate() {
             for (name, value) in host(&c.name, a).fields() {
                 out.push_str(&format!("{}::{a}::{name}::{value}\n", c.name));
             }
+            let (flags, priority) = (c.flags(i).render(), c.levels.get(i).map_or(0, |l| l.0));
             out.push_str(&format!(
-                "{}::{a}::health_flags::{}\n{}::{a}::weight::{w}\n",
-                c.name,
-                health_flags(c, a),
+                "{0}::{a}::health_flags::{flags}\n{0}::{a}::weight::{w}\n{0}::{a}::priority::{priority}\n",
                 c.name
             ));
         }
@@ -623,24 +622,43 @@ async fn clusters(state: &AdminState, json: bool) -> (u16, &'static str, String)
     (200, TEXT, out)
 }
 
-/// Envoy's `health_flags` for a host: `healthy`, or each failed check as `/failed_...`.
-fn health_flags(c: &crate::cluster::ClusterSnap, addr: &SocketAddr) -> &'static str {
-    if outlier_ejected(c, addr) {
-        "/failed_outlier_check"
-    } else {
-        "healthy"
+/// Envoy's JSON `health_status` of a host: the declared EDS status, and the active check's and
+/// outlier detection's verdicts when they fail.
+fn health_status_json(flags: crate::cluster::health::Flags) -> serde_json::Value {
+    use crate::config::HealthStatus;
+    let eds = match flags.declared {
+        HealthStatus::Unknown | HealthStatus::Healthy => "HEALTHY",
+        HealthStatus::Unhealthy => "UNHEALTHY",
+        HealthStatus::Draining => "DRAINING",
+        HealthStatus::Timeout => "TIMEOUT",
+        HealthStatus::Degraded => "DEGRADED",
+    };
+    let mut v = serde_json::json!({ "eds_health_status": eds });
+    if flags.failed_active_hc {
+        v["failed_active_health_check"] = serde_json::Value::Bool(true);
     }
+    if flags.failed_outlier_check {
+        v["failed_outlier_check"] = serde_json::Value::Bool(true);
+    }
+    v
 }
 
-fn health_status_json(c: &crate::cluster::ClusterSnap, addr: &SocketAddr) -> serde_json::Value {
-    if outlier_ejected(c, addr) {
-        serde_json::json!({"eds_health_status": "HEALTHY", "failed_outlier_check": true})
-    } else {
-        serde_json::json!({"eds_health_status": "HEALTHY"})
+/// `cluster.<name>.membership_*` and, with active checks, `health_check.*`.
+fn health_stats(own: &mut StatsDump, c: &crate::cluster::ClusterSnap) {
+    use crate::cluster::health::Class;
+    let mut count = [0i64; 4];
+    for i in 0..c.endpoints.len() {
+        count[c.flags(i).class() as usize] += 1;
     }
-}
-
-fn outlier_ejected(c: &crate::cluster::ClusterSnap, addr: &SocketAddr) -> bool {
-    let endpoint = c.endpoints.iter().position(|e| e == addr);
-    c.outlier.as_ref().zip(endpoint).is_some_and(|(o, i)| o.ejected(i))
+    let scope = || Scope::Cluster(c.name.clone());
+    own.push(scope(), "membership_total", Value::Gauge(c.endpoints.len() as i64));
+    own.push(scope(), "membership_healthy", Value::Gauge(count[Class::Healthy as usize]));
+    own.push(scope(), "membership_degraded", Value::Gauge(count[Class::Degraded as usize]));
+    own.push(scope(), "membership_excluded", Value::Gauge(count[Class::Excluded as usize]));
+    if let Some(board) = &c.board {
+        for (name, value, gauge) in board.counters.values(board.passing(), board.degraded_count()) {
+            let value = if gauge { Value::Gauge(value as i64) } else { Value::Counter(value) };
+            own.push(scope(), name, value);
+        }
+    }
 }

@@ -4,16 +4,21 @@
 
 pub mod breaker;
 pub mod hash_lb;
+pub mod health;
 pub mod outlier;
 pub mod pending;
 pub mod pool;
+pub mod schedule;
 
 use crate::config::{self, LbPolicy};
+use crate::stats::ClusterStats;
 use breaker::Breaker;
 use hash_lb::HashTable;
+use health::{Board, Flags, Plan};
 use outlier::{Detector, Outlier};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,9 +26,13 @@ use std::time::Duration;
 /// that live as long as the cluster's spec does (they count what is open across snapshots).
 #[derive(Debug, Clone, Default)]
 pub struct Resolved {
-    /// (address, weight) of the best (lowest) priority level that has any.
+    /// (address, weight) of every host, all priority levels.
     pub hosts: Vec<(SocketAddr, u32)>,
+    /// (priority, declared health) per host, aligned with `hosts`; missing: 0, UNKNOWN.
+    pub levels: Vec<(u32, config::HealthStatus)>,
     pub breaker: Arc<Breaker>,
+    /// Active health-check verdicts, aligned with `hosts`; None when the cluster has no checks.
+    pub board: Option<Arc<Board>>,
     /// Its hosts' outlier-detection state, kept as long as the spec (like the breakers).
     pub detector: Arc<Detector>,
 }
@@ -40,8 +49,13 @@ pub struct ClusterSnap {
     pub endpoints: Vec<SocketAddr>,
     /// `load_balancing_weight` of each endpoint, aligned with `endpoints`.
     pub weights: Vec<u32>,
-    /// Smooth weighted round-robin order over `endpoints` (indices); plain 0..n when weights are equal.
-    schedule: Vec<u32>,
+    /// Priority and declared health per endpoint, aligned with `endpoints`.
+    pub levels: Vec<(u32, config::HealthStatus)>,
+    pub lb_health: config::LbHealth,
+    /// Which hosts take traffic given declared health (and the board's verdicts when built).
+    plan: Plan,
+    /// Active health-check verdicts; when present each shard keeps its own `Plan` from it.
+    pub board: Option<Arc<Board>>,
     pub max_requests_per_connection: Option<u32>,
     /// How long its connections may idle or live, how many header lines a response may have, and
     /// its TCP keepalive.
@@ -81,17 +95,15 @@ impl ConnectionLimits {
     }
 }
 
-/// Longest schedule we precompute; beyond it weights are scaled down.
-const MAX_SCHEDULE: u64 = 4096;
-
 impl ClusterSnap {
     pub fn new(cluster: &config::Cluster, resolved: Resolved) -> Self {
-        let Resolved { hosts: endpoints, breaker, detector } = resolved;
+        let Resolved { hosts: endpoints, mut levels, breaker, board, detector } = resolved;
+        levels.resize(endpoints.len(), (0, config::HealthStatus::Unknown));
         let addrs: Vec<SocketAddr> = endpoints.iter().map(|(a, _)| *a).collect();
         let weights: Vec<u32> = endpoints.iter().map(|(_, w)| *w).collect();
+        let plan = plan_of(&levels, &weights, board.as_deref(), cluster.lb_health);
         let outlier = cluster.outlier_detection.map(|c| Outlier::new(c, detector, &addrs));
         let hash_table = HashTable::build(cluster.lb_policy, &addrs, &weights, &cluster.hash_table);
-        let schedule = smooth_wrr_schedule(&endpoints.iter().map(|(_, w)| *w).collect::<Vec<_>>());
         ClusterSnap {
             name: cluster.name.clone(),
             pool_id: {
@@ -105,9 +117,12 @@ impl ClusterSnap {
             },
             connect_timeout: cluster.connect_timeout,
             lb_policy: cluster.lb_policy,
-            weights: endpoints.iter().map(|(_, w)| *w).collect(),
+            weights,
             endpoints: endpoints.into_iter().map(|(a, _)| a).collect(),
-            schedule,
+            levels,
+            lb_health: cluster.lb_health,
+            plan,
+            board,
             max_requests_per_connection: cluster.max_requests_per_connection,
             connection: ConnectionLimits::of(cluster),
             circuit_breakers: cluster.circuit_breakers,
@@ -125,44 +140,44 @@ impl ClusterSnap {
         self.endpoints == other.endpoints
             && self.weights == other.weights
             && self.lb_policy == other.lb_policy
-    }
-}
-
-fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
-}
-
-/// nginx's smooth weighted round robin, unrolled once so a shard only steps a cursor.
-fn smooth_wrr_schedule(weights: &[u32]) -> Vec<u32> {
-    if weights.is_empty() {
-        return Vec::new();
-    }
-    let g = weights.iter().fold(0u64, |g, w| gcd(g, u64::from((*w).max(1))));
-    let mut w: Vec<u64> = weights.iter().map(|x| u64::from((*x).max(1)) / g.max(1)).collect();
-    let mut total: u64 = w.iter().sum();
-    if total > MAX_SCHEDULE {
-        let scale = total.div_ceil(MAX_SCHEDULE);
-        w.iter_mut().for_each(|x| *x = (*x / scale).max(1));
-        total = w.iter().sum();
-    }
-    let mut current = vec![0i64; w.len()];
-    let mut out = Vec::with_capacity(total as usize);
-    for _ in 0..total {
-        let mut best = 0;
-        for i in 0..w.len() {
-            current[i] += w[i] as i64;
-            if current[i] > current[best] {
-                best = i;
+            && self.levels == other.levels
+            && self.lb_health == other.lb_health
+            && match (&self.board, &other.board) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
             }
-        }
-        current[best] -= total as i64;
-        out.push(best as u32);
     }
-    out
+
+    /// Each host's health flags, aligned with `endpoints`.
+    pub fn flags(&self, host: usize) -> Flags {
+        Flags {
+            failed_outlier_check: self.outlier.as_ref().is_some_and(|o| o.ejected(host)),
+            ..flags_of(&self.levels, self.board.as_deref(), host)
+        }
+    }
+}
+
+fn flags_of(levels: &[(u32, config::HealthStatus)], board: Option<&Board>, host: usize) -> Flags {
+    let active = |f: fn(&Board, usize) -> bool| board.is_some_and(|b| f(b, host));
+    Flags {
+        declared: levels.get(host).map_or(config::HealthStatus::Unknown, |l| l.1),
+        failed_active_hc: active(Board::failed),
+        failed_outlier_check: false,
+        degraded_active_hc: active(Board::degraded),
+        active_hc_timeout: active(Board::timed_out),
+    }
+}
+
+fn plan_of(
+    levels: &[(u32, config::HealthStatus)],
+    weights: &[u32],
+    board: Option<&Board>,
+    lb: config::LbHealth,
+) -> Plan {
+    let priority: Vec<u32> = levels.iter().map(|l| l.0).collect();
+    let flags: Vec<Flags> = (0..levels.len()).map(|i| flags_of(levels, board, i)).collect();
+    Plan::new(&priority, &flags, weights, lb)
 }
 
 /// One shard's load-balancing state for one cluster of one snapshot.
@@ -171,18 +186,39 @@ pub struct ShardCluster {
     cursor: Cell<usize>,
     /// Requests in flight per endpoint, for LEAST_REQUEST.
     active: Box<[Cell<u32>]>,
+    /// `lb_healthy_panic` is counted here.
+    stats: Rc<ClusterStats>,
+    /// With active health checks: the plan for the board's version it was built from.
+    checked: RefCell<Option<(u64, Rc<Plan>)>>,
 }
 
 impl ShardCluster {
     /// `shard` staggers the round-robin start so shards don't all hit endpoint 0 first.
-    pub fn new(snap: &ClusterSnap, shard: usize) -> Self {
+    pub fn new(snap: &ClusterSnap, shard: usize, stats: Rc<ClusterStats>) -> Self {
         ShardCluster {
             cursor: Cell::new(shard),
             active: (0..snap.endpoints.len()).map(|_| Cell::new(0)).collect(),
+            stats,
+            checked: RefCell::new(None),
         }
     }
 
-    /// The endpoint index for the next request; None when the cluster has no endpoints.
+    /// The plan for the board's current verdicts, rebuilt on this shard when one changed.
+    fn checked_plan(&self, snap: &ClusterSnap, board: &Board) -> Rc<Plan> {
+        let version = board.version();
+        let mut slot = self.checked.borrow_mut();
+        match &*slot {
+            Some((v, plan)) if *v == version => plan.clone(),
+            _ => {
+                let plan = Rc::new(plan_of(&snap.levels, &snap.weights, Some(board), snap.lb_health));
+                *slot = Some((version, plan.clone()));
+                plan
+            }
+        }
+    }
+
+    /// The endpoint index for the next request; None when no host may take it (`no healthy
+    /// upstream`).
     pub fn pick(&self, snap: &ClusterSnap, rng: &Rng) -> Option<usize> {
         self.pick_for(snap, rng, None)
     }
@@ -201,37 +237,56 @@ impl ShardCluster {
             return Some(table.pick(h, |e| outlier.usable(e)));
         }
         // Round robin steps on through its schedule; the random policies draw again.
-        let tries = snap.schedule.len().max(snap.endpoints.len());
+        let turns: usize = snap.weights.iter().map(|w| *w as usize).sum();
+        let tries = turns.min(4096).max(snap.endpoints.len());
         (0..tries).filter_map(|_| self.pick_any(snap, rng, hash)).find(|e| outlier.usable(*e)).or(Some(first))
     }
 
     fn pick_any(&self, snap: &ClusterSnap, rng: &Rng, hash: Option<u64>) -> Option<usize> {
-        let n = snap.endpoints.len();
+        let checked;
+        let plan = match &snap.board {
+            None => &snap.plan,
+            Some(board) => {
+                checked = self.checked_plan(snap, board);
+                &*checked
+            }
+        };
+        let choice = plan.choose(|| rng.next())?;
+        if choice.panic {
+            self.stats.lb_healthy_panic.inc();
+        }
+        let hosts = &choice.source.hosts;
+        let n = hosts.len() as u64;
         if n == 0 {
             return None;
         }
-        Some(match snap.lb_policy {
+        let host = match snap.lb_policy {
             LbPolicy::RoundRobin => {
                 let c = self.cursor.get();
                 self.cursor.set(c.wrapping_add(1));
-                snap.schedule.get(c % snap.schedule.len().max(1)).map_or(0, |i| *i as usize)
+                let schedule = &choice.source.schedule;
+                schedule.get(c % schedule.len().max(1)).copied()
             }
-            LbPolicy::Random => (rng.next() % n as u64) as usize,
-            LbPolicy::RingHash | LbPolicy::Maglev => match &snap.hash_table {
-                Some(t) => t.pick(hash.unwrap_or_else(|| rng.next()), |_| true),
-                None => (rng.next() % n as u64) as usize,
-            },
-            // Power of two choices: as good as a full scan in practice, O(1).
-            LbPolicy::LeastRequest => {
-                let a = (rng.next() % n as u64) as usize;
-                let b = (rng.next() % n as u64) as usize;
-                if self.active[b].get() < self.active[a].get() {
-                    b
-                } else {
-                    a
+            LbPolicy::Random => hosts.get((rng.next() % n) as usize).copied(),
+            LbPolicy::RingHash | LbPolicy::Maglev => {
+                let h = hash.unwrap_or_else(|| rng.next());
+                match &snap.hash_table {
+                    // Every host may take it: the table as built (the common case).
+                    Some(t) if hosts.len() == snap.endpoints.len() => Some(t.pick(h, |_| true) as u32),
+                    // Health or priority narrowed the hosts: the next usable point of the table.
+                    Some(t) => Some(t.pick(h, |e| hosts.contains(&(e as u32))) as u32),
+                    None => hosts.get((rng.next() % n) as usize).copied(),
                 }
             }
-        })
+            // Power of two choices: as good as a full scan in practice, O(1).
+            LbPolicy::LeastRequest => {
+                let a = hosts[(rng.next() % n) as usize] as usize;
+                let b = hosts[(rng.next() % n) as usize] as usize;
+                let load = |i: usize| self.active.get(i).map_or(0, Cell::get);
+                Some(if load(b) < load(a) { b } else { a } as u32)
+            }
+        };
+        host.map(|h| h as usize)
     }
 
     pub fn begin(&self, endpoint: usize) {
@@ -263,30 +318,5 @@ impl Rng {
         x ^= x >> 27;
         self.0.set(x);
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn weighted_schedule_spreads_by_weight_and_interleaves() {
-        let s = smooth_wrr_schedule(&[5, 1, 1]);
-        assert_eq!(s.len(), 7);
-        assert_eq!(s.iter().filter(|i| **i == 0).count(), 5);
-        // Smooth: the heavy endpoint never takes more than 3 turns in a row here.
-        assert_eq!(s, vec![0, 0, 1, 0, 2, 0, 0]);
-    }
-
-    #[test]
-    fn equal_weights_are_plain_round_robin() {
-        assert_eq!(smooth_wrr_schedule(&[3, 3, 3]), vec![0, 1, 2]);
-    }
-
-    #[test]
-    fn huge_weights_are_scaled_to_a_bounded_schedule() {
-        let s = smooth_wrr_schedule(&[1_000_000, 999_999]);
-        assert!(s.len() as u64 <= MAX_SCHEDULE + 2);
     }
 }

@@ -3,6 +3,7 @@
 //! the fields skiff accepts without implementing: ignored, warned about, or rejected.
 
 use super::convert_filters::{filter_config, per_filter_config, Kind};
+use super::convert_health;
 use super::duration::{fmt_secs, zero_is_never};
 use super::error::{FieldPath, Finding};
 use super::fields::{check_regex, fail, header_matcher, headers_to_add, no_crlf, Res};
@@ -1354,7 +1355,6 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
     };
     reject_present!(p, c, [http2_protocol_options], "skiff speaks HTTP/1.1 to upstreams");
     reject_present!(p, c, [cluster_type, filters, load_balancing_policy], NOT_YET);
-    warn_present!(cx, p, c, "cluster", [health_checks]);
     let outlier_detection = match c.outlier_detection {
         Some(o) => {
             let op = p.key("outlier_detection");
@@ -1399,7 +1399,6 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
             typed_dns_resolver_config,
             use_tcp_for_dns_lookups,
             lb_subset_config,
-            common_lb_config,
             upstream_bind_config,
             dns_failure_refresh_rate,
             connection_pool_per_downstream_connection
@@ -1423,6 +1422,50 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
             p.key("dns_refresh_rate"),
             format!("dns_refresh_rate must be at least 0.001s, got {}", fmt_secs(dns_refresh_rate)),
         );
+    }
+
+    if let Some(lb) = &c.common_lb_config {
+        let lp = p.key("common_lb_config");
+        warn_present!(
+            cx,
+            lp,
+            lb,
+            "cluster.common_lb_config",
+            [
+                zone_aware_lb_config,
+                locality_weighted_lb_config,
+                update_merge_window,
+                ignore_new_hosts_until_first_hc,
+                close_connections_on_host_set_change,
+                consistent_hashing_lb_config,
+                override_host_status
+            ]
+        );
+    }
+    let policy = c.load_assignment.as_ref().and_then(|la| la.policy.as_ref());
+    if let Some(po) = policy {
+        let pp = p.key("load_assignment").key("policy");
+        warn_present!(
+            cx,
+            pp,
+            po,
+            "load_assignment.policy",
+            [drop_overloads, endpoint_stale_after, weighted_priority_health]
+        );
+    }
+    let lb_health = convert_health::lb_health(&p, c.common_lb_config.as_ref(), policy)?;
+    let mut health_checks = Vec::new();
+    for (i, h) in c.health_checks.unwrap_or_default().into_iter().enumerate() {
+        let hp = p.key("health_checks").idx(i);
+        warn_present!(cx, hp, h, "cluster.health_checks", [event_log_path, event_logger, event_service]);
+        if let Some(http) = &h.http_health_check {
+            let tp = hp.key("http_health_check");
+            warn_present!(cx, tp, http, "cluster.health_checks.http_health_check", [response_buffer_size]);
+        }
+        health_checks.push(convert_health::health_check(hp, &c.name, h)?);
+    }
+    if health_checks.len() > 1 {
+        return fail(p.key("health_checks").idx(1), "skiff runs one health check per cluster");
     }
 
     let mut endpoints = Vec::new();
@@ -1463,12 +1506,25 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
                             "load_balancing_weight must be at least 1",
                         );
                     }
-                    warn_present!(cx, lbp, lb, "lb_endpoint", [health_status]);
                     let Some(ep) = lb.endpoint else {
                         return fail(lbp, "lb_endpoint needs an endpoint");
                     };
                     let ap = lbp.key("endpoint").key("address");
-                    endpoints.push(endpoint(ap.clone(), ep.address, weight, priority)?);
+                    let mut e = endpoint(ap.clone(), ep.address, weight, priority)?;
+                    e.health = lb.health_status.map_or(HealthStatus::Unknown, |h| h.0);
+                    if let Some(hc) = ep.health_check_config {
+                        let hp = lbp.key("endpoint").key("health_check_config");
+                        reject_present!(hp, hc, [address], NOT_YET);
+                        if hc.disable_active_health_check == Some(true) {
+                            return fail(
+                                hp.key("disable_active_health_check"),
+                                "disable_active_health_check is not supported: not yet implemented in skiff",
+                            );
+                        }
+                        e.check_port = hc.port_value.map(|p| p.0).filter(|p| *p != 0);
+                        e.check_host = hc.hostname.filter(|h| !h.is_empty());
+                    }
+                    endpoints.push(e);
                     endpoint_paths.push(ap);
                 }
             }
@@ -1606,6 +1662,8 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
         circuit_breakers,
         outlier_detection,
         hash_table,
+        lb_health,
+        health_checks,
     })
 }
 
@@ -1634,5 +1692,13 @@ fn endpoint(p: FieldPath, a: RawHostAddress, weight: u32, priority: u32) -> Res<
     }
     // Brackets are how operators write IPv6 in URLs; the model wants the bare literal.
     let host = s.address.trim_start_matches('[').trim_end_matches(']').to_string();
-    Ok(Endpoint { host, port: port.0, weight, priority })
+    Ok(Endpoint {
+        host,
+        port: port.0,
+        weight,
+        priority,
+        health: HealthStatus::Unknown,
+        check_port: None,
+        check_host: None,
+    })
 }

@@ -592,6 +592,87 @@ pub struct Cluster {
     pub hash_table: super::lb::HashTable,
     /// `transport_socket` with `UpstreamTlsContext`; None: plaintext.
     pub tls: Option<super::tls::UpstreamTls>,
+    /// `common_lb_config.healthy_panic_threshold` and `load_assignment.policy.overprovisioning_factor`.
+    pub lb_health: LbHealth,
+    /// `health_checks` (active).
+    pub health_checks: Vec<HealthCheck>,
+}
+
+/// How a cluster's load balancer weighs unhealthy hosts (Envoy's defaults: 50 %, 140).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LbHealth {
+    /// Whole percent; 0 turns panic mode off.
+    pub panic_threshold: u32,
+    /// Percent: 140 means a level at 1/1.4 of its hosts healthy still takes all its load.
+    pub overprovisioning_factor: u32,
+}
+
+impl Default for LbHealth {
+    fn default() -> Self {
+        LbHealth { panic_threshold: 50, overprovisioning_factor: 140 }
+    }
+}
+
+/// An endpoint's `health_status` as declared in `load_assignment`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HealthStatus {
+    #[default]
+    Unknown,
+    Healthy,
+    Unhealthy,
+    Draining,
+    Timeout,
+    Degraded,
+}
+
+/// One active health check of a cluster, with Envoy's defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    pub timeout: Duration,
+    pub interval: Duration,
+    pub initial_jitter: Duration,
+    pub interval_jitter: Duration,
+    pub interval_jitter_percent: u32,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+    /// Checks go to this port instead of the endpoint's.
+    pub alt_port: Option<u16>,
+    pub kind: HealthCheckKind,
+    /// Default 60 s: the interval until the cluster has carried traffic.
+    pub no_traffic_interval: Duration,
+    pub no_traffic_healthy_interval: Duration,
+    /// Default `interval`.
+    pub unhealthy_interval: Duration,
+    /// Default `unhealthy_interval`.
+    pub unhealthy_edge_interval: Duration,
+    /// Default `interval`.
+    pub healthy_edge_interval: Duration,
+    pub always_log_failures: bool,
+    pub always_log_success: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HealthCheckKind {
+    Http(HttpHealthCheck),
+    /// Empty `send` and `receive`: a connect is the check.
+    Tcp {
+        send: Vec<u8>,
+        receive: Vec<Vec<u8>>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpHealthCheck {
+    /// Default: the cluster's name.
+    pub host: String,
+    pub path: String,
+    pub method: String,
+    pub request_headers_to_add: Vec<HeaderValueOption>,
+    /// Lower-cased names.
+    pub request_headers_to_remove: Vec<String>,
+    /// `[start, end)` ranges; default `[200, 201)`.
+    pub expected_statuses: Vec<(u16, u16)>,
+    pub retriable_statuses: Vec<(u16, u16)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -630,6 +711,11 @@ pub struct Endpoint {
     pub weight: u32,
     /// `priority` of the locality (v3), default 0.
     pub priority: u32,
+    /// `health_status`, default UNKNOWN (counted as healthy).
+    pub health: HealthStatus,
+    /// `endpoint.health_check_config`: the port and `Host` its active checks use instead.
+    pub check_port: Option<u16>,
+    pub check_host: Option<String>,
 }
 
 /// Envoy's per-cluster thresholds (default priority), with Envoy's defaults.

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 use super::duration::Dur;
+use super::model::HealthStatus;
 use super::model::{DiscoveryType, DnsLookupFamily, LbPolicy, TracingOperation, UnderscoresAction};
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize as DeriveDeserialize;
@@ -1253,14 +1254,14 @@ pub struct RawCluster {
     pub http2_protocol_options: Ign,
     pub filters: Ign,
     pub load_balancing_policy: Ign,
+    pub health_checks: Option<Vec<RawHealthCheck>>,
+    pub common_lb_config: Option<RawCommonLb>,
     // Warned about.
-    pub health_checks: Ign,
     pub outlier_detection: Option<super::lb::RawOutlierDetection>,
     pub typed_extension_protocol_options: Ign,
     pub typed_dns_resolver_config: Ign,
     pub use_tcp_for_dns_lookups: Ign,
     pub lb_subset_config: Ign,
-    pub common_lb_config: Ign,
     pub upstream_bind_config: Ign,
     pub dns_failure_refresh_rate: Ign,
     pub connection_pool_per_downstream_connection: Ign,
@@ -1294,7 +1295,7 @@ pub struct RawCluster {
 pub struct RawLoadAssignment {
     pub cluster_name: Option<String>,
     pub endpoints: Option<Vec<RawLocality>>,
-    pub policy: Ign,
+    pub policy: Option<RawLbPolicyOptions>,
     pub named_endpoints: Ign,
 }
 
@@ -1315,7 +1316,7 @@ pub struct RawLocality {
 pub struct RawLbEndpoint {
     pub endpoint: Option<RawEndpoint>,
     pub load_balancing_weight: Option<u32>,
-    pub health_status: Ign,
+    pub health_status: Option<Ci<HealthStatus>>,
     pub metadata: Ign,
     pub endpoint_name: Ign,
 }
@@ -1325,7 +1326,7 @@ pub struct RawLbEndpoint {
 pub struct RawEndpoint {
     pub address: RawHostAddress,
     pub hostname: Ign,
-    pub health_check_config: Ign,
+    pub health_check_config: Option<RawEndpointCheck>,
     pub additional_addresses: Ign,
 }
 
@@ -1354,4 +1355,149 @@ pub struct RawThreshold {
     pub track_remaining: Option<bool>,
     pub retry_budget: Ign,
     pub max_connection_pools: Ign,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Endpoint health (converted in `convert_health`)
+
+impl CiEnum for HealthStatus {
+    const FIELD: &'static str = "health_status";
+    const SUPPORTED: &'static [(&'static str, Self)] = &[
+        ("UNKNOWN", HealthStatus::Unknown),
+        ("HEALTHY", HealthStatus::Healthy),
+        ("UNHEALTHY", HealthStatus::Unhealthy),
+        ("DRAINING", HealthStatus::Draining),
+        ("TIMEOUT", HealthStatus::Timeout),
+        ("DEGRADED", HealthStatus::Degraded),
+    ];
+    const UNSUPPORTED: &'static [&'static str] = &[];
+}
+
+/// `common_lb_config`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawCommonLb {
+    pub healthy_panic_threshold: Option<RawPercent>,
+    // Warned about.
+    pub zone_aware_lb_config: Ign,
+    pub locality_weighted_lb_config: Ign,
+    pub update_merge_window: Ign,
+    pub ignore_new_hosts_until_first_hc: Ign,
+    pub close_connections_on_host_set_change: Ign,
+    pub consistent_hashing_lb_config: Ign,
+    pub override_host_status: Ign,
+}
+
+/// `load_assignment.policy`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawLbPolicyOptions {
+    pub overprovisioning_factor: Option<u32>,
+    // Warned about.
+    pub drop_overloads: Ign,
+    pub endpoint_stale_after: Ign,
+    pub weighted_priority_health: Ign,
+}
+
+/// One of a cluster's `health_checks`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a health check mapping")]
+pub struct RawHealthCheck {
+    pub timeout: Option<Dur>,
+    pub interval: Option<Dur>,
+    pub initial_jitter: Option<Dur>,
+    pub interval_jitter: Option<Dur>,
+    pub interval_jitter_percent: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+    pub healthy_threshold: Option<u32>,
+    pub alt_port: Option<u32>,
+    pub reuse_connection: Option<bool>,
+    pub http_health_check: Option<RawHttpHealthCheck>,
+    pub tcp_health_check: Option<RawTcpHealthCheck>,
+    pub no_traffic_interval: Option<Dur>,
+    pub no_traffic_healthy_interval: Option<Dur>,
+    pub unhealthy_interval: Option<Dur>,
+    pub unhealthy_edge_interval: Option<Dur>,
+    pub healthy_edge_interval: Option<Dur>,
+    pub always_log_health_check_failures: Option<bool>,
+    pub always_log_health_check_success: Option<bool>,
+    // Rejected.
+    pub grpc_health_check: Ign,
+    pub custom_health_check: Ign,
+    pub tls_options: Ign,
+    pub transport_socket_match_criteria: Ign,
+    // Warned about.
+    pub event_log_path: Ign,
+    pub event_logger: Ign,
+    pub event_service: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawHttpHealthCheck {
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub request_headers_to_add: Option<Vec<RawHeaderValueOption>>,
+    pub request_headers_to_remove: Option<Vec<String>>,
+    pub expected_statuses: Option<Vec<RawRange>>,
+    pub retriable_statuses: Option<Vec<RawRange>>,
+    /// HTTP1 is the only value that parses.
+    pub codec_client_type: Option<Ci<CodecClientType>>,
+    pub method: Option<String>,
+    // Rejected.
+    pub send: Ign,
+    pub receive: Ign,
+    pub service_name_matcher: Ign,
+    // v2 spellings, rejected.
+    pub service_name: Ign,
+    pub use_http2: Option<bool>,
+    // Warned about.
+    pub response_buffer_size: Ign,
+}
+
+/// `type.v3.Int64Range`: `[start, end)`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a range like {start: 200, end: 300}")]
+pub struct RawRange {
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodecClientType {
+    Http1,
+}
+
+impl CiEnum for CodecClientType {
+    const FIELD: &'static str = "codec_client_type";
+    const SUPPORTED: &'static [(&'static str, Self)] = &[("HTTP1", CodecClientType::Http1)];
+    const UNSUPPORTED: &'static [&'static str] = &["HTTP2", "HTTP3"];
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawTcpHealthCheck {
+    pub send: Option<RawPayload>,
+    pub receive: Option<Vec<RawPayload>>,
+    // Rejected.
+    pub proxy_protocol_config: Ign,
+}
+
+/// `HealthCheck.Payload`: hex `text` or base64 `binary`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a payload like {text: \"0102\"}")]
+pub struct RawPayload {
+    pub text: Option<String>,
+    pub binary: Option<String>,
+}
+
+/// An endpoint's `health_check_config`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawEndpointCheck {
+    pub port_value: Option<Port>,
+    pub hostname: Option<String>,
+    // Rejected.
+    pub address: Ign,
+    pub disable_active_health_check: Option<bool>,
 }

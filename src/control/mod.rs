@@ -9,6 +9,7 @@
 //! cluster, and never a shard. The blocking resolver runs on one helper thread per in-flight
 //! cluster resolution (see `resolve_on_thread`).
 
+pub mod health_check;
 pub mod shards;
 
 pub use shards::Shards;
@@ -25,6 +26,7 @@ use crate::telemetry::{Observers, Telemetry};
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures_channel::oneshot;
 use futures_util::StreamExt;
+use health_check::{Checks, Target};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -84,6 +86,8 @@ struct ClusterHosts {
     updates: (u64, u64, u64),
     /// Its circuit breakers: one per spec, as Envoy's changed cluster starts with fresh ones.
     breaker: Arc<Breaker>,
+    /// Its active health checks for the current host set (None without `health_checks`).
+    checks: Option<Arc<Checks>>,
     /// Its outlier detector: per spec too, so a changed cluster's hosts start unejected.
     detector: Arc<Detector>,
 }
@@ -99,17 +103,37 @@ impl ClusterHosts {
             in_flight: false,
             updates: (0, 0, 0),
             breaker: Arc::default(),
+            checks: None,
             detector: Arc::default(),
         }
     }
 
+    /// Makes the health checks cover the current hosts: a changed host set gets a new `Checks`
+    /// (hosts it keeps keep their verdicts); the old one's tasks end.
+    fn sync_checks(&mut self) {
+        let Some(spec) = self.spec.health_checks.first() else { return };
+        let hosts: Vec<SocketAddr> = self.endpoints().hosts.iter().map(|(a, _)| *a).collect();
+        if self.checks.as_ref().is_some_and(|c| c.hosts == hosts) {
+            return;
+        }
+        // One target per resolved address, in `endpoints()` order.
+        let targets = self
+            .spec
+            .endpoints
+            .iter()
+            .zip(&self.answers)
+            .flat_map(|(e, a)| {
+                let t = Target { port: e.check_port, host: e.check_host.clone() };
+                std::iter::repeat_n(t, a.as_ref().map_or(0, Vec::len))
+            })
+            .collect();
+        let checks = Checks::new(&self.spec.name, spec.clone(), hosts, targets, self.checks.as_deref());
+        self.checks = Some(Arc::new(checks));
+    }
+
     fn membership(&self) -> ClusterMembership {
-        let total = self.endpoints().hosts.len() as u64;
         ClusterMembership {
             name: self.spec.name.clone(),
-            membership_total: total,
-            // No active health checking yet: every resolved host counts as healthy.
-            membership_healthy: total,
             update_attempt: self.updates.0,
             update_success: self.updates.1,
             update_failure: self.updates.2,
@@ -163,24 +187,18 @@ impl ClusterHosts {
         changed
     }
 
-    /// (address, weight) of the best priority level that has hosts, and the breakers.
+    /// Every resolved host (address, weight, priority, declared health) and the breakers.
     fn endpoints(&self) -> Resolved {
-        let mut best: Option<u32> = None;
+        let mut hosts = Vec::new();
+        let mut levels = Vec::new();
         for (e, a) in self.spec.endpoints.iter().zip(&self.answers) {
-            if a.as_ref().is_some_and(|ips| !ips.is_empty()) {
-                best = Some(best.map_or(e.priority, |b| b.min(e.priority)));
-            }
-        }
-        let mut out = Vec::new();
-        for (e, a) in self.spec.endpoints.iter().zip(&self.answers) {
-            if Some(e.priority) != best {
-                continue;
-            }
             for ip in a.iter().flatten() {
-                out.push((SocketAddr::new(*ip, e.port), e.weight));
+                hosts.push((SocketAddr::new(*ip, e.port), e.weight));
+                levels.push((e.priority, e.health));
             }
         }
-        Resolved { hosts: out, breaker: self.breaker.clone(), detector: self.detector.clone() }
+        let board = self.checks.as_ref().map(|c| c.board.clone());
+        Resolved { hosts, levels, breaker: self.breaker.clone(), board, detector: self.detector.clone() }
     }
 }
 
@@ -384,8 +402,13 @@ impl Control {
         let bootstrap = Arc::new(loaded.bootstrap);
         let specs = control.new_clusters(&bootstrap);
         let resolver = control.resolver.clone();
-        let fresh = runtime().map_err(StartError::Runtime)?.block_on(resolve_all(specs, &resolver));
+        let mut rt = runtime().map_err(StartError::Runtime)?;
+        let fresh = rt.block_on(resolve_all(specs, &resolver));
         let snapshot = control.adopt(bootstrap, fresh)?;
+        // As Envoy's clusters warm with their first health check: one probe of every checked
+        // host (each bounded by its timeout) before the first snapshot serves.
+        let checks: Vec<Arc<Checks>> = control.clusters.iter().filter_map(|c| c.checks.clone()).collect();
+        rt.block_on(futures_util::future::join_all(checks.iter().map(|c| c.first_round())));
         Ok((control, snapshot))
     }
 
@@ -441,6 +464,7 @@ impl Control {
                     let mut c = ClusterHosts::new(next_id, spec.clone());
                     next_id += 1;
                     c.apply(fresh.next().unwrap_or_else(|| failed(spec, "not resolved")));
+                    c.sync_checks();
                     c
                 }
             })
@@ -520,6 +544,7 @@ impl Control {
     fn resolved(&mut self, id: u64, answers: Answers) -> Option<Arc<Snapshot>> {
         let cluster = self.clusters.iter_mut().find(|c| c.id == id)?;
         if cluster.apply(answers) {
+            cluster.sync_checks();
             self.rebuild()
         } else {
             None
@@ -665,6 +690,9 @@ impl Control {
             futures_channel::mpsc::unbounded();
         let (warmed_tx, mut warmed): (_, UnboundedReceiver<Warm>) = futures_channel::mpsc::unbounded();
         loop {
+            for checks in self.clusters.iter().filter_map(|c| c.checks.as_ref()) {
+                checks.spawn();
+            }
             self.start_due_resolutions(&results_tx);
             let wake = monoio::time::Instant::from_std(self.next_wakeup());
             let event = monoio::select! {

@@ -62,7 +62,9 @@ impl Generation {
             clusters: snap
                 .clusters
                 .iter()
-                .map(|c| carried(c).unwrap_or_else(|| Rc::new(ShardCluster::new(c, shard))))
+                .map(|c| {
+                    carried(c).unwrap_or_else(|| Rc::new(ShardCluster::new(c, shard, stats.cluster(&c.name))))
+                })
                 .collect(),
             http_stats: snap.listeners.iter().map(|l| stats.http(&l.hcm.stat_prefix)).collect(),
             listener_stats: snap

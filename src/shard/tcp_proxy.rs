@@ -121,6 +121,9 @@ async fn proxy(
         out.upstream_host = Some(addr);
         let host = &generation.host_stats[cluster][endpoint];
         cluster_stats.upstream_cx_total.inc();
+        if let Some(board) = &snap.board {
+            board.note_traffic();
+        }
         cluster_stats.upstream_rq_pending_total.inc();
         host.cx_total.inc();
         match Box::pin(monoio::time::timeout(snap.connect_timeout, TcpStream::connect_addr(addr))).await {

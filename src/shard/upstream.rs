@@ -443,6 +443,9 @@ pub(super) async fn connect(
     slot: ConnSlot,
 ) -> Result<Upstream, Attempt> {
     stats.upstream_cx_total.inc();
+    if let Some(board) = &snap.board {
+        board.note_traffic();
+    }
     stats.upstream_cx_http1_total.inc();
     host.cx_total.inc();
     let failed = |timed_out: bool| {

@@ -312,6 +312,7 @@ stat_block! {
         upstream_cx_destroy_local_with_active_rq: Counter,
         upstream_cx_destroy_remote_with_active_rq: Counter,
         upstream_cx_none_healthy: Counter,
+        lb_healthy_panic: Counter,
         upstream_cx_idle_timeout: Counter,
         upstream_cx_max_duration_reached: Counter,
         upstream_cx_pool_overflow: Counter,
