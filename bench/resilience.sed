@@ -1,0 +1,4 @@
+# Circuit breakers, outlier detection, a retry policy and an active health check, all configured
+# and never triggered: for bench/ab.sh B_SED_FILE, to measure what they cost a request.
+s|route: { cluster: backend }|route: { cluster: backend, retry_policy: { retry_on: "5xx,reset,connect-failure", num_retries: 2, retry_host_predicate: [ { name: envoy.retry_host_predicates.previous_hosts, typed_config: { "@type": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate } } ] } }|
+s|^\(      connect_timeout: 1s\)$|\1\n      circuit_breakers: { thresholds: [ { max_connections: 100000, max_pending_requests: 100000, max_requests: 100000, max_retries: 1000, track_remaining: true } ] }\n      outlier_detection: { consecutive_5xx: 5, interval: 10s, base_ejection_time: 30s }\n      health_checks: [ { timeout: 1s, interval: 5s, unhealthy_threshold: 3, healthy_threshold: 1, http_health_check: { path: / } } ]|
