@@ -857,6 +857,15 @@ fn cluster(c: &Cluster) -> Value {
         m.insert("dns_resolution_config".into(), json!({ "resolvers": resolvers }));
     }
     m.insert("load_assignment".into(), load_assignment(c));
+    if !c.health_checks.is_empty() {
+        m.insert("health_checks".into(), c.health_checks.iter().map(health_check).collect());
+    }
+    if c.lb_health.panic_threshold != LbHealth::default().panic_threshold {
+        m.insert(
+            "common_lb_config".into(),
+            json!({ "healthy_panic_threshold": { "value": c.lb_health.panic_threshold } }),
+        );
+    }
     if let Some(n) = c.max_requests_per_connection {
         m.insert("max_requests_per_connection".into(), n.into());
     }
@@ -924,6 +933,29 @@ fn load_assignment(c: &Cluster) -> Value {
         if e.weight != 1 {
             lb.insert("load_balancing_weight".into(), e.weight.into());
         }
+        let status = match e.health {
+            HealthStatus::Unknown => None,
+            HealthStatus::Healthy => Some("HEALTHY"),
+            HealthStatus::Unhealthy => Some("UNHEALTHY"),
+            HealthStatus::Draining => Some("DRAINING"),
+            HealthStatus::Timeout => Some("TIMEOUT"),
+            HealthStatus::Degraded => Some("DEGRADED"),
+        };
+        if let Some(s) = status {
+            lb.insert("health_status".into(), s.into());
+        }
+        if e.check_port.is_some() || e.check_host.is_some() {
+            let mut hc = Map::new();
+            if let Some(p) = e.check_port {
+                hc.insert("port_value".into(), p.into());
+            }
+            if let Some(h) = &e.check_host {
+                hc.insert("hostname".into(), h.as_str().into());
+            }
+            if let Some(Value::Object(ep)) = lb.get_mut("endpoint") {
+                ep.insert("health_check_config".into(), Value::Object(hc));
+            }
+        }
         match localities.last_mut() {
             Some((p, list)) if *p == e.priority => list.push(Value::Object(lb)),
             _ => localities.push((e.priority, vec![Value::Object(lb)])),
@@ -940,5 +972,69 @@ fn load_assignment(c: &Cluster) -> Value {
             Value::Object(loc)
         })
         .collect();
-    json!({ "cluster_name": c.name, "endpoints": endpoints })
+    let mut la = json!({ "cluster_name": c.name, "endpoints": endpoints });
+    if c.lb_health.overprovisioning_factor != LbHealth::default().overprovisioning_factor {
+        la["policy"] = json!({ "overprovisioning_factor": c.lb_health.overprovisioning_factor });
+    }
+    la
+}
+
+/// One active health check, every field written (the loader reads them back as they are).
+fn health_check(h: &HealthCheck) -> Value {
+    let mut m = Map::new();
+    for (k, d) in [
+        ("timeout", h.timeout),
+        ("interval", h.interval),
+        ("initial_jitter", h.initial_jitter),
+        ("interval_jitter", h.interval_jitter),
+        ("no_traffic_interval", h.no_traffic_interval),
+        ("no_traffic_healthy_interval", h.no_traffic_healthy_interval),
+        ("unhealthy_interval", h.unhealthy_interval),
+        ("unhealthy_edge_interval", h.unhealthy_edge_interval),
+        ("healthy_edge_interval", h.healthy_edge_interval),
+    ] {
+        m.insert(k.into(), duration(d).into());
+    }
+    m.insert("interval_jitter_percent".into(), h.interval_jitter_percent.into());
+    m.insert("unhealthy_threshold".into(), h.unhealthy_threshold.into());
+    m.insert("healthy_threshold".into(), h.healthy_threshold.into());
+    if let Some(p) = h.alt_port {
+        m.insert("alt_port".into(), p.into());
+    }
+    m.insert("always_log_health_check_failures".into(), h.always_log_failures.into());
+    m.insert("always_log_health_check_success".into(), h.always_log_success.into());
+    let ranges = |list: &[(u16, u16)]| -> Value {
+        list.iter().map(|(start, end)| json!({ "start": start, "end": end })).collect()
+    };
+    match &h.kind {
+        HealthCheckKind::Http(x) => {
+            let mut hh = Map::new();
+            hh.insert("host".into(), x.host.as_str().into());
+            hh.insert("path".into(), x.path.as_str().into());
+            hh.insert("method".into(), x.method.as_str().into());
+            if !x.request_headers_to_add.is_empty() {
+                hh.insert("request_headers_to_add".into(), header_options(&x.request_headers_to_add));
+            }
+            if !x.request_headers_to_remove.is_empty() {
+                hh.insert("request_headers_to_remove".into(), x.request_headers_to_remove.clone().into());
+            }
+            hh.insert("expected_statuses".into(), ranges(&x.expected_statuses));
+            if !x.retriable_statuses.is_empty() {
+                hh.insert("retriable_statuses".into(), ranges(&x.retriable_statuses));
+            }
+            m.insert("http_health_check".into(), Value::Object(hh));
+        }
+        HealthCheckKind::Tcp { send, receive } => {
+            let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02X}")).collect::<String>();
+            let mut t = Map::new();
+            if !send.is_empty() {
+                t.insert("send".into(), json!({ "text": hex(send) }));
+            }
+            if !receive.is_empty() {
+                t.insert("receive".into(), receive.iter().map(|r| json!({ "text": hex(r) })).collect());
+            }
+            m.insert("tcp_health_check".into(), Value::Object(t));
+        }
+    }
+    Value::Object(m)
 }
