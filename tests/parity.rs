@@ -145,35 +145,15 @@ fn config(
             )
         })
         .collect();
+    let head = support::hcm_bootstrap_head(port, admin, log, LOG_FORMAT);
     format!(
-        r#"admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
-static_resources:
-  listeners:
-    - name: main
-      address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
-      filter_chains:
-        - filters:
-            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: ingress
-                access_log:
-                  - name: envoy.access_loggers.file
-                    typed_config:
-                      "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
-                      path: {log}
-                      log_format:
-                        text_format_source:
-                          inline_string: "{LOG_FORMAT}\n"
-{hcm}                route_config:
+        r#"{head}{hcm}                route_config:
 {rc}                http_filters:
                   - name: {router}
                     typed_config:
                       "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
   clusters:
 {clusters}"#,
-        log = log.display(),
         hcm = indent(s.hcm_extra, 16),
         rc = indent(s.route_config, 18),
         router = s.router_name,

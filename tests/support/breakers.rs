@@ -17,26 +17,9 @@ pub const LOG_FORMAT: &str = "%RESPONSE_CODE% %RESPONSE_FLAGS% %REQ(:PATH)% %UPS
 /// list items at column 0). `route_extra` goes into the catch-all route's action (e.g. a hash
 /// policy), `admin_port` 0 for skiff.
 pub fn config(port: u16, admin_port: u16, log: &Path, route_extra: &str, clusters: &str) -> String {
+    let head = crate::support::hcm_bootstrap_head(port, admin_port, log, LOG_FORMAT);
     format!(
-        r#"admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }} }}
-static_resources:
-  listeners:
-    - name: main
-      address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
-      filter_chains:
-        - filters:
-            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: ingress
-                access_log:
-                  - name: envoy.access_loggers.file
-                    typed_config:
-                      "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
-                      path: {log}
-                      log_format: {{ text_format: "{LOG_FORMAT}\n" }}
-                route_config:
+        r#"{head}                route_config:
                   virtual_hosts:
                     - name: all
                       domains: ["*"]
@@ -53,7 +36,6 @@ static_resources:
                       "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
   clusters:
 {clusters}"#,
-        log = log.display(),
         route_extra = crate::support::indent(route_extra, 28),
         clusters = crate::support::indent(clusters, 4),
     )

@@ -24,26 +24,9 @@ pub fn config(
     filters: &str,
     route_config: &str,
 ) -> String {
+    let head = super::hcm_bootstrap_head(port, admin, log, LOG_FORMAT);
     format!(
-        r#"admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
-static_resources:
-  listeners:
-    - name: main
-      address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
-      filter_chains:
-        - filters:
-            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: ingress
-                access_log:
-                  - name: envoy.access_loggers.file
-                    typed_config:
-                      "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
-                      path: {log}
-                      log_format: {{ text_format_source: {{ inline_string: "{LOG_FORMAT}\n" }} }}
-                route_config:
+        r#"{head}                route_config:
 {rc}                http_filters:
 {filters}                  - name: envoy.filters.http.router
                     typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
@@ -59,7 +42,6 @@ static_resources:
 "#,
         upstream.ip(),
         upstream.port(),
-        log = log.display(),
         rc = indent(route_config, 18),
         filters = indent(filters, 18),
     )

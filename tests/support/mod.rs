@@ -595,6 +595,35 @@ pub fn indent(text: &str, n: usize) -> String {
     text.lines().map(|l| if l.trim().is_empty() { "\n".to_string() } else { format!("{pad}{l}\n") }).collect()
 }
 
+/// The start of the v3 bootstrap the parity-style tests share: an admin on `admin` and listener
+/// `main` on `port` (0 = ephemeral) whose connection manager (`stat_prefix: ingress`) writes
+/// `log_format` to the file `log`. The caller goes on at the connection manager's other fields
+/// (column 16: `route_config:`, `http_filters:`), then `clusters`.
+pub fn hcm_bootstrap_head(port: u16, admin: u16, log: &std::path::Path, log_format: &str) -> String {
+    format!(
+        r#"admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
+static_resources:
+  listeners:
+    - name: main
+      address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: ingress
+                access_log:
+                  - name: envoy.access_loggers.file
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+                      path: {log}
+                      log_format: {{ text_format_source: {{ inline_string: "{log_format}\n" }} }}
+"#,
+        log = log.display(),
+    )
+}
+
 /// One v3 listener: `name` on `address` (port 0 = ephemeral) with the given route_config block
 /// (YAML written at column 0, the contents of `route_config:`).
 pub fn listener_yaml(name: &str, address: &str, route_config: &str) -> String {
