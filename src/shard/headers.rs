@@ -303,6 +303,31 @@ pub(super) fn write_response_head(
     ResponseShape { dechunk, client_keep_alive }
 }
 
+/// Where the blank line that ends a head skiff wrote (`request`'s upstream head, with the body
+/// that came with it) begins.
+pub(super) fn written_head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
+/// The byte range of header `name`'s value (`name: value`, as skiff writes a line) in a head skiff
+/// wrote; None when the head has no such line.
+pub(super) fn written_header_value(buf: &[u8], name: &[u8]) -> Option<std::ops::Range<usize>> {
+    let head_end = written_head_end(buf)?;
+    let mut at = buf[..head_end].iter().position(|b| *b == b'\n')? + 1;
+    while at < head_end + 2 {
+        let end = at + buf[at..].iter().position(|b| *b == b'\r')?;
+        let line = &buf[at..end];
+        if let Some(colon) = line.iter().position(|b| *b == b':') {
+            if line[..colon].eq_ignore_ascii_case(name) {
+                let lead = line[colon + 1..].iter().take_while(|b| **b == b' ').count();
+                return Some(at + colon + 1 + lead..end);
+            }
+        }
+        at = end + 2;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

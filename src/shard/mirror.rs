@@ -4,6 +4,7 @@
 //! the copy is made by the request's owner (`request`), and connections come from and go back to
 //! the shard's pool as any request's do.
 
+use super::headers::written_header_value;
 use super::socket::{self, read_up_to, READ_CHUNK};
 use super::state::{Generation, Shard};
 use super::upstream;
@@ -24,20 +25,11 @@ pub(super) fn target(mirror: &Mirror, generation: &Generation, upstream_request:
     match &mirror.target {
         MirrorTarget::Cluster(c) => Some(*c),
         MirrorTarget::Header(name) => {
-            let value = header_value(upstream_request, name.as_bytes())?;
+            let value =
+                upstream_request[written_header_value(upstream_request, name.as_bytes())?].trim_ascii();
             generation.snap.clusters.iter().position(|c| c.name.as_bytes() == value)
         }
     }
-}
-
-/// The value of header `name` (lower-case) in a request head as skiff writes it upstream.
-fn header_value<'a>(request: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    let head = &request[..request.windows(4).position(|w| w == b"\r\n\r\n")? + 2];
-    head.split(|b| *b == b'\n').skip(1).find_map(|line| {
-        let line = line.strip_suffix(b"\r")?;
-        let colon = line.iter().position(|b| *b == b':')?;
-        line[..colon].eq_ignore_ascii_case(name).then(|| line[colon + 1..].trim_ascii())
-    })
 }
 
 /// Whether this request is sampled for `mirror` (`runtime_fraction`); `roll` is uniformly random.
@@ -52,14 +44,12 @@ pub(super) fn shadow_copy(request: &[u8], suffix: bool) -> Option<Vec<u8>> {
     if !suffix {
         return Some(request.to_vec());
     }
-    let head_end = request.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let line = request[..head_end].windows(8).position(|w| w.eq_ignore_ascii_case(b"\r\nhost: "))? + 8;
-    let end = line + request[line..].iter().position(|b| *b == b'\r')?;
-    let value = &request[line..end];
+    let host = written_header_value(request, b"host")?;
+    let value = &request[host.clone()];
     // A port follows the last colon, unless it is inside an IPv6 literal's brackets.
     let name_end = match value.iter().rposition(|b| *b == b':') {
-        Some(colon) if !value[colon..].contains(&b']') => line + colon,
-        _ => end,
+        Some(colon) if !value[colon..].contains(&b']') => host.start + colon,
+        _ => host.end,
     };
     let mut out = Vec::with_capacity(request.len() + 7);
     out.extend_from_slice(&request[..name_end]);

@@ -529,9 +529,7 @@ impl<'g> Request<'g> {
                 // The request was complete: the connection goes on, as Envoy's does.
                 let mut timeout = LocalReply::new(504, upstream::UPSTREAM_TIMEOUT);
                 if tell_attempts {
-                    timeout.headers.extend_from_slice(
-                        format!("x-envoy-attempt-count: {}\r\n", d.obs.attempts).as_bytes(),
-                    );
+                    upstream::attempt_count_line(&mut timeout.headers, d.obs.attempts);
                 }
                 timeout
             }

@@ -402,25 +402,23 @@ fn pick(ex: &Exchange<'_>, previous: &[usize]) -> Option<usize> {
 /// asks (`include_attempt_count_in_response`), as Envoy's router does.
 fn attempts_told(mut reply: LocalReply, ex: &Exchange<'_>, attempts: u32) -> LocalReply {
     if ex.attempt_count.client {
-        reply.headers.extend_from_slice(format!("x-envoy-attempt-count: {attempts}\r\n").as_bytes());
+        attempt_count_line(&mut reply.headers, attempts);
     }
     reply
+}
+
+/// The `x-envoy-attempt-count: n` header line a response to the client carries.
+pub(super) fn attempt_count_line(out: &mut Vec<u8>, attempts: u32) {
+    out.extend_from_slice(format!("x-envoy-attempt-count: {attempts}\r\n").as_bytes());
 }
 
 /// `x-envoy-attempt-count: n` in the upstream request head at the start of `request` (replacing
 /// the line a previous attempt, or the client, put there), as Envoy's `include_request_attempt_count`.
 fn set_attempt_count(request: &mut Vec<u8>, n: u32) {
-    let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") else { return };
-    const NAME: &[u8] = b"\r\nx-envoy-attempt-count:";
-    let line = format!("\r\nx-envoy-attempt-count: {n}");
-    match request[..end].windows(NAME.len()).position(|w| w.eq_ignore_ascii_case(NAME)) {
-        Some(at) => {
-            let value_end = at + 2 + request[at + 2..].iter().position(|b| *b == b'\r').unwrap_or(0);
-            request.splice(at..value_end, line.bytes());
-        }
-        None => {
-            request.splice(end..end, line.bytes());
-        }
+    if let Some(value) = headers::written_header_value(request, b"x-envoy-attempt-count") {
+        request.splice(value, n.to_string().into_bytes());
+    } else if let Some(end) = headers::written_head_end(request) {
+        request.splice(end..end, format!("\r\nx-envoy-attempt-count: {n}").into_bytes());
     }
 }
 
@@ -811,7 +809,7 @@ fn on_response_head(
     let mut with_count = Vec::new();
     if ex.attempt_count.client {
         with_count.extend_from_slice(ex.filter_headers);
-        with_count.extend_from_slice(format!("x-envoy-attempt-count: {}\r\n", obs.attempts).as_bytes());
+        attempt_count_line(&mut with_count, obs.attempts);
     }
     let rw = ResponseRewrite {
         edits: ex.response_edits,
