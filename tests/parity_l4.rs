@@ -237,8 +237,23 @@ fn run(s: &Scenario, proxy: &str, bin: &Path) -> Observed {
         .skip(probe)
         .map(|l| l.replace(&backend.to_string(), "BACKEND").replace(&dead.to_string(), "DEAD"))
         .collect();
-    let after = stats_now();
     let value = |m: &BTreeMap<String, u64>, n: &str| m.get(n).copied().unwrap_or(0);
+    // The gauges follow the connections' closes, which a loaded machine delays: read them once
+    // they have stopped moving (unchanged over 300 ms, at most 5 s).
+    let gauges = |m: &BTreeMap<String, u64>| -> Vec<u64> {
+        s.stats.iter().filter(|n| n.ends_with("_active")).map(|n| value(m, n)).collect()
+    };
+    let mut after = stats_now();
+    let settle_by = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = stats_now();
+        let settled = gauges(&now) == gauges(&after);
+        after = now;
+        if settled || std::time::Instant::now() > settle_by {
+            break;
+        }
+    }
     // What the scenario's client caused: counters as deltas, gauges (`_active`) as they stand.
     let stats = s
         .stats
