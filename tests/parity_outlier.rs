@@ -1,16 +1,19 @@
 //! Envoy parity for outlier detection and hash balancing. The same v3 config and the same
 //! sequential requests go through the real Envoy and through skiff (one worker / one shard each)
-//! in front of the SAME upstreams (one failing with 503, two answering their names), so hosts hash
-//! alike: for consecutive_5xx the client's statuses, which host `/clusters` flags and the
-//! `outlier_detection.*` stats must be equal; for success-rate and failure-percentage detection
-//! (five hosts, one failing, a 1 s interval) which host is ejected, the stats, and the success rates,
-//! averages and thresholds `/clusters` shows on the ejecting interval must be equal, for
-//! external-origin results and for local-origin ones (a host that refuses connections, with
-//! `split_external_local_origin_errors`), and for a host failing most requests which host and
-//! the stats; whether a passing active health check returns an ejected host
-//! (`successful_active_health_check_uneject_host` on and off) must be equal; for RING_HASH and
-//! MAGLEV each key must reach the same host under both. Envoy is found via `$ENVOY_BIN` or PATH; without it these tests fail under CI
-//! and skip elsewhere.
+//! in front of the SAME upstreams, so hosts hash alike, and must show the same:
+//! - consecutive_5xx (one host failing with 503, two answering their names): the client's
+//!   statuses, which host `/clusters` flags and the `outlier_detection.*` stats;
+//! - success rate and failure percentage (five hosts, one failing, a 1 s interval): which host is
+//!   ejected, the stats, and the success rates, averages and thresholds `/clusters` shows on the
+//!   ejecting interval, for external-origin results, for local-origin ones (a host refusing
+//!   connections, with `split_external_local_origin_errors`) and for an enforced failure
+//!   percentage; for a host failing most requests, which host and the stats;
+//! - whether a passing active health check returns an ejected host
+//!   (`successful_active_health_check_uneject_host` on and off);
+//! - RING_HASH and MAGLEV: the host each key reaches.
+//!
+//! Envoy is found via `$ENVOY_BIN` or PATH; without it these tests fail under CI and skip
+//! elsewhere.
 
 mod support;
 
@@ -239,6 +242,16 @@ fn success_rate_ejection_matches_envoy() {
     let bad = failing();
     let (hosts, _good) = with_four_good(bad.addr);
     interval_scenario("success_rate_ejection_matches_envoy", &hosts, &interval_only(""), true);
+}
+
+#[test]
+fn failure_percentage_ejection_matches_envoy() {
+    // Success rate detects the failing host but may not eject (enforcing 0); failure percentage
+    // ejects it on the same tick.
+    let bad = failing();
+    let (hosts, _good) = with_four_good(bad.addr);
+    let od = interval_only("enforcing_success_rate: 0, enforcing_failure_percentage: 100, ");
+    interval_scenario("failure_percentage_ejection_matches_envoy", &hosts, &od, true);
 }
 
 #[test]
