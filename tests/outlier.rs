@@ -1,8 +1,10 @@
 //! Outlier detection and hash balancing as a client sees them, with real upstreams on loopback
 //! and two shards: five 503s in a row from one host eject it (its traffic moves to the others,
 //! `/clusters` flags it `/failed_outlier_check`, the `outlier_detection.*` stats count it) until
-//! `base_ejection_time` has passed; `max_ejection_percent` holds a second failing host in; a
-//! `hash_policy` header keeps a key on one host and spreads many keys over all of them.
+//! `base_ejection_time` has passed; `max_ejection_percent` holds a second failing host in; the
+//! interval sweep ejects a host whose success rate (counted over both shards) is an outlier; a
+//! passing active health check returns an ejected host unless told not to; a `hash_policy` header
+//! keeps a key on one host and spreads many keys over all of them.
 
 mod support;
 
@@ -13,7 +15,7 @@ mod breakers;
 mod outlier;
 
 use breakers::config;
-use outlier::{backend, failing, host_for, statuses};
+use outlier::{backend, failing, flaky, host_for, statuses, with_four_good};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use support::{admin_request, eventually, scratch_dir, stat, Skiff, TestUpstream};
@@ -144,23 +146,106 @@ fn an_ejected_host_s_keys_move_and_the_others_stay() {
     }
 }
 
+fn clusters_line(admin: std::net::SocketAddr, suffix: &str) -> String {
+    let (_, body) = admin_request(admin, "GET", "/clusters");
+    let prefix = format!("backend::{suffix}::");
+    body.lines().find_map(|l| l.strip_prefix(&prefix).map(str::to_string)).unwrap_or_default()
+}
+
 #[test]
-fn success_rate_detection_is_refused_at_load() {
-    let yaml = config(
-        0,
-        0,
-        &scratch_dir("outlier-refused").join("a.log"),
-        "",
-        &backend(
-            "ROUND_ROBIN",
-            &[support::dead_port()],
-            "outlier_detection: { success_rate_minimum_hosts: 3 }\n",
+fn success_rate_ejects_the_host_failing_most_requests_counted_over_both_shards() {
+    // Four requests of every five fail.
+    let bad = flaky(5);
+    let (hosts, _good) = with_four_good(bad.addr);
+    // The consecutive detectors are out of the way: only the interval sweep can eject.
+    let od = "outlier_detection: { interval: 1s, success_rate_request_volume: 20, consecutive_5xx: 1000000, \
+              consecutive_gateway_failure: 1000000, base_ejection_time: 30s, max_ejection_percent: 20 }\n";
+    let skiff = start("ROUND_ROBIN", &hosts, od, "");
+    let (addr, admin) = (skiff.listener("main"), skiff.admin());
+    // Requests on fresh connections go to either shard; only the two together reach the volume
+    // (20 per host) in some interval.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while flags(admin, bad.addr) != "/failed_outlier_check" && Instant::now() < deadline {
+        statuses(addr, "/", 25, &[]);
+    }
+    assert_eq!(flags(admin, bad.addr), "/failed_outlier_check");
+    // About 20 % success: under the mean (~84) − 1.9 × the stdev (~32).
+    let rate: f64 = clusters_line(admin, &format!("{}::success_rate", bad.addr)).parse().unwrap_or(-1.0);
+    assert!((0.0..50.0).contains(&rate), "{rate}");
+    assert_eq!(clusters_line(admin, &format!("{}::success_rate", hosts[1])), "100");
+    let threshold: f64 =
+        clusters_line(admin, "outlier::success_rate_ejection_threshold").parse().unwrap_or(-1.0);
+    assert!(threshold > rate, "{threshold} {rate}");
+    let s = |name: &str| stat(admin, &format!("cluster.backend.outlier_detection.{name}"));
+    assert_eq!(s("ejections_active"), Some(1));
+    assert_eq!(s("ejections_detected_success_rate"), Some(1));
+    assert_eq!(s("ejections_enforced_success_rate"), Some(1));
+    assert_eq!(s("ejections_detected_consecutive_5xx"), Some(0));
+    // Its traffic now goes to the four others.
+    let after = statuses(addr, "/", 20, &[]);
+    assert!(after.iter().all(|(s, b)| *s == 200 && b != "flaky"), "{after:?}");
+}
+
+/// A TCP health check every 0.3 s, which a host answering 503 to HTTP passes.
+const TCP_CHECK: &str =
+    "health_checks:\n  - timeout: 0.5s\n    interval: 0.3s\n    no_traffic_interval: 0.3s\n    \
+                         unhealthy_threshold: 2\n    healthy_threshold: 1\n    tcp_health_check: {}\n";
+
+fn ejected_then_checked(uneject: bool) -> (Skiff, TestUpstream, [TestUpstream; 2]) {
+    let bad = failing();
+    let others = [TestUpstream::named("b"), TestUpstream::named("c")];
+    let od = format!(
+        "outlier_detection: {{ consecutive_5xx: 3, base_ejection_time: 30s, max_ejection_percent: 50, \
+         successful_active_health_check_uneject_host: {uneject} }}\n{TCP_CHECK}"
+    );
+    let skiff = start("ROUND_ROBIN", &[bad.addr, others[0].addr, others[1].addr], &od, "");
+    let seen = statuses(skiff.listener("main"), "/", 12, &[]);
+    assert_eq!(seen.iter().filter(|(s, _)| *s == 503).count(), 3, "{seen:?}");
+    (skiff, bad, others)
+}
+
+#[test]
+fn a_passing_health_check_returns_an_ejected_host_at_once() {
+    let (skiff, bad, _others) = ejected_then_checked(true);
+    let admin = skiff.admin();
+    // Ejected for 30 s, but the next check (0.3 s) passes: back.
+    assert!(eventually(Duration::from_secs(3), || flags(admin, bad.addr) == "healthy"));
+    let s = |name: &str| stat(admin, &format!("cluster.backend.outlier_detection.{name}"));
+    assert_eq!(s("ejections_active"), Some(0));
+    assert_eq!(s("ejections_enforced_total"), Some(1));
+}
+
+#[test]
+fn without_successful_active_health_check_uneject_host_the_ejection_runs_its_time() {
+    let (skiff, bad, _others) = ejected_then_checked(false);
+    let admin = skiff.admin();
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(flags(admin, bad.addr), "/failed_outlier_check");
+    assert_eq!(stat(admin, "cluster.backend.outlier_detection.ejections_active"), Some(1));
+}
+
+#[test]
+fn outlier_monitors_and_bad_percentages_are_refused_at_load() {
+    for (od, path, message) in [
+        (
+            "outlier_detection: { monitors: [] }\n",
+            "outlier_detection.monitors",
+            "monitors (outlier detection extensions) are not supported",
         ),
-    );
-    let err = Skiff::try_start(&yaml, &[]).err().unwrap_or_default();
-    assert!(err.contains("outlier_detection.success_rate_minimum_hosts"), "{err}");
-    assert!(
-        err.contains("success-rate and failure-percentage outlier detection are not implemented"),
-        "{err}"
-    );
+        (
+            "outlier_detection: { failure_percentage_threshold: 101 }\n",
+            "outlier_detection.failure_percentage_threshold",
+            "failure_percentage_threshold is a percentage (0-100), got 101",
+        ),
+    ] {
+        let yaml = config(
+            0,
+            0,
+            &scratch_dir("outlier-refused").join("a.log"),
+            "",
+            &backend("ROUND_ROBIN", &[support::dead_port()], od),
+        );
+        let err = Skiff::try_start(&yaml, &[]).err().unwrap_or_default();
+        assert!(err.contains(path) && err.contains(message), "{err}");
+    }
 }

@@ -770,6 +770,17 @@ fn outlier_detection(o: &OutlierDetection) -> Value {
         "enforcing_consecutive_local_origin_failure": o.enforcing_consecutive_local_origin_failure,
         "split_external_local_origin_errors": o.split_external_local_origin_errors,
         "always_eject_one_host": o.always_eject_one_host,
+        "success_rate_minimum_hosts": o.success_rate.minimum_hosts,
+        "success_rate_request_volume": o.success_rate.request_volume,
+        "success_rate_stdev_factor": o.success_rate_stdev_factor,
+        "failure_percentage_minimum_hosts": o.failure_percentage.minimum_hosts,
+        "failure_percentage_request_volume": o.failure_percentage.request_volume,
+        "failure_percentage_threshold": o.failure_percentage_threshold,
+        "enforcing_success_rate": o.enforcing_success_rate,
+        "enforcing_local_origin_success_rate": o.enforcing_local_origin_success_rate,
+        "enforcing_failure_percentage": o.enforcing_failure_percentage,
+        "enforcing_failure_percentage_local_origin": o.enforcing_failure_percentage_local_origin,
+        "successful_active_health_check_uneject_host": o.successful_active_health_check_uneject_host,
     })
 }
 

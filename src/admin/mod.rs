@@ -9,6 +9,7 @@
 pub mod config_dump;
 
 use crate::access_log;
+use crate::cluster::outlier::Origin;
 use crate::control::Shards;
 use crate::http::{self, MAX_HEADERS};
 use crate::snapshot::Snapshot;
@@ -585,16 +586,36 @@ async fn clusters(state: &AdminState, json: bool) -> (u16, &'static str, String)
                             .iter()
                             .map(|(name, value)| serde_json::json!({ "name": name, "value": value.to_string() }))
                             .collect();
-                        serde_json::json!({
+                        let mut host = serde_json::json!({
                             "address": {"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}},
                             "stats": stats,
                             "health_status": health_status_json(c.flags(i)),
                             "weight": w,
                             "priority": c.levels.get(i).map_or(0, |l| l.0),
-                        })
+                        });
+                        if let Some(o) = &c.outlier {
+                            for (name, origin) in ORIGINS {
+                                let rate = o.success_rate(i, origin);
+                                // Envoy sets the field for any rate >= 0; protobuf's JSON then
+                                // leaves a 0 value out.
+                                if rate >= 0.0 {
+                                    host[name] = percent_json(rate);
+                                }
+                            }
+                        }
+                        host
                     })
                     .collect();
-                serde_json::json!({ "name": c.name, "host_statuses": statuses })
+                let mut cluster = serde_json::json!({ "name": c.name, "host_statuses": statuses });
+                if let Some(o) = &c.outlier {
+                    for (name, origin) in ORIGINS {
+                        let threshold = o.success_rate_numbers(origin).1;
+                        if threshold > 0.0 {
+                            cluster[format!("{name}_ejection_threshold")] = percent_json(threshold);
+                        }
+                    }
+                }
+                cluster
             })
             .collect();
         let body = serde_json::json!({ "cluster_statuses": list });
@@ -608,6 +629,17 @@ async fn clusters(state: &AdminState, json: bool) -> (u16, &'static str, String)
              {0}::default_priority::max_requests::{3}\n{0}::default_priority::max_retries::{4}\n",
             c.name, cb.max_connections, cb.max_pending_requests, cb.max_requests, cb.max_retries
         ));
+        if let Some(o) = &c.outlier {
+            for (name, origin) in ORIGINS {
+                let (mean, threshold) = o.success_rate_numbers(origin);
+                out.push_str(&format!(
+                    "{0}::outlier::{name}_average::{1}\n{0}::outlier::{name}_ejection_threshold::{2}\n",
+                    c.name,
+                    format_g(mean),
+                    format_g(threshold)
+                ));
+            }
+        }
         for (i, (a, w)) in c.endpoints.iter().zip(&c.weights).enumerate() {
             for (name, value) in host(&c.name, a).fields() {
                 out.push_str(&format!("{}::{a}::{name}::{value}\n", c.name));
@@ -617,9 +649,52 @@ async fn clusters(state: &AdminState, json: bool) -> (u16, &'static str, String)
                 "{0}::{a}::health_flags::{flags}\n{0}::{a}::weight::{w}\n{0}::{a}::priority::{priority}\n",
                 c.name
             ));
+            // Envoy prints these for every host; -1 without outlier detection or a rate.
+            for (name, origin) in ORIGINS {
+                let rate = c.outlier.as_ref().map_or(-1.0, |o| o.success_rate(i, origin));
+                out.push_str(&format!("{}::{a}::{name}::{rate}\n", c.name));
+            }
         }
     }
     (200, TEXT, out)
+}
+
+/// `/clusters` names of the success rates of each origin.
+const ORIGINS: [(&str, Origin); 2] =
+    [("success_rate", Origin::External), ("local_origin_success_rate", Origin::Local)];
+
+/// An `envoy.type.v3.Percent` in protobuf's JSON: a whole number without a fraction, 0 left out.
+fn percent_json(v: f64) -> serde_json::Value {
+    if v == 0.0 {
+        serde_json::json!({})
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        serde_json::json!({ "value": v as i64 })
+    } else {
+        serde_json::json!({ "value": v })
+    }
+}
+
+/// C's `%g` (fmt's `{:g}`), as Envoy prints the outlier averages: six significant digits,
+/// trailing zeros dropped, an exponent below 1e-4 and from 1e6.
+fn format_g(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let sci = format!("{v:.5e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let trim = |s: String| -> String {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    };
+    if !(-4..6).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        return format!("{}e{sign}{:02}", trim(mantissa.to_string()), exp.abs());
+    }
+    trim(format!("{v:.*}", (5 - exp) as usize))
 }
 
 /// Envoy's JSON `health_status` of a host: the declared EDS status, and the active check's and
@@ -659,6 +734,29 @@ fn health_stats(own: &mut StatsDump, c: &crate::cluster::ClusterSnap) {
         for (name, value, gauge) in board.counters.values(board.passing(), board.degraded_count()) {
             let value = if gauge { Value::Gauge(value as i64) } else { Value::Counter(value) };
             own.push(scope(), name, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_g;
+
+    #[test]
+    fn format_g_prints_as_c_s_percent_g() {
+        for (v, want) in [
+            (-1.0, "-1"),
+            (80.0, "80"),
+            (4.000000000000001, "4"),
+            (66.66666666666667, "66.6667"),
+            (-12.345678, "-12.3457"),
+            (0.5, "0.5"),
+            (0.00001234, "1.234e-05"),
+            (1234567.0, "1.23457e+06"),
+            (99.99999, "100"),
+            (0.0, "0"),
+        ] {
+            assert_eq!(format_g(v), want, "{v}");
         }
     }
 }

@@ -1356,17 +1356,7 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
     reject_present!(p, c, [http2_protocol_options], "skiff speaks HTTP/1.1 to upstreams");
     reject_present!(p, c, [cluster_type, filters, load_balancing_policy], NOT_YET);
     let outlier_detection = match c.outlier_detection {
-        Some(o) => {
-            let op = p.key("outlier_detection");
-            warn_present!(
-                cx,
-                op,
-                o,
-                "cluster.outlier_detection",
-                [successful_active_health_check_uneject_host]
-            );
-            Some(super::lb::outlier_detection(op, o)?)
-        }
+        Some(o) => Some(super::lb::outlier_detection(p.key("outlier_detection"), o)?),
         None => None,
     };
     let hash_table = super::lb::hash_table(&p, c.ring_hash_lb_config, c.maglev_lb_config)?;

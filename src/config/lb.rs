@@ -1,8 +1,8 @@
 //! A cluster's `outlier_detection`, `ring_hash_lb_config` and `maglev_lb_config`, and a route's
 //! `hash_policy`: their YAML (`Raw*`, unknown fields denied), their typed form with Envoy's
 //! defaults, and the conversion between the two with located errors. Owns what is refused here
-//! (success-rate and failure-percentage detection, cookie generation); the warnings table and the
-//! rest of a cluster or route are `convert`'s.
+//! (outlier `monitors`, cookie generation); the warnings table and the rest of a cluster or route
+//! are `convert`'s.
 
 use super::duration::Dur;
 use super::error::{FieldPath, Finding};
@@ -36,24 +36,23 @@ pub struct RawOutlierDetection {
     pub enforcing_consecutive_local_origin_failure: Option<u32>,
     pub split_external_local_origin_errors: Option<bool>,
     pub always_eject_one_host: Option<bool>,
-    /// Warned about by `convert` (active health checks are another module's).
-    pub successful_active_health_check_uneject_host: Ign,
-    // Accepted only as 0 (off): skiff runs no success-rate or failure-percentage detection.
+    pub successful_active_health_check_uneject_host: Option<bool>,
     pub enforcing_success_rate: Option<u32>,
     pub enforcing_local_origin_success_rate: Option<u32>,
     pub enforcing_failure_percentage: Option<u32>,
     pub enforcing_failure_percentage_local_origin: Option<u32>,
+    pub success_rate_minimum_hosts: Option<u32>,
+    pub success_rate_request_volume: Option<u32>,
+    pub success_rate_stdev_factor: Option<u32>,
+    pub failure_percentage_threshold: Option<u32>,
+    pub failure_percentage_minimum_hosts: Option<u32>,
+    pub failure_percentage_request_volume: Option<u32>,
     // Refused.
-    pub success_rate_minimum_hosts: Ign,
-    pub success_rate_request_volume: Ign,
-    pub success_rate_stdev_factor: Ign,
-    pub failure_percentage_threshold: Ign,
-    pub failure_percentage_minimum_hosts: Ign,
-    pub failure_percentage_request_volume: Ign,
     pub monitors: Ign,
 }
 
-/// `outlier_detection` with Envoy's defaults: consecutive-error detection only.
+/// `outlier_detection` with Envoy's defaults: consecutive-error detection on every result,
+/// success-rate and failure-percentage detection on every `interval`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutlierDetection {
     pub consecutive_5xx: u32,
@@ -70,6 +69,27 @@ pub struct OutlierDetection {
     pub enforcing_consecutive_local_origin_failure: u32,
     pub split_external_local_origin_errors: bool,
     pub always_eject_one_host: bool,
+    pub success_rate: IntervalDetection,
+    /// `success_rate_stdev_factor`: thousandths of a standard deviation (1900 = 1.9).
+    pub success_rate_stdev_factor: u32,
+    pub failure_percentage: IntervalDetection,
+    /// `failure_percentage_threshold`: a host failing at least this percent is an outlier.
+    pub failure_percentage_threshold: u32,
+    /// Percent chances that an external / local-origin success-rate detection ejects.
+    pub enforcing_success_rate: u32,
+    pub enforcing_local_origin_success_rate: u32,
+    pub enforcing_failure_percentage: u32,
+    pub enforcing_failure_percentage_local_origin: u32,
+    /// A passing active health check returns an ejected host at once.
+    pub successful_active_health_check_uneject_host: bool,
+}
+
+/// Which hosts one interval detector (success rate or failure percentage) looks at: those with at
+/// least `request_volume` results in the interval, when at least `minimum_hosts` have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntervalDetection {
+    pub minimum_hosts: u32,
+    pub request_volume: u32,
 }
 
 impl Default for OutlierDetection {
@@ -88,38 +108,22 @@ impl Default for OutlierDetection {
             enforcing_consecutive_local_origin_failure: 100,
             split_external_local_origin_errors: false,
             always_eject_one_host: false,
+            success_rate: IntervalDetection { minimum_hosts: 5, request_volume: 100 },
+            success_rate_stdev_factor: 1900,
+            failure_percentage: IntervalDetection { minimum_hosts: 5, request_volume: 50 },
+            failure_percentage_threshold: 85,
+            enforcing_success_rate: 100,
+            enforcing_local_origin_success_rate: 100,
+            enforcing_failure_percentage: 0,
+            enforcing_failure_percentage_local_origin: 0,
+            successful_active_health_check_uneject_host: true,
         }
     }
 }
 
-const NO_SUCCESS_RATE: &str = "success-rate and failure-percentage outlier detection are not implemented in \
-     skiff (consecutive_5xx, consecutive_gateway_failure and consecutive_local_origin_failure are)";
-
 pub fn outlier_detection(p: FieldPath, o: RawOutlierDetection) -> Res<OutlierDetection> {
-    for (name, present) in [
-        ("success_rate_minimum_hosts", o.success_rate_minimum_hosts.is_some()),
-        ("success_rate_request_volume", o.success_rate_request_volume.is_some()),
-        ("success_rate_stdev_factor", o.success_rate_stdev_factor.is_some()),
-        ("failure_percentage_threshold", o.failure_percentage_threshold.is_some()),
-        ("failure_percentage_minimum_hosts", o.failure_percentage_minimum_hosts.is_some()),
-        ("failure_percentage_request_volume", o.failure_percentage_request_volume.is_some()),
-    ] {
-        if present {
-            return fail(p.key(name), format!("{name} is not supported: {NO_SUCCESS_RATE}"));
-        }
-    }
     if o.monitors.is_some() {
         return fail(p.key("monitors"), "monitors (outlier detection extensions) are not supported");
-    }
-    for (name, value) in [
-        ("enforcing_success_rate", o.enforcing_success_rate),
-        ("enforcing_local_origin_success_rate", o.enforcing_local_origin_success_rate),
-        ("enforcing_failure_percentage", o.enforcing_failure_percentage),
-        ("enforcing_failure_percentage_local_origin", o.enforcing_failure_percentage_local_origin),
-    ] {
-        if value.is_some_and(|v| v != 0) {
-            return fail(p.key(name), format!("{name} must be 0 (off) in skiff: {NO_SUCCESS_RATE}"));
-        }
     }
     let d = OutlierDetection::default();
     let percent = |name: &str, v: Option<u32>, default: u32| -> Res<u32> {
@@ -178,6 +182,45 @@ pub fn outlier_detection(p: FieldPath, o: RawOutlierDetection) -> Res<OutlierDet
         )?,
         split_external_local_origin_errors: o.split_external_local_origin_errors.unwrap_or(false),
         always_eject_one_host: o.always_eject_one_host.unwrap_or(false),
+        success_rate: IntervalDetection {
+            minimum_hosts: o.success_rate_minimum_hosts.unwrap_or(d.success_rate.minimum_hosts),
+            request_volume: o.success_rate_request_volume.unwrap_or(d.success_rate.request_volume),
+        },
+        success_rate_stdev_factor: o.success_rate_stdev_factor.unwrap_or(d.success_rate_stdev_factor),
+        failure_percentage: IntervalDetection {
+            minimum_hosts: o.failure_percentage_minimum_hosts.unwrap_or(d.failure_percentage.minimum_hosts),
+            request_volume: o
+                .failure_percentage_request_volume
+                .unwrap_or(d.failure_percentage.request_volume),
+        },
+        failure_percentage_threshold: percent(
+            "failure_percentage_threshold",
+            o.failure_percentage_threshold,
+            d.failure_percentage_threshold,
+        )?,
+        enforcing_success_rate: percent(
+            "enforcing_success_rate",
+            o.enforcing_success_rate,
+            d.enforcing_success_rate,
+        )?,
+        enforcing_local_origin_success_rate: percent(
+            "enforcing_local_origin_success_rate",
+            o.enforcing_local_origin_success_rate,
+            d.enforcing_local_origin_success_rate,
+        )?,
+        enforcing_failure_percentage: percent(
+            "enforcing_failure_percentage",
+            o.enforcing_failure_percentage,
+            d.enforcing_failure_percentage,
+        )?,
+        enforcing_failure_percentage_local_origin: percent(
+            "enforcing_failure_percentage_local_origin",
+            o.enforcing_failure_percentage_local_origin,
+            d.enforcing_failure_percentage_local_origin,
+        )?,
+        successful_active_health_check_uneject_host: o
+            .successful_active_health_check_uneject_host
+            .unwrap_or(d.successful_active_health_check_uneject_host),
     })
 }
 

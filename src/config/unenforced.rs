@@ -94,7 +94,6 @@ pub const UNENFORCED: &[Unenforced] = &[
     u("cluster.health_checks.event_logger", "health check events are not logged to a file; failures go to the process log"),
     u("cluster.health_checks.event_service", "health check events are not streamed"),
     u("cluster.health_checks.http_health_check.response_buffer_size", "only the status line of a health check response is read"),
-    u("cluster.outlier_detection.successful_active_health_check_uneject_host", "an ejected host returns only when its ejection time is over"),
     u("cluster.typed_extension_protocol_options", "skiff speaks HTTP/1.1 to upstreams with its own defaults"),
     u("cluster.typed_dns_resolver_config", NOT_YET),
     u("cluster.http_protocol_options", "skiff's HTTP/1.1 codec to upstreams has its own fixed settings"),

@@ -4,10 +4,12 @@
 //! results otherwise, an HTTP status outside `expected_statuses` and `retriable_statuses` fails at
 //! once), picks the next interval as Envoy does (`no_traffic_interval` until the cluster carried
 //! traffic, edge intervals while a change is pending, jitter), and writes each verdict into the
-//! cluster's `Board`, which every shard's load balancer reads. Owns the checks' sockets and state;
-//! knows nothing of snapshots or shards.
+//! cluster's `Board`, which every shard's load balancer reads; a pass on a healthy host returns it
+//! from an outlier ejection when told to (`successful_active_health_check_uneject_host`). Owns
+//! the checks' sockets and state; knows nothing of snapshots or shards.
 
 use crate::cluster::health::{Board, CheckCounters};
+use crate::cluster::outlier::Detector;
 use crate::config::{HealthCheck, HealthCheckKind, HttpHealthCheck};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
@@ -31,6 +33,9 @@ pub struct Checks {
     pub board: Arc<Board>,
     states: Vec<Mutex<HostState>>,
     spawned: AtomicBool,
+    /// The cluster's outlier detector when a passing check returns an ejected host
+    /// (`successful_active_health_check_uneject_host`).
+    uneject: Option<Arc<Detector>>,
 }
 
 /// Where an endpoint's own `health_check_config` sends its checks.
@@ -81,6 +86,7 @@ impl Checks {
         hosts: Vec<SocketAddr>,
         targets: Vec<Target>,
         previous: Option<&Checks>,
+        uneject: Option<Arc<Detector>>,
     ) -> Checks {
         let kept = |a: &SocketAddr| {
             let p = previous?;
@@ -104,6 +110,7 @@ impl Checks {
             board,
             states: states.into_iter().map(Mutex::new).collect(),
             spawned: AtomicBool::new(false),
+            uneject,
         }
     }
 
@@ -237,6 +244,10 @@ impl Checks {
         let timed_out = s.failed && matches!(outcome, Outcome::Timeout(_));
         self.board.set_timed_out(host, timed_out);
         self.board.set_failed(host, s.failed);
+        // Envoy's check-complete callback: a pass on a host healthy by its checks.
+        if let (Outcome::Success { .. }, false, Some(d)) = (&outcome, s.failed, &self.uneject) {
+            d.health_check_passed(addr);
+        }
         transition
     }
 

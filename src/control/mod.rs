@@ -127,7 +127,15 @@ impl ClusterHosts {
                 std::iter::repeat_n(t, a.as_ref().map_or(0, Vec::len))
             })
             .collect();
-        let checks = Checks::new(&self.spec.name, spec.clone(), hosts, targets, self.checks.as_deref());
+        // Envoy's `successful_active_health_check_uneject_host`: a passing check returns a host
+        // outlier detection ejected.
+        let uneject = self
+            .spec
+            .outlier_detection
+            .filter(|o| o.successful_active_health_check_uneject_host)
+            .map(|_| self.detector.clone());
+        let checks =
+            Checks::new(&self.spec.name, spec.clone(), hosts, targets, self.checks.as_deref(), uneject);
         self.checks = Some(Arc::new(checks));
     }
 
@@ -283,6 +291,25 @@ async fn resolve_all(specs: Vec<config::Cluster>, resolver: &Arc<Resolver>) -> V
 /// A monoio runtime on the epoll driver: the control thread's, and the one `Control::start`
 /// borrows for the first resolution. Epoll because this thread serves no traffic and io_uring may
 /// be unavailable (seccomp); timers for the schedule and the resolution bounds.
+/// Envoy's outlier-detection interval timer for one detector: a sweep on every tick until the
+/// detector is gone (its cluster spec changed or left the config).
+async fn outlier_sweeps(detector: std::sync::Weak<Detector>, config: config::OutlierDetection) {
+    loop {
+        let Some(wait) = detector.upgrade().map(|d| d.until_next_tick(config.interval)) else { return };
+        monoio::time::sleep(wait).await;
+        let Some(d) = detector.upgrade() else { return };
+        crate::cluster::outlier::sweep::sweep(&d, &config, &roll);
+    }
+}
+
+/// A random number for an `enforcing_*` roll or an ejection jitter. Not for secrets.
+fn roll() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    h.finish()
+}
+
 fn runtime() -> std::io::Result<monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>>> {
     monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build()
 }
@@ -692,6 +719,13 @@ impl Control {
         loop {
             for checks in self.clusters.iter().filter_map(|c| c.checks.as_ref()) {
                 checks.spawn();
+            }
+            for c in &self.clusters {
+                if let Some(config) = c.spec.outlier_detection {
+                    if !c.detector.sweeping.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        monoio::spawn(outlier_sweeps(Arc::downgrade(&c.detector), config));
+                    }
+                }
             }
             self.start_due_resolutions(&results_tx);
             let wake = monoio::time::Instant::from_std(self.next_wakeup());
