@@ -15,6 +15,7 @@
 
 pub mod fault;
 pub mod local_ratelimit;
+pub mod network;
 mod verdict;
 
 pub use verdict::{FilterReply, Verdict};
