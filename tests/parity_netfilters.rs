@@ -17,7 +17,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use support::{indent, RawUpstream, Skiff};
+use support::{indent, served_hcm_yaml, RawUpstream, Skiff};
 
 const HTTP_LOG: &str = "%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %REQ(:PATH)%";
 const TCP_LOG: &str = "%RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %UPSTREAM_HOST%";
@@ -41,35 +41,6 @@ fn limits(name: &str, delay: &str) -> String {
     )
 }
 
-fn file_log(path: &Path, format: &str) -> String {
-    format!(
-        "access_log:\n  - name: envoy.access_loggers.file\n    typed_config:\n      \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n      path: {}\n      log_format: {{ text_format_source: {{ inline_string: \"{format}\\n\" }} }}\n",
-        path.display()
-    )
-}
-
-fn hcm(stat_prefix: &str, log: &str) -> String {
-    format!(
-        r#"- name: envoy.filters.network.http_connection_manager
-  typed_config:
-    "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-    stat_prefix: {stat_prefix}
-{log}    route_config:
-      virtual_hosts:
-        - name: all
-          domains: ["*"]
-          routes:
-            - match: {{ prefix: "/" }}
-              direct_response: {{ status: 200, body: {{ inline_string: served }} }}
-    http_filters:
-      - name: envoy.filters.http.router
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-"#,
-        log = indent(log, 4)
-    )
-}
-
 fn listener(name: &str, port: u16, filters: &str) -> String {
     format!(
         "- name: {name}\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}\n  filter_chains:\n    - filters:\n{}",
@@ -86,14 +57,18 @@ struct Ports {
 fn config(main: u16, admin: u16, ports: &Ports, dir: &Path, echo: SocketAddr, delay: &str) -> String {
     let tcp_proxy = format!(
         "- name: envoy.filters.network.tcp_proxy\n  typed_config:\n    \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n    stat_prefix: tcp_in\n    cluster: echo\n{}",
-        indent(&file_log(&dir.join("tcp.log"), TCP_LOG), 4)
+        indent(&support::file_access_log_yaml(&dir.join("tcp.log"), TCP_LOG), 4)
     );
     let listeners = [
-        listener("main", main, &hcm("main", "")),
+        listener("main", main, &served_hcm_yaml("main", "")),
         listener(
             "limited_http",
             ports.http,
-            &(limits("http", delay) + &hcm("ingress", &file_log(&dir.join("http.log"), HTTP_LOG))),
+            &(limits("http", delay)
+                + &served_hcm_yaml(
+                    "ingress",
+                    &support::file_access_log_yaml(&dir.join("http.log"), HTTP_LOG),
+                )),
         ),
         listener("limited_tcp", ports.tcp, &(limits("tcp", delay) + &tcp_proxy)),
     ]
@@ -228,23 +203,26 @@ fn run(proxy: &str, bin: &Path, delay: &str) -> Observed {
     Observed { http_clients, tcp_clients, http_log: lines("http.log"), tcp_log: lines("tcp.log"), stats }
 }
 
+/// Runs the scenario with the connection limit's `delay` through Envoy and skiff, asserts they
+/// saw the same, and returns what the clients saw (HTTP, then TCP); None when Envoy is missing.
+fn compare(test: &str, delay: &str) -> Option<(Vec<String>, Vec<String>)> {
+    let bin = envoy::binary_or_skip(test)?;
+    let envoy = run("envoy", &bin, delay);
+    let skiff = run("skiff", &bin, delay);
+    assert_eq!(envoy, skiff, "{test}: left is Envoy, right is skiff");
+    Some((skiff.http_clients, skiff.tcp_clients))
+}
+
 #[test]
 fn connection_limit_then_local_ratelimit_serve_and_close_like_envoy() {
-    let Some(bin) = envoy::binary_or_skip("parity_netfilters") else { return };
-    let envoy = run("envoy", &bin, "0.4s");
-    let skiff = run("skiff", &bin, "0.4s");
-    assert_eq!(envoy, skiff, "left is Envoy, right is skiff");
+    let Some((http, tcp)) = compare("parity_netfilters", "0.4s") else { return };
     // What the scenario is about, so that equal-but-wrong cannot pass.
     let expected = ["served", "closed after the delay, 0 bytes", "served", "closed at once, 0 bytes"];
-    assert_eq!(skiff.http_clients, expected);
-    assert_eq!(skiff.tcp_clients, expected);
+    assert_eq!((http, tcp), (expected.map(String::from).to_vec(), expected.map(String::from).to_vec()));
 }
 
 #[test]
 fn without_a_delay_a_connection_over_the_limit_is_closed_at_once_like_envoy() {
-    let Some(bin) = envoy::binary_or_skip("parity_netfilters_no_delay") else { return };
-    let envoy = run("envoy", &bin, "");
-    let skiff = run("skiff", &bin, "");
-    assert_eq!(envoy, skiff, "left is Envoy, right is skiff");
-    assert_eq!(skiff.tcp_clients[1], "closed at once, 0 bytes");
+    let Some((http, tcp)) = compare("parity_netfilters_no_delay", "") else { return };
+    assert_eq!((http[1].as_str(), tcp[1].as_str()), ("closed at once, 0 bytes", "closed at once, 0 bytes"));
 }

@@ -63,16 +63,13 @@ fn stat_prefix(p: &FieldPath, given: Option<String>) -> Res<String> {
     }
 }
 
-/// Envoy requires both fields of a `RuntimeFeatureFlag`; absent, the filter is enabled.
+/// A `RuntimeFeatureFlag` needs its `default_value` (Envoy 1.40 accepts a flag without
+/// `runtime_key`); absent, the filter is enabled.
 fn enabled(p: &FieldPath, flag: Option<RawFeatureFlag>) -> Res<bool> {
     let Some(flag) = flag else { return Ok(true) };
-    let fp = p.key("runtime_enabled");
-    if flag.runtime_key.is_none_or(|k| k.is_empty()) {
-        return fail(fp.key("runtime_key"), "runtime_key is required");
-    }
     match flag.default_value {
         Some(v) => Ok(v),
-        None => fail(fp.key("default_value"), "default_value is required"),
+        None => fail(p.key("runtime_enabled").key("default_value"), "default_value is required"),
     }
 }
 
