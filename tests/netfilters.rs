@@ -213,3 +213,28 @@ fn runtime_enabled_false_turns_a_filter_off_and_keeps_its_stats() {
     assert_eq!(stat(&skiff, "connection_limit.cl.limited_connections"), 0);
     assert_eq!(stat(&skiff, "connection_limit.cl.active_connections"), 0);
 }
+
+#[test]
+fn a_tls_connection_is_refused_before_its_handshake() {
+    let certs = support::tls::shared();
+    let socket = support::tls::downstream_socket(certs, "a", "", "");
+    let hcm = served_hcm_yaml("ingress", "");
+    let yaml = config(
+        &format!("{}{hcm}", RATE_LIMIT.replace("max_tokens: 3", "max_tokens: 1")),
+        SocketAddr::from(([127, 0, 0, 1], 9)),
+        "",
+    )
+    .replace(
+        "        - filters:\n",
+        &format!("        - {}          filters:\n", indent(&socket, 10).trim_start()),
+    );
+    let skiff = Skiff::start(&yaml, &[]);
+    let addr = skiff.listener("main");
+    let first = support::tls::curl(addr, "a.example", "/", certs, &[]);
+    assert_eq!((first.status, first.body.as_str()), (Some(200), "served"), "{first:?}");
+    let second = support::tls::curl(addr, "a.example", "/", certs, &[]);
+    assert_eq!(second.status, None, "{second:?}");
+    assert_eq!(stat(&skiff, "local_rate_limit.rl.rate_limited"), 1);
+    // The refused connection never reached the TLS handshake.
+    assert_eq!(stat(&skiff, &format!("listener.127.0.0.1_{}.ssl.handshake", addr.port())), 1);
+}
