@@ -101,22 +101,22 @@ fn attempt(addr: SocketAddr, payload: &[u8], served: &str, keep: &mut Vec<TcpStr
         }
     }
     // A reset or an end of stream: the filters sent nothing either way; when is what differs.
-    let when = if started.elapsed() >= Duration::from_millis(250) { "after the delay" } else { "at once" };
+    let when = if started.elapsed() >= Duration::from_millis(300) { "after the delay" } else { "at once" };
     format!("closed {when}, {} bytes", got.len())
 }
 
 /// The traffic: a first connection is served and stays open, a second is over the connection
 /// limit; the first closes, a third is served (the bucket's second token) and closes, a fourth
 /// finds the bucket empty.
-fn clients(addr: SocketAddr, payload: &[u8], served: &str) -> Vec<String> {
+/// `all_closed` waits until the proxy has seen every connection so far close.
+fn clients(addr: SocketAddr, payload: &[u8], served: &str, all_closed: &dyn Fn()) -> Vec<String> {
     let mut keep = Vec::new();
     let mut out = vec![attempt(addr, payload, served, &mut keep), attempt(addr, payload, served, &mut keep)];
     keep.clear();
-    // Let the first connection's close reach the proxy before the next one arrives.
-    std::thread::sleep(Duration::from_millis(200));
+    all_closed();
     out.push(attempt(addr, payload, served, &mut keep));
     keep.clear();
-    std::thread::sleep(Duration::from_millis(200));
+    all_closed();
     out.push(attempt(addr, payload, served, &mut keep));
     out
 }
@@ -175,16 +175,24 @@ fn run(proxy: &str, bin: &Path, delay: &str) -> Observed {
         _skiff = Some(k);
         _envoy = None;
     }
-    let http_clients = clients(http, b"GET /limited HTTP/1.1\r\nHost: x\r\n\r\n", "served");
-    let tcp_clients = clients(tcp, b"ping", "ping");
+    let stats_now =
+        || envoy::parse_stats(&envoy::admin_get(admin, "/stats").map(|(_, b)| b).unwrap_or_default());
+    // The connection limit's gauge counts the connections the proxy has not yet seen close.
+    let closed = |gauge: &'static str| {
+        move || {
+            support::wait_until(Duration::from_secs(5), || stats_now().get(gauge).copied() == Some(0));
+        }
+    };
+    let request = b"GET /limited HTTP/1.1\r\nHost: x\r\n\r\n";
+    let http_clients =
+        clients(http, request, "served", &closed("connection_limit.http_cl.active_connections"));
+    let tcp_clients = clients(tcp, b"ping", "ping", &closed("connection_limit.tcp_cl.active_connections"));
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
     // Two requests served; four connections to the tcp_proxy, each logged when it closes.
     support::wait_until(Duration::from_secs(5), || {
         read("http.log").lines().count() >= 2 && read("tcp.log").lines().count() >= 4
     });
     // The gauges follow the closes: wait for them to come back to 0.
-    let stats_now =
-        || envoy::parse_stats(&envoy::admin_get(admin, "/stats").map(|(_, b)| b).unwrap_or_default());
     let settled = |m: &BTreeMap<String, u64>| {
         STATS
             .iter()
@@ -215,7 +223,7 @@ fn compare(test: &str, delay: &str) -> Option<(Vec<String>, Vec<String>)> {
 
 #[test]
 fn connection_limit_then_local_ratelimit_serve_and_close_like_envoy() {
-    let Some((http, tcp)) = compare("parity_netfilters", "0.4s") else { return };
+    let Some((http, tcp)) = compare("parity_netfilters", "0.6s") else { return };
     // What the scenario is about, so that equal-but-wrong cannot pass.
     let expected = ["served", "closed after the delay, 0 bytes", "served", "closed at once, 0 bytes"];
     assert_eq!((http, tcp), (expected.map(String::from).to_vec(), expected.map(String::from).to_vec()));
