@@ -8,7 +8,7 @@ use super::duration::{fmt_secs, zero_is_never};
 use super::error::{FieldPath, Finding};
 use super::fields::{check_regex, fail, header_matcher, headers_to_add, no_crlf, Res};
 use super::model::*;
-use super::net_filter::Role;
+use super::net_filter::{Role, Terminal};
 use super::raw::*;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -474,8 +474,7 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
                     )
                 }
             };
-            let role = super::net_filter::role(&fp.key(key), raw)?;
-            let role = match role {
+            let terminal = match super::net_filter::role(&fp.key(key), raw)? {
                 Role::Limit(_) if j == last => {
                     return fail(
                         fp,
@@ -490,7 +489,7 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
                     limits.push(limit);
                     continue;
                 }
-                terminal => terminal,
+                Role::Terminal(terminal) => terminal,
             };
             if j != last {
                 return fail(
@@ -511,8 +510,8 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
                 );
             }
             let net_filters = std::mem::take(&mut limits);
-            match role {
-                Role::Hcm(raw) => {
+            match terminal {
+                Terminal::Hcm(raw) => {
                     let warned = cx.warnings.len();
                     let h = hcm(cx, fp.key(key), *raw, direction, address.port())?;
                     match &hcm_out {
@@ -529,12 +528,10 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
                         None => hcm_out = Some((h, net_filters)),
                     }
                 }
-                // Taken by the arm above.
-                Role::Limit(_) => {}
-                Role::TcpProxy(_) if chain_count > 1 => {
+                Terminal::TcpProxy(_) if chain_count > 1 => {
                     return fail(fp, "tcp_proxy is supported on a listener with one filter chain only");
                 }
-                Role::TcpProxy(raw) => {
+                Terminal::TcpProxy(raw) => {
                     let proxy = tcp_proxy(cx, fp.key(key), *raw)?;
                     let tls = std::mem::take(&mut tls).finish(&chain_path(0))?;
                     return Ok(Built::Tcp(Box::new(TcpListener { name, address, proxy, tls, net_filters })));

@@ -30,9 +30,14 @@ impl RawNetConfig {
 }
 
 /// What a network filter does in its chain: limit connections before the terminal filter, or be
-/// the terminal filter (its config judged by `convert`).
+/// the terminal filter.
 pub(super) enum Role {
     Limit(NetFilter),
+    Terminal(Terminal),
+}
+
+/// The filter that takes a connection, its config for `convert` to judge.
+pub(super) enum Terminal {
     Hcm(Box<RawHcm>),
     TcpProxy(Box<RawTcpProxy>),
 }
@@ -42,8 +47,8 @@ pub(super) fn role(p: &FieldPath, raw: RawNetConfig) -> Res<Role> {
     Ok(match raw {
         RawNetConfig::LocalRateLimit(r) => Role::Limit(NetFilter::LocalRateLimit(local_rate_limit(p, r)?)),
         RawNetConfig::ConnectionLimit(r) => Role::Limit(NetFilter::ConnectionLimit(connection_limit(p, r)?)),
-        RawNetConfig::Hcm(h) => Role::Hcm(h),
-        RawNetConfig::TcpProxy(t) => Role::TcpProxy(t),
+        RawNetConfig::Hcm(h) => Role::Terminal(Terminal::Hcm(h)),
+        RawNetConfig::TcpProxy(t) => Role::Terminal(Terminal::TcpProxy(t)),
     })
 }
 
