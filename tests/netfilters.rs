@@ -238,3 +238,21 @@ fn a_tls_connection_is_refused_before_its_handshake() {
     // The refused connection never reached the TLS handshake.
     assert_eq!(stat(&skiff, &format!("listener.127.0.0.1_{}.ssl.handshake", addr.port())), 1);
 }
+
+#[test]
+fn a_filter_whose_typed_config_comes_before_its_name_loads() {
+    // YAML order means nothing to Envoy: the `"@type"` says which filter the config is for.
+    let name_last = |filter: &str| {
+        let (name, rest) = filter.split_once('\n').unwrap_or_default();
+        format!("- {}  {}\n", rest.trim_start(), name.trim_start_matches("- "))
+    };
+    let limit = name_last(&connection_limit(1, ""));
+    let proxy = name_last(TCP_PROXY);
+    let yaml = config(&format!("{limit}{proxy}"), SocketAddr::from(([127, 0, 0, 1], 9)), "");
+    let loaded = skiff::config::load_str(&yaml, "skiff.yaml").unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let listener = &loaded.bootstrap.tcp_listeners[0];
+    assert_eq!(listener.proxy.stat_prefix, "tcp_in");
+    assert!(
+        matches!(&listener.net_filters[..], [skiff::config::NetFilter::ConnectionLimit(c)] if c.max_connections == 1)
+    );
+}

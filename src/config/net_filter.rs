@@ -17,6 +17,7 @@ use super::raw::{
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::fmt;
+use std::marker::PhantomData;
 
 impl RawNetConfig {
     pub(super) fn type_url_given(&self) -> bool {
@@ -218,8 +219,29 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Replay<A> {
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
         match self.value.take() {
-            Some(v) => seed.deserialize(de::value::StringDeserializer::new(v)),
+            Some(v) => seed.deserialize(ReplayedStr(v, PhantomData)),
             None => self.rest.next_value_seed(seed),
         }
+    }
+}
+
+/// The replayed `"@type"` value. serde's `StringDeserializer` cannot be read as an `Option`, which
+/// is how every typed config declares its `"@type"`; this one can.
+struct ReplayedStr<E>(String, PhantomData<E>);
+
+impl<'de, E: de::Error> Deserializer<'de> for ReplayedStr<E> {
+    type Error = E;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
+        visitor.visit_string(self.0)
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
+        visitor.visit_some(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf unit
+        unit_struct newtype_struct seq tuple tuple_struct map struct enum identifier ignored_any
     }
 }
