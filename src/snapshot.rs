@@ -4,6 +4,7 @@
 
 use crate::cluster::{ClusterSnap, Resolved};
 use crate::config::{self, Bootstrap};
+use crate::filters::network::NetFilterChain;
 use crate::filters::FilterChain;
 use crate::listener::BoundListener;
 use crate::route::{RouteTable, Targets};
@@ -25,6 +26,8 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub struct ListenerSnap {
     pub socket: Arc<BoundListener>,
+    /// The network filters a connection passes before the connection manager takes it.
+    pub net_filters: NetFilterChain,
     pub hcm: HcmSettings,
     /// The connection manager's HTTP filters, router excluded.
     pub filters: FilterChain,
@@ -38,6 +41,8 @@ pub struct ListenerSnap {
 #[derive(Debug)]
 pub struct TcpListenerSnap {
     pub socket: Arc<BoundListener>,
+    /// The network filters a connection passes before it is relayed.
+    pub net_filters: NetFilterChain,
     pub stat_prefix: String,
     pub clusters: Targets,
     /// `NEVER` when off.
@@ -128,6 +133,7 @@ impl Snapshot {
             let Some(socket) = sockets.get(&l.name) else { continue };
             listeners.push(ListenerSnap {
                 socket: socket.clone(),
+                net_filters: NetFilterChain::compile(&l.net_filters, &l.name),
                 hcm: HcmSettings::new(&l.hcm),
                 filters: FilterChain::compile(
                     &l.hcm.http_filters,
@@ -147,6 +153,7 @@ impl Snapshot {
             let Some(socket) = sockets.get(&l.name) else { continue };
             tcp_listeners.push(TcpListenerSnap {
                 socket: socket.clone(),
+                net_filters: NetFilterChain::compile(&l.net_filters, &l.name),
                 stat_prefix: l.proxy.stat_prefix.clone(),
                 clusters: Targets::compile(&l.proxy.cluster, &index).map_err(|e| e.to_string())?,
                 idle_timeout: l.proxy.idle_timeout,

@@ -31,13 +31,7 @@ enum Filter {
 }
 
 fn access_log(log: &Path, indent_by: usize) -> String {
-    indent(
-        &format!(
-            "access_log:\n  - name: envoy.access_loggers.file\n    typed_config:\n      \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n      path: {}\n      log_format:\n        text_format_source:\n          inline_string: \"{LOG_FORMAT}\\n\"\n",
-            log.display()
-        ),
-        indent_by,
-    )
+    indent(&support::file_access_log_yaml(log, LOG_FORMAT), indent_by)
 }
 
 fn config(
@@ -49,30 +43,10 @@ fn config(
 ) -> String {
     let filter = match filter {
         Filter::Http(upgrades) => {
-            let upgrades = if upgrades.is_empty() {
-                String::new()
-            } else {
-                format!("                upgrade_configs: {upgrades}\n")
-            };
-            format!(
-                r#"            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: ingress
-{upgrades}{log}                route_config:
-                  virtual_hosts:
-                    - name: all
-                      domains: ["*"]
-                      routes:
-                        - match: {{ prefix: "/" }}
-                          route: {{ cluster: backend }}
-                http_filters:
-                  - name: envoy.filters.http.router
-                    typed_config:
-                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-"#,
-                log = access_log(log, 16)
-            )
+            let upgrades =
+                if upgrades.is_empty() { String::new() } else { format!("upgrade_configs: {upgrades}\n") };
+            let extra = upgrades + &support::file_access_log_yaml(log, LOG_FORMAT);
+            indent(&support::hcm_filter_yaml("ingress", &extra, "route: { cluster: backend }"), 12)
         }
         Filter::Tcp(cluster) => format!(
             r#"            - name: envoy.filters.network.tcp_proxy

@@ -26,6 +26,10 @@ const ROUTE_CONFIG: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfi
 const HCM: &str =
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const TCP_PROXY: &str = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+const NET_LOCAL_RATELIMIT: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit";
+const CONNECTION_LIMIT: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit";
 const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
 const LOCAL_RATELIMIT: &str =
     "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
@@ -177,9 +181,9 @@ fn listener(l: &Listener) -> Value {
     let mut m = Map::new();
     m.insert("name".into(), l.name.as_str().into());
     m.insert("address".into(), socket_address(&l.address.ip().to_string(), l.address.port()));
-    let filters =
-        json!([{ "name": "envoy.filters.network.http_connection_manager", "typed_config": hcm(&l.hcm) }]);
-    tls_chains(&mut m, filters, l.tls.as_ref());
+    let terminal =
+        json!({ "name": "envoy.filters.network.http_connection_manager", "typed_config": hcm(&l.hcm) });
+    tls_chains(&mut m, net_filters(&l.net_filters, terminal), l.tls.as_ref());
     // v3 has no tracing.operation_name: Envoy derives EGRESS from an OUTBOUND listener, so that is
     // how an egress tracing operation is written (and read back).
     if l.hcm.tracing.as_ref().is_some_and(|t| t.operation == TracingOperation::Egress) {
@@ -204,9 +208,53 @@ fn tcp_listener(l: &TcpListener) -> Value {
     let mut out = Map::new();
     out.insert("name".into(), l.name.as_str().into());
     out.insert("address".into(), socket_address(&l.address.ip().to_string(), l.address.port()));
-    let filters = json!([{ "name": "envoy.filters.network.tcp_proxy", "typed_config": m }]);
-    tls_chains(&mut out, filters, l.tls.as_ref());
+    let terminal = json!({ "name": "envoy.filters.network.tcp_proxy", "typed_config": m });
+    tls_chains(&mut out, net_filters(&l.net_filters, terminal), l.tls.as_ref());
     Value::Object(out)
+}
+
+/// A chain's `filters`: the limits in order, then the terminal filter.
+fn net_filters(limits: &[NetFilter], terminal: Value) -> Value {
+    // skiff has no runtime and does not keep a flag's runtime_key; a disabled filter is written
+    // with a key of its own so that the dump loads again.
+    let flag = |enabled: bool, key: String| json!({ "default_value": enabled, "runtime_key": key });
+    let mut out: Vec<Value> = limits
+        .iter()
+        .map(|f| match f {
+            NetFilter::LocalRateLimit(l) => {
+                let b = &l.token_bucket;
+                let mut m = json!({
+                    "@type": NET_LOCAL_RATELIMIT,
+                    "stat_prefix": l.stat_prefix,
+                    "token_bucket": {
+                        "max_tokens": b.max_tokens,
+                        "tokens_per_fill": b.tokens_per_fill,
+                        "fill_interval": duration(b.fill_interval),
+                    },
+                });
+                if !l.enabled {
+                    m["runtime_enabled"] = flag(false, format!("local_rate_limit.{}.enabled", l.stat_prefix));
+                }
+                json!({ "name": "envoy.filters.network.local_ratelimit", "typed_config": m })
+            }
+            NetFilter::ConnectionLimit(c) => {
+                let mut m = json!({
+                    "@type": CONNECTION_LIMIT,
+                    "stat_prefix": c.stat_prefix,
+                    "max_connections": c.max_connections,
+                });
+                if let Some(d) = c.delay {
+                    m["delay"] = duration(d).into();
+                }
+                if !c.enabled {
+                    m["runtime_enabled"] = flag(false, format!("connection_limit.{}.enabled", c.stat_prefix));
+                }
+                json!({ "name": "envoy.filters.network.connection_limit", "typed_config": m })
+            }
+        })
+        .collect();
+    out.push(terminal);
+    out.into()
 }
 
 /// `filter_chains` (one per TLS context, each with its `server_names` and `transport_socket`,

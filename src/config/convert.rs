@@ -8,6 +8,7 @@ use super::duration::{fmt_secs, zero_is_never};
 use super::error::{FieldPath, Finding};
 use super::fields::{check_regex, fail, header_matcher, headers_to_add, no_crlf, Res};
 use super::model::*;
+use super::net_filter::{Role, Terminal};
 use super::raw::*;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -164,7 +165,7 @@ pub fn convert(raw: RawBootstrap) -> Res<Converted> {
         addresses.push((address, p.key("address")));
         match built {
             Built::Http(l) => listeners.push(*l),
-            Built::Tcp(l) => tcp_listeners.push(l),
+            Built::Tcp(l) => tcp_listeners.push(*l),
         }
     }
 
@@ -376,7 +377,7 @@ fn access_logs(cx: &mut Cx, p: FieldPath, logs: Vec<RawAccessLog>) -> Res<Vec<Ac
 /// A listener, by the network filter it runs.
 enum Built {
     Http(Box<Listener>),
-    Tcp(TcpListener),
+    Tcp(Box<TcpListener>),
 }
 
 fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Built> {
@@ -437,15 +438,14 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
             return fail(cp.key("use_proxy_proto"), "the PROXY protocol is not supported");
         }
         let filters = chain.filters.unwrap_or_default();
-        if filters.len() != 1 {
+        if filters.is_empty() {
             return fail(
                 cp.key("filters"),
-                format!(
-                    "exactly one network filter (http_connection_manager or tcp_proxy) is supported, got {}",
-                    filters.len()
-                ),
+                "a filter chain needs a network filter: http_connection_manager or tcp_proxy, last",
             );
         }
+        let last = filters.len() - 1;
+        let mut limits = Vec::new();
         for (j, f) in filters.into_iter().enumerate() {
             let fp = cp.key("filters").idx(j);
             let (key, raw) = match (f.config, f.typed_config) {
@@ -474,14 +474,50 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
                     )
                 }
             };
-            match raw {
-                RawNetConfig::Hcm(raw) => {
+            let terminal = match super::net_filter::role(&fp.key(key), raw)? {
+                Role::Limit(_) if j == last => {
+                    return fail(
+                        fp,
+                        format!(
+                            "network filter \"{}\" cannot end a filter chain: the last filter must be \
+                             http_connection_manager or tcp_proxy",
+                            f.name.0
+                        ),
+                    )
+                }
+                Role::Limit(limit) => {
+                    limits.push(limit);
+                    continue;
+                }
+                Role::Terminal(terminal) => terminal,
+            };
+            if j != last {
+                return fail(
+                    fp,
+                    format!(
+                        "network filter \"{}\" must be the last in its filter chain (it takes the connection)",
+                        f.name.0
+                    ),
+                );
+            }
+            // Limits run before a connection's filter chain is chosen (before its TLS handshake),
+            // so they cannot differ by chain; Envoy would also give each chain buckets of its own.
+            if !limits.is_empty() && chain_count > 1 {
+                return fail(
+                    cp.key("filters"),
+                    "network filters before the connection manager or tcp_proxy are supported on a \
+                     listener with one filter chain only",
+                );
+            }
+            let net_filters = std::mem::take(&mut limits);
+            match terminal {
+                Terminal::Hcm(raw) => {
                     let warned = cx.warnings.len();
                     let h = hcm(cx, fp.key(key), *raw, direction, address.port())?;
                     match &hcm_out {
                         // Chains differ by their TLS context only: one connection manager serves
                         // them all, and its warnings are said once.
-                        Some(first) if *first == h => cx.warnings.truncate(warned),
+                        Some((first, _)) if *first == h => cx.warnings.truncate(warned),
                         Some(_) => {
                             return fail(
                                 fp,
@@ -489,34 +525,25 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
                                  skiff's filter chains differ by TLS context only",
                             )
                         }
-                        None => hcm_out = Some(h),
+                        None => hcm_out = Some((h, net_filters)),
                     }
                 }
-                RawNetConfig::TcpProxy(_) if chain_count > 1 => {
+                Terminal::TcpProxy(_) if chain_count > 1 => {
                     return fail(fp, "tcp_proxy is supported on a listener with one filter chain only");
                 }
-                RawNetConfig::TcpProxy(raw) => {
+                Terminal::TcpProxy(raw) => {
                     let proxy = tcp_proxy(cx, fp.key(key), *raw)?;
                     let tls = std::mem::take(&mut tls).finish(&chain_path(0))?;
-                    return Ok(Built::Tcp(TcpListener { name, address, proxy, tls }));
+                    return Ok(Built::Tcp(Box::new(TcpListener { name, address, proxy, tls, net_filters })));
                 }
             }
         }
     }
-    let Some(hcm) = hcm_out else {
+    let Some((hcm, net_filters)) = hcm_out else {
         return fail(fp, "no http_connection_manager");
     };
     let tls = tls.finish(&fp)?;
-    Ok(Built::Http(Box::new(Listener { name, address, hcm, tls })))
-}
-
-impl RawNetConfig {
-    fn type_url_given(&self) -> bool {
-        match self {
-            RawNetConfig::Hcm(h) => h.type_url.is_some(),
-            RawNetConfig::TcpProxy(t) => t.type_url.is_some(),
-        }
-    }
+    Ok(Built::Http(Box::new(Listener { name, address, hcm, tls, net_filters })))
 }
 
 fn tcp_proxy(cx: &mut Cx, p: FieldPath, t: RawTcpProxy) -> Res<TcpProxy> {

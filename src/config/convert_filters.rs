@@ -15,7 +15,7 @@ use super::model::{
     Fault, FaultAbort, FaultAbortSource, FaultDelay, FaultDelaySource, Fraction, LocalRateLimit,
     PerFilterConfig, TokenBucket,
 };
-use super::raw::{Ign, RawFilterTypedConfig, RawHeaderMatcher, RawHeaderValueOption};
+use super::raw::{Ign, RawFilterTypedConfig, RawHeaderMatcher, RawHeaderValueOption, RawTokenBucket};
 use serde::Deserialize;
 
 pub(super) const LOCAL_RATELIMIT_NAME: &str = "envoy.filters.http.local_ratelimit";
@@ -166,14 +166,6 @@ pub(super) fn fraction_of(p: FieldPath, numerator: Option<u32>, denominator: Opt
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawTokenBucket {
-    max_tokens: Option<u32>,
-    tokens_per_fill: Option<u32>,
-    fill_interval: Option<Dur>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawStatus {
     code: Option<RawStatusCode>,
 }
@@ -245,24 +237,7 @@ fn local_rate_limit(p: &FieldPath, r: RawLocalRateLimit) -> Res<LocalRateLimit> 
     };
     let token_bucket = match r.token_bucket {
         None => None,
-        Some(b) => {
-            let bp = p.key("token_bucket");
-            let Some(max_tokens) = b.max_tokens.filter(|n| *n > 0) else {
-                return fail(bp.key("max_tokens"), "max_tokens must be greater than 0");
-            };
-            let tokens_per_fill = b.tokens_per_fill.unwrap_or(1);
-            if tokens_per_fill == 0 {
-                return fail(bp.key("tokens_per_fill"), "tokens_per_fill must be greater than 0");
-            }
-            let Some(fill_interval) = b.fill_interval.map(|d| d.0) else {
-                return fail(bp.key("fill_interval"), "fill_interval is required");
-            };
-            // Envoy's own floor for the bucket's fill timer.
-            if fill_interval < std::time::Duration::from_millis(50) {
-                return fail(bp.key("fill_interval"), "fill_interval must be at least 50ms");
-            }
-            Some(TokenBucket { max_tokens, tokens_per_fill, fill_interval })
-        }
+        Some(b) => Some(token_bucket(p.key("token_bucket"), b)?),
     };
     let status = match r.status.and_then(|s| s.code) {
         None => 429,
@@ -306,6 +281,25 @@ fn local_rate_limit(p: &FieldPath, r: RawLocalRateLimit) -> Res<LocalRateLimit> 
         )?,
         x_ratelimit_headers,
     })
+}
+
+/// A `token_bucket` at `bp`, with Envoy's defaults and limits.
+pub(super) fn token_bucket(bp: FieldPath, b: RawTokenBucket) -> Res<TokenBucket> {
+    let Some(max_tokens) = b.max_tokens.filter(|n| *n > 0) else {
+        return fail(bp.key("max_tokens"), "max_tokens must be greater than 0");
+    };
+    let tokens_per_fill = b.tokens_per_fill.unwrap_or(1);
+    if tokens_per_fill == 0 {
+        return fail(bp.key("tokens_per_fill"), "tokens_per_fill must be greater than 0");
+    }
+    let Some(fill_interval) = b.fill_interval.map(|d| d.0) else {
+        return fail(bp.key("fill_interval"), "fill_interval is required");
+    };
+    // Envoy's own floor for the bucket's fill timer.
+    if fill_interval < std::time::Duration::from_millis(50) {
+        return fail(bp.key("fill_interval"), "fill_interval must be at least 50ms");
+    }
+    Ok(TokenBucket { max_tokens, tokens_per_fill, fill_interval })
 }
 
 /// The `type.v3.StatusCode` names the examples use; any status may be written as its number.

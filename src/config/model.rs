@@ -28,6 +28,41 @@ pub struct TcpListener {
     pub proxy: TcpProxy,
     /// The chain's `DownstreamTlsContext`: TLS is terminated before the relay.
     pub tls: Option<super::tls::ListenerTls>,
+    /// The network filters before the tcp_proxy, in config order.
+    pub net_filters: Vec<NetFilter>,
+}
+
+/// A network filter that runs on each accepted connection before the terminal one (the
+/// connection manager or tcp_proxy) takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NetFilter {
+    /// `envoy.filters.network.local_ratelimit`.
+    LocalRateLimit(NetLocalRateLimit),
+    /// `envoy.filters.network.connection_limit`.
+    ConnectionLimit(ConnectionLimit),
+}
+
+/// `envoy.filters.network.local_ratelimit`: a connection that finds no token is closed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetLocalRateLimit {
+    /// `local_rate_limit.<stat_prefix>.*`.
+    pub stat_prefix: String,
+    pub token_bucket: TokenBucket,
+    /// `runtime_enabled.default_value` (enabled when absent).
+    pub enabled: bool,
+}
+
+/// `envoy.filters.network.connection_limit`: at most `max_connections` open at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionLimit {
+    /// `connection_limit.<stat_prefix>.*`.
+    pub stat_prefix: String,
+    /// At least 1.
+    pub max_connections: u64,
+    /// How long a refused connection stays open (read nothing) before it is closed.
+    pub delay: Option<Duration>,
+    /// `runtime_enabled.default_value` (enabled when absent).
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +102,8 @@ pub struct Listener {
     pub hcm: HttpConnectionManager,
     /// Its TLS filter chains (`transport_socket` with `DownstreamTlsContext`); None: plaintext.
     pub tls: Option<super::tls::ListenerTls>,
+    /// The network filters before the connection manager, in config order.
+    pub net_filters: Vec<NetFilter>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -238,30 +238,47 @@ pub const TCP_PROXY_TYPES: &[&str] = &[
     "type.googleapis.com/envoy.config.filter.network.tcp_proxy.v2.TcpProxy",
 ];
 
-/// The network filters skiff runs: a listener is either HTTP or a TCP proxy.
+pub const NET_LOCAL_RATELIMIT_NAME: &str = "envoy.filters.network.local_ratelimit";
+pub const NET_LOCAL_RATELIMIT_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit";
+pub const CONNECTION_LIMIT_NAME: &str = "envoy.filters.network.connection_limit";
+pub const CONNECTION_LIMIT_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit";
+
+/// The network filters skiff runs: a listener is either HTTP or a TCP proxy (the terminal filter),
+/// with limits before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NetFilterKind {
     Hcm,
     TcpProxy,
+    LocalRateLimit,
+    ConnectionLimit,
 }
 
-/// A network filter's name: anything but the connection manager and the TCP proxy is refused at
-/// the name, before its config is read as the wrong type.
+/// A network filter's name: anything skiff does not run is refused at the name, before its config
+/// is read as the wrong type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetFilterName(pub String, pub NetFilterKind);
 
 impl<'de> Deserialize<'de> for NetFilterName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_str(CheckedStr("a network filter name", |name: &str| {
-            if HCM_NAMES.contains(&name) {
-                Ok(NetFilterName(name.to_string(), NetFilterKind::Hcm))
+            let kind = if HCM_NAMES.contains(&name) {
+                NetFilterKind::Hcm
             } else if TCP_PROXY_NAMES.contains(&name) {
-                Ok(NetFilterName(name.to_string(), NetFilterKind::TcpProxy))
+                NetFilterKind::TcpProxy
+            } else if name == NET_LOCAL_RATELIMIT_NAME {
+                NetFilterKind::LocalRateLimit
+            } else if name == CONNECTION_LIMIT_NAME {
+                NetFilterKind::ConnectionLimit
             } else {
-                Err(format!(
-                    "network filter \"{name}\" is not supported; skiff runs envoy.filters.network.http_connection_manager and envoy.filters.network.tcp_proxy"
-                ))
-            }
+                return Err(format!(
+                    "network filter \"{name}\" is not supported; skiff runs envoy.filters.network.http_connection_manager \
+                     or envoy.filters.network.tcp_proxy, each after any of envoy.filters.network.local_ratelimit \
+                     and envoy.filters.network.connection_limit"
+                ));
+            };
+            Ok(NetFilterName(name.to_string(), kind))
         }))
     }
 }
@@ -605,6 +622,49 @@ pub struct RawNetFilter {
 pub enum RawNetConfig {
     Hcm(Box<RawHcm>),
     TcpProxy(Box<RawTcpProxy>),
+    LocalRateLimit(RawNetLocalRateLimit),
+    ConnectionLimit(RawConnectionLimit),
+}
+
+/// `envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a network local_ratelimit mapping")]
+pub struct RawNetLocalRateLimit {
+    #[serde(rename = "@type")]
+    pub type_url: Option<String>,
+    pub stat_prefix: Option<String>,
+    pub token_bucket: Option<RawTokenBucket>,
+    pub runtime_enabled: Option<RawFeatureFlag>,
+    pub share_key: Option<String>,
+}
+
+/// `envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a connection_limit mapping")]
+pub struct RawConnectionLimit {
+    #[serde(rename = "@type")]
+    pub type_url: Option<String>,
+    pub stat_prefix: Option<String>,
+    pub max_connections: Option<u64>,
+    pub delay: Option<Dur>,
+    pub runtime_enabled: Option<RawFeatureFlag>,
+}
+
+/// `config.core.v3.RuntimeFeatureFlag`: skiff has no runtime, so `default_value` decides.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFeatureFlag {
+    pub default_value: Option<bool>,
+    pub runtime_key: Option<String>,
+}
+
+/// `type.v3.TokenBucket`, shared by the HTTP and the network local rate limits.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenBucket {
+    pub max_tokens: Option<u32>,
+    pub tokens_per_fill: Option<u32>,
+    pub fill_interval: Option<Dur>,
 }
 
 /// `envoy.filters.network.tcp_proxy` (v3 `TcpProxy`, v2 the same fields).

@@ -12,9 +12,13 @@
 //! request owner carries out and keeps for the request's life. State shared across shards (a rate
 //! limit's token bucket, the count of active faults) lives in the compiled filter, in the snapshot;
 //! stats are the shard's (`FilterStats`, found by the index the filter holds).
+//!
+//! The network filters a listener runs on a new connection, before the connection manager, are
+//! `network`'s: a separate chain with its own phase, which reuses `local_ratelimit`'s bucket.
 
 pub mod fault;
 pub mod local_ratelimit;
+pub mod network;
 mod verdict;
 
 pub use verdict::{FilterReply, Verdict};

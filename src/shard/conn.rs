@@ -10,6 +10,7 @@ use super::state::Shard;
 use super::timer::Timer;
 use super::tls::Terminate;
 use crate::config::UnderscoresAction;
+use crate::filters::network::{Admission, Decision, NewConnection};
 use crate::http::{self, RequestHead, MAX_HEADERS};
 use crate::snapshot::HcmSettings;
 use crate::stats::{Http1Stats, HttpStats, ListenerStats, WorkerStats};
@@ -52,10 +53,14 @@ impl Drop for ConnGuard<'_> {
 }
 
 pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream, peer: SocketAddr) {
-    let (stats, listener, lifetime, tls) = {
+    let local = stream.local_addr().unwrap_or(peer);
+    let (stats, listener, lifetime, tls, admission) = {
         let generation = shard.generation();
         let Some(i) = generation.snap.listener_index(listener_id) else { return };
         let l = &generation.snap.listeners[i];
+        let admission = (!l.net_filters.is_empty()).then(|| {
+            l.net_filters.on_new_connection(&NewConnection { peer, local }, &generation.net_filter_stats[i])
+        });
         // `max_connection_duration` counts from accept, under the config current then.
         let lifetime = l.hcm.max_connection_duration;
         let tls = l.tls.clone().map(|tls| {
@@ -63,7 +68,7 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
             let limit = tls.handshake_limit.unwrap_or(l.hcm.request_headers_timeout);
             Terminate::new(&shard, tls, l.socket.bound, Some(&l.hcm.stat_prefix), stats, limit)
         });
-        (generation.http_stats[i].clone(), generation.listener_stats[i].clone(), lifetime, tls)
+        (generation.http_stats[i].clone(), generation.listener_stats[i].clone(), lifetime, tls, admission)
     };
     shard.conn_opened();
     stats.downstream_cx_total.inc();
@@ -73,9 +78,17 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
     listener.1.downstream_cx_total.inc();
     listener.1.downstream_cx_active.inc();
     let _guard = ConnGuard { shard: &shard, stats, listener };
+    // Envoy's connection manager counts a connection its network filters close, and logs nothing
+    // for it (no request began).
+    let _held = match admission {
+        None => Vec::new(),
+        Some(Admission { decision: Decision::Continue, held }) => held,
+        Some(Admission { decision: Decision::Close { delay, .. }, held: _held }) => {
+            return refuse(stream, delay).await;
+        }
+    };
     // Small heads and responses must not wait for Nagle.
     let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().unwrap_or(peer);
     // A TLS connection is served through its bridge's end of a socket pair (`tls.rs`); boxed so
     // that plaintext connections' tasks do not carry the handshake's state.
     let (stream, _tls) = match tls {
@@ -207,6 +220,15 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
             return;
         }
     }
+}
+
+/// Closes a connection a network filter refused, after its `delay` (reading nothing meanwhile, as
+/// Envoy's connection_limit stops reading): a client that sent bytes gets a reset, as from Envoy.
+pub(super) async fn refuse(stream: TcpStream, delay: Option<Duration>) {
+    if let Some(delay) = delay {
+        monoio::time::sleep(delay).await;
+    }
+    drop(stream);
 }
 
 /// How a lingering close ended.

@@ -10,6 +10,7 @@ use super::timer::Timers;
 use crate::access_log::ShardBuffers;
 use crate::cluster::pool::Pool;
 use crate::cluster::{Rng, ShardCluster};
+use crate::filters::network::{NetFilterChain, NetFilterStats, NetStatName};
 use crate::filters::{FilterStats, StatName};
 use crate::snapshot::Snapshot;
 use crate::stats::{
@@ -40,6 +41,10 @@ pub struct Generation {
     pub cluster_stats: Vec<Rc<ClusterStats>>,
     /// Aligned with `snap.listeners`, then with each chain's `stat_names`.
     pub filter_stats: Vec<Vec<FilterStats>>,
+    /// Aligned with `snap.listeners`, then with each network filter chain's `stat_names`.
+    pub net_filter_stats: Vec<Vec<NetFilterStats>>,
+    /// The same for `snap.tcp_listeners`.
+    pub tcp_net_filter_stats: Vec<Vec<NetFilterStats>>,
     /// Aligned with `snap.tcp_listeners`: `tcp.<stat_prefix>.*` and the listener's stats.
     pub tcp_stats: Vec<(Rc<TcpStats>, Rc<ListenerStats>, Rc<WorkerStats>)>,
     /// Per cluster, aligned with its endpoints.
@@ -87,6 +92,12 @@ impl Generation {
                     l.filters.stat_names().iter().map(by_name).collect()
                 })
                 .collect(),
+            net_filter_stats: snap.listeners.iter().map(|l| net_stats(&l.net_filters, stats)).collect(),
+            tcp_net_filter_stats: snap
+                .tcp_listeners
+                .iter()
+                .map(|l| net_stats(&l.net_filters, stats))
+                .collect(),
             tcp_stats: snap
                 .tcp_listeners
                 .iter()
@@ -103,6 +114,14 @@ impl Generation {
             snap,
         }
     }
+}
+
+fn net_stats(chain: &NetFilterChain, stats: &ShardStats) -> Vec<NetFilterStats> {
+    let by_name = |n: &NetStatName| match n {
+        NetStatName::LocalRateLimit(p) => NetFilterStats::LocalRateLimit(stats.net_local_rate_limit(p)),
+        NetStatName::ConnectionLimit(p) => NetFilterStats::ConnectionLimit(stats.connection_limit(p)),
+    };
+    chain.stat_names().iter().map(by_name).collect()
 }
 
 pub struct Shard {

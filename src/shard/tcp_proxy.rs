@@ -12,6 +12,7 @@ use super::tls::Terminate;
 use crate::access_log::{Captured, Record, ResponseFlags};
 use crate::cluster::breaker::Resource;
 use crate::cluster::pool::{Accounts, ConnSlot, PoolKey, Upstream};
+use crate::filters::network::{Admission, Decision, NewConnection};
 use crate::snapshot::TcpListenerSnap;
 use crate::stats::{ListenerStats, TcpStats, WorkerStats};
 use bytes::BytesMut;
@@ -66,9 +67,33 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
     let _guard = ConnGuard::new(&shard, listener_stats, worker);
     stats.downstream_cx_total.inc();
     let (started, start) = (Instant::now(), SystemTime::now());
-    // One syscall fewer per connection when nothing logs it.
+    // One syscall fewer per connection when nothing logs it or decides on it.
     let logged = !listener.observers.access_logs.is_empty();
-    let local = if logged { stream.local_addr().unwrap_or(peer) } else { peer };
+    let filtered = !listener.net_filters.is_empty();
+    let local = if logged || filtered { stream.local_addr().unwrap_or(peer) } else { peer };
+    let _held = if filtered {
+        let c = NewConnection { peer, local };
+        match listener.net_filters.on_new_connection(&c, &generation.tcp_net_filter_stats[i]) {
+            Admission { decision: Decision::Continue, held } => held,
+            Admission { decision: Decision::Close { delay, flags }, held: _held } => {
+                // Envoy's tcp_proxy logs the connection an earlier filter closed, with its flags.
+                super::conn::refuse(stream, delay).await;
+                let outcome = Outcome { flags, ..Outcome::default() };
+                log(
+                    &shard,
+                    &generation,
+                    listener,
+                    &outcome,
+                    (started, start),
+                    (peer, local),
+                    shard.next_conn_id(),
+                );
+                return;
+            }
+        }
+    } else {
+        Vec::new()
+    };
     let stream = match &listener.tls {
         None => stream,
         Some(tls) => {

@@ -30,6 +30,10 @@ pub enum Scope {
     Fault(String),
     /// A `tcp_proxy`, by `stat_prefix`.
     Tcp(String),
+    /// `local_rate_limit.<stat_prefix>`: a network local rate limit.
+    NetLocalRateLimit(String),
+    /// `connection_limit.<stat_prefix>`: a network connection limit.
+    ConnectionLimit(String),
 }
 
 impl Scope {
@@ -43,6 +47,8 @@ impl Scope {
             Scope::LocalRateLimit(p) => format!("{p}.http_local_rate_limit"),
             Scope::Fault(p) => format!("http.{p}.fault"),
             Scope::Tcp(p) => format!("tcp.{p}"),
+            Scope::NetLocalRateLimit(p) => format!("local_rate_limit.{p}"),
+            Scope::ConnectionLimit(p) => format!("connection_limit.{p}"),
         }
     }
 }
@@ -354,6 +360,21 @@ stat_block! {
 }
 
 stat_block! {
+    /// `local_rate_limit.<stat_prefix>.*`, per network local rate limit `stat_prefix`.
+    NetLocalRateLimitStats {
+        rate_limited: Counter,
+    }
+}
+
+stat_block! {
+    /// `connection_limit.<stat_prefix>.*`, per connection limit `stat_prefix`.
+    ConnectionLimitStats {
+        limited_connections: Counter,
+        active_connections: Gauge,
+    }
+}
+
+stat_block! {
     /// `http.<stat_prefix>.fault.*`, per connection manager with a fault filter.
     FaultStats {
         delays_injected: Counter,
@@ -453,6 +474,8 @@ pub struct ShardStats {
     hosts: RefCell<HashMap<(String, SocketAddr), Rc<HostStats>>>,
     rate_limits: RefCell<HashMap<String, Rc<LocalRateLimitStats>>>,
     faults: RefCell<HashMap<String, Rc<FaultStats>>>,
+    net_rate_limits: RefCell<HashMap<String, Rc<NetLocalRateLimitStats>>>,
+    connection_limits: RefCell<HashMap<String, Rc<ConnectionLimitStats>>>,
     /// `ssl.*` of a listener or cluster scope, and `http.<prefix>.downstream_cx_ssl_*`.
     ssl: RefCell<HashMap<Scope, Rc<SslStats>>>,
     http_ssl: RefCell<HashMap<String, Rc<HttpSslStats>>>,
@@ -483,6 +506,16 @@ impl ShardStats {
 
     pub fn local_rate_limit(&self, stat_prefix: &str) -> Rc<LocalRateLimitStats> {
         self.rate_limits.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
+    }
+
+    /// `local_rate_limit.<stat_prefix>.*` of a network local rate limit.
+    pub fn net_local_rate_limit(&self, stat_prefix: &str) -> Rc<NetLocalRateLimitStats> {
+        self.net_rate_limits.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
+    }
+
+    /// `connection_limit.<stat_prefix>.*`.
+    pub fn connection_limit(&self, stat_prefix: &str) -> Rc<ConnectionLimitStats> {
+        self.connection_limits.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
     }
 
     /// `http.<stat_prefix>.fault.*` of a connection manager.
@@ -546,6 +579,12 @@ impl ShardStats {
         }
         for (prefix, s) in self.faults.borrow().iter() {
             s.dump(&Scope::Fault(prefix.clone()), &mut out);
+        }
+        for (prefix, s) in self.net_rate_limits.borrow().iter() {
+            s.dump(&Scope::NetLocalRateLimit(prefix.clone()), &mut out);
+        }
+        for (prefix, s) in self.connection_limits.borrow().iter() {
+            s.dump(&Scope::ConnectionLimit(prefix.clone()), &mut out);
         }
         for (scope, s) in self.ssl.borrow().iter() {
             s.dump(scope, &mut out);

@@ -133,6 +133,14 @@ fn prometheus_name(e: &Entry) -> (String, Vec<(&'static str, String)>) {
             labels.push(("envoy_tcp_prefix", prefix.clone()));
             format!("envoy_tcp_{metric}")
         }
+        Scope::NetLocalRateLimit(prefix) => {
+            labels.push(("envoy_local_network_ratelimit_prefix", prefix.clone()));
+            format!("envoy_local_rate_limit_{metric}")
+        }
+        Scope::ConnectionLimit(prefix) => {
+            labels.push(("envoy_connection_limit_prefix", prefix.clone()));
+            format!("envoy_connection_limit_{metric}")
+        }
         Scope::Cluster(name) => {
             labels.push(("envoy_cluster_name", name.clone()));
             format!("envoy_cluster_{metric}")

@@ -624,6 +624,44 @@ static_resources:
     )
 }
 
+/// A file `access_log:` block (YAML at column 0) writing `format` and a newline to `path`.
+pub fn file_access_log_yaml(path: &std::path::Path, format: &str) -> String {
+    format!(
+        "access_log:\n  - name: envoy.access_loggers.file\n    typed_config:\n      \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n      path: {}\n      log_format:\n        text_format_source:\n          inline_string: \"{format}\\n\"\n",
+        path.display()
+    )
+}
+
+/// A connection manager as one entry of a chain's `filters` (YAML at column 0): `stat_prefix`,
+/// the lines `extra` (its other fields, at column 0), and one route for every path whose action is
+/// `action` (a flow mapping entry such as `route: { cluster: backend }`).
+pub fn hcm_filter_yaml(stat_prefix: &str, extra: &str, action: &str) -> String {
+    format!(
+        r#"- name: envoy.filters.network.http_connection_manager
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+    stat_prefix: {stat_prefix}
+{extra}    route_config:
+      virtual_hosts:
+        - name: all
+          domains: ["*"]
+          routes:
+            - match: {{ prefix: "/" }}
+              {action}
+    http_filters:
+      - name: envoy.filters.http.router
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"#,
+        extra = indent(extra, 4)
+    )
+}
+
+/// `hcm_filter_yaml` answering every request 200 `served` itself.
+pub fn served_hcm_yaml(stat_prefix: &str, extra: &str) -> String {
+    hcm_filter_yaml(stat_prefix, extra, "direct_response: { status: 200, body: { inline_string: served } }")
+}
+
 /// One v3 listener: `name` on `address` (port 0 = ephemeral) with the given route_config block
 /// (YAML written at column 0, the contents of `route_config:`).
 pub fn listener_yaml(name: &str, address: &str, route_config: &str) -> String {
