@@ -18,7 +18,7 @@ pub mod unenforced;
 
 pub use duration::NEVER;
 pub use error::ConfigError;
-pub use lb::{HashMethod, HashPolicy, HashTable, OutlierDetection};
+pub use lb::{CookieGen, HashCookie, HashMethod, HashPolicy, HashTable, LeastRequest, OutlierDetection};
 pub use model::*;
 
 use std::path::Path;
