@@ -53,17 +53,17 @@ fn counts(addr: SocketAddr, path: &str, n: usize) -> BTreeMap<String, usize> {
 /// `busy` has `want` of them: requests that went to the other host come back at once.
 fn hold_on(addr: SocketAddr, busy: &TestUpstream, want: usize) -> Vec<std::thread::JoinHandle<()>> {
     let mut held = Vec::new();
-    for _ in 0..200 {
+    for _ in 0..100 {
         if busy.count() >= want {
             break;
         }
         let before = busy.count();
-        held.push(std::thread::spawn(move || {
+        let request = std::thread::spawn(move || {
             let _ = Client::connect(addr).get("/slow");
-        }));
-        // Until the request was answered elsewhere or reached the busy host.
-        support::eventually(Duration::from_secs(2), || busy.count() > before || held.len() > 200);
-        std::thread::sleep(Duration::from_millis(20));
+        });
+        // Until it reached the busy host or was answered elsewhere.
+        support::eventually(Duration::from_secs(2), || busy.count() > before || request.is_finished());
+        held.push(request);
     }
     assert!(busy.count() >= want, "could not hold {want} requests on the busy host");
     held
@@ -192,8 +192,9 @@ fn envoys_locality_example_behaves_as_its_readme_says() {
     svc[1].set_healthy(false);
     assert!(wait_checked(admin, &all[..2]), "local-2 never failed its check");
     let seen = spread(addr, "/", 200);
+    // Priority is drawn at random: Binomial(200, 0.7), sd 3.2 % of the requests; ±4 sd.
     let remote1 = percent(&seen, "backend-remote-1");
-    assert!((58.0..=82.0).contains(&remote1), "~70 % to remote-1 expected: {seen:?}");
+    assert!((57.0..=83.0).contains(&remote1), "~70 % to remote-1 expected: {seen:?}");
     assert_eq!(percent(&seen, "backend-remote-1") + percent(&seen, "backend-remote-2"), 100.0, "{seen:?}");
     drop(sk);
 
@@ -206,7 +207,7 @@ fn envoys_locality_example_behaves_as_its_readme_says() {
     assert!(wait_checked(admin, &all), "the replicas' checks never settled");
     let seen = spread(addr, "/", 200);
     let local1 = percent(&seen, "backend-local-1");
-    assert!((18.0..=38.0).contains(&local1), "~28 % to local-1 expected: {seen:?}");
+    assert!((15.0..=41.0).contains(&local1), "~28 % to local-1 expected: {seen:?}");
     let (l2, r1) = (percent(&seen, "backend-local-2"), percent(&seen, "backend-remote-1"));
     assert!((l2 - r1).abs() <= 1.0, "local-2 and remote-1 alternate: {seen:?}");
 
@@ -216,7 +217,7 @@ fn envoys_locality_example_behaves_as_its_readme_says() {
     assert!(wait_checked(admin, &all[5..7]), "priority 1 never failed its checks");
     let seen = spread(addr, "/", 200);
     let local1 = percent(&seen, "backend-local-1");
-    assert!((18.0..=38.0).contains(&local1), "~28 % to local-1 expected: {seen:?}");
+    assert!((15.0..=41.0).contains(&local1), "~28 % to local-1 expected: {seen:?}");
     assert_eq!(local1 + percent(&seen, "backend-remote-2"), 100.0, "{seen:?}");
 }
 

@@ -156,9 +156,9 @@ fn locality_example_with_a_partly_healthy_priority_matches_envoy() {
         return;
     };
     for (who, seen) in [("skiff", &skiff), ("envoy", &envoy)] {
-        // Binomial(200, 0.28): sd 6.3 %... of 200 requests ≈ 3.2 %; ±3 sd.
+        // Binomial(200, 0.28): sd 3.2 % of the requests; ±4 sd.
         let local1 = percent(seen, "backend-local-1");
-        assert!((18.0..=38.0).contains(&local1), "{who}: ~28 % to local-1 expected: {seen:?}");
+        assert!((15.0..=41.0).contains(&local1), "{who}: ~28 % to local-1 expected: {seen:?}");
         let (l2, r1) = (percent(seen, "backend-local-2"), percent(seen, "backend-remote-1"));
         assert!((l2 - r1).abs() <= 1.0, "{who}: local-2 and remote-1 alternate: {seen:?}");
         assert_eq!(percent(seen, "backend-remote-2"), 0.0, "{who}: {seen:?}");
