@@ -292,7 +292,7 @@ impl<'g> Request<'g> {
         obs.bytes_received = scan.payload;
         req_out.extend_from_slice(&buf[head.head_len..body_end]);
         let limits = Limits::of(&hcm.stream_limits, fwd, head);
-        let facts = RequestFacts {
+        let mut facts = RequestFacts {
             keep_alive: head.keep_alive && !self.last_on_connection,
             head_method: head_request,
             http10,
@@ -303,7 +303,6 @@ impl<'g> Request<'g> {
             hash: None,
             set_cookie: Vec::new(),
         };
-        let mut facts = facts;
         if !fwd.hash_policy.is_empty() {
             let policy = self.generation.snap.clusters.get(cluster).map(|c| c.lb_policy);
             let conn = crate::route::hash::Conn {
