@@ -65,6 +65,7 @@ fn front_envoy_loads_with_a_warning_for_the_filter_chains_mapping() {
             port: 8786,
             weight: 1,
             priority: 0,
+            locality: 0,
             health: skiff::config::HealthStatus::Unknown,
             check_port: None,
             check_host: None,

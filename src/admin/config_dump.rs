@@ -792,7 +792,21 @@ fn mirror(p: &MirrorPolicy) -> Value {
 fn hash_policy(h: &HashPolicy) -> Value {
     let mut m = match &h.method {
         HashMethod::Header(name) => json!({ "header": { "header_name": name } }),
-        HashMethod::Cookie(name) => json!({ "cookie": { "name": name } }),
+        HashMethod::Cookie(c) => {
+            let mut cookie = json!({ "name": c.name });
+            if let Some(g) = &c.generate {
+                cookie["ttl"] = format!("{}s", g.max_age).into();
+                if !g.path.is_empty() {
+                    cookie["path"] = g.path.as_str().into();
+                }
+                if !g.attributes.is_empty() {
+                    let attributes: Vec<Value> =
+                        g.attributes.iter().map(|(n, v)| json!({ "name": n, "value": v })).collect();
+                    cookie["attributes"] = attributes.into();
+                }
+            }
+            json!({ "cookie": cookie })
+        }
         HashMethod::SourceIp => json!({ "connection_properties": { "source_ip": true } }),
         HashMethod::QueryParameter(name) => json!({ "query_parameter": { "name": name } }),
     };
@@ -919,10 +933,24 @@ fn cluster(c: &Cluster) -> Value {
     if !c.health_checks.is_empty() {
         m.insert("health_checks".into(), c.health_checks.iter().map(health_check).collect());
     }
+    let mut common_lb = Map::new();
     if c.lb_health.panic_threshold != LbHealth::default().panic_threshold {
+        common_lb.insert("healthy_panic_threshold".into(), json!({ "value": c.lb_health.panic_threshold }));
+    }
+    if c.locality_weighted {
+        common_lb.insert("locality_weighted_lb_config".into(), json!({}));
+    }
+    if !common_lb.is_empty() {
+        m.insert("common_lb_config".into(), Value::Object(common_lb));
+    }
+    if c.least_request != LeastRequest::default() {
+        let lr = c.least_request;
         m.insert(
-            "common_lb_config".into(),
-            json!({ "healthy_panic_threshold": { "value": c.lb_health.panic_threshold } }),
+            "least_request_lb_config".into(),
+            json!({
+                "choice_count": lr.choice_count,
+                "active_request_bias": { "default_value": lr.active_request_bias },
+            }),
         );
     }
     if let Some(n) = c.max_requests_per_connection {
@@ -982,10 +1010,11 @@ fn cluster(c: &Cluster) -> Value {
 }
 
 /// The endpoints as a v3 `load_assignment` (v2 `hosts` become one locality, as Envoy converts
-/// them). The model keeps endpoints flat with their locality's priority; each run of equal
-/// priority becomes one locality, which keeps the order and so loads back to the same list.
+/// them). The model keeps endpoints flat with their locality's index and priority; each run of
+/// equal ones becomes one entry, which keeps the order and so loads back to the same list (the
+/// entries of one locality merge again by their name, as Envoy merges them).
 fn load_assignment(c: &Cluster) -> Value {
-    let mut localities: Vec<(u32, Vec<Value>)> = Vec::new();
+    let mut localities: Vec<(u32, u32, Vec<Value>)> = Vec::new();
     for e in &c.endpoints {
         let mut lb = Map::new();
         lb.insert("endpoint".into(), json!({ "address": socket_address(&e.host, e.port) }));
@@ -1016,14 +1045,42 @@ fn load_assignment(c: &Cluster) -> Value {
             }
         }
         match localities.last_mut() {
-            Some((p, list)) if *p == e.priority => list.push(Value::Object(lb)),
-            _ => localities.push((e.priority, vec![Value::Object(lb)])),
+            Some((p, l, list)) if *p == e.priority && *l == e.locality => list.push(Value::Object(lb)),
+            _ => {
+                // A locality listed without endpoints keeps its place (its index is its order).
+                let next = localities.iter().map(|(_, l, _)| l + 1).max().unwrap_or(0);
+                for l in next..e.locality {
+                    let priority = c.localities.get(l as usize).map_or(0, |l| l.priority);
+                    localities.push((priority, l, Vec::new()));
+                }
+                localities.push((e.priority, e.locality, vec![Value::Object(lb)]))
+            }
         }
+    }
+    let next = localities.iter().map(|(_, l, _)| l + 1).max().unwrap_or(0);
+    for l in next..c.localities.len() as u32 {
+        let priority = c.localities.get(l as usize).map_or(0, |l| l.priority);
+        localities.push((priority, l, Vec::new()));
     }
     let endpoints: Vec<Value> = localities
         .into_iter()
-        .map(|(priority, lb_endpoints)| {
+        .map(|(priority, locality, lb_endpoints)| {
             let mut loc = Map::new();
+            if let Some(l) = c.localities.get(locality as usize) {
+                // Named (even empty) when weighted: Envoy reads no weight from an unnamed entry.
+                if !l.region.is_empty() || !l.zone.is_empty() || !l.sub_zone.is_empty() || l.weight != 0 {
+                    let mut name = Map::new();
+                    for (k, v) in [("region", &l.region), ("zone", &l.zone), ("sub_zone", &l.sub_zone)] {
+                        if !v.is_empty() {
+                            name.insert(k.into(), v.as_str().into());
+                        }
+                    }
+                    loc.insert("locality".into(), Value::Object(name));
+                }
+                if l.weight != 0 {
+                    loc.insert("load_balancing_weight".into(), l.weight.into());
+                }
+            }
             loc.insert("lb_endpoints".into(), lb_endpoints.into());
             if priority != 0 {
                 loc.insert("priority".into(), priority.into());

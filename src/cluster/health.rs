@@ -219,14 +219,28 @@ impl Board {
 pub struct Source {
     pub hosts: Vec<u32>,
     pub schedule: Vec<u32>,
+    /// Every host has the same weight (LEAST_REQUEST then draws `choice_count` hosts).
+    pub equal_weights: bool,
+    /// With locality weighting: the localities to pick among first (built by `cluster::locality`).
+    pub localities: Option<Box<Localities>>,
+}
+
+/// The localities of one level's usable hosts that may take traffic.
+#[derive(Debug, Default)]
+pub struct Localities {
+    /// (locality index, its usable hosts) for each locality with a positive effective weight.
+    pub sources: Vec<(u32, Source)>,
+    /// Indices into `sources`, in smooth weighted round-robin order by effective weight.
+    pub schedule: Vec<u32>,
 }
 
 impl Source {
-    fn of(hosts: Vec<u32>, weights: &[u32]) -> Self {
+    pub(super) fn of(hosts: Vec<u32>, weights: &[u32]) -> Self {
         let w: Vec<u32> = hosts.iter().map(|h| weights.get(*h as usize).copied().unwrap_or(1)).collect();
         let schedule =
             super::schedule::smooth_wrr_schedule(&w).into_iter().map(|i| hosts[i as usize]).collect();
-        Source { hosts, schedule }
+        let equal_weights = w.windows(2).all(|p| p[0] == p[1]);
+        Source { hosts, schedule, equal_weights, localities: None }
     }
 }
 
@@ -323,6 +337,15 @@ impl Plan {
             levels[first].healthy_load += left;
         }
         Plan { levels }
+    }
+
+    /// Lets `weigh` attach localities to each level's healthy and degraded hosts; it is given the
+    /// level's hosts (all, whatever their health) and the ones it draws from.
+    pub fn weigh_localities(&mut self, weigh: impl Fn(&Source, &Source) -> Option<Box<Localities>>) {
+        for l in &mut self.levels {
+            l.healthy.localities = weigh(&l.all, &l.healthy);
+            l.degraded.localities = weigh(&l.all, &l.degraded);
+        }
     }
 
     /// Draws a level by its load (`random` is asked for one number, not when one level takes

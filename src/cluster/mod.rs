@@ -1,10 +1,12 @@
 //! Clusters: the immutable part (endpoints with weights, LB policy, timeouts) built by the control
-//! thread into a snapshot, and the per-shard part (`ShardCluster`: LB cursor and active-request
-//! counts; `pool`: idle upstream connections). Never shared between shards.
+//! thread into a snapshot, and the per-shard part (`ShardCluster`: LB cursors, active-request
+//! counts and LEAST_REQUEST's EDF deadlines; `pool`: idle upstream connections). Never shared
+//! between shards.
 
 pub mod breaker;
 pub mod hash_lb;
 pub mod health;
+pub mod locality;
 pub mod outlier;
 pub mod pending;
 pub mod pool;
@@ -30,6 +32,8 @@ pub struct Resolved {
     pub hosts: Vec<(SocketAddr, u32)>,
     /// (priority, declared health) per host, aligned with `hosts`; missing: 0, UNKNOWN.
     pub levels: Vec<(u32, config::HealthStatus)>,
+    /// Locality index per host (`config::Endpoint::locality`), aligned with `hosts`; missing: 0.
+    pub localities: Vec<u32>,
     pub breaker: Arc<Breaker>,
     /// Active health-check verdicts, aligned with `hosts`; None when the cluster has no checks.
     pub board: Option<Arc<Board>>,
@@ -51,6 +55,12 @@ pub struct ClusterSnap {
     pub weights: Vec<u32>,
     /// Priority and declared health per endpoint, aligned with `endpoints`.
     pub levels: Vec<(u32, config::HealthStatus)>,
+    /// Locality index per endpoint, aligned with `endpoints`.
+    pub localities: Vec<u32>,
+    /// `locality_weighted_lb_config`: weight per locality index (`config::Locality::weight`);
+    /// None: not weighted.
+    pub locality_weights: Option<Vec<u32>>,
+    pub least_request: config::LeastRequest,
     pub lb_health: config::LbHealth,
     /// Which hosts take traffic given declared health (and the board's verdicts when built).
     plan: Plan,
@@ -97,11 +107,23 @@ impl ConnectionLimits {
 
 impl ClusterSnap {
     pub fn new(cluster: &config::Cluster, resolved: Resolved) -> Self {
-        let Resolved { hosts: endpoints, mut levels, breaker, board, detector } = resolved;
+        let Resolved { hosts: endpoints, mut levels, mut localities, breaker, board, detector } = resolved;
         levels.resize(endpoints.len(), (0, config::HealthStatus::Unknown));
+        localities.resize(endpoints.len(), 0);
         let addrs: Vec<SocketAddr> = endpoints.iter().map(|(a, _)| *a).collect();
         let weights: Vec<u32> = endpoints.iter().map(|(_, w)| *w).collect();
-        let plan = plan_of(&levels, &weights, board.as_deref(), cluster.lb_health);
+        // RING_HASH and MAGLEV tables are built from host weights alone (a load warning says so).
+        let locality_weights = (cluster.locality_weighted
+            && !matches!(cluster.lb_policy, LbPolicy::RingHash | LbPolicy::Maglev))
+        .then(|| cluster.localities.iter().map(|l| l.weight).collect::<Vec<u32>>());
+        let hosts = Hosts {
+            levels: &levels,
+            weights: &weights,
+            localities: &localities,
+            locality_weights: locality_weights.as_deref(),
+            lb: cluster.lb_health,
+        };
+        let plan = hosts.plan(board.as_deref());
         let outlier = cluster.outlier_detection.map(|c| Outlier::new(c, detector, &addrs));
         let hash_table = HashTable::build(cluster.lb_policy, &addrs, &weights, &cluster.hash_table);
         ClusterSnap {
@@ -120,6 +142,9 @@ impl ClusterSnap {
             weights,
             endpoints: endpoints.into_iter().map(|(a, _)| a).collect(),
             levels,
+            localities,
+            locality_weights,
+            least_request: cluster.least_request,
             lb_health: cluster.lb_health,
             plan,
             board,
@@ -141,6 +166,8 @@ impl ClusterSnap {
             && self.weights == other.weights
             && self.lb_policy == other.lb_policy
             && self.levels == other.levels
+            && self.localities == other.localities
+            && self.locality_weights == other.locality_weights
             && self.lb_health == other.lb_health
             && match (&self.board, &other.board) {
                 (None, None) => true,
@@ -169,15 +196,44 @@ fn flags_of(levels: &[(u32, config::HealthStatus)], board: Option<&Board>, host:
     }
 }
 
-fn plan_of(
-    levels: &[(u32, config::HealthStatus)],
-    weights: &[u32],
-    board: Option<&Board>,
+/// What a cluster's plan is made from, aligned with its endpoints.
+struct Hosts<'a> {
+    levels: &'a [(u32, config::HealthStatus)],
+    weights: &'a [u32],
+    localities: &'a [u32],
+    locality_weights: Option<&'a [u32]>,
     lb: config::LbHealth,
-) -> Plan {
-    let priority: Vec<u32> = levels.iter().map(|l| l.0).collect();
-    let flags: Vec<Flags> = (0..levels.len()).map(|i| flags_of(levels, board, i)).collect();
-    Plan::new(&priority, &flags, weights, lb)
+}
+
+impl Hosts<'_> {
+    fn of(snap: &ClusterSnap) -> Hosts<'_> {
+        Hosts {
+            levels: &snap.levels,
+            weights: &snap.weights,
+            localities: &snap.localities,
+            locality_weights: snap.locality_weights.as_deref(),
+            lb: snap.lb_health,
+        }
+    }
+
+    fn plan(&self, board: Option<&Board>) -> Plan {
+        let priority: Vec<u32> = self.levels.iter().map(|l| l.0).collect();
+        let flags: Vec<Flags> = (0..self.levels.len()).map(|i| flags_of(self.levels, board, i)).collect();
+        let mut plan = Plan::new(&priority, &flags, self.weights, self.lb);
+        if let Some(weights) = self.locality_weights {
+            let counted =
+                |h: u32| flags.get(h as usize).is_some_and(|f| f.class() != health::Class::Excluded);
+            let layout = locality::Layout {
+                locality_of: self.localities,
+                weights,
+                host_weights: self.weights,
+                counted: &counted,
+                overprovisioning_factor: self.lb.overprovisioning_factor,
+            };
+            plan.weigh_localities(|all, usable| layout.localities(all, usable));
+        }
+        plan
+    }
 }
 
 /// One shard's load-balancing state for one cluster of one snapshot.
@@ -186,6 +242,14 @@ pub struct ShardCluster {
     cursor: Cell<usize>,
     /// Requests in flight per endpoint, for LEAST_REQUEST.
     active: Box<[Cell<u32>]>,
+    /// LEAST_REQUEST with unequal weights: each endpoint's EDF deadline (Envoy's
+    /// `EdfScheduler`); empty for other policies.
+    deadlines: Box<[Cell<f64>]>,
+    /// With locality weighting, per locality index (empty without): the turn in the locality
+    /// schedule of the level whose first usable locality it is (a level steps its own schedule,
+    /// as Envoy's per-priority one), and the round-robin cursor over its hosts.
+    locality_turns: Box<[Cell<usize>]>,
+    locality_cursors: Box<[Cell<usize>]>,
     /// `lb_healthy_panic` is counted here.
     stats: Rc<ClusterStats>,
     /// With active health checks: the plan for the board's version it was built from.
@@ -195,9 +259,20 @@ pub struct ShardCluster {
 impl ShardCluster {
     /// `shard` staggers the round-robin start so shards don't all hit endpoint 0 first.
     pub fn new(snap: &ClusterSnap, shard: usize, stats: Rc<ClusterStats>) -> Self {
+        let deadlines = match snap.lb_policy {
+            // Envoy's scheduler starts every host at 1/weight.
+            LbPolicy::LeastRequest => {
+                snap.weights.iter().map(|w| Cell::new(1.0 / f64::from((*w).max(1)))).collect()
+            }
+            _ => Box::default(),
+        };
+        let localities = snap.locality_weights.as_ref().map_or(0, Vec::len);
         ShardCluster {
             cursor: Cell::new(shard),
             active: (0..snap.endpoints.len()).map(|_| Cell::new(0)).collect(),
+            deadlines,
+            locality_turns: (0..localities).map(|_| Cell::new(shard)).collect(),
+            locality_cursors: (0..localities).map(|_| Cell::new(shard)).collect(),
             stats,
             checked: RefCell::new(None),
         }
@@ -210,7 +285,7 @@ impl ShardCluster {
         match &*slot {
             Some((v, plan)) if *v == version => plan.clone(),
             _ => {
-                let plan = Rc::new(plan_of(&snap.levels, &snap.weights, Some(board), snap.lb_health));
+                let plan = Rc::new(Hosts::of(snap).plan(Some(board)));
                 *slot = Some((version, plan.clone()));
                 plan
             }
@@ -255,16 +330,20 @@ impl ShardCluster {
         if choice.panic {
             self.stats.lb_healthy_panic.inc();
         }
-        let hosts = &choice.source.hosts;
+        let (source, cursor) = match choice.source.localities.as_deref().and_then(|l| self.locality(l)) {
+            None => (choice.source, &self.cursor),
+            Some(picked) => picked,
+        };
+        let hosts = &source.hosts;
         let n = hosts.len() as u64;
         if n == 0 {
             return None;
         }
         let host = match snap.lb_policy {
             LbPolicy::RoundRobin => {
-                let c = self.cursor.get();
-                self.cursor.set(c.wrapping_add(1));
-                let schedule = &choice.source.schedule;
+                let c = cursor.get();
+                cursor.set(c.wrapping_add(1));
+                let schedule = &source.schedule;
                 schedule.get(c % schedule.len().max(1)).copied()
             }
             LbPolicy::Random => hosts.get((rng.next() % n) as usize).copied(),
@@ -278,15 +357,71 @@ impl ShardCluster {
                     None => hosts.get((rng.next() % n) as usize).copied(),
                 }
             }
-            // Power of two choices: as good as a full scan in practice, O(1).
+            LbPolicy::LeastRequest if source.equal_weights => {
+                Some(self.fewest_active(hosts, snap.least_request.choice_count, rng))
+            }
             LbPolicy::LeastRequest => {
-                let a = hosts[(rng.next() % n) as usize] as usize;
-                let b = hosts[(rng.next() % n) as usize] as usize;
-                let load = |i: usize| self.active.get(i).map_or(0, Cell::get);
-                Some(if load(b) < load(a) { b } else { a } as u32)
+                Some(self.earliest(hosts, &snap.weights, snap.least_request.active_request_bias))
             }
         };
         host.map(|h| h as usize)
+    }
+
+    /// The locality this pick draws from (its next turn in the locality schedule) and its cursor.
+    fn locality<'s>(
+        &'s self,
+        localities: &'s health::Localities,
+    ) -> Option<(&'s health::Source, &'s Cell<usize>)> {
+        let (first, _) = localities.sources.first()?;
+        let turns = self.locality_turns.get(*first as usize)?;
+        let turn = turns.get();
+        turns.set(turn.wrapping_add(1));
+        let schedule = &localities.schedule;
+        let at = *schedule.get(turn % schedule.len().max(1))? as usize;
+        let (index, source) = localities.sources.get(at)?;
+        Some((source, self.locality_cursors.get(*index as usize).unwrap_or(&self.cursor)))
+    }
+
+    /// Envoy's unweighted LEAST_REQUEST: `choice_count` hosts drawn at random (with replacement);
+    /// the first drawn of the fewest active requests. Two choices are as good as a full scan in
+    /// practice, and O(1).
+    fn fewest_active(&self, hosts: &[u32], choices: u32, rng: &Rng) -> u32 {
+        let n = hosts.len() as u64;
+        let load = |h: u32| self.active.get(h as usize).map_or(0, Cell::get);
+        let mut best = hosts[(rng.next() % n) as usize];
+        for _ in 1..choices {
+            let h = hosts[(rng.next() % n) as usize];
+            if load(h) < load(best) {
+                best = h;
+            }
+        }
+        best
+    }
+
+    /// Envoy's weighted LEAST_REQUEST: the host of the earliest EDF deadline, which then moves on
+    /// by 1 / (weight / (active + 1)^bias), so a busy host comes round later. A scan of the hosts
+    /// (Envoy keeps a heap): clusters are small, and equal weights never come here.
+    fn earliest(&self, hosts: &[u32], weights: &[u32], bias: f64) -> u32 {
+        let deadline = |h: u32| self.deadlines.get(h as usize).map_or(f64::INFINITY, Cell::get);
+        let mut best = hosts[0];
+        for h in &hosts[1..] {
+            if deadline(*h) < deadline(best) {
+                best = *h;
+            }
+        }
+        let weight = f64::from(weights.get(best as usize).copied().unwrap_or(1).max(1));
+        let active = f64::from(self.active.get(best as usize).map_or(0, Cell::get)) + 1.0;
+        let effective = if bias == 0.0 {
+            weight
+        } else if bias == 1.0 {
+            weight / active
+        } else {
+            weight / active.powf(bias)
+        };
+        if let Some(d) = self.deadlines.get(best as usize) {
+            d.set(d.get() + 1.0 / effective);
+        }
+        best
     }
 
     pub fn begin(&self, endpoint: usize) {

@@ -1387,6 +1387,22 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
         None => None,
     };
     let hash_table = super::lb::hash_table(&p, c.ring_hash_lb_config, c.maglev_lb_config)?;
+    let lb_policy = c.lb_policy.map_or(LbPolicy::RoundRobin, |l| l.0);
+    let least_request = match c.least_request_lb_config {
+        Some(raw) => {
+            let lp = p.key("least_request_lb_config");
+            warn_present!(cx, lp, raw, "cluster.least_request_lb_config", [slow_start_config]);
+            let (lr, bad_bias) = super::lb::least_request(&p, raw)?;
+            if bad_bias {
+                cx.warn(
+                    lp.key("active_request_bias"),
+                    "active_request_bias must be a number at least 0; using 1.0, as Envoy does",
+                );
+            }
+            lr
+        }
+        None => Default::default(),
+    };
     warn_present!(cx, p, c, "cluster", [typed_extension_protocol_options]);
     warn_present!(
         cx,
@@ -1397,7 +1413,6 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
             http_protocol_options,
             upstream_http_protocol_options,
             per_connection_buffer_limit_bytes,
-            least_request_lb_config,
             round_robin_lb_config,
             original_dst_lb_config,
             protocol_selection,
@@ -1450,7 +1465,6 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
             "cluster.common_lb_config",
             [
                 zone_aware_lb_config,
-                locality_weighted_lb_config,
                 update_merge_window,
                 ignore_new_hosts_until_first_hc,
                 close_connections_on_host_set_change,
@@ -1458,7 +1472,18 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
                 override_host_status
             ]
         );
+        if lb.locality_weighted_lb_config.is_some()
+            && matches!(lb_policy, LbPolicy::RingHash | LbPolicy::Maglev)
+        {
+            cx.unenforced(
+                lp.key("locality_weighted_lb_config"),
+                "cluster.common_lb_config.locality_weighted_lb_config",
+            );
+        }
     }
+    let locality_weighted =
+        c.common_lb_config.as_ref().is_some_and(|lb| lb.locality_weighted_lb_config.is_some());
+    let mut localities: Vec<Locality> = Vec::new();
     let policy = c.load_assignment.as_ref().and_then(|la| la.policy.as_ref());
     if let Some(po) = policy {
         let pp = p.key("load_assignment").key("policy");
@@ -1490,6 +1515,10 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
     match (c.hosts, c.load_assignment) {
         (Some(_), Some(_)) => return fail(p, "give either hosts (v2) or load_assignment (v3), not both"),
         (Some(hosts), None) => {
+            // One unnamed locality, as Envoy converts v2 hosts.
+            if !hosts.is_empty() {
+                localities.push(Locality::default());
+            }
             for (i, h) in hosts.into_iter().enumerate() {
                 let hp = p.key("hosts").idx(i);
                 endpoints.push(endpoint(hp.clone(), h, 1, 0)?);
@@ -1514,6 +1543,38 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
                 let locp = lp.key("endpoints").idx(i);
                 reject_present!(locp, loc, [leds_cluster_locality_config], NOT_YET);
                 let priority = loc.priority.unwrap_or(0);
+                if loc.load_balancing_weight == Some(0) {
+                    return fail(
+                        locp.key("load_balancing_weight"),
+                        "load_balancing_weight must be at least 1",
+                    );
+                }
+                let named = loc.locality.is_some();
+                let name = loc.locality.unwrap_or(super::raw::RawLocalityName {
+                    region: None,
+                    zone: None,
+                    sub_zone: None,
+                });
+                let this = Locality {
+                    priority,
+                    region: name.region.unwrap_or_default(),
+                    zone: name.zone.unwrap_or_default(),
+                    sub_zone: name.sub_zone.unwrap_or_default(),
+                    weight: 0,
+                };
+                let same = |l: &Locality| Locality { weight: 0, ..l.clone() } == this;
+                let index = match localities.iter().position(same) {
+                    Some(at) => at,
+                    None => {
+                        localities.push(this);
+                        localities.len() - 1
+                    }
+                };
+                if let (true, Some(w), Some(l)) =
+                    (named, loc.load_balancing_weight, localities.get_mut(index))
+                {
+                    l.weight = w;
+                }
                 for (j, lb) in loc.lb_endpoints.unwrap_or_default().into_iter().enumerate() {
                     let lbp = locp.key("lb_endpoints").idx(j);
                     let weight = lb.load_balancing_weight.unwrap_or(1);
@@ -1528,6 +1589,7 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
                     };
                     let ap = lbp.key("endpoint").key("address");
                     let mut e = endpoint(ap.clone(), ep.address, weight, priority)?;
+                    e.locality = index as u32;
                     e.health = lb.health_status.map_or(HealthStatus::Unknown, |h| h.0);
                     if let Some(hc) = ep.health_check_config {
                         let hp = lbp.key("endpoint").key("health_check_config");
@@ -1649,7 +1711,7 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
         name: c.name,
         discovery,
         connect_timeout,
-        lb_policy: c.lb_policy.map_or(LbPolicy::RoundRobin, |l| l.0),
+        lb_policy,
         dns_refresh_rate,
         dns_lookup_family: c.dns_lookup_family.map_or(DnsLookupFamily::Auto, |f| f.0),
         dns_resolvers,
@@ -1679,6 +1741,9 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
         circuit_breakers,
         outlier_detection,
         hash_table,
+        least_request,
+        localities,
+        locality_weighted,
         lb_health,
         health_checks,
     })
@@ -1714,6 +1779,7 @@ fn endpoint(p: FieldPath, a: RawHostAddress, weight: u32, priority: u32) -> Res<
         port: port.0,
         weight,
         priority,
+        locality: 0,
         health: HealthStatus::Unknown,
         check_port: None,
         check_host: None,

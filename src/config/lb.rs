@@ -1,8 +1,8 @@
-//! A cluster's `outlier_detection`, `ring_hash_lb_config` and `maglev_lb_config`, and a route's
-//! `hash_policy`: their YAML (`Raw*`, unknown fields denied), their typed form with Envoy's
-//! defaults, and the conversion between the two with located errors. Owns what is refused here
-//! (outlier `monitors`, cookie generation); the warnings table and the rest of a cluster or route
-//! are `convert`'s.
+//! A cluster's `outlier_detection`, `ring_hash_lb_config`, `maglev_lb_config` and
+//! `least_request_lb_config`, and a route's `hash_policy`: their YAML (`Raw*`, unknown fields
+//! denied), their typed form with Envoy's defaults, and the conversion between the two with located
+//! errors. Owns what is refused here (outlier `monitors`); the warnings table and the rest of a
+//! cluster or route are `convert`'s.
 
 use super::duration::Dur;
 use super::error::{FieldPath, Finding};
@@ -318,6 +318,64 @@ fn is_prime(n: u64) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
+// LEAST_REQUEST
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a least_request_lb_config mapping")]
+pub struct RawLeastRequest {
+    pub choice_count: Option<u32>,
+    pub active_request_bias: Option<RawRuntimeDouble>,
+    /// Warned about by `convert`.
+    pub slow_start_config: Ign,
+}
+
+/// Envoy's `RuntimeDouble`: skiff has no runtime, so the default is the value.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping like {default_value: 1.0, runtime_key: x}")]
+pub struct RawRuntimeDouble {
+    pub default_value: Option<f64>,
+    /// Read by Envoy's runtime, which skiff has not: the default is the value.
+    #[allow(dead_code)]
+    pub runtime_key: Ign,
+}
+
+/// `least_request_lb_config` with Envoy's defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LeastRequest {
+    /// Hosts drawn (with replacement) per pick when the hosts' weights are equal; at least 2.
+    pub choice_count: u32,
+    /// With unequal weights a host weighs `weight / (active + 1)^bias`.
+    pub active_request_bias: f64,
+}
+
+impl Default for LeastRequest {
+    fn default() -> Self {
+        LeastRequest { choice_count: 2, active_request_bias: 1.0 }
+    }
+}
+
+/// The typed config, and whether `active_request_bias` was unusable (negative or NaN: Envoy logs it
+/// and uses 1.0, and so does skiff, with a load warning from `convert`).
+pub fn least_request(p: &FieldPath, raw: RawLeastRequest) -> Res<(LeastRequest, bool)> {
+    let mut out = LeastRequest::default();
+    if let Some(n) = raw.choice_count {
+        if n < 2 {
+            return fail(
+                p.key("least_request_lb_config").key("choice_count"),
+                format!("choice_count must be at least 2, got {n}"),
+            );
+        }
+        out.choice_count = n;
+    }
+    let bias = raw.active_request_bias.map(|b| b.default_value.unwrap_or(0.0));
+    let bad = bias.is_some_and(|b| b.is_nan() || b < 0.0);
+    if let Some(b) = bias.filter(|_| !bad) {
+        out.active_request_bias = b;
+    }
+    Ok((out, bad))
+}
+
+// ---------------------------------------------------------------------------------------------
 // Route hash_policy
 
 #[derive(Debug, Deserialize)]
@@ -347,7 +405,14 @@ pub struct RawHashCookie {
     pub name: String,
     pub ttl: Option<Dur>,
     pub path: Option<String>,
-    pub attributes: Ign,
+    pub attributes: Option<Vec<RawCookieAttribute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping like {name: SameSite, value: Lax}")]
+pub struct RawCookieAttribute {
+    pub name: String,
+    pub value: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -367,9 +432,28 @@ pub struct RawHashQuery {
 pub enum HashMethod {
     /// A request header, by lower-case name.
     Header(String),
-    Cookie(String),
+    Cookie(HashCookie),
     SourceIp,
     QueryParameter(String),
+}
+
+/// A cookie hash policy: the cookie hashed, and, with `ttl`, the cookie generated when a request
+/// lacks it (Envoy's router adds its `set-cookie` to the response).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashCookie {
+    pub name: String,
+    pub generate: Option<Box<CookieGen>>,
+}
+
+/// What a generated hash cookie says beside its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieGen {
+    /// `Max-Age` in whole seconds (the ttl truncated); 0 writes none (a session cookie).
+    pub max_age: u64,
+    /// `Path`; empty writes none.
+    pub path: String,
+    /// `; name` or `; name=value` each, in order.
+    pub attributes: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -411,23 +495,34 @@ pub fn hash_policies(p: FieldPath, list: Vec<RawHashPolicy>) -> Res<Vec<HashPoli
             HashMethod::Header(hh.header_name.to_ascii_lowercase())
         } else if let Some(c) = h.cookie {
             let cp = hp.key("cookie");
-            if c.ttl.is_some() || c.attributes.is_some() || c.path.is_some() {
-                let field = if c.ttl.is_some() {
-                    "ttl"
-                } else if c.path.is_some() {
-                    "path"
-                } else {
-                    "attributes"
-                };
-                return fail(
-                    cp.key(field),
-                    format!("{field} is not supported: skiff does not generate hash cookies (a cookie policy without ttl hashes an existing cookie)"),
-                );
-            }
             if c.name.is_empty() {
                 return fail(cp.key("name"), "name must not be empty");
             }
-            HashMethod::Cookie(c.name)
+            // They are written into a response header.
+            let text_ok = |t: &str| !t.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0));
+            if !text_ok(&c.name) {
+                return fail(cp.key("name"), "name must not contain CR, LF or NUL");
+            }
+            if !c.path.as_deref().is_none_or(text_ok) {
+                return fail(cp.key("path"), "path must not contain CR, LF or NUL");
+            }
+            let mut attributes = Vec::new();
+            for (k, a) in c.attributes.unwrap_or_default().into_iter().enumerate() {
+                let ap = cp.key("attributes").idx(k);
+                if a.name.is_empty() {
+                    return fail(ap.key("name"), "name must not be empty");
+                }
+                let value = a.value.unwrap_or_default();
+                if !text_ok(&a.name) || !text_ok(&value) {
+                    return fail(ap, "a cookie attribute must not contain CR, LF or NUL");
+                }
+                attributes.push((a.name, value));
+            }
+            // Envoy uses `path` and `attributes` only when it generates the cookie (with `ttl`).
+            let generate = c.ttl.map(|ttl| {
+                Box::new(CookieGen { max_age: ttl.0.as_secs(), path: c.path.unwrap_or_default(), attributes })
+            });
+            HashMethod::Cookie(HashCookie { name: c.name, generate })
         } else if let Some(c) = h.connection_properties {
             if c.source_ip != Some(true) {
                 return fail(hp.key("connection_properties").key("source_ip"), "source_ip must be true");

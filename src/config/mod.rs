@@ -18,7 +18,10 @@ pub mod unenforced;
 
 pub use duration::NEVER;
 pub use error::ConfigError;
-pub use lb::{HashMethod, HashPolicy, HashTable, IntervalDetection, OutlierDetection};
+pub use lb::{
+    CookieGen, HashCookie, HashMethod, HashPolicy, HashTable, IntervalDetection, LeastRequest,
+    OutlierDetection,
+};
 pub use model::*;
 
 use std::path::Path;

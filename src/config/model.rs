@@ -627,12 +627,31 @@ pub struct Cluster {
     pub outlier_detection: Option<super::lb::OutlierDetection>,
     /// `ring_hash_lb_config` / `maglev_lb_config` sizes (read for RING_HASH and MAGLEV).
     pub hash_table: super::lb::HashTable,
+    /// `least_request_lb_config` (read for LEAST_REQUEST).
+    pub least_request: super::lb::LeastRequest,
+    /// The localities of `load_assignment`, indexed by `Endpoint::locality`.
+    pub localities: Vec<Locality>,
+    /// `common_lb_config.locality_weighted_lb_config`: localities share a level's load by weight.
+    pub locality_weighted: bool,
     /// `transport_socket` with `UpstreamTlsContext`; None: plaintext.
     pub tls: Option<super::tls::UpstreamTls>,
     /// `common_lb_config.healthy_panic_threshold` and `load_assignment.policy.overprovisioning_factor`.
     pub lb_health: LbHealth,
     /// `health_checks` (active).
     pub health_checks: Vec<HealthCheck>,
+}
+
+/// A locality of a cluster's `load_assignment`: entries naming the same `locality` at the same
+/// `priority` are one locality, as in Envoy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Locality {
+    pub priority: u32,
+    pub region: String,
+    pub zone: String,
+    pub sub_zone: String,
+    /// `load_balancing_weight` of the last entry that gives `locality` and a weight (Envoy reads
+    /// no weight from an entry without `locality`); 0: none, it takes no weighted traffic.
+    pub weight: u32,
 }
 
 /// How a cluster's load balancer weighs unhealthy hosts (Envoy's defaults: 50 %, 140).
@@ -748,6 +767,8 @@ pub struct Endpoint {
     pub weight: u32,
     /// `priority` of the locality (v3), default 0.
     pub priority: u32,
+    /// Its locality: an index into `Cluster::localities` (0, and no locality, for v2 `hosts`).
+    pub locality: u32,
     /// `health_status`, default UNKNOWN (counted as healthy).
     pub health: HealthStatus,
     /// `endpoint.health_check_config`: the port and `Host` its active checks use instead.

@@ -1333,7 +1333,7 @@ pub struct RawCluster {
     pub http_protocol_options: Ign,
     pub upstream_http_protocol_options: Ign,
     pub per_connection_buffer_limit_bytes: Ign,
-    pub least_request_lb_config: Ign,
+    pub least_request_lb_config: Option<super::lb::RawLeastRequest>,
     pub round_robin_lb_config: Ign,
     pub ring_hash_lb_config: Option<super::lb::RawRingHash>,
     pub maglev_lb_config: Option<super::lb::RawMaglev>,
@@ -1364,11 +1364,21 @@ pub struct RawLoadAssignment {
 pub struct RawLocality {
     pub lb_endpoints: Option<Vec<RawLbEndpoint>>,
     pub priority: Option<u32>,
-    pub locality: Ign,
-    pub load_balancing_weight: Ign,
+    pub locality: Option<RawLocalityName>,
+    /// Read with `common_lb_config.locality_weighted_lb_config`.
+    pub load_balancing_weight: Option<u32>,
     pub proximity: Ign,
     pub metadata: Ign,
     pub leds_cluster_locality_config: Ign,
+}
+
+/// `locality`: where a group of endpoints runs.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping like {region: eu, zone: zone-a}")]
+pub struct RawLocalityName {
+    pub region: Option<String>,
+    pub zone: Option<String>,
+    pub sub_zone: Option<String>,
 }
 
 #[derive(Debug, DeriveDeserialize)]
@@ -1438,9 +1448,10 @@ impl CiEnum for HealthStatus {
 #[serde(deny_unknown_fields, expecting = "a mapping")]
 pub struct RawCommonLb {
     pub healthy_panic_threshold: Option<RawPercent>,
+    /// An empty message: its presence turns locality weighting on.
+    pub locality_weighted_lb_config: Ign,
     // Warned about.
     pub zone_aware_lb_config: Ign,
-    pub locality_weighted_lb_config: Ign,
     pub update_merge_window: Ign,
     pub ignore_new_hosts_until_first_hc: Ign,
     pub close_connections_on_host_set_change: Ign,

@@ -199,14 +199,17 @@ impl ClusterHosts {
     fn endpoints(&self) -> Resolved {
         let mut hosts = Vec::new();
         let mut levels = Vec::new();
+        let mut localities = Vec::new();
         for (e, a) in self.spec.endpoints.iter().zip(&self.answers) {
             for ip in a.iter().flatten() {
                 hosts.push((SocketAddr::new(*ip, e.port), e.weight));
                 levels.push((e.priority, e.health));
+                localities.push(e.locality);
             }
         }
         let board = self.checks.as_ref().map(|c| c.board.clone());
-        Resolved { hosts, levels, breaker: self.breaker.clone(), board, detector: self.detector.clone() }
+        let (breaker, detector) = (self.breaker.clone(), self.detector.clone());
+        Resolved { hosts, levels, localities, breaker, board, detector }
     }
 }
 

@@ -145,7 +145,7 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
                                 &head,
                                 &d.buf,
                                 &mut d.req_out,
-                                (&d.peer_ip, &d.xff_ip),
+                                (&d.peer_ip, &d.xff_ip, (d.peer, d.local)),
                                 &mut d.obs,
                             );
                             Parsed::Request(request, plan)

@@ -18,7 +18,7 @@ use super::upgrade;
 use super::upstream::{self, Exchange, Forwarded, RequestFacts};
 use crate::access_log::ResponseFlags;
 use crate::cluster::outlier::Outcome;
-use crate::config::StreamLimits;
+use crate::config::{LbPolicy, StreamLimits};
 use crate::filters::{FilterStats, Verdict};
 use crate::http::{header_is, RequestHead, Version};
 use crate::route::{Action, Forward, Route, Targets, VirtualHost};
@@ -26,6 +26,7 @@ use crate::snapshot::ListenerSnap;
 use crate::stats::HttpStats;
 use bytes::Buf;
 use std::cell::Cell;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -133,7 +134,7 @@ impl<'g> Request<'g> {
         head: &RequestHead<'_>,
         buf: &[u8],
         req_out: &mut Vec<u8>,
-        (peer_ip, xff_ip): (&str, &str),
+        (peer_ip, xff_ip, (remote, local)): (&str, &str, (SocketAddr, SocketAddr)),
         obs: &mut Observed,
     ) -> Plan<'g> {
         req_out.clear();
@@ -291,7 +292,7 @@ impl<'g> Request<'g> {
         obs.bytes_received = scan.payload;
         req_out.extend_from_slice(&buf[head.head_len..body_end]);
         let limits = Limits::of(&hcm.stream_limits, fwd, head);
-        let facts = RequestFacts {
+        let mut facts = RequestFacts {
             keep_alive: head.keep_alive && !self.last_on_connection,
             head_method: head_request,
             http10,
@@ -299,10 +300,25 @@ impl<'g> Request<'g> {
             body_buffered: scan.complete,
             body_rest: scan.rest,
             upgrade: upgrade.is_some(),
-            hash: (!fwd.hash_policy.is_empty())
-                .then(|| crate::route::hash::request_hash(&fwd.hash_policy, head.headers, head.path, peer_ip))
-                .flatten(),
+            hash: None,
+            set_cookie: Vec::new(),
         };
+        if !fwd.hash_policy.is_empty() {
+            let policy = self.generation.snap.clusters.get(cluster).map(|c| c.lb_policy);
+            let conn = crate::route::hash::Conn {
+                peer_ip,
+                remote,
+                local,
+                generate_cookies: matches!(policy, Some(LbPolicy::RingHash | LbPolicy::Maglev)),
+            };
+            facts.hash = crate::route::hash::request_hash(
+                &fwd.hash_policy,
+                head.headers,
+                head.path,
+                &conn,
+                &mut facts.set_cookie,
+            );
+        }
         Plan::Forward { route, vhost, cluster, facts, limits, consumed: body_end, filters }
     }
 
@@ -337,6 +353,15 @@ impl<'g> Request<'g> {
             Plan::Forward { route, vhost, cluster, facts, limits, consumed, filters } => {
                 d.buf.advance(consumed);
                 let filter_headers = filters.as_ref().map_or(&[][..], |f| &f.response_headers[..]);
+                // A generated hash cookie goes out on the upstream's response, after the filters'
+                // lines (Envoy's router adds it to the response headers).
+                let with_cookie;
+                let filter_headers = if facts.set_cookie.is_empty() {
+                    filter_headers
+                } else {
+                    with_cookie = [filter_headers, &facts.set_cookie].concat();
+                    &with_cookie
+                };
                 self.forward(d, Routed { route, vhost, cluster }, facts, limits, filter_headers).await
             }
         };

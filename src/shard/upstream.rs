@@ -51,6 +51,9 @@ pub(super) struct RequestFacts {
     pub upgrade: bool,
     /// The route's `hash_policy` key, for RING_HASH and MAGLEV clusters.
     pub hash: Option<u64>,
+    /// `set-cookie` lines of hash cookies generated for this request (`route::hash`); empty
+    /// without one (no allocation).
+    pub set_cookie: Vec<u8>,
 }
 
 pub(super) struct Exchange<'a> {
