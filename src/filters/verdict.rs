@@ -4,6 +4,7 @@
 
 use crate::access_log::ResponseFlags;
 use crate::config::Fraction;
+use crate::http::RequestHead;
 use crate::stats::FaultStats;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +34,10 @@ pub struct Verdict<'a> {
     pub request_headers: Vec<u8>,
     /// Header lines to add to the upstream's response.
     pub response_headers: Vec<u8>,
+    /// `reply` is a response the filter wrote itself (Envoy's `encodeHeaders`, as the CORS
+    /// preflight answer), not a local reply (`sendLocalReply`): it has no body or content-type,
+    /// and Envoy's codec writes its `content-length: 0` after `date` and `server`.
+    pub encoded_reply: bool,
     pub(super) fault: Option<ActiveFault<'a>>,
 }
 
@@ -88,6 +93,11 @@ impl Drop for ActiveFault<'_> {
 /// Whether a fraction applies to this request; `roll` is uniformly random.
 pub(super) fn hit(f: Fraction, roll: u64) -> bool {
     f.per_million >= 1_000_000 || (roll % 1_000_000) < u64::from(f.per_million)
+}
+
+/// The first value of the request header `name`.
+pub(super) fn header<'h>(head: &RequestHead<'h>, name: &str) -> Option<&'h [u8]> {
+    head.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
 }
 
 /// Appends one header line.

@@ -43,6 +43,9 @@ pub struct LocalReply {
     pub headers: Vec<u8>,
     /// A circuit breaker refused the request: `x-envoy-overloaded: true`, as Envoy says.
     pub overloaded: bool,
+    /// A filter wrote this response itself rather than as a local reply (the CORS preflight
+    /// answer): Envoy's codec then puts `content-length` after `date` and `server`.
+    pub encoded: bool,
 }
 
 impl LocalReply {
@@ -57,6 +60,7 @@ impl LocalReply {
             http10: false,
             headers: Vec::new(),
             overloaded: false,
+            encoded: false,
         }
     }
 
@@ -245,15 +249,23 @@ pub fn local(out: &mut Vec<u8>, reply: &LocalReply, date: &DateCache, server: &s
     if reply.overloaded {
         header(out, b"x-envoy-overloaded", b"true");
     }
-    out.extend_from_slice(b"content-length: ");
-    push_u64(out, reply.body.len() as u64);
-    out.extend_from_slice(b"\r\n");
+    let length = |out: &mut Vec<u8>| {
+        out.extend_from_slice(b"content-length: ");
+        push_u64(out, reply.body.len() as u64);
+        out.extend_from_slice(b"\r\n");
+    };
+    if !reply.encoded {
+        length(out);
+    }
     if !reply.body.is_empty() {
         header(out, b"content-type", b"text/plain");
     }
     out.extend_from_slice(&reply.headers);
     date.write(out);
     header(out, b"server", server.as_bytes());
+    if reply.encoded {
+        length(out);
+    }
     if reply.close {
         header(out, b"connection", b"close");
     }

@@ -218,6 +218,7 @@ impl<'g> Request<'g> {
         if let Some(r) = filters.as_mut().and_then(|f| f.reply.take()) {
             let mut local = LocalReply::new(r.status, r.body).flagged(r.flag);
             local.headers = r.headers;
+            local.encoded = filters.as_ref().is_some_and(|f| f.encoded_reply);
             // Envoy has resolved the route's cluster by then, and logs it.
             if let Action::Forward(crate::route::Forward { clusters: Targets::Single(c), .. }) = &route.action
             {
@@ -429,6 +430,9 @@ impl<'g> Request<'g> {
             Forwarded::Relayed { .. } | Forwarded::Abort => Continue::Close,
             Forwarded::Reply(mut reply) => {
                 reply.http10 = http10;
+                // Envoy's encoder filters see the router's own replies too (after its attempt
+                // count), as any response.
+                reply.headers.extend_from_slice(filter_headers);
                 let close = reply.close || !keep_alive;
                 match self.reply(d, reply, head_request).await {
                     Continue::KeepAlive if !close => Continue::KeepAlive,
