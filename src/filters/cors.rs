@@ -99,6 +99,7 @@ impl Cors {
         let Some(request_method) = request_method.filter(|_| head.method == "OPTIONS") else {
             if allowed {
                 p.response_headers(origin, &mut v.response_headers);
+                v.response_headers_replace = true;
             }
             return;
         };

@@ -34,6 +34,9 @@ pub struct Verdict<'a> {
     pub request_headers: Vec<u8>,
     /// Header lines to add to the upstream's response.
     pub response_headers: Vec<u8>,
+    /// `response_headers` replace the upstream's headers of the same names where they stand
+    /// (Envoy's `setInline`, as the CORS filter sets its headers); the others are appended.
+    pub response_headers_replace: bool,
     /// `reply` is a response the filter wrote itself (Envoy's `encodeHeaders`, as the CORS
     /// preflight answer), not a local reply (`sendLocalReply`): it has no body or content-type,
     /// and Envoy's codec writes its `content-length: 0` after `date` and `server`.

@@ -338,7 +338,9 @@ impl<'g> Request<'g> {
             Plan::Forward { route, vhost, cluster, facts, limits, consumed, filters } => {
                 d.buf.advance(consumed);
                 let filter_headers = filters.as_ref().map_or(&[][..], |f| &f.response_headers[..]);
-                self.forward(d, Routed { route, vhost, cluster }, facts, limits, filter_headers).await
+                let replace = filters.as_ref().is_some_and(|f| f.response_headers_replace);
+                let routed = Routed { route, vhost, cluster };
+                self.forward(d, routed, facts, limits, (filter_headers, replace)).await
             }
         };
         self.finish(d);
@@ -377,7 +379,7 @@ impl<'g> Request<'g> {
         Routed { route, vhost, cluster }: Routed<'g>,
         facts: RequestFacts,
         limits: Limits,
-        filter_headers: &[u8],
+        (filter_headers, filter_headers_replace): (&[u8], bool),
     ) -> Continue {
         let Action::Forward(fwd) = &route.action else { return Continue::Close };
         let keep_alive = facts.keep_alive;
@@ -409,6 +411,7 @@ impl<'g> Request<'g> {
             server_name: &self.listener.hcm.server_name,
             request_complete: &request_complete,
             filter_headers,
+            filter_headers_replace,
             head_relayed: &head_relayed,
             answer_retriable: &answer_retriable,
             stream_idle: limits.idle,
