@@ -104,11 +104,26 @@ fn what_the_filters_refuse_is_located() {
     }
 }
 
-fn start(filters: &str, routes: &str, up: &TestUpstream) -> (Skiff, std::path::PathBuf) {
-    let log = scratch_dir("cors").join("access.log");
-    let sk =
-        Skiff::start(&cors_support::config(0, 0, &log, up.addr, filters, routes), &["--concurrency", "2"]);
-    (sk, log)
+/// skiff in front of `up` with `filters` and `routes`.
+struct Proxy {
+    sk: Skiff,
+    log: std::path::PathBuf,
+    up: TestUpstream,
+}
+
+impl Proxy {
+    fn start(filters: &str, routes: &str, up: TestUpstream) -> Proxy {
+        let log = scratch_dir("cors").join("access.log");
+        let sk = Skiff::start(
+            &cors_support::config(0, 0, &log, up.addr, filters, routes),
+            &["--concurrency", "2"],
+        );
+        Proxy { sk, log, up }
+    }
+
+    fn run(&self, requests: &[cors_support::Req]) -> cors_support::Run {
+        cors_support::drive(self.sk.listener("main"), self.sk.admin(), &self.log, &self.up, requests)
+    }
 }
 
 /// `shadow_enabled` with the filter off: origins are counted, nothing is added or answered.
@@ -118,18 +133,12 @@ fn cors_shadow_mode_counts_origins_and_changes_nothing() {
     let routes = routes_with_vhost(
         "    cors:\n      allow_origin_string_match: [{ exact: \"http://a.com\" }]\n      filter_enabled: { default_value: { numerator: 0 } }\n      shadow_enabled: { default_value: { numerator: 100 } }\n",
     );
-    let (sk, log) = start(CORS, &routes, &up);
-    let run = cors_support::drive(
-        sk.listener("main"),
-        sk.admin(),
-        &log,
-        &up,
-        &[
-            preflight("/p", "http://a.com", "GET"),
-            req("GET", "/g", &[("origin", "http://a.com")]),
-            req("GET", "/g", &[("origin", "http://b.com")]),
-        ],
-    );
+    let proxy = Proxy::start(CORS, &routes, up);
+    let run = proxy.run(&[
+        preflight("/p", "http://a.com", "GET"),
+        req("GET", "/g", &[("origin", "http://a.com")]),
+        req("GET", "/g", &[("origin", "http://b.com")]),
+    ]);
     assert!(run.responses.iter().flatten().all(|g| g.cors_headers().is_empty()), "{:?}", run.responses);
     assert_eq!(run.upstream.len(), 3, "the preflight is forwarded");
     assert_eq!(run.stat("http.ingress.cors.origin_valid"), 2);
@@ -158,20 +167,14 @@ fn a_connection_manager_csrf_policy_applies_until_a_virtual_host_overrides_it() 
       - match: { prefix: "/" }
         route: { cluster: backend }
 "#;
-    let (sk, log) = start(csrf, routes, &up);
+    let proxy = Proxy::start(csrf, routes, up);
     let mut on_open = req("POST", "/open", &[("origin", "http://evil.com")]);
     on_open.host = "open";
-    let run = cors_support::drive(
-        sk.listener("main"),
-        sk.admin(),
-        &log,
-        &up,
-        &[
-            req("POST", "/x", &[("origin", "http://evil.com")]),
-            req("DELETE", "/x", &[("origin", "https://api.trusted.com")]),
-            on_open,
-        ],
-    );
+    let run = proxy.run(&[
+        req("POST", "/x", &[("origin", "http://evil.com")]),
+        req("DELETE", "/x", &[("origin", "https://api.trusted.com")]),
+        on_open,
+    ]);
     assert_eq!((run.got(0).status(), run.got(0).body.as_str()), (403, "Invalid origin"));
     assert_eq!(run.got(0).header("content-type"), Some("text/plain"));
     assert_eq!((run.got(1).status(), run.got(2).status()), (200, 200));
@@ -197,14 +200,8 @@ fn the_filters_cors_headers_replace_the_upstreams_own() {
     let routes = routes_with_vhost(
         "    cors:\n      allow_origin_string_match: [{ exact: \"http://a.com\" }]\n      expose_headers: x-exp\n      allow_credentials: true\n",
     );
-    let (sk, log) = start(CORS, &routes, &up);
-    let run = cors_support::drive(
-        sk.listener("main"),
-        sk.admin(),
-        &log,
-        &up,
-        &[req("GET", "/", &[("origin", "http://a.com")])],
-    );
+    let proxy = Proxy::start(CORS, &routes, up);
+    let run = proxy.run(&[req("GET", "/", &[("origin", "http://a.com")])]);
     assert_eq!(
         run.got(0).cors_headers(),
         [

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// `support::filters::config` with a second cluster, `dead`, whose endpoint refuses connections.
 pub fn config(
@@ -122,23 +122,7 @@ pub fn drive(
     requests: &[Req],
 ) -> Run {
     let responses = requests.iter().map(|r| exchange(listener, r)).collect();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let log = loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(str::to_string).collect();
-        if lines.len() >= requests.len() || Instant::now() > deadline {
-            break lines;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stats = crate::support::admin_request(admin, "GET", "/stats")
-        .1
-        .lines()
-        .filter_map(|l| {
-            let (name, value) = l.split_once(": ")?;
-            Some((name.to_string(), value.trim().parse().ok()?))
-        })
-        .collect();
+    let (log, stats) = filters::log_and_stats(admin, log, requests.len());
     Run { responses, upstream: up.requests(), log, stats }
 }
 
