@@ -216,6 +216,16 @@ fn cors_policy_fields_and_the_route_and_virtual_host_cors_fields() {
         req("GET", "/direct", &[("origin", "http://a.com")]),
         preflight("/rc", "http://a.com", "PUT"),
         preflight("/rc", "http://b.com", "DELETE"),
+        // A repeated origin is one value joined by ",": no exact match, a prefix match.
+        req(
+            "OPTIONS",
+            "/x",
+            &[
+                ("origin", "http://prefix.com"),
+                ("origin", "http://a.com"),
+                ("access-control-request-method", "GET"),
+            ],
+        ),
     ];
     let Some((e, k)) = both("cors_policy_fields", CORS_FILTER, routes, &requests) else { return };
     assert_same(&e, &k);
@@ -238,6 +248,7 @@ fn cors_policy_fields_and_the_route_and_virtual_host_cors_fields() {
     assert_eq!(k.got(5).header("access-control-allow-origin"), None);
     assert_eq!(k.got(5).header("access-control-allow-methods"), Some("PUT"));
     assert_eq!(k.got(6).header("access-control-allow-methods"), Some("DELETE"));
+    assert_eq!(k.got(7).header("access-control-allow-origin"), Some("http://prefix.com,http://a.com"));
 }
 
 /// Envoy's `csrf/samesite/envoy.yaml`: the connection manager's csrf filter is off (0 %), the

@@ -6,7 +6,7 @@
 //! sends the preflight answer and writes the response headers.
 
 use super::string_match::StringMatch;
-use super::verdict::{header, hit, push_header, FilterReply, Verdict};
+use super::verdict::{header, hit, joined_header, push_header, FilterReply, Verdict};
 use crate::access_log::ResponseFlags;
 use crate::config::{CorsPolicy, Fraction, PerFilterConfig, RouteAction, RouteConfig};
 use crate::http::RequestHead;
@@ -84,7 +84,8 @@ impl Cors {
         if !enabled && !shadow {
             return;
         }
-        let Some(origin) = header(head, "origin").filter(|o| !o.is_empty()) else { return };
+        let Some(origin) = joined_header(head, "origin").filter(|o| !o.is_empty()) else { return };
+        let origin = &*origin;
         // Envoy tries each matcher against "*" too: a matcher of "*" allows every origin.
         let allowed = p.allow_origins.iter().any(|m| m.matches(b"*") || m.matches(origin));
         if allowed {

@@ -4,12 +4,13 @@
 //! owner sends the reply.
 
 use super::string_match::StringMatch;
-use super::verdict::{header, hit, FilterReply, Verdict};
+use super::verdict::{hit, joined_header, FilterReply, Verdict};
 use crate::access_log::ResponseFlags;
 use crate::config::{self, Fraction};
 use crate::http::RequestHead;
 use crate::route::BuildError;
 use crate::stats::CsrfStats;
+use std::borrow::Cow;
 
 /// One `CsrfPolicy`, compiled.
 #[derive(Debug)]
@@ -53,6 +54,7 @@ impl Csrf {
         match source_origin(head) {
             None => stats.missing_source_origin.inc(),
             Some(source) => {
+                let source = &*source;
                 let target = head.host.map(|h| host_and_port(h.as_bytes()));
                 if target == Some(source) || self.additional_origins.iter().any(|m| m.matches(source)) {
                     stats.request_valid.inc();
@@ -75,11 +77,15 @@ impl Csrf {
 
 /// The host and port of `origin`, else of `referer`; None when neither says. Envoy 1.40 takes
 /// `origin: null` (an opaque origin) as no source origin at all, without looking at `referer`.
-fn source_origin<'h>(head: &RequestHead<'h>) -> Option<&'h [u8]> {
-    match header(head, "origin").filter(|o| !o.is_empty()) {
-        Some(b"null") => None,
-        Some(origin) => Some(host_and_port(origin)),
-        None => header(head, "referer").filter(|r| !r.is_empty()).map(host_and_port),
+fn source_origin<'h>(head: &RequestHead<'h>) -> Option<Cow<'h, [u8]>> {
+    let of = |value: Cow<'h, [u8]>| match value {
+        Cow::Borrowed(v) => Cow::Borrowed(host_and_port(v)),
+        Cow::Owned(v) => Cow::Owned(host_and_port(&v).to_vec()),
+    };
+    match joined_header(head, "origin").filter(|o| !o.is_empty()) {
+        Some(origin) if *origin == *b"null" => None,
+        Some(origin) => Some(of(origin)),
+        None => joined_header(head, "referer").filter(|r| !r.is_empty()).map(of),
     }
 }
 

@@ -6,6 +6,7 @@ use crate::access_log::ResponseFlags;
 use crate::config::Fraction;
 use crate::http::RequestHead;
 use crate::stats::FaultStats;
+use std::borrow::Cow;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -101,6 +102,20 @@ pub(super) fn hit(f: Fraction, roll: u64) -> bool {
 /// The first value of the request header `name`.
 pub(super) fn header<'h>(head: &RequestHead<'h>, name: &str) -> Option<&'h [u8]> {
     head.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+}
+
+/// The request header `name` as Envoy keeps an inline header (`origin`, `referer`): its repeated
+/// lines joined by `,`. Borrowed unless it is repeated.
+pub(super) fn joined_header<'h>(head: &RequestHead<'h>, name: &str) -> Option<Cow<'h, [u8]>> {
+    let mut lines = head.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name));
+    let first = lines.next()?.value;
+    let mut joined = Cow::Borrowed(first);
+    for more in lines {
+        let out = joined.to_mut();
+        out.push(b',');
+        out.extend_from_slice(more.value);
+    }
+    Some(joined)
 }
 
 /// Appends one header line.
