@@ -211,3 +211,52 @@ fn the_filters_cors_headers_replace_the_upstreams_own() {
         ]
     );
 }
+
+/// `/config_dump` writes the filters, their per-route policies and the `cors` fields so that the
+/// dump loads back into the same model (every field, `ignore_case` and unset ones included).
+#[test]
+fn cors_and_csrf_configs_survive_the_config_dump() {
+    let filters = "- name: envoy.filters.http.cors\n  typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors }\n- name: my-csrf\n  typed_config:\n    \"@type\": type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy\n    filter_enabled: { default_value: { numerator: 5, denominator: TEN_THOUSAND } }\n    additional_origins: [{ contains: trusted, ignore_case: true }]\n";
+    let routes = r#"virtual_hosts:
+  - name: all
+    domains: ["*"]
+    cors:
+      allow_origin_string_match: [{ exact: "http://a.com" }, { suffix: ".io", ignore_case: true }]
+      allow_methods: GET
+      allow_headers: "*"
+      expose_headers: x-exp
+      max_age: "60"
+      allow_credentials: false
+      allow_private_network_access: true
+      filter_enabled: { default_value: { numerator: 50 } }
+      shadow_enabled: { default_value: { numerator: 100 } }
+    typed_per_filter_config:
+      my-csrf:
+        "@type": type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy
+        filter_enabled: { default_value: { numerator: 100 } }
+    routes:
+      - match: { prefix: "/r" }
+        route:
+          cluster: backend
+          cors: { allow_origin_string_match: [{ safe_regex: { regex: ".*" } }], forward_not_matching_preflights: false }
+        typed_per_filter_config:
+          envoy.filters.http.cors:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy
+            allow_methods: PUT
+      - match: { prefix: "/" }
+        route: { cluster: backend }
+"#;
+    let loaded = skiff::config::load_str(&config(filters, routes), "cors.yaml").expect("loads").bootstrap;
+    let dump = skiff::admin::config_dump::render_bootstrap(&loaded);
+    let bootstrap = dump["configs"]
+        .as_array()
+        .and_then(|c| {
+            c.iter().find(|c| c["@type"].as_str().is_some_and(|t| t.ends_with("BootstrapConfigDump")))
+        })
+        .map(|c| &c["bootstrap"])
+        .expect("a BootstrapConfigDump");
+    let text = serde_json::to_string_pretty(bootstrap).expect("json");
+    let again =
+        skiff::config::load_str(&text, "dump.json").unwrap_or_else(|e| panic!("{e}\n{text}")).bootstrap;
+    assert_eq!(again, loaded, "{text}");
+}

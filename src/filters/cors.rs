@@ -6,7 +6,7 @@
 //! sends the preflight answer and writes the response headers.
 
 use super::string_match::StringMatch;
-use super::verdict::{header, hit, joined_header, push_header, FilterReply, Verdict};
+use super::verdict::{draw, header, joined_header, push_header, FilterReply, Verdict};
 use crate::access_log::ResponseFlags;
 use crate::config::{CorsPolicy, Fraction, PerFilterConfig, RouteAction, RouteConfig};
 use crate::http::RequestHead;
@@ -79,8 +79,8 @@ impl Cors {
         v: &mut Verdict<'_>,
     ) {
         let Some(Some(p)) = self.routes.get(route.id) else { return };
-        let enabled = p.enabled.is_none_or(|f| hit(f, roll()));
-        let shadow = p.shadow.is_some_and(|f| hit(f, roll()));
+        let enabled = p.enabled.is_none_or(|f| draw(f, roll));
+        let shadow = p.shadow.is_some_and(|f| draw(f, roll));
         if !enabled && !shadow {
             return;
         }

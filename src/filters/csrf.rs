@@ -4,7 +4,7 @@
 //! owner sends the reply.
 
 use super::string_match::StringMatch;
-use super::verdict::{hit, joined_header, FilterReply, Verdict};
+use super::verdict::{draw, joined_header, FilterReply, Verdict};
 use crate::access_log::ResponseFlags;
 use crate::config::{self, Fraction};
 use crate::http::RequestHead;
@@ -43,12 +43,13 @@ impl Csrf {
         roll: &mut dyn FnMut() -> u64,
         v: &mut Verdict<'_>,
     ) {
-        let enabled = hit(self.enabled, roll());
-        let shadow = hit(self.shadow, roll());
-        if !enabled && !shadow {
+        // Envoy asks the fractions first; the method first costs a GET no random draw.
+        if !matches!(head.method, "POST" | "PUT" | "DELETE" | "PATCH") {
             return;
         }
-        if !matches!(head.method, "POST" | "PUT" | "DELETE" | "PATCH") {
+        let enabled = draw(self.enabled, roll);
+        let shadow = draw(self.shadow, roll);
+        if !enabled && !shadow {
             return;
         }
         match source_origin(head) {

@@ -99,6 +99,16 @@ pub(super) fn hit(f: Fraction, roll: u64) -> bool {
     f.per_million >= 1_000_000 || (roll % 1_000_000) < u64::from(f.per_million)
 }
 
+/// `hit`, drawing a random number only for a fraction strictly between 0 and 100 % (the cost of
+/// a filter that is simply on or off).
+pub(super) fn draw(f: Fraction, roll: &mut dyn FnMut() -> u64) -> bool {
+    match f.per_million {
+        0 => false,
+        p if p >= 1_000_000 => true,
+        _ => hit(f, roll()),
+    }
+}
+
 /// The first value of the request header `name`.
 pub(super) fn header<'h>(head: &RequestHead<'h>, name: &str) -> Option<&'h [u8]> {
     head.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
