@@ -263,11 +263,11 @@ pub fn local(out: &mut Vec<u8>, reply: &LocalReply, date: &DateCache, server: &s
     out.extend_from_slice(&reply.headers);
     date.write(out);
     header(out, b"server", server.as_bytes());
-    if reply.encoded {
-        length(out);
-    }
     if reply.close {
         header(out, b"connection", b"close");
+    }
+    if reply.encoded {
+        length(out);
     }
     out.extend_from_slice(b"\r\n");
     if !head_request {
@@ -314,6 +314,30 @@ mod tests {
         assert!(s.contains("content-length: 19\r\n"));
         assert!(s.contains("\r\ndate: ") && s.contains(" GMT\r\n"), "{s}");
         assert!(s.ends_with("\r\n\r\nno healthy upstream"));
+    }
+
+    /// As Envoy's codec writes a response a filter encoded itself (the CORS preflight answer).
+    #[test]
+    fn an_encoded_reply_has_its_length_last_and_no_type() {
+        let mut reply = LocalReply::new(200, b"").closing();
+        reply.encoded = true;
+        reply.headers = b"access-control-allow-origin: http://a.com\r\n".to_vec();
+        let mut out = Vec::new();
+        local(&mut out, &reply, &DateCache::default(), "envoy", false);
+        let s = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = s.split("\r\n").filter(|l| !l.starts_with("date: ")).collect();
+        assert_eq!(
+            lines,
+            [
+                "HTTP/1.1 200 OK",
+                "access-control-allow-origin: http://a.com",
+                "server: envoy",
+                "connection: close",
+                "content-length: 0",
+                "",
+                ""
+            ]
+        );
     }
 
     #[test]
