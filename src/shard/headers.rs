@@ -262,17 +262,10 @@ pub(super) fn write_response_head(
     reply::status_line(out, head.status, rw.http10);
     let any_edits = rw.edits.iter().any(|e| !e.is_empty());
     let has_connection = head.headers.iter().any(|h| header_is(h.name, "connection"));
-    for (i, h) in head.headers.iter().enumerate() {
+    // The filter lines written in place of an upstream header (only with `filter_replace`).
+    let mut placed: Vec<&str> = Vec::new();
+    for h in head.headers {
         let name = h.name;
-        if rw.filter_replace {
-            if let Some(value) = header_line_value(rw.filter_headers, name) {
-                // One line in place of the upstream's first; its repeats go.
-                if !head.headers[..i].iter().any(|e| e.name.eq_ignore_ascii_case(name)) {
-                    reply::header(out, name.as_bytes(), value);
-                }
-                continue;
-            }
-        }
         let upgrade_line = rw.switching && (header_is(name, "upgrade") || header_is(name, "connection"));
         if !upgrade_line && (dropped_response_header(name) || (has_connection && head.connection_lists(name)))
         {
@@ -283,6 +276,16 @@ pub(super) fn write_response_head(
         }
         if any_edits && rw.edits.iter().any(|e| e.drops(name)) {
             continue;
+        }
+        if rw.filter_replace {
+            if let Some(value) = header_line_value(rw.filter_headers, name) {
+                // One line in place of the upstream's first; its repeats go.
+                if !placed.iter().any(|p| p.eq_ignore_ascii_case(name)) {
+                    reply::header(out, name.as_bytes(), value);
+                    placed.push(name);
+                }
+                continue;
+            }
         }
         reply::header(out, name.as_bytes(), h.value);
     }
@@ -312,7 +315,7 @@ pub(super) fn write_response_head(
     if rw.filter_replace {
         for line in rw.filter_headers.split_inclusive(|b| *b == b'\n') {
             let name = line.split(|b| *b == b':').next().unwrap_or_default();
-            if !head.headers.iter().any(|h| h.name.as_bytes().eq_ignore_ascii_case(name)) {
+            if !placed.iter().any(|p| p.as_bytes().eq_ignore_ascii_case(name)) {
                 out.extend_from_slice(line);
             }
         }
