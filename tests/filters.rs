@@ -84,14 +84,14 @@ fn a_per_route_config_of_another_filter_is_warned_about_and_not_run() {
       - match: { prefix: "/" }
         route: { cluster: backend }
         typed_per_filter_config:
-          envoy.filters.http.cors:
-            "@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy
+          envoy.filters.http.lua:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute
 "#;
     let log = scratch_dir("filters-warn").join("a.log");
     let yaml = filters::config(0, 0, &log, "127.0.0.1:9".parse().unwrap(), "", routes);
     let (ok, out) = validate(&yaml);
     assert!(ok, "{out}");
-    assert!(out.contains("typed_per_filter_config.envoy.filters.http.cors: typed_per_filter_config is accepted but ignored (only the local_ratelimit and fault"), "{out}");
+    assert!(out.contains("typed_per_filter_config.envoy.filters.http.lua: typed_per_filter_config is accepted but ignored (only the local_ratelimit, fault, cors and csrf"), "{out}");
 }
 
 fn start(filter: &str) -> (Skiff, TestUpstream, std::path::PathBuf) {

@@ -34,6 +34,9 @@ const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v
 const LOCAL_RATELIMIT: &str =
     "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
 const FAULT: &str = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
+const CORS: &str = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors";
+const CORS_POLICY: &str = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy";
+const CSRF: &str = "type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy";
 const FILE_LOG: &str = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog";
 const STDOUT_LOG: &str = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
 const STDERR_LOG: &str = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog";
@@ -328,6 +331,10 @@ fn hcm(h: &HttpConnectionManager) -> Value {
             HttpFilter::Fault { name, config } => {
                 json!({ "name": name, "typed_config": filter_config(&PerFilterConfig::Fault(config.clone())) })
             }
+            HttpFilter::Cors { name } => json!({ "name": name, "typed_config": { "@type": CORS } }),
+            HttpFilter::Csrf { name, config } => {
+                json!({ "name": name, "typed_config": filter_config(&PerFilterConfig::Csrf(config.clone())) })
+            }
         })
         .collect();
     m.insert("http_filters".into(), filters.into());
@@ -448,17 +455,8 @@ fn header_options(list: &[HeaderValueOption]) -> Value {
         .collect()
 }
 
-/// A local rate limit or fault config as its v3 proto's JSON (header matchers by name only).
+/// An HTTP filter's config as its v3 proto's JSON (header matchers by name only).
 fn filter_config(c: &PerFilterConfig) -> Value {
-    // Over the denominator it was written with, so a header-given percentage means the same.
-    let fraction = |f: Fraction| {
-        let denominator = match f.unit {
-            100 => "TEN_THOUSAND",
-            1 => "MILLION",
-            _ => "HUNDRED",
-        };
-        json!({ "numerator": f.per_million / f.unit.max(1), "denominator": denominator })
-    };
     match c {
         PerFilterConfig::LocalRateLimit(l) => {
             let mut m = Map::new();
@@ -519,7 +517,84 @@ fn filter_config(c: &PerFilterConfig) -> Value {
             }
             Value::Object(m)
         }
+        PerFilterConfig::Cors(p) => {
+            let mut m = cors_policy(p);
+            m.insert("@type".into(), CORS_POLICY.into());
+            Value::Object(m)
+        }
+        PerFilterConfig::Csrf(c) => {
+            let mut m = Map::new();
+            m.insert("@type".into(), CSRF.into());
+            m.insert("filter_enabled".into(), json!({ "default_value": fraction(c.filter_enabled) }));
+            m.insert("shadow_enabled".into(), json!({ "default_value": fraction(c.shadow_enabled) }));
+            if !c.additional_origins.is_empty() {
+                m.insert(
+                    "additional_origins".into(),
+                    c.additional_origins.iter().map(string_matcher).collect(),
+                );
+            }
+            Value::Object(m)
+        }
     }
+}
+
+/// A `FractionalPercent` over the denominator it was written with, so a header-given percentage
+/// means the same.
+fn fraction(f: Fraction) -> Value {
+    let denominator = match f.unit {
+        100 => "TEN_THOUSAND",
+        1 => "MILLION",
+        _ => "HUNDRED",
+    };
+    json!({ "numerator": f.per_million / f.unit.max(1), "denominator": denominator })
+}
+
+/// A CORS policy's fields (a route's or virtual host's `cors`, or the filter's per-route one).
+fn cors_policy(p: &CorsPolicy) -> Map<String, Value> {
+    let mut m = Map::new();
+    if !p.allow_origins.is_empty() {
+        m.insert("allow_origin_string_match".into(), p.allow_origins.iter().map(string_matcher).collect());
+    }
+    for (key, text) in [
+        ("allow_methods", &p.allow_methods),
+        ("allow_headers", &p.allow_headers),
+        ("expose_headers", &p.expose_headers),
+        ("max_age", &p.max_age),
+    ] {
+        if !text.is_empty() {
+            m.insert(key.into(), text.as_str().into());
+        }
+    }
+    for (key, flag) in [
+        ("allow_credentials", p.allow_credentials),
+        ("allow_private_network_access", p.allow_private_network_access),
+        ("forward_not_matching_preflights", p.forward_not_matching_preflights),
+    ] {
+        if let Some(b) = flag {
+            m.insert(key.into(), b.into());
+        }
+    }
+    for (key, f) in [("filter_enabled", p.filter_enabled), ("shadow_enabled", p.shadow_enabled)] {
+        if let Some(f) = f {
+            m.insert(key.into(), json!({ "default_value": fraction(f) }));
+        }
+    }
+    m
+}
+
+fn string_matcher(s: &StringMatcher) -> Value {
+    let mut m = Map::new();
+    match &s.rule {
+        StringRule::Exact(v) => m.insert("exact".into(), v.as_str().into()),
+        StringRule::Prefix(v) => m.insert("prefix".into(), v.as_str().into()),
+        StringRule::Suffix(v) => m.insert("suffix".into(), v.as_str().into()),
+        StringRule::Contains(v) => m.insert("contains".into(), v.as_str().into()),
+        StringRule::SafeRegex(v) => m.insert("safe_regex".into(), json!({ "regex": v })),
+    };
+    if s.ignore_case {
+        m.insert("ignore_case".into(), true.into());
+    }
+    Value::Object(m)
 }
 
 /// A route's or virtual host's `typed_per_filter_config` (the entries skiff enforces).
@@ -579,6 +654,9 @@ fn virtual_host(v: &VirtualHost) -> Value {
     // carry it and the virtual host need not.
     m.insert("routes".into(), v.routes.iter().map(route).collect());
     per_filter_configs(&mut m, &v.filter_configs);
+    if let Some(c) = &v.cors {
+        m.insert("cors".into(), Value::Object(cors_policy(c)));
+    }
     if v.attempt_count.upstream {
         m.insert("include_request_attempt_count".into(), true.into());
     }
@@ -677,6 +755,9 @@ fn header_matcher(h: &HeaderMatcher) -> Value {
 fn forward(f: &ForwardAction) -> Value {
     let mut m = Map::new();
     cluster_specifier(&mut m, &f.cluster);
+    if let Some(c) = &f.cors {
+        m.insert("cors".into(), Value::Object(cors_policy(c)));
+    }
     if !f.upgrades.is_empty() {
         m.insert("upgrade_configs".into(), upgrades(&f.upgrades));
     }

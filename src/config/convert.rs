@@ -2,6 +2,7 @@
 //! what can only be checked with the whole file in view (names, references, regexes), and judges
 //! the fields skiff accepts without implementing: ignored, warned about, or rejected.
 
+use super::convert_cors::cors_policy;
 use super::convert_filters::{filter_config, per_filter_config, Kind};
 use super::convert_health;
 use super::duration::{fmt_secs, zero_is_never};
@@ -709,6 +710,14 @@ fn hcm(
                     HttpFilter::LocalRateLimit { name: f.name, config }
                 }
                 PerFilterConfig::Fault(config) => HttpFilter::Fault { name: f.name, config },
+                PerFilterConfig::Cors(_) if kind == Kind::CorsPolicy => {
+                    return fail(
+                        fpi.key("typed_config").key("@type"),
+                        "the cors filter's typed_config is a type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors (a CorsPolicy goes in typed_per_filter_config)",
+                    );
+                }
+                PerFilterConfig::Cors(_) => HttpFilter::Cors { name: f.name },
+                PerFilterConfig::Csrf(config) => HttpFilter::Csrf { name: f.name, config },
             });
             continue;
         }
@@ -732,7 +741,7 @@ fn hcm(
                 };
                 return fail(
                     fpi.key("name"),
-                    format!("{what} is not supported (only envoy.filters.http.router, envoy.filters.http.local_ratelimit and envoy.filters.http.fault; mark it is_optional: true to skip it)"),
+                    format!("{what} is not supported (only envoy.filters.http.router, envoy.filters.http.local_ratelimit, envoy.filters.http.fault, envoy.filters.http.cors and envoy.filters.http.csrf; mark it is_optional: true to skip it)"),
                 );
             }
         }
@@ -873,14 +882,7 @@ fn vhost(cx: &mut Cx, p: FieldPath, v: RawVhost, seen: &mut HashSet<String>) -> 
         p,
         v,
         "virtual_host",
-        [
-            cors,
-            rate_limits,
-            per_filter_config,
-            hedge_policy,
-            virtual_clusters,
-            per_request_buffer_limit_bytes
-        ]
+        [rate_limits, per_filter_config, hedge_policy, virtual_clusters, per_request_buffer_limit_bytes]
     );
     let (filter_configs, others) = filter_configs(&p, v.typed_per_filter_config)?;
     for other in others {
@@ -926,6 +928,7 @@ fn vhost(cx: &mut Cx, p: FieldPath, v: RawVhost, seen: &mut HashSet<String>) -> 
         response_headers_to_add: headers_to_add(p.key("response_headers_to_add"), v.response_headers_to_add)?,
         response_headers_to_remove: lower_all(v.response_headers_to_remove),
         filter_configs,
+        cors: v.cors.map(|c| cors_policy(&p.key("cors"), c)).transpose()?,
         attempt_count: AttemptCount {
             upstream: v.include_request_attempt_count.unwrap_or(false),
             client: v.include_attempt_count_in_response.unwrap_or(false),
@@ -1073,7 +1076,6 @@ fn forward(
         a,
         "route.route",
         [
-            cors,
             rate_limits,
             hedge_policy,
             metadata_match,
@@ -1140,6 +1142,7 @@ fn forward(
         idle_timeout: a.idle_timeout.map(|d| off_if_zero(d.0)),
         mirrors: mirrors(cx, &p, a.request_mirror_policy, a.request_mirror_policies)?,
         cluster_not_found,
+        cors: a.cors.map(|c| cors_policy(&p.key("cors"), c)).transpose()?,
         max_stream_duration: a.max_stream_duration.map_or(RouteStreamDuration::default(), |m| {
             RouteStreamDuration {
                 max: m.max_stream_duration.map(|d| off_if_zero(d.0)),

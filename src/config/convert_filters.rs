@@ -8,11 +8,15 @@
 // `deny_unknown_fields` accepts them.
 #![allow(dead_code)]
 
+use super::convert_cors::{
+    cors_filter, cors_policy, csrf, CORS_NAME, CORS_POLICY_TYPE, CORS_TYPE, CSRF_NAME, CSRF_TYPE,
+};
 use super::duration::Dur;
-use super::error::{FieldPath, Finding};
-use super::fields::{fail, header_matcher, headers_to_add, Res};
+use super::error::FieldPath;
+use super::fields::{fail, fraction, header_matcher, headers_to_add, RawFraction, RawRuntimeFraction, Res};
+pub(super) use super::fields::{fraction_of, read};
 use super::model::{
-    Fault, FaultAbort, FaultAbortSource, FaultDelay, FaultDelaySource, Fraction, LocalRateLimit,
+    CorsPolicy, Fault, FaultAbort, FaultAbortSource, FaultDelay, FaultDelaySource, LocalRateLimit,
     PerFilterConfig, TokenBucket,
 };
 use super::raw::{Ign, RawFilterTypedConfig, RawHeaderMatcher, RawHeaderValueOption, RawTokenBucket};
@@ -34,6 +38,11 @@ const FILTER_CONFIG_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.Filt
 pub(super) enum Kind {
     LocalRateLimit,
     Fault,
+    /// The cors filter's own (empty) `Cors` config.
+    Cors,
+    /// The cors filter's per-route `CorsPolicy`.
+    CorsPolicy,
+    Csrf,
 }
 
 impl Kind {
@@ -42,9 +51,14 @@ impl Kind {
         match type_url {
             Some(LOCAL_RATELIMIT_TYPE) => Some(Kind::LocalRateLimit),
             Some(url) if FAULT_TYPES.contains(&url) => Some(Kind::Fault),
+            Some(CORS_TYPE) => Some(Kind::Cors),
+            Some(CORS_POLICY_TYPE) => Some(Kind::CorsPolicy),
+            Some(CSRF_TYPE) => Some(Kind::Csrf),
             Some(_) => None,
             None if name == LOCAL_RATELIMIT_NAME => Some(Kind::LocalRateLimit),
             None if FAULT_NAMES.contains(&name) => Some(Kind::Fault),
+            None if name == CORS_NAME => Some(Kind::Cors),
+            None if name == CSRF_NAME => Some(Kind::Csrf),
             None => None,
         }
     }
@@ -60,6 +74,13 @@ pub(super) fn filter_config(
     Ok(match kind {
         Kind::LocalRateLimit => PerFilterConfig::LocalRateLimit(local_rate_limit(p, read(p, fields)?)?),
         Kind::Fault => PerFilterConfig::Fault(fault(p, read(p, fields)?)?),
+        // The connection manager's entry: its policies are the routes'.
+        Kind::Cors => {
+            cors_filter(p, fields)?;
+            PerFilterConfig::Cors(CorsPolicy::default())
+        }
+        Kind::CorsPolicy => PerFilterConfig::Cors(cors_policy(p, fields)?),
+        Kind::Csrf => PerFilterConfig::Csrf(csrf(p, fields)?),
     })
 }
 
@@ -86,35 +107,10 @@ pub(super) fn per_filter_config(
         };
     }
     match Kind::of(name, typed.type_url.as_deref()) {
+        Some(Kind::Cors) => fail(p.key("@type"), format!("a per-route cors config is a {CORS_POLICY_TYPE}")),
         Some(kind) => filter_config(p, kind, Some(typed)).map(Some),
         None => Ok(None),
     }
-}
-
-/// Deserializes a kept mapping, naming the failing field by its full path (so the error is
-/// located in the file).
-pub(super) fn read<T: for<'de> Deserialize<'de>>(
-    p: &FieldPath,
-    value: impl Into<serde_norway::Value>,
-) -> Res<T> {
-    serde_path_to_error::deserialize(value.into()).map_err(|err| {
-        let mut path = p.clone();
-        for seg in err.path().iter() {
-            match seg {
-                serde_path_to_error::Segment::Map { key } => path = path.key(key),
-                serde_path_to_error::Segment::Seq { index } => path = path.idx(*index),
-                serde_path_to_error::Segment::Enum { variant } => path = path.key(variant),
-                serde_path_to_error::Segment::Unknown => {}
-            }
-        }
-        let message = err.into_inner().to_string();
-        // serde_norway prefixes its own copy of the path; the finding carries it already.
-        let message = match message.split_once(": ") {
-            Some((head, rest)) if !head.contains(' ') => rest.to_string(),
-            _ => message,
-        };
-        Finding { path, message }
-    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,45 +119,6 @@ struct RawFilterConfigWrapper {
     config: Option<serde_norway::Value>,
     is_optional: Option<bool>,
     disabled: Option<bool>,
-}
-
-/// `type.v3.FractionalPercent`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFraction {
-    numerator: Option<u32>,
-    denominator: Option<String>,
-}
-
-/// `config.core.v3.RuntimeFractionalPercent`: skiff has no runtime, so the default applies.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRuntimeFraction {
-    default_value: Option<RawFraction>,
-    runtime_key: Ign,
-}
-
-fn fraction(p: FieldPath, f: Option<RawFraction>) -> Res<Fraction> {
-    let Some(f) = f else { return Ok(Fraction::NONE) };
-    fraction_of(p, f.numerator, f.denominator.as_deref())
-}
-
-/// A `FractionalPercent` (`numerator` over `denominator`, HUNDRED by default) in parts per million.
-pub(super) fn fraction_of(p: FieldPath, numerator: Option<u32>, denominator: Option<&str>) -> Res<Fraction> {
-    let scale: u64 = match denominator.map(str::to_ascii_uppercase).as_deref() {
-        None | Some("HUNDRED") => 10_000,
-        Some("TEN_THOUSAND") => 100,
-        Some("MILLION") => 1,
-        Some(other) => {
-            return fail(
-                p.key("denominator"),
-                format!("unknown denominator \"{other}\", expected HUNDRED, TEN_THOUSAND or MILLION"),
-            )
-        }
-    };
-    // Above 100 % means always, as Envoy clamps it.
-    let per_million = u64::from(numerator.unwrap_or(0)) * scale;
-    Ok(Fraction { per_million: per_million.min(1_000_000) as u32, unit: scale as u32 })
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,10 +1,12 @@
 //! Conversions of the value types several parts of the config share (header edits, header
-//! matchers, regexes), used by `convert` for routes and by `convert_filters` for HTTP filters.
+//! matchers, regexes, runtime fractions, a kept mapping read with its field path), used by
+//! `convert` for routes and by `convert_filters` / `convert_cors` for HTTP filters.
 //! Owns no judgement of which fields are warned about: that is `convert`'s.
 
 use super::error::{FieldPath, Finding};
-use super::model::{HeaderMatchRule, HeaderMatcher, HeaderValueOption};
-use super::raw::{RawHeaderMatcher, RawHeaderValueOption};
+use super::model::{Fraction, HeaderMatchRule, HeaderMatcher, HeaderValueOption};
+use super::raw::{Ign, RawHeaderMatcher, RawHeaderValueOption};
+use serde::Deserialize;
 
 pub(super) type Res<T> = Result<T, Finding>;
 
@@ -128,4 +130,71 @@ pub(super) fn header_matcher(p: FieldPath, h: RawHeaderMatcher) -> Res<HeaderMat
         rule,
         invert_match: h.invert_match.unwrap_or(false),
     })
+}
+
+/// Deserializes a kept mapping, naming the failing field by its full path (so the error is
+/// located in the file).
+pub(super) fn read<T: for<'de> Deserialize<'de>>(
+    p: &FieldPath,
+    value: impl Into<serde_norway::Value>,
+) -> Res<T> {
+    serde_path_to_error::deserialize(value.into()).map_err(|err| {
+        let mut path = p.clone();
+        for seg in err.path().iter() {
+            match seg {
+                serde_path_to_error::Segment::Map { key } => path = path.key(key),
+                serde_path_to_error::Segment::Seq { index } => path = path.idx(*index),
+                serde_path_to_error::Segment::Enum { variant } => path = path.key(variant),
+                serde_path_to_error::Segment::Unknown => {}
+            }
+        }
+        let message = err.into_inner().to_string();
+        // serde_norway prefixes its own copy of the path; the finding carries it already.
+        let message = match message.split_once(": ") {
+            Some((head, rest)) if !head.contains(' ') => rest.to_string(),
+            _ => message,
+        };
+        Finding { path, message }
+    })
+}
+
+/// `type.v3.FractionalPercent`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFraction {
+    pub(super) numerator: Option<u32>,
+    denominator: Option<String>,
+}
+
+/// `config.core.v3.RuntimeFractionalPercent`: skiff has no runtime, so the default applies.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+// `runtime_key` is accepted so that `deny_unknown_fields` does, and never read.
+#[allow(dead_code)]
+pub(super) struct RawRuntimeFraction {
+    pub(super) default_value: Option<RawFraction>,
+    runtime_key: Ign,
+}
+
+pub(super) fn fraction(p: FieldPath, f: Option<RawFraction>) -> Res<Fraction> {
+    let Some(f) = f else { return Ok(Fraction::NONE) };
+    fraction_of(p, f.numerator, f.denominator.as_deref())
+}
+
+/// A `FractionalPercent` (`numerator` over `denominator`, HUNDRED by default) in parts per million.
+pub(super) fn fraction_of(p: FieldPath, numerator: Option<u32>, denominator: Option<&str>) -> Res<Fraction> {
+    let scale: u64 = match denominator.map(str::to_ascii_uppercase).as_deref() {
+        None | Some("HUNDRED") => 10_000,
+        Some("TEN_THOUSAND") => 100,
+        Some("MILLION") => 1,
+        Some(other) => {
+            return fail(
+                p.key("denominator"),
+                format!("unknown denominator \"{other}\", expected HUNDRED, TEN_THOUSAND or MILLION"),
+            )
+        }
+    };
+    // Above 100 % means always, as Envoy clamps it.
+    let per_million = u64::from(numerator.unwrap_or(0)) * scale;
+    Ok(Fraction { per_million: per_million.min(1_000_000) as u32, unit: scale as u32 })
 }

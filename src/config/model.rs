@@ -266,6 +266,16 @@ pub enum HttpFilter {
         name: String,
         config: Fault,
     },
+    /// `envoy.filters.http.cors`: its own config is empty; the policies are the routes' and
+    /// virtual hosts' (`typed_per_filter_config` CorsPolicy, else their `cors` field).
+    Cors {
+        name: String,
+    },
+    /// `envoy.filters.http.csrf`.
+    Csrf {
+        name: String,
+        config: Csrf,
+    },
 }
 
 /// A `typed_per_filter_config` entry of a route or virtual host, by the filter name it is keyed by.
@@ -273,6 +283,56 @@ pub enum HttpFilter {
 pub enum PerFilterConfig {
     LocalRateLimit(LocalRateLimit),
     Fault(Fault),
+    Cors(CorsPolicy),
+    Csrf(Csrf),
+}
+
+/// `type.matcher.v3.StringMatcher` (CORS's allowed origins, CSRF's additional origins).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StringMatcher {
+    pub rule: StringRule,
+    /// Applies to every rule but the regex, as in Envoy.
+    pub ignore_case: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StringRule {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Contains(String),
+    /// Matches the whole value.
+    SafeRegex(String),
+}
+
+/// A CORS policy: a route's or virtual host's `cors` (`config.route.v3.CorsPolicy`) or the cors
+/// filter's per-route `envoy.extensions.filters.http.cors.v3.CorsPolicy` (the same fields).
+/// Unset fields stay unset (empty, None): the filter takes each field from the most specific
+/// policy that sets it, as Envoy does.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CorsPolicy {
+    pub allow_origins: Vec<StringMatcher>,
+    pub allow_methods: String,
+    pub allow_headers: String,
+    pub expose_headers: String,
+    pub max_age: String,
+    pub allow_credentials: Option<bool>,
+    pub allow_private_network_access: Option<bool>,
+    pub forward_not_matching_preflights: Option<bool>,
+    /// `filter_enabled.default_value`; None (absent) = enabled.
+    pub filter_enabled: Option<Fraction>,
+    /// `shadow_enabled.default_value`; None (absent) = not in shadow mode.
+    pub shadow_enabled: Option<Fraction>,
+}
+
+/// `envoy.extensions.filters.http.csrf.v3.CsrfPolicy`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Csrf {
+    /// `filter_enabled.default_value` (required).
+    pub filter_enabled: Fraction,
+    /// `shadow_enabled.default_value`; absent = 0 %.
+    pub shadow_enabled: Fraction,
+    pub additional_origins: Vec<StringMatcher>,
 }
 
 /// `envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit`, with Envoy's defaults.
@@ -383,6 +443,8 @@ pub struct VirtualHost {
     pub response_headers_to_remove: Vec<String>,
     /// `typed_per_filter_config` entries of the filters skiff implements, by filter name.
     pub filter_configs: Vec<(String, PerFilterConfig)>,
+    /// `cors`: read by the cors filter when no `typed_per_filter_config` policy applies.
+    pub cors: Option<CorsPolicy>,
     /// `include_request_attempt_count` / `include_attempt_count_in_response`:
     /// `x-envoy-attempt-count` to the upstream / to the client.
     pub attempt_count: AttemptCount,
@@ -485,6 +547,8 @@ pub struct ForwardAction {
     /// `cluster_not_found_response_code`: the answer when `cluster_header` names no cluster
     /// (SERVICE_UNAVAILABLE 503, NOT_FOUND 404 or INTERNAL_SERVER_ERROR 500).
     pub cluster_not_found: u16,
+    /// `cors`: read by the cors filter when no `typed_per_filter_config` policy applies.
+    pub cors: Option<CorsPolicy>,
 }
 
 /// Where a mirror sends its copies.

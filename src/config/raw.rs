@@ -1051,7 +1051,8 @@ pub struct RawVhost {
     pub response_headers_to_remove: Option<Vec<String>>,
     pub retry_policy: Option<RawRetry>,
     pub require_tls: Option<String>,
-    pub cors: Ign,
+    /// Read by `convert_cors` (the same fields as the cors filter's per-route policy).
+    pub cors: Option<serde_norway::Value>,
     pub rate_limits: Ign,
     pub typed_per_filter_config: Option<std::collections::BTreeMap<String, RawFilterTypedConfig>>,
     pub per_filter_config: Ign,
@@ -1173,8 +1174,9 @@ pub struct RawRouteAction {
     pub host_rewrite_header: Ign,
     pub host_rewrite_path_regex: Ign,
     pub hash_policy: Option<Vec<super::lb::RawHashPolicy>>,
+    /// Read by `convert_cors`.
+    pub cors: Option<serde_norway::Value>,
     // Warned about.
-    pub cors: Ign,
     pub rate_limits: Ign,
     pub upgrade_configs: Option<Vec<RawRouteUpgrade>>,
     pub hedge_policy: Ign,

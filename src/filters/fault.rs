@@ -4,7 +4,7 @@
 //! faults `max_active_faults` is checked against; the request owner waits out the delay on its
 //! shard's timers and sends the abort reply.
 
-use super::verdict::{hit, Active, ActiveFault, Verdict};
+use super::verdict::{header, hit, Active, ActiveFault, Verdict};
 use crate::access_log::ResponseFlags;
 use crate::config::{self, FaultAbortSource, FaultDelaySource, Fraction};
 use crate::http::RequestHead;
@@ -143,10 +143,6 @@ fn header_percentage(
         }
         None => configured,
     }
-}
-
-fn header<'h>(head: &RequestHead<'h>, name: &str) -> Option<&'h [u8]> {
-    head.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
 }
 
 fn number(value: Option<&[u8]>) -> Option<u64> {

@@ -16,9 +16,12 @@
 //! The network filters a listener runs on a new connection, before the connection manager, are
 //! `network`'s: a separate chain with its own phase, which reuses `local_ratelimit`'s bucket.
 
+pub mod cors;
+pub mod csrf;
 pub mod fault;
 pub mod local_ratelimit;
 pub mod network;
+mod string_match;
 mod verdict;
 
 pub use verdict::{FilterReply, Verdict};
@@ -26,7 +29,9 @@ pub use verdict::{FilterReply, Verdict};
 use crate::config::{self, PerFilterConfig, RouteConfig};
 use crate::http::RequestHead;
 use crate::route::{BuildError, Route, VirtualHost};
-use crate::stats::{FaultStats, LocalRateLimitStats};
+use crate::stats::{CorsStats, CsrfStats, FaultStats, LocalRateLimitStats};
+use cors::Cors;
+use csrf::Csrf;
 use fault::Fault;
 use local_ratelimit::LocalRateLimit;
 use std::collections::HashMap;
@@ -42,6 +47,12 @@ pub enum HttpFilter {
         /// Index of `http.<stat_prefix>.fault.*` in the chain's stats.
         stats: usize,
         active: Active,
+    },
+    Cors(Cors),
+    Csrf {
+        configs: Scoped<Csrf>,
+        /// Index of `http.<stat_prefix>.csrf.*` in the chain's stats.
+        stats: usize,
     },
 }
 
@@ -71,6 +82,10 @@ pub enum StatName {
     LocalRateLimit(String),
     /// `http.<connection manager stat_prefix>.fault.*`.
     Fault(String),
+    /// `http.<connection manager stat_prefix>.cors.*`.
+    Cors(String),
+    /// `http.<connection manager stat_prefix>.csrf.*`.
+    Csrf(String),
 }
 
 /// One shard's stats block for a chain's stat index.
@@ -78,6 +93,8 @@ pub enum StatName {
 pub enum FilterStats {
     LocalRateLimit(Rc<LocalRateLimitStats>),
     Fault(Rc<FaultStats>),
+    Cors(Rc<CorsStats>),
+    Csrf(Rc<CsrfStats>),
 }
 
 /// The filters of one connection manager, in config order.
@@ -120,6 +137,17 @@ impl FilterChain {
                     let (vhosts, routes) = overrides(rc, name, as_fault, &mut fault)?;
                     let configs = Scoped { base, vhosts, routes };
                     compiled.push(HttpFilter::Fault { configs, stats, active: Active::default() });
+                }
+                config::HttpFilter::Cors { name } => {
+                    stat_names.push(StatName::Cors(stat_prefix.to_string()));
+                    compiled.push(HttpFilter::Cors(Cors::compile(name, rc, stat_names.len() - 1)?));
+                }
+                config::HttpFilter::Csrf { name, config } => {
+                    stat_names.push(StatName::Csrf(stat_prefix.to_string()));
+                    let stats = stat_names.len() - 1;
+                    let base = Csrf::compile(config)?;
+                    let (vhosts, routes) = overrides(rc, name, as_csrf, &mut Csrf::compile)?;
+                    compiled.push(HttpFilter::Csrf { configs: Scoped { base, vhosts, routes }, stats });
                 }
             }
         }
@@ -167,6 +195,16 @@ impl FilterChain {
                         configs.at(vhost, route).on_request(head, targets, active, s, roll, &mut v);
                     }
                 }
+                HttpFilter::Cors(cors) => {
+                    if let Some(FilterStats::Cors(s)) = stats.get(cors.stats) {
+                        cors.on_request(head, route, s, roll, &mut v);
+                    }
+                }
+                HttpFilter::Csrf { configs, stats: i } => {
+                    if let Some(FilterStats::Csrf(s)) = stats.get(*i) {
+                        configs.at(vhost, route).on_request(head, s, roll, &mut v);
+                    }
+                }
             }
             if v.reply.is_some() {
                 break;
@@ -212,14 +250,21 @@ fn overrides<C, T>(
 fn as_rate_limit(c: &PerFilterConfig) -> Option<&config::LocalRateLimit> {
     match c {
         PerFilterConfig::LocalRateLimit(c) => Some(c),
-        PerFilterConfig::Fault(_) => None,
+        _ => None,
     }
 }
 
 fn as_fault(c: &PerFilterConfig) -> Option<&config::Fault> {
     match c {
         PerFilterConfig::Fault(c) => Some(c),
-        PerFilterConfig::LocalRateLimit(_) => None,
+        _ => None,
+    }
+}
+
+fn as_csrf(c: &PerFilterConfig) -> Option<&config::Csrf> {
+    match c {
+        PerFilterConfig::Csrf(c) => Some(c),
+        _ => None,
     }
 }
 

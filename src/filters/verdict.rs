@@ -4,7 +4,9 @@
 
 use crate::access_log::ResponseFlags;
 use crate::config::Fraction;
+use crate::http::RequestHead;
 use crate::stats::FaultStats;
+use std::borrow::Cow;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -33,6 +35,13 @@ pub struct Verdict<'a> {
     pub request_headers: Vec<u8>,
     /// Header lines to add to the upstream's response.
     pub response_headers: Vec<u8>,
+    /// `response_headers` replace the upstream's headers of the same names where they stand
+    /// (Envoy's `setInline`, as the CORS filter sets its headers); the others are appended.
+    pub response_headers_replace: bool,
+    /// `reply` is a response the filter wrote itself (Envoy's `encodeHeaders`, as the CORS
+    /// preflight answer), not a local reply (`sendLocalReply`): it has no body or content-type,
+    /// and Envoy's codec writes its `content-length: 0` after `date` and `server`.
+    pub encoded_reply: bool,
     pub(super) fault: Option<ActiveFault<'a>>,
 }
 
@@ -88,6 +97,35 @@ impl Drop for ActiveFault<'_> {
 /// Whether a fraction applies to this request; `roll` is uniformly random.
 pub(super) fn hit(f: Fraction, roll: u64) -> bool {
     f.per_million >= 1_000_000 || (roll % 1_000_000) < u64::from(f.per_million)
+}
+
+/// `hit`, drawing a random number only for a fraction strictly between 0 and 100 % (the cost of
+/// a filter that is simply on or off).
+pub(super) fn draw(f: Fraction, roll: &mut dyn FnMut() -> u64) -> bool {
+    match f.per_million {
+        0 => false,
+        p if p >= 1_000_000 => true,
+        _ => hit(f, roll()),
+    }
+}
+
+/// The first value of the request header `name`.
+pub(super) fn header<'h>(head: &RequestHead<'h>, name: &str) -> Option<&'h [u8]> {
+    head.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+}
+
+/// The request header `name` as Envoy keeps an inline header (`origin`, `referer`): its repeated
+/// lines joined by `,`. Borrowed unless it is repeated.
+pub(super) fn joined_header<'h>(head: &RequestHead<'h>, name: &str) -> Option<Cow<'h, [u8]>> {
+    let mut lines = head.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name));
+    let first = lines.next()?.value;
+    let mut joined = Cow::Borrowed(first);
+    for more in lines {
+        let out = joined.to_mut();
+        out.push(b',');
+        out.extend_from_slice(more.value);
+    }
+    Some(joined)
 }
 
 /// Appends one header line.

@@ -241,6 +241,8 @@ pub(super) struct ResponseRewrite<'a> {
     pub listener: &'a ListenerSnap,
     /// Header lines the request's HTTP filters add (`filters::Verdict::response_headers`).
     pub filter_headers: &'a [u8],
+    /// They replace the upstream's headers of the same names where those stand.
+    pub filter_replace: bool,
     /// A `101` to an allowed upgrade: the client gets `Upgrade` and `Connection` as the upstream
     /// sent them and no framing or keep-alive decision (the connection becomes a byte relay), and,
     /// as from Envoy, no `x-envoy-upstream-service-time` (the request never ended).
@@ -260,6 +262,8 @@ pub(super) fn write_response_head(
     reply::status_line(out, head.status, rw.http10);
     let any_edits = rw.edits.iter().any(|e| !e.is_empty());
     let has_connection = head.headers.iter().any(|h| header_is(h.name, "connection"));
+    // The filter lines written in place of an upstream header (only with `filter_replace`).
+    let mut placed: Vec<&str> = Vec::new();
     for h in head.headers {
         let name = h.name;
         let upgrade_line = rw.switching && (header_is(name, "upgrade") || header_is(name, "connection"));
@@ -272,6 +276,18 @@ pub(super) fn write_response_head(
         }
         if any_edits && rw.edits.iter().any(|e| e.drops(name)) {
             continue;
+        }
+        // `set-cookie` is never replaced: it repeats by design (RFC 6265), and a generated
+        // hash-policy cookie rides in these lines beside the upstream's own cookies.
+        if rw.filter_replace && !header_is(name, "set-cookie") {
+            if let Some(value) = header_line_value(rw.filter_headers, name) {
+                // One line in place of the upstream's first; its repeats go.
+                if !placed.iter().any(|p| p.eq_ignore_ascii_case(name)) {
+                    reply::header(out, name.as_bytes(), value);
+                    placed.push(name);
+                }
+                continue;
+            }
         }
         reply::header(out, name.as_bytes(), h.value);
     }
@@ -298,9 +314,26 @@ pub(super) fn write_response_head(
             reply::header(out, a.name.as_bytes(), a.value.as_bytes());
         }
     }
-    out.extend_from_slice(rw.filter_headers);
+    if rw.filter_replace {
+        for line in rw.filter_headers.split_inclusive(|b| *b == b'\n') {
+            let name = line.split(|b| *b == b':').next().unwrap_or_default();
+            if !placed.iter().any(|p| p.as_bytes().eq_ignore_ascii_case(name)) {
+                out.extend_from_slice(line);
+            }
+        }
+    } else {
+        out.extend_from_slice(rw.filter_headers);
+    }
     out.extend_from_slice(b"\r\n");
     ResponseShape { dechunk, client_keep_alive }
+}
+
+/// The value of header `name` among `name: value\r\n` lines skiff wrote.
+fn header_line_value<'l>(lines: &'l [u8], name: &str) -> Option<&'l [u8]> {
+    lines.split(|b| *b == b'\n').find_map(|line| {
+        let (n, value) = line.strip_suffix(b"\r")?.split_at_checked(name.len())?;
+        n.eq_ignore_ascii_case(name.as_bytes()).then_some(value)?.strip_prefix(b": ")
+    })
 }
 
 /// Where the blank line that ends a head skiff wrote (`request`'s upstream head, with the body

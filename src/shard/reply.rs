@@ -43,6 +43,9 @@ pub struct LocalReply {
     pub headers: Vec<u8>,
     /// A circuit breaker refused the request: `x-envoy-overloaded: true`, as Envoy says.
     pub overloaded: bool,
+    /// A filter wrote this response itself rather than as a local reply (the CORS preflight
+    /// answer): Envoy's codec then puts `content-length` after `date` and `server`.
+    pub encoded: bool,
 }
 
 impl LocalReply {
@@ -57,6 +60,7 @@ impl LocalReply {
             http10: false,
             headers: Vec::new(),
             overloaded: false,
+            encoded: false,
         }
     }
 
@@ -245,9 +249,14 @@ pub fn local(out: &mut Vec<u8>, reply: &LocalReply, date: &DateCache, server: &s
     if reply.overloaded {
         header(out, b"x-envoy-overloaded", b"true");
     }
-    out.extend_from_slice(b"content-length: ");
-    push_u64(out, reply.body.len() as u64);
-    out.extend_from_slice(b"\r\n");
+    let length = |out: &mut Vec<u8>| {
+        out.extend_from_slice(b"content-length: ");
+        push_u64(out, reply.body.len() as u64);
+        out.extend_from_slice(b"\r\n");
+    };
+    if !reply.encoded {
+        length(out);
+    }
     if !reply.body.is_empty() {
         header(out, b"content-type", b"text/plain");
     }
@@ -256,6 +265,9 @@ pub fn local(out: &mut Vec<u8>, reply: &LocalReply, date: &DateCache, server: &s
     header(out, b"server", server.as_bytes());
     if reply.close {
         header(out, b"connection", b"close");
+    }
+    if reply.encoded {
+        length(out);
     }
     out.extend_from_slice(b"\r\n");
     if !head_request {
@@ -302,6 +314,30 @@ mod tests {
         assert!(s.contains("content-length: 19\r\n"));
         assert!(s.contains("\r\ndate: ") && s.contains(" GMT\r\n"), "{s}");
         assert!(s.ends_with("\r\n\r\nno healthy upstream"));
+    }
+
+    /// As Envoy's codec writes a response a filter encoded itself (the CORS preflight answer).
+    #[test]
+    fn an_encoded_reply_has_its_length_last_and_no_type() {
+        let mut reply = LocalReply::new(200, b"").closing();
+        reply.encoded = true;
+        reply.headers = b"access-control-allow-origin: http://a.com\r\n".to_vec();
+        let mut out = Vec::new();
+        local(&mut out, &reply, &DateCache::default(), "envoy", false);
+        let s = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = s.split("\r\n").filter(|l| !l.starts_with("date: ")).collect();
+        assert_eq!(
+            lines,
+            [
+                "HTTP/1.1 200 OK",
+                "access-control-allow-origin: http://a.com",
+                "server: envoy",
+                "connection: close",
+                "content-length: 0",
+                "",
+                ""
+            ]
+        );
     }
 
     #[test]

@@ -219,6 +219,7 @@ impl<'g> Request<'g> {
         if let Some(r) = filters.as_mut().and_then(|f| f.reply.take()) {
             let mut local = LocalReply::new(r.status, r.body).flagged(r.flag);
             local.headers = r.headers;
+            local.encoded = filters.as_ref().is_some_and(|f| f.encoded_reply);
             // Envoy has resolved the route's cluster by then, and logs it.
             if let Action::Forward(crate::route::Forward { clusters: Targets::Single(c), .. }) = &route.action
             {
@@ -362,7 +363,9 @@ impl<'g> Request<'g> {
                     with_cookie = [filter_headers, &facts.set_cookie].concat();
                     &with_cookie
                 };
-                self.forward(d, Routed { route, vhost, cluster }, facts, limits, filter_headers).await
+                let replace = filters.as_ref().is_some_and(|f| f.response_headers_replace);
+                let routed = Routed { route, vhost, cluster };
+                self.forward(d, routed, facts, limits, (filter_headers, replace)).await
             }
         };
         self.finish(d);
@@ -401,7 +404,7 @@ impl<'g> Request<'g> {
         Routed { route, vhost, cluster }: Routed<'g>,
         facts: RequestFacts,
         limits: Limits,
-        filter_headers: &[u8],
+        (filter_headers, filter_headers_replace): (&[u8], bool),
     ) -> Continue {
         let Action::Forward(fwd) = &route.action else { return Continue::Close };
         let keep_alive = facts.keep_alive;
@@ -433,6 +436,7 @@ impl<'g> Request<'g> {
             server_name: &self.listener.hcm.server_name,
             request_complete: &request_complete,
             filter_headers,
+            filter_headers_replace,
             head_relayed: &head_relayed,
             answer_retriable: &answer_retriable,
             stream_idle: limits.idle,
@@ -454,6 +458,9 @@ impl<'g> Request<'g> {
             Forwarded::Relayed { .. } | Forwarded::Abort => Continue::Close,
             Forwarded::Reply(mut reply) => {
                 reply.http10 = http10;
+                // Envoy's encoder filters see the router's own replies too (after its attempt
+                // count), as any response.
+                reply.headers.extend_from_slice(filter_headers);
                 let close = reply.close || !keep_alive;
                 match self.reply(d, reply, head_request).await {
                     Continue::KeepAlive if !close => Continue::KeepAlive,

@@ -88,6 +88,8 @@ impl Generation {
                     let by_name = |n: &StatName| match n {
                         StatName::LocalRateLimit(p) => FilterStats::LocalRateLimit(stats.local_rate_limit(p)),
                         StatName::Fault(p) => FilterStats::Fault(stats.fault(p)),
+                        StatName::Cors(p) => FilterStats::Cors(stats.cors(p)),
+                        StatName::Csrf(p) => FilterStats::Csrf(stats.csrf(p)),
                     };
                     l.filters.stat_names().iter().map(by_name).collect()
                 })

@@ -72,6 +72,9 @@ pub(super) struct Exchange<'a> {
     pub request_complete: &'a Signal,
     /// Header lines the request's filters add to the response (`x-ratelimit-*`).
     pub filter_headers: &'a [u8],
+    /// `filter_headers` replace the upstream's headers of the same names in place
+    /// (`filters::Verdict::response_headers_replace`).
+    pub filter_headers_replace: bool,
     /// Set when a response head is on its way to the client: from then on the stream's idle
     /// limit is the response relay's to enforce, not the request owner's watch.
     pub head_relayed: &'a Cell<bool>,
@@ -823,6 +826,7 @@ fn on_response_head(
         http10: ex.facts.http10,
         listener: ex.listener,
         filter_headers: if ex.attempt_count.client { &with_count } else { ex.filter_headers },
+        filter_replace: ex.filter_headers_replace,
         switching: ex.facts.upgrade && head.status == 101,
     };
     let shape = headers::write_response_head(resp_out, head, &rw, obs);

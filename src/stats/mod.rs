@@ -28,6 +28,9 @@ pub enum Scope {
     LocalRateLimit(String),
     /// `http.<stat_prefix>.fault`: a connection manager's fault filter.
     Fault(String),
+    /// `http.<stat_prefix>.<filter>`: a connection manager's filter that counts under its own
+    /// name (`cors`, `csrf`).
+    HttpFilter(String, &'static str),
     /// A `tcp_proxy`, by `stat_prefix`.
     Tcp(String),
     /// `local_rate_limit.<stat_prefix>`: a network local rate limit.
@@ -46,6 +49,7 @@ impl Scope {
             Scope::Http1 => "http1".to_string(),
             Scope::LocalRateLimit(p) => format!("{p}.http_local_rate_limit"),
             Scope::Fault(p) => format!("http.{p}.fault"),
+            Scope::HttpFilter(p, filter) => format!("http.{p}.{filter}"),
             Scope::Tcp(p) => format!("tcp.{p}"),
             Scope::NetLocalRateLimit(p) => format!("local_rate_limit.{p}"),
             Scope::ConnectionLimit(p) => format!("connection_limit.{p}"),
@@ -384,6 +388,23 @@ stat_block! {
     }
 }
 
+stat_block! {
+    /// `http.<stat_prefix>.cors.*`, per connection manager with a cors filter.
+    CorsStats {
+        origin_invalid: Counter,
+        origin_valid: Counter,
+    }
+}
+
+stat_block! {
+    /// `http.<stat_prefix>.csrf.*`, per connection manager with a csrf filter.
+    CsrfStats {
+        missing_source_origin: Counter,
+        request_invalid: Counter,
+        request_valid: Counter,
+    }
+}
+
 impl HttpStats {
     pub fn response(&self, status: u16) -> &Counter {
         match status {
@@ -476,6 +497,8 @@ pub struct ShardStats {
     faults: RefCell<HashMap<String, Rc<FaultStats>>>,
     net_rate_limits: RefCell<HashMap<String, Rc<NetLocalRateLimitStats>>>,
     connection_limits: RefCell<HashMap<String, Rc<ConnectionLimitStats>>>,
+    cors: RefCell<HashMap<String, Rc<CorsStats>>>,
+    csrf: RefCell<HashMap<String, Rc<CsrfStats>>>,
     /// `ssl.*` of a listener or cluster scope, and `http.<prefix>.downstream_cx_ssl_*`.
     ssl: RefCell<HashMap<Scope, Rc<SslStats>>>,
     http_ssl: RefCell<HashMap<String, Rc<HttpSslStats>>>,
@@ -521,6 +544,16 @@ impl ShardStats {
     /// `http.<stat_prefix>.fault.*` of a connection manager.
     pub fn fault(&self, stat_prefix: &str) -> Rc<FaultStats> {
         self.faults.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
+    }
+
+    /// `http.<stat_prefix>.cors.*` of a connection manager.
+    pub fn cors(&self, stat_prefix: &str) -> Rc<CorsStats> {
+        self.cors.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
+    }
+
+    /// `http.<stat_prefix>.csrf.*` of a connection manager.
+    pub fn csrf(&self, stat_prefix: &str) -> Rc<CsrfStats> {
+        self.csrf.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
     }
 
     /// `<scope>.ssl.*` (a `Scope::Listener` or `Scope::Cluster`); looked up per TLS connection,
@@ -585,6 +618,12 @@ impl ShardStats {
         }
         for (prefix, s) in self.connection_limits.borrow().iter() {
             s.dump(&Scope::ConnectionLimit(prefix.clone()), &mut out);
+        }
+        for (prefix, s) in self.cors.borrow().iter() {
+            s.dump(&Scope::HttpFilter(prefix.clone(), "cors"), &mut out);
+        }
+        for (prefix, s) in self.csrf.borrow().iter() {
+            s.dump(&Scope::HttpFilter(prefix.clone(), "csrf"), &mut out);
         }
         for (scope, s) in self.ssl.borrow().iter() {
             s.dump(scope, &mut out);

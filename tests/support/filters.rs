@@ -117,12 +117,18 @@ pub fn drive(
             (resp, started.elapsed())
         })
         .collect();
+    let (log, stats) = log_and_stats(admin, log, requests.len());
+    Run { responses, upstream: up.requests(), log, stats }
+}
+
+/// The access log once it has `lines` lines (or what is there after 5 s), then `/stats`.
+pub fn log_and_stats(admin: SocketAddr, log: &Path, lines: usize) -> (Vec<String>, BTreeMap<String, u64>) {
     let deadline = Instant::now() + Duration::from_secs(5);
     let log = loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(str::to_string).collect();
-        if lines.len() >= requests.len() || Instant::now() > deadline {
-            break lines;
+        let got: Vec<String> = text.lines().map(str::to_string).collect();
+        if got.len() >= lines || Instant::now() > deadline {
+            break got;
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -134,5 +140,5 @@ pub fn drive(
             Some((name.to_string(), value.trim().parse().ok()?))
         })
         .collect();
-    Run { responses, upstream: up.requests(), log, stats }
+    (log, stats)
 }
