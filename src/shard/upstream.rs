@@ -587,8 +587,11 @@ async fn obtain(
     let _pending = Pending { _held: held, active: &stats.upstream_rq_pending_active };
     let conns = ex.shard.pool.endpoint(key);
     let mut overflow_counted = false;
+    let host_cap = snap.host_room(endpoint).map(|(n, _)| n);
     loop {
-        let mut may_open = breaker.try_take(Resource::Connections, limits);
+        // Envoy's `canCreateConnection`: the host under its own cap, then the cluster's.
+        let host_room = snap.host_room(endpoint).is_none_or(|(_, room)| room);
+        let mut may_open = host_room && breaker.try_take(Resource::Connections, limits);
         if !may_open {
             if !overflow_counted {
                 stats.upstream_cx_overflow.inc();
@@ -600,7 +603,7 @@ async fn obtain(
             }
         }
         if may_open {
-            let slot = ConnSlot::new(breaker.clone(), conns);
+            let slot = ConnSlot::new(breaker.clone(), conns).on_host(host_cap);
             let host = &ex.generation.host_stats[ex.cluster][endpoint];
             return connect(&ex.shard.stats, key.addr, key, snap, stats, host, slot).await;
         }
