@@ -800,7 +800,11 @@ fn on_response_head(
                     return None;
                 }
                 Some(_) => obs.flag(ResponseFlags::UO),
-                None => stats.upstream_rq_retry_limit_exceeded.inc(),
+                None => {
+                    // Envoy flags the relayed answer of a request out of retries `URX`.
+                    stats.upstream_rq_retry_limit_exceeded.inc();
+                    obs.flag(ResponseFlags::URX);
+                }
             }
             ex.answer_retriable.set(true);
         }
