@@ -158,3 +158,27 @@ fn per_host_max_connections_caps_each_host_and_the_rest_wait() {
     assert_eq!(stat(admin, "cluster.backend.upstream_cx_total"), Some(2));
     assert_eq!(stat(admin, "cluster.backend.circuit_breakers.default.cx_open"), Some(0));
 }
+
+/// Envoy 1.40 refuses every per-host limit but `max_connections`; skiff refuses them too, naming
+/// the field, and a `retry_budget` percent outside 0–100 as Envoy's validation does.
+#[test]
+fn per_host_limits_other_than_max_connections_and_a_budget_over_100_are_refused() {
+    let up = upstream("up", SLOW);
+    let log = scratch_dir("breakers").join("access.log");
+    for (extra, field, message) in [
+        (
+            "circuit_breakers:\n  per_host_thresholds:\n    - { max_connections: 2, max_requests: 5 }\n",
+            "per_host_thresholds[0].max_requests",
+            "Unsupported field in per_host_thresholds",
+        ),
+        (
+            "circuit_breakers:\n  thresholds:\n    - retry_budget: { budget_percent: { value: 150 } }\n",
+            "retry_budget.budget_percent.value",
+            "budget_percent must be between 0 and 100",
+        ),
+    ] {
+        let yaml = config(0, 0, &log, "", &cluster("ROUND_ROBIN", &[(0, vec![(up.addr, "")])], extra));
+        let err = Skiff::try_start(&yaml, &[]).err().expect("the config is refused");
+        assert!(err.contains(field) && err.contains(message), "{err}");
+    }
+}
