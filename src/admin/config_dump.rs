@@ -1011,6 +1011,7 @@ fn health_check(h: &HealthCheck) -> Value {
     }
     m.insert("always_log_health_check_failures".into(), h.always_log_failures.into());
     m.insert("always_log_health_check_success".into(), h.always_log_success.into());
+    m.insert("reuse_connection".into(), h.reuse_connection.into());
     let ranges = |list: &[(u16, u16)]| -> Value {
         list.iter().map(|(start, end)| json!({ "start": start, "end": end })).collect()
     };

@@ -649,6 +649,8 @@ pub struct HealthCheck {
     pub healthy_edge_interval: Duration,
     pub always_log_failures: bool,
     pub always_log_success: bool,
+    /// `reuse_connection` (default true): an HTTP check's connection carries the next check.
+    pub reuse_connection: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
