@@ -1651,18 +1651,11 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
 /// A cluster's DEFAULT-priority thresholds and per-host connection cap, with Envoy's defaults.
 fn circuit_breakers(cx: &mut Cx, cbp: &FieldPath, cb: RawCircuitBreakers) -> Res<CircuitBreakers> {
     let mut out = CircuitBreakers::default();
-    let mut seen_default = false;
-    for (i, t) in cb.thresholds.unwrap_or_default().into_iter().enumerate() {
-        let tp = cbp.key("thresholds").idx(i);
+    let field = ("thresholds", "cluster.circuit_breakers.thresholds.priority");
+    if let Some((tp, t)) = default_threshold(cx, cbp, field, cb.thresholds, |cx, tp, t| {
         warn_present!(cx, tp, t, "cluster.circuit_breakers.thresholds", [max_connection_pools]);
-        if t.priority.is_some_and(|p| p.0 == RoutingPriority::High) {
-            cx.unenforced(tp.key("priority"), "cluster.circuit_breakers.thresholds.priority");
-            continue;
-        }
-        if seen_default {
-            return fail(tp, "DEFAULT priority thresholds are given twice");
-        }
-        seen_default = true;
+        Ok(())
+    })? {
         let d = CircuitBreakers::default();
         out = CircuitBreakers {
             max_connections: t.max_connections.unwrap_or(d.max_connections),
@@ -1677,9 +1670,8 @@ fn circuit_breakers(cx: &mut Cx, cbp: &FieldPath, cb: RawCircuitBreakers) -> Res
             max_connections_per_host: None,
         };
     }
-    let mut seen_default = false;
-    for (i, t) in cb.per_host_thresholds.unwrap_or_default().into_iter().enumerate() {
-        let tp = cbp.key("per_host_thresholds").idx(i);
+    let field = ("per_host_thresholds", "cluster.circuit_breakers.per_host_thresholds.priority");
+    let per_host = default_threshold(cx, cbp, field, cb.per_host_thresholds, |_, tp, t| {
         // Envoy refuses every per-host limit but max_connections with this message (and
         // accepts `track_remaining`, which publishes nothing per host).
         reject_per_host!(
@@ -1687,17 +1679,36 @@ fn circuit_breakers(cx: &mut Cx, cbp: &FieldPath, cb: RawCircuitBreakers) -> Res
             t,
             [max_pending_requests, max_requests, max_retries, retry_budget, max_connection_pools]
         );
+        Ok(())
+    })?;
+    out.max_connections_per_host = per_host.and_then(|(_, t)| t.max_connections);
+    Ok(out)
+}
+
+/// The DEFAULT-priority entry of the list `field.0` (each entry checked by `check` first): a HIGH
+/// one is warned about as the unenforced `field.1` (skiff routes everything at DEFAULT
+/// priority), a second DEFAULT one refused.
+fn default_threshold(
+    cx: &mut Cx,
+    cbp: &FieldPath,
+    field: (&'static str, &'static str),
+    list: Option<Vec<RawThreshold>>,
+    check: impl Fn(&mut Cx, &FieldPath, &RawThreshold) -> Res<()>,
+) -> Res<Option<(FieldPath, RawThreshold)>> {
+    let mut found = None;
+    for (i, t) in list.unwrap_or_default().into_iter().enumerate() {
+        let tp = cbp.key(field.0).idx(i);
+        check(cx, &tp, &t)?;
         if t.priority.is_some_and(|p| p.0 == RoutingPriority::High) {
-            cx.unenforced(tp.key("priority"), "cluster.circuit_breakers.per_host_thresholds.priority");
+            cx.unenforced(tp.key("priority"), field.1);
             continue;
         }
-        if seen_default {
-            return fail(tp, "DEFAULT priority per-host thresholds are given twice");
+        if found.is_some() {
+            return fail(tp, format!("DEFAULT priority {} are given twice", field.0));
         }
-        seen_default = true;
-        out.max_connections_per_host = t.max_connections;
+        found = Some((tp, t));
     }
-    Ok(out)
+    Ok(found)
 }
 
 /// A `retry_budget`, with Envoy's defaults (20 %, 3): an empty one is a budget too (observed:
