@@ -1651,8 +1651,10 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
 /// A cluster's DEFAULT-priority thresholds and per-host connection cap, with Envoy's defaults.
 fn circuit_breakers(cx: &mut Cx, cbp: &FieldPath, cb: RawCircuitBreakers) -> Res<CircuitBreakers> {
     let mut out = CircuitBreakers::default();
-    let field = ("thresholds", "cluster.circuit_breakers.thresholds.priority");
-    if let Some((tp, t)) = default_threshold(cx, cbp, field, cb.thresholds, |cx, tp, t| {
+    let high = |cx: &mut Cx, tp: &FieldPath| {
+        cx.unenforced(tp.key("priority"), "cluster.circuit_breakers.thresholds.priority");
+    };
+    if let Some((tp, t)) = default_threshold(cx, cbp, "thresholds", cb.thresholds, high, |cx, tp, t| {
         warn_present!(cx, tp, t, "cluster.circuit_breakers.thresholds", [max_connection_pools]);
         Ok(())
     })? {
@@ -1670,41 +1672,45 @@ fn circuit_breakers(cx: &mut Cx, cbp: &FieldPath, cb: RawCircuitBreakers) -> Res
             max_connections_per_host: None,
         };
     }
-    let field = ("per_host_thresholds", "cluster.circuit_breakers.per_host_thresholds.priority");
-    let per_host = default_threshold(cx, cbp, field, cb.per_host_thresholds, |_, tp, t| {
-        // Envoy refuses every per-host limit but max_connections with this message (and
-        // accepts `track_remaining`, which publishes nothing per host).
-        reject_per_host!(
-            tp,
-            t,
-            [max_pending_requests, max_requests, max_retries, retry_budget, max_connection_pools]
-        );
-        Ok(())
-    })?;
+    let high = |cx: &mut Cx, tp: &FieldPath| {
+        cx.unenforced(tp.key("priority"), "cluster.circuit_breakers.per_host_thresholds.priority");
+    };
+    let per_host =
+        default_threshold(cx, cbp, "per_host_thresholds", cb.per_host_thresholds, high, |_, tp, t| {
+            // Envoy refuses every per-host limit but max_connections with this message (and
+            // accepts `track_remaining`, which publishes nothing per host).
+            reject_per_host!(
+                tp,
+                t,
+                [max_pending_requests, max_requests, max_retries, retry_budget, max_connection_pools]
+            );
+            Ok(())
+        })?;
     out.max_connections_per_host = per_host.and_then(|(_, t)| t.max_connections);
     Ok(out)
 }
 
-/// The DEFAULT-priority entry of the list `field.0` (each entry checked by `check` first): a HIGH
-/// one is warned about as the unenforced `field.1` (skiff routes everything at DEFAULT
-/// priority), a second DEFAULT one refused.
+/// The DEFAULT-priority entry of the list `field` (each entry checked by `check` first): a HIGH
+/// one is handed to `high` (skiff routes everything at DEFAULT priority), a second DEFAULT one
+/// refused.
 fn default_threshold(
     cx: &mut Cx,
     cbp: &FieldPath,
-    field: (&'static str, &'static str),
+    field: &'static str,
     list: Option<Vec<RawThreshold>>,
+    high: impl Fn(&mut Cx, &FieldPath),
     check: impl Fn(&mut Cx, &FieldPath, &RawThreshold) -> Res<()>,
 ) -> Res<Option<(FieldPath, RawThreshold)>> {
     let mut found = None;
     for (i, t) in list.unwrap_or_default().into_iter().enumerate() {
-        let tp = cbp.key(field.0).idx(i);
+        let tp = cbp.key(field).idx(i);
         check(cx, &tp, &t)?;
         if t.priority.is_some_and(|p| p.0 == RoutingPriority::High) {
-            cx.unenforced(tp.key("priority"), field.1);
+            high(cx, &tp);
             continue;
         }
         if found.is_some() {
-            return fail(tp, format!("DEFAULT priority {} are given twice", field.0));
+            return fail(tp, format!("DEFAULT priority {field} are given twice"));
         }
         found = Some((tp, t));
     }
