@@ -792,11 +792,10 @@ fn on_response_head(
         if r.retries_response(head.status, head.headers) {
             match retry_gate {
                 Some(gate) if gate.admit() => {
-                    // Envoy charges a response it retries to the cluster's codes only when it is
-                    // a 5xx (observed: a retried 409 or 418 is not in `upstream_rq_4xx`).
-                    if head.status >= 500 {
-                        stats.completed(head.status);
-                    }
+                    // Envoy charges a response it retries to `retry.upstream_rq_*`, not to the
+                    // cluster's codes (observed: three 503s, the last relayed, are one
+                    // `upstream_rq_503` and two `retry.upstream_rq_503`).
+                    stats.retried_codes.inc(head.status);
                     return None;
                 }
                 Some(_) => obs.flag(ResponseFlags::UO),
