@@ -130,11 +130,13 @@ impl CodeCounters {
     }
 }
 
-/// "upstream_rq_100" ... "upstream_rq_599", made once.
-fn code_stat_name(status: usize) -> &'static str {
-    static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let names = NAMES.get_or_init(|| (100..600).map(|c| format!("upstream_rq_{c}")).collect());
-    names.get(status - 100).map_or("upstream_rq_unknown", String::as_str)
+/// "upstream_rq_100" ... "upstream_rq_599", or "retry.upstream_rq_100" ... when `retried`, made
+/// once.
+fn code_stat_name(status: usize, retried: bool) -> &'static str {
+    static NAMES: std::sync::OnceLock<[Vec<String>; 2]> = std::sync::OnceLock::new();
+    let names = NAMES
+        .get_or_init(|| ["", "retry."].map(|p| (100..600).map(|c| format!("{p}upstream_rq_{c}")).collect()));
+    names[usize::from(retried)].get(status - 100).map_or("upstream_rq_unknown", String::as_str)
 }
 
 impl Dump for CodeCounters {
@@ -142,7 +144,7 @@ impl Dump for CodeCounters {
         for (i, c) in self.0.iter().enumerate().filter(|(_, c)| c.get() != 0) {
             out.entries.push(Entry {
                 scope: scope.clone(),
-                name: code_stat_name(i + 100),
+                name: code_stat_name(i + 100, false),
                 value: Value::Counter(c.get()),
             });
         }
@@ -162,13 +164,6 @@ impl RetriedCodes {
     }
 }
 
-/// "retry.upstream_rq_100" ... "retry.upstream_rq_599", made once.
-fn retried_code_stat_name(status: usize) -> &'static str {
-    static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let names = NAMES.get_or_init(|| (100..600).map(|c| format!("retry.upstream_rq_{c}")).collect());
-    names.get(status - 100).map_or("retry.upstream_rq_unknown", String::as_str)
-}
-
 impl Dump for RetriedCodes {
     fn dump(&self, scope: &Scope, _name: &'static str, out: &mut StatsDump) {
         const CLASSES: [&str; 5] = [
@@ -183,7 +178,7 @@ impl Dump for RetriedCodes {
             |name, n| out.entries.push(Entry { scope: scope.clone(), name, value: Value::Counter(n) });
         for (i, c) in self.0 .0.iter().enumerate().filter(|(_, c)| c.get() != 0) {
             classes[i / 100] += c.get();
-            push(retried_code_stat_name(i + 100), c.get());
+            push(code_stat_name(i + 100, true), c.get());
         }
         for (name, n) in CLASSES.into_iter().zip(classes).filter(|(_, n)| *n != 0) {
             push(name, n);
