@@ -226,3 +226,56 @@ fn a_reloaded_check_keeps_running_and_the_old_one_stops() {
     let per_1500ms = checks() - before;
     assert!((2..=8).contains(&per_1500ms), "{per_1500ms} checks of a in 1.5 s");
 }
+
+/// As Envoy (reuse_connection, default true): an HTTP check's connection carries the host's next
+/// checks when the response ends by its framing (a length or chunks, a failing status too), and a
+/// new one is made after a `Connection: close` response or with `reuse_connection: false`. The
+/// check request never says `Connection` (Envoy's doesn't).
+#[test]
+fn an_http_check_keeps_its_connection_between_checks_as_envoy_does() {
+    let by_length = checked("length", Arc::new(AtomicU16::new(503)));
+    let chunked = TestUpstream::start(Arc::new(|_: &Seen| {
+        Reply::Raw(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n".to_vec(),
+            true,
+        )
+    }));
+    let closing = TestUpstream::start(Arc::new(|_: &Seen| Reply::Full {
+        status: 200,
+        headers: vec![("connection".into(), "close".into())],
+        body: b"hc".to_vec(),
+    }));
+    let check = "timeout: 0.5s\ninterval: 0.1s\nno_traffic_interval: 0.1s\nunhealthy_threshold: 2\nhealthy_threshold: 1\nhttp_health_check: { path: /healthz }\n";
+    let ups = [&by_length, &chunked, &closing];
+    let sk = Skiff::start(&config(&ups.map(|u| u.addr), check), &[]);
+    assert!(eventually(Duration::from_secs(5), || ups.iter().all(|u| u.count() >= 6)));
+    let conns = ups.map(|u| u.connections.load(Ordering::Relaxed));
+    let checks = ups.map(|u| u.count());
+    // The first round's connection may close before the host's own task starts.
+    assert!(conns[0] <= 2 && conns[1] <= 2, "{conns:?} connections for {checks:?} checks");
+    assert!(conns[2] >= checks[2] - 1, "{conns:?} connections for {checks:?} checks");
+    let hc = &by_length.requests()[0];
+    assert_eq!(hc.header("connection"), None);
+    drop(sk);
+
+    let kept = checked("kept", Arc::new(AtomicU16::new(200)));
+    let no_reuse = format!("reuse_connection: false\n{check}");
+    let _sk = Skiff::start(&config(&[kept.addr], &no_reuse), &[]);
+    assert!(eventually(Duration::from_secs(5), || kept.count() >= 4));
+    assert!(kept.connections.load(Ordering::Relaxed) >= kept.count() - 1);
+}
+
+/// A kept check connection the upstream closed while idle (its keep-alive ran out, silently) is
+/// not the host's failure: the check is made on a new connection, as Envoy's checker, which sees
+/// the close between checks, would.
+#[test]
+fn a_check_connection_closed_while_idle_is_replaced_not_failed() {
+    let idle_closer = TestUpstream::start(Arc::new(|_: &Seen| {
+        Reply::Raw(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(), false)
+    }));
+    let check = "timeout: 0.5s\ninterval: 0.1s\nno_traffic_interval: 0.1s\nunhealthy_threshold: 1\nhealthy_threshold: 1\nhttp_health_check: { path: /healthz }\n";
+    let sk = Skiff::start(&config(&[idle_closer.addr], check), &[]);
+    assert!(eventually(Duration::from_secs(5), || idle_closer.count() >= 5));
+    assert_eq!(stat(sk.admin(), "cluster.backend.health_check.failure"), Some(0));
+    assert_eq!(flags(&sk, idle_closer.addr), "healthy");
+}

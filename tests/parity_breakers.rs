@@ -137,3 +137,83 @@ fn max_retries_overflow_matches_envoy() {
         },
     );
 }
+
+const RETRY_STATS: &[&str] = &[
+    "cluster.backend.upstream_rq_retry",
+    "cluster.backend.upstream_rq_retry_overflow",
+    "cluster.backend.upstream_rq_retry_success",
+    "cluster.backend.upstream_rq_retry_limit_exceeded",
+    "cluster.backend.upstream_rq_503",
+    "cluster.backend.upstream_rq_5xx",
+    "cluster.backend.upstream_rq_completed",
+    "cluster.backend.retry.upstream_rq_503",
+    "cluster.backend.retry.upstream_rq_5xx",
+    "cluster.backend.retry.upstream_rq_completed",
+    "cluster.backend.upstream_rq_200",
+    "cluster.backend.circuit_breakers.default.rq_retry_open",
+    "cluster.backend.circuit_breakers.default.remaining_retries",
+];
+
+/// A budget of 50 % of one active request rounds down to no retry: with `min_retry_concurrency`
+/// 0 the 503 passes with `UO`, where `max_retries` (which the budget replaces) would retry.
+#[test]
+fn retry_budget_below_one_retry_overflows_as_envoy() {
+    compare(
+        "retry_budget_below_one_retry_overflows_as_envoy",
+        Scenario {
+            cluster_extra: "circuit_breakers: { thresholds: [ { max_retries: 5, track_remaining: true, retry_budget: { budget_percent: { value: 50 }, min_retry_concurrency: 0 } } ] }\n",
+            paths: &["/retry/fail"],
+            stats: RETRY_STATS,
+        },
+    );
+}
+
+/// A budget of the whole active request admits one retry at a time: both retries are made.
+#[test]
+fn retry_budget_of_the_active_request_retries_as_envoy() {
+    compare(
+        "retry_budget_of_the_active_request_retries_as_envoy",
+        Scenario {
+            cluster_extra: "circuit_breakers: { thresholds: [ { track_remaining: true, retry_budget: { budget_percent: { value: 100 }, min_retry_concurrency: 0 } } ] }\n",
+            paths: &["/retry/fail", "/ok"],
+            stats: RETRY_STATS,
+        },
+    );
+}
+
+/// `min_retry_concurrency` alone makes a budget (percent 20 by default) that replaces
+/// `max_retries: 0`; so does an empty `retry_budget` (min_retry_concurrency 3 by default).
+#[test]
+fn retry_budget_min_concurrency_replaces_max_retries_as_envoy() {
+    compare(
+        "retry_budget_min_concurrency_replaces_max_retries_as_envoy",
+        Scenario {
+            cluster_extra: "circuit_breakers: { thresholds: [ { max_retries: 0, track_remaining: true, retry_budget: { min_retry_concurrency: 1 } } ] }\n",
+            paths: &["/retry/fail"],
+            stats: RETRY_STATS,
+        },
+    );
+    compare(
+        "retry_budget_empty_is_the_default_budget_as_envoy",
+        Scenario {
+            cluster_extra: "circuit_breakers: { thresholds: [ { max_retries: 0, track_remaining: true, retry_budget: {} } ] }\n",
+            paths: &["/retry/fail"],
+            stats: RETRY_STATS,
+        },
+    );
+}
+
+/// A host at its `per_host_thresholds` connection cap: the next request waits for its connection
+/// (counted in `upstream_cx_overflow`, as at the cluster's cap) and one more overflows the
+/// pending queue.
+#[test]
+fn per_host_max_connections_matches_envoy() {
+    compare(
+        "per_host_max_connections_matches_envoy",
+        Scenario {
+            cluster_extra: "circuit_breakers: { thresholds: [ { max_pending_requests: 1, track_remaining: true } ], per_host_thresholds: [ { max_connections: 1 } ] }\n",
+            paths: &["/slow/1", "/slow/2", "/slow/3"],
+            stats: OVERFLOW_STATS,
+        },
+    );
+}

@@ -1065,16 +1065,24 @@ fn cluster(c: &Cluster) -> Value {
     }
     if c.circuit_breakers != CircuitBreakers::default() {
         let cb = c.circuit_breakers;
-        m.insert(
-            "circuit_breakers".into(),
-            json!({ "thresholds": [{
-                "max_connections": cb.max_connections,
-                "max_pending_requests": cb.max_pending_requests,
-                "max_requests": cb.max_requests,
-                "max_retries": cb.max_retries,
-                "track_remaining": cb.track_remaining,
-            }] }),
-        );
+        let mut threshold = json!({
+            "max_connections": cb.max_connections,
+            "max_pending_requests": cb.max_pending_requests,
+            "max_requests": cb.max_requests,
+            "max_retries": cb.max_retries,
+            "track_remaining": cb.track_remaining,
+        });
+        if let Some(b) = cb.retry_budget {
+            threshold["retry_budget"] = json!({
+                "budget_percent": { "value": b.budget_percent },
+                "min_retry_concurrency": b.min_retry_concurrency,
+            });
+        }
+        let mut breakers = json!({ "thresholds": [threshold] });
+        if let Some(n) = cb.max_connections_per_host {
+            breakers["per_host_thresholds"] = json!([{ "max_connections": n }]);
+        }
+        m.insert("circuit_breakers".into(), breakers);
     }
     if let Some(o) = &c.outlier_detection {
         m.insert("outlier_detection".into(), outlier_detection(o));
@@ -1200,6 +1208,7 @@ fn health_check(h: &HealthCheck) -> Value {
     }
     m.insert("always_log_health_check_failures".into(), h.always_log_failures.into());
     m.insert("always_log_health_check_success".into(), h.always_log_success.into());
+    m.insert("reuse_connection".into(), h.reuse_connection.into());
     let ranges = |list: &[(u16, u16)]| -> Value {
         list.iter().map(|(start, end)| json!({ "start": start, "end": end })).collect()
     };

@@ -73,6 +73,9 @@ pub struct ClusterSnap {
     pub circuit_breakers: config::CircuitBreakers,
     /// Shared by every shard and every snapshot of this cluster spec.
     pub breaker: Arc<Breaker>,
+    /// Connections open to each endpoint (aligned with `endpoints`), across shards; empty
+    /// without `per_host_thresholds`.
+    pub host_conns: Vec<breaker::HostConns>,
     /// `outlier_detection`, when configured: per-host counts shared by every shard.
     pub outlier: Option<Outlier>,
     /// The ring or Maglev table of a RING_HASH or MAGLEV cluster.
@@ -151,6 +154,10 @@ impl ClusterSnap {
             max_requests_per_connection: cluster.max_requests_per_connection,
             connection: ConnectionLimits::of(cluster),
             circuit_breakers: cluster.circuit_breakers,
+            host_conns: match cluster.circuit_breakers.max_connections_per_host {
+                Some(_) => breaker.host_counters(&addrs),
+                None => Vec::new(),
+            },
             breaker,
             outlier,
             hash_table,
@@ -160,6 +167,14 @@ impl ClusterSnap {
 }
 
 impl ClusterSnap {
+    /// The connection count of `endpoint` when `per_host_thresholds` caps it, and whether it is
+    /// under the cap (Envoy compares the host's `cx_active`, connecting ones included).
+    pub fn host_room(&self, endpoint: usize) -> Option<(&breaker::HostConns, bool)> {
+        let max = self.circuit_breakers.max_connections_per_host?;
+        let n = self.host_conns.get(endpoint)?;
+        Some((n, n.load(std::sync::atomic::Ordering::Relaxed) < max))
+    }
+
     /// Whether per-shard load-balancing state built for `other` fits this cluster unchanged.
     pub fn same_hosts(&self, other: &ClusterSnap) -> bool {
         self.endpoints == other.endpoints

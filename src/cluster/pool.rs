@@ -4,7 +4,7 @@
 //! upstream. Bounded in count and idle age. Every pooled connection has a read armed on it, so one
 //! that received anything while idle (late bytes, an EOF) is never handed out.
 
-use super::breaker::{Breaker, Resource};
+use super::breaker::{Breaker, HostConns, Resource};
 use super::pending::EndpointConns;
 use crate::stats::{ClusterStats, HostStats};
 use bytes::BytesMut;
@@ -17,6 +17,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -66,19 +67,33 @@ pub struct Upstream {
 pub struct ConnSlot {
     pub breaker: Arc<Breaker>,
     pub conns: Rc<EndpointConns>,
+    /// Its host's count, with `per_host_thresholds`.
+    host: Option<HostConns>,
 }
 
 impl ConnSlot {
     /// Counts a connection already taken on `breaker` (`Resource::Connections`).
     pub fn new(breaker: Arc<Breaker>, conns: Rc<EndpointConns>) -> Self {
         conns.opened();
-        ConnSlot { breaker, conns }
+        ConnSlot { breaker, conns, host: None }
+    }
+
+    /// Counts the connection in its host's count too (given back with the rest).
+    pub fn on_host(mut self, host: Option<&HostConns>) -> Self {
+        if let Some(n) = host {
+            n.fetch_add(1, Ordering::Relaxed);
+            self.host = Some(n.clone());
+        }
+        self
     }
 }
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
         self.breaker.give_back(Resource::Connections);
+        if let Some(n) = &self.host {
+            n.fetch_sub(1, Ordering::Relaxed);
+        }
         self.conns.closed();
     }
 }

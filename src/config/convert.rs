@@ -35,6 +35,15 @@ macro_rules! reject_present {
     };
 }
 
+/// Refuses each listed per-host threshold field that is present, in Envoy's words.
+macro_rules! reject_per_host {
+    ($p:expr, $raw:expr, [$($f:ident),* $(,)?]) => {
+        $( if $raw.$f.is_some() {
+            return fail($p.key(stringify!($f)), "Unsupported field in per_host_thresholds");
+        } )*
+    };
+}
+
 const NOT_YET: &str = "not yet implemented in skiff";
 
 /// The most a sane retry policy asks for; beyond it a typo is likelier than intent.
@@ -1676,38 +1685,10 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
     // Envoy reads 0 as "no limit".
     let max_requests_per_connection = max_requests_per_connection.filter(|n| *n > 0);
 
-    let mut circuit_breakers = CircuitBreakers::default();
-    if let Some(cb) = c.circuit_breakers {
-        let cbp = p.key("circuit_breakers");
-        warn_present!(cx, cbp, cb, "cluster.circuit_breakers", [per_host_thresholds]);
-        let mut seen_default = false;
-        for (i, t) in cb.thresholds.unwrap_or_default().into_iter().enumerate() {
-            let tp = cbp.key("thresholds").idx(i);
-            warn_present!(
-                cx,
-                tp,
-                t,
-                "cluster.circuit_breakers.thresholds",
-                [retry_budget, max_connection_pools]
-            );
-            if t.priority.is_some_and(|p| p.0 == RoutingPriority::High) {
-                cx.unenforced(tp.key("priority"), "cluster.circuit_breakers.thresholds.priority");
-                continue;
-            }
-            if seen_default {
-                return fail(tp, "DEFAULT priority thresholds are given twice");
-            }
-            seen_default = true;
-            let d = CircuitBreakers::default();
-            circuit_breakers = CircuitBreakers {
-                max_connections: t.max_connections.unwrap_or(d.max_connections),
-                max_pending_requests: t.max_pending_requests.unwrap_or(d.max_pending_requests),
-                max_requests: t.max_requests.unwrap_or(d.max_requests),
-                max_retries: t.max_retries.unwrap_or(d.max_retries),
-                track_remaining: t.track_remaining.unwrap_or(false),
-            };
-        }
-    }
+    let circuit_breakers = match c.circuit_breakers {
+        Some(cb) => circuit_breakers(cx, &p.key("circuit_breakers"), cb)?,
+        None => CircuitBreakers::default(),
+    };
 
     Ok(Cluster {
         tls,
@@ -1750,6 +1731,86 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
         lb_health,
         health_checks,
     })
+}
+
+/// A cluster's DEFAULT-priority thresholds and per-host connection cap, with Envoy's defaults.
+fn circuit_breakers(cx: &mut Cx, cbp: &FieldPath, cb: RawCircuitBreakers) -> Res<CircuitBreakers> {
+    let mut out = CircuitBreakers::default();
+    let high = |cx: &mut Cx, tp: &FieldPath| {
+        cx.unenforced(tp.key("priority"), "cluster.circuit_breakers.thresholds.priority");
+    };
+    if let Some((tp, t)) = default_threshold(cx, cbp, "thresholds", cb.thresholds, high, |cx, tp, t| {
+        warn_present!(cx, tp, t, "cluster.circuit_breakers.thresholds", [max_connection_pools]);
+        Ok(())
+    })? {
+        let d = CircuitBreakers::default();
+        out = CircuitBreakers {
+            max_connections: t.max_connections.unwrap_or(d.max_connections),
+            max_pending_requests: t.max_pending_requests.unwrap_or(d.max_pending_requests),
+            max_requests: t.max_requests.unwrap_or(d.max_requests),
+            max_retries: t.max_retries.unwrap_or(d.max_retries),
+            track_remaining: t.track_remaining.unwrap_or(false),
+            retry_budget: match t.retry_budget {
+                Some(b) => Some(retry_budget(&tp.key("retry_budget"), b)?),
+                None => None,
+            },
+            max_connections_per_host: None,
+        };
+    }
+    let high = |cx: &mut Cx, tp: &FieldPath| {
+        cx.unenforced(tp.key("priority"), "cluster.circuit_breakers.per_host_thresholds.priority");
+    };
+    let per_host =
+        default_threshold(cx, cbp, "per_host_thresholds", cb.per_host_thresholds, high, |_, tp, t| {
+            // Envoy refuses every per-host limit but max_connections with this message (and
+            // accepts `track_remaining`, which publishes nothing per host).
+            reject_per_host!(
+                tp,
+                t,
+                [max_pending_requests, max_requests, max_retries, retry_budget, max_connection_pools]
+            );
+            Ok(())
+        })?;
+    out.max_connections_per_host = per_host.and_then(|(_, t)| t.max_connections);
+    Ok(out)
+}
+
+/// The DEFAULT-priority entry of the list `field` (each entry checked by `check` first): a HIGH
+/// one is handed to `high` (skiff routes everything at DEFAULT priority), a second DEFAULT one
+/// refused.
+fn default_threshold(
+    cx: &mut Cx,
+    cbp: &FieldPath,
+    field: &'static str,
+    list: Option<Vec<RawThreshold>>,
+    high: impl Fn(&mut Cx, &FieldPath),
+    check: impl Fn(&mut Cx, &FieldPath, &RawThreshold) -> Res<()>,
+) -> Res<Option<(FieldPath, RawThreshold)>> {
+    let mut found = None;
+    for (i, t) in list.unwrap_or_default().into_iter().enumerate() {
+        let tp = cbp.key(field).idx(i);
+        check(cx, &tp, &t)?;
+        if t.priority.is_some_and(|p| p.0 == RoutingPriority::High) {
+            high(cx, &tp);
+            continue;
+        }
+        if found.is_some() {
+            return fail(tp, format!("DEFAULT priority {field} are given twice"));
+        }
+        found = Some((tp, t));
+    }
+    Ok(found)
+}
+
+/// A `retry_budget`, with Envoy's defaults (20 %, 3): an empty one is a budget too (observed:
+/// Envoy 1.40 then retries past `max_retries: 0`).
+fn retry_budget(p: &FieldPath, b: RawRetryBudget) -> Res<RetryBudget> {
+    let budget_percent = b.budget_percent.and_then(|v| v.value).unwrap_or(20.0);
+    if !(0.0..=100.0).contains(&budget_percent) {
+        let vp = p.key("budget_percent").key("value");
+        return fail(vp, format!("budget_percent must be between 0 and 100, got {budget_percent}"));
+    }
+    Ok(RetryBudget { budget_percent, min_retry_concurrency: b.min_retry_concurrency.unwrap_or(3) })
 }
 
 fn endpoint(p: FieldPath, a: RawHostAddress, weight: u32, priority: u32) -> Res<Endpoint> {

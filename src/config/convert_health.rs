@@ -176,6 +176,7 @@ pub(super) fn health_check(p: FieldPath, cluster: &str, h: RawHealthCheck) -> Re
             .unwrap_or(interval),
         always_log_failures: h.always_log_health_check_failures.unwrap_or(false),
         always_log_success: h.always_log_health_check_success.unwrap_or(false),
+        reuse_connection: h.reuse_connection.unwrap_or(true),
     })
 }
 

@@ -769,6 +769,8 @@ pub struct HealthCheck {
     pub healthy_edge_interval: Duration,
     pub always_log_failures: bool,
     pub always_log_success: bool,
+    /// `reuse_connection` (default true): an HTTP check's connection carries the next check.
+    pub reuse_connection: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -849,7 +851,39 @@ pub struct CircuitBreakers {
     pub max_retries: u32,
     /// `track_remaining`: publish `circuit_breakers.default.remaining_*` gauges.
     pub track_remaining: bool,
+    /// `thresholds[].retry_budget`: when set, the retry limit instead of `max_retries`.
+    pub retry_budget: Option<RetryBudget>,
+    /// `per_host_thresholds[].max_connections` (DEFAULT priority): each host's connection cap.
+    pub max_connections_per_host: Option<u32>,
 }
+
+/// Envoy's retry budget: at most `budget_percent` of the cluster's active and pending requests
+/// may be retries, and never fewer than `min_retry_concurrency`.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryBudget {
+    /// 0 to 100.
+    pub budget_percent: f64,
+    pub min_retry_concurrency: u32,
+}
+
+impl RetryBudget {
+    /// How many retries may be in progress with `active` requests and pending requests, as
+    /// Envoy computes it (the percentage's product truncated).
+    pub fn limit(&self, active: u32) -> u32 {
+        let share = (self.budget_percent / 100.0 * f64::from(active)) as u32;
+        share.max(self.min_retry_concurrency)
+    }
+}
+
+// The percent is compared by its bits: a config reloaded with the same text is the same budget.
+impl PartialEq for RetryBudget {
+    fn eq(&self, o: &Self) -> bool {
+        self.budget_percent.to_bits() == o.budget_percent.to_bits()
+            && self.min_retry_concurrency == o.min_retry_concurrency
+    }
+}
+
+impl Eq for RetryBudget {}
 
 impl Default for CircuitBreakers {
     fn default() -> Self {
@@ -859,6 +893,8 @@ impl Default for CircuitBreakers {
             max_requests: 1024,
             max_retries: 3,
             track_remaining: false,
+            retry_budget: None,
+            max_connections_per_host: None,
         }
     }
 }

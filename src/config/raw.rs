@@ -1413,7 +1413,7 @@ pub struct RawDnsResolutionConfig {
 #[serde(deny_unknown_fields, expecting = "a mapping")]
 pub struct RawCircuitBreakers {
     pub thresholds: Option<Vec<RawThreshold>>,
-    pub per_host_thresholds: Ign,
+    pub per_host_thresholds: Option<Vec<RawThreshold>>,
 }
 
 #[derive(Debug, DeriveDeserialize)]
@@ -1425,8 +1425,15 @@ pub struct RawThreshold {
     pub max_requests: Option<u32>,
     pub max_retries: Option<u32>,
     pub track_remaining: Option<bool>,
-    pub retry_budget: Ign,
+    pub retry_budget: Option<RawRetryBudget>,
     pub max_connection_pools: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawRetryBudget {
+    pub budget_percent: Option<RawPercent>,
+    pub min_retry_concurrency: Option<u32>,
 }
 
 // ---------------------------------------------------------------------------------------------

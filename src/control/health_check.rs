@@ -5,8 +5,10 @@
 //! once), picks the next interval as Envoy does (`no_traffic_interval` until the cluster carried
 //! traffic, edge intervals while a change is pending, jitter), and writes each verdict into the
 //! cluster's `Board`, which every shard's load balancer reads; a pass on a healthy host returns it
-//! from an outlier ejection when told to (`successful_active_health_check_uneject_host`). Owns
-//! the checks' sockets and state; knows nothing of snapshots or shards.
+//! from an outlier ejection when told to (`successful_active_health_check_uneject_host`). An HTTP
+//! check's connection carries the host's next check, as Envoy's `reuse_connection` (default on)
+//! does, unless the response closes it or cannot be read to its end. Owns the checks' sockets and
+//! state; knows nothing of snapshots or shards.
 
 use crate::cluster::health::{Board, CheckCounters};
 use crate::cluster::outlier::Detector;
@@ -20,6 +22,9 @@ use std::time::Duration;
 
 /// The most of a response head an HTTP check reads.
 const MAX_HEAD: usize = 16 * 1024;
+/// The most of a response body an HTTP check drains to keep its connection; a longer body (or
+/// one delimited by the close) closes the connection instead.
+const MAX_DRAINED_BODY: usize = 64 * 1024;
 
 /// One cluster's checks for one host set. Dropping the last handle ends its tasks (each holds a
 /// `Weak` and stops at its next round).
@@ -117,8 +122,10 @@ impl Checks {
     /// One probe of every host at once, each bounded by the timeout: the round a cluster's first
     /// snapshot waits for, as Envoy's cluster warms with its first health check.
     pub async fn first_round(&self) {
+        // This round's connections close after it: a host's task keeps its own from its first
+        // check (a connection belongs to the runtime task that made it).
         let probes = (0..self.hosts.len()).map(|i| async move {
-            let outcome = self.probe(i).await;
+            let outcome = self.probe(i, &mut None).await;
             self.record(i, outcome);
         });
         futures_util::future::join_all(probes).await;
@@ -164,14 +171,20 @@ impl Checks {
         a
     }
 
-    async fn probe(&self, host: usize) -> Outcome {
+    /// One check of `host`. `kept` is the host's HTTP check connection between checks: taken
+    /// here, put back when the exchange leaves it reusable (a timeout drops it, closing it).
+    async fn probe(&self, host: usize, kept: &mut Option<TcpStream>) -> Outcome {
         CheckCounters::add(&self.board.counters.attempt);
         let addr = self.address(host);
         let probe = async {
             match &self.spec.kind {
                 HealthCheckKind::Http(http) => {
                     let host = self.targets.get(host).and_then(|t| t.host.as_deref()).unwrap_or(&http.host);
-                    http_probe(addr, http, host).await
+                    let (outcome, reusable) = http_probe(addr, http, host, kept.take()).await;
+                    if self.spec.reuse_connection {
+                        *kept = reusable;
+                    }
+                    outcome
                 }
                 HealthCheckKind::Tcp { send, receive } => tcp_probe(addr, send, receive).await,
             }
@@ -306,40 +319,79 @@ fn jitter_ms(max_ms: u64) -> Duration {
 /// One host's check loop: sleep, probe, record; ends when its `Checks` is gone.
 async fn run(checks: Weak<Checks>, host: usize, first_delay: Duration) {
     let mut delay = first_delay;
+    let mut kept = None;
     loop {
         monoio::time::sleep(delay).await;
         let Some(c) = checks.upgrade() else { return };
-        let outcome = c.probe(host).await;
+        let outcome = c.probe(host, &mut kept).await;
         let passed = matches!(outcome, Outcome::Success { .. });
         let transition = c.record(host, outcome);
         delay = c.interval(passed, transition);
     }
 }
 
-async fn http_probe(addr: SocketAddr, http: &HttpHealthCheck, host: &str) -> Outcome {
-    let mut stream = match TcpStream::connect(addr).await {
-        Ok(s) => s,
-        Err(e) => return Outcome::Network(format!("connect to {addr}: {e}")),
-    };
-    let (written, _) = stream.write_all(http_request(http, host)).await;
+/// One HTTP check on `kept` (when the host's previous check left it open) or a new connection:
+/// its outcome, and the connection when the response was read to its end and keeps it open.
+async fn http_probe(
+    addr: SocketAddr,
+    http: &HttpHealthCheck,
+    host: &str,
+    kept: Option<TcpStream>,
+) -> (Outcome, Option<TcpStream>) {
+    let request = http_request(http, host);
+    if let Some(stream) = kept {
+        let done = http_exchange(stream, addr, http, request.clone()).await;
+        // Closed while idle, before this check got any answer: Envoy would have seen the close
+        // between checks and connected afresh, so this is not the host's failure.
+        if !done.silent {
+            return (done.outcome, done.reusable);
+        }
+    }
+    match TcpStream::connect(addr).await {
+        Ok(stream) => {
+            let done = http_exchange(stream, addr, http, request).await;
+            (done.outcome, done.reusable)
+        }
+        Err(e) => (Outcome::Network(format!("connect to {addr}: {e}")), None),
+    }
+}
+
+/// How one request and response on a check connection went.
+struct Exchanged {
+    outcome: Outcome,
+    /// The connection, when it may carry the next check.
+    reusable: Option<TcpStream>,
+    /// It failed before a byte of response came back.
+    silent: bool,
+}
+
+async fn http_exchange(
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    http: &HttpHealthCheck,
+    request: Vec<u8>,
+) -> Exchanged {
+    let failed =
+        |why: String, silent: bool| Exchanged { outcome: Outcome::Network(why), reusable: None, silent };
+    let (written, _) = stream.write_all(request).await;
     if let Err(e) = written {
-        return Outcome::Network(format!("write to {addr}: {e}"));
+        return failed(format!("write to {addr}: {e}"), true);
     }
     let mut head = Vec::new();
     loop {
         let (read, buf) = stream.read(Vec::with_capacity(4096)).await;
         match read {
-            Ok(0) => return Outcome::Network(format!("{addr} closed before a response head")),
+            Ok(0) => return failed(format!("{addr} closed before a response head"), head.is_empty()),
             Ok(_) => head.extend_from_slice(&buf),
-            Err(e) => return Outcome::Network(format!("read from {addr}: {e}")),
+            Err(e) => return failed(format!("read from {addr}: {e}"), head.is_empty()),
         }
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut response = httparse::Response::new(&mut headers);
         match response.parse(&head) {
-            Ok(httparse::Status::Complete(_)) => {
+            Ok(httparse::Status::Complete(len)) => {
                 let code = response.code.unwrap_or(0);
                 let within = |ranges: &[(u16, u16)]| ranges.iter().any(|(a, b)| (*a..*b).contains(&code));
-                return if within(&http.expected_statuses) {
+                let outcome = if within(&http.expected_statuses) {
                     let degraded =
                         response.headers.iter().any(|h| h.name.eq_ignore_ascii_case("x-envoy-degraded"));
                     Outcome::Success { degraded }
@@ -349,19 +401,106 @@ async fn http_probe(addr: SocketAddr, http: &HttpHealthCheck, host: &str) -> Out
                         why: format!("{addr} answered {code}"),
                     }
                 };
+                let body = body_framing(&response, http.method == "HEAD");
+                let mut reusable = None;
+                if let Some(body) = body {
+                    if drain_body(&mut stream, head.split_off(len), body).await {
+                        reusable = Some(stream);
+                    }
+                }
+                return Exchanged { outcome, reusable, silent: false };
             }
             Ok(httparse::Status::Partial) if head.len() < MAX_HEAD => {}
-            Ok(httparse::Status::Partial) => {
-                return Outcome::Network(format!("{addr}: response head too long"))
+            Ok(httparse::Status::Partial) => return failed(format!("{addr}: response head too long"), false),
+            Err(e) => return failed(format!("{addr}: malformed response: {e}"), false),
+        }
+    }
+}
+
+/// How a check response's body ends, when its connection may be kept after it: None when the
+/// response closes the connection (`Connection: close`, HTTP/1.0 without keep-alive, a body that
+/// runs to the close, or one longer than skiff drains), as Envoy closes then too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Body {
+    Length(usize),
+    Chunked,
+}
+
+fn body_framing(response: &httparse::Response<'_, '_>, head_method: bool) -> Option<Body> {
+    let header = |name: &'static str| {
+        response.headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+    };
+    let has_token = |name: &'static str, token: &str| {
+        header(name)
+            .any(|v| String::from_utf8_lossy(v).split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    let keep_alive = match response.version {
+        Some(1) => !has_token("connection", "close"),
+        _ => has_token("connection", "keep-alive") && !has_token("connection", "close"),
+    };
+    let code = response.code.unwrap_or(0);
+    if !keep_alive {
+        return None;
+    }
+    if head_method || code / 100 == 1 || code == 204 || code == 304 {
+        return Some(Body::Length(0));
+    }
+    if header("transfer-encoding").next().is_some() {
+        return has_token("transfer-encoding", "chunked").then_some(Body::Chunked);
+    }
+    let mut lengths = header("content-length");
+    let length = std::str::from_utf8(lengths.next()?).ok()?.trim().parse::<usize>().ok()?;
+    if lengths.next().is_some() || length > MAX_DRAINED_BODY {
+        return None;
+    }
+    Some(Body::Length(length))
+}
+
+/// Reads the rest of a check response's body (`have` came with the head); true when it ended
+/// exactly at the end of what was read, so the connection holds nothing unread.
+async fn drain_body(stream: &mut TcpStream, mut have: Vec<u8>, body: Body) -> bool {
+    let mut chunked = crate::http::ChunkedDecoder::new();
+    let mut drained = 0;
+    loop {
+        // `have` holds bytes not yet walked over.
+        match body {
+            Body::Length(n) => {
+                drained += have.len();
+                have.clear();
+                if drained >= n {
+                    return drained == n;
+                }
             }
-            Err(e) => return Outcome::Network(format!("{addr}: malformed response: {e}")),
+            Body::Chunked => {
+                let mut rest = &have[..];
+                while !rest.is_empty() {
+                    let Ok(p) = chunked.advance(rest) else { return false };
+                    rest = &rest[p.consumed..];
+                    if p.done {
+                        return rest.is_empty();
+                    }
+                    if p.consumed == 0 {
+                        break;
+                    }
+                }
+                drained += have.len() - rest.len();
+                have = rest.to_vec();
+                if drained > MAX_DRAINED_BODY {
+                    return false;
+                }
+            }
+        }
+        let (read, buf) = stream.read(Vec::with_capacity(4096)).await;
+        match read {
+            Ok(n) if n > 0 => have.extend_from_slice(&buf),
+            _ => return false,
         }
     }
 }
 
 /// The check request as Envoy's HTTP/1.1 health checker sends it (`Host`, `User-Agent: Envoy/HC`,
-/// then `request_headers_to_add` less `request_headers_to_remove`); the connection closes after
-/// each check.
+/// then `request_headers_to_add` less `request_headers_to_remove`, and no `Connection` header
+/// whether or not the connection is reused).
 fn http_request(http: &HttpHealthCheck, host: &str) -> Vec<u8> {
     let mut lines: Vec<(String, String)> =
         vec![("host".into(), host.to_string()), ("user-agent".into(), "Envoy/HC".into())];
@@ -377,7 +516,7 @@ fn http_request(http: &HttpHealthCheck, host: &str) -> Vec<u8> {
     for (n, v) in &lines {
         out.push_str(&format!("{n}: {v}\r\n"));
     }
-    out.push_str("connection: close\r\n\r\n");
+    out.push_str("\r\n");
     out.into_bytes()
 }
 

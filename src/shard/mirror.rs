@@ -77,12 +77,17 @@ async fn exchange(shard: &Shard, generation: &Generation, cluster: usize, mut re
     let mut up = match upstream::take_pooled(shard, key) {
         Some(up) => up,
         None => {
-            // A shadow never waits for a connection: at `max_connections` it is dropped.
-            if !snap.breaker.try_take(Resource::Connections, &snap.circuit_breakers) {
+            // A shadow never waits for a connection: at `max_connections` (the cluster's or its
+            // host's) it is dropped.
+            let host_cap = snap.host_room(endpoint);
+            if host_cap.is_some_and(|(_, room)| !room)
+                || !snap.breaker.try_take(Resource::Connections, &snap.circuit_breakers)
+            {
                 stats.upstream_cx_overflow.inc();
                 return;
             }
-            let slot = ConnSlot::new(snap.breaker.clone(), shard.pool.endpoint(key));
+            let slot = ConnSlot::new(snap.breaker.clone(), shard.pool.endpoint(key))
+                .on_host(host_cap.map(|(n, _)| n));
             match upstream::connect(&shard.stats, addr, key, snap, stats, host, slot).await {
                 Ok(up) => up,
                 Err(_) => return,

@@ -593,8 +593,11 @@ async fn obtain(
     let _pending = Pending { _held: held, active: &stats.upstream_rq_pending_active };
     let conns = ex.shard.pool.endpoint(key);
     let mut overflow_counted = false;
+    let host_cap = snap.host_room(endpoint).map(|(n, _)| n);
     loop {
-        let mut may_open = breaker.try_take(Resource::Connections, limits);
+        // Envoy's `canCreateConnection`: the host under its own cap, then the cluster's.
+        let host_room = snap.host_room(endpoint).is_none_or(|(_, room)| room);
+        let mut may_open = host_room && breaker.try_take(Resource::Connections, limits);
         if !may_open {
             if !overflow_counted {
                 stats.upstream_cx_overflow.inc();
@@ -606,7 +609,7 @@ async fn obtain(
             }
         }
         if may_open {
-            let slot = ConnSlot::new(breaker.clone(), conns);
+            let slot = ConnSlot::new(breaker.clone(), conns).on_host(host_cap);
             let host = &ex.generation.host_stats[ex.cluster][endpoint];
             return connect(&ex.shard.stats, key.addr, key, snap, stats, host, slot).await;
         }
@@ -795,15 +798,18 @@ fn on_response_head(
         if r.retries_response(head.status, head.headers) {
             match retry_gate {
                 Some(gate) if gate.admit() => {
-                    // Envoy charges a response it retries to the cluster's codes only when it is
-                    // a 5xx (observed: a retried 409 or 418 is not in `upstream_rq_4xx`).
-                    if head.status >= 500 {
-                        stats.completed(head.status);
-                    }
+                    // Envoy charges a response it retries to `retry.upstream_rq_*`, not to the
+                    // cluster's codes (observed: three 503s, the last relayed, are one
+                    // `upstream_rq_503` and two `retry.upstream_rq_503`).
+                    stats.retried_codes.inc(head.status);
                     return None;
                 }
                 Some(_) => obs.flag(ResponseFlags::UO),
-                None => stats.upstream_rq_retry_limit_exceeded.inc(),
+                None => {
+                    // Envoy flags the relayed answer of a request out of retries `URX`.
+                    stats.upstream_rq_retry_limit_exceeded.inc();
+                    obs.flag(ResponseFlags::URX);
+                }
             }
             ex.answer_retriable.set(true);
         }

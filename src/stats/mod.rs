@@ -140,11 +140,13 @@ impl CodeCounters {
     }
 }
 
-/// "upstream_rq_100" ... "upstream_rq_599", made once.
-fn code_stat_name(status: usize) -> &'static str {
-    static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let names = NAMES.get_or_init(|| (100..600).map(|c| format!("upstream_rq_{c}")).collect());
-    names.get(status - 100).map_or("upstream_rq_unknown", String::as_str)
+/// "upstream_rq_100" ... "upstream_rq_599", or "retry.upstream_rq_100" ... when `retried`, made
+/// once.
+fn code_stat_name(status: usize, retried: bool) -> &'static str {
+    static NAMES: std::sync::OnceLock<[Vec<String>; 2]> = std::sync::OnceLock::new();
+    let names = NAMES
+        .get_or_init(|| ["", "retry."].map(|p| (100..600).map(|c| format!("{p}upstream_rq_{c}")).collect()));
+    names[usize::from(retried)].get(status - 100).map_or("upstream_rq_unknown", String::as_str)
 }
 
 impl Dump for CodeCounters {
@@ -152,9 +154,48 @@ impl Dump for CodeCounters {
         for (i, c) in self.0.iter().enumerate().filter(|(_, c)| c.get() != 0) {
             out.entries.push(Entry {
                 scope: scope.clone(),
-                name: code_stat_name(i + 100),
+                name: code_stat_name(i + 100, false),
                 value: Value::Counter(c.get()),
             });
+        }
+    }
+}
+
+/// Envoy's `retry.upstream_rq_completed`, `retry.upstream_rq_<class>` and
+/// `retry.upstream_rq_<code>`: the responses a retry replaced, counted here instead of in
+/// `upstream_rq_*`, each shown once used.
+#[derive(Debug, Default)]
+pub struct RetriedCodes(CodeCounters);
+
+impl RetriedCodes {
+    #[inline]
+    pub fn inc(&self, status: u16) {
+        self.0.inc(status);
+    }
+}
+
+impl Dump for RetriedCodes {
+    fn dump(&self, scope: &Scope, _name: &'static str, out: &mut StatsDump) {
+        const CLASSES: [&str; 5] = [
+            "retry.upstream_rq_1xx",
+            "retry.upstream_rq_2xx",
+            "retry.upstream_rq_3xx",
+            "retry.upstream_rq_4xx",
+            "retry.upstream_rq_5xx",
+        ];
+        let mut classes = [0u64; 5];
+        let mut push =
+            |name, n| out.entries.push(Entry { scope: scope.clone(), name, value: Value::Counter(n) });
+        for (i, c) in self.0 .0.iter().enumerate().filter(|(_, c)| c.get() != 0) {
+            classes[i / 100] += c.get();
+            push(code_stat_name(i + 100, true), c.get());
+        }
+        for (name, n) in CLASSES.into_iter().zip(classes).filter(|(_, n)| *n != 0) {
+            push(name, n);
+        }
+        let total: u64 = classes.iter().sum();
+        if total != 0 {
+            push("retry.upstream_rq_completed", total);
         }
     }
 }
@@ -350,6 +391,7 @@ stat_block! {
         upstream_rq_per_try_idle_timeout: Counter,
         upstream_rq_time: Timer,
         upstream_rq_code: CodeCounters,
+        retried_codes: RetriedCodes,
     }
 }
 
