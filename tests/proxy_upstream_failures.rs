@@ -408,3 +408,42 @@ fn echo_one_request_then_close() -> RawUpstream {
         }
     })
 }
+
+/// The keep-alive race: a pooled connection that closes as its next request arrives. skiff sends
+/// an idempotent request once more on a fresh connection (RFC 9110 9.2.2: it may not have reached
+/// the application, and repeating it is safe); a POST may have been acted on, so it gets Envoy's
+/// 503 `UC` and is never sent twice.
+#[test]
+fn a_pooled_connection_closing_on_reuse_resends_only_idempotent_requests() {
+    // Every connection answers its first request and closes on reading its second, unanswered.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let up = RawUpstream::start(move |mut s, _| {
+        for n in 0.. {
+            let Some(head) = read_head(&mut s) else { return };
+            log.lock().expect("log").push(head.lines().next().unwrap_or_default().to_string());
+            if n == 1 {
+                return;
+            }
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        }
+    });
+    let good = TestUpstream::named("good");
+    let skiff = start(&two_cluster_config(&[up.addr], good.addr, "", ""));
+    let addr = skiff.listener("main");
+    let mut c = Client::connect(addr);
+    assert_eq!(c.get("/first").status, 200);
+    // Reuses the pooled connection, which closes: sent again on a new one.
+    assert_eq!(c.get("/again").status, 200);
+    let lines = seen.lock().expect("log").clone();
+    assert_eq!(lines, ["GET /first HTTP/1.1", "GET /again HTTP/1.1", "GET /again HTTP/1.1"]);
+
+    // The fresh connection is pooled now and answered once: its next request hits the close.
+    c.send(b"POST /order HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi");
+    let r = c.read_response(false).expect("a reply");
+    assert_eq!(r.status, 503);
+    assert!(r.text().starts_with(CONNECT_ERROR), "{}", r.text());
+    let posts = seen.lock().expect("log").iter().filter(|l| l.starts_with("POST")).count();
+    assert_eq!(posts, 1, "the POST reached the upstream once");
+    still_serves(addr);
+}

@@ -299,6 +299,7 @@ impl<'g> Request<'g> {
             http10,
             expect_continue: head.expect_continue,
             body_buffered: scan.complete,
+            idempotent: matches!(head.method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"),
             body_rest: scan.rest,
             upgrade: upgrade.is_some(),
             hash: None,

@@ -45,6 +45,9 @@ pub(super) struct RequestFacts {
     pub expect_continue: bool,
     /// The whole body is in `req_out` (so the request can be sent again).
     pub body_buffered: bool,
+    /// RFC 9110's idempotent methods: only these are sent again on a fresh connection when a
+    /// pooled one closes before answering (the request may have reached the application).
+    pub idempotent: bool,
     /// For a body still arriving: where its framing stands after the part in `req_out`.
     pub body_rest: Option<Framing>,
     /// An upgrade the configuration allows: a `101` turns the connection into a relay.
@@ -241,9 +244,7 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
         // What outlier detection hears of this host (a response's status is counted as it arrives).
         match result {
             Attempt::ConnectFailed { .. } | Attempt::Reset => report(ex, endpoint, Outcome::ConnectFailed),
-            Attempt::Stale if !ex.facts.body_buffered || fresh_only => {
-                report(ex, endpoint, Outcome::ConnectFailed)
-            }
+            Attempt::Stale if !resend_stale(&ex.facts, fresh_only) => report(ex, endpoint, Outcome::ConnectFailed),
             Attempt::PerTryTimeout | Attempt::PerTryIdle => report(ex, endpoint, Outcome::Timeout),
             _ => {}
         }
@@ -286,8 +287,10 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
                 return Forwarded::Reply(close_unless_buffered(attempts_told(reply, ex, d.obs.attempts), ex));
             }
             Attempt::Upgraded(up) => return Forwarded::Upgraded(up),
-            Attempt::Stale if ex.facts.body_buffered && !fresh_only => {
-                // Not a retry in Envoy's sense: the request never reached an application.
+            Attempt::Stale if resend_stale(&ex.facts, fresh_only) => {
+                // Not a retry in Envoy's sense: the pooled connection closed as it was reused (the
+                // keep-alive race), which clients may repeat an idempotent request after (RFC 9110
+                // 9.2.2). A POST gets Envoy's 503 `UC` below, or its retry policy's `reset`.
                 fresh_only = true;
                 attempts_left += 1;
                 continue;
@@ -429,6 +432,12 @@ fn set_attempt_count(request: &mut Vec<u8>, n: u32) {
 }
 
 /// A body we could not finish reading leaves the client mid-request: close after answering.
+/// Whether a request whose pooled connection closed before answering is sent once more on a fresh
+/// connection: its whole body is at hand, it is idempotent, and it was not already resent.
+fn resend_stale(facts: &RequestFacts, fresh_only: bool) -> bool {
+    facts.body_buffered && facts.idempotent && !fresh_only
+}
+
 fn close_unless_buffered(reply: LocalReply, ex: &Exchange<'_>) -> LocalReply {
     if ex.facts.body_buffered {
         reply
