@@ -428,11 +428,11 @@ fn huge_drain_and_shutdown_times_still_exit_cleanly_on_sigterm() {
 /// `--mode validate` names the fields it accepts without acting on, so "valid" does not read as
 /// "enforced".
 #[test]
-fn validate_warns_about_retry_budget_but_not_enforced_endpoint_health_status() {
+fn validate_warns_about_preconnect_policy_but_not_enforced_endpoint_health_status() {
     let yaml = simple_config(&[dead_port()])
         .replace(
             "      connect_timeout: 0.5s\n",
-            "      connect_timeout: 0.5s\n      circuit_breakers: { thresholds: [{ max_connections: 1, retry_budget: {} }] }\n",
+            "      connect_timeout: 0.5s\n      preconnect_policy: { per_upstream_preconnect_ratio: 1.5 }\n",
         )
         .replace(
             "              - endpoint:\n",
@@ -442,7 +442,7 @@ fn validate_warns_about_retry_budget_but_not_enforced_endpoint_health_status() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
-        err.contains("static_resources.clusters[0].circuit_breakers.thresholds[0].retry_budget: retry_budget is accepted but ignored (max_retries is the only retry limit)"),
+        err.contains("static_resources.clusters[0].preconnect_policy: preconnect_policy is accepted but ignored (connections are made on demand)"),
         "{err}"
     );
     // Declared health is enforced (the load balancer skips the endpoint): no warning.
