@@ -11,6 +11,7 @@
 //! The `bootstrap` object is itself a valid skiff/Envoy v3 config: loading it again gives an equal
 //! model (the tests check this), so a dump can be fed back to `--config-path`.
 
+use crate::config::jwt::JwtPerRoute;
 use crate::config::*;
 use crate::snapshot::Snapshot;
 use serde_json::{json, Map, Value};
@@ -27,6 +28,7 @@ const HCM: &str =
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const TCP_PROXY: &str = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+const JWT_PER_ROUTE: &str = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig";
 const LOCAL_RATELIMIT: &str =
     "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
 const FAULT: &str = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
@@ -280,6 +282,8 @@ fn hcm(h: &HttpConnectionManager) -> Value {
             HttpFilter::Fault { name, config } => {
                 json!({ "name": name, "typed_config": filter_config(&PerFilterConfig::Fault(config.clone())) })
             }
+            // As written: the JWKS and matchers round-trip without a writer of every field.
+            HttpFilter::JwtAuthn { name, config } => json!({ "name": name, "typed_config": config.source }),
         })
         .collect();
     m.insert("http_filters".into(), filters.into());
@@ -412,6 +416,13 @@ fn filter_config(c: &PerFilterConfig) -> Value {
         json!({ "numerator": f.per_million / f.unit.max(1), "denominator": denominator })
     };
     match c {
+        PerFilterConfig::JwtAuthn(j) => j.source.clone(),
+        PerFilterConfig::JwtPerRoute(JwtPerRoute::Disabled) => {
+            json!({ "@type": JWT_PER_ROUTE, "disabled": true })
+        }
+        PerFilterConfig::JwtPerRoute(JwtPerRoute::Requirement(name)) => {
+            json!({ "@type": JWT_PER_ROUTE, "requirement_name": name })
+        }
         PerFilterConfig::LocalRateLimit(l) => {
             let mut m = Map::new();
             m.insert("@type".into(), LOCAL_RATELIMIT.into());

@@ -8,6 +8,7 @@
 // `deny_unknown_fields` accepts them.
 #![allow(dead_code)]
 
+use super::convert_jwt;
 use super::duration::Dur;
 use super::error::{FieldPath, Finding};
 use super::fields::{fail, header_matcher, headers_to_add, Res};
@@ -34,6 +35,9 @@ const FILTER_CONFIG_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.Filt
 pub(super) enum Kind {
     LocalRateLimit,
     Fault,
+    JwtAuthn,
+    /// `jwt_authn`'s `PerRouteConfig` (only valid in `typed_per_filter_config`).
+    JwtPerRoute,
 }
 
 impl Kind {
@@ -42,9 +46,12 @@ impl Kind {
         match type_url {
             Some(LOCAL_RATELIMIT_TYPE) => Some(Kind::LocalRateLimit),
             Some(url) if FAULT_TYPES.contains(&url) => Some(Kind::Fault),
+            Some(convert_jwt::TYPE) => Some(Kind::JwtAuthn),
+            Some(convert_jwt::PER_ROUTE_TYPE) => Some(Kind::JwtPerRoute),
             Some(_) => None,
             None if name == LOCAL_RATELIMIT_NAME => Some(Kind::LocalRateLimit),
             None if FAULT_NAMES.contains(&name) => Some(Kind::Fault),
+            None if name == convert_jwt::NAME => Some(Kind::JwtAuthn),
             None => None,
         }
     }
@@ -60,6 +67,8 @@ pub(super) fn filter_config(
     Ok(match kind {
         Kind::LocalRateLimit => PerFilterConfig::LocalRateLimit(local_rate_limit(p, read(p, fields)?)?),
         Kind::Fault => PerFilterConfig::Fault(fault(p, read(p, fields)?)?),
+        Kind::JwtAuthn => PerFilterConfig::JwtAuthn(Box::new(convert_jwt::jwt_authn(p, fields.into())?)),
+        Kind::JwtPerRoute => PerFilterConfig::JwtPerRoute(convert_jwt::per_route(p, fields.into())?),
     })
 }
 
@@ -86,6 +95,10 @@ pub(super) fn per_filter_config(
         };
     }
     match Kind::of(name, typed.type_url.as_deref()) {
+        Some(Kind::JwtAuthn) => fail(
+            p.clone(),
+            "a jwt_authn route override is a PerRouteConfig (requirement_name or disabled), not a JwtAuthentication",
+        ),
         Some(kind) => filter_config(p, kind, Some(typed)).map(Some),
         None => Ok(None),
     }

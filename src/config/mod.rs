@@ -4,10 +4,13 @@
 mod convert;
 mod convert_filters;
 mod convert_health;
+mod convert_jwt;
 mod convert_tls;
 mod duration;
 mod error;
 mod fields;
+pub mod jwks;
+pub mod jwt;
 mod lb;
 pub mod model;
 mod net_filter;

@@ -229,6 +229,11 @@ pub enum HttpFilter {
         name: String,
         config: Fault,
     },
+    /// `envoy.filters.http.jwt_authn`.
+    JwtAuthn {
+        name: String,
+        config: Box<super::jwt::JwtAuthn>,
+    },
 }
 
 /// A `typed_per_filter_config` entry of a route or virtual host, by the filter name it is keyed by.
@@ -236,6 +241,10 @@ pub enum HttpFilter {
 pub enum PerFilterConfig {
     LocalRateLimit(LocalRateLimit),
     Fault(Fault),
+    /// A whole `JwtAuthentication`: only as an `http_filters` entry's config.
+    JwtAuthn(Box<super::jwt::JwtAuthn>),
+    /// `jwt_authn`'s `PerRouteConfig`: only in `typed_per_filter_config`.
+    JwtPerRoute(super::jwt::JwtPerRoute),
 }
 
 /// `envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit`, with Envoy's defaults.

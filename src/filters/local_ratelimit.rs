@@ -87,7 +87,7 @@ impl LocalRateLimit {
         headers.extend_from_slice(&v.response_headers);
         v.reply = Some(FilterReply {
             status: self.status,
-            body: b"local_rate_limited",
+            body: std::borrow::Cow::Borrowed(b"local_rate_limited"),
             flag: ResponseFlags::RATE_LIMITED,
             headers,
         });

@@ -14,16 +14,19 @@
 //! stats are the shard's (`FilterStats`, found by the index the filter holds).
 
 pub mod fault;
+pub mod jwt_authn;
 pub mod local_ratelimit;
 mod verdict;
 
 pub use verdict::{FilterReply, Verdict};
 
+use crate::config::jwt::JwtPerRoute;
 use crate::config::{self, PerFilterConfig, RouteConfig};
 use crate::http::RequestHead;
 use crate::route::{BuildError, Route, VirtualHost};
-use crate::stats::{FaultStats, LocalRateLimitStats};
+use crate::stats::{FaultStats, JwtAuthnStats, LocalRateLimitStats};
 use fault::Fault;
+use jwt_authn::JwtAuthn;
 use local_ratelimit::LocalRateLimit;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -38,6 +41,12 @@ pub enum HttpFilter {
         /// Index of `http.<stat_prefix>.fault.*` in the chain's stats.
         stats: usize,
         active: Active,
+    },
+    /// Boxed: one per connection manager that has it, and large.
+    JwtAuthn {
+        filter: Box<JwtAuthn>,
+        /// `PerRouteConfig` overrides; the connection manager level has none.
+        per_route: Scoped<Option<JwtPerRoute>>,
     },
 }
 
@@ -67,6 +76,8 @@ pub enum StatName {
     LocalRateLimit(String),
     /// `http.<connection manager stat_prefix>.fault.*`.
     Fault(String),
+    /// `http.<connection manager stat_prefix>.jwt_authn.*`.
+    JwtAuthn(String),
 }
 
 /// One shard's stats block for a chain's stat index.
@@ -74,6 +85,7 @@ pub enum StatName {
 pub enum FilterStats {
     LocalRateLimit(Rc<LocalRateLimitStats>),
     Fault(Rc<FaultStats>),
+    JwtAuthn(Rc<JwtAuthnStats>),
 }
 
 /// The filters of one connection manager, in config order.
@@ -116,6 +128,14 @@ impl FilterChain {
                     let (vhosts, routes) = overrides(rc, name, as_fault, &mut fault)?;
                     let configs = Scoped { base, vhosts, routes };
                     compiled.push(HttpFilter::Fault { configs, stats, active: Active::default() });
+                }
+                config::HttpFilter::JwtAuthn { name, config } => {
+                    stat_names.push(StatName::JwtAuthn(stat_prefix.to_string()));
+                    let filter = Box::new(JwtAuthn::compile(config, stat_names.len() - 1)?);
+                    let mut pick = |c: &JwtPerRoute| Ok(Some(c.clone()));
+                    let (vhosts, routes) = overrides(rc, name, as_jwt_per_route, &mut pick)?;
+                    let per_route = Scoped { base: None, vhosts, routes };
+                    compiled.push(HttpFilter::JwtAuthn { filter, per_route });
                 }
             }
         }
@@ -163,6 +183,11 @@ impl FilterChain {
                         configs.at(vhost, route).on_request(head, targets, active, s, roll, &mut v);
                     }
                 }
+                HttpFilter::JwtAuthn { filter, per_route } => {
+                    if let Some(FilterStats::JwtAuthn(s)) = stats.get(filter.stats) {
+                        filter.on_request(head, per_route.at(vhost, route).as_ref(), s, &mut v);
+                    }
+                }
             }
             if v.reply.is_some() {
                 break;
@@ -208,14 +233,21 @@ fn overrides<C, T>(
 fn as_rate_limit(c: &PerFilterConfig) -> Option<&config::LocalRateLimit> {
     match c {
         PerFilterConfig::LocalRateLimit(c) => Some(c),
-        PerFilterConfig::Fault(_) => None,
+        _ => None,
     }
 }
 
 fn as_fault(c: &PerFilterConfig) -> Option<&config::Fault> {
     match c {
         PerFilterConfig::Fault(c) => Some(c),
-        PerFilterConfig::LocalRateLimit(_) => None,
+        _ => None,
+    }
+}
+
+fn as_jwt_per_route(c: &PerFilterConfig) -> Option<&JwtPerRoute> {
+    match c {
+        PerFilterConfig::JwtPerRoute(c) => Some(c),
+        _ => None,
     }
 }
 

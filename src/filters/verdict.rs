@@ -13,7 +13,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FilterReply {
     pub status: u16,
-    pub body: &'static [u8],
+    pub body: std::borrow::Cow<'static, [u8]>,
     pub flag: ResponseFlags,
     /// Header lines (`name: value\r\n`) the reply carries besides skiff's own.
     pub headers: Vec<u8>,
@@ -33,6 +33,12 @@ pub struct Verdict<'a> {
     pub request_headers: Vec<u8>,
     /// Header lines to add to the upstream's response.
     pub response_headers: Vec<u8>,
+    /// Lower-cased names of request headers not to send upstream (a JWT not forwarded, claim
+    /// headers a client sent); the filters' own `request_headers` are added after.
+    pub remove_request_headers: Vec<&'a str>,
+    /// The path (and query) to send upstream instead of the client's (a JWT query parameter
+    /// removed); route rewrites apply to it.
+    pub path: Option<String>,
     pub(super) fault: Option<ActiveFault<'a>>,
 }
 
@@ -45,6 +51,8 @@ impl<'a> Verdict<'a> {
             && self.flags == ResponseFlags::NONE
             && self.request_headers.is_empty()
             && self.response_headers.is_empty()
+            && self.remove_request_headers.is_empty()
+            && self.path.is_none()
             && self.fault.is_none();
         (!nothing).then(|| Box::new(self))
     }

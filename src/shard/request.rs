@@ -216,7 +216,8 @@ impl<'g> Request<'g> {
             }
         };
         if let Some(r) = filters.as_mut().and_then(|f| f.reply.take()) {
-            let mut local = LocalReply::new(r.status, r.body).flagged(r.flag);
+            let mut local = LocalReply::new(r.status, b"").flagged(r.flag);
+            local.body = r.body;
             local.headers = r.headers;
             // Envoy has resolved the route's cluster by then, and logs it.
             if let Action::Forward(crate::route::Forward { clusters: Targets::Single(c), .. }) = &route.action
@@ -261,7 +262,18 @@ impl<'g> Request<'g> {
             targets => targets.pick(self.shard.rng.next()).unwrap_or(0),
         };
         let mut rewritten = String::new();
-        let path = if route.rewrite_path(head.path, &mut rewritten) { rewritten.as_str() } else { head.path };
+        // A filter may have changed the path (a JWT query parameter removed) before the route's rewrite.
+        let filtered_path = filters.as_ref().and_then(|f| f.path.as_deref()).unwrap_or(head.path);
+        if filtered_path != head.path {
+            // Envoy's filters edit `:path` itself: the log shows the edited one.
+            obs.path.clear();
+            obs.path.push_str(filtered_path);
+        }
+        let path = if route.rewrite_path(filtered_path, &mut rewritten) {
+            rewritten.as_str()
+        } else {
+            filtered_path
+        };
         let rewrite = RequestRewrite {
             path,
             host: fwd.host_rewrite.as_deref().or(Some(host)),
@@ -279,6 +291,8 @@ impl<'g> Request<'g> {
             .map(|t| t.as_millis().min(u128::from(u64::MAX)) as u64),
             listener: self.listener,
             upgrade: upgrade.is_some(),
+            dropped: filters.as_ref().map_or(&[][..], |f| &f.remove_request_headers[..]),
+            filtered_path,
         };
         headers::write_request_head(req_out, head, &rewrite, &self.shard.rng, obs);
         if let Some(added) = filters.as_ref().map(|f| &f.request_headers).filter(|h| !h.is_empty()) {

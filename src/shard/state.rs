@@ -83,6 +83,7 @@ impl Generation {
                     let by_name = |n: &StatName| match n {
                         StatName::LocalRateLimit(p) => FilterStats::LocalRateLimit(stats.local_rate_limit(p)),
                         StatName::Fault(p) => FilterStats::Fault(stats.fault(p)),
+                        StatName::JwtAuthn(p) => FilterStats::JwtAuthn(stats.jwt_authn(p)),
                     };
                     l.filters.stat_names().iter().map(by_name).collect()
                 })

@@ -28,6 +28,8 @@ pub enum Scope {
     LocalRateLimit(String),
     /// `http.<stat_prefix>.fault`: a connection manager's fault filter.
     Fault(String),
+    /// `http.<stat_prefix>.jwt_authn`: a connection manager's JWT filter.
+    JwtAuthn(String),
     /// A `tcp_proxy`, by `stat_prefix`.
     Tcp(String),
 }
@@ -42,6 +44,7 @@ impl Scope {
             Scope::Http1 => "http1".to_string(),
             Scope::LocalRateLimit(p) => format!("{p}.http_local_rate_limit"),
             Scope::Fault(p) => format!("http.{p}.fault"),
+            Scope::JwtAuthn(p) => format!("http.{p}.jwt_authn"),
             Scope::Tcp(p) => format!("tcp.{p}"),
         }
     }
@@ -363,6 +366,20 @@ stat_block! {
     }
 }
 
+stat_block! {
+    /// `http.<stat_prefix>.jwt_authn.*`, per connection manager with a JWT filter (Envoy's names;
+    /// the JWKS fetch and cache counters stay 0: keys are local and tokens are not cached).
+    JwtAuthnStats {
+        allowed: Counter,
+        denied: Counter,
+        cors_preflight_bypassed: Counter,
+        jwks_fetch_success: Counter,
+        jwks_fetch_failed: Counter,
+        jwt_cache_hit: Counter,
+        jwt_cache_miss: Counter,
+    }
+}
+
 impl HttpStats {
     pub fn response(&self, status: u16) -> &Counter {
         match status {
@@ -453,6 +470,7 @@ pub struct ShardStats {
     hosts: RefCell<HashMap<(String, SocketAddr), Rc<HostStats>>>,
     rate_limits: RefCell<HashMap<String, Rc<LocalRateLimitStats>>>,
     faults: RefCell<HashMap<String, Rc<FaultStats>>>,
+    jwt_authn: RefCell<HashMap<String, Rc<JwtAuthnStats>>>,
     /// `ssl.*` of a listener or cluster scope, and `http.<prefix>.downstream_cx_ssl_*`.
     ssl: RefCell<HashMap<Scope, Rc<SslStats>>>,
     http_ssl: RefCell<HashMap<String, Rc<HttpSslStats>>>,
@@ -488,6 +506,11 @@ impl ShardStats {
     /// `http.<stat_prefix>.fault.*` of a connection manager.
     pub fn fault(&self, stat_prefix: &str) -> Rc<FaultStats> {
         self.faults.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
+    }
+
+    /// `http.<stat_prefix>.jwt_authn.*` of a connection manager.
+    pub fn jwt_authn(&self, stat_prefix: &str) -> Rc<JwtAuthnStats> {
+        self.jwt_authn.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
     }
 
     /// `<scope>.ssl.*` (a `Scope::Listener` or `Scope::Cluster`); looked up per TLS connection,
@@ -546,6 +569,9 @@ impl ShardStats {
         }
         for (prefix, s) in self.faults.borrow().iter() {
             s.dump(&Scope::Fault(prefix.clone()), &mut out);
+        }
+        for (prefix, s) in self.jwt_authn.borrow().iter() {
+            s.dump(&Scope::JwtAuthn(prefix.clone()), &mut out);
         }
         for (scope, s) in self.ssl.borrow().iter() {
             s.dump(scope, &mut out);

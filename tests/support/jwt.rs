@@ -1,0 +1,205 @@
+//! Keys and tokens for the JWT filter tests (`tests/jwt.rs`, `tests/parity_jwt.rs`): fresh RSA,
+//! P-256 and Ed25519 key pairs made by the `openssl` CLI, their public halves as a JWKS, and
+//! tokens signed with them by `jsonwebtoken`. Include with `#[path = "support/jwt.rs"]`.
+#![allow(dead_code)]
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Command;
+
+/// A shared HMAC secret (kid `hs`), as its JWKS `k`.
+pub const HMAC_SECRET: &[u8] = b"a-test-secret-of-thirty-two-bytes!!";
+
+pub struct Keys {
+    rsa_der: Vec<u8>,
+    rsa_n: String,
+    ec_der: Vec<u8>,
+    ec_x: String,
+    ec_y: String,
+    ed_der: Vec<u8>,
+    ed_x: String,
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("run openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+impl Keys {
+    /// New key pairs, made in `dir`.
+    pub fn generate(dir: &Path) -> Keys {
+        openssl(dir, &["genrsa", "-out", "rsa.pem", "2048"]);
+        let rsa_der = openssl(dir, &["rsa", "-in", "rsa.pem", "-outform", "DER", "-traditional"]);
+        let modulus =
+            String::from_utf8(openssl(dir, &["rsa", "-in", "rsa.pem", "-noout", "-modulus"])).expect("utf8");
+        let hex = modulus.trim().trim_start_matches("Modulus=");
+        let n: Vec<u8> =
+            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect();
+        openssl(dir, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ec.pem"]);
+        let ec_der = openssl(dir, &["pkcs8", "-topk8", "-nocrypt", "-in", "ec.pem", "-outform", "DER"]);
+        let ec_pub = openssl(dir, &["ec", "-in", "ec.pem", "-pubout", "-outform", "DER"]);
+        let point = &ec_pub[ec_pub.len() - 64..];
+        openssl(dir, &["genpkey", "-algorithm", "ed25519", "-out", "ed.pem"]);
+        let ed_der = openssl(dir, &["pkey", "-in", "ed.pem", "-outform", "DER"]);
+        let ed_pub = openssl(dir, &["pkey", "-in", "ed.pem", "-pubout", "-outform", "DER"]);
+        Keys {
+            rsa_der,
+            rsa_n: b64(&n),
+            ec_der,
+            ec_x: b64(&point[..32]),
+            ec_y: b64(&point[32..]),
+            ed_der,
+            ed_x: b64(&ed_pub[ed_pub.len() - 32..]),
+        }
+    }
+
+    /// The public keys: `rsa` (RS256), `ps` (the same RSA key for PS256), `ec` (ES256), `ed`
+    /// (EdDSA) and `hs` (HS256).
+    pub fn jwks(&self) -> String {
+        json!({ "keys": [
+            { "kty": "RSA", "alg": "RS256", "kid": "rsa", "n": self.rsa_n, "e": "AQAB" },
+            { "kty": "RSA", "alg": "PS256", "kid": "ps", "n": self.rsa_n, "e": "AQAB" },
+            { "kty": "EC", "alg": "ES256", "kid": "ec", "crv": "P-256", "x": self.ec_x, "y": self.ec_y },
+            { "kty": "OKP", "alg": "EdDSA", "kid": "ed", "crv": "Ed25519", "x": self.ed_x },
+            { "kty": "oct", "alg": "HS256", "kid": "hs", "k": b64(HMAC_SECRET) },
+        ]})
+        .to_string()
+    }
+
+    /// A token for `claims` signed with `alg` under the matching key.
+    pub fn sign(&self, alg: Algorithm, claims: &Value) -> String {
+        let (kid, key) = match alg {
+            Algorithm::RS256 => ("rsa", EncodingKey::from_rsa_der(&self.rsa_der)),
+            Algorithm::PS256 => ("ps", EncodingKey::from_rsa_der(&self.rsa_der)),
+            Algorithm::ES256 => ("ec", EncodingKey::from_ec_der(&self.ec_der)),
+            Algorithm::EdDSA => ("ed", EncodingKey::from_ed_der(&self.ed_der)),
+            Algorithm::HS256 => ("hs", EncodingKey::from_secret(HMAC_SECRET)),
+            other => panic!("no test key for {other:?}"),
+        };
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.to_string());
+        jsonwebtoken::encode(&header, claims, &key).expect("sign")
+    }
+}
+
+/// Seconds since the epoch, for `exp` and `nbf`.
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A token's payload segment, as `forward_payload_header` carries it.
+pub fn payload_segment(token: &str) -> &str {
+    token.split('.').nth(1).unwrap_or("")
+}
+
+/// The same token with its signature's first character changed.
+pub fn tampered(token: &str) -> String {
+    let (signed, sig) = token.rsplit_once('.').expect("a token");
+    let first = if sig.starts_with('A') { 'B' } else { 'A' };
+    format!("{signed}.{first}{}", &sig[1..])
+}
+
+/// The `http_filters` entry the JWT tests share (column 0): provider `main` (issuer
+/// `https://issuer.test`, audience `api`, default token locations, payload and claims forwarded as
+/// headers), provider `keep` (its own header `x-token`, token kept, padded payload), rules by
+/// path, and a `requirement_map` the routes pick from.
+pub fn filter_yaml(jwks: &str) -> String {
+    let jwks = crate::support::indent(jwks, 12);
+    format!(
+        r#"- name: envoy.filters.http.jwt_authn
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+    providers:
+      main:
+        issuer: https://issuer.test
+        audiences: [api]
+        local_jwks:
+          inline_string: |
+{jwks}        forward_payload_header: x-jwt-payload
+        claim_to_headers:
+          - {{ header_name: x-jwt-sub, claim_name: sub }}
+          - {{ header_name: x-jwt-n, claim_name: "n" }}
+          - {{ header_name: x-jwt-team, claim_name: org.team }}
+      keep:
+        issuer: https://keep.test
+        from_headers: [ {{ name: x-token }} ]
+        forward: true
+        forward_payload_header: x-keep-payload
+        pad_forward_payload_header: true
+        clock_skew_seconds: 5
+        local_jwks:
+          inline_string: |
+{jwks}    requirement_map:
+      either:
+        requires_any:
+          requirements: [ {{ provider_name: main }}, {{ provider_name: keep }} ]
+    rules:
+      - match: {{ prefix: /public }}
+      - match: {{ prefix: /opt }}
+        requires:
+          requires_any:
+            requirements: [ {{ provider_name: main }}, {{ allow_missing: {{}} }} ]
+      - match: {{ prefix: /keep }}
+        requires: {{ provider_name: keep }}
+      - match: {{ prefix: /both }}
+        requires:
+          requires_all:
+            requirements: [ {{ provider_name: main }}, {{ provider_name: keep }} ]
+      - match: {{ prefix: /web }}
+        requires: {{ provider_and_audiences: {{ provider_name: main, audiences: [web] }} }}
+      - match: {{ prefix: / }}
+        requires: {{ provider_name: main }}
+"#
+    )
+}
+
+/// Routes for `filter_yaml` (the contents of `route_config:`): `/mapped` takes the map's
+/// `either`, `/off` turns the filter off, `/unknown` names a requirement the map lacks.
+pub const ROUTES: &str = r#"virtual_hosts:
+  - name: all
+    domains: ["*"]
+    routes:
+      - match: { prefix: /mapped }
+        route: { cluster: backend }
+        typed_per_filter_config:
+          envoy.filters.http.jwt_authn:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig
+            requirement_name: either
+      - match: { prefix: /off }
+        route: { cluster: backend }
+        typed_per_filter_config:
+          envoy.filters.http.jwt_authn:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig
+            disabled: true
+      - match: { prefix: /unknown }
+        route: { cluster: backend }
+        typed_per_filter_config:
+          envoy.filters.http.jwt_authn:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig
+            requirement_name: nope
+      - match: { prefix: / }
+        route: { cluster: backend }
+"#;
+
+/// Claims of a token `main` accepts: issuer, audience, an hour to live, and the claims the
+/// filter copies to headers.
+pub fn good_claims() -> Value {
+    json!({ "iss": "https://issuer.test", "aud": "api", "sub": "alice", "exp": now() + 3600,
+            "n": 42, "org": { "team": "core" } })
+}
+
+/// `good_claims` with `changes` merged over them.
+pub fn claims_with(changes: Value) -> Value {
+    let mut c = good_claims();
+    if let (Some(c), Value::Object(changes)) = (c.as_object_mut(), changes) {
+        c.extend(changes);
+    }
+    c
+}
