@@ -29,18 +29,18 @@ fn run(bin: Option<&std::path::Path>, filter: &str, requests: &[Req]) -> Run {
     let dir = scratch_dir("parity-jwt");
     let up = TestUpstream::echo();
     let log = dir.join("access.log");
+    // The shared log format, with the reply's code details (the filter's reason).
+    let config = |port, admin| {
+        filters::config(port, admin, &log, up.addr, filter, jwt::ROUTES)
+            .replace(filters::LOG_FORMAT, &format!("{} %RESPONSE_CODE_DETAILS%", filters::LOG_FORMAT))
+    };
     let run = match bin {
         Some(bin) => {
-            let e = envoy::Envoy::start(bin, &dir, |port, admin| {
-                filters::config(port, admin, &log, up.addr, filter, jwt::ROUTES)
-            });
+            let e = envoy::Envoy::start(bin, &dir, config);
             filters::drive(e.listener, e.admin, &log, &up, requests)
         }
         None => {
-            let sk = Skiff::start(
-                &filters::config(0, 0, &log, up.addr, filter, jwt::ROUTES),
-                &["--concurrency", "2"],
-            );
+            let sk = Skiff::start(&config(0, 0), &["--concurrency", "2"]);
             filters::drive(sk.listener("main"), sk.admin(), &log, &up, requests)
         }
     };
@@ -88,13 +88,19 @@ fn render(run: &Run) -> Vec<String> {
 
 /// Runs `requests` through both and asserts they agree; returns skiff's run.
 fn same(name: &str, requests: &[Req]) -> Option<Run> {
+    same_with(name, jwt::filter_yaml, requests)
+}
+
+/// `same` with the filter config `make_filter` writes for a JWKS.
+fn same_with(name: &str, make_filter: fn(&str) -> String, requests: &[Req]) -> Option<Run> {
     let bin = envoy::binary_or_skip(name)?;
     let keys = jwt::Keys::generate(&scratch_dir("jwt-keys"));
-    let filter = jwt::filter_yaml(&keys.jwks());
+    let filter = make_filter(&keys.jwks());
     // The tokens depend on the keys, so the caller's requests name them by placeholder.
     let requests: Vec<Req> = requests
         .iter()
         .map(|r| Req {
+            method: r.method,
             path: leak(fill(r.path, &keys)),
             headers: r.headers.iter().map(|(n, v)| (*n, leak(fill(v, &keys)))).collect(),
         })
@@ -105,6 +111,9 @@ fn same(name: &str, requests: &[Req]) -> Option<Run> {
         (e.join().expect("envoy side"), k.join().expect("skiff side"))
     });
     let (re, rk) = (render(&e), render(&k));
+    if std::env::var_os("JWT_SHOW").is_some() {
+        eprintln!("{}", re.join("\n"));
+    }
     let diff: Vec<String> = (0..re.len().max(rk.len()))
         .filter(|i| re.get(*i) != rk.get(*i))
         .map(|i| format!("envoy: {:?}\nskiff: {:?}", re.get(i), rk.get(i)))
@@ -163,12 +172,19 @@ fn valid_expired_wrong_issuer_wrong_audience_bad_signature_and_missing_tokens() 
         req("/api/missing"),
         req_with("/api", &[("authorization", "Bearer not-a-jwt")]),
         req_with("/api", &[("authorization", "Basic dXNlcjpwYXNz")]),
+        req_with("/api", &[("authorization", "Bearer {good}"), ("authorization", "Bearer {tampered}")]),
+        req_with("/api", &[("authorization", "Bearer {tampered}"), ("authorization", "Bearer {good}")]),
+        req_with("/api", &[("authorization", "Bearer {good}"), ("authorization", "Bearer {good_es}")]),
+        req_with("/api", &[("authorization", "Bearer {good}"), ("x-jwt-team", "spoofed")]),
     ];
     let Some(k) = same("jwt_basic", &requests) else { return };
     assert_eq!(k.status(0), 200);
     assert_eq!(k.response(5).body, b"Jwt is expired");
     assert_eq!(k.status(8), 403);
-    assert_eq!(k.stat("http.ingress.jwt_authn.allowed"), 5);
+    assert_eq!(k.stat("http.ingress.jwt_authn.allowed"), 6);
+    // Envoy joins repeated Authorization lines into one value: no longer a token.
+    assert_eq!(k.status(15), 401);
+    assert!(k.log.contains(&"401 - /api?x=1 backend jwt_authn_access_denied{Jwt_is_expired}".to_string()));
 }
 
 #[test]
@@ -204,4 +220,30 @@ fn requirements_any_all_audiences_and_per_route_overrides() {
     let Some(k) = same("jwt_requirements", &requests) else { return };
     assert_eq!(k.status(0), 200);
     assert_eq!(k.status(12), 403);
+}
+
+#[test]
+fn cookies_allow_missing_or_failed_cors_preflight_and_stripped_failures() {
+    let options = |path: &'static str| {
+        let mut r = req_with(path, &[("origin", "http://web.test"), ("access-control-request-method", "GET")]);
+        r.method = "OPTIONS";
+        r
+    };
+    let requests = [
+        req_with("/api", &[("cookie", "a=1; session={good_es}; b=2")]),
+        req_with("/api", &[("cookie", "session=\"{good_ed}\"")]),
+        req("/api?tok={good_hs}&z=1"),
+        req_with("/api", &[("cookie", "session={expired}")]),
+        req("/api"),
+        req("/missing-ok"),
+        req_with("/missing-ok", &[("cookie", "session={tampered}")]),
+        req_with("/missing-ok", &[("cookie", "session={good}")]),
+        req_with("/failed-ok", &[("cookie", "session={tampered}")]),
+        req_with("/failed-ok?tok={good}", &[("cookie", "session={expired}")]),
+        options("/api"),
+    ];
+    let Some(k) = same_with("jwt_lenient", jwt::lenient_filter_yaml, &requests) else { return };
+    assert_eq!(k.status(3), 401);
+    assert!(k.response(3).body.is_empty());
+    assert_eq!(k.stat("http.ingress.jwt_authn.cors_preflight_bypassed"), 1);
 }

@@ -207,20 +207,19 @@ impl JwtAuthn {
                 Some((_, verifier)) => Some(verifier),
                 None => {
                     stats.denied.inc();
+                    let reason =
+                        format!("Wrong requirement_name: {name}. It should be one of [{}]", self.requirement_names);
                     let body = if self.strip_failure_response {
                         Cow::Borrowed(&b""[..])
                     } else {
-                        let message = format!(
-                            "Failed JWT authentication: Wrong requirement_name: {name}. It should be one of [{}]",
-                            self.requirement_names
-                        );
-                        Cow::Owned(message.into_bytes())
+                        Cow::Owned(format!("Failed JWT authentication: {reason}").into_bytes())
                     };
                     v.reply = Some(FilterReply {
                         status: 403,
                         body,
                         flag: ResponseFlags::NONE,
                         headers: Vec::new(),
+                        details: Cow::Owned(denied_details(&reason)),
                     });
                     return;
                 }
@@ -253,6 +252,7 @@ impl JwtAuthn {
                 body: Cow::Borrowed(b""),
                 flag: ResponseFlags::NONE,
                 headers: Vec::new(),
+                details: Cow::Owned(denied_details(status.message())),
             });
             return;
         }
@@ -267,8 +267,15 @@ impl JwtAuthn {
             body: Cow::Borrowed(status.message().as_bytes()),
             flag: ResponseFlags::NONE,
             headers,
+            details: Cow::Owned(denied_details(status.message())),
         });
     }
+}
+
+/// Envoy's `%RESPONSE_CODE_DETAILS%` for a refusal: the reason with its spaces as `_`.
+fn denied_details(reason: &str) -> String {
+    let reason: String = reason.chars().map(|c| if c.is_whitespace() { '_' } else { c }).collect();
+    format!("jwt_authn_access_denied{{{reason}}}")
 }
 
 /// Builds a requirement's verifier; `used` is set inside `requires_any`, where an allow-missing
@@ -422,8 +429,26 @@ impl<'a> Cx<'a, '_> {
             if self.out.removed.iter().any(|r| r == name) {
                 continue;
             }
-            for h in self.head.headers.iter().filter(|h| header_is(h.name, name)) {
-                let Ok(value) = std::str::from_utf8(h.value) else { continue };
+            let lines = self.head.headers.iter().filter(|h| header_is(h.name, name));
+            let values: Vec<Cow<'_, [u8]>> = if name == "authorization" {
+                // An inline header in Envoy: its codec joins repeated lines into one value with
+                // commas, and the filter sees that one value.
+                let mut joined: Option<Vec<u8>> = None;
+                for h in lines {
+                    match joined.as_mut() {
+                        None => joined = Some(h.value.to_vec()),
+                        Some(j) => {
+                            j.push(b',');
+                            j.extend_from_slice(h.value);
+                        }
+                    }
+                }
+                joined.into_iter().map(Cow::Owned).collect()
+            } else {
+                lines.map(|h| Cow::Borrowed(h.value)).collect()
+            };
+            for value in &values {
+                let Ok(value) = std::str::from_utf8(value) else { continue };
                 let token = if prefix.is_empty() {
                     value
                 } else {

@@ -17,6 +17,8 @@ pub struct FilterReply {
     pub flag: ResponseFlags,
     /// Header lines (`name: value\r\n`) the reply carries besides skiff's own.
     pub headers: Vec<u8>,
+    /// `%RESPONSE_CODE_DETAILS%` of the reply; empty: none (logged `-`).
+    pub details: std::borrow::Cow<'static, str>,
 }
 
 /// What the chain decided for one request, carried out by the request owner and held until the

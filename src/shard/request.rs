@@ -218,6 +218,9 @@ impl<'g> Request<'g> {
         if let Some(r) = filters.as_mut().and_then(|f| f.reply.take()) {
             let mut local = LocalReply::new(r.status, b"").flagged(r.flag);
             local.body = r.body;
+            if obs.on {
+                obs.details.push_str(&r.details);
+            }
             local.headers = r.headers;
             // Envoy has resolved the route's cluster by then, and logs it.
             if let Action::Forward(crate::route::Forward { clusters: Targets::Single(c), .. }) = &route.action

@@ -203,3 +203,34 @@ pub fn claims_with(changes: Value) -> Value {
     }
     c
 }
+
+/// A second filter config (column 0): provider `c` reads cookie `session` and parameter `tok`
+/// (issuer any), `bypass_cors_preflight` and `strip_failure_response` are on, and rules use
+/// `allow_missing` / `allow_missing_or_failed` on their own.
+pub fn lenient_filter_yaml(jwks: &str) -> String {
+    let jwks = crate::support::indent(jwks, 12);
+    format!(
+        r#"- name: envoy.filters.http.jwt_authn
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+    bypass_cors_preflight: true
+    strip_failure_response: true
+    providers:
+      c:
+        from_cookies: [session]
+        from_params: [tok]
+        forward_payload_header: x-jwt-payload
+        pad_forward_payload_header: true
+        claim_to_headers: [ {{ header_name: x-jwt-sub, claim_name: sub }} ]
+        local_jwks:
+          inline_string: |
+{jwks}    rules:
+      - match: {{ prefix: /missing-ok }}
+        requires: {{ allow_missing: {{}} }}
+      - match: {{ prefix: /failed-ok }}
+        requires: {{ allow_missing_or_failed: {{}} }}
+      - match: {{ prefix: / }}
+        requires: {{ provider_name: c }}
+"#
+    )
+}
