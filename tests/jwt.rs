@@ -19,10 +19,7 @@ const JWKS: &str = r#"{"keys":[{"kty":"oct","alg":"HS256","kid":"hs","k":"c2Vjcm
 
 /// A bootstrap with the JWT filter `filter` (its `typed_config` body, column 0) and `routes`.
 fn bootstrap(filter: &str, routes: &str) -> String {
-    let filter = format!(
-        "- name: envoy.filters.http.jwt_authn\n  typed_config:\n    \"@type\": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication\n{}",
-        support::indent(filter, 4)
-    );
+    let filter = format!("{}{}", jwt::FILTER_HEAD, support::indent(filter, 4));
     let log = scratch_dir("jwt-config").join("access.log");
     filters::config(0, 0, &log, "127.0.0.1:1".parse().expect("addr"), &filter, routes)
 }
@@ -40,7 +37,10 @@ fn a_bad_jwks_is_refused_at_load_with_envoys_reason_and_its_place() {
         "providers:\n  p:\n    issuer: i\n    local_jwks: { inline_string: \"not json\" }\n",
         filters::ALL_TO_BACKEND,
     );
-    assert!(err.contains("Provider 'p' in jwt_authn config has invalid local jwks: Jwks is an invalid JSON"), "{err}");
+    assert!(
+        err.contains("Provider 'p' in jwt_authn config has invalid local jwks: Jwks is an invalid JSON"),
+        "{err}"
+    );
     assert!(err.contains("providers.p.local_jwks"), "{err}");
     let err = load_err(
         "providers:\n  p:\n    local_jwks: { inline_string: '{\"keys\":[{\"kty\":\"RSA\",\"e\":\"AQAB\"}]}' }\n",
@@ -58,20 +58,36 @@ fn remote_jwks_unknown_providers_and_misplaced_configs_are_refused_by_name() {
         "providers:\n  p:\n    local_jwks: {{ inline_string: '{JWKS}' }}\nrules:\n  - match: {{ prefix: / }}\n    requires: {{ provider_name: q }}\n"
     );
     let err = load_err(&unknown, filters::ALL_TO_BACKEND);
-    assert!(err.contains("Required provider ['q'] is not configured.") && err.contains("rules[0].requires"), "{err}");
+    assert!(
+        err.contains("Required provider ['q'] is not configured.") && err.contains("rules[0].requires"),
+        "{err}"
+    );
     let per_route_as_filter = "- name: envoy.filters.http.jwt_authn\n  typed_config:\n    \"@type\": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig\n    disabled: true\n";
     let log = scratch_dir("jwt-config").join("access.log");
-    let yaml = filters::config(0, 0, &log, "127.0.0.1:1".parse().expect("addr"), per_route_as_filter, filters::ALL_TO_BACKEND);
+    let yaml = filters::config(
+        0,
+        0,
+        &log,
+        "127.0.0.1:1".parse().expect("addr"),
+        per_route_as_filter,
+        filters::ALL_TO_BACKEND,
+    );
     let err = load_str(&yaml, "skiff.yaml").err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err.contains("PerRouteConfig belongs in typed_per_filter_config"), "{err}");
 }
 
 #[test]
 fn payload_in_metadata_is_accepted_with_a_warning_naming_the_field() {
-    let filter = format!("providers:\n  p:\n    payload_in_metadata: jwt\n    local_jwks: {{ inline_string: '{JWKS}' }}\n");
-    let loaded = load_str(&bootstrap(&filter, filters::ALL_TO_BACKEND), "skiff.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let filter = format!(
+        "providers:\n  p:\n    payload_in_metadata: jwt\n    local_jwks: {{ inline_string: '{JWKS}' }}\n"
+    );
+    let loaded = load_str(&bootstrap(&filter, filters::ALL_TO_BACKEND), "skiff.yaml")
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(
-        loaded.warnings.iter().any(|w| w.contains("providers.p.payload_in_metadata") && w.contains("no dynamic metadata")),
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.contains("providers.p.payload_in_metadata") && w.contains("no dynamic metadata")),
         "{:?}",
         loaded.warnings
     );
@@ -107,11 +123,20 @@ fn every_token_must_pass_and_forward_keeps_the_token_within_the_clock_skew() {
         req_with("/keep", &[("x-token", leak(keep_recent.clone())), ("x-token", leak(keep_recent.clone()))]),
         req_with("/keep", &[("x-token", leak(keep_recent.clone()))]),
         req_with("/keep", &[("x-token", leak(keep_old))]),
-        req_with("/api", &[("authorization", leak(format!("Bearer {good}"))), ("authorization", leak(format!("Bearer {good}")))]),
+        req_with(
+            "/api",
+            &[
+                ("authorization", leak(format!("Bearer {good}"))),
+                ("authorization", leak(format!("Bearer {good}"))),
+            ],
+        ),
     ];
     let up = TestUpstream::echo();
     let log = scratch_dir("jwt-run").join("access.log");
-    let sk = Skiff::start(&filters::config(0, 0, &log, up.addr, &jwt::filter_yaml(&keys.jwks()), jwt::ROUTES), &[]);
+    let sk = Skiff::start(
+        &filters::config(0, 0, &log, up.addr, &jwt::filter_yaml(&keys.jwks()), &jwt::routes()),
+        &[],
+    );
     let run = filters::drive(sk.listener("main"), sk.admin(), &log, &up, &requests);
     assert_eq!(run.status(0), 401);
     assert_eq!(run.response(0).body, b"Jwt verification fails");

@@ -31,7 +31,7 @@ fn run(bin: Option<&std::path::Path>, filter: &str, requests: &[Req]) -> Run {
     let log = dir.join("access.log");
     // The shared log format, with the reply's code details (the filter's reason).
     let config = |port, admin| {
-        filters::config(port, admin, &log, up.addr, filter, jwt::ROUTES)
+        filters::config(port, admin, &log, up.addr, filter, &jwt::routes())
             .replace(filters::LOG_FORMAT, &format!("{} %RESPONSE_CODE_DETAILS%", filters::LOG_FORMAT))
     };
     let run = match bin {
@@ -225,7 +225,8 @@ fn requirements_any_all_audiences_and_per_route_overrides() {
 #[test]
 fn cookies_allow_missing_or_failed_cors_preflight_and_stripped_failures() {
     let options = |path: &'static str| {
-        let mut r = req_with(path, &[("origin", "http://web.test"), ("access-control-request-method", "GET")]);
+        let mut r =
+            req_with(path, &[("origin", "http://web.test"), ("access-control-request-method", "GET")]);
         r.method = "OPTIONS";
         r
     };

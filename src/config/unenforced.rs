@@ -10,7 +10,8 @@ pub struct Unenforced {
     /// Where the field sits, as `scope.field`: `cluster.health_checks` is a cluster's
     /// `health_checks`, wherever the cluster is. Scopes: bootstrap, admin, listener, hcm (and its
     /// sub-blocks), access_log, zipkin, route_config, virtual_host, route, route.route (the
-    /// forward action), retry_policy (route or virtual host), cluster, lb_endpoint.
+    /// forward action), retry_policy (route or virtual host), cluster, lb_endpoint, jwt_authn (the
+    /// JWT filter's typed_config).
     pub field: &'static str,
     /// What skiff does instead, shown in the warning.
     pub why: &'static str,

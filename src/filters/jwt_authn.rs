@@ -9,7 +9,7 @@
 use super::verdict::{push_header, FilterReply, Verdict};
 use crate::access_log::ResponseFlags;
 use crate::config::jwks::{self, Jwk, KeyKind};
-use crate::config::jwt::{self as model, JwtPerRoute, JwtRequirement};
+use crate::config::{self as model, JwtPerRoute, JwtRequirement};
 use crate::http::{header_is, RequestHead};
 use crate::route::{BuildError, RequestMatch};
 use crate::stats::JwtAuthnStats;
@@ -207,8 +207,10 @@ impl JwtAuthn {
                 Some((_, verifier)) => Some(verifier),
                 None => {
                     stats.denied.inc();
-                    let reason =
-                        format!("Wrong requirement_name: {name}. It should be one of [{}]", self.requirement_names);
+                    let reason = format!(
+                        "Wrong requirement_name: {name}. It should be one of [{}]",
+                        self.requirement_names
+                    );
                     let body = if self.strip_failure_response {
                         Cow::Borrowed(&b""[..])
                     } else {

@@ -20,8 +20,7 @@ mod verdict;
 
 pub use verdict::{FilterReply, Verdict};
 
-use crate::config::jwt::JwtPerRoute;
-use crate::config::{self, PerFilterConfig, RouteConfig};
+use crate::config::{self, JwtPerRoute, PerFilterConfig, RouteConfig};
 use crate::http::RequestHead;
 use crate::route::{BuildError, Route, VirtualHost};
 use crate::stats::{FaultStats, JwtAuthnStats, LocalRateLimitStats};

@@ -106,6 +106,12 @@ pub fn tampered(token: &str) -> String {
     format!("{signed}.{first}{}", &sig[1..])
 }
 
+/// The start of a jwt_authn `http_filters` entry, up to its `typed_config`'s fields (column 4).
+pub const FILTER_HEAD: &str = r#"- name: envoy.filters.http.jwt_authn
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+"#;
+
 /// The `http_filters` entry the JWT tests share (column 0): provider `main` (issuer
 /// `https://issuer.test`, audience `api`, default token locations, payload and claims forwarded as
 /// headers), provider `keep` (its own header `x-token`, token kept, padded payload), rules by
@@ -113,10 +119,7 @@ pub fn tampered(token: &str) -> String {
 pub fn filter_yaml(jwks: &str) -> String {
     let jwks = crate::support::indent(jwks, 12);
     format!(
-        r#"- name: envoy.filters.http.jwt_authn
-  typed_config:
-    "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
-    providers:
+        r#"{FILTER_HEAD}    providers:
       main:
         issuer: https://issuer.test
         audiences: [api]
@@ -162,31 +165,25 @@ pub fn filter_yaml(jwks: &str) -> String {
 
 /// Routes for `filter_yaml` (the contents of `route_config:`): `/mapped` takes the map's
 /// `either`, `/off` turns the filter off, `/unknown` names a requirement the map lacks.
-pub const ROUTES: &str = r#"virtual_hosts:
-  - name: all
-    domains: ["*"]
-    routes:
-      - match: { prefix: /mapped }
-        route: { cluster: backend }
+pub fn routes() -> String {
+    let with_config = |prefix: &str, setting: &str| {
+        format!(
+            r#"      - match: {{ prefix: {prefix} }}
+        route: {{ cluster: backend }}
         typed_per_filter_config:
           envoy.filters.http.jwt_authn:
             "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig
-            requirement_name: either
-      - match: { prefix: /off }
-        route: { cluster: backend }
-        typed_per_filter_config:
-          envoy.filters.http.jwt_authn:
-            "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig
-            disabled: true
-      - match: { prefix: /unknown }
-        route: { cluster: backend }
-        typed_per_filter_config:
-          envoy.filters.http.jwt_authn:
-            "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig
-            requirement_name: nope
-      - match: { prefix: / }
-        route: { cluster: backend }
-"#;
+            {setting}
+"#
+        )
+    };
+    format!(
+        "virtual_hosts:\n  - name: all\n    domains: [\"*\"]\n    routes:\n{}{}{}      - match: {{ prefix: / }}\n        route: {{ cluster: backend }}\n",
+        with_config("/mapped", "requirement_name: either"),
+        with_config("/off", "disabled: true"),
+        with_config("/unknown", "requirement_name: nope"),
+    )
+}
 
 /// Claims of a token `main` accepts: issuer, audience, an hour to live, and the claims the
 /// filter copies to headers.
@@ -210,10 +207,7 @@ pub fn claims_with(changes: Value) -> Value {
 pub fn lenient_filter_yaml(jwks: &str) -> String {
     let jwks = crate::support::indent(jwks, 12);
     format!(
-        r#"- name: envoy.filters.http.jwt_authn
-  typed_config:
-    "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
-    bypass_cors_preflight: true
+        r#"{FILTER_HEAD}    bypass_cors_preflight: true
     strip_failure_response: true
     providers:
       c:
