@@ -18,8 +18,18 @@ use support::filters::{self, req, req_with, Req, Run};
 use support::{scratch_dir, Skiff, TestUpstream};
 
 /// Headers the upstream sees that the filter adds, removes or keeps.
-const UPSTREAM_HEADERS: &[&str] =
-    &["authorization", "x-token", "x-jwt-payload", "x-keep-payload", "x-jwt-sub", "x-jwt-n", "x-jwt-team"];
+const UPSTREAM_HEADERS: &[&str] = &[
+    "authorization",
+    "x-token",
+    "x-jwt-payload",
+    "x-keep-payload",
+    "x-jwt-sub",
+    "x-jwt-n",
+    "x-jwt-team",
+    "x-jwt-f",
+    "x-jwt-neg",
+    "x-jwt-admin",
+];
 
 fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
@@ -191,13 +201,16 @@ fn valid_expired_wrong_issuer_wrong_audience_bad_signature_and_missing_tokens() 
 fn token_in_query_param_is_taken_out_of_the_path_and_claims_become_headers() {
     let requests = [
         req("/api?b=2&access_token={good}&a=1"),
+        req("/api?b=%2F&access_token={good}&c&a=%41+"),
+        req_with("/api", &[("authorization", "bearer {good}")]),
         req_with("/public", &[("x-jwt-sub", "spoofed"), ("x-jwt-payload", "spoofed")]),
         req_with("/nothing-matches-this-rule?access_token=bad", &[("x-jwt-sub", "spoofed")]),
     ];
     let Some(k) = same("jwt_query", &requests) else { return };
     assert_eq!(k.upstream[0].path, "/api?a=1&b=2");
     assert_eq!(k.upstream[0].header("x-jwt-sub"), Some("alice"));
-    assert_eq!(k.upstream[1].header("x-jwt-sub"), None);
+    assert_eq!(k.upstream[2].path, "/public");
+    assert_eq!(k.upstream[2].header("x-jwt-sub"), None);
 }
 
 #[test]

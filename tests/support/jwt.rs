@@ -130,6 +130,9 @@ pub fn filter_yaml(jwks: &str) -> String {
           - {{ header_name: x-jwt-sub, claim_name: sub }}
           - {{ header_name: x-jwt-n, claim_name: "n" }}
           - {{ header_name: x-jwt-team, claim_name: org.team }}
+          - {{ header_name: x-jwt-f, claim_name: f }}
+          - {{ header_name: x-jwt-neg, claim_name: neg }}
+          - {{ header_name: x-jwt-admin, claim_name: admin }}
       keep:
         issuer: https://keep.test
         from_headers: [ {{ name: x-token }} ]
@@ -140,6 +143,7 @@ pub fn filter_yaml(jwks: &str) -> String {
         local_jwks:
           inline_string: |
 {jwks}    requirement_map:
+      alpha: {{ provider_name: keep }}
       either:
         requires_any:
           requirements: [ {{ provider_name: main }}, {{ provider_name: keep }} ]
@@ -189,7 +193,7 @@ pub fn routes() -> String {
 /// filter copies to headers.
 pub fn good_claims() -> Value {
     json!({ "iss": "https://issuer.test", "aud": "api", "sub": "alice", "exp": now() + 3600,
-            "n": 42, "org": { "team": "core" } })
+            "n": 42, "org": { "team": "core" }, "f": 1.5, "neg": -2, "admin": true })
 }
 
 /// `good_claims` with `changes` merged over them.
