@@ -180,6 +180,7 @@ fn valid_expired_wrong_issuer_wrong_audience_bad_signature_and_missing_tokens() 
         req_with("/api", &[("authorization", "Bearer {web_aud}")]),
         req_with("/api", &[("authorization", "Bearer {tampered}")]),
         req("/api/missing"),
+        req_with("/api/missing", &[("x-forwarded-proto", "https")]),
         req_with("/api", &[("authorization", "Bearer not-a-jwt")]),
         req_with("/api", &[("authorization", "Basic dXNlcjpwYXNz")]),
         req_with("/api", &[("authorization", "Bearer {good}"), ("authorization", "Bearer {tampered}")]),
@@ -190,10 +191,15 @@ fn valid_expired_wrong_issuer_wrong_audience_bad_signature_and_missing_tokens() 
     let Some(k) = same("jwt_basic", &requests) else { return };
     assert_eq!(k.status(0), 200);
     assert_eq!(k.response(5).body, b"Jwt is expired");
+    assert_eq!(
+        k.response(5).header("www-authenticate"),
+        Some("Bearer realm=\"http://test/api?x=1\", error=\"invalid_token\"")
+    );
     assert_eq!(k.status(8), 403);
     assert_eq!(k.stat("http.ingress.jwt_authn.allowed"), 6);
     // Envoy joins repeated Authorization lines into one value: no longer a token.
-    assert_eq!(k.status(15), 401);
+    assert_eq!(k.status(16), 401);
+    assert_eq!(k.response(11).header("www-authenticate"), Some("Bearer realm=\"https://test/api/missing\""));
     assert!(k.log.contains(&"401 - /api?x=1 backend jwt_authn_access_denied{Jwt_is_expired}".to_string()));
 }
 

@@ -6,7 +6,7 @@
 //! itself is `jsonwebtoken`'s (on ring), with keys from `config::jwks`. Everything is synchronous:
 //! the keys are local, read at load. Holds nothing shared between shards; stats are the shard's.
 
-use super::verdict::{push_header, FilterReply, Verdict};
+use super::verdict::{push_header, FilterReply, Scheme, Verdict};
 use crate::access_log::ResponseFlags;
 use crate::config::jwks::{self, Jwk, KeyKind};
 use crate::config::{self as model, JwtPerRoute, JwtRequirement};
@@ -35,6 +35,8 @@ pub struct JwtAuthn {
     sanitize: Box<[String]>,
     bypass_cors_preflight: bool,
     strip_failure_response: bool,
+    /// The scheme the realm of `www-authenticate` names.
+    scheme: Scheme,
     /// Index of `http.<stat_prefix>.jwt_authn.*` in the chain's stats.
     pub(super) stats: usize,
 }
@@ -137,7 +139,7 @@ impl Extractor {
 }
 
 impl JwtAuthn {
-    pub(super) fn compile(c: &model::JwtAuthn, stats: usize) -> Result<Self, BuildError> {
+    pub(super) fn compile(c: &model::JwtAuthn, stats: usize, scheme: Scheme) -> Result<Self, BuildError> {
         let mut providers = Vec::with_capacity(c.providers.len());
         let mut sanitize: Vec<String> = Vec::new();
         for (_, p) in &c.providers {
@@ -178,6 +180,7 @@ impl JwtAuthn {
             sanitize: sanitize.into_boxed_slice(),
             bypass_cors_preflight: c.bypass_cors_preflight,
             strip_failure_response: c.strip_failure_response,
+            scheme,
             stats,
         })
     }
@@ -258,7 +261,7 @@ impl JwtAuthn {
             });
             return;
         }
-        let mut realm = format!("Bearer realm=\"{}\"", original_uri(head));
+        let mut realm = format!("Bearer realm=\"{}\"", original_uri(head, self.scheme));
         if status != Status::Missing {
             realm.push_str(", error=\"invalid_token\"");
         }
@@ -625,15 +628,17 @@ fn is_cors_preflight(head: &RequestHead<'_>) -> bool {
     head.method == "OPTIONS" && present("origin") && present("access-control-request-method")
 }
 
-/// Envoy's `buildOriginalUri`: scheme from `x-forwarded-proto`, the Host as sent, the path (with
-/// its query) cut at 256 bytes.
-fn original_uri(head: &RequestHead<'_>) -> String {
-    let proto = head
+/// Envoy's `buildOriginalUri`: the scheme of `x-forwarded-proto` as the connection manager left it
+/// (the client's, unless absent or replaced at the edge), the Host as sent, the path (with its
+/// query) cut at 256 bytes.
+fn original_uri(head: &RequestHead<'_>, scheme: Scheme) -> String {
+    let own = if scheme.tls { "https" } else { "http" };
+    let claimed = head
         .headers
         .iter()
         .find(|h| header_is(h.name, "x-forwarded-proto"))
-        .and_then(|h| std::str::from_utf8(h.value).ok())
-        .unwrap_or("http");
+        .and_then(|h| std::str::from_utf8(h.value).ok());
+    let proto = if scheme.edge { own } else { claimed.unwrap_or(own) };
     let mut cut = head.path.len().min(MAX_REALM_PATH);
     while !head.path.is_char_boundary(cut) {
         cut -= 1;

@@ -18,7 +18,7 @@ pub mod jwt_authn;
 pub mod local_ratelimit;
 mod verdict;
 
-pub use verdict::{FilterReply, Verdict};
+pub use verdict::{FilterReply, Scheme, Verdict};
 
 use crate::config::{self, JwtPerRoute, PerFilterConfig, RouteConfig};
 use crate::http::RequestHead;
@@ -103,6 +103,7 @@ impl FilterChain {
         rc: &RouteConfig,
         clusters: &HashMap<&str, usize>,
         stat_prefix: &str,
+        scheme: Scheme,
     ) -> Result<Self, BuildError> {
         let mut stat_names = Vec::new();
         let mut compiled = Vec::new();
@@ -130,7 +131,7 @@ impl FilterChain {
                 }
                 config::HttpFilter::JwtAuthn { name, config } => {
                     stat_names.push(StatName::JwtAuthn(stat_prefix.to_string()));
-                    let filter = Box::new(JwtAuthn::compile(config, stat_names.len() - 1)?);
+                    let filter = Box::new(JwtAuthn::compile(config, stat_names.len() - 1, scheme)?);
                     let mut pick = |c: &JwtPerRoute| Ok(Some(c.clone()));
                     let (vhosts, routes) = overrides(rc, name, as_jwt_per_route, &mut pick)?;
                     let per_route = Scoped { base: None, vhosts, routes };
@@ -257,8 +258,9 @@ mod tests {
     #[test]
     fn the_router_is_not_in_the_chain_and_an_empty_chain_lets_everything_through() {
         let rc = RouteConfig::default();
-        let chain = FilterChain::compile(&[config::HttpFilter::Router], &rc, &HashMap::new(), "x")
-            .unwrap_or_default();
+        let chain =
+            FilterChain::compile(&[config::HttpFilter::Router], &rc, &HashMap::new(), "x", Scheme::default())
+                .unwrap_or_default();
         assert!(chain.is_empty());
         assert!(chain.stat_names().is_empty());
     }

@@ -1,6 +1,6 @@
-//! What the HTTP filters decided for one request (`Verdict`), and the per-request state a
-//! decision holds until the request ends (`ActiveFault`). Shared by the chain and its filters;
-//! owns no decision itself.
+//! What the HTTP filters decided for one request (`Verdict`), the per-request state a decision
+//! holds until the request ends (`ActiveFault`), and what the filters know of the connection
+//! manager (`Scheme`). Shared by the chain and its filters; owns no decision itself.
 
 use crate::access_log::ResponseFlags;
 use crate::config::Fraction;
@@ -19,6 +19,15 @@ pub struct FilterReply {
     pub headers: Vec<u8>,
     /// `%RESPONSE_CODE_DETAILS%` of the reply; empty: none (logged `-`).
     pub details: std::borrow::Cow<'static, str>,
+}
+
+/// What the connection manager makes of a request's scheme before its filters run (Envoy sets
+/// `x-forwarded-proto` first): the listener's TLS, and whether a client's claim is replaced.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scheme {
+    pub tls: bool,
+    /// `use_remote_address`: the connection's scheme replaces the client's `x-forwarded-proto`.
+    pub edge: bool,
 }
 
 /// What the chain decided for one request, carried out by the request owner and held until the
