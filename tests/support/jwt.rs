@@ -61,7 +61,7 @@ impl Keys {
     }
 
     /// The public keys: `rsa` (RS256), `ps` (the same RSA key for PS256), `ec` (ES256), `ed`
-    /// (EdDSA) and `hs` (HS256).
+    /// (EdDSA), `hs` (HS256), and `rsa-any` / `hs-any` without an `alg`.
     pub fn jwks(&self) -> String {
         json!({ "keys": [
             { "kty": "RSA", "alg": "RS256", "kid": "rsa", "n": self.rsa_n, "e": "AQAB" },
@@ -69,6 +69,9 @@ impl Keys {
             { "kty": "EC", "alg": "ES256", "kid": "ec", "crv": "P-256", "x": self.ec_x, "y": self.ec_y },
             { "kty": "OKP", "alg": "EdDSA", "kid": "ed", "crv": "Ed25519", "x": self.ed_x },
             { "kty": "oct", "alg": "HS256", "kid": "hs", "k": b64(HMAC_SECRET) },
+            // No `alg`: any algorithm of the key's family.
+            { "kty": "RSA", "kid": "rsa-any", "n": self.rsa_n, "e": "AQAB" },
+            { "kty": "oct", "kid": "hs-any", "k": b64(HMAC_SECRET) },
         ]})
         .to_string()
     }
@@ -81,6 +84,10 @@ impl Keys {
             Algorithm::ES256 => ("ec", EncodingKey::from_ec_der(&self.ec_der)),
             Algorithm::EdDSA => ("ed", EncodingKey::from_ed_der(&self.ed_der)),
             Algorithm::HS256 => ("hs", EncodingKey::from_secret(HMAC_SECRET)),
+            Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS384 | Algorithm::PS512 => {
+                ("rsa-any", EncodingKey::from_rsa_der(&self.rsa_der))
+            }
+            Algorithm::HS384 | Algorithm::HS512 => ("hs-any", EncodingKey::from_secret(HMAC_SECRET)),
             other => panic!("no test key for {other:?}"),
         };
         let mut header = Header::new(alg);
