@@ -35,13 +35,13 @@ fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 
-fn run(bin: Option<&std::path::Path>, filter: &str, requests: &[Req]) -> Run {
+fn run(bin: Option<&std::path::Path>, filter: &str, routes: &str, requests: &[Req]) -> Run {
     let dir = scratch_dir("parity-jwt");
     let up = TestUpstream::echo();
     let log = dir.join("access.log");
     // The shared log format, with the reply's code details (the filter's reason).
     let config = |port, admin| {
-        filters::config(port, admin, &log, up.addr, filter, &jwt::routes())
+        filters::config(port, admin, &log, up.addr, filter, routes)
             .replace(filters::LOG_FORMAT, &format!("{} %RESPONSE_CODE_DETAILS%", filters::LOG_FORMAT))
     };
     let run = match bin {
@@ -98,11 +98,11 @@ fn render(run: &Run) -> Vec<String> {
 
 /// Runs `requests` through both and asserts they agree; returns skiff's run.
 fn same(name: &str, requests: &[Req]) -> Option<Run> {
-    same_with(name, jwt::filter_yaml, requests)
+    same_with(name, jwt::filter_yaml, &jwt::routes(), requests)
 }
 
 /// `same` with the filter config `make_filter` writes for a JWKS.
-fn same_with(name: &str, make_filter: fn(&str) -> String, requests: &[Req]) -> Option<Run> {
+fn same_with(name: &str, make_filter: fn(&str) -> String, routes: &str, requests: &[Req]) -> Option<Run> {
     let bin = envoy::binary_or_skip(name)?;
     let keys = jwt::Keys::generate(&scratch_dir("jwt-keys"));
     let filter = make_filter(&keys.jwks());
@@ -116,8 +116,8 @@ fn same_with(name: &str, make_filter: fn(&str) -> String, requests: &[Req]) -> O
         })
         .collect();
     let (e, k) = std::thread::scope(|s| {
-        let e = s.spawn(|| run(Some(&bin), &filter, &requests));
-        let k = s.spawn(|| run(None, &filter, &requests));
+        let e = s.spawn(|| run(Some(&bin), &filter, routes, &requests));
+        let k = s.spawn(|| run(None, &filter, routes, &requests));
         (e.join().expect("envoy side"), k.join().expect("skiff side"))
     });
     let (re, rk) = (render(&e), render(&k));
@@ -273,8 +273,22 @@ fn cookies_allow_missing_or_failed_cors_preflight_and_stripped_failures() {
         req_with("/failed-ok?tok={good}", &[("cookie", "session={expired}")]),
         options("/api"),
     ];
-    let Some(k) = same_with("jwt_lenient", jwt::lenient_filter_yaml, &requests) else { return };
+    let Some(k) = same_with("jwt_lenient", jwt::lenient_filter_yaml, &jwt::routes(), &requests) else {
+        return;
+    };
     assert_eq!(k.status(3), 401);
     assert!(k.response(3).body.is_empty());
     assert_eq!(k.stat("http.ingress.jwt_authn.cors_preflight_bypassed"), 1);
+}
+
+/// Envoy's filters run before its router finds there is no route: a request for a host no
+/// virtual host serves meets the JWT filter first (401), and only a valid token reaches the 404.
+#[test]
+fn a_request_without_a_route_meets_the_filter_before_the_404() {
+    let routes = "virtual_hosts:\n  - name: only\n    domains: [only.test]\n    routes:\n      - match: { prefix: / }\n        route: { cluster: backend }\n";
+    let requests = [req("/api"), req_with("/api", &[("authorization", "Bearer {good}")]), req("/public")];
+    let Some(k) = same_with("jwt_no_route", jwt::filter_yaml, routes, &requests) else { return };
+    assert_eq!(k.status(0), 401);
+    assert_eq!(k.status(1), 404);
+    assert_eq!(k.stat("http.ingress.jwt_authn.allowed"), 2);
 }

@@ -60,7 +60,9 @@ pub struct Scoped<T> {
 }
 
 impl<T> Scoped<T> {
-    fn at(&self, vhost: &VirtualHost, route: &Route) -> &T {
+    /// The config for a request routed to `found` (None: no route, the connection manager's).
+    fn at(&self, found: Option<(&VirtualHost, &Route)>) -> &T {
+        let Some((vhost, route)) = found else { return &self.base };
         let route_level = self.routes.get(route.id).and_then(Option::as_ref);
         let vhost_level = || self.vhosts.get(vhost.id).and_then(Option::as_ref);
         route_level.or_else(vhost_level).unwrap_or(&self.base)
@@ -156,12 +158,13 @@ impl FilterChain {
     }
 
     /// The request-headers phase, after routing and before the router acts: every filter runs in
-    /// order until one answers. `stats` is the shard's, aligned with `stat_names`.
+    /// order until one answers. `found` is the request's virtual host and route; None when none
+    /// matched, which Envoy's filters see too (the router answers 404 only after them). `stats` is
+    /// the shard's, aligned with `stat_names`.
     pub fn on_request_headers<'a>(
         &'a self,
         head: &RequestHead<'_>,
-        vhost: &VirtualHost,
-        route: &Route,
+        found: Option<(&VirtualHost, &Route)>,
         stats: &[FilterStats],
         roll: &mut dyn FnMut() -> u64,
     ) -> Verdict<'a> {
@@ -169,23 +172,23 @@ impl FilterChain {
         for filter in self.filters.iter() {
             match filter {
                 HttpFilter::LocalRateLimit(configs) => {
-                    let limit = configs.at(vhost, route);
+                    let limit = configs.at(found);
                     if let Some(FilterStats::LocalRateLimit(s)) = stats.get(limit.stats) {
                         limit.on_request(s, roll, &mut v);
                     }
                 }
                 HttpFilter::Fault { configs, stats: i, active } => {
                     if let Some(FilterStats::Fault(s)) = stats.get(*i) {
-                        let targets = match &route.action {
-                            crate::route::Action::Forward(f) => Some(&f.clusters),
+                        let targets = match found.map(|(_, r)| &r.action) {
+                            Some(crate::route::Action::Forward(f)) => Some(&f.clusters),
                             _ => None,
                         };
-                        configs.at(vhost, route).on_request(head, targets, active, s, roll, &mut v);
+                        configs.at(found).on_request(head, targets, active, s, roll, &mut v);
                     }
                 }
                 HttpFilter::JwtAuthn { filter, per_route } => {
                     if let Some(FilterStats::JwtAuthn(s)) = stats.get(filter.stats) {
-                        filter.on_request(head, per_route.at(vhost, route).as_ref(), s, &mut v);
+                        filter.on_request(head, per_route.at(found).as_ref(), s, &mut v);
                     }
                 }
             }

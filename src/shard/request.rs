@@ -193,16 +193,13 @@ impl<'g> Request<'g> {
                 return reply(LocalReply::new(403, b"").closing(), None);
             }
         }
-        let Some((vhost, route)) = found else {
-            let no_route = LocalReply::new(404, b"").flagged(ResponseFlags::NR).counted(ReplyStat::NoRoute);
-            return reply(no_route, whole);
-        };
-        // The configured filters, after routing and before the router acts on the route.
+        // The configured filters, after routing and before the router acts on the route (or answers
+        // that there is none: Envoy's filters run first, so a JWT filter's 401 beats the 404).
         let mut filters = if self.listener.filters.is_empty() {
             None
         } else {
             let mut roll = || self.shard.rng.next();
-            self.listener.filters.on_request_headers(head, vhost, route, self.filter_stats, &mut roll).kept()
+            self.listener.filters.on_request_headers(head, found, self.filter_stats, &mut roll).kept()
         };
         let filtered = |mut local: LocalReply, filters: Option<Box<Verdict<'g>>>| {
             if let Some(f) = &filters {
@@ -223,13 +220,21 @@ impl<'g> Request<'g> {
             }
             local.headers = r.headers;
             // Envoy has resolved the route's cluster by then, and logs it.
-            if let Action::Forward(crate::route::Forward { clusters: Targets::Single(c), .. }) = &route.action
-            {
-                obs.upstream_cluster = Some(*c);
+            if let Some((_, crate::route::Route { action: Action::Forward(f), .. })) = found {
+                if let Targets::Single(c) = &f.clusters {
+                    obs.upstream_cluster = Some(*c);
+                }
             }
             // The reply's own headers already carry the filters' response headers.
             return filtered(local, filters);
         }
+        let Some((vhost, route)) = found else {
+            let no_route = LocalReply::new(404, b"").flagged(ResponseFlags::NR).counted(ReplyStat::NoRoute);
+            if obs.on {
+                obs.details.push_str("route_not_found");
+            }
+            return filtered(no_route, filters);
+        };
         let fwd = match &route.action {
             Action::Direct { status, body } => {
                 let mut direct = LocalReply::new(*status, b"").counted(ReplyStat::Direct);
