@@ -150,6 +150,7 @@ fn fill(text: &str, keys: &jwt::Keys) -> String {
         ("{good_rs512}", keys.sign(Algorithm::RS512, &jwt::good_claims())),
         ("{good_ps512}", keys.sign(Algorithm::PS512, &jwt::good_claims())),
         ("{good_hs512}", keys.sign(Algorithm::HS512, &jwt::good_claims())),
+        ("{good_es384}", keys.sign(Algorithm::ES384, &jwt::good_claims())),
         ("{expired}", keys.sign(Algorithm::RS256, &jwt::claims_with(json!({ "exp": now - 3600 })))),
         ("{early}", keys.sign(Algorithm::ES256, &jwt::claims_with(json!({ "nbf": now + 3600 })))),
         (
@@ -191,6 +192,7 @@ fn valid_expired_wrong_issuer_wrong_audience_bad_signature_and_missing_tokens() 
         req_with("/api", &[("authorization", "Bearer {good_rs512}")]),
         req_with("/api", &[("authorization", "Bearer {good_ps512}")]),
         req_with("/api", &[("authorization", "Bearer {good_hs512}")]),
+        req_with("/api", &[("authorization", "Bearer {good_es384}")]),
         req_with("/api", &[("authorization", "Bearer {good}"), ("authorization", "Bearer {tampered}")]),
         req_with("/api", &[("authorization", "Bearer {tampered}"), ("authorization", "Bearer {good}")]),
         req_with("/api", &[("authorization", "Bearer {good}"), ("authorization", "Bearer {good_es}")]),
@@ -204,10 +206,10 @@ fn valid_expired_wrong_issuer_wrong_audience_bad_signature_and_missing_tokens() 
         Some("Bearer realm=\"http://test/api?x=1\", error=\"invalid_token\"")
     );
     assert_eq!(k.status(8), 403);
-    assert_eq!(k.stat("http.ingress.jwt_authn.allowed"), 10);
+    assert_eq!(k.stat("http.ingress.jwt_authn.allowed"), 11);
     // Envoy joins repeated Authorization lines into one value: no longer a token.
-    assert_eq!(k.status(20), 401);
-    for i in 14..18 {
+    assert_eq!(k.status(21), 401);
+    for i in 14..19 {
         assert_eq!(k.status(i), 200, "request {i}");
     }
     assert_eq!(k.response(11).header("www-authenticate"), Some("Bearer realm=\"https://test/api/missing\""));

@@ -1,5 +1,5 @@
 //! Keys and tokens for the JWT filter tests (`tests/jwt.rs`, `tests/parity_jwt.rs`): fresh RSA,
-//! P-256 and Ed25519 key pairs made by the `openssl` CLI, their public halves as a JWKS, and
+//! P-256, P-384 and Ed25519 key pairs made by the `openssl` CLI, their public halves as a JWKS, and
 //! tokens signed with them by `jsonwebtoken`. Include with `#[path = "support/jwt.rs"]`.
 #![allow(dead_code)]
 
@@ -18,6 +18,9 @@ pub struct Keys {
     ec_der: Vec<u8>,
     ec_x: String,
     ec_y: String,
+    ec384_der: Vec<u8>,
+    ec384_x: String,
+    ec384_y: String,
     ed_der: Vec<u8>,
     ed_x: String,
 }
@@ -46,6 +49,10 @@ impl Keys {
         let ec_der = openssl(dir, &["pkcs8", "-topk8", "-nocrypt", "-in", "ec.pem", "-outform", "DER"]);
         let ec_pub = openssl(dir, &["ec", "-in", "ec.pem", "-pubout", "-outform", "DER"]);
         let point = &ec_pub[ec_pub.len() - 64..];
+        openssl(dir, &["ecparam", "-name", "secp384r1", "-genkey", "-noout", "-out", "ec384.pem"]);
+        let ec384_der = openssl(dir, &["pkcs8", "-topk8", "-nocrypt", "-in", "ec384.pem", "-outform", "DER"]);
+        let ec384_pub = openssl(dir, &["ec", "-in", "ec384.pem", "-pubout", "-outform", "DER"]);
+        let point384 = &ec384_pub[ec384_pub.len() - 96..];
         openssl(dir, &["genpkey", "-algorithm", "ed25519", "-out", "ed.pem"]);
         let ed_der = openssl(dir, &["pkey", "-in", "ed.pem", "-outform", "DER"]);
         let ed_pub = openssl(dir, &["pkey", "-in", "ed.pem", "-pubout", "-outform", "DER"]);
@@ -55,18 +62,23 @@ impl Keys {
             ec_der,
             ec_x: b64(&point[..32]),
             ec_y: b64(&point[32..]),
+            ec384_der,
+            ec384_x: b64(&point384[..48]),
+            ec384_y: b64(&point384[48..]),
             ed_der,
             ed_x: b64(&ed_pub[ed_pub.len() - 32..]),
         }
     }
 
-    /// The public keys: `rsa` (RS256), `ps` (the same RSA key for PS256), `ec` (ES256), `ed`
+    /// The public keys: `rsa` (RS256), `ps` (the same RSA key for PS256), `ec` (ES256), `ec384`
+    /// (ES384), `ed`
     /// (EdDSA), `hs` (HS256), and `rsa-any` / `hs-any` without an `alg`.
     pub fn jwks(&self) -> String {
         json!({ "keys": [
             { "kty": "RSA", "alg": "RS256", "kid": "rsa", "n": self.rsa_n, "e": "AQAB" },
             { "kty": "RSA", "alg": "PS256", "kid": "ps", "n": self.rsa_n, "e": "AQAB" },
             { "kty": "EC", "alg": "ES256", "kid": "ec", "crv": "P-256", "x": self.ec_x, "y": self.ec_y },
+            { "kty": "EC", "alg": "ES384", "kid": "ec384", "crv": "P-384", "x": self.ec384_x, "y": self.ec384_y },
             { "kty": "OKP", "alg": "EdDSA", "kid": "ed", "crv": "Ed25519", "x": self.ed_x },
             { "kty": "oct", "alg": "HS256", "kid": "hs", "k": b64(HMAC_SECRET) },
             // No `alg`: any algorithm of the key's family.
@@ -82,13 +94,13 @@ impl Keys {
             Algorithm::RS256 => ("rsa", EncodingKey::from_rsa_der(&self.rsa_der)),
             Algorithm::PS256 => ("ps", EncodingKey::from_rsa_der(&self.rsa_der)),
             Algorithm::ES256 => ("ec", EncodingKey::from_ec_der(&self.ec_der)),
+            Algorithm::ES384 => ("ec384", EncodingKey::from_ec_der(&self.ec384_der)),
             Algorithm::EdDSA => ("ed", EncodingKey::from_ed_der(&self.ed_der)),
             Algorithm::HS256 => ("hs", EncodingKey::from_secret(HMAC_SECRET)),
             Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS384 | Algorithm::PS512 => {
                 ("rsa-any", EncodingKey::from_rsa_der(&self.rsa_der))
             }
             Algorithm::HS384 | Algorithm::HS512 => ("hs-any", EncodingKey::from_secret(HMAC_SECRET)),
-            other => panic!("no test key for {other:?}"),
         };
         let mut header = Header::new(alg);
         header.kid = Some(kid.to_string());
