@@ -36,7 +36,7 @@ fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
 }
 
 impl Keys {
-    /// New key pairs, made in `dir`.
+    /// New key pairs, made in `dir`, which is removed afterwards (the keys live in memory).
     pub fn generate(dir: &Path) -> Keys {
         openssl(dir, &["genrsa", "-out", "rsa.pem", "2048"]);
         let rsa_der = openssl(dir, &["rsa", "-in", "rsa.pem", "-outform", "DER", "-traditional"]);
@@ -56,6 +56,7 @@ impl Keys {
         openssl(dir, &["genpkey", "-algorithm", "ed25519", "-out", "ed.pem"]);
         let ed_der = openssl(dir, &["pkey", "-in", "ed.pem", "-outform", "DER"]);
         let ed_pub = openssl(dir, &["pkey", "-in", "ed.pem", "-pubout", "-outform", "DER"]);
+        let _ = std::fs::remove_dir_all(dir);
         Keys {
             rsa_der,
             rsa_n: b64(&n),
