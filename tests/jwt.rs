@@ -20,7 +20,8 @@ const JWKS: &str = r#"{"keys":[{"kty":"oct","alg":"HS256","kid":"hs","k":"c2Vjcm
 /// A bootstrap with the JWT filter `filter` (its `typed_config` body, column 0) and `routes`.
 fn bootstrap(filter: &str, routes: &str) -> String {
     let filter = format!("{}{}", jwt::FILTER_HEAD, support::indent(filter, 4));
-    let log = scratch_dir("jwt-config").join("access.log");
+    // Only loaded, never run: nothing is written there.
+    let log = std::env::temp_dir().join("skiff-jwt-config-test.log");
     filters::config(0, 0, &log, "127.0.0.1:1".parse().expect("addr"), &filter, routes)
 }
 
@@ -63,7 +64,7 @@ fn remote_jwks_unknown_providers_and_misplaced_configs_are_refused_by_name() {
         "{err}"
     );
     let per_route_as_filter = "- name: envoy.filters.http.jwt_authn\n  typed_config:\n    \"@type\": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig\n    disabled: true\n";
-    let log = scratch_dir("jwt-config").join("access.log");
+    let log = std::env::temp_dir().join("skiff-jwt-config-test.log");
     let yaml = filters::config(
         0,
         0,
@@ -132,12 +133,15 @@ fn every_token_must_pass_and_forward_keeps_the_token_within_the_clock_skew() {
         ),
     ];
     let up = TestUpstream::echo();
-    let log = scratch_dir("jwt-run").join("access.log");
+    let dir = scratch_dir("jwt-run");
+    let log = dir.join("access.log");
     let sk = Skiff::start(
         &filters::config(0, 0, &log, up.addr, &jwt::filter_yaml(&keys.jwks()), &jwt::routes()),
         &[],
     );
     let run = filters::drive(sk.listener("main"), sk.admin(), &log, &up, &requests);
+    drop(sk);
+    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(run.status(0), 401);
     assert_eq!(run.response(0).body, b"Jwt verification fails");
     assert_eq!(run.status(1), 200);
