@@ -5,7 +5,7 @@
 use crate::cluster::{ClusterSnap, Resolved};
 use crate::config::{self, Bootstrap};
 use crate::filters::network::NetFilterChain;
-use crate::filters::FilterChain;
+use crate::filters::{FilterChain, Scheme};
 use crate::listener::BoundListener;
 use crate::route::{RouteTable, Targets};
 use crate::telemetry::Observers;
@@ -140,6 +140,7 @@ impl Snapshot {
                     &l.hcm.route_config,
                     &index,
                     &l.hcm.stat_prefix,
+                    Scheme { tls: l.tls.is_some(), edge: l.hcm.use_remote_address },
                 )
                 .map_err(|e| e.to_string())?,
                 routes: RouteTable::compile(&l.hcm.route_config, &index, socket.bound.port())

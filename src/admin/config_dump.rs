@@ -31,6 +31,7 @@ const NET_LOCAL_RATELIMIT: &str =
 const CONNECTION_LIMIT: &str =
     "type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit";
 const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+const JWT_PER_ROUTE: &str = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig";
 const LOCAL_RATELIMIT: &str =
     "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
 const FAULT: &str = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
@@ -335,6 +336,8 @@ fn hcm(h: &HttpConnectionManager) -> Value {
             HttpFilter::Csrf { name, config } => {
                 json!({ "name": name, "typed_config": filter_config(&PerFilterConfig::Csrf(config.clone())) })
             }
+            // As written: the JWKS and matchers round-trip without a writer of every field.
+            HttpFilter::JwtAuthn { name, config } => json!({ "name": name, "typed_config": config.source }),
         })
         .collect();
     m.insert("http_filters".into(), filters.into());
@@ -458,6 +461,13 @@ fn header_options(list: &[HeaderValueOption]) -> Value {
 /// An HTTP filter's config as its v3 proto's JSON (header matchers by name only).
 fn filter_config(c: &PerFilterConfig) -> Value {
     match c {
+        PerFilterConfig::JwtAuthn(j) => j.source.clone(),
+        PerFilterConfig::JwtPerRoute(JwtPerRoute::Disabled) => {
+            json!({ "@type": JWT_PER_ROUTE, "disabled": true })
+        }
+        PerFilterConfig::JwtPerRoute(JwtPerRoute::Requirement(name)) => {
+            json!({ "@type": JWT_PER_ROUTE, "requirement_name": name })
+        }
         PerFilterConfig::LocalRateLimit(l) => {
             let mut m = Map::new();
             m.insert("@type".into(), LOCAL_RATELIMIT.into());

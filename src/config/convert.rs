@@ -7,7 +7,7 @@ use super::convert_filters::{filter_config, per_filter_config, Kind};
 use super::convert_health;
 use super::duration::{fmt_secs, zero_is_never};
 use super::error::{FieldPath, Finding};
-use super::fields::{check_regex, fail, header_matcher, headers_to_add, no_crlf, Res};
+use super::fields::{fail, header_matcher, headers_to_add, no_crlf, route_match, Res};
 use super::model::*;
 use super::net_filter::{Role, Terminal};
 use super::raw::*;
@@ -727,6 +727,37 @@ fn hcm(
                 }
                 PerFilterConfig::Cors(_) => HttpFilter::Cors { name: f.name },
                 PerFilterConfig::Csrf(config) => HttpFilter::Csrf { name: f.name, config },
+                PerFilterConfig::JwtAuthn(config) => {
+                    let tp = fpi.key("typed_config").key("providers");
+                    for (provider, field) in &config.metadata_fields {
+                        let at = tp.key(provider).key(field);
+                        // One literal key per call: the unenforced table's test reads them here.
+                        match *field {
+                            "payload_in_metadata" => {
+                                cx.unenforced(at, "jwt_authn.providers.payload_in_metadata");
+                            }
+                            "header_in_metadata" => {
+                                cx.unenforced(at, "jwt_authn.providers.header_in_metadata");
+                            }
+                            "failed_status_in_metadata" => {
+                                cx.unenforced(at, "jwt_authn.providers.failed_status_in_metadata");
+                            }
+                            "normalize_payload_in_metadata" => {
+                                cx.unenforced(at, "jwt_authn.providers.normalize_payload_in_metadata");
+                            }
+                            _ => {
+                                cx.unenforced(at, "jwt_authn.providers.jwt_cache_config");
+                            }
+                        }
+                    }
+                    HttpFilter::JwtAuthn { name: f.name, config }
+                }
+                PerFilterConfig::JwtPerRoute(_) => {
+                    return fail(
+                        fpi.key("typed_config"),
+                        "a jwt_authn PerRouteConfig belongs in typed_per_filter_config; the filter takes a JwtAuthentication",
+                    )
+                }
             });
             continue;
         }
@@ -750,7 +781,7 @@ fn hcm(
                 };
                 return fail(
                     fpi.key("name"),
-                    format!("{what} is not supported (only envoy.filters.http.router, envoy.filters.http.local_ratelimit, envoy.filters.http.fault, envoy.filters.http.cors and envoy.filters.http.csrf; mark it is_optional: true to skip it)"),
+                    format!("{what} is not supported (only envoy.filters.http.router, envoy.filters.http.local_ratelimit, envoy.filters.http.fault, envoy.filters.http.cors, envoy.filters.http.csrf and envoy.filters.http.jwt_authn; mark it is_optional: true to skip it)"),
                 );
             }
         }
@@ -1009,60 +1040,6 @@ fn route(
         response_headers_to_remove: lower_all(r.response_headers_to_remove),
         filter_configs,
     })
-}
-
-fn route_match(p: FieldPath, m: RawMatch) -> Res<RouteMatch> {
-    reject_present!(
-        p,
-        m,
-        [path_separated_prefix, grpc, runtime_fraction, tls_context, dynamic_metadata],
-        NOT_YET
-    );
-    reject_present!(p, m, [connect_matcher], "CONNECT is not tunnelled by skiff");
-    let mut kinds = Vec::new();
-    if let Some(s) = m.prefix {
-        kinds.push(PathMatch::Prefix(s));
-    }
-    if let Some(s) = m.path {
-        kinds.push(PathMatch::Path(s));
-    }
-    if let Some(s) = m.safe_regex {
-        kinds.push(PathMatch::SafeRegex(check_regex(p.key("safe_regex").key("regex"), &s.regex)?));
-    }
-    if let Some(s) = m.regex {
-        kinds.push(PathMatch::SafeRegex(check_regex(p.key("regex"), &s)?));
-    }
-    if kinds.len() != 1 {
-        return fail(p, "a route match needs exactly one of prefix, path, safe_regex");
-    }
-    let path = kinds.remove(0);
-    let mut headers = Vec::new();
-    for (i, h) in m.headers.unwrap_or_default().into_iter().enumerate() {
-        headers.push(header_matcher(p.key("headers").idx(i), h)?);
-    }
-    let mut query_parameters = Vec::new();
-    for (i, q) in m.query_parameters.unwrap_or_default().into_iter().enumerate() {
-        let qp = p.key("query_parameters").idx(i);
-        let exact = match (q.string_match, q.value, q.present_match) {
-            (Some(sm), None, _) => {
-                let sp = qp.key("string_match");
-                match (sm.exact, sm.prefix, sm.suffix, sm.contains, sm.safe_regex, sm.ignore_case) {
-                    (Some(e), None, None, None, None, None | Some(false)) => Some(e),
-                    _ => return fail(sp, "only string_match.exact is supported for query parameters"),
-                }
-            }
-            (None, Some(v), _) => {
-                if q.regex == Some(true) {
-                    return fail(qp.key("regex"), "regex query parameter matching is not supported");
-                }
-                Some(v)
-            }
-            (None, None, _) => None,
-            (Some(_), Some(_), _) => return fail(qp, "give either string_match or value, not both"),
-        };
-        query_parameters.push(QueryParameterMatcher { name: q.name, exact });
-    }
-    Ok(RouteMatch { path, case_sensitive: m.case_sensitive.unwrap_or(true), headers, query_parameters })
 }
 
 fn forward(

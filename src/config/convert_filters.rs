@@ -11,6 +11,7 @@
 use super::convert_cors::{
     cors_filter, cors_policy, csrf, CORS_NAME, CORS_POLICY_TYPE, CORS_TYPE, CSRF_NAME, CSRF_TYPE,
 };
+use super::convert_jwt;
 use super::duration::Dur;
 use super::error::FieldPath;
 use super::fields::{fail, fraction, header_matcher, headers_to_add, RawFraction, RawRuntimeFraction, Res};
@@ -43,6 +44,9 @@ pub(super) enum Kind {
     /// The cors filter's per-route `CorsPolicy`.
     CorsPolicy,
     Csrf,
+    JwtAuthn,
+    /// `jwt_authn`'s `PerRouteConfig` (only valid in `typed_per_filter_config`).
+    JwtPerRoute,
 }
 
 impl Kind {
@@ -54,11 +58,14 @@ impl Kind {
             Some(CORS_TYPE) => Some(Kind::Cors),
             Some(CORS_POLICY_TYPE) => Some(Kind::CorsPolicy),
             Some(CSRF_TYPE) => Some(Kind::Csrf),
+            Some(convert_jwt::TYPE) => Some(Kind::JwtAuthn),
+            Some(convert_jwt::PER_ROUTE_TYPE) => Some(Kind::JwtPerRoute),
             Some(_) => None,
             None if name == LOCAL_RATELIMIT_NAME => Some(Kind::LocalRateLimit),
             None if FAULT_NAMES.contains(&name) => Some(Kind::Fault),
             None if name == CORS_NAME => Some(Kind::Cors),
             None if name == CSRF_NAME => Some(Kind::Csrf),
+            None if name == convert_jwt::NAME => Some(Kind::JwtAuthn),
             None => None,
         }
     }
@@ -81,6 +88,8 @@ pub(super) fn filter_config(
         }
         Kind::CorsPolicy => PerFilterConfig::Cors(cors_policy(p, fields)?),
         Kind::Csrf => PerFilterConfig::Csrf(csrf(p, fields)?),
+        Kind::JwtAuthn => PerFilterConfig::JwtAuthn(Box::new(convert_jwt::jwt_authn(p, fields.into())?)),
+        Kind::JwtPerRoute => PerFilterConfig::JwtPerRoute(convert_jwt::per_route(p, fields.into())?),
     })
 }
 
@@ -108,6 +117,10 @@ pub(super) fn per_filter_config(
     }
     match Kind::of(name, typed.type_url.as_deref()) {
         Some(Kind::Cors) => fail(p.key("@type"), format!("a per-route cors config is a {CORS_POLICY_TYPE}")),
+        Some(Kind::JwtAuthn) => fail(
+            p.clone(),
+            "a jwt_authn route override is a PerRouteConfig (requirement_name or disabled), not a JwtAuthentication",
+        ),
         Some(kind) => filter_config(p, kind, Some(typed)).map(Some),
         None => Ok(None),
     }

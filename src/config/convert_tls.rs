@@ -8,9 +8,8 @@
 // Fields accepted and never read exist so that `deny_unknown_fields` accepts them.
 #![allow(dead_code)]
 
-use super::convert_filters::read;
 use super::error::FieldPath;
-use super::fields::{fail, Res};
+use super::fields::{fail, read, Res};
 use super::raw::{Ign, RawFilterChainMatch, RawListenerFilter, RawTransportSocket};
 use super::tls::{ListenerTls, ServerTls, TlsChain, UpstreamTls};
 use super::tls_verify::{SanMatcher, ServerVerifier, VerifiedClients};

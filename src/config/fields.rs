@@ -1,11 +1,14 @@
 //! Conversions of the value types several parts of the config share (header edits, header
-//! matchers, regexes, runtime fractions, a kept mapping read with its field path), used by
-//! `convert` for routes and by `convert_filters` / `convert_cors` for HTTP filters.
+//! matchers, regexes, runtime fractions, a kept mapping read with its field path, a route `match`, a kept `typed_config` mapping read with located errors),
+//! used by
+//! `convert` for routes and by `convert_filters`, / `convert_cors` `convert_jwt` and `convert_tls`.
 //! Owns no judgement of which fields are warned about: that is `convert`'s.
 
 use super::error::{FieldPath, Finding};
-use super::model::{Fraction, HeaderMatchRule, HeaderMatcher, HeaderValueOption};
-use super::raw::{Ign, RawHeaderMatcher, RawHeaderValueOption};
+use super::model::{
+    Fraction, HeaderMatchRule, HeaderMatcher, HeaderValueOption, PathMatch, QueryParameterMatcher, RouteMatch,
+};
+use super::raw::{Ign, RawHeaderMatcher, RawHeaderValueOption, RawMatch};
 use serde::Deserialize;
 
 pub(super) type Res<T> = Result<T, Finding>;
@@ -197,4 +200,63 @@ pub(super) fn fraction_of(p: FieldPath, numerator: Option<u32>, denominator: Opt
     // Above 100 % means always, as Envoy clamps it.
     let per_million = u64::from(numerator.unwrap_or(0)) * scale;
     Ok(Fraction { per_million: per_million.min(1_000_000) as u32, unit: scale as u32 })
+}
+
+/// A route `match` (routes', and the JWT filter's `rules`).
+pub(super) fn route_match(p: FieldPath, m: RawMatch) -> Res<RouteMatch> {
+    let refused = [
+        ("path_separated_prefix", m.path_separated_prefix.is_some(), NOT_YET),
+        ("grpc", m.grpc.is_some(), NOT_YET),
+        ("runtime_fraction", m.runtime_fraction.is_some(), NOT_YET),
+        ("tls_context", m.tls_context.is_some(), NOT_YET),
+        ("dynamic_metadata", m.dynamic_metadata.is_some(), NOT_YET),
+        ("connect_matcher", m.connect_matcher.is_some(), "CONNECT is not tunnelled by skiff"),
+    ];
+    if let Some((field, _, why)) = refused.iter().find(|(_, present, _)| *present) {
+        return fail(p.key(field), format!("{field} is not supported: {why}"));
+    }
+    let mut kinds = Vec::new();
+    if let Some(s) = m.prefix {
+        kinds.push(PathMatch::Prefix(s));
+    }
+    if let Some(s) = m.path {
+        kinds.push(PathMatch::Path(s));
+    }
+    if let Some(s) = m.safe_regex {
+        kinds.push(PathMatch::SafeRegex(check_regex(p.key("safe_regex").key("regex"), &s.regex)?));
+    }
+    if let Some(s) = m.regex {
+        kinds.push(PathMatch::SafeRegex(check_regex(p.key("regex"), &s)?));
+    }
+    if kinds.len() != 1 {
+        return fail(p, "a route match needs exactly one of prefix, path, safe_regex");
+    }
+    let path = kinds.remove(0);
+    let mut headers = Vec::new();
+    for (i, h) in m.headers.unwrap_or_default().into_iter().enumerate() {
+        headers.push(header_matcher(p.key("headers").idx(i), h)?);
+    }
+    let mut query_parameters = Vec::new();
+    for (i, q) in m.query_parameters.unwrap_or_default().into_iter().enumerate() {
+        let qp = p.key("query_parameters").idx(i);
+        let exact = match (q.string_match, q.value, q.present_match) {
+            (Some(sm), None, _) => {
+                let sp = qp.key("string_match");
+                match (sm.exact, sm.prefix, sm.suffix, sm.contains, sm.safe_regex, sm.ignore_case) {
+                    (Some(e), None, None, None, None, None | Some(false)) => Some(e),
+                    _ => return fail(sp, "only string_match.exact is supported for query parameters"),
+                }
+            }
+            (None, Some(v), _) => {
+                if q.regex == Some(true) {
+                    return fail(qp.key("regex"), "regex query parameter matching is not supported");
+                }
+                Some(v)
+            }
+            (None, None, _) => None,
+            (Some(_), Some(_), _) => return fail(qp, "give either string_match or value, not both"),
+        };
+        query_parameters.push(QueryParameterMatcher { name: q.name, exact });
+    }
+    Ok(RouteMatch { path, case_sensitive: m.case_sensitive.unwrap_or(true), headers, query_parameters })
 }

@@ -10,7 +10,8 @@ pub struct Unenforced {
     /// Where the field sits, as `scope.field`: `cluster.health_checks` is a cluster's
     /// `health_checks`, wherever the cluster is. Scopes: bootstrap, admin, listener, hcm (and its
     /// sub-blocks), access_log, zipkin, route_config, virtual_host, route, route.route (the
-    /// forward action), retry_policy (route or virtual host), cluster, lb_endpoint.
+    /// forward action), retry_policy (route or virtual host), cluster, lb_endpoint, jwt_authn (the
+    /// JWT filter's typed_config).
     pub field: &'static str,
     /// What skiff does instead, shown in the warning.
     pub why: &'static str,
@@ -35,6 +36,11 @@ pub const UNENFORCED: &[Unenforced] = &[
     u("admin.profile_path", NOT_YET),
     u("admin.socket_options", NOT_YET),
     u("access_log.filter", "every request is logged"),
+    u("jwt_authn.providers.payload_in_metadata", "skiff has no dynamic metadata and nothing that would read it"),
+    u("jwt_authn.providers.header_in_metadata", "skiff has no dynamic metadata and nothing that would read it"),
+    u("jwt_authn.providers.failed_status_in_metadata", "skiff has no dynamic metadata and nothing that would read it"),
+    u("jwt_authn.providers.normalize_payload_in_metadata", "skiff has no dynamic metadata and nothing that would read it"),
+    u("jwt_authn.providers.jwt_cache_config", "verified tokens are not cached: each is verified again (jwt_cache_hit stays 0)"),
     u("access_log.typed_config.json_format", "JSON access logs are not yet supported; the default format is used"),
     u("access_log.typed_config.typed_json_format", "JSON access logs are not yet supported; the default format is used"),
     u("access_log.typed_config.log_format.json_format", "JSON access logs are not yet supported; the default format is used"),

@@ -69,9 +69,10 @@ impl Csrf {
         }
         v.reply = Some(FilterReply {
             status: 403,
-            body: b"Invalid origin",
+            body: std::borrow::Cow::Borrowed(b"Invalid origin"),
             flag: ResponseFlags::NONE,
             headers: Vec::new(),
+            details: std::borrow::Cow::Borrowed("csrf_origin_mismatch"),
         });
     }
 }

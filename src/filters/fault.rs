@@ -117,9 +117,10 @@ impl Fault {
             stats.aborts_injected.inc();
             v.reply = Some(super::verdict::FilterReply {
                 status,
-                body: b"fault filter abort",
+                body: std::borrow::Cow::Borrowed(b"fault filter abort"),
                 flag: ResponseFlags::FAULT_INJECTED,
                 headers: Vec::new(),
+                details: std::borrow::Cow::Borrowed(""),
             });
         }
     }

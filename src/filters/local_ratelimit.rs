@@ -87,9 +87,10 @@ impl LocalRateLimit {
         headers.extend_from_slice(&v.response_headers);
         v.reply = Some(FilterReply {
             status: self.status,
-            body: b"local_rate_limited",
+            body: std::borrow::Cow::Borrowed(b"local_rate_limited"),
             flag: ResponseFlags::RATE_LIMITED,
             headers,
+            details: std::borrow::Cow::Borrowed(""),
         });
     }
 }

@@ -19,20 +19,22 @@
 pub mod cors;
 pub mod csrf;
 pub mod fault;
+pub mod jwt_authn;
 pub mod local_ratelimit;
 pub mod network;
 mod string_match;
 mod verdict;
 
-pub use verdict::{FilterReply, Verdict};
+pub use verdict::{FilterReply, Scheme, Verdict};
 
-use crate::config::{self, PerFilterConfig, RouteConfig};
+use crate::config::{self, JwtPerRoute, PerFilterConfig, RouteConfig};
 use crate::http::RequestHead;
 use crate::route::{BuildError, Route, VirtualHost};
-use crate::stats::{CorsStats, CsrfStats, FaultStats, LocalRateLimitStats};
+use crate::stats::{CorsStats, CsrfStats, FaultStats, JwtAuthnStats, LocalRateLimitStats};
 use cors::Cors;
 use csrf::Csrf;
 use fault::Fault;
+use jwt_authn::JwtAuthn;
 use local_ratelimit::LocalRateLimit;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -54,6 +56,12 @@ pub enum HttpFilter {
         /// Index of `http.<stat_prefix>.csrf.*` in the chain's stats.
         stats: usize,
     },
+    /// Boxed: one per connection manager that has it, and large.
+    JwtAuthn {
+        filter: Box<JwtAuthn>,
+        /// `PerRouteConfig` overrides; the connection manager level has none.
+        per_route: Scoped<Option<JwtPerRoute>>,
+    },
 }
 
 /// A filter's config at the connection manager and its overrides, most specific first: a
@@ -67,7 +75,9 @@ pub struct Scoped<T> {
 }
 
 impl<T> Scoped<T> {
-    fn at(&self, vhost: &VirtualHost, route: &Route) -> &T {
+    /// The config for a request routed to `found` (None: no route, the connection manager's).
+    fn at(&self, found: Option<(&VirtualHost, &Route)>) -> &T {
+        let Some((vhost, route)) = found else { return &self.base };
         let route_level = self.routes.get(route.id).and_then(Option::as_ref);
         let vhost_level = || self.vhosts.get(vhost.id).and_then(Option::as_ref);
         route_level.or_else(vhost_level).unwrap_or(&self.base)
@@ -86,6 +96,8 @@ pub enum StatName {
     Cors(String),
     /// `http.<connection manager stat_prefix>.csrf.*`.
     Csrf(String),
+    /// `http.<connection manager stat_prefix>.jwt_authn.*`.
+    JwtAuthn(String),
 }
 
 /// One shard's stats block for a chain's stat index.
@@ -95,6 +107,7 @@ pub enum FilterStats {
     Fault(Rc<FaultStats>),
     Cors(Rc<CorsStats>),
     Csrf(Rc<CsrfStats>),
+    JwtAuthn(Rc<JwtAuthnStats>),
 }
 
 /// The filters of one connection manager, in config order.
@@ -113,6 +126,7 @@ impl FilterChain {
         rc: &RouteConfig,
         clusters: &HashMap<&str, usize>,
         stat_prefix: &str,
+        scheme: Scheme,
     ) -> Result<Self, BuildError> {
         let mut stat_names = Vec::new();
         let mut compiled = Vec::new();
@@ -149,6 +163,14 @@ impl FilterChain {
                     let (vhosts, routes) = overrides(rc, name, as_csrf, &mut Csrf::compile)?;
                     compiled.push(HttpFilter::Csrf { configs: Scoped { base, vhosts, routes }, stats });
                 }
+                config::HttpFilter::JwtAuthn { name, config } => {
+                    stat_names.push(StatName::JwtAuthn(stat_prefix.to_string()));
+                    let filter = Box::new(JwtAuthn::compile(config, stat_names.len() - 1, scheme)?);
+                    let mut pick = |c: &JwtPerRoute| Ok(Some(c.clone()));
+                    let (vhosts, routes) = overrides(rc, name, as_jwt_per_route, &mut pick)?;
+                    let per_route = Scoped { base: None, vhosts, routes };
+                    compiled.push(HttpFilter::JwtAuthn { filter, per_route });
+                }
             }
         }
         Ok(FilterChain { filters: compiled.into_boxed_slice(), stat_names })
@@ -168,12 +190,13 @@ impl FilterChain {
     }
 
     /// The request-headers phase, after routing and before the router acts: every filter runs in
-    /// order until one answers. `stats` is the shard's, aligned with `stat_names`.
+    /// order until one answers. `found` is the request's virtual host and route; None when none
+    /// matched, which Envoy's filters see too (the router answers 404 only after them). `stats` is
+    /// the shard's, aligned with `stat_names`.
     pub fn on_request_headers<'a>(
         &'a self,
         head: &RequestHead<'_>,
-        vhost: &VirtualHost,
-        route: &Route,
+        found: Option<(&VirtualHost, &Route)>,
         stats: &[FilterStats],
         roll: &mut dyn FnMut() -> u64,
     ) -> Verdict<'a> {
@@ -181,28 +204,34 @@ impl FilterChain {
         for filter in self.filters.iter() {
             match filter {
                 HttpFilter::LocalRateLimit(configs) => {
-                    let limit = configs.at(vhost, route);
+                    let limit = configs.at(found);
                     if let Some(FilterStats::LocalRateLimit(s)) = stats.get(limit.stats) {
                         limit.on_request(s, roll, &mut v);
                     }
                 }
                 HttpFilter::Fault { configs, stats: i, active } => {
                     if let Some(FilterStats::Fault(s)) = stats.get(*i) {
-                        let targets = match &route.action {
-                            crate::route::Action::Forward(f) => Some(&f.clusters),
+                        let targets = match found.map(|(_, r)| &r.action) {
+                            Some(crate::route::Action::Forward(f)) => Some(&f.clusters),
                             _ => None,
                         };
-                        configs.at(vhost, route).on_request(head, targets, active, s, roll, &mut v);
+                        configs.at(found).on_request(head, targets, active, s, roll, &mut v);
                     }
                 }
+                HttpFilter::JwtAuthn { filter, per_route } => {
+                    if let Some(FilterStats::JwtAuthn(s)) = stats.get(filter.stats) {
+                        filter.on_request(head, per_route.at(found).as_ref(), s, &mut v);
+                    }
+                }
+                // Without a route there is no CORS policy (Envoy's filter reads the route's).
                 HttpFilter::Cors(cors) => {
-                    if let Some(FilterStats::Cors(s)) = stats.get(cors.stats) {
+                    if let (Some((_, route)), Some(FilterStats::Cors(s))) = (found, stats.get(cors.stats)) {
                         cors.on_request(head, route, s, roll, &mut v);
                     }
                 }
                 HttpFilter::Csrf { configs, stats: i } => {
                     if let Some(FilterStats::Csrf(s)) = stats.get(*i) {
-                        configs.at(vhost, route).on_request(head, s, roll, &mut v);
+                        configs.at(found).on_request(head, s, roll, &mut v);
                     }
                 }
             }
@@ -268,6 +297,13 @@ fn as_csrf(c: &PerFilterConfig) -> Option<&config::Csrf> {
     }
 }
 
+fn as_jwt_per_route(c: &PerFilterConfig) -> Option<&JwtPerRoute> {
+    match c {
+        PerFilterConfig::JwtPerRoute(c) => Some(c),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,8 +311,9 @@ mod tests {
     #[test]
     fn the_router_is_not_in_the_chain_and_an_empty_chain_lets_everything_through() {
         let rc = RouteConfig::default();
-        let chain = FilterChain::compile(&[config::HttpFilter::Router], &rc, &HashMap::new(), "x")
-            .unwrap_or_default();
+        let chain =
+            FilterChain::compile(&[config::HttpFilter::Router], &rc, &HashMap::new(), "x", Scheme::default())
+                .unwrap_or_default();
         assert!(chain.is_empty());
         assert!(chain.stat_names().is_empty());
     }

@@ -1,6 +1,6 @@
-//! What the HTTP filters decided for one request (`Verdict`), and the per-request state a
-//! decision holds until the request ends (`ActiveFault`). Shared by the chain and its filters;
-//! owns no decision itself.
+//! What the HTTP filters decided for one request (`Verdict`), the per-request state a decision
+//! holds until the request ends (`ActiveFault`), and what the filters know of the connection
+//! manager (`Scheme`). Shared by the chain and its filters; owns no decision itself.
 
 use crate::access_log::ResponseFlags;
 use crate::config::Fraction;
@@ -15,10 +15,21 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FilterReply {
     pub status: u16,
-    pub body: &'static [u8],
+    pub body: std::borrow::Cow<'static, [u8]>,
     pub flag: ResponseFlags,
     /// Header lines (`name: value\r\n`) the reply carries besides skiff's own.
     pub headers: Vec<u8>,
+    /// `%RESPONSE_CODE_DETAILS%` of the reply; empty: none (logged `-`).
+    pub details: std::borrow::Cow<'static, str>,
+}
+
+/// What the connection manager makes of a request's scheme before its filters run (Envoy sets
+/// `x-forwarded-proto` first): the listener's TLS, and whether a client's claim is replaced.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scheme {
+    pub tls: bool,
+    /// `use_remote_address`: the connection's scheme replaces the client's `x-forwarded-proto`.
+    pub edge: bool,
 }
 
 /// What the chain decided for one request, carried out by the request owner and held until the
@@ -42,6 +53,12 @@ pub struct Verdict<'a> {
     /// preflight answer), not a local reply (`sendLocalReply`): it has no body or content-type,
     /// and Envoy's codec writes its `content-length: 0` after `date` and `server`.
     pub encoded_reply: bool,
+    /// Lower-cased names of request headers not to send upstream (a JWT not forwarded, claim
+    /// headers a client sent); the filters' own `request_headers` are added after.
+    pub remove_request_headers: Vec<&'a str>,
+    /// The path (and query) to send upstream instead of the client's (a JWT query parameter
+    /// removed); route rewrites apply to it.
+    pub path: Option<String>,
     pub(super) fault: Option<ActiveFault<'a>>,
 }
 
@@ -54,6 +71,8 @@ impl<'a> Verdict<'a> {
             && self.flags == ResponseFlags::NONE
             && self.request_headers.is_empty()
             && self.response_headers.is_empty()
+            && self.remove_request_headers.is_empty()
+            && self.path.is_none()
             && self.fault.is_none();
         (!nothing).then(|| Box::new(self))
     }

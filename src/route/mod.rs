@@ -256,6 +256,7 @@ impl StatusSet {
 pub enum BuildError {
     UnknownCluster(String),
     BadRegex(String),
+    BadJwks(String),
 }
 
 impl std::fmt::Display for BuildError {
@@ -263,6 +264,7 @@ impl std::fmt::Display for BuildError {
         match self {
             BuildError::UnknownCluster(c) => write!(f, "route refers to unknown cluster {c:?}"),
             BuildError::BadRegex(e) => write!(f, "bad regex: {e}"),
+            BuildError::BadJwks(e) => write!(f, "bad JWKS: {e}"),
         }
     }
 }
@@ -394,17 +396,7 @@ impl VirtualHost {
 
 impl Route {
     fn matches(&self, path: &str, query: Option<&str>, headers: &[httparse::Header<'_>]) -> bool {
-        let path_ok = match &self.path {
-            PathMatcher::Prefix { prefix, case_sensitive: true } => path.starts_with(prefix.as_str()),
-            PathMatcher::Prefix { prefix, case_sensitive: false } => {
-                path.len() >= prefix.len()
-                    && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
-            }
-            PathMatcher::Exact { path: p, case_sensitive: true } => path == p,
-            PathMatcher::Exact { path: p, case_sensitive: false } => path.eq_ignore_ascii_case(p),
-            PathMatcher::Regex(re) => re.is_match(path),
-        };
-        path_ok
+        path_matches(&self.path, path)
             && self.headers.iter().all(|m| m.matches(headers))
             && self.query.iter().all(|q| query_matches(q, query))
     }
@@ -487,13 +479,7 @@ fn anchored(re: &str) -> Result<regex::Regex, BuildError> {
 }
 
 fn compile_route(id: usize, r: &config::Route, clusters: &HashMap<&str, usize>) -> Result<Route, BuildError> {
-    let case_sensitive = r.matcher.case_sensitive;
-    let path = match &r.matcher.path {
-        PathMatch::Prefix(p) => PathMatcher::Prefix { prefix: p.clone(), case_sensitive },
-        PathMatch::Path(p) => PathMatcher::Exact { path: p.clone(), case_sensitive },
-        PathMatch::SafeRegex(re) => PathMatcher::Regex(anchored(re)?),
-    };
-    let headers = r.matcher.headers.iter().map(HeaderMatcher::compile).collect::<Result<_, BuildError>>()?;
+    let RequestMatch { path, headers, query } = RequestMatch::compile(&r.matcher)?;
     let action = match &r.action {
         RouteAction::Forward(f) => {
             let targets = Targets::compile(&f.cluster, clusters)?;
@@ -582,7 +568,7 @@ fn compile_route(id: usize, r: &config::Route, clusters: &HashMap<&str, usize>) 
         id,
         path,
         headers,
-        query: r.matcher.query_parameters.clone(),
+        query,
         action,
         request_edits: HeaderEdits::new(&r.request_headers_to_add, &r.request_headers_to_remove),
         response_edits: HeaderEdits::new(&r.response_headers_to_add, &r.response_headers_to_remove),
@@ -621,5 +607,51 @@ mod tests {
         let ms = |n, roll| retry.back_off(n, roll).as_millis();
         assert_eq!((ms(1, 24), ms(1, 25)), (24, 0));
         assert_eq!((ms(2, 74), ms(3, 174), ms(4, 249), ms(9, 250)), (74, 174, 249, 0));
+    }
+}
+
+/// A route `match` on its own (path, headers, query), for filters that pick by it (the JWT
+/// filter's `rules`); matches as a route's does.
+#[derive(Debug)]
+pub struct RequestMatch {
+    path: PathMatcher,
+    headers: Vec<HeaderMatcher>,
+    query: Vec<config::QueryParameterMatcher>,
+}
+
+impl RequestMatch {
+    pub fn compile(m: &config::RouteMatch) -> Result<Self, BuildError> {
+        let case_sensitive = m.case_sensitive;
+        let path = match &m.path {
+            PathMatch::Prefix(p) => PathMatcher::Prefix { prefix: p.clone(), case_sensitive },
+            PathMatch::Path(p) => PathMatcher::Exact { path: p.clone(), case_sensitive },
+            PathMatch::SafeRegex(re) => PathMatcher::Regex(anchored(re)?),
+        };
+        let headers = m.headers.iter().map(HeaderMatcher::compile).collect::<Result<_, _>>()?;
+        Ok(RequestMatch { path, headers, query: m.query_parameters.clone() })
+    }
+
+    /// `path` is the request target, query included.
+    pub fn matches(&self, path: &str, headers: &[httparse::Header<'_>]) -> bool {
+        let (path_only, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
+        path_matches(&self.path, path_only)
+            && self.headers.iter().all(|m| m.matches(headers))
+            && self.query.iter().all(|q| query_matches(q, query))
+    }
+}
+
+fn path_matches(m: &PathMatcher, path: &str) -> bool {
+    match m {
+        PathMatcher::Prefix { prefix, case_sensitive: true } => path.starts_with(prefix.as_str()),
+        PathMatcher::Prefix { prefix, case_sensitive: false } => {
+            path.len() >= prefix.len()
+                && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+        }
+        PathMatcher::Exact { path: p, case_sensitive: true } => path == p,
+        PathMatcher::Exact { path: p, case_sensitive: false } => path.eq_ignore_ascii_case(p),
+        PathMatcher::Regex(re) => re.is_match(path),
     }
 }

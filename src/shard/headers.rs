@@ -85,6 +85,11 @@ pub(super) struct RequestRewrite<'a> {
     /// An upgrade the configuration allows (`upgrade.rs`): its `Upgrade` and `Connection` lines go
     /// upstream as they came, as Envoy passes them.
     pub upgrade: bool,
+    /// Request headers the HTTP filters removed (`filters::Verdict::remove_request_headers`).
+    pub dropped: &'a [&'a str],
+    /// The path before the route's rewrite: the client's, or the one a filter set (which Envoy
+    /// treats as the request's own, so it is no "original path").
+    pub filtered_path: &'a str,
 }
 
 /// Writes the request head as the upstream gets it.
@@ -126,6 +131,9 @@ pub(super) fn write_request_head(
             continue;
         }
         if any_edits && rw.edits.iter().any(|e| e.drops(name)) {
+            continue;
+        }
+        if !rw.dropped.is_empty() && rw.dropped.iter().any(|d| header_is(name, d)) {
             continue;
         }
         // A traced request carries this hop's span context, not the one it came with.
@@ -187,8 +195,8 @@ pub(super) fn write_request_head(
     if let Some((ctx, tracestate)) = rw.traced {
         trace::write_headers(&ctx, tracestate, out);
     }
-    if rw.path != head.path {
-        reply::header(out, b"x-envoy-original-path", head.path.as_bytes());
+    if rw.path != rw.filtered_path {
+        reply::header(out, b"x-envoy-original-path", rw.filtered_path.as_bytes());
     }
     if let Some(ms) = rw.expected_timeout_ms {
         out.extend_from_slice(b"x-envoy-expected-rq-timeout-ms: ");

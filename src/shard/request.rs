@@ -194,16 +194,13 @@ impl<'g> Request<'g> {
                 return reply(LocalReply::new(403, b"").closing(), None);
             }
         }
-        let Some((vhost, route)) = found else {
-            let no_route = LocalReply::new(404, b"").flagged(ResponseFlags::NR).counted(ReplyStat::NoRoute);
-            return reply(no_route, whole);
-        };
-        // The configured filters, after routing and before the router acts on the route.
+        // The configured filters, after routing and before the router acts on the route (or answers
+        // that there is none: Envoy's filters run first, so a JWT filter's 401 beats the 404).
         let mut filters = if self.listener.filters.is_empty() {
             None
         } else {
             let mut roll = || self.shard.rng.next();
-            self.listener.filters.on_request_headers(head, vhost, route, self.filter_stats, &mut roll).kept()
+            self.listener.filters.on_request_headers(head, found, self.filter_stats, &mut roll).kept()
         };
         let filtered = |mut local: LocalReply, filters: Option<Box<Verdict<'g>>>| {
             if let Some(f) = &filters {
@@ -217,17 +214,29 @@ impl<'g> Request<'g> {
             }
         };
         if let Some(r) = filters.as_mut().and_then(|f| f.reply.take()) {
-            let mut local = LocalReply::new(r.status, r.body).flagged(r.flag);
+            let mut local = LocalReply::new(r.status, b"").flagged(r.flag);
+            local.body = r.body;
+            if obs.on {
+                obs.details.push_str(&r.details);
+            }
             local.headers = r.headers;
             local.encoded = filters.as_ref().is_some_and(|f| f.encoded_reply);
             // Envoy has resolved the route's cluster by then, and logs it.
-            if let Action::Forward(crate::route::Forward { clusters: Targets::Single(c), .. }) = &route.action
-            {
-                obs.upstream_cluster = Some(*c);
+            if let Some((_, crate::route::Route { action: Action::Forward(f), .. })) = found {
+                if let Targets::Single(c) = &f.clusters {
+                    obs.upstream_cluster = Some(*c);
+                }
             }
             // The reply's own headers already carry the filters' response headers.
             return filtered(local, filters);
         }
+        let Some((vhost, route)) = found else {
+            let no_route = LocalReply::new(404, b"").flagged(ResponseFlags::NR).counted(ReplyStat::NoRoute);
+            if obs.on {
+                obs.details.push_str("route_not_found");
+            }
+            return filtered(no_route, filters);
+        };
         let fwd = match &route.action {
             Action::Direct { status, body } => {
                 let mut direct = LocalReply::new(*status, b"").counted(ReplyStat::Direct);
@@ -263,7 +272,18 @@ impl<'g> Request<'g> {
             targets => targets.pick(self.shard.rng.next()).unwrap_or(0),
         };
         let mut rewritten = String::new();
-        let path = if route.rewrite_path(head.path, &mut rewritten) { rewritten.as_str() } else { head.path };
+        // A filter may have changed the path (a JWT query parameter removed) before the route's rewrite.
+        let filtered_path = filters.as_ref().and_then(|f| f.path.as_deref()).unwrap_or(head.path);
+        if filtered_path != head.path {
+            // Envoy's filters edit `:path` itself: the log shows the edited one.
+            obs.path.clear();
+            obs.path.push_str(filtered_path);
+        }
+        let path = if route.rewrite_path(filtered_path, &mut rewritten) {
+            rewritten.as_str()
+        } else {
+            filtered_path
+        };
         let rewrite = RequestRewrite {
             path,
             host: fwd.host_rewrite.as_deref().or(Some(host)),
@@ -281,6 +301,8 @@ impl<'g> Request<'g> {
             .map(|t| t.as_millis().min(u128::from(u64::MAX)) as u64),
             listener: self.listener,
             upgrade: upgrade.is_some(),
+            dropped: filters.as_ref().map_or(&[][..], |f| &f.remove_request_headers[..]),
+            filtered_path,
         };
         headers::write_request_head(req_out, head, &rewrite, &self.shard.rng, obs);
         if let Some(added) = filters.as_ref().map(|f| &f.request_headers).filter(|h| !h.is_empty()) {

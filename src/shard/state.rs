@@ -90,6 +90,7 @@ impl Generation {
                         StatName::Fault(p) => FilterStats::Fault(stats.fault(p)),
                         StatName::Cors(p) => FilterStats::Cors(stats.cors(p)),
                         StatName::Csrf(p) => FilterStats::Csrf(stats.csrf(p)),
+                        StatName::JwtAuthn(p) => FilterStats::JwtAuthn(stats.jwt_authn(p)),
                     };
                     l.filters.stat_names().iter().map(by_name).collect()
                 })

@@ -31,6 +31,8 @@ pub enum Scope {
     /// `http.<stat_prefix>.<filter>`: a connection manager's filter that counts under its own
     /// name (`cors`, `csrf`).
     HttpFilter(String, &'static str),
+    /// `http.<stat_prefix>.jwt_authn`: a connection manager's JWT filter.
+    JwtAuthn(String),
     /// A `tcp_proxy`, by `stat_prefix`.
     Tcp(String),
     /// `local_rate_limit.<stat_prefix>`: a network local rate limit.
@@ -50,6 +52,7 @@ impl Scope {
             Scope::LocalRateLimit(p) => format!("{p}.http_local_rate_limit"),
             Scope::Fault(p) => format!("http.{p}.fault"),
             Scope::HttpFilter(p, filter) => format!("http.{p}.{filter}"),
+            Scope::JwtAuthn(p) => format!("http.{p}.jwt_authn"),
             Scope::Tcp(p) => format!("tcp.{p}"),
             Scope::NetLocalRateLimit(p) => format!("local_rate_limit.{p}"),
             Scope::ConnectionLimit(p) => format!("connection_limit.{p}"),
@@ -447,6 +450,20 @@ stat_block! {
     }
 }
 
+stat_block! {
+    /// `http.<stat_prefix>.jwt_authn.*`, per connection manager with a JWT filter (Envoy's names;
+    /// the JWKS fetch and cache counters stay 0: keys are local and tokens are not cached).
+    JwtAuthnStats {
+        allowed: Counter,
+        denied: Counter,
+        cors_preflight_bypassed: Counter,
+        jwks_fetch_success: Counter,
+        jwks_fetch_failed: Counter,
+        jwt_cache_hit: Counter,
+        jwt_cache_miss: Counter,
+    }
+}
+
 impl HttpStats {
     pub fn response(&self, status: u16) -> &Counter {
         match status {
@@ -541,6 +558,7 @@ pub struct ShardStats {
     connection_limits: RefCell<HashMap<String, Rc<ConnectionLimitStats>>>,
     cors: RefCell<HashMap<String, Rc<CorsStats>>>,
     csrf: RefCell<HashMap<String, Rc<CsrfStats>>>,
+    jwt_authn: RefCell<HashMap<String, Rc<JwtAuthnStats>>>,
     /// `ssl.*` of a listener or cluster scope, and `http.<prefix>.downstream_cx_ssl_*`.
     ssl: RefCell<HashMap<Scope, Rc<SslStats>>>,
     http_ssl: RefCell<HashMap<String, Rc<HttpSslStats>>>,
@@ -596,6 +614,11 @@ impl ShardStats {
     /// `http.<stat_prefix>.csrf.*` of a connection manager.
     pub fn csrf(&self, stat_prefix: &str) -> Rc<CsrfStats> {
         self.csrf.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
+    }
+
+    /// `http.<stat_prefix>.jwt_authn.*` of a connection manager.
+    pub fn jwt_authn(&self, stat_prefix: &str) -> Rc<JwtAuthnStats> {
+        self.jwt_authn.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
     }
 
     /// `<scope>.ssl.*` (a `Scope::Listener` or `Scope::Cluster`); looked up per TLS connection,
@@ -666,6 +689,9 @@ impl ShardStats {
         }
         for (prefix, s) in self.csrf.borrow().iter() {
             s.dump(&Scope::HttpFilter(prefix.clone(), "csrf"), &mut out);
+        }
+        for (prefix, s) in self.jwt_authn.borrow().iter() {
+            s.dump(&Scope::JwtAuthn(prefix.clone()), &mut out);
         }
         for (scope, s) in self.ssl.borrow().iter() {
             s.dump(scope, &mut out);

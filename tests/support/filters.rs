@@ -56,18 +56,19 @@ pub const ALL_TO_BACKEND: &str = r#"virtual_hosts:
         route: { cluster: backend }
 "#;
 
-/// One request: a GET of `path` with extra headers, on a fresh connection.
+/// One request: `method` (GET unless changed) of `path` with extra headers, on a fresh connection.
 pub struct Req {
+    pub method: &'static str,
     pub path: &'static str,
     pub headers: Vec<(&'static str, &'static str)>,
 }
 
 pub fn req(path: &'static str) -> Req {
-    Req { path, headers: Vec::new() }
+    Req { method: "GET", path, headers: Vec::new() }
 }
 
 pub fn req_with(path: &'static str, headers: &[(&'static str, &'static str)]) -> Req {
-    Req { path, headers: headers.to_vec() }
+    Req { method: "GET", path, headers: headers.to_vec() }
 }
 
 /// What one proxy showed for a run.
@@ -107,7 +108,7 @@ pub fn drive(
         .map(|r| {
             let started = Instant::now();
             let mut c = Client::connect(listener);
-            let mut raw = format!("GET {} HTTP/1.1\r\nHost: test\r\n", r.path);
+            let mut raw = format!("{} {} HTTP/1.1\r\nHost: test\r\n", r.method, r.path);
             for (n, v) in &r.headers {
                 raw.push_str(&format!("{n}: {v}\r\n"));
             }
