@@ -129,13 +129,7 @@ impl Snapshot {
             listeners.push(ListenerSnap {
                 socket: socket.clone(),
                 hcm: HcmSettings::new(&l.hcm),
-                filters: FilterChain::compile(
-                    &l.hcm.http_filters,
-                    &l.hcm.route_config,
-                    &index,
-                    &l.hcm.stat_prefix,
-                )
-                .map_err(|e| e.to_string())?,
+                filters: FilterChain::compile(&l.hcm, &index).map_err(|e| e.to_string())?,
                 routes: RouteTable::compile(&l.hcm.route_config, &index, socket.bound.port())
                     .map_err(|e| e.to_string())?,
                 observers: observers.get(i).cloned().unwrap_or_default(),

@@ -399,9 +399,12 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
     if l.use_original_dst == Some(true) {
         return fail(p.key("use_original_dst"), format!("use_original_dst is not supported: {NOT_YET}"));
     }
-    if let Some(filters) = &l.listener_filters {
-        super::convert_tls::listener_filters(&p.key("listener_filters"), filters)?;
-    }
+    let inspects_sni = match &l.listener_filters {
+        Some(filters) => super::convert_tls::listener_filters(&p.key("listener_filters"), filters)?,
+        None => false,
+    };
+    let inspected =
+        |tls: Option<super::tls::ListenerTls>| tls.map(|t| super::tls::ListenerTls { inspects_sni, ..t });
     let address = bind_address(p.key("address"), l.address)?;
     let direction = l.traffic_direction.map(|d| d.0);
     let fp = p.key("filter_chains");
@@ -497,7 +500,7 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
                 }
                 RawNetConfig::TcpProxy(raw) => {
                     let proxy = tcp_proxy(cx, fp.key(key), *raw)?;
-                    let tls = std::mem::take(&mut tls).finish(&chain_path(0))?;
+                    let tls = inspected(std::mem::take(&mut tls).finish(&chain_path(0))?);
                     return Ok(Built::Tcp(TcpListener { name, address, proxy, tls }));
                 }
             }
@@ -506,7 +509,7 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
     let Some(hcm) = hcm_out else {
         return fail(fp, "no http_connection_manager");
     };
-    let tls = tls.finish(&fp)?;
+    let tls = inspected(tls.finish(&fp)?);
     Ok(Built::Http(Box::new(Listener { name, address, hcm, tls })))
 }
 
@@ -682,6 +685,7 @@ fn hcm(
                     HttpFilter::LocalRateLimit { name: f.name, config }
                 }
                 PerFilterConfig::Fault(config) => HttpFilter::Fault { name: f.name, config },
+                PerFilterConfig::Rbac(config) => HttpFilter::Rbac { name: f.name, config },
             });
             continue;
         }
@@ -705,7 +709,7 @@ fn hcm(
                 };
                 return fail(
                     fpi.key("name"),
-                    format!("{what} is not supported (only envoy.filters.http.router, envoy.filters.http.local_ratelimit and envoy.filters.http.fault; mark it is_optional: true to skip it)"),
+                    format!("{what} is not supported (only envoy.filters.http.router, envoy.filters.http.local_ratelimit, envoy.filters.http.fault and envoy.filters.http.rbac; mark it is_optional: true to skip it)"),
                 );
             }
         }

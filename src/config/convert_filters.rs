@@ -8,9 +8,10 @@
 // `deny_unknown_fields` accepts them.
 #![allow(dead_code)]
 
+use super::convert_rbac::{self, RBAC_NAME, RBAC_PER_ROUTE_TYPE, RBAC_TYPE};
 use super::duration::Dur;
-use super::error::{FieldPath, Finding};
-use super::fields::{fail, header_matcher, headers_to_add, Res};
+use super::error::FieldPath;
+use super::fields::{fail, header_matcher, headers_to_add, read, Res};
 use super::model::{
     Fault, FaultAbort, FaultAbortSource, FaultDelay, FaultDelaySource, Fraction, LocalRateLimit,
     PerFilterConfig, TokenBucket,
@@ -34,6 +35,9 @@ const FILTER_CONFIG_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.Filt
 pub(super) enum Kind {
     LocalRateLimit,
     Fault,
+    Rbac,
+    /// `RBACPerRoute`: only in `typed_per_filter_config`.
+    RbacPerRoute,
 }
 
 impl Kind {
@@ -42,9 +46,12 @@ impl Kind {
         match type_url {
             Some(LOCAL_RATELIMIT_TYPE) => Some(Kind::LocalRateLimit),
             Some(url) if FAULT_TYPES.contains(&url) => Some(Kind::Fault),
+            Some(RBAC_TYPE) => Some(Kind::Rbac),
+            Some(RBAC_PER_ROUTE_TYPE) => Some(Kind::RbacPerRoute),
             Some(_) => None,
             None if name == LOCAL_RATELIMIT_NAME => Some(Kind::LocalRateLimit),
             None if FAULT_NAMES.contains(&name) => Some(Kind::Fault),
+            None if name == RBAC_NAME => Some(Kind::Rbac),
             None => None,
         }
     }
@@ -60,7 +67,26 @@ pub(super) fn filter_config(
     Ok(match kind {
         Kind::LocalRateLimit => PerFilterConfig::LocalRateLimit(local_rate_limit(p, read(p, fields)?)?),
         Kind::Fault => PerFilterConfig::Fault(fault(p, read(p, fields)?)?),
+        Kind::Rbac => PerFilterConfig::Rbac(convert_rbac::rbac(p, fields.into())?),
+        Kind::RbacPerRoute => {
+            return fail(
+                p.key("@type"),
+                "RBACPerRoute belongs in typed_per_filter_config; the filter takes RBAC",
+            )
+        }
     })
+}
+
+/// A route's or virtual host's entry for a filter of `kind`: the per-route type where the filter
+/// has one of its own (RBAC's `RBACPerRoute`), else the filter's own config.
+fn route_config(p: &FieldPath, kind: Kind, typed: &RawFilterTypedConfig) -> Res<PerFilterConfig> {
+    match kind {
+        Kind::RbacPerRoute => {
+            Ok(PerFilterConfig::Rbac(convert_rbac::rbac_per_route(p, typed.fields.clone().into())?))
+        }
+        Kind::Rbac => fail(p.key("@type"), format!("a per-route RBAC config is {RBAC_PER_ROUTE_TYPE}")),
+        _ => filter_config(p, kind, Some(typed)),
+    }
 }
 
 /// A `typed_per_filter_config` entry at `p`: None when it is for a filter skiff does not
@@ -81,40 +107,14 @@ pub(super) fn per_filter_config(
         };
         let inner: RawFilterTypedConfig = read(&inner_path, config)?;
         return match Kind::of(name, inner.type_url.as_deref()) {
-            Some(kind) => filter_config(&inner_path, kind, Some(&inner)).map(Some),
+            Some(kind) => route_config(&inner_path, kind, &inner).map(Some),
             None => Ok(None),
         };
     }
     match Kind::of(name, typed.type_url.as_deref()) {
-        Some(kind) => filter_config(p, kind, Some(typed)).map(Some),
+        Some(kind) => route_config(p, kind, typed).map(Some),
         None => Ok(None),
     }
-}
-
-/// Deserializes a kept mapping, naming the failing field by its full path (so the error is
-/// located in the file).
-pub(super) fn read<T: for<'de> Deserialize<'de>>(
-    p: &FieldPath,
-    value: impl Into<serde_norway::Value>,
-) -> Res<T> {
-    serde_path_to_error::deserialize(value.into()).map_err(|err| {
-        let mut path = p.clone();
-        for seg in err.path().iter() {
-            match seg {
-                serde_path_to_error::Segment::Map { key } => path = path.key(key),
-                serde_path_to_error::Segment::Seq { index } => path = path.idx(*index),
-                serde_path_to_error::Segment::Enum { variant } => path = path.key(variant),
-                serde_path_to_error::Segment::Unknown => {}
-            }
-        }
-        let message = err.into_inner().to_string();
-        // serde_norway prefixes its own copy of the path; the finding carries it already.
-        let message = match message.split_once(": ") {
-            Some((head, rest)) if !head.contains(' ') => rest.to_string(),
-            _ => message,
-        };
-        Finding { path, message }
-    })
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,9 +8,8 @@
 // Fields accepted and never read exist so that `deny_unknown_fields` accepts them.
 #![allow(dead_code)]
 
-use super::convert_filters::read;
 use super::error::FieldPath;
-use super::fields::{fail, Res};
+use super::fields::{fail, read, Res};
 use super::raw::{Ign, RawFilterChainMatch, RawListenerFilter, RawTransportSocket};
 use super::tls::{ListenerTls, ServerTls, TlsChain, UpstreamTls};
 use super::tls_verify::{SanMatcher, ServerVerifier, VerifiedClients};
@@ -156,8 +155,8 @@ struct RawDataSource {
 // Conversion
 
 /// Listener filters: only the TLS inspector, which skiff always runs on TLS listeners (it reads
-/// the ClientHello's SNI for `filter_chain_match`).
-pub(super) fn listener_filters(p: &FieldPath, filters: &[RawListenerFilter]) -> Res<()> {
+/// the ClientHello's SNI for `filter_chain_match`). True: one is configured.
+pub(super) fn listener_filters(p: &FieldPath, filters: &[RawListenerFilter]) -> Res<bool> {
     for (i, f) in filters.iter().enumerate() {
         let by_type = f.typed_config.as_ref().and_then(|t| t.type_url.as_deref());
         let inspector = match by_type {
@@ -174,7 +173,7 @@ pub(super) fn listener_filters(p: &FieldPath, filters: &[RawListenerFilter]) -> 
             );
         }
     }
-    Ok(())
+    Ok(!filters.is_empty())
 }
 
 /// A filter chain's `filter_chain_match`: its lower-cased server names, and whether it asks for
@@ -282,7 +281,11 @@ impl Chains {
             (true, _) => {
                 fail(p.clone(), "multiple filter chains with the same matching rules (as Envoy refuses)")
             }
-            (false, 0) => Ok(Some(ListenerTls { chains: self.tls, handshake_limit: self.handshake_limit })),
+            (false, 0) => Ok(Some(ListenerTls {
+                chains: self.tls,
+                handshake_limit: self.handshake_limit,
+                inspects_sni: false,
+            })),
             (false, _) => {
                 fail(p.clone(), "a listener mixing TLS and plaintext filter chains is not supported")
             }

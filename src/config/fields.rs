@@ -1,10 +1,12 @@
 //! Conversions of the value types several parts of the config share (header edits, header
-//! matchers, regexes), used by `convert` for routes and by `convert_filters` for HTTP filters.
+//! matchers, string matchers, regexes, reading a kept `typed_config` mapping), used by `convert` for
+//! routes and by `convert_filters`, `convert_rbac` and `convert_tls`.
 //! Owns no judgement of which fields are warned about: that is `convert`'s.
 
 use super::error::{FieldPath, Finding};
-use super::model::{HeaderMatchRule, HeaderMatcher, HeaderValueOption};
-use super::raw::{RawHeaderMatcher, RawHeaderValueOption};
+use super::model::{HeaderMatchRule, HeaderMatcher, HeaderValueOption, StringMatch, StringRule};
+use super::raw::{RawHeaderMatcher, RawHeaderValueOption, RawStringMatcher};
+use serde::Deserialize;
 
 pub(super) type Res<T> = Result<T, Finding>;
 
@@ -103,21 +105,13 @@ pub(super) fn header_matcher(p: FieldPath, h: RawHeaderMatcher) -> Res<HeaderMat
         if sm.ignore_case == Some(true) {
             return fail(sp.key("ignore_case"), format!("ignore_case is not supported: {NOT_YET}"));
         }
-        if let Some(s) = sm.exact {
-            rules.push(HeaderMatchRule::Exact(s));
-        }
-        if let Some(s) = sm.prefix {
-            rules.push(HeaderMatchRule::Prefix(s));
-        }
-        if let Some(s) = sm.suffix {
-            rules.push(HeaderMatchRule::Suffix(s));
-        }
-        if let Some(s) = sm.contains {
-            rules.push(HeaderMatchRule::Contains(s));
-        }
-        if let Some(s) = sm.safe_regex {
-            rules.push(HeaderMatchRule::SafeRegex(check_regex(sp.key("safe_regex").key("regex"), &s.regex)?));
-        }
+        rules.push(match string_match(&sp, sm)?.rule {
+            StringRule::Exact(s) => HeaderMatchRule::Exact(s),
+            StringRule::Prefix(s) => HeaderMatchRule::Prefix(s),
+            StringRule::Suffix(s) => HeaderMatchRule::Suffix(s),
+            StringRule::Contains(s) => HeaderMatchRule::Contains(s),
+            StringRule::SafeRegex(s) => HeaderMatchRule::SafeRegex(s),
+        });
     }
     if rules.len() > 1 {
         return fail(p, "a header matcher takes only one rule");
@@ -127,5 +121,65 @@ pub(super) fn header_matcher(p: FieldPath, h: RawHeaderMatcher) -> Res<HeaderMat
         name: h.name.to_ascii_lowercase(),
         rule,
         invert_match: h.invert_match.unwrap_or(false),
+    })
+}
+
+/// A `StringMatcher` at `p`.
+pub(super) fn string_match(p: &FieldPath, s: RawStringMatcher) -> Res<StringMatch> {
+    let ignore_case = s.ignore_case.unwrap_or(false);
+    let mut rules = Vec::new();
+    if let Some(v) = s.exact {
+        rules.push(StringRule::Exact(v));
+    }
+    if let Some(v) = s.prefix {
+        rules.push(StringRule::Prefix(v));
+    }
+    if let Some(v) = s.suffix {
+        rules.push(StringRule::Suffix(v));
+    }
+    if let Some(v) = s.contains {
+        rules.push(StringRule::Contains(v));
+    }
+    if let Some(re) = s.safe_regex {
+        if ignore_case {
+            return fail(p.key("ignore_case"), "ignore_case has no effect for safe_regex");
+        }
+        rules.push(StringRule::SafeRegex(check_regex(p.key("safe_regex").key("regex"), &re.regex)?));
+    }
+    if rules.len() > 1 {
+        return fail(
+            p.clone(),
+            "a string matcher takes only one of exact, prefix, suffix, contains, safe_regex",
+        );
+    }
+    match rules.pop() {
+        Some(rule) => Ok(StringMatch { rule, ignore_case }),
+        None => fail(p.clone(), "a string matcher needs exact, prefix, suffix, contains or safe_regex"),
+    }
+}
+
+/// Deserializes a kept mapping, naming the failing field by its full path (so the error is
+/// located in the file).
+pub(super) fn read<T: for<'de> Deserialize<'de>>(
+    p: &FieldPath,
+    value: impl Into<serde_norway::Value>,
+) -> Res<T> {
+    serde_path_to_error::deserialize(value.into()).map_err(|err| {
+        let mut path = p.clone();
+        for seg in err.path().iter() {
+            match seg {
+                serde_path_to_error::Segment::Map { key } => path = path.key(key),
+                serde_path_to_error::Segment::Seq { index } => path = path.idx(*index),
+                serde_path_to_error::Segment::Enum { variant } => path = path.key(variant),
+                serde_path_to_error::Segment::Unknown => {}
+            }
+        }
+        let message = err.into_inner().to_string();
+        // serde_norway prefixes its own copy of the path; the finding carries it already.
+        let message = match message.split_once(": ") {
+            Some((head, rest)) if !head.contains(' ') => rest.to_string(),
+            _ => message,
+        };
+        Finding { path, message }
     })
 }

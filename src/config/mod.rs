@@ -4,6 +4,7 @@
 mod convert;
 mod convert_filters;
 mod convert_health;
+mod convert_rbac;
 mod convert_tls;
 mod duration;
 mod error;

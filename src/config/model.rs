@@ -229,6 +229,11 @@ pub enum HttpFilter {
         name: String,
         config: Fault,
     },
+    /// `envoy.filters.http.rbac`.
+    Rbac {
+        name: String,
+        config: Rbac,
+    },
 }
 
 /// A `typed_per_filter_config` entry of a route or virtual host, by the filter name it is keyed by.
@@ -236,6 +241,104 @@ pub enum HttpFilter {
 pub enum PerFilterConfig {
     LocalRateLimit(LocalRateLimit),
     Fault(Fault),
+    /// `RBAC` at the connection manager, `RBACPerRoute.rbac` on a route or virtual host (whose
+    /// stat prefixes are empty: a per-route config counts into the filter's own stats).
+    Rbac(Rbac),
+}
+
+/// `envoy.extensions.filters.http.rbac.v3.RBAC`: the enforced and the shadow rules, either absent
+/// (no engine: the request goes on and nothing is counted for it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rbac {
+    pub rules: Option<RbacRules>,
+    pub shadow_rules: Option<RbacRules>,
+    /// Joined into `http.<prefix>.rbac.<rules_stat_prefix>.allowed` when not empty.
+    pub rules_stat_prefix: String,
+    pub shadow_rules_stat_prefix: String,
+}
+
+/// `config.rbac.v3.RBAC`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RbacRules {
+    pub action: RbacAction,
+    /// Sorted by name, as Envoy's engine keeps them: the first match names the effective policy.
+    pub policies: Vec<RbacPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RbacAction {
+    Allow,
+    Deny,
+    /// Never denies; Envoy only marks the request for logging.
+    Log,
+}
+
+/// A policy matches when any permission and any principal match.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RbacPolicy {
+    pub name: String,
+    pub permissions: Vec<RbacPermission>,
+    pub principals: Vec<RbacPrincipal>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RbacPermission {
+    Any,
+    Header(HeaderMatcher),
+    /// `url_path.path`: the path without its query string.
+    UrlPath(StringMatch),
+    And(Vec<RbacPermission>),
+    Or(Vec<RbacPermission>),
+    Not(Box<RbacPermission>),
+    DestinationIp(CidrRange),
+    DestinationPort(u16),
+    /// `destination_port_range`: start inclusive, end exclusive.
+    DestinationPortRange(u32, u32),
+    RequestedServerName(StringMatch),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RbacPrincipal {
+    Any,
+    /// `authenticated`: a TLS peer certificate; with `principal_name`, one of its URI SANs, DNS
+    /// SANs or its subject matches.
+    Authenticated(Option<StringMatch>),
+    /// The connection's peer (`source_ip`, deprecated in Envoy but still read).
+    SourceIp(CidrRange),
+    DirectRemoteIp(CidrRange),
+    /// The client address the connection manager decided (`x-forwarded-for` when not
+    /// `use_remote_address`).
+    RemoteIp(CidrRange),
+    Header(HeaderMatcher),
+    UrlPath(StringMatch),
+    And(Vec<RbacPrincipal>),
+    Or(Vec<RbacPrincipal>),
+    Not(Box<RbacPrincipal>),
+}
+
+/// `config.core.v3.CidrRange`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CidrRange {
+    pub address: std::net::IpAddr,
+    pub prefix_len: u8,
+}
+
+/// `type.matcher.v3.StringMatcher`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StringMatch {
+    pub rule: StringRule,
+    /// Exact, prefix, suffix and contains compare ASCII case-insensitively.
+    pub ignore_case: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StringRule {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Contains(String),
+    /// RE2 syntax, checked to compile at load; matches the whole string.
+    SafeRegex(String),
 }
 
 /// `envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit`, with Envoy's defaults.

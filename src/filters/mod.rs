@@ -15,16 +15,19 @@
 
 pub mod fault;
 pub mod local_ratelimit;
+pub mod rbac;
 mod verdict;
 
 pub use verdict::{FilterReply, Verdict};
 
 use crate::config::{self, PerFilterConfig, RouteConfig};
 use crate::http::RequestHead;
+use crate::peer::Connection;
 use crate::route::{BuildError, Route, VirtualHost};
-use crate::stats::{FaultStats, LocalRateLimitStats};
+use crate::stats::{FaultStats, LocalRateLimitStats, RbacShadowStats, RbacStats};
 use fault::Fault;
 use local_ratelimit::LocalRateLimit;
+use rbac::Rbac;
 use std::collections::HashMap;
 use std::rc::Rc;
 use verdict::Active;
@@ -39,6 +42,13 @@ pub enum HttpFilter {
         stats: usize,
         active: Active,
     },
+    Rbac {
+        configs: Scoped<Rbac>,
+        /// Index of the filter's `http.<stat_prefix>.rbac.*` blocks in the chain's stats.
+        stats: usize,
+        /// The connection manager's, for `remote_ip`.
+        use_remote_address: bool,
+    },
 }
 
 /// A filter's config at the connection manager and its overrides, most specific first: a
@@ -52,7 +62,10 @@ pub struct Scoped<T> {
 }
 
 impl<T> Scoped<T> {
-    fn at(&self, vhost: &VirtualHost, route: &Route) -> &T {
+    /// The config for a request routed to `route` in `vhost`; a request no route matched gets the
+    /// connection manager's (Envoy runs the filters before the router answers 404).
+    fn at(&self, vhost: Option<&VirtualHost>, route: Option<&Route>) -> &T {
+        let (Some(vhost), Some(route)) = (vhost, route) else { return &self.base };
         let route_level = self.routes.get(route.id).and_then(Option::as_ref);
         let vhost_level = || self.vhosts.get(vhost.id).and_then(Option::as_ref);
         route_level.or_else(vhost_level).unwrap_or(&self.base)
@@ -67,6 +80,8 @@ pub enum StatName {
     LocalRateLimit(String),
     /// `http.<connection manager stat_prefix>.fault.*`.
     Fault(String),
+    /// `http.<hcm>.rbac[.<rules>].*` and `http.<hcm>.rbac[.<shadow>].shadow_*`.
+    Rbac { hcm: String, rules: String, shadow: String },
 }
 
 /// One shard's stats block for a chain's stat index.
@@ -74,6 +89,7 @@ pub enum StatName {
 pub enum FilterStats {
     LocalRateLimit(Rc<LocalRateLimitStats>),
     Fault(Rc<FaultStats>),
+    Rbac(Rc<RbacStats>, Rc<RbacShadowStats>),
 }
 
 /// The filters of one connection manager, in config order.
@@ -84,18 +100,16 @@ pub struct FilterChain {
 }
 
 impl FilterChain {
-    /// Compiles the config's `http_filters` (validated at load: the router is last, every other
-    /// filter is one skiff implements) with their overrides in `rc`, the connection manager's
-    /// route config.
+    /// Compiles the connection manager's `http_filters` (validated at load: the router is last,
+    /// every other filter is one skiff implements) with their overrides in its route config.
     pub fn compile(
-        filters: &[config::HttpFilter],
-        rc: &RouteConfig,
+        hcm: &config::HttpConnectionManager,
         clusters: &HashMap<&str, usize>,
-        stat_prefix: &str,
     ) -> Result<Self, BuildError> {
+        let (rc, stat_prefix) = (&hcm.route_config, hcm.stat_prefix.as_str());
         let mut stat_names = Vec::new();
         let mut compiled = Vec::new();
-        for f in filters {
+        for f in &hcm.http_filters {
             match f {
                 // Terminal: the request owner is the router.
                 config::HttpFilter::Router => {}
@@ -117,6 +131,20 @@ impl FilterChain {
                     let configs = Scoped { base, vhosts, routes };
                     compiled.push(HttpFilter::Fault { configs, stats, active: Active::default() });
                 }
+                config::HttpFilter::Rbac { name, config } => {
+                    // Per-route configs count into the filter's own stats, as Envoy's.
+                    stat_names.push(StatName::Rbac {
+                        hcm: stat_prefix.to_string(),
+                        rules: config.rules_stat_prefix.clone(),
+                        shadow: config.shadow_rules_stat_prefix.clone(),
+                    });
+                    let stats = stat_names.len() - 1;
+                    let base = Rbac::compile(config)?;
+                    let (vhosts, routes) = overrides(rc, name, as_rbac, &mut Rbac::compile)?;
+                    let configs = Scoped { base, vhosts, routes };
+                    let use_remote_address = hcm.use_remote_address;
+                    compiled.push(HttpFilter::Rbac { configs, stats, use_remote_address });
+                }
             }
         }
         Ok(FilterChain { filters: compiled.into_boxed_slice(), stat_names })
@@ -136,12 +164,15 @@ impl FilterChain {
     }
 
     /// The request-headers phase, after routing and before the router acts: every filter runs in
-    /// order until one answers. `stats` is the shard's, aligned with `stat_names`.
+    /// order until one answers. `stats` is the shard's, aligned with `stat_names`; `conn` is the
+    /// connection the request came on; `vhost` and `route` are None when no route matched.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_request_headers<'a>(
         &'a self,
         head: &RequestHead<'_>,
-        vhost: &VirtualHost,
-        route: &Route,
+        conn: &Connection<'_>,
+        vhost: Option<&VirtualHost>,
+        route: Option<&Route>,
         stats: &[FilterStats],
         roll: &mut dyn FnMut() -> u64,
     ) -> Verdict<'a> {
@@ -156,11 +187,18 @@ impl FilterChain {
                 }
                 HttpFilter::Fault { configs, stats: i, active } => {
                     if let Some(FilterStats::Fault(s)) = stats.get(*i) {
-                        let targets = match &route.action {
+                        let targets = route.and_then(|r| match &r.action {
                             crate::route::Action::Forward(f) => Some(&f.clusters),
                             _ => None,
-                        };
+                        });
                         configs.at(vhost, route).on_request(head, targets, active, s, roll, &mut v);
+                    }
+                }
+                HttpFilter::Rbac { configs, stats: i, use_remote_address } => {
+                    if let Some(FilterStats::Rbac(s, shadow)) = stats.get(*i) {
+                        let http = crate::rbac::HttpFacts { head, use_remote_address: *use_remote_address };
+                        let subject = crate::rbac::Subject { conn: *conn, http: Some(http) };
+                        configs.at(vhost, route).on_request(&subject, s, shadow, &mut v);
                     }
                 }
             }
@@ -208,14 +246,21 @@ fn overrides<C, T>(
 fn as_rate_limit(c: &PerFilterConfig) -> Option<&config::LocalRateLimit> {
     match c {
         PerFilterConfig::LocalRateLimit(c) => Some(c),
-        PerFilterConfig::Fault(_) => None,
+        _ => None,
     }
 }
 
 fn as_fault(c: &PerFilterConfig) -> Option<&config::Fault> {
     match c {
         PerFilterConfig::Fault(c) => Some(c),
-        PerFilterConfig::LocalRateLimit(_) => None,
+        _ => None,
+    }
+}
+
+fn as_rbac(c: &PerFilterConfig) -> Option<&config::Rbac> {
+    match c {
+        PerFilterConfig::Rbac(c) => Some(c),
+        _ => None,
     }
 }
 
@@ -225,9 +270,26 @@ mod tests {
 
     #[test]
     fn the_router_is_not_in_the_chain_and_an_empty_chain_lets_everything_through() {
-        let rc = RouteConfig::default();
-        let chain = FilterChain::compile(&[config::HttpFilter::Router], &rc, &HashMap::new(), "x")
-            .unwrap_or_default();
+        let yaml = r#"
+static_resources:
+  listeners:
+  - name: l
+    address: { socket_address: { address: 127.0.0.1, port_value: 1 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: x
+          route_config: { virtual_hosts: [] }
+          http_filters: [{ name: envoy.filters.http.router }]
+"#;
+        let loaded = config::load_str(yaml, "test").map_err(|e| e.to_string());
+        let hcm = &loaded.as_ref().map(|l| &l.bootstrap.listeners[0].hcm);
+        let chain = match hcm {
+            Ok(hcm) => FilterChain::compile(hcm, &HashMap::new()).unwrap_or_default(),
+            Err(e) => panic!("{e}"),
+        };
         assert!(chain.is_empty());
         assert!(chain.stat_names().is_empty());
     }

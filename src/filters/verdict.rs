@@ -17,6 +17,8 @@ pub struct FilterReply {
     pub flag: ResponseFlags,
     /// Header lines (`name: value\r\n`) the reply carries besides skiff's own.
     pub headers: Vec<u8>,
+    /// `%RESPONSE_CODE_DETAILS%` when the filter says more than nothing.
+    pub details: Option<String>,
 }
 
 /// What the chain decided for one request, carried out by the request owner and held until the

@@ -462,6 +462,17 @@ impl HeaderMatcher {
 
     pub fn matches(&self, headers: &[httparse::Header<'_>]) -> bool {
         let value = headers.iter().find(|h| h.name.eq_ignore_ascii_case(&self.name)).map(|h| h.value);
+        self.matches_value(value)
+    }
+
+    /// The (lower-cased) header name it reads.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the rule holds for the header's value (None: the request has no such header), so
+    /// a caller can match values that are not header lines (RBAC's `:method`, `:path`).
+    pub fn matches_value(&self, value: Option<&[u8]>) -> bool {
         let hit = match (&self.rule, value) {
             (HeaderRule::Present(want), v) => v.is_some() == *want,
             (_, None) => false,

@@ -36,6 +36,8 @@ pub(super) struct Observed {
     pub attempts: u32,
     /// When the first byte of the upstream response arrived.
     pub first_upstream_byte: Option<Instant>,
+    /// `%RESPONSE_CODE_DETAILS%` a filter's reply gave (empty: skiff's own rule decides).
+    pub code_details: String,
 }
 
 impl Observed {
@@ -50,6 +52,7 @@ impl Observed {
         self.attempts = 0;
         self.first_upstream_byte = None;
         self.trace = None;
+        self.code_details.clear();
         if on {
             self.start = Some(SystemTime::now());
             self.method.clear();
@@ -176,7 +179,13 @@ pub(super) fn finish(
             authority: &o.authority,
             protocol: o.protocol,
             status,
-            code_details: if o.upstream_host.is_some() && o.flags.is_empty() { "via_upstream" } else { "" },
+            code_details: if !o.code_details.is_empty() {
+                &o.code_details
+            } else if o.upstream_host.is_some() && o.flags.is_empty() {
+                "via_upstream"
+            } else {
+                ""
+            },
             flags: o.flags,
             bytes_received: o.bytes_received,
             bytes_sent: o.bytes_sent,

@@ -21,6 +21,7 @@ use crate::cluster::outlier::Outcome;
 use crate::config::StreamLimits;
 use crate::filters::{FilterStats, Verdict};
 use crate::http::{header_is, RequestHead, Version};
+use crate::peer::Connection;
 use crate::route::{Action, Forward, Route, Targets, VirtualHost};
 use crate::snapshot::ListenerSnap;
 use crate::stats::HttpStats;
@@ -133,7 +134,7 @@ impl<'g> Request<'g> {
         head: &RequestHead<'_>,
         buf: &[u8],
         req_out: &mut Vec<u8>,
-        (peer_ip, xff_ip): (&str, &str),
+        (peer_ip, xff_ip, conn): (&str, &str, &Connection<'_>),
         obs: &mut Observed,
     ) -> Plan<'g> {
         req_out.clear();
@@ -193,16 +194,17 @@ impl<'g> Request<'g> {
                 return reply(LocalReply::new(403, b"").closing(), None);
             }
         }
-        let Some((vhost, route)) = found else {
-            let no_route = LocalReply::new(404, b"").flagged(ResponseFlags::NR).counted(ReplyStat::NoRoute);
-            return reply(no_route, whole);
-        };
-        // The configured filters, after routing and before the router acts on the route.
+        // The configured filters, after routing and before the router acts on the route (or
+        // answers 404: Envoy's filters run for a request no route matches too).
         let mut filters = if self.listener.filters.is_empty() {
             None
         } else {
             let mut roll = || self.shard.rng.next();
-            self.listener.filters.on_request_headers(head, vhost, route, self.filter_stats, &mut roll).kept()
+            let (vhost, route) = (found.map(|f| f.0), found.map(|f| f.1));
+            self.listener
+                .filters
+                .on_request_headers(head, conn, vhost, route, self.filter_stats, &mut roll)
+                .kept()
         };
         let filtered = |mut local: LocalReply, filters: Option<Box<Verdict<'g>>>| {
             if let Some(f) = &filters {
@@ -216,16 +218,27 @@ impl<'g> Request<'g> {
             }
         };
         if let Some(r) = filters.as_mut().and_then(|f| f.reply.take()) {
+            if let Some(details) = r.details {
+                obs.code_details = details;
+            }
             let mut local = LocalReply::new(r.status, r.body).flagged(r.flag);
             local.headers = r.headers;
             // Envoy has resolved the route's cluster by then, and logs it.
-            if let Action::Forward(crate::route::Forward { clusters: Targets::Single(c), .. }) = &route.action
+            if let Some(Action::Forward(crate::route::Forward { clusters: Targets::Single(c), .. })) =
+                found.map(|f| &f.1.action)
             {
                 obs.upstream_cluster = Some(*c);
             }
             // The reply's own headers already carry the filters' response headers.
             return filtered(local, filters);
         }
+        let Some((vhost, route)) = found else {
+            let no_route = LocalReply::new(404, b"").flagged(ResponseFlags::NR).counted(ReplyStat::NoRoute);
+            if obs.on {
+                obs.code_details.push_str("route_not_found");
+            }
+            return filtered(no_route, filters);
+        };
         let fwd = match &route.action {
             Action::Direct { status, body } => {
                 let mut direct = LocalReply::new(*status, b"").counted(ReplyStat::Direct);

@@ -83,6 +83,9 @@ impl Generation {
                     let by_name = |n: &StatName| match n {
                         StatName::LocalRateLimit(p) => FilterStats::LocalRateLimit(stats.local_rate_limit(p)),
                         StatName::Fault(p) => FilterStats::Fault(stats.fault(p)),
+                        StatName::Rbac { hcm, rules, shadow } => {
+                            FilterStats::Rbac(stats.rbac(hcm, rules), stats.rbac_shadow(hcm, shadow))
+                        }
                     };
                     l.filters.stat_names().iter().map(by_name).collect()
                 })

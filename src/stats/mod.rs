@@ -30,6 +30,12 @@ pub enum Scope {
     Fault(String),
     /// A `tcp_proxy`, by `stat_prefix`.
     Tcp(String),
+    /// `http.<hcm>.rbac` of a connection manager's RBAC filter, or `http.<hcm>.rbac.<rules>` with
+    /// a `rules_stat_prefix` / `shadow_rules_stat_prefix`.
+    Rbac {
+        hcm: String,
+        rules: String,
+    },
 }
 
 impl Scope {
@@ -43,6 +49,8 @@ impl Scope {
             Scope::LocalRateLimit(p) => format!("{p}.http_local_rate_limit"),
             Scope::Fault(p) => format!("http.{p}.fault"),
             Scope::Tcp(p) => format!("tcp.{p}"),
+            Scope::Rbac { hcm, rules } if rules.is_empty() => format!("http.{hcm}.rbac"),
+            Scope::Rbac { hcm, rules } => format!("http.{hcm}.rbac.{rules}"),
         }
     }
 }
@@ -363,6 +371,22 @@ stat_block! {
     }
 }
 
+stat_block! {
+    /// `http.<stat_prefix>.rbac.[<rules_stat_prefix>.]*`: the enforced rules' decisions.
+    RbacStats {
+        allowed: Counter,
+        denied: Counter,
+    }
+}
+
+stat_block! {
+    /// `http.<stat_prefix>.rbac.[<shadow_rules_stat_prefix>.]*`: the shadow rules' decisions.
+    RbacShadowStats {
+        shadow_allowed: Counter,
+        shadow_denied: Counter,
+    }
+}
+
 impl HttpStats {
     pub fn response(&self, status: u16) -> &Counter {
         match status {
@@ -453,6 +477,9 @@ pub struct ShardStats {
     hosts: RefCell<HashMap<(String, SocketAddr), Rc<HostStats>>>,
     rate_limits: RefCell<HashMap<String, Rc<LocalRateLimitStats>>>,
     faults: RefCell<HashMap<String, Rc<FaultStats>>>,
+    /// Keyed by (connection manager prefix, rules prefix).
+    rbac: RefCell<HashMap<(String, String), Rc<RbacStats>>>,
+    rbac_shadow: RefCell<HashMap<(String, String), Rc<RbacShadowStats>>>,
     /// `ssl.*` of a listener or cluster scope, and `http.<prefix>.downstream_cx_ssl_*`.
     ssl: RefCell<HashMap<Scope, Rc<SslStats>>>,
     http_ssl: RefCell<HashMap<String, Rc<HttpSslStats>>>,
@@ -488,6 +515,16 @@ impl ShardStats {
     /// `http.<stat_prefix>.fault.*` of a connection manager.
     pub fn fault(&self, stat_prefix: &str) -> Rc<FaultStats> {
         self.faults.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
+    }
+
+    /// `http.<hcm>.rbac[.<rules>].{allowed,denied}`.
+    pub fn rbac(&self, hcm: &str, rules: &str) -> Rc<RbacStats> {
+        self.rbac.borrow_mut().entry((hcm.to_string(), rules.to_string())).or_default().clone()
+    }
+
+    /// `http.<hcm>.rbac[.<rules>].{shadow_allowed,shadow_denied}`.
+    pub fn rbac_shadow(&self, hcm: &str, rules: &str) -> Rc<RbacShadowStats> {
+        self.rbac_shadow.borrow_mut().entry((hcm.to_string(), rules.to_string())).or_default().clone()
     }
 
     /// `<scope>.ssl.*` (a `Scope::Listener` or `Scope::Cluster`); looked up per TLS connection,
@@ -546,6 +583,12 @@ impl ShardStats {
         }
         for (prefix, s) in self.faults.borrow().iter() {
             s.dump(&Scope::Fault(prefix.clone()), &mut out);
+        }
+        for ((hcm, rules), s) in self.rbac.borrow().iter() {
+            s.dump(&Scope::Rbac { hcm: hcm.clone(), rules: rules.clone() }, &mut out);
+        }
+        for ((hcm, rules), s) in self.rbac_shadow.borrow().iter() {
+            s.dump(&Scope::Rbac { hcm: hcm.clone(), rules: rules.clone() }, &mut out);
         }
         for (scope, s) in self.ssl.borrow().iter() {
             s.dump(scope, &mut out);

@@ -24,7 +24,20 @@ pub fn config(
     filters: &str,
     route_config: &str,
 ) -> String {
-    let head = super::hcm_bootstrap_head(port, admin, log, LOG_FORMAT);
+    config_logging(port, admin, log, upstream, filters, route_config, LOG_FORMAT)
+}
+
+/// `config` with its own access-log format.
+pub fn config_logging(
+    port: u16,
+    admin: u16,
+    log: &Path,
+    upstream: SocketAddr,
+    filters: &str,
+    route_config: &str,
+    log_format: &str,
+) -> String {
+    let head = super::hcm_bootstrap_head(port, admin, log, log_format);
     format!(
         r#"{head}                route_config:
 {rc}                http_filters:
@@ -47,6 +60,19 @@ pub fn config(
     )
 }
 
+/// `skiff --mode validate` on `yaml`: whether it passed, and what it printed.
+pub fn validate(yaml: &str) -> (bool, String) {
+    let dir = super::scratch_dir("filters-validate");
+    let path = dir.join("envoy.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["--mode", "validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// Routes used when a test brings none: everything to `backend`.
 pub const ALL_TO_BACKEND: &str = r#"virtual_hosts:
   - name: all
@@ -56,18 +82,24 @@ pub const ALL_TO_BACKEND: &str = r#"virtual_hosts:
         route: { cluster: backend }
 "#;
 
-/// One request: a GET of `path` with extra headers, on a fresh connection.
+/// One request: `method` (GET unless said) of `path` with extra headers, on a fresh connection.
 pub struct Req {
+    pub method: &'static str,
     pub path: &'static str,
     pub headers: Vec<(&'static str, &'static str)>,
 }
 
 pub fn req(path: &'static str) -> Req {
-    Req { path, headers: Vec::new() }
+    Req { method: "GET", path, headers: Vec::new() }
 }
 
 pub fn req_with(path: &'static str, headers: &[(&'static str, &'static str)]) -> Req {
-    Req { path, headers: headers.to_vec() }
+    Req { method: "GET", path, headers: headers.to_vec() }
+}
+
+/// A request with another method than GET (no body).
+pub fn req_method(method: &'static str, path: &'static str, headers: &[(&'static str, &'static str)]) -> Req {
+    Req { method, path, headers: headers.to_vec() }
 }
 
 /// What one proxy showed for a run.
@@ -107,7 +139,7 @@ pub fn drive(
         .map(|r| {
             let started = Instant::now();
             let mut c = Client::connect(listener);
-            let mut raw = format!("GET {} HTTP/1.1\r\nHost: test\r\n", r.path);
+            let mut raw = format!("{} {} HTTP/1.1\r\nHost: test\r\n", r.method, r.path);
             for (n, v) in &r.headers {
                 raw.push_str(&format!("{n}: {v}\r\n"));
             }
