@@ -142,6 +142,7 @@ fn allow_rules_shadow_rules_and_per_route_overrides_like_envoy() {
         req_method("POST", "/a", &[]),
         req("/admin/x"),
         req_with("/admin/x", &[("x-role", "admin")]),
+        req_with("/admin/y", &[("x-role", "guest"), ("x-role", "admin")]),
         req_method("DELETE", "/admin/users", &[("x-role", "ROOT")]),
         req_method("DELETE", "/admin/users/1", &[("x-role", "root")]),
         req("/SECRET?x=1"),
@@ -151,6 +152,8 @@ fn allow_rules_shadow_rules_and_per_route_overrides_like_envoy() {
     ];
     let Some(k) = compare("allow_rules", ALLOW, ALLOW_ROUTES, &requests) else { return };
     assert_eq!(k.status(1), 403);
+    // A repeated header matches when one of its lines does.
+    assert_eq!(k.status(4), 200);
     assert!(
         k.log.contains(&"403 - rbac_access_denied_matched_policy[none] POST /a".to_string()),
         "{:?}",

@@ -207,7 +207,8 @@ fn remote_ip(s: &Subject<'_>) -> IpAddr {
 }
 
 /// A header rule on the request (never on a bare connection); `:method`, `:path`, `:authority`
-/// and `:scheme` read the request line as Envoy's pseudo-headers hold it.
+/// and `:scheme` read the request line as Envoy's pseudo-headers hold it. A header sent on
+/// several lines matches when one of them does (Envoy 1.40, checked against it).
 fn header(h: &HeaderMatcher, s: &Subject<'_>) -> bool {
     let Some(http) = &s.http else { return false };
     let head = http.head;
@@ -216,7 +217,10 @@ fn header(h: &HeaderMatcher, s: &Subject<'_>) -> bool {
         ":path" => Some(head.path.as_bytes()),
         ":authority" => head.host.map(str::as_bytes),
         ":scheme" => Some(if s.conn.tls.is_some() { &b"https"[..] } else { &b"http"[..] }),
-        name => head.headers.iter().find(|x| x.name.eq_ignore_ascii_case(name)).map(|x| x.value),
+        name => {
+            let lines = head.headers.iter().filter(|x| x.name.eq_ignore_ascii_case(name));
+            return h.matches_any(lines.map(|x| x.value));
+        }
     };
     h.matches_value(value)
 }
