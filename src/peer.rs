@@ -25,6 +25,36 @@ pub struct TlsPeer {
     pub sni: Option<String>,
     /// The client's certificate (None: it presented none).
     pub cert: Option<PeerCert>,
+    /// The URI SANs of the certificate this side served (`By=` in `x-forwarded-client-cert`).
+    pub local_uri_sans: Vec<String>,
+}
+
+/// The names in one certificate.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CertNames {
+    pub uri_sans: Vec<String>,
+    pub dns_sans: Vec<String>,
+    /// RFC 2253 (see `PeerCert::subject`); empty when the certificate does not parse.
+    pub subject: String,
+}
+
+impl CertNames {
+    /// The names of a DER certificate; none when it does not parse as X.509.
+    pub fn of(der: &CertificateDer<'_>) -> Self {
+        let mut out = CertNames::default();
+        let Ok((_, cert)) = X509Certificate::from_der(der.as_ref()) else { return out };
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::URI(u) => out.uri_sans.push((*u).to_string()),
+                    GeneralName::DNSName(d) => out.dns_sans.push((*d).to_string()),
+                    _ => {}
+                }
+            }
+        }
+        out.subject = rfc2253(&cert);
+        out
+    }
 }
 
 /// The identity of a peer certificate: what Envoy's `Ssl::ConnectionInfo` gives its filters.
@@ -44,35 +74,74 @@ impl TlsPeer {
     /// From the handshake's SNI and the peer's chain (end-entity first). A certificate that does
     /// not parse as X.509 has no names (the handshake's verifier has accepted it, or none was
     /// asked for).
-    pub fn new(sni: Option<&str>, chain: Option<&[CertificateDer<'_>]>) -> Self {
+    pub fn new(sni: Option<&str>, chain: Option<&[CertificateDer<'_>]>, local_uri_sans: Vec<String>) -> Self {
         let cert = chain.filter(|c| !c.is_empty()).map(PeerCert::from_chain);
-        TlsPeer { sni: sni.map(str::to_owned), cert }
+        TlsPeer { sni: sni.map(str::to_owned), cert, local_uri_sans }
     }
 }
 
 impl PeerCert {
     fn from_chain(chain: &[CertificateDer<'_>]) -> Self {
-        let mut out = PeerCert {
-            uri_sans: Vec::new(),
-            dns_sans: Vec::new(),
-            subject: String::new(),
+        let names = chain.first().map(CertNames::of).unwrap_or_default();
+        PeerCert {
+            uri_sans: names.uri_sans,
+            dns_sans: names.dns_sans,
+            subject: names.subject,
             chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
-        };
-        let Some(Ok((_, cert))) = chain.first().map(|c| X509Certificate::from_der(c.as_ref())) else {
-            return out;
-        };
-        if let Ok(Some(san)) = cert.subject_alternative_name() {
-            for name in &san.value.general_names {
-                match name {
-                    GeneralName::URI(u) => out.uri_sans.push((*u).to_string()),
-                    GeneralName::DNSName(d) => out.dns_sans.push((*d).to_string()),
-                    _ => {}
-                }
+        }
+    }
+}
+
+impl PeerCert {
+    /// Lower-case hex SHA-256 of the end-entity certificate's DER (Envoy's `Hash=`).
+    pub fn sha256_hex(&self) -> String {
+        let Some(leaf) = self.chain.first() else { return String::new() };
+        let digest = ring::digest::digest(&ring::digest::SHA256, leaf.as_ref());
+        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The end-entity certificate as PEM (64-column base64) with `\n`, ` `, `+`, `/` and `=`
+    /// percent-encoded, exactly Envoy's `Cert=` value.
+    pub fn url_encoded_pem(&self) -> String {
+        let Some(leaf) = self.chain.first() else { return String::new() };
+        let b64 = base64(leaf.as_ref());
+        let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).unwrap_or(""));
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+        let mut out = String::with_capacity(pem.len() + pem.len() / 8);
+        for c in pem.chars() {
+            match c {
+                '\n' => out.push_str("%0A"),
+                ' ' => out.push_str("%20"),
+                '+' => out.push_str("%2B"),
+                '/' => out.push_str("%2F"),
+                '=' => out.push_str("%3D"),
+                c => out.push(c),
             }
         }
-        out.subject = rfc2253(&cert);
         out
     }
+}
+
+/// Standard base64 with padding (RFC 4648 §4).
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for group in data.chunks(3) {
+        let b = [group[0], group.get(1).copied().unwrap_or(0), group.get(2).copied().unwrap_or(0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// The subject in RFC 2253 form: RDNs last first, joined by `,`, multi-valued ones by `+`.
@@ -145,6 +214,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn base64_pads_as_rfc_4648_says() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64(&[0xfb, 0xff]), "+/8=");
+    }
+
+    #[test]
     fn rfc2253_escapes_what_the_rfc_names() {
         let mut s = String::new();
         escape(" a,b+c ", &mut s);
@@ -154,7 +233,7 @@ mod tests {
     #[test]
     fn a_chain_that_is_not_x509_has_no_names_but_is_kept() {
         let junk = CertificateDer::from(vec![1u8, 2, 3]);
-        let peer = TlsPeer::new(Some("a.example"), Some(&[junk]));
+        let peer = TlsPeer::new(Some("a.example"), Some(&[junk]), Vec::new());
         let cert = peer.cert.unwrap_or_else(|| panic!("a certificate"));
         assert!(cert.uri_sans.is_empty() && cert.dns_sans.is_empty() && cert.subject.is_empty());
         assert_eq!(cert.chain.len(), 1);

@@ -252,14 +252,29 @@ fn tls_config(port: u16, admin: u16, backend: SocketAddr, log: &Path, certs: &Ce
           permissions: [{ requested_server_name: { exact: a.example } }]
           principals: [{ url_path: { path: { prefix: /sni } } }]
 "#;
+    let log = format!(
+        "    access_log:\n    - name: envoy.access_loggers.file\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n        path: {}\n        log_format: {{ text_format_source: {{ inline_string: \"{TLS_LOG_FORMAT}\\n\" }} }}\n",
+        log.display()
+    );
+    tls_bootstrap(port, admin, backend, &socket, &log, &indent(rbac, 4))
+}
+
+/// A bootstrap with one TLS listener `main` (with `tls_inspector`) whose connection manager
+/// `front` has `hcm_extra` (lines at column 4) and `filters` before the router, all to `backend`.
+fn tls_bootstrap(
+    port: u16,
+    admin: u16,
+    backend: SocketAddr,
+    socket: &str,
+    hcm_extra: &str,
+    filters: &str,
+) -> String {
     let hcm = format!(
-        "filters:\n- name: envoy.filters.network.http_connection_manager\n  typed_config:\n    \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n    stat_prefix: front\n    access_log:\n    - name: envoy.access_loggers.file\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n        path: {}\n        log_format: {{ text_format_source: {{ inline_string: \"{TLS_LOG_FORMAT}\\n\" }} }}\n    http_filters:\n{}    - name: envoy.filters.http.router\n      typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}\n    route_config:\n      virtual_hosts:\n      - name: all\n        domains: [\"*\"]\n        routes:\n        - match: {{ prefix: / }}\n          route: {{ cluster: backend }}\n",
-        log.display(),
-        indent(rbac, 4),
+        "filters:\n- name: envoy.filters.network.http_connection_manager\n  typed_config:\n    \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n    stat_prefix: front\n{hcm_extra}    http_filters:\n{filters}    - name: envoy.filters.http.router\n      typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}\n    route_config:\n      virtual_hosts:\n      - name: all\n        domains: [\"*\"]\n        routes:\n        - match: {{ prefix: / }}\n          route: {{ cluster: backend }}\n",
     );
     let listener = format!(
         "- name: main\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}\n  listener_filters:\n  - name: envoy.filters.listener.tls_inspector\n    typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector }}\n  filter_chains:\n  - {}{}",
-        indent(&socket, 4).trim_start(),
+        indent(socket, 4).trim_start(),
         indent(&hcm, 4),
     );
     format!(
@@ -348,4 +363,71 @@ fn a_request_without_a_route_is_still_judged_like_envoy() {
     let Some(k) = compare("no_route", filter, routes, &requests) else { return };
     assert_eq!((k.status(0), k.status(1), k.status(2)), (403, 404, 200));
     assert!(k.log.contains(&"404 NR route_not_found GET /nowhere".to_string()), "{:?}", k.log);
+}
+
+// ---- x-forwarded-client-cert: each forward_client_cert_details mode, with and without a client
+// certificate, a client-sent header to sanitize or append to. ----
+
+fn xfcc_config(port: u16, admin: u16, backend: SocketAddr, certs: &Certs, mode: &str) -> String {
+    // The server presents the `client` leaf too: its URI SAN is this hop's `By=`.
+    let socket = tls::downstream_socket(certs, "client", "", &tls::trusting(certs, &[]));
+    let mode =
+        if mode.is_empty() { String::new() } else { format!("    forward_client_cert_details: {mode}\n") };
+    let extra = format!(
+        "{mode}    set_current_client_cert_details: {{ subject: true, cert: true, dns: true, uri: true }}\n"
+    );
+    tls_bootstrap(port, admin, backend, &socket, &extra, "")
+}
+
+/// The `x-forwarded-client-cert` the upstream got (its lines joined by `,`), per request.
+fn xfcc_run(proxy: &str, bin: &Path, mode: &str) -> Vec<String> {
+    let dir = scratch_dir(&format!("parity-xfcc-{proxy}"));
+    let backend = TestUpstream::echo();
+    let certs = tls::shared();
+    let (listener, _envoy, _skiff);
+    if proxy == "envoy" {
+        let e =
+            envoy::Envoy::start(bin, &dir, |port, admin| xfcc_config(port, admin, backend.addr, certs, mode));
+        listener = e.listener;
+        (_envoy, _skiff) = (Some(e), None);
+    } else {
+        let k = Skiff::start(&xfcc_config(0, 0, backend.addr, certs, mode), &["--concurrency", "1"]);
+        listener = k.listener("main");
+        (_envoy, _skiff) = (None, Some(k));
+    }
+    let (crt, key) = (certs.path("client.crt"), certs.path("client.key"));
+    let spoofed = "x-forwarded-client-cert: By=spiffe://evil;Hash=00";
+    let with_cert =
+        curl(listener, "client.example", "/mtls", certs, &["--cert", &crt, "--key", &key, "-H", spoofed]);
+    let without = curl(listener, "client.example", "/plain", certs, &["-H", spoofed]);
+    let mut out = vec![format!("{:?} {:?}", with_cert.status, without.status)];
+    for seen in backend.requests() {
+        let lines: Vec<&str> = seen
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-client-cert"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        out.push(format!("{} {:?}", seen.path, lines.join(",")));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+#[test]
+fn x_forwarded_client_cert_in_every_mode_like_envoy() {
+    let Some(bin) = envoy::binary_or_skip("xfcc") else { return };
+    for mode in ["", "FORWARD_ONLY", "APPEND_FORWARD", "SANITIZE_SET", "ALWAYS_FORWARD_ONLY"] {
+        let envoy = xfcc_run("envoy", &bin, mode);
+        let skiff = xfcc_run("skiff", &bin, mode);
+        assert_eq!(envoy, skiff, "mode {mode:?}: left is Envoy, right is skiff");
+        if mode == "SANITIZE_SET" {
+            let set = &skiff[1];
+            assert!(set.starts_with("/mtls \"By=spiffe://test/client;Hash="), "{set}");
+            assert!(
+                set.contains(";Subject=\\\"CN=client\\\";URI=spiffe://test/client;DNS=client.example"),
+                "{set}"
+            );
+        }
+    }
 }

@@ -92,6 +92,21 @@ fn what_skiff_does_not_build_is_refused_with_its_path() {
         assert!(!ok, "accepted:\n{filter}");
         assert!(log.contains(&expected), "for\n{filter}\nexpected {expected:?} in:\n{log}");
     }
+    // x-forwarded-client-cert: what skiff does not write is refused too.
+    let hcm = |extra: &str| {
+        with_filter("", ALL_TO_BACKEND)
+            .replace("stat_prefix: ingress\n", &format!("stat_prefix: ingress\n                {extra}\n"))
+    };
+    for (yaml, expected) in [
+        (
+            hcm("set_current_client_cert_details: { chain: true }"),
+            "set_current_client_cert_details.chain: chain is not supported",
+        ),
+        (hcm("forward_client_cert_details: SOMETIMES"), "unknown forward_client_cert_details \"SOMETIMES\""),
+    ] {
+        let (ok, log) = validate(&yaml);
+        assert!(!ok && log.contains(expected), "expected {expected:?} in:\n{log}");
+    }
     // A route's entry must be RBACPerRoute, as Envoy's per-route factory requires.
     let routes = "virtual_hosts:\n  - name: all\n    domains: [\"*\"]\n    routes:\n      - match: { prefix: \"/\" }\n        route: { cluster: backend }\n        typed_per_filter_config:\n          envoy.filters.http.rbac:\n            \"@type\": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC\n";
     let (ok, log) = validate(&with_filter(&rbac("    rules: {}\n"), routes));

@@ -344,6 +344,23 @@ fn hcm(h: &HttpConnectionManager) -> Value {
     if h.server_name != "envoy" {
         m.insert("server_name".into(), h.server_name.as_str().into());
     }
+    let cc = &h.client_cert;
+    let mode = match cc.mode {
+        ForwardClientCert::Sanitize => None,
+        ForwardClientCert::ForwardOnly => Some("FORWARD_ONLY"),
+        ForwardClientCert::AppendForward => Some("APPEND_FORWARD"),
+        ForwardClientCert::SanitizeSet => Some("SANITIZE_SET"),
+        ForwardClientCert::AlwaysForwardOnly => Some("ALWAYS_FORWARD_ONLY"),
+    };
+    if let Some(mode) = mode {
+        m.insert("forward_client_cert_details".into(), mode.into());
+    }
+    if cc.subject || cc.cert || cc.dns || cc.uri {
+        m.insert(
+            "set_current_client_cert_details".into(),
+            json!({ "subject": cc.subject, "cert": cc.cert, "dns": cc.dns, "uri": cc.uri }),
+        );
+    }
     if h.use_remote_address {
         m.insert("use_remote_address".into(), true.into());
     }

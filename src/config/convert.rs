@@ -612,8 +612,6 @@ fn hcm(
             skip_xff_append,
             via,
             always_set_request_id_in_response,
-            forward_client_cert_details,
-            set_current_client_cert_details,
             proxy_100_continue,
             stream_error_on_invalid_http_message,
             local_reply_config,
@@ -787,6 +785,7 @@ fn hcm(
         server_name,
         access_logs,
         use_remote_address: h.use_remote_address.unwrap_or(false),
+        client_cert: client_cert(&p, h.forward_client_cert_details, h.set_current_client_cert_details)?,
         xff_num_trusted_hops: {
             if h.xff_num_trusted_hops.is_some_and(|n| n > 0) {
                 cx.unenforced(p.key("xff_num_trusted_hops"), "hcm.xff_num_trusted_hops");
@@ -1704,5 +1703,46 @@ fn endpoint(p: FieldPath, a: RawHostAddress, weight: u32, priority: u32) -> Res<
         health: HealthStatus::Unknown,
         check_port: None,
         check_host: None,
+    })
+}
+
+/// `forward_client_cert_details` (default SANITIZE) and `set_current_client_cert_details`.
+fn client_cert(
+    p: &FieldPath,
+    mode: Option<String>,
+    details: Option<super::raw::RawClientCertDetails>,
+) -> Res<ClientCert> {
+    let mode = match mode.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("SANITIZE") => ForwardClientCert::Sanitize,
+        Some("FORWARD_ONLY") => ForwardClientCert::ForwardOnly,
+        Some("APPEND_FORWARD") => ForwardClientCert::AppendForward,
+        Some("SANITIZE_SET") => ForwardClientCert::SanitizeSet,
+        Some("ALWAYS_FORWARD_ONLY") => ForwardClientCert::AlwaysForwardOnly,
+        Some(other) => {
+            return fail(
+                p.key("forward_client_cert_details"),
+                format!("unknown forward_client_cert_details \"{other}\", expected SANITIZE, FORWARD_ONLY, APPEND_FORWARD, SANITIZE_SET or ALWAYS_FORWARD_ONLY"),
+            )
+        }
+    };
+    let d = details.unwrap_or(super::raw::RawClientCertDetails {
+        subject: None,
+        cert: None,
+        chain: None,
+        dns: None,
+        uri: None,
+    });
+    if d.chain == Some(true) {
+        return fail(
+            p.key("set_current_client_cert_details").key("chain"),
+            "chain is not supported: Envoy writes the chain it verified (trust anchor included), which skiff does not rebuild",
+        );
+    }
+    Ok(ClientCert {
+        mode,
+        subject: d.subject.unwrap_or(false),
+        cert: d.cert.unwrap_or(false),
+        dns: d.dns.unwrap_or(false),
+        uri: d.uri.unwrap_or(false),
     })
 }

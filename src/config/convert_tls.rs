@@ -395,13 +395,14 @@ pub(super) fn downstream(p: &FieldPath, s: &RawTransportSocket) -> Res<Option<Se
         }
         None => builder.with_no_client_auth(),
     };
+    let local_uri_sans = chain.first().map(|c| crate::peer::CertNames::of(c).uri_sans).unwrap_or_default();
     let key = certified(&cp.key("tls_certificates").idx(0), &provider, chain, key)?;
     let mut config = builder.with_cert_resolver(key);
     config.alpn_protocols = c.alpn;
     if raw.disable_stateful_session_resumption == Some(true) {
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     }
-    Ok(Some(ServerTls { config: Arc::new(config), spec, dump }))
+    Ok(Some(ServerTls { config: Arc::new(config), spec, dump, local_uri_sans }))
 }
 
 /// A cluster's `transport_socket`; None when it is plaintext.

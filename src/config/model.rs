@@ -109,6 +109,9 @@ pub struct HttpConnectionManager {
     /// `use_remote_address`, default false: whether the peer address (rather than the last
     /// `x-forwarded-for` entry) is the client address, as Envoy decides for XFF and `x-envoy-external-address`.
     pub use_remote_address: bool,
+    /// `forward_client_cert_details` and `set_current_client_cert_details`: what the upstream gets
+    /// as `x-forwarded-client-cert`.
+    pub client_cert: ClientCert,
     /// `xff_num_trusted_hops`, default 0.
     pub xff_num_trusted_hops: u32,
     /// `tracing`, with its provider resolved: the HCM's own `tracing.provider` (v3) or else the
@@ -842,4 +845,29 @@ impl Default for CircuitBreakers {
             track_remaining: false,
         }
     }
+}
+
+/// HCM `forward_client_cert_details` with `set_current_client_cert_details` (`chain` refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClientCert {
+    pub mode: ForwardClientCert,
+    pub subject: bool,
+    pub cert: bool,
+    pub dns: bool,
+    pub uri: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardClientCert {
+    /// Remove the client's header (Envoy's default).
+    #[default]
+    Sanitize,
+    /// On an mTLS connection pass the client's header on; otherwise remove it.
+    ForwardOnly,
+    /// On an mTLS connection append this hop's details to the client's header.
+    AppendForward,
+    /// On an mTLS connection replace the client's header with this hop's details.
+    SanitizeSet,
+    /// Pass the client's header on, whatever the connection.
+    AlwaysForwardOnly,
 }

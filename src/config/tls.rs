@@ -57,6 +57,8 @@ pub struct ServerTls {
     pub spec: String,
     /// The `transport_socket` for `/config_dump`, keys redacted.
     pub dump: serde_json::Value,
+    /// The URI SANs of the certificate it serves (`By=` in `x-forwarded-client-cert`).
+    pub local_uri_sans: Vec<String>,
 }
 
 /// A built `UpstreamTlsContext`.
@@ -109,6 +111,7 @@ mod tests {
                 config: Arc::new(config),
                 spec: names.join(","),
                 dump: serde_json::Value::Null,
+                local_uri_sans: Vec::new(),
             },
         }
     }

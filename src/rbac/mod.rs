@@ -338,6 +338,7 @@ mod tests {
     fn principal_name_tries_uri_sans_then_dns_sans_then_the_subject() {
         let cert = |uri: &[&str], dns: &[&str], subject: &str| TlsPeer {
             sni: None,
+            local_uri_sans: Vec::new(),
             cert: Some(PeerCert {
                 uri_sans: uri.iter().map(|s| s.to_string()).collect(),
                 dns_sans: dns.iter().map(|s| s.to_string()).collect(),
@@ -366,7 +367,7 @@ mod tests {
             vec![config::RbacPermission::Any],
             vec![config::RbacPrincipal::Authenticated(None)],
         );
-        let no_cert = TlsPeer { sni: Some("x".into()), cert: None };
+        let no_cert = TlsPeer { sni: Some("x".into()), cert: None, local_uri_sans: Vec::new() };
         assert!(anyone.decide(&Subject { conn: conn(Some(&no_cert)), http: None }).allowed);
         assert!(!anyone.decide(&Subject { conn: conn(None), http: None }).allowed);
         assert!(anyone.decide(&Subject { conn: conn(Some(&peer)), http: None }).allowed);

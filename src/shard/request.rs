@@ -292,6 +292,7 @@ impl<'g> Request<'g> {
             .map(|t| t.as_millis().min(u128::from(u64::MAX)) as u64),
             listener: self.listener,
             upgrade: upgrade.is_some(),
+            tls: conn.tls,
         };
         headers::write_request_head(req_out, head, &rewrite, &self.shard.rng, obs);
         if let Some(added) = filters.as_ref().map(|f| &f.request_headers).filter(|h| !h.is_empty()) {

@@ -124,10 +124,10 @@ impl Terminate {
             })?;
             let mut conn = Connection::Server(conn);
             handshake(&tcp, &mut conn).await?;
-            Ok(conn)
+            Ok((conn, chain.context.local_uri_sans.clone()))
         };
-        let conn = match monoio::time::timeout(self.timeout, handshake).await {
-            Ok(Ok(conn)) => conn,
+        let (conn, local) = match monoio::time::timeout(self.timeout, handshake).await {
+            Ok(Ok(done)) => done,
             Ok(Err(Failure::NoChain)) => {
                 self.listener.no_filter_chain_match.inc();
                 return None;
@@ -151,7 +151,7 @@ impl Terminate {
             // Read once here, while rustls holds it; the bridge keeps the session to itself.
             // Envoy knows the SNI only through a tls_inspector listener filter.
             let sni = s.server_name().filter(|_| self.tls.inspects_sni);
-            peer = Some(Box::new(TlsPeer::new(sni, s.peer_certificates())));
+            peer = Some(Box::new(TlsPeer::new(sni, s.peer_certificates(), local)));
         }
         let app = bridge(tcp, conn).ok()?;
         Some(Bridged { stream: app, active: active?, peer: peer.unwrap_or_default() })
