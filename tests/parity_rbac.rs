@@ -368,13 +368,15 @@ fn a_request_without_a_route_is_still_judged_like_envoy() {
 // ---- x-forwarded-client-cert: each forward_client_cert_details mode, with and without a client
 // certificate, a client-sent header to sanitize or append to. ----
 
-fn xfcc_config(port: u16, admin: u16, backend: SocketAddr, certs: &Certs, mode: &str) -> String {
+fn xfcc_config(port: u16, admin: u16, backend: SocketAddr, certs: &Certs, mode: &str, log: &Path) -> String {
     // The server presents the `client` leaf too: its URI SAN is this hop's `By=`.
     let socket = tls::downstream_socket(certs, "client", "", &tls::trusting(certs, &[]));
     let mode =
         if mode.is_empty() { String::new() } else { format!("    forward_client_cert_details: {mode}\n") };
+    // The log shows the header as this hop rewrote it.
     let extra = format!(
-        "{mode}    set_current_client_cert_details: {{ subject: true, cert: true, dns: true, uri: true }}\n"
+        "{mode}    set_current_client_cert_details: {{ subject: true, cert: true, dns: true, uri: true }}\n    access_log:\n    - name: envoy.access_loggers.file\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n        path: {}\n        log_format: {{ text_format_source: {{ inline_string: \"%REQ(:PATH)% %REQ(X-FORWARDED-CLIENT-CERT)%\\n\" }} }}\n",
+        log.display()
     );
     tls_bootstrap(port, admin, backend, &socket, &extra, "")
 }
@@ -382,16 +384,18 @@ fn xfcc_config(port: u16, admin: u16, backend: SocketAddr, certs: &Certs, mode: 
 /// The `x-forwarded-client-cert` the upstream got (its lines joined by `,`), per request.
 fn xfcc_run(proxy: &str, bin: &Path, mode: &str) -> Vec<String> {
     let dir = scratch_dir(&format!("parity-xfcc-{proxy}"));
+    let log = dir.join("access.log");
     let backend = TestUpstream::echo();
     let certs = tls::shared();
     let (listener, _envoy, _skiff);
     if proxy == "envoy" {
-        let e =
-            envoy::Envoy::start(bin, &dir, |port, admin| xfcc_config(port, admin, backend.addr, certs, mode));
+        let e = envoy::Envoy::start(bin, &dir, |port, admin| {
+            xfcc_config(port, admin, backend.addr, certs, mode, &log)
+        });
         listener = e.listener;
         (_envoy, _skiff) = (Some(e), None);
     } else {
-        let k = Skiff::start(&xfcc_config(0, 0, backend.addr, certs, mode), &["--concurrency", "1"]);
+        let k = Skiff::start(&xfcc_config(0, 0, backend.addr, certs, mode, &log), &["--concurrency", "1"]);
         listener = k.listener("main");
         (_envoy, _skiff) = (None, Some(k));
     }
@@ -410,6 +414,9 @@ fn xfcc_run(proxy: &str, bin: &Path, mode: &str) -> Vec<String> {
             .collect();
         out.push(format!("{} {:?}", seen.path, lines.join(",")));
     }
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    support::wait_until(Duration::from_secs(5), || read_log().lines().count() >= 2);
+    out.extend(read_log().lines().map(|l| format!("log {l}")));
     let _ = std::fs::remove_dir_all(&dir);
     out
 }

@@ -181,13 +181,18 @@ pub(super) fn write_request_head(
                 (Xfcc::Append, _) if last_xfcc != Some(i) => {}
                 (Xfcc::Append, Some(tls)) => {
                     out.extend_from_slice(b"x-forwarded-client-cert: ");
+                    let at = out.len();
                     out.extend_from_slice(h.value);
                     out.push(b',');
                     client_cert_details(cc, tls, out);
+                    observe::on_rewritten_request_header(rw.listener, obs, XFCC, &out[at..]);
                     out.extend_from_slice(b"\r\n");
                     continue;
                 }
-                _ => continue,
+                _ => {
+                    observe::on_removed_request_header(rw.listener, obs, XFCC);
+                    continue;
+                }
             }
         }
         // `connection_lists` never names a framing field (the codec's rule): a `Connection` token
@@ -254,7 +259,9 @@ pub(super) fn write_request_head(
     if let (Some(tls), Xfcc::Set | Xfcc::Append) = (rw.tls, xfcc) {
         if xfcc == Xfcc::Set || last_xfcc.is_none() {
             out.extend_from_slice(b"x-forwarded-client-cert: ");
+            let at = out.len();
             client_cert_details(cc, tls, out);
+            observe::on_rewritten_request_header(rw.listener, obs, XFCC, &out[at..]);
             out.extend_from_slice(b"\r\n");
         }
     }

@@ -119,6 +119,16 @@ pub(super) fn on_rewritten_request_header(
     }
 }
 
+/// A request header this hop removed: the log shows it absent, as Envoy's (which logs the
+/// header map after its rewrite).
+pub(super) fn on_removed_request_header(listener: &ListenerSnap, o: &mut Observed, name: &str) {
+    if o.on {
+        if let Some(i) = listener.observers.access_logs.wanted_request().index(name) {
+            o.req_cap.forget(i);
+        }
+    }
+}
+
 /// A generated request id, for the log and the span.
 pub(super) fn on_generated_request_id(o: &mut Observed, id: &[u8]) {
     if o.on && o.request_id.is_empty() {
