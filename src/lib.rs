@@ -15,6 +15,8 @@ pub mod filters;
 pub mod http;
 pub mod listener;
 pub mod logging;
+pub mod peer;
+pub mod rbac;
 pub mod route;
 pub mod server;
 pub mod shard;

@@ -76,6 +76,8 @@ pub struct HcmSettings {
     pub server_name: String,
     /// `use_remote_address`: the peer is the client (edge proxy), see `shard::headers`.
     pub use_remote_address: bool,
+    /// `forward_client_cert_details` / `set_current_client_cert_details` (`shard::headers`).
+    pub client_cert: config::ClientCert,
     /// `http_protocol_options.accept_http_10`: without it an HTTP/1.0 request gets 426.
     pub accept_http_10: bool,
     /// `http_protocol_options.default_host_for_http_10`.
@@ -100,6 +102,7 @@ impl HcmSettings {
             generate_request_id: hcm.generate_request_id,
             server_name: hcm.server_name.clone(),
             use_remote_address: hcm.use_remote_address,
+            client_cert: hcm.client_cert,
             accept_http_10: hcm.accept_http_10,
             default_host_for_http_10: hcm.default_host_for_http_10.clone(),
             upgrades: hcm.upgrades.clone(),
@@ -136,10 +139,8 @@ impl Snapshot {
                 net_filters: NetFilterChain::compile(&l.net_filters, &l.name),
                 hcm: HcmSettings::new(&l.hcm),
                 filters: FilterChain::compile(
-                    &l.hcm.http_filters,
-                    &l.hcm.route_config,
+                    &l.hcm,
                     &index,
-                    &l.hcm.stat_prefix,
                     Scheme { tls: l.tls.is_some(), edge: l.hcm.use_remote_address },
                 )
                 .map_err(|e| e.to_string())?,

@@ -9,20 +9,8 @@ mod support;
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
-use support::filters::{self, req, req_with, ALL_TO_BACKEND};
+use support::filters::{self, req, req_with, validate, ALL_TO_BACKEND};
 use support::{scratch_dir, Skiff, TestUpstream};
-
-fn validate(yaml: &str) -> (bool, String) {
-    let dir = scratch_dir("filters-validate");
-    let path = dir.join("envoy.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .args(["--mode", "validate", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
 
 #[test]
 fn envoys_local_ratelimit_and_fault_injection_examples_load_unchanged() {

@@ -141,6 +141,13 @@ impl Captured {
         self.put(idx, value);
     }
 
+    /// Forgets the value of wanted index `idx` (a header this hop removed).
+    pub fn forget(&mut self, idx: u16) {
+        if let Some(slot) = self.slots.get_mut(usize::from(idx)) {
+            *slot = ABSENT;
+        }
+    }
+
     pub fn put(&mut self, idx: u16, value: impl AsRef<[u8]>) {
         let value = value.as_ref();
         let i = usize::from(idx);

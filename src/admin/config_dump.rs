@@ -38,6 +38,8 @@ const FAULT: &str = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.
 const CORS: &str = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors";
 const CORS_POLICY: &str = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy";
 const CSRF: &str = "type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy";
+const RBAC: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
+const RBAC_PER_ROUTE: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
 const FILE_LOG: &str = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog";
 const STDOUT_LOG: &str = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
 const STDERR_LOG: &str = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog";
@@ -278,13 +280,15 @@ fn tls_chains(m: &mut Map<String, Value>, filters: Value, tls: Option<&crate::co
         Value::Object(chain)
     });
     m.insert("filter_chains".into(), chains.collect());
-    m.insert(
-        "listener_filters".into(),
-        json!([{
-            "name": "envoy.filters.listener.tls_inspector",
-            "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector" },
-        }]),
-    );
+    if tls.inspects_sni {
+        m.insert(
+            "listener_filters".into(),
+            json!([{
+                "name": "envoy.filters.listener.tls_inspector",
+                "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector" },
+            }]),
+        );
+    }
 }
 
 /// `upgrade_configs` of an HCM or a route (`enabled` only when false, its proto default being true).
@@ -338,6 +342,11 @@ fn hcm(h: &HttpConnectionManager) -> Value {
             }
             // As written: the JWKS and matchers round-trip without a writer of every field.
             HttpFilter::JwtAuthn { name, config } => json!({ "name": name, "typed_config": config.source }),
+            HttpFilter::Rbac { name, config } => {
+                let mut typed = rbac(config);
+                typed.insert("@type".into(), RBAC.into());
+                json!({ "name": name, "typed_config": typed })
+            }
         })
         .collect();
     m.insert("http_filters".into(), filters.into());
@@ -392,6 +401,23 @@ fn hcm(h: &HttpConnectionManager) -> Value {
     }
     if h.server_name != "envoy" {
         m.insert("server_name".into(), h.server_name.as_str().into());
+    }
+    let cc = &h.client_cert;
+    let mode = match cc.mode {
+        ForwardClientCert::Sanitize => None,
+        ForwardClientCert::ForwardOnly => Some("FORWARD_ONLY"),
+        ForwardClientCert::AppendForward => Some("APPEND_FORWARD"),
+        ForwardClientCert::SanitizeSet => Some("SANITIZE_SET"),
+        ForwardClientCert::AlwaysForwardOnly => Some("ALWAYS_FORWARD_ONLY"),
+    };
+    if let Some(mode) = mode {
+        m.insert("forward_client_cert_details".into(), mode.into());
+    }
+    if cc.subject || cc.cert || cc.dns || cc.uri {
+        m.insert(
+            "set_current_client_cert_details".into(),
+            json!({ "subject": cc.subject, "cert": cc.cert, "dns": cc.dns, "uri": cc.uri }),
+        );
     }
     if h.use_remote_address {
         m.insert("use_remote_address".into(), true.into());
@@ -545,7 +571,106 @@ fn filter_config(c: &PerFilterConfig) -> Value {
             }
             Value::Object(m)
         }
+        // On a route or virtual host: the connection manager's is written by `hcm`.
+        PerFilterConfig::Rbac(r) => json!({ "@type": RBAC_PER_ROUTE, "rbac": rbac(r) }),
     }
+}
+
+/// An RBAC config's fields (without `@type`).
+fn rbac(r: &Rbac) -> Map<String, Value> {
+    let mut m = Map::new();
+    if let Some(rules) = &r.rules {
+        m.insert("rules".into(), rbac_rules(rules));
+    }
+    if let Some(rules) = &r.shadow_rules {
+        m.insert("shadow_rules".into(), rbac_rules(rules));
+    }
+    if !r.rules_stat_prefix.is_empty() {
+        m.insert("rules_stat_prefix".into(), r.rules_stat_prefix.as_str().into());
+    }
+    if !r.shadow_rules_stat_prefix.is_empty() {
+        m.insert("shadow_rules_stat_prefix".into(), r.shadow_rules_stat_prefix.as_str().into());
+    }
+    m
+}
+
+fn rbac_rules(r: &RbacRules) -> Value {
+    let action = match r.action {
+        RbacAction::Allow => "ALLOW",
+        RbacAction::Deny => "DENY",
+        RbacAction::Log => "LOG",
+    };
+    let policies: Map<String, Value> = r
+        .policies
+        .iter()
+        .map(|p| {
+            let permissions: Vec<Value> = p.permissions.iter().map(rbac_permission).collect();
+            let principals: Vec<Value> = p.principals.iter().map(rbac_principal).collect();
+            (p.name.clone(), json!({ "permissions": permissions, "principals": principals }))
+        })
+        .collect();
+    json!({ "action": action, "policies": policies })
+}
+
+fn rbac_permission(p: &RbacPermission) -> Value {
+    match p {
+        RbacPermission::Any => json!({ "any": true }),
+        RbacPermission::Header(h) => json!({ "header": header_matcher(h) }),
+        RbacPermission::UrlPath(m) => json!({ "url_path": { "path": string_match(m) } }),
+        RbacPermission::And(l) => {
+            json!({ "and_rules": { "rules": l.iter().map(rbac_permission).collect::<Vec<_>>() } })
+        }
+        RbacPermission::Or(l) => {
+            json!({ "or_rules": { "rules": l.iter().map(rbac_permission).collect::<Vec<_>>() } })
+        }
+        RbacPermission::Not(x) => json!({ "not_rule": rbac_permission(x) }),
+        RbacPermission::DestinationIp(c) => json!({ "destination_ip": cidr(c) }),
+        RbacPermission::DestinationPort(n) => json!({ "destination_port": n }),
+        RbacPermission::DestinationPortRange(a, b) => {
+            json!({ "destination_port_range": { "start": a, "end": b } })
+        }
+        RbacPermission::RequestedServerName(m) => json!({ "requested_server_name": string_match(m) }),
+    }
+}
+
+fn rbac_principal(p: &RbacPrincipal) -> Value {
+    match p {
+        RbacPrincipal::Any => json!({ "any": true }),
+        RbacPrincipal::Authenticated(None) => json!({ "authenticated": {} }),
+        RbacPrincipal::Authenticated(Some(m)) => {
+            json!({ "authenticated": { "principal_name": string_match(m) } })
+        }
+        RbacPrincipal::SourceIp(c) => json!({ "source_ip": cidr(c) }),
+        RbacPrincipal::DirectRemoteIp(c) => json!({ "direct_remote_ip": cidr(c) }),
+        RbacPrincipal::RemoteIp(c) => json!({ "remote_ip": cidr(c) }),
+        RbacPrincipal::Header(h) => json!({ "header": header_matcher(h) }),
+        RbacPrincipal::UrlPath(m) => json!({ "url_path": { "path": string_match(m) } }),
+        RbacPrincipal::And(l) => {
+            json!({ "and_ids": { "ids": l.iter().map(rbac_principal).collect::<Vec<_>>() } })
+        }
+        RbacPrincipal::Or(l) => {
+            json!({ "or_ids": { "ids": l.iter().map(rbac_principal).collect::<Vec<_>>() } })
+        }
+        RbacPrincipal::Not(x) => json!({ "not_id": rbac_principal(x) }),
+    }
+}
+
+fn cidr(c: &CidrRange) -> Value {
+    json!({ "address_prefix": c.address.to_string(), "prefix_len": c.prefix_len })
+}
+
+fn string_match(m: &StringMatcher) -> Value {
+    let mut v = match &m.rule {
+        StringRule::Exact(s) => json!({ "exact": s }),
+        StringRule::Prefix(s) => json!({ "prefix": s }),
+        StringRule::Suffix(s) => json!({ "suffix": s }),
+        StringRule::Contains(s) => json!({ "contains": s }),
+        StringRule::SafeRegex(s) => json!({ "safe_regex": { "regex": s } }),
+    };
+    if m.ignore_case {
+        v["ignore_case"] = true.into();
+    }
+    v
 }
 
 /// A `FractionalPercent` over the denominator it was written with, so a header-given percentage

@@ -410,9 +410,12 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
     if l.use_original_dst == Some(true) {
         return fail(p.key("use_original_dst"), format!("use_original_dst is not supported: {NOT_YET}"));
     }
-    if let Some(filters) = &l.listener_filters {
-        super::convert_tls::listener_filters(&p.key("listener_filters"), filters)?;
-    }
+    let inspects_sni = match &l.listener_filters {
+        Some(filters) => super::convert_tls::listener_filters(&p.key("listener_filters"), filters)?,
+        None => false,
+    };
+    let inspected =
+        |tls: Option<super::tls::ListenerTls>| tls.map(|t| super::tls::ListenerTls { inspects_sni, ..t });
     let address = bind_address(p.key("address"), l.address)?;
     let direction = l.traffic_direction.map(|d| d.0);
     let fp = p.key("filter_chains");
@@ -543,7 +546,7 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
                 }
                 Terminal::TcpProxy(raw) => {
                     let proxy = tcp_proxy(cx, fp.key(key), *raw)?;
-                    let tls = std::mem::take(&mut tls).finish(&chain_path(0))?;
+                    let tls = inspected(std::mem::take(&mut tls).finish(&chain_path(0))?);
                     return Ok(Built::Tcp(Box::new(TcpListener { name, address, proxy, tls, net_filters })));
                 }
             }
@@ -552,7 +555,7 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
     let Some((hcm, net_filters)) = hcm_out else {
         return fail(fp, "no http_connection_manager");
     };
-    let tls = tls.finish(&fp)?;
+    let tls = inspected(tls.finish(&fp)?);
     Ok(Built::Http(Box::new(Listener { name, address, hcm, tls, net_filters })))
 }
 
@@ -646,8 +649,6 @@ fn hcm(
             skip_xff_append,
             via,
             always_set_request_id_in_response,
-            forward_client_cert_details,
-            set_current_client_cert_details,
             proxy_100_continue,
             stream_error_on_invalid_http_message,
             local_reply_config,
@@ -758,6 +759,7 @@ fn hcm(
                         "a jwt_authn PerRouteConfig belongs in typed_per_filter_config; the filter takes a JwtAuthentication",
                     )
                 }
+                PerFilterConfig::Rbac(config) => HttpFilter::Rbac { name: f.name, config },
             });
             continue;
         }
@@ -781,7 +783,7 @@ fn hcm(
                 };
                 return fail(
                     fpi.key("name"),
-                    format!("{what} is not supported (only envoy.filters.http.router, envoy.filters.http.local_ratelimit, envoy.filters.http.fault, envoy.filters.http.cors, envoy.filters.http.csrf and envoy.filters.http.jwt_authn; mark it is_optional: true to skip it)"),
+                    format!("{what} is not supported (only envoy.filters.http.router, envoy.filters.http.local_ratelimit, envoy.filters.http.fault, envoy.filters.http.cors, envoy.filters.http.csrf, envoy.filters.http.jwt_authn and envoy.filters.http.rbac; mark it is_optional: true to skip it)"),
                 );
             }
         }
@@ -859,6 +861,7 @@ fn hcm(
         server_name,
         access_logs,
         use_remote_address: h.use_remote_address.unwrap_or(false),
+        client_cert: client_cert(&p, h.forward_client_cert_details, h.set_current_client_cert_details)?,
         xff_num_trusted_hops: {
             if h.xff_num_trusted_hops.is_some_and(|n| n > 0) {
                 cx.unenforced(p.key("xff_num_trusted_hops"), "hcm.xff_num_trusted_hops");
@@ -1824,5 +1827,46 @@ fn endpoint(p: FieldPath, a: RawHostAddress, weight: u32, priority: u32) -> Res<
         health: HealthStatus::Unknown,
         check_port: None,
         check_host: None,
+    })
+}
+
+/// `forward_client_cert_details` (default SANITIZE) and `set_current_client_cert_details`.
+fn client_cert(
+    p: &FieldPath,
+    mode: Option<String>,
+    details: Option<super::raw::RawClientCertDetails>,
+) -> Res<ClientCert> {
+    let mode = match mode.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("SANITIZE") => ForwardClientCert::Sanitize,
+        Some("FORWARD_ONLY") => ForwardClientCert::ForwardOnly,
+        Some("APPEND_FORWARD") => ForwardClientCert::AppendForward,
+        Some("SANITIZE_SET") => ForwardClientCert::SanitizeSet,
+        Some("ALWAYS_FORWARD_ONLY") => ForwardClientCert::AlwaysForwardOnly,
+        Some(other) => {
+            return fail(
+                p.key("forward_client_cert_details"),
+                format!("unknown forward_client_cert_details \"{other}\", expected SANITIZE, FORWARD_ONLY, APPEND_FORWARD, SANITIZE_SET or ALWAYS_FORWARD_ONLY"),
+            )
+        }
+    };
+    let d = details.unwrap_or(super::raw::RawClientCertDetails {
+        subject: None,
+        cert: None,
+        chain: None,
+        dns: None,
+        uri: None,
+    });
+    if d.chain == Some(true) {
+        return fail(
+            p.key("set_current_client_cert_details").key("chain"),
+            "chain is not supported: Envoy writes the chain it verified (trust anchor included), which skiff does not rebuild",
+        );
+    }
+    Ok(ClientCert {
+        mode,
+        subject: d.subject.unwrap_or(false),
+        cert: d.cert.unwrap_or(false),
+        dns: d.dns.unwrap_or(false),
+        uri: d.uri.unwrap_or(false),
     })
 }

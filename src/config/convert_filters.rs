@@ -12,6 +12,7 @@ use super::convert_cors::{
     cors_filter, cors_policy, csrf, CORS_NAME, CORS_POLICY_TYPE, CORS_TYPE, CSRF_NAME, CSRF_TYPE,
 };
 use super::convert_jwt;
+use super::convert_rbac::{self, RBAC_NAME, RBAC_PER_ROUTE_TYPE, RBAC_TYPE};
 use super::duration::Dur;
 use super::error::FieldPath;
 use super::fields::{fail, fraction, header_matcher, headers_to_add, RawFraction, RawRuntimeFraction, Res};
@@ -47,6 +48,9 @@ pub(super) enum Kind {
     JwtAuthn,
     /// `jwt_authn`'s `PerRouteConfig` (only valid in `typed_per_filter_config`).
     JwtPerRoute,
+    Rbac,
+    /// `RBACPerRoute`: only in `typed_per_filter_config`.
+    RbacPerRoute,
 }
 
 impl Kind {
@@ -60,12 +64,15 @@ impl Kind {
             Some(CSRF_TYPE) => Some(Kind::Csrf),
             Some(convert_jwt::TYPE) => Some(Kind::JwtAuthn),
             Some(convert_jwt::PER_ROUTE_TYPE) => Some(Kind::JwtPerRoute),
+            Some(RBAC_TYPE) => Some(Kind::Rbac),
+            Some(RBAC_PER_ROUTE_TYPE) => Some(Kind::RbacPerRoute),
             Some(_) => None,
             None if name == LOCAL_RATELIMIT_NAME => Some(Kind::LocalRateLimit),
             None if FAULT_NAMES.contains(&name) => Some(Kind::Fault),
             None if name == CORS_NAME => Some(Kind::Cors),
             None if name == CSRF_NAME => Some(Kind::Csrf),
             None if name == convert_jwt::NAME => Some(Kind::JwtAuthn),
+            None if name == RBAC_NAME => Some(Kind::Rbac),
             None => None,
         }
     }
@@ -90,7 +97,26 @@ pub(super) fn filter_config(
         Kind::Csrf => PerFilterConfig::Csrf(csrf(p, fields)?),
         Kind::JwtAuthn => PerFilterConfig::JwtAuthn(Box::new(convert_jwt::jwt_authn(p, fields.into())?)),
         Kind::JwtPerRoute => PerFilterConfig::JwtPerRoute(convert_jwt::per_route(p, fields.into())?),
+        Kind::Rbac => PerFilterConfig::Rbac(convert_rbac::rbac(p, fields.into())?),
+        Kind::RbacPerRoute => {
+            return fail(
+                p.key("@type"),
+                "RBACPerRoute belongs in typed_per_filter_config; the filter takes RBAC",
+            )
+        }
     })
+}
+
+/// A route's or virtual host's entry for a filter of `kind`: the per-route type where the filter
+/// has one of its own (RBAC's `RBACPerRoute`), else the filter's own config.
+fn route_config(p: &FieldPath, kind: Kind, typed: &RawFilterTypedConfig) -> Res<PerFilterConfig> {
+    match kind {
+        Kind::RbacPerRoute => {
+            Ok(PerFilterConfig::Rbac(convert_rbac::rbac_per_route(p, typed.fields.clone().into())?))
+        }
+        Kind::Rbac => fail(p.key("@type"), format!("a per-route RBAC config is {RBAC_PER_ROUTE_TYPE}")),
+        _ => filter_config(p, kind, Some(typed)),
+    }
 }
 
 /// A `typed_per_filter_config` entry at `p`: None when it is for a filter skiff does not
@@ -111,7 +137,7 @@ pub(super) fn per_filter_config(
         };
         let inner: RawFilterTypedConfig = read(&inner_path, config)?;
         return match Kind::of(name, inner.type_url.as_deref()) {
-            Some(kind) => filter_config(&inner_path, kind, Some(&inner)).map(Some),
+            Some(kind) => route_config(&inner_path, kind, &inner).map(Some),
             None => Ok(None),
         };
     }
@@ -121,7 +147,7 @@ pub(super) fn per_filter_config(
             p.clone(),
             "a jwt_authn route override is a PerRouteConfig (requirement_name or disabled), not a JwtAuthentication",
         ),
-        Some(kind) => filter_config(p, kind, Some(typed)).map(Some),
+        Some(kind) => route_config(p, kind, typed).map(Some),
         None => Ok(None),
     }
 }

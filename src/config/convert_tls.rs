@@ -155,8 +155,8 @@ struct RawDataSource {
 // Conversion
 
 /// Listener filters: only the TLS inspector, which skiff always runs on TLS listeners (it reads
-/// the ClientHello's SNI for `filter_chain_match`).
-pub(super) fn listener_filters(p: &FieldPath, filters: &[RawListenerFilter]) -> Res<()> {
+/// the ClientHello's SNI for `filter_chain_match`). True: one is configured.
+pub(super) fn listener_filters(p: &FieldPath, filters: &[RawListenerFilter]) -> Res<bool> {
     for (i, f) in filters.iter().enumerate() {
         let by_type = f.typed_config.as_ref().and_then(|t| t.type_url.as_deref());
         let inspector = match by_type {
@@ -173,7 +173,7 @@ pub(super) fn listener_filters(p: &FieldPath, filters: &[RawListenerFilter]) -> 
             );
         }
     }
-    Ok(())
+    Ok(!filters.is_empty())
 }
 
 /// A filter chain's `filter_chain_match`: its lower-cased server names, and whether it asks for
@@ -281,7 +281,11 @@ impl Chains {
             (true, _) => {
                 fail(p.clone(), "multiple filter chains with the same matching rules (as Envoy refuses)")
             }
-            (false, 0) => Ok(Some(ListenerTls { chains: self.tls, handshake_limit: self.handshake_limit })),
+            (false, 0) => Ok(Some(ListenerTls {
+                chains: self.tls,
+                handshake_limit: self.handshake_limit,
+                inspects_sni: false,
+            })),
             (false, _) => {
                 fail(p.clone(), "a listener mixing TLS and plaintext filter chains is not supported")
             }
@@ -391,13 +395,14 @@ pub(super) fn downstream(p: &FieldPath, s: &RawTransportSocket) -> Res<Option<Se
         }
         None => builder.with_no_client_auth(),
     };
+    let local_uri_sans = chain.first().map(|c| crate::peer::CertNames::of(c).uri_sans).unwrap_or_default();
     let key = certified(&cp.key("tls_certificates").idx(0), &provider, chain, key)?;
     let mut config = builder.with_cert_resolver(key);
     config.alpn_protocols = c.alpn;
     if raw.disable_stateful_session_resumption == Some(true) {
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     }
-    Ok(Some(ServerTls { config: Arc::new(config), spec, dump }))
+    Ok(Some(ServerTls { config: Arc::new(config), spec, dump, local_uri_sans }))
 }
 
 /// A cluster's `transport_socket`; None when it is plaintext.

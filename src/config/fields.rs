@@ -1,14 +1,15 @@
 //! Conversions of the value types several parts of the config share (header edits, header
-//! matchers, regexes, runtime fractions, a kept mapping read with its field path, a route `match`, a kept `typed_config` mapping read with located errors),
-//! used by
-//! `convert` for routes and by `convert_filters`, / `convert_cors` `convert_jwt` and `convert_tls`.
+//! matchers, string matchers, regexes, runtime fractions, a route `match`, a kept `typed_config`
+//! mapping read with located errors), used by `convert` for routes and by `convert_filters`,
+//! `convert_cors`, `convert_jwt`, `convert_rbac` and `convert_tls`.
 //! Owns no judgement of which fields are warned about: that is `convert`'s.
 
 use super::error::{FieldPath, Finding};
 use super::model::{
     Fraction, HeaderMatchRule, HeaderMatcher, HeaderValueOption, PathMatch, QueryParameterMatcher, RouteMatch,
+    StringMatcher, StringRule,
 };
-use super::raw::{Ign, RawHeaderMatcher, RawHeaderValueOption, RawMatch};
+use super::raw::{Ign, RawHeaderMatcher, RawHeaderValueOption, RawMatch, RawStringMatcher};
 use serde::Deserialize;
 
 pub(super) type Res<T> = Result<T, Finding>;
@@ -108,21 +109,13 @@ pub(super) fn header_matcher(p: FieldPath, h: RawHeaderMatcher) -> Res<HeaderMat
         if sm.ignore_case == Some(true) {
             return fail(sp.key("ignore_case"), format!("ignore_case is not supported: {NOT_YET}"));
         }
-        if let Some(s) = sm.exact {
-            rules.push(HeaderMatchRule::Exact(s));
-        }
-        if let Some(s) = sm.prefix {
-            rules.push(HeaderMatchRule::Prefix(s));
-        }
-        if let Some(s) = sm.suffix {
-            rules.push(HeaderMatchRule::Suffix(s));
-        }
-        if let Some(s) = sm.contains {
-            rules.push(HeaderMatchRule::Contains(s));
-        }
-        if let Some(s) = sm.safe_regex {
-            rules.push(HeaderMatchRule::SafeRegex(check_regex(sp.key("safe_regex").key("regex"), &s.regex)?));
-        }
+        rules.push(match string_match(&sp, sm)?.rule {
+            StringRule::Exact(s) => HeaderMatchRule::Exact(s),
+            StringRule::Prefix(s) => HeaderMatchRule::Prefix(s),
+            StringRule::Suffix(s) => HeaderMatchRule::Suffix(s),
+            StringRule::Contains(s) => HeaderMatchRule::Contains(s),
+            StringRule::SafeRegex(s) => HeaderMatchRule::SafeRegex(s),
+        });
     }
     if rules.len() > 1 {
         return fail(p, "a header matcher takes only one rule");
@@ -260,3 +253,38 @@ pub(super) fn route_match(p: FieldPath, m: RawMatch) -> Res<RouteMatch> {
     }
     Ok(RouteMatch { path, case_sensitive: m.case_sensitive.unwrap_or(true), headers, query_parameters })
 }
+
+/// A `StringMatcher` at `p`.
+pub(super) fn string_match(p: &FieldPath, s: RawStringMatcher) -> Res<StringMatcher> {
+    let ignore_case = s.ignore_case.unwrap_or(false);
+    let mut rules = Vec::new();
+    if let Some(v) = s.exact {
+        rules.push(StringRule::Exact(v));
+    }
+    if let Some(v) = s.prefix {
+        rules.push(StringRule::Prefix(v));
+    }
+    if let Some(v) = s.suffix {
+        rules.push(StringRule::Suffix(v));
+    }
+    if let Some(v) = s.contains {
+        rules.push(StringRule::Contains(v));
+    }
+    if let Some(re) = s.safe_regex {
+        if ignore_case {
+            return fail(p.key("ignore_case"), "ignore_case has no effect for safe_regex");
+        }
+        rules.push(StringRule::SafeRegex(check_regex(p.key("safe_regex").key("regex"), &re.regex)?));
+    }
+    if rules.len() > 1 {
+        return fail(
+            p.clone(),
+            "a string matcher takes only one of exact, prefix, suffix, contains, safe_regex",
+        );
+    }
+    match rules.pop() {
+        Some(rule) => Ok(StringMatcher { rule, ignore_case }),
+        None => fail(p.clone(), "a string matcher needs exact, prefix, suffix, contains or safe_regex"),
+    }
+}
+

@@ -6,6 +6,7 @@ mod convert_cors;
 mod convert_filters;
 mod convert_health;
 mod convert_jwt;
+mod convert_rbac;
 mod convert_tls;
 mod duration;
 mod error;

@@ -146,6 +146,9 @@ pub struct HttpConnectionManager {
     /// `use_remote_address`, default false: whether the peer address (rather than the last
     /// `x-forwarded-for` entry) is the client address, as Envoy decides for XFF and `x-envoy-external-address`.
     pub use_remote_address: bool,
+    /// `forward_client_cert_details` and `set_current_client_cert_details`: what the upstream gets
+    /// as `x-forwarded-client-cert`.
+    pub client_cert: ClientCert,
     /// `xff_num_trusted_hops`, default 0.
     pub xff_num_trusted_hops: u32,
     /// `tracing`, with its provider resolved: the HCM's own `tracing.provider` (v3) or else the
@@ -281,6 +284,11 @@ pub enum HttpFilter {
         name: String,
         config: Box<JwtAuthn>,
     },
+    /// `envoy.filters.http.rbac`.
+    Rbac {
+        name: String,
+        config: Rbac,
+    },
 }
 
 /// A `typed_per_filter_config` entry of a route or virtual host, by the filter name it is keyed by.
@@ -294,9 +302,13 @@ pub enum PerFilterConfig {
     JwtAuthn(Box<JwtAuthn>),
     /// `jwt_authn`'s `PerRouteConfig`: only in `typed_per_filter_config`.
     JwtPerRoute(JwtPerRoute),
+    /// `RBAC` at the connection manager, `RBACPerRoute.rbac` on a route or virtual host (whose
+    /// stat prefixes are empty: a per-route config counts into the filter's own stats).
+    Rbac(Rbac),
 }
 
-/// `type.matcher.v3.StringMatcher` (CORS's allowed origins, CSRF's additional origins).
+/// `type.matcher.v3.StringMatcher` (CORS's allowed origins, CSRF's additional origins, RBAC's
+/// paths, names and SNI).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StringMatcher {
     pub rule: StringRule,
@@ -310,7 +322,7 @@ pub enum StringRule {
     Prefix(String),
     Suffix(String),
     Contains(String),
-    /// Matches the whole value.
+    /// RE2 syntax, checked to compile at load; matches the whole value.
     SafeRegex(String),
 }
 
@@ -342,6 +354,83 @@ pub struct Csrf {
     /// `shadow_enabled.default_value`; absent = 0 %.
     pub shadow_enabled: Fraction,
     pub additional_origins: Vec<StringMatcher>,
+}
+
+/// `envoy.extensions.filters.http.rbac.v3.RBAC`: the enforced and the shadow rules, either absent
+/// (no engine: the request goes on and nothing is counted for it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rbac {
+    pub rules: Option<RbacRules>,
+    pub shadow_rules: Option<RbacRules>,
+    /// Joined into `http.<prefix>.rbac.<rules_stat_prefix>.allowed` when not empty.
+    pub rules_stat_prefix: String,
+    pub shadow_rules_stat_prefix: String,
+}
+
+/// `config.rbac.v3.RBAC`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RbacRules {
+    pub action: RbacAction,
+    /// Sorted by name, as Envoy's engine keeps them: the first match names the effective policy.
+    pub policies: Vec<RbacPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RbacAction {
+    Allow,
+    Deny,
+    /// Never denies; Envoy only marks the request for logging.
+    Log,
+}
+
+/// A policy matches when any permission and any principal match.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RbacPolicy {
+    pub name: String,
+    pub permissions: Vec<RbacPermission>,
+    pub principals: Vec<RbacPrincipal>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RbacPermission {
+    Any,
+    Header(HeaderMatcher),
+    /// `url_path.path`: the path without its query string.
+    UrlPath(StringMatcher),
+    And(Vec<RbacPermission>),
+    Or(Vec<RbacPermission>),
+    Not(Box<RbacPermission>),
+    DestinationIp(CidrRange),
+    DestinationPort(u16),
+    /// `destination_port_range`: start inclusive, end exclusive.
+    DestinationPortRange(u32, u32),
+    RequestedServerName(StringMatcher),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RbacPrincipal {
+    Any,
+    /// `authenticated`: a TLS peer certificate; with `principal_name`, one of its URI SANs, DNS
+    /// SANs or its subject matches.
+    Authenticated(Option<StringMatcher>),
+    /// The connection's peer (`source_ip`, deprecated in Envoy but still read).
+    SourceIp(CidrRange),
+    DirectRemoteIp(CidrRange),
+    /// The client address the connection manager decided (`x-forwarded-for` when not
+    /// `use_remote_address`).
+    RemoteIp(CidrRange),
+    Header(HeaderMatcher),
+    UrlPath(StringMatcher),
+    And(Vec<RbacPrincipal>),
+    Or(Vec<RbacPrincipal>),
+    Not(Box<RbacPrincipal>),
+}
+
+/// `config.core.v3.CidrRange`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CidrRange {
+    pub address: std::net::IpAddr,
+    pub prefix_len: u8,
 }
 
 /// `envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit`, with Envoy's defaults.
@@ -988,4 +1077,29 @@ pub enum JwtPerRoute {
     /// `requirement_name`: the filter's `requirement_map` entry to apply (an unknown name is
     /// Envoy's 403 at request time, not a load error).
     Requirement(String),
+}
+
+/// HCM `forward_client_cert_details` with `set_current_client_cert_details` (`chain` refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClientCert {
+    pub mode: ForwardClientCert,
+    pub subject: bool,
+    pub cert: bool,
+    pub dns: bool,
+    pub uri: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardClientCert {
+    /// Remove the client's header (Envoy's default).
+    #[default]
+    Sanitize,
+    /// On an mTLS connection pass the client's header on; otherwise remove it.
+    ForwardOnly,
+    /// On an mTLS connection append this hop's details to the client's header.
+    AppendForward,
+    /// On an mTLS connection replace the client's header with this hop's details.
+    SanitizeSet,
+    /// Pass the client's header on, whatever the connection.
+    AlwaysForwardOnly,
 }

@@ -746,8 +746,8 @@ pub struct RawHcm {
     pub skip_xff_append: Ign,
     pub via: Ign,
     pub always_set_request_id_in_response: Ign,
-    pub forward_client_cert_details: Ign,
-    pub set_current_client_cert_details: Ign,
+    pub forward_client_cert_details: Option<String>,
+    pub set_current_client_cert_details: Option<RawClientCertDetails>,
     pub proxy_100_continue: Ign,
     pub stream_error_on_invalid_http_message: Ign,
     pub local_reply_config: Ign,
@@ -1580,4 +1580,15 @@ pub struct RawEndpointCheck {
     // Rejected.
     pub address: Ign,
     pub disable_active_health_check: Option<bool>,
+}
+
+/// HCM `set_current_client_cert_details`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawClientCertDetails {
+    pub subject: Option<bool>,
+    pub cert: Option<bool>,
+    pub chain: Option<bool>,
+    pub dns: Option<bool>,
+    pub uri: Option<bool>,
 }

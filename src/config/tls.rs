@@ -12,6 +12,10 @@ pub struct ListenerTls {
     /// The shortest `transport_socket_connect_timeout` of its chains: the handshake's limit
     /// (None: the listener's default).
     pub handshake_limit: Option<std::time::Duration>,
+    /// The listener runs `envoy.filters.listener.tls_inspector`. Envoy knows a connection's
+    /// requested server name only through it: without one, RBAC's `requested_server_name` sees ""
+    /// (skiff still picks the chain by SNI).
+    pub inspects_sni: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +57,8 @@ pub struct ServerTls {
     pub spec: String,
     /// The `transport_socket` for `/config_dump`, keys redacted.
     pub dump: serde_json::Value,
+    /// The URI SANs of the certificate it serves (`By=` in `x-forwarded-client-cert`).
+    pub local_uri_sans: Vec<String>,
 }
 
 /// A built `UpstreamTlsContext`.
@@ -105,6 +111,7 @@ mod tests {
                 config: Arc::new(config),
                 spec: names.join(","),
                 dump: serde_json::Value::Null,
+                local_uri_sans: Vec::new(),
             },
         }
     }
@@ -119,6 +126,7 @@ mod tests {
                 chain(&[]),
             ],
             handshake_limit: None,
+            inspects_sni: true,
         };
         let pick = |sni: Option<&str>| tls.select(sni).map(|c| c.context.spec.clone());
         assert_eq!(pick(Some("WWW.example.com")).as_deref(), Some("www.example.com"));
@@ -126,7 +134,8 @@ mod tests {
         assert_eq!(pick(Some("shop.example.com")).as_deref(), Some("*.example.com"));
         assert_eq!(pick(Some("example.com")).as_deref(), Some(""));
         assert_eq!(pick(None).as_deref(), Some(""));
-        let strict = ListenerTls { chains: vec![chain(&["a.example"])], handshake_limit: None };
+        let strict =
+            ListenerTls { chains: vec![chain(&["a.example"])], handshake_limit: None, inspects_sni: true };
         assert!(strict.select(None).is_none() && strict.select(Some("b.example")).is_none());
     }
 }

@@ -57,8 +57,6 @@ pub const UNENFORCED: &[Unenforced] = &[
     u("hcm.skip_xff_append", NOT_YET),
     u("hcm.via", NOT_YET),
     u("hcm.always_set_request_id_in_response", NOT_YET),
-    u("hcm.forward_client_cert_details", NOT_YET),
-    u("hcm.set_current_client_cert_details", NOT_YET),
     u("hcm.proxy_100_continue", NOT_YET),
     u("hcm.stream_error_on_invalid_http_message", NOT_YET),
     u("hcm.local_reply_config", NOT_YET),

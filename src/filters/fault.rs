@@ -120,7 +120,7 @@ impl Fault {
                 body: std::borrow::Cow::Borrowed(b"fault filter abort"),
                 flag: ResponseFlags::FAULT_INJECTED,
                 headers: Vec::new(),
-                details: std::borrow::Cow::Borrowed(""),
+                details: std::borrow::Cow::Borrowed("fault_filter_abort"),
             });
         }
     }

@@ -90,7 +90,7 @@ impl LocalRateLimit {
             body: std::borrow::Cow::Borrowed(b"local_rate_limited"),
             flag: ResponseFlags::RATE_LIMITED,
             headers,
-            details: std::borrow::Cow::Borrowed(""),
+            details: std::borrow::Cow::Borrowed("local_rate_limited"),
         });
     }
 }

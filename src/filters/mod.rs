@@ -23,19 +23,22 @@ pub mod jwt_authn;
 pub mod local_ratelimit;
 pub mod network;
 mod string_match;
+pub mod rbac;
 mod verdict;
 
 pub use verdict::{FilterReply, Scheme, Verdict};
 
 use crate::config::{self, JwtPerRoute, PerFilterConfig, RouteConfig};
 use crate::http::RequestHead;
+use crate::peer::Connection;
 use crate::route::{BuildError, Route, VirtualHost};
-use crate::stats::{CorsStats, CsrfStats, FaultStats, JwtAuthnStats, LocalRateLimitStats};
+use crate::stats::{CorsStats, CsrfStats, FaultStats, JwtAuthnStats, LocalRateLimitStats, RbacShadowStats, RbacStats};
 use cors::Cors;
 use csrf::Csrf;
 use fault::Fault;
 use jwt_authn::JwtAuthn;
 use local_ratelimit::LocalRateLimit;
+use rbac::Rbac;
 use std::collections::HashMap;
 use std::rc::Rc;
 use verdict::Active;
@@ -62,6 +65,13 @@ pub enum HttpFilter {
         /// `PerRouteConfig` overrides; the connection manager level has none.
         per_route: Scoped<Option<JwtPerRoute>>,
     },
+    Rbac {
+        configs: Scoped<Rbac>,
+        /// Index of the filter's `http.<stat_prefix>.rbac.*` blocks in the chain's stats.
+        stats: usize,
+        /// The connection manager's, for `remote_ip`.
+        use_remote_address: bool,
+    },
 }
 
 /// A filter's config at the connection manager and its overrides, most specific first: a
@@ -76,6 +86,8 @@ pub struct Scoped<T> {
 
 impl<T> Scoped<T> {
     /// The config for a request routed to `found` (None: no route, the connection manager's).
+    /// The config for a request routed to `route` in `vhost`; a request no route matched gets the
+    /// connection manager's (Envoy runs the filters before the router answers 404).
     fn at(&self, found: Option<(&VirtualHost, &Route)>) -> &T {
         let Some((vhost, route)) = found else { return &self.base };
         let route_level = self.routes.get(route.id).and_then(Option::as_ref);
@@ -98,6 +110,8 @@ pub enum StatName {
     Csrf(String),
     /// `http.<connection manager stat_prefix>.jwt_authn.*`.
     JwtAuthn(String),
+    /// `http.<hcm>.rbac[.<rules>].*` and `http.<hcm>.rbac[.<shadow>].shadow_*`.
+    Rbac { hcm: String, rules: String, shadow: String },
 }
 
 /// One shard's stats block for a chain's stat index.
@@ -108,6 +122,7 @@ pub enum FilterStats {
     Cors(Rc<CorsStats>),
     Csrf(Rc<CsrfStats>),
     JwtAuthn(Rc<JwtAuthnStats>),
+    Rbac(Rc<RbacStats>, Rc<RbacShadowStats>),
 }
 
 /// The filters of one connection manager, in config order.
@@ -118,19 +133,17 @@ pub struct FilterChain {
 }
 
 impl FilterChain {
-    /// Compiles the config's `http_filters` (validated at load: the router is last, every other
-    /// filter is one skiff implements) with their overrides in `rc`, the connection manager's
-    /// route config.
+    /// Compiles the connection manager's `http_filters` (validated at load: the router is last,
+    /// every other filter is one skiff implements) with their overrides in its route config.
     pub fn compile(
-        filters: &[config::HttpFilter],
-        rc: &RouteConfig,
+        hcm: &config::HttpConnectionManager,
         clusters: &HashMap<&str, usize>,
-        stat_prefix: &str,
         scheme: Scheme,
     ) -> Result<Self, BuildError> {
+        let (rc, stat_prefix) = (&hcm.route_config, hcm.stat_prefix.as_str());
         let mut stat_names = Vec::new();
         let mut compiled = Vec::new();
-        for f in filters {
+        for f in &hcm.http_filters {
             match f {
                 // Terminal: the request owner is the router.
                 config::HttpFilter::Router => {}
@@ -171,6 +184,20 @@ impl FilterChain {
                     let per_route = Scoped { base: None, vhosts, routes };
                     compiled.push(HttpFilter::JwtAuthn { filter, per_route });
                 }
+                config::HttpFilter::Rbac { name, config } => {
+                    // Per-route configs count into the filter's own stats, as Envoy's.
+                    stat_names.push(StatName::Rbac {
+                        hcm: stat_prefix.to_string(),
+                        rules: config.rules_stat_prefix.clone(),
+                        shadow: config.shadow_rules_stat_prefix.clone(),
+                    });
+                    let stats = stat_names.len() - 1;
+                    let base = Rbac::compile(config)?;
+                    let (vhosts, routes) = overrides(rc, name, as_rbac, &mut Rbac::compile)?;
+                    let configs = Scoped { base, vhosts, routes };
+                    let use_remote_address = hcm.use_remote_address;
+                    compiled.push(HttpFilter::Rbac { configs, stats, use_remote_address });
+                }
             }
         }
         Ok(FilterChain { filters: compiled.into_boxed_slice(), stat_names })
@@ -192,10 +219,11 @@ impl FilterChain {
     /// The request-headers phase, after routing and before the router acts: every filter runs in
     /// order until one answers. `found` is the request's virtual host and route; None when none
     /// matched, which Envoy's filters see too (the router answers 404 only after them). `stats` is
-    /// the shard's, aligned with `stat_names`.
+    /// the shard's, aligned with `stat_names`; `conn` is the connection the request came on.
     pub fn on_request_headers<'a>(
         &'a self,
         head: &RequestHead<'_>,
+        conn: &Connection<'_>,
         found: Option<(&VirtualHost, &Route)>,
         stats: &[FilterStats],
         roll: &mut dyn FnMut() -> u64,
@@ -232,6 +260,13 @@ impl FilterChain {
                 HttpFilter::Csrf { configs, stats: i } => {
                     if let Some(FilterStats::Csrf(s)) = stats.get(*i) {
                         configs.at(found).on_request(head, s, roll, &mut v);
+                    }
+                }
+                HttpFilter::Rbac { configs, stats: i, use_remote_address } => {
+                    if let Some(FilterStats::Rbac(s, shadow)) = stats.get(*i) {
+                        let http = crate::rbac::HttpFacts { head, use_remote_address: *use_remote_address };
+                        let subject = crate::rbac::Subject { conn: *conn, http: Some(http) };
+                        configs.at(found).on_request(&subject, s, shadow, &mut v);
                     }
                 }
             }
@@ -304,16 +339,39 @@ fn as_jwt_per_route(c: &PerFilterConfig) -> Option<&JwtPerRoute> {
     }
 }
 
+fn as_rbac(c: &PerFilterConfig) -> Option<&config::Rbac> {
+    match c {
+        PerFilterConfig::Rbac(c) => Some(c),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_router_is_not_in_the_chain_and_an_empty_chain_lets_everything_through() {
-        let rc = RouteConfig::default();
-        let chain =
-            FilterChain::compile(&[config::HttpFilter::Router], &rc, &HashMap::new(), "x", Scheme::default())
-                .unwrap_or_default();
+        let yaml = r#"
+static_resources:
+  listeners:
+  - name: l
+    address: { socket_address: { address: 127.0.0.1, port_value: 1 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: x
+          route_config: { virtual_hosts: [] }
+          http_filters: [{ name: envoy.filters.http.router }]
+"#;
+        let loaded = config::load_str(yaml, "test").map_err(|e| e.to_string());
+        let hcm = &loaded.as_ref().map(|l| &l.bootstrap.listeners[0].hcm);
+        let chain = match hcm {
+            Ok(hcm) => FilterChain::compile(hcm, &HashMap::new(), Scheme::default()).unwrap_or_default(),
+            Err(e) => panic!("{e}"),
+        };
         assert!(chain.is_empty());
         assert!(chain.stat_names().is_empty());
     }

@@ -454,7 +454,32 @@ impl HeaderMatcher {
 
     pub fn matches(&self, headers: &[httparse::Header<'_>]) -> bool {
         let value = headers.iter().find(|h| h.name.eq_ignore_ascii_case(&self.name)).map(|h| h.value);
-        let hit = match (&self.rule, value) {
+        self.matches_value(value)
+    }
+
+    /// The (lower-cased) header name it reads.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the rule holds for the header's value (None: the request has no such header), so
+    /// a caller can match values that are not header lines (RBAC's `:method`, `:path`).
+    pub fn matches_value(&self, value: Option<&[u8]>) -> bool {
+        self.rule_holds(value) != self.invert
+    }
+
+    /// Whether the rule holds for any of a repeated header's lines (`invert_match` applied to the
+    /// whole), as Envoy 1.40's RBAC matches a header sent more than once.
+    pub fn matches_any<'v>(&self, mut values: impl Iterator<Item = &'v [u8]>) -> bool {
+        let hit = match values.next() {
+            None => self.rule_holds(None),
+            Some(first) => self.rule_holds(Some(first)) || values.any(|v| self.rule_holds(Some(v))),
+        };
+        hit != self.invert
+    }
+
+    fn rule_holds(&self, value: Option<&[u8]>) -> bool {
+        match (&self.rule, value) {
             (HeaderRule::Present(want), v) => v.is_some() == *want,
             (_, None) => false,
             (HeaderRule::Exact(s), Some(v)) => v == s.as_bytes(),
@@ -462,8 +487,7 @@ impl HeaderMatcher {
             (HeaderRule::Suffix(s), Some(v)) => v.ends_with(s.as_bytes()),
             (HeaderRule::Contains(s), Some(v)) => v.windows(s.len().max(1)).any(|w| w == s.as_bytes()),
             (HeaderRule::Regex(re), Some(v)) => std::str::from_utf8(v).is_ok_and(|v| re.is_match(v)),
-        };
-        hit != self.invert
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use super::tls::Terminate;
 use crate::config::UnderscoresAction;
 use crate::filters::network::{Admission, Decision, NewConnection};
 use crate::http::{self, RequestHead, MAX_HEADERS};
+use crate::peer::Connection;
 use crate::snapshot::HcmSettings;
 use crate::stats::{Http1Stats, HttpStats, ListenerStats, WorkerStats};
 use bytes::BytesMut;
@@ -91,14 +92,15 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
     let _ = stream.set_nodelay(true);
     // A TLS connection is served through its bridge's end of a socket pair (`tls.rs`); boxed so
     // that plaintext connections' tasks do not carry the handshake's state.
-    let (stream, _tls) = match tls {
-        None => (stream, None),
+    let (stream, _tls, tls_peer) = match tls {
+        None => (stream, None, None),
         Some(t) => match Box::pin(t.accept(stream)).await {
-            Some((bridged, active)) => (bridged, Some(active)),
+            Some(b) => (b.stream, Some(b.active), Some(b.peer)),
             None => return,
         },
     };
     let mut d = Downstream::new(stream, peer, local, shard.next_conn_id());
+    d.tls = tls_peer;
     let mut lifetime = lifetime.map(|limit| {
         d.expires = Instant::now().checked_add(limit);
         let mut timer = shard.timers.after(limit);
@@ -141,11 +143,12 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
                             } else if expired(&d) {
                                 request = request.last_on_connection();
                             }
+                            let conn = Connection { remote: d.peer, local: d.local, tls: d.tls.as_deref() };
                             let plan = request.plan(
                                 &head,
                                 &d.buf,
                                 &mut d.req_out,
-                                (&d.peer_ip, &d.xff_ip, (d.peer, d.local)),
+                                (&d.peer_ip, &d.xff_ip, (d.peer, d.local), &conn),
                                 &mut d.obs,
                             );
                             Parsed::Request(request, plan)

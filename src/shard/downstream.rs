@@ -3,6 +3,7 @@
 //! Owned by the connection task (`conn`), lent to one request at a time. No logic beyond resets.
 
 use super::observe::Observed;
+use crate::peer::TlsPeer;
 use bytes::BytesMut;
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
@@ -30,6 +31,8 @@ pub(super) struct Downstream {
     pub xff_ip: String,
     pub peer: SocketAddr,
     pub local: SocketAddr,
+    /// A TLS connection's SNI and client certificate (None: plaintext).
+    pub tls: Option<Box<TlsPeer>>,
     pub connection_id: u64,
     /// Requests this connection has begun (for `max_requests_per_connection`).
     pub requests: u32,
@@ -62,6 +65,7 @@ impl Downstream {
             xff_ip,
             peer,
             local,
+            tls: None,
             connection_id,
             requests: 0,
             expires: None,

@@ -9,8 +9,9 @@
 use super::observe::{self, Observed};
 use super::reply::{self, DateCache};
 use crate::cluster::Rng;
-use crate::config::UnderscoresAction;
+use crate::config::{ClientCert, ForwardClientCert, UnderscoresAction};
 use crate::http::{header_is, BodyKind, RequestHead, ResponseHead};
+use crate::peer::TlsPeer;
 use crate::route::HeaderEdits;
 use crate::snapshot::ListenerSnap;
 use crate::trace::{self, TraceContext};
@@ -60,6 +61,9 @@ fn untrusted_envoy_header(name: &str, edge: bool) -> bool {
     ALWAYS.iter().any(|h| header_is(rest, h)) || (edge && EDGE.iter().any(|h| header_is(rest, h)))
 }
 
+/// `x-forwarded-client-cert`.
+const XFCC: &str = "x-forwarded-client-cert";
+
 /// Everything the request head writer needs besides the head itself.
 pub(super) struct RequestRewrite<'a> {
     /// The path the upstream gets (rewritten or the original).
@@ -90,6 +94,56 @@ pub(super) struct RequestRewrite<'a> {
     /// The path before the route's rewrite: the client's, or the one a filter set (which Envoy
     /// treats as the request's own, so it is no "original path").
     pub filtered_path: &'a str,
+    /// The connection's TLS peer (None: plaintext), for `x-forwarded-client-cert`.
+    pub tls: Option<&'a TlsPeer>,
+}
+
+/// What happens to `x-forwarded-client-cert` on this request (Envoy's
+/// `ConnectionManagerUtility::mutateXfccRequestHeader`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Xfcc {
+    Keep,
+    Drop,
+    /// Append this hop's details to the client's (last) line, or send them alone.
+    Append,
+    /// Send this hop's details instead of the client's.
+    Set,
+}
+
+fn xfcc(cc: &ClientCert, tls: Option<&TlsPeer>) -> Xfcc {
+    let mtls = tls.is_some_and(|t| t.cert.is_some());
+    match cc.mode {
+        ForwardClientCert::AlwaysForwardOnly => Xfcc::Keep,
+        ForwardClientCert::Sanitize => Xfcc::Drop,
+        _ if !mtls => Xfcc::Drop,
+        ForwardClientCert::ForwardOnly => Xfcc::Keep,
+        ForwardClientCert::AppendForward => Xfcc::Append,
+        ForwardClientCert::SanitizeSet => Xfcc::Set,
+    }
+}
+
+/// This hop's element, in Envoy's order: `By` (this side's URI SANs), `Hash`, then `Cert`,
+/// `Subject`, `URI` (present even when empty), `DNS` as configured, joined by `;`.
+fn client_cert_details(cc: &ClientCert, tls: &TlsPeer, out: &mut Vec<u8>) {
+    let Some(cert) = &tls.cert else { return };
+    let mut parts: Vec<String> = tls.local_uri_sans.iter().map(|u| format!("By={u}")).collect();
+    parts.push(format!("Hash={}", cert.sha256_hex()));
+    if cc.cert {
+        parts.push(format!("Cert=\"{}\"", cert.url_encoded_pem()));
+    }
+    if cc.subject {
+        parts.push(format!("Subject=\"{}\"", cert.subject));
+    }
+    if cc.uri {
+        if cert.uri_sans.is_empty() {
+            parts.push("URI=".to_string());
+        }
+        parts.extend(cert.uri_sans.iter().map(|u| format!("URI={u}")));
+    }
+    if cc.dns {
+        parts.extend(cert.dns_sans.iter().map(|d| format!("DNS={d}")));
+    }
+    out.extend_from_slice(parts.join(";").as_bytes());
 }
 
 /// Writes the request head as the upstream gets it.
@@ -116,10 +170,35 @@ pub(super) fn write_request_head(
         if edge { head.headers.iter().rposition(|h| header_is(h.name, "x-forwarded-for")) } else { None };
     // `headers_with_underscores_action: DROP_HEADER` (counted by the codec check in `conn`).
     let drop_underscores = rw.listener.hcm.headers_with_underscores == UnderscoresAction::DropHeader;
+    let cc = &rw.listener.hcm.client_cert;
+    let xfcc = xfcc(cc, rw.tls);
+    let last_xfcc =
+        if xfcc == Xfcc::Append { head.headers.iter().rposition(|h| header_is(h.name, XFCC)) } else { None };
     for (i, h) in head.headers.iter().enumerate() {
         let name = h.name;
         if drop_underscores && name.contains('_') {
             continue;
+        }
+        // Earlier lines of an appended-to header go as they came: one list, as with XFF.
+        if name.len() == XFCC.len() && header_is(name, XFCC) {
+            match (xfcc, rw.tls) {
+                (Xfcc::Keep, _) => {}
+                (Xfcc::Append, _) if last_xfcc != Some(i) => {}
+                (Xfcc::Append, Some(tls)) => {
+                    out.extend_from_slice(b"x-forwarded-client-cert: ");
+                    let at = out.len();
+                    out.extend_from_slice(h.value);
+                    out.push(b',');
+                    client_cert_details(cc, tls, out);
+                    observe::on_rewritten_request_header(rw.listener, obs, XFCC, &out[at..]);
+                    out.extend_from_slice(b"\r\n");
+                    continue;
+                }
+                _ => {
+                    observe::on_removed_request_header(rw.listener, obs, XFCC);
+                    continue;
+                }
+            }
         }
         // `connection_lists` never names a framing field (the codec's rule): a `Connection` token
         // cannot make Content-Length, Transfer-Encoding or Host disappear.
@@ -184,6 +263,15 @@ pub(super) fn write_request_head(
     }
     if edge {
         reply::header(out, b"x-envoy-external-address", rw.peer_ip.as_bytes());
+    }
+    if let (Some(tls), Xfcc::Set | Xfcc::Append) = (rw.tls, xfcc) {
+        if xfcc == Xfcc::Set || last_xfcc.is_none() {
+            out.extend_from_slice(b"x-forwarded-client-cert: ");
+            let at = out.len();
+            client_cert_details(cc, tls, out);
+            observe::on_rewritten_request_header(rw.listener, obs, XFCC, &out[at..]);
+            out.extend_from_slice(b"\r\n");
+        }
     }
     if !saw_id && rw.generate_request_id {
         out.extend_from_slice(b"x-request-id: ");

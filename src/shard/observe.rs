@@ -36,7 +36,8 @@ pub(super) struct Observed {
     pub attempts: u32,
     /// When the first byte of the upstream response arrived.
     pub first_upstream_byte: Option<Instant>,
-    /// `%RESPONSE_CODE_DETAILS%` an HTTP filter's reply set (`jwt_authn_access_denied{...}`).
+    /// `%RESPONSE_CODE_DETAILS%` a local reply set (`jwt_authn_access_denied{...}`,
+    /// `route_not_found`); empty: skiff's own rule decides.
     pub details: String,
 }
 
@@ -115,6 +116,16 @@ pub(super) fn on_rewritten_request_header(
     if o.on {
         if let Some(i) = listener.observers.access_logs.wanted_request().index(name) {
             o.req_cap.replace(i, value);
+        }
+    }
+}
+
+/// A request header this hop removed: the log shows it absent, as Envoy's (which logs the
+/// header map after its rewrite).
+pub(super) fn on_removed_request_header(listener: &ListenerSnap, o: &mut Observed, name: &str) {
+    if o.on {
+        if let Some(i) = listener.observers.access_logs.wanted_request().index(name) {
+            o.req_cap.forget(i);
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::cluster::outlier::Outcome;
 use crate::config::{LbPolicy, StreamLimits};
 use crate::filters::{FilterStats, Verdict};
 use crate::http::{header_is, RequestHead, Version};
+use crate::peer::Connection;
 use crate::route::{Action, Forward, Route, Targets, VirtualHost};
 use crate::snapshot::ListenerSnap;
 use crate::stats::HttpStats;
@@ -134,7 +135,7 @@ impl<'g> Request<'g> {
         head: &RequestHead<'_>,
         buf: &[u8],
         req_out: &mut Vec<u8>,
-        (peer_ip, xff_ip, (remote, local)): (&str, &str, (SocketAddr, SocketAddr)),
+        (peer_ip, xff_ip, (remote, local), conn): (&str, &str, (SocketAddr, SocketAddr), &Connection<'_>),
         obs: &mut Observed,
     ) -> Plan<'g> {
         req_out.clear();
@@ -200,7 +201,10 @@ impl<'g> Request<'g> {
             None
         } else {
             let mut roll = || self.shard.rng.next();
-            self.listener.filters.on_request_headers(head, found, self.filter_stats, &mut roll).kept()
+            self.listener
+                .filters
+                .on_request_headers(head, conn, found, self.filter_stats, &mut roll)
+                .kept()
         };
         let filtered = |mut local: LocalReply, filters: Option<Box<Verdict<'g>>>| {
             if let Some(f) = &filters {
@@ -303,6 +307,7 @@ impl<'g> Request<'g> {
             upgrade: upgrade.is_some(),
             dropped: filters.as_ref().map_or(&[][..], |f| &f.remove_request_headers[..]),
             filtered_path,
+            tls: conn.tls,
         };
         headers::write_request_head(req_out, head, &rewrite, &self.shard.rng, obs);
         if let Some(added) = filters.as_ref().map(|f| &f.request_headers).filter(|h| !h.is_empty()) {

@@ -91,6 +91,9 @@ impl Generation {
                         StatName::Cors(p) => FilterStats::Cors(stats.cors(p)),
                         StatName::Csrf(p) => FilterStats::Csrf(stats.csrf(p)),
                         StatName::JwtAuthn(p) => FilterStats::JwtAuthn(stats.jwt_authn(p)),
+                        StatName::Rbac { hcm, rules, shadow } => {
+                            FilterStats::Rbac(stats.rbac(hcm, rules), stats.rbac_shadow(hcm, shadow))
+                        }
                     };
                     l.filters.stat_names().iter().map(by_name).collect()
                 })

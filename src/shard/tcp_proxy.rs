@@ -107,7 +107,7 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
                 limit,
             );
             match Box::pin(t.accept(stream)).await {
-                Some((bridged, _)) => bridged,
+                Some(bridged) => bridged.stream,
                 None => return,
             }
         }

@@ -10,6 +10,7 @@
 use super::state::Shard;
 use crate::cluster::ClusterSnap;
 use crate::config::tls::{ListenerTls, UpstreamTls};
+use crate::peer::TlsPeer;
 use crate::stats::{listener_stat_name, HttpSslStats, ListenerStats, Scope, ShardStats, SslStats};
 use monoio::net::TcpStream;
 use rustls::{CertificateError, Connection, Error as TlsError};
@@ -37,6 +38,14 @@ pub(super) struct Terminate {
 /// A `tcp_proxy` listener bounds the handshake with this (Envoy leaves it unbounded unless
 /// `transport_socket_connect_timeout` is set; skiff never waits on a silent peer forever).
 pub(super) const TCP_HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+
+/// A terminated TLS connection: the HTTP path's end of the bridge, and who the peer is.
+pub(super) struct Bridged {
+    pub stream: TcpStream,
+    pub active: Active,
+    /// Boxed: the connection task holds it for the connection's life.
+    pub peer: Box<TlsPeer>,
+}
 
 /// Keeps `downstream_cx_ssl_active` counted while the connection lives.
 pub(super) struct Active(Option<Rc<HttpSslStats>>);
@@ -72,7 +81,7 @@ impl Terminate {
     /// Reads the ClientHello, picks the filter chain by its SNI, completes the handshake within
     /// the listener's limit, and bridges. None: the connection is to close
     /// (not TLS, no matching chain, a failed handshake), counted as Envoy counts it.
-    pub(super) async fn accept(self, tcp: TcpStream) -> Option<(TcpStream, Active)> {
+    pub(super) async fn accept(self, tcp: TcpStream) -> Option<Bridged> {
         let mut active = None;
         let handshake = async {
             let mut fd = Fd(tcp.as_raw_fd());
@@ -115,10 +124,10 @@ impl Terminate {
             })?;
             let mut conn = Connection::Server(conn);
             handshake(&tcp, &mut conn).await?;
-            Ok(conn)
+            Ok((conn, chain.context.local_uri_sans.clone()))
         };
-        let conn = match monoio::time::timeout(self.timeout, handshake).await {
-            Ok(Ok(conn)) => conn,
+        let (conn, local) = match monoio::time::timeout(self.timeout, handshake).await {
+            Ok(Ok(done)) => done,
             Ok(Err(Failure::NoChain)) => {
                 self.listener.no_filter_chain_match.inc();
                 return None;
@@ -134,13 +143,18 @@ impl Terminate {
         };
         self.ssl.handshake.inc();
         count_session(&self.ssl, &conn);
+        let mut peer = None;
         if let Connection::Server(s) = &conn {
             if s.peer_certificates().is_none_or(|c| c.is_empty()) {
                 self.ssl.no_certificate.inc();
             }
+            // Read once here, while rustls holds it; the bridge keeps the session to itself.
+            // Envoy knows the SNI only through a tls_inspector listener filter.
+            let sni = s.server_name().filter(|_| self.tls.inspects_sni);
+            peer = Some(Box::new(TlsPeer::new(sni, s.peer_certificates(), local)));
         }
         let app = bridge(tcp, conn).ok()?;
-        Some((app, active?))
+        Some(Bridged { stream: app, active: active?, peer: peer.unwrap_or_default() })
     }
 }
 

@@ -39,6 +39,12 @@ pub enum Scope {
     NetLocalRateLimit(String),
     /// `connection_limit.<stat_prefix>`: a network connection limit.
     ConnectionLimit(String),
+    /// `http.<hcm>.rbac` of a connection manager's RBAC filter, or `http.<hcm>.rbac.<rules>` with
+    /// a `rules_stat_prefix` / `shadow_rules_stat_prefix`.
+    Rbac {
+        hcm: String,
+        rules: String,
+    },
 }
 
 impl Scope {
@@ -56,6 +62,8 @@ impl Scope {
             Scope::Tcp(p) => format!("tcp.{p}"),
             Scope::NetLocalRateLimit(p) => format!("local_rate_limit.{p}"),
             Scope::ConnectionLimit(p) => format!("connection_limit.{p}"),
+            Scope::Rbac { hcm, rules } if rules.is_empty() => format!("http.{hcm}.rbac"),
+            Scope::Rbac { hcm, rules } => format!("http.{hcm}.rbac.{rules}"),
         }
     }
 }
@@ -464,6 +472,22 @@ stat_block! {
     }
 }
 
+stat_block! {
+    /// `http.<stat_prefix>.rbac.[<rules_stat_prefix>.]*`: the enforced rules' decisions.
+    RbacStats {
+        allowed: Counter,
+        denied: Counter,
+    }
+}
+
+stat_block! {
+    /// `http.<stat_prefix>.rbac.[<shadow_rules_stat_prefix>.]*`: the shadow rules' decisions.
+    RbacShadowStats {
+        shadow_allowed: Counter,
+        shadow_denied: Counter,
+    }
+}
+
 impl HttpStats {
     pub fn response(&self, status: u16) -> &Counter {
         match status {
@@ -559,6 +583,9 @@ pub struct ShardStats {
     cors: RefCell<HashMap<String, Rc<CorsStats>>>,
     csrf: RefCell<HashMap<String, Rc<CsrfStats>>>,
     jwt_authn: RefCell<HashMap<String, Rc<JwtAuthnStats>>>,
+    /// Keyed by (connection manager prefix, rules prefix).
+    rbac: RefCell<HashMap<(String, String), Rc<RbacStats>>>,
+    rbac_shadow: RefCell<HashMap<(String, String), Rc<RbacShadowStats>>>,
     /// `ssl.*` of a listener or cluster scope, and `http.<prefix>.downstream_cx_ssl_*`.
     ssl: RefCell<HashMap<Scope, Rc<SslStats>>>,
     http_ssl: RefCell<HashMap<String, Rc<HttpSslStats>>>,
@@ -619,6 +646,16 @@ impl ShardStats {
     /// `http.<stat_prefix>.jwt_authn.*` of a connection manager.
     pub fn jwt_authn(&self, stat_prefix: &str) -> Rc<JwtAuthnStats> {
         self.jwt_authn.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
+    }
+
+    /// `http.<hcm>.rbac[.<rules>].{allowed,denied}`.
+    pub fn rbac(&self, hcm: &str, rules: &str) -> Rc<RbacStats> {
+        self.rbac.borrow_mut().entry((hcm.to_string(), rules.to_string())).or_default().clone()
+    }
+
+    /// `http.<hcm>.rbac[.<rules>].{shadow_allowed,shadow_denied}`.
+    pub fn rbac_shadow(&self, hcm: &str, rules: &str) -> Rc<RbacShadowStats> {
+        self.rbac_shadow.borrow_mut().entry((hcm.to_string(), rules.to_string())).or_default().clone()
     }
 
     /// `<scope>.ssl.*` (a `Scope::Listener` or `Scope::Cluster`); looked up per TLS connection,
@@ -692,6 +729,12 @@ impl ShardStats {
         }
         for (prefix, s) in self.jwt_authn.borrow().iter() {
             s.dump(&Scope::JwtAuthn(prefix.clone()), &mut out);
+        }
+        for ((hcm, rules), s) in self.rbac.borrow().iter() {
+            s.dump(&Scope::Rbac { hcm: hcm.clone(), rules: rules.clone() }, &mut out);
+        }
+        for ((hcm, rules), s) in self.rbac_shadow.borrow().iter() {
+            s.dump(&Scope::Rbac { hcm: hcm.clone(), rules: rules.clone() }, &mut out);
         }
         for (scope, s) in self.ssl.borrow().iter() {
             s.dump(scope, &mut out);

@@ -135,6 +135,14 @@ fn prometheus_name(e: &Entry) -> (String, Vec<(&'static str, String)>) {
             labels.push(("envoy_http_conn_manager_prefix", prefix.clone()));
             format!("envoy_http_jwt_authn_{metric}")
         }
+        Scope::Rbac { hcm, rules } => {
+            labels.push(("envoy_http_conn_manager_prefix", hcm.clone()));
+            if rules.is_empty() {
+                format!("envoy_http_rbac_{metric}")
+            } else {
+                format!("envoy_http_rbac_{rules}_{metric}")
+            }
+        }
         // Envoy extracts no tag from a root-level `<prefix>.http_local_rate_limit.*` name.
         Scope::LocalRateLimit(_) => format!("envoy_{}_{metric}", e.scope.prefix()),
         Scope::Tcp(prefix) => {

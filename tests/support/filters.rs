@@ -24,7 +24,20 @@ pub fn config(
     filters: &str,
     route_config: &str,
 ) -> String {
-    let head = super::hcm_bootstrap_head(port, admin, log, LOG_FORMAT);
+    config_logging(port, admin, log, upstream, filters, route_config, LOG_FORMAT)
+}
+
+/// `config` with its own access-log format.
+pub fn config_logging(
+    port: u16,
+    admin: u16,
+    log: &Path,
+    upstream: SocketAddr,
+    filters: &str,
+    route_config: &str,
+    log_format: &str,
+) -> String {
+    let head = super::hcm_bootstrap_head(port, admin, log, log_format);
     format!(
         r#"{head}                route_config:
 {rc}                http_filters:
@@ -45,6 +58,19 @@ pub fn config(
         rc = indent(route_config, 18),
         filters = indent(filters, 18),
     )
+}
+
+/// `skiff --mode validate` on `yaml`: whether it passed, and what it printed.
+pub fn validate(yaml: &str) -> (bool, String) {
+    let dir = super::scratch_dir("filters-validate");
+    let path = dir.join("envoy.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["--mode", "validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// Routes used when a test brings none: everything to `backend`.
@@ -69,6 +95,11 @@ pub fn req(path: &'static str) -> Req {
 
 pub fn req_with(path: &'static str, headers: &[(&'static str, &'static str)]) -> Req {
     Req { method: "GET", path, headers: headers.to_vec() }
+}
+
+/// A request with another method than GET (no body).
+pub fn req_method(method: &'static str, path: &'static str, headers: &[(&'static str, &'static str)]) -> Req {
+    Req { method, path, headers: headers.to_vec() }
 }
 
 /// What one proxy showed for a run.
