@@ -87,15 +87,16 @@ impl Cx {
     }
 }
 
-pub fn convert(raw: RawBootstrap) -> Res<Converted> {
+/// `raw` with the resources of `files` (the `dynamic_resources` files' contents) added to its
+/// static ones, as Envoy combines them; a problem in a file's resource has a path rooted in it.
+pub fn convert(raw: RawBootstrap, files: RawDynamicFiles) -> Res<Converted> {
     let mut cx = Cx::default();
     let root = FieldPath::default();
-    reject_present!(
-        root,
-        raw,
-        [dynamic_resources, hds_config],
-        "only static_resources are supported (no xDS yet)"
-    );
+    reject_present!(root, raw, [hds_config], "health discovery (HDS) needs a management server");
+    let mut xds = match raw.dynamic_resources {
+        Some(d) => dynamic_resources(root.key("dynamic_resources"), d)?,
+        None => Xds::default(),
+    };
     warn_present!(cx, root, raw, "bootstrap", [stats_sinks, overload_manager]);
 
     let admin = match raw.admin {
@@ -116,14 +117,36 @@ pub fn convert(raw: RawBootstrap) -> Res<Converted> {
         None => (Vec::new(), Vec::new()),
     };
     let sr = root.key("static_resources");
+    let (lds, cds) = (files.lds, files.cds);
+    if xds.lds.is_none() && lds.is_some() || xds.cds.is_none() && cds.is_some() {
+        return fail(root.key("dynamic_resources"), "a resource file was given without its config source");
+    }
+    let cds_path = FieldPath::doc(Doc::Cds).key("resources");
+    let lds_path = FieldPath::doc(Doc::Lds).key("resources");
 
     // Clusters first: routes refer to them, wherever they sit in the file.
     let cp = sr.key("clusters");
-    let mut clusters = Vec::with_capacity(clusters_raw.len());
-    for (i, c) in clusters_raw.into_iter().enumerate() {
-        let p = cp.idx(i);
+    let static_count = clusters_raw.len();
+    let dynamic_clusters = cds.map(|f| {
+        xds.cds_applied = Some(Applied { version_info: f.version_info, last_updated: f.received });
+        f.resources
+    });
+    let all_clusters = clusters_raw.into_iter().enumerate().map(|(i, c)| (cp.idx(i), c));
+    let all_clusters = all_clusters
+        .chain(dynamic_clusters.into_iter().flatten().enumerate().map(|(i, c)| (cds_path.idx(i), c)));
+    let mut clusters = Vec::with_capacity(static_count);
+    for (p, c) in all_clusters {
+        resource_type(&p, c.type_url.as_deref(), Doc::Cds)?;
         if !cx.clusters.insert(c.name.clone()) {
-            return fail(p.key("name"), format!("duplicate cluster name \"{}\"", c.name));
+            let why = if p.document().is_some() && clusters.len() >= static_count {
+                "; a static cluster cannot be replaced by a dynamic one"
+            } else {
+                ""
+            };
+            return fail(p.key("name"), format!("duplicate cluster name \"{}\"{why}", c.name));
+        }
+        if p.document().is_some() {
+            xds.dynamic_clusters.push(c.name.clone());
         }
         clusters.push(cluster(&mut cx, p, c)?);
     }
@@ -145,11 +168,26 @@ pub fn convert(raw: RawBootstrap) -> Res<Converted> {
     if let Some(a) = &admin {
         addresses.push((a.address, root.key("admin").key("address")));
     }
-    for (i, l) in listeners_raw.into_iter().enumerate() {
-        let p = lp.idx(i);
-        let name = l.name.clone().unwrap_or_else(|| format!("listener_{i}"));
+    let dynamic_listeners = lds.map(|f| {
+        xds.lds_applied = Some(Applied { version_info: f.version_info, last_updated: f.received });
+        f.resources
+    });
+    let all_listeners = listeners_raw.into_iter().enumerate().map(|(i, l)| (lp.idx(i), i, l));
+    let all_listeners = all_listeners
+        .chain(dynamic_listeners.into_iter().flatten().enumerate().map(|(i, l)| (lds_path.idx(i), i, l)));
+    for (p, i, l) in all_listeners {
+        resource_type(&p, l.type_url.as_deref(), Doc::Lds)?;
+        let name = match (&l.name, p.document()) {
+            (Some(name), _) => name.clone(),
+            (None, None) => format!("listener_{i}"),
+            // Envoy's LDS keys listeners by name: one without cannot be updated or removed.
+            (None, Some(_)) => return fail(p, "a listener from lds_config needs a name"),
+        };
         if !names.insert(name.clone()) {
             return fail(p.key("name"), format!("duplicate listener name \"{name}\""));
+        }
+        if p.document().is_some() {
+            xds.dynamic_listeners.push(name.clone());
         }
         let built = listener(&mut cx, p.clone(), name, l)?;
         let address = match &built {
@@ -176,9 +214,71 @@ pub fn convert(raw: RawBootstrap) -> Res<Converted> {
     }
 
     Ok(Converted {
-        bootstrap: Bootstrap { admin, listeners, clusters, tcp_listeners },
+        bootstrap: Bootstrap { admin, listeners, clusters, tcp_listeners, xds },
         warnings: cx.warnings,
     })
+}
+
+/// Checks a resource's `"@type"`: only a resource in a `dynamic_resources` file (an `Any`) has one,
+/// and there it must be the file's kind.
+fn resource_type(p: &FieldPath, type_url: Option<&str>, doc: Doc) -> Res<()> {
+    match (p.document(), type_url) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => {
+            fail(p.key("@type"), "\"@type\" belongs to a resource in a dynamic_resources file")
+        }
+        (Some(_), Some(t)) if t == doc.type_url() => Ok(()),
+        (Some(_), Some(t)) => fail(p.key("@type"), format!("expected \"{}\", got \"{t}\"", doc.type_url())),
+        (Some(_), None) => fail(p.clone(), format!("a resource needs \"@type\": {}", doc.type_url())),
+    }
+}
+
+/// `dynamic_resources`: the files to read listeners and clusters from. Only `path_config_source`
+/// (or v2 `path`): skiff speaks no gRPC or REST xDS.
+fn dynamic_resources(p: FieldPath, d: RawDynamic) -> Res<Xds> {
+    const NO_SERVER: &str = "skiff reads xDS resources from files only (path_config_source)";
+    reject_present!(p, d, [ads_config, lds_resources_locator, cds_resources_locator], NO_SERVER);
+    let mut xds = Xds::default();
+    // Clusters first, as Envoy checks them.
+    if let Some(c) = d.cds_config {
+        xds.cds = Some(config_source(p.key("cds_config"), c)?);
+    }
+    if let Some(c) = d.lds_config {
+        xds.lds = Some(config_source(p.key("lds_config"), c)?);
+    }
+    Ok(xds)
+}
+
+fn config_source(p: FieldPath, c: RawConfigSource) -> Res<PathSource> {
+    const NO_SERVER: &str = "skiff reads xDS resources from files only (path_config_source)";
+    reject_present!(p, c, [api_config_source, ads, self_source, authorities], NO_SERVER);
+    // initial_fetch_timeout: a file is read at once, there is nothing to wait for.
+    let _ = c.initial_fetch_timeout;
+    if let Some(v) = &c.resource_api_version {
+        if !v.eq_ignore_ascii_case("V3") && !v.eq_ignore_ascii_case("AUTO") {
+            return fail(p.key("resource_api_version"), format!("only V3 resources are supported, got {v}"));
+        }
+    }
+    let v2 = c.path.is_some();
+    let (path, watched_directory) = match (c.path_config_source, c.path) {
+        (Some(_), Some(_)) => return fail(p, "give either path_config_source (v3) or path (v2), not both"),
+        (Some(s), None) => (s.path, s.watched_directory.map(|w| w.path)),
+        (None, Some(path)) => (path, None),
+        (None, None) => return fail(p, format!("a config source needs path_config_source: {NO_SERVER}")),
+    };
+    if path.is_empty() {
+        return fail(p, "path_config_source.path is empty");
+    }
+    // As Envoy, which refuses to start on a file that is not there (an update can only replace
+    // one that is).
+    if !std::path::Path::new(&path).exists() {
+        let key = if v2 { p.key("path") } else { p.key("path_config_source").key("path") };
+        return fail(
+            key,
+            format!("paths must refer to an existing path in the system: '{path}' does not exist"),
+        );
+    }
+    Ok(PathSource { path: path.into(), watched_directory: watched_directory.map(Into::into) })
 }
 
 /// A tracing provider (HCM `tracing.provider` or bootstrap `tracing.http`). The name and the
@@ -436,7 +536,16 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
         if chain.use_proxy_proto == Some(true) {
             return fail(cp.key("use_proxy_proto"), "the PROXY protocol is not supported");
         }
-        let filters = chain.filters.unwrap_or_default();
+        let single = chain.filters.as_ref().is_some_and(|f| f.was_single);
+        let filters = chain.filters.map_or_else(Vec::new, |f| {
+            if f.was_single {
+                cx.warn(
+                    cp.key("filters"),
+                    "filters is a single mapping; Envoy expects a list. Accepted as a one-element list",
+                );
+            }
+            f.items
+        });
         if filters.len() != 1 {
             return fail(
                 cp.key("filters"),
@@ -447,7 +556,8 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
             );
         }
         for (j, f) in filters.into_iter().enumerate() {
-            let fp = cp.key("filters").idx(j);
+            // Single mapping: no index, as for filter_chains.
+            let fp = if single { cp.key("filters") } else { cp.key("filters").idx(j) };
             let (key, raw) = match (f.config, f.typed_config) {
                 (Some(_), Some(_)) => {
                     return fail(fp, "give either config (v2) or typed_config (v3), not both")

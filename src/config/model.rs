@@ -18,6 +18,57 @@ pub struct Bootstrap {
     /// Listeners whose network filter is `envoy.filters.network.tcp_proxy`. Listener names are
     /// unique across both lists.
     pub tcp_listeners: Vec<TcpListener>,
+    /// `dynamic_resources` from files, and which listeners and clusters came from them.
+    pub xds: Xds,
+}
+
+/// Which file a resource came from (defined with the field paths that point into it).
+pub use super::error::Doc;
+
+/// `path_config_source`: a file, re-read when it is replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathSource {
+    pub path: std::path::PathBuf,
+    /// `watched_directory.path`: the directory whose renames signal an update (a Kubernetes
+    /// ConfigMap's `..data` swap).
+    pub watched_directory: Option<std::path::PathBuf>,
+}
+
+/// The version of one applied resource file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub version_info: String,
+    /// When the file that holds this version was read.
+    pub last_updated: std::time::SystemTime,
+}
+
+/// `dynamic_resources` and what they contributed to this bootstrap.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Xds {
+    pub lds: Option<PathSource>,
+    pub cds: Option<PathSource>,
+    /// The applied version of each file (None: that file has contributed nothing yet).
+    pub lds_applied: Option<Applied>,
+    pub cds_applied: Option<Applied>,
+    /// Names of the listeners (HTTP and TCP) and clusters that came from the files.
+    pub dynamic_listeners: Vec<String>,
+    pub dynamic_clusters: Vec<String>,
+}
+
+impl Xds {
+    pub fn source(&self, doc: Doc) -> Option<&PathSource> {
+        match doc {
+            Doc::Lds => self.lds.as_ref(),
+            Doc::Cds => self.cds.as_ref(),
+        }
+    }
+
+    pub fn applied(&self, doc: Doc) -> Option<&Applied> {
+        match doc {
+            Doc::Lds => self.lds_applied.as_ref(),
+            Doc::Cds => self.cds_applied.as_ref(),
+        }
+    }
 }
 
 /// A listener that relays bytes to a cluster (`envoy.filters.network.tcp_proxy`).

@@ -437,7 +437,7 @@ impl<'de> Deserialize<'de> for ZipkinTypeUrl {
 pub struct RawBootstrap {
     pub admin: Option<RawAdmin>,
     pub static_resources: Option<RawStatic>,
-    pub dynamic_resources: Ign,
+    pub dynamic_resources: Option<RawDynamic>,
     pub node: Ign,
     pub layered_runtime: Ign,
     pub runtime: Ign,
@@ -453,6 +453,73 @@ pub struct RawBootstrap {
     pub flags_path: Ign,
     pub enable_dispatcher_stats: Ign,
     pub header_prefix: Ign,
+}
+
+/// `dynamic_resources`: only file-based sources are supported (`convert` rejects the others).
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawDynamic {
+    pub lds_config: Option<RawConfigSource>,
+    pub cds_config: Option<RawConfigSource>,
+    pub ads_config: Ign,
+    pub lds_resources_locator: Ign,
+    pub cds_resources_locator: Ign,
+}
+
+/// A `ConfigSource`, v3 `path_config_source` and v2 `path` side by side.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a config source mapping")]
+pub struct RawConfigSource {
+    pub path_config_source: Option<RawPathConfigSource>,
+    pub path: Option<String>,
+    pub resource_api_version: Option<String>,
+    pub initial_fetch_timeout: Option<Dur>,
+    pub api_config_source: Ign,
+    pub ads: Ign,
+    #[serde(rename = "self")]
+    pub self_source: Ign,
+    pub authorities: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a path_config_source mapping like {path: ...}")]
+pub struct RawPathConfigSource {
+    pub path: String,
+    pub watched_directory: Option<RawWatchedDirectory>,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a watched directory mapping like {path: ...}")]
+pub struct RawWatchedDirectory {
+    pub path: String,
+}
+
+/// A `dynamic_resources` file: a `DiscoveryResponse` whose resources are `T` (each carrying its
+/// `"@type"`, checked in `convert`).
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a DiscoveryResponse mapping like {resources: [...]}")]
+pub struct RawDiscoveryResponse<T> {
+    pub version_info: Option<String>,
+    pub resources: Option<Vec<T>>,
+    pub type_url: Option<String>,
+    pub nonce: Ign,
+    pub canary: Ign,
+    pub control_plane: Ign,
+}
+
+/// One parsed `dynamic_resources` file, with what `convert` copies into the model's `Xds`.
+#[derive(Debug)]
+pub struct RawFile<T> {
+    pub version_info: String,
+    pub received: std::time::SystemTime,
+    pub resources: Vec<T>,
+}
+
+/// The applied `dynamic_resources` files, None for a file that has contributed nothing.
+#[derive(Debug, Default)]
+pub struct RawDynamicFiles {
+    pub lds: Option<RawFile<RawListener>>,
+    pub cds: Option<RawFile<RawCluster>>,
 }
 
 #[derive(Debug, DeriveDeserialize)]
@@ -517,6 +584,9 @@ pub struct RawHostSocket {
 #[derive(Debug, DeriveDeserialize)]
 #[serde(deny_unknown_fields, expecting = "a listener mapping")]
 pub struct RawListener {
+    /// Only in a `dynamic_resources` file, where each resource is an `Any`.
+    #[serde(rename = "@type")]
+    pub type_url: Option<String>,
     pub name: Option<String>,
     pub address: RawBindAddress,
     pub filter_chains: Option<OneOrMany<RawFilterChain>>,
@@ -545,7 +615,7 @@ pub struct RawListener {
 #[derive(Debug, DeriveDeserialize)]
 #[serde(deny_unknown_fields, expecting = "a filter chain mapping")]
 pub struct RawFilterChain {
-    pub filters: Option<Vec<RawNetFilter>>,
+    pub filters: Option<OneOrMany<RawNetFilter>>,
     pub filter_chain_match: Option<RawFilterChainMatch>,
     pub transport_socket: Option<RawTransportSocket>,
     pub tls_context: Ign,
@@ -1230,6 +1300,9 @@ pub struct RawHeaderValue {
 #[derive(Debug, DeriveDeserialize)]
 #[serde(deny_unknown_fields, expecting = "a cluster mapping")]
 pub struct RawCluster {
+    /// Only in a `dynamic_resources` file, where each resource is an `Any`.
+    #[serde(rename = "@type")]
+    pub type_url: Option<String>,
     pub name: String,
     #[serde(rename = "type")]
     pub discovery: Option<Ci<DiscoveryType>>,

@@ -11,6 +11,7 @@
 
 pub mod health_check;
 pub mod shards;
+mod xds;
 
 pub use shards::Shards;
 
@@ -18,7 +19,8 @@ use crate::admin::{AdminState, ClusterMembership};
 use crate::cluster::breaker::Breaker;
 use crate::cluster::outlier::Detector;
 use crate::cluster::Resolved;
-use crate::config::{self, Bootstrap, DiscoveryType};
+use crate::config::dynamic::{DocText, DocTexts};
+use crate::config::{self, Bootstrap, DiscoveryType, Doc};
 use crate::dns::Resolver;
 use crate::listener::BoundListener;
 use crate::snapshot::Snapshot;
@@ -319,6 +321,9 @@ pub struct Control {
     shards: Shards,
     admin: Option<Arc<AdminState>>,
     telemetry: Telemetry,
+    /// The `dynamic_resources` files: the running config is `running_text` with their last
+    /// good texts, and a file update is a reload of that combination.
+    files: xds::Files,
 }
 
 #[derive(Debug)]
@@ -347,11 +352,21 @@ impl std::fmt::Display for StartError {
     }
 }
 
+/// What a warming config came from, to record once it is adopted or refused.
+enum Pending {
+    /// A changed bootstrap file.
+    Bootstrap {
+        text: String,
+        /// The same text was rejected before (a port still taken): report a new failure quietly.
+        retrying: bool,
+    },
+    /// A replaced `dynamic_resources` file.
+    File { doc: Doc, text: DocText },
+}
+
 /// A parsed config whose new clusters were resolved off the loop, ready to adopt.
 struct Warm {
-    text: String,
-    /// The same text was rejected before (a port still taken): report a new failure quietly.
-    retrying: bool,
+    pending: Pending,
     bootstrap: Arc<Bootstrap>,
     /// Per new cluster (`Control::new_clusters`), its first answers.
     fresh: Vec<Answers>,
@@ -377,7 +392,7 @@ impl Control {
         config_check_every: Duration,
         telemetry: Telemetry,
     ) -> Result<(Control, Arc<Snapshot>), StartError> {
-        let (text, loaded) = loaded;
+        let (text, mut loaded) = loaded;
         let mut control = Control {
             source,
             running_text: text,
@@ -398,7 +413,20 @@ impl Control {
             shards: Shards::default(),
             admin: None,
             telemetry,
+            files: xds::Files::new(&loaded.bootstrap.xds),
         };
+        // As Envoy's first fetch: clusters, then the listeners whose routes name them. A file
+        // that cannot be applied is counted and logged, and the server starts without it.
+        while let Some((doc, read)) = control.files.next_update() {
+            if let Some((text, next)) = control.try_file(doc, read) {
+                let version =
+                    next.bootstrap.xds.applied(doc).map(|a| a.version_info.clone()).unwrap_or_default();
+                let changed = dynamic_changed(doc, &loaded.bootstrap, &next.bootstrap);
+                control.files.succeeded(doc, text, &version, changed);
+                loaded = next;
+            }
+        }
+        control.bootstrap = Arc::new(loaded.bootstrap.clone());
         let bootstrap = Arc::new(loaded.bootstrap);
         let specs = control.new_clusters(&bootstrap);
         let resolver = control.resolver.clone();
@@ -554,9 +582,67 @@ impl Control {
     /// Reads the config file; a changed one that parses starts warming (its new clusters'
     /// first resolution, in a task that reports to `warmed`), a bad one is rejected now.
     fn check_config(&mut self, warmed: &UnboundedSender<Warm>) {
-        if !matches!(self.source, Source::File(_)) {
-            return;
+        if matches!(self.source, Source::File(_)) {
+            self.check_bootstrap(warmed);
         }
+        if !self.warming {
+            self.check_files(warmed);
+        }
+    }
+
+    /// Applies the first replaced `dynamic_resources` file, if any: a file that does not parse
+    /// or is invalid (alone or with the rest of the config) is counted and logged, and the last
+    /// good one keeps serving.
+    fn check_files(&mut self, warmed: &UnboundedSender<Warm>) {
+        let Some((doc, read)) = self.files.next_update() else { return };
+        let Some((text, loaded)) = self.try_file(doc, read) else { return };
+        self.warm(Pending::File { doc, text }, loaded, warmed);
+    }
+
+    /// `read` (a file update of `doc`) combined with the running bootstrap and the other files'
+    /// last good texts; None (counted and logged) when it cannot apply.
+    fn try_file(&mut self, doc: Doc, read: Result<DocText, String>) -> Option<(DocText, config::Loaded)> {
+        let prefix = doc.stat_prefix();
+        let text = match read {
+            Ok(t) => t,
+            Err(e) => {
+                log::warn!("{prefix}: cannot read the update, keeping the last good resources: {e}");
+                self.files.failed(doc, true);
+                return None;
+            }
+        };
+        let mut docs: DocTexts = self.files.good_for(&self.bootstrap.xds);
+        docs.set(doc, Some(text.clone()));
+        match config::load_with(&self.running_text, &self.source.origin(), &docs) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    log::warn!("{w}");
+                }
+                Some((text, loaded))
+            }
+            Err(r) => {
+                let what = if r.doc == Some(doc) && r.parse_failure { "failed" } else { "rejected" };
+                log::warn!("{prefix}: update {what}, keeping the last good resources: {}", r.error);
+                self.files.failed(doc, r.doc == Some(doc) && r.parse_failure);
+                None
+            }
+        }
+    }
+
+    /// Resolves `loaded`'s new clusters in a task that reports to `warmed`.
+    fn warm(&mut self, pending: Pending, loaded: config::Loaded, warmed: &UnboundedSender<Warm>) {
+        let bootstrap = Arc::new(loaded.bootstrap);
+        let specs = self.new_clusters(&bootstrap);
+        let (resolver, warmed) = (self.resolver.clone(), warmed.clone());
+        self.warming = true;
+        monoio::spawn(async move {
+            let fresh = resolve_all(specs, &resolver).await;
+            let _ = warmed.unbounded_send(Warm { pending, bootstrap, fresh });
+        });
+    }
+
+    /// The bootstrap file's part of `check_config`.
+    fn check_bootstrap(&mut self, warmed: &UnboundedSender<Warm>) {
         let text = match self.source.read() {
             Ok(t) => t,
             Err(e) => {
@@ -583,22 +669,20 @@ impl Control {
             }
             _ => false,
         };
-        match config::load_str(&text, &self.source.origin()) {
-            Err(e) => {
-                self.reload_outcome(text, retrying, Err(StartError::Config(e)));
+        // With the files' last good resources, where the new bootstrap names the same files.
+        let loaded =
+            config::load_str(&text, &self.source.origin()).map_err(|e| dynamic_error(None, e)).and_then(
+                |b| config::load_with(&text, &self.source.origin(), &self.files.good_for(&b.bootstrap.xds)),
+            );
+        match loaded {
+            Err(r) => {
+                self.reload_outcome(text, retrying, Err(StartError::Config(r.error)));
             }
             Ok(loaded) => {
                 for w in &loaded.warnings {
                     log::warn!("{w}");
                 }
-                let bootstrap = Arc::new(loaded.bootstrap);
-                let specs = self.new_clusters(&bootstrap);
-                let (resolver, warmed) = (self.resolver.clone(), warmed.clone());
-                self.warming = true;
-                monoio::spawn(async move {
-                    let fresh = resolve_all(specs, &resolver).await;
-                    let _ = warmed.unbounded_send(Warm { text, retrying, bootstrap, fresh });
-                });
+                self.warm(Pending::Bootstrap { text, retrying }, loaded, warmed);
             }
         }
     }
@@ -606,8 +690,41 @@ impl Control {
     /// Adopts a warmed config: its new clusters have their first answers (or failed).
     fn finish_reload(&mut self, warm: Warm) -> Option<Arc<Snapshot>> {
         self.warming = false;
+        let previous = self.bootstrap.clone();
         let result = self.adopt(warm.bootstrap, warm.fresh);
-        self.reload_outcome(warm.text, warm.retrying, result)
+        match warm.pending {
+            Pending::Bootstrap { text, retrying } => {
+                let snapshot = self.reload_outcome(text, retrying, result);
+                if snapshot.is_some() {
+                    self.files.reconfigure(&self.bootstrap.xds);
+                }
+                snapshot
+            }
+            Pending::File { doc, text } => {
+                let prefix = doc.stat_prefix();
+                match result {
+                    Ok(snapshot) => {
+                        let xds = &self.bootstrap.xds;
+                        let version = xds.applied(doc).map(|a| a.version_info.clone()).unwrap_or_default();
+                        let changed = dynamic_changed(doc, &previous, &self.bootstrap);
+                        log::info!(
+                            "{prefix}: applied {} (version \"{version}\", generation {})",
+                            text.origin,
+                            snapshot.generation
+                        );
+                        self.files.succeeded(doc, text, &version, changed);
+                        // Another file may have been replaced meanwhile: look now, not a period later.
+                        self.next_config_check = Instant::now();
+                        Some(snapshot)
+                    }
+                    Err(e) => {
+                        log::warn!("{prefix}: update rejected, keeping the last good resources: {e}");
+                        self.files.failed(doc, false);
+                        None
+                    }
+                }
+            }
+        }
     }
 
     fn reload_outcome(
@@ -661,6 +778,7 @@ impl Control {
     fn publish_membership(&self) {
         if let Some(admin) = &self.admin {
             admin.publish_membership(self.clusters.iter().map(ClusterHosts::membership).collect());
+            admin.publish_subscriptions(self.files.stats());
         }
     }
 
@@ -720,5 +838,24 @@ impl Control {
             }
             self.publish_membership();
         }
+    }
+}
+
+/// A config error found in the bootstrap (`doc` None) or a resource file.
+fn dynamic_error(doc: Option<Doc>, error: config::ConfigError) -> config::dynamic::Rejection {
+    config::dynamic::Rejection { doc, parse_failure: false, error }
+}
+
+/// Whether `after` has other resources from `doc`'s file than `before` (Envoy's CDS counts such
+/// updates in `config_reload`; an update that only restates the clusters is not one).
+fn dynamic_changed(doc: Doc, before: &Bootstrap, after: &Bootstrap) -> bool {
+    match doc {
+        Doc::Cds => {
+            let pick = |b: &Bootstrap| -> Vec<config::Cluster> {
+                b.clusters.iter().filter(|c| b.xds.dynamic_clusters.contains(&c.name)).cloned().collect()
+            };
+            pick(before) != pick(after)
+        }
+        Doc::Lds => before.xds.dynamic_listeners != after.xds.dynamic_listeners,
     }
 }

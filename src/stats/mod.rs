@@ -30,6 +30,8 @@ pub enum Scope {
     Fault(String),
     /// A `tcp_proxy`, by `stat_prefix`.
     Tcp(String),
+    /// A `dynamic_resources` subscription at the root: `listener_manager.lds`, `cluster_manager.cds`.
+    Subscription(&'static str),
 }
 
 impl Scope {
@@ -43,6 +45,7 @@ impl Scope {
             Scope::LocalRateLimit(p) => format!("{p}.http_local_rate_limit"),
             Scope::Fault(p) => format!("http.{p}.fault"),
             Scope::Tcp(p) => format!("tcp.{p}"),
+            Scope::Subscription(p) => p.to_string(),
         }
     }
 }
@@ -154,6 +157,8 @@ impl Dump for CodeCounters {
 pub enum Value {
     Counter(u64),
     Gauge(i64),
+    /// A gauge that holds a hash (a subscription's `version`): Envoy's gauges are unsigned.
+    GaugeU64(u64),
     /// Microseconds.
     Histogram(Box<Histogram<u64>>),
 }

@@ -35,6 +35,7 @@ impl Select<'_> {
             || match &e.value {
                 Value::Counter(v) => *v > 0,
                 Value::Gauge(v) => *v != 0,
+                Value::GaugeU64(v) => *v != 0,
                 Value::Histogram(h) => !h.is_empty(),
             }
     }
@@ -56,6 +57,9 @@ pub fn text(dump: &StatsDump, select: &Select<'_>) -> String {
                 let _ = writeln!(out, "{name}: {v}");
             }
             Value::Gauge(v) => {
+                let _ = writeln!(out, "{name}: {v}");
+            }
+            Value::GaugeU64(v) => {
                 let _ = writeln!(out, "{name}: {v}");
             }
             Value::Histogram(h) if h.is_empty() => {
@@ -84,6 +88,7 @@ pub fn json(dump: &StatsDump, select: &Select<'_>) -> String {
         match &e.value {
             Value::Counter(v) => stats.push(serde_json::json!({ "name": name, "value": v })),
             Value::Gauge(v) => stats.push(serde_json::json!({ "name": name, "value": v })),
+            Value::GaugeU64(v) => stats.push(serde_json::json!({ "name": name, "value": v })),
             Value::Histogram(h) => {
                 let values: Vec<_> = QUANTILES
                     .iter()
@@ -128,7 +133,7 @@ fn prometheus_name(e: &Entry) -> (String, Vec<(&'static str, String)>) {
             format!("envoy_http_fault_{metric}")
         }
         // Envoy extracts no tag from a root-level `<prefix>.http_local_rate_limit.*` name.
-        Scope::LocalRateLimit(_) => format!("envoy_{}_{metric}", e.scope.prefix()),
+        Scope::LocalRateLimit(_) | Scope::Subscription(_) => format!("envoy_{}_{metric}", e.scope.prefix()),
         Scope::Tcp(prefix) => {
             labels.push(("envoy_tcp_prefix", prefix.clone()));
             format!("envoy_tcp_{metric}")
@@ -181,7 +186,7 @@ pub fn prometheus(dump: &StatsDump, select: &Select<'_>) -> String {
         let (kind, lines) = families.entry(family.clone()).or_insert_with(|| {
             let kind = match e.value {
                 Value::Counter(_) => "counter",
-                Value::Gauge(_) => "gauge",
+                Value::Gauge(_) | Value::GaugeU64(_) => "gauge",
                 Value::Histogram(_) => "histogram",
             };
             (kind, Vec::new())
@@ -190,6 +195,7 @@ pub fn prometheus(dump: &StatsDump, select: &Select<'_>) -> String {
         match &e.value {
             Value::Counter(v) => lines.push(format!("{family}{} {v}", label_text(&labels, None))),
             Value::Gauge(v) => lines.push(format!("{family}{} {v}", label_text(&labels, None))),
+            Value::GaugeU64(v) => lines.push(format!("{family}{} {v}", label_text(&labels, None))),
             Value::Histogram(h) => {
                 for le in BUCKETS_MS {
                     let upto_us = (le * 1000.0) as u64;
