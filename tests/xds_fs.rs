@@ -396,3 +396,82 @@ fn the_test_hash_is_envoys() {
     assert_eq!(xxhash64(b""), 17_241_709_254_077_376_921);
     assert_eq!(xxhash64(b"v2"), 17_234_765_554_138_278_603);
 }
+
+/// A bootstrap with a static cluster and both files, the cluster file in JSON and named with the
+/// v2 `path:` form: the listener from the file routes to the static cluster and to a dynamic one;
+/// the file's cluster of the static one's name is ignored (the static one serves) and the update
+/// still succeeds, as in Envoy.
+fn combined(dir: &Path, port: u16, admin_port: u16, static_up: SocketAddr, dynamic_up: SocketAddr) -> String {
+    let endpoint = |name: &str, a: SocketAddr| {
+        format!(
+            r#"{{"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster", "name": "{name}", "load_assignment": {{"cluster_name": "{name}", "endpoints": [{{"lb_endpoints": [{{"endpoint": {{"address": {{"socket_address": {{"address": "{}", "port_value": {}}}}}}}}}]}}]}}}}"#,
+            a.ip(),
+            a.port()
+        )
+    };
+    let cds = format!(
+        "{{\"version_info\": \"j1\", \"resources\": [{}, {}]}}\n",
+        endpoint("static_one", dynamic_up),
+        endpoint("dyn_one", dynamic_up)
+    );
+    std::fs::write(dir.join("cds.json"), cds).expect("cds");
+    let lds = lds(port).replace(
+        "            routes:\n            - match:\n                prefix: \"/\"\n              route:\n                cluster: example_proxy_cluster",
+        "            routes:\n            - match:\n                prefix: \"/s\"\n              route:\n                cluster: static_one\n            - match:\n                prefix: \"/d\"\n              route:\n                cluster: dyn_one",
+    );
+    assert!(lds.contains("dyn_one"), "{lds}");
+    std::fs::write(dir.join("lds.yaml"), lds).expect("lds");
+    format!(
+        r#"node: {{id: id_1, cluster: test}}
+dynamic_resources:
+  cds_config: {{path: {dir}/cds.json}}
+  lds_config: {{path_config_source: {{path: {dir}/lds.yaml}}}}
+static_resources:
+  clusters:
+  - name: static_one
+    load_assignment:
+      cluster_name: static_one
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {}, port_value: {}}}}}}}}}]}}]
+admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin_port}}}}}}}
+"#,
+        static_up.ip(),
+        static_up.port(),
+        dir = dir.display()
+    )
+}
+
+#[test]
+fn static_and_dynamic_resources_combine_as_in_envoy() {
+    let (one, two) = (TestUpstream::echo_named("service1"), TestUpstream::echo_named("service2"));
+    let dir = scratch_dir("xds-fs-combined");
+    let port = support::free_port();
+    let skiff = Skiff::start(&combined(&dir, port, 0, one.addr, two.addr), &[]);
+    let listener = skiff.listener("listener_0");
+    let mut proxies = vec![("skiff", listener, skiff.admin())];
+    let envoy = binary_or_skip("static_and_dynamic_resources_combine_as_in_envoy").map(|bin| {
+        let envoy_dir = scratch_dir("xds-fs-combined-envoy");
+        Envoy::start(&bin, &envoy_dir, |port, admin_port| {
+            combined(&envoy_dir, port, admin_port, one.addr, two.addr)
+        })
+    });
+    if let Some(e) = &envoy {
+        proxies.push(("envoy", e.listener, e.admin));
+    }
+    for (name, listener, admin) in &proxies {
+        assert_eq!(get(*listener, "/s").first_line(), "service1", "{name}: the static cluster serves");
+        assert_eq!(get(*listener, "/d").first_line(), "service2", "{name}");
+        assert_eq!(stat(*admin, "cluster_manager.cds.update_success"), 1, "{name}");
+        assert_eq!(stat(*admin, "cluster_manager.cds.update_rejected"), 0, "{name}");
+        let dump = config_dump(*admin);
+        let clusters = dump_part(&dump, "ClustersConfigDump");
+        let names = |field: &str, key: &str| -> Vec<String> {
+            clusters[field]
+                .as_array()
+                .map(|a| a.iter().filter_map(|c| c[key]["name"].as_str().map(String::from)).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(names("static_clusters", "cluster"), ["static_one"], "{name}");
+        assert_eq!(names("dynamic_active_clusters", "cluster"), ["dyn_one"], "{name}");
+        assert_eq!(clusters["version_info"], "j1", "{name}");
+    }
+}

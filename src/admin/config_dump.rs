@@ -76,6 +76,15 @@ pub fn render_bootstrap(b: &Bootstrap) -> Value {
     }
 
     let mut bootstrap = Map::new();
+    let mut node = Map::new();
+    for (key, value) in [("id", &b.xds.node_id), ("cluster", &b.xds.node_cluster)] {
+        if !value.is_empty() {
+            node.insert(key.into(), value.clone().into());
+        }
+    }
+    if !node.is_empty() {
+        bootstrap.insert("node".into(), Value::Object(node));
+    }
     if let Some(a) = &b.admin {
         bootstrap.insert("admin".into(), admin(a));
     }

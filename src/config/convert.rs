@@ -97,6 +97,10 @@ pub fn convert(raw: RawBootstrap, files: RawDynamicFiles) -> Res<Converted> {
         Some(d) => dynamic_resources(root.key("dynamic_resources"), d)?,
         None => Xds::default(),
     };
+    if let Some(node) = raw.node {
+        xds.node_id = node.id.unwrap_or_default();
+        xds.node_cluster = node.cluster.unwrap_or_default();
+    }
     warn_present!(cx, root, raw, "bootstrap", [stats_sinks, overload_manager]);
 
     let admin = match raw.admin {
@@ -137,13 +141,16 @@ pub fn convert(raw: RawBootstrap, files: RawDynamicFiles) -> Res<Converted> {
     let mut clusters = Vec::with_capacity(static_count);
     for (p, c) in all_clusters {
         resource_type(&p, c.type_url.as_deref(), Doc::Cds)?;
+        let is_static = |name: &str| {
+            clusters[..static_count.min(clusters.len())].iter().any(|s: &Cluster| s.name == name)
+        };
+        if p.document().is_some() && is_static(&c.name) {
+            // Envoy's cluster manager keeps a static cluster and applies the rest of the update.
+            cx.warn(p.key("name"), format!("cluster \"{}\" is static: this one is ignored", c.name));
+            continue;
+        }
         if !cx.clusters.insert(c.name.clone()) {
-            let why = if p.document().is_some() && clusters.len() >= static_count {
-                "; a static cluster cannot be replaced by a dynamic one"
-            } else {
-                ""
-            };
-            return fail(p.key("name"), format!("duplicate cluster name \"{}\"{why}", c.name));
+            return fail(p.key("name"), format!("duplicate cluster name \"{}\"", c.name));
         }
         if p.document().is_some() {
             xds.dynamic_clusters.push(c.name.clone());

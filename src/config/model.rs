@@ -50,6 +50,10 @@ pub struct Xds {
     /// The applied version of each file (None: that file has contributed nothing yet).
     pub lds_applied: Option<Applied>,
     pub cds_applied: Option<Applied>,
+    /// The bootstrap's `node.id` and `node.cluster` (empty when not given): Envoy needs both, or
+    /// their command-line forms, to subscribe to anything.
+    pub node_id: String,
+    pub node_cluster: String,
     /// Names of the listeners (HTTP and TCP) and clusters that came from the files.
     pub dynamic_listeners: Vec<String>,
     pub dynamic_clusters: Vec<String>,

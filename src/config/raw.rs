@@ -438,7 +438,7 @@ pub struct RawBootstrap {
     pub admin: Option<RawAdmin>,
     pub static_resources: Option<RawStatic>,
     pub dynamic_resources: Option<RawDynamic>,
-    pub node: Ign,
+    pub node: Option<RawNode>,
     pub layered_runtime: Ign,
     pub runtime: Ign,
     pub cluster_manager: Ign,
@@ -453,6 +453,16 @@ pub struct RawBootstrap {
     pub flags_path: Ign,
     pub enable_dispatcher_stats: Ign,
     pub header_prefix: Ign,
+}
+
+/// `node`: skiff reads its id and cluster (which `dynamic_resources` require, as in Envoy). Its
+/// other fields describe the node to a management server, which skiff never talks to, so unknown
+/// ones are let through rather than listed.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(expecting = "a node mapping like {id, cluster}")]
+pub struct RawNode {
+    pub id: Option<String>,
+    pub cluster: Option<String>,
 }
 
 /// `dynamic_resources`: only file-based sources are supported (`convert` rejects the others).
