@@ -13,7 +13,7 @@ use envoy::{admin_get, binary_or_skip, parse_stats, Envoy};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use support::{eventually, get, scratch_dir, Skiff, TestUpstream};
+use support::{eventually, get, indent, scratch_dir, Skiff, TestUpstream};
 
 fn example(file: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/xds-fs").join(file);
@@ -400,8 +400,25 @@ fn the_test_hash_is_envoys() {
 /// A bootstrap with a static cluster and both files, the cluster file in JSON and named with the
 /// v2 `path:` form: the listener from the file routes to the static cluster and to a dynamic one;
 /// the file's cluster of the static one's name is ignored (the static one serves) and the update
-/// still succeeds, as in Envoy.
-fn combined(dir: &Path, port: u16, admin_port: u16, static_up: SocketAddr, dynamic_up: SocketAddr) -> String {
+/// still succeeds, as in Envoy; so is the listener file's `edge`, a static listener's name (on
+/// `edge_port`, answering 200 directly).
+fn combined(dir: &Path, ports: (u16, u16, u16), static_up: SocketAddr, dynamic_up: SocketAddr) -> String {
+    let (port, edge_port, admin_port) = ports;
+    let edge = |port: u16, status: u16| {
+        format!(
+            r#"  name: edge
+  address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: edge
+        http_filters: [{{name: envoy.filters.http.router, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}}}]
+        route_config: {{virtual_hosts: [{{name: a, domains: ["*"], routes: [{{match: {{prefix: /}}, direct_response: {{status: {status}}}}}]}}]}}
+"#
+        )
+    };
     let endpoint = |name: &str, a: SocketAddr| {
         format!(
             r#"{{"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster", "name": "{name}", "load_assignment": {{"cluster_name": "{name}", "endpoints": [{{"lb_endpoints": [{{"endpoint": {{"address": {{"socket_address": {{"address": "{}", "port_value": {}}}}}}}}}]}}]}}}}"#,
@@ -420,14 +437,18 @@ fn combined(dir: &Path, port: u16, admin_port: u16, static_up: SocketAddr, dynam
         "            routes:\n            - match:\n                prefix: \"/s\"\n              route:\n                cluster: static_one\n            - match:\n                prefix: \"/d\"\n              route:\n                cluster: dyn_one",
     );
     assert!(lds.contains("dyn_one"), "{lds}");
-    std::fs::write(dir.join("lds.yaml"), lds).expect("lds");
+    let dynamic_edge =
+        format!("- \"@type\": type.googleapis.com/envoy.config.listener.v3.Listener\n{}", edge(0, 418));
+    std::fs::write(dir.join("lds.yaml"), lds + &dynamic_edge).expect("lds");
+    let static_edge = indent(&format!("- {}", edge(edge_port, 200).trim_start()), 2);
     format!(
         r#"node: {{id: id_1, cluster: test}}
 dynamic_resources:
   cds_config: {{path: {dir}/cds.json}}
   lds_config: {{path_config_source: {{path: {dir}/lds.yaml}}}}
 static_resources:
-  clusters:
+  listeners:
+{static_edge}  clusters:
   - name: static_one
     load_assignment:
       cluster_name: static_one
@@ -444,20 +465,25 @@ admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin_por
 fn static_and_dynamic_resources_combine_as_in_envoy() {
     let (one, two) = (TestUpstream::echo_named("service1"), TestUpstream::echo_named("service2"));
     let dir = scratch_dir("xds-fs-combined");
-    let port = support::free_port();
-    let skiff = Skiff::start(&combined(&dir, port, 0, one.addr, two.addr), &[]);
+    let ports = (support::free_port(), support::free_port(), 0);
+    let skiff = Skiff::start(&combined(&dir, ports, one.addr, two.addr), &[]);
     let listener = skiff.listener("listener_0");
-    let mut proxies = vec![("skiff", listener, skiff.admin())];
+    let mut proxies = vec![("skiff", listener, skiff.admin(), ports.1)];
+    let envoy_edge = support::free_port();
     let envoy = binary_or_skip("static_and_dynamic_resources_combine_as_in_envoy").map(|bin| {
         let envoy_dir = scratch_dir("xds-fs-combined-envoy");
         Envoy::start(&bin, &envoy_dir, |port, admin_port| {
-            combined(&envoy_dir, port, admin_port, one.addr, two.addr)
+            combined(&envoy_dir, (port, envoy_edge, admin_port), one.addr, two.addr)
         })
     });
     if let Some(e) = &envoy {
-        proxies.push(("envoy", e.listener, e.admin));
+        proxies.push(("envoy", e.listener, e.admin, envoy_edge));
     }
-    for (name, listener, admin) in &proxies {
+    for (name, listener, admin, edge_port) in &proxies {
+        let edge = SocketAddr::from(([127, 0, 0, 1], *edge_port));
+        assert_eq!(get(edge, "/").status, 200, "{name}: the static listener serves");
+        assert_eq!(stat(*admin, "listener_manager.lds.update_success"), 1, "{name}");
+        assert_eq!(stat(*admin, "listener_manager.lds.update_rejected"), 0, "{name}");
         assert_eq!(get(*listener, "/s").first_line(), "service1", "{name}: the static cluster serves");
         assert_eq!(get(*listener, "/d").first_line(), "service2", "{name}");
         assert_eq!(stat(*admin, "cluster_manager.cds.update_success"), 1, "{name}");
@@ -473,5 +499,16 @@ fn static_and_dynamic_resources_combine_as_in_envoy() {
         assert_eq!(names("static_clusters", "cluster"), ["static_one"], "{name}");
         assert_eq!(names("dynamic_active_clusters", "cluster"), ["dyn_one"], "{name}");
         assert_eq!(clusters["version_info"], "j1", "{name}");
+        let listeners = dump_part(&dump, "ListenersConfigDump");
+        let dynamic: Vec<&str> = listeners["dynamic_listeners"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|l| l.get("active_state").is_some())
+                    .filter_map(|l| l["name"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(dynamic, ["listener_0"], "{name}");
     }
 }

@@ -182,6 +182,7 @@ pub fn convert(raw: RawBootstrap, files: RawDynamicFiles) -> Res<Converted> {
     let all_listeners = listeners_raw.into_iter().enumerate().map(|(i, l)| (lp.idx(i), i, l));
     let all_listeners = all_listeners
         .chain(dynamic_listeners.into_iter().flatten().enumerate().map(|(i, l)| (lds_path.idx(i), i, l)));
+    let mut static_listeners = HashSet::new();
     for (p, i, l) in all_listeners {
         resource_type(&p, l.type_url.as_deref(), Doc::Lds)?;
         let name = match (&l.name, p.document()) {
@@ -190,11 +191,18 @@ pub fn convert(raw: RawBootstrap, files: RawDynamicFiles) -> Res<Converted> {
             // Envoy's LDS keys listeners by name: one without cannot be updated or removed.
             (None, Some(_)) => return fail(p, "a listener from lds_config needs a name"),
         };
+        if p.document().is_some() && static_listeners.contains(&name) {
+            // Envoy's listener manager keeps a static listener and applies the rest of the update.
+            cx.warn(p.key("name"), format!("listener \"{name}\" is static: this one is ignored"));
+            continue;
+        }
         if !names.insert(name.clone()) {
             return fail(p.key("name"), format!("duplicate listener name \"{name}\""));
         }
         if p.document().is_some() {
             xds.dynamic_listeners.push(name.clone());
+        } else {
+            static_listeners.insert(name.clone());
         }
         let built = listener(&mut cx, p.clone(), name, l)?;
         let address = match &built {

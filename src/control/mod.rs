@@ -615,7 +615,8 @@ impl Control {
         docs.set(doc, Some(text.clone()));
         match config::load_with(&self.running_text, &self.source.origin(), &docs) {
             Ok(loaded) => {
-                for w in &loaded.warnings {
+                // The bootstrap's and the other files' warnings were logged when they loaded.
+                for w in loaded.warnings.iter().filter(|w| w.starts_with(&format!("{}:", text.origin))) {
                     log::warn!("{w}");
                 }
                 Some((text, loaded))
