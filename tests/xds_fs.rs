@@ -102,7 +102,9 @@ fn config_dump(admin: SocketAddr) -> serde_json::Value {
 fn dump_part<'a>(dump: &'a serde_json::Value, kind: &str) -> &'a serde_json::Value {
     dump["configs"]
         .as_array()
-        .and_then(|c| c.iter().find(|c| c["@type"].as_str().is_some_and(|t| t.ends_with(kind))))
+        .and_then(|c| {
+            c.iter().find(|c| c["@type"].as_str().is_some_and(|t| t.ends_with(&format!(".{kind}"))))
+        })
         .unwrap_or_else(|| panic!("no {kind} in {dump}"))
 }
 
@@ -404,20 +406,11 @@ fn the_test_hash_is_envoys() {
 /// `edge_port`, answering 200 directly).
 fn combined(dir: &Path, ports: (u16, u16, u16), static_up: SocketAddr, dynamic_up: SocketAddr) -> String {
     let (port, edge_port, admin_port) = ports;
-    let edge = |port: u16, status: u16| {
-        format!(
-            r#"  name: edge
-  address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
-  filter_chains:
-  - filters:
-    - name: envoy.filters.network.http_connection_manager
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-        stat_prefix: edge
-        http_filters: [{{name: envoy.filters.http.router, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}}}]
-        route_config: {{virtual_hosts: [{{name: a, domains: ["*"], routes: [{{match: {{prefix: /}}, direct_response: {{status: {status}}}}}]}}]}}
-"#
-        )
+    let edge = |type_url: Option<&str>, port: u16, status: u16| {
+        let routes = format!(
+            r#"route_config: {{virtual_hosts: [{{name: a, domains: ["*"], routes: [{{match: {{prefix: /}}, direct_response: {{status: {status}}}}}]}}]}}"#
+        );
+        listener_item(type_url, "edge", port, "edge", &routes)
     };
     let endpoint = |name: &str, a: SocketAddr| {
         format!(
@@ -437,10 +430,9 @@ fn combined(dir: &Path, ports: (u16, u16, u16), static_up: SocketAddr, dynamic_u
         "            routes:\n            - match:\n                prefix: \"/s\"\n              route:\n                cluster: static_one\n            - match:\n                prefix: \"/d\"\n              route:\n                cluster: dyn_one",
     );
     assert!(lds.contains("dyn_one"), "{lds}");
-    let dynamic_edge =
-        format!("- \"@type\": type.googleapis.com/envoy.config.listener.v3.Listener\n{}", edge(0, 418));
+    let dynamic_edge = edge(Some("type.googleapis.com/envoy.config.listener.v3.Listener"), 0, 418);
     std::fs::write(dir.join("lds.yaml"), lds + &dynamic_edge).expect("lds");
-    let static_edge = indent(&format!("- {}", edge(edge_port, 200).trim_start()), 2);
+    let static_edge = indent(&edge(None, edge_port, 200), 2);
     format!(
         r#"node: {{id: id_1, cluster: test}}
 dynamic_resources:
@@ -510,5 +502,110 @@ fn static_and_dynamic_resources_combine_as_in_envoy() {
             })
             .unwrap_or_default();
         assert_eq!(dynamic, ["listener_0"], "{name}");
+    }
+}
+
+/// A route configuration file named by a static listener's `rds`, answering `status` directly,
+/// under `name`, as `version`.
+fn rds_file(name: &str, status: u16, version: &str) -> String {
+    format!(
+        r#"version_info: "{version}"
+resources:
+- "@type": type.googleapis.com/envoy.config.route.v3.RouteConfiguration
+  name: {name}
+  virtual_hosts: [{{name: a, domains: ["*"], routes: [{{match: {{prefix: /}}, direct_response: {{status: {status}}}}}]}}]
+"#
+    )
+}
+
+fn rds_bootstrap(dir: &Path, port: u16, admin_port: u16) -> String {
+    let routes = format!(
+        "rds:\n  route_config_name: local_route\n  config_source: {{path_config_source: {{path: {}/rds.yaml}}, resource_api_version: V3}}",
+        dir.display()
+    );
+    format!(
+        "node: {{id: id_1, cluster: test}}\nstatic_resources:\n  listeners:\n{}admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin_port}}}}}}}\n",
+        indent(&listener_item(None, "main", port, "st", &routes), 2)
+    )
+}
+
+/// A listener as a list item at column 0 (first key its `"@type"` when given, as in a resource
+/// file) whose connection manager (`stat_prefix`, the router) ends with `routes`: its
+/// `route_config` or `rds`, written at column 0.
+fn listener_item(type_url: Option<&str>, name: &str, port: u16, stat_prefix: &str, routes: &str) -> String {
+    let head = type_url.map_or(String::from("- "), |t| format!("- \"@type\": {t}\n  "));
+    format!(
+        r#"{head}name: {name}
+  address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: {stat_prefix}
+        http_filters: [{{name: envoy.filters.http.router, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}}}]
+{}"#,
+        indent(routes, 8)
+    )
+}
+
+/// RDS from a file beside Envoy: the route configuration serves, a file without the named one is
+/// rejected (the old routes serve), a renamed good one applies; `http.<prefix>.rds.<name>.*` and
+/// `dynamic_route_configs` as Envoy's.
+#[test]
+fn routes_from_a_file_follow_renames_as_in_envoy() {
+    let dir = scratch_dir("xds-fs-rds");
+    std::fs::write(dir.join("rds.yaml"), rds_file("local_route", 201, "r1")).expect("rds");
+    let port = support::free_port();
+    let skiff = Skiff::start(&rds_bootstrap(&dir, port, 0), &[]);
+    let mut proxies = vec![("skiff", skiff.listener("main"), skiff.admin(), dir.clone())];
+    let envoy = binary_or_skip("routes_from_a_file_follow_renames_as_in_envoy").map(|bin| {
+        let envoy_dir = scratch_dir("xds-fs-rds-envoy");
+        let e = Envoy::start(&bin, &envoy_dir, |port, admin_port| {
+            std::fs::write(envoy_dir.join("rds.yaml"), rds_file("local_route", 201, "r1")).expect("rds");
+            rds_bootstrap(&envoy_dir, port, admin_port)
+        });
+        (e, envoy_dir)
+    });
+    if let Some((e, d)) = &envoy {
+        proxies.push(("envoy", e.listener, e.admin, d.clone()));
+    }
+    let prefix = "http.st.rds.local_route";
+    let steps = [
+        (rds_file("other", 202, "r2"), 201, (2, 1, 1)),
+        (rds_file("local_route", 203, "r3"), 203, (3, 2, 1)),
+    ];
+    for (name, listener, admin, _) in &proxies {
+        assert_eq!(get(*listener, "/").status, 201, "{name}");
+        assert_eq!(stat(*admin, &format!("{prefix}.update_success")), 1, "{name}");
+    }
+    for (i, (text, status, (attempts, successes, rejections))) in steps.iter().enumerate() {
+        for (_, _, _, d) in &proxies {
+            replace(&d.join("rds.yaml"), text);
+        }
+        for (name, listener, admin, _) in &proxies {
+            assert!(
+                eventually(Duration::from_secs(5), || stat(*admin, &format!("{prefix}.update_attempt"))
+                    == *attempts),
+                "step {i}: {name}\n{}",
+                skiff.log()
+            );
+            assert_eq!(get(*listener, "/").status, *status, "step {i}: {name}");
+            assert_eq!(stat(*admin, &format!("{prefix}.update_success")), *successes, "step {i}: {name}");
+            assert_eq!(stat(*admin, &format!("{prefix}.update_rejected")), *rejections, "step {i}: {name}");
+        }
+    }
+    assert!(skiff.log().contains("no route configuration named \"local_route\""), "{}", skiff.log());
+    for (name, _, admin, _) in &proxies {
+        assert_eq!(stat(*admin, &format!("{prefix}.version")), xxhash64(b"r3"), "{name}");
+        let dump = config_dump(*admin);
+        let routes = dump_part(&dump, "RoutesConfigDump");
+        let dynamic = &routes["dynamic_route_configs"][0];
+        assert_eq!(dynamic["version_info"], "r3", "{name}: {routes}");
+        assert_eq!(dynamic["route_config"]["name"], "local_route", "{name}");
+        assert!(dynamic["last_updated"].is_string(), "{name}");
+        let listener = &dump_part(&dump, "ListenersConfigDump")["static_listeners"][0]["listener"];
+        let hcm = &listener["filter_chains"][0]["filters"][0]["typed_config"];
+        assert_eq!(hcm["rds"]["route_config_name"], "local_route", "{name}");
     }
 }

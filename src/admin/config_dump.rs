@@ -143,29 +143,54 @@ pub fn render_bootstrap(b: &Bootstrap) -> Value {
     let static_route_configs: Vec<Value> = b
         .listeners
         .iter()
+        .filter(|l| l.hcm.rds.is_none())
         .map(|l| json!({ "route_config": with_type(ROUTE_CONFIG, &route_config(&l.hcm.route_config)) }))
         .collect();
+    // Route configurations from files, each once however many connection managers name it.
+    let mut dynamic_route_configs: Vec<Value> = Vec::new();
+    let mut seen = Vec::new();
+    for (h, r) in b.listeners.iter().filter_map(|l| l.hcm.rds.as_ref().map(|r| (&l.hcm, r))) {
+        let key = (&r.source.path, &r.route_config_name);
+        if r.applied.is_none() || seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
+        let mut m = Map::new();
+        version_info(&mut m, r.applied.as_ref());
+        m.insert("route_config".into(), with_type(ROUTE_CONFIG, &route_config(&h.route_config)));
+        last_updated(&mut m, r.applied.as_ref());
+        dynamic_route_configs.push(Value::Object(m));
+    }
+    let mut routes_dump = Map::new();
+    routes_dump.insert("@type".into(), ROUTES_DUMP.into());
+    routes_dump.insert("static_route_configs".into(), static_route_configs.into());
+    if !dynamic_route_configs.is_empty() {
+        routes_dump.insert("dynamic_route_configs".into(), dynamic_route_configs.into());
+    }
 
     json!({
         "configs": [
             { "@type": BOOTSTRAP_DUMP, "bootstrap": Value::Object(bootstrap) },
             Value::Object(clusters_dump),
             Value::Object(listeners_dump),
-            { "@type": ROUTES_DUMP, "static_route_configs": static_route_configs },
+            Value::Object(routes_dump),
         ]
     })
 }
 
+/// A file `ConfigSource`, v3 spelling.
+fn path_source(s: &PathSource) -> Value {
+    let mut p = Map::new();
+    p.insert("path".into(), s.path.display().to_string().into());
+    if let Some(d) = &s.watched_directory {
+        p.insert("watched_directory".into(), json!({ "path": d.display().to_string() }));
+    }
+    json!({ "path_config_source": p, "resource_api_version": "V3" })
+}
+
 /// The bootstrap's `dynamic_resources`, as written (v3 spelling).
 fn dynamic_resources(xds: &Xds) -> Value {
-    let source = |s: &PathSource| {
-        let mut p = Map::new();
-        p.insert("path".into(), s.path.display().to_string().into());
-        if let Some(d) = &s.watched_directory {
-            p.insert("watched_directory".into(), json!({ "path": d.display().to_string() }));
-        }
-        json!({ "path_config_source": p, "resource_api_version": "V3" })
-    };
+    let source = path_source;
     let mut m = Map::new();
     if let Some(s) = &xds.lds {
         m.insert("lds_config".into(), source(s));
@@ -380,7 +405,18 @@ fn hcm(h: &HttpConnectionManager) -> Value {
     let mut m = Map::new();
     m.insert("@type".into(), HCM.into());
     m.insert("stat_prefix".into(), h.stat_prefix.as_str().into());
-    m.insert("route_config".into(), route_config(&h.route_config));
+    match &h.rds {
+        Some(r) => {
+            let source = path_source(&r.source);
+            m.insert(
+                "rds".into(),
+                json!({ "route_config_name": r.route_config_name, "config_source": source }),
+            );
+        }
+        None => {
+            m.insert("route_config".into(), route_config(&h.route_config));
+        }
+    }
     let filters: Vec<Value> = h
         .http_filters
         .iter()

@@ -50,11 +50,12 @@ pub struct AdminState {
     subscriptions: Mutex<Vec<SubscriptionStats>>,
 }
 
-/// Envoy's `<listener_manager.lds|cluster_manager.cds>.*` for one resource file.
+/// Envoy's subscription stats for one resource file (`listener_manager.lds.*`,
+/// `cluster_manager.cds.*`, or per connection manager `http.<prefix>.rds.<name>.*`).
 #[derive(Debug, Clone, Default)]
 pub struct SubscriptionStats {
-    /// `listener_manager.lds` or `cluster_manager.cds`.
-    pub prefix: &'static str,
+    /// `listener_manager.lds`, `cluster_manager.cds` or `http.<stat_prefix>.rds.<route_config_name>`.
+    pub prefix: String,
     pub update_attempt: u64,
     pub update_success: u64,
     pub update_failure: u64,
@@ -63,9 +64,11 @@ pub struct SubscriptionStats {
     pub update_time: i64,
     /// xxHash64 of the applied `version_info`, as Envoy's `version` gauge.
     pub version: u64,
-    /// CDS only (None for LDS, as Envoy makes these for the cluster manager's subscription alone):
-    /// successes that changed a cluster, and the time of the last one.
+    /// CDS and RDS (None for LDS, where Envoy makes none): successes that changed a resource,
+    /// and the time of the last one.
     pub config_reload: Option<(u64, i64)>,
+    /// RDS only: `update_empty` (a file is never an empty update: always 0).
+    pub update_empty: Option<u64>,
 }
 
 /// The control thread's part of `cluster.<name>.*`.
@@ -134,7 +137,10 @@ impl AdminState {
             own.push(scope, "update_failure", Value::Counter(m.update_failure));
         }
         for s in lock(&self.subscriptions).iter() {
-            let scope = Scope::Subscription(s.prefix);
+            let scope = Scope::Subscription(s.prefix.clone());
+            if let Some(empty) = s.update_empty {
+                own.push(scope.clone(), "update_empty", Value::Counter(empty));
+            }
             own.push(scope.clone(), "init_fetch_timeout", Value::Counter(0));
             own.push(scope.clone(), "update_attempt", Value::Counter(s.update_attempt));
             own.push(scope.clone(), "update_failure", Value::Counter(s.update_failure));

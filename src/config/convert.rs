@@ -60,6 +60,20 @@ struct Cx {
     bootstrap_tracer: Option<ZipkinConfig>,
     /// How many HCMs have a `tracing` block, to warn when the bootstrap's provider applies to none.
     hcm_tracing_blocks: usize,
+    /// Route configuration files, `Doc::Rds(index)`.
+    rds_files: Vec<RdsFile>,
+    /// Route configurations converted from them, by (file index, name): several connection
+    /// managers may name the same one.
+    rds_done: Vec<(usize, String, RouteConfig)>,
+    /// Every `rds` source the connection managers name, each once.
+    rds_sources: Vec<PathSource>,
+}
+
+/// A route configuration file: its resources are taken as they are converted.
+struct RdsFile {
+    path: String,
+    applied: Applied,
+    resources: Vec<Option<RawRouteConfig>>,
 }
 
 impl Cx {
@@ -90,7 +104,16 @@ impl Cx {
 /// `raw` with the resources of `files` (the `dynamic_resources` files' contents) added to its
 /// static ones, as Envoy combines them; a problem in a file's resource has a path rooted in it.
 pub fn convert(raw: RawBootstrap, files: RawDynamicFiles) -> Res<Converted> {
-    let mut cx = Cx::default();
+    let rds_files = files
+        .rds
+        .into_iter()
+        .map(|(path, f)| RdsFile {
+            path,
+            applied: Applied { version_info: f.version_info, last_updated: f.received },
+            resources: f.resources.into_iter().map(Some).collect(),
+        })
+        .collect();
+    let mut cx = Cx { rds_files, ..Cx::default() };
     let root = FieldPath::default();
     reject_present!(root, raw, [hds_config], "health discovery (HDS) needs a management server");
     let mut xds = match raw.dynamic_resources {
@@ -229,7 +252,13 @@ pub fn convert(raw: RawBootstrap, files: RawDynamicFiles) -> Res<Converted> {
     }
 
     Ok(Converted {
-        bootstrap: Bootstrap { admin, listeners, clusters, tcp_listeners, xds },
+        bootstrap: Bootstrap {
+            admin,
+            listeners,
+            clusters,
+            tcp_listeners,
+            xds: Xds { rds: cx.rds_sources, ..xds },
+        },
         warnings: cx.warnings,
     })
 }
@@ -721,7 +750,7 @@ fn hcm(
     direction: Option<TrafficDirection>,
     listener_port: u16,
 ) -> Res<HttpConnectionManager> {
-    reject_present!(p, h, [rds, scoped_routes], "only an inline route_config is supported (no RDS yet)");
+    reject_present!(p, h, [scoped_routes], "only an inline route_config or rds from a file is supported");
     reject_present!(p, h, [http2_protocol_options, http3_protocol_options], "skiff speaks HTTP/1.1 only");
     warn_present!(
         cx,
@@ -755,9 +784,7 @@ fn hcm(
     let Some(stat_prefix) = h.stat_prefix else {
         return fail(p, "stat_prefix is required");
     };
-    let Some(rc) = h.route_config else {
-        return fail(p, "route_config is required (RDS is not supported)");
-    };
+
     let server_name = h.server_name.unwrap_or_else(|| "envoy".to_string());
     no_crlf(p.key("server_name"), &server_name)?;
     let strip_host_port = match (h.strip_matching_host_port, h.strip_any_host_port) {
@@ -771,7 +798,20 @@ fn hcm(
         (_, Some(true)) => StripHostPort::Any,
         _ => StripHostPort::No,
     };
-    let mut route_config = route_config(cx, p.key("route_config"), rc)?;
+    let (mut route_config, rds) = match (h.route_config, h.rds) {
+        (Some(_), Some(_)) => return fail(p, "give either route_config or rds, not both"),
+        (Some(rc), None) => {
+            if rc.type_url.is_some() {
+                return fail(
+                    p.key("route_config").key("@type"),
+                    "\"@type\" belongs to a resource in a route configuration file",
+                );
+            }
+            (route_config(cx, p.key("route_config"), rc)?, None)
+        }
+        (None, Some(r)) => rds(cx, p.key("rds"), r)?,
+        (None, None) => return fail(p, "route_config or rds is required"),
+    };
     route_config.strip_host_port = strip_host_port;
     let (accept_http_10, default_host_for_http_10) = match h.http_protocol_options {
         Some(o) => {
@@ -892,6 +932,7 @@ fn hcm(
     Ok(HttpConnectionManager {
         stat_prefix,
         route_config,
+        rds,
         http_filters,
         max_request_headers_kb,
         request_headers_timeout: h
@@ -940,6 +981,45 @@ fn headers_count(p: FieldPath, n: Option<u32>) -> Res<usize> {
 
 fn lower_all(list: Option<Vec<String>>) -> Vec<String> {
     list.unwrap_or_default().into_iter().map(|s| s.to_ascii_lowercase()).collect()
+}
+
+/// An HCM's `rds`: the named route configuration from its file, converted where it stands in
+/// that file (so an error in it is that file's); empty while the file has not been read. A file
+/// without that name is invalid (Envoy rejects such an update).
+fn rds(cx: &mut Cx, p: FieldPath, r: RawRds) -> Res<(RouteConfig, Option<Rds>)> {
+    let source = config_source(p.key("config_source"), r.config_source)?;
+    if !cx.rds_sources.contains(&source) {
+        cx.rds_sources.push(source.clone());
+    }
+    let name = r.route_config_name;
+    let path = source.path.display().to_string();
+    let Some(k) = cx.rds_files.iter().position(|f| f.path == path) else {
+        let empty = RouteConfig { name: name.clone(), ..RouteConfig::default() };
+        return Ok((empty, Some(Rds { route_config_name: name, source, applied: None })));
+    };
+    let doc = Doc::Rds(u16::try_from(k).unwrap_or(u16::MAX));
+    let applied = Some(cx.rds_files[k].applied.clone());
+    if let Some((_, _, done)) = cx.rds_done.iter().find(|(i, n, _)| *i == k && *n == name) {
+        return Ok((done.clone(), Some(Rds { route_config_name: name, source, applied })));
+    }
+    let found = cx.rds_files[k]
+        .resources
+        .iter()
+        .position(|rc| rc.as_ref().is_some_and(|rc| rc.name.as_deref() == Some(&name)));
+    let Some(j) = found else {
+        return fail(
+            FieldPath::doc(doc),
+            format!("no route configuration named \"{name}\" (named by an rds at {p})"),
+        );
+    };
+    let Some(rc) = cx.rds_files[k].resources[j].take() else {
+        return fail(FieldPath::doc(doc), format!("route configuration \"{name}\" is given twice"));
+    };
+    let rp = FieldPath::doc(doc).key("resources").idx(j);
+    resource_type(&rp, rc.type_url.as_deref(), doc)?;
+    let converted = route_config(cx, rp, rc)?;
+    cx.rds_done.push((k, name.clone(), converted.clone()));
+    Ok((converted, Some(Rds { route_config_name: name, source, applied })))
 }
 
 fn route_config(cx: &mut Cx, p: FieldPath, rc: RawRouteConfig) -> Res<RouteConfig> {

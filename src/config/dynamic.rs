@@ -24,6 +24,8 @@ pub struct DocText {
 pub struct DocTexts {
     pub lds: Option<DocText>,
     pub cds: Option<DocText>,
+    /// Route configuration files, `Doc::Rds(index)`, each with its path as `origin`.
+    pub rds: Vec<DocText>,
 }
 
 impl DocTexts {
@@ -31,6 +33,7 @@ impl DocTexts {
         match doc {
             Doc::Lds => self.lds.as_ref(),
             Doc::Cds => self.cds.as_ref(),
+            Doc::Rds(i) => self.rds.get(usize::from(i)),
         }
     }
 
@@ -38,7 +41,24 @@ impl DocTexts {
         match doc {
             Doc::Lds => self.lds = text,
             Doc::Cds => self.cds = text,
+            Doc::Rds(i) => {
+                let i = usize::from(i);
+                match text {
+                    Some(t) if i < self.rds.len() => self.rds[i] = t,
+                    Some(t) => self.rds.push(t),
+                    None if i < self.rds.len() => {
+                        self.rds.remove(i);
+                    }
+                    None => {}
+                }
+            }
         }
+    }
+
+    /// The `Doc` of the route configuration file at `path`, if it is among these.
+    pub fn rds_doc(&self, path: &str) -> Option<Doc> {
+        let i = self.rds.iter().position(|d| d.origin == path)?;
+        u16::try_from(i).ok().map(Doc::Rds)
     }
 }
 

@@ -54,6 +54,9 @@ pub enum Doc {
     Lds,
     /// `cds_config`: clusters.
     Cds,
+    /// An HCM's `rds.config_source`: route configurations. The index is the file's place in the
+    /// `DocTexts` the config was loaded with.
+    Rds(u16),
 }
 
 impl Doc {
@@ -65,14 +68,17 @@ impl Doc {
         match self {
             Doc::Lds => "type.googleapis.com/envoy.config.listener.v3.Listener",
             Doc::Cds => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            Doc::Rds(_) => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
         }
     }
 
-    /// Envoy's stat prefix for this subscription.
+    /// Envoy's stat prefix for this subscription (an RDS one's is per connection manager:
+    /// `http.<stat_prefix>.rds.<route_config_name>`).
     pub fn stat_prefix(self) -> &'static str {
         match self {
             Doc::Lds => "listener_manager.lds",
             Doc::Cds => "cluster_manager.cds",
+            Doc::Rds(_) => "rds",
         }
     }
 }

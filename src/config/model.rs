@@ -34,6 +34,15 @@ pub struct PathSource {
     pub watched_directory: Option<std::path::PathBuf>,
 }
 
+/// A connection manager's `rds`: a route configuration by name from a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rds {
+    pub route_config_name: String,
+    pub source: PathSource,
+    /// The version of the file the route configuration came from; None while it has none.
+    pub applied: Option<Applied>,
+}
+
 /// The version of one applied resource file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
@@ -47,6 +56,8 @@ pub struct Applied {
 pub struct Xds {
     pub lds: Option<PathSource>,
     pub cds: Option<PathSource>,
+    /// The route configuration files the connection managers' `rds` name, each once.
+    pub rds: Vec<PathSource>,
     /// The applied version of each file (None: that file has contributed nothing yet).
     pub lds_applied: Option<Applied>,
     pub cds_applied: Option<Applied>,
@@ -64,6 +75,7 @@ impl Xds {
         match doc {
             Doc::Lds => self.lds.as_ref(),
             Doc::Cds => self.cds.as_ref(),
+            Doc::Rds(_) => None,
         }
     }
 
@@ -71,6 +83,7 @@ impl Xds {
         match doc {
             Doc::Lds => self.lds_applied.as_ref(),
             Doc::Cds => self.cds_applied.as_ref(),
+            Doc::Rds(_) => None,
         }
     }
 }
@@ -127,7 +140,10 @@ pub struct Listener {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpConnectionManager {
     pub stat_prefix: String,
+    /// Inline, or from `rds`'s file (empty until that file names it).
     pub route_config: RouteConfig,
+    /// `rds`: where `route_config` comes from.
+    pub rds: Option<Rds>,
     /// In order; the last one is the router.
     pub http_filters: Vec<HttpFilter>,
     /// `max_request_headers_kb`, Envoy's default 60.

@@ -530,6 +530,16 @@ pub struct RawFile<T> {
 pub struct RawDynamicFiles {
     pub lds: Option<RawFile<RawListener>>,
     pub cds: Option<RawFile<RawCluster>>,
+    /// Route configuration files by path, in `DocTexts::rds` order.
+    pub rds: Vec<(String, RawFile<RawRouteConfig>)>,
+}
+
+/// An HCM's `rds`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "an rds mapping like {route_config_name, config_source}")]
+pub struct RawRds {
+    pub route_config_name: String,
+    pub config_source: RawConfigSource,
 }
 
 #[derive(Debug, DeriveDeserialize)]
@@ -755,7 +765,7 @@ pub struct RawHcm {
     pub use_remote_address: Option<bool>,
     pub xff_num_trusted_hops: Option<u32>,
     // Rejected.
-    pub rds: Ign,
+    pub rds: Option<RawRds>,
     pub scoped_routes: Ign,
     pub http2_protocol_options: Ign,
     pub http3_protocol_options: Ign,
@@ -1045,6 +1055,9 @@ impl<'de> Deserialize<'de> for RawFilterTypedConfig {
 #[derive(Debug, DeriveDeserialize)]
 #[serde(deny_unknown_fields, expecting = "a mapping")]
 pub struct RawRouteConfig {
+    /// Only in a route configuration file, where each resource is an `Any`.
+    #[serde(rename = "@type")]
+    pub type_url: Option<String>,
     pub name: Option<String>,
     pub virtual_hosts: Option<Vec<RawVhost>>,
     pub request_headers_to_add: Option<Vec<RawHeaderValueOption>>,

@@ -34,6 +34,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use xds::File;
 
 /// The longest the control loop waits for one cluster's resolution (every endpoint, every
 /// search candidate, every nameserver). The resolver's own per-query timeouts normally end a
@@ -361,7 +362,7 @@ enum Pending {
         retrying: bool,
     },
     /// A replaced `dynamic_resources` file.
-    File { doc: Doc, text: DocText },
+    File { file: File, text: DocText },
 }
 
 /// A parsed config whose new clusters were resolved off the loop, ready to adopt.
@@ -417,13 +418,14 @@ impl Control {
         };
         // As Envoy's first fetch: clusters, then the listeners whose routes name them. A file
         // that cannot be applied is counted and logged, and the server starts without it.
-        while let Some((doc, read)) = control.files.next_update() {
-            if let Some((text, next)) = control.try_file(doc, read) {
-                let version =
-                    next.bootstrap.xds.applied(doc).map(|a| a.version_info.clone()).unwrap_or_default();
-                let changed = dynamic_changed(doc, &loaded.bootstrap, &next.bootstrap);
-                control.files.succeeded(doc, text, &version, changed);
+        while let Some((file, read)) = control.files.next_update() {
+            if let Some((text, next)) = control.try_file(&file, read) {
+                let version = file.version(&next.bootstrap);
+                let changed = file.changed(&loaded.bootstrap, &next.bootstrap);
+                control.files.succeeded(&file, text, &version, changed);
                 loaded = next;
+                // The listeners may name route configuration files: they are read next.
+                control.files.reconfigure(&loaded.bootstrap.xds);
             }
         }
         control.bootstrap = Arc::new(loaded.bootstrap.clone());
@@ -594,25 +596,25 @@ impl Control {
     /// or is invalid (alone or with the rest of the config) is counted and logged, and the last
     /// good one keeps serving.
     fn check_files(&mut self, warmed: &UnboundedSender<Warm>) {
-        let Some((doc, read)) = self.files.next_update() else { return };
-        let Some((text, loaded)) = self.try_file(doc, read) else { return };
-        self.warm(Pending::File { doc, text }, loaded, warmed);
+        let Some((file, read)) = self.files.next_update() else { return };
+        let Some((text, loaded)) = self.try_file(&file, read) else { return };
+        self.warm(Pending::File { file, text }, loaded, warmed);
     }
 
-    /// `read` (a file update of `doc`) combined with the running bootstrap and the other files'
+    /// `read` (an update of `file`) combined with the running bootstrap and the other files'
     /// last good texts; None (counted and logged) when it cannot apply.
-    fn try_file(&mut self, doc: Doc, read: Result<DocText, String>) -> Option<(DocText, config::Loaded)> {
-        let prefix = doc.stat_prefix();
+    fn try_file(&mut self, file: &File, read: Result<DocText, String>) -> Option<(DocText, config::Loaded)> {
+        let prefix = file.to_string();
         let text = match read {
             Ok(t) => t,
             Err(e) => {
                 log::warn!("{prefix}: cannot read the update, keeping the last good resources: {e}");
-                self.files.failed(doc, true);
+                self.files.failed(file, true);
                 return None;
             }
         };
         let mut docs: DocTexts = self.files.good_for(&self.bootstrap.xds);
-        docs.set(doc, Some(text.clone()));
+        file.set(&mut docs, text.clone());
         match config::load_with(&self.running_text, &self.source.origin(), &docs) {
             Ok(loaded) => {
                 // The bootstrap's and the other files' warnings were logged when they loaded.
@@ -622,9 +624,10 @@ impl Control {
                 Some((text, loaded))
             }
             Err(r) => {
-                let what = if r.doc == Some(doc) && r.parse_failure { "failed" } else { "rejected" };
+                let parse_failure = file.is(r.doc, &docs) && r.parse_failure;
+                let what = if parse_failure { "failed" } else { "rejected" };
                 log::warn!("{prefix}: update {what}, keeping the last good resources: {}", r.error);
-                self.files.failed(doc, r.doc == Some(doc) && r.parse_failure);
+                self.files.failed(file, parse_failure);
                 None
             }
         }
@@ -701,26 +704,27 @@ impl Control {
                 }
                 snapshot
             }
-            Pending::File { doc, text } => {
-                let prefix = doc.stat_prefix();
+            Pending::File { file, text } => {
+                let prefix = file.to_string();
                 match result {
                     Ok(snapshot) => {
-                        let xds = &self.bootstrap.xds;
-                        let version = xds.applied(doc).map(|a| a.version_info.clone()).unwrap_or_default();
-                        let changed = dynamic_changed(doc, &previous, &self.bootstrap);
+                        let version = file.version(&self.bootstrap);
+                        let changed = file.changed(&previous, &self.bootstrap);
                         log::info!(
                             "{prefix}: applied {} (version \"{version}\", generation {})",
                             text.origin,
                             snapshot.generation
                         );
-                        self.files.succeeded(doc, text, &version, changed);
+                        self.files.succeeded(&file, text, &version, changed);
+                        // A listener update may name other route configuration files.
+                        self.files.reconfigure(&self.bootstrap.xds);
                         // Another file may have been replaced meanwhile: look now, not a period later.
                         self.next_config_check = Instant::now();
                         Some(snapshot)
                     }
                     Err(e) => {
                         log::warn!("{prefix}: update rejected, keeping the last good resources: {e}");
-                        self.files.failed(doc, false);
+                        self.files.failed(&file, false);
                         None
                     }
                 }
@@ -779,7 +783,7 @@ impl Control {
     fn publish_membership(&self) {
         if let Some(admin) = &self.admin {
             admin.publish_membership(self.clusters.iter().map(ClusterHosts::membership).collect());
-            admin.publish_subscriptions(self.files.stats());
+            admin.publish_subscriptions(self.files.stats(&self.bootstrap));
         }
     }
 
@@ -845,18 +849,4 @@ impl Control {
 /// A config error found in the bootstrap (`doc` None) or a resource file.
 fn dynamic_error(doc: Option<Doc>, error: config::ConfigError) -> config::dynamic::Rejection {
     config::dynamic::Rejection { doc, parse_failure: false, error }
-}
-
-/// Whether `after` has other resources from `doc`'s file than `before` (Envoy's CDS counts such
-/// updates in `config_reload`; an update that only restates the clusters is not one).
-fn dynamic_changed(doc: Doc, before: &Bootstrap, after: &Bootstrap) -> bool {
-    match doc {
-        Doc::Cds => {
-            let pick = |b: &Bootstrap| -> Vec<config::Cluster> {
-                b.clusters.iter().filter(|c| b.xds.dynamic_clusters.contains(&c.name)).cloned().collect()
-            };
-            pick(before) != pick(after)
-        }
-        Doc::Lds => before.xds.dynamic_listeners != after.xds.dynamic_listeners,
-    }
 }

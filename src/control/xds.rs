@@ -1,15 +1,17 @@
-//! The `dynamic_resources` files as the control loop watches them: per file its source, which file
-//! its path named when last read, the last good text, and Envoy's update stats. Envoy picks up a
-//! file when one is moved into place (an atomic rename; with `watched_directory`, a ConfigMap's
-//! `..data` swap); both give the path a new inode, so polling the path's identity (device, inode,
-//! change time, following symlinks) on the config check sees exactly such replacements, and an
-//! unchanged path is never read again. Owns no parsing (the config module judges a file's text)
-//! and no applying (the control loop builds the snapshot).
+//! The `dynamic_resources` files (and the route configuration files connection managers name in
+//! `rds`) as the control loop watches them: per file its source, which file its path named when
+//! last read, the last good text, and Envoy's update stats. Envoy picks up a file when one is
+//! moved into place (an atomic rename; with `watched_directory`, a ConfigMap's `..data` swap);
+//! both give the path a new inode, so polling the path's identity (device, inode, change time,
+//! following symlinks) on the config check sees exactly such replacements, and an unchanged path
+//! is never read again. Owns no parsing (the config module judges a file's text) and no applying
+//! (the control loop builds the snapshot).
 
 use crate::admin::SubscriptionStats;
 use crate::config::dynamic::{DocText, DocTexts};
-use crate::config::{Doc, PathSource, Xds};
+use crate::config::{Bootstrap, Doc, PathSource, Xds};
 use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Which file a path names: a rename into place changes it, reading does not.
@@ -27,19 +29,118 @@ fn identity(path: &std::path::Path) -> Option<Identity> {
     Some(Identity { dev: m.dev(), ino: m.ino(), ctime: (m.ctime(), m.ctime_nsec()) })
 }
 
+/// A watched file: listeners, clusters, or the route configurations at a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum File {
+    Lds,
+    Cds,
+    Rds(PathBuf),
+}
+
+impl File {
+    /// `docs` with `text` as this file's.
+    pub fn set(&self, docs: &mut DocTexts, text: DocText) {
+        match self {
+            File::Lds => docs.lds = Some(text),
+            File::Cds => docs.cds = Some(text),
+            File::Rds(_) => match docs.rds_doc(&text.origin) {
+                Some(doc) => docs.set(doc, Some(text)),
+                None => docs.rds.push(text),
+            },
+        }
+    }
+
+    /// Whether `doc` of a load of `docs` is this file.
+    pub fn is(&self, doc: Option<Doc>, docs: &DocTexts) -> bool {
+        match (self, doc) {
+            (File::Lds, Some(Doc::Lds)) | (File::Cds, Some(Doc::Cds)) => true,
+            (File::Rds(path), Some(d @ Doc::Rds(_))) => {
+                docs.get(d).is_some_and(|t| std::path::Path::new(&t.origin) == path)
+            }
+            _ => false,
+        }
+    }
+
+    /// The version of this file that `b` applies (empty when none).
+    pub fn version(&self, b: &Bootstrap) -> String {
+        let applied = match self {
+            File::Lds => b.xds.applied(Doc::Lds),
+            File::Cds => b.xds.applied(Doc::Cds),
+            File::Rds(path) => b
+                .listeners
+                .iter()
+                .filter_map(|l| l.hcm.rds.as_ref())
+                .find(|r| r.source.path == *path)
+                .and_then(|r| r.applied.as_ref()),
+        };
+        applied.map(|a| a.version_info.clone()).unwrap_or_default()
+    }
+
+    /// Whether `after` has other resources from this file than `before` (Envoy counts such
+    /// updates in `config_reload`; one that only restates the resources is not one).
+    pub fn changed(&self, before: &Bootstrap, after: &Bootstrap) -> bool {
+        match self {
+            File::Cds => {
+                let pick = |b: &Bootstrap| -> Vec<crate::config::Cluster> {
+                    b.clusters.iter().filter(|c| b.xds.dynamic_clusters.contains(&c.name)).cloned().collect()
+                };
+                pick(before) != pick(after)
+            }
+            File::Lds => before.xds.dynamic_listeners != after.xds.dynamic_listeners,
+            File::Rds(path) => {
+                let pick = |b: &Bootstrap| -> Vec<crate::config::RouteConfig> {
+                    b.listeners
+                        .iter()
+                        .filter(|l| l.hcm.rds.as_ref().is_some_and(|r| r.source.path == *path))
+                        .map(|l| l.hcm.route_config.clone())
+                        .collect()
+                };
+                pick(before) != pick(after)
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            File::Lds => Doc::Lds.stat_prefix().to_string(),
+            File::Cds => Doc::Cds.stat_prefix().to_string(),
+            File::Rds(path) => format!("rds {}", path.display()),
+        }
+    }
+}
+
+impl std::fmt::Display for File {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// What became of a file's updates (Envoy's subscription stats, without the name).
+#[derive(Debug, Clone, Default)]
+struct Counts {
+    attempt: u64,
+    success: u64,
+    failure: u64,
+    rejected: u64,
+    time: i64,
+    version: u64,
+    reloads: u64,
+    reload_time: i64,
+}
+
 /// One subscription: a resource file and what became of its updates.
 #[derive(Debug)]
 struct Sub {
-    doc: Doc,
+    file: File,
     source: PathSource,
     /// The file last read at the path (None: not read yet, or missing then).
     seen: Option<Identity>,
     /// The text last applied.
     good: Option<DocText>,
-    stats: SubscriptionStats,
+    counts: Counts,
 }
 
-/// Every configured resource file, in Envoy's fetch order (clusters, then listeners).
+/// Every watched file: clusters, then listeners, then route configurations (Envoy's order).
 #[derive(Debug, Default)]
 pub struct Files {
     subs: Vec<Sub>,
@@ -56,24 +157,25 @@ impl Files {
         files
     }
 
-    /// Follows a reloaded bootstrap: a file whose source is unchanged keeps its state; a new or
-    /// moved one starts afresh and is read at the next check.
+    /// Follows the running config: a file whose source is unchanged keeps its state; a new or
+    /// moved one starts afresh and is read at the next check; one no longer named is dropped.
     pub fn reconfigure(&mut self, xds: &Xds) {
         let mut old = std::mem::take(&mut self.subs);
-        for doc in Doc::ALL {
-            let Some(source) = xds.source(doc) else { continue };
-            match old.iter().position(|s| s.doc == doc && s.source == *source) {
+        let named = xds
+            .cds
+            .iter()
+            .map(|s| (File::Cds, s))
+            .chain(xds.lds.iter().map(|s| (File::Lds, s)))
+            .chain(xds.rds.iter().map(|s| (File::Rds(s.path.clone()), s)));
+        for (file, source) in named {
+            match old.iter().position(|s| s.file == file && s.source == *source) {
                 Some(i) => self.subs.push(old.swap_remove(i)),
                 None => self.subs.push(Sub {
-                    doc,
+                    file,
                     source: source.clone(),
                     seen: None,
                     good: None,
-                    stats: SubscriptionStats {
-                        prefix: doc.stat_prefix(),
-                        config_reload: (doc == Doc::Cds).then_some((0, 0)),
-                        ..SubscriptionStats::default()
-                    },
+                    counts: Counts::default(),
                 }),
             }
         }
@@ -83,8 +185,13 @@ impl Files {
     pub fn good_for(&self, xds: &Xds) -> DocTexts {
         let mut docs = DocTexts::default();
         for s in &self.subs {
-            if xds.source(s.doc) == Some(&s.source) {
-                docs.set(s.doc, s.good.clone());
+            let named = match &s.file {
+                File::Lds => xds.lds.as_ref() == Some(&s.source),
+                File::Cds => xds.cds.as_ref() == Some(&s.source),
+                File::Rds(_) => xds.rds.contains(&s.source),
+            };
+            if let (true, Some(text)) = (named, &s.good) {
+                s.file.set(&mut docs, text.clone());
             }
         }
         docs
@@ -92,49 +199,81 @@ impl Files {
 
     /// The first file (in fetch order) whose path names another file than at its last read,
     /// read now: an update attempt. Err carries why it could not be read.
-    pub fn next_update(&mut self) -> Option<(Doc, Result<DocText, String>)> {
+    pub fn next_update(&mut self) -> Option<(File, Result<DocText, String>)> {
         let sub = self.subs.iter_mut().find(|s| {
             let now = identity(&s.source.path);
             // A file that disappeared is no update (Envoy keeps its resources too).
             now.is_some() && now != s.seen
         })?;
         sub.seen = identity(&sub.source.path);
-        sub.stats.update_attempt += 1;
+        sub.counts.attempt += 1;
         let origin = sub.source.path.display().to_string();
         let read = std::fs::read_to_string(&sub.source.path)
             .map(|text| DocText { origin: origin.clone(), text, received: SystemTime::now() })
             .map_err(|e| format!("{origin}: {e}"));
-        Some((sub.doc, read))
+        Some((sub.file.clone(), read))
     }
 
-    /// `doc`'s update was applied; `changed` says whether any resource differs from before.
-    pub fn succeeded(&mut self, doc: Doc, text: DocText, version_info: &str, changed: bool) {
-        let Some(sub) = self.subs.iter_mut().find(|s| s.doc == doc) else { return };
+    /// `file`'s update was applied; `changed` says whether any resource differs from before.
+    pub fn succeeded(&mut self, file: &File, text: DocText, version_info: &str, changed: bool) {
+        let Some(sub) = self.subs.iter_mut().find(|s| s.file == *file) else { return };
         let now = millis(text.received);
         sub.good = Some(text);
-        sub.stats.update_success += 1;
-        sub.stats.update_time = now;
-        sub.stats.version = xxhash_rust::xxh64::xxh64(version_info.as_bytes(), 0);
-        if let Some((reloads, at)) = sub.stats.config_reload.as_mut() {
-            if changed {
-                *reloads += 1;
-                *at = now;
+        let c = &mut sub.counts;
+        c.success += 1;
+        c.time = now;
+        c.version = xxhash_rust::xxh64::xxh64(version_info.as_bytes(), 0);
+        if changed {
+            c.reloads += 1;
+            c.reload_time = now;
+        }
+    }
+
+    /// `file`'s update was not applied: it did not parse (`update_failure`) or was invalid
+    /// (`update_rejected`).
+    pub fn failed(&mut self, file: &File, parse_failure: bool) {
+        let Some(sub) = self.subs.iter_mut().find(|s| s.file == *file) else { return };
+        if parse_failure {
+            sub.counts.failure += 1;
+        } else {
+            sub.counts.rejected += 1;
+        }
+    }
+
+    /// Envoy's stats: `listener_manager.lds.*`, `cluster_manager.cds.*` (with `config_reload`),
+    /// and for a route configuration file `http.<stat_prefix>.rds.<route_config_name>.*` for each
+    /// connection manager of `b` that names it (with `config_reload` and `update_empty`).
+    pub fn stats(&self, b: &Bootstrap) -> Vec<SubscriptionStats> {
+        let mut out = Vec::new();
+        for s in &self.subs {
+            let c = &s.counts;
+            let stats = |prefix: String, reloads: bool, empty: bool| SubscriptionStats {
+                prefix,
+                update_attempt: c.attempt,
+                update_success: c.success,
+                update_failure: c.failure,
+                update_rejected: c.rejected,
+                update_time: c.time,
+                version: c.version,
+                config_reload: reloads.then_some((c.reloads, c.reload_time)),
+                update_empty: empty.then_some(0),
+            };
+            match &s.file {
+                File::Lds => out.push(stats(Doc::Lds.stat_prefix().to_string(), false, false)),
+                File::Cds => out.push(stats(Doc::Cds.stat_prefix().to_string(), true, false)),
+                File::Rds(path) => {
+                    for h in b.listeners.iter().map(|l| &l.hcm) {
+                        if let Some(r) = h.rds.as_ref().filter(|r| r.source.path == *path) {
+                            out.push(stats(
+                                format!("http.{}.rds.{}", h.stat_prefix, r.route_config_name),
+                                true,
+                                true,
+                            ));
+                        }
+                    }
+                }
             }
         }
-    }
-
-    /// `doc`'s update was not applied: it did not parse (`update_failure`) or was invalid
-    /// (`update_rejected`).
-    pub fn failed(&mut self, doc: Doc, parse_failure: bool) {
-        let Some(sub) = self.subs.iter_mut().find(|s| s.doc == doc) else { return };
-        if parse_failure {
-            sub.stats.update_failure += 1;
-        } else {
-            sub.stats.update_rejected += 1;
-        }
-    }
-
-    pub fn stats(&self) -> Vec<SubscriptionStats> {
-        self.subs.iter().map(|s| s.stats.clone()).collect()
+        out
     }
 }

@@ -31,7 +31,7 @@ pub enum Scope {
     /// A `tcp_proxy`, by `stat_prefix`.
     Tcp(String),
     /// A `dynamic_resources` subscription at the root: `listener_manager.lds`, `cluster_manager.cds`.
-    Subscription(&'static str),
+    Subscription(String),
 }
 
 impl Scope {
@@ -45,7 +45,7 @@ impl Scope {
             Scope::LocalRateLimit(p) => format!("{p}.http_local_rate_limit"),
             Scope::Fault(p) => format!("http.{p}.fault"),
             Scope::Tcp(p) => format!("tcp.{p}"),
-            Scope::Subscription(p) => p.to_string(),
+            Scope::Subscription(p) => p.clone(),
         }
     }
 }
