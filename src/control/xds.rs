@@ -181,14 +181,17 @@ impl Files {
         }
     }
 
-    /// The last good text of each file that `xds` still names at the same path.
+    /// The last good text of each file: the listener and cluster files where `xds` still names
+    /// them at the same path, and every route configuration file (which of them a load uses
+    /// depends on the listeners it ends up with: a bootstrap parsed alone does not know the
+    /// listener file's).
     pub fn good_for(&self, xds: &Xds) -> DocTexts {
         let mut docs = DocTexts::default();
         for s in &self.subs {
             let named = match &s.file {
                 File::Lds => xds.lds.as_ref() == Some(&s.source),
                 File::Cds => xds.cds.as_ref() == Some(&s.source),
-                File::Rds(_) => xds.rds.contains(&s.source),
+                File::Rds(_) => true,
             };
             if let (true, Some(text)) = (named, &s.good) {
                 s.file.set(&mut docs, text.clone());
