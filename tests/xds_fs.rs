@@ -609,3 +609,34 @@ fn routes_from_a_file_follow_renames_as_in_envoy() {
         assert_eq!(hcm["rds"]["route_config_name"], "local_route", "{name}");
     }
 }
+
+/// A listener from the listener file whose routes come from a route file keeps them across a
+/// reload of the bootstrap (which, parsed alone, does not know the listener file's rds).
+#[test]
+fn a_bootstrap_reload_keeps_a_file_listeners_routes() {
+    let dir = scratch_dir("xds-fs-rds-reload");
+    std::fs::write(dir.join("rds.yaml"), rds_file("r", 207, "r1")).expect("rds");
+    let routes = format!(
+        "rds: {{route_config_name: r, config_source: {{path_config_source: {{path: {}/rds.yaml}}}}}}",
+        dir.display()
+    );
+    let item = listener_item(
+        Some("type.googleapis.com/envoy.config.listener.v3.Listener"),
+        "dyn",
+        0,
+        "dyn",
+        &routes,
+    );
+    std::fs::write(dir.join("lds.yaml"), format!("resources:\n{item}")).expect("lds");
+    let yaml = format!(
+        "node: {{id: id_1, cluster: test}}\ndynamic_resources:\n  lds_config: {{path_config_source: {{path: {}/lds.yaml}}}}\nadmin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}\n",
+        dir.display()
+    );
+    let skiff = Skiff::start(&yaml, &[]);
+    let listener = skiff.listener("dyn");
+    assert_eq!(get(listener, "/").status, 207);
+    skiff.rewrite_config(&format!("{yaml}# changed\n"));
+    assert!(skiff.wait_for_log("config reloaded", Duration::from_secs(5)), "{}", skiff.log());
+    assert_eq!(get(listener, "/").status, 207, "{}", skiff.log());
+    assert_eq!(stat(skiff.admin(), "http.dyn.rds.r.update_success"), 1);
+}
