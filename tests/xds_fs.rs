@@ -313,6 +313,17 @@ fn parity_with_envoy_over_the_same_renames() {
         let (envoy_stats, skiff_stats) = (update_stats(proxies[0].2), update_stats(proxies[1].2));
         assert_eq!(skiff_stats, envoy_stats, "step {i} ({what}): update stats differ");
     }
+    // A write in place is no update for either (Envoy's documented rule: only a move is).
+    let attempts_before: Vec<u64> = proxies.iter().map(|p| total_attempts(p.2)).collect();
+    for (_, _, _, dir) in &proxies {
+        std::fs::write(dir.join("cds.yaml"), cds(two_addr, "v9")).expect("write in place");
+    }
+    // Two of skiff's config checks.
+    std::thread::sleep(Duration::from_millis(2500));
+    for ((name, listener, admin, _), before) in proxies.iter().zip(&attempts_before) {
+        assert_eq!(total_attempts(*admin), *before, "{name}: a write in place was taken as an update");
+        assert_eq!(served_by(*listener), "service1", "{name}");
+    }
     // The same dynamic sections in both dumps (structure and versions).
     let (e, s) = (config_dump(proxies[0].2), config_dump(proxies[1].2));
     for (kind, field) in

@@ -1,11 +1,11 @@
 //! The `dynamic_resources` files (and the route configuration files connection managers name in
 //! `rds`) as the control loop watches them: per file its source, which file its path named when
 //! last read, the last good text, and Envoy's update stats. Envoy picks up a file when one is
-//! moved into place (an atomic rename; with `watched_directory`, a ConfigMap's `..data` swap);
-//! both give the path a new inode, so polling the path's identity (device, inode, change time,
-//! following symlinks) on the config check sees exactly such replacements, and an unchanged path
-//! is never read again. Owns no parsing (the config module judges a file's text) and no applying
-//! (the control loop builds the snapshot).
+//! moved into place (an atomic rename; with `watched_directory`, a ConfigMap's `..data` swap) and
+//! not when it is written in place; polling the identity of the file the path names (device,
+//! inode and birth time, following symlinks) on the config check sees exactly such replacements,
+//! and an unchanged path is never read again. Owns no parsing (the config module judges a file's
+//! text) and no applying (the control loop builds the snapshot).
 
 use crate::admin::SubscriptionStats;
 use crate::config::dynamic::{DocText, DocTexts};
@@ -14,19 +14,25 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Which file a path names: a rename into place changes it, reading does not.
+/// Which file a path names: a rename into place changes it, writing the file in place or
+/// reading it does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Identity {
     dev: u64,
     ino: u64,
-    /// An inode number freed by one rename can be reused by the next file; its change time
-    /// still differs.
-    ctime: (i64, i64),
+    /// An inode number freed by one rename can be reused by the next file; its birth time still
+    /// differs. Where the file system keeps none, the change time stands in (it also changes
+    /// on a write in place, which is then picked up too).
+    born: (i64, u32),
 }
 
 fn identity(path: &std::path::Path) -> Option<Identity> {
     let m = std::fs::metadata(path).ok()?;
-    Some(Identity { dev: m.dev(), ino: m.ino(), ctime: (m.ctime(), m.ctime_nsec()) })
+    let born = match m.created().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
+        Some(d) => (d.as_secs() as i64, d.subsec_nanos()),
+        None => (m.ctime(), m.ctime_nsec() as u32),
+    };
+    Some(Identity { dev: m.dev(), ino: m.ino(), born })
 }
 
 /// A watched file: listeners, clusters, or the route configurations at a path.
