@@ -324,6 +324,17 @@ fn parity_with_envoy_over_the_same_renames() {
         assert_eq!(total_attempts(*admin), *before, "{name}: a write in place was taken as an update");
         assert_eq!(served_by(*listener), "service1", "{name}");
     }
+    // The text readouts: the applied version_info, quoted, ahead of the counters.
+    let texts = |admin: SocketAddr| {
+        let (_, body) = admin_get(admin, "/stats?filter=version_text").expect("stats");
+        body
+    };
+    assert_eq!(texts(proxies[1].2), texts(proxies[0].2));
+    assert!(
+        texts(proxies[1].2).contains("cluster_manager.cds.version_text: \"v5\""),
+        "{}",
+        texts(proxies[1].2)
+    );
     // The same dynamic sections in both dumps (structure and versions).
     let (e, s) = (config_dump(proxies[0].2), config_dump(proxies[1].2));
     for (kind, field) in

@@ -64,6 +64,8 @@ pub struct SubscriptionStats {
     pub update_time: i64,
     /// xxHash64 of the applied `version_info`, as Envoy's `version` gauge.
     pub version: u64,
+    /// The applied `version_info` itself (`version_text`, a text readout).
+    pub version_text: String,
     /// CDS and RDS (None for LDS, where Envoy makes none): successes that changed a resource,
     /// and the time of the last one.
     pub config_reload: Option<(u64, i64)>,
@@ -148,6 +150,7 @@ impl AdminState {
             own.push(scope.clone(), "update_success", Value::Counter(s.update_success));
             own.push(scope.clone(), "update_time", Value::Gauge(s.update_time));
             own.push(scope.clone(), "version", Value::GaugeU64(s.version));
+            own.push(scope.clone(), "version_text", Value::Text(s.version_text.clone()));
             // Envoy records no file update's duration either.
             own.push(
                 scope.clone(),

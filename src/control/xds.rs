@@ -130,6 +130,7 @@ struct Counts {
     rejected: u64,
     time: i64,
     version: u64,
+    version_text: String,
     reloads: u64,
     reload_time: i64,
 }
@@ -232,6 +233,7 @@ impl Files {
         c.success += 1;
         c.time = now;
         c.version = xxhash_rust::xxh64::xxh64(version_info.as_bytes(), 0);
+        c.version_text = version_info.to_string();
         if changed {
             c.reloads += 1;
             c.reload_time = now;
@@ -264,6 +266,7 @@ impl Files {
                 update_rejected: c.rejected,
                 update_time: c.time,
                 version: c.version,
+                version_text: c.version_text.clone(),
                 config_reload: reloads.then_some((c.reloads, c.reload_time)),
                 update_empty: empty.then_some(0),
             };

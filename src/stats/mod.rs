@@ -159,6 +159,9 @@ pub enum Value {
     Gauge(i64),
     /// A gauge that holds a hash (a subscription's `version`): Envoy's gauges are unsigned.
     GaugeU64(u64),
+    /// A text readout (a subscription's `version_text`): Envoy lists these first, quoted, and
+    /// leaves them out of Prometheus.
+    Text(String),
     /// Microseconds.
     Histogram(Box<Histogram<u64>>),
 }
