@@ -620,6 +620,10 @@ fn routes_from_a_file_follow_renames_as_in_envoy() {
     assert!(skiff.log().contains("no route configuration named \"local_route\""), "{}", skiff.log());
     for (name, _, admin, _) in &proxies {
         assert_eq!(stat(*admin, &format!("{prefix}.version")), xxhash64(b"r3"), "{name}");
+        // Envoy's tags for RDS stats in Prometheus.
+        let (_, prometheus) = admin_get(*admin, "/stats/prometheus").expect("prometheus");
+        let line = r#"envoy_http_rds_update_success{envoy_rds_route_config="local_route",envoy_http_conn_manager_prefix="st"} 2"#;
+        assert!(prometheus.lines().any(|l| l == line), "{name}: no `{line}`");
         let dump = config_dump(*admin);
         let routes = dump_part(&dump, "RoutesConfigDump");
         let dynamic = &routes["dynamic_route_configs"][0];

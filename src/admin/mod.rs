@@ -52,10 +52,10 @@ pub struct AdminState {
 
 /// Envoy's subscription stats for one resource file (`listener_manager.lds.*`,
 /// `cluster_manager.cds.*`, or per connection manager `http.<prefix>.rds.<name>.*`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SubscriptionStats {
     /// `listener_manager.lds`, `cluster_manager.cds` or `http.<stat_prefix>.rds.<route_config_name>`.
-    pub prefix: String,
+    pub scope: Scope,
     pub update_attempt: u64,
     pub update_success: u64,
     pub update_failure: u64,
@@ -139,7 +139,7 @@ impl AdminState {
             own.push(scope, "update_failure", Value::Counter(m.update_failure));
         }
         for s in lock(&self.subscriptions).iter() {
-            let scope = Scope::Subscription(s.prefix.clone());
+            let scope = s.scope.clone();
             if let Some(empty) = s.update_empty {
                 own.push(scope.clone(), "update_empty", Value::Counter(empty));
             }

@@ -10,6 +10,7 @@
 use crate::admin::SubscriptionStats;
 use crate::config::dynamic::{DocText, DocTexts};
 use crate::config::{Bootstrap, Doc, PathSource, Xds};
+use crate::stats::Scope;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -258,8 +259,8 @@ impl Files {
         let mut out = Vec::new();
         for s in &self.subs {
             let c = &s.counts;
-            let stats = |prefix: String, reloads: bool, empty: bool| SubscriptionStats {
-                prefix,
+            let stats = |scope: Scope, reloads: bool, empty: bool| SubscriptionStats {
+                scope,
                 update_attempt: c.attempt,
                 update_success: c.success,
                 update_failure: c.failure,
@@ -271,16 +272,16 @@ impl Files {
                 update_empty: empty.then_some(0),
             };
             match &s.file {
-                File::Lds => out.push(stats(Doc::Lds.stat_prefix().to_string(), false, false)),
-                File::Cds => out.push(stats(Doc::Cds.stat_prefix().to_string(), true, false)),
+                File::Lds => out.push(stats(Scope::Subscription(Doc::Lds.stat_prefix()), false, false)),
+                File::Cds => out.push(stats(Scope::Subscription(Doc::Cds.stat_prefix()), true, false)),
                 File::Rds(path) => {
                     for h in b.listeners.iter().map(|l| &l.hcm) {
                         if let Some(r) = h.rds.as_ref().filter(|r| r.source.path == *path) {
-                            out.push(stats(
-                                format!("http.{}.rds.{}", h.stat_prefix, r.route_config_name),
-                                true,
-                                true,
-                            ));
+                            let scope = Scope::Rds {
+                                stat_prefix: h.stat_prefix.clone(),
+                                route_config: r.route_config_name.clone(),
+                            };
+                            out.push(stats(scope, true, true));
                         }
                     }
                 }

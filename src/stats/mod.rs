@@ -31,7 +31,12 @@ pub enum Scope {
     /// A `tcp_proxy`, by `stat_prefix`.
     Tcp(String),
     /// A `dynamic_resources` subscription at the root: `listener_manager.lds`, `cluster_manager.cds`.
-    Subscription(String),
+    Subscription(&'static str),
+    /// A connection manager's route configuration file: `http.<stat_prefix>.rds.<route_config_name>`.
+    Rds {
+        stat_prefix: String,
+        route_config: String,
+    },
 }
 
 impl Scope {
@@ -45,7 +50,8 @@ impl Scope {
             Scope::LocalRateLimit(p) => format!("{p}.http_local_rate_limit"),
             Scope::Fault(p) => format!("http.{p}.fault"),
             Scope::Tcp(p) => format!("tcp.{p}"),
-            Scope::Subscription(p) => p.clone(),
+            Scope::Subscription(p) => p.to_string(),
+            Scope::Rds { stat_prefix, route_config } => format!("http.{stat_prefix}.rds.{route_config}"),
         }
     }
 }

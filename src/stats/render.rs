@@ -144,6 +144,12 @@ fn prometheus_name(e: &Entry) -> (String, Vec<(&'static str, String)>) {
         }
         // Envoy extracts no tag from a root-level `<prefix>.http_local_rate_limit.*` name.
         Scope::LocalRateLimit(_) | Scope::Subscription(_) => format!("envoy_{}_{metric}", e.scope.prefix()),
+        // Envoy's tags for `http.<prefix>.rds.<route_config>.*`, the route configuration's first.
+        Scope::Rds { stat_prefix, route_config } => {
+            labels.push(("envoy_rds_route_config", route_config.clone()));
+            labels.push(("envoy_http_conn_manager_prefix", stat_prefix.clone()));
+            format!("envoy_http_rds_{metric}")
+        }
         Scope::Tcp(prefix) => {
             labels.push(("envoy_tcp_prefix", prefix.clone()));
             format!("envoy_tcp_{metric}")
