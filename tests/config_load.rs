@@ -503,8 +503,15 @@ fn unsupported_lb_policy() {
         r#"skiff.yaml:26:16: static_resources.clusters[0].lb_policy: unknown lb_policy "ROUND_ROBN", expected one of ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV"#
     );
     assert_eq!(
-        err(&with("type: STRICT_DNS", "type: EDS")),
-        "skiff.yaml:25:11: static_resources.clusters[0].type: cluster type EDS is not yet supported (supported: STATIC, STRICT_DNS, LOGICAL_DNS)"
+        err(&with("type: STRICT_DNS", "type: ORIGINAL_DST")),
+        "skiff.yaml:25:11: static_resources.clusters[0].type: cluster type ORIGINAL_DST is not yet supported (supported: STATIC, STRICT_DNS, LOGICAL_DNS, EDS)"
+    );
+    // EDS reads its endpoints from a file, which it must name.
+    assert!(
+        err(&with("type: STRICT_DNS", "type: EDS"))
+            .contains("an EDS cluster takes its endpoints from eds_cluster_config"),
+        "{}",
+        err(&with("type: STRICT_DNS", "type: EDS"))
     );
 }
 

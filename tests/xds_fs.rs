@@ -666,3 +666,95 @@ fn a_bootstrap_reload_keeps_a_file_listeners_routes() {
     assert_eq!(get(listener, "/").status, 207, "{}", skiff.log());
     assert_eq!(stat(skiff.admin(), "http.dyn.rds.r.update_success"), 1);
 }
+
+/// An endpoint file for service `svc`: its one ClusterLoadAssignment, as `version`.
+fn eds_file(service: &str, upstream: SocketAddr, version: &str) -> String {
+    format!(
+        r#"version_info: "{version}"
+resources:
+- "@type": type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment
+  cluster_name: {service}
+  endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {}, port_value: {}}}}}}}}}]}}]
+"#,
+        upstream.ip(),
+        upstream.port()
+    )
+}
+
+/// A static listener routing to `backend`, an EDS cluster whose endpoints are `svc`'s in eds.yaml.
+fn eds_bootstrap(dir: &Path, port: u16, admin_port: u16) -> String {
+    let routes = "route_config: {virtual_hosts: [{name: a, domains: [\"*\"], routes: [{match: {prefix: /}, route: {cluster: backend}}]}]}";
+    format!(
+        "node: {{id: id_1, cluster: test}}\nstatic_resources:\n  listeners:\n{}  clusters:\n  - name: backend\n    type: EDS\n    eds_cluster_config: {{service_name: svc, eds_config: {{path_config_source: {{path: {}/eds.yaml}}, resource_api_version: V3}}}}\nadmin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin_port}}}}}}}\n",
+        indent(&listener_item(None, "main", port, "st", routes), 2),
+        dir.display()
+    )
+}
+
+/// EDS from a file beside Envoy: the cluster's endpoints follow renames; a file with another
+/// service's assignment is rejected and one that does not parse fails, the old endpoints serving;
+/// `cluster.<name>.update_*` and the version as Envoy's.
+#[test]
+fn endpoints_from_a_file_follow_renames_as_in_envoy() {
+    let (one, two) = (TestUpstream::echo_named("service1"), TestUpstream::echo_named("service2"));
+    let dir = scratch_dir("xds-fs-eds");
+    std::fs::write(dir.join("eds.yaml"), eds_file("svc", one.addr, "e1")).expect("eds");
+    let skiff = Skiff::start(&eds_bootstrap(&dir, support::free_port(), 0), &[]);
+    let mut proxies = vec![("skiff", skiff.listener("main"), skiff.admin(), dir.clone())];
+    let envoy = binary_or_skip("endpoints_from_a_file_follow_renames_as_in_envoy").map(|bin| {
+        let envoy_dir = scratch_dir("xds-fs-eds-envoy");
+        let e = Envoy::start(&bin, &envoy_dir, |port, admin_port| {
+            std::fs::write(envoy_dir.join("eds.yaml"), eds_file("svc", one.addr, "e1")).expect("eds");
+            eds_bootstrap(&envoy_dir, port, admin_port)
+        });
+        (e, envoy_dir)
+    });
+    if let Some((e, d)) = &envoy {
+        proxies.push(("envoy", e.listener, e.admin, d.clone()));
+    }
+    for (name, listener, _, _) in &proxies {
+        assert_eq!(served_by(*listener), "service1", "{name}");
+    }
+    let steps = [
+        (eds_file("svc", two.addr, "e2"), "service2"),
+        (eds_file("other", one.addr, "e3"), "service2"),
+        (
+            eds_file("svc", one.addr, "e4")
+                .replace(&format!("port_value: {}", one.addr.port()), "port_value: nope"),
+            "service2",
+        ),
+    ];
+    let names =
+        ["update_attempt", "update_success", "update_rejected", "update_failure", "update_empty", "version"];
+    for (i, (text, expect)) in steps.iter().enumerate() {
+        let before: Vec<u64> = proxies.iter().map(|p| stat(p.2, "cluster.backend.update_attempt")).collect();
+        for (_, _, _, d) in &proxies {
+            replace(&d.join("eds.yaml"), text);
+        }
+        for ((name, listener, admin, _), before) in proxies.iter().zip(&before) {
+            assert!(
+                eventually(Duration::from_secs(5), || stat(*admin, "cluster.backend.update_attempt")
+                    > *before),
+                "step {i}: {name}\n{}",
+                skiff.log()
+            );
+            assert_eq!(served_by(*listener), *expect, "step {i}: {name}");
+        }
+        let values = |admin: SocketAddr| -> Vec<u64> {
+            let s = stats(admin);
+            names
+                .iter()
+                .map(|n| s.get(&format!("cluster.backend.{n}")).copied().unwrap_or(u64::MAX))
+                .collect()
+        };
+        let skiff_values = values(proxies[0].2);
+        if let Some(e) = proxies.get(1) {
+            assert_eq!(skiff_values, values(e.2), "step {i}: {names:?}");
+        }
+        if i == 2 {
+            assert_eq!(skiff_values[..4], [4, 2, 1, 1], "step {i}: {names:?}");
+            assert_eq!(skiff_values[5], xxhash64(b"e2"));
+        }
+    }
+    assert!(skiff.log().contains("got \"other\""), "{}", skiff.log());
+}

@@ -968,6 +968,17 @@ fn cluster(c: &Cluster) -> Value {
         DiscoveryType::LogicalDns => {
             m.insert("type".into(), "LOGICAL_DNS".into());
         }
+        DiscoveryType::Eds => {
+            m.insert("type".into(), "EDS".into());
+        }
+    }
+    if let Some(e) = &c.eds {
+        let mut ec = Map::new();
+        ec.insert("eds_config".into(), path_source(&e.source));
+        if e.service_name_given {
+            ec.insert("service_name".into(), e.service_name.as_str().into());
+        }
+        m.insert("eds_cluster_config".into(), Value::Object(ec));
     }
     m.insert("connect_timeout".into(), duration(c.connect_timeout).into());
     if let Some(tls) = &c.tls {
@@ -989,7 +1000,8 @@ fn cluster(c: &Cluster) -> Value {
         }
     }
     // Only meaningful for DNS clusters; for a STATIC one printed only if someone set it.
-    if c.discovery != DiscoveryType::Static || c.dns_refresh_rate != Duration::from_secs(5) {
+    let dns = matches!(c.discovery, DiscoveryType::StrictDns | DiscoveryType::LogicalDns);
+    if dns || c.dns_refresh_rate != Duration::from_secs(5) {
         m.insert("dns_refresh_rate".into(), duration(c.dns_refresh_rate).into());
     }
     let family = match c.dns_lookup_family {
@@ -1007,7 +1019,10 @@ fn cluster(c: &Cluster) -> Value {
             c.dns_resolvers.iter().map(|a| socket_address(&a.ip().to_string(), a.port())).collect();
         m.insert("dns_resolution_config".into(), json!({ "resolvers": resolvers }));
     }
-    m.insert("load_assignment".into(), load_assignment(c));
+    // An EDS cluster's endpoints are its file's (Envoy's dump leaves them out of the cluster too).
+    if c.eds.is_none() {
+        m.insert("load_assignment".into(), load_assignment(c));
+    }
     if !c.health_checks.is_empty() {
         m.insert("health_checks".into(), c.health_checks.iter().map(health_check).collect());
     }

@@ -69,8 +69,11 @@ pub struct SubscriptionStats {
     /// CDS and RDS (None for LDS, where Envoy makes none): successes that changed a resource,
     /// and the time of the last one.
     pub config_reload: Option<(u64, i64)>,
-    /// RDS only: `update_empty` (a file is never an empty update: always 0).
+    /// RDS and EDS: `update_empty` (a file is never an empty update: always 0).
     pub update_empty: Option<u64>,
+    /// EDS: the cluster's `update_no_rebuild` and `assignment_*` counters, always 0 (a file's
+    /// assignment is applied whole, never cached or timed out).
+    pub eds: bool,
 }
 
 /// The control thread's part of `cluster.<name>.*`.
@@ -142,6 +145,16 @@ impl AdminState {
             let scope = s.scope.clone();
             if let Some(empty) = s.update_empty {
                 own.push(scope.clone(), "update_empty", Value::Counter(empty));
+            }
+            if s.eds {
+                for name in [
+                    "update_no_rebuild",
+                    "assignment_stale",
+                    "assignment_timeout_received",
+                    "assignment_use_cached",
+                ] {
+                    own.push(scope.clone(), name, Value::Counter(0));
+                }
             }
             own.push(scope.clone(), "init_fetch_timeout", Value::Counter(0));
             own.push(scope.clone(), "update_attempt", Value::Counter(s.update_attempt));

@@ -61,7 +61,11 @@ struct Cx {
     /// How many HCMs have a `tracing` block, to warn when the bootstrap's provider applies to none.
     hcm_tracing_blocks: usize,
     /// Route configuration files, `Doc::Rds(index)`.
-    rds_files: Vec<RdsFile>,
+    rds_files: Vec<ResourceFile<RawRouteConfig>>,
+    /// Endpoint files, `Doc::Eds(index)`.
+    eds_files: Vec<ResourceFile<RawLoadAssignment>>,
+    /// Every `eds_config` the EDS clusters name, each once.
+    eds_sources: Vec<PathSource>,
     /// Route configurations converted from them, by (file index, name): several connection
     /// managers may name the same one.
     rds_done: Vec<(usize, String, RouteConfig)>,
@@ -69,11 +73,21 @@ struct Cx {
     rds_sources: Vec<PathSource>,
 }
 
-/// A route configuration file: its resources are taken as they are converted.
-struct RdsFile {
+/// A route configuration or endpoint file: its resources are taken as they are converted.
+struct ResourceFile<T> {
     path: String,
     applied: Applied,
-    resources: Vec<Option<RawRouteConfig>>,
+    resources: Vec<Option<T>>,
+}
+
+impl<T> ResourceFile<T> {
+    fn new((path, f): (String, RawFile<T>)) -> Self {
+        ResourceFile {
+            path,
+            applied: Applied { version_info: f.version_info, last_updated: f.received },
+            resources: f.resources.into_iter().map(Some).collect(),
+        }
+    }
 }
 
 impl Cx {
@@ -104,16 +118,9 @@ impl Cx {
 /// `raw` with the resources of `files` (the `dynamic_resources` files' contents) added to its
 /// static ones, as Envoy combines them; a problem in a file's resource has a path rooted in it.
 pub fn convert(raw: RawBootstrap, files: RawDynamicFiles) -> Res<Converted> {
-    let rds_files = files
-        .rds
-        .into_iter()
-        .map(|(path, f)| RdsFile {
-            path,
-            applied: Applied { version_info: f.version_info, last_updated: f.received },
-            resources: f.resources.into_iter().map(Some).collect(),
-        })
-        .collect();
-    let mut cx = Cx { rds_files, ..Cx::default() };
+    let rds_files = files.rds.into_iter().map(ResourceFile::new).collect();
+    let eds_files = files.eds.into_iter().map(ResourceFile::new).collect();
+    let mut cx = Cx { rds_files, eds_files, ..Cx::default() };
     let root = FieldPath::default();
     reject_present!(root, raw, [hds_config], "health discovery (HDS) needs a management server");
     let mut xds = match raw.dynamic_resources {
@@ -257,7 +264,7 @@ pub fn convert(raw: RawBootstrap, files: RawDynamicFiles) -> Res<Converted> {
             listeners,
             clusters,
             tcp_listeners,
-            xds: Xds { rds: cx.rds_sources, ..xds },
+            xds: Xds { rds: cx.rds_sources, eds: cx.eds_sources, ..xds },
         },
         warnings: cx.warnings,
     })
@@ -983,6 +990,58 @@ fn lower_all(list: Option<Vec<String>>) -> Vec<String> {
     list.unwrap_or_default().into_iter().map(|s| s.to_ascii_lowercase()).collect()
 }
 
+/// An EDS cluster's `eds_cluster_config`: where its assignment stands (the path for its errors),
+/// the assignment (None while the file has not been read), and the model's record of it. As in
+/// Envoy, the file must hold exactly the cluster's assignment.
+fn eds_assignment(
+    cx: &mut Cx,
+    p: FieldPath,
+    ec: RawEdsClusterConfig,
+    cluster: &str,
+) -> Res<(FieldPath, Option<RawLoadAssignment>, Eds)> {
+    let Some(config) = ec.eds_config else {
+        return fail(p, "eds_cluster_config needs eds_config");
+    };
+    let source = config_source(p.key("eds_config"), config)?;
+    if !cx.eds_sources.contains(&source) {
+        cx.eds_sources.push(source.clone());
+    }
+    let service_name_given = ec.service_name.is_some();
+    let service_name = ec.service_name.unwrap_or_else(|| cluster.to_string());
+    let path = source.path.display().to_string();
+    let Some(k) = cx.eds_files.iter().position(|f| f.path == path) else {
+        let eds = Eds { service_name, service_name_given, source, applied: None };
+        return Ok((p, None, eds));
+    };
+    let doc = Doc::Eds(u16::try_from(k).unwrap_or(u16::MAX));
+    let file = &mut cx.eds_files[k];
+    // As Envoy: the file holds this cluster's assignment and nothing else.
+    if file.resources.len() != 1 {
+        let n = file.resources.len();
+        return fail(
+            FieldPath::doc(doc),
+            format!("an endpoint file holds exactly one ClusterLoadAssignment, got {n}"),
+        );
+    }
+    let j = 0;
+    let Some(found) = &file.resources[j] else {
+        return fail(
+            FieldPath::doc(doc),
+            format!("cluster \"{cluster}\" reads an endpoint file another EDS cluster reads: not supported"),
+        );
+    };
+    let got = found.cluster_name.as_deref().unwrap_or_default();
+    if got != service_name {
+        let np = FieldPath::doc(doc).key("resources").idx(j).key("cluster_name");
+        return fail(np, format!("expected the ClusterLoadAssignment of \"{service_name}\" (cluster \"{cluster}\"), got \"{got}\""));
+    }
+    let la = file.resources[j].take();
+    let applied = Some(file.applied.clone());
+    let lap = FieldPath::doc(doc).key("resources").idx(j);
+    resource_type(&lap, la.as_ref().and_then(|la| la.type_url.as_deref()), doc)?;
+    Ok((lap, la, Eds { service_name, service_name_given, source, applied }))
+}
+
 /// An HCM's `rds`: the named route configuration from its file, converted where it stands in
 /// that file (so an error in it is that file's); empty while the file has not been read. A file
 /// without that name is invalid (Envoy rejects such an update).
@@ -1647,9 +1706,34 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
             ]
         );
     }
-    let policy = c.load_assignment.as_ref().and_then(|la| la.policy.as_ref());
+    // An EDS cluster's assignment is its file's, found by service name.
+    let (lap, load_assignment, eds) = if discovery == DiscoveryType::Eds {
+        if c.hosts.is_some() || c.load_assignment.is_some() {
+            return fail(
+                p,
+                "an EDS cluster takes its endpoints from eds_cluster_config, not hosts or load_assignment",
+            );
+        }
+        let Some(ec) = c.eds_cluster_config else {
+            return fail(p, "an EDS cluster needs eds_cluster_config");
+        };
+        let (lap, la, eds) = eds_assignment(cx, p.key("eds_cluster_config"), ec, &c.name)?;
+        (lap, la, Some(eds))
+    } else {
+        if c.eds_cluster_config.is_some() {
+            return fail(p.key("eds_cluster_config"), "eds_cluster_config belongs to a cluster of type EDS");
+        }
+        if c.load_assignment.as_ref().is_some_and(|la| la.type_url.is_some()) {
+            return fail(
+                p.key("load_assignment").key("@type"),
+                "\"@type\" belongs to a resource in an endpoint file",
+            );
+        }
+        (p.key("load_assignment"), c.load_assignment, None)
+    };
+    let policy = load_assignment.as_ref().and_then(|la| la.policy.as_ref());
     if let Some(po) = policy {
-        let pp = p.key("load_assignment").key("policy");
+        let pp = lap.key("policy");
         warn_present!(
             cx,
             pp,
@@ -1675,7 +1759,7 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
 
     let mut endpoints = Vec::new();
     let mut endpoint_paths = Vec::new();
-    match (c.hosts, c.load_assignment) {
+    match (c.hosts, load_assignment) {
         (Some(_), Some(_)) => return fail(p, "give either hosts (v2) or load_assignment (v3), not both"),
         (Some(hosts), None) => {
             for (i, h) in hosts.into_iter().enumerate() {
@@ -1685,8 +1769,8 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
             }
         }
         (None, Some(la)) => {
-            let lp = p.key("load_assignment");
-            if let Some(n) = &la.cluster_name {
+            let lp = lap.clone();
+            if let (Some(n), None) = (&la.cluster_name, &eds) {
                 if *n != c.name {
                     cx.warn(
                         lp.key("cluster_name"),
@@ -1737,6 +1821,10 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
         (None, None) => {}
     }
     for (e, ep) in endpoints.iter().zip(&endpoint_paths) {
+        if discovery == DiscoveryType::Eds && e.host.parse::<std::net::IpAddr>().is_err() {
+            let ap = ep.key("socket_address").key("address");
+            return fail(ap, format!("an EDS endpoint needs an IP address, got \"{}\"", e.host));
+        }
         if discovery == DiscoveryType::Static && e.host.parse::<std::net::IpAddr>().is_err() {
             return fail(
                 ep.key("socket_address").key("address"),
@@ -1836,6 +1924,7 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
         tls,
         name: c.name,
         discovery,
+        eds,
         connect_timeout,
         lb_policy: c.lb_policy.map_or(LbPolicy::RoundRobin, |l| l.0),
         dns_refresh_rate,

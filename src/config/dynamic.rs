@@ -26,6 +26,8 @@ pub struct DocTexts {
     pub cds: Option<DocText>,
     /// Route configuration files, `Doc::Rds(index)`, each with its path as `origin`.
     pub rds: Vec<DocText>,
+    /// Endpoint files, `Doc::Eds(index)`, likewise.
+    pub eds: Vec<DocText>,
 }
 
 impl DocTexts {
@@ -34,6 +36,7 @@ impl DocTexts {
             Doc::Lds => self.lds.as_ref(),
             Doc::Cds => self.cds.as_ref(),
             Doc::Rds(i) => self.rds.get(usize::from(i)),
+            Doc::Eds(i) => self.eds.get(usize::from(i)),
         }
     }
 
@@ -41,17 +44,8 @@ impl DocTexts {
         match doc {
             Doc::Lds => self.lds = text,
             Doc::Cds => self.cds = text,
-            Doc::Rds(i) => {
-                let i = usize::from(i);
-                match text {
-                    Some(t) if i < self.rds.len() => self.rds[i] = t,
-                    Some(t) => self.rds.push(t),
-                    None if i < self.rds.len() => {
-                        self.rds.remove(i);
-                    }
-                    None => {}
-                }
-            }
+            Doc::Rds(i) => set_at(&mut self.rds, usize::from(i), text),
+            Doc::Eds(i) => set_at(&mut self.eds, usize::from(i), text),
         }
     }
 
@@ -59,6 +53,24 @@ impl DocTexts {
     pub fn rds_doc(&self, path: &str) -> Option<Doc> {
         let i = self.rds.iter().position(|d| d.origin == path)?;
         u16::try_from(i).ok().map(Doc::Rds)
+    }
+
+    /// The `Doc` of the endpoint file at `path`, if it is among these.
+    pub fn eds_doc(&self, path: &str) -> Option<Doc> {
+        let i = self.eds.iter().position(|d| d.origin == path)?;
+        u16::try_from(i).ok().map(Doc::Eds)
+    }
+}
+
+/// Puts `text` at `i` of `list` (at its end when `i` is past it), or removes the one at `i`.
+fn set_at(list: &mut Vec<DocText>, i: usize, text: Option<DocText>) {
+    match text {
+        Some(t) if i < list.len() => list[i] = t,
+        Some(t) => list.push(t),
+        None if i < list.len() => {
+            list.remove(i);
+        }
+        None => {}
     }
 }
 
@@ -71,6 +83,17 @@ pub struct Rejection {
     /// otherwise it was rejected (`update_rejected`).
     pub parse_failure: bool,
     pub error: ConfigError,
+}
+
+/// Parses each of a list of resource files (`doc(index)` names each), keeping its path.
+pub(super) fn parse_all<T: DeserializeOwned>(
+    list: &[DocText],
+    doc: fn(u16) -> Doc,
+) -> Result<Vec<(String, RawFile<T>)>, Rejection> {
+    list.iter()
+        .enumerate()
+        .map(|(i, d)| parse(doc(u16::try_from(i).unwrap_or(u16::MAX)), d).map(|f| (d.origin.clone(), f)))
+        .collect()
 }
 
 /// Parses one resource file's text.

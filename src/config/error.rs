@@ -57,6 +57,8 @@ pub enum Doc {
     /// An HCM's `rds.config_source`: route configurations. The index is the file's place in the
     /// `DocTexts` the config was loaded with.
     Rds(u16),
+    /// An EDS cluster's `eds_config`: endpoints. Indexed as `Rds`.
+    Eds(u16),
 }
 
 impl Doc {
@@ -69,6 +71,7 @@ impl Doc {
             Doc::Lds => "type.googleapis.com/envoy.config.listener.v3.Listener",
             Doc::Cds => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
             Doc::Rds(_) => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+            Doc::Eds(_) => "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
         }
     }
 
@@ -79,6 +82,7 @@ impl Doc {
             Doc::Lds => "listener_manager.lds",
             Doc::Cds => "cluster_manager.cds",
             Doc::Rds(_) => "rds",
+            Doc::Eds(_) => "eds",
         }
     }
 }

@@ -66,15 +66,8 @@ pub fn load_with(text: &str, origin: &str, docs: &dynamic::DocTexts) -> Result<L
     let files = raw::RawDynamicFiles {
         lds: docs.lds.as_ref().map(|d| dynamic::parse(Doc::Lds, d)).transpose()?,
         cds: docs.cds.as_ref().map(|d| dynamic::parse(Doc::Cds, d)).transpose()?,
-        rds: docs
-            .rds
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let doc = Doc::Rds(u16::try_from(i).unwrap_or(u16::MAX));
-                dynamic::parse(doc, d).map(|f| (d.origin.clone(), f))
-            })
-            .collect::<Result<_, _>>()?,
+        rds: dynamic::parse_all(&docs.rds, Doc::Rds)?,
+        eds: dynamic::parse_all(&docs.eds, Doc::Eds)?,
     };
     // A finding names the file it is in; it is located in that file's text.
     let text_of = |finding: &error::Finding| match finding.path.document() {

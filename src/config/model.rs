@@ -43,6 +43,18 @@ pub struct Rds {
     pub applied: Option<Applied>,
 }
 
+/// An EDS cluster's `eds_cluster_config`: its endpoints by `service_name` from a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Eds {
+    /// The `cluster_name` of its `ClusterLoadAssignment` (the cluster's own name when not given).
+    pub service_name: String,
+    /// Whether `service_name` was given (the dump writes it back only then).
+    pub service_name_given: bool,
+    pub source: PathSource,
+    /// The version of the file the endpoints came from; None while it has none.
+    pub applied: Option<Applied>,
+}
+
 /// The version of one applied resource file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
@@ -58,6 +70,8 @@ pub struct Xds {
     pub cds: Option<PathSource>,
     /// The route configuration files the connection managers' `rds` name, each once.
     pub rds: Vec<PathSource>,
+    /// The endpoint files EDS clusters name, each once.
+    pub eds: Vec<PathSource>,
     /// The applied version of each file (None: that file has contributed nothing yet).
     pub lds_applied: Option<Applied>,
     pub cds_applied: Option<Applied>,
@@ -75,7 +89,7 @@ impl Xds {
         match doc {
             Doc::Lds => self.lds.as_ref(),
             Doc::Cds => self.cds.as_ref(),
-            Doc::Rds(_) => None,
+            Doc::Rds(_) | Doc::Eds(_) => None,
         }
     }
 
@@ -83,7 +97,7 @@ impl Xds {
         match doc {
             Doc::Lds => self.lds_applied.as_ref(),
             Doc::Cds => self.cds_applied.as_ref(),
-            Doc::Rds(_) => None,
+            Doc::Rds(_) | Doc::Eds(_) => None,
         }
     }
 }
@@ -633,6 +647,8 @@ pub struct TcpKeepalive {
 pub struct Cluster {
     pub name: String,
     pub discovery: DiscoveryType,
+    /// `eds_cluster_config` of an EDS cluster (whose `endpoints` come from that file).
+    pub eds: Option<Eds>,
     /// Envoy's default 5 s.
     pub connect_timeout: Duration,
     pub lb_policy: LbPolicy,
@@ -751,6 +767,8 @@ pub enum DiscoveryType {
     Static,
     StrictDns,
     LogicalDns,
+    /// Endpoints (IP addresses) from a file of `ClusterLoadAssignment`s (`Cluster::eds`).
+    Eds,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

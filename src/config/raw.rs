@@ -133,8 +133,9 @@ impl CiEnum for DiscoveryType {
         ("STATIC", DiscoveryType::Static),
         ("STRICT_DNS", DiscoveryType::StrictDns),
         ("LOGICAL_DNS", DiscoveryType::LogicalDns),
+        ("EDS", DiscoveryType::Eds),
     ];
-    const UNSUPPORTED: &'static [&'static str] = &["EDS", "ORIGINAL_DST"];
+    const UNSUPPORTED: &'static [&'static str] = &["ORIGINAL_DST"];
 }
 
 impl CiEnum for LbPolicy {
@@ -532,6 +533,16 @@ pub struct RawDynamicFiles {
     pub cds: Option<RawFile<RawCluster>>,
     /// Route configuration files by path, in `DocTexts::rds` order.
     pub rds: Vec<(String, RawFile<RawRouteConfig>)>,
+    /// Endpoint files by path, in `DocTexts::eds` order.
+    pub eds: Vec<(String, RawFile<RawLoadAssignment>)>,
+}
+
+/// A cluster's `eds_cluster_config`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "an eds_cluster_config mapping like {eds_config, service_name}")]
+pub struct RawEdsClusterConfig {
+    pub eds_config: Option<RawConfigSource>,
+    pub service_name: Option<String>,
 }
 
 /// An HCM's `rds`.
@@ -1361,11 +1372,10 @@ pub struct RawCluster {
     pub upstream_bind_config: Ign,
     pub dns_failure_refresh_rate: Ign,
     pub connection_pool_per_downstream_connection: Ign,
-    // Warned about (`cluster` in config/unenforced.rs), except: `eds_cluster_config` and
-    // `cleanup_interval` (their cluster types are refused), `metadata` (no effect without
-    // subsets), `wait_for_warm_on_init` (static and DNS clusters warm before serving anyway), and
-    // the two health fields.
-    pub eds_cluster_config: Ign,
+    // Warned about (`cluster` in config/unenforced.rs), except: `cleanup_interval` (its cluster
+    // type is refused), `metadata` (no effect without subsets), `wait_for_warm_on_init` (clusters
+    // warm before serving anyway), and the two health fields.
+    pub eds_cluster_config: Option<RawEdsClusterConfig>,
     pub http_protocol_options: Ign,
     pub upstream_http_protocol_options: Ign,
     pub per_connection_buffer_limit_bytes: Ign,
@@ -1389,6 +1399,9 @@ pub struct RawCluster {
 #[derive(Debug, DeriveDeserialize)]
 #[serde(deny_unknown_fields, expecting = "a mapping")]
 pub struct RawLoadAssignment {
+    /// Only in an endpoint file, where each resource is an `Any`.
+    #[serde(rename = "@type")]
+    pub type_url: Option<String>,
     pub cluster_name: Option<String>,
     pub endpoints: Option<Vec<RawLocality>>,
     pub policy: Option<RawLbPolicyOptions>,

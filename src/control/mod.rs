@@ -144,7 +144,7 @@ impl ClusterHosts {
     }
 
     fn is_dns(&self) -> bool {
-        self.spec.discovery != DiscoveryType::Static
+        matches!(self.spec.discovery, DiscoveryType::StrictDns | DiscoveryType::LogicalDns)
     }
 
     /// Takes one resolution's answers; returns whether the address set changed. Failures keep
@@ -211,7 +211,8 @@ fn resolve(spec: &config::Cluster, resolver: &Resolver) -> Answers {
     spec.endpoints
         .iter()
         .map(|endpoint| match spec.discovery {
-            DiscoveryType::Static => {
+            // An EDS cluster's endpoints are IP addresses from its file.
+            DiscoveryType::Static | DiscoveryType::Eds => {
                 endpoint.host.parse::<IpAddr>().map(|ip| vec![ip]).map_err(|e| e.to_string())
             }
             DiscoveryType::StrictDns | DiscoveryType::LogicalDns => resolver
@@ -257,7 +258,7 @@ async fn resolve_all(specs: Vec<config::Cluster>, resolver: &Arc<Resolver>) -> V
         .map(|spec| {
             let (tx, rx) = oneshot::channel();
             // A STATIC cluster's addresses are literals: no thread needed.
-            let started = if spec.discovery == DiscoveryType::Static {
+            let started = if matches!(spec.discovery, DiscoveryType::Static | DiscoveryType::Eds) {
                 let _ = tx.send(resolve(&spec, resolver));
                 Ok(())
             } else {
@@ -782,7 +783,10 @@ impl Control {
 
     fn publish_membership(&self) {
         if let Some(admin) = &self.admin {
-            admin.publish_membership(self.clusters.iter().map(ClusterHosts::membership).collect());
+            // An EDS cluster's update_* are its endpoint file's (published with the files).
+            let membership =
+                self.clusters.iter().filter(|c| c.spec.eds.is_none()).map(ClusterHosts::membership);
+            admin.publish_membership(membership.collect());
             admin.publish_subscriptions(self.files.stats(&self.bootstrap));
         }
     }

@@ -36,12 +36,13 @@ fn identity(path: &std::path::Path) -> Option<Identity> {
     Some(Identity { dev: m.dev(), ino: m.ino(), born })
 }
 
-/// A watched file: listeners, clusters, or the route configurations at a path.
+/// A watched file: listeners, clusters, or the route configurations or endpoints at a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum File {
     Lds,
     Cds,
     Rds(PathBuf),
+    Eds(PathBuf),
 }
 
 impl File {
@@ -54,6 +55,10 @@ impl File {
                 Some(doc) => docs.set(doc, Some(text)),
                 None => docs.rds.push(text),
             },
+            File::Eds(_) => match docs.eds_doc(&text.origin) {
+                Some(doc) => docs.set(doc, Some(text)),
+                None => docs.eds.push(text),
+            },
         }
     }
 
@@ -61,7 +66,7 @@ impl File {
     pub fn is(&self, doc: Option<Doc>, docs: &DocTexts) -> bool {
         match (self, doc) {
             (File::Lds, Some(Doc::Lds)) | (File::Cds, Some(Doc::Cds)) => true,
-            (File::Rds(path), Some(d @ Doc::Rds(_))) => {
+            (File::Rds(path), Some(d @ Doc::Rds(_))) | (File::Eds(path), Some(d @ Doc::Eds(_))) => {
                 docs.get(d).is_some_and(|t| std::path::Path::new(&t.origin) == path)
             }
             _ => false,
@@ -79,6 +84,12 @@ impl File {
                 .filter_map(|l| l.hcm.rds.as_ref())
                 .find(|r| r.source.path == *path)
                 .and_then(|r| r.applied.as_ref()),
+            File::Eds(path) => b
+                .clusters
+                .iter()
+                .filter_map(|c| c.eds.as_ref())
+                .find(|e| e.source.path == *path)
+                .and_then(|e| e.applied.as_ref()),
         };
         applied.map(|a| a.version_info.clone()).unwrap_or_default()
     }
@@ -104,6 +115,14 @@ impl File {
                 };
                 pick(before) != pick(after)
             }
+            File::Eds(path) => {
+                let pick = |b: &Bootstrap| -> Vec<crate::config::Cluster> {
+                    let named =
+                        |c: &&crate::config::Cluster| c.eds.as_ref().is_some_and(|e| e.source.path == *path);
+                    b.clusters.iter().filter(named).cloned().collect()
+                };
+                pick(before) != pick(after)
+            }
         }
     }
 
@@ -112,6 +131,7 @@ impl File {
             File::Lds => Doc::Lds.stat_prefix().to_string(),
             File::Cds => Doc::Cds.stat_prefix().to_string(),
             File::Rds(path) => format!("rds {}", path.display()),
+            File::Eds(path) => format!("eds {}", path.display()),
         }
     }
 }
@@ -174,7 +194,8 @@ impl Files {
             .iter()
             .map(|s| (File::Cds, s))
             .chain(xds.lds.iter().map(|s| (File::Lds, s)))
-            .chain(xds.rds.iter().map(|s| (File::Rds(s.path.clone()), s)));
+            .chain(xds.rds.iter().map(|s| (File::Rds(s.path.clone()), s)))
+            .chain(xds.eds.iter().map(|s| (File::Eds(s.path.clone()), s)));
         for (file, source) in named {
             match old.iter().position(|s| s.file == file && s.source == *source) {
                 Some(i) => self.subs.push(old.swap_remove(i)),
@@ -199,7 +220,7 @@ impl Files {
             let named = match &s.file {
                 File::Lds => xds.lds.as_ref() == Some(&s.source),
                 File::Cds => xds.cds.as_ref() == Some(&s.source),
-                File::Rds(_) => true,
+                File::Rds(_) | File::Eds(_) => true,
             };
             if let (true, Some(text)) = (named, &s.good) {
                 s.file.set(&mut docs, text.clone());
@@ -254,7 +275,8 @@ impl Files {
 
     /// Envoy's stats: `listener_manager.lds.*`, `cluster_manager.cds.*` (with `config_reload`),
     /// and for a route configuration file `http.<stat_prefix>.rds.<route_config_name>.*` for each
-    /// connection manager of `b` that names it (with `config_reload` and `update_empty`).
+    /// connection manager of `b` that names it (with `config_reload` and `update_empty`), and for
+    /// an endpoint file `cluster.<name>.*` for each EDS cluster of `b` that names it.
     pub fn stats(&self, b: &Bootstrap) -> Vec<SubscriptionStats> {
         let mut out = Vec::new();
         for s in &self.subs {
@@ -270,6 +292,7 @@ impl Files {
                 version_text: c.version_text.clone(),
                 config_reload: reloads.then_some((c.reloads, c.reload_time)),
                 update_empty: empty.then_some(0),
+                eds: false,
             };
             match &s.file {
                 File::Lds => out.push(stats(Scope::Subscription(Doc::Lds.stat_prefix()), false, false)),
@@ -283,6 +306,15 @@ impl Files {
                             };
                             out.push(stats(scope, true, true));
                         }
+                    }
+                }
+                File::Eds(path) => {
+                    let named = |cl: &&crate::config::Cluster| {
+                        cl.eds.as_ref().is_some_and(|e| e.source.path == *path)
+                    };
+                    for cl in b.clusters.iter().filter(named) {
+                        let scope = Scope::Cluster(cl.name.clone());
+                        out.push(SubscriptionStats { eds: true, ..stats(scope, false, true) });
                     }
                 }
             }
