@@ -43,14 +43,20 @@ pub fn run(opts: Options) -> ExitCode {
     for w in &loaded.1.warnings {
         log::warn!("{w}");
     }
-    if opts.mode == Mode::Validate {
-        log::info!(
-            "configuration {} OK",
-            match &source {
-                Source::File(p) => p.display().to_string(),
-                Source::Inline(_) => "--config-yaml".into(),
-            }
+    // As Envoy: a subscription, even to a file, names the node (the command line's names win).
+    let xds = &loaded.1.bootstrap.xds;
+    let node_id = opts.service_node.as_deref().unwrap_or(&xds.node_id);
+    let node_cluster = opts.service_cluster.as_deref().unwrap_or(&xds.node_cluster);
+    if (xds.lds.is_some() || xds.cds.is_some()) && (node_id.is_empty() || node_cluster.is_empty()) {
+        log::error!(
+            "{}: dynamic_resources: node 'id' and 'cluster' are required. Set it either in 'node' config or \
+             via --service-node and --service-cluster options.",
+            source_name(&source)
         );
+        return ExitCode::from(1);
+    }
+    if opts.mode == Mode::Validate {
+        log::info!("configuration {} OK", source_name(&source));
         return ExitCode::SUCCESS;
     }
 
@@ -255,5 +261,13 @@ fn wait_for_stop(
             (0, None) => {}
             _ => return "SIGTERM",
         }
+    }
+}
+
+/// The config's name in messages: its path, or `--config-yaml`.
+fn source_name(source: &Source) -> String {
+    match source {
+        Source::File(p) => p.display().to_string(),
+        Source::Inline(_) => "--config-yaml".into(),
     }
 }

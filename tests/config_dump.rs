@@ -443,7 +443,7 @@ fn resource_query_returns_the_elements_envoy_would() {
     assert_eq!(list.len(), 3);
     assert_eq!(list[0]["@type"], "type.googleapis.com/envoy.admin.v3.RoutesConfigDump.StaticRouteConfig");
 
-    // Known but always empty here (no xDS), and unknown: both give an empty list, no panic.
+    // Known but empty here (no dynamic_resources), and unknown: both give an empty list, no panic.
     assert_eq!(filter(dump.clone(), Some("dynamic_active_clusters")), serde_json::json!({ "configs": [] }));
     assert_eq!(filter(dump.clone(), Some("bogus")), serde_json::json!({ "configs": [] }));
     assert_eq!(

@@ -504,8 +504,15 @@ fn unsupported_lb_policy() {
         r#"skiff.yaml:26:16: static_resources.clusters[0].lb_policy: unknown lb_policy "ROUND_ROBN", expected one of ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV"#
     );
     assert_eq!(
-        err(&with("type: STRICT_DNS", "type: EDS")),
-        "skiff.yaml:25:11: static_resources.clusters[0].type: cluster type EDS is not yet supported (supported: STATIC, STRICT_DNS, LOGICAL_DNS)"
+        err(&with("type: STRICT_DNS", "type: ORIGINAL_DST")),
+        "skiff.yaml:25:11: static_resources.clusters[0].type: cluster type ORIGINAL_DST is not yet supported (supported: STATIC, STRICT_DNS, LOGICAL_DNS, EDS)"
+    );
+    // EDS reads its endpoints from a file, which it must name.
+    assert!(
+        err(&with("type: STRICT_DNS", "type: EDS"))
+            .contains("an EDS cluster takes its endpoints from eds_cluster_config"),
+        "{}",
+        err(&with("type: STRICT_DNS", "type: EDS"))
     );
 }
 
@@ -559,11 +566,11 @@ fn unknown_transport_sockets_and_xds_are_refused_by_name() {
         err(&text),
         "skiff.yaml:26:23: static_resources.clusters[0].transport_socket: transport socket \"envoy.transport_sockets.alts\" is not supported (envoy.transport_sockets.tls or raw_buffer)"
     );
-    let text = format!("dynamic_resources: {{}}\n{BASE}");
-    assert!(
-        err(&text).starts_with("skiff.yaml:1:20: dynamic_resources: dynamic_resources is not supported"),
-        "{}",
-        err(&text)
+    // Files are the only xDS source: a management server (gRPC/REST) is refused where it is named.
+    let text = format!("dynamic_resources: {{ cds_config: {{ ads: {{}} }} }}\n{BASE}");
+    assert_eq!(
+        err(&text),
+        "skiff.yaml:1:41: dynamic_resources.cds_config.ads: ads is not supported: skiff reads xDS resources from files only (path_config_source)"
     );
 }
 

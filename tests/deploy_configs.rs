@@ -219,6 +219,9 @@ fn the_mesh_resolves_headless_services_and_the_sidecars_reach_their_app_on_loopb
                     DiscoveryType::LogicalDns => {
                         panic!("{origin}: cluster {}: use STRICT_DNS in the mesh", cluster.name)
                     }
+                    DiscoveryType::Eds => {
+                        panic!("{origin}: cluster {}: the mesh has no endpoint files", cluster.name)
+                    }
                 }
             }
         }

@@ -46,8 +46,9 @@ const STDERR_LOG: &str = "type.googleapis.com/envoy.extensions.access_loggers.st
 const ZIPKIN: &str = "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig";
 
 /// The `?resource=` names Envoy accepts for the config types skiff dumps, with the `@type` of one
-/// element. The dynamic ones are always empty (skiff has no xDS) but are valid names, so Envoy
-/// tooling asking for them gets `{"configs": []}` rather than an error.
+/// element. Warming clusters and dynamic route configs are always empty (files apply at once;
+/// no RDS) but are valid names, so Envoy tooling asking for them gets `{"configs": []}` rather
+/// than an error.
 pub const RESOURCES: &[(&str, &str)] = &[
     ("static_clusters", "type.googleapis.com/envoy.admin.v3.ClustersConfigDump.StaticCluster"),
     ("dynamic_active_clusters", "type.googleapis.com/envoy.admin.v3.ClustersConfigDump.DynamicCluster"),
@@ -65,34 +66,173 @@ pub fn render(snapshot: &Snapshot) -> Value {
 
 /// The `/config_dump` of a bootstrap; `render` without needing a built snapshot.
 pub fn render_bootstrap(b: &Bootstrap) -> Value {
-    let listeners: Vec<Value> =
-        b.listeners.iter().map(listener).chain(b.tcp_listeners.iter().map(tcp_listener)).collect();
-    let clusters: Vec<Value> = b.clusters.iter().map(cluster).collect();
+    let is_dynamic_listener = |name: &String| b.xds.dynamic_listeners.contains(name);
+    let (mut static_listeners, mut dynamic_listeners) = (Vec::new(), Vec::new());
+    let http = b.listeners.iter().map(|l| (&l.name, listener(l)));
+    for (name, l) in http.chain(b.tcp_listeners.iter().map(|l| (&l.name, tcp_listener(l)))) {
+        if is_dynamic_listener(name) {
+            dynamic_listeners.push((name.clone(), l));
+        } else {
+            static_listeners.push(l);
+        }
+    }
+    let (mut static_clusters, mut dynamic_clusters) = (Vec::new(), Vec::new());
+    for c in &b.clusters {
+        if b.xds.dynamic_clusters.contains(&c.name) {
+            dynamic_clusters.push(cluster(c));
+        } else {
+            static_clusters.push(cluster(c));
+        }
+    }
 
     let mut bootstrap = Map::new();
+    let mut node = Map::new();
+    for (key, value) in [("id", &b.xds.node_id), ("cluster", &b.xds.node_cluster)] {
+        if !value.is_empty() {
+            node.insert(key.into(), value.clone().into());
+        }
+    }
+    if !node.is_empty() {
+        bootstrap.insert("node".into(), Value::Object(node));
+    }
     if let Some(a) = &b.admin {
         bootstrap.insert("admin".into(), admin(a));
     }
-    bootstrap.insert("static_resources".into(), json!({ "listeners": listeners, "clusters": clusters }));
+    bootstrap.insert(
+        "static_resources".into(),
+        json!({ "listeners": static_listeners, "clusters": static_clusters }),
+    );
+    if b.xds.lds.is_some() || b.xds.cds.is_some() {
+        bootstrap.insert("dynamic_resources".into(), dynamic_resources(&b.xds));
+    }
 
+    let mut clusters_dump = Map::new();
+    clusters_dump.insert("@type".into(), CLUSTERS_DUMP.into());
+    let cds = b.xds.applied(Doc::Cds);
+    version_info(&mut clusters_dump, cds);
     let static_clusters: Vec<Value> =
-        clusters.iter().map(|c| json!({ "cluster": with_type(CLUSTER, c) })).collect();
+        static_clusters.iter().map(|c| json!({ "cluster": with_type(CLUSTER, c) })).collect();
+    clusters_dump.insert("static_clusters".into(), static_clusters.into());
+    if !dynamic_clusters.is_empty() {
+        let active: Vec<Value> = dynamic_clusters
+            .iter()
+            .map(|c| {
+                let mut m = Map::new();
+                version_info(&mut m, cds);
+                m.insert("cluster".into(), with_type(CLUSTER, c));
+                last_updated(&mut m, cds);
+                Value::Object(m)
+            })
+            .collect();
+        clusters_dump.insert("dynamic_active_clusters".into(), active.into());
+    }
+
+    let mut listeners_dump = Map::new();
+    listeners_dump.insert("@type".into(), LISTENERS_DUMP.into());
+    let lds = b.xds.applied(Doc::Lds);
+    version_info(&mut listeners_dump, lds);
     let static_listeners: Vec<Value> =
-        listeners.iter().map(|l| json!({ "listener": with_type(LISTENER, l) })).collect();
+        static_listeners.iter().map(|l| json!({ "listener": with_type(LISTENER, l) })).collect();
+    listeners_dump.insert("static_listeners".into(), static_listeners.into());
+    if !dynamic_listeners.is_empty() {
+        let dynamic: Vec<Value> = dynamic_listeners
+            .iter()
+            .map(|(name, l)| {
+                let mut state = Map::new();
+                version_info(&mut state, lds);
+                state.insert("listener".into(), with_type(LISTENER, l));
+                last_updated(&mut state, lds);
+                json!({ "name": name, "active_state": state })
+            })
+            .collect();
+        listeners_dump.insert("dynamic_listeners".into(), dynamic.into());
+    }
+
+    // Inline route configs, wherever their listener came from (Envoy lists an LDS listener's
+    // inline routes among the static ones too: only RDS makes them dynamic).
     let static_route_configs: Vec<Value> = b
         .listeners
         .iter()
+        .filter(|l| l.hcm.rds.is_none())
         .map(|l| json!({ "route_config": with_type(ROUTE_CONFIG, &route_config(&l.hcm.route_config)) }))
         .collect();
+    // Route configurations from files, each once however many connection managers name it.
+    let mut dynamic_route_configs: Vec<Value> = Vec::new();
+    let mut seen = Vec::new();
+    for (h, r) in b.listeners.iter().filter_map(|l| l.hcm.rds.as_ref().map(|r| (&l.hcm, r))) {
+        let key = (&r.source.path, &r.route_config_name);
+        if r.applied.is_none() || seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
+        let mut m = Map::new();
+        version_info(&mut m, r.applied.as_ref());
+        m.insert("route_config".into(), with_type(ROUTE_CONFIG, &route_config(&h.route_config)));
+        last_updated(&mut m, r.applied.as_ref());
+        dynamic_route_configs.push(Value::Object(m));
+    }
+    let mut routes_dump = Map::new();
+    routes_dump.insert("@type".into(), ROUTES_DUMP.into());
+    routes_dump.insert("static_route_configs".into(), static_route_configs.into());
+    if !dynamic_route_configs.is_empty() {
+        routes_dump.insert("dynamic_route_configs".into(), dynamic_route_configs.into());
+    }
 
     json!({
         "configs": [
             { "@type": BOOTSTRAP_DUMP, "bootstrap": Value::Object(bootstrap) },
-            { "@type": CLUSTERS_DUMP, "static_clusters": static_clusters },
-            { "@type": LISTENERS_DUMP, "static_listeners": static_listeners },
-            { "@type": ROUTES_DUMP, "static_route_configs": static_route_configs },
+            Value::Object(clusters_dump),
+            Value::Object(listeners_dump),
+            Value::Object(routes_dump),
         ]
     })
+}
+
+/// A file `ConfigSource`, v3 spelling.
+fn path_source(s: &PathSource) -> Value {
+    let mut p = Map::new();
+    p.insert("path".into(), s.path.display().to_string().into());
+    if let Some(d) = &s.watched_directory {
+        p.insert("watched_directory".into(), json!({ "path": d.display().to_string() }));
+    }
+    json!({ "path_config_source": p, "resource_api_version": "V3" })
+}
+
+/// The bootstrap's `dynamic_resources`, as written (v3 spelling).
+fn dynamic_resources(xds: &Xds) -> Value {
+    let source = path_source;
+    let mut m = Map::new();
+    if let Some(s) = &xds.lds {
+        m.insert("lds_config".into(), source(s));
+    }
+    if let Some(s) = &xds.cds {
+        m.insert("cds_config".into(), source(s));
+    }
+    Value::Object(m)
+}
+
+/// `version_info` as Envoy writes it: left out while empty.
+fn version_info(m: &mut Map<String, Value>, applied: Option<&Applied>) {
+    if let Some(a) = applied.filter(|a| !a.version_info.is_empty()) {
+        m.insert("version_info".into(), a.version_info.clone().into());
+    }
+}
+
+/// `last_updated`: protobuf's JSON Timestamp, UTC with milliseconds as Envoy prints it.
+fn last_updated(m: &mut Map<String, Value>, applied: Option<&Applied>) {
+    let Some(a) = applied else { return };
+    let since = a.last_updated.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() as i64;
+    let (year, month, day) = crate::access_log::time::civil_from_days(secs.div_euclid(86_400));
+    let of_day = secs.rem_euclid(86_400);
+    let text = format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60,
+        since.subsec_millis()
+    );
+    m.insert("last_updated".into(), text.into());
 }
 
 /// Envoy's `?resource=NAME`: every element of that repeated field, across all dumps, each as its
@@ -321,7 +461,18 @@ fn hcm(h: &HttpConnectionManager) -> Value {
     let mut m = Map::new();
     m.insert("@type".into(), HCM.into());
     m.insert("stat_prefix".into(), h.stat_prefix.as_str().into());
-    m.insert("route_config".into(), route_config(&h.route_config));
+    match &h.rds {
+        Some(r) => {
+            let source = path_source(&r.source);
+            m.insert(
+                "rds".into(),
+                json!({ "route_config_name": r.route_config_name, "config_source": source }),
+            );
+        }
+        None => {
+            m.insert("route_config".into(), route_config(&h.route_config));
+        }
+    }
     let filters: Vec<Value> = h
         .http_filters
         .iter()
@@ -1106,6 +1257,17 @@ fn cluster(c: &Cluster) -> Value {
         DiscoveryType::LogicalDns => {
             m.insert("type".into(), "LOGICAL_DNS".into());
         }
+        DiscoveryType::Eds => {
+            m.insert("type".into(), "EDS".into());
+        }
+    }
+    if let Some(e) = &c.eds {
+        let mut ec = Map::new();
+        ec.insert("eds_config".into(), path_source(&e.source));
+        if e.service_name_given {
+            ec.insert("service_name".into(), e.service_name.as_str().into());
+        }
+        m.insert("eds_cluster_config".into(), Value::Object(ec));
     }
     m.insert("connect_timeout".into(), duration(c.connect_timeout).into());
     if let Some(tls) = &c.tls {
@@ -1127,7 +1289,8 @@ fn cluster(c: &Cluster) -> Value {
         }
     }
     // Only meaningful for DNS clusters; for a STATIC one printed only if someone set it.
-    if c.discovery != DiscoveryType::Static || c.dns_refresh_rate != Duration::from_secs(5) {
+    let dns = matches!(c.discovery, DiscoveryType::StrictDns | DiscoveryType::LogicalDns);
+    if dns || c.dns_refresh_rate != Duration::from_secs(5) {
         m.insert("dns_refresh_rate".into(), duration(c.dns_refresh_rate).into());
     }
     let family = match c.dns_lookup_family {
@@ -1145,7 +1308,10 @@ fn cluster(c: &Cluster) -> Value {
             c.dns_resolvers.iter().map(|a| socket_address(&a.ip().to_string(), a.port())).collect();
         m.insert("dns_resolution_config".into(), json!({ "resolvers": resolvers }));
     }
-    m.insert("load_assignment".into(), load_assignment(c));
+    // An EDS cluster's endpoints are its file's (Envoy's dump leaves them out of the cluster too).
+    if c.eds.is_none() {
+        m.insert("load_assignment".into(), load_assignment(c));
+    }
     if !c.health_checks.is_empty() {
         m.insert("health_checks".into(), c.health_checks.iter().map(health_check).collect());
     }

@@ -47,6 +47,34 @@ pub struct AdminState {
     shards: Mutex<Shards>,
     /// Membership and DNS-update stats, published by the control thread.
     membership: Mutex<Vec<ClusterMembership>>,
+    /// The `dynamic_resources` files' update stats, published by the control thread.
+    subscriptions: Mutex<Vec<SubscriptionStats>>,
+}
+
+/// Envoy's subscription stats for one resource file (`listener_manager.lds.*`,
+/// `cluster_manager.cds.*`, or per connection manager `http.<prefix>.rds.<name>.*`).
+#[derive(Debug, Clone)]
+pub struct SubscriptionStats {
+    /// `listener_manager.lds`, `cluster_manager.cds` or `http.<stat_prefix>.rds.<route_config_name>`.
+    pub scope: Scope,
+    pub update_attempt: u64,
+    pub update_success: u64,
+    pub update_failure: u64,
+    pub update_rejected: u64,
+    /// Milliseconds since the epoch of the last success (0 before one).
+    pub update_time: i64,
+    /// xxHash64 of the applied `version_info`, as Envoy's `version` gauge.
+    pub version: u64,
+    /// The applied `version_info` itself (`version_text`, a text readout).
+    pub version_text: String,
+    /// CDS and RDS (None for LDS, where Envoy makes none): successes that changed a resource,
+    /// and the time of the last one.
+    pub config_reload: Option<(u64, i64)>,
+    /// RDS and EDS: `update_empty` (a file is never an empty update: always 0).
+    pub update_empty: Option<u64>,
+    /// EDS: the cluster's `update_no_rebuild` and `assignment_*` counters, always 0 (a file's
+    /// assignment is applied whole, never cached or timed out).
+    pub eds: bool,
 }
 
 /// The control thread's part of `cluster.<name>.*`.
@@ -81,6 +109,7 @@ impl AdminState {
             reopen_log: AtomicBool::new(false),
             shards: Mutex::new(Shards::default()),
             membership: Mutex::new(Vec::new()),
+            subscriptions: Mutex::new(Vec::new()),
         })
     }
 
@@ -97,6 +126,10 @@ impl AdminState {
         *lock(&self.membership) = membership;
     }
 
+    pub fn publish_subscriptions(&self, stats: Vec<SubscriptionStats>) {
+        *lock(&self.subscriptions) = stats;
+    }
+
     /// Every stat: each shard's dump (asked now, so counters are exact), the control thread's
     /// cluster membership, and the server's own gauges.
     pub async fn collect_stats(&self) -> StatsDump {
@@ -108,6 +141,40 @@ impl AdminState {
             own.push(scope.clone(), "update_attempt", Value::Counter(m.update_attempt));
             own.push(scope.clone(), "update_success", Value::Counter(m.update_success));
             own.push(scope, "update_failure", Value::Counter(m.update_failure));
+        }
+        for s in lock(&self.subscriptions).iter() {
+            let scope = s.scope.clone();
+            if let Some(empty) = s.update_empty {
+                own.push(scope.clone(), "update_empty", Value::Counter(empty));
+            }
+            if s.eds {
+                for name in [
+                    "update_no_rebuild",
+                    "assignment_stale",
+                    "assignment_timeout_received",
+                    "assignment_use_cached",
+                ] {
+                    own.push(scope.clone(), name, Value::Counter(0));
+                }
+            }
+            own.push(scope.clone(), "init_fetch_timeout", Value::Counter(0));
+            own.push(scope.clone(), "update_attempt", Value::Counter(s.update_attempt));
+            own.push(scope.clone(), "update_failure", Value::Counter(s.update_failure));
+            own.push(scope.clone(), "update_rejected", Value::Counter(s.update_rejected));
+            own.push(scope.clone(), "update_success", Value::Counter(s.update_success));
+            own.push(scope.clone(), "update_time", Value::Gauge(s.update_time));
+            own.push(scope.clone(), "version", Value::GaugeU64(s.version));
+            own.push(scope.clone(), "version_text", Value::Text(s.version_text.clone()));
+            // Envoy records no file update's duration either.
+            own.push(
+                scope.clone(),
+                "update_duration",
+                Value::Histogram(Box::new(crate::stats::new_histogram())),
+            );
+            if let Some((reloads, at)) = s.config_reload {
+                own.push(scope.clone(), "config_reload", Value::Counter(reloads));
+                own.push(scope, "config_reload_time_ms", Value::Gauge(at));
+            }
         }
         // The breakers are counted once for the process, not per shard; membership and health
         // checks are read from the snapshot's hosts and boards, current to the last verdict.

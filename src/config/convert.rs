@@ -71,6 +71,34 @@ struct Cx {
     bootstrap_tracer: Option<ZipkinConfig>,
     /// How many HCMs have a `tracing` block, to warn when the bootstrap's provider applies to none.
     hcm_tracing_blocks: usize,
+    /// Route configuration files, `Doc::Rds(index)`.
+    rds_files: Vec<ResourceFile<RawRouteConfig>>,
+    /// Endpoint files, `Doc::Eds(index)`.
+    eds_files: Vec<ResourceFile<RawLoadAssignment>>,
+    /// Every `eds_config` the EDS clusters name, each once.
+    eds_sources: Vec<PathSource>,
+    /// Route configurations converted from them, by (file index, name): several connection
+    /// managers may name the same one.
+    rds_done: Vec<(usize, String, RouteConfig)>,
+    /// Every `rds` source the connection managers name, each once.
+    rds_sources: Vec<PathSource>,
+}
+
+/// A route configuration or endpoint file: its resources are taken as they are converted.
+struct ResourceFile<T> {
+    path: String,
+    applied: Applied,
+    resources: Vec<Option<T>>,
+}
+
+impl<T> ResourceFile<T> {
+    fn new((path, f): (String, RawFile<T>)) -> Self {
+        ResourceFile {
+            path,
+            applied: Applied { version_info: f.version_info, last_updated: f.received },
+            resources: f.resources.into_iter().map(Some).collect(),
+        }
+    }
 }
 
 impl Cx {
@@ -98,15 +126,22 @@ impl Cx {
     }
 }
 
-pub fn convert(raw: RawBootstrap) -> Res<Converted> {
-    let mut cx = Cx::default();
+/// `raw` with the resources of `files` (the `dynamic_resources` files' contents) added to its
+/// static ones, as Envoy combines them; a problem in a file's resource has a path rooted in it.
+pub fn convert(raw: RawBootstrap, files: RawDynamicFiles) -> Res<Converted> {
+    let rds_files = files.rds.into_iter().map(ResourceFile::new).collect();
+    let eds_files = files.eds.into_iter().map(ResourceFile::new).collect();
+    let mut cx = Cx { rds_files, eds_files, ..Cx::default() };
     let root = FieldPath::default();
-    reject_present!(
-        root,
-        raw,
-        [dynamic_resources, hds_config],
-        "only static_resources are supported (no xDS yet)"
-    );
+    reject_present!(root, raw, [hds_config], "health discovery (HDS) needs a management server");
+    let mut xds = match raw.dynamic_resources {
+        Some(d) => dynamic_resources(root.key("dynamic_resources"), d)?,
+        None => Xds::default(),
+    };
+    if let Some(node) = raw.node {
+        xds.node_id = node.id.unwrap_or_default();
+        xds.node_cluster = node.cluster.unwrap_or_default();
+    }
     warn_present!(cx, root, raw, "bootstrap", [stats_sinks, overload_manager]);
 
     let admin = match raw.admin {
@@ -127,14 +162,39 @@ pub fn convert(raw: RawBootstrap) -> Res<Converted> {
         None => (Vec::new(), Vec::new()),
     };
     let sr = root.key("static_resources");
+    let (lds, cds) = (files.lds, files.cds);
+    if xds.lds.is_none() && lds.is_some() || xds.cds.is_none() && cds.is_some() {
+        return fail(root.key("dynamic_resources"), "a resource file was given without its config source");
+    }
+    let cds_path = FieldPath::doc(Doc::Cds).key("resources");
+    let lds_path = FieldPath::doc(Doc::Lds).key("resources");
 
     // Clusters first: routes refer to them, wherever they sit in the file.
     let cp = sr.key("clusters");
-    let mut clusters = Vec::with_capacity(clusters_raw.len());
-    for (i, c) in clusters_raw.into_iter().enumerate() {
-        let p = cp.idx(i);
+    let static_count = clusters_raw.len();
+    let dynamic_clusters = cds.map(|f| {
+        xds.cds_applied = Some(Applied { version_info: f.version_info, last_updated: f.received });
+        f.resources
+    });
+    let all_clusters = clusters_raw.into_iter().enumerate().map(|(i, c)| (cp.idx(i), c));
+    let all_clusters = all_clusters
+        .chain(dynamic_clusters.into_iter().flatten().enumerate().map(|(i, c)| (cds_path.idx(i), c)));
+    let mut clusters = Vec::with_capacity(static_count);
+    for (p, c) in all_clusters {
+        resource_type(&p, c.type_url.as_deref(), Doc::Cds)?;
+        let is_static = |name: &str| {
+            clusters[..static_count.min(clusters.len())].iter().any(|s: &Cluster| s.name == name)
+        };
+        if p.document().is_some() && is_static(&c.name) {
+            // Envoy's cluster manager keeps a static cluster and applies the rest of the update.
+            cx.warn(p.key("name"), format!("cluster \"{}\" is static: this one is ignored", c.name));
+            continue;
+        }
         if !cx.clusters.insert(c.name.clone()) {
             return fail(p.key("name"), format!("duplicate cluster name \"{}\"", c.name));
+        }
+        if p.document().is_some() {
+            xds.dynamic_clusters.push(c.name.clone());
         }
         clusters.push(cluster(&mut cx, p, c)?);
     }
@@ -156,11 +216,34 @@ pub fn convert(raw: RawBootstrap) -> Res<Converted> {
     if let Some(a) = &admin {
         addresses.push((a.address, root.key("admin").key("address")));
     }
-    for (i, l) in listeners_raw.into_iter().enumerate() {
-        let p = lp.idx(i);
-        let name = l.name.clone().unwrap_or_else(|| format!("listener_{i}"));
+    let dynamic_listeners = lds.map(|f| {
+        xds.lds_applied = Some(Applied { version_info: f.version_info, last_updated: f.received });
+        f.resources
+    });
+    let all_listeners = listeners_raw.into_iter().enumerate().map(|(i, l)| (lp.idx(i), i, l));
+    let all_listeners = all_listeners
+        .chain(dynamic_listeners.into_iter().flatten().enumerate().map(|(i, l)| (lds_path.idx(i), i, l)));
+    let mut static_listeners = HashSet::new();
+    for (p, i, l) in all_listeners {
+        resource_type(&p, l.type_url.as_deref(), Doc::Lds)?;
+        let name = match (&l.name, p.document()) {
+            (Some(name), _) => name.clone(),
+            (None, None) => format!("listener_{i}"),
+            // Envoy's LDS keys listeners by name: one without cannot be updated or removed.
+            (None, Some(_)) => return fail(p, "a listener from lds_config needs a name"),
+        };
+        if p.document().is_some() && static_listeners.contains(&name) {
+            // Envoy's listener manager keeps a static listener and applies the rest of the update.
+            cx.warn(p.key("name"), format!("listener \"{name}\" is static: this one is ignored"));
+            continue;
+        }
         if !names.insert(name.clone()) {
             return fail(p.key("name"), format!("duplicate listener name \"{name}\""));
+        }
+        if p.document().is_some() {
+            xds.dynamic_listeners.push(name.clone());
+        } else {
+            static_listeners.insert(name.clone());
         }
         let built = listener(&mut cx, p.clone(), name, l)?;
         let address = match &built {
@@ -187,9 +270,77 @@ pub fn convert(raw: RawBootstrap) -> Res<Converted> {
     }
 
     Ok(Converted {
-        bootstrap: Bootstrap { admin, listeners, clusters, tcp_listeners },
+        bootstrap: Bootstrap {
+            admin,
+            listeners,
+            clusters,
+            tcp_listeners,
+            xds: Xds { rds: cx.rds_sources, eds: cx.eds_sources, ..xds },
+        },
         warnings: cx.warnings,
     })
+}
+
+/// Checks a resource's `"@type"`: only a resource in a `dynamic_resources` file (an `Any`) has one,
+/// and there it must be the file's kind.
+fn resource_type(p: &FieldPath, type_url: Option<&str>, doc: Doc) -> Res<()> {
+    match (p.document(), type_url) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => {
+            fail(p.key("@type"), "\"@type\" belongs to a resource in a dynamic_resources file")
+        }
+        (Some(_), Some(t)) if t == doc.type_url() => Ok(()),
+        (Some(_), Some(t)) => fail(p.key("@type"), format!("expected \"{}\", got \"{t}\"", doc.type_url())),
+        (Some(_), None) => fail(p.clone(), format!("a resource needs \"@type\": {}", doc.type_url())),
+    }
+}
+
+/// `dynamic_resources`: the files to read listeners and clusters from. Only `path_config_source`
+/// (or v2 `path`): skiff speaks no gRPC or REST xDS.
+fn dynamic_resources(p: FieldPath, d: RawDynamic) -> Res<Xds> {
+    const NO_SERVER: &str = "skiff reads xDS resources from files only (path_config_source)";
+    reject_present!(p, d, [ads_config, lds_resources_locator, cds_resources_locator], NO_SERVER);
+    let mut xds = Xds::default();
+    // Clusters first, as Envoy checks them.
+    if let Some(c) = d.cds_config {
+        xds.cds = Some(config_source(p.key("cds_config"), c)?);
+    }
+    if let Some(c) = d.lds_config {
+        xds.lds = Some(config_source(p.key("lds_config"), c)?);
+    }
+    Ok(xds)
+}
+
+fn config_source(p: FieldPath, c: RawConfigSource) -> Res<PathSource> {
+    const NO_SERVER: &str = "skiff reads xDS resources from files only (path_config_source)";
+    reject_present!(p, c, [api_config_source, ads, self_source, authorities], NO_SERVER);
+    // initial_fetch_timeout: a file is read at once, there is nothing to wait for.
+    let _ = c.initial_fetch_timeout;
+    if let Some(v) = &c.resource_api_version {
+        if !v.eq_ignore_ascii_case("V3") && !v.eq_ignore_ascii_case("AUTO") {
+            return fail(p.key("resource_api_version"), format!("only V3 resources are supported, got {v}"));
+        }
+    }
+    let v2 = c.path.is_some();
+    let (path, watched_directory) = match (c.path_config_source, c.path) {
+        (Some(_), Some(_)) => return fail(p, "give either path_config_source (v3) or path (v2), not both"),
+        (Some(s), None) => (s.path, s.watched_directory.map(|w| w.path)),
+        (None, Some(path)) => (path, None),
+        (None, None) => return fail(p, format!("a config source needs path_config_source: {NO_SERVER}")),
+    };
+    if path.is_empty() {
+        return fail(p, "path_config_source.path is empty");
+    }
+    // As Envoy, which refuses to start on a file that is not there (an update can only replace
+    // one that is).
+    if !std::path::Path::new(&path).exists() {
+        let key = if v2 { p.key("path") } else { p.key("path_config_source").key("path") };
+        return fail(
+            key,
+            format!("paths must refer to an existing path in the system: '{path}' does not exist"),
+        );
+    }
+    Ok(PathSource { path: path.into(), watched_directory: watched_directory.map(Into::into) })
 }
 
 /// A tracing provider (HCM `tracing.provider` or bootstrap `tracing.http`). The name and the
@@ -450,7 +601,16 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
         if chain.use_proxy_proto == Some(true) {
             return fail(cp.key("use_proxy_proto"), "the PROXY protocol is not supported");
         }
-        let filters = chain.filters.unwrap_or_default();
+        let single = chain.filters.as_ref().is_some_and(|f| f.was_single);
+        let filters = chain.filters.map_or_else(Vec::new, |f| {
+            if f.was_single {
+                cx.warn(
+                    cp.key("filters"),
+                    "filters is a single mapping; Envoy expects a list. Accepted as a one-element list",
+                );
+            }
+            f.items
+        });
         if filters.is_empty() {
             return fail(
                 cp.key("filters"),
@@ -460,7 +620,8 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
         let last = filters.len() - 1;
         let mut limits = Vec::new();
         for (j, f) in filters.into_iter().enumerate() {
-            let fp = cp.key("filters").idx(j);
+            // Single mapping: no index, as for filter_chains.
+            let fp = if single { cp.key("filters") } else { cp.key("filters").idx(j) };
             let (key, raw) = match (f.config, f.typed_config) {
                 (Some(_), Some(_)) => {
                     return fail(fp, "give either config (v2) or typed_config (v3), not both")
@@ -636,7 +797,7 @@ fn hcm(
     direction: Option<TrafficDirection>,
     listener_port: u16,
 ) -> Res<HttpConnectionManager> {
-    reject_present!(p, h, [rds, scoped_routes], "only an inline route_config is supported (no RDS yet)");
+    reject_present!(p, h, [scoped_routes], "only an inline route_config or rds from a file is supported");
     reject_present!(p, h, [http2_protocol_options, http3_protocol_options], "skiff speaks HTTP/1.1 only");
     warn_present!(
         cx,
@@ -668,9 +829,7 @@ fn hcm(
     let Some(stat_prefix) = h.stat_prefix else {
         return fail(p, "stat_prefix is required");
     };
-    let Some(rc) = h.route_config else {
-        return fail(p, "route_config is required (RDS is not supported)");
-    };
+
     let server_name = h.server_name.unwrap_or_else(|| "envoy".to_string());
     no_crlf(p.key("server_name"), &server_name)?;
     let strip_host_port = match (h.strip_matching_host_port, h.strip_any_host_port) {
@@ -684,7 +843,20 @@ fn hcm(
         (_, Some(true)) => StripHostPort::Any,
         _ => StripHostPort::No,
     };
-    let mut route_config = route_config(cx, p.key("route_config"), rc)?;
+    let (mut route_config, rds) = match (h.route_config, h.rds) {
+        (Some(_), Some(_)) => return fail(p, "give either route_config or rds, not both"),
+        (Some(rc), None) => {
+            if rc.type_url.is_some() {
+                return fail(
+                    p.key("route_config").key("@type"),
+                    "\"@type\" belongs to a resource in a route configuration file",
+                );
+            }
+            (route_config(cx, p.key("route_config"), rc)?, None)
+        }
+        (None, Some(r)) => rds(cx, p.key("rds"), r)?,
+        (None, None) => return fail(p, "route_config or rds is required"),
+    };
     route_config.strip_host_port = strip_host_port;
     let (accept_http_10, default_host_for_http_10) = match h.http_protocol_options {
         Some(o) => {
@@ -845,6 +1017,7 @@ fn hcm(
     Ok(HttpConnectionManager {
         stat_prefix,
         route_config,
+        rds,
         http_filters,
         max_request_headers_kb,
         request_headers_timeout: h
@@ -894,6 +1067,97 @@ fn headers_count(p: FieldPath, n: Option<u32>) -> Res<usize> {
 
 fn lower_all(list: Option<Vec<String>>) -> Vec<String> {
     list.unwrap_or_default().into_iter().map(|s| s.to_ascii_lowercase()).collect()
+}
+
+/// An EDS cluster's `eds_cluster_config`: where its assignment stands (the path for its errors),
+/// the assignment (None while the file has not been read), and the model's record of it. As in
+/// Envoy, the file must hold exactly the cluster's assignment.
+fn eds_assignment(
+    cx: &mut Cx,
+    p: FieldPath,
+    ec: RawEdsClusterConfig,
+    cluster: &str,
+) -> Res<(FieldPath, Option<RawLoadAssignment>, Eds)> {
+    let Some(config) = ec.eds_config else {
+        return fail(p, "eds_cluster_config needs eds_config");
+    };
+    let source = config_source(p.key("eds_config"), config)?;
+    if !cx.eds_sources.contains(&source) {
+        cx.eds_sources.push(source.clone());
+    }
+    let service_name_given = ec.service_name.is_some();
+    let service_name = ec.service_name.unwrap_or_else(|| cluster.to_string());
+    let path = source.path.display().to_string();
+    let Some(k) = cx.eds_files.iter().position(|f| f.path == path) else {
+        let eds = Eds { service_name, service_name_given, source, applied: None };
+        return Ok((p, None, eds));
+    };
+    let doc = Doc::Eds(u16::try_from(k).unwrap_or(u16::MAX));
+    let file = &mut cx.eds_files[k];
+    // As Envoy: the file holds this cluster's assignment and nothing else.
+    if file.resources.len() != 1 {
+        let n = file.resources.len();
+        return fail(
+            FieldPath::doc(doc),
+            format!("an endpoint file holds exactly one ClusterLoadAssignment, got {n}"),
+        );
+    }
+    let j = 0;
+    let Some(found) = &file.resources[j] else {
+        return fail(
+            FieldPath::doc(doc),
+            format!("cluster \"{cluster}\" reads an endpoint file another EDS cluster reads: not supported"),
+        );
+    };
+    let got = found.cluster_name.as_deref().unwrap_or_default();
+    if got != service_name {
+        let np = FieldPath::doc(doc).key("resources").idx(j).key("cluster_name");
+        return fail(np, format!("expected the ClusterLoadAssignment of \"{service_name}\" (cluster \"{cluster}\"), got \"{got}\""));
+    }
+    let la = file.resources[j].take();
+    let applied = Some(file.applied.clone());
+    let lap = FieldPath::doc(doc).key("resources").idx(j);
+    resource_type(&lap, la.as_ref().and_then(|la| la.type_url.as_deref()), doc)?;
+    Ok((lap, la, Eds { service_name, service_name_given, source, applied }))
+}
+
+/// An HCM's `rds`: the named route configuration from its file, converted where it stands in
+/// that file (so an error in it is that file's); empty while the file has not been read. A file
+/// without that name is invalid (Envoy rejects such an update).
+fn rds(cx: &mut Cx, p: FieldPath, r: RawRds) -> Res<(RouteConfig, Option<Rds>)> {
+    let source = config_source(p.key("config_source"), r.config_source)?;
+    if !cx.rds_sources.contains(&source) {
+        cx.rds_sources.push(source.clone());
+    }
+    let name = r.route_config_name;
+    let path = source.path.display().to_string();
+    let Some(k) = cx.rds_files.iter().position(|f| f.path == path) else {
+        let empty = RouteConfig { name: name.clone(), ..RouteConfig::default() };
+        return Ok((empty, Some(Rds { route_config_name: name, source, applied: None })));
+    };
+    let doc = Doc::Rds(u16::try_from(k).unwrap_or(u16::MAX));
+    let applied = Some(cx.rds_files[k].applied.clone());
+    if let Some((_, _, done)) = cx.rds_done.iter().find(|(i, n, _)| *i == k && *n == name) {
+        return Ok((done.clone(), Some(Rds { route_config_name: name, source, applied })));
+    }
+    let found = cx.rds_files[k]
+        .resources
+        .iter()
+        .position(|rc| rc.as_ref().is_some_and(|rc| rc.name.as_deref() == Some(&name)));
+    let Some(j) = found else {
+        return fail(
+            FieldPath::doc(doc),
+            format!("no route configuration named \"{name}\" (named by an rds at {p})"),
+        );
+    };
+    let Some(rc) = cx.rds_files[k].resources[j].take() else {
+        return fail(FieldPath::doc(doc), format!("route configuration \"{name}\" is given twice"));
+    };
+    let rp = FieldPath::doc(doc).key("resources").idx(j);
+    resource_type(&rp, rc.type_url.as_deref(), doc)?;
+    let converted = route_config(cx, rp, rc)?;
+    cx.rds_done.push((k, name.clone(), converted.clone()));
+    Ok((converted, Some(Rds { route_config_name: name, source, applied })))
 }
 
 fn route_config(cx: &mut Cx, p: FieldPath, rc: RawRouteConfig) -> Res<RouteConfig> {
@@ -1476,9 +1740,34 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
     let locality_weighted =
         c.common_lb_config.as_ref().is_some_and(|lb| lb.locality_weighted_lb_config.is_some());
     let mut localities: Vec<Locality> = Vec::new();
-    let policy = c.load_assignment.as_ref().and_then(|la| la.policy.as_ref());
+    // An EDS cluster's assignment is its file's, found by service name.
+    let (lap, load_assignment, eds) = if discovery == DiscoveryType::Eds {
+        if c.hosts.is_some() || c.load_assignment.is_some() {
+            return fail(
+                p,
+                "an EDS cluster takes its endpoints from eds_cluster_config, not hosts or load_assignment",
+            );
+        }
+        let Some(ec) = c.eds_cluster_config else {
+            return fail(p, "an EDS cluster needs eds_cluster_config");
+        };
+        let (lap, la, eds) = eds_assignment(cx, p.key("eds_cluster_config"), ec, &c.name)?;
+        (lap, la, Some(eds))
+    } else {
+        if c.eds_cluster_config.is_some() {
+            return fail(p.key("eds_cluster_config"), "eds_cluster_config belongs to a cluster of type EDS");
+        }
+        if c.load_assignment.as_ref().is_some_and(|la| la.type_url.is_some()) {
+            return fail(
+                p.key("load_assignment").key("@type"),
+                "\"@type\" belongs to a resource in an endpoint file",
+            );
+        }
+        (p.key("load_assignment"), c.load_assignment, None)
+    };
+    let policy = load_assignment.as_ref().and_then(|la| la.policy.as_ref());
     if let Some(po) = policy {
-        let pp = p.key("load_assignment").key("policy");
+        let pp = lap.key("policy");
         warn_present!(
             cx,
             pp,
@@ -1504,7 +1793,7 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
 
     let mut endpoints = Vec::new();
     let mut endpoint_paths = Vec::new();
-    match (c.hosts, c.load_assignment) {
+    match (c.hosts, load_assignment) {
         (Some(_), Some(_)) => return fail(p, "give either hosts (v2) or load_assignment (v3), not both"),
         (Some(hosts), None) => {
             // One unnamed locality, as Envoy converts v2 hosts.
@@ -1518,8 +1807,8 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
             }
         }
         (None, Some(la)) => {
-            let lp = p.key("load_assignment");
-            if let Some(n) = &la.cluster_name {
+            let lp = lap.clone();
+            if let (Some(n), None) = (&la.cluster_name, &eds) {
                 if *n != c.name {
                     cx.warn(
                         lp.key("cluster_name"),
@@ -1603,6 +1892,10 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
         (None, None) => {}
     }
     for (e, ep) in endpoints.iter().zip(&endpoint_paths) {
+        if discovery == DiscoveryType::Eds && e.host.parse::<std::net::IpAddr>().is_err() {
+            let ap = ep.key("socket_address").key("address");
+            return fail(ap, format!("an EDS endpoint needs an IP address, got \"{}\"", e.host));
+        }
         if discovery == DiscoveryType::Static && e.host.parse::<std::net::IpAddr>().is_err() {
             return fail(
                 ep.key("socket_address").key("address"),
@@ -1674,6 +1967,7 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
         tls,
         name: c.name,
         discovery,
+        eds,
         connect_timeout,
         lb_policy,
         dns_refresh_rate,

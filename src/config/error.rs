@@ -47,11 +47,54 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// A resource file of `dynamic_resources` (a `DiscoveryResponse` on disk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Doc {
+    /// `lds_config`: listeners.
+    Lds,
+    /// `cds_config`: clusters.
+    Cds,
+    /// An HCM's `rds.config_source`: route configurations. The index is the file's place in the
+    /// `DocTexts` the config was loaded with.
+    Rds(u16),
+    /// An EDS cluster's `eds_config`: endpoints. Indexed as `Rds`.
+    Eds(u16),
+}
+
+impl Doc {
+    /// Envoy's order of first fetch: clusters before the listeners whose routes name them.
+    pub const ALL: [Doc; 2] = [Doc::Cds, Doc::Lds];
+
+    /// The `@type` of this file's resources.
+    pub fn type_url(self) -> &'static str {
+        match self {
+            Doc::Lds => "type.googleapis.com/envoy.config.listener.v3.Listener",
+            Doc::Cds => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            Doc::Rds(_) => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+            Doc::Eds(_) => "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+        }
+    }
+
+    /// Envoy's stat prefix for this subscription (an RDS one's is per connection manager:
+    /// `http.<stat_prefix>.rds.<route_config_name>`).
+    pub fn stat_prefix(self) -> &'static str {
+        match self {
+            Doc::Lds => "listener_manager.lds",
+            Doc::Cds => "cluster_manager.cds",
+            Doc::Rds(_) => "rds",
+            Doc::Eds(_) => "eds",
+        }
+    }
+}
+
 /// One step of a field path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seg {
     Key(String),
     Index(usize),
+    /// The root of a path into a `dynamic_resources` file rather than the bootstrap; only ever
+    /// first, and not part of the path as shown or located.
+    Doc(Doc),
 }
 
 /// A field path as `convert` walks the raw tree.
@@ -59,6 +102,27 @@ pub enum Seg {
 pub struct FieldPath(pub Vec<Seg>);
 
 impl FieldPath {
+    /// The root of `doc`'s file.
+    pub fn doc(doc: Doc) -> FieldPath {
+        FieldPath(vec![Seg::Doc(doc)])
+    }
+
+    /// The file this path points into: None for the bootstrap.
+    pub fn document(&self) -> Option<Doc> {
+        match self.0.first() {
+            Some(Seg::Doc(d)) => Some(*d),
+            _ => None,
+        }
+    }
+
+    /// The steps below the file's root.
+    fn in_document(&self) -> &[Seg] {
+        match self.0.first() {
+            Some(Seg::Doc(_)) => &self.0[1..],
+            _ => &self.0,
+        }
+    }
+
     pub fn key(&self, key: &str) -> FieldPath {
         let mut segs = self.0.clone();
         segs.push(Seg::Key(key.to_string()));
@@ -74,11 +138,12 @@ impl FieldPath {
 
 impl fmt::Display for FieldPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, seg) in self.0.iter().enumerate() {
+        for (i, seg) in self.in_document().iter().enumerate() {
             match seg {
                 Seg::Key(k) if i == 0 => write!(f, "{k}")?,
                 Seg::Key(k) => write!(f, ".{k}")?,
                 Seg::Index(n) => write!(f, "[{n}]")?,
+                Seg::Doc(_) => {}
             }
         }
         Ok(())
@@ -97,7 +162,7 @@ const FOUND: &str = "\u{0}skiff-config-locate";
 
 /// Line and column (1-based) of the node at `path`, or of its nearest existing ancestor.
 pub fn locate(text: &str, path: &FieldPath) -> Option<(usize, usize)> {
-    let mut target = path.0.as_slice();
+    let mut target = path.in_document();
     loop {
         if let Some(found) = locate_exact(text, target) {
             return Some(found);

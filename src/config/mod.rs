@@ -9,6 +9,7 @@ mod convert_jwt;
 mod convert_rbac;
 mod convert_tls;
 mod duration;
+pub mod dynamic;
 mod error;
 mod fields;
 pub mod jwks;
@@ -45,23 +46,56 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigError> {
     load_str(&text, &path.display().to_string())
 }
 
-/// Validates YAML text; `origin` names it in errors (a path, or `--config-yaml`).
+/// Validates YAML text; `origin` names it in errors (a path, or `--config-yaml`). The files of
+/// its `dynamic_resources` are not read (as Envoy's `--mode validate`): `load_with` adds them.
 pub fn load_str(text: &str, origin: &str) -> Result<Loaded, ConfigError> {
+    load_with(text, origin, &dynamic::DocTexts::default()).map_err(|r| r.error)
+}
+
+/// The bootstrap `text` with the resources of the `dynamic_resources` files in `docs`; an error
+/// says which file it is in and is located (line, column, field) in that file.
+pub fn load_with(text: &str, origin: &str, docs: &dynamic::DocTexts) -> Result<Loaded, dynamic::Rejection> {
+    let in_bootstrap = |error| dynamic::Rejection { doc: None, parse_failure: false, error };
     // An empty file parses as an empty bootstrap that serves nothing; far likelier a wrong path or
     // an unmounted ConfigMap than intent.
     if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---") {
-        return Err(ConfigError::Invalid {
+        return Err(in_bootstrap(ConfigError::Invalid {
             origin: origin.to_string(),
             line: None,
             column: None,
             path: String::new(),
             message: "the config is empty".to_string(),
-        });
+        }));
     }
     let de = serde_norway::Deserializer::from_str(text);
     let raw: raw::RawBootstrap =
-        serde_path_to_error::deserialize(de).map_err(|err| error::from_serde(origin, err))?;
-    let converted = convert::convert(raw).map_err(|finding| error::from_finding(text, origin, finding))?;
-    let warnings = converted.warnings.into_iter().map(|w| error::warning_text(text, origin, w)).collect();
+        serde_path_to_error::deserialize(de).map_err(|err| in_bootstrap(error::from_serde(origin, err)))?;
+    let files = raw::RawDynamicFiles {
+        lds: docs.lds.as_ref().map(|d| dynamic::parse(Doc::Lds, d)).transpose()?,
+        cds: docs.cds.as_ref().map(|d| dynamic::parse(Doc::Cds, d)).transpose()?,
+        rds: dynamic::parse_all(&docs.rds, Doc::Rds)?,
+        eds: dynamic::parse_all(&docs.eds, Doc::Eds)?,
+    };
+    // A finding names the file it is in; it is located in that file's text.
+    let text_of = |finding: &error::Finding| match finding.path.document() {
+        Some(doc) => docs.get(doc).map_or((text, origin), |d| (d.text.as_str(), d.origin.as_str())),
+        None => (text, origin),
+    };
+    let converted = convert::convert(raw, files).map_err(|finding| {
+        let (t, o) = text_of(&finding);
+        dynamic::Rejection {
+            doc: finding.path.document(),
+            parse_failure: false,
+            error: error::from_finding(t, o, finding),
+        }
+    })?;
+    let warnings = converted
+        .warnings
+        .into_iter()
+        .map(|w| {
+            let (t, o) = text_of(&w);
+            error::warning_text(t, o, w)
+        })
+        .collect();
     Ok(Loaded { bootstrap: converted.bootstrap, warnings })
 }

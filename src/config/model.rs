@@ -18,6 +18,88 @@ pub struct Bootstrap {
     /// Listeners whose network filter is `envoy.filters.network.tcp_proxy`. Listener names are
     /// unique across both lists.
     pub tcp_listeners: Vec<TcpListener>,
+    /// `dynamic_resources` from files, and which listeners and clusters came from them.
+    pub xds: Xds,
+}
+
+/// Which file a resource came from (defined with the field paths that point into it).
+pub use super::error::Doc;
+
+/// `path_config_source`: a file, re-read when it is replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathSource {
+    pub path: std::path::PathBuf,
+    /// `watched_directory.path`: the directory whose renames signal an update (a Kubernetes
+    /// ConfigMap's `..data` swap).
+    pub watched_directory: Option<std::path::PathBuf>,
+}
+
+/// A connection manager's `rds`: a route configuration by name from a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rds {
+    pub route_config_name: String,
+    pub source: PathSource,
+    /// The version of the file the route configuration came from; None while it has none.
+    pub applied: Option<Applied>,
+}
+
+/// An EDS cluster's `eds_cluster_config`: its endpoints by `service_name` from a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Eds {
+    /// The `cluster_name` of its `ClusterLoadAssignment` (the cluster's own name when not given).
+    pub service_name: String,
+    /// Whether `service_name` was given (the dump writes it back only then).
+    pub service_name_given: bool,
+    pub source: PathSource,
+    /// The version of the file the endpoints came from; None while it has none.
+    pub applied: Option<Applied>,
+}
+
+/// The version of one applied resource file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub version_info: String,
+    /// When the file that holds this version was read.
+    pub last_updated: std::time::SystemTime,
+}
+
+/// `dynamic_resources` and what they contributed to this bootstrap.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Xds {
+    pub lds: Option<PathSource>,
+    pub cds: Option<PathSource>,
+    /// The route configuration files the connection managers' `rds` name, each once.
+    pub rds: Vec<PathSource>,
+    /// The endpoint files EDS clusters name, each once.
+    pub eds: Vec<PathSource>,
+    /// The applied version of each file (None: that file has contributed nothing yet).
+    pub lds_applied: Option<Applied>,
+    pub cds_applied: Option<Applied>,
+    /// The bootstrap's `node.id` and `node.cluster` (empty when not given): Envoy needs both, or
+    /// their command-line forms, to subscribe to anything.
+    pub node_id: String,
+    pub node_cluster: String,
+    /// Names of the listeners (HTTP and TCP) and clusters that came from the files.
+    pub dynamic_listeners: Vec<String>,
+    pub dynamic_clusters: Vec<String>,
+}
+
+impl Xds {
+    pub fn source(&self, doc: Doc) -> Option<&PathSource> {
+        match doc {
+            Doc::Lds => self.lds.as_ref(),
+            Doc::Cds => self.cds.as_ref(),
+            Doc::Rds(_) | Doc::Eds(_) => None,
+        }
+    }
+
+    pub fn applied(&self, doc: Doc) -> Option<&Applied> {
+        match doc {
+            Doc::Lds => self.lds_applied.as_ref(),
+            Doc::Cds => self.cds_applied.as_ref(),
+            Doc::Rds(_) | Doc::Eds(_) => None,
+        }
+    }
 }
 
 /// A listener that relays bytes to a cluster (`envoy.filters.network.tcp_proxy`).
@@ -109,7 +191,10 @@ pub struct Listener {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpConnectionManager {
     pub stat_prefix: String,
+    /// Inline, or from `rds`'s file (empty until that file names it).
     pub route_config: RouteConfig,
+    /// `rds`: where `route_config` comes from.
+    pub rds: Option<Rds>,
     /// In order; the last one is the router.
     pub http_filters: Vec<HttpFilter>,
     /// `max_request_headers_kb`, Envoy's default 60.
@@ -761,6 +846,8 @@ pub struct TcpKeepalive {
 pub struct Cluster {
     pub name: String,
     pub discovery: DiscoveryType,
+    /// `eds_cluster_config` of an EDS cluster (whose `endpoints` come from that file).
+    pub eds: Option<Eds>,
     /// Envoy's default 5 s.
     pub connect_timeout: Duration,
     pub lb_policy: LbPolicy,
@@ -900,6 +987,8 @@ pub enum DiscoveryType {
     Static,
     StrictDns,
     LogicalDns,
+    /// Endpoints (IP addresses) from a file of `ClusterLoadAssignment`s (`Cluster::eds`).
+    Eds,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

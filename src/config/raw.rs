@@ -133,8 +133,9 @@ impl CiEnum for DiscoveryType {
         ("STATIC", DiscoveryType::Static),
         ("STRICT_DNS", DiscoveryType::StrictDns),
         ("LOGICAL_DNS", DiscoveryType::LogicalDns),
+        ("EDS", DiscoveryType::Eds),
     ];
-    const UNSUPPORTED: &'static [&'static str] = &["EDS", "ORIGINAL_DST"];
+    const UNSUPPORTED: &'static [&'static str] = &["ORIGINAL_DST"];
 }
 
 impl CiEnum for LbPolicy {
@@ -454,8 +455,8 @@ impl<'de> Deserialize<'de> for ZipkinTypeUrl {
 pub struct RawBootstrap {
     pub admin: Option<RawAdmin>,
     pub static_resources: Option<RawStatic>,
-    pub dynamic_resources: Ign,
-    pub node: Ign,
+    pub dynamic_resources: Option<RawDynamic>,
+    pub node: Option<RawNode>,
     pub layered_runtime: Ign,
     pub runtime: Ign,
     pub cluster_manager: Ign,
@@ -470,6 +471,103 @@ pub struct RawBootstrap {
     pub flags_path: Ign,
     pub enable_dispatcher_stats: Ign,
     pub header_prefix: Ign,
+}
+
+/// `node`: skiff reads its id and cluster (which `dynamic_resources` require, as in Envoy). Its
+/// other fields describe the node to a management server, which skiff never talks to, so unknown
+/// ones are let through rather than listed.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(expecting = "a node mapping like {id, cluster}")]
+pub struct RawNode {
+    pub id: Option<String>,
+    pub cluster: Option<String>,
+}
+
+/// `dynamic_resources`: only file-based sources are supported (`convert` rejects the others).
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawDynamic {
+    pub lds_config: Option<RawConfigSource>,
+    pub cds_config: Option<RawConfigSource>,
+    pub ads_config: Ign,
+    pub lds_resources_locator: Ign,
+    pub cds_resources_locator: Ign,
+}
+
+/// A `ConfigSource`, v3 `path_config_source` and v2 `path` side by side.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a config source mapping")]
+pub struct RawConfigSource {
+    pub path_config_source: Option<RawPathConfigSource>,
+    pub path: Option<String>,
+    pub resource_api_version: Option<String>,
+    pub initial_fetch_timeout: Option<Dur>,
+    pub api_config_source: Ign,
+    pub ads: Ign,
+    #[serde(rename = "self")]
+    pub self_source: Ign,
+    pub authorities: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a path_config_source mapping like {path: ...}")]
+pub struct RawPathConfigSource {
+    pub path: String,
+    pub watched_directory: Option<RawWatchedDirectory>,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a watched directory mapping like {path: ...}")]
+pub struct RawWatchedDirectory {
+    pub path: String,
+}
+
+/// A `dynamic_resources` file: a `DiscoveryResponse` whose resources are `T` (each carrying its
+/// `"@type"`, checked in `convert`).
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a DiscoveryResponse mapping like {resources: [...]}")]
+pub struct RawDiscoveryResponse<T> {
+    pub version_info: Option<String>,
+    pub resources: Option<Vec<T>>,
+    pub type_url: Option<String>,
+    pub nonce: Ign,
+    pub canary: Ign,
+    pub control_plane: Ign,
+}
+
+/// One parsed `dynamic_resources` file, with what `convert` copies into the model's `Xds`.
+#[derive(Debug)]
+pub struct RawFile<T> {
+    pub version_info: String,
+    pub received: std::time::SystemTime,
+    pub resources: Vec<T>,
+}
+
+/// The applied `dynamic_resources` files, None for a file that has contributed nothing.
+#[derive(Debug, Default)]
+pub struct RawDynamicFiles {
+    pub lds: Option<RawFile<RawListener>>,
+    pub cds: Option<RawFile<RawCluster>>,
+    /// Route configuration files by path, in `DocTexts::rds` order.
+    pub rds: Vec<(String, RawFile<RawRouteConfig>)>,
+    /// Endpoint files by path, in `DocTexts::eds` order.
+    pub eds: Vec<(String, RawFile<RawLoadAssignment>)>,
+}
+
+/// A cluster's `eds_cluster_config`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "an eds_cluster_config mapping like {eds_config, service_name}")]
+pub struct RawEdsClusterConfig {
+    pub eds_config: Option<RawConfigSource>,
+    pub service_name: Option<String>,
+}
+
+/// An HCM's `rds`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "an rds mapping like {route_config_name, config_source}")]
+pub struct RawRds {
+    pub route_config_name: String,
+    pub config_source: RawConfigSource,
 }
 
 #[derive(Debug, DeriveDeserialize)]
@@ -534,6 +632,9 @@ pub struct RawHostSocket {
 #[derive(Debug, DeriveDeserialize)]
 #[serde(deny_unknown_fields, expecting = "a listener mapping")]
 pub struct RawListener {
+    /// Only in a `dynamic_resources` file, where each resource is an `Any`.
+    #[serde(rename = "@type")]
+    pub type_url: Option<String>,
     pub name: Option<String>,
     pub address: RawBindAddress,
     pub filter_chains: Option<OneOrMany<RawFilterChain>>,
@@ -562,7 +663,7 @@ pub struct RawListener {
 #[derive(Debug, DeriveDeserialize)]
 #[serde(deny_unknown_fields, expecting = "a filter chain mapping")]
 pub struct RawFilterChain {
-    pub filters: Option<Vec<RawNetFilter>>,
+    pub filters: Option<OneOrMany<RawNetFilter>>,
     pub filter_chain_match: Option<RawFilterChainMatch>,
     pub transport_socket: Option<RawTransportSocket>,
     pub tls_context: Ign,
@@ -735,7 +836,7 @@ pub struct RawHcm {
     pub use_remote_address: Option<bool>,
     pub xff_num_trusted_hops: Option<u32>,
     // Rejected.
-    pub rds: Ign,
+    pub rds: Option<RawRds>,
     pub scoped_routes: Ign,
     pub http2_protocol_options: Ign,
     pub http3_protocol_options: Ign,
@@ -1025,6 +1126,9 @@ impl<'de> Deserialize<'de> for RawFilterTypedConfig {
 #[derive(Debug, DeriveDeserialize)]
 #[serde(deny_unknown_fields, expecting = "a mapping")]
 pub struct RawRouteConfig {
+    /// Only in a route configuration file, where each resource is an `Any`.
+    #[serde(rename = "@type")]
+    pub type_url: Option<String>,
     pub name: Option<String>,
     pub virtual_hosts: Option<Vec<RawVhost>>,
     pub request_headers_to_add: Option<Vec<RawHeaderValueOption>>,
@@ -1292,6 +1396,9 @@ pub struct RawHeaderValue {
 #[derive(Debug, DeriveDeserialize)]
 #[serde(deny_unknown_fields, expecting = "a cluster mapping")]
 pub struct RawCluster {
+    /// Only in a `dynamic_resources` file, where each resource is an `Any`.
+    #[serde(rename = "@type")]
+    pub type_url: Option<String>,
     pub name: String,
     #[serde(rename = "type")]
     pub discovery: Option<Ci<DiscoveryType>>,
@@ -1327,11 +1434,10 @@ pub struct RawCluster {
     pub upstream_bind_config: Ign,
     pub dns_failure_refresh_rate: Ign,
     pub connection_pool_per_downstream_connection: Ign,
-    // Warned about (`cluster` in config/unenforced.rs), except: `eds_cluster_config` and
-    // `cleanup_interval` (their cluster types are refused), `metadata` (no effect without
-    // subsets), `wait_for_warm_on_init` (static and DNS clusters warm before serving anyway), and
-    // the two health fields.
-    pub eds_cluster_config: Ign,
+    // Warned about (`cluster` in config/unenforced.rs), except: `cleanup_interval` (its cluster
+    // type is refused), `metadata` (no effect without subsets), `wait_for_warm_on_init` (clusters
+    // warm before serving anyway), and the two health fields.
+    pub eds_cluster_config: Option<RawEdsClusterConfig>,
     pub http_protocol_options: Ign,
     pub upstream_http_protocol_options: Ign,
     pub per_connection_buffer_limit_bytes: Ign,
@@ -1355,6 +1461,9 @@ pub struct RawCluster {
 #[derive(Debug, DeriveDeserialize)]
 #[serde(deny_unknown_fields, expecting = "a mapping")]
 pub struct RawLoadAssignment {
+    /// Only in an endpoint file, where each resource is an `Any`.
+    #[serde(rename = "@type")]
+    pub type_url: Option<String>,
     pub cluster_name: Option<String>,
     pub endpoints: Option<Vec<RawLocality>>,
     pub policy: Option<RawLbPolicyOptions>,

@@ -11,6 +11,7 @@
 
 pub mod health_check;
 pub mod shards;
+mod xds;
 
 pub use shards::Shards;
 
@@ -18,7 +19,8 @@ use crate::admin::{AdminState, ClusterMembership};
 use crate::cluster::breaker::Breaker;
 use crate::cluster::outlier::Detector;
 use crate::cluster::Resolved;
-use crate::config::{self, Bootstrap, DiscoveryType};
+use crate::config::dynamic::{DocText, DocTexts};
+use crate::config::{self, Bootstrap, DiscoveryType, Doc};
 use crate::dns::Resolver;
 use crate::listener::BoundListener;
 use crate::snapshot::Snapshot;
@@ -32,6 +34,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use xds::File;
 
 /// The longest the control loop waits for one cluster's resolution (every endpoint, every
 /// search candidate, every nameserver). The resolver's own per-query timeouts normally end a
@@ -149,7 +152,7 @@ impl ClusterHosts {
     }
 
     fn is_dns(&self) -> bool {
-        self.spec.discovery != DiscoveryType::Static
+        matches!(self.spec.discovery, DiscoveryType::StrictDns | DiscoveryType::LogicalDns)
     }
 
     /// Takes one resolution's answers; returns whether the address set changed. Failures keep
@@ -219,7 +222,8 @@ fn resolve(spec: &config::Cluster, resolver: &Resolver) -> Answers {
     spec.endpoints
         .iter()
         .map(|endpoint| match spec.discovery {
-            DiscoveryType::Static => {
+            // An EDS cluster's endpoints are IP addresses from its file.
+            DiscoveryType::Static | DiscoveryType::Eds => {
                 endpoint.host.parse::<IpAddr>().map(|ip| vec![ip]).map_err(|e| e.to_string())
             }
             DiscoveryType::StrictDns | DiscoveryType::LogicalDns => resolver
@@ -265,7 +269,7 @@ async fn resolve_all(specs: Vec<config::Cluster>, resolver: &Arc<Resolver>) -> V
         .map(|spec| {
             let (tx, rx) = oneshot::channel();
             // A STATIC cluster's addresses are literals: no thread needed.
-            let started = if spec.discovery == DiscoveryType::Static {
+            let started = if matches!(spec.discovery, DiscoveryType::Static | DiscoveryType::Eds) {
                 let _ = tx.send(resolve(&spec, resolver));
                 Ok(())
             } else {
@@ -349,6 +353,9 @@ pub struct Control {
     shards: Shards,
     admin: Option<Arc<AdminState>>,
     telemetry: Telemetry,
+    /// The `dynamic_resources` files: the running config is `running_text` with their last
+    /// good texts, and a file update is a reload of that combination.
+    files: xds::Files,
 }
 
 #[derive(Debug)]
@@ -377,11 +384,21 @@ impl std::fmt::Display for StartError {
     }
 }
 
+/// What a warming config came from, to record once it is adopted or refused.
+enum Pending {
+    /// A changed bootstrap file.
+    Bootstrap {
+        text: String,
+        /// The same text was rejected before (a port still taken): report a new failure quietly.
+        retrying: bool,
+    },
+    /// A replaced `dynamic_resources` file.
+    File { file: File, text: DocText },
+}
+
 /// A parsed config whose new clusters were resolved off the loop, ready to adopt.
 struct Warm {
-    text: String,
-    /// The same text was rejected before (a port still taken): report a new failure quietly.
-    retrying: bool,
+    pending: Pending,
     bootstrap: Arc<Bootstrap>,
     /// Per new cluster (`Control::new_clusters`), its first answers.
     fresh: Vec<Answers>,
@@ -407,7 +424,7 @@ impl Control {
         config_check_every: Duration,
         telemetry: Telemetry,
     ) -> Result<(Control, Arc<Snapshot>), StartError> {
-        let (text, loaded) = loaded;
+        let (text, mut loaded) = loaded;
         let mut control = Control {
             source,
             running_text: text,
@@ -428,7 +445,21 @@ impl Control {
             shards: Shards::default(),
             admin: None,
             telemetry,
+            files: xds::Files::new(&loaded.bootstrap.xds),
         };
+        // As Envoy's first fetch: clusters, then the listeners whose routes name them. A file
+        // that cannot be applied is counted and logged, and the server starts without it.
+        while let Some((file, read)) = control.files.next_update() {
+            if let Some((text, next)) = control.try_file(&file, read) {
+                let version = file.version(&next.bootstrap);
+                let changed = file.changed(&loaded.bootstrap, &next.bootstrap);
+                control.files.succeeded(&file, text, &version, changed);
+                loaded = next;
+                // The listeners may name route configuration files: they are read next.
+                control.files.reconfigure(&loaded.bootstrap.xds);
+            }
+        }
+        control.bootstrap = Arc::new(loaded.bootstrap.clone());
         let bootstrap = Arc::new(loaded.bootstrap);
         let specs = control.new_clusters(&bootstrap);
         let resolver = control.resolver.clone();
@@ -584,9 +615,69 @@ impl Control {
     /// Reads the config file; a changed one that parses starts warming (its new clusters'
     /// first resolution, in a task that reports to `warmed`), a bad one is rejected now.
     fn check_config(&mut self, warmed: &UnboundedSender<Warm>) {
-        if !matches!(self.source, Source::File(_)) {
-            return;
+        if matches!(self.source, Source::File(_)) {
+            self.check_bootstrap(warmed);
         }
+        if !self.warming {
+            self.check_files(warmed);
+        }
+    }
+
+    /// Applies the first replaced `dynamic_resources` file, if any: a file that does not parse
+    /// or is invalid (alone or with the rest of the config) is counted and logged, and the last
+    /// good one keeps serving.
+    fn check_files(&mut self, warmed: &UnboundedSender<Warm>) {
+        let Some((file, read)) = self.files.next_update() else { return };
+        let Some((text, loaded)) = self.try_file(&file, read) else { return };
+        self.warm(Pending::File { file, text }, loaded, warmed);
+    }
+
+    /// `read` (an update of `file`) combined with the running bootstrap and the other files'
+    /// last good texts; None (counted and logged) when it cannot apply.
+    fn try_file(&mut self, file: &File, read: Result<DocText, String>) -> Option<(DocText, config::Loaded)> {
+        let prefix = file.to_string();
+        let text = match read {
+            Ok(t) => t,
+            Err(e) => {
+                log::warn!("{prefix}: cannot read the update, keeping the last good resources: {e}");
+                self.files.failed(file, true);
+                return None;
+            }
+        };
+        let mut docs: DocTexts = self.files.good_for(&self.bootstrap.xds);
+        file.set(&mut docs, text.clone());
+        match config::load_with(&self.running_text, &self.source.origin(), &docs) {
+            Ok(loaded) => {
+                // The bootstrap's and the other files' warnings were logged when they loaded.
+                for w in loaded.warnings.iter().filter(|w| w.starts_with(&format!("{}:", text.origin))) {
+                    log::warn!("{w}");
+                }
+                Some((text, loaded))
+            }
+            Err(r) => {
+                let parse_failure = file.is(r.doc, &docs) && r.parse_failure;
+                let what = if parse_failure { "failed" } else { "rejected" };
+                log::warn!("{prefix}: update {what}, keeping the last good resources: {}", r.error);
+                self.files.failed(file, parse_failure);
+                None
+            }
+        }
+    }
+
+    /// Resolves `loaded`'s new clusters in a task that reports to `warmed`.
+    fn warm(&mut self, pending: Pending, loaded: config::Loaded, warmed: &UnboundedSender<Warm>) {
+        let bootstrap = Arc::new(loaded.bootstrap);
+        let specs = self.new_clusters(&bootstrap);
+        let (resolver, warmed) = (self.resolver.clone(), warmed.clone());
+        self.warming = true;
+        monoio::spawn(async move {
+            let fresh = resolve_all(specs, &resolver).await;
+            let _ = warmed.unbounded_send(Warm { pending, bootstrap, fresh });
+        });
+    }
+
+    /// The bootstrap file's part of `check_config`.
+    fn check_bootstrap(&mut self, warmed: &UnboundedSender<Warm>) {
         let text = match self.source.read() {
             Ok(t) => t,
             Err(e) => {
@@ -613,22 +704,20 @@ impl Control {
             }
             _ => false,
         };
-        match config::load_str(&text, &self.source.origin()) {
-            Err(e) => {
-                self.reload_outcome(text, retrying, Err(StartError::Config(e)));
+        // With the files' last good resources, where the new bootstrap names the same files.
+        let loaded =
+            config::load_str(&text, &self.source.origin()).map_err(|e| dynamic_error(None, e)).and_then(
+                |b| config::load_with(&text, &self.source.origin(), &self.files.good_for(&b.bootstrap.xds)),
+            );
+        match loaded {
+            Err(r) => {
+                self.reload_outcome(text, retrying, Err(StartError::Config(r.error)));
             }
             Ok(loaded) => {
                 for w in &loaded.warnings {
                     log::warn!("{w}");
                 }
-                let bootstrap = Arc::new(loaded.bootstrap);
-                let specs = self.new_clusters(&bootstrap);
-                let (resolver, warmed) = (self.resolver.clone(), warmed.clone());
-                self.warming = true;
-                monoio::spawn(async move {
-                    let fresh = resolve_all(specs, &resolver).await;
-                    let _ = warmed.unbounded_send(Warm { text, retrying, bootstrap, fresh });
-                });
+                self.warm(Pending::Bootstrap { text, retrying }, loaded, warmed);
             }
         }
     }
@@ -636,8 +725,42 @@ impl Control {
     /// Adopts a warmed config: its new clusters have their first answers (or failed).
     fn finish_reload(&mut self, warm: Warm) -> Option<Arc<Snapshot>> {
         self.warming = false;
+        let previous = self.bootstrap.clone();
         let result = self.adopt(warm.bootstrap, warm.fresh);
-        self.reload_outcome(warm.text, warm.retrying, result)
+        match warm.pending {
+            Pending::Bootstrap { text, retrying } => {
+                let snapshot = self.reload_outcome(text, retrying, result);
+                if snapshot.is_some() {
+                    self.files.reconfigure(&self.bootstrap.xds);
+                }
+                snapshot
+            }
+            Pending::File { file, text } => {
+                let prefix = file.to_string();
+                match result {
+                    Ok(snapshot) => {
+                        let version = file.version(&self.bootstrap);
+                        let changed = file.changed(&previous, &self.bootstrap);
+                        log::info!(
+                            "{prefix}: applied {} (version \"{version}\", generation {})",
+                            text.origin,
+                            snapshot.generation
+                        );
+                        self.files.succeeded(&file, text, &version, changed);
+                        // A listener update may name other route configuration files.
+                        self.files.reconfigure(&self.bootstrap.xds);
+                        // Another file may have been replaced meanwhile: look now, not a period later.
+                        self.next_config_check = Instant::now();
+                        Some(snapshot)
+                    }
+                    Err(e) => {
+                        log::warn!("{prefix}: update rejected, keeping the last good resources: {e}");
+                        self.files.failed(&file, false);
+                        None
+                    }
+                }
+            }
+        }
     }
 
     fn reload_outcome(
@@ -690,7 +813,11 @@ impl Control {
 
     fn publish_membership(&self) {
         if let Some(admin) = &self.admin {
-            admin.publish_membership(self.clusters.iter().map(ClusterHosts::membership).collect());
+            // An EDS cluster's update_* are its endpoint file's (published with the files).
+            let membership =
+                self.clusters.iter().filter(|c| c.spec.eds.is_none()).map(ClusterHosts::membership);
+            admin.publish_membership(membership.collect());
+            admin.publish_subscriptions(self.files.stats(&self.bootstrap));
         }
     }
 
@@ -758,4 +885,9 @@ impl Control {
             self.publish_membership();
         }
     }
+}
+
+/// A config error found in the bootstrap (`doc` None) or a resource file.
+fn dynamic_error(doc: Option<Doc>, error: config::ConfigError) -> config::dynamic::Rejection {
+    config::dynamic::Rejection { doc, parse_failure: false, error }
 }

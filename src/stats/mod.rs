@@ -45,6 +45,13 @@ pub enum Scope {
         hcm: String,
         rules: String,
     },
+    /// A `dynamic_resources` subscription at the root: `listener_manager.lds`, `cluster_manager.cds`.
+    Subscription(&'static str),
+    /// A connection manager's route configuration file: `http.<stat_prefix>.rds.<route_config_name>`.
+    Rds {
+        stat_prefix: String,
+        route_config: String,
+    },
 }
 
 impl Scope {
@@ -64,6 +71,8 @@ impl Scope {
             Scope::ConnectionLimit(p) => format!("connection_limit.{p}"),
             Scope::Rbac { hcm, rules } if rules.is_empty() => format!("http.{hcm}.rbac"),
             Scope::Rbac { hcm, rules } => format!("http.{hcm}.rbac.{rules}"),
+            Scope::Subscription(p) => p.to_string(),
+            Scope::Rds { stat_prefix, route_config } => format!("http.{stat_prefix}.rds.{route_config}"),
         }
     }
 }
@@ -216,6 +225,11 @@ impl Dump for RetriedCodes {
 pub enum Value {
     Counter(u64),
     Gauge(i64),
+    /// A gauge that holds a hash (a subscription's `version`): Envoy's gauges are unsigned.
+    GaugeU64(u64),
+    /// A text readout (a subscription's `version_text`): Envoy lists these first, quoted, and
+    /// leaves them out of Prometheus.
+    Text(String),
     /// Microseconds.
     Histogram(Box<Histogram<u64>>),
 }

@@ -35,15 +35,19 @@ impl Select<'_> {
             || match &e.value {
                 Value::Counter(v) => *v > 0,
                 Value::Gauge(v) => *v != 0,
+                Value::GaugeU64(v) => *v != 0,
+                // Set (even to ""), so used, as Envoy counts it.
+                Value::Text(_) => true,
                 Value::Histogram(h) => !h.is_empty(),
             }
     }
 }
 
-/// `name: value` lines, then histograms as `name: P0(nan,v) P25(nan,v) ...` in milliseconds, as
+/// Text readouts as `name: "text"`, then `name: value` lines, then histograms as `name: P0(nan,v) P25(nan,v) ...` in milliseconds, as
 /// Envoy prints them (skiff keeps no interval histograms, hence `nan`; the cumulative values are
 /// exact to the histogram's 1 % precision, not bucket interpolations).
 pub fn text(dump: &StatsDump, select: &Select<'_>) -> String {
+    let mut texts = String::new();
     let mut out = String::new();
     let mut histograms = String::new();
     for e in &dump.entries {
@@ -58,6 +62,12 @@ pub fn text(dump: &StatsDump, select: &Select<'_>) -> String {
             Value::Gauge(v) => {
                 let _ = writeln!(out, "{name}: {v}");
             }
+            Value::GaugeU64(v) => {
+                let _ = writeln!(out, "{name}: {v}");
+            }
+            Value::Text(v) => {
+                let _ = writeln!(texts, "{name}: \"{v}\"");
+            }
             Value::Histogram(h) if h.is_empty() => {
                 let _ = writeln!(histograms, "{name}: No recorded values");
             }
@@ -70,10 +80,11 @@ pub fn text(dump: &StatsDump, select: &Select<'_>) -> String {
             }
         }
     }
-    out + &histograms
+    texts + &out + &histograms
 }
 
 pub fn json(dump: &StatsDump, select: &Select<'_>) -> String {
+    let mut texts = Vec::new();
     let mut stats = Vec::new();
     let mut computed = Vec::new();
     for e in &dump.entries {
@@ -84,6 +95,8 @@ pub fn json(dump: &StatsDump, select: &Select<'_>) -> String {
         match &e.value {
             Value::Counter(v) => stats.push(serde_json::json!({ "name": name, "value": v })),
             Value::Gauge(v) => stats.push(serde_json::json!({ "name": name, "value": v })),
+            Value::GaugeU64(v) => stats.push(serde_json::json!({ "name": name, "value": v })),
+            Value::Text(v) => texts.push(serde_json::json!({ "name": name, "value": v })),
             Value::Histogram(h) => {
                 let values: Vec<_> = QUANTILES
                     .iter()
@@ -99,6 +112,8 @@ pub fn json(dump: &StatsDump, select: &Select<'_>) -> String {
             }
         }
     }
+    texts.append(&mut stats);
+    let mut stats = texts;
     stats.push(serde_json::json!({
         "histograms": { "supported_quantiles": QUANTILES, "computed_quantiles": computed }
     }));
@@ -144,7 +159,13 @@ fn prometheus_name(e: &Entry) -> (String, Vec<(&'static str, String)>) {
             }
         }
         // Envoy extracts no tag from a root-level `<prefix>.http_local_rate_limit.*` name.
-        Scope::LocalRateLimit(_) => format!("envoy_{}_{metric}", e.scope.prefix()),
+        Scope::LocalRateLimit(_) | Scope::Subscription(_) => format!("envoy_{}_{metric}", e.scope.prefix()),
+        // Envoy's tags for `http.<prefix>.rds.<route_config>.*`, the route configuration's first.
+        Scope::Rds { stat_prefix, route_config } => {
+            labels.push(("envoy_rds_route_config", route_config.clone()));
+            labels.push(("envoy_http_conn_manager_prefix", stat_prefix.clone()));
+            format!("envoy_http_rds_{metric}")
+        }
         Scope::Tcp(prefix) => {
             labels.push(("envoy_tcp_prefix", prefix.clone()));
             format!("envoy_tcp_{metric}")
@@ -198,14 +219,14 @@ fn label_text(labels: &[(&'static str, String)], extra: Option<(&str, String)>) 
 pub fn prometheus(dump: &StatsDump, select: &Select<'_>) -> String {
     let mut families: std::collections::BTreeMap<String, (&'static str, Vec<String>)> = Default::default();
     for e in &dump.entries {
-        if !select.keeps(e, &e.full_name()) {
+        if !select.keeps(e, &e.full_name()) || matches!(e.value, Value::Text(_)) {
             continue;
         }
         let (family, labels) = prometheus_name(e);
         let (kind, lines) = families.entry(family.clone()).or_insert_with(|| {
             let kind = match e.value {
                 Value::Counter(_) => "counter",
-                Value::Gauge(_) => "gauge",
+                Value::Gauge(_) | Value::GaugeU64(_) | Value::Text(_) => "gauge",
                 Value::Histogram(_) => "histogram",
             };
             (kind, Vec::new())
@@ -214,6 +235,8 @@ pub fn prometheus(dump: &StatsDump, select: &Select<'_>) -> String {
         match &e.value {
             Value::Counter(v) => lines.push(format!("{family}{} {v}", label_text(&labels, None))),
             Value::Gauge(v) => lines.push(format!("{family}{} {v}", label_text(&labels, None))),
+            Value::GaugeU64(v) => lines.push(format!("{family}{} {v}", label_text(&labels, None))),
+            Value::Text(_) => {}
             Value::Histogram(h) => {
                 for le in BUCKETS_MS {
                     let upto_us = (le * 1000.0) as u64;

@@ -1,0 +1,324 @@
+//! The `dynamic_resources` files (and the route configuration files connection managers name in
+//! `rds`) as the control loop watches them: per file its source, which file its path named when
+//! last read, the last good text, and Envoy's update stats. Envoy picks up a file when one is
+//! moved into place (an atomic rename; with `watched_directory`, a ConfigMap's `..data` swap) and
+//! not when it is written in place; polling the identity of the file the path names (device,
+//! inode and birth time, following symlinks) on the config check sees exactly such replacements,
+//! and an unchanged path is never read again. Owns no parsing (the config module judges a file's
+//! text) and no applying (the control loop builds the snapshot).
+
+use crate::admin::SubscriptionStats;
+use crate::config::dynamic::{DocText, DocTexts};
+use crate::config::{Bootstrap, Doc, PathSource, Xds};
+use crate::stats::Scope;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Which file a path names: a rename into place changes it, writing the file in place or
+/// reading it does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+    /// An inode number freed by one rename can be reused by the next file; its birth time still
+    /// differs. Where the file system keeps none, the change time stands in (it also changes
+    /// on a write in place, which is then picked up too).
+    born: (i64, u32),
+}
+
+fn identity(path: &std::path::Path) -> Option<Identity> {
+    let m = std::fs::metadata(path).ok()?;
+    let born = match m.created().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
+        Some(d) => (d.as_secs() as i64, d.subsec_nanos()),
+        None => (m.ctime(), m.ctime_nsec() as u32),
+    };
+    Some(Identity { dev: m.dev(), ino: m.ino(), born })
+}
+
+/// A watched file: listeners, clusters, or the route configurations or endpoints at a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum File {
+    Lds,
+    Cds,
+    Rds(PathBuf),
+    Eds(PathBuf),
+}
+
+impl File {
+    /// `docs` with `text` as this file's.
+    pub fn set(&self, docs: &mut DocTexts, text: DocText) {
+        match self {
+            File::Lds => docs.lds = Some(text),
+            File::Cds => docs.cds = Some(text),
+            File::Rds(_) => match docs.rds_doc(&text.origin) {
+                Some(doc) => docs.set(doc, Some(text)),
+                None => docs.rds.push(text),
+            },
+            File::Eds(_) => match docs.eds_doc(&text.origin) {
+                Some(doc) => docs.set(doc, Some(text)),
+                None => docs.eds.push(text),
+            },
+        }
+    }
+
+    /// Whether `doc` of a load of `docs` is this file.
+    pub fn is(&self, doc: Option<Doc>, docs: &DocTexts) -> bool {
+        match (self, doc) {
+            (File::Lds, Some(Doc::Lds)) | (File::Cds, Some(Doc::Cds)) => true,
+            (File::Rds(path), Some(d @ Doc::Rds(_))) | (File::Eds(path), Some(d @ Doc::Eds(_))) => {
+                docs.get(d).is_some_and(|t| std::path::Path::new(&t.origin) == path)
+            }
+            _ => false,
+        }
+    }
+
+    /// The version of this file that `b` applies (empty when none).
+    pub fn version(&self, b: &Bootstrap) -> String {
+        let applied = match self {
+            File::Lds => b.xds.applied(Doc::Lds),
+            File::Cds => b.xds.applied(Doc::Cds),
+            File::Rds(path) => b
+                .listeners
+                .iter()
+                .filter_map(|l| l.hcm.rds.as_ref())
+                .find(|r| r.source.path == *path)
+                .and_then(|r| r.applied.as_ref()),
+            File::Eds(path) => b
+                .clusters
+                .iter()
+                .filter_map(|c| c.eds.as_ref())
+                .find(|e| e.source.path == *path)
+                .and_then(|e| e.applied.as_ref()),
+        };
+        applied.map(|a| a.version_info.clone()).unwrap_or_default()
+    }
+
+    /// Whether `after` has other resources from this file than `before` (Envoy counts such
+    /// updates in `config_reload`; one that only restates the resources is not one).
+    pub fn changed(&self, before: &Bootstrap, after: &Bootstrap) -> bool {
+        match self {
+            File::Cds => {
+                let pick = |b: &Bootstrap| -> Vec<crate::config::Cluster> {
+                    b.clusters.iter().filter(|c| b.xds.dynamic_clusters.contains(&c.name)).cloned().collect()
+                };
+                pick(before) != pick(after)
+            }
+            File::Lds => before.xds.dynamic_listeners != after.xds.dynamic_listeners,
+            File::Rds(path) => {
+                let pick = |b: &Bootstrap| -> Vec<crate::config::RouteConfig> {
+                    b.listeners
+                        .iter()
+                        .filter(|l| l.hcm.rds.as_ref().is_some_and(|r| r.source.path == *path))
+                        .map(|l| l.hcm.route_config.clone())
+                        .collect()
+                };
+                pick(before) != pick(after)
+            }
+            File::Eds(path) => {
+                let pick = |b: &Bootstrap| -> Vec<crate::config::Cluster> {
+                    let named =
+                        |c: &&crate::config::Cluster| c.eds.as_ref().is_some_and(|e| e.source.path == *path);
+                    b.clusters.iter().filter(named).cloned().collect()
+                };
+                pick(before) != pick(after)
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            File::Lds => Doc::Lds.stat_prefix().to_string(),
+            File::Cds => Doc::Cds.stat_prefix().to_string(),
+            File::Rds(path) => format!("rds {}", path.display()),
+            File::Eds(path) => format!("eds {}", path.display()),
+        }
+    }
+}
+
+impl std::fmt::Display for File {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// What became of a file's updates (Envoy's subscription stats, without the name).
+#[derive(Debug, Clone, Default)]
+struct Counts {
+    attempt: u64,
+    success: u64,
+    failure: u64,
+    rejected: u64,
+    time: i64,
+    version: u64,
+    version_text: String,
+    reloads: u64,
+    reload_time: i64,
+}
+
+/// One subscription: a resource file and what became of its updates.
+#[derive(Debug)]
+struct Sub {
+    file: File,
+    source: PathSource,
+    /// The file last read at the path (None: not read yet, or missing then).
+    seen: Option<Identity>,
+    /// The text last applied.
+    good: Option<DocText>,
+    counts: Counts,
+}
+
+/// Every watched file: clusters, then listeners, then route configurations (Envoy's order).
+#[derive(Debug, Default)]
+pub struct Files {
+    subs: Vec<Sub>,
+}
+
+fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Files {
+    pub fn new(xds: &Xds) -> Files {
+        let mut files = Files::default();
+        files.reconfigure(xds);
+        files
+    }
+
+    /// Follows the running config: a file whose source is unchanged keeps its state; a new or
+    /// moved one starts afresh and is read at the next check; one no longer named is dropped.
+    pub fn reconfigure(&mut self, xds: &Xds) {
+        let mut old = std::mem::take(&mut self.subs);
+        let named = xds
+            .cds
+            .iter()
+            .map(|s| (File::Cds, s))
+            .chain(xds.lds.iter().map(|s| (File::Lds, s)))
+            .chain(xds.rds.iter().map(|s| (File::Rds(s.path.clone()), s)))
+            .chain(xds.eds.iter().map(|s| (File::Eds(s.path.clone()), s)));
+        for (file, source) in named {
+            match old.iter().position(|s| s.file == file && s.source == *source) {
+                Some(i) => self.subs.push(old.swap_remove(i)),
+                None => self.subs.push(Sub {
+                    file,
+                    source: source.clone(),
+                    seen: None,
+                    good: None,
+                    counts: Counts::default(),
+                }),
+            }
+        }
+    }
+
+    /// The last good text of each file: the listener and cluster files where `xds` still names
+    /// them at the same path, and every route configuration file (which of them a load uses
+    /// depends on the listeners it ends up with: a bootstrap parsed alone does not know the
+    /// listener file's).
+    pub fn good_for(&self, xds: &Xds) -> DocTexts {
+        let mut docs = DocTexts::default();
+        for s in &self.subs {
+            let named = match &s.file {
+                File::Lds => xds.lds.as_ref() == Some(&s.source),
+                File::Cds => xds.cds.as_ref() == Some(&s.source),
+                File::Rds(_) | File::Eds(_) => true,
+            };
+            if let (true, Some(text)) = (named, &s.good) {
+                s.file.set(&mut docs, text.clone());
+            }
+        }
+        docs
+    }
+
+    /// The first file (in fetch order) whose path names another file than at its last read,
+    /// read now: an update attempt. Err carries why it could not be read.
+    pub fn next_update(&mut self) -> Option<(File, Result<DocText, String>)> {
+        let sub = self.subs.iter_mut().find(|s| {
+            let now = identity(&s.source.path);
+            // A file that disappeared is no update (Envoy keeps its resources too).
+            now.is_some() && now != s.seen
+        })?;
+        sub.seen = identity(&sub.source.path);
+        sub.counts.attempt += 1;
+        let origin = sub.source.path.display().to_string();
+        let read = std::fs::read_to_string(&sub.source.path)
+            .map(|text| DocText { origin: origin.clone(), text, received: SystemTime::now() })
+            .map_err(|e| format!("{origin}: {e}"));
+        Some((sub.file.clone(), read))
+    }
+
+    /// `file`'s update was applied; `changed` says whether any resource differs from before.
+    pub fn succeeded(&mut self, file: &File, text: DocText, version_info: &str, changed: bool) {
+        let Some(sub) = self.subs.iter_mut().find(|s| s.file == *file) else { return };
+        let now = millis(text.received);
+        sub.good = Some(text);
+        let c = &mut sub.counts;
+        c.success += 1;
+        c.time = now;
+        c.version = xxhash_rust::xxh64::xxh64(version_info.as_bytes(), 0);
+        c.version_text = version_info.to_string();
+        if changed {
+            c.reloads += 1;
+            c.reload_time = now;
+        }
+    }
+
+    /// `file`'s update was not applied: it did not parse (`update_failure`) or was invalid
+    /// (`update_rejected`).
+    pub fn failed(&mut self, file: &File, parse_failure: bool) {
+        let Some(sub) = self.subs.iter_mut().find(|s| s.file == *file) else { return };
+        if parse_failure {
+            sub.counts.failure += 1;
+        } else {
+            sub.counts.rejected += 1;
+        }
+    }
+
+    /// Envoy's stats: `listener_manager.lds.*`, `cluster_manager.cds.*` (with `config_reload`),
+    /// and for a route configuration file `http.<stat_prefix>.rds.<route_config_name>.*` for each
+    /// connection manager of `b` that names it (with `config_reload` and `update_empty`), and for
+    /// an endpoint file `cluster.<name>.*` for each EDS cluster of `b` that names it.
+    pub fn stats(&self, b: &Bootstrap) -> Vec<SubscriptionStats> {
+        let mut out = Vec::new();
+        for s in &self.subs {
+            let c = &s.counts;
+            let stats = |scope: Scope, reloads: bool, empty: bool| SubscriptionStats {
+                scope,
+                update_attempt: c.attempt,
+                update_success: c.success,
+                update_failure: c.failure,
+                update_rejected: c.rejected,
+                update_time: c.time,
+                version: c.version,
+                version_text: c.version_text.clone(),
+                config_reload: reloads.then_some((c.reloads, c.reload_time)),
+                update_empty: empty.then_some(0),
+                eds: false,
+            };
+            match &s.file {
+                File::Lds => out.push(stats(Scope::Subscription(Doc::Lds.stat_prefix()), false, false)),
+                File::Cds => out.push(stats(Scope::Subscription(Doc::Cds.stat_prefix()), true, false)),
+                File::Rds(path) => {
+                    for h in b.listeners.iter().map(|l| &l.hcm) {
+                        if let Some(r) = h.rds.as_ref().filter(|r| r.source.path == *path) {
+                            let scope = Scope::Rds {
+                                stat_prefix: h.stat_prefix.clone(),
+                                route_config: r.route_config_name.clone(),
+                            };
+                            out.push(stats(scope, true, true));
+                        }
+                    }
+                }
+                File::Eds(path) => {
+                    let named = |cl: &&crate::config::Cluster| {
+                        cl.eds.as_ref().is_some_and(|e| e.source.path == *path)
+                    };
+                    for cl in b.clusters.iter().filter(named) {
+                        let scope = Scope::Cluster(cl.name.clone());
+                        out.push(SubscriptionStats { eds: true, ..stats(scope, false, true) });
+                    }
+                }
+            }
+        }
+        out
+    }
+}
