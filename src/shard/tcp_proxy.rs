@@ -8,7 +8,7 @@
 use super::relay::{self, End, Pipe, Side};
 use super::socket::second_handle;
 use super::state::{Generation, Shard};
-use super::tls::Terminate;
+use super::tls::{Hello, Terminate};
 use crate::access_log::{Captured, Record, ResponseFlags};
 use crate::cluster::breaker::Resource;
 use crate::cluster::pool::{Accounts, ConnSlot, PoolKey, Upstream};
@@ -59,9 +59,18 @@ struct Outcome {
     sent: u64,
 }
 
-pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream, peer: SocketAddr) {
+/// Serves filter chain `chain` of listener socket `listener_id`; `hello`: the ClientHello the TLS
+/// inspector already read (`chains.rs`).
+pub(super) async fn serve(
+    shard: Rc<Shard>,
+    listener_id: u64,
+    chain: u32,
+    stream: TcpStream,
+    peer: SocketAddr,
+    hello: Option<Hello>,
+) {
     let generation = shard.generation();
-    let Some(i) = generation.snap.tcp_listener_index(listener_id) else { return };
+    let Some(i) = generation.snap.tcp_listener_index(listener_id, chain) else { return };
     let listener = &generation.snap.tcp_listeners[i];
     let (stats, listener_stats, worker) = &generation.tcp_stats[i];
     let _guard = ConnGuard::new(&shard, listener_stats, worker);
@@ -98,15 +107,8 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
         None => stream,
         Some(tls) => {
             let limit = tls.handshake_limit.unwrap_or(super::tls::TCP_HANDSHAKE_LIMIT);
-            let t = Terminate::new(
-                &shard,
-                tls.clone(),
-                listener.socket.bound,
-                None,
-                listener_stats.clone(),
-                limit,
-            );
-            match Box::pin(t.accept(stream)).await {
+            let t = Terminate::new(&shard, tls.clone(), listener.socket.bound, None, limit);
+            match Box::pin(t.accept(stream, hello)).await {
                 Some((bridged, _)) => bridged,
                 None => return,
             }
