@@ -101,14 +101,12 @@ pub struct Seen {
 pub fn select(chains: &[ChainMatch], c: &Seen) -> Option<usize> {
     let all: Vec<usize> = (0..chains.len()).collect();
     let port = c.local.map(|a| a.port());
-    // The only step that falls back: a chain for the exact port that fails a later step gives way
-    // to the chains for any port.
+    // Chains for the connection's exact port take it over whole: if none of them matches, the
+    // connection gets no chain (Envoy does not go on to the chains for any port).
     let exact: Vec<usize> =
         all.iter().copied().filter(|&i| port.is_some() && chains[i].destination_port == port).collect();
     if !exact.is_empty() {
-        if let Some(i) = after_port(chains, exact, c) {
-            return Some(i);
-        }
+        return after_port(chains, exact, c);
     }
     let any: Vec<usize> = all.into_iter().filter(|&i| chains[i].destination_port.is_none()).collect();
     after_port(chains, any, c)
@@ -234,11 +232,14 @@ mod tests {
     }
 
     #[test]
-    fn destination_port_falls_back_to_any_port() {
+    fn a_chain_for_the_exact_port_shuts_out_the_others() {
         let port = ChainMatch { destination_port: Some(10000), ..names(&["a.example"]) };
         let chains = [port, names(&[])];
         assert_eq!(select(&chains, &seen(Some("a.example"), &[], true)), Some(0));
-        assert_eq!(select(&chains, &seen(Some("b.example"), &[], true)), Some(1));
+        assert_eq!(select(&chains, &seen(Some("b.example"), &[], true)), None);
+        let other = ChainMatch { destination_port: Some(10001), ..names(&["a.example"]) };
+        let chains = [other, names(&[])];
+        assert_eq!(select(&chains, &seen(Some("a.example"), &[], true)), Some(1));
     }
 
     #[test]
