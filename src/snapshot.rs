@@ -23,8 +23,8 @@ pub struct Snapshot {
     /// Both lists hold one entry per filter chain; a socket's entries share it.
     pub tcp_listeners: Vec<TcpListenerSnap>,
     /// The sockets whose connections must be matched to a filter chain first (`shard::chains`):
-    /// those with several chains, or one chain that does not take every connection. Empty for
-    /// the usual listener, whose connections go straight to its one chain.
+    /// those with several chains, one chain that does not take every connection, or the TLS
+    /// inspector. Empty for the usual listener, whose connections go straight to its one chain.
     pub selectors: Vec<ChainSelector>,
     pub clusters: Vec<ClusterSnap>,
     pub bootstrap: Arc<Bootstrap>,
@@ -59,8 +59,6 @@ pub struct ChainSelector {
     pub socket: Arc<BoundListener>,
     /// The listener runs the TLS inspector: the ClientHello is read (peeked) before the pick.
     pub inspector: bool,
-    /// Whether any chain matches on what the inspector learns (else it is not read).
-    pub reads_client_hello: bool,
     /// `filter_chains` in order: their matches and what serves each (by `ChainSlot::index`).
     pub matches: Vec<ChainMatch>,
     pub chains: Vec<(u32, Serves)>,
@@ -253,7 +251,8 @@ fn selectors(b: &Bootstrap, sockets: &HashMap<String, Arc<BoundListener>>) -> Ve
         }
         let mut mine: Vec<_> = all.iter().filter(|(n, _, _)| n == name).collect();
         mine.sort_by_key(|(_, c, _)| c.index);
-        let single = matches!(mine.as_slice(), [(_, c, _)] if c.matcher.is_empty());
+        // One chain taking every connection, and no inspector to run first.
+        let single = matches!(mine.as_slice(), [(_, c, _)] if c.matcher.is_empty() && !c.inspector);
         if single {
             continue;
         }
@@ -262,7 +261,6 @@ fn selectors(b: &Bootstrap, sockets: &HashMap<String, Arc<BoundListener>>) -> Ve
         out.push(ChainSelector {
             socket: socket.clone(),
             inspector: chains.first().or(defaults.first()).is_some_and(|(_, c, _)| c.inspector),
-            reads_client_hello: chains.iter().any(|(_, c, _)| c.matcher.reads_client_hello()),
             matches: chains.iter().map(|(_, c, _)| c.matcher.clone()).collect(),
             chains: chains.iter().map(|(_, c, s)| (c.index, *s)).collect(),
             default: defaults.first().map(|(_, c, s)| (c.index, *s)),

@@ -254,6 +254,10 @@ fn run(proxy: &str, bin: &Path) -> Observed {
             );
         }
     }
+    for stat in ["tls_found", "tls_not_found", "sni_found", "sni_not_found", "alpn_found", "alpn_not_found"] {
+        let name = format!("tls_inspector.{stat}");
+        wanted.insert(name.clone(), stats.get(&name).copied().unwrap_or(u64::MAX));
+    }
     wanted.insert(
         "tcp.passthrough.downstream_cx_total".into(),
         stats.get("tcp.passthrough.downstream_cx_total").copied().unwrap_or(0),
@@ -302,4 +306,6 @@ fn filter_chains_are_matched_like_envoy() {
     assert_eq!(served["a chain for the port that does not match"], "closed", "{skiff:#?}");
     assert_eq!(skiff.stats["strict.no_filter_chain_match"], 2, "{skiff:#?}");
     assert_eq!(skiff.stats["port.no_filter_chain_match"], 1, "{skiff:#?}");
+    let inspected = (skiff.stats["tls_inspector.tls_found"], skiff.stats["tls_inspector.tls_not_found"]);
+    assert_eq!(inspected, (8, 2), "{skiff:#?}");
 }

@@ -23,13 +23,6 @@ pub struct ChainMatch {
 }
 
 impl ChainMatch {
-    /// Whether it asks for anything the TLS inspector learns (SNI, ALPN, TLS or not).
-    pub fn reads_client_hello(&self) -> bool {
-        !self.server_names.is_empty()
-            || self.transport_protocol.is_some()
-            || !self.application_protocols.is_empty()
-    }
-
     pub fn is_empty(&self) -> bool {
         *self == ChainMatch::default()
     }

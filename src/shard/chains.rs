@@ -34,21 +34,35 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
     let (inspect, bound) = {
         let generation = shard.generation();
         let Some(Accepted::Select(s)) = generation.snap.route_connection(listener_id) else { return };
-        (s.inspector && s.reads_client_hello, s.socket.bound)
+        (s.inspector, s.socket.bound)
     };
     let mut seen = Seen { local: stream.local_addr().ok(), peer: Some(peer), ..Seen::default() };
     let mut hello = None;
     if inspect {
+        let stats = shard.stats.tls_inspector();
         match monoio::time::timeout(INSPECT_LIMIT, Box::pin(inspect_hello(&stream))).await {
             Ok(Ok(Some(h))) => {
                 let ch = h.accepted.client_hello();
                 seen.tls = true;
                 seen.sni = ch.server_name().map(str::to_ascii_lowercase);
                 seen.alpn = ch.alpn().map(|a| a.map(<[u8]>::to_vec).collect()).unwrap_or_default();
+                stats.tls_found.inc();
+                match seen.sni.is_some() {
+                    true => stats.sni_found.inc(),
+                    false => stats.sni_not_found.inc(),
+                }
+                match seen.alpn.is_empty() {
+                    false => stats.alpn_found.inc(),
+                    true => stats.alpn_not_found.inc(),
+                }
                 hello = Some(h);
             }
-            Ok(Ok(None)) => {}
-            Ok(Err(Closed)) | Err(_) => return,
+            Ok(Ok(None)) => stats.tls_not_found.inc(),
+            Ok(Err(Closed::TooLarge)) => {
+                stats.client_hello_too_large.inc();
+                return;
+            }
+            Ok(Err(Closed::Gone)) | Err(_) => return,
         }
     }
     let picked = {
@@ -66,8 +80,13 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
     }
 }
 
-/// The client went away (or the socket failed) before it said enough.
-struct Closed;
+/// Why the inspector closes the connection.
+enum Closed {
+    /// The client went away (or the socket failed) before it said enough.
+    Gone,
+    /// Its ClientHello is larger than `MAX_HELLO`.
+    TooLarge,
+}
 
 /// Peeks the client's first bytes: a ClientHello (parsed, its bytes still unread), None for
 /// anything else (Envoy's `raw_buffer`). Waits for a record's missing bytes with `SO_RCVLOWAT`,
@@ -79,13 +98,13 @@ async fn inspect_hello(tcp: &TcpStream) -> Result<Option<Hello>, Closed> {
     let mut fed = 0;
     loop {
         let n = match peek(fd, &mut buf) {
-            Ok(0) => return Err(Closed),
+            Ok(0) => return Err(Closed::Gone),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                tcp.readable(false).await.map_err(|_| Closed)?;
+                tcp.readable(false).await.map_err(|_| Closed::Gone)?;
                 continue;
             }
-            Err(_) => return Err(Closed),
+            Err(_) => return Err(Closed::Gone),
         };
         if buf[0] != HANDSHAKE_RECORD {
             return Ok(None);
@@ -104,12 +123,12 @@ async fn inspect_hello(tcp: &TcpStream) -> Result<Option<Hello>, Closed> {
             Err(_) => return Ok(None),
         }
         if needed > MAX_HELLO {
-            return Err(Closed);
+            return Err(Closed::TooLarge);
         }
         set_rcvlowat(fd, needed);
         let ready = tcp.readable(false).await;
         set_rcvlowat(fd, 1);
-        ready.map_err(|_| Closed)?;
+        ready.map_err(|_| Closed::Gone)?;
     }
 }
 

@@ -34,6 +34,8 @@ pub enum Scope {
     NetLocalRateLimit(String),
     /// `connection_limit.<stat_prefix>`: a network connection limit.
     ConnectionLimit(String),
+    /// `tls_inspector.*`: every listener's TLS inspector, one set for the process as Envoy's.
+    TlsInspector,
 }
 
 impl Scope {
@@ -49,6 +51,7 @@ impl Scope {
             Scope::Tcp(p) => format!("tcp.{p}"),
             Scope::NetLocalRateLimit(p) => format!("local_rate_limit.{p}"),
             Scope::ConnectionLimit(p) => format!("connection_limit.{p}"),
+            Scope::TlsInspector => "tls_inspector".to_string(),
         }
     }
 }
@@ -292,6 +295,19 @@ stat_block! {
 }
 
 stat_block! {
+    /// `tls_inspector.*`: what the listeners' TLS inspectors found in their clients' first bytes.
+    TlsInspectorStats {
+        tls_found: Counter,
+        tls_not_found: Counter,
+        sni_found: Counter,
+        sni_not_found: Counter,
+        alpn_found: Counter,
+        alpn_not_found: Counter,
+        client_hello_too_large: Counter,
+    }
+}
+
+stat_block! {
     /// `listener.<address>.worker_<n>.*`: one shard's share of a listener's connections (how
     /// evenly SO_REUSEPORT spreads them).
     WorkerStats {
@@ -479,6 +495,8 @@ pub struct ShardStats {
     /// `ssl.*` of a listener or cluster scope, and `http.<prefix>.downstream_cx_ssl_*`.
     ssl: RefCell<HashMap<Scope, Rc<SslStats>>>,
     http_ssl: RefCell<HashMap<String, Rc<HttpSslStats>>>,
+    /// Made when a listener first runs the TLS inspector (Envoy shows them from then on).
+    tls_inspector: RefCell<Option<Rc<TlsInspectorStats>>>,
 }
 
 impl ShardStats {
@@ -527,6 +545,11 @@ impl ShardStats {
     /// which costs far less than its handshake.
     pub fn ssl(&self, scope: Scope) -> Rc<SslStats> {
         self.ssl.borrow_mut().entry(scope).or_default().clone()
+    }
+
+    /// `tls_inspector.*`.
+    pub fn tls_inspector(&self) -> Rc<TlsInspectorStats> {
+        self.tls_inspector.borrow_mut().get_or_insert_with(Rc::default).clone()
     }
 
     pub fn http_ssl(&self, stat_prefix: &str) -> Rc<HttpSslStats> {
@@ -591,6 +614,9 @@ impl ShardStats {
         }
         for (prefix, s) in self.http_ssl.borrow().iter() {
             s.dump(&Scope::Http(prefix.clone()), &mut out);
+        }
+        if let Some(s) = self.tls_inspector.borrow().as_ref() {
+            s.dump(&Scope::TlsInspector, &mut out);
         }
         out
     }
