@@ -4,8 +4,8 @@
 
 use crate::cluster::{ClusterSnap, Resolved};
 use crate::config::chain_match::{select, ChainMatch, Seen};
-use crate::config::DEFAULT_CHAIN;
 use crate::config::{self, Bootstrap};
+use crate::config::{Inspector, DEFAULT_CHAIN};
 use crate::filters::network::NetFilterChain;
 use crate::filters::FilterChain;
 use crate::listener::BoundListener;
@@ -57,8 +57,8 @@ pub enum Serves {
 #[derive(Debug)]
 pub struct ChainSelector {
     pub socket: Arc<BoundListener>,
-    /// The listener runs the TLS inspector: the ClientHello is read (peeked) before the pick.
-    pub inspector: bool,
+    /// The listener's TLS inspector: the ClientHello is read (peeked) before the pick.
+    pub inspector: Option<Inspector>,
     /// `filter_chains` in order: their matches and what serves each (by `ChainSlot::index`).
     pub matches: Vec<ChainMatch>,
     pub chains: Vec<(u32, Serves)>,
@@ -252,7 +252,7 @@ fn selectors(b: &Bootstrap, sockets: &HashMap<String, Arc<BoundListener>>) -> Ve
         let mut mine: Vec<_> = all.iter().filter(|(n, _, _)| n == name).collect();
         mine.sort_by_key(|(_, c, _)| c.index);
         // One chain taking every connection, and no inspector to run first.
-        let single = matches!(mine.as_slice(), [(_, c, _)] if c.matcher.is_empty() && !c.inspector);
+        let single = matches!(mine.as_slice(), [(_, c, _)] if c.matcher.is_empty() && c.inspector.is_none());
         if single {
             continue;
         }
@@ -260,7 +260,7 @@ fn selectors(b: &Bootstrap, sockets: &HashMap<String, Arc<BoundListener>>) -> Ve
             mine.into_iter().partition(|(_, c, _)| c.index == DEFAULT_CHAIN);
         out.push(ChainSelector {
             socket: socket.clone(),
-            inspector: chains.first().or(defaults.first()).is_some_and(|(_, c, _)| c.inspector),
+            inspector: chains.first().or(defaults.first()).and_then(|(_, c, _)| c.inspector),
             matches: chains.iter().map(|(_, c, _)| c.matcher.clone()).collect(),
             chains: chains.iter().map(|(_, c, s)| (c.index, *s)).collect(),
             default: defaults.first().map(|(_, c, s)| (c.index, *s)),

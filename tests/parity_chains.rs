@@ -12,7 +12,8 @@ mod support;
 mod envoy;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -30,6 +31,8 @@ struct Ports {
     addr: u16,
     port: u16,
     blind: u16,
+    slow: u16,
+    slow_close: u16,
     up: u16,
     client: u16,
 }
@@ -127,6 +130,25 @@ fn config(p: Ports, admin: u16, dir: &Path, certs: &Certs) -> String {
         &format!("default_filter_chain:\n{}", indent(&answering("blind_default", dir), 2)),
         &[chain("{ server_names: [only.example] }", Some(&a), &answering("blind_named", dir))],
     );
+    // A client silent past `listener_filters_timeout`: served as plaintext, or closed.
+    let slow_chains = |prefix: &str| {
+        [
+            chain("{ transport_protocol: raw_buffer }", None, &answering(prefix, dir)),
+            chain("{ transport_protocol: tls }", Some(&a), &answering(&format!("{prefix}_tls"), dir)),
+        ]
+    };
+    let slow = listener(
+        "slow",
+        p.slow,
+        &format!("{INSPECTOR}listener_filters_timeout: 0.3s\ncontinue_on_listener_filters_timeout: true\n"),
+        &slow_chains("slow"),
+    );
+    let slow_close = listener(
+        "slow_close",
+        p.slow_close,
+        &format!("{INSPECTOR}listener_filters_timeout: 0.3s\n"),
+        &slow_chains("slow_close"),
+    );
     let up = listener(
         "up",
         p.up,
@@ -137,7 +159,7 @@ fn config(p: Ports, admin: u16, dir: &Path, certs: &Certs) -> String {
         support::static_cluster_yaml("up", "ROUND_ROBIN", &[(SocketAddr::from(([127, 0, 0, 1], p.up)), 1)]);
     format!(
         "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}\nstatic_resources:\n  listeners:\n{}  clusters:\n{}",
-        indent(&[main, strict, port, addr, blind, up].concat(), 2),
+        indent(&[main, strict, port, addr, blind, slow, slow_close, up].concat(), 2),
         indent(&cluster, 2),
     )
 }
@@ -177,6 +199,10 @@ const CHAINS: &[&str] = &[
     "local",
     "source_port",
     "blind_default",
+    "slow",
+    "slow_tls",
+    "slow_close",
+    "slow_close_tls",
     "blind_named",
 ];
 
@@ -196,6 +222,8 @@ fn run(proxy: &str, bin: &Path) -> Observed {
         addr: free_port(),
         port: free_port(),
         blind: free_port(),
+        slow: free_port(),
+        slow_close: free_port(),
         up: free_port(),
         client: free_port(),
     };
@@ -213,6 +241,36 @@ fn run(proxy: &str, bin: &Path) -> Observed {
         _skiff = Some(k);
         _envoy = None;
     }
+    let late = |port: u16| {
+        std::thread::spawn(move || {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            std::thread::sleep(Duration::from_millis(600));
+            let _ = s.write_all(b"GET /late HTTP/1.1\r\nhost: late\r\nconnection: close\r\n\r\n");
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            // Up to the end of the response (its content-length), or the close.
+            let mut out = Vec::new();
+            let mut buf = [0u8; 1024];
+            loop {
+                let text = String::from_utf8_lossy(&out).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_string)
+                        })
+                        .and_then(|n| n.trim().parse::<usize>().ok());
+                    if len.is_some_and(|n| body.len() >= n) {
+                        return body.to_string();
+                    }
+                }
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return "closed".to_string(),
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+    };
+    let (slow_client, slow_close_client) = (late(p.slow), late(p.slow_close));
     let client_port = p.client.to_string();
     let cases: Vec<(&str, String)> = vec![
         ("exact name", client("https", "www.a.example", p.main, &["--http1.1"])),
@@ -230,6 +288,8 @@ fn run(proxy: &str, bin: &Path) -> Observed {
         ("source port", client("http", "addr", p.addr, &["--local-port", &client_port])),
         ("no inspector, TLS with a matching name", client("https", "only.example", p.blind, &[])),
         ("no inspector, plaintext", client("http", "blind", p.blind, &[])),
+        ("silent past the inspector's limit, continue", slow_client.join().unwrap()),
+        ("silent past the inspector's limit", slow_close_client.join().unwrap()),
     ]
     .into_iter()
     .collect();
@@ -238,10 +298,16 @@ fn run(proxy: &str, bin: &Path) -> Observed {
     std::thread::sleep(Duration::from_millis(300));
     let stats = envoy::parse_stats(&envoy::admin_get(admin, "/stats").map(|(_, b)| b).unwrap_or_default());
     let mut wanted = BTreeMap::new();
-    for (name, port) in
-        [("main", p.main), ("strict", p.strict), ("port", p.port), ("addr", p.addr), ("blind", p.blind)]
-    {
-        for stat in ["no_filter_chain_match", "downstream_cx_total"] {
+    for (name, port) in [
+        ("main", p.main),
+        ("strict", p.strict),
+        ("port", p.port),
+        ("addr", p.addr),
+        ("blind", p.blind),
+        ("slow", p.slow),
+        ("slow_close", p.slow_close),
+    ] {
+        for stat in ["no_filter_chain_match", "downstream_cx_total", "downstream_pre_cx_timeout"] {
             let real = format!("listener.127.0.0.1_{port}.{stat}");
             wanted.insert(format!("{name}.{stat}"), stats.get(&real).copied().unwrap_or(0));
         }
@@ -299,6 +365,8 @@ fn filter_chains_are_matched_like_envoy() {
         ("addresses", "local"),
         ("source port", "source_port"),
         ("no inspector, plaintext", "blind_default"),
+        ("silent past the inspector's limit, continue", "slow"),
+        ("silent past the inspector's limit", "closed"),
     ] {
         assert_eq!(served[case], want, "{case}: {skiff:#?}");
     }

@@ -209,7 +209,15 @@ fn listeners(b: &Bootstrap) -> Vec<Value> {
         if let Some(d) = mine.iter().find(|c| c.slot.index == DEFAULT_CHAIN) {
             m.insert("default_filter_chain".into(), d.chain.clone());
         }
-        if first.slot.inspector {
+        if let Some(inspector) = first.slot.inspector {
+            match inspector.timeout {
+                Some(d) if d == Duration::from_secs(15) => {}
+                Some(d) => _ = m.insert("listener_filters_timeout".into(), duration(d).into()),
+                None => _ = m.insert("listener_filters_timeout".into(), "0s".into()),
+            }
+            if inspector.continue_on_timeout {
+                m.insert("continue_on_listener_filters_timeout".into(), true.into());
+            }
             m.insert(
                 "listener_filters".into(),
                 json!([{

@@ -393,23 +393,23 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Vec<
         p,
         l,
         "listener",
-        [
-            socket_options,
-            freebind,
-            transparent,
-            tcp_fast_open_queue_length,
-            connection_balance_config,
-            listener_filters_timeout,
-            continue_on_listener_filters_timeout
-        ]
+        [socket_options, freebind, transparent, tcp_fast_open_queue_length, connection_balance_config]
     );
     if l.use_original_dst == Some(true) {
         return fail(p.key("use_original_dst"), format!("use_original_dst is not supported: {NOT_YET}"));
     }
-    let inspector = match &l.listener_filters {
+    let inspects = match &l.listener_filters {
         Some(filters) => super::convert_tls::listener_filters(&p.key("listener_filters"), filters)?,
         None => false,
     };
+    let inspector = inspects.then(|| Inspector {
+        timeout: match l.listener_filters_timeout.map(|d| d.0) {
+            None => Some(Duration::from_secs(15)),
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+        },
+        continue_on_timeout: l.continue_on_listener_filters_timeout.unwrap_or(false),
+    });
     let address = bind_address(p.key("address"), l.address)?;
     let direction = l.traffic_direction.map(|d| d.0);
     let fp = p.key("filter_chains");

@@ -27,8 +27,18 @@ pub struct ChainSlot {
     /// Its position in `filter_chains`; `DEFAULT_CHAIN` for `default_filter_chain`.
     pub index: u32,
     pub matcher: super::chain_match::ChainMatch,
-    /// The listener runs `envoy.filters.listener.tls_inspector` (same on every chain of it).
-    pub inspector: bool,
+    /// The listener's `envoy.filters.listener.tls_inspector` (same on every chain of it).
+    pub inspector: Option<Inspector>,
+}
+
+/// A listener's TLS inspector and how long it waits for the client's first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inspector {
+    /// `listener_filters_timeout`, Envoy's default 15 s; None (`0s`): no limit.
+    pub timeout: Option<Duration>,
+    /// `continue_on_listener_filters_timeout`: past the limit, pick a chain with what is known
+    /// (a plaintext connection) rather than close.
+    pub continue_on_timeout: bool,
 }
 
 /// `ChainSlot::index` of a listener's `default_filter_chain`.

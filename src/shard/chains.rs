@@ -16,11 +16,6 @@ use monoio::net::TcpStream;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
-use std::time::Duration;
-
-/// Envoy's default `listener_filters_timeout`: a client that has not sent its first bytes (or
-/// a whole ClientHello) by then is closed.
-const INSPECT_LIMIT: Duration = Duration::from_secs(15);
 
 /// The largest ClientHello read, as Envoy's inspector's default `max_client_hello_size`; a
 /// bigger one closes the connection.
@@ -31,16 +26,21 @@ const RECORD_HEADER: usize = 5;
 const HANDSHAKE_RECORD: u8 = 0x16;
 
 pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream, peer: SocketAddr) {
-    let (inspect, bound) = {
+    let (inspector, bound) = {
         let generation = shard.generation();
         let Some(Accepted::Select(s)) = generation.snap.route_connection(listener_id) else { return };
         (s.inspector, s.socket.bound)
     };
     let mut seen = Seen { local: stream.local_addr().ok(), peer: Some(peer), ..Seen::default() };
     let mut hello = None;
-    if inspect {
+    if let Some(inspector) = inspector {
         let stats = shard.stats.tls_inspector();
-        match monoio::time::timeout(INSPECT_LIMIT, Box::pin(inspect_hello(&stream))).await {
+        let inspect = Box::pin(inspect_hello(&stream));
+        let inspected = match inspector.timeout {
+            Some(limit) => monoio::time::timeout(limit, inspect).await,
+            None => Ok(inspect.await),
+        };
+        match inspected {
             Ok(Ok(Some(h))) => {
                 let ch = h.accepted.client_hello();
                 seen.tls = true;
@@ -62,7 +62,14 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
                 stats.client_hello_too_large.inc();
                 return;
             }
-            Ok(Err(Closed::Gone)) | Err(_) => return,
+            Ok(Err(Closed::Gone)) => return,
+            Err(_) => {
+                shard.stats.listener(&listener_stat_name(bound)).downstream_pre_cx_timeout.inc();
+                // With `continue_on_listener_filters_timeout`, what is known: not TLS.
+                if !inspector.continue_on_timeout {
+                    return;
+                }
+            }
         }
     }
     let picked = {

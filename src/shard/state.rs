@@ -64,7 +64,7 @@ impl Generation {
             prev.clusters.get(i).cloned()
         };
         // Envoy shows the inspector's counters from the moment a listener has one.
-        if snap.selectors.iter().any(|s| s.inspector) {
+        if snap.selectors.iter().any(|s| s.inspector.is_some()) {
             stats.tls_inspector();
         }
         Generation {

@@ -291,6 +291,7 @@ stat_block! {
         downstream_cx_active: Gauge,
         downstream_cx_destroy: Counter,
         no_filter_chain_match: Counter,
+        downstream_pre_cx_timeout: Counter,
     }
 }
 
