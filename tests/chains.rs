@@ -234,6 +234,13 @@ fn chains_envoy_refuses_are_refused_with_their_place() {
         let e = load_error(&chains);
         assert!(e.contains(expected), "expected {expected:?} in:\n{e}");
     }
+    let tuned =
+        listener(1, &chain("{}")).replace("TlsInspector }", "TlsInspector, max_client_hello_size: 1000 }");
+    let e = skiff::config::load_str(&tuned, "envoy.yaml").map(|_| ()).unwrap_err().to_string();
+    assert!(
+        e.contains("listener_filters[0].typed_config.max_client_hello_size: the TLS inspector's max_client_hello_size is not supported"),
+        "{e}"
+    );
     // Distinct rules load, the default chain beside them included.
     let ok = [chain("{ server_names: [a.example] }"), chain("{ server_names: [b.example] }")].concat();
     let yaml = listener(1, &ok).replace(

@@ -174,6 +174,19 @@ pub(super) fn listener_filters(p: &FieldPath, filters: &[RawListenerFilter]) -> 
                 ),
             );
         }
+        // Its settings (`max_client_hello_size`, JA3/JA4 fingerprints, ...) are Envoy's defaults
+        // here; one that says otherwise would not be honoured.
+        if let Some((key, _)) = f.typed_config.as_ref().and_then(|t| t.fields.iter().next()) {
+            let key = key.as_str().unwrap_or("?");
+            return fail(
+                p.idx(i).key("typed_config").key(key),
+                format!("the TLS inspector's {key} is not supported"),
+            );
+        }
+        if f.config.is_some() || f.filter_disabled.is_some() {
+            let key = if f.config.is_some() { "config" } else { "filter_disabled" };
+            return fail(p.idx(i).key(key), format!("{key} of a listener filter is not supported"));
+        }
     }
     Ok(!filters.is_empty())
 }
