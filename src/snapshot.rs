@@ -209,13 +209,13 @@ impl Snapshot {
         Ok(Snapshot { generation, listeners, tcp_listeners, selectors, clusters, bootstrap })
     }
 
-    /// The entry of filter chain `chain` of the listener socket `id`.
-    pub fn listener_index(&self, id: u64, chain: u32) -> Option<usize> {
-        self.listeners.iter().position(|l| l.socket.id == id && l.chain == chain)
+    /// The entry of a listener socket's filter chain.
+    pub fn listener_index(&self, key: ChainKey) -> Option<usize> {
+        self.listeners.iter().position(|l| l.socket.id == key.socket && l.chain == key.chain)
     }
 
-    pub fn tcp_listener_index(&self, id: u64, chain: u32) -> Option<usize> {
-        self.tcp_listeners.iter().position(|l| l.socket.id == id && l.chain == chain)
+    pub fn tcp_listener_index(&self, key: ChainKey) -> Option<usize> {
+        self.tcp_listeners.iter().position(|l| l.socket.id == key.socket && l.chain == key.chain)
     }
 
     /// How a new connection on socket `id` is served: through its selector, or straight by
@@ -229,6 +229,16 @@ impl Snapshot {
         }
         self.tcp_listeners.iter().find(|l| l.socket.id == id).map(|l| Accepted::Chain(l.chain, Serves::Tcp))
     }
+}
+
+/// One filter chain of a listener socket, as a connection keeps it across snapshots (a reload that
+/// keeps the socket and the chain's position keeps serving it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainKey {
+    /// `BoundListener::id`.
+    pub socket: u64,
+    /// `ChainSlot::index`.
+    pub chain: u32,
 }
 
 /// Where an accepted connection goes first.

@@ -58,6 +58,14 @@ fn curl(url: &str, extra: &[&str]) -> String {
     }
 }
 
+/// Each of `lines` (`name: value`) is in the proxy's `/stats`.
+fn assert_stats(admin: SocketAddr, lines: &[&str]) {
+    let stats = support::get(admin, "/stats").text();
+    for line in lines {
+        assert!(stats.contains(line), "{line} in:\n{stats}");
+    }
+}
+
 #[test]
 fn envoys_tls_sni_example_terminates_two_names_and_passes_the_third_through() {
     let certs = tls::shared();
@@ -117,15 +125,15 @@ fn envoys_tls_inspector_example_routes_by_alpn_and_serves_plaintext() {
     assert_eq!(curl(&format!("https://localhost:{port}"), &["--http1.1"]), "service-https0");
     assert_eq!(curl(&format!("https://localhost:{port}"), &["--http2"]), "service-https1");
     assert_eq!(curl(&format!("http://localhost:{port}"), &[]), "service-http");
-    let stats = stats();
-    for line in [
-        "tls_inspector.alpn_found: 2",
-        "tls_inspector.sni_found: 2",
-        "tls_inspector.tls_found: 2",
-        "tls_inspector.tls_not_found: 1",
-    ] {
-        assert!(stats.contains(line), "{line} in:\n{stats}");
-    }
+    assert_stats(
+        k.admin(),
+        &[
+            "tls_inspector.alpn_found: 2",
+            "tls_inspector.sni_found: 2",
+            "tls_inspector.tls_found: 2",
+            "tls_inspector.tls_not_found: 1",
+        ],
+    );
 }
 
 const LIMIT_ONE: &str = "- name: envoy.filters.network.local_ratelimit\n  typed_config:\n    \"@type\": type.googleapis.com/envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit\n    stat_prefix: plain_only\n    token_bucket: { max_tokens: 1, tokens_per_fill: 1, fill_interval: 3600s }\n";
@@ -163,15 +171,15 @@ fn each_chain_runs_its_own_network_filters_and_connection_manager() {
     for _ in 0..2 {
         assert_eq!(tls::curl(addr, "a.example", "/", certs, &[]).body, "tls");
     }
-    let stats = support::get(k.admin(), "/stats").text();
-    for line in [
-        "local_rate_limit.plain_only.rate_limited: 1",
-        "http.plain.downstream_rq_2xx: 1",
-        "http.secure.downstream_rq_2xx: 2",
-        "http.secure.downstream_cx_ssl_total: 2",
-    ] {
-        assert!(stats.contains(line), "{line} in:\n{stats}");
-    }
+    assert_stats(
+        k.admin(),
+        &[
+            "local_rate_limit.plain_only.rate_limited: 1",
+            "http.plain.downstream_rq_2xx: 1",
+            "http.secure.downstream_rq_2xx: 2",
+            "http.secure.downstream_cx_ssl_total: 2",
+        ],
+    );
 }
 
 #[test]

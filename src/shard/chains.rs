@@ -10,7 +10,7 @@ use super::state::Shard;
 use super::tls::Hello;
 use super::{conn, tcp_proxy};
 use crate::config::chain_match::Seen;
-use crate::snapshot::{Accepted, Serves};
+use crate::snapshot::{Accepted, ChainKey, Serves};
 use crate::stats::listener_stat_name;
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
@@ -82,8 +82,12 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
             log::debug!("closing connection from {peer}: no matching filter chain found");
             shard.stats.listener(&listener_stat_name(bound)).no_filter_chain_match.inc();
         }
-        Some((chain, Serves::Http)) => conn::serve(shard, listener_id, chain, stream, peer, hello).await,
-        Some((chain, Serves::Tcp)) => tcp_proxy::serve(shard, listener_id, chain, stream, peer, hello).await,
+        Some((chain, Serves::Http)) => {
+            conn::serve(shard, ChainKey { socket: listener_id, chain }, stream, peer, hello).await
+        }
+        Some((chain, Serves::Tcp)) => {
+            tcp_proxy::serve(shard, ChainKey { socket: listener_id, chain }, stream, peer, hello).await
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use super::tls::{Hello, Terminate};
 use crate::config::UnderscoresAction;
 use crate::filters::network::{Admission, Decision, NewConnection};
 use crate::http::{self, RequestHead, MAX_HEADERS};
-use crate::snapshot::HcmSettings;
+use crate::snapshot::{ChainKey, HcmSettings};
 use crate::stats::{Http1Stats, HttpStats, ListenerStats, WorkerStats};
 use bytes::BytesMut;
 use monoio::buf::SliceMut;
@@ -52,12 +52,11 @@ impl Drop for ConnGuard<'_> {
     }
 }
 
-/// Serves filter chain `chain` of listener socket `listener_id`; `hello`: the ClientHello the TLS
-/// inspector already read (`chains.rs`).
+/// An HTTP connection on filter chain `key`; `hello`: the ClientHello the TLS inspector already
+/// read (`chains.rs`).
 pub(super) async fn serve(
     shard: Rc<Shard>,
-    listener_id: u64,
-    chain: u32,
+    key: ChainKey,
     stream: TcpStream,
     peer: SocketAddr,
     hello: Option<Hello>,
@@ -65,7 +64,7 @@ pub(super) async fn serve(
     let local = stream.local_addr().unwrap_or(peer);
     let (stats, listener, lifetime, tls, admission) = {
         let generation = shard.generation();
-        let Some(i) = generation.snap.listener_index(listener_id, chain) else { return };
+        let Some(i) = generation.snap.listener_index(key) else { return };
         let l = &generation.snap.listeners[i];
         let admission = (!l.net_filters.is_empty()).then(|| {
             l.net_filters.on_new_connection(&NewConnection { peer, local }, &generation.net_filter_stats[i])
@@ -119,7 +118,7 @@ pub(super) async fn serve(
         // Wait under the settings of the config current now...
         let waiting = shard.generation();
         // A listener removed by a reload serves no new requests on its old connections.
-        let Some(i) = waiting.snap.listener_index(listener_id, chain) else { return };
+        let Some(i) = waiting.snap.listener_index(key) else { return };
         let hcm = &waiting.snap.listeners[i].hcm;
         let (max_head_len, idle_timeout, headers_timeout) =
             (hcm.max_head_len, hcm.idle_timeout, hcm.request_headers_timeout);
@@ -135,7 +134,7 @@ pub(super) async fn serve(
                     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
                     match http::parse_request(&d.buf, &mut headers, max_head_len) {
                         Ok(Some(head)) => {
-                            let Some(i) = generation.snap.listener_index(listener_id, chain) else { return };
+                            let Some(i) = generation.snap.listener_index(key) else { return };
                             let hcm = &generation.snap.listeners[i].hcm;
                             if let Some(status) = codec_refusal(&head, hcm, &shard.stats.http1) {
                                 break 'parsed Parsed::Refused(status);

@@ -29,7 +29,7 @@ use crate::access_log::{ShardBuffers, Writer};
 use crate::cli::IoDriver;
 use crate::cluster::pool::Pool;
 use crate::cluster::Rng;
-use crate::snapshot::{Accepted, Serves, Snapshot};
+use crate::snapshot::{Accepted, ChainKey, Serves, Snapshot};
 use crate::stats::{ShardStats, StatsDump};
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures_util::StreamExt;
@@ -313,10 +313,12 @@ async fn accept_loop(
             // Looked up per connection: a reload may give the socket other chains.
             Ok((stream, peer)) => match shard.generation().snap.route_connection(listener_id) {
                 Some(Accepted::Chain(chain, Serves::Http)) => {
-                    monoio::spawn(conn::serve(shard.clone(), listener_id, chain, stream, peer, None));
+                    let key = ChainKey { socket: listener_id, chain };
+                    monoio::spawn(conn::serve(shard.clone(), key, stream, peer, None));
                 }
                 Some(Accepted::Chain(chain, Serves::Tcp)) => {
-                    monoio::spawn(tcp_proxy::serve(shard.clone(), listener_id, chain, stream, peer, None));
+                    let key = ChainKey { socket: listener_id, chain };
+                    monoio::spawn(tcp_proxy::serve(shard.clone(), key, stream, peer, None));
                 }
                 Some(Accepted::Select(_)) => {
                     monoio::spawn(chains::serve(shard.clone(), listener_id, stream, peer));

@@ -13,7 +13,7 @@ use crate::access_log::{Captured, Record, ResponseFlags};
 use crate::cluster::breaker::Resource;
 use crate::cluster::pool::{Accounts, ConnSlot, PoolKey, Upstream};
 use crate::filters::network::{Admission, Decision, NewConnection};
-use crate::snapshot::TcpListenerSnap;
+use crate::snapshot::{ChainKey, TcpListenerSnap};
 use crate::stats::{ListenerStats, TcpStats, WorkerStats};
 use bytes::BytesMut;
 use monoio::io::Splitable;
@@ -59,18 +59,16 @@ struct Outcome {
     sent: u64,
 }
 
-/// Serves filter chain `chain` of listener socket `listener_id`; `hello`: the ClientHello the TLS
-/// inspector already read (`chains.rs`).
+/// A `tcp_proxy` chain's connection (`key`), with the ClientHello the TLS inspector may have read.
 pub(super) async fn serve(
     shard: Rc<Shard>,
-    listener_id: u64,
-    chain: u32,
+    key: ChainKey,
     stream: TcpStream,
     peer: SocketAddr,
     hello: Option<Hello>,
 ) {
     let generation = shard.generation();
-    let Some(i) = generation.snap.tcp_listener_index(listener_id, chain) else { return };
+    let Some(i) = generation.snap.tcp_listener_index(key) else { return };
     let listener = &generation.snap.tcp_listeners[i];
     let (stats, listener_stats, worker) = &generation.tcp_stats[i];
     let _guard = ConnGuard::new(&shard, listener_stats, worker);
