@@ -104,7 +104,8 @@ enum Closed {
 /// so a peek that saw part of one is not repeated until the rest is there.
 async fn inspect_hello(tcp: &TcpStream) -> Result<Option<Hello>, Closed> {
     let fd = tcp.as_raw_fd();
-    let mut buf = vec![0u8; MAX_HELLO];
+    // Most ClientHellos fit; a bigger one grows it, up to `MAX_HELLO`.
+    let mut buf = vec![0u8; 4096];
     let mut acceptor = rustls::server::Acceptor::default();
     let mut fed = 0;
     loop {
@@ -135,6 +136,9 @@ async fn inspect_hello(tcp: &TcpStream) -> Result<Option<Hello>, Closed> {
         }
         if needed > MAX_HELLO {
             return Err(Closed::TooLarge);
+        }
+        if needed > buf.len() {
+            buf.resize(needed, 0);
         }
         set_rcvlowat(fd, needed);
         let ready = tcp.readable(false).await;
