@@ -102,7 +102,7 @@ enum Closed {
 /// Peeks the client's first bytes: a ClientHello (parsed, its bytes still unread), None for
 /// anything else (Envoy's `raw_buffer`). Waits for a record's missing bytes with `SO_RCVLOWAT`,
 /// so a peek that saw part of one is not repeated until the rest is there.
-async fn inspect_hello(tcp: &TcpStream) -> Result<Option<Hello>, Closed> {
+async fn inspect_hello(tcp: &TcpStream) -> Result<Option<Box<Hello>>, Closed> {
     let fd = tcp.as_raw_fd();
     // Most ClientHellos fit; a bigger one grows it, up to `MAX_HELLO`.
     let mut buf = vec![0u8; 4096];
@@ -129,7 +129,7 @@ async fn inspect_hello(tcp: &TcpStream) -> Result<Option<Hello>, Closed> {
             }
         }
         match acceptor.accept() {
-            Ok(Some(accepted)) => return Ok(Some(Hello { accepted, len: fed })),
+            Ok(Some(accepted)) => return Ok(Some(Box::new(Hello { accepted, len: fed }))),
             Ok(None) => {}
             // Not a ClientHello after all: Envoy's inspector says `tls_not_found` and goes on.
             Err(_) => return Ok(None),

@@ -59,7 +59,7 @@ pub(super) async fn serve(
     key: ChainKey,
     stream: TcpStream,
     peer: SocketAddr,
-    hello: Option<Hello>,
+    hello: Option<Box<Hello>>,
 ) {
     let local = stream.local_addr().unwrap_or(peer);
     let (stats, listener, lifetime, tls, admission) = {

@@ -65,7 +65,7 @@ pub(super) async fn serve(
     key: ChainKey,
     stream: TcpStream,
     peer: SocketAddr,
-    hello: Option<Hello>,
+    hello: Option<Box<Hello>>,
 ) {
     let generation = shard.generation();
     let Some(i) = generation.snap.tcp_listener_index(key) else { return };

@@ -69,7 +69,11 @@ impl Terminate {
     /// Reads the ClientHello (or goes on from the one the TLS inspector read: `hello`), completes
     /// the handshake within the chain's limit, and bridges. None: the connection is to close (not
     /// TLS, a failed handshake), counted as Envoy counts it.
-    pub(super) async fn accept(self, tcp: TcpStream, hello: Option<Hello>) -> Option<(TcpStream, Active)> {
+    pub(super) async fn accept(
+        self,
+        tcp: TcpStream,
+        hello: Option<Box<Hello>>,
+    ) -> Option<(TcpStream, Active)> {
         let mut active = None;
         let handshake = async {
             let mut fd = Fd(tcp.as_raw_fd());
@@ -119,7 +123,8 @@ impl Terminate {
 }
 
 /// A ClientHello the TLS inspector read by peeking (`shard::chains`): the handshake goes on from
-/// it once its bytes are taken off the socket.
+/// it once its bytes are taken off the socket. Boxed where it travels, so that the connection
+/// tasks that carry an `Option` of it (every plaintext one) stay small.
 pub(super) struct Hello {
     pub(super) accepted: rustls::server::Accepted,
     /// How many bytes of the socket it was read from.
