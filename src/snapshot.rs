@@ -3,7 +3,9 @@
 //! then shared read-only (`Arc`); a shard swaps it between requests.
 
 use crate::cluster::{ClusterSnap, Resolved};
+use crate::config::chain_match::{select, ChainMatch, Seen};
 use crate::config::{self, Bootstrap};
+use crate::config::{Inspector, DEFAULT_CHAIN};
 use crate::filters::network::NetFilterChain;
 use crate::filters::{FilterChain, Scheme};
 use crate::listener::BoundListener;
@@ -18,7 +20,12 @@ pub struct Snapshot {
     pub generation: u64,
     pub listeners: Vec<ListenerSnap>,
     /// Listeners running `tcp_proxy` (served by `shard::tcp_proxy`, not the HTTP connection).
+    /// Both lists hold one entry per filter chain; a socket's entries share it.
     pub tcp_listeners: Vec<TcpListenerSnap>,
+    /// The sockets whose connections must be matched to a filter chain first (`shard::chains`):
+    /// those with several chains, one chain that does not take every connection, or the TLS
+    /// inspector. Empty for the usual listener, whose connections go straight to its one chain.
+    pub selectors: Vec<ChainSelector>,
     pub clusters: Vec<ClusterSnap>,
     pub bootstrap: Arc<Bootstrap>,
 }
@@ -26,6 +33,8 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub struct ListenerSnap {
     pub socket: Arc<BoundListener>,
+    /// Its filter chain's `ChainSlot::index`.
+    pub chain: u32,
     /// The network filters a connection passes before the connection manager takes it.
     pub net_filters: NetFilterChain,
     pub hcm: HcmSettings,
@@ -33,14 +42,46 @@ pub struct ListenerSnap {
     pub filters: FilterChain,
     pub routes: RouteTable,
     pub observers: Observers,
-    /// TLS filter chains: every connection is TLS (`shard::tls`); None: plaintext.
+    /// A TLS filter chain: its connections are TLS (`shard::tls`); None: plaintext.
     pub tls: Option<Arc<crate::config::tls::ListenerTls>>,
+}
+
+/// What serves a filter chain: the connection manager or tcp_proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serves {
+    Http,
+    Tcp,
+}
+
+/// A listener socket's filter chains, to pick one per connection by `chain_match::select`.
+#[derive(Debug)]
+pub struct ChainSelector {
+    pub socket: Arc<BoundListener>,
+    /// The listener's TLS inspector: the ClientHello is read (peeked) before the pick.
+    pub inspector: Option<Inspector>,
+    /// `filter_chains` in order: their matches and what serves each (by `ChainSlot::index`).
+    pub matches: Vec<ChainMatch>,
+    pub chains: Vec<(u32, Serves)>,
+    /// `default_filter_chain`.
+    pub default: Option<(u32, Serves)>,
+}
+
+impl ChainSelector {
+    /// The chain for a connection; None: none matches and there is no default (Envoy closes it).
+    pub fn pick(&self, seen: &Seen) -> Option<(u32, Serves)> {
+        match select(&self.matches, seen) {
+            Some(i) => self.chains.get(i).copied(),
+            None => self.default,
+        }
+    }
 }
 
 /// A `tcp_proxy` listener: where its connections go and what they are allowed.
 #[derive(Debug)]
 pub struct TcpListenerSnap {
     pub socket: Arc<BoundListener>,
+    /// Its filter chain's `ChainSlot::index`.
+    pub chain: u32,
     /// The network filters a connection passes before it is relayed.
     pub net_filters: NetFilterChain,
     pub stat_prefix: String,
@@ -136,6 +177,7 @@ impl Snapshot {
             let Some(socket) = sockets.get(&l.name) else { continue };
             listeners.push(ListenerSnap {
                 socket: socket.clone(),
+                chain: l.chain.index,
                 net_filters: NetFilterChain::compile(&l.net_filters, &l.name),
                 hcm: HcmSettings::new(&l.hcm),
                 filters: FilterChain::compile(
@@ -155,6 +197,7 @@ impl Snapshot {
             let Some(socket) = sockets.get(&l.name) else { continue };
             tcp_listeners.push(TcpListenerSnap {
                 socket: socket.clone(),
+                chain: l.chain.index,
                 net_filters: NetFilterChain::compile(&l.net_filters, &l.name),
                 stat_prefix: l.proxy.stat_prefix.clone(),
                 clusters: Targets::compile(&l.proxy.cluster, &index).map_err(|e| e.to_string())?,
@@ -164,14 +207,76 @@ impl Snapshot {
                 tls: l.tls.clone().map(Arc::new),
             });
         }
-        Ok(Snapshot { generation, listeners, tcp_listeners, clusters, bootstrap })
+        let selectors = selectors(&bootstrap, sockets);
+        Ok(Snapshot { generation, listeners, tcp_listeners, selectors, clusters, bootstrap })
     }
 
-    pub fn listener_index(&self, id: u64) -> Option<usize> {
-        self.listeners.iter().position(|l| l.socket.id == id)
+    /// The entry of a listener socket's filter chain.
+    pub fn listener_index(&self, key: ChainKey) -> Option<usize> {
+        self.listeners.iter().position(|l| l.socket.id == key.socket && l.chain == key.chain)
     }
 
-    pub fn tcp_listener_index(&self, id: u64) -> Option<usize> {
-        self.tcp_listeners.iter().position(|l| l.socket.id == id)
+    pub fn tcp_listener_index(&self, key: ChainKey) -> Option<usize> {
+        self.tcp_listeners.iter().position(|l| l.socket.id == key.socket && l.chain == key.chain)
     }
+
+    /// How a new connection on socket `id` is served: through its selector, or straight by
+    /// its one chain.
+    pub fn route_connection(&self, id: u64) -> Option<Accepted<'_>> {
+        if let Some(s) = self.selectors.iter().find(|s| s.socket.id == id) {
+            return Some(Accepted::Select(s));
+        }
+        if let Some(l) = self.listeners.iter().find(|l| l.socket.id == id) {
+            return Some(Accepted::Chain(l.chain, Serves::Http));
+        }
+        self.tcp_listeners.iter().find(|l| l.socket.id == id).map(|l| Accepted::Chain(l.chain, Serves::Tcp))
+    }
+}
+
+/// One filter chain of a listener socket, as a connection keeps it across snapshots (a reload that
+/// keeps the socket and the chain's position keeps serving it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainKey {
+    /// `BoundListener::id`.
+    pub socket: u64,
+    /// `ChainSlot::index`.
+    pub chain: u32,
+}
+
+/// Where an accepted connection goes first.
+#[derive(Debug, Clone, Copy)]
+pub enum Accepted<'s> {
+    Select(&'s ChainSelector),
+    Chain(u32, Serves),
+}
+
+/// A selector for each listener that needs one, from the model's chain entries (grouped by
+/// listener name, filter chains in config order).
+fn selectors(b: &Bootstrap, sockets: &HashMap<String, Arc<BoundListener>>) -> Vec<ChainSelector> {
+    let http = b.listeners.iter().map(|l| (&l.name, &l.chain, Serves::Http));
+    let all: Vec<_> = http.chain(b.tcp_listeners.iter().map(|l| (&l.name, &l.chain, Serves::Tcp))).collect();
+    let mut out: Vec<ChainSelector> = Vec::new();
+    for (name, _, _) in &all {
+        let Some(socket) = sockets.get(*name) else { continue };
+        if out.iter().any(|s| Arc::ptr_eq(&s.socket, socket)) {
+            continue;
+        }
+        let mut mine: Vec<_> = all.iter().filter(|(n, _, _)| n == name).collect();
+        mine.sort_by_key(|(_, c, _)| c.index);
+        // One chain taking every connection, and no inspector to run first.
+        let single = matches!(mine.as_slice(), [(_, c, _)] if c.matcher.is_empty() && c.inspector.is_none());
+        if single {
+            continue;
+        }
+        let (defaults, chains): (Vec<_>, Vec<_>) =
+            mine.into_iter().partition(|(_, c, _)| c.index == DEFAULT_CHAIN);
+        out.push(ChainSelector {
+            socket: socket.clone(),
+            inspector: chains.first().or(defaults.first()).and_then(|(_, c, _)| c.inspector),
+            matches: chains.iter().map(|(_, c, _)| c.matcher.clone()).collect(),
+            chains: chains.iter().map(|(_, c, s)| (c.index, *s)).collect(),
+            default: defaults.first().map(|(_, c, s)| (c.index, *s)),
+        });
+    }
+    out
 }

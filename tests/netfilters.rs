@@ -133,13 +133,17 @@ fn a_limit_must_come_before_the_terminal_filter_and_unknown_filters_stay_refused
 }
 
 #[test]
-fn limits_on_a_listener_with_several_filter_chains_are_refused() {
+fn limits_on_a_listener_with_several_filter_chains_are_each_chains_own() {
     let hcm = served_hcm_yaml("ingress", "");
     let yaml = config(&format!("{RATE_LIMIT}{hcm}"), SocketAddr::from(([127, 0, 0, 1], 9)), "");
-    let second = format!("        - filters:\n{}", indent(&format!("{RATE_LIMIT}{hcm}"), 12));
+    let second = format!(
+        "        - filter_chain_match: {{ source_ports: [1] }}\n          filters:\n{}",
+        indent(&format!("{RATE_LIMIT}{hcm}"), 12)
+    );
     let yaml = yaml.replace("  clusters:\n", &format!("{second}  clusters:\n"));
-    let e = skiff::config::load_str(&yaml, "skiff.yaml").map(|_| ()).unwrap_err().to_string();
-    assert!(e.contains("filter_chains[0].filters: network filters before the connection manager or tcp_proxy are supported on a listener with one filter chain only"), "{e}");
+    let loaded = skiff::config::load_str(&yaml, "skiff.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let limits: Vec<usize> = loaded.bootstrap.listeners.iter().map(|l| l.net_filters.len()).collect();
+    assert_eq!(limits, [1, 1]);
 }
 
 #[test]

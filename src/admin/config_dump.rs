@@ -66,12 +66,11 @@ pub fn render(snapshot: &Snapshot) -> Value {
 
 /// The `/config_dump` of a bootstrap; `render` without needing a built snapshot.
 pub fn render_bootstrap(b: &Bootstrap) -> Value {
-    let is_dynamic_listener = |name: &String| b.xds.dynamic_listeners.contains(name);
     let (mut static_listeners, mut dynamic_listeners) = (Vec::new(), Vec::new());
-    let http = b.listeners.iter().map(|l| (&l.name, listener(l)));
-    for (name, l) in http.chain(b.tcp_listeners.iter().map(|l| (&l.name, tcp_listener(l)))) {
-        if is_dynamic_listener(name) {
-            dynamic_listeners.push((name.clone(), l));
+    for l in listeners(b) {
+        let name = l.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+        if b.xds.dynamic_listeners.contains(&name) {
+            dynamic_listeners.push((name, l));
         } else {
             static_listeners.push(l);
         }
@@ -323,22 +322,79 @@ fn access_log(l: &AccessLog) -> Value {
     json!({ "name": name, "typed_config": Value::Object(cfg) })
 }
 
-fn listener(l: &Listener) -> Value {
-    let mut m = Map::new();
-    m.insert("name".into(), l.name.as_str().into());
-    m.insert("address".into(), socket_address(&l.address.ip().to_string(), l.address.port()));
-    let terminal =
-        json!({ "name": "envoy.filters.network.http_connection_manager", "typed_config": hcm(&l.hcm) });
-    tls_chains(&mut m, net_filters(&l.net_filters, terminal), l.tls.as_ref());
-    // v3 has no tracing.operation_name: Envoy derives EGRESS from an OUTBOUND listener, so that is
-    // how an egress tracing operation is written (and read back).
-    if l.hcm.tracing.as_ref().is_some_and(|t| t.operation == TracingOperation::Egress) {
-        m.insert("traffic_direction".into(), "OUTBOUND".into());
-    }
-    Value::Object(m)
+/// One filter chain of a listener as the dump writes it, and what its listener says beside it.
+struct DumpedChain<'a> {
+    name: &'a str,
+    address: std::net::SocketAddr,
+    slot: &'a ChainSlot,
+    chain: Value,
+    outbound: bool,
 }
 
-fn tcp_listener(l: &TcpListener) -> Value {
+/// The listeners, each with its filter chains gathered back from the model's per-chain entries.
+fn listeners(b: &Bootstrap) -> Vec<Value> {
+    let chains: Vec<DumpedChain> =
+        b.listeners.iter().map(http_chain).chain(b.tcp_listeners.iter().map(tcp_chain)).collect();
+    let mut out = Vec::new();
+    let mut done: Vec<&str> = Vec::new();
+    for first in &chains {
+        if done.contains(&first.name) {
+            continue;
+        }
+        done.push(first.name);
+        let mut mine: Vec<&DumpedChain> = chains.iter().filter(|c| c.name == first.name).collect();
+        mine.sort_by_key(|c| c.slot.index);
+        let mut m = Map::new();
+        m.insert("name".into(), first.name.into());
+        m.insert("address".into(), socket_address(&first.address.ip().to_string(), first.address.port()));
+        let regular: Vec<Value> =
+            mine.iter().filter(|c| c.slot.index != DEFAULT_CHAIN).map(|c| c.chain.clone()).collect();
+        if !regular.is_empty() {
+            m.insert("filter_chains".into(), regular.into());
+        }
+        if let Some(d) = mine.iter().find(|c| c.slot.index == DEFAULT_CHAIN) {
+            m.insert("default_filter_chain".into(), d.chain.clone());
+        }
+        if let Some(inspector) = first.slot.inspector {
+            match inspector.timeout {
+                Some(d) if d == Duration::from_secs(15) => {}
+                Some(d) => _ = m.insert("listener_filters_timeout".into(), duration(d).into()),
+                None => _ = m.insert("listener_filters_timeout".into(), "0s".into()),
+            }
+            if inspector.continue_on_timeout {
+                m.insert("continue_on_listener_filters_timeout".into(), true.into());
+            }
+            m.insert(
+                "listener_filters".into(),
+                json!([{
+                    "name": "envoy.filters.listener.tls_inspector",
+                    "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector" },
+                }]),
+            );
+        }
+        // v3 has no tracing.operation_name: Envoy derives EGRESS from an OUTBOUND listener, so
+        // that is how an egress tracing operation is written (and read back).
+        if mine.iter().any(|c| c.outbound) {
+            m.insert("traffic_direction".into(), "OUTBOUND".into());
+        }
+        out.push(Value::Object(m));
+    }
+    out
+}
+
+fn http_chain(l: &Listener) -> DumpedChain<'_> {
+    let terminal =
+        json!({ "name": "envoy.filters.network.http_connection_manager", "typed_config": hcm(&l.hcm) });
+    DumpedChain {
+        name: &l.name,
+        address: l.address,
+        slot: &l.chain,
+        chain: chain(&l.chain, net_filters(&l.net_filters, terminal), l.tls.as_ref()),
+        outbound: l.hcm.tracing.as_ref().is_some_and(|t| t.operation == TracingOperation::Egress),
+    }
+}
+
+fn tcp_chain(l: &TcpListener) -> DumpedChain<'_> {
     let p = &l.proxy;
     let mut m = Map::new();
     m.insert("@type".into(), TCP_PROXY.into());
@@ -351,11 +407,66 @@ fn tcp_listener(l: &TcpListener) -> Value {
     if !p.access_logs.is_empty() {
         m.insert("access_log".into(), p.access_logs.iter().map(access_log).collect());
     }
-    let mut out = Map::new();
-    out.insert("name".into(), l.name.as_str().into());
-    out.insert("address".into(), socket_address(&l.address.ip().to_string(), l.address.port()));
     let terminal = json!({ "name": "envoy.filters.network.tcp_proxy", "typed_config": m });
-    tls_chains(&mut out, net_filters(&l.net_filters, terminal), l.tls.as_ref());
+    DumpedChain {
+        name: &l.name,
+        address: l.address,
+        slot: &l.chain,
+        chain: chain(&l.chain, net_filters(&l.net_filters, terminal), l.tls.as_ref()),
+        outbound: false,
+    }
+}
+
+/// A filter chain: its match, filters and TLS.
+fn chain(slot: &ChainSlot, filters: Value, tls: Option<&crate::config::tls::ListenerTls>) -> Value {
+    let mut chain = Map::new();
+    if !slot.matcher.is_empty() {
+        chain.insert("filter_chain_match".into(), chain_match(&slot.matcher));
+    }
+    chain.insert("filters".into(), filters);
+    if let Some(tls) = tls {
+        chain.insert("transport_socket".into(), tls.context.dump.clone());
+        if let Some(limit) = tls.handshake_limit {
+            chain.insert("transport_socket_connect_timeout".into(), duration(limit).into());
+        }
+    }
+    Value::Object(chain)
+}
+
+fn chain_match(m: &chain_match::ChainMatch) -> Value {
+    use chain_match::{SourceType, Transport};
+    let cidrs = |c: &[chain_match::Cidr]| -> Value {
+        c.iter().map(|c| json!({ "address_prefix": c.addr.to_string(), "prefix_len": c.len })).collect()
+    };
+    let mut out = Map::new();
+    if let Some(port) = m.destination_port {
+        out.insert("destination_port".into(), port.into());
+    }
+    if !m.destination_ips.is_empty() {
+        out.insert("prefix_ranges".into(), cidrs(&m.destination_ips));
+    }
+    if !m.server_names.is_empty() {
+        out.insert("server_names".into(), json!(m.server_names));
+    }
+    match m.transport_protocol {
+        Some(Transport::Tls) => _ = out.insert("transport_protocol".into(), "tls".into()),
+        Some(Transport::RawBuffer) => _ = out.insert("transport_protocol".into(), "raw_buffer".into()),
+        None => {}
+    }
+    if !m.application_protocols.is_empty() {
+        out.insert("application_protocols".into(), json!(m.application_protocols));
+    }
+    match m.source_type {
+        SourceType::Any => {}
+        SourceType::Local => _ = out.insert("source_type".into(), "SAME_IP_OR_LOOPBACK".into()),
+        SourceType::External => _ = out.insert("source_type".into(), "EXTERNAL".into()),
+    }
+    if !m.source_ips.is_empty() {
+        out.insert("source_prefix_ranges".into(), cidrs(&m.source_ips));
+    }
+    if !m.source_ports.is_empty() {
+        out.insert("source_ports".into(), json!(m.source_ports));
+    }
     Value::Object(out)
 }
 
@@ -405,32 +516,6 @@ fn net_filters(limits: &[NetFilter], terminal: Value) -> Value {
 
 /// `filter_chains` (one per TLS context, each with its `server_names` and `transport_socket`,
 /// keys redacted) and, on a TLS listener, the TLS inspector skiff always runs.
-fn tls_chains(m: &mut Map<String, Value>, filters: Value, tls: Option<&crate::config::tls::ListenerTls>) {
-    let Some(tls) = tls else {
-        m.insert("filter_chains".into(), json!([{ "filters": filters }]));
-        return;
-    };
-    let chains = tls.chains.iter().map(|c| {
-        let mut chain = Map::new();
-        if !c.server_names.is_empty() {
-            chain.insert("filter_chain_match".into(), json!({ "server_names": c.server_names }));
-        }
-        chain.insert("filters".into(), filters.clone());
-        chain.insert("transport_socket".into(), c.context.dump.clone());
-        Value::Object(chain)
-    });
-    m.insert("filter_chains".into(), chains.collect());
-    if tls.inspects_sni {
-        m.insert(
-            "listener_filters".into(),
-            json!([{
-                "name": "envoy.filters.listener.tls_inspector",
-                "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector" },
-            }]),
-        );
-    }
-}
-
 /// `upgrade_configs` of an HCM or a route (`enabled` only when false, its proto default being true).
 fn upgrades(list: &[UpgradeConfig]) -> Value {
     list.iter()

@@ -3,6 +3,7 @@
 //! the fields skiff accepts without implementing: ignored, warned about, or rejected.
 
 use super::convert_cors::cors_policy;
+use super::chain_match::ChainMatch;
 use super::convert_filters::{filter_config, per_filter_config, Kind};
 use super::convert_health;
 use super::duration::{fmt_secs, zero_is_never};
@@ -246,9 +247,10 @@ pub fn convert(raw: RawBootstrap, files: RawDynamicFiles) -> Res<Converted> {
             static_listeners.insert(name.clone());
         }
         let built = listener(&mut cx, p.clone(), name, l)?;
-        let address = match &built {
-            Built::Http(l) => l.address,
-            Built::Tcp(l) => l.address,
+        let address = match built.first() {
+            Some(Built::Http(l)) => l.address,
+            Some(Built::Tcp(l)) => l.address,
+            None => continue,
         };
         // Port 0 asks the kernel for a fresh port per listener, so such listeners never collide
         // (as in Envoy); only a fixed port can be claimed twice.
@@ -256,9 +258,11 @@ pub fn convert(raw: RawBootstrap, files: RawDynamicFiles) -> Res<Converted> {
             return fail(p.key("address"), format!("address {address} is already used by {other}"));
         }
         addresses.push((address, p.key("address")));
-        match built {
-            Built::Http(l) => listeners.push(*l),
-            Built::Tcp(l) => tcp_listeners.push(*l),
+        for chain in built {
+            match chain {
+                Built::Http(l) => listeners.push(*l),
+                Built::Tcp(l) => tcp_listeners.push(*l),
+            }
         }
     }
 
@@ -541,37 +545,39 @@ enum Built {
     Tcp(Box<TcpListener>),
 }
 
-fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Built> {
-    reject_present!(p, l, [default_filter_chain, udp_listener_config], NOT_YET);
+/// A listener: one `Built` per filter chain (its `default_filter_chain` last), all sharing its
+/// name and address.
+fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Vec<Built>> {
+    reject_present!(p, l, [udp_listener_config], NOT_YET);
     warn_present!(
         cx,
         p,
         l,
         "listener",
-        [
-            socket_options,
-            freebind,
-            transparent,
-            tcp_fast_open_queue_length,
-            connection_balance_config,
-            listener_filters_timeout,
-            continue_on_listener_filters_timeout
-        ]
+        [socket_options, freebind, transparent, tcp_fast_open_queue_length, connection_balance_config]
     );
     if l.use_original_dst == Some(true) {
         return fail(p.key("use_original_dst"), format!("use_original_dst is not supported: {NOT_YET}"));
     }
-    let inspects_sni = match &l.listener_filters {
+    let inspects = match &l.listener_filters {
         Some(filters) => super::convert_tls::listener_filters(&p.key("listener_filters"), filters)?,
         None => false,
     };
-    let inspected =
-        |tls: Option<super::tls::ListenerTls>| tls.map(|t| super::tls::ListenerTls { inspects_sni, ..t });
+    let inspector = inspects.then(|| Inspector {
+        timeout: match l.listener_filters_timeout.map(|d| d.0) {
+            None => Some(Duration::from_secs(15)),
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+        },
+        continue_on_timeout: l.continue_on_listener_filters_timeout.unwrap_or(false),
+    });
     let address = bind_address(p.key("address"), l.address)?;
     let direction = l.traffic_direction.map(|d| d.0);
     let fp = p.key("filter_chains");
-    let Some(chains) = l.filter_chains else {
-        return fail(p, "filter_chains is required");
+    let chains = match l.filter_chains {
+        Some(chains) => chains,
+        None if l.default_filter_chain.is_some() => OneOrMany { items: Vec::new(), was_single: false },
+        None => return fail(p, "filter_chains is required"),
     };
     if chains.was_single {
         cx.warn(
@@ -587,137 +593,141 @@ fn listener(cx: &mut Cx, p: FieldPath, name: String, l: RawListener) -> Res<Buil
             fp.idx(i)
         }
     };
-    if chains.items.is_empty() {
+    if chains.items.is_empty() && l.default_filter_chain.is_none() {
         return fail(fp.clone(), "filter_chains is empty");
     }
-    let chain_count = chains.items.len();
-    let mut hcm_out = None;
-    let mut tls = super::convert_tls::Chains::default();
-    for (i, chain) in chains.items.into_iter().enumerate() {
+    let mut built = Vec::with_capacity(chains.items.len() + 1);
+    let mut seen: Vec<(ChainMatch, FieldPath)> = Vec::new();
+    for (i, mut chain) in chains.items.into_iter().enumerate() {
         let cp = chain_path(i);
-        reject_present!(cp, chain, [tls_context], "use transport_socket (v3) for TLS");
-        let handshake_limit = chain.transport_socket_connect_timeout.map(|d| d.0);
-        tls.add(&cp, chain.filter_chain_match, chain.transport_socket.as_ref(), handshake_limit)?;
-        if chain.use_proxy_proto == Some(true) {
-            return fail(cp.key("use_proxy_proto"), "the PROXY protocol is not supported");
-        }
-        let single = chain.filters.as_ref().is_some_and(|f| f.was_single);
-        let filters = chain.filters.map_or_else(Vec::new, |f| {
-            if f.was_single {
-                cx.warn(
-                    cp.key("filters"),
-                    "filters is a single mapping; Envoy expects a list. Accepted as a one-element list",
-                );
-            }
-            f.items
-        });
-        if filters.is_empty() {
+        let mp = cp.key("filter_chain_match");
+        let matcher = match chain.filter_chain_match.take() {
+            Some(m) => super::convert_tls::chain_match(&mp, m)?,
+            None => ChainMatch::default(),
+        };
+        if let Some((_, other)) = seen.iter().find(|(m, _)| super::convert_tls::same_rules(m, &matcher)) {
             return fail(
-                cp.key("filters"),
-                "a filter chain needs a network filter: http_connection_manager or tcp_proxy, last",
+                mp,
+                format!("multiple filter chains with the same matching rules are defined (as Envoy refuses): {other} too"),
             );
         }
-        let last = filters.len() - 1;
-        let mut limits = Vec::new();
-        for (j, f) in filters.into_iter().enumerate() {
-            // Single mapping: no index, as for filter_chains.
-            let fp = if single { cp.key("filters") } else { cp.key("filters").idx(j) };
-            let (key, raw) = match (f.config, f.typed_config) {
-                (Some(_), Some(_)) => {
-                    return fail(fp, "give either config (v2) or typed_config (v3), not both")
-                }
-                (Some(c), None) => {
-                    if c.type_url_given() {
-                        return fail(
-                            fp.key("config").key("@type"),
-                            "\"@type\" belongs in typed_config, not config",
-                        );
-                    }
-                    ("config", c)
-                }
-                (None, Some(c)) => {
-                    if !c.type_url_given() {
-                        return fail(fp.key("typed_config"), "typed_config needs \"@type\"");
-                    }
-                    ("typed_config", c)
-                }
-                (None, None) => {
+        seen.push((matcher.clone(), cp.clone()));
+        let slot = ChainSlot { index: i as u32, matcher, inspector };
+        built.push(filter_chain(cx, cp, &name, address, direction, slot, chain)?);
+    }
+    if let Some(chain) = l.default_filter_chain {
+        let dp = p.key("default_filter_chain");
+        if chain.filter_chain_match.is_some() {
+            return fail(
+                dp.key("filter_chain_match"),
+                "the default filter chain takes what no chain matches: it has no filter_chain_match",
+            );
+        }
+        let slot = ChainSlot { index: DEFAULT_CHAIN, matcher: ChainMatch::default(), inspector };
+        built.push(filter_chain(cx, dp, &name, address, direction, slot, chain)?);
+    }
+    Ok(built)
+}
+
+/// One filter chain: its TLS and its network filters, the last of which (the connection manager
+/// or tcp_proxy) says which list it goes to.
+fn filter_chain(
+    cx: &mut Cx,
+    cp: FieldPath,
+    name: &str,
+    address: SocketAddr,
+    direction: Option<TrafficDirection>,
+    chain: ChainSlot,
+    raw: RawFilterChain,
+) -> Res<Built> {
+    reject_present!(cp, raw, [tls_context], "use transport_socket (v3) for TLS");
+    if raw.use_proxy_proto == Some(true) {
+        return fail(cp.key("use_proxy_proto"), "the PROXY protocol is not supported");
+    }
+    let handshake_limit = raw.transport_socket_connect_timeout.map(|d| d.0);
+    let tls = super::convert_tls::chain_tls(&cp, raw.transport_socket.as_ref(), handshake_limit)?;
+    let single = raw.filters.as_ref().is_some_and(|f| f.was_single);
+    let filters = raw.filters.map_or_else(Vec::new, |f| {
+        if f.was_single {
+            cx.warn(
+                cp.key("filters"),
+                "filters is a single mapping; Envoy expects a list. Accepted as a one-element list",
+            );
+        }
+        f.items
+    });
+    if filters.is_empty() {
+        return fail(
+            cp.key("filters"),
+            "a filter chain needs a network filter: http_connection_manager or tcp_proxy, last",
+        );
+    }
+    let last = filters.len() - 1;
+    let mut limits = Vec::new();
+    for (j, f) in filters.into_iter().enumerate() {
+        // Single mapping: no index, as for filter_chains.
+        let fp = if single { cp.key("filters") } else { cp.key("filters").idx(j) };
+        let (key, raw) = match (f.config, f.typed_config) {
+            (Some(_), Some(_)) => return fail(fp, "give either config (v2) or typed_config (v3), not both"),
+            (Some(c), None) => {
+                if c.type_url_given() {
                     return fail(
-                        fp,
-                        format!("network filter \"{}\" needs typed_config (or v2 config)", f.name.0),
-                    )
+                        fp.key("config").key("@type"),
+                        "\"@type\" belongs in typed_config, not config",
+                    );
                 }
-            };
-            let terminal = match super::net_filter::role(&fp.key(key), raw)? {
-                Role::Limit(_) if j == last => {
-                    return fail(
-                        fp,
-                        format!(
-                            "network filter \"{}\" cannot end a filter chain: the last filter must be \
-                             http_connection_manager or tcp_proxy",
-                            f.name.0
-                        ),
-                    )
+                ("config", c)
+            }
+            (None, Some(c)) => {
+                if !c.type_url_given() {
+                    return fail(fp.key("typed_config"), "typed_config needs \"@type\"");
                 }
-                Role::Limit(limit) => {
-                    limits.push(limit);
-                    continue;
-                }
-                Role::Terminal(terminal) => terminal,
-            };
-            if j != last {
+                ("typed_config", c)
+            }
+            (None, None) => {
+                return fail(fp, format!("network filter \"{}\" needs typed_config (or v2 config)", f.name.0))
+            }
+        };
+        let terminal = match super::net_filter::role(&fp.key(key), raw)? {
+            Role::Limit(_) if j == last => {
                 return fail(
                     fp,
                     format!(
-                        "network filter \"{}\" must be the last in its filter chain (it takes the connection)",
+                        "network filter \"{}\" cannot end a filter chain: the last filter must be \
+                         http_connection_manager or tcp_proxy",
                         f.name.0
                     ),
-                );
+                )
             }
-            // Limits run before a connection's filter chain is chosen (before its TLS handshake),
-            // so they cannot differ by chain; Envoy would also give each chain buckets of its own.
-            if !limits.is_empty() && chain_count > 1 {
-                return fail(
-                    cp.key("filters"),
-                    "network filters before the connection manager or tcp_proxy are supported on a \
-                     listener with one filter chain only",
-                );
+            Role::Limit(limit) => {
+                limits.push(limit);
+                continue;
             }
-            let net_filters = std::mem::take(&mut limits);
-            match terminal {
-                Terminal::Hcm(raw) => {
-                    let warned = cx.warnings.len();
-                    let h = hcm(cx, fp.key(key), *raw, direction, address.port())?;
-                    match &hcm_out {
-                        // Chains differ by their TLS context only: one connection manager serves
-                        // them all, and its warnings are said once.
-                        Some((first, _)) if *first == h => cx.warnings.truncate(warned),
-                        Some(_) => {
-                            return fail(
-                                fp,
-                                "filter chains with different network filters are not supported: \
-                                 skiff's filter chains differ by TLS context only",
-                            )
-                        }
-                        None => hcm_out = Some((h, net_filters)),
-                    }
-                }
-                Terminal::TcpProxy(_) if chain_count > 1 => {
-                    return fail(fp, "tcp_proxy is supported on a listener with one filter chain only");
-                }
-                Terminal::TcpProxy(raw) => {
-                    let proxy = tcp_proxy(cx, fp.key(key), *raw)?;
-                    let tls = inspected(std::mem::take(&mut tls).finish(&chain_path(0))?);
-                    return Ok(Built::Tcp(Box::new(TcpListener { name, address, proxy, tls, net_filters })));
-                }
-            }
+            Role::Terminal(terminal) => terminal,
+        };
+        if j != last {
+            return fail(
+                fp,
+                format!(
+                    "network filter \"{}\" must be the last in its filter chain (it takes the connection)",
+                    f.name.0
+                ),
+            );
         }
+        let name = name.to_string();
+        let net_filters = std::mem::take(&mut limits);
+        return Ok(match terminal {
+            Terminal::Hcm(raw) => {
+                let hcm = hcm(cx, fp.key(key), *raw, direction, address.port())?;
+                Built::Http(Box::new(Listener { name, address, hcm, tls, net_filters, chain }))
+            }
+            Terminal::TcpProxy(raw) => {
+                let proxy = tcp_proxy(cx, fp.key(key), *raw)?;
+                Built::Tcp(Box::new(TcpListener { name, address, proxy, tls, net_filters, chain }))
+            }
+        });
     }
-    let Some((hcm, net_filters)) = hcm_out else {
-        return fail(fp, "no http_connection_manager");
-    };
-    let tls = inspected(tls.finish(&fp)?);
-    Ok(Built::Http(Box::new(Listener { name, address, hcm, tls, net_filters })))
+    fail(cp.key("filters"), "a filter chain needs http_connection_manager or tcp_proxy, last")
 }
 
 fn tcp_proxy(cx: &mut Cx, p: FieldPath, t: RawTcpProxy) -> Res<TcpProxy> {

@@ -1,17 +1,18 @@
 //! `envoy.transport_sockets.tls`: a listener filter chain's `DownstreamTlsContext` and a cluster's
 //! `UpstreamTlsContext`, read from the `typed_config` mapping `raw` keeps, checked, and built into
 //! rustls configs at load (certificates and keys are read and parsed here, so a bad file fails the
-//! load with its field path). Also `filter_chain_match` (SNI) and the listener filters a TLS
-//! listener may name. Every field is enforced or refused here; nothing is warned about silently.
+//! load with its field path). Also `filter_chain_match` and the listener filters a listener may
+//! name (the TLS inspector). Every field is enforced or refused here; nothing is warned about silently.
 //! Owns no socket: the shard's `tls` module runs the handshakes with what this builds.
 
 // Fields accepted and never read exist so that `deny_unknown_fields` accepts them.
 #![allow(dead_code)]
 
+use super::chain_match::{ChainMatch, Cidr, SourceType, Transport};
 use super::error::FieldPath;
 use super::fields::{fail, read, Res};
-use super::raw::{Ign, RawFilterChainMatch, RawListenerFilter, RawTransportSocket};
-use super::tls::{ListenerTls, ServerTls, TlsChain, UpstreamTls};
+use super::raw::{Ign, RawCidrRange, RawFilterChainMatch, RawListenerFilter, RawTransportSocket};
+use super::tls::{ListenerTls, ServerTls, UpstreamTls};
 use super::tls_verify::{SanMatcher, ServerVerifier, VerifiedClients};
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::pem::PemObject;
@@ -154,8 +155,8 @@ struct RawDataSource {
 // ---------------------------------------------------------------------------------------------
 // Conversion
 
-/// Listener filters: only the TLS inspector, which skiff always runs on TLS listeners (it reads
-/// the ClientHello's SNI for `filter_chain_match`). True: one is configured.
+/// Listener filters: only the TLS inspector. Whether the listener has one: Envoy learns a
+/// connection's SNI, ALPN and transport protocol only through it.
 pub(super) fn listener_filters(p: &FieldPath, filters: &[RawListenerFilter]) -> Res<bool> {
     for (i, f) in filters.iter().enumerate() {
         let by_type = f.typed_config.as_ref().and_then(|t| t.type_url.as_deref());
@@ -172,34 +173,37 @@ pub(super) fn listener_filters(p: &FieldPath, filters: &[RawListenerFilter]) -> 
                 ),
             );
         }
+        // Its settings (`max_client_hello_size`, JA3/JA4 fingerprints, ...) are Envoy's defaults
+        // here; one that says otherwise would not be honoured.
+        if let Some((key, _)) = f.typed_config.as_ref().and_then(|t| t.fields.iter().next()) {
+            let key = key.as_str().unwrap_or("?");
+            return fail(
+                p.idx(i).key("typed_config").key(key),
+                format!("the TLS inspector's {key} is not supported"),
+            );
+        }
+        if f.config.is_some() || f.filter_disabled.is_some() {
+            let key = if f.config.is_some() { "config" } else { "filter_disabled" };
+            return fail(p.idx(i).key(key), format!("{key} of a listener filter is not supported"));
+        }
     }
     Ok(!filters.is_empty())
 }
 
-/// A filter chain's `filter_chain_match`: its lower-cased server names, and whether it asks for
-/// TLS (`transport_protocol: tls`) or plaintext (`raw_buffer`), if it says.
-pub(super) fn chain_match(p: &FieldPath, m: RawFilterChainMatch) -> Res<(Vec<String>, Option<bool>)> {
+/// A filter chain's `filter_chain_match`.
+pub(super) fn chain_match(p: &FieldPath, m: RawFilterChainMatch) -> Res<ChainMatch> {
     let unsupported = [
-        ("destination_port", m.destination_port.is_some()),
-        ("prefix_ranges", m.prefix_ranges.is_some()),
         ("address_suffix", m.address_suffix.is_some()),
         ("suffix_len", m.suffix_len.is_some()),
         ("direct_source_prefix_ranges", m.direct_source_prefix_ranges.is_some()),
-        ("source_type", m.source_type.is_some()),
-        ("source_prefix_ranges", m.source_prefix_ranges.is_some()),
-        ("source_ports", m.source_ports.is_some()),
-        ("application_protocols", m.application_protocols.is_some()),
     ];
     if let Some((field, _)) = unsupported.iter().find(|(_, present)| *present) {
-        return fail(
-            p.key(field),
-            format!("{field} is not supported: skiff matches filter chains by server_names"),
-        );
+        return fail(p.key(field), format!("{field} is not supported"));
     }
-    let tls = match m.transport_protocol.as_deref() {
+    let transport_protocol = match m.transport_protocol.as_deref() {
         None | Some("") => None,
-        Some("tls") => Some(true),
-        Some("raw_buffer") => Some(false),
+        Some("tls") => Some(Transport::Tls),
+        Some("raw_buffer") => Some(Transport::RawBuffer),
         Some(other) => {
             return fail(
                 p.key("transport_protocol"),
@@ -216,81 +220,94 @@ pub(super) fn chain_match(p: &FieldPath, m: RawFilterChainMatch) -> Res<(Vec<Str
             );
         }
     }
-    Ok((names.iter().map(|n| n.to_ascii_lowercase()).collect(), tls))
+    let port = |at: FieldPath, v: u32| -> Res<u16> {
+        match u16::try_from(v) {
+            Ok(port) => Ok(port),
+            Err(_) => fail(at, format!("{v} is not a port")),
+        }
+    };
+    let destination_port = match m.destination_port {
+        None | Some(0) => None,
+        Some(v) => Some(port(p.key("destination_port"), v)?),
+    };
+    let source_type = match m.source_type.as_deref() {
+        None | Some("ANY") => SourceType::Any,
+        Some("SAME_IP_OR_LOOPBACK") => SourceType::Local,
+        Some("EXTERNAL") => SourceType::External,
+        Some(other) => {
+            return fail(
+                p.key("source_type"),
+                format!("source_type \"{other}\" is not ANY, SAME_IP_OR_LOOPBACK or EXTERNAL"),
+            )
+        }
+    };
+    let mut source_ports = Vec::new();
+    for (i, v) in m.source_ports.unwrap_or_default().into_iter().enumerate() {
+        source_ports.push(port(p.key("source_ports").idx(i), v)?);
+    }
+    Ok(ChainMatch {
+        destination_port,
+        destination_ips: cidrs(&p.key("prefix_ranges"), m.prefix_ranges)?,
+        server_names: names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+        transport_protocol,
+        application_protocols: m.application_protocols.unwrap_or_default(),
+        source_type,
+        source_ips: cidrs(&p.key("source_prefix_ranges"), m.source_prefix_ranges)?,
+        source_ports,
+    })
 }
 
-/// A listener's filter chains as `convert` reads them, one at a time.
-#[derive(Default)]
-pub(super) struct Chains {
-    tls: Vec<TlsChain>,
-    plain: usize,
+fn cidrs(p: &FieldPath, ranges: Option<Vec<RawCidrRange>>) -> Res<Vec<Cidr>> {
+    let mut out = Vec::new();
+    for (i, r) in ranges.unwrap_or_default().into_iter().enumerate() {
+        let ip: std::net::IpAddr = match r.address_prefix.parse() {
+            Ok(ip) => ip,
+            Err(_) => {
+                return fail(
+                    p.idx(i).key("address_prefix"),
+                    format!("\"{}\" is not an IP address", r.address_prefix),
+                )
+            }
+        };
+        let len = r.prefix_len.unwrap_or(0);
+        match u8::try_from(len).ok().and_then(|len| Cidr::new(ip, len)) {
+            Some(c) => out.push(c),
+            None => return fail(p.idx(i).key("prefix_len"), format!("{len} is too long for {ip}")),
+        }
+    }
+    Ok(out)
+}
+
+/// Whether two chains claim a connection alike: Envoy refuses a listener where they do ("multiple
+/// filter chains with the same matching rules are defined"), list fields overlapping counting as
+/// the same.
+pub(super) fn same_rules(a: &ChainMatch, b: &ChainMatch) -> bool {
+    fn overlap<T: PartialEq>(a: &[T], b: &[T]) -> bool {
+        (a.is_empty() && b.is_empty()) || a.iter().any(|x| b.contains(x))
+    }
+    a.destination_port == b.destination_port
+        && a.transport_protocol == b.transport_protocol
+        && a.source_type == b.source_type
+        && overlap(&a.destination_ips, &b.destination_ips)
+        && overlap(&a.server_names, &b.server_names)
+        && overlap(&a.application_protocols, &b.application_protocols)
+        && overlap(&a.source_ips, &b.source_ips)
+        && overlap(&a.source_ports, &b.source_ports)
+}
+
+/// A chain's `transport_socket`: its TLS context, None for plaintext. A
+/// `transport_socket_connect_timeout` of 0 is none, and a plaintext chain has no handshake.
+pub(super) fn chain_tls(
+    p: &FieldPath,
+    socket: Option<&RawTransportSocket>,
     handshake_limit: Option<std::time::Duration>,
-}
-
-impl Chains {
-    /// A chain's `filter_chain_match` and `transport_socket`.
-    pub(super) fn add(
-        &mut self,
-        p: &FieldPath,
-        m: Option<RawFilterChainMatch>,
-        socket: Option<&RawTransportSocket>,
-        handshake_limit: Option<std::time::Duration>,
-    ) -> Res<()> {
-        // `transport_socket_connect_timeout` (0 = none): a plaintext chain has no handshake.
-        if let Some(limit) = handshake_limit.filter(|d| !d.is_zero() && socket.is_some()) {
-            self.handshake_limit = Some(self.handshake_limit.map_or(limit, |l| l.min(limit)));
-        }
-        let (server_names, wants_tls) = match m {
-            Some(m) => chain_match(&p.key("filter_chain_match"), m)?,
-            None => (Vec::new(), None),
-        };
-        let context = match socket {
-            Some(s) => downstream(&p.key("transport_socket"), s)?,
-            None => None,
-        };
-        let mp = p.key("filter_chain_match");
-        match context {
-            Some(_) if wants_tls == Some(false) => {
-                fail(mp.key("transport_protocol"), "raw_buffer on a chain whose transport_socket is TLS")
-            }
-            None if wants_tls == Some(true) || !server_names.is_empty() => fail(
-                mp,
-                "matching TLS (transport_protocol: tls, server_names) on a plaintext chain is not supported: \
-                 skiff does not pass TLS through",
-            ),
-            None => {
-                self.plain += 1;
-                Ok(())
-            }
-            Some(context) => {
-                let overlaps = |c: &TlsChain| {
-                    c.server_names == server_names || c.server_names.iter().any(|n| server_names.contains(n))
-                };
-                if self.tls.iter().any(overlaps) {
-                    return fail(mp, "multiple filter chains with the same matching rules (as Envoy refuses)");
-                }
-                self.tls.push(TlsChain { server_names, context });
-                Ok(())
-            }
-        }
-    }
-
-    pub(super) fn finish(self, p: &FieldPath) -> Res<Option<ListenerTls>> {
-        match (self.tls.is_empty(), self.plain) {
-            (true, 0 | 1) => Ok(None),
-            (true, _) => {
-                fail(p.clone(), "multiple filter chains with the same matching rules (as Envoy refuses)")
-            }
-            (false, 0) => Ok(Some(ListenerTls {
-                chains: self.tls,
-                handshake_limit: self.handshake_limit,
-                inspects_sni: false,
-            })),
-            (false, _) => {
-                fail(p.clone(), "a listener mixing TLS and plaintext filter chains is not supported")
-            }
-        }
-    }
+) -> Res<Option<ListenerTls>> {
+    let context = match socket {
+        Some(s) => downstream(&p.key("transport_socket"), s)?,
+        None => None,
+    };
+    Ok(context
+        .map(|context| ListenerTls { context, handshake_limit: handshake_limit.filter(|d| !d.is_zero()) }))
 }
 
 /// The typed config of a `transport_socket`, checked to be the TLS socket of `types`. None for

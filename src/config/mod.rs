@@ -1,6 +1,7 @@
 //! Envoy YAML → the typed `model`. Owns parsing (v2 and v3 spellings), defaults and validation, and
 //! the errors that name file, line, column and field path. Knows nothing of sockets, DNS or shards.
 
+pub mod chain_match;
 mod convert;
 mod convert_cors;
 mod convert_filters;

@@ -15,8 +15,9 @@ pub struct Bootstrap {
     /// Listeners whose network filter is the http_connection_manager.
     pub listeners: Vec<Listener>,
     pub clusters: Vec<Cluster>,
-    /// Listeners whose network filter is `envoy.filters.network.tcp_proxy`. Listener names are
-    /// unique across both lists.
+    /// Listeners whose network filter is `envoy.filters.network.tcp_proxy`. One entry per filter
+    /// chain: the entries of one listener (in either list) share its name, address and socket, and
+    /// differ by their `chain`.
     pub tcp_listeners: Vec<TcpListener>,
     /// `dynamic_resources` from files, and which listeners and clusters came from them.
     pub xds: Xds,
@@ -102,6 +103,29 @@ impl Xds {
     }
 }
 
+/// Where a filter chain sits on its listener, and which connections it takes.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChainSlot {
+    /// Its position in `filter_chains`; `DEFAULT_CHAIN` for `default_filter_chain`.
+    pub index: u32,
+    pub matcher: super::chain_match::ChainMatch,
+    /// The listener's `envoy.filters.listener.tls_inspector` (same on every chain of it).
+    pub inspector: Option<Inspector>,
+}
+
+/// A listener's TLS inspector and how long it waits for the client's first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inspector {
+    /// `listener_filters_timeout`, Envoy's default 15 s; None (`0s`): no limit.
+    pub timeout: Option<Duration>,
+    /// `continue_on_listener_filters_timeout`: past the limit, pick a chain with what is known
+    /// (a plaintext connection) rather than close.
+    pub continue_on_timeout: bool,
+}
+
+/// `ChainSlot::index` of a listener's `default_filter_chain`.
+pub const DEFAULT_CHAIN: u32 = u32::MAX;
+
 /// A listener that relays bytes to a cluster (`envoy.filters.network.tcp_proxy`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TcpListener {
@@ -112,6 +136,7 @@ pub struct TcpListener {
     pub tls: Option<super::tls::ListenerTls>,
     /// The network filters before the tcp_proxy, in config order.
     pub net_filters: Vec<NetFilter>,
+    pub chain: ChainSlot,
 }
 
 /// A network filter that runs on each accepted connection before the terminal one (the
@@ -182,10 +207,11 @@ pub struct Listener {
     pub name: String,
     pub address: SocketAddr,
     pub hcm: HttpConnectionManager,
-    /// Its TLS filter chains (`transport_socket` with `DownstreamTlsContext`); None: plaintext.
+    /// Its chain's `transport_socket` with `DownstreamTlsContext`; None: plaintext.
     pub tls: Option<super::tls::ListenerTls>,
     /// The network filters before the connection manager, in config order.
     pub net_filters: Vec<NetFilter>,
+    pub chain: ChainSlot,
 }
 
 #[derive(Debug, Clone, PartialEq)]

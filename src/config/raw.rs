@@ -640,14 +640,14 @@ pub struct RawListener {
     pub filter_chains: Option<OneOrMany<RawFilterChain>>,
     pub listener_filters: Option<Vec<RawListenerFilter>>,
     pub use_original_dst: Option<bool>,
-    pub default_filter_chain: Ign,
+    pub default_filter_chain: Option<RawFilterChain>,
     pub per_connection_buffer_limit_bytes: Ign,
     pub traffic_direction: Option<Ci<TrafficDirection>>,
     pub metadata: Ign,
     pub drain_type: Ign,
     pub stat_prefix: Ign,
-    pub listener_filters_timeout: Ign,
-    pub continue_on_listener_filters_timeout: Ign,
+    pub listener_filters_timeout: Option<Dur>,
+    pub continue_on_listener_filters_timeout: Option<bool>,
     pub reuse_port: Ign,
     pub enable_reuse_port: Ign,
     pub socket_options: Ign,
@@ -679,15 +679,23 @@ pub struct RawFilterChain {
 pub struct RawFilterChainMatch {
     pub server_names: Option<Vec<String>>,
     pub transport_protocol: Option<String>,
-    pub destination_port: Ign,
-    pub prefix_ranges: Ign,
+    pub destination_port: Option<u32>,
+    pub prefix_ranges: Option<Vec<RawCidrRange>>,
     pub address_suffix: Ign,
     pub suffix_len: Ign,
     pub direct_source_prefix_ranges: Ign,
-    pub source_type: Ign,
-    pub source_prefix_ranges: Ign,
-    pub source_ports: Ign,
-    pub application_protocols: Ign,
+    pub source_type: Option<String>,
+    pub source_prefix_ranges: Option<Vec<RawCidrRange>>,
+    pub source_ports: Option<Vec<u32>>,
+    pub application_protocols: Option<Vec<String>>,
+}
+
+/// A `CidrRange` (`prefix_len` absent = 0, as protobuf reads it).
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCidrRange {
+    pub address_prefix: String,
+    pub prefix_len: Option<u32>,
 }
 
 /// A `transport_socket`.

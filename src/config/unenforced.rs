@@ -50,8 +50,6 @@ pub const UNENFORCED: &[Unenforced] = &[
     u("listener.transparent", NOT_YET),
     u("listener.tcp_fast_open_queue_length", NOT_YET),
     u("listener.connection_balance_config", NOT_YET),
-    u("listener.listener_filters_timeout", "the TLS handshake's limit bounds reading the ClientHello too"),
-    u("listener.continue_on_listener_filters_timeout", "the TLS handshake's limit bounds reading the ClientHello too"),
     u("hcm.normalize_path", NOT_YET),
     u("hcm.merge_slashes", NOT_YET),
     u("hcm.skip_xff_append", NOT_YET),

@@ -493,6 +493,10 @@ impl Control {
         let http = bootstrap.listeners.iter().map(|l| (&l.name, l.address));
         for (name, address) in http.chain(bootstrap.tcp_listeners.iter().map(|l| (&l.name, l.address))) {
             let key = (name.clone(), address);
+            // A listener's filter chains are entries of their own that share its socket.
+            if listeners.contains_key(&key) {
+                continue;
+            }
             // Same name and address: keep the socket. A renamed listener on a fixed port keeps its
             // socket too (binding again would fail with "address in use" while the old one is open).
             let existing = self.listeners.get(&key).or_else(|| {

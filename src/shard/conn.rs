@@ -8,12 +8,12 @@ use super::request::{Continue, Plan, Request};
 use super::socket::{self, spare, Pending, READ_CHUNK};
 use super::state::Shard;
 use super::timer::Timer;
-use super::tls::Terminate;
+use super::tls::{Hello, Terminate};
 use crate::config::UnderscoresAction;
 use crate::filters::network::{Admission, Decision, NewConnection};
 use crate::http::{self, RequestHead, MAX_HEADERS};
 use crate::peer::Connection;
-use crate::snapshot::HcmSettings;
+use crate::snapshot::{ChainKey, HcmSettings};
 use crate::stats::{Http1Stats, HttpStats, ListenerStats, WorkerStats};
 use bytes::BytesMut;
 use monoio::buf::SliceMut;
@@ -53,11 +53,19 @@ impl Drop for ConnGuard<'_> {
     }
 }
 
-pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream, peer: SocketAddr) {
+/// An HTTP connection on filter chain `key`; `hello`: the ClientHello the TLS inspector already
+/// read (`chains.rs`).
+pub(super) async fn serve(
+    shard: Rc<Shard>,
+    key: ChainKey,
+    stream: TcpStream,
+    peer: SocketAddr,
+    hello: Option<Box<Hello>>,
+) {
     let local = stream.local_addr().unwrap_or(peer);
     let (stats, listener, lifetime, tls, admission) = {
         let generation = shard.generation();
-        let Some(i) = generation.snap.listener_index(listener_id) else { return };
+        let Some(i) = generation.snap.listener_index(key) else { return };
         let l = &generation.snap.listeners[i];
         let admission = (!l.net_filters.is_empty()).then(|| {
             l.net_filters.on_new_connection(&NewConnection { peer, local }, &generation.net_filter_stats[i])
@@ -65,9 +73,8 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
         // `max_connection_duration` counts from accept, under the config current then.
         let lifetime = l.hcm.max_connection_duration;
         let tls = l.tls.clone().map(|tls| {
-            let stats = generation.listener_stats[i].0.clone();
             let limit = tls.handshake_limit.unwrap_or(l.hcm.request_headers_timeout);
-            Terminate::new(&shard, tls, l.socket.bound, Some(&l.hcm.stat_prefix), stats, limit)
+            Terminate::new(&shard, tls, l.socket.bound, Some(&l.hcm.stat_prefix), limit)
         });
         (generation.http_stats[i].clone(), generation.listener_stats[i].clone(), lifetime, tls, admission)
     };
@@ -94,7 +101,7 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
     // that plaintext connections' tasks do not carry the handshake's state.
     let (stream, _tls, tls_peer) = match tls {
         None => (stream, None, None),
-        Some(t) => match Box::pin(t.accept(stream)).await {
+        Some(t) => match Box::pin(t.accept(stream, hello)).await {
             Some(b) => (b.stream, Some(b.active), Some(b.peer)),
             None => return,
         },
@@ -113,7 +120,7 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
         // Wait under the settings of the config current now...
         let waiting = shard.generation();
         // A listener removed by a reload serves no new requests on its old connections.
-        let Some(i) = waiting.snap.listener_index(listener_id) else { return };
+        let Some(i) = waiting.snap.listener_index(key) else { return };
         let hcm = &waiting.snap.listeners[i].hcm;
         let (max_head_len, idle_timeout, headers_timeout) =
             (hcm.max_head_len, hcm.idle_timeout, hcm.request_headers_timeout);
@@ -129,7 +136,7 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
                     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
                     match http::parse_request(&d.buf, &mut headers, max_head_len) {
                         Ok(Some(head)) => {
-                            let Some(i) = generation.snap.listener_index(listener_id) else { return };
+                            let Some(i) = generation.snap.listener_index(key) else { return };
                             let hcm = &generation.snap.listeners[i].hcm;
                             if let Some(status) = codec_refusal(&head, hcm, &shard.stats.http1) {
                                 break 'parsed Parsed::Refused(status);

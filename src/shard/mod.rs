@@ -4,6 +4,7 @@
 //! shard's memory.
 
 mod body;
+mod chains;
 mod conn;
 mod downstream;
 mod headers;
@@ -28,7 +29,7 @@ use crate::access_log::{ShardBuffers, Writer};
 use crate::cli::IoDriver;
 use crate::cluster::pool::Pool;
 use crate::cluster::Rng;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Accepted, ChainKey, Serves, Snapshot};
 use crate::stats::{ShardStats, StatsDump};
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures_util::StreamExt;
@@ -166,9 +167,13 @@ fn install(shard: &Rc<Shard>, snap: Arc<Snapshot>) {
 fn sync_listeners(shard: &Rc<Shard>) {
     let generation = shard.generation();
     let snap = &generation.snap;
-    let http = snap.listeners.iter().map(|l| (&l.socket, Serves::Http));
-    let all: Vec<_> = http.chain(snap.tcp_listeners.iter().map(|l| (&l.socket, Serves::Tcp))).collect();
-    let wanted: Vec<u64> = all.iter().map(|(socket, _)| socket.id).collect();
+    let all: Vec<_> = snap
+        .listeners
+        .iter()
+        .map(|l| &l.socket)
+        .chain(snap.tcp_listeners.iter().map(|l| &l.socket))
+        .collect();
+    let wanted: Vec<u64> = all.iter().map(|socket| socket.id).collect();
     let mut accepting = shard.accepting.borrow_mut();
     accepting.retain(|id, stop| {
         let keep = wanted.contains(id) && !shard.draining.get();
@@ -180,7 +185,7 @@ fn sync_listeners(shard: &Rc<Shard>) {
     if shard.draining.get() {
         return;
     }
-    for (socket, serves) in all {
+    for socket in all {
         if accepting.contains_key(&socket.id) {
             continue;
         }
@@ -189,7 +194,7 @@ fn sync_listeners(shard: &Rc<Shard>) {
             Ok(listener) => {
                 let stop = Rc::new(Signal::default());
                 accepting.insert(socket.id, stop.clone());
-                monoio::spawn(accept_loop(shard.clone(), listener, socket.id, serves, stop));
+                monoio::spawn(accept_loop(shard.clone(), listener, socket.id, stop));
             }
             Err(e) => log::error!("shard {}: listener {}: {e}", shard.id, socket.name),
         }
@@ -293,18 +298,10 @@ async fn sweep_pool(shard: Rc<Shard>) {
     }
 }
 
-/// What a listener's connections are: HTTP (the connection manager) or a TCP proxy's relay.
-#[derive(Debug, Clone, Copy)]
-enum Serves {
-    Http,
-    Tcp,
-}
-
 async fn accept_loop(
     shard: Rc<Shard>,
     listener: monoio::net::TcpListener,
     listener_id: u64,
-    serves: Serves,
     stop: Rc<Signal>,
 ) {
     loop {
@@ -313,13 +310,20 @@ async fn accept_loop(
             _ = stop.wait() => return,
         };
         match accepted {
-            Ok((stream, peer)) => match serves {
-                Serves::Http => {
-                    monoio::spawn(conn::serve(shard.clone(), listener_id, stream, peer));
+            // Looked up per connection: a reload may give the socket other chains.
+            Ok((stream, peer)) => match shard.generation().snap.route_connection(listener_id) {
+                Some(Accepted::Chain(chain, Serves::Http)) => {
+                    let key = ChainKey { socket: listener_id, chain };
+                    monoio::spawn(conn::serve(shard.clone(), key, stream, peer, None));
                 }
-                Serves::Tcp => {
-                    monoio::spawn(tcp_proxy::serve(shard.clone(), listener_id, stream, peer));
+                Some(Accepted::Chain(chain, Serves::Tcp)) => {
+                    let key = ChainKey { socket: listener_id, chain };
+                    monoio::spawn(tcp_proxy::serve(shard.clone(), key, stream, peer, None));
                 }
+                Some(Accepted::Select(_)) => {
+                    monoio::spawn(chains::serve(shard.clone(), listener_id, stream, peer));
+                }
+                None => {}
             },
             Err(e) => {
                 // Out of file descriptors or memory: back off instead of spinning on the error.

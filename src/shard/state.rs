@@ -63,6 +63,10 @@ impl Generation {
             let i = prev.snap.clusters.iter().position(|p| p.name == c.name && p.same_hosts(c))?;
             prev.clusters.get(i).cloned()
         };
+        // Envoy shows the inspector's counters from the moment a listener has one.
+        if snap.selectors.iter().any(|s| s.inspector.is_some()) {
+            stats.tls_inspector();
+        }
         Generation {
             clusters: snap
                 .clusters

@@ -8,12 +8,12 @@
 use super::relay::{self, End, Pipe, Side};
 use super::socket::second_handle;
 use super::state::{Generation, Shard};
-use super::tls::Terminate;
+use super::tls::{Hello, Terminate};
 use crate::access_log::{Captured, Record, ResponseFlags};
 use crate::cluster::breaker::Resource;
 use crate::cluster::pool::{Accounts, ConnSlot, PoolKey, Upstream};
 use crate::filters::network::{Admission, Decision, NewConnection};
-use crate::snapshot::TcpListenerSnap;
+use crate::snapshot::{ChainKey, TcpListenerSnap};
 use crate::stats::{ListenerStats, TcpStats, WorkerStats};
 use bytes::BytesMut;
 use monoio::io::Splitable;
@@ -59,9 +59,16 @@ struct Outcome {
     sent: u64,
 }
 
-pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream, peer: SocketAddr) {
+/// A `tcp_proxy` chain's connection (`key`), with the ClientHello the TLS inspector may have read.
+pub(super) async fn serve(
+    shard: Rc<Shard>,
+    key: ChainKey,
+    stream: TcpStream,
+    peer: SocketAddr,
+    hello: Option<Box<Hello>>,
+) {
     let generation = shard.generation();
-    let Some(i) = generation.snap.tcp_listener_index(listener_id) else { return };
+    let Some(i) = generation.snap.tcp_listener_index(key) else { return };
     let listener = &generation.snap.tcp_listeners[i];
     let (stats, listener_stats, worker) = &generation.tcp_stats[i];
     let _guard = ConnGuard::new(&shard, listener_stats, worker);
@@ -98,15 +105,8 @@ pub(super) async fn serve(shard: Rc<Shard>, listener_id: u64, stream: TcpStream,
         None => stream,
         Some(tls) => {
             let limit = tls.handshake_limit.unwrap_or(super::tls::TCP_HANDSHAKE_LIMIT);
-            let t = Terminate::new(
-                &shard,
-                tls.clone(),
-                listener.socket.bound,
-                None,
-                listener_stats.clone(),
-                limit,
-            );
-            match Box::pin(t.accept(stream)).await {
+            let t = Terminate::new(&shard, tls.clone(), listener.socket.bound, None, limit);
+            match Box::pin(t.accept(stream, hello)).await {
                 Some(bridged) => bridged.stream,
                 None => return,
             }

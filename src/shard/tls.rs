@@ -1,5 +1,5 @@
-//! TLS on a shard's connections: the handshake (SNI → filter chain on a listener, the cluster's
-//! context upstream), its stats, and then a *bridge*: a task that moves bytes between the TLS
+//! TLS on a shard's connections: the handshake (the filter chain's context on a listener, the
+//! cluster's context upstream), its stats, and then a *bridge*: a task that moves bytes between the TLS
 //! socket and one end of a local socket pair, encrypting and decrypting with rustls, while the
 //! HTTP path gets the other end as its ordinary `TcpStream`. So a TLS connection is served by
 //! exactly the code a plaintext one is (ring reads, direct sends, a second handle for reading
@@ -11,7 +11,7 @@ use super::state::Shard;
 use crate::cluster::ClusterSnap;
 use crate::config::tls::{ListenerTls, UpstreamTls};
 use crate::peer::TlsPeer;
-use crate::stats::{listener_stat_name, HttpSslStats, ListenerStats, Scope, ShardStats, SslStats};
+use crate::stats::{listener_stat_name, HttpSslStats, Scope, ShardStats, SslStats};
 use monoio::net::TcpStream;
 use rustls::{CertificateError, Connection, Error as TlsError};
 use std::io::{Read, Write};
@@ -31,7 +31,6 @@ pub(super) struct Terminate {
     ssl: Rc<SslStats>,
     /// The connection manager's `downstream_cx_ssl_*` (None on a `tcp_proxy` listener).
     http: Option<Rc<HttpSslStats>>,
-    listener: Rc<ListenerStats>,
     timeout: Duration,
 }
 
@@ -66,72 +65,54 @@ impl Terminate {
         tls: Arc<ListenerTls>,
         bound: SocketAddr,
         stat_prefix: Option<&str>,
-        listener: Rc<ListenerStats>,
         timeout: Duration,
     ) -> Self {
         Terminate {
             tls,
             ssl: shard.stats.ssl(Scope::Listener(listener_stat_name(bound))),
             http: stat_prefix.map(|p| shard.stats.http_ssl(p)),
-            listener,
             timeout,
         }
     }
 
-    /// Reads the ClientHello, picks the filter chain by its SNI, completes the handshake within
-    /// the listener's limit, and bridges. None: the connection is to close
-    /// (not TLS, no matching chain, a failed handshake), counted as Envoy counts it.
-    pub(super) async fn accept(self, tcp: TcpStream) -> Option<Bridged> {
+    /// Reads the ClientHello (or goes on from the one the TLS inspector read: `hello`), completes
+    /// the handshake within the chain's limit, and bridges. None: the connection is to close (not
+    /// TLS, a failed handshake), counted as Envoy counts it.
+    pub(super) async fn accept(
+        self,
+        tcp: TcpStream,
+        hello: Option<Box<Hello>>,
+    ) -> Option<Bridged> {
         let mut active = None;
+        // Envoy knows the SNI only through a tls_inspector listener filter, and a listener with
+        // one always hands its ClientHello over (`shard::chains`).
+        let inspected = hello.is_some();
         let handshake = async {
             let mut fd = Fd(tcp.as_raw_fd());
-            let mut acceptor = rustls::server::Acceptor::default();
-            let accepted = loop {
-                match acceptor.read_tls(&mut fd) {
-                    Ok(0) => return Err(Failure::Closed),
-                    Ok(_) => {}
-                    Err(e) if would_block(&e) => {
-                        tcp.readable(false).await.map_err(|_| Failure::Closed)?;
-                        continue;
-                    }
-                    Err(_) => return Err(Failure::Closed),
+            let accepted = match hello {
+                Some(hello) => {
+                    take_peeked(&tcp, hello.len).await?;
+                    hello.accepted
                 }
-                match acceptor.accept() {
-                    Ok(Some(a)) => break a,
-                    Ok(None) => {}
-                    // Not TLS at all (a plaintext client): Envoy's inspector finds no SNI, and
-                    // without a chain for that, closes without a word.
-                    Err((e, mut alert)) => {
-                        if self.tls.select(None).is_none() {
-                            return Err(Failure::NoChain);
-                        }
-                        let _ = alert.write(&mut fd);
-                        return Err(Failure::Tls(e));
-                    }
-                }
+                None => read_client_hello(&tcp, &mut fd).await?,
             };
-            let sni = accepted.client_hello().server_name().map(str::to_owned);
-            let Some(chain) = self.tls.select(sni.as_deref()) else { return Err(Failure::NoChain) };
             // The connection manager exists from here on, as Envoy creates it with the chain.
             if let Some(http) = &self.http {
                 http.downstream_cx_ssl_total.inc();
                 http.downstream_cx_ssl_active.inc();
             }
             active = Some(Active(self.http.clone()));
-            let conn = accepted.into_connection(chain.context.config.clone()).map_err(|(e, mut alert)| {
-                let _ = alert.write(&mut fd);
-                Failure::Tls(e)
-            })?;
+            let conn =
+                accepted.into_connection(self.tls.context.config.clone()).map_err(|(e, mut alert)| {
+                    let _ = alert.write(&mut fd);
+                    Failure::Tls(e)
+                })?;
             let mut conn = Connection::Server(conn);
             handshake(&tcp, &mut conn).await?;
-            Ok((conn, chain.context.local_uri_sans.clone()))
+            Ok::<_, Failure>((conn, self.tls.context.local_uri_sans.clone()))
         };
         let (conn, local) = match monoio::time::timeout(self.timeout, handshake).await {
             Ok(Ok(done)) => done,
-            Ok(Err(Failure::NoChain)) => {
-                self.listener.no_filter_chain_match.inc();
-                return None;
-            }
             Ok(Err(f)) => {
                 f.count(&self.ssl);
                 return None;
@@ -149,13 +130,60 @@ impl Terminate {
                 self.ssl.no_certificate.inc();
             }
             // Read once here, while rustls holds it; the bridge keeps the session to itself.
-            // Envoy knows the SNI only through a tls_inspector listener filter.
-            let sni = s.server_name().filter(|_| self.tls.inspects_sni);
+            let sni = s.server_name().filter(|_| inspected);
             peer = Some(Box::new(TlsPeer::new(sni, s.peer_certificates(), local)));
         }
         let app = bridge(tcp, conn).ok()?;
         Some(Bridged { stream: app, active: active?, peer: peer.unwrap_or_default() })
     }
+}
+
+/// A ClientHello the TLS inspector read by peeking (`shard::chains`): the handshake goes on from
+/// it once its bytes are taken off the socket. Boxed where it travels, so that the connection
+/// tasks that carry an `Option` of it (every plaintext one) stay small.
+pub(super) struct Hello {
+    pub(super) accepted: rustls::server::Accepted,
+    /// How many bytes of the socket it was read from.
+    pub(super) len: usize,
+}
+
+async fn read_client_hello(tcp: &TcpStream, fd: &mut Fd) -> Result<rustls::server::Accepted, Failure> {
+    let mut acceptor = rustls::server::Acceptor::default();
+    loop {
+        match acceptor.read_tls(fd) {
+            Ok(0) => return Err(Failure::Closed),
+            Ok(_) => {}
+            Err(e) if would_block(&e) => {
+                tcp.readable(false).await.map_err(|_| Failure::Closed)?;
+                continue;
+            }
+            Err(_) => return Err(Failure::Closed),
+        }
+        match acceptor.accept() {
+            Ok(Some(a)) => return Ok(a),
+            Ok(None) => {}
+            Err((e, mut alert)) => {
+                let _ = alert.write(fd);
+                return Err(Failure::Tls(e));
+            }
+        }
+    }
+}
+
+/// Reads and drops the `len` bytes the inspector peeked (they are in the socket already).
+async fn take_peeked(tcp: &TcpStream, mut len: usize) -> Result<(), Failure> {
+    let mut scratch = [0u8; 2048];
+    let mut fd = Fd(tcp.as_raw_fd());
+    while len > 0 {
+        let want = len.min(scratch.len());
+        match fd.read(&mut scratch[..want]) {
+            Ok(0) => return Err(Failure::Closed),
+            Ok(n) => len -= n,
+            Err(e) if would_block(&e) => tcp.readable(false).await.map_err(|_| Failure::Closed)?,
+            Err(_) => return Err(Failure::Closed),
+        }
+    }
+    Ok(())
 }
 
 /// A new upstream connection to a cluster with a TLS context: handshake (within the cluster's
@@ -205,8 +233,6 @@ async fn client_handshake(
 enum Failure {
     /// The peer closed or the socket failed mid-handshake.
     Closed,
-    /// No filter chain matches the ClientHello.
-    NoChain,
     Tls(TlsError),
 }
 

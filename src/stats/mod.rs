@@ -52,6 +52,8 @@ pub enum Scope {
         stat_prefix: String,
         route_config: String,
     },
+    /// `tls_inspector.*`: every listener's TLS inspector, one set for the process as Envoy's.
+    TlsInspector,
 }
 
 impl Scope {
@@ -73,6 +75,7 @@ impl Scope {
             Scope::Rbac { hcm, rules } => format!("http.{hcm}.rbac.{rules}"),
             Scope::Subscription(p) => p.to_string(),
             Scope::Rds { stat_prefix, route_config } => format!("http.{stat_prefix}.rds.{route_config}"),
+            Scope::TlsInspector => "tls_inspector".to_string(),
         }
     }
 }
@@ -358,6 +361,20 @@ stat_block! {
         downstream_cx_active: Gauge,
         downstream_cx_destroy: Counter,
         no_filter_chain_match: Counter,
+        downstream_pre_cx_timeout: Counter,
+    }
+}
+
+stat_block! {
+    /// `tls_inspector.*`: what the listeners' TLS inspectors found in their clients' first bytes.
+    TlsInspectorStats {
+        tls_found: Counter,
+        tls_not_found: Counter,
+        sni_found: Counter,
+        sni_not_found: Counter,
+        alpn_found: Counter,
+        alpn_not_found: Counter,
+        client_hello_too_large: Counter,
     }
 }
 
@@ -603,6 +620,8 @@ pub struct ShardStats {
     /// `ssl.*` of a listener or cluster scope, and `http.<prefix>.downstream_cx_ssl_*`.
     ssl: RefCell<HashMap<Scope, Rc<SslStats>>>,
     http_ssl: RefCell<HashMap<String, Rc<HttpSslStats>>>,
+    /// Made when a listener first runs the TLS inspector (Envoy shows them from then on).
+    tls_inspector: RefCell<Option<Rc<TlsInspectorStats>>>,
 }
 
 impl ShardStats {
@@ -676,6 +695,11 @@ impl ShardStats {
     /// which costs far less than its handshake.
     pub fn ssl(&self, scope: Scope) -> Rc<SslStats> {
         self.ssl.borrow_mut().entry(scope).or_default().clone()
+    }
+
+    /// `tls_inspector.*`.
+    pub fn tls_inspector(&self) -> Rc<TlsInspectorStats> {
+        self.tls_inspector.borrow_mut().get_or_insert_with(Rc::default).clone()
     }
 
     pub fn http_ssl(&self, stat_prefix: &str) -> Rc<HttpSslStats> {
@@ -755,6 +779,9 @@ impl ShardStats {
         }
         for (prefix, s) in self.http_ssl.borrow().iter() {
             s.dump(&Scope::Http(prefix.clone()), &mut out);
+        }
+        if let Some(s) = self.tls_inspector.borrow().as_ref() {
+            s.dump(&Scope::TlsInspector, &mut out);
         }
         out
     }
