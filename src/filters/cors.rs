@@ -140,7 +140,13 @@ impl Cors {
         if allowed && !p.expose_headers.is_empty() {
             push_header(&mut h, b"access-control-expose-headers", p.expose_headers.as_bytes());
         }
-        v.reply = Some(FilterReply { status: 200, body: b"", flag: ResponseFlags::NONE, headers: h });
+        v.reply = Some(FilterReply {
+            status: 200,
+            body: b"",
+            flag: ResponseFlags::NONE,
+            headers: h,
+            details: "cors_response",
+        });
         v.encoded_reply = true;
     }
 }

@@ -72,6 +72,7 @@ impl Csrf {
             body: b"Invalid origin",
             flag: ResponseFlags::NONE,
             headers: Vec::new(),
+            details: "csrf_origin_mismatch",
         });
     }
 }

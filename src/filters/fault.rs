@@ -120,6 +120,7 @@ impl Fault {
                 body: b"fault filter abort",
                 flag: ResponseFlags::FAULT_INJECTED,
                 headers: Vec::new(),
+                details: "fault_filter_abort",
             });
         }
     }

@@ -90,6 +90,7 @@ impl LocalRateLimit {
             body: b"local_rate_limited",
             flag: ResponseFlags::RATE_LIMITED,
             headers,
+            details: "local_rate_limited",
         });
     }
 }

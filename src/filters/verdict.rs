@@ -19,6 +19,8 @@ pub struct FilterReply {
     pub flag: ResponseFlags,
     /// Header lines (`name: value\r\n`) the reply carries besides skiff's own.
     pub headers: Vec<u8>,
+    /// Envoy's `%RESPONSE_CODE_DETAILS%` for this filter's reply (a constant, never formatted).
+    pub details: &'static str,
 }
 
 /// What the chain decided for one request, carried out by the request owner and held until the

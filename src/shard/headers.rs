@@ -203,7 +203,18 @@ pub(super) fn write_request_head(
             reply::header(out, a.name.as_bytes(), a.value.as_bytes());
         }
     }
+    // Envoy's codec frames every request it sends: a bodiless one whose method may carry a body
+    // gets `content-length: 0`, after every other line.
+    if head.body == BodyKind::None && !rw.upgrade && may_carry_body(head.method) {
+        out.extend_from_slice(b"content-length: 0\r\n");
+    }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Whether Envoy frames a bodiless request of `method` with `content-length: 0`: every method but
+/// those its codec sends without framing (`HeaderUtility::requestShouldHaveNoBody`).
+fn may_carry_body(method: &str) -> bool {
+    !matches!(method, "GET" | "HEAD" | "DELETE" | "TRACE" | "CONNECT")
 }
 
 /// Hop-by-hop response headers, `server` (skiff sets its own as Envoy does), and the upstream's
@@ -258,6 +269,7 @@ pub(super) fn write_response_head(
     let dechunk = head.body == BodyKind::Chunked && rw.http10;
     let close_delimited_to_client = head.body == BodyKind::CloseDelimited || dechunk;
     let client_keep_alive = rw.keep_alive && !close_delimited_to_client;
+    obs.details = reply::details::VIA_UPSTREAM;
     out.clear();
     reply::status_line(out, head.status, rw.http10);
     let any_edits = rw.edits.iter().any(|e| !e.is_empty());
@@ -376,5 +388,15 @@ mod tests {
         assert!(!untrusted_envoy_header("x-envoy-foo", true));
         assert!(!untrusted_envoy_header("x-envoy-attempt-count", true));
         assert!(!untrusted_envoy_header("x-request-id", true));
+    }
+
+    #[test]
+    fn only_methods_that_may_carry_a_body_are_framed_when_bodiless() {
+        for m in ["POST", "PUT", "PATCH", "OPTIONS", "PROPFIND"] {
+            assert!(may_carry_body(m), "{m}");
+        }
+        for m in ["GET", "HEAD", "DELETE", "TRACE", "CONNECT"] {
+            assert!(!may_carry_body(m), "{m}");
+        }
     }
 }

@@ -10,7 +10,7 @@ use super::body::{self, Framing, RelayError};
 use super::downstream::Downstream;
 use super::headers::{self, ResponseRewrite};
 use super::observe;
-use super::reply::LocalReply;
+use super::reply::{details, LocalReply};
 use super::signal::Signal;
 use super::socket::{self, read_up_to, write_out, write_prefix, READ_CHUNK};
 use super::state::{Generation, Shard};
@@ -220,7 +220,9 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
         }
         let Some(endpoint) = pick(ex, &previous) else {
             stats.upstream_cx_none_healthy.inc();
-            let reply = LocalReply::new(503, b"no healthy upstream").flagged(ResponseFlags::UH);
+            let reply = LocalReply::new(503, b"no healthy upstream")
+                .flagged(ResponseFlags::UH)
+                .detailed(details::NO_HEALTHY_UPSTREAM);
             return Forwarded::Reply(close_unless_buffered(reply, ex));
         };
         if ex.fwd.retry.as_deref().is_some_and(|r| r.avoid_previous_hosts) {
@@ -244,7 +246,9 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
         // What outlier detection hears of this host (a response's status is counted as it arrives).
         match result {
             Attempt::ConnectFailed { .. } | Attempt::Reset => report(ex, endpoint, Outcome::ConnectFailed),
-            Attempt::Stale if !resend_stale(&ex.facts, fresh_only) => report(ex, endpoint, Outcome::ConnectFailed),
+            Attempt::Stale if !resend_stale(&ex.facts, fresh_only) => {
+                report(ex, endpoint, Outcome::ConnectFailed)
+            }
             Attempt::PerTryTimeout | Attempt::PerTryIdle => report(ex, endpoint, Outcome::Timeout),
             _ => {}
         }
@@ -252,77 +256,96 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
         drop(in_flight);
         attempts_left -= 1;
         let retry = ex.fwd.retry.as_deref();
-        // The reply's status, Envoy's reset reason for its body (None: a malformed response), flag.
-        let (status, reason, flag): (u16, Option<&'static str>, ResponseFlags) = match result {
-            Attempt::Relayed { keep_alive } => {
-                // Envoy: a retried request whose answer is not one to retry is a retry success.
-                if retries_done > 0 && !ex.answer_retriable.get() {
-                    stats.upstream_rq_retry_success.inc();
-                }
-                return Forwarded::Relayed { keep_alive };
-            }
-            Attempt::Abort => return Forwarded::Abort,
-            // Envoy: 408 when the request was not complete, and the connection closes.
-            Attempt::UploadIdle => {
-                let reply = LocalReply::new(408, STREAM_TIMEOUT).flagged(ResponseFlags::SI).closing();
-                return Forwarded::Reply(reply);
-            }
-            Attempt::PerTryTimeout | Attempt::PerTryIdle => {
-                // Envoy retries a timed-out try where the policy retries 5xx, gateway errors or resets.
-                if retry.is_some_and(|r| r.on_5xx || r.on_gateway_error || r.on_reset) {
-                    if attempts_left == 0 {
-                        stats.upstream_rq_retry_limit_exceeded.inc();
-                    } else if gate.admit() {
-                        retried(stats, &mut retries_done);
-                        continue;
-                    } else {
-                        d.obs.flag(ResponseFlags::UO);
+        // The reply's status, Envoy's reset reason for its body (None: a malformed response), flag
+        // and `%RESPONSE_CODE_DETAILS%`.
+        let (status, reason, flag, why): (u16, Option<&'static str>, ResponseFlags, &'static str) =
+            match result {
+                Attempt::Relayed { keep_alive } => {
+                    // Envoy: a retried request whose answer is not one to retry is a retry success.
+                    if retries_done > 0 && !ex.answer_retriable.get() {
+                        stats.upstream_rq_retry_success.inc();
                     }
+                    return Forwarded::Relayed { keep_alive };
                 }
-                let mut reply = LocalReply::new(504, UPSTREAM_TIMEOUT);
-                if d.obs.attempts > 1 {
-                    reply.flag.insert(ResponseFlags::URX);
+                Attempt::Abort => return Forwarded::Abort,
+                // Envoy: 408 when the request was not complete, and the connection closes.
+                Attempt::UploadIdle => {
+                    let reply = LocalReply::new(408, STREAM_TIMEOUT)
+                        .flagged(ResponseFlags::SI)
+                        .closing()
+                        .detailed(details::STREAM_IDLE_TIMEOUT);
+                    return Forwarded::Reply(reply);
                 }
-                reply.flag.insert(ResponseFlags::UT);
-                return Forwarded::Reply(close_unless_buffered(attempts_told(reply, ex, d.obs.attempts), ex));
-            }
-            Attempt::Upgraded(up) => return Forwarded::Upgraded(up),
-            Attempt::Stale if resend_stale(&ex.facts, fresh_only) => {
-                // Not a retry in Envoy's sense: the pooled connection closed as it was reused (the
-                // keep-alive race), which clients may repeat an idempotent request after (RFC 9110
-                // 9.2.2). A POST gets Envoy's 503 `UC` below, or its retry policy's `reset`.
-                fresh_only = true;
-                attempts_left += 1;
-                continue;
-            }
-            // Envoy answers a reset before the response head with 503 and `UC`.
-            Attempt::Stale | Attempt::Reset => (503, Some(RESET_BEFORE_HEADERS), ResponseFlags::UC),
-            Attempt::ConnectFailed { timed_out } => {
-                if retry.is_some_and(|r| r.on_connect_failure) {
-                    if attempts_left > 0 {
-                        if gate.admit() {
+                Attempt::PerTryTimeout | Attempt::PerTryIdle => {
+                    // Envoy retries a timed-out try where the policy retries 5xx, gateway errors or resets.
+                    if retry.is_some_and(|r| r.on_5xx || r.on_gateway_error || r.on_reset) {
+                        if attempts_left == 0 {
+                            stats.upstream_rq_retry_limit_exceeded.inc();
+                        } else if gate.admit() {
                             retried(stats, &mut retries_done);
                             continue;
+                        } else {
+                            d.obs.flag(ResponseFlags::UO);
                         }
-                        d.obs.flag(ResponseFlags::UO);
+                    }
+                    let why = if matches!(result, Attempt::PerTryIdle) {
+                        details::PER_TRY_IDLE_TIMEOUT
                     } else {
-                        stats.upstream_rq_retry_limit_exceeded.inc();
+                        details::PER_TRY_TIMEOUT
+                    };
+                    let mut reply = LocalReply::new(504, UPSTREAM_TIMEOUT).detailed(why);
+                    if d.obs.attempts > 1 {
+                        reply.flag.insert(ResponseFlags::URX);
+                    }
+                    reply.flag.insert(ResponseFlags::UT);
+                    return Forwarded::Reply(close_unless_buffered(
+                        attempts_told(reply, ex, d.obs.attempts),
+                        ex,
+                    ));
+                }
+                Attempt::Upgraded(up) => return Forwarded::Upgraded(up),
+                Attempt::Stale if resend_stale(&ex.facts, fresh_only) => {
+                    // Not a retry in Envoy's sense: the pooled connection closed as it was reused (the
+                    // keep-alive race), which clients may repeat an idempotent request after (RFC 9110
+                    // 9.2.2). A POST gets Envoy's 503 `UC` below, or its retry policy's `reset`.
+                    fresh_only = true;
+                    attempts_left += 1;
+                    continue;
+                }
+                // Envoy answers a reset before the response head with 503 and `UC`.
+                Attempt::Stale | Attempt::Reset => {
+                    (503, Some(RESET_BEFORE_HEADERS), ResponseFlags::UC, details::RESET_BEFORE_RESPONSE)
+                }
+                Attempt::ConnectFailed { timed_out } => {
+                    if retry.is_some_and(|r| r.on_connect_failure) {
+                        if attempts_left > 0 {
+                            if gate.admit() {
+                                retried(stats, &mut retries_done);
+                                continue;
+                            }
+                            d.obs.flag(ResponseFlags::UO);
+                        } else {
+                            stats.upstream_rq_retry_limit_exceeded.inc();
+                        }
+                    }
+                    if timed_out {
+                        (503, Some(CONNECT_TIMEOUT), ResponseFlags::UF, details::CONNECT_TIMEOUT)
+                    } else {
+                        (503, Some(CONNECT_FAILURE), ResponseFlags::UF, details::CONNECT_FAILURE)
                     }
                 }
-                (503, Some(if timed_out { CONNECT_TIMEOUT } else { CONNECT_FAILURE }), ResponseFlags::UF)
-            }
-            Attempt::BadResponse => (502, None, ResponseFlags::UPE),
-            Attempt::Overflow { on_connection } => {
-                if !on_connection {
-                    d.obs.upstream_host = None;
+                Attempt::BadResponse => (502, None, ResponseFlags::UPE, details::PROTOCOL_ERROR),
+                Attempt::Overflow { on_connection } => {
+                    if !on_connection {
+                        d.obs.upstream_host = None;
+                    }
+                    (503, Some(OVERFLOW), ResponseFlags::UO, details::OVERFLOW)
                 }
-                (503, Some(OVERFLOW), ResponseFlags::UO)
-            }
-            Attempt::RetryableStatus => {
-                retried(stats, &mut retries_done);
-                continue;
-            }
-        };
+                Attempt::RetryableStatus => {
+                    retried(stats, &mut retries_done);
+                    continue;
+                }
+            };
         if flag == ResponseFlags::UC && retry.is_some_and(|r| r.on_reset || r.retries_status(503)) {
             if attempts_left == 0 {
                 stats.upstream_rq_retry_limit_exceeded.inc();
@@ -337,7 +360,7 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
             // Envoy counts the reply it made for a failed upstream request as that request's code.
             stats.completed(status);
         }
-        let mut reply = LocalReply::new(status, BAD_RESPONSE);
+        let mut reply = LocalReply::new(status, BAD_RESPONSE).detailed(why);
         if let Some(reason) = reason {
             let retried = if d.obs.attempts > 1 { "retried and the latest " } else { "" };
             reply.body = format!("{UPSTREAM_FAILURE}{retried}reset reason: {reason}").into_bytes().into();
@@ -539,6 +562,7 @@ async fn attempt(
         // The dropped exchange closed its connection (Envoy resets the upstream stream).
         None if d.response_started => {
             d.obs.flag(ResponseFlags::UT);
+            d.obs.details = details::PER_TRY_TIMEOUT;
             Attempt::Abort
         }
         None => Attempt::PerTryTimeout,
@@ -1019,14 +1043,17 @@ async fn relay_response(
             if per_try_idle {
                 stats.upstream_rq_per_try_idle_timeout.inc();
                 d.obs.flag(ResponseFlags::UT);
+                d.obs.details = details::PER_TRY_IDLE_TIMEOUT;
             } else {
                 d.obs.flag(ResponseFlags::SI);
+                d.obs.details = details::STREAM_IDLE_TIMEOUT;
             }
             return Attempt::Abort;
         }
         Err(_) => {
             up.peer_closed = true;
             d.obs.flag(ResponseFlags::UC);
+            d.obs.details = details::RESET_AFTER_RESPONSE;
             return Attempt::Abort;
         }
     }
