@@ -1156,3 +1156,16 @@ fn filter_replies_carry_envoy_details_and_request_id() {
     };
     assert_parity(&s, |l| is_client(l) || l.starts_with("upstream ") || l.starts_with("log#"));
 }
+
+/// The details of a malformed upstream response (502 `UPE`) and of a request head over the
+/// connection manager's size limit (431, refused by the codec: no request id).
+#[test]
+fn malformed_response_and_oversized_head_details() {
+    let big = "a".repeat(61 * 1024);
+    let mut s = Scenario::new(
+        "malformed_response_and_oversized_head_details",
+        vec![get("/app", "x", &[]), get("/direct", "x", &[("x-big", &big)])],
+    );
+    s.backend = Upstream::Raw("HTTP/1.1 2x0 OK\r\ncontent-length: 2\r\n\r\nok");
+    assert_parity(&s, |l| is_client(l) || l.starts_with("log#"));
+}

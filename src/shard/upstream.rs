@@ -161,7 +161,7 @@ const CONNECT_FAILURE: &str = "remote connection failure";
 const CONNECT_TIMEOUT: &str = "connection timeout";
 const RESET_BEFORE_HEADERS: &str = "connection termination";
 const OVERFLOW: &str = "overflow";
-const BAD_RESPONSE: &[u8] = b"upstream sent an invalid response";
+const PROTOCOL_ERROR: &str = "protocol error";
 /// Envoy's local-reply bodies for a stream idle timeout and an upstream (route or per-try) timeout.
 pub(super) const STREAM_TIMEOUT: &[u8] = b"stream timeout";
 pub(super) const UPSTREAM_TIMEOUT: &[u8] = b"upstream request timeout";
@@ -256,96 +256,91 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
         drop(in_flight);
         attempts_left -= 1;
         let retry = ex.fwd.retry.as_deref();
-        // The reply's status, Envoy's reset reason for its body (None: a malformed response), flag
-        // and `%RESPONSE_CODE_DETAILS%`.
-        let (status, reason, flag, why): (u16, Option<&'static str>, ResponseFlags, &'static str) =
-            match result {
-                Attempt::Relayed { keep_alive } => {
-                    // Envoy: a retried request whose answer is not one to retry is a retry success.
-                    if retries_done > 0 && !ex.answer_retriable.get() {
-                        stats.upstream_rq_retry_success.inc();
+        // The reply's status, Envoy's reset reason for its body, flag and `%RESPONSE_CODE_DETAILS%`.
+        let (status, reason, flag, why): (u16, &'static str, ResponseFlags, &'static str) = match result {
+            Attempt::Relayed { keep_alive } => {
+                // Envoy: a retried request whose answer is not one to retry is a retry success.
+                if retries_done > 0 && !ex.answer_retriable.get() {
+                    stats.upstream_rq_retry_success.inc();
+                }
+                return Forwarded::Relayed { keep_alive };
+            }
+            Attempt::Abort => return Forwarded::Abort,
+            // Envoy: 408 when the request was not complete, and the connection closes.
+            Attempt::UploadIdle => {
+                let reply = LocalReply::new(408, STREAM_TIMEOUT)
+                    .flagged(ResponseFlags::SI)
+                    .closing()
+                    .detailed(details::STREAM_IDLE_TIMEOUT);
+                return Forwarded::Reply(reply);
+            }
+            Attempt::PerTryTimeout | Attempt::PerTryIdle => {
+                // Envoy retries a timed-out try where the policy retries 5xx, gateway errors or resets.
+                if retry.is_some_and(|r| r.on_5xx || r.on_gateway_error || r.on_reset) {
+                    if attempts_left == 0 {
+                        stats.upstream_rq_retry_limit_exceeded.inc();
+                    } else if gate.admit() {
+                        retried(stats, &mut retries_done);
+                        continue;
+                    } else {
+                        d.obs.flag(ResponseFlags::UO);
                     }
-                    return Forwarded::Relayed { keep_alive };
                 }
-                Attempt::Abort => return Forwarded::Abort,
-                // Envoy: 408 when the request was not complete, and the connection closes.
-                Attempt::UploadIdle => {
-                    let reply = LocalReply::new(408, STREAM_TIMEOUT)
-                        .flagged(ResponseFlags::SI)
-                        .closing()
-                        .detailed(details::STREAM_IDLE_TIMEOUT);
-                    return Forwarded::Reply(reply);
+                let why = if matches!(result, Attempt::PerTryIdle) {
+                    details::PER_TRY_IDLE_TIMEOUT
+                } else {
+                    details::PER_TRY_TIMEOUT
+                };
+                let mut reply = LocalReply::new(504, UPSTREAM_TIMEOUT).detailed(why);
+                if d.obs.attempts > 1 {
+                    reply.flag.insert(ResponseFlags::URX);
                 }
-                Attempt::PerTryTimeout | Attempt::PerTryIdle => {
-                    // Envoy retries a timed-out try where the policy retries 5xx, gateway errors or resets.
-                    if retry.is_some_and(|r| r.on_5xx || r.on_gateway_error || r.on_reset) {
-                        if attempts_left == 0 {
-                            stats.upstream_rq_retry_limit_exceeded.inc();
-                        } else if gate.admit() {
+                reply.flag.insert(ResponseFlags::UT);
+                return Forwarded::Reply(close_unless_buffered(attempts_told(reply, ex, d.obs.attempts), ex));
+            }
+            Attempt::Upgraded(up) => return Forwarded::Upgraded(up),
+            Attempt::Stale if resend_stale(&ex.facts, fresh_only) => {
+                // Not a retry in Envoy's sense: the pooled connection closed as it was reused (the
+                // keep-alive race), which clients may repeat an idempotent request after (RFC 9110
+                // 9.2.2). A POST gets Envoy's 503 `UC` below, or its retry policy's `reset`.
+                fresh_only = true;
+                attempts_left += 1;
+                continue;
+            }
+            // Envoy answers a reset before the response head with 503 and `UC`.
+            Attempt::Stale | Attempt::Reset => {
+                (503, RESET_BEFORE_HEADERS, ResponseFlags::UC, details::RESET_BEFORE_RESPONSE)
+            }
+            Attempt::ConnectFailed { timed_out } => {
+                if retry.is_some_and(|r| r.on_connect_failure) {
+                    if attempts_left > 0 {
+                        if gate.admit() {
                             retried(stats, &mut retries_done);
                             continue;
-                        } else {
-                            d.obs.flag(ResponseFlags::UO);
                         }
-                    }
-                    let why = if matches!(result, Attempt::PerTryIdle) {
-                        details::PER_TRY_IDLE_TIMEOUT
+                        d.obs.flag(ResponseFlags::UO);
                     } else {
-                        details::PER_TRY_TIMEOUT
-                    };
-                    let mut reply = LocalReply::new(504, UPSTREAM_TIMEOUT).detailed(why);
-                    if d.obs.attempts > 1 {
-                        reply.flag.insert(ResponseFlags::URX);
-                    }
-                    reply.flag.insert(ResponseFlags::UT);
-                    return Forwarded::Reply(close_unless_buffered(
-                        attempts_told(reply, ex, d.obs.attempts),
-                        ex,
-                    ));
-                }
-                Attempt::Upgraded(up) => return Forwarded::Upgraded(up),
-                Attempt::Stale if resend_stale(&ex.facts, fresh_only) => {
-                    // Not a retry in Envoy's sense: the pooled connection closed as it was reused (the
-                    // keep-alive race), which clients may repeat an idempotent request after (RFC 9110
-                    // 9.2.2). A POST gets Envoy's 503 `UC` below, or its retry policy's `reset`.
-                    fresh_only = true;
-                    attempts_left += 1;
-                    continue;
-                }
-                // Envoy answers a reset before the response head with 503 and `UC`.
-                Attempt::Stale | Attempt::Reset => {
-                    (503, Some(RESET_BEFORE_HEADERS), ResponseFlags::UC, details::RESET_BEFORE_RESPONSE)
-                }
-                Attempt::ConnectFailed { timed_out } => {
-                    if retry.is_some_and(|r| r.on_connect_failure) {
-                        if attempts_left > 0 {
-                            if gate.admit() {
-                                retried(stats, &mut retries_done);
-                                continue;
-                            }
-                            d.obs.flag(ResponseFlags::UO);
-                        } else {
-                            stats.upstream_rq_retry_limit_exceeded.inc();
-                        }
-                    }
-                    if timed_out {
-                        (503, Some(CONNECT_TIMEOUT), ResponseFlags::UF, details::CONNECT_TIMEOUT)
-                    } else {
-                        (503, Some(CONNECT_FAILURE), ResponseFlags::UF, details::CONNECT_FAILURE)
+                        stats.upstream_rq_retry_limit_exceeded.inc();
                     }
                 }
-                Attempt::BadResponse => (502, None, ResponseFlags::UPE, details::PROTOCOL_ERROR),
-                Attempt::Overflow { on_connection } => {
-                    if !on_connection {
-                        d.obs.upstream_host = None;
-                    }
-                    (503, Some(OVERFLOW), ResponseFlags::UO, details::OVERFLOW)
+                if timed_out {
+                    (503, CONNECT_TIMEOUT, ResponseFlags::UF, details::CONNECT_TIMEOUT)
+                } else {
+                    (503, CONNECT_FAILURE, ResponseFlags::UF, details::CONNECT_FAILURE)
                 }
-                Attempt::RetryableStatus => {
-                    retried(stats, &mut retries_done);
-                    continue;
+            }
+            Attempt::BadResponse => (502, PROTOCOL_ERROR, ResponseFlags::UPE, details::PROTOCOL_ERROR),
+            Attempt::Overflow { on_connection } => {
+                if !on_connection {
+                    d.obs.upstream_host = None;
                 }
-            };
+                (503, OVERFLOW, ResponseFlags::UO, details::OVERFLOW)
+            }
+            Attempt::RetryableStatus => {
+                retried(stats, &mut retries_done);
+                continue;
+            }
+        };
         if flag == ResponseFlags::UC && retry.is_some_and(|r| r.on_reset || r.retries_status(503)) {
             if attempts_left == 0 {
                 stats.upstream_rq_retry_limit_exceeded.inc();
@@ -360,11 +355,9 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
             // Envoy counts the reply it made for a failed upstream request as that request's code.
             stats.completed(status);
         }
-        let mut reply = LocalReply::new(status, BAD_RESPONSE).detailed(why);
-        if let Some(reason) = reason {
-            let retried = if d.obs.attempts > 1 { "retried and the latest " } else { "" };
-            reply.body = format!("{UPSTREAM_FAILURE}{retried}reset reason: {reason}").into_bytes().into();
-        }
+        let mut reply = LocalReply::new(status, b"").detailed(why);
+        let retried = if d.obs.attempts > 1 { "retried and the latest " } else { "" };
+        reply.body = format!("{UPSTREAM_FAILURE}{retried}reset reason: {reason}").into_bytes().into();
         if d.obs.attempts > 1 {
             reply.flag.insert(ResponseFlags::URX);
         }
