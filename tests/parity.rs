@@ -1100,6 +1100,8 @@ fn local_replies_say_connection_close_when_the_client_does() {
                 "GET /direct HTTP/1.0\r\n\r\n".into(),
                 bodiless("GET", "/direct", ""),
                 bodiless("POST", "/app", "Transfer-Encoding: chunked\r\nConnection: close\r\n") + "zz\r\n",
+                // No Host: the connection manager's 400 (its log line has the method, no request id).
+                "GET /app HTTP/1.1\r\nX-A: b\r\n\r\n".into(),
             ],
         )
     };

@@ -161,7 +161,8 @@ pub(super) fn write_request_head(
         reply::header(out, name.as_bytes(), h.value);
     }
     if !saw_host {
-        // Never an HTTP/1.1 request without Host: an HTTP/1.0 one gets `default_host_for_http_10`.
+        // Never a request without Host (the connection manager refuses one with no host to route
+        // by): an HTTP/1.0 one gets `default_host_for_http_10`.
         if let Some(host) = rw.host {
             reply::header(out, b"host", host.as_bytes());
         }

@@ -178,7 +178,7 @@ impl<'g> Request<'g> {
         let default_host = if http10 { hcm.default_host_for_http_10.as_deref() } else { None };
         let table = &self.listener.routes;
         let Some(host) = head.host.or(default_host).map(|h| table.host_for_matching(h)) else {
-            // HTTP/1.0 without Host and no default: nothing to route by (Envoy: 400, refused by
+            // No Host (HTTP/1.0 without a default): nothing to route by (Envoy: 400, refused by
             // the connection manager, not the codec: no `DPE`).
             let refusal = LocalReply::new(400, b"").closing().detailed(details::MISSING_HOST_HEADER);
             return reply(refusal, None);
