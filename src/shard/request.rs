@@ -439,6 +439,8 @@ impl<'g> Request<'g> {
     ) -> Continue {
         let Action::Forward(fwd) = &route.action else { return Continue::Close };
         let keep_alive = facts.keep_alive;
+        // The generated hash cookie ends `filter_headers`; it goes on upstream responses only.
+        let cookie_len = facts.set_cookie.len();
         let head_request = facts.head_method;
         let http10 = facts.http10;
         if !fwd.mirrors.is_empty() && facts.body_buffered {
@@ -491,7 +493,8 @@ impl<'g> Request<'g> {
                 reply.http10 = http10;
                 // Envoy's encoder filters see the router's own replies too (after its attempt
                 // count), as any response.
-                reply.headers.extend_from_slice(filter_headers);
+                let filters_own = filter_headers.len().saturating_sub(cookie_len);
+                reply.headers.extend_from_slice(&filter_headers[..filters_own]);
                 // A client that said it closes is told so (Envoy's `connection: close`).
                 reply.close |= !keep_alive;
                 let close = reply.close;
