@@ -438,6 +438,47 @@ mod tests {
         );
     }
 
+    /// As Envoy's codec writes a local reply without a body (a redirect, a 404): its length last.
+    #[test]
+    fn a_bodiless_reply_has_its_length_last_and_an_http10_one_says_keep_alive() {
+        let mut reply = LocalReply::new(404, b"");
+        reply.http10 = true;
+        let mut out = Vec::new();
+        local(&mut out, &reply, &DateCache::default(), "envoy", false);
+        let s = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = s.split("\r\n").filter(|l| !l.starts_with("date: ")).collect();
+        assert_eq!(
+            lines,
+            [
+                "HTTP/1.0 404 Not Found",
+                "server: envoy",
+                "connection: keep-alive",
+                "content-length: 0",
+                "",
+                ""
+            ]
+        );
+    }
+
+    #[test]
+    fn head_errors_get_the_codecs_details_and_no_request_id() {
+        use crate::http::HeadError;
+        assert_eq!(details::of_head_error(&HeadError::TooLarge), "http1.headers_too_large");
+        assert_eq!(
+            details::of_head_error(&HeadError::Malformed("invalid header value")),
+            "http1.invalid_characters"
+        );
+        assert_eq!(details::of_head_error(&HeadError::Malformed("obs-fold in header")), "http1.codec_error");
+        assert_eq!(
+            details::of_head_error(&HeadError::NotImplemented("x")),
+            "http1.invalid_transfer_encoding"
+        );
+        assert!(!details::after_request_id(details::LOW_VERSION));
+        assert!(!details::after_request_id(details::MISSING_HOST_HEADER));
+        assert!(details::after_request_id(details::ROUTE_NOT_FOUND));
+        assert!(details::after_request_id("fault_filter_abort"));
+    }
+
     #[test]
     fn dates_are_imf_fixdate() {
         assert_eq!(&imf_fixdate(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
