@@ -414,18 +414,22 @@ mod tests {
         assert!(s.ends_with("\r\n\r\nno healthy upstream"));
     }
 
+    /// The lines of `reply` as written, but its `date`.
+    fn written_lines(reply: &LocalReply) -> Vec<String> {
+        let mut out = Vec::new();
+        local(&mut out, reply, &DateCache::default(), "envoy", false);
+        let s = String::from_utf8(out).unwrap();
+        s.split("\r\n").filter(|l| !l.starts_with("date: ")).map(str::to_string).collect()
+    }
+
     /// As Envoy's codec writes a response a filter encoded itself (the CORS preflight answer).
     #[test]
     fn an_encoded_reply_has_its_length_last_and_no_type() {
         let mut reply = LocalReply::new(200, b"").closing();
         reply.encoded = true;
         reply.headers = b"access-control-allow-origin: http://a.com\r\n".to_vec();
-        let mut out = Vec::new();
-        local(&mut out, &reply, &DateCache::default(), "envoy", false);
-        let s = String::from_utf8(out).unwrap();
-        let lines: Vec<&str> = s.split("\r\n").filter(|l| !l.starts_with("date: ")).collect();
         assert_eq!(
-            lines,
+            written_lines(&reply),
             [
                 "HTTP/1.1 200 OK",
                 "access-control-allow-origin: http://a.com",
@@ -443,12 +447,8 @@ mod tests {
     fn a_bodiless_reply_has_its_length_last_and_an_http10_one_says_keep_alive() {
         let mut reply = LocalReply::new(404, b"");
         reply.http10 = true;
-        let mut out = Vec::new();
-        local(&mut out, &reply, &DateCache::default(), "envoy", false);
-        let s = String::from_utf8(out).unwrap();
-        let lines: Vec<&str> = s.split("\r\n").filter(|l| !l.starts_with("date: ")).collect();
         assert_eq!(
-            lines,
+            written_lines(&reply),
             [
                 "HTTP/1.0 404 Not Found",
                 "server: envoy",
