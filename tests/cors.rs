@@ -179,7 +179,7 @@ fn a_connection_manager_csrf_policy_applies_until_a_virtual_host_overrides_it() 
     assert_eq!(run.got(0).header("content-type"), Some("text/plain"));
     assert_eq!((run.got(1).status(), run.got(2).status()), (200, 200));
     assert_eq!(run.upstream.len(), 2);
-    assert!(run.log.contains(&"403 - /x backend".to_string()), "{:?}", run.log);
+    assert!(run.log.contains(&"403 - /x backend csrf_origin_mismatch".to_string()), "{:?}", run.log);
     assert_eq!(run.stat("http.ingress.csrf.request_invalid"), 1);
     assert_eq!(run.stat("http.ingress.csrf.request_valid"), 1);
 }

@@ -167,7 +167,9 @@ fn faults_apply_only_to_matching_requests_and_max_active_faults_overflows() {
     assert_eq!((run.status(0), run.status(1), run.status(2)), (200, 200, 200));
     assert_eq!(run.stat("http.ingress.fault.faults_overflow"), 1);
     assert!(support::eventually(Duration::from_secs(5), || {
-        std::fs::read_to_string(&log).unwrap_or_default().contains("418 DI,FI /first backend")
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("418 DI,FI /first backend fault_filter_abort")
     }));
     assert_eq!(support::stat(sk.admin(), "http.ingress.fault.aborts_injected"), Some(1));
 }

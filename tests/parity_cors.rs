@@ -332,5 +332,5 @@ fn csrf_samesite_example_allows_same_origin_and_refuses_the_rest() {
     assert_eq!(k.stat("http.ingress.csrf.request_valid"), 4);
     assert_eq!(k.stat("http.ingress.csrf.request_invalid"), 3);
     assert_eq!(k.stat("http.ingress.csrf.missing_source_origin"), 2);
-    assert!(k.log.contains(&"403 - /x backend".to_string()), "{:?}", k.log);
+    assert!(k.log.contains(&"403 - /x backend csrf_origin_mismatch".to_string()), "{:?}", k.log);
 }

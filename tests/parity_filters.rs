@@ -112,7 +112,7 @@ fn rate_limit_exhausted_answers_429_local_rate_limited_with_rl_and_counts_it() {
     let Some((e, k)) = both("rate_limit_exhausted", RATE_LIMIT, ALL_TO_BACKEND, &requests) else { return };
     assert_same(&e, &k, &["http_local_rate_limiter."]);
     assert_eq!(k.status(2), 429);
-    assert!(k.log.contains(&"429 RL /c backend".to_string()), "{:?}", k.log);
+    assert!(k.log.contains(&"429 RL /c backend local_rate_limited".to_string()), "{:?}", k.log);
     assert_eq!(k.stat("http_local_rate_limiter.http_local_rate_limit.rate_limited"), 2);
 }
 
@@ -161,7 +161,7 @@ fn fault_abort_100_percent_answers_fault_filter_abort_with_fi() {
     let requests = [req("/a"), req("/b")];
     let Some((e, k)) = both("fault_abort", FAULT_ABORT, ALL_TO_BACKEND, &requests) else { return };
     assert_same(&e, &k, &["http.ingress.fault."]);
-    assert!(k.log.contains(&"503 FI /a backend".to_string()), "{:?}", k.log);
+    assert!(k.log.contains(&"503 FI /a backend fault_filter_abort".to_string()), "{:?}", k.log);
     assert_eq!(k.stat("http.ingress.fault.aborts_injected"), 2);
 }
 
@@ -188,7 +188,7 @@ fn fault_delay_100_percent_delays_then_forwards_with_di() {
         let took = run.responses[0].1;
         assert!(took >= Duration::from_millis(950) && took < Duration::from_secs(6), "{took:?}");
     }
-    assert_eq!(k.log[0], "200 DI /slow backend");
+    assert_eq!(k.log[0], "200 DI /slow backend via_upstream");
 }
 
 #[test]
@@ -213,6 +213,6 @@ fn header_controlled_abort_and_delay() {
     let Some((e, k)) = both("header_controlled_fault", filter, ALL_TO_BACKEND, &requests) else { return };
     assert_same(&e, &k, &["http.ingress.fault."]);
     assert_eq!(k.status(1), 429);
-    assert!(k.log.contains(&"500 DI,FI /both backend".to_string()), "{:?}", k.log);
+    assert!(k.log.contains(&"500 DI,FI /both backend fault_filter_abort".to_string()), "{:?}", k.log);
     assert!(k.responses[4].1 >= Duration::from_millis(280), "{:?}", k.responses[4].1);
 }

@@ -39,11 +39,8 @@ fn run(bin: Option<&std::path::Path>, filter: &str, routes: &str, requests: &[Re
     let dir = scratch_dir("parity-jwt");
     let up = TestUpstream::echo();
     let log = dir.join("access.log");
-    // The shared log format, with the reply's code details (the filter's reason).
-    let config = |port, admin| {
-        filters::config(port, admin, &log, up.addr, filter, routes)
-            .replace(filters::LOG_FORMAT, &format!("{} %RESPONSE_CODE_DETAILS%", filters::LOG_FORMAT))
-    };
+    // The shared log format carries the reply's code details (the filter's reason).
+    let config = |port, admin| filters::config(port, admin, &log, up.addr, filter, routes);
     let run = match bin {
         Some(bin) => {
             let e = envoy::Envoy::start(bin, &dir, config);

@@ -19,7 +19,7 @@ use support::websocket::{self, EchoServer, CLOSE, TEXT};
 use support::{indent, RawUpstream, Skiff};
 
 const LOG_FORMAT: &str = "%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %UPSTREAM_HOST% \
-%UPSTREAM_CLUSTER% %PROTOCOL% %REQ(:METHOD)% %REQ(:PATH)%";
+%UPSTREAM_CLUSTER% %PROTOCOL% %REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE_DETAILS%";
 
 /// What a listener runs.
 enum Filter {

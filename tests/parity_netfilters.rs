@@ -19,7 +19,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use support::{indent, served_hcm_yaml, RawUpstream, Skiff};
 
-const HTTP_LOG: &str = "%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %REQ(:PATH)%";
+const HTTP_LOG: &str =
+    "%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %REQ(:PATH)% %RESPONSE_CODE_DETAILS%";
 const TCP_LOG: &str = "%RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %UPSTREAM_HOST%";
 
 /// A limited listener's filters before its terminal one: at most one connection open (refused

@@ -177,7 +177,7 @@ fn counters_exist_from_the_start_and_a_plaintext_client_is_never_authenticated()
     let run = filters::drive(sk.listener("main"), sk.admin(), &log, &up, &[req("/x")]);
     assert_eq!(run.status(0), 403);
     assert_eq!(run.response(0).text(), "RBAC: access denied");
-    assert_eq!(run.log, vec!["403 - /x backend"]);
+    assert_eq!(run.log, vec!["403 - /x backend rbac_access_denied_matched_policy[none]"]);
     assert!(up.requests().is_empty());
     assert_eq!(run.stat("http.ingress.rbac.denied"), 1);
     assert_eq!(run.stat("http.ingress.rbac.shadow_denied"), 1);

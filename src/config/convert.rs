@@ -2,8 +2,8 @@
 //! what can only be checked with the whole file in view (names, references, regexes), and judges
 //! the fields skiff accepts without implementing: ignored, warned about, or rejected.
 
-use super::convert_cors::cors_policy;
 use super::chain_match::ChainMatch;
+use super::convert_cors::cors_policy;
 use super::convert_filters::{filter_config, per_filter_config, Kind};
 use super::convert_health;
 use super::duration::{fmt_secs, zero_is_never};

@@ -6,8 +6,8 @@
 
 use super::error::{FieldPath, Finding};
 use super::model::{
-    Fraction, HeaderMatchRule, HeaderMatcher, HeaderValueOption, PathMatch, QueryParameterMatcher, RouteMatch,
-    StringMatcher, StringRule,
+    Fraction, HeaderMatchRule, HeaderMatcher, HeaderValueOption, PathMatch, QueryParameterMatcher,
+    RouteMatch, StringMatcher, StringRule,
 };
 use super::raw::{Ign, RawHeaderMatcher, RawHeaderValueOption, RawMatch, RawStringMatcher};
 use serde::Deserialize;
@@ -287,4 +287,3 @@ pub(super) fn string_match(p: &FieldPath, s: RawStringMatcher) -> Res<StringMatc
         None => fail(p.clone(), "a string matcher needs exact, prefix, suffix, contains or safe_regex"),
     }
 }
-

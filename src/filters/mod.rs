@@ -22,8 +22,8 @@ pub mod fault;
 pub mod jwt_authn;
 pub mod local_ratelimit;
 pub mod network;
-mod string_match;
 pub mod rbac;
+mod string_match;
 mod verdict;
 
 pub use verdict::{FilterReply, Scheme, Verdict};
@@ -32,7 +32,9 @@ use crate::config::{self, JwtPerRoute, PerFilterConfig, RouteConfig};
 use crate::http::RequestHead;
 use crate::peer::Connection;
 use crate::route::{BuildError, Route, VirtualHost};
-use crate::stats::{CorsStats, CsrfStats, FaultStats, JwtAuthnStats, LocalRateLimitStats, RbacShadowStats, RbacStats};
+use crate::stats::{
+    CorsStats, CsrfStats, FaultStats, JwtAuthnStats, LocalRateLimitStats, RbacShadowStats, RbacStats,
+};
 use cors::Cors;
 use csrf::Csrf;
 use fault::Fault;

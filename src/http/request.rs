@@ -80,7 +80,11 @@ pub(super) fn parse<'b>(
 
     let host_header = match host_header {
         Some(v) => Some(validate_host(v)?),
-        None if version == Version::Http11 => return Err(HeadError::Malformed("missing Host header")),
+        // An origin-form HTTP/1.1 request without Host is the connection manager's to refuse (as
+        // Envoy's does: its log line has the method and path); an absolute-form one is the codec's.
+        None if version == Version::Http11 && authority.is_some() => {
+            return Err(HeadError::Malformed("missing Host header"))
+        }
         None => None,
     };
 
@@ -655,9 +659,9 @@ mod tests {
     }
 
     #[test]
-    fn http11_without_host_is_refused() {
-        assert_eq!(refused(b"GET / HTTP/1.1\r\n\r\n"), "missing Host header");
-        refused(b"GET http://h/ HTTP/1.1\r\n\r\n");
+    fn http11_without_host_is_left_to_the_connection_manager_unless_absolute_form() {
+        assert_eq!(accepted(b"GET / HTTP/1.1\r\n\r\n").host, None);
+        assert_eq!(refused(b"GET http://h/ HTTP/1.1\r\n\r\n"), "missing Host header");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! connection's buffers, its gauge and its lifetime timer; knows nothing of routes or upstreams.
 
 use super::downstream::Downstream;
+use super::reply::details;
 use super::request::{Continue, Plan, Request};
 use super::socket::{self, spare, Pending, READ_CHUNK};
 use super::state::Shard;
@@ -138,8 +139,8 @@ pub(super) async fn serve(
                         Ok(Some(head)) => {
                             let Some(i) = generation.snap.listener_index(key) else { return };
                             let hcm = &generation.snap.listeners[i].hcm;
-                            if let Some(status) = codec_refusal(&head, hcm, &shard.stats.http1) {
-                                break 'parsed Parsed::Refused(status);
+                            if let Some(refusal) = codec_refusal(&head, hcm, &shard.stats.http1) {
+                                break 'parsed Parsed::Refused(refusal);
                             }
                             let mut request = Request::new(&shard, &generation, i, started, &mut d.obs);
                             d.requests = d.requests.saturating_add(1);
@@ -163,7 +164,7 @@ pub(super) async fn serve(
                         Ok(None) => Parsed::Incomplete,
                         Err(e) => {
                             log::debug!("refusing request from {}: {e:?}", d.peer_ip);
-                            Parsed::Refused(e.status())
+                            Parsed::Refused((e.status(), details::of_head_error(&e)))
                         }
                     }
                 };
@@ -172,9 +173,10 @@ pub(super) async fn serve(
                     // inline it would be part of every idle connection's task.
                     Parsed::Request(request, plan) => break Box::pin(request.run(plan, &mut d)).await,
                     Parsed::Incomplete => {}
-                    Parsed::Refused(status) => {
+                    Parsed::Refused((status, why)) => {
                         Box::pin(
-                            Request::new(&shard, &waiting, i, started, &mut d.obs).refuse(&mut d, status),
+                            Request::new(&shard, &waiting, i, started, &mut d.obs)
+                                .refuse(&mut d, status, why),
                         )
                         .await;
                         return;
@@ -199,9 +201,11 @@ pub(super) async fn serve(
                     return;
                 }
                 HeadRead::TimedOut => {
-                    Box::pin(
-                        Request::new(&shard, &waiting, i, Instant::now(), &mut d.obs).refuse(&mut d, 408),
-                    )
+                    Box::pin(Request::new(&shard, &waiting, i, Instant::now(), &mut d.obs).refuse(
+                        &mut d,
+                        408,
+                        details::REQUEST_HEADER_TIMEOUT,
+                    ))
                     .await;
                     return;
                 }
@@ -276,9 +280,14 @@ async fn linger(d: &mut Downstream, limit: Duration) -> Lingered {
 /// The limits Envoy's HTTP/1.1 codec applies to a head before a request exists:
 /// `max_headers_count` (431) and `headers_with_underscores_action` (REJECT_REQUEST: 400; DROP_HEADER:
 /// counted here, dropped when the head is written upstream).
-fn codec_refusal(head: &RequestHead<'_>, hcm: &HcmSettings, http1: &Http1Stats) -> Option<u16> {
+/// The status and `%RESPONSE_CODE_DETAILS%` of the codec's refusal of `head`, if any.
+fn codec_refusal(
+    head: &RequestHead<'_>,
+    hcm: &HcmSettings,
+    http1: &Http1Stats,
+) -> Option<(u16, &'static str)> {
     if head.headers.len() > hcm.max_headers_count {
-        return Some(431);
+        return Some((431, details::TOO_MANY_HEADERS));
     }
     match hcm.headers_with_underscores {
         UnderscoresAction::Allow => None,
@@ -287,7 +296,7 @@ fn codec_refusal(head: &RequestHead<'_>, hcm: &HcmSettings, http1: &Http1Stats) 
             if any {
                 http1.requests_rejected_with_underscores_in_headers.inc();
             }
-            any.then_some(400)
+            any.then_some((400, details::UNEXPECTED_UNDERSCORE))
         }
         UnderscoresAction::DropHeader => {
             let n = head.headers.iter().filter(|h| h.name.contains('_')).count();
@@ -303,8 +312,8 @@ fn codec_refusal(head: &RequestHead<'_>, hcm: &HcmSettings, http1: &Http1Stats) 
 enum Parsed<'g> {
     Request(Request<'g>, Plan<'g>),
     Incomplete,
-    /// Refused with this status before a request exists.
-    Refused(u16),
+    /// Refused with this status and `%RESPONSE_CODE_DETAILS%` before a request exists.
+    Refused((u16, &'static str)),
 }
 
 enum HeadRead {

@@ -248,7 +248,8 @@ pub(super) fn write_request_head(
         reply::header(out, name.as_bytes(), h.value);
     }
     if !saw_host {
-        // Never an HTTP/1.1 request without Host: an HTTP/1.0 one gets `default_host_for_http_10`.
+        // Never a request without Host (the connection manager refuses one with no host to route
+        // by): an HTTP/1.0 one gets `default_host_for_http_10`.
         if let Some(host) = rw.host {
             reply::header(out, b"host", host.as_bytes());
         }
@@ -299,7 +300,18 @@ pub(super) fn write_request_head(
             reply::header(out, a.name.as_bytes(), a.value.as_bytes());
         }
     }
+    // Envoy's codec frames every request it sends: a bodiless one whose method may carry a body
+    // gets `content-length: 0`, after every other line.
+    if head.body == BodyKind::None && !rw.upgrade && may_carry_body(head.method) {
+        out.extend_from_slice(b"content-length: 0\r\n");
+    }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Whether Envoy frames a bodiless request of `method` with `content-length: 0`: every method but
+/// those its codec sends without framing (`HeaderUtility::requestShouldHaveNoBody`).
+fn may_carry_body(method: &str) -> bool {
+    !matches!(method, "GET" | "HEAD" | "DELETE" | "TRACE" | "CONNECT")
 }
 
 /// Hop-by-hop response headers, `server` (skiff sets its own as Envoy does), and the upstream's
@@ -354,6 +366,7 @@ pub(super) fn write_response_head(
     let dechunk = head.body == BodyKind::Chunked && rw.http10;
     let close_delimited_to_client = head.body == BodyKind::CloseDelimited || dechunk;
     let client_keep_alive = rw.keep_alive && !close_delimited_to_client;
+    obs.details = std::borrow::Cow::Borrowed(reply::details::VIA_UPSTREAM);
     out.clear();
     reply::status_line(out, head.status, rw.http10);
     let any_edits = rw.edits.iter().any(|e| !e.is_empty());
@@ -472,5 +485,15 @@ mod tests {
         assert!(!untrusted_envoy_header("x-envoy-foo", true));
         assert!(!untrusted_envoy_header("x-envoy-attempt-count", true));
         assert!(!untrusted_envoy_header("x-request-id", true));
+    }
+
+    #[test]
+    fn only_methods_that_may_carry_a_body_are_framed_when_bodiless() {
+        for m in ["POST", "PUT", "PATCH", "OPTIONS", "PROPFIND"] {
+            assert!(may_carry_body(m), "{m}");
+        }
+        for m in ["GET", "HEAD", "DELETE", "TRACE", "CONNECT"] {
+            assert!(!may_carry_body(m), "{m}");
+        }
     }
 }

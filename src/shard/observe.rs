@@ -2,11 +2,13 @@
 //! Fills a connection's reusable `Observed` from the heads as they pass (only for listeners that log
 //! or trace), and turns it into a log line and a span when the request ends. Touches no socket.
 
+use super::reply::details;
 use super::state::{Generation, Shard};
 use crate::access_log::{Captured, Record, ResponseFlags};
 use crate::http::{RequestHead, ResponseHead, Version};
 use crate::snapshot::ListenerSnap;
 use crate::trace::{self, tags, Span, SpanKind, TraceContext};
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -29,6 +31,9 @@ pub(super) struct Observed {
     pub resp_cap: Captured,
     pub trace: Option<TraceContext>,
     pub flags: ResponseFlags,
+    /// `%RESPONSE_CODE_DETAILS%`: set where the response is decided (`reply::details`; owned
+    /// only for a filter's words that name a policy or a reason, as RBAC's and JWT's do).
+    pub details: Cow<'static, str>,
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub upstream_host: Option<SocketAddr>,
@@ -36,9 +41,6 @@ pub(super) struct Observed {
     pub attempts: u32,
     /// When the first byte of the upstream response arrived.
     pub first_upstream_byte: Option<Instant>,
-    /// `%RESPONSE_CODE_DETAILS%` a local reply set (`jwt_authn_access_denied{...}`,
-    /// `route_not_found`); empty: skiff's own rule decides.
-    pub details: String,
 }
 
 impl Observed {
@@ -46,6 +48,7 @@ impl Observed {
     pub fn begin(&mut self, on: bool) {
         self.on = on;
         self.flags = ResponseFlags::empty();
+        self.details = Cow::Borrowed("");
         self.bytes_received = 0;
         self.bytes_sent = 0;
         self.upstream_host = None;
@@ -53,7 +56,6 @@ impl Observed {
         self.attempts = 0;
         self.first_upstream_byte = None;
         self.trace = None;
-        self.details.clear();
         if on {
             self.start = Some(SystemTime::now());
             self.method.clear();
@@ -130,14 +132,22 @@ pub(super) fn on_removed_request_header(listener: &ListenerSnap, o: &mut Observe
     }
 }
 
-/// A generated request id, for the log and the span.
+/// A generated request id, for the log and the span. It replaces one the client sent (an edge
+/// request's, which Envoy does not trust), as Envoy logs the id it generated.
 pub(super) fn on_generated_request_id(o: &mut Observed, id: &[u8]) {
-    if o.on && o.request_id.is_empty() {
+    if o.on {
+        o.request_id.clear();
         o.request_id.push_str(&String::from_utf8_lossy(id));
         if let Some(slot) = o.request_id_slot {
-            o.req_cap.put(slot, id);
+            o.req_cap.replace(slot, id);
         }
     }
+}
+
+/// A request answered by skiff itself after the connection manager had it: Envoy generated its
+/// request id all the same, and logs it (the client and no upstream ever see it).
+pub(super) fn on_local_request_id(o: &mut Observed, rng: &crate::cluster::Rng) {
+    on_generated_request_id(o, &super::reply::request_id_bytes(rng));
 }
 
 pub(super) fn on_response_head(listener: &ListenerSnap, head: &ResponseHead<'_>, o: &mut Observed) {
@@ -190,12 +200,11 @@ pub(super) fn finish(
             authority: &o.authority,
             protocol: o.protocol,
             status,
-            code_details: if !o.details.is_empty() {
-                &o.details
-            } else if o.upstream_host.is_some() && o.flags.is_empty() {
-                "via_upstream"
+            // The client left: Envoy's word for it replaces whatever the response was.
+            code_details: if o.flags.contains(ResponseFlags::DC) {
+                details::DOWNSTREAM_REMOTE_DISCONNECT
             } else {
-                ""
+                &o.details
             },
             flags: o.flags,
             bytes_received: o.bytes_received,

@@ -46,6 +46,9 @@ pub struct LocalReply {
     /// A filter wrote this response itself rather than as a local reply (the CORS preflight
     /// answer): Envoy's codec then puts `content-length` after `date` and `server`.
     pub encoded: bool,
+    /// `%RESPONSE_CODE_DETAILS%`: Envoy's word for why this reply was made (`details`; owned
+    /// only when a filter's words name a policy or a reason).
+    pub details: std::borrow::Cow<'static, str>,
 }
 
 impl LocalReply {
@@ -61,7 +64,14 @@ impl LocalReply {
             headers: Vec::new(),
             overloaded: false,
             encoded: false,
+            details: std::borrow::Cow::Borrowed(""),
         }
+    }
+
+    /// The reply's `%RESPONSE_CODE_DETAILS%`, one of `details`' constants.
+    pub fn detailed(mut self, details: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.details = details.into();
+        self
     }
 
     pub fn closing(mut self) -> Self {
@@ -254,7 +264,10 @@ pub fn local(out: &mut Vec<u8>, reply: &LocalReply, date: &DateCache, server: &s
         push_u64(out, reply.body.len() as u64);
         out.extend_from_slice(b"\r\n");
     };
-    if !reply.encoded {
+    // Envoy's codec writes the length of a response that has no body (a local reply without
+    // one, or one a filter encoded itself) after every other header.
+    let length_last = reply.encoded || reply.body.is_empty();
+    if !length_last {
         length(out);
     }
     if !reply.body.is_empty() {
@@ -265,8 +278,11 @@ pub fn local(out: &mut Vec<u8>, reply: &LocalReply, date: &DateCache, server: &s
     header(out, b"server", server.as_bytes());
     if reply.close {
         header(out, b"connection", b"close");
+    } else if reply.http10 {
+        // An HTTP/1.0 client that asked to keep the connection is told it stays, as by Envoy.
+        header(out, b"connection", b"keep-alive");
     }
-    if reply.encoded {
+    if length_last {
         length(out);
     }
     out.extend_from_slice(b"\r\n");
@@ -277,16 +293,99 @@ pub fn local(out: &mut Vec<u8>, reply: &LocalReply, date: &DateCache, server: &s
 
 /// A random (v4) UUID, as Envoy generates for `x-request-id`.
 pub fn request_id(rng: &Rng, out: &mut Vec<u8>) {
+    out.extend_from_slice(&request_id_bytes(rng));
+}
+
+/// `request_id` on the stack: this runs per request, so no allocation.
+pub fn request_id_bytes(rng: &Rng) -> [u8; 36] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let hi = (rng.next() & 0xffff_ffff_ffff_0fff) | 0x4000;
     let lo = (rng.next() & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-    // Two stack arrays chained rather than concatenated: this runs per request, so no allocation.
+    let mut out = [0u8; 36];
+    let mut at = 0;
     for (i, b) in hi.to_be_bytes().iter().chain(lo.to_be_bytes().iter()).enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
-            out.push(b'-');
+            out[at] = b'-';
+            at += 1;
         }
-        out.push(HEX[(b >> 4) as usize]);
-        out.push(HEX[(b & 15) as usize]);
+        out[at] = HEX[(b >> 4) as usize];
+        out[at + 1] = HEX[(b & 15) as usize];
+        at += 2;
+    }
+    out
+}
+
+/// Envoy's `%RESPONSE_CODE_DETAILS%` words (`StreamInfo::ResponseCodeDetails`), one per reason a
+/// response is what it is. Chosen where the reply is made: never formatted per request.
+pub mod details {
+    pub const VIA_UPSTREAM: &str = "via_upstream";
+    pub const DIRECT_RESPONSE: &str = "direct_response";
+    pub const ROUTE_NOT_FOUND: &str = "route_not_found";
+    pub const CLUSTER_NOT_FOUND: &str = "cluster_not_found";
+    pub const NO_HEALTHY_UPSTREAM: &str = "no_healthy_upstream";
+    pub const UPGRADE_FAILED: &str = "upgrade_failed";
+    pub const LOW_VERSION: &str = "low_version";
+    pub const MISSING_HOST_HEADER: &str = "missing_host_header";
+    pub const RESPONSE_TIMEOUT: &str = "response_timeout";
+    pub const PER_TRY_TIMEOUT: &str = "upstream_per_try_timeout";
+    pub const PER_TRY_IDLE_TIMEOUT: &str = "upstream_per_try_idle_timeout";
+    pub const STREAM_IDLE_TIMEOUT: &str = "stream_idle_timeout";
+    pub const REQUEST_OVERALL_TIMEOUT: &str = "request_overall_timeout";
+    pub const MAX_DURATION_TIMEOUT: &str = "max_duration_timeout";
+    pub const REQUEST_HEADER_TIMEOUT: &str = "request_header_timeout";
+    pub const DOWNSTREAM_REMOTE_DISCONNECT: &str = "downstream_remote_disconnect";
+    /// A refused connection (`UF`): Envoy adds the socket's error text, which for loopback and
+    /// most real failures is "Connection refused".
+    pub const CONNECT_FAILURE: &str =
+        "upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}";
+    pub const CONNECT_TIMEOUT: &str = "upstream_reset_before_response_started{connection_timeout}";
+    pub const RESET_BEFORE_RESPONSE: &str = "upstream_reset_before_response_started{connection_termination}";
+    pub const RESET_AFTER_RESPONSE: &str = "upstream_reset_after_response_started{connection_termination}";
+    pub const OVERFLOW: &str = "upstream_reset_before_response_started{overflow}";
+    pub const PROTOCOL_ERROR: &str = "upstream_reset_before_response_started{protocol_error}";
+    pub const CODEC_ERROR: &str = "http1.codec_error";
+    pub const INVALID_CHARACTERS: &str = "http1.invalid_characters";
+    pub const INVALID_URL: &str = "http1.invalid_url";
+    pub const INVALID_TRANSFER_ENCODING: &str = "http1.invalid_transfer_encoding";
+    pub const HEADERS_TOO_LARGE: &str = "http1.headers_too_large";
+    pub const TOO_MANY_HEADERS: &str = "http1.too_many_headers";
+    pub const UNEXPECTED_UNDERSCORE: &str = "http1.unexpected_underscore";
+
+    /// The codec's word for a request head it refuses.
+    pub fn of_head_error(e: &crate::http::HeadError) -> &'static str {
+        use crate::http::HeadError;
+        match e {
+            HeadError::TooLarge => HEADERS_TOO_LARGE,
+            HeadError::TooManyHeaders => TOO_MANY_HEADERS,
+            HeadError::NotImplemented(_) => INVALID_TRANSFER_ENCODING,
+            // A control byte in the request line is refused by the parser as a bad token.
+            HeadError::Malformed(
+                "control byte in head" | "invalid header value" | "invalid method or target",
+            ) => INVALID_CHARACTERS,
+            // An origin-form CONNECT target (Envoy refuses the URL before the method).
+            HeadError::Malformed("CONNECT not supported") => INVALID_URL,
+            // Envoy's connection manager refuses it, after the codec.
+            HeadError::Malformed("missing Host header") => MISSING_HOST_HEADER,
+            HeadError::Malformed(_) => CODEC_ERROR,
+        }
+    }
+
+    /// Whether a request replied to with `details` had reached Envoy's connection manager, which
+    /// gives it its request id: all but the codec's refusals of the head and the manager's own
+    /// refusals made before it generates the id.
+    pub fn after_request_id(details: &str) -> bool {
+        !matches!(
+            details,
+            LOW_VERSION
+                | MISSING_HOST_HEADER
+                | INVALID_CHARACTERS
+                | INVALID_URL
+                | INVALID_TRANSFER_ENCODING
+                | HEADERS_TOO_LARGE
+                | TOO_MANY_HEADERS
+                | UNEXPECTED_UNDERSCORE
+                | REQUEST_HEADER_TIMEOUT
+        )
     }
 }
 
@@ -316,18 +415,22 @@ mod tests {
         assert!(s.ends_with("\r\n\r\nno healthy upstream"));
     }
 
+    /// The lines of `reply` as written, but its `date`.
+    fn written_lines(reply: &LocalReply) -> Vec<String> {
+        let mut out = Vec::new();
+        local(&mut out, reply, &DateCache::default(), "envoy", false);
+        let s = String::from_utf8(out).unwrap();
+        s.split("\r\n").filter(|l| !l.starts_with("date: ")).map(str::to_string).collect()
+    }
+
     /// As Envoy's codec writes a response a filter encoded itself (the CORS preflight answer).
     #[test]
     fn an_encoded_reply_has_its_length_last_and_no_type() {
         let mut reply = LocalReply::new(200, b"").closing();
         reply.encoded = true;
         reply.headers = b"access-control-allow-origin: http://a.com\r\n".to_vec();
-        let mut out = Vec::new();
-        local(&mut out, &reply, &DateCache::default(), "envoy", false);
-        let s = String::from_utf8(out).unwrap();
-        let lines: Vec<&str> = s.split("\r\n").filter(|l| !l.starts_with("date: ")).collect();
         assert_eq!(
-            lines,
+            written_lines(&reply),
             [
                 "HTTP/1.1 200 OK",
                 "access-control-allow-origin: http://a.com",
@@ -338,6 +441,43 @@ mod tests {
                 ""
             ]
         );
+    }
+
+    /// As Envoy's codec writes a local reply without a body (a redirect, a 404): its length last.
+    #[test]
+    fn a_bodiless_reply_has_its_length_last_and_an_http10_one_says_keep_alive() {
+        let mut reply = LocalReply::new(404, b"");
+        reply.http10 = true;
+        assert_eq!(
+            written_lines(&reply),
+            [
+                "HTTP/1.0 404 Not Found",
+                "server: envoy",
+                "connection: keep-alive",
+                "content-length: 0",
+                "",
+                ""
+            ]
+        );
+    }
+
+    #[test]
+    fn head_errors_get_the_codecs_details_and_no_request_id() {
+        use crate::http::HeadError;
+        assert_eq!(details::of_head_error(&HeadError::TooLarge), "http1.headers_too_large");
+        assert_eq!(
+            details::of_head_error(&HeadError::Malformed("invalid header value")),
+            "http1.invalid_characters"
+        );
+        assert_eq!(details::of_head_error(&HeadError::Malformed("obs-fold in header")), "http1.codec_error");
+        assert_eq!(
+            details::of_head_error(&HeadError::NotImplemented("x")),
+            "http1.invalid_transfer_encoding"
+        );
+        assert!(!details::after_request_id(details::LOW_VERSION));
+        assert!(!details::after_request_id(details::MISSING_HOST_HEADER));
+        assert!(details::after_request_id(details::ROUTE_NOT_FOUND));
+        assert!(details::after_request_id("fault_filter_abort"));
     }
 
     #[test]

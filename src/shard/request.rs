@@ -10,7 +10,7 @@ use super::downstream::Downstream;
 use super::headers::{self, RequestRewrite};
 use super::mirror;
 use super::observe::{self, Observed};
-use super::reply::{self, LocalReply, ReplyStat};
+use super::reply::{self, details, LocalReply, ReplyStat};
 use super::signal::Signal;
 use super::socket::write_out;
 use super::state::{Generation, Shard};
@@ -146,13 +146,19 @@ impl<'g> Request<'g> {
         let answer_http10 = http10 && hcm.accept_http_10;
         let reply = |mut reply: LocalReply, consumed| {
             reply.http10 |= answer_http10;
+            // The client said it closes (or spoke HTTP/1.0 without keep-alive): Envoy's reply says
+            // so too.
+            reply.close |= !head.keep_alive;
             Plan::Reply { reply, consumed, head_request, filters: None }
         };
         if http10 && !hcm.accept_http_10 {
             // Envoy's codec refuses it before the request exists: its log line has no method or
             // path, and says HTTP/1.1 (the protocol of the reply).
             obs.protocol = "HTTP/1.1";
-            let refusal = LocalReply::new(426, b"Upgrade Required").closing().flagged(ResponseFlags::DPE);
+            let refusal = LocalReply::new(426, b"Upgrade Required")
+                .closing()
+                .flagged(ResponseFlags::DPE)
+                .detailed(details::LOW_VERSION);
             return reply(refusal, None);
         }
         self.stats.downstream_rq_http1_total.inc();
@@ -164,7 +170,8 @@ impl<'g> Request<'g> {
                 let refusal = LocalReply::new(400, b"Bad Request")
                     .closing()
                     .flagged(ResponseFlags::DPE)
-                    .counted(ReplyStat::ProtocolError);
+                    .counted(ReplyStat::ProtocolError)
+                    .detailed(details::CODEC_ERROR);
                 return reply(refusal, None);
             }
         };
@@ -172,8 +179,9 @@ impl<'g> Request<'g> {
         let default_host = if http10 { hcm.default_host_for_http_10.as_deref() } else { None };
         let table = &self.listener.routes;
         let Some(host) = head.host.or(default_host).map(|h| table.host_for_matching(h)) else {
-            // HTTP/1.0 without Host and no default: nothing to route by (Envoy: 400).
-            let refusal = LocalReply::new(400, b"").closing().flagged(ResponseFlags::DPE);
+            // No Host (HTTP/1.0 without a default): nothing to route by (Envoy: 400, refused by
+            // the connection manager, not the codec: no `DPE`).
+            let refusal = LocalReply::new(400, b"").closing().detailed(details::MISSING_HOST_HEADER);
             return reply(refusal, None);
         };
         let found =
@@ -192,7 +200,7 @@ impl<'g> Request<'g> {
                 if let Some(Targets::Single(c)) = forward.map(|f| &f.clusters) {
                     obs.upstream_cluster = Some(*c);
                 }
-                return reply(LocalReply::new(403, b"").closing(), None);
+                return reply(LocalReply::new(403, b"").closing().detailed(details::UPGRADE_FAILED), None);
             }
         }
         // The configured filters, after routing and before the router acts on the route (or answers
@@ -201,10 +209,7 @@ impl<'g> Request<'g> {
             None
         } else {
             let mut roll = || self.shard.rng.next();
-            self.listener
-                .filters
-                .on_request_headers(head, conn, found, self.filter_stats, &mut roll)
-                .kept()
+            self.listener.filters.on_request_headers(head, conn, found, self.filter_stats, &mut roll).kept()
         };
         let filtered = |mut local: LocalReply, filters: Option<Box<Verdict<'g>>>| {
             if let Some(f) = &filters {
@@ -218,11 +223,8 @@ impl<'g> Request<'g> {
             }
         };
         if let Some(r) = filters.as_mut().and_then(|f| f.reply.take()) {
-            let mut local = LocalReply::new(r.status, b"").flagged(r.flag);
+            let mut local = LocalReply::new(r.status, b"").flagged(r.flag).detailed(r.details);
             local.body = r.body;
-            if obs.on {
-                obs.details.push_str(&r.details);
-            }
             local.headers = r.headers;
             local.encoded = filters.as_ref().is_some_and(|f| f.encoded_reply);
             // Envoy has resolved the route's cluster by then, and logs it.
@@ -235,22 +237,27 @@ impl<'g> Request<'g> {
             return filtered(local, filters);
         }
         let Some((vhost, route)) = found else {
-            let no_route = LocalReply::new(404, b"").flagged(ResponseFlags::NR).counted(ReplyStat::NoRoute);
-            if obs.on {
-                obs.details.push_str("route_not_found");
-            }
+            let no_route = LocalReply::new(404, b"")
+                .flagged(ResponseFlags::NR)
+                .counted(ReplyStat::NoRoute)
+                .detailed(details::ROUTE_NOT_FOUND);
             return filtered(no_route, filters);
         };
         let fwd = match &route.action {
             Action::Direct { status, body } => {
-                let mut direct = LocalReply::new(*status, b"").counted(ReplyStat::Direct);
+                let mut direct = LocalReply::new(*status, b"")
+                    .counted(ReplyStat::Direct)
+                    .detailed(details::DIRECT_RESPONSE);
                 if let Some(body) = body {
                     direct.body = body.clone().into_bytes().into();
                 }
                 return filtered(direct, filters);
             }
             Action::Redirect(r) => {
-                let mut redirect = LocalReply::new(r.status, b"").counted(ReplyStat::Redirect);
+                // Envoy's word for a redirect is a direct response's too.
+                let mut redirect = LocalReply::new(r.status, b"")
+                    .counted(ReplyStat::Redirect)
+                    .detailed(details::DIRECT_RESPONSE);
                 redirect.location = Some(route.redirect_location(r, host, head.path));
                 return filtered(redirect, filters);
             }
@@ -268,7 +275,8 @@ impl<'g> Request<'g> {
                     None => {
                         let missing = LocalReply::new(fwd.cluster_not_found, b"")
                             .flagged(ResponseFlags::NC)
-                            .counted(ReplyStat::NoCluster);
+                            .counted(ReplyStat::NoCluster)
+                            .detailed(details::CLUSTER_NOT_FOUND);
                         return filtered(missing, filters);
                     }
                 }
@@ -311,10 +319,12 @@ impl<'g> Request<'g> {
         };
         headers::write_request_head(req_out, head, &rewrite, &self.shard.rng, obs);
         if let Some(added) = filters.as_ref().map(|f| &f.request_headers).filter(|h| !h.is_empty()) {
-            // Inside the head: before its closing empty line.
-            req_out.truncate(req_out.len() - 2);
-            req_out.extend_from_slice(added);
-            req_out.extend_from_slice(b"\r\n");
+            // Inside the head: before its closing empty line, and before the `content-length: 0`
+            // Envoy's codec writes last.
+            let end = req_out.len() - 2;
+            const FRAMING: &[u8] = b"content-length: 0\r\n";
+            let at = if req_out[..end].ends_with(FRAMING) { end - FRAMING.len() } else { end };
+            req_out.splice(at..at, added.iter().copied());
         }
         let body_end = head.head_len + scan.len;
         obs.bytes_received = scan.payload;
@@ -370,6 +380,14 @@ impl<'g> Request<'g> {
         }
         let next = match plan {
             Plan::Reply { mut reply, consumed, head_request, filters: _held } => {
+                // Once the connection manager has the request, Envoy has given it a request id,
+                // which its log line shows whatever answers it.
+                let hcm = &self.listener.hcm;
+                // An edge request's own id is replaced, as on the way upstream (`headers`).
+                let fresh = d.obs.request_id.is_empty() || hcm.use_remote_address;
+                if d.obs.on && fresh && hcm.generate_request_id && details::after_request_id(&reply.details) {
+                    observe::on_local_request_id(&mut d.obs, &self.shard.rng);
+                }
                 match consumed {
                     Some(n) => d.buf.advance(n.min(d.buf.len())),
                     None => {
@@ -401,9 +419,12 @@ impl<'g> Request<'g> {
     }
 
     /// Refuses a request whose head could not be read (400, 408, 431, 501): always closes.
-    pub async fn refuse(self, d: &mut Downstream, status: u16) {
+    /// `why`: the reply's `%RESPONSE_CODE_DETAILS%` (`details`).
+    pub async fn refuse(self, d: &mut Downstream, status: u16, why: &'static str) {
         let (body, stat, flag): (&'static [u8], _, _) = match status {
-            408 => (b"request timeout", ReplyStat::HeaderTimeout, ResponseFlags::NONE),
+            408 => (b"request header timeout", ReplyStat::HeaderTimeout, ResponseFlags::NONE),
+            // Refused by Envoy's connection manager, not its codec: no `DPE`.
+            _ if why == details::MISSING_HOST_HEADER => (b"", ReplyStat::None, ResponseFlags::NONE),
             431 => (b"Request Header Fields Too Large", ReplyStat::ProtocolError, ResponseFlags::DPE),
             501 => (b"Not Implemented", ReplyStat::ProtocolError, ResponseFlags::DPE),
             _ => (b"Bad Request", ReplyStat::ProtocolError, ResponseFlags::DPE),
@@ -411,7 +432,7 @@ impl<'g> Request<'g> {
         // Envoy's codec refuses these before a request exists: the log line has no method or path
         // and gives the protocol of the reply.
         d.obs.protocol = "HTTP/1.1";
-        let reply = LocalReply::new(status, body).closing().flagged(flag).counted(stat);
+        let reply = LocalReply::new(status, body).closing().flagged(flag).counted(stat).detailed(why);
         self.reply(d, reply, false).await;
         self.finish(d);
     }
@@ -436,6 +457,8 @@ impl<'g> Request<'g> {
     ) -> Continue {
         let Action::Forward(fwd) = &route.action else { return Continue::Close };
         let keep_alive = facts.keep_alive;
+        // The generated hash cookie ends `filter_headers`; it goes on upstream responses only.
+        let cookie_len = facts.set_cookie.len();
         let head_request = facts.head_method;
         let http10 = facts.http10;
         if !fwd.mirrors.is_empty() && facts.body_buffered {
@@ -488,8 +511,11 @@ impl<'g> Request<'g> {
                 reply.http10 = http10;
                 // Envoy's encoder filters see the router's own replies too (after its attempt
                 // count), as any response.
-                reply.headers.extend_from_slice(filter_headers);
-                let close = reply.close || !keep_alive;
+                let filters_own = filter_headers.len().saturating_sub(cookie_len);
+                reply.headers.extend_from_slice(&filter_headers[..filters_own]);
+                // A client that said it closes is told so (Envoy's `connection: close`).
+                reply.close |= !keep_alive;
+                let close = reply.close;
                 match self.reply(d, reply, head_request).await {
                     Continue::KeepAlive if !close => Continue::KeepAlive,
                     _ => Continue::Close,
@@ -587,23 +613,25 @@ impl<'g> Request<'g> {
                 }
                 d.obs.flag(ResponseFlags::UT);
                 // The request was complete: the connection goes on, as Envoy's does.
-                let mut timeout = LocalReply::new(504, upstream::UPSTREAM_TIMEOUT);
+                let mut timeout =
+                    LocalReply::new(504, upstream::UPSTREAM_TIMEOUT).detailed(details::RESPONSE_TIMEOUT);
                 if tell_attempts {
                     upstream::attempt_count_line(&mut timeout.headers, d.obs.attempts);
                 }
                 timeout
             }
-            Interrupted::StreamIdle => {
-                LocalReply::new(504, upstream::STREAM_TIMEOUT).flagged(ResponseFlags::SI)
-            }
+            Interrupted::StreamIdle => LocalReply::new(504, upstream::STREAM_TIMEOUT)
+                .flagged(ResponseFlags::SI)
+                .detailed(details::STREAM_IDLE_TIMEOUT),
             Interrupted::RequestTimeout => {
                 self.stats.downstream_rq_timeout.inc();
-                LocalReply::new(408, b"request timeout").closing()
+                LocalReply::new(408, b"request timeout").closing().detailed(details::REQUEST_OVERALL_TIMEOUT)
             }
             Interrupted::MaxDuration { request_complete } => {
                 self.stats.downstream_rq_max_duration_reached.inc();
                 // Envoy: 408 (and close) while the request is still arriving, else 504.
-                let reply = LocalReply::new(504, b"downstream duration timeout");
+                let reply = LocalReply::new(504, b"downstream duration timeout")
+                    .detailed(details::MAX_DURATION_TIMEOUT);
                 if request_complete {
                     reply
                 } else {
@@ -616,7 +644,9 @@ impl<'g> Request<'g> {
             }
         };
         if d.response_started {
+            // Envoy's log says why the relayed response was cut short.
             d.obs.flag(reply.flag);
+            d.obs.details = reply.details.clone();
             return Forwarded::Abort;
         }
         Forwarded::Reply(reply)
@@ -634,6 +664,7 @@ impl<'g> Request<'g> {
             ReplyStat::NoCluster => self.stats.no_cluster.inc(),
         }
         d.obs.flag(reply.flag);
+        d.obs.details = reply.details.clone();
         d.status = reply.status;
         // Envoy's `%BYTES_SENT%` counts a local reply's body too.
         d.obs.bytes_sent = reply.body.len() as u64;

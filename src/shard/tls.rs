@@ -78,11 +78,7 @@ impl Terminate {
     /// Reads the ClientHello (or goes on from the one the TLS inspector read: `hello`), completes
     /// the handshake within the chain's limit, and bridges. None: the connection is to close (not
     /// TLS, a failed handshake), counted as Envoy counts it.
-    pub(super) async fn accept(
-        self,
-        tcp: TcpStream,
-        hello: Option<Box<Hello>>,
-    ) -> Option<Bridged> {
+    pub(super) async fn accept(self, tcp: TcpStream, hello: Option<Box<Hello>>) -> Option<Bridged> {
         let mut active = None;
         // Envoy knows the SNI only through a tls_inspector listener filter, and a listener with
         // one always hands its ClientHello over (`shard::chains`).

@@ -8,6 +8,7 @@
 
 use super::downstream::Downstream;
 use super::relay::{self, End, Pipe, Side};
+use super::reply::details;
 use super::socket::second_handle;
 use crate::access_log::ResponseFlags;
 use crate::cluster::pool::Upstream;
@@ -89,6 +90,12 @@ pub(super) async fn relay_upgraded(
         Some(Side::Downstream) => ResponseFlags::DC,
         Some(Side::Upstream) => ResponseFlags::UC,
     });
+    match ended_by {
+        None => d.obs.details = std::borrow::Cow::Borrowed(details::STREAM_IDLE_TIMEOUT),
+        Some(Side::Upstream) => d.obs.details = std::borrow::Cow::Borrowed(details::RESET_AFTER_RESPONSE),
+        // `DC` says it in the log line (`observe`).
+        Some(Side::Downstream) => {}
+    }
     up.peer_closed = ended_by == Some(Side::Upstream);
     up.in_request = ended_by != Some(Side::Upstream);
 }

@@ -10,7 +10,7 @@ use super::body::{self, Framing, RelayError};
 use super::downstream::Downstream;
 use super::headers::{self, ResponseRewrite};
 use super::observe;
-use super::reply::LocalReply;
+use super::reply::{details, LocalReply};
 use super::signal::Signal;
 use super::socket::{self, read_up_to, write_out, write_prefix, READ_CHUNK};
 use super::state::{Generation, Shard};
@@ -161,7 +161,7 @@ const CONNECT_FAILURE: &str = "remote connection failure";
 const CONNECT_TIMEOUT: &str = "connection timeout";
 const RESET_BEFORE_HEADERS: &str = "connection termination";
 const OVERFLOW: &str = "overflow";
-const BAD_RESPONSE: &[u8] = b"upstream sent an invalid response";
+const PROTOCOL_ERROR: &str = "protocol error";
 /// Envoy's local-reply bodies for a stream idle timeout and an upstream (route or per-try) timeout.
 pub(super) const STREAM_TIMEOUT: &[u8] = b"stream timeout";
 pub(super) const UPSTREAM_TIMEOUT: &[u8] = b"upstream request timeout";
@@ -220,7 +220,9 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
         }
         let Some(endpoint) = pick(ex, &previous) else {
             stats.upstream_cx_none_healthy.inc();
-            let reply = LocalReply::new(503, b"no healthy upstream").flagged(ResponseFlags::UH);
+            let reply = LocalReply::new(503, b"no healthy upstream")
+                .flagged(ResponseFlags::UH)
+                .detailed(details::NO_HEALTHY_UPSTREAM);
             return Forwarded::Reply(close_unless_buffered(reply, ex));
         };
         if ex.fwd.retry.as_deref().is_some_and(|r| r.avoid_previous_hosts) {
@@ -244,7 +246,9 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
         // What outlier detection hears of this host (a response's status is counted as it arrives).
         match result {
             Attempt::ConnectFailed { .. } | Attempt::Reset => report(ex, endpoint, Outcome::ConnectFailed),
-            Attempt::Stale if !resend_stale(&ex.facts, fresh_only) => report(ex, endpoint, Outcome::ConnectFailed),
+            Attempt::Stale if !resend_stale(&ex.facts, fresh_only) => {
+                report(ex, endpoint, Outcome::ConnectFailed)
+            }
             Attempt::PerTryTimeout | Attempt::PerTryIdle => report(ex, endpoint, Outcome::Timeout),
             _ => {}
         }
@@ -252,8 +256,8 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
         drop(in_flight);
         attempts_left -= 1;
         let retry = ex.fwd.retry.as_deref();
-        // The reply's status, Envoy's reset reason for its body (None: a malformed response), flag.
-        let (status, reason, flag): (u16, Option<&'static str>, ResponseFlags) = match result {
+        // The reply's status, Envoy's reset reason for its body, flag and `%RESPONSE_CODE_DETAILS%`.
+        let (status, reason, flag, why): (u16, &'static str, ResponseFlags, &'static str) = match result {
             Attempt::Relayed { keep_alive } => {
                 // Envoy: a retried request whose answer is not one to retry is a retry success.
                 if retries_done > 0 && !ex.answer_retriable.get() {
@@ -264,7 +268,10 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
             Attempt::Abort => return Forwarded::Abort,
             // Envoy: 408 when the request was not complete, and the connection closes.
             Attempt::UploadIdle => {
-                let reply = LocalReply::new(408, STREAM_TIMEOUT).flagged(ResponseFlags::SI).closing();
+                let reply = LocalReply::new(408, STREAM_TIMEOUT)
+                    .flagged(ResponseFlags::SI)
+                    .closing()
+                    .detailed(details::STREAM_IDLE_TIMEOUT);
                 return Forwarded::Reply(reply);
             }
             Attempt::PerTryTimeout | Attempt::PerTryIdle => {
@@ -279,7 +286,12 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
                         d.obs.flag(ResponseFlags::UO);
                     }
                 }
-                let mut reply = LocalReply::new(504, UPSTREAM_TIMEOUT);
+                let why = if matches!(result, Attempt::PerTryIdle) {
+                    details::PER_TRY_IDLE_TIMEOUT
+                } else {
+                    details::PER_TRY_TIMEOUT
+                };
+                let mut reply = LocalReply::new(504, UPSTREAM_TIMEOUT).detailed(why);
                 if d.obs.attempts > 1 {
                     reply.flag.insert(ResponseFlags::URX);
                 }
@@ -296,7 +308,9 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
                 continue;
             }
             // Envoy answers a reset before the response head with 503 and `UC`.
-            Attempt::Stale | Attempt::Reset => (503, Some(RESET_BEFORE_HEADERS), ResponseFlags::UC),
+            Attempt::Stale | Attempt::Reset => {
+                (503, RESET_BEFORE_HEADERS, ResponseFlags::UC, details::RESET_BEFORE_RESPONSE)
+            }
             Attempt::ConnectFailed { timed_out } => {
                 if retry.is_some_and(|r| r.on_connect_failure) {
                     if attempts_left > 0 {
@@ -309,14 +323,18 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
                         stats.upstream_rq_retry_limit_exceeded.inc();
                     }
                 }
-                (503, Some(if timed_out { CONNECT_TIMEOUT } else { CONNECT_FAILURE }), ResponseFlags::UF)
+                if timed_out {
+                    (503, CONNECT_TIMEOUT, ResponseFlags::UF, details::CONNECT_TIMEOUT)
+                } else {
+                    (503, CONNECT_FAILURE, ResponseFlags::UF, details::CONNECT_FAILURE)
+                }
             }
-            Attempt::BadResponse => (502, None, ResponseFlags::UPE),
+            Attempt::BadResponse => (502, PROTOCOL_ERROR, ResponseFlags::UPE, details::PROTOCOL_ERROR),
             Attempt::Overflow { on_connection } => {
                 if !on_connection {
                     d.obs.upstream_host = None;
                 }
-                (503, Some(OVERFLOW), ResponseFlags::UO)
+                (503, OVERFLOW, ResponseFlags::UO, details::OVERFLOW)
             }
             Attempt::RetryableStatus => {
                 retried(stats, &mut retries_done);
@@ -337,11 +355,9 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
             // Envoy counts the reply it made for a failed upstream request as that request's code.
             stats.completed(status);
         }
-        let mut reply = LocalReply::new(status, BAD_RESPONSE);
-        if let Some(reason) = reason {
-            let retried = if d.obs.attempts > 1 { "retried and the latest " } else { "" };
-            reply.body = format!("{UPSTREAM_FAILURE}{retried}reset reason: {reason}").into_bytes().into();
-        }
+        let mut reply = LocalReply::new(status, b"").detailed(why);
+        let retried = if d.obs.attempts > 1 { "retried and the latest " } else { "" };
+        reply.body = format!("{UPSTREAM_FAILURE}{retried}reset reason: {reason}").into_bytes().into();
         if d.obs.attempts > 1 {
             reply.flag.insert(ResponseFlags::URX);
         }
@@ -539,6 +555,7 @@ async fn attempt(
         // The dropped exchange closed its connection (Envoy resets the upstream stream).
         None if d.response_started => {
             d.obs.flag(ResponseFlags::UT);
+            d.obs.details = std::borrow::Cow::Borrowed(details::PER_TRY_TIMEOUT);
             Attempt::Abort
         }
         None => Attempt::PerTryTimeout,
@@ -1019,14 +1036,17 @@ async fn relay_response(
             if per_try_idle {
                 stats.upstream_rq_per_try_idle_timeout.inc();
                 d.obs.flag(ResponseFlags::UT);
+                d.obs.details = std::borrow::Cow::Borrowed(details::PER_TRY_IDLE_TIMEOUT);
             } else {
                 d.obs.flag(ResponseFlags::SI);
+                d.obs.details = std::borrow::Cow::Borrowed(details::STREAM_IDLE_TIMEOUT);
             }
             return Attempt::Abort;
         }
         Err(_) => {
             up.peer_closed = true;
             d.obs.flag(ResponseFlags::UC);
+            d.obs.details = std::borrow::Cow::Borrowed(details::RESET_AFTER_RESPONSE);
             return Attempt::Abort;
         }
     }

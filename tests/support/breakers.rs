@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The access-log format both proxies write.
-pub const LOG_FORMAT: &str = "%RESPONSE_CODE% %RESPONSE_FLAGS% %REQ(:PATH)% %UPSTREAM_HOST%";
+pub const LOG_FORMAT: &str =
+    "%RESPONSE_CODE% %RESPONSE_FLAGS% %REQ(:PATH)% %UPSTREAM_HOST% %RESPONSE_CODE_DETAILS%";
 
 /// A v3 bootstrap: a listener on `port` (0 for skiff) with a file access log at `log`, routes
 /// `/retry` (5xx retried twice) and everything else to cluster `backend`, and `clusters` (YAML

@@ -133,11 +133,6 @@ fn exchange(addr: SocketAddr, r: &Req) -> Option<Got> {
     for (n, v) in &r.headers {
         raw.push_str(&format!("{n}: {v}\r\n"));
     }
-    // Envoy forwards these methods without a body with `content-length: 0` added, skiff without
-    // it (its request head writer's difference, not the filters'): say it, so the upstreams agree.
-    if matches!(r.method, "POST" | "PUT" | "PATCH" | "OPTIONS") {
-        raw.push_str("content-length: 0\r\n");
-    }
     raw.push_str("\r\n");
     s.write_all(raw.as_bytes()).ok()?;
     let mut buf = Vec::new();

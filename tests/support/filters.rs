@@ -11,7 +11,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The access-log fields the filter tests compare.
-pub const LOG_FORMAT: &str = "%RESPONSE_CODE% %RESPONSE_FLAGS% %REQ(:PATH)% %UPSTREAM_CLUSTER%";
+pub const LOG_FORMAT: &str =
+    "%RESPONSE_CODE% %RESPONSE_FLAGS% %REQ(:PATH)% %UPSTREAM_CLUSTER% %RESPONSE_CODE_DETAILS%";
 
 /// A bootstrap: `filters` are `http_filters` entries (YAML at column 0) run before the router,
 /// `route_config` is the contents of `route_config:` (column 0), routing to cluster `backend` at
