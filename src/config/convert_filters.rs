@@ -11,6 +11,9 @@
 use super::convert_cors::{
     cors_filter, cors_policy, csrf, CORS_NAME, CORS_POLICY_TYPE, CORS_TYPE, CSRF_NAME, CSRF_TYPE,
 };
+use super::convert_ext_authz::{
+    ext_authz, ext_authz_per_route, kind_of as ext_authz_kind, EXT_AUTHZ_PER_ROUTE_TYPE,
+};
 use super::duration::Dur;
 use super::error::FieldPath;
 use super::fields::{fail, fraction, header_matcher, headers_to_add, RawFraction, RawRuntimeFraction, Res};
@@ -43,11 +46,17 @@ pub(super) enum Kind {
     /// The cors filter's per-route `CorsPolicy`.
     CorsPolicy,
     Csrf,
+    ExtAuthz,
+    /// The ext_authz filter's per-route `ExtAuthzPerRoute`.
+    ExtAuthzPerRoute,
 }
 
 impl Kind {
     /// By `"@type"` when there is one (Envoy's rule), else by name.
     pub(super) fn of(name: &str, type_url: Option<&str>) -> Option<Kind> {
+        if let Some(per_route) = ext_authz_kind(name, type_url) {
+            return Some(Kind::of_ext_authz(per_route));
+        }
         match type_url {
             Some(LOCAL_RATELIMIT_TYPE) => Some(Kind::LocalRateLimit),
             Some(url) if FAULT_TYPES.contains(&url) => Some(Kind::Fault),
@@ -60,6 +69,14 @@ impl Kind {
             None if name == CORS_NAME => Some(Kind::Cors),
             None if name == CSRF_NAME => Some(Kind::Csrf),
             None => None,
+        }
+    }
+
+    fn of_ext_authz(per_route: bool) -> Kind {
+        if per_route {
+            Kind::ExtAuthzPerRoute
+        } else {
+            Kind::ExtAuthz
         }
     }
 }
@@ -81,6 +98,8 @@ pub(super) fn filter_config(
         }
         Kind::CorsPolicy => PerFilterConfig::Cors(cors_policy(p, fields)?),
         Kind::Csrf => PerFilterConfig::Csrf(csrf(p, fields)?),
+        Kind::ExtAuthz => PerFilterConfig::ExtAuthz(Box::new(ext_authz(p, fields)?)),
+        Kind::ExtAuthzPerRoute => PerFilterConfig::ExtAuthzPerRoute(ext_authz_per_route(p, fields)?),
     })
 }
 
@@ -108,6 +127,9 @@ pub(super) fn per_filter_config(
     }
     match Kind::of(name, typed.type_url.as_deref()) {
         Some(Kind::Cors) => fail(p.key("@type"), format!("a per-route cors config is a {CORS_POLICY_TYPE}")),
+        Some(Kind::ExtAuthz) => {
+            fail(p.key("@type"), format!("a per-route ext_authz config is a {EXT_AUTHZ_PER_ROUTE_TYPE}"))
+        }
         Some(kind) => filter_config(p, kind, Some(typed)).map(Some),
         None => Ok(None),
     }

@@ -3,6 +3,7 @@
 
 mod convert;
 mod convert_cors;
+mod convert_ext_authz;
 mod convert_filters;
 mod convert_health;
 mod convert_tls;

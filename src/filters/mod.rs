@@ -18,20 +18,22 @@
 
 pub mod cors;
 pub mod csrf;
+pub mod ext_authz;
 pub mod fault;
 pub mod local_ratelimit;
 pub mod network;
 mod string_match;
 mod verdict;
 
-pub use verdict::{FilterReply, Verdict};
+pub use verdict::{Check, CheckAnswer, CheckFailure, CheckOutcome, CheckReply, FilterReply, Verdict};
 
 use crate::config::{self, PerFilterConfig, RouteConfig};
 use crate::http::RequestHead;
 use crate::route::{BuildError, Route, VirtualHost};
-use crate::stats::{CorsStats, CsrfStats, FaultStats, LocalRateLimitStats};
+use crate::stats::{CorsStats, CsrfStats, ExtAuthzStats, FaultStats, LocalRateLimitStats};
 use cors::Cors;
 use csrf::Csrf;
+use ext_authz::ExtAuthz;
 use fault::Fault;
 use local_ratelimit::LocalRateLimit;
 use std::collections::HashMap;
@@ -53,6 +55,11 @@ pub enum HttpFilter {
         configs: Scoped<Csrf>,
         /// Index of `http.<stat_prefix>.csrf.*` in the chain's stats.
         stats: usize,
+    },
+    /// Its per-route settings are all an override can change (`ExtAuthzPerRoute`).
+    ExtAuthz {
+        filter: ExtAuthz,
+        per_route: Scoped<config::ExtAuthzPerRoute>,
     },
 }
 
@@ -86,6 +93,8 @@ pub enum StatName {
     Cors(String),
     /// `http.<connection manager stat_prefix>.csrf.*`.
     Csrf(String),
+    /// `http.<connection manager stat_prefix>.ext_authz.*`.
+    ExtAuthz(String),
 }
 
 /// One shard's stats block for a chain's stat index.
@@ -95,6 +104,7 @@ pub enum FilterStats {
     Fault(Rc<FaultStats>),
     Cors(Rc<CorsStats>),
     Csrf(Rc<CsrfStats>),
+    ExtAuthz(Rc<ExtAuthzStats>),
 }
 
 /// The filters of one connection manager, in config order.
@@ -149,6 +159,19 @@ impl FilterChain {
                     let (vhosts, routes) = overrides(rc, name, as_csrf, &mut Csrf::compile)?;
                     compiled.push(HttpFilter::Csrf { configs: Scoped { base, vhosts, routes }, stats });
                 }
+                config::HttpFilter::ExtAuthz { name, config } => {
+                    stat_names.push(StatName::ExtAuthz(stat_prefix.to_string()));
+                    let filter = ExtAuthz::compile(config, clusters, stat_names.len() - 1)?;
+                    let base = config::ExtAuthzPerRoute {
+                        disabled: false,
+                        disable_request_body_buffering: false,
+                        with_request_body: None,
+                    };
+                    let mut keep = |c: &config::ExtAuthzPerRoute| Ok(c.clone());
+                    let (vhosts, routes) = overrides(rc, name, as_ext_authz, &mut keep)?;
+                    compiled
+                        .push(HttpFilter::ExtAuthz { filter, per_route: Scoped { base, vhosts, routes } });
+                }
             }
         }
         Ok(FilterChain { filters: compiled.into_boxed_slice(), stat_names })
@@ -178,7 +201,7 @@ impl FilterChain {
         roll: &mut dyn FnMut() -> u64,
     ) -> Verdict<'a> {
         let mut v = Verdict::default();
-        for filter in self.filters.iter() {
+        for (index, filter) in self.filters.iter().enumerate() {
             match filter {
                 HttpFilter::LocalRateLimit(configs) => {
                     let limit = configs.at(vhost, route);
@@ -205,12 +228,33 @@ impl FilterChain {
                         configs.at(vhost, route).on_request(head, s, roll, &mut v);
                     }
                 }
+                HttpFilter::ExtAuthz { filter, per_route } => {
+                    filter.on_request(head, per_route.at(vhost, route), index, &mut v);
+                }
             }
             if v.reply.is_some() {
                 break;
             }
         }
         v
+    }
+}
+
+impl FilterChain {
+    /// The decision of the filter that asked for `check` on its answer (or its failure).
+    pub fn decide(
+        &self,
+        check: &Check,
+        answer: Result<CheckAnswer, CheckFailure>,
+        stats: &[FilterStats],
+    ) -> CheckOutcome {
+        match self.filters.get(check.filter) {
+            Some(HttpFilter::ExtAuthz { filter, .. }) => match stats.get(filter.stats) {
+                Some(FilterStats::ExtAuthz(s)) => filter.decide(s, answer),
+                _ => CheckOutcome::default(),
+            },
+            _ => CheckOutcome::default(),
+        }
     }
 }
 
@@ -257,6 +301,13 @@ fn as_rate_limit(c: &PerFilterConfig) -> Option<&config::LocalRateLimit> {
 fn as_fault(c: &PerFilterConfig) -> Option<&config::Fault> {
     match c {
         PerFilterConfig::Fault(c) => Some(c),
+        _ => None,
+    }
+}
+
+fn as_ext_authz(c: &PerFilterConfig) -> Option<&config::ExtAuthzPerRoute> {
+    match c {
+        PerFilterConfig::ExtAuthzPerRoute(c) => Some(c),
         _ => None,
     }
 }

@@ -43,6 +43,9 @@ pub struct Verdict<'a> {
     /// and Envoy's codec writes its `content-length: 0` after `date` and `server`.
     pub encoded_reply: bool,
     pub(super) fault: Option<ActiveFault<'a>>,
+    /// An exchange with a cluster the request owner awaits (after any delay) before carrying out
+    /// the rest; its outcome may replace `reply` or add header lines.
+    pub check: Option<Check>,
 }
 
 impl<'a> Verdict<'a> {
@@ -54,8 +57,114 @@ impl<'a> Verdict<'a> {
             && self.flags == ResponseFlags::NONE
             && self.request_headers.is_empty()
             && self.response_headers.is_empty()
-            && self.fault.is_none();
+            && self.fault.is_none()
+            && self.check.is_none();
         (!nothing).then(|| Box::new(self))
+    }
+}
+
+/// A filter's asynchronous step: an HTTP/1.1 request to one of the snapshot's clusters, sent by
+/// the request owner (`shard::check`) within `timeout`, whose answer the filter that asked then
+/// decides on (`Check::decide`). A request whose filters ask nothing pays nothing for it.
+#[derive(Debug)]
+pub struct Check {
+    pub cluster: usize,
+    pub timeout: Duration,
+    /// The request head, without its framing: `add_body` writes `content-length` at `framing_at`
+    /// and appends the body.
+    pub(super) request: Vec<u8>,
+    pub(super) framing_at: usize,
+    /// The request's body goes along, up to this many bytes (ext_authz's `with_request_body`).
+    pub(super) body: Option<crate::config::ExtAuthzBody>,
+    /// The asking filter's place in the chain, which decides on the answer
+    /// (`FilterChain::decide`).
+    pub(super) filter: usize,
+}
+
+/// The answer to a check: its status, its header lines (names lower-cased) and its body.
+#[derive(Debug, Default)]
+pub struct CheckAnswer {
+    pub status: u16,
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+/// Why a check has no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckFailure {
+    /// No healthy host, or a circuit breaker refused the exchange.
+    NoHost,
+    Connect,
+    Timeout,
+    /// The connection broke or the answer was not HTTP/1.1 skiff could read.
+    Exchange,
+    /// The service answered with a status that counts as a failure (a 5xx).
+    Status(u16),
+}
+
+/// A reply a check decided on: owned, unlike a synchronous filter's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckReply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// Header lines (`name: value\r\n`).
+    pub headers: Vec<u8>,
+    pub flag: ResponseFlags,
+}
+
+/// What a check decided: a reply instead of the request's own outcome, or header lines for
+/// the upstream request (set, replacing lines of the same name, or appended) and for the
+/// response.
+#[derive(Debug, Default)]
+pub struct CheckOutcome {
+    pub reply: Option<CheckReply>,
+    pub request_headers_set: Vec<(Vec<u8>, Vec<u8>)>,
+    pub request_headers_append: Vec<u8>,
+    pub response_headers: Vec<u8>,
+}
+
+impl Check {
+    /// Completes the request with the client's body as far as it has arrived (`body`, the
+    /// payload; `whole`: all of it). A body over the limit is cut (`allow_partial_message`) or
+    /// refused with Envoy's 413.
+    pub fn add_body(&mut self, body: &[u8], whole: bool) -> Result<(), CheckReply> {
+        let mut framing = Vec::with_capacity(64);
+        let sent = match self.body {
+            Some(limit) if !body.is_empty() => {
+                let max = limit.max_request_bytes as usize;
+                let over = body.len() > max || (!whole && body.len() == max);
+                if over && !limit.allow_partial_message {
+                    return Err(CheckReply {
+                        status: 413,
+                        body: b"Payload Too Large".to_vec(),
+                        headers: Vec::new(),
+                        flag: ResponseFlags::NONE,
+                    });
+                }
+                let sent = &body[..body.len().min(max)];
+                push_header(&mut framing, b"content-length", sent.len().to_string().as_bytes());
+                let partial: &[u8] = if over || !whole { b"true" } else { b"false" };
+                push_header(&mut framing, b"x-envoy-auth-partial-body", partial);
+                sent
+            }
+            _ => {
+                push_header(&mut framing, b"content-length", b"0");
+                &[]
+            }
+        };
+        self.request.splice(self.framing_at..self.framing_at, framing);
+        self.request.extend_from_slice(sent);
+        Ok(())
+    }
+
+    /// Whether the check wants the request's body.
+    pub fn wants_body(&self) -> bool {
+        self.body.is_some()
+    }
+
+    /// The bytes to send (after `add_body`).
+    pub fn request(&self) -> &[u8] {
+        &self.request
     }
 }
 

@@ -4,6 +4,7 @@
 //! shard's memory.
 
 mod body;
+mod check;
 mod conn;
 mod downstream;
 mod headers;

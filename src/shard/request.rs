@@ -6,6 +6,7 @@
 //! through `upstream::forward`; never reads a request head itself.
 
 use super::body;
+use super::check;
 use super::downstream::Downstream;
 use super::headers::{self, RequestRewrite};
 use super::mirror;
@@ -19,7 +20,7 @@ use super::upstream::{self, Exchange, Forwarded, RequestFacts};
 use crate::access_log::ResponseFlags;
 use crate::cluster::outlier::Outcome;
 use crate::config::{LbPolicy, StreamLimits};
-use crate::filters::{FilterStats, Verdict};
+use crate::filters::{CheckOutcome, FilterReply, FilterStats, Verdict};
 use crate::http::{header_is, RequestHead, Version};
 use crate::route::{Action, Forward, Route, Targets, VirtualHost};
 use crate::snapshot::ListenerSnap;
@@ -205,6 +206,23 @@ impl<'g> Request<'g> {
             let mut roll = || self.shard.rng.next();
             self.listener.filters.on_request_headers(head, vhost, route, self.filter_stats, &mut roll).kept()
         };
+        // A check that takes the request's body gets what came with the head.
+        if let Some(check) = filters.as_mut().and_then(|f| f.check.as_mut()) {
+            let arrived = &buf[head.head_len..head.head_len + scan.len];
+            let body =
+                if check.wants_body() { check::payload(head.body, arrived) } else { Default::default() };
+            if check.add_body(&body, scan.complete).is_err() {
+                if let Some(f) = filters.as_mut() {
+                    f.check = None;
+                    f.reply = Some(FilterReply {
+                        status: 413,
+                        body: b"Payload Too Large",
+                        flag: ResponseFlags::NONE,
+                        headers: Vec::new(),
+                    });
+                }
+            }
+        }
         let filtered = |mut local: LocalReply, filters: Option<Box<Verdict<'g>>>| {
             if let Some(f) = &filters {
                 local.headers.extend_from_slice(&f.response_headers);
@@ -325,12 +343,12 @@ impl<'g> Request<'g> {
     }
 
     /// Carries out the plan, then counts and logs the request.
-    pub async fn run(self, plan: Plan<'g>, d: &mut Downstream) -> Continue {
+    pub async fn run(self, mut plan: Plan<'g>, d: &mut Downstream) -> Continue {
         d.status = 0;
         d.response_started = false;
         d.body_unread = false;
         if let Plan::Reply { filters: Some(filters), .. } | Plan::Forward { filters: Some(filters), .. } =
-            &plan
+            &mut plan
         {
             d.obs.flag(filters.flags);
             if let Some(delay) = filters.delay {
@@ -339,6 +357,13 @@ impl<'g> Request<'g> {
                     self.finish(d);
                     return Continue::Close;
                 }
+            }
+            if let Some(check) = filters.check.take() {
+                let answer =
+                    check::check(self.shard, self.generation, check.cluster, check.request(), check.timeout)
+                        .await;
+                let outcome = self.listener.filters.decide(&check, answer, self.filter_stats);
+                plan = self.checked(plan, outcome, d);
             }
         }
         let next = match plan {
@@ -371,6 +396,49 @@ impl<'g> Request<'g> {
         };
         self.finish(d);
         next
+    }
+
+    /// Carries a check's outcome into the plan: its reply replaces the plan's outcome (after the
+    /// request's body, when the whole of it is here, as a reply from `plan` would), or its header
+    /// lines go on the upstream request and on the response.
+    fn checked(&self, plan: Plan<'g>, outcome: CheckOutcome, d: &mut Downstream) -> Plan<'g> {
+        if let Some(r) = outcome.reply {
+            let (consumed, head_request, http10, filters) = match plan {
+                Plan::Forward { facts, consumed, filters, cluster, .. } => {
+                    // Envoy has resolved the route's cluster by then, and logs it.
+                    d.obs.upstream_cluster = Some(cluster);
+                    (facts.body_buffered.then_some(consumed), facts.head_method, facts.http10, filters)
+                }
+                Plan::Reply { consumed, head_request, filters, reply } => {
+                    (consumed, head_request, reply.http10, filters)
+                }
+            };
+            let mut reply = LocalReply::new(r.status, b"").flagged(r.flag);
+            reply.body = r.body.into();
+            reply.headers = r.headers;
+            reply.http10 = http10;
+            if let Some(f) = &filters {
+                reply.headers.extend_from_slice(&f.response_headers);
+            }
+            return Plan::Reply { reply, consumed, head_request, filters };
+        }
+        match plan {
+            Plan::Forward { route, vhost, cluster, facts, limits, consumed, mut filters } => {
+                check::edit_head(
+                    &mut d.req_out,
+                    &outcome.request_headers_set,
+                    &outcome.request_headers_append,
+                );
+                if let Some(f) = filters.as_mut() {
+                    f.response_headers.extend_from_slice(&outcome.response_headers);
+                }
+                Plan::Forward { route, vhost, cluster, facts, limits, consumed, filters }
+            }
+            Plan::Reply { mut reply, consumed, head_request, filters } => {
+                reply.headers.extend_from_slice(&outcome.response_headers);
+                Plan::Reply { reply, consumed, head_request, filters }
+            }
+        }
     }
 
     /// Refuses a request whose head could not be read (400, 408, 431, 501): always closes.

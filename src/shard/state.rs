@@ -90,6 +90,7 @@ impl Generation {
                         StatName::Fault(p) => FilterStats::Fault(stats.fault(p)),
                         StatName::Cors(p) => FilterStats::Cors(stats.cors(p)),
                         StatName::Csrf(p) => FilterStats::Csrf(stats.csrf(p)),
+                        StatName::ExtAuthz(p) => FilterStats::ExtAuthz(stats.ext_authz(p)),
                     };
                     l.filters.stat_names().iter().map(by_name).collect()
                 })

@@ -447,6 +447,17 @@ stat_block! {
     }
 }
 
+stat_block! {
+    /// `http.<stat_prefix>.ext_authz.*`, per connection manager with an ext_authz filter.
+    ExtAuthzStats {
+        ok: Counter,
+        denied: Counter,
+        error: Counter,
+        disabled: Counter,
+        failure_mode_allowed: Counter,
+    }
+}
+
 impl HttpStats {
     pub fn response(&self, status: u16) -> &Counter {
         match status {
@@ -541,6 +552,7 @@ pub struct ShardStats {
     connection_limits: RefCell<HashMap<String, Rc<ConnectionLimitStats>>>,
     cors: RefCell<HashMap<String, Rc<CorsStats>>>,
     csrf: RefCell<HashMap<String, Rc<CsrfStats>>>,
+    ext_authz: RefCell<HashMap<String, Rc<ExtAuthzStats>>>,
     /// `ssl.*` of a listener or cluster scope, and `http.<prefix>.downstream_cx_ssl_*`.
     ssl: RefCell<HashMap<Scope, Rc<SslStats>>>,
     http_ssl: RefCell<HashMap<String, Rc<HttpSslStats>>>,
@@ -596,6 +608,11 @@ impl ShardStats {
     /// `http.<stat_prefix>.csrf.*` of a connection manager.
     pub fn csrf(&self, stat_prefix: &str) -> Rc<CsrfStats> {
         self.csrf.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
+    }
+
+    /// `http.<stat_prefix>.ext_authz.*` of a connection manager.
+    pub fn ext_authz(&self, stat_prefix: &str) -> Rc<ExtAuthzStats> {
+        self.ext_authz.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
     }
 
     /// `<scope>.ssl.*` (a `Scope::Listener` or `Scope::Cluster`); looked up per TLS connection,
@@ -666,6 +683,9 @@ impl ShardStats {
         }
         for (prefix, s) in self.csrf.borrow().iter() {
             s.dump(&Scope::HttpFilter(prefix.clone(), "csrf"), &mut out);
+        }
+        for (prefix, s) in self.ext_authz.borrow().iter() {
+            s.dump(&Scope::HttpFilter(prefix.clone(), "ext_authz"), &mut out);
         }
         for (scope, s) in self.ssl.borrow().iter() {
             s.dump(scope, &mut out);

@@ -1,0 +1,223 @@
+//! `envoy.filters.http.ext_authz` over HTTP: writes the check request Envoy's raw HTTP client
+//! sends to the authorization cluster (the method, the prefixed path, `host`, the allowed
+//! headers, `headers_to_add`, optionally the buffered body), and decides on its answer: a 200
+//! lets the request through with the allowed headers added upstream, a 5xx or a failed exchange
+//! is an error (`status_on_error`, or through with `failure_mode_allow`), anything else is the
+//! denial the client gets. Owns no I/O: the exchange is the request owner's (`Check`, awaited
+//! by `shard::request`, carried by `shard::check`).
+
+use super::string_match::StringMatch;
+use super::verdict::{push_header, Check, CheckAnswer, CheckFailure, CheckOutcome, CheckReply, Verdict};
+use crate::access_log::ResponseFlags;
+use crate::config::{self, ExtAuthzBody, ExtAuthzPerRoute};
+use crate::http::RequestHead;
+use crate::route::BuildError;
+use crate::stats::ExtAuthzStats;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Sent to the authorization service whatever `allowed_headers` says (Envoy's fixed set; the
+/// method and path are the request line's, and `content-length` is the check's own).
+const ALWAYS_SENT: &[&str] = &["authorization"];
+/// Allowed to the client by any non-empty `allowed_client_headers` (Envoy adds them).
+const ALWAYS_TO_CLIENT: &[&str] = &["www-authenticate", "location"];
+/// Headers of the authorization response skiff never passes on: the framing and hop-by-hop
+/// ones are its own to write, and `date`/`server` are replaced by the proxy's (as Envoy does).
+const NEVER_COPIED: &[&str] =
+    &["host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "date", "server"];
+
+/// One ext_authz filter, compiled.
+#[derive(Debug)]
+pub struct ExtAuthz {
+    cluster: usize,
+    timeout: Duration,
+    path_prefix: Box<str>,
+    allowed_headers: Vec<StringMatch>,
+    /// `headers_to_add`, as header lines.
+    headers_to_add: Vec<u8>,
+    upstream_set: Vec<StringMatch>,
+    upstream_append: Vec<StringMatch>,
+    /// None: every header of a denial but `NEVER_COPIED`.
+    client: Option<Vec<StringMatch>>,
+    client_on_success: Vec<StringMatch>,
+    failure_mode_allow: bool,
+    failure_mode_allow_header_add: bool,
+    status_on_error: u16,
+    body: Option<ExtAuthzBody>,
+    /// Index of `http.<stat_prefix>.ext_authz.*` in the chain's stats.
+    pub(super) stats: usize,
+}
+
+fn compile_list(list: &[config::StringMatcher]) -> Result<Vec<StringMatch>, BuildError> {
+    list.iter().map(StringMatch::compile).collect()
+}
+
+fn any(list: &[StringMatch], name: &[u8]) -> bool {
+    list.iter().any(|m| m.matches(name))
+}
+
+impl ExtAuthz {
+    pub(super) fn compile(
+        c: &config::ExtAuthz,
+        clusters: &HashMap<&str, usize>,
+        stats: usize,
+    ) -> Result<Self, BuildError> {
+        let cluster =
+            *clusters.get(c.cluster.as_str()).ok_or_else(|| BuildError::UnknownCluster(c.cluster.clone()))?;
+        let mut headers_to_add = Vec::new();
+        for (name, value) in &c.headers_to_add {
+            push_header(&mut headers_to_add, name.as_bytes(), value.as_bytes());
+        }
+        let client = if c.allowed_client_headers.is_empty() {
+            None
+        } else {
+            Some(compile_list(&c.allowed_client_headers)?)
+        };
+        Ok(ExtAuthz {
+            cluster,
+            timeout: c.timeout,
+            path_prefix: c.path_prefix.as_str().into(),
+            allowed_headers: compile_list(&c.allowed_headers)?,
+            headers_to_add,
+            upstream_set: compile_list(&c.allowed_upstream_headers)?,
+            upstream_append: compile_list(&c.allowed_upstream_headers_to_append)?,
+            client,
+            client_on_success: compile_list(&c.allowed_client_headers_on_success)?,
+            failure_mode_allow: c.failure_mode_allow,
+            failure_mode_allow_header_add: c.failure_mode_allow_header_add,
+            status_on_error: c.status_on_error,
+            body: c.with_request_body,
+            stats,
+        })
+    }
+
+    /// Asks for the check (unless the route disabled the filter): its request is complete but for
+    /// the body, which the request owner adds (`Check::add_body`). `index`: the filter's place in
+    /// its chain, where the answer comes back to.
+    pub(super) fn on_request(
+        &self,
+        head: &RequestHead<'_>,
+        per_route: &ExtAuthzPerRoute,
+        index: usize,
+        v: &mut Verdict<'_>,
+    ) {
+        if per_route.disabled {
+            return;
+        }
+        let body = if per_route.disable_request_body_buffering {
+            None
+        } else {
+            per_route.with_request_body.or(self.body)
+        };
+        let mut request = Vec::with_capacity(256);
+        request.extend_from_slice(head.method.as_bytes());
+        request.push(b' ');
+        request.extend_from_slice(self.path_prefix.as_bytes());
+        request.extend_from_slice(head.path.as_bytes());
+        request.extend_from_slice(b" HTTP/1.1\r\n");
+        push_header(&mut request, b"host", head.host.unwrap_or_default().as_bytes());
+        let framing_at = request.len();
+        for h in head.headers {
+            if h.name.eq_ignore_ascii_case("host") || h.name.eq_ignore_ascii_case("content-length") {
+                continue;
+            }
+            let always = ALWAYS_SENT.iter().any(|a| h.name.eq_ignore_ascii_case(a));
+            // Envoy's header map keys are lower case, and so are the names its matchers see.
+            let lower = h.name.to_ascii_lowercase();
+            if always || any(&self.allowed_headers, lower.as_bytes()) {
+                push_header(&mut request, lower.as_bytes(), h.value);
+            }
+        }
+        request.extend_from_slice(&self.headers_to_add);
+        push_header(&mut request, b"x-envoy-internal", b"true");
+        push_header(
+            &mut request,
+            b"x-envoy-expected-rq-timeout-ms",
+            self.timeout.as_millis().to_string().as_bytes(),
+        );
+        request.extend_from_slice(b"\r\n");
+        v.check = Some(Check {
+            cluster: self.cluster,
+            timeout: self.timeout,
+            request,
+            framing_at,
+            body,
+            filter: index,
+        });
+    }
+
+    /// What the check's answer (or its failure) means for the request.
+    pub(super) fn decide(
+        &self,
+        stats: &ExtAuthzStats,
+        answer: Result<CheckAnswer, CheckFailure>,
+    ) -> CheckOutcome {
+        let answer = match answer {
+            Ok(a) if a.status >= 500 => Err(CheckFailure::Status(a.status)),
+            other => other,
+        };
+        let mut out = CheckOutcome::default();
+        match answer {
+            Ok(a) if a.status == 200 => {
+                stats.ok.inc();
+                for (name, value) in &a.headers {
+                    if any(&self.upstream_set, name) {
+                        out.request_headers_set.push((name.clone(), value.clone()));
+                    }
+                    if any(&self.upstream_append, name) {
+                        push_header(&mut out.request_headers_append, name, value);
+                    }
+                    if any(&self.client_on_success, name) {
+                        push_header(&mut out.response_headers, name, value);
+                    }
+                }
+            }
+            Ok(a) => {
+                stats.denied.inc();
+                let mut headers = Vec::new();
+                for (name, value) in &a.headers {
+                    if NEVER_COPIED.iter().any(|n| n.as_bytes() == &name[..]) {
+                        continue;
+                    }
+                    let allowed = match &self.client {
+                        None => true,
+                        Some(list) => {
+                            ALWAYS_TO_CLIENT.iter().any(|n| n.as_bytes() == &name[..]) || any(list, name)
+                        }
+                    };
+                    if allowed {
+                        push_header(&mut headers, name, value);
+                    }
+                }
+                out.reply = Some(CheckReply {
+                    status: a.status,
+                    body: a.body,
+                    headers,
+                    flag: ResponseFlags::UNAUTHORIZED_EXTERNAL_SERVICE,
+                });
+            }
+            Err(why) => {
+                log::debug!("ext_authz check failed: {why:?}");
+                stats.error.inc();
+                if self.failure_mode_allow {
+                    stats.failure_mode_allowed.inc();
+                    if self.failure_mode_allow_header_add {
+                        push_header(
+                            &mut out.request_headers_append,
+                            b"x-envoy-auth-failure-mode-allowed",
+                            b"true",
+                        );
+                    }
+                } else {
+                    out.reply = Some(CheckReply {
+                        status: self.status_on_error,
+                        body: Vec::new(),
+                        headers: Vec::new(),
+                        flag: ResponseFlags::UNAUTHORIZED_EXTERNAL_SERVICE,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
