@@ -133,11 +133,16 @@ pub(super) async fn send(
                 stats.upstream_cx_overflow.inc();
                 return Err(CheckFailure::NoHost);
             }
+            stats.upstream_rq_pending_total.inc();
             let slot = ConnSlot::new(snap.breaker.clone(), shard.pool.endpoint(key))
                 .on_host(host_cap.map(|(n, _)| n));
             match upstream::connect(&shard.stats, addr, key, snap, stats, host, slot).await {
                 Ok(up) => up,
-                Err(_) => return Err(CheckFailure::Connect),
+                Err(_) => {
+                    // Envoy's router answers the failed connection with its 503.
+                    stats.completed(503);
+                    return Err(CheckFailure::Connect);
+                }
             }
         }
     };

@@ -20,7 +20,7 @@ use super::upstream::{self, Exchange, Forwarded, RequestFacts};
 use crate::access_log::ResponseFlags;
 use crate::cluster::outlier::Outcome;
 use crate::config::{LbPolicy, StreamLimits};
-use crate::filters::{CheckOutcome, FilterReply, FilterStats, Verdict};
+use crate::filters::{CheckOutcome, FilterStats, Verdict};
 use crate::http::{header_is, RequestHead, Version};
 use crate::route::{Action, Forward, Route, Targets, VirtualHost};
 use crate::snapshot::ListenerSnap;
@@ -206,23 +206,6 @@ impl<'g> Request<'g> {
             let mut roll = || self.shard.rng.next();
             self.listener.filters.on_request_headers(head, vhost, route, self.filter_stats, &mut roll).kept()
         };
-        // A check that takes the request's body gets what came with the head.
-        if let Some(check) = filters.as_mut().and_then(|f| f.check.as_mut()) {
-            let arrived = &buf[head.head_len..head.head_len + scan.len];
-            let body =
-                if check.wants_body() { check::payload(head.body, arrived) } else { Default::default() };
-            if check.add_body(&body, scan.complete).is_err() {
-                if let Some(f) = filters.as_mut() {
-                    f.check = None;
-                    f.reply = Some(FilterReply {
-                        status: 413,
-                        body: b"Payload Too Large",
-                        flag: ResponseFlags::NONE,
-                        headers: Vec::new(),
-                    });
-                }
-            }
-        }
         let filtered = |mut local: LocalReply, filters: Option<Box<Verdict<'g>>>| {
             if let Some(f) = &filters {
                 local.headers.extend_from_slice(&f.response_headers);
@@ -234,6 +217,24 @@ impl<'g> Request<'g> {
                 forward => forward,
             }
         };
+        // A check that takes the request's body gets what came with the head; one over the
+        // limit is refused (closing: the rest of it may still be on its way).
+        if let Some(check) = filters.as_mut().and_then(|f| f.check.as_mut()) {
+            let arrived = &buf[head.head_len..head.head_len + scan.len];
+            let body =
+                if check.wants_body() { check::payload(head.body, arrived) } else { Default::default() };
+            if check.add_body(&body, scan.complete).is_err() {
+                if let Some(f) = filters.as_mut() {
+                    f.check = None;
+                }
+                if let Action::Forward(crate::route::Forward { clusters: Targets::Single(c), .. }) =
+                    &route.action
+                {
+                    obs.upstream_cluster = Some(*c);
+                }
+                return filtered(LocalReply::new(413, b"Payload Too Large").closing(), filters);
+            }
+        }
         if let Some(r) = filters.as_mut().and_then(|f| f.reply.take()) {
             let mut local = LocalReply::new(r.status, r.body).flagged(r.flag);
             local.headers = r.headers;
