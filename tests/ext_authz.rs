@@ -260,3 +260,16 @@ fn grpc_service_is_refused_because_it_needs_http2() {
     let err = Skiff::try_start(&yaml, &[]).err().expect("refused");
     assert!(err.contains("grpc_service is not supported") && err.contains("HTTP/2"), "{err}");
 }
+
+#[test]
+fn the_security_config_and_the_example_load_without_a_warning() {
+    for file in ["configs/security/ext-authz.yaml", EXAMPLE] {
+        let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(["--mode", "validate", "-c", &path])
+            .output()
+            .expect("skiff runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && !stderr.contains("warn"), "{file}: {stderr}");
+    }
+}

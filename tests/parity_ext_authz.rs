@@ -196,3 +196,20 @@ impl EchoPlain for TestUpstream {
         TestUpstream::start(std::sync::Arc::new(|s: &Seen| Reply::ok(&format!("{} {}", s.method, s.path))))
     }
 }
+
+#[test]
+fn envoy_accepts_the_security_config_and_the_example() {
+    let Some(bin) = envoy::binary_or_skip("ext_authz_configs") else { return };
+    for file in [
+        "configs/security/ext-authz.yaml",
+        "configs/envoy-examples/envoyproxy-examples/ext_authz/config/http-service.yaml",
+    ] {
+        let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+        let base_id = (std::process::id() % 100_000) * 100 + 99;
+        let out = std::process::Command::new(&bin)
+            .args(["--mode", "validate", "-c", &path, "-l", "error", "--base-id", &base_id.to_string()])
+            .output()
+            .expect("envoy runs");
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
