@@ -10,7 +10,7 @@ mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::ext_authz::{self, authz_server, get, post, Req, Run, ROUTES};
+use support::ext_authz::{self, authz_server, get, post, Req, Run, BASIC, FULL, ROUTES};
 use support::{dead_port, scratch_dir, Reply, Seen, Skiff, TestUpstream};
 
 const EXAMPLE: &str = "configs/envoy-examples/envoyproxy-examples/ext_authz/config/http-service.yaml";
@@ -28,18 +28,6 @@ fn run(filter: &str, authz: Option<&TestUpstream>, requests: &[Req]) -> Run {
     let _ = std::fs::remove_dir_all(&dir);
     run
 }
-
-/// The example's filter, with a path prefix.
-const BASIC: &str = r#"- name: envoy.filters.http.ext_authz
-  typed_config:
-    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
-    http_service:
-      server_uri: { uri: ext_authz, cluster: authz, timeout: 0.25s }
-      path_prefix: /check
-      authorization_response:
-        allowed_upstream_headers:
-          patterns: [{ exact: x-current-user }]
-"#;
 
 #[test]
 fn envoys_http_service_example_loads_unchanged_and_behaves_as_its_readme_says() {
@@ -189,22 +177,6 @@ fn a_route_with_the_filter_disabled_is_never_checked() {
     assert!(authz.requests().is_empty());
     assert_eq!(k.stat("http.ingress.ext_authz.ok") + k.stat("http.ingress.ext_authz.denied"), 0);
 }
-
-const FULL: &str = r#"- name: envoy.filters.http.ext_authz
-  typed_config:
-    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
-    with_request_body: { max_request_bytes: 4, allow_partial_message: true }
-    http_service:
-      server_uri: { uri: ext_authz, cluster: authz, timeout: 0.25s }
-      authorization_request:
-        allowed_headers: { patterns: [{ exact: x-foo }] }
-        headers_to_add: [{ key: x-added, value: v }]
-      authorization_response:
-        allowed_upstream_headers: { patterns: [{ exact: x-current-user }] }
-        allowed_upstream_headers_to_append: { patterns: [{ exact: x-append }] }
-        allowed_client_headers: { patterns: [{ exact: x-deny }] }
-        allowed_client_headers_on_success: { patterns: [{ exact: x-client-ok }] }
-"#;
 
 #[test]
 fn with_request_body_sends_the_body_and_the_response_lists_pick_headers() {

@@ -11,7 +11,7 @@ mod support;
 #[path = "support/envoy.rs"]
 mod envoy;
 
-use support::ext_authz::{self, authz_server, get, post, Req, Run, ROUTES};
+use support::ext_authz::{self, authz_server, get, post, Req, Run, BASIC, FULL, ROUTES};
 use support::{dead_port, scratch_dir, Reply, Seen, Skiff, TestUpstream};
 
 /// Set by the proxy or the test servers with values that differ between runs.
@@ -112,18 +112,6 @@ fn assert_same(envoy: &Run, skiff: &Run) {
     assert_eq!(e, k, "\nenvoy:\n{}\nskiff:\n{}", e.join("\n"), k.join("\n"));
 }
 
-/// Envoy's example filter, with a path prefix.
-const BASIC: &str = r#"- name: envoy.filters.http.ext_authz
-  typed_config:
-    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
-    http_service:
-      server_uri: { uri: ext_authz, cluster: authz, timeout: 0.25s }
-      path_prefix: /check
-      authorization_response:
-        allowed_upstream_headers:
-          patterns: [{ exact: x-current-user }]
-"#;
-
 #[test]
 fn allowed_denied_failing_slow_redirected_and_disabled_requests() {
     let ok = ("authorization", "Bearer token1");
@@ -142,24 +130,6 @@ fn allowed_denied_failing_slow_redirected_and_disabled_requests() {
     assert!(k.log.contains(&"403 UAEX /service?q=1 backend".to_string()), "{:?}", k.log);
 }
 
-const FULL: &str = r#"- name: envoy.filters.http.ext_authz
-  typed_config:
-    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
-    failure_mode_allow: true
-    failure_mode_allow_header_add: true
-    with_request_body: { max_request_bytes: 4, allow_partial_message: true }
-    http_service:
-      server_uri: { uri: ext_authz, cluster: authz, timeout: 0.25s }
-      authorization_request:
-        allowed_headers: { patterns: [{ exact: x-foo }] }
-        headers_to_add: [{ key: x-added, value: v }]
-      authorization_response:
-        allowed_upstream_headers: { patterns: [{ exact: x-current-user }] }
-        allowed_upstream_headers_to_append: { patterns: [{ exact: x-append }] }
-        allowed_client_headers: { patterns: [{ exact: x-deny }] }
-        allowed_client_headers_on_success: { patterns: [{ exact: x-client-ok }] }
-"#;
-
 #[test]
 fn header_lists_failure_mode_allow_and_the_request_body() {
     let ok = ("authorization", "Bearer token1");
@@ -170,16 +140,18 @@ fn header_lists_failure_mode_allow_and_the_request_body() {
         post("/p", &[ok], "hello"),
         post("/p", &[ok], "hel"),
     ];
-    let Some((e, k)) = both("ext_authz_full", FULL, true, &requests) else { return };
+    let filter = FULL.replace(
+        "    with_request_body:",
+        "    failure_mode_allow: true\n    failure_mode_allow_header_add: true\n    with_request_body:",
+    );
+    let Some((e, k)) = both("ext_authz_full", &filter, true, &requests) else { return };
     assert_same(&e, &k);
     assert_eq!(k.stat("http.ingress.ext_authz.failure_mode_allowed"), 1);
 }
 
 #[test]
 fn an_authorization_server_that_is_down_and_a_body_over_the_limit() {
-    let whole = FULL
-        .replace("    failure_mode_allow: true\n    failure_mode_allow_header_add: true\n", "")
-        .replace("allow_partial_message: true", "allow_partial_message: false");
+    let whole = FULL.replace("allow_partial_message: true", "allow_partial_message: false");
     let requests = [get("/a", &[]), post("/p", &[("authorization", "Bearer token1")], "hello")];
     let Some((e, k)) = both("ext_authz_down", &whole, false, &requests) else { return };
     assert_same(&e, &k);

@@ -96,6 +96,35 @@ pub fn config(
     )
 }
 
+/// Envoy's example filter (`http-service.yaml`), with a path prefix.
+pub const BASIC: &str = r#"- name: envoy.filters.http.ext_authz
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+    http_service:
+      server_uri: { uri: ext_authz, cluster: authz, timeout: 0.25s }
+      path_prefix: /check
+      authorization_response:
+        allowed_upstream_headers:
+          patterns: [{ exact: x-current-user }]
+"#;
+
+/// Every list of the HTTP service, `headers_to_add` and a partial body of at most 4 bytes.
+pub const FULL: &str = r#"- name: envoy.filters.http.ext_authz
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+    with_request_body: { max_request_bytes: 4, allow_partial_message: true }
+    http_service:
+      server_uri: { uri: ext_authz, cluster: authz, timeout: 0.25s }
+      authorization_request:
+        allowed_headers: { patterns: [{ exact: x-foo }] }
+        headers_to_add: [{ key: x-added, value: v }]
+      authorization_response:
+        allowed_upstream_headers: { patterns: [{ exact: x-current-user }] }
+        allowed_upstream_headers_to_append: { patterns: [{ exact: x-append }] }
+        allowed_client_headers: { patterns: [{ exact: x-deny }] }
+        allowed_client_headers_on_success: { patterns: [{ exact: x-client-ok }] }
+"#;
+
 /// Everything to `backend`; `/open` has the filter disabled (`ExtAuthzPerRoute`).
 pub const ROUTES: &str = r#"virtual_hosts:
   - name: all
