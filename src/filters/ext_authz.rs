@@ -221,3 +221,66 @@ impl ExtAuthz {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{StringMatcher, StringRule};
+
+    fn filter(client: &[&str], failure_mode_allow: bool) -> ExtAuthz {
+        let exact = |s: &&str| StringMatcher { rule: StringRule::Exact(s.to_string()), ignore_case: false };
+        let c = config::ExtAuthz {
+            uri: "u".into(),
+            cluster: "authz".into(),
+            timeout: Duration::from_millis(200),
+            path_prefix: String::new(),
+            allowed_headers: Vec::new(),
+            headers_to_add: Vec::new(),
+            allowed_upstream_headers: vec![exact(&"x-user")],
+            allowed_upstream_headers_to_append: Vec::new(),
+            allowed_client_headers: client.iter().map(exact).collect(),
+            allowed_client_headers_on_success: Vec::new(),
+            failure_mode_allow,
+            failure_mode_allow_header_add: true,
+            status_on_error: 403,
+            with_request_body: None,
+            warned: Default::default(),
+        };
+        let clusters = HashMap::from([("authz", 0)]);
+        ExtAuthz::compile(&c, &clusters, 0).expect("compiles")
+    }
+
+    fn answer(status: u16, headers: &[(&str, &str)]) -> Result<CheckAnswer, CheckFailure> {
+        let headers = headers.iter().map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec())).collect();
+        Ok(CheckAnswer { status, headers, body: b"no".to_vec() })
+    }
+
+    #[test]
+    fn a_200_sets_the_allowed_upstream_headers_only() {
+        let stats = ExtAuthzStats::default();
+        let out = filter(&[], false).decide(&stats, answer(200, &[("x-user", "u1"), ("x-other", "o")]));
+        assert!(out.reply.is_none());
+        assert_eq!(out.request_headers_set, [(b"x-user".to_vec(), b"u1".to_vec())]);
+        assert_eq!(stats.ok.get(), 1);
+    }
+
+    #[test]
+    fn a_denial_passes_its_headers_on_and_a_5xx_or_failure_is_an_error() {
+        let stats = ExtAuthzStats::default();
+        let headers = [("x-deny", "d"), ("server", "s"), ("www-authenticate", "B"), ("set-cookie", "c")];
+        let all = filter(&[], false).decide(&stats, answer(401, &headers)).reply.expect("denied");
+        assert_eq!((all.status, all.body.as_slice()), (401, &b"no"[..]));
+        assert_eq!(all.headers, b"x-deny: d\r\nwww-authenticate: B\r\nset-cookie: c\r\n");
+        let listed = filter(&["x-deny"], false).decide(&stats, answer(401, &headers)).reply.expect("denied");
+        assert_eq!(listed.headers, b"x-deny: d\r\nwww-authenticate: B\r\n");
+        let error = filter(&[], false).decide(&stats, answer(503, &[])).reply.expect("error");
+        assert_eq!(
+            (error.status, error.body.len(), error.flag),
+            (403, 0, ResponseFlags::UNAUTHORIZED_EXTERNAL_SERVICE)
+        );
+        let allowed = filter(&[], true).decide(&stats, Err(CheckFailure::Timeout));
+        assert!(allowed.reply.is_none());
+        assert_eq!(allowed.request_headers_append, b"x-envoy-auth-failure-mode-allowed: true\r\n");
+        assert_eq!((stats.denied.get(), stats.error.get(), stats.failure_mode_allowed.get()), (2, 2, 1));
+    }
+}

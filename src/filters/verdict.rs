@@ -249,6 +249,38 @@ pub(super) fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 mod tests {
     use super::*;
 
+    fn check(body: Option<crate::config::ExtAuthzBody>) -> Check {
+        let request = b"POST /p HTTP/1.1\r\nhost: a\r\nx: 1\r\n\r\n".to_vec();
+        Check { cluster: 0, timeout: Duration::from_millis(200), request, framing_at: 27, body, filter: 0 }
+    }
+
+    #[test]
+    fn a_checks_body_is_framed_cut_or_refused_by_its_limit() {
+        let limit = |max, partial| {
+            Some(crate::config::ExtAuthzBody { max_request_bytes: max, allow_partial_message: partial })
+        };
+        let text = |c: &Check| String::from_utf8_lossy(c.request()).into_owned();
+        let mut none = check(None);
+        assert!(none.add_body(b"hello", true).is_ok());
+        assert_eq!(text(&none), "POST /p HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\nx: 1\r\n\r\n");
+        let mut whole = check(limit(8, false));
+        assert!(whole.add_body(b"hello", true).is_ok());
+        assert!(text(&whole)
+            .ends_with("content-length: 5\r\nx-envoy-auth-partial-body: false\r\nx: 1\r\n\r\nhello"));
+        let mut cut = check(limit(4, true));
+        assert!(cut.add_body(b"hello", true).is_ok());
+        assert!(
+            text(&cut).ends_with("content-length: 4\r\nx-envoy-auth-partial-body: true\r\nx: 1\r\n\r\nhell")
+        );
+        let mut arriving = check(limit(8, true));
+        assert!(arriving.add_body(b"he", false).is_ok());
+        assert!(text(&arriving).contains("x-envoy-auth-partial-body: true"));
+        assert_eq!(check(limit(4, false)).add_body(b"hello", true).map_err(|r| r.status), Err(413));
+        let mut empty = check(limit(4, false));
+        assert!(empty.add_body(b"", true).is_ok());
+        assert!(!text(&empty).contains("partial"));
+    }
+
     #[test]
     fn fractions_hit_in_proportion() {
         let half = Fraction { per_million: 500_000, unit: 10_000 };

@@ -251,3 +251,29 @@ pub(super) async fn send(
     }
     Ok(answer)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checks_lines_replace_the_named_ones_and_append_the_others_inside_the_head() {
+        let mut request = b"GET / HTTP/1.1\r\nhost: a\r\nX-User: evil\r\nx-append: a0\r\n\r\nbody".to_vec();
+        let set = [(b"x-user".to_vec(), b"user1".to_vec())];
+        edit_head(&mut request, &set, b"x-append: a1\r\n");
+        assert_eq!(
+            String::from_utf8(request).unwrap(),
+            "GET / HTTP/1.1\r\nhost: a\r\nx-append: a0\r\nx-user: user1\r\nx-append: a1\r\n\r\nbody"
+        );
+        let mut untouched = b"GET / HTTP/1.1\r\n\r\n".to_vec();
+        edit_head(&mut untouched, &[], b"");
+        assert_eq!(untouched, b"GET / HTTP/1.1\r\n\r\n");
+    }
+
+    #[test]
+    fn a_chunked_body_is_decoded_as_far_as_it_came() {
+        assert_eq!(&*payload(BodyKind::Length(5), b"hello"), b"hello");
+        assert_eq!(&*payload(BodyKind::Chunked, b"3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n"), b"hello");
+        assert_eq!(&*payload(BodyKind::Chunked, b"3\r\nhel\r\n2\r\n"), b"hel");
+    }
+}
