@@ -202,6 +202,9 @@ fn with_request_body_sends_the_body_and_the_response_lists_pick_headers() {
         (&b"hel"[..], Some("false"))
     );
     assert_eq!(checks[2].header("x-envoy-auth-partial-body"), None);
+    // The connection manager's own headers, as the upstream gets them.
+    assert_eq!(checks[0].header("x-forwarded-proto"), Some("http"));
+    assert_eq!(checks[0].header("x-request-id"), k.upstream[0].header("x-request-id"));
     // The upstream gets the whole body, the appended header after the client's own.
     assert_eq!(k.upstream[0].body, b"hello");
     let appended: Vec<&str> =

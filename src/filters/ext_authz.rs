@@ -19,6 +19,10 @@ use std::time::Duration;
 /// Sent to the authorization service whatever `allowed_headers` says (Envoy's fixed set; the
 /// method and path are the request line's, and `content-length` is the check's own).
 const ALWAYS_SENT: &[&str] = &["authorization"];
+/// Headers the connection manager writes (adds, or replaces the client's) before Envoy's filters
+/// see the request: the check takes them from the upstream head (`Check::add_lines`).
+const FROM_CONNECTION_MANAGER: &[&str] =
+    &["x-forwarded-for", "x-forwarded-proto", "x-envoy-external-address", "x-request-id"];
 /// Allowed to the client by any non-empty `allowed_client_headers` (Envoy adds them).
 const ALWAYS_TO_CLIENT: &[&str] = &["www-authenticate", "location"];
 /// Headers of the authorization response skiff never passes on: the framing and hop-by-hop
@@ -118,7 +122,8 @@ impl ExtAuthz {
         push_header(&mut request, b"host", head.host.unwrap_or_default().as_bytes());
         let framing_at = request.len();
         for h in head.headers {
-            if h.name.eq_ignore_ascii_case("host") || h.name.eq_ignore_ascii_case("content-length") {
+            let ours = |n: &&str| h.name.eq_ignore_ascii_case(n);
+            if ["host", "content-length"].iter().any(ours) || FROM_CONNECTION_MANAGER.iter().any(ours) {
                 continue;
             }
             let always = ALWAYS_SENT.iter().any(|a| h.name.eq_ignore_ascii_case(a));
@@ -144,6 +149,21 @@ impl ExtAuthz {
             body,
             filter: index,
         });
+    }
+
+    /// The allowed lines of the connection manager's own headers (`FROM_CONNECTION_MANAGER`) in
+    /// the upstream head `upstream`, as Envoy's check sees them.
+    pub(super) fn connection_manager_lines(&self, upstream: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for line in upstream.split(|b| *b == b'\n').skip(1) {
+            let Some((name, value)) = line.split_once_byte(b':') else { continue };
+            let name = name.to_ascii_lowercase();
+            let known = FROM_CONNECTION_MANAGER.iter().any(|n| n.as_bytes() == name.as_slice());
+            if known && any(&self.allowed_headers, &name) {
+                push_header(&mut out, &name, value.trim_ascii());
+            }
+        }
+        out
     }
 
     /// What the check's answer (or its failure) means for the request.
@@ -219,6 +239,18 @@ impl ExtAuthz {
             }
         }
         out
+    }
+}
+
+/// `split_once` for a byte slice.
+trait SplitOnceByte {
+    fn split_once_byte(&self, at: u8) -> Option<(&[u8], &[u8])>;
+}
+
+impl SplitOnceByte for [u8] {
+    fn split_once_byte(&self, at: u8) -> Option<(&[u8], &[u8])> {
+        let i = self.iter().position(|b| *b == at)?;
+        Some((&self[..i], &self[i + 1..]))
     }
 }
 

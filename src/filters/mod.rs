@@ -241,6 +241,15 @@ impl FilterChain {
 }
 
 impl FilterChain {
+    /// Completes `check` with what the asking filter takes from the upstream request head
+    /// `upstream` (as written for a forwarded request: the connection manager's own headers).
+    pub fn complete_check(&self, check: &mut Check, upstream: &[u8]) {
+        if let Some(HttpFilter::ExtAuthz { filter, .. }) = self.filters.get(check.filter) {
+            let lines = filter.connection_manager_lines(upstream);
+            check.add_lines(&lines);
+        }
+    }
+
     /// The decision of the filter that asked for `check` on its answer (or its failure).
     pub fn decide(
         &self,

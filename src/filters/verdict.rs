@@ -152,9 +152,16 @@ impl Check {
                 &[]
             }
         };
+        let framed = framing.len();
         self.request.splice(self.framing_at..self.framing_at, framing);
+        self.framing_at += framed;
         self.request.extend_from_slice(sent);
         Ok(())
+    }
+
+    /// Adds header lines to the request's head (after its framing).
+    pub(super) fn add_lines(&mut self, lines: &[u8]) {
+        self.request.splice(self.framing_at..self.framing_at, lines.iter().copied());
     }
 
     /// Whether the check wants the request's body.

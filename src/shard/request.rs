@@ -302,6 +302,9 @@ impl<'g> Request<'g> {
             upgrade: upgrade.is_some(),
         };
         headers::write_request_head(req_out, head, &rewrite, &self.shard.rng, obs);
+        if let Some(check) = filters.as_mut().and_then(|f| f.check.as_mut()) {
+            self.listener.filters.complete_check(check, req_out);
+        }
         if let Some(added) = filters.as_ref().map(|f| &f.request_headers).filter(|h| !h.is_empty()) {
             // Inside the head: before its closing empty line.
             req_out.truncate(req_out.len() - 2);

@@ -116,7 +116,7 @@ pub const FULL: &str = r#"- name: envoy.filters.http.ext_authz
     http_service:
       server_uri: { uri: ext_authz, cluster: authz, timeout: 0.25s }
       authorization_request:
-        allowed_headers: { patterns: [{ exact: x-foo }] }
+        allowed_headers: { patterns: [{ exact: x-foo }, { exact: x-forwarded-proto }, { exact: x-request-id }] }
         headers_to_add: [{ key: x-added, value: v }]
       authorization_response:
         allowed_upstream_headers: { patterns: [{ exact: x-current-user }] }
