@@ -94,10 +94,7 @@ fn render(run: &Run) -> Vec<String> {
     log.sort();
     out.extend(log.iter().map(|l| format!("log {l}")));
     for (name, v) in &run.stats {
-        // Envoy also counts the filter's outcomes under the routed cluster
-        // (`cluster.<name>.ext_authz.*`), which skiff does not (README, deliberate differences).
-        let counted =
-            name.starts_with("http.ingress.ext_authz.") || name.starts_with("cluster.authz.upstream_rq_");
+        let counted = name.contains(".ext_authz.") || name.starts_with("cluster.authz.upstream_rq_");
         // Envoy also counts the check in `internal.upstream_rq_*` (it is sent as internal): skiff
         // has no internal/external split of the cluster stats.
         if *v != 0 && counted && !name.contains(".internal.") && !name.ends_with("upstream_rq_time") {

@@ -166,12 +166,20 @@ impl ExtAuthz {
         out
     }
 
-    /// What the check's answer (or its failure) means for the request.
+    /// What the check's answer (or its failure) means for the request; counted in `stats` and in
+    /// `routed`, the routed cluster's copy (`cluster.<name>.ext_authz.*`, as Envoy counts).
     pub(super) fn decide(
         &self,
         stats: &ExtAuthzStats,
+        routed: Option<&ExtAuthzStats>,
         answer: Result<CheckAnswer, CheckFailure>,
     ) -> CheckOutcome {
+        let count = |which: fn(&ExtAuthzStats) -> &crate::stats::Counter| {
+            which(stats).inc();
+            if let Some(r) = routed {
+                which(r).inc();
+            }
+        };
         let answer = match answer {
             Ok(a) if a.status >= 500 => Err(CheckFailure::Status(a.status)),
             other => other,
@@ -179,7 +187,7 @@ impl ExtAuthz {
         let mut out = CheckOutcome::default();
         match answer {
             Ok(a) if a.status == 200 => {
-                stats.ok.inc();
+                count(|s| &s.ok);
                 for (name, value) in &a.headers {
                     if any(&self.upstream_set, name) {
                         out.request_headers_set.push((name.clone(), value.clone()));
@@ -193,7 +201,7 @@ impl ExtAuthz {
                 }
             }
             Ok(a) => {
-                stats.denied.inc();
+                count(|s| &s.denied);
                 let mut headers = Vec::new();
                 for (name, value) in &a.headers {
                     if NEVER_COPIED.iter().any(|n| n.as_bytes() == &name[..]) {
@@ -218,9 +226,9 @@ impl ExtAuthz {
             }
             Err(why) => {
                 log::debug!("ext_authz check failed: {why:?}");
-                stats.error.inc();
+                count(|s| &s.error);
                 if self.failure_mode_allow {
-                    stats.failure_mode_allowed.inc();
+                    count(|s| &s.failure_mode_allowed);
                     if self.failure_mode_allow_header_add {
                         push_header(
                             &mut out.request_headers_append,
@@ -290,7 +298,7 @@ mod tests {
     #[test]
     fn a_200_sets_the_allowed_upstream_headers_only() {
         let stats = ExtAuthzStats::default();
-        let out = filter(&[], false).decide(&stats, answer(200, &[("x-user", "u1"), ("x-other", "o")]));
+        let out = filter(&[], false).decide(&stats, None, answer(200, &[("x-user", "u1"), ("x-other", "o")]));
         assert!(out.reply.is_none());
         assert_eq!(out.request_headers_set, [(b"x-user".to_vec(), b"u1".to_vec())]);
         assert_eq!(stats.ok.get(), 1);
@@ -300,17 +308,18 @@ mod tests {
     fn a_denial_passes_its_headers_on_and_a_5xx_or_failure_is_an_error() {
         let stats = ExtAuthzStats::default();
         let headers = [("x-deny", "d"), ("server", "s"), ("www-authenticate", "B"), ("set-cookie", "c")];
-        let all = filter(&[], false).decide(&stats, answer(401, &headers)).reply.expect("denied");
+        let all = filter(&[], false).decide(&stats, None, answer(401, &headers)).reply.expect("denied");
         assert_eq!((all.status, all.body.as_slice()), (401, &b"no"[..]));
         assert_eq!(all.headers, b"x-deny: d\r\nwww-authenticate: B\r\nset-cookie: c\r\n");
-        let listed = filter(&["x-deny"], false).decide(&stats, answer(401, &headers)).reply.expect("denied");
+        let listed =
+            filter(&["x-deny"], false).decide(&stats, None, answer(401, &headers)).reply.expect("denied");
         assert_eq!(listed.headers, b"x-deny: d\r\nwww-authenticate: B\r\n");
-        let error = filter(&[], false).decide(&stats, answer(503, &[])).reply.expect("error");
+        let error = filter(&[], false).decide(&stats, None, answer(503, &[])).reply.expect("error");
         assert_eq!(
             (error.status, error.body.len(), error.flag),
             (403, 0, ResponseFlags::UNAUTHORIZED_EXTERNAL_SERVICE)
         );
-        let allowed = filter(&[], true).decide(&stats, Err(CheckFailure::Timeout));
+        let allowed = filter(&[], true).decide(&stats, None, Err(CheckFailure::Timeout));
         assert!(allowed.reply.is_none());
         assert_eq!(allowed.request_headers_append, b"x-envoy-auth-failure-mode-allowed: true\r\n");
         assert_eq!((stats.denied.get(), stats.error.get(), stats.failure_mode_allowed.get()), (2, 2, 1));

@@ -251,15 +251,17 @@ impl FilterChain {
     }
 
     /// The decision of the filter that asked for `check` on its answer (or its failure).
+    /// `routed`: the routed cluster's copy of ext_authz's counters, when there is a cluster.
     pub fn decide(
         &self,
         check: &Check,
         answer: Result<CheckAnswer, CheckFailure>,
         stats: &[FilterStats],
+        routed: Option<&ExtAuthzStats>,
     ) -> CheckOutcome {
         match self.filters.get(check.filter) {
             Some(HttpFilter::ExtAuthz { filter, .. }) => match stats.get(filter.stats) {
-                Some(FilterStats::ExtAuthz(s)) => filter.decide(s, answer),
+                Some(FilterStats::ExtAuthz(s)) => filter.decide(s, routed, answer),
                 _ => CheckOutcome::default(),
             },
             _ => CheckOutcome::default(),

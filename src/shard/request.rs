@@ -366,7 +366,13 @@ impl<'g> Request<'g> {
                 let answer =
                     check::check(self.shard, self.generation, check.cluster, check.request(), check.timeout)
                         .await;
-                let outcome = self.listener.filters.decide(&check, answer, self.filter_stats);
+                let routed = match &plan {
+                    Plan::Forward { cluster, .. } => self.generation.snap.clusters.get(*cluster),
+                    Plan::Reply { .. } => None,
+                };
+                let routed = routed.map(|c| self.shard.stats.cluster_ext_authz(&c.name));
+                let outcome =
+                    self.listener.filters.decide(&check, answer, self.filter_stats, routed.as_deref());
                 plan = self.checked(plan, outcome, d);
             }
         }

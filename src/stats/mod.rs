@@ -553,6 +553,8 @@ pub struct ShardStats {
     cors: RefCell<HashMap<String, Rc<CorsStats>>>,
     csrf: RefCell<HashMap<String, Rc<CsrfStats>>>,
     ext_authz: RefCell<HashMap<String, Rc<ExtAuthzStats>>>,
+    /// Envoy's copy of the ext_authz counters under the routed cluster, by cluster name.
+    cluster_ext_authz: RefCell<HashMap<String, Rc<ExtAuthzStats>>>,
     /// `ssl.*` of a listener or cluster scope, and `http.<prefix>.downstream_cx_ssl_*`.
     ssl: RefCell<HashMap<Scope, Rc<SslStats>>>,
     http_ssl: RefCell<HashMap<String, Rc<HttpSslStats>>>,
@@ -613,6 +615,12 @@ impl ShardStats {
     /// `http.<stat_prefix>.ext_authz.*` of a connection manager.
     pub fn ext_authz(&self, stat_prefix: &str) -> Rc<ExtAuthzStats> {
         self.ext_authz.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
+    }
+
+    /// `cluster.<name>.ext_authz.*`: the counters of the checks of requests routed to cluster
+    /// `name` (looked up per check, which costs far less than its exchange).
+    pub fn cluster_ext_authz(&self, name: &str) -> Rc<ExtAuthzStats> {
+        self.cluster_ext_authz.borrow_mut().entry(name.to_string()).or_default().clone()
     }
 
     /// `<scope>.ssl.*` (a `Scope::Listener` or `Scope::Cluster`); looked up per TLS connection,
@@ -686,6 +694,13 @@ impl ShardStats {
         }
         for (prefix, s) in self.ext_authz.borrow().iter() {
             s.dump(&Scope::HttpFilter(prefix.clone(), "ext_authz"), &mut out);
+        }
+        for (name, s) in self.cluster_ext_authz.borrow().iter() {
+            let scope = Scope::Cluster(name.clone());
+            s.ok.dump(&scope, "ext_authz.ok", &mut out);
+            s.denied.dump(&scope, "ext_authz.denied", &mut out);
+            s.error.dump(&scope, "ext_authz.error", &mut out);
+            s.failure_mode_allowed.dump(&scope, "ext_authz.failure_mode_allowed", &mut out);
         }
         for (scope, s) in self.ssl.borrow().iter() {
             s.dump(scope, &mut out);
