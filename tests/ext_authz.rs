@@ -248,3 +248,22 @@ fn the_security_config_and_the_example_load_without_a_warning() {
         assert!(out.status.success() && !stderr.contains("warn"), "{file}: {stderr}");
     }
 }
+
+#[test]
+fn a_client_that_leaves_during_the_check_is_logged_dc_and_nothing_is_counted() {
+    use std::io::Write;
+    let authz = authz_server();
+    let up = TestUpstream::echo();
+    let dir = scratch_dir("ext-authz-left");
+    let log = dir.join("access.log");
+    let sk = Skiff::start(&ext_authz::config(0, 0, &log, (up.addr, authz.addr), BASIC, ROUTES), &[]);
+    let mut c = std::net::TcpStream::connect(sk.listener("main")).expect("connect");
+    c.write_all(b"GET /left HTTP/1.1\r\nhost: test\r\nauthorization: slow\r\n\r\n").expect("send");
+    std::thread::sleep(Duration::from_millis(50));
+    drop(c);
+    let (lines, stats) = support::filters::log_and_stats(sk.admin(), &log, 1);
+    assert_eq!(lines, ["0 DC /left backend"]);
+    let counted = |n: &str| stats.get(&format!("http.ingress.ext_authz.{n}")).copied().unwrap_or(0);
+    assert_eq!((counted("ok"), counted("denied"), counted("error")), (0, 0, 0));
+    assert!(up.requests().is_empty());
+}

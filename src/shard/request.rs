@@ -363,9 +363,22 @@ impl<'g> Request<'g> {
                 }
             }
             if let Some(check) = filters.check.take() {
-                let answer =
-                    check::check(self.shard, self.generation, check.cluster, check.request(), check.timeout)
-                        .await;
+                let asked =
+                    check::check(self.shard, self.generation, check.cluster, check.request(), check.timeout);
+                // A client that leaves meanwhile ends the request as Envoy resets it: `0 DC`, the
+                // check abandoned and nothing counted by the filter.
+                let answer = monoio::select! {
+                    answer = asked => Some(answer),
+                    _ = client_left(d.stream.as_raw_fd()) => None,
+                };
+                let Some(answer) = answer else {
+                    if let Plan::Forward { cluster, .. } = &plan {
+                        d.obs.upstream_cluster = Some(*cluster);
+                    }
+                    d.obs.flag(ResponseFlags::DC);
+                    self.finish(d);
+                    return Continue::Close;
+                };
                 let routed = match &plan {
                     Plan::Forward { cluster, .. } => self.generation.snap.clusters.get(*cluster),
                     Plan::Reply { .. } => None,
