@@ -11,9 +11,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The access-log fields compared.
-pub const LOG_FORMAT: &str = "%RESPONSE_CODE% %RESPONSE_FLAGS% %REQ(:PATH)% %UPSTREAM_CLUSTER%";
-
 /// The authorization server of Envoy's ext_authz example, with a few more answers: `Bearer
 /// token1` is allowed (with `x-current-user: user1` and a few headers the configs pick from),
 /// `err` gets a 500, `slow` an answer after a second, `redirect` a 302; anything else a 403 with
@@ -66,33 +63,20 @@ pub fn config(
     filter: &str,
     routes: &str,
 ) -> String {
-    let head = super::hcm_bootstrap_head(port, admin, log, LOG_FORMAT);
-    let cluster = |name: &str, addr: SocketAddr| {
-        format!(
-            r#"    - name: {name}
+    // The filter tests' bootstrap, whose cluster list ends with `backend`: `authz` joins it.
+    let base = super::filters::config(port, admin, log, upstream, filter, routes);
+    format!(
+        r#"{base}    - name: authz
       connect_timeout: 0.5s
       type: STATIC
       load_assignment:
-        cluster_name: {name}
+        cluster_name: authz
         endpoints:
           - lb_endpoints:
               - endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }}
 "#,
-            addr.ip(),
-            addr.port()
-        )
-    };
-    format!(
-        r#"{head}                route_config:
-{rc}                http_filters:
-{filter}                  - name: envoy.filters.http.router
-                    typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-  clusters:
-{backend}{authz}"#,
-        rc = super::indent(routes, 18),
-        filter = super::indent(filter, 18),
-        backend = cluster("backend", upstream),
-        authz = cluster("authz", authz),
+        authz.ip(),
+        authz.port()
     )
 }
 
