@@ -728,6 +728,10 @@ fn hcm(
                 PerFilterConfig::Cors(_) => HttpFilter::Cors { name: f.name },
                 PerFilterConfig::Csrf(config) => HttpFilter::Csrf { name: f.name, config },
                 PerFilterConfig::ExtAuthz(config) => {
+                    // One check per request is what the request owner awaits.
+                    if http_filters.iter().any(|f| matches!(f, HttpFilter::ExtAuthz { .. })) {
+                        return fail(fpi.key("name"), "a second ext_authz filter in one http_filters is not supported");
+                    }
                     ext_authz_checks(cx, &fpi.key("typed_config"), &config)?;
                     HttpFilter::ExtAuthz { name: f.name, config }
                 }
