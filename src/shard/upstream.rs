@@ -244,9 +244,7 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
         // What outlier detection hears of this host (a response's status is counted as it arrives).
         match result {
             Attempt::ConnectFailed { .. } | Attempt::Reset => report(ex, endpoint, Outcome::ConnectFailed),
-            Attempt::Stale if !resend_stale(&ex.facts, fresh_only) => {
-                report(ex, endpoint, Outcome::ConnectFailed)
-            }
+            Attempt::Stale if !resend_stale(&ex.facts, fresh_only) => report(ex, endpoint, Outcome::ConnectFailed),
             Attempt::PerTryTimeout | Attempt::PerTryIdle => report(ex, endpoint, Outcome::Timeout),
             _ => {}
         }
