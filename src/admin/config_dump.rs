@@ -40,6 +40,9 @@ const CORS_POLICY: &str = "type.googleapis.com/envoy.extensions.filters.http.cor
 const CSRF: &str = "type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy";
 const RBAC: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
 const RBAC_PER_ROUTE: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
+const EXT_AUTHZ: &str = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz";
+const EXT_AUTHZ_PER_ROUTE: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute";
 const FILE_LOG: &str = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog";
 const STDOUT_LOG: &str = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
 const STDERR_LOG: &str = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog";
@@ -583,6 +586,7 @@ fn hcm(h: &HttpConnectionManager) -> Value {
                 typed.insert("@type".into(), RBAC.into());
                 json!({ "name": name, "typed_config": typed })
             }
+            HttpFilter::ExtAuthz { name, config } => json!({ "name": name, "typed_config": ext_authz(config) }),
         })
         .collect();
     m.insert("http_filters".into(), filters.into());
@@ -809,7 +813,64 @@ fn filter_config(c: &PerFilterConfig) -> Value {
         }
         // On a route or virtual host: the connection manager's is written by `hcm`.
         PerFilterConfig::Rbac(r) => json!({ "@type": RBAC_PER_ROUTE, "rbac": rbac(r) }),
+        PerFilterConfig::ExtAuthz(c) => ext_authz(c),
+        PerFilterConfig::ExtAuthzPerRoute(r) => {
+            let mut m = Map::new();
+            m.insert("@type".into(), EXT_AUTHZ_PER_ROUTE.into());
+            if r.disabled {
+                m.insert("disabled".into(), true.into());
+            } else {
+                let mut c = Map::new();
+                if r.disable_request_body_buffering {
+                    c.insert("disable_request_body_buffering".into(), true.into());
+                }
+                if let Some(b) = r.with_request_body {
+                    c.insert("with_request_body".into(), ext_authz_body(b));
+                }
+                m.insert("check_settings".into(), Value::Object(c));
+            }
+            Value::Object(m)
+        }
     }
+}
+
+/// An ext_authz filter's config (its HTTP service).
+fn ext_authz(c: &ExtAuthz) -> Value {
+    let list = |l: &[StringMatcher]| json!({ "patterns": l.iter().map(string_matcher).collect::<Vec<_>>() });
+    let mut response = Map::new();
+    for (key, l) in [
+        ("allowed_upstream_headers", &c.allowed_upstream_headers),
+        ("allowed_upstream_headers_to_append", &c.allowed_upstream_headers_to_append),
+        ("allowed_client_headers", &c.allowed_client_headers),
+        ("allowed_client_headers_on_success", &c.allowed_client_headers_on_success),
+    ] {
+        if !l.is_empty() {
+            response.insert(key.into(), list(l));
+        }
+    }
+    let added: Vec<Value> = c.headers_to_add.iter().map(|(k, v)| json!({ "key": k, "value": v })).collect();
+    let mut m = Map::new();
+    m.insert("@type".into(), EXT_AUTHZ.into());
+    m.insert(
+        "http_service".into(),
+        json!({
+            "server_uri": { "uri": c.uri, "cluster": c.cluster, "timeout": duration(c.timeout) },
+            "path_prefix": c.path_prefix,
+            "authorization_request": { "allowed_headers": list(&c.allowed_headers), "headers_to_add": added },
+            "authorization_response": Value::Object(response),
+        }),
+    );
+    m.insert("failure_mode_allow".into(), c.failure_mode_allow.into());
+    m.insert("failure_mode_allow_header_add".into(), c.failure_mode_allow_header_add.into());
+    m.insert("status_on_error".into(), json!({ "code": c.status_on_error }));
+    if let Some(b) = c.with_request_body {
+        m.insert("with_request_body".into(), ext_authz_body(b));
+    }
+    Value::Object(m)
+}
+
+fn ext_authz_body(b: ExtAuthzBody) -> Value {
+    json!({ "max_request_bytes": b.max_request_bytes, "allow_partial_message": b.allow_partial_message })
 }
 
 /// An RBAC config's fields (without `@type`).

@@ -942,6 +942,20 @@ fn hcm(
                     )
                 }
                 PerFilterConfig::Rbac(config) => HttpFilter::Rbac { name: f.name, config },
+                PerFilterConfig::ExtAuthz(config) => {
+                    // One check per request is what the request owner awaits.
+                    if http_filters.iter().any(|f| matches!(f, HttpFilter::ExtAuthz { .. })) {
+                        return fail(fpi.key("name"), "a second ext_authz filter in one http_filters is not supported");
+                    }
+                    ext_authz_checks(cx, &fpi.key("typed_config"), &config)?;
+                    HttpFilter::ExtAuthz { name: f.name, config }
+                }
+                PerFilterConfig::ExtAuthzPerRoute(_) => {
+                    return fail(
+                        fpi.key("typed_config").key("@type"),
+                        "the ext_authz filter's typed_config is a type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz (an ExtAuthzPerRoute goes in typed_per_filter_config)",
+                    );
+                }
             });
             continue;
         }
@@ -965,7 +979,7 @@ fn hcm(
                 };
                 return fail(
                     fpi.key("name"),
-                    format!("{what} is not supported (only envoy.filters.http.router, envoy.filters.http.local_ratelimit, envoy.filters.http.fault, envoy.filters.http.cors, envoy.filters.http.csrf, envoy.filters.http.jwt_authn and envoy.filters.http.rbac; mark it is_optional: true to skip it)"),
+                    format!("{what} is not supported (only envoy.filters.http.router, envoy.filters.http.local_ratelimit, envoy.filters.http.fault, envoy.filters.http.cors, envoy.filters.http.csrf, envoy.filters.http.jwt_authn, envoy.filters.http.rbac and envoy.filters.http.ext_authz; mark it is_optional: true to skip it)"),
                 );
             }
         }
@@ -1251,6 +1265,26 @@ fn vhost(cx: &mut Cx, p: FieldPath, v: RawVhost, seen: &mut HashSet<String>) -> 
             client: v.include_attempt_count_in_response.unwrap_or(false),
         },
     })
+}
+
+/// The ext_authz filter's cluster exists, and its accepted-but-ignored fields are warned about.
+fn ext_authz_checks(cx: &mut Cx, p: &FieldPath, c: &ExtAuthz) -> Res<()> {
+    let hp = p.key("http_service");
+    cx.cluster_ref(hp.key("server_uri").key("cluster"), &c.cluster)?;
+    let rsp = hp.key("authorization_response");
+    if c.warned.dynamic_metadata_from_headers {
+        cx.unenforced(
+            rsp.key("dynamic_metadata_from_headers"),
+            "ext_authz.http_service.authorization_response.dynamic_metadata_from_headers",
+        );
+    }
+    if c.warned.clear_route_cache {
+        cx.unenforced(p.key("clear_route_cache"), "ext_authz.clear_route_cache");
+    }
+    if c.warned.include_peer_certificate {
+        cx.unenforced(p.key("include_peer_certificate"), "ext_authz.include_peer_certificate");
+    }
+    Ok(())
 }
 
 type FilterConfigs = Vec<(String, PerFilterConfig)>;

@@ -93,7 +93,7 @@ pub(super) fn csrf(p: &FieldPath, fields: serde_norway::Mapping) -> Res<Csrf> {
     })
 }
 
-fn matchers(p: &FieldPath, list: Option<Vec<RawStringMatcher>>) -> Res<Vec<StringMatcher>> {
+pub(super) fn matchers(p: &FieldPath, list: Option<Vec<RawStringMatcher>>) -> Res<Vec<StringMatcher>> {
     let list = list.unwrap_or_default();
     list.into_iter().enumerate().map(|(i, m)| string_matcher(p.idx(i), m)).collect()
 }

@@ -11,6 +11,9 @@
 use super::convert_cors::{
     cors_filter, cors_policy, csrf, CORS_NAME, CORS_POLICY_TYPE, CORS_TYPE, CSRF_NAME, CSRF_TYPE,
 };
+use super::convert_ext_authz::{
+    ext_authz, ext_authz_per_route, kind_of as ext_authz_kind, EXT_AUTHZ_PER_ROUTE_TYPE,
+};
 use super::convert_jwt;
 use super::convert_rbac::{self, RBAC_NAME, RBAC_PER_ROUTE_TYPE, RBAC_TYPE};
 use super::duration::Dur;
@@ -51,11 +54,17 @@ pub(super) enum Kind {
     Rbac,
     /// `RBACPerRoute`: only in `typed_per_filter_config`.
     RbacPerRoute,
+    ExtAuthz,
+    /// The ext_authz filter's per-route `ExtAuthzPerRoute`.
+    ExtAuthzPerRoute,
 }
 
 impl Kind {
     /// By `"@type"` when there is one (Envoy's rule), else by name.
     pub(super) fn of(name: &str, type_url: Option<&str>) -> Option<Kind> {
+        if let Some(per_route) = ext_authz_kind(name, type_url) {
+            return Some(Kind::of_ext_authz(per_route));
+        }
         match type_url {
             Some(LOCAL_RATELIMIT_TYPE) => Some(Kind::LocalRateLimit),
             Some(url) if FAULT_TYPES.contains(&url) => Some(Kind::Fault),
@@ -74,6 +83,14 @@ impl Kind {
             None if name == convert_jwt::NAME => Some(Kind::JwtAuthn),
             None if name == RBAC_NAME => Some(Kind::Rbac),
             None => None,
+        }
+    }
+
+    fn of_ext_authz(per_route: bool) -> Kind {
+        if per_route {
+            Kind::ExtAuthzPerRoute
+        } else {
+            Kind::ExtAuthz
         }
     }
 }
@@ -104,6 +121,8 @@ pub(super) fn filter_config(
                 "RBACPerRoute belongs in typed_per_filter_config; the filter takes RBAC",
             )
         }
+        Kind::ExtAuthz => PerFilterConfig::ExtAuthz(Box::new(ext_authz(p, fields)?)),
+        Kind::ExtAuthzPerRoute => PerFilterConfig::ExtAuthzPerRoute(ext_authz_per_route(p, fields)?),
     })
 }
 
@@ -147,6 +166,9 @@ pub(super) fn per_filter_config(
             p.clone(),
             "a jwt_authn route override is a PerRouteConfig (requirement_name or disabled), not a JwtAuthentication",
         ),
+        Some(Kind::ExtAuthz) => {
+            fail(p.key("@type"), format!("a per-route ext_authz config is a {EXT_AUTHZ_PER_ROUTE_TYPE}"))
+        }
         Some(kind) => route_config(p, kind, typed).map(Some),
         None => Ok(None),
     }

@@ -4,6 +4,7 @@
 pub mod chain_match;
 mod convert;
 mod convert_cors;
+mod convert_ext_authz;
 mod convert_filters;
 mod convert_health;
 mod convert_jwt;

@@ -400,6 +400,11 @@ pub enum HttpFilter {
         name: String,
         config: Rbac,
     },
+    /// `envoy.filters.http.ext_authz` (its HTTP service).
+    ExtAuthz {
+        name: String,
+        config: Box<ExtAuthz>,
+    },
 }
 
 /// A `typed_per_filter_config` entry of a route or virtual host, by the filter name it is keyed by.
@@ -416,6 +421,8 @@ pub enum PerFilterConfig {
     /// `RBAC` at the connection manager, `RBACPerRoute.rbac` on a route or virtual host (whose
     /// stat prefixes are empty: a per-route config counts into the filter's own stats).
     Rbac(Rbac),
+    ExtAuthz(Box<ExtAuthz>),
+    ExtAuthzPerRoute(ExtAuthzPerRoute),
 }
 
 /// `type.matcher.v3.StringMatcher` (CORS's allowed origins, CSRF's additional origins, RBAC's
@@ -455,6 +462,60 @@ pub struct CorsPolicy {
     pub filter_enabled: Option<Fraction>,
     /// `shadow_enabled.default_value`; None (absent) = not in shadow mode.
     pub shadow_enabled: Option<Fraction>,
+}
+
+/// `envoy.extensions.filters.http.ext_authz.v3.ExtAuthz` with an `http_service`, with Envoy's
+/// defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExtAuthz {
+    /// `http_service.server_uri.uri`: shown in /config_dump only (the check goes to `cluster`).
+    pub uri: String,
+    /// `http_service.server_uri.cluster`.
+    pub cluster: String,
+    /// `http_service.server_uri.timeout` (0 means Envoy's 200 ms).
+    pub timeout: std::time::Duration,
+    pub path_prefix: String,
+    /// `authorization_request.allowed_headers`: sent besides Envoy's fixed set.
+    pub allowed_headers: Vec<StringMatcher>,
+    /// `authorization_request.headers_to_add`: (lower-case name, value).
+    pub headers_to_add: Vec<(String, String)>,
+    pub allowed_upstream_headers: Vec<StringMatcher>,
+    pub allowed_upstream_headers_to_append: Vec<StringMatcher>,
+    /// Empty: every header of a denial but `host`.
+    pub allowed_client_headers: Vec<StringMatcher>,
+    pub allowed_client_headers_on_success: Vec<StringMatcher>,
+    pub failure_mode_allow: bool,
+    pub failure_mode_allow_header_add: bool,
+    /// `status_on_error.code`, default 403.
+    pub status_on_error: u16,
+    pub with_request_body: Option<ExtAuthzBody>,
+    /// Accepted fields `convert` warns about.
+    pub warned: ExtAuthzWarned,
+}
+
+/// `with_request_body`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtAuthzBody {
+    pub max_request_bytes: u32,
+    pub allow_partial_message: bool,
+}
+
+/// The ext_authz fields skiff accepts and does not act on (see `unenforced`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExtAuthzWarned {
+    pub dynamic_metadata_from_headers: bool,
+    pub clear_route_cache: bool,
+    pub include_peer_certificate: bool,
+}
+
+/// `ExtAuthzPerRoute`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtAuthzPerRoute {
+    pub disabled: bool,
+    /// `check_settings.disable_request_body_buffering`.
+    pub disable_request_body_buffering: bool,
+    /// `check_settings.with_request_body`: replaces the filter's.
+    pub with_request_body: Option<ExtAuthzBody>,
 }
 
 /// `envoy.extensions.filters.http.csrf.v3.CsrfPolicy`.

@@ -18,6 +18,7 @@
 
 pub mod cors;
 pub mod csrf;
+pub mod ext_authz;
 pub mod fault;
 pub mod jwt_authn;
 pub mod local_ratelimit;
@@ -26,17 +27,19 @@ pub mod rbac;
 mod string_match;
 mod verdict;
 
-pub use verdict::{FilterReply, Scheme, Verdict};
+pub use verdict::{Check, CheckAnswer, CheckFailure, CheckOutcome, CheckReply, FilterReply, Scheme, Verdict};
 
 use crate::config::{self, JwtPerRoute, PerFilterConfig, RouteConfig};
 use crate::http::RequestHead;
 use crate::peer::Connection;
 use crate::route::{BuildError, Route, VirtualHost};
 use crate::stats::{
-    CorsStats, CsrfStats, FaultStats, JwtAuthnStats, LocalRateLimitStats, RbacShadowStats, RbacStats,
+    CorsStats, CsrfStats, ExtAuthzStats, FaultStats, JwtAuthnStats, LocalRateLimitStats, RbacShadowStats,
+    RbacStats,
 };
 use cors::Cors;
 use csrf::Csrf;
+use ext_authz::ExtAuthz;
 use fault::Fault;
 use jwt_authn::JwtAuthn;
 use local_ratelimit::LocalRateLimit;
@@ -73,6 +76,11 @@ pub enum HttpFilter {
         stats: usize,
         /// The connection manager's, for `remote_ip`.
         use_remote_address: bool,
+    },
+    /// Its per-route settings are all an override can change (`ExtAuthzPerRoute`).
+    ExtAuthz {
+        filter: ExtAuthz,
+        per_route: Scoped<config::ExtAuthzPerRoute>,
     },
 }
 
@@ -114,6 +122,8 @@ pub enum StatName {
     JwtAuthn(String),
     /// `http.<hcm>.rbac[.<rules>].*` and `http.<hcm>.rbac[.<shadow>].shadow_*`.
     Rbac { hcm: String, rules: String, shadow: String },
+    /// `http.<connection manager stat_prefix>.ext_authz.*`.
+    ExtAuthz(String),
 }
 
 /// One shard's stats block for a chain's stat index.
@@ -125,6 +135,7 @@ pub enum FilterStats {
     Csrf(Rc<CsrfStats>),
     JwtAuthn(Rc<JwtAuthnStats>),
     Rbac(Rc<RbacStats>, Rc<RbacShadowStats>),
+    ExtAuthz(Rc<ExtAuthzStats>),
 }
 
 /// The filters of one connection manager, in config order.
@@ -200,6 +211,19 @@ impl FilterChain {
                     let use_remote_address = hcm.use_remote_address;
                     compiled.push(HttpFilter::Rbac { configs, stats, use_remote_address });
                 }
+                config::HttpFilter::ExtAuthz { name, config } => {
+                    stat_names.push(StatName::ExtAuthz(stat_prefix.to_string()));
+                    let filter = ExtAuthz::compile(config, clusters, stat_names.len() - 1)?;
+                    let base = config::ExtAuthzPerRoute {
+                        disabled: false,
+                        disable_request_body_buffering: false,
+                        with_request_body: None,
+                    };
+                    let mut keep = |c: &config::ExtAuthzPerRoute| Ok(c.clone());
+                    let (vhosts, routes) = overrides(rc, name, as_ext_authz, &mut keep)?;
+                    compiled
+                        .push(HttpFilter::ExtAuthz { filter, per_route: Scoped { base, vhosts, routes } });
+                }
             }
         }
         Ok(FilterChain { filters: compiled.into_boxed_slice(), stat_names })
@@ -231,7 +255,7 @@ impl FilterChain {
         roll: &mut dyn FnMut() -> u64,
     ) -> Verdict<'a> {
         let mut v = Verdict::default();
-        for filter in self.filters.iter() {
+        for (index, filter) in self.filters.iter().enumerate() {
             match filter {
                 HttpFilter::LocalRateLimit(configs) => {
                     let limit = configs.at(found);
@@ -271,12 +295,44 @@ impl FilterChain {
                         configs.at(found).on_request(&subject, s, shadow, &mut v);
                     }
                 }
+                HttpFilter::ExtAuthz { filter, per_route } => {
+                    filter.on_request(head, per_route.at(found), index, &mut v);
+                }
             }
             if v.reply.is_some() {
                 break;
             }
         }
         v
+    }
+}
+
+impl FilterChain {
+    /// Completes `check` with what the asking filter takes from the upstream request head
+    /// `upstream` (as written for a forwarded request: the connection manager's own headers).
+    pub fn complete_check(&self, check: &mut Check, upstream: &[u8]) {
+        if let Some(HttpFilter::ExtAuthz { filter, .. }) = self.filters.get(check.filter) {
+            let lines = filter.connection_manager_lines(upstream);
+            check.add_lines(&lines);
+        }
+    }
+
+    /// The decision of the filter that asked for `check` on its answer (or its failure).
+    /// `routed`: the routed cluster's copy of ext_authz's counters, when there is a cluster.
+    pub fn decide(
+        &self,
+        check: &Check,
+        answer: Result<CheckAnswer, CheckFailure>,
+        stats: &[FilterStats],
+        routed: Option<&ExtAuthzStats>,
+    ) -> CheckOutcome {
+        match self.filters.get(check.filter) {
+            Some(HttpFilter::ExtAuthz { filter, .. }) => match stats.get(filter.stats) {
+                Some(FilterStats::ExtAuthz(s)) => filter.decide(s, routed, answer),
+                _ => CheckOutcome::default(),
+            },
+            _ => CheckOutcome::default(),
+        }
     }
 }
 
@@ -323,6 +379,13 @@ fn as_rate_limit(c: &PerFilterConfig) -> Option<&config::LocalRateLimit> {
 fn as_fault(c: &PerFilterConfig) -> Option<&config::Fault> {
     match c {
         PerFilterConfig::Fault(c) => Some(c),
+        _ => None,
+    }
+}
+
+fn as_ext_authz(c: &PerFilterConfig) -> Option<&config::ExtAuthzPerRoute> {
+    match c {
+        PerFilterConfig::ExtAuthzPerRoute(c) => Some(c),
         _ => None,
     }
 }

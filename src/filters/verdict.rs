@@ -60,6 +60,9 @@ pub struct Verdict<'a> {
     /// removed); route rewrites apply to it.
     pub path: Option<String>,
     pub(super) fault: Option<ActiveFault<'a>>,
+    /// An exchange with a cluster the request owner awaits (after any delay) before carrying out
+    /// the rest; its outcome may replace `reply` or add header lines.
+    pub check: Option<Check>,
 }
 
 impl<'a> Verdict<'a> {
@@ -73,8 +76,124 @@ impl<'a> Verdict<'a> {
             && self.response_headers.is_empty()
             && self.remove_request_headers.is_empty()
             && self.path.is_none()
-            && self.fault.is_none();
+            && self.fault.is_none()
+            && self.check.is_none();
         (!nothing).then(|| Box::new(self))
+    }
+}
+
+/// A filter's asynchronous step: an HTTP/1.1 request to one of the snapshot's clusters, sent by
+/// the request owner (`shard::check`) within `timeout`, whose answer the filter that asked then
+/// decides on (`Check::decide`). A request whose filters ask nothing pays nothing for it.
+#[derive(Debug)]
+pub struct Check {
+    pub cluster: usize,
+    pub timeout: Duration,
+    /// The request head, without its framing: `add_body` writes `content-length` at `framing_at`
+    /// and appends the body.
+    pub(super) request: Vec<u8>,
+    pub(super) framing_at: usize,
+    /// The request's body goes along, up to this many bytes (ext_authz's `with_request_body`).
+    pub(super) body: Option<crate::config::ExtAuthzBody>,
+    /// The asking filter's place in the chain, which decides on the answer
+    /// (`FilterChain::decide`).
+    pub(super) filter: usize,
+}
+
+/// The answer to a check: its status, its header lines (names lower-cased) and its body.
+#[derive(Debug, Default)]
+pub struct CheckAnswer {
+    pub status: u16,
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+/// Why a check has no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckFailure {
+    /// No healthy host, or a circuit breaker refused the exchange.
+    NoHost,
+    Connect,
+    Timeout,
+    /// The connection broke or the answer was not HTTP/1.1 skiff could read.
+    Exchange,
+    /// The service answered with a status that counts as a failure (a 5xx).
+    Status(u16),
+}
+
+/// A reply a check decided on: owned, unlike a synchronous filter's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckReply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// Header lines (`name: value\r\n`).
+    pub headers: Vec<u8>,
+    pub flag: ResponseFlags,
+    /// `%RESPONSE_CODE_DETAILS%`: `ext_authz_denied` or `ext_authz_error`, as Envoy's.
+    pub details: &'static str,
+}
+
+/// What a check decided: a reply instead of the request's own outcome, or header lines for
+/// the upstream request (set, replacing lines of the same name, or appended) and for the
+/// response.
+#[derive(Debug, Default)]
+pub struct CheckOutcome {
+    pub reply: Option<CheckReply>,
+    pub request_headers_set: Vec<(Vec<u8>, Vec<u8>)>,
+    pub request_headers_append: Vec<u8>,
+    pub response_headers: Vec<u8>,
+}
+
+impl Check {
+    /// Completes the request with the client's body as far as it has arrived (`body`, the
+    /// payload; `whole`: all of it). A body over the limit is cut (`allow_partial_message`) or
+    /// refused with Envoy's 413.
+    pub fn add_body(&mut self, body: &[u8], whole: bool) -> Result<(), CheckReply> {
+        let mut framing = Vec::with_capacity(64);
+        let sent = match self.body {
+            Some(limit) if !body.is_empty() => {
+                let max = limit.max_request_bytes as usize;
+                let over = body.len() > max || (!whole && body.len() == max);
+                if over && !limit.allow_partial_message {
+                    return Err(CheckReply {
+                        status: 413,
+                        body: b"Payload Too Large".to_vec(),
+                        headers: Vec::new(),
+                        flag: ResponseFlags::NONE,
+                        details: "request_payload_too_large",
+                    });
+                }
+                let sent = &body[..body.len().min(max)];
+                push_header(&mut framing, b"content-length", sent.len().to_string().as_bytes());
+                let partial: &[u8] = if over || !whole { b"true" } else { b"false" };
+                push_header(&mut framing, b"x-envoy-auth-partial-body", partial);
+                sent
+            }
+            _ => {
+                push_header(&mut framing, b"content-length", b"0");
+                &[]
+            }
+        };
+        let framed = framing.len();
+        self.request.splice(self.framing_at..self.framing_at, framing);
+        self.framing_at += framed;
+        self.request.extend_from_slice(sent);
+        Ok(())
+    }
+
+    /// Adds header lines to the request's head (after its framing).
+    pub(super) fn add_lines(&mut self, lines: &[u8]) {
+        self.request.splice(self.framing_at..self.framing_at, lines.iter().copied());
+    }
+
+    /// Whether the check wants the request's body.
+    pub fn wants_body(&self) -> bool {
+        self.body.is_some()
+    }
+
+    /// The bytes to send (after `add_body`).
+    pub fn request(&self) -> &[u8] {
+        &self.request
     }
 }
 
@@ -158,6 +277,38 @@ pub(super) fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn check(body: Option<crate::config::ExtAuthzBody>) -> Check {
+        let request = b"POST /p HTTP/1.1\r\nhost: a\r\nx: 1\r\n\r\n".to_vec();
+        Check { cluster: 0, timeout: Duration::from_millis(200), request, framing_at: 27, body, filter: 0 }
+    }
+
+    #[test]
+    fn a_checks_body_is_framed_cut_or_refused_by_its_limit() {
+        let limit = |max, partial| {
+            Some(crate::config::ExtAuthzBody { max_request_bytes: max, allow_partial_message: partial })
+        };
+        let text = |c: &Check| String::from_utf8_lossy(c.request()).into_owned();
+        let mut none = check(None);
+        assert!(none.add_body(b"hello", true).is_ok());
+        assert_eq!(text(&none), "POST /p HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\nx: 1\r\n\r\n");
+        let mut whole = check(limit(8, false));
+        assert!(whole.add_body(b"hello", true).is_ok());
+        assert!(text(&whole)
+            .ends_with("content-length: 5\r\nx-envoy-auth-partial-body: false\r\nx: 1\r\n\r\nhello"));
+        let mut cut = check(limit(4, true));
+        assert!(cut.add_body(b"hello", true).is_ok());
+        assert!(
+            text(&cut).ends_with("content-length: 4\r\nx-envoy-auth-partial-body: true\r\nx: 1\r\n\r\nhell")
+        );
+        let mut arriving = check(limit(8, true));
+        assert!(arriving.add_body(b"he", false).is_ok());
+        assert!(text(&arriving).contains("x-envoy-auth-partial-body: true"));
+        assert_eq!(check(limit(4, false)).add_body(b"hello", true).map_err(|r| r.status), Err(413));
+        let mut empty = check(limit(4, false));
+        assert!(empty.add_body(b"", true).is_ok());
+        assert!(!text(&empty).contains("partial"));
+    }
 
     #[test]
     fn fractions_hit_in_proportion() {

@@ -1,20 +1,15 @@
 //! Request mirroring (`request_mirror_policies`): a copy of a request, its Host suffixed `-shadow`,
 //! sent to another cluster by a task of its own and its response read and thrown away. The
-//! client's request never waits for it and never sees it fail. Owns only the shadow exchange:
-//! the copy is made by the request's owner (`request`), and connections come from and go back to
-//! the shard's pool as any request's do.
+//! client's request never waits for it and never sees it fail. Owns only the shadow copy and its
+//! sampling: the copy is made by the request's owner (`request`) and sent by `check::send`, on
+//! the shard's pool as any request.
 
+use super::check::Body;
 use super::headers::written_header_value;
-use super::socket::{self, read_up_to, READ_CHUNK};
 use super::state::{Generation, Shard};
-use super::upstream;
-use crate::cluster::breaker::Resource;
-use crate::cluster::pool::{ConnSlot, PoolKey};
-use crate::http::{self, BodyKind, MAX_HEADERS};
 use crate::route::{Mirror, MirrorTarget};
-use bytes::Buf;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a shadow exchange may take in all: a mirror cluster that hangs must not pile up tasks.
 const SHADOW_LIMIT: Duration = Duration::from_secs(15);
@@ -61,92 +56,8 @@ pub(super) fn shadow_copy(request: &[u8], suffix: bool) -> Option<Vec<u8>> {
 /// Sends `request` to `cluster` and reads its response to the end, within `SHADOW_LIMIT`;
 /// every failure is silent to the client (it shows in the mirror cluster's stats).
 pub(super) async fn shadow(shard: Rc<Shard>, generation: Rc<Generation>, cluster: usize, request: Vec<u8>) {
-    let _ = monoio::time::timeout(SHADOW_LIMIT, exchange(&shard, &generation, cluster, request)).await;
-}
-
-async fn exchange(shard: &Shard, generation: &Generation, cluster: usize, mut request: Vec<u8>) {
-    let snap = &generation.snap.clusters[cluster];
-    let stats = &generation.cluster_stats[cluster];
-    let Some(endpoint) = generation.clusters[cluster].pick(snap, &shard.rng) else {
-        stats.upstream_cx_none_healthy.inc();
-        return;
-    };
-    let addr = snap.endpoints[endpoint];
-    let host = &generation.host_stats[cluster][endpoint];
-    let key = PoolKey { cluster: snap.pool_id, addr };
-    let mut up = match upstream::take_pooled(shard, key) {
-        Some(up) => up,
-        None => {
-            // A shadow never waits for a connection: at `max_connections` (the cluster's or its
-            // host's) it is dropped.
-            let host_cap = snap.host_room(endpoint);
-            if host_cap.is_some_and(|(_, room)| !room)
-                || !snap.breaker.try_take(Resource::Connections, &snap.circuit_breakers)
-            {
-                stats.upstream_cx_overflow.inc();
-                return;
-            }
-            let slot = ConnSlot::new(snap.breaker.clone(), shard.pool.endpoint(key))
-                .on_host(host_cap.map(|(n, _)| n));
-            match upstream::connect(&shard.stats, addr, key, snap, stats, host, slot).await {
-                Ok(up) => up,
-                Err(_) => return,
-            }
-        }
-    };
-    let Some(_request) = snap.breaker.hold(Resource::Requests, &snap.circuit_breakers) else {
-        stats.upstream_rq_active_overflow.inc();
-        return;
-    };
-    up.requests += 1;
-    up.in_request = true;
-    stats.upstream_rq_total.inc();
-    host.rq_total.inc();
-    let started = Instant::now();
-    let sent = request.len() as u64;
-    if socket::write_kept(&mut up.stream, &mut request).await.is_err() {
-        return;
-    }
-    stats.upstream_cx_tx_bytes_total.add(sent);
-    let _ = up.read.disarm().await;
-    let Some((reader, buf)) = up.read.parts() else { return };
-    // The response head, then a Content-Length body skipped; any other framing closes the
-    // connection once the head is read (the shadow's body is of no use).
-    let (status, body, keep_alive) = loop {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        match http::parse_response(buf, &mut headers, 64 * 1024, false) {
-            Ok(Some(head)) if (100..200).contains(&head.status) => buf.advance(head.head_len),
-            Ok(Some(head)) => {
-                let found = (head.status, head.body, head.keep_alive);
-                buf.advance(head.head_len);
-                break found;
-            }
-            Ok(None) => match read_up_to(reader, buf, READ_CHUNK).await {
-                Ok(1..) => {}
-                _ => {
-                    up.peer_closed = true;
-                    return;
-                }
-            },
-            Err(_) => return,
-        }
-    };
-    stats.completed(status);
-    let BodyKind::Length(mut left) = body else { return };
-    while left > 0 {
-        let have = (buf.len() as u64).min(left);
-        buf.advance(have as usize);
-        left -= have;
-        if left > 0 && !matches!(read_up_to(reader, buf, READ_CHUNK).await, Ok(1..)) {
-            up.peer_closed = true;
-            return;
-        }
-    }
-    stats.upstream_rq_time.record_us(started.elapsed().as_micros() as u64);
-    up.in_request = false;
-    if keep_alive && buf.is_empty() && !up.expired() && up.read.arm(READ_CHUNK) {
-        shard.pool.put(up, shard.date.second());
-    }
+    let sent = super::check::send(&shard, &generation, cluster, request, Body::Skip);
+    let _ = monoio::time::timeout(SHADOW_LIMIT, sent).await;
 }
 
 #[cfg(test)]

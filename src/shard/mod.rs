@@ -5,6 +5,7 @@
 
 mod body;
 mod chains;
+mod check;
 mod conn;
 mod downstream;
 mod headers;

@@ -270,7 +270,8 @@ pub fn local(out: &mut Vec<u8>, reply: &LocalReply, date: &DateCache, server: &s
     if !length_last {
         length(out);
     }
-    if !reply.body.is_empty() {
+    // A filter's reply may bring its own type (an authorization service's denial does).
+    if !reply.body.is_empty() && !has_content_type(&reply.headers) {
         header(out, b"content-type", b"text/plain");
     }
     out.extend_from_slice(&reply.headers);
@@ -289,6 +290,10 @@ pub fn local(out: &mut Vec<u8>, reply: &LocalReply, date: &DateCache, server: &s
     if !head_request {
         out.extend_from_slice(&reply.body);
     }
+}
+
+fn has_content_type(lines: &[u8]) -> bool {
+    lines.split(|b| *b == b'\n').any(|l| l.len() > 13 && l[..13].eq_ignore_ascii_case(b"content-type:"))
 }
 
 /// A random (v4) UUID, as Envoy generates for `x-request-id`.

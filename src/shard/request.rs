@@ -6,6 +6,7 @@
 //! through `upstream::forward`; never reads a request head itself.
 
 use super::body;
+use super::check;
 use super::downstream::Downstream;
 use super::headers::{self, RequestRewrite};
 use super::mirror;
@@ -19,7 +20,7 @@ use super::upstream::{self, Exchange, Forwarded, RequestFacts};
 use crate::access_log::ResponseFlags;
 use crate::cluster::outlier::Outcome;
 use crate::config::{LbPolicy, StreamLimits};
-use crate::filters::{FilterStats, Verdict};
+use crate::filters::{CheckOutcome, FilterStats, Verdict};
 use crate::http::{header_is, RequestHead, Version};
 use crate::peer::Connection;
 use crate::route::{Action, Forward, Route, Targets, VirtualHost};
@@ -222,6 +223,27 @@ impl<'g> Request<'g> {
                 forward => forward,
             }
         };
+        // A check that takes the request's body gets what came with the head; one over the
+        // limit is refused (closing: the rest of it may still be on its way).
+        if let Some(check) = filters.as_mut().and_then(|f| f.check.as_mut()) {
+            let arrived = &buf[head.head_len..head.head_len + scan.len];
+            let body =
+                if check.wants_body() { check::payload(head.body, arrived) } else { Default::default() };
+            if check.add_body(&body, scan.complete).is_err() {
+                if let Some(f) = filters.as_mut() {
+                    f.check = None;
+                }
+                if let Some((_, crate::route::Route { action: Action::Forward(f), .. })) = found {
+                    if let Targets::Single(c) = &f.clusters {
+                        obs.upstream_cluster = Some(*c);
+                    }
+                }
+                let too_large = LocalReply::new(413, b"Payload Too Large")
+                    .closing()
+                    .detailed("request_payload_too_large");
+                return filtered(too_large, filters);
+            }
+        }
         if let Some(r) = filters.as_mut().and_then(|f| f.reply.take()) {
             let mut local = LocalReply::new(r.status, b"").flagged(r.flag).detailed(r.details);
             local.body = r.body;
@@ -318,6 +340,9 @@ impl<'g> Request<'g> {
             tls: conn.tls,
         };
         headers::write_request_head(req_out, head, &rewrite, &self.shard.rng, obs);
+        if let Some(check) = filters.as_mut().and_then(|f| f.check.as_mut()) {
+            self.listener.filters.complete_check(check, req_out);
+        }
         if let Some(added) = filters.as_ref().map(|f| &f.request_headers).filter(|h| !h.is_empty()) {
             // Inside the head: before its closing empty line, and before the `content-length: 0`
             // Envoy's codec writes last.
@@ -362,12 +387,12 @@ impl<'g> Request<'g> {
     }
 
     /// Carries out the plan, then counts and logs the request.
-    pub async fn run(self, plan: Plan<'g>, d: &mut Downstream) -> Continue {
+    pub async fn run(self, mut plan: Plan<'g>, d: &mut Downstream) -> Continue {
         d.status = 0;
         d.response_started = false;
         d.body_unread = false;
         if let Plan::Reply { filters: Some(filters), .. } | Plan::Forward { filters: Some(filters), .. } =
-            &plan
+            &mut plan
         {
             d.obs.flag(filters.flags);
             if let Some(delay) = filters.delay {
@@ -376,6 +401,32 @@ impl<'g> Request<'g> {
                     self.finish(d);
                     return Continue::Close;
                 }
+            }
+            if let Some(check) = filters.check.take() {
+                let asked =
+                    check::check(self.shard, self.generation, check.cluster, check.request(), check.timeout);
+                // A client that leaves meanwhile ends the request as Envoy resets it: `0 DC`, the
+                // check abandoned and nothing counted by the filter.
+                let answer = monoio::select! {
+                    answer = asked => Some(answer),
+                    _ = client_left(d.stream.as_raw_fd()) => None,
+                };
+                let Some(answer) = answer else {
+                    if let Plan::Forward { cluster, .. } = &plan {
+                        d.obs.upstream_cluster = Some(*cluster);
+                    }
+                    d.obs.flag(ResponseFlags::DC);
+                    self.finish(d);
+                    return Continue::Close;
+                };
+                let routed = match &plan {
+                    Plan::Forward { cluster, .. } => self.generation.snap.clusters.get(*cluster),
+                    Plan::Reply { .. } => None,
+                };
+                let routed = routed.map(|c| self.shard.stats.cluster_ext_authz(&c.name));
+                let outcome =
+                    self.listener.filters.decide(&check, answer, self.filter_stats, routed.as_deref());
+                plan = self.checked(plan, outcome, d);
             }
         }
         let next = match plan {
@@ -416,6 +467,49 @@ impl<'g> Request<'g> {
         };
         self.finish(d);
         next
+    }
+
+    /// Carries a check's outcome into the plan: its reply replaces the plan's outcome (after the
+    /// request's body, when the whole of it is here, as a reply from `plan` would), or its header
+    /// lines go on the upstream request and on the response.
+    fn checked(&self, plan: Plan<'g>, outcome: CheckOutcome, d: &mut Downstream) -> Plan<'g> {
+        if let Some(r) = outcome.reply {
+            let (consumed, head_request, http10, filters) = match plan {
+                Plan::Forward { facts, consumed, filters, cluster, .. } => {
+                    // Envoy has resolved the route's cluster by then, and logs it.
+                    d.obs.upstream_cluster = Some(cluster);
+                    (facts.body_buffered.then_some(consumed), facts.head_method, facts.http10, filters)
+                }
+                Plan::Reply { consumed, head_request, filters, reply } => {
+                    (consumed, head_request, reply.http10, filters)
+                }
+            };
+            let mut reply = LocalReply::new(r.status, b"").flagged(r.flag).detailed(r.details);
+            reply.body = r.body.into();
+            reply.headers = r.headers;
+            reply.http10 = http10;
+            if let Some(f) = &filters {
+                reply.headers.extend_from_slice(&f.response_headers);
+            }
+            return Plan::Reply { reply, consumed, head_request, filters };
+        }
+        match plan {
+            Plan::Forward { route, vhost, cluster, facts, limits, consumed, mut filters } => {
+                check::edit_head(
+                    &mut d.req_out,
+                    &outcome.request_headers_set,
+                    &outcome.request_headers_append,
+                );
+                if let Some(f) = filters.as_mut() {
+                    f.response_headers.extend_from_slice(&outcome.response_headers);
+                }
+                Plan::Forward { route, vhost, cluster, facts, limits, consumed, filters }
+            }
+            Plan::Reply { mut reply, consumed, head_request, filters } => {
+                reply.headers.extend_from_slice(&outcome.response_headers);
+                Plan::Reply { reply, consumed, head_request, filters }
+            }
+        }
     }
 
     /// Refuses a request whose head could not be read (400, 408, 431, 501): always closes.

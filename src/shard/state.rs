@@ -98,6 +98,7 @@ impl Generation {
                         StatName::Rbac { hcm, rules, shadow } => {
                             FilterStats::Rbac(stats.rbac(hcm, rules), stats.rbac_shadow(hcm, shadow))
                         }
+                        StatName::ExtAuthz(p) => FilterStats::ExtAuthz(stats.ext_authz(p)),
                     };
                     l.filters.stat_names().iter().map(by_name).collect()
                 })

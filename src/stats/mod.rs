@@ -519,6 +519,17 @@ stat_block! {
     }
 }
 
+stat_block! {
+    /// `http.<stat_prefix>.ext_authz.*`, per connection manager with an ext_authz filter.
+    ExtAuthzStats {
+        ok: Counter,
+        denied: Counter,
+        error: Counter,
+        disabled: Counter,
+        failure_mode_allowed: Counter,
+    }
+}
+
 impl HttpStats {
     pub fn response(&self, status: u16) -> &Counter {
         match status {
@@ -617,6 +628,9 @@ pub struct ShardStats {
     /// Keyed by (connection manager prefix, rules prefix).
     rbac: RefCell<HashMap<(String, String), Rc<RbacStats>>>,
     rbac_shadow: RefCell<HashMap<(String, String), Rc<RbacShadowStats>>>,
+    ext_authz: RefCell<HashMap<String, Rc<ExtAuthzStats>>>,
+    /// Envoy's copy of the ext_authz counters under the routed cluster, by cluster name.
+    cluster_ext_authz: RefCell<HashMap<String, Rc<ExtAuthzStats>>>,
     /// `ssl.*` of a listener or cluster scope, and `http.<prefix>.downstream_cx_ssl_*`.
     ssl: RefCell<HashMap<Scope, Rc<SslStats>>>,
     http_ssl: RefCell<HashMap<String, Rc<HttpSslStats>>>,
@@ -689,6 +703,17 @@ impl ShardStats {
     /// `http.<hcm>.rbac[.<rules>].{shadow_allowed,shadow_denied}`.
     pub fn rbac_shadow(&self, hcm: &str, rules: &str) -> Rc<RbacShadowStats> {
         self.rbac_shadow.borrow_mut().entry((hcm.to_string(), rules.to_string())).or_default().clone()
+    }
+
+    /// `http.<stat_prefix>.ext_authz.*` of a connection manager.
+    pub fn ext_authz(&self, stat_prefix: &str) -> Rc<ExtAuthzStats> {
+        self.ext_authz.borrow_mut().entry(stat_prefix.to_string()).or_default().clone()
+    }
+
+    /// `cluster.<name>.ext_authz.*`: the counters of the checks of requests routed to cluster
+    /// `name` (looked up per check, which costs far less than its exchange).
+    pub fn cluster_ext_authz(&self, name: &str) -> Rc<ExtAuthzStats> {
+        self.cluster_ext_authz.borrow_mut().entry(name.to_string()).or_default().clone()
     }
 
     /// `<scope>.ssl.*` (a `Scope::Listener` or `Scope::Cluster`); looked up per TLS connection,
@@ -773,6 +798,16 @@ impl ShardStats {
         }
         for ((hcm, rules), s) in self.rbac_shadow.borrow().iter() {
             s.dump(&Scope::Rbac { hcm: hcm.clone(), rules: rules.clone() }, &mut out);
+        }
+        for (prefix, s) in self.ext_authz.borrow().iter() {
+            s.dump(&Scope::HttpFilter(prefix.clone(), "ext_authz"), &mut out);
+        }
+        for (name, s) in self.cluster_ext_authz.borrow().iter() {
+            let scope = Scope::Cluster(name.clone());
+            s.ok.dump(&scope, "ext_authz.ok", &mut out);
+            s.denied.dump(&scope, "ext_authz.denied", &mut out);
+            s.error.dump(&scope, "ext_authz.error", &mut out);
+            s.failure_mode_allowed.dump(&scope, "ext_authz.failure_mode_allowed", &mut out);
         }
         for (scope, s) in self.ssl.borrow().iter() {
             s.dump(scope, &mut out);

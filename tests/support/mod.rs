@@ -2,6 +2,7 @@
 //! ephemeral loopback ports, and a raw HTTP client. Include with `mod support;`.
 #![allow(dead_code)]
 
+pub mod ext_authz;
 pub mod filters;
 pub mod tls;
 pub mod websocket;
