@@ -2,6 +2,7 @@
 //! the errors that name file, line, column and field path. Knows nothing of sockets, DNS or shards.
 
 mod convert;
+mod convert_compressor;
 mod convert_cors;
 mod convert_filters;
 mod convert_health;

@@ -128,6 +128,8 @@ pub const UNENFORCED: &[Unenforced] = &[
     u("bootstrap.static_resources.secrets", "SDS is not yet supported: certificates come from tls_certificates"),
     u("hcm.server_header_transformation", "skiff always overwrites the server header"),
     u("cluster.respect_dns_ttl", "dns_refresh_rate is used"),
+    u("compressor.request_direction_config", "request bodies are not compressed"),
+    u("http_filters.decompressor", "the decompressor filter is not run: bodies pass as they are"),
     u("cluster.circuit_breakers.thresholds.priority", "HIGH priority thresholds are ignored: skiff routes everything at DEFAULT priority"),
 ];
 

@@ -16,6 +16,7 @@
 //! The network filters a listener runs on a new connection, before the connection manager, are
 //! `network`'s: a separate chain with its own phase, which reuses `local_ratelimit`'s bucket.
 
+pub mod compressor;
 pub mod cors;
 pub mod csrf;
 pub mod fault;
@@ -24,12 +25,14 @@ pub mod network;
 mod string_match;
 mod verdict;
 
-pub use verdict::{FilterReply, Verdict};
+pub use verdict::{CompressAsk, FilterReply, Verdict};
 
 use crate::config::{self, PerFilterConfig, RouteConfig};
 use crate::http::RequestHead;
+use crate::http::ResponseHead;
 use crate::route::{BuildError, Route, VirtualHost};
-use crate::stats::{CorsStats, CsrfStats, FaultStats, LocalRateLimitStats};
+use crate::stats::{CompressorStats, CorsStats, CsrfStats, FaultStats, LocalRateLimitStats};
+use compressor::Compressor;
 use cors::Cors;
 use csrf::Csrf;
 use fault::Fault;
@@ -54,6 +57,7 @@ pub enum HttpFilter {
         /// Index of `http.<stat_prefix>.csrf.*` in the chain's stats.
         stats: usize,
     },
+    Compressor(Compressor),
 }
 
 /// A filter's config at the connection manager and its overrides, most specific first: a
@@ -86,6 +90,9 @@ pub enum StatName {
     Cors(String),
     /// `http.<connection manager stat_prefix>.csrf.*`.
     Csrf(String),
+    /// `http.<connection manager stat_prefix>.compressor.<rest>.*`; whether its response
+    /// counters are `response.*`.
+    Compressor { prefix: String, rest: String, response_prefix: bool },
 }
 
 /// One shard's stats block for a chain's stat index.
@@ -95,6 +102,7 @@ pub enum FilterStats {
     Fault(Rc<FaultStats>),
     Cors(Rc<CorsStats>),
     Csrf(Rc<CsrfStats>),
+    Compressor(Rc<CompressorStats>),
 }
 
 /// The filters of one connection manager, in config order.
@@ -148,6 +156,15 @@ impl FilterChain {
                     let base = Csrf::compile(config)?;
                     let (vhosts, routes) = overrides(rc, name, as_csrf, &mut Csrf::compile)?;
                     compiled.push(HttpFilter::Csrf { configs: Scoped { base, vhosts, routes }, stats });
+                }
+                config::HttpFilter::Compressor { config, .. } => {
+                    let c = Compressor::compile(config, stat_names.len());
+                    stat_names.push(StatName::Compressor {
+                        prefix: stat_prefix.to_string(),
+                        rest: c.stat_rest(),
+                        response_prefix: c.response_prefix(),
+                    });
+                    compiled.push(HttpFilter::Compressor(c));
                 }
             }
         }
@@ -205,12 +222,75 @@ impl FilterChain {
                         configs.at(vhost, route).on_request(head, s, roll, &mut v);
                     }
                 }
+                HttpFilter::Compressor(c) => {
+                    if let Some(FilterStats::Compressor(s)) = stats.get(c.stats) {
+                        // Request bodies are not compressed (request_direction_config is warned).
+                        s.request_not_compressed.inc();
+                    }
+                    if v.compress.is_none() {
+                        let accept = verdict::header(head, "accept-encoding").map(Box::<[u8]>::from);
+                        v.compress = Some(CompressAsk { accept_encoding: accept });
+                    }
+                }
             }
             if v.reply.is_some() {
                 break;
             }
         }
         v
+    }
+}
+
+impl FilterChain {
+    /// The response-head phase of the chain's compressor filters (only for a request whose
+    /// verdict holds a `CompressAsk`): what the head must say, and the encoder of the body when
+    /// it is compressed. `end_stream`: the response has no body.
+    pub fn on_response_head(
+        &self,
+        ask: &CompressAsk,
+        head: &ResponseHead<'_>,
+        end_stream: bool,
+        stats: &[FilterStats],
+    ) -> (compressor::Decision, Option<(compressor::Encoder, Rc<CompressorStats>)>) {
+        let filters: Vec<(usize, &Compressor, &CompressorStats)> = self
+            .filters
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| match (f, f.compressor_stats(stats)) {
+                (HttpFilter::Compressor(c), Some(s)) => Some((i, c, s)),
+                _ => None,
+            })
+            .collect();
+        let state = compressor::HeadState::of(head, end_stream);
+        let decision = compressor::decide(&filters, ask.accept_encoding.as_deref(), &state);
+        let encoder = decision.compress.and_then(|(i, _)| match self.filters.get(i) {
+            Some(HttpFilter::Compressor(c)) => match (compressor::Encoder::of(c), stats.get(c.stats)) {
+                (Ok(e), Some(FilterStats::Compressor(s))) => Some((e, s.clone())),
+                (Ok(_), _) => None,
+                (Err(e), _) => {
+                    log::warn!("compressor: cannot start an encoder: {e}");
+                    None
+                }
+            },
+            _ => None,
+        });
+        (decision, encoder)
+    }
+}
+
+impl HttpFilter {
+    fn compressor_stats<'s>(&self, stats: &'s [FilterStats]) -> Option<&'s CompressorStats> {
+        match (self, self.stat_index().and_then(|i| stats.get(i))) {
+            (HttpFilter::Compressor(_), Some(FilterStats::Compressor(s))) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn stat_index(&self) -> Option<usize> {
+        match self {
+            HttpFilter::Compressor(c) => Some(c.stats),
+            _ => None,
+        }
     }
 }
 

@@ -43,6 +43,14 @@ pub struct Verdict<'a> {
     /// and Envoy's codec writes its `content-length: 0` after `date` and `server`.
     pub encoded_reply: bool,
     pub(super) fault: Option<ActiveFault<'a>>,
+    /// The chain has compressor filters: they decide when the response head arrives.
+    pub compress: Option<CompressAsk>,
+}
+
+/// What the compressor filters keep of the request for the response: its `accept-encoding`.
+#[derive(Debug)]
+pub struct CompressAsk {
+    pub accept_encoding: Option<Box<[u8]>>,
 }
 
 impl<'a> Verdict<'a> {
@@ -54,7 +62,8 @@ impl<'a> Verdict<'a> {
             && self.flags == ResponseFlags::NONE
             && self.request_headers.is_empty()
             && self.response_headers.is_empty()
-            && self.fault.is_none();
+            && self.fault.is_none()
+            && self.compress.is_none();
         (!nothing).then(|| Box::new(self))
     }
 }

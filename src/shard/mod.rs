@@ -4,6 +4,7 @@
 //! shard's memory.
 
 mod body;
+mod compress;
 mod conn;
 mod downstream;
 mod headers;

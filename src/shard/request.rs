@@ -366,7 +366,8 @@ impl<'g> Request<'g> {
                 };
                 let replace = filters.as_ref().is_some_and(|f| f.response_headers_replace);
                 let routed = Routed { route, vhost, cluster };
-                self.forward(d, routed, facts, limits, (filter_headers, replace)).await
+                let compress = filters.as_ref().and_then(|f| f.compress.as_ref());
+                self.forward(d, routed, facts, limits, (filter_headers, replace), compress).await
             }
         };
         self.finish(d);
@@ -406,6 +407,7 @@ impl<'g> Request<'g> {
         facts: RequestFacts,
         limits: Limits,
         (filter_headers, filter_headers_replace): (&[u8], bool),
+        compress: Option<&crate::filters::CompressAsk>,
     ) -> Continue {
         let Action::Forward(fwd) = &route.action else { return Continue::Close };
         let keep_alive = facts.keep_alive;
@@ -441,6 +443,11 @@ impl<'g> Request<'g> {
             head_relayed: &head_relayed,
             answer_retriable: &answer_retriable,
             stream_idle: limits.idle,
+            compress: compress.map(|ask| super::compress::Ask {
+                ask,
+                chain: &self.listener.filters,
+                stats: self.filter_stats,
+            }),
         };
         let client = d.stream.as_raw_fd();
         let watch = self.watch(&limits, &request_complete, &head_relayed, client);

@@ -90,6 +90,9 @@ impl Generation {
                         StatName::Fault(p) => FilterStats::Fault(stats.fault(p)),
                         StatName::Cors(p) => FilterStats::Cors(stats.cors(p)),
                         StatName::Csrf(p) => FilterStats::Csrf(stats.csrf(p)),
+                        StatName::Compressor { prefix, rest, response_prefix } => {
+                            FilterStats::Compressor(stats.compressor(prefix, rest, *response_prefix))
+                        }
                     };
                     l.filters.stat_names().iter().map(by_name).collect()
                 })

@@ -131,6 +131,10 @@ fn prometheus_name(e: &Entry) -> (String, Vec<(&'static str, String)>) {
             labels.push(("envoy_http_conn_manager_prefix", prefix.clone()));
             format!("envoy_http_{filter}_{metric}")
         }
+        Scope::Compressor(prefix, rest) => {
+            labels.push(("envoy_http_conn_manager_prefix", prefix.clone()));
+            format!("envoy_http_compressor_{}_{}", rest.replace('.', "_"), metric.replace('.', "_"))
+        }
         // Envoy extracts no tag from a root-level `<prefix>.http_local_rate_limit.*` name.
         Scope::LocalRateLimit(_) => format!("envoy_{}_{metric}", e.scope.prefix()),
         Scope::Tcp(prefix) => {
