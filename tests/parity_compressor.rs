@@ -1,9 +1,9 @@
 //! Envoy parity for the compressor filter: the same chain (gzip, brotli, zstd compressor filters,
 //! `support/compressor.rs`) and the same requests go through the real Envoy and through skiff,
 //! each in front of its own upstream. Compared: status, the headers the filter decides on
-//! (`content-encoding`, `vary`, `etag`, `content-length`, whether the body is chunked), the body
-//! after decoding, and every `compressor.*` stat except `total_compressed_bytes` (the libraries'
-//! outputs differ in size, not in content). Envoy is found via `$ENVOY_BIN` or PATH; without it
+//! (`content-encoding`, `vary` and their order, `etag`, `content-length`, whether the body is
+//! chunked), the body after decoding, and every `compressor.*` stat except
+//! `total_compressed_bytes` (the libraries' outputs differ in size, not in content). Envoy is found via `$ENVOY_BIN` or PATH; without it
 //! this test fails under CI and skips elsewhere.
 
 mod support;
@@ -84,6 +84,14 @@ fn render(run: &Run) -> Vec<String> {
                 line.push_str(&format!(" {name}={v}"));
             }
         }
+        // The filters' own lines in the order they were added.
+        let order: Vec<&str> = got
+            .headers
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| *n == "content-encoding" || *n == "vary")
+            .collect();
+        line.push_str(&format!(" order={}", order.join(",")));
         line.push_str(&format!(" body={} bytes {:x}", got.decoded.len(), checksum(&got.decoded)));
         out.push(line);
     }

@@ -89,6 +89,9 @@ pub struct Decision {
     pub compress: Option<(usize, &'static str)>,
     /// `vary` gets `Accept-Encoding`.
     pub vary: bool,
+    /// A filter that did not compress added `vary` before the one that did added
+    /// `content-encoding` (Envoy's header order then).
+    pub vary_first: bool,
     pub etag: EtagEdit,
 }
 
@@ -213,6 +216,7 @@ pub(super) fn decide(
             && transfer_encoding_allowed(head.transfer_encoding)
         {
             stats.compressed.inc();
+            decision.vary_first = decision.vary;
             decision.compress = Some((*index, c.encoding));
             if let Some(value) = etag {
                 let weak = value.len() >= 2 && (value[0] == b'W' || value[0] == b'w') && value[1] == b'/';

@@ -48,7 +48,7 @@ pub(super) fn on_head(
 ) -> Option<Compressing> {
     let end_stream = matches!(head.body, BodyKind::None | BodyKind::Length(0));
     let (decision, encoder) = ask.chain.on_response_head(ask.ask, head, end_stream, ask.stats);
-    let Decision { compress, vary, etag } = decision;
+    let Decision { compress, vary, vary_first, etag } = decision;
     let compressing = compress.is_some() && encoder.is_some();
     if !compressing && !vary {
         // The head stays as written: no copy.
@@ -76,9 +76,13 @@ pub(super) fn on_head(
                 }
             }
         }
-        if let Some((_, encoding)) = compress {
-            lines.push([b"content-encoding: ", encoding.as_bytes(), b"\r\n"].concat());
-        }
+    }
+    // Envoy's order: each filter appends its lines as it runs.
+    let encoding_line = compress
+        .filter(|_| compressing)
+        .map(|(_, encoding)| [b"content-encoding: ", encoding.as_bytes(), b"\r\n"].concat());
+    if let Some(line) = encoding_line.clone().filter(|_| !vary_first) {
+        lines.push(line);
     }
     if vary {
         match lines.iter_mut().find(|l| is(l, "vary")) {
@@ -93,6 +97,9 @@ pub(super) fn on_head(
             }
             None => lines.push(b"vary: Accept-Encoding\r\n".to_vec()),
         }
+    }
+    if let Some(line) = encoding_line.filter(|_| vary_first) {
+        lines.push(line);
     }
     if compressing {
         if http10 {
