@@ -79,6 +79,24 @@ fn curl_decompresses_every_encoding_size_and_upstream_framing() {
     assert!(p.stat("text.gzip.response.total_compressed_bytes") < plain / 10);
 }
 
+/// A compressed body is chunked whatever the upstream's framing, so an upstream body that ended
+/// with its connection leaves the client's connection open (as Envoy).
+#[test]
+fn a_compressed_close_delimited_body_keeps_the_client_connection() {
+    let p = Proxy::start();
+    let url = |path: &str| format!("http://{}{path}", p.addr());
+    let out = Command::new("curl")
+        .args(["-sv", "--compressed", "-H", "accept-encoding: br"])
+        .args([url("/close/3000"), url("/len/2000")])
+        .args(["-o", "/dev/null", "-o", "/dev/null"])
+        .output()
+        .expect("run curl");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("Re-using existing connection"), "{log}");
+    assert!(!log.to_lowercase().contains("< connection: close"), "{log}");
+}
+
 #[test]
 fn accept_encoding_picks_the_filter_by_q_value_wildcard_and_identity() {
     let p = Proxy::start();

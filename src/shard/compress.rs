@@ -38,13 +38,14 @@ pub(super) struct Compressing {
 
 /// The filters' decision on a response head that skiff wrote into `out`: edits the head, and
 /// returns the encoder when the body is compressed (then `shape` says how the client's body is
-/// framed: chunked, or until close for an HTTP/1.0 client).
+/// framed: chunked, or until close for an HTTP/1.0 client). `keep_alive`: the client's
+/// connection may go on after this response as far as the request is concerned.
 pub(super) fn on_head(
     ask: Ask<'_>,
     head: &ResponseHead<'_>,
     out: &mut Vec<u8>,
     shape: &mut ResponseShape,
-    http10: bool,
+    (http10, keep_alive): (bool, bool),
 ) -> Option<Compressing> {
     let end_stream = matches!(head.body, BodyKind::None | BodyKind::Length(0));
     let (decision, encoder) = ask.chain.on_response_head(ask.ask, head, end_stream, ask.stats);
@@ -109,6 +110,12 @@ pub(super) fn on_head(
             shape.client_keep_alive = false;
         } else if head.body != BodyKind::Chunked {
             lines.push(b"transfer-encoding: chunked\r\n".to_vec());
+            if head.body == BodyKind::CloseDelimited && keep_alive {
+                // Chunked now, its end no longer the close: the client's connection goes on, as
+                // Envoy's does.
+                lines.retain(|l| !is(l, "connection"));
+                shape.client_keep_alive = true;
+            }
         }
     }
     let mut rebuilt = Vec::with_capacity(out.len() + 64);

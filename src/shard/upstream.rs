@@ -853,7 +853,9 @@ fn on_response_head(
     };
     let mut shape = headers::write_response_head(resp_out, head, &rw, obs);
     let compress = match ex.compress {
-        Some(ask) if !rw.switching => compress::on_head(ask, head, resp_out, &mut shape, ex.facts.http10),
+        Some(ask) if !rw.switching => {
+            compress::on_head(ask, head, resp_out, &mut shape, (ex.facts.http10, rw.keep_alive))
+        }
         _ => None,
     };
     Some(HeadDecision { shape, body: head.body, upstream_keep_alive: head.keep_alive, compress })
