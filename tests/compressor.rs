@@ -163,6 +163,25 @@ fn each_not_compressed_rule_leaves_the_response_as_the_upstream_sent_it() {
 }
 
 #[test]
+fn a_route_can_turn_one_compressor_off() {
+    let p = Proxy::start();
+    let enc = |accept: &'static str| {
+        let got = send(p.addr(), get("/off/len/2000", Some(accept)));
+        assert_eq!(got.decoded, body(2000));
+        got.header("content-encoding").map(str::to_string)
+    };
+    // gzip chosen but off here: nothing compresses; the others still do.
+    assert_eq!(enc("gzip"), None);
+    assert_eq!(enc("br").as_deref(), Some("br"));
+    assert_eq!(enc("zstd;q=0.9, gzip").as_deref(), None);
+    assert_eq!(p.stat("text.gzip.response.not_compressed"), 3);
+    assert_eq!(p.stat("text.gzip.header_compressor_used"), 0);
+    assert_eq!(p.stat("text.brotli.header_compressor_overshadowed"), 2);
+    // Elsewhere gzip runs.
+    assert_eq!(send(p.addr(), get("/len/2000", Some("gzip"))).header("content-encoding"), Some("gzip"));
+}
+
+#[test]
 fn an_http10_client_gets_the_compressed_body_until_the_connection_closes() {
     let up = compressor_support::upstream();
     let dir = scratch_dir("compressor-http10");

@@ -57,6 +57,10 @@ fn requests() -> Vec<Req> {
         }
         all.push(Req { method: "HEAD", path: "/len/2000", accept });
     }
+    // The route that turns gzip off: it still takes part in the choice (br is overshadowed).
+    for accept in [Some("gzip"), Some("br"), Some("*"), Some("gzip;q=0.5, zstd;q=0.4"), None] {
+        all.push(get("/off/len/2000", accept));
+    }
     all
 }
 

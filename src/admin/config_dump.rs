@@ -564,6 +564,10 @@ fn filter_config(c: &PerFilterConfig) -> Value {
             m.insert("@type".into(), CORS_POLICY.into());
             Value::Object(m)
         }
+        PerFilterConfig::CompressorPerRoute { disabled } => json!({
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.compressor.v3.CompressorPerRoute",
+            "disabled": disabled,
+        }),
         PerFilterConfig::Csrf(c) => {
             let mut m = Map::new();
             m.insert("@type".into(), CSRF.into());

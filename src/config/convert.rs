@@ -746,6 +746,12 @@ fn hcm(
                 }
                 PerFilterConfig::Cors(_) => HttpFilter::Cors { name: f.name },
                 PerFilterConfig::Csrf(config) => HttpFilter::Csrf { name: f.name, config },
+                PerFilterConfig::CompressorPerRoute { .. } => {
+                    return fail(
+                        fpi.key("typed_config").key("@type"),
+                        "a CompressorPerRoute goes in typed_per_filter_config; the compressor filter's typed_config is a type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor",
+                    );
+                }
             });
             continue;
         }

@@ -17,6 +17,8 @@ use serde::Deserialize;
 pub(super) const COMPRESSOR_NAME: &str = "envoy.filters.http.compressor";
 pub(super) const COMPRESSOR_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor";
+pub(super) const COMPRESSOR_PER_ROUTE_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.compressor.v3.CompressorPerRoute";
 pub(super) const DECOMPRESSOR_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.http.decompressor.v3.Decompressor";
 const GZIP_TYPE: &str = "type.googleapis.com/envoy.extensions.compression.gzip.compressor.v3.Gzip";
@@ -129,6 +131,41 @@ struct RawZstd {
     strategy: Option<String>,
     dictionary: Ign,
     chunk_size: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPerRoute {
+    #[serde(rename = "@type")]
+    type_url: Option<String>,
+    disabled: Option<bool>,
+    overrides: Option<RawOverrides>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOverrides {
+    response_direction_config: Option<RawResponseOverrides>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResponseOverrides {
+    remove_accept_encoding_header: Option<bool>,
+}
+
+/// A route's or virtual host's `CompressorPerRoute` at `p`: whether it turns the filter off there.
+pub(super) fn per_route(p: &FieldPath, fields: serde_norway::Mapping) -> Res<bool> {
+    let r: RawPerRoute = read(p, fields)?;
+    let remove =
+        r.overrides.and_then(|o| o.response_direction_config).and_then(|d| d.remove_accept_encoding_header);
+    if remove == Some(true) {
+        return fail(
+            p.key("overrides").key("response_direction_config").key("remove_accept_encoding_header"),
+            "remove_accept_encoding_header is not supported",
+        );
+    }
+    Ok(r.disabled.unwrap_or(false))
 }
 
 /// The filter's config at `p`, and whether `request_direction_config` is present (the caller

@@ -8,6 +8,7 @@
 // `deny_unknown_fields` accepts them.
 #![allow(dead_code)]
 
+use super::convert_compressor::{self, COMPRESSOR_PER_ROUTE_TYPE};
 use super::convert_cors::{
     cors_filter, cors_policy, csrf, CORS_NAME, CORS_POLICY_TYPE, CORS_TYPE, CSRF_NAME, CSRF_TYPE,
 };
@@ -43,6 +44,8 @@ pub(super) enum Kind {
     /// The cors filter's per-route `CorsPolicy`.
     CorsPolicy,
     Csrf,
+    /// The compressor's per-route `CompressorPerRoute` (its filter config is `convert`'s).
+    CompressorPerRoute,
 }
 
 impl Kind {
@@ -54,6 +57,7 @@ impl Kind {
             Some(CORS_TYPE) => Some(Kind::Cors),
             Some(CORS_POLICY_TYPE) => Some(Kind::CorsPolicy),
             Some(CSRF_TYPE) => Some(Kind::Csrf),
+            Some(COMPRESSOR_PER_ROUTE_TYPE) => Some(Kind::CompressorPerRoute),
             Some(_) => None,
             None if name == LOCAL_RATELIMIT_NAME => Some(Kind::LocalRateLimit),
             None if FAULT_NAMES.contains(&name) => Some(Kind::Fault),
@@ -81,6 +85,9 @@ pub(super) fn filter_config(
         }
         Kind::CorsPolicy => PerFilterConfig::Cors(cors_policy(p, fields)?),
         Kind::Csrf => PerFilterConfig::Csrf(csrf(p, fields)?),
+        Kind::CompressorPerRoute => {
+            PerFilterConfig::CompressorPerRoute { disabled: convert_compressor::per_route(p, fields)? }
+        }
     })
 }
 

@@ -290,6 +290,10 @@ pub enum PerFilterConfig {
     Fault(Fault),
     Cors(CorsPolicy),
     Csrf(Csrf),
+    /// The compressor's `CompressorPerRoute`: `disabled` (its only other field is refused).
+    CompressorPerRoute {
+        disabled: bool,
+    },
 }
 
 /// `envoy.extensions.filters.http.compressor.v3.Compressor` (its response direction; the

@@ -6,6 +6,7 @@
 //! (the chain's reverse), compresses, or not, and counts. Owns no I/O: the shard's compressing
 //! relay (`shard::compress`) applies the decision to the head it wrote and to the body.
 
+use super::CompressAsk;
 use crate::config::{self, CompressorLibrary, GzipStrategy};
 use crate::http::{header_is, ResponseHead};
 use crate::stats::CompressorStats;
@@ -164,13 +165,14 @@ fn choose<'a>(accept: &[u8], registered: &[(&'a str, bool)]) -> Choice<'a> {
     }
 }
 
-/// The response-head phase of the chain's compressor filters, in encode order. `accept` is the
-/// request's `accept-encoding` (None: it had none).
+/// The response-head phase of the chain's compressor filters, in encode order: `ask` holds the
+/// request's `accept-encoding` (None: it had none) and the filters its route turned off.
 pub(super) fn decide(
     filters: &[(usize, &Compressor, &CompressorStats)],
-    accept: Option<&[u8]>,
+    ask: &CompressAsk,
     head: &HeadState<'_>,
 ) -> Decision {
+    let accept = ask.accept_encoding.as_deref();
     let registered: Vec<(&str, bool)> =
         filters.iter().map(|(_, c, _)| (c.encoding, c.content_type_allowed(head.content_type))).collect();
     let mut choice: Option<Choice<'_>> = None;
@@ -182,7 +184,8 @@ pub(super) fn decide(
     let mut etag = head.etag;
     for (index, c, stats) in filters.iter().rev() {
         let cfg = &c.config;
-        let long_enough = cfg.enabled && minimum_length(cfg, content_length, stats);
+        let route_off = 1u64.checked_shl(c.stats as u32).is_some_and(|bit| ask.disabled & bit != 0);
+        let long_enough = cfg.enabled && !route_off && minimum_length(cfg, content_length, stats);
         let etag_allowed = || {
             let ok = !(cfg.disable_on_etag_header && etag.is_some());
             if !ok {

@@ -57,7 +57,11 @@ pub enum HttpFilter {
         /// Index of `http.<stat_prefix>.csrf.*` in the chain's stats.
         stats: usize,
     },
-    Compressor(Compressor),
+    Compressor {
+        filter: Compressor,
+        /// `CompressorPerRoute.disabled` by virtual host and route (the base: not disabled).
+        disabled: Scoped<bool>,
+    },
 }
 
 /// A filter's config at the connection manager and its overrides, most specific first: a
@@ -157,14 +161,16 @@ impl FilterChain {
                     let (vhosts, routes) = overrides(rc, name, as_csrf, &mut Csrf::compile)?;
                     compiled.push(HttpFilter::Csrf { configs: Scoped { base, vhosts, routes }, stats });
                 }
-                config::HttpFilter::Compressor { config, .. } => {
+                config::HttpFilter::Compressor { name, config } => {
                     let c = Compressor::compile(config, stat_names.len());
                     stat_names.push(StatName::Compressor {
                         prefix: stat_prefix.to_string(),
                         rest: c.stat_rest(),
                         response_prefix: c.response_prefix(),
                     });
-                    compiled.push(HttpFilter::Compressor(c));
+                    let (vhosts, routes) = overrides(rc, name, as_compressor, &mut |d: &bool| Ok(*d))?;
+                    let disabled = Scoped { base: false, vhosts, routes };
+                    compiled.push(HttpFilter::Compressor { filter: c, disabled });
                 }
             }
         }
@@ -222,14 +228,18 @@ impl FilterChain {
                         configs.at(vhost, route).on_request(head, s, roll, &mut v);
                     }
                 }
-                HttpFilter::Compressor(c) => {
-                    if let Some(FilterStats::Compressor(s)) = stats.get(c.stats) {
+                HttpFilter::Compressor { filter, disabled } => {
+                    if let Some(FilterStats::Compressor(s)) = stats.get(filter.stats) {
                         // Request bodies are not compressed (request_direction_config is warned).
                         s.request_not_compressed.inc();
                     }
-                    if v.compress.is_none() {
-                        let accept = verdict::header(head, "accept-encoding").map(Box::<[u8]>::from);
-                        v.compress = Some(CompressAsk { accept_encoding: accept });
+                    let ask = v.compress.get_or_insert_with(|| CompressAsk {
+                        accept_encoding: verdict::header(head, "accept-encoding").map(Box::<[u8]>::from),
+                        disabled: 0,
+                    });
+                    // Off for this route: it still takes part in choosing the encoding, as Envoy's.
+                    if *disabled.at(vhost, route) {
+                        ask.disabled |= 1u64.checked_shl(filter.stats as u32).unwrap_or(0);
                     }
                 }
             }
@@ -257,21 +267,23 @@ impl FilterChain {
             .iter()
             .enumerate()
             .filter_map(|(i, f)| match (f, f.compressor_stats(stats)) {
-                (HttpFilter::Compressor(c), Some(s)) => Some((i, c, s)),
+                (HttpFilter::Compressor { filter, .. }, Some(s)) => Some((i, filter, s)),
                 _ => None,
             })
             .collect();
         let state = compressor::HeadState::of(head, end_stream);
-        let decision = compressor::decide(&filters, ask.accept_encoding.as_deref(), &state);
+        let decision = compressor::decide(&filters, ask, &state);
         let encoder = decision.compress.and_then(|(i, _)| match self.filters.get(i) {
-            Some(HttpFilter::Compressor(c)) => match (compressor::Encoder::of(c), stats.get(c.stats)) {
-                (Ok(e), Some(FilterStats::Compressor(s))) => Some((e, s.clone())),
-                (Ok(_), _) => None,
-                (Err(e), _) => {
-                    log::warn!("compressor: cannot start an encoder: {e}");
-                    None
+            Some(HttpFilter::Compressor { filter: c, .. }) => {
+                match (compressor::Encoder::of(c), stats.get(c.stats)) {
+                    (Ok(e), Some(FilterStats::Compressor(s))) => Some((e, s.clone())),
+                    (Ok(_), _) => None,
+                    (Err(e), _) => {
+                        log::warn!("compressor: cannot start an encoder: {e}");
+                        None
+                    }
                 }
-            },
+            }
             _ => None,
         });
         (decision, encoder)
@@ -281,14 +293,14 @@ impl FilterChain {
 impl HttpFilter {
     fn compressor_stats<'s>(&self, stats: &'s [FilterStats]) -> Option<&'s CompressorStats> {
         match (self, self.stat_index().and_then(|i| stats.get(i))) {
-            (HttpFilter::Compressor(_), Some(FilterStats::Compressor(s))) => Some(s),
+            (HttpFilter::Compressor { .. }, Some(FilterStats::Compressor(s))) => Some(s),
             _ => None,
         }
     }
 
     fn stat_index(&self) -> Option<usize> {
         match self {
-            HttpFilter::Compressor(c) => Some(c.stats),
+            HttpFilter::Compressor { filter, .. } => Some(filter.stats),
             _ => None,
         }
     }
@@ -337,6 +349,13 @@ fn as_rate_limit(c: &PerFilterConfig) -> Option<&config::LocalRateLimit> {
 fn as_fault(c: &PerFilterConfig) -> Option<&config::Fault> {
     match c {
         PerFilterConfig::Fault(c) => Some(c),
+        _ => None,
+    }
+}
+
+fn as_compressor(c: &PerFilterConfig) -> Option<&bool> {
+    match c {
+        PerFilterConfig::CompressorPerRoute { disabled } => Some(disabled),
         _ => None,
     }
 }

@@ -51,6 +51,9 @@ pub struct Verdict<'a> {
 #[derive(Debug)]
 pub struct CompressAsk {
     pub accept_encoding: Option<Box<[u8]>>,
+    /// The compressor filters a `CompressorPerRoute` turns off for this request, by their stat
+    /// index (bit i: index i).
+    pub disabled: u64,
 }
 
 impl<'a> Verdict<'a> {

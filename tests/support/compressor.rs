@@ -92,10 +92,11 @@ fn answer(s: &mut TcpStream, method: &str, path: &str) -> bool {
     }
 }
 
-/// The chain: gzip (`response_direction_config`, off on an ETag), then brotli (response
+/// The chain, each filter named after its library: gzip (`response_direction_config`, off on an
+/// ETag), then brotli (response
 /// direction), then zstd with no direction config at all (Envoy's defaults and its legacy,
 /// unprefixed response counter names).
-pub const FILTERS: &str = r#"- name: envoy.filters.http.compressor
+pub const FILTERS: &str = r#"- name: gzip
   typed_config:
     "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor
     response_direction_config:
@@ -112,7 +113,7 @@ pub const FILTERS: &str = r#"- name: envoy.filters.http.compressor
         compression_level: BEST_SPEED
         compression_strategy: DEFAULT_STRATEGY
         chunk_size: 4096
-- name: envoy.filters.http.compressor
+- name: brotli
   typed_config:
     "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor
     response_direction_config:
@@ -126,7 +127,7 @@ pub const FILTERS: &str = r#"- name: envoy.filters.http.compressor
         "@type": type.googleapis.com/envoy.extensions.compression.brotli.compressor.v3.Brotli
         quality: 5
         window_bits: 12
-- name: envoy.filters.http.compressor
+- name: zstd
   typed_config:
     "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor
     compressor_library:
@@ -137,8 +138,24 @@ pub const FILTERS: &str = r#"- name: envoy.filters.http.compressor
         enable_checksum: true
 "#;
 
+/// Everything to `backend`; under `/off/` (the prefix removed) with the gzip filter turned off by
+/// a `CompressorPerRoute`.
+pub const ROUTES: &str = r#"virtual_hosts:
+  - name: all
+    domains: ["*"]
+    routes:
+      - match: { prefix: "/off/" }
+        route: { cluster: backend, prefix_rewrite: "/" }
+        typed_per_filter_config:
+          gzip:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.CompressorPerRoute
+            disabled: true
+      - match: { prefix: "/" }
+        route: { cluster: backend }
+"#;
+
 pub fn config(port: u16, admin: u16, log: &Path, upstream: SocketAddr) -> String {
-    filters::config(port, admin, log, upstream, FILTERS, filters::ALL_TO_BACKEND)
+    filters::config(port, admin, log, upstream, FILTERS, ROUTES)
 }
 
 /// One request: method, path, its `accept-encoding` (None: no such header), HTTP/1.0 or 1.1.
