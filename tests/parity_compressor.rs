@@ -69,8 +69,8 @@ struct Run {
     stats: Vec<(String, u64)>,
 }
 
-fn drive(listener: std::net::SocketAddr, admin: std::net::SocketAddr) -> Run {
-    let responses = requests().into_iter().map(|r| send(listener, r)).collect();
+fn drive(listener: std::net::SocketAddr, admin: std::net::SocketAddr, requests: &[Req]) -> Run {
+    let responses = requests.iter().map(|r| send(listener, *r)).collect();
     let text = envoy::admin_get(admin, "/stats").map(|(_, t)| t).unwrap_or_default();
     let stats = envoy::parse_stats(&text)
         .into_iter()
@@ -79,11 +79,11 @@ fn drive(listener: std::net::SocketAddr, admin: std::net::SocketAddr) -> Run {
     Run { responses, stats }
 }
 
-fn render(run: &Run) -> Vec<String> {
+fn render(run: &Run, requests: &[Req]) -> Vec<String> {
     let mut out = Vec::new();
-    for (r, got) in requests().iter().zip(&run.responses) {
+    for (r, got) in requests.iter().zip(&run.responses) {
         let mut line = format!("{} {} {:?}: {}", r.method, r.path, r.accept, got.status);
-        for name in ["content-encoding", "vary", "etag", "content-length", "transfer-encoding"] {
+        for name in ["content-encoding", "vary", "etag", "content-length", "transfer-encoding", "x-seen-ae"] {
             if let Some(v) = got.header(name) {
                 line.push_str(&format!(" {name}={v}"));
             }
@@ -107,18 +107,17 @@ fn checksum(b: &[u8]) -> u64 {
     b.iter().fold(0xcbf29ce484222325u64, |h, x| (h ^ u64::from(*x)).wrapping_mul(0x100000001b3))
 }
 
-#[test]
-fn compressor_chain_matches_envoy() {
-    let Some(bin) = envoy::binary_or_skip("compressor_chain_matches_envoy") else { return };
+type Config = fn(u16, u16, &std::path::Path, std::net::SocketAddr) -> String;
+
+/// Envoy's and skiff's renders of `requests` through the config `make`.
+fn both(bin: &std::path::Path, make: Config, requests: &[Req]) -> (Vec<String>, Vec<String>) {
     let (e, k) = std::thread::scope(|s| {
         let e = s.spawn(|| {
             let dir = scratch_dir("parity-compressor-envoy");
             let up = compressor_support::upstream();
             let log = dir.join("access.log");
-            let env = envoy::Envoy::start(&bin, &dir, |port, admin| {
-                compressor_support::config(port, admin, &log, up.addr)
-            });
-            let run = drive(env.listener, env.admin);
+            let env = envoy::Envoy::start(bin, &dir, |port, admin| make(port, admin, &log, up.addr));
+            let run = drive(env.listener, env.admin, requests);
             drop(env);
             let _ = std::fs::remove_dir_all(&dir);
             run
@@ -127,15 +126,35 @@ fn compressor_chain_matches_envoy() {
             let dir = scratch_dir("parity-compressor-skiff");
             let up = compressor_support::upstream();
             let log = dir.join("access.log");
-            let sk = Skiff::start(&compressor_support::config(0, 0, &log, up.addr), &["--concurrency", "2"]);
-            let run = drive(sk.listener("main"), sk.admin());
+            let sk = Skiff::start(&make(0, 0, &log, up.addr), &["--concurrency", "2"]);
+            let run = drive(sk.listener("main"), sk.admin(), requests);
             drop(sk);
             let _ = std::fs::remove_dir_all(&dir);
             run
         });
         (e.join().expect("envoy side"), k.join().expect("skiff side"))
     });
-    let (e, k) = (render(&e), render(&k));
+    (render(&e, requests), render(&k, requests))
+}
+
+#[test]
+fn compressor_chain_matches_envoy() {
+    let Some(bin) = envoy::binary_or_skip("compressor_chain_matches_envoy") else { return };
+    let (e, k) = both(&bin, compressor_support::config, &requests());
     assert!(e.iter().any(|l| l.contains("content-encoding=gzip")), "{e:#?}");
+    assert_eq!(e, k, "\nenvoy:\n{}\nskiff:\n{}", e.join("\n"), k.join("\n"));
+}
+
+/// brotli removes `accept-encoding`: the upstream sees none, zstd (after it) counts
+/// `no_accept_header`, gzip (before it) still compresses.
+#[test]
+fn remove_accept_encoding_header_matches_envoy() {
+    let Some(bin) = envoy::binary_or_skip("remove_accept_encoding_header_matches_envoy") else { return };
+    let requests: Vec<Req> = [Some("gzip"), Some("br"), Some("zstd"), Some("*"), None]
+        .into_iter()
+        .flat_map(|a| [get("/len/2000", a), get("/chunked/3000", a), get("/off/len/2000", a)])
+        .collect();
+    let (e, k) = both(&bin, compressor_support::config_removing, &requests);
+    assert!(e.iter().any(|l| l.contains("x-seen-ae=-")), "{e:#?}");
     assert_eq!(e, k, "\nenvoy:\n{}\nskiff:\n{}", e.join("\n"), k.join("\n"));
 }

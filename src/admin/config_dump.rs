@@ -347,6 +347,7 @@ fn compressor(c: &crate::config::Compressor) -> Value {
                 "content_type": c.content_types,
             },
             "disable_on_etag_header": c.disable_on_etag_header,
+            "remove_accept_encoding_header": c.remove_accept_encoding_header,
             "uncompressible_response_codes": c.uncompressible_response_codes,
             "weaken_etag_on_compress": c.weaken_etag_on_compress,
         },

@@ -159,10 +159,10 @@ pub(super) fn per_route(p: &FieldPath, fields: serde_norway::Mapping) -> Res<boo
     let r: RawPerRoute = read(p, fields)?;
     let remove =
         r.overrides.and_then(|o| o.response_direction_config).and_then(|d| d.remove_accept_encoding_header);
-    if remove == Some(true) {
+    if remove.is_some() {
         return fail(
             p.key("overrides").key("response_direction_config").key("remove_accept_encoding_header"),
-            "remove_accept_encoding_header is not supported",
+            "a per-route remove_accept_encoding_header is not supported",
         );
     }
     Ok(r.disabled.unwrap_or(false))
@@ -201,7 +201,7 @@ pub(super) fn compressor(p: &FieldPath, fields: serde_norway::Mapping) -> Res<(C
                     c.min_content_length,
                     c.content_type,
                     d.disable_on_etag_header,
-                    (d.remove_accept_encoding_header, dp.key("remove_accept_encoding_header")),
+                    d.remove_accept_encoding_header,
                     d.uncompressible_response_codes.unwrap_or_default(),
                     d.weaken_etag_on_compress.unwrap_or(false),
                 )
@@ -212,14 +212,11 @@ pub(super) fn compressor(p: &FieldPath, fields: serde_norway::Mapping) -> Res<(C
                 r.content_length,
                 r.content_type,
                 r.disable_on_etag_header,
-                (r.remove_accept_encoding_header, p.key("remove_accept_encoding_header")),
+                r.remove_accept_encoding_header,
                 Vec::new(),
                 false,
             ),
         };
-    if remove_ae.0 == Some(true) {
-        return fail(remove_ae.1, "remove_accept_encoding_header is not supported");
-    }
     for (i, code) in codes.iter().enumerate() {
         if !(200..=599).contains(code) {
             return fail(
@@ -244,6 +241,7 @@ pub(super) fn compressor(p: &FieldPath, fields: serde_norway::Mapping) -> Res<(C
             disable_on_etag_header: etag_off.unwrap_or(false),
             uncompressible_response_codes: codes.into_iter().map(|c| c as u16).collect(),
             weaken_etag_on_compress: weaken,
+            remove_accept_encoding_header: remove_ae.unwrap_or(false),
             stats_response_prefix,
         },
         r.request_direction_config.is_some(),

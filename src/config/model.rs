@@ -311,6 +311,9 @@ pub struct Compressor {
     pub disable_on_etag_header: bool,
     pub uncompressible_response_codes: Vec<u16>,
     pub weaken_etag_on_compress: bool,
+    /// The upstream request goes without `accept-encoding` (the filters after this one in the
+    /// chain do not see it either, as in Envoy).
+    pub remove_accept_encoding_header: bool,
     /// `response_direction_config` is set: the response counters are named `response.*`, as
     /// Envoy names them then (without it, its legacy unprefixed names).
     pub stats_response_prefix: bool,

@@ -42,6 +42,11 @@ impl Compressor {
         format!("{}.{lib}", self.config.library_name)
     }
 
+    /// Envoy removes the header only when the filter is enabled.
+    pub(super) fn removes_accept_encoding(&self) -> bool {
+        self.config.enabled && self.config.remove_accept_encoding_header
+    }
+
     pub(super) fn response_prefix(&self) -> bool {
         self.config.stats_response_prefix
     }
@@ -172,7 +177,6 @@ pub(super) fn decide(
     ask: &CompressAsk,
     head: &HeadState<'_>,
 ) -> Decision {
-    let accept = ask.accept_encoding.as_deref();
     let registered: Vec<(&str, bool)> =
         filters.iter().map(|(_, c, _)| (c.encoding, c.content_type_allowed(head.content_type))).collect();
     let mut choice: Option<Choice<'_>> = None;
@@ -200,7 +204,8 @@ pub(super) fn decide(
             && etag_allowed()
             && !encoded
             && !cfg.uncompressible_response_codes.contains(&head.status);
-        let mut accepted = || match accept {
+        let saw = 1u64.checked_shl(c.stats as u32).is_some_and(|bit| ask.saw_accept & bit != 0);
+        let mut accepted = || match ask.accept_encoding.as_deref().filter(|_| saw) {
             None => {
                 stats.no_accept_header.inc();
                 false
@@ -455,6 +460,7 @@ mod tests {
                 disable_on_etag_header: false,
                 uncompressible_response_codes: vec![],
                 weaken_etag_on_compress: false,
+                remove_accept_encoding_header: false,
                 stats_response_prefix: true,
             };
             let c = Compressor::compile(&cfg, 0);

@@ -235,11 +235,20 @@ impl FilterChain {
                     }
                     let ask = v.compress.get_or_insert_with(|| CompressAsk {
                         accept_encoding: verdict::header(head, "accept-encoding").map(Box::<[u8]>::from),
+                        saw_accept: 0,
+                        remove_accept_encoding: false,
                         disabled: 0,
                     });
+                    let bit = 1u64.checked_shl(filter.stats as u32).unwrap_or(0);
+                    if ask.accept_encoding.is_some() && !ask.remove_accept_encoding {
+                        ask.saw_accept |= bit;
+                    }
+                    if filter.removes_accept_encoding() {
+                        ask.remove_accept_encoding = true;
+                    }
                     // Off for this route: it still takes part in choosing the encoding, as Envoy's.
                     if *disabled.at(vhost, route) {
-                        ask.disabled |= 1u64.checked_shl(filter.stats as u32).unwrap_or(0);
+                        ask.disabled |= bit;
                     }
                 }
             }

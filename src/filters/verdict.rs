@@ -51,6 +51,11 @@ pub struct Verdict<'a> {
 #[derive(Debug)]
 pub struct CompressAsk {
     pub accept_encoding: Option<Box<[u8]>>,
+    /// The compressor filters that saw `accept-encoding` (none after one that removed it), by
+    /// their stat index (bit i: index i).
+    pub saw_accept: u64,
+    /// A filter removed `accept-encoding` from the upstream request.
+    pub remove_accept_encoding: bool,
     /// The compressor filters a `CompressorPerRoute` turns off for this request, by their stat
     /// index (bit i: index i).
     pub disabled: u64,

@@ -129,6 +129,27 @@ pub(super) fn on_head(
     Some(Compressing { encoder, stats, body: head.body, chunked: !http10 })
 }
 
+/// Removes every `name:` line from the head skiff wrote at the start of `out` (a compressor's
+/// `remove_accept_encoding_header` on the upstream request).
+pub(super) fn drop_header_lines(out: &mut Vec<u8>, name: &[u8]) {
+    let Some(head_end) = out.windows(4).position(|w| w == b"\r\n\r\n") else { return };
+    let mut at = out.iter().position(|b| *b == b'\n').map_or(head_end, |i| i + 1);
+    let mut end = head_end + 2;
+    while at < end {
+        let line_end = out[at..end].windows(2).position(|w| w == b"\r\n").map_or(end, |i| at + i + 2);
+        let line = &out[at..line_end];
+        let named = line.len() > name.len()
+            && line[name.len()] == b':'
+            && line[..name.len()].eq_ignore_ascii_case(name);
+        if named {
+            out.drain(at..line_end);
+            end -= line_end - at;
+        } else {
+            at = line_end;
+        }
+    }
+}
+
 /// Relays the response body from `src` (after what `buf` holds) to `dst` compressed; the head is
 /// in `head_out` and goes first. Returns the bytes written to the client (compressed payload).
 pub(super) async fn relay(

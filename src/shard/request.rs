@@ -283,6 +283,9 @@ impl<'g> Request<'g> {
             upgrade: upgrade.is_some(),
         };
         headers::write_request_head(req_out, head, &rewrite, &self.shard.rng, obs);
+        if filters.as_ref().and_then(|f| f.compress.as_ref()).is_some_and(|c| c.remove_accept_encoding) {
+            super::compress::drop_header_lines(req_out, b"accept-encoding");
+        }
         if let Some(added) = filters.as_ref().map(|f| &f.request_headers).filter(|h| !h.is_empty()) {
             // Inside the head: before its closing empty line.
             req_out.truncate(req_out.len() - 2);

@@ -25,21 +25,28 @@ pub fn upstream() -> RawUpstream {
             let first = head.lines().next().unwrap_or_default().to_string();
             let method = first.split(' ').next().unwrap_or_default().to_string();
             let path = first.split(' ').nth(1).unwrap_or_default().to_string();
-            if !answer(&mut s, &method, &path) {
+            let ae = head
+                .lines()
+                .find_map(|l| l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case("accept-encoding")))
+                .map_or("-".to_string(), |(_, v)| v.trim().to_string());
+            if !answer(&mut s, &method, &path, &ae) {
                 return;
             }
         }
     })
 }
 
-/// Writes the response to `path`; false when the connection must close after it.
-fn answer(s: &mut TcpStream, method: &str, path: &str) -> bool {
+/// Writes the response to `path` (a length-framed one says the request's `accept-encoding` in
+/// `x-seen-ae`); false when the connection must close after it.
+fn answer(s: &mut TcpStream, method: &str, path: &str, ae: &str) -> bool {
     let head_only = method == "HEAD";
     let size = |p: &str| p.rsplit('/').next().and_then(|n| n.parse().ok()).unwrap_or(2000);
     let length = |s: &mut TcpStream, extra: &str, ct: &str, b: &[u8]| {
-        let mut out =
-            format!("HTTP/1.1 200 OK\r\ncontent-type: {ct}\r\n{extra}content-length: {}\r\n\r\n", b.len())
-                .into_bytes();
+        let mut out = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: {ct}\r\nx-seen-ae: {ae}\r\n{extra}content-length: {}\r\n\r\n",
+            b.len()
+        )
+        .into_bytes();
         if !head_only {
             out.extend_from_slice(b);
         }
@@ -156,6 +163,16 @@ pub const ROUTES: &str = r#"virtual_hosts:
 
 pub fn config(port: u16, admin: u16, log: &Path, upstream: SocketAddr) -> String {
     filters::config(port, admin, log, upstream, FILTERS, ROUTES)
+}
+
+/// `FILTERS` with brotli's `remove_accept_encoding_header: true`: the upstream and zstd (after
+/// it in the chain) no longer see the header.
+pub fn config_removing(port: u16, admin: u16, log: &Path, upstream: SocketAddr) -> String {
+    let filters = FILTERS.replace(
+        "      uncompressible_response_codes: [206]\n",
+        "      uncompressible_response_codes: [206]\n      remove_accept_encoding_header: true\n",
+    );
+    filters::config(port, admin, log, upstream, &filters, ROUTES)
 }
 
 /// One request: method, path, its `accept-encoding` (None: no such header), HTTP/1.0 or 1.1.
