@@ -31,6 +31,9 @@ fn requests() -> Vec<Req> {
         Some("deflate"),
         Some("gzip;q=0"),
         Some("GZIP;Q=0.5, br;q=x"),
+        Some("gzip, br, zstd"),
+        Some("zstd;q=0.5, gzip;q=0.5"),
+        Some("identity, br"),
         None,
     ] {
         for path in [

@@ -340,6 +340,7 @@ fn compressor(c: &crate::config::Compressor) -> Value {
     json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor",
         "compressor_library": { "name": c.library_name, "typed_config": library },
+        "choose_first": c.choose_first,
         "response_direction_config": {
             "common_config": {
                 "enabled": { "default_value": c.enabled, "runtime_key": "" },

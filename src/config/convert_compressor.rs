@@ -172,9 +172,6 @@ pub(super) fn per_route(p: &FieldPath, fields: serde_norway::Mapping) -> Res<boo
 /// warns: skiff compresses responses only).
 pub(super) fn compressor(p: &FieldPath, fields: serde_norway::Mapping) -> Res<(Compressor, bool)> {
     let r: RawCompressor = read(p, fields)?;
-    if r.choose_first == Some(true) {
-        return fail(p.key("choose_first"), "choose_first is not supported");
-    }
     let lib_path = p.key("compressor_library");
     let Some(lib) = r.compressor_library else {
         return fail(lib_path, "compressor_library is required");
@@ -242,6 +239,7 @@ pub(super) fn compressor(p: &FieldPath, fields: serde_norway::Mapping) -> Res<(C
             uncompressible_response_codes: codes.into_iter().map(|c| c as u16).collect(),
             weaken_etag_on_compress: weaken,
             remove_accept_encoding_header: remove_ae.unwrap_or(false),
+            choose_first: r.choose_first.unwrap_or(false),
             stats_response_prefix,
         },
         r.request_direction_config.is_some(),

@@ -314,6 +314,8 @@ pub struct Compressor {
     /// The upstream request goes without `accept-encoding` (the filters after this one in the
     /// chain do not see it either, as in Envoy).
     pub remove_accept_encoding_header: bool,
+    /// Wins a tie of q-values (the last such filter in the chain, as in Envoy).
+    pub choose_first: bool,
     /// `response_direction_config` is set: the response counters are named `response.*`, as
     /// Envoy names them then (without it, its legacy unprefixed names).
     pub stats_response_prefix: bool,

@@ -119,15 +119,17 @@ enum Choice<'a> {
 }
 
 /// Envoy's `chooseEncoding`: `registered` are the chain's compressor filters (config order) with
-/// whether the response's content type allows each.
-fn choose<'a>(accept: &[u8], registered: &[(&'a str, bool)]) -> Choice<'a> {
+/// whether the response's content type allows each and whether it is `choose_first`.
+fn choose<'a>(accept: &[u8], registered: &[(&'a str, bool, bool)]) -> Choice<'a> {
     // Encodings in registration order, first registration of each.
     let mut allowed: Vec<&'a str> = Vec::new();
-    for (enc, ok) in registered {
+    for (enc, ok, _) in registered {
         if *ok && !allowed.contains(enc) {
             allowed.push(enc);
         }
     }
+    // The encoding that wins a tie of q-values: the last allowed `choose_first` filter's.
+    let first = registered.iter().rev().find(|(_, ok, first)| *ok && *first).map(|(enc, _, _)| *enc);
     let text = String::from_utf8_lossy(accept);
     let mut pairs: Vec<(&str, f32)> = Vec::new();
     for token in text.split(',').filter(|t| !t.is_empty()) {
@@ -156,7 +158,8 @@ fn choose<'a>(accept: &[u8], registered: &[(&'a str, bool)]) -> Choice<'a> {
     }
     let mut choice: (&str, f32) = ("identity", 0.0);
     for (name, q) in &pairs {
-        if *q > choice.1 && (allowed.contains(name) || *name == "identity" || *name == "*") {
+        let tie_won = *q == choice.1 && *q > 0.0 && first == Some(*name);
+        if (*q > choice.1 || tie_won) && (allowed.contains(name) || *name == "identity" || *name == "*") {
             choice = (name, *q);
         }
     }
@@ -177,8 +180,10 @@ pub(super) fn decide(
     ask: &CompressAsk,
     head: &HeadState<'_>,
 ) -> Decision {
-    let registered: Vec<(&str, bool)> =
-        filters.iter().map(|(_, c, _)| (c.encoding, c.content_type_allowed(head.content_type))).collect();
+    let registered: Vec<(&str, bool, bool)> = filters
+        .iter()
+        .map(|(_, c, _)| (c.encoding, c.content_type_allowed(head.content_type), c.config.choose_first))
+        .collect();
     let mut choice: Option<Choice<'_>> = None;
     let mut decision = Decision::default();
     // What earlier (in encode order) filters changed: a compressing one sets content-encoding,
@@ -418,15 +423,21 @@ mod tests {
 
     #[test]
     fn the_highest_q_value_among_the_registered_encodings_wins() {
-        let both = [("gzip", true), ("br", true)];
+        let both = [("gzip", true, false), ("br", true, false)];
         assert_eq!(choose(b"br;q=0.9, gzip;q=0.5", &both), Choice::Compressor("br"));
         assert_eq!(choose(b"gzip, br", &both), Choice::Compressor("gzip"));
         assert_eq!(choose(b"*", &both), Choice::Wildcard("gzip"));
         assert_eq!(choose(b"gzip;q=0, *", &both), Choice::Wildcard("br"));
         assert_eq!(choose(b"identity", &both), Choice::Identity);
         assert_eq!(choose(b"deflate", &both), Choice::NotValid);
-        assert_eq!(choose(b"gzip;q=0", &[("gzip", true)]), Choice::NotValid);
-        assert_eq!(choose(b"gzip", &[("gzip", false)]), Choice::NotValid);
+        assert_eq!(choose(b"gzip;q=0", &[("gzip", true, false)]), Choice::NotValid);
+        assert_eq!(choose(b"gzip", &[("gzip", false, false)]), Choice::NotValid);
+        // choose_first wins ties only (observed with Envoy 1.40).
+        let br_first = [("gzip", true, false), ("br", true, true)];
+        assert_eq!(choose(b"gzip, br", &br_first), Choice::Compressor("br"));
+        assert_eq!(choose(b"gzip;q=0.9, br;q=0.5", &br_first), Choice::Compressor("gzip"));
+        assert_eq!(choose(b"*", &br_first), Choice::Wildcard("gzip"));
+        assert_eq!(choose(b"identity, gzip", &br_first), Choice::Identity);
     }
 
     #[test]
@@ -461,6 +472,7 @@ mod tests {
                 uncompressible_response_codes: vec![],
                 weaken_etag_on_compress: false,
                 remove_accept_encoding_header: false,
+                choose_first: false,
                 stats_response_prefix: true,
             };
             let c = Compressor::compile(&cfg, 0);

@@ -100,9 +100,8 @@ fn answer(s: &mut TcpStream, method: &str, path: &str, ae: &str) -> bool {
 }
 
 /// The chain, each filter named after its library: gzip (`response_direction_config`, off on an
-/// ETag), then brotli (response
-/// direction), then zstd with no direction config at all (Envoy's defaults and its legacy,
-/// unprefixed response counter names).
+/// ETag), then brotli (response direction, `choose_first`), then zstd with no direction config at
+/// all (Envoy's defaults and its legacy, unprefixed response counter names).
 pub const FILTERS: &str = r#"- name: gzip
   typed_config:
     "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor
@@ -128,6 +127,7 @@ pub const FILTERS: &str = r#"- name: gzip
         min_content_length: 100
         content_type: [text/plain]
       uncompressible_response_codes: [206]
+    choose_first: true
     compressor_library:
       name: text
       typed_config:
