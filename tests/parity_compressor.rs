@@ -3,8 +3,9 @@
 //! each in front of its own upstream. Compared: status, the headers the filter decides on
 //! (`content-encoding`, `vary` and their order, `etag`, `content-length`, whether the body is
 //! chunked), the body after decoding, and every `compressor.*` stat except
-//! `total_compressed_bytes` (the libraries' outputs differ in size, not in content). Envoy is found via `$ENVOY_BIN` or PATH; without it
-//! this test fails under CI and skips elsewhere.
+//! `total_compressed_bytes` (the libraries' outputs differ in size, not in content); a second
+//! scenario removes `accept-encoding` and compares what the upstream saw. Envoy is found via
+//! `$ENVOY_BIN` or PATH; without it these tests fail under CI and skip elsewhere.
 
 mod support;
 

@@ -56,7 +56,9 @@ fn answer(s: &mut TcpStream, method: &str, path: &str, ae: &str) -> bool {
         p if p.starts_with("/len/") => length(s, "", "text/plain", &body(size(p))),
         p if p.starts_with("/chunked/") => {
             let b = body(size(p));
-            if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n").is_err() {
+            let head: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain; charset=utf-8\r\n\
+                transfer-encoding: chunked\r\n\r\n";
+            if s.write_all(head).is_err() {
                 return false;
             }
             if head_only {
