@@ -477,7 +477,7 @@ fn unknown_http_filter() {
     );
     assert_eq!(
         err(&text),
-        r#"skiff.yaml:21:19: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].name: http filter "envoy.filters.http.lua" is not supported (only envoy.filters.http.router, envoy.filters.http.local_ratelimit, envoy.filters.http.fault, envoy.filters.http.cors, envoy.filters.http.csrf, envoy.filters.http.jwt_authn, envoy.filters.http.rbac and envoy.filters.http.ext_authz; mark it is_optional: true to skip it)"#
+        r#"skiff.yaml:21:19: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].name: http filter "envoy.filters.http.lua" is not supported (only envoy.filters.http.router, envoy.filters.http.local_ratelimit, envoy.filters.http.fault, envoy.filters.http.cors, envoy.filters.http.csrf, envoy.filters.http.jwt_authn, envoy.filters.http.rbac, envoy.filters.http.ext_authz and envoy.filters.http.compressor; mark it is_optional: true to skip it)"#
     );
     let optional = with(
         "- name: envoy.filters.http.router",
@@ -965,7 +965,7 @@ fn the_router_is_known_by_its_type_url_whatever_its_name() {
     );
     assert_eq!(
         err(&unknown),
-        "skiff.yaml:21:19: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].name: http filter \"envoy.filters.http.router\" (\"@type\" type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua) is not supported (only envoy.filters.http.router, envoy.filters.http.local_ratelimit, envoy.filters.http.fault, envoy.filters.http.cors, envoy.filters.http.csrf, envoy.filters.http.jwt_authn, envoy.filters.http.rbac and envoy.filters.http.ext_authz; mark it is_optional: true to skip it)"
+        "skiff.yaml:21:19: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].name: http filter \"envoy.filters.http.router\" (\"@type\" type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua) is not supported (only envoy.filters.http.router, envoy.filters.http.local_ratelimit, envoy.filters.http.fault, envoy.filters.http.cors, envoy.filters.http.csrf, envoy.filters.http.jwt_authn, envoy.filters.http.rbac, envoy.filters.http.ext_authz and envoy.filters.http.compressor; mark it is_optional: true to skip it)"
     );
     assert!(err(&with(
         "          - name: envoy.filters.http.router\n",

@@ -79,7 +79,7 @@ fn a_per_route_config_of_another_filter_is_warned_about_and_not_run() {
     let yaml = filters::config(0, 0, &log, "127.0.0.1:9".parse().unwrap(), "", routes);
     let (ok, out) = validate(&yaml);
     assert!(ok, "{out}");
-    assert!(out.contains("typed_per_filter_config.envoy.filters.http.lua: typed_per_filter_config is accepted but ignored (only the local_ratelimit, fault, cors, csrf and ext_authz"), "{out}");
+    assert!(out.contains("typed_per_filter_config.envoy.filters.http.lua: typed_per_filter_config is accepted but ignored (only the local_ratelimit, fault, cors, csrf, jwt_authn, rbac, ext_authz and compressor"), "{out}");
 }
 
 fn start(filter: &str) -> (Skiff, TestUpstream, std::path::PathBuf) {

@@ -545,6 +545,49 @@ fn cluster_specifier(m: &mut Map<String, Value>, spec: &ClusterSpecifier) {
     }
 }
 
+/// A compressor filter's config as Envoy's v3 `Compressor` (response direction).
+fn compressor(c: &crate::config::Compressor) -> Value {
+    use crate::config::CompressorLibrary;
+    let library = match &c.library {
+        CompressorLibrary::Gzip { level, memory_level, window_bits, chunk_size, .. } => json!({
+            "@type": "type.googleapis.com/envoy.extensions.compression.gzip.compressor.v3.Gzip",
+            "compression_level": format!("COMPRESSION_LEVEL_{level}"),
+            "memory_level": memory_level,
+            "window_bits": window_bits,
+            "chunk_size": chunk_size,
+        }),
+        CompressorLibrary::Brotli { quality, window_bits, input_block_bits, chunk_size, .. } => json!({
+            "@type": "type.googleapis.com/envoy.extensions.compression.brotli.compressor.v3.Brotli",
+            "quality": quality,
+            "window_bits": window_bits,
+            "input_block_bits": input_block_bits,
+            "chunk_size": chunk_size,
+        }),
+        CompressorLibrary::Zstd { level, checksum, chunk_size, .. } => json!({
+            "@type": "type.googleapis.com/envoy.extensions.compression.zstd.compressor.v3.Zstd",
+            "compression_level": level,
+            "enable_checksum": checksum,
+            "chunk_size": chunk_size,
+        }),
+    };
+    json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor",
+        "compressor_library": { "name": c.library_name, "typed_config": library },
+        "choose_first": c.choose_first,
+        "response_direction_config": {
+            "common_config": {
+                "enabled": { "default_value": c.enabled, "runtime_key": "" },
+                "min_content_length": c.min_content_length,
+                "content_type": c.content_types,
+            },
+            "disable_on_etag_header": c.disable_on_etag_header,
+            "remove_accept_encoding_header": c.remove_accept_encoding_header,
+            "uncompressible_response_codes": c.uncompressible_response_codes,
+            "weaken_etag_on_compress": c.weaken_etag_on_compress,
+        },
+    })
+}
+
 fn hcm(h: &HttpConnectionManager) -> Value {
     let mut m = Map::new();
     m.insert("@type".into(), HCM.into());
@@ -587,6 +630,7 @@ fn hcm(h: &HttpConnectionManager) -> Value {
                 json!({ "name": name, "typed_config": typed })
             }
             HttpFilter::ExtAuthz { name, config } => json!({ "name": name, "typed_config": ext_authz(config) }),
+            HttpFilter::Compressor { name, config } => json!({ "name": name, "typed_config": compressor(config) }),
         })
         .collect();
     m.insert("http_filters".into(), filters.into());
@@ -798,6 +842,10 @@ fn filter_config(c: &PerFilterConfig) -> Value {
             m.insert("@type".into(), CORS_POLICY.into());
             Value::Object(m)
         }
+        PerFilterConfig::CompressorPerRoute { disabled } => json!({
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.compressor.v3.CompressorPerRoute",
+            "disabled": disabled,
+        }),
         PerFilterConfig::Csrf(c) => {
             let mut m = Map::new();
             m.insert("@type".into(), CSRF.into());

@@ -3,6 +3,7 @@
 //! the fields skiff accepts without implementing: ignored, warned about, or rejected.
 
 use super::chain_match::ChainMatch;
+use super::convert_compressor;
 use super::convert_cors::cors_policy;
 use super::convert_filters::{filter_config, per_filter_config, Kind};
 use super::convert_health;
@@ -895,6 +896,24 @@ fn hcm(
             None => ROUTER_NAMES.contains(&f.name.as_str()),
         };
         let type_url = f.typed_config.as_ref().and_then(|c| c.type_url.clone());
+        let compressor_type = match type_url.as_deref() {
+            Some(url) => url == convert_compressor::COMPRESSOR_TYPE,
+            None => f.name == convert_compressor::COMPRESSOR_NAME,
+        };
+        if compressor_type {
+            let tp = fpi.key("typed_config");
+            let fields = f.typed_config.as_ref().map(|t| t.fields.clone()).unwrap_or_default();
+            let (config, request_direction) = convert_compressor::compressor(&tp, fields)?;
+            if request_direction {
+                cx.unenforced(tp.key("request_direction_config"), "compressor.request_direction_config");
+            }
+            http_filters.push(HttpFilter::Compressor { name: f.name, config: Box::new(config) });
+            continue;
+        }
+        if type_url.as_deref() == Some(convert_compressor::DECOMPRESSOR_TYPE) {
+            cx.unenforced(fpi.key("typed_config"), "http_filters.decompressor");
+            continue;
+        }
         if let Some(kind) = Kind::of(&f.name, type_url.as_deref()) {
             let config = filter_config(&fpi.key("typed_config"), kind, f.typed_config.as_ref())?;
             http_filters.push(match config {
@@ -956,6 +975,12 @@ fn hcm(
                         "the ext_authz filter's typed_config is a type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz (an ExtAuthzPerRoute goes in typed_per_filter_config)",
                     );
                 }
+                PerFilterConfig::CompressorPerRoute { .. } => {
+                    return fail(
+                        fpi.key("typed_config").key("@type"),
+                        "a CompressorPerRoute goes in typed_per_filter_config; the compressor filter's typed_config is a type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor",
+                    );
+                }
             });
             continue;
         }
@@ -979,7 +1004,7 @@ fn hcm(
                 };
                 return fail(
                     fpi.key("name"),
-                    format!("{what} is not supported (only envoy.filters.http.router, envoy.filters.http.local_ratelimit, envoy.filters.http.fault, envoy.filters.http.cors, envoy.filters.http.csrf, envoy.filters.http.jwt_authn, envoy.filters.http.rbac and envoy.filters.http.ext_authz; mark it is_optional: true to skip it)"),
+                    format!("{what} is not supported (only envoy.filters.http.router, envoy.filters.http.local_ratelimit, envoy.filters.http.fault, envoy.filters.http.cors, envoy.filters.http.csrf, envoy.filters.http.jwt_authn, envoy.filters.http.rbac, envoy.filters.http.ext_authz and envoy.filters.http.compressor; mark it is_optional: true to skip it)"),
                 );
             }
         }

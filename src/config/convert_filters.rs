@@ -8,6 +8,7 @@
 // `deny_unknown_fields` accepts them.
 #![allow(dead_code)]
 
+use super::convert_compressor::{self, COMPRESSOR_PER_ROUTE_TYPE};
 use super::convert_cors::{
     cors_filter, cors_policy, csrf, CORS_NAME, CORS_POLICY_TYPE, CORS_TYPE, CSRF_NAME, CSRF_TYPE,
 };
@@ -57,6 +58,8 @@ pub(super) enum Kind {
     ExtAuthz,
     /// The ext_authz filter's per-route `ExtAuthzPerRoute`.
     ExtAuthzPerRoute,
+    /// The compressor's per-route `CompressorPerRoute` (its filter config is `convert`'s).
+    CompressorPerRoute,
 }
 
 impl Kind {
@@ -75,6 +78,7 @@ impl Kind {
             Some(convert_jwt::PER_ROUTE_TYPE) => Some(Kind::JwtPerRoute),
             Some(RBAC_TYPE) => Some(Kind::Rbac),
             Some(RBAC_PER_ROUTE_TYPE) => Some(Kind::RbacPerRoute),
+            Some(COMPRESSOR_PER_ROUTE_TYPE) => Some(Kind::CompressorPerRoute),
             Some(_) => None,
             None if name == LOCAL_RATELIMIT_NAME => Some(Kind::LocalRateLimit),
             None if FAULT_NAMES.contains(&name) => Some(Kind::Fault),
@@ -123,6 +127,9 @@ pub(super) fn filter_config(
         }
         Kind::ExtAuthz => PerFilterConfig::ExtAuthz(Box::new(ext_authz(p, fields)?)),
         Kind::ExtAuthzPerRoute => PerFilterConfig::ExtAuthzPerRoute(ext_authz_per_route(p, fields)?),
+        Kind::CompressorPerRoute => {
+            PerFilterConfig::CompressorPerRoute { disabled: convert_compressor::per_route(p, fields)? }
+        }
     })
 }
 

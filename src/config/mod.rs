@@ -3,6 +3,7 @@
 
 pub mod chain_match;
 mod convert;
+mod convert_compressor;
 mod convert_cors;
 mod convert_ext_authz;
 mod convert_filters;

@@ -405,6 +405,11 @@ pub enum HttpFilter {
         name: String,
         config: Box<ExtAuthz>,
     },
+    /// `envoy.filters.http.compressor`.
+    Compressor {
+        name: String,
+        config: Box<Compressor>,
+    },
 }
 
 /// A `typed_per_filter_config` entry of a route or virtual host, by the filter name it is keyed by.
@@ -423,6 +428,72 @@ pub enum PerFilterConfig {
     Rbac(Rbac),
     ExtAuthz(Box<ExtAuthz>),
     ExtAuthzPerRoute(ExtAuthzPerRoute),
+    /// The compressor's `CompressorPerRoute`: `disabled` (its only other field is refused).
+    CompressorPerRoute {
+        disabled: bool,
+    },
+}
+
+/// `envoy.extensions.filters.http.compressor.v3.Compressor` (its response direction; the
+/// deprecated top-level fields fold into the same), with Envoy's defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compressor {
+    /// `compressor_library.name`: part of the stat names.
+    pub library_name: String,
+    pub library: CompressorLibrary,
+    /// `common_config.enabled.default_value` (or `runtime_enabled`); true when absent.
+    pub enabled: bool,
+    pub min_content_length: u64,
+    /// Lowercase; Envoy's default list when the config's is empty.
+    pub content_types: Vec<String>,
+    pub disable_on_etag_header: bool,
+    pub uncompressible_response_codes: Vec<u16>,
+    pub weaken_etag_on_compress: bool,
+    /// The upstream request goes without `accept-encoding` (the filters after this one in the
+    /// chain do not see it either, as in Envoy).
+    pub remove_accept_encoding_header: bool,
+    /// Wins a tie of q-values (the last such filter in the chain, as in Envoy).
+    pub choose_first: bool,
+    /// `response_direction_config` is set: the response counters are named `response.*`, as
+    /// Envoy names them then (without it, its legacy unprefixed names).
+    pub stats_response_prefix: bool,
+}
+
+/// `compressor_library`'s typed config, with Envoy's defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CompressorLibrary {
+    Gzip {
+        level: u32,
+        strategy: GzipStrategy,
+        memory_level: u32,
+        window_bits: u32,
+        chunk_size: u32,
+    },
+    /// `mode`: 0 generic, 1 text, 2 font (brotli's `BrotliEncoderMode`).
+    Brotli {
+        quality: u32,
+        mode: u32,
+        window_bits: u32,
+        input_block_bits: u32,
+        chunk_size: u32,
+        disable_literal_context_modeling: bool,
+    },
+    /// `strategy`: 0 for zstd's default, else `ZSTD_strategy`.
+    Zstd {
+        level: u32,
+        checksum: bool,
+        strategy: u32,
+        chunk_size: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GzipStrategy {
+    Default,
+    Filtered,
+    HuffmanOnly,
+    Rle,
+    Fixed,
 }
 
 /// `type.matcher.v3.StringMatcher` (CORS's allowed origins, CSRF's additional origins, RBAC's

@@ -16,6 +16,7 @@
 //! The network filters a listener runs on a new connection, before the connection manager, are
 //! `network`'s: a separate chain with its own phase, which reuses `local_ratelimit`'s bucket.
 
+pub mod compressor;
 pub mod cors;
 pub mod csrf;
 pub mod ext_authz;
@@ -27,16 +28,20 @@ pub mod rbac;
 mod string_match;
 mod verdict;
 
-pub use verdict::{Check, CheckAnswer, CheckFailure, CheckOutcome, CheckReply, FilterReply, Scheme, Verdict};
+pub use verdict::{
+    Check, CheckAnswer, CheckFailure, CheckOutcome, CheckReply, CompressAsk, FilterReply, Scheme, Verdict,
+};
 
 use crate::config::{self, JwtPerRoute, PerFilterConfig, RouteConfig};
 use crate::http::RequestHead;
+use crate::http::ResponseHead;
 use crate::peer::Connection;
 use crate::route::{BuildError, Route, VirtualHost};
 use crate::stats::{
-    CorsStats, CsrfStats, ExtAuthzStats, FaultStats, JwtAuthnStats, LocalRateLimitStats, RbacShadowStats,
-    RbacStats,
+    CompressorStats, CorsStats, CsrfStats, ExtAuthzStats, FaultStats, JwtAuthnStats, LocalRateLimitStats,
+    RbacShadowStats, RbacStats,
 };
+use compressor::Compressor;
 use cors::Cors;
 use csrf::Csrf;
 use ext_authz::ExtAuthz;
@@ -82,6 +87,11 @@ pub enum HttpFilter {
         filter: ExtAuthz,
         per_route: Scoped<config::ExtAuthzPerRoute>,
     },
+    Compressor {
+        filter: Compressor,
+        /// `CompressorPerRoute.disabled` by virtual host and route (the base: not disabled).
+        disabled: Scoped<bool>,
+    },
 }
 
 /// A filter's config at the connection manager and its overrides, most specific first: a
@@ -124,6 +134,9 @@ pub enum StatName {
     Rbac { hcm: String, rules: String, shadow: String },
     /// `http.<connection manager stat_prefix>.ext_authz.*`.
     ExtAuthz(String),
+    /// `http.<connection manager stat_prefix>.compressor.<rest>.*`; whether its response
+    /// counters are `response.*`.
+    Compressor { prefix: String, rest: String, response_prefix: bool },
 }
 
 /// One shard's stats block for a chain's stat index.
@@ -136,6 +149,7 @@ pub enum FilterStats {
     JwtAuthn(Rc<JwtAuthnStats>),
     Rbac(Rc<RbacStats>, Rc<RbacShadowStats>),
     ExtAuthz(Rc<ExtAuthzStats>),
+    Compressor(Rc<CompressorStats>),
 }
 
 /// The filters of one connection manager, in config order.
@@ -224,6 +238,17 @@ impl FilterChain {
                     compiled
                         .push(HttpFilter::ExtAuthz { filter, per_route: Scoped { base, vhosts, routes } });
                 }
+                config::HttpFilter::Compressor { name, config } => {
+                    let c = Compressor::compile(config, stat_names.len());
+                    stat_names.push(StatName::Compressor {
+                        prefix: stat_prefix.to_string(),
+                        rest: c.stat_rest(),
+                        response_prefix: c.response_prefix(),
+                    });
+                    let (vhosts, routes) = overrides(rc, name, as_compressor, &mut |d: &bool| Ok(*d))?;
+                    let disabled = Scoped { base: false, vhosts, routes };
+                    compiled.push(HttpFilter::Compressor { filter: c, disabled });
+                }
             }
         }
         Ok(FilterChain { filters: compiled.into_boxed_slice(), stat_names })
@@ -298,6 +323,29 @@ impl FilterChain {
                 HttpFilter::ExtAuthz { filter, per_route } => {
                     filter.on_request(head, per_route.at(found), index, &mut v);
                 }
+                HttpFilter::Compressor { filter, disabled } => {
+                    if let Some(FilterStats::Compressor(s)) = stats.get(filter.stats) {
+                        // Request bodies are not compressed (request_direction_config is warned).
+                        s.request_not_compressed.inc();
+                    }
+                    let ask = v.compress.get_or_insert_with(|| CompressAsk {
+                        accept_encoding: verdict::header(head, "accept-encoding").map(Box::<[u8]>::from),
+                        saw_accept: 0,
+                        remove_accept_encoding: false,
+                        disabled: 0,
+                    });
+                    let bit = 1u64.checked_shl(filter.stats as u32).unwrap_or(0);
+                    if ask.accept_encoding.is_some() && !ask.remove_accept_encoding {
+                        ask.saw_accept |= bit;
+                    }
+                    if filter.removes_accept_encoding() {
+                        ask.remove_accept_encoding = true;
+                    }
+                    // Off for this route: it still takes part in choosing the encoding, as Envoy's.
+                    if *disabled.at(found) {
+                        ask.disabled |= bit;
+                    }
+                }
             }
             if v.reply.is_some() {
                 break;
@@ -332,6 +380,61 @@ impl FilterChain {
                 _ => CheckOutcome::default(),
             },
             _ => CheckOutcome::default(),
+        }
+    }
+}
+
+impl FilterChain {
+    /// The response-head phase of the chain's compressor filters (only for a request whose
+    /// verdict holds a `CompressAsk`): what the head must say, and the encoder of the body when
+    /// it is compressed. `end_stream`: the response has no body.
+    pub fn on_response_head(
+        &self,
+        ask: &CompressAsk,
+        head: &ResponseHead<'_>,
+        end_stream: bool,
+        stats: &[FilterStats],
+    ) -> (compressor::Decision, Option<(compressor::Encoder, Rc<CompressorStats>)>) {
+        let filters: Vec<(usize, &Compressor, &CompressorStats)> = self
+            .filters
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| match (f, f.compressor_stats(stats)) {
+                (HttpFilter::Compressor { filter, .. }, Some(s)) => Some((i, filter, s)),
+                _ => None,
+            })
+            .collect();
+        let state = compressor::HeadState::of(head, end_stream);
+        let decision = compressor::decide(&filters, ask, &state);
+        let encoder = decision.compress.and_then(|(i, _)| match self.filters.get(i) {
+            Some(HttpFilter::Compressor { filter: c, .. }) => {
+                match (compressor::Encoder::of(c), stats.get(c.stats)) {
+                    (Ok(e), Some(FilterStats::Compressor(s))) => Some((e, s.clone())),
+                    (Ok(_), _) => None,
+                    (Err(e), _) => {
+                        log::warn!("compressor: cannot start an encoder: {e}");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        });
+        (decision, encoder)
+    }
+}
+
+impl HttpFilter {
+    fn compressor_stats<'s>(&self, stats: &'s [FilterStats]) -> Option<&'s CompressorStats> {
+        match (self, self.stat_index().and_then(|i| stats.get(i))) {
+            (HttpFilter::Compressor { .. }, Some(FilterStats::Compressor(s))) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn stat_index(&self) -> Option<usize> {
+        match self {
+            HttpFilter::Compressor { filter, .. } => Some(filter.stats),
+            _ => None,
         }
     }
 }
@@ -386,6 +489,13 @@ fn as_fault(c: &PerFilterConfig) -> Option<&config::Fault> {
 fn as_ext_authz(c: &PerFilterConfig) -> Option<&config::ExtAuthzPerRoute> {
     match c {
         PerFilterConfig::ExtAuthzPerRoute(c) => Some(c),
+        _ => None,
+    }
+}
+
+fn as_compressor(c: &PerFilterConfig) -> Option<&bool> {
+    match c {
+        PerFilterConfig::CompressorPerRoute { disabled } => Some(disabled),
         _ => None,
     }
 }

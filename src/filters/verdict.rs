@@ -63,6 +63,22 @@ pub struct Verdict<'a> {
     /// An exchange with a cluster the request owner awaits (after any delay) before carrying out
     /// the rest; its outcome may replace `reply` or add header lines.
     pub check: Option<Check>,
+    /// The chain has compressor filters: they decide when the response head arrives.
+    pub compress: Option<CompressAsk>,
+}
+
+/// What the compressor filters keep of the request for the response: its `accept-encoding`.
+#[derive(Debug)]
+pub struct CompressAsk {
+    pub accept_encoding: Option<Box<[u8]>>,
+    /// The compressor filters that saw `accept-encoding` (none after one that removed it), by
+    /// their stat index (bit i: index i).
+    pub saw_accept: u64,
+    /// A filter removed `accept-encoding` from the upstream request.
+    pub remove_accept_encoding: bool,
+    /// The compressor filters a `CompressorPerRoute` turns off for this request, by their stat
+    /// index (bit i: index i).
+    pub disabled: u64,
 }
 
 impl<'a> Verdict<'a> {
@@ -77,7 +93,8 @@ impl<'a> Verdict<'a> {
             && self.remove_request_headers.is_empty()
             && self.path.is_none()
             && self.fault.is_none()
-            && self.check.is_none();
+            && self.check.is_none()
+            && self.compress.is_none();
         (!nothing).then(|| Box::new(self))
     }
 }

@@ -6,6 +6,7 @@
 mod body;
 mod chains;
 mod check;
+mod compress;
 mod conn;
 mod downstream;
 mod headers;

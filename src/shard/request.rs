@@ -343,6 +343,9 @@ impl<'g> Request<'g> {
         if let Some(check) = filters.as_mut().and_then(|f| f.check.as_mut()) {
             self.listener.filters.complete_check(check, req_out);
         }
+        if filters.as_ref().and_then(|f| f.compress.as_ref()).is_some_and(|c| c.remove_accept_encoding) {
+            super::compress::drop_header_lines(req_out, b"accept-encoding");
+        }
         if let Some(added) = filters.as_ref().map(|f| &f.request_headers).filter(|h| !h.is_empty()) {
             // Inside the head: before its closing empty line, and before the `content-length: 0`
             // Envoy's codec writes last.
@@ -462,7 +465,8 @@ impl<'g> Request<'g> {
                 };
                 let replace = filters.as_ref().is_some_and(|f| f.response_headers_replace);
                 let routed = Routed { route, vhost, cluster };
-                self.forward(d, routed, facts, limits, (filter_headers, replace)).await
+                let compress = filters.as_ref().and_then(|f| f.compress.as_ref());
+                self.forward(d, routed, facts, limits, (filter_headers, replace), compress).await
             }
         };
         self.finish(d);
@@ -548,6 +552,7 @@ impl<'g> Request<'g> {
         facts: RequestFacts,
         limits: Limits,
         (filter_headers, filter_headers_replace): (&[u8], bool),
+        compress: Option<&crate::filters::CompressAsk>,
     ) -> Continue {
         let Action::Forward(fwd) = &route.action else { return Continue::Close };
         let keep_alive = facts.keep_alive;
@@ -585,6 +590,11 @@ impl<'g> Request<'g> {
             head_relayed: &head_relayed,
             answer_retriable: &answer_retriable,
             stream_idle: limits.idle,
+            compress: compress.map(|ask| super::compress::Ask {
+                ask,
+                chain: &self.listener.filters,
+                stats: self.filter_stats,
+            }),
         };
         let client = d.stream.as_raw_fd();
         let watch = self.watch(&limits, &request_complete, &head_relayed, client);

@@ -99,6 +99,9 @@ impl Generation {
                             FilterStats::Rbac(stats.rbac(hcm, rules), stats.rbac_shadow(hcm, shadow))
                         }
                         StatName::ExtAuthz(p) => FilterStats::ExtAuthz(stats.ext_authz(p)),
+                        StatName::Compressor { prefix, rest, response_prefix } => {
+                            FilterStats::Compressor(stats.compressor(prefix, rest, *response_prefix))
+                        }
                     };
                     l.filters.stat_names().iter().map(by_name).collect()
                 })

@@ -7,6 +7,7 @@
 //! lowered by a guard, whichever way the exchange ends (a route timeout drops it mid-flight).
 
 use super::body::{self, Framing, RelayError};
+use super::compress;
 use super::downstream::Downstream;
 use super::headers::{self, ResponseRewrite};
 use super::observe;
@@ -87,6 +88,8 @@ pub(super) struct Exchange<'a> {
     /// The stream idle timeout (the route's `idle_timeout` or the connection manager's
     /// `stream_idle_timeout`): bounds each read and write of the request and response bodies.
     pub stream_idle: Option<Duration>,
+    /// The chain has compressor filters: they decide on the response head.
+    pub compress: Option<compress::Ask<'a>>,
 }
 
 impl Exchange<'_> {
@@ -785,6 +788,8 @@ struct HeadDecision {
     shape: headers::ResponseShape,
     body: BodyKind,
     upstream_keep_alive: bool,
+    /// The compressor filters chose to compress the body.
+    compress: Option<compress::Compressing>,
 }
 
 /// The response head arrived: count it, decide on a retry (None), else write the client's head
@@ -861,8 +866,14 @@ fn on_response_head(
         filter_replace: ex.filter_headers_replace,
         switching: ex.facts.upgrade && head.status == 101,
     };
-    let shape = headers::write_response_head(resp_out, head, &rw, obs);
-    Some(HeadDecision { shape, body: head.body, upstream_keep_alive: head.keep_alive })
+    let mut shape = headers::write_response_head(resp_out, head, &rw, obs);
+    let compress = match ex.compress {
+        Some(ask) if !rw.switching => {
+            compress::on_head(ask, head, resp_out, &mut shape, (ex.facts.http10, rw.keep_alive))
+        }
+        _ => None,
+    };
+    Some(HeadDecision { shape, body: head.body, upstream_keep_alive: head.keep_alive, compress })
 }
 
 /// Relays a streamed request body while reading the response head. Ok((head, abandoned, body
@@ -980,15 +991,18 @@ async fn relay_response(
 ) -> Attempt {
     let snap = &ex.generation.snap.clusters[ex.cluster];
     let stats = &ex.generation.cluster_stats[ex.cluster];
-    let HeadDecision { shape, body, upstream_keep_alive } = decision;
+    let HeadDecision { shape, body, upstream_keep_alive, compress } = decision;
     // Not armed: read_final_head disarmed it.
     let Some((reader, buf)) = up.read.parts() else { return Attempt::Abort };
     let (idle, per_try_idle) = ex.response_idle();
-    let relayed = match body {
-        BodyKind::None => {
+    let relayed = match (body, compress) {
+        (BodyKind::Length(_) | BodyKind::Chunked | BodyKind::CloseDelimited, Some(c)) => {
+            compress::relay(reader, buf, &mut d.stream, &mut d.resp_out, c, idle).await
+        }
+        (BodyKind::None, _) => {
             write_out(&mut d.stream, &mut d.resp_out).await.map(|_| 0).map_err(|_| RelayError::Write)
         }
-        BodyKind::Length(n) => {
+        (BodyKind::Length(n), None) => {
             let first = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
             // A small body rides in the head's write; a large one is written from the read buffer
             // as it is, instead of being copied.
@@ -1011,17 +1025,18 @@ async fn relay_response(
                 Err(_) => Err(RelayError::Write),
             }
         }
-        BodyKind::Chunked if shape.dechunk => {
+        (BodyKind::Chunked, None) if shape.dechunk => {
             body::relay_dechunked(reader, buf, &mut d.stream, &mut d.resp_out, idle).await
         }
-        BodyKind::Chunked | BodyKind::CloseDelimited => match write_out(&mut d.stream, &mut d.resp_out).await
-        {
-            Ok(()) => {
-                let framing = Framing::of(body).unwrap_or(Framing::UntilClose);
-                body::relay(reader, buf, &mut d.stream, framing, idle).await
+        (BodyKind::Chunked | BodyKind::CloseDelimited, None) => {
+            match write_out(&mut d.stream, &mut d.resp_out).await {
+                Ok(()) => {
+                    let framing = Framing::of(body).unwrap_or(Framing::UntilClose);
+                    body::relay(reader, buf, &mut d.stream, framing, idle).await
+                }
+                Err(_) => Err(RelayError::Write),
             }
-            Err(_) => Err(RelayError::Write),
-        },
+        }
     };
     stats.upstream_rq_time.record_us(started.elapsed().as_micros() as u64);
     match relayed {

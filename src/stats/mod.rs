@@ -33,6 +33,9 @@ pub enum Scope {
     HttpFilter(String, &'static str),
     /// `http.<stat_prefix>.jwt_authn`: a connection manager's JWT filter.
     JwtAuthn(String),
+    /// `http.<stat_prefix>.compressor.<library name>.<library>`: one compressor filter (its
+    /// connection manager's prefix, then the rest).
+    Compressor(String, String),
     /// A `tcp_proxy`, by `stat_prefix`.
     Tcp(String),
     /// `local_rate_limit.<stat_prefix>`: a network local rate limit.
@@ -68,6 +71,7 @@ impl Scope {
             Scope::Fault(p) => format!("http.{p}.fault"),
             Scope::HttpFilter(p, filter) => format!("http.{p}.{filter}"),
             Scope::JwtAuthn(p) => format!("http.{p}.jwt_authn"),
+            Scope::Compressor(p, rest) => format!("http.{p}.compressor.{rest}"),
             Scope::Tcp(p) => format!("tcp.{p}"),
             Scope::NetLocalRateLimit(p) => format!("local_rate_limit.{p}"),
             Scope::ConnectionLimit(p) => format!("connection_limit.{p}"),
@@ -530,6 +534,60 @@ stat_block! {
     }
 }
 
+/// `http.<stat_prefix>.compressor.<library name>.<library>.*`, per compressor filter. The response
+/// counters are `response.*` when the filter's config has a `response_direction_config`, and
+/// unprefixed (Envoy's legacy names) when not.
+#[derive(Default, Debug)]
+pub struct CompressorStats {
+    /// Names the response counters `response.*`.
+    pub response_prefix: Cell<bool>,
+    pub compressed: Counter,
+    pub not_compressed: Counter,
+    pub content_length_too_small: Counter,
+    pub total_uncompressed_bytes: Counter,
+    pub total_compressed_bytes: Counter,
+    pub no_accept_header: Counter,
+    pub header_identity: Counter,
+    pub header_wildcard: Counter,
+    pub header_not_valid: Counter,
+    pub header_compressor_used: Counter,
+    pub header_compressor_overshadowed: Counter,
+    pub not_compressed_etag: Counter,
+    pub request_not_compressed: Counter,
+}
+
+impl CompressorStats {
+    pub fn dump(&self, scope: &Scope, out: &mut StatsDump) {
+        let response: [(&Counter, &'static str, &'static str); 5] = [
+            (&self.compressed, "response.compressed", "compressed"),
+            (&self.not_compressed, "response.not_compressed", "not_compressed"),
+            (&self.content_length_too_small, "response.content_length_too_small", "content_length_too_small"),
+            (&self.total_uncompressed_bytes, "response.total_uncompressed_bytes", "total_uncompressed_bytes"),
+            (&self.total_compressed_bytes, "response.total_compressed_bytes", "total_compressed_bytes"),
+        ];
+        for (c, prefixed, legacy) in response {
+            c.dump(scope, if self.response_prefix.get() { prefixed } else { legacy }, out);
+        }
+        self.no_accept_header.dump(scope, "no_accept_header", out);
+        self.header_identity.dump(scope, "header_identity", out);
+        self.header_wildcard.dump(scope, "header_wildcard", out);
+        self.header_not_valid.dump(scope, "header_not_valid", out);
+        self.header_compressor_used.dump(scope, "header_compressor_used", out);
+        self.header_compressor_overshadowed.dump(scope, "header_compressor_overshadowed", out);
+        self.not_compressed_etag.dump(scope, "not_compressed_etag", out);
+        self.request_not_compressed.dump(scope, "request.not_compressed", out);
+        let zero = Counter::default();
+        for name in [
+            "request.compressed",
+            "request.content_length_too_small",
+            "request.total_compressed_bytes",
+            "request.total_uncompressed_bytes",
+        ] {
+            zero.dump(scope, name, out);
+        }
+    }
+}
+
 impl HttpStats {
     pub fn response(&self, status: u16) -> &Counter {
         match status {
@@ -631,6 +689,8 @@ pub struct ShardStats {
     ext_authz: RefCell<HashMap<String, Rc<ExtAuthzStats>>>,
     /// Envoy's copy of the ext_authz counters under the routed cluster, by cluster name.
     cluster_ext_authz: RefCell<HashMap<String, Rc<ExtAuthzStats>>>,
+    /// By (connection manager prefix, `<library name>.<library>`).
+    compressors: RefCell<HashMap<(String, String), Rc<CompressorStats>>>,
     /// `ssl.*` of a listener or cluster scope, and `http.<prefix>.downstream_cx_ssl_*`.
     ssl: RefCell<HashMap<Scope, Rc<SslStats>>>,
     http_ssl: RefCell<HashMap<String, Rc<HttpSslStats>>>,
@@ -714,6 +774,14 @@ impl ShardStats {
     /// `name` (looked up per check, which costs far less than its exchange).
     pub fn cluster_ext_authz(&self, name: &str) -> Rc<ExtAuthzStats> {
         self.cluster_ext_authz.borrow_mut().entry(name.to_string()).or_default().clone()
+    }
+
+    /// `http.<stat_prefix>.compressor.<rest>.*` of a compressor filter.
+    pub fn compressor(&self, stat_prefix: &str, rest: &str, response_prefix: bool) -> Rc<CompressorStats> {
+        let key = (stat_prefix.to_string(), rest.to_string());
+        let stats = self.compressors.borrow_mut().entry(key).or_default().clone();
+        stats.response_prefix.set(response_prefix);
+        stats
     }
 
     /// `<scope>.ssl.*` (a `Scope::Listener` or `Scope::Cluster`); looked up per TLS connection,
@@ -808,6 +876,9 @@ impl ShardStats {
             s.denied.dump(&scope, "ext_authz.denied", &mut out);
             s.error.dump(&scope, "ext_authz.error", &mut out);
             s.failure_mode_allowed.dump(&scope, "ext_authz.failure_mode_allowed", &mut out);
+        }
+        for ((prefix, rest), s) in self.compressors.borrow().iter() {
+            s.dump(&Scope::Compressor(prefix.clone(), rest.clone()), &mut out);
         }
         for (scope, s) in self.ssl.borrow().iter() {
             s.dump(scope, &mut out);
