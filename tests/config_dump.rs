@@ -323,7 +323,11 @@ static_resources:
                               - { name: v, string_match: { exact: "2" } }
                           route:
                             weighted_clusters:
-                              clusters: [{ name: a, weight: 30 }, { name: b, weight: 70 }]
+                              clusters:
+                                - { name: a, weight: 30, request_headers_to_remove: [X-Entry] }
+                                - name: b
+                                  weight: 70
+                                  response_headers_to_add: [{ header: { key: x-b, value: "1" } }]
                             timeout: 0s
                             prefix_rewrite: /
                             host_rewrite: upstream.internal
@@ -399,6 +403,9 @@ static_resources:
     assert_eq!(h["access_log"][0]["typed_config"]["path"], "/tmp/edge.log");
     let routes = &h["route_config"]["virtual_hosts"][0]["routes"];
     assert_eq!(routes[0]["route"]["weighted_clusters"]["clusters"][1]["weight"], 70);
+    let entries = &routes[0]["route"]["weighted_clusters"]["clusters"];
+    assert_eq!(entries[0]["request_headers_to_remove"], serde_json::json!(["x-entry"]));
+    assert_eq!(entries[1]["response_headers_to_add"][0]["header"]["key"], "x-b");
     assert_eq!(routes[0]["route"]["timeout"], "0s");
     assert_eq!(routes[0]["route"]["host_rewrite_literal"], "upstream.internal");
     // The virtual host's retry policy applies to the routes that have none.

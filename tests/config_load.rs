@@ -310,7 +310,9 @@ fn v2_and_v3_spellings_give_the_same_model() {
     assert!(api[0].matcher.headers[1].invert_match);
     match &api[0].action {
         RouteAction::Forward(f) => {
-            assert_eq!(f.cluster, ClusterSpecifier::Weighted(vec![("a".into(), 30), ("b".into(), 70)]));
+            let weighted =
+                |name: &str, weight| WeightedCluster { name: name.into(), weight, ..Default::default() };
+            assert_eq!(f.cluster, ClusterSpecifier::Weighted(vec![weighted("a", 30), weighted("b", 70)]));
             assert_eq!(f.timeout, None, "0s disables the route timeout");
             assert_eq!(f.host_rewrite_literal.as_deref(), Some("api.internal"));
         }

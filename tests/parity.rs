@@ -1171,3 +1171,67 @@ fn malformed_response_and_oversized_head_details() {
     s.backend = Upstream::Raw("HTTP/1.1 2x0 OK\r\ncontent-length: 2\r\n\r\nok");
     assert_parity(&s, |l| is_client(l) || l.starts_with("log#"));
 }
+
+#[test]
+fn weighted_cluster_entry_header_edits_apply_before_the_routes() {
+    // The zero-weight entry is never picked, so both proxies send every request to `backend`
+    // and only its entry's edits apply. `total_weight` disagrees with the weights: Envoy 1.40
+    // loads it and ignores it.
+    const WEIGHTED_ROUTES: &str = r#"request_headers_to_add:
+  - header: { key: x-level, value: table }
+    append_action: OVERWRITE_IF_EXISTS_OR_ADD
+response_headers_to_add:
+  - header: { key: x-resp-level, value: table }
+virtual_hosts:
+  - name: all
+    domains: ["*"]
+    request_headers_to_add:
+      - header: { key: x-both, value: vhost }
+    routes:
+      - match: { prefix: "/" }
+        request_headers_to_add:
+          - header: { key: x-both, value: route }
+          - header: { key: x-level, value: route }
+        request_headers_to_remove: [x-entry-added]
+        response_headers_to_add:
+          - header: { key: x-resp-level, value: route }
+        route:
+          weighted_clusters:
+            total_weight: 50
+            clusters:
+              - name: backend
+                weight: 3
+                request_headers_to_add:
+                  - header: { key: x-both, value: entry }
+                  - header: { key: x-level, value: entry }
+                  - header: { key: x-entry-added, value: entry }
+                  - header: { key: x-replaced, value: entry }
+                    append_action: OVERWRITE_IF_EXISTS_OR_ADD
+                request_headers_to_remove: [x-client-drop]
+                response_headers_to_add:
+                  - header: { key: x-resp-level, value: entry }
+                response_headers_to_remove: [x-up-drop]
+              - name: dead
+                weight: 0
+                request_headers_to_add:
+                  - header: { key: x-never, value: dead }
+"#;
+    let mut s = Scenario::new(
+        "weighted_cluster_entry_header_edits_apply_before_the_routes",
+        vec![
+            get(
+                "/a",
+                "example.com",
+                &[("x-client-drop", "1"), ("x-replaced", "client"), ("x-level", "client")],
+            ),
+            get("/b", "example.com", &[("x-keep", "1")]),
+        ],
+    );
+    s.route_config = WEIGHTED_ROUTES;
+    s.backend = Upstream::Ok(vec![("x-up-drop", "1"), ("x-up-keep", "1")]);
+    assert_parity(&s, |l| {
+        is_status(l)
+            || (l.starts_with("client#") && l.contains(" header x-"))
+            || (l.starts_with("upstream ") && l.contains(" header x-") && !l.contains("x-request-id"))
+    });
+}

@@ -84,6 +84,35 @@ virtual_hosts:
             clusters:
               - { name: a, weight: 75 }
               - { name: b, weight: 25 }
+  - name: weighted
+    domains: ["weighted.test"]
+    routes:
+      - match: { prefix: "/" }
+        request_headers_to_add:
+          - header: { key: x-level, value: route }
+            append_action: OVERWRITE_IF_EXISTS_OR_ADD
+          - header: { key: x-both, value: route }
+        response_headers_to_add:
+          - header: { key: x-both-resp, value: route }
+        route:
+          weighted_clusters:
+            total_weight: 7
+            clusters:
+              - name: a
+                weight: 1
+                request_headers_to_add:
+                  - header: { key: x-entry, value: a }
+                  - header: { key: x-level, value: entry }
+                  - header: { key: x-both, value: entry }
+                request_headers_to_remove: [x-drop-entry]
+                response_headers_to_add:
+                  - header: { key: x-entry-resp, value: a }
+                  - header: { key: x-both-resp, value: entry }
+                response_headers_to_remove: [x-upstream]
+              - name: b
+                weight: 1
+                request_headers_to_add:
+                  - header: { key: x-entry, value: b }
   - name: fallback
     domains: ["*"]
     routes:
@@ -291,6 +320,43 @@ fn weighted_clusters_split_roughly_by_weight() {
     assert_eq!(a + b, 400, "{counts:?}");
     // 75/25 of 400: expect 300/100; allow a wide band for randomness.
     assert!((240..=360).contains(&a), "{counts:?}");
+}
+
+#[test]
+fn a_weighted_entry_edits_headers_when_picked_before_the_route_does() {
+    let f = fixture();
+    let addr = f.skiff.listener("main");
+    let mut client = Client::connect(addr);
+    let mut seen_clusters = Vec::new();
+    // `total_weight: 7` differs from the weights' sum (2): Envoy 1.40 ignores it, so does skiff.
+    for _ in 0..40 {
+        let r = client.request("weighted.test", "/", &[("x-drop-entry", "1")]).expect("response");
+        assert_eq!(r.status, 200);
+        let text = r.text();
+        let cluster = r.first_line();
+        let lines: Vec<&str> = text.lines().collect();
+        let has = |line: &str| lines.contains(&line);
+        if cluster == "a" {
+            assert!(has("x-entry: a") && !has("x-drop-entry: 1"), "{text}");
+            // The route's overwrite comes after the entry's add and replaces it; appends keep
+            // Envoy's order, the entry's first.
+            assert!(has("x-level: route") && !has("x-level: entry"), "{text}");
+            let both: Vec<&&str> = lines.iter().filter(|l| l.starts_with("x-both: ")).collect();
+            assert_eq!(both, [&"x-both: entry", &"x-both: route"], "{text}");
+            assert_eq!(r.header("x-entry-resp"), Some("a"));
+            assert_eq!(r.header("x-upstream"), None, "the entry removes it");
+            let both: Vec<&str> =
+                r.headers.iter().filter(|(n, _)| n == "x-both-resp").map(|(_, v)| v.as_str()).collect();
+            assert_eq!(both, ["entry", "route"]);
+        } else {
+            assert_eq!(cluster, "b");
+            assert!(has("x-entry: b") && has("x-drop-entry: 1"), "{text}");
+            assert_eq!(r.header("x-entry-resp"), None);
+            assert_eq!(r.header("x-upstream"), Some("b"));
+        }
+        seen_clusters.push(cluster);
+    }
+    assert!(seen_clusters.iter().any(|c| c == "a") && seen_clusters.iter().any(|c| c == "b"));
 }
 
 /// One cluster `lb` over three named upstreams (with weights), one listener routing to it.

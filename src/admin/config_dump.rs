@@ -538,8 +538,22 @@ fn cluster_specifier(m: &mut Map<String, Value>, spec: &ClusterSpecifier) {
             m.insert("cluster_header".into(), h.as_str().into());
         }
         ClusterSpecifier::Weighted(list) => {
-            let clusters: Vec<Value> =
-                list.iter().map(|(name, weight)| json!({ "name": name, "weight": weight })).collect();
+            let clusters: Vec<Value> = list
+                .iter()
+                .map(|c| {
+                    let mut m = Map::new();
+                    m.insert("name".into(), c.name.as_str().into());
+                    m.insert("weight".into(), c.weight.into());
+                    header_lists(
+                        &mut m,
+                        &c.request_headers_to_add,
+                        &c.request_headers_to_remove,
+                        &c.response_headers_to_add,
+                        &c.response_headers_to_remove,
+                    );
+                    Value::Object(m)
+                })
+                .collect();
             m.insert("weighted_clusters".into(), json!({ "clusters": clusters }));
         }
     }

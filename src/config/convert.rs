@@ -1412,7 +1412,7 @@ fn forward(
     let cluster = match (a.cluster, a.cluster_header, a.weighted_clusters) {
         (Some(c), None, None) => ClusterSpecifier::Single(cx.cluster_ref(p.key("cluster"), &c)?),
         (None, Some(h), None) if !h.is_empty() => ClusterSpecifier::Header(h.to_ascii_lowercase()),
-        (None, None, Some(w)) => weighted_clusters(cx, p.key("weighted_clusters"), w)?,
+        (None, None, Some(w)) => route_weighted_clusters(cx, p.key("weighted_clusters"), w)?,
         (None, None, None) => return fail(p, "route needs cluster, cluster_header or weighted_clusters"),
         _ => return fail(p, "give one of cluster, cluster_header or weighted_clusters"),
     };
@@ -1475,19 +1475,14 @@ fn forward(
     })
 }
 
-/// `weighted_clusters` of a route or a tcp_proxy: every cluster exists, some weight is non-zero.
+/// A tcp_proxy's `weighted_clusters`: every cluster exists, some weight is non-zero.
 fn weighted_clusters(cx: &Cx, wp: FieldPath, w: RawWeighted) -> Res<ClusterSpecifier> {
     let mut out = Vec::new();
     for (i, c) in w.clusters.into_iter().enumerate() {
-        out.push((cx.cluster_ref(wp.key("clusters").idx(i).key("name"), &c.name)?, c.weight));
+        let name = cx.cluster_ref(wp.key("clusters").idx(i).key("name"), &c.name)?;
+        out.push(WeightedCluster { name, weight: c.weight, ..WeightedCluster::default() });
     }
-    let sum: u64 = out.iter().map(|(_, w)| u64::from(*w)).sum();
-    if out.is_empty() || sum == 0 {
-        return fail(
-            wp.key("clusters"),
-            "weighted_clusters needs at least one cluster with a non-zero weight",
-        );
-    }
+    let sum = some_weight(&wp, &out)?;
     if let Some(total) = w.total_weight {
         if u64::from(total) != sum {
             return fail(
@@ -1497,6 +1492,43 @@ fn weighted_clusters(cx: &Cx, wp: FieldPath, w: RawWeighted) -> Res<ClusterSpeci
         }
     }
     Ok(ClusterSpecifier::Weighted(out))
+}
+
+/// A route's `weighted_clusters`: as a tcp_proxy's, plus each entry's header edits.
+/// `total_weight` is read and ignored, as Envoy 1.40 does.
+fn route_weighted_clusters(cx: &Cx, wp: FieldPath, w: RawRouteWeighted) -> Res<ClusterSpecifier> {
+    let mut out = Vec::new();
+    for (i, c) in w.clusters.into_iter().enumerate() {
+        let cp = wp.key("clusters").idx(i);
+        out.push(WeightedCluster {
+            name: cx.cluster_ref(cp.key("name"), &c.name)?,
+            weight: c.weight,
+            request_headers_to_add: headers_to_add(
+                cp.key("request_headers_to_add"),
+                c.request_headers_to_add,
+            )?,
+            request_headers_to_remove: lower_all(c.request_headers_to_remove),
+            response_headers_to_add: headers_to_add(
+                cp.key("response_headers_to_add"),
+                c.response_headers_to_add,
+            )?,
+            response_headers_to_remove: lower_all(c.response_headers_to_remove),
+        });
+    }
+    some_weight(&wp, &out)?;
+    Ok(ClusterSpecifier::Weighted(out))
+}
+
+/// The weights' sum, which must not be zero.
+fn some_weight(wp: &FieldPath, list: &[WeightedCluster]) -> Res<u64> {
+    let sum: u64 = list.iter().map(|c| u64::from(c.weight)).sum();
+    if sum == 0 {
+        return fail(
+            wp.key("clusters"),
+            "weighted_clusters needs at least one cluster with a non-zero weight",
+        );
+    }
+    Ok(sum)
 }
 
 /// `request_mirror_policies` (v3) or `request_mirror_policy` (v2), not both.

@@ -929,8 +929,20 @@ pub enum ClusterSpecifier {
     Single(String),
     /// `cluster_header` (lower-cased): the cluster a request header names, looked up per request.
     Header(String),
-    /// `weighted_clusters.clusters` — (name, weight), checked to exist at load.
-    Weighted(Vec<(String, u32)>),
+    /// `weighted_clusters.clusters`, each checked to exist at load.
+    Weighted(Vec<WeightedCluster>),
+}
+
+/// One entry of `weighted_clusters.clusters`. Its header edits (a route's only; tcp_proxy has
+/// none) apply when this entry is picked, before the route's (Envoy's order).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WeightedCluster {
+    pub name: String,
+    pub weight: u32,
+    pub request_headers_to_add: Vec<HeaderValueOption>,
+    pub request_headers_to_remove: Vec<String>,
+    pub response_headers_to_add: Vec<HeaderValueOption>,
+    pub response_headers_to_remove: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

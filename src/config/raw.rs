@@ -1266,7 +1266,7 @@ pub struct RawQueryMatcher {
 #[serde(deny_unknown_fields, expecting = "a mapping")]
 pub struct RawRouteAction {
     pub cluster: Option<String>,
-    pub weighted_clusters: Option<RawWeighted>,
+    pub weighted_clusters: Option<RawRouteWeighted>,
     pub timeout: Option<Dur>,
     pub prefix_rewrite: Option<String>,
     pub host_rewrite_literal: Option<String>,
@@ -1315,6 +1315,31 @@ pub struct RawWeighted {
 pub struct RawWeightedCluster {
     pub name: String,
     pub weight: u32,
+    pub metadata_match: Ign,
+    pub typed_per_filter_config: Ign,
+    pub per_filter_config: Ign,
+}
+
+/// A route's `weighted_clusters`: unlike tcp_proxy's, each entry may carry header edits.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawRouteWeighted {
+    pub clusters: Vec<RawRouteWeightedCluster>,
+    /// Deprecated; Envoy 1.40 ignores it (observed: a total that differs from the sum loads and
+    /// the weights alone decide).
+    pub total_weight: Ign,
+    pub runtime_key_prefix: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct RawRouteWeightedCluster {
+    pub name: String,
+    pub weight: u32,
+    pub request_headers_to_add: Option<Vec<RawHeaderValueOption>>,
+    pub request_headers_to_remove: Option<Vec<String>>,
+    pub response_headers_to_add: Option<Vec<RawHeaderValueOption>>,
+    pub response_headers_to_remove: Option<Vec<String>>,
     pub metadata_match: Ign,
     pub typed_per_filter_config: Ign,
     pub per_filter_config: Ign,

@@ -135,9 +135,22 @@ pub enum Targets {
     Single(usize),
     /// `cluster_header`: the request names its cluster (see `shard::request`).
     Header(Box<str>),
-    /// (cluster index, cumulative weight), and the total.
-    Weighted(Vec<(usize, u32)>, u32),
+    /// The entries (cumulative weights), and the total.
+    Weighted(Vec<WeightedTarget>, u32),
 }
+
+/// One `weighted_clusters` entry: its cluster, its weight added to those before it, and the
+/// header edits that apply when it is picked.
+#[derive(Debug)]
+pub struct WeightedTarget {
+    pub cluster: usize,
+    pub upto: u32,
+    pub request_edits: HeaderEdits,
+    pub response_edits: HeaderEdits,
+}
+
+/// The edits of a route whose cluster is not a weighted entry's.
+pub static NO_EDITS: HeaderEdits = HeaderEdits { add: Vec::new(), remove: Vec::new() };
 
 impl Targets {
     /// The clusters of a route or tcp_proxy, as indices into the snapshot's clusters.
@@ -151,9 +164,20 @@ impl Targets {
             ClusterSpecifier::Weighted(list) => {
                 let mut upto = 0u32;
                 let mut out = Vec::with_capacity(list.len());
-                for (name, weight) in list {
-                    upto = upto.saturating_add(*weight);
-                    out.push((find(name)?, upto));
+                for c in list {
+                    upto = upto.saturating_add(c.weight);
+                    out.push(WeightedTarget {
+                        cluster: find(&c.name)?,
+                        upto,
+                        request_edits: HeaderEdits::new(
+                            &c.request_headers_to_add,
+                            &c.request_headers_to_remove,
+                        ),
+                        response_edits: HeaderEdits::new(
+                            &c.response_headers_to_add,
+                            &c.response_headers_to_remove,
+                        ),
+                    });
                 }
                 Targets::Weighted(out, upto)
             }
@@ -166,11 +190,15 @@ impl Targets {
         match self {
             Targets::Single(c) => Some(*c),
             Targets::Header(_) => None,
-            Targets::Weighted(list, total) => {
-                let point = (roll % u64::from((*total).max(1))) as u32;
-                list.iter().find(|(_, upto)| point < *upto).or(list.last()).map(|(c, _)| *c)
-            }
+            Targets::Weighted(..) => self.pick_weighted(roll).map(|t| t.cluster),
         }
+    }
+
+    /// The weighted entry `roll` lands on; None unless these are `Weighted`.
+    pub fn pick_weighted(&self, roll: u64) -> Option<&WeightedTarget> {
+        let Targets::Weighted(list, total) = self else { return None };
+        let point = (roll % u64::from((*total).max(1))) as u32;
+        list.iter().find(|t| point < t.upto).or(list.last())
     }
 }
 

@@ -61,6 +61,19 @@ fn untrusted_envoy_header(name: &str, edge: bool) -> bool {
     ALWAYS.iter().any(|h| header_is(rest, h)) || (edge && EDGE.iter().any(|h| header_is(rest, h)))
 }
 
+/// The levels' added headers, most specific level first (Envoy applies a weighted entry's edits,
+/// then the route's, the virtual host's, the route table's): an add a less specific level removes
+/// or overwrites is gone, as it is from Envoy's header map.
+fn write_adds(out: &mut Vec<u8>, edits: &[&HeaderEdits; 4]) {
+    for (level, e) in edits.iter().enumerate() {
+        for a in &e.add {
+            if !edits[level + 1..].iter().any(|later| later.drops(&a.name)) {
+                reply::header(out, a.name.as_bytes(), a.value.as_bytes());
+            }
+        }
+    }
+}
+
 /// `x-forwarded-client-cert`.
 const XFCC: &str = "x-forwarded-client-cert";
 
@@ -71,8 +84,8 @@ pub(super) struct RequestRewrite<'a> {
     /// The Host the upstream gets: `host_rewrite_literal`, else the host the request was routed by
     /// (an absolute-form authority, a port-stripped Host, `default_host_for_http_10`).
     pub host: Option<&'a str>,
-    /// Route, virtual host, route table.
-    pub edits: [&'a HeaderEdits; 3],
+    /// Weighted cluster entry, route, virtual host, route table (Envoy's order).
+    pub edits: [&'a HeaderEdits; 4],
     pub peer_ip: &'a str,
     /// What an edge request appends to `x-forwarded-for`: the peer, or this node's address when
     /// the peer is on loopback (Envoy's rule).
@@ -295,11 +308,7 @@ pub(super) fn write_request_head(
     if head.body == BodyKind::Chunked {
         reply::header(out, b"transfer-encoding", b"chunked");
     }
-    for e in rw.edits.iter().rev() {
-        for a in &e.add {
-            reply::header(out, a.name.as_bytes(), a.value.as_bytes());
-        }
-    }
+    write_adds(out, &rw.edits);
     // Envoy's codec frames every request it sends: a bodiless one whose method may carry a body
     // gets `content-length: 0`, after every other line.
     if head.body == BodyKind::None && !rw.upgrade && may_carry_body(head.method) {
@@ -338,8 +347,8 @@ pub(super) struct ResponseShape {
 }
 
 pub(super) struct ResponseRewrite<'a> {
-    /// Route, virtual host, route table.
-    pub edits: [&'a HeaderEdits; 3],
+    /// Weighted cluster entry, route, virtual host, route table (Envoy's order).
+    pub edits: [&'a HeaderEdits; 4],
     pub server_name: &'a str,
     pub date: &'a DateCache,
     pub service_time_ms: u64,
@@ -418,11 +427,7 @@ pub(super) fn write_response_head(
     } else if rw.http10 && !rw.switching {
         reply::header(out, b"connection", b"keep-alive");
     }
-    for e in rw.edits.iter().rev() {
-        for a in &e.add {
-            reply::header(out, a.name.as_bytes(), a.value.as_bytes());
-        }
-    }
+    write_adds(out, &rw.edits);
     if rw.filter_replace {
         for line in rw.filter_headers.split_inclusive(|b| *b == b'\n') {
             let name = line.split(|b| *b == b':').next().unwrap_or_default();

@@ -23,7 +23,7 @@ use crate::config::{LbPolicy, StreamLimits};
 use crate::filters::{CheckOutcome, FilterStats, Verdict};
 use crate::http::{header_is, RequestHead, Version};
 use crate::peer::Connection;
-use crate::route::{Action, Forward, Route, Targets, VirtualHost};
+use crate::route::{Action, Forward, HeaderEdits, Route, Targets, VirtualHost, NO_EDITS};
 use crate::snapshot::ListenerSnap;
 use crate::stats::HttpStats;
 use bytes::Buf;
@@ -48,6 +48,8 @@ pub(super) enum Plan<'g> {
         vhost: &'g VirtualHost,
         /// The cluster chosen (weighted, or named by `cluster_header`).
         cluster: usize,
+        /// The picked weighted entry's response header edits (`NO_EDITS` otherwise).
+        entry_edits: &'g HeaderEdits,
         facts: RequestFacts,
         limits: Limits,
         consumed: usize,
@@ -68,6 +70,7 @@ struct Routed<'g> {
     route: &'g Route,
     vhost: &'g VirtualHost,
     cluster: usize,
+    entry_edits: &'g HeaderEdits,
 }
 
 /// Holds `downstream_rq_active` up for as long as the request lives, whichever way it ends.
@@ -287,7 +290,17 @@ impl<'g> Request<'g> {
         };
         // The cluster: drawn for weighted clusters, or named by the request (`cluster_header`;
         // none, or one that does not exist: Envoy's 503 `NC`, or `cluster_not_found_response_code`).
+        // A weighted entry's own header edits, applied before the route's.
+        let (mut request_entry, mut response_entry) = (&NO_EDITS, &NO_EDITS);
         let cluster = match &fwd.clusters {
+            Targets::Weighted(..) => match fwd.clusters.pick_weighted(self.shard.rng.next()) {
+                Some(t) => {
+                    request_entry = &t.request_edits;
+                    response_entry = &t.response_edits;
+                    t.cluster
+                }
+                None => 0,
+            },
             Targets::Header(name) => {
                 let named = head.headers.iter().find(|h| header_is(h.name, name)).map(|h| h.value);
                 let found = named
@@ -321,7 +334,7 @@ impl<'g> Request<'g> {
         let rewrite = RequestRewrite {
             path,
             host: fwd.host_rewrite.as_deref().or(Some(host)),
-            edits: [&route.request_edits, &vhost.request_edits, &table.request_edits],
+            edits: [request_entry, &route.request_edits, &vhost.request_edits, &table.request_edits],
             peer_ip,
             xff_ip,
             use_remote_address: hcm.use_remote_address,
@@ -386,7 +399,16 @@ impl<'g> Request<'g> {
                 &mut facts.set_cookie,
             );
         }
-        Plan::Forward { route, vhost, cluster, facts, limits, consumed: body_end, filters }
+        Plan::Forward {
+            route,
+            vhost,
+            cluster,
+            entry_edits: response_entry,
+            facts,
+            limits,
+            consumed: body_end,
+            filters,
+        }
     }
 
     /// Carries out the plan, then counts and logs the request.
@@ -451,7 +473,7 @@ impl<'g> Request<'g> {
                 }
                 self.reply(d, reply, head_request).await
             }
-            Plan::Forward { route, vhost, cluster, facts, limits, consumed, filters } => {
+            Plan::Forward { route, vhost, cluster, entry_edits, facts, limits, consumed, filters } => {
                 d.buf.advance(consumed);
                 let filter_headers = filters.as_ref().map_or(&[][..], |f| &f.response_headers[..]);
                 // A generated hash cookie goes out on the upstream's response, after the filters'
@@ -464,7 +486,7 @@ impl<'g> Request<'g> {
                     &with_cookie
                 };
                 let replace = filters.as_ref().is_some_and(|f| f.response_headers_replace);
-                let routed = Routed { route, vhost, cluster };
+                let routed = Routed { route, vhost, cluster, entry_edits };
                 let compress = filters.as_ref().and_then(|f| f.compress.as_ref());
                 self.forward(d, routed, facts, limits, (filter_headers, replace), compress).await
             }
@@ -498,7 +520,7 @@ impl<'g> Request<'g> {
             return Plan::Reply { reply, consumed, head_request, filters };
         }
         match plan {
-            Plan::Forward { route, vhost, cluster, facts, limits, consumed, mut filters } => {
+            Plan::Forward { route, vhost, cluster, entry_edits, facts, limits, consumed, mut filters } => {
                 check::edit_head(
                     &mut d.req_out,
                     &outcome.request_headers_set,
@@ -507,7 +529,7 @@ impl<'g> Request<'g> {
                 if let Some(f) = filters.as_mut() {
                     f.response_headers.extend_from_slice(&outcome.response_headers);
                 }
-                Plan::Forward { route, vhost, cluster, facts, limits, consumed, filters }
+                Plan::Forward { route, vhost, cluster, entry_edits, facts, limits, consumed, filters }
             }
             Plan::Reply { mut reply, consumed, head_request, filters } => {
                 reply.headers.extend_from_slice(&outcome.response_headers);
@@ -548,7 +570,7 @@ impl<'g> Request<'g> {
     async fn forward(
         &self,
         d: &mut Downstream,
-        Routed { route, vhost, cluster }: Routed<'g>,
+        Routed { route, vhost, cluster, entry_edits }: Routed<'g>,
         facts: RequestFacts,
         limits: Limits,
         (filter_headers, filter_headers_replace): (&[u8], bool),
@@ -578,6 +600,7 @@ impl<'g> Request<'g> {
             listener: self.listener,
             facts,
             response_edits: [
+                entry_edits,
                 &route.response_edits,
                 &vhost.response_edits,
                 &self.listener.routes.response_edits,

@@ -67,8 +67,8 @@ pub(super) struct Exchange<'a> {
     pub fwd: &'a Forward,
     pub listener: &'a ListenerSnap,
     pub facts: RequestFacts,
-    /// Route, virtual host, route table.
-    pub response_edits: [&'a HeaderEdits; 3],
+    /// Weighted cluster entry, route, virtual host, route table (Envoy's order).
+    pub response_edits: [&'a HeaderEdits; 4],
     /// The virtual host's `x-envoy-attempt-count` settings.
     pub attempt_count: crate::config::AttemptCount,
     pub server_name: &'a str,
