@@ -12,7 +12,7 @@ use super::chain_match::{ChainMatch, Cidr, SourceType, Transport};
 use super::error::FieldPath;
 use super::fields::{fail, read, Res};
 use super::raw::{Ign, RawCidrRange, RawFilterChainMatch, RawListenerFilter, RawTransportSocket};
-use super::tls::{ListenerTls, ServerTls, UpstreamTls};
+use super::tls::{ContextCerts, ListenerTls, ServerTls, SourcedCert, UpstreamTls};
 use super::tls_verify::{SanMatcher, ServerVerifier, VerifiedClients};
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::pem::PemObject;
@@ -419,7 +419,7 @@ pub(super) fn downstream(p: &FieldPath, s: &RawTransportSocket) -> Res<Option<Se
     if raw.disable_stateful_session_resumption == Some(true) {
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     }
-    Ok(Some(ServerTls { config: Arc::new(config), spec, dump, local_uri_sans }))
+    Ok(Some(ServerTls { config: Arc::new(config), spec, dump, local_uri_sans, certs: c.certs }))
 }
 
 /// A cluster's `transport_socket`; None when it is plaintext.
@@ -474,7 +474,7 @@ pub(super) fn upstream(p: &FieldPath, s: &RawTransportSocket) -> Res<Option<Upst
         Some(n) => rustls::client::Resumption::in_memory_sessions(n as usize),
         None => rustls::client::Resumption::in_memory_sessions(1),
     };
-    Ok(Some(UpstreamTls { sni, config: Arc::new(config), spec, dump }))
+    Ok(Some(UpstreamTls { sni, config: Arc::new(config), spec, dump, certs: c.certs }))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -491,6 +491,7 @@ struct Common {
     trusted_ca: Option<rustls::RootCertStore>,
     sans: Vec<SanMatcher>,
     alpn: Vec<Vec<u8>>,
+    certs: ContextCerts,
 }
 
 fn common_parts(p: &FieldPath, c: RawCommonTlsContext, side: Side, spec: &mut String) -> Res<Common> {
@@ -513,17 +514,23 @@ fn common_parts(p: &FieldPath, c: RawCommonTlsContext, side: Side, spec: &mut St
         Some((pp, t)) => versions(pp, t, side, &mut provider, spec)?,
         None => default_versions(side),
     };
+    let mut certs = ContextCerts::default();
     let identity = match c.tls_certificates.unwrap_or_default().as_slice() {
         [] => None,
-        [one] => Some(identity(&p.key("tls_certificates").idx(0), one, spec)?),
+        [one] => {
+            let (chain, key) = identity(&p.key("tls_certificates").idx(0), one, spec)?;
+            let path = one.certificate_chain.as_ref().map(source_name).unwrap_or_default();
+            certs.chain.extend(chain.first().map(|der| SourcedCert { path, der: der.clone() }));
+            Some((chain, key))
+        }
         _ => return fail(p.key("tls_certificates"), "more than one tls_certificates entry is not supported"),
     };
     let (trusted_ca, sans) = match c.validation_context {
-        Some(v) => validation(&p.key("validation_context"), v, spec)?,
+        Some(v) => validation(&p.key("validation_context"), v, spec, &mut certs)?,
         None => (None, Vec::new()),
     };
     let alpn = alpn(&p.key("alpn_protocols"), c.alpn_protocols.unwrap_or_default())?;
-    Ok(Common { provider, versions, identity, trusted_ca, sans, alpn })
+    Ok(Common { provider, versions, identity, trusted_ca, sans, alpn, certs })
 }
 
 fn refuse_any(p: &FieldPath, fields: &[(&str, bool)]) -> Res<()> {
@@ -661,6 +668,11 @@ fn cipher_suite(name: &str) -> Option<rustls::CipherSuite> {
     SUITES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
 }
 
+/// Where a `DataSource` comes from, as `/certs` names it.
+fn source_name(d: &RawDataSource) -> String {
+    d.filename.clone().unwrap_or_else(|| "<inline>".to_string())
+}
+
 /// A `DataSource`'s bytes (a file read now, an inline string, or an environment variable).
 fn data(p: &FieldPath, d: &RawDataSource, spec: &mut String) -> Res<Vec<u8>> {
     if d.inline_bytes.is_some() || d.watched_directory.is_some() {
@@ -750,6 +762,7 @@ fn validation(
     p: &FieldPath,
     v: RawValidationContext,
     spec: &mut String,
+    certs: &mut ContextCerts,
 ) -> Res<(Option<rustls::RootCertStore>, Vec<SanMatcher>)> {
     let unsupported = [
         ("verify_certificate_spki", v.verify_certificate_spki.is_some()),
@@ -769,7 +782,10 @@ fn validation(
         Some(d) => {
             let tp = p.key("trusted_ca");
             let mut store = rustls::RootCertStore::empty();
-            for cert in certificates(&tp, &data(&tp, d, spec)?)? {
+            let found = certificates(&tp, &data(&tp, d, spec)?)?;
+            // Envoy reports the file's first certificate as the context's CA.
+            certs.ca = found.first().map(|der| SourcedCert { path: source_name(d), der: der.clone() });
+            for cert in found {
                 store.add(cert).map_err(|e| finding(&tp, e))?;
             }
             Some(store)
