@@ -273,4 +273,19 @@ fn parity_static_secrets_serve_the_same_certificate_as_envoy() {
         .unwrap_or_else(|| served_subject(envoy.listener, certs));
     assert_eq!(served_subject(skiff.listener("front"), certs), envoy_subject);
     assert_eq!(sorted(&certs_of(skiff.admin())), sorted(&certs_of(envoy.admin)));
+    // /config_dump: the bootstrap's secrets and the SecretsConfigDump, keys redacted.
+    let secrets = |admin| {
+        let (_, body) = envoy::admin_get(admin, "/config_dump").expect("GET /config_dump");
+        let dump: serde_json::Value = serde_json::from_str(&body).expect("/config_dump is JSON");
+        let configs = dump["configs"].as_array().cloned().unwrap_or_default();
+        let of = |kind: &str| {
+            configs.iter().find(|c| c["@type"].as_str().is_some_and(|t| t.ends_with(kind))).cloned()
+        };
+        let bootstrap =
+            of("BootstrapConfigDump").map(|b| b["bootstrap"]["static_resources"]["secrets"].clone());
+        (bootstrap, of("SecretsConfigDump"))
+    };
+    let (skiff_dump, envoy_dump) = (secrets(skiff.admin()), secrets(envoy.admin));
+    assert!(skiff_dump.1.as_ref().is_some_and(|d| d.to_string().contains("[redacted]")), "{skiff_dump:?}");
+    assert_eq!(skiff_dump, envoy_dump);
 }

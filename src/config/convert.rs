@@ -279,6 +279,7 @@ pub fn convert(raw: RawBootstrap, files: RawDynamicFiles) -> Res<Converted> {
             clusters,
             tcp_listeners,
             xds: Xds { rds: cx.rds_sources, eds: cx.eds_sources, ..xds },
+            secrets: cx.secrets.dumps,
         },
         warnings: cx.warnings,
     })

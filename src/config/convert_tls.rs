@@ -368,6 +368,15 @@ fn tls_typed_config(
 /// The `transport_socket` as `/config_dump` shows it: as written, under its v3 `@type`, with every
 /// string inside a `private_key` or `password` replaced by `[redacted]`, as Envoy redacts them.
 fn dump(type_url: &str, fields: &serde_norway::Mapping) -> serde_json::Value {
+    let mut typed = redacted(fields);
+    if let serde_json::Value::Object(m) = &mut typed {
+        m.insert("@type".to_string(), type_url.into());
+    }
+    serde_json::json!({ "name": "envoy.transport_sockets.tls", "typed_config": typed })
+}
+
+/// `fields` as JSON with every string inside a `private_key` or `password` `[redacted]`.
+fn redacted(fields: &serde_norway::Mapping) -> serde_json::Value {
     fn redact(v: &mut serde_json::Value, sensitive: bool) {
         match v {
             serde_json::Value::String(s) if sensitive => *s = "[redacted]".to_string(),
@@ -382,10 +391,7 @@ fn dump(type_url: &str, fields: &serde_norway::Mapping) -> serde_json::Value {
     }
     let mut typed = serde_json::to_value(fields).unwrap_or_else(|_| serde_json::json!({}));
     redact(&mut typed, false);
-    if let serde_json::Value::Object(m) = &mut typed {
-        m.insert("@type".to_string(), type_url.into());
-    }
-    serde_json::json!({ "name": "envoy.transport_sockets.tls", "typed_config": typed })
+    typed
 }
 
 /// `static_resources.secrets` by name, as a context names them in `tls_certificate_sds_secret_configs`
@@ -395,6 +401,8 @@ fn dump(type_url: &str, fields: &serde_norway::Mapping) -> serde_json::Value {
 pub(super) struct Secrets {
     certificates: std::collections::HashMap<String, (FieldPath, RawTlsCertificate)>,
     validation: std::collections::HashMap<String, (FieldPath, RawValidationContext)>,
+    /// In config order, each as `/config_dump` shows it (keys redacted).
+    pub(super) dumps: Vec<super::tls::SecretDump>,
 }
 
 /// Reads `static_resources.secrets` at `p`. Envoy keeps the two kinds apart: a name is unique
@@ -403,6 +411,7 @@ pub(super) fn static_secrets(p: &FieldPath, raw: Vec<serde_norway::Mapping>) -> 
     let mut out = Secrets::default();
     for (i, m) in raw.into_iter().enumerate() {
         let sp = p.idx(i);
+        let dump = redacted(&m);
         let secret: RawSecret = read(&sp, m)?;
         let Some(name) = secret.name.filter(|n| !n.is_empty()) else {
             return fail(sp.key("name"), "a static secret needs a name");
@@ -427,6 +436,7 @@ pub(super) fn static_secrets(p: &FieldPath, raw: Vec<serde_norway::Mapping>) -> 
         if duplicate {
             return fail(sp.key("name"), format!("duplicate static secret name \"{name}\""));
         }
+        out.dumps.push(super::tls::SecretDump { name, secret: dump });
     }
     Ok(out)
 }

@@ -59,6 +59,13 @@ pub struct SourcedCert {
     pub der: CertificateDer<'static>,
 }
 
+/// A `static_resources.secrets` entry as `/config_dump` shows it: as written, keys redacted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretDump {
+    pub name: String,
+    pub secret: serde_json::Value,
+}
+
 macro_rules! by_spec {
     ($t:ty) => {
         impl PartialEq for $t {
