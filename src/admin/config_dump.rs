@@ -20,6 +20,8 @@ const BOOTSTRAP_DUMP: &str = "type.googleapis.com/envoy.admin.v3.BootstrapConfig
 const CLUSTERS_DUMP: &str = "type.googleapis.com/envoy.admin.v3.ClustersConfigDump";
 const LISTENERS_DUMP: &str = "type.googleapis.com/envoy.admin.v3.ListenersConfigDump";
 const ROUTES_DUMP: &str = "type.googleapis.com/envoy.admin.v3.RoutesConfigDump";
+const SECRETS_DUMP: &str = "type.googleapis.com/envoy.admin.v3.SecretsConfigDump";
+const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 const ROUTE_CONFIG: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
@@ -60,6 +62,7 @@ pub const RESOURCES: &[(&str, &str)] = &[
     ("dynamic_listeners", "type.googleapis.com/envoy.admin.v3.ListenersConfigDump.DynamicListener"),
     ("static_route_configs", "type.googleapis.com/envoy.admin.v3.RoutesConfigDump.StaticRouteConfig"),
     ("dynamic_route_configs", "type.googleapis.com/envoy.admin.v3.RoutesConfigDump.DynamicRouteConfig"),
+    ("static_secrets", "type.googleapis.com/envoy.admin.v3.SecretsConfigDump.StaticSecret"),
 ];
 
 /// The whole `/config_dump` of the running snapshot.
@@ -100,10 +103,12 @@ pub fn render_bootstrap(b: &Bootstrap) -> Value {
     if let Some(a) = &b.admin {
         bootstrap.insert("admin".into(), admin(a));
     }
-    bootstrap.insert(
-        "static_resources".into(),
-        json!({ "listeners": static_listeners, "clusters": static_clusters }),
-    );
+    let mut static_resources = json!({ "listeners": static_listeners, "clusters": static_clusters });
+    if !b.secrets.is_empty() {
+        let secrets: Vec<Value> = b.secrets.iter().map(|s| s.secret.clone()).collect();
+        static_resources["secrets"] = secrets.into();
+    }
+    bootstrap.insert("static_resources".into(), static_resources);
     if b.xds.lds.is_some() || b.xds.cds.is_some() {
         bootstrap.insert("dynamic_resources".into(), dynamic_resources(&b.xds));
     }
@@ -180,14 +185,22 @@ pub fn render_bootstrap(b: &Bootstrap) -> Value {
         routes_dump.insert("dynamic_route_configs".into(), dynamic_route_configs.into());
     }
 
-    json!({
-        "configs": [
-            { "@type": BOOTSTRAP_DUMP, "bootstrap": Value::Object(bootstrap) },
-            Value::Object(clusters_dump),
-            Value::Object(listeners_dump),
-            Value::Object(routes_dump),
-        ]
-    })
+    let mut configs = vec![
+        json!({ "@type": BOOTSTRAP_DUMP, "bootstrap": Value::Object(bootstrap) }),
+        Value::Object(clusters_dump),
+        Value::Object(listeners_dump),
+        Value::Object(routes_dump),
+    ];
+    // Envoy prints an empty SecretsConfigDump too; skiff only when there are secrets.
+    if !b.secrets.is_empty() {
+        let secrets: Vec<Value> = b
+            .secrets
+            .iter()
+            .map(|s| json!({ "name": s.name, "secret": with_type(SECRET, &s.secret) }))
+            .collect();
+        configs.push(json!({ "@type": SECRETS_DUMP, "static_secrets": secrets }));
+    }
+    json!({ "configs": configs })
 }
 
 /// A file `ConfigSource`, v3 spelling.

@@ -6,6 +6,7 @@
 //! the latest snapshot the control thread published and reaches shards only through `Shards`
 //! (stats, drain), never their memory.
 
+pub mod certs;
 pub mod config_dump;
 
 use crate::access_log;
@@ -452,6 +453,7 @@ const JSON: &str = "application/json";
 
 const ENDPOINTS: &[(&str, &str, bool)] = &[
     ("/", "this index", false),
+    ("/certs", "print certs on machine", false),
     ("/clusters", "upstream cluster status (?format=json)", false),
     ("/config_dump", "dump the running configuration (?resource=)", false),
     ("/drain_listeners", "stop accepting and drain connections, without exiting", true),
@@ -537,6 +539,13 @@ async fn route(state: &AdminState, method: &str, target: &str) -> (u16, &'static
             state.set_draining();
             state.shards().drain();
             (200, TEXT, "OK\n".into())
+        }
+        "/certs" => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            let body = certs::render(&state.snapshot().bootstrap, now);
+            (200, JSON, serde_json::to_string_pretty(&body).unwrap_or_default() + "\n")
         }
         "/config_dump" => {
             let resource = query.split('&').find_map(|kv| kv.strip_prefix("resource="));

@@ -67,6 +67,8 @@ pub struct Converted {
 #[derive(Default)]
 struct Cx {
     warnings: Vec<Finding>,
+    /// `static_resources.secrets`, which TLS contexts name.
+    secrets: super::convert_tls::Secrets,
     /// Cluster names, for checking route references.
     clusters: HashSet<String>,
     /// Bootstrap `tracing.http`: the provider of every HCM `tracing` block without its own.
@@ -153,12 +155,8 @@ pub fn convert(raw: RawBootstrap, files: RawDynamicFiles) -> Res<Converted> {
 
     let (listeners_raw, clusters_raw) = match raw.static_resources {
         Some(s) => {
-            if s.secrets.is_some() {
-                cx.unenforced(
-                    root.key("static_resources").key("secrets"),
-                    "bootstrap.static_resources.secrets",
-                );
-            }
+            let sp = root.key("static_resources").key("secrets");
+            cx.secrets = super::convert_tls::static_secrets(&sp, s.secrets.unwrap_or_default())?;
             (s.listeners.unwrap_or_default(), s.clusters.unwrap_or_default())
         }
         None => (Vec::new(), Vec::new()),
@@ -281,6 +279,7 @@ pub fn convert(raw: RawBootstrap, files: RawDynamicFiles) -> Res<Converted> {
             clusters,
             tcp_listeners,
             xds: Xds { rds: cx.rds_sources, eds: cx.eds_sources, ..xds },
+            secrets: cx.secrets.dumps,
         },
         warnings: cx.warnings,
     })
@@ -646,7 +645,8 @@ fn filter_chain(
         return fail(cp.key("use_proxy_proto"), "the PROXY protocol is not supported");
     }
     let handshake_limit = raw.transport_socket_connect_timeout.map(|d| d.0);
-    let tls = super::convert_tls::chain_tls(&cp, raw.transport_socket.as_ref(), handshake_limit)?;
+    let tls =
+        super::convert_tls::chain_tls(&cp, raw.transport_socket.as_ref(), handshake_limit, &cx.secrets)?;
     let single = raw.filters.as_ref().is_some_and(|f| f.was_single);
     let filters = raw.filters.map_or_else(Vec::new, |f| {
         if f.was_single {
@@ -1734,7 +1734,7 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
     reject_present!(p, c, [tls_context], "use transport_socket (v3) for TLS");
     reject_present!(p, c, [transport_socket_matches], NOT_YET);
     let tls = match &c.transport_socket {
-        Some(s) => super::convert_tls::upstream(&p.key("transport_socket"), s)?,
+        Some(s) => super::convert_tls::upstream(&p.key("transport_socket"), s, &cx.secrets)?,
         None => None,
     };
     reject_present!(p, c, [http2_protocol_options], "skiff speaks HTTP/1.1 to upstreams");

@@ -12,7 +12,7 @@ use super::chain_match::{ChainMatch, Cidr, SourceType, Transport};
 use super::error::FieldPath;
 use super::fields::{fail, read, Res};
 use super::raw::{Ign, RawCidrRange, RawFilterChainMatch, RawListenerFilter, RawTransportSocket};
-use super::tls::{ListenerTls, ServerTls, UpstreamTls};
+use super::tls::{ContextCerts, ListenerTls, ServerTls, SourcedCert, UpstreamTls};
 use super::tls_verify::{SanMatcher, ServerVerifier, VerifiedClients};
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::pem::PemObject;
@@ -37,7 +37,7 @@ const TLS_INSPECTOR_TYPE: &str =
 // ---------------------------------------------------------------------------------------------
 // The contexts' shapes (inside the kept `typed_config` mapping)
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDownstreamTlsContext {
     common_tls_context: Option<RawCommonTlsContext>,
@@ -53,7 +53,7 @@ struct RawDownstreamTlsContext {
     prefer_client_ciphers: Ign,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawUpstreamTlsContext {
     common_tls_context: Option<RawCommonTlsContext>,
@@ -65,15 +65,15 @@ struct RawUpstreamTlsContext {
     enforce_rsa_key_usage: Ign,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCommonTlsContext {
     tls_params: Option<RawTlsParams>,
     tls_certificates: Option<Vec<RawTlsCertificate>>,
     validation_context: Option<RawValidationContext>,
     alpn_protocols: Option<Vec<String>>,
-    tls_certificate_sds_secret_configs: Ign,
-    validation_context_sds_secret_config: Ign,
+    tls_certificate_sds_secret_configs: Option<Vec<RawSdsSecretConfig>>,
+    validation_context_sds_secret_config: Option<RawSdsSecretConfig>,
     combined_validation_context: Ign,
     tls_certificate_provider_instance: Ign,
     validation_context_certificate_provider_instance: Ign,
@@ -81,7 +81,26 @@ struct RawCommonTlsContext {
     key_log: Ign,
 }
 
-#[derive(Debug, Deserialize)]
+/// A reference to a secret: with no `sds_config`, one of `static_resources.secrets`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSdsSecretConfig {
+    name: Option<String>,
+    sds_config: Ign,
+}
+
+/// `envoy.extensions.transport_sockets.tls.v3.Secret`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    name: Option<String>,
+    tls_certificate: Option<RawTlsCertificate>,
+    validation_context: Option<RawValidationContext>,
+    session_ticket_keys: Ign,
+    generic_secret: Ign,
+}
+
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTlsParams {
     tls_minimum_protocol_version: Option<String>,
@@ -92,7 +111,7 @@ struct RawTlsParams {
     compliance_policies: Ign,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTlsCertificate {
     certificate_chain: Option<RawDataSource>,
@@ -105,7 +124,7 @@ struct RawTlsCertificate {
     signed_certificate_timestamp: Ign,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawValidationContext {
     trusted_ca: Option<RawDataSource>,
@@ -123,7 +142,7 @@ struct RawValidationContext {
     system_root_certs: Ign,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSanMatcher {
     san_type: String,
@@ -131,7 +150,7 @@ struct RawSanMatcher {
     oid: Ign,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStringMatcher {
     exact: Option<String>,
@@ -142,7 +161,7 @@ struct RawStringMatcher {
     ignore_case: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDataSource {
     filename: Option<String>,
@@ -301,9 +320,10 @@ pub(super) fn chain_tls(
     p: &FieldPath,
     socket: Option<&RawTransportSocket>,
     handshake_limit: Option<std::time::Duration>,
+    secrets: &Secrets,
 ) -> Res<Option<ListenerTls>> {
     let context = match socket {
-        Some(s) => downstream(&p.key("transport_socket"), s)?,
+        Some(s) => downstream(&p.key("transport_socket"), s, secrets)?,
         None => None,
     };
     Ok(context
@@ -348,6 +368,15 @@ fn tls_typed_config(
 /// The `transport_socket` as `/config_dump` shows it: as written, under its v3 `@type`, with every
 /// string inside a `private_key` or `password` replaced by `[redacted]`, as Envoy redacts them.
 fn dump(type_url: &str, fields: &serde_norway::Mapping) -> serde_json::Value {
+    let mut typed = redacted(fields);
+    if let serde_json::Value::Object(m) = &mut typed {
+        m.insert("@type".to_string(), type_url.into());
+    }
+    serde_json::json!({ "name": "envoy.transport_sockets.tls", "typed_config": typed })
+}
+
+/// `fields` as JSON with every string inside a `private_key` or `password` `[redacted]`.
+fn redacted(fields: &serde_norway::Mapping) -> serde_json::Value {
     fn redact(v: &mut serde_json::Value, sensitive: bool) {
         match v {
             serde_json::Value::String(s) if sensitive => *s = "[redacted]".to_string(),
@@ -362,14 +391,58 @@ fn dump(type_url: &str, fields: &serde_norway::Mapping) -> serde_json::Value {
     }
     let mut typed = serde_json::to_value(fields).unwrap_or_else(|_| serde_json::json!({}));
     redact(&mut typed, false);
-    if let serde_json::Value::Object(m) = &mut typed {
-        m.insert("@type".to_string(), type_url.into());
+    typed
+}
+
+/// `static_resources.secrets` by name, as a context names them in `tls_certificate_sds_secret_configs`
+/// or `validation_context_sds_secret_config` without an `sds_config`: each kept with its place, so
+/// a bad file in one is reported there.
+#[derive(Default)]
+pub(super) struct Secrets {
+    certificates: std::collections::HashMap<String, (FieldPath, RawTlsCertificate)>,
+    validation: std::collections::HashMap<String, (FieldPath, RawValidationContext)>,
+    /// In config order, each as `/config_dump` shows it (keys redacted).
+    pub(super) dumps: Vec<super::tls::SecretDump>,
+}
+
+/// Reads `static_resources.secrets` at `p`. Envoy keeps the two kinds apart: a name is unique
+/// among certificates and among validation contexts.
+pub(super) fn static_secrets(p: &FieldPath, raw: Vec<serde_norway::Mapping>) -> Res<Secrets> {
+    let mut out = Secrets::default();
+    for (i, m) in raw.into_iter().enumerate() {
+        let sp = p.idx(i);
+        let dump = redacted(&m);
+        let secret: RawSecret = read(&sp, m)?;
+        let Some(name) = secret.name.filter(|n| !n.is_empty()) else {
+            return fail(sp.key("name"), "a static secret needs a name");
+        };
+        if secret.session_ticket_keys.is_some() || secret.generic_secret.is_some() {
+            let field =
+                if secret.session_ticket_keys.is_some() { "session_ticket_keys" } else { "generic_secret" };
+            return fail(
+                sp.key(field),
+                format!("{field} secrets are not supported: not yet implemented in skiff"),
+            );
+        }
+        let duplicate = match (secret.tls_certificate, secret.validation_context) {
+            (Some(c), None) => {
+                out.certificates.insert(name.clone(), (sp.key("tls_certificate"), c)).is_some()
+            }
+            (None, Some(v)) => {
+                out.validation.insert(name.clone(), (sp.key("validation_context"), v)).is_some()
+            }
+            _ => return fail(sp, "a secret holds exactly one of tls_certificate, validation_context"),
+        };
+        if duplicate {
+            return fail(sp.key("name"), format!("duplicate static secret name \"{name}\""));
+        }
+        out.dumps.push(super::tls::SecretDump { name, secret: dump });
     }
-    serde_json::json!({ "name": "envoy.transport_sockets.tls", "typed_config": typed })
+    Ok(out)
 }
 
 /// A listener filter chain's `transport_socket`; None when it is plaintext.
-pub(super) fn downstream(p: &FieldPath, s: &RawTransportSocket) -> Res<Option<ServerTls>> {
+pub(super) fn downstream(p: &FieldPath, s: &RawTransportSocket, secrets: &Secrets) -> Res<Option<ServerTls>> {
     let Some(typed) = tls_typed_config(p, s, DOWNSTREAM_TYPES)? else { return Ok(None) };
     let dump = dump(DOWNSTREAM_TYPES[0], &typed);
     let p = p.key("typed_config");
@@ -389,7 +462,7 @@ pub(super) fn downstream(p: &FieldPath, s: &RawTransportSocket) -> Res<Option<Se
     let cp = p.key("common_tls_context");
     let Some(common) = raw.common_tls_context else { return fail(cp, "common_tls_context is required") };
     let mut spec = format!("server require_client_certificate={:?};", raw.require_client_certificate);
-    let c = common_parts(&cp, common, Side::Server, &mut spec)?;
+    let c = common_parts(&cp, common, Side::Server, &mut spec, secrets)?;
     let Some((chain, key)) = c.identity else {
         return fail(cp.key("tls_certificates"), "a TLS listener needs one tls_certificates entry");
     };
@@ -419,11 +492,11 @@ pub(super) fn downstream(p: &FieldPath, s: &RawTransportSocket) -> Res<Option<Se
     if raw.disable_stateful_session_resumption == Some(true) {
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     }
-    Ok(Some(ServerTls { config: Arc::new(config), spec, dump, local_uri_sans }))
+    Ok(Some(ServerTls { config: Arc::new(config), spec, dump, local_uri_sans, certs: c.certs }))
 }
 
 /// A cluster's `transport_socket`; None when it is plaintext.
-pub(super) fn upstream(p: &FieldPath, s: &RawTransportSocket) -> Res<Option<UpstreamTls>> {
+pub(super) fn upstream(p: &FieldPath, s: &RawTransportSocket, secrets: &Secrets) -> Res<Option<UpstreamTls>> {
     let Some(typed) = tls_typed_config(p, s, UPSTREAM_TYPES)? else { return Ok(None) };
     let dump = dump(UPSTREAM_TYPES[0], &typed);
     let p = p.key("typed_config");
@@ -450,7 +523,7 @@ pub(super) fn upstream(p: &FieldPath, s: &RawTransportSocket) -> Res<Option<Upst
     let cp = p.key("common_tls_context");
     let mut spec = format!("client sni={sni:?} sessions={:?};", raw.max_session_keys);
     let common = raw.common_tls_context.unwrap_or_default();
-    let c = common_parts(&cp, common, Side::Client, &mut spec)?;
+    let c = common_parts(&cp, common, Side::Client, &mut spec, secrets)?;
     let provider = Arc::new(c.provider);
     let provider_for_key = provider.clone();
     let verifier = ServerVerifier::new(c.trusted_ca, provider.clone(), c.sans)
@@ -474,7 +547,7 @@ pub(super) fn upstream(p: &FieldPath, s: &RawTransportSocket) -> Res<Option<Upst
         Some(n) => rustls::client::Resumption::in_memory_sessions(n as usize),
         None => rustls::client::Resumption::in_memory_sessions(1),
     };
-    Ok(Some(UpstreamTls { sni, config: Arc::new(config), spec, dump }))
+    Ok(Some(UpstreamTls { sni, config: Arc::new(config), spec, dump, certs: c.certs }))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -491,12 +564,17 @@ struct Common {
     trusted_ca: Option<rustls::RootCertStore>,
     sans: Vec<SanMatcher>,
     alpn: Vec<Vec<u8>>,
+    certs: ContextCerts,
 }
 
-fn common_parts(p: &FieldPath, c: RawCommonTlsContext, side: Side, spec: &mut String) -> Res<Common> {
+fn common_parts(
+    p: &FieldPath,
+    c: RawCommonTlsContext,
+    side: Side,
+    spec: &mut String,
+    secrets: &Secrets,
+) -> Res<Common> {
     let unsupported = [
-        ("tls_certificate_sds_secret_configs", c.tls_certificate_sds_secret_configs.is_some()),
-        ("validation_context_sds_secret_config", c.validation_context_sds_secret_config.is_some()),
         ("combined_validation_context", c.combined_validation_context.is_some()),
         ("tls_certificate_provider_instance", c.tls_certificate_provider_instance.is_some()),
         (
@@ -513,17 +591,69 @@ fn common_parts(p: &FieldPath, c: RawCommonTlsContext, side: Side, spec: &mut St
         Some((pp, t)) => versions(pp, t, side, &mut provider, spec)?,
         None => default_versions(side),
     };
-    let identity = match c.tls_certificates.unwrap_or_default().as_slice() {
+    let mut certs = ContextCerts::default();
+    let inline = c.tls_certificates.unwrap_or_default();
+    let by_name = c.tls_certificate_sds_secret_configs.unwrap_or_default();
+    let sp = p.key("tls_certificate_sds_secret_configs");
+    let entries: Vec<(FieldPath, &RawTlsCertificate)> = match (inline.is_empty(), by_name.as_slice()) {
+        (_, []) => inline.iter().enumerate().map(|(i, t)| (p.key("tls_certificates").idx(i), t)).collect(),
+        (true, [one]) => {
+            let (at, cert) = static_secret(&sp.idx(0), one, &secrets.certificates, "secret")?;
+            vec![(at.clone(), cert)]
+        }
+        (true, _) => {
+            return fail(sp, "more than one tls_certificate_sds_secret_configs entry is not supported")
+        }
+        (false, _) => {
+            let side = if side == Side::Server { "server" } else { "client" };
+            return fail(sp, format!("SDS and non-SDS TLS certificates may not be mixed in {side} contexts"));
+        }
+    };
+    let identity = match entries.as_slice() {
         [] => None,
-        [one] => Some(identity(&p.key("tls_certificates").idx(0), one, spec)?),
+        [(at, one)] => {
+            let (chain, key) = identity(at, one, spec)?;
+            let path = one.certificate_chain.as_ref().map(source_name).unwrap_or_default();
+            certs.chain.extend(chain.first().map(|der| SourcedCert { path, der: der.clone() }));
+            Some((chain, key))
+        }
         _ => return fail(p.key("tls_certificates"), "more than one tls_certificates entry is not supported"),
     };
-    let (trusted_ca, sans) = match c.validation_context {
-        Some(v) => validation(&p.key("validation_context"), v, spec)?,
-        None => (None, Vec::new()),
+    let vp = p.key("validation_context_sds_secret_config");
+    let (trusted_ca, sans) = match (c.validation_context, &c.validation_context_sds_secret_config) {
+        (Some(_), Some(_)) => {
+            return fail(vp, "give one of validation_context, validation_context_sds_secret_config")
+        }
+        (Some(v), None) => validation(&p.key("validation_context"), v, spec, &mut certs)?,
+        (None, Some(r)) => {
+            let (at, v) = static_secret(&vp, r, &secrets.validation, "certificate validation context")?;
+            validation(at, v.clone(), spec, &mut certs)?
+        }
+        (None, None) => (None, Vec::new()),
     };
     let alpn = alpn(&p.key("alpn_protocols"), c.alpn_protocols.unwrap_or_default())?;
-    Ok(Common { provider, versions, identity, trusted_ca, sans, alpn })
+    Ok(Common { provider, versions, identity, trusted_ca, sans, alpn, certs })
+}
+
+/// The static secret a reference at `p` names (no `sds_config`), with its place in the file.
+fn static_secret<'a, T>(
+    p: &FieldPath,
+    r: &RawSdsSecretConfig,
+    secrets: &'a std::collections::HashMap<String, (FieldPath, T)>,
+    kind: &str,
+) -> Res<(&'a FieldPath, &'a T)> {
+    if r.sds_config.is_some() {
+        return fail(
+            p.key("sds_config"),
+            "sds_config is not supported: not yet implemented in skiff (static secrets by name are)",
+        );
+    }
+    let name = r.name.as_deref().unwrap_or_default();
+    match secrets.get(name) {
+        Some((at, secret)) => Ok((at, secret)),
+        // Envoy's words.
+        None => fail(p.key("name"), format!("Unknown static {kind}: {name}")),
+    }
 }
 
 fn refuse_any(p: &FieldPath, fields: &[(&str, bool)]) -> Res<()> {
@@ -661,6 +791,11 @@ fn cipher_suite(name: &str) -> Option<rustls::CipherSuite> {
     SUITES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
 }
 
+/// Where a `DataSource` comes from, as `/certs` names it.
+fn source_name(d: &RawDataSource) -> String {
+    d.filename.clone().unwrap_or_else(|| "<inline>".to_string())
+}
+
 /// A `DataSource`'s bytes (a file read now, an inline string, or an environment variable).
 fn data(p: &FieldPath, d: &RawDataSource, spec: &mut String) -> Res<Vec<u8>> {
     if d.inline_bytes.is_some() || d.watched_directory.is_some() {
@@ -750,6 +885,7 @@ fn validation(
     p: &FieldPath,
     v: RawValidationContext,
     spec: &mut String,
+    certs: &mut ContextCerts,
 ) -> Res<(Option<rustls::RootCertStore>, Vec<SanMatcher>)> {
     let unsupported = [
         ("verify_certificate_spki", v.verify_certificate_spki.is_some()),
@@ -769,7 +905,10 @@ fn validation(
         Some(d) => {
             let tp = p.key("trusted_ca");
             let mut store = rustls::RootCertStore::empty();
-            for cert in certificates(&tp, &data(&tp, d, spec)?)? {
+            let found = certificates(&tp, &data(&tp, d, spec)?)?;
+            // Envoy reports the file's first certificate as the context's CA.
+            certs.ca = found.first().map(|der| SourcedCert { path: source_name(d), der: der.clone() });
+            for cert in found {
                 store.add(cert).map_err(|e| finding(&tp, e))?;
             }
             Some(store)

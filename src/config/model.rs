@@ -21,6 +21,8 @@ pub struct Bootstrap {
     pub tcp_listeners: Vec<TcpListener>,
     /// `dynamic_resources` from files, and which listeners and clusters came from them.
     pub xds: Xds,
+    /// `static_resources.secrets` for `/config_dump` (contexts hold what they were built from).
+    pub secrets: Vec<super::tls::SecretDump>,
 }
 
 /// Which file a resource came from (defined with the field paths that point into it).

@@ -575,7 +575,8 @@ pub struct RawRds {
 pub struct RawStatic {
     pub listeners: Option<Vec<RawListener>>,
     pub clusters: Option<Vec<RawCluster>>,
-    pub secrets: Ign,
+    /// Read by `convert_tls` (their shape is its own).
+    pub secrets: Option<Vec<serde_norway::Mapping>>,
 }
 
 #[derive(Debug, DeriveDeserialize)]

@@ -2,7 +2,7 @@
 //! model carries them: built rustls configs (by `convert_tls`, at load) plus what they were built
 //! from. No parsing, no I/O (picking a chain is `chain_match`).
 
-use rustls_pki_types::ServerName;
+use rustls_pki_types::{CertificateDer, ServerName};
 use std::sync::Arc;
 
 /// A filter chain's TLS: its context and the handshake's limit.
@@ -24,6 +24,8 @@ pub struct ServerTls {
     pub dump: serde_json::Value,
     /// The URI SANs of the certificate it serves (`By=` in `x-forwarded-client-cert`).
     pub local_uri_sans: Vec<String>,
+    /// What `/certs` lists for it.
+    pub certs: ContextCerts,
 }
 
 /// A built `UpstreamTlsContext`.
@@ -37,6 +39,31 @@ pub struct UpstreamTls {
     pub spec: String,
     /// The `transport_socket` for `/config_dump`, keys redacted.
     pub dump: serde_json::Value,
+    /// What `/certs` lists for it.
+    pub certs: ContextCerts,
+}
+
+/// A context's certificates as Envoy's `/certs` lists them: the first certificate of
+/// `trusted_ca` and the leaf of each `tls_certificates` entry, each with where it came from
+/// (a file name, or `<inline>`). Never a key.
+#[derive(Clone, Default)]
+pub struct ContextCerts {
+    pub ca: Option<SourcedCert>,
+    pub chain: Vec<SourcedCert>,
+}
+
+#[derive(Clone)]
+pub struct SourcedCert {
+    /// The `filename`, or `<inline>` for an inline string or an environment variable.
+    pub path: String,
+    pub der: CertificateDer<'static>,
+}
+
+/// A `static_resources.secrets` entry as `/config_dump` shows it: as written, keys redacted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretDump {
+    pub name: String,
+    pub secret: serde_json::Value,
 }
 
 macro_rules! by_spec {

@@ -130,7 +130,6 @@ pub const UNENFORCED: &[Unenforced] = &[
     u("cluster.common_http_protocol_options.headers_with_underscores_action", NOT_YET),
     u("cluster.circuit_breakers.per_host_thresholds.priority", "HIGH priority thresholds are ignored: skiff routes everything at DEFAULT priority"),
     u("cluster.circuit_breakers.thresholds.max_connection_pools", "connection pools (one per endpoint per shard) are not limited in number"),
-    u("bootstrap.static_resources.secrets", "SDS is not yet supported: certificates come from tls_certificates"),
     u("hcm.server_header_transformation", "skiff always overwrites the server header"),
     u("cluster.respect_dns_ttl", "dns_refresh_rate is used"),
     u("compressor.request_direction_config", "request bodies are not compressed"),
