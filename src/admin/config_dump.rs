@@ -39,6 +39,7 @@ const CORS: &str = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Co
 const CORS_POLICY: &str = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy";
 const CSRF: &str = "type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy";
 const RBAC: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
+const NET_RBAC: &str = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC";
 const RBAC_PER_ROUTE: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
 const EXT_AUTHZ: &str = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz";
 const EXT_AUTHZ_PER_ROUTE: &str =
@@ -510,6 +511,21 @@ fn net_filters(limits: &[NetFilter], terminal: Value) -> Value {
                     m["runtime_enabled"] = flag(false, format!("connection_limit.{}.enabled", c.stat_prefix));
                 }
                 json!({ "name": "envoy.filters.network.connection_limit", "typed_config": m })
+            }
+            NetFilter::Rbac(r) => {
+                let mut m = Map::new();
+                m.insert("@type".into(), NET_RBAC.into());
+                m.insert("stat_prefix".into(), r.stat_prefix.clone().into());
+                if let Some(rules) = &r.rules {
+                    m.insert("rules".into(), rbac_rules(rules));
+                }
+                if let Some(rules) = &r.shadow_rules {
+                    m.insert("shadow_rules".into(), rbac_rules(rules));
+                }
+                if !r.shadow_rules_stat_prefix.is_empty() {
+                    m.insert("shadow_rules_stat_prefix".into(), r.shadow_rules_stat_prefix.clone().into());
+                }
+                json!({ "name": "envoy.filters.network.rbac", "typed_config": m })
             }
         })
         .collect();

@@ -1,0 +1,238 @@
+//! `envoy.filters.network.rbac` as a user sees it from skiff alone: what is refused at load (with
+//! its place in the file), a connection manager's connection denied by its source address and
+//! closed on its first byte with nothing sent and nothing logged, a tcp_proxy's by its
+//! destination port (the upstream's greeting still reaches the client first, as in Envoy), an
+//! mTLS listener's by the SNI and the client certificate's URI SAN, and the stats' names. What
+//! Envoy does with the same traffic is tests/parity_netrbac.rs.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+use support::{admin_request, indent, served_hcm_yaml, RawUpstream, Skiff};
+
+/// A network RBAC filter (YAML at column 0) counting into `<prefix>.rbac.*`, with `rules` (the
+/// lines of its `rules:` mapping, at column 0) and `extra` fields.
+fn rbac(prefix: &str, rules: &str, extra: &str) -> String {
+    format!(
+        "- name: envoy.filters.network.rbac\n  typed_config:\n    \"@type\": type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC\n    stat_prefix: {prefix}\n{}    rules:\n{}",
+        indent(extra, 4),
+        indent(rules, 6)
+    )
+}
+
+fn tcp_proxy(log: &std::path::Path) -> String {
+    format!(
+        "- name: envoy.filters.network.tcp_proxy\n  typed_config:\n    \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n    stat_prefix: tcp_in\n    cluster: backend\n{}",
+        indent(&support::file_access_log_yaml(log, "%RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT%"), 4)
+    )
+}
+
+fn listener(name: &str, port: u16, filters: &str) -> String {
+    format!(
+        "- name: {name}\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}\n  filter_chains:\n    - filters:\n{}",
+        indent(filters, 8)
+    )
+}
+
+fn bootstrap(listeners: &[String], upstream: SocketAddr) -> String {
+    format!(
+        "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}\n{}",
+        support::bootstrap_yaml(
+            listeners,
+            &[support::static_cluster_yaml("backend", "ROUND_ROBIN", &[(upstream, 1)])]
+        )
+    )
+}
+
+fn load_error(filters: &str) -> String {
+    let yaml = bootstrap(&[listener("main", 0, filters)], SocketAddr::from(([127, 0, 0, 1], 9)));
+    match skiff::config::load_str(&yaml, "skiff.yaml") {
+        Ok(_) => panic!("accepted:\n{yaml}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn stat(skiff: &Skiff, name: &str) -> i64 {
+    let (_, body) = admin_request(skiff.admin(), "GET", "/stats");
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(": ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /stats:\n{body}"))
+}
+
+/// Connects, checks that nothing comes and nothing closes before the client speaks, sends
+/// `payload`, and returns what came back until the proxy closed (or `until` was seen).
+fn exchange(addr: SocketAddr, payload: &[u8], until: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_millis(400))).expect("timeout");
+    let mut buf = [0u8; 1024];
+    let mut got = Vec::new();
+    // A server-first upstream speaks now; anything else must stay silent and open.
+    if let Ok(n) = s.read(&mut buf) {
+        assert!(n > 0, "closed before the first byte");
+        got.extend_from_slice(&buf[..n]);
+    }
+    s.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+    let _ = s.write_all(payload);
+    while until.is_empty() || !String::from_utf8_lossy(&got).contains(until) {
+        match s.read(&mut buf) {
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+const TLS_INSPECTOR: &str = "    - name: envoy.filters.listener.tls_inspector\n      typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector }\n";
+
+const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+#[test]
+fn rules_that_need_a_request_and_what_skiff_does_not_do_are_refused_at_their_place() {
+    let hcm = served_hcm_yaml("ingress", "");
+    let cases = [
+        (
+            "action: ALLOW\npolicies:\n  p: { permissions: [{ header: { name: x, present_match: true } }], principals: [{ any: true }] }\n",
+            "",
+            "typed_config.rules.policies.p.permissions: a header rule is not supported by the network RBAC filter",
+        ),
+        (
+            "action: ALLOW\npolicies:\n  p: { permissions: [{ any: true }], principals: [{ not_id: { url_path: { path: { exact: / } } } }] }\n",
+            "",
+            "typed_config.rules.policies.p.principals: a url_path rule is not supported by the network RBAC filter",
+        ),
+        (
+            "action: ALLOW\n",
+            "enforcement_type: CONTINUOUS\n",
+            "typed_config.enforcement_type: enforcement_type CONTINUOUS is not supported",
+        ),
+        ("action: ALLOW\n", "delay_deny: 1s\n", "typed_config.delay_deny: delay_deny is not supported"),
+        (
+            "action: ALLOW\n",
+            "matcher: {}\n",
+            "typed_config.matcher: matcher is not supported: write the policies in rules",
+        ),
+    ];
+    for (rules, extra, expected) in cases {
+        let e = load_error(&format!("{}{hcm}", rbac("net", rules, extra)));
+        assert!(e.contains(expected), "{e}\n{rules}");
+    }
+    let no_prefix = load_error(
+        &format!("{}{hcm}", rbac("net", "action: DENY\n", "")).replace("    stat_prefix: net\n", ""),
+    );
+    assert!(no_prefix.contains("typed_config.stat_prefix: stat_prefix is required"), "{no_prefix}");
+}
+
+#[test]
+fn a_connection_managers_connection_is_decided_by_its_source_on_the_first_byte() {
+    let dir = support::scratch_dir("netrbac-http");
+    let log = dir.join("http.log");
+    let hcm = served_hcm_yaml("ingress", &support::file_access_log_yaml(&log, "%RESPONSE_CODE%"));
+    let only = |cidr: &str| {
+        format!("action: ALLOW\npolicies:\n  loopback: {{ permissions: [{{ any: true }}], principals: [{{ source_ip: {{ address_prefix: {cidr}, prefix_len: 8 }} }}] }}\n")
+    };
+    // A trailing dot in stat_prefix is Envoy's scope separator: `allowed.` counts `allowed.rbac.*`.
+    let yaml = bootstrap(
+        &[
+            listener("allowed", 0, &format!("{}{hcm}", rbac("allowed.", &only("127.0.0.0"), ""))),
+            listener("denied", 0, &format!("{}{hcm}", rbac("denied", &only("10.0.0.0"), ""))),
+        ],
+        SocketAddr::from(([127, 0, 0, 1], 9)),
+    );
+    let skiff = Skiff::start(&yaml, &[]);
+    let served = exchange(skiff.listener("allowed"), REQUEST, "served");
+    assert!(served.starts_with("HTTP/1.1 200") && served.ends_with("served"), "{served}");
+    // Denied: no reply at all, the connection just closes, and the connection manager logs nothing.
+    assert_eq!(exchange(skiff.listener("denied"), REQUEST, ""), "");
+    assert_eq!(
+        [
+            stat(&skiff, "allowed.rbac.allowed"),
+            stat(&skiff, "allowed.rbac.denied"),
+            stat(&skiff, "denied.rbac.allowed"),
+            stat(&skiff, "denied.rbac.denied"),
+            stat(&skiff, "denied.rbac.shadow_denied"),
+        ],
+        [1, 0, 0, 1, 0]
+    );
+    assert!(support::wait_until(Duration::from_secs(3), || std::fs::read_to_string(&log)
+        .is_ok_and(|l| l.lines().count() == 1)));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(std::fs::read_to_string(&log).unwrap_or_default(), "200\n");
+}
+
+#[test]
+fn a_tcp_proxys_connection_is_decided_by_its_destination_port_after_the_upstream_greets() {
+    let dir = support::scratch_dir("netrbac-tcp");
+    let upstream = RawUpstream::start(|mut s, _| {
+        let _ = s.write_all(b"hello;");
+        let mut buf = [0u8; 64];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let port = support::free_port();
+    let rules = format!(
+        "action: DENY\npolicies:\n  closed_port: {{ permissions: [{{ destination_port: {port} }}], principals: [{{ any: true }}] }}\n"
+    );
+    // The shadow rules allow the other port only: each connection counts into one of them.
+    let shadow = format!(
+        "shadow_rules_stat_prefix: dry_\nshadow_rules:\n  policies:\n    other: {{ permissions: [{{ not_rule: {{ destination_port: {port} }} }}], principals: [{{ any: true }}] }}\n"
+    );
+    let filters = format!("{}{}", rbac("net", &rules, &shadow), tcp_proxy(&dir.join("tcp.log")));
+    let yaml = bootstrap(&[listener("closed", port, &filters), listener("open", 0, &filters)], upstream.addr);
+    let skiff = Skiff::start(&yaml, &[]);
+    assert_eq!(exchange(skiff.listener("open"), b"ping", "ping"), "hello;ping");
+    // The greeting came before the client's first byte; that byte closed the connection.
+    assert_eq!(exchange(skiff.listener("closed"), b"ping", ""), "hello;");
+    assert_eq!(
+        [
+            stat(&skiff, "net.rbac.allowed"),
+            stat(&skiff, "net.rbac.denied"),
+            stat(&skiff, "net.rbac.dry_.shadow_allowed"),
+            stat(&skiff, "net.rbac.dry_.shadow_denied"),
+        ],
+        [1, 1, 1, 1]
+    );
+    let read = || std::fs::read_to_string(dir.join("tcp.log")).unwrap_or_default();
+    assert!(support::wait_until(Duration::from_secs(3), || read().lines().count() == 2), "{}", read());
+    let mut lines: Vec<String> = read().lines().map(String::from).collect();
+    lines.sort();
+    // No response flag for the denied one (Envoy's reason is its termination details); its four
+    // bytes were read, never sent upstream.
+    assert_eq!(lines, ["- 4 10", "- 4 6"]);
+}
+
+#[test]
+fn an_mtls_listener_decides_on_the_sni_and_the_client_certificate_after_the_handshake() {
+    let certs = support::tls::shared();
+    let socket = support::tls::downstream_socket(
+        certs,
+        "a",
+        "",
+        &format!("validation_context: {{ trusted_ca: {{ filename: {} }} }}\n", certs.path("ca.crt")),
+    );
+    let rules = "action: ALLOW\npolicies:\n  client: { permissions: [{ requested_server_name: { exact: a.example } }], principals: [{ authenticated: { principal_name: { exact: spiffe://test/client } } }] }\n";
+    let filters = format!("{}{}", rbac("mtls", rules, ""), served_hcm_yaml("ingress", ""));
+    // The SNI is known only to a listener with the TLS inspector, in Envoy as in skiff.
+    let main = support::tls::with_socket(&listener("main", 0, &filters), &socket).replacen(
+        "  filter_chains:\n",
+        &format!("  listener_filters:\n{TLS_INSPECTOR}  filter_chains:\n"),
+        1,
+    );
+    let yaml = bootstrap(&[main], SocketAddr::from(([127, 0, 0, 1], 9)));
+    let skiff = Skiff::start(&yaml, &[]);
+    let addr = skiff.listener("main");
+    let cert = ["--cert", &certs.path("client.crt"), "--key", &certs.path("client.key")];
+    let with_cert = support::tls::curl(addr, "a.example", "/", certs, &cert);
+    assert_eq!((with_cert.status, with_cert.body.as_str()), (Some(200), "served"), "{with_cert:?}");
+    let without = support::tls::curl(addr, "a.example", "/", certs, &[]);
+    assert_eq!(without.status, None, "{without:?}");
+    // The same certificate on another name the listener's certificate also has.
+    let other_name = support::tls::curl(addr, "localhost", "/", certs, &cert);
+    assert_eq!(other_name.status, None, "{other_name:?}");
+    assert_eq!([stat(&skiff, "mtls.rbac.allowed"), stat(&skiff, "mtls.rbac.denied")], [1, 2]);
+}
