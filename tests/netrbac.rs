@@ -7,47 +7,16 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+#[path = "support/netrbac.rs"]
+mod netrbac;
+
+use netrbac::{bootstrap, exchange, listener, rbac, tcp_proxy, tls_listener, REQUEST};
+use std::net::SocketAddr;
 use std::time::Duration;
-use support::{admin_request, indent, served_hcm_yaml, RawUpstream, Skiff};
-
-/// A network RBAC filter (YAML at column 0) counting into `<prefix>.rbac.*`, with `rules` (the
-/// lines of its `rules:` mapping, at column 0) and `extra` fields.
-fn rbac(prefix: &str, rules: &str, extra: &str) -> String {
-    format!(
-        "- name: envoy.filters.network.rbac\n  typed_config:\n    \"@type\": type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC\n    stat_prefix: {prefix}\n{}    rules:\n{}",
-        indent(extra, 4),
-        indent(rules, 6)
-    )
-}
-
-fn tcp_proxy(log: &std::path::Path) -> String {
-    format!(
-        "- name: envoy.filters.network.tcp_proxy\n  typed_config:\n    \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n    stat_prefix: tcp_in\n    cluster: backend\n{}",
-        indent(&support::file_access_log_yaml(log, "%RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT%"), 4)
-    )
-}
-
-fn listener(name: &str, port: u16, filters: &str) -> String {
-    format!(
-        "- name: {name}\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}\n  filter_chains:\n    - filters:\n{}",
-        indent(filters, 8)
-    )
-}
-
-fn bootstrap(listeners: &[String], upstream: SocketAddr) -> String {
-    format!(
-        "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}\n{}",
-        support::bootstrap_yaml(
-            listeners,
-            &[support::static_cluster_yaml("backend", "ROUND_ROBIN", &[(upstream, 1)])]
-        )
-    )
-}
+use support::{admin_request, served_hcm_yaml, Skiff};
 
 fn load_error(filters: &str) -> String {
-    let yaml = bootstrap(&[listener("main", 0, filters)], SocketAddr::from(([127, 0, 0, 1], 9)));
+    let yaml = bootstrap(0, &[listener("main", 0, filters)], SocketAddr::from(([127, 0, 0, 1], 9)));
     match skiff::config::load_str(&yaml, "skiff.yaml") {
         Ok(_) => panic!("accepted:\n{yaml}"),
         Err(e) => e.to_string(),
@@ -61,33 +30,6 @@ fn stat(skiff: &Skiff, name: &str) -> i64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {name} in /stats:\n{body}"))
 }
-
-/// Connects, checks that nothing comes and nothing closes before the client speaks, sends
-/// `payload`, and returns what came back until the proxy closed (or `until` was seen).
-fn exchange(addr: SocketAddr, payload: &[u8], until: &str) -> String {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_millis(400))).expect("timeout");
-    let mut buf = [0u8; 1024];
-    let mut got = Vec::new();
-    // A server-first upstream speaks now; anything else must stay silent and open.
-    if let Ok(n) = s.read(&mut buf) {
-        assert!(n > 0, "closed before the first byte");
-        got.extend_from_slice(&buf[..n]);
-    }
-    s.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
-    let _ = s.write_all(payload);
-    while until.is_empty() || !String::from_utf8_lossy(&got).contains(until) {
-        match s.read(&mut buf) {
-            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
-            _ => break,
-        }
-    }
-    String::from_utf8_lossy(&got).into_owned()
-}
-
-const TLS_INSPECTOR: &str = "    - name: envoy.filters.listener.tls_inspector\n      typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector }\n";
-
-const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
 
 #[test]
 fn rules_that_need_a_request_and_what_skiff_does_not_do_are_refused_at_their_place() {
@@ -135,6 +77,7 @@ fn a_connection_managers_connection_is_decided_by_its_source_on_the_first_byte()
     };
     // A trailing dot in stat_prefix is Envoy's scope separator: `allowed.` counts `allowed.rbac.*`.
     let yaml = bootstrap(
+        0,
         &[
             listener("allowed", 0, &format!("{}{hcm}", rbac("allowed.", &only("127.0.0.0"), ""))),
             listener("denied", 0, &format!("{}{hcm}", rbac("denied", &only("10.0.0.0"), ""))),
@@ -165,15 +108,7 @@ fn a_connection_managers_connection_is_decided_by_its_source_on_the_first_byte()
 #[test]
 fn a_tcp_proxys_connection_is_decided_by_its_destination_port_after_the_upstream_greets() {
     let dir = support::scratch_dir("netrbac-tcp");
-    let upstream = RawUpstream::start(|mut s, _| {
-        let _ = s.write_all(b"hello;");
-        let mut buf = [0u8; 64];
-        while let Ok(n) = s.read(&mut buf) {
-            if n == 0 || s.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-    });
+    let upstream = netrbac::greeting_upstream();
     let port = support::free_port();
     let rules = format!(
         "action: DENY\npolicies:\n  closed_port: {{ permissions: [{{ destination_port: {port} }}], principals: [{{ any: true }}] }}\n"
@@ -182,8 +117,13 @@ fn a_tcp_proxys_connection_is_decided_by_its_destination_port_after_the_upstream
     let shadow = format!(
         "shadow_rules_stat_prefix: dry_\nshadow_rules:\n  policies:\n    other: {{ permissions: [{{ not_rule: {{ destination_port: {port} }} }}], principals: [{{ any: true }}] }}\n"
     );
-    let filters = format!("{}{}", rbac("net", &rules, &shadow), tcp_proxy(&dir.join("tcp.log")));
-    let yaml = bootstrap(&[listener("closed", port, &filters), listener("open", 0, &filters)], upstream.addr);
+    let filters = format!(
+        "{}{}",
+        rbac("net", &rules, &shadow),
+        tcp_proxy(&dir.join("tcp.log"), "%RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT%")
+    );
+    let yaml =
+        bootstrap(0, &[listener("closed", port, &filters), listener("open", 0, &filters)], upstream.addr);
     let skiff = Skiff::start(&yaml, &[]);
     assert_eq!(exchange(skiff.listener("open"), b"ping", "ping"), "hello;ping");
     // The greeting came before the client's first byte; that byte closed the connection.
@@ -218,12 +158,8 @@ fn an_mtls_listener_decides_on_the_sni_and_the_client_certificate_after_the_hand
     let rules = "action: ALLOW\npolicies:\n  client: { permissions: [{ requested_server_name: { exact: a.example } }], principals: [{ authenticated: { principal_name: { exact: spiffe://test/client } } }] }\n";
     let filters = format!("{}{}", rbac("mtls", rules, ""), served_hcm_yaml("ingress", ""));
     // The SNI is known only to a listener with the TLS inspector, in Envoy as in skiff.
-    let main = support::tls::with_socket(&listener("main", 0, &filters), &socket).replacen(
-        "  filter_chains:\n",
-        &format!("  listener_filters:\n{TLS_INSPECTOR}  filter_chains:\n"),
-        1,
-    );
-    let yaml = bootstrap(&[main], SocketAddr::from(([127, 0, 0, 1], 9)));
+    let main = tls_listener("main", 0, &filters, &socket);
+    let yaml = bootstrap(0, &[main], SocketAddr::from(([127, 0, 0, 1], 9)));
     let skiff = Skiff::start(&yaml, &[]);
     let addr = skiff.listener("main");
     let cert = ["--cert", &certs.path("client.crt"), "--key", &certs.path("client.key")];
