@@ -2,8 +2,9 @@
 //! its place in the file), a connection manager's connection denied by its source address and
 //! closed on its first byte with nothing sent and nothing logged, a tcp_proxy's by its
 //! destination port (the upstream's greeting still reaches the client first, as in Envoy), an
-//! mTLS listener's by the SNI and the client certificate's URI SAN, and the stats' names. What
-//! Envoy does with the same traffic is tests/parity_netrbac.rs.
+//! mTLS listener's by the SNI and the client certificate's URI SAN, the stats' names, and the
+//! shipped `configs/security/network-rbac.yaml`. What Envoy does with the same traffic is
+//! tests/parity_netrbac.rs.
 
 mod support;
 
@@ -171,4 +172,25 @@ fn an_mtls_listener_decides_on_the_sni_and_the_client_certificate_after_the_hand
     let other_name = support::tls::curl(addr, "localhost", "/", certs, &cert);
     assert_eq!(other_name.status, None, "{other_name:?}");
     assert_eq!([stat(&skiff, "mtls.rbac.allowed"), stat(&skiff, "mtls.rbac.denied")], [1, 2]);
+}
+
+#[test]
+fn the_shipped_config_loads_with_real_certificates_in_place() {
+    let path = format!("{}/configs/security/network-rbac.yaml", env!("CARGO_MANIFEST_DIR"));
+    let certs = support::tls::shared();
+    let yaml = std::fs::read_to_string(path)
+        .expect("read the shipped config")
+        .replace("/etc/skiff/tls/server.crt", &certs.path("a.crt"))
+        .replace("/etc/skiff/tls/server.key", &certs.path("a.key"))
+        .replace("/etc/skiff/tls/clients-ca.crt", &certs.path("ca.crt"));
+    let loaded = skiff::config::load_str(&yaml, "network-rbac.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let rbac_filters = |filters: &[skiff::config::NetFilter]| {
+        filters.iter().filter(|f| matches!(f, skiff::config::NetFilter::Rbac(_))).count()
+    };
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let b = &loaded.bootstrap;
+    assert_eq!(
+        (rbac_filters(&b.tcp_listeners[0].net_filters), rbac_filters(&b.listeners[0].net_filters)),
+        (1, 1)
+    );
 }
