@@ -14,7 +14,7 @@ mod netrbac;
 use netrbac::{bootstrap, exchange, listener, rbac, tcp_proxy, tls_listener, REQUEST};
 use std::net::SocketAddr;
 use std::time::Duration;
-use support::{admin_request, served_hcm_yaml, Skiff};
+use support::{served_hcm_yaml, Skiff};
 
 fn load_error(filters: &str) -> String {
     let yaml = bootstrap(0, &[listener("main", 0, filters)], SocketAddr::from(([127, 0, 0, 1], 9)));
@@ -24,12 +24,8 @@ fn load_error(filters: &str) -> String {
     }
 }
 
-fn stat(skiff: &Skiff, name: &str) -> i64 {
-    let (_, body) = admin_request(skiff.admin(), "GET", "/stats");
-    body.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(": ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /stats:\n{body}"))
+fn stat(skiff: &Skiff, name: &str) -> u64 {
+    support::stat(skiff.admin(), name).unwrap_or_else(|| panic!("no {name} in /stats"))
 }
 
 #[test]
@@ -174,15 +170,20 @@ fn an_mtls_listener_decides_on_the_sni_and_the_client_certificate_after_the_hand
     assert_eq!([stat(&skiff, "mtls.rbac.allowed"), stat(&skiff, "mtls.rbac.denied")], [1, 2]);
 }
 
-#[test]
-fn the_shipped_config_loads_with_real_certificates_in_place() {
-    let path = format!("{}/configs/security/network-rbac.yaml", env!("CARGO_MANIFEST_DIR"));
+/// `configs/security/network-rbac.yaml` with the test certificates in place of its placeholders.
+fn shipped_config() -> String {
     let certs = support::tls::shared();
-    let yaml = std::fs::read_to_string(path)
+    let path = format!("{}/configs/security/network-rbac.yaml", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(path)
         .expect("read the shipped config")
         .replace("/etc/skiff/tls/server.crt", &certs.path("a.crt"))
         .replace("/etc/skiff/tls/server.key", &certs.path("a.key"))
-        .replace("/etc/skiff/tls/clients-ca.crt", &certs.path("ca.crt"));
+        .replace("/etc/skiff/tls/clients-ca.crt", &certs.path("ca.crt"))
+}
+
+#[test]
+fn the_shipped_config_loads_with_real_certificates_in_place() {
+    let yaml = shipped_config();
     let loaded = skiff::config::load_str(&yaml, "network-rbac.yaml").unwrap_or_else(|e| panic!("{e}"));
     let rbac_filters = |filters: &[skiff::config::NetFilter]| {
         filters.iter().filter(|f| matches!(f, skiff::config::NetFilter::Rbac(_))).count()
@@ -193,4 +194,18 @@ fn the_shipped_config_loads_with_real_certificates_in_place() {
         (rbac_filters(&b.tcp_listeners[0].net_filters), rbac_filters(&b.listeners[0].net_filters)),
         (1, 1)
     );
+}
+
+#[test]
+fn the_shipped_config_loads_back_from_its_dump() {
+    let certs = support::tls::shared();
+    let yaml = shipped_config();
+    let original = skiff::config::load_str(&yaml, "network-rbac").unwrap_or_else(|e| panic!("{e}")).bootstrap;
+    let dump = skiff::admin::config_dump::render_bootstrap(&original);
+    // The dump redacts the private key's path.
+    let dump = serde_json::to_string(&dump["configs"][0]["bootstrap"])
+        .expect("json")
+        .replace("[redacted]", &certs.path("a.key"));
+    let back = skiff::config::load_str(&dump, "dump").unwrap_or_else(|e| panic!("{e}\n{dump}")).bootstrap;
+    assert_eq!(back, original, "{dump}");
 }

@@ -513,18 +513,10 @@ fn net_filters(limits: &[NetFilter], terminal: Value) -> Value {
                 json!({ "name": "envoy.filters.network.connection_limit", "typed_config": m })
             }
             NetFilter::Rbac(r) => {
-                let mut m = Map::new();
+                let mut m =
+                    rbac_rule_sets(r.rules.as_ref(), r.shadow_rules.as_ref(), &r.shadow_rules_stat_prefix);
                 m.insert("@type".into(), NET_RBAC.into());
-                m.insert("stat_prefix".into(), r.stat_prefix.clone().into());
-                if let Some(rules) = &r.rules {
-                    m.insert("rules".into(), rbac_rules(rules));
-                }
-                if let Some(rules) = &r.shadow_rules {
-                    m.insert("shadow_rules".into(), rbac_rules(rules));
-                }
-                if !r.shadow_rules_stat_prefix.is_empty() {
-                    m.insert("shadow_rules_stat_prefix".into(), r.shadow_rules_stat_prefix.clone().into());
-                }
+                m.insert("stat_prefix".into(), r.stat_prefix.as_str().into());
                 json!({ "name": "envoy.filters.network.rbac", "typed_config": m })
             }
         })
@@ -939,18 +931,29 @@ fn ext_authz_body(b: ExtAuthzBody) -> Value {
 
 /// An RBAC config's fields (without `@type`).
 fn rbac(r: &Rbac) -> Map<String, Value> {
-    let mut m = Map::new();
-    if let Some(rules) = &r.rules {
-        m.insert("rules".into(), rbac_rules(rules));
-    }
-    if let Some(rules) = &r.shadow_rules {
-        m.insert("shadow_rules".into(), rbac_rules(rules));
-    }
+    let mut m = rbac_rule_sets(r.rules.as_ref(), r.shadow_rules.as_ref(), &r.shadow_rules_stat_prefix);
     if !r.rules_stat_prefix.is_empty() {
         m.insert("rules_stat_prefix".into(), r.rules_stat_prefix.as_str().into());
     }
-    if !r.shadow_rules_stat_prefix.is_empty() {
-        m.insert("shadow_rules_stat_prefix".into(), r.shadow_rules_stat_prefix.as_str().into());
+    m
+}
+
+/// `rules`, `shadow_rules` and `shadow_rules_stat_prefix`, which the HTTP and network RBAC
+/// configs share.
+fn rbac_rule_sets(
+    rules: Option<&RbacRules>,
+    shadow: Option<&RbacRules>,
+    shadow_prefix: &str,
+) -> Map<String, Value> {
+    let mut m = Map::new();
+    if let Some(rules) = rules {
+        m.insert("rules".into(), rbac_rules(rules));
+    }
+    if let Some(rules) = shadow {
+        m.insert("shadow_rules".into(), rbac_rules(rules));
+    }
+    if !shadow_prefix.is_empty() {
+        m.insert("shadow_rules_stat_prefix".into(), shadow_prefix.into());
     }
     m
 }

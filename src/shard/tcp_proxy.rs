@@ -259,43 +259,36 @@ struct FirstByte<'a, R> {
 }
 
 impl<R> FirstByte<'_, R> {
-    fn decide(&mut self, read: &std::io::Result<usize>) -> bool {
-        let Ok(n) = read else { return true };
-        if *n == 0 {
-            return true;
-        }
+    /// What the caller gets for a read: the read, or a denial once the check says so.
+    fn decide<T>(&mut self, (read, buf): BufResult<usize, T>) -> BufResult<usize, T> {
+        let n = match &read {
+            Ok(n) if *n > 0 => *n,
+            _ => return (read, buf),
+        };
         match self.check.take().map(|check| check()) {
             Some(RbacVerdict::Denied { details }) => {
                 log::debug!("tcp_proxy: closing: {details}");
-                self.denied.set(Some(*n as u64));
-                false
+                self.denied.set(Some(n as u64));
+                let denied = std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "network RBAC denied the connection",
+                );
+                (Err(denied), buf)
             }
-            _ => true,
+            _ => (read, buf),
         }
     }
-}
-
-fn rbac_denied() -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::PermissionDenied, "network RBAC denied the connection")
 }
 
 impl<R: AsyncReadRent> AsyncReadRent for FirstByte<'_, R> {
     async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
-        let (read, buf) = self.inner.read(buf).await;
-        if self.decide(&read) {
-            (read, buf)
-        } else {
-            (Err(rbac_denied()), buf)
-        }
+        let read = self.inner.read(buf).await;
+        self.decide(read)
     }
 
     async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
-        let (read, buf) = self.inner.readv(buf).await;
-        if self.decide(&read) {
-            (read, buf)
-        } else {
-            (Err(rbac_denied()), buf)
-        }
+        let read = self.inner.readv(buf).await;
+        self.decide(read)
     }
 }
 
