@@ -38,9 +38,9 @@ fn rules_that_need_a_request_and_what_skiff_does_not_do_are_refused_at_their_pla
             "typed_config.rules.policies.p.permissions: a header rule is not supported by the network RBAC filter",
         ),
         (
-            "action: ALLOW\npolicies:\n  p: { permissions: [{ any: true }], principals: [{ not_id: { url_path: { path: { exact: / } } } }] }\n",
+            "action: ALLOW\npolicies:\n  p: { permissions: [{ any: true }], principals: [{ and_ids: { ids: [{ not_id: { header: { name: x, present_match: true } } }] } }] }\n",
             "",
-            "typed_config.rules.policies.p.principals: a url_path rule is not supported by the network RBAC filter",
+            "typed_config.rules.policies.p.principals: a header rule is not supported by the network RBAC filter",
         ),
         (
             "action: ALLOW\n",

@@ -1,6 +1,7 @@
 //! Envoy parity for `envoy.filters.network.rbac`: the same v3 config and the same clients go
 //! through the real Envoy and through skiff. Three listeners: a connection manager allowing only
-//! one source range (10.0.0.0/8, so the loopback client is denied), a `tcp_proxy` denying its own
+//! one source range (10.0.0.0/8, so the loopback client is denied; a `url_path` principal there
+//! never matches a connection), a `tcp_proxy` denying its own
 //! destination port (with shadow rules under a `shadow_rules_stat_prefix`) to a greeting upstream,
 //! and an mTLS connection manager with the TLS inspector allowing one SNI with one client
 //! certificate URI SAN. What each client saw, the tcp_proxy's access log and the filters' `/stats`
@@ -55,7 +56,8 @@ fn config(admin: u16, p: &Ports, dir: &Path, upstream: SocketAddr) -> String {
     let sources = allow(
         "ten",
         "[{ any: true }]",
-        "[{ source_ip: { address_prefix: 10.0.0.0, prefix_len: 8 } }, { not_id: { any: true } }]",
+        // A url_path rule loads (Envoy refuses only header rules) and never matches a connection.
+        "[{ source_ip: { address_prefix: 10.0.0.0, prefix_len: 8 } }, { not_id: { any: true } }, { url_path: { path: { prefix: / } } }]",
     );
     let port_rules = format!(
         "action: DENY\npolicies:\n  closed: {{ permissions: [{{ destination_port: {} }}], principals: [{{ any: true }}] }}\n",

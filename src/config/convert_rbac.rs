@@ -171,8 +171,9 @@ pub(super) fn rbac(p: &FieldPath, fields: serde_norway::Value) -> Res<Rbac> {
     })
 }
 
-/// The network filter's config at `p`. Envoy 1.40 refuses a `header` or `url_path` rule in it
-/// (there is no request at the network level); so does skiff, at the rule.
+/// The network filter's config at `p`. Envoy 1.40 refuses a `header` rule anywhere in it (there
+/// is no request at the network level); so does skiff, at the policy. A `url_path` rule Envoy
+/// accepts and never matches there; so does skiff (`rbac` matches it only on a request).
 pub(super) fn net_rbac(p: &FieldPath, fields: serde_norway::Value) -> Res<NetRbac> {
     let r: RawNetRbac = read(p, fields)?;
     if let Some(url) = r.type_url.as_deref().filter(|u| *u != super::raw::NET_RBAC_TYPE) {
@@ -248,11 +249,10 @@ fn net_http_rule(kind: &str) -> String {
     format!("a {kind} rule is not supported by the network RBAC filter (there is no request to match)")
 }
 
-/// The first rule (depth first) that needs an HTTP request.
+/// The first rule (depth first) Envoy refuses at the network level.
 fn http_only_permission(p: &RbacPermission) -> Option<&'static str> {
     match p {
         RbacPermission::Header(_) => Some("header"),
-        RbacPermission::UrlPath(_) => Some("url_path"),
         RbacPermission::And(l) | RbacPermission::Or(l) => l.iter().find_map(http_only_permission),
         RbacPermission::Not(inner) => http_only_permission(inner),
         _ => None,
@@ -262,7 +262,6 @@ fn http_only_permission(p: &RbacPermission) -> Option<&'static str> {
 fn http_only_principal(p: &RbacPrincipal) -> Option<&'static str> {
     match p {
         RbacPrincipal::Header(_) => Some("header"),
-        RbacPrincipal::UrlPath(_) => Some("url_path"),
         RbacPrincipal::And(l) | RbacPrincipal::Or(l) => l.iter().find_map(http_only_principal),
         RbacPrincipal::Not(inner) => http_only_principal(inner),
         _ => None,

@@ -152,7 +152,8 @@ pub enum NetFilter {
 }
 
 /// `envoy.filters.network.rbac` (enforcement ONE_TIME_ON_FIRST_BYTE): the enforced and the shadow
-/// rules, none of them on HTTP facts (refused at load, as Envoy refuses them).
+/// rules, with no `header` rule (refused at load, as Envoy refuses it; a `url_path` rule never
+/// matches a connection).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetRbac {
     /// `<stat_prefix>.rbac.*`, without a trailing dot (Envoy's scope adds one).
