@@ -114,27 +114,40 @@ fn a_tcp_proxys_connection_is_decided_by_its_destination_port_after_the_upstream
     let shadow = format!(
         "shadow_rules_stat_prefix: dry_\nshadow_rules:\n  policies:\n    other: {{ permissions: [{{ not_rule: {{ destination_port: {port} }} }}], principals: [{{ any: true }}] }}\n"
     );
+    let log = dir.join("tcp.log");
     let filters = format!(
         "{}{}",
         rbac("net", &rules, &shadow),
-        tcp_proxy(&dir.join("tcp.log"), "%RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT%")
+        tcp_proxy(Some((&log, "%RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT%")))
     );
-    let yaml =
-        bootstrap(0, &[listener("closed", port, &filters), listener("open", 0, &filters)], upstream.addr);
-    let skiff = Skiff::start(&yaml, &[]);
+    // The same rules where nothing logs (skiff reads the local address only for what needs it).
+    let unlogged_port = support::free_port();
+    let unlogged = format!(
+        "{}{}",
+        rbac("quiet", &rules.replace(&port.to_string(), &unlogged_port.to_string()), ""),
+        tcp_proxy(None)
+    );
+    let listeners = [
+        listener("closed", port, &filters),
+        listener("open", 0, &filters),
+        listener("unlogged", unlogged_port, &unlogged),
+    ];
+    let skiff = Skiff::start(&bootstrap(0, &listeners, upstream.addr), &[]);
     assert_eq!(exchange(skiff.listener("open"), b"ping", "ping"), "hello;ping");
     // The greeting came before the client's first byte; that byte closed the connection.
     assert_eq!(exchange(skiff.listener("closed"), b"ping", ""), "hello;");
+    assert_eq!(exchange(skiff.listener("unlogged"), b"ping", ""), "hello;");
     assert_eq!(
         [
             stat(&skiff, "net.rbac.allowed"),
             stat(&skiff, "net.rbac.denied"),
             stat(&skiff, "net.rbac.dry_.shadow_allowed"),
             stat(&skiff, "net.rbac.dry_.shadow_denied"),
+            stat(&skiff, "quiet.rbac.denied"),
         ],
-        [1, 1, 1, 1]
+        [1, 1, 1, 1, 1]
     );
-    let read = || std::fs::read_to_string(dir.join("tcp.log")).unwrap_or_default();
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(support::wait_until(Duration::from_secs(3), || read().lines().count() == 2), "{}", read());
     let mut lines: Vec<String> = read().lines().map(String::from).collect();
     lines.sort();

@@ -81,7 +81,7 @@ fn config(admin: u16, p: &Ports, dir: &Path, upstream: SocketAddr) -> String {
         listener(
             "by_port",
             p.tcp,
-            &(rbac("port.", &port_rules, shadow) + &tcp_proxy(&dir.join("tcp.log"), TCP_LOG)),
+            &(rbac("port.", &port_rules, shadow) + &tcp_proxy(Some((&dir.join("tcp.log"), TCP_LOG)))),
         ),
         tls_listener("by_identity", p.tls, &(rbac("mtls", &mtls, "") + &hcm), &socket),
     ];

@@ -81,7 +81,9 @@ pub(super) async fn serve(
     // One syscall fewer per connection when nothing logs it or decides on it.
     let logged = !listener.observers.access_logs.is_empty();
     let filtered = !listener.net_filters.is_empty();
-    let local = if logged || filtered { stream.local_addr().unwrap_or(peer) } else { peer };
+    // Network RBAC's destination rules read the local address on the first byte.
+    let decided = filtered || listener.net_filters.checks_first_byte();
+    let local = if logged || decided { stream.local_addr().unwrap_or(peer) } else { peer };
     let _held = if filtered {
         let c = NewConnection { peer, local };
         match listener.net_filters.on_new_connection(&c, &generation.tcp_net_filter_stats[i]) {

@@ -31,11 +31,12 @@ pub fn allow(name: &str, permissions: &str, principals: &str) -> String {
     )
 }
 
-/// A tcp_proxy to cluster `backend` (YAML at column 0) logging `format` to `log`.
-pub fn tcp_proxy(log: &std::path::Path, format: &str) -> String {
+/// A tcp_proxy to cluster `backend` (YAML at column 0), logging `format` to `log` if given.
+pub fn tcp_proxy(log: Option<(&std::path::Path, &str)>) -> String {
+    let log = log.map(|(path, format)| indent(&super::support::file_access_log_yaml(path, format), 4));
     format!(
         "- name: envoy.filters.network.tcp_proxy\n  typed_config:\n    \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n    stat_prefix: tcp_in\n    cluster: backend\n{}",
-        indent(&super::support::file_access_log_yaml(log, format), 4)
+        log.unwrap_or_default()
     )
 }
 
