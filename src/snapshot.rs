@@ -178,7 +178,7 @@ impl Snapshot {
             listeners.push(ListenerSnap {
                 socket: socket.clone(),
                 chain: l.chain.index,
-                net_filters: NetFilterChain::compile(&l.net_filters, &l.name),
+                net_filters: NetFilterChain::compile(&l.net_filters, &l.name).map_err(|e| e.to_string())?,
                 hcm: HcmSettings::new(&l.hcm),
                 filters: FilterChain::compile(
                     &l.hcm,
@@ -198,7 +198,7 @@ impl Snapshot {
             tcp_listeners.push(TcpListenerSnap {
                 socket: socket.clone(),
                 chain: l.chain.index,
-                net_filters: NetFilterChain::compile(&l.net_filters, &l.name),
+                net_filters: NetFilterChain::compile(&l.net_filters, &l.name).map_err(|e| e.to_string())?,
                 stat_prefix: l.proxy.stat_prefix.clone(),
                 clusters: Targets::compile(&l.proxy.cluster, &index).map_err(|e| e.to_string())?,
                 idle_timeout: l.proxy.idle_timeout,

@@ -583,7 +583,7 @@ fn unsupported_network_filter_is_named() {
             "- name: envoy.filters.network.http_connection_manager",
             "- name: envoy.filters.network.redis_proxy"
         )),
-        r#"skiff.yaml:8:15: static_resources.listeners[0].filter_chains[0].filters[0].name: network filter "envoy.filters.network.redis_proxy" is not supported; skiff runs envoy.filters.network.http_connection_manager or envoy.filters.network.tcp_proxy, each after any of envoy.filters.network.local_ratelimit and envoy.filters.network.connection_limit"#
+        r#"skiff.yaml:8:15: static_resources.listeners[0].filter_chains[0].filters[0].name: network filter "envoy.filters.network.redis_proxy" is not supported; skiff runs envoy.filters.network.http_connection_manager or envoy.filters.network.tcp_proxy, each after any of envoy.filters.network.local_ratelimit, envoy.filters.network.connection_limit and envoy.filters.network.rbac"#
     );
 }
 

@@ -106,7 +106,7 @@ fn a_limit_must_come_before_the_terminal_filter_and_unknown_filters_stay_refused
     );
     let mysql = load_error(&mysql);
     assert!(
-        mysql.contains("filters[0].name: network filter \"envoy.filters.network.mysql_proxy\" is not supported; skiff runs envoy.filters.network.http_connection_manager or envoy.filters.network.tcp_proxy, each after any of envoy.filters.network.local_ratelimit and envoy.filters.network.connection_limit"),
+        mysql.contains("filters[0].name: network filter \"envoy.filters.network.mysql_proxy\" is not supported; skiff runs envoy.filters.network.http_connection_manager or envoy.filters.network.tcp_proxy, each after any of envoy.filters.network.local_ratelimit, envoy.filters.network.connection_limit and envoy.filters.network.rbac"),
         "{mysql}"
     );
     let share = load_error(&format!(

@@ -41,6 +41,7 @@ const CORS: &str = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Co
 const CORS_POLICY: &str = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy";
 const CSRF: &str = "type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy";
 const RBAC: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
+const NET_RBAC: &str = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC";
 const RBAC_PER_ROUTE: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
 const EXT_AUTHZ: &str = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz";
 const EXT_AUTHZ_PER_ROUTE: &str =
@@ -524,6 +525,13 @@ fn net_filters(limits: &[NetFilter], terminal: Value) -> Value {
                 }
                 json!({ "name": "envoy.filters.network.connection_limit", "typed_config": m })
             }
+            NetFilter::Rbac(r) => {
+                let mut m =
+                    rbac_rule_sets(r.rules.as_ref(), r.shadow_rules.as_ref(), &r.shadow_rules_stat_prefix);
+                m.insert("@type".into(), NET_RBAC.into());
+                m.insert("stat_prefix".into(), r.stat_prefix.as_str().into());
+                json!({ "name": "envoy.filters.network.rbac", "typed_config": m })
+            }
         })
         .collect();
     out.push(terminal);
@@ -950,18 +958,29 @@ fn ext_authz_body(b: ExtAuthzBody) -> Value {
 
 /// An RBAC config's fields (without `@type`).
 fn rbac(r: &Rbac) -> Map<String, Value> {
-    let mut m = Map::new();
-    if let Some(rules) = &r.rules {
-        m.insert("rules".into(), rbac_rules(rules));
-    }
-    if let Some(rules) = &r.shadow_rules {
-        m.insert("shadow_rules".into(), rbac_rules(rules));
-    }
+    let mut m = rbac_rule_sets(r.rules.as_ref(), r.shadow_rules.as_ref(), &r.shadow_rules_stat_prefix);
     if !r.rules_stat_prefix.is_empty() {
         m.insert("rules_stat_prefix".into(), r.rules_stat_prefix.as_str().into());
     }
-    if !r.shadow_rules_stat_prefix.is_empty() {
-        m.insert("shadow_rules_stat_prefix".into(), r.shadow_rules_stat_prefix.as_str().into());
+    m
+}
+
+/// `rules`, `shadow_rules` and `shadow_rules_stat_prefix`, which the HTTP and network RBAC
+/// configs share.
+fn rbac_rule_sets(
+    rules: Option<&RbacRules>,
+    shadow: Option<&RbacRules>,
+    shadow_prefix: &str,
+) -> Map<String, Value> {
+    let mut m = Map::new();
+    if let Some(rules) = rules {
+        m.insert("rules".into(), rbac_rules(rules));
+    }
+    if let Some(rules) = shadow {
+        m.insert("shadow_rules".into(), rbac_rules(rules));
+    }
+    if !shadow_prefix.is_empty() {
+        m.insert("shadow_rules_stat_prefix".into(), shadow_prefix.into());
     }
     m
 }

@@ -9,7 +9,7 @@
 use super::error::FieldPath;
 use super::fields::{fail, header_matcher, read, string_match, Res};
 use super::model::{
-    CidrRange, Rbac, RbacAction, RbacPermission, RbacPolicy, RbacPrincipal, RbacRules, StringMatcher,
+    CidrRange, NetRbac, Rbac, RbacAction, RbacPermission, RbacPolicy, RbacPrincipal, RbacRules, StringMatcher,
 };
 use super::raw::{Ign, RawHeaderMatcher, RawStringMatcher};
 use serde::Deserialize;
@@ -30,6 +30,22 @@ struct RawRbac {
     shadow_rules_stat_prefix: Option<String>,
     shadow_matcher: Ign,
     track_per_rule_stats: Option<bool>,
+}
+
+/// `envoy.extensions.filters.network.rbac.v3.RBAC`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetRbac {
+    #[serde(rename = "@type")]
+    type_url: Option<String>,
+    rules: Option<RawRules>,
+    matcher: Ign,
+    shadow_rules: Option<RawRules>,
+    shadow_matcher: Ign,
+    shadow_rules_stat_prefix: Option<String>,
+    stat_prefix: Option<String>,
+    enforcement_type: Option<String>,
+    delay_deny: Ign,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +169,103 @@ pub(super) fn rbac(p: &FieldPath, fields: serde_norway::Value) -> Res<Rbac> {
         rules_stat_prefix: r.rules_stat_prefix.unwrap_or_default(),
         shadow_rules_stat_prefix: r.shadow_rules_stat_prefix.unwrap_or_default(),
     })
+}
+
+/// The network filter's config at `p`. Envoy 1.40 refuses a `header` rule anywhere in it (there
+/// is no request at the network level); so does skiff, at the policy. A `url_path` rule Envoy
+/// accepts and never matches there; so does skiff (`rbac` matches it only on a request).
+pub(super) fn net_rbac(p: &FieldPath, fields: serde_norway::Value) -> Res<NetRbac> {
+    let r: RawNetRbac = read(p, fields)?;
+    if let Some(url) = r.type_url.as_deref().filter(|u| *u != super::raw::NET_RBAC_TYPE) {
+        return fail(
+            p.key("@type"),
+            format!("expected \"@type\" {}, got \"{url}\"", super::raw::NET_RBAC_TYPE),
+        );
+    }
+    for (field, given) in [("matcher", &r.matcher), ("shadow_matcher", &r.shadow_matcher)] {
+        if given.is_some() {
+            let rules = field.replace("matcher", "rules");
+            return fail(p.key(field), format!("{field} is not supported: write the policies in {rules}"));
+        }
+    }
+    if r.delay_deny.is_some() {
+        return fail(
+            p.key("delay_deny"),
+            "delay_deny is not supported: a denied connection is closed at once",
+        );
+    }
+    // CONTINUOUS re-evaluates on every read; the facts skiff's rules see (addresses, SNI, peer
+    // certificate) do not change on a connection, so it would only recount the same answer.
+    match r.enforcement_type.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("ONE_TIME_ON_FIRST_BYTE") => {}
+        Some("CONTINUOUS") => {
+            return fail(
+                p.key("enforcement_type"),
+                "enforcement_type CONTINUOUS is not supported: skiff decides once, on the first byte \
+                 (ONE_TIME_ON_FIRST_BYTE)",
+            )
+        }
+        Some(other) => {
+            return fail(
+                p.key("enforcement_type"),
+                format!(
+                    "unknown enforcement_type \"{other}\", expected ONE_TIME_ON_FIRST_BYTE or CONTINUOUS"
+                ),
+            )
+        }
+    }
+    // Envoy's scope joins the prefix with a dot of its own: `x.` and `x` both count `x.rbac.*`.
+    let stat_prefix = match r.stat_prefix.as_deref().map(|s| s.strip_suffix('.').unwrap_or(s)) {
+        Some(s) if !s.is_empty() => s.to_string(),
+        _ => return fail(p.key("stat_prefix"), "stat_prefix is required"),
+    };
+    let mut out = NetRbac {
+        stat_prefix,
+        rules: None,
+        shadow_rules: None,
+        shadow_rules_stat_prefix: r.shadow_rules_stat_prefix.unwrap_or_default(),
+    };
+    for (field, raw, slot) in
+        [("rules", r.rules, &mut out.rules), ("shadow_rules", r.shadow_rules, &mut out.shadow_rules)]
+    {
+        let Some(raw) = raw else { continue };
+        let rp = p.key(field);
+        let converted = rules(&rp, raw)?;
+        for policy in &converted.policies {
+            let pp = rp.key("policies").key(&policy.name);
+            if let Some(kind) = policy.permissions.iter().find_map(http_only_permission) {
+                return fail(pp.key("permissions"), net_http_rule(kind));
+            }
+            if let Some(kind) = policy.principals.iter().find_map(http_only_principal) {
+                return fail(pp.key("principals"), net_http_rule(kind));
+            }
+        }
+        *slot = Some(converted);
+    }
+    Ok(out)
+}
+
+fn net_http_rule(kind: &str) -> String {
+    format!("a {kind} rule is not supported by the network RBAC filter (there is no request to match)")
+}
+
+/// The first rule (depth first) Envoy refuses at the network level.
+fn http_only_permission(p: &RbacPermission) -> Option<&'static str> {
+    match p {
+        RbacPermission::Header(_) => Some("header"),
+        RbacPermission::And(l) | RbacPermission::Or(l) => l.iter().find_map(http_only_permission),
+        RbacPermission::Not(inner) => http_only_permission(inner),
+        _ => None,
+    }
+}
+
+fn http_only_principal(p: &RbacPrincipal) -> Option<&'static str> {
+    match p {
+        RbacPrincipal::Header(_) => Some("header"),
+        RbacPrincipal::And(l) | RbacPrincipal::Or(l) => l.iter().find_map(http_only_principal),
+        RbacPrincipal::Not(inner) => http_only_principal(inner),
+        _ => None,
+    }
 }
 
 /// `RBACPerRoute` at `p`: its `rbac` replaces the filter's rules for the route (absent or `{}`: no

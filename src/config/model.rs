@@ -149,6 +149,21 @@ pub enum NetFilter {
     LocalRateLimit(NetLocalRateLimit),
     /// `envoy.filters.network.connection_limit`.
     ConnectionLimit(ConnectionLimit),
+    /// `envoy.filters.network.rbac`.
+    Rbac(NetRbac),
+}
+
+/// `envoy.filters.network.rbac` (enforcement ONE_TIME_ON_FIRST_BYTE): the enforced and the shadow
+/// rules, with no `header` rule (refused at load, as Envoy refuses it; a `url_path` rule never
+/// matches a connection).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetRbac {
+    /// `<stat_prefix>.rbac.*`, without a trailing dot (Envoy's scope adds one).
+    pub stat_prefix: String,
+    pub rules: Option<RbacRules>,
+    pub shadow_rules: Option<RbacRules>,
+    /// Joined into `<stat_prefix>.rbac.<shadow_rules_stat_prefix>.shadow_allowed` when not empty.
+    pub shadow_rules_stat_prefix: String,
 }
 
 /// `envoy.filters.network.local_ratelimit`: a connection that finds no token is closed.

@@ -1,5 +1,5 @@
 //! Reading a listener's network filter: its `config`/`typed_config` is a connection manager, a
-//! TCP proxy, a network local rate limit or a connection limit depending on the filter's `name`,
+//! TCP proxy, a network local rate limit, a connection limit or a network RBAC depending on the filter's `name`,
 //! which YAML may give before or after the config. When the config comes first its `"@type"`
 //! decides (v3 files put it first); a v2 `config` before its `name` is read as a connection
 //! manager, as it was before the TCP proxy existed. Owns this dispatch and the judgement of the
@@ -12,7 +12,8 @@ use super::fields::{fail, Res};
 use super::model::{ConnectionLimit, NetFilter, NetLocalRateLimit};
 use super::raw::{
     NetFilterKind, NetFilterName, RawConnectionLimit, RawFeatureFlag, RawHcm, RawNetConfig, RawNetFilter,
-    RawNetLocalRateLimit, RawTcpProxy, CONNECTION_LIMIT_TYPE, NET_LOCAL_RATELIMIT_TYPE, TCP_PROXY_TYPES,
+    RawNetLocalRateLimit, RawTcpProxy, CONNECTION_LIMIT_TYPE, NET_LOCAL_RATELIMIT_TYPE, NET_RBAC_TYPE,
+    TCP_PROXY_TYPES,
 };
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
@@ -26,6 +27,7 @@ impl RawNetConfig {
             RawNetConfig::TcpProxy(t) => t.type_url.is_some(),
             RawNetConfig::LocalRateLimit(l) => l.type_url.is_some(),
             RawNetConfig::ConnectionLimit(c) => c.type_url.is_some(),
+            RawNetConfig::Rbac(v) => v.get("@type").is_some(),
         }
     }
 }
@@ -48,6 +50,7 @@ pub(super) fn role(p: &FieldPath, raw: RawNetConfig) -> Res<Role> {
     Ok(match raw {
         RawNetConfig::LocalRateLimit(r) => Role::Limit(NetFilter::LocalRateLimit(local_rate_limit(p, r)?)),
         RawNetConfig::ConnectionLimit(r) => Role::Limit(NetFilter::ConnectionLimit(connection_limit(p, r)?)),
+        RawNetConfig::Rbac(v) => Role::Limit(NetFilter::Rbac(super::convert_rbac::net_rbac(p, v)?)),
         RawNetConfig::Hcm(h) => Role::Terminal(Terminal::Hcm(h)),
         RawNetConfig::TcpProxy(t) => Role::Terminal(Terminal::TcpProxy(t)),
     })
@@ -139,6 +142,7 @@ impl<'de> Visitor<'de> for FilterVisitor {
                 RawNetConfig::TcpProxy(_) => NetFilterKind::TcpProxy,
                 RawNetConfig::LocalRateLimit(_) => NetFilterKind::LocalRateLimit,
                 RawNetConfig::ConnectionLimit(_) => NetFilterKind::ConnectionLimit,
+                RawNetConfig::Rbac(_) => NetFilterKind::Rbac,
             };
             if read_as != name.1 {
                 return Err(de::Error::custom(format!(
@@ -184,6 +188,7 @@ impl<'de> Visitor<'de> for ConfigSeed {
             u if TCP_PROXY_TYPES.contains(&u) => NetFilterKind::TcpProxy,
             NET_LOCAL_RATELIMIT_TYPE => NetFilterKind::LocalRateLimit,
             CONNECTION_LIMIT_TYPE => NetFilterKind::ConnectionLimit,
+            NET_RBAC_TYPE => NetFilterKind::Rbac,
             _ => NetFilterKind::Hcm,
         };
         read_as(kind, Replay { key: Some(first), value: Some(url), rest: map })
@@ -197,6 +202,7 @@ fn read_as<'de, A: MapAccess<'de>>(kind: NetFilterKind, map: A) -> Result<RawNet
         NetFilterKind::TcpProxy => RawNetConfig::TcpProxy(Box::new(RawTcpProxy::deserialize(d)?)),
         NetFilterKind::LocalRateLimit => RawNetConfig::LocalRateLimit(RawNetLocalRateLimit::deserialize(d)?),
         NetFilterKind::ConnectionLimit => RawNetConfig::ConnectionLimit(RawConnectionLimit::deserialize(d)?),
+        NetFilterKind::Rbac => RawNetConfig::Rbac(serde_norway::Value::deserialize(d)?),
     })
 }
 

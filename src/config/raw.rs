@@ -245,6 +245,8 @@ pub const NET_LOCAL_RATELIMIT_TYPE: &str =
 pub const CONNECTION_LIMIT_NAME: &str = "envoy.filters.network.connection_limit";
 pub const CONNECTION_LIMIT_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit";
+pub const NET_RBAC_NAME: &str = "envoy.filters.network.rbac";
+pub const NET_RBAC_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC";
 
 /// The network filters skiff runs: a listener is either HTTP or a TCP proxy (the terminal filter),
 /// with limits before it.
@@ -254,6 +256,7 @@ pub enum NetFilterKind {
     TcpProxy,
     LocalRateLimit,
     ConnectionLimit,
+    Rbac,
 }
 
 /// A network filter's name: anything skiff does not run is refused at the name, before its config
@@ -272,11 +275,13 @@ impl<'de> Deserialize<'de> for NetFilterName {
                 NetFilterKind::LocalRateLimit
             } else if name == CONNECTION_LIMIT_NAME {
                 NetFilterKind::ConnectionLimit
+            } else if name == NET_RBAC_NAME {
+                NetFilterKind::Rbac
             } else {
                 return Err(format!(
                     "network filter \"{name}\" is not supported; skiff runs envoy.filters.network.http_connection_manager \
-                     or envoy.filters.network.tcp_proxy, each after any of envoy.filters.network.local_ratelimit \
-                     and envoy.filters.network.connection_limit"
+                     or envoy.filters.network.tcp_proxy, each after any of envoy.filters.network.local_ratelimit, \
+                     envoy.filters.network.connection_limit and envoy.filters.network.rbac"
                 ));
             };
             Ok(NetFilterName(name.to_string(), kind))
@@ -734,6 +739,9 @@ pub enum RawNetConfig {
     TcpProxy(Box<RawTcpProxy>),
     LocalRateLimit(RawNetLocalRateLimit),
     ConnectionLimit(RawConnectionLimit),
+    /// `envoy.extensions.filters.network.rbac.v3.RBAC`, read by `convert_rbac` (whose rule types
+    /// it shares with the HTTP filter).
+    Rbac(serde_norway::Value),
 }
 
 /// `envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit`.

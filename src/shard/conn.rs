@@ -11,7 +11,7 @@ use super::state::Shard;
 use super::timer::Timer;
 use super::tls::{Hello, Terminate};
 use crate::config::UnderscoresAction;
-use crate::filters::network::{Admission, Decision, NewConnection};
+use crate::filters::network::{Admission, Decision, NewConnection, RbacVerdict};
 use crate::http::{self, RequestHead, MAX_HEADERS};
 use crate::peer::Connection;
 use crate::snapshot::{ChainKey, HcmSettings};
@@ -64,10 +64,13 @@ pub(super) async fn serve(
     hello: Option<Box<Hello>>,
 ) {
     let local = stream.local_addr().unwrap_or(peer);
-    let (stats, listener, lifetime, tls, admission) = {
+    let (stats, listener, lifetime, tls, admission, mut gate) = {
         let generation = shard.generation();
         let Some(i) = generation.snap.listener_index(key) else { return };
         let l = &generation.snap.listeners[i];
+        // The RBAC filters decide on the first byte by the config the connection was accepted
+        // under, as Envoy's connection keeps the filters it was created with.
+        let gate = l.net_filters.checks_first_byte().then(|| (generation.clone(), i));
         let admission = (!l.net_filters.is_empty()).then(|| {
             l.net_filters.on_new_connection(&NewConnection { peer, local }, &generation.net_filter_stats[i])
         });
@@ -77,7 +80,14 @@ pub(super) async fn serve(
             let limit = tls.handshake_limit.unwrap_or(l.hcm.request_headers_timeout);
             Terminate::new(&shard, tls, l.socket.bound, Some(&l.hcm.stat_prefix), limit)
         });
-        (generation.http_stats[i].clone(), generation.listener_stats[i].clone(), lifetime, tls, admission)
+        (
+            generation.http_stats[i].clone(),
+            generation.listener_stats[i].clone(),
+            lifetime,
+            tls,
+            admission,
+            gate,
+        )
     };
     shard.conn_opened();
     stats.downstream_cx_total.inc();
@@ -128,6 +138,11 @@ pub(super) async fn serve(
         let mut first_byte: Option<Instant> = None;
         let next = loop {
             if !d.buf.is_empty() {
+                if let Some((accepted, i)) = gate.take() {
+                    if !first_byte_allowed(&accepted, i, &d) {
+                        return;
+                    }
+                }
                 let started = Instant::now();
                 // ...but route the request that arrived by the newest one. The head is parsed once:
                 // the plan is made while it borrows the buffer, in a block of its own so that the
@@ -238,6 +253,22 @@ pub(super) async fn serve(
 
 /// Closes a connection a network filter refused, after its `delay` (reading nothing meanwhile, as
 /// Envoy's connection_limit stops reading): a client that sent bytes gets a reset, as from Envoy.
+/// The network RBAC filters' answer on the first bytes of listener `i`'s connection. A denied
+/// connection is closed without a reply or an access-log line: Envoy's filter closes it before
+/// the connection manager sees a byte.
+fn first_byte_allowed(generation: &super::state::Generation, i: usize, d: &Downstream) -> bool {
+    let Some(l) = generation.snap.listeners.get(i) else { return false };
+    let conn = Connection { remote: d.peer, local: d.local, tls: d.tls.as_deref() };
+    let stats = generation.net_filter_stats.get(i).map(Vec::as_slice).unwrap_or_default();
+    match l.net_filters.on_first_byte(&conn, stats) {
+        RbacVerdict::Allowed => true,
+        RbacVerdict::Denied { details } => {
+            log::debug!("closing {}: {details}", d.peer);
+            false
+        }
+    }
+}
+
 pub(super) async fn refuse(stream: TcpStream, delay: Option<Duration>) {
     if let Some(delay) = delay {
         monoio::time::sleep(delay).await;

@@ -134,6 +134,9 @@ fn net_stats(chain: &NetFilterChain, stats: &ShardStats) -> Vec<NetFilterStats> 
     let by_name = |n: &NetStatName| match n {
         NetStatName::LocalRateLimit(p) => NetFilterStats::LocalRateLimit(stats.net_local_rate_limit(p)),
         NetStatName::ConnectionLimit(p) => NetFilterStats::ConnectionLimit(stats.connection_limit(p)),
+        NetStatName::Rbac { prefix, shadow } => {
+            NetFilterStats::Rbac(stats.net_rbac(prefix), stats.net_rbac_shadow(prefix, shadow))
+        }
     };
     chain.stat_names().iter().map(by_name).collect()
 }

@@ -12,12 +12,16 @@ use super::tls::{Hello, Terminate};
 use crate::access_log::{Captured, Record, ResponseFlags};
 use crate::cluster::breaker::Resource;
 use crate::cluster::pool::{Accounts, ConnSlot, PoolKey, Upstream};
-use crate::filters::network::{Admission, Decision, NewConnection};
+use crate::filters::network::{Admission, Decision, NewConnection, RbacVerdict};
+use crate::peer::Connection;
 use crate::snapshot::{ChainKey, TcpListenerSnap};
 use crate::stats::{ListenerStats, TcpStats, WorkerStats};
 use bytes::BytesMut;
-use monoio::io::Splitable;
+use monoio::buf::{IoBufMut, IoVecBufMut};
+use monoio::io::{AsyncReadRent, Splitable};
 use monoio::net::TcpStream;
+use monoio::BufResult;
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Instant, SystemTime};
@@ -77,7 +81,9 @@ pub(super) async fn serve(
     // One syscall fewer per connection when nothing logs it or decides on it.
     let logged = !listener.observers.access_logs.is_empty();
     let filtered = !listener.net_filters.is_empty();
-    let local = if logged || filtered { stream.local_addr().unwrap_or(peer) } else { peer };
+    // Network RBAC's destination rules read the local address on the first byte.
+    let decided = filtered || listener.net_filters.checks_first_byte();
+    let local = if logged || decided { stream.local_addr().unwrap_or(peer) } else { peer };
     let _held = if filtered {
         let c = NewConnection { peer, local };
         match listener.net_filters.on_new_connection(&c, &generation.tcp_net_filter_stats[i]) {
@@ -101,19 +107,22 @@ pub(super) async fn serve(
     } else {
         Vec::new()
     };
-    let stream = match &listener.tls {
-        None => stream,
+    let (stream, tls_peer) = match &listener.tls {
+        None => (stream, None),
         Some(tls) => {
             let limit = tls.handshake_limit.unwrap_or(super::tls::TCP_HANDSHAKE_LIMIT);
             let t = Terminate::new(&shard, tls.clone(), listener.socket.bound, None, limit);
             match Box::pin(t.accept(stream, hello)).await {
-                Some(bridged) => bridged.stream,
+                Some(bridged) => (bridged.stream, Some(bridged.peer)),
                 None => return,
             }
         }
     };
     let connection_id = shard.next_conn_id();
-    let outcome = proxy(&shard, &generation, listener, stats, stream).await;
+    let conn = Connection { remote: peer, local, tls: tls_peer.as_deref() };
+    let check = || listener.net_filters.on_first_byte(&conn, &generation.tcp_net_filter_stats[i]);
+    let gate = listener.net_filters.checks_first_byte().then_some(&check as &dyn Fn() -> RbacVerdict);
+    let outcome = proxy(&shard, &generation, listener, stats, stream, gate).await;
     log(&shard, &generation, listener, &outcome, (started, start), (peer, local), connection_id);
 }
 
@@ -123,6 +132,7 @@ async fn proxy(
     listener: &TcpListenerSnap,
     stats: &TcpStats,
     client: TcpStream,
+    gate: Option<&dyn Fn() -> RbacVerdict>,
 ) -> Outcome {
     // A tcp_proxy's targets are clusters named in its config, never a header.
     let Some(cluster) = listener.clusters.pick(shard.rng.next()) else { return Outcome::default() };
@@ -200,6 +210,8 @@ async fn proxy(
     cluster_stats.upstream_rq_total.inc();
     host.rq_total.inc();
     lb.begin(endpoint);
+    let denied = Cell::new(None);
+    let mut client_reader = FirstByte { inner: &mut client_reader, check: gate, denied: &denied };
     let relayed = {
         let Some((upstream_reader, _)) = up.read.parts() else { return out };
         let upward = Pipe {
@@ -217,6 +229,14 @@ async fn proxy(
         relay::relay(upward, downward, listener.idle_timeout, true).await
     };
     lb.end(endpoint);
+    if let Some(read) = denied.get() {
+        // Envoy counts the bytes its RBAC read and dropped, logs them as received, and sets no
+        // response flag (the reason is the connection's termination details).
+        stats.downstream_cx_rx_bytes_total.add(read);
+        out.received = read;
+        out.sent = relayed.to_downstream;
+        return out;
+    }
     up.peer_closed = match relayed.end {
         End::Failed(side) => side == Side::Upstream,
         End::IdleTimeout => false,
@@ -228,6 +248,50 @@ async fn proxy(
     out.received = relayed.to_upstream;
     out.sent = relayed.to_downstream;
     out
+}
+
+/// The client's side of a connection whose network RBAC decides on its first bytes: they are
+/// read, then decided on before they go upstream (the upstream's own bytes flow meanwhile, as
+/// Envoy's tcp_proxy connects and relays them before the client sent anything). A denial is a
+/// failed read: the relay ends and both connections close; `denied` keeps what was read.
+struct FirstByte<'a, R> {
+    inner: R,
+    check: Option<&'a dyn Fn() -> RbacVerdict>,
+    denied: &'a Cell<Option<u64>>,
+}
+
+impl<R> FirstByte<'_, R> {
+    /// What the caller gets for a read: the read, or a denial once the check says so.
+    fn decide<T>(&mut self, (read, buf): BufResult<usize, T>) -> BufResult<usize, T> {
+        let n = match &read {
+            Ok(n) if *n > 0 => *n,
+            _ => return (read, buf),
+        };
+        match self.check.take().map(|check| check()) {
+            Some(RbacVerdict::Denied { details }) => {
+                log::debug!("tcp_proxy: closing: {details}");
+                self.denied.set(Some(n as u64));
+                let denied = std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "network RBAC denied the connection",
+                );
+                (Err(denied), buf)
+            }
+            _ => (read, buf),
+        }
+    }
+}
+
+impl<R: AsyncReadRent> AsyncReadRent for FirstByte<'_, R> {
+    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        let read = self.inner.read(buf).await;
+        self.decide(read)
+    }
+
+    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        let read = self.inner.readv(buf).await;
+        self.decide(read)
+    }
 }
 
 fn log(

@@ -48,6 +48,12 @@ pub enum Scope {
         hcm: String,
         rules: String,
     },
+    /// `<stat_prefix>.rbac` of a network RBAC filter, or `<stat_prefix>.rbac.<rules>` with a
+    /// `shadow_rules_stat_prefix`.
+    NetRbac {
+        prefix: String,
+        rules: String,
+    },
     /// A `dynamic_resources` subscription at the root: `listener_manager.lds`, `cluster_manager.cds`.
     Subscription(&'static str),
     /// A connection manager's route configuration file: `http.<stat_prefix>.rds.<route_config_name>`.
@@ -77,6 +83,8 @@ impl Scope {
             Scope::ConnectionLimit(p) => format!("connection_limit.{p}"),
             Scope::Rbac { hcm, rules } if rules.is_empty() => format!("http.{hcm}.rbac"),
             Scope::Rbac { hcm, rules } => format!("http.{hcm}.rbac.{rules}"),
+            Scope::NetRbac { prefix, rules } if rules.is_empty() => format!("{prefix}.rbac"),
+            Scope::NetRbac { prefix, rules } => format!("{prefix}.rbac.{rules}"),
             Scope::Subscription(p) => p.to_string(),
             Scope::Rds { stat_prefix, route_config } => format!("http.{stat_prefix}.rds.{route_config}"),
             Scope::TlsInspector => "tls_inspector".to_string(),
@@ -686,6 +694,9 @@ pub struct ShardStats {
     /// Keyed by (connection manager prefix, rules prefix).
     rbac: RefCell<HashMap<(String, String), Rc<RbacStats>>>,
     rbac_shadow: RefCell<HashMap<(String, String), Rc<RbacShadowStats>>>,
+    /// Keyed by (network RBAC `stat_prefix`, rules prefix).
+    net_rbac: RefCell<HashMap<(String, String), Rc<RbacStats>>>,
+    net_rbac_shadow: RefCell<HashMap<(String, String), Rc<RbacShadowStats>>>,
     ext_authz: RefCell<HashMap<String, Rc<ExtAuthzStats>>>,
     /// Envoy's copy of the ext_authz counters under the routed cluster, by cluster name.
     cluster_ext_authz: RefCell<HashMap<String, Rc<ExtAuthzStats>>>,
@@ -763,6 +774,16 @@ impl ShardStats {
     /// `http.<hcm>.rbac[.<rules>].{shadow_allowed,shadow_denied}`.
     pub fn rbac_shadow(&self, hcm: &str, rules: &str) -> Rc<RbacShadowStats> {
         self.rbac_shadow.borrow_mut().entry((hcm.to_string(), rules.to_string())).or_default().clone()
+    }
+
+    /// `<stat_prefix>.rbac.{allowed,denied}` of a network RBAC filter.
+    pub fn net_rbac(&self, prefix: &str) -> Rc<RbacStats> {
+        self.net_rbac.borrow_mut().entry((prefix.to_string(), String::new())).or_default().clone()
+    }
+
+    /// `<stat_prefix>.rbac[.<rules>].{shadow_allowed,shadow_denied}` of a network RBAC filter.
+    pub fn net_rbac_shadow(&self, prefix: &str, rules: &str) -> Rc<RbacShadowStats> {
+        self.net_rbac_shadow.borrow_mut().entry((prefix.to_string(), rules.to_string())).or_default().clone()
     }
 
     /// `http.<stat_prefix>.ext_authz.*` of a connection manager.
@@ -866,6 +887,12 @@ impl ShardStats {
         }
         for ((hcm, rules), s) in self.rbac_shadow.borrow().iter() {
             s.dump(&Scope::Rbac { hcm: hcm.clone(), rules: rules.clone() }, &mut out);
+        }
+        for ((prefix, rules), s) in self.net_rbac.borrow().iter() {
+            s.dump(&Scope::NetRbac { prefix: prefix.clone(), rules: rules.clone() }, &mut out);
+        }
+        for ((prefix, rules), s) in self.net_rbac_shadow.borrow().iter() {
+            s.dump(&Scope::NetRbac { prefix: prefix.clone(), rules: rules.clone() }, &mut out);
         }
         for (prefix, s) in self.ext_authz.borrow().iter() {
             s.dump(&Scope::HttpFilter(prefix.clone(), "ext_authz"), &mut out);

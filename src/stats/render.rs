@@ -163,8 +163,11 @@ fn prometheus_name(e: &Entry) -> (String, Vec<(&'static str, String)>) {
             labels.push(("envoy_http_conn_manager_prefix", prefix.clone()));
             format!("envoy_http_compressor_{}_{}", rest.replace('.', "_"), metric.replace('.', "_"))
         }
-        // Envoy extracts no tag from a root-level `<prefix>.http_local_rate_limit.*` name.
-        Scope::LocalRateLimit(_) | Scope::Subscription(_) => format!("envoy_{}_{metric}", e.scope.prefix()),
+        // Envoy extracts no tag from a root-level `<prefix>.http_local_rate_limit.*` or
+        // `<prefix>.rbac.*` name.
+        Scope::LocalRateLimit(_) | Scope::NetRbac { .. } | Scope::Subscription(_) => {
+            format!("envoy_{}_{metric}", e.scope.prefix())
+        }
         // Envoy's tags for `http.<prefix>.rds.<route_config>.*`, the route configuration's first.
         Scope::Rds { stat_prefix, route_config } => {
             labels.push(("envoy_rds_route_config", route_config.clone()));

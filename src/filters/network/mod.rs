@@ -1,15 +1,18 @@
 //! The network filters a listener runs on each accepted connection before its terminal filter
-//! (the connection manager or `tcp_proxy`) takes it: `envoy.filters.network.local_ratelimit` and
-//! `envoy.filters.network.connection_limit`, in config order, compiled into the snapshot
-//! (`ListenerSnap::net_filters`, `TcpListenerSnap::net_filters`). Each filter's answer on a new
-//! connection is Envoy's `onNewConnection` verdict: go on, or close (after a delay); the first
-//! close ends the chain, as Envoy's `StopIteration` does.
+//! (the connection manager or `tcp_proxy`) takes it: `envoy.filters.network.local_ratelimit`,
+//! `envoy.filters.network.connection_limit` and `envoy.filters.network.rbac`, in config order,
+//! compiled into the snapshot (`ListenerSnap::net_filters`, `TcpListenerSnap::net_filters`).
+//! The limits answer on a new connection (Envoy's `onNewConnection` verdict: go on, or close
+//! after a delay; the first close ends the chain, as Envoy's `StopIteration` does). RBAC answers
+//! later, on the connection's first byte (`on_first_byte`), after the TLS handshake gave it the
+//! peer's certificate and SNI: Envoy's RBAC passes `onNewConnection` and decides in `onData`, so
+//! it never sees a connection a limit closed, and the limits never see its answer.
 //!
-//! Dispatch is static (a `match` over `NetFilter`), and a listener without limits has an empty
-//! chain: the accept path checks `is_empty` and does nothing else. A filter decides from what
-//! `NewConnection` carries (the addresses; a network RBAC would add the SNI it needs, and a
-//! variant here); it owns no I/O: the shard's accept path (`shard::conn`, `shard::tcp_proxy`)
-//! closes, delays and logs. State the shards share (a token bucket, a count of open connections)
+//! Dispatch is static (a `match` over `NetFilter`), and a listener without network filters has an
+//! empty chain: the accept path checks `is_empty` and does nothing else. A filter decides from
+//! what `NewConnection` (the addresses) or `peer::Connection` (with the TLS peer) carries; it owns
+//! no I/O: the shard's accept path (`shard::conn`, `shard::tcp_proxy`) waits, closes, delays and
+//! logs. State the shards share (a token bucket, a count of open connections)
 //! is an `Arc` in the compiled filter, carried from one snapshot to the next while the listener
 //! and the filter's config stay the same (`carry`), as Envoy keeps a filter's config while its
 //! listener is unchanged; stats are the shard's (`NetFilterStats`, by the index a filter holds).
@@ -17,15 +20,20 @@
 mod connection_limit;
 mod decision;
 mod local_ratelimit;
+mod rbac;
 
 pub use connection_limit::Slot;
 pub use decision::Decision;
+pub use rbac::RbacVerdict;
 
 use crate::config;
-use crate::stats::{ConnectionLimitStats, NetLocalRateLimitStats};
+use crate::peer::Connection;
+use crate::route::BuildError;
+use crate::stats::{ConnectionLimitStats, NetLocalRateLimitStats, RbacShadowStats, RbacStats};
 use connection_limit::ConnectionLimit;
 use decision::Carried;
 use local_ratelimit::LocalRateLimit;
+use rbac::NetRbac;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::{Arc, PoisonError};
@@ -45,6 +53,8 @@ pub enum NetStatName {
     LocalRateLimit(String),
     /// `connection_limit.<stat_prefix>.*`.
     ConnectionLimit(String),
+    /// `<stat_prefix>.rbac.*`, and `<stat_prefix>.rbac.<shadow_rules_stat_prefix>.shadow_*`.
+    Rbac { prefix: String, shadow: String },
 }
 
 /// One shard's stats block for a chain's stat index.
@@ -52,6 +62,7 @@ pub enum NetStatName {
 pub enum NetFilterStats {
     LocalRateLimit(Rc<NetLocalRateLimitStats>),
     ConnectionLimit(Rc<ConnectionLimitStats>),
+    Rbac(Rc<RbacStats>, Rc<RbacShadowStats>),
 }
 
 /// What a filter may decide a new connection on.
@@ -74,15 +85,18 @@ pub struct Admission {
 #[derive(Debug, Default)]
 pub struct NetFilterChain {
     filters: Box<[NetFilter]>,
+    /// The RBAC filters, in config order: they decide on the first byte, not on accept.
+    rbac: Box<[NetRbac]>,
     stat_names: Vec<NetStatName>,
 }
 
 impl NetFilterChain {
     /// Compiles `filters` (validated at load) of the listener named `listener`. A filter that
     /// `runtime_enabled` turns off is left out, its stats kept (Envoy creates them with the config).
-    pub fn compile(filters: &[config::NetFilter], listener: &str) -> Self {
+    pub fn compile(filters: &[config::NetFilter], listener: &str) -> Result<Self, BuildError> {
         let mut stat_names = Vec::new();
         let mut compiled = Vec::new();
+        let mut rbac = Vec::new();
         for (i, f) in filters.iter().enumerate() {
             let stats = stat_names.len();
             match f {
@@ -101,13 +115,39 @@ impl NetFilterChain {
                         compiled.push(NetFilter::ConnectionLimit(ConnectionLimit::new(c, open, stats)));
                     }
                 }
+                config::NetFilter::Rbac(c) => {
+                    stat_names.push(NetStatName::Rbac {
+                        prefix: c.stat_prefix.clone(),
+                        shadow: c.shadow_rules_stat_prefix.clone(),
+                    });
+                    rbac.push(NetRbac::compile(c, stats)?);
+                }
             }
         }
-        NetFilterChain { filters: compiled.into_boxed_slice(), stat_names }
+        Ok(NetFilterChain { filters: compiled.into_boxed_slice(), rbac: rbac.into_boxed_slice(), stat_names })
     }
 
+    /// No filter runs on accept (RBAC's, if any, run on the first byte).
     pub fn is_empty(&self) -> bool {
         self.filters.is_empty()
+    }
+
+    /// Whether a connection must wait for its first byte before the terminal filter may have it.
+    pub fn checks_first_byte(&self) -> bool {
+        !self.rbac.is_empty()
+    }
+
+    /// Envoy's `onData` of the RBAC filters, once, on the first byte: each in order until one
+    /// denies. `stats` is the shard's, aligned with `stat_names`.
+    pub fn on_first_byte(&self, conn: &Connection<'_>, stats: &[NetFilterStats]) -> RbacVerdict {
+        for f in self.rbac.iter() {
+            let Some(NetFilterStats::Rbac(s, shadow)) = stats.get(f.stats) else { continue };
+            let verdict = f.on_first_byte(conn, s, shadow);
+            if verdict != RbacVerdict::Allowed {
+                return verdict;
+            }
+        }
+        RbacVerdict::Allowed
     }
 
     /// The stats blocks the chain's filters count into, by the index they hold.
@@ -195,6 +235,9 @@ mod tests {
                     NetFilterStats::LocalRateLimit(shard.net_local_rate_limit(p))
                 }
                 NetStatName::ConnectionLimit(p) => NetFilterStats::ConnectionLimit(shard.connection_limit(p)),
+                NetStatName::Rbac { prefix, shadow } => {
+                    NetFilterStats::Rbac(shard.net_rbac(prefix), shard.net_rbac_shadow(prefix, shadow))
+                }
             })
             .collect()
     }
@@ -210,7 +253,7 @@ mod tests {
             },
             enabled: true,
         });
-        let chain = NetFilterChain::compile(&[limit("unit-a", 1), rate], "unit-a");
+        let chain = NetFilterChain::compile(&[limit("unit-a", 1), rate], "unit-a").expect("compiles");
         let s = stats(&chain);
         let first = chain.on_new_connection(&conn(), &s);
         assert_eq!(first.decision, Decision::Continue);
@@ -229,12 +272,12 @@ mod tests {
 
     #[test]
     fn an_unchanged_filter_keeps_its_count_across_snapshots_and_a_changed_one_starts_anew() {
-        let old = NetFilterChain::compile(&[limit("unit-b", 1)], "unit-b");
+        let old = NetFilterChain::compile(&[limit("unit-b", 1)], "unit-b").expect("compiles");
         let s = stats(&old);
         let open = old.on_new_connection(&conn(), &s);
-        let same = NetFilterChain::compile(&[limit("unit-b", 1)], "unit-b");
+        let same = NetFilterChain::compile(&[limit("unit-b", 1)], "unit-b").expect("compiles");
         assert_ne!(same.on_new_connection(&conn(), &s).decision, Decision::Continue);
-        let changed = NetFilterChain::compile(&[limit("unit-b", 2)], "unit-b");
+        let changed = NetFilterChain::compile(&[limit("unit-b", 2)], "unit-b").expect("compiles");
         assert_eq!(changed.on_new_connection(&conn(), &s).decision, Decision::Continue);
         drop(open);
     }
@@ -243,7 +286,7 @@ mod tests {
     fn a_disabled_filter_is_not_run_but_keeps_its_stats() {
         let Cfg::ConnectionLimit(mut c) = limit("unit-c", 1) else { return };
         c.enabled = false;
-        let chain = NetFilterChain::compile(&[Cfg::ConnectionLimit(c)], "unit-c");
+        let chain = NetFilterChain::compile(&[Cfg::ConnectionLimit(c)], "unit-c").expect("compiles");
         assert!(chain.is_empty());
         assert_eq!(chain.stat_names(), &[NetStatName::ConnectionLimit("unit-c".into())]);
     }
