@@ -930,6 +930,12 @@ fn rbac(r: &Rbac) -> Map<String, Value> {
     if let Some(rules) = &r.shadow_rules {
         m.insert("shadow_rules".into(), rbac_rules(rules));
     }
+    if let Some(x) = &r.matcher {
+        m.insert("matcher".into(), x.source.clone());
+    }
+    if let Some(x) = &r.shadow_matcher {
+        m.insert("shadow_matcher".into(), x.source.clone());
+    }
     if !r.rules_stat_prefix.is_empty() {
         m.insert("rules_stat_prefix".into(), r.rules_stat_prefix.as_str().into());
     }
