@@ -171,8 +171,8 @@ fn allow_rules_shadow_rules_and_per_route_overrides_like_envoy() {
 const HEADER_INPUT: &str = "{ name: h, typed_config: { \"@type\": type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput, header_name: \"";
 
 /// The matcher API: the first matching entry's action, no `on_no_match` (DENY, policy `none`),
-/// a LOG action, predicates combined, a repeated header read joined with `,`, the shadow matcher
-/// on a connection input; a route whose config has both `rules` and `matcher` (the matcher wins).
+/// a LOG action, predicates combined, a repeated header read joined with `,`, the client address
+/// from `x-forwarded-for`, the shadow matcher on the connection's addresses; a route whose config has both `rules` and `matcher` (the matcher wins).
 fn matcher_filter() -> String {
     let action = |name: &str, action: &str| {
         format!("{{ action: {{ name: a, typed_config: {{ \"@type\": type.googleapis.com/envoy.config.rbac.v3.Action, name: {name}, action: {action} }} }} }}")
@@ -188,6 +188,11 @@ fn matcher_filter() -> String {
     matcher:
       matcher_list:
         matchers:
+          - predicate:
+              single_predicate:
+                input: {{ name: ip, typed_config: {{ "@type": type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.SourceIPInput }} }}
+                value_match: {{ exact: 10.9.9.9 }}
+            on_match: {xff}
           - predicate:
               and_matcher:
                 predicate:
@@ -208,12 +213,18 @@ fn matcher_filter() -> String {
       matcher_list:
         matchers:
           - predicate:
-              single_predicate:
-                input: {{ name: ip, typed_config: {{ "@type": type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.DirectSourceIPInput }} }}
-                value_match: {{ exact: 127.0.0.1 }}
+              and_matcher:
+                predicate:
+                  - single_predicate:
+                      input: {{ name: ip, typed_config: {{ "@type": type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.DirectSourceIPInput }} }}
+                      value_match: {{ exact: 127.0.0.1 }}
+                  - single_predicate:
+                      input: {{ name: ip, typed_config: {{ "@type": type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.DestinationIPInput }} }}
+                      value_match: {{ prefix: "127." }}
             on_match: {local}
       on_no_match: {rest}
 "#,
+        xff = action("xff", "DENY"),
         role = header("x-role", "{ exact: admin }"),
         secret = header(":path", "{ prefix: /admin/secret }"),
         admins = action("admins", "ALLOW"),
@@ -265,19 +276,21 @@ fn matcher_and_shadow_matcher_like_envoy() {
         req_with("/b", &[("x-block", "")]),
         req_method("POST", "/mixed", &[("x-pass", "yes")]),
         req_method("POST", "/mixed", &[]),
+        req_with("/c", &[("x-forwarded-for", "10.9.9.9")]),
     ];
     let Some(k) = compare("matcher", &matcher_filter(), MATCHER_ROUTES, &requests) else { return };
     let statuses: Vec<u16> = (0..requests.len()).map(|i| k.status(i)).collect();
-    assert_eq!(statuses, [200, 403, 200, 403, 200, 403, 200, 403, 200, 403]);
+    assert_eq!(statuses, [200, 403, 200, 403, 200, 403, 200, 403, 200, 403, 403]);
     for line in [
         "403 - rbac_access_denied_matched_policy[none] POST /a",
         "403 - rbac_access_denied_matched_policy[blocked] GET /b",
         "403 - rbac_access_denied_matched_policy[none] POST /mixed",
+        "403 - rbac_access_denied_matched_policy[xff] GET /c",
     ] {
         assert!(k.log.contains(&line.to_string()), "{line} in {:?}", k.log);
     }
-    assert_eq!(k.stat("http.ingress.rbac.denied"), 5);
-    assert_eq!(k.stat("http.ingress.rbac.audit_.shadow_denied"), 8);
+    assert_eq!(k.stat("http.ingress.rbac.denied"), 6);
+    assert_eq!(k.stat("http.ingress.rbac.audit_.shadow_denied"), 9);
 }
 
 #[test]
