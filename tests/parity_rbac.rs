@@ -168,6 +168,131 @@ fn allow_rules_shadow_rules_and_per_route_overrides_like_envoy() {
     assert_eq!(k.stat("http.ingress.rbac.audit.shadow_denied"), 1);
 }
 
+const HEADER_INPUT: &str = "{ name: h, typed_config: { \"@type\": type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput, header_name: \"";
+
+/// The matcher API: the first matching entry's action, no `on_no_match` (DENY, policy `none`),
+/// a LOG action, predicates combined, a repeated header read joined with `,`, the client address
+/// from `x-forwarded-for`, the shadow matcher on the connection's addresses; a route whose config has both `rules` and `matcher` (the matcher wins).
+fn matcher_filter() -> String {
+    let action = |name: &str, action: &str| {
+        format!("{{ action: {{ name: a, typed_config: {{ \"@type\": type.googleapis.com/envoy.config.rbac.v3.Action, name: {name}, action: {action} }} }} }}")
+    };
+    let header = |name: &str, m: &str| {
+        format!("{{ single_predicate: {{ input: {HEADER_INPUT}{name}\" }} }}, value_match: {m} }} }}")
+    };
+    format!(
+        r#"- name: envoy.filters.http.rbac
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
+    shadow_rules_stat_prefix: audit_
+    matcher:
+      matcher_list:
+        matchers:
+          - predicate:
+              single_predicate:
+                input: {{ name: ip, typed_config: {{ "@type": type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.SourceIPInput }} }}
+                value_match: {{ exact: 10.9.9.9 }}
+            on_match: {xff}
+          - predicate:
+              and_matcher:
+                predicate:
+                  - {role}
+                  - not_matcher: {secret}
+            on_match: {admins}
+          - predicate:
+              or_matcher:
+                predicate:
+                  - {tag}
+                  - {head}
+            on_match: {logged}
+          - predicate: {block}
+            on_match: {blocked}
+          - predicate: {method}
+            on_match: {reads}
+    shadow_matcher:
+      matcher_list:
+        matchers:
+          - predicate:
+              and_matcher:
+                predicate:
+                  - single_predicate:
+                      input: {{ name: ip, typed_config: {{ "@type": type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.DirectSourceIPInput }} }}
+                      value_match: {{ exact: 127.0.0.1 }}
+                  - single_predicate:
+                      input: {{ name: ip, typed_config: {{ "@type": type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.DestinationIPInput }} }}
+                      value_match: {{ prefix: "127." }}
+            on_match: {local}
+      on_no_match: {rest}
+"#,
+        xff = action("xff", "DENY"),
+        role = header("x-role", "{ exact: admin }"),
+        secret = header(":path", "{ prefix: /admin/secret }"),
+        admins = action("admins", "ALLOW"),
+        tag = header("x-tag", "{ exact: \"a,audit\" }"),
+        head = header(":method", "{ exact: PUT }"),
+        logged = action("logged", "LOG"),
+        block = header("x-block", "{ safe_regex: { google_re2: {}, regex: \".*\" } }"),
+        blocked = action("blocked", "DENY"),
+        method = header(":method", "{ exact: GET }"),
+        reads = action("reads", "ALLOW"),
+        local = action("local", "DENY"),
+        rest = action("rest", "ALLOW"),
+    )
+}
+
+const MATCHER_ROUTES: &str = r#"virtual_hosts:
+  - name: all
+    domains: ["*"]
+    routes:
+      - match: { prefix: "/mixed" }
+        route: { cluster: backend }
+        typed_per_filter_config:
+          envoy.filters.http.rbac:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute
+            rbac:
+              rules: { action: DENY, policies: {} }
+              matcher:
+                matcher_list:
+                  matchers:
+                    - predicate:
+                        single_predicate:
+                          input: { name: h, typed_config: { "@type": type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput, header_name: x-pass } }
+                          value_match: { exact: "yes" }
+                      on_match: { action: { name: a, typed_config: { "@type": type.googleapis.com/envoy.config.rbac.v3.Action, name: pass, action: ALLOW } } }
+      - match: { prefix: "/" }
+        route: { cluster: backend }
+"#;
+
+#[test]
+fn matcher_and_shadow_matcher_like_envoy() {
+    let requests = [
+        req("/a"),
+        req_method("POST", "/a", &[]),
+        req_method("POST", "/admin/x", &[("x-role", "admin")]),
+        req_method("POST", "/admin/secret", &[("x-role", "admin")]),
+        req_method("POST", "/t", &[("x-tag", "a"), ("x-tag", "audit")]),
+        req_method("POST", "/t", &[("x-tag", "audit")]),
+        req_method("PUT", "/h", &[]),
+        req_with("/b", &[("x-block", "")]),
+        req_method("POST", "/mixed", &[("x-pass", "yes")]),
+        req_method("POST", "/mixed", &[]),
+        req_with("/c", &[("x-forwarded-for", "10.9.9.9")]),
+    ];
+    let Some(k) = compare("matcher", &matcher_filter(), MATCHER_ROUTES, &requests) else { return };
+    let statuses: Vec<u16> = (0..requests.len()).map(|i| k.status(i)).collect();
+    assert_eq!(statuses, [200, 403, 200, 403, 200, 403, 200, 403, 200, 403, 403]);
+    for line in [
+        "403 - rbac_access_denied_matched_policy[none] POST /a",
+        "403 - rbac_access_denied_matched_policy[blocked] GET /b",
+        "403 - rbac_access_denied_matched_policy[none] POST /mixed",
+        "403 - rbac_access_denied_matched_policy[xff] GET /c",
+    ] {
+        assert!(k.log.contains(&line.to_string()), "{line} in {:?}", k.log);
+    }
+    assert_eq!(k.stat("http.ingress.rbac.denied"), 6);
+    assert_eq!(k.stat("http.ingress.rbac.audit_.shadow_denied"), 9);
+}
+
 #[test]
 fn deny_by_addresses_and_log_action_like_envoy() {
     let filters = r#"- name: envoy.filters.http.rbac

@@ -1,6 +1,7 @@
-//! `envoy.filters.http.rbac` as a user sees it beyond what the parity suite drives: what skiff does
-//! not build (the matcher API, CEL conditions, metadata, filter state) is refused with the field's
-//! path; the shipped `configs/security/rbac.yaml` loads; an RBAC config survives `/config_dump`;
+//! `envoy.filters.http.rbac` as a user sees it beyond what the parity suite drives: Envoy's
+//! `rbac/envoy.yaml` example (the matcher API) loads unchanged and judges by referer; what skiff does
+//! not build (CEL conditions, metadata, filter state, the matcher API's trees, custom matches and
+//! other inputs) is refused with the field's path; the shipped `configs/security/rbac.yaml` loads; an RBAC config survives `/config_dump`;
 //! its counters exist from the start; `use_remote_address` makes `remote_ip` the socket's peer;
 //! and `authenticated` never matches a plaintext connection. Real skiff, real loopback upstream.
 
@@ -34,14 +35,6 @@ fn policy(permission: &str, principal: &str) -> String {
 fn what_skiff_does_not_build_is_refused_with_its_path() {
     let at = "typed_config.rules.policies.p";
     for (filter, expected) in [
-        (
-            rbac("    matcher: { matcher_list: { matchers: [] } }\n"),
-            "typed_config.matcher: matcher is not supported".to_string(),
-        ),
-        (
-            rbac("    shadow_matcher: { matcher_list: { matchers: [] } }\n"),
-            "typed_config.shadow_matcher: shadow_matcher is not supported".to_string(),
-        ),
         (
             rbac("    track_per_rule_stats: true\n"),
             "typed_config.track_per_rule_stats: track_per_rule_stats is not supported".to_string(),
@@ -111,6 +104,106 @@ fn what_skiff_does_not_build_is_refused_with_its_path() {
     let routes = "virtual_hosts:\n  - name: all\n    domains: [\"*\"]\n    routes:\n      - match: { prefix: \"/\" }\n        route: { cluster: backend }\n        typed_per_filter_config:\n          envoy.filters.http.rbac:\n            \"@type\": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC\n";
     let (ok, log) = validate(&with_filter(&rbac("    rules: {}\n"), routes));
     assert!(!ok && log.contains("a per-route RBAC config is type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute"), "{log}");
+}
+
+const EXAMPLE: &str = "configs/envoy-examples/envoyproxy-examples/rbac/envoy.yaml";
+
+#[test]
+fn envoys_rbac_example_loads_unchanged_and_judges_by_referer_as_its_readme_says() {
+    let path = format!("{}/{EXAMPLE}", env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(&path).expect("the example");
+    let (ok, log) = validate(&example);
+    assert!(ok && !log.contains("[warning]"), "{log}");
+    let up = TestUpstream::echo();
+    // Only the addresses change: the compose hostname becomes the loopback server.
+    let yaml = example
+        .replace("type: STRICT_DNS", "type: STATIC")
+        .replace("port_value: 10000", "port_value: 0")
+        .replace("port_value: 10001", "port_value: 0")
+        .replace(
+            "address: backend\n                port_value: 8080",
+            &format!("address: 127.0.0.1\n                port_value: {}", up.addr.port()),
+        );
+    assert_ne!(yaml, example, "the example's addresses were found");
+    let sk = Skiff::start(&yaml, &[]);
+    let addr = sk.listener("listener_0");
+    let denied = support::get(addr, "/");
+    assert_eq!((denied.status, denied.text()), (403, "RBAC: access denied".to_string()));
+    let allowed =
+        support::get_host(addr, "localhost", "/", &[("referer", "https://www.envoyproxy.io/docs/envoy")]);
+    assert_eq!(allowed.status, 200);
+    // A repeated header is read joined with `,`: the first line decides the regex's start.
+    let joined = support::get_host(
+        addr,
+        "localhost",
+        "/",
+        &[("referer", "http://envoyproxy.io/docs/envoy"), ("referer", "x")],
+    );
+    assert_eq!(joined.status, 200);
+    let joined = support::get_host(
+        addr,
+        "localhost",
+        "/",
+        &[("referer", "x"), ("referer", "http://envoyproxy.io/docs/envoy")],
+    );
+    assert_eq!(joined.status, 403);
+    for (name, n) in [("allowed", 2), ("denied", 2), ("shadow_allowed", 0), ("shadow_denied", 0)] {
+        assert_eq!(support::stat(sk.admin(), &format!("http.ingress_http.rbac.{name}")), Some(n), "{name}");
+    }
+}
+
+#[test]
+fn what_the_matcher_api_does_not_build_is_refused_with_its_path() {
+    let at = "typed_config.matcher";
+    let input = |ty: &str| format!("{{ name: i, typed_config: {{ \"@type\": {ty} }} }}");
+    let header =
+        input("type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput, header_name: x");
+    let action = "{ action: { name: a, typed_config: { \"@type\": type.googleapis.com/envoy.config.rbac.v3.Action, name: n } } }";
+    let one = |predicate: &str, on_match: &str| {
+        rbac(&format!(
+            "    matcher:\n      matcher_list:\n        matchers:\n          - predicate: {predicate}\n            on_match: {on_match}\n"
+        ))
+    };
+    for (filter, expected) in [
+        (
+            rbac("    matcher: { matcher_tree: { input: { name: i, typed_config: {} }, exact_match_map: { map: {} } } }\n"),
+            format!("{at}.matcher_tree: matcher_tree is not supported"),
+        ),
+        (rbac("    shadow_matcher: {}\n"), "typed_config.shadow_matcher.matcher_list: a matcher needs a matcher_list".to_string()),
+        (
+            one(&format!("{{ single_predicate: {{ input: {header}, custom_match: {{ name: c }} }} }}"), action),
+            format!("{at}.matcher_list.matchers[0].predicate.single_predicate.custom_match: custom_match is not supported"),
+        ),
+        (
+            one(
+                &format!(
+                    "{{ not_matcher: {{ single_predicate: {{ input: {}, value_match: {{ exact: a }} }} }} }}",
+                    input("type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.SourcePortInput")
+                ),
+                action,
+            ),
+            format!("{at}.matcher_list.matchers[0].predicate.not_matcher.single_predicate.input.typed_config.@type: input type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.SourcePortInput is not supported"),
+        ),
+        (
+            one(&format!("{{ single_predicate: {{ input: {header}, value_match: {{ exact: a }} }} }}"), "{ matcher: { matcher_list: { matchers: [] } } }"),
+            format!("{at}.matcher_list.matchers[0].on_match.matcher: a nested matcher is not supported"),
+        ),
+        (
+            one(
+                &format!("{{ single_predicate: {{ input: {header}, value_match: {{ exact: a }} }} }}"),
+                "{ action: { name: a, typed_config: { \"@type\": type.googleapis.com/envoy.config.rbac.v3.Action, action: MAYBE } } }",
+            ),
+            format!("{at}.matcher_list.matchers[0].on_match.action.typed_config.action: unknown action \"MAYBE\""),
+        ),
+        (
+            one(&format!("{{ single_predicate: {{ input: {header}, value_match: {{ safe_regex: {{ regex: a }} }} }} }}"), action),
+            format!("{at}.matcher_list.matchers[0].predicate.single_predicate.value_match.safe_regex.google_re2: google_re2 is required here"),
+        ),
+    ] {
+        let (ok, log) = validate(&with_filter(&filter, ALL_TO_BACKEND));
+        assert!(!ok, "accepted:\n{filter}");
+        assert!(log.contains(&expected), "for\n{filter}\nexpected {expected:?} in:\n{log}");
+    }
 }
 
 #[test]

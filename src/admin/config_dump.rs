@@ -959,6 +959,13 @@ fn ext_authz_body(b: ExtAuthzBody) -> Value {
 /// An RBAC config's fields (without `@type`).
 fn rbac(r: &Rbac) -> Map<String, Value> {
     let mut m = rbac_rule_sets(r.rules.as_ref(), r.shadow_rules.as_ref(), &r.shadow_rules_stat_prefix);
+    // Written as configured: the matcher API's tree is kept verbatim at load.
+    if let Some(x) = &r.matcher {
+        m.insert("matcher".into(), x.source.clone());
+    }
+    if let Some(x) = &r.shadow_matcher {
+        m.insert("shadow_matcher".into(), x.source.clone());
+    }
     if !r.rules_stat_prefix.is_empty() {
         m.insert("rules_stat_prefix".into(), r.rules_stat_prefix.as_str().into());
     }

@@ -1,15 +1,17 @@
 //! The typed config of `envoy.filters.http.rbac` (`RBAC` at the connection manager, `RBACPerRoute`
 //! on routes and virtual hosts): its serde shape and its conversion to `model::Rbac`. Every field is
-//! enforced or refused here with its path: the matcher-tree API (`matcher`, `shadow_matcher`), CEL
-//! `condition`s, metadata, filter state and URI templates are refused, as skiff has none of them.
+//! enforced or refused here with its path (`matcher` and `shadow_matcher` in
+//! `convert_rbac_matcher`); CEL `condition`s, metadata, filter state and URI templates are
+//! refused, as skiff has none of them.
 
 // Fields accepted only so that they can be refused by name.
 #![allow(dead_code)]
 
+use super::convert_rbac_matcher::{matcher, rbac_action};
 use super::error::FieldPath;
 use super::fields::{fail, header_matcher, read, string_match, Res};
 use super::model::{
-    CidrRange, NetRbac, Rbac, RbacAction, RbacPermission, RbacPolicy, RbacPrincipal, RbacRules, StringMatcher,
+    CidrRange, NetRbac, Rbac, RbacPermission, RbacPolicy, RbacPrincipal, RbacRules, StringMatcher,
 };
 use super::raw::{Ign, RawHeaderMatcher, RawStringMatcher};
 use serde::Deserialize;
@@ -25,10 +27,10 @@ pub(super) const RBAC_PER_ROUTE_TYPE: &str =
 struct RawRbac {
     rules: Option<RawRules>,
     rules_stat_prefix: Option<String>,
-    matcher: Ign,
+    matcher: Option<serde_norway::Value>,
     shadow_rules: Option<RawRules>,
     shadow_rules_stat_prefix: Option<String>,
-    shadow_matcher: Ign,
+    shadow_matcher: Option<serde_norway::Value>,
     track_per_rule_stats: Option<bool>,
 }
 
@@ -151,15 +153,6 @@ struct RawRange {
 /// `RBAC` (the connection manager's filter) from its `typed_config` fields at `p`.
 pub(super) fn rbac(p: &FieldPath, fields: serde_norway::Value) -> Res<Rbac> {
     let r: RawRbac = read(p, fields)?;
-    if r.matcher.is_some() {
-        return fail(p.key("matcher"), "matcher is not supported: write the policies in rules");
-    }
-    if r.shadow_matcher.is_some() {
-        return fail(
-            p.key("shadow_matcher"),
-            "shadow_matcher is not supported: write the policies in shadow_rules",
-        );
-    }
     if r.track_per_rule_stats == Some(true) {
         return fail(p.key("track_per_rule_stats"), "track_per_rule_stats is not supported");
     }
@@ -168,6 +161,8 @@ pub(super) fn rbac(p: &FieldPath, fields: serde_norway::Value) -> Res<Rbac> {
         shadow_rules: r.shadow_rules.map(|x| rules(&p.key("shadow_rules"), x)).transpose()?,
         rules_stat_prefix: r.rules_stat_prefix.unwrap_or_default(),
         shadow_rules_stat_prefix: r.shadow_rules_stat_prefix.unwrap_or_default(),
+        matcher: r.matcher.map(|m| matcher(&p.key("matcher"), m)).transpose()?,
+        shadow_matcher: r.shadow_matcher.map(|m| matcher(&p.key("shadow_matcher"), m)).transpose()?,
     })
 }
 
@@ -281,6 +276,8 @@ pub(super) fn rbac_per_route(p: &FieldPath, fields: serde_norway::Value) -> Res<
             shadow_rules: None,
             rules_stat_prefix: String::new(),
             shadow_rules_stat_prefix: String::new(),
+            matcher: None,
+            shadow_matcher: None,
         },
     };
     config.rules_stat_prefix.clear();
@@ -292,14 +289,7 @@ fn rules(p: &FieldPath, r: RawRules) -> Res<RbacRules> {
     if r.audit_logging_options.is_some() {
         return fail(p.key("audit_logging_options"), "audit_logging_options is not supported");
     }
-    let action = match r.action.as_deref().map(str::to_ascii_uppercase).as_deref() {
-        None | Some("ALLOW") => RbacAction::Allow,
-        Some("DENY") => RbacAction::Deny,
-        Some("LOG") => RbacAction::Log,
-        Some(other) => {
-            return fail(p.key("action"), format!("unknown action \"{other}\", expected ALLOW, DENY or LOG"))
-        }
-    };
+    let action = rbac_action(&p.key("action"), r.action.as_deref())?;
     let pp = p.key("policies");
     let mut policies = Vec::new();
     // A BTreeMap: sorted by name, the order Envoy's engine tries them in.

@@ -10,6 +10,7 @@ mod convert_filters;
 mod convert_health;
 mod convert_jwt;
 mod convert_rbac;
+mod convert_rbac_matcher;
 mod convert_tls;
 mod duration;
 pub mod dynamic;

@@ -625,6 +625,56 @@ pub struct Rbac {
     /// Joined into `http.<prefix>.rbac.<rules_stat_prefix>.allowed` when not empty.
     pub rules_stat_prefix: String,
     pub shadow_rules_stat_prefix: String,
+    /// `matcher`: when set, Envoy ignores `rules` and so does skiff.
+    pub matcher: Option<RbacMatcher>,
+    /// `shadow_matcher`: when set, `shadow_rules` are ignored.
+    pub shadow_matcher: Option<RbacMatcher>,
+}
+
+/// The subset of `xds.type.matcher.v3.Matcher` RBAC reads: a `matcher_list` (the first entry
+/// whose predicate matches gives the action) and `on_no_match`. Without a match and without
+/// `on_no_match` the request is denied, as Envoy's matcher engine does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RbacMatcher {
+    pub matchers: Vec<RbacFieldMatcher>,
+    pub on_no_match: Option<RbacMatchAction>,
+    /// The matcher as written, for `/config_dump`.
+    pub source: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RbacFieldMatcher {
+    pub predicate: RbacPredicate,
+    pub on_match: RbacMatchAction,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RbacPredicate {
+    /// `single_predicate`: the input's value, when there is one, against `value_match`.
+    Single(RbacMatchInput, StringMatcher),
+    Or(Vec<RbacPredicate>),
+    And(Vec<RbacPredicate>),
+    Not(Box<RbacPredicate>),
+}
+
+/// The inputs a predicate reads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RbacMatchInput {
+    /// `HttpRequestHeaderMatchInput`: lower-cased name; several lines are joined with `,`.
+    RequestHeader(String),
+    DestinationIp,
+    DestinationPort,
+    /// The client address as the connection manager decided it (`x-forwarded-for` or the peer).
+    SourceIp,
+    DirectSourceIp,
+    ServerName,
+}
+
+/// `envoy.config.rbac.v3.Action`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RbacMatchAction {
+    pub name: String,
+    pub action: RbacAction,
 }
 
 /// `config.rbac.v3.RBAC`.

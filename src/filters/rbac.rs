@@ -22,8 +22,15 @@ pub struct Rbac {
 impl Rbac {
     pub(super) fn compile(c: &config::Rbac) -> Result<Self, BuildError> {
         Ok(Rbac {
-            rules: c.rules.as_ref().map(Engine::compile).transpose()?,
-            shadow: c.shadow_rules.as_ref().map(Engine::compile).transpose()?,
+            // A matcher wins over rules, as in Envoy.
+            rules: match &c.matcher {
+                Some(m) => Some(Engine::compile_matcher(m)?),
+                None => c.rules.as_ref().map(Engine::compile).transpose()?,
+            },
+            shadow: match &c.shadow_matcher {
+                Some(m) => Some(Engine::compile_matcher(m)?),
+                None => c.shadow_rules.as_ref().map(Engine::compile).transpose()?,
+            },
         })
     }
 

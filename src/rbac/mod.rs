@@ -2,20 +2,33 @@
 //! policies, a policy matching when any of its permissions and any of its principals match) and
 //! their decision for one request or connection (`Subject`). Shared by the HTTP filter
 //! (`filters::rbac`) and meant for the network filter: a `Subject` without HTTP facts is a
-//! connection, on which header and path rules never match. Owns no stats, no reply and no I/O.
+//! connection, on which header and path rules never match. The matcher API (`matcher`,
+//! `shadow_matcher`) compiles to the same `Engine` (`matcher`). Owns no stats, no reply and no I/O.
 
-use crate::config::{self, CidrRange, RbacAction, StringMatcher as StringMatchConfig, StringRule};
-use crate::http::RequestHead;
-use crate::peer::Connection;
+mod facts;
+mod matcher;
+
+pub use facts::{Decision, HttpFacts, StringMatcher, Subject};
+
+use crate::config::{self, CidrRange, RbacAction};
 use crate::route::{BuildError, HeaderMatcher};
+use facts::remote_ip;
 use std::net::IpAddr;
 
-/// One set of rules (`rules` or `shadow_rules`), compiled.
+/// One set of rules (`rules` or `shadow_rules`, or a `matcher` or `shadow_matcher`), compiled.
 #[derive(Debug)]
 pub struct Engine {
-    action: RbacAction,
-    /// In name order, the order Envoy tries them in: the first match is the effective policy.
-    policies: Box<[Policy]>,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Rules {
+        action: RbacAction,
+        /// In name order, the order Envoy tries them in: the first match is the effective policy.
+        policies: Box<[Policy]>,
+    },
+    Matcher(matcher::Matcher),
 }
 
 #[derive(Debug)]
@@ -53,29 +66,6 @@ enum Principal {
     Not(Box<Principal>),
 }
 
-/// What the rules are asked about: a connection, and for an HTTP request its head.
-#[derive(Clone, Copy)]
-pub struct Subject<'a> {
-    pub conn: Connection<'a>,
-    pub http: Option<HttpFacts<'a>>,
-}
-
-#[derive(Clone, Copy)]
-pub struct HttpFacts<'a> {
-    pub head: &'a RequestHead<'a>,
-    /// The connection manager's `use_remote_address`: whether the socket's peer, rather than the
-    /// last `x-forwarded-for` address, is the client (`remote_ip`).
-    pub use_remote_address: bool,
-}
-
-/// An engine's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision<'e> {
-    pub allowed: bool,
-    /// The policy that matched (Envoy's effective policy id), if one did.
-    pub policy: Option<&'e str>,
-}
-
 impl Engine {
     pub fn compile(rules: &config::RbacRules) -> Result<Self, BuildError> {
         let policies = rules
@@ -89,18 +79,25 @@ impl Engine {
                 })
             })
             .collect::<Result<_, BuildError>>()?;
-        Ok(Engine { action: rules.action, policies })
+        Ok(Engine { kind: Kind::Rules { action: rules.action, policies } })
+    }
+
+    pub fn compile_matcher(m: &config::RbacMatcher) -> Result<Self, BuildError> {
+        Ok(Engine { kind: Kind::Matcher(matcher::Matcher::compile(m)?) })
     }
 
     /// ALLOW allows what a policy matches, DENY denies it, LOG allows everything (and only names
     /// the policy that matched).
     pub fn decide(&self, s: &Subject<'_>) -> Decision<'_> {
-        let matched = self
-            .policies
+        let (action, policies) = match &self.kind {
+            Kind::Rules { action, policies } => (*action, policies),
+            Kind::Matcher(m) => return m.decide(s),
+        };
+        let matched = policies
             .iter()
             .find(|p| p.permissions.iter().any(|x| x.matches(s)) && p.principals.iter().any(|x| x.matches(s)))
             .map(|p| p.name.as_str());
-        let allowed = match self.action {
+        let allowed = match action {
             RbacAction::Allow => matched.is_some(),
             RbacAction::Deny => matched.is_none(),
             RbacAction::Log => true,
@@ -194,18 +191,6 @@ fn authenticated(name: Option<&StringMatcher>, s: &Subject<'_>) -> bool {
         || m.matches(&cert.subject)
 }
 
-/// The client as the connection manager decided it: the last `x-forwarded-for` address unless
-/// `use_remote_address` (or none is there, or it is no address), else the socket's peer.
-fn remote_ip(s: &Subject<'_>) -> IpAddr {
-    let peer = s.conn.remote.ip();
-    let Some(http) = s.http.filter(|h| !h.use_remote_address) else { return peer };
-    let last = http.head.headers.iter().rev().find(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"));
-    last.and_then(|h| std::str::from_utf8(h.value).ok())
-        .and_then(|v| v.rsplit(',').next())
-        .and_then(|a| a.trim().parse().ok())
-        .unwrap_or(peer)
-}
-
 /// A header rule on the request (never on a bare connection); `:method`, `:path`, `:authority`
 /// and `:scheme` read the request line as Envoy's pseudo-headers hold it. A header sent on
 /// several lines matches when one of them does (Envoy 1.40, checked against it).
@@ -247,62 +232,11 @@ fn in_range(c: &CidrRange, ip: IpAddr) -> bool {
     }
 }
 
-/// A compiled `StringMatcher`.
-#[derive(Debug)]
-pub struct StringMatcher {
-    rule: Rule,
-    ignore_case: bool,
-}
-
-#[derive(Debug)]
-enum Rule {
-    /// Lower-cased when the matcher ignores case.
-    Exact(String),
-    Prefix(String),
-    Suffix(String),
-    Contains(String),
-    Regex(regex::Regex),
-}
-
-impl StringMatcher {
-    pub fn compile(m: &StringMatchConfig) -> Result<Self, BuildError> {
-        let text = |s: &str| if m.ignore_case { s.to_ascii_lowercase() } else { s.to_string() };
-        let rule = match &m.rule {
-            StringRule::Exact(s) => Rule::Exact(text(s)),
-            StringRule::Prefix(s) => Rule::Prefix(text(s)),
-            StringRule::Suffix(s) => Rule::Suffix(text(s)),
-            StringRule::Contains(s) => Rule::Contains(text(s)),
-            StringRule::SafeRegex(re) => Rule::Regex(
-                regex::Regex::new(&format!("^(?:{re})$")).map_err(|e| BuildError::BadRegex(e.to_string()))?,
-            ),
-        };
-        Ok(StringMatcher { rule, ignore_case: m.ignore_case })
-    }
-
-    pub fn matches(&self, value: &str) -> bool {
-        if let Rule::Regex(re) = &self.rule {
-            return re.is_match(value);
-        }
-        let lowered;
-        let value = if self.ignore_case {
-            lowered = value.to_ascii_lowercase();
-            lowered.as_str()
-        } else {
-            value
-        };
-        match &self.rule {
-            Rule::Exact(s) => value == s,
-            Rule::Prefix(s) => value.starts_with(s.as_str()),
-            Rule::Suffix(s) => value.ends_with(s.as_str()),
-            Rule::Contains(s) => value.contains(s.as_str()),
-            Rule::Regex(_) => false,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{StringMatcher as StringMatchConfig, StringRule};
+    use crate::peer::Connection;
     use crate::peer::{PeerCert, TlsPeer};
 
     fn conn(tls: Option<&TlsPeer>) -> Connection<'_> {
