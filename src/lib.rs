@@ -22,5 +22,6 @@ pub mod server;
 pub mod shard;
 pub mod snapshot;
 pub mod stats;
+pub mod string_match;
 pub mod telemetry;
 pub mod trace;

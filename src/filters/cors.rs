@@ -5,13 +5,13 @@
 //! has one, the route's and the virtual host's `cors` fields), and the decision; the request owner
 //! sends the preflight answer and writes the response headers.
 
-use super::string_match::StringMatch;
 use super::verdict::{draw, header, joined_header, push_header, FilterReply, Verdict};
 use crate::access_log::ResponseFlags;
 use crate::config::{CorsPolicy, Fraction, PerFilterConfig, RouteAction, RouteConfig};
 use crate::http::RequestHead;
 use crate::route::{BuildError, Route};
 use crate::stats::CorsStats;
+use crate::string_match::StringMatch;
 
 /// The cors filter of one connection manager.
 #[derive(Debug)]

@@ -3,13 +3,13 @@
 //! origins, with Envoy's 403 `Invalid origin`. Owns the decision and its counters; the request
 //! owner sends the reply.
 
-use super::string_match::StringMatch;
 use super::verdict::{draw, joined_header, FilterReply, Verdict};
 use crate::access_log::ResponseFlags;
 use crate::config::{self, Fraction};
 use crate::http::RequestHead;
 use crate::route::BuildError;
 use crate::stats::CsrfStats;
+use crate::string_match::StringMatch;
 use std::borrow::Cow;
 
 /// One `CsrfPolicy`, compiled.

@@ -6,13 +6,13 @@
 //! denial the client gets. Owns no I/O: the exchange is the request owner's (`Check`, awaited
 //! by `shard::request`, carried by `shard::check`).
 
-use super::string_match::StringMatch;
 use super::verdict::{push_header, Check, CheckAnswer, CheckFailure, CheckOutcome, CheckReply, Verdict};
 use crate::access_log::ResponseFlags;
 use crate::config::{self, ExtAuthzBody, ExtAuthzPerRoute};
 use crate::http::RequestHead;
 use crate::route::BuildError;
 use crate::stats::ExtAuthzStats;
+use crate::string_match::StringMatch;
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -25,7 +25,6 @@ pub mod jwt_authn;
 pub mod local_ratelimit;
 pub mod network;
 pub mod rbac;
-mod string_match;
 mod verdict;
 
 pub use verdict::{

@@ -1,12 +1,10 @@
 //! What RBAC's engines are asked and answer, shared by the rules engine (`rbac`) and the matcher
 //! engine (`rbac::matcher`): the `Subject` (a connection, and for HTTP the request head), the
-//! `Decision`, the client address as the connection manager decided it, and the compiled
-//! `StringMatcher`. Owns no rules and no I/O.
+//! `Decision`, and the client address as the connection manager decided it. Owns no rules and no
+//! I/O.
 
-use crate::config::{StringMatcher as StringMatchConfig, StringRule};
 use crate::http::RequestHead;
 use crate::peer::Connection;
-use crate::route::BuildError;
 use std::net::IpAddr;
 
 /// What the rules are asked about: a connection, and for an HTTP request its head.
@@ -42,57 +40,4 @@ pub(crate) fn remote_ip(s: &Subject<'_>) -> IpAddr {
         .and_then(|v| v.rsplit(',').next())
         .and_then(|a| a.trim().parse().ok())
         .unwrap_or(peer)
-}
-
-/// A compiled `StringMatcher`.
-#[derive(Debug)]
-pub struct StringMatcher {
-    rule: Rule,
-    ignore_case: bool,
-}
-
-#[derive(Debug)]
-enum Rule {
-    /// Lower-cased when the matcher ignores case.
-    Exact(String),
-    Prefix(String),
-    Suffix(String),
-    Contains(String),
-    Regex(regex::Regex),
-}
-
-impl StringMatcher {
-    pub fn compile(m: &StringMatchConfig) -> Result<Self, BuildError> {
-        let text = |s: &str| if m.ignore_case { s.to_ascii_lowercase() } else { s.to_string() };
-        let rule = match &m.rule {
-            StringRule::Exact(s) => Rule::Exact(text(s)),
-            StringRule::Prefix(s) => Rule::Prefix(text(s)),
-            StringRule::Suffix(s) => Rule::Suffix(text(s)),
-            StringRule::Contains(s) => Rule::Contains(text(s)),
-            StringRule::SafeRegex(re) => Rule::Regex(
-                regex::Regex::new(&format!("^(?:{re})$")).map_err(|e| BuildError::BadRegex(e.to_string()))?,
-            ),
-        };
-        Ok(StringMatcher { rule, ignore_case: m.ignore_case })
-    }
-
-    pub fn matches(&self, value: &str) -> bool {
-        if let Rule::Regex(re) = &self.rule {
-            return re.is_match(value);
-        }
-        let lowered;
-        let value = if self.ignore_case {
-            lowered = value.to_ascii_lowercase();
-            lowered.as_str()
-        } else {
-            value
-        };
-        match &self.rule {
-            Rule::Exact(s) => value == s,
-            Rule::Prefix(s) => value.starts_with(s.as_str()),
-            Rule::Suffix(s) => value.ends_with(s.as_str()),
-            Rule::Contains(s) => value.contains(s.as_str()),
-            Rule::Regex(_) => false,
-        }
-    }
 }

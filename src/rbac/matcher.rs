@@ -3,7 +3,8 @@
 //! predicate matches gives the action, else `on_no_match`, else DENY. A predicate whose input has
 //! no value (an absent header, no SNI) does not match. Owns no stats, no reply and no I/O.
 
-use super::facts::{remote_ip, Decision, StringMatcher, Subject};
+use super::facts::{remote_ip, Decision, Subject};
+use super::StringMatcher;
 use crate::config::{self, RbacAction, RbacMatchInput};
 use crate::route::BuildError;
 

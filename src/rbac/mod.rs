@@ -8,7 +8,8 @@
 mod facts;
 mod matcher;
 
-pub use facts::{Decision, HttpFacts, StringMatcher, Subject};
+pub use crate::string_match::StringMatch as StringMatcher;
+pub use facts::{Decision, HttpFacts, Subject};
 
 use crate::config::{self, CidrRange, RbacAction};
 use crate::route::{BuildError, HeaderMatcher};

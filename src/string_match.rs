@@ -1,6 +1,7 @@
-//! Compiled `type.matcher.v3.StringMatcher`s for the filters that match a header value against a
-//! configured list (CORS's allowed origins, CSRF's additional origins). Matches bytes as they came
-//! off the wire; allocates nothing per match.
+//! Compiled `type.matcher.v3.StringMatcher`s, for everything that matches a value against a
+//! configured string rule: CORS's allowed origins, CSRF's additional origins, ext_authz's header
+//! lists, RBAC's paths, names and SNI. Matches bytes as they came off the wire; allocates nothing
+//! per match. Owns no config and no I/O.
 
 use crate::config::{StringMatcher, StringRule};
 use crate::route::BuildError;
@@ -37,7 +38,8 @@ impl StringMatch {
         Ok(StringMatch { rule, ignore_case: m.ignore_case })
     }
 
-    pub fn matches(&self, value: &[u8]) -> bool {
+    pub fn matches(&self, value: impl AsRef<[u8]>) -> bool {
+        let value = value.as_ref();
         let eq = |a: &[u8], b: &[u8]| if self.ignore_case { a.eq_ignore_ascii_case(b) } else { a == b };
         match &self.rule {
             Rule::Exact(s) => eq(value, s),
