@@ -184,6 +184,7 @@ impl Snapshot {
                     &l.hcm,
                     &index,
                     Scheme { tls: l.tls.is_some(), edge: l.hcm.use_remote_address },
+                    &format!("{}#{}", l.name, l.chain.index),
                 )
                 .map_err(|e| e.to_string())?,
                 routes: RouteTable::compile(&l.hcm.route_config, &index, socket.bound.port())

@@ -3,6 +3,11 @@
 //! configured rate is the process's as in Envoy. Owns the bucket and the filter's verdict; the
 //! request owner sends the reply and counts nothing itself.
 //!
+//! A bucket outlives its snapshot: a limit whose filter chain, place and config are unchanged
+//! keeps its bucket in the next one (a DNS change or a reload of something else rebuilds the
+//! snapshot, and must not refill every bucket), as Envoy keeps a filter while its listener is
+//! unchanged.
+//!
 //! The bucket is Envoy 1.40's (`AtomicTokenBucketImpl`): tokens come back continuously at
 //! `tokens_per_fill / fill_interval`, up to `max_tokens`, and one atomic word holds the whole state
 //! (the instant the bucket would be empty), so taking a token is one compare-and-swap on a cache
@@ -13,6 +18,7 @@ use crate::access_log::ResponseFlags;
 use crate::config::{self, Fraction, HeaderValueOption, TokenBucket};
 use crate::stats::LocalRateLimitStats;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 /// One configured limit, compiled.
@@ -20,7 +26,7 @@ use std::time::{Duration, Instant};
 pub struct LocalRateLimit {
     /// Index of this config's `<stat_prefix>.http_local_rate_limit.*` block in the chain's stats.
     pub(super) stats: usize,
-    bucket: Option<Bucket>,
+    bucket: Option<Arc<Bucket>>,
     enabled: Fraction,
     enforced: Fraction,
     status: u16,
@@ -30,10 +36,12 @@ pub struct LocalRateLimit {
 }
 
 impl LocalRateLimit {
-    pub(super) fn compile(c: &config::LocalRateLimit, stats: usize) -> Self {
+    /// `place` names where the config stands (filter chain, filter, scope): the key, with the
+    /// config itself, under which its bucket is carried to the next snapshot.
+    pub(super) fn compile(c: &config::LocalRateLimit, stats: usize, place: &str) -> Self {
         LocalRateLimit {
             stats,
-            bucket: c.token_bucket.map(Bucket::new),
+            bucket: c.token_bucket.map(|b| carried(place, c, b)),
             enabled: c.filter_enabled,
             enforced: c.filter_enforced,
             status: c.status,
@@ -117,6 +125,24 @@ pub(super) struct Taken {
     pub reset_s: u64,
 }
 
+/// The buckets of the snapshots in use, by place and config; dead entries are dropped as new
+/// ones are looked up. Only the control thread, building a snapshot, takes the lock.
+type Carried = Mutex<Vec<(String, config::LocalRateLimit, Weak<Bucket>)>>;
+static CARRIED: Carried = Mutex::new(Vec::new());
+
+/// The bucket a limit at `place` with config `c` had in the snapshot before, or a full new one.
+fn carried(place: &str, c: &config::LocalRateLimit, b: TokenBucket) -> Arc<Bucket> {
+    let mut entries = CARRIED.lock().unwrap_or_else(PoisonError::into_inner);
+    entries.retain(|(.., w)| w.strong_count() > 0);
+    let found = entries.iter().find(|(p, k, _)| p == place && k == c).and_then(|(.., w)| w.upgrade());
+    if let Some(bucket) = found {
+        return bucket;
+    }
+    let bucket = Arc::new(Bucket::new(b));
+    entries.push((place.to_string(), c.clone(), Arc::downgrade(&bucket)));
+    bucket
+}
+
 /// A token bucket in one atomic word: the instant, in nanoseconds from `epoch`, at which it
 /// would be empty. Tokens held at `now` = (now - empty_at) / per_token, at most `max_tokens`.
 #[derive(Debug)]
@@ -187,6 +213,37 @@ mod tests {
             tokens_per_fill,
             fill_interval: Duration::from_millis(fill_ms),
         })
+    }
+
+    #[test]
+    fn a_limit_unchanged_in_place_and_config_keeps_its_bucket_across_snapshots() {
+        let config = |max_tokens| config::LocalRateLimit {
+            stat_prefix: "carry".into(),
+            token_bucket: Some(TokenBucket {
+                max_tokens,
+                tokens_per_fill: 1,
+                fill_interval: Duration::from_secs(60),
+            }),
+            filter_enabled: Fraction { per_million: 0, unit: 10_000 },
+            filter_enforced: Fraction { per_million: 0, unit: 10_000 },
+            status: 429,
+            response_headers_to_add: Vec::new(),
+            request_headers_to_add_when_not_enforced: Vec::new(),
+            x_ratelimit_headers: false,
+        };
+        let bucket = |c: &config::LocalRateLimit, place| LocalRateLimit::compile(c, 0, place).bucket;
+        let first = bucket(&config(1), "test-carry#0/0/0").expect("a bucket");
+        assert!(first.take(Instant::now()).allowed);
+        // The next snapshot's limit is the same one: its token is still spent.
+        let next = bucket(&config(1), "test-carry#0/0/0").expect("a bucket");
+        assert!(Arc::ptr_eq(&first, &next) && !next.take(Instant::now()).allowed);
+        // Another place, or another config, starts full.
+        let elsewhere = bucket(&config(1), "test-carry#0/0/1").expect("a bucket");
+        let changed = bucket(&config(2), "test-carry#0/0/0").expect("a bucket");
+        assert!(elsewhere.take(Instant::now()).allowed && changed.take(Instant::now()).allowed);
+        // Once no snapshot holds it, it is gone: a later identical limit starts full.
+        drop((first, next));
+        assert!(bucket(&config(1), "test-carry#0/0/0").expect("a bucket").take(Instant::now()).allowed);
     }
 
     #[test]

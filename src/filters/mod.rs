@@ -161,22 +161,29 @@ pub struct FilterChain {
 impl FilterChain {
     /// Compiles the connection manager's `http_filters` (validated at load: the router is last,
     /// every other filter is one skiff implements) with their overrides in its route config.
+    /// `chain` names the listener's filter chain, under which shared state (a rate limit's bucket)
+    /// is carried to the next snapshot.
     pub fn compile(
         hcm: &config::HttpConnectionManager,
         clusters: &HashMap<&str, usize>,
         scheme: Scheme,
+        chain: &str,
     ) -> Result<Self, BuildError> {
         let (rc, stat_prefix) = (&hcm.route_config, hcm.stat_prefix.as_str());
         let mut stat_names = Vec::new();
         let mut compiled = Vec::new();
-        for f in &hcm.http_filters {
+        for (at, f) in hcm.http_filters.iter().enumerate() {
             match f {
                 // Terminal: the request owner is the router.
                 config::HttpFilter::Router => {}
                 config::HttpFilter::LocalRateLimit { name, config } => {
+                    // The base config first, then the overrides in route-config order.
+                    let mut scope = 0;
                     let mut limit = |c: &config::LocalRateLimit| {
                         stat_names.push(StatName::LocalRateLimit(c.stat_prefix.clone()));
-                        Ok(LocalRateLimit::compile(c, stat_names.len() - 1))
+                        let place = format!("{chain}/{at}/{scope}");
+                        scope += 1;
+                        Ok(LocalRateLimit::compile(c, stat_names.len() - 1, &place))
                     };
                     let base = limit(config)?;
                     let (vhosts, routes) = overrides(rc, name, as_rate_limit, &mut limit)?;
@@ -543,7 +550,7 @@ static_resources:
         let loaded = config::load_str(yaml, "test").map_err(|e| e.to_string());
         let hcm = &loaded.as_ref().map(|l| &l.bootstrap.listeners[0].hcm);
         let chain = match hcm {
-            Ok(hcm) => FilterChain::compile(hcm, &HashMap::new(), Scheme::default()).unwrap_or_default(),
+            Ok(hcm) => FilterChain::compile(hcm, &HashMap::new(), Scheme::default(), "l").unwrap_or_default(),
             Err(e) => panic!("{e}"),
         };
         assert!(chain.is_empty());
