@@ -20,7 +20,7 @@ use super::upstream::{self, Exchange, Forwarded, RequestFacts};
 use crate::access_log::ResponseFlags;
 use crate::cluster::outlier::Outcome;
 use crate::config::{LbPolicy, StreamLimits};
-use crate::filters::{CheckOutcome, FilterStats, Verdict};
+use crate::filters::{CheckOutcome, CheckReply, FilterStats, Verdict};
 use crate::http::{header_is, RequestHead, Version};
 use crate::peer::Connection;
 use crate::route::{Action, Forward, HeaderEdits, Route, Targets, VirtualHost, NO_EDITS};
@@ -232,19 +232,14 @@ impl<'g> Request<'g> {
             let arrived = &buf[head.head_len..head.head_len + scan.len];
             let body =
                 if check.wants_body() { check::payload(head.body, arrived) } else { Default::default() };
-            if check.add_body(&body, scan.complete).is_err() {
+            if let Err(too_large) = check.add_body(&body, scan.complete) {
                 if let Some(f) = filters.as_mut() {
                     f.check = None;
                 }
-                if let Some((_, crate::route::Route { action: Action::Forward(f), .. })) = found {
-                    if let Targets::Single(c) = &f.clusters {
-                        obs.upstream_cluster = Some(*c);
-                    }
+                if let Some(c) = routed_cluster(found) {
+                    obs.upstream_cluster = Some(c);
                 }
-                let too_large = LocalReply::new(413, b"Payload Too Large")
-                    .closing()
-                    .detailed("request_payload_too_large");
-                return filtered(too_large, filters);
+                return filtered(check_reply(too_large).closing(), filters);
             }
         }
         if let Some(r) = filters.as_mut().and_then(|f| f.reply.take()) {
@@ -252,11 +247,8 @@ impl<'g> Request<'g> {
             local.body = r.body;
             local.headers = r.headers;
             local.encoded = filters.as_ref().is_some_and(|f| f.encoded_reply);
-            // Envoy has resolved the route's cluster by then, and logs it.
-            if let Some((_, crate::route::Route { action: Action::Forward(f), .. })) = found {
-                if let Targets::Single(c) = &f.clusters {
-                    obs.upstream_cluster = Some(*c);
-                }
+            if let Some(c) = routed_cluster(found) {
+                obs.upstream_cluster = Some(c);
             }
             // The reply's own headers already carry the filters' response headers.
             return filtered(local, filters);
@@ -510,9 +502,7 @@ impl<'g> Request<'g> {
                     (consumed, head_request, reply.http10, filters)
                 }
             };
-            let mut reply = LocalReply::new(r.status, b"").flagged(r.flag).detailed(r.details);
-            reply.body = r.body.into();
-            reply.headers = r.headers;
+            let mut reply = check_reply(r);
             reply.http10 = http10;
             if let Some(f) = &filters {
                 reply.headers.extend_from_slice(&f.response_headers);
@@ -832,6 +822,25 @@ impl<'g> Request<'g> {
             id,
         );
     }
+}
+
+/// The single cluster a request's route names: Envoy has resolved it before its filters answer,
+/// and logs it on their replies.
+fn routed_cluster(found: Option<(&VirtualHost, &Route)>) -> Option<usize> {
+    match found {
+        Some((_, Route { action: Action::Forward(Forward { clusters: Targets::Single(c), .. }), .. })) => {
+            Some(*c)
+        }
+        _ => None,
+    }
+}
+
+/// A check's reply (the service's refusal, or the body over the check's limit) as the client gets it.
+fn check_reply(r: CheckReply) -> LocalReply {
+    let mut reply = LocalReply::new(r.status, b"").flagged(r.flag).detailed(r.details);
+    reply.body = r.body.into();
+    reply.headers = r.headers;
+    reply
 }
 
 /// How long an exchange may take before skiff starts watching the client for leaving. Most answers
