@@ -123,3 +123,35 @@ http {
 }
 NGINX
 }
+
+# The bench listener behind TLS (a self-signed ECDSA P-256 certificate; TLS 1.3 as negotiated by
+# default), in the Envoy v3 form both skiff and Envoy load. Session resumption is off on every TLS
+# system in bench/run.sh, so a connection-per-request run is a full handshake per request.
+#   tls_bench_config PORT BACKEND_PORT CERT KEY
+tls_bench_config() {
+  cat <<ENVOY
+static_resources:
+  listeners:
+    - name: bench
+      address: { socket_address: { address: 127.0.0.1, port_value: $1 } }
+      filter_chains:
+        - transport_socket:
+            name: envoy.transport_sockets.tls
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+              disable_stateful_session_resumption: true
+              disable_stateless_session_resumption: true
+              common_tls_context:
+                tls_certificates:
+                  - { certificate_chain: { filename: "$3" }, private_key: { filename: "$4" } }
+          filters:
+$(envoy_bench_config "$1" "$2" | sed -n '/^            - name: envoy.filters.network.http_connection_manager/,/^  clusters:/p' | sed '$d')
+$(envoy_bench_config "$1" "$2" | sed -n '/^  clusters:/,$p')
+ENVOY
+}
+
+# The bench listener with codec AUTO, so that h2load's prior-knowledge HTTP/2 (h2c) is served.
+#   h2c_bench_config PORT BACKEND_PORT
+h2c_bench_config() {
+  envoy_bench_config "$1" "$2" | sed 's/^\(                stat_prefix: bench\)$/\1\n                codec_type: AUTO/'
+}

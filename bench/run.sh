@@ -6,9 +6,14 @@
 #   skifftcp the same skiff binary as an L4 proxy (a tcp_proxy listener): what its relay costs
 #   nginx    nginx reverse proxy with upstream keep-alive
 #   haproxy  HAProxy in http mode with http-reuse always
-# each with N shards/workers/threads (N = cores), plus a 1-shard comparison of the four proxies.
+# each with N shards/workers/threads (N = cores), plus a 1-shard comparison of the four proxies,
+# and two protocol groups measured against the same backend with N shards/workers/threads:
+#   https    skiff, nginx, HAProxy and Envoy terminating TLS (wrk over https: keep-alive, and
+#            connection per request = one full handshake per request, resumption off everywhere)
+#   h2load   the same four serving h2c (HTTP/2 with prior knowledge; h2load, 100 streams over 10
+#            connections), proxied to the HTTP/1.1 backend
 # Runs are interleaved (A B C D E A B C D E ...) over several rounds so drift hits all alike.
-# Loopback only (127.0.0.1), ports 19100-19116. See bench/README.md for what each figure means.
+# Loopback only (127.0.0.1), ports 19100-19133. See bench/README.md for what each figure means.
 #
 #   bench/run.sh [--quick | --full]     (default: 3 rounds x 1 s per run, about 5 minutes)
 #
@@ -25,8 +30,9 @@ case ${1:-} in
   --full) mode=full ;;
   *) echo "usage: bench/run.sh [--quick | --full]" >&2; exit 2 ;;
 esac
-# Each mode is sized by its wall time: 73 runs per round in default and full (12 scenarios x 5
-# systems, 2 one-shard scenarios x 4 proxies, 5 oha runs), plus about 0.3 s of set-up per run.
+# Each mode is sized by its wall time: 85 runs per round in default and full (12 scenarios x 5
+# systems, 2 one-shard scenarios x 4 proxies, 5 oha runs, 3 protocol scenarios x 4 proxies), plus
+# about 0.3 s of set-up per run.
 case $mode in
   quick) ROUNDS=1; DUR=1; CONNS="64"; BODIES="small" ;;
   default) ROUNDS=3; DUR=1; CONNS="1 64 512"; BODIES="small 64k" ;;
@@ -36,9 +42,9 @@ SHARDS=$(nproc)
 
 # --- tools -----------------------------------------------------------------------------------
 need() { command -v "$1" >/dev/null 2>&1; }
-if ! need wrk || ! need nginx || ! need haproxy; then
+if ! need wrk || ! need nginx || ! need haproxy || ! need h2load; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light haproxy >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light haproxy nghttp2-client >/dev/null
 fi
 PATH=$HOME/.cargo/bin:$PATH
 if ! need oha && ! cargo install oha --locked -q; then
@@ -80,9 +86,18 @@ BACKEND=19100
 declare -A PORT=([relay]=19101 [skiff]=19102 [nginx]=19103 [haproxy]=19104 [skifftcp]=19106
   [relay1]=19111 [skiff1]=19112 [nginx1]=19113 [haproxy1]=19114 [skifftcp1]=19116 [direct]=$BACKEND)
 $have_envoy && PORT+=([envoy]=19105 [envoy1]=19115)
+# The protocol groups: a system's name is the proxy's, then _tls or _h2c.
+PROTO_SYSTEMS="skiff nginx haproxy"
+$have_envoy && PROTO_SYSTEMS+=" envoy"
+n=0
+for sys in $PROTO_SYSTEMS; do
+  PORT[${sys}_tls]=$((19120 + n))
+  PORT[${sys}_h2c]=$((19130 + n))
+  n=$((n + 1))
+done
 for p in "${PORT[@]}"; do
   if ss -Htln "sport = :$p" | grep -q .; then
-    echo "port $p is already in use; free 19100-19116 first" >&2
+    echo "port $p is already in use; free 19100-19133 first" >&2
     exit 1
   fi
 done
@@ -134,7 +149,7 @@ start() { # system command... (records the pid the CPU and RSS figures are read 
   PID[$sys]=$!
 }
 
-nginx_conf() { # name workers port
+nginx_conf() { # name workers port [listen options] [server directives]
   mkdir -p "$work/$1"
   cat >"$work/$1/nginx.conf" <<NGINX
 worker_processes $2;
@@ -153,7 +168,8 @@ http {
   }
   server {
     # reuseport: one accept queue per worker, as skiff's shards and the relay's threads have.
-    listen 127.0.0.1:$3 reuseport;
+    listen 127.0.0.1:$3 reuseport ${4:-};
+    ${5:-}
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;
@@ -167,7 +183,7 @@ http {
 NGINX
 }
 
-haproxy_conf() { # file threads port
+haproxy_conf() { # file threads port [bind options]
   cat >"$1" <<HAPROXY
 global
   nbthread $2
@@ -180,7 +196,7 @@ defaults
   timeout server 30s
   http-reuse always
 frontend bench
-  bind 127.0.0.1:$3
+  bind 127.0.0.1:$3 ${4:-}
   default_backend backend
 backend backend
   server b1 127.0.0.1:$BACKEND
@@ -210,8 +226,36 @@ for n in "$SHARDS" 1; do
   fi
 done
 
+# The protocol groups, each at N shards/workers/threads. One self-signed ECDSA P-256 certificate.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost -days 2 \
+  -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+cat "$work/cert.pem" "$work/key.pem" >"$work/haproxy.pem"
+chmod 644 "$work"/*.pem
+tls_bench_config "${PORT[skiff_tls]}" "$BACKEND" "$work/cert.pem" "$work/key.pem" >"$work/skiff_tls.yaml"
+start skiff_tls "$SKIFF" -c "$work/skiff_tls.yaml" -l warning --concurrency "$SHARDS"
+h2c_bench_config "${PORT[skiff_h2c]}" "$BACKEND" >"$work/skiff_h2c.yaml"
+start skiff_h2c "$SKIFF" -c "$work/skiff_h2c.yaml" -l warning --concurrency "$SHARDS"
+nginx_conf nginx_tls "$SHARDS" "${PORT[nginx_tls]}" ssl \
+  "ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem; ssl_session_cache off; ssl_session_tickets off;"
+start nginx_tls nginx -c "$work/nginx_tls/nginx.conf" -p "$work/nginx_tls"
+nginx_conf nginx_h2c "$SHARDS" "${PORT[nginx_h2c]}" http2
+start nginx_h2c nginx -c "$work/nginx_h2c/nginx.conf" -p "$work/nginx_h2c"
+haproxy_conf "$work/haproxy_tls.cfg" "$SHARDS" "${PORT[haproxy_tls]}" "ssl crt $work/haproxy.pem no-tls-tickets"
+# No session cache either: every connection is a full handshake, as for the others.
+sed -i 's/^global$/global\n  tune.ssl.cachesize 0/' "$work/haproxy_tls.cfg"
+start haproxy_tls haproxy -db -f "$work/haproxy_tls.cfg"
+haproxy_conf "$work/haproxy_h2c.cfg" "$SHARDS" "${PORT[haproxy_h2c]}" "proto h2"
+start haproxy_h2c haproxy -db -f "$work/haproxy_h2c.cfg"
+if $have_envoy; then
+  # The configs skiff runs, on Envoy's ports: both load Envoy's v3 config.
+  tls_bench_config "${PORT[envoy_tls]}" "$BACKEND" "$work/cert.pem" "$work/key.pem" >"$work/envoy_tls.yaml"
+  start envoy_tls envoy -c "$work/envoy_tls.yaml" --concurrency "$SHARDS" -l error --disable-hot-restart
+  h2c_bench_config "${PORT[envoy_h2c]}" "$BACKEND" >"$work/envoy_h2c.yaml"
+  start envoy_h2c envoy -c "$work/envoy_h2c.yaml" --concurrency "$SHARDS" -l error --disable-hot-restart
+fi
+
 for sys in "${!PORT[@]}"; do
-  for _ in $(seq 50); do
+  for _ in $(seq 300); do
     (exec 3<>"/dev/tcp/127.0.0.1/${PORT[$sys]}") 2>/dev/null && continue 2
     sleep 0.1
   done
@@ -257,6 +301,16 @@ run_wrk() { # url conn_mode conns rawfile -> "requests errors p50 p75 p90 p99 p9
        END { if (req == "") { print "0 -1 0 0 0 0 0 0 0" } else { print req, err + non2xx pct } }' "$4"
 }
 
+run_h2load() { # url conn_mode conns rawfile -> same fields as run_wrk; 10 streams per connection
+  # h2load reports no percentiles: only the slowest request is kept (as max).
+  h2load -t1 -c"$3" -m10 -D"$DUR" --warm-up-time=0 "$1" >"$4" 2>&1 || true
+  awk '/^requests:/ { done = $6; err = $10 + $12 + $14 }
+       /^status codes:/ { err += $5 + $7 + $9 }
+       /^time for request:/ { max = $5 }
+       function us(v) { if (v ~ /ms$/) return v * 1000; if (v ~ /us$/) return v + 0; if (v ~ /s$/) return v * 1e6; return "-" }
+       END { if (done == "") print "0 -1 - - - - - - -"; else print done, err, "- - - - - -", us(max) }' "$4"
+}
+
 run_oha() { # url conn_mode conns rawfile -> same fields as run_wrk
   local args=(-z "${DUR}s" -c "$3" --no-tui --output-format json)
   [[ $2 == close ]] && args+=(--disable-keepalive)
@@ -291,8 +345,14 @@ for cm in keepalive close; do
 done
 for b in $BODIES; do scenarios+=("wrk keepalive 64 $b one"); done
 $have_oha && scenarios+=("oha keepalive 64 small main")
+scenarios+=("wrk keepalive 64 small tls" "wrk close 64 small tls" "h2load keepalive 10 small h2c")
 
 systems_main="direct relay skifftcp skiff nginx haproxy"
+systems_tls="" systems_h2c=""
+for sys in $PROTO_SYSTEMS; do
+  systems_tls+=" ${sys}_tls"
+  systems_h2c+=" ${sys}_h2c"
+done
 systems_one="relay1 skifftcp1 skiff1 nginx1 haproxy1"
 if $have_envoy; then
   systems_main+=" envoy"
@@ -301,7 +361,11 @@ fi
 
 # One warm-up pass, so every proxy's upstream pool exists before the first measured round.
 for sys in "${!PORT[@]}"; do
-  wrk -t1 -c64 -d1s "http://127.0.0.1:${PORT[$sys]}/" >/dev/null 2>&1 || true
+  case $sys in
+    *_tls) wrk -t1 -c64 -d1s "https://127.0.0.1:${PORT[$sys]}/" >/dev/null 2>&1 || true ;;
+    *_h2c) h2load -t1 -c10 -m10 -D1 "http://127.0.0.1:${PORT[$sys]}/" >/dev/null 2>&1 || true ;;
+    *) wrk -t1 -c64 -d1s "http://127.0.0.1:${PORT[$sys]}/" >/dev/null 2>&1 || true ;;
+  esac
 done
 
 tsv=$out/runs.tsv
@@ -316,8 +380,10 @@ for r in $(seq 1 "$ROUNDS"); do
     echo "round $r/$ROUNDS scenario $i/${#scenarios[@]}: $tool $cm c=$c body=$b ($group)"
     path=/
     [[ $b == 64k ]] && path=/64k
-    systems=$systems_main
+    systems=$systems_main scheme=http label=$tool
     [[ $group == one ]] && systems=$systems_one
+    [[ $group == tls ]] && systems=$systems_tls scheme=https label=https
+    [[ $group == h2c ]] && systems=$systems_h2c
     for sys in $systems; do
       shards=$SHARDS
       [[ $sys == *1 ]] && shards=1
@@ -327,8 +393,8 @@ for r in $(seq 1 "$ROUNDS"); do
       b0=$(cpu_ticks "$backend_pid")
       p0=0
       [[ -n $proxy ]] && p0=$(cpu_ticks "$proxy")
-      raw=$out/raw/$r-$tool-$cm-$c-$b-$sys.txt
-      read -r req err p50 p75 p90 p99 p999 p9999 pmax < <("run_$tool" "http://127.0.0.1:${PORT[$sys]}$path" "$cm" "$c" "$raw")
+      raw=$out/raw/$r-$label-$cm-$c-$b-$sys.txt
+      read -r req err p50 p75 p90 p99 p999 p9999 pmax < <("run_$tool" "$scheme://127.0.0.1:${PORT[$sys]}$path" "$cm" "$c" "$raw")
       b1=$(cpu_ticks "$backend_pid")
       pcpu=- rss=-
       if [[ -n $proxy ]]; then
@@ -339,7 +405,7 @@ for r in $(seq 1 "$ROUNDS"); do
       bcpu=$(awk -v a="$b0" -v b="$b1" -v n="$req" -v hz="$HZ" 'BEGIN { if (n > 0) printf "%.2f", (b - a) / hz * 1e6 / n; else print "-" }')
       rps=$(awk -v n="$req" -v d="$DUR" 'BEGIN { printf "%.0f", n / d }')
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-        "$r" "$tool" "$sys" "$shards" "$cm" "$c" "$b" "$rps" "$req" "$err" "$p50" "$p75" "$p90" \
+        "$r" "$label" "${sys%_*}" "$shards" "$cm" "$c" "$b" "$rps" "$req" "$err" "$p50" "$p75" "$p90" \
         "$p99" "$p999" "$p9999" "$pmax" "$pcpu" "$bcpu" "$rss" >>"$tsv"
       printf '  %-9s %8s req/s  p99 %7s us  proxy %6s us/req  errors %s\n' "$sys" "$rps" "$p99" "$pcpu" "$err"
       if [[ $err != 0 ]]; then echo "  ^ $sys: $err errors, see $raw" >&2; fi
