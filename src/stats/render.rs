@@ -120,15 +120,26 @@ pub fn json(dump: &StatsDump, select: &Select<'_>) -> String {
     serde_json::to_string_pretty(&serde_json::json!({ "stats": stats })).unwrap_or_default() + "\n"
 }
 
+/// Envoy's response-code tags: `…_rq_2xx` is `…_rq_xx` tagged `envoy_response_code_class="2"`
+/// (Envoy's `_rq(_(\dxx))$`), and `…_rq_503` is `…_rq` tagged `envoy_response_code="503"`
+/// (`_rq(_(\d{3}))$`).
+fn response_code_tag(name: &str) -> Option<(String, (&'static str, String))> {
+    let (stem, last) = name.rsplit_once("_rq_")?;
+    match last.as_bytes() {
+        [c @ b'1'..=b'5', b'x', b'x'] => {
+            Some((format!("{stem}_rq_xx"), ("envoy_response_code_class", (*c as char).to_string())))
+        }
+        [a, b, c] if [a, b, c].iter().all(|d| d.is_ascii_digit()) => {
+            Some((format!("{stem}_rq"), ("envoy_response_code", last.to_string())))
+        }
+        _ => None,
+    }
+}
+
 /// Envoy's tag extraction for the names skiff has: the metric name and its labels.
 fn prometheus_name(e: &Entry) -> (String, Vec<(&'static str, String)>) {
-    let class = e
-        .name
-        .strip_suffix("xx")
-        .and_then(|n| n.char_indices().last().map(|(i, c)| (&n[..i], c)))
-        .filter(|(_, c)| ('1'..='5').contains(c));
-    let (metric, mut labels): (String, Vec<(&'static str, String)>) = match class {
-        Some((stem, c)) => (format!("{stem}xx"), vec![("envoy_response_code_class", c.to_string())]),
+    let (metric, mut labels): (String, Vec<(&'static str, String)>) = match response_code_tag(e.name) {
+        Some((metric, tag)) => (metric, vec![tag]),
         None => (e.name.to_string(), vec![]),
     };
     let family = match &e.scope {
@@ -216,11 +227,8 @@ fn label_text(labels: &[(&'static str, String)], extra: Option<(&str, String)>) 
     if let Some((k, v)) = extra {
         parts.push(format!("{k}=\"{}\"", escape(&v)));
     }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("{{{}}}", parts.join(","))
-    }
+    // Envoy writes `{}` on a metric without labels too.
+    format!("{{{}}}", parts.join(","))
 }
 
 /// Prometheus text exposition format 0.0.4; one `# TYPE` per family, families grouped.
@@ -320,6 +328,23 @@ mod tests {
         );
         assert!(p.contains("envoy_cluster_upstream_rq_time_count{envoy_cluster_name=\"backend\"} 1"));
         assert_eq!(p.matches("# TYPE envoy_cluster_upstream_rq_xx counter").count(), 1);
+    }
+
+    #[test]
+    fn response_codes_are_tags_as_envoy_extracts_them() {
+        let tag = |n: &str| response_code_tag(n).map(|(m, (k, v))| format!("{m} {k}={v}"));
+        assert_eq!(tag("upstream_rq_503").as_deref(), Some("upstream_rq envoy_response_code=503"));
+        assert_eq!(
+            tag("retry.upstream_rq_200").as_deref(),
+            Some("retry.upstream_rq envoy_response_code=200")
+        );
+        assert_eq!(tag("upstream_rq_4xx").as_deref(), Some("upstream_rq_xx envoy_response_code_class=4"));
+        assert_eq!(tag("downstream_rq_2xx").as_deref(), Some("downstream_rq_xx envoy_response_code_class=2"));
+        for untagged in
+            ["upstream_rq_total", "upstream_rq_6xx", "upstream_rq_50", "upstream_rq_5000", "cx_2xx"]
+        {
+            assert_eq!(tag(untagged), None, "{untagged}");
+        }
     }
 
     #[test]
