@@ -1264,6 +1264,9 @@ fn route_match(rm: &RouteMatch) -> Value {
             .collect();
         m.insert("query_parameters".into(), qs.into());
     }
+    if rm.grpc {
+        m.insert("grpc".into(), json!({}));
+    }
     Value::Object(m)
 }
 

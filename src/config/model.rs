@@ -885,6 +885,8 @@ pub struct RouteMatch {
     pub case_sensitive: bool,
     pub headers: Vec<HeaderMatcher>,
     pub query_parameters: Vec<QueryParameterMatcher>,
+    /// `grpc: {}`: only gRPC requests (by their `content-type`) match.
+    pub grpc: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
