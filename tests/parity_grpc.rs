@@ -283,6 +283,63 @@ fn only_grpc_content_types_get_grpc_replies() {
     assert!(k.response(4).starts_with("HTTP/1.1 426 "), "{}", k.response(4));
 }
 
+/// A fault's `grpc_status` (fixed, or `x-envoy-fault-abort-grpc-request` when no valid HTTP
+/// status header comes first) and a rate limit's `rate_limited_as_resource_exhausted`: a gRPC
+/// request gets that code, any other request the plain 200 (the fault) or 429 (the limit).
+#[test]
+fn fault_grpc_status_and_rate_limit_resource_exhausted() {
+    let routes = r#"virtual_hosts:
+  - name: all
+    domains: ["*"]
+    routes:
+      - match: { prefix: "/fixed" }
+        route: { cluster: backend }
+        typed_per_filter_config:
+          envoy.filters.http.fault:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
+            abort: { grpc_status: 5, percentage: { numerator: 100 } }
+      - match: { prefix: "/limited" }
+        route: { cluster: backend }
+        typed_per_filter_config:
+          envoy.filters.http.local_ratelimit:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+            stat_prefix: per_route
+            token_bucket: { max_tokens: 1, tokens_per_fill: 1, fill_interval: 60s }
+            filter_enabled: { default_value: { numerator: 100 } }
+            filter_enforced: { default_value: { numerator: 100 } }
+            rate_limited_as_resource_exhausted: true
+      - match: { prefix: "/" }
+        route: { cluster: backend }
+"#;
+    let abort = |v: &str| format!("x-envoy-fault-abort-grpc-request: {v}\r\n");
+    let requests = [
+        grpc("POST", "/fixed", G, ""),
+        grpc("POST", "/fixed", "text/plain", ""),
+        grpc("POST", "/s/200", G, &abort("5")),
+        grpc("POST", "/s/200", "text/plain", &abort("5")),
+        grpc("POST", "/s/200", G, &format!("{}x-envoy-fault-abort-request: 503\r\n", abort("5"))),
+        grpc("POST", "/s/200", G, &format!("{}x-envoy-fault-abort-request: 600\r\n", abort("9"))),
+        grpc("POST", "/s/200", G, &abort("abc")),
+        grpc("POST", "/s/200", G, &abort("99")),
+        grpc("POST", "/limited", G, ""),
+        grpc("POST", "/limited", G, ""),
+        grpc("POST", "/limited", "text/plain", ""),
+    ];
+    let Some(k) = same("grpc_fault_and_rate_limit", FILTERS, routes, &requests) else { return };
+    assert!(
+        k.response(0).contains("grpc-status: 5\ngrpc-message: fault filter abort\n"),
+        "{}",
+        k.response(0)
+    );
+    assert!(k.response(1).starts_with("HTTP/1.1 200 OK") && k.response(1).ends_with("fault filter abort"));
+    assert!(
+        k.response(9).contains("grpc-status: 8\ngrpc-message: local_rate_limited\n"),
+        "{}",
+        k.response(9)
+    );
+    assert!(k.response(10).starts_with("HTTP/1.1 429 "), "{}", k.response(10));
+}
+
 /// The route timeout is UNAVAILABLE (504's mapping); a `grpc-timeout` that runs out is
 /// DEADLINE_EXCEEDED.
 #[test]

@@ -51,7 +51,7 @@ pub struct LocalReply {
     pub details: std::borrow::Cow<'static, str>,
     /// The `grpc-status` this reply gives a gRPC request when its maker chose one (the stream's
     /// max duration: DEADLINE_EXCEEDED); None: mapped from `status` (`grpc_status_of`).
-    pub grpc_status: Option<u8>,
+    pub grpc_status: Option<u32>,
     /// Made into gRPC's trailers-only answer (`into_grpc`).
     pub trailers_only: bool,
 }
@@ -131,7 +131,7 @@ impl LocalReply {
 /// (`Grpc::Utility::httpToGrpcStatus`, gRPC's http-grpc-status-mapping): 400 INTERNAL,
 /// 401 UNAUTHENTICATED, 403 PERMISSION_DENIED, 404 UNIMPLEMENTED, 429/502/503/504 UNAVAILABLE,
 /// anything else (200 included) UNKNOWN.
-pub fn grpc_status_of(http: u16) -> u8 {
+pub fn grpc_status_of(http: u16) -> u32 {
     match http {
         400 => 13,
         401 => 16,

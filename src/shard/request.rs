@@ -253,6 +253,7 @@ impl<'g> Request<'g> {
             let mut local = LocalReply::new(r.status, b"").flagged(r.flag).detailed(r.details);
             local.body = r.body;
             local.headers = r.headers;
+            local.grpc_status = r.grpc_status;
             local.encoded = filters.as_ref().is_some_and(|f| f.encoded_reply);
             if let Some(c) = routed_cluster(found) {
                 obs.upstream_cluster = Some(c);
