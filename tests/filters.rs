@@ -49,7 +49,11 @@ fn what_skiff_does_not_implement_is_refused_by_name() {
         ),
         (rl("    token_bucket: { max_tokens: 0, fill_interval: 1s }\n"), "max_tokens must be greater than 0"),
         (rl("    token_bucket: { max_tokens: 1, fill_interval: 1s }\n    max_tokenz: 1\n"), "unknown field `max_tokenz`"),
-        (fault("    abort: { grpc_status: 14, percentage: { numerator: 100 } }\n"), "grpc_status is not supported"),
+        (
+            // One of Envoy's `error_type` oneof.
+            fault("    abort: { grpc_status: 14, http_status: 503, percentage: { numerator: 100 } }\n"),
+            "give one of http_status, grpc_status and header_abort",
+        ),
         (
             fault("    response_rate_limit: { fixed_limit: { limit_kbps: 1 } }\n"),
             "response_rate_limit is not supported",

@@ -832,6 +832,9 @@ fn filter_config(c: &PerFilterConfig) -> Value {
                 "request_headers_to_add_when_not_enforced".into(),
                 header_options(&l.request_headers_to_add_when_not_enforced),
             );
+            if l.resource_exhausted {
+                m.insert("rate_limited_as_resource_exhausted".into(), true.into());
+            }
             if l.x_ratelimit_headers {
                 m.insert("enable_x_ratelimit_headers".into(), "DRAFT_VERSION_03".into());
             }
@@ -853,6 +856,7 @@ fn filter_config(c: &PerFilterConfig) -> Value {
                 let mut o = Map::new();
                 match a.source {
                     FaultAbortSource::Status(s) => o.insert("http_status".into(), s.into()),
+                    FaultAbortSource::Grpc(g) => o.insert("grpc_status".into(), g.into()),
                     FaultAbortSource::Header => o.insert("header_abort".into(), json!({})),
                 };
                 o.insert("percentage".into(), fraction(a.percentage));
@@ -1263,6 +1267,9 @@ fn route_match(rm: &RouteMatch) -> Value {
             })
             .collect();
         m.insert("query_parameters".into(), qs.into());
+    }
+    if rm.grpc {
+        m.insert("grpc".into(), json!({}));
     }
     Value::Object(m)
 }

@@ -1583,7 +1583,8 @@ fn mirrors(
 }
 
 /// The `retry_on` conditions skiff acts on (`refused-stream` is an HTTP/2 reset an HTTP/1.1
-/// upstream never sends, so it never fires, as in Envoy over HTTP/1.1).
+/// upstream never sends, so it never fires, as in Envoy over HTTP/1.1; the gRPC codes are read
+/// from a response head's `grpc-status`, as `route::GRPC_RETRY_ON` says).
 const RETRY_ON_ENFORCED: &[&str] = &[
     "5xx",
     "gateway-error",
@@ -1593,6 +1594,11 @@ const RETRY_ON_ENFORCED: &[&str] = &[
     "retriable-status-codes",
     "retriable-headers",
     "refused-stream",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
 ];
 
 const PREVIOUS_HOSTS: &str = "envoy.retry_host_predicates.previous_hosts";

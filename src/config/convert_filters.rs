@@ -243,9 +243,6 @@ fn local_rate_limit(p: &FieldPath, r: RawLocalRateLimit) -> Res<LocalRateLimit> 
     if r.vh_rate_limits.as_deref().is_some_and(|v| !v.eq_ignore_ascii_case("OVERRIDE")) {
         return refuse("vh_rate_limits", "descriptors are not implemented");
     }
-    if r.rate_limited_as_resource_exhausted == Some(true) {
-        return refuse("rate_limited_as_resource_exhausted", "skiff serves no gRPC");
-    }
     if r.local_rate_limit_per_downstream_connection == Some(true) {
         return refuse(
             "local_rate_limit_per_downstream_connection",
@@ -305,6 +302,7 @@ fn local_rate_limit(p: &FieldPath, r: RawLocalRateLimit) -> Res<LocalRateLimit> 
             r.request_headers_to_add_when_not_enforced,
         )?,
         x_ratelimit_headers,
+        resource_exhausted: r.rate_limited_as_resource_exhausted.unwrap_or(false),
     })
 }
 
@@ -356,7 +354,7 @@ struct RawFaultDelay {
 #[serde(deny_unknown_fields)]
 struct RawFaultAbort {
     http_status: Option<u32>,
-    grpc_status: Ign,
+    grpc_status: Option<u32>,
     header_abort: Ign,
     percentage: Option<RawFraction>,
 }
@@ -415,17 +413,17 @@ fn fault(p: &FieldPath, r: RawFault) -> Res<Fault> {
         None => None,
         Some(a) => {
             let ap = p.key("abort");
-            if a.grpc_status.is_some() {
-                return fail(ap.key("grpc_status"), "grpc_status is not supported: skiff serves no gRPC");
-            }
-            let source = match (a.http_status, a.header_abort.is_some()) {
-                (Some(s), false) if (200..600).contains(&s) => FaultAbortSource::Status(s as u16),
-                (Some(s), false) => {
+            let source = match (a.http_status, a.grpc_status, a.header_abort.is_some()) {
+                (Some(s), None, false) if (200..600).contains(&s) => FaultAbortSource::Status(s as u16),
+                (Some(s), None, false) => {
                     return fail(ap.key("http_status"), format!("http_status must be 200-599, got {s}"))
                 }
-                (None, true) => FaultAbortSource::Header,
-                (Some(_), true) => return fail(ap, "give either http_status or header_abort, not both"),
-                (None, false) => return fail(ap, "an abort needs http_status or header_abort"),
+                (None, Some(g), false) => FaultAbortSource::Grpc(g),
+                (None, None, true) => FaultAbortSource::Header,
+                (None, None, false) => {
+                    return fail(ap, "an abort needs http_status, grpc_status or header_abort")
+                }
+                _ => return fail(ap, "give one of http_status, grpc_status and header_abort"),
             };
             Some(FaultAbort { source, percentage: fraction(ap.key("percentage"), a.percentage)? })
         }

@@ -173,6 +173,10 @@ pub(super) fn jwt_authn(p: &FieldPath, fields: serde_norway::Value) -> Res<JwtAu
     for (i, rule) in r.rules.unwrap_or_default().into_iter().enumerate() {
         let at = rp.idx(i);
         let matcher = route_match(at.key("match"), rule.matcher)?;
+        if matcher.grpc {
+            // Envoy's JWT rules match on path, headers and query only.
+            return fail(at.key("match").key("grpc"), "grpc is not supported in jwt_authn rules");
+        }
         let requires = match (rule.requires, rule.requirement_name) {
             (Some(_), Some(_)) => return fail(at, "give either requires or requirement_name, not both"),
             (Some(req), None) => Some(requirement(&at.key("requires"), req, &known)?),

@@ -199,7 +199,6 @@ pub(super) fn fraction_of(p: FieldPath, numerator: Option<u32>, denominator: Opt
 pub(super) fn route_match(p: FieldPath, m: RawMatch) -> Res<RouteMatch> {
     let refused = [
         ("path_separated_prefix", m.path_separated_prefix.is_some(), NOT_YET),
-        ("grpc", m.grpc.is_some(), NOT_YET),
         ("runtime_fraction", m.runtime_fraction.is_some(), NOT_YET),
         ("tls_context", m.tls_context.is_some(), NOT_YET),
         ("dynamic_metadata", m.dynamic_metadata.is_some(), NOT_YET),
@@ -251,7 +250,13 @@ pub(super) fn route_match(p: FieldPath, m: RawMatch) -> Res<RouteMatch> {
         };
         query_parameters.push(QueryParameterMatcher { name: q.name, exact });
     }
-    Ok(RouteMatch { path, case_sensitive: m.case_sensitive.unwrap_or(true), headers, query_parameters })
+    Ok(RouteMatch {
+        path,
+        case_sensitive: m.case_sensitive.unwrap_or(true),
+        headers,
+        query_parameters,
+        grpc: m.grpc.is_some(),
+    })
 }
 
 /// A `StringMatcher` at `p`.

@@ -757,6 +757,9 @@ pub struct LocalRateLimit {
     pub status: u16,
     pub response_headers_to_add: Vec<HeaderValueOption>,
     pub request_headers_to_add_when_not_enforced: Vec<HeaderValueOption>,
+    /// `rate_limited_as_resource_exhausted`: a gRPC request limited gets RESOURCE_EXHAUSTED
+    /// instead of the UNAVAILABLE its 429 maps to.
+    pub resource_exhausted: bool,
     /// `enable_x_ratelimit_headers: DRAFT_VERSION_03`.
     pub x_ratelimit_headers: bool,
 }
@@ -815,7 +818,11 @@ pub struct FaultDelay {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultAbortSource {
     Status(u16),
-    /// `header_abort`: `x-envoy-fault-abort-request` (an HTTP status).
+    /// `grpc_status`: HTTP 200 with this `grpc-status` (a request that is not gRPC gets the
+    /// plain 200 local reply, as from Envoy).
+    Grpc(u32),
+    /// `header_abort`: `x-envoy-fault-abort-request` (an HTTP status), else
+    /// `x-envoy-fault-abort-grpc-request` (a gRPC status).
     Header,
 }
 
@@ -885,6 +892,8 @@ pub struct RouteMatch {
     pub case_sensitive: bool,
     pub headers: Vec<HeaderMatcher>,
     pub query_parameters: Vec<QueryParameterMatcher>,
+    /// `grpc: {}`: only gRPC requests (by their `content-type`) match.
+    pub grpc: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -146,6 +146,7 @@ impl Cors {
             flag: ResponseFlags::NONE,
             headers: h,
             details: std::borrow::Cow::Borrowed("cors_response"),
+            grpc_status: None,
         });
         v.encoded_reply = true;
     }

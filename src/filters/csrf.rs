@@ -73,6 +73,7 @@ impl Csrf {
             flag: ResponseFlags::NONE,
             headers: Vec::new(),
             details: std::borrow::Cow::Borrowed("csrf_origin_mismatch"),
+            grpc_status: None,
         });
     }
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 const DELAY_HEADER: &str = "x-envoy-fault-delay-request";
 const DELAY_PERCENT_HEADER: &str = "x-envoy-fault-delay-request-percentage";
 const ABORT_HEADER: &str = "x-envoy-fault-abort-request";
+const ABORT_GRPC_HEADER: &str = "x-envoy-fault-abort-grpc-request";
 const ABORT_PERCENT_HEADER: &str = "x-envoy-fault-abort-request-percentage";
 const NODE_HEADER: &str = "x-envoy-downstream-service-node";
 
@@ -93,12 +94,20 @@ impl Fault {
             let pct = header_percentage(head, source == FaultDelaySource::Header, DELAY_PERCENT_HEADER, pct);
             (hit(pct, roll()) && !duration.is_zero()).then_some(duration)
         });
+        // The HTTP status, and the gRPC status a gRPC request gets instead of its mapping.
         let abort = self.abort.and_then(|(source, pct)| {
             let status = match source {
-                FaultAbortSource::Status(s) => s,
+                FaultAbortSource::Status(s) => (s, None),
+                FaultAbortSource::Grpc(g) => (200, Some(g)),
+                // Envoy reads the gRPC header only without a valid HTTP one.
                 FaultAbortSource::Header => {
-                    let s = number(header(head, ABORT_HEADER))?;
-                    u16::try_from(s).ok().filter(|s| (200..600).contains(s))?
+                    let http = number(header(head, ABORT_HEADER))
+                        .and_then(|s| u16::try_from(s).ok())
+                        .filter(|s| (200..600).contains(s));
+                    match http {
+                        Some(s) => (s, None),
+                        None => (200, Some(u32::try_from(number(header(head, ABORT_GRPC_HEADER))?).ok()?)),
+                    }
                 }
             };
             let pct = header_percentage(head, source == FaultAbortSource::Header, ABORT_PERCENT_HEADER, pct);
@@ -113,7 +122,7 @@ impl Fault {
             v.delay = Some(d);
             v.flags |= ResponseFlags::DELAY_INJECTED;
         }
-        if let Some(status) = abort {
+        if let Some((status, grpc_status)) = abort {
             stats.aborts_injected.inc();
             v.reply = Some(super::verdict::FilterReply {
                 status,
@@ -121,6 +130,7 @@ impl Fault {
                 flag: ResponseFlags::FAULT_INJECTED,
                 headers: Vec::new(),
                 details: std::borrow::Cow::Borrowed("fault_filter_abort"),
+                grpc_status,
             });
         }
     }

@@ -225,6 +225,7 @@ impl JwtAuthn {
                         flag: ResponseFlags::NONE,
                         headers: Vec::new(),
                         details: Cow::Owned(denied_details(&reason)),
+                        grpc_status: None,
                     });
                     return;
                 }
@@ -258,6 +259,7 @@ impl JwtAuthn {
                 flag: ResponseFlags::NONE,
                 headers: Vec::new(),
                 details: Cow::Owned(denied_details(status.message())),
+                grpc_status: None,
             });
             return;
         }
@@ -273,6 +275,7 @@ impl JwtAuthn {
             flag: ResponseFlags::NONE,
             headers,
             details: Cow::Owned(denied_details(status.message())),
+            grpc_status: None,
         });
     }
 }

@@ -33,6 +33,8 @@ pub struct LocalRateLimit {
     response_headers: Vec<HeaderValueOption>,
     request_headers_when_not_enforced: Vec<HeaderValueOption>,
     x_ratelimit_headers: bool,
+    /// `rate_limited_as_resource_exhausted`.
+    resource_exhausted: bool,
 }
 
 impl LocalRateLimit {
@@ -48,6 +50,7 @@ impl LocalRateLimit {
             response_headers: c.response_headers_to_add.clone(),
             request_headers_when_not_enforced: c.request_headers_to_add_when_not_enforced.clone(),
             x_ratelimit_headers: c.x_ratelimit_headers,
+            resource_exhausted: c.resource_exhausted,
         }
     }
 
@@ -99,6 +102,8 @@ impl LocalRateLimit {
             flag: ResponseFlags::RATE_LIMITED,
             headers,
             details: std::borrow::Cow::Borrowed("local_rate_limited"),
+            // RESOURCE_EXHAUSTED.
+            grpc_status: self.resource_exhausted.then_some(8),
         });
     }
 }
@@ -230,6 +235,7 @@ mod tests {
             response_headers_to_add: Vec::new(),
             request_headers_to_add_when_not_enforced: Vec::new(),
             x_ratelimit_headers: false,
+            resource_exhausted: false,
         };
         let bucket = |c: &config::LocalRateLimit, place| LocalRateLimit::compile(c, 0, place).bucket;
         let first = bucket(&config(1), "test-carry#0/0/0").expect("a bucket");

@@ -65,6 +65,7 @@ impl Rbac {
                 "rbac_access_denied_matched_policy[{}]",
                 decision.policy.unwrap_or("none")
             )),
+            grpc_status: None,
         });
     }
 }

@@ -21,6 +21,9 @@ pub struct FilterReply {
     pub headers: Vec<u8>,
     /// `%RESPONSE_CODE_DETAILS%` of the reply; empty: none (logged `-`).
     pub details: std::borrow::Cow<'static, str>,
+    /// The `grpc-status` a gRPC request gets instead of the one `status` maps to (a fault's
+    /// `grpc_status`, a rate limit's RESOURCE_EXHAUSTED).
+    pub grpc_status: Option<u32>,
 }
 
 /// What the connection manager makes of a request's scheme before its filters run (Envoy sets

@@ -70,6 +70,8 @@ pub struct Route {
     path: PathMatcher,
     headers: Vec<HeaderMatcher>,
     query: Vec<config::QueryParameterMatcher>,
+    /// `match.grpc`: only a gRPC request matches.
+    grpc: bool,
     pub action: Action,
     pub request_edits: HeaderEdits,
     pub response_edits: HeaderEdits,
@@ -216,6 +218,9 @@ pub struct Retry {
     pub statuses: StatusSet,
     /// `retriable-headers` with `retriable_headers`: a response any of these match is retried.
     pub headers: Box<[HeaderMatcher]>,
+    /// The gRPC codes retried (`cancelled`, `deadline-exceeded`, `internal`,
+    /// `resource-exhausted`, `unavailable`), one bit per code; 0 when none.
+    pub grpc_codes: u32,
     pub back_off: config::BackOff,
     /// `previous_hosts` host predicate, and how many picks may be tried to satisfy it.
     pub avoid_previous_hosts: bool,
@@ -231,7 +236,21 @@ impl Retry {
 
     /// Whether a response (status and head) is one the policy retries.
     pub fn retries_response(&self, status: u16, headers: &[httparse::Header<'_>]) -> bool {
-        self.retries_status(status) || self.headers.iter().any(|m| m.matches(headers))
+        self.retries_status(status)
+            || self.headers.iter().any(|m| m.matches(headers))
+            || (self.grpc_codes != 0 && self.retries_grpc(headers))
+    }
+
+    /// Whether the response head's `grpc-status` (a trailers-only answer's; Envoy's retry state
+    /// never reads trailers) is one of the retried gRPC codes.
+    fn retries_grpc(&self, headers: &[httparse::Header<'_>]) -> bool {
+        let Some(value) =
+            headers.iter().find(|h| h.name.eq_ignore_ascii_case("grpc-status")).map(|h| h.value)
+        else {
+            return false;
+        };
+        let code = std::str::from_utf8(value).ok().and_then(|v| v.trim().parse::<u32>().ok());
+        code.is_some_and(|c| c < 32 && self.grpc_codes & (1 << c) != 0)
     }
 
     /// The jittered exponential wait before retry `n` (1-based), as Envoy's: uniform below
@@ -427,6 +446,7 @@ impl Route {
         path_matches(&self.path, path)
             && self.headers.iter().all(|m| m.matches(headers))
             && self.query.iter().all(|q| query_matches(q, query))
+            && (!self.grpc || is_grpc(headers))
     }
 
     /// The `location` a redirect route answers for `host` and `path`. Envoy's `prefix_rewrite`
@@ -519,6 +539,26 @@ impl HeaderMatcher {
     }
 }
 
+/// The gRPC `retry_on` conditions and the `grpc-status` code each retries.
+pub const GRPC_RETRY_ON: &[(&str, u32)] = &[
+    ("cancelled", 1),
+    ("deadline-exceeded", 4),
+    ("resource-exhausted", 8),
+    ("internal", 13),
+    ("unavailable", 14),
+];
+
+/// Whether a request is gRPC by its `content-type`, as Envoy's `Grpc::Common::hasGrpcContentType`
+/// decides: `application/grpc` exactly or `application/grpc+<subtype>`, case and all (so neither
+/// gRPC-Web nor `application/grpc;…` is). Its local replies (`shard::reply`) ask the same.
+pub fn is_grpc(headers: &[httparse::Header<'_>]) -> bool {
+    headers.iter().any(|h| {
+        h.name.len() == 12
+            && h.name.eq_ignore_ascii_case("content-type")
+            && (h.value == b"application/grpc" || h.value.starts_with(b"application/grpc+"))
+    })
+}
+
 fn query_matches(m: &config::QueryParameterMatcher, query: Option<&str>) -> bool {
     query.unwrap_or("").split('&').any(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -531,7 +571,7 @@ fn anchored(re: &str) -> Result<regex::Regex, BuildError> {
 }
 
 fn compile_route(id: usize, r: &config::Route, clusters: &HashMap<&str, usize>) -> Result<Route, BuildError> {
-    let RequestMatch { path, headers, query } = RequestMatch::compile(&r.matcher)?;
+    let RequestMatch { path, headers, query, grpc } = RequestMatch::compile(&r.matcher)?;
     let action = match &r.action {
         RouteAction::Forward(f) => {
             let targets = Targets::compile(&f.cluster, clusters)?;
@@ -603,6 +643,10 @@ fn compile_route(id: usize, r: &config::Route, clusters: &HashMap<&str, usize>) 
                                 set
                             },
                             headers,
+                            grpc_codes: GRPC_RETRY_ON
+                                .iter()
+                                .filter(|(name, _)| on(name))
+                                .fold(0, |bits, (_, code)| bits | 1 << code),
                             back_off: p.back_off,
                             avoid_previous_hosts: p.avoid_previous_hosts,
                             host_selection_attempts: p.host_selection_attempts,
@@ -621,6 +665,7 @@ fn compile_route(id: usize, r: &config::Route, clusters: &HashMap<&str, usize>) 
         path,
         headers,
         query,
+        grpc,
         action,
         request_edits: HeaderEdits::new(&r.request_headers_to_add, &r.request_headers_to_remove),
         response_edits: HeaderEdits::new(&r.response_headers_to_add, &r.response_headers_to_remove),
@@ -650,11 +695,16 @@ mod tests {
             per_try_idle_timeout: None,
             statuses,
             headers: Box::default(),
+            grpc_codes: 1 << 14 | 1 << 4,
             back_off: config::BackOff::default(),
             avoid_previous_hosts: false,
             host_selection_attempts: 1,
         };
         assert!(retry.retries_status(418) && !retry.retries_status(503));
+        let grpc = |v: &'static [u8]| [httparse::Header { name: "Grpc-Status", value: v }];
+        assert!(retry.retries_response(200, &grpc(b"14")) && retry.retries_response(200, &grpc(b"4")));
+        assert!(!retry.retries_response(200, &grpc(b"13")) && !retry.retries_response(200, &grpc(b"x")));
+        assert!(!retry.retries_response(200, &grpc(b"99")) && !retry.retries_response(200, &[]));
         // Below 25 ms, then 75 ms, then 175 ms, then capped at 250 ms (base 25 ms, max 250 ms).
         let ms = |n, roll| retry.back_off(n, roll).as_millis();
         assert_eq!((ms(1, 24), ms(1, 25)), (24, 0));
@@ -669,6 +719,7 @@ pub struct RequestMatch {
     path: PathMatcher,
     headers: Vec<HeaderMatcher>,
     query: Vec<config::QueryParameterMatcher>,
+    grpc: bool,
 }
 
 impl RequestMatch {
@@ -680,7 +731,7 @@ impl RequestMatch {
             PathMatch::SafeRegex(re) => PathMatcher::Regex(anchored(re)?),
         };
         let headers = m.headers.iter().map(HeaderMatcher::compile).collect::<Result<_, _>>()?;
-        Ok(RequestMatch { path, headers, query: m.query_parameters.clone() })
+        Ok(RequestMatch { path, headers, query: m.query_parameters.clone(), grpc: m.grpc })
     }
 
     /// `path` is the request target, query included.
@@ -692,6 +743,7 @@ impl RequestMatch {
         path_matches(&self.path, path_only)
             && self.headers.iter().all(|m| m.matches(headers))
             && self.query.iter().all(|q| query_matches(q, query))
+            && (!self.grpc || is_grpc(headers))
     }
 }
 

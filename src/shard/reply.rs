@@ -49,6 +49,11 @@ pub struct LocalReply {
     /// `%RESPONSE_CODE_DETAILS%`: Envoy's word for why this reply was made (`details`; owned
     /// only when a filter's words name a policy or a reason).
     pub details: std::borrow::Cow<'static, str>,
+    /// The `grpc-status` this reply gives a gRPC request when its maker chose one (the stream's
+    /// max duration: DEADLINE_EXCEEDED); None: mapped from `status` (`grpc_status_of`).
+    pub grpc_status: Option<u32>,
+    /// Made into gRPC's trailers-only answer (`into_grpc`).
+    pub trailers_only: bool,
 }
 
 impl LocalReply {
@@ -65,6 +70,8 @@ impl LocalReply {
             overloaded: false,
             encoded: false,
             details: std::borrow::Cow::Borrowed(""),
+            grpc_status: None,
+            trailers_only: false,
         }
     }
 
@@ -87,6 +94,64 @@ impl LocalReply {
     pub fn counted(mut self, stat: ReplyStat) -> Self {
         self.stat = stat;
         self
+    }
+
+    /// Turns the reply into what Envoy answers a gRPC request with instead (`sendLocalReply` for
+    /// a request whose `content-type` is gRPC's): a trailers-only response, HTTP 200,
+    /// `content-type: application/grpc`, `grpc-status` (the reply's own, else mapped from its
+    /// HTTP status) and `grpc-message` (the body, percent-encoded; none for a HEAD request),
+    /// no body. The HTTP status the reply had is gone: Envoy logs and counts the 200.
+    pub fn into_grpc(mut self, head_request: bool) -> Self {
+        let grpc_status = self.grpc_status.unwrap_or_else(|| grpc_status_of(self.status));
+        let mut lines = Vec::with_capacity(96 + self.body.len() * 3 + self.headers.len());
+        // A filter's own type (an authorization service's denial) gives way to gRPC's.
+        for line in self.headers.split_inclusive(|b| *b == b'\n') {
+            if !is_content_type_line(line) {
+                lines.extend_from_slice(line);
+            }
+        }
+        header(&mut lines, b"content-type", b"application/grpc");
+        lines.extend_from_slice(b"grpc-status: ");
+        push_u64(&mut lines, u64::from(grpc_status));
+        lines.extend_from_slice(b"\r\n");
+        if !self.body.is_empty() && !head_request {
+            lines.extend_from_slice(b"grpc-message: ");
+            percent_encode(&mut lines, &self.body);
+            lines.extend_from_slice(b"\r\n");
+        }
+        self.headers = lines;
+        self.status = 200;
+        self.body = std::borrow::Cow::Borrowed(b"");
+        self.trailers_only = true;
+        self
+    }
+}
+
+/// The `grpc-status` Envoy gives a local reply to a gRPC request for its HTTP status
+/// (`Grpc::Utility::httpToGrpcStatus`, gRPC's http-grpc-status-mapping): 400 INTERNAL,
+/// 401 UNAUTHENTICATED, 403 PERMISSION_DENIED, 404 UNIMPLEMENTED, 429/502/503/504 UNAVAILABLE,
+/// anything else (200 included) UNKNOWN.
+pub fn grpc_status_of(http: u16) -> u32 {
+    match http {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502..=504 => 14,
+        _ => 2,
+    }
+}
+
+/// `grpc-message` as Envoy encodes it (`PercentEncoding::encode(value, "%")`): bytes below `' '`
+/// or from `~` on, and `%`, as `%XX` (Envoy 1.40 encodes `~` too).
+fn percent_encode(out: &mut Vec<u8>, text: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in text {
+        if (b' '..b'~').contains(&b) && b != b'%' {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        }
     }
 }
 
@@ -270,6 +335,8 @@ pub fn local(out: &mut Vec<u8>, reply: &LocalReply, date: &DateCache, server: &s
     if !length_last {
         length(out);
     }
+    // Envoy's codec frames a trailers-only answer to a HEAD request as chunked (and sends no chunk).
+    let grpc_head = reply.trailers_only && head_request;
     // A filter's reply may bring its own type (an authorization service's denial does).
     if !reply.body.is_empty() && !has_content_type(&reply.headers) {
         header(out, b"content-type", b"text/plain");
@@ -283,7 +350,9 @@ pub fn local(out: &mut Vec<u8>, reply: &LocalReply, date: &DateCache, server: &s
         // An HTTP/1.0 client that asked to keep the connection is told it stays, as by Envoy.
         header(out, b"connection", b"keep-alive");
     }
-    if length_last {
+    if grpc_head {
+        header(out, b"transfer-encoding", b"chunked");
+    } else if length_last {
         length(out);
     }
     out.extend_from_slice(b"\r\n");
@@ -293,7 +362,11 @@ pub fn local(out: &mut Vec<u8>, reply: &LocalReply, date: &DateCache, server: &s
 }
 
 fn has_content_type(lines: &[u8]) -> bool {
-    lines.split(|b| *b == b'\n').any(|l| l.len() > 13 && l[..13].eq_ignore_ascii_case(b"content-type:"))
+    lines.split(|b| *b == b'\n').any(is_content_type_line)
+}
+
+fn is_content_type_line(line: &[u8]) -> bool {
+    line.len() > 13 && line[..13].eq_ignore_ascii_case(b"content-type:")
 }
 
 /// A random (v4) UUID, as Envoy generates for `x-request-id`.

@@ -94,6 +94,9 @@ pub(super) struct Request<'g> {
     /// The last request this connection may carry (`max_requests_per_connection`): its response
     /// says `connection: close` and the connection closes after it.
     last_on_connection: bool,
+    /// The request is gRPC (`route::is_grpc`): skiff's own replies to it are gRPC's
+    /// trailers-only answers, as Envoy's are. Known once its head is planned.
+    grpc: Cell<bool>,
     _active: ActiveGuard<'g>,
 }
 
@@ -121,6 +124,7 @@ impl<'g> Request<'g> {
             filter_stats,
             started,
             last_on_connection: false,
+            grpc: Cell::new(false),
             _active: ActiveGuard(stats),
         }
     }
@@ -166,6 +170,9 @@ impl<'g> Request<'g> {
             return reply(refusal, None);
         }
         self.stats.downstream_rq_http1_total.inc();
+        // Known from here on: Envoy's codec refusals above are not gRPC's, its connection
+        // manager's and filters' replies are.
+        self.grpc.set(crate::route::is_grpc(head.headers));
         let traced = observe::on_request_head(self.listener, head, obs, self.shard);
         let scan = match body::scan(head.body, &buf[head.head_len..]) {
             Ok(scan) => scan,
@@ -246,6 +253,7 @@ impl<'g> Request<'g> {
             let mut local = LocalReply::new(r.status, b"").flagged(r.flag).detailed(r.details);
             local.body = r.body;
             local.headers = r.headers;
+            local.grpc_status = r.grpc_status;
             local.encoded = filters.as_ref().is_some_and(|f| f.encoded_reply);
             if let Some(c) = routed_cluster(found) {
                 obs.upstream_cluster = Some(c);
@@ -747,8 +755,10 @@ impl<'g> Request<'g> {
             Interrupted::MaxDuration { request_complete } => {
                 self.stats.downstream_rq_max_duration_reached.inc();
                 // Envoy: 408 (and close) while the request is still arriving, else 504.
-                let reply = LocalReply::new(504, b"downstream duration timeout")
+                let mut reply = LocalReply::new(504, b"downstream duration timeout")
                     .detailed(details::MAX_DURATION_TIMEOUT);
+                // Envoy tells a gRPC client its deadline passed (DEADLINE_EXCEEDED), not UNAVAILABLE.
+                reply.grpc_status = Some(4);
                 if request_complete {
                     reply
                 } else {
@@ -771,6 +781,9 @@ impl<'g> Request<'g> {
 
     /// Sends a reply skiff makes itself, counting its stat and flag.
     async fn reply(&self, d: &mut Downstream, mut reply: LocalReply, head_request: bool) -> Continue {
+        if self.grpc.get() {
+            reply = reply.into_grpc(head_request);
+        }
         match reply.stat {
             ReplyStat::None => {}
             ReplyStat::ProtocolError => self.stats.downstream_cx_protocol_error.inc(),
