@@ -8,18 +8,11 @@ mod support;
 #[path = "support/h2c.rs"]
 mod h2c;
 
-use h2c::H2Upstream;
+use h2c::{H2Upstream, EXPLICIT_H2};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 use support::{stat, Client, Skiff};
-
-const EXPLICIT_H2: &str = r#"typed_extension_protocol_options:
-  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-    explicit_http_config:
-      http2_protocol_options: {}
-"#;
 
 fn start(upstream: SocketAddr, protocol: &str) -> (Skiff, std::path::PathBuf) {
     let log = support::scratch_dir("h2up").join("access.log");
@@ -211,4 +204,89 @@ fn stream_resets_are_upstream_resets() {
     // The connection survives its streams' resets.
     assert_eq!(Client::connect(skiff.listener("main")).get("/fine").status, 200);
     assert_eq!(up.connections(), 1);
+}
+
+/// `skiff --mode validate` on a config whose cluster `backend` has `protocol`: (success, output).
+fn validate(protocol: &str) -> (bool, String) {
+    let dir = support::scratch_dir("h2up-validate");
+    let path = dir.join("envoy.yaml");
+    std::fs::write(&path, h2c::config(0, 0, "127.0.0.1:1".parse().unwrap(), protocol, &dir.join("a.log")))
+        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["--mode", "validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_shipped_h2_upstream_config_loads() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/protocols/h2-upstream.yaml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["--mode", "validate", "-c", path])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("warn"), "{text}");
+}
+
+#[test]
+fn protocol_options_skiff_cannot_honour_are_refused_where_they_are() {
+    let ext = "typed_extension_protocol_options:\n  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n    \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n";
+    let cases = [
+        (format!("{ext}    explicit_http_config:\n      http3_protocol_options: {{}}\n"), "explicit_http_config.http3_protocol_options"),
+        (format!("{ext}    explicit_http_config: {{}}\n"), "give exactly one of http_protocol_options and http2_protocol_options"),
+        (format!("{ext}    auto_config: {{}}\n    explicit_http_config:\n      http2_protocol_options: {{}}\n"), "give exactly one of explicit_http_config"),
+        (format!("http2_protocol_options: {{}}\n{ext}    explicit_http_config:\n      http2_protocol_options: {{}}\n"), "http2_protocol_options is also set on the cluster"),
+        ("http2_protocol_options: { max_concurrent_streams: 0 }\n".to_string(), "max_concurrent_streams must be between 1 and 2147483647"),
+        ("http2_protocol_options: { initial_stream_window_size: 100 }\n".to_string(), "initial_stream_window_size must be between 65535"),
+        ("typed_extension_protocol_options:\n  envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions: {}\n".to_string(), "only envoy.extensions.upstreams.http.v3.HttpProtocolOptions"),
+    ];
+    for (protocol, why) in cases {
+        let (ok, out) = validate(&protocol);
+        assert!(!ok && out.contains(why), "{protocol}\n{out}");
+        assert!(out.contains("clusters[0]"), "{out}");
+    }
+    // Flood limits the h2 library enforces its own way are warned about, with their place.
+    let (ok, out) = validate("http2_protocol_options: { max_outbound_frames: 100 }\n");
+    assert!(ok && out.contains("clusters[0].http2_protocol_options.max_outbound_frames"), "{out}");
+    // Without TLS, auto_config is HTTP/1.1 (as Envoy); use_downstream_protocol_config is HTTP/1.1
+    // for HTTP/1.1 clients.
+    for choice in ["auto_config", "use_downstream_protocol_config"] {
+        let (ok, out) = validate(&format!("{ext}    {choice}:\n      http2_protocol_options: {{}}\n"));
+        assert!(ok, "{choice}: {out}");
+    }
+}
+
+#[test]
+fn auto_config_without_tls_speaks_http1() {
+    let up = support::TestUpstream::echo();
+    let ext = "typed_extension_protocol_options:\n  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n    \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n    auto_config: {}\n";
+    let (skiff, _log) = start(up.addr, ext);
+    assert_eq!(Client::connect(skiff.listener("main")).get("/").status, 200);
+    assert_eq!(stat(skiff.admin(), "cluster.backend.upstream_cx_http1_total"), Some(1));
+    assert_eq!(stat(skiff.admin(), "cluster.backend.upstream_cx_http2_total"), Some(0));
+}
+
+#[test]
+fn an_h2_host_over_tls_is_reached_with_alpn_h2() {
+    let certs = support::tls::shared();
+    let up = H2Upstream::start_tls(&certs.path("up.crt"), &certs.path("up.key"));
+    let socket =
+        support::tls::upstream_socket("sni: up.example\n", &support::tls::trusting(certs, &["up.example"]));
+    let (skiff, _log) = start(up.addr, &format!("{EXPLICIT_H2}{socket}"));
+    let mut c = Client::connect(skiff.listener("main"));
+    for _ in 0..2 {
+        let r = c.get("/tls");
+        assert_eq!((r.status, r.text().as_str()), (200, "ok /tls"));
+    }
+    let seen = up.seen();
+    assert_eq!((seen[0].scheme.as_str(), seen[0].authority.as_str()), ("https", "test"));
+    assert_eq!(up.connections(), 1);
+    let admin = skiff.admin();
+    assert_eq!(stat(admin, "cluster.backend.ssl.handshake"), Some(1));
+    assert_eq!(stat(admin, "cluster.backend.upstream_cx_http2_total"), Some(1));
 }

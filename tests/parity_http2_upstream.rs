@@ -15,19 +15,12 @@ mod envoy;
 #[path = "support/h2c.rs"]
 mod h2c;
 
-use h2c::{H2Seen, H2Upstream};
+use h2c::{H2Seen, H2Upstream, EXPLICIT_H2};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 use support::Skiff;
-
-const EXPLICIT_H2: &str = r#"typed_extension_protocol_options:
-  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-    explicit_http_config:
-      http2_protocol_options: {}
-"#;
 
 /// One proxy under test with its own upstream and access log.
 struct Side {

@@ -1740,6 +1740,7 @@ fn upstream_protocol(
     p: &FieldPath,
     v2: Option<RawUpstreamHttp2>,
     typed: Option<std::collections::BTreeMap<String, RawHttpProtocolOptions>>,
+    tls: bool,
 ) -> Res<(UpstreamProtocol, Option<(FieldPath, RawCommonHttp)>)> {
     let mut protocol = match v2 {
         Some(h) => UpstreamProtocol::Http2(upstream_http2(cx, p.key("http2_protocol_options"), h)?),
@@ -1805,6 +1806,12 @@ fn upstream_protocol(
         if let Some(a) = o.auto_config {
             // Envoy picks by ALPN over TLS and speaks HTTP/1.1 without it.
             let ap = tp.key("auto_config");
+            if tls {
+                return fail(
+                    ap,
+                    "auto_config over TLS is not supported: not yet implemented in skiff (ALPN selection); use explicit_http_config",
+                );
+            }
             reject_present!(ap, a, [http3_protocol_options, alternate_protocols_cache_options], NOT_YET);
             if a.http_protocol_options.is_some() {
                 cx.unenforced(ap.key("http_protocol_options"), "cluster.http_protocol_options");
@@ -1869,8 +1876,13 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
         Some(s) => super::convert_tls::upstream(&p.key("transport_socket"), s, &cx.secrets)?,
         None => None,
     };
-    let (protocol, typed_common) =
-        upstream_protocol(cx, &p, c.http2_protocol_options, c.typed_extension_protocol_options)?;
+    let (protocol, typed_common) = upstream_protocol(
+        cx,
+        &p,
+        c.http2_protocol_options,
+        c.typed_extension_protocol_options,
+        tls.is_some(),
+    )?;
     // Envoy offers `h2` over TLS to an HTTP/2 cluster whose context names no ALPN.
     let tls = match (tls, &protocol) {
         (Some(mut t), UpstreamProtocol::Http2(_)) if t.config.alpn_protocols.is_empty() => {

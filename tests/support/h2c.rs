@@ -40,6 +40,28 @@ pub struct H2Upstream {
 
 impl H2Upstream {
     pub fn start() -> H2Upstream {
+        Self::start_with(None)
+    }
+
+    /// The same over TLS, presenting `cert` and `key` (PEM files), for clients that ask for `h2` by
+    /// ALPN (others are closed after the handshake).
+    pub fn start_tls(cert: &str, key: &str) -> H2Upstream {
+        use rustls_pki_types::pem::PemObject;
+        let chain =
+            rustls_pki_types::CertificateDer::pem_file_iter(cert).unwrap().map(|c| c.unwrap()).collect();
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Self::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
+
+    fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> H2Upstream {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind h2c upstream");
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -56,7 +78,22 @@ impl H2Upstream {
                         loop {
                             let Ok((sock, _)) = listener.accept().await else { return };
                             c.fetch_add(1, Ordering::SeqCst);
-                            tokio::task::spawn_local(serve(sock, s.clone()));
+                            match &tls {
+                                None => {
+                                    tokio::task::spawn_local(serve(sock, s.clone()));
+                                }
+                                Some(acceptor) => {
+                                    let (acceptor, s) = (acceptor.clone(), s.clone());
+                                    tokio::task::spawn_local(async move {
+                                        // Only a client that asked for h2 by ALPN is served.
+                                        if let Ok(tls) = acceptor.accept(sock).await {
+                                            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                                                serve(tls, s).await;
+                                            }
+                                        }
+                                    });
+                                }
+                            }
                         }
                     })
                     .await;
@@ -75,7 +112,10 @@ impl H2Upstream {
     }
 }
 
-async fn serve(sock: tokio::net::TcpStream, seen: Arc<Mutex<Vec<H2Seen>>>) {
+async fn serve<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    sock: T,
+    seen: Arc<Mutex<Vec<H2Seen>>>,
+) {
     let Ok(mut conn) = h2::server::handshake(sock).await else { return };
     let goaway = Arc::new(tokio::sync::Notify::new());
     loop {
@@ -164,27 +204,15 @@ async fn answer(
 /// `protocol`, YAML lines for the cluster at column 0), with an access log of the response code,
 /// flags and details, trailers enabled on the HTTP/1 side, and an admin on `admin`.
 pub fn config(port: u16, admin: u16, upstream: SocketAddr, protocol: &str, log: &std::path::Path) -> String {
+    let head = crate::support::hcm_bootstrap_head(
+        port,
+        admin,
+        log,
+        "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%",
+    );
     format!(
-        r#"admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
-static_resources:
-  listeners:
-    - name: main
-      address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
-      filter_chains:
-        - filters:
-            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: ingress
-                # Envoy's HTTP/1 codec drops trailers without this; skiff relays them always.
+        r#"{head}                # Envoy's HTTP/1 codec drops trailers without this; skiff relays them always.
                 http_protocol_options: {{ enable_trailers: true }}
-                access_log:
-                  - name: envoy.access_loggers.file
-                    typed_config:
-                      "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
-                      path: {log}
-                      log_format: {{ text_format_source: {{ inline_string: "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS%\n" }} }}
                 route_config:
                   virtual_hosts:
                     - name: all
@@ -206,9 +234,16 @@ static_resources:
           - lb_endpoints:
               - endpoint: {{ address: {{ socket_address: {{ address: {ip}, port_value: {up_port} }} }} }}
 "#,
-        log = log.display(),
         protocol = protocol.lines().map(|l| format!("      {l}\n")).collect::<String>(),
         ip = upstream.ip(),
         up_port = upstream.port(),
     )
 }
+
+/// A cluster's protocol options for HTTP/2 by `explicit_http_config` (for `config`).
+pub const EXPLICIT_H2: &str = r#"typed_extension_protocol_options:
+  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+    explicit_http_config:
+      http2_protocol_options: {}
+"#;
