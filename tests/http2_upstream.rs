@@ -290,3 +290,23 @@ fn an_h2_host_over_tls_is_reached_with_alpn_h2() {
     assert_eq!(stat(admin, "cluster.backend.ssl.handshake"), Some(1));
     assert_eq!(stat(admin, "cluster.backend.upstream_cx_http2_total"), Some(1));
 }
+
+#[test]
+fn a_client_that_leaves_resets_its_stream() {
+    let up = H2Upstream::start();
+    let (skiff, log) = start(up.addr, EXPLICIT_H2);
+    let mut c = TcpStream::connect(skiff.listener("main")).unwrap();
+    c.write_all(b"GET /hang HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    assert!(support::eventually(Duration::from_secs(3), || !up.seen().is_empty()));
+    drop(c);
+    assert!(
+        support::eventually(Duration::from_secs(3), || up.seen().iter().any(|s| s.method == "RESET")),
+        "the host never saw the stream reset: {:?}",
+        up.seen()
+    );
+    assert_eq!(up.seen()[1].path, "CANCEL");
+    assert!(last_log_line(&log).starts_with("0 DC "), "{}", last_log_line(&log));
+    // The connection itself stays for the next request.
+    assert_eq!(Client::connect(skiff.listener("main")).get("/next").status, 200);
+    assert_eq!(up.connections(), 1);
+}

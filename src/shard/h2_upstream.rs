@@ -511,7 +511,15 @@ async fn exchange(
             }
         }
     }
-    let response = response.await.map_err(|e| ended_by(&e))?;
+    // The path may give up first (a route or per-try timeout drops its end): then the stream is
+    // reset at once, as Envoy resets it, not left to finish for nobody.
+    let response = monoio::select! {
+        r = response => r.map_err(|e| ended_by(&e))?,
+        _ = path_left(pair) => {
+            tx.send_reset(h2::Reason::CANCEL);
+            return Ok(false);
+        }
+    };
     relay_response(pair, response, head.head_method).await
 }
 
@@ -522,6 +530,21 @@ enum Sent {
     StreamGone,
     /// The path closed its end, or wrote a body that is not valid chunked framing.
     PathGone,
+}
+
+/// Resolves when the path closes its end of the pair while a response is awaited. Bytes it still
+/// writes then (the rest of an upload the host answered early) are left for later reads.
+async fn path_left(pair: &TcpStream) {
+    loop {
+        if pair.readable(false).await.is_err() {
+            return;
+        }
+        match socket::peek(pair) {
+            socket::Pending::Closed => return,
+            socket::Pending::Data => std::future::pending::<()>().await,
+            socket::Pending::Nothing => {}
+        }
+    }
 }
 
 /// Sends `data` on the stream as its window allows. False: the stream is gone.

@@ -1,7 +1,8 @@
 //! An h2c (prior-knowledge HTTP/2) upstream for tests: the `h2` crate's server on a
 //! current-thread tokio runtime in its own thread. What it does depends on the path:
 //! `/grpc` answers a gRPC-style response (no content-length, `grpc-status` trailers),
-//! `/reset` resets the stream with INTERNAL_ERROR, `/refuse` with REFUSED_STREAM, `/goaway`
+//! `/hang` never answers (a reset of it by the client is recorded as a request `RESET` with
+//! the reason as its path), `/reset` resets the stream with INTERNAL_ERROR, `/refuse` with REFUSED_STREAM, `/goaway`
 //! answers and then sends GOAWAY, `/slow` answers after 300 ms; anything else answers 200 with
 //! a content-length body `ok <path>`. It records the connections it accepted and each request's
 //! pseudo-headers, headers, body and trailers.
@@ -161,6 +162,16 @@ async fn answer(
         trailers: pairs(&trailers),
     });
     match path.as_str() {
+        "/hang" => {
+            // Never answers; a reset by the client is recorded as a `RESET` request.
+            if let Ok(reason) = std::future::poll_fn(|cx| respond.poll_reset(cx)).await {
+                let mut s = seen.lock().unwrap();
+                let mut last = s.last().cloned().expect("the /hang request");
+                last.method = "RESET".into();
+                last.path = format!("{reason:?}");
+                s.push(last);
+            }
+        }
         "/reset" => respond.send_reset(h2::Reason::INTERNAL_ERROR),
         "/refuse" => respond.send_reset(h2::Reason::REFUSED_STREAM),
         "/grpc" => {
