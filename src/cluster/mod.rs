@@ -82,6 +82,8 @@ pub struct ClusterSnap {
     pub hash_table: Option<HashTable>,
     /// `transport_socket` TLS: its connections are made by `shard::tls`.
     pub tls: Option<config::tls::UpstreamTls>,
+    /// HTTP/1.1 or HTTP/2 to its hosts (`shard::h2_upstream` makes the HTTP/2 connections).
+    pub protocol: config::UpstreamProtocol,
 }
 
 /// A cluster's limits on each of its upstream connections (`common_http_protocol_options`,
@@ -138,9 +140,12 @@ impl ClusterSnap {
                 // A TLS connection is never reused for another identity (a reload that changes
                 // the cluster's TLS context starts a new pool).
                 cluster.tls.as_ref().map(|t| &t.spec).hash(&mut h);
+                // Nor is a connection (or an HTTP/2 bridge) reused after the protocol changed.
+                format!("{:?}", cluster.protocol).hash(&mut h);
                 h.finish()
             },
             connect_timeout: cluster.connect_timeout,
+            protocol: cluster.protocol,
             lb_policy: cluster.lb_policy,
             weights,
             endpoints: endpoints.into_iter().map(|(a, _)| a).collect(),

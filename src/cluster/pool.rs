@@ -61,6 +61,30 @@ pub struct Upstream {
     pub expires: Option<Instant>,
     /// Its place in the cluster's `max_connections` and in this shard's count for the endpoint.
     slot: ConnSlot,
+    /// Set when this is not a connection but a socket-pair end bridged to HTTP/2 streams
+    /// (`shard::h2_upstream`): the bridge counts its real connections, and says here how the
+    /// stream behind the last request ended when it ended without a response.
+    pub bridge: Option<Rc<BridgeNote>>,
+}
+
+/// What an HTTP/2 bridge tells the HTTP/1 path about the stream behind a request it closed
+/// without a complete response.
+#[derive(Debug, Default)]
+pub struct BridgeNote {
+    pub ended: std::cell::Cell<Option<StreamEnd>>,
+}
+
+/// How an HTTP/2 stream ended before its response head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// RST_STREAM with REFUSED_STREAM: the host did not process it.
+    Refused,
+    /// RST_STREAM with another code.
+    Reset,
+    /// The connection closed or went away with the stream open.
+    ConnectionTermination,
+    /// No HTTP/2 connection to the host could be made (`timed_out`: within `connect_timeout`).
+    ConnectFailed { timed_out: bool },
 }
 
 /// What an open connection holds of the circuit breakers, given back when it closes.
@@ -129,13 +153,31 @@ impl Upstream {
             idle_secs: limits.idle_secs,
             expires: limits.max_duration.and_then(|d| Instant::now().checked_add(d)),
             slot,
+            bridge: None,
         }
+    }
+
+    /// A socket-pair end bridged to HTTP/2 streams (`shard::h2_upstream`): pooled and used as a
+    /// connection, but counted in no connection stat (the bridge counts its real connections).
+    pub fn bridged(
+        streams: (TcpStream, TcpStream),
+        key: PoolKey,
+        accounts: Accounts,
+        read_buf: usize,
+        limits: &super::ConnectionLimits,
+        note: Rc<BridgeNote>,
+    ) -> Self {
+        let mut up = Upstream::new(streams, key, accounts, read_buf, limits);
+        up.stats.upstream_cx_active.dec();
+        up.host.cx_active.dec();
+        up.bridge = Some(note);
+        up
     }
 
     /// Past its `max_connection_duration` (counted once, when found): it takes no new request.
     pub fn expired(&self) -> bool {
         let expired = self.expires.is_some_and(|t| Instant::now() >= t);
-        if expired {
+        if expired && self.bridge.is_none() {
             self.stats.upstream_cx_max_duration_reached.inc();
         }
         expired
@@ -144,7 +186,7 @@ impl Upstream {
     /// Idled in the pool past its `idle_timeout` (counted when found).
     fn idled_out(&self, since: u64, now: u64) -> bool {
         let out = now.saturating_sub(since) >= self.idle_secs;
-        if out {
+        if out && self.bridge.is_none() {
             self.stats.upstream_cx_idle_timeout.inc();
         }
         out
@@ -220,6 +262,9 @@ impl ReadSide {
 
 impl Drop for Upstream {
     fn drop(&mut self) {
+        if self.bridge.is_some() {
+            return;
+        }
         let s = &self.stats;
         s.upstream_cx_active.dec();
         self.host.cx_active.dec();

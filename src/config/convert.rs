@@ -1736,6 +1736,145 @@ fn redirect(p: FieldPath, r: RawRedirect) -> Res<Redirect> {
     })
 }
 
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// The cluster's HTTP version to its hosts, from the v2 `http2_protocol_options` or the v3
+/// `HttpProtocolOptions` extension, and the extension's `common_http_protocol_options` (with its
+/// path), which the cluster reads as it reads its own.
+fn upstream_protocol(
+    cx: &mut Cx,
+    p: &FieldPath,
+    v2: Option<RawUpstreamHttp2>,
+    typed: Option<std::collections::BTreeMap<String, RawHttpProtocolOptions>>,
+    tls: bool,
+) -> Res<(UpstreamProtocol, Option<(FieldPath, RawCommonHttp)>)> {
+    let mut protocol = match v2 {
+        Some(h) => UpstreamProtocol::Http2(upstream_http2(cx, p.key("http2_protocol_options"), h)?),
+        None => UpstreamProtocol::Http1,
+    };
+    let mut common = None;
+    for (name, o) in typed.unwrap_or_default() {
+        let tp = p.key("typed_extension_protocol_options").key(&name);
+        let url_ok = o
+            .type_url
+            .as_deref()
+            .is_none_or(|u| u.strip_prefix("type.googleapis.com/") == Some(HTTP_PROTOCOL_OPTIONS));
+        if name != HTTP_PROTOCOL_OPTIONS || !url_ok {
+            return fail(tp, format!("only {HTTP_PROTOCOL_OPTIONS} is supported here"));
+        }
+        reject_present!(tp, o, [http_filters, header_validation_config, outlier_detection], NOT_YET);
+        warn_present!(
+            cx,
+            tp,
+            o,
+            "cluster.typed_extension_protocol_options",
+            [upstream_http_protocol_options]
+        );
+        common = o.common_http_protocol_options.map(|c| (tp.key("common_http_protocol_options"), c));
+        let chosen = [
+            o.explicit_http_config.is_some(),
+            o.use_downstream_protocol_config.is_some(),
+            o.auto_config.is_some(),
+        ];
+        if chosen.iter().filter(|c| **c).count() != 1 {
+            return fail(
+                tp,
+                "give exactly one of explicit_http_config, use_downstream_protocol_config and auto_config",
+            );
+        }
+        if !matches!(protocol, UpstreamProtocol::Http1) {
+            return fail(tp, "http2_protocol_options is also set on the cluster (give it in one place)");
+        }
+        if let Some(e) = o.explicit_http_config {
+            let ep = tp.key("explicit_http_config");
+            reject_present!(ep, e, [http3_protocol_options], "skiff speaks HTTP/1.1 and HTTP/2 to upstreams");
+            protocol = match (e.http_protocol_options.is_some(), e.http2_protocol_options) {
+                (true, None) => {
+                    cx.unenforced(ep.key("http_protocol_options"), "cluster.http_protocol_options");
+                    UpstreamProtocol::Http1
+                }
+                (false, Some(h)) => {
+                    UpstreamProtocol::Http2(upstream_http2(cx, ep.key("http2_protocol_options"), h)?)
+                }
+                _ => return fail(ep, "give exactly one of http_protocol_options and http2_protocol_options"),
+            };
+        }
+        if let Some(d) = o.use_downstream_protocol_config {
+            let dp = tp.key("use_downstream_protocol_config");
+            reject_present!(dp, d, [http3_protocol_options, alternate_protocols_cache_options], NOT_YET);
+            if d.http_protocol_options.is_some() {
+                cx.unenforced(dp.key("http_protocol_options"), "cluster.http_protocol_options");
+            }
+            let h2 = d.http2_protocol_options.unwrap_or_default();
+            protocol =
+                UpstreamProtocol::Downstream(upstream_http2(cx, dp.key("http2_protocol_options"), h2)?);
+        }
+        if let Some(a) = o.auto_config {
+            // Envoy picks by ALPN over TLS and speaks HTTP/1.1 without it.
+            let ap = tp.key("auto_config");
+            if tls {
+                return fail(
+                    ap,
+                    "auto_config over TLS is not supported: not yet implemented in skiff (ALPN selection); use explicit_http_config",
+                );
+            }
+            reject_present!(ap, a, [http3_protocol_options, alternate_protocols_cache_options], NOT_YET);
+            if a.http_protocol_options.is_some() {
+                cx.unenforced(ap.key("http_protocol_options"), "cluster.http_protocol_options");
+            }
+            if let Some(h) = a.http2_protocol_options {
+                upstream_http2(cx, ap.key("http2_protocol_options"), h)?;
+            }
+            protocol = UpstreamProtocol::Http1;
+        }
+    }
+    Ok((protocol, common))
+}
+
+/// `http2_protocol_options` of a cluster, with Envoy's defaults and ranges.
+fn upstream_http2(cx: &mut Cx, p: FieldPath, h: RawUpstreamHttp2) -> Res<Http2Upstream> {
+    reject_present!(p, h, [custom_settings_parameters], NOT_YET);
+    warn_present!(
+        cx,
+        p,
+        h,
+        "cluster.http2_protocol_options",
+        [
+            max_outbound_frames,
+            max_outbound_control_frames,
+            max_consecutive_inbound_frames_with_empty_payload,
+            max_inbound_priority_frames_per_stream,
+            max_inbound_window_update_frames_per_data_frame_sent,
+            connection_keepalive,
+            max_metadata_size
+        ]
+    );
+    let mut out = Http2Upstream::default();
+    let in_range = |field: &str, v: Option<u32>, lo: u32, dflt: u32| -> Res<u32> {
+        match v {
+            None => Ok(dflt),
+            Some(n) if (lo..=2_147_483_647).contains(&n) => Ok(n),
+            Some(n) => fail(p.key(field), format!("{field} must be between {lo} and 2147483647, got {n}")),
+        }
+    };
+    out.max_concurrent_streams =
+        in_range("max_concurrent_streams", h.max_concurrent_streams, 1, out.max_concurrent_streams)?;
+    out.initial_stream_window_size = in_range(
+        "initial_stream_window_size",
+        h.initial_stream_window_size,
+        65535,
+        out.initial_stream_window_size,
+    )?;
+    out.initial_connection_window_size = in_range(
+        "initial_connection_window_size",
+        h.initial_connection_window_size,
+        65535,
+        out.initial_connection_window_size,
+    )?;
+    out.hpack_table_size = h.hpack_table_size.unwrap_or(out.hpack_table_size);
+    Ok(out)
+}
+
 fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
     reject_present!(p, c, [tls_context], "use transport_socket (v3) for TLS");
     reject_present!(p, c, [transport_socket_matches], NOT_YET);
@@ -1743,7 +1882,23 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
         Some(s) => super::convert_tls::upstream(&p.key("transport_socket"), s, &cx.secrets)?,
         None => None,
     };
-    reject_present!(p, c, [http2_protocol_options], "skiff speaks HTTP/1.1 to upstreams");
+    let (protocol, typed_common) = upstream_protocol(
+        cx,
+        &p,
+        c.http2_protocol_options,
+        c.typed_extension_protocol_options,
+        tls.is_some(),
+    )?;
+    // Envoy offers `h2` over TLS to an HTTP/2 cluster whose context names no ALPN.
+    let tls = match (tls, &protocol) {
+        (Some(mut t), UpstreamProtocol::Http2(_)) if t.config.alpn_protocols.is_empty() => {
+            let mut config = (*t.config).clone();
+            config.alpn_protocols = vec![b"h2".to_vec()];
+            t.config = std::sync::Arc::new(config);
+            Some(t)
+        }
+        (t, _) => t,
+    };
     reject_present!(p, c, [cluster_type, filters, load_balancing_policy], NOT_YET);
     let outlier_detection = match c.outlier_detection {
         Some(o) => Some(super::lb::outlier_detection(p.key("outlier_detection"), o)?),
@@ -1766,7 +1921,6 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
         }
         None => Default::default(),
     };
-    warn_present!(cx, p, c, "cluster", [typed_extension_protocol_options]);
     warn_present!(
         cx,
         p,
@@ -2038,8 +2192,14 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
     let mut idle_timeout = Duration::from_secs(3600);
     let mut max_connection_duration = None;
     let mut max_headers_count = MAX_HEADERS;
-    if let Some(ch) = c.common_http_protocol_options {
-        let chp = p.key("common_http_protocol_options");
+    let common = match (c.common_http_protocol_options, typed_common) {
+        (Some(_), Some((tp, _))) => {
+            return fail(tp, "common_http_protocol_options is also set on the cluster (give it in one place)")
+        }
+        (Some(ch), None) => Some((p.key("common_http_protocol_options"), ch)),
+        (None, t) => t,
+    };
+    if let Some((chp, ch)) = common {
         warn_present!(
             cx,
             chp,
@@ -2111,6 +2271,7 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
         locality_weighted,
         lb_health,
         health_checks,
+        protocol,
     })
 }
 

@@ -1134,6 +1134,56 @@ pub struct Cluster {
     pub lb_health: LbHealth,
     /// `health_checks` (active).
     pub health_checks: Vec<HealthCheck>,
+    /// Which HTTP version it speaks to its hosts.
+    pub protocol: UpstreamProtocol,
+}
+
+/// A cluster's HTTP version to its hosts: `http2_protocol_options` (v2) or
+/// `HttpProtocolOptions` (`explicit_http_config`, `use_downstream_protocol_config`,
+/// `auto_config`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    Http2(Http2Upstream),
+    /// `use_downstream_protocol_config`: HTTP/2 for a client that spoke HTTP/2, else HTTP/1.1.
+    Downstream(Http2Upstream),
+}
+
+impl UpstreamProtocol {
+    /// The HTTP/2 options a request goes upstream with, given what the client spoke; None:
+    /// HTTP/1.1.
+    pub fn http2_for(&self, client_http2: bool) -> Option<&Http2Upstream> {
+        match self {
+            UpstreamProtocol::Http1 => None,
+            UpstreamProtocol::Http2(o) => Some(o),
+            UpstreamProtocol::Downstream(o) => client_http2.then_some(o),
+        }
+    }
+}
+
+/// A cluster's `http2_protocol_options`, with Envoy's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Upstream {
+    /// Streams one connection carries at once (also bounded by the host's SETTINGS); Envoy's
+    /// default 2^31 - 1.
+    pub max_concurrent_streams: u32,
+    /// Envoy's default 256 MiB each.
+    pub initial_stream_window_size: u32,
+    pub initial_connection_window_size: u32,
+    /// Envoy's default 4096.
+    pub hpack_table_size: u32,
+}
+
+impl Default for Http2Upstream {
+    fn default() -> Self {
+        Http2Upstream {
+            max_concurrent_streams: 2_147_483_647,
+            initial_stream_window_size: 268_435_456,
+            initial_connection_window_size: 268_435_456,
+            hpack_table_size: 4096,
+        }
+    }
 }
 
 /// A locality of a cluster's `load_assignment`: entries naming the same `locality` at the same

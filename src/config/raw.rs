@@ -1458,18 +1458,20 @@ pub struct RawCluster {
     pub respect_dns_ttl: Option<bool>,
     pub upstream_connection_options: Option<RawUpstreamConnectionOptions>,
     pub transport_socket: Option<RawTransportSocket>,
+    /// The v2 way (deprecated in v3, still read by Envoy) to speak HTTP/2 to the hosts.
+    pub http2_protocol_options: Option<RawUpstreamHttp2>,
+    /// Keyed by extension name; only `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`.
+    pub typed_extension_protocol_options: Option<std::collections::BTreeMap<String, RawHttpProtocolOptions>>,
     // Rejected.
     pub cluster_type: Ign,
     pub tls_context: Ign,
     pub transport_socket_matches: Ign,
-    pub http2_protocol_options: Ign,
     pub filters: Ign,
     pub load_balancing_policy: Ign,
     pub health_checks: Option<Vec<RawHealthCheck>>,
     pub common_lb_config: Option<RawCommonLb>,
     // Warned about.
     pub outlier_detection: Option<super::lb::RawOutlierDetection>,
-    pub typed_extension_protocol_options: Ign,
     pub typed_dns_resolver_config: Ign,
     pub use_tcp_for_dns_lookups: Ign,
     pub lb_subset_config: Ign,
@@ -1498,6 +1500,71 @@ pub struct RawCluster {
     pub alt_stat_name: Ign,
     pub wait_for_warm_on_init: Ign,
     pub preconnect_policy: Ign,
+}
+
+/// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`: which HTTP version a cluster speaks
+/// to its hosts, and its connection options.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "an HttpProtocolOptions mapping")]
+pub struct RawHttpProtocolOptions {
+    #[serde(rename = "@type")]
+    pub type_url: Option<String>,
+    pub common_http_protocol_options: Option<RawCommonHttp>,
+    pub explicit_http_config: Option<RawExplicitHttp>,
+    pub use_downstream_protocol_config: Option<RawDownstreamHttp>,
+    pub auto_config: Option<RawDownstreamHttp>,
+    // Warned about.
+    pub upstream_http_protocol_options: Ign,
+    // Rejected.
+    pub http_filters: Ign,
+    pub header_validation_config: Ign,
+    pub outlier_detection: Ign,
+}
+
+/// `explicit_http_config`: exactly one protocol.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with http_protocol_options or http2_protocol_options")]
+pub struct RawExplicitHttp {
+    pub http_protocol_options: Ign,
+    pub http2_protocol_options: Option<RawUpstreamHttp2>,
+    pub http3_protocol_options: Ign,
+}
+
+/// `use_downstream_protocol_config` and `auto_config`: options per protocol.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping of per-protocol options")]
+pub struct RawDownstreamHttp {
+    pub http_protocol_options: Ign,
+    pub http2_protocol_options: Option<RawUpstreamHttp2>,
+    pub http3_protocol_options: Ign,
+    /// `auto_config` only.
+    pub alternate_protocols_cache_options: Ign,
+}
+
+/// A cluster's `http2_protocol_options` (Envoy's `Http2ProtocolOptions`, client side).
+#[derive(Debug, Default, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "an http2_protocol_options mapping")]
+pub struct RawUpstreamHttp2 {
+    pub max_concurrent_streams: Option<u32>,
+    pub initial_stream_window_size: Option<u32>,
+    pub initial_connection_window_size: Option<u32>,
+    pub hpack_table_size: Option<u32>,
+    // Warned about: limits on what a peer sends, which h2 enforces with its own defaults.
+    pub max_outbound_frames: Ign,
+    pub max_outbound_control_frames: Ign,
+    pub max_consecutive_inbound_frames_with_empty_payload: Ign,
+    pub max_inbound_priority_frames_per_stream: Ign,
+    pub max_inbound_window_update_frames_per_data_frame_sent: Ign,
+    pub connection_keepalive: Ign,
+    pub max_metadata_size: Ign,
+    // Accepted: they change nothing an upstream connection does here.
+    pub allow_connect: Ign,
+    pub allow_metadata: Ign,
+    pub stream_error_on_invalid_http_messaging: Ign,
+    pub override_stream_error_on_invalid_http_message: Ign,
+    pub use_oghttp2_codec: Ign,
+    // Rejected.
+    pub custom_settings_parameters: Ign,
 }
 
 #[derive(Debug, DeriveDeserialize)]

@@ -216,6 +216,14 @@ pub(super) fn write_request_head(
         // `connection_lists` never names a framing field (the codec's rule): a `Connection` token
         // cannot make Content-Length, Transfer-Encoding or Host disappear.
         let upgrade_line = rw.upgrade && (header_is(name, "upgrade") || header_is(name, "connection"));
+        // Envoy passes `te` on as `te: trailers` when one of its comma-separated values is exactly
+        // `trailers` (gRPC servers look for it), and drops it otherwise.
+        if name.len() == 2 && header_is(name, "te") {
+            if h.value.split(|b| *b == b',').any(|t| t.trim_ascii() == b"trailers") {
+                reply::header(out, b"te", b"trailers");
+            }
+            continue;
+        }
         if !upgrade_line && (hop_by_hop(name) || (has_connection && head.connection_lists(name))) {
             continue;
         }

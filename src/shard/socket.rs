@@ -275,3 +275,28 @@ pub(super) fn second_handle(stream: &TcpStream) -> std::io::Result<TcpStream> {
     // SAFETY: `stream` owns the descriptor and outlives this borrow; the duplicate is its own fd.
     duplicate(unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) })
 }
+
+/// A connected local socket pair, both ends as `TcpStream`s: a bridge (`tls`, `h2_upstream`)
+/// serves one end while the HTTP path uses the other as its connection.
+pub(super) fn pair() -> std::io::Result<(TcpStream, TcpStream)> {
+    use std::os::fd::{FromRawFd, RawFd};
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: socketpair fills `fds` with two new descriptors we own from here on.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // monoio's TcpStream is a descriptor plus its driver registration; nothing in it needs the
+    // socket to be TCP (setting TCP_NODELAY on it fails, and callers ignore that).
+    // SAFETY: each descriptor is owned by exactly one std stream.
+    let (ours, theirs) =
+        unsafe { (std::net::TcpStream::from_raw_fd(fds[0]), std::net::TcpStream::from_raw_fd(fds[1])) };
+    Ok((TcpStream::from_std(ours)?, TcpStream::from_std(theirs)?))
+}

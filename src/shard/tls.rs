@@ -16,7 +16,7 @@ use monoio::net::TcpStream;
 use rustls::{CertificateError, Connection, Error as TlsError};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -193,15 +193,32 @@ pub(super) async fn upstream(
 ) -> Result<TcpStream, ()> {
     let Some(tls) = &snap.tls else { return Ok(tcp) };
     let ssl = stats.ssl(Scope::Cluster(snap.name.clone()));
-    match monoio::time::timeout(snap.connect_timeout, client_handshake(&tcp, tls, addr)).await {
+    upstream_with(tcp, tls, &ssl, snap.connect_timeout, addr).await
+}
+
+/// A cluster's cluster-scoped `ssl.*` stats, for `upstream_with`.
+pub(super) fn cluster_ssl(stats: &ShardStats, cluster: &str) -> Rc<SslStats> {
+    stats.ssl(Scope::Cluster(cluster.to_owned()))
+}
+
+/// `upstream` for a caller that holds the context and stats itself (the HTTP/2 pool, which
+/// opens connections outside any request).
+pub(super) async fn upstream_with(
+    tcp: TcpStream,
+    tls: &UpstreamTls,
+    ssl: &SslStats,
+    timeout: Duration,
+    addr: SocketAddr,
+) -> Result<TcpStream, ()> {
+    match monoio::time::timeout(timeout, client_handshake(&tcp, tls, addr)).await {
         Ok(Ok(conn)) => {
             ssl.handshake.inc();
-            count_session(&ssl, &conn);
+            count_session(ssl, &conn);
             bridge(tcp, conn).map_err(|e| log::debug!("tls to {addr}: {e}"))
         }
         Ok(Err(f)) => {
             log::debug!("tls to {addr}: {f:?}");
-            f.count(&ssl);
+            f.count(ssl);
             Err(())
         }
         Err(_) => {
@@ -288,26 +305,7 @@ async fn handshake(tcp: &TcpStream, conn: &mut Connection) -> Result<(), Failure
 /// A connected local socket pair: one end for the bridge, the other (returned) for the HTTP
 /// path, which treats it as the connection itself.
 fn bridge(tcp: TcpStream, conn: Connection) -> std::io::Result<TcpStream> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: socketpair fills `fds` with two new descriptors we own from here on.
-    let r = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // monoio's TcpStream is a descriptor plus its driver registration; nothing in it needs the
-    // socket to be TCP (setting TCP_NODELAY on it fails, and callers ignore that).
-    // SAFETY: each descriptor is owned by exactly one std stream.
-    let (ours, theirs) =
-        unsafe { (std::net::TcpStream::from_raw_fd(fds[0]), std::net::TcpStream::from_raw_fd(fds[1])) };
-    let ours = TcpStream::from_std(ours)?;
-    let theirs = TcpStream::from_std(theirs)?;
+    let (ours, theirs) = super::socket::pair()?;
     monoio::spawn(pump(tcp, ours, conn));
     Ok(theirs)
 }

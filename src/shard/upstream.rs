@@ -18,7 +18,7 @@ use super::state::{Generation, Shard};
 use crate::access_log::ResponseFlags;
 use crate::cluster::breaker::{Breaker, Held, Resource};
 use crate::cluster::outlier::Outcome;
-use crate::cluster::pool::{Accounts, ConnSlot, PoolKey, ReadSide, Upstream};
+use crate::cluster::pool::{Accounts, ConnSlot, PoolKey, ReadSide, StreamEnd, Upstream};
 use crate::cluster::{ClusterSnap, ShardCluster};
 use crate::config::CircuitBreakers;
 use crate::http::{self, BodyKind, ResponseHead, MAX_HEADERS};
@@ -137,6 +137,10 @@ pub(super) enum Attempt {
     Stale,
     /// The upstream reset or closed before a complete response head.
     Reset,
+    /// An HTTP/2 host reset the stream before its response head (`refused`: REFUSED_STREAM).
+    StreamReset {
+        refused: bool,
+    },
     /// The response head was malformed.
     BadResponse,
     /// A status the retry policy retries (nothing was sent to the client).
@@ -163,6 +167,11 @@ const UPSTREAM_FAILURE: &str = "upstream connect error or disconnect/reset befor
 const CONNECT_FAILURE: &str = "remote connection failure";
 const CONNECT_TIMEOUT: &str = "connection timeout";
 const RESET_BEFORE_HEADERS: &str = "connection termination";
+/// Envoy's reset reasons for an HTTP/2 RST_STREAM, and their `%RESPONSE_CODE_DETAILS%`.
+const REMOTE_RESET: &str = "remote reset";
+const REFUSED_STREAM_RESET: &str = "remote refused stream reset";
+const REMOTE_RESET_DETAILS: &str = "upstream_reset_before_response_started{remote_reset}";
+const REFUSED_STREAM_DETAILS: &str = "upstream_reset_before_response_started{remote_refused_stream_reset}";
 const OVERFLOW: &str = "overflow";
 const PROTOCOL_ERROR: &str = "protocol error";
 /// Envoy's local-reply bodies for a stream idle timeout and an upstream (route or per-try) timeout.
@@ -248,7 +257,9 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
         }
         // What outlier detection hears of this host (a response's status is counted as it arrives).
         match result {
-            Attempt::ConnectFailed { .. } | Attempt::Reset => report(ex, endpoint, Outcome::ConnectFailed),
+            Attempt::ConnectFailed { .. } | Attempt::Reset | Attempt::StreamReset { .. } => {
+                report(ex, endpoint, Outcome::ConnectFailed)
+            }
             Attempt::Stale if !resend_stale(&ex.facts, fresh_only) => {
                 report(ex, endpoint, Outcome::ConnectFailed)
             }
@@ -314,6 +325,12 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
             Attempt::Stale | Attempt::Reset => {
                 (503, RESET_BEFORE_HEADERS, ResponseFlags::UC, details::RESET_BEFORE_RESPONSE)
             }
+            Attempt::StreamReset { refused: true } => {
+                (503, REFUSED_STREAM_RESET, ResponseFlags::UR, REFUSED_STREAM_DETAILS)
+            }
+            Attempt::StreamReset { refused: false } => {
+                (503, REMOTE_RESET, ResponseFlags::UR, REMOTE_RESET_DETAILS)
+            }
             Attempt::ConnectFailed { timed_out } => {
                 if retry.is_some_and(|r| r.on_connect_failure) {
                     if attempts_left > 0 {
@@ -344,7 +361,10 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
                 continue;
             }
         };
-        if flag == ResponseFlags::UC && retry.is_some_and(|r| r.on_reset || r.retries_status(503)) {
+        // An HTTP/2 stream reset is a `reset` too (and REFUSED_STREAM is `refused-stream`, which
+        // route::Retry does not carry apart from `reset` yet).
+        let reset = flag == ResponseFlags::UC || flag == ResponseFlags::UR;
+        if reset && retry.is_some_and(|r| r.on_reset || r.retries_status(503)) {
             if attempts_left == 0 {
                 stats.upstream_rq_retry_limit_exceeded.inc();
             } else if gate.admit() {
@@ -474,6 +494,20 @@ pub(super) async fn connect(
     host: &Rc<HostStats>,
     slot: ConnSlot,
 ) -> Result<Upstream, Attempt> {
+    // The hook for `use_downstream_protocol_config`: every client is HTTP/1.1 until the
+    // downstream side marks the ones that spoke HTTP/2.
+    const CLIENT_SPOKE_HTTP2: bool = false;
+    if let Some(h2) = snap.protocol.http2_for(CLIENT_SPOKE_HTTP2) {
+        // Boxed: only HTTP/2 clusters' new connections carry this in their future.
+        return match Box::pin(super::h2_upstream::connect(shard, key, snap, h2, (stats, host), slot)).await {
+            Ok(up) => Ok(up),
+            Err(StreamEnd::ConnectFailed { timed_out }) => {
+                stats.upstream_rq_pending_failure_eject.inc();
+                Err(Attempt::ConnectFailed { timed_out })
+            }
+            Err(_) => Err(Attempt::Reset),
+        };
+    }
     stats.upstream_cx_total.inc();
     if let Some(board) = &snap.board {
         board.note_traffic();
@@ -481,15 +515,8 @@ pub(super) async fn connect(
     stats.upstream_cx_http1_total.inc();
     host.cx_total.inc();
     let failed = |timed_out: bool| {
-        stats.upstream_cx_connect_fail.inc();
+        super::h2_upstream::count_connect_failure(stats, timed_out);
         stats.upstream_rq_pending_failure_eject.inc();
-        stats.upstream_cx_destroy.inc();
-        if timed_out {
-            stats.upstream_cx_connect_timeout.inc();
-            stats.upstream_cx_destroy_local.inc();
-        } else {
-            stats.upstream_cx_destroy_remote.inc();
-        }
         Attempt::ConnectFailed { timed_out }
     };
     // Boxed: only a new connection waits here, and monoio's timeout would otherwise size every
@@ -760,6 +787,13 @@ async fn exchange(
         HeadRead::Complete(Some(shape)) => shape,
         HeadRead::Complete(None) => return Attempt::RetryableStatus,
         HeadRead::Closed { received_any } => {
+            // An HTTP/2 bridge says how the stream behind it ended.
+            match up.bridge.as_ref().and_then(|n| n.ended.get()) {
+                Some(StreamEnd::Refused) => return Attempt::StreamReset { refused: true },
+                Some(StreamEnd::Reset) => return Attempt::StreamReset { refused: false },
+                Some(StreamEnd::ConnectFailed { timed_out }) => return Attempt::ConnectFailed { timed_out },
+                Some(StreamEnd::ConnectionTermination) | None => {}
+            }
             up.peer_closed = true;
             if reused && !received_any {
                 // Never reached an application: not a request that ended on this connection.

@@ -404,6 +404,7 @@ stat_block! {
     ClusterStats {
         upstream_cx_total: Counter,
         upstream_cx_http1_total: Counter,
+        upstream_cx_http2_total: Counter,
         upstream_cx_active: Gauge,
         upstream_cx_tx_bytes_total: Counter,
         upstream_cx_rx_bytes_total: Counter,
