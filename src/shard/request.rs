@@ -94,6 +94,8 @@ pub(super) struct Request<'g> {
     /// The last request this connection may carry (`max_requests_per_connection`): its response
     /// says `connection: close` and the connection closes after it.
     last_on_connection: bool,
+    /// An HTTP/2 client's stream (`over_http2`).
+    http2: bool,
     _active: ActiveGuard<'g>,
 }
 
@@ -121,8 +123,15 @@ impl<'g> Request<'g> {
             filter_stats,
             started,
             last_on_connection: false,
+            http2: false,
             _active: ActiveGuard(stats),
         }
+    }
+
+    /// Marks a request an HTTP/2 client sent (through `h2`'s bridge): counted and logged as HTTP/2.
+    pub fn over_http2(mut self) -> Self {
+        self.http2 = true;
+        self
     }
 
     /// Makes this the connection's last request (`max_requests_per_connection` or
@@ -165,8 +174,13 @@ impl<'g> Request<'g> {
                 .detailed(details::LOW_VERSION);
             return reply(refusal, None);
         }
-        self.stats.downstream_rq_http1_total.inc();
         let traced = observe::on_request_head(self.listener, head, obs, self.shard);
+        if self.http2 {
+            self.stats.downstream_rq_http2_total.inc();
+            obs.protocol = "HTTP/2";
+        } else {
+            self.stats.downstream_rq_http1_total.inc();
+        }
         let scan = match body::scan(head.body, &buf[head.head_len..]) {
             Ok(scan) => scan,
             Err(e) => {
