@@ -291,7 +291,7 @@ fn a_continuation_flood_and_an_hpack_bomb_are_refused_and_others_are_served() {
 #[test]
 fn a_zero_window_stalls_only_its_stream_until_the_stream_idle_timeout() {
     let big = TestUpstream::start(Arc::new(|_: &Seen| Reply::ok(&"z".repeat(200_000))));
-    let (_skiff, addr, log) = setup("HTTP2", "stream_idle_timeout: 1s\n", &big);
+    let (skiff, addr, log) = setup("HTTP2", "stream_idle_timeout: 1s\n", &big);
     // SETTINGS_INITIAL_WINDOW_SIZE 0: the response can never be sent.
     let mut c = Conn::open(addr, &[(4, 0)]);
     let started = Instant::now();
@@ -307,6 +307,9 @@ fn a_zero_window_stalls_only_its_stream_until_the_stream_idle_timeout() {
     assert!(answered.is_some(), "a later stream is answered");
     assert_eq!(h2c(addr, "/other", &[]).status, 200);
     assert!(log_lines(&log, 1).iter().any(|l| l.starts_with("HTTP/2 GET /stalled 200")));
+    let s = stats(&skiff);
+    assert_eq!(stat_in(&s, "http2.tx_reset"), Some(1), "the stalled stream's reset");
+    assert_eq!(stat_in(&s, "http2.streams_active"), Some(0));
 }
 
 #[test]

@@ -16,7 +16,7 @@ use crate::filters::network::{Admission, Decision, NewConnection, RbacVerdict};
 use crate::http::{self, RequestHead, MAX_HEADERS};
 use crate::peer::Connection;
 use crate::snapshot::{ChainKey, HcmSettings};
-use crate::stats::{Http1Stats, HttpStats, ListenerStats, WorkerStats};
+use crate::stats::{Counter, HttpStats, ListenerStats, WorkerStats};
 use bytes::BytesMut;
 use monoio::buf::SliceMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, CancelableAsyncReadRent};
@@ -214,7 +214,18 @@ async fn requests(
                         Ok(Some(head)) => {
                             let Some(i) = generation.snap.listener_index(key) else { return };
                             let hcm = &generation.snap.listeners[i].hcm;
-                            if let Some(refusal) = codec_refusal(&head, hcm, &shard.stats.http1) {
+                            let (h1, h2) = (&shard.stats.http1, &shard.stats.http2);
+                            let underscores = match d.http2 {
+                                false => (
+                                    &h1.dropped_headers_with_underscores,
+                                    &h1.requests_rejected_with_underscores_in_headers,
+                                ),
+                                true => (
+                                    &h2.dropped_headers_with_underscores,
+                                    &h2.requests_rejected_with_underscores_in_headers,
+                                ),
+                            };
+                            if let Some(refusal) = codec_refusal(&head, hcm, underscores) {
                                 break 'parsed Parsed::Refused(refusal);
                             }
                             let mut request = Request::new(shard, &generation, i, started, &mut d.obs);
@@ -378,7 +389,7 @@ async fn linger(d: &mut Downstream, limit: Duration) -> Lingered {
 fn codec_refusal(
     head: &RequestHead<'_>,
     hcm: &HcmSettings,
-    http1: &Http1Stats,
+    (dropped, rejected): (&Counter, &Counter),
 ) -> Option<(u16, &'static str)> {
     if head.headers.len() > hcm.max_headers_count {
         return Some((431, details::TOO_MANY_HEADERS));
@@ -388,13 +399,13 @@ fn codec_refusal(
         UnderscoresAction::RejectRequest => {
             let any = head.headers.iter().any(|h| h.name.contains('_'));
             if any {
-                http1.requests_rejected_with_underscores_in_headers.inc();
+                rejected.inc();
             }
             any.then_some((400, details::UNEXPECTED_UNDERSCORE))
         }
         UnderscoresAction::DropHeader => {
             let n = head.headers.iter().filter(|h| h.name.contains('_')).count();
-            http1.dropped_headers_with_underscores.add(n as u64);
+            dropped.add(n as u64);
             None
         }
     }

@@ -189,6 +189,7 @@ pub(super) async fn serve(shard: Rc<Shard>, key: ChainKey, d: Downstream, spawn:
                 // A listener removed by a reload takes no new streams on its old connections.
                 if shard.generation().snap.listener_index(key).is_none() {
                     respond.send_reset(Reason::REFUSED_STREAM);
+                    shard.stats.http2.tx_reset.inc();
                     if !closing {
                         closing = true;
                         conn.graceful_shutdown();
@@ -202,6 +203,7 @@ pub(super) async fn serve(shard: Rc<Shard>, key: ChainKey, d: Downstream, spawn:
                     conn.graceful_shutdown();
                 }
                 c.active.set(c.active.get() + 1);
+                shard.stats.http2.streams_active.inc();
                 monoio::spawn(exchange(c.clone(), req, respond));
             }
             Some(Err(e)) => {
@@ -260,7 +262,7 @@ async fn exchange(c: Rc<Conn>, req: http_types::Request<RecvStream>, mut respond
     let head_request = parts.method == http_types::Method::HEAD;
     let outcome = match c.pair() {
         Ok(pair) => {
-            let result = relay(&c, &pair, head, body, chunked, head_request, &mut respond).await;
+            let result = relay(&c, &pair, (head, body, chunked), head_request, &mut respond).await;
             if let Ok(true) = result {
                 let mut free = c.free.borrow_mut();
                 if free.len() < FREE_PAIRS {
@@ -272,14 +274,22 @@ async fn exchange(c: Rc<Conn>, req: http_types::Request<RecvStream>, mut respond
         Err(e) => Err(Failure::Pair(e)),
     };
     c.active.set(c.active.get().saturating_sub(1));
+    let http2 = &c.shard.stats.http2;
+    http2.streams_active.dec();
     match outcome {
         Ok(()) => {}
         // The client is gone or reset the stream: nothing to tell it.
-        Err(Failure::Client(e)) => log::debug!("h2 stream from {}: {e}", c.peer),
+        Err(Failure::Client(e)) => {
+            log::debug!("h2 stream from {}: {e}", c.peer);
+            if e.is_reset() && e.is_remote() {
+                http2.rx_reset.inc();
+            }
+        }
         Err(e) => {
             log::debug!("h2 stream from {}: {e}", c.peer);
             let reason = if matches!(e, Failure::Stalled) { Reason::CANCEL } else { Reason::INTERNAL_ERROR };
             respond.send_reset(reason);
+            http2.tx_reset.inc();
         }
     }
 }
@@ -307,13 +317,11 @@ impl Conn {
 async fn relay(
     c: &Conn,
     pair: &TcpStream,
-    head: Vec<u8>,
-    body: RecvStream,
-    chunked: bool,
+    (head, body, chunked): (Vec<u8>, RecvStream, bool),
     head_request: bool,
     respond: &mut SendResponse<Bytes>,
 ) -> Result<bool, Failure> {
-    let send = pin!(send_request(pair, head, body, chunked));
+    let send = pin!(send_request(c, pair, head, body, chunked));
     let recv = pin!(relay_response(c, pair, head_request, respond));
     match select(send, recv).await {
         Either::Left((Ok(()), recv)) => recv.await,
@@ -382,6 +390,7 @@ fn header_line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 /// Writes the head, then the body as it arrives (releasing flow control only as the pair takes
 /// it), then chunked trailers.
 async fn send_request(
+    c: &Conn,
     pair: &TcpStream,
     head: Vec<u8>,
     mut body: RecvStream,
@@ -406,6 +415,9 @@ async fn send_request(
         let _ = body.flow_control().release_capacity(n);
     }
     let trailers = poll_fn(|cx| body.poll_trailers(cx)).await?;
+    if trailers.is_some() {
+        c.shard.stats.http2.trailers.inc();
+    }
     if chunked {
         let mut end = b"0\r\n".to_vec();
         for (name, value) in trailers.iter().flatten() {
