@@ -10,7 +10,8 @@ mod support;
 #[path = "support/envoy.rs"]
 mod envoy;
 
-use std::collections::BTreeMap;
+use envoy::Observed;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
@@ -99,14 +100,6 @@ const H2_STATS: &[&str] = &[
     "http2.tx_reset",
     "http2.streams_active",
 ];
-
-#[derive(Debug, PartialEq)]
-struct Observed {
-    client: Vec<String>,
-    upstream: Vec<String>,
-    log: Vec<String>,
-    stats: BTreeMap<String, u64>,
-}
 
 fn run(s: &Scenario, proxy: &str, bin: &Path) -> Observed {
     let dir = support::scratch_dir(&format!("parity-h2-{}-{proxy}", s.name));
