@@ -125,6 +125,10 @@ pub struct HcmSettings {
     pub default_host_for_http_10: Option<String>,
     /// `upgrade_configs`, lower-cased types (a route's own override them).
     pub upgrades: Vec<config::UpgradeConfig>,
+    /// `codec_type`: whether a connection may or must speak HTTP/2 (`shard::h2`).
+    pub codec: config::HttpCodec,
+    /// `http2_protocol_options`.
+    pub http2: config::Http2Options,
 }
 
 impl HcmSettings {
@@ -147,6 +151,8 @@ impl HcmSettings {
             accept_http_10: hcm.accept_http_10,
             default_host_for_http_10: hcm.default_host_for_http_10.clone(),
             upgrades: hcm.upgrades.clone(),
+            codec: hcm.codec,
+            http2: hcm.http2,
         }
     }
 }

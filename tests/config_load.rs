@@ -221,7 +221,7 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: web
-          codec_type: HTTP1
+          codec_type: auto
           use_remote_address: true
           access_log:
           - name: envoy.access_loggers.file
@@ -551,11 +551,37 @@ fn static_cluster_needs_ip_endpoints() {
 }
 
 #[test]
-fn http2_codec_is_refused() {
+fn http2_codecs_load_and_http3_is_refused() {
+    let loaded = load_str(&with("codec_type: AUTO", "codec_type: HTTP2"), "skiff.yaml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.bootstrap.listeners[0].hcm.codec, skiff::config::HttpCodec::Http2);
     assert_eq!(
-        err(&with("codec_type: AUTO", "codec_type: HTTP2")),
-        "skiff.yaml:12:23: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.codec_type: codec_type HTTP2 is not yet supported (supported: AUTO, HTTP1)"
+        err(&with("codec_type: AUTO", "codec_type: HTTP3")),
+        "skiff.yaml:12:23: static_resources.listeners[0].filter_chains[0].filters[0].typed_config.codec_type: codec_type HTTP3 is not yet supported (supported: AUTO, HTTP1, HTTP2)"
     );
+}
+
+#[test]
+fn http2_protocol_options_are_read_within_envoys_ranges() {
+    let options = "          http2_protocol_options: { max_concurrent_streams: 7, initial_stream_window_size: 65535, hpack_table_size: 0, max_outbound_frames: 50 }\n";
+    let loaded = load_str(&hcm_with(options), "skiff.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let h2 = loaded.bootstrap.listeners[0].hcm.http2;
+    assert_eq!(
+        (h2.max_concurrent_streams, h2.initial_stream_window_size, h2.hpack_table_size),
+        (7, 65535, 0)
+    );
+    assert_eq!(h2.initial_connection_window_size, 268_435_456, "Envoy's default");
+    assert!(
+        loaded.warnings.iter().any(|w| w.contains("http2_protocol_options.max_outbound_frames")),
+        "{:?}",
+        loaded.warnings
+    );
+    let small = "          http2_protocol_options: { initial_stream_window_size: 100 }\n";
+    assert!(
+        err(&hcm_with(small)).contains("initial_stream_window_size must be in 65535..=2147483647, got 100")
+    );
+    let connect = "          http2_protocol_options: { allow_connect: true }\n";
+    assert!(err(&hcm_with(connect)).contains("allow_connect is not supported"));
 }
 
 #[test]

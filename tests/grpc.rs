@@ -5,10 +5,9 @@
 //! client sees through the proxy must be what it sees talking to the server directly (but the
 //! proxy's own answer), and the access log must say what each call was.
 //!
-//! The real Envoy 1.40 runs it today. Skiff runs the same config and traffic once it speaks HTTP/2
-//! on both sides (`skiff_speaks_h2`); its HTTP/1.1 half (what an HTTP/1.1 client gets from the
-//! same config) runs now. Envoy and grpcio are found on PATH; without them these tests fail under
-//! CI and skip elsewhere.
+//! The real Envoy 1.40 and skiff run the same config and traffic, and what the client sees through
+//! each must be equal; so must what an HTTP/1.1 client gets from the same config. Envoy and grpcio
+//! are found on PATH; without them these tests fail under CI and skip elsewhere.
 
 mod support;
 
@@ -22,14 +21,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use support::{dead_port, raw_until_close, scratch_dir, Skiff};
-
-/// Whether skiff serves HTTP/2 to clients (h2c with prior knowledge on a `codec_type: AUTO`
-/// listener) and speaks it to clusters with `explicit_http_config.http2_protocol_options`. False
-/// until the h2 branches (wt-h2down, wt-h2up) are merged; the lead switches it on then, and the
-/// skiff half of `grpc_calls_through_the_proxy_are_what_the_server_says` runs.
-fn skiff_speaks_h2() -> bool {
-    false
-}
 
 /// The calls as the client sees them talking straight to the server.
 fn direct(server: SocketAddr) -> Vec<Call> {
@@ -175,10 +166,8 @@ fn grpc_calls_through_the_proxy_are_what_the_server_says() {
         assert!(e.log.contains(&line), "{line:?} not in envoy's log {:#?}", e.log);
     }
 
-    if skiff_speaks_h2() {
-        let k = through_skiff();
-        assert_eq!(k, e, "skiff (right) against envoy (left)");
-    }
+    let k = through_skiff();
+    assert_eq!(k, e, "skiff (left) against envoy (right)");
 }
 
 /// What an HTTP/1.1 client gets from the same config on both proxies: a gRPC request with the

@@ -10,6 +10,8 @@ mod support;
 #[path = "support/envoy.rs"]
 mod envoy;
 
+use envoy::Observed;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -69,15 +71,6 @@ fn config(
         cluster("backend", backend),
         cluster("dead", dead),
     )
-}
-
-/// Everything one proxy showed.
-#[derive(Debug, PartialEq)]
-struct Observed {
-    client: Vec<String>,
-    upstream: Vec<String>,
-    log: Vec<String>,
-    stats: BTreeMap<String, u64>,
 }
 
 /// A response head as comparable lines: the status line, then `name: value` lower-cased and

@@ -10,6 +10,8 @@ mod support;
 #[path = "support/envoy.rs"]
 mod envoy;
 
+use envoy::Observed;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -88,15 +90,6 @@ fn config(port: u16, admin: u16, up_port: u16, backend: SocketAddr, log: &Path, 
         indent(&upstream_cluster("up_good", up, "up.example", certs), 2),
         indent(&upstream_cluster("up_bad", up, "wrong.example", certs), 2),
     )
-}
-
-/// Everything one proxy showed.
-#[derive(Debug, PartialEq)]
-struct Observed {
-    client: Vec<String>,
-    upstream: Vec<String>,
-    log: Vec<String>,
-    stats: BTreeMap<String, u64>,
 }
 
 struct Scenario {

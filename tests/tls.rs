@@ -143,7 +143,7 @@ fn tls_params_and_alpn_are_what_a_client_can_negotiate() {
             .concat(),
     );
     assert!(ok, "{out}");
-    assert!(out.contains("ALPN protocol: http/1.1"), "skiff speaks HTTP/1.1 only:\n{out}");
+    assert!(out.contains("ALPN protocol: h2"), "the listener's first choice, as Envoy picks:\n{out}");
     let r = curl(addr, "a.example", "/", certs, &[]);
     assert_eq!((r.status, r.body.as_str()), (Some(200), "ok"), "{r:?}");
 }
@@ -166,7 +166,7 @@ fn tls_settings_skiff_cannot_honour_are_refused_with_their_place() {
         with_socket(&listener_yaml("main", "127.0.0.1", &route_all_to("backend")), &socket)
     };
     let cases = [
-        (listener_with("", "alpn_protocols: [h2]\n"), "common_tls_context.alpn_protocols: alpn_protocols [\"h2\"] lacks http/1.1"),
+        (listener_with("", "alpn_protocols: [h3]\n"), "common_tls_context.alpn_protocols: alpn_protocols [\"h3\"] lacks h2 and http/1.1"),
         (listener_with("", "tls_params: { cipher_suites: [AES128-SHA] }\n"), "tls_params.cipher_suites[0]: cipher suite \"AES128-SHA\" is not supported"),
         (listener_with("", "tls_params: { tls_maximum_protocol_version: TLSv1_1 }\n"), "tls_maximum_protocol_version: TLS versions below TLSv1_2"),
         (listener_with("require_client_certificate: true\n", ""), "require_client_certificate needs common_tls_context.validation_context.trusted_ca"),

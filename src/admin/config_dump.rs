@@ -704,6 +704,27 @@ fn hcm(h: &HttpConnectionManager) -> Value {
         }
     }
     m.insert("common_http_protocol_options".into(), Value::Object(common));
+    match h.codec {
+        HttpCodec::Auto => {}
+        HttpCodec::Http1 => {
+            m.insert("codec_type".into(), "HTTP1".into());
+        }
+        HttpCodec::Http2 => {
+            m.insert("codec_type".into(), "HTTP2".into());
+        }
+    }
+    if h.http2 != Http2Options::default() {
+        let o = &h.http2;
+        m.insert(
+            "http2_protocol_options".into(),
+            json!({
+                "max_concurrent_streams": o.max_concurrent_streams,
+                "initial_stream_window_size": o.initial_stream_window_size,
+                "initial_connection_window_size": o.initial_connection_window_size,
+                "hpack_table_size": o.hpack_table_size,
+            }),
+        );
+    }
     // `0s` (off) reads back as None.
     m.insert("stream_idle_timeout".into(), duration(h.stream_limits.idle.unwrap_or(Duration::ZERO)).into());
     if let Some(d) = h.stream_limits.request {

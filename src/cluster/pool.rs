@@ -27,6 +27,16 @@ use std::time::Instant;
 pub struct PoolKey {
     pub cluster: u64,
     pub addr: SocketAddr,
+    /// A `use_downstream_protocol_config` cluster's HTTP/2 connections, for HTTP/2 clients: kept
+    /// apart from its HTTP/1.1 ones (false for every other cluster).
+    pub downstream_http2: bool,
+}
+
+impl PoolKey {
+    /// The key of `cluster`'s HTTP/1.1 (or only) connections to `addr`.
+    pub fn of(cluster: u64, addr: SocketAddr) -> Self {
+        PoolKey { cluster, addr, downstream_http2: false }
+    }
 }
 
 /// A read submitted on an idle connection: whatever completes it before the next request is

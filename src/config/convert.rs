@@ -809,7 +809,7 @@ fn hcm(
     listener_port: u16,
 ) -> Res<HttpConnectionManager> {
     reject_present!(p, h, [scoped_routes], "only an inline route_config or rds from a file is supported");
-    reject_present!(p, h, [http2_protocol_options, http3_protocol_options], "skiff speaks HTTP/1.1 only");
+    reject_present!(p, h, [http3_protocol_options], "skiff speaks HTTP/1.1 and HTTP/2 only");
     warn_present!(
         cx,
         p,
@@ -1062,7 +1062,15 @@ fn hcm(
     }
     let upgrades =
         upgrades(up, h.upgrade_configs.iter().flatten().map(|u| (u.upgrade_type.as_str(), u.enabled)))?;
-    let _ = h.codec_type; // AUTO and HTTP1 both mean HTTP/1.1 here; the rest fail at parse.
+    let codec = match h.codec_type.map(|c| c.0) {
+        None | Some(CodecType::Auto) => HttpCodec::Auto,
+        Some(CodecType::Http1) => HttpCodec::Http1,
+        Some(CodecType::Http2) => HttpCodec::Http2,
+    };
+    let http2 = match h.http2_protocol_options {
+        Some(o) => http2_options(cx, p.key("http2_protocol_options"), o)?,
+        None => Http2Options::default(),
+    };
     Ok(HttpConnectionManager {
         stat_prefix,
         route_config,
@@ -1094,7 +1102,55 @@ fn hcm(
         accept_http_10,
         default_host_for_http_10,
         upgrades,
+        codec,
+        http2,
     })
+}
+
+/// `http2_protocol_options`, with Envoy's ranges: the window sizes are 65535..=2^31-1 and
+/// `max_concurrent_streams` 1..=2^31-1, as its proto validation says.
+fn http2_options(cx: &mut Cx, p: FieldPath, o: RawHttp2Options) -> Res<Http2Options> {
+    const MAX: u32 = 2_147_483_647;
+    reject_present!(p, o, [allow_connect, allow_metadata], "HTTP/2 CONNECT and METADATA are not implemented");
+    warn_present!(
+        cx,
+        p,
+        o,
+        "hcm.http2_protocol_options",
+        [
+            max_outbound_frames,
+            max_outbound_control_frames,
+            max_consecutive_inbound_frames_with_empty_payload,
+            max_inbound_priority_frames_per_stream,
+            max_inbound_window_update_frames_per_data_frame_sent,
+            connection_keepalive,
+            custom_settings_parameters,
+        ]
+    );
+    let mut out = Http2Options::default();
+    let ranged = |field: &str, v: Option<u32>, range: std::ops::RangeInclusive<u32>, default: u32| match v {
+        None => Ok(default),
+        Some(v) if range.contains(&v) => Ok(v),
+        Some(v) => {
+            fail(p.key(field), format!("{field} must be in {}..={}, got {v}", range.start(), range.end()))
+        }
+    };
+    out.max_concurrent_streams =
+        ranged("max_concurrent_streams", o.max_concurrent_streams, 1..=MAX, out.max_concurrent_streams)?;
+    out.initial_stream_window_size = ranged(
+        "initial_stream_window_size",
+        o.initial_stream_window_size,
+        65535..=MAX,
+        out.initial_stream_window_size,
+    )?;
+    out.initial_connection_window_size = ranged(
+        "initial_connection_window_size",
+        o.initial_connection_window_size,
+        65535..=MAX,
+        out.initial_connection_window_size,
+    )?;
+    out.hpack_table_size = o.hpack_table_size.unwrap_or(out.hpack_table_size);
+    Ok(out)
 }
 
 use super::model::MAX_HEADERS_COUNT as MAX_HEADERS;

@@ -540,7 +540,7 @@ pub(super) fn upstream(p: &FieldPath, s: &RawTransportSocket, secrets: &Secrets)
         }
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = c.alpn;
+    config.alpn_protocols = upstream_offer(&cp.key("alpn_protocols"), c.alpn)?;
     // Envoy's default `max_session_keys` is 1; 0 turns resumption off.
     config.resumption = match raw.max_session_keys {
         Some(0) => rustls::client::Resumption::disabled(),
@@ -951,14 +951,30 @@ fn san(p: &FieldPath, san_type: &str, m: &RawStringMatcher, at: &FieldPath) -> R
 
 /// `alpn_protocols`: skiff speaks HTTP/1.1 only, so that is all it offers; a list without it is
 /// refused (an h2-only listener would answer every client with a protocol it cannot speak).
+/// The protocols a context offers by ALPN, in the config's order: those skiff speaks (HTTP/2 is
+/// served to clients only: an upstream context keeps `http/1.1`, see `upstream_offer`).
 fn alpn(p: &FieldPath, protocols: Vec<String>) -> Res<Vec<Vec<u8>>> {
     if protocols.is_empty() {
         return Ok(Vec::new());
     }
-    if protocols.iter().any(|a| a == "http/1.1") {
-        return Ok(vec![b"http/1.1".to_vec()]);
+    let spoken: Vec<Vec<u8>> =
+        protocols.iter().filter(|a| *a == "h2" || *a == "http/1.1").map(|a| a.as_bytes().to_vec()).collect();
+    if spoken.is_empty() {
+        return fail(
+            p.clone(),
+            format!("alpn_protocols {protocols:?} lacks h2 and http/1.1, the protocols skiff speaks"),
+        );
     }
-    fail(p.clone(), format!("alpn_protocols {protocols:?} lacks http/1.1, the only protocol skiff speaks"))
+    Ok(spoken)
+}
+
+/// What an upstream context offers: `http/1.1` when its list has it (skiff speaks HTTP/1.1 to
+/// upstreams); a list without it is refused.
+fn upstream_offer(p: &FieldPath, alpn: Vec<Vec<u8>>) -> Res<Vec<Vec<u8>>> {
+    if alpn.is_empty() || alpn.iter().any(|a| a == b"http/1.1") {
+        return Ok(alpn.into_iter().filter(|a| a == b"http/1.1").collect());
+    }
+    fail(p.clone(), "alpn_protocols lacks http/1.1, the only protocol skiff speaks to upstreams")
 }
 
 fn finding(p: &FieldPath, e: impl std::fmt::Display) -> super::error::Finding {

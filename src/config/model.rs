@@ -290,6 +290,45 @@ pub struct HttpConnectionManager {
     pub default_host_for_http_10: Option<String>,
     /// `upgrade_configs`.
     pub upgrades: Vec<UpgradeConfig>,
+    /// `codec_type`.
+    pub codec: HttpCodec,
+    /// `http2_protocol_options` (Envoy's defaults when unset).
+    pub http2: Http2Options,
+}
+
+/// `codec_type`: which protocol a client connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpCodec {
+    /// HTTP/2 when the client opens with the HTTP/2 connection preface (prior knowledge, or after
+    /// ALPN `h2`), else HTTP/1.1.
+    Auto,
+    Http1,
+    Http2,
+}
+
+/// `http2_protocol_options`: the SETTINGS and limits of a client's HTTP/2 connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Options {
+    /// `max_concurrent_streams`, Envoy's default 2147483647; a stream beyond it is refused
+    /// (RST_STREAM REFUSED_STREAM).
+    pub max_concurrent_streams: u32,
+    /// `initial_stream_window_size`, Envoy's default 256 MiB.
+    pub initial_stream_window_size: u32,
+    /// `initial_connection_window_size`, Envoy's default 256 MiB.
+    pub initial_connection_window_size: u32,
+    /// `hpack_table_size`, Envoy's default 4096: the HPACK decoder table the client may use.
+    pub hpack_table_size: u32,
+}
+
+impl Default for Http2Options {
+    fn default() -> Self {
+        Http2Options {
+            max_concurrent_streams: 2_147_483_647,
+            initial_stream_window_size: 268_435_456,
+            initial_connection_window_size: 268_435_456,
+            hpack_table_size: 4096,
+        }
+    }
 }
 
 /// The most header lines a head may have: the parser's fixed array (`http::MAX_HEADERS`, checked

@@ -165,15 +165,18 @@ impl CiEnum for DnsLookupFamily {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CodecType {
+    /// HTTP/2 when the client opens with its connection preface, else HTTP/1.1.
     Auto,
     Http1,
+    /// HTTP/2 only (prior knowledge, or `h2` by ALPN).
+    Http2,
 }
 
 impl CiEnum for CodecType {
     const FIELD: &'static str = "codec_type";
     const SUPPORTED: &'static [(&'static str, Self)] =
-        &[("AUTO", CodecType::Auto), ("HTTP1", CodecType::Http1)];
-    const UNSUPPORTED: &'static [&'static str] = &["HTTP2", "HTTP3"];
+        &[("AUTO", CodecType::Auto), ("HTTP1", CodecType::Http1), ("HTTP2", CodecType::Http2)];
+    const UNSUPPORTED: &'static [&'static str] = &["HTTP3"];
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -855,8 +858,8 @@ pub struct RawHcm {
     // Rejected.
     pub rds: Option<RawRds>,
     pub scoped_routes: Ign,
-    pub http2_protocol_options: Ign,
     pub http3_protocol_options: Ign,
+    pub http2_protocol_options: Option<RawHttp2Options>,
     pub tracing: Option<RawHcmTracing>,
     // Warned about.
     pub normalize_path: Ign,
@@ -1044,6 +1047,32 @@ pub struct RawHttp1Options {
     pub use_balsa_parser: Ign,
     pub allow_custom_methods: Ign,
     pub ignore_http_11_upgrade: Ign,
+}
+
+/// v3 `Http2ProtocolOptions` on the connection manager (`shard::h2`).
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "an http2_protocol_options mapping")]
+pub struct RawHttp2Options {
+    pub max_concurrent_streams: Option<u32>,
+    pub initial_stream_window_size: Option<u32>,
+    pub initial_connection_window_size: Option<u32>,
+    pub hpack_table_size: Option<u32>,
+    // Warned about: the h2 codec has its own flood guards (config/unenforced.rs).
+    pub max_outbound_frames: Ign,
+    pub max_outbound_control_frames: Ign,
+    pub max_consecutive_inbound_frames_with_empty_payload: Ign,
+    pub max_inbound_priority_frames_per_stream: Ign,
+    pub max_inbound_window_update_frames_per_data_frame_sent: Ign,
+    pub connection_keepalive: Ign,
+    pub custom_settings_parameters: Ign,
+    // Refused.
+    pub allow_connect: Option<bool>,
+    pub allow_metadata: Option<bool>,
+    // Ignored: skiff's answers to an invalid message are its own either way.
+    pub stream_error_on_invalid_http_messaging: Ign,
+    pub override_stream_error_on_invalid_http_message: Ign,
+    pub use_oghttp2_codec: Ign,
+    pub max_metadata_size: Ign,
 }
 
 #[derive(Debug, DeriveDeserialize)]

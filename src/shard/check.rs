@@ -122,7 +122,7 @@ pub(super) async fn send(
     };
     let addr = snap.endpoints[endpoint];
     let host = &generation.host_stats[cluster][endpoint];
-    let key = PoolKey { cluster: snap.pool_id, addr };
+    let key = PoolKey::of(snap.pool_id, addr);
     let mut up = match upstream::take_pooled(shard, key) {
         Some(up) => up,
         None => {

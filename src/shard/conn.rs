@@ -4,18 +4,19 @@
 //! connection's buffers, its gauge and its lifetime timer; knows nothing of routes or upstreams.
 
 use super::downstream::Downstream;
+use super::h2;
 use super::reply::details;
 use super::request::{Continue, Plan, Request};
 use super::socket::{self, spare, Pending, READ_CHUNK};
-use super::state::Shard;
+use super::state::{Generation, Shard};
 use super::timer::Timer;
 use super::tls::{Hello, Terminate};
-use crate::config::UnderscoresAction;
+use crate::config::{HttpCodec, UnderscoresAction};
 use crate::filters::network::{Admission, Decision, NewConnection, RbacVerdict};
 use crate::http::{self, RequestHead, MAX_HEADERS};
 use crate::peer::Connection;
 use crate::snapshot::{ChainKey, HcmSettings};
-use crate::stats::{Http1Stats, HttpStats, ListenerStats, WorkerStats};
+use crate::stats::{Counter, HttpStats, ListenerStats, WorkerStats};
 use bytes::BytesMut;
 use monoio::buf::SliceMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, CancelableAsyncReadRent};
@@ -64,7 +65,7 @@ pub(super) async fn serve(
     hello: Option<Box<Hello>>,
 ) {
     let local = stream.local_addr().unwrap_or(peer);
-    let (stats, listener, lifetime, tls, admission, mut gate) = {
+    let (stats, listener, lifetime, tls, admission, gate, codec) = {
         let generation = shard.generation();
         let Some(i) = generation.snap.listener_index(key) else { return };
         let l = &generation.snap.listeners[i];
@@ -87,6 +88,7 @@ pub(super) async fn serve(
             tls,
             admission,
             gate,
+            l.hcm.codec,
         )
     };
     shard.conn_opened();
@@ -110,15 +112,58 @@ pub(super) async fn serve(
     let _ = stream.set_nodelay(true);
     // A TLS connection is served through its bridge's end of a socket pair (`tls.rs`); boxed so
     // that plaintext connections' tasks do not carry the handshake's state.
-    let (stream, _tls, tls_peer) = match tls {
-        None => (stream, None, None),
+    let (stream, _tls, tls_peer, alpn_h2) = match tls {
+        None => (stream, None, None, false),
         Some(t) => match Box::pin(t.accept(stream, hello)).await {
-            Some(b) => (b.stream, Some(b.active), Some(b.peer)),
+            Some(b) => (b.stream, Some(b.active), Some(b.peer), b.alpn_h2),
             None => return,
         },
     };
     let mut d = Downstream::new(stream, peer, local, shard.next_conn_id());
     d.tls = tls_peer;
+    // The first bytes decide (after the RBAC filters' first-byte check): AUTO serves HTTP/2 to a
+    // client that opens with its preface (prior knowledge, or after ALPN `h2`, which a context
+    // only offers when its `alpn_protocols` list it); HTTP2 closes on anything else, as Envoy
+    // does, without a byte in answer.
+    let sniff = match codec {
+        HttpCodec::Http1 => Sniff::No,
+        HttpCodec::Auto if alpn_h2 => Sniff::Require,
+        HttpCodec::Auto => Sniff::Maybe,
+        HttpCodec::Http2 => Sniff::Require,
+    };
+    requests(&shard, key, d, lifetime, gate, sniff).await;
+}
+
+/// Whether a connection's first bytes are checked for the HTTP/2 preface (`h2::preface`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sniff {
+    No,
+    /// HTTP/2 if they are, else HTTP/1.1 (codec AUTO).
+    Maybe,
+    /// HTTP/2, or close (codec HTTP2, or ALPN `h2`).
+    Require,
+}
+
+/// Starts serving the HTTP/1 end of an h2 bridge pair (`h2`): `d` carries the HTTP/2 client's
+/// addresses and TLS peer; the h2 connection counts the connection and owns its lifetime.
+fn spawn_bridged(shard: Rc<Shard>, key: ChainKey, d: Downstream) {
+    monoio::spawn(async move { requests(&shard, key, d, None, None, Sniff::No).await });
+}
+
+/// The network RBAC filters' check on a connection's first bytes: the generation it was accepted
+/// under and its listener's index.
+pub(super) type Gate = Option<(Rc<Generation>, usize)>;
+
+/// Serves HTTP/1.1 requests on `d` until it closes. `sniff` (codec AUTO): the first bytes are
+/// checked for the HTTP/2 preface, and a connection that opens with it goes to `h2`.
+async fn requests(
+    shard: &Rc<Shard>,
+    key: ChainKey,
+    mut d: Downstream,
+    lifetime: Option<Duration>,
+    mut gate: Gate,
+    mut sniff: Sniff,
+) {
     let mut lifetime = lifetime.map(|limit| {
         d.expires = Instant::now().checked_add(limit);
         let mut timer = shard.timers.after(limit);
@@ -143,6 +188,21 @@ pub(super) async fn serve(
                         return;
                     }
                 }
+                if sniff != Sniff::No {
+                    match h2::preface(&d.buf) {
+                        Some(true) => return Box::pin(h2::serve(shard.clone(), key, d, spawn_bridged)).await,
+                        Some(false) if sniff == Sniff::Require => {
+                            // Envoy's HTTP/2 codec existed (counted) and failed on the bytes.
+                            waiting.http_stats[i].downstream_cx_http2_total.inc();
+                            waiting.http_stats[i].downstream_cx_protocol_error.inc();
+                            return;
+                        }
+                        Some(false) => sniff = Sniff::No,
+                        None => {}
+                    }
+                }
+            }
+            if !d.buf.is_empty() && sniff == Sniff::No {
                 let started = Instant::now();
                 // ...but route the request that arrived by the newest one. The head is parsed once:
                 // the plan is made while it borrows the buffer, in a block of its own so that the
@@ -154,13 +214,27 @@ pub(super) async fn serve(
                         Ok(Some(head)) => {
                             let Some(i) = generation.snap.listener_index(key) else { return };
                             let hcm = &generation.snap.listeners[i].hcm;
-                            if let Some(refusal) = codec_refusal(&head, hcm, &shard.stats.http1) {
+                            let (h1, h2) = (&shard.stats.http1, &shard.stats.http2);
+                            let underscores = match d.http2 {
+                                false => (
+                                    &h1.dropped_headers_with_underscores,
+                                    &h1.requests_rejected_with_underscores_in_headers,
+                                ),
+                                true => (
+                                    &h2.dropped_headers_with_underscores,
+                                    &h2.requests_rejected_with_underscores_in_headers,
+                                ),
+                            };
+                            if let Some(refusal) = codec_refusal(&head, hcm, underscores) {
                                 break 'parsed Parsed::Refused(refusal);
                             }
-                            let mut request = Request::new(&shard, &generation, i, started, &mut d.obs);
+                            let mut request = Request::new(shard, &generation, i, started, &mut d.obs);
                             d.requests = d.requests.saturating_add(1);
                             let stats = &generation.http_stats[i];
-                            if hcm.max_requests_per_connection.is_some_and(|max| d.requests >= max) {
+                            if d.http2 {
+                                // The h2 connection counts its streams against the limit.
+                                request = request.over_http2();
+                            } else if hcm.max_requests_per_connection.is_some_and(|max| d.requests >= max) {
                                 stats.downstream_cx_max_requests_reached.inc();
                                 request = request.last_on_connection();
                             } else if expired(&d) {
@@ -190,8 +264,7 @@ pub(super) async fn serve(
                     Parsed::Incomplete => {}
                     Parsed::Refused((status, why)) => {
                         Box::pin(
-                            Request::new(&shard, &waiting, i, started, &mut d.obs)
-                                .refuse(&mut d, status, why),
+                            Request::new(shard, &waiting, i, started, &mut d.obs).refuse(&mut d, status, why),
                         )
                         .await;
                         return;
@@ -199,7 +272,7 @@ pub(super) async fn serve(
                 }
             }
             match read_head_bytes(
-                &shard,
+                shard,
                 &mut d,
                 &mut first_byte,
                 max_head_len,
@@ -216,7 +289,7 @@ pub(super) async fn serve(
                     return;
                 }
                 HeadRead::TimedOut => {
-                    Box::pin(Request::new(&shard, &waiting, i, Instant::now(), &mut d.obs).refuse(
+                    Box::pin(Request::new(shard, &waiting, i, Instant::now(), &mut d.obs).refuse(
                         &mut d,
                         408,
                         details::REQUEST_HEADER_TIMEOUT,
@@ -241,7 +314,8 @@ pub(super) async fn serve(
             waiting.http_stats[i].downstream_cx_max_duration_reached.inc();
         }
         if next == Continue::Close || expired {
-            if let Some(limit) = hcm.delayed_close_timeout {
+            // A bridge pair's other end reads all it is sent: nothing to linger for.
+            if let Some(limit) = hcm.delayed_close_timeout.filter(|_| !d.http2) {
                 if Box::pin(linger(&mut d, limit)).await == Lingered::TimedOut {
                     waiting.http_stats[i].downstream_cx_delayed_close_timeout.inc();
                 }
@@ -315,7 +389,7 @@ async fn linger(d: &mut Downstream, limit: Duration) -> Lingered {
 fn codec_refusal(
     head: &RequestHead<'_>,
     hcm: &HcmSettings,
-    http1: &Http1Stats,
+    (dropped, rejected): (&Counter, &Counter),
 ) -> Option<(u16, &'static str)> {
     if head.headers.len() > hcm.max_headers_count {
         return Some((431, details::TOO_MANY_HEADERS));
@@ -325,13 +399,13 @@ fn codec_refusal(
         UnderscoresAction::RejectRequest => {
             let any = head.headers.iter().any(|h| h.name.contains('_'));
             if any {
-                http1.requests_rejected_with_underscores_in_headers.inc();
+                rejected.inc();
             }
             any.then_some((400, details::UNEXPECTED_UNDERSCORE))
         }
         UnderscoresAction::DropHeader => {
             let n = head.headers.iter().filter(|h| h.name.contains('_')).count();
-            http1.dropped_headers_with_underscores.add(n as u64);
+            dropped.add(n as u64);
             None
         }
     }

@@ -42,6 +42,10 @@ pub(super) struct Downstream {
     pub obs: Observed,
     /// Cancels the read an idle connection waits with, once it has waited long (`conn`).
     pub canceller: monoio::io::Canceller,
+    /// The requests on this connection are an HTTP/2 client's streams, written as HTTP/1.1 onto
+    /// a bridge pair by `h2`: logged and counted as HTTP/2, and the HTTP/1-only connection rules
+    /// (per-connection request limits, lingering close) are the h2 connection's business.
+    pub http2: bool,
 }
 
 impl Downstream {
@@ -71,6 +75,7 @@ impl Downstream {
             expires: None,
             obs: Observed::default(),
             canceller: monoio::io::Canceller::new(),
+            http2: false,
         }
     }
 }

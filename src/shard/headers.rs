@@ -215,6 +215,14 @@ pub(super) fn write_request_head(
         }
         // `connection_lists` never names a framing field (the codec's rule): a `Connection` token
         // cannot make Content-Length, Transfer-Encoding or Host disappear.
+        // Envoy passes `te` on only as `trailers`, when the client listed that token (gRPC needs
+        // it; HTTP/2 clients may send nothing else).
+        if header_is(name, "te") {
+            if h.value.split(|b| *b == b',').any(|t| t.trim_ascii() == b"trailers") {
+                out.extend_from_slice(b"te: trailers\r\n");
+            }
+            continue;
+        }
         let upgrade_line = rw.upgrade && (header_is(name, "upgrade") || header_is(name, "connection"));
         // Envoy passes `te` on as `te: trailers` when one of its comma-separated values is exactly
         // `trailers` (gRPC servers look for it), and drops it otherwise.

@@ -9,6 +9,7 @@ mod check;
 mod compress;
 mod conn;
 mod downstream;
+mod h2;
 mod h2_upstream;
 mod headers;
 mod mirror;

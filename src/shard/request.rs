@@ -97,6 +97,8 @@ pub(super) struct Request<'g> {
     /// The request is gRPC (`route::is_grpc`): skiff's own replies to it are gRPC's
     /// trailers-only answers, as Envoy's are. Known once its head is planned.
     grpc: Cell<bool>,
+    /// An HTTP/2 client's stream (`over_http2`).
+    http2: bool,
     _active: ActiveGuard<'g>,
 }
 
@@ -125,8 +127,15 @@ impl<'g> Request<'g> {
             started,
             last_on_connection: false,
             grpc: Cell::new(false),
+            http2: false,
             _active: ActiveGuard(stats),
         }
+    }
+
+    /// Marks a request an HTTP/2 client sent (through `h2`'s bridge): counted and logged as HTTP/2.
+    pub fn over_http2(mut self) -> Self {
+        self.http2 = true;
+        self
     }
 
     /// Makes this the connection's last request (`max_requests_per_connection` or
@@ -169,11 +178,16 @@ impl<'g> Request<'g> {
                 .detailed(details::LOW_VERSION);
             return reply(refusal, None);
         }
-        self.stats.downstream_rq_http1_total.inc();
         // Known from here on: Envoy's codec refusals above are not gRPC's, its connection
         // manager's and filters' replies are.
         self.grpc.set(crate::route::is_grpc(head.headers));
         let traced = observe::on_request_head(self.listener, head, obs, self.shard);
+        if self.http2 {
+            self.stats.downstream_rq_http2_total.inc();
+            obs.protocol = "HTTP/2";
+        } else {
+            self.stats.downstream_rq_http1_total.inc();
+        }
         let scan = match body::scan(head.body, &buf[head.head_len..]) {
             Ok(scan) => scan,
             Err(e) => {
@@ -382,6 +396,7 @@ impl<'g> Request<'g> {
             upgrade: upgrade.is_some(),
             hash: None,
             set_cookie: Vec::new(),
+            client_http2: self.http2,
         };
         if !fwd.hash_policy.is_empty() {
             let policy = self.generation.snap.clusters.get(cluster).map(|c| c.lb_policy);

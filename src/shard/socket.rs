@@ -276,8 +276,8 @@ pub(super) fn second_handle(stream: &TcpStream) -> std::io::Result<TcpStream> {
     duplicate(unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) })
 }
 
-/// A connected local socket pair, both ends as `TcpStream`s: a bridge (`tls`, `h2_upstream`)
-/// serves one end while the HTTP path uses the other as its connection.
+/// A connected local socket pair, both ends registered with this shard's driver: what a bridge
+/// (`tls`, `h2`, `h2_upstream`) hands the HTTP/1 path as "the connection" while it serves the other end.
 pub(super) fn pair() -> std::io::Result<(TcpStream, TcpStream)> {
     use std::os::fd::{FromRawFd, RawFd};
     let mut fds = [0 as RawFd; 2];
@@ -296,7 +296,46 @@ pub(super) fn pair() -> std::io::Result<(TcpStream, TcpStream)> {
     // monoio's TcpStream is a descriptor plus its driver registration; nothing in it needs the
     // socket to be TCP (setting TCP_NODELAY on it fails, and callers ignore that).
     // SAFETY: each descriptor is owned by exactly one std stream.
-    let (ours, theirs) =
+    let (a, b) =
         unsafe { (std::net::TcpStream::from_raw_fd(fds[0]), std::net::TcpStream::from_raw_fd(fds[1])) };
-    Ok((TcpStream::from_std(ours)?, TcpStream::from_std(theirs)?))
+    Ok((TcpStream::from_std(a)?, TcpStream::from_std(b)?))
+}
+
+pub(super) fn would_block(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted)
+}
+
+/// A socket read and written in place: one non-blocking `recv`/`send` per call (rustls's I/O,
+/// and the h2 bridge's pair ends, which two futures of one task read and write at once).
+#[derive(Clone, Copy)]
+pub(super) struct Fd(pub(super) std::os::fd::RawFd);
+
+impl std::io::Read for Fd {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // SAFETY: recv writes at most `buf.len()` bytes into `buf`; the descriptor is owned by a
+        // stream that outlives this call; MSG_DONTWAIT keeps the shard from blocking.
+        let n = unsafe { libc::recv(self.0, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+impl std::io::Write for Fd {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // SAFETY: send reads `buf.len()` bytes from `buf`; the descriptor is owned by a stream
+        // that outlives this call; MSG_NOSIGNAL turns a closed peer into EPIPE, not SIGPIPE.
+        let n = unsafe {
+            libc::send(self.0, buf.as_ptr().cast(), buf.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -201,7 +201,7 @@ async fn proxy(
     let Ok(upstream_reader) = second_handle(&stream) else { return out };
     let host = &generation.host_stats[cluster][endpoint];
     // The Upstream value counts the connection active and, when dropped, how it was destroyed.
-    let key = PoolKey { cluster: snap.pool_id, addr };
+    let key = PoolKey::of(snap.pool_id, addr);
     connection.keep();
     let slot = ConnSlot::new(snap.breaker.clone(), shard.pool.endpoint(key));
     let accounts = Accounts { stats: cluster_stats.clone(), host: host.clone(), slot };

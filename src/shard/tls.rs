@@ -7,6 +7,7 @@
 //! bridge is TLS's own, simpler and slower path (two more socket copies per byte, one task).
 //! Knows nothing of HTTP; owns no config (the contexts are built at load by `config`).
 
+use super::socket::{self, would_block, Fd};
 use super::state::Shard;
 use crate::cluster::ClusterSnap;
 use crate::config::tls::{ListenerTls, UpstreamTls};
@@ -16,7 +17,7 @@ use monoio::net::TcpStream;
 use rustls::{CertificateError, Connection, Error as TlsError};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +45,8 @@ pub(super) struct Bridged {
     pub active: Active,
     /// Boxed: the connection task holds it for the connection's life.
     pub peer: Box<TlsPeer>,
+    /// The client and the listener's `alpn_protocols` agreed on `h2`.
+    pub alpn_h2: bool,
 }
 
 /// Keeps `downstream_cx_ssl_active` counted while the connection lives.
@@ -121,6 +124,7 @@ impl Terminate {
         self.ssl.handshake.inc();
         count_session(&self.ssl, &conn);
         let mut peer = None;
+        let alpn_h2 = conn.alpn_protocol() == Some(b"h2");
         if let Connection::Server(s) = &conn {
             if s.peer_certificates().is_none_or(|c| c.is_empty()) {
                 self.ssl.no_certificate.inc();
@@ -130,7 +134,7 @@ impl Terminate {
             peer = Some(Box::new(TlsPeer::new(sni, s.peer_certificates(), local)));
         }
         let app = bridge(tcp, conn).ok()?;
-        Some(Bridged { stream: app, active: active?, peer: peer.unwrap_or_default() })
+        Some(Bridged { stream: app, active: active?, peer: peer.unwrap_or_default(), alpn_h2 })
     }
 }
 
@@ -305,7 +309,7 @@ async fn handshake(tcp: &TcpStream, conn: &mut Connection) -> Result<(), Failure
 /// A connected local socket pair: one end for the bridge, the other (returned) for the HTTP
 /// path, which treats it as the connection itself.
 fn bridge(tcp: TcpStream, conn: Connection) -> std::io::Result<TcpStream> {
-    let (ours, theirs) = super::socket::pair()?;
+    let (ours, theirs) = socket::pair()?;
     monoio::spawn(pump(tcp, ours, conn));
     Ok(theirs)
 }
@@ -433,43 +437,5 @@ async fn pump(tcp: TcpStream, app: TcpStream, mut conn: Connection) {
         if waited.is_err() {
             return;
         }
-    }
-}
-
-fn would_block(e: &std::io::Error) -> bool {
-    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted)
-}
-
-/// A socket as rustls reads and writes it: one non-blocking `recv`/`send` per call.
-#[derive(Clone, Copy)]
-struct Fd(RawFd);
-
-impl Read for Fd {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        // SAFETY: recv writes at most `buf.len()` bytes into `buf`; the descriptor is owned by a
-        // stream that outlives this call; MSG_DONTWAIT keeps the shard from blocking.
-        let n = unsafe { libc::recv(self.0, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(n as usize)
-    }
-}
-
-impl Write for Fd {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        // SAFETY: send reads `buf.len()` bytes from `buf`; the descriptor is owned by a stream
-        // that outlives this call; MSG_NOSIGNAL turns a closed peer into EPIPE, not SIGPIPE.
-        let n = unsafe {
-            libc::send(self.0, buf.as_ptr().cast(), buf.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-        };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(n as usize)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }

@@ -20,7 +20,7 @@ use crate::cluster::breaker::{Breaker, Held, Resource};
 use crate::cluster::outlier::Outcome;
 use crate::cluster::pool::{Accounts, ConnSlot, PoolKey, ReadSide, StreamEnd, Upstream};
 use crate::cluster::{ClusterSnap, ShardCluster};
-use crate::config::CircuitBreakers;
+use crate::config::{CircuitBreakers, UpstreamProtocol};
 use crate::http::{self, BodyKind, ResponseHead, MAX_HEADERS};
 use crate::route::{Forward, HeaderEdits};
 use crate::snapshot::ListenerSnap;
@@ -58,6 +58,8 @@ pub(super) struct RequestFacts {
     /// `set-cookie` lines of hash cookies generated for this request (`route::hash`); empty
     /// without one (no allocation).
     pub set_cookie: Vec<u8>,
+    /// The client spoke HTTP/2 (`use_downstream_protocol_config` clusters answer in kind).
+    pub client_http2: bool,
 }
 
 pub(super) struct Exchange<'a> {
@@ -494,10 +496,7 @@ pub(super) async fn connect(
     host: &Rc<HostStats>,
     slot: ConnSlot,
 ) -> Result<Upstream, Attempt> {
-    // The hook for `use_downstream_protocol_config`: every client is HTTP/1.1 until the
-    // downstream side marks the ones that spoke HTTP/2.
-    const CLIENT_SPOKE_HTTP2: bool = false;
-    if let Some(h2) = snap.protocol.http2_for(CLIENT_SPOKE_HTTP2) {
+    if let Some(h2) = snap.protocol.http2_for(key.downstream_http2) {
         // Boxed: only HTTP/2 clusters' new connections carry this in their future.
         return match Box::pin(super::h2_upstream::connect(shard, key, snap, h2, (stats, host), slot)).await {
             Ok(up) => Ok(up),
@@ -570,7 +569,8 @@ async fn attempt(
     retry_gate: Option<&RetryGate<'_>>,
 ) -> Attempt {
     let snap = &ex.generation.snap.clusters[ex.cluster];
-    let key = PoolKey { cluster: snap.pool_id, addr };
+    let downstream_http2 = ex.facts.client_http2 && matches!(snap.protocol, UpstreamProtocol::Downstream(_));
+    let key = PoolKey { cluster: snap.pool_id, addr, downstream_http2 };
     let up = match obtain(ex, key, endpoint, fresh_only).await {
         Ok(up) => up,
         Err(failed) => return failed,

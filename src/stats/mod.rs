@@ -23,6 +23,8 @@ pub enum Scope {
     Listener(String),
     /// `http1.*`: the HTTP/1.1 codec's counters, one set for the process as Envoy's.
     Http1,
+    /// `http2.*`: the HTTP/2 codec's counters (clients' connections), one set for the process.
+    Http2,
     /// `<stat_prefix>.http_local_rate_limit`: a local rate limit config's own prefix, at the root
     /// as Envoy puts it.
     LocalRateLimit(String),
@@ -73,6 +75,7 @@ impl Scope {
             Scope::Cluster(c) => format!("cluster.{c}"),
             Scope::Listener(l) => format!("listener.{l}"),
             Scope::Http1 => "http1".to_string(),
+            Scope::Http2 => "http2".to_string(),
             Scope::LocalRateLimit(p) => format!("{p}.http_local_rate_limit"),
             Scope::Fault(p) => format!("http.{p}.fault"),
             Scope::HttpFilter(p, filter) => format!("http.{p}.{filter}"),
@@ -322,6 +325,9 @@ stat_block! {
         downstream_cx_destroy_remote_active_rq: Counter,
         downstream_rq_total: Counter,
         downstream_rq_http1_total: Counter,
+        downstream_rq_http2_total: Counter,
+        downstream_cx_http2_total: Counter,
+        downstream_cx_http2_active: Gauge,
         downstream_rq_completed: Counter,
         downstream_rq_active: Gauge,
         downstream_rq_1xx: Counter,
@@ -361,6 +367,19 @@ stat_block! {
 stat_block! {
     /// `http1.*`: what the HTTP/1.1 codec refused or changed, whichever connection manager.
     Http1Stats {
+        dropped_headers_with_underscores: Counter,
+        requests_rejected_with_underscores_in_headers: Counter,
+    }
+}
+
+stat_block! {
+    /// `http2.*`: what skiff's HTTP/2 bridge (`shard::h2`) sees of its clients' streams; the
+    /// codec's own refusals (floods, refused streams) are not visible to it.
+    Http2Stats {
+        rx_reset: Counter,
+        tx_reset: Counter,
+        trailers: Counter,
+        streams_active: Gauge,
         dropped_headers_with_underscores: Counter,
         requests_rejected_with_underscores_in_headers: Counter,
     }
@@ -679,6 +698,7 @@ impl HostDump {
 #[derive(Default)]
 pub struct ShardStats {
     pub http1: Http1Stats,
+    pub http2: Http2Stats,
     http: RefCell<HashMap<String, Rc<HttpStats>>>,
     tcp: RefCell<HashMap<String, Rc<TcpStats>>>,
     listeners: RefCell<HashMap<String, Rc<ListenerStats>>>,
@@ -847,6 +867,7 @@ impl ShardStats {
             out.hosts.insert((cluster.clone(), *addr), d);
         }
         self.http1.dump(&Scope::Http1, &mut out);
+        self.http2.dump(&Scope::Http2, &mut out);
         for (prefix, s) in self.http.borrow().iter() {
             s.dump(&Scope::Http(prefix.clone()), &mut out);
         }

@@ -145,6 +145,7 @@ fn prometheus_name(e: &Entry) -> (String, Vec<(&'static str, String)>) {
     let family = match &e.scope {
         Scope::Server => format!("envoy_server_{metric}"),
         Scope::Http1 => format!("envoy_http1_{metric}"),
+        Scope::Http2 => format!("envoy_http2_{metric}"),
         Scope::TlsInspector => format!("envoy_tls_inspector_{metric}"),
         Scope::Http(prefix) => {
             labels.push(("envoy_http_conn_manager_prefix", prefix.clone()));

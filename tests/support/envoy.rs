@@ -170,3 +170,13 @@ pub fn parse_stats(text: &str) -> std::collections::BTreeMap<String, u64> {
         })
         .collect()
 }
+
+/// Everything one proxy showed in a parity scenario: what the client saw, what the upstream got,
+/// the access-log lines and the stats the scenario names (compared whole, skiff == Envoy).
+#[derive(Debug, PartialEq)]
+pub struct Observed {
+    pub client: Vec<String>,
+    pub upstream: Vec<String>,
+    pub log: Vec<String>,
+    pub stats: std::collections::BTreeMap<String, u64>,
+}

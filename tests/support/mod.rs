@@ -4,6 +4,7 @@
 
 pub mod ext_authz;
 pub mod filters;
+pub mod h2;
 pub mod tls;
 pub mod websocket;
 
@@ -146,6 +147,10 @@ impl Skiff {
             std::thread::sleep(Duration::from_millis(25));
         }
         false
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
