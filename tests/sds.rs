@@ -225,8 +225,10 @@ fn a_secret_name_that_is_missing_or_of_the_wrong_kind_is_refused_in_envoys_words
     let e =
         with(&format!("{}tls_certificate_sds_secret_configs: [{{ name: server }}]\n", inline_files(certs)));
     assert!(e.contains("SDS and non-SDS TLS certificates may not be mixed in server contexts"), "{e}");
-    let e = with("tls_certificate_sds_secret_configs: [{ name: server, sds_config: { path_config_source: { path: /tmp/x.yaml } } }]\n");
-    assert!(e.contains("sds_config") && e.contains("not supported"), "{e}");
+    let e = with("tls_certificate_sds_secret_configs: [{ name: server, sds_config: { ads: {} } }]\n");
+    assert!(e.contains("sds_config.ads") && e.contains("not supported"), "{e}");
+    let e = with("tls_certificate_sds_secret_configs: [{ name: server, sds_config: { path_config_source: { path: /nonexistent/x.yaml } } }]\n");
+    assert!(e.contains("sds_config") && e.contains("/nonexistent/x.yaml"), "{e}");
     // A bad file inside a secret is reported at the secret.
     let broken = secrets(certs).replace(&certs.path("a.key"), "/nonexistent/a.key");
     let e = refusal(&config_with(certs, 0, 0, &broken, BY_NAME));
