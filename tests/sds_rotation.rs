@@ -275,7 +275,7 @@ fn a_renewed_certificate_is_served_under_load_with_no_failed_request() {
     let v: serde_json::Value = serde_json::from_str(&body).expect("/certs is JSON");
     let leaf = &v["certificates"][0]["cert_chain"][0];
     assert_eq!(leaf["path"], "<inline>");
-    assert_eq!(leaf["serial_number"].as_str(), Some(serial(&certs, "renewed.crt").as_str()), "{v}");
+    assert_eq!(leaf["serial_number"].as_str(), Some(certs.serial("renewed.crt").as_str()), "{v}");
     // /config_dump shows the secret with its certificate inlined and its key redacted.
     let (_, dump) = envoy::admin_get(admin, "/config_dump").expect("GET /config_dump");
     let key = std::fs::read_to_string(certs.path("renewed.key")).expect("renewed.key");
@@ -289,15 +289,6 @@ fn a_renewed_certificate_is_served_under_load_with_no_failed_request() {
     assert_eq!(secret["version_info"], "v2");
     // base64 of "[redacted]".
     assert_eq!(secret["secret"]["tls_certificate"]["private_key"]["inline_bytes"], "W3JlZGFjdGVkXQ==");
-}
-
-fn serial(certs: &Certs, file: &str) -> String {
-    let out = std::process::Command::new("openssl")
-        .args(["x509", "-noout", "-serial", "-in", &certs.path(file)])
-        .output()
-        .expect("run openssl x509");
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_lowercase();
-    text.trim_start_matches("serial=").trim_start_matches("00").to_string()
 }
 
 #[test]
@@ -571,4 +562,46 @@ fn a_rotated_client_certificate_reaches_the_service_sidecar_with_no_failed_reque
     assert_eq!(stat(front.admin(), update).as_deref(), Some("2"));
     assert_eq!(stat(front.admin(), "sds.client.update_success").as_deref(), Some("2"));
     assert_eq!(stat(service.admin(), "sds.clients.update_success").as_deref(), Some("1"));
+}
+
+#[test]
+fn a_secret_file_needs_a_node_and_must_load_at_startup() {
+    let certs = certs_for("sds-refusals");
+    let sds = certs.dir.join("server.yaml");
+    install(&sds, &cert_file("server", &certs, "a", "v1"));
+    // As Envoy: an SDS subscription, even to a file, names the node.
+    let config = front_config(&sds, 0, 0, None).replace("node: { id: front-1, cluster: front }\n", "");
+    let log = Skiff::try_start(&config, &[]).err().expect("refused without a node");
+    assert!(log.contains("TlsCertificateSdsApi: node 'id' and 'cluster' are required"), "{log}");
+    // A file that does not hold the secret fails the load, naming the file and Envoy's reason.
+    install(&sds, &cert_file("other", &certs, "a", "v1"));
+    let e = skiff::config::load_str(&front_config(&sds, 0, 0, None), "front.yaml")
+        .err()
+        .unwrap_or_else(|| panic!("refused"));
+    let e = e.to_string();
+    assert!(e.contains("sds_config") && e.contains("Unexpected SDS secret (expecting server): other"), "{e}");
+    let missing = certs.dir.join("missing.yaml");
+    let e = skiff::config::load_str(&front_config(&missing, 0, 0, None), "front.yaml")
+        .err()
+        .unwrap_or_else(|| panic!("refused"));
+    assert!(e.to_string().contains("missing.yaml"), "{e}");
+}
+
+#[test]
+fn the_shipped_sds_config_loads_with_real_secret_files_in_place() {
+    let certs = certs_for("sds-shipped");
+    let dir = certs.dir.join("sds");
+    std::fs::create_dir_all(&dir).expect("sds dir");
+    install(&dir.join("server.yaml"), &cert_file("server", &certs, "a", "v1"));
+    install(&dir.join("client.yaml"), &cert_file("client", &certs, "client", "v1"));
+    install(&dir.join("clients-ca.yaml"), &ca_file("clients-ca", &certs, "v1"));
+    install(&dir.join("upstream-ca.yaml"), &ca_file("upstream-ca", &certs, "v1"));
+    let path = format!("{}/configs/security/sds-files.yaml", env!("CARGO_MANIFEST_DIR"));
+    let yaml = std::fs::read_to_string(path)
+        .expect("configs/security/sds-files.yaml")
+        .replace("/etc/skiff/sds", &dir.display().to_string());
+    match skiff::config::load_str(&yaml, "sds-files.yaml") {
+        Ok(loaded) => assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings),
+        Err(e) => panic!("{e}"),
+    }
 }

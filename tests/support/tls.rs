@@ -83,6 +83,17 @@ impl Certs {
     pub fn path(&self, file: &str) -> String {
         self.dir.join(file).display().to_string()
     }
+
+    /// A certificate file's serial as Envoy's `/certs` prints it (lowercase hex, no leading zero
+    /// byte).
+    pub fn serial(&self, file: &str) -> String {
+        let out = Command::new("openssl")
+            .args(["x509", "-noout", "-serial", "-in", &self.path(file)])
+            .output()
+            .expect("run openssl x509");
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_lowercase();
+        text.trim_start_matches("serial=").trim_start_matches("00").to_string()
+    }
 }
 
 /// What curl saw: its exit code (0 = a response came), the status and the body.
