@@ -400,7 +400,9 @@ fn parity_rotation_serves_and_counts_as_envoy_does() {
         "sds.server.version_text",
         "sds.server.init_fetch_timeout",
     ];
-    let check = |step: &str, leaf: &str| {
+    // `dump`: compare the SecretsConfigDump too (after a rejected update Envoy lists the secret
+    // as warming with the rejected version and no data while it serves the old one: README).
+    let check = |step: &str, leaf: &str, dump: bool| {
         let want = der(&certs, &format!("{leaf}.crt"));
         for (addr, _) in both {
             assert!(
@@ -428,15 +430,40 @@ fn parity_rotation_serves_and_counts_as_envoy_does() {
             serde_json::from_str::<serde_json::Value>(&body).expect("/certs is JSON")
         };
         assert_eq!(certs_of(both[0].1), certs_of(both[1].1), "{step}");
+        // The SecretsConfigDump's secret: files inlined, the key redacted (`last_updated` aside).
+        let secret_of = |admin| {
+            let (_, body) = envoy::admin_get(admin, "/config_dump").expect("GET /config_dump");
+            let v: serde_json::Value = serde_json::from_str(&body).expect("/config_dump is JSON");
+            let dump = v["configs"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["dynamic_active_secrets"].is_array()).cloned());
+            let secret = dump.map(|d| d["dynamic_active_secrets"][0].clone()).unwrap_or_default();
+            (secret["name"].clone(), secret["version_info"].clone(), secret["secret"].clone())
+        };
+        if dump {
+            assert_eq!(secret_of(both[0].1), secret_of(both[1].1), "{step}");
+        }
     };
-    check("start", "a");
+    check("start", "a", true);
     install(&sds, &cert_file("server", &certs, "renewed", "v2"));
-    check("renamed", "renewed");
+    check("renamed", "renewed", true);
     install(&sds, &cert_file("server", &certs, "missing", "v3"));
     std::thread::sleep(Duration::from_millis(1500));
-    check("missing certificate", "renewed");
+    check("missing certificate", "renewed", false);
+    install(&sds, "resources: [");
+    std::thread::sleep(Duration::from_millis(1500));
+    check("not YAML", "renewed", false);
     install(&sds, &cert_file("server", &certs, "renewed2", "v4"));
-    check("renamed again", "renewed2");
+    check("renamed again", "renewed2", true);
+    // The certificate and then the key renamed over the ones the secret names: once both are
+    // in place, both serve the new pair (Envoy counts key_rotation_failed differently: README).
+    for (from, to) in [("renewed.crt", "renewed2.crt"), ("renewed.key", "renewed2.key")] {
+        let tmp = certs.dir.join("over.tmp");
+        std::fs::copy(certs.path(from), &tmp).expect("copy");
+        std::fs::rename(&tmp, certs.path(to)).expect("rename over");
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    check("certificate and key renamed over", "renewed2", true);
 }
 
 #[test]
