@@ -42,9 +42,15 @@ fn cert_resource(name: &str, certs: &Certs, leaf: &str) -> String {
 
 /// An SDS file holding the validation secret `name` trusting the test CA.
 fn ca_file(name: &str, certs: &Certs, version: &str) -> String {
+    ca_file_with(name, certs, "ca", "", version)
+}
+
+/// An SDS file holding the validation secret `name` trusting `ca` (`ca` or `other-ca`), with
+/// `extra` lines in the validation context (column 4).
+fn ca_file_with(name: &str, certs: &Certs, ca: &str, extra: &str, version: &str) -> String {
     format!(
-        "version_info: \"{version}\"\nresources:\n- \"@type\": {SECRET}\n  name: {name}\n  validation_context:\n    trusted_ca: {{ filename: {} }}\n",
-        certs.path("ca.crt"),
+        "version_info: \"{version}\"\nresources:\n- \"@type\": {SECRET}\n  name: {name}\n  validation_context:\n    trusted_ca: {{ filename: {} }}\n{extra}",
+        certs.path(&format!("{ca}.crt")),
     )
 }
 
@@ -533,12 +539,17 @@ fn service_config(certs: &Certs, ca: &Path, upstream: SocketAddr) -> String {
 }
 
 /// The front sidecar: plaintext in, mTLS to the service presenting the SDS secret `client` and
-/// checking the service's SAN; one request per upstream connection, so each is a handshake.
-fn front_sidecar_config(certs: &Certs, client: &Path, service: SocketAddr) -> String {
+/// checking the service's chain and SAN with the SDS secret `upstream` (both files beside
+/// `client`); one request per upstream connection, so each is a handshake.
+fn front_sidecar_config(client: &Path, service: SocketAddr) -> String {
+    let upstream = client.with_file_name("upstream.yaml");
     let socket = support::tls::upstream_socket(
         "sni: up.example\n",
-        &(support::tls::trusting(certs, &["up.example"])
-            + &format!("tls_certificate_sds_secret_configs: [ {} ]\n", sds_ref("client", client))),
+        &format!(
+            "tls_certificate_sds_secret_configs: [ {} ]\nvalidation_context_sds_secret_config: {}\n",
+            sds_ref("client", client),
+            sds_ref("upstream", &upstream)
+        ),
     );
     let cluster = support::static_cluster_yaml("service", "ROUND_ROBIN", &[(service, 1)])
         + "  max_requests_per_connection: 1\n"
@@ -555,11 +566,13 @@ fn a_rotated_client_certificate_reaches_the_service_sidecar_with_no_failed_reque
     let certs = certs_for("sds-mesh");
     certs.leaf("client2", "DNS:client.example,URI:spiffe://test/client2", "ca");
     let (client, ca) = (certs.dir.join("client.yaml"), certs.dir.join("clients.yaml"));
+    let sans = "    match_typed_subject_alt_names: [{ san_type: DNS, matcher: { exact: up.example } }]\n";
     install(&client, &cert_file("client", &certs, "client", "c1"));
+    install(&client.with_file_name("upstream.yaml"), &ca_file_with("upstream", &certs, "ca", sans, "u1"));
     install(&ca, &ca_file("clients", &certs, "ca1"));
     let app = TestUpstream::echo();
     let service = Skiff::start(&service_config(&certs, &ca, app.addr), &[]);
-    let front = Skiff::start(&front_sidecar_config(&certs, &client, service.listener("service")), &[]);
+    let front = Skiff::start(&front_sidecar_config(&client, service.listener("service")), &[]);
     let addr = front.listener("front");
     let subject = || {
         let r = support::get(addr, "/");
@@ -585,8 +598,9 @@ fn a_rotated_client_certificate_reaches_the_service_sidecar_with_no_failed_reque
         }
     }
     assert_eq!(seen, ["Subject=\"CN=client\"", "Subject=\"CN=client2\""]);
+    // Each of its two secrets' first load, then the rotation.
     let update = "cluster.service.client_ssl_socket_factory.ssl_context_update_by_sds";
-    assert_eq!(stat(front.admin(), update).as_deref(), Some("2"));
+    assert_eq!(stat(front.admin(), update).as_deref(), Some("3"));
     assert_eq!(stat(front.admin(), "sds.client.update_success").as_deref(), Some("2"));
     assert_eq!(stat(service.admin(), "sds.clients.update_success").as_deref(), Some("1"));
 }
@@ -631,4 +645,35 @@ fn the_shipped_sds_config_loads_with_real_secret_files_in_place() {
         Ok(loaded) => assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings),
         Err(e) => panic!("{e}"),
     }
+}
+
+#[test]
+fn a_rotated_ca_changes_whom_the_service_sidecar_accepts() {
+    let certs = certs_for("sds-ca");
+    let (client, ca) = (certs.dir.join("client.yaml"), certs.dir.join("clients.yaml"));
+    install(&client, &cert_file("client", &certs, "client", "c1"));
+    install(&client.with_file_name("upstream.yaml"), &ca_file("upstream", &certs, "u1"));
+    install(&ca, &ca_file("clients", &certs, "ca1"));
+    let app = TestUpstream::echo();
+    let service = Skiff::start(&service_config(&certs, &ca, app.addr), &[]);
+    let front = Skiff::start(&front_sidecar_config(&client, service.listener("service")), &[]);
+    let addr = front.listener("front");
+    let status = || support::get(addr, "/").status;
+    assert_eq!(status(), 200);
+    // The service now trusts only the other CA: the front's certificate is refused (503 at the
+    // front, its upstream handshake failed).
+    install(&ca, &ca_file_with("clients", &certs, "other-ca", "", "ca2"));
+    assert!(support::eventually(Duration::from_secs(5), || status() == 503), "still accepted");
+    assert_eq!(stat(service.admin(), "sds.clients.update_success").as_deref(), Some("2"));
+    // A certificate from that CA for the front: accepted again.
+    install(&client, &cert_file("client", &certs, "stranger", "c2"));
+    assert!(support::eventually(Duration::from_secs(5), || status() == 200), "the new pair was refused");
+    // A SAN the secret's matcher refuses: the front's check fails (a wrong SAN is a connection
+    // failure).
+    let wrong = "    match_typed_subject_alt_names: [{ san_type: DNS, matcher: { exact: other.example } }]\n";
+    install(&client.with_file_name("upstream.yaml"), &ca_file_with("upstream", &certs, "ca", wrong, "u2"));
+    assert!(support::eventually(Duration::from_secs(5), || status() == 503), "a wrong SAN was accepted");
+    assert!(support::eventually(Duration::from_secs(2), || {
+        stat(front.admin(), "cluster.service.ssl.fail_verify_san").is_some_and(|v| v != "0")
+    }));
 }
