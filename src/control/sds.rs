@@ -15,6 +15,7 @@ pub fn check(b: &Bootstrap) -> usize {
     let mut rotated = 0;
     for secret in b.sds_secrets() {
         let Some(change) = secret.changed() else { continue };
+        let started = std::time::Instant::now();
         let read = crate::config::read_secret(&secret.path, &secret.name, secret.kind);
         let what = match change {
             Change::Source => "update",
@@ -23,7 +24,12 @@ pub fn check(b: &Bootstrap) -> usize {
         match secret.apply(change, read) {
             Ok(true) => {
                 rotated += 1;
-                log::info!("sds {}: {what} applied from {}", secret.name, secret.path.display());
+                log::info!(
+                    "sds {}: {what} applied from {} in {:?}",
+                    secret.name,
+                    secret.path.display(),
+                    started.elapsed()
+                );
             }
             Ok(false) => log::debug!("sds {}: {what} changes nothing", secret.name),
             Err(why) => {
