@@ -55,6 +55,20 @@ pub fn run(opts: Options) -> ExitCode {
         );
         return ExitCode::from(1);
     }
+    // So does an SDS secret from a file (Envoy's words, naming the secret's kind).
+    let unnamed = node_id.is_empty() || node_cluster.is_empty();
+    if let Some(secret) = loaded.1.bootstrap.sds_secrets().first().filter(|_| unnamed) {
+        let api = match secret.kind {
+            crate::config::secrets::Kind::Certificate => "TlsCertificateSdsApi",
+            crate::config::secrets::Kind::Validation => "CertificateValidationContextSdsApi",
+        };
+        log::error!(
+            "{}: {api}: node 'id' and 'cluster' are required. Set it either in 'node' config or via \
+             --service-node and --service-cluster options.",
+            source_name(&source)
+        );
+        return ExitCode::from(1);
+    }
     if opts.mode == Mode::Validate {
         log::info!("configuration {} OK", source_name(&source));
         return ExitCode::SUCCESS;

@@ -3,6 +3,8 @@
 //! `skiff` container that is probed on `/ready`, is given more time to stop than it drains for, and
 //! runs as many shards as it has CPUs; and the names the sidecars resolve are headless Services.
 
+mod support;
+
 use serde::Deserialize;
 use serde_norway::Value;
 use skiff::config::{load_str, Bootstrap, DiscoveryType};
@@ -66,9 +68,42 @@ fn load(text: &str, origin: &str) -> Bootstrap {
     }
 }
 
-/// Every skiff config: top-level bootstrap files and the `*.yaml` keys of ConfigMaps.
+/// The sidecars' certificate volume (`/etc/skiff/tls`) as the kubelet projects it: the SDS files
+/// of the `*-sds` ConfigMaps beside a Secret's `tls.crt`, `tls.key` and `ca.crt` (test ones), in
+/// a scratch directory. Returns it.
+fn certificate_volume() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let certs = support::tls::shared();
+        let dir = support::scratch_dir("deploy-tls");
+        for (from, to) in [("a.crt", "tls.crt"), ("a.key", "tls.key"), ("ca.crt", "ca.crt")] {
+            std::fs::copy(certs.path(from), dir.join(to)).expect("copy a test certificate");
+        }
+        for (_, doc) in
+            documents().into_iter().filter(|(_, d)| kind(d) == "ConfigMap" && name(d).ends_with("-sds"))
+        {
+            for (key, value) in doc["data"].as_mapping().expect("ConfigMap data") {
+                let (Some(key), Some(text)) = (key.as_str(), value.as_str()) else { continue };
+                let text = text.replace("/etc/skiff/tls", &dir.display().to_string());
+                std::fs::write(dir.join(key), text).expect("write an SDS file");
+            }
+        }
+        dir
+    })
+    .clone()
+}
+
+/// Every skiff config: top-level bootstrap files and the `*.yaml` keys of ConfigMaps (a config
+/// naming the certificate volume loads with it in place).
 fn skiff_configs() -> BTreeMap<String, Bootstrap> {
     let mut configs = BTreeMap::new();
+    let load = |text: &str, origin: &str| {
+        if text.contains("/etc/skiff/tls/") {
+            load(&text.replace("/etc/skiff/tls", &certificate_volume().display().to_string()), origin)
+        } else {
+            load(text, origin)
+        }
+    };
     for (origin, doc) in documents() {
         if doc.get("static_resources").is_some() {
             let text = serde_norway::to_string(&doc).expect("re-serialize");

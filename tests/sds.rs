@@ -109,15 +109,6 @@ fn sorted(contexts: &[serde_json::Value]) -> Vec<String> {
     out
 }
 
-fn serial_of(certs: &Certs, file: &str) -> String {
-    let out = std::process::Command::new("openssl")
-        .args(["x509", "-noout", "-serial", "-in", &certs.path(file)])
-        .output()
-        .expect("run openssl x509");
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_lowercase();
-    text.trim_start_matches("serial=").trim_start_matches("00").to_string()
-}
-
 #[test]
 fn certs_lists_each_context_with_its_ca_and_leaf() {
     let certs = tls::shared();
@@ -128,7 +119,7 @@ fn certs_lists_each_context_with_its_ca_and_leaf() {
     let front = &contexts[0];
     let leaf = &front["cert_chain"][0];
     assert_eq!(leaf["path"], certs.path("a.crt"));
-    assert_eq!(leaf["serial_number"], serial_of(certs, "a.crt"));
+    assert_eq!(leaf["serial_number"], certs.serial("a.crt"));
     assert_eq!(
         leaf["subject_alt_names"],
         serde_json::json!([{ "dns": "a.example" }, { "dns": "localhost" }])
@@ -138,7 +129,7 @@ fn certs_lists_each_context_with_its_ca_and_leaf() {
     let from = leaf["valid_from"].as_str().unwrap_or_default();
     assert!(from.len() == 20 && from.ends_with('Z') && from.as_bytes()[10] == b'T', "{from}");
     assert_eq!(front["ca_cert"][0]["path"], certs.path("ca.crt"));
-    assert_eq!(front["ca_cert"][0]["serial_number"], serial_of(certs, "ca.crt"));
+    assert_eq!(front["ca_cert"][0]["serial_number"], certs.serial("ca.crt"));
     assert_eq!(contexts[1]["ca_cert"][0]["path"], "<inline>");
     assert_eq!(contexts[1]["cert_chain"], serde_json::json!([]));
     assert_eq!(contexts[2], serde_json::json!({ "ca_cert": [], "cert_chain": [] }));
@@ -225,8 +216,10 @@ fn a_secret_name_that_is_missing_or_of_the_wrong_kind_is_refused_in_envoys_words
     let e =
         with(&format!("{}tls_certificate_sds_secret_configs: [{{ name: server }}]\n", inline_files(certs)));
     assert!(e.contains("SDS and non-SDS TLS certificates may not be mixed in server contexts"), "{e}");
-    let e = with("tls_certificate_sds_secret_configs: [{ name: server, sds_config: { path_config_source: { path: /tmp/x.yaml } } }]\n");
-    assert!(e.contains("sds_config") && e.contains("not supported"), "{e}");
+    let e = with("tls_certificate_sds_secret_configs: [{ name: server, sds_config: { ads: {} } }]\n");
+    assert!(e.contains("sds_config.ads") && e.contains("not supported"), "{e}");
+    let e = with("tls_certificate_sds_secret_configs: [{ name: server, sds_config: { path_config_source: { path: /nonexistent/x.yaml } } }]\n");
+    assert!(e.contains("sds_config") && e.contains("/nonexistent/x.yaml"), "{e}");
     // A bad file inside a secret is reported at the secret.
     let broken = secrets(certs).replace(&certs.path("a.key"), "/nonexistent/a.key");
     let e = refusal(&config_with(certs, 0, 0, &broken, BY_NAME));

@@ -9,17 +9,14 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 /// The `/certs` body at `now` (seconds since the epoch).
 pub fn render(b: &Bootstrap, now: i64) -> Value {
-    let listeners = b.listeners.iter().filter_map(|l| l.tls.as_ref());
-    let tcp = b.tcp_listeners.iter().filter_map(|l| l.tls.as_ref());
-    let downstream = listeners.chain(tcp).map(|t| &t.context.certs);
-    let upstream = b.clusters.iter().filter_map(|c| c.tls.as_ref()).map(|t| &t.certs);
-    let contexts: Vec<Value> = downstream.chain(upstream).map(|c| context(c, now)).collect();
+    let contexts: Vec<Value> = b.tls_certs().map(|c| context(c, now)).collect();
     json!({ "certificates": contexts })
 }
 
 fn context(c: &ContextCerts, now: i64) -> Value {
-    let ca: Vec<Value> = c.ca.iter().filter_map(|s| details(s, now)).collect();
-    let chain: Vec<Value> = c.chain.iter().filter_map(|s| details(s, now)).collect();
+    let (ca, chain) = c.current();
+    let ca: Vec<Value> = ca.iter().filter_map(|s| details(s, now)).collect();
+    let chain: Vec<Value> = chain.iter().filter_map(|s| details(s, now)).collect();
     json!({ "ca_cert": ca, "cert_chain": chain })
 }
 

@@ -64,6 +64,7 @@ pub const RESOURCES: &[(&str, &str)] = &[
     ("static_route_configs", "type.googleapis.com/envoy.admin.v3.RoutesConfigDump.StaticRouteConfig"),
     ("dynamic_route_configs", "type.googleapis.com/envoy.admin.v3.RoutesConfigDump.DynamicRouteConfig"),
     ("static_secrets", "type.googleapis.com/envoy.admin.v3.SecretsConfigDump.StaticSecret"),
+    ("dynamic_active_secrets", "type.googleapis.com/envoy.admin.v3.SecretsConfigDump.DynamicSecret"),
 ];
 
 /// The whole `/config_dump` of the running snapshot.
@@ -193,13 +194,34 @@ pub fn render_bootstrap(b: &Bootstrap) -> Value {
         Value::Object(routes_dump),
     ];
     // Envoy prints an empty SecretsConfigDump too; skiff only when there are secrets.
-    if !b.secrets.is_empty() {
-        let secrets: Vec<Value> = b
-            .secrets
-            .iter()
-            .map(|s| json!({ "name": s.name, "secret": with_type(SECRET, &s.secret) }))
-            .collect();
-        configs.push(json!({ "@type": SECRETS_DUMP, "static_secrets": secrets }));
+    let sds = b.sds_secrets();
+    if !b.secrets.is_empty() || !sds.is_empty() {
+        let mut dump = Map::new();
+        dump.insert("@type".into(), SECRETS_DUMP.into());
+        if !b.secrets.is_empty() {
+            let secrets: Vec<Value> = b
+                .secrets
+                .iter()
+                .map(|s| json!({ "name": s.name, "secret": with_type(SECRET, &s.secret) }))
+                .collect();
+            dump.insert("static_secrets".into(), secrets.into());
+        }
+        if !sds.is_empty() {
+            let secrets: Vec<Value> = sds
+                .iter()
+                .map(|s| {
+                    let counts = s.counts();
+                    let mut m = Map::new();
+                    m.insert("name".into(), s.name.clone().into());
+                    m.insert("version_info".into(), counts.version_text.into());
+                    m.insert("last_updated".into(), timestamp(counts.update_time).into());
+                    m.insert("secret".into(), s.dump());
+                    Value::Object(m)
+                })
+                .collect();
+            dump.insert("dynamic_active_secrets".into(), secrets.into());
+        }
+        configs.push(Value::Object(dump));
     }
     json!({ "configs": configs })
 }
@@ -238,17 +260,21 @@ fn version_info(m: &mut Map<String, Value>, applied: Option<&Applied>) {
 fn last_updated(m: &mut Map<String, Value>, applied: Option<&Applied>) {
     let Some(a) = applied else { return };
     let since = a.last_updated.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs() as i64;
+    m.insert("last_updated".into(), timestamp(since.as_millis() as i64).into());
+}
+
+/// Milliseconds since the epoch as protobuf's JSON Timestamp, UTC with milliseconds.
+fn timestamp(millis: i64) -> String {
+    let secs = millis.div_euclid(1000);
     let (year, month, day) = crate::access_log::time::civil_from_days(secs.div_euclid(86_400));
     let of_day = secs.rem_euclid(86_400);
-    let text = format!(
+    format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
         of_day / 3600,
         of_day % 3600 / 60,
         of_day % 60,
-        since.subsec_millis()
-    );
-    m.insert("last_updated".into(), text.into());
+        millis.rem_euclid(1000)
+    )
 }
 
 /// Envoy's `?resource=NAME`: every element of that repeated field, across all dumps, each as its

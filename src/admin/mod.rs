@@ -8,6 +8,7 @@
 
 pub mod certs;
 pub mod config_dump;
+mod secrets;
 
 use crate::access_log;
 use crate::cluster::outlier::Origin;
@@ -177,6 +178,7 @@ impl AdminState {
                 own.push(scope, "config_reload_time_ms", Value::Gauge(at));
             }
         }
+        secrets::push(&mut own, &self.snapshot());
         // The breakers are counted once for the process, not per shard; membership and health
         // checks are read from the snapshot's hosts and boards, current to the last verdict.
         for c in &self.snapshot().clusters {

@@ -12,6 +12,7 @@ use super::chain_match::{ChainMatch, Cidr, SourceType, Transport};
 use super::error::FieldPath;
 use super::fields::{fail, read, Res};
 use super::raw::{Ign, RawCidrRange, RawFilterChainMatch, RawListenerFilter, RawTransportSocket};
+use super::secrets::{self, Kind, Material, PerGeneration, Secret, SecretCert, SecretClients, SecretServers};
 use super::tls::{ContextCerts, ListenerTls, ServerTls, SourcedCert, UpstreamTls};
 use super::tls_verify::{SanMatcher, ServerVerifier, VerifiedClients};
 use rustls::crypto::CryptoProvider;
@@ -31,6 +32,10 @@ const UPSTREAM_TYPES: &[&str] = &[
 ];
 pub(super) const TLS_INSPECTOR_NAMES: &[&str] =
     &["envoy.filters.listener.tls_inspector", "envoy.listener.tls_inspector"];
+const SECRET_TYPES: &[&str] = &[
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+    "type.googleapis.com/envoy.api.v2.auth.Secret",
+];
 const TLS_INSPECTOR_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
 
@@ -81,12 +86,42 @@ struct RawCommonTlsContext {
     key_log: Ign,
 }
 
-/// A reference to a secret: with no `sds_config`, one of `static_resources.secrets`.
+/// A reference to a secret: with no `sds_config`, one of `static_resources.secrets`; with one,
+/// the secret of that name in a file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSdsSecretConfig {
     name: Option<String>,
-    sds_config: Ign,
+    sds_config: Option<RawConfigSource>,
+}
+
+/// An SDS `ConfigSource`: a file (`path_config_source`, or v2's `path`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfigSource {
+    path: Option<String>,
+    path_config_source: Option<RawPathConfigSource>,
+    resource_api_version: Option<String>,
+    /// The file is read at load, before the context exists: there is no fetch to time out.
+    initial_fetch_timeout: Ign,
+    api_config_source: Ign,
+    ads: Ign,
+    #[serde(rename = "self")]
+    self_source: Ign,
+    authorities: Ign,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPathConfigSource {
+    path: Option<String>,
+    watched_directory: Option<RawWatchedDirectory>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatchedDirectory {
+    path: Option<String>,
 }
 
 /// `envoy.extensions.transport_sockets.tls.v3.Secret`.
@@ -463,36 +498,70 @@ pub(super) fn downstream(p: &FieldPath, s: &RawTransportSocket, secrets: &Secret
     let Some(common) = raw.common_tls_context else { return fail(cp, "common_tls_context is required") };
     let mut spec = format!("server require_client_certificate={:?};", raw.require_client_certificate);
     let c = common_parts(&cp, common, Side::Server, &mut spec, secrets)?;
-    let Some((chain, key)) = c.identity else {
-        return fail(cp.key("tls_certificates"), "a TLS listener needs one tls_certificates entry");
-    };
     let provider = Arc::new(c.provider);
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&c.versions)
         .map_err(|e| finding(&cp.key("tls_params"), e))?;
     let require = raw.require_client_certificate == Some(true);
-    let builder = match c.trusted_ca {
-        Some(roots) => {
+    let builder = match (c.trusted_ca, &c.certs.sds_ca) {
+        (_, Some(secret)) => {
+            let Some(verifier) = SecretClients::new(secret.clone(), provider.clone(), require, c.sans) else {
+                return fail(cp.key("validation_context_sds_secret_config"), "the secret has no trusted_ca");
+            };
+            builder.with_client_cert_verifier(Arc::new(verifier))
+        }
+        (Some(roots), None) => {
             let verifier = VerifiedClients::new(roots, provider.clone(), require, c.sans)
                 .map_err(|e| finding(&cp.key("validation_context"), e))?;
             builder.with_client_cert_verifier(Arc::new(verifier))
         }
-        None if require => {
+        (None, None) if require => {
             return fail(
                 p.key("require_client_certificate"),
                 "require_client_certificate needs common_tls_context.validation_context.trusted_ca",
             )
         }
-        None => builder.with_no_client_auth(),
+        (None, None) => builder.with_no_client_auth(),
     };
-    let local_uri_sans = chain.first().map(|c| crate::peer::CertNames::of(c).uri_sans).unwrap_or_default();
-    let key = certified(&cp.key("tls_certificates").idx(0), &provider, chain, key)?;
-    let mut config = builder.with_cert_resolver(key);
+    let (mut config, local_uri_sans) = match (c.identity, &c.certs.sds_chain) {
+        (Some((chain, key)), _) => {
+            let sans = chain.first().map(|c| crate::peer::CertNames::of(c).uri_sans).unwrap_or_default();
+            let key = certified(&cp.key("tls_certificates").idx(0), &provider, chain, key)?;
+            (builder.with_cert_resolver(key), sans)
+        }
+        (None, None) => {
+            return fail(cp.key("tls_certificates"), "a TLS listener needs one tls_certificates entry")
+        }
+        (None, Some(secret)) => {
+            let secret = secret.clone();
+            // `By=` of `x-forwarded-client-cert` names the certificate loaded first.
+            let sans = match &*secret.current() {
+                Material::Certificate(m) => {
+                    m.key.cert.first().map(|c| crate::peer::CertNames::of(c).uri_sans).unwrap_or_default()
+                }
+                Material::Validation(_) => Vec::new(),
+            };
+            (builder.with_cert_resolver(Arc::new(SecretCert(secret))), sans)
+        }
+    };
     config.alpn_protocols = c.alpn;
-    if raw.disable_stateful_session_resumption == Some(true) {
+    let stateful = raw.disable_stateful_session_resumption != Some(true);
+    if !stateful {
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     }
-    Ok(Some(ServerTls { config: Arc::new(config), spec, dump, local_uri_sans, certs: c.certs }))
+    let config = Arc::new(config);
+    let sds: Vec<Arc<Secret>> = c.certs.secrets().cloned().collect();
+    let rotating = (stateful && !sds.is_empty()).then(|| {
+        let built = config.clone();
+        let fresh = move || {
+            let mut c = (*built).clone();
+            // rustls's default cache size.
+            c.session_storage = rustls::server::ServerSessionMemoryCache::new(256);
+            Arc::new(c)
+        };
+        Arc::new(PerGeneration::new(sds, Box::new(fresh)))
+    });
+    Ok(Some(ServerTls { config, spec, dump, local_uri_sans, certs: c.certs, rotating }))
 }
 
 /// A cluster's `transport_socket`; None when it is plaintext.
@@ -526,28 +595,51 @@ pub(super) fn upstream(p: &FieldPath, s: &RawTransportSocket, secrets: &Secrets)
     let c = common_parts(&cp, common, Side::Client, &mut spec, secrets)?;
     let provider = Arc::new(c.provider);
     let provider_for_key = provider.clone();
-    let verifier = ServerVerifier::new(c.trusted_ca, provider.clone(), c.sans)
-        .map_err(|e| finding(&cp.key("validation_context"), e))?;
+    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match &c.certs.sds_ca {
+        Some(secret) => match SecretServers::new(secret.clone(), provider.clone(), c.sans) {
+            Some(v) => Arc::new(v),
+            None => {
+                return fail(cp.key("validation_context_sds_secret_config"), "the secret has no trusted_ca")
+            }
+        },
+        None => Arc::new(
+            ServerVerifier::new(c.trusted_ca, provider.clone(), c.sans)
+                .map_err(|e| finding(&cp.key("validation_context"), e))?,
+        ),
+    };
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&c.versions)
         .map_err(|e| finding(&cp.key("tls_params"), e))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier));
-    let mut config = match c.identity {
-        Some((chain, key)) => {
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match (c.identity, &c.certs.sds_chain) {
+        (Some((chain, key)), _) => {
             let key = certified(&cp.key("tls_certificates").idx(0), &provider_for_key, chain, key)?;
             builder.with_client_cert_resolver(key)
         }
-        None => builder.with_no_client_auth(),
+        (None, Some(secret)) => builder.with_client_cert_resolver(Arc::new(SecretCert(secret.clone()))),
+        (None, None) => builder.with_no_client_auth(),
     };
     config.alpn_protocols = upstream_offer(&cp.key("alpn_protocols"), c.alpn)?;
     // Envoy's default `max_session_keys` is 1; 0 turns resumption off.
-    config.resumption = match raw.max_session_keys {
-        Some(0) => rustls::client::Resumption::disabled(),
-        Some(n) => rustls::client::Resumption::in_memory_sessions(n as usize),
-        None => rustls::client::Resumption::in_memory_sessions(1),
+    let sessions = raw.max_session_keys.unwrap_or(1) as usize;
+    let resumption = move || match sessions {
+        0 => rustls::client::Resumption::disabled(),
+        n => rustls::client::Resumption::in_memory_sessions(n),
     };
-    Ok(Some(UpstreamTls { sni, config: Arc::new(config), spec, dump, certs: c.certs }))
+    config.resumption = resumption();
+    let config = Arc::new(config);
+    let sds: Vec<Arc<Secret>> = c.certs.secrets().cloned().collect();
+    let rotating = (sessions > 0 && !sds.is_empty()).then(|| {
+        let built = config.clone();
+        let fresh = move || {
+            let mut c = (*built).clone();
+            c.resumption = resumption();
+            Arc::new(c)
+        };
+        Arc::new(PerGeneration::new(sds, Box::new(fresh)))
+    });
+    Ok(Some(UpstreamTls { sni, config, spec, dump, certs: c.certs, rotating }))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -597,6 +689,10 @@ fn common_parts(
     let sp = p.key("tls_certificate_sds_secret_configs");
     let entries: Vec<(FieldPath, &RawTlsCertificate)> = match (inline.is_empty(), by_name.as_slice()) {
         (_, []) => inline.iter().enumerate().map(|(i, t)| (p.key("tls_certificates").idx(i), t)).collect(),
+        (true, [one]) if one.sds_config.is_some() => {
+            certs.sds_chain = Some(sds_secret(&sp.idx(0), one, Kind::Certificate, spec)?);
+            Vec::new()
+        }
         (true, [one]) => {
             let (at, cert) = static_secret(&sp.idx(0), one, &secrets.certificates, "secret")?;
             vec![(at.clone(), cert)]
@@ -625,6 +721,10 @@ fn common_parts(
             return fail(vp, "give one of validation_context, validation_context_sds_secret_config")
         }
         (Some(v), None) => validation(&p.key("validation_context"), v, spec, &mut certs)?,
+        (None, Some(r)) if r.sds_config.is_some() => {
+            certs.sds_ca = Some(sds_secret(&vp, r, Kind::Validation, spec)?);
+            (None, Vec::new())
+        }
         (None, Some(r)) => {
             let (at, v) = static_secret(&vp, r, &secrets.validation, "certificate validation context")?;
             validation(at, v.clone(), spec, &mut certs)?
@@ -642,18 +742,195 @@ fn static_secret<'a, T>(
     secrets: &'a std::collections::HashMap<String, (FieldPath, T)>,
     kind: &str,
 ) -> Res<(&'a FieldPath, &'a T)> {
-    if r.sds_config.is_some() {
-        return fail(
-            p.key("sds_config"),
-            "sds_config is not supported: not yet implemented in skiff (static secrets by name are)",
-        );
-    }
     let name = r.name.as_deref().unwrap_or_default();
     match secrets.get(name) {
         Some((at, secret)) => Ok((at, secret)),
         // Envoy's words.
         None => fail(p.key("name"), format!("Unknown static {kind}: {name}")),
     }
+}
+
+/// The SDS secret a reference at `p` names in its `sds_config` file: the running one when another
+/// context already uses it, else read now (a file that cannot be read, or has no such secret,
+/// fails the load).
+fn sds_secret(p: &FieldPath, r: &RawSdsSecretConfig, kind: Kind, spec: &mut String) -> Res<Arc<Secret>> {
+    let cp = p.key("sds_config");
+    let Some(source) = &r.sds_config else { return fail(cp, "sds_config is required") };
+    let others = [
+        ("api_config_source", source.api_config_source.is_some()),
+        ("ads", source.ads.is_some()),
+        ("self", source.self_source.is_some()),
+        ("authorities", source.authorities.is_some()),
+    ];
+    if let Some((field, _)) = others.iter().find(|(_, present)| *present) {
+        return fail(
+            cp.key(field),
+            format!(
+                "an sds_config {field} is not supported (skiff reads secrets from files: path_config_source)"
+            ),
+        );
+    }
+    match source.resource_api_version.as_deref() {
+        None | Some("V3") | Some("AUTO") => {}
+        Some(v) => {
+            return fail(
+                cp.key("resource_api_version"),
+                format!("resource_api_version {v} is not supported (V3)"),
+            )
+        }
+    }
+    let path = match (&source.path, &source.path_config_source) {
+        (Some(path), None) => path.clone(),
+        (None, Some(pcs)) => {
+            let pp = cp.key("path_config_source");
+            if pcs
+                .watched_directory
+                .as_ref()
+                .is_some_and(|w| w.path.as_deref().unwrap_or_default().is_empty())
+            {
+                return fail(pp.key("watched_directory").key("path"), "watched_directory needs a path");
+            }
+            match pcs.path.as_deref().filter(|p| !p.is_empty()) {
+                Some(path) => path.to_string(),
+                None => return fail(pp.key("path"), "path_config_source needs a path"),
+            }
+        }
+        (Some(_), Some(_)) => return fail(cp, "give one of path, path_config_source"),
+        (None, None) => {
+            return fail(cp, "an sds_config needs path_config_source (skiff reads secrets from files)")
+        }
+    };
+    let name = r.name.as_deref().unwrap_or_default();
+    if name.is_empty() {
+        return fail(p.key("name"), "an SDS secret needs a name");
+    }
+    let path = std::path::PathBuf::from(path);
+    spec.push_str(&format!("sds={}#{name};", path.display()));
+    secrets::subscribe(&path, name, kind, || read_secret(&path, name, kind).map_err(|(why, _)| why))
+        .map_err(|why| super::error::Finding { path: cp, message: why })
+}
+
+/// Reads the secret `name` of kind `kind` from the SDS file at `path` (a `DiscoveryResponse`
+/// holding exactly that one secret, as Envoy requires), with the certificate, key and CA files
+/// it names. Err says why, and whether the file did not parse at all (Envoy's `update_failure`,
+/// else `update_rejected`), in Envoy's words where it has them.
+pub fn read_secret(
+    path: &std::path::Path,
+    name: &str,
+    kind: Kind,
+) -> Result<secrets::Loaded, (String, bool)> {
+    let origin = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| (format!("{origin}: {e}"), true))?;
+    let raw: super::raw::RawDiscoveryResponse<serde_norway::Mapping> =
+        serde_norway::from_str(&text).map_err(|e| (format!("{origin}: {e}"), true))?;
+    let rejected = |why: String| (format!("{origin}: {why}"), false);
+    if let Some(url) = raw.type_url.as_deref().filter(|u| !SECRET_TYPES.contains(u)) {
+        return Err(rejected(format!("type_url: expected \"{}\", got \"{url}\"", SECRET_TYPES[0])));
+    }
+    let mut resources = raw.resources.unwrap_or_default();
+    let mut m = match resources.len() {
+        0 => return Err(rejected(format!("Missing SDS resources for {name} in onConfigUpdate()"))),
+        1 => resources.remove(0),
+        n => {
+            return Err(rejected(format!(
+                "Unexpected SDS secrets length for {name}, number of added resources {n}, number of removed resources 0. Expected sum is 1"
+            )))
+        }
+    };
+    let p = FieldPath::default().key("resources").idx(0);
+    match m.remove("@type") {
+        Some(serde_norway::Value::String(t)) if SECRET_TYPES.contains(&t.as_str()) => {}
+        Some(t) => return Err(rejected(format!("resources[0].@type: {t:?} is not {}", SECRET_TYPES[0]))),
+        None => {}
+    }
+    let mut spec = format!("{m:?};");
+    let dump = secret_dump(&m);
+    let secret: RawSecret = read(&p, m).map_err(|f| rejected(format!("{}: {}", f.path, f.message)))?;
+    let found = secret.name.as_deref().unwrap_or_default();
+    if found != name {
+        return Err(rejected(format!("Unexpected SDS secret (expecting {name}): {found}")));
+    }
+    let finding = |f: super::error::Finding| rejected(format!("{}: {}", f.path, f.message));
+    let mut files = Vec::new();
+    let mut watch = |d: Option<&RawDataSource>| {
+        if let Some(f) = d.and_then(|d| d.filename.as_ref()) {
+            let f = std::path::PathBuf::from(f);
+            files.push((f.clone(), super::file_identity::identity(&f)));
+        }
+    };
+    let material = match (kind, secret.tls_certificate, secret.validation_context) {
+        (Kind::Certificate, Some(c), _) => {
+            let cp = p.key("tls_certificate");
+            watch(c.certificate_chain.as_ref());
+            watch(c.private_key.as_ref());
+            let (chain, key) = identity(&cp, &c, &mut spec).map_err(finding)?;
+            let provider = rustls::crypto::ring::default_provider();
+            let key = Arc::new(certified_key(&cp, &provider, chain, key).map_err(finding)?);
+            Material::Certificate(secrets::CertMaterial { key })
+        }
+        (Kind::Validation, _, Some(v)) => {
+            let vp = p.key("validation_context");
+            watch(v.trusted_ca.as_ref());
+            let mut certs = ContextCerts::default();
+            let (roots, sans) = validation(&vp, v, &mut spec, &mut certs).map_err(finding)?;
+            let Some(roots) = roots else {
+                return Err(rejected(format!("secret {name}: a validation context needs trusted_ca")));
+            };
+            let ca = certs.ca.map(|c| c.der);
+            Material::Validation(secrets::ValidationMaterial { roots: Arc::new(roots), sans, ca })
+        }
+        (Kind::Certificate, None, _) => {
+            return Err(rejected(format!("secret {name} has no tls_certificate")))
+        }
+        (Kind::Validation, _, None) => {
+            return Err(rejected(format!("secret {name} has no validation_context")))
+        }
+    };
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    spec.hash(&mut h);
+    Ok(secrets::Loaded {
+        material,
+        version_info: raw.version_info.unwrap_or_default(),
+        files,
+        hash: h.finish(),
+        dump,
+    })
+}
+
+/// An SDS secret as Envoy's `dynamic_active_secrets` shows it: under its `@type`, each file a
+/// data source names inlined as `inline_bytes` (base64, as protobuf's JSON writes bytes), every
+/// `private_key` and `password` as the base64 of `[redacted]`.
+fn secret_dump(m: &serde_norway::Mapping) -> serde_json::Value {
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    fn walk(v: &mut serde_json::Value, sensitive: bool, b64: &dyn Fn(&[u8]) -> String) {
+        let serde_json::Value::Object(m) = v else { return };
+        if sensitive {
+            *v = serde_json::json!({ "inline_bytes": b64(b"[redacted]") });
+            return;
+        }
+        let inlined = match (m.get("filename"), m.get("inline_string")) {
+            (Some(serde_json::Value::String(f)), _) => Some(std::fs::read(f).unwrap_or_default()),
+            (_, Some(serde_json::Value::String(s))) => Some(s.clone().into_bytes()),
+            _ => None,
+        };
+        if let Some(bytes) = inlined {
+            *v = serde_json::json!({ "inline_bytes": b64(&bytes) });
+            return;
+        }
+        for (k, child) in m.iter_mut() {
+            walk(child, k == "private_key" || k == "password", b64);
+        }
+    }
+    let mut v = serde_json::to_value(m).unwrap_or_else(|_| serde_json::json!({}));
+    walk(&mut v, false, &b64);
+    let mut out = serde_json::Map::new();
+    out.insert("@type".to_string(), SECRET_TYPES[0].into());
+    if let serde_json::Value::Object(fields) = v {
+        out.extend(fields);
+    }
+    serde_json::Value::Object(out)
 }
 
 fn refuse_any(p: &FieldPath, fields: &[(&str, bool)]) -> Res<()> {
@@ -861,6 +1138,15 @@ fn certified(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Res<Arc<rustls::sign::SingleCertAndKey>> {
+    Ok(Arc::new(certified_key(p, provider, chain, key)?.into()))
+}
+
+fn certified_key(
+    p: &FieldPath,
+    provider: &CryptoProvider,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Res<rustls::sign::CertifiedKey> {
     let signing =
         provider.key_provider.load_private_key(key).map_err(|e| finding(&p.key("private_key"), e))?;
     let certified = rustls::sign::CertifiedKey::new(chain, signing);
@@ -868,7 +1154,7 @@ fn certified(
         Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
             fail(p.key("private_key"), "the private key does not match certificate_chain")
         }
-        _ => Ok(Arc::new(certified.into())),
+        _ => Ok(certified),
     }
 }
 

@@ -16,15 +16,18 @@ mod duration;
 pub mod dynamic;
 mod error;
 mod fields;
+pub mod file_identity;
 pub mod jwks;
 mod lb;
 pub mod model;
 mod net_filter;
 mod raw;
+pub mod secrets;
 pub mod tls;
 mod tls_verify;
 pub mod unenforced;
 
+pub use convert_tls::read_secret;
 pub use duration::NEVER;
 pub use error::ConfigError;
 pub use lb::{

@@ -212,6 +212,28 @@ pub struct UpgradeConfig {
     pub enabled: bool,
 }
 
+impl Bootstrap {
+    /// Every TLS context's certificates: listener chains (HTTP, then TCP), then clusters, each
+    /// in config order (`/certs`'s order).
+    pub fn tls_certs(&self) -> impl Iterator<Item = &super::tls::ContextCerts> {
+        let listeners = self.listeners.iter().filter_map(|l| l.tls.as_ref());
+        let tcp = self.tcp_listeners.iter().filter_map(|l| l.tls.as_ref());
+        let downstream = listeners.chain(tcp).map(|t| &t.context.certs);
+        downstream.chain(self.clusters.iter().filter_map(|c| c.tls.as_ref()).map(|t| &t.certs))
+    }
+
+    /// Every SDS secret the TLS contexts use, each once, in `tls_certs` order.
+    pub fn sds_secrets(&self) -> Vec<std::sync::Arc<super::secrets::Secret>> {
+        let mut out: Vec<std::sync::Arc<super::secrets::Secret>> = Vec::new();
+        for s in self.tls_certs().flat_map(|c| c.secrets()) {
+            if !out.iter().any(|o| std::sync::Arc::ptr_eq(o, s)) {
+                out.push(s.clone());
+            }
+        }
+        out
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Admin {
     pub address: SocketAddr,

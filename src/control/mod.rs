@@ -10,6 +10,7 @@
 //! cluster resolution (see `resolve_on_thread`).
 
 pub mod health_check;
+mod sds;
 pub mod shards;
 mod xds;
 
@@ -619,6 +620,8 @@ impl Control {
     /// Reads the config file; a changed one that parses starts warming (its new clusters'
     /// first resolution, in a task that reports to `warmed`), a bad one is rejected now.
     fn check_config(&mut self, warmed: &UnboundedSender<Warm>) {
+        // A rotated certificate is swapped into its contexts in place: no snapshot to build.
+        sds::check(&self.bootstrap);
         if matches!(self.source, Source::File(_)) {
             self.check_bootstrap(warmed);
         }

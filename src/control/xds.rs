@@ -9,32 +9,11 @@
 
 use crate::admin::SubscriptionStats;
 use crate::config::dynamic::{DocText, DocTexts};
+use crate::config::file_identity::{identity, Identity};
 use crate::config::{Bootstrap, Doc, PathSource, Xds};
 use crate::stats::Scope;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Which file a path names: a rename into place changes it, writing the file in place or
-/// reading it does not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Identity {
-    dev: u64,
-    ino: u64,
-    /// An inode number freed by one rename can be reused by the next file; its birth time still
-    /// differs. Where the file system keeps none, the change time stands in (it also changes
-    /// on a write in place, which is then picked up too).
-    born: (i64, u32),
-}
-
-fn identity(path: &std::path::Path) -> Option<Identity> {
-    let m = std::fs::metadata(path).ok()?;
-    let born = match m.created().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
-        Some(d) => (d.as_secs() as i64, d.subsec_nanos()),
-        None => (m.ctime(), m.ctime_nsec() as u32),
-    };
-    Some(Identity { dev: m.dev(), ino: m.ino(), born })
-}
 
 /// A watched file: listeners, clusters, or the route configurations or endpoints at a path.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -102,7 +102,7 @@ impl Terminate {
             }
             active = Some(Active(self.http.clone()));
             let conn =
-                accepted.into_connection(self.tls.context.config.clone()).map_err(|(e, mut alert)| {
+                accepted.into_connection(self.tls.context.handshake_config()).map_err(|(e, mut alert)| {
                     let _ = alert.write(&mut fd);
                     Failure::Tls(e)
                 })?;
@@ -240,7 +240,7 @@ async fn client_handshake(
     // Without `sni` Envoy sends none: the config has SNI off, and the name is only a placeholder
     // (the verifier checks SANs, never this name).
     let name = tls.sni.clone().unwrap_or_else(|| rustls_pki_types::ServerName::IpAddress(addr.ip().into()));
-    let conn = rustls::ClientConnection::new(tls.config.clone(), name).map_err(Failure::Tls)?;
+    let conn = rustls::ClientConnection::new(tls.handshake_config(), name).map_err(Failure::Tls)?;
     let mut conn = Connection::Client(conn);
     handshake(tcp, &mut conn).await?;
     Ok(conn)

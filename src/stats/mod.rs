@@ -65,6 +65,8 @@ pub enum Scope {
     },
     /// `tls_inspector.*`: every listener's TLS inspector, one set for the process as Envoy's.
     TlsInspector,
+    /// `sds.<secret name>`: one SDS secret's subscription.
+    Sds(String),
 }
 
 impl Scope {
@@ -91,6 +93,7 @@ impl Scope {
             Scope::Subscription(p) => p.to_string(),
             Scope::Rds { stat_prefix, route_config } => format!("http.{stat_prefix}.rds.{route_config}"),
             Scope::TlsInspector => "tls_inspector".to_string(),
+            Scope::Sds(name) => format!("sds.{name}"),
         }
     }
 }

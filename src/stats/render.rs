@@ -176,8 +176,8 @@ fn prometheus_name(e: &Entry) -> (String, Vec<(&'static str, String)>) {
             format!("envoy_http_compressor_{}_{}", rest.replace('.', "_"), metric.replace('.', "_"))
         }
         // Envoy extracts no tag from a root-level `<prefix>.http_local_rate_limit.*` or
-        // `<prefix>.rbac.*` name.
-        Scope::LocalRateLimit(_) | Scope::NetRbac { .. } | Scope::Subscription(_) => {
+        // `<prefix>.rbac.*` name, nor from `sds.<secret>.*`.
+        Scope::LocalRateLimit(_) | Scope::NetRbac { .. } | Scope::Subscription(_) | Scope::Sds(_) => {
             format!("envoy_{}_{metric}", e.scope.prefix())
         }
         // Envoy's tags for `http.<prefix>.rds.<route_config>.*`, the route configuration's first.

@@ -37,44 +37,62 @@ impl Certs {
             args.extend(["-keyout", &key, "-out", &crt, "-days", "2", "-subj", &subj]);
             openssl(dir, &args);
         }
+        let certs = Certs { dir: dir.to_path_buf() };
         for (name, san) in LEAVES {
-            let (key, csr, crt, ext) =
-                (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"), format!("{name}.ext"));
-            let subj = format!("/CN={name}");
-            let mut args = vec!["req"];
-            args.extend(ec);
-            args.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
-            openssl(dir, &args);
-            std::fs::write(dir.join(&ext), format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\n"))
-                .unwrap();
-            let ca = if *name == "stranger" { "other-ca" } else { "ca" };
-            let (ca_crt, ca_key) = (format!("{ca}.crt"), format!("{ca}.key"));
-            openssl(
-                dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &csr,
-                    "-CA",
-                    &ca_crt,
-                    "-CAkey",
-                    &ca_key,
-                    "-CAcreateserial",
-                    "-out",
-                    &crt,
-                    "-days",
-                    "2",
-                    "-extfile",
-                    &ext,
-                ],
-            );
+            certs.leaf(name, san, if *name == "stranger" { "other-ca" } else { "ca" });
         }
-        Certs { dir: dir.to_path_buf() }
+        certs
+    }
+
+    /// Makes `<name>.crt` and `<name>.key` (EC P-256) with subjectAltName `san`, signed by `ca`
+    /// (`ca` or `other-ca`): a renewed certificate, say.
+    pub fn leaf(&self, name: &str, san: &str, ca: &str) {
+        let dir = &self.dir;
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        let (key, csr, crt, ext) =
+            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"), format!("{name}.ext"));
+        let subj = format!("/CN={name}");
+        let mut args = vec!["req"];
+        args.extend(ec);
+        args.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &args);
+        std::fs::write(dir.join(&ext), format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\n")).unwrap();
+        let (ca_crt, ca_key) = (format!("{ca}.crt"), format!("{ca}.key"));
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca_crt,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
+        );
     }
 
     pub fn path(&self, file: &str) -> String {
         self.dir.join(file).display().to_string()
+    }
+
+    /// A certificate file's serial as Envoy's `/certs` prints it (lowercase hex, no leading zero
+    /// byte).
+    pub fn serial(&self, file: &str) -> String {
+        let out = Command::new("openssl")
+            .args(["x509", "-noout", "-serial", "-in", &self.path(file)])
+            .output()
+            .expect("run openssl x509");
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_lowercase();
+        text.trim_start_matches("serial=").trim_start_matches("00").to_string()
     }
 }
 
