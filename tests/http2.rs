@@ -335,3 +335,33 @@ fn a_draining_skiff_sends_goaway_and_finishes_the_stream_in_flight() {
 fn skiff_pid(skiff: &Skiff) -> i32 {
     skiff.pid() as i32
 }
+
+#[test]
+fn an_idle_connection_gets_a_goaway_at_idle_timeout_after_its_last_stream() {
+    let up = TestUpstream::named("ok");
+    let extra = "common_http_protocol_options: { idle_timeout: 0.5s }\n";
+    let (skiff, addr, _log) = setup("HTTP2", extra, &up);
+    let mut c = Conn::open(addr, &[]);
+    c.headers(1, &raw::get("x", "/one"), true);
+    let started = Instant::now();
+    assert!(c.until(Duration::from_secs(5), |f| f.kind == raw::DATA && f.stream == 1).is_some());
+    let goaway = c.until(Duration::from_secs(5), |f| f.kind == raw::GOAWAY);
+    assert_eq!(goaway.and_then(|f| f.error_code()), Some(0));
+    assert!(started.elapsed() >= Duration::from_millis(450), "{:?}", started.elapsed());
+    assert!(c.closed_within(Duration::from_secs(5)));
+    assert_eq!(stat_in(&stats(&skiff), "http.ingress.downstream_cx_idle_timeout"), Some(1));
+}
+
+#[test]
+fn a_client_that_never_answers_the_goaways_ping_is_closed_after_the_grace() {
+    let up = TestUpstream::named("ok");
+    let extra = "common_http_protocol_options: { idle_timeout: 0.2s }\n";
+    let (_skiff, addr, _log) = setup("HTTP2", extra, &up);
+    let mut c = Conn::open(addr, &[]);
+    c.answer_pings = false;
+    let goaway = c.until(Duration::from_secs(5), |f| f.kind == raw::GOAWAY);
+    assert_eq!(goaway.and_then(|f| f.error_code()), Some(0));
+    let started = Instant::now();
+    assert!(c.closed_within(Duration::from_secs(8)), "closed once the grace (5 s) passed");
+    assert!(started.elapsed() >= Duration::from_secs(4), "{:?}", started.elapsed());
+}

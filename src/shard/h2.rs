@@ -35,7 +35,7 @@ use std::os::fd::AsRawFd;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The client connection preface of RFC 9113 §3.4 (prior knowledge, or after ALPN `h2`).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -65,6 +65,9 @@ const FREE_PAIRS: usize = 16;
 /// proxy adds).
 const MAX_RESPONSE_HEAD: usize = 96 * 1024;
 
+/// How long a connection told to go away may stay once its streams are done.
+const GOAWAY_GRACE: Duration = Duration::from_secs(5);
+
 /// Bytes read from a bridge pair at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -86,6 +89,8 @@ struct Conn {
     free: RefCell<Vec<TcpStream>>,
     /// Streams in flight (the connection's idle timeout runs only at zero).
     active: Cell<usize>,
+    /// When the last stream ended (or the connection began): the idle timeout counts from it.
+    quiet_since: Cell<Instant>,
     /// `stream_idle_timeout`: how long a response may wait for the client's flow-control window.
     stream_idle: Option<Duration>,
 }
@@ -149,6 +154,7 @@ pub(super) async fn serve(shard: Rc<Shard>, key: ChainKey, d: Downstream, spawn:
         spawn,
         free: RefCell::new(Vec::new()),
         active: Cell::new(0),
+        quiet_since: Cell::new(Instant::now()),
         stream_idle,
     });
     let mut closing = shard.draining();
@@ -163,7 +169,11 @@ pub(super) async fn serve(shard: Rc<Shard>, key: ChainKey, d: Downstream, spawn:
         }
     });
     loop {
-        let idle = c.active.get() == 0 && !closing;
+        // Re-armed at every event: with streams in flight it only wakes the loop to look again.
+        let idle_wait = match c.active.get() {
+            0 => idle_timeout.saturating_sub(c.quiet_since.get().elapsed()),
+            _ => idle_timeout,
+        };
         let next = monoio::select! {
             next = poll_fn(|cx| conn.poll_accept(cx)) => next,
             _ = shard.drain.wait(), if !closing => {
@@ -177,10 +187,20 @@ pub(super) async fn serve(shard: Rc<Shard>, key: ChainKey, d: Downstream, spawn:
                 conn.graceful_shutdown();
                 continue;
             }
-            _ = monoio::time::sleep(idle_timeout), if idle => {
-                stats.downstream_cx_idle_timeout.inc();
-                closing = true;
-                conn.graceful_shutdown();
+            // The graceful GOAWAY's second half waits for the client's PING answer: a client that
+            // never answers is cut off once its streams are done (Envoy's drain_timeout default).
+            _ = monoio::time::sleep(GOAWAY_GRACE), if closing => {
+                if c.active.get() == 0 {
+                    conn.abrupt_shutdown(Reason::NO_ERROR);
+                }
+                continue;
+            }
+            _ = monoio::time::sleep(idle_wait), if !closing => {
+                if c.active.get() == 0 && c.quiet_since.get().elapsed() >= idle_timeout {
+                    stats.downstream_cx_idle_timeout.inc();
+                    closing = true;
+                    conn.graceful_shutdown();
+                }
                 continue;
             }
         };
@@ -274,6 +294,9 @@ async fn exchange(c: Rc<Conn>, req: http_types::Request<RecvStream>, mut respond
         Err(e) => Err(Failure::Pair(e)),
     };
     c.active.set(c.active.get().saturating_sub(1));
+    if c.active.get() == 0 {
+        c.quiet_since.set(Instant::now());
+    }
     let http2 = &c.shard.stats.http2;
     http2.streams_active.dec();
     match outcome {
