@@ -365,3 +365,43 @@ fn a_client_that_never_answers_the_goaways_ping_is_closed_after_the_grace() {
     assert!(c.closed_within(Duration::from_secs(8)), "closed once the grace (5 s) passed");
     assert!(started.elapsed() >= Duration::from_secs(4), "{:?}", started.elapsed());
 }
+
+#[test]
+fn trailers_cross_the_bridge_both_ways() {
+    let seen = Arc::new(std::sync::Mutex::new(String::new()));
+    let kept = seen.clone();
+    let up = support::RawUpstream::start(move |mut s, _| {
+        use std::io::{Read, Write};
+        let Some(head) = support::read_head(&mut s) else { return };
+        let mut body = Vec::new();
+        let mut b = [0u8; 1];
+        // A chunked body ends with its last chunk and trailers: `0\r\n...\r\n\r\n`.
+        while !(body.ends_with(b"\r\n\r\n") && body.windows(3).any(|w| w == b"0\r\n")) {
+            match s.read(&mut b) {
+                Ok(1) => body.push(b[0]),
+                _ => return,
+            }
+        }
+        *kept.lock().unwrap() = format!("{head}{}", String::from_utf8_lossy(&body));
+        let _ = s.write_all(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\ngrpc-status: 0\r\nx-t: 1\r\n\r\n",
+        );
+    });
+    let dir = support::scratch_dir("http2-trailers");
+    let skiff = Skiff::start(&config("HTTP2", "", "", up.addr, &dir.join("access.log")), &[]);
+    let mut c = Conn::open(skiff.listener("main"), &[]);
+    let head = raw::block(&[(":method", "POST"), (":scheme", "http"), (":authority", "x"), (":path", "/t")]);
+    c.headers(1, &head, false);
+    c.send(&raw::frame(raw::DATA, 0, 1, b"abc"));
+    c.headers(1, &raw::block(&[("x-req-trailer", "9")]), true);
+    let first = c.until(Duration::from_secs(5), |f| f.kind == raw::HEADERS && f.stream == 1);
+    assert_eq!(first.map(|f| f.flags & raw::END_STREAM), Some(0), "the response head");
+    let data = c.until(Duration::from_secs(5), |f| f.kind == raw::DATA && f.stream == 1);
+    assert_eq!(data.map(|f| f.payload), Some(b"hello".to_vec()));
+    let trailers = c.until(Duration::from_secs(5), |f| f.kind == raw::HEADERS && f.stream == 1);
+    let trailers = trailers.expect("the upstream's trailers as a HEADERS frame");
+    assert_eq!(trailers.flags & raw::END_STREAM, raw::END_STREAM);
+    let upstream = seen.lock().unwrap().clone();
+    assert!(upstream.contains("transfer-encoding: chunked\r\n"), "{upstream}");
+    assert!(upstream.ends_with("3\r\nabc\r\n0\r\nx-req-trailer: 9\r\n\r\n"), "{upstream:?}");
+}
