@@ -405,3 +405,39 @@ fn trailers_cross_the_bridge_both_ways() {
     assert!(upstream.contains("transfer-encoding: chunked\r\n"), "{upstream}");
     assert!(upstream.ends_with("3\r\nabc\r\n0\r\nx-req-trailer: 9\r\n\r\n"), "{upstream:?}");
 }
+
+#[test]
+fn streams_reset_after_they_began_close_the_connection_by_envoys_premature_reset_rule() {
+    let slow = TestUpstream::start(Arc::new(|_: &Seen| {
+        std::thread::sleep(Duration::from_secs(2));
+        Reply::ok("late")
+    }));
+    let (skiff, addr, _log) = setup("HTTP2", "", &slow);
+    let mut c = Conn::open(addr, &[]);
+    // Each stream reaches the upstream before the client resets it, so the codec's own guard
+    // (resets of streams not yet accepted) never sees them: Envoy's rule closes the connection
+    // once 250 of them (half of 500) were reset within a second.
+    c.stream.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+    let mut closed = false;
+    for batch in 0..60u32 {
+        let ids: Vec<u32> = (0..10).map(|i| 1 + 2 * (batch * 10 + i)).collect();
+        for id in &ids {
+            c.headers(*id, &raw::get("x", "/r"), true);
+        }
+        let sent = (batch as usize + 1) * 10;
+        assert!(support::eventually(Duration::from_secs(10), || slow.count() >= sent), "batch {batch}");
+        for id in &ids {
+            c.send(&raw::frame(raw::RST_STREAM, 0, *id, &raw::CANCEL.to_be_bytes()));
+        }
+        if c.closed_within(Duration::from_millis(10)) {
+            closed = true;
+            break;
+        }
+    }
+    let closed = closed || c.closed_within(Duration::from_secs(5));
+    let s = stats(&skiff);
+    assert!(closed, "the connection is closed");
+    assert_eq!(stat_in(&s, "http.ingress.downstream_rq_too_many_premature_resets"), Some(1));
+    assert!(stat_in(&s, "http2.rx_reset").is_some_and(|n| n >= 250), "{s}");
+    assert_eq!(h2c(addr, "/other", &[]).status, 200);
+}
