@@ -82,6 +82,14 @@ fn log_lines(log: &Path, n: usize) -> Vec<String> {
     }
 }
 
+/// An upstream that answers `body` after `delay`.
+fn slow_upstream(delay: Duration, body: &'static str) -> TestUpstream {
+    TestUpstream::start(Arc::new(move |_: &Seen| {
+        std::thread::sleep(delay);
+        Reply::ok(body)
+    }))
+}
+
 fn setup(codec: &str, extra: &str, upstream: &TestUpstream) -> (Skiff, SocketAddr, std::path::PathBuf) {
     let dir = support::scratch_dir("http2");
     let log = dir.join("access.log");
@@ -208,10 +216,7 @@ fn h2_over_tls_is_chosen_by_alpn() {
 
 #[test]
 fn http2_protocol_options_reach_the_clients_settings_and_extra_streams_are_refused() {
-    let slow = TestUpstream::start(Arc::new(|_: &Seen| {
-        std::thread::sleep(Duration::from_millis(500));
-        Reply::ok("slow")
-    }));
+    let slow = slow_upstream(Duration::from_millis(500), "slow");
     let extra = "http2_protocol_options:\n  max_concurrent_streams: 1\n  initial_stream_window_size: 65536\n";
     let (_skiff, addr, _log) = setup("HTTP2", extra, &slow);
     let mut c = Conn::open(addr, &[]);
@@ -234,10 +239,7 @@ fn http2_protocol_options_reach_the_clients_settings_and_extra_streams_are_refus
 
 #[test]
 fn rapid_reset_closes_the_abusive_connection_and_others_are_served() {
-    let slow = TestUpstream::start(Arc::new(|_: &Seen| {
-        std::thread::sleep(Duration::from_millis(200));
-        Reply::ok("ok")
-    }));
+    let slow = slow_upstream(Duration::from_millis(200), "ok");
     let (_skiff, addr, _log) = setup("HTTP2", "", &slow);
     let mut c = Conn::open(addr, &[]);
     let mut burst = Vec::new();
@@ -314,10 +316,7 @@ fn a_zero_window_stalls_only_its_stream_until_the_stream_idle_timeout() {
 
 #[test]
 fn a_draining_skiff_sends_goaway_and_finishes_the_stream_in_flight() {
-    let slow = TestUpstream::start(Arc::new(|_: &Seen| {
-        std::thread::sleep(Duration::from_millis(300));
-        Reply::ok("finished")
-    }));
+    let slow = slow_upstream(Duration::from_millis(300), "finished");
     let (mut skiff, addr, _log) = setup("HTTP2", "", &slow);
     let mut c = Conn::open(addr, &[]);
     c.headers(1, &raw::get("x", "/inflight"), true);
@@ -408,10 +407,7 @@ fn trailers_cross_the_bridge_both_ways() {
 
 #[test]
 fn streams_reset_after_they_began_close_the_connection_by_envoys_premature_reset_rule() {
-    let slow = TestUpstream::start(Arc::new(|_: &Seen| {
-        std::thread::sleep(Duration::from_secs(2));
-        Reply::ok("late")
-    }));
+    let slow = slow_upstream(Duration::from_secs(2), "late");
     let (skiff, addr, _log) = setup("HTTP2", "", &slow);
     let mut c = Conn::open(addr, &[]);
     // Each stream reaches the upstream before the client resets it, so the codec's own guard
