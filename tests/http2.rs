@@ -82,6 +82,14 @@ fn log_lines(log: &Path, n: usize) -> Vec<String> {
     }
 }
 
+/// An upstream that answers `body` after `delay`.
+fn slow_upstream(delay: Duration, body: &'static str) -> TestUpstream {
+    TestUpstream::start(Arc::new(move |_: &Seen| {
+        std::thread::sleep(delay);
+        Reply::ok(body)
+    }))
+}
+
 fn setup(codec: &str, extra: &str, upstream: &TestUpstream) -> (Skiff, SocketAddr, std::path::PathBuf) {
     let dir = support::scratch_dir("http2");
     let log = dir.join("access.log");
@@ -208,10 +216,7 @@ fn h2_over_tls_is_chosen_by_alpn() {
 
 #[test]
 fn http2_protocol_options_reach_the_clients_settings_and_extra_streams_are_refused() {
-    let slow = TestUpstream::start(Arc::new(|_: &Seen| {
-        std::thread::sleep(Duration::from_millis(500));
-        Reply::ok("slow")
-    }));
+    let slow = slow_upstream(Duration::from_millis(500), "slow");
     let extra = "http2_protocol_options:\n  max_concurrent_streams: 1\n  initial_stream_window_size: 65536\n";
     let (_skiff, addr, _log) = setup("HTTP2", extra, &slow);
     let mut c = Conn::open(addr, &[]);
@@ -234,10 +239,7 @@ fn http2_protocol_options_reach_the_clients_settings_and_extra_streams_are_refus
 
 #[test]
 fn rapid_reset_closes_the_abusive_connection_and_others_are_served() {
-    let slow = TestUpstream::start(Arc::new(|_: &Seen| {
-        std::thread::sleep(Duration::from_millis(200));
-        Reply::ok("ok")
-    }));
+    let slow = slow_upstream(Duration::from_millis(200), "ok");
     let (_skiff, addr, _log) = setup("HTTP2", "", &slow);
     let mut c = Conn::open(addr, &[]);
     let mut burst = Vec::new();
@@ -314,10 +316,7 @@ fn a_zero_window_stalls_only_its_stream_until_the_stream_idle_timeout() {
 
 #[test]
 fn a_draining_skiff_sends_goaway_and_finishes_the_stream_in_flight() {
-    let slow = TestUpstream::start(Arc::new(|_: &Seen| {
-        std::thread::sleep(Duration::from_millis(300));
-        Reply::ok("finished")
-    }));
+    let slow = slow_upstream(Duration::from_millis(300), "finished");
     let (mut skiff, addr, _log) = setup("HTTP2", "", &slow);
     let mut c = Conn::open(addr, &[]);
     c.headers(1, &raw::get("x", "/inflight"), true);
@@ -334,4 +333,107 @@ fn a_draining_skiff_sends_goaway_and_finishes_the_stream_in_flight() {
 
 fn skiff_pid(skiff: &Skiff) -> i32 {
     skiff.pid() as i32
+}
+
+#[test]
+fn an_idle_connection_gets_a_goaway_at_idle_timeout_after_its_last_stream() {
+    let up = TestUpstream::named("ok");
+    let extra = "common_http_protocol_options: { idle_timeout: 0.5s }\n";
+    let (skiff, addr, _log) = setup("HTTP2", extra, &up);
+    let mut c = Conn::open(addr, &[]);
+    c.headers(1, &raw::get("x", "/one"), true);
+    let started = Instant::now();
+    assert!(c.until(Duration::from_secs(5), |f| f.kind == raw::DATA && f.stream == 1).is_some());
+    let goaway = c.until(Duration::from_secs(5), |f| f.kind == raw::GOAWAY);
+    assert_eq!(goaway.and_then(|f| f.error_code()), Some(0));
+    assert!(started.elapsed() >= Duration::from_millis(450), "{:?}", started.elapsed());
+    assert!(c.closed_within(Duration::from_secs(5)));
+    assert_eq!(stat_in(&stats(&skiff), "http.ingress.downstream_cx_idle_timeout"), Some(1));
+}
+
+#[test]
+fn a_client_that_never_answers_the_goaways_ping_is_closed_after_the_grace() {
+    let up = TestUpstream::named("ok");
+    let extra = "common_http_protocol_options: { idle_timeout: 0.2s }\n";
+    let (_skiff, addr, _log) = setup("HTTP2", extra, &up);
+    let mut c = Conn::open(addr, &[]);
+    c.answer_pings = false;
+    let goaway = c.until(Duration::from_secs(5), |f| f.kind == raw::GOAWAY);
+    assert_eq!(goaway.and_then(|f| f.error_code()), Some(0));
+    let started = Instant::now();
+    assert!(c.closed_within(Duration::from_secs(8)), "closed once the grace (5 s) passed");
+    assert!(started.elapsed() >= Duration::from_secs(4), "{:?}", started.elapsed());
+}
+
+#[test]
+fn trailers_cross_the_bridge_both_ways() {
+    let seen = Arc::new(std::sync::Mutex::new(String::new()));
+    let kept = seen.clone();
+    let up = support::RawUpstream::start(move |mut s, _| {
+        use std::io::{Read, Write};
+        let Some(head) = support::read_head(&mut s) else { return };
+        let mut body = Vec::new();
+        let mut b = [0u8; 1];
+        // A chunked body ends with its last chunk and trailers: `0\r\n...\r\n\r\n`.
+        while !(body.ends_with(b"\r\n\r\n") && body.windows(3).any(|w| w == b"0\r\n")) {
+            match s.read(&mut b) {
+                Ok(1) => body.push(b[0]),
+                _ => return,
+            }
+        }
+        *kept.lock().unwrap() = format!("{head}{}", String::from_utf8_lossy(&body));
+        let _ = s.write_all(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\ngrpc-status: 0\r\nx-t: 1\r\n\r\n",
+        );
+    });
+    let dir = support::scratch_dir("http2-trailers");
+    let skiff = Skiff::start(&config("HTTP2", "", "", up.addr, &dir.join("access.log")), &[]);
+    let mut c = Conn::open(skiff.listener("main"), &[]);
+    let head = raw::block(&[(":method", "POST"), (":scheme", "http"), (":authority", "x"), (":path", "/t")]);
+    c.headers(1, &head, false);
+    c.send(&raw::frame(raw::DATA, 0, 1, b"abc"));
+    c.headers(1, &raw::block(&[("x-req-trailer", "9")]), true);
+    let first = c.until(Duration::from_secs(5), |f| f.kind == raw::HEADERS && f.stream == 1);
+    assert_eq!(first.map(|f| f.flags & raw::END_STREAM), Some(0), "the response head");
+    let data = c.until(Duration::from_secs(5), |f| f.kind == raw::DATA && f.stream == 1);
+    assert_eq!(data.map(|f| f.payload), Some(b"hello".to_vec()));
+    let trailers = c.until(Duration::from_secs(5), |f| f.kind == raw::HEADERS && f.stream == 1);
+    let trailers = trailers.expect("the upstream's trailers as a HEADERS frame");
+    assert_eq!(trailers.flags & raw::END_STREAM, raw::END_STREAM);
+    let upstream = seen.lock().unwrap().clone();
+    assert!(upstream.contains("transfer-encoding: chunked\r\n"), "{upstream}");
+    assert!(upstream.ends_with("3\r\nabc\r\n0\r\nx-req-trailer: 9\r\n\r\n"), "{upstream:?}");
+}
+
+#[test]
+fn streams_reset_after_they_began_close_the_connection_by_envoys_premature_reset_rule() {
+    let slow = slow_upstream(Duration::from_secs(2), "late");
+    let (skiff, addr, _log) = setup("HTTP2", "", &slow);
+    let mut c = Conn::open(addr, &[]);
+    // Each stream reaches the upstream before the client resets it, so the codec's own guard
+    // (resets of streams not yet accepted) never sees them: Envoy's rule closes the connection
+    // once 250 of them (half of 500) were reset within a second.
+    c.stream.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+    let mut closed = false;
+    for batch in 0..60u32 {
+        let ids: Vec<u32> = (0..10).map(|i| 1 + 2 * (batch * 10 + i)).collect();
+        for id in &ids {
+            c.headers(*id, &raw::get("x", "/r"), true);
+        }
+        let sent = (batch as usize + 1) * 10;
+        assert!(support::eventually(Duration::from_secs(10), || slow.count() >= sent), "batch {batch}");
+        for id in &ids {
+            c.send(&raw::frame(raw::RST_STREAM, 0, *id, &raw::CANCEL.to_be_bytes()));
+        }
+        if c.closed_within(Duration::from_millis(10)) {
+            closed = true;
+            break;
+        }
+    }
+    let closed = closed || c.closed_within(Duration::from_secs(5));
+    let s = stats(&skiff);
+    assert!(closed, "the connection is closed");
+    assert_eq!(stat_in(&s, "http.ingress.downstream_rq_too_many_premature_resets"), Some(1));
+    assert!(stat_in(&s, "http2.rx_reset").is_some_and(|n| n >= 250), "{s}");
+    assert_eq!(h2c(addr, "/other", &[]).status, 200);
 }

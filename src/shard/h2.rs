@@ -13,6 +13,7 @@
 //! upstreams: whatever the request becomes is the HTTP/1 path's business.
 
 use super::downstream::Downstream;
+use super::signal::Signal;
 use super::socket::{self, would_block, Fd, Pending};
 use super::state::Shard;
 use crate::http::{self, BodyKind, ChunkedDecoder, MAX_HEADERS};
@@ -35,7 +36,7 @@ use std::os::fd::AsRawFd;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The client connection preface of RFC 9113 §3.4 (prior knowledge, or after ALPN `h2`).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -65,6 +66,20 @@ const FREE_PAIRS: usize = 16;
 /// proxy adds).
 const MAX_RESPONSE_HEAD: usize = 96 * 1024;
 
+/// Envoy's rapid-reset rule (`overload.premature_reset_*` defaults): a stream the client resets
+/// within this of its start is premature; once `PREMATURE_CHECK_AFTER` streams have ended, a
+/// connection half of whose streams were is closed (sooner, when that many already were).
+const PREMATURE: Duration = Duration::from_secs(1);
+const PREMATURE_CHECK_AFTER: u64 = 500;
+
+fn too_many_premature_resets(ended: u64, premature: u64) -> bool {
+    let base = ended.max(PREMATURE_CHECK_AFTER);
+    premature > 0 && premature * 2 >= base
+}
+
+/// How long a connection told to go away may stay once its streams are done.
+const GOAWAY_GRACE: Duration = Duration::from_secs(5);
+
 /// Bytes read from a bridge pair at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -86,6 +101,13 @@ struct Conn {
     free: RefCell<Vec<TcpStream>>,
     /// Streams in flight (the connection's idle timeout runs only at zero).
     active: Cell<usize>,
+    /// When the last stream ended (or the connection began): the idle timeout counts from it.
+    quiet_since: Cell<Instant>,
+    /// Streams ended, and those of them the client reset within `PREMATURE` of their start.
+    ended: Cell<u64>,
+    premature: Cell<u64>,
+    /// Fired when too many streams were reset prematurely: the connection is closed.
+    abusive: Signal,
     /// `stream_idle_timeout`: how long a response may wait for the client's flow-control window.
     stream_idle: Option<Duration>,
 }
@@ -149,6 +171,10 @@ pub(super) async fn serve(shard: Rc<Shard>, key: ChainKey, d: Downstream, spawn:
         spawn,
         free: RefCell::new(Vec::new()),
         active: Cell::new(0),
+        quiet_since: Cell::new(Instant::now()),
+        ended: Cell::new(0),
+        premature: Cell::new(0),
+        abusive: Signal::default(),
         stream_idle,
     });
     let mut closing = shard.draining();
@@ -163,9 +189,18 @@ pub(super) async fn serve(shard: Rc<Shard>, key: ChainKey, d: Downstream, spawn:
         }
     });
     loop {
-        let idle = c.active.get() == 0 && !closing;
+        // Re-armed at every event: with streams in flight it only wakes the loop to look again.
+        let idle_wait = match c.active.get() {
+            0 => idle_timeout.saturating_sub(c.quiet_since.get().elapsed()),
+            _ => idle_timeout,
+        };
         let next = monoio::select! {
             next = poll_fn(|cx| conn.poll_accept(cx)) => next,
+            _ = c.abusive.wait() => {
+                stats.downstream_rq_too_many_premature_resets.inc();
+                log::debug!("closing the h2 connection from {peer}: too many premature resets");
+                break;
+            }
             _ = shard.drain.wait(), if !closing => {
                 closing = true;
                 conn.graceful_shutdown();
@@ -177,10 +212,20 @@ pub(super) async fn serve(shard: Rc<Shard>, key: ChainKey, d: Downstream, spawn:
                 conn.graceful_shutdown();
                 continue;
             }
-            _ = monoio::time::sleep(idle_timeout), if idle => {
-                stats.downstream_cx_idle_timeout.inc();
-                closing = true;
-                conn.graceful_shutdown();
+            // The graceful GOAWAY's second half waits for the client's PING answer: a client that
+            // never answers is cut off once its streams are done (Envoy's drain_timeout default).
+            _ = monoio::time::sleep(GOAWAY_GRACE), if closing => {
+                if c.active.get() == 0 {
+                    conn.abrupt_shutdown(Reason::NO_ERROR);
+                }
+                continue;
+            }
+            _ = monoio::time::sleep(idle_wait), if !closing => {
+                if c.active.get() == 0 && c.quiet_since.get().elapsed() >= idle_timeout {
+                    stats.downstream_cx_idle_timeout.inc();
+                    closing = true;
+                    conn.graceful_shutdown();
+                }
                 continue;
             }
         };
@@ -225,7 +270,9 @@ enum Failure {
     Pair(std::io::Error),
     /// The HTTP/1 side wrote a response skiff cannot read (it never should).
     BadResponse(&'static str),
-    /// The client reset the stream or the connection failed.
+    /// The client reset the stream.
+    Reset(Reason),
+    /// The client's connection failed (or the codec reset the stream).
     Client(h2::Error),
     /// The client's flow-control window stayed shut for `stream_idle_timeout`.
     Stalled,
@@ -236,6 +283,7 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Pair(e) => write!(f, "bridge pair: {e}"),
             Failure::BadResponse(why) => write!(f, "response from the HTTP/1 side: {why}"),
+            Failure::Reset(r) => write!(f, "reset by the client: {r}"),
             Failure::Client(e) => write!(f, "client: {e}"),
             Failure::Stalled => f.write_str("the client's window stayed shut for stream_idle_timeout"),
         }
@@ -250,12 +298,16 @@ impl From<std::io::Error> for Failure {
 
 impl From<h2::Error> for Failure {
     fn from(e: h2::Error) -> Self {
-        Failure::Client(e)
+        match e.reason() {
+            Some(reason) if e.is_reset() && e.is_remote() => Failure::Reset(reason),
+            _ => Failure::Client(e),
+        }
     }
 }
 
 /// One stream: its request written on a bridge pair, the response read back and sent.
 async fn exchange(c: Rc<Conn>, req: http_types::Request<RecvStream>, mut respond: SendResponse<Bytes>) {
+    let started = Instant::now();
     let (parts, body) = req.into_parts();
     let mut head = Vec::with_capacity(512);
     let chunked = request_head(&parts, body.is_end_stream(), &mut head);
@@ -274,17 +326,26 @@ async fn exchange(c: Rc<Conn>, req: http_types::Request<RecvStream>, mut respond
         Err(e) => Err(Failure::Pair(e)),
     };
     c.active.set(c.active.get().saturating_sub(1));
+    c.ended.set(c.ended.get() + 1);
+    if too_many_premature_resets(c.ended.get(), c.premature.get()) {
+        c.abusive.fire();
+    }
+    if c.active.get() == 0 {
+        c.quiet_since.set(Instant::now());
+    }
     let http2 = &c.shard.stats.http2;
     http2.streams_active.dec();
     match outcome {
         Ok(()) => {}
         // The client is gone or reset the stream: nothing to tell it.
-        Err(Failure::Client(e)) => {
-            log::debug!("h2 stream from {}: {e}", c.peer);
-            if e.is_reset() && e.is_remote() {
-                http2.rx_reset.inc();
+        Err(Failure::Reset(reason)) => {
+            log::debug!("h2 stream from {}: reset by the client: {reason}", c.peer);
+            http2.rx_reset.inc();
+            if started.elapsed() < PREMATURE {
+                c.premature.set(c.premature.get() + 1);
             }
         }
+        Err(Failure::Client(e)) => log::debug!("h2 stream from {}: {e}", c.peer),
         Err(e) => {
             log::debug!("h2 stream from {}: {e}", c.peer);
             let reason = if matches!(e, Failure::Stalled) { Reason::CANCEL } else { Reason::INTERNAL_ERROR };
@@ -471,8 +532,8 @@ async fn relay_response(
                     }
                     Either::Right((reset, _)) => {
                         return Err(match reset {
-                            Ok(reason) => Failure::Client(h2::Error::from(reason)),
-                            Err(e) => Failure::Client(e),
+                            Ok(reason) => Failure::Reset(reason),
+                            Err(e) => Failure::from(e),
                         })
                     }
                 }
@@ -711,6 +772,15 @@ mod tests {
         assert_eq!(preface(PREFACE), Some(true));
         assert_eq!(preface(b"POST / HTTP/1.1\r\n"), Some(false));
         assert_eq!(preface(b"GET / HTTP/1.1\r\n"), Some(false));
+    }
+
+    #[test]
+    fn premature_resets_close_a_connection_as_envoys_rule_says() {
+        assert!(!too_many_premature_resets(10, 9), "too few streams to judge");
+        assert!(too_many_premature_resets(250, 250), "enough that the rest cannot save it");
+        assert!(!too_many_premature_resets(600, 299));
+        assert!(too_many_premature_resets(600, 300));
+        assert!(!too_many_premature_resets(0, 0));
     }
 
     #[test]

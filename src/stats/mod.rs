@@ -331,6 +331,7 @@ stat_block! {
         downstream_rq_http2_total: Counter,
         downstream_cx_http2_total: Counter,
         downstream_cx_http2_active: Gauge,
+        downstream_rq_too_many_premature_resets: Counter,
         downstream_rq_completed: Counter,
         downstream_rq_active: Gauge,
         downstream_rq_1xx: Counter,

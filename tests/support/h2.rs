@@ -13,6 +13,7 @@ pub const DATA: u8 = 0;
 pub const HEADERS: u8 = 1;
 pub const RST_STREAM: u8 = 3;
 pub const SETTINGS: u8 = 4;
+pub const PING: u8 = 6;
 pub const GOAWAY: u8 = 7;
 pub const WINDOW_UPDATE: u8 = 8;
 pub const CONTINUATION: u8 = 9;
@@ -101,6 +102,8 @@ pub fn get(authority: &str, path: &str) -> Vec<u8> {
 pub struct Conn {
     pub stream: TcpStream,
     buf: Vec<u8>,
+    /// Whether PINGs are answered (as every real client does), as frames are read.
+    pub answer_pings: bool,
 }
 
 impl Conn {
@@ -108,7 +111,7 @@ impl Conn {
     pub fn open(addr: SocketAddr, settings: &[(u16, u32)]) -> Conn {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        let mut c = Conn { stream, buf: Vec::new() };
+        let mut c = Conn { stream, buf: Vec::new(), answer_pings: true };
         let mut payload = Vec::new();
         for (id, v) in settings {
             payload.extend_from_slice(&id.to_be_bytes());
@@ -130,8 +133,8 @@ impl Conn {
         self.send(&frame(HEADERS, flags, stream, block));
     }
 
-    /// The next frame within `limit` (None: none came, or the connection closed). SETTINGS from
-    /// the server are acknowledged as they come.
+    /// The next frame within `limit` (None: none came, or the connection closed). SETTINGS and
+    /// PINGs from the server are acknowledged as they come.
     pub fn next(&mut self, limit: Duration) -> Option<Frame> {
         let deadline = Instant::now() + limit;
         loop {
@@ -148,6 +151,9 @@ impl Conn {
                     self.buf.drain(..9 + len);
                     if f.kind == SETTINGS && f.flags & ACK == 0 {
                         self.send(&frame(SETTINGS, ACK, 0, &[]));
+                    }
+                    if f.kind == PING && f.flags & ACK == 0 && self.answer_pings {
+                        self.send(&frame(PING, ACK, 0, &f.payload));
                     }
                     return Some(f);
                 }
@@ -178,17 +184,13 @@ impl Conn {
         None
     }
 
-    /// Whether the server closed the connection within `limit` (frames before that are dropped).
+    /// Whether the server closed the connection within `limit` (frames before that are read and
+    /// dropped, PINGs answered).
     pub fn closed_within(&mut self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            let mut chunk = [0u8; 16384];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return true,
-                Ok(_) => {}
-                Err(e)
-                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-                Err(_) => return true,
+            if self.next(deadline.saturating_duration_since(Instant::now())).is_none() {
+                return Instant::now() < deadline;
             }
         }
         false
