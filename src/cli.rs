@@ -8,8 +8,8 @@ use std::path::PathBuf;
 #[command(
     name = "skiff",
     version,
-    about = "An io_uring, thread-per-core HTTP/1.1 proxy that runs Envoy's configs.",
-    long_about = "An io_uring, thread-per-core HTTP/1.1 proxy that runs Envoy's configs.\n\n\
+    about = "An io_uring, thread-per-core HTTP/1.1 and HTTP/2 proxy that runs Envoy's configs.",
+    long_about = "An io_uring, thread-per-core HTTP/1.1 and HTTP/2 proxy that runs Envoy's configs.\n\n\
         Start it exactly like Envoy: `skiff -c envoy.yaml`. Flags that only matter to Envoy's \
         hot restart or its C++ internals are accepted and ignored, so existing manifests need no edit.",
     after_help = "Examples:\n  skiff -c envoy.yaml\n  skiff -c envoy.yaml --mode validate\n  \

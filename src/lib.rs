@@ -1,4 +1,4 @@
-//! skiff: an io_uring, thread-per-core HTTP/1.1 proxy that runs Envoy's configs.
+//! skiff: an io_uring, thread-per-core HTTP/1.1 and HTTP/2 proxy that runs Envoy's configs.
 //!
 //! Data flows one way: `config` (YAML → typed model) → `control` (resolve, bind, build a
 //! `snapshot`) → `shard`s (serve requests from their own copy). `server` wires them together for

@@ -132,7 +132,7 @@ pub(super) fn ext_authz(p: &FieldPath, fields: serde_norway::Mapping) -> Res<Ext
     if r.grpc_service.is_some() {
         return refuse(
             "grpc_service",
-            "gRPC needs HTTP/2 to the authorization server and skiff speaks HTTP/1.1 upstream; use http_service",
+            "skiff's authorization check client speaks HTTP/1.1 only; use http_service",
         );
     }
     let Some(http) = r.http_service else {

@@ -104,7 +104,10 @@ pub(super) fn health_check(p: FieldPath, cluster: &str, h: RawHealthCheck) -> Re
     let unhealthy_threshold = threshold(&p, "unhealthy_threshold", h.unhealthy_threshold)?;
     let healthy_threshold = threshold(&p, "healthy_threshold", h.healthy_threshold)?;
     if h.grpc_health_check.is_some() {
-        return fail(p.key("grpc_health_check"), "grpc_health_check is not supported: skiff speaks HTTP/1.1");
+        return fail(
+            p.key("grpc_health_check"),
+            "grpc_health_check is not supported: skiff's health checker speaks HTTP/1.1 only",
+        );
     }
     if h.custom_health_check.is_some() {
         return fail(p.key("custom_health_check"), "custom_health_check is not supported");
@@ -192,7 +195,10 @@ fn http_check(p: FieldPath, cluster: &str, h: RawHttpHealthCheck) -> Res<HttpHea
         }
     }
     if h.use_http2 == Some(true) {
-        return fail(p.key("use_http2"), "use_http2 is not supported: skiff speaks HTTP/1.1");
+        return fail(
+            p.key("use_http2"),
+            "use_http2 is not supported: skiff's health checker speaks HTTP/1.1 only",
+        );
     }
     let path = h.path.unwrap_or_default();
     if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {

@@ -1235,8 +1235,6 @@ fn san(p: &FieldPath, san_type: &str, m: &RawStringMatcher, at: &FieldPath) -> R
     }
 }
 
-/// `alpn_protocols`: skiff speaks HTTP/1.1 only, so that is all it offers; a list without it is
-/// refused (an h2-only listener would answer every client with a protocol it cannot speak).
 /// The protocols a context offers by ALPN, in the config's order: those skiff speaks (HTTP/2 is
 /// served to clients only: an upstream context keeps `http/1.1`, see `upstream_offer`).
 fn alpn(p: &FieldPath, protocols: Vec<String>) -> Res<Vec<Vec<u8>>> {
@@ -1254,8 +1252,8 @@ fn alpn(p: &FieldPath, protocols: Vec<String>) -> Res<Vec<Vec<u8>>> {
     Ok(spoken)
 }
 
-/// What an upstream context offers: `http/1.1` when its list has it (skiff speaks HTTP/1.1 to
-/// upstreams); a list without it is refused.
+/// What an HTTP/1.1 cluster's upstream context offers: `http/1.1` when its list has it (an HTTP/2
+/// cluster's connections offer `h2`, `h2_upstream`); a list without it is refused.
 fn upstream_offer(p: &FieldPath, alpn: Vec<Vec<u8>>) -> Res<Vec<Vec<u8>>> {
     if alpn.is_empty() || alpn.iter().any(|a| a == b"http/1.1") {
         return Ok(alpn.into_iter().filter(|a| a == b"http/1.1").collect());

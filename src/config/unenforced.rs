@@ -119,7 +119,7 @@ pub const UNENFORCED: &[Unenforced] = &[
     u("cluster.least_request_lb_config.slow_start_config", "hosts take their full share at once"),
     u("cluster.round_robin_lb_config", "no slow start"),
     u("cluster.original_dst_lb_config", NOT_YET),
-    u("cluster.protocol_selection", "skiff speaks HTTP/1.1 to upstreams"),
+    u("cluster.protocol_selection", "write HttpProtocolOptions use_downstream_protocol_config"),
     u("cluster.track_timeout_budgets", "no timeout budget histograms are kept"),
     u("cluster.track_cluster_stats", "no request/response size or per-method stats are kept"),
     u("cluster.alt_stat_name", "stats are named by the cluster's name"),
