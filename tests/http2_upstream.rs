@@ -264,8 +264,7 @@ fn protocol_options_skiff_cannot_honour_are_refused_where_they_are() {
 #[test]
 fn auto_config_without_tls_speaks_http1() {
     let up = support::TestUpstream::echo();
-    let ext = "typed_extension_protocol_options:\n  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n    \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n    auto_config: {}\n";
-    let (skiff, _log) = start(up.addr, ext);
+    let (skiff, _log) = start(up.addr, AUTO);
     assert_eq!(Client::connect(skiff.listener("main")).get("/").status, 200);
     assert_eq!(stat(skiff.admin(), "cluster.backend.upstream_cx_http1_total"), Some(1));
     assert_eq!(stat(skiff.admin(), "cluster.backend.upstream_cx_http2_total"), Some(0));
@@ -309,4 +308,39 @@ fn a_client_that_leaves_resets_its_stream() {
     // The connection itself stays for the next request.
     assert_eq!(Client::connect(skiff.listener("main")).get("/next").status, 200);
     assert_eq!(up.connections(), 1);
+}
+
+const AUTO: &str = "typed_extension_protocol_options:\n  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n    \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n    auto_config: {}\n";
+
+#[test]
+fn auto_config_over_tls_speaks_what_alpn_picks() {
+    let certs = support::tls::shared();
+    let socket =
+        support::tls::upstream_socket("sni: up.example\n", &support::tls::trusting(certs, &["up.example"]));
+    // A host that picks h2.
+    let up = H2Upstream::start_tls(&certs.path("up.crt"), &certs.path("up.key"));
+    let (skiff, _log) = start(up.addr, &format!("{AUTO}{socket}"));
+    let mut c = Client::connect(skiff.listener("main"));
+    for _ in 0..2 {
+        assert_eq!(c.get("/alpn").text(), "ok /alpn");
+    }
+    assert_eq!(up.connections(), 1);
+    assert_eq!(stat(skiff.admin(), "cluster.backend.upstream_cx_http2_total"), Some(1));
+    assert_eq!(stat(skiff.admin(), "cluster.backend.upstream_cx_http1_total"), Some(0));
+
+    // A host that offers no ALPN (skiff itself, TLS-terminating, answering directly): HTTP/1.1.
+    let routes = "virtual_hosts:\n  - name: all\n    domains: [\"*\"]\n    routes:\n      - match: { prefix: / }\n        direct_response: { status: 200, body: { inline_string: served } }\n";
+    let listener = support::tls::with_socket(
+        &support::listener_yaml("main", "127.0.0.1", routes),
+        &support::tls::downstream_socket(certs, "up", "", ""),
+    );
+    let unused = support::static_cluster_yaml("unused", "ROUND_ROBIN", &[(support::dead_port(), 1)]);
+    let back = Skiff::start(&support::bootstrap_yaml(&[listener], &[unused]), &[]);
+    let (front, _log) = start(back.listener("main"), &format!("{AUTO}{socket}"));
+    let mut c = Client::connect(front.listener("main"));
+    for _ in 0..2 {
+        assert_eq!(c.get("/").text(), "served");
+    }
+    assert_eq!(stat(front.admin(), "cluster.backend.upstream_cx_http1_total"), Some(1));
+    assert_eq!(stat(front.admin(), "cluster.backend.upstream_cx_http2_total"), Some(0));
 }

@@ -200,6 +200,14 @@ async fn establish(key: PoolKey, t: &Rc<Target>) -> Result<Rc<Conn>, StreamEnd> 
     t.stats.upstream_cx_total.inc();
     t.stats.upstream_cx_http2_total.inc();
     t.host.cx_total.inc();
+    let started = Instant::now();
+    let (stream, _) = dial(t).await?;
+    start(stream, key, t, t.connect_timeout.saturating_sub(started.elapsed())).await
+}
+
+/// TCP, then TLS when the cluster has it, within `connect_timeout`: the stream, and whether the
+/// host chose `h2` by ALPN. A failure is counted as Envoy counts a failed connect.
+async fn dial(t: &Target) -> Result<(TcpStream, bool), StreamEnd> {
     let addr = t.addr;
     let open = async {
         let stream =
@@ -210,10 +218,34 @@ async fn establish(key: PoolKey, t: &Rc<Target>) -> Result<Rc<Conn>, StreamEnd> 
                 log::warn!("connect to {addr}: cannot set tcp_keepalive: {e}");
             }
         }
-        let stream = match &t.tls {
-            None => stream,
-            Some((tls, ssl)) => tls::upstream_with(stream, tls, ssl, t.connect_timeout, addr).await?,
-        };
+        match &t.tls {
+            None => Ok((stream, false)),
+            Some((tls, ssl)) => tls::upstream_negotiated(stream, tls, ssl, t.connect_timeout, addr).await,
+        }
+    };
+    match monoio::time::timeout(t.connect_timeout, open).await {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(())) => {
+            count_connect_failure(&t.stats, false);
+            Err(StreamEnd::ConnectFailed { timed_out: false })
+        }
+        Err(_) => {
+            count_connect_failure(&t.stats, true);
+            Err(StreamEnd::ConnectFailed { timed_out: true })
+        }
+    }
+}
+
+/// The h2 preface on a connected stream (within what is left of `connect_timeout`), and the task
+/// that runs the connection.
+async fn start(
+    stream: TcpStream,
+    key: PoolKey,
+    t: &Rc<Target>,
+    limit: Duration,
+) -> Result<Rc<Conn>, StreamEnd> {
+    let addr = t.addr;
+    let handshake = async {
         let io = stream.into_poll_io().map_err(|e| log::debug!("h2 to {addr}: {e}"))?;
         let o = &t.options;
         h2::client::Builder::new()
@@ -225,15 +257,12 @@ async fn establish(key: PoolKey, t: &Rc<Target>) -> Result<Rc<Conn>, StreamEnd> 
             .await
             .map_err(|e| log::debug!("h2 to {addr}: {e}"))
     };
-    let (send, connection) = match monoio::time::timeout(t.connect_timeout, open).await {
+    let (send, connection) = match monoio::time::timeout(limit, handshake).await {
         Ok(Ok(done)) => done,
-        Ok(Err(())) => {
-            count_connect_failure(&t.stats, false);
-            return Err(StreamEnd::ConnectFailed { timed_out: false });
-        }
-        Err(_) => {
-            count_connect_failure(&t.stats, true);
-            return Err(StreamEnd::ConnectFailed { timed_out: true });
+        failed => {
+            let timed_out = failed.is_err();
+            count_connect_failure(&t.stats, timed_out);
+            return Err(StreamEnd::ConnectFailed { timed_out });
         }
     };
     let conn = Rc::new(Conn {
@@ -319,6 +348,28 @@ async fn open_stream(key: PoolKey, t: &Rc<Target>) -> Result<(SendRequest<Bytes>
     Err(StreamEnd::ConnectionTermination)
 }
 
+impl Target {
+    fn of(
+        shard: &ShardStats,
+        key: PoolKey,
+        snap: &ClusterSnap,
+        options: &Http2Upstream,
+        (stats, host): (&Rc<ClusterStats>, &Rc<HostStats>),
+    ) -> Rc<Target> {
+        Rc::new(Target {
+            addr: key.addr,
+            connect_timeout: snap.connect_timeout,
+            tls: snap.tls.as_ref().map(|tls| (tls.clone(), tls::cluster_ssl(shard, &snap.name))),
+            keepalive: snap.connection.tcp_keepalive,
+            options: *options,
+            max_requests: snap.max_requests_per_connection,
+            idle: Duration::from_secs(snap.connection.idle_secs),
+            stats: stats.clone(),
+            host: host.clone(),
+        })
+    }
+}
+
 /// The HTTP/1.1 path's connection to an HTTP/2 host (see the module doc). Err: no connection to
 /// the host could be made (`ConnectFailed`, counted), or the socket pair failed.
 pub(super) async fn connect(
@@ -326,24 +377,56 @@ pub(super) async fn connect(
     key: PoolKey,
     snap: &ClusterSnap,
     options: &Http2Upstream,
-    (stats, host): (&Rc<ClusterStats>, &Rc<HostStats>),
+    accounts: (&Rc<ClusterStats>, &Rc<HostStats>),
     slot: ConnSlot,
 ) -> Result<Upstream, StreamEnd> {
     if let Some(board) = &snap.board {
         board.note_traffic();
     }
-    let t = Rc::new(Target {
-        addr: key.addr,
-        connect_timeout: snap.connect_timeout,
-        tls: snap.tls.as_ref().map(|tls| (tls.clone(), tls::cluster_ssl(shard, &snap.name))),
-        keepalive: snap.connection.tcp_keepalive,
-        options: *options,
-        max_requests: snap.max_requests_per_connection,
-        idle: Duration::from_secs(snap.connection.idle_secs),
-        stats: stats.clone(),
-        host: host.clone(),
-    });
+    let t = Target::of(shard, key, snap, options, accounts);
     conn_with_room(key, &t).await?;
+    bridged(key, snap, t, slot)
+}
+
+/// `auto_config` over TLS: HTTP/2 when the host chose `h2` by ALPN (or is known to, having a
+/// connection here already), else an ordinary HTTP/1.1 connection on the TLS stream.
+pub(super) async fn connect_auto(
+    shard: &ShardStats,
+    key: PoolKey,
+    snap: &ClusterSnap,
+    options: &Http2Upstream,
+    (stats, host): (&Rc<ClusterStats>, &Rc<HostStats>),
+    slot: ConnSlot,
+) -> Result<Upstream, StreamEnd> {
+    if HOSTS.with(|h| h.borrow().contains_key(&key)) {
+        return connect(shard, key, snap, options, (stats, host), slot).await;
+    }
+    if let Some(board) = &snap.board {
+        board.note_traffic();
+    }
+    let t = Target::of(shard, key, snap, options, (stats, host));
+    stats.upstream_cx_total.inc();
+    host.cx_total.inc();
+    let started = Instant::now();
+    let (stream, h2) = dial(&t).await?;
+    if h2 {
+        stats.upstream_cx_http2_total.inc();
+        let conn = start(stream, key, &t, t.connect_timeout.saturating_sub(started.elapsed())).await?;
+        HOSTS.with(|h| h.borrow_mut().entry(key).or_default().conns.push(conn));
+        return bridged(key, snap, t, slot);
+    }
+    stats.upstream_cx_http1_total.inc();
+    let reader = socket::second_handle(&stream).map_err(|e| {
+        log::warn!("connect to {}: cannot duplicate the socket: {e}", key.addr);
+        StreamEnd::ConnectionTermination
+    })?;
+    let accounts = Accounts { stats: stats.clone(), host: host.clone(), slot };
+    Ok(Upstream::new((stream, reader), key, accounts, READ_CHUNK, &snap.connection))
+}
+
+/// A socket pair whose far end a `bridge` task serves on the target's connections; the near end
+/// is the path's `Upstream`.
+fn bridged(key: PoolKey, snap: &ClusterSnap, t: Rc<Target>, slot: ConnSlot) -> Result<Upstream, StreamEnd> {
     let pair = || -> std::io::Result<(TcpStream, TcpStream, TcpStream)> {
         let (ours, theirs) = socket::pair()?;
         let reader = socket::second_handle(&theirs)?;
@@ -355,8 +438,8 @@ pub(super) async fn connect(
     })?;
     let note = Rc::new(BridgeNote::default());
     let scheme = if snap.tls.is_some() { "https" } else { "http" };
+    let accounts = Accounts { stats: t.stats.clone(), host: t.host.clone(), slot };
     monoio::spawn(bridge(ours, key, t, note.clone(), scheme));
-    let accounts = Accounts { stats: stats.clone(), host: host.clone(), slot };
     Ok(Upstream::bridged((theirs, reader), key, accounts, READ_CHUNK, &snap.connection, note))
 }
 
