@@ -344,3 +344,21 @@ fn auto_config_over_tls_speaks_what_alpn_picks() {
     assert_eq!(stat(front.admin(), "cluster.backend.upstream_cx_http1_total"), Some(1));
     assert_eq!(stat(front.admin(), "cluster.backend.upstream_cx_http2_total"), Some(0));
 }
+
+#[test]
+fn max_connection_duration_retires_an_h2_connection() {
+    let up = H2Upstream::start();
+    let protocol =
+        format!("{EXPLICIT_H2}common_http_protocol_options: {{ max_connection_duration: 0.3s }}\n");
+    let (skiff, _log) = start(up.addr, &protocol);
+    let mut c = Client::connect(skiff.listener("main"));
+    assert_eq!(c.get("/one").status, 200);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(Client::connect(skiff.listener("main")).get("/two").status, 200);
+    assert_eq!(up.connections(), 2);
+    let admin = skiff.admin();
+    assert_eq!(stat(admin, "cluster.backend.upstream_cx_max_duration_reached"), Some(1));
+    assert!(support::eventually(Duration::from_secs(3), || {
+        stat(admin, "cluster.backend.upstream_cx_destroy_local") == Some(1)
+    }));
+}

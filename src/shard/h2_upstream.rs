@@ -47,6 +47,7 @@ struct Target {
     options: Http2Upstream,
     max_requests: Option<u32>,
     idle: Duration,
+    max_duration: Option<Duration>,
     stats: Rc<ClusterStats>,
     host: Rc<HostStats>,
 }
@@ -62,10 +63,17 @@ struct Conn {
     retired: Cell<bool>,
     /// When its last stream ended (for `idle_timeout`).
     idle_since: Cell<Instant>,
+    /// `max_connection_duration`: from then on it takes no new stream.
+    expires: Option<Instant>,
 }
 
 impl Conn {
     fn has_room(&self, t: &Target) -> bool {
+        if self.expires.is_some_and(|at| Instant::now() >= at) && !self.retired.get() {
+            // Counted once: the caller retires it.
+            self.retired.set(true);
+            t.stats.upstream_cx_max_duration_reached.inc();
+        }
         let streams = (t.options.max_concurrent_streams as usize).min(self.send.current_max_send_streams());
         !self.retired.get()
             && (self.active.get() as usize) < streams
@@ -162,6 +170,8 @@ async fn conn_with_room(key: PoolKey, t: &Rc<Target>) -> Result<Rc<Conn>, Stream
             if let Some(c) = host.conns.iter().find(|c| c.has_room(t)) {
                 return Ok(c.clone());
             }
+            // Those past `max_connection_duration` leave the pool (they finish their streams).
+            host.conns.retain(|c| !c.retired.get());
             if !host.connecting {
                 host.connecting = true;
                 return Err(None);
@@ -271,6 +281,7 @@ async fn start(
         started: Cell::new(0),
         retired: Cell::new(false),
         idle_since: Cell::new(Instant::now()),
+        expires: t.max_duration.and_then(|d| Instant::now().checked_add(d)),
     });
     t.stats.upstream_cx_active.inc();
     t.host.cx_active.inc();
@@ -364,6 +375,7 @@ impl Target {
             options: *options,
             max_requests: snap.max_requests_per_connection,
             idle: Duration::from_secs(snap.connection.idle_secs),
+            max_duration: snap.connection.max_duration,
             stats: stats.clone(),
             host: host.clone(),
         })
