@@ -362,3 +362,24 @@ fn max_connection_duration_retires_an_h2_connection() {
         stat(admin, "cluster.backend.upstream_cx_destroy_local") == Some(1)
     }));
 }
+
+#[test]
+fn an_endpoint_that_leaves_the_config_has_its_h2_connection_closed() {
+    let (a, b) = (H2Upstream::start(), H2Upstream::start());
+    let (skiff, log) = start(a.addr, EXPLICIT_H2);
+    assert_eq!(Client::connect(skiff.listener("main")).get("/a").status, 200);
+    skiff.rewrite_config(&h2c::config(0, 0, b.addr, EXPLICIT_H2, &log));
+    assert!(support::eventually(Duration::from_secs(5), || {
+        Client::connect(skiff.listener("main")).get("/b").status == 200 && !b.seen().is_empty()
+    }));
+    // The pool sweep (every 5 s) retires the connection to the endpoint no cluster has now.
+    let admin = skiff.admin();
+    assert!(
+        support::eventually(Duration::from_secs(8), || {
+            stat(admin, "cluster.backend.upstream_cx_destroy_local") == Some(1)
+        }),
+        "{:?}",
+        stat(admin, "cluster.backend.upstream_cx_active")
+    );
+    assert_eq!(stat(admin, "cluster.backend.upstream_cx_active"), Some(1));
+}

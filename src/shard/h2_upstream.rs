@@ -135,6 +135,20 @@ fn retire(key: PoolKey, conn: &Rc<Conn>) {
     });
 }
 
+/// Retires the HTTP/2 connections to endpoints no cluster has any more (they finish their streams
+/// and close), as the idle pool closes its connections to them.
+pub(super) fn sweep(keep: impl Fn(&PoolKey) -> bool) {
+    let gone: Vec<(PoolKey, Vec<Rc<Conn>>)> = HOSTS.with(|h| {
+        let hosts = h.borrow();
+        hosts.iter().filter(|(key, _)| !keep(key)).map(|(key, host)| (*key, host.conns.clone())).collect()
+    });
+    for (key, conns) in gone {
+        for c in &conns {
+            retire(key, c);
+        }
+    }
+}
+
 /// An open stream's place on its connection, given back when the exchange ends.
 struct StreamSlot(Rc<Conn>);
 
