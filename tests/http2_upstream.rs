@@ -201,6 +201,7 @@ fn stream_resets_are_upstream_resets() {
         r.text(),
         "upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset"
     );
+    assert_eq!(stat(skiff.admin(), "cluster.backend.http2.rx_reset"), Some(2));
     // The connection survives its streams' resets.
     assert_eq!(Client::connect(skiff.listener("main")).get("/fine").status, 200);
     assert_eq!(up.connections(), 1);
@@ -305,6 +306,7 @@ fn a_client_that_leaves_resets_its_stream() {
     );
     assert_eq!(up.seen()[1].path, "CANCEL");
     assert!(last_log_line(&log).starts_with("0 DC "), "{}", last_log_line(&log));
+    assert_eq!(stat(skiff.admin(), "cluster.backend.http2.tx_reset"), Some(1));
     // The connection itself stays for the next request.
     assert_eq!(Client::connect(skiff.listener("main")).get("/next").status, 200);
     assert_eq!(up.connections(), 1);

@@ -179,6 +179,9 @@ const STATS: &[&str] = &[
     "upstream_rq_pending_failure_eject",
     "upstream_rq_503",
     "upstream_rq_200",
+    "http2.rx_reset",
+    "http2.tx_reset",
+    "http2.streams_active",
 ];
 
 fn stats(side: &Side) -> Vec<(String, Option<u64>)> {

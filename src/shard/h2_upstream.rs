@@ -21,7 +21,7 @@ use crate::cluster::ClusterSnap;
 use crate::config::tls::UpstreamTls;
 use crate::config::{Http2Upstream, TcpKeepalive};
 use crate::http::ChunkedDecoder;
-use crate::stats::{ClusterStats, HostStats, ShardStats, SslStats};
+use crate::stats::{ClusterStats, HostStats, Http2Stats, ShardStats, SslStats};
 use bytes::{Bytes, BytesMut};
 use h2::client::SendRequest;
 use http::header::{HeaderName, HeaderValue};
@@ -50,6 +50,7 @@ struct Target {
     max_duration: Option<Duration>,
     stats: Rc<ClusterStats>,
     host: Rc<HostStats>,
+    http2: Rc<Http2Stats>,
 }
 
 /// One shared HTTP/2 connection. The pool and each open stream hold it; its driver task only
@@ -150,10 +151,11 @@ pub(super) fn sweep(keep: impl Fn(&PoolKey) -> bool) {
 }
 
 /// An open stream's place on its connection, given back when the exchange ends.
-struct StreamSlot(Rc<Conn>);
+struct StreamSlot(Rc<Conn>, Rc<Http2Stats>);
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
+        self.1.streams_active.dec();
         self.0.active.set(self.0.active.get().saturating_sub(1));
         if self.0.active.get() == 0 {
             self.0.idle_since.set(Instant::now());
@@ -224,6 +226,8 @@ async fn establish(key: PoolKey, t: &Rc<Target>) -> Result<Rc<Conn>, StreamEnd> 
     t.stats.upstream_cx_total.inc();
     t.stats.upstream_cx_http2_total.inc();
     t.host.cx_total.inc();
+    // Envoy makes its `http2.*` stats with the connection's codec, before it connects.
+    t.http2.made.set(true);
     let started = Instant::now();
     let (stream, _) = dial(t).await?;
     start(stream, key, t, t.connect_timeout.saturating_sub(started.elapsed())).await
@@ -361,7 +365,8 @@ async fn open_stream(key: PoolKey, t: &Rc<Target>) -> Result<(SendRequest<Bytes>
         if t.max_requests.is_some_and(|m| conn.started.get() >= m) {
             retire(key, &conn);
         }
-        let slot = StreamSlot(conn.clone());
+        t.http2.streams_active.inc();
+        let slot = StreamSlot(conn.clone(), t.http2.clone());
         match conn.send.clone().ready().await {
             Ok(send) => return Ok((send, slot)),
             Err(e) => {
@@ -392,6 +397,7 @@ impl Target {
             max_duration: snap.connection.max_duration,
             stats: stats.clone(),
             host: host.clone(),
+            http2: shard.http2(&snap.name),
         })
     }
 }
@@ -437,6 +443,7 @@ pub(super) async fn connect_auto(
     let (stream, h2) = dial(&t).await?;
     if h2 {
         stats.upstream_cx_http2_total.inc();
+        t.http2.made.set(true);
         let conn = start(stream, key, &t, t.connect_timeout.saturating_sub(started.elapsed())).await?;
         HOSTS.with(|h| h.borrow_mut().entry(key).or_default().conns.push(conn));
         return bridged(key, snap, t, slot);
@@ -587,8 +594,11 @@ fn h2_head(req: &httparse::Request<'_, '_>, scheme: &str, addr: SocketAddr) -> O
     Some(Head { request, framing, head_method })
 }
 
-/// The h2 error that ended a stream, as the path hears it.
-fn ended_by(e: &h2::Error) -> StreamEnd {
+/// The h2 error that ended a stream, as the path hears it (a reset received is counted).
+fn ended_by(e: &h2::Error, http2: &Http2Stats) -> StreamEnd {
+    if e.is_reset() && e.is_remote() {
+        http2.rx_reset.inc();
+    }
     match e.reason() {
         Some(h2::Reason::REFUSED_STREAM) if e.is_reset() && e.is_remote() => StreamEnd::Refused,
         Some(_) if e.is_reset() && e.is_remote() => StreamEnd::Reset,
@@ -608,7 +618,7 @@ async fn exchange(
 ) -> Result<bool, StreamEnd> {
     let (mut send, _slot) = open_stream(key, t).await?;
     let no_body = matches!(head.framing, Framing::None | Framing::Length(0));
-    let (response, mut tx) = send.send_request(head.request, no_body).map_err(|e| ended_by(&e))?;
+    let (response, mut tx) = send.send_request(head.request, no_body).map_err(|e| ended_by(&e, &t.http2))?;
     if !no_body {
         match send_body(pair, buf, &head.framing, &mut tx).await {
             Sent::Whole => {}
@@ -616,6 +626,7 @@ async fn exchange(
             Sent::StreamGone => {}
             Sent::PathGone => {
                 tx.send_reset(h2::Reason::CANCEL);
+                t.http2.tx_reset.inc();
                 return Ok(false);
             }
         }
@@ -623,13 +634,14 @@ async fn exchange(
     // The path may give up first (a route or per-try timeout drops its end): then the stream is
     // reset at once, as Envoy resets it, not left to finish for nobody.
     let response = monoio::select! {
-        r = response => r.map_err(|e| ended_by(&e))?,
+        r = response => r.map_err(|e| ended_by(&e, &t.http2))?,
         _ = path_left(pair) => {
             tx.send_reset(h2::Reason::CANCEL);
+            t.http2.tx_reset.inc();
             return Ok(false);
         }
     };
-    relay_response(pair, response, head.head_method).await
+    relay_response(pair, response, head.head_method, &t.http2).await
 }
 
 /// How sending a request body ended.
@@ -769,8 +781,20 @@ async fn relay_response(
     pair: &mut TcpStream,
     response: http::Response<h2::RecvStream>,
     head_method: bool,
+    http2: &Http2Stats,
 ) -> Result<bool, StreamEnd> {
     let (parts, mut body) = response.into_parts();
+    // The path left mid-response: dropping the stream resets it (CANCEL).
+    let left = |body: &h2::RecvStream| {
+        if !body.is_end_stream() {
+            http2.tx_reset.inc();
+        }
+        Ok(false)
+    };
+    let broke = |e: h2::Error| {
+        ended_by(&e, http2);
+        Ok(false)
+    };
     let status = parts.status.as_u16();
     let bodiless = head_method || status < 200 || status == 204 || status == 304;
     let length = parts.headers.contains_key(http::header::CONTENT_LENGTH);
@@ -798,11 +822,14 @@ async fn relay_response(
     }
     out.extend_from_slice(b"\r\n");
     if !write(pair, out).await {
-        return Ok(false);
+        return left(&body);
     }
     // From here the response has started: a broken stream closes the pair mid-body.
     while let Some(data) = body.data().await {
-        let Ok(data) = data else { return Ok(false) };
+        let data = match data {
+            Ok(d) => d,
+            Err(e) => return broke(e),
+        };
         let _ = body.flow_control().release_capacity(data.len());
         if data.is_empty() || bodiless {
             continue;
@@ -818,13 +845,14 @@ async fn relay_response(
             res.is_ok()
         };
         if !ok {
-            return Ok(false);
+            return left(&body);
         }
     }
     let trailers = match body.trailers().await {
         Ok(t) => t,
-        Err(_) => return Ok(false),
+        Err(e) => return broke(e),
     };
+
     if chunked {
         let mut last = b"0\r\n".to_vec();
         for (name, value) in trailers.iter().flatten() {
