@@ -385,3 +385,19 @@ fn an_endpoint_that_leaves_the_config_has_its_h2_connection_closed() {
     );
     assert_eq!(stat(admin, "cluster.backend.upstream_cx_active"), Some(1));
 }
+
+#[test]
+fn config_dump_shows_the_cluster_protocol_as_v3_http_protocol_options() {
+    let up = H2Upstream::start();
+    let (skiff, _log) = start(up.addr, "http2_protocol_options: { max_concurrent_streams: 7 }\n");
+    let (status, body) = support::admin_request(skiff.admin(), "GET", "/config_dump");
+    assert_eq!(status, 200);
+    let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let clusters = dump["configs"].as_array().unwrap().iter().find_map(|c| c.get("static_clusters")).unwrap();
+    let options = &clusters[0]["cluster"]["typed_extension_protocol_options"]
+        ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+    assert_eq!(
+        options["explicit_http_config"]["http2_protocol_options"]["max_concurrent_streams"], 7,
+        "{options}"
+    );
+}
