@@ -201,6 +201,7 @@ fn stream_resets_are_upstream_resets() {
         r.text(),
         "upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset"
     );
+    assert_eq!(stat(skiff.admin(), "cluster.backend.http2.rx_reset"), Some(2));
     // The connection survives its streams' resets.
     assert_eq!(Client::connect(skiff.listener("main")).get("/fine").status, 200);
     assert_eq!(up.connections(), 1);
@@ -264,8 +265,7 @@ fn protocol_options_skiff_cannot_honour_are_refused_where_they_are() {
 #[test]
 fn auto_config_without_tls_speaks_http1() {
     let up = support::TestUpstream::echo();
-    let ext = "typed_extension_protocol_options:\n  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n    \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n    auto_config: {}\n";
-    let (skiff, _log) = start(up.addr, ext);
+    let (skiff, _log) = start(up.addr, AUTO);
     assert_eq!(Client::connect(skiff.listener("main")).get("/").status, 200);
     assert_eq!(stat(skiff.admin(), "cluster.backend.upstream_cx_http1_total"), Some(1));
     assert_eq!(stat(skiff.admin(), "cluster.backend.upstream_cx_http2_total"), Some(0));
@@ -306,7 +306,98 @@ fn a_client_that_leaves_resets_its_stream() {
     );
     assert_eq!(up.seen()[1].path, "CANCEL");
     assert!(last_log_line(&log).starts_with("0 DC "), "{}", last_log_line(&log));
+    assert_eq!(stat(skiff.admin(), "cluster.backend.http2.tx_reset"), Some(1));
     // The connection itself stays for the next request.
     assert_eq!(Client::connect(skiff.listener("main")).get("/next").status, 200);
     assert_eq!(up.connections(), 1);
+}
+
+const AUTO: &str = "typed_extension_protocol_options:\n  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n    \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n    auto_config: {}\n";
+
+#[test]
+fn auto_config_over_tls_speaks_what_alpn_picks() {
+    let certs = support::tls::shared();
+    let socket =
+        support::tls::upstream_socket("sni: up.example\n", &support::tls::trusting(certs, &["up.example"]));
+    // A host that picks h2.
+    let up = H2Upstream::start_tls(&certs.path("up.crt"), &certs.path("up.key"));
+    let (skiff, _log) = start(up.addr, &format!("{AUTO}{socket}"));
+    let mut c = Client::connect(skiff.listener("main"));
+    for _ in 0..2 {
+        assert_eq!(c.get("/alpn").text(), "ok /alpn");
+    }
+    assert_eq!(up.connections(), 1);
+    assert_eq!(stat(skiff.admin(), "cluster.backend.upstream_cx_http2_total"), Some(1));
+    assert_eq!(stat(skiff.admin(), "cluster.backend.upstream_cx_http1_total"), Some(0));
+
+    // A host that offers no ALPN (skiff itself, TLS-terminating, answering directly): HTTP/1.1.
+    let routes = "virtual_hosts:\n  - name: all\n    domains: [\"*\"]\n    routes:\n      - match: { prefix: / }\n        direct_response: { status: 200, body: { inline_string: served } }\n";
+    let listener = support::tls::with_socket(
+        &support::listener_yaml("main", "127.0.0.1", routes),
+        &support::tls::downstream_socket(certs, "up", "", ""),
+    );
+    let unused = support::static_cluster_yaml("unused", "ROUND_ROBIN", &[(support::dead_port(), 1)]);
+    let back = Skiff::start(&support::bootstrap_yaml(&[listener], &[unused]), &[]);
+    let (front, _log) = start(back.listener("main"), &format!("{AUTO}{socket}"));
+    let mut c = Client::connect(front.listener("main"));
+    for _ in 0..2 {
+        assert_eq!(c.get("/").text(), "served");
+    }
+    assert_eq!(stat(front.admin(), "cluster.backend.upstream_cx_http1_total"), Some(1));
+    assert_eq!(stat(front.admin(), "cluster.backend.upstream_cx_http2_total"), Some(0));
+}
+
+#[test]
+fn max_connection_duration_retires_an_h2_connection() {
+    let up = H2Upstream::start();
+    let protocol =
+        format!("{EXPLICIT_H2}common_http_protocol_options: {{ max_connection_duration: 0.3s }}\n");
+    let (skiff, _log) = start(up.addr, &protocol);
+    let mut c = Client::connect(skiff.listener("main"));
+    assert_eq!(c.get("/one").status, 200);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(Client::connect(skiff.listener("main")).get("/two").status, 200);
+    assert_eq!(up.connections(), 2);
+    let admin = skiff.admin();
+    assert_eq!(stat(admin, "cluster.backend.upstream_cx_max_duration_reached"), Some(1));
+    assert!(support::eventually(Duration::from_secs(3), || {
+        stat(admin, "cluster.backend.upstream_cx_destroy_local") == Some(1)
+    }));
+}
+
+#[test]
+fn an_endpoint_that_leaves_the_config_has_its_h2_connection_closed() {
+    let (a, b) = (H2Upstream::start(), H2Upstream::start());
+    let (skiff, log) = start(a.addr, EXPLICIT_H2);
+    assert_eq!(Client::connect(skiff.listener("main")).get("/a").status, 200);
+    skiff.rewrite_config(&h2c::config(0, 0, b.addr, EXPLICIT_H2, &log));
+    assert!(support::eventually(Duration::from_secs(5), || {
+        Client::connect(skiff.listener("main")).get("/b").status == 200 && !b.seen().is_empty()
+    }));
+    // The pool sweep (every 5 s) retires the connection to the endpoint no cluster has now.
+    let admin = skiff.admin();
+    assert!(
+        support::eventually(Duration::from_secs(8), || {
+            stat(admin, "cluster.backend.upstream_cx_destroy_local") == Some(1)
+        }),
+        "{:?}",
+        stat(admin, "cluster.backend.upstream_cx_active")
+    );
+    assert_eq!(stat(admin, "cluster.backend.upstream_cx_active"), Some(1));
+}
+
+#[test]
+fn config_dump_shows_the_cluster_protocol_as_v3_http_protocol_options() {
+    let up = H2Upstream::start();
+    let (skiff, _log) = start(up.addr, "http2_protocol_options: { max_concurrent_streams: 7 }\n");
+    let (status, body) = support::admin_request(skiff.admin(), "GET", "/config_dump");
+    assert_eq!(status, 200);
+    let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let clusters = dump["configs"].as_array().unwrap().iter().find_map(|c| c.get("static_clusters")).unwrap();
+    let options = &clusters[0]["cluster"]["typed_extension_protocol_options"]
+        ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+    assert_eq!(
+        options["explicit_http_config"]["http2_protocol_options"]["max_concurrent_streams"], 7,
+        "{options}"
+    );
 }

@@ -1545,6 +1545,43 @@ fn redirect(r: &Redirect) -> Value {
     Value::Object(m)
 }
 
+/// A cluster's HTTP/2 choice as the v3 `HttpProtocolOptions` it is (whichever way it was
+/// written), its `http2_protocol_options` with the fields that differ from Envoy's defaults.
+fn http_protocol_options(protocol: &crate::config::UpstreamProtocol) -> Option<Value> {
+    use crate::config::UpstreamProtocol as P;
+    let (choice, h2) = match protocol {
+        P::Http1 => return None,
+        P::Http2(h2) => ("explicit_http_config", h2),
+        P::Downstream(h2) => ("use_downstream_protocol_config", h2),
+        P::Auto(h2) => ("auto_config", h2),
+    };
+    let d = crate::config::Http2Upstream::default();
+    let mut o = Map::new();
+    for (name, value, default) in [
+        ("max_concurrent_streams", h2.max_concurrent_streams, d.max_concurrent_streams),
+        ("initial_stream_window_size", h2.initial_stream_window_size, d.initial_stream_window_size),
+        (
+            "initial_connection_window_size",
+            h2.initial_connection_window_size,
+            d.initial_connection_window_size,
+        ),
+        ("hpack_table_size", h2.hpack_table_size, d.hpack_table_size),
+    ] {
+        if value != default {
+            o.insert(name.into(), value.into());
+        }
+    }
+    let mut config = Map::new();
+    config.insert("http2_protocol_options".into(), Value::Object(o));
+    let mut options = Map::new();
+    options.insert(
+        "@type".into(),
+        "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
+    );
+    options.insert(choice.into(), Value::Object(config));
+    Some(Value::Object(options))
+}
+
 fn cluster(c: &Cluster) -> Value {
     let mut m = Map::new();
     m.insert("name".into(), c.name.as_str().into());
@@ -1651,6 +1688,11 @@ fn cluster(c: &Cluster) -> Value {
     }
     if !common.is_empty() {
         m.insert("common_http_protocol_options".into(), Value::Object(common));
+    }
+    if let Some(options) = http_protocol_options(&c.protocol) {
+        let mut typed = Map::new();
+        typed.insert("envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(), options);
+        m.insert("typed_extension_protocol_options".into(), Value::Object(typed));
     }
     if let Some(k) = &c.tcp_keepalive {
         let mut ka = Map::new();

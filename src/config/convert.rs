@@ -1868,20 +1868,16 @@ fn upstream_protocol(
         if let Some(a) = o.auto_config {
             // Envoy picks by ALPN over TLS and speaks HTTP/1.1 without it.
             let ap = tp.key("auto_config");
-            if tls {
-                return fail(
-                    ap,
-                    "auto_config over TLS is not supported: not yet implemented in skiff (ALPN selection); use explicit_http_config",
-                );
-            }
             reject_present!(ap, a, [http3_protocol_options, alternate_protocols_cache_options], NOT_YET);
             if a.http_protocol_options.is_some() {
                 cx.unenforced(ap.key("http_protocol_options"), "cluster.http_protocol_options");
             }
-            if let Some(h) = a.http2_protocol_options {
-                upstream_http2(cx, ap.key("http2_protocol_options"), h)?;
-            }
-            protocol = UpstreamProtocol::Http1;
+            let h2 = upstream_http2(
+                cx,
+                ap.key("http2_protocol_options"),
+                a.http2_protocol_options.unwrap_or_default(),
+            )?;
+            protocol = if tls { UpstreamProtocol::Auto(h2) } else { UpstreamProtocol::Http1 };
         }
     }
     Ok((protocol, common))
@@ -1945,15 +1941,21 @@ fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {
         c.typed_extension_protocol_options,
         tls.is_some(),
     )?;
-    // Envoy offers `h2` over TLS to an HTTP/2 cluster whose context names no ALPN.
-    let tls = match (tls, &protocol) {
-        (Some(mut t), UpstreamProtocol::Http2(_)) if t.config.alpn_protocols.is_empty() => {
+    // Envoy offers `h2` over TLS to an HTTP/2 cluster whose context names no ALPN, and `h2` then
+    // `http/1.1` to an `auto_config` one.
+    let offer: &[&[u8]] = match protocol {
+        UpstreamProtocol::Http2(_) => &[b"h2"],
+        UpstreamProtocol::Auto(_) => &[b"h2", b"http/1.1"],
+        _ => &[],
+    };
+    let tls = match tls {
+        Some(mut t) if t.config.alpn_protocols.is_empty() && !offer.is_empty() => {
             let mut config = (*t.config).clone();
-            config.alpn_protocols = vec![b"h2".to_vec()];
+            config.alpn_protocols = offer.iter().map(|p| p.to_vec()).collect();
             t.config = std::sync::Arc::new(config);
             Some(t)
         }
-        (t, _) => t,
+        t => t,
     };
     reject_present!(p, c, [cluster_type, filters, load_balancing_policy], NOT_YET);
     let outlier_detection = match c.outlier_detection {

@@ -1209,14 +1209,16 @@ pub enum UpstreamProtocol {
     Http2(Http2Upstream),
     /// `use_downstream_protocol_config`: HTTP/2 for a client that spoke HTTP/2, else HTTP/1.1.
     Downstream(Http2Upstream),
+    /// `auto_config` over TLS: HTTP/2 when the host picks `h2` by ALPN, else HTTP/1.1.
+    Auto(Http2Upstream),
 }
 
 impl UpstreamProtocol {
     /// The HTTP/2 options a request goes upstream with, given what the client spoke; None:
-    /// HTTP/1.1.
+    /// HTTP/1.1, or for `Auto` what ALPN picks.
     pub fn http2_for(&self, client_http2: bool) -> Option<&Http2Upstream> {
         match self {
-            UpstreamProtocol::Http1 => None,
+            UpstreamProtocol::Http1 | UpstreamProtocol::Auto(_) => None,
             UpstreamProtocol::Http2(o) => Some(o),
             UpstreamProtocol::Downstream(o) => client_http2.then_some(o),
         }

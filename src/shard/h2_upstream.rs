@@ -21,7 +21,7 @@ use crate::cluster::ClusterSnap;
 use crate::config::tls::UpstreamTls;
 use crate::config::{Http2Upstream, TcpKeepalive};
 use crate::http::ChunkedDecoder;
-use crate::stats::{ClusterStats, HostStats, ShardStats, SslStats};
+use crate::stats::{ClusterStats, HostStats, ShardStats, SslStats, UpstreamHttp2Stats};
 use bytes::{Bytes, BytesMut};
 use h2::client::SendRequest;
 use http::header::{HeaderName, HeaderValue};
@@ -47,8 +47,10 @@ struct Target {
     options: Http2Upstream,
     max_requests: Option<u32>,
     idle: Duration,
+    max_duration: Option<Duration>,
     stats: Rc<ClusterStats>,
     host: Rc<HostStats>,
+    http2: Rc<UpstreamHttp2Stats>,
 }
 
 /// One shared HTTP/2 connection. The pool and each open stream hold it; its driver task only
@@ -62,10 +64,17 @@ struct Conn {
     retired: Cell<bool>,
     /// When its last stream ended (for `idle_timeout`).
     idle_since: Cell<Instant>,
+    /// `max_connection_duration`: from then on it takes no new stream.
+    expires: Option<Instant>,
 }
 
 impl Conn {
     fn has_room(&self, t: &Target) -> bool {
+        if self.expires.is_some_and(|at| Instant::now() >= at) && !self.retired.get() {
+            // Counted once: the caller retires it.
+            self.retired.set(true);
+            t.stats.upstream_cx_max_duration_reached.inc();
+        }
         let streams = (t.options.max_concurrent_streams as usize).min(self.send.current_max_send_streams());
         !self.retired.get()
             && (self.active.get() as usize) < streams
@@ -127,11 +136,26 @@ fn retire(key: PoolKey, conn: &Rc<Conn>) {
     });
 }
 
+/// Retires the HTTP/2 connections to endpoints no cluster has any more (they finish their streams
+/// and close), as the idle pool closes its connections to them.
+pub(super) fn sweep(keep: impl Fn(&PoolKey) -> bool) {
+    let gone: Vec<(PoolKey, Vec<Rc<Conn>>)> = HOSTS.with(|h| {
+        let hosts = h.borrow();
+        hosts.iter().filter(|(key, _)| !keep(key)).map(|(key, host)| (*key, host.conns.clone())).collect()
+    });
+    for (key, conns) in gone {
+        for c in &conns {
+            retire(key, c);
+        }
+    }
+}
+
 /// An open stream's place on its connection, given back when the exchange ends.
-struct StreamSlot(Rc<Conn>);
+struct StreamSlot(Rc<Conn>, Rc<UpstreamHttp2Stats>);
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
+        self.1.streams_active.dec();
         self.0.active.set(self.0.active.get().saturating_sub(1));
         if self.0.active.get() == 0 {
             self.0.idle_since.set(Instant::now());
@@ -162,6 +186,8 @@ async fn conn_with_room(key: PoolKey, t: &Rc<Target>) -> Result<Rc<Conn>, Stream
             if let Some(c) = host.conns.iter().find(|c| c.has_room(t)) {
                 return Ok(c.clone());
             }
+            // Those past `max_connection_duration` leave the pool (they finish their streams).
+            host.conns.retain(|c| !c.retired.get());
             if !host.connecting {
                 host.connecting = true;
                 return Err(None);
@@ -200,6 +226,16 @@ async fn establish(key: PoolKey, t: &Rc<Target>) -> Result<Rc<Conn>, StreamEnd> 
     t.stats.upstream_cx_total.inc();
     t.stats.upstream_cx_http2_total.inc();
     t.host.cx_total.inc();
+    // Envoy makes its `http2.*` stats with the connection's codec, before it connects.
+    t.http2.made.set(true);
+    let started = Instant::now();
+    let (stream, _) = dial(t).await?;
+    start(stream, key, t, t.connect_timeout.saturating_sub(started.elapsed())).await
+}
+
+/// TCP, then TLS when the cluster has it, within `connect_timeout`: the stream, and whether the
+/// host chose `h2` by ALPN. A failure is counted as Envoy counts a failed connect.
+async fn dial(t: &Target) -> Result<(TcpStream, bool), StreamEnd> {
     let addr = t.addr;
     let open = async {
         let stream =
@@ -210,10 +246,34 @@ async fn establish(key: PoolKey, t: &Rc<Target>) -> Result<Rc<Conn>, StreamEnd> 
                 log::warn!("connect to {addr}: cannot set tcp_keepalive: {e}");
             }
         }
-        let stream = match &t.tls {
-            None => stream,
-            Some((tls, ssl)) => tls::upstream_with(stream, tls, ssl, t.connect_timeout, addr).await?,
-        };
+        match &t.tls {
+            None => Ok((stream, false)),
+            Some((tls, ssl)) => tls::upstream_negotiated(stream, tls, ssl, t.connect_timeout, addr).await,
+        }
+    };
+    match monoio::time::timeout(t.connect_timeout, open).await {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(())) => {
+            count_connect_failure(&t.stats, false);
+            Err(StreamEnd::ConnectFailed { timed_out: false })
+        }
+        Err(_) => {
+            count_connect_failure(&t.stats, true);
+            Err(StreamEnd::ConnectFailed { timed_out: true })
+        }
+    }
+}
+
+/// The h2 preface on a connected stream (within what is left of `connect_timeout`), and the task
+/// that runs the connection.
+async fn start(
+    stream: TcpStream,
+    key: PoolKey,
+    t: &Rc<Target>,
+    limit: Duration,
+) -> Result<Rc<Conn>, StreamEnd> {
+    let addr = t.addr;
+    let handshake = async {
         let io = stream.into_poll_io().map_err(|e| log::debug!("h2 to {addr}: {e}"))?;
         let o = &t.options;
         h2::client::Builder::new()
@@ -225,15 +285,12 @@ async fn establish(key: PoolKey, t: &Rc<Target>) -> Result<Rc<Conn>, StreamEnd> 
             .await
             .map_err(|e| log::debug!("h2 to {addr}: {e}"))
     };
-    let (send, connection) = match monoio::time::timeout(t.connect_timeout, open).await {
+    let (send, connection) = match monoio::time::timeout(limit, handshake).await {
         Ok(Ok(done)) => done,
-        Ok(Err(())) => {
-            count_connect_failure(&t.stats, false);
-            return Err(StreamEnd::ConnectFailed { timed_out: false });
-        }
-        Err(_) => {
-            count_connect_failure(&t.stats, true);
-            return Err(StreamEnd::ConnectFailed { timed_out: true });
+        failed => {
+            let timed_out = failed.is_err();
+            count_connect_failure(&t.stats, timed_out);
+            return Err(StreamEnd::ConnectFailed { timed_out });
         }
     };
     let conn = Rc::new(Conn {
@@ -242,6 +299,7 @@ async fn establish(key: PoolKey, t: &Rc<Target>) -> Result<Rc<Conn>, StreamEnd> 
         started: Cell::new(0),
         retired: Cell::new(false),
         idle_since: Cell::new(Instant::now()),
+        expires: t.max_duration.and_then(|d| Instant::now().checked_add(d)),
     });
     t.stats.upstream_cx_active.inc();
     t.host.cx_active.inc();
@@ -307,7 +365,8 @@ async fn open_stream(key: PoolKey, t: &Rc<Target>) -> Result<(SendRequest<Bytes>
         if t.max_requests.is_some_and(|m| conn.started.get() >= m) {
             retire(key, &conn);
         }
-        let slot = StreamSlot(conn.clone());
+        t.http2.streams_active.inc();
+        let slot = StreamSlot(conn.clone(), t.http2.clone());
         match conn.send.clone().ready().await {
             Ok(send) => return Ok((send, slot)),
             Err(e) => {
@@ -319,6 +378,30 @@ async fn open_stream(key: PoolKey, t: &Rc<Target>) -> Result<(SendRequest<Bytes>
     Err(StreamEnd::ConnectionTermination)
 }
 
+impl Target {
+    fn of(
+        shard: &ShardStats,
+        key: PoolKey,
+        snap: &ClusterSnap,
+        options: &Http2Upstream,
+        (stats, host): (&Rc<ClusterStats>, &Rc<HostStats>),
+    ) -> Rc<Target> {
+        Rc::new(Target {
+            addr: key.addr,
+            connect_timeout: snap.connect_timeout,
+            tls: snap.tls.as_ref().map(|tls| (tls.clone(), tls::cluster_ssl(shard, &snap.name))),
+            keepalive: snap.connection.tcp_keepalive,
+            options: *options,
+            max_requests: snap.max_requests_per_connection,
+            idle: Duration::from_secs(snap.connection.idle_secs),
+            max_duration: snap.connection.max_duration,
+            stats: stats.clone(),
+            host: host.clone(),
+            http2: shard.cluster_http2(&snap.name),
+        })
+    }
+}
+
 /// The HTTP/1.1 path's connection to an HTTP/2 host (see the module doc). Err: no connection to
 /// the host could be made (`ConnectFailed`, counted), or the socket pair failed.
 pub(super) async fn connect(
@@ -326,24 +409,57 @@ pub(super) async fn connect(
     key: PoolKey,
     snap: &ClusterSnap,
     options: &Http2Upstream,
-    (stats, host): (&Rc<ClusterStats>, &Rc<HostStats>),
+    accounts: (&Rc<ClusterStats>, &Rc<HostStats>),
     slot: ConnSlot,
 ) -> Result<Upstream, StreamEnd> {
     if let Some(board) = &snap.board {
         board.note_traffic();
     }
-    let t = Rc::new(Target {
-        addr: key.addr,
-        connect_timeout: snap.connect_timeout,
-        tls: snap.tls.as_ref().map(|tls| (tls.clone(), tls::cluster_ssl(shard, &snap.name))),
-        keepalive: snap.connection.tcp_keepalive,
-        options: *options,
-        max_requests: snap.max_requests_per_connection,
-        idle: Duration::from_secs(snap.connection.idle_secs),
-        stats: stats.clone(),
-        host: host.clone(),
-    });
+    let t = Target::of(shard, key, snap, options, accounts);
     conn_with_room(key, &t).await?;
+    bridged(key, snap, t, slot)
+}
+
+/// `auto_config` over TLS: HTTP/2 when the host chose `h2` by ALPN (or is known to, having a
+/// connection here already), else an ordinary HTTP/1.1 connection on the TLS stream.
+pub(super) async fn connect_auto(
+    shard: &ShardStats,
+    key: PoolKey,
+    snap: &ClusterSnap,
+    options: &Http2Upstream,
+    (stats, host): (&Rc<ClusterStats>, &Rc<HostStats>),
+    slot: ConnSlot,
+) -> Result<Upstream, StreamEnd> {
+    if HOSTS.with(|h| h.borrow().contains_key(&key)) {
+        return connect(shard, key, snap, options, (stats, host), slot).await;
+    }
+    if let Some(board) = &snap.board {
+        board.note_traffic();
+    }
+    let t = Target::of(shard, key, snap, options, (stats, host));
+    stats.upstream_cx_total.inc();
+    host.cx_total.inc();
+    let started = Instant::now();
+    let (stream, h2) = dial(&t).await?;
+    if h2 {
+        stats.upstream_cx_http2_total.inc();
+        t.http2.made.set(true);
+        let conn = start(stream, key, &t, t.connect_timeout.saturating_sub(started.elapsed())).await?;
+        HOSTS.with(|h| h.borrow_mut().entry(key).or_default().conns.push(conn));
+        return bridged(key, snap, t, slot);
+    }
+    stats.upstream_cx_http1_total.inc();
+    let reader = socket::second_handle(&stream).map_err(|e| {
+        log::warn!("connect to {}: cannot duplicate the socket: {e}", key.addr);
+        StreamEnd::ConnectionTermination
+    })?;
+    let accounts = Accounts { stats: stats.clone(), host: host.clone(), slot };
+    Ok(Upstream::new((stream, reader), key, accounts, READ_CHUNK, &snap.connection))
+}
+
+/// A socket pair whose far end a `bridge` task serves on the target's connections; the near end
+/// is the path's `Upstream`.
+fn bridged(key: PoolKey, snap: &ClusterSnap, t: Rc<Target>, slot: ConnSlot) -> Result<Upstream, StreamEnd> {
     let pair = || -> std::io::Result<(TcpStream, TcpStream, TcpStream)> {
         let (ours, theirs) = socket::pair()?;
         let reader = socket::second_handle(&theirs)?;
@@ -355,8 +471,8 @@ pub(super) async fn connect(
     })?;
     let note = Rc::new(BridgeNote::default());
     let scheme = if snap.tls.is_some() { "https" } else { "http" };
+    let accounts = Accounts { stats: t.stats.clone(), host: t.host.clone(), slot };
     monoio::spawn(bridge(ours, key, t, note.clone(), scheme));
-    let accounts = Accounts { stats: stats.clone(), host: host.clone(), slot };
     Ok(Upstream::bridged((theirs, reader), key, accounts, READ_CHUNK, &snap.connection, note))
 }
 
@@ -478,8 +594,11 @@ fn h2_head(req: &httparse::Request<'_, '_>, scheme: &str, addr: SocketAddr) -> O
     Some(Head { request, framing, head_method })
 }
 
-/// The h2 error that ended a stream, as the path hears it.
-fn ended_by(e: &h2::Error) -> StreamEnd {
+/// The h2 error that ended a stream, as the path hears it (a reset received is counted).
+fn ended_by(e: &h2::Error, http2: &UpstreamHttp2Stats) -> StreamEnd {
+    if e.is_reset() && e.is_remote() {
+        http2.rx_reset.inc();
+    }
     match e.reason() {
         Some(h2::Reason::REFUSED_STREAM) if e.is_reset() && e.is_remote() => StreamEnd::Refused,
         Some(_) if e.is_reset() && e.is_remote() => StreamEnd::Reset,
@@ -499,7 +618,7 @@ async fn exchange(
 ) -> Result<bool, StreamEnd> {
     let (mut send, _slot) = open_stream(key, t).await?;
     let no_body = matches!(head.framing, Framing::None | Framing::Length(0));
-    let (response, mut tx) = send.send_request(head.request, no_body).map_err(|e| ended_by(&e))?;
+    let (response, mut tx) = send.send_request(head.request, no_body).map_err(|e| ended_by(&e, &t.http2))?;
     if !no_body {
         match send_body(pair, buf, &head.framing, &mut tx).await {
             Sent::Whole => {}
@@ -507,6 +626,7 @@ async fn exchange(
             Sent::StreamGone => {}
             Sent::PathGone => {
                 tx.send_reset(h2::Reason::CANCEL);
+                t.http2.tx_reset.inc();
                 return Ok(false);
             }
         }
@@ -514,13 +634,14 @@ async fn exchange(
     // The path may give up first (a route or per-try timeout drops its end): then the stream is
     // reset at once, as Envoy resets it, not left to finish for nobody.
     let response = monoio::select! {
-        r = response => r.map_err(|e| ended_by(&e))?,
+        r = response => r.map_err(|e| ended_by(&e, &t.http2))?,
         _ = path_left(pair) => {
             tx.send_reset(h2::Reason::CANCEL);
+            t.http2.tx_reset.inc();
             return Ok(false);
         }
     };
-    relay_response(pair, response, head.head_method).await
+    relay_response(pair, response, head.head_method, &t.http2).await
 }
 
 /// How sending a request body ended.
@@ -660,8 +781,20 @@ async fn relay_response(
     pair: &mut TcpStream,
     response: http::Response<h2::RecvStream>,
     head_method: bool,
+    http2: &UpstreamHttp2Stats,
 ) -> Result<bool, StreamEnd> {
     let (parts, mut body) = response.into_parts();
+    // The path left mid-response: dropping the stream resets it (CANCEL).
+    let left = |body: &h2::RecvStream| {
+        if !body.is_end_stream() {
+            http2.tx_reset.inc();
+        }
+        Ok(false)
+    };
+    let broke = |e: h2::Error| {
+        ended_by(&e, http2);
+        Ok(false)
+    };
     let status = parts.status.as_u16();
     let bodiless = head_method || status < 200 || status == 204 || status == 304;
     let length = parts.headers.contains_key(http::header::CONTENT_LENGTH);
@@ -689,11 +822,14 @@ async fn relay_response(
     }
     out.extend_from_slice(b"\r\n");
     if !write(pair, out).await {
-        return Ok(false);
+        return left(&body);
     }
     // From here the response has started: a broken stream closes the pair mid-body.
     while let Some(data) = body.data().await {
-        let Ok(data) = data else { return Ok(false) };
+        let data = match data {
+            Ok(d) => d,
+            Err(e) => return broke(e),
+        };
         let _ = body.flow_control().release_capacity(data.len());
         if data.is_empty() || bodiless {
             continue;
@@ -709,13 +845,14 @@ async fn relay_response(
             res.is_ok()
         };
         if !ok {
-            return Ok(false);
+            return left(&body);
         }
     }
     let trailers = match body.trailers().await {
         Ok(t) => t,
-        Err(_) => return Ok(false),
+        Err(e) => return broke(e),
     };
+
     if chunked {
         let mut last = b"0\r\n".to_vec();
         for (name, value) in trailers.iter().flatten() {

@@ -289,13 +289,15 @@ async fn sweep_pool(shard: Rc<Shard>) {
     loop {
         monoio::time::sleep(SWEEP_EVERY).await;
         let generation = shard.generation();
-        shard.pool.sweep(shard.date.second(), |key| {
+        let keep = |key: &crate::cluster::pool::PoolKey| {
             generation
                 .snap
                 .clusters
                 .iter()
                 .any(|c| c.pool_id == key.cluster && c.endpoints.contains(&key.addr))
-        });
+        };
+        shard.pool.sweep(shard.date.second(), keep);
+        h2_upstream::sweep(keep);
         if shard.draining() {
             return;
         }

@@ -214,11 +214,23 @@ pub(super) async fn upstream_with(
     timeout: Duration,
     addr: SocketAddr,
 ) -> Result<TcpStream, ()> {
+    upstream_negotiated(tcp, tls, ssl, timeout, addr).await.map(|(stream, _)| stream)
+}
+
+/// `upstream_with`, also telling whether the server chose `h2` by ALPN.
+pub(super) async fn upstream_negotiated(
+    tcp: TcpStream,
+    tls: &UpstreamTls,
+    ssl: &SslStats,
+    timeout: Duration,
+    addr: SocketAddr,
+) -> Result<(TcpStream, bool), ()> {
     match monoio::time::timeout(timeout, client_handshake(&tcp, tls, addr)).await {
         Ok(Ok(conn)) => {
             ssl.handshake.inc();
             count_session(ssl, &conn);
-            bridge(tcp, conn).map_err(|e| log::debug!("tls to {addr}: {e}"))
+            let h2 = conn.alpn_protocol() == Some(b"h2");
+            bridge(tcp, conn).map(|stream| (stream, h2)).map_err(|e| log::debug!("tls to {addr}: {e}"))
         }
         Ok(Err(f)) => {
             log::debug!("tls to {addr}: {f:?}");

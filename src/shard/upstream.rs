@@ -496,9 +496,19 @@ pub(super) async fn connect(
     host: &Rc<HostStats>,
     slot: ConnSlot,
 ) -> Result<Upstream, Attempt> {
-    if let Some(h2) = snap.protocol.http2_for(key.downstream_http2) {
+    let h2 = match &snap.protocol {
+        UpstreamProtocol::Auto(h2) => Some((h2, true)),
+        p => p.http2_for(key.downstream_http2).map(|h2| (h2, false)),
+    };
+    if let Some((h2, auto)) = h2 {
+        let accounts = (stats, host);
         // Boxed: only HTTP/2 clusters' new connections carry this in their future.
-        return match Box::pin(super::h2_upstream::connect(shard, key, snap, h2, (stats, host), slot)).await {
+        let connected = if auto {
+            Box::pin(super::h2_upstream::connect_auto(shard, key, snap, h2, accounts, slot)).await
+        } else {
+            Box::pin(super::h2_upstream::connect(shard, key, snap, h2, accounts, slot)).await
+        };
+        return match connected {
             Ok(up) => Ok(up),
             Err(StreamEnd::ConnectFailed { timed_out }) => {
                 stats.upstream_rq_pending_failure_eject.inc();

@@ -732,6 +732,8 @@ pub struct ShardStats {
     http_ssl: RefCell<HashMap<String, Rc<HttpSslStats>>>,
     /// Made when a listener first runs the TLS inspector (Envoy shows them from then on).
     tls_inspector: RefCell<Option<Rc<TlsInspectorStats>>>,
+    /// `cluster.<name>.http2.*`, by cluster name, made with its first HTTP/2 connection.
+    cluster_http2: RefCell<HashMap<String, Rc<UpstreamHttp2Stats>>>,
 }
 
 impl ShardStats {
@@ -836,6 +838,11 @@ impl ShardStats {
         self.ssl.borrow_mut().entry(scope).or_default().clone()
     }
 
+    /// `cluster.<name>.http2.*`; looked up per new HTTP/2 connection.
+    pub fn cluster_http2(&self, cluster: &str) -> Rc<UpstreamHttp2Stats> {
+        self.cluster_http2.borrow_mut().entry(cluster.to_string()).or_default().clone()
+    }
+
     /// `tls_inspector.*`.
     pub fn tls_inspector(&self) -> Rc<TlsInspectorStats> {
         self.tls_inspector.borrow_mut().get_or_insert_with(Rc::default).clone()
@@ -936,6 +943,9 @@ impl ShardStats {
         for (scope, s) in self.ssl.borrow().iter() {
             s.dump(scope, &mut out);
         }
+        for (cluster, s) in self.cluster_http2.borrow().iter() {
+            s.dump(&Scope::Cluster(cluster.clone()), &mut out);
+        }
         for (prefix, s) in self.http_ssl.borrow().iter() {
             s.dump(&Scope::Http(prefix.clone()), &mut out);
         }
@@ -982,6 +992,30 @@ impl StatsDump {
 }
 
 // TLS: Envoy's `ssl.*` per listener and cluster, and a connection manager's TLS connections.
+
+/// `cluster.<name>.http2.*`: the counters of Envoy's HTTP/2 codec that skiff's HTTP/2 client
+/// keeps (made, as Envoy makes its set, with the cluster's first HTTP/2 connection).
+#[derive(Default, Debug)]
+pub struct UpstreamHttp2Stats {
+    /// RST_STREAM received.
+    pub rx_reset: Counter,
+    /// RST_STREAM sent.
+    pub tx_reset: Counter,
+    pub streams_active: Gauge,
+    /// Set with the cluster's first HTTP/2 connection: shown from then on.
+    pub made: std::cell::Cell<bool>,
+}
+
+impl UpstreamHttp2Stats {
+    pub fn dump(&self, scope: &Scope, out: &mut StatsDump) {
+        if !self.made.get() {
+            return;
+        }
+        self.rx_reset.dump(scope, "http2.rx_reset", out);
+        self.tx_reset.dump(scope, "http2.tx_reset", out);
+        self.streams_active.dump(scope, "http2.streams_active", out);
+    }
+}
 
 /// `<listener or cluster>.ssl.*`.
 #[derive(Default, Debug)]
