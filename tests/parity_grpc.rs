@@ -102,6 +102,9 @@ fn grpc(method: &str, path: &str, content_type: &str, extra: &str) -> String {
 #[derive(Debug, PartialEq)]
 struct Run {
     responses: Vec<String>,
+    /// The `x-envoy-expected-rq-timeout-ms` each request to a timeout route (`/timed`,
+    /// `/capped`) reaching the upstream had, in order (a retry's says the time left: not compared).
+    expected_timeouts: Vec<String>,
     log: Vec<String>,
     stats: Vec<String>,
     upstream: usize,
@@ -143,7 +146,13 @@ fn drive(listener: SocketAddr, admin: SocketAddr, log: &Path, up: &TestUpstream,
         })
         .map(|(n, v)| format!("{n} = {v}"))
         .collect();
-    Run { responses, log, stats, upstream: up.count() }
+    let seen = up.requests();
+    let expected_timeouts = seen
+        .iter()
+        .filter(|s| s.path.starts_with("/timed") || s.path.starts_with("/capped"))
+        .filter_map(|s| s.header("x-envoy-expected-rq-timeout-ms").map(str::to_string))
+        .collect();
+    Run { responses, expected_timeouts, log, stats, upstream: seen.len() }
 }
 
 fn run_envoy(bin: &Path, filters: &str, routes: &str, requests: &[String]) -> Run {
@@ -196,6 +205,8 @@ const ROUTES: &str = r#"virtual_hosts:
         route: { cluster: backend, timeout: 0.3s }
       - match: { prefix: "/timed" }
         route: { cluster: backend, max_stream_duration: { grpc_timeout_header_max: 10s } }
+      - match: { prefix: "/capped" }
+        route: { cluster: backend, timeout: 5s, max_grpc_timeout: 0.3s, grpc_timeout_offset: 0.05s }
       - match: { prefix: "/limited" }
         route: { cluster: backend }
         typed_per_filter_config:
@@ -341,13 +352,31 @@ fn fault_grpc_status_and_rate_limit_resource_exhausted() {
 }
 
 /// The route timeout is UNAVAILABLE (504's mapping); a `grpc-timeout` that runs out is
-/// DEADLINE_EXCEEDED.
+/// DEADLINE_EXCEEDED. A route's (deprecated) `max_grpc_timeout` is a gRPC request's route timeout:
+/// its `grpc-timeout` less the offset, capped; the route's `timeout` for any other request. Each
+/// request's `x-envoy-expected-rq-timeout-ms` says which the upstream got. A route with a
+/// `max_stream_duration` has no route timeout at all, gRPC or not.
 #[test]
 fn grpc_timeouts_answer_unavailable_and_deadline_exceeded() {
-    let requests = [grpc("POST", "/slow", G, ""), grpc("POST", "/timed/slow", G, "grpc-timeout: 200m\r\n")];
+    let requests = [
+        grpc("POST", "/slow", G, ""),
+        grpc("POST", "/timed/slow", G, "grpc-timeout: 200m\r\n"),
+        // A route with `max_stream_duration` has no route timeout (Envoy's "new timeouts").
+        grpc("POST", "/timed/fast", "text/plain", ""),
+        grpc("POST", "/capped/slow", G, ""),
+        grpc("POST", "/capped/slow", G, "grpc-timeout: 150m\r\n"),
+        grpc("POST", "/capped/slow", G, "grpc-timeout: 20S\r\n"),
+        grpc("POST", "/capped/slow", G, "grpc-timeout: 40m\r\n"),
+        grpc("POST", "/capped/fast", G, "grpc-timeout: 2S\r\n"),
+        grpc("POST", "/capped/fast", "text/plain", "grpc-timeout: 2S\r\n"),
+    ];
     let Some(k) = same("grpc_timeouts", FILTERS, ROUTES, &requests) else { return };
     assert!(k.response(0).contains("grpc-status: 14\ngrpc-message: upstream request timeout\n"));
     assert!(k.response(1).contains("grpc-status: 4\ngrpc-message: downstream duration timeout\n"));
+    for i in 3..7 {
+        assert!(k.response(i).contains("grpc-message: upstream request timeout\n"), "{}", k.response(i));
+    }
+    assert_eq!(k.expected_timeouts[k.expected_timeouts.len() - 2..], ["300", "5000"]);
 }
 
 /// `match.grpc` routes only gRPC requests.

@@ -1397,14 +1397,7 @@ fn forward(
         p,
         a,
         "route.route",
-        [
-            rate_limits,
-            hedge_policy,
-            metadata_match,
-            internal_redirect_policy,
-            max_grpc_timeout,
-            grpc_timeout_offset
-        ]
+        [rate_limits, hedge_policy, metadata_match, internal_redirect_policy]
     );
     if a.auto_host_rewrite == Some(true) {
         return fail(p.key("auto_host_rewrite"), format!("auto_host_rewrite is not supported: {NOT_YET}"));
@@ -1465,8 +1458,14 @@ fn forward(
         mirrors: mirrors(cx, &p, a.request_mirror_policy, a.request_mirror_policies)?,
         cluster_not_found,
         cors: a.cors.map(|c| cors_policy(&p.key("cors"), c)).transpose()?,
+        // Deprecated in Envoy 1.40 (it warns), still acted on: a gRPC request's route timeout.
+        grpc_timeout: a.max_grpc_timeout.map(|max| GrpcRouteTimeout {
+            max: off_if_zero(max.0),
+            offset: a.grpc_timeout_offset.map_or(Duration::ZERO, |d| d.0),
+        }),
         max_stream_duration: a.max_stream_duration.map_or(RouteStreamDuration::default(), |m| {
             RouteStreamDuration {
+                set: true,
                 max: m.max_stream_duration.map(|d| off_if_zero(d.0)),
                 grpc_header_max: m.grpc_timeout_header_max.map(|d| off_if_zero(d.0)),
                 grpc_header_offset: m.grpc_timeout_header_offset.map_or(Duration::ZERO, |d| d.0),

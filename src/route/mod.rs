@@ -122,6 +122,9 @@ pub struct Forward {
     pub idle_timeout: Option<Option<Duration>>,
     /// `max_stream_duration`.
     pub max_stream_duration: crate::config::RouteStreamDuration,
+    /// `max_grpc_timeout` / `grpc_timeout_offset`: a gRPC request's route timeout. Boxed: a
+    /// deprecated field few routes have, and `Action` stays small.
+    pub grpc_timeout: Option<Box<config::GrpcRouteTimeout>>,
     /// `request_mirror_policies`, with their clusters resolved.
     pub mirrors: Box<[Mirror]>,
     /// `cluster_not_found_response_code`, for `Targets::Header`.
@@ -588,6 +591,7 @@ fn compile_route(id: usize, r: &config::Route, clusters: &HashMap<&str, usize>) 
                 host_rewrite: f.host_rewrite_literal.clone(),
                 idle_timeout: f.idle_timeout,
                 max_stream_duration: f.max_stream_duration,
+                grpc_timeout: f.grpc_timeout.map(Box::new),
                 upgrades: f.upgrades.clone(),
                 cluster_not_found: f.cluster_not_found,
                 mirrors: f

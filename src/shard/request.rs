@@ -331,6 +331,7 @@ impl<'g> Request<'g> {
         } else {
             filtered_path
         };
+        let limits = Limits::of(&hcm.stream_limits, fwd, head, self.grpc.get());
         let rewrite = RequestRewrite {
             path,
             host: fwd.host_rewrite.as_deref().or(Some(host)),
@@ -341,7 +342,7 @@ impl<'g> Request<'g> {
             generate_request_id: hcm.generate_request_id,
             traced,
             // Envoy announces the per-try timeout when there is one and it is the shorter.
-            expected_timeout_ms: match (fwd.timeout, fwd.retry.as_deref().and_then(|r| r.per_try_timeout)) {
+            expected_timeout_ms: match (limits.route, fwd.retry.as_deref().and_then(|r| r.per_try_timeout)) {
                 (Some(t), Some(p)) => Some(t.min(p)),
                 (t, p) => t.or(p),
             }
@@ -370,7 +371,6 @@ impl<'g> Request<'g> {
         let body_end = head.head_len + scan.len;
         obs.bytes_received = scan.payload;
         req_out.extend_from_slice(&buf[head.head_len..body_end]);
-        let limits = Limits::of(&hcm.stream_limits, fwd, head);
         let mut facts = RequestFacts {
             keep_alive: head.keep_alive && !self.last_on_connection,
             head_method: head_request,
@@ -898,22 +898,27 @@ pub(super) struct Limits {
 }
 
 impl Limits {
-    fn of(hcm: &StreamLimits, fwd: &Forward, head: &RequestHead<'_>) -> Limits {
+    /// `grpc`: the request is gRPC (a route's `max_grpc_timeout` then sets its route timeout).
+    fn of(hcm: &StreamLimits, fwd: &Forward, head: &RequestHead<'_>, grpc: bool) -> Limits {
         let msd = fwd.max_stream_duration;
         let mut max_duration = msd.max.unwrap_or(hcm.max_duration);
+        let header = || {
+            let line = head.headers.iter().find(|h| header_is(h.name, "grpc-timeout"));
+            line.and_then(|h| grpc_timeout(h.value))
+        };
         if let Some(cap) = msd.grpc_header_max {
-            let header = head.headers.iter().find(|h| header_is(h.name, "grpc-timeout"));
-            if let Some(timeout) = header.and_then(|h| grpc_timeout(h.value)) {
+            if let Some(timeout) = header() {
                 let capped = cap.map_or(timeout, |cap| timeout.min(cap));
                 max_duration = Some(capped.saturating_sub(msd.grpc_header_offset));
             }
         }
-        Limits {
-            route: fwd.timeout,
-            idle: fwd.idle_timeout.unwrap_or(hcm.idle),
-            request: hcm.request,
-            max_duration,
-        }
+        // Envoy's router: a route with `max_stream_duration` has no route timeout at all.
+        let route = match fwd.grpc_timeout.as_deref() {
+            _ if msd.set => None,
+            Some(g) if grpc => g.route_timeout(header()),
+            _ => fwd.timeout,
+        };
+        Limits { route, idle: fwd.idle_timeout.unwrap_or(hcm.idle), request: hcm.request, max_duration }
     }
 }
 
