@@ -1459,9 +1459,13 @@ fn forward(
         cluster_not_found,
         cors: a.cors.map(|c| cors_policy(&p.key("cors"), c)).transpose()?,
         // Deprecated in Envoy 1.40 (it warns), still acted on: a gRPC request's route timeout.
-        grpc_timeout: a.max_grpc_timeout.map(|max| GrpcRouteTimeout {
+        grpc_timeout: a.max_grpc_timeout.map(|max| {
+            let why = "deprecated in Envoy (still honoured); max_stream_duration.grpc_timeout_header_max replaces it";
+            cx.warn(p.key("max_grpc_timeout"), why);
+            GrpcRouteTimeout {
             max: off_if_zero(max.0),
-            offset: a.grpc_timeout_offset.map_or(Duration::ZERO, |d| d.0),
+                offset: a.grpc_timeout_offset.map_or(Duration::ZERO, |d| d.0),
+            }
         }),
         max_stream_duration: a.max_stream_duration.map_or(RouteStreamDuration::default(), |m| {
             RouteStreamDuration {

@@ -1,5 +1,5 @@
 //! Bytes skiff writes itself: local replies (errors, direct responses, redirects) as one value
-//! (`LocalReply`), header lines, the `date` header and generated request ids. Appends to a
+//! (`LocalReply`, and its gRPC trailers-only form for a gRPC request), header lines, the `date` header and generated request ids. Appends to a
 //! connection's reusable output buffer; never allocates on the request path. Sends nothing.
 
 use crate::access_log::ResponseFlags;
