@@ -15,7 +15,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use support::{dead_port, indent, raw_until_close, scratch_dir, Reply, Seen, Skiff, TestUpstream};
+use support::{
+    dead_port, indent, raw_until_close, scratch_dir, static_cluster_yaml, Reply, Seen, Skiff, TestUpstream,
+};
 
 const LOG_FORMAT: &str = "%RESPONSE_CODE% %RESPONSE_FLAGS% %REQ(:PATH)% %UPSTREAM_CLUSTER% %RESPONSE_CODE_DETAILS% %UPSTREAM_REQUEST_ATTEMPT_COUNT%";
 
@@ -54,35 +56,8 @@ fn upstream() -> TestUpstream {
 /// A bootstrap with listener `main` (its `route_config` and `http_filters` before the router as
 /// given, YAML at column 0), cluster `backend` at `up` and cluster `dead` (nothing listens).
 fn config(port: u16, admin: u16, log: &Path, up: SocketAddr, filters: &str, routes: &str) -> String {
-    let head = support::hcm_bootstrap_head(port, admin, log, LOG_FORMAT);
-    let dead = dead_port();
-    let cluster = |name: &str, at: SocketAddr| {
-        format!(
-            r#"    - name: {name}
-      connect_timeout: 0.5s
-      type: STATIC
-      load_assignment:
-        cluster_name: {name}
-        endpoints:
-          - lb_endpoints:
-              - endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }}
-"#,
-            at.ip(),
-            at.port()
-        )
-    };
-    format!(
-        r#"{head}                route_config:
-{rc}                http_filters:
-{filters}                  - name: envoy.filters.http.router
-                    typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-  clusters:
-{backend}{dead}"#,
-        rc = indent(routes, 18),
-        filters = indent(filters, 18),
-        backend = cluster("backend", up),
-        dead = cluster("dead", dead),
-    )
+    let dead = static_cluster_yaml("dead", "ROUND_ROBIN", &[(dead_port(), 1)]);
+    support::filters::config_logging(port, admin, log, up, filters, routes, LOG_FORMAT) + &indent(&dead, 4)
 }
 
 /// One request: its raw bytes (each on its own connection, saying `connection: close`).
@@ -189,11 +164,7 @@ fn same(name: &str, filters: &str, routes: &str, requests: &[String]) -> Option<
     Some(k)
 }
 
-const ROUTES: &str = r#"virtual_hosts:
-  - name: all
-    domains: ["*"]
-    routes:
-      - match: { prefix: "/direct" }
+const ROUTE_LIST: &str = r#"      - match: { prefix: "/direct" }
         direct_response: { status: 503, body: { inline_string: "down: 100% é~\"\t\n" } }
       - match: { prefix: "/ok" }
         direct_response: { status: 200, body: { inline_string: "fine" } }
@@ -207,7 +178,14 @@ const ROUTES: &str = r#"virtual_hosts:
         route: { cluster: backend, max_stream_duration: { grpc_timeout_header_max: 10s } }
       - match: { prefix: "/capped" }
         route: { cluster: backend, timeout: 5s, max_grpc_timeout: 0.3s, grpc_timeout_offset: 0.05s }
-      - match: { prefix: "/limited" }
+{limited}      - match: { prefix: "/s/" }
+        route: { cluster: backend }
+"#;
+
+/// A route `/limited` to `backend` whose own local rate limit (`per_route`) allows one request a
+/// minute; `extra`: more of its fields (YAML at column 0).
+fn limited_route(extra: &str) -> String {
+    let limit = r#"      - match: { prefix: "/limited" }
         route: { cluster: backend }
         typed_per_filter_config:
           envoy.filters.http.local_ratelimit:
@@ -216,12 +194,20 @@ const ROUTES: &str = r#"virtual_hosts:
             token_bucket: { max_tokens: 1, tokens_per_fill: 1, fill_interval: 60s }
             filter_enabled: { default_value: { numerator: 100 } }
             filter_enforced: { default_value: { numerator: 100 } }
-            response_headers_to_add:
-              - append_action: OVERWRITE_IF_EXISTS_OR_ADD
-                header: { key: x-limited, value: "yes" }
-      - match: { prefix: "/s/" }
-        route: { cluster: backend }
 "#;
+    format!("{limit}{}", indent(extra, 12))
+}
+
+/// `ROUTE_LIST` with its `/limited` route adding a header to its refusals.
+fn route_list() -> String {
+    let header = "response_headers_to_add:\n  - append_action: OVERWRITE_IF_EXISTS_OR_ADD\n    header: { key: x-limited, value: \"yes\" }\n";
+    ROUTE_LIST.replace("{limited}", &limited_route(header))
+}
+
+/// A route config of one virtual host for every domain, with `routes` (its entries, at column 6).
+fn all_domains(routes: &str) -> String {
+    format!("virtual_hosts:\n  - name: all\n    domains: [\"*\"]\n    routes:\n{routes}")
+}
 
 const FILTERS: &str = r#"- name: envoy.filters.http.fault
   typed_config:
@@ -266,7 +252,7 @@ fn local_replies_to_grpc_requests_are_trailers_only_answers() {
         // The upstream's own answers are relayed as they are.
         grpc("POST", "/s/503", G, ""),
     ];
-    let Some(k) = same("grpc_local_replies", FILTERS, ROUTES, &requests) else { return };
+    let Some(k) = same("grpc_local_replies", FILTERS, &all_domains(&route_list()), &requests) else { return };
     assert_eq!(
         k.response(0),
         "HTTP/1.1 200 OK\ncontent-type: application/grpc\ngrpc-status: 14\n\
@@ -289,7 +275,7 @@ fn only_grpc_content_types_get_grpc_replies() {
         grpc("POST", "/nowhere", "text/plain", ""),
         format!("POST /nowhere HTTP/1.0\r\ncontent-type: {G}\r\n\r\n"),
     ];
-    let Some(k) = same("grpc_content_types", FILTERS, ROUTES, &requests) else { return };
+    let Some(k) = same("grpc_content_types", FILTERS, &all_domains(&route_list()), &requests) else { return };
     assert!(k.responses[..4].iter().all(|r| r.starts_with("HTTP/1.1 404 ")), "{:?}", k.responses);
     assert!(k.response(4).starts_with("HTTP/1.1 426 "), "{}", k.response(4));
 }
@@ -299,29 +285,18 @@ fn only_grpc_content_types_get_grpc_replies() {
 /// request gets that code, any other request the plain 200 (the fault) or 429 (the limit).
 #[test]
 fn fault_grpc_status_and_rate_limit_resource_exhausted() {
-    let routes = r#"virtual_hosts:
-  - name: all
-    domains: ["*"]
-    routes:
-      - match: { prefix: "/fixed" }
+    let routes = &all_domains(
+        &r#"      - match: { prefix: "/fixed" }
         route: { cluster: backend }
         typed_per_filter_config:
           envoy.filters.http.fault:
             "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
             abort: { grpc_status: 5, percentage: { numerator: 100 } }
-      - match: { prefix: "/limited" }
+{limited}      - match: { prefix: "/" }
         route: { cluster: backend }
-        typed_per_filter_config:
-          envoy.filters.http.local_ratelimit:
-            "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
-            stat_prefix: per_route
-            token_bucket: { max_tokens: 1, tokens_per_fill: 1, fill_interval: 60s }
-            filter_enabled: { default_value: { numerator: 100 } }
-            filter_enforced: { default_value: { numerator: 100 } }
-            rate_limited_as_resource_exhausted: true
-      - match: { prefix: "/" }
-        route: { cluster: backend }
-"#;
+"#
+        .replace("{limited}", &limited_route("rate_limited_as_resource_exhausted: true\n")),
+    );
     let abort = |v: &str| format!("x-envoy-fault-abort-grpc-request: {v}\r\n");
     let requests = [
         grpc("POST", "/fixed", G, ""),
@@ -370,7 +345,7 @@ fn grpc_timeouts_answer_unavailable_and_deadline_exceeded() {
         grpc("POST", "/capped/fast", G, "grpc-timeout: 2S\r\n"),
         grpc("POST", "/capped/fast", "text/plain", "grpc-timeout: 2S\r\n"),
     ];
-    let Some(k) = same("grpc_timeouts", FILTERS, ROUTES, &requests) else { return };
+    let Some(k) = same("grpc_timeouts", FILTERS, &all_domains(&route_list()), &requests) else { return };
     assert!(k.response(0).contains("grpc-status: 14\ngrpc-message: upstream request timeout\n"));
     assert!(k.response(1).contains("grpc-status: 4\ngrpc-message: downstream duration timeout\n"));
     for i in 3..7 {
@@ -382,15 +357,13 @@ fn grpc_timeouts_answer_unavailable_and_deadline_exceeded() {
 /// `match.grpc` routes only gRPC requests.
 #[test]
 fn route_match_grpc_takes_only_grpc_requests() {
-    let routes = r#"virtual_hosts:
-  - name: all
-    domains: ["*"]
-    routes:
-      - match: { prefix: "/svc", grpc: {} }
+    let routes = &all_domains(
+        r#"      - match: { prefix: "/svc", grpc: {} }
         route: { cluster: backend }
       - match: { prefix: "/" }
         direct_response: { status: 200, body: { inline_string: "not grpc" } }
-"#;
+"#,
+    );
     let requests = [
         grpc("POST", "/svc/ok", G, ""),
         grpc("POST", "/svc/ok", "application/grpc+proto", ""),
@@ -406,18 +379,16 @@ fn route_match_grpc_takes_only_grpc_requests() {
 /// type), never one whose trailers do; `retriable_status_codes` stays HTTP's.
 #[test]
 fn retry_on_grpc_codes_reads_the_response_head() {
-    let routes = r#"virtual_hosts:
-  - name: all
-    domains: ["*"]
-    routes:
-      - match: { prefix: "/" }
+    let routes = &all_domains(
+        r#"      - match: { prefix: "/" }
         route:
           cluster: backend
           retry_policy:
             retry_on: "cancelled,deadline-exceeded,internal,resource-exhausted,unavailable"
             num_retries: 2
             retry_back_off: { base_interval: 0.001s }
-"#;
+"#,
+    );
     let requests = [
         grpc("POST", "/grpc/14", G, ""),
         grpc("POST", "/grpc/1", G, ""),
