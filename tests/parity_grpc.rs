@@ -130,34 +130,43 @@ fn drive(listener: SocketAddr, admin: SocketAddr, log: &Path, up: &TestUpstream,
     Run { responses, expected_timeouts, log, stats, upstream: seen.len() }
 }
 
-fn run_envoy(bin: &Path, filters: &str, routes: &str, requests: &[String]) -> Run {
+/// Makes a proxy's bootstrap: (listener port, admin port, access-log path, upstream).
+type MakeConfig<'a> = &'a (dyn Fn(u16, u16, &Path, SocketAddr) -> String + Sync);
+
+fn run_envoy(bin: &Path, make: MakeConfig<'_>, requests: &[String]) -> Run {
     let dir = scratch_dir("parity-grpc-envoy");
     let up = upstream();
     let log = dir.join("access.log");
-    let e = envoy::Envoy::start(bin, &dir, |port, admin| config(port, admin, &log, up.addr, filters, routes));
+    let e = envoy::Envoy::start(bin, &dir, |port, admin| make(port, admin, &log, up.addr));
     let run = drive(e.listener, e.admin, &log, &up, requests);
     drop(e);
     let _ = std::fs::remove_dir_all(&dir);
     run
 }
 
-fn run_skiff(filters: &str, routes: &str, requests: &[String]) -> Run {
+fn run_skiff(make: MakeConfig<'_>, requests: &[String]) -> Run {
     let dir = scratch_dir("parity-grpc-skiff");
     let up = upstream();
     let log = dir.join("access.log");
-    let sk = Skiff::start(&config(0, 0, &log, up.addr, filters, routes), &[]);
+    let sk = Skiff::start(&make(0, 0, &log, up.addr), &[]);
     let run = drive(sk.listener("main"), sk.admin(), &log, &up, requests);
     drop(sk);
     let _ = std::fs::remove_dir_all(&dir);
     run
 }
 
-/// Runs both and asserts they agree; skiff's run (None when Envoy is absent outside CI).
+/// Runs both on `config` with these filters and routes, and asserts they agree; skiff's run (None
+/// when Envoy is absent outside CI).
 fn same(name: &str, filters: &str, routes: &str, requests: &[String]) -> Option<Run> {
+    same_with(name, &|port, admin, log, up| config(port, admin, log, up, filters, routes), requests)
+}
+
+/// `same` on the bootstrap `make` writes.
+fn same_with(name: &str, make: MakeConfig<'_>, requests: &[String]) -> Option<Run> {
     let bin = envoy::binary_or_skip(name)?;
     let (e, k) = std::thread::scope(|s| {
-        let e = s.spawn(|| run_envoy(&bin, filters, routes, requests));
-        let k = s.spawn(|| run_skiff(filters, routes, requests));
+        let e = s.spawn(|| run_envoy(&bin, make, requests));
+        let k = s.spawn(|| run_skiff(make, requests));
         (e.join().expect("envoy side"), k.join().expect("skiff side"))
     });
     assert_eq!(e, k, "\nenvoy:\n{e:#?}\nskiff:\n{k:#?}");
@@ -324,6 +333,35 @@ fn fault_grpc_status_and_rate_limit_resource_exhausted() {
         k.response(9)
     );
     assert!(k.response(10).starts_with("HTTP/1.1 429 "), "{}", k.response(10));
+}
+
+/// An authorization service's denial (403 with its own body, headers and `content-type`, a 302,
+/// a 500 that fails the check) is a gRPC answer too: the service's headers stay, its type gives
+/// way to gRPC's, its body is the `grpc-message`.
+#[test]
+fn ext_authz_denials_are_grpc_answers() {
+    let authz = support::ext_authz::authz_server();
+    let make = |port, admin, log: &Path, up| {
+        support::ext_authz::config(
+            port,
+            admin,
+            log,
+            (up, authz.addr),
+            support::ext_authz::BASIC,
+            support::filters::ALL_TO_BACKEND,
+        )
+    };
+    let auth = |v: &str| format!("authorization: {v}\r\n");
+    let requests = [
+        grpc("POST", "/s/200", G, &auth("Bearer token1")),
+        grpc("POST", "/s/200", G, &auth("nope")),
+        grpc("POST", "/s/200", G, &auth("redirect")),
+        grpc("POST", "/s/200", G, &auth("err")),
+        grpc("POST", "/s/200", "text/plain", &auth("nope")),
+    ];
+    let Some(k) = same_with("grpc_ext_authz", &make, &requests) else { return };
+    assert!(k.response(1).contains("grpc-status: 7\ngrpc-message: nope\n"), "{}", k.response(1));
+    assert!(k.response(4).starts_with("HTTP/1.1 403 "), "{}", k.response(4));
 }
 
 /// The route timeout is UNAVAILABLE (504's mapping); a `grpc-timeout` that runs out is

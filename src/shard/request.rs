@@ -500,18 +500,21 @@ impl<'g> Request<'g> {
     /// lines go on the upstream request and on the response.
     fn checked(&self, plan: Plan<'g>, outcome: CheckOutcome, d: &mut Downstream) -> Plan<'g> {
         if let Some(r) = outcome.reply {
-            let (consumed, head_request, http10, filters) = match plan {
+            let (consumed, head_request, http10, close, filters) = match plan {
                 Plan::Forward { facts, consumed, filters, cluster, .. } => {
                     // Envoy has resolved the route's cluster by then, and logs it.
                     d.obs.upstream_cluster = Some(cluster);
-                    (facts.body_buffered.then_some(consumed), facts.head_method, facts.http10, filters)
+                    let consumed = facts.body_buffered.then_some(consumed);
+                    (consumed, facts.head_method, facts.http10, !facts.keep_alive, filters)
                 }
                 Plan::Reply { consumed, head_request, filters, reply } => {
-                    (consumed, head_request, reply.http10, filters)
+                    (consumed, head_request, reply.http10, reply.close, filters)
                 }
             };
             let mut reply = check_reply(r);
             reply.http10 = http10;
+            // A client that said it closes is told so, as on any reply (`plan`'s).
+            reply.close |= close;
             if let Some(f) = &filters {
                 reply.headers.extend_from_slice(&f.response_headers);
             }
