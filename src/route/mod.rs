@@ -681,6 +681,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn grpc_requests_are_known_by_their_content_type_as_envoy_knows_them() {
+        let with = |v: &'static [u8]| [httparse::Header { name: "Content-Type", value: v }];
+        assert!(is_grpc(&with(b"application/grpc")) && is_grpc(&with(b"application/grpc+proto")));
+        for not in [&b"application/grpc-web"[..], b"application/grpc;x=y", b"APPLICATION/GRPC", b"text/plain"]
+        {
+            assert!(!is_grpc(&with(not)), "{}", String::from_utf8_lossy(not));
+        }
+        assert!(!is_grpc(&[]));
+    }
+
+    /// Envoy's `finalTimeout` for `max_grpc_timeout` 300 ms with a 50 ms offset, and `0s`.
+    #[test]
+    fn a_grpc_route_timeout_is_the_header_less_the_offset_capped() {
+        let ms = Duration::from_millis;
+        let capped = config::GrpcRouteTimeout { max: Some(ms(300)), offset: ms(50) };
+        assert_eq!(capped.route_timeout(None), Some(ms(300)));
+        assert_eq!(capped.route_timeout(Some(ms(150))), Some(ms(100)));
+        assert_eq!(capped.route_timeout(Some(ms(40))), Some(ms(40)));
+        assert_eq!(capped.route_timeout(Some(ms(20_000))), Some(ms(300)));
+        let uncapped = config::GrpcRouteTimeout { max: None, offset: Duration::ZERO };
+        assert_eq!(uncapped.route_timeout(None), None);
+        assert_eq!(uncapped.route_timeout(Some(ms(20_000))), Some(ms(20_000)));
+    }
+
+    #[test]
     fn retry_back_off_is_envoys_jittered_exponential_and_status_sets_hold_their_codes() {
         let mut statuses = StatusSet::default();
         for c in [409, 418, 599, 100] {

@@ -558,6 +558,45 @@ mod tests {
         assert!(details::after_request_id("fault_filter_abort"));
     }
 
+    /// Envoy's trailers-only answer: 200, the filter's own lines first, its type replaced by
+    /// gRPC's, the mapped status, the body percent-encoded as the message; none on HEAD.
+    #[test]
+    fn a_reply_to_a_grpc_request_is_trailers_only() {
+        let mut reply = LocalReply::new(403, b"no: 100% \xc3\xa9~\n");
+        reply.headers = b"x-deny: d\r\ncontent-type: text/plain\r\n".to_vec();
+        assert_eq!(
+            written_lines(&reply.clone().into_grpc(false)),
+            [
+                "HTTP/1.1 200 OK",
+                "x-deny: d",
+                "content-type: application/grpc",
+                "grpc-status: 7",
+                "grpc-message: no: 100%25 %C3%A9%7E%0A",
+                "server: envoy",
+                "content-length: 0",
+                "",
+                ""
+            ]
+        );
+        let mut own = LocalReply::new(504, b"downstream duration timeout");
+        own.grpc_status = Some(4);
+        let head = own.into_grpc(true);
+        assert!(head.trailers_only && head.body.is_empty() && head.status == 200);
+        assert_eq!(head.headers, b"content-type: application/grpc\r\ngrpc-status: 4\r\n");
+        let mut out = Vec::new();
+        local(&mut out, &head, &DateCache::default(), "envoy", true);
+        assert!(String::from_utf8_lossy(&out).ends_with("transfer-encoding: chunked\r\n\r\n"));
+    }
+
+    #[test]
+    fn http_statuses_map_to_grpc_codes_as_envoys() {
+        let pairs = [(400, 13), (401, 16), (403, 7), (404, 12), (429, 14), (502, 14), (503, 14), (504, 14)];
+        for (http, grpc) in pairs {
+            assert_eq!(grpc_status_of(http), grpc, "{http}");
+        }
+        assert!([200, 302, 408, 413, 500, 501].iter().all(|s| grpc_status_of(*s) == 2));
+    }
+
     #[test]
     fn dates_are_imf_fixdate() {
         assert_eq!(&imf_fixdate(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
