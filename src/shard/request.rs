@@ -784,7 +784,9 @@ impl<'g> Request<'g> {
 
     /// Sends a reply skiff makes itself, counting its stat and flag.
     async fn reply(&self, d: &mut Downstream, mut reply: LocalReply, head_request: bool) -> Continue {
-        if self.grpc.get() {
+        // A response a filter encoded itself (the CORS preflight answer) is not a local reply:
+        // Envoy sends it as it is.
+        if self.grpc.get() && !reply.encoded {
             reply = reply.into_grpc(head_request);
         }
         match reply.stat {
