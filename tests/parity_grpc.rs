@@ -101,11 +101,22 @@ fn drive(listener: SocketAddr, admin: SocketAddr, log: &Path, up: &TestUpstream,
                 // (without `enable_trailers`), skiff relays them: not what these tests compare.
                 return got.text.lines().next().unwrap_or("").to_string();
             }
-            got.text
+            // A relayed answer with the rate limit's `x-ratelimit-*`: its headers as a set (skiff
+            // appends those last, Envoy before `server`; not gRPC's, and not what these tests
+            // compare); everything else whole, header order included.
+            let relayed =
+                got.text.contains("\r\nx-ratelimit-limit: ") && !got.text.contains("\r\ngrpc-status: ");
+            let (head, body) = got.text.split_once("\r\n\r\n").unwrap_or((&got.text, ""));
+            let mut lines: Vec<&str> = head
                 .split("\r\n")
                 .filter(|l| !l.starts_with("date: ") && !l.starts_with("x-envoy-upstream-service-time: "))
-                .collect::<Vec<_>>()
-                .join("\n")
+                // The seconds until the bucket refills, as each proxy rounds them.
+                .map(|l| if l.starts_with("x-ratelimit-reset: ") { "x-ratelimit-reset: *" } else { l })
+                .collect();
+            if relayed {
+                lines[1..].sort_unstable();
+            }
+            format!("{}\n\n{body}", lines.join("\n"))
         })
         .collect();
     let (mut log, stats) = support::filters::log_and_stats(admin, log, requests.len());
@@ -207,9 +218,10 @@ fn limited_route(extra: &str) -> String {
     format!("{limit}{}", indent(extra, 12))
 }
 
-/// `ROUTE_LIST` with its `/limited` route adding a header to its refusals.
+/// `ROUTE_LIST` with its `/limited` route adding a header to its refusals, and the `x-ratelimit-*`
+/// headers (the filter's response phase: after a trailers-only answer's gRPC lines) to all.
 fn route_list() -> String {
-    let header = "response_headers_to_add:\n  - append_action: OVERWRITE_IF_EXISTS_OR_ADD\n    header: { key: x-limited, value: \"yes\" }\n";
+    let header = "response_headers_to_add:\n  - append_action: OVERWRITE_IF_EXISTS_OR_ADD\n    header: { key: x-limited, value: \"yes\" }\nenable_x_ratelimit_headers: DRAFT_VERSION_03\n";
     ROUTE_LIST.replace("{limited}", &limited_route(header))
 }
 

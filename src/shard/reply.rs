@@ -39,8 +39,13 @@ pub struct LocalReply {
     pub location: Option<String>,
     /// Answer in HTTP/1.0 (the request was, and was accepted).
     pub http10: bool,
-    /// Header lines (`name: value\r\n`) an HTTP filter adds to it.
+    /// Header lines (`name: value\r\n`) the reply's maker adds to it (Envoy's `modify_headers`:
+    /// a filter's own reply headers, the attempt count).
     pub headers: Vec<u8>,
+    /// Header lines the filters' response phase adds to every response, this one too (Envoy's
+    /// `encodeHeaders`: `x-ratelimit-*`): written after `headers`, and after a gRPC answer's
+    /// status lines.
+    pub encode_headers: Vec<u8>,
     /// A circuit breaker refused the request: `x-envoy-overloaded: true`, as Envoy says.
     pub overloaded: bool,
     /// A filter wrote this response itself rather than as a local reply (the CORS preflight
@@ -67,6 +72,7 @@ impl LocalReply {
             location: None,
             http10: false,
             headers: Vec::new(),
+            encode_headers: Vec::new(),
             overloaded: false,
             encoded: false,
             details: std::borrow::Cow::Borrowed(""),
@@ -342,6 +348,7 @@ pub fn local(out: &mut Vec<u8>, reply: &LocalReply, date: &DateCache, server: &s
         header(out, b"content-type", b"text/plain");
     }
     out.extend_from_slice(&reply.headers);
+    out.extend_from_slice(&reply.encode_headers);
     date.write(out);
     header(out, b"server", server.as_bytes());
     if reply.close {

@@ -224,7 +224,7 @@ impl<'g> Request<'g> {
         };
         let filtered = |mut local: LocalReply, filters: Option<Box<Verdict<'g>>>| {
             if let Some(f) = &filters {
-                local.headers.extend_from_slice(&f.response_headers);
+                local.encode_headers.extend_from_slice(&f.response_headers);
             }
             match reply(local, whole) {
                 Plan::Reply { reply, consumed, head_request, .. } => {
@@ -258,7 +258,7 @@ impl<'g> Request<'g> {
             if let Some(c) = routed_cluster(found) {
                 obs.upstream_cluster = Some(c);
             }
-            // The reply's own headers already carry the filters' response headers.
+            // The filters' response headers follow the reply's own (`filtered`).
             return filtered(local, filters);
         }
         let Some((vhost, route)) = found else {
@@ -516,7 +516,7 @@ impl<'g> Request<'g> {
             // A client that said it closes is told so, as on any reply (`plan`'s).
             reply.close |= close;
             if let Some(f) = &filters {
-                reply.headers.extend_from_slice(&f.response_headers);
+                reply.encode_headers.extend_from_slice(&f.response_headers);
             }
             return Plan::Reply { reply, consumed, head_request, filters };
         }
@@ -640,7 +640,7 @@ impl<'g> Request<'g> {
                 // Envoy's encoder filters see the router's own replies too (after its attempt
                 // count), as any response.
                 let filters_own = filter_headers.len().saturating_sub(cookie_len);
-                reply.headers.extend_from_slice(&filter_headers[..filters_own]);
+                reply.encode_headers.extend_from_slice(&filter_headers[..filters_own]);
                 // A client that said it closes is told so (Envoy's `connection: close`).
                 reply.close |= !keep_alive;
                 let close = reply.close;
