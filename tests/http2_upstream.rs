@@ -207,6 +207,26 @@ fn stream_resets_are_upstream_resets() {
     assert_eq!(up.connections(), 1);
 }
 
+/// `retry_on: refused-stream` retries a REFUSED_STREAM and nothing else; a policy without it
+/// (`connect-failure`) leaves the refusal as the answer.
+#[test]
+fn refused_stream_is_retried_under_refused_stream() {
+    for (retry_on, retries) in [("refused-stream", 1), ("connect-failure", 0)] {
+        let up = H2Upstream::start();
+        let log = support::scratch_dir("h2up-refused").join("access.log");
+        let config = h2c::config(0, 0, up.addr, EXPLICIT_H2, &log).replace(
+            "route: { cluster: backend, timeout: 5s }",
+            &format!("route: {{ cluster: backend, timeout: 5s, retry_policy: {{ retry_on: {retry_on}, num_retries: 1 }} }}"),
+        );
+        let skiff = Skiff::start(&config, &["--concurrency", "1"]);
+        assert_eq!(Client::connect(skiff.listener("main")).get("/refuse").status, 503, "{retry_on}");
+        assert_eq!(stat(skiff.admin(), "cluster.backend.upstream_rq_retry"), Some(retries), "{retry_on}");
+        // A plain reset is not a refused stream.
+        assert_eq!(Client::connect(skiff.listener("main")).get("/reset").status, 503, "{retry_on}");
+        assert_eq!(stat(skiff.admin(), "cluster.backend.upstream_rq_retry"), Some(retries), "{retry_on}");
+    }
+}
+
 /// `skiff --mode validate` on a config whose cluster `backend` has `protocol`: (success, output).
 fn validate(protocol: &str) -> (bool, String) {
     let dir = support::scratch_dir("h2up-validate");

@@ -1403,6 +1403,12 @@ fn forward(f: &ForwardAction) -> Value {
     if let Some(t) = f.idle_timeout {
         m.insert("idle_timeout".into(), duration(t.unwrap_or(Duration::ZERO)).into());
     }
+    if let Some(g) = f.grpc_timeout {
+        m.insert("max_grpc_timeout".into(), duration(g.max.unwrap_or(Duration::ZERO)).into());
+        if !g.offset.is_zero() {
+            m.insert("grpc_timeout_offset".into(), duration(g.offset).into());
+        }
+    }
     let msd = &f.max_stream_duration;
     if *msd != RouteStreamDuration::default() {
         let mut d = Map::new();

@@ -1453,14 +1453,7 @@ fn forward(
         p,
         a,
         "route.route",
-        [
-            rate_limits,
-            hedge_policy,
-            metadata_match,
-            internal_redirect_policy,
-            max_grpc_timeout,
-            grpc_timeout_offset
-        ]
+        [rate_limits, hedge_policy, metadata_match, internal_redirect_policy]
     );
     if a.auto_host_rewrite == Some(true) {
         return fail(p.key("auto_host_rewrite"), format!("auto_host_rewrite is not supported: {NOT_YET}"));
@@ -1521,8 +1514,18 @@ fn forward(
         mirrors: mirrors(cx, &p, a.request_mirror_policy, a.request_mirror_policies)?,
         cluster_not_found,
         cors: a.cors.map(|c| cors_policy(&p.key("cors"), c)).transpose()?,
+        // Deprecated in Envoy 1.40 (it warns), still acted on: a gRPC request's route timeout.
+        grpc_timeout: a.max_grpc_timeout.map(|max| {
+            let why = "deprecated in Envoy (still honoured); max_stream_duration.grpc_timeout_header_max replaces it";
+            cx.warn(p.key("max_grpc_timeout"), why);
+            GrpcRouteTimeout {
+            max: off_if_zero(max.0),
+                offset: a.grpc_timeout_offset.map_or(Duration::ZERO, |d| d.0),
+            }
+        }),
         max_stream_duration: a.max_stream_duration.map_or(RouteStreamDuration::default(), |m| {
             RouteStreamDuration {
+                set: true,
                 max: m.max_stream_duration.map(|d| off_if_zero(d.0)),
                 grpc_header_max: m.grpc_timeout_header_max.map(|d| off_if_zero(d.0)),
                 grpc_header_offset: m.grpc_timeout_header_offset.map_or(Duration::ZERO, |d| d.0),
@@ -1638,8 +1641,8 @@ fn mirrors(
     Ok(out)
 }
 
-/// The `retry_on` conditions skiff acts on (`refused-stream` is an HTTP/2 reset an HTTP/1.1
-/// upstream never sends, so it never fires, as in Envoy over HTTP/1.1; the gRPC codes are read
+/// The `retry_on` conditions skiff acts on (`refused-stream` is an HTTP/2 host's REFUSED_STREAM,
+/// which an HTTP/1.1 upstream never sends; the gRPC codes are read
 /// from a response head's `grpc-status`, as `route::GRPC_RETRY_ON` says).
 const RETRY_ON_ENFORCED: &[&str] = &[
     "5xx",

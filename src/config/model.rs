@@ -1018,6 +1018,8 @@ pub struct ForwardAction {
     pub idle_timeout: Option<Option<Duration>>,
     /// `max_stream_duration`.
     pub max_stream_duration: RouteStreamDuration,
+    /// `max_grpc_timeout` / `grpc_timeout_offset` (deprecated in Envoy, still honoured by it).
+    pub grpc_timeout: Option<GrpcRouteTimeout>,
     /// `hash_policy`: the request's hash for RING_HASH and MAGLEV clusters.
     pub hash_policy: Vec<super::lb::HashPolicy>,
     /// `request_mirror_policies` (and v2 `request_mirror_policy`).
@@ -1051,6 +1053,9 @@ pub struct MirrorPolicy {
 /// A route's `max_stream_duration` block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RouteStreamDuration {
+    /// The route has a `max_stream_duration` (even an empty one): Envoy then gives its requests
+    /// no route timeout (`timeout` and `max_grpc_timeout` are not used, "new timeouts").
+    pub set: bool,
     /// `max_stream_duration`: replaces the connection manager's for this route, as `idle_timeout`.
     pub max: Option<Option<Duration>>,
     /// `grpc_timeout_header_max`: when set, a request's `grpc-timeout` header is its max stream
@@ -1058,6 +1063,32 @@ pub struct RouteStreamDuration {
     pub grpc_header_max: Option<Option<Duration>>,
     /// `grpc_timeout_header_offset`: taken off the header's value.
     pub grpc_header_offset: Duration,
+}
+
+/// A route's `max_grpc_timeout` with its `grpc_timeout_offset`: a gRPC request's route timeout is
+/// its `grpc-timeout` less the offset (when that leaves some), capped at `max`; without the
+/// header, `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcRouteTimeout {
+    /// None: `0s`, no cap (and no timeout for a request without the header).
+    pub max: Option<Duration>,
+    pub offset: Duration,
+}
+
+impl GrpcRouteTimeout {
+    /// The route timeout of a gRPC request whose `grpc-timeout` says `header` (Envoy's
+    /// `FilterUtility::finalTimeout`); None: no timeout.
+    pub fn route_timeout(&self, header: Option<Duration>) -> Option<Duration> {
+        let mut timeout = header.unwrap_or(Duration::ZERO);
+        // The offset only where it leaves some time: zero is no timeout.
+        if self.offset < timeout {
+            timeout -= self.offset;
+        }
+        match self.max {
+            Some(max) if timeout.is_zero() || timeout > max => Some(max),
+            _ => (!timeout.is_zero()).then_some(timeout),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

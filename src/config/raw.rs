@@ -1332,8 +1332,8 @@ pub struct RawRouteAction {
     pub hedge_policy: Ign,
     pub metadata_match: Ign,
     pub internal_redirect_policy: Ign,
-    pub max_grpc_timeout: Ign,
-    pub grpc_timeout_offset: Ign,
+    pub max_grpc_timeout: Option<Dur>,
+    pub grpc_timeout_offset: Option<Dur>,
     // Ignored.
     pub priority: Ign,
     pub include_vh_rate_limits: Ign,

@@ -74,8 +74,6 @@ pub const UNENFORCED: &[Unenforced] = &[
     u("hcm.http2_protocol_options.custom_settings_parameters", "no custom SETTINGS are sent"),
     u("hcm.common_http_protocol_options.max_response_headers_kb", "it limits upstream responses, which a connection manager does not read"),
     u("cluster.common_http_protocol_options.max_response_headers_kb", "upstream response heads are limited to 64 KiB"),
-    u("route.route.max_grpc_timeout", "deprecated in Envoy; use max_stream_duration.grpc_timeout_header_max, which skiff enforces"),
-    u("route.route.grpc_timeout_offset", "deprecated in Envoy; use max_stream_duration.grpc_timeout_header_offset, which skiff enforces"),
     u("cluster.upstream_connection_options.set_local_interface_name_on_upstream_connections", NOT_YET),
     u("cluster.upstream_connection_options.happy_eyeballs_config", "skiff connects to one resolved address at a time"),
     u("route_config.internal_only_headers", NOT_YET),

@@ -95,7 +95,8 @@ impl LocalRateLimit {
         for h in &self.response_headers {
             push_header(&mut headers, h.name.as_bytes(), h.value.as_bytes());
         }
-        headers.extend_from_slice(&v.response_headers);
+        // Its `x-ratelimit-*` lines are already in `v.response_headers`, which the request's owner
+        // adds to this reply as to any response.
         v.reply = Some(FilterReply {
             status: self.status,
             body: std::borrow::Cow::Borrowed(b"local_rate_limited"),

@@ -122,6 +122,9 @@ pub struct Forward {
     pub idle_timeout: Option<Option<Duration>>,
     /// `max_stream_duration`.
     pub max_stream_duration: crate::config::RouteStreamDuration,
+    /// `max_grpc_timeout` / `grpc_timeout_offset`: a gRPC request's route timeout. Boxed: a
+    /// deprecated field few routes have, and `Action` stays small.
+    pub grpc_timeout: Option<Box<config::GrpcRouteTimeout>>,
     /// `request_mirror_policies`, with their clusters resolved.
     pub mirrors: Box<[Mirror]>,
     /// `cluster_not_found_response_code`, for `Targets::Header`.
@@ -211,6 +214,8 @@ pub struct Retry {
     /// 502, 503, 504 only.
     pub on_gateway_error: bool,
     pub on_reset: bool,
+    /// `refused-stream`: an HTTP/2 host's REFUSED_STREAM (never seen over HTTP/1.1).
+    pub on_refused_stream: bool,
     pub num_retries: u32,
     pub per_try_timeout: Option<Duration>,
     pub per_try_idle_timeout: Option<Duration>,
@@ -588,6 +593,7 @@ fn compile_route(id: usize, r: &config::Route, clusters: &HashMap<&str, usize>) 
                 host_rewrite: f.host_rewrite_literal.clone(),
                 idle_timeout: f.idle_timeout,
                 max_stream_duration: f.max_stream_duration,
+                grpc_timeout: f.grpc_timeout.map(Box::new),
                 upgrades: f.upgrades.clone(),
                 cluster_not_found: f.cluster_not_found,
                 mirrors: f
@@ -629,6 +635,7 @@ fn compile_route(id: usize, r: &config::Route, clusters: &HashMap<&str, usize>) 
                             on_5xx: on("5xx"),
                             on_gateway_error: on("gateway-error"),
                             on_reset: on("reset") || on("5xx"),
+                            on_refused_stream: on("refused-stream"),
                             num_retries: p.num_retries,
                             per_try_timeout: p.per_try_timeout,
                             per_try_idle_timeout: p.per_try_idle_timeout,
@@ -677,6 +684,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn grpc_requests_are_known_by_their_content_type_as_envoy_knows_them() {
+        let with = |v: &'static [u8]| [httparse::Header { name: "Content-Type", value: v }];
+        assert!(is_grpc(&with(b"application/grpc")) && is_grpc(&with(b"application/grpc+proto")));
+        for not in [&b"application/grpc-web"[..], b"application/grpc;x=y", b"APPLICATION/GRPC", b"text/plain"]
+        {
+            assert!(!is_grpc(&with(not)), "{}", String::from_utf8_lossy(not));
+        }
+        assert!(!is_grpc(&[]));
+    }
+
+    /// Envoy's `finalTimeout` for `max_grpc_timeout` 300 ms with a 50 ms offset, and `0s`.
+    #[test]
+    fn a_grpc_route_timeout_is_the_header_less_the_offset_capped() {
+        let ms = Duration::from_millis;
+        let capped = config::GrpcRouteTimeout { max: Some(ms(300)), offset: ms(50) };
+        assert_eq!(capped.route_timeout(None), Some(ms(300)));
+        assert_eq!(capped.route_timeout(Some(ms(150))), Some(ms(100)));
+        assert_eq!(capped.route_timeout(Some(ms(40))), Some(ms(40)));
+        assert_eq!(capped.route_timeout(Some(ms(20_000))), Some(ms(300)));
+        let uncapped = config::GrpcRouteTimeout { max: None, offset: Duration::ZERO };
+        assert_eq!(uncapped.route_timeout(None), None);
+        assert_eq!(uncapped.route_timeout(Some(ms(20_000))), Some(ms(20_000)));
+    }
+
+    #[test]
     fn retry_back_off_is_envoys_jittered_exponential_and_status_sets_hold_their_codes() {
         let mut statuses = StatusSet::default();
         for c in [409, 418, 599, 100] {
@@ -690,6 +722,7 @@ mod tests {
             on_5xx: false,
             on_gateway_error: false,
             on_reset: false,
+            on_refused_stream: false,
             num_retries: 3,
             per_try_timeout: None,
             per_try_idle_timeout: None,

@@ -1,5 +1,5 @@
 //! Bytes skiff writes itself: local replies (errors, direct responses, redirects) as one value
-//! (`LocalReply`), header lines, the `date` header and generated request ids. Appends to a
+//! (`LocalReply`, and its gRPC trailers-only form for a gRPC request), header lines, the `date` header and generated request ids. Appends to a
 //! connection's reusable output buffer; never allocates on the request path. Sends nothing.
 
 use crate::access_log::ResponseFlags;
@@ -39,8 +39,13 @@ pub struct LocalReply {
     pub location: Option<String>,
     /// Answer in HTTP/1.0 (the request was, and was accepted).
     pub http10: bool,
-    /// Header lines (`name: value\r\n`) an HTTP filter adds to it.
+    /// Header lines (`name: value\r\n`) the reply's maker adds to it (Envoy's `modify_headers`:
+    /// a filter's own reply headers, the attempt count).
     pub headers: Vec<u8>,
+    /// Header lines the filters' response phase adds to every response, this one too (Envoy's
+    /// `encodeHeaders`: `x-ratelimit-*`): written after `headers`, and after a gRPC answer's
+    /// status lines.
+    pub encode_headers: Vec<u8>,
     /// A circuit breaker refused the request: `x-envoy-overloaded: true`, as Envoy says.
     pub overloaded: bool,
     /// A filter wrote this response itself rather than as a local reply (the CORS preflight
@@ -67,6 +72,7 @@ impl LocalReply {
             location: None,
             http10: false,
             headers: Vec::new(),
+            encode_headers: Vec::new(),
             overloaded: false,
             encoded: false,
             details: std::borrow::Cow::Borrowed(""),
@@ -342,6 +348,7 @@ pub fn local(out: &mut Vec<u8>, reply: &LocalReply, date: &DateCache, server: &s
         header(out, b"content-type", b"text/plain");
     }
     out.extend_from_slice(&reply.headers);
+    out.extend_from_slice(&reply.encode_headers);
     date.write(out);
     header(out, b"server", server.as_bytes());
     if reply.close {
@@ -556,6 +563,45 @@ mod tests {
         assert!(!details::after_request_id(details::MISSING_HOST_HEADER));
         assert!(details::after_request_id(details::ROUTE_NOT_FOUND));
         assert!(details::after_request_id("fault_filter_abort"));
+    }
+
+    /// Envoy's trailers-only answer: 200, the filter's own lines first, its type replaced by
+    /// gRPC's, the mapped status, the body percent-encoded as the message; none on HEAD.
+    #[test]
+    fn a_reply_to_a_grpc_request_is_trailers_only() {
+        let mut reply = LocalReply::new(403, b"no: 100% \xc3\xa9~\n");
+        reply.headers = b"x-deny: d\r\ncontent-type: text/plain\r\n".to_vec();
+        assert_eq!(
+            written_lines(&reply.clone().into_grpc(false)),
+            [
+                "HTTP/1.1 200 OK",
+                "x-deny: d",
+                "content-type: application/grpc",
+                "grpc-status: 7",
+                "grpc-message: no: 100%25 %C3%A9%7E%0A",
+                "server: envoy",
+                "content-length: 0",
+                "",
+                ""
+            ]
+        );
+        let mut own = LocalReply::new(504, b"downstream duration timeout");
+        own.grpc_status = Some(4);
+        let head = own.into_grpc(true);
+        assert!(head.trailers_only && head.body.is_empty() && head.status == 200);
+        assert_eq!(head.headers, b"content-type: application/grpc\r\ngrpc-status: 4\r\n");
+        let mut out = Vec::new();
+        local(&mut out, &head, &DateCache::default(), "envoy", true);
+        assert!(String::from_utf8_lossy(&out).ends_with("transfer-encoding: chunked\r\n\r\n"));
+    }
+
+    #[test]
+    fn http_statuses_map_to_grpc_codes_as_envoys() {
+        let pairs = [(400, 13), (401, 16), (403, 7), (404, 12), (429, 14), (502, 14), (503, 14), (504, 14)];
+        for (http, grpc) in pairs {
+            assert_eq!(grpc_status_of(http), grpc, "{http}");
+        }
+        assert!([200, 302, 408, 413, 500, 501].iter().all(|s| grpc_status_of(*s) == 2));
     }
 
     #[test]

@@ -238,7 +238,7 @@ impl<'g> Request<'g> {
         };
         let filtered = |mut local: LocalReply, filters: Option<Box<Verdict<'g>>>| {
             if let Some(f) = &filters {
-                local.headers.extend_from_slice(&f.response_headers);
+                local.encode_headers.extend_from_slice(&f.response_headers);
             }
             match reply(local, whole) {
                 Plan::Reply { reply, consumed, head_request, .. } => {
@@ -272,7 +272,7 @@ impl<'g> Request<'g> {
             if let Some(c) = routed_cluster(found) {
                 obs.upstream_cluster = Some(c);
             }
-            // The reply's own headers already carry the filters' response headers.
+            // The filters' response headers follow the reply's own (`filtered`).
             return filtered(local, filters);
         }
         let Some((vhost, route)) = found else {
@@ -345,6 +345,7 @@ impl<'g> Request<'g> {
         } else {
             filtered_path
         };
+        let limits = Limits::of(&hcm.stream_limits, fwd, head, self.grpc.get());
         let rewrite = RequestRewrite {
             path,
             host: fwd.host_rewrite.as_deref().or(Some(host)),
@@ -355,7 +356,7 @@ impl<'g> Request<'g> {
             generate_request_id: hcm.generate_request_id,
             traced,
             // Envoy announces the per-try timeout when there is one and it is the shorter.
-            expected_timeout_ms: match (fwd.timeout, fwd.retry.as_deref().and_then(|r| r.per_try_timeout)) {
+            expected_timeout_ms: match (limits.route, fwd.retry.as_deref().and_then(|r| r.per_try_timeout)) {
                 (Some(t), Some(p)) => Some(t.min(p)),
                 (t, p) => t.or(p),
             }
@@ -384,7 +385,6 @@ impl<'g> Request<'g> {
         let body_end = head.head_len + scan.len;
         obs.bytes_received = scan.payload;
         req_out.extend_from_slice(&buf[head.head_len..body_end]);
-        let limits = Limits::of(&hcm.stream_limits, fwd, head);
         let mut facts = RequestFacts {
             keep_alive: head.keep_alive && !self.last_on_connection,
             head_method: head_request,
@@ -515,20 +515,23 @@ impl<'g> Request<'g> {
     /// lines go on the upstream request and on the response.
     fn checked(&self, plan: Plan<'g>, outcome: CheckOutcome, d: &mut Downstream) -> Plan<'g> {
         if let Some(r) = outcome.reply {
-            let (consumed, head_request, http10, filters) = match plan {
+            let (consumed, head_request, http10, close, filters) = match plan {
                 Plan::Forward { facts, consumed, filters, cluster, .. } => {
                     // Envoy has resolved the route's cluster by then, and logs it.
                     d.obs.upstream_cluster = Some(cluster);
-                    (facts.body_buffered.then_some(consumed), facts.head_method, facts.http10, filters)
+                    let consumed = facts.body_buffered.then_some(consumed);
+                    (consumed, facts.head_method, facts.http10, !facts.keep_alive, filters)
                 }
                 Plan::Reply { consumed, head_request, filters, reply } => {
-                    (consumed, head_request, reply.http10, filters)
+                    (consumed, head_request, reply.http10, reply.close, filters)
                 }
             };
             let mut reply = check_reply(r);
             reply.http10 = http10;
+            // A client that said it closes is told so, as on any reply (`plan`'s).
+            reply.close |= close;
             if let Some(f) = &filters {
-                reply.headers.extend_from_slice(&f.response_headers);
+                reply.encode_headers.extend_from_slice(&f.response_headers);
             }
             return Plan::Reply { reply, consumed, head_request, filters };
         }
@@ -652,7 +655,7 @@ impl<'g> Request<'g> {
                 // Envoy's encoder filters see the router's own replies too (after its attempt
                 // count), as any response.
                 let filters_own = filter_headers.len().saturating_sub(cookie_len);
-                reply.headers.extend_from_slice(&filter_headers[..filters_own]);
+                reply.encode_headers.extend_from_slice(&filter_headers[..filters_own]);
                 // A client that said it closes is told so (Envoy's `connection: close`).
                 reply.close |= !keep_alive;
                 let close = reply.close;
@@ -796,7 +799,9 @@ impl<'g> Request<'g> {
 
     /// Sends a reply skiff makes itself, counting its stat and flag.
     async fn reply(&self, d: &mut Downstream, mut reply: LocalReply, head_request: bool) -> Continue {
-        if self.grpc.get() {
+        // A response a filter encoded itself (the CORS preflight answer) is not a local reply:
+        // Envoy sends it as it is.
+        if self.grpc.get() && !reply.encoded {
             reply = reply.into_grpc(head_request);
         }
         match reply.stat {
@@ -913,22 +918,27 @@ pub(super) struct Limits {
 }
 
 impl Limits {
-    fn of(hcm: &StreamLimits, fwd: &Forward, head: &RequestHead<'_>) -> Limits {
+    /// `grpc`: the request is gRPC (a route's `max_grpc_timeout` then sets its route timeout).
+    fn of(hcm: &StreamLimits, fwd: &Forward, head: &RequestHead<'_>, grpc: bool) -> Limits {
         let msd = fwd.max_stream_duration;
         let mut max_duration = msd.max.unwrap_or(hcm.max_duration);
+        let header = || {
+            let line = head.headers.iter().find(|h| header_is(h.name, "grpc-timeout"));
+            line.and_then(|h| grpc_timeout(h.value))
+        };
         if let Some(cap) = msd.grpc_header_max {
-            let header = head.headers.iter().find(|h| header_is(h.name, "grpc-timeout"));
-            if let Some(timeout) = header.and_then(|h| grpc_timeout(h.value)) {
+            if let Some(timeout) = header() {
                 let capped = cap.map_or(timeout, |cap| timeout.min(cap));
                 max_duration = Some(capped.saturating_sub(msd.grpc_header_offset));
             }
         }
-        Limits {
-            route: fwd.timeout,
-            idle: fwd.idle_timeout.unwrap_or(hcm.idle),
-            request: hcm.request,
-            max_duration,
-        }
+        // Envoy's router: a route with `max_stream_duration` has no route timeout at all.
+        let route = match fwd.grpc_timeout.as_deref() {
+            _ if msd.set => None,
+            Some(g) if grpc => g.route_timeout(header()),
+            _ => fwd.timeout,
+        };
+        Limits { route, idle: fwd.idle_timeout.unwrap_or(hcm.idle), request: hcm.request, max_duration }
     }
 }
 

@@ -363,10 +363,12 @@ pub(super) async fn forward(ex: &Exchange<'_>, d: &mut Downstream) -> Forwarded 
                 continue;
             }
         };
-        // An HTTP/2 stream reset is a `reset` too (and REFUSED_STREAM is `refused-stream`, which
-        // route::Retry does not carry apart from `reset` yet).
+        // An HTTP/2 stream reset is a `reset` too, and REFUSED_STREAM is also `refused-stream`.
         let reset = flag == ResponseFlags::UC || flag == ResponseFlags::UR;
-        if reset && retry.is_some_and(|r| r.on_reset || r.retries_status(503)) {
+        let refused = matches!(result, Attempt::StreamReset { refused: true });
+        if reset
+            && retry.is_some_and(|r| r.on_reset || r.retries_status(503) || refused && r.on_refused_stream)
+        {
             if attempts_left == 0 {
                 stats.upstream_rq_retry_limit_exceeded.inc();
             } else if gate.admit() {
