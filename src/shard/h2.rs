@@ -541,6 +541,13 @@ async fn relay_response(
         }
     };
     let no_body = matches!(body, BodyKind::None | BodyKind::Length(0));
+    let mut response = response;
+    if no_body && trailers_only_grpc(response.headers()) {
+        // The HTTP/1.1 side's framing, not the answer's: Envoy sends no `content-length` on a
+        // trailers-only gRPC answer (its own, or an HTTP/2 server's). A plain response keeps an
+        // explicit `content-length: 0`, as Envoy passes it on.
+        response.headers_mut().remove(http_types::header::CONTENT_LENGTH);
+    }
     let mut tx = respond.send_response(response, no_body)?;
     match body {
         BodyKind::None | BodyKind::Length(0) => Ok(keep_alive && buf.is_empty()),
@@ -606,6 +613,16 @@ async fn relay_response(
             }
         },
     }
+}
+
+/// A bodiless gRPC response (`grpc-status` in its headers) whose `content-length: 0` is only
+/// the HTTP/1.1 side's framing.
+fn trailers_only_grpc(headers: &http_types::HeaderMap) -> bool {
+    headers.get(http_types::header::CONTENT_LENGTH).is_some_and(|v| v == "0")
+        && headers.contains_key("grpc-status")
+        && headers
+            .get(http_types::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// The HTTP/2 response of an HTTP/1.1 head, without the headers HTTP/2 forbids.

@@ -619,22 +619,55 @@ async fn exchange(
     let (mut send, _slot) = open_stream(key, t).await?;
     let no_body = matches!(head.framing, Framing::None | Framing::Length(0));
     let (response, mut tx) = send.send_request(head.request, no_body).map_err(|e| ended_by(&e, &t.http2))?;
+    let mut response = std::pin::pin!(response);
     if !no_body {
-        match send_body(pair, buf, &head.framing, &mut tx).await {
-            Sent::Whole => {}
+        // Full duplex, as Envoy: the response (head and body) goes back to the path while the body
+        // still goes up, so an interactive stream (bidi gRPC) moves both ways. The response is
+        // written through a second handle on the pair while the body is read through the first.
+        let Ok(mut writer) = socket::second_handle(pair) else {
+            tx.send_reset(h2::Reason::INTERNAL_ERROR);
+            return Ok(false);
+        };
+        let head_method = head.head_method;
+        let answer = async {
+            let response = (&mut response).await.map_err(|e| ended_by(&e, &t.http2))?;
+            relay_response(&mut writer, response, head_method, &t.http2).await
+        };
+        let mut answer = std::pin::pin!(answer);
+        let upload = send_body(pair, buf, &head.framing, &mut tx);
+        let sent = monoio::select! {
+            sent = upload => sent,
+            // The response ended before the body did: the upload is given up and the pair
+            // closed (the rest of the body is unread), as Envoy resets the stream.
+            done = &mut answer => {
+                tx.send_reset(h2::Reason::CANCEL);
+                t.http2.tx_reset.inc();
+                return done.map(|_| false);
+            }
+        };
+        match sent {
             // The host reset or answered early: its response (or reset) is what the path hears.
-            Sent::StreamGone => {}
+            Sent::Whole | Sent::StreamGone => {}
             Sent::PathGone => {
                 tx.send_reset(h2::Reason::CANCEL);
                 t.http2.tx_reset.inc();
                 return Ok(false);
             }
         }
+        // The path may give up first (a route or per-try timeout drops its end).
+        return monoio::select! {
+            done = &mut answer => done,
+            _ = path_left(pair) => {
+                tx.send_reset(h2::Reason::CANCEL);
+                t.http2.tx_reset.inc();
+                Ok(false)
+            }
+        };
     }
     // The path may give up first (a route or per-try timeout drops its end): then the stream is
     // reset at once, as Envoy resets it, not left to finish for nobody.
     let response = monoio::select! {
-        r = response => r.map_err(|e| ended_by(&e, &t.http2))?,
+        r = &mut response => r.map_err(|e| ended_by(&e, &t.http2))?,
         _ = path_left(pair) => {
             tx.send_reset(h2::Reason::CANCEL);
             t.http2.tx_reset.inc();

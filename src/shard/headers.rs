@@ -367,7 +367,9 @@ pub(super) struct ResponseRewrite<'a> {
     pub edits: [&'a HeaderEdits; 4],
     pub server_name: &'a str,
     pub date: &'a DateCache,
-    pub service_time_ms: u64,
+    /// `x-envoy-upstream-service-time`; None when the response head came before the request
+    /// was complete, where Envoy's router adds none (`downstream_request_complete_time_` unset).
+    pub service_time_ms: Option<u64>,
     /// Whether the client's connection may stay open after this response.
     pub keep_alive: bool,
     pub http10: bool,
@@ -425,23 +427,24 @@ pub(super) fn write_response_head(
         }
         reply::header(out, name.as_bytes(), h.value);
     }
-    if !rw.switching {
+    if let Some(ms) = rw.service_time_ms.filter(|_| !rw.switching) {
         out.extend_from_slice(b"x-envoy-upstream-service-time: ");
         let at = out.len();
-        reply::push_u64(out, rw.service_time_ms);
+        reply::push_u64(out, ms);
         // Envoy's default access-log format reads this header, which skiff adds itself.
         observe::on_added_response_header(rw.listener, obs, "x-envoy-upstream-service-time", &out[at..]);
         out.extend_from_slice(b"\r\n");
     }
     rw.date.write(out);
     reply::header(out, b"server", rw.server_name.as_bytes());
-    if head.body == BodyKind::Chunked && !dechunk {
-        reply::header(out, b"transfer-encoding", b"chunked");
-    }
     if !client_keep_alive && !rw.switching {
         reply::header(out, b"connection", b"close");
     } else if rw.http10 && !rw.switching {
         reply::header(out, b"connection", b"keep-alive");
+    }
+    // After `connection`: Envoy's HTTP/1 codec writes it after the header map.
+    if head.body == BodyKind::Chunked && !dechunk {
+        reply::header(out, b"transfer-encoding", b"chunked");
     }
     write_adds(out, &rw.edits);
     if rw.filter_replace {

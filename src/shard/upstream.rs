@@ -726,6 +726,7 @@ async fn exchange(
     // The response head; the rest of a streamed body goes up meanwhile, and the client is watched.
     let facts = &ex.facts;
     let mut upload_abandoned = false;
+    let mut still_sending = None;
     let mut streamed = 0;
     if facts.body_rest.is_some() && facts.expect_continue {
         d.resp_out.clear();
@@ -752,21 +753,24 @@ async fn exchange(
         };
         match facts.body_rest.clone() {
             Some(rest) => {
+                let Some(sending) = upload(ex, &d.stream, &mut d.buf, &up, rest) else {
+                    return Attempt::Abort;
+                };
                 // Boxed: its state (two concurrent relays) would otherwise size every idle
                 // connection's task, and only streamed uploads come here.
-                match Box::pin(stream_body_until_head(
-                    ex,
-                    &mut d.stream,
-                    &mut d.buf,
-                    &mut up,
-                    rest,
-                    &mut on_head,
-                ))
-                .await
-                {
-                    Ok((read, abandoned, sent)) => {
-                        upload_abandoned = abandoned;
+                match Box::pin(stream_body_until_head(ex, &mut up, sending, &mut on_head)).await {
+                    Ok((read, Uploaded::Whole { sent, buf })) => {
+                        d.buf = buf;
                         streamed = sent;
+                        read
+                    }
+                    Ok((read, Uploaded::Abandoned)) => {
+                        upload_abandoned = true;
+                        read
+                    }
+                    Ok((read, Uploaded::Going(sending))) => {
+                        upload_abandoned = true;
+                        still_sending = Some(sending);
                         read
                     }
                     Err(failed) => {
@@ -826,7 +830,11 @@ async fn exchange(
             }
         };
     }
-    relay_response(ex, d, up, shape, started, upload_abandoned).await
+    match still_sending {
+        None => relay_response(ex, d, up, shape, started, upload_abandoned).await,
+        // Boxed: only a response that began before its request ended comes here.
+        Some(sending) => Box::pin(relay_duplex(ex, d, up, shape, started, sending)).await,
+    }
 }
 
 /// What the response head decided, for relaying its body.
@@ -844,6 +852,9 @@ struct HeadDecision {
 struct HeadFacts<'a, 'b> {
     /// When the upstream request began (for `x-envoy-upstream-service-time`).
     started: Instant,
+    /// The head came before the request body was sent whole (an early 413, or a full-duplex
+    /// stream): no retry, no `x-envoy-upstream-service-time`, and the client's connection closes
+    /// after it, as Envoy's.
     upload_abandoned: bool,
     /// The client connection reached `max_connection_duration`.
     connection_expired: bool,
@@ -904,7 +915,7 @@ fn on_response_head(
         edits: ex.response_edits,
         server_name: ex.server_name,
         date: &ex.shard.date,
-        service_time_ms: started.elapsed().as_millis() as u64,
+        service_time_ms: (!upload_abandoned).then(|| started.elapsed().as_millis() as u64),
         keep_alive: ex.facts.keep_alive && !upload_abandoned && !connection_expired && !ex.shard.draining(),
         http10: ex.facts.http10,
         listener: ex.listener,
@@ -922,32 +933,64 @@ fn on_response_head(
     Some(HeadDecision { shape, body: head.body, upstream_keep_alive: head.keep_alive, compress })
 }
 
-/// Relays a streamed request body while reading the response head. Ok((head, abandoned, body
-/// bytes sent)): `abandoned` when the response head arrived before the body was sent whole (an
-/// early 413 or 401): the client gets the response at once and the upload is given up, as Envoy
-/// does.
-async fn stream_body_until_head(
-    ex: &Exchange<'_>,
-    client: &mut TcpStream,
+/// A streamed request body on its way up: it owns second handles on the client's and the
+/// upstream's sockets (and the client's read buffer, handed back when the body went whole), so it
+/// can go on beside the response relay, which writes to the client and reads the upstream through
+/// the first ones. Two `dup`s per streamed upload; a request whose body came with its head has none.
+type Sending<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (Result<u64, RelayError>, BytesMut)> + 'a>>;
+
+fn upload<'a>(
+    ex: &'a Exchange<'_>,
+    client: &TcpStream,
     client_buf: &mut BytesMut,
-    up: &mut Upstream,
+    up: &Upstream,
     rest: Framing,
+) -> Option<Sending<'a>> {
+    let (mut from, mut to) = match (socket::second_handle(client), socket::second_handle(&up.stream)) {
+        (Ok(from), Ok(to)) => (from, to),
+        (Err(e), _) | (_, Err(e)) => {
+            log::warn!("cannot duplicate a socket for a streamed upload: {e}");
+            return None;
+        }
+    };
+    let mut buf = std::mem::take(client_buf);
+    let idle = ex.idle();
+    Some(Box::pin(async move {
+        let sent = body::relay(&mut from, &mut buf, &mut to, rest, idle).await;
+        (sent, buf)
+    }))
+}
+
+/// Where a streamed request body stands when its response head arrived.
+enum Uploaded<'a> {
+    /// Sent whole (payload bytes), and the client's read buffer with what followed it.
+    Whole { sent: u64, buf: BytesMut },
+    /// The upstream stopped reading it.
+    Abandoned,
+    /// Still going: the head came first. It goes on beside the response, as Envoy's full duplex
+    /// (an interactive stream, a bidi gRPC call, needs both ways at once).
+    Going(Sending<'a>),
+}
+
+/// Relays a streamed request body while reading the response head. A head that arrives before
+/// the body was sent whole leaves the upload going (`Uploaded::Going`).
+async fn stream_body_until_head<'a>(
+    ex: &'a Exchange<'_>,
+    up: &mut Upstream,
+    mut sending: Sending<'a>,
     on_head: &mut impl FnMut(&ResponseHead<'_>, bool) -> Option<HeadDecision>,
-) -> Result<(HeadRead, bool, u64), Attempt> {
-    // The response is read on the connection's reading handle while the body is written through
-    // the other: monoio's reads and writes borrow a stream mutably, one at a time.
+) -> Result<(HeadRead, Uploaded<'a>), Attempt> {
     let head_only = ex.facts.head_method;
     let early = std::cell::Cell::new(true);
-    let relay = body::relay(client, client_buf, &mut up.stream, rest, ex.idle());
     let max_headers = ex.generation.snap.clusters[ex.cluster].connection.max_headers_count;
     let head = read_final_head(&mut up.read, head_only, max_headers, |h| on_head(h, early.get()));
-    let mut relay = std::pin::pin!(relay);
     let mut head = std::pin::pin!(head);
-    let sent = monoio::select! {
-        sent = &mut relay => sent,
+    let (sent, buf) = monoio::select! {
+        done = &mut sending => done,
         read = &mut head => {
             ex.request_complete.fire();
-            return Ok((read, true, 0));
+            return Ok((read, Uploaded::Going(sending)));
         }
     };
     ex.request_complete.fire();
@@ -956,13 +999,62 @@ async fn stream_body_until_head(
             // Payload bytes (a chunked body's framing is not counted).
             ex.generation.cluster_stats[ex.cluster].upstream_cx_tx_bytes_total.add(n);
             early.set(false);
-            Ok((head.await, false, n))
+            Ok((head.await, Uploaded::Whole { sent: n, buf }))
         }
         Err(RelayError::Read | RelayError::Framing) => Err(Attempt::Abort),
         Err(RelayError::Idle) => Err(Attempt::UploadIdle),
         // The upstream stopped reading: it may have answered already (and closed); its answer,
         // if any, goes to the client.
-        Err(RelayError::Write) => Ok((head.await, true, 0)),
+        Err(RelayError::Write) => Ok((head.await, Uploaded::Abandoned)),
+    }
+}
+
+/// The response relayed while the request body still goes up (its head came first). The response
+/// ending first gives the upload up (the client's connection closes: the head said so, as
+/// Envoy's does); the client failing or stalling mid-body ends both, as Envoy resets the stream.
+async fn relay_duplex(
+    ex: &Exchange<'_>,
+    d: &mut Downstream,
+    up: Upstream,
+    decision: HeadDecision,
+    started: Instant,
+    mut sending: Sending<'_>,
+) -> Attempt {
+    enum Ended {
+        Response(Attempt),
+        Request(RelayError),
+    }
+    let mut sent_whole = None;
+    let ended = {
+        let relay = relay_response(ex, d, up, decision, started, true);
+        let mut relay = std::pin::pin!(relay);
+        monoio::select! {
+            done = &mut relay => Ended::Response(done),
+            (sent, _) = &mut sending => match sent {
+                Ok(n) => {
+                    sent_whole = Some(n);
+                    Ended::Response(relay.await)
+                }
+                Err(RelayError::Write) => Ended::Response(relay.await),
+                Err(e) => Ended::Request(e),
+            },
+        }
+    };
+    if let Some(n) = sent_whole {
+        d.obs.bytes_received += n;
+        ex.generation.cluster_stats[ex.cluster].upstream_cx_tx_bytes_total.add(n);
+    }
+    match ended {
+        Ended::Response(done) => done,
+        Ended::Request(e) => {
+            if e == RelayError::Idle {
+                d.obs.flag(ResponseFlags::SI);
+                d.obs.details = std::borrow::Cow::Borrowed(details::STREAM_IDLE_TIMEOUT);
+            } else {
+                d.obs.flag(ResponseFlags::DC);
+            }
+            Attempt::Abort
+        }
     }
 }
 

@@ -10,12 +10,14 @@ Service `test.Echo`:
   Unary(bytes) -> the same bytes, with initial metadata `x-echo-initial: unary` and trailing
       metadata `x-echo-trailer: unary`
   ServerStream(b"<n>:<text>") -> n messages `<text>-<i>`
-  Bidi(stream) -> each message back, upper-cased, as it arrives
+  Bidi(stream) -> each message back, upper-cased, as it arrives (called twice: all messages at
+      once, and a ping-pong that sends each message after the echo of the one before)
   Fail(bytes) -> aborts with FAILED_PRECONDITION, details "failed on purpose", trailing
       metadata `x-fail-reason: <the request bytes>`
 """
 
 import json
+import queue
 import sys
 from concurrent import futures
 
@@ -109,6 +111,26 @@ def call(target):
         messages = list(it)
         outcome("bidi", it, messages)
 
+    def do_pingpong():
+        # Interactive: each message is sent only once the echo of the one before has come back,
+        # so the call needs both directions moving at once through the proxy (full duplex).
+        pending = queue.Queue()
+        pending.put(b"one")
+
+        def requests():
+            while (m := pending.get()) is not None:
+                yield m
+
+        it = method("stream_stream", "Bidi")(requests(), timeout=10)
+        messages = []
+        try:
+            for m in it:
+                messages.append(m)
+                pending.put([b"two", b"three", None][len(messages) - 1])
+        finally:
+            pending.put(None)
+        outcome("pingpong", it, messages)
+
     def do_fail():
         method("unary_unary", "Fail").with_call(b"precondition", timeout=10)
 
@@ -118,6 +140,7 @@ def call(target):
     run("unary", do_unary)
     run("server_stream", do_server_stream)
     run("bidi", do_bidi)
+    run("pingpong", do_pingpong)
     run("fail", do_fail)
     run("unknown_method", do_unknown)
     channel.close()
