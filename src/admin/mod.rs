@@ -50,6 +50,8 @@ pub struct AdminState {
     membership: Mutex<Vec<ClusterMembership>>,
     /// The `dynamic_resources` files' update stats, published by the control thread.
     subscriptions: Mutex<Vec<SubscriptionStats>>,
+    /// With a management server: whether its streams are connected (`control_plane.*`).
+    control_plane: Mutex<Option<bool>>,
 }
 
 /// Envoy's subscription stats for one resource file (`listener_manager.lds.*`,
@@ -111,6 +113,7 @@ impl AdminState {
             shards: Mutex::new(Shards::default()),
             membership: Mutex::new(Vec::new()),
             subscriptions: Mutex::new(Vec::new()),
+            control_plane: Mutex::new(None),
         })
     }
 
@@ -129,6 +132,11 @@ impl AdminState {
 
     pub fn publish_subscriptions(&self, stats: Vec<SubscriptionStats>) {
         *lock(&self.subscriptions) = stats;
+    }
+
+    /// Whether the management server streams are connected (None: no management server).
+    pub fn publish_control_plane(&self, connected: Option<bool>) {
+        *lock(&self.control_plane) = connected;
     }
 
     /// Every stat: each shard's dump (asked now, so counters are exact), the control thread's
@@ -176,6 +184,13 @@ impl AdminState {
                 own.push(scope.clone(), "config_reload", Value::Counter(reloads));
                 own.push(scope, "config_reload_time_ms", Value::Gauge(at));
             }
+        }
+        if let Some(connected) = *lock(&self.control_plane) {
+            // As Envoy's gRPC mux: skiff never queues or rate-limits its discovery requests.
+            let scope = Scope::Subscription("control_plane");
+            own.push(scope.clone(), "connected_state", Value::Gauge(i64::from(connected)));
+            own.push(scope.clone(), "pending_requests", Value::Gauge(0));
+            own.push(scope, "rate_limit_enforced", Value::Counter(0));
         }
         // The breakers are counted once for the process, not per shard; membership and health
         // checks are read from the snapshot's hosts and boards, current to the last verdict.

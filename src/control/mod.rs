@@ -25,6 +25,7 @@ use crate::dns::Resolver;
 use crate::listener::BoundListener;
 use crate::snapshot::Snapshot;
 use crate::telemetry::{Observers, Telemetry};
+use crate::xds::client as xds_client;
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures_channel::oneshot;
 use futures_util::StreamExt;
@@ -356,6 +357,8 @@ pub struct Control {
     /// The `dynamic_resources` files: the running config is `running_text` with their last
     /// good texts, and a file update is a reload of that combination.
     files: xds::Files,
+    /// What the management servers were last asked for.
+    subscribed: Vec<xds_client::Subscription>,
 }
 
 #[derive(Debug)]
@@ -411,6 +414,8 @@ enum Event {
     Resolved(u64, Answers),
     /// A changed config's new clusters have their first answers: adopt it.
     Warmed(Warm),
+    /// A management server's response or a stream's connection change.
+    Xds(xds_client::Event),
     Timer,
 }
 
@@ -446,6 +451,7 @@ impl Control {
             admin: None,
             telemetry,
             files: xds::Files::new(&loaded.bootstrap.xds),
+            subscribed: Vec::new(),
         };
         // As Envoy's first fetch: clusters, then the listeners whose routes name them. A file
         // that cannot be applied is counted and logged, and the server starts without it.
@@ -644,7 +650,7 @@ impl Control {
             Ok(t) => t,
             Err(e) => {
                 log::warn!("{prefix}: cannot read the update, keeping the last good resources: {e}");
-                self.files.failed(file, true);
+                self.files.failed(file, true, &e);
                 return None;
             }
         };
@@ -662,7 +668,7 @@ impl Control {
                 let parse_failure = file.is(r.doc, &docs) && r.parse_failure;
                 let what = if parse_failure { "failed" } else { "rejected" };
                 log::warn!("{prefix}: update {what}, keeping the last good resources: {}", r.error);
-                self.files.failed(file, parse_failure);
+                self.files.failed(file, parse_failure, &r.error.to_string());
                 None
             }
         }
@@ -759,7 +765,7 @@ impl Control {
                     }
                     Err(e) => {
                         log::warn!("{prefix}: update rejected, keeping the last good resources: {e}");
-                        self.files.failed(&file, false);
+                        self.files.failed(&file, false, &e.to_string());
                         None
                     }
                 }
@@ -797,6 +803,57 @@ impl Control {
         }
     }
 
+    /// Starts the management-server streams when the config names a server (once: the server
+    /// clusters and the node are the first config's; changing them needs a restart, as Envoy's
+    /// `ads_config` does).
+    fn start_xds(&self, events: UnboundedSender<xds_client::Event>) -> Option<xds_client::Client> {
+        let xds = &self.bootstrap.xds;
+        let mut servers: Vec<&config::ServerSource> = xds.ads.iter().collect();
+        let sources = xds.lds.iter().chain(&xds.cds).chain(&xds.rds).chain(&xds.eds);
+        servers.extend(sources.filter_map(|s| s.server.as_ref()));
+        if servers.is_empty() {
+            return None;
+        }
+        let mut targets = HashMap::new();
+        for s in servers {
+            let cluster = self.bootstrap.clusters.iter().find(|c| c.name == s.cluster);
+            match cluster.and_then(|c| c.endpoints.first()) {
+                Some(e) => {
+                    targets.insert(s.cluster.clone(), (e.host.clone(), e.port));
+                }
+                None => log::error!("xds: the management server's cluster \"{}\" has no endpoint", s.cluster),
+            }
+        }
+        let node = self.telemetry.node();
+        let pick =
+            |cli: &str, config: &str| if cli.is_empty() { config.to_string() } else { cli.to_string() };
+        let identity = xds_client::Identity {
+            id: pick(&node.service_node, &xds.node_id),
+            cluster: pick(&node.service_cluster, &xds.node_cluster),
+            locality: xds.node_locality.clone(),
+            metadata: xds.node_metadata.clone(),
+        };
+        match xds_client::Client::start(identity, targets, events) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                log::error!("xds: cannot start the management server client: {e}");
+                None
+            }
+        }
+    }
+
+    /// Sends the replies the last applies made, and the subscriptions when they changed.
+    fn sync_xds(&mut self, client: &xds_client::Client) {
+        for reply in self.files.replies() {
+            client.reply(reply);
+        }
+        let subs = self.files.subscriptions();
+        if subs != self.subscribed {
+            client.subscribe(subs.clone());
+            self.subscribed = subs;
+        }
+    }
+
     /// The next config check or the earliest refresh of a DNS cluster with no resolution running.
     fn next_wakeup(&self) -> Instant {
         self.clusters
@@ -822,6 +879,7 @@ impl Control {
                 self.clusters.iter().filter(|c| c.spec.eds.is_none()).map(ClusterHosts::membership);
             admin.publish_membership(membership.collect());
             admin.publish_subscriptions(self.files.stats(&self.bootstrap));
+            admin.publish_control_plane(self.files.connected_state(&self.bootstrap.xds));
         }
     }
 
@@ -850,7 +908,13 @@ impl Control {
         let (results_tx, mut results): (_, UnboundedReceiver<(u64, Answers)>) =
             futures_channel::mpsc::unbounded();
         let (warmed_tx, mut warmed): (_, UnboundedReceiver<Warm>) = futures_channel::mpsc::unbounded();
+        // The sender stays here too, so that without a server the channel never ends.
+        let (xds_tx, mut xds_events) = futures_channel::mpsc::unbounded();
+        let client = self.start_xds(xds_tx.clone());
         loop {
+            if let Some(client) = &client {
+                self.sync_xds(client);
+            }
             for checks in self.clusters.iter().filter_map(|c| c.checks.as_ref()) {
                 checks.spawn();
             }
@@ -862,23 +926,39 @@ impl Control {
                 }
             }
             self.start_due_resolutions(&results_tx);
-            let wake = monoio::time::Instant::from_std(self.next_wakeup());
+            // A management server's update waits for no config check.
+            let apply_now = !self.warming && self.files.has_pending();
+            let wake = if apply_now { Instant::now() } else { self.next_wakeup() };
+            let wake = monoio::time::Instant::from_std(wake);
             let event = monoio::select! {
                 _ = &mut stop => Event::Stop,
                 Some((id, answers)) = results.next() => Event::Resolved(id, answers),
                 Some(warm) = warmed.next() => Event::Warmed(warm),
+                Some(e) = xds_events.next() => Event::Xds(e),
                 _ = monoio::time::sleep_until(wake) => Event::Timer,
             };
             let snapshot = match event {
                 Event::Stop => return self.telemetry,
                 Event::Resolved(id, answers) => self.resolved(id, answers),
                 Event::Warmed(warm) => self.finish_reload(warm),
+                Event::Xds(xds_client::Event::Response(r)) => {
+                    self.files.received(r);
+                    None
+                }
+                Event::Xds(xds_client::Event::Connected(stream, up)) => {
+                    self.files.connected(stream, up);
+                    None
+                }
                 Event::Timer if Instant::now() >= self.next_config_check => {
                     self.next_config_check = Instant::now() + self.config_check_every;
                     // One reload at a time: a file changed meanwhile is read at a later check.
                     if !self.warming {
                         self.check_config(&warmed_tx);
                     }
+                    None
+                }
+                Event::Timer if !self.warming && self.files.has_pending() => {
+                    self.check_files(&warmed_tx);
                     None
                 }
                 Event::Timer => None,

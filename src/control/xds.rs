@@ -6,11 +6,19 @@
 //! inode and birth time, following symlinks) on the config check sees exactly such replacements,
 //! and an unchanged path is never read again. Owns no parsing (the config module judges a file's
 //! text) and no applying (the control loop builds the snapshot).
+//!
+//! A source on a management server (`ads: {}`, gRPC `api_config_source`) is a subscription of
+//! the same kind: a response's resources become the text of a file under the source's name
+//! (`ServerSource::path`; an RDS or EDS resource each its own, as a file per route configuration
+//! or assignment), pending until the control loop applies it, and the verdict on every resource
+//! of a response makes its ACK or NACK (`Reply`, collected in an outbox the loop sends).
 
 use crate::admin::SubscriptionStats;
 use crate::config::dynamic::{DocText, DocTexts};
-use crate::config::{Bootstrap, Doc, PathSource, Xds};
+use crate::config::{server_path, Bootstrap, Doc, PathSource, Xds};
 use crate::stats::Scope;
+use crate::xds::client::{self, Reply, Response, StreamKey, Subscription};
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -166,12 +174,34 @@ struct Sub {
     /// The text last applied.
     good: Option<DocText>,
     counts: Counts,
+    /// A management server's: the text received and not yet applied, and the response it came in.
+    pending: Option<(DocText, u64)>,
+    /// The response of the text being applied.
+    applying: Option<u64>,
+}
+
+/// A response whose resources are being applied: its reply goes out when the last is judged.
+#[derive(Debug)]
+struct Outstanding {
+    id: u64,
+    reply: Reply,
+    waiting: usize,
 }
 
 /// Every watched file: clusters, then listeners, then route configurations (Envoy's order).
 #[derive(Debug, Default)]
 pub struct Files {
     subs: Vec<Sub>,
+    /// Responses in flight, by id (ids start at 1; 0 marks a text with no reply owed).
+    outstanding: Vec<Outstanding>,
+    next_response: u64,
+    /// The last text received for each server resource name, for a subscription that the running
+    /// config does not make yet (a listener's routes, named by a listener still being applied).
+    latest: HashMap<PathBuf, DocText>,
+    /// Replies to send.
+    outbox: Vec<Reply>,
+    /// Each management server stream: connected or not.
+    connected: HashMap<StreamKey, bool>,
 }
 
 fn millis(t: SystemTime) -> i64 {
@@ -199,13 +229,20 @@ impl Files {
         for (file, source) in named {
             match old.iter().position(|s| s.file == file && s.source == *source) {
                 Some(i) => self.subs.push(old.swap_remove(i)),
-                None => self.subs.push(Sub {
-                    file,
-                    source: source.clone(),
-                    seen: None,
-                    good: None,
-                    counts: Counts::default(),
-                }),
+                None => {
+                    // A server resource received before a config named it is applied now.
+                    let pending =
+                        source.server.as_ref().and(self.latest.get(&source.path)).map(|t| (t.clone(), 0));
+                    self.subs.push(Sub {
+                        file,
+                        source: source.clone(),
+                        seen: None,
+                        good: None,
+                        counts: Counts::default(),
+                        pending,
+                        applying: None,
+                    })
+                }
             }
         }
     }
@@ -231,8 +268,18 @@ impl Files {
 
     /// The first file (in fetch order) whose path names another file than at its last read,
     /// read now: an update attempt. Err carries why it could not be read.
+    /// A management server's text pending comes first.
     pub fn next_update(&mut self) -> Option<(File, Result<DocText, String>)> {
+        if let Some(sub) = self.subs.iter_mut().find(|s| s.pending.is_some()) {
+            let (text, response) = sub.pending.take()?;
+            sub.applying = Some(response);
+            sub.counts.attempt += 1;
+            return Some((sub.file.clone(), Ok(text)));
+        }
         let sub = self.subs.iter_mut().find(|s| {
+            if s.source.server.is_some() {
+                return false;
+            }
             let now = identity(&s.source.path);
             // A file that disappeared is no update (Envoy keeps its resources too).
             now.is_some() && now != s.seen
@@ -249,6 +296,7 @@ impl Files {
     /// `file`'s update was applied; `changed` says whether any resource differs from before.
     pub fn succeeded(&mut self, file: &File, text: DocText, version_info: &str, changed: bool) {
         let Some(sub) = self.subs.iter_mut().find(|s| s.file == *file) else { return };
+        let response = sub.applying.take();
         let now = millis(text.received);
         sub.good = Some(text);
         let c = &mut sub.counts;
@@ -260,17 +308,185 @@ impl Files {
             c.reloads += 1;
             c.reload_time = now;
         }
+        if let Some(id) = response {
+            self.judged(id, None);
+        }
     }
 
     /// `file`'s update was not applied: it did not parse (`update_failure`) or was invalid
     /// (`update_rejected`).
-    pub fn failed(&mut self, file: &File, parse_failure: bool) {
+    /// `error` says why (a management server hears it in the NACK).
+    pub fn failed(&mut self, file: &File, parse_failure: bool, error: &str) {
         let Some(sub) = self.subs.iter_mut().find(|s| s.file == *file) else { return };
         if parse_failure {
             sub.counts.failure += 1;
         } else {
             sub.counts.rejected += 1;
         }
+        let response = sub.applying.take();
+        // A later subscription to the name gets the last good text, not the rejected one.
+        if sub.source.server.is_some() {
+            match &sub.good {
+                Some(good) => self.latest.insert(sub.source.path.clone(), good.clone()),
+                None => self.latest.remove(&sub.source.path),
+            };
+        }
+        if let Some(id) = response {
+            self.judged(id, Some(error.to_string()));
+        }
+    }
+
+    /// One resource of response `id` was judged; its reply goes out with the last.
+    fn judged(&mut self, id: u64, error: Option<String>) {
+        let Some(i) = self.outstanding.iter().position(|o| o.id == id) else { return };
+        let o = &mut self.outstanding[i];
+        o.waiting = o.waiting.saturating_sub(1);
+        if o.reply.error.is_none() {
+            o.reply.error = error;
+        }
+        if o.waiting == 0 {
+            let o = self.outstanding.swap_remove(i);
+            self.outbox.push(o.reply);
+        }
+    }
+
+    /// A management server's response: its resources become pending texts of the subscriptions
+    /// that name them (replacing older pending ones). A response that cannot be read, or names
+    /// nothing subscribed, is answered at once.
+    pub fn received(&mut self, r: Response) {
+        let mut reply = Reply {
+            stream: r.stream.clone(),
+            type_url: r.type_url.clone(),
+            version_info: r.version_info.clone(),
+            nonce: r.nonce.clone(),
+            error: None,
+        };
+        let kind = match r.type_url.as_str() {
+            client::LDS => "lds",
+            client::CDS => "cds",
+            client::RDS => "rds",
+            client::EDS => "eds",
+            other => {
+                reply.error = Some(format!("skiff does not subscribe to \"{other}\""));
+                self.outbox.push(reply);
+                return;
+            }
+        };
+        let ads = r.stream.type_url.is_none();
+        let whole = matches!(kind, "lds" | "cds");
+        let resources = match r.resources {
+            Ok(list) => list,
+            Err(e) => {
+                let path = server_path(ads, &r.stream.cluster, kind, "");
+                if let Some(sub) = self.subs.iter_mut().find(|s| whole && s.source.path == path) {
+                    sub.counts.attempt += 1;
+                    sub.counts.failure += 1;
+                }
+                log::warn!("xds: {kind} update from cluster \"{}\" failed: {e}", r.stream.cluster);
+                reply.error = Some(e);
+                self.outbox.push(reply);
+                return;
+            }
+        };
+        let received = SystemTime::now();
+        let doc = |path: &PathBuf, resources: Vec<serde_json::Value>| {
+            let body = serde_json::json!({"version_info": r.version_info, "resources": resources});
+            let text = serde_json::to_string_pretty(&body).unwrap_or_default();
+            DocText { origin: path.display().to_string(), text, received }
+        };
+        let docs: Vec<(PathBuf, DocText)> = if whole {
+            let path = server_path(ads, &r.stream.cluster, kind, "");
+            let d = doc(&path, resources.into_iter().map(|(_, v)| v).collect());
+            vec![(path, d)]
+        } else {
+            resources
+                .into_iter()
+                .map(|(name, v)| {
+                    let path = server_path(ads, &r.stream.cluster, kind, &name);
+                    let d = doc(&path, vec![v]);
+                    (path, d)
+                })
+                .collect()
+        };
+        self.next_response += 1;
+        let id = self.next_response;
+        let mut waiting = 0;
+        let mut superseded = Vec::new();
+        for (path, text) in docs {
+            self.latest.insert(path.clone(), text.clone());
+            let Some(sub) = self.subs.iter_mut().find(|s| s.source.server.is_some() && s.source.path == path)
+            else {
+                continue;
+            };
+            if let Some((_, older)) = sub.pending.replace((text, id)) {
+                superseded.push(older);
+            }
+            waiting += 1;
+        }
+        // An older response's resource replaced before it was applied counts as judged: the
+        // newer text is what will serve.
+        for older in superseded {
+            self.judged(older, None);
+        }
+        if waiting == 0 {
+            self.outbox.push(reply);
+        } else {
+            self.outstanding.push(Outstanding { id, reply, waiting });
+        }
+    }
+
+    /// A stream connected or lost its connection.
+    pub fn connected(&mut self, stream: StreamKey, up: bool) {
+        self.connected.insert(stream, up);
+    }
+
+    /// Envoy's `control_plane.connected_state`: 1 while every stream is connected (None: no
+    /// management server is configured).
+    pub fn connected_state(&self, xds: &Xds) -> Option<bool> {
+        let sources = xds.lds.iter().chain(&xds.cds).chain(&xds.rds).chain(&xds.eds);
+        let any = xds.ads.is_some() || sources.clone().any(|s| s.server.is_some());
+        any.then(|| !self.connected.is_empty() && self.connected.values().all(|up| *up))
+    }
+
+    /// Whether a management server's text waits to be applied.
+    pub fn has_pending(&self) -> bool {
+        self.subs.iter().any(|s| s.pending.is_some())
+    }
+
+    /// The replies to send now.
+    pub fn replies(&mut self) -> Vec<Reply> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// What to ask the management servers for: every listener and cluster of a server source,
+    /// and the route configurations and assignments the running config names.
+    pub fn subscriptions(&self) -> Vec<Subscription> {
+        let mut out: Vec<Subscription> = Vec::new();
+        for s in &self.subs {
+            let Some(server) = &s.source.server else { continue };
+            let type_url = match s.file {
+                File::Lds => client::LDS,
+                File::Cds => client::CDS,
+                File::Rds(_) => client::RDS,
+                File::Eds(_) => client::EDS,
+            };
+            let stream =
+                StreamKey { cluster: server.cluster.clone(), type_url: (!server.ads).then_some(type_url) };
+            let i = match out.iter().position(|o| o.stream == stream && o.type_url == type_url) {
+                Some(i) => i,
+                None => {
+                    out.push(Subscription { stream, type_url, names: Vec::new() });
+                    out.len() - 1
+                }
+            };
+            if !server.resource.is_empty() && !out[i].names.contains(&server.resource) {
+                out[i].names.push(server.resource.clone());
+            }
+        }
+        for o in &mut out {
+            o.names.sort();
+        }
+        out
     }
 
     /// Envoy's stats: `listener_manager.lds.*`, `cluster_manager.cds.*` (with `config_reload`),

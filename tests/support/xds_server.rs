@@ -1,0 +1,267 @@
+//! A small xDS management server for the tests (state of the world, ADS, v3), on tonic with the
+//! Envoy API types skiff itself uses: resources are written as JSON (as in a resource file,
+//! `"@type"` and all) per node id, so one server serves the same routing to skiff and to the real
+//! Envoy with each on its own listener port. `push` replaces a node's resources under a new
+//! version and sends them on every open stream of that node; every request (with its ACK or NACK)
+//! is recorded for the test to read. It knows nothing about skiff or scenarios.
+#![allow(dead_code)]
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::google::protobuf::Any;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tonic::{Request, Response, Status, Streaming};
+
+pub const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+
+/// One request a client sent, as the test checks it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub node_id: String,
+    pub node_cluster: String,
+    pub user_agent_name: String,
+    pub type_url: String,
+    pub version_info: String,
+    pub nonce: String,
+    pub names: Vec<String>,
+    /// A NACK's `error_detail.message`.
+    pub error: Option<String>,
+}
+
+/// A node's resources: version and, per type URL, the resources as JSON.
+#[derive(Debug, Clone, Default)]
+struct Config {
+    version: String,
+    resources: BTreeMap<String, Vec<Value>>,
+}
+
+#[derive(Default)]
+struct State {
+    configs: HashMap<String, Config>,
+    seen: Vec<Seen>,
+}
+
+#[derive(Clone)]
+struct Service {
+    state: Arc<Mutex<State>>,
+    /// Bumped on every push: streams look at their node's config again.
+    pushes: watch::Sender<u64>,
+}
+
+pub struct XdsServer {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    pushes: watch::Sender<u64>,
+}
+
+impl XdsServer {
+    /// Listens on a free loopback port, on a thread of its own.
+    pub fn start() -> XdsServer {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind xds server");
+        let addr = std_listener.local_addr().expect("xds address");
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let state = Arc::new(Mutex::new(State::default()));
+        let (pushes, _) = watch::channel(0u64);
+        let service = Service { state: state.clone(), pushes: pushes.clone() };
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
+                let grpc = AggregatedDiscoveryServiceServer::new(service);
+                while let Ok((stream, _)) = listener.accept().await {
+                    let svc = hyper_util::service::TowerToHyperService::new(grpc.clone());
+                    tokio::spawn(async move {
+                        let http = hyper_util::server::conn::auto::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        );
+                        let _ = http
+                            .http2_only()
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            });
+        });
+        XdsServer { addr, state, pushes }
+    }
+
+    /// Sets `node`'s resources (JSON per type URL) as `version` and sends them to its streams.
+    pub fn push(&self, node: &str, version: &str, resources: Vec<(&str, Vec<Value>)>) {
+        {
+            let mut state = self.state.lock().unwrap();
+            let config = state.configs.entry(node.to_string()).or_default();
+            config.version = version.to_string();
+            for (type_url, list) in resources {
+                config.resources.insert(type_url.to_string(), list);
+            }
+        }
+        self.pushes.send_modify(|n| *n += 1);
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().seen.clone()
+    }
+
+    /// Waits until `node` has ACKed `version` of `type_url` (or `limit` passes).
+    pub fn wait_ack(&self, node: &str, type_url: &str, version: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            let acked = self.seen().iter().any(|s| {
+                s.node_id == node && s.type_url == type_url && s.version_info == version && s.error.is_none()
+            });
+            if acked {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// The first NACK from `node` for `type_url` (waiting up to `limit`).
+    pub fn wait_nack(&self, node: &str, type_url: &str, limit: Duration) -> Option<Seen> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            let nack = self
+                .seen()
+                .into_iter()
+                .find(|s| s.node_id == node && s.type_url == type_url && s.error.is_some());
+            if nack.is_some() {
+                return nack;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// Per type on a stream: what the client asks for and what was last sent.
+#[derive(Default)]
+struct Sub {
+    names: Vec<String>,
+    sent_version: Option<String>,
+    sent_names: Vec<String>,
+}
+
+fn any(resource: &Value) -> Any {
+    let (type_url, value) =
+        skiff::xds::json::from_json(resource).unwrap_or_else(|e| panic!("resource {resource}: {e}"));
+    Any { type_url, value }
+}
+
+fn resource_name(type_url: &str, r: &Value) -> String {
+    let key = if type_url == EDS { "cluster_name" } else { "name" };
+    r.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+type ResponseStream = Pin<Box<dyn futures_util::Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
+type DeltaStream = Pin<Box<dyn futures_util::Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
+
+impl Service {
+    /// Sends every subscribed type whose version or names differ from what was last sent, in
+    /// Envoy's order (clusters, endpoints, listeners, routes).
+    fn sync(
+        &self,
+        node: &str,
+        subs: &mut BTreeMap<String, Sub>,
+        nonce: &mut u64,
+        out: &mpsc::UnboundedSender<Result<DiscoveryResponse, Status>>,
+    ) {
+        let config = self.state.lock().unwrap().configs.get(node).cloned().unwrap_or_default();
+        for type_url in [CDS, EDS, LDS, RDS] {
+            let Some(sub) = subs.get_mut(type_url) else { continue };
+            if sub.sent_version.as_deref() == Some(config.version.as_str()) && sub.sent_names == sub.names {
+                continue;
+            }
+            let all = config.resources.get(type_url).cloned().unwrap_or_default();
+            let wildcard = type_url == LDS || type_url == CDS;
+            let resources: Vec<Any> = all
+                .iter()
+                .filter(|r| wildcard || sub.names.contains(&resource_name(type_url, r)))
+                .map(any)
+                .collect();
+            if !wildcard && resources.is_empty() {
+                continue;
+            }
+            *nonce += 1;
+            sub.sent_version = Some(config.version.clone());
+            sub.sent_names = sub.names.clone();
+            let _ = out.send(Ok(DiscoveryResponse {
+                version_info: config.version.clone(),
+                resources,
+                type_url: type_url.to_string(),
+                nonce: nonce.to_string(),
+                ..DiscoveryResponse::default()
+            }));
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Service {
+    type StreamAggregatedResourcesStream = ResponseStream;
+    type DeltaAggregatedResourcesStream = DeltaStream;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let service = self.clone();
+        let mut pushes = self.pushes.subscribe();
+        tokio::spawn(async move {
+            let mut node = String::new();
+            let mut subs: BTreeMap<String, Sub> = BTreeMap::new();
+            let mut nonce = 0u64;
+            loop {
+                tokio::select! {
+                    m = inbound.message() => {
+                        let Ok(Some(r)) = m else { return };
+                        if let Some(n) = &r.node {
+                            node = n.id.clone();
+                        }
+                        let seen = Seen {
+                            node_id: node.clone(),
+                            node_cluster: r.node.as_ref().map(|n| n.cluster.clone()).unwrap_or_default(),
+                            user_agent_name: r.node.as_ref().map(|n| n.user_agent_name.clone()).unwrap_or_default(),
+                            type_url: r.type_url.clone(),
+                            version_info: r.version_info.clone(),
+                            nonce: r.response_nonce.clone(),
+                            names: r.resource_names.clone(),
+                            error: r.error_detail.as_ref().map(|e| e.message.clone()),
+                        };
+                        service.state.lock().unwrap().seen.push(seen);
+                        let mut names = r.resource_names.clone();
+                        names.sort();
+                        subs.entry(r.type_url.clone()).or_default().names = names;
+                    }
+                    c = pushes.changed() => if c.is_err() { return },
+                }
+                service.sync(&node, &mut subs, &mut nonce, &tx);
+            }
+        });
+        let stream =
+            futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Err(Status::unimplemented("state of the world only"))
+    }
+}

@@ -1,0 +1,308 @@
+//! xDS from a management server over gRPC (ADS, state of the world; configs/xds/ads-grpc.yaml):
+//! a small server written here (tests/support/xds_server.rs) serves the same listeners, routes,
+//! clusters and endpoints to the real Envoy and to skiff, each on its own listener port. Both
+//! route the same requests to the same upstreams; then the server pushes an endpoint removal and
+//! a new cluster, a route change, and a cluster both must refuse, and both follow (the refusal
+//! NACKed with the reason while the last good config serves), with no failed request in a load
+//! run through skiff across the pushes.
+
+mod support;
+
+#[path = "support/envoy.rs"]
+mod envoy;
+#[path = "support/xds_server.rs"]
+mod xds_server;
+
+use envoy::{admin_get, binary_or_skip, parse_stats, Envoy};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::{eventually, free_port, scratch_dir, Client, Skiff, TestUpstream};
+use xds_server::{XdsServer, CDS, EDS, LDS, RDS};
+
+const LIMIT: Duration = Duration::from_secs(15);
+
+/// configs/xds/ads-grpc.yaml with the server at `xds`, node `node`, admin on `admin_port`.
+fn bootstrap(xds: SocketAddr, node: &str, admin_port: u16) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/xds/ads-grpc.yaml");
+    std::fs::read_to_string(path)
+        .expect("configs/xds/ads-grpc.yaml")
+        .replace("id: test-id", &format!("id: {node}"))
+        .replace("type: STRICT_DNS", "type: STATIC")
+        .replace("port_value: 18000", &format!("port_value: {}", xds.port()))
+        .replace("port_value: 19000", &format!("port_value: {admin_port}"))
+}
+
+fn cluster(name: &str) -> Value {
+    json!({
+        "@type": CDS, "name": name, "type": "EDS", "connect_timeout": "1s",
+        "eds_cluster_config": {"eds_config": {"ads": {}, "resource_api_version": "V3"}},
+    })
+}
+
+fn endpoints(name: &str, upstreams: &[&TestUpstream]) -> Value {
+    let lb: Vec<Value> = upstreams
+        .iter()
+        .map(|u| json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": u.addr.port()}}}}))
+        .collect();
+    json!({"@type": EDS, "cluster_name": name, "endpoints": [{"lb_endpoints": lb}]})
+}
+
+fn listener(port: u16) -> Value {
+    json!({
+        "@type": LDS, "name": "listener_0",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "ingress_http",
+                "rds": {"route_config_name": "local_route", "config_source": {"ads": {}, "resource_api_version": "V3"}},
+                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+            },
+        }]}],
+    })
+}
+
+fn routes(table: &[(&str, &str)]) -> Value {
+    let routes: Vec<Value> = table
+        .iter()
+        .map(|(prefix, cluster)| json!({"match": {"prefix": prefix}, "route": {"cluster": cluster}}))
+        .collect();
+    json!({"@type": RDS, "name": "local_route", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]})
+}
+
+/// Status and answering upstream of a GET on a fresh connection ("-" when no upstream answered).
+fn outcome(addr: SocketAddr, path: &str) -> String {
+    let Ok(mut c) = Client::try_connect(addr) else { return "refused".to_string() };
+    match c.request("example.com", path, &[]) {
+        Some(r) => format!("{} {}", r.status, r.header("x-upstream").unwrap_or("-")),
+        None => "no answer".to_string(),
+    }
+}
+
+/// The upstreams that answer `path` over `n` requests, sorted, with the status.
+fn answers(addr: SocketAddr, path: &str, n: usize) -> Vec<String> {
+    let mut seen: Vec<String> = (0..n).map(|_| outcome(addr, path)).collect();
+    seen.sort();
+    seen.dedup();
+    seen
+}
+
+fn stats(admin: SocketAddr) -> std::collections::BTreeMap<String, u64> {
+    parse_stats(&admin_get(admin, "/stats").map(|(_, b)| b).unwrap_or_default())
+}
+
+#[test]
+fn ads_grpc_follows_pushes_as_envoy_does() {
+    let Some(bin) = binary_or_skip("ads_grpc_follows_pushes_as_envoy_does") else { return };
+    let (a1, a2, b, c) = (
+        TestUpstream::echo_named("a1"),
+        TestUpstream::echo_named("a2"),
+        TestUpstream::echo_named("b"),
+        TestUpstream::echo_named("c"),
+    );
+    let server = XdsServer::start();
+    let v1 = |port: u16| {
+        vec![
+            (CDS, vec![cluster("a"), cluster("b")]),
+            (EDS, vec![endpoints("a", &[&a1, &a2]), endpoints("b", &[&b])]),
+            (LDS, vec![listener(port)]),
+            (RDS, vec![routes(&[("/a", "a"), ("/b", "b")])]),
+        ]
+    };
+    let skiff_port = free_port();
+    server.push("skiff", "1", v1(skiff_port));
+    let skiff_admin = free_port();
+    let skiff = Skiff::start(&bootstrap(server.addr, "skiff", skiff_admin), &[]);
+    let dir = scratch_dir("xds-grpc-envoy");
+    let envoy = Envoy::start(&bin, &dir, |port, admin| {
+        server.push("envoy", "1", v1(port));
+        bootstrap(server.addr, "envoy", admin)
+    });
+    let skiff_addr = SocketAddr::from(([127, 0, 0, 1], skiff_port));
+    let proxies = [("skiff", skiff_addr), ("envoy", envoy.listener)];
+
+    // The first fetch: both route /a over a's two endpoints and /b to b.
+    for (name, addr) in proxies {
+        assert!(
+            eventually(LIMIT, || answers(addr, "/a", 6) == ["200 a1", "200 a2"]
+                && outcome(addr, "/b") == "200 b"),
+            "{name}: /a {:?} /b {}\n{}",
+            answers(addr, "/a", 6),
+            outcome(addr, "/b"),
+            skiff.log()
+        );
+        assert_eq!(outcome(addr, "/nothing"), "404 -", "{name}");
+    }
+    // skiff names itself and the bootstrap's node; Envoy names itself.
+    let seen = server.seen();
+    let first = |node: &str| seen.iter().find(|s| s.node_id == node).cloned().expect("a request");
+    assert_eq!(
+        (first("skiff").node_cluster.as_str(), first("skiff").user_agent_name.as_str()),
+        ("test-cluster", "skiff")
+    );
+    assert_eq!(first("envoy").user_agent_name, "envoy");
+    // The route and endpoint subscriptions name what the listeners and clusters need.
+    for node in ["skiff", "envoy"] {
+        let names =
+            |t: &str| seen.iter().rfind(|s| s.node_id == node && s.type_url == t).map(|s| s.names.clone());
+        assert_eq!(names(RDS), Some(vec!["local_route".to_string()]), "{node}");
+        assert_eq!(names(EDS), Some(vec!["a".to_string(), "b".to_string()]), "{node}");
+        assert_eq!(names(CDS), Some(vec![]), "{node}");
+    }
+
+    // A load run through skiff across every push: /b is served throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load = {
+        let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+        std::thread::spawn(move || {
+            let mut client = Client::connect(skiff_addr);
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) && sent.load(Ordering::Relaxed) < 20_000 {
+                sent.fetch_add(1, Ordering::Relaxed);
+                match client.request("example.com", "/b", &[]) {
+                    Some(r) if r.status == 200 => {}
+                    other => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        failures.push(other.map(|r| r.first_line()).unwrap_or_else(|| "no answer".into()));
+                        client = Client::connect(skiff_addr);
+                    }
+                }
+            }
+            failures
+        })
+    };
+
+    // v2: a loses an endpoint, cluster c is added.
+    let v2 = |port: u16| {
+        vec![
+            (CDS, vec![cluster("a"), cluster("b"), cluster("c")]),
+            (EDS, vec![endpoints("a", &[&a1]), endpoints("b", &[&b]), endpoints("c", &[&c])]),
+            (LDS, vec![listener(port)]),
+            (RDS, vec![routes(&[("/a", "a"), ("/b", "b")])]),
+        ]
+    };
+    server.push("skiff", "2", v2(skiff_port));
+    server.push("envoy", "2", v2(envoy.listener.port()));
+    for (name, addr) in proxies {
+        assert!(server.wait_ack(name, CDS, "2", LIMIT), "{name}: CDS 2 not acked\n{}", skiff.log());
+        assert!(server.wait_ack(name, EDS, "2", LIMIT), "{name}: EDS 2 not acked");
+        assert!(
+            eventually(LIMIT, || answers(addr, "/a", 4) == ["200 a1"]),
+            "{name}: /a {:?}",
+            answers(addr, "/a", 4)
+        );
+    }
+
+    // v3: /a goes to b, /c to the new cluster.
+    let v3 = |port: u16| {
+        let mut v = v2(port);
+        v[3] = (RDS, vec![routes(&[("/a", "b"), ("/b", "b"), ("/c", "c")])]);
+        v
+    };
+    server.push("skiff", "3", v3(skiff_port));
+    server.push("envoy", "3", v3(envoy.listener.port()));
+    for (name, addr) in proxies {
+        assert!(server.wait_ack(name, RDS, "3", LIMIT), "{name}: RDS 3 not acked");
+        assert!(
+            eventually(LIMIT, || outcome(addr, "/a") == "200 b" && outcome(addr, "/c") == "200 c"),
+            "{name}: /a {} /c {}",
+            outcome(addr, "/a"),
+            outcome(addr, "/c")
+        );
+    }
+
+    // v4: a cluster both refuse (LOGICAL_DNS with two endpoints): NACKed with the reason, and
+    // v3 keeps serving.
+    let v4 = |port: u16| {
+        let mut v = v3(port);
+        let mut bad = cluster("bad");
+        bad["type"] = json!("LOGICAL_DNS");
+        bad.as_object_mut().map(|m| m.remove("eds_cluster_config"));
+        bad["load_assignment"] = endpoints("bad", &[&a1, &a2]);
+        bad["load_assignment"].as_object_mut().map(|m| m.remove("@type"));
+        v[0].1.push(bad);
+        v
+    };
+    server.push("skiff", "4", v4(skiff_port));
+    server.push("envoy", "4", v4(envoy.listener.port()));
+    for (name, addr) in proxies {
+        let nack =
+            server.wait_nack(name, CDS, LIMIT).unwrap_or_else(|| panic!("{name}: no NACK\n{}", skiff.log()));
+        assert_eq!(nack.version_info, "3", "{name}: a NACK names the last accepted version");
+        let error = nack.error.unwrap_or_default();
+        assert!(error.contains("LOGICAL_DNS"), "{name}: {error}");
+        assert_eq!(outcome(addr, "/a"), "200 b", "{name}");
+        assert_eq!(outcome(addr, "/c"), "200 c", "{name}");
+    }
+    let nack = server.wait_nack("skiff", CDS, LIMIT).and_then(|s| s.error).unwrap_or_default();
+    assert!(nack.starts_with("xds:ads/cds:") && nack.contains("resources[3]"), "located: {nack}");
+
+    stop.store(true, Ordering::Relaxed);
+    let failures = load.join().expect("load thread");
+    assert!(sent.load(Ordering::Relaxed) > 50, "the load run sent {}", sent.load(Ordering::Relaxed));
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "failed requests through skiff: {failures:?}");
+
+    // The same subscription stats on both.
+    let (s, e) = (stats(SocketAddr::from(([127, 0, 0, 1], skiff_admin))), stats(envoy.admin));
+    for name in [
+        "control_plane.connected_state",
+        "cluster_manager.cds.update_rejected",
+        "listener_manager.lds.update_rejected",
+        "http.ingress_http.rds.local_route.update_rejected",
+    ] {
+        assert_eq!(s.get(name), e.get(name), "{name}");
+    }
+    assert_eq!(s.get("control_plane.connected_state"), Some(&1));
+    assert_eq!(s.get("cluster_manager.cds.update_rejected"), Some(&1));
+}
+
+#[test]
+fn management_server_sources_validate_and_refuse_what_is_not_built() {
+    // Envoy's dynamic-config-cp example bootstrap validates as it is.
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/xds/ads-grpc.yaml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["--mode", "validate", "-c"])
+        .arg(&example)
+        .output()
+        .expect("run skiff");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let dir = scratch_dir("xds-grpc-refused");
+    let refused = |dynamic: &str, needle: &str| {
+        let text = std::fs::read_to_string(&example).unwrap();
+        let start = text.find("dynamic_resources:").unwrap();
+        let end = text.find("static_resources:").unwrap();
+        let text = format!("{}{dynamic}\n{}", &text[..start], &text[end..]);
+        let path = dir.join("b.yaml");
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(["--mode", "validate", "-c"])
+            .arg(&path)
+            .output()
+            .expect("run skiff");
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success() && err.contains(needle), "{dynamic}: {err}");
+    };
+    refused(
+        "dynamic_resources:\n  cds_config: {ads: {}}\n",
+        "dynamic_resources.cds_config.ads: ads: {} needs dynamic_resources.ads_config",
+    );
+    refused(
+        "dynamic_resources:\n  ads_config: {api_type: DELTA_GRPC, grpc_services: [{envoy_grpc: {cluster_name: xds_cluster}}]}\n  cds_config: {ads: {}}\n",
+        "dynamic_resources.ads_config.api_type: api_type DELTA_GRPC is not supported yet",
+    );
+    refused(
+        "dynamic_resources:\n  ads_config: {api_type: GRPC, grpc_services: [{envoy_grpc: {cluster_name: nowhere}}]}\n  cds_config: {ads: {}}\n",
+        "the management server's cluster \"nowhere\" must be a static cluster",
+    );
+    refused(
+        "dynamic_resources:\n  lds_config: {api_config_source: {api_type: REST, cluster_names: [xds_cluster]}}\n",
+        "dynamic_resources.lds_config.api_config_source",
+    );
+}
