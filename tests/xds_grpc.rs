@@ -306,3 +306,105 @@ fn management_server_sources_validate_and_refuse_what_is_not_built() {
         "dynamic_resources.lds_config.api_config_source",
     );
 }
+
+#[test]
+fn reconnects_with_backoff_and_resubscribes_from_the_last_accepted_version() {
+    let up = TestUpstream::echo_named("b");
+    let xds_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let (port, admin_port) = (free_port(), free_port());
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    // The node's locality and metadata go to the server as given; the command line names the node.
+    let yaml = bootstrap(xds_addr, "from-bootstrap", admin_port).replace(
+        "  cluster: test-cluster\n",
+        "  cluster: test-cluster\n  locality: {region: r1, zone: z1}\n  metadata: {team: edge, shard: 3}\n",
+    );
+    let resources = || {
+        vec![
+            (CDS, vec![cluster("b")]),
+            (EDS, vec![endpoints("b", &[&up])]),
+            (LDS, vec![listener(port)]),
+            (RDS, vec![routes(&[("/", "b")])]),
+        ]
+    };
+    // No server yet: skiff starts (admin up), serves nothing, and says it is not connected.
+    let skiff = Skiff::start(&yaml, &["--service-node", "sidecar-1"]);
+    let connected = || stats(admin).get("control_plane.connected_state").copied();
+    assert_eq!(connected(), Some(0));
+    assert_eq!(outcome(addr, "/"), "refused");
+
+    // The server comes up: skiff's back-off retry reaches it and the resources serve.
+    let server = XdsServer::start_at(xds_addr);
+    server.push("sidecar-1", "1", resources());
+    assert!(eventually(LIMIT, || outcome(addr, "/") == "200 b"), "{}", skiff.log());
+    assert_eq!(connected(), Some(1));
+    let seen = server.seen();
+    let first = seen.first().expect("a request");
+    assert_eq!(
+        (first.node_id.as_str(), first.node_cluster.as_str(), first.zone.as_str()),
+        ("sidecar-1", "test-cluster", "z1")
+    );
+    assert_eq!(first.metadata, Some(json!({"team": "edge", "shard": 3.0})));
+    assert!(server.wait_ack("sidecar-1", RDS, "1", LIMIT));
+
+    // The server goes away: the last good config keeps serving, the gauge drops.
+    server.stop();
+    assert!(eventually(LIMIT, || connected() == Some(0)));
+    assert_eq!(outcome(addr, "/"), "200 b");
+
+    // A new server (same address): skiff resubscribes with the versions it accepted, no nonce.
+    let server = XdsServer::start_at(xds_addr);
+    server.push("sidecar-1", "2", resources());
+    assert!(server.wait_ack("sidecar-1", CDS, "2", LIMIT), "{}", skiff.log());
+    let seen = server.seen();
+    let resubscribed = seen.iter().find(|s| s.type_url == CDS).expect("a CDS request");
+    assert_eq!((resubscribed.version_info.as_str(), resubscribed.nonce.as_str()), ("1", ""));
+    assert_eq!(connected(), Some(1));
+    assert_eq!(outcome(addr, "/"), "200 b");
+}
+
+#[test]
+fn a_type_with_its_own_api_config_source_has_its_own_stream() {
+    let up = TestUpstream::echo_named("b");
+    let server = XdsServer::start();
+    let (port, admin_port) = (free_port(), free_port());
+    // Clusters over ClusterDiscoveryService, the rest over the aggregated stream.
+    let yaml = bootstrap(server.addr, "split", admin_port).replace(
+        "  cds_config:\n    resource_api_version: V3\n    ads: {}\n",
+        "  cds_config:\n    resource_api_version: V3\n    api_config_source:\n      api_type: GRPC\n      transport_api_version: V3\n      grpc_services: [{envoy_grpc: {cluster_name: xds_cluster}}]\n",
+    );
+    server.push(
+        "split",
+        "1",
+        vec![
+            (CDS, vec![cluster("b")]),
+            (EDS, vec![endpoints("b", &[&up])]),
+            (LDS, vec![listener(port)]),
+            (RDS, vec![routes(&[("/", "b")])]),
+        ],
+    );
+    let skiff = Skiff::start(&yaml, &[]);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(eventually(LIMIT, || outcome(addr, "/") == "200 b"), "{}", skiff.log());
+    let seen = server.seen();
+    let services = |t: &str| {
+        let mut s: Vec<&str> = seen.iter().filter(|s| s.type_url == t).map(|s| s.service).collect();
+        s.dedup();
+        s
+    };
+    assert_eq!(services(CDS), ["cds"]);
+    assert_eq!(services(LDS), ["ads"]);
+    assert_eq!(services(EDS), ["ads"]);
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+    assert_eq!(stats(admin).get("control_plane.connected_state"), Some(&1));
+    // /config_dump names the sources as configured.
+    let dump: Value =
+        serde_json::from_str(&admin_get(admin, "/config_dump").expect("config_dump").1).unwrap();
+    let dynamic = &dump["configs"][0]["bootstrap"]["dynamic_resources"];
+    assert_eq!(
+        dynamic["cds_config"]["api_config_source"]["grpc_services"][0]["envoy_grpc"]["cluster_name"],
+        "xds_cluster"
+    );
+    assert_eq!(dynamic["lds_config"]["ads"], json!({}));
+    assert_eq!(dynamic["ads_config"]["api_type"], "GRPC");
+}

@@ -6,6 +6,9 @@
 //! is recorded for the test to read. It knows nothing about skiff or scenarios.
 #![allow(dead_code)]
 
+use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_server::{
+    ClusterDiscoveryService, ClusterDiscoveryServiceServer,
+};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
@@ -13,6 +16,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use envoy_types::pb::google::protobuf::Any;
+use hyper::service::service_fn as tower_fn;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -20,6 +24,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
+use tonic::codegen::Service as _;
 use tonic::{Request, Response, Status, Streaming};
 
 pub const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
@@ -30,6 +35,8 @@ pub const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadA
 /// One request a client sent, as the test checks it.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    /// The gRPC service it came on: "ads" or "cds" (ClusterDiscoveryService).
+    pub service: &'static str,
     pub node_id: String,
     pub node_cluster: String,
     pub user_agent_name: String,
@@ -39,6 +46,9 @@ pub struct Seen {
     pub names: Vec<String>,
     /// A NACK's `error_detail.message`.
     pub error: Option<String>,
+    /// The node's `locality.zone` and `metadata` (as JSON).
+    pub zone: String,
+    pub metadata: Option<Value>,
 }
 
 /// A node's resources: version and, per type URL, the resources as JSON.
@@ -59,30 +69,57 @@ struct Service {
     state: Arc<Mutex<State>>,
     /// Bumped on every push: streams look at their node's config again.
     pushes: watch::Sender<u64>,
+    stop: watch::Sender<bool>,
 }
 
 pub struct XdsServer {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
     pushes: watch::Sender<u64>,
+    /// Set to stop: the streams end, the listener closes.
+    stop: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl XdsServer {
     /// Listens on a free loopback port, on a thread of its own.
     pub fn start() -> XdsServer {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind xds server");
+        Self::start_at(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Listens on `addr` (a port a client already points at).
+    pub fn start_at(addr: SocketAddr) -> XdsServer {
+        let std_listener = std::net::TcpListener::bind(addr).expect("bind xds server");
         let addr = std_listener.local_addr().expect("xds address");
         std_listener.set_nonblocking(true).expect("nonblocking");
         let state = Arc::new(Mutex::new(State::default()));
         let (pushes, _) = watch::channel(0u64);
-        let service = Service { state: state.clone(), pushes: pushes.clone() };
-        std::thread::spawn(move || {
+        let (stop, _) = watch::channel(false);
+        let service = Service { state: state.clone(), pushes: pushes.clone(), stop: stop.clone() };
+        let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
-                let grpc = AggregatedDiscoveryServiceServer::new(service);
-                while let Ok((stream, _)) = listener.accept().await {
-                    let svc = hyper_util::service::TowerToHyperService::new(grpc.clone());
+                let mut stopped = service.stop.subscribe();
+                let ads = AggregatedDiscoveryServiceServer::new(service.clone());
+                let cds = ClusterDiscoveryServiceServer::new(service);
+                // Two gRPC services on one connection, told apart by the method's path.
+                let grpc = tower_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (mut ads, mut cds) = (ads.clone(), cds.clone());
+                    async move {
+                        if req.uri().path().starts_with("/envoy.service.cluster.v3.") {
+                            cds.call(req).await
+                        } else {
+                            ads.call(req).await
+                        }
+                    }
+                });
+                loop {
+                    let stream = tokio::select! {
+                        a = listener.accept() => match a { Ok((s, _)) => s, Err(_) => return },
+                        _ = stopped.changed() => return,
+                    };
+                    let svc = grpc.clone();
                     tokio::spawn(async move {
                         let http = hyper_util::server::conn::auto::Builder::new(
                             hyper_util::rt::TokioExecutor::new(),
@@ -95,7 +132,15 @@ impl XdsServer {
                 }
             });
         });
-        XdsServer { addr, state, pushes }
+        XdsServer { addr, state, pushes, stop, thread: Some(thread) }
+    }
+
+    /// Ends every stream and closes the listener (the runtime and its connections go with it).
+    pub fn stop(mut self) {
+        self.stop.send_replace(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 
     /// Sets `node`'s resources (JSON per type URL) as `version` and sends them to its streams.
@@ -161,6 +206,25 @@ fn any(resource: &Value) -> Any {
     Any { type_url, value }
 }
 
+/// A protobuf `Value` as JSON (strings, numbers, bools, nesting), for checking node metadata.
+fn struct_value(v: &envoy_types::pb::google::protobuf::Value) -> Value {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    match &v.kind {
+        Some(Kind::StringValue(s)) => Value::String(s.clone()),
+        Some(Kind::NumberValue(n)) => json_number(*n),
+        Some(Kind::BoolValue(b)) => Value::Bool(*b),
+        Some(Kind::StructValue(s)) => {
+            Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), struct_value(v))).collect())
+        }
+        Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(struct_value).collect()),
+        Some(Kind::NullValue(_)) | None => Value::Null,
+    }
+}
+
+fn json_number(n: f64) -> Value {
+    serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number)
+}
+
 fn resource_name(type_url: &str, r: &Value) -> String {
     let key = if type_url == EDS { "cluster_name" } else { "name" };
     r.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
@@ -209,19 +273,13 @@ impl Service {
     }
 }
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for Service {
-    type StreamAggregatedResourcesStream = ResponseStream;
-    type DeltaAggregatedResourcesStream = DeltaStream;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let mut inbound = request.into_inner();
+impl Service {
+    /// One stream (ADS, or one type's service): records each request, answers what changed.
+    fn serve(&self, service: &'static str, mut inbound: Streaming<DiscoveryRequest>) -> ResponseStream {
         let (tx, rx) = mpsc::unbounded_channel();
-        let service = self.clone();
+        let this = self.clone();
         let mut pushes = self.pushes.subscribe();
+        let mut stopped = self.stop.subscribe();
         tokio::spawn(async move {
             let mut node = String::new();
             let mut subs: BTreeMap<String, Sub> = BTreeMap::new();
@@ -234,6 +292,7 @@ impl AggregatedDiscoveryService for Service {
                             node = n.id.clone();
                         }
                         let seen = Seen {
+                            service,
                             node_id: node.clone(),
                             node_cluster: r.node.as_ref().map(|n| n.cluster.clone()).unwrap_or_default(),
                             user_agent_name: r.node.as_ref().map(|n| n.user_agent_name.clone()).unwrap_or_default(),
@@ -242,20 +301,63 @@ impl AggregatedDiscoveryService for Service {
                             nonce: r.response_nonce.clone(),
                             names: r.resource_names.clone(),
                             error: r.error_detail.as_ref().map(|e| e.message.clone()),
+                            zone: r.node.as_ref().and_then(|n| n.locality.as_ref()).map(|l| l.zone.clone()).unwrap_or_default(),
+                            metadata: r.node.as_ref().and_then(|n| n.metadata.as_ref()).map(|m| {
+                                Value::Object(m.fields.iter().map(|(k, v)| (k.clone(), struct_value(v))).collect())
+                            }),
                         };
-                        service.state.lock().unwrap().seen.push(seen);
+                        this.state.lock().unwrap().seen.push(seen);
                         let mut names = r.resource_names.clone();
                         names.sort();
                         subs.entry(r.type_url.clone()).or_default().names = names;
                     }
                     c = pushes.changed() => if c.is_err() { return },
+                    _ = stopped.changed() => return,
                 }
-                service.sync(&node, &mut subs, &mut nonce, &tx);
+                this.sync(&node, &mut subs, &mut nonce, &tx);
             }
         });
-        let stream =
-            futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
-        Ok(Response::new(Box::pin(stream)))
+        Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) }))
+    }
+}
+
+#[tonic::async_trait]
+impl ClusterDiscoveryService for Service {
+    type StreamClustersStream = ResponseStream;
+    type DeltaClustersStream = DeltaStream;
+
+    async fn stream_clusters(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamClustersStream>, Status> {
+        Ok(Response::new(self.serve("cds", request.into_inner())))
+    }
+
+    async fn delta_clusters(
+        &self,
+        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaClustersStream>, Status> {
+        Err(Status::unimplemented("state of the world only"))
+    }
+
+    async fn fetch_clusters(
+        &self,
+        _request: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        Err(Status::unimplemented("streams only"))
+    }
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Service {
+    type StreamAggregatedResourcesStream = ResponseStream;
+    type DeltaAggregatedResourcesStream = DeltaStream;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        Ok(Response::new(self.serve("ads", request.into_inner())))
     }
 
     async fn delta_aggregated_resources(
