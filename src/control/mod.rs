@@ -395,8 +395,8 @@ enum Pending {
         /// The same text was rejected before (a port still taken): report a new failure quietly.
         retrying: bool,
     },
-    /// A replaced `dynamic_resources` file.
-    File { file: File, text: DocText },
+    /// Replaced `dynamic_resources` files (a management server's texts, applied together).
+    File { files: Vec<(File, DocText)> },
 }
 
 /// A parsed config whose new clusters were resolved off the loop, ready to adopt.
@@ -455,11 +455,13 @@ impl Control {
         };
         // As Envoy's first fetch: clusters, then the listeners whose routes name them. A file
         // that cannot be applied is counted and logged, and the server starts without it.
-        while let Some((file, read)) = control.files.next_update() {
-            if let Some((text, next)) = control.try_file(&file, read) {
-                let version = file.version(&next.bootstrap);
-                let changed = file.changed(&loaded.bootstrap, &next.bootstrap);
-                control.files.succeeded(&file, text, &version, changed);
+        while let Some(batch) = control.files.next_update() {
+            if let Some((texts, next)) = control.try_files(batch) {
+                for (file, text) in texts {
+                    let version = file.version(&next.bootstrap);
+                    let changed = file.changed(&loaded.bootstrap, &next.bootstrap);
+                    control.files.succeeded(&file, text, &version, changed);
+                }
                 loaded = next;
                 // The listeners may name route configuration files: they are read next.
                 control.files.reconfigure(&loaded.bootstrap.xds);
@@ -637,38 +639,63 @@ impl Control {
     /// or is invalid (alone or with the rest of the config) is counted and logged, and the last
     /// good one keeps serving.
     fn check_files(&mut self, warmed: &UnboundedSender<Warm>) {
-        let Some((file, read)) = self.files.next_update() else { return };
-        let Some((text, loaded)) = self.try_file(&file, read) else { return };
-        self.warm(Pending::File { file, text }, loaded, warmed);
+        let Some(batch) = self.files.next_update() else { return };
+        let Some((files, loaded)) = self.try_files(batch) else { return };
+        self.warm(Pending::File { files }, loaded, warmed);
     }
 
-    /// `read` (an update of `file`) combined with the running bootstrap and the other files'
-    /// last good texts; None (counted and logged) when it cannot apply.
-    fn try_file(&mut self, file: &File, read: Result<DocText, String>) -> Option<(DocText, config::Loaded)> {
-        let prefix = file.to_string();
-        let text = match read {
-            Ok(t) => t,
-            Err(e) => {
-                log::warn!("{prefix}: cannot read the update, keeping the last good resources: {e}");
-                self.files.failed(file, true, &e);
-                return None;
+    /// `batch` (updates of files) combined with the running bootstrap and the other files' last
+    /// good texts; None (counted and logged) when it cannot apply. When one text of several is
+    /// at fault, it alone is refused and the others wait for the next attempt.
+    fn try_files(
+        &mut self,
+        batch: Vec<(File, Result<DocText, String>)>,
+    ) -> Option<(Vec<(File, DocText)>, config::Loaded)> {
+        let mut texts = Vec::with_capacity(batch.len());
+        for (file, read) in batch {
+            match read {
+                Ok(t) => texts.push((file, t)),
+                Err(e) => {
+                    log::warn!("{file}: cannot read the update, keeping the last good resources: {e}");
+                    self.files.failed(&file, true, &e);
+                }
             }
-        };
+        }
+        if texts.is_empty() {
+            return None;
+        }
         let mut docs: DocTexts = self.files.good_for(&self.bootstrap.xds);
-        file.set(&mut docs, text.clone());
+        for (file, text) in &texts {
+            file.set(&mut docs, text.clone());
+        }
         match config::load_with(&self.running_text, &self.source.origin(), &docs) {
             Ok(loaded) => {
                 // The bootstrap's and the other files' warnings were logged when they loaded.
-                for w in loaded.warnings.iter().filter(|w| w.starts_with(&format!("{}:", text.origin))) {
-                    log::warn!("{w}");
+                for (_, text) in &texts {
+                    for w in loaded.warnings.iter().filter(|w| w.starts_with(&format!("{}:", text.origin))) {
+                        log::warn!("{w}");
+                    }
                 }
-                Some((text, loaded))
+                Some((texts, loaded))
             }
             Err(r) => {
-                let parse_failure = file.is(r.doc, &docs) && r.parse_failure;
-                let what = if parse_failure { "failed" } else { "rejected" };
-                log::warn!("{prefix}: update {what}, keeping the last good resources: {}", r.error);
-                self.files.failed(file, parse_failure, &r.error.to_string());
+                let culprit = texts.iter().position(|(f, _)| f.is(r.doc, &docs));
+                let refused = match culprit {
+                    Some(i) if texts.len() > 1 => {
+                        let one = texts.remove(i);
+                        for (file, text) in texts {
+                            self.files.retry(&file, text);
+                        }
+                        vec![one]
+                    }
+                    _ => texts,
+                };
+                for (file, _) in refused {
+                    let parse_failure = file.is(r.doc, &docs) && r.parse_failure;
+                    let what = if parse_failure { "failed" } else { "rejected" };
+                    log::warn!("{file}: update {what}, keeping the last good resources: {}", r.error);
+                    self.files.failed(&file, parse_failure, &r.error.to_string());
+                }
                 None
             }
         }
@@ -745,31 +772,32 @@ impl Control {
                 }
                 snapshot
             }
-            Pending::File { file, text } => {
-                let prefix = file.to_string();
-                match result {
-                    Ok(snapshot) => {
+            Pending::File { files } => match result {
+                Ok(snapshot) => {
+                    for (file, text) in files {
                         let version = file.version(&self.bootstrap);
                         let changed = file.changed(&previous, &self.bootstrap);
                         log::info!(
-                            "{prefix}: applied {} (version \"{version}\", generation {})",
+                            "{file}: applied {} (version \"{version}\", generation {})",
                             text.origin,
                             snapshot.generation
                         );
                         self.files.succeeded(&file, text, &version, changed);
-                        // A listener update may name other route configuration files.
-                        self.files.reconfigure(&self.bootstrap.xds);
-                        // Another file may have been replaced meanwhile: look now, not a period later.
-                        self.next_config_check = Instant::now();
-                        Some(snapshot)
                     }
-                    Err(e) => {
-                        log::warn!("{prefix}: update rejected, keeping the last good resources: {e}");
-                        self.files.failed(&file, false, &e.to_string());
-                        None
-                    }
+                    // A listener update may name other route configuration files.
+                    self.files.reconfigure(&self.bootstrap.xds);
+                    // Another file may have been replaced meanwhile: look now, not a period later.
+                    self.next_config_check = Instant::now();
+                    Some(snapshot)
                 }
-            }
+                Err(e) => {
+                    for (file, _) in files {
+                        log::warn!("{file}: update rejected, keeping the last good resources: {e}");
+                        self.files.failed(&file, false, &e.to_string());
+                    }
+                    None
+                }
+            },
         }
     }
 

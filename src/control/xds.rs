@@ -266,15 +266,21 @@ impl Files {
         docs
     }
 
-    /// The first file (in fetch order) whose path names another file than at its last read,
-    /// read now: an update attempt. Err carries why it could not be read.
-    /// A management server's text pending comes first.
-    pub fn next_update(&mut self) -> Option<(File, Result<DocText, String>)> {
-        if let Some(sub) = self.subs.iter_mut().find(|s| s.pending.is_some()) {
-            let (text, response) = sub.pending.take()?;
-            sub.applying = Some(response);
-            sub.counts.attempt += 1;
-            return Some((sub.file.clone(), Ok(text)));
+    /// The next update: every management server text pending, at once (one load and one
+    /// snapshot for a whole push, and a cluster removed with the routes to it goes in one step),
+    /// else the first file (in fetch order) whose path names another file than at its last read,
+    /// read now. Each is an update attempt; Err carries why a file could not be read.
+    pub fn next_update(&mut self) -> Option<Vec<(File, Result<DocText, String>)>> {
+        let mut batch = Vec::new();
+        for sub in self.subs.iter_mut() {
+            if let Some((text, response)) = sub.pending.take() {
+                sub.applying = Some(response);
+                sub.counts.attempt += 1;
+                batch.push((sub.file.clone(), Ok(text)));
+            }
+        }
+        if !batch.is_empty() {
+            return Some(batch);
         }
         let sub = self.subs.iter_mut().find(|s| {
             if s.source.server.is_some() {
@@ -290,7 +296,14 @@ impl Files {
         let read = std::fs::read_to_string(&sub.source.path)
             .map(|text| DocText { origin: origin.clone(), text, received: SystemTime::now() })
             .map_err(|e| format!("{origin}: {e}"));
-        Some((sub.file.clone(), read))
+        Some(vec![(sub.file.clone(), read)])
+    }
+
+    /// `file`'s text was not judged (another of its batch failed): it is pending again.
+    pub fn retry(&mut self, file: &File, text: DocText) {
+        let Some(sub) = self.subs.iter_mut().find(|s| s.file == *file) else { return };
+        sub.counts.attempt = sub.counts.attempt.saturating_sub(1);
+        sub.pending = Some((text, sub.applying.take().unwrap_or(0)));
     }
 
     /// `file`'s update was applied; `changed` says whether any resource differs from before.
