@@ -408,3 +408,67 @@ fn a_type_with_its_own_api_config_source_has_its_own_stream() {
     assert_eq!(dynamic["lds_config"]["ads"], json!({}));
     assert_eq!(dynamic["ads_config"]["api_type"], "GRPC");
 }
+
+/// The first answer on `addr` once it accepts connections.
+fn first_answer(addr: SocketAddr, path: &str) -> String {
+    let mut out = String::new();
+    eventually(LIMIT, || {
+        out = outcome(addr, path);
+        out != "refused"
+    });
+    out
+}
+
+#[test]
+fn a_new_listener_and_cluster_warm_before_serving_as_in_envoy() {
+    let Some(bin) = binary_or_skip("a_new_listener_and_cluster_warm_before_serving_as_in_envoy") else {
+        return;
+    };
+    let (b, c) = (TestUpstream::echo_named("b"), TestUpstream::echo_named("c"));
+    let server = XdsServer::start();
+    let v1 = |port: u16| {
+        vec![
+            (CDS, vec![cluster("b")]),
+            (EDS, vec![endpoints("b", &[&b])]),
+            (LDS, vec![listener(port)]),
+            (RDS, vec![routes(&[("/", "b")])]),
+        ]
+    };
+    // v2: a second listener whose routes (a route configuration of its own) lead to a new cluster.
+    let v2 = |port: u16, second: u16| {
+        let mut l2 = listener(second);
+        l2["name"] = json!("listener_1");
+        let hcm = &mut l2["filter_chains"][0]["filters"][0]["typed_config"];
+        hcm["rds"]["route_config_name"] = json!("second_route");
+        let mut r2 = routes(&[("/", "c")]);
+        r2["name"] = json!("second_route");
+        vec![
+            (CDS, vec![cluster("b"), cluster("c")]),
+            (EDS, vec![endpoints("b", &[&b]), endpoints("c", &[&c])]),
+            (LDS, vec![listener(port), l2]),
+            (RDS, vec![routes(&[("/", "b")]), r2]),
+        ]
+    };
+    let skiff_port = free_port();
+    server.push("skiff", "1", v1(skiff_port));
+    let skiff = Skiff::start(&bootstrap(server.addr, "skiff", free_port()), &[]);
+    let dir = scratch_dir("xds-grpc-warm");
+    let envoy = Envoy::start(&bin, &dir, |port, admin| {
+        server.push("envoy", "1", v1(port));
+        bootstrap(server.addr, "envoy", admin)
+    });
+    let skiff_addr = SocketAddr::from(([127, 0, 0, 1], skiff_port));
+    // Even skiff's first listener waited for its routes: its first answer is routed.
+    assert_eq!(first_answer(skiff_addr, "/"), "200 b", "{}", skiff.log());
+    // A slow route and endpoint server: without warming, the new listener would answer 404 and
+    // the new cluster 503 for that long.
+    server.delay(RDS, Duration::from_millis(400));
+    server.delay(EDS, Duration::from_millis(400));
+    let (skiff_second, envoy_second) = (free_port(), free_port());
+    server.push("skiff", "2", v2(skiff_port, skiff_second));
+    server.push("envoy", "2", v2(envoy.listener.port(), envoy_second));
+    for (name, port) in [("skiff", skiff_second), ("envoy", envoy_second)] {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        assert_eq!(first_answer(addr, "/"), "200 c", "{name}: the new listener's first answer");
+    }
+}

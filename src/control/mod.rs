@@ -641,6 +641,20 @@ impl Control {
     fn check_files(&mut self, warmed: &UnboundedSender<Warm>) {
         let Some(batch) = self.files.next_update() else { return };
         let Some((files, loaded)) = self.try_files(batch) else { return };
+        // As Envoy warms a listener until its routes arrive and a cluster until its endpoints
+        // do: an update naming a server's route configuration or assignment not received yet
+        // waits for it (subscribed now), at most `initial_fetch_timeout`.
+        if let Some(timeout) = awaited(&loaded.bootstrap) {
+            if self.files.hold(timeout) {
+                self.files.reconfigure_also(&loaded.bootstrap.xds);
+                for (file, text) in files {
+                    self.files.retry(&file, text);
+                }
+                return;
+            }
+            log::warn!("xds: initial fetch timeout: applying without the route configurations or endpoints not received");
+        }
+        self.files.release();
         self.warm(Pending::File { files }, loaded, warmed);
     }
 
@@ -955,8 +969,8 @@ impl Control {
             }
             self.start_due_resolutions(&results_tx);
             // A management server's update waits for no config check.
-            let apply_now = !self.warming && self.files.has_pending();
-            let wake = if apply_now { Instant::now() } else { self.next_wakeup() };
+            let due = self.files.next_due().filter(|_| !self.warming);
+            let wake = due.map_or(self.next_wakeup(), |d| d.min(self.next_wakeup()));
             let wake = monoio::time::Instant::from_std(wake);
             let event = monoio::select! {
                 _ = &mut stop => Event::Stop,
@@ -997,6 +1011,15 @@ impl Control {
             self.publish_membership();
         }
     }
+}
+
+/// The shortest `initial_fetch_timeout` of the management server route configurations and
+/// assignments `b` names and has not received (None: nothing awaited, or no timeout).
+fn awaited(b: &Bootstrap) -> Option<Duration> {
+    let rds = b.listeners.iter().filter_map(|l| l.hcm.rds.as_ref()).filter(|r| r.applied.is_none());
+    let eds = b.clusters.iter().filter_map(|c| c.eds.as_ref()).filter(|e| e.applied.is_none());
+    let sources = rds.map(|r| &r.source).chain(eds.map(|e| &e.source));
+    sources.filter_map(|s| s.server.as_ref()).map(|s| s.initial_fetch_timeout).filter(|t| !t.is_zero()).min()
 }
 
 /// A config error found in the bootstrap (`doc` None) or a resource file.

@@ -21,7 +21,7 @@ use crate::xds::client::{self, Reply, Response, StreamKey, Subscription};
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Which file a path names: a rename into place changes it, writing the file in place or
 /// reading it does not.
@@ -202,6 +202,12 @@ pub struct Files {
     outbox: Vec<Reply>,
     /// Each management server stream: connected or not.
     connected: HashMap<StreamKey, bool>,
+    /// Warming: the pending texts name route configurations or assignments not received yet,
+    /// and wait for them until this deadline (`initial_fetch_timeout`), as Envoy warms a
+    /// listener or cluster before it serves.
+    hold: Option<Instant>,
+    /// A text arrived since the last batch was taken (a held batch may be complete now).
+    fresh: bool,
 }
 
 fn millis(t: SystemTime) -> i64 {
@@ -230,20 +236,41 @@ impl Files {
             match old.iter().position(|s| s.file == file && s.source == *source) {
                 Some(i) => self.subs.push(old.swap_remove(i)),
                 None => {
-                    // A server resource received before a config named it is applied now.
-                    let pending =
-                        source.server.as_ref().and(self.latest.get(&source.path)).map(|t| (t.clone(), 0));
-                    self.subs.push(Sub {
-                        file,
-                        source: source.clone(),
-                        seen: None,
-                        good: None,
-                        counts: Counts::default(),
-                        pending,
-                        applying: None,
-                    })
+                    let sub = self.new_sub(file, source);
+                    self.subs.push(sub);
                 }
             }
+        }
+    }
+
+    /// Adds the management server subscriptions `xds` names that are not there yet, dropping
+    /// none: the route configurations and assignments a held update waits for.
+    pub fn reconfigure_also(&mut self, xds: &Xds) {
+        let named = xds
+            .rds
+            .iter()
+            .map(|s| (File::Rds(s.path.clone()), s))
+            .chain(xds.eds.iter().map(|s| (File::Eds(s.path.clone()), s)));
+        for (file, source) in named.filter(|(_, s)| s.server.is_some()) {
+            if !self.subs.iter().any(|s| s.file == file && s.source == *source) {
+                let sub = self.new_sub(file, source);
+                self.subs.push(sub);
+            }
+        }
+    }
+
+    fn new_sub(&mut self, file: File, source: &PathSource) -> Sub {
+        // A server resource received before a config named it is applied now.
+        let pending = source.server.as_ref().and(self.latest.get(&source.path)).map(|t| (t.clone(), 0));
+        self.fresh |= pending.is_some();
+        Sub {
+            file,
+            source: source.clone(),
+            seen: None,
+            good: None,
+            counts: Counts::default(),
+            pending,
+            applying: None,
         }
     }
 
@@ -272,7 +299,8 @@ impl Files {
     /// read now. Each is an update attempt; Err carries why a file could not be read.
     pub fn next_update(&mut self) -> Option<Vec<(File, Result<DocText, String>)>> {
         let mut batch = Vec::new();
-        for sub in self.subs.iter_mut() {
+        let ready = self.ready();
+        for sub in self.subs.iter_mut().filter(|_| ready) {
             if let Some((text, response)) = sub.pending.take() {
                 sub.applying = Some(response);
                 sub.counts.attempt += 1;
@@ -280,6 +308,7 @@ impl Files {
             }
         }
         if !batch.is_empty() {
+            self.fresh = false;
             return Some(batch);
         }
         let sub = self.subs.iter_mut().find(|s| {
@@ -435,6 +464,7 @@ impl Files {
                 superseded.push(older);
             }
             waiting += 1;
+            self.fresh = true;
         }
         // An older response's resource replaced before it was applied counts as judged: the
         // newer text is what will serve.
@@ -461,9 +491,36 @@ impl Files {
         any.then(|| !self.connected.is_empty() && self.connected.values().all(|up| *up))
     }
 
-    /// Whether a management server's text waits to be applied.
+    /// Whether a management server's text waits to be applied now.
     pub fn has_pending(&self) -> bool {
-        self.subs.iter().any(|s| s.pending.is_some())
+        self.ready() && self.subs.iter().any(|s| s.pending.is_some())
+    }
+
+    /// When pending texts are due: now, or when a held batch stops waiting.
+    pub fn next_due(&self) -> Option<Instant> {
+        if !self.subs.iter().any(|s| s.pending.is_some()) {
+            return None;
+        }
+        match self.hold {
+            Some(deadline) if !self.fresh => Some(deadline),
+            _ => Some(Instant::now()),
+        }
+    }
+
+    fn ready(&self) -> bool {
+        self.hold.is_none_or(|deadline| self.fresh || Instant::now() >= deadline)
+    }
+
+    /// Holds the texts being applied back (put back with `retry`) until what they wait for
+    /// arrives, for at most `timeout` from the first hold; false once that has passed.
+    pub fn hold(&mut self, timeout: Duration) -> bool {
+        let deadline = *self.hold.get_or_insert_with(|| Instant::now() + timeout);
+        Instant::now() < deadline
+    }
+
+    /// Nothing is held any longer.
+    pub fn release(&mut self) {
+        self.hold = None;
     }
 
     /// The replies to send now.

@@ -62,6 +62,8 @@ struct Config {
 struct State {
     configs: HashMap<String, Config>,
     seen: Vec<Seen>,
+    /// Responses of these types go out this much later (a slow server).
+    delays: HashMap<String, Duration>,
 }
 
 #[derive(Clone)]
@@ -156,6 +158,11 @@ impl XdsServer {
         self.pushes.send_modify(|n| *n += 1);
     }
 
+    /// Answers for `type_url` are sent `delay` after they are due.
+    pub fn delay(&self, type_url: &str, delay: Duration) {
+        self.state.lock().unwrap().delays.insert(type_url.to_string(), delay);
+    }
+
     pub fn seen(&self) -> Vec<Seen> {
         self.state.lock().unwrap().seen.clone()
     }
@@ -243,7 +250,10 @@ impl Service {
         nonce: &mut u64,
         out: &mpsc::UnboundedSender<Result<DiscoveryResponse, Status>>,
     ) {
-        let config = self.state.lock().unwrap().configs.get(node).cloned().unwrap_or_default();
+        let (config, delays) = {
+            let state = self.state.lock().unwrap();
+            (state.configs.get(node).cloned().unwrap_or_default(), state.delays.clone())
+        };
         for type_url in [CDS, EDS, LDS, RDS] {
             let Some(sub) = subs.get_mut(type_url) else { continue };
             if sub.sent_version.as_deref() == Some(config.version.as_str()) && sub.sent_names == sub.names {
@@ -262,13 +272,25 @@ impl Service {
             *nonce += 1;
             sub.sent_version = Some(config.version.clone());
             sub.sent_names = sub.names.clone();
-            let _ = out.send(Ok(DiscoveryResponse {
+            let response = DiscoveryResponse {
                 version_info: config.version.clone(),
                 resources,
                 type_url: type_url.to_string(),
                 nonce: nonce.to_string(),
                 ..DiscoveryResponse::default()
-            }));
+            };
+            match delays.get(type_url).copied() {
+                Some(delay) => {
+                    let out = out.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = out.send(Ok(response));
+                    });
+                }
+                None => {
+                    let _ = out.send(Ok(response));
+                }
+            }
         }
     }
 }
