@@ -472,3 +472,34 @@ fn a_new_listener_and_cluster_warm_before_serving_as_in_envoy() {
         assert_eq!(first_answer(addr, "/"), "200 c", "{name}: the new listener's first answer");
     }
 }
+
+#[test]
+fn a_listener_whose_routes_never_come_serves_after_initial_fetch_timeout_as_in_envoy() {
+    let Some(bin) = binary_or_skip("a_listener_whose_routes_never_come_serves_after_initial_fetch_timeout")
+    else {
+        return;
+    };
+    let b = TestUpstream::echo_named("b");
+    let server = XdsServer::start();
+    // The listener's routes ("missing") are never served; its source waits 0.5 s for them.
+    let resources = |port: u16| {
+        let mut l = listener(port);
+        let rds = &mut l["filter_chains"][0]["filters"][0]["typed_config"]["rds"];
+        rds["route_config_name"] = json!("missing");
+        rds["config_source"]["initial_fetch_timeout"] = json!("0.5s");
+        vec![(CDS, vec![cluster("b")]), (EDS, vec![endpoints("b", &[&b])]), (LDS, vec![l]), (RDS, vec![])]
+    };
+    let skiff_port = free_port();
+    server.push("skiff", "1", resources(skiff_port));
+    let started = std::time::Instant::now();
+    let _skiff = Skiff::start(&bootstrap(server.addr, "skiff", free_port()), &[]);
+    let skiff_addr = SocketAddr::from(([127, 0, 0, 1], skiff_port));
+    assert_eq!(first_answer(skiff_addr, "/"), "404 -");
+    assert!(started.elapsed() >= Duration::from_millis(500), "served after {:?}", started.elapsed());
+    let dir = scratch_dir("xds-grpc-timeout");
+    let envoy = Envoy::start(&bin, &dir, |port, admin| {
+        server.push("envoy", "1", resources(port));
+        bootstrap(server.addr, "envoy", admin)
+    });
+    assert_eq!(outcome(envoy.listener, "/"), "404 -");
+}
