@@ -503,3 +503,60 @@ fn a_listener_whose_routes_never_come_serves_after_initial_fetch_timeout_as_in_e
     });
     assert_eq!(outcome(envoy.listener, "/"), "404 -");
 }
+
+/// Resident memory of process `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: 0 kB");
+    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// The scale figure (not part of the suite: `cargo test --release --test xds_grpc scale -- --ignored
+/// --nocapture`): 1000 EDS clusters of 20 endpoints each pushed at once, then one endpoint
+/// change among them; the time until each proxy ACKs, and its RSS, skiff next to Envoy.
+#[test]
+#[ignore]
+fn scale_1000_clusters_pushed_at_once() {
+    let Some(bin) = binary_or_skip("scale_1000_clusters_pushed_at_once") else { return };
+    let up = TestUpstream::echo_named("u");
+    let hosts: Vec<&TestUpstream> = (0..20).map(|_| &up).collect();
+    let server = XdsServer::start();
+    let n = 1000;
+    let world = |port: u16, version: usize| {
+        let clusters: Vec<Value> = (0..n).map(|i| cluster(&format!("c{i}"))).collect();
+        let mut cla: Vec<Value> = (0..n).map(|i| endpoints(&format!("c{i}"), &hosts)).collect();
+        if version == 2 {
+            cla[7] = endpoints("c7", &hosts[..19]);
+        }
+        vec![(CDS, clusters), (EDS, cla), (LDS, vec![listener(port)]), (RDS, vec![routes(&[("/", "c0")])])]
+    };
+    let (skiff_port, envoy_port) = (free_port(), free_port());
+    let skiff = Skiff::start(&bootstrap(server.addr, "skiff", free_port()), &[]);
+    let dir = scratch_dir("xds-grpc-scale");
+    let envoy = Envoy::start(&bin, &dir, |port, admin| {
+        server.push("envoy", "0", vec![(LDS, vec![listener(port)]), (RDS, vec![routes(&[("/", "none")])])]);
+        bootstrap(server.addr, "envoy", admin)
+    });
+    let base = (rss_kib(skiff.child.id()), rss_kib(envoy.child.id()));
+    for (version, label) in
+        [(1, "1000 clusters x 20 endpoints at once"), (2, "one endpoint removed from one cluster")]
+    {
+        let v = version.to_string();
+        for (node, pid, port) in
+            [("skiff", skiff.child.id(), skiff_port), ("envoy", envoy.child.id(), envoy_port)]
+        {
+            let port = if node == "envoy" { envoy.listener.port() } else { port };
+            let started = std::time::Instant::now();
+            server.push(node, &v, world(port, version));
+            assert!(server.wait_ack(node, EDS, &v, Duration::from_secs(120)), "{node}: no ACK");
+            assert!(server.wait_ack(node, CDS, &v, Duration::from_secs(120)), "{node}: no ACK");
+            let took = started.elapsed();
+            let base = if node == "skiff" { base.0 } else { base.1 };
+            eprintln!(
+                "SCALE {label}: {node}: ACKed in {took:?}, RSS {} MiB (idle {} MiB)",
+                rss_kib(pid) / 1024,
+                base / 1024
+            );
+        }
+    }
+}

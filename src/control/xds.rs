@@ -45,12 +45,29 @@ fn identity(path: &std::path::Path) -> Option<Identity> {
 }
 
 /// A watched file: listeners, clusters, or the route configurations or endpoints at a path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Eq)]
 pub enum File {
     Lds,
     Cds,
     Rds(PathBuf),
     Eds(PathBuf),
+}
+
+/// Paths as the config wrote them, byte for byte: every path here comes from the same config
+/// text each time, and comparing bytes is what keeps a push of thousands of route
+/// configurations and assignments from spending its time parsing path components.
+fn same(a: &std::path::Path, b: &std::path::Path) -> bool {
+    a.as_os_str() == b.as_os_str()
+}
+
+impl PartialEq for File {
+    fn eq(&self, other: &File) -> bool {
+        match (self, other) {
+            (File::Lds, File::Lds) | (File::Cds, File::Cds) => true,
+            (File::Rds(a), File::Rds(b)) | (File::Eds(a), File::Eds(b)) => same(a, b),
+            _ => false,
+        }
+    }
 }
 
 impl File {
@@ -90,13 +107,13 @@ impl File {
                 .listeners
                 .iter()
                 .filter_map(|l| l.hcm.rds.as_ref())
-                .find(|r| r.source.path == *path)
+                .find(|r| same(&r.source.path, path))
                 .and_then(|r| r.applied.as_ref()),
             File::Eds(path) => b
                 .clusters
                 .iter()
                 .filter_map(|c| c.eds.as_ref())
-                .find(|e| e.source.path == *path)
+                .find(|e| same(&e.source.path, path))
                 .and_then(|e| e.applied.as_ref()),
         };
         applied.map(|a| a.version_info.clone()).unwrap_or_default()
@@ -117,7 +134,7 @@ impl File {
                 let pick = |b: &Bootstrap| -> Vec<crate::config::RouteConfig> {
                     b.listeners
                         .iter()
-                        .filter(|l| l.hcm.rds.as_ref().is_some_and(|r| r.source.path == *path))
+                        .filter(|l| l.hcm.rds.as_ref().is_some_and(|r| same(&r.source.path, path)))
                         .map(|l| l.hcm.route_config.clone())
                         .collect()
                 };
@@ -125,8 +142,9 @@ impl File {
             }
             File::Eds(path) => {
                 let pick = |b: &Bootstrap| -> Vec<crate::config::Cluster> {
-                    let named =
-                        |c: &&crate::config::Cluster| c.eds.as_ref().is_some_and(|e| e.source.path == *path);
+                    let named = |c: &&crate::config::Cluster| {
+                        c.eds.as_ref().is_some_and(|e| same(&e.source.path, path))
+                    };
                     b.clusters.iter().filter(named).cloned().collect()
                 };
                 pick(before) != pick(after)
@@ -420,7 +438,7 @@ impl Files {
             Ok(list) => list,
             Err(e) => {
                 let path = server_path(ads, &r.stream.cluster, kind, "");
-                if let Some(sub) = self.subs.iter_mut().find(|s| whole && s.source.path == path) {
+                if let Some(sub) = self.subs.iter_mut().find(|s| whole && same(&s.source.path, &path)) {
                     sub.counts.attempt += 1;
                     sub.counts.failure += 1;
                 }
@@ -454,10 +472,16 @@ impl Files {
         let id = self.next_response;
         let mut waiting = 0;
         let mut superseded = Vec::new();
+        let by_path: HashMap<PathBuf, usize> = self
+            .subs
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.source.server.is_some())
+            .map(|(i, s)| (s.source.path.clone(), i))
+            .collect();
         for (path, text) in docs {
             self.latest.insert(path.clone(), text.clone());
-            let Some(sub) = self.subs.iter_mut().find(|s| s.source.server.is_some() && s.source.path == path)
-            else {
+            let Some(sub) = by_path.get(&path).map(|&i| &mut self.subs[i]) else {
                 continue;
             };
             if let Some((_, older)) = sub.pending.replace((text, id)) {
@@ -565,6 +589,19 @@ impl Files {
     /// an endpoint file `cluster.<name>.*` for each EDS cluster of `b` that names it.
     pub fn stats(&self, b: &Bootstrap) -> Vec<SubscriptionStats> {
         let mut out = Vec::new();
+        // Who reads each route configuration and endpoint path, looked up once per path.
+        let mut hcms: HashMap<&std::ffi::OsStr, Vec<_>> = HashMap::new();
+        for h in b.listeners.iter().map(|l| &l.hcm) {
+            if let Some(r) = &h.rds {
+                hcms.entry(r.source.path.as_os_str()).or_default().push((h, r));
+            }
+        }
+        let mut clusters: HashMap<&std::ffi::OsStr, Vec<&crate::config::Cluster>> = HashMap::new();
+        for cl in &b.clusters {
+            if let Some(e) = &cl.eds {
+                clusters.entry(e.source.path.as_os_str()).or_default().push(cl);
+            }
+        }
         for s in &self.subs {
             let c = &s.counts;
             let stats = |scope: Scope, reloads: bool, empty: bool| SubscriptionStats {
@@ -584,21 +621,16 @@ impl Files {
                 File::Lds => out.push(stats(Scope::Subscription(Doc::Lds.stat_prefix()), false, false)),
                 File::Cds => out.push(stats(Scope::Subscription(Doc::Cds.stat_prefix()), true, false)),
                 File::Rds(path) => {
-                    for h in b.listeners.iter().map(|l| &l.hcm) {
-                        if let Some(r) = h.rds.as_ref().filter(|r| r.source.path == *path) {
-                            let scope = Scope::Rds {
-                                stat_prefix: h.stat_prefix.clone(),
-                                route_config: r.route_config_name.clone(),
-                            };
-                            out.push(stats(scope, true, true));
-                        }
+                    for (h, r) in hcms.get(path.as_os_str()).into_iter().flatten() {
+                        let scope = Scope::Rds {
+                            stat_prefix: h.stat_prefix.clone(),
+                            route_config: r.route_config_name.clone(),
+                        };
+                        out.push(stats(scope, true, true));
                     }
                 }
                 File::Eds(path) => {
-                    let named = |cl: &&crate::config::Cluster| {
-                        cl.eds.as_ref().is_some_and(|e| e.source.path == *path)
-                    };
-                    for cl in b.clusters.iter().filter(named) {
+                    for cl in clusters.get(path.as_os_str()).into_iter().flatten() {
                         let scope = Scope::Cluster(cl.name.clone());
                         out.push(SubscriptionStats { eds: true, ..stats(scope, false, true) });
                     }
