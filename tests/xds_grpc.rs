@@ -560,3 +560,71 @@ fn scale_1000_clusters_pushed_at_once() {
         }
     }
 }
+
+#[test]
+fn rest_polling_follows_a_cluster_change_and_nacks_as_envoy_does() {
+    let Some(bin) = binary_or_skip("rest_polling_follows_a_cluster_change_and_nacks_as_envoy_does") else {
+        return;
+    };
+    let (b, c) = (TestUpstream::echo_named("b"), TestUpstream::echo_named("c"));
+    let server = XdsServer::start();
+    // Clusters by REST polling (every 0.2 s), the rest over the aggregated stream.
+    let rest = |node: &str, admin: u16| {
+        bootstrap(server.addr, node, admin).replace(
+            "  cds_config:\n    resource_api_version: V3\n    ads: {}\n",
+            "  cds_config:\n    resource_api_version: V3\n    api_config_source:\n      api_type: REST\n      transport_api_version: V3\n      cluster_names: [xds_cluster]\n      refresh_delay: 0.2s\n",
+        )
+    };
+    let world = |port: u16, version: u8| {
+        let mut clusters = vec![cluster("b"), cluster("c")];
+        if version == 3 {
+            let mut bad =
+                json!({"@type": CDS, "name": "bad", "type": "LOGICAL_DNS", "connect_timeout": "1s"});
+            bad["load_assignment"] = endpoints("bad", &[&b, &c]);
+            bad["load_assignment"].as_object_mut().map(|m| m.remove("@type"));
+            clusters.push(bad);
+        }
+        let route = if version == 1 { "b" } else { "c" };
+        vec![
+            (CDS, clusters),
+            (EDS, vec![endpoints("b", &[&b]), endpoints("c", &[&c])]),
+            (LDS, vec![listener(port)]),
+            (RDS, vec![routes(&[("/", route)])]),
+        ]
+    };
+    let skiff_port = free_port();
+    server.push("skiff", "1", world(skiff_port, 1));
+    let _skiff = Skiff::start(&rest("skiff", free_port()), &[]);
+    let dir = scratch_dir("xds-rest-envoy");
+    let envoy = Envoy::start(&bin, &dir, |port, admin| {
+        server.push("envoy", "1", world(port, 1));
+        rest("envoy", admin)
+    });
+    let skiff_addr = SocketAddr::from(([127, 0, 0, 1], skiff_port));
+    let proxies = [("skiff", skiff_addr), ("envoy", envoy.listener)];
+    for (name, addr) in proxies {
+        assert!(eventually(LIMIT, || outcome(addr, "/") == "200 b"), "{name}: {}", outcome(addr, "/"));
+    }
+    server.push("skiff", "2", world(skiff_port, 2));
+    server.push("envoy", "2", world(envoy.listener.port(), 2));
+    for (name, addr) in proxies {
+        assert!(eventually(LIMIT, || outcome(addr, "/") == "200 c"), "{name}: {}", outcome(addr, "/"));
+        assert!(server.wait_ack(name, CDS, "2", LIMIT), "{name}: CDS 2 not acked");
+    }
+    server.push("skiff", "3", world(skiff_port, 3));
+    server.push("envoy", "3", world(envoy.listener.port(), 3));
+    // skiff NACKs with the reason in error_detail; Envoy's REST client only keeps asking with
+    // the version it accepted. Both keep serving version 2.
+    let nack = server.wait_nack("skiff", CDS, LIMIT).expect("skiff: a NACK");
+    assert_eq!((nack.service, nack.version_info.as_str()), ("rest", "2"));
+    assert!(nack.error.unwrap_or_default().contains("LOGICAL_DNS"));
+    std::thread::sleep(Duration::from_millis(600));
+    for (name, addr) in proxies {
+        let last =
+            server.seen().into_iter().rfind(|s| s.node_id == name && s.service == "rest").expect("a poll");
+        assert_eq!(last.version_info, "2", "{name}: still on version 2");
+        assert_eq!(outcome(addr, "/"), "200 c", "{name}");
+    }
+    let polls = server.seen().iter().filter(|s| s.node_id == "skiff" && s.service == "rest").count();
+    assert!(polls >= 3, "skiff polled {polls} times");
+}

@@ -339,14 +339,14 @@ fn dynamic_resources(p: FieldPath, d: RawDynamic) -> Res<Xds> {
     Ok(xds)
 }
 
-/// An `ApiConfigSource`: gRPC (state of the world) to a cluster named by `envoy_grpc`.
+/// An `ApiConfigSource`: gRPC (state of the world) to a cluster named by `envoy_grpc`, or REST
+/// polling of one of `cluster_names`.
 fn api_config_source(
     p: FieldPath,
     a: RawApiConfigSource,
     ads: bool,
     initial_fetch_timeout: std::time::Duration,
 ) -> Res<ServerSource> {
-    reject_present!(p, a, [cluster_names, refresh_delay, request_timeout], "these belong to api_type REST");
     // rate_limit_settings and config_validators pace and check Envoy's own requests; skiff sends
     // one request per change and validates every resource.
     let _ = a.set_node_on_first_message_only; // The node goes on every request either way (valid).
@@ -356,17 +356,23 @@ fn api_config_source(
         }
     }
     match a.api_type.as_deref().map(str::to_ascii_uppercase).as_deref() {
-        Some("GRPC") => {}
-        Some(t @ ("DELTA_GRPC" | "AGGREGATED_DELTA_GRPC" | "REST")) => {
+        Some("GRPC" | "AGGREGATED_GRPC") => {}
+        Some("REST") if ads => {
+            return fail(p.key("api_type"), "ads_config needs api_type GRPC (as in Envoy)")
+        }
+        Some("REST") => return rest_source(p, a, initial_fetch_timeout),
+        Some(t @ ("DELTA_GRPC" | "AGGREGATED_DELTA_GRPC")) => {
             return fail(
                 p.key("api_type"),
-                format!("api_type {t} is not supported yet: skiff speaks state-of-the-world gRPC (GRPC)"),
+                format!(
+                    "api_type {t} is not supported yet: skiff speaks state-of-the-world xDS (GRPC, REST)"
+                ),
             )
         }
-        Some("AGGREGATED_GRPC") => {}
         Some(t) => return fail(p.key("api_type"), format!("unknown api_type {t}")),
-        None => return fail(p.key("api_type"), "api_type is required (GRPC)"),
+        None => return fail(p.key("api_type"), "api_type is required (GRPC or REST)"),
     }
+    reject_present!(p, a, [cluster_names, refresh_delay, request_timeout], "these belong to api_type REST");
     let services = a.grpc_services.unwrap_or_default();
     let sp = p.key("grpc_services");
     let Some(first) = services.into_iter().next() else {
@@ -383,7 +389,42 @@ fn api_config_source(
         return fail(sp.key("envoy_grpc").key("cluster_name"), "cluster_name is empty");
     }
     let _ = envoy_grpc.authority; // :authority is the cluster name, as Envoy's default.
-    Ok(ServerSource { cluster: envoy_grpc.cluster_name, ads, resource: String::new(), initial_fetch_timeout })
+    let cluster = envoy_grpc.cluster_name;
+    Ok(ServerSource { cluster, ads, resource: String::new(), initial_fetch_timeout, rest: None })
+}
+
+/// `api_type: REST`: JSON polling of one cluster (`cluster_names`) every `refresh_delay`.
+fn rest_source(
+    p: FieldPath,
+    a: RawApiConfigSource,
+    initial_fetch_timeout: std::time::Duration,
+) -> Res<ServerSource> {
+    if a.grpc_services.is_some() {
+        return fail(
+            p.key("grpc_services"),
+            "grpc_services belong to api_type GRPC; REST names cluster_names",
+        );
+    }
+    let Some(refresh_delay) = a.refresh_delay else {
+        return fail(p, "refresh_delay is required for REST API configuration sources (as in Envoy)");
+    };
+    let names = a.cluster_names.unwrap_or_default();
+    let [cluster] = names.as_slice() else {
+        let n = names.len();
+        return fail(
+            p.key("cluster_names"),
+            format!("REST needs exactly one cluster in cluster_names, got {n}"),
+        );
+    };
+    let request_timeout = a.request_timeout.map_or(std::time::Duration::from_secs(1), |d| d.0);
+    let rest = Some(RestPolling { refresh_delay: refresh_delay.0, request_timeout });
+    Ok(ServerSource {
+        cluster: cluster.clone(),
+        ads: false,
+        resource: String::new(),
+        initial_fetch_timeout,
+        rest,
+    })
 }
 
 /// A `ConfigSource` for resources of `kind` ("lds", "cds", "rds", "eds"): a file, `ads: {}`

@@ -53,19 +53,37 @@ pub struct ServerSource {
     pub resource: String,
     /// `initial_fetch_timeout` (default 15 s; zero: none).
     pub initial_fetch_timeout: std::time::Duration,
+    /// `api_type: REST`: JSON polling over HTTP/1.1 instead of a gRPC stream.
+    pub rest: Option<RestPolling>,
+}
+
+/// A REST source's `refresh_delay` (between polls) and `request_timeout` (per poll, default 1 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestPolling {
+    pub refresh_delay: std::time::Duration,
+    pub request_timeout: std::time::Duration,
 }
 
 impl ServerSource {
     /// The name its resources of `kind` ("lds", "cds", "rds", "eds") travel under.
     pub fn path(&self, kind: &str) -> std::path::PathBuf {
-        server_path(self.ads, &self.cluster, kind, &self.resource)
+        server_path(&self.stream_name(), kind, &self.resource)
+    }
+
+    /// "ads", "grpc:<cluster>" or "rest:<cluster>".
+    pub fn stream_name(&self) -> String {
+        match (self.ads, self.rest.is_some()) {
+            (true, _) => "ads".to_string(),
+            (false, false) => format!("grpc:{}", self.cluster),
+            (false, true) => format!("rest:{}", self.cluster),
+        }
     }
 }
 
-/// The name under which resources of `kind` from a management server travel: "xds:ads/lds",
-/// "xds:grpc:<cluster>/rds/<route config name>", ...; `resource` is empty for LDS and CDS.
-pub fn server_path(ads: bool, cluster: &str, kind: &str, resource: &str) -> std::path::PathBuf {
-    let stream = if ads { "ads".to_string() } else { format!("grpc:{cluster}") };
+/// The name under which resources of `kind` from a management server's `stream` (see
+/// `ServerSource::stream_name`) travel: "xds:ads/lds", "xds:grpc:<cluster>/rds/<route config
+/// name>", ...; `resource` is empty for LDS and CDS.
+pub fn server_path(stream: &str, kind: &str, resource: &str) -> std::path::PathBuf {
     match resource {
         "" => format!("xds:{stream}/{kind}").into(),
         name => format!("xds:{stream}/{kind}/{name}").into(),

@@ -226,6 +226,14 @@ pub struct Files {
     hold: Option<Instant>,
     /// A text arrived since the last batch was taken (a held batch may be complete now).
     fresh: bool,
+    /// When the first management server text arrived: listeners and routes wait for the
+    /// server's clusters from then on, for at most the clusters' `initial_fetch_timeout`.
+    first_text: Option<Instant>,
+}
+
+/// Listeners and routes: what waits for a management server's clusters.
+fn after_clusters(s: &Sub) -> bool {
+    matches!(s.file, File::Lds | File::Rds(_))
 }
 
 fn millis(t: SystemTime) -> i64 {
@@ -318,7 +326,9 @@ impl Files {
     pub fn next_update(&mut self) -> Option<Vec<(File, Result<DocText, String>)>> {
         let mut batch = Vec::new();
         let ready = self.ready();
-        for sub in self.subs.iter_mut().filter(|_| ready) {
+        let clusters_first = self.clusters_first();
+        let due = |s: &Sub| ready && !(clusters_first && after_clusters(s));
+        for sub in self.subs.iter_mut().filter(|s| due(s)) {
             if let Some((text, response)) = sub.pending.take() {
                 sub.applying = Some(response);
                 sub.counts.attempt += 1;
@@ -432,12 +442,12 @@ impl Files {
                 return;
             }
         };
-        let ads = r.stream.type_url.is_none();
+        let stream = r.stream.name();
         let whole = matches!(kind, "lds" | "cds");
         let resources = match r.resources {
             Ok(list) => list,
             Err(e) => {
-                let path = server_path(ads, &r.stream.cluster, kind, "");
+                let path = server_path(&stream, kind, "");
                 if let Some(sub) = self.subs.iter_mut().find(|s| whole && same(&s.source.path, &path)) {
                     sub.counts.attempt += 1;
                     sub.counts.failure += 1;
@@ -449,20 +459,21 @@ impl Files {
             }
         };
         let received = SystemTime::now();
+        self.first_text.get_or_insert_with(Instant::now);
         let doc = |path: &PathBuf, resources: Vec<serde_json::Value>| {
             let body = serde_json::json!({"version_info": r.version_info, "resources": resources});
             let text = serde_json::to_string_pretty(&body).unwrap_or_default();
             DocText { origin: path.display().to_string(), text, received }
         };
         let docs: Vec<(PathBuf, DocText)> = if whole {
-            let path = server_path(ads, &r.stream.cluster, kind, "");
+            let path = server_path(&stream, kind, "");
             let d = doc(&path, resources.into_iter().map(|(_, v)| v).collect());
             vec![(path, d)]
         } else {
             resources
                 .into_iter()
                 .map(|(name, v)| {
-                    let path = server_path(ads, &r.stream.cluster, kind, &name);
+                    let path = server_path(&stream, kind, &name);
                     let d = doc(&path, vec![v]);
                     (path, d)
                 })
@@ -517,18 +528,43 @@ impl Files {
 
     /// Whether a management server's text waits to be applied now.
     pub fn has_pending(&self) -> bool {
-        self.ready() && self.subs.iter().any(|s| s.pending.is_some())
+        let clusters_first = self.clusters_first();
+        self.ready()
+            && self.subs.iter().any(|s| s.pending.is_some() && !(clusters_first && after_clusters(s)))
     }
 
-    /// When pending texts are due: now, or when a held batch stops waiting.
+    /// When pending texts are due: now, when a held batch stops waiting, or when listeners
+    /// stop waiting for the server's clusters.
     pub fn next_due(&self) -> Option<Instant> {
-        if !self.subs.iter().any(|s| s.pending.is_some()) {
-            return None;
+        let clusters_first = self.clusters_first();
+        let pending = |s: &&Sub| s.pending.is_some();
+        if !self.subs.iter().filter(pending).any(|s| !(clusters_first && after_clusters(s))) {
+            if !self.subs.iter().any(|s| s.pending.is_some()) {
+                return None;
+            }
+            // Only listeners or routes wait, for the clusters: look again when those may time out.
+            let first = self.first_text?;
+            let timeouts = self.subs.iter().filter(|s| matches!(s.file, File::Cds));
+            return timeouts
+                .filter_map(|s| s.source.server.as_ref())
+                .map(|s| first + s.initial_fetch_timeout)
+                .max();
         }
         match self.hold {
             Some(deadline) if !self.fresh => Some(deadline),
             _ => Some(Instant::now()),
         }
+    }
+
+    /// As Envoy's order: the listeners and their routes from a management server wait until
+    /// the server's clusters have arrived once (or their `initial_fetch_timeout` passed), so
+    /// that their routes find the clusters they name.
+    fn clusters_first(&self) -> bool {
+        let Some(first) = self.first_text else { return false };
+        let waiting = |s: &&Sub| matches!(s.file, File::Cds) && s.good.is_none();
+        self.subs.iter().filter(waiting).filter_map(|s| s.source.server.as_ref()).any(|server| {
+            server.initial_fetch_timeout.is_zero() || Instant::now() < first + server.initial_fetch_timeout
+        })
     }
 
     fn ready(&self) -> bool {
@@ -564,8 +600,14 @@ impl Files {
                 File::Rds(_) => client::RDS,
                 File::Eds(_) => client::EDS,
             };
-            let stream =
-                StreamKey { cluster: server.cluster.clone(), type_url: (!server.ads).then_some(type_url) };
+            let rest = server
+                .rest
+                .map(|r| client::Rest { refresh_delay: r.refresh_delay, request_timeout: r.request_timeout });
+            let stream = StreamKey {
+                cluster: server.cluster.clone(),
+                type_url: (!server.ads).then_some(type_url),
+                rest,
+            };
             let i = match out.iter().position(|o| o.stream == stream && o.type_url == type_url) {
                 Some(i) => i,
                 None => {

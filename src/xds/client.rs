@@ -32,14 +32,42 @@ fn rank(type_url: &str) -> u8 {
     }
 }
 
-/// One gRPC stream: to `cluster`, aggregated (`type_url` None) or for one type.
+/// One gRPC stream: to `cluster`, aggregated (`type_url` None) or for one type; or with `rest`,
+/// one type polled over HTTP/1.1.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StreamKey {
     pub cluster: String,
     pub type_url: Option<&'static str>,
+    pub rest: Option<Rest>,
+}
+
+/// REST polling: the pause between polls and each poll's time limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Rest {
+    pub refresh_delay: Duration,
+    pub request_timeout: Duration,
 }
 
 impl StreamKey {
+    /// The name its resources travel under (`config::ServerSource::stream_name`).
+    pub fn name(&self) -> String {
+        match (self.type_url, self.rest) {
+            (None, _) => "ads".to_string(),
+            (Some(_), None) => format!("grpc:{}", self.cluster),
+            (Some(_), Some(_)) => format!("rest:{}", self.cluster),
+        }
+    }
+
+    /// The REST path of this stream's type.
+    fn rest_path(&self) -> &'static str {
+        match self.type_url {
+            Some(LDS) => "/v3/discovery:listeners",
+            Some(CDS) => "/v3/discovery:clusters",
+            Some(RDS) => "/v3/discovery:routes",
+            _ => "/v3/discovery:endpoints",
+        }
+    }
+
     /// The gRPC method of this stream.
     fn method(&self) -> &'static str {
         match self.type_url {
@@ -193,7 +221,10 @@ async fn dispatch(
                         let (tx, rx) = unbounded_channel();
                         let target = targets.get(&key.cluster).cloned();
                         let stream = Stream { key: key.clone(), node: node.clone(), events: events.clone() };
-                        tokio::spawn(stream.run(target, rx));
+                        match key.rest {
+                            Some(rest) => tokio::spawn(stream.poll(rest, target, rx)),
+                            None => tokio::spawn(stream.run(target, rx)),
+                        };
                         tx
                     });
                     let _ = tx.send(Command::Subscribe(subs));
@@ -375,6 +406,104 @@ impl Stream {
                     }
                 },
             }
+        }
+    }
+
+    /// REST: one `POST` of the request as JSON every `refresh_delay` (an ACK or NACK goes with
+    /// the next one, as Envoy's); 304 means nothing new. No poll while a response is being
+    /// applied, so that it is not fetched twice.
+    async fn poll(self, rest: Rest, target: Option<(String, u16)>, mut commands: UnboundedReceiver<Command>) {
+        let Some((host, port)) = target else {
+            log::error!("xds: cluster \"{}\" has no endpoint to poll", self.key.cluster);
+            return;
+        };
+        let mut types: BTreeMap<&'static str, TypeState> = BTreeMap::new();
+        let mut error: Option<String> = None;
+        let mut applying = false;
+        let mut up: Option<bool> = None;
+        loop {
+            if !applying {
+                for (type_url, state) in types.iter_mut().filter(|(_, s)| s.active) {
+                    let request = self.request(type_url, state, error.take());
+                    let fetched =
+                        tokio::time::timeout(rest.request_timeout, self.fetch(&host, port, request)).await;
+                    let fetched =
+                        fetched.unwrap_or_else(|_| Err("no answer within request_timeout".to_string()));
+                    if up != Some(fetched.is_ok()) {
+                        up = Some(fetched.is_ok());
+                        let _ =
+                            self.events.unbounded_send(Event::Connected(self.key.clone(), fetched.is_ok()));
+                    }
+                    match fetched {
+                        Ok(Some(r)) => {
+                            state.nonce = r.nonce.clone();
+                            applying = true;
+                            let _ = self.events.unbounded_send(Event::Response(self.response(r)));
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            log::warn!("xds: polling cluster \"{}\" at {host}:{port}: {e}", self.key.cluster)
+                        }
+                    }
+                }
+            }
+            let wait = tokio::time::sleep(rest.refresh_delay);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    _ = &mut wait, if !applying => break,
+                    c = commands.recv() => match c {
+                        None => return,
+                        Some(Command::Subscribe(subs)) => set_names(&mut types, subs),
+                        Some(Command::Reply(reply)) => {
+                            if let Some(state) = types.get_mut(reply.type_url.as_str()) {
+                                if reply.error.is_none() {
+                                    state.accepted = reply.version_info;
+                                }
+                                state.nonce = reply.nonce;
+                            }
+                            error = reply.error;
+                            applying = false;
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    /// One REST poll: the response, or None for 304 Not Modified.
+    async fn fetch(
+        &self,
+        host: &str,
+        port: u16,
+        request: DiscoveryRequest,
+    ) -> Result<Option<DiscoveryResponse>, String> {
+        use http_body_util::BodyExt;
+        const REQUEST: &str = "envoy.service.discovery.v3.DiscoveryRequest";
+        const RESPONSE: &str = "envoy.service.discovery.v3.DiscoveryResponse";
+        let body = json::message_json(REQUEST, &request.encode_to_vec())?.to_string();
+        let tcp = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
+        let io = hyper_util::rt::TokioIo::new(tcp);
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let post = tonic::codegen::http::Request::post(self.key.rest_path())
+            .header("host", host)
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let answer = sender.send_request(post).await.map_err(|e| e.to_string())?;
+        let status = answer.status().as_u16();
+        let bytes = answer.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        match status {
+            304 => Ok(None),
+            200 => {
+                let fields: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(|e| format!("the answer: {e}"))?;
+                let message = json::message_bytes(RESPONSE, fields)?;
+                DiscoveryResponse::decode(message.as_slice()).map(Some).map_err(|e| e.to_string())
+            }
+            other => Err(format!("status {other}")),
         }
     }
 

@@ -31,15 +31,28 @@ fn descriptor(type_url: &str) -> Result<prost_reflect::MessageDescriptor, String
     pool()?.get_message_by_name(name).ok_or_else(|| format!("unknown resource type \"{type_url}\""))
 }
 
-/// The resource `value` of `type_url` as JSON, `"@type"` first.
-pub fn to_json(type_url: &str, value: &[u8]) -> Result<Value, String> {
+/// The message `value` of `type_url` (or a bare message name) as JSON, without `"@type"`.
+pub fn message_json(type_url: &str, value: &[u8]) -> Result<Value, String> {
     let message = DynamicMessage::decode(descriptor(type_url)?, value)
         .map_err(|e| format!("a {type_url} that does not decode: {e}"))?;
     // 64-bit integers as numbers: the config module reads them as numbers, as YAML writes them.
     let options = SerializeOptions::new().use_proto_field_name(true).stringify_64_bit_integers(false);
-    let fields = message
+    message
         .serialize_with_options(serde_json::value::Serializer, &options)
-        .map_err(|e| format!("a {type_url} that has no JSON form: {e}"))?;
+        .map_err(|e| format!("a {type_url} that has no JSON form: {e}"))
+}
+
+/// The message of `type_url` (or a bare message name) written as JSON `fields` (proto field
+/// names or JSON names), as protobuf bytes.
+pub fn message_bytes(type_url: &str, fields: Value) -> Result<Vec<u8>, String> {
+    let message =
+        DynamicMessage::deserialize(descriptor(type_url)?, fields).map_err(|e| format!("{type_url}: {e}"))?;
+    Ok(message.encode_to_vec())
+}
+
+/// The resource `value` of `type_url` as JSON, `"@type"` first.
+pub fn to_json(type_url: &str, value: &[u8]) -> Result<Value, String> {
+    let fields = message_json(type_url, value)?;
     let mut out = serde_json::Map::new();
     out.insert("@type".to_string(), Value::String(type_url.to_string()));
     if let Value::Object(fields) = fields {
@@ -55,7 +68,6 @@ pub fn from_json(resource: &Value) -> Result<(String, Vec<u8>), String> {
     let Some(Value::String(type_url)) = fields.remove("@type") else {
         return Err("a resource needs \"@type\"".to_string());
     };
-    let message = DynamicMessage::deserialize(descriptor(&type_url)?, Value::Object(fields))
-        .map_err(|e| format!("{type_url}: {e}"))?;
-    Ok((type_url, message.encode_to_vec()))
+    let bytes = message_bytes(&type_url, Value::Object(fields))?;
+    Ok((type_url, bytes))
 }

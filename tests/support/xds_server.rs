@@ -103,13 +103,16 @@ impl XdsServer {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
                 let mut stopped = service.stop.subscribe();
+                let rest = service.clone();
                 let ads = AggregatedDiscoveryServiceServer::new(service.clone());
                 let cds = ClusterDiscoveryServiceServer::new(service);
                 // Two gRPC services on one connection, told apart by the method's path.
                 let grpc = tower_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (mut ads, mut cds) = (ads.clone(), cds.clone());
+                    let (mut ads, mut cds, rest) = (ads.clone(), cds.clone(), rest.clone());
                     async move {
-                        if req.uri().path().starts_with("/envoy.service.cluster.v3.") {
+                        if req.uri().path().starts_with("/v3/discovery:") {
+                            Ok(rest.rest(req).await)
+                        } else if req.uri().path().starts_with("/envoy.service.cluster.v3.") {
                             cds.call(req).await
                         } else {
                             ads.call(req).await
@@ -126,10 +129,8 @@ impl XdsServer {
                         let http = hyper_util::server::conn::auto::Builder::new(
                             hyper_util::rt::TokioExecutor::new(),
                         );
-                        let _ = http
-                            .http2_only()
-                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                            .await;
+                        // gRPC is HTTP/2; a REST poll may come over HTTP/1.1 (skiff) or HTTP/2.
+                        let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
                     });
                 }
             });
@@ -211,6 +212,27 @@ fn any(resource: &Value) -> Any {
     let (type_url, value) =
         skiff::xds::json::from_json(resource).unwrap_or_else(|e| panic!("resource {resource}: {e}"));
     Any { type_url, value }
+}
+
+/// What the test reads of request `r` on `service` from `node`.
+fn seen(service: &'static str, node: &str, r: &DiscoveryRequest) -> Seen {
+    Seen {
+        service,
+        node_id: node.to_string(),
+        node_cluster: r.node.as_ref().map(|n| n.cluster.clone()).unwrap_or_default(),
+        user_agent_name: r.node.as_ref().map(|n| n.user_agent_name.clone()).unwrap_or_default(),
+        type_url: r.type_url.clone(),
+        version_info: r.version_info.clone(),
+        nonce: r.response_nonce.clone(),
+        names: r.resource_names.clone(),
+        error: r.error_detail.as_ref().map(|e| e.message.clone()),
+        zone: r.node.as_ref().and_then(|n| n.locality.as_ref()).map(|l| l.zone.clone()).unwrap_or_default(),
+        metadata: r
+            .node
+            .as_ref()
+            .and_then(|n| n.metadata.as_ref())
+            .map(|m| Value::Object(m.fields.iter().map(|(k, v)| (k.clone(), struct_value(v))).collect())),
+    }
 }
 
 /// A protobuf `Value` as JSON (strings, numbers, bools, nesting), for checking node metadata.
@@ -296,6 +318,43 @@ impl Service {
 }
 
 impl Service {
+    /// REST: one poll (a JSON `DiscoveryRequest`), answered with the node's resources of that
+    /// type as JSON, or 304 when the client has the current version.
+    async fn rest(&self, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<tonic::body::Body> {
+        use http_body_util::BodyExt;
+        use prost::Message;
+        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let fields: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let bytes = skiff::xds::json::message_bytes("envoy.service.discovery.v3.DiscoveryRequest", fields)
+            .expect("a DiscoveryRequest");
+        let r = DiscoveryRequest::decode(bytes.as_slice()).expect("a DiscoveryRequest");
+        let node = r.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
+        let config = {
+            let mut state = self.state.lock().unwrap();
+            state.seen.push(seen("rest", &node, &r));
+            state.configs.get(&node).cloned().unwrap_or_default()
+        };
+        let respond = |status: u16, body: String| {
+            hyper::Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(tonic::body::Body::new(http_body_util::Full::new(bytes::Bytes::from(body))))
+                .expect("response")
+        };
+        if r.version_info == config.version {
+            return respond(304, String::new());
+        }
+        let wildcard = r.type_url == LDS || r.type_url == CDS;
+        let all = config.resources.get(&r.type_url).cloned().unwrap_or_default();
+        let resources: Vec<Value> = all
+            .into_iter()
+            .filter(|v| wildcard || r.resource_names.contains(&resource_name(&r.type_url, v)))
+            .collect();
+        let nonce = format!("rest-{}", config.version);
+        let body = serde_json::json!({"version_info": config.version, "resources": resources, "type_url": r.type_url, "nonce": nonce});
+        respond(200, body.to_string())
+    }
+
     /// One stream (ADS, or one type's service): records each request, answers what changed.
     fn serve(&self, service: &'static str, mut inbound: Streaming<DiscoveryRequest>) -> ResponseStream {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -313,21 +372,7 @@ impl Service {
                         if let Some(n) = &r.node {
                             node = n.id.clone();
                         }
-                        let seen = Seen {
-                            service,
-                            node_id: node.clone(),
-                            node_cluster: r.node.as_ref().map(|n| n.cluster.clone()).unwrap_or_default(),
-                            user_agent_name: r.node.as_ref().map(|n| n.user_agent_name.clone()).unwrap_or_default(),
-                            type_url: r.type_url.clone(),
-                            version_info: r.version_info.clone(),
-                            nonce: r.response_nonce.clone(),
-                            names: r.resource_names.clone(),
-                            error: r.error_detail.as_ref().map(|e| e.message.clone()),
-                            zone: r.node.as_ref().and_then(|n| n.locality.as_ref()).map(|l| l.zone.clone()).unwrap_or_default(),
-                            metadata: r.node.as_ref().and_then(|n| n.metadata.as_ref()).map(|m| {
-                                Value::Object(m.fields.iter().map(|(k, v)| (k.clone(), struct_value(v))).collect())
-                            }),
-                        };
+                        let seen = seen(service, &node, &r);
                         this.state.lock().unwrap().seen.push(seen);
                         let mut names = r.resource_names.clone();
                         names.sort();
