@@ -382,6 +382,13 @@ fn api_config_source(
     if first.google_grpc.is_some() {
         return fail(sp.key("google_grpc"), "google_grpc is not supported: name the cluster with envoy_grpc");
     }
+    if first.initial_metadata.is_some() {
+        // Headers a server may need (a token): refused rather than silently not sent.
+        return fail(
+            sp.key("initial_metadata"),
+            "initial_metadata is not supported: skiff sends no extra headers",
+        );
+    }
     let Some(envoy_grpc) = first.envoy_grpc else {
         return fail(sp, "a grpc service needs envoy_grpc: {cluster_name: ...}");
     };
