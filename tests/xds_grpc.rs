@@ -489,10 +489,10 @@ fn a_listener_whose_routes_never_come_serves_after_initial_fetch_timeout_as_in_e
         rds["config_source"]["initial_fetch_timeout"] = json!("0.5s");
         vec![(CDS, vec![cluster("b")]), (EDS, vec![endpoints("b", &[&b])]), (LDS, vec![l]), (RDS, vec![])]
     };
-    let skiff_port = free_port();
+    let (skiff_port, skiff_admin) = (free_port(), free_port());
     server.push("skiff", "1", resources(skiff_port));
     let started = std::time::Instant::now();
-    let _skiff = Skiff::start(&bootstrap(server.addr, "skiff", free_port()), &[]);
+    let _skiff = Skiff::start(&bootstrap(server.addr, "skiff", skiff_admin), &[]);
     let skiff_addr = SocketAddr::from(([127, 0, 0, 1], skiff_port));
     assert_eq!(first_answer(skiff_addr, "/"), "404 -");
     assert!(started.elapsed() >= Duration::from_millis(500), "served after {:?}", started.elapsed());
@@ -502,6 +502,11 @@ fn a_listener_whose_routes_never_come_serves_after_initial_fetch_timeout_as_in_e
         bootstrap(server.addr, "envoy", admin)
     });
     assert_eq!(outcome(envoy.listener, "/"), "404 -");
+    // Both count the route configuration's initial fetch timeout.
+    let name = "http.ingress_http.rds.missing.init_fetch_timeout";
+    let skiff_stats = stats(SocketAddr::from(([127, 0, 0, 1], skiff_admin)));
+    assert_eq!(skiff_stats.get(name), Some(&1));
+    assert_eq!(skiff_stats.get(name), stats(envoy.admin).get(name));
 }
 
 /// Resident memory of process `pid` in KiB.

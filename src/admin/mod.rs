@@ -78,6 +78,8 @@ pub struct SubscriptionStats {
     /// EDS: the cluster's `update_no_rebuild` and `assignment_*` counters, always 0 (a file's
     /// assignment is applied whole, never cached or timed out).
     pub eds: bool,
+    /// A management server's resource that did not come within `initial_fetch_timeout`.
+    pub init_fetch_timeout: u64,
 }
 
 /// The control thread's part of `cluster.<name>.*`.
@@ -166,7 +168,7 @@ impl AdminState {
                     own.push(scope.clone(), name, Value::Counter(0));
                 }
             }
-            own.push(scope.clone(), "init_fetch_timeout", Value::Counter(0));
+            own.push(scope.clone(), "init_fetch_timeout", Value::Counter(s.init_fetch_timeout));
             own.push(scope.clone(), "update_attempt", Value::Counter(s.update_attempt));
             own.push(scope.clone(), "update_failure", Value::Counter(s.update_failure));
             own.push(scope.clone(), "update_rejected", Value::Counter(s.update_rejected));

@@ -491,7 +491,7 @@ pub struct RawNode {
     pub metadata: Option<serde_json::Value>,
 }
 
-/// `dynamic_resources`: only file-based sources are supported (`convert` rejects the others).
+/// `dynamic_resources`: files or a management server (`convert` judges the sources).
 #[derive(Debug, DeriveDeserialize)]
 #[serde(deny_unknown_fields, expecting = "a mapping")]
 pub struct RawDynamic {

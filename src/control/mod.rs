@@ -653,6 +653,7 @@ impl Control {
                 return;
             }
             log::warn!("xds: initial fetch timeout: applying without the route configurations or endpoints not received");
+            self.files.fetch_timed_out();
         }
         self.files.release();
         self.warm(Pending::File { files }, loaded, warmed);

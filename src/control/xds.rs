@@ -180,6 +180,7 @@ struct Counts {
     version_text: String,
     reloads: u64,
     reload_time: i64,
+    init_fetch_timeout: u64,
 }
 
 /// One subscription: a resource file and what became of its updates.
@@ -578,6 +579,16 @@ impl Files {
         Instant::now() < deadline
     }
 
+    /// A held update stopped waiting: each server route configuration or assignment never
+    /// received counts `init_fetch_timeout`, as Envoy's subscription does.
+    pub fn fetch_timed_out(&mut self) {
+        for s in self.subs.iter_mut().filter(|s| s.source.server.is_some() && s.good.is_none()) {
+            if matches!(s.file, File::Rds(_) | File::Eds(_)) && s.pending.is_none() {
+                s.counts.init_fetch_timeout += 1;
+            }
+        }
+    }
+
     /// Nothing is held any longer.
     pub fn release(&mut self) {
         self.hold = None;
@@ -658,6 +669,7 @@ impl Files {
                 config_reload: reloads.then_some((c.reloads, c.reload_time)),
                 update_empty: empty.then_some(0),
                 eds: false,
+                init_fetch_timeout: c.init_fetch_timeout,
             };
             match &s.file {
                 File::Lds => out.push(stats(Scope::Subscription(Doc::Lds.stat_prefix()), false, false)),
