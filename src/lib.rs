@@ -25,3 +25,4 @@ pub mod stats;
 pub mod string_match;
 pub mod telemetry;
 pub mod trace;
+pub mod xds;

@@ -70,6 +70,11 @@ impl Telemetry {
         }
     }
 
+    /// Who this proxy is (the command line's `--service-node` / `--service-cluster`).
+    pub fn node(&self) -> &NodeInfo {
+        &self.node
+    }
+
     pub fn writer(&self) -> &Writer {
         &self.writer
     }

@@ -594,11 +594,11 @@ fn unknown_transport_sockets_and_xds_are_refused_by_name() {
         err(&text),
         "skiff.yaml:26:23: static_resources.clusters[0].transport_socket: transport socket \"envoy.transport_sockets.alts\" is not supported (envoy.transport_sockets.tls or raw_buffer)"
     );
-    // Files are the only xDS source: a management server (gRPC/REST) is refused where it is named.
+    // `ads: {}` needs the aggregated stream it names.
     let text = format!("dynamic_resources: {{ cds_config: {{ ads: {{}} }} }}\n{BASE}");
     assert_eq!(
         err(&text),
-        "skiff.yaml:1:41: dynamic_resources.cds_config.ads: ads is not supported: skiff reads xDS resources from files only (path_config_source)"
+        "skiff.yaml:1:41: dynamic_resources.cds_config.ads: ads: {} needs dynamic_resources.ads_config"
     );
 }
 

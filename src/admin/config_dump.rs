@@ -226,8 +226,14 @@ pub fn render_bootstrap(b: &Bootstrap) -> Value {
     json!({ "configs": configs })
 }
 
-/// A file `ConfigSource`, v3 spelling.
+/// A `ConfigSource`, v3 spelling: a file, `ads: {}` or a gRPC `api_config_source`.
 fn path_source(s: &PathSource) -> Value {
+    if let Some(server) = &s.server {
+        return match server.ads {
+            true => json!({ "ads": {}, "resource_api_version": "V3" }),
+            false => json!({ "api_config_source": api_source(server), "resource_api_version": "V3" }),
+        };
+    }
     let mut p = Map::new();
     p.insert("path".into(), s.path.display().to_string().into());
     if let Some(d) = &s.watched_directory {
@@ -236,10 +242,22 @@ fn path_source(s: &PathSource) -> Value {
     json!({ "path_config_source": p, "resource_api_version": "V3" })
 }
 
+/// A gRPC `ApiConfigSource`.
+fn api_source(s: &crate::config::ServerSource) -> Value {
+    json!({
+        "api_type": "GRPC",
+        "transport_api_version": "V3",
+        "grpc_services": [{ "envoy_grpc": { "cluster_name": s.cluster } }],
+    })
+}
+
 /// The bootstrap's `dynamic_resources`, as written (v3 spelling).
 fn dynamic_resources(xds: &Xds) -> Value {
     let source = path_source;
     let mut m = Map::new();
+    if let Some(a) = &xds.ads {
+        m.insert("ads_config".into(), api_source(a));
+    }
     if let Some(s) = &xds.lds {
         m.insert("lds_config".into(), source(s));
     }

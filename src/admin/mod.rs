@@ -51,6 +51,8 @@ pub struct AdminState {
     membership: Mutex<Vec<ClusterMembership>>,
     /// The `dynamic_resources` files' update stats, published by the control thread.
     subscriptions: Mutex<Vec<SubscriptionStats>>,
+    /// With a management server: whether its streams are connected (`control_plane.*`).
+    control_plane: Mutex<Option<bool>>,
 }
 
 /// Envoy's subscription stats for one resource file (`listener_manager.lds.*`,
@@ -77,6 +79,8 @@ pub struct SubscriptionStats {
     /// EDS: the cluster's `update_no_rebuild` and `assignment_*` counters, always 0 (a file's
     /// assignment is applied whole, never cached or timed out).
     pub eds: bool,
+    /// A management server's resource that did not come within `initial_fetch_timeout`.
+    pub init_fetch_timeout: u64,
 }
 
 /// The control thread's part of `cluster.<name>.*`.
@@ -112,6 +116,7 @@ impl AdminState {
             shards: Mutex::new(Shards::default()),
             membership: Mutex::new(Vec::new()),
             subscriptions: Mutex::new(Vec::new()),
+            control_plane: Mutex::new(None),
         })
     }
 
@@ -130,6 +135,11 @@ impl AdminState {
 
     pub fn publish_subscriptions(&self, stats: Vec<SubscriptionStats>) {
         *lock(&self.subscriptions) = stats;
+    }
+
+    /// Whether the management server streams are connected (None: no management server).
+    pub fn publish_control_plane(&self, connected: Option<bool>) {
+        *lock(&self.control_plane) = connected;
     }
 
     /// Every stat: each shard's dump (asked now, so counters are exact), the control thread's
@@ -159,7 +169,7 @@ impl AdminState {
                     own.push(scope.clone(), name, Value::Counter(0));
                 }
             }
-            own.push(scope.clone(), "init_fetch_timeout", Value::Counter(0));
+            own.push(scope.clone(), "init_fetch_timeout", Value::Counter(s.init_fetch_timeout));
             own.push(scope.clone(), "update_attempt", Value::Counter(s.update_attempt));
             own.push(scope.clone(), "update_failure", Value::Counter(s.update_failure));
             own.push(scope.clone(), "update_rejected", Value::Counter(s.update_rejected));
@@ -179,6 +189,13 @@ impl AdminState {
             }
         }
         secrets::push(&mut own, &self.snapshot());
+        if let Some(connected) = *lock(&self.control_plane) {
+            // As Envoy's gRPC mux: skiff never queues or rate-limits its discovery requests.
+            let scope = Scope::Subscription("control_plane");
+            own.push(scope.clone(), "connected_state", Value::Gauge(i64::from(connected)));
+            own.push(scope.clone(), "pending_requests", Value::Gauge(0));
+            own.push(scope, "rate_limit_enforced", Value::Counter(0));
+        }
         // The breakers are counted once for the process, not per shard; membership and health
         // checks are read from the snapshot's hosts and boards, current to the last verdict.
         for c in &self.snapshot().clusters {

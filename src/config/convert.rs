@@ -86,6 +86,8 @@ struct Cx {
     rds_done: Vec<(usize, String, RouteConfig)>,
     /// Every `rds` source the connection managers name, each once.
     rds_sources: Vec<PathSource>,
+    /// `dynamic_resources.ads_config`, for the `ads: {}` sources of `rds` and `eds_config`.
+    ads: Option<ServerSource>,
 }
 
 /// A route configuration or endpoint file: its resources are taken as they are converted.
@@ -145,7 +147,10 @@ pub fn convert(raw: RawBootstrap, files: RawDynamicFiles) -> Res<Converted> {
     if let Some(node) = raw.node {
         xds.node_id = node.id.unwrap_or_default();
         xds.node_cluster = node.cluster.unwrap_or_default();
+        xds.node_locality = node.locality;
+        xds.node_metadata = node.metadata;
     }
+    cx.ads = xds.ads.clone();
     warn_present!(cx, root, raw, "bootstrap", [stats_sinks, overload_manager]);
 
     let admin = match raw.admin {
@@ -197,6 +202,21 @@ pub fn convert(raw: RawBootstrap, files: RawDynamicFiles) -> Res<Converted> {
             xds.dynamic_clusters.push(c.name.clone());
         }
         clusters.push(cluster(&mut cx, p, c)?);
+    }
+
+    // As Envoy: the management server's cluster is a static one (a dynamic one would need the
+    // server to be reached first).
+    let statics = &clusters[..static_count.min(clusters.len())];
+    let server_sources =
+        [(&xds.ads, "ads_config"), (&xds.cds.as_ref().and_then(|s| s.server.clone()), "cds_config")];
+    for (source, key) in server_sources {
+        if let Some(s) = source.as_ref().filter(|s| !statics.iter().any(|c| c.name == s.cluster)) {
+            let p = root.key("dynamic_resources").key(key);
+            return fail(
+                p,
+                format!("the management server's cluster \"{}\" must be a static cluster", s.cluster),
+            );
+        }
     }
 
     // After the clusters (the collector cluster must exist), before the listeners (their HCMs
@@ -299,38 +319,159 @@ fn resource_type(p: &FieldPath, type_url: Option<&str>, doc: Doc) -> Res<()> {
     }
 }
 
-/// `dynamic_resources`: the files to read listeners and clusters from. Only `path_config_source`
-/// (or v2 `path`): skiff speaks no gRPC or REST xDS.
+/// `dynamic_resources`: where listeners and clusters come from: files, or a management server
+/// over gRPC (state of the world; `ads_config` for `ads: {}` sources).
 fn dynamic_resources(p: FieldPath, d: RawDynamic) -> Res<Xds> {
-    const NO_SERVER: &str = "skiff reads xDS resources from files only (path_config_source)";
-    reject_present!(p, d, [ads_config, lds_resources_locator, cds_resources_locator], NO_SERVER);
+    const NO_LOCATOR: &str = "xDS-TP resource locators are not supported: give lds_config / cds_config";
+    reject_present!(p, d, [lds_resources_locator, cds_resources_locator], NO_LOCATOR);
     let mut xds = Xds::default();
+    if let Some(a) = d.ads_config {
+        let timeout = std::time::Duration::ZERO;
+        xds.ads = Some(api_config_source(p.key("ads_config"), a, true, timeout)?);
+    }
     // Clusters first, as Envoy checks them.
     if let Some(c) = d.cds_config {
-        xds.cds = Some(config_source(p.key("cds_config"), c)?);
+        xds.cds = Some(config_source(p.key("cds_config"), c, &xds.ads, "cds")?);
     }
     if let Some(c) = d.lds_config {
-        xds.lds = Some(config_source(p.key("lds_config"), c)?);
+        xds.lds = Some(config_source(p.key("lds_config"), c, &xds.ads, "lds")?);
     }
     Ok(xds)
 }
 
-fn config_source(p: FieldPath, c: RawConfigSource) -> Res<PathSource> {
-    const NO_SERVER: &str = "skiff reads xDS resources from files only (path_config_source)";
-    reject_present!(p, c, [api_config_source, ads, self_source, authorities], NO_SERVER);
-    // initial_fetch_timeout: a file is read at once, there is nothing to wait for.
-    let _ = c.initial_fetch_timeout;
+/// An `ApiConfigSource`: gRPC (state of the world) to a cluster named by `envoy_grpc`, or REST
+/// polling of one of `cluster_names`.
+fn api_config_source(
+    p: FieldPath,
+    a: RawApiConfigSource,
+    ads: bool,
+    initial_fetch_timeout: std::time::Duration,
+) -> Res<ServerSource> {
+    // rate_limit_settings and config_validators pace and check Envoy's own requests; skiff sends
+    // one request per change and validates every resource.
+    let _ = a.set_node_on_first_message_only; // The node goes on every request either way (valid).
+    if let Some(v) = &a.transport_api_version {
+        if !v.eq_ignore_ascii_case("V3") && !v.eq_ignore_ascii_case("AUTO") {
+            return fail(p.key("transport_api_version"), format!("only V3 is supported, got {v}"));
+        }
+    }
+    match a.api_type.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        Some("GRPC" | "AGGREGATED_GRPC") => {}
+        Some("REST") if ads => {
+            return fail(p.key("api_type"), "ads_config needs api_type GRPC (as in Envoy)")
+        }
+        Some("REST") => return rest_source(p, a, initial_fetch_timeout),
+        Some(t @ ("DELTA_GRPC" | "AGGREGATED_DELTA_GRPC")) => {
+            return fail(
+                p.key("api_type"),
+                format!(
+                    "api_type {t} is not supported yet: skiff speaks state-of-the-world xDS (GRPC, REST)"
+                ),
+            )
+        }
+        Some(t) => return fail(p.key("api_type"), format!("unknown api_type {t}")),
+        None => return fail(p.key("api_type"), "api_type is required (GRPC or REST)"),
+    }
+    reject_present!(p, a, [cluster_names, refresh_delay, request_timeout], "these belong to api_type REST");
+    let services = a.grpc_services.unwrap_or_default();
+    let sp = p.key("grpc_services");
+    let Some(first) = services.into_iter().next() else {
+        return fail(sp, "api_type GRPC needs one grpc_services entry");
+    };
+    let sp = sp.idx(0);
+    if first.google_grpc.is_some() {
+        return fail(sp.key("google_grpc"), "google_grpc is not supported: name the cluster with envoy_grpc");
+    }
+    if first.initial_metadata.is_some() {
+        // Headers a server may need (a token): refused rather than silently not sent.
+        return fail(
+            sp.key("initial_metadata"),
+            "initial_metadata is not supported: skiff sends no extra headers",
+        );
+    }
+    let Some(envoy_grpc) = first.envoy_grpc else {
+        return fail(sp, "a grpc service needs envoy_grpc: {cluster_name: ...}");
+    };
+    if envoy_grpc.cluster_name.is_empty() {
+        return fail(sp.key("envoy_grpc").key("cluster_name"), "cluster_name is empty");
+    }
+    let _ = envoy_grpc.authority; // :authority is the cluster name, as Envoy's default.
+    let cluster = envoy_grpc.cluster_name;
+    Ok(ServerSource { cluster, ads, resource: String::new(), initial_fetch_timeout, rest: None })
+}
+
+/// `api_type: REST`: JSON polling of one cluster (`cluster_names`) every `refresh_delay`.
+fn rest_source(
+    p: FieldPath,
+    a: RawApiConfigSource,
+    initial_fetch_timeout: std::time::Duration,
+) -> Res<ServerSource> {
+    if a.grpc_services.is_some() {
+        return fail(
+            p.key("grpc_services"),
+            "grpc_services belong to api_type GRPC; REST names cluster_names",
+        );
+    }
+    let Some(refresh_delay) = a.refresh_delay else {
+        return fail(p, "refresh_delay is required for REST API configuration sources (as in Envoy)");
+    };
+    let names = a.cluster_names.unwrap_or_default();
+    let [cluster] = names.as_slice() else {
+        let n = names.len();
+        return fail(
+            p.key("cluster_names"),
+            format!("REST needs exactly one cluster in cluster_names, got {n}"),
+        );
+    };
+    let request_timeout = a.request_timeout.map_or(std::time::Duration::from_secs(1), |d| d.0);
+    let rest = Some(RestPolling { refresh_delay: refresh_delay.0, request_timeout });
+    Ok(ServerSource {
+        cluster: cluster.clone(),
+        ads: false,
+        resource: String::new(),
+        initial_fetch_timeout,
+        rest,
+    })
+}
+
+/// A `ConfigSource` for resources of `kind` ("lds", "cds", "rds", "eds"): a file, `ads: {}`
+/// (the `ads_config` stream; `ads` is it) or a gRPC `api_config_source`.
+fn config_source(
+    p: FieldPath,
+    c: RawConfigSource,
+    ads: &Option<ServerSource>,
+    kind: &str,
+) -> Res<PathSource> {
+    reject_present!(p, c, [self_source, authorities], "only files, ads and api_config_source are supported");
+    let initial_fetch_timeout = c.initial_fetch_timeout.map_or(std::time::Duration::from_secs(15), |d| d.0);
     if let Some(v) = &c.resource_api_version {
         if !v.eq_ignore_ascii_case("V3") && !v.eq_ignore_ascii_case("AUTO") {
             return fail(p.key("resource_api_version"), format!("only V3 resources are supported, got {v}"));
         }
+    }
+    let server = match (c.ads, c.api_config_source) {
+        (Some(_), Some(_)) => return fail(p, "give either ads or api_config_source, not both"),
+        (Some(_), None) => match ads {
+            Some(a) => Some(ServerSource { initial_fetch_timeout, ..a.clone() }),
+            None => return fail(p.key("ads"), "ads: {} needs dynamic_resources.ads_config"),
+        },
+        (None, Some(a)) => {
+            Some(api_config_source(p.key("api_config_source"), a, false, initial_fetch_timeout)?)
+        }
+        (None, None) => None,
+    };
+    if let Some(server) = server {
+        if c.path_config_source.is_some() || c.path.is_some() {
+            return fail(p, "give one of path_config_source, ads and api_config_source");
+        }
+        return Ok(PathSource { path: server.path(kind), watched_directory: None, server: Some(server) });
     }
     let v2 = c.path.is_some();
     let (path, watched_directory) = match (c.path_config_source, c.path) {
         (Some(_), Some(_)) => return fail(p, "give either path_config_source (v3) or path (v2), not both"),
         (Some(s), None) => (s.path, s.watched_directory.map(|w| w.path)),
         (None, Some(path)) => (path, None),
-        (None, None) => return fail(p, format!("a config source needs path_config_source: {NO_SERVER}")),
+        (None, None) => return fail(p, "a config source needs path_config_source, ads or api_config_source"),
     };
     if path.is_empty() {
         return fail(p, "path_config_source.path is empty");
@@ -344,7 +485,17 @@ fn config_source(p: FieldPath, c: RawConfigSource) -> Res<PathSource> {
             format!("paths must refer to an existing path in the system: '{path}' does not exist"),
         );
     }
-    Ok(PathSource { path: path.into(), watched_directory: watched_directory.map(Into::into) })
+    Ok(PathSource { path: path.into(), watched_directory: watched_directory.map(Into::into), server: None })
+}
+
+/// A server source for the one resource `name` of `kind` (an RDS or EDS subscription): its own
+/// name, so that each resource is applied and counted as a file of its own would be.
+fn for_resource(mut source: PathSource, kind: &str, name: &str) -> PathSource {
+    if let Some(server) = &mut source.server {
+        server.resource = name.to_string();
+        source.path = server.path(kind);
+    }
+    source
 }
 
 /// A tracing provider (HCM `tracing.provider` or bootstrap `tracing.http`). The name and the
@@ -1186,12 +1337,13 @@ fn eds_assignment(
     let Some(config) = ec.eds_config else {
         return fail(p, "eds_cluster_config needs eds_config");
     };
-    let source = config_source(p.key("eds_config"), config)?;
+    let service_name_given = ec.service_name.is_some();
+    let service_name = ec.service_name.unwrap_or_else(|| cluster.to_string());
+    let source = config_source(p.key("eds_config"), config, &cx.ads, "eds")?;
+    let source = for_resource(source, "eds", &service_name);
     if !cx.eds_sources.contains(&source) {
         cx.eds_sources.push(source.clone());
     }
-    let service_name_given = ec.service_name.is_some();
-    let service_name = ec.service_name.unwrap_or_else(|| cluster.to_string());
     let path = source.path.display().to_string();
     let Some(k) = cx.eds_files.iter().position(|f| f.path == path) else {
         let eds = Eds { service_name, service_name_given, source, applied: None };
@@ -1230,11 +1382,12 @@ fn eds_assignment(
 /// that file (so an error in it is that file's); empty while the file has not been read. A file
 /// without that name is invalid (Envoy rejects such an update).
 fn rds(cx: &mut Cx, p: FieldPath, r: RawRds) -> Res<(RouteConfig, Option<Rds>)> {
-    let source = config_source(p.key("config_source"), r.config_source)?;
+    let name = r.route_config_name;
+    let source = config_source(p.key("config_source"), r.config_source, &cx.ads, "rds")?;
+    let source = for_resource(source, "rds", &name);
     if !cx.rds_sources.contains(&source) {
         cx.rds_sources.push(source.clone());
     }
-    let name = r.route_config_name;
     let path = source.path.display().to_string();
     let Some(k) = cx.rds_files.iter().position(|f| f.path == path) else {
         let empty = RouteConfig { name: name.clone(), ..RouteConfig::default() };

@@ -2,7 +2,8 @@
 //! read into raw listeners or clusters, and the verdict on a file that cannot be applied, told
 //! apart as Envoy counts it: `update_failure` (the file does not parse) or `update_rejected` (it
 //! parses but the resources are invalid, alone or with the rest of the config). Owns no watching
-//! and no state: the control loop decides when a file is read and keeps the last good text.
+//! and no state: the control loop decides when a file is read and keeps the last good text. A
+//! management server's resources come here as the JSON text of such a file (control/xds.rs).
 
 use super::error::{self, ConfigError};
 use super::model::Doc;

@@ -28,13 +28,66 @@ pub struct Bootstrap {
 /// Which file a resource came from (defined with the field paths that point into it).
 pub use super::error::Doc;
 
-/// `path_config_source`: a file, re-read when it is replaced.
+/// Where resources come from: `path_config_source`, a file re-read when it is replaced, or a
+/// management server (`server`), whose resources then travel under `path` as a name (see
+/// `ServerSource::path`): errors name it, nothing reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathSource {
     pub path: std::path::PathBuf,
     /// `watched_directory.path`: the directory whose renames signal an update (a Kubernetes
     /// ConfigMap's `..data` swap).
     pub watched_directory: Option<std::path::PathBuf>,
+    pub server: Option<ServerSource>,
+}
+
+/// A management server's gRPC stream (state of the world): `ads: {}` (the `ads_config` stream)
+/// or an `api_config_source` of `api_type: GRPC`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSource {
+    /// The static cluster the stream runs to (`grpc_services[0].envoy_grpc.cluster_name`).
+    pub cluster: String,
+    /// One aggregated stream for every type (ADS), or a stream per type.
+    pub ads: bool,
+    /// The resource this source fetches for an RDS or EDS subscription (route configuration or
+    /// EDS service name); empty for listeners and clusters (every resource).
+    pub resource: String,
+    /// `initial_fetch_timeout` (default 15 s; zero: none).
+    pub initial_fetch_timeout: std::time::Duration,
+    /// `api_type: REST`: JSON polling over HTTP/1.1 instead of a gRPC stream.
+    pub rest: Option<RestPolling>,
+}
+
+/// A REST source's `refresh_delay` (between polls) and `request_timeout` (per poll, default 1 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestPolling {
+    pub refresh_delay: std::time::Duration,
+    pub request_timeout: std::time::Duration,
+}
+
+impl ServerSource {
+    /// The name its resources of `kind` ("lds", "cds", "rds", "eds") travel under.
+    pub fn path(&self, kind: &str) -> std::path::PathBuf {
+        server_path(&self.stream_name(), kind, &self.resource)
+    }
+
+    /// "ads", "grpc:<cluster>" or "rest:<cluster>".
+    pub fn stream_name(&self) -> String {
+        match (self.ads, self.rest.is_some()) {
+            (true, _) => "ads".to_string(),
+            (false, false) => format!("grpc:{}", self.cluster),
+            (false, true) => format!("rest:{}", self.cluster),
+        }
+    }
+}
+
+/// The name under which resources of `kind` from a management server's `stream` (see
+/// `ServerSource::stream_name`) travel: "xds:ads/lds", "xds:grpc:<cluster>/rds/<route config
+/// name>", ...; `resource` is empty for LDS and CDS.
+pub fn server_path(stream: &str, kind: &str, resource: &str) -> std::path::PathBuf {
+    match resource {
+        "" => format!("xds:{stream}/{kind}").into(),
+        name => format!("xds:{stream}/{kind}/{name}").into(),
+    }
 }
 
 /// A connection manager's `rds`: a route configuration by name from a file.
@@ -82,6 +135,11 @@ pub struct Xds {
     /// their command-line forms, to subscribe to anything.
     pub node_id: String,
     pub node_cluster: String,
+    /// The bootstrap's `node.locality` and `node.metadata`, as given, for a management server.
+    pub node_locality: Option<serde_json::Value>,
+    pub node_metadata: Option<serde_json::Value>,
+    /// `ads_config`: the aggregated stream `ads: {}` sources use.
+    pub ads: Option<ServerSource>,
     /// Names of the listeners (HTTP and TCP) and clusters that came from the files.
     pub dynamic_listeners: Vec<String>,
     pub dynamic_clusters: Vec<String>,

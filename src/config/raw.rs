@@ -481,23 +481,26 @@ pub struct RawBootstrap {
     pub header_prefix: Ign,
 }
 
-/// `node`: skiff reads its id and cluster (which `dynamic_resources` require, as in Envoy). Its
-/// other fields describe the node to a management server, which skiff never talks to, so unknown
-/// ones are let through rather than listed.
+/// `node`: skiff reads its id and cluster (which `dynamic_resources` require, as in Envoy), and
+/// its locality and metadata, which it sends to a management server as they are. Its other
+/// fields describe Envoy's own build and extensions (skiff sends its own), so unknown ones are
+/// let through rather than listed.
 #[derive(Debug, DeriveDeserialize)]
 #[serde(expecting = "a node mapping like {id, cluster}")]
 pub struct RawNode {
     pub id: Option<String>,
     pub cluster: Option<String>,
+    pub locality: Option<serde_json::Value>,
+    pub metadata: Option<serde_json::Value>,
 }
 
-/// `dynamic_resources`: only file-based sources are supported (`convert` rejects the others).
+/// `dynamic_resources`: files or a management server (`convert` judges the sources).
 #[derive(Debug, DeriveDeserialize)]
 #[serde(deny_unknown_fields, expecting = "a mapping")]
 pub struct RawDynamic {
     pub lds_config: Option<RawConfigSource>,
     pub cds_config: Option<RawConfigSource>,
-    pub ads_config: Ign,
+    pub ads_config: Option<RawApiConfigSource>,
     pub lds_resources_locator: Ign,
     pub cds_resources_locator: Ign,
 }
@@ -510,11 +513,55 @@ pub struct RawConfigSource {
     pub path: Option<String>,
     pub resource_api_version: Option<String>,
     pub initial_fetch_timeout: Option<Dur>,
-    pub api_config_source: Ign,
-    pub ads: Ign,
+    pub api_config_source: Option<RawApiConfigSource>,
+    pub ads: Option<RawAds>,
     #[serde(rename = "self")]
     pub self_source: Ign,
     pub authorities: Ign,
+}
+
+/// `ads: {}`: the source is the `ads_config` stream.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "an empty mapping: ads: {}")]
+pub struct RawAds {}
+
+/// An `ApiConfigSource` (`ads_config`, `api_config_source`).
+#[derive(Debug, DeriveDeserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an api config source mapping like {api_type: GRPC, grpc_services: [...]}"
+)]
+pub struct RawApiConfigSource {
+    pub api_type: Option<String>,
+    pub transport_api_version: Option<String>,
+    pub grpc_services: Option<Vec<RawGrpcService>>,
+    pub cluster_names: Option<Vec<String>>,
+    pub refresh_delay: Option<Dur>,
+    pub request_timeout: Option<Dur>,
+    pub rate_limit_settings: Ign,
+    pub set_node_on_first_message_only: Option<bool>,
+    pub config_validators: Ign,
+}
+
+/// A `GrpcService`: skiff's own client (`envoy_grpc`) only.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a grpc service mapping like {envoy_grpc: {cluster_name: ...}}")]
+pub struct RawGrpcService {
+    pub envoy_grpc: Option<RawEnvoyGrpc>,
+    pub google_grpc: Ign,
+    pub timeout: Ign,
+    pub initial_metadata: Ign,
+    pub retry_policy: Ign,
+}
+
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "an envoy_grpc mapping like {cluster_name: ...}")]
+pub struct RawEnvoyGrpc {
+    pub cluster_name: String,
+    pub authority: Option<String>,
+    pub retry_policy: Ign,
+    pub max_receive_message_length: Ign,
+    pub skip_envoy_headers: Ign,
 }
 
 #[derive(Debug, DeriveDeserialize)]

@@ -26,6 +26,7 @@ use crate::dns::Resolver;
 use crate::listener::BoundListener;
 use crate::snapshot::Snapshot;
 use crate::telemetry::{Observers, Telemetry};
+use crate::xds::client as xds_client;
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures_channel::oneshot;
 use futures_util::StreamExt;
@@ -357,6 +358,8 @@ pub struct Control {
     /// The `dynamic_resources` files: the running config is `running_text` with their last
     /// good texts, and a file update is a reload of that combination.
     files: xds::Files,
+    /// What the management servers were last asked for.
+    subscribed: Vec<xds_client::Subscription>,
 }
 
 #[derive(Debug)]
@@ -393,8 +396,8 @@ enum Pending {
         /// The same text was rejected before (a port still taken): report a new failure quietly.
         retrying: bool,
     },
-    /// A replaced `dynamic_resources` file.
-    File { file: File, text: DocText },
+    /// Replaced `dynamic_resources` files (a management server's texts, applied together).
+    File { files: Vec<(File, DocText)> },
 }
 
 /// A parsed config whose new clusters were resolved off the loop, ready to adopt.
@@ -412,6 +415,8 @@ enum Event {
     Resolved(u64, Answers),
     /// A changed config's new clusters have their first answers: adopt it.
     Warmed(Warm),
+    /// A management server's response or a stream's connection change.
+    Xds(xds_client::Event),
     Timer,
 }
 
@@ -447,14 +452,17 @@ impl Control {
             admin: None,
             telemetry,
             files: xds::Files::new(&loaded.bootstrap.xds),
+            subscribed: Vec::new(),
         };
         // As Envoy's first fetch: clusters, then the listeners whose routes name them. A file
         // that cannot be applied is counted and logged, and the server starts without it.
-        while let Some((file, read)) = control.files.next_update() {
-            if let Some((text, next)) = control.try_file(&file, read) {
-                let version = file.version(&next.bootstrap);
-                let changed = file.changed(&loaded.bootstrap, &next.bootstrap);
-                control.files.succeeded(&file, text, &version, changed);
+        while let Some(batch) = control.files.next_update() {
+            if let Some((texts, next)) = control.try_files(batch) {
+                for (file, text) in texts {
+                    let version = file.version(&next.bootstrap);
+                    let changed = file.changed(&loaded.bootstrap, &next.bootstrap);
+                    control.files.succeeded(&file, text, &version, changed);
+                }
                 loaded = next;
                 // The listeners may name route configuration files: they are read next.
                 control.files.reconfigure(&loaded.bootstrap.xds);
@@ -634,38 +642,78 @@ impl Control {
     /// or is invalid (alone or with the rest of the config) is counted and logged, and the last
     /// good one keeps serving.
     fn check_files(&mut self, warmed: &UnboundedSender<Warm>) {
-        let Some((file, read)) = self.files.next_update() else { return };
-        let Some((text, loaded)) = self.try_file(&file, read) else { return };
-        self.warm(Pending::File { file, text }, loaded, warmed);
+        let Some(batch) = self.files.next_update() else { return };
+        let Some((files, loaded)) = self.try_files(batch) else { return };
+        // As Envoy warms a listener until its routes arrive and a cluster until its endpoints
+        // do: an update naming a server's route configuration or assignment not received yet
+        // waits for it (subscribed now), at most `initial_fetch_timeout`.
+        if let Some(timeout) = awaited(&loaded.bootstrap) {
+            if self.files.hold(timeout) {
+                self.files.reconfigure_also(&loaded.bootstrap.xds);
+                for (file, text) in files {
+                    self.files.retry(&file, text);
+                }
+                return;
+            }
+            log::warn!("xds: initial fetch timeout: applying without the route configurations or endpoints not received");
+            self.files.fetch_timed_out();
+        }
+        self.files.release();
+        self.warm(Pending::File { files }, loaded, warmed);
     }
 
-    /// `read` (an update of `file`) combined with the running bootstrap and the other files'
-    /// last good texts; None (counted and logged) when it cannot apply.
-    fn try_file(&mut self, file: &File, read: Result<DocText, String>) -> Option<(DocText, config::Loaded)> {
-        let prefix = file.to_string();
-        let text = match read {
-            Ok(t) => t,
-            Err(e) => {
-                log::warn!("{prefix}: cannot read the update, keeping the last good resources: {e}");
-                self.files.failed(file, true);
-                return None;
+    /// `batch` (updates of files) combined with the running bootstrap and the other files' last
+    /// good texts; None (counted and logged) when it cannot apply. When one text of several is
+    /// at fault, it alone is refused and the others wait for the next attempt.
+    fn try_files(
+        &mut self,
+        batch: Vec<(File, Result<DocText, String>)>,
+    ) -> Option<(Vec<(File, DocText)>, config::Loaded)> {
+        let mut texts = Vec::with_capacity(batch.len());
+        for (file, read) in batch {
+            match read {
+                Ok(t) => texts.push((file, t)),
+                Err(e) => {
+                    log::warn!("{file}: cannot read the update, keeping the last good resources: {e}");
+                    self.files.failed(&file, true, &e);
+                }
             }
-        };
+        }
+        if texts.is_empty() {
+            return None;
+        }
         let mut docs: DocTexts = self.files.good_for(&self.bootstrap.xds);
-        file.set(&mut docs, text.clone());
+        for (file, text) in &texts {
+            file.set(&mut docs, text.clone());
+        }
         match config::load_with(&self.running_text, &self.source.origin(), &docs) {
             Ok(loaded) => {
                 // The bootstrap's and the other files' warnings were logged when they loaded.
-                for w in loaded.warnings.iter().filter(|w| w.starts_with(&format!("{}:", text.origin))) {
-                    log::warn!("{w}");
+                for (_, text) in &texts {
+                    for w in loaded.warnings.iter().filter(|w| w.starts_with(&format!("{}:", text.origin))) {
+                        log::warn!("{w}");
+                    }
                 }
-                Some((text, loaded))
+                Some((texts, loaded))
             }
             Err(r) => {
-                let parse_failure = file.is(r.doc, &docs) && r.parse_failure;
-                let what = if parse_failure { "failed" } else { "rejected" };
-                log::warn!("{prefix}: update {what}, keeping the last good resources: {}", r.error);
-                self.files.failed(file, parse_failure);
+                let culprit = texts.iter().position(|(f, _)| f.is(r.doc, &docs));
+                let refused = match culprit {
+                    Some(i) if texts.len() > 1 => {
+                        let one = texts.remove(i);
+                        for (file, text) in texts {
+                            self.files.retry(&file, text);
+                        }
+                        vec![one]
+                    }
+                    _ => texts,
+                };
+                for (file, _) in refused {
+                    let parse_failure = file.is(r.doc, &docs) && r.parse_failure;
+                    let what = if parse_failure { "failed" } else { "rejected" };
+                    log::warn!("{file}: update {what}, keeping the last good resources: {}", r.error);
+                    self.files.failed(&file, parse_failure, &r.error.to_string());
+                }
                 None
             }
         }
@@ -742,31 +790,32 @@ impl Control {
                 }
                 snapshot
             }
-            Pending::File { file, text } => {
-                let prefix = file.to_string();
-                match result {
-                    Ok(snapshot) => {
+            Pending::File { files } => match result {
+                Ok(snapshot) => {
+                    for (file, text) in files {
                         let version = file.version(&self.bootstrap);
                         let changed = file.changed(&previous, &self.bootstrap);
                         log::info!(
-                            "{prefix}: applied {} (version \"{version}\", generation {})",
+                            "{file}: applied {} (version \"{version}\", generation {})",
                             text.origin,
                             snapshot.generation
                         );
                         self.files.succeeded(&file, text, &version, changed);
-                        // A listener update may name other route configuration files.
-                        self.files.reconfigure(&self.bootstrap.xds);
-                        // Another file may have been replaced meanwhile: look now, not a period later.
-                        self.next_config_check = Instant::now();
-                        Some(snapshot)
                     }
-                    Err(e) => {
-                        log::warn!("{prefix}: update rejected, keeping the last good resources: {e}");
-                        self.files.failed(&file, false);
-                        None
-                    }
+                    // A listener update may name other route configuration files.
+                    self.files.reconfigure(&self.bootstrap.xds);
+                    // Another file may have been replaced meanwhile: look now, not a period later.
+                    self.next_config_check = Instant::now();
+                    Some(snapshot)
                 }
-            }
+                Err(e) => {
+                    for (file, _) in files {
+                        log::warn!("{file}: update rejected, keeping the last good resources: {e}");
+                        self.files.failed(&file, false, &e.to_string());
+                    }
+                    None
+                }
+            },
         }
     }
 
@@ -800,6 +849,57 @@ impl Control {
         }
     }
 
+    /// Starts the management-server streams when the config names a server (once: the server
+    /// clusters and the node are the first config's; changing them needs a restart, as Envoy's
+    /// `ads_config` does).
+    fn start_xds(&self, events: UnboundedSender<xds_client::Event>) -> Option<xds_client::Client> {
+        let xds = &self.bootstrap.xds;
+        let mut servers: Vec<&config::ServerSource> = xds.ads.iter().collect();
+        let sources = xds.lds.iter().chain(&xds.cds).chain(&xds.rds).chain(&xds.eds);
+        servers.extend(sources.filter_map(|s| s.server.as_ref()));
+        if servers.is_empty() {
+            return None;
+        }
+        let mut targets = HashMap::new();
+        for s in servers {
+            let cluster = self.bootstrap.clusters.iter().find(|c| c.name == s.cluster);
+            match cluster.and_then(|c| c.endpoints.first()) {
+                Some(e) => {
+                    targets.insert(s.cluster.clone(), (e.host.clone(), e.port));
+                }
+                None => log::error!("xds: the management server's cluster \"{}\" has no endpoint", s.cluster),
+            }
+        }
+        let node = self.telemetry.node();
+        let pick =
+            |cli: &str, config: &str| if cli.is_empty() { config.to_string() } else { cli.to_string() };
+        let identity = xds_client::Identity {
+            id: pick(&node.service_node, &xds.node_id),
+            cluster: pick(&node.service_cluster, &xds.node_cluster),
+            locality: xds.node_locality.clone(),
+            metadata: xds.node_metadata.clone(),
+        };
+        match xds_client::Client::start(identity, targets, events) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                log::error!("xds: cannot start the management server client: {e}");
+                None
+            }
+        }
+    }
+
+    /// Sends the replies the last applies made, and the subscriptions when they changed.
+    fn sync_xds(&mut self, client: &xds_client::Client) {
+        for reply in self.files.replies() {
+            client.reply(reply);
+        }
+        let subs = self.files.subscriptions();
+        if subs != self.subscribed {
+            client.subscribe(subs.clone());
+            self.subscribed = subs;
+        }
+    }
+
     /// The next config check or the earliest refresh of a DNS cluster with no resolution running.
     fn next_wakeup(&self) -> Instant {
         self.clusters
@@ -825,6 +925,7 @@ impl Control {
                 self.clusters.iter().filter(|c| c.spec.eds.is_none()).map(ClusterHosts::membership);
             admin.publish_membership(membership.collect());
             admin.publish_subscriptions(self.files.stats(&self.bootstrap));
+            admin.publish_control_plane(self.files.connected_state(&self.bootstrap.xds));
         }
     }
 
@@ -853,7 +954,13 @@ impl Control {
         let (results_tx, mut results): (_, UnboundedReceiver<(u64, Answers)>) =
             futures_channel::mpsc::unbounded();
         let (warmed_tx, mut warmed): (_, UnboundedReceiver<Warm>) = futures_channel::mpsc::unbounded();
+        // The sender stays here too, so that without a server the channel never ends.
+        let (xds_tx, mut xds_events) = futures_channel::mpsc::unbounded();
+        let client = self.start_xds(xds_tx.clone());
         loop {
+            if let Some(client) = &client {
+                self.sync_xds(client);
+            }
             for checks in self.clusters.iter().filter_map(|c| c.checks.as_ref()) {
                 checks.spawn();
             }
@@ -865,23 +972,39 @@ impl Control {
                 }
             }
             self.start_due_resolutions(&results_tx);
-            let wake = monoio::time::Instant::from_std(self.next_wakeup());
+            // A management server's update waits for no config check.
+            let due = self.files.next_due().filter(|_| !self.warming);
+            let wake = due.map_or(self.next_wakeup(), |d| d.min(self.next_wakeup()));
+            let wake = monoio::time::Instant::from_std(wake);
             let event = monoio::select! {
                 _ = &mut stop => Event::Stop,
                 Some((id, answers)) = results.next() => Event::Resolved(id, answers),
                 Some(warm) = warmed.next() => Event::Warmed(warm),
+                Some(e) = xds_events.next() => Event::Xds(e),
                 _ = monoio::time::sleep_until(wake) => Event::Timer,
             };
             let snapshot = match event {
                 Event::Stop => return self.telemetry,
                 Event::Resolved(id, answers) => self.resolved(id, answers),
                 Event::Warmed(warm) => self.finish_reload(warm),
+                Event::Xds(xds_client::Event::Response(r)) => {
+                    self.files.received(r);
+                    None
+                }
+                Event::Xds(xds_client::Event::Connected(stream, up)) => {
+                    self.files.connected(stream, up);
+                    None
+                }
                 Event::Timer if Instant::now() >= self.next_config_check => {
                     self.next_config_check = Instant::now() + self.config_check_every;
                     // One reload at a time: a file changed meanwhile is read at a later check.
                     if !self.warming {
                         self.check_config(&warmed_tx);
                     }
+                    None
+                }
+                Event::Timer if !self.warming && self.files.has_pending() => {
+                    self.check_files(&warmed_tx);
                     None
                 }
                 Event::Timer => None,
@@ -892,6 +1015,15 @@ impl Control {
             self.publish_membership();
         }
     }
+}
+
+/// The shortest `initial_fetch_timeout` of the management server route configurations and
+/// assignments `b` names and has not received (None: nothing awaited, or no timeout).
+fn awaited(b: &Bootstrap) -> Option<Duration> {
+    let rds = b.listeners.iter().filter_map(|l| l.hcm.rds.as_ref()).filter(|r| r.applied.is_none());
+    let eds = b.clusters.iter().filter_map(|c| c.eds.as_ref()).filter(|e| e.applied.is_none());
+    let sources = rds.map(|r| &r.source).chain(eds.map(|e| &e.source));
+    sources.filter_map(|s| s.server.as_ref()).map(|s| s.initial_fetch_timeout).filter(|t| !t.is_zero()).min()
 }
 
 /// A config error found in the bootstrap (`doc` None) or a resource file.

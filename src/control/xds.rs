@@ -6,22 +6,47 @@
 //! inode and birth time, following symlinks) on the config check sees exactly such replacements,
 //! and an unchanged path is never read again. Owns no parsing (the config module judges a file's
 //! text) and no applying (the control loop builds the snapshot).
+//!
+//! A source on a management server (`ads: {}`, gRPC `api_config_source`) is a subscription of
+//! the same kind: a response's resources become the text of a file under the source's name
+//! (`ServerSource::path`; an RDS or EDS resource each its own, as a file per route configuration
+//! or assignment), pending until the control loop applies it, and the verdict on every resource
+//! of a response makes its ACK or NACK (`Reply`, collected in an outbox the loop sends).
 
 use crate::admin::SubscriptionStats;
 use crate::config::dynamic::{DocText, DocTexts};
 use crate::config::file_identity::{identity, Identity};
-use crate::config::{Bootstrap, Doc, PathSource, Xds};
+use crate::config::{server_path, Bootstrap, Doc, PathSource, Xds};
 use crate::stats::Scope;
+use crate::xds::client::{self, Reply, Response, StreamKey, Subscription};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A watched file: listeners, clusters, or the route configurations or endpoints at a path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Eq)]
 pub enum File {
     Lds,
     Cds,
     Rds(PathBuf),
     Eds(PathBuf),
+}
+
+/// Paths as the config wrote them, byte for byte: every path here comes from the same config
+/// text each time, and comparing bytes is what keeps a push of thousands of route
+/// configurations and assignments from spending its time parsing path components.
+fn same(a: &std::path::Path, b: &std::path::Path) -> bool {
+    a.as_os_str() == b.as_os_str()
+}
+
+impl PartialEq for File {
+    fn eq(&self, other: &File) -> bool {
+        match (self, other) {
+            (File::Lds, File::Lds) | (File::Cds, File::Cds) => true,
+            (File::Rds(a), File::Rds(b)) | (File::Eds(a), File::Eds(b)) => same(a, b),
+            _ => false,
+        }
+    }
 }
 
 impl File {
@@ -61,13 +86,13 @@ impl File {
                 .listeners
                 .iter()
                 .filter_map(|l| l.hcm.rds.as_ref())
-                .find(|r| r.source.path == *path)
+                .find(|r| same(&r.source.path, path))
                 .and_then(|r| r.applied.as_ref()),
             File::Eds(path) => b
                 .clusters
                 .iter()
                 .filter_map(|c| c.eds.as_ref())
-                .find(|e| e.source.path == *path)
+                .find(|e| same(&e.source.path, path))
                 .and_then(|e| e.applied.as_ref()),
         };
         applied.map(|a| a.version_info.clone()).unwrap_or_default()
@@ -88,7 +113,7 @@ impl File {
                 let pick = |b: &Bootstrap| -> Vec<crate::config::RouteConfig> {
                     b.listeners
                         .iter()
-                        .filter(|l| l.hcm.rds.as_ref().is_some_and(|r| r.source.path == *path))
+                        .filter(|l| l.hcm.rds.as_ref().is_some_and(|r| same(&r.source.path, path)))
                         .map(|l| l.hcm.route_config.clone())
                         .collect()
                 };
@@ -96,8 +121,9 @@ impl File {
             }
             File::Eds(path) => {
                 let pick = |b: &Bootstrap| -> Vec<crate::config::Cluster> {
-                    let named =
-                        |c: &&crate::config::Cluster| c.eds.as_ref().is_some_and(|e| e.source.path == *path);
+                    let named = |c: &&crate::config::Cluster| {
+                        c.eds.as_ref().is_some_and(|e| same(&e.source.path, path))
+                    };
                     b.clusters.iter().filter(named).cloned().collect()
                 };
                 pick(before) != pick(after)
@@ -133,6 +159,7 @@ struct Counts {
     version_text: String,
     reloads: u64,
     reload_time: i64,
+    init_fetch_timeout: u64,
 }
 
 /// One subscription: a resource file and what became of its updates.
@@ -145,12 +172,48 @@ struct Sub {
     /// The text last applied.
     good: Option<DocText>,
     counts: Counts,
+    /// A management server's: the text received and not yet applied, and the response it came in.
+    pending: Option<(DocText, u64)>,
+    /// The response of the text being applied.
+    applying: Option<u64>,
+}
+
+/// A response whose resources are being applied: its reply goes out when the last is judged.
+#[derive(Debug)]
+struct Outstanding {
+    id: u64,
+    reply: Reply,
+    waiting: usize,
 }
 
 /// Every watched file: clusters, then listeners, then route configurations (Envoy's order).
 #[derive(Debug, Default)]
 pub struct Files {
     subs: Vec<Sub>,
+    /// Responses in flight, by id (ids start at 1; 0 marks a text with no reply owed).
+    outstanding: Vec<Outstanding>,
+    next_response: u64,
+    /// The last text received for each server resource name, for a subscription that the running
+    /// config does not make yet (a listener's routes, named by a listener still being applied).
+    latest: HashMap<PathBuf, DocText>,
+    /// Replies to send.
+    outbox: Vec<Reply>,
+    /// Each management server stream: connected or not.
+    connected: HashMap<StreamKey, bool>,
+    /// Warming: the pending texts name route configurations or assignments not received yet,
+    /// and wait for them until this deadline (`initial_fetch_timeout`), as Envoy warms a
+    /// listener or cluster before it serves.
+    hold: Option<Instant>,
+    /// A text arrived since the last batch was taken (a held batch may be complete now).
+    fresh: bool,
+    /// When the first management server text arrived: listeners and routes wait for the
+    /// server's clusters from then on, for at most the clusters' `initial_fetch_timeout`.
+    first_text: Option<Instant>,
+}
+
+/// Listeners and routes: what waits for a management server's clusters.
+fn after_clusters(s: &Sub) -> bool {
+    matches!(s.file, File::Lds | File::Rds(_))
 }
 
 fn millis(t: SystemTime) -> i64 {
@@ -178,14 +241,42 @@ impl Files {
         for (file, source) in named {
             match old.iter().position(|s| s.file == file && s.source == *source) {
                 Some(i) => self.subs.push(old.swap_remove(i)),
-                None => self.subs.push(Sub {
-                    file,
-                    source: source.clone(),
-                    seen: None,
-                    good: None,
-                    counts: Counts::default(),
-                }),
+                None => {
+                    let sub = self.new_sub(file, source);
+                    self.subs.push(sub);
+                }
             }
+        }
+    }
+
+    /// Adds the management server subscriptions `xds` names that are not there yet, dropping
+    /// none: the route configurations and assignments a held update waits for.
+    pub fn reconfigure_also(&mut self, xds: &Xds) {
+        let named = xds
+            .rds
+            .iter()
+            .map(|s| (File::Rds(s.path.clone()), s))
+            .chain(xds.eds.iter().map(|s| (File::Eds(s.path.clone()), s)));
+        for (file, source) in named.filter(|(_, s)| s.server.is_some()) {
+            if !self.subs.iter().any(|s| s.file == file && s.source == *source) {
+                let sub = self.new_sub(file, source);
+                self.subs.push(sub);
+            }
+        }
+    }
+
+    fn new_sub(&mut self, file: File, source: &PathSource) -> Sub {
+        // A server resource received before a config named it is applied now.
+        let pending = source.server.as_ref().and(self.latest.get(&source.path)).map(|t| (t.clone(), 0));
+        self.fresh |= pending.is_some();
+        Sub {
+            file,
+            source: source.clone(),
+            seen: None,
+            good: None,
+            counts: Counts::default(),
+            pending,
+            applying: None,
         }
     }
 
@@ -208,10 +299,30 @@ impl Files {
         docs
     }
 
-    /// The first file (in fetch order) whose path names another file than at its last read,
-    /// read now: an update attempt. Err carries why it could not be read.
-    pub fn next_update(&mut self) -> Option<(File, Result<DocText, String>)> {
+    /// The next update: every management server text pending, at once (one load and one
+    /// snapshot for a whole push, and a cluster removed with the routes to it goes in one step),
+    /// else the first file (in fetch order) whose path names another file than at its last read,
+    /// read now. Each is an update attempt; Err carries why a file could not be read.
+    pub fn next_update(&mut self) -> Option<Vec<(File, Result<DocText, String>)>> {
+        let mut batch = Vec::new();
+        let ready = self.ready();
+        let clusters_first = self.clusters_first();
+        let due = |s: &Sub| ready && !(clusters_first && after_clusters(s));
+        for sub in self.subs.iter_mut().filter(|s| due(s)) {
+            if let Some((text, response)) = sub.pending.take() {
+                sub.applying = Some(response);
+                sub.counts.attempt += 1;
+                batch.push((sub.file.clone(), Ok(text)));
+            }
+        }
+        if !batch.is_empty() {
+            self.fresh = false;
+            return Some(batch);
+        }
         let sub = self.subs.iter_mut().find(|s| {
+            if s.source.server.is_some() {
+                return false;
+            }
             let now = identity(&s.source.path);
             // A file that disappeared is no update (Envoy keeps its resources too).
             now.is_some() && now != s.seen
@@ -222,12 +333,20 @@ impl Files {
         let read = std::fs::read_to_string(&sub.source.path)
             .map(|text| DocText { origin: origin.clone(), text, received: SystemTime::now() })
             .map_err(|e| format!("{origin}: {e}"));
-        Some((sub.file.clone(), read))
+        Some(vec![(sub.file.clone(), read)])
+    }
+
+    /// `file`'s text was not judged (another of its batch failed): it is pending again.
+    pub fn retry(&mut self, file: &File, text: DocText) {
+        let Some(sub) = self.subs.iter_mut().find(|s| s.file == *file) else { return };
+        sub.counts.attempt = sub.counts.attempt.saturating_sub(1);
+        sub.pending = Some((text, sub.applying.take().unwrap_or(0)));
     }
 
     /// `file`'s update was applied; `changed` says whether any resource differs from before.
     pub fn succeeded(&mut self, file: &File, text: DocText, version_info: &str, changed: bool) {
         let Some(sub) = self.subs.iter_mut().find(|s| s.file == *file) else { return };
+        let response = sub.applying.take();
         let now = millis(text.received);
         sub.good = Some(text);
         let c = &mut sub.counts;
@@ -239,17 +358,261 @@ impl Files {
             c.reloads += 1;
             c.reload_time = now;
         }
+        if let Some(id) = response {
+            self.judged(id, None);
+        }
     }
 
     /// `file`'s update was not applied: it did not parse (`update_failure`) or was invalid
     /// (`update_rejected`).
-    pub fn failed(&mut self, file: &File, parse_failure: bool) {
+    /// `error` says why (a management server hears it in the NACK).
+    pub fn failed(&mut self, file: &File, parse_failure: bool, error: &str) {
         let Some(sub) = self.subs.iter_mut().find(|s| s.file == *file) else { return };
         if parse_failure {
             sub.counts.failure += 1;
         } else {
             sub.counts.rejected += 1;
         }
+        let response = sub.applying.take();
+        // A later subscription to the name gets the last good text, not the rejected one.
+        if sub.source.server.is_some() {
+            match &sub.good {
+                Some(good) => self.latest.insert(sub.source.path.clone(), good.clone()),
+                None => self.latest.remove(&sub.source.path),
+            };
+        }
+        if let Some(id) = response {
+            self.judged(id, Some(error.to_string()));
+        }
+    }
+
+    /// One resource of response `id` was judged; its reply goes out with the last.
+    fn judged(&mut self, id: u64, error: Option<String>) {
+        let Some(i) = self.outstanding.iter().position(|o| o.id == id) else { return };
+        let o = &mut self.outstanding[i];
+        o.waiting = o.waiting.saturating_sub(1);
+        if o.reply.error.is_none() {
+            o.reply.error = error;
+        }
+        if o.waiting == 0 {
+            let o = self.outstanding.swap_remove(i);
+            self.outbox.push(o.reply);
+        }
+    }
+
+    /// A management server's response: its resources become pending texts of the subscriptions
+    /// that name them (replacing older pending ones). A response that cannot be read, or names
+    /// nothing subscribed, is answered at once.
+    pub fn received(&mut self, r: Response) {
+        let mut reply = Reply {
+            stream: r.stream.clone(),
+            type_url: r.type_url.clone(),
+            version_info: r.version_info.clone(),
+            nonce: r.nonce.clone(),
+            error: None,
+        };
+        let kind = match r.type_url.as_str() {
+            client::LDS => "lds",
+            client::CDS => "cds",
+            client::RDS => "rds",
+            client::EDS => "eds",
+            other => {
+                reply.error = Some(format!("skiff does not subscribe to \"{other}\""));
+                self.outbox.push(reply);
+                return;
+            }
+        };
+        let stream = r.stream.name();
+        let whole = matches!(kind, "lds" | "cds");
+        let resources = match r.resources {
+            Ok(list) => list,
+            Err(e) => {
+                let path = server_path(&stream, kind, "");
+                if let Some(sub) = self.subs.iter_mut().find(|s| whole && same(&s.source.path, &path)) {
+                    sub.counts.attempt += 1;
+                    sub.counts.failure += 1;
+                }
+                log::warn!("xds: {kind} update from cluster \"{}\" failed: {e}", r.stream.cluster);
+                reply.error = Some(e);
+                self.outbox.push(reply);
+                return;
+            }
+        };
+        let received = SystemTime::now();
+        self.first_text.get_or_insert_with(Instant::now);
+        let doc = |path: &PathBuf, resources: Vec<serde_json::Value>| {
+            let body = serde_json::json!({"version_info": r.version_info, "resources": resources});
+            let text = serde_json::to_string_pretty(&body).unwrap_or_default();
+            DocText { origin: path.display().to_string(), text, received }
+        };
+        let docs: Vec<(PathBuf, DocText)> = if whole {
+            let path = server_path(&stream, kind, "");
+            let d = doc(&path, resources.into_iter().map(|(_, v)| v).collect());
+            vec![(path, d)]
+        } else {
+            resources
+                .into_iter()
+                .map(|(name, v)| {
+                    let path = server_path(&stream, kind, &name);
+                    let d = doc(&path, vec![v]);
+                    (path, d)
+                })
+                .collect()
+        };
+        self.next_response += 1;
+        let id = self.next_response;
+        let mut waiting = 0;
+        let mut superseded = Vec::new();
+        let by_path: HashMap<PathBuf, usize> = self
+            .subs
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.source.server.is_some())
+            .map(|(i, s)| (s.source.path.clone(), i))
+            .collect();
+        for (path, text) in docs {
+            self.latest.insert(path.clone(), text.clone());
+            let Some(sub) = by_path.get(&path).map(|&i| &mut self.subs[i]) else {
+                continue;
+            };
+            if let Some((_, older)) = sub.pending.replace((text, id)) {
+                superseded.push(older);
+            }
+            waiting += 1;
+            self.fresh = true;
+        }
+        // An older response's resource replaced before it was applied counts as judged: the
+        // newer text is what will serve.
+        for older in superseded {
+            self.judged(older, None);
+        }
+        if waiting == 0 {
+            self.outbox.push(reply);
+        } else {
+            self.outstanding.push(Outstanding { id, reply, waiting });
+        }
+    }
+
+    /// A stream connected or lost its connection.
+    pub fn connected(&mut self, stream: StreamKey, up: bool) {
+        self.connected.insert(stream, up);
+    }
+
+    /// Envoy's `control_plane.connected_state`: 1 while every stream is connected (None: no
+    /// management server is configured).
+    pub fn connected_state(&self, xds: &Xds) -> Option<bool> {
+        let sources = xds.lds.iter().chain(&xds.cds).chain(&xds.rds).chain(&xds.eds);
+        let any = xds.ads.is_some() || sources.clone().any(|s| s.server.is_some());
+        any.then(|| !self.connected.is_empty() && self.connected.values().all(|up| *up))
+    }
+
+    /// Whether a management server's text waits to be applied now.
+    pub fn has_pending(&self) -> bool {
+        let clusters_first = self.clusters_first();
+        self.ready()
+            && self.subs.iter().any(|s| s.pending.is_some() && !(clusters_first && after_clusters(s)))
+    }
+
+    /// When pending texts are due: now, when a held batch stops waiting, or when listeners
+    /// stop waiting for the server's clusters.
+    pub fn next_due(&self) -> Option<Instant> {
+        let clusters_first = self.clusters_first();
+        let pending = |s: &&Sub| s.pending.is_some();
+        if !self.subs.iter().filter(pending).any(|s| !(clusters_first && after_clusters(s))) {
+            if !self.subs.iter().any(|s| s.pending.is_some()) {
+                return None;
+            }
+            // Only listeners or routes wait, for the clusters: look again when those may time out.
+            let first = self.first_text?;
+            let timeouts = self.subs.iter().filter(|s| matches!(s.file, File::Cds));
+            return timeouts
+                .filter_map(|s| s.source.server.as_ref())
+                .map(|s| first + s.initial_fetch_timeout)
+                .max();
+        }
+        match self.hold {
+            Some(deadline) if !self.fresh => Some(deadline),
+            _ => Some(Instant::now()),
+        }
+    }
+
+    /// As Envoy's order: the listeners and their routes from a management server wait until
+    /// the server's clusters have arrived once (or their `initial_fetch_timeout` passed), so
+    /// that their routes find the clusters they name.
+    fn clusters_first(&self) -> bool {
+        let Some(first) = self.first_text else { return false };
+        let waiting = |s: &&Sub| matches!(s.file, File::Cds) && s.good.is_none();
+        self.subs.iter().filter(waiting).filter_map(|s| s.source.server.as_ref()).any(|server| {
+            server.initial_fetch_timeout.is_zero() || Instant::now() < first + server.initial_fetch_timeout
+        })
+    }
+
+    fn ready(&self) -> bool {
+        self.hold.is_none_or(|deadline| self.fresh || Instant::now() >= deadline)
+    }
+
+    /// Holds the texts being applied back (put back with `retry`) until what they wait for
+    /// arrives, for at most `timeout` from the first hold; false once that has passed.
+    pub fn hold(&mut self, timeout: Duration) -> bool {
+        let deadline = *self.hold.get_or_insert_with(|| Instant::now() + timeout);
+        Instant::now() < deadline
+    }
+
+    /// A held update stopped waiting: each server route configuration or assignment never
+    /// received counts `init_fetch_timeout`, as Envoy's subscription does.
+    pub fn fetch_timed_out(&mut self) {
+        for s in self.subs.iter_mut().filter(|s| s.source.server.is_some() && s.good.is_none()) {
+            if matches!(s.file, File::Rds(_) | File::Eds(_)) && s.pending.is_none() {
+                s.counts.init_fetch_timeout += 1;
+            }
+        }
+    }
+
+    /// Nothing is held any longer.
+    pub fn release(&mut self) {
+        self.hold = None;
+    }
+
+    /// The replies to send now.
+    pub fn replies(&mut self) -> Vec<Reply> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// What to ask the management servers for: every listener and cluster of a server source,
+    /// and the route configurations and assignments the running config names.
+    pub fn subscriptions(&self) -> Vec<Subscription> {
+        let mut out: Vec<Subscription> = Vec::new();
+        for s in &self.subs {
+            let Some(server) = &s.source.server else { continue };
+            let type_url = match s.file {
+                File::Lds => client::LDS,
+                File::Cds => client::CDS,
+                File::Rds(_) => client::RDS,
+                File::Eds(_) => client::EDS,
+            };
+            let rest = server
+                .rest
+                .map(|r| client::Rest { refresh_delay: r.refresh_delay, request_timeout: r.request_timeout });
+            let stream = StreamKey {
+                cluster: server.cluster.clone(),
+                type_url: (!server.ads).then_some(type_url),
+                rest,
+            };
+            let i = match out.iter().position(|o| o.stream == stream && o.type_url == type_url) {
+                Some(i) => i,
+                None => {
+                    out.push(Subscription { stream, type_url, names: Vec::new() });
+                    out.len() - 1
+                }
+            };
+            if !server.resource.is_empty() && !out[i].names.contains(&server.resource) {
+                out[i].names.push(server.resource.clone());
+            }
+        }
+        for o in &mut out {
+            o.names.sort();
+        }
+        out
     }
 
     /// Envoy's stats: `listener_manager.lds.*`, `cluster_manager.cds.*` (with `config_reload`),
@@ -258,6 +621,19 @@ impl Files {
     /// an endpoint file `cluster.<name>.*` for each EDS cluster of `b` that names it.
     pub fn stats(&self, b: &Bootstrap) -> Vec<SubscriptionStats> {
         let mut out = Vec::new();
+        // Who reads each route configuration and endpoint path, looked up once per path.
+        let mut hcms: HashMap<&std::ffi::OsStr, Vec<_>> = HashMap::new();
+        for h in b.listeners.iter().map(|l| &l.hcm) {
+            if let Some(r) = &h.rds {
+                hcms.entry(r.source.path.as_os_str()).or_default().push((h, r));
+            }
+        }
+        let mut clusters: HashMap<&std::ffi::OsStr, Vec<&crate::config::Cluster>> = HashMap::new();
+        for cl in &b.clusters {
+            if let Some(e) = &cl.eds {
+                clusters.entry(e.source.path.as_os_str()).or_default().push(cl);
+            }
+        }
         for s in &self.subs {
             let c = &s.counts;
             let stats = |scope: Scope, reloads: bool, empty: bool| SubscriptionStats {
@@ -272,26 +648,22 @@ impl Files {
                 config_reload: reloads.then_some((c.reloads, c.reload_time)),
                 update_empty: empty.then_some(0),
                 eds: false,
+                init_fetch_timeout: c.init_fetch_timeout,
             };
             match &s.file {
                 File::Lds => out.push(stats(Scope::Subscription(Doc::Lds.stat_prefix()), false, false)),
                 File::Cds => out.push(stats(Scope::Subscription(Doc::Cds.stat_prefix()), true, false)),
                 File::Rds(path) => {
-                    for h in b.listeners.iter().map(|l| &l.hcm) {
-                        if let Some(r) = h.rds.as_ref().filter(|r| r.source.path == *path) {
-                            let scope = Scope::Rds {
-                                stat_prefix: h.stat_prefix.clone(),
-                                route_config: r.route_config_name.clone(),
-                            };
-                            out.push(stats(scope, true, true));
-                        }
+                    for (h, r) in hcms.get(path.as_os_str()).into_iter().flatten() {
+                        let scope = Scope::Rds {
+                            stat_prefix: h.stat_prefix.clone(),
+                            route_config: r.route_config_name.clone(),
+                        };
+                        out.push(stats(scope, true, true));
                     }
                 }
                 File::Eds(path) => {
-                    let named = |cl: &&crate::config::Cluster| {
-                        cl.eds.as_ref().is_some_and(|e| e.source.path == *path)
-                    };
-                    for cl in b.clusters.iter().filter(named) {
+                    for cl in clusters.get(path.as_os_str()).into_iter().flatten() {
                         let scope = Scope::Cluster(cl.name.clone());
                         out.push(SubscriptionStats { eds: true, ..stats(scope, false, true) });
                     }

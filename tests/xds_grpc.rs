@@ -1,0 +1,635 @@
+//! xDS from a management server over gRPC (ADS, state of the world; configs/xds/ads-grpc.yaml):
+//! a small server written here (tests/support/xds_server.rs) serves the same listeners, routes,
+//! clusters and endpoints to the real Envoy and to skiff, each on its own listener port. Both
+//! route the same requests to the same upstreams; then the server pushes an endpoint removal and
+//! a new cluster, a route change, and a cluster both must refuse, and both follow (the refusal
+//! NACKed with the reason while the last good config serves), with no failed request in a load
+//! run through skiff across the pushes.
+
+mod support;
+
+#[path = "support/envoy.rs"]
+mod envoy;
+#[path = "support/xds_server.rs"]
+mod xds_server;
+
+use envoy::{admin_get, binary_or_skip, parse_stats, Envoy};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::{eventually, free_port, scratch_dir, Client, Skiff, TestUpstream};
+use xds_server::{XdsServer, CDS, EDS, LDS, RDS};
+
+const LIMIT: Duration = Duration::from_secs(15);
+
+/// configs/xds/ads-grpc.yaml with the server at `xds`, node `node`, admin on `admin_port`.
+fn bootstrap(xds: SocketAddr, node: &str, admin_port: u16) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/xds/ads-grpc.yaml");
+    std::fs::read_to_string(path)
+        .expect("configs/xds/ads-grpc.yaml")
+        .replace("id: test-id", &format!("id: {node}"))
+        .replace("type: STRICT_DNS", "type: STATIC")
+        .replace("port_value: 18000", &format!("port_value: {}", xds.port()))
+        .replace("port_value: 19000", &format!("port_value: {admin_port}"))
+}
+
+fn cluster(name: &str) -> Value {
+    json!({
+        "@type": CDS, "name": name, "type": "EDS", "connect_timeout": "1s",
+        "eds_cluster_config": {"eds_config": {"ads": {}, "resource_api_version": "V3"}},
+    })
+}
+
+fn endpoints(name: &str, upstreams: &[&TestUpstream]) -> Value {
+    let lb: Vec<Value> = upstreams
+        .iter()
+        .map(|u| json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": u.addr.port()}}}}))
+        .collect();
+    json!({"@type": EDS, "cluster_name": name, "endpoints": [{"lb_endpoints": lb}]})
+}
+
+fn listener(port: u16) -> Value {
+    json!({
+        "@type": LDS, "name": "listener_0",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "ingress_http",
+                "rds": {"route_config_name": "local_route", "config_source": {"ads": {}, "resource_api_version": "V3"}},
+                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+            },
+        }]}],
+    })
+}
+
+fn routes(table: &[(&str, &str)]) -> Value {
+    let routes: Vec<Value> = table
+        .iter()
+        .map(|(prefix, cluster)| json!({"match": {"prefix": prefix}, "route": {"cluster": cluster}}))
+        .collect();
+    json!({"@type": RDS, "name": "local_route", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]})
+}
+
+/// Status and answering upstream of a GET on a fresh connection ("-" when no upstream answered).
+fn outcome(addr: SocketAddr, path: &str) -> String {
+    let Ok(mut c) = Client::try_connect(addr) else { return "refused".to_string() };
+    match c.request("example.com", path, &[]) {
+        Some(r) => format!("{} {}", r.status, r.header("x-upstream").unwrap_or("-")),
+        None => "no answer".to_string(),
+    }
+}
+
+/// The upstreams that answer `path` over `n` requests, sorted, with the status.
+fn answers(addr: SocketAddr, path: &str, n: usize) -> Vec<String> {
+    let mut seen: Vec<String> = (0..n).map(|_| outcome(addr, path)).collect();
+    seen.sort();
+    seen.dedup();
+    seen
+}
+
+fn stats(admin: SocketAddr) -> std::collections::BTreeMap<String, u64> {
+    parse_stats(&admin_get(admin, "/stats").map(|(_, b)| b).unwrap_or_default())
+}
+
+#[test]
+fn ads_grpc_follows_pushes_as_envoy_does() {
+    let Some(bin) = binary_or_skip("ads_grpc_follows_pushes_as_envoy_does") else { return };
+    let (a1, a2, b, c) = (
+        TestUpstream::echo_named("a1"),
+        TestUpstream::echo_named("a2"),
+        TestUpstream::echo_named("b"),
+        TestUpstream::echo_named("c"),
+    );
+    let server = XdsServer::start();
+    let v1 = |port: u16| {
+        vec![
+            (CDS, vec![cluster("a"), cluster("b")]),
+            (EDS, vec![endpoints("a", &[&a1, &a2]), endpoints("b", &[&b])]),
+            (LDS, vec![listener(port)]),
+            (RDS, vec![routes(&[("/a", "a"), ("/b", "b")])]),
+        ]
+    };
+    let skiff_port = free_port();
+    server.push("skiff", "1", v1(skiff_port));
+    let skiff_admin = free_port();
+    let skiff = Skiff::start(&bootstrap(server.addr, "skiff", skiff_admin), &[]);
+    let dir = scratch_dir("xds-grpc-envoy");
+    let envoy = Envoy::start(&bin, &dir, |port, admin| {
+        server.push("envoy", "1", v1(port));
+        bootstrap(server.addr, "envoy", admin)
+    });
+    let skiff_addr = SocketAddr::from(([127, 0, 0, 1], skiff_port));
+    let proxies = [("skiff", skiff_addr), ("envoy", envoy.listener)];
+
+    // The first fetch: both route /a over a's two endpoints and /b to b.
+    for (name, addr) in proxies {
+        assert!(
+            eventually(LIMIT, || answers(addr, "/a", 6) == ["200 a1", "200 a2"]
+                && outcome(addr, "/b") == "200 b"),
+            "{name}: /a {:?} /b {}\n{}",
+            answers(addr, "/a", 6),
+            outcome(addr, "/b"),
+            skiff.log()
+        );
+        assert_eq!(outcome(addr, "/nothing"), "404 -", "{name}");
+    }
+    // skiff names itself and the bootstrap's node; Envoy names itself.
+    let seen = server.seen();
+    let first = |node: &str| seen.iter().find(|s| s.node_id == node).cloned().expect("a request");
+    assert_eq!(
+        (first("skiff").node_cluster.as_str(), first("skiff").user_agent_name.as_str()),
+        ("test-cluster", "skiff")
+    );
+    assert_eq!(first("envoy").user_agent_name, "envoy");
+    // The route and endpoint subscriptions name what the listeners and clusters need.
+    for node in ["skiff", "envoy"] {
+        let names =
+            |t: &str| seen.iter().rfind(|s| s.node_id == node && s.type_url == t).map(|s| s.names.clone());
+        assert_eq!(names(RDS), Some(vec!["local_route".to_string()]), "{node}");
+        assert_eq!(names(EDS), Some(vec!["a".to_string(), "b".to_string()]), "{node}");
+        assert_eq!(names(CDS), Some(vec![]), "{node}");
+    }
+
+    // A load run through skiff across every push: /b is served throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load = {
+        let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+        std::thread::spawn(move || {
+            let mut client = Client::connect(skiff_addr);
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) && sent.load(Ordering::Relaxed) < 20_000 {
+                sent.fetch_add(1, Ordering::Relaxed);
+                match client.request("example.com", "/b", &[]) {
+                    Some(r) if r.status == 200 => {}
+                    other => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        failures.push(other.map(|r| r.first_line()).unwrap_or_else(|| "no answer".into()));
+                        client = Client::connect(skiff_addr);
+                    }
+                }
+            }
+            failures
+        })
+    };
+
+    // v2: a loses an endpoint, cluster c is added.
+    let v2 = |port: u16| {
+        vec![
+            (CDS, vec![cluster("a"), cluster("b"), cluster("c")]),
+            (EDS, vec![endpoints("a", &[&a1]), endpoints("b", &[&b]), endpoints("c", &[&c])]),
+            (LDS, vec![listener(port)]),
+            (RDS, vec![routes(&[("/a", "a"), ("/b", "b")])]),
+        ]
+    };
+    server.push("skiff", "2", v2(skiff_port));
+    server.push("envoy", "2", v2(envoy.listener.port()));
+    for (name, addr) in proxies {
+        assert!(server.wait_ack(name, CDS, "2", LIMIT), "{name}: CDS 2 not acked\n{}", skiff.log());
+        assert!(server.wait_ack(name, EDS, "2", LIMIT), "{name}: EDS 2 not acked");
+        assert!(
+            eventually(LIMIT, || answers(addr, "/a", 4) == ["200 a1"]),
+            "{name}: /a {:?}",
+            answers(addr, "/a", 4)
+        );
+    }
+
+    // v3: /a goes to b, /c to the new cluster.
+    let v3 = |port: u16| {
+        let mut v = v2(port);
+        v[3] = (RDS, vec![routes(&[("/a", "b"), ("/b", "b"), ("/c", "c")])]);
+        v
+    };
+    server.push("skiff", "3", v3(skiff_port));
+    server.push("envoy", "3", v3(envoy.listener.port()));
+    for (name, addr) in proxies {
+        assert!(server.wait_ack(name, RDS, "3", LIMIT), "{name}: RDS 3 not acked");
+        assert!(
+            eventually(LIMIT, || outcome(addr, "/a") == "200 b" && outcome(addr, "/c") == "200 c"),
+            "{name}: /a {} /c {}",
+            outcome(addr, "/a"),
+            outcome(addr, "/c")
+        );
+    }
+
+    // v4: a cluster both refuse (LOGICAL_DNS with two endpoints): NACKed with the reason, and
+    // v3 keeps serving.
+    let v4 = |port: u16| {
+        let mut v = v3(port);
+        let mut bad = cluster("bad");
+        bad["type"] = json!("LOGICAL_DNS");
+        bad.as_object_mut().map(|m| m.remove("eds_cluster_config"));
+        bad["load_assignment"] = endpoints("bad", &[&a1, &a2]);
+        bad["load_assignment"].as_object_mut().map(|m| m.remove("@type"));
+        v[0].1.push(bad);
+        v
+    };
+    server.push("skiff", "4", v4(skiff_port));
+    server.push("envoy", "4", v4(envoy.listener.port()));
+    for (name, addr) in proxies {
+        let nack =
+            server.wait_nack(name, CDS, LIMIT).unwrap_or_else(|| panic!("{name}: no NACK\n{}", skiff.log()));
+        assert_eq!(nack.version_info, "3", "{name}: a NACK names the last accepted version");
+        let error = nack.error.unwrap_or_default();
+        assert!(error.contains("LOGICAL_DNS"), "{name}: {error}");
+        assert_eq!(outcome(addr, "/a"), "200 b", "{name}");
+        assert_eq!(outcome(addr, "/c"), "200 c", "{name}");
+    }
+    let nack = server.wait_nack("skiff", CDS, LIMIT).and_then(|s| s.error).unwrap_or_default();
+    assert!(nack.starts_with("xds:ads/cds:") && nack.contains("resources[3]"), "located: {nack}");
+
+    stop.store(true, Ordering::Relaxed);
+    let failures = load.join().expect("load thread");
+    assert!(sent.load(Ordering::Relaxed) > 50, "the load run sent {}", sent.load(Ordering::Relaxed));
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "failed requests through skiff: {failures:?}");
+
+    // The same subscription stats on both.
+    let (s, e) = (stats(SocketAddr::from(([127, 0, 0, 1], skiff_admin))), stats(envoy.admin));
+    for name in [
+        "control_plane.connected_state",
+        "cluster_manager.cds.update_rejected",
+        "listener_manager.lds.update_rejected",
+        "http.ingress_http.rds.local_route.update_rejected",
+    ] {
+        assert_eq!(s.get(name), e.get(name), "{name}");
+    }
+    assert_eq!(s.get("control_plane.connected_state"), Some(&1));
+    assert_eq!(s.get("cluster_manager.cds.update_rejected"), Some(&1));
+}
+
+#[test]
+fn management_server_sources_validate_and_refuse_what_is_not_built() {
+    // Envoy's dynamic-config-cp example bootstrap validates as it is.
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/xds/ads-grpc.yaml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["--mode", "validate", "-c"])
+        .arg(&example)
+        .output()
+        .expect("run skiff");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let dir = scratch_dir("xds-grpc-refused");
+    let refused = |dynamic: &str, needle: &str| {
+        let text = std::fs::read_to_string(&example).unwrap();
+        let start = text.find("dynamic_resources:").unwrap();
+        let end = text.find("static_resources:").unwrap();
+        let text = format!("{}{dynamic}\n{}", &text[..start], &text[end..]);
+        let path = dir.join("b.yaml");
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(["--mode", "validate", "-c"])
+            .arg(&path)
+            .output()
+            .expect("run skiff");
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success() && err.contains(needle), "{dynamic}: {err}");
+    };
+    refused(
+        "dynamic_resources:\n  cds_config: {ads: {}}\n",
+        "dynamic_resources.cds_config.ads: ads: {} needs dynamic_resources.ads_config",
+    );
+    refused(
+        "dynamic_resources:\n  ads_config: {api_type: DELTA_GRPC, grpc_services: [{envoy_grpc: {cluster_name: xds_cluster}}]}\n  cds_config: {ads: {}}\n",
+        "dynamic_resources.ads_config.api_type: api_type DELTA_GRPC is not supported yet",
+    );
+    refused(
+        "dynamic_resources:\n  ads_config: {api_type: GRPC, grpc_services: [{envoy_grpc: {cluster_name: nowhere}}]}\n  cds_config: {ads: {}}\n",
+        "the management server's cluster \"nowhere\" must be a static cluster",
+    );
+    refused(
+        "dynamic_resources:\n  lds_config: {api_config_source: {api_type: REST, cluster_names: [xds_cluster]}}\n",
+        "dynamic_resources.lds_config.api_config_source",
+    );
+}
+
+#[test]
+fn reconnects_with_backoff_and_resubscribes_from_the_last_accepted_version() {
+    let up = TestUpstream::echo_named("b");
+    let xds_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let (port, admin_port) = (free_port(), free_port());
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    // The node's locality and metadata go to the server as given; the command line names the node.
+    let yaml = bootstrap(xds_addr, "from-bootstrap", admin_port).replace(
+        "  cluster: test-cluster\n",
+        "  cluster: test-cluster\n  locality: {region: r1, zone: z1}\n  metadata: {team: edge, shard: 3}\n",
+    );
+    let resources = || {
+        vec![
+            (CDS, vec![cluster("b")]),
+            (EDS, vec![endpoints("b", &[&up])]),
+            (LDS, vec![listener(port)]),
+            (RDS, vec![routes(&[("/", "b")])]),
+        ]
+    };
+    // No server yet: skiff starts (admin up), serves nothing, and says it is not connected.
+    let skiff = Skiff::start(&yaml, &["--service-node", "sidecar-1"]);
+    let connected = || stats(admin).get("control_plane.connected_state").copied();
+    assert_eq!(connected(), Some(0));
+    assert_eq!(outcome(addr, "/"), "refused");
+
+    // The server comes up: skiff's back-off retry reaches it and the resources serve.
+    let server = XdsServer::start_at(xds_addr);
+    server.push("sidecar-1", "1", resources());
+    assert!(eventually(LIMIT, || outcome(addr, "/") == "200 b"), "{}", skiff.log());
+    assert_eq!(connected(), Some(1));
+    let seen = server.seen();
+    let first = seen.first().expect("a request");
+    assert_eq!(
+        (first.node_id.as_str(), first.node_cluster.as_str(), first.zone.as_str()),
+        ("sidecar-1", "test-cluster", "z1")
+    );
+    assert_eq!(first.metadata, Some(json!({"team": "edge", "shard": 3.0})));
+    assert!(server.wait_ack("sidecar-1", RDS, "1", LIMIT));
+
+    // The server goes away: the last good config keeps serving, the gauge drops.
+    server.stop();
+    assert!(eventually(LIMIT, || connected() == Some(0)));
+    assert_eq!(outcome(addr, "/"), "200 b");
+
+    // A new server (same address): skiff resubscribes with the versions it accepted, no nonce.
+    let server = XdsServer::start_at(xds_addr);
+    server.push("sidecar-1", "2", resources());
+    assert!(server.wait_ack("sidecar-1", CDS, "2", LIMIT), "{}", skiff.log());
+    let seen = server.seen();
+    let resubscribed = seen.iter().find(|s| s.type_url == CDS).expect("a CDS request");
+    assert_eq!((resubscribed.version_info.as_str(), resubscribed.nonce.as_str()), ("1", ""));
+    assert_eq!(connected(), Some(1));
+    assert_eq!(outcome(addr, "/"), "200 b");
+}
+
+#[test]
+fn a_type_with_its_own_api_config_source_has_its_own_stream() {
+    let up = TestUpstream::echo_named("b");
+    let server = XdsServer::start();
+    let (port, admin_port) = (free_port(), free_port());
+    // Clusters over ClusterDiscoveryService, the rest over the aggregated stream.
+    let yaml = bootstrap(server.addr, "split", admin_port).replace(
+        "  cds_config:\n    resource_api_version: V3\n    ads: {}\n",
+        "  cds_config:\n    resource_api_version: V3\n    api_config_source:\n      api_type: GRPC\n      transport_api_version: V3\n      grpc_services: [{envoy_grpc: {cluster_name: xds_cluster}}]\n",
+    );
+    server.push(
+        "split",
+        "1",
+        vec![
+            (CDS, vec![cluster("b")]),
+            (EDS, vec![endpoints("b", &[&up])]),
+            (LDS, vec![listener(port)]),
+            (RDS, vec![routes(&[("/", "b")])]),
+        ],
+    );
+    let skiff = Skiff::start(&yaml, &[]);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(eventually(LIMIT, || outcome(addr, "/") == "200 b"), "{}", skiff.log());
+    let seen = server.seen();
+    let services = |t: &str| {
+        let mut s: Vec<&str> = seen.iter().filter(|s| s.type_url == t).map(|s| s.service).collect();
+        s.dedup();
+        s
+    };
+    assert_eq!(services(CDS), ["cds"]);
+    assert_eq!(services(LDS), ["ads"]);
+    assert_eq!(services(EDS), ["ads"]);
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+    assert_eq!(stats(admin).get("control_plane.connected_state"), Some(&1));
+    // /config_dump names the sources as configured.
+    let dump: Value =
+        serde_json::from_str(&admin_get(admin, "/config_dump").expect("config_dump").1).unwrap();
+    let dynamic = &dump["configs"][0]["bootstrap"]["dynamic_resources"];
+    assert_eq!(
+        dynamic["cds_config"]["api_config_source"]["grpc_services"][0]["envoy_grpc"]["cluster_name"],
+        "xds_cluster"
+    );
+    assert_eq!(dynamic["lds_config"]["ads"], json!({}));
+    assert_eq!(dynamic["ads_config"]["api_type"], "GRPC");
+}
+
+/// The first answer on `addr` once it accepts connections.
+fn first_answer(addr: SocketAddr, path: &str) -> String {
+    let mut out = String::new();
+    eventually(LIMIT, || {
+        out = outcome(addr, path);
+        out != "refused"
+    });
+    out
+}
+
+#[test]
+fn a_new_listener_and_cluster_warm_before_serving_as_in_envoy() {
+    let Some(bin) = binary_or_skip("a_new_listener_and_cluster_warm_before_serving_as_in_envoy") else {
+        return;
+    };
+    let (b, c) = (TestUpstream::echo_named("b"), TestUpstream::echo_named("c"));
+    let server = XdsServer::start();
+    let v1 = |port: u16| {
+        vec![
+            (CDS, vec![cluster("b")]),
+            (EDS, vec![endpoints("b", &[&b])]),
+            (LDS, vec![listener(port)]),
+            (RDS, vec![routes(&[("/", "b")])]),
+        ]
+    };
+    // v2: a second listener whose routes (a route configuration of its own) lead to a new cluster.
+    let v2 = |port: u16, second: u16| {
+        let mut l2 = listener(second);
+        l2["name"] = json!("listener_1");
+        let hcm = &mut l2["filter_chains"][0]["filters"][0]["typed_config"];
+        hcm["rds"]["route_config_name"] = json!("second_route");
+        let mut r2 = routes(&[("/", "c")]);
+        r2["name"] = json!("second_route");
+        vec![
+            (CDS, vec![cluster("b"), cluster("c")]),
+            (EDS, vec![endpoints("b", &[&b]), endpoints("c", &[&c])]),
+            (LDS, vec![listener(port), l2]),
+            (RDS, vec![routes(&[("/", "b")]), r2]),
+        ]
+    };
+    let skiff_port = free_port();
+    server.push("skiff", "1", v1(skiff_port));
+    let skiff = Skiff::start(&bootstrap(server.addr, "skiff", free_port()), &[]);
+    let dir = scratch_dir("xds-grpc-warm");
+    let envoy = Envoy::start(&bin, &dir, |port, admin| {
+        server.push("envoy", "1", v1(port));
+        bootstrap(server.addr, "envoy", admin)
+    });
+    let skiff_addr = SocketAddr::from(([127, 0, 0, 1], skiff_port));
+    // Even skiff's first listener waited for its routes: its first answer is routed.
+    assert_eq!(first_answer(skiff_addr, "/"), "200 b", "{}", skiff.log());
+    // A slow route and endpoint server: without warming, the new listener would answer 404 and
+    // the new cluster 503 for that long.
+    server.delay(RDS, Duration::from_millis(400));
+    server.delay(EDS, Duration::from_millis(400));
+    let (skiff_second, envoy_second) = (free_port(), free_port());
+    server.push("skiff", "2", v2(skiff_port, skiff_second));
+    server.push("envoy", "2", v2(envoy.listener.port(), envoy_second));
+    for (name, port) in [("skiff", skiff_second), ("envoy", envoy_second)] {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        assert_eq!(first_answer(addr, "/"), "200 c", "{name}: the new listener's first answer");
+    }
+}
+
+#[test]
+fn a_listener_whose_routes_never_come_serves_after_initial_fetch_timeout_as_in_envoy() {
+    let Some(bin) = binary_or_skip("a_listener_whose_routes_never_come_serves_after_initial_fetch_timeout")
+    else {
+        return;
+    };
+    let b = TestUpstream::echo_named("b");
+    let server = XdsServer::start();
+    // The listener's routes ("missing") are never served; its source waits 0.5 s for them.
+    let resources = |port: u16| {
+        let mut l = listener(port);
+        let rds = &mut l["filter_chains"][0]["filters"][0]["typed_config"]["rds"];
+        rds["route_config_name"] = json!("missing");
+        rds["config_source"]["initial_fetch_timeout"] = json!("0.5s");
+        vec![(CDS, vec![cluster("b")]), (EDS, vec![endpoints("b", &[&b])]), (LDS, vec![l]), (RDS, vec![])]
+    };
+    let (skiff_port, skiff_admin) = (free_port(), free_port());
+    server.push("skiff", "1", resources(skiff_port));
+    let started = std::time::Instant::now();
+    let _skiff = Skiff::start(&bootstrap(server.addr, "skiff", skiff_admin), &[]);
+    let skiff_addr = SocketAddr::from(([127, 0, 0, 1], skiff_port));
+    assert_eq!(first_answer(skiff_addr, "/"), "404 -");
+    assert!(started.elapsed() >= Duration::from_millis(500), "served after {:?}", started.elapsed());
+    let dir = scratch_dir("xds-grpc-timeout");
+    let envoy = Envoy::start(&bin, &dir, |port, admin| {
+        server.push("envoy", "1", resources(port));
+        bootstrap(server.addr, "envoy", admin)
+    });
+    assert_eq!(outcome(envoy.listener, "/"), "404 -");
+    // Both count the route configuration's initial fetch timeout.
+    let name = "http.ingress_http.rds.missing.init_fetch_timeout";
+    let skiff_stats = stats(SocketAddr::from(([127, 0, 0, 1], skiff_admin)));
+    assert_eq!(skiff_stats.get(name), Some(&1));
+    assert_eq!(skiff_stats.get(name), stats(envoy.admin).get(name));
+}
+
+/// Resident memory of process `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: 0 kB");
+    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// The scale figure (not part of the suite: `cargo test --release --test xds_grpc scale -- --ignored
+/// --nocapture`): 1000 EDS clusters of 20 endpoints each pushed at once, then one endpoint
+/// change among them; the time until each proxy ACKs, and its RSS, skiff next to Envoy.
+#[test]
+#[ignore]
+fn scale_1000_clusters_pushed_at_once() {
+    let Some(bin) = binary_or_skip("scale_1000_clusters_pushed_at_once") else { return };
+    let up = TestUpstream::echo_named("u");
+    let hosts: Vec<&TestUpstream> = (0..20).map(|_| &up).collect();
+    let server = XdsServer::start();
+    let n = 1000;
+    let world = |port: u16, version: usize| {
+        let clusters: Vec<Value> = (0..n).map(|i| cluster(&format!("c{i}"))).collect();
+        let mut cla: Vec<Value> = (0..n).map(|i| endpoints(&format!("c{i}"), &hosts)).collect();
+        if version == 2 {
+            cla[7] = endpoints("c7", &hosts[..19]);
+        }
+        vec![(CDS, clusters), (EDS, cla), (LDS, vec![listener(port)]), (RDS, vec![routes(&[("/", "c0")])])]
+    };
+    let (skiff_port, envoy_port) = (free_port(), free_port());
+    let skiff = Skiff::start(&bootstrap(server.addr, "skiff", free_port()), &[]);
+    let dir = scratch_dir("xds-grpc-scale");
+    let envoy = Envoy::start(&bin, &dir, |port, admin| {
+        server.push("envoy", "0", vec![(LDS, vec![listener(port)]), (RDS, vec![routes(&[("/", "none")])])]);
+        bootstrap(server.addr, "envoy", admin)
+    });
+    let base = (rss_kib(skiff.child.id()), rss_kib(envoy.child.id()));
+    for (version, label) in
+        [(1, "1000 clusters x 20 endpoints at once"), (2, "one endpoint removed from one cluster")]
+    {
+        let v = version.to_string();
+        for (node, pid, port) in
+            [("skiff", skiff.child.id(), skiff_port), ("envoy", envoy.child.id(), envoy_port)]
+        {
+            let port = if node == "envoy" { envoy.listener.port() } else { port };
+            let started = std::time::Instant::now();
+            server.push(node, &v, world(port, version));
+            assert!(server.wait_ack(node, EDS, &v, Duration::from_secs(120)), "{node}: no ACK");
+            assert!(server.wait_ack(node, CDS, &v, Duration::from_secs(120)), "{node}: no ACK");
+            let took = started.elapsed();
+            let base = if node == "skiff" { base.0 } else { base.1 };
+            eprintln!(
+                "SCALE {label}: {node}: ACKed in {took:?}, RSS {} MiB (idle {} MiB)",
+                rss_kib(pid) / 1024,
+                base / 1024
+            );
+        }
+    }
+}
+
+#[test]
+fn rest_polling_follows_a_cluster_change_and_nacks_as_envoy_does() {
+    let Some(bin) = binary_or_skip("rest_polling_follows_a_cluster_change_and_nacks_as_envoy_does") else {
+        return;
+    };
+    let (b, c) = (TestUpstream::echo_named("b"), TestUpstream::echo_named("c"));
+    let server = XdsServer::start();
+    // Clusters by REST polling (every 0.2 s), the rest over the aggregated stream.
+    let rest = |node: &str, admin: u16| {
+        bootstrap(server.addr, node, admin).replace(
+            "  cds_config:\n    resource_api_version: V3\n    ads: {}\n",
+            "  cds_config:\n    resource_api_version: V3\n    api_config_source:\n      api_type: REST\n      transport_api_version: V3\n      cluster_names: [xds_cluster]\n      refresh_delay: 0.2s\n",
+        )
+    };
+    let world = |port: u16, version: u8| {
+        let mut clusters = vec![cluster("b"), cluster("c")];
+        if version == 3 {
+            let mut bad =
+                json!({"@type": CDS, "name": "bad", "type": "LOGICAL_DNS", "connect_timeout": "1s"});
+            bad["load_assignment"] = endpoints("bad", &[&b, &c]);
+            bad["load_assignment"].as_object_mut().map(|m| m.remove("@type"));
+            clusters.push(bad);
+        }
+        let route = if version == 1 { "b" } else { "c" };
+        vec![
+            (CDS, clusters),
+            (EDS, vec![endpoints("b", &[&b]), endpoints("c", &[&c])]),
+            (LDS, vec![listener(port)]),
+            (RDS, vec![routes(&[("/", route)])]),
+        ]
+    };
+    let skiff_port = free_port();
+    server.push("skiff", "1", world(skiff_port, 1));
+    let _skiff = Skiff::start(&rest("skiff", free_port()), &[]);
+    let dir = scratch_dir("xds-rest-envoy");
+    let envoy = Envoy::start(&bin, &dir, |port, admin| {
+        server.push("envoy", "1", world(port, 1));
+        rest("envoy", admin)
+    });
+    let skiff_addr = SocketAddr::from(([127, 0, 0, 1], skiff_port));
+    let proxies = [("skiff", skiff_addr), ("envoy", envoy.listener)];
+    for (name, addr) in proxies {
+        assert!(eventually(LIMIT, || outcome(addr, "/") == "200 b"), "{name}: {}", outcome(addr, "/"));
+    }
+    server.push("skiff", "2", world(skiff_port, 2));
+    server.push("envoy", "2", world(envoy.listener.port(), 2));
+    for (name, addr) in proxies {
+        assert!(eventually(LIMIT, || outcome(addr, "/") == "200 c"), "{name}: {}", outcome(addr, "/"));
+        assert!(server.wait_ack(name, CDS, "2", LIMIT), "{name}: CDS 2 not acked");
+    }
+    server.push("skiff", "3", world(skiff_port, 3));
+    server.push("envoy", "3", world(envoy.listener.port(), 3));
+    // skiff NACKs with the reason in error_detail; Envoy's REST client only keeps asking with
+    // the version it accepted. Both keep serving version 2.
+    let nack = server.wait_nack("skiff", CDS, LIMIT).expect("skiff: a NACK");
+    assert_eq!((nack.service, nack.version_info.as_str()), ("rest", "2"));
+    assert!(nack.error.unwrap_or_default().contains("LOGICAL_DNS"));
+    std::thread::sleep(Duration::from_millis(600));
+    for (name, addr) in proxies {
+        let last =
+            server.seen().into_iter().rfind(|s| s.node_id == name && s.service == "rest").expect("a poll");
+        assert_eq!(last.version_info, "2", "{name}: still on version 2");
+        assert_eq!(outcome(addr, "/"), "200 c", "{name}");
+    }
+    let polls = server.seen().iter().filter(|s| s.node_id == "skiff" && s.service == "rest").count();
+    assert!(polls >= 3, "skiff polled {polls} times");
+}
