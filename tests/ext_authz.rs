@@ -239,7 +239,7 @@ fn grpc_service_and_a_second_ext_authz_filter_are_refused() {
     let yaml =
         ext_authz::config(0, 0, std::path::Path::new("/dev/null"), (dead_port(), dead_port()), &grpc, ROUTES);
     let err = Skiff::try_start(&yaml, &[]).err().expect("refused");
-    assert!(err.contains("grpc_service is not supported") && err.contains("HTTP/2"), "{err}");
+    assert!(err.contains("grpc_service is not supported") && err.contains("speaks HTTP/1.1 only"), "{err}");
     // Two checks per request would need two awaits: refused rather than one silently skipped.
     let twice = format!("{BASIC}{}", BASIC.replace("name: envoy.filters.http.ext_authz", "name: second"));
     let yaml = ext_authz::config(

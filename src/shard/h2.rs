@@ -386,6 +386,12 @@ async fn relay(
     let recv = pin!(relay_response(c, pair, head_request, respond));
     match select(send, recv).await {
         Either::Left((Ok(()), recv)) => recv.await,
+        // The HTTP/1 side stopped reading the upload: it answered early (a local reply to a
+        // request still streaming, e.g. no upstream for a bidi call) and closed. Its answer may
+        // already be on the pair: relay it rather than reset the stream.
+        Either::Left((Err(Failure::Pair(e)), recv)) => {
+            recv.await.map(|_| false).map_err(|_| Failure::Pair(e))
+        }
         // The client reset the stream while sending: the HTTP/1 side sees its connection close.
         Either::Left((Err(e), _)) => Err(e),
         // Answered before the request was whole (a 413, a local reply): the HTTP/1 side closes.
