@@ -1,7 +1,8 @@
 //! CONNECT tunnelling, checked against the real Envoy: the same v3 config and client bytes go
 //! through Envoy and skiff, each in front of its own TCP echo upstream, and what the client saw,
 //! the access-log line and named `/stats` values must be equal. Scenarios: a terminated CONNECT
-//! (`connect_config: {}`) with bytes both ways, a CONNECT no route matches (no config: 404), a
+//! (`connect_config: {}`, a route response header on its 200) with bytes both ways, over HTTP/1.1
+//! and as an HTTP/2 CONNECT stream (DATA frames), a CONNECT no route matches (no config: 404), a
 //! CONNECT whose route disables the upgrade (403), and a tunnel to a dead upstream (503 `UF`).
 //! Then what skiff refuses at load. Without Envoy the parity tests skip (fail under CI).
 
@@ -43,6 +44,10 @@ fn config(
     support::one_listener_config((port, admin), &filter, &[("backend", backend), ("dead", dead)])
 }
 
+/// A route-level response header: Envoy puts it on its `200` before `date` and `server`.
+const RESPONSE_HEADER: &str =
+    "              response_headers_to_add: [{ header: { key: x-tunnel, value: open } }]";
+
 const TERMINATE: &str = "[{ upgrade_type: CONNECT, connect_config: {} }]";
 
 struct Scenario {
@@ -50,6 +55,7 @@ struct Scenario {
     hcm_upgrades: &'static str,
     connect_route: String,
     stats: &'static [&'static str],
+    client: fn(SocketAddr) -> Vec<String>,
     /// What skiff's client must have seen (so that two equal failures do not pass).
     expect: &'static str,
 }
@@ -89,6 +95,46 @@ fn client(addr: SocketAddr) -> Vec<String> {
     out
 }
 
+/// The same over HTTP/2 (h2c, prior knowledge): a CONNECT stream with DATA before and after its
+/// answer. What it saw: the status and headers (`date`'s value left out), then the DATA.
+fn h2_client(addr: SocketAddr) -> Vec<String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(conn);
+        let mut client = client.ready().await.unwrap();
+        let req = http::Request::builder().method("CONNECT").uri("db.example:5432").body(()).unwrap();
+        let (resp, mut send) = client.send_request(req, false).unwrap();
+        send.send_data(bytes::Bytes::from_static(b"early "), false).unwrap();
+        let mut out = Vec::new();
+        let resp = match tokio::time::timeout(Duration::from_secs(5), resp).await {
+            Ok(Ok(r)) => r,
+            other => return vec![format!("no response: {other:?}")],
+        };
+        out.push(format!("status {}", resp.status().as_u16()));
+        for (name, value) in resp.headers() {
+            let v = if name == "date" { "*" } else { value.to_str().unwrap_or("?") };
+            out.push(format!("{name}: {v}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = send.send_data(bytes::Bytes::from_static(b"late"), false);
+        let mut body = resp.into_body();
+        let mut got = Vec::new();
+        while got.len() < b"early late".len() {
+            match tokio::time::timeout(Duration::from_secs(2), body.data()).await {
+                Ok(Some(Ok(d))) => {
+                    let _ = body.flow_control().release_capacity(d.len());
+                    got.extend_from_slice(&d);
+                }
+                _ => break,
+            }
+        }
+        out.push(String::from_utf8_lossy(&got).into_owned());
+        out
+    })
+}
+
 fn run(s: &Scenario, proxy: &str, bin: &Path) -> Observed {
     let dir = support::scratch_dir(&format!("connect-{}-{proxy}", s.name));
     let log = dir.join("access.log");
@@ -117,7 +163,7 @@ fn run(s: &Scenario, proxy: &str, bin: &Path) -> Observed {
     let stats_now =
         || envoy::parse_stats(&envoy::admin_get(admin, "/stats").map(|(_, b)| b).unwrap_or_default());
     let before = stats_now();
-    let client = client(listener);
+    let client = (s.client)(listener);
     support::wait_until(Duration::from_secs(5), || !read_log().is_empty());
     std::thread::sleep(Duration::from_millis(300));
     let log = read_log()
@@ -154,9 +200,22 @@ fn a_terminated_connect_tunnels_bytes_both_ways_like_envoy() {
     compare(Scenario {
         name: "tunnel",
         hcm_upgrades: "",
-        connect_route: format!("{{ cluster: backend, upgrade_configs: {TERMINATE} }}"),
+        connect_route: format!("{{ cluster: backend, upgrade_configs: {TERMINATE} }}\n{RESPONSE_HEADER}"),
         stats: STATS,
-        expect: "HTTP/1.1 200 OK\ndate: *\nserver: envoy\n\nearly late\nopen",
+        client,
+        expect: "HTTP/1.1 200 OK\nx-tunnel: open\ndate: *\nserver: envoy\n\nearly late\nopen",
+    });
+}
+
+#[test]
+fn an_http2_connect_stream_tunnels_as_data_frames_like_envoy() {
+    compare(Scenario {
+        name: "h2-tunnel",
+        hcm_upgrades: "",
+        connect_route: format!("{{ cluster: backend, upgrade_configs: {TERMINATE} }}\n{RESPONSE_HEADER}"),
+        stats: STATS,
+        client: h2_client,
+        expect: "status 200\nx-tunnel: open\ndate: *\nserver: envoy\nearly late",
     });
 }
 
@@ -167,6 +226,7 @@ fn a_connect_without_a_connect_route_is_envoys_404() {
         hcm_upgrades: "",
         connect_route: String::new(),
         stats: STATS,
+        client,
         expect: "HTTP/1.1 404 Not Found",
     });
 }
@@ -179,6 +239,7 @@ fn a_connect_its_route_disables_is_envoys_403() {
         connect_route: "{ cluster: backend, upgrade_configs: [{ upgrade_type: CONNECT, enabled: false, connect_config: {} }] }"
             .into(),
         stats: STATS,
+        client,
         expect: "HTTP/1.1 403 Forbidden",
     });
 }
@@ -190,6 +251,7 @@ fn a_connect_to_a_dead_upstream_is_envoys_503() {
         hcm_upgrades: "",
         connect_route: format!("{{ cluster: dead, upgrade_configs: {TERMINATE} }}"),
         stats: STATS,
+        client,
         expect: "HTTP/1.1 503 Service Unavailable",
     });
 }

@@ -708,7 +708,13 @@ async fn exchange(
     ex.generation.host_stats[ex.cluster][endpoint].rq_total.inc();
     let started = Instant::now();
     if ex.facts.connect {
-        return match super::connect::established(d, &ex.shard.date, ex.server_name).await {
+        let answer = super::connect::Answer {
+            edits: &ex.response_edits,
+            filter_headers: ex.filter_headers,
+            date: &ex.shard.date,
+            server: ex.server_name,
+        };
+        return match super::connect::established(d, answer).await {
             Ok(()) => Attempt::Upgraded(Box::new(up)),
             Err(()) => Attempt::Abort,
         };
