@@ -60,17 +60,7 @@ fn config(
             log = access_log(log, 16)
         ),
     };
-    let cluster =
-        |name: &str, a: SocketAddr| indent(&support::static_cluster_yaml(name, "ROUND_ROBIN", &[(a, 1)]), 4);
-    let listener = format!(
-        "- name: main\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}\n  filter_chains:\n    - filters:\n"
-    );
-    format!(
-        "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}\nstatic_resources:\n  listeners:\n{}{filter}  clusters:\n{}{}",
-        indent(&listener, 4),
-        cluster("backend", backend),
-        cluster("dead", dead),
-    )
+    support::one_listener_config((port, admin), &filter, &[("backend", backend), ("dead", dead)])
 }
 
 /// A response head as comparable lines: the status line, then `name: value` lower-cased and

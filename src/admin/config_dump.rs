@@ -1314,6 +1314,7 @@ fn route_match(rm: &RouteMatch) -> Value {
         PathMatch::Prefix(p) => m.insert("prefix".into(), p.as_str().into()),
         PathMatch::Path(p) => m.insert("path".into(), p.as_str().into()),
         PathMatch::SafeRegex(r) => m.insert("safe_regex".into(), json!({ "regex": r })),
+        PathMatch::Connect => m.insert("connect_matcher".into(), json!({})),
     };
     // BoolValue wrapper, default true: printed only when it says something.
     if !rm.case_sensitive {
@@ -1364,7 +1365,17 @@ fn forward(f: &ForwardAction) -> Value {
         m.insert("cors".into(), Value::Object(cors_policy(c)));
     }
     if !f.upgrades.is_empty() {
-        m.insert("upgrade_configs".into(), upgrades(&f.upgrades));
+        let mut list = upgrades(&f.upgrades);
+        // The CONNECT entry that terminates carries its (empty: nothing else is accepted) config.
+        if let Some(connect) = list.as_array_mut().and_then(|l| {
+            l.iter_mut()
+                .find(|u| u["upgrade_type"].as_str().is_some_and(|t| t.eq_ignore_ascii_case("connect")))
+        }) {
+            if f.terminate_connect {
+                connect["connect_config"] = json!({});
+            }
+        }
+        m.insert("upgrade_configs".into(), list);
     }
     // None is the operator's explicit "0s" (no timeout); the loader reads "0s" back as None.
     m.insert("timeout".into(), duration(f.timeout.unwrap_or(Duration::ZERO)).into());

@@ -929,7 +929,7 @@ fn tcp_proxy(cx: &mut Cx, p: FieldPath, t: RawTcpProxy) -> Res<TcpProxy> {
     })
 }
 
-/// `upgrade_configs` entries, lower-cased. CONNECT is refused: skiff does not tunnel it.
+/// `upgrade_configs` entries, lower-cased (CONNECT too: matched without regard to case).
 fn upgrades<'a>(
     p: FieldPath,
     list: impl Iterator<Item = (&'a str, Option<bool>)>,
@@ -940,9 +940,6 @@ fn upgrades<'a>(
         if upgrade_type.is_empty() {
             return fail(ip, "upgrade_type must not be empty");
         }
-        if upgrade_type.eq_ignore_ascii_case("CONNECT") {
-            return fail(ip, format!("upgrade_type CONNECT is not supported: {NOT_YET}"));
-        }
         let upgrade_type = upgrade_type.to_ascii_lowercase();
         if out.iter().any(|u| u.upgrade_type == upgrade_type) {
             return fail(ip, format!("upgrade_type {upgrade_type} is listed twice"));
@@ -950,6 +947,33 @@ fn upgrades<'a>(
         out.push(UpgradeConfig { upgrade_type, enabled: enabled.unwrap_or(true) });
     }
     Ok(out)
+}
+
+/// Refuses a `connect_matcher` route that would forward the CONNECT to its upstream (the upgrade is
+/// enabled, by the route or the connection manager, without the route's `connect_config`):
+/// Envoy's default, which skiff does not do yet; it terminates CONNECT only.
+fn refuse_forwarded_connect(p: &FieldPath, routes: &RouteConfig, hcm: &[UpgradeConfig]) -> Res<()> {
+    for vhost in &routes.virtual_hosts {
+        for route in &vhost.routes {
+            let RouteAction::Forward(f) = &route.action else { continue };
+            if route.matcher.path != PathMatch::Connect || f.terminate_connect {
+                continue;
+            }
+            if UpgradeConfig::allowed("connect", hcm, Some(&f.upgrades)) {
+                let name = route.name.as_deref().unwrap_or("(unnamed)");
+                return fail(
+                    p.clone(),
+                    format!(
+                        "route {name} in virtual host {}: a CONNECT forwarded to the upstream (no \
+                         connect_config on the route's CONNECT upgrade_configs entry) is not supported: {NOT_YET}; \
+                         add connect_config: {{}} to terminate it",
+                        vhost.name
+                    ),
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn hcm(
@@ -1020,6 +1044,7 @@ fn hcm(
         (None, None) => return fail(p, "route_config or rds is required"),
     };
     route_config.strip_host_port = strip_host_port;
+
     let (accept_http_10, default_host_for_http_10) = match h.http_protocol_options {
         Some(o) => {
             if let Some(host) = &o.default_host_for_http_10 {
@@ -1213,6 +1238,7 @@ fn hcm(
     }
     let upgrades =
         upgrades(up, h.upgrade_configs.iter().flatten().map(|u| (u.upgrade_type.as_str(), u.enabled)))?;
+    refuse_forwarded_connect(&p, &route_config, &upgrades)?;
     let codec = match h.codec_type.map(|c| c.0) {
         None | Some(CodecType::Auto) => HttpCodec::Auto,
         Some(CodecType::Http1) => HttpCodec::Http1,
@@ -1644,13 +1670,26 @@ fn forward(
         (None, None) => None,
     };
     let up = p.key("upgrade_configs");
+    let mut terminate_connect = false;
     for (i, u) in a.upgrade_configs.iter().flatten().enumerate() {
-        if u.connect_config.is_some() {
+        let Some(c) = &u.connect_config else { continue };
+        let cp = up.idx(i).key("connect_config");
+        if !u.upgrade_type.eq_ignore_ascii_case("CONNECT") {
+            return fail(cp, "connect_config is only for upgrade_type CONNECT");
+        }
+        if c.allow_post == Some(true) {
             return fail(
-                up.idx(i).key("connect_config"),
-                format!("connect_config is not supported: {NOT_YET}"),
+                cp.key("allow_post"),
+                format!("allow_post (POST tunnels) is not supported: {NOT_YET}"),
             );
         }
+        if c.proxy_protocol_config.is_some() {
+            return fail(
+                cp.key("proxy_protocol_config"),
+                format!("proxy_protocol_config is not supported: {NOT_YET}"),
+            );
+        }
+        terminate_connect = true;
     }
     let upgrades =
         upgrades(up, a.upgrade_configs.iter().flatten().map(|u| (u.upgrade_type.as_str(), u.enabled)))?;
@@ -1658,6 +1697,7 @@ fn forward(
     Ok(ForwardAction {
         hash_policy,
         upgrades,
+        terminate_connect,
         cluster,
         timeout,
         prefix_rewrite: a.prefix_rewrite,

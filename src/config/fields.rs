@@ -202,7 +202,6 @@ pub(super) fn route_match(p: FieldPath, m: RawMatch) -> Res<RouteMatch> {
         ("runtime_fraction", m.runtime_fraction.is_some(), NOT_YET),
         ("tls_context", m.tls_context.is_some(), NOT_YET),
         ("dynamic_metadata", m.dynamic_metadata.is_some(), NOT_YET),
-        ("connect_matcher", m.connect_matcher.is_some(), "CONNECT is not tunnelled by skiff"),
     ];
     if let Some((field, _, why)) = refused.iter().find(|(_, present, _)| *present) {
         return fail(p.key(field), format!("{field} is not supported: {why}"));
@@ -220,8 +219,11 @@ pub(super) fn route_match(p: FieldPath, m: RawMatch) -> Res<RouteMatch> {
     if let Some(s) = m.regex {
         kinds.push(PathMatch::SafeRegex(check_regex(p.key("regex"), &s)?));
     }
+    if m.connect_matcher.is_some() {
+        kinds.push(PathMatch::Connect);
+    }
     if kinds.len() != 1 {
-        return fail(p, "a route match needs exactly one of prefix, path, safe_regex");
+        return fail(p, "a route match needs exactly one of prefix, path, safe_regex, connect_matcher");
     }
     let path = kinds.remove(0);
     let mut headers = Vec::new();

@@ -270,6 +270,20 @@ pub struct UpgradeConfig {
     pub enabled: bool,
 }
 
+impl UpgradeConfig {
+    /// Whether `kind` may upgrade: a route entry for the type decides (`enabled`); without one,
+    /// the connection manager's entry does; a type neither lists is refused (Envoy's rule).
+    pub fn allowed(kind: &str, hcm: &[UpgradeConfig], route: Option<&[UpgradeConfig]>) -> bool {
+        let find = |list: &[UpgradeConfig]| {
+            list.iter().find(|u| u.upgrade_type.eq_ignore_ascii_case(kind)).map(|u| u.enabled)
+        };
+        match route.and_then(find) {
+            Some(enabled) => enabled,
+            None => find(hcm).unwrap_or(false),
+        }
+    }
+}
+
 impl Bootstrap {
     /// Every TLS context's certificates: listener chains (HTTP, then TCP), then clusters, each
     /// in config order (`/certs`'s order).
@@ -1022,6 +1036,8 @@ pub enum PathMatch {
     /// `safe_regex.regex` (RE2 syntax; checked to compile at load). Matches the whole path
     /// without the query string.
     SafeRegex(String),
+    /// `connect_matcher: {}`: CONNECT requests, which no other path match matches.
+    Connect,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1071,6 +1087,9 @@ pub struct ForwardAction {
     pub retry_policy: Option<RetryPolicy>,
     /// `upgrade_configs`: overrides the connection manager's per upgrade type.
     pub upgrades: Vec<UpgradeConfig>,
+    /// The route's CONNECT `upgrade_configs` entry has a `connect_config`: skiff answers the
+    /// CONNECT itself and tunnels the bytes to the cluster's host (Envoy's termination).
+    pub terminate_connect: bool,
     /// `idle_timeout`: replaces the connection manager's `stream_idle_timeout` for this route.
     /// None = not set; Some(None) = `0s`, which turns the connection manager's off too.
     pub idle_timeout: Option<Option<Duration>>,

@@ -878,7 +878,15 @@ pub struct RawHcmUpgrade {
 pub struct RawRouteUpgrade {
     pub upgrade_type: String,
     pub enabled: Option<bool>,
-    pub connect_config: Ign,
+    pub connect_config: Option<RawConnectConfig>,
+}
+
+/// A route CONNECT upgrade's `connect_config`: present = terminate the CONNECT.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a connect_config mapping")]
+pub struct RawConnectConfig {
+    pub allow_post: Option<bool>,
+    pub proxy_protocol_config: Ign,
 }
 
 #[derive(Debug, DeriveDeserialize)]

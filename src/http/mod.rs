@@ -133,8 +133,9 @@ mod fuzz_tests {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             if let Ok(Some(head)) = parse_request(&buf, &mut headers, max) {
                 assert!(head.head_len <= buf.len() && head.head_len <= max);
-                assert!(head.path.starts_with('/') || head.path == "*");
-                assert!(head.method != "CONNECT");
+                // A CONNECT alone has no path, and always its authority.
+                assert!(head.path.starts_with('/') || head.path == "*" || head.method == "CONNECT");
+                assert!(head.method != "CONNECT" || (head.path.is_empty() && head.host == Some(head.target)));
                 if head.body == BodyKind::Chunked {
                     assert_eq!(head.version, Version::Http11);
                 }

@@ -36,10 +36,9 @@ pub(super) fn parse<'b>(
         _ => return Err(HeadError::Malformed("unsupported HTTP version")),
     };
 
-    if method == "CONNECT" {
-        return Err(HeadError::Malformed("CONNECT not supported"));
-    }
-    let (path, authority) = split_target(method, target)?;
+    let connect = method == "CONNECT";
+    let (path, authority) =
+        if connect { (CONNECT_PATH, Some(connect_target(target)?)) } else { split_target(method, target)? };
 
     let mut content_length: Option<u64> = None;
     let mut te = TransferCodings::default();
@@ -82,12 +81,20 @@ pub(super) fn parse<'b>(
         Some(v) => Some(validate_host(v)?),
         // An origin-form HTTP/1.1 request without Host is the connection manager's to refuse (as
         // Envoy's does: its log line has the method and path); an absolute-form one is the codec's.
-        None if version == Version::Http11 && authority.is_some() => {
+        None if version == Version::Http11 && authority.is_some() && !connect => {
             return Err(HeadError::Malformed("missing Host header"))
         }
         None => None,
     };
 
+    // A CONNECT's payload is the tunnel, never a body (Envoy's codec: `http1.body_disallowed` for
+    // a length, 501 for a coding).
+    if connect && content_length.is_some() {
+        return Err(HeadError::Malformed("CONNECT with a body"));
+    }
+    if connect && te.present {
+        return Err(HeadError::NotImplemented("transfer coding on CONNECT"));
+    }
     let body = if te.present {
         if version == Version::Http10 {
             // An HTTP/1.0 hop does not know chunked; what it sees as the body differs from ours.
@@ -130,6 +137,24 @@ pub(super) fn parse<'b>(
         // RFC 9112 §3.2.2: an absolute-form authority overrides the Host header.
         host: authority.or(host_header),
     }))
+}
+
+/// A CONNECT's path: none (`""`), which no path matcher but `connect_matcher` matches and the
+/// access log prints as `-`, as Envoy's request without a `:path`.
+pub const CONNECT_PATH: &str = "";
+
+/// A CONNECT's authority-form target (`host:port`, RFC 9110 §9.3.6): Envoy's codec refuses any
+/// other form, and a target without a port, as `http1.invalid_url`.
+fn connect_target(target: &str) -> Result<&str, HeadError> {
+    const INVALID: HeadError = HeadError::Malformed("CONNECT target is not host:port");
+    let authority = validate_authority(target).map_err(|_| INVALID)?;
+    let port = authority.rsplit_once(':').filter(|(host, port)| {
+        !host.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+    });
+    if port.is_none() {
+        return Err(INVALID);
+    }
+    Ok(authority)
 }
 
 /// Splits a request target into the origin-form path and, for absolute-form, the authority.
@@ -454,11 +479,23 @@ mod tests {
     }
 
     #[test]
-    fn connect_is_refused() {
+    fn connect_takes_host_and_port_and_no_body() {
+        // The target is the authority, whatever Host says (Envoy's `:authority` for a CONNECT).
+        let seen = accepted(b"CONNECT example.com:443 HTTP/1.1\r\nHost: other:80\r\n\r\n");
+        assert_eq!((seen.path.as_str(), seen.host.as_deref()), ("", Some("example.com:443")));
+        assert_eq!(accepted(b"CONNECT [::1]:8443 HTTP/1.1\r\n\r\n").host.as_deref(), Some("[::1]:8443"));
+        for target in ["/foo", "example.com", "http://example.com:443/", "example.com:", ":443", "a:4x"] {
+            let buf = format!("CONNECT {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            assert_eq!(refused(buf.as_bytes()), "CONNECT target is not host:port", "{target}");
+        }
         assert_eq!(
-            refused(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"),
-            "CONNECT not supported"
+            refused(b"CONNECT a:1 HTTP/1.1\r\nHost: a:1\r\nContent-Length: 3\r\n\r\nabc"),
+            "CONNECT with a body"
         );
+        assert!(matches!(
+            parse_with_limit(b"CONNECT a:1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 8192),
+            Err(HeadError::NotImplemented(_))
+        ));
     }
 
     #[test]

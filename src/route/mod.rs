@@ -79,9 +79,17 @@ pub struct Route {
 
 #[derive(Debug)]
 enum PathMatcher {
-    Prefix { prefix: String, case_sensitive: bool },
-    Exact { path: String, case_sensitive: bool },
+    Prefix {
+        prefix: String,
+        case_sensitive: bool,
+    },
+    Exact {
+        path: String,
+        case_sensitive: bool,
+    },
     Regex(regex::Regex),
+    /// `connect_matcher`: a CONNECT, whose path is empty (`http::CONNECT_PATH`).
+    Connect,
 }
 
 /// A compiled header matcher (routes', and the fault filter's `headers`).
@@ -131,6 +139,8 @@ pub struct Forward {
     pub cluster_not_found: u16,
     /// The route's `upgrade_configs` (they override the connection manager's per type).
     pub upgrades: Vec<config::UpgradeConfig>,
+    /// The route answers a CONNECT itself and tunnels it (`connect_config`).
+    pub terminate_connect: bool,
     /// `hash_policy`: the request's key for RING_HASH and MAGLEV clusters (`hash::request_hash`).
     pub hash_policy: Vec<config::HashPolicy>,
 }
@@ -595,6 +605,7 @@ fn compile_route(id: usize, r: &config::Route, clusters: &HashMap<&str, usize>) 
                 max_stream_duration: f.max_stream_duration,
                 grpc_timeout: f.grpc_timeout.map(Box::new),
                 upgrades: f.upgrades.clone(),
+                terminate_connect: f.terminate_connect,
                 cluster_not_found: f.cluster_not_found,
                 mirrors: f
                     .mirrors
@@ -762,6 +773,7 @@ impl RequestMatch {
             PathMatch::Prefix(p) => PathMatcher::Prefix { prefix: p.clone(), case_sensitive },
             PathMatch::Path(p) => PathMatcher::Exact { path: p.clone(), case_sensitive },
             PathMatch::SafeRegex(re) => PathMatcher::Regex(anchored(re)?),
+            PathMatch::Connect => PathMatcher::Connect,
         };
         let headers = m.headers.iter().map(HeaderMatcher::compile).collect::<Result<_, _>>()?;
         Ok(RequestMatch { path, headers, query: m.query_parameters.clone(), grpc: m.grpc })
@@ -781,7 +793,12 @@ impl RequestMatch {
 }
 
 fn path_matches(m: &PathMatcher, path: &str) -> bool {
+    // A CONNECT has no path: only `connect_matcher` matches it (Envoy: not even `prefix: ""`).
+    if path.is_empty() {
+        return matches!(m, PathMatcher::Connect);
+    }
     match m {
+        PathMatcher::Connect => false,
         PathMatcher::Prefix { prefix, case_sensitive: true } => path.starts_with(prefix.as_str()),
         PathMatcher::Prefix { prefix, case_sensitive: false } => {
             path.len() >= prefix.len()

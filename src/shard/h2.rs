@@ -400,7 +400,8 @@ async fn relay(
 }
 
 /// The HTTP/1.1 head of an HTTP/2 request, as Envoy's HTTP/1 codec writes one: `:authority` as
-/// `Host`, cookies joined with `; `, and a body without `content-length` sent chunked. Returns
+/// `Host`, cookies joined with `; `, and a body without `content-length` sent chunked (but a
+/// CONNECT's). Returns
 /// whether the body is chunked. The h2 codec already refused connection-specific headers and a
 /// `te` other than `trailers`, and `http` types hold no CR, LF or NUL.
 fn request_head(parts: &http_types::request::Parts, end_stream: bool, out: &mut Vec<u8>) -> bool {
@@ -439,7 +440,9 @@ fn request_head(parts: &http_types::request::Parts, end_stream: bool, out: &mut 
     if !cookies.is_empty() {
         header_line(out, "cookie", &cookies.join(&b"; "[..]));
     }
-    let chunked = !end_stream && !has_length;
+    // A CONNECT's DATA are the tunnel's bytes, written to the pair as they come (the HTTP/1 side
+    // relays them raw once it answered 200, and its answer comes back close-delimited).
+    let chunked = !end_stream && !has_length && parts.method != http_types::Method::CONNECT;
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }

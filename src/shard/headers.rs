@@ -64,7 +64,7 @@ fn untrusted_envoy_header(name: &str, edge: bool) -> bool {
 /// The levels' added headers, most specific level first (Envoy applies a weighted entry's edits,
 /// then the route's, the virtual host's, the route table's): an add a less specific level removes
 /// or overwrites is gone, as it is from Envoy's header map.
-fn write_adds(out: &mut Vec<u8>, edits: &[&HeaderEdits; 4]) {
+pub(super) fn write_adds(out: &mut Vec<u8>, edits: &[&HeaderEdits; 4]) {
     for (level, e) in edits.iter().enumerate() {
         for a in &e.add {
             if !edits[level + 1..].iter().any(|later| later.drops(&a.name)) {

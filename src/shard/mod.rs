@@ -17,6 +17,7 @@ mod observe;
 mod reply;
 mod socket;
 pub use reply::reason;
+mod connect;
 mod relay;
 mod request;
 mod signal;

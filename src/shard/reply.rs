@@ -431,6 +431,7 @@ pub mod details {
     pub const CODEC_ERROR: &str = "http1.codec_error";
     pub const INVALID_CHARACTERS: &str = "http1.invalid_characters";
     pub const INVALID_URL: &str = "http1.invalid_url";
+    pub const BODY_DISALLOWED: &str = "http1.body_disallowed";
     pub const INVALID_TRANSFER_ENCODING: &str = "http1.invalid_transfer_encoding";
     pub const HEADERS_TOO_LARGE: &str = "http1.headers_too_large";
     pub const TOO_MANY_HEADERS: &str = "http1.too_many_headers";
@@ -447,8 +448,9 @@ pub mod details {
             HeadError::Malformed(
                 "control byte in head" | "invalid header value" | "invalid method or target",
             ) => INVALID_CHARACTERS,
-            // An origin-form CONNECT target (Envoy refuses the URL before the method).
-            HeadError::Malformed("CONNECT not supported") => INVALID_URL,
+            // A CONNECT target that is not `host:port`.
+            HeadError::Malformed("CONNECT target is not host:port") => INVALID_URL,
+            HeadError::Malformed("CONNECT with a body") => BODY_DISALLOWED,
             // Envoy's connection manager refuses it, after the codec.
             HeadError::Malformed("missing Host header") => MISSING_HOST_HEADER,
             HeadError::Malformed(_) => CODEC_ERROR,
@@ -465,6 +467,7 @@ pub mod details {
                 | MISSING_HOST_HEADER
                 | INVALID_CHARACTERS
                 | INVALID_URL
+                | BODY_DISALLOWED
                 | INVALID_TRANSFER_ENCODING
                 | HEADERS_TOO_LARGE
                 | TOO_MANY_HEADERS

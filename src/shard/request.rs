@@ -161,11 +161,14 @@ impl<'g> Request<'g> {
         let http10 = head.version == Version::Http10;
         // An accepted HTTP/1.0 request is answered in HTTP/1.0, local replies included.
         let answer_http10 = http10 && hcm.accept_http_10;
+        let connect = head.method == "CONNECT";
         let reply = |mut reply: LocalReply, consumed| {
             reply.http10 |= answer_http10;
             // The client said it closes (or spoke HTTP/1.0 without keep-alive): Envoy's reply says
             // so too.
-            reply.close |= !head.keep_alive;
+            // Envoy closes a CONNECT's connection after any local reply (its bytes after the head
+            // would be the tunnel's).
+            reply.close |= !head.keep_alive || connect;
             Plan::Reply { reply, consumed, head_request, filters: None }
         };
         if http10 && !hcm.accept_http_10 {
@@ -213,19 +216,27 @@ impl<'g> Request<'g> {
             table.virtual_host(host).and_then(|vhost| Some((vhost, vhost.route(head.path, head.headers)?)));
         // Envoy refuses an upgrade its configuration does not allow before the route acts (even
         // one that has no route): 403, closing.
-        let upgrade = upgrade::requested(head);
+        // A CONNECT no route matches is the router's 404 (Envoy 1.40), not a refused upgrade.
+        let upgrade = upgrade::requested(head).filter(|_| !connect || found.is_some());
         if let Some(kind) = upgrade {
             let forward = found.and_then(|(_, r)| match &r.action {
                 Action::Forward(f) => Some(f),
                 _ => None,
             });
-            if !upgrade::allowed(kind, &hcm.upgrades, forward.map(|f| f.upgrades.as_slice())) {
+            // A CONNECT tunnels only where the route terminates it (`connect_config`); forwarding
+            // it is refused at load, this covers a route table that bypassed that check.
+            let tunnels = !connect || forward.is_some_and(|f| f.terminate_connect);
+            if !tunnels || !upgrade::allowed(kind, &hcm.upgrades, forward.map(|f| f.upgrades.as_slice())) {
                 self.stats.downstream_rq_ws_on_non_ws_route.inc();
                 // Envoy's line names the route's cluster: the route was resolved to decide.
                 if let Some(Targets::Single(c)) = forward.map(|f| &f.clusters) {
                     obs.upstream_cluster = Some(*c);
                 }
                 return reply(LocalReply::new(403, b"").closing().detailed(details::UPGRADE_FAILED), None);
+            }
+            if connect {
+                // Envoy counts an accepted CONNECT as it decodes it, whether the tunnel opens or not.
+                self.stats.downstream_cx_upgrades_total.inc();
             }
         }
         // The configured filters, after routing and before the router acts on the route (or answers
@@ -383,10 +394,11 @@ impl<'g> Request<'g> {
             req_out.splice(at..at, added.iter().copied());
         }
         let body_end = head.head_len + scan.len;
-        obs.bytes_received = scan.payload;
+        // Envoy counts what came after a CONNECT's head as received, tunnel or not.
+        obs.bytes_received = if connect { (buf.len() - head.head_len) as u64 } else { scan.payload };
         req_out.extend_from_slice(&buf[head.head_len..body_end]);
         let mut facts = RequestFacts {
-            keep_alive: head.keep_alive && !self.last_on_connection,
+            keep_alive: head.keep_alive && !self.last_on_connection && !connect,
             head_method: head_request,
             http10,
             expect_continue: head.expect_continue,
@@ -394,6 +406,7 @@ impl<'g> Request<'g> {
             idempotent: matches!(head.method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"),
             body_rest: scan.rest,
             upgrade: upgrade.is_some(),
+            connect,
             hash: None,
             set_cookie: Vec::new(),
             client_http2: self.http2,
@@ -594,6 +607,7 @@ impl<'g> Request<'g> {
     ) -> Continue {
         let Action::Forward(fwd) = &route.action else { return Continue::Close };
         let keep_alive = facts.keep_alive;
+        let connect = facts.connect;
         // The generated hash cookie ends `filter_headers`; it goes on upstream responses only.
         let cookie_len = facts.set_cookie.len();
         let head_request = facts.head_method;
@@ -645,7 +659,7 @@ impl<'g> Request<'g> {
         match forwarded {
             // Outside the route timeout: an upgraded connection lasts as long as its peers want.
             Forwarded::Upgraded(up) => {
-                upgrade::relay_upgraded(self.stats, d, up, limits.idle).await;
+                upgrade::relay_upgraded(self.stats, d, up, (limits.idle, connect)).await;
                 Continue::Close
             }
             Forwarded::Relayed { keep_alive: true } if keep_alive => Continue::KeepAlive,

@@ -21,6 +21,10 @@ use std::time::Duration;
 /// The upgrade a request asks for: its `Upgrade` value when its `Connection` lists `upgrade`
 /// (Envoy's test); without that token an `Upgrade` header is only a hop-by-hop field.
 pub(super) fn requested<'h>(head: &RequestHead<'h>) -> Option<&'h str> {
+    // A CONNECT is an upgrade of its own kind (Envoy's `upgrade_type: CONNECT`), whatever it says.
+    if head.method == "CONNECT" {
+        return Some(CONNECT);
+    }
     let upgrade = head.headers.iter().find(|h| header_is(h.name, "upgrade"))?;
     if !head.connection_lists("upgrade") {
         return None;
@@ -28,29 +32,29 @@ pub(super) fn requested<'h>(head: &RequestHead<'h>) -> Option<&'h str> {
     std::str::from_utf8(upgrade.value).ok().map(str::trim)
 }
 
-/// Whether `kind` may upgrade: a route entry for the type decides (`enabled`); without one, the
-/// connection manager's entry does; a type neither lists is refused.
+/// The upgrade type of a CONNECT request (lower-cased, as the configured types are).
+pub(super) const CONNECT: &str = "connect";
+
+/// Whether `kind` may upgrade (`UpgradeConfig::allowed`).
 pub(super) fn allowed(kind: &str, hcm: &[UpgradeConfig], route: Option<&[UpgradeConfig]>) -> bool {
-    let find = |list: &[UpgradeConfig]| {
-        list.iter().find(|u| u.upgrade_type.eq_ignore_ascii_case(kind)).map(|u| u.enabled)
-    };
-    match route.and_then(find) {
-        Some(enabled) => enabled,
-        None => find(hcm).unwrap_or(false),
-    }
+    UpgradeConfig::allowed(kind, hcm, route)
 }
 
 /// Relays an upgraded connection (its 101 already sent) until either side ends it or it idles
 /// past `idle` (the stream idle timeout: what bounds an upgraded stream in Envoy, whose
 /// connection `idle_timeout` only runs while no stream is active; None = never). Bytes the client
 /// sent after its head (`d.buf`) and the upstream after its 101 (`up.read.buf`) go first.
+/// `connect`: a CONNECT tunnel, which `downstream_cx_upgrades_total` counted as it was accepted
+/// (as Envoy counts it, tunnel or not) and whose client bytes are all tunnel bytes.
 pub(super) async fn relay_upgraded(
     stats: &HttpStats,
     d: &mut Downstream,
     mut up: Box<Upstream>,
-    idle: Option<Duration>,
+    (idle, connect): (Option<Duration>, bool),
 ) {
-    stats.downstream_cx_upgrades_total.inc();
+    if !connect {
+        stats.downstream_cx_upgrades_total.inc();
+    }
     stats.downstream_cx_upgrades_active.inc();
     let relayed = match (second_handle(&d.stream), up.read.parts()) {
         (Ok(mut client_reader), Some((upstream_reader, upstream_buf))) => {
@@ -76,7 +80,12 @@ pub(super) async fn relay_upgraded(
         d.obs.flag(ResponseFlags::DC);
         return;
     };
-    d.obs.bytes_received += relayed.to_upstream;
+    if connect {
+        // Those that came with the head were counted already (`request`): the relay sent them.
+        d.obs.bytes_received = relayed.to_upstream;
+    } else {
+        d.obs.bytes_received += relayed.to_upstream;
+    }
     d.obs.bytes_sent = relayed.to_downstream;
     // The side that ended the relay, closing or failing: Envoy flags the client going as `DC` and
     // the upstream going as `UC` (observed with Envoy 1.40), a quiet stream as `SI`.

@@ -53,6 +53,9 @@ pub(super) struct RequestFacts {
     pub body_rest: Option<Framing>,
     /// An upgrade the configuration allows: a `101` turns the connection into a relay.
     pub upgrade: bool,
+    /// A CONNECT the route terminates: no request goes up; once connected, the client is
+    /// answered `200` and the connection becomes the tunnel (`connect.rs`).
+    pub connect: bool,
     /// The route's `hash_policy` key, for RING_HASH and MAGLEV clusters.
     pub hash: Option<u64>,
     /// `set-cookie` lines of hash cookies generated for this request (`route::hash`); empty
@@ -583,7 +586,8 @@ async fn attempt(
     let snap = &ex.generation.snap.clusters[ex.cluster];
     let downstream_http2 = ex.facts.client_http2 && matches!(snap.protocol, UpstreamProtocol::Downstream(_));
     let key = PoolKey { cluster: snap.pool_id, addr, downstream_http2 };
-    let up = match obtain(ex, key, endpoint, fresh_only).await {
+    // A tunnel takes a connection of its own.
+    let up = match obtain(ex, key, endpoint, fresh_only || ex.facts.connect).await {
         Ok(up) => up,
         Err(failed) => return failed,
     };
@@ -715,6 +719,18 @@ async fn exchange(
     stats.upstream_rq_total.inc();
     ex.generation.host_stats[ex.cluster][endpoint].rq_total.inc();
     let started = Instant::now();
+    if ex.facts.connect {
+        let answer = super::connect::Answer {
+            edits: &ex.response_edits,
+            filter_headers: ex.filter_headers,
+            date: &ex.shard.date,
+            server: ex.server_name,
+        };
+        return match super::connect::established(d, answer).await {
+            Ok(()) => Attempt::Upgraded(Box::new(up)),
+            Err(()) => Attempt::Abort,
+        };
+    }
 
     // The request: head and whatever body came with it.
     let head_len = d.req_out.len();

@@ -999,3 +999,24 @@ pub fn twin_upstreams() -> (TestUpstream, TestUpstream) {
     }
     panic!("no port free on both 127.0.0.2 and 127.0.0.3");
 }
+
+/// A config with an admin on `admin` and one listener `main` on `port` (0 = any) whose filter chain
+/// is `filters` (list items indented for it), then one static ROUND_ROBIN cluster per
+/// `(name, address)`.
+pub fn one_listener_config(
+    (port, admin): (u16, u16),
+    filters: &str,
+    clusters: &[(&str, SocketAddr)],
+) -> String {
+    let listener = format!(
+        "- name: main\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}\n  filter_chains:\n    - filters:\n"
+    );
+    let clusters: String = clusters
+        .iter()
+        .map(|(name, a)| indent(&static_cluster_yaml(name, "ROUND_ROBIN", &[(*a, 1)]), 4))
+        .collect();
+    format!(
+        "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}\nstatic_resources:\n  listeners:\n{}{filters}  clusters:\n{clusters}",
+        indent(&listener, 4),
+    )
+}
