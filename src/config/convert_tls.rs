@@ -10,11 +10,14 @@
 
 use super::chain_match::{ChainMatch, Cidr, SourceType, Transport};
 use super::error::FieldPath;
-use super::fields::{fail, read, Res};
-use super::raw::{Ign, RawCidrRange, RawFilterChainMatch, RawListenerFilter, RawTransportSocket};
+use super::fields::{fail, read, string_match, Res};
+use super::model::{StringMatcher, StringRule};
+use super::raw::{
+    Ign, RawCidrRange, RawFilterChainMatch, RawListenerFilter, RawStringMatcher, RawTransportSocket,
+};
 use super::secrets::{self, Kind, Material, PerGeneration, Secret, SecretCert, SecretClients, SecretServers};
 use super::tls::{ContextCerts, ListenerTls, ServerTls, SourcedCert, UpstreamTls};
-use super::tls_verify::{SanMatcher, ServerVerifier, VerifiedClients};
+use super::tls_verify::{SanMatcher, SanRule, SanType, ServerVerifier, VerifiedClients};
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -183,17 +186,6 @@ struct RawSanMatcher {
     san_type: String,
     matcher: RawStringMatcher,
     oid: Ign,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStringMatcher {
-    exact: Option<String>,
-    prefix: Ign,
-    suffix: Ign,
-    contains: Ign,
-    safe_regex: Ign,
-    ignore_case: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1201,14 +1193,32 @@ fn validation(
         }
     };
     let mut sans = Vec::new();
-    for (i, m) in v.match_typed_subject_alt_names.iter().flatten().enumerate() {
+    for (i, m) in v.match_typed_subject_alt_names.into_iter().flatten().enumerate() {
         let mp = p.key("match_typed_subject_alt_names").idx(i);
-        sans.push(san(&mp.key("matcher"), &m.san_type, &m.matcher, &mp)?);
+        let san_type = match m.san_type.as_str() {
+            "DNS" => SanType::Dns,
+            "URI" => SanType::Uri,
+            "EMAIL" => SanType::Email,
+            "IP_ADDRESS" => SanType::IpAddress,
+            "OTHER_NAME" => return fail(mp.key("san_type"), "OTHER_NAME SAN matchers are not supported"),
+            other => {
+                return fail(
+                    mp.key("san_type"),
+                    format!("unknown san_type {other:?} (DNS, URI, EMAIL, IP_ADDRESS)"),
+                )
+            }
+        };
+        if m.oid.is_some() {
+            return fail(mp.key("oid"), "oid applies only to OTHER_NAME, which is not supported");
+        }
+        sans.push(san(&mp.key("matcher"), san_type, m.matcher)?);
     }
-    // The deprecated untyped list matches DNS names (and IPs, which `san` tells apart).
-    for (i, m) in v.match_subject_alt_names.iter().flatten().enumerate() {
+    // Envoy applies each deprecated untyped matcher to DNS, URI, EMAIL and IP_ADDRESS names.
+    for (i, m) in v.match_subject_alt_names.into_iter().flatten().enumerate() {
         let mp = p.key("match_subject_alt_names").idx(i);
-        sans.push(san(&mp, "DNS", m, &mp)?);
+        for san_type in [SanType::Dns, SanType::Uri, SanType::Email, SanType::IpAddress] {
+            sans.push(san(&mp, san_type, m.clone())?);
+        }
     }
     if !sans.is_empty() && roots.is_none() {
         return fail(p.key("trusted_ca"), "SAN matching needs trusted_ca (as in Envoy)");
@@ -1217,22 +1227,18 @@ fn validation(
     Ok((roots, sans))
 }
 
-fn san(p: &FieldPath, san_type: &str, m: &RawStringMatcher, at: &FieldPath) -> Res<SanMatcher> {
-    if m.prefix.is_some() || m.suffix.is_some() || m.contains.is_some() || m.safe_regex.is_some() {
-        return fail(p.clone(), "only exact SAN matchers are supported");
-    }
-    let Some(exact) = &m.exact else { return fail(p.clone(), "a SAN matcher needs exact") };
-    let name = match san_type {
-        "DNS" | "IP_ADDRESS" => ServerName::try_from(exact.clone()).ok(),
-        _ => None,
-    };
-    match name {
-        Some(n) => Ok(SanMatcher(n)),
-        None => fail(
-            at.key("san_type"),
-            format!("SAN matcher {san_type} \"{exact}\" is not supported (DNS names and IP_ADDRESS)"),
+fn san(p: &FieldPath, san_type: SanType, m: RawStringMatcher) -> Res<SanMatcher> {
+    let StringMatcher { rule, ignore_case } = string_match(p, m)?;
+    let rule = match rule {
+        StringRule::Exact(s) => SanRule::Exact(s),
+        StringRule::Prefix(s) => SanRule::Prefix(s),
+        StringRule::Suffix(s) => SanRule::Suffix(s),
+        StringRule::Contains(s) => SanRule::Contains(s),
+        StringRule::SafeRegex(re) => SanRule::Regex(
+            regex::Regex::new(&format!("^(?:{re})$")).map_err(|e| finding(&p.key("safe_regex"), e))?,
         ),
-    }
+    };
+    Ok(SanMatcher { san_type, rule, ignore_case })
 }
 
 /// The protocols a context offers by ALPN, in the config's order: those skiff speaks (HTTP/2 is
