@@ -79,18 +79,13 @@ fn validation(certs: &Certs, matchers: &str) -> String {
     format!("validation_context:\n  trusted_ca: {{ filename: {} }}\n  {matchers}\n", certs.path("ca.crt"))
 }
 
-/// `main`: a TLS listener with a filter chain per `CHAINS` entry, each requiring a client
-/// certificate.
-fn clients_config(port: u16, admin: u16, _up_port: u16, _backend: SocketAddr, certs: &Certs) -> String {
-    let chains: String = CHAINS
+/// `main`: a TLS listener with a filter chain per `(name, validation_context lines)`, each
+/// requiring a client certificate, picked by SNI `<name>.verify.test`.
+fn chains_config(chains: &[(String, String)], port: u16, admin: u16, certs: &Certs) -> String {
+    let chains: String = chains
         .iter()
-        .map(|(name, matchers)| {
-            let socket = tls::downstream_socket(
-                certs,
-                "server",
-                "require_client_certificate: true\n",
-                &validation(certs, matchers),
-            );
+        .map(|(name, validation)| {
+            let socket = tls::downstream_socket(certs, "server", "require_client_certificate: true\n", validation);
             format!(
                 "- filter_chain_match: {{ server_names: [{name}.verify.test] }}\n{}{}",
                 indent(&socket, 2),
@@ -108,6 +103,66 @@ fn clients_config(port: u16, admin: u16, _up_port: u16, _backend: SocketAddr, ce
     )
 }
 
+fn san_chains(certs: &Certs) -> Vec<(String, String)> {
+    CHAINS.iter().map(|(name, m)| (name.to_string(), validation(certs, m))).collect()
+}
+
+fn clients_config(port: u16, admin: u16, _up_port: u16, _backend: SocketAddr, certs: &Certs) -> String {
+    chains_config(&san_chains(certs), port, admin, certs)
+}
+
+/// `openssl x509 -fingerprint -sha256` of a leaf: `AB:CD:...`, the form Envoy's docs show.
+fn fingerprint(certs: &Certs, leaf: &str) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in", &certs.path(&format!("{leaf}.crt"))])
+        .output()
+        .expect("run openssl");
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    text.split_once('=').map(|(_, f)| f.to_string()).expect("a fingerprint")
+}
+
+/// The base64 SHA-256 of a leaf's SubjectPublicKeyInfo, as Envoy's docs compute it.
+fn spki(certs: &Certs, leaf: &str) -> String {
+    let script = format!(
+        "openssl x509 -in {} -noout -pubkey | openssl pkey -pubin -outform DER | openssl dgst -sha256 -binary | base64",
+        certs.path(&format!("{leaf}.crt"))
+    );
+    let out = std::process::Command::new("sh").args(["-c", &script]).output().expect("run openssl");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+const PIN_CHAINS: &[&str] =
+    &["hash", "hash-colons", "hash-untrusted", "spki-no-ca", "san-and-hash", "hash-or-spki"];
+
+fn pin_chains(certs: &Certs) -> Vec<(String, String)> {
+    let hex = |leaf: &str| fingerprint(certs, leaf).replace(':', "").to_lowercase();
+    let ca = format!("validation_context:\n  trusted_ca: {{ filename: {} }}\n", certs.path("ca.crt"));
+    let lists = [
+        format!("{ca}  verify_certificate_hash: [\"{}\"]\n", hex("wild")),
+        format!("{ca}  verify_certificate_hash: [\"{}\"]\n", fingerprint(certs, "wild")),
+        // A pinned certificate from a CA the context does not trust: the chain fails first.
+        format!("{ca}  verify_certificate_hash: [\"{}\"]\n", hex("stranger")),
+        // Without trusted_ca Envoy checks no chain, only the pins.
+        format!("validation_context:\n  verify_certificate_spki: [\"{}\"]\n", spki(certs, "stranger")),
+        // SAN matchers and pins must both pass.
+        format!(
+            "{ca}  match_typed_subject_alt_names: [{{ san_type: DNS, matcher: {{ exact: a.example.com }} }}]\n  verify_certificate_hash: [\"{}\"]\n",
+            hex("uri")
+        ),
+        // One hash of either list is enough.
+        format!(
+            "{ca}  verify_certificate_hash: [\"{}\"]\n  verify_certificate_spki: [\"{}\"]\n",
+            hex("uri"),
+            spki(certs, "wild")
+        ),
+    ];
+    PIN_CHAINS.iter().zip(lists).map(|(n, v)| (n.to_string(), v)).collect()
+}
+
+fn pins_config(port: u16, admin: u16, _up_port: u16, _backend: SocketAddr, certs: &Certs) -> String {
+    chains_config(&pin_chains(certs), port, admin, certs)
+}
+
 /// `main`: a plaintext listener routing `/good` and `/bad` to two clusters that reach the `up`
 /// listener, whose certificate has only a URI SAN, one matching it and one not.
 fn upstream_config(port: u16, admin: u16, up_port: u16, backend: SocketAddr, certs: &Certs) -> String {
@@ -123,12 +178,19 @@ fn upstream_config(port: u16, admin: u16, up_port: u16, backend: SocketAddr, cer
     };
     let good = "match_typed_subject_alt_names: [{ san_type: URI, matcher: { prefix: \"spiffe://test/\" } }]";
     let bad = "match_typed_subject_alt_names: [{ san_type: URI, matcher: { exact: \"spiffe://test/ns/other/sa\" } }]";
+    // Pins alone (no trusted_ca): the SPKI of the upstream's certificate, and another's hash.
+    let pin_good = format!("verify_certificate_spki: [\"{}\"]", spki(certs, "upuri"));
+    let pin_bad = format!("verify_certificate_hash: [\"{}\"]", fingerprint(certs, "wild"));
+    let pinned = |name: &str, pins: &str| {
+        let c = support::static_cluster_yaml(name, "ROUND_ROBIN", &[(up, 1)]).replace("0.5s", "2s");
+        c + &indent(&tls::upstream_socket("", &format!("validation_context:\n  {pins}\n")), 2)
+    };
     let main = format!(
         "- name: main\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}\n  filter_chains:\n  - {}",
         indent(
             &hcm(
                 "front",
-                "- match: { prefix: /good }\n  route: { cluster: up_good }\n- match: { prefix: /bad }\n  route: { cluster: up_bad }\n"
+                "- match: { prefix: /good }\n  route: { cluster: up_good }\n- match: { prefix: /bad }\n  route: { cluster: up_bad }\n- match: { prefix: /pin-good }\n  route: { cluster: pin_good }\n- match: { prefix: /pin-bad }\n  route: { cluster: pin_bad }\n"
             ),
             4
         )
@@ -141,7 +203,8 @@ fn upstream_config(port: u16, admin: u16, up_port: u16, backend: SocketAddr, cer
         indent(&support::static_cluster_yaml("backend", "ROUND_ROBIN", &[(backend, 1)]), 2),
         indent(&cluster("up_good", good), 2),
         indent(&cluster("up_bad", bad), 2),
-    )
+    ) + &indent(&pinned("pin_good", &pin_good), 2)
+        + &indent(&pinned("pin_bad", &pin_bad), 2)
 }
 
 /// What one proxy showed: per chain, the clients served; the stats named.
@@ -151,22 +214,30 @@ struct Seen {
     stats: BTreeMap<String, u64>,
 }
 
-fn client_matrix(addr: SocketAddr, certs: &Certs) -> Vec<String> {
-    CHAINS
+/// Per chain, which of `clients` (leaf names; `none` sends no certificate) are served.
+fn matrix(addr: SocketAddr, certs: &Certs, chains: &[&str], clients: &[&str]) -> Vec<String> {
+    chains
         .iter()
-        .map(|(chain, _)| {
-            let served: Vec<&str> = CLIENTS
+        .map(|chain| {
+            let served: Vec<&str> = clients
                 .iter()
-                .filter(|(leaf, _)| {
+                .copied()
+                .filter(|leaf| {
                     let (crt, key) = (certs.path(&format!("{leaf}.crt")), certs.path(&format!("{leaf}.key")));
+                    let args: &[&str] = if *leaf == "none" { &[] } else { &["--cert", &crt, "--key", &key] };
                     let host = format!("{chain}.verify.test");
-                    curl(addr, &host, "/", certs, &["--cert", &crt, "--key", &key]).status == Some(200)
+                    curl(addr, &host, "/", certs, args).status == Some(200)
                 })
-                .map(|(leaf, _)| *leaf)
                 .collect();
             format!("{chain}: {}", served.join(","))
         })
         .collect()
+}
+
+fn client_matrix(addr: SocketAddr, certs: &Certs) -> Vec<String> {
+    let chains: Vec<&str> = CHAINS.iter().map(|(n, _)| *n).collect();
+    let clients: Vec<&str> = CLIENTS.iter().map(|(n, _)| *n).collect();
+    matrix(addr, certs, &chains, &clients)
 }
 
 const STATS: &[&str] = &[
@@ -174,6 +245,7 @@ const STATS: &[&str] = &[
     "LISTENER.ssl.fail_verify_san",
     "LISTENER.ssl.fail_verify_error",
     "LISTENER.ssl.fail_verify_no_cert",
+    "LISTENER.ssl.fail_verify_cert_hash",
 ];
 
 type MakeConfig = fn(u16, u16, u16, SocketAddr, &Certs) -> String;
@@ -274,6 +346,36 @@ fn client_certificates_are_matched_by_every_san_matcher_kind_like_envoy() {
     assert_eq!(seen.stats["LISTENER.ssl.fail_verify_error"], 0);
 }
 
+#[test]
+fn pinned_certificate_hashes_and_spkis_are_checked_after_the_san_matchers_like_envoy() {
+    let seen = compare(
+        "pins",
+        pins_config,
+        |addr, certs| matrix(addr, certs, PIN_CHAINS, &["wild", "uri", "stranger", "none"]),
+        STATS,
+    );
+    assert_eq!(
+        seen.served,
+        [
+            "hash: wild",
+            "hash-colons: wild",
+            "hash-untrusted: ",
+            "spki-no-ca: stranger",
+            "san-and-hash: ",
+            "hash-or-spki: wild,uri",
+        ]
+    );
+    // hash, hash-colons: uri; hash-untrusted, spki-no-ca: wild, uri; san-and-hash: wild (its SAN
+    // matched).
+    assert_eq!(seen.stats["LISTENER.ssl.fail_verify_cert_hash"], 7);
+    // stranger, on the five chains with trusted_ca: the chain is checked before the pins.
+    assert_eq!(seen.stats["LISTENER.ssl.fail_verify_error"], 5);
+    // san-and-hash: uri, checked against the SAN matcher first.
+    assert_eq!(seen.stats["LISTENER.ssl.fail_verify_san"], 1);
+    // Every chain refuses a client without a certificate.
+    assert_eq!(seen.stats["LISTENER.ssl.fail_verify_no_cert"], PIN_CHAINS.len() as u64);
+}
+
 /// `curl http://<addr><path>`: the status, or none.
 fn plain_status(addr: SocketAddr, path: &str) -> String {
     let out = std::process::Command::new("curl")
@@ -285,20 +387,25 @@ fn plain_status(addr: SocketAddr, path: &str) -> String {
 }
 
 #[test]
-fn an_upstream_certificate_is_matched_by_its_uri_san_and_a_mismatch_is_503_like_envoy() {
+fn an_upstream_certificate_is_matched_by_its_uri_san_and_pins_and_a_mismatch_is_503_like_envoy() {
     let seen = compare(
         "san-upstream",
         upstream_config,
-        |addr, _| vec![plain_status(addr, "/good"), plain_status(addr, "/bad")],
+        |addr, _| ["/good", "/bad", "/pin-good", "/pin-bad"].iter().map(|p| plain_status(addr, p)).collect(),
         &[
             "cluster.up_good.ssl.handshake",
             "cluster.up_good.ssl.fail_verify_san",
             "cluster.up_bad.ssl.handshake",
             "cluster.up_bad.ssl.fail_verify_san",
             "cluster.up_bad.upstream_cx_connect_fail",
+            "cluster.pin_good.ssl.handshake",
+            "cluster.pin_bad.ssl.fail_verify_cert_hash",
+            "cluster.pin_bad.upstream_cx_connect_fail",
         ],
     );
-    assert_eq!(seen.served, ["/good: 200", "/bad: 503"]);
+    assert_eq!(seen.served, ["/good: 200", "/bad: 503", "/pin-good: 200", "/pin-bad: 503"]);
     assert_eq!(seen.stats["cluster.up_bad.ssl.fail_verify_san"], 1);
     assert_eq!(seen.stats["cluster.up_good.ssl.handshake"], 1);
+    assert_eq!(seen.stats["cluster.pin_bad.ssl.fail_verify_cert_hash"], 1);
+    assert_eq!(seen.stats["cluster.pin_good.ssl.handshake"], 1);
 }

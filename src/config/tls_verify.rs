@@ -3,7 +3,8 @@
 //! DNS, URI, EMAIL and IP_ADDRESS names), never the SNI against the
 //! certificate (Envoy checks names only through SAN matchers). A SAN mismatch is reported as
 //! `CertificateError::ApplicationVerificationFailure`, which the shard counts as
-//! `ssl.fail_verify_san`. Built once at load by `tls`; holds no connection state.
+//! `ssl.fail_verify_san`; then `verify_certificate_hash` / `verify_certificate_spki` (`PinMismatch`,
+//! `ssl.fail_verify_cert_hash`). Built once at load by `tls`; holds no connection state.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -135,36 +136,92 @@ fn subject_alt_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Ve
     out
 }
 
-/// Whether the end-entity certificate has a SAN one of `sans` accepts (any, when there are none).
-fn sans_match(end_entity: &CertificateDer<'_>, sans: &[SanMatcher]) -> Result<(), Error> {
-    use x509_parser::prelude::FromDer;
-    if sans.is_empty() {
-        return Ok(());
+/// A certificate that matched none of `verify_certificate_hash` and `verify_certificate_spki`;
+/// carried in `CertificateError::Other` so the shard counts `ssl.fail_verify_cert_hash`.
+#[derive(Debug)]
+pub struct PinMismatch;
+
+impl std::fmt::Display for PinMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the certificate matches no verify_certificate_hash or verify_certificate_spki")
     }
-    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(end_entity.as_ref())
-        .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
-    let names = subject_alt_names(&cert);
-    if sans.iter().any(|m| names.iter().any(|(t, v)| m.matches(*t, v))) {
+}
+
+impl std::error::Error for PinMismatch {}
+
+/// What a validation context checks on the end-entity certificate after its chain, in Envoy's
+/// order: the SAN matchers (when any), then the pins (when any), where one matching hash of
+/// either list passes. Both must pass.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PeerChecks {
+    pub sans: Vec<SanMatcher>,
+    /// `verify_certificate_hash`: SHA-256 of the certificate's DER.
+    pub cert_hashes: Vec<[u8; 32]>,
+    /// `verify_certificate_spki`: SHA-256 of its DER SubjectPublicKeyInfo.
+    pub spki_hashes: Vec<[u8; 32]>,
+}
+
+impl PeerChecks {
+    pub fn is_empty(&self) -> bool {
+        self.sans.is_empty() && !self.pinned()
+    }
+
+    fn pinned(&self) -> bool {
+        !self.cert_hashes.is_empty() || !self.spki_hashes.is_empty()
+    }
+
+    /// These checks and `other`'s, as one context applies them.
+    pub fn merged(&self, other: &PeerChecks) -> PeerChecks {
+        let join = |a: &[[u8; 32]], b: &[[u8; 32]]| a.iter().chain(b).copied().collect();
+        PeerChecks {
+            sans: self.sans.iter().chain(&other.sans).cloned().collect(),
+            cert_hashes: join(&self.cert_hashes, &other.cert_hashes),
+            spki_hashes: join(&self.spki_hashes, &other.spki_hashes),
+        }
+    }
+
+    fn check(&self, end_entity: &CertificateDer<'_>) -> Result<(), Error> {
+        use x509_parser::prelude::FromDer;
+        if self.is_empty() {
+            return Ok(());
+        }
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(end_entity.as_ref())
+            .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        if !self.sans.is_empty() {
+            let names = subject_alt_names(&cert);
+            if !self.sans.iter().any(|m| names.iter().any(|(t, v)| m.matches(*t, v))) {
+                return Err(Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure));
+            }
+        }
+        if self.pinned() {
+            let sha256 = |b: &[u8]| ring::digest::digest(&ring::digest::SHA256, b);
+            let cert_hash = sha256(end_entity.as_ref());
+            let spki_hash = sha256(cert.tbs_certificate.subject_pki.raw);
+            let hit = self.cert_hashes.iter().any(|h| h[..] == *cert_hash.as_ref())
+                || self.spki_hashes.iter().any(|h| h[..] == *spki_hash.as_ref());
+            if !hit {
+                let mismatch = rustls::OtherError(Arc::new(PinMismatch));
+                return Err(Error::InvalidCertificate(CertificateError::Other(mismatch)));
+            }
+        }
         Ok(())
-    } else {
-        Err(Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
     }
 }
 
 /// An upstream's certificate: the chain when `trusted_ca` is set (Envoy accepts any certificate
-/// without it), then the SAN matchers.
+/// without it), then the SAN matchers and the pins.
 #[derive(Debug)]
 pub struct ServerVerifier {
     chain: Option<Arc<rustls::client::WebPkiServerVerifier>>,
     provider: Arc<CryptoProvider>,
-    sans: Vec<SanMatcher>,
+    checks: PeerChecks,
 }
 
 impl ServerVerifier {
     pub fn new(
         roots: Option<rustls::RootCertStore>,
         provider: Arc<CryptoProvider>,
-        sans: Vec<SanMatcher>,
+        checks: PeerChecks,
     ) -> Result<Self, rustls::client::VerifierBuilderError> {
         let chain = match roots {
             Some(r) => Some(
@@ -173,7 +230,7 @@ impl ServerVerifier {
             ),
             None => None,
         };
-        Ok(ServerVerifier { chain, provider, sans })
+        Ok(ServerVerifier { chain, provider, checks })
     }
 }
 
@@ -196,7 +253,7 @@ impl ServerCertVerifier for ServerVerifier {
                 Err(e) => return Err(e),
             }
         }
-        sans_match(end_entity, &self.sans)?;
+        self.checks.check(end_entity)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -223,38 +280,49 @@ impl ServerCertVerifier for ServerVerifier {
     }
 }
 
-/// A client's certificate on a listener with `trusted_ca`: asked for always, required when
-/// `require_client_certificate` says so, checked against the chain and the SAN matchers.
+/// A client's certificate on a listener with `trusted_ca` or pins: asked for always, required
+/// when `require_client_certificate` says so, checked against the chain (with `trusted_ca`; with
+/// pins alone Envoy checks no chain) and then the SAN matchers and the pins.
 #[derive(Debug)]
 pub struct VerifiedClients {
-    inner: Arc<dyn ClientCertVerifier>,
-    sans: Vec<SanMatcher>,
+    chain: Option<Arc<dyn ClientCertVerifier>>,
+    provider: Arc<CryptoProvider>,
+    required: bool,
+    checks: PeerChecks,
 }
 
 impl VerifiedClients {
     pub fn new(
-        roots: rustls::RootCertStore,
+        roots: Option<rustls::RootCertStore>,
         provider: Arc<CryptoProvider>,
         required: bool,
-        sans: Vec<SanMatcher>,
+        checks: PeerChecks,
     ) -> Result<Self, rustls::server::VerifierBuilderError> {
-        let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-        let inner = if required { builder.build()? } else { builder.allow_unauthenticated().build()? };
-        Ok(VerifiedClients { inner, sans })
+        let chain = match roots {
+            Some(r) => {
+                let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(r),
+                    provider.clone(),
+                );
+                Some(if required { builder.build()? } else { builder.allow_unauthenticated().build()? })
+            }
+            None => None,
+        };
+        Ok(VerifiedClients { chain, provider, required, checks })
     }
 }
 
 impl ClientCertVerifier for VerifiedClients {
     fn offer_client_auth(&self) -> bool {
-        self.inner.offer_client_auth()
+        true
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
+        self.required
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
+        self.chain.as_ref().map_or(&[], |c| c.root_hint_subjects())
     }
 
     fn verify_client_cert(
@@ -263,9 +331,11 @@ impl ClientCertVerifier for VerifiedClients {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
-        sans_match(end_entity, &self.sans)?;
-        Ok(verified)
+        if let Some(chain) = &self.chain {
+            chain.verify_client_cert(end_entity, intermediates, now)?;
+        }
+        self.checks.check(end_entity)?;
+        Ok(ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -274,7 +344,7 @@ impl ClientCertVerifier for VerifiedClients {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -283,11 +353,11 @@ impl ClientCertVerifier for VerifiedClients {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
