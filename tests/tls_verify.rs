@@ -1,6 +1,7 @@
 //! The certificate checks of a `validation_context` beyond the chain, against the real Envoy:
 //! SAN matchers of every `StringMatcher` kind on DNS, URI, EMAIL and IP_ADDRESS names (and the
-//! deprecated untyped `match_subject_alt_names`), on client certificates (a listener whose filter
+//! deprecated untyped `match_subject_alt_names`), `verify_certificate_hash` /
+//! `verify_certificate_spki` pins and `crl` / `only_verify_leaf_cert_crl`, on client certificates (a listener whose filter
 //! chains, picked by SNI, each require a certificate and match it differently) and on an
 //! upstream's certificate (503 `UF`). Both proxies run the same v3 config; which clients are
 //! served, what they see and the `ssl.*` stats must be equal. Certificates are made at test time
@@ -64,6 +65,7 @@ fn certs() -> &'static Certs {
         for (name, san) in CLIENTS {
             certs.leaf(name, san, "ca");
         }
+        revocations(&certs);
         certs
     })
 }
@@ -185,12 +187,14 @@ fn upstream_config(port: u16, admin: u16, up_port: u16, backend: SocketAddr, cer
         let c = support::static_cluster_yaml(name, "ROUND_ROBIN", &[(up, 1)]).replace("0.5s", "2s");
         c + &indent(&tls::upstream_socket("", &format!("validation_context:\n  {pins}\n")), 2)
     };
+    // CRLs: the upstream's issuer's (its status is known, not revoked), and only another CA's.
+    let crl = |file: &str| format!("crl: {{ filename: {} }}", certs.path(file));
     let main = format!(
         "- name: main\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}\n  filter_chains:\n  - {}",
         indent(
             &hcm(
                 "front",
-                "- match: { prefix: /good }\n  route: { cluster: up_good }\n- match: { prefix: /bad }\n  route: { cluster: up_bad }\n- match: { prefix: /pin-good }\n  route: { cluster: pin_good }\n- match: { prefix: /pin-bad }\n  route: { cluster: pin_bad }\n"
+                "- match: { prefix: /good }\n  route: { cluster: up_good }\n- match: { prefix: /bad }\n  route: { cluster: up_bad }\n- match: { prefix: /pin-good }\n  route: { cluster: pin_good }\n- match: { prefix: /pin-bad }\n  route: { cluster: pin_bad }\n- match: { prefix: /crl-good }\n  route: { cluster: crl_good }\n- match: { prefix: /crl-bad }\n  route: { cluster: crl_bad }\n"
             ),
             4
         )
@@ -205,6 +209,8 @@ fn upstream_config(port: u16, admin: u16, up_port: u16, backend: SocketAddr, cer
         indent(&cluster("up_bad", bad), 2),
     ) + &indent(&pinned("pin_good", &pin_good), 2)
         + &indent(&pinned("pin_bad", &pin_bad), 2)
+        + &indent(&cluster("crl_good", &crl("ca.crl")), 2)
+        + &indent(&cluster("crl_bad", &crl("other-ca.crl")), 2)
 }
 
 /// What one proxy showed: per chain, the clients served; the stats named.
@@ -376,6 +382,141 @@ fn pinned_certificate_hashes_and_spkis_are_checked_after_the_san_matchers_like_e
     assert_eq!(seen.stats["LISTENER.ssl.fail_verify_no_cert"], PIN_CHAINS.len() as u64);
 }
 
+fn openssl(dir: &Path, args: &[&str]) {
+    let out =
+        std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// CRLs and the certificates they are about: `good` and `revoked` (signed by `ca`, the second
+/// revoked in `ca.crl`), an intermediate CA `int` (signed by `ca`, an empty `int.crl`) and `ileaf`
+/// signed by it (`ileaf.crt` holds the leaf then `int`, the chain a client sends), and an empty
+/// `other-ca.crl`. Made with `openssl ca`, whose database lives in the directory.
+fn revocations(certs: &Certs) {
+    let dir = &certs.dir;
+    certs.leaf("good", "DNS:good.example", "ca");
+    certs.leaf("revoked", "DNS:revoked.example", "ca");
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let mut args = vec!["req"];
+    args.extend(ec);
+    args.extend(["-keyout", "int.key", "-out", "int.csr", "-subj", "/CN=int"]);
+    openssl(dir, &args);
+    std::fs::write(
+        dir.join("int.ext"),
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    )
+    .expect("write int.ext");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "int.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "int.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "int.ext",
+        ],
+    );
+    certs.leaf("ileaf", "DNS:ileaf.example", "int");
+    let chain = std::fs::read_to_string(dir.join("ileaf.crt")).expect("ileaf.crt")
+        + &std::fs::read_to_string(dir.join("int.crt")).expect("int.crt");
+    std::fs::write(dir.join("ileaf.crt"), chain).expect("write the ileaf chain");
+    for ca in ["ca", "other-ca", "int"] {
+        std::fs::write(dir.join(format!("{ca}.index")), "").expect("index");
+        std::fs::write(dir.join(format!("{ca}.crlnumber")), "01\n").expect("crlnumber");
+        std::fs::write(
+            dir.join(format!("{ca}.cnf")),
+            format!("[ca]\ndefault_ca = d\n[d]\ndatabase = {ca}.index\ncrlnumber = {ca}.crlnumber\ndefault_md = sha256\ndefault_crl_days = 2\n"),
+        )
+        .expect("ca config");
+    }
+    let ca_args = |ca: &str| -> Vec<String> {
+        ["-config", &format!("{ca}.cnf"), "-keyfile", &format!("{ca}.key"), "-cert", &format!("{ca}.crt")]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let run = |ca: &str, extra: &[&str]| {
+        let mut args = vec!["ca".to_string()];
+        args.extend(ca_args(ca));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        openssl(dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    };
+    run("ca", &["-revoke", "revoked.crt"]);
+    for ca in ["ca", "other-ca", "int"] {
+        run(ca, &["-gencrl", "-out", &format!("{ca}.crl")]);
+    }
+    let cat = |files: &[&str], to: &str| {
+        let text: String = files.iter().map(|f| std::fs::read_to_string(dir.join(f)).expect("crl")).collect();
+        std::fs::write(dir.join(to), text).expect("write crl bundle");
+    };
+    cat(&["ca.crl", "other-ca.crl"], "ca-other.crl");
+    cat(&["int.crl", "ca.crl"], "int-ca.crl");
+}
+
+const CRL_CHAINS: &[&str] = &["ca", "ca-other", "other-ca", "int", "int-ca", "int-leaf", "ca-leaf"];
+
+fn crl_chains(certs: &Certs) -> Vec<(String, String)> {
+    CRL_CHAINS
+        .iter()
+        .map(|name| {
+            let (file, leaf_only) = match name.strip_suffix("-leaf") {
+                Some(f) => (f, true),
+                None => (*name, false),
+            };
+            let mut v = format!(
+                "validation_context:\n  trusted_ca: {{ filename: {} }}\n  crl: {{ filename: {} }}\n",
+                certs.path("ca.crt"),
+                certs.path(&format!("{file}.crl"))
+            );
+            if leaf_only {
+                v.push_str("  only_verify_leaf_cert_crl: true\n");
+            }
+            (name.to_string(), v)
+        })
+        .collect()
+}
+
+fn crl_config(port: u16, admin: u16, _up_port: u16, _backend: SocketAddr, certs: &Certs) -> String {
+    chains_config(&crl_chains(certs), port, admin, certs)
+}
+
+#[test]
+fn a_revoked_client_certificate_or_one_without_its_issuers_crl_is_refused_like_envoy() {
+    let seen = compare(
+        "crl",
+        crl_config,
+        |addr, certs| matrix(addr, certs, CRL_CHAINS, &["good", "revoked", "ileaf"]),
+        STATS,
+    );
+    assert_eq!(
+        seen.served,
+        [
+            // `revoked` is in ca.crl; `ileaf`'s issuer `int` has no CRL there.
+            "ca: good",
+            "ca-other: good",
+            // Without ca.crl nothing `ca` signed has a known status.
+            "other-ca: ",
+            // `int` itself needs ca.crl, unless only the leaf is checked.
+            "int: ",
+            "int-ca: good,ileaf",
+            "int-leaf: ileaf",
+            "ca-leaf: good",
+        ]
+    );
+    // Every refusal (21 handshakes, 6 served) is a chain error.
+    assert_eq!(seen.stats["LISTENER.ssl.fail_verify_error"], 21 - 6);
+}
+
 /// `curl http://<addr><path>`: the status, or none.
 fn plain_status(addr: SocketAddr, path: &str) -> String {
     let out = std::process::Command::new("curl")
@@ -387,11 +528,16 @@ fn plain_status(addr: SocketAddr, path: &str) -> String {
 }
 
 #[test]
-fn an_upstream_certificate_is_matched_by_its_uri_san_and_pins_and_a_mismatch_is_503_like_envoy() {
+fn an_upstream_certificate_is_checked_by_san_pins_and_crl_and_a_failure_is_503_like_envoy() {
     let seen = compare(
         "san-upstream",
         upstream_config,
-        |addr, _| ["/good", "/bad", "/pin-good", "/pin-bad"].iter().map(|p| plain_status(addr, p)).collect(),
+        |addr, _| {
+            ["/good", "/bad", "/pin-good", "/pin-bad", "/crl-good", "/crl-bad"]
+                .iter()
+                .map(|p| plain_status(addr, p))
+                .collect()
+        },
         &[
             "cluster.up_good.ssl.handshake",
             "cluster.up_good.ssl.fail_verify_san",
@@ -401,9 +547,15 @@ fn an_upstream_certificate_is_matched_by_its_uri_san_and_pins_and_a_mismatch_is_
             "cluster.pin_good.ssl.handshake",
             "cluster.pin_bad.ssl.fail_verify_cert_hash",
             "cluster.pin_bad.upstream_cx_connect_fail",
+            "cluster.crl_good.ssl.handshake",
+            "cluster.crl_bad.ssl.fail_verify_error",
         ],
     );
-    assert_eq!(seen.served, ["/good: 200", "/bad: 503", "/pin-good: 200", "/pin-bad: 503"]);
+    assert_eq!(
+        seen.served,
+        ["/good: 200", "/bad: 503", "/pin-good: 200", "/pin-bad: 503", "/crl-good: 200", "/crl-bad: 503"]
+    );
+    assert_eq!(seen.stats["cluster.crl_bad.ssl.fail_verify_error"], 1);
     assert_eq!(seen.stats["cluster.up_bad.ssl.fail_verify_san"], 1);
     assert_eq!(seen.stats["cluster.up_good.ssl.handshake"], 1);
     assert_eq!(seen.stats["cluster.pin_bad.ssl.fail_verify_cert_hash"], 1);

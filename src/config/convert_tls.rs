@@ -20,7 +20,7 @@ use super::tls::{ContextCerts, ListenerTls, ServerTls, SourcedCert, UpstreamTls}
 use super::tls_verify::{PeerChecks, SanMatcher, SanRule, SanType, ServerVerifier, VerifiedClients};
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -170,11 +170,11 @@ struct RawValidationContext {
     match_subject_alt_names: Option<Vec<RawStringMatcher>>,
     verify_certificate_spki: Option<Vec<String>>,
     verify_certificate_hash: Option<Vec<String>>,
-    crl: Ign,
+    crl: Option<RawDataSource>,
     allow_expired_certificate: Ign,
     trust_chain_verification: Ign,
     watched_directory: Ign,
-    only_verify_leaf_cert_crl: Ign,
+    only_verify_leaf_cert_crl: Option<bool>,
     custom_validator_config: Ign,
     max_verify_depth: Ign,
     system_root_certs: Ign,
@@ -1168,11 +1168,9 @@ fn validation(
     certs: &mut ContextCerts,
 ) -> Res<(Option<rustls::RootCertStore>, PeerChecks)> {
     let unsupported = [
-        ("crl", v.crl.is_some()),
         ("allow_expired_certificate", v.allow_expired_certificate.is_some()),
         ("trust_chain_verification", v.trust_chain_verification.is_some()),
         ("watched_directory", v.watched_directory.is_some()),
-        ("only_verify_leaf_cert_crl", v.only_verify_leaf_cert_crl.is_some()),
         ("custom_validator_config", v.custom_validator_config.is_some()),
         ("max_verify_depth", v.max_verify_depth.is_some()),
         ("system_root_certs", v.system_root_certs.is_some()),
@@ -1244,6 +1242,20 @@ fn validation(
         };
         checks.spki_hashes.push(hash);
     }
+    if let Some(d) = &v.crl {
+        let cp = p.key("crl");
+        if roots.is_none() {
+            return fail(cp, "crl needs trusted_ca");
+        }
+        let pem = data(&cp, d, spec)?;
+        for crl in CertificateRevocationListDer::pem_slice_iter(&pem) {
+            checks.crls.push(crl.map_err(|e| finding(&cp, format!("bad PEM CRL: {e}")))?);
+        }
+        if checks.crls.is_empty() {
+            return fail(cp, "no PEM CRL found");
+        }
+    }
+    checks.crl_leaf_only = v.only_verify_leaf_cert_crl == Some(true);
     spec.push_str(&format!("checks={checks:?};"));
     Ok((roots, checks))
 }

@@ -1,5 +1,5 @@
 //! How skiff checks a peer's certificate as Envoy's TLS context does: the chain against
-//! `trusted_ca` (webpki), then `match_typed_subject_alt_names` (every `StringMatcher` kind on
+//! `trusted_ca` (webpki, with `crl`), then `match_typed_subject_alt_names` (every `StringMatcher` kind on
 //! DNS, URI, EMAIL and IP_ADDRESS names), never the SNI against the
 //! certificate (Envoy checks names only through SAN matchers). A SAN mismatch is reported as
 //! `CertificateError::ApplicationVerificationFailure`, which the shard counts as
@@ -10,7 +10,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
 use std::sync::Arc;
 
 /// Which kind of subjectAltName a matcher looks at (`san_type`; `OTHER_NAME` is refused at load).
@@ -159,6 +159,12 @@ pub struct PeerChecks {
     pub cert_hashes: Vec<[u8; 32]>,
     /// `verify_certificate_spki`: SHA-256 of its DER SubjectPublicKeyInfo.
     pub spki_hashes: Vec<[u8; 32]>,
+    /// `crl`: checked with the chain (so only with `trusted_ca`). As in Envoy (BoringSSL's
+    /// CRL_CHECK_ALL), every certificate of the chain below the trust anchor needs its issuer's
+    /// CRL, and one whose status is unknown is refused.
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// `only_verify_leaf_cert_crl`: only the end-entity certificate is looked up.
+    pub crl_leaf_only: bool,
 }
 
 impl PeerChecks {
@@ -177,6 +183,8 @@ impl PeerChecks {
             sans: self.sans.iter().chain(&other.sans).cloned().collect(),
             cert_hashes: join(&self.cert_hashes, &other.cert_hashes),
             spki_hashes: join(&self.spki_hashes, &other.spki_hashes),
+            crls: self.crls.iter().chain(&other.crls).cloned().collect(),
+            crl_leaf_only: self.crl_leaf_only || other.crl_leaf_only,
         }
     }
 
@@ -224,10 +232,19 @@ impl ServerVerifier {
         checks: PeerChecks,
     ) -> Result<Self, rustls::client::VerifierBuilderError> {
         let chain = match roots {
-            Some(r) => Some(
-                rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(r), provider.clone())
-                    .build()?,
-            ),
+            Some(r) => {
+                let builder = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(r),
+                    provider.clone(),
+                )
+                .with_crls(checks.crls.iter().cloned())
+                // BoringSSL refuses a CRL past its nextUpdate.
+                .enforce_revocation_expiration();
+                Some(
+                    if checks.crl_leaf_only { builder.only_check_end_entity_revocation() } else { builder }
+                        .build()?,
+                )
+            }
             None => None,
         };
         Ok(ServerVerifier { chain, provider, checks })
@@ -303,7 +320,12 @@ impl VerifiedClients {
                 let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
                     Arc::new(r),
                     provider.clone(),
-                );
+                )
+                .with_crls(checks.crls.iter().cloned())
+                // BoringSSL refuses a CRL past its nextUpdate.
+                .enforce_revocation_expiration();
+                let builder =
+                    if checks.crl_leaf_only { builder.only_check_end_entity_revocation() } else { builder };
                 Some(if required { builder.build()? } else { builder.allow_unauthenticated().build()? })
             }
             None => None,
