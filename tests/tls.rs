@@ -171,7 +171,9 @@ fn tls_settings_skiff_cannot_honour_are_refused_with_their_place() {
         (listener_with("", "tls_params: { tls_maximum_protocol_version: TLSv1_1 }\n"), "tls_maximum_protocol_version: TLS versions below TLSv1_2"),
         (listener_with("require_client_certificate: true\n", ""), "require_client_certificate needs common_tls_context.validation_context.trusted_ca"),
         (listener_with("session_ticket_keys: { keys: [] }\n", ""), "session_ticket_keys is not supported"),
-        (listener_with("", &format!("validation_context:\n  trusted_ca: {{ filename: {} }}\n  match_typed_subject_alt_names: [{{ san_type: URI, matcher: {{ exact: \"spiffe://x\" }} }}]\n", certs.path("ca.crt"))), "san_type: SAN matcher URI"),
+        (listener_with("", &format!("validation_context:\n  trusted_ca: {{ filename: {} }}\n  match_typed_subject_alt_names: [{{ san_type: OTHER_NAME, oid: \"1.3.6.1.4.1.311.20.2.3\", matcher: {{ exact: \"x\" }} }}]\n", certs.path("ca.crt"))), "san_type: OTHER_NAME SAN matchers are not supported"),
+        (listener_with("", "validation_context:\n  verify_certificate_hash: [\"ab:cd\"]\n"), "verify_certificate_hash[0]: Invalid hex-encoded SHA-256"),
+        (listener_with("", "validation_context:\n  verify_certificate_spki: [\"bm90IDMyIGJ5dGVz\"]\n"), "verify_certificate_spki[0]: Invalid base64-encoded SHA-256"),
         (listener_with("", "").replace(&certs.path("a.key"), &certs.path("b.key")), "private_key: the private key does not match certificate_chain"),
     ];
     for (listener, expected) in cases {

@@ -10,14 +10,17 @@
 
 use super::chain_match::{ChainMatch, Cidr, SourceType, Transport};
 use super::error::FieldPath;
-use super::fields::{fail, read, Res};
-use super::raw::{Ign, RawCidrRange, RawFilterChainMatch, RawListenerFilter, RawTransportSocket};
+use super::fields::{fail, read, string_match, Res};
+use super::model::{StringMatcher, StringRule};
+use super::raw::{
+    Ign, RawCidrRange, RawFilterChainMatch, RawListenerFilter, RawStringMatcher, RawTransportSocket,
+};
 use super::secrets::{self, Kind, Material, PerGeneration, Secret, SecretCert, SecretClients, SecretServers};
 use super::tls::{ContextCerts, ListenerTls, ServerTls, SourcedCert, UpstreamTls};
-use super::tls_verify::{SanMatcher, ServerVerifier, VerifiedClients};
+use super::tls_verify::{PeerChecks, SanMatcher, SanRule, SanType, ServerVerifier, VerifiedClients};
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -165,13 +168,13 @@ struct RawValidationContext {
     trusted_ca: Option<RawDataSource>,
     match_typed_subject_alt_names: Option<Vec<RawSanMatcher>>,
     match_subject_alt_names: Option<Vec<RawStringMatcher>>,
-    verify_certificate_spki: Ign,
-    verify_certificate_hash: Ign,
-    crl: Ign,
+    verify_certificate_spki: Option<Vec<String>>,
+    verify_certificate_hash: Option<Vec<String>>,
+    crl: Option<RawDataSource>,
     allow_expired_certificate: Ign,
     trust_chain_verification: Ign,
     watched_directory: Ign,
-    only_verify_leaf_cert_crl: Ign,
+    only_verify_leaf_cert_crl: Option<bool>,
     custom_validator_config: Ign,
     max_verify_depth: Ign,
     system_root_certs: Ign,
@@ -183,17 +186,6 @@ struct RawSanMatcher {
     san_type: String,
     matcher: RawStringMatcher,
     oid: Ign,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStringMatcher {
-    exact: Option<String>,
-    prefix: Ign,
-    suffix: Ign,
-    contains: Ign,
-    safe_regex: Ign,
-    ignore_case: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -505,23 +497,25 @@ pub(super) fn downstream(p: &FieldPath, s: &RawTransportSocket, secrets: &Secret
     let require = raw.require_client_certificate == Some(true);
     let builder = match (c.trusted_ca, &c.certs.sds_ca) {
         (_, Some(secret)) => {
-            let Some(verifier) = SecretClients::new(secret.clone(), provider.clone(), require, c.sans) else {
+            let Some(verifier) = SecretClients::new(secret.clone(), provider.clone(), require, c.checks)
+            else {
                 return fail(cp.key("validation_context_sds_secret_config"), "the secret has no trusted_ca");
             };
             builder.with_client_cert_verifier(Arc::new(verifier))
         }
-        (Some(roots), None) => {
-            let verifier = VerifiedClients::new(roots, provider.clone(), require, c.sans)
-                .map_err(|e| finding(&cp.key("validation_context"), e))?;
-            builder.with_client_cert_verifier(Arc::new(verifier))
-        }
-        (None, None) if require => {
+        (None, None) if c.checks.is_empty() && require => {
             return fail(
                 p.key("require_client_certificate"),
                 "require_client_certificate needs common_tls_context.validation_context.trusted_ca",
             )
         }
-        (None, None) => builder.with_no_client_auth(),
+        (None, None) if c.checks.is_empty() => builder.with_no_client_auth(),
+        // Pins without `trusted_ca`: Envoy asks for a certificate and checks only the pins.
+        (roots, None) => {
+            let verifier = VerifiedClients::new(roots, provider.clone(), require, c.checks)
+                .map_err(|e| finding(&cp.key("validation_context"), e))?;
+            builder.with_client_cert_verifier(Arc::new(verifier))
+        }
     };
     let (mut config, local_uri_sans) = match (c.identity, &c.certs.sds_chain) {
         (Some((chain, key)), _) => {
@@ -596,14 +590,14 @@ pub(super) fn upstream(p: &FieldPath, s: &RawTransportSocket, secrets: &Secrets)
     let provider = Arc::new(c.provider);
     let provider_for_key = provider.clone();
     let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match &c.certs.sds_ca {
-        Some(secret) => match SecretServers::new(secret.clone(), provider.clone(), c.sans) {
+        Some(secret) => match SecretServers::new(secret.clone(), provider.clone(), c.checks) {
             Some(v) => Arc::new(v),
             None => {
                 return fail(cp.key("validation_context_sds_secret_config"), "the secret has no trusted_ca")
             }
         },
         None => Arc::new(
-            ServerVerifier::new(c.trusted_ca, provider.clone(), c.sans)
+            ServerVerifier::new(c.trusted_ca, provider.clone(), c.checks)
                 .map_err(|e| finding(&cp.key("validation_context"), e))?,
         ),
     };
@@ -654,7 +648,7 @@ struct Common {
     versions: Vec<&'static rustls::SupportedProtocolVersion>,
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     trusted_ca: Option<rustls::RootCertStore>,
-    sans: Vec<SanMatcher>,
+    checks: PeerChecks,
     alpn: Vec<Vec<u8>>,
     certs: ContextCerts,
 }
@@ -716,23 +710,23 @@ fn common_parts(
         _ => return fail(p.key("tls_certificates"), "more than one tls_certificates entry is not supported"),
     };
     let vp = p.key("validation_context_sds_secret_config");
-    let (trusted_ca, sans) = match (c.validation_context, &c.validation_context_sds_secret_config) {
+    let (trusted_ca, checks) = match (c.validation_context, &c.validation_context_sds_secret_config) {
         (Some(_), Some(_)) => {
             return fail(vp, "give one of validation_context, validation_context_sds_secret_config")
         }
         (Some(v), None) => validation(&p.key("validation_context"), v, spec, &mut certs)?,
         (None, Some(r)) if r.sds_config.is_some() => {
             certs.sds_ca = Some(sds_secret(&vp, r, Kind::Validation, spec)?);
-            (None, Vec::new())
+            (None, PeerChecks::default())
         }
         (None, Some(r)) => {
             let (at, v) = static_secret(&vp, r, &secrets.validation, "certificate validation context")?;
             validation(at, v.clone(), spec, &mut certs)?
         }
-        (None, None) => (None, Vec::new()),
+        (None, None) => (None, PeerChecks::default()),
     };
     let alpn = alpn(&p.key("alpn_protocols"), c.alpn_protocols.unwrap_or_default())?;
-    Ok(Common { provider, versions, identity, trusted_ca, sans, alpn, certs })
+    Ok(Common { provider, versions, identity, trusted_ca, checks, alpn, certs })
 }
 
 /// The static secret a reference at `p` names (no `sds_config`), with its place in the file.
@@ -872,12 +866,12 @@ pub fn read_secret(
             let vp = p.key("validation_context");
             watch(v.trusted_ca.as_ref());
             let mut certs = ContextCerts::default();
-            let (roots, sans) = validation(&vp, v, &mut spec, &mut certs).map_err(finding)?;
+            let (roots, checks) = validation(&vp, v, &mut spec, &mut certs).map_err(finding)?;
             let Some(roots) = roots else {
                 return Err(rejected(format!("secret {name}: a validation context needs trusted_ca")));
             };
             let ca = certs.ca.map(|c| c.der);
-            Material::Validation(secrets::ValidationMaterial { roots: Arc::new(roots), sans, ca })
+            Material::Validation(secrets::ValidationMaterial { roots: Arc::new(roots), checks, ca })
         }
         (Kind::Certificate, None, _) => {
             return Err(rejected(format!("secret {name} has no tls_certificate")))
@@ -1172,15 +1166,11 @@ fn validation(
     v: RawValidationContext,
     spec: &mut String,
     certs: &mut ContextCerts,
-) -> Res<(Option<rustls::RootCertStore>, Vec<SanMatcher>)> {
+) -> Res<(Option<rustls::RootCertStore>, PeerChecks)> {
     let unsupported = [
-        ("verify_certificate_spki", v.verify_certificate_spki.is_some()),
-        ("verify_certificate_hash", v.verify_certificate_hash.is_some()),
-        ("crl", v.crl.is_some()),
         ("allow_expired_certificate", v.allow_expired_certificate.is_some()),
         ("trust_chain_verification", v.trust_chain_verification.is_some()),
         ("watched_directory", v.watched_directory.is_some()),
-        ("only_verify_leaf_cert_crl", v.only_verify_leaf_cert_crl.is_some()),
         ("custom_validator_config", v.custom_validator_config.is_some()),
         ("max_verify_depth", v.max_verify_depth.is_some()),
         ("system_root_certs", v.system_root_certs.is_some()),
@@ -1201,38 +1191,101 @@ fn validation(
         }
     };
     let mut sans = Vec::new();
-    for (i, m) in v.match_typed_subject_alt_names.iter().flatten().enumerate() {
+    for (i, m) in v.match_typed_subject_alt_names.into_iter().flatten().enumerate() {
         let mp = p.key("match_typed_subject_alt_names").idx(i);
-        sans.push(san(&mp.key("matcher"), &m.san_type, &m.matcher, &mp)?);
+        let san_type = match m.san_type.as_str() {
+            "DNS" => SanType::Dns,
+            "URI" => SanType::Uri,
+            "EMAIL" => SanType::Email,
+            "IP_ADDRESS" => SanType::IpAddress,
+            "OTHER_NAME" => return fail(mp.key("san_type"), "OTHER_NAME SAN matchers are not supported"),
+            other => {
+                return fail(
+                    mp.key("san_type"),
+                    format!("unknown san_type {other:?} (DNS, URI, EMAIL, IP_ADDRESS)"),
+                )
+            }
+        };
+        if m.oid.is_some() {
+            return fail(mp.key("oid"), "oid applies only to OTHER_NAME, which is not supported");
+        }
+        sans.push(san(&mp.key("matcher"), san_type, m.matcher)?);
     }
-    // The deprecated untyped list matches DNS names (and IPs, which `san` tells apart).
-    for (i, m) in v.match_subject_alt_names.iter().flatten().enumerate() {
+    // Envoy applies each deprecated untyped matcher to DNS, URI, EMAIL and IP_ADDRESS names.
+    for (i, m) in v.match_subject_alt_names.into_iter().flatten().enumerate() {
         let mp = p.key("match_subject_alt_names").idx(i);
-        sans.push(san(&mp, "DNS", m, &mp)?);
+        for san_type in [SanType::Dns, SanType::Uri, SanType::Email, SanType::IpAddress] {
+            sans.push(san(&mp, san_type, m.clone())?);
+        }
     }
     if !sans.is_empty() && roots.is_none() {
         return fail(p.key("trusted_ca"), "SAN matching needs trusted_ca (as in Envoy)");
     }
-    spec.push_str(&format!("sans={sans:?};"));
-    Ok((roots, sans))
+    let mut checks = PeerChecks { sans, ..PeerChecks::default() };
+    for (i, h) in v.verify_certificate_hash.iter().flatten().enumerate() {
+        let Some(hash) = hex_sha256(h) else {
+            return fail(
+                p.key("verify_certificate_hash").idx(i),
+                format!("Invalid hex-encoded SHA-256 {h:?} (64 hex digits, colons allowed)"),
+            );
+        };
+        checks.cert_hashes.push(hash);
+    }
+    for (i, h) in v.verify_certificate_spki.iter().flatten().enumerate() {
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD.decode(h).ok();
+        let Some(hash) = decoded.and_then(|d| <[u8; 32]>::try_from(d).ok()) else {
+            return fail(
+                p.key("verify_certificate_spki").idx(i),
+                format!("Invalid base64-encoded SHA-256 {h:?}"),
+            );
+        };
+        checks.spki_hashes.push(hash);
+    }
+    if let Some(d) = &v.crl {
+        let cp = p.key("crl");
+        if roots.is_none() {
+            return fail(cp, "crl needs trusted_ca");
+        }
+        let pem = data(&cp, d, spec)?;
+        for crl in CertificateRevocationListDer::pem_slice_iter(&pem) {
+            checks.crls.push(crl.map_err(|e| finding(&cp, format!("bad PEM CRL: {e}")))?);
+        }
+        if checks.crls.is_empty() {
+            return fail(cp, "no PEM CRL found");
+        }
+    }
+    checks.crl_leaf_only = v.only_verify_leaf_cert_crl == Some(true);
+    spec.push_str(&format!("checks={checks:?};"));
+    Ok((roots, checks))
 }
 
-fn san(p: &FieldPath, san_type: &str, m: &RawStringMatcher, at: &FieldPath) -> Res<SanMatcher> {
-    if m.prefix.is_some() || m.suffix.is_some() || m.contains.is_some() || m.safe_regex.is_some() {
-        return fail(p.clone(), "only exact SAN matchers are supported");
+/// A `verify_certificate_hash` entry: 64 hex digits, upper or lower case, optionally in pairs
+/// separated by colons (`openssl x509 -fingerprint -sha256` prints it so).
+fn hex_sha256(text: &str) -> Option<[u8; 32]> {
+    let digits: Vec<u8> = text.bytes().filter(|b| *b != b':').collect();
+    if digits.len() != 64 {
+        return None;
     }
-    let Some(exact) = &m.exact else { return fail(p.clone(), "a SAN matcher needs exact") };
-    let name = match san_type {
-        "DNS" | "IP_ADDRESS" => ServerName::try_from(exact.clone()).ok(),
-        _ => None,
-    };
-    match name {
-        Some(n) => Ok(SanMatcher(n)),
-        None => fail(
-            at.key("san_type"),
-            format!("SAN matcher {san_type} \"{exact}\" is not supported (DNS names and IP_ADDRESS)"),
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(digits.chunks(2)) {
+        *o = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn san(p: &FieldPath, san_type: SanType, m: RawStringMatcher) -> Res<SanMatcher> {
+    let StringMatcher { rule, ignore_case } = string_match(p, m)?;
+    let rule = match rule {
+        StringRule::Exact(s) => SanRule::Exact(s),
+        StringRule::Prefix(s) => SanRule::Prefix(s),
+        StringRule::Suffix(s) => SanRule::Suffix(s),
+        StringRule::Contains(s) => SanRule::Contains(s),
+        StringRule::SafeRegex(re) => SanRule::Regex(
+            regex::Regex::new(&format!("^(?:{re})$")).map_err(|e| finding(&p.key("safe_regex"), e))?,
         ),
-    }
+    };
+    Ok(SanMatcher { san_type, rule, ignore_case })
 }
 
 /// The protocols a context offers by ALPN, in the config's order: those skiff speaks (HTTP/2 is

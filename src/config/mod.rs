@@ -24,7 +24,7 @@ mod net_filter;
 mod raw;
 pub mod secrets;
 pub mod tls;
-mod tls_verify;
+pub mod tls_verify;
 pub mod unenforced;
 
 pub use convert_tls::read_secret;

@@ -11,7 +11,7 @@
 //! only the control thread writes it, once per applied rotation.
 
 use super::file_identity::{identity, Identity};
-use super::tls_verify::{SanMatcher, ServerVerifier, VerifiedClients};
+use super::tls_verify::{PeerChecks, ServerVerifier, VerifiedClients};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
@@ -39,7 +39,7 @@ pub struct CertMaterial {
 /// A `validation_context` as a context verifies with it.
 pub struct ValidationMaterial {
     pub roots: Arc<rustls::RootCertStore>,
-    pub sans: Vec<SanMatcher>,
+    pub checks: PeerChecks,
     /// The first CA certificate, for `/certs`.
     pub ca: Option<CertificateDer<'static>>,
 }
@@ -355,11 +355,16 @@ impl SecretClients {
         secret: Arc<Secret>,
         provider: Arc<rustls::crypto::CryptoProvider>,
         required: bool,
-        extra_sans: Vec<SanMatcher>,
+        extra: PeerChecks,
     ) -> Option<Self> {
         let build = move |v: &ValidationMaterial| {
-            let sans = v.sans.iter().chain(&extra_sans).cloned().collect();
-            VerifiedClients::new((*v.roots).clone(), provider.clone(), required, sans).ok()
+            VerifiedClients::new(
+                Some((*v.roots).clone()),
+                provider.clone(),
+                required,
+                v.checks.merged(&extra),
+            )
+            .ok()
         };
         Rotating::new(secret, Box::new(build)).map(SecretClients)
     }
@@ -403,11 +408,10 @@ impl SecretServers {
     pub fn new(
         secret: Arc<Secret>,
         provider: Arc<rustls::crypto::CryptoProvider>,
-        extra_sans: Vec<SanMatcher>,
+        extra: PeerChecks,
     ) -> Option<Self> {
         let build = move |v: &ValidationMaterial| {
-            let sans = v.sans.iter().chain(&extra_sans).cloned().collect();
-            ServerVerifier::new(Some((*v.roots).clone()), provider.clone(), sans).ok()
+            ServerVerifier::new(Some((*v.roots).clone()), provider.clone(), v.checks.merged(&extra)).ok()
         };
         Rotating::new(secret, Box::new(build)).map(SecretServers)
     }

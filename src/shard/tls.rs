@@ -11,6 +11,7 @@ use super::socket::{self, would_block, Fd};
 use super::state::Shard;
 use crate::cluster::ClusterSnap;
 use crate::config::tls::{ListenerTls, UpstreamTls};
+use crate::config::tls_verify::PinMismatch;
 use crate::peer::TlsPeer;
 use crate::stats::{listener_stat_name, HttpSslStats, Scope, ShardStats, SslStats};
 use monoio::net::TcpStream;
@@ -271,6 +272,11 @@ impl Failure {
             Failure::Tls(TlsError::NoCertificatesPresented) => ssl.fail_verify_no_cert.inc(),
             Failure::Tls(TlsError::InvalidCertificate(CertificateError::ApplicationVerificationFailure)) => {
                 ssl.fail_verify_san.inc()
+            }
+            Failure::Tls(TlsError::InvalidCertificate(CertificateError::Other(e)))
+                if e.0.is::<PinMismatch>() =>
+            {
+                ssl.fail_verify_cert_hash.inc()
             }
             Failure::Tls(TlsError::InvalidCertificate(_)) => ssl.fail_verify_error.inc(),
             _ => ssl.connection_error.inc(),

@@ -1026,6 +1026,7 @@ pub struct SslStats {
     pub fail_verify_no_cert: Counter,
     pub fail_verify_error: Counter,
     pub fail_verify_san: Counter,
+    pub fail_verify_cert_hash: Counter,
     pub session_reused: Counter,
     pub tls12: Counter,
     pub tls13: Counter,
@@ -1040,6 +1041,7 @@ impl SslStats {
             ("ssl.fail_verify_no_cert", &self.fail_verify_no_cert),
             ("ssl.fail_verify_error", &self.fail_verify_error),
             ("ssl.fail_verify_san", &self.fail_verify_san),
+            ("ssl.fail_verify_cert_hash", &self.fail_verify_cert_hash),
             ("ssl.session_reused", &self.session_reused),
         ];
         for (name, c) in always {
