@@ -234,6 +234,49 @@ fn envoys_tls_examples_load_unchanged() {
     assert!(out.status.success(), "tls-sni: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Envoy's front-proxy example, its TLS listener included, serving with the example's
+/// certificate replaced by a test one: its ports moved to free ones, its docker names
+/// (`service-envoy-1`, `service-envoy-2`) resolved to loopback services by a hosts file.
+#[test]
+fn envoys_front_proxy_example_serves_http_and_https() {
+    let certs = tls::shared();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/envoy-examples/envoyproxy-examples");
+    let example = std::fs::read_to_string(dir.join("front-proxy/envoy.yaml")).unwrap();
+    let (one, two) = (TestUpstream::named("service1"), TestUpstream::named("service2"));
+    let (http, https, admin) = (support::free_port(), support::free_port(), support::free_port());
+    let mut yaml = example
+        .replace("port_value: 8080", &format!("port_value: {http}"))
+        .replace("port_value: 8443", &format!("port_value: {https}"))
+        .replace("port_value: 8001", &format!("port_value: {admin}"));
+    // The two services share port 8000 in the example; here each has its own.
+    for up in [&one, &two] {
+        yaml = yaml.replacen("port_value: 8000", &format!("port_value: {}", up.addr.port()), 1);
+    }
+    // Each inline PEM block becomes the test certificate or key, at the block's own indent.
+    for (kind, file) in [("CERTIFICATE", "a.crt"), ("PRIVATE KEY", "a.key")] {
+        let (begin, end) = (format!("-----BEGIN {kind}-----"), format!("-----END {kind}-----"));
+        let start = yaml.find(&begin).unwrap_or_else(|| panic!("no {begin} in the example"));
+        let indent = yaml[..start].rsplit('\n').next().unwrap().to_string();
+        let stop = start + yaml[start..].find(&end).unwrap() + end.len();
+        let pem = std::fs::read_to_string(certs.dir.join(file)).unwrap();
+        let block = pem.trim_end().lines().collect::<Vec<_>>().join(&format!("\n{indent}"));
+        yaml.replace_range(start..stop, &block);
+    }
+    let hosts = support::scratch_dir("front-proxy").join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 service-envoy-1 service-envoy-2\n").unwrap();
+    let skiff = Skiff::start(&yaml, &["--hosts-file", hosts.to_str().unwrap()]);
+    let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    for (path, name) in [("/service/1", "service1"), ("/service/2", "service2")] {
+        // `a.crt` names `localhost`, which curl checks against the test CA.
+        let r = tls::curl(at(https), "localhost", path, certs, &[]);
+        assert_eq!((r.status, r.body.as_str()), (Some(200), name), "https {path}: {r:?}");
+        let mut c = support::Client::connect(at(http));
+        let r = c.get(path);
+        assert_eq!((r.status, r.text().as_str()), (200, name), "http {path}");
+    }
+    drop(skiff);
+}
+
 #[test]
 fn a_tcp_proxy_listener_terminates_tls_and_relays_the_plaintext() {
     let certs = tls::shared();
