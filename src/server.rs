@@ -89,10 +89,10 @@ pub fn run(opts: Options) -> ExitCode {
     let mut resolver = Resolver::system();
     resolver.hosts_file = opts.hosts_file.clone();
     let check_every = Duration::from_secs(opts.config_check_interval_s.max(1));
-    let telemetry = Telemetry::new(NodeInfo {
-        service_cluster: opts.service_cluster.clone().unwrap_or_default(),
-        service_node: opts.service_node.clone().unwrap_or_default(),
-    });
+    // Spans name this node as Envoy's local info does: the command line's names, else the
+    // bootstrap's `node`.
+    let node = NodeInfo { service_cluster: node_cluster.to_string(), service_node: node_id.to_string() };
+    let telemetry = Telemetry::new(node.clone());
     let log_writer = telemetry.writer().clone();
     let (control, initial) =
         match Control::start(source, loaded, concurrency, resolver, check_every, telemetry) {
@@ -105,8 +105,8 @@ pub fn run(opts: Options) -> ExitCode {
     log::info!(
         "skiff {} starting: {concurrency} shard(s), {driver} driver, service cluster {:?}, node {:?}",
         env!("CARGO_PKG_VERSION"),
-        opts.service_cluster.as_deref().unwrap_or(""),
-        opts.service_node.as_deref().unwrap_or(""),
+        node.service_cluster,
+        node.service_node,
     );
     let mut handles = Vec::with_capacity(concurrency);
     for id in 0..concurrency {
@@ -127,6 +127,8 @@ pub fn run(opts: Options) -> ExitCode {
         version: env!("CARGO_PKG_VERSION").to_string(),
         service_cluster: opts.service_cluster.clone().unwrap_or_default(),
         service_node: opts.service_node.clone().unwrap_or_default(),
+        node_id: node.service_node.clone(),
+        node_cluster: node.service_cluster.clone(),
         service_zone: opts.service_zone.clone().unwrap_or_default(),
         concurrency,
         io_driver: driver.to_string(),

@@ -108,6 +108,27 @@ fn wait_stat(admin: SocketAddr, name: &str, want: &str) {
 // ---------------------------------------------------------------------------------------------
 // Admin
 
+/// Without `--service-node` / `--service-cluster`, the bootstrap's `node` names this proxy, as
+/// Envoy's local info does: in `/server_info`'s `node` (the command line options stay empty) and
+/// in the startup log.
+#[test]
+fn the_bootstrap_node_names_the_proxy_when_the_command_line_does_not() {
+    let a = TestUpstream::named("a");
+    let yaml = format!(
+        "node: {{ id: boot-node, cluster: boot-cluster }}\n{}",
+        config("", &[("/", "backend", "2s")], &[("backend", vec![a.addr])])
+    );
+    let skiff = start(&yaml, &[]);
+    let (_, body) = admin_request(skiff.admin(), "GET", "/server_info");
+    let info: Json = serde_json::from_str(&body).expect("server_info is JSON");
+    assert_eq!(
+        (&info["node"]["id"], &info["node"]["cluster"]),
+        (&Json::from("boot-node"), &Json::from("boot-cluster"))
+    );
+    assert_eq!(info["command_line_options"]["service_cluster"], "");
+    assert!(skiff.log().contains(r#"service cluster "boot-cluster", node "boot-node""#), "{}", skiff.log());
+}
+
 #[test]
 fn admin_endpoints_report_the_server_and_refuse_get_on_mutations() {
     let a = TestUpstream::named("a");
@@ -134,6 +155,10 @@ fn admin_endpoints_report_the_server_and_refuse_get_on_mutations() {
     assert_eq!(info["command_line_options"]["service_cluster"], "obs-cluster");
     assert_eq!(info["command_line_options"]["service_node"], "obs-node");
     assert_eq!(info["command_line_options"]["concurrency"], 2);
+    assert_eq!(
+        (&info["node"]["id"], &info["node"]["cluster"]),
+        (&Json::from("obs-node"), &Json::from("obs-cluster"))
+    );
 
     let (status, body) = admin_request(admin, "GET", "/clusters");
     assert_eq!(status, 200);

@@ -98,6 +98,9 @@ pub struct ServerInfo {
     pub version: String,
     pub service_cluster: String,
     pub service_node: String,
+    /// This node as xDS and spans name it: the command line's names, else the bootstrap's `node`.
+    pub node_id: String,
+    pub node_cluster: String,
     pub service_zone: String,
     pub concurrency: usize,
     pub io_driver: String,
@@ -516,6 +519,11 @@ async fn route(state: &AdminState, method: &str, target: &str) -> (u16, &'static
                     "io_driver": state.info.io_driver,
                 },
                 "command_line": state.info.command_line,
+                "node": {
+                    "id": state.info.node_id,
+                    "cluster": state.info.node_cluster,
+                    "user_agent_name": "skiff",
+                },
             });
             (200, JSON, serde_json::to_string_pretty(&info).unwrap_or_default() + "\n")
         }
