@@ -451,9 +451,19 @@ pub fn raw_exchange(addr: SocketAddr, raw: &[u8]) -> String {
 
 /// A loopback port that was free a moment ago (bound, read, released) for a listener the test
 /// starts. Racy by nature: another process may take it first, so prefer port 0 where possible.
+/// Never the same port twice in one test process: Envoy and skiff bind with SO_REUSEPORT, so two
+/// parallel tests handed one port would both bind it and share each other's connections.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = l.local_addr().expect("local addr").port();
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// A loopback port nobody listens on, and nobody can take for the rest of the test process:
