@@ -285,3 +285,110 @@ fn the_front_proxy_configmap_is_front_proxy_yaml_with_the_admin_on_all_addresses
         "in a Pod the kubelet probes the admin API on the Pod IP"
     );
 }
+
+/// `configs/deploy/kubernetes-xds`: the kustomize overlay whose sidecars take everything from a
+/// control plane. Each patch replaces a sidecar ConfigMap of the base (same name, so the base's
+/// Deployment mounts it unchanged) with a bootstrap that has listeners and clusters over ADS from
+/// the `xds-control-plane` headless Service, and the Pod's flags name the node the control plane
+/// keys on: the real binary validates the config with them, and refuses it without, as Envoy does.
+#[test]
+fn the_control_plane_variant_drives_every_sidecar_over_ads_as_its_pod_names_it() {
+    let docs = documents();
+    let overlay = deploy_dir().join("kubernetes-xds");
+    let text = std::fs::read_to_string(overlay.join("kustomization.yaml")).expect("kustomization.yaml");
+    let kustomization: Value = serde_norway::from_str(&text).expect("kustomization.yaml parses");
+    let resources: Vec<&str> = kustomization["resources"]
+        .as_sequence()
+        .expect("resources")
+        .iter()
+        .filter_map(|r| r.as_str())
+        .collect();
+    assert!(resources.contains(&"../kubernetes"), "the overlay builds on the base: {resources:?}");
+    let patches: Vec<&str> = kustomization["patches"]
+        .as_sequence()
+        .expect("patches")
+        .iter()
+        .map(|p| p["path"].as_str().expect("a patch file"))
+        .collect();
+    let base = |kind_: &str, pred: &dyn Fn(&Value) -> bool| {
+        docs.iter()
+            .filter(|(origin, d)| origin.starts_with("kubernetes/") && kind(d) == kind_ && pred(d))
+            .map(|(_, d)| d.clone())
+            .collect::<Vec<_>>()
+    };
+    let headless: Vec<String> = docs
+        .iter()
+        .filter(|(origin, d)| {
+            origin.starts_with("kubernetes-xds/")
+                && kind(d) == "Service"
+                && d["spec"]["clusterIP"].as_str() == Some("None")
+        })
+        .map(|(_, d)| name(d).to_string())
+        .collect();
+    let mut sidecars = 0;
+    for patch in patches {
+        let origin = format!("kubernetes-xds/{patch}#0");
+        let (_, doc) = docs.iter().find(|(o, _)| *o == origin).unwrap_or_else(|| panic!("{origin}"));
+        let cm = name(doc).to_string();
+        assert_eq!(kind(doc), "ConfigMap", "{origin}");
+        assert_eq!(
+            base("ConfigMap", &|d| name(d) == cm).len(),
+            1,
+            "{origin}: patches no ConfigMap of the base"
+        );
+        let text = doc["data"]["envoy.yaml"].as_str().expect("envoy.yaml");
+        let b = load(text, &origin);
+        assert!(
+            b.listeners.is_empty() && b.tcp_listeners.is_empty(),
+            "{origin}: listeners come from the control plane"
+        );
+        for (what, source) in [("lds", &b.xds.lds), ("cds", &b.xds.cds)] {
+            let server = source.as_ref().and_then(|s| s.server.as_ref());
+            let server = server.unwrap_or_else(|| panic!("{origin}: {what} is not from a management server"));
+            assert!(server.ads, "{origin}: {what} over the aggregated stream");
+            let cluster =
+                b.clusters.iter().find(|c| c.name == server.cluster).expect("the xDS cluster is static");
+            let hosts: Vec<String> = cluster.endpoints.iter().map(|e| e.host.clone()).collect();
+            assert!(
+                hosts.iter().all(|h| headless.contains(h)),
+                "{origin}: the xDS cluster resolves {hosts:?}, not the overlay's headless Service {headless:?}"
+            );
+        }
+
+        // The Deployment of the base that mounts this ConfigMap, and the node its flags name.
+        let deployment = base("Deployment", &|d| {
+            d["spec"]["template"]["spec"]["volumes"]
+                .as_sequence()
+                .is_some_and(|v| v.iter().any(|v| v["configMap"]["name"].as_str() == Some(cm.as_str())))
+        });
+        let [deployment] = deployment.as_slice() else { panic!("{origin}: one Deployment mounts {cm}") };
+        let args: Vec<&str> = skiff_container(deployment)["args"]
+            .as_sequence()
+            .expect("skiff args")
+            .iter()
+            .map(|a| a.as_str().expect("string arg"))
+            .collect();
+        let service_cluster = flag(&args, "--service-cluster").expect("--service-cluster");
+        let service_node = flag(&args, "--service-node").expect("--service-node");
+        assert_eq!(service_node, "$(POD_NAME)", "{origin}: each Pod is its own node");
+
+        let file = support::scratch_dir("deploy-xds").join(format!("{cm}.yaml"));
+        std::fs::write(&file, text).expect("write the bootstrap");
+        let validate = |node: &[&str]| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+                .args(["--mode", "validate", "-c"])
+                .arg(&file)
+                .args(node)
+                .output()
+                .expect("run skiff")
+        };
+        let pod = validate(&["--service-cluster", service_cluster, "--service-node", "service-a-7d9f-x2"]);
+        assert!(pod.status.success(), "{origin}: {}", String::from_utf8_lossy(&pod.stderr));
+        let bare = validate(&[]);
+        assert!(!bare.status.success(), "{origin}: validates without a node");
+        let stderr = String::from_utf8_lossy(&bare.stderr);
+        assert!(stderr.contains("node 'id' and 'cluster' are required"), "{origin}: {stderr}");
+        sidecars += 1;
+    }
+    assert_eq!(sidecars, 3, "services A, B and C");
+}
