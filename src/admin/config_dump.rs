@@ -1590,7 +1590,7 @@ fn http_protocol_options(protocol: &crate::config::UpstreamProtocol) -> Option<V
         P::Downstream(h2) => ("use_downstream_protocol_config", h2),
         P::Auto(h2) => ("auto_config", h2),
     };
-    let d = crate::config::Http2Upstream::default();
+    let d = crate::config::Http2Options::default();
     let mut o = Map::new();
     for (name, value, default) in [
         ("max_concurrent_streams", h2.max_concurrent_streams, d.max_concurrent_streams),

@@ -1284,10 +1284,9 @@ fn hcm(
     })
 }
 
-/// `http2_protocol_options`, with Envoy's ranges: the window sizes are 65535..=2^31-1 and
-/// `max_concurrent_streams` 1..=2^31-1, as its proto validation says.
+/// A connection manager's `http2_protocol_options`: CONNECT and METADATA streams are refused
+/// (not built); the flood limits are warned about (the h2 codec has its own guards).
 fn http2_options(cx: &mut Cx, p: FieldPath, o: RawHttp2Options) -> Res<Http2Options> {
-    const MAX: u32 = 2_147_483_647;
     reject_present!(p, o, [allow_connect, allow_metadata], "HTTP/2 CONNECT and METADATA are not implemented");
     warn_present!(
         cx,
@@ -1304,30 +1303,40 @@ fn http2_options(cx: &mut Cx, p: FieldPath, o: RawHttp2Options) -> Res<Http2Opti
             custom_settings_parameters,
         ]
     );
-    let mut out = Http2Options::default();
-    let ranged = |field: &str, v: Option<u32>, range: std::ops::RangeInclusive<u32>, default: u32| match v {
+    http2_settings(&p, &o)
+}
+
+/// The SETTINGS both sides enforce, with Envoy's defaults and its proto's ranges: the window
+/// sizes 65535..=2^31-1, `max_concurrent_streams` 1..=2^31-1.
+fn http2_settings(p: &FieldPath, o: &RawHttp2Options) -> Res<Http2Options> {
+    const MAX: u32 = 2_147_483_647;
+    let d = Http2Options::default();
+    let ranged = |field: &str, v: Option<u32>, min: u32, default: u32| match v {
         None => Ok(default),
-        Some(v) if range.contains(&v) => Ok(v),
-        Some(v) => {
-            fail(p.key(field), format!("{field} must be in {}..={}, got {v}", range.start(), range.end()))
-        }
+        Some(v) if (min..=MAX).contains(&v) => Ok(v),
+        Some(v) => fail(p.key(field), format!("{field} must be between {min} and {MAX}, got {v}")),
     };
-    out.max_concurrent_streams =
-        ranged("max_concurrent_streams", o.max_concurrent_streams, 1..=MAX, out.max_concurrent_streams)?;
-    out.initial_stream_window_size = ranged(
-        "initial_stream_window_size",
-        o.initial_stream_window_size,
-        65535..=MAX,
-        out.initial_stream_window_size,
-    )?;
-    out.initial_connection_window_size = ranged(
-        "initial_connection_window_size",
-        o.initial_connection_window_size,
-        65535..=MAX,
-        out.initial_connection_window_size,
-    )?;
-    out.hpack_table_size = o.hpack_table_size.unwrap_or(out.hpack_table_size);
-    Ok(out)
+    Ok(Http2Options {
+        max_concurrent_streams: ranged(
+            "max_concurrent_streams",
+            o.max_concurrent_streams,
+            1,
+            d.max_concurrent_streams,
+        )?,
+        initial_stream_window_size: ranged(
+            "initial_stream_window_size",
+            o.initial_stream_window_size,
+            65535,
+            d.initial_stream_window_size,
+        )?,
+        initial_connection_window_size: ranged(
+            "initial_connection_window_size",
+            o.initial_connection_window_size,
+            65535,
+            d.initial_connection_window_size,
+        )?,
+        hpack_table_size: o.hpack_table_size.unwrap_or(d.hpack_table_size),
+    })
 }
 
 use super::model::MAX_HEADERS_COUNT as MAX_HEADERS;
@@ -1996,7 +2005,7 @@ const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProt
 fn upstream_protocol(
     cx: &mut Cx,
     p: &FieldPath,
-    v2: Option<RawUpstreamHttp2>,
+    v2: Option<RawHttp2Options>,
     typed: Option<std::collections::BTreeMap<String, RawHttpProtocolOptions>>,
     tls: bool,
 ) -> Res<(UpstreamProtocol, Option<(FieldPath, RawCommonHttp)>)> {
@@ -2079,8 +2088,10 @@ fn upstream_protocol(
     Ok((protocol, common))
 }
 
-/// `http2_protocol_options` of a cluster, with Envoy's defaults and ranges.
-fn upstream_http2(cx: &mut Cx, p: FieldPath, h: RawUpstreamHttp2) -> Res<Http2Upstream> {
+/// A cluster's `http2_protocol_options`: custom SETTINGS are refused; the limits on what a host
+/// sends are warned about (h2 enforces its own defaults); `allow_connect` and `allow_metadata`
+/// change nothing a connection to an upstream does here.
+fn upstream_http2(cx: &mut Cx, p: FieldPath, h: RawHttp2Options) -> Res<Http2Options> {
     reject_present!(p, h, [custom_settings_parameters], NOT_YET);
     warn_present!(
         cx,
@@ -2097,30 +2108,7 @@ fn upstream_http2(cx: &mut Cx, p: FieldPath, h: RawUpstreamHttp2) -> Res<Http2Up
             max_metadata_size
         ]
     );
-    let mut out = Http2Upstream::default();
-    let in_range = |field: &str, v: Option<u32>, lo: u32, dflt: u32| -> Res<u32> {
-        match v {
-            None => Ok(dflt),
-            Some(n) if (lo..=2_147_483_647).contains(&n) => Ok(n),
-            Some(n) => fail(p.key(field), format!("{field} must be between {lo} and 2147483647, got {n}")),
-        }
-    };
-    out.max_concurrent_streams =
-        in_range("max_concurrent_streams", h.max_concurrent_streams, 1, out.max_concurrent_streams)?;
-    out.initial_stream_window_size = in_range(
-        "initial_stream_window_size",
-        h.initial_stream_window_size,
-        65535,
-        out.initial_stream_window_size,
-    )?;
-    out.initial_connection_window_size = in_range(
-        "initial_connection_window_size",
-        h.initial_connection_window_size,
-        65535,
-        out.initial_connection_window_size,
-    )?;
-    out.hpack_table_size = h.hpack_table_size.unwrap_or(out.hpack_table_size);
-    Ok(out)
+    http2_settings(&p, &h)
 }
 
 fn cluster(cx: &mut Cx, p: FieldPath, c: RawCluster) -> Res<Cluster> {

@@ -400,7 +400,9 @@ pub enum HttpCodec {
     Http2,
 }
 
-/// `http2_protocol_options`: the SETTINGS and limits of a client's HTTP/2 connection.
+/// Envoy's `Http2ProtocolOptions`, the SETTINGS and limits of an HTTP/2 connection: a connection
+/// manager's for its clients' connections, a cluster's for its connections to upstreams (there
+/// `max_concurrent_streams` also bounds how many streams one pooled connection carries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Http2Options {
     /// `max_concurrent_streams`, Envoy's default 2147483647; a stream beyond it is refused
@@ -1314,45 +1316,21 @@ pub struct Cluster {
 pub enum UpstreamProtocol {
     #[default]
     Http1,
-    Http2(Http2Upstream),
+    Http2(Http2Options),
     /// `use_downstream_protocol_config`: HTTP/2 for a client that spoke HTTP/2, else HTTP/1.1.
-    Downstream(Http2Upstream),
+    Downstream(Http2Options),
     /// `auto_config` over TLS: HTTP/2 when the host picks `h2` by ALPN, else HTTP/1.1.
-    Auto(Http2Upstream),
+    Auto(Http2Options),
 }
 
 impl UpstreamProtocol {
     /// The HTTP/2 options a request goes upstream with, given what the client spoke; None:
     /// HTTP/1.1, or for `Auto` what ALPN picks.
-    pub fn http2_for(&self, client_http2: bool) -> Option<&Http2Upstream> {
+    pub fn http2_for(&self, client_http2: bool) -> Option<&Http2Options> {
         match self {
             UpstreamProtocol::Http1 | UpstreamProtocol::Auto(_) => None,
             UpstreamProtocol::Http2(o) => Some(o),
             UpstreamProtocol::Downstream(o) => client_http2.then_some(o),
-        }
-    }
-}
-
-/// A cluster's `http2_protocol_options`, with Envoy's defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Http2Upstream {
-    /// Streams one connection carries at once (also bounded by the host's SETTINGS); Envoy's
-    /// default 2^31 - 1.
-    pub max_concurrent_streams: u32,
-    /// Envoy's default 256 MiB each.
-    pub initial_stream_window_size: u32,
-    pub initial_connection_window_size: u32,
-    /// Envoy's default 4096.
-    pub hpack_table_size: u32,
-}
-
-impl Default for Http2Upstream {
-    fn default() -> Self {
-        Http2Upstream {
-            max_concurrent_streams: 2_147_483_647,
-            initial_stream_window_size: 268_435_456,
-            initial_connection_window_size: 268_435_456,
-            hpack_table_size: 4096,
         }
     }
 }

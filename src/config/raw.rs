@@ -1104,15 +1104,16 @@ pub struct RawHttp1Options {
     pub ignore_http_11_upgrade: Ign,
 }
 
-/// v3 `Http2ProtocolOptions` on the connection manager (`shard::h2`).
-#[derive(Debug, DeriveDeserialize)]
+/// v3 `Http2ProtocolOptions`: a connection manager's (`shard::h2`) and a cluster's
+/// (`shard::h2_upstream`). Which of the other fields each side enforces, warns about or refuses is
+/// `convert`'s per-side rule.
+#[derive(Debug, Default, DeriveDeserialize)]
 #[serde(deny_unknown_fields, expecting = "an http2_protocol_options mapping")]
 pub struct RawHttp2Options {
     pub max_concurrent_streams: Option<u32>,
     pub initial_stream_window_size: Option<u32>,
     pub initial_connection_window_size: Option<u32>,
     pub hpack_table_size: Option<u32>,
-    // Warned about: the h2 codec has its own flood guards (config/unenforced.rs).
     pub max_outbound_frames: Ign,
     pub max_outbound_control_frames: Ign,
     pub max_consecutive_inbound_frames_with_empty_payload: Ign,
@@ -1120,14 +1121,13 @@ pub struct RawHttp2Options {
     pub max_inbound_window_update_frames_per_data_frame_sent: Ign,
     pub connection_keepalive: Ign,
     pub custom_settings_parameters: Ign,
-    // Refused.
-    pub allow_connect: Option<bool>,
-    pub allow_metadata: Option<bool>,
-    // Ignored: skiff's answers to an invalid message are its own either way.
+    pub allow_connect: Ign,
+    pub allow_metadata: Ign,
+    pub max_metadata_size: Ign,
+    // Accepted on both sides: skiff's answer to an invalid message is its own either way.
     pub stream_error_on_invalid_http_messaging: Ign,
     pub override_stream_error_on_invalid_http_message: Ign,
     pub use_oghttp2_codec: Ign,
-    pub max_metadata_size: Ign,
 }
 
 #[derive(Debug, DeriveDeserialize)]
@@ -1543,7 +1543,7 @@ pub struct RawCluster {
     pub upstream_connection_options: Option<RawUpstreamConnectionOptions>,
     pub transport_socket: Option<RawTransportSocket>,
     /// The v2 way (deprecated in v3, still read by Envoy) to speak HTTP/2 to the hosts.
-    pub http2_protocol_options: Option<RawUpstreamHttp2>,
+    pub http2_protocol_options: Option<RawHttp2Options>,
     /// Keyed by extension name; only `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`.
     pub typed_extension_protocol_options: Option<std::collections::BTreeMap<String, RawHttpProtocolOptions>>,
     // Rejected.
@@ -1610,7 +1610,7 @@ pub struct RawHttpProtocolOptions {
 #[serde(deny_unknown_fields, expecting = "a mapping with http_protocol_options or http2_protocol_options")]
 pub struct RawExplicitHttp {
     pub http_protocol_options: Ign,
-    pub http2_protocol_options: Option<RawUpstreamHttp2>,
+    pub http2_protocol_options: Option<RawHttp2Options>,
     pub http3_protocol_options: Ign,
 }
 
@@ -1619,36 +1619,10 @@ pub struct RawExplicitHttp {
 #[serde(deny_unknown_fields, expecting = "a mapping of per-protocol options")]
 pub struct RawDownstreamHttp {
     pub http_protocol_options: Ign,
-    pub http2_protocol_options: Option<RawUpstreamHttp2>,
+    pub http2_protocol_options: Option<RawHttp2Options>,
     pub http3_protocol_options: Ign,
     /// `auto_config` only.
     pub alternate_protocols_cache_options: Ign,
-}
-
-/// A cluster's `http2_protocol_options` (Envoy's `Http2ProtocolOptions`, client side).
-#[derive(Debug, Default, DeriveDeserialize)]
-#[serde(deny_unknown_fields, expecting = "an http2_protocol_options mapping")]
-pub struct RawUpstreamHttp2 {
-    pub max_concurrent_streams: Option<u32>,
-    pub initial_stream_window_size: Option<u32>,
-    pub initial_connection_window_size: Option<u32>,
-    pub hpack_table_size: Option<u32>,
-    // Warned about: limits on what a peer sends, which h2 enforces with its own defaults.
-    pub max_outbound_frames: Ign,
-    pub max_outbound_control_frames: Ign,
-    pub max_consecutive_inbound_frames_with_empty_payload: Ign,
-    pub max_inbound_priority_frames_per_stream: Ign,
-    pub max_inbound_window_update_frames_per_data_frame_sent: Ign,
-    pub connection_keepalive: Ign,
-    pub max_metadata_size: Ign,
-    // Accepted: they change nothing an upstream connection does here.
-    pub allow_connect: Ign,
-    pub allow_metadata: Ign,
-    pub stream_error_on_invalid_http_messaging: Ign,
-    pub override_stream_error_on_invalid_http_message: Ign,
-    pub use_oghttp2_codec: Ign,
-    // Rejected.
-    pub custom_settings_parameters: Ign,
 }
 
 #[derive(Debug, DeriveDeserialize)]

@@ -19,7 +19,7 @@ use super::tls;
 use crate::cluster::pool::{Accounts, BridgeNote, ConnSlot, PoolKey, StreamEnd, Upstream};
 use crate::cluster::ClusterSnap;
 use crate::config::tls::UpstreamTls;
-use crate::config::{Http2Upstream, TcpKeepalive};
+use crate::config::{Http2Options, TcpKeepalive};
 use crate::http::ChunkedDecoder;
 use crate::stats::{ClusterStats, HostStats, ShardStats, SslStats, UpstreamHttp2Stats};
 use bytes::{Bytes, BytesMut};
@@ -44,7 +44,7 @@ struct Target {
     connect_timeout: Duration,
     tls: Option<(UpstreamTls, Rc<SslStats>)>,
     keepalive: Option<TcpKeepalive>,
-    options: Http2Upstream,
+    options: Http2Options,
     max_requests: Option<u32>,
     idle: Duration,
     max_duration: Option<Duration>,
@@ -383,7 +383,7 @@ impl Target {
         shard: &ShardStats,
         key: PoolKey,
         snap: &ClusterSnap,
-        options: &Http2Upstream,
+        options: &Http2Options,
         (stats, host): (&Rc<ClusterStats>, &Rc<HostStats>),
     ) -> Rc<Target> {
         Rc::new(Target {
@@ -408,7 +408,7 @@ pub(super) async fn connect(
     shard: &ShardStats,
     key: PoolKey,
     snap: &ClusterSnap,
-    options: &Http2Upstream,
+    options: &Http2Options,
     accounts: (&Rc<ClusterStats>, &Rc<HostStats>),
     slot: ConnSlot,
 ) -> Result<Upstream, StreamEnd> {
@@ -426,7 +426,7 @@ pub(super) async fn connect_auto(
     shard: &ShardStats,
     key: PoolKey,
     snap: &ClusterSnap,
-    options: &Http2Upstream,
+    options: &Http2Options,
     (stats, host): (&Rc<ClusterStats>, &Rc<HostStats>),
     slot: ConnSlot,
 ) -> Result<Upstream, StreamEnd> {
