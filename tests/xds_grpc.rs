@@ -633,3 +633,81 @@ fn rest_polling_follows_a_cluster_change_and_nacks_as_envoy_does() {
     let polls = server.seen().iter().filter(|s| s.node_id == "skiff" && s.service == "rest").count();
     assert!(polls >= 3, "skiff polled {polls} times");
 }
+
+/// The `/ready` answers over `span`, every 50 ms, with consecutive repeats folded and the time of
+/// each change since `start`.
+fn ready_states(admin: SocketAddr, start: std::time::Instant, span: Duration) -> Vec<(String, Duration)> {
+    let mut seen: Vec<(String, Duration)> = Vec::new();
+    while start.elapsed() < span {
+        if let Some((status, body)) = admin_get(admin, "/ready") {
+            let state = format!("{status} {}", body.trim());
+            if seen.last().is_none_or(|(last, _)| *last != state) {
+                seen.push((state, start.elapsed()));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    seen
+}
+
+/// Server init, as Envoy's: with a management server that never answers, `/ready` is 503
+/// PRE_INITIALIZING while the clusters are awaited, 503 INITIALIZING while the listeners are
+/// (their `initial_fetch_timeout` counting from the end of the clusters' wait), then 200 LIVE.
+/// The kubelet's readiness probe on `/ready` keeps such a sidecar out of its Service until then.
+#[test]
+fn ready_waits_for_the_first_fetch_as_envoy_does() {
+    let Some(bin) = binary_or_skip("ready_waits_for_the_first_fetch_as_envoy_does") else { return };
+    let silent = free_port(); // nothing listens: every stream attempt fails
+    let config = |admin: u16| {
+        bootstrap(SocketAddr::from(([127, 0, 0, 1], silent)), "init", admin)
+            .replace("    ads: {}\n", "    ads: {}\n    initial_fetch_timeout: 1s\n")
+    };
+    let dir = scratch_dir("xds-grpc-init");
+    let (skiff_admin, envoy_admin) = (free_port(), free_port());
+    std::fs::write(dir.join("envoy.yaml"), config(envoy_admin)).expect("write the config");
+    let base_id = (std::process::id() % 100_000) * 100 + 99;
+    let start = std::time::Instant::now();
+    let mut envoy = std::process::Command::new(&bin)
+        .arg("-c")
+        .arg(dir.join("envoy.yaml"))
+        .args(["--base-id", &base_id.to_string(), "--concurrency", "1", "-l", "error"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn envoy");
+    let skiff = Skiff::start(&config(skiff_admin), &[]);
+    let span = Duration::from_millis(3500);
+    let admins = [
+        ("skiff", SocketAddr::from(([127, 0, 0, 1], skiff_admin))),
+        ("envoy", SocketAddr::from(([127, 0, 0, 1], envoy_admin))),
+    ];
+    let seen: Vec<Vec<(String, Duration)>> = std::thread::scope(|s| {
+        let polls: Vec<_> =
+            admins.iter().map(|(_, admin)| s.spawn(move || ready_states(*admin, start, span))).collect();
+        polls.into_iter().map(|p| p.join().expect("poll")).collect()
+    });
+    let _ = envoy.kill();
+    let _ = envoy.wait();
+    for ((name, _), seen) in admins.iter().zip(&seen) {
+        let states: Vec<&str> = seen.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(
+            states,
+            ["503 PRE_INITIALIZING", "503 INITIALIZING", "200 LIVE"],
+            "{name}: {seen:?}\n{}",
+            skiff.log()
+        );
+        // Each wait is the one-second initial_fetch_timeout (started with the process; loose
+        // bounds: the two processes start a few hundred ms apart on a busy machine).
+        let (init, live) = (seen[1].1, seen[2].1);
+        assert!(
+            live - init > Duration::from_millis(600),
+            "{name}: listeners waited their own timeout: {seen:?}"
+        );
+    }
+    let stats = stats(admins[0].1);
+    assert_eq!(
+        (stats.get("server.live"), stats.get("server.state")),
+        (Some(&1), Some(&0)),
+        "skiff once LIVE"
+    );
+}

@@ -53,6 +53,9 @@ pub struct AdminState {
     subscriptions: Mutex<Vec<SubscriptionStats>>,
     /// With a management server: whether its streams are connected (`control_plane.*`).
     control_plane: Mutex<Option<bool>>,
+    /// The subscriptions server init still waits for (published by the control thread; a
+    /// deadline that passes ends a wait without another publish).
+    init: Mutex<Vec<InitWait>>,
 }
 
 /// Envoy's subscription stats for one resource file (`listener_manager.lds.*`,
@@ -81,6 +84,40 @@ pub struct SubscriptionStats {
     pub eds: bool,
     /// A management server's resource that did not come within `initial_fetch_timeout`.
     pub init_fetch_timeout: u64,
+}
+
+/// Envoy's server init, as `/ready`, `/server_info` and `server.state` show it: PRE_INITIALIZING
+/// while clusters and their endpoints from a subscription have not come, INITIALIZING while
+/// listeners and their route configurations have not, each bounded by its source's
+/// `initial_fetch_timeout` (0: no bound).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitPhase {
+    PreInitializing,
+    Initializing,
+}
+
+impl InitPhase {
+    pub fn name(self) -> &'static str {
+        match self {
+            InitPhase::PreInitializing => "PRE_INITIALIZING",
+            InitPhase::Initializing => "INITIALIZING",
+        }
+    }
+
+    /// Envoy's `server.state` value.
+    pub fn gauge(self) -> i64 {
+        match self {
+            InitPhase::PreInitializing => 2,
+            InitPhase::Initializing => 3,
+        }
+    }
+}
+
+/// A subscription init still waits for, until `until` (None: until it comes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InitWait {
+    pub phase: InitPhase,
+    pub until: Option<Instant>,
 }
 
 /// The control thread's part of `cluster.<name>.*`.
@@ -120,6 +157,7 @@ impl AdminState {
             membership: Mutex::new(Vec::new()),
             subscriptions: Mutex::new(Vec::new()),
             control_plane: Mutex::new(None),
+            init: Mutex::new(Vec::new()),
         })
     }
 
@@ -138,6 +176,11 @@ impl AdminState {
 
     pub fn publish_subscriptions(&self, stats: Vec<SubscriptionStats>) {
         *lock(&self.subscriptions) = stats;
+    }
+
+    /// What server init still waits for (`control::xds::Files::init_waits`).
+    pub fn publish_init(&self, waits: Vec<InitWait>) {
+        *lock(&self.init) = waits;
     }
 
     /// Whether the management server streams are connected (None: no management server).
@@ -215,10 +258,14 @@ impl AdminState {
                 own.push(Scope::Cluster(c.name.clone()), gauge, Value::Gauge(active));
             }
         }
-        let live = self.state() == "LIVE";
+        let (live, state) = match self.state() {
+            "LIVE" => (true, 0),
+            "DRAINING" => (false, 1),
+            _ => (false, self.init_phase().map_or(0, InitPhase::gauge)),
+        };
         let connections = shards.active_connections();
         own.push(Scope::Server, "live", Value::Gauge(i64::from(live)));
-        own.push(Scope::Server, "state", Value::Gauge(if live { 0 } else { 1 }));
+        own.push(Scope::Server, "state", Value::Gauge(state));
         own.push(Scope::Server, "uptime", Value::Gauge(self.started.elapsed().as_secs() as i64));
         own.push(Scope::Server, "concurrency", Value::Gauge(self.info.concurrency as i64));
         own.push(Scope::Server, "total_connections", Value::Gauge(connections as i64));
@@ -248,12 +295,24 @@ impl AdminState {
     /// Envoy's server state: DRAINING while the process drains or while `/healthcheck/fail` is
     /// in force (Envoy's `failHealthcheck` clears `live`), so `/ready`, `server_info` and the
     /// `server.live`/`server.state` gauges tell a load balancer to stop sending.
+    /// Before that, PRE_INITIALIZING or INITIALIZING while subscriptions have not delivered
+    /// (`init_phase`).
     fn state(&self) -> &'static str {
         if self.draining.load(Ordering::Relaxed) || self.health_failed.load(Ordering::Relaxed) {
             "DRAINING"
+        } else if let Some(phase) = self.init_phase() {
+            phase.name()
         } else {
             "LIVE"
         }
+    }
+
+    /// The earliest init phase a wait that has not run out is in.
+    fn init_phase(&self) -> Option<InitPhase> {
+        let now = Instant::now();
+        let waits = lock(&self.init);
+        let open = waits.iter().filter(|w| w.until.is_none_or(|t| now < t));
+        open.map(|w| w.phase).min_by_key(|p| p.gauge())
     }
 }
 

@@ -918,7 +918,7 @@ impl Control {
         }
     }
 
-    fn publish_membership(&self) {
+    fn publish_membership(&mut self) {
         if let Some(admin) = &self.admin {
             // An EDS cluster's update_* are its endpoint file's (published with the files).
             let membership =
@@ -926,6 +926,7 @@ impl Control {
             admin.publish_membership(membership.collect());
             admin.publish_subscriptions(self.files.stats(&self.bootstrap));
             admin.publish_control_plane(self.files.connected_state(&self.bootstrap.xds));
+            admin.publish_init(self.files.init_waits());
         }
     }
 

@@ -13,7 +13,7 @@
 //! or assignment), pending until the control loop applies it, and the verdict on every resource
 //! of a response makes its ACK or NACK (`Reply`, collected in an outbox the loop sends).
 
-use crate::admin::SubscriptionStats;
+use crate::admin::{InitPhase, InitWait, SubscriptionStats};
 use crate::config::dynamic::{DocText, DocTexts};
 use crate::config::file_identity::{identity, Identity};
 use crate::config::{server_path, Bootstrap, Doc, PathSource, Xds};
@@ -176,6 +176,8 @@ struct Sub {
     pending: Option<(DocText, u64)>,
     /// The response of the text being applied.
     applying: Option<u64>,
+    /// When the subscription started: its `initial_fetch_timeout` counts from here.
+    since: Instant,
 }
 
 /// A response whose resources are being applied: its reply goes out when the last is judged.
@@ -209,6 +211,11 @@ pub struct Files {
     /// When the first management server text arrived: listeners and routes wait for the
     /// server's clusters from then on, for at most the clusters' `initial_fetch_timeout`.
     first_text: Option<Instant>,
+    /// When server init first saw every cluster and endpoint subscription delivered.
+    clusters_done: Option<Instant>,
+    /// Init has finished once (Envoy's server init runs once: a subscription added later does
+    /// not make the server initializing again).
+    initialized: bool,
 }
 
 /// Listeners and routes: what waits for a management server's clusters.
@@ -277,6 +284,7 @@ impl Files {
             counts: Counts::default(),
             pending,
             applying: None,
+            since: Instant::now(),
         }
     }
 
@@ -496,6 +504,55 @@ impl Files {
     /// A stream connected or lost its connection.
     pub fn connected(&mut self, stream: StreamKey, up: bool) {
         self.connected.insert(stream, up);
+    }
+
+    /// What server init still waits for: every subscription that has delivered nothing yet,
+    /// with its deadline. Empty once init has finished. As Envoy's, listeners and their routes
+    /// start waiting when clusters and their endpoints are done (have come, were refused, or
+    /// ran out of `initial_fetch_timeout`), so their timeouts count from then.
+    pub fn init_waits(&mut self) -> Vec<InitWait> {
+        if self.initialized {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        let phase = |s: &Sub| match s.file {
+            File::Cds | File::Eds(_) => InitPhase::PreInitializing,
+            File::Lds | File::Rds(_) => InitPhase::Initializing,
+        };
+        // As Envoy's: a first update that was judged ends the wait whether it was taken or
+        // refused; only one that never came (a server unreachable) keeps it.
+        let waiting = |s: &&Sub| s.good.is_none() && s.counts.failure + s.counts.rejected == 0;
+        let timeout = |s: &Sub| {
+            let t = s.source.server.as_ref().map_or(Duration::ZERO, |v| v.initial_fetch_timeout);
+            (!t.is_zero()).then_some(t)
+        };
+        // When the clusters' phase ends: the last of their deadlines (None: one waits for ever),
+        // or, when all came, the first time they were seen done.
+        let pre: Vec<&Sub> =
+            self.subs.iter().filter(waiting).filter(|s| phase(s) == InitPhase::PreInitializing).collect();
+        let pre_end = if pre.is_empty() {
+            Some(*self.clusters_done.get_or_insert(now))
+        } else {
+            pre.iter()
+                .map(|s| timeout(s).map(|t| s.since + t))
+                .collect::<Option<Vec<_>>>()
+                .and_then(|v| v.into_iter().max())
+        };
+        let waits: Vec<InitWait> = self
+            .subs
+            .iter()
+            .filter(waiting)
+            .map(|s| {
+                let until = match phase(s) {
+                    InitPhase::PreInitializing => timeout(s).map(|t| s.since + t),
+                    InitPhase::Initializing => pre_end.zip(timeout(s)).map(|(end, t)| end.max(s.since) + t),
+                };
+                InitWait { phase: phase(s), until }
+            })
+            .filter(|w| w.until.is_none_or(|t| now < t))
+            .collect();
+        self.initialized = waits.is_empty();
+        waits
     }
 
     /// Envoy's `control_plane.connected_state`: 1 while every stream is connected (None: no
