@@ -5,6 +5,9 @@
 
 mod support;
 
+#[path = "support/xds_server.rs"]
+mod xds_server;
+
 use serde::Deserialize;
 use serde_norway::Value;
 use skiff::config::{load_str, Bootstrap, DiscoveryType};
@@ -391,4 +394,69 @@ fn the_control_plane_variant_drives_every_sidecar_over_ads_as_its_pod_names_it()
         sidecars += 1;
     }
     assert_eq!(sidecars, 3, "services A, B and C");
+}
+
+/// The control plane variant end to end: service B's sidecar runs on the overlay's bootstrap (the
+/// xDS cluster pointed at a test management server instead of the `xds-control-plane` Service),
+/// with its Pod's flags, and the server serves it, for its node, exactly the listeners and
+/// clusters the base's static ConfigMap holds (loopback ports instead of the Pod's). The sidecar
+/// then proxies to its app as the static one does.
+#[test]
+fn a_sidecar_of_the_control_plane_variant_serves_what_its_control_plane_pushes() {
+    let docs = documents();
+    let config_map = |origin: &str| {
+        let (_, doc) = docs.iter().find(|(o, _)| o == origin).unwrap_or_else(|| panic!("{origin}"));
+        doc["data"]["envoy.yaml"].as_str().expect("envoy.yaml").to_string()
+    };
+    let app = support::TestUpstream::echo_named("service-b-app");
+    let port = support::free_port();
+    // The base's static resources as a control plane would serve them (proto JSON, "@type" on
+    // each), on loopback ports.
+    let static_text = config_map("kubernetes/service-b.yaml#0")
+        .replace("address: 0.0.0.0, port_value: 8789", &format!("address: 127.0.0.1, port_value: {port}"))
+        .replace("port_value: 8082", &format!("port_value: {}", app.addr.port()));
+    let base: serde_json::Value = serde_norway::from_str(&static_text).expect("the base config");
+    let typed = |list: &serde_json::Value, type_url: &str| -> Vec<serde_json::Value> {
+        let list = list.as_array().expect("a list");
+        list.iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r["@type"] = type_url.into();
+                r
+            })
+            .collect()
+    };
+    let server = xds_server::XdsServer::start();
+    server.push(
+        "service-b-7d9f-x2",
+        "1",
+        vec![
+            (xds_server::CDS, typed(&base["static_resources"]["clusters"], xds_server::CDS)),
+            (xds_server::LDS, typed(&base["static_resources"]["listeners"], xds_server::LDS)),
+        ],
+    );
+    let admin = support::free_port();
+    let bootstrap = config_map("kubernetes-xds/service-b.yaml#0")
+        .replace("type: STRICT_DNS", "type: STATIC")
+        .replace(
+            "address: xds-control-plane, port_value: 18000",
+            &format!("address: 127.0.0.1, port_value: {}", server.addr.port()),
+        )
+        .replace("address: 0.0.0.0, port_value: 9901", &format!("address: 127.0.0.1, port_value: {admin}"));
+    let skiff = support::Skiff::start(
+        &bootstrap,
+        &["--service-cluster", "service-b", "--service-node", "service-b-7d9f-x2"],
+    );
+    let proxy = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let answered = support::eventually(std::time::Duration::from_secs(15), || {
+        support::Client::try_connect(proxy)
+            .ok()
+            .and_then(|mut c| c.request("service-b", "/", &[]))
+            .is_some_and(|r| r.status == 200 && r.header("x-upstream") == Some("service-b-app"))
+    });
+    assert!(answered, "the sidecar never proxied to its app\n{}", skiff.log());
+    let (status, ready) =
+        support::admin_request(std::net::SocketAddr::from(([127, 0, 0, 1], admin)), "GET", "/ready");
+    assert_eq!((status, ready.trim()), (200, "LIVE"));
+    assert!(server.wait_ack("service-b-7d9f-x2", xds_server::LDS, "1", std::time::Duration::from_secs(5)));
 }
