@@ -104,12 +104,13 @@ fn same_with(name: &str, make_filter: fn(&str) -> String, routes: &str, requests
     let keys = jwt::Keys::generate(&scratch_dir("jwt-keys"));
     let filter = make_filter(&keys.jwks());
     // The tokens depend on the keys, so the caller's requests name them by placeholder.
+    let tokens = tokens(&keys);
     let requests: Vec<Req> = requests
         .iter()
         .map(|r| Req {
             method: r.method,
-            path: leak(fill(r.path, &keys)),
-            headers: r.headers.iter().map(|(n, v)| (*n, leak(fill(v, &keys)))).collect(),
+            path: leak(fill(r.path, &tokens)),
+            headers: r.headers.iter().map(|(n, v)| (*n, leak(fill(v, &tokens)))).collect(),
         })
         .collect();
     let (e, k) = std::thread::scope(|s| {
@@ -134,10 +135,20 @@ fn same_with(name: &str, make_filter: fn(&str) -> String, routes: &str, requests
     Some(k)
 }
 
-/// Replaces `{name}` placeholders with tokens signed now with `keys`.
-fn fill(text: &str, keys: &jwt::Keys) -> String {
+/// Replaces `{name}` placeholders with their tokens.
+fn fill(text: &str, tokens: &[(&str, String)]) -> String {
+    let mut out = text.to_string();
+    for (name, token) in tokens {
+        out = out.replace(name, token);
+    }
+    out
+}
+
+/// The tokens the placeholders name, signed now with `keys` (once per scenario: RSA signing in a
+/// debug build is what a scenario would otherwise spend its time on).
+fn tokens(keys: &jwt::Keys) -> Vec<(&'static str, String)> {
     let now = jwt::now();
-    let tokens = [
+    vec![
         ("{good}", keys.sign(Algorithm::RS256, &jwt::good_claims())),
         ("{good_ps}", keys.sign(Algorithm::PS256, &jwt::good_claims())),
         ("{good_es}", keys.sign(Algorithm::ES256, &jwt::good_claims())),
@@ -160,12 +171,7 @@ fn fill(text: &str, keys: &jwt::Keys) -> String {
             "{keep}",
             keys.sign(Algorithm::HS256, &jwt::claims_with(json!({ "iss": "https://keep.test", "x": "1" }))),
         ),
-    ];
-    let mut out = text.to_string();
-    for (name, token) in tokens {
-        out = out.replace(name, &token);
-    }
-    out
+    ]
 }
 
 #[test]

@@ -629,6 +629,9 @@ static_resources:
               typed_config:
                 "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
                 stat_prefix: ingress
+                # Envoy lingers this long (default 1 s) before closing after a local reply with
+                # `connection: close`; the tests read until close, one request after another.
+                delayed_close_timeout: 0.1s
                 access_log:
                   - name: envoy.access_loggers.file
                     typed_config:
