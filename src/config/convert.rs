@@ -320,7 +320,7 @@ fn resource_type(p: &FieldPath, type_url: Option<&str>, doc: Doc) -> Res<()> {
 }
 
 /// `dynamic_resources`: where listeners and clusters come from: files, or a management server
-/// over gRPC (state of the world; `ads_config` for `ads: {}` sources).
+/// over gRPC (state of the world or delta; `ads_config` for `ads: {}` sources) or REST.
 fn dynamic_resources(p: FieldPath, d: RawDynamic) -> Res<Xds> {
     const NO_LOCATOR: &str = "xDS-TP resource locators are not supported: give lds_config / cds_config";
     reject_present!(p, d, [lds_resources_locator, cds_resources_locator], NO_LOCATOR);
@@ -339,8 +339,8 @@ fn dynamic_resources(p: FieldPath, d: RawDynamic) -> Res<Xds> {
     Ok(xds)
 }
 
-/// An `ApiConfigSource`: gRPC (state of the world) to a cluster named by `envoy_grpc`, or REST
-/// polling of one of `cluster_names`.
+/// An `ApiConfigSource`: gRPC (state of the world, or delta) to a cluster named by `envoy_grpc`,
+/// or REST polling of one of `cluster_names`.
 fn api_config_source(
     p: FieldPath,
     a: RawApiConfigSource,
@@ -355,23 +355,29 @@ fn api_config_source(
             return fail(p.key("transport_api_version"), format!("only V3 is supported, got {v}"));
         }
     }
-    match a.api_type.as_deref().map(str::to_ascii_uppercase).as_deref() {
-        Some("GRPC" | "AGGREGATED_GRPC") => {}
+    let delta = match a.api_type.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        Some("GRPC") => false,
+        Some("DELTA_GRPC") => true,
         Some("REST") if ads => {
-            return fail(p.key("api_type"), "ads_config needs api_type GRPC (as in Envoy)")
+            return fail(p.key("api_type"), "ads_config needs api_type GRPC or DELTA_GRPC (as in Envoy)")
         }
         Some("REST") => return rest_source(p, a, initial_fetch_timeout),
-        Some(t @ ("DELTA_GRPC" | "AGGREGATED_DELTA_GRPC")) => {
+        // Envoy 1.40 keeps these for xDS-TP config sources, which skiff refuses anyway.
+        Some("AGGREGATED_GRPC" | "AGGREGATED_DELTA_GRPC") if ads => {
             return fail(
                 p.key("api_type"),
-                format!(
-                    "api_type {t} is not supported yet: skiff speaks state-of-the-world xDS (GRPC, REST)"
-                ),
+                "ads_config's api_type must be of non-aggregated gRPC (GRPC or DELTA_GRPC, as in Envoy)",
+            )
+        }
+        Some(t @ ("AGGREGATED_GRPC" | "AGGREGATED_DELTA_GRPC")) => {
+            return fail(
+                p.key("api_type"),
+                format!("unsupported config source {t} (as in Envoy): use ads: {{}} with ads_config"),
             )
         }
         Some(t) => return fail(p.key("api_type"), format!("unknown api_type {t}")),
-        None => return fail(p.key("api_type"), "api_type is required (GRPC or REST)"),
-    }
+        None => return fail(p.key("api_type"), "api_type is required (GRPC, DELTA_GRPC or REST)"),
+    };
     reject_present!(p, a, [cluster_names, refresh_delay, request_timeout], "these belong to api_type REST");
     let services = a.grpc_services.unwrap_or_default();
     let sp = p.key("grpc_services");
@@ -397,7 +403,7 @@ fn api_config_source(
     }
     let _ = envoy_grpc.authority; // :authority is the cluster name, as Envoy's default.
     let cluster = envoy_grpc.cluster_name;
-    Ok(ServerSource { cluster, ads, resource: String::new(), initial_fetch_timeout, rest: None })
+    Ok(ServerSource { cluster, ads, delta, resource: String::new(), initial_fetch_timeout, rest: None })
 }
 
 /// `api_type: REST`: JSON polling of one cluster (`cluster_names`) every `refresh_delay`.
@@ -428,6 +434,7 @@ fn rest_source(
     Ok(ServerSource {
         cluster: cluster.clone(),
         ads: false,
+        delta: false,
         resource: String::new(),
         initial_fetch_timeout,
         rest,
