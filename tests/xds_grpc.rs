@@ -535,3 +535,60 @@ fn rest_polling_follows_a_cluster_change_and_nacks_as_envoy_does() {
     let polls = server.seen().iter().filter(|s| s.node_id == "skiff" && s.service == "rest").count();
     assert!(polls >= 3, "skiff polled {polls} times");
 }
+
+#[test]
+fn an_rds_route_to_a_cluster_not_there_yet_is_accepted_and_answers_503_nc_as_in_envoy() {
+    let Some(bin) = binary_or_skip("an_rds_route_to_a_cluster_not_there_yet") else { return };
+    let (b, later) = (TestUpstream::echo_named("b"), TestUpstream::echo_named("later"));
+    let server = XdsServer::start();
+    // 1: /later routes to a cluster the server has not sent; 2: it arrives; 3: a route
+    // configuration that asks for its clusters to be checked names one that does not exist.
+    let world = |port: u16, version: u8| {
+        let mut clusters = vec![cluster("b")];
+        let mut assignments = vec![endpoints("b", &[&b])];
+        if version >= 2 {
+            clusters.push(cluster("later"));
+            assignments.push(endpoints("later", &[&later]));
+        }
+        let mut table = routes(&[("/later", "later"), ("/", "b")]);
+        if version == 3 {
+            table = routes(&[("/later", "later"), ("/gone", "nowhere"), ("/", "b")]);
+            table["validate_clusters"] = json!(true);
+        }
+        vec![(CDS, clusters), (EDS, assignments), (LDS, vec![listener(port)]), (RDS, vec![table])]
+    };
+    let (skiff_port, skiff_admin) = (free_port(), free_port());
+    server.push("skiff", "1", world(skiff_port, 1));
+    let skiff = Skiff::start(&bootstrap(server.addr, "skiff", skiff_admin), &[]);
+    let dir = scratch_dir("xds-grpc-later");
+    let envoy = Envoy::start(&bin, &dir, |port, admin| {
+        server.push("envoy", "1", world(port, 1));
+        bootstrap(server.addr, "envoy", admin)
+    });
+    let skiff_addr = SocketAddr::from(([127, 0, 0, 1], skiff_port));
+    let proxies = [
+        ("skiff", skiff_addr, skiff_port, SocketAddr::from(([127, 0, 0, 1], skiff_admin))),
+        ("envoy", envoy.listener, envoy.listener.port(), envoy.admin),
+    ];
+    for (name, addr, _, admin) in proxies {
+        assert!(server.wait_ack(name, RDS, "1", LIMIT), "{name}: RDS 1 not acked\n{}", skiff.log());
+        assert!(eventually(LIMIT, || outcome(addr, "/") == "200 b"), "{name}");
+        assert_eq!(outcome(addr, "/later"), "503 -", "{name}");
+        assert_eq!(stats(admin).get("http.ingress_http.no_cluster"), Some(&1), "{name}: NC");
+    }
+    for (name, _, port, _) in proxies {
+        server.push(name, "2", world(port, 2));
+    }
+    for (name, addr, _, _) in proxies {
+        assert!(eventually(LIMIT, || outcome(addr, "/later") == "200 later"), "{name}");
+    }
+    for (name, _, port, _) in proxies {
+        server.push(name, "3", world(port, 3));
+    }
+    for (name, addr, _, _) in proxies {
+        let nack = server.wait_nack(name, RDS, LIMIT).unwrap_or_else(|| panic!("{name}: no NACK"));
+        let error = nack.error.unwrap_or_default();
+        assert!(error.contains("nowhere"), "{name}: {error}");
+        assert_eq!(outcome(addr, "/later"), "200 later", "{name}");
+    }
+}

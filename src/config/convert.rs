@@ -71,6 +71,9 @@ struct Cx {
     secrets: super::convert_tls::Secrets,
     /// Cluster names, for checking route references.
     clusters: HashSet<String>,
+    /// Converting a route configuration whose `validate_clusters` is false (an RDS one's
+    /// default): a route may name a cluster that does not exist (yet).
+    unvalidated_clusters: bool,
     /// Bootstrap `tracing.http`: the provider of every HCM `tracing` block without its own.
     bootstrap_tracer: Option<ZipkinConfig>,
     /// How many HCMs have a `tracing` block, to warn when the bootstrap's provider applies to none.
@@ -128,6 +131,16 @@ impl Cx {
             known.sort_unstable();
             let known = if known.is_empty() { "none are defined".to_string() } else { known.join(", ") };
             fail(path, format!("unknown cluster \"{name}\" (clusters: {known})"))
+        }
+    }
+
+    /// A route's cluster (`cluster`, a `weighted_clusters` entry): with `validate_clusters`
+    /// false, as Envoy, one that does not exist is taken, and a request routed to it gets 503 `NC`
+    /// (`cluster_not_found_response_code`) until a cluster of that name arrives.
+    fn route_cluster(&self, path: FieldPath, name: &str) -> Res<String> {
+        match self.unvalidated_clusters {
+            true => Ok(name.to_string()),
+            false => self.cluster_ref(path, name),
         }
     }
 }
@@ -1454,12 +1467,21 @@ fn rds(cx: &mut Cx, p: FieldPath, r: RawRds) -> Res<(RouteConfig, Option<Rds>)> 
 fn route_config(cx: &mut Cx, p: FieldPath, rc: RawRouteConfig) -> Res<RouteConfig> {
     reject_present!(p, rc, [vhds, cluster_specifier_plugins], NOT_YET);
     warn_present!(cx, p, rc, "route_config", [internal_only_headers]);
+    // Envoy's default: checked in a static route_config, not in one from RDS.
+    let validate = rc.validate_clusters.unwrap_or(!matches!(p.document(), Some(Doc::Rds(_))));
     let vp = p.key("virtual_hosts");
     let mut virtual_hosts = Vec::new();
     let mut domains_seen: HashSet<String> = HashSet::new();
-    for (i, v) in rc.virtual_hosts.unwrap_or_default().into_iter().enumerate() {
-        virtual_hosts.push(vhost(cx, vp.idx(i), v, &mut domains_seen)?);
-    }
+    cx.unvalidated_clusters = !validate;
+    let converted: Res<Vec<VirtualHost>> = rc
+        .virtual_hosts
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| vhost(cx, vp.idx(i), v, &mut domains_seen))
+        .collect();
+    cx.unvalidated_clusters = false;
+    virtual_hosts.extend(converted?);
     Ok(RouteConfig {
         name: rc.name.unwrap_or_default(),
         virtual_hosts,
@@ -1645,7 +1667,7 @@ fn forward(
         return fail(p.key("auto_host_rewrite"), format!("auto_host_rewrite is not supported: {NOT_YET}"));
     }
     let cluster = match (a.cluster, a.cluster_header, a.weighted_clusters) {
-        (Some(c), None, None) => ClusterSpecifier::Single(cx.cluster_ref(p.key("cluster"), &c)?),
+        (Some(c), None, None) => ClusterSpecifier::Single(cx.route_cluster(p.key("cluster"), &c)?),
         (None, Some(h), None) if !h.is_empty() => ClusterSpecifier::Header(h.to_ascii_lowercase()),
         (None, None, Some(w)) => route_weighted_clusters(cx, p.key("weighted_clusters"), w)?,
         (None, None, None) => return fail(p, "route needs cluster, cluster_header or weighted_clusters"),
@@ -1760,7 +1782,7 @@ fn route_weighted_clusters(cx: &Cx, wp: FieldPath, w: RawRouteWeighted) -> Res<C
     for (i, c) in w.clusters.into_iter().enumerate() {
         let cp = wp.key("clusters").idx(i);
         out.push(WeightedCluster {
-            name: cx.cluster_ref(cp.key("name"), &c.name)?,
+            name: cx.route_cluster(cp.key("name"), &c.name)?,
             weight: c.weight,
             request_headers_to_add: headers_to_add(
                 cp.key("request_headers_to_add"),
