@@ -237,3 +237,114 @@ fn deliver(state: &mut TypeState, r: DeltaDiscoveryResponse) -> Delivery {
     state.unjudged.push_back(Unjudged { nonce: r.nonce.clone(), changes, accepted: None });
     Delivery { type_url: r.type_url, version_info: r.system_version_info, nonce: r.nonce, resources }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xds::{EDS, LDS};
+    use envoy_types::pb::envoy::service::discovery::v3::Resource;
+    use envoy_types::pb::google::protobuf::Any;
+
+    fn listener(name: &str) -> Resource {
+        let (type_url, value) =
+            json::from_json(&serde_json::json!({"@type": LDS, "name": name})).expect("a listener");
+        Resource {
+            name: name.into(),
+            version: format!("{name}-v"),
+            resource: Some(Any { type_url, value }),
+            ..Default::default()
+        }
+    }
+
+    fn assignment(name: &str) -> Resource {
+        let (type_url, value) =
+            json::from_json(&serde_json::json!({"@type": EDS, "cluster_name": name})).expect("an assignment");
+        Resource {
+            name: name.into(),
+            version: format!("{name}-v"),
+            resource: Some(Any { type_url, value }),
+            ..Default::default()
+        }
+    }
+
+    fn response(
+        type_url: &str,
+        nonce: &str,
+        resources: Vec<Resource>,
+        removed: &[&str],
+    ) -> DeltaDiscoveryResponse {
+        DeltaDiscoveryResponse {
+            system_version_info: nonce.into(),
+            resources,
+            type_url: type_url.into(),
+            removed_resources: removed.iter().map(|s| s.to_string()).collect(),
+            nonce: nonce.into(),
+            ..Default::default()
+        }
+    }
+
+    fn names(d: &Delivery) -> Vec<String> {
+        d.resources.as_ref().expect("resources").iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    #[test]
+    fn a_nacked_listener_response_never_reaches_the_next_one() {
+        let mut t = Types::new(Node::default());
+        t.want(vec![(LDS, vec![])]);
+        let first = t.restart();
+        assert_eq!(first.len(), 1);
+        assert!(first[0].resource_names_subscribe.is_empty() && first[0].node.is_some());
+        let d1 = t.received(response(LDS, "1", vec![listener("l1")], &[])).expect("delivered");
+        assert_eq!(names(&d1), ["l1"]);
+        // The next waits for the verdict on the first, then carries both.
+        assert!(t.received(response(LDS, "2", vec![listener("l2")], &[])).is_none());
+        let (ack, next) = t.verdict(LDS, "1", None);
+        let ack = ack.expect("an ACK");
+        assert_eq!((ack.response_nonce.as_str(), ack.error_detail.is_none()), ("1", true));
+        assert_eq!(names(&next.expect("the waiting one")), ["l1", "l2"]);
+        let (nack, _) = t.verdict(LDS, "2", Some("bad l2".into()));
+        assert_eq!(
+            nack.and_then(|r| r.error_detail).map(|e| (e.code, e.message)),
+            Some((3, "bad l2".into()))
+        );
+        // l2 was refused: the next set is l1 and what the next response brings.
+        let d3 = t.received(response(LDS, "3", vec![listener("l3")], &["l1"])).expect("delivered");
+        assert_eq!(names(&d3), ["l3"]);
+        // A verdict on a response of a stream since restarted answers nothing.
+        t.restart();
+        assert!(matches!(t.verdict(LDS, "3", None), (None, None)));
+    }
+
+    #[test]
+    fn named_subscriptions_change_by_delta_and_a_restart_names_what_was_accepted() {
+        let mut t = Types::new(Node::default());
+        t.want(vec![(EDS, vec!["a".into(), "b".into()])]);
+        let first = t.restart();
+        assert_eq!(first[0].resource_names_subscribe, ["a", "b"]);
+        let d =
+            t.received(response(EDS, "1", vec![assignment("a"), assignment("b")], &[])).expect("delivered");
+        assert_eq!(names(&d), ["a", "b"]);
+        // An assignment's removal is ignored (as Envoy) but forgotten.
+        let d = t.received(response(EDS, "2", vec![], &["b"])).expect("delivered");
+        assert!(names(&d).is_empty());
+        t.verdict(EDS, "1", None);
+        t.verdict(EDS, "2", None);
+        t.want(vec![(EDS, vec!["a".into(), "c".into()])]);
+        let change = t.changes();
+        let asked = |r: &DeltaDiscoveryRequest| {
+            (r.resource_names_subscribe.clone(), r.resource_names_unsubscribe.clone())
+        };
+        assert_eq!(asked(&change[0]), (vec!["c".to_string()], vec!["b".to_string()]));
+        t.received(response(EDS, "3", vec![assignment("c")], &[]));
+        t.verdict(EDS, "3", None);
+        t.want(vec![(EDS, vec!["c".into()])]);
+        let change = t.changes();
+        assert_eq!(asked(&change[0]), (vec![], vec!["a".to_string()]));
+        assert!(t.changes().is_empty());
+        // A fresh stream asks for what is wanted and names what is held.
+        let again = t.restart();
+        assert_eq!(again[0].resource_names_subscribe, ["c"]);
+        let held: Vec<_> = again[0].initial_resource_versions.iter().collect();
+        assert_eq!(held, [(&"c".to_string(), &"c-v".to_string())]);
+    }
+}
