@@ -78,8 +78,13 @@ fn ads_grpc_follows_pushes_as_envoy_does() {
     assert_eq!(first("envoy").user_agent_name, "envoy");
     // The route and endpoint subscriptions name what the listeners and clusters need.
     for node in ["skiff", "envoy"] {
-        let names =
-            |t: &str| seen.iter().rfind(|s| s.node_id == node && s.type_url == t).map(|s| s.names.clone());
+        // Sorted: Envoy lists the names in its hash set's order.
+        let names = |t: &str| {
+            let mut names =
+                seen.iter().rfind(|s| s.node_id == node && s.type_url == t).map(|s| s.names.clone());
+            names.iter_mut().for_each(|n| n.sort());
+            names
+        };
         assert_eq!(names(RDS), Some(vec!["local_route".to_string()]), "{node}");
         assert_eq!(names(EDS), Some(vec!["a".to_string(), "b".to_string()]), "{node}");
         assert_eq!(names(CDS), Some(vec![]), "{node}");
