@@ -245,9 +245,10 @@ mod tests {
     use envoy_types::pb::envoy::service::discovery::v3::Resource;
     use envoy_types::pb::google::protobuf::Any;
 
-    fn listener(name: &str) -> Resource {
+    /// A resource named `name` (under `key`) at version "<name>-v".
+    fn resource(type_url: &str, key: &str, name: &str) -> Resource {
         let (type_url, value) =
-            json::from_json(&serde_json::json!({"@type": LDS, "name": name})).expect("a listener");
+            json::from_json(&serde_json::json!({"@type": type_url, key: name})).expect("a resource");
         Resource {
             name: name.into(),
             version: format!("{name}-v"),
@@ -256,15 +257,12 @@ mod tests {
         }
     }
 
+    fn listener(name: &str) -> Resource {
+        resource(LDS, "name", name)
+    }
+
     fn assignment(name: &str) -> Resource {
-        let (type_url, value) =
-            json::from_json(&serde_json::json!({"@type": EDS, "cluster_name": name})).expect("an assignment");
-        Resource {
-            name: name.into(),
-            version: format!("{name}-v"),
-            resource: Some(Any { type_url, value }),
-            ..Default::default()
-        }
+        resource(EDS, "cluster_name", name)
     }
 
     fn response(
