@@ -3,8 +3,8 @@
 //! real Envoy and to skiff over delta ADS, and over delta per-type streams (clusters on
 //! DeltaClusters, endpoints on DeltaEndpoints, listeners and routes on delta ADS). Both route the
 //! same; then pushes (an endpoint removed from an assignment, a cluster added, a cluster removed
-//! by `removed_resources` with a route change, a cluster both refuse) and both follow, NACKing the
-//! refusal with the field named, with no failed request in a load run through skiff across the
+//! by `removed_resources` with a route change, a cluster both refuse, an assignment removed, which
+//! both ignore) and both follow, NACKing the refusal with the field named, with no failed request in a load run through skiff across the
 //! pushes. What each sends (subscriptions, node, ACKs and NACKs) is compared.
 
 mod support;
@@ -87,7 +87,8 @@ fn follows_pushes_as_envoy_does(mode: Mode, test: &str) {
     let server = XdsServer::start();
     let cl = |name: &str| delta_cluster(mode, name);
     // 1: a over a1 and a2, b; 2: a loses a2, c is added; 3: a is removed, /a goes to b, /c to c;
-    // 4: a cluster both refuse (LOGICAL_DNS with two endpoints).
+    // 4: a cluster both refuse (LOGICAL_DNS with two endpoints); 5: back to 3 without c's
+    // assignment, which both ignore (c keeps its endpoints).
     let world = |port: u16, version: u8| {
         let mut clusters = match version {
             1 => vec![cl("a"), cl("b")],
@@ -97,6 +98,7 @@ fn follows_pushes_as_envoy_does(mode: Mode, test: &str) {
         let assignments = match version {
             1 => vec![endpoints("a", &[&a1, &a2]), endpoints("b", &[&b])],
             2 => vec![endpoints("a", &[&a1]), endpoints("b", &[&b]), endpoints("c", &[&c])],
+            5 => vec![endpoints("b", &[&b])],
             _ => vec![endpoints("b", &[&b]), endpoints("c", &[&c])],
         };
         let table = match version {
@@ -165,6 +167,12 @@ fn follows_pushes_as_envoy_does(mode: Mode, test: &str) {
         // skiff's names the resource's place in the set it applied (b, bad, c).
         assert!(name == "envoy" || error.contains("/cds:") && error.contains("resources[1]"), "{error}");
         assert_eq!(outcome(addr, "/a"), "200 b", "{name}");
+        assert_eq!(outcome(addr, "/c"), "200 c", "{name}");
+    }
+    push(5);
+    for (name, addr, _) in proxies {
+        assert!(server.wait_ack(name, CDS, "5", LIMIT), "{name}: CDS 5 not acked\n{}", skiff.log());
+        assert!(server.wait_ack(name, EDS, "5", LIMIT), "{name}: c's removal not acked");
         assert_eq!(outcome(addr, "/c"), "200 c", "{name}");
     }
     let (sent, failures) = load.finish();
