@@ -213,6 +213,19 @@ fn follows_pushes_as_envoy_does(mode: Mode, test: &str) {
         assert_eq!(st.get("cluster.c.membership_total"), Some(&1), "{name}: cluster c");
     }
     assert_same_update_stats(&s, &e);
+    // /config_dump names the sources as configured.
+    let api_types = |admin: SocketAddr| {
+        let dump: Value =
+            serde_json::from_str(&envoy::admin_get(admin, "/config_dump").expect("dump").1).expect("json");
+        let dynamic = &dump["configs"][0]["bootstrap"]["dynamic_resources"];
+        (
+            dynamic["ads_config"]["api_type"].clone(),
+            dynamic["cds_config"]["api_config_source"]["api_type"].clone(),
+        )
+    };
+    let skiff_types = api_types(SocketAddr::from(([127, 0, 0, 1], skiff_admin)));
+    assert_eq!(skiff_types, api_types(envoy.admin));
+    assert_eq!(skiff_types.0, "DELTA_GRPC");
     assert_eq!(s.get("cluster_manager.cds.update_rejected"), Some(&1));
 }
 
