@@ -298,7 +298,8 @@ impl Stream {
             let jitter = Duration::from_millis(u64::from(std::process::id() ^ now_nanos()) % 250);
             let wait = tokio::time::sleep(backoff + jitter);
             tokio::pin!(wait);
-            // Subscriptions change meanwhile; replies to a lost stream's responses are moot.
+            // Subscriptions change meanwhile; replies to a lost stream's responses go nowhere, but
+            // what the loop accepted from it is held (and named to the next stream).
             loop {
                 tokio::select! {
                     _ = &mut wait => break,
@@ -308,7 +309,9 @@ impl Stream {
                             delta.want(wanted(&subs));
                             set_names(&mut types, subs);
                         }
-                        Some(Command::Reply(_)) => {}
+                        Some(Command::Reply(r)) => {
+                            let _ = delta.verdict(&r.type_url, &r.nonce, r.error);
+                        }
                     },
                 }
             }
