@@ -13,87 +13,25 @@ mod envoy;
 #[path = "support/xds_server.rs"]
 mod xds_server;
 
-use envoy::{admin_get, binary_or_skip, parse_stats, Envoy};
+#[path = "support/xds_world.rs"]
+mod xds_world;
+
+use envoy::{admin_get, binary_or_skip, Envoy};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
-use support::{eventually, free_port, scratch_dir, Client, Skiff, TestUpstream};
-use xds_server::{XdsServer, CDS, EDS, LDS, RDS};
+use support::{eventually, free_port, scratch_dir, Skiff, TestUpstream};
+use xds_server::XdsServer;
+use xds_world::{
+    answers, assert_first_world, assert_same_update_stats, cluster, endpoints, listener, outcome, routes,
+    stats, LoadRun, CDS, EDS, LDS, RDS,
+};
 
 const LIMIT: Duration = Duration::from_secs(15);
 
 /// configs/xds/ads-grpc.yaml with the server at `xds`, node `node`, admin on `admin_port`.
 fn bootstrap(xds: SocketAddr, node: &str, admin_port: u16) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/xds/ads-grpc.yaml");
-    std::fs::read_to_string(path)
-        .expect("configs/xds/ads-grpc.yaml")
-        .replace("id: test-id", &format!("id: {node}"))
-        .replace("type: STRICT_DNS", "type: STATIC")
-        .replace("port_value: 18000", &format!("port_value: {}", xds.port()))
-        .replace("port_value: 19000", &format!("port_value: {admin_port}"))
-}
-
-fn cluster(name: &str) -> Value {
-    json!({
-        "@type": CDS, "name": name, "type": "EDS", "connect_timeout": "1s",
-        "eds_cluster_config": {"eds_config": {"ads": {}, "resource_api_version": "V3"}},
-    })
-}
-
-fn endpoints(name: &str, upstreams: &[&TestUpstream]) -> Value {
-    let lb: Vec<Value> = upstreams
-        .iter()
-        .map(|u| json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": u.addr.port()}}}}))
-        .collect();
-    json!({"@type": EDS, "cluster_name": name, "endpoints": [{"lb_endpoints": lb}]})
-}
-
-fn listener(port: u16) -> Value {
-    json!({
-        "@type": LDS, "name": "listener_0",
-        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-        "filter_chains": [{"filters": [{
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": "ingress_http",
-                "rds": {"route_config_name": "local_route", "config_source": {"ads": {}, "resource_api_version": "V3"}},
-                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
-            },
-        }]}],
-    })
-}
-
-fn routes(table: &[(&str, &str)]) -> Value {
-    let routes: Vec<Value> = table
-        .iter()
-        .map(|(prefix, cluster)| json!({"match": {"prefix": prefix}, "route": {"cluster": cluster}}))
-        .collect();
-    json!({"@type": RDS, "name": "local_route", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]})
-}
-
-/// Status and answering upstream of a GET on a fresh connection ("-" when no upstream answered).
-fn outcome(addr: SocketAddr, path: &str) -> String {
-    let Ok(mut c) = Client::try_connect(addr) else { return "refused".to_string() };
-    match c.request("example.com", path, &[]) {
-        Some(r) => format!("{} {}", r.status, r.header("x-upstream").unwrap_or("-")),
-        None => "no answer".to_string(),
-    }
-}
-
-/// The upstreams that answer `path` over `n` requests, sorted, with the status.
-fn answers(addr: SocketAddr, path: &str, n: usize) -> Vec<String> {
-    let mut seen: Vec<String> = (0..n).map(|_| outcome(addr, path)).collect();
-    seen.sort();
-    seen.dedup();
-    seen
-}
-
-fn stats(admin: SocketAddr) -> std::collections::BTreeMap<String, u64> {
-    parse_stats(&admin_get(admin, "/stats").map(|(_, b)| b).unwrap_or_default())
+    xds_world::bootstrap("ads-grpc.yaml", xds, node, admin_port)
 }
 
 #[test]
@@ -128,15 +66,7 @@ fn ads_grpc_follows_pushes_as_envoy_does() {
 
     // The first fetch: both route /a over a's two endpoints and /b to b.
     for (name, addr) in proxies {
-        assert!(
-            eventually(LIMIT, || answers(addr, "/a", 6) == ["200 a1", "200 a2"]
-                && outcome(addr, "/b") == "200 b"),
-            "{name}: /a {:?} /b {}\n{}",
-            answers(addr, "/a", 6),
-            outcome(addr, "/b"),
-            skiff.log()
-        );
-        assert_eq!(outcome(addr, "/nothing"), "404 -", "{name}");
+        assert_first_world(name, addr, || skiff.log());
     }
     // skiff names itself and the bootstrap's node; Envoy names itself.
     let seen = server.seen();
@@ -148,35 +78,20 @@ fn ads_grpc_follows_pushes_as_envoy_does() {
     assert_eq!(first("envoy").user_agent_name, "envoy");
     // The route and endpoint subscriptions name what the listeners and clusters need.
     for node in ["skiff", "envoy"] {
-        let names =
-            |t: &str| seen.iter().rfind(|s| s.node_id == node && s.type_url == t).map(|s| s.names.clone());
+        // Sorted: Envoy lists the names in its hash set's order.
+        let names = |t: &str| {
+            let mut names =
+                seen.iter().rfind(|s| s.node_id == node && s.type_url == t).map(|s| s.names.clone());
+            names.iter_mut().for_each(|n| n.sort());
+            names
+        };
         assert_eq!(names(RDS), Some(vec!["local_route".to_string()]), "{node}");
         assert_eq!(names(EDS), Some(vec!["a".to_string(), "b".to_string()]), "{node}");
         assert_eq!(names(CDS), Some(vec![]), "{node}");
     }
 
     // A load run through skiff across every push: /b is served throughout.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let load = {
-        let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
-        std::thread::spawn(move || {
-            let mut client = Client::connect(skiff_addr);
-            let mut failures = Vec::new();
-            while !stop.load(Ordering::Relaxed) && sent.load(Ordering::Relaxed) < 20_000 {
-                sent.fetch_add(1, Ordering::Relaxed);
-                match client.request("example.com", "/b", &[]) {
-                    Some(r) if r.status == 200 => {}
-                    other => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        failures.push(other.map(|r| r.first_line()).unwrap_or_else(|| "no answer".into()));
-                        client = Client::connect(skiff_addr);
-                    }
-                }
-            }
-            failures
-        })
-    };
+    let load = LoadRun::start(skiff_addr, "/b");
 
     // v2: a loses an endpoint, cluster c is added.
     let v2 = |port: u16| {
@@ -243,21 +158,13 @@ fn ads_grpc_follows_pushes_as_envoy_does() {
     let nack = server.wait_nack("skiff", CDS, LIMIT).and_then(|s| s.error).unwrap_or_default();
     assert!(nack.starts_with("xds:ads/cds:") && nack.contains("resources[3]"), "located: {nack}");
 
-    stop.store(true, Ordering::Relaxed);
-    let failures = load.join().expect("load thread");
-    assert!(sent.load(Ordering::Relaxed) > 50, "the load run sent {}", sent.load(Ordering::Relaxed));
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "failed requests through skiff: {failures:?}");
+    let (sent, failures) = load.finish();
+    assert!(sent > 50, "the load run sent {sent}");
+    assert_eq!(failures, Vec::<String>::new(), "failed requests through skiff");
 
     // The same subscription stats on both.
     let (s, e) = (stats(SocketAddr::from(([127, 0, 0, 1], skiff_admin))), stats(envoy.admin));
-    for name in [
-        "control_plane.connected_state",
-        "cluster_manager.cds.update_rejected",
-        "listener_manager.lds.update_rejected",
-        "http.ingress_http.rds.local_route.update_rejected",
-    ] {
-        assert_eq!(s.get(name), e.get(name), "{name}");
-    }
+    assert_same_update_stats(&s, &e);
     assert_eq!(s.get("control_plane.connected_state"), Some(&1));
     assert_eq!(s.get("cluster_manager.cds.update_rejected"), Some(&1));
 }
@@ -294,8 +201,8 @@ fn management_server_sources_validate_and_refuse_what_is_not_built() {
         "dynamic_resources.cds_config.ads: ads: {} needs dynamic_resources.ads_config",
     );
     refused(
-        "dynamic_resources:\n  ads_config: {api_type: DELTA_GRPC, grpc_services: [{envoy_grpc: {cluster_name: xds_cluster}}]}\n  cds_config: {ads: {}}\n",
-        "dynamic_resources.ads_config.api_type: api_type DELTA_GRPC is not supported yet",
+        "dynamic_resources:\n  ads_config: {api_type: AGGREGATED_DELTA_GRPC, grpc_services: [{envoy_grpc: {cluster_name: xds_cluster}}]}\n  cds_config: {ads: {}}\n",
+        "dynamic_resources.ads_config.api_type: ads_config's api_type must be of non-aggregated gRPC",
     );
     refused(
         "dynamic_resources:\n  ads_config: {api_type: GRPC, grpc_services: [{envoy_grpc: {cluster_name: nowhere}}]}\n  cds_config: {ads: {}}\n",
@@ -710,4 +617,61 @@ fn ready_waits_for_the_first_fetch_as_envoy_does() {
         (Some(&1), Some(&0)),
         "skiff once LIVE"
     );
+}
+
+#[test]
+fn an_rds_route_to_a_cluster_not_there_yet_is_accepted_and_answers_503_nc_as_in_envoy() {
+    let Some(bin) = binary_or_skip("an_rds_route_to_a_cluster_not_there_yet") else { return };
+    let (b, later) = (TestUpstream::echo_named("b"), TestUpstream::echo_named("later"));
+    let server = XdsServer::start();
+    // 1: /later routes to a cluster the server has not sent; 2: it arrives; 3: a route
+    // configuration that asks for its clusters to be checked names one that does not exist.
+    let world = |port: u16, version: u8| {
+        let mut clusters = vec![cluster("b")];
+        let mut assignments = vec![endpoints("b", &[&b])];
+        if version >= 2 {
+            clusters.push(cluster("later"));
+            assignments.push(endpoints("later", &[&later]));
+        }
+        let mut table = routes(&[("/later", "later"), ("/", "b")]);
+        if version == 3 {
+            table = routes(&[("/later", "later"), ("/gone", "nowhere"), ("/", "b")]);
+            table["validate_clusters"] = json!(true);
+        }
+        vec![(CDS, clusters), (EDS, assignments), (LDS, vec![listener(port)]), (RDS, vec![table])]
+    };
+    let (skiff_port, skiff_admin) = (free_port(), free_port());
+    server.push("skiff", "1", world(skiff_port, 1));
+    let skiff = Skiff::start(&bootstrap(server.addr, "skiff", skiff_admin), &[]);
+    let dir = scratch_dir("xds-grpc-later");
+    let envoy = Envoy::start(&bin, &dir, |port, admin| {
+        server.push("envoy", "1", world(port, 1));
+        bootstrap(server.addr, "envoy", admin)
+    });
+    let skiff_addr = SocketAddr::from(([127, 0, 0, 1], skiff_port));
+    let proxies = [
+        ("skiff", skiff_addr, skiff_port, SocketAddr::from(([127, 0, 0, 1], skiff_admin))),
+        ("envoy", envoy.listener, envoy.listener.port(), envoy.admin),
+    ];
+    for (name, addr, _, admin) in proxies {
+        assert!(server.wait_ack(name, RDS, "1", LIMIT), "{name}: RDS 1 not acked\n{}", skiff.log());
+        assert!(eventually(LIMIT, || outcome(addr, "/") == "200 b"), "{name}");
+        assert_eq!(outcome(addr, "/later"), "503 -", "{name}");
+        assert_eq!(stats(admin).get("http.ingress_http.no_cluster"), Some(&1), "{name}: NC");
+    }
+    for (name, _, port, _) in proxies {
+        server.push(name, "2", world(port, 2));
+    }
+    for (name, addr, _, _) in proxies {
+        assert!(eventually(LIMIT, || outcome(addr, "/later") == "200 later"), "{name}");
+    }
+    for (name, _, port, _) in proxies {
+        server.push(name, "3", world(port, 3));
+    }
+    for (name, addr, _, _) in proxies {
+        let nack = server.wait_nack(name, RDS, LIMIT).unwrap_or_else(|| panic!("{name}: no NACK"));
+        let error = nack.error.unwrap_or_default();
+        assert!(error.contains("nowhere"), "{name}: {error}");
+        assert_eq!(outcome(addr, "/later"), "200 later", "{name}");
+    }
 }

@@ -245,7 +245,7 @@ fn path_source(s: &PathSource) -> Value {
 /// A gRPC `ApiConfigSource`.
 fn api_source(s: &crate::config::ServerSource) -> Value {
     json!({
-        "api_type": "GRPC",
+        "api_type": if s.delta { "DELTA_GRPC" } else { "GRPC" },
         "transport_api_version": "V3",
         "grpc_services": [{ "envoy_grpc": { "cluster_name": s.cluster } }],
     })

@@ -71,6 +71,9 @@ struct Cx {
     secrets: super::convert_tls::Secrets,
     /// Cluster names, for checking route references.
     clusters: HashSet<String>,
+    /// Converting a route configuration whose `validate_clusters` is false (an RDS one's
+    /// default): a route may name a cluster that does not exist (yet).
+    unvalidated_clusters: bool,
     /// Bootstrap `tracing.http`: the provider of every HCM `tracing` block without its own.
     bootstrap_tracer: Option<ZipkinConfig>,
     /// How many HCMs have a `tracing` block, to warn when the bootstrap's provider applies to none.
@@ -128,6 +131,16 @@ impl Cx {
             known.sort_unstable();
             let known = if known.is_empty() { "none are defined".to_string() } else { known.join(", ") };
             fail(path, format!("unknown cluster \"{name}\" (clusters: {known})"))
+        }
+    }
+
+    /// A route's cluster (`cluster`, a `weighted_clusters` entry): with `validate_clusters`
+    /// false, as Envoy, one that does not exist is taken, and a request routed to it gets 503 `NC`
+    /// (`cluster_not_found_response_code`) until a cluster of that name arrives.
+    fn route_cluster(&self, path: FieldPath, name: &str) -> Res<String> {
+        match self.unvalidated_clusters {
+            true => Ok(name.to_string()),
+            false => self.cluster_ref(path, name),
         }
     }
 }
@@ -320,7 +333,7 @@ fn resource_type(p: &FieldPath, type_url: Option<&str>, doc: Doc) -> Res<()> {
 }
 
 /// `dynamic_resources`: where listeners and clusters come from: files, or a management server
-/// over gRPC (state of the world; `ads_config` for `ads: {}` sources).
+/// over gRPC (state of the world or delta; `ads_config` for `ads: {}` sources) or REST.
 fn dynamic_resources(p: FieldPath, d: RawDynamic) -> Res<Xds> {
     const NO_LOCATOR: &str = "xDS-TP resource locators are not supported: give lds_config / cds_config";
     reject_present!(p, d, [lds_resources_locator, cds_resources_locator], NO_LOCATOR);
@@ -339,8 +352,8 @@ fn dynamic_resources(p: FieldPath, d: RawDynamic) -> Res<Xds> {
     Ok(xds)
 }
 
-/// An `ApiConfigSource`: gRPC (state of the world) to a cluster named by `envoy_grpc`, or REST
-/// polling of one of `cluster_names`.
+/// An `ApiConfigSource`: gRPC (state of the world, or delta) to a cluster named by `envoy_grpc`,
+/// or REST polling of one of `cluster_names`.
 fn api_config_source(
     p: FieldPath,
     a: RawApiConfigSource,
@@ -355,23 +368,29 @@ fn api_config_source(
             return fail(p.key("transport_api_version"), format!("only V3 is supported, got {v}"));
         }
     }
-    match a.api_type.as_deref().map(str::to_ascii_uppercase).as_deref() {
-        Some("GRPC" | "AGGREGATED_GRPC") => {}
+    let delta = match a.api_type.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        Some("GRPC") => false,
+        Some("DELTA_GRPC") => true,
         Some("REST") if ads => {
-            return fail(p.key("api_type"), "ads_config needs api_type GRPC (as in Envoy)")
+            return fail(p.key("api_type"), "ads_config needs api_type GRPC or DELTA_GRPC (as in Envoy)")
         }
         Some("REST") => return rest_source(p, a, initial_fetch_timeout),
-        Some(t @ ("DELTA_GRPC" | "AGGREGATED_DELTA_GRPC")) => {
+        // Envoy 1.40 keeps these for xDS-TP config sources, which skiff refuses anyway.
+        Some("AGGREGATED_GRPC" | "AGGREGATED_DELTA_GRPC") if ads => {
             return fail(
                 p.key("api_type"),
-                format!(
-                    "api_type {t} is not supported yet: skiff speaks state-of-the-world xDS (GRPC, REST)"
-                ),
+                "ads_config's api_type must be of non-aggregated gRPC (GRPC or DELTA_GRPC, as in Envoy)",
+            )
+        }
+        Some(t @ ("AGGREGATED_GRPC" | "AGGREGATED_DELTA_GRPC")) => {
+            return fail(
+                p.key("api_type"),
+                format!("unsupported config source {t} (as in Envoy): use ads: {{}} with ads_config"),
             )
         }
         Some(t) => return fail(p.key("api_type"), format!("unknown api_type {t}")),
-        None => return fail(p.key("api_type"), "api_type is required (GRPC or REST)"),
-    }
+        None => return fail(p.key("api_type"), "api_type is required (GRPC, DELTA_GRPC or REST)"),
+    };
     reject_present!(p, a, [cluster_names, refresh_delay, request_timeout], "these belong to api_type REST");
     let services = a.grpc_services.unwrap_or_default();
     let sp = p.key("grpc_services");
@@ -397,7 +416,7 @@ fn api_config_source(
     }
     let _ = envoy_grpc.authority; // :authority is the cluster name, as Envoy's default.
     let cluster = envoy_grpc.cluster_name;
-    Ok(ServerSource { cluster, ads, resource: String::new(), initial_fetch_timeout, rest: None })
+    Ok(ServerSource { cluster, ads, delta, resource: String::new(), initial_fetch_timeout, rest: None })
 }
 
 /// `api_type: REST`: JSON polling of one cluster (`cluster_names`) every `refresh_delay`.
@@ -428,6 +447,7 @@ fn rest_source(
     Ok(ServerSource {
         cluster: cluster.clone(),
         ads: false,
+        delta: false,
         resource: String::new(),
         initial_fetch_timeout,
         rest,
@@ -1456,12 +1476,21 @@ fn rds(cx: &mut Cx, p: FieldPath, r: RawRds) -> Res<(RouteConfig, Option<Rds>)> 
 fn route_config(cx: &mut Cx, p: FieldPath, rc: RawRouteConfig) -> Res<RouteConfig> {
     reject_present!(p, rc, [vhds, cluster_specifier_plugins], NOT_YET);
     warn_present!(cx, p, rc, "route_config", [internal_only_headers]);
+    // Envoy's default: checked in a static route_config, not in one from RDS.
+    let validate = rc.validate_clusters.unwrap_or(!matches!(p.document(), Some(Doc::Rds(_))));
     let vp = p.key("virtual_hosts");
     let mut virtual_hosts = Vec::new();
     let mut domains_seen: HashSet<String> = HashSet::new();
-    for (i, v) in rc.virtual_hosts.unwrap_or_default().into_iter().enumerate() {
-        virtual_hosts.push(vhost(cx, vp.idx(i), v, &mut domains_seen)?);
-    }
+    cx.unvalidated_clusters = !validate;
+    let converted: Res<Vec<VirtualHost>> = rc
+        .virtual_hosts
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| vhost(cx, vp.idx(i), v, &mut domains_seen))
+        .collect();
+    cx.unvalidated_clusters = false;
+    virtual_hosts.extend(converted?);
     Ok(RouteConfig {
         name: rc.name.unwrap_or_default(),
         virtual_hosts,
@@ -1647,7 +1676,7 @@ fn forward(
         return fail(p.key("auto_host_rewrite"), format!("auto_host_rewrite is not supported: {NOT_YET}"));
     }
     let cluster = match (a.cluster, a.cluster_header, a.weighted_clusters) {
-        (Some(c), None, None) => ClusterSpecifier::Single(cx.cluster_ref(p.key("cluster"), &c)?),
+        (Some(c), None, None) => ClusterSpecifier::Single(cx.route_cluster(p.key("cluster"), &c)?),
         (None, Some(h), None) if !h.is_empty() => ClusterSpecifier::Header(h.to_ascii_lowercase()),
         (None, None, Some(w)) => route_weighted_clusters(cx, p.key("weighted_clusters"), w)?,
         (None, None, None) => return fail(p, "route needs cluster, cluster_header or weighted_clusters"),
@@ -1762,7 +1791,7 @@ fn route_weighted_clusters(cx: &Cx, wp: FieldPath, w: RawRouteWeighted) -> Res<C
     for (i, c) in w.clusters.into_iter().enumerate() {
         let cp = wp.key("clusters").idx(i);
         out.push(WeightedCluster {
-            name: cx.cluster_ref(cp.key("name"), &c.name)?,
+            name: cx.route_cluster(cp.key("name"), &c.name)?,
             weight: c.weight,
             request_headers_to_add: headers_to_add(
                 cp.key("request_headers_to_add"),

@@ -40,14 +40,16 @@ pub struct PathSource {
     pub server: Option<ServerSource>,
 }
 
-/// A management server's gRPC stream (state of the world): `ads: {}` (the `ads_config` stream)
-/// or an `api_config_source` of `api_type: GRPC`.
+/// A management server's stream: `ads: {}` (the `ads_config` stream) or an `api_config_source`
+/// of `api_type: GRPC` or `DELTA_GRPC` (or REST polling).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSource {
     /// The static cluster the stream runs to (`grpc_services[0].envoy_grpc.cluster_name`).
     pub cluster: String,
     /// One aggregated stream for every type (ADS), or a stream per type.
     pub ads: bool,
+    /// Incremental xDS (`DELTA_GRPC`): `DeltaDiscoveryRequest`s, resources sent as they change.
+    pub delta: bool,
     /// The resource this source fetches for an RDS or EDS subscription (route configuration or
     /// EDS service name); empty for listeners and clusters (every resource).
     pub resource: String,
@@ -70,12 +72,13 @@ impl ServerSource {
         server_path(&self.stream_name(), kind, &self.resource)
     }
 
-    /// "ads", "grpc:<cluster>" or "rest:<cluster>".
+    /// "ads", "grpc:<cluster>", "delta:<cluster>" or "rest:<cluster>".
     pub fn stream_name(&self) -> String {
-        match (self.ads, self.rest.is_some()) {
-            (true, _) => "ads".to_string(),
-            (false, false) => format!("grpc:{}", self.cluster),
-            (false, true) => format!("rest:{}", self.cluster),
+        match (self.ads, self.delta, self.rest.is_some()) {
+            (true, _, _) => "ads".to_string(),
+            (false, true, _) => format!("delta:{}", self.cluster),
+            (false, false, false) => format!("grpc:{}", self.cluster),
+            (false, false, true) => format!("rest:{}", self.cluster),
         }
     }
 }

@@ -1239,7 +1239,7 @@ pub struct RawRouteConfig {
     pub vhds: Ign,
     pub cluster_specifier_plugins: Ign,
     pub internal_only_headers: Ign,
-    pub validate_clusters: Ign,
+    pub validate_clusters: Option<bool>,
     pub most_specific_header_mutations_wins: Ign,
     pub max_direct_response_body_size_bytes: Ign,
 }

@@ -653,6 +653,7 @@ impl Files {
             let stream = StreamKey {
                 cluster: server.cluster.clone(),
                 type_url: (!server.ads).then_some(type_url),
+                delta: server.delta,
                 rest,
             };
             let i = match out.iter().position(|o| o.stream == stream && o.type_url == type_url) {

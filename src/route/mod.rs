@@ -167,11 +167,27 @@ pub struct WeightedTarget {
 /// The edits of a route whose cluster is not a weighted entry's.
 pub static NO_EDITS: HeaderEdits = HeaderEdits { add: Vec::new(), remove: Vec::new() };
 
+/// A route's cluster that does not exist (a route configuration with `validate_clusters`
+/// false): a request routed to it gets 503 `NC`, as Envoy's.
+pub const MISSING_CLUSTER: usize = usize::MAX;
+
 impl Targets {
-    /// The clusters of a route or tcp_proxy, as indices into the snapshot's clusters.
+    /// The clusters of a tcp_proxy, as indices into the snapshot's clusters.
     pub fn compile(spec: &ClusterSpecifier, clusters: &HashMap<&str, usize>) -> Result<Targets, BuildError> {
-        let find = |name: &str| {
-            clusters.get(name).copied().ok_or_else(|| BuildError::UnknownCluster(name.to_string()))
+        Self::resolve(spec, clusters, false)
+    }
+
+    /// The clusters of a route or tcp_proxy; with `missing_ok` (a route: the config module
+    /// checked the names it had to) an unknown one is `MISSING_CLUSTER`.
+    fn resolve(
+        spec: &ClusterSpecifier,
+        clusters: &HashMap<&str, usize>,
+        missing_ok: bool,
+    ) -> Result<Targets, BuildError> {
+        let find = |name: &str| match clusters.get(name) {
+            Some(&i) => Ok(i),
+            None if missing_ok => Ok(MISSING_CLUSTER),
+            None => Err(BuildError::UnknownCluster(name.to_string())),
         };
         Ok(match spec {
             ClusterSpecifier::Single(name) => Targets::Single(find(name)?),
@@ -589,7 +605,7 @@ fn compile_route(id: usize, r: &config::Route, clusters: &HashMap<&str, usize>) 
     let RequestMatch { path, headers, query, grpc } = RequestMatch::compile(&r.matcher)?;
     let action = match &r.action {
         RouteAction::Forward(f) => {
-            let targets = Targets::compile(&f.cluster, clusters)?;
+            let targets = Targets::resolve(&f.cluster, clusters, true)?;
             // Envoy swaps "the matched prefix (or path)": for a `path` route that is the whole
             // path, which has the same length as the written one even when matched without case.
             let prefix_rewrite = match (&f.prefix_rewrite, &r.matcher.path) {

@@ -23,7 +23,7 @@ use crate::config::{LbPolicy, StreamLimits};
 use crate::filters::{CheckOutcome, CheckReply, FilterStats, Verdict};
 use crate::http::{header_is, RequestHead, Version};
 use crate::peer::Connection;
-use crate::route::{Action, Forward, HeaderEdits, Route, Targets, VirtualHost, NO_EDITS};
+use crate::route::{Action, Forward, HeaderEdits, Route, Targets, VirtualHost, MISSING_CLUSTER, NO_EDITS};
 use crate::snapshot::ListenerSnap;
 use crate::stats::HttpStats;
 use bytes::Buf;
@@ -230,7 +230,7 @@ impl<'g> Request<'g> {
                 self.stats.downstream_rq_ws_on_non_ws_route.inc();
                 // Envoy's line names the route's cluster: the route was resolved to decide.
                 if let Some(Targets::Single(c)) = forward.map(|f| &f.clusters) {
-                    obs.upstream_cluster = Some(*c);
+                    obs.upstream_cluster = Some(*c).filter(|c| *c != MISSING_CLUSTER);
                 }
                 return reply(LocalReply::new(403, b"").closing().detailed(details::UPGRADE_FAILED), None);
             }
@@ -314,7 +314,8 @@ impl<'g> Request<'g> {
             Action::Forward(fwd) => fwd,
         };
         // The cluster: drawn for weighted clusters, or named by the request (`cluster_header`;
-        // none, or one that does not exist: Envoy's 503 `NC`, or `cluster_not_found_response_code`).
+        // none, or one that does not exist: Envoy's 503 `NC`, or `cluster_not_found_response_code`;
+        // so too a route's cluster missing from an RDS route configuration).
         // A weighted entry's own header edits, applied before the route's.
         let (mut request_entry, mut response_entry) = (&NO_EDITS, &NO_EDITS);
         let cluster = match &fwd.clusters {
@@ -330,19 +331,17 @@ impl<'g> Request<'g> {
                 let named = head.headers.iter().find(|h| header_is(h.name, name)).map(|h| h.value);
                 let found = named
                     .and_then(|v| self.generation.snap.clusters.iter().position(|c| c.name.as_bytes() == v));
-                match found {
-                    Some(c) => c,
-                    None => {
-                        let missing = LocalReply::new(fwd.cluster_not_found, b"")
-                            .flagged(ResponseFlags::NC)
-                            .counted(ReplyStat::NoCluster)
-                            .detailed(details::CLUSTER_NOT_FOUND);
-                        return filtered(missing, filters);
-                    }
-                }
+                found.unwrap_or(MISSING_CLUSTER)
             }
             targets => targets.pick(self.shard.rng.next()).unwrap_or(0),
         };
+        if cluster == MISSING_CLUSTER {
+            let missing = LocalReply::new(fwd.cluster_not_found, b"")
+                .flagged(ResponseFlags::NC)
+                .counted(ReplyStat::NoCluster)
+                .detailed(details::CLUSTER_NOT_FOUND);
+            return filtered(missing, filters);
+        }
         let mut rewritten = String::new();
         // A filter may have changed the path (a JWT query parameter removed) before the route's rewrite.
         let filtered_path = filters.as_ref().and_then(|f| f.path.as_deref()).unwrap_or(head.path);
@@ -876,7 +875,7 @@ impl<'g> Request<'g> {
 fn routed_cluster(found: Option<(&VirtualHost, &Route)>) -> Option<usize> {
     match found {
         Some((_, Route { action: Action::Forward(Forward { clusters: Targets::Single(c), .. }), .. })) => {
-            Some(*c)
+            Some(*c).filter(|c| *c != MISSING_CLUSTER)
         }
         _ => None,
     }

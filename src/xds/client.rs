@@ -1,14 +1,18 @@
-//! The gRPC streams to management servers (state-of-the-world xDS, v3): one aggregated stream
-//! (ADS) and/or one stream per resource type, each to the static cluster its source names. They
-//! run on a thread of their own with a tokio current-thread runtime (tonic's), so neither the
-//! shards nor the control loop's runtime carry any of it. The thread subscribes as the control
-//! loop asks, turns each response's resources into JSON (`json`), hands them to the control loop
-//! (which applies them as it applies a replaced file) and sends the ACK or NACK the loop
-//! answers. Owns no config state: what a response means is the control loop's business.
+//! The streams to management servers (xDS v3): one aggregated stream (ADS) and/or one stream per
+//! resource type, each to the static cluster its source names, state of the world or
+//! incremental (delta, `delta`), or REST polling. They run on a thread of their own with a tokio
+//! current-thread runtime (tonic's), so neither the shards nor the control loop's runtime carry
+//! any of it. The thread subscribes as the control loop asks, turns each response's resources
+//! into JSON (`json`), hands them to the control loop (which applies them as it applies a
+//! replaced file) and sends the ACK or NACK the loop answers. Owns no config state: what a
+//! response means is the control loop's business.
 
-use super::json;
+use super::delta::{self, Delivery};
+use super::{json, rank};
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
 use envoy_types::pb::google::rpc::Status;
 use futures_channel::mpsc::UnboundedSender as EventSender;
 use prost::Message;
@@ -16,28 +20,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-pub const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-pub const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-pub const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
-pub const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub use super::{CDS, EDS, LDS, RDS};
 
-/// Envoy's order of subscription on a fresh stream: clusters, their endpoints, listeners, their
-/// routes.
-fn rank(type_url: &str) -> u8 {
-    match type_url {
-        CDS => 0,
-        EDS => 1,
-        LDS => 2,
-        _ => 3,
-    }
-}
-
-/// One gRPC stream: to `cluster`, aggregated (`type_url` None) or for one type; or with `rest`,
-/// one type polled over HTTP/1.1.
+/// One gRPC stream: to `cluster`, aggregated (`type_url` None) or for one type, state of the world
+/// or `delta`; or with `rest`, one type polled over HTTP/1.1.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StreamKey {
     pub cluster: String,
     pub type_url: Option<&'static str>,
+    pub delta: bool,
     pub rest: Option<Rest>,
 }
 
@@ -51,10 +42,11 @@ pub struct Rest {
 impl StreamKey {
     /// The name its resources travel under (`config::ServerSource::stream_name`).
     pub fn name(&self) -> String {
-        match (self.type_url, self.rest) {
-            (None, _) => "ads".to_string(),
-            (Some(_), None) => format!("grpc:{}", self.cluster),
-            (Some(_), Some(_)) => format!("rest:{}", self.cluster),
+        match (self.type_url, self.delta, self.rest) {
+            (None, _, _) => "ads".to_string(),
+            (Some(_), true, _) => format!("delta:{}", self.cluster),
+            (Some(_), false, None) => format!("grpc:{}", self.cluster),
+            (Some(_), false, Some(_)) => format!("rest:{}", self.cluster),
         }
     }
 
@@ -70,12 +62,19 @@ impl StreamKey {
 
     /// The gRPC method of this stream.
     fn method(&self) -> &'static str {
-        match self.type_url {
-            None => "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
-            Some(LDS) => "/envoy.service.listener.v3.ListenerDiscoveryService/StreamListeners",
-            Some(CDS) => "/envoy.service.cluster.v3.ClusterDiscoveryService/StreamClusters",
-            Some(RDS) => "/envoy.service.route.v3.RouteDiscoveryService/StreamRoutes",
-            Some(_) => "/envoy.service.endpoint.v3.EndpointDiscoveryService/StreamEndpoints",
+        match (self.type_url, self.delta) {
+            (None, false) => {
+                "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+            }
+            (Some(LDS), false) => "/envoy.service.listener.v3.ListenerDiscoveryService/StreamListeners",
+            (Some(CDS), false) => "/envoy.service.cluster.v3.ClusterDiscoveryService/StreamClusters",
+            (Some(RDS), false) => "/envoy.service.route.v3.RouteDiscoveryService/StreamRoutes",
+            (Some(_), false) => "/envoy.service.endpoint.v3.EndpointDiscoveryService/StreamEndpoints",
+            (None, true) => "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources",
+            (Some(LDS), true) => "/envoy.service.listener.v3.ListenerDiscoveryService/DeltaListeners",
+            (Some(CDS), true) => "/envoy.service.cluster.v3.ClusterDiscoveryService/DeltaClusters",
+            (Some(RDS), true) => "/envoy.service.route.v3.RouteDiscoveryService/DeltaRoutes",
+            (Some(_), true) => "/envoy.service.endpoint.v3.EndpointDiscoveryService/DeltaEndpoints",
         }
     }
 }
@@ -276,13 +275,18 @@ impl Stream {
     /// 0.5 s to 30 s, as Envoy's) and starts again with the last accepted versions.
     async fn run(self, target: Option<(String, u16)>, mut commands: UnboundedReceiver<Command>) {
         let mut types: BTreeMap<&'static str, TypeState> = BTreeMap::new();
+        let mut delta = delta::Types::new(self.node.clone());
         let mut backoff = BACKOFF_BASE;
         let Some((host, port)) = target else {
             log::error!("xds: cluster \"{}\" has no endpoint to connect to", self.key.cluster);
             return;
         };
         loop {
-            match self.session(&host, port, &mut types, &mut commands).await {
+            let ended = match self.key.delta {
+                true => self.delta_session(&host, port, &mut delta, &mut commands).await,
+                false => self.session(&host, port, &mut types, &mut commands).await,
+            };
+            match ended {
                 Ended::Stopped => return,
                 Ended::Lost { was_up } => {
                     if was_up {
@@ -294,18 +298,99 @@ impl Stream {
             let jitter = Duration::from_millis(u64::from(std::process::id() ^ now_nanos()) % 250);
             let wait = tokio::time::sleep(backoff + jitter);
             tokio::pin!(wait);
-            // Subscriptions change meanwhile; replies to a lost stream's responses are moot.
+            // Subscriptions change meanwhile; replies to a lost stream's responses go nowhere, but
+            // what the loop accepted from it is held (and named to the next stream).
             loop {
                 tokio::select! {
                     _ = &mut wait => break,
                     c = commands.recv() => match c {
                         None => return,
-                        Some(Command::Subscribe(subs)) => set_names(&mut types, subs),
-                        Some(Command::Reply(_)) => {}
+                        Some(Command::Subscribe(subs)) => {
+                            delta.want(wanted(&subs));
+                            set_names(&mut types, subs);
+                        }
+                        Some(Command::Reply(r)) => {
+                            let _ = delta.verdict(&r.type_url, &r.nonce, r.error);
+                        }
                     },
                 }
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// An HTTP/2 channel to the server, ready for a stream (Err: how the attempt ended).
+    async fn connect(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<tonic::client::Grpc<tonic::transport::Channel>, Ended> {
+        let uri = format!(
+            "http://{}:{port}",
+            if host.contains(':') { format!("[{host}]") } else { host.to_string() }
+        );
+        let endpoint = match tonic::transport::Endpoint::from_shared(uri) {
+            Ok(e) => e.connect_timeout(Duration::from_secs(5)),
+            Err(e) => {
+                log::error!("xds: cluster \"{}\": bad address {host}:{port}: {e}", self.key.cluster);
+                return Err(Ended::Stopped);
+            }
+        };
+        let channel = match endpoint.connect().await {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("xds: cannot reach cluster \"{}\" at {host}:{port}: {e}", self.key.cluster);
+                return Err(Ended::Lost { was_up: false });
+            }
+        };
+        let mut grpc = tonic::client::Grpc::new(channel);
+        if let Err(e) = grpc.ready().await {
+            log::warn!("xds: cluster \"{}\": {e}", self.key.cluster);
+            return Err(Ended::Lost { was_up: false });
+        }
+        Ok(grpc)
+    }
+
+    /// Opens this stream's method on `grpc` with `requests` as its outbound side.
+    async fn open<Req, Resp>(
+        &self,
+        mut grpc: tonic::client::Grpc<tonic::transport::Channel>,
+        requests: UnboundedReceiver<Req>,
+        (host, port): (&str, u16),
+    ) -> Option<tonic::Streaming<Resp>>
+    where
+        Req: Message + Send + Sync + 'static,
+        Resp: Message + Default + Send + Sync + 'static,
+    {
+        let outbound =
+            futures_util::stream::unfold(requests, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+        let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(self.key.method());
+        match grpc.streaming(tonic::Request::new(outbound), path, codec).await {
+            Ok(r) => {
+                let _ = self.events.unbounded_send(Event::Connected(self.key.clone(), true));
+                log::info!("xds: connected to cluster \"{}\" ({host}:{port})", self.key.cluster);
+                Some(r.into_inner())
+            }
+            Err(e) => {
+                log::warn!("xds: cluster \"{}\": the stream was refused: {e}", self.key.cluster);
+                None
+            }
+        }
+    }
+
+    /// How a stream ended when its next message did not come.
+    fn lost<T>(&self, m: Result<Option<T>, tonic::Status>) -> Result<T, Ended> {
+        match m {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => {
+                log::warn!("xds: cluster \"{}\" closed the stream", self.key.cluster);
+                Err(Ended::Lost { was_up: true })
+            }
+            Err(e) => {
+                log::warn!("xds: cluster \"{}\": stream lost: {e}", self.key.cluster);
+                Err(Ended::Lost { was_up: true })
+            }
         }
     }
 
@@ -316,28 +401,11 @@ impl Stream {
         types: &mut BTreeMap<&'static str, TypeState>,
         commands: &mut UnboundedReceiver<Command>,
     ) -> Ended {
-        let lost = Ended::Lost { was_up: false };
-        let uri = format!(
-            "http://{}:{port}",
-            if host.contains(':') { format!("[{host}]") } else { host.to_string() }
-        );
-        let endpoint = match tonic::transport::Endpoint::from_shared(uri) {
-            Ok(e) => e.connect_timeout(Duration::from_secs(5)),
-            Err(e) => {
-                log::error!("xds: cluster \"{}\": bad address {host}:{port}: {e}", self.key.cluster);
-                return Ended::Stopped;
-            }
-        };
-        let channel = match endpoint.connect().await {
-            Ok(c) => c,
-            Err(e) => {
-                log::warn!("xds: cannot reach cluster \"{}\" at {host}:{port}: {e}", self.key.cluster);
-                return lost;
-            }
+        let grpc = match self.connect(host, port).await {
+            Ok(g) => g,
+            Err(ended) => return ended,
         };
         let (requests, rx) = unbounded_channel::<DiscoveryRequest>();
-        let outbound =
-            futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
         // A fresh stream starts from the last accepted versions, with no nonce, in Envoy's order.
         let mut order: Vec<_> = types.iter_mut().filter(|(_, s)| s.active).collect();
         order.sort_by_key(|(t, _)| rank(t));
@@ -345,39 +413,20 @@ impl Stream {
             state.nonce.clear();
             let _ = requests.send(self.request(type_url, state, None));
         }
-        let mut grpc = tonic::client::Grpc::new(channel);
-        if let Err(e) = grpc.ready().await {
-            log::warn!("xds: cluster \"{}\": {e}", self.key.cluster);
-            return lost;
-        }
-        let codec = tonic_prost::ProstCodec::<DiscoveryRequest, DiscoveryResponse>::default();
-        let path = tonic::codegen::http::uri::PathAndQuery::from_static(self.key.method());
-        let mut inbound = match grpc.streaming(tonic::Request::new(outbound), path, codec).await {
-            Ok(r) => r.into_inner(),
-            Err(e) => {
-                log::warn!("xds: cluster \"{}\": the stream was refused: {e}", self.key.cluster);
-                return lost;
-            }
+        let Some(mut inbound) = self.open::<_, DiscoveryResponse>(grpc, rx, (host, port)).await else {
+            return Ended::Lost { was_up: false };
         };
-        let _ = self.events.unbounded_send(Event::Connected(self.key.clone(), true));
-        log::info!("xds: connected to cluster \"{}\" ({host}:{port})", self.key.cluster);
         loop {
             tokio::select! {
-                m = inbound.message() => match m {
-                    Ok(Some(r)) => {
-                        if let Some(state) = types.iter_mut().find(|(t, _)| **t == r.type_url).map(|(_, s)| s) {
-                            state.nonce = r.nonce.clone();
-                        }
-                        let _ = self.events.unbounded_send(Event::Response(self.response(r)));
+                m = inbound.message() => {
+                    let r = match self.lost(m) {
+                        Ok(r) => r,
+                        Err(ended) => return ended,
+                    };
+                    if let Some(state) = types.iter_mut().find(|(t, _)| **t == r.type_url).map(|(_, s)| s) {
+                        state.nonce = r.nonce.clone();
                     }
-                    Ok(None) => {
-                        log::warn!("xds: cluster \"{}\" closed the stream", self.key.cluster);
-                        return Ended::Lost { was_up: true };
-                    }
-                    Err(e) => {
-                        log::warn!("xds: cluster \"{}\": stream lost: {e}", self.key.cluster);
-                        return Ended::Lost { was_up: true };
-                    }
+                    let _ = self.events.unbounded_send(Event::Response(self.response(r)));
                 },
                 c = commands.recv() => match c {
                     None => return Ended::Stopped,
@@ -407,6 +456,71 @@ impl Stream {
                 },
             }
         }
+    }
+
+    /// A delta stream: the first requests carry what was accepted before; each response goes to
+    /// the loop as `delta` makes it, each verdict back as an ACK or NACK, and a subscription
+    /// change as the names subscribed and unsubscribed.
+    async fn delta_session(
+        &self,
+        host: &str,
+        port: u16,
+        types: &mut delta::Types,
+        commands: &mut UnboundedReceiver<Command>,
+    ) -> Ended {
+        let grpc = match self.connect(host, port).await {
+            Ok(g) => g,
+            Err(ended) => return ended,
+        };
+        let (requests, rx) = unbounded_channel::<DeltaDiscoveryRequest>();
+        for request in types.restart() {
+            let _ = requests.send(request);
+        }
+        let Some(mut inbound) = self.open::<_, DeltaDiscoveryResponse>(grpc, rx, (host, port)).await else {
+            return Ended::Lost { was_up: false };
+        };
+        loop {
+            tokio::select! {
+                m = inbound.message() => {
+                    let r = match self.lost(m) {
+                        Ok(r) => r,
+                        Err(ended) => return ended,
+                    };
+                    if let Some(d) = types.received(r) {
+                        self.deliver(d);
+                    }
+                },
+                c = commands.recv() => match c {
+                    None => return Ended::Stopped,
+                    Some(Command::Subscribe(subs)) => {
+                        types.want(wanted(&subs));
+                        for request in types.changes() {
+                            let _ = requests.send(request);
+                        }
+                    }
+                    Some(Command::Reply(reply)) => {
+                        let (answer, next) = types.verdict(&reply.type_url, &reply.nonce, reply.error);
+                        if let Some(request) = answer {
+                            let _ = requests.send(request);
+                        }
+                        if let Some(d) = next {
+                            self.deliver(d);
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    fn deliver(&self, d: Delivery) {
+        let response = Response {
+            stream: self.key.clone(),
+            type_url: d.type_url,
+            version_info: d.version_info,
+            nonce: d.nonce,
+            resources: d.resources,
+        };
+        let _ = self.events.unbounded_send(Event::Response(response));
     }
 
     /// REST: one `POST` of the request as JSON every `refresh_delay` (an ACK or NACK goes with
@@ -508,22 +622,8 @@ impl Stream {
     }
 
     fn response(&self, r: DiscoveryResponse) -> Response {
-        let resources = r
-            .resources
-            .iter()
-            .map(|any| {
-                if any.type_url != r.type_url {
-                    return Err(format!(
-                        "a resource of type \"{}\" in a response of type \"{}\"",
-                        any.type_url, r.type_url
-                    ));
-                }
-                let value = json::to_json(&any.type_url, &any.value)?;
-                let key = if r.type_url == EDS { "cluster_name" } else { "name" };
-                let name = value.get(key).and_then(|n| n.as_str()).unwrap_or_default().to_string();
-                Ok((name, value))
-            })
-            .collect();
+        let resources =
+            r.resources.iter().map(|any| json::named(&r.type_url, &any.type_url, &any.value)).collect();
         Response {
             stream: self.key.clone(),
             type_url: r.type_url,
@@ -539,6 +639,11 @@ enum Ended {
     Stopped,
     /// The connection failed or ended; `was_up` if it had been established.
     Lost { was_up: bool },
+}
+
+/// What `subs` ask for, by type, as `delta::Types::want` takes it.
+fn wanted(subs: &[Subscription]) -> Vec<(&'static str, Vec<String>)> {
+    subs.iter().map(|s| (s.type_url, s.names.clone())).collect()
 }
 
 /// `types` asking for exactly `subs` (a type no longer named asks for nothing).

@@ -61,6 +61,18 @@ pub fn to_json(type_url: &str, value: &[u8]) -> Result<Value, String> {
     Ok(Value::Object(out))
 }
 
+/// A resource of a response of `response_type` (an `Any` of `type_url`): its name (a cluster load
+/// assignment's `cluster_name`, else `name`) and its JSON.
+pub fn named(response_type: &str, type_url: &str, value: &[u8]) -> Result<(String, Value), String> {
+    if type_url != response_type {
+        return Err(format!("a resource of type \"{type_url}\" in a response of type \"{response_type}\""));
+    }
+    let value = to_json(type_url, value)?;
+    let key = if response_type == super::EDS { "cluster_name" } else { "name" };
+    let name = value.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
+    Ok((name, value))
+}
+
 /// The inverse: a resource written as JSON (with its `"@type"`, as in a resource file) as its
 /// type URL and protobuf bytes. For the tests' management server, and for the node identity.
 pub fn from_json(resource: &Value) -> Result<(String, Vec<u8>), String> {

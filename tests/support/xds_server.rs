@@ -1,9 +1,11 @@
-//! A small xDS management server for the tests (state of the world, ADS, v3), on tonic with the
-//! Envoy API types skiff itself uses: resources are written as JSON (as in a resource file,
-//! `"@type"` and all) per node id, so one server serves the same routing to skiff and to the real
-//! Envoy with each on its own listener port. `push` replaces a node's resources under a new
-//! version and sends them on every open stream of that node; every request (with its ACK or NACK)
-//! is recorded for the test to read. It knows nothing about skiff or scenarios.
+//! A small xDS management server for the tests (v3: state of the world and delta, over ADS or the
+//! per-type cluster and endpoint services, and REST), on tonic with the Envoy API types skiff
+//! itself uses: resources are written as JSON (as in a resource file, `"@type"` and all) per node
+//! id, so one server serves the same routing to skiff and to the real Envoy with each on its own
+//! listener port. `push` replaces a node's resources under a new version and sends them on every
+//! open stream of that node (a delta stream gets the resources that changed and the names that
+//! went, as go-control-plane's delta server does); every request (with its ACK or NACK) is
+//! recorded for the test to read. It knows nothing about skiff or scenarios.
 #![allow(dead_code)]
 
 use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_server::{
@@ -13,12 +15,15 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource,
+};
+use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_server::{
+    EndpointDiscoveryService, EndpointDiscoveryServiceServer,
 };
 use envoy_types::pb::google::protobuf::Any;
 use hyper::service::service_fn as tower_fn;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -33,10 +38,13 @@ pub const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfigurat
 pub const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 
 /// One request a client sent, as the test checks it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Seen {
-    /// The gRPC service it came on: "ads" or "cds" (ClusterDiscoveryService).
+    /// The gRPC service it came on: "ads", "cds" (ClusterDiscoveryService), "eds", "rest"; with
+    /// "-delta" for a delta stream.
     pub service: &'static str,
+    /// Whether the request carried the node (a delta client sends it on its first request only).
+    pub has_node: bool,
     pub node_id: String,
     pub node_cluster: String,
     pub user_agent_name: String,
@@ -49,6 +57,12 @@ pub struct Seen {
     /// The node's `locality.zone` and `metadata` (as JSON).
     pub zone: String,
     pub metadata: Option<Value>,
+    /// Delta: `resource_names_subscribe` / `_unsubscribe` and `initial_resource_versions`
+    /// (names only). A delta ACK or NACK has no `version_info`: there it is the
+    /// `system_version_info` of the response whose nonce it answers.
+    pub subscribe: Vec<String>,
+    pub unsubscribe: Vec<String>,
+    pub initial: Vec<String>,
 }
 
 /// A node's resources: version and, per type URL, the resources as JSON.
@@ -105,15 +119,19 @@ impl XdsServer {
                 let mut stopped = service.stop.subscribe();
                 let rest = service.clone();
                 let ads = AggregatedDiscoveryServiceServer::new(service.clone());
-                let cds = ClusterDiscoveryServiceServer::new(service);
-                // Two gRPC services on one connection, told apart by the method's path.
+                let cds = ClusterDiscoveryServiceServer::new(service.clone());
+                let eds = EndpointDiscoveryServiceServer::new(service);
+                // Three gRPC services on one connection, told apart by the method's path.
                 let grpc = tower_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (mut ads, mut cds, rest) = (ads.clone(), cds.clone(), rest.clone());
+                    let (mut ads, mut cds, mut eds, rest) =
+                        (ads.clone(), cds.clone(), eds.clone(), rest.clone());
                     async move {
                         if req.uri().path().starts_with("/v3/discovery:") {
                             Ok(rest.rest(req).await)
                         } else if req.uri().path().starts_with("/envoy.service.cluster.v3.") {
                             cds.call(req).await
+                        } else if req.uri().path().starts_with("/envoy.service.endpoint.v3.") {
+                            eds.call(req).await
                         } else {
                             ads.call(req).await
                         }
@@ -232,7 +250,40 @@ fn seen(service: &'static str, node: &str, r: &DiscoveryRequest) -> Seen {
             .as_ref()
             .and_then(|n| n.metadata.as_ref())
             .map(|m| Value::Object(m.fields.iter().map(|(k, v)| (k.clone(), struct_value(v))).collect())),
+        has_node: r.node.is_some(),
+        ..Seen::default()
     }
+}
+
+/// The same of delta request `r`; `version` is that of the response it answers.
+fn seen_delta(service: &'static str, node: &str, r: &DeltaDiscoveryRequest, version: String) -> Seen {
+    let mut initial: Vec<String> = r.initial_resource_versions.keys().cloned().collect();
+    initial.sort();
+    Seen {
+        service,
+        has_node: r.node.is_some(),
+        node_id: node.to_string(),
+        node_cluster: r.node.as_ref().map(|n| n.cluster.clone()).unwrap_or_default(),
+        user_agent_name: r.node.as_ref().map(|n| n.user_agent_name.clone()).unwrap_or_default(),
+        type_url: r.type_url.clone(),
+        version_info: version,
+        nonce: r.response_nonce.clone(),
+        names: Vec::new(),
+        error: r.error_detail.as_ref().map(|e| e.message.clone()),
+        zone: String::new(),
+        metadata: None,
+        subscribe: r.resource_names_subscribe.clone(),
+        unsubscribe: r.resource_names_unsubscribe.clone(),
+        initial,
+    }
+}
+
+/// A resource's version on a delta stream: its content's hash, so that only what changed is sent.
+fn content_version(resource: &Value) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    resource.to_string().hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 /// A protobuf `Value` as JSON (strings, numbers, bools, nesting), for checking node metadata.
@@ -260,6 +311,14 @@ fn resource_name(type_url: &str, r: &Value) -> String {
 }
 
 type ResponseStream = Pin<Box<dyn futures_util::Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
+/// Per type on a delta stream: what the client asks for and what it holds (name → version).
+#[derive(Default)]
+struct DeltaSub {
+    wildcard: bool,
+    names: BTreeSet<String>,
+    has: BTreeMap<String, String>,
+}
+
 type DeltaStream = Pin<Box<dyn futures_util::Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
 
 impl Service {
@@ -318,6 +377,132 @@ impl Service {
 }
 
 impl Service {
+    /// A delta stream: sends each subscribed type's resources that the client does not hold at
+    /// their current version, and the names it holds that are gone.
+    fn sync_delta(
+        &self,
+        node: &str,
+        subs: &mut BTreeMap<String, DeltaSub>,
+        nonce: &mut u64,
+        versions: &mut HashMap<String, String>,
+        out: &mpsc::UnboundedSender<Result<DeltaDiscoveryResponse, Status>>,
+    ) {
+        let (config, delays) = {
+            let state = self.state.lock().unwrap();
+            (state.configs.get(node).cloned().unwrap_or_default(), state.delays.clone())
+        };
+        for type_url in [CDS, EDS, LDS, RDS] {
+            let Some(sub) = subs.get_mut(type_url) else { continue };
+            let all = config.resources.get(type_url).cloned().unwrap_or_default();
+            let current: BTreeMap<String, Value> = all
+                .into_iter()
+                .map(|r| (resource_name(type_url, &r), r))
+                .filter(|(n, _)| sub.wildcard || sub.names.contains(n))
+                .collect();
+            let resources: Vec<Resource> = current
+                .iter()
+                .filter(|(n, r)| sub.has.get(*n) != Some(&content_version(r)))
+                .map(|(n, r)| Resource {
+                    name: n.clone(),
+                    version: content_version(r),
+                    resource: Some(any(r)),
+                    ..Resource::default()
+                })
+                .collect();
+            let removed: Vec<String> =
+                sub.has.keys().filter(|n| !current.contains_key(*n)).cloned().collect();
+            if resources.is_empty() && removed.is_empty() {
+                continue;
+            }
+            for r in &resources {
+                sub.has.insert(r.name.clone(), r.version.clone());
+            }
+            for n in &removed {
+                sub.has.remove(n);
+            }
+            *nonce += 1;
+            versions.insert(nonce.to_string(), config.version.clone());
+            let response = DeltaDiscoveryResponse {
+                system_version_info: config.version.clone(),
+                resources,
+                type_url: type_url.to_string(),
+                removed_resources: removed,
+                nonce: nonce.to_string(),
+                ..DeltaDiscoveryResponse::default()
+            };
+            match delays.get(type_url).copied() {
+                Some(delay) => {
+                    let out = out.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = out.send(Ok(response));
+                    });
+                }
+                None => {
+                    let _ = out.send(Ok(response));
+                }
+            }
+        }
+    }
+
+    /// One delta stream: records each request, follows its subscriptions, sends what changed.
+    fn serve_delta(
+        &self,
+        service: &'static str,
+        mut inbound: Streaming<DeltaDiscoveryRequest>,
+    ) -> DeltaStream {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let this = self.clone();
+        let mut pushes = self.pushes.subscribe();
+        let mut stopped = self.stop.subscribe();
+        tokio::spawn(async move {
+            let mut node = String::new();
+            let mut subs: BTreeMap<String, DeltaSub> = BTreeMap::new();
+            let mut nonce = 0u64;
+            let mut versions: HashMap<String, String> = HashMap::new();
+            loop {
+                tokio::select! {
+                    m = inbound.message() => {
+                        let Ok(Some(r)) = m else { return };
+                        if let Some(n) = &r.node {
+                            node = n.id.clone();
+                        }
+                        let version = versions.get(&r.response_nonce).cloned().unwrap_or_default();
+                        let seen = seen_delta(service, &node, &r, version);
+                        this.state.lock().unwrap().seen.push(seen);
+                        let first = !subs.contains_key(&r.type_url);
+                        let sub = subs.entry(r.type_url.clone()).or_default();
+                        // An empty first subscription is the legacy wildcard; "*" the explicit one.
+                        let wildcard = r.type_url == LDS || r.type_url == CDS;
+                        if wildcard && first && r.resource_names_subscribe.is_empty() {
+                            sub.wildcard = true;
+                        }
+                        for n in &r.resource_names_subscribe {
+                            match n.as_str() {
+                                "*" => sub.wildcard = true,
+                                _ => { sub.names.insert(n.clone()); }
+                            }
+                        }
+                        for n in &r.resource_names_unsubscribe {
+                            match n.as_str() {
+                                "*" => sub.wildcard = false,
+                                _ => {
+                                    sub.names.remove(n);
+                                    sub.has.remove(n);
+                                }
+                            }
+                        }
+                        sub.has.extend(r.initial_resource_versions.clone());
+                    }
+                    c = pushes.changed() => if c.is_err() { return },
+                    _ = stopped.changed() => return,
+                }
+                this.sync_delta(&node, &mut subs, &mut nonce, &mut versions, &tx);
+            }
+        });
+        Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) }))
+    }
+
     /// REST: one poll (a JSON `DiscoveryRequest`), answered with the node's resources of that
     /// type as JSON, or 304 when the client has the current version.
     async fn rest(&self, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<tonic::body::Body> {
@@ -402,9 +587,9 @@ impl ClusterDiscoveryService for Service {
 
     async fn delta_clusters(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaClustersStream>, Status> {
-        Err(Status::unimplemented("state of the world only"))
+        Ok(Response::new(self.serve_delta("cds-delta", request.into_inner())))
     }
 
     async fn fetch_clusters(
@@ -429,8 +614,35 @@ impl AggregatedDiscoveryService for Service {
 
     async fn delta_aggregated_resources(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented("state of the world only"))
+        Ok(Response::new(self.serve_delta("ads-delta", request.into_inner())))
+    }
+}
+
+#[tonic::async_trait]
+impl EndpointDiscoveryService for Service {
+    type StreamEndpointsStream = ResponseStream;
+    type DeltaEndpointsStream = DeltaStream;
+
+    async fn stream_endpoints(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamEndpointsStream>, Status> {
+        Ok(Response::new(self.serve("eds", request.into_inner())))
+    }
+
+    async fn delta_endpoints(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaEndpointsStream>, Status> {
+        Ok(Response::new(self.serve_delta("eds-delta", request.into_inner())))
+    }
+
+    async fn fetch_endpoints(
+        &self,
+        _request: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        Err(Status::unimplemented("streams only"))
     }
 }
