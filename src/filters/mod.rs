@@ -20,6 +20,7 @@ pub mod compressor;
 pub mod cors;
 pub mod csrf;
 pub mod ext_authz;
+pub mod ext_authz_grpc;
 pub mod fault;
 pub mod jwt_authn;
 pub mod local_ratelimit;
@@ -238,6 +239,7 @@ impl FilterChain {
                         disabled: false,
                         disable_request_body_buffering: false,
                         with_request_body: None,
+                        context_extensions: Vec::new(),
                     };
                     let mut keep = |c: &config::ExtAuthzPerRoute| Ok(c.clone());
                     let (vhosts, routes) = overrides(rc, name, as_ext_authz, &mut keep)?;
@@ -327,7 +329,7 @@ impl FilterChain {
                     }
                 }
                 HttpFilter::ExtAuthz { filter, per_route } => {
-                    filter.on_request(head, per_route.at(found), index, &mut v);
+                    filter.on_request(head, conn, per_route.at(found), index, &mut v);
                 }
                 HttpFilter::Compressor { filter, disabled } => {
                     if let Some(FilterStats::Compressor(s)) = stats.get(filter.stats) {
@@ -366,8 +368,7 @@ impl FilterChain {
     /// `upstream` (as written for a forwarded request: the connection manager's own headers).
     pub fn complete_check(&self, check: &mut Check, upstream: &[u8]) {
         if let Some(HttpFilter::ExtAuthz { filter, .. }) = self.filters.get(check.filter) {
-            let lines = filter.connection_manager_lines(upstream);
-            check.add_lines(&lines);
+            filter.complete(check, upstream);
         }
     }
 
