@@ -32,7 +32,7 @@ const GRPC: &str = r#"- name: envoy.filters.http.ext_authz
 "#;
 
 /// `support::ext_authz::config` with the `authz` cluster speaking HTTP/2, as a gRPC one must, and
-/// `context_extensions` on the catch-all route.
+/// `context_extensions` on the virtual host and on the catch-all route (merged).
 fn config(
     port: u16,
     admin: u16,
@@ -42,7 +42,9 @@ fn config(
 ) -> String {
     let catch_all = "      - match: { prefix: \"/\" }\n        route: { cluster: backend }\n";
     let extended = format!("{catch_all}        typed_per_filter_config:\n          envoy.filters.http.ext_authz:\n            \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute\n            check_settings: {{ context_extensions: {{ service: backend, tier: b }} }}\n");
-    let routes = ROUTES.replace(catch_all, &extended);
+    let vhost = "    domains: [\"*\"]\n";
+    let vhost_extended = format!("{vhost}    typed_per_filter_config:\n      envoy.filters.http.ext_authz:\n        \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute\n        check_settings: {{ context_extensions: {{ service: vhost, zone: z }} }}\n");
+    let routes = ROUTES.replace(catch_all, &extended).replace(vhost, &vhost_extended);
     assert_ne!(routes, ROUTES);
     let yaml = ext_authz::config(port, admin, log, addrs, filter, &routes);
     let h2 = "    - name: authz\n      connect_timeout: 0.5s\n      typed_extension_protocol_options:\n        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n          \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n          explicit_http_config: { http2_protocol_options: {} }\n";
@@ -134,6 +136,8 @@ fn allowed_with_header_mutations_denied_failing_slow_and_disabled() {
     let Some((e, k)) = both("ext_authz_grpc_basic", GRPC, true, &requests) else { return };
     assert_same(&e, &k);
     assert_eq!(k.run.response(0).status, 401);
+    // The route's context_extensions over its virtual host's.
+    assert!(k.checks[0].contains("context_extensions [service=backend, tier=b, zone=z]"), "{}", k.checks[0]);
     assert!(
         k.run.log.contains(&"401 UAEX /service?q=1 backend ext_authz_denied".to_string()),
         "{:?}",

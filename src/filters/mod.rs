@@ -242,7 +242,8 @@ impl FilterChain {
                         context_extensions: Vec::new(),
                     };
                     let mut keep = |c: &config::ExtAuthzPerRoute| Ok(c.clone());
-                    let (vhosts, routes) = overrides(rc, name, as_ext_authz, &mut keep)?;
+                    let (vhosts, mut routes) = overrides(rc, name, as_ext_authz, &mut keep)?;
+                    merge_context_extensions(rc, &vhosts, &mut routes);
                     compiled
                         .push(HttpFilter::ExtAuthz { filter, per_route: Scoped { base, vhosts, routes } });
                 }
@@ -477,6 +478,30 @@ fn overrides<C, T>(
         }
     };
     Ok((trim(vhosts), trim(routes)))
+}
+
+/// A route's ext_authz `context_extensions` over its virtual host's, as Envoy merges them (the
+/// route's value wins for a key both give); the other settings are the most specific config's.
+fn merge_context_extensions(
+    rc: &RouteConfig,
+    vhosts: &[Option<config::ExtAuthzPerRoute>],
+    routes: &mut [Option<config::ExtAuthzPerRoute>],
+) {
+    let mut id = 0;
+    for (vi, vh) in rc.virtual_hosts.iter().enumerate() {
+        let outer = vhosts.get(vi).and_then(Option::as_ref).map_or(&[][..], |v| &v.context_extensions[..]);
+        for _ in &vh.routes {
+            if let Some(Some(route)) = routes.get_mut(id) {
+                for (key, value) in outer {
+                    if !route.context_extensions.iter().any(|(k, _)| k == key) {
+                        route.context_extensions.push((key.clone(), value.clone()));
+                    }
+                }
+                route.context_extensions.sort();
+            }
+            id += 1;
+        }
+    }
 }
 
 fn as_rate_limit(c: &PerFilterConfig) -> Option<&config::LocalRateLimit> {
