@@ -58,8 +58,19 @@ struct Side {
     checks: Vec<String>,
 }
 
+/// Answers with the request line, and with headers of names the authorization server adds to
+/// the response (`response_headers_to_add` with `append: true` or `APPEND_IF_EXISTS_OR_ADD`).
 fn echo() -> TestUpstream {
-    TestUpstream::start(std::sync::Arc::new(|s: &Seen| Reply::ok(&format!("{} {}", s.method, s.path))))
+    TestUpstream::start(std::sync::Arc::new(|s: &Seen| Reply::Full {
+        status: 200,
+        // Only the names the check adds to (skiff adds every response_headers_to_add line after
+        // the upstream's; README's deliberate differences).
+        headers: ["x-client-true", "x-client-append"]
+            .iter()
+            .map(|n| (n.to_string(), "up".to_string()))
+            .collect(),
+        body: format!("{} {}", s.method, s.path).into_bytes(),
+    }))
 }
 
 fn run_side(envoy_bin: Option<&std::path::Path>, filter: &str, authz_up: bool, requests: &[Req]) -> Side {
@@ -124,6 +135,7 @@ fn allowed_with_header_mutations_denied_failing_slow_and_disabled() {
                 ("x-appended", "a0"),
                 ("x-append", "a0"),
                 ("x-overwrite", "o0"),
+                ("x-absent", "mine"),
                 ("x-remove-me", "r"),
             ],
         ),

@@ -88,7 +88,10 @@ fn answer(authorization: &str) -> Result<CheckResponse, Status> {
                 headers_to_remove: vec!["x-remove-me".into()],
                 response_headers_to_add: vec![
                     appended("x-client-ok", "c", false),
+                    appended("x-client-true", "t", true),
                     action("x-client-append", "c2", HeaderAppendAction::AppendIfExistsOrAdd),
+                    action("x-client-over", "o", HeaderAppendAction::OverwriteIfExistsOrAdd),
+                    action("x-client-absent", "a", HeaderAppendAction::AddIfAbsent),
                 ],
                 ..Default::default()
             })),
