@@ -60,8 +60,7 @@ fn render(run: &Run) -> Vec<String> {
 }
 
 fn assert_same(envoy: &Run, skiff: &Run) {
-    let (e, k) = (render(envoy), render(skiff));
-    assert_eq!(e, k, "\nenvoy:\n{}\nskiff:\n{}", e.join("\n"), k.join("\n"));
+    ext_authz::assert_same_lines(&render(envoy), &render(skiff));
 }
 
 #[test]

@@ -118,8 +118,7 @@ fn render(side: &Side) -> Vec<String> {
 }
 
 fn assert_same(envoy: &Side, skiff: &Side) {
-    let (e, k) = (render(envoy), render(skiff));
-    assert_eq!(e, k, "\nenvoy:\n{}\nskiff:\n{}", e.join("\n"), k.join("\n"));
+    ext_authz::assert_same_lines(&render(envoy), &render(skiff));
 }
 
 #[test]

@@ -1,8 +1,9 @@
-//! Helpers for the ext_authz tests (`tests/ext_authz.rs`, `tests/parity_ext_authz.rs`): a real
-//! authorization server on loopback that answers by the request's `authorization` header, a v3
-//! bootstrap whose listener `main` runs the given ext_authz filter before the router (clusters
-//! `backend` and `authz`), and a driver that records what the client, the upstream, the
-//! authorization server, the access log and `/stats` saw.
+//! Helpers for the ext_authz tests (`tests/ext_authz.rs`, `tests/parity_ext_authz.rs`,
+//! `tests/parity_ext_authz_grpc.rs`): a real authorization server on loopback that answers by the
+//! request's `authorization` header, a v3 bootstrap whose listener `main` runs the given ext_authz
+//! filter before the router (clusters `backend` and `authz`), a driver that records what the
+//! client, the upstream, the authorization server, the access log and `/stats` saw, and the
+//! rendering the parity tests compare.
 
 use super::{Client, Reply, Response, Seen, TestUpstream};
 use std::collections::BTreeMap;
@@ -241,4 +242,9 @@ pub fn render(run: &Run, checks: &[String], skip: &dyn Fn(&str) -> bool) -> Vec<
         }
     }
     out
+}
+
+/// Envoy's and skiff's renderings are equal (a failure prints both).
+pub fn assert_same_lines(envoy: &[String], skiff: &[String]) {
+    assert_eq!(envoy, skiff, "\nenvoy:\n{}\nskiff:\n{}", envoy.join("\n"), skiff.join("\n"));
 }
