@@ -4,7 +4,8 @@
 //! (`support/authz_grpc.rs`, tonic with `envoy.service.auth.v3.Authorization`), and what the
 //! client got, what the upstream saw, the `CheckRequest` and gRPC metadata the server got, the
 //! access-log lines and the filter's stats must be equal. Also: Envoy's two gRPC examples
-//! (`grpc-service`, `opa-service`) load in skiff, and skiff refuses a gRPC authorization
+//! (`grpc-service`, `opa-service`) load in skiff (the first runs against the test server), and
+//! skiff refuses a gRPC authorization
 //! cluster that is not HTTP/2. Envoy is found via `$ENVOY_BIN` or PATH; without it the parity
 //! tests fail under CI and skip elsewhere.
 
@@ -220,4 +221,35 @@ fn a_grpc_service_on_an_http1_cluster_is_refused() {
         ),
         "{out}"
     );
+}
+
+/// Envoy's `grpc-service` example, its hostnames pointed at loopback servers, runs its check
+/// against a real gRPC authorization server: a known token reaches the upstream with the
+/// server's `x-current-user`, anything else gets the server's denial.
+#[test]
+fn envoys_grpc_service_example_runs() {
+    let file = "configs/envoy-examples/envoyproxy-examples/ext_authz/config/grpc-service/v3.yaml";
+    let example = std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).expect("example");
+    let authz = AuthzServer::start();
+    let upstream = TestUpstream::start(std::sync::Arc::new(|s: &Seen| {
+        Reply::ok(&format!("Hello {} from behind Envoy!", s.header("x-current-user").unwrap_or("?")))
+    }));
+    let yaml = example
+        .replace("address: 0.0.0.0\n        port_value: 8000", "address: 127.0.0.1\n        port_value: 0")
+        .replace(
+            "address: upstream-service\n                port_value: 8080",
+            &format!("address: 127.0.0.1\n                port_value: {}", upstream.addr.port()),
+        )
+        .replace(
+            "address: ext_authz-grpc-service\n                port_value: 9001",
+            &format!("address: 127.0.0.1\n                port_value: {}", authz.addr.port()),
+        );
+    assert_eq!(yaml.matches("127.0.0.1").count(), 3, "the example's addresses were found");
+    let sk = Skiff::start(&yaml, &[]);
+    let addr = sk.listener("listener_0");
+    let denied = support::get(addr, "/service");
+    assert_eq!((denied.status, denied.text()), (401, "nope".to_string()));
+    let allowed =
+        support::get_host(addr, "localhost:8000", "/service", &[("authorization", "Bearer token1")]);
+    assert_eq!((allowed.status, allowed.text()), (200, "Hello user1 from behind Envoy!".to_string()));
 }
