@@ -14,9 +14,6 @@ mod envoy;
 use support::ext_authz::{self, authz_server, get, post, Req, Run, BASIC, FULL, ROUTES};
 use support::{dead_port, scratch_dir, Reply, Seen, Skiff, TestUpstream};
 
-/// Set by the proxy or the test servers with values that differ between runs.
-const VARYING: &[&str] = &["date", "x-request-id", "x-envoy-upstream-service-time", "server"];
-
 fn servers(authz_up: bool) -> (TestUpstream, TestUpstream, std::net::SocketAddr) {
     let authz = authz_server();
     let addr = if authz_up { authz.addr } else { dead_port() };
@@ -58,55 +55,12 @@ fn both(name: &str, filter: &str, authz_up: bool, requests: &[Req]) -> Option<(R
     })
 }
 
-fn headers(list: &[(String, String)]) -> String {
-    let mut out: Vec<String> = list
-        .iter()
-        .map(|(n, v)| {
-            let n = n.to_ascii_lowercase();
-            if VARYING.contains(&n.as_str()) {
-                format!("{n}: *")
-            } else {
-                format!("{n}: {v}")
-            }
-        })
-        .collect();
-    out.sort();
-    out.join(", ")
-}
-
-fn seen(s: &Seen) -> String {
-    format!("{} {} [{}] {:?}", s.method, s.path, headers(&s.headers), String::from_utf8_lossy(&s.body))
-}
-
 fn render(run: &Run) -> Vec<String> {
-    let mut out = Vec::new();
-    for (i, r) in run.responses.iter().enumerate() {
-        match r {
-            None => out.push(format!("#{i} no response")),
-            Some(r) => {
-                out.push(format!("#{i} {} [{}] {:?}", r.status, headers(&r.headers), r.text()));
-            }
-        }
-    }
-    out.extend(run.upstream.iter().map(|s| format!("upstream {}", seen(s))));
-    out.extend(run.authz.iter().map(|s| format!("authz {}", seen(s))));
-    let mut log = run.log.clone();
-    log.sort();
-    out.extend(log.iter().map(|l| format!("log {l}")));
-    for (name, v) in &run.stats {
-        let counted = name.contains(".ext_authz.") || name.starts_with("cluster.authz.upstream_rq_");
-        // Envoy also counts the check in `internal.upstream_rq_*` (it is sent as internal): skiff
-        // has no internal/external split of the cluster stats.
-        if *v != 0 && counted && !name.contains(".internal.") && !name.ends_with("upstream_rq_time") {
-            out.push(format!("stat {name} = {v}"));
-        }
-    }
-    out
+    ext_authz::render(run, &[], &|_| false)
 }
 
 fn assert_same(envoy: &Run, skiff: &Run) {
-    let (e, k) = (render(envoy), render(skiff));
-    assert_eq!(e, k, "\nenvoy:\n{}\nskiff:\n{}", e.join("\n"), k.join("\n"));
+    ext_authz::assert_same_lines(&render(envoy), &render(skiff));
 }
 
 #[test]

@@ -979,6 +979,11 @@ fn filter_config(c: &PerFilterConfig) -> Value {
                 if let Some(b) = r.with_request_body {
                     c.insert("with_request_body".into(), ext_authz_body(b));
                 }
+                if !r.context_extensions.is_empty() {
+                    let ext: Map<String, Value> =
+                        r.context_extensions.iter().map(|(k, v)| (k.clone(), v.as_str().into())).collect();
+                    c.insert("context_extensions".into(), Value::Object(ext));
+                }
                 m.insert("check_settings".into(), Value::Object(c));
             }
             Value::Object(m)
@@ -986,7 +991,7 @@ fn filter_config(c: &PerFilterConfig) -> Value {
     }
 }
 
-/// An ext_authz filter's config (its HTTP service).
+/// An ext_authz filter's config (its HTTP or gRPC service).
 fn ext_authz(c: &ExtAuthz) -> Value {
     let list = |l: &[StringMatcher]| json!({ "patterns": l.iter().map(string_matcher).collect::<Vec<_>>() });
     let mut response = Map::new();
@@ -1003,7 +1008,20 @@ fn ext_authz(c: &ExtAuthz) -> Value {
     let added: Vec<Value> = c.headers_to_add.iter().map(|(k, v)| json!({ "key": k, "value": v })).collect();
     let mut m = Map::new();
     m.insert("@type".into(), EXT_AUTHZ.into());
-    m.insert(
+    if let Some(g) = &c.grpc {
+        let metadata: Vec<Value> =
+            g.initial_metadata.iter().map(|(k, v)| json!({ "key": k, "value": v })).collect();
+        m.insert(
+            "grpc_service".into(),
+            json!({
+                "envoy_grpc": { "cluster_name": c.cluster, "authority": g.authority },
+                "timeout": duration(c.timeout),
+                "initial_metadata": metadata,
+            }),
+        );
+        m.insert("transport_api_version".into(), "V3".into());
+    } else {
+        m.insert(
         "http_service".into(),
         json!({
             "server_uri": { "uri": c.uri, "cluster": c.cluster, "timeout": duration(c.timeout) },
@@ -1012,6 +1030,7 @@ fn ext_authz(c: &ExtAuthz) -> Value {
             "authorization_response": Value::Object(response),
         }),
     );
+    }
     m.insert("failure_mode_allow".into(), c.failure_mode_allow.into());
     m.insert("failure_mode_allow_header_add".into(), c.failure_mode_allow_header_add.into());
     m.insert("status_on_error".into(), json!({ "code": c.status_on_error }));
@@ -1022,7 +1041,11 @@ fn ext_authz(c: &ExtAuthz) -> Value {
 }
 
 fn ext_authz_body(b: ExtAuthzBody) -> Value {
-    json!({ "max_request_bytes": b.max_request_bytes, "allow_partial_message": b.allow_partial_message })
+    json!({
+        "max_request_bytes": b.max_request_bytes,
+        "allow_partial_message": b.allow_partial_message,
+        "pack_as_bytes": b.pack_as_bytes,
+    })
 }
 
 /// An RBAC config's fields (without `@type`).

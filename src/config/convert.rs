@@ -74,6 +74,8 @@ struct Cx {
     /// Converting a route configuration whose `validate_clusters` is false (an RDS one's
     /// default): a route may name a cluster that does not exist (yet).
     unvalidated_clusters: bool,
+    /// The clusters that speak HTTP/2 to their hosts, for a gRPC client's cluster.
+    http2_clusters: HashSet<String>,
     /// Bootstrap `tracing.http`: the provider of every HCM `tracing` block without its own.
     bootstrap_tracer: Option<ZipkinConfig>,
     /// How many HCMs have a `tracing` block, to warn when the bootstrap's provider applies to none.
@@ -214,7 +216,11 @@ pub fn convert(raw: RawBootstrap, files: RawDynamicFiles) -> Res<Converted> {
         if p.document().is_some() {
             xds.dynamic_clusters.push(c.name.clone());
         }
-        clusters.push(cluster(&mut cx, p, c)?);
+        let c = cluster(&mut cx, p, c)?;
+        if matches!(c.protocol, UpstreamProtocol::Http2(_)) {
+            cx.http2_clusters.insert(c.name.clone());
+        }
+        clusters.push(c);
     }
 
     // As Envoy: the management server's cluster is a static one (a dynamic one would need the
@@ -1568,6 +1574,27 @@ fn vhost(cx: &mut Cx, p: FieldPath, v: RawVhost, seen: &mut HashSet<String>) -> 
 /// The ext_authz filter's cluster exists, and its accepted-but-ignored fields are warned about.
 fn ext_authz_checks(cx: &mut Cx, p: &FieldPath, c: &ExtAuthz) -> Res<()> {
     let hp = p.key("http_service");
+    if c.grpc.is_some() {
+        let cp = p.key("grpc_service").key("envoy_grpc").key("cluster_name");
+        cx.cluster_ref(cp.clone(), &c.cluster)?;
+        // Envoy accepts one and its calls then fail at run time; skiff says so at load.
+        if !cx.http2_clusters.contains(&c.cluster) {
+            return fail(
+                cp,
+                format!(
+                    "cluster \"{}\" of a gRPC service must speak HTTP/2 (typed_extension_protocol_options: envoy.extensions.upstreams.http.v3.HttpProtocolOptions with explicit_http_config: {{http2_protocol_options: {{}}}})",
+                    c.cluster
+                ),
+            );
+        }
+        if c.warned.include_peer_certificate {
+            cx.unenforced(p.key("include_peer_certificate"), "ext_authz.include_peer_certificate");
+        }
+        if c.warned.clear_route_cache {
+            cx.unenforced(p.key("clear_route_cache"), "ext_authz.clear_route_cache");
+        }
+        return Ok(());
+    }
     cx.cluster_ref(hp.key("server_uri").key("cluster"), &c.cluster)?;
     let rsp = hp.key("authorization_response");
     if c.warned.dynamic_metadata_from_headers {

@@ -690,16 +690,19 @@ pub struct CorsPolicy {
     pub shadow_enabled: Option<Fraction>,
 }
 
-/// `envoy.extensions.filters.http.ext_authz.v3.ExtAuthz` with an `http_service`, with Envoy's
-/// defaults.
+/// `envoy.extensions.filters.http.ext_authz.v3.ExtAuthz` (an `http_service`, or a `grpc_service`
+/// when `grpc` is set), with Envoy's defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExtAuthz {
     /// `http_service.server_uri.uri`: shown in /config_dump only (the check goes to `cluster`).
     pub uri: String,
-    /// `http_service.server_uri.cluster`.
+    /// `http_service.server_uri.cluster`, or `grpc_service.envoy_grpc.cluster_name`.
     pub cluster: String,
-    /// `http_service.server_uri.timeout` (0 means Envoy's 200 ms).
+    /// `http_service.server_uri.timeout` (0 means Envoy's 200 ms), or `grpc_service.timeout`.
     pub timeout: std::time::Duration,
+    /// The check is a gRPC `Authorization/Check` call (`grpc_service`); the HTTP service's
+    /// fields are then empty.
+    pub grpc: Option<ExtAuthzGrpc>,
     pub path_prefix: String,
     /// `authorization_request.allowed_headers`: sent besides Envoy's fixed set.
     pub allowed_headers: Vec<StringMatcher>,
@@ -719,11 +722,22 @@ pub struct ExtAuthz {
     pub warned: ExtAuthzWarned,
 }
 
+/// `grpc_service` of ext_authz (its `envoy_grpc` client).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtAuthzGrpc {
+    /// `envoy_grpc.authority`, else the cluster's name (the call's `:authority`, as Envoy's).
+    pub authority: String,
+    /// `initial_metadata`: (lower-case name, value), sent with every call.
+    pub initial_metadata: Vec<(String, String)>,
+}
+
 /// `with_request_body`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExtAuthzBody {
     pub max_request_bytes: u32,
     pub allow_partial_message: bool,
+    /// A gRPC check sends the body as `raw_body` (bytes) instead of `body` (text).
+    pub pack_as_bytes: bool,
 }
 
 /// The ext_authz fields skiff accepts and does not act on (see `unenforced`).
@@ -742,6 +756,9 @@ pub struct ExtAuthzPerRoute {
     pub disable_request_body_buffering: bool,
     /// `check_settings.with_request_body`: replaces the filter's.
     pub with_request_body: Option<ExtAuthzBody>,
+    /// `check_settings.context_extensions` (sorted by key): a gRPC check's
+    /// `attributes.context_extensions`.
+    pub context_extensions: Vec<(String, String)>,
 }
 
 /// `envoy.extensions.filters.http.csrf.v3.CsrfPolicy`.

@@ -87,7 +87,7 @@ pub const UNENFORCED: &[Unenforced] = &[
     u("route.typed_per_filter_config", "only the local_ratelimit, fault, cors, csrf, jwt_authn, rbac, ext_authz and compressor filters' entries are read; this filter is not run"),
     u("ext_authz.http_service.authorization_response.dynamic_metadata_from_headers", "skiff has no dynamic metadata"),
     u("ext_authz.clear_route_cache", "the route is chosen before the check and is not recomputed"),
-    u("ext_authz.include_peer_certificate", "only the gRPC service's CheckRequest carries it; the HTTP service never sends it"),
+    u("ext_authz.include_peer_certificate", "the gRPC CheckRequest carries no certificate; the HTTP service never sends it"),
     u("route.per_filter_config", NOT_YET),
     u("route.tracing", NOT_YET),
     u("route.route.rate_limits", NOT_YET),

@@ -1,15 +1,18 @@
-//! `envoy.filters.http.ext_authz` over HTTP: writes the check request Envoy's raw HTTP client
+//! `envoy.filters.http.ext_authz` over HTTP (and, through `ext_authz_grpc`, over gRPC): writes
+//! the check request Envoy's raw HTTP client
 //! sends to the authorization cluster (the method, the prefixed path, `host`, the allowed
 //! headers, `headers_to_add`, optionally the buffered body), and decides on its answer: a 200
 //! lets the request through with the allowed headers added upstream, a 5xx or a failed exchange
 //! is an error (`status_on_error`, or through with `failure_mode_allow`), anything else is the
-//! denial the client gets. Owns no I/O: the exchange is the request owner's (`Check`, awaited
+//! denial the client gets (a gRPC answer: `ext_authz_grpc::decode`). Owns no I/O: the exchange is the request owner's (`Check`, awaited
 //! by `shard::request`, carried by `shard::check`).
 
+use super::ext_authz_grpc::{self, GrpcClient};
 use super::verdict::{push_header, Check, CheckAnswer, CheckFailure, CheckOutcome, CheckReply, Verdict};
 use crate::access_log::ResponseFlags;
 use crate::config::{self, ExtAuthzBody, ExtAuthzPerRoute};
 use crate::http::RequestHead;
+use crate::peer::Connection;
 use crate::route::BuildError;
 use crate::stats::ExtAuthzStats;
 use crate::string_match::StringMatch;
@@ -48,6 +51,8 @@ pub struct ExtAuthz {
     failure_mode_allow_header_add: bool,
     status_on_error: u16,
     body: Option<ExtAuthzBody>,
+    /// The check is a gRPC call.
+    grpc: Option<GrpcClient>,
     /// Index of `http.<stat_prefix>.ext_authz.*` in the chain's stats.
     pub(super) stats: usize,
 }
@@ -91,6 +96,7 @@ impl ExtAuthz {
             failure_mode_allow_header_add: c.failure_mode_allow_header_add,
             status_on_error: c.status_on_error,
             body: c.with_request_body,
+            grpc: c.grpc.as_ref().map(|g| GrpcClient::new(g, c.timeout)),
             stats,
         })
     }
@@ -101,6 +107,7 @@ impl ExtAuthz {
     pub(super) fn on_request(
         &self,
         head: &RequestHead<'_>,
+        conn: &Connection<'_>,
         per_route: &ExtAuthzPerRoute,
         index: usize,
         v: &mut Verdict<'_>,
@@ -113,6 +120,20 @@ impl ExtAuthz {
         } else {
             per_route.with_request_body.or(self.body)
         };
+        if let Some(client) = &self.grpc {
+            let ours = |name: &str| FROM_CONNECTION_MANAGER.contains(&name);
+            let call = client.request(head, conn, &per_route.context_extensions, &ours);
+            v.check = Some(Check {
+                cluster: self.cluster,
+                timeout: self.timeout,
+                request: Vec::new(),
+                framing_at: 0,
+                body,
+                filter: index,
+                grpc: Some(Box::new(call)),
+            });
+            return;
+        }
         let mut request = Vec::with_capacity(256);
         request.extend_from_slice(head.method.as_bytes());
         request.push(b' ');
@@ -148,22 +169,33 @@ impl ExtAuthz {
             framing_at,
             body,
             filter: index,
+            grpc: None,
         });
     }
 
-    /// The allowed lines of the connection manager's own headers (`FROM_CONNECTION_MANAGER`) in
-    /// the upstream head `upstream`, as Envoy's check sees them.
-    pub(super) fn connection_manager_lines(&self, upstream: &[u8]) -> Vec<u8> {
+    /// Completes `check` with the connection manager's own headers (`FROM_CONNECTION_MANAGER`)
+    /// in the upstream head `upstream`, as Envoy's check sees them: the allowed ones for the
+    /// HTTP service, all of them for a gRPC one.
+    pub(super) fn complete(&self, check: &mut Check, upstream: &[u8]) {
         let mut out = Vec::new();
         for line in upstream.split(|b| *b == b'\n').skip(1) {
             let Some((name, value)) = line.split_once_byte(b':') else { continue };
             let name = name.to_ascii_lowercase();
-            let known = FROM_CONNECTION_MANAGER.iter().any(|n| n.as_bytes() == name.as_slice());
-            if known && any(&self.allowed_headers, &name) {
-                push_header(&mut out, &name, value.trim_ascii());
+            if !FROM_CONNECTION_MANAGER.iter().any(|n| n.as_bytes() == name.as_slice()) {
+                continue;
+            }
+            match check.grpc.as_mut() {
+                Some(call) => call.add_connection_manager(
+                    &String::from_utf8_lossy(&name),
+                    &String::from_utf8_lossy(value.trim_ascii()),
+                ),
+                None if any(&self.allowed_headers, &name) => push_header(&mut out, &name, value.trim_ascii()),
+                None => {}
             }
         }
-        out
+        if check.grpc.is_none() {
+            check.add_lines(&out);
+        }
     }
 
     /// What the check's answer (or its failure) means for the request; counted in `stats` and in
@@ -180,6 +212,33 @@ impl ExtAuthz {
                 which(r).inc();
             }
         };
+        if self.grpc.is_some() {
+            let decoded = answer.and_then(|a| {
+                let mut headers = a.headers;
+                headers.extend(a.trailers);
+                ext_authz_grpc::decode(a.status, &headers, &a.body).map_err(CheckFailure::Grpc)
+            });
+            return match decoded {
+                Ok(ext_authz_grpc::Answer::Ok(edits)) => {
+                    count(|s| &s.ok);
+                    let mut out = CheckOutcome {
+                        request_headers_set: edits.set,
+                        request_headers_join: edits.append,
+                        request_headers_remove: edits.remove,
+                        ..Default::default()
+                    };
+                    for (name, value) in &edits.response {
+                        push_header(&mut out.response_headers, name, value);
+                    }
+                    out
+                }
+                Ok(ext_authz_grpc::Answer::Denied { status, headers, body }) => {
+                    count(|s| &s.denied);
+                    self.denied(CheckAnswer { status, headers, body, trailers: Vec::new() })
+                }
+                Err(why) => self.failed(why, &count),
+            };
+        }
         let answer = match answer {
             Ok(a) if a.status >= 500 => Err(CheckFailure::Status(a.status)),
             other => other,
@@ -202,51 +261,60 @@ impl ExtAuthz {
             }
             Ok(a) => {
                 count(|s| &s.denied);
-                let mut headers = Vec::new();
-                for (name, value) in &a.headers {
-                    if NEVER_COPIED.iter().any(|n| n.as_bytes() == &name[..]) {
-                        continue;
-                    }
-                    let allowed = match &self.client {
-                        None => true,
-                        Some(list) => {
-                            ALWAYS_TO_CLIENT.iter().any(|n| n.as_bytes() == &name[..]) || any(list, name)
-                        }
-                    };
-                    if allowed {
-                        push_header(&mut headers, name, value);
-                    }
-                }
-                out.reply = Some(CheckReply {
-                    status: a.status,
-                    body: a.body,
-                    headers,
-                    flag: ResponseFlags::UNAUTHORIZED_EXTERNAL_SERVICE,
-                    details: "ext_authz_denied",
-                });
+                return self.denied(a);
             }
-            Err(why) => {
-                log::debug!("ext_authz check failed: {why:?}");
-                count(|s| &s.error);
-                if self.failure_mode_allow {
-                    count(|s| &s.failure_mode_allowed);
-                    if self.failure_mode_allow_header_add {
-                        push_header(
-                            &mut out.request_headers_append,
-                            b"x-envoy-auth-failure-mode-allowed",
-                            b"true",
-                        );
-                    }
-                } else {
-                    out.reply = Some(CheckReply {
-                        status: self.status_on_error,
-                        body: Vec::new(),
-                        headers: Vec::new(),
-                        flag: ResponseFlags::UNAUTHORIZED_EXTERNAL_SERVICE,
-                        details: "ext_authz_error",
-                    });
-                }
+            Err(why) => return self.failed(why, &count),
+        }
+        out
+    }
+
+    /// A denial: the answer's status, body and the headers the client may see.
+    fn denied(&self, a: CheckAnswer) -> CheckOutcome {
+        let mut headers = Vec::new();
+        for (name, value) in &a.headers {
+            if NEVER_COPIED.iter().any(|n| n.as_bytes() == &name[..]) {
+                continue;
             }
+            let allowed = match &self.client {
+                None => true,
+                Some(list) => ALWAYS_TO_CLIENT.iter().any(|n| n.as_bytes() == &name[..]) || any(list, name),
+            };
+            if allowed {
+                push_header(&mut headers, name, value);
+            }
+        }
+        let reply = CheckReply {
+            status: a.status,
+            body: a.body,
+            headers,
+            flag: ResponseFlags::UNAUTHORIZED_EXTERNAL_SERVICE,
+            details: "ext_authz_denied",
+        };
+        CheckOutcome { reply: Some(reply), ..Default::default() }
+    }
+
+    /// A check without an answer: `status_on_error`, or through with `failure_mode_allow`.
+    fn failed(
+        &self,
+        why: CheckFailure,
+        count: &dyn Fn(fn(&ExtAuthzStats) -> &crate::stats::Counter),
+    ) -> CheckOutcome {
+        log::debug!("ext_authz check failed: {why:?}");
+        count(|s| &s.error);
+        let mut out = CheckOutcome::default();
+        if self.failure_mode_allow {
+            count(|s| &s.failure_mode_allowed);
+            if self.failure_mode_allow_header_add {
+                push_header(&mut out.request_headers_append, b"x-envoy-auth-failure-mode-allowed", b"true");
+            }
+        } else {
+            out.reply = Some(CheckReply {
+                status: self.status_on_error,
+                body: Vec::new(),
+                headers: Vec::new(),
+                flag: ResponseFlags::UNAUTHORIZED_EXTERNAL_SERVICE,
+                details: "ext_authz_error",
+            });
         }
         out
     }
@@ -286,6 +354,7 @@ mod tests {
             failure_mode_allow_header_add: true,
             status_on_error: 403,
             with_request_body: None,
+            grpc: None,
             warned: Default::default(),
         };
         let clusters = HashMap::from([("authz", 0)]);
@@ -294,7 +363,7 @@ mod tests {
 
     fn answer(status: u16, headers: &[(&str, &str)]) -> Result<CheckAnswer, CheckFailure> {
         let headers = headers.iter().map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec())).collect();
-        Ok(CheckAnswer { status, headers, body: b"no".to_vec() })
+        Ok(CheckAnswer { status, headers, body: b"no".to_vec(), trailers: Vec::new() })
     }
 
     #[test]

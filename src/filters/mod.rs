@@ -20,6 +20,7 @@ pub mod compressor;
 pub mod cors;
 pub mod csrf;
 pub mod ext_authz;
+pub mod ext_authz_grpc;
 pub mod fault;
 pub mod jwt_authn;
 pub mod local_ratelimit;
@@ -238,9 +239,11 @@ impl FilterChain {
                         disabled: false,
                         disable_request_body_buffering: false,
                         with_request_body: None,
+                        context_extensions: Vec::new(),
                     };
                     let mut keep = |c: &config::ExtAuthzPerRoute| Ok(c.clone());
-                    let (vhosts, routes) = overrides(rc, name, as_ext_authz, &mut keep)?;
+                    let (vhosts, mut routes) = overrides(rc, name, as_ext_authz, &mut keep)?;
+                    merge_context_extensions(rc, &vhosts, &mut routes);
                     compiled
                         .push(HttpFilter::ExtAuthz { filter, per_route: Scoped { base, vhosts, routes } });
                 }
@@ -327,7 +330,7 @@ impl FilterChain {
                     }
                 }
                 HttpFilter::ExtAuthz { filter, per_route } => {
-                    filter.on_request(head, per_route.at(found), index, &mut v);
+                    filter.on_request(head, conn, per_route.at(found), index, &mut v);
                 }
                 HttpFilter::Compressor { filter, disabled } => {
                     if let Some(FilterStats::Compressor(s)) = stats.get(filter.stats) {
@@ -366,8 +369,7 @@ impl FilterChain {
     /// `upstream` (as written for a forwarded request: the connection manager's own headers).
     pub fn complete_check(&self, check: &mut Check, upstream: &[u8]) {
         if let Some(HttpFilter::ExtAuthz { filter, .. }) = self.filters.get(check.filter) {
-            let lines = filter.connection_manager_lines(upstream);
-            check.add_lines(&lines);
+            filter.complete(check, upstream);
         }
     }
 
@@ -476,6 +478,30 @@ fn overrides<C, T>(
         }
     };
     Ok((trim(vhosts), trim(routes)))
+}
+
+/// A route's ext_authz `context_extensions` over its virtual host's, as Envoy merges them (the
+/// route's value wins for a key both give); the other settings are the most specific config's.
+fn merge_context_extensions(
+    rc: &RouteConfig,
+    vhosts: &[Option<config::ExtAuthzPerRoute>],
+    routes: &mut [Option<config::ExtAuthzPerRoute>],
+) {
+    let mut id = 0;
+    for (vi, vh) in rc.virtual_hosts.iter().enumerate() {
+        let outer = vhosts.get(vi).and_then(Option::as_ref).map_or(&[][..], |v| &v.context_extensions[..]);
+        for _ in &vh.routes {
+            if let Some(Some(route)) = routes.get_mut(id) {
+                for (key, value) in outer {
+                    if !route.context_extensions.iter().any(|(k, _)| k == key) {
+                        route.context_extensions.push((key.clone(), value.clone()));
+                    }
+                }
+                route.context_extensions.sort();
+            }
+            id += 1;
+        }
+    }
 }
 
 fn as_rate_limit(c: &PerFilterConfig) -> Option<&config::LocalRateLimit> {

@@ -2,6 +2,7 @@
 //! holds until the request ends (`ActiveFault`), and what the filters know of the connection
 //! manager (`Scheme`). Shared by the chain and its filters; owns no decision itself.
 
+use super::ext_authz_grpc::{CallError, GrpcCheck};
 use crate::access_log::ResponseFlags;
 use crate::config::Fraction;
 use crate::http::RequestHead;
@@ -118,18 +119,22 @@ pub struct Check {
     /// The asking filter's place in the chain, which decides on the answer
     /// (`FilterChain::decide`).
     pub(super) filter: usize,
+    /// A gRPC check: its call, encoded when sent (`request` is then unused).
+    pub(super) grpc: Option<Box<GrpcCheck>>,
 }
 
-/// The answer to a check: its status, its header lines (names lower-cased) and its body.
+/// The answer to a check: its status, its header lines (names lower-cased), its body, and the
+/// trailers of a chunked one.
 #[derive(Debug, Default)]
 pub struct CheckAnswer {
     pub status: u16,
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
     pub body: Vec<u8>,
+    pub trailers: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Why a check has no answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckFailure {
     /// No healthy host, or a circuit breaker refused the exchange.
     NoHost,
@@ -139,6 +144,8 @@ pub enum CheckFailure {
     Exchange,
     /// The service answered with a status that counts as a failure (a 5xx).
     Status(u16),
+    /// A gRPC call failed (its HTTP status, its `grpc-status`, or its message).
+    Grpc(CallError),
 }
 
 /// A reply a check decided on: owned, unlike a synchronous filter's.
@@ -161,6 +168,11 @@ pub struct CheckOutcome {
     pub reply: Option<CheckReply>,
     pub request_headers_set: Vec<(Vec<u8>, Vec<u8>)>,
     pub request_headers_append: Vec<u8>,
+    /// Appended to the first line of the same name (`, value`), or added (a gRPC service's
+    /// `append: true`).
+    pub request_headers_join: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Lower-case names of the request headers to remove.
+    pub request_headers_remove: Vec<Vec<u8>>,
     pub response_headers: Vec<u8>,
 }
 
@@ -169,7 +181,6 @@ impl Check {
     /// payload; `whole`: all of it). A body over the limit is cut (`allow_partial_message`) or
     /// refused with Envoy's 413.
     pub fn add_body(&mut self, body: &[u8], whole: bool) -> Result<(), CheckReply> {
-        let mut framing = Vec::with_capacity(64);
         let sent = match self.body {
             Some(limit) if !body.is_empty() => {
                 let max = limit.max_request_bytes as usize;
@@ -183,13 +194,24 @@ impl Check {
                         details: "request_payload_too_large",
                     });
                 }
-                let sent = &body[..body.len().min(max)];
+                Some((&body[..body.len().min(max)], over || !whole))
+            }
+            _ => None,
+        };
+        if let Some(grpc) = self.grpc.as_mut() {
+            let received = if self.body.is_some() { body.len() } else { 0 };
+            grpc.add_body(sent, received, self.body);
+            return Ok(());
+        }
+        let mut framing = Vec::with_capacity(64);
+        let sent = match sent {
+            Some((sent, partial)) => {
                 push_header(&mut framing, b"content-length", sent.len().to_string().as_bytes());
-                let partial: &[u8] = if over || !whole { b"true" } else { b"false" };
+                let partial: &[u8] = if partial { b"true" } else { b"false" };
                 push_header(&mut framing, b"x-envoy-auth-partial-body", partial);
                 sent
             }
-            _ => {
+            None => {
                 push_header(&mut framing, b"content-length", b"0");
                 &[]
             }
@@ -212,8 +234,11 @@ impl Check {
     }
 
     /// The bytes to send (after `add_body`).
-    pub fn request(&self) -> &[u8] {
-        &self.request
+    pub fn request(&self) -> Cow<'_, [u8]> {
+        match &self.grpc {
+            Some(grpc) => Cow::Owned(grpc.encode()),
+            None => Cow::Borrowed(&self.request),
+        }
     }
 }
 
@@ -300,15 +325,27 @@ mod tests {
 
     fn check(body: Option<crate::config::ExtAuthzBody>) -> Check {
         let request = b"POST /p HTTP/1.1\r\nhost: a\r\nx: 1\r\n\r\n".to_vec();
-        Check { cluster: 0, timeout: Duration::from_millis(200), request, framing_at: 27, body, filter: 0 }
+        Check {
+            cluster: 0,
+            timeout: Duration::from_millis(200),
+            request,
+            framing_at: 27,
+            body,
+            filter: 0,
+            grpc: None,
+        }
     }
 
     #[test]
     fn a_checks_body_is_framed_cut_or_refused_by_its_limit() {
         let limit = |max, partial| {
-            Some(crate::config::ExtAuthzBody { max_request_bytes: max, allow_partial_message: partial })
+            Some(crate::config::ExtAuthzBody {
+                max_request_bytes: max,
+                allow_partial_message: partial,
+                pack_as_bytes: false,
+            })
         };
-        let text = |c: &Check| String::from_utf8_lossy(c.request()).into_owned();
+        let text = |c: &Check| String::from_utf8_lossy(&c.request()).into_owned();
         let mut none = check(None);
         assert!(none.add_body(b"hello", true).is_ok());
         assert_eq!(text(&none), "POST /p HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\nx: 1\r\n\r\n");

@@ -1,7 +1,9 @@
 //! Requests skiff sends on its own behalf to a cluster and whose answer it reads itself: a
-//! filter's check (`filters::Check`, ext_authz's authorization request), which the request owner
-//! awaits, and a mirror's shadow request (`mirror`), whose answer is thrown away. One HTTP/1.1
-//! exchange on the shard's pool: a pooled connection or a new one within the cluster's
+//! filter's check (`filters::Check`, ext_authz's authorization request or gRPC call), which the
+//! request owner awaits, and a mirror's shadow request (`mirror`), whose answer is thrown away.
+//! One HTTP/1.1 exchange on the shard's pool (to an HTTP/2 cluster, through its bridge: a gRPC
+//! answer's trailers come back as chunked trailers, kept in the answer): a pooled connection or a
+//! new one within the cluster's
 //! `max_connections` (never waiting for one: at the limit the exchange fails) and
 //! `connect_timeout`, counted in the cluster's stats as any request. Owns only the exchange;
 //! what the answer means is the caller's.
@@ -11,7 +13,7 @@ use super::state::{Generation, Shard};
 use super::upstream;
 use crate::cluster::breaker::Resource;
 use crate::cluster::pool::{ConnSlot, PoolKey};
-use crate::filters::{CheckAnswer, CheckFailure};
+use crate::filters::{CheckAnswer, CheckFailure, CheckOutcome};
 use crate::http::{self, BodyKind, ChunkedDecoder, MAX_HEADERS};
 use bytes::Buf;
 use std::borrow::Cow;
@@ -35,32 +37,51 @@ pub(super) fn payload(kind: BodyKind, arrived: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
-/// Puts a check's header lines on the upstream request head at the start of `request`: the lines
-/// named in `set` are removed and `set`'s own added at the head's end (as Envoy's `setCopy`
-/// removes, then appends), then `append`'s.
-pub(super) fn edit_head(request: &mut Vec<u8>, set: &[(Vec<u8>, Vec<u8>)], append: &[u8]) {
-    if set.is_empty() && append.is_empty() {
+/// Puts a check's header edits on the upstream request head at the start of `request`: the
+/// lines named in `set` are removed and `set`'s own added at the head's end (as Envoy's `setCopy`
+/// removes, then appends), a `join` value is appended to the first line of its name (`, value`,
+/// Envoy's `appendCopy`; none: nothing, as Envoy's gRPC check), then `append`'s lines; last, the
+/// `remove` names go.
+pub(super) fn edit_head(request: &mut Vec<u8>, o: &CheckOutcome) {
+    let (set, join, remove) = (&o.request_headers_set, &o.request_headers_join, &o.request_headers_remove);
+    if set.is_empty() && o.request_headers_append.is_empty() && join.is_empty() && remove.is_empty() {
         return;
     }
     let Some(head_end) = request.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 2) else { return };
+    let named =
+        |list: &[(Vec<u8>, Vec<u8>)], name: &[u8]| list.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    let removed = |name: &[u8]| remove.iter().any(|n| n.eq_ignore_ascii_case(name));
     let mut head = Vec::with_capacity(head_end + 128);
     let mut lines = request[..head_end].split_inclusive(|b| *b == b'\n');
     if let Some(first) = lines.next() {
         head.extend_from_slice(first);
     }
+    let mut joined = vec![false; join.len()];
     for line in lines {
         let name = line.split(|b| *b == b':').next().unwrap_or_default();
-        if !set.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
-            head.extend_from_slice(line);
+        if named(set, name) || removed(name) {
+            continue;
+        }
+        let found =
+            join.iter().zip(joined.iter_mut()).find(|((n, _), done)| !**done && n.eq_ignore_ascii_case(name));
+        match found {
+            Some(((_, value), done)) => {
+                *done = true;
+                head.extend_from_slice(line.trim_ascii_end());
+                head.push(b',');
+                head.extend_from_slice(value);
+                head.extend_from_slice(b"\r\n");
+            }
+            None => head.extend_from_slice(line),
         }
     }
-    for (name, value) in set {
+    for (name, value) in set.iter().filter(|(n, _)| !removed(n)) {
         head.extend_from_slice(name);
         head.extend_from_slice(b": ");
         head.extend_from_slice(value);
         head.extend_from_slice(b"\r\n");
     }
-    head.extend_from_slice(append);
+    head.extend_from_slice(&o.request_headers_append);
     request.splice(..head_end, head);
 }
 
@@ -84,10 +105,10 @@ pub(super) async fn check(
     shard: &Shard,
     generation: &Generation,
     cluster: usize,
-    request: &[u8],
+    request: Vec<u8>,
     timeout: Duration,
 ) -> Result<CheckAnswer, CheckFailure> {
-    let sent = send(shard, generation, cluster, request.to_vec(), Body::Keep);
+    let sent = send(shard, generation, cluster, request, Body::Keep);
     let started = Instant::now();
     match Box::pin(shard.timers.limit(timeout, sent)).await {
         Some(Ok(mut answer)) => {
@@ -211,11 +232,21 @@ pub(super) async fn send(
         (_, Body::Skip) => return Ok(answer),
         (BodyKind::Chunked, Body::Keep) => {
             let mut decoder = ChunkedDecoder::new();
+            // The framing after the last payload byte: the last chunk's line and the trailers
+            // (a gRPC answer's `grpc-status`).
+            let mut tail = Vec::new();
             loop {
                 let step = decoder.advance(buf).map_err(|_| CheckFailure::Exchange)?;
                 answer.body.extend_from_slice(&buf[step.data.clone()]);
+                if step.data.is_empty() {
+                    tail.extend_from_slice(&buf[..step.consumed]);
+                } else {
+                    tail.clear();
+                    tail.extend_from_slice(&buf[step.data.end..step.consumed]);
+                }
                 buf.advance(step.consumed);
                 if step.done {
+                    answer.trailers = trailers(&tail);
                     break;
                 }
                 if answer.body.len() > CHECK_BODY_LIMIT {
@@ -252,22 +283,49 @@ pub(super) async fn send(
     Ok(answer)
 }
 
+/// The trailer fields in `tail` (what followed a chunked body's last payload byte), names
+/// lower-cased; the chunk-size lines have no colon.
+fn trailers(tail: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    tail.split(|b| *b == b'\n')
+        .filter_map(|line| {
+            let i = line.iter().position(|b| *b == b':')?;
+            Some((line[..i].trim_ascii().to_ascii_lowercase(), line[i + 1..].trim_ascii().to_vec()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_checks_lines_replace_the_named_ones_and_append_the_others_inside_the_head() {
-        let mut request = b"GET / HTTP/1.1\r\nhost: a\r\nX-User: evil\r\nx-append: a0\r\n\r\nbody".to_vec();
-        let set = [(b"x-user".to_vec(), b"user1".to_vec())];
-        edit_head(&mut request, &set, b"x-append: a1\r\n");
+        let mut request =
+            b"GET / HTTP/1.1\r\nhost: a\r\nX-User: evil\r\nx-append: a0\r\nx-j: 0\r\nx-gone: g\r\n\r\nbody"
+                .to_vec();
+        let pair = |n: &str, v: &str| (n.as_bytes().to_vec(), v.as_bytes().to_vec());
+        let o = CheckOutcome {
+            request_headers_set: vec![pair("x-user", "user1")],
+            request_headers_append: b"x-append: a1\r\n".to_vec(),
+            request_headers_join: vec![pair("x-j", "1"), pair("x-new", "n")],
+            request_headers_remove: vec![b"x-gone".to_vec()],
+            ..Default::default()
+        };
+        edit_head(&mut request, &o);
         assert_eq!(
             String::from_utf8(request).unwrap(),
-            "GET / HTTP/1.1\r\nhost: a\r\nx-append: a0\r\nx-user: user1\r\nx-append: a1\r\n\r\nbody"
+            "GET / HTTP/1.1\r\nhost: a\r\nx-append: a0\r\nx-j: 0,1\r\nx-user: user1\r\nx-append: a1\r\n\r\nbody"
         );
         let mut untouched = b"GET / HTTP/1.1\r\n\r\n".to_vec();
-        edit_head(&mut untouched, &[], b"");
+        edit_head(&mut untouched, &CheckOutcome::default());
         assert_eq!(untouched, b"GET / HTTP/1.1\r\n\r\n");
+    }
+
+    #[test]
+    fn the_trailers_after_the_last_chunk_are_read() {
+        let tail = b"\r\n0\r\nGrpc-Status: 0\r\ngrpc-message: \r\n\r\n";
+        let want = [(b"grpc-status".to_vec(), b"0".to_vec()), (b"grpc-message".to_vec(), Vec::new())];
+        assert_eq!(trailers(tail), want);
     }
 
     #[test]

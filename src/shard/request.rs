@@ -455,8 +455,13 @@ impl<'g> Request<'g> {
                 }
             }
             if let Some(check) = filters.check.take() {
-                let asked =
-                    check::check(self.shard, self.generation, check.cluster, check.request(), check.timeout);
+                let asked = check::check(
+                    self.shard,
+                    self.generation,
+                    check.cluster,
+                    check.request().into_owned(),
+                    check.timeout,
+                );
                 // A client that leaves meanwhile ends the request as Envoy resets it: `0 DC`, the
                 // check abandoned and nothing counted by the filter.
                 let answer = monoio::select! {
@@ -549,11 +554,7 @@ impl<'g> Request<'g> {
         }
         match plan {
             Plan::Forward { route, vhost, cluster, entry_edits, facts, limits, consumed, mut filters } => {
-                check::edit_head(
-                    &mut d.req_out,
-                    &outcome.request_headers_set,
-                    &outcome.request_headers_append,
-                );
+                check::edit_head(&mut d.req_out, &outcome);
                 if let Some(f) = filters.as_mut() {
                     f.response_headers.extend_from_slice(&outcome.response_headers);
                 }

@@ -1,8 +1,9 @@
-//! Helpers for the ext_authz tests (`tests/ext_authz.rs`, `tests/parity_ext_authz.rs`): a real
-//! authorization server on loopback that answers by the request's `authorization` header, a v3
-//! bootstrap whose listener `main` runs the given ext_authz filter before the router (clusters
-//! `backend` and `authz`), and a driver that records what the client, the upstream, the
-//! authorization server, the access log and `/stats` saw.
+//! Helpers for the ext_authz tests (`tests/ext_authz.rs`, `tests/parity_ext_authz.rs`,
+//! `tests/parity_ext_authz_grpc.rs`): a real authorization server on loopback that answers by the
+//! request's `authorization` header, a v3 bootstrap whose listener `main` runs the given ext_authz
+//! filter before the router (clusters `backend` and `authz`), a driver that records what the
+//! client, the upstream, the authorization server, the access log and `/stats` saw, and the
+//! rendering the parity tests compare.
 
 use super::{Client, Reply, Response, Seen, TestUpstream};
 use std::collections::BTreeMap;
@@ -186,4 +187,64 @@ pub fn drive(
         .collect();
     let (log, stats) = super::filters::log_and_stats(admin, log, requests.len());
     Run { responses, upstream: up.requests(), authz: authz.requests(), log, stats }
+}
+
+/// Set by the proxy or the test servers with values that differ between runs.
+const VARYING: &[&str] = &["date", "x-request-id", "x-envoy-upstream-service-time", "server"];
+
+/// Header lines sorted (Envoy's own order differs between runs of its header map), values that
+/// are times or random ids masked.
+pub fn masked_headers(list: &[(String, String)]) -> String {
+    let mut out: Vec<String> = list
+        .iter()
+        .map(|(n, v)| {
+            let n = n.to_ascii_lowercase();
+            if VARYING.contains(&n.as_str()) {
+                format!("{n}: *")
+            } else {
+                format!("{n}: {v}")
+            }
+        })
+        .collect();
+    out.sort();
+    out.join(", ")
+}
+
+fn seen_line(s: &Seen) -> String {
+    let body = String::from_utf8_lossy(&s.body);
+    format!("{} {} [{}] {body:?}", s.method, s.path, masked_headers(&s.headers))
+}
+
+/// What a parity test compares of a run, line by line: the responses, what the upstream saw,
+/// `checks` (what the authorization server saw, rendered), the access log sorted, and the
+/// filter's and the authorization cluster's non-zero counters but those `skip` names.
+pub fn render(run: &Run, checks: &[String], skip: &dyn Fn(&str) -> bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, r) in run.responses.iter().enumerate() {
+        match r {
+            None => out.push(format!("#{i} no response")),
+            Some(r) => out.push(format!("#{i} {} [{}] {:?}", r.status, masked_headers(&r.headers), r.text())),
+        }
+    }
+    out.extend(run.upstream.iter().map(|s| format!("upstream {}", seen_line(s))));
+    out.extend(run.authz.iter().map(|s| format!("authz {}", seen_line(s))));
+    out.extend(checks.iter().map(|c| format!("check {c}")));
+    let mut log = run.log.clone();
+    log.sort();
+    out.extend(log.iter().map(|l| format!("log {l}")));
+    for (name, v) in &run.stats {
+        let counted = name.contains(".ext_authz.") || name.starts_with("cluster.authz.upstream_rq_");
+        // Envoy also counts the check in `internal.upstream_rq_*` (it is sent as internal): skiff
+        // has no internal/external split of the cluster stats.
+        let skipped = name.contains(".internal.") || name.ends_with("upstream_rq_time") || skip(name);
+        if *v != 0 && counted && !skipped {
+            out.push(format!("stat {name} = {v}"));
+        }
+    }
+    out
+}
+
+/// Envoy's and skiff's renderings are equal (a failure prints both).
+pub fn assert_same_lines(envoy: &[String], skiff: &[String]) {
+    assert_eq!(envoy, skiff, "\nenvoy:\n{}\nskiff:\n{}", envoy.join("\n"), skiff.join("\n"));
 }
