@@ -455,8 +455,12 @@ fn a_sidecar_of_the_control_plane_variant_serves_what_its_control_plane_pushes()
             .is_some_and(|r| r.status == 200 && r.header("x-upstream") == Some("service-b-app"))
     });
     assert!(answered, "the sidecar never proxied to its app\n{}", skiff.log());
-    let (status, ready) =
-        support::admin_request(std::net::SocketAddr::from(([127, 0, 0, 1], admin)), "GET", "/ready");
-    assert_eq!((status, ready.trim()), (200, "LIVE"));
+    // The control thread says LIVE just after the shards have the listener (never before).
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], admin));
+    let live = support::eventually(std::time::Duration::from_secs(2), || {
+        let (status, ready) = support::admin_request(admin, "GET", "/ready");
+        (status, ready.trim()) == (200, "LIVE")
+    });
+    assert!(live, "/ready: {:?}", support::admin_request(admin, "GET", "/ready"));
     assert!(server.wait_ack("service-b-7d9f-x2", xds_server::LDS, "1", std::time::Duration::from_secs(5)));
 }
