@@ -479,11 +479,7 @@ impl Control {
         // that cannot be applied is counted and logged, and the server starts without it.
         while let Some(batch) = control.files.next_update() {
             if let Some((texts, next)) = control.try_files(batch) {
-                for (file, text) in texts {
-                    let version = file.version(&next.bootstrap);
-                    let changed = file.changed(&loaded.bootstrap, &next.bootstrap);
-                    control.files.succeeded(&file, text, &version, changed);
-                }
+                control.files.applied(texts, &loaded.bootstrap, &next.bootstrap, 0);
                 loaded = next;
                 // The listeners may name route configuration files: they are read next.
                 control.files.reconfigure(&loaded.bootstrap.xds);
@@ -709,10 +705,7 @@ impl Control {
         let loaded = match self.try_assignments(&texts) {
             Some(loaded) => Ok(loaded),
             None => {
-                docs = self.files.good_for(&self.bootstrap.xds);
-                for (file, text) in &texts {
-                    file.set(&mut docs, text.clone());
-                }
+                docs = self.files.good_with(&self.bootstrap.xds, &texts);
                 config::load_with(&self.running_text, &self.source.origin(), &docs)
             }
         };
@@ -835,16 +828,7 @@ impl Control {
             }
             Pending::File { files } => match result {
                 Ok(snapshot) => {
-                    for (file, text) in files {
-                        let version = file.version(&self.bootstrap);
-                        let changed = file.changed(&previous, &self.bootstrap);
-                        log::info!(
-                            "{file}: applied {} (version \"{version}\", generation {})",
-                            text.origin,
-                            snapshot.generation
-                        );
-                        self.files.succeeded(&file, text, &version, changed);
-                    }
+                    self.files.applied(files, &previous, &self.bootstrap, snapshot.generation);
                     // A listener update may name other route configuration files.
                     self.files.reconfigure(&self.bootstrap.xds);
                     // Another file may have been replaced meanwhile: look now, not a period later.
