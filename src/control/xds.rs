@@ -189,6 +189,16 @@ struct Sub {
     pending: Option<(DocText, u64)>,
     /// The response of the text being applied.
     applying: Option<u64>,
+    /// A hash of the resources of the pending, the applying and the good text (a management
+    /// server's, `resources_hash`): a response that repeats the good ones is a restatement.
+    hashes: Hashes,
+}
+
+#[derive(Debug, Default)]
+struct Hashes {
+    pending: Option<u64>,
+    applying: Option<u64>,
+    good: Option<u64>,
 }
 
 impl Sub {
@@ -196,6 +206,7 @@ impl Sub {
     fn succeeded(&mut self, text: DocText, version_info: &str, changed: bool) -> Option<u64> {
         let now = millis(text.received);
         self.good = Some(text);
+        self.hashes.good = self.hashes.applying.take();
         let c = &mut self.counts;
         c.success += 1;
         c.time = now;
@@ -243,12 +254,24 @@ pub struct Files {
 }
 
 /// What precedes the resources in the text of a management server's response (`received`).
-const RESOURCES: &str = "\"resources\": ";
-
-/// The resources of such a text, without its version: a JSON string escapes its quotes, so the
-/// first `"resources": ` is the key, not a version that happens to contain it.
-fn resources_part(text: &str) -> &str {
-    text.find(RESOURCES).map_or(text, |at| &text[at..])
+/// A hash of resources as a response brings them (their compact JSON, never kept: hashing is
+/// all a restatement check needs, and skipping the text of the thousands of resources a push
+/// repeats is most of its cost).
+fn resources_hash(resources: &[serde_json::Value]) -> u64 {
+    struct Hasher(xxhash_rust::xxh64::Xxh64);
+    impl std::io::Write for Hasher {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Hasher(xxhash_rust::xxh64::Xxh64::new(0));
+    // Writing to a hasher cannot fail, and a Value always serializes.
+    let _ = serde_json::to_writer(&mut h, resources);
+    h.0.digest()
 }
 
 /// Listeners and routes: what waits for a management server's clusters.
@@ -325,6 +348,7 @@ impl Files {
             counts: Counts::default(),
             pending,
             applying: None,
+            hashes: Hashes::default(),
         }
     }
 
@@ -407,6 +431,7 @@ impl Files {
         for sub in self.subs.iter_mut().filter(|s| due(s)) {
             if let Some((text, response)) = sub.pending.take() {
                 sub.applying = Some(response);
+                sub.hashes.applying = sub.hashes.pending.take();
                 sub.counts.attempt += 1;
                 batch.push((sub.file.clone(), Ok(text)));
             }
@@ -442,6 +467,7 @@ impl Files {
         let Some(sub) = self.subs.iter_mut().find(|s| s.file == *file) else { return };
         sub.counts.attempt = sub.counts.attempt.saturating_sub(1);
         sub.pending = Some((text, sub.applying.take().unwrap_or(0)));
+        sub.hashes.pending = sub.hashes.applying.take();
     }
 
     /// `file`'s update was not applied: it did not parse (`update_failure`) or was invalid
@@ -455,6 +481,7 @@ impl Files {
             sub.counts.rejected += 1;
         }
         let response = sub.applying.take();
+        sub.hashes.applying = None;
         // A later subscription to the name gets the last good text, not the rejected one.
         if sub.source.server.is_some() {
             match &sub.good {
@@ -521,26 +548,15 @@ impl Files {
         };
         let received = SystemTime::now();
         self.first_text.get_or_insert_with(Instant::now);
-        let version = serde_json::to_string(&r.version_info).unwrap_or_default();
         let doc = |path: &PathBuf, resources: Vec<serde_json::Value>| {
-            // The resources last, so that `resources_part` finds what a restatement repeats.
-            let list = serde_json::to_string_pretty(&resources).unwrap_or_default();
-            let text = format!("{{\n  \"version_info\": {version},\n  {RESOURCES}{list}\n}}");
+            let body = serde_json::json!({"version_info": r.version_info, "resources": resources});
+            let text = serde_json::to_string_pretty(&body).unwrap_or_default();
             DocText { origin: path.display().to_string(), text, received }
         };
-        let docs: Vec<(PathBuf, DocText)> = if whole {
-            let path = server_path(&stream, kind, "");
-            let d = doc(&path, resources.into_iter().map(|(_, v)| v).collect());
-            vec![(path, d)]
+        let docs: Vec<(PathBuf, Vec<serde_json::Value>)> = if whole {
+            vec![(server_path(&stream, kind, ""), resources.into_iter().map(|(_, v)| v).collect())]
         } else {
-            resources
-                .into_iter()
-                .map(|(name, v)| {
-                    let path = server_path(&stream, kind, &name);
-                    let d = doc(&path, vec![v]);
-                    (path, d)
-                })
-                .collect()
+            resources.into_iter().map(|(name, v)| (server_path(&stream, kind, &name), vec![v])).collect()
         };
         self.next_response += 1;
         let id = self.next_response;
@@ -553,18 +569,18 @@ impl Files {
             .filter(|(_, s)| s.source.server.is_some())
             .map(|(i, s)| (s.source.path.clone(), i))
             .collect();
-        for (path, text) in docs {
-            self.latest.insert(path.clone(), text.clone());
+        for (path, resources) in docs {
             let Some(sub) = by_path.get(&path).map(|&i| &mut self.subs[i]) else {
+                self.latest.insert(path.clone(), doc(&path, resources));
                 continue;
             };
             // The resources that serve now, restated under a new version (a state-of-the-world
             // push repeats every resource of its type): counted as an accepted update of the
             // subscription, with nothing to convert, build or install. Like Envoy, which skips
             // a cluster, listener, route configuration or assignment whose hash did not change.
-            let restated = sub.pending.is_none()
-                && sub.applying.is_none()
-                && sub.good.as_ref().is_some_and(|g| resources_part(&g.text) == resources_part(&text.text));
+            // (`latest` keeps the text of the same resources it has.)
+            let hash = resources_hash(&resources);
+            let restated = sub.pending.is_none() && sub.applying.is_none() && sub.hashes.good == Some(hash);
             if restated {
                 let c = &mut sub.counts;
                 c.attempt += 1;
@@ -574,6 +590,9 @@ impl Files {
                 c.version_text = r.version_info.clone();
                 continue;
             }
+            let text = doc(&path, resources);
+            self.latest.insert(path, text.clone());
+            sub.hashes.pending = Some(hash);
             if let Some((_, older)) = sub.pending.replace((text, id)) {
                 superseded.push(older);
             }

@@ -49,6 +49,8 @@ pub struct Seen {
     /// The node's `locality.zone` and `metadata` (as JSON).
     pub zone: String,
     pub metadata: Option<Value>,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 /// A node's resources: version and, per type URL, the resources as JSON.
@@ -64,6 +66,8 @@ struct State {
     seen: Vec<Seen>,
     /// Responses of these types go out this much later (a slow server).
     delays: HashMap<String, Duration>,
+    /// When each response went out: node, type URL, version.
+    sent: Vec<(String, String, String, Instant)>,
 }
 
 #[derive(Clone)]
@@ -168,6 +172,20 @@ impl XdsServer {
         self.state.lock().unwrap().seen.clone()
     }
 
+    /// When `version` of `type_url` was last sent to `node` (a response without delay).
+    pub fn sent_at(&self, node: &str, type_url: &str, version: &str) -> Option<Instant> {
+        let state = self.state.lock().unwrap();
+        let mut sent = state.sent.iter().rev();
+        sent.find(|(n, t, v, _)| n == node && t == type_url && v == version).map(|s| s.3)
+    }
+
+    /// When `node` first ACKed `version` of `type_url`.
+    pub fn acked_at(&self, node: &str, type_url: &str, version: &str) -> Option<Instant> {
+        let state = self.state.lock().unwrap();
+        let mut acks = state.seen.iter().filter(|s| s.error.is_none());
+        acks.find(|s| s.node_id == node && s.type_url == type_url && s.version_info == version).map(|s| s.at)
+    }
+
     /// Waits until `node` has ACKed `version` of `type_url` (or `limit` passes).
     pub fn wait_ack(&self, node: &str, type_url: &str, version: &str, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
@@ -232,6 +250,7 @@ fn seen(service: &'static str, node: &str, r: &DiscoveryRequest) -> Seen {
             .as_ref()
             .and_then(|n| n.metadata.as_ref())
             .map(|m| Value::Object(m.fields.iter().map(|(k, v)| (k.clone(), struct_value(v))).collect())),
+        at: Instant::now(),
     }
 }
 
@@ -283,9 +302,10 @@ impl Service {
             }
             let all = config.resources.get(type_url).cloned().unwrap_or_default();
             let wildcard = type_url == LDS || type_url == CDS;
+            let names: std::collections::HashSet<&str> = sub.names.iter().map(String::as_str).collect();
             let resources: Vec<Any> = all
                 .iter()
-                .filter(|r| wildcard || sub.names.contains(&resource_name(type_url, r)))
+                .filter(|r| wildcard || names.contains(resource_name(type_url, r).as_str()))
                 .map(any)
                 .collect();
             if !wildcard && resources.is_empty() {
@@ -311,6 +331,9 @@ impl Service {
                 }
                 None => {
                     let _ = out.send(Ok(response));
+                    let sent =
+                        (node.to_string(), type_url.to_string(), config.version.clone(), Instant::now());
+                    self.state.lock().unwrap().sent.push(sent);
                 }
             }
         }
