@@ -1038,6 +1038,7 @@ impl Control {
             };
             if let Some(snapshot) = snapshot {
                 self.broadcast(&snapshot);
+                release_freed_memory();
             }
             self.publish_membership();
         }
@@ -1050,6 +1051,18 @@ fn running_spec<'a>(
     spec: &config::Cluster,
 ) -> Option<&'a ClusterHosts> {
     running.get(spec.name.as_str()).copied().filter(|c| c.spec == *spec)
+}
+
+/// Hands the memory an update freed back to the system. Reading a push of thousands of
+/// resources allocates far more than the model it leaves (the responses' JSON, the texts, the
+/// conversion), and glibc keeps freed pages in its arenas (one per thread: the xDS client's and
+/// this one): without this the process's RSS stays at the peak of the largest push.
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only returns free pages of glibc's arenas to the kernel; it touches no
+    // memory in use (skiff links glibc, as `admin`'s mallinfo2 does).
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// The shortest `initial_fetch_timeout` of the management server route configurations and
