@@ -574,9 +574,12 @@ fn one_assignment_changed_among_many_changes_only_that_cluster() {
     ejected("after the change: c0's detector is the one it had");
     outcome(listener, "/");
     assert_eq!(host_rq_total(admin, "c2", good.addr), Some(counted + 1), "c2's host stats go on counting");
-    // Version 2 was applied as one assignment: the other clusters' subscriptions accepted it too.
+    // Version 2 was applied as one assignment: the other clusters' subscriptions accepted it too,
+    // with nothing rebuilt (Envoy counts such a restatement in `update_no_rebuild` as well).
     let s = stats(admin);
     assert_eq!(s.get("cluster.c5.update_success"), s.get("cluster.c1.update_success"));
+    assert_eq!(s.get("cluster.c5.update_no_rebuild"), Some(&1));
+    assert_eq!(s.get("cluster.c1.update_no_rebuild"), Some(&0));
 }
 
 /// Resident memory of process `pid` in KiB.

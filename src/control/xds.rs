@@ -173,6 +173,8 @@ struct Counts {
     reloads: u64,
     reload_time: i64,
     init_fetch_timeout: u64,
+    /// Restatements of an assignment (Envoy's EDS `update_no_rebuild`).
+    no_rebuild: u64,
 }
 
 /// One subscription: a resource file and what became of its updates.
@@ -588,6 +590,7 @@ impl Files {
                 c.time = millis(received);
                 c.version = xxhash_rust::xxh64::xxh64(r.version_info.as_bytes(), 0);
                 c.version_text = r.version_info.clone();
+                c.no_rebuild += u64::from(matches!(sub.file, File::Eds(_)));
                 continue;
             }
             let text = doc(&path, resources);
@@ -767,6 +770,7 @@ impl Files {
                 config_reload: reloads.then_some((c.reloads, c.reload_time)),
                 update_empty: empty.then_some(0),
                 eds: false,
+                no_rebuild: c.no_rebuild,
                 init_fetch_timeout: c.init_fetch_timeout,
             };
             match &s.file {
