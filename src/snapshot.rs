@@ -1,6 +1,7 @@
 //! The immutable model a shard serves from: listeners with compiled routes and settings, clusters
-//! with resolved endpoints. Built whole by the control thread, validated before it is broadcast,
-//! then shared read-only (`Arc`); a shard swaps it between requests.
+//! with resolved endpoints. Built by the control thread, validated before it is broadcast, then
+//! shared read-only (`Arc`); a shard swaps it between requests. Its clusters are `Arc` pieces a
+//! snapshot shares with the one before it when they did not change.
 
 use crate::cluster::{ClusterSnap, Resolved};
 use crate::config::chain_match::{select, ChainMatch, Seen};
@@ -26,7 +27,8 @@ pub struct Snapshot {
     /// those with several chains, one chain that does not take every connection, or the TLS
     /// inspector. Empty for the usual listener, whose connections go straight to its one chain.
     pub selectors: Vec<ChainSelector>,
-    pub clusters: Vec<ClusterSnap>,
+    /// Shared with the previous snapshot for each cluster that did not change.
+    pub clusters: Vec<Arc<ClusterSnap>>,
     pub bootstrap: Arc<Bootstrap>,
 }
 
@@ -170,14 +172,28 @@ impl Snapshot {
         sockets: &HashMap<String, Arc<BoundListener>>,
         observers: &[Observers],
     ) -> Result<Snapshot, String> {
-        let index: HashMap<&str, usize> =
-            bootstrap.clusters.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
         let clusters = bootstrap
             .clusters
             .iter()
             .enumerate()
-            .map(|(i, c)| ClusterSnap::new(c, endpoints.get(i).cloned().unwrap_or_default()))
+            .map(|(i, c)| Arc::new(ClusterSnap::new(c, endpoints.get(i).cloned().unwrap_or_default())))
             .collect();
+        Snapshot::assemble(generation, bootstrap, clusters, sockets, observers)
+    }
+
+    /// `build` with the clusters already built (`clusters[i]` is `bootstrap.clusters[i]`'s): the
+    /// control thread hands over the previous snapshot's `Arc` for each cluster whose spec and
+    /// hosts did not change, so that one endpoint change builds one cluster and a shard sees
+    /// by pointer which clusters it can carry over whole.
+    pub fn assemble(
+        generation: u64,
+        bootstrap: Arc<Bootstrap>,
+        clusters: Vec<Arc<ClusterSnap>>,
+        sockets: &HashMap<String, Arc<BoundListener>>,
+        observers: &[Observers],
+    ) -> Result<Snapshot, String> {
+        let index: HashMap<&str, usize> =
+            bootstrap.clusters.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
         let mut listeners = Vec::with_capacity(bootstrap.listeners.len());
         for (i, l) in bootstrap.listeners.iter().enumerate() {
             let Some(socket) = sockets.get(&l.name) else { continue };

@@ -136,7 +136,7 @@ impl Telemetry {
 
     /// Points the reporters at the collector clusters' current endpoints; call with every snapshot
     /// about to be installed.
-    pub fn update_collectors(&self, clusters: &[ClusterSnap]) {
+    pub fn update_collectors(&self, clusters: &[std::sync::Arc<ClusterSnap>]) {
         for (name, slot) in &self.collectors {
             if let Some(c) = clusters.iter().find(|c| &c.name == name) {
                 if let Ok(mut addrs) = slot.lock() {

@@ -79,9 +79,11 @@ pub struct SubscriptionStats {
     pub config_reload: Option<(u64, i64)>,
     /// RDS and EDS: `update_empty` (a file is never an empty update: always 0).
     pub update_empty: Option<u64>,
-    /// EDS: the cluster's `update_no_rebuild` and `assignment_*` counters, always 0 (a file's
-    /// assignment is applied whole, never cached or timed out).
+    /// EDS: the cluster's `update_no_rebuild` (`no_rebuild`) and `assignment_*` counters, the
+    /// latter always 0 (a file's assignment is applied whole, never cached or timed out).
     pub eds: bool,
+    /// EDS: updates that restated the assignment serving, so nothing was rebuilt.
+    pub no_rebuild: u64,
     /// A management server's resource that did not come within `initial_fetch_timeout`.
     pub init_fetch_timeout: u64,
 }
@@ -206,12 +208,8 @@ impl AdminState {
                 own.push(scope.clone(), "update_empty", Value::Counter(empty));
             }
             if s.eds {
-                for name in [
-                    "update_no_rebuild",
-                    "assignment_stale",
-                    "assignment_timeout_received",
-                    "assignment_use_cached",
-                ] {
+                own.push(scope.clone(), "update_no_rebuild", Value::Counter(s.no_rebuild));
+                for name in ["assignment_stale", "assignment_timeout_received", "assignment_use_cached"] {
                     own.push(scope.clone(), name, Value::Counter(0));
                 }
             }

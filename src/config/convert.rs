@@ -13,7 +13,7 @@ use super::fields::{fail, header_matcher, headers_to_add, no_crlf, route_match, 
 use super::model::*;
 use super::net_filter::{Role, Terminal};
 use super::raw::*;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -93,6 +93,32 @@ struct Cx {
     rds_sources: Vec<PathSource>,
     /// `dynamic_resources.ads_config`, for the `ads: {}` sources of `rds` and `eds_config`.
     ads: Option<ServerSource>,
+    /// The index of each of `rds_files` and `eds_files` by path, and of each of `rds_sources`
+    /// and `eds_sources` by path: a config of thousands of EDS clusters looks each up once.
+    files_at: HashMap<(FileKind, String), usize>,
+    sources_at: HashMap<(FileKind, std::ffi::OsString), Vec<usize>>,
+}
+
+/// Which files or sources an index entry of `Cx` is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum FileKind {
+    Rds,
+    Eds,
+}
+
+impl Cx {
+    /// Adds `source` to the `kind` sources unless it is there already.
+    fn add_source(&mut self, kind: FileKind, source: &PathSource) {
+        let list = match kind {
+            FileKind::Rds => &mut self.rds_sources,
+            FileKind::Eds => &mut self.eds_sources,
+        };
+        let at = self.sources_at.entry((kind, source.path.as_os_str().to_os_string())).or_default();
+        if !at.iter().any(|&i| list[i] == *source) {
+            at.push(list.len());
+            list.push(source.clone());
+        }
+    }
 }
 
 /// A route configuration or endpoint file: its resources are taken as they are converted.
@@ -153,6 +179,12 @@ pub fn convert(raw: RawBootstrap, files: RawDynamicFiles) -> Res<Converted> {
     let rds_files = files.rds.into_iter().map(ResourceFile::new).collect();
     let eds_files = files.eds.into_iter().map(ResourceFile::new).collect();
     let mut cx = Cx { rds_files, eds_files, ..Cx::default() };
+    let rds_at = cx.rds_files.iter().enumerate().map(|(i, f)| ((FileKind::Rds, f.path.clone()), i));
+    let eds_at = cx.eds_files.iter().enumerate().map(|(i, f)| ((FileKind::Eds, f.path.clone()), i));
+    // The first file of a path, as a search from the start would find.
+    for (key, i) in rds_at.chain(eds_at) {
+        cx.files_at.entry(key).or_insert(i);
+    }
     let root = FieldPath::default();
     reject_present!(root, raw, [hds_config], "health discovery (HDS) needs a management server");
     let mut xds = match raw.dynamic_resources {
@@ -1402,11 +1434,9 @@ fn eds_assignment(
     let service_name = ec.service_name.unwrap_or_else(|| cluster.to_string());
     let source = config_source(p.key("eds_config"), config, &cx.ads, "eds")?;
     let source = for_resource(source, "eds", &service_name);
-    if !cx.eds_sources.contains(&source) {
-        cx.eds_sources.push(source.clone());
-    }
+    cx.add_source(FileKind::Eds, &source);
     let path = source.path.display().to_string();
-    let Some(k) = cx.eds_files.iter().position(|f| f.path == path) else {
+    let Some(&k) = cx.files_at.get(&(FileKind::Eds, path)) else {
         let eds = Eds { service_name, service_name_given, source, applied: None };
         return Ok((p, None, eds));
     };
@@ -1446,11 +1476,9 @@ fn rds(cx: &mut Cx, p: FieldPath, r: RawRds) -> Res<(RouteConfig, Option<Rds>)> 
     let name = r.route_config_name;
     let source = config_source(p.key("config_source"), r.config_source, &cx.ads, "rds")?;
     let source = for_resource(source, "rds", &name);
-    if !cx.rds_sources.contains(&source) {
-        cx.rds_sources.push(source.clone());
-    }
+    cx.add_source(FileKind::Rds, &source);
     let path = source.path.display().to_string();
-    let Some(k) = cx.rds_files.iter().position(|f| f.path == path) else {
+    let Some(&k) = cx.files_at.get(&(FileKind::Rds, path)) else {
         let empty = RouteConfig { name: name.clone(), ..RouteConfig::default() };
         return Ok((empty, Some(Rds { route_config_name: name, source, applied: None })));
     };

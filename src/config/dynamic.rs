@@ -132,3 +132,42 @@ pub(super) fn parse<T: DeserializeOwned>(doc: Doc, d: &DocText) -> Result<RawFil
         resources: raw.resources.unwrap_or_default(),
     })
 }
+
+/// The resources of a cluster file's text by cluster name, read once per text: the clusters an
+/// endpoint update converts again are taken from here (`super::load_assignments`).
+#[derive(Debug, Default)]
+pub struct ClusterIndex {
+    /// A hash of the text indexed; None: nothing indexed yet.
+    key: Option<u64>,
+    version: serde_json::Value,
+    by_name: std::collections::HashMap<String, serde_json::Value>,
+}
+
+impl ClusterIndex {
+    /// The text of a cluster file holding only the clusters `names` of `cds`, with its version
+    /// and origin; None when `cds` cannot be indexed (a resource without a name) or lacks one.
+    pub fn subset(&mut self, cds: &DocText, names: &[&str]) -> Option<DocText> {
+        let key = xxhash_rust::xxh64::xxh64(cds.text.as_bytes(), 0);
+        if self.key != Some(key) {
+            self.key = None;
+            let doc: serde_json::Value =
+                serde_json::from_str(&cds.text).or_else(|_| serde_norway::from_str(&cds.text)).ok()?;
+            let resources = doc.get("resources").and_then(|r| r.as_array())?;
+            let mut by_name = std::collections::HashMap::with_capacity(resources.len());
+            for r in resources {
+                let name = r.get("name").and_then(|n| n.as_str())?;
+                by_name.insert(name.to_string(), r.clone());
+            }
+            self.version = doc.get("version_info").cloned().unwrap_or_default();
+            self.by_name = by_name;
+            self.key = Some(key);
+        }
+        let picked: Option<Vec<&serde_json::Value>> = names.iter().map(|n| self.by_name.get(*n)).collect();
+        let mut body = serde_json::json!({ "resources": picked? });
+        if !self.version.is_null() {
+            body["version_info"] = self.version.clone();
+        }
+        let text = serde_json::to_string(&body).ok()?;
+        Some(DocText { origin: cds.origin.clone(), text, received: cds.received })
+    }
+}

@@ -106,3 +106,49 @@ pub fn load_with(text: &str, origin: &str, docs: &dynamic::DocTexts) -> Result<L
         .collect();
     Ok(Loaded { bootstrap: converted.bootstrap, warnings })
 }
+
+/// An update of endpoint files alone (each of `eds` the new text of a file one cluster of
+/// `running` reads): `running` with only those clusters converted again, from the bootstrap
+/// `text` and those clusters' resources in the cluster file `cds` (`index` keeps that file
+/// read). The result is what `load_with` of the bootstrap and every file would give, at the cost
+/// of the changed clusters and a copy of the rest. None when it cannot be had that way (a file
+/// that no cluster or several read, a cluster that is not in `cds`, or any error: `load_with` of
+/// the whole then judges the update and locates what is wrong).
+pub fn load_assignments(
+    running: &Bootstrap,
+    text: &str,
+    origin: &str,
+    index: &mut dynamic::ClusterIndex,
+    cds: Option<&dynamic::DocText>,
+    eds: &[dynamic::DocText],
+) -> Option<Loaded> {
+    use std::collections::{HashMap, HashSet};
+    let mut readers: HashMap<&std::ffi::OsStr, Vec<usize>> = HashMap::new();
+    for (i, c) in running.clusters.iter().enumerate() {
+        if let Some(e) = &c.eds {
+            readers.entry(e.source.path.as_os_str()).or_default().push(i);
+        }
+    }
+    let mut changed = Vec::with_capacity(eds.len());
+    for d in eds {
+        match readers.get(std::ffi::OsStr::new(&d.origin)).map(Vec::as_slice) {
+            Some([i]) => changed.push(*i),
+            _ => return None,
+        }
+    }
+    let dynamic: HashSet<&str> = running.xds.dynamic_clusters.iter().map(String::as_str).collect();
+    let from_cds: Vec<&str> =
+        changed.iter().map(|&i| running.clusters[i].name.as_str()).filter(|n| dynamic.contains(n)).collect();
+    let cds = match from_cds.is_empty() {
+        true => None,
+        false => Some(index.subset(cds?, &from_cds)?),
+    };
+    let docs = dynamic::DocTexts { lds: None, cds, rds: Vec::new(), eds: eds.to_vec() };
+    let part = load_with(text, origin, &docs).ok()?;
+    let mut bootstrap = running.clone();
+    for i in changed {
+        let name = &running.clusters[i].name;
+        bootstrap.clusters[i] = part.bootstrap.clusters.iter().find(|c| c.name == *name)?.clone();
+    }
+    Some(Loaded { bootstrap, warnings: part.warnings })
+}

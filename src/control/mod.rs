@@ -19,7 +19,7 @@ pub use shards::Shards;
 use crate::admin::{AdminState, ClusterMembership};
 use crate::cluster::breaker::Breaker;
 use crate::cluster::outlier::Detector;
-use crate::cluster::Resolved;
+use crate::cluster::{ClusterSnap, Resolved};
 use crate::config::dynamic::{DocText, DocTexts};
 use crate::config::{self, Bootstrap, DiscoveryType, Doc};
 use crate::dns::Resolver;
@@ -95,6 +95,9 @@ struct ClusterHosts {
     checks: Option<Arc<Checks>>,
     /// Its outlier detector: per spec too, so a changed cluster's hosts start unejected.
     detector: Arc<Detector>,
+    /// What the last snapshot carried of it, while spec, answers and checks stay as they were:
+    /// the next snapshot shares it instead of building it again.
+    built: Option<Arc<ClusterSnap>>,
 }
 
 impl ClusterHosts {
@@ -110,7 +113,18 @@ impl ClusterHosts {
             breaker: Arc::default(),
             checks: None,
             detector: Arc::default(),
+            built: None,
         }
+    }
+
+    /// The cluster as a snapshot carries it: the one already built while nothing changed.
+    fn snap(&mut self) -> Arc<ClusterSnap> {
+        if let Some(built) = &self.built {
+            return built.clone();
+        }
+        let built = Arc::new(ClusterSnap::new(&self.spec, self.endpoints()));
+        self.built = Some(built.clone());
+        built
     }
 
     /// Makes the health checks cover the current hosts: a changed host set gets a new `Checks`
@@ -142,6 +156,7 @@ impl ClusterHosts {
         let checks =
             Checks::new(&self.spec.name, spec.clone(), hosts, targets, self.checks.as_deref(), uneject);
         self.checks = Some(Arc::new(checks));
+        self.built = None;
     }
 
     fn membership(&self) -> ClusterMembership {
@@ -196,6 +211,9 @@ impl ClusterHosts {
             self.updates.2 += 1;
         } else {
             self.updates.1 += 1;
+        }
+        if changed {
+            self.built = None;
         }
         changed
     }
@@ -360,6 +378,8 @@ pub struct Control {
     files: xds::Files,
     /// What the management servers were last asked for.
     subscribed: Vec<xds_client::Subscription>,
+    /// The running cluster file's resources by name, for endpoint updates (`try_assignments`).
+    cds_index: config::dynamic::ClusterIndex,
 }
 
 #[derive(Debug)]
@@ -453,16 +473,13 @@ impl Control {
             telemetry,
             files: xds::Files::new(&loaded.bootstrap.xds),
             subscribed: Vec::new(),
+            cds_index: Default::default(),
         };
         // As Envoy's first fetch: clusters, then the listeners whose routes name them. A file
         // that cannot be applied is counted and logged, and the server starts without it.
         while let Some(batch) = control.files.next_update() {
             if let Some((texts, next)) = control.try_files(batch) {
-                for (file, text) in texts {
-                    let version = file.version(&next.bootstrap);
-                    let changed = file.changed(&loaded.bootstrap, &next.bootstrap);
-                    control.files.succeeded(&file, text, &version, changed);
-                }
+                control.files.applied(texts, &loaded.bootstrap, &next.bootstrap, 0);
                 loaded = next;
                 // The listeners may name route configuration files: they are read next.
                 control.files.reconfigure(&loaded.bootstrap.xds);
@@ -485,12 +502,13 @@ impl Control {
     /// The clusters of `bootstrap` that the running config does not have (by whole spec): they
     /// are resolved before `bootstrap` is adopted. Running ones keep their answers and schedule.
     fn new_clusters(&self, bootstrap: &Bootstrap) -> Vec<config::Cluster> {
-        bootstrap
-            .clusters
-            .iter()
-            .filter(|spec| !self.clusters.iter().any(|c| c.spec == **spec))
-            .cloned()
-            .collect()
+        let running = self.running_by_name();
+        bootstrap.clusters.iter().filter(|spec| running_spec(&running, spec).is_none()).cloned().collect()
+    }
+
+    /// The running clusters by name (names are unique in a config).
+    fn running_by_name(&self) -> HashMap<&str, &ClusterHosts> {
+        self.clusters.iter().map(|c| (c.spec.name.as_str(), c)).collect()
     }
 
     /// Binds listeners for `bootstrap`, takes the running clusters' answers and `fresh` (from
@@ -529,10 +547,11 @@ impl Control {
         }
         let mut fresh = fresh.into_iter();
         let mut next_id = self.next_cluster_id;
-        let clusters: Vec<ClusterHosts> = bootstrap
+        let running = self.running_by_name();
+        let mut clusters: Vec<ClusterHosts> = bootstrap
             .clusters
             .iter()
-            .map(|spec| match self.clusters.iter().find(|c| c.spec == *spec) {
+            .map(|spec| match running_spec(&running, spec) {
                 Some(existing) => existing.clone(),
                 None => {
                     let mut c = ClusterHosts::new(next_id, spec.clone());
@@ -543,10 +562,10 @@ impl Control {
                 }
             })
             .collect();
-        let endpoints: Vec<_> = clusters.iter().map(ClusterHosts::endpoints).collect();
+        let built: Vec<Arc<ClusterSnap>> = clusters.iter_mut().map(ClusterHosts::snap).collect();
         let observers = self.telemetry.prepare(&bootstrap).map_err(StartError::Routes)?;
         let snapshot =
-            Snapshot::build(self.generation + 1, bootstrap.clone(), &endpoints, &by_name, &observers)
+            Snapshot::assemble(self.generation + 1, bootstrap.clone(), built, &by_name, &observers)
                 .map_err(StartError::Routes)?;
         self.telemetry.update_collectors(&snapshot.clusters);
         for old in self.listeners.values() {
@@ -565,13 +584,13 @@ impl Control {
 
     /// A new snapshot of the running config with the clusters' current answers.
     fn rebuild(&mut self) -> Option<Arc<Snapshot>> {
-        let endpoints: Vec<_> = self.clusters.iter().map(ClusterHosts::endpoints).collect();
+        let built: Vec<Arc<ClusterSnap>> = self.clusters.iter_mut().map(ClusterHosts::snap).collect();
         let by_name: HashMap<String, Arc<BoundListener>> =
             self.listeners.iter().map(|((name, _), l)| (name.clone(), l.clone())).collect();
-        match Snapshot::build(
+        match Snapshot::assemble(
             self.generation + 1,
             self.bootstrap.clone(),
-            &endpoints,
+            built,
             &by_name,
             &self.observers,
         ) {
@@ -682,11 +701,15 @@ impl Control {
         if texts.is_empty() {
             return None;
         }
-        let mut docs: DocTexts = self.files.good_for(&self.bootstrap.xds);
-        for (file, text) in &texts {
-            file.set(&mut docs, text.clone());
-        }
-        match config::load_with(&self.running_text, &self.source.origin(), &docs) {
+        let mut docs = DocTexts::default();
+        let loaded = match self.try_assignments(&texts) {
+            Some(loaded) => Ok(loaded),
+            None => {
+                docs = self.files.good_with(&self.bootstrap.xds, &texts);
+                config::load_with(&self.running_text, &self.source.origin(), &docs)
+            }
+        };
+        match loaded {
             Ok(loaded) => {
                 // The bootstrap's and the other files' warnings were logged when they loaded.
                 for (_, text) in &texts {
@@ -717,6 +740,19 @@ impl Control {
                 None
             }
         }
+    }
+
+    /// An update of endpoint files alone, the common one: only the clusters that read them are
+    /// converted again (`config::load_assignments`), not the bootstrap with every file. None:
+    /// the update is of another kind, or must be judged whole.
+    fn try_assignments(&mut self, texts: &[(File, DocText)]) -> Option<config::Loaded> {
+        if !texts.iter().all(|(f, _)| matches!(f, File::Eds(_))) {
+            return None;
+        }
+        let eds: Vec<DocText> = texts.iter().map(|(_, t)| t.clone()).collect();
+        let cds = self.files.good(&File::Cds);
+        let origin = self.source.origin();
+        config::load_assignments(&self.bootstrap, &self.running_text, &origin, &mut self.cds_index, cds, &eds)
     }
 
     /// Resolves `loaded`'s new clusters in a task that reports to `warmed`.
@@ -792,16 +828,7 @@ impl Control {
             }
             Pending::File { files } => match result {
                 Ok(snapshot) => {
-                    for (file, text) in files {
-                        let version = file.version(&self.bootstrap);
-                        let changed = file.changed(&previous, &self.bootstrap);
-                        log::info!(
-                            "{file}: applied {} (version \"{version}\", generation {})",
-                            text.origin,
-                            snapshot.generation
-                        );
-                        self.files.succeeded(&file, text, &version, changed);
-                    }
+                    self.files.applied(files, &previous, &self.bootstrap, snapshot.generation);
                     // A listener update may name other route configuration files.
                     self.files.reconfigure(&self.bootstrap.xds);
                     // Another file may have been replaced meanwhile: look now, not a period later.
@@ -1012,9 +1039,30 @@ impl Control {
             };
             if let Some(snapshot) = snapshot {
                 self.broadcast(&snapshot);
+                release_freed_memory();
             }
             self.publish_membership();
         }
+    }
+}
+
+/// The running cluster with exactly `spec` (its answers and state carry over), if any.
+fn running_spec<'a>(
+    running: &HashMap<&str, &'a ClusterHosts>,
+    spec: &config::Cluster,
+) -> Option<&'a ClusterHosts> {
+    running.get(spec.name.as_str()).copied().filter(|c| c.spec == *spec)
+}
+
+/// Hands the memory an update freed back to the system. Reading a push of thousands of
+/// resources allocates far more than the model it leaves (the responses' JSON, the texts, the
+/// conversion), and glibc keeps freed pages in its arenas (one per thread: the xDS client's and
+/// this one): without this the process's RSS stays at the peak of the largest push.
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only returns free pages of glibc's arenas to the kernel; it touches no
+    // memory in use (skiff links glibc, as `admin`'s mallinfo2 does).
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

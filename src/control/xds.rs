@@ -20,6 +20,7 @@ use crate::config::{server_path, Bootstrap, Doc, PathSource, Xds};
 use crate::stats::Scope;
 use crate::xds::client::{self, Reply, Response, StreamKey, Subscription};
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -50,22 +51,6 @@ impl PartialEq for File {
 }
 
 impl File {
-    /// `docs` with `text` as this file's.
-    pub fn set(&self, docs: &mut DocTexts, text: DocText) {
-        match self {
-            File::Lds => docs.lds = Some(text),
-            File::Cds => docs.cds = Some(text),
-            File::Rds(_) => match docs.rds_doc(&text.origin) {
-                Some(doc) => docs.set(doc, Some(text)),
-                None => docs.rds.push(text),
-            },
-            File::Eds(_) => match docs.eds_doc(&text.origin) {
-                Some(doc) => docs.set(doc, Some(text)),
-                None => docs.eds.push(text),
-            },
-        }
-    }
-
     /// Whether `doc` of a load of `docs` is this file.
     pub fn is(&self, doc: Option<Doc>, docs: &DocTexts) -> bool {
         match (self, doc) {
@@ -78,56 +63,40 @@ impl File {
     }
 
     /// The version of this file that `b` applies (empty when none).
-    pub fn version(&self, b: &Bootstrap) -> String {
+    pub fn version(&self, b: &Bootstrap, at: &Placement) -> String {
         let applied = match self {
             File::Lds => b.xds.applied(Doc::Lds),
             File::Cds => b.xds.applied(Doc::Cds),
-            File::Rds(path) => b
-                .listeners
-                .iter()
-                .filter_map(|l| l.hcm.rds.as_ref())
-                .find(|r| same(&r.source.path, path))
-                .and_then(|r| r.applied.as_ref()),
-            File::Eds(path) => b
-                .clusters
-                .iter()
-                .filter_map(|c| c.eds.as_ref())
-                .find(|e| same(&e.source.path, path))
-                .and_then(|e| e.applied.as_ref()),
+            File::Rds(path) => at.rds(path).iter().find_map(|l| l.hcm.rds.as_ref()?.applied.as_ref()),
+            File::Eds(path) => at.eds(path).iter().find_map(|c| c.eds.as_ref()?.applied.as_ref()),
         };
         applied.map(|a| a.version_info.clone()).unwrap_or_default()
     }
 
     /// Whether `after` has other resources from this file than `before` (Envoy counts such
     /// updates in `config_reload`; one that only restates the resources is not one).
-    pub fn changed(&self, before: &Bootstrap, after: &Bootstrap) -> bool {
+    fn changed(
+        &self,
+        (before, was): (&Bootstrap, &Placement),
+        (after, is): (&Bootstrap, &Placement),
+    ) -> bool {
         match self {
             File::Cds => {
                 let pick = |b: &Bootstrap| -> Vec<crate::config::Cluster> {
-                    b.clusters.iter().filter(|c| b.xds.dynamic_clusters.contains(&c.name)).cloned().collect()
+                    let dynamic: std::collections::HashSet<&str> =
+                        b.xds.dynamic_clusters.iter().map(String::as_str).collect();
+                    b.clusters.iter().filter(|c| dynamic.contains(c.name.as_str())).cloned().collect()
                 };
                 pick(before) != pick(after)
             }
             File::Lds => before.xds.dynamic_listeners != after.xds.dynamic_listeners,
             File::Rds(path) => {
-                let pick = |b: &Bootstrap| -> Vec<crate::config::RouteConfig> {
-                    b.listeners
-                        .iter()
-                        .filter(|l| l.hcm.rds.as_ref().is_some_and(|r| same(&r.source.path, path)))
-                        .map(|l| l.hcm.route_config.clone())
-                        .collect()
+                let routes = |at: &Placement| -> Vec<crate::config::RouteConfig> {
+                    at.rds(path).iter().map(|l| l.hcm.route_config.clone()).collect()
                 };
-                pick(before) != pick(after)
+                routes(was) != routes(is)
             }
-            File::Eds(path) => {
-                let pick = |b: &Bootstrap| -> Vec<crate::config::Cluster> {
-                    let named = |c: &&crate::config::Cluster| {
-                        c.eds.as_ref().is_some_and(|e| same(&e.source.path, path))
-                    };
-                    b.clusters.iter().filter(named).cloned().collect()
-                };
-                pick(before) != pick(after)
-            }
+            File::Eds(path) => was.eds(path) != is.eds(path),
         }
     }
 
@@ -147,6 +116,50 @@ impl std::fmt::Display for File {
     }
 }
 
+/// Which listeners and clusters of a bootstrap read each route configuration and endpoint path,
+/// looked up once for a whole batch of files.
+pub struct Placement<'b> {
+    rds: HashMap<&'b OsStr, Vec<&'b crate::config::Listener>>,
+    eds: HashMap<&'b OsStr, Vec<&'b crate::config::Cluster>>,
+}
+
+impl<'b> Placement<'b> {
+    pub fn of(b: &'b Bootstrap) -> Placement<'b> {
+        let mut at = Placement { rds: HashMap::new(), eds: HashMap::new() };
+        for l in &b.listeners {
+            if let Some(r) = &l.hcm.rds {
+                at.rds.entry(r.source.path.as_os_str()).or_default().push(l);
+            }
+        }
+        for c in &b.clusters {
+            if let Some(e) = &c.eds {
+                at.eds.entry(e.source.path.as_os_str()).or_default().push(c);
+            }
+        }
+        at
+    }
+
+    fn rds(&self, path: &std::path::Path) -> &[&'b crate::config::Listener] {
+        self.rds.get(path.as_os_str()).map_or(&[], Vec::as_slice)
+    }
+
+    fn eds(&self, path: &std::path::Path) -> &[&'b crate::config::Cluster] {
+        self.eds.get(path.as_os_str()).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// A file as a map key: its kind and path bytes.
+type FileKey = (u8, std::ffi::OsString);
+
+fn key(file: &File) -> FileKey {
+    match file {
+        File::Lds => (0, Default::default()),
+        File::Cds => (1, Default::default()),
+        File::Rds(p) => (2, p.as_os_str().to_os_string()),
+        File::Eds(p) => (3, p.as_os_str().to_os_string()),
+    }
+}
+
 /// What became of a file's updates (Envoy's subscription stats, without the name).
 #[derive(Debug, Clone, Default)]
 struct Counts {
@@ -160,6 +173,8 @@ struct Counts {
     reloads: u64,
     reload_time: i64,
     init_fetch_timeout: u64,
+    /// Restatements of an assignment (Envoy's EDS `update_no_rebuild`).
+    no_rebuild: u64,
 }
 
 /// One subscription: a resource file and what became of its updates.
@@ -178,6 +193,35 @@ struct Sub {
     applying: Option<u64>,
     /// When the subscription started: its `initial_fetch_timeout` counts from here.
     since: Instant,
+    /// A hash of the resources of the pending, the applying and the good text (a management
+    /// server's, `resources_hash`): a response that repeats the good ones is a restatement.
+    hashes: Hashes,
+}
+
+#[derive(Debug, Default)]
+struct Hashes {
+    pending: Option<u64>,
+    applying: Option<u64>,
+    good: Option<u64>,
+}
+
+impl Sub {
+    /// Its update was applied; the response it came in, if a reply is owed.
+    fn succeeded(&mut self, text: DocText, version_info: &str, changed: bool) -> Option<u64> {
+        let now = millis(text.received);
+        self.good = Some(text);
+        self.hashes.good = self.hashes.applying.take();
+        let c = &mut self.counts;
+        c.success += 1;
+        c.time = now;
+        c.version = xxhash_rust::xxh64::xxh64(version_info.as_bytes(), 0);
+        c.version_text = version_info.to_string();
+        if changed {
+            c.reloads += 1;
+            c.reload_time = now;
+        }
+        self.applying.take()
+    }
 }
 
 /// A response whose resources are being applied: its reply goes out when the last is judged.
@@ -218,6 +262,27 @@ pub struct Files {
     initialized: bool,
 }
 
+/// What precedes the resources in the text of a management server's response (`received`).
+/// A hash of resources as a response brings them (their compact JSON, never kept: hashing is
+/// all a restatement check needs, and skipping the text of the thousands of resources a push
+/// repeats is most of its cost).
+fn resources_hash(resources: &[serde_json::Value]) -> u64 {
+    struct Hasher(xxhash_rust::xxh64::Xxh64);
+    impl std::io::Write for Hasher {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Hasher(xxhash_rust::xxh64::Xxh64::new(0));
+    // Writing to a hasher cannot fail, and a Value always serializes.
+    let _ = serde_json::to_writer(&mut h, resources);
+    h.0.digest()
+}
+
 /// Listeners and routes: what waits for a management server's clusters.
 fn after_clusters(s: &Sub) -> bool {
     matches!(s.file, File::Lds | File::Rds(_))
@@ -237,7 +302,13 @@ impl Files {
     /// Follows the running config: a file whose source is unchanged keeps its state; a new or
     /// moved one starts afresh and is read at the next check; one no longer named is dropped.
     pub fn reconfigure(&mut self, xds: &Xds) {
-        let mut old = std::mem::take(&mut self.subs);
+        let mut old: Vec<Option<Sub>> = std::mem::take(&mut self.subs).into_iter().map(Some).collect();
+        let mut old_at: HashMap<FileKey, Vec<usize>> = HashMap::new();
+        for (i, s) in old.iter().enumerate() {
+            if let Some(s) = s {
+                old_at.entry(key(&s.file)).or_default().push(i);
+            }
+        }
         let named = xds
             .cds
             .iter()
@@ -246,8 +317,10 @@ impl Files {
             .chain(xds.rds.iter().map(|s| (File::Rds(s.path.clone()), s)))
             .chain(xds.eds.iter().map(|s| (File::Eds(s.path.clone()), s)));
         for (file, source) in named {
-            match old.iter().position(|s| s.file == file && s.source == *source) {
-                Some(i) => self.subs.push(old.swap_remove(i)),
+            let same = old_at.get(&key(&file)).into_iter().flatten().copied();
+            let kept = same.filter_map(|i| old[i].take_if(|s| s.source == *source)).next();
+            match kept {
+                Some(sub) => self.subs.push(sub),
                 None => {
                     let sub = self.new_sub(file, source);
                     self.subs.push(sub);
@@ -285,6 +358,7 @@ impl Files {
             pending,
             applying: None,
             since: Instant::now(),
+            hashes: Hashes::default(),
         }
     }
 
@@ -293,18 +367,66 @@ impl Files {
     /// depends on the listeners it ends up with: a bootstrap parsed alone does not know the
     /// listener file's).
     pub fn good_for(&self, xds: &Xds) -> DocTexts {
+        self.good_with(xds, &[])
+    }
+
+    /// `good_for` with `batch`'s texts in place of their files' (added where a file has none).
+    pub fn good_with(&self, xds: &Xds, batch: &[(File, DocText)]) -> DocTexts {
         let mut docs = DocTexts::default();
-        for s in &self.subs {
-            let named = match &s.file {
-                File::Lds => xds.lds.as_ref() == Some(&s.source),
-                File::Cds => xds.cds.as_ref() == Some(&s.source),
-                File::Rds(_) | File::Eds(_) => true,
+        let named = |s: &Sub| match &s.file {
+            File::Lds => xds.lds.as_ref() == Some(&s.source),
+            File::Cds => xds.cds.as_ref() == Some(&s.source),
+            File::Rds(_) | File::Eds(_) => true,
+        };
+        let goods = self.subs.iter().filter(|s| named(s)).filter_map(|s| Some((&s.file, s.good.as_ref()?)));
+        let mut at: HashMap<(bool, &str), usize> = HashMap::new();
+        for (file, text) in goods.chain(batch.iter().map(|(f, t)| (f, t))) {
+            let (rds, list) = match file {
+                File::Lds => {
+                    docs.lds = Some(text.clone());
+                    continue;
+                }
+                File::Cds => {
+                    docs.cds = Some(text.clone());
+                    continue;
+                }
+                File::Rds(_) => (true, &mut docs.rds),
+                File::Eds(_) => (false, &mut docs.eds),
             };
-            if let (true, Some(text)) = (named, &s.good) {
-                s.file.set(&mut docs, text.clone());
+            match at.get(&(rds, text.origin.as_str())) {
+                Some(&i) => list[i] = text.clone(),
+                None => {
+                    at.insert((rds, text.origin.as_str()), list.len());
+                    list.push(text.clone());
+                }
             }
         }
         docs
+    }
+
+    /// Every file of a batch was applied: `before` was the running config, `after` is.
+    pub fn applied(
+        &mut self,
+        files: Vec<(File, DocText)>,
+        before: &Bootstrap,
+        after: &Bootstrap,
+        generation: u64,
+    ) {
+        let (was, is) = (Placement::of(before), Placement::of(after));
+        let mut subs: HashMap<FileKey, usize> = HashMap::new();
+        for (i, s) in self.subs.iter().enumerate() {
+            subs.entry(key(&s.file)).or_insert(i);
+        }
+        for (file, text) in files {
+            let version = file.version(after, &is);
+            let changed = file.changed((before, &was), (after, &is));
+            log::info!("{file}: applied {} (version \"{version}\", generation {generation})", text.origin);
+            let Some(&i) = subs.get(&key(&file)) else { continue };
+            // Few responses are in flight at a time: `judged` finds its own at once.
+            if let Some(response) = self.subs[i].succeeded(text, &version, changed) {
+                self.judged(response, None);
+            }
+        }
     }
 
     /// The next update: every management server text pending, at once (one load and one
@@ -319,6 +441,7 @@ impl Files {
         for sub in self.subs.iter_mut().filter(|s| due(s)) {
             if let Some((text, response)) = sub.pending.take() {
                 sub.applying = Some(response);
+                sub.hashes.applying = sub.hashes.pending.take();
                 sub.counts.attempt += 1;
                 batch.push((sub.file.clone(), Ok(text)));
             }
@@ -344,31 +467,17 @@ impl Files {
         Some(vec![(sub.file.clone(), read)])
     }
 
+    /// The last good text of `file`, if any.
+    pub fn good(&self, file: &File) -> Option<&DocText> {
+        self.subs.iter().find(|s| s.file == *file).and_then(|s| s.good.as_ref())
+    }
+
     /// `file`'s text was not judged (another of its batch failed): it is pending again.
     pub fn retry(&mut self, file: &File, text: DocText) {
         let Some(sub) = self.subs.iter_mut().find(|s| s.file == *file) else { return };
         sub.counts.attempt = sub.counts.attempt.saturating_sub(1);
         sub.pending = Some((text, sub.applying.take().unwrap_or(0)));
-    }
-
-    /// `file`'s update was applied; `changed` says whether any resource differs from before.
-    pub fn succeeded(&mut self, file: &File, text: DocText, version_info: &str, changed: bool) {
-        let Some(sub) = self.subs.iter_mut().find(|s| s.file == *file) else { return };
-        let response = sub.applying.take();
-        let now = millis(text.received);
-        sub.good = Some(text);
-        let c = &mut sub.counts;
-        c.success += 1;
-        c.time = now;
-        c.version = xxhash_rust::xxh64::xxh64(version_info.as_bytes(), 0);
-        c.version_text = version_info.to_string();
-        if changed {
-            c.reloads += 1;
-            c.reload_time = now;
-        }
-        if let Some(id) = response {
-            self.judged(id, None);
-        }
+        sub.hashes.pending = sub.hashes.applying.take();
     }
 
     /// `file`'s update was not applied: it did not parse (`update_failure`) or was invalid
@@ -382,6 +491,7 @@ impl Files {
             sub.counts.rejected += 1;
         }
         let response = sub.applying.take();
+        sub.hashes.applying = None;
         // A later subscription to the name gets the last good text, not the rejected one.
         if sub.source.server.is_some() {
             match &sub.good {
@@ -453,19 +563,10 @@ impl Files {
             let text = serde_json::to_string_pretty(&body).unwrap_or_default();
             DocText { origin: path.display().to_string(), text, received }
         };
-        let docs: Vec<(PathBuf, DocText)> = if whole {
-            let path = server_path(&stream, kind, "");
-            let d = doc(&path, resources.into_iter().map(|(_, v)| v).collect());
-            vec![(path, d)]
+        let docs: Vec<(PathBuf, Vec<serde_json::Value>)> = if whole {
+            vec![(server_path(&stream, kind, ""), resources.into_iter().map(|(_, v)| v).collect())]
         } else {
-            resources
-                .into_iter()
-                .map(|(name, v)| {
-                    let path = server_path(&stream, kind, &name);
-                    let d = doc(&path, vec![v]);
-                    (path, d)
-                })
-                .collect()
+            resources.into_iter().map(|(name, v)| (server_path(&stream, kind, &name), vec![v])).collect()
         };
         self.next_response += 1;
         let id = self.next_response;
@@ -478,11 +579,31 @@ impl Files {
             .filter(|(_, s)| s.source.server.is_some())
             .map(|(i, s)| (s.source.path.clone(), i))
             .collect();
-        for (path, text) in docs {
-            self.latest.insert(path.clone(), text.clone());
+        for (path, resources) in docs {
             let Some(sub) = by_path.get(&path).map(|&i| &mut self.subs[i]) else {
+                self.latest.insert(path.clone(), doc(&path, resources));
                 continue;
             };
+            // The resources that serve now, restated under a new version (a state-of-the-world
+            // push repeats every resource of its type): counted as an accepted update of the
+            // subscription, with nothing to convert, build or install. Like Envoy, which skips
+            // a cluster, listener, route configuration or assignment whose hash did not change.
+            // (`latest` keeps the text of the same resources it has.)
+            let hash = resources_hash(&resources);
+            let restated = sub.pending.is_none() && sub.applying.is_none() && sub.hashes.good == Some(hash);
+            if restated {
+                let c = &mut sub.counts;
+                c.attempt += 1;
+                c.success += 1;
+                c.time = millis(received);
+                c.version = xxhash_rust::xxh64::xxh64(r.version_info.as_bytes(), 0);
+                c.version_text = r.version_info.clone();
+                c.no_rebuild += u64::from(matches!(sub.file, File::Eds(_)));
+                continue;
+            }
+            let text = doc(&path, resources);
+            self.latest.insert(path, text.clone());
+            sub.hashes.pending = Some(hash);
             if let Some((_, older)) = sub.pending.replace((text, id)) {
                 superseded.push(older);
             }
@@ -663,12 +784,13 @@ impl Files {
                     out.len() - 1
                 }
             };
-            if !server.resource.is_empty() && !out[i].names.contains(&server.resource) {
+            if !server.resource.is_empty() {
                 out[i].names.push(server.resource.clone());
             }
         }
         for o in &mut out {
             o.names.sort();
+            o.names.dedup();
         }
         out
     }
@@ -706,6 +828,7 @@ impl Files {
                 config_reload: reloads.then_some((c.reloads, c.reload_time)),
                 update_empty: empty.then_some(0),
                 eds: false,
+                no_rebuild: c.no_rebuild,
                 init_fetch_timeout: c.init_fetch_timeout,
             };
             match &s.file {

@@ -162,9 +162,11 @@ fn install(shard: &Rc<Shard>, snap: Arc<Snapshot>) {
     let next = Generation::new(snap, shard.id, &shard.stats, Some(&shard.generation()));
     *shard.generation.borrow_mut() = Rc::new(next);
     let generation = shard.generation();
-    shard.stats.retain_hosts(|cluster, addr| {
-        generation.snap.clusters.iter().any(|c| c.name == cluster && c.endpoints.contains(addr))
-    });
+    let by_name: HashMap<&str, &crate::cluster::ClusterSnap> =
+        generation.snap.clusters.iter().map(|c| (c.name.as_str(), &**c)).collect();
+    shard
+        .stats
+        .retain_hosts(|cluster, addr| by_name.get(cluster).is_some_and(|c| c.endpoints.contains(addr)));
     sync_listeners(shard);
 }
 

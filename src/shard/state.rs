@@ -58,23 +58,15 @@ impl Generation {
         stats: &ShardStats,
         previous: Option<&Generation>,
     ) -> Self {
-        let carried = |c: &crate::cluster::ClusterSnap| {
-            let prev = previous?;
-            let i = prev.snap.clusters.iter().position(|p| p.name == c.name && p.same_hosts(c))?;
-            prev.clusters.get(i).cloned()
-        };
         // Envoy shows the inspector's counters from the moment a listener has one.
         if snap.selectors.iter().any(|s| s.inspector.is_some()) {
             stats.tls_inspector();
         }
+        let clusters = ClusterState::carry(&snap, shard, stats, previous);
         Generation {
-            clusters: snap
-                .clusters
-                .iter()
-                .map(|c| {
-                    carried(c).unwrap_or_else(|| Rc::new(ShardCluster::new(c, shard, stats.cluster(&c.name))))
-                })
-                .collect(),
+            clusters: clusters.lb,
+            cluster_stats: clusters.stats,
+            host_stats: clusters.hosts,
             http_stats: snap.listeners.iter().map(|l| stats.http(&l.hcm.stat_prefix)).collect(),
             listener_stats: snap
                 .listeners
@@ -84,7 +76,6 @@ impl Generation {
                     (stats.listener(&name), stats.worker(&name, shard))
                 })
                 .collect(),
-            cluster_stats: snap.clusters.iter().map(|c| stats.cluster(&c.name)).collect(),
             filter_stats: snap
                 .listeners
                 .iter()
@@ -120,13 +111,55 @@ impl Generation {
                     (stats.tcp(&l.stat_prefix), stats.listener(&name), stats.worker(&name, shard))
                 })
                 .collect(),
-            host_stats: snap
-                .clusters
-                .iter()
-                .map(|c| c.endpoints.iter().map(|a| stats.host(&c.name, *a)).collect())
-                .collect(),
             snap,
         }
+    }
+}
+
+/// A generation's per-cluster state, aligned with its snapshot's clusters.
+struct ClusterState {
+    lb: Vec<Rc<ShardCluster>>,
+    stats: Vec<Rc<ClusterStats>>,
+    hosts: Vec<Vec<Rc<HostStats>>>,
+}
+
+impl ClusterState {
+    /// What `previous` had for each cluster: a cluster the snapshot shares with the previous
+    /// one (the same `Arc`) keeps its load-balancer state and stat handles as they are, with no
+    /// lookup; a changed one with the same hosts and policy keeps its load-balancer state; any
+    /// other starts afresh. The cost of one changed cluster among many is one lookup by name per
+    /// cluster and the stat lookups of the changed one.
+    fn carry(
+        snap: &Snapshot,
+        shard: usize,
+        stats: &ShardStats,
+        previous: Option<&Generation>,
+    ) -> ClusterState {
+        let by_name: HashMap<&str, usize> = previous
+            .map(|p| p.snap.clusters.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect())
+            .unwrap_or_default();
+        let n = snap.clusters.len();
+        let mut out = ClusterState {
+            lb: Vec::with_capacity(n),
+            stats: Vec::with_capacity(n),
+            hosts: Vec::with_capacity(n),
+        };
+        for c in &snap.clusters {
+            let before = previous.zip(by_name.get(c.name.as_str())).map(|(p, &i)| (p, i));
+            if let Some((p, i)) = before.filter(|(p, i)| Arc::ptr_eq(&p.snap.clusters[*i], c)) {
+                out.lb.push(p.clusters[i].clone());
+                out.stats.push(p.cluster_stats[i].clone());
+                out.hosts.push(p.host_stats[i].clone());
+                continue;
+            }
+            let cluster_stats = stats.cluster(&c.name);
+            let kept =
+                before.filter(|(p, i)| p.snap.clusters[*i].same_hosts(c)).map(|(p, i)| p.clusters[i].clone());
+            out.lb.push(kept.unwrap_or_else(|| Rc::new(ShardCluster::new(c, shard, cluster_stats.clone()))));
+            out.stats.push(cluster_stats);
+            out.hosts.push(c.endpoints.iter().map(|a| stats.host(&c.name, *a)).collect());
+        }
+        out
     }
 }
 

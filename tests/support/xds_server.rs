@@ -38,7 +38,7 @@ pub const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfigurat
 pub const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 
 /// One request a client sent, as the test checks it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Seen {
     /// The gRPC service it came on: "ads", "cds" (ClusterDiscoveryService), "eds", "rest"; with
     /// "-delta" for a delta stream.
@@ -63,6 +63,8 @@ pub struct Seen {
     pub subscribe: Vec<String>,
     pub unsubscribe: Vec<String>,
     pub initial: Vec<String>,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 /// A node's resources: version and, per type URL, the resources as JSON.
@@ -78,6 +80,8 @@ struct State {
     seen: Vec<Seen>,
     /// Responses of these types go out this much later (a slow server).
     delays: HashMap<String, Duration>,
+    /// When each response went out: node, type URL, version.
+    sent: Vec<(String, String, String, Instant)>,
 }
 
 #[derive(Clone)]
@@ -186,6 +190,20 @@ impl XdsServer {
         self.state.lock().unwrap().seen.clone()
     }
 
+    /// When `version` of `type_url` was last sent to `node` (a response without delay).
+    pub fn sent_at(&self, node: &str, type_url: &str, version: &str) -> Option<Instant> {
+        let state = self.state.lock().unwrap();
+        let mut sent = state.sent.iter().rev();
+        sent.find(|(n, t, v, _)| n == node && t == type_url && v == version).map(|s| s.3)
+    }
+
+    /// When `node` first ACKed `version` of `type_url`.
+    pub fn acked_at(&self, node: &str, type_url: &str, version: &str) -> Option<Instant> {
+        let state = self.state.lock().unwrap();
+        let mut acks = state.seen.iter().filter(|s| s.error.is_none());
+        acks.find(|s| s.node_id == node && s.type_url == type_url && s.version_info == version).map(|s| s.at)
+    }
+
     /// Waits until `node` has ACKed `version` of `type_url` (or `limit` passes).
     pub fn wait_ack(&self, node: &str, type_url: &str, version: &str, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
@@ -251,7 +269,10 @@ fn seen(service: &'static str, node: &str, r: &DiscoveryRequest) -> Seen {
             .and_then(|n| n.metadata.as_ref())
             .map(|m| Value::Object(m.fields.iter().map(|(k, v)| (k.clone(), struct_value(v))).collect())),
         has_node: r.node.is_some(),
-        ..Seen::default()
+        subscribe: Vec::new(),
+        unsubscribe: Vec::new(),
+        initial: Vec::new(),
+        at: Instant::now(),
     }
 }
 
@@ -275,6 +296,7 @@ fn seen_delta(service: &'static str, node: &str, r: &DeltaDiscoveryRequest, vers
         subscribe: r.resource_names_subscribe.clone(),
         unsubscribe: r.resource_names_unsubscribe.clone(),
         initial,
+        at: Instant::now(),
     }
 }
 
@@ -342,9 +364,10 @@ impl Service {
             }
             let all = config.resources.get(type_url).cloned().unwrap_or_default();
             let wildcard = type_url == LDS || type_url == CDS;
+            let names: std::collections::HashSet<&str> = sub.names.iter().map(String::as_str).collect();
             let resources: Vec<Any> = all
                 .iter()
-                .filter(|r| wildcard || sub.names.contains(&resource_name(type_url, r)))
+                .filter(|r| wildcard || names.contains(resource_name(type_url, r).as_str()))
                 .map(any)
                 .collect();
             if !wildcard && resources.is_empty() {
@@ -370,6 +393,9 @@ impl Service {
                 }
                 None => {
                     let _ = out.send(Ok(response));
+                    let sent =
+                        (node.to_string(), type_url.to_string(), config.version.clone(), Instant::now());
+                    self.state.lock().unwrap().sent.push(sent);
                 }
             }
         }
