@@ -518,6 +518,15 @@ async fn wait_for_request(
     draining: bool,
     mut lifetime: Option<&mut Timer<'_>>,
 ) -> HeadRead {
+    if d.requests == 0 {
+        // A new connection's first wait holds no buffer: a client that sends at once has its
+        // bytes there already (one non-blocking recv takes them), and one that connects and waits
+        // costs no head buffer's memory while it does.
+        if let Some(read) = recv_head(d) {
+            return read;
+        }
+        return parked(shard, d, wait, draining, lifetime).await;
+    }
     let park_after = wait.min(PARK_AFTER);
     if d.buf.capacity() == 0 {
         d.buf = socket::head_buffer();
@@ -548,6 +557,18 @@ async fn wait_for_request(
         read => return took(d, read),
     }
     let Some(rest) = wait.checked_sub(park_after).filter(|r| !r.is_zero()) else { return HeadRead::Close };
+    parked(shard, d, rest, draining, lifetime).await
+}
+
+/// Waits up to `rest` for readability holding no buffer, then reads what came with one
+/// non-blocking recv.
+async fn parked(
+    shard: &Shard,
+    d: &mut Downstream,
+    rest: Duration,
+    draining: bool,
+    mut lifetime: Option<&mut Timer<'_>>,
+) -> HeadRead {
     loop {
         monoio::select! {
             r = d.stream.readable(true) => if r.is_err() { return HeadRead::Close },
@@ -555,13 +576,24 @@ async fn wait_for_request(
             _ = drain_ended(shard, draining) => return HeadRead::Close,
             _ = ended(lifetime.as_deref_mut()) => return HeadRead::Expired,
         }
-        d.buf = socket::head_buffer();
-        d.buf.reserve(HEAD_BUF);
-        match socket::recv_now(&d.stream, &mut d.buf) {
-            Ok(Some(0)) | Err(_) => return HeadRead::Close,
-            Ok(Some(_)) => return HeadRead::More,
-            // A readiness that went stale (the epoll driver may report one): wait again.
-            Ok(None) => socket::recycle_head_buffer(std::mem::take(&mut d.buf)),
+        // None: a readiness that went stale (the epoll driver may report one): wait again.
+        if let Some(read) = recv_head(d) {
+            return read;
+        }
+    }
+}
+
+/// One non-blocking recv into a spare head buffer: what it read, or None (and no buffer kept)
+/// when nothing was there.
+fn recv_head(d: &mut Downstream) -> Option<HeadRead> {
+    d.buf = socket::head_buffer();
+    d.buf.reserve(HEAD_BUF);
+    match socket::recv_now(&d.stream, &mut d.buf) {
+        Ok(Some(0)) | Err(_) => Some(HeadRead::Close),
+        Ok(Some(_)) => Some(HeadRead::More),
+        Ok(None) => {
+            socket::recycle_head_buffer(std::mem::take(&mut d.buf));
+            None
         }
     }
 }
