@@ -2,10 +2,11 @@
 # Two skiff binaries side by side (a change against its base), interleaved over rounds so drift
 # hits both alike: the same nginx `return 200` backend, wrk keep-alive at each connection count,
 # CPU microseconds per request of each skiff process (user + system, from /proc), per-round ratio
-# B/A. Loopback only, ports 19200-19202.
+# B/A. Loopback only, ports 19200-19202 (AB_PORT=P: P, P+1, P+2).
 #
 #   bench/ab.sh A_BIN B_BIN [ROUNDS] [DURATION] [CONNS...]   (defaults: 5 3s 1 64)
 #
+# AB_WRK_ARGS='-H Connection:close': more wrk arguments (here: a connection per request).
 # B_SED_FILE=script: B's config is A's run through `sed -f script` (one binary, two configs; e.g.
 # bench/all-timeouts.sed sets every timeout skiff enforces).
 #
@@ -20,7 +21,9 @@ DUR=${4:-3s}
 shift $(($# < 4 ? $# : 4))
 CONNS=("$@")
 [ ${#CONNS[@]} -gt 0 ] || CONNS=(1 64)
-BACKEND=19200
+BACKEND=${AB_PORT:-19200}
+PORT_A=$((BACKEND + 1))
+PORT_B=$((BACKEND + 2))
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 ensure_wrk_nginx
@@ -28,8 +31,8 @@ ensure_wrk_nginx
 bench_scratch
 
 start_ok_backend "$BACKEND"
-skiff_bench_config 19201 "$BACKEND" a >"$work/a.yaml"
-skiff_bench_config 19202 "$BACKEND" b | sed -f "${B_SED_FILE:-/dev/null}" >"$work/b.yaml"
+skiff_bench_config "$PORT_A" "$BACKEND" a >"$work/a.yaml"
+skiff_bench_config "$PORT_B" "$BACKEND" b | sed -f "${B_SED_FILE:-/dev/null}" >"$work/b.yaml"
 # AB_B_HTTP_FILTERS: flow-style http_filters entries run before B's router (the cost of a filter).
 if [ -n "${AB_B_HTTP_FILTERS:-}" ]; then
   sed -i "s|http_filters: \[ { name: envoy.filters.http.router } \]|http_filters: [ $AB_B_HTTP_FILTERS, { name: envoy.filters.http.router } ]|" "$work/b.yaml"
@@ -42,12 +45,14 @@ b_pid=$!
 pids+=("$b_pid")
 sleep 1
 
+# AB_WRK_ARGS: more wrk arguments, e.g. '-H Connection:close' for connection per request.
+read -r -a WRK_ARGS <<<"${AB_WRK_ARGS:-}"
 hz=$(getconf CLK_TCK)
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 measure() { # pid port conns -> cpu_us_per_req
   local t0 t1 reqs
   t0=$(ticks "$1")
-  reqs=$(wrk -t1 -c"$3" -d"$DUR" "http://127.0.0.1:$2/" | awk '/requests in/ {print $1}')
+  reqs=$(wrk -t1 -c"$3" -d"$DUR" "${WRK_ARGS[@]}" "http://127.0.0.1:$2/" | awk '/requests in/ {print $1}')
   t1=$(ticks "$1")
   awk -v a="$t0" -v b="$t1" -v n="$reqs" -v hz="$hz" 'BEGIN { printf "%.2f", (b-a)/hz*1e6/n }'
 }
@@ -56,9 +61,9 @@ for c in "${CONNS[@]}"; do
   for r in $(seq 1 "$ROUNDS"); do
     # Alternate which goes first, so neither always runs on a warmer (or busier) machine.
     if [ $((r % 2)) -eq 1 ]; then
-      a=$(measure "$a_pid" 19201 "$c"); b=$(measure "$b_pid" 19202 "$c")
+      a=$(measure "$a_pid" "$PORT_A" "$c"); b=$(measure "$b_pid" "$PORT_B" "$c")
     else
-      b=$(measure "$b_pid" 19202 "$c"); a=$(measure "$a_pid" 19201 "$c")
+      b=$(measure "$b_pid" "$PORT_B" "$c"); a=$(measure "$a_pid" "$PORT_A" "$c")
     fi
     printf '%-6s %-6s %10s %10s %8s\n' "$c" "$r" "$a" "$b" "$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", b/a }')"
   done

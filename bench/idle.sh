@@ -21,7 +21,7 @@
 # count above it is split over K instances of the proxy, each the same --concurrency/workers on its
 # own port, K = ceil(N / (limit - 1000)); RSS is summed over all of them and the table says K.
 #
-# Loopback only (127.0.0.0/8), ports 19400-19418. Needs root. See bench/README.md, "idle.sh".
+# Loopback only (127.0.0.0/8), ports 19400-19418 (IDLE_PORT=P: P to P+18). Needs root. See bench/README.md, "idle.sh".
 # Output: a markdown table on stdout and in bench/out/idle-<timestamp>/results.md, with raw/ logs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,9 +42,9 @@ done
 [[ $EUID == 0 ]] || { echo "bench/idle.sh needs root (open-files limits, sysctls)" >&2; exit 1; }
 
 SHARDS=$(nproc)
-BACKEND=19400
+BACKEND=${IDLE_PORT:-19400}
 # Instance i of a proxy listens on BASE + i: up to 6 instances each in 19401-19418.
-declare -A BASE=([skiff]=19401 [nginx]=19407 [envoy]=19413)
+declare -A BASE=([skiff]=$((BACKEND + 1)) [nginx]=$((BACKEND + 7)) [envoy]=$((BACKEND + 13)))
 MAX_INSTANCES=6
 SAMPLE=100 # idle connections that get one more request after the wrk run
 HOLD_WRK=(wrk -t1 -c64 -d3s --timeout 5s -s bench/wrk-report.lua)
@@ -102,9 +102,9 @@ if [[ -z $ENVOY && " ${PROXIES[*]} " == *" envoy "* ]]; then
   read -r -a PROXIES <<<"${PROXIES[*]/envoy/}"
 fi
 
-for p in $(seq 19400 19418); do
+for p in $(seq "$BACKEND" $((BACKEND + 18))); do
   if ss -Htln "sport = :$p" | grep -q .; then
-    echo "port $p is already in use; free 19400-19418 first" >&2
+    echo "port $p is already in use; free $BACKEND-$((BACKEND + 18)) first" >&2
     exit 1
   fi
 done

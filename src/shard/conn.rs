@@ -6,7 +6,7 @@
 use super::downstream::Downstream;
 use super::h2;
 use super::reply::details;
-use super::request::{Continue, Plan, Request};
+use super::request::{Continue, Request};
 use super::socket::{self, spare, Pending, READ_CHUNK};
 use super::state::{Generation, Shard};
 use super::timer::Timer;
@@ -108,30 +108,46 @@ pub(super) async fn serve(
             return refuse(stream, delay).await;
         }
     };
-    // Small heads and responses must not wait for Nagle.
-    let _ = stream.set_nodelay(true);
-    // A TLS connection is served through its bridge's end of a socket pair (`tls.rs`); boxed so
-    // that plaintext connections' tasks do not carry the handshake's state.
-    let (stream, _tls, tls_peer, alpn_h2) = match tls {
-        None => (stream, None, None, false),
-        Some(t) => match Box::pin(t.accept(stream, hello)).await {
-            Some(b) => (b.stream, Some(b.active), Some(b.peer), b.alpn_h2),
-            None => return,
-        },
-    };
-    let mut d = Downstream::new(stream, peer, local, shard.next_conn_id());
-    d.tls = tls_peer;
-    // The first bytes decide (after the RBAC filters' first-byte check): AUTO serves HTTP/2 to a
-    // client that opens with its preface (prior knowledge, or after ALPN `h2`, which a context
-    // only offers when its `alpn_protocols` list it); HTTP2 closes on anything else, as Envoy
-    // does, without a byte in answer.
-    let sniff = match codec {
-        HttpCodec::Http1 => Sniff::No,
-        HttpCodec::Auto if alpn_h2 => Sniff::Require,
-        HttpCodec::Auto => Sniff::Maybe,
-        HttpCodec::Http2 => Sniff::Require,
-    };
-    requests(&shard, key, d, lifetime, gate, sniff).await;
+    // Built in a block of its own: what the set-up holds (the `Downstream` before it moves into
+    // the request loop, the TLS handshake's result) is then not part of the task's state while the
+    // loop runs, which is all an idle connection holds.
+    let _tls;
+    {
+        // Small heads and responses must not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        // A TLS connection is served through its bridge's end of a socket pair (`tls.rs`); boxed
+        // so that plaintext connections' tasks do not carry the handshake's state.
+        let (stream, active, tls_peer, alpn_h2) = match tls {
+            None => (stream, None, None, false),
+            Some(t) => match Box::pin(t.accept(stream, hello)).await {
+                Some(b) => (b.stream, Some(b.active), Some(b.peer), b.alpn_h2),
+                None => return,
+            },
+        };
+        _tls = active;
+        let mut d = Downstream::new(stream, peer, local, shard.next_conn_id());
+        d.tls = tls_peer;
+        // The first bytes decide (after the RBAC filters' first-byte check): AUTO serves HTTP/2 to
+        // a client that opens with its preface (prior knowledge, or after ALPN `h2`, which a
+        // context only offers when its `alpn_protocols` list it); HTTP2 closes on anything else,
+        // as Envoy does, without a byte in answer.
+        let sniff = match codec {
+            HttpCodec::Http1 => Sniff::No,
+            HttpCodec::Auto if alpn_h2 => Sniff::Require,
+            HttpCodec::Auto => Sniff::Maybe,
+            HttpCodec::Http2 => Sniff::Require,
+        };
+        requests(&shard, key, d, lifetime, gate, sniff)
+    }
+    .await;
+}
+
+/// Logs (once per process, at debug level) the size of a connection task's future: what every
+/// connection holds for its whole life, idle ones included, so a change that grows it shows
+/// (`-l debug`). A `Once` that has run costs one atomic load per accepted connection.
+pub(super) fn log_task_size<F>(task: &F) {
+    static LOGGED: std::sync::Once = std::sync::Once::new();
+    LOGGED.call_once(|| log::debug!("connection task future: {} bytes", std::mem::size_of_val(task)));
 }
 
 /// Whether a connection's first bytes are checked for the HTTP/2 preface (`h2::preface`).
@@ -203,72 +219,16 @@ async fn requests(
                 }
             }
             if !d.buf.is_empty() && sniff == Sniff::No {
-                let started = Instant::now();
-                // ...but route the request that arrived by the newest one. The head is parsed once:
-                // the plan is made while it borrows the buffer, in a block of its own so that the
-                // parser's header array (3 KiB) is not part of the connection task's state.
+                // ...but route the request that arrived by the newest one.
                 let generation = shard.generation();
-                let parsed = 'parsed: {
-                    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                    match http::parse_request(&d.buf, &mut headers, max_head_len) {
-                        Ok(Some(head)) => {
-                            let Some(i) = generation.snap.listener_index(key) else { return };
-                            let hcm = &generation.snap.listeners[i].hcm;
-                            let (h1, h2) = (&shard.stats.http1, &shard.stats.http2);
-                            let underscores = match d.http2 {
-                                false => (
-                                    &h1.dropped_headers_with_underscores,
-                                    &h1.requests_rejected_with_underscores_in_headers,
-                                ),
-                                true => (
-                                    &h2.dropped_headers_with_underscores,
-                                    &h2.requests_rejected_with_underscores_in_headers,
-                                ),
-                            };
-                            if let Some(refusal) = codec_refusal(&head, hcm, underscores) {
-                                break 'parsed Parsed::Refused(refusal);
-                            }
-                            let mut request = Request::new(shard, &generation, i, started, &mut d.obs);
-                            d.requests = d.requests.saturating_add(1);
-                            let stats = &generation.http_stats[i];
-                            if d.http2 {
-                                // The h2 connection counts its streams against the limit.
-                                request = request.over_http2();
-                            } else if hcm.max_requests_per_connection.is_some_and(|max| d.requests >= max) {
-                                stats.downstream_cx_max_requests_reached.inc();
-                                request = request.last_on_connection();
-                            } else if expired(&d) {
-                                request = request.last_on_connection();
-                            }
-                            let conn = Connection { remote: d.peer, local: d.local, tls: d.tls.as_deref() };
-                            let plan = request.plan(
-                                &head,
-                                &d.buf,
-                                &mut d.req_out,
-                                (&d.peer_ip, &d.xff_ip, (d.peer, d.local), &conn),
-                                &mut d.obs,
-                            );
-                            Parsed::Request(request, plan)
-                        }
-                        Ok(None) => Parsed::Incomplete,
-                        Err(e) => {
-                            log::debug!("refusing request from {}: {e:?}", d.peer_ip);
-                            Parsed::Refused((e.status(), details::of_head_error(&e)))
-                        }
-                    }
+                let refused = match parse_and_plan(shard, key, &generation, &mut d, max_head_len, expired) {
+                    Step::Run(run) => break run.await,
+                    Step::Incomplete => None,
+                    Step::Gone => return,
+                    Step::Refused(refused) => Some(refused),
                 };
-                match parsed {
-                    // Boxed: a request's future (upstream exchange, relays) is ~3.7 KiB, and held
-                    // inline it would be part of every idle connection's task.
-                    Parsed::Request(request, plan) => break Box::pin(request.run(plan, &mut d)).await,
-                    Parsed::Incomplete => {}
-                    Parsed::Refused((status, why)) => {
-                        Box::pin(
-                            Request::new(shard, &waiting, i, started, &mut d.obs).refuse(&mut d, status, why),
-                        )
-                        .await;
-                        return;
-                    }
+                if let Some((status, why)) = refused {
+                    return refusal(shard, &waiting, i, &mut d, status, why).await;
                 }
             }
             match read_head_bytes(
@@ -289,13 +249,7 @@ async fn requests(
                     return;
                 }
                 HeadRead::TimedOut => {
-                    Box::pin(Request::new(shard, &waiting, i, Instant::now(), &mut d.obs).refuse(
-                        &mut d,
-                        408,
-                        details::REQUEST_HEADER_TIMEOUT,
-                    ))
-                    .await;
-                    return;
+                    return refusal(shard, &waiting, i, &mut d, 408, details::REQUEST_HEADER_TIMEOUT).await;
                 }
             }
         };
@@ -411,14 +365,84 @@ fn codec_refusal(
     }
 }
 
-/// What the bytes read so far amount to. A short-lived value: the request and its plan move into
-/// the request's boxed future at once, so its size is never part of a waiting connection's state.
-#[allow(clippy::large_enum_variant)]
-enum Parsed<'g> {
-    Request(Request<'g>, Plan<'g>),
+/// A head refused before a request exists (`Request::refuse`), boxed here: neither its future
+/// nor the `Request` it starts from is part of the connection task's state.
+fn refusal<'a>(
+    shard: &'a Rc<Shard>,
+    generation: &'a Generation,
+    listener: usize,
+    d: &'a mut Downstream,
+    status: u16,
+    why: &'static str,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>> {
+    let request = Request::new(shard, generation, listener, Instant::now(), &mut d.obs);
+    Box::pin(request.refuse(d, status, why))
+}
+
+/// What the bytes read so far amount to. The request's future (~6.5 KiB: upstream exchange,
+/// relays) is boxed here, and the parser's header array, the `Request` and its `Plan` live only in
+/// this function's frame: none of them is part of the connection task's state, which an idle
+/// connection holds.
+enum Step<'a> {
+    Run(std::pin::Pin<Box<dyn std::future::Future<Output = Continue> + 'a>>),
     Incomplete,
+    /// The listener is gone from the config (a reload removed it).
+    Gone,
     /// Refused with this status and `%RESPONSE_CODE_DETAILS%` before a request exists.
     Refused((u16, &'static str)),
+}
+
+/// Parses the head in `d.buf` once and, when it is complete, plans its request while the head
+/// borrows the buffer (routed by `generation`, the config current now).
+fn parse_and_plan<'a>(
+    shard: &'a Rc<Shard>,
+    key: ChainKey,
+    generation: &'a Generation,
+    d: &'a mut Downstream,
+    max_head_len: usize,
+    expired: impl Fn(&Downstream) -> bool,
+) -> Step<'a> {
+    let started = Instant::now();
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let head = match http::parse_request(&d.buf, &mut headers, max_head_len) {
+        Ok(Some(head)) => head,
+        Ok(None) => return Step::Incomplete,
+        Err(e) => {
+            log::debug!("refusing request from {}: {e:?}", d.peer_ip);
+            return Step::Refused((e.status(), details::of_head_error(&e)));
+        }
+    };
+    let Some(i) = generation.snap.listener_index(key) else { return Step::Gone };
+    let hcm = &generation.snap.listeners[i].hcm;
+    let (h1, h2) = (&shard.stats.http1, &shard.stats.http2);
+    let underscores = match d.http2 {
+        false => (&h1.dropped_headers_with_underscores, &h1.requests_rejected_with_underscores_in_headers),
+        true => (&h2.dropped_headers_with_underscores, &h2.requests_rejected_with_underscores_in_headers),
+    };
+    if let Some(refusal) = codec_refusal(&head, hcm, underscores) {
+        return Step::Refused(refusal);
+    }
+    let mut request = Request::new(shard, generation, i, started, &mut d.obs);
+    d.requests = d.requests.saturating_add(1);
+    let stats = &generation.http_stats[i];
+    if d.http2 {
+        // The h2 connection counts its streams against the limit.
+        request = request.over_http2();
+    } else if hcm.max_requests_per_connection.is_some_and(|max| d.requests >= max) {
+        stats.downstream_cx_max_requests_reached.inc();
+        request = request.last_on_connection();
+    } else if expired(d) {
+        request = request.last_on_connection();
+    }
+    let conn = Connection { remote: d.peer, local: d.local, tls: d.tls.as_deref() };
+    let plan = request.plan(
+        &head,
+        &d.buf,
+        &mut d.req_out,
+        (&d.peer_ip, &d.xff_ip, (d.peer, d.local), &conn),
+        &mut d.obs,
+    );
+    Step::Run(Box::pin(request.run(plan, d)))
 }
 
 enum HeadRead {
@@ -494,6 +518,15 @@ async fn wait_for_request(
     draining: bool,
     mut lifetime: Option<&mut Timer<'_>>,
 ) -> HeadRead {
+    if d.requests == 0 {
+        // A new connection's first wait holds no buffer: a client that sends at once has its
+        // bytes there already (one non-blocking recv takes them), and one that connects and waits
+        // costs no head buffer's memory while it does.
+        if let Some(read) = recv_head(d) {
+            return read;
+        }
+        return parked(shard, d, wait, draining, lifetime).await;
+    }
     let park_after = wait.min(PARK_AFTER);
     if d.buf.capacity() == 0 {
         d.buf = socket::head_buffer();
@@ -524,6 +557,18 @@ async fn wait_for_request(
         read => return took(d, read),
     }
     let Some(rest) = wait.checked_sub(park_after).filter(|r| !r.is_zero()) else { return HeadRead::Close };
+    parked(shard, d, rest, draining, lifetime).await
+}
+
+/// Waits up to `rest` for readability holding no buffer, then reads what came with one
+/// non-blocking recv.
+async fn parked(
+    shard: &Shard,
+    d: &mut Downstream,
+    rest: Duration,
+    draining: bool,
+    mut lifetime: Option<&mut Timer<'_>>,
+) -> HeadRead {
     loop {
         monoio::select! {
             r = d.stream.readable(true) => if r.is_err() { return HeadRead::Close },
@@ -531,13 +576,24 @@ async fn wait_for_request(
             _ = drain_ended(shard, draining) => return HeadRead::Close,
             _ = ended(lifetime.as_deref_mut()) => return HeadRead::Expired,
         }
-        d.buf = socket::head_buffer();
-        d.buf.reserve(HEAD_BUF);
-        match socket::recv_now(&d.stream, &mut d.buf) {
-            Ok(Some(0)) | Err(_) => return HeadRead::Close,
-            Ok(Some(_)) => return HeadRead::More,
-            // A readiness that went stale (the epoll driver may report one): wait again.
-            Ok(None) => socket::recycle_head_buffer(std::mem::take(&mut d.buf)),
+        // None: a readiness that went stale (the epoll driver may report one): wait again.
+        if let Some(read) = recv_head(d) {
+            return read;
+        }
+    }
+}
+
+/// One non-blocking recv into a spare head buffer: what it read, or None (and no buffer kept)
+/// when nothing was there.
+fn recv_head(d: &mut Downstream) -> Option<HeadRead> {
+    d.buf = socket::head_buffer();
+    d.buf.reserve(HEAD_BUF);
+    match socket::recv_now(&d.stream, &mut d.buf) {
+        Ok(Some(0)) | Err(_) => Some(HeadRead::Close),
+        Ok(Some(_)) => Some(HeadRead::More),
+        Ok(None) => {
+            socket::recycle_head_buffer(std::mem::take(&mut d.buf));
+            None
         }
     }
 }

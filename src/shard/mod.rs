@@ -323,7 +323,9 @@ async fn accept_loop(
             Ok((stream, peer)) => match shard.generation().snap.route_connection(listener_id) {
                 Some(Accepted::Chain(chain, Serves::Http)) => {
                     let key = ChainKey { socket: listener_id, chain };
-                    monoio::spawn(conn::serve(shard.clone(), key, stream, peer, None));
+                    let task = conn::serve(shard.clone(), key, stream, peer, None);
+                    conn::log_task_size(&task);
+                    monoio::spawn(task);
                 }
                 Some(Accepted::Chain(chain, Serves::Tcp)) => {
                     let key = ChainKey { socket: listener_id, chain };
