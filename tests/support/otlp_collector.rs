@@ -13,8 +13,11 @@ use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 use tonic::{Request, Response, Status};
+use tonic_thread::TonicThread;
+
+#[path = "tonic_thread.rs"]
+mod tonic_thread;
 
 /// One exported span, its ids as hex.
 #[derive(Debug, Clone)]
@@ -44,8 +47,7 @@ impl SeenSpan {
 pub struct Collector {
     pub addr: SocketAddr,
     spans: Arc<Mutex<Vec<SeenSpan>>>,
-    stop: watch::Sender<bool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: TonicThread,
 }
 
 #[derive(Clone)]
@@ -110,34 +112,10 @@ impl TraceService for Service {
 
 impl Collector {
     pub fn start() -> Collector {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind collector");
-        let addr = std_listener.local_addr().expect("collector address");
-        std_listener.set_nonblocking(true).expect("nonblocking");
         let spans = Arc::new(Mutex::new(Vec::new()));
-        let (stop, mut stopped) = watch::channel(false);
         let service = Service { spans: spans.clone() };
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
-                let svc = TraceServiceServer::new(service);
-                loop {
-                    let stream = tokio::select! {
-                        a = listener.accept() => match a { Ok((s, _)) => s, Err(_) => return },
-                        _ = stopped.changed() => return,
-                    };
-                    let svc = svc.clone();
-                    tokio::spawn(async move {
-                        let http = hyper_util::server::conn::auto::Builder::new(
-                            hyper_util::rt::TokioExecutor::new(),
-                        );
-                        let svc = hyper_util::service::TowerToHyperService::new(svc);
-                        let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
-                    });
-                }
-            });
-        });
-        Collector { addr, spans, stop, thread: Some(thread) }
+        let server = TonicThread::serve(TraceServiceServer::new(service));
+        Collector { addr: server.addr, spans, _server: server }
     }
 
     pub fn spans(&self) -> Vec<SeenSpan> {
@@ -155,14 +133,5 @@ impl Collector {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.spans()
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
