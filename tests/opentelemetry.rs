@@ -264,3 +264,79 @@ fn unsupported_opentelemetry_fields_are_refused() {
         assert!(!ok && out.contains(expect), "{expect}: {out}");
     }
 }
+
+fn reporter_span(n: u64) -> skiff::trace::Span {
+    skiff::trace::Span {
+        ctx: skiff::trace::TraceContext {
+            trace_id: u128::from(n) << 64 | 1,
+            span_id: n,
+            parent_id: None,
+            sampled: Some(true),
+            debug: false,
+            shared: false,
+            w3c_only: true,
+        },
+        name: "ingress".into(),
+        kind: skiff::trace::SpanKind::Server,
+        start: std::time::SystemTime::now(),
+        duration: Duration::from_millis(1),
+        local_service: String::new(),
+        local_ip: "127.0.0.1".parse().expect("ip"),
+        remote_endpoint: None,
+        tags: Vec::new(),
+    }
+}
+
+/// The reporter on its own: a collector that is there gets every span once; one that does not
+/// answer costs the batch (counted), never a blocked caller; a full queue drops and counts.
+#[test]
+fn the_otlp_reporter_counts_what_it_sends_fails_and_drops() {
+    use skiff::config::OpenTelemetryConfig;
+    use skiff::trace::{Reporter, ReporterOptions};
+    use std::sync::atomic::Ordering;
+    let options = ReporterOptions {
+        flush_interval: Duration::from_millis(50),
+        batch_size: 2,
+        queue_capacity: 4,
+        io_timeout: Duration::from_millis(300),
+    };
+    let config = OpenTelemetryConfig {
+        collector_cluster: "otel".into(),
+        timeout: Some(Duration::from_millis(300)),
+        service_name: "svc".into(),
+        sdk_attributes: false,
+    };
+    let collector = Collector::start();
+    let addr = collector.addr;
+    let up = Reporter::start_otlp(options, &config, move || vec![addr]).expect("reporter");
+    for n in 1..=3 {
+        up.sender().report(reporter_span(n));
+    }
+    let stats = up.stats().clone();
+    up.shutdown();
+    let spans = collector.spans();
+    assert_eq!(
+        spans.iter().map(|s| s.span_id.clone()).collect::<Vec<_>>(),
+        ["0000000000000001", "0000000000000002", "0000000000000003"]
+    );
+    assert_eq!(spans[0].resource, [("service.name".to_string(), "svc".to_string())]);
+    assert_eq!(stats.spans_sent.load(Ordering::Relaxed), 3);
+
+    // Accepts connections (the kernel's backlog) and never answers: each call waits out its timeout,
+    // so the queue fills behind it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = silent.local_addr().expect("address");
+    let down = Reporter::start_otlp(options, &config, move || vec![dead]).expect("reporter");
+    let started = std::time::Instant::now();
+    for n in 1..=20 {
+        down.sender().report(reporter_span(n));
+    }
+    assert!(started.elapsed() < Duration::from_millis(100), "report blocked");
+    let stats = down.stats().clone();
+    down.shutdown();
+    let (failed, dropped) =
+        (stats.spans_failed.load(Ordering::Relaxed), stats.spans_dropped.load(Ordering::Relaxed));
+    assert!(failed >= 2 && dropped >= 1 && failed + dropped == 20, "failed {failed}, dropped {dropped}");
+    assert!(stats.reports_failed.load(Ordering::Relaxed) >= 1);
+    assert_eq!(stats.spans_sent.load(Ordering::Relaxed), 0);
+}
