@@ -305,6 +305,7 @@ fn the_otlp_reporter_counts_what_it_sends_fails_and_drops() {
         timeout: Some(Duration::from_millis(300)),
         service_name: "svc".into(),
         sdk_attributes: false,
+        max_cache_size: 4,
     };
     let collector = Collector::start();
     let addr = collector.addr;
@@ -339,4 +340,32 @@ fn the_otlp_reporter_counts_what_it_sends_fails_and_drops() {
     assert!(failed >= 2 && dropped >= 1 && failed + dropped == 20, "failed {failed}, dropped {dropped}");
     assert!(stats.reports_failed.load(Ordering::Relaxed) >= 1);
     assert_eq!(stats.spans_sent.load(Ordering::Relaxed), 0);
+}
+
+/// What the config says reaches the model: defaults as Envoy's, each field read.
+#[test]
+fn opentelemetry_config_fields() {
+    use skiff::config::{load_str, OpenTelemetryConfig, TracingProvider};
+    let yaml = config((0, 0, 0), support::dead_port(), support::dead_port(), support::dead_port());
+    let provider = |text: &str| {
+        let l = load_str(text, "x.yaml").unwrap_or_else(|e| panic!("{e}"));
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        l.bootstrap.listeners[0].hcm.tracing.clone().map(|t| t.provider)
+    };
+    let otel = |timeout, service_name: &str, sdk_attributes, max_cache_size| {
+        Some(TracingProvider::OpenTelemetry(OpenTelemetryConfig {
+            collector_cluster: "otel".into(),
+            timeout,
+            service_name: service_name.into(),
+            sdk_attributes,
+            max_cache_size,
+        }))
+    };
+    assert_eq!(provider(&yaml), otel(Some(Duration::from_millis(250)), "ingress-svc", true, 1024));
+    let changed = yaml.replacen(
+        "                  timeout: 0.250s\n                service_name: ingress-svc\n",
+        "                max_cache_size: 10\n                set_telemetry_sdk_resource_attributes: false\n",
+        1,
+    );
+    assert_eq!(provider(&changed), otel(None, "unknown_service:envoy", false, 10));
 }

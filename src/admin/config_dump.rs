@@ -831,6 +831,9 @@ fn tracing_provider(p: &TracingProvider) -> Value {
                 "grpc_service": Value::Object(grpc),
                 "service_name": o.service_name,
             });
+            if o.max_cache_size != 1024 {
+                cfg["max_cache_size"] = o.max_cache_size.into();
+            }
             if !o.sdk_attributes {
                 cfg["set_telemetry_sdk_resource_attributes"] = false.into();
             }

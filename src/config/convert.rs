@@ -621,7 +621,6 @@ fn otel_tracer(cx: &mut Cx, zp: FieldPath, z: super::raw::RawZipkin) -> Res<Open
     if let Some((field, _, why)) = refused.iter().find(|(_, present, _)| *present) {
         return fail(zp.key(field), *why);
     }
-    warn_present!(cx, zp, z, "opentelemetry", [max_cache_size]);
     // Envoy: "This field can be left empty to disable reporting traces"; skiff has nothing to trace
     // to then, so it asks for it rather than tracing into the void.
     let Some(g) = z.grpc_service else {
@@ -661,6 +660,7 @@ fn otel_tracer(cx: &mut Cx, zp: FieldPath, z: super::raw::RawZipkin) -> Res<Open
         timeout,
         service_name,
         sdk_attributes: z.set_telemetry_sdk_resource_attributes.unwrap_or(true),
+        max_cache_size: z.max_cache_size.unwrap_or(1024),
     })
 }
 

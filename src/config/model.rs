@@ -529,6 +529,9 @@ pub struct OpenTelemetryConfig {
     /// `set_telemetry_sdk_resource_attributes`, default true: the resource also says which
     /// telemetry SDK made the spans (`telemetry.sdk.name`, `.language`, `.version`).
     pub sdk_attributes: bool,
+    /// `max_cache_size`, default 1024: the spans waiting for the reporter (the collector slow or
+    /// away); beyond it a span is dropped and counted.
+    pub max_cache_size: u32,
 }
 
 /// `envoy.tracers.zipkin` (v3 `ZipkinConfig`, v2 `envoy.zipkin` config). Only HTTP_JSON (v2 API)

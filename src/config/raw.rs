@@ -983,7 +983,7 @@ pub struct RawZipkin {
     pub exporter: Ign,
     pub resource_detectors: Ign,
     pub sampler: Ign,
-    pub max_cache_size: Ign,
+    pub max_cache_size: Option<u32>,
     pub set_telemetry_sdk_resource_attributes: Option<bool>,
 }
 

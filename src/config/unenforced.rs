@@ -9,7 +9,7 @@
 pub struct Unenforced {
     /// Where the field sits, as `scope.field`: `cluster.health_checks` is a cluster's
     /// `health_checks`, wherever the cluster is. Scopes: bootstrap, admin, listener, hcm (and its
-    /// sub-blocks), access_log, zipkin, opentelemetry, route_config, virtual_host, route, route.route (the
+    /// sub-blocks), access_log, zipkin, route_config, virtual_host, route, route.route (the
     /// forward action), retry_policy (route or virtual host), cluster, lb_endpoint, jwt_authn (the
     /// JWT filter's typed_config).
     pub field: &'static str,
@@ -30,7 +30,6 @@ pub const UNENFORCED: &[Unenforced] = &[
     u("bootstrap.overload_manager", NOT_YET),
     u("zipkin.split_spans_for_request", NOT_YET),
     u("zipkin.trace_context_option", NOT_YET),
-    u("opentelemetry.max_cache_size", "the reporter's queue holds 8192 spans"),
     u("hcm.tracing.custom_tags", "no custom tags are added"),
     u("hcm.tracing.request_headers_for_tags", "no custom tags are added"),
     u("hcm.tracing.verbose", NOT_YET),

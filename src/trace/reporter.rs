@@ -103,7 +103,7 @@ impl Reporter {
 
     /// The OpenTelemetry tracer's reporter: OTLP/gRPC `Export` calls to the collector cluster.
     /// Envoy flushes every 5 s or at 5 spans (`tracing.opentelemetry.flush_interval_ms`,
-    /// `min_flush_spans`); its `max_cache_size` default is 1024 spans.
+    /// `min_flush_spans`); the queue holds `max_cache_size` spans.
     pub fn for_opentelemetry(
         config: &crate::config::OpenTelemetryConfig,
         addrs: impl Fn() -> Vec<SocketAddr> + Send + 'static,
@@ -111,7 +111,7 @@ impl Reporter {
         let options = ReporterOptions {
             flush_interval: Duration::from_secs(5),
             batch_size: 5,
-            queue_capacity: 8192,
+            queue_capacity: config.max_cache_size as usize,
             io_timeout: Duration::from_secs(1),
         };
         Self::start_otlp(options, config, addrs)

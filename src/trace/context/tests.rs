@@ -364,6 +364,7 @@ fn sampling_from_config() {
         timeout: None,
         service_name: "s".into(),
         sdk_attributes: true,
+        max_cache_size: 1024,
     });
     let s = Sampling::from_config(&t);
     assert!(s.trace_id_128bit && s.w3c_only && !s.join_incoming_span && s.random == 10.0);
