@@ -1,10 +1,10 @@
 //! The control thread's side of access logs and tracing: the one access-log writer thread, one
-//! Zipkin reporter per collector, and the collector clusters' current addresses. Turns an HCM's
+//! span reporter per collector config, and the collector clusters' current addresses. Turns an HCM's
 //! config into what a shard needs per request (`Observers`). Never on the request path.
 
 use crate::access_log::{AccessLogs, Writer};
 use crate::cluster::ClusterSnap;
-use crate::config::{self, TracingOperation, ZipkinConfig};
+use crate::config::{self, TracingOperation, TracingProvider};
 use crate::trace::{Reporter, Sampling, SpanSender};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -55,7 +55,7 @@ pub struct Telemetry {
     writer: Writer,
     node: Arc<NodeInfo>,
     /// By collector config: the reporter thread and the address slot it reads.
-    reporters: Vec<(ZipkinConfig, Reporter)>,
+    reporters: Vec<(TracingProvider, Reporter)>,
     /// Collector cluster name → its current addresses (shared with the reporters).
     collectors: HashMap<String, Addrs>,
 }
@@ -113,16 +113,19 @@ impl Telemetry {
         Ok(Observers { access_logs, tracing })
     }
 
-    fn reporter(&mut self, zipkin: &ZipkinConfig) -> Result<SpanSender, String> {
-        if let Some((_, r)) = self.reporters.iter().find(|(c, _)| c == zipkin) {
+    fn reporter(&mut self, provider: &TracingProvider) -> Result<SpanSender, String> {
+        if let Some((_, r)) = self.reporters.iter().find(|(c, _)| c == provider) {
             return Ok(r.sender());
         }
-        let addrs = self.collectors.entry(zipkin.collector_cluster.clone()).or_default().clone();
-        let reporter =
-            Reporter::for_config(zipkin, move || addrs.lock().map(|a| a.clone()).unwrap_or_default())
-                .map_err(|e| format!("cannot start the zipkin reporter: {e}"))?;
+        let addrs = self.collectors.entry(provider.collector_cluster().to_string()).or_default().clone();
+        let addrs = move || addrs.lock().map(|a| a.clone()).unwrap_or_default();
+        let reporter = match provider {
+            TracingProvider::Zipkin(z) => Reporter::for_config(z, addrs),
+            TracingProvider::OpenTelemetry(o) => Reporter::for_opentelemetry(o, addrs),
+        }
+        .map_err(|e| format!("cannot start the span reporter: {e}"))?;
         let sender = reporter.sender();
-        self.reporters.push((zipkin.clone(), reporter));
+        self.reporters.push((provider.clone(), reporter));
         Ok(sender)
     }
 

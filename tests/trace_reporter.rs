@@ -59,6 +59,7 @@ fn span(n: u64) -> Span {
             sampled: Some(true),
             debug: false,
             shared: false,
+            w3c_only: false,
         },
         name: format!("GET /{n}"),
         kind: SpanKind::Server,

@@ -50,6 +50,7 @@ const FILE_LOG: &str = "type.googleapis.com/envoy.extensions.access_loggers.file
 const STDOUT_LOG: &str = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
 const STDERR_LOG: &str = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog";
 const ZIPKIN: &str = "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig";
+const OTEL: &str = "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig";
 
 /// The `?resource=` names Envoy accepts for the config types skiff dumps, with the `@type` of one
 /// element. Warming clusters and dynamic route configs are always empty (files apply at once;
@@ -815,8 +816,30 @@ fn hcm(h: &HttpConnectionManager) -> Value {
     Value::Object(m)
 }
 
-fn tracing(t: &Tracing) -> Value {
-    let z = &t.provider;
+/// The provider as Envoy prints it: name and typed_config.
+fn tracing_provider(p: &TracingProvider) -> Value {
+    let z = match p {
+        TracingProvider::Zipkin(z) => z,
+        TracingProvider::OpenTelemetry(o) => {
+            let mut grpc = Map::new();
+            grpc.insert("envoy_grpc".into(), json!({ "cluster_name": o.collector_cluster }));
+            if let Some(t) = o.timeout {
+                grpc.insert("timeout".into(), duration(t).into());
+            }
+            let mut cfg = json!({
+                "@type": OTEL,
+                "grpc_service": Value::Object(grpc),
+                "service_name": o.service_name,
+            });
+            if o.max_cache_size != 1024 {
+                cfg["max_cache_size"] = o.max_cache_size.into();
+            }
+            if !o.sdk_attributes {
+                cfg["set_telemetry_sdk_resource_attributes"] = false.into();
+            }
+            return json!({ "name": "envoy.tracers.opentelemetry", "typed_config": cfg });
+        }
+    };
     let mut cfg = Map::new();
     cfg.insert("@type".into(), ZIPKIN.into());
     cfg.insert("collector_cluster".into(), z.collector_cluster.as_str().into());
@@ -833,6 +856,10 @@ fn tracing(t: &Tracing) -> Value {
     if let Some(h) = &z.collector_hostname {
         cfg.insert("collector_hostname".into(), h.as_str().into());
     }
+    json!({ "name": "envoy.tracers.zipkin", "typed_config": Value::Object(cfg) })
+}
+
+fn tracing(t: &Tracing) -> Value {
     let mut m = Map::new();
     let percent = |v: f64| json!({ "value": v });
     if t.client_sampling != 100.0 {
@@ -847,10 +874,7 @@ fn tracing(t: &Tracing) -> Value {
     if t.max_path_tag_length != 256 {
         m.insert("max_path_tag_length".into(), t.max_path_tag_length.into());
     }
-    m.insert(
-        "provider".into(),
-        json!({ "name": "envoy.tracers.zipkin", "typed_config": Value::Object(cfg) }),
-    );
+    m.insert("provider".into(), tracing_provider(&t.provider));
     Value::Object(m)
 }
 

@@ -77,7 +77,7 @@ struct Cx {
     /// The clusters that speak HTTP/2 to their hosts, for a gRPC client's cluster.
     http2_clusters: HashSet<String>,
     /// Bootstrap `tracing.http`: the provider of every HCM `tracing` block without its own.
-    bootstrap_tracer: Option<ZipkinConfig>,
+    bootstrap_tracer: Option<TracingProvider>,
     /// How many HCMs have a `tracing` block, to warn when the bootstrap's provider applies to none.
     hcm_tracing_blocks: usize,
     /// Route configuration files, `Doc::Rds(index)`.
@@ -557,15 +557,44 @@ fn for_resource(mut source: PathSource, kind: &str, name: &str) -> PathSource {
 }
 
 /// A tracing provider (HCM `tracing.provider` or bootstrap `tracing.http`). The name and the
-/// `"@type"` were checked to be Zipkin's while parsing.
-fn tracer(cx: &mut Cx, p: FieldPath, t: RawTracingProvider) -> Res<ZipkinConfig> {
+/// `"@type"` were checked to be Zipkin's or OpenTelemetry's while parsing.
+fn tracer(cx: &mut Cx, p: FieldPath, t: RawTracingProvider) -> Res<TracingProvider> {
+    let otel = t.name.0 == super::raw::OTEL_NAME;
     let (key, z) = match (t.config, t.typed_config) {
         (Some(_), Some(_)) => return fail(p, "give either config (v2) or typed_config (v3), not both"),
-        (Some(c), None) => ("config", c),
         (None, Some(c)) => ("typed_config", c),
+        (Some(_), None) if otel => {
+            return fail(p.key("config"), "the OpenTelemetry tracer needs typed_config")
+        }
+        (Some(c), None) => ("config", c),
+        (None, None) if otel => return fail(p, "the OpenTelemetry tracer needs typed_config"),
         (None, None) => return fail(p, "the Zipkin tracer needs typed_config (or v2 config)"),
     };
     let zp = p.key(key);
+    if let Some(super::raw::ZipkinTypeUrl(otel_type)) = &z.type_url {
+        if *otel_type != otel {
+            return fail(
+                zp.key("@type"),
+                format!("this @type does not match the provider name {:?}", t.name.0),
+            );
+        }
+    }
+    if otel {
+        return otel_tracer(cx, zp, z).map(TracingProvider::OpenTelemetry);
+    }
+    let otel_fields = [
+        ("grpc_service", z.grpc_service.is_some()),
+        ("service_name", z.service_name.is_some()),
+        ("http_service", z.http_service.is_some()),
+        ("exporter", z.exporter.is_some()),
+        ("resource_detectors", z.resource_detectors.is_some()),
+        ("sampler", z.sampler.is_some()),
+        ("max_cache_size", z.max_cache_size.is_some()),
+        ("set_telemetry_sdk_resource_attributes", z.set_telemetry_sdk_resource_attributes.is_some()),
+    ];
+    if let Some((field, _)) = otel_fields.iter().find(|(_, present)| *present) {
+        return fail(zp.key(field), "unknown field of a Zipkin config (it is an OpenTelemetry one)");
+    }
     warn_present!(cx, zp, z, "zipkin", [split_spans_for_request, trace_context_option]);
     let _ = z.collector_endpoint_version; // HTTP_JSON is the only value that parses.
     let Some(cluster) = z.collector_cluster else {
@@ -588,12 +617,82 @@ fn tracer(cx: &mut Cx, p: FieldPath, t: RawTracingProvider) -> Res<ZipkinConfig>
             );
         }
     }
-    Ok(ZipkinConfig {
+    Ok(TracingProvider::Zipkin(ZipkinConfig {
         collector_cluster,
         collector_endpoint,
         trace_id_128bit: z.trace_id_128bit.unwrap_or(false),
         shared_span_context: z.shared_span_context.unwrap_or(true),
         collector_hostname: z.collector_hostname,
+    }))
+}
+
+/// `envoy.tracers.opentelemetry`: OTLP over gRPC to an HTTP/2 cluster. What is not built (OTLP over
+/// HTTP, custom exporters, resource detectors, samplers) is refused rather than silently dropped:
+/// each changes where spans go or which requests are traced.
+fn otel_tracer(cx: &mut Cx, zp: FieldPath, z: super::raw::RawZipkin) -> Res<OpenTelemetryConfig> {
+    let zipkin_fields = [
+        ("collector_cluster", z.collector_cluster.is_some()),
+        ("collector_endpoint", z.collector_endpoint.is_some()),
+        ("collector_endpoint_version", z.collector_endpoint_version.is_some()),
+        ("trace_id_128bit", z.trace_id_128bit.is_some()),
+        ("shared_span_context", z.shared_span_context.is_some()),
+        ("collector_hostname", z.collector_hostname.is_some()),
+        ("split_spans_for_request", z.split_spans_for_request.is_some()),
+        ("trace_context_option", z.trace_context_option.is_some()),
+        ("collector_service", z.collector_service.is_some()),
+    ];
+    if let Some((field, _)) = zipkin_fields.iter().find(|(_, present)| *present) {
+        return fail(zp.key(field), "unknown field of an OpenTelemetry config (it is a Zipkin one)");
+    }
+    let refused = [
+        ("http_service", z.http_service.is_some(), "OTLP over HTTP is not supported: use grpc_service"),
+        ("exporter", z.exporter.is_some(), "custom exporters are not supported: use grpc_service"),
+        ("resource_detectors", z.resource_detectors.is_some(), "resource detectors are not supported"),
+        ("sampler", z.sampler.is_some(), "samplers are not supported: the HCM's tracing percentages decide"),
+    ];
+    if let Some((field, _, why)) = refused.iter().find(|(_, present, _)| *present) {
+        return fail(zp.key(field), *why);
+    }
+    // Envoy: "This field can be left empty to disable reporting traces"; skiff has nothing to trace
+    // to then, so it asks for it rather than tracing into the void.
+    let Some(g) = z.grpc_service else {
+        return fail(zp, "grpc_service is required (skiff exports spans over OTLP/gRPC only)");
+    };
+    let gp = zp.key("grpc_service");
+    if g.google_grpc.is_some() {
+        return fail(gp.key("google_grpc"), "google_grpc is not supported: use envoy_grpc");
+    }
+    if g.retry_policy.is_some() {
+        return fail(gp.key("retry_policy"), "retry_policy is not supported: a batch is sent once");
+    }
+    if g.initial_metadata.is_some() {
+        return fail(gp.key("initial_metadata"), "initial_metadata is not supported");
+    }
+    let Some(e) = g.envoy_grpc else {
+        return fail(gp, "grpc_service needs envoy_grpc");
+    };
+    let ep = gp.key("envoy_grpc");
+    if e.authority.is_some() || e.retry_policy.is_some() || e.max_receive_message_length.is_some() {
+        return fail(ep, "only cluster_name (and skip_envoy_headers) of envoy_grpc are supported");
+    }
+    let collector_cluster = cx.cluster_ref(ep.key("cluster_name"), &e.cluster_name)?;
+    if !cx.http2_clusters.contains(&collector_cluster) {
+        return fail(
+            ep.key("cluster_name"),
+            format!(
+                "cluster \"{collector_cluster}\" must speak HTTP/2 (http2_protocol_options) to carry gRPC"
+            ),
+        );
+    }
+    let timeout = g.timeout.map(|d| d.0).filter(|d| !d.is_zero());
+    let service_name =
+        z.service_name.filter(|s| !s.is_empty()).unwrap_or_else(|| "unknown_service:envoy".to_string());
+    Ok(OpenTelemetryConfig {
+        collector_cluster,
+        timeout,
+        service_name,
+        sdk_attributes: z.set_telemetry_sdk_resource_attributes.unwrap_or(true),
+        max_cache_size: z.max_cache_size.unwrap_or(1024),
     })
 }
 

@@ -470,7 +470,7 @@ pub enum StripHostPort {
 /// What one connection manager traces and where spans go.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tracing {
-    pub provider: ZipkinConfig,
+    pub provider: TracingProvider,
     pub operation: TracingOperation,
     /// `random_sampling.value`: percent (0-100) of requests without an incoming sampling decision
     /// that are traced. Default 100.
@@ -495,6 +495,43 @@ pub enum TracingOperation {
     Ingress,
     /// The proxy calls out to another service: a CLIENT span.
     Egress,
+}
+
+/// Where an HCM's spans go and in which wire formats its trace context travels.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TracingProvider {
+    Zipkin(ZipkinConfig),
+    OpenTelemetry(OpenTelemetryConfig),
+}
+
+impl TracingProvider {
+    /// The cluster the spans are sent to (checked to exist at load).
+    pub fn collector_cluster(&self) -> &str {
+        match self {
+            TracingProvider::Zipkin(z) => &z.collector_cluster,
+            TracingProvider::OpenTelemetry(o) => &o.collector_cluster,
+        }
+    }
+}
+
+/// `envoy.tracers.opentelemetry` (v3 `OpenTelemetryConfig`) over OTLP/gRPC: spans go to
+/// `grpc_service.envoy_grpc.cluster_name` as `TraceService/Export` calls, and the trace context
+/// travels as W3C `traceparent`/`tracestate` only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenTelemetryConfig {
+    /// `grpc_service.envoy_grpc.cluster_name`; an HTTP/2 cluster, checked at load.
+    pub collector_cluster: String,
+    /// `grpc_service.timeout`: the deadline of one Export call. None: no deadline of its own (the
+    /// reporter's connect timeout still bounds a dead collector).
+    pub timeout: Option<std::time::Duration>,
+    /// `service_name`: the resource's `service.name`; Envoy's default "unknown_service:envoy".
+    pub service_name: String,
+    /// `set_telemetry_sdk_resource_attributes`, default true: the resource also says which
+    /// telemetry SDK made the spans (`telemetry.sdk.name`, `.language`, `.version`).
+    pub sdk_attributes: bool,
+    /// `max_cache_size`, default 1024: the spans waiting for the reporter (the collector slow or
+    /// away); beyond it a span is dropped and counted.
+    pub max_cache_size: u32,
 }
 
 /// `envoy.tracers.zipkin` (v3 `ZipkinConfig`, v2 `envoy.zipkin` config). Only HTTP_JSON (v2 API)

@@ -414,10 +414,12 @@ const ZIPKIN_TYPES: &[&str] = &[
     "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
     "type.googleapis.com/envoy.config.trace.v2.ZipkinConfig",
 ];
+pub const OTEL_NAME: &str = "envoy.tracers.opentelemetry";
+pub const OTEL_TYPE: &str = "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig";
 
 fn unsupported_tracer(what: &str) -> String {
     format!(
-        "tracing provider \"{what}\" is not supported; skiff reports to Zipkin only (envoy.tracers.zipkin)"
+        "tracing provider \"{what}\" is not supported; skiff reports to Zipkin (envoy.tracers.zipkin) and OpenTelemetry (envoy.tracers.opentelemetry) only"
     )
 }
 
@@ -429,7 +431,7 @@ pub struct TracerName(pub String);
 impl<'de> Deserialize<'de> for TracerName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_str(CheckedStr("a tracing provider name", |name: &str| {
-            if ZIPKIN_NAMES.contains(&name) {
+            if ZIPKIN_NAMES.contains(&name) || name == OTEL_NAME {
                 Ok(TracerName(name.to_string()))
             } else {
                 Err(unsupported_tracer(name))
@@ -439,15 +441,15 @@ impl<'de> Deserialize<'de> for TracerName {
 }
 
 /// The `"@type"` of a tracer's `typed_config`; same reasoning as `TracerName`, for files that put
-/// `typed_config` before `name`.
+/// `typed_config` before `name`. True for OpenTelemetry's.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ZipkinTypeUrl;
+pub struct ZipkinTypeUrl(pub bool);
 
 impl<'de> Deserialize<'de> for ZipkinTypeUrl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_str(CheckedStr("a type URL", |url: &str| {
-            if ZIPKIN_TYPES.contains(&url) {
-                Ok(ZipkinTypeUrl)
+            if ZIPKIN_TYPES.contains(&url) || url == OTEL_TYPE {
+                Ok(ZipkinTypeUrl(url == OTEL_TYPE))
             } else {
                 Err(unsupported_tracer(url))
             }
@@ -957,7 +959,9 @@ pub struct RawTracingProvider {
 }
 
 #[derive(Debug, DeriveDeserialize)]
-#[serde(deny_unknown_fields, expecting = "a Zipkin config mapping")]
+#[serde(deny_unknown_fields, expecting = "a Zipkin or OpenTelemetry config mapping")]
+/// Zipkin's and OpenTelemetry's fields side by side (the provider's `name` may come after its
+/// `typed_config`); `convert` refuses the other provider's fields.
 pub struct RawZipkin {
     #[serde(rename = "@type")]
     pub type_url: Option<ZipkinTypeUrl>,
@@ -972,6 +976,26 @@ pub struct RawZipkin {
     pub trace_context_option: Ign,
     // Ignored.
     pub collector_service: Ign,
+    // OpenTelemetry.
+    pub grpc_service: Option<RawOtelGrpcService>,
+    pub service_name: Option<String>,
+    pub http_service: Ign,
+    pub exporter: Ign,
+    pub resource_detectors: Ign,
+    pub sampler: Ign,
+    pub max_cache_size: Option<u32>,
+    pub set_telemetry_sdk_resource_attributes: Option<bool>,
+}
+
+/// An OpenTelemetry tracer's `grpc_service`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields, expecting = "a grpc_service mapping like {envoy_grpc: {cluster_name: ...}}")]
+pub struct RawOtelGrpcService {
+    pub envoy_grpc: Option<RawEnvoyGrpc>,
+    pub timeout: Option<Dur>,
+    pub google_grpc: Ign,
+    pub initial_metadata: Ign,
+    pub retry_policy: Ign,
 }
 
 /// HCM `tracing`, v2 and v3 fields side by side.

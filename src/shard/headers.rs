@@ -245,7 +245,7 @@ pub(super) fn write_request_head(
             continue;
         }
         // A traced request carries this hop's span context, not the one it came with.
-        if rw.traced.is_some() && trace::is_propagation_header(name) {
+        if rw.traced.is_some_and(|(ctx, _)| trace::is_propagation_header(&ctx, name)) {
             continue;
         }
         if header_is(name, "host") {

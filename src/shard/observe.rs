@@ -24,6 +24,10 @@ pub(super) struct Observed {
     pub protocol: &'static str,
     /// The `x-request-id` the upstream got (received or generated).
     pub request_id: String,
+    /// `user-agent` and `x-envoy-downstream-service-cluster`, for the OpenTelemetry span's tags
+    /// (kept only on a listener that traces with it).
+    pub user_agent: String,
+    pub downstream_cluster: String,
     pub req_cap: Captured,
     /// Where `req_cap` keeps `x-request-id`, when a log format reads it: a generated id goes there
     /// too, as Envoy's `%REQ(X-REQUEST-ID)%` shows the id the upstream got.
@@ -62,6 +66,8 @@ impl Observed {
             self.path.clear();
             self.authority.clear();
             self.request_id.clear();
+            self.user_agent.clear();
+            self.downstream_cluster.clear();
             self.protocol = "";
             self.req_cap.clear();
             self.resp_cap.clear();
@@ -101,7 +107,18 @@ pub(super) fn on_request_head<'h>(
         o.request_id_slot = logs.wanted_request().index("x-request-id");
     }
     let settings = listener.observers.tracing.as_ref()?;
-    let incoming = trace::extract(head.headers);
+    if settings.sampling.w3c_only {
+        for h in head.headers.iter() {
+            if h.name.eq_ignore_ascii_case("user-agent") && o.user_agent.is_empty() {
+                o.user_agent.push_str(&String::from_utf8_lossy(h.value));
+            } else if h.name.eq_ignore_ascii_case("x-envoy-downstream-service-cluster")
+                && o.downstream_cluster.is_empty()
+            {
+                o.downstream_cluster.push_str(&String::from_utf8_lossy(h.value));
+            }
+        }
+    }
+    let incoming = trace::extract_as(head.headers, settings.sampling.w3c_only);
     let ctx = trace::start(incoming.as_ref(), &mut || shard.rng.next(), &settings.sampling);
     o.trace = Some(ctx);
     Some((ctx, incoming.and_then(|i| i.tracestate)))
@@ -270,9 +287,20 @@ fn span(
     if status >= 500 || status == 0 {
         span_tags.push((tags::ERROR, "true".to_string()));
     }
+    let name = if ctx.w3c_only {
+        envoy_tags(&mut span_tags, o, peer, cluster);
+        // Envoy's operation name without a route decorator.
+        if ingress {
+            "ingress".to_string()
+        } else {
+            format!("egress {}", o.authority)
+        }
+    } else {
+        format!("{}{}", o.authority, o.path.split('?').next().unwrap_or(""))
+    };
     Span {
         ctx,
-        name: format!("{}{}", o.authority, o.path.split('?').next().unwrap_or("")),
+        name,
         kind: if ingress { SpanKind::Server } else { SpanKind::Client },
         start,
         duration,
@@ -280,5 +308,32 @@ fn span(
         local_ip: crate::telemetry::local_ip(local),
         remote_endpoint: if ingress { Some(peer) } else { o.upstream_host },
         tags: span_tags,
+    }
+}
+
+/// The rest of the tags Envoy's connection manager sets on every span, as its OpenTelemetry
+/// tracer exports them (`-` for what is absent, as Envoy writes it).
+fn envoy_tags(
+    span_tags: &mut Vec<(&'static str, String)>,
+    o: &Observed,
+    peer: SocketAddr,
+    cluster: Option<&str>,
+) {
+    let or_dash = |v: &str| if v.is_empty() { "-".to_string() } else { v.to_string() };
+    if o.flags.is_empty() {
+        span_tags.push((tags::RESPONSE_FLAGS, "-".to_string()));
+    }
+    span_tags.extend([
+        (tags::COMPONENT, "proxy".to_string()),
+        (tags::DOWNSTREAM_CLUSTER, or_dash(&o.downstream_cluster)),
+        (tags::USER_AGENT, or_dash(&o.user_agent)),
+        (tags::PEER_ADDRESS, peer.to_string()),
+        (tags::REQUEST_SIZE, o.bytes_received.to_string()),
+        (tags::RESPONSE_SIZE, o.bytes_sent.to_string()),
+        // skiff's node has no zone yet (`--service-zone` is not passed to the spans).
+        (tags::ZONE, String::new()),
+    ]);
+    if let Some(c) = cluster {
+        span_tags.push((tags::UPSTREAM_CLUSTER_NAME, c.to_string()));
     }
 }

@@ -12,7 +12,7 @@
 //! send both keeps the same parent/child links it had under Envoy. W3C is used when B3 is absent
 //! or invalid, so a W3C-only caller still joins its trace.
 
-use crate::config::{Tracing, TracingOperation};
+use crate::config::{Tracing, TracingOperation, TracingProvider};
 
 /// This proxy's span for one request: what goes into the span report and into the headers sent
 /// upstream.
@@ -30,6 +30,9 @@ pub struct TraceContext {
     /// The span id is the caller's own (Zipkin's shared span for a SERVER span with
     /// `shared_span_context`); Zipkin wants `"shared": true` on such a span.
     pub shared: bool,
+    /// Read from and written as W3C `traceparent`/`tracestate` only, B3 headers passing through
+    /// untouched: Envoy's OpenTelemetry tracer.
+    pub w3c_only: bool,
 }
 
 /// Which header format an incoming context came from.
@@ -81,6 +84,8 @@ pub struct Sampling {
     /// Reuse the caller's span (ids and parent) instead of starting a child: Zipkin's
     /// `shared_span_context`, which Envoy applies to the SERVER span of an ingress proxy only.
     pub join_incoming_span: bool,
+    /// OpenTelemetry: only W3C trace context is read and written (see `TraceContext::w3c_only`).
+    pub w3c_only: bool,
 }
 
 impl Default for Sampling {
@@ -92,18 +97,27 @@ impl Default for Sampling {
             overall: 100.0,
             trace_id_128bit: false,
             join_incoming_span: false,
+            w3c_only: false,
         }
     }
 }
 
 impl Sampling {
     pub fn from_config(t: &Tracing) -> Sampling {
-        Sampling {
+        let base = Sampling {
             random: t.random_sampling,
             client: t.client_sampling,
             overall: t.overall_sampling,
-            trace_id_128bit: t.provider.trace_id_128bit,
-            join_incoming_span: t.provider.shared_span_context && t.operation == TracingOperation::Ingress,
+            ..Sampling::default()
+        };
+        match &t.provider {
+            TracingProvider::Zipkin(z) => Sampling {
+                trace_id_128bit: z.trace_id_128bit,
+                join_incoming_span: z.shared_span_context && t.operation == TracingOperation::Ingress,
+                ..base
+            },
+            // OpenTelemetry trace ids are 128-bit; every span is a child of the caller's.
+            TracingProvider::OpenTelemetry(_) => Sampling { trace_id_128bit: true, w3c_only: true, ..base },
         }
     }
 }
@@ -114,6 +128,12 @@ impl Sampling {
 /// Reads the trace context of a request. Invalid or conflicting headers are ignored (a new trace
 /// starts), never an error: a caller's broken tracer must not break its requests.
 pub fn extract<'h>(headers: &[httparse::Header<'h>]) -> Option<Incoming<'h>> {
+    extract_as(headers, false)
+}
+
+/// `extract`, reading only W3C trace context when `w3c_only` (Envoy's OpenTelemetry tracer, which
+/// ignores B3 headers).
+pub fn extract_as<'h>(headers: &[httparse::Header<'h>], w3c_only: bool) -> Option<Incoming<'h>> {
     let mut traceparent: Option<&'h [u8]> = None;
     let mut traceparents = 0usize;
     let mut tracestate: Option<&'h [u8]> = None;
@@ -154,7 +174,7 @@ pub fn extract<'h>(headers: &[httparse::Header<'h>]) -> Option<Incoming<'h>> {
 
     // Two traceparents cannot be told apart; W3C says to treat that as no traceparent.
     let w3c = if traceparents == 1 { traceparent.and_then(parse_traceparent) } else { None };
-    let b3 = b3.and_then(parse_b3_single).or_else(|| parse_b3_multi(&multi));
+    let b3 = if w3c_only { None } else { b3.and_then(parse_b3_single).or_else(|| parse_b3_multi(&multi)) };
     let state_for = |trace_id: u128| match (w3c, tracestate) {
         (Some((w, _)), Some(s)) if w.trace_id == trace_id && !trim_ows(s).is_empty() => Some(s),
         _ => None,
@@ -380,7 +400,15 @@ pub fn start(
             (forced || roll(sampling.random, rand)) && roll(sampling.overall, rand)
         }
     };
-    TraceContext { trace_id, span_id, parent_id, sampled: Some(sampled), debug, shared }
+    TraceContext {
+        trace_id,
+        span_id,
+        parent_id,
+        sampled: Some(sampled),
+        debug,
+        shared,
+        w3c_only: sampling.w3c_only,
+    }
 }
 
 /// Zero means "no id" in both formats; a source that keeps returning 0 gets 1 rather than a hang.
@@ -406,12 +434,12 @@ fn roll(percent: f64, rand: &mut impl FnMut() -> u64) -> bool {
 
 /// Headers `write_headers` writes; the proxy drops these from the incoming request so the
 /// upstream sees only this proxy's context. `x-client-trace-id` is not one: Envoy forwards it.
-pub fn is_propagation_header(name: &str) -> bool {
+pub fn is_propagation_header(ctx: &TraceContext, name: &str) -> bool {
     let n = name.as_bytes();
     name.eq_ignore_ascii_case("traceparent")
         || name.eq_ignore_ascii_case("tracestate")
-        || name.eq_ignore_ascii_case("b3")
-        || (n.len() > 5 && n[..5].eq_ignore_ascii_case(b"x-b3-"))
+        || (!ctx.w3c_only
+            && (name.eq_ignore_ascii_case("b3") || (n.len() > 5 && n[..5].eq_ignore_ascii_case(b"x-b3-"))))
 }
 
 /// Appends `traceparent`, `tracestate` (when given, non-empty and free of CR/LF/NUL), and the B3
@@ -438,6 +466,13 @@ pub fn write_headers(ctx: &TraceContext, tracestate: Option<&[u8]>, out: &mut Ve
         out.extend_from_slice(b"tracestate: ");
         out.extend_from_slice(trim_ows(state));
         out.extend_from_slice(b"\r\n");
+    }
+    if ctx.w3c_only {
+        // Envoy's OpenTelemetry tracer always sends tracestate, empty when it has none.
+        if tracestate.is_none() {
+            out.extend_from_slice(b"tracestate: \r\n");
+        }
+        return;
     }
 
     out.extend_from_slice(b"x-b3-traceid: ");

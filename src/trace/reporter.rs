@@ -1,12 +1,14 @@
-//! The span reporter: one thread per collector that batches spans and POSTs them as Zipkin v2
-//! JSON to the collector cluster over blocking HTTP/1.1.
+//! The span reporter: one thread per collector that batches spans and sends them to the collector
+//! cluster: POSTed as Zipkin v2 JSON over blocking HTTP/1.1, or exported as OTLP over gRPC.
 //!
 //! Owns: the bounded queue between shards and the thread, batching, the collector connection and
 //! the reporter counters. Must not touch: the shards' event loops (`SpanSender::report` never
 //! blocks: a full queue drops the span and counts it) or address resolution (the `addrs` closure
 //! given at start is asked on every flush, so DNS changes are seen without this module knowing how).
 
+use super::otlp::{export_request, resource, OtlpClient};
 use super::zipkin::{zipkin_json_v2, Span};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,6 +101,39 @@ impl Reporter {
         Self::start_with(ReporterOptions::default(), collector_endpoint, host, addrs)
     }
 
+    /// The OpenTelemetry tracer's reporter: OTLP/gRPC `Export` calls to the collector cluster.
+    /// Envoy flushes every 5 s or at 5 spans (`tracing.opentelemetry.flush_interval_ms`,
+    /// `min_flush_spans`); the queue holds `max_cache_size` spans.
+    pub fn for_opentelemetry(
+        config: &crate::config::OpenTelemetryConfig,
+        addrs: impl Fn() -> Vec<SocketAddr> + Send + 'static,
+    ) -> std::io::Result<Reporter> {
+        let options = ReporterOptions {
+            flush_interval: Duration::from_secs(5),
+            batch_size: 5,
+            queue_capacity: config.max_cache_size as usize,
+            io_timeout: Duration::from_secs(1),
+        };
+        Self::start_otlp(options, config, addrs)
+    }
+
+    /// `for_opentelemetry` with other options (tests flush sooner).
+    pub fn start_otlp(
+        options: ReporterOptions,
+        config: &crate::config::OpenTelemetryConfig,
+        addrs: impl Fn() -> Vec<SocketAddr> + Send + 'static,
+    ) -> std::io::Result<Reporter> {
+        // Envoy's gRPC client has no deadline without `timeout`; a bounded one keeps a collector
+        // that accepts but never answers from stalling the thread for ever.
+        let call_timeout = config.timeout.unwrap_or(Duration::from_secs(5));
+        let client = OtlpClient::new(&config.collector_cluster, options.io_timeout, call_timeout)?;
+        let exporter = Exporter::Otlp {
+            client: Box::new(client),
+            resource: resource(&config.service_name, config.sdk_attributes),
+        };
+        Self::spawn(options, exporter, addrs)
+    }
+
     /// `start` for a connection manager's Zipkin config.
     pub fn for_config(
         config: &crate::config::ZipkinConfig,
@@ -115,19 +150,23 @@ impl Reporter {
         host: &str,
         addrs: impl Fn() -> Vec<SocketAddr> + Send + 'static,
     ) -> std::io::Result<Reporter> {
+        // Everything before the Content-Length value is the same for every batch.
+        let head = format!(
+            "POST {collector_endpoint} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nUser-Agent: skiff\r\nConnection: close\r\nContent-Length: "
+        )
+        .into_bytes();
+        Self::spawn(options, Exporter::Zipkin { head }, addrs)
+    }
+
+    fn spawn(
+        options: ReporterOptions,
+        exporter: Exporter,
+        addrs: impl Fn() -> Vec<SocketAddr> + Send + 'static,
+    ) -> std::io::Result<Reporter> {
         let (tx, rx) = mpsc::sync_channel(options.queue_capacity.max(1));
         let stats = Arc::new(ReporterStats::default());
-        let mut worker = Worker {
-            options,
-            // Everything before the Content-Length value is the same for every batch.
-            head: format!(
-                "POST {collector_endpoint} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nUser-Agent: skiff\r\nConnection: close\r\nContent-Length: "
-            )
-            .into_bytes(),
-            addrs: Box::new(addrs),
-            next_addr: 0,
-            stats: stats.clone(),
-        };
+        let mut worker =
+            Worker { options, exporter, addrs: Box::new(addrs), next_addr: 0, stats: stats.clone() };
         let thread =
             std::thread::Builder::new().name("skiff-trace".to_string()).spawn(move || worker.run(rx))?;
         Ok(Reporter { sender: SpanSender { tx, stats }, thread: Some(thread) })
@@ -152,9 +191,17 @@ impl Reporter {
     }
 }
 
+/// How a batch leaves.
+enum Exporter {
+    /// Zipkin v2 JSON; `head` is the POST up to its Content-Length value.
+    Zipkin { head: Vec<u8> },
+    /// OTLP/gRPC `TraceService/Export`.
+    Otlp { client: Box<OtlpClient>, resource: Resource },
+}
+
 struct Worker {
     options: ReporterOptions,
-    head: Vec<u8>,
+    exporter: Exporter,
     addrs: Box<dyn Fn() -> Vec<SocketAddr> + Send>,
     next_addr: usize,
     stats: Arc<ReporterStats>,
@@ -190,7 +237,17 @@ impl Worker {
 
     fn flush(&mut self, batch: &[Span]) {
         let count = batch.len() as u64;
-        match self.post(&zipkin_json_v2(batch)) {
+        let sent = match &self.exporter {
+            Exporter::Zipkin { .. } => self.post(&zipkin_json_v2(batch)),
+            Exporter::Otlp { resource, .. } => {
+                let request = export_request(batch, resource);
+                self.next_addr().and_then(|addr| match &mut self.exporter {
+                    Exporter::Otlp { client, .. } => client.export(addr, request),
+                    Exporter::Zipkin { .. } => Err("not an OTLP reporter".to_string()),
+                })
+            }
+        };
+        match sent {
             Ok(()) => {
                 self.stats.spans_sent.fetch_add(count, Ordering::Relaxed);
             }
@@ -206,20 +263,19 @@ impl Worker {
     /// One attempt at the next address, round robin; a failed batch is not retried, so a slow or
     /// dead collector never backs spans up beyond the queue.
     fn post(&mut self, body: &[u8]) -> Result<(), String> {
-        let addrs = (self.addrs)();
-        if addrs.is_empty() {
-            return Err("the collector cluster has no addresses".to_string());
-        }
-        let addr = addrs[self.next_addr % addrs.len()];
-        self.next_addr = self.next_addr.wrapping_add(1);
+        let Exporter::Zipkin { head } = &self.exporter else {
+            return Err("not a Zipkin reporter".to_string());
+        };
+        let head = head.clone();
+        let addr = self.next_addr()?;
         let timeout = self.options.io_timeout;
         let mut stream =
             TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect to {addr}: {e}"))?;
         stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
         stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
-        let mut request = Vec::with_capacity(self.head.len() + 24 + body.len());
-        request.extend_from_slice(&self.head);
+        let mut request = Vec::with_capacity(head.len() + 24 + body.len());
+        request.extend_from_slice(&head);
         request.extend_from_slice(body.len().to_string().as_bytes());
         request.extend_from_slice(b"\r\n\r\n");
         request.extend_from_slice(body);
@@ -230,6 +286,19 @@ impl Worker {
         } else {
             Err(format!("{addr} answered {status}"))
         }
+    }
+}
+
+impl Worker {
+    /// The collector address for this batch, round robin over what the cluster has now.
+    fn next_addr(&mut self) -> Result<SocketAddr, String> {
+        let addrs = (self.addrs)();
+        if addrs.is_empty() {
+            return Err("the collector cluster has no addresses".to_string());
+        }
+        let addr = addrs[self.next_addr % addrs.len()];
+        self.next_addr = self.next_addr.wrapping_add(1);
+        Ok(addr)
     }
 }
 

@@ -24,6 +24,9 @@ pub mod tags {
     pub const RESPONSE_SIZE: &str = "response_size";
     pub const REQUEST_SIZE: &str = "request_size";
     pub const COMPONENT: &str = "component";
+    pub const PEER_ADDRESS: &str = "peer.address";
+    pub const UPSTREAM_CLUSTER_NAME: &str = "upstream_cluster.name";
+    pub const ZONE: &str = "zone";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +144,7 @@ mod tests {
             sampled: Some(true),
             debug: false,
             shared: false,
+            w3c_only: false,
         }
     }
 

@@ -23,8 +23,11 @@ use envoy_types::pb::google::rpc::Status as RpcStatus;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::watch;
 use tonic::{Request, Response, Status};
+use tonic_thread::TonicThread;
+
+#[path = "tonic_thread.rs"]
+mod tonic_thread;
 
 /// Values that differ between runs and proxies, shown as `*`.
 const VARYING: &[&str] = &["x-request-id", "grpc-timeout", "x-envoy-expected-rq-timeout-ms"];
@@ -33,8 +36,7 @@ const VARYING: &[&str] = &["x-request-id", "grpc-timeout", "x-envoy-expected-rq-
 pub struct AuthzServer {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<String>>>,
-    stop: watch::Sender<bool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: TonicThread,
 }
 
 #[derive(Clone)]
@@ -201,47 +203,14 @@ pub fn render(c: &CheckRequest) -> String {
 impl AuthzServer {
     /// Listens on a free loopback port.
     pub fn start() -> AuthzServer {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind authz server");
-        let addr = std_listener.local_addr().expect("authz address");
-        std_listener.set_nonblocking(true).expect("nonblocking");
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (stop, mut stopped) = watch::channel(false);
         let service = Service { seen: seen.clone() };
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
-                let svc = AuthorizationServer::new(service);
-                loop {
-                    let stream = tokio::select! {
-                        a = listener.accept() => match a { Ok((s, _)) => s, Err(_) => return },
-                        _ = stopped.changed() => return,
-                    };
-                    let svc = svc.clone();
-                    tokio::spawn(async move {
-                        let http = hyper_util::server::conn::auto::Builder::new(
-                            hyper_util::rt::TokioExecutor::new(),
-                        );
-                        let svc = hyper_util::service::TowerToHyperService::new(svc);
-                        let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
-                    });
-                }
-            });
-        });
-        AuthzServer { addr, seen, stop, thread: Some(thread) }
+        let server = TonicThread::serve(AuthorizationServer::new(service));
+        AuthzServer { addr: server.addr, seen, _server: server }
     }
 
     /// Every call so far, rendered.
     pub fn seen(&self) -> Vec<String> {
         self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for AuthzServer {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }

@@ -253,7 +253,8 @@ fn start_a_root() {
             parent_id: None,
             sampled: Some(true),
             debug: false,
-            shared: false
+            shared: false,
+            w3c_only: false
         }
     );
     let s = Sampling { trace_id_128bit: true, ..Sampling::default() };
@@ -277,7 +278,8 @@ fn start_a_child_or_join_the_callers_span() {
             parent_id: Some(0xa2fb4a1d1a96d312),
             sampled: Some(true),
             debug: false,
-            shared: false
+            shared: false,
+            w3c_only: false
         }
     );
     let join = Sampling { join_incoming_span: true, ..Sampling::default() };
@@ -327,15 +329,15 @@ fn sampling() {
 
 #[test]
 fn sampling_from_config() {
-    use crate::config::ZipkinConfig;
+    use crate::config::{OpenTelemetryConfig, ZipkinConfig};
     let mut t = Tracing {
-        provider: ZipkinConfig {
+        provider: TracingProvider::Zipkin(ZipkinConfig {
             collector_cluster: "zipkin".into(),
             collector_endpoint: "/api/v2/spans".into(),
             trace_id_128bit: true,
             shared_span_context: true,
             collector_hostname: None,
-        },
+        }),
         operation: TracingOperation::Ingress,
         random_sampling: 10.0,
         client_sampling: 20.0,
@@ -349,11 +351,23 @@ fn sampling_from_config() {
             client: 20.0,
             overall: 30.0,
             trace_id_128bit: true,
-            join_incoming_span: true
+            join_incoming_span: true,
+            w3c_only: false
         }
     );
     t.operation = TracingOperation::Egress;
     assert!(!Sampling::from_config(&t).join_incoming_span);
+    // OpenTelemetry: 128-bit roots, W3C only, never the caller's span.
+    t.operation = TracingOperation::Ingress;
+    t.provider = TracingProvider::OpenTelemetry(OpenTelemetryConfig {
+        collector_cluster: "otel".into(),
+        timeout: None,
+        service_name: "s".into(),
+        sdk_attributes: true,
+        max_cache_size: 1024,
+    });
+    let s = Sampling::from_config(&t);
+    assert!(s.trace_id_128bit && s.w3c_only && !s.join_incoming_span && s.random == 10.0);
 }
 
 fn written(ctx: &TraceContext, state: Option<&[u8]>) -> String {
@@ -371,6 +385,7 @@ fn write_headers_exact_bytes() {
         sampled: Some(true),
         debug: false,
         shared: false,
+        w3c_only: false,
     };
     assert_eq!(
         written(&ctx, Some(b"congo=t61rcWkgMzE")),
@@ -414,7 +429,7 @@ fn written_headers_read_back_as_the_same_span() {
     let lines: Vec<(&str, &str)> =
         text.split("\r\n").filter(|l| !l.is_empty()).filter_map(|l| l.split_once(": ")).collect();
     let headers: Vec<_> = lines.iter().map(|(n, v)| h(n, v)).collect();
-    assert!(lines.iter().all(|(n, _)| is_propagation_header(n)));
+    assert!(lines.iter().all(|(n, _)| is_propagation_header(&ctx, n)));
     let back = extract(&headers).expect("reads back");
     assert_eq!(
         back.span,
@@ -428,12 +443,43 @@ fn written_headers_read_back_as_the_same_span() {
 
 #[test]
 fn propagation_headers() {
+    let ctx = start(None, &mut seq(&[7]), &Sampling::default());
     for n in ["traceparent", "TraceState", "b3", "B3", "x-b3-traceid", "X-B3-Sampled", "x-b3-anything"] {
-        assert!(is_propagation_header(n), "{n}");
+        assert!(is_propagation_header(&ctx, n), "{n}");
     }
     for n in ["x-b3", "x-b3-", "b3x", "x-client-trace-id", "x-request-id", "trace", ""] {
-        assert!(!is_propagation_header(n), "{n}");
+        assert!(!is_propagation_header(&ctx, n), "{n}");
     }
+}
+
+/// OpenTelemetry: B3 is neither read nor written nor removed; W3C alone carries the context.
+#[test]
+fn w3c_only_propagation() {
+    let otel = Sampling { trace_id_128bit: true, w3c_only: true, ..Sampling::default() };
+    let headers = [
+        h("b3", "463ac35c9f6413ad-a2fb4a1d1a96d312-1"),
+        h("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    ];
+    let incoming = extract_as(&headers, true).expect("w3c");
+    assert_eq!(incoming.format, Some(Format::W3c));
+    let ctx = start(Some(&incoming), &mut seq(&[42]), &otel);
+    assert_eq!((ctx.trace_id, ctx.parent_id), (0x0af7651916cd43dd8448eb211c80319c, Some(0xb7ad6b7169203331)));
+    assert!(
+        ctx.w3c_only && !is_propagation_header(&ctx, "b3") && !is_propagation_header(&ctx, "x-b3-spanid")
+    );
+    assert!(is_propagation_header(&ctx, "traceparent") && is_propagation_header(&ctx, "tracestate"));
+    let mut out = Vec::new();
+    write_headers(&ctx, Some(b"k=v"), &mut out);
+    assert_eq!(
+        String::from_utf8(out).expect("ascii"),
+        "traceparent: 00-0af7651916cd43dd8448eb211c80319c-000000000000002a-01\r\ntracestate: k=v\r\n"
+    );
+    // Only B3: a new 128-bit root, and an empty tracestate as Envoy sends.
+    let ctx = start(extract_as(&headers[..1], true).as_ref(), &mut seq(&[5, 6]), &otel);
+    assert_eq!((ctx.trace_id, ctx.parent_id), ((6u128 << 64) | 5, None));
+    let mut out = Vec::new();
+    write_headers(&ctx, None, &mut out);
+    assert!(out.ends_with(b"-01\r\ntracestate: \r\n"), "{}", String::from_utf8_lossy(&out));
 }
 
 /// xorshift64: random header soup must never panic, and whatever parses must hold valid ids.
