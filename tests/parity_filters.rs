@@ -71,6 +71,12 @@ fn render(run: &Run, stat_prefixes: &[&str]) -> Vec<String> {
         out.push(format!("#{i} {} {:?}", r.status, uuid.replace_all(&r.text(), "<uuid>")));
         for h in COMPARED_HEADERS {
             if let Some(v) = r.header(h) {
+                // The seconds until the bucket refills, as each proxy rounds them at the moment
+                // it answers: a second of a loaded machine's delay between requests moves it.
+                let v = match (*h, v.parse::<u64>()) {
+                    ("x-ratelimit-reset", Ok(n)) if n > 0 => format!("~{}", (n + 2) / 5 * 5),
+                    _ => v.to_string(),
+                };
                 out.push(format!("#{i} {h}: {v}"));
             }
         }
