@@ -449,18 +449,29 @@ pub fn raw_exchange(addr: SocketAddr, raw: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A loopback port that was free a moment ago (bound, read, released) for a listener the test
-/// starts. Racy by nature: another process may take it first, so prefer port 0 where possible.
-/// Never the same port twice in one test process: Envoy and skiff bind with SO_REUSEPORT, so two
-/// parallel tests handed one port would both bind it and share each other's connections.
+/// A loopback port that was free a moment ago (bound, then released) for a listener the test
+/// starts. Taken below the kernel's ephemeral range, so that no port-0 bind (skiff's test
+/// listeners, upstreams) and no outgoing connection's source port can be given it meanwhile: a
+/// port-0 listener that got an Envoy's admin port before Envoy bound it answered that Envoy's
+/// readiness probe (seen in CI). Never the same port twice in one test process: Envoy and skiff
+/// bind with SO_REUSEPORT, so two parallel tests handed one port would both bind it.
 pub fn free_port() -> u16 {
-    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral.saturating_sub(LOW);
+    // Test processes that run at once (another binary's leftovers, a second checkout) start at
+    // different places.
+    let start = std::process::id().wrapping_mul(7919) % span.max(1);
     loop {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = l.local_addr().expect("local addr").port();
-        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-        if !handed_out.contains(&port) {
-            handed_out.push(port);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(span > 1000 && n < span, "no free port below the ephemeral range ({ephemeral})");
+        let port = (LOW + (start + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
