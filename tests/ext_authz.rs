@@ -47,21 +47,8 @@ fn envoys_http_service_example_loads_unchanged_and_behaves_as_its_readme_says() 
             None => Reply::Full { status: 403, headers: vec![], body: Vec::new() },
         }
     }));
-    let upstream = TestUpstream::start(Arc::new(|s: &Seen| {
-        Reply::ok(&format!("Hello {} from behind Envoy!", s.header("x-current-user").unwrap_or("?")))
-    }));
     // Only the addresses change: the compose hostnames become the loopback servers.
-    let yaml = example
-        .replace("address: 0.0.0.0\n        port_value: 8000", "address: 127.0.0.1\n        port_value: 0")
-        .replace(
-            "address: upstream-service\n                port_value: 8080",
-            &format!("address: 127.0.0.1\n                port_value: {}", upstream.addr.port()),
-        )
-        .replace(
-            "address: ext_authz-http-service\n                port_value: 9002",
-            &format!("address: 127.0.0.1\n                port_value: {}", authz.addr.port()),
-        );
-    assert_ne!(yaml, example, "the example's addresses were found");
+    let (yaml, _app) = ext_authz::example_on_loopback(&example, "ext_authz-http-service", 9002, authz.addr);
     let sk = Skiff::start(&yaml, &[]);
     let addr = sk.listener("listener_0");
     let denied = support::get(addr, "/service");

@@ -231,20 +231,7 @@ fn envoys_grpc_service_example_runs() {
     let file = "configs/envoy-examples/envoyproxy-examples/ext_authz/config/grpc-service/v3.yaml";
     let example = std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).expect("example");
     let authz = AuthzServer::start();
-    let upstream = TestUpstream::start(std::sync::Arc::new(|s: &Seen| {
-        Reply::ok(&format!("Hello {} from behind Envoy!", s.header("x-current-user").unwrap_or("?")))
-    }));
-    let yaml = example
-        .replace("address: 0.0.0.0\n        port_value: 8000", "address: 127.0.0.1\n        port_value: 0")
-        .replace(
-            "address: upstream-service\n                port_value: 8080",
-            &format!("address: 127.0.0.1\n                port_value: {}", upstream.addr.port()),
-        )
-        .replace(
-            "address: ext_authz-grpc-service\n                port_value: 9001",
-            &format!("address: 127.0.0.1\n                port_value: {}", authz.addr.port()),
-        );
-    assert_eq!(yaml.matches("127.0.0.1").count(), 3, "the example's addresses were found");
+    let (yaml, _app) = ext_authz::example_on_loopback(&example, "ext_authz-grpc-service", 9001, authz.addr);
     let sk = Skiff::start(&yaml, &[]);
     let addr = sk.listener("listener_0");
     let denied = support::get(addr, "/service");

@@ -248,3 +248,31 @@ pub fn render(run: &Run, checks: &[String], skip: &dyn Fn(&str) -> bool) -> Vec<
 pub fn assert_same_lines(envoy: &[String], skiff: &[String]) {
     assert_eq!(envoy, skiff, "\nenvoy:\n{}\nskiff:\n{}", envoy.join("\n"), skiff.join("\n"));
 }
+
+/// Envoy's ext_authz example (the text of one of its `config/*/v3.yaml`) on loopback: its listener
+/// on port 0, its `upstream-service` a server answering as the example's app does (`Hello <the
+/// x-current-user header> from behind Envoy!`), and its authorization service (`service`:`port`,
+/// as the example names it) at `authz`. Only the three addresses change. Returns the config and
+/// the app, which must outlive the proxy.
+pub fn example_on_loopback(
+    example: &str,
+    service: &str,
+    port: u16,
+    authz: SocketAddr,
+) -> (String, TestUpstream) {
+    let app = TestUpstream::start(Arc::new(|s: &Seen| {
+        Reply::ok(&format!("Hello {} from behind Envoy!", s.header("x-current-user").unwrap_or("?")))
+    }));
+    let yaml = example
+        .replace("address: 0.0.0.0\n        port_value: 8000", "address: 127.0.0.1\n        port_value: 0")
+        .replace(
+            "address: upstream-service\n                port_value: 8080",
+            &format!("address: 127.0.0.1\n                port_value: {}", app.addr.port()),
+        )
+        .replace(
+            &format!("address: {service}\n                port_value: {port}"),
+            &format!("address: 127.0.0.1\n                port_value: {}", authz.port()),
+        );
+    assert_eq!(yaml.matches("127.0.0.1").count(), 3, "the example's addresses were found");
+    (yaml, app)
+}
