@@ -29,9 +29,6 @@ use std::time::{Duration, Instant};
 /// `max_request_headers_kb`); between requests the connection holds no buffer at all.
 const HEAD_BUF: usize = 2 * 1024;
 
-/// Output buffers above this are given back after a request: an idle connection keeps small ones.
-const KEEP_OUT: usize = 16 * 1024;
-
 /// How long a draining shard keeps an idle keep-alive connection open for a request that may
 /// already be on its way (the shard fires `drain` for waiting connections once it has passed).
 pub(super) const DRAIN_GRACE: Duration = Duration::from_millis(50);
@@ -257,9 +254,7 @@ async fn requests(
             socket::recycle_head_buffer(std::mem::take(&mut d.buf));
         }
         for out in [&mut d.req_out, &mut d.resp_out] {
-            if out.capacity() > KEEP_OUT {
-                *out = Vec::new();
-            }
+            socket::recycle_out_buffer(std::mem::take(out));
         }
         // A connection past `max_connection_duration` ends after this request (its response said
         // `connection: close` when the limit had passed by then), counted once, here.
@@ -434,6 +429,13 @@ fn parse_and_plan<'a>(
     } else if expired(d) {
         request = request.last_on_connection();
     }
+    // A request borrows its output buffers from the shard's spares (`conn` gives them back when
+    // it ends), so a connection between requests holds none.
+    for out in [&mut d.req_out, &mut d.resp_out] {
+        if out.capacity() == 0 {
+            *out = socket::out_buffer();
+        }
+    }
     let conn = Connection { remote: d.peer, local: d.local, tls: d.tls.as_deref() };
     let plan = request.plan(
         &head,
@@ -518,15 +520,17 @@ async fn wait_for_request(
     draining: bool,
     mut lifetime: Option<&mut Timer<'_>>,
 ) -> HeadRead {
-    if d.requests == 0 {
-        // A new connection's first wait holds no buffer: a client that sends at once has its
-        // bytes there already (one non-blocking recv takes them), and one that connects and waits
-        // costs no head buffer's memory while it does.
+    // A new connection's first wait holds no buffer: a client that sends at once has its bytes
+    // there already (one non-blocking recv takes them), and one that connects and waits costs no
+    // head buffer's memory while it does. Nor does a keep-alive connection's when the shard has
+    // lent all the buffers it keeps (`WaitLoan`).
+    let loan = if d.requests == 0 { None } else { socket::WaitLoan::take() };
+    let Some(loan) = loan else {
         if let Some(read) = recv_head(d) {
             return read;
         }
         return parked(shard, d, wait, draining, lifetime).await;
-    }
+    };
     let park_after = wait.min(PARK_AFTER);
     if d.buf.capacity() == 0 {
         d.buf = socket::head_buffer();
@@ -556,6 +560,7 @@ async fn wait_for_request(
         }
         read => return took(d, read),
     }
+    drop(loan);
     let Some(rest) = wait.checked_sub(park_after).filter(|r| !r.is_zero()) else { return HeadRead::Close };
     parked(shard, d, rest, draining, lifetime).await
 }
