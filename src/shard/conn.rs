@@ -54,8 +54,23 @@ impl Drop for ConnGuard<'_> {
 
 /// An HTTP connection on filter chain `key`; `hello`: the ClientHello the TLS inspector already
 /// read (`chains.rs`).
-pub(super) async fn serve(
+///
+/// A plain fn returning an `async move` block, not an `async fn`: an async fn moves each argument
+/// from the future's captured copy into a local of its own, and the compiler keeps both, so every
+/// connection's task carried its arguments twice (`requests` likewise, with its 800-byte
+/// `Downstream`).
+pub(super) fn serve(
     shard: Rc<Shard>,
+    key: ChainKey,
+    stream: TcpStream,
+    peer: SocketAddr,
+    hello: Option<Box<Hello>>,
+) -> impl std::future::Future<Output = ()> {
+    async move { serve_on(&shard, key, stream, peer, hello).await }
+}
+
+async fn serve_on(
+    shard: &Rc<Shard>,
     key: ChainKey,
     stream: TcpStream,
     peer: SocketAddr,
@@ -102,7 +117,7 @@ pub(super) async fn serve(
         None => Vec::new(),
         Some(Admission { decision: Decision::Continue, held }) => held,
         Some(Admission { decision: Decision::Close { delay, .. }, held: _held }) => {
-            return refuse(stream, delay).await;
+            return Box::pin(refuse(stream, delay)).await;
         }
     };
     // Built in a block of its own: what the set-up holds (the `Downstream` before it moves into
@@ -169,14 +184,41 @@ pub(super) type Gate = Option<(Rc<Generation>, usize)>;
 
 /// Serves HTTP/1.1 requests on `d` until it closes. `sniff` (codec AUTO): the first bytes are
 /// checked for the HTTP/2 preface, and a connection that opens with it goes to `h2`.
-async fn requests(
+///
+/// The task keeps `d` once, here, and lends it to the loop: an async fn taking it by value would
+/// hold its 800 bytes twice (the argument and the local it moves into), for every connection's
+/// whole life.
+fn requests(
     shard: &Rc<Shard>,
     key: ChainKey,
     mut d: Downstream,
     lifetime: Option<Duration>,
+    gate: Gate,
+    sniff: Sniff,
+) -> impl std::future::Future<Output = ()> + '_ {
+    async move {
+        if serve_requests(shard, key, &mut d, lifetime, gate, sniff).await == Ended::ToHttp2 {
+            Box::pin(h2::serve(shard.clone(), key, d, spawn_bridged)).await
+        }
+    }
+}
+
+/// How `serve_requests` ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    Closed,
+    /// The connection opened with the HTTP/2 preface: `h2` serves it from here.
+    ToHttp2,
+}
+
+async fn serve_requests(
+    shard: &Rc<Shard>,
+    key: ChainKey,
+    d: &mut Downstream,
+    lifetime: Option<Duration>,
     mut gate: Gate,
     mut sniff: Sniff,
-) {
+) -> Ended {
     let mut lifetime = lifetime.map(|limit| {
         d.expires = Instant::now().checked_add(limit);
         let mut timer = shard.timers.after(limit);
@@ -189,7 +231,7 @@ async fn requests(
         // Wait under the settings of the config current now...
         let waiting = shard.generation();
         // A listener removed by a reload serves no new requests on its old connections.
-        let Some(i) = waiting.snap.listener_index(key) else { return };
+        let Some(i) = waiting.snap.listener_index(key) else { return Ended::Closed };
         let hcm = &waiting.snap.listeners[i].hcm;
         let (max_head_len, idle_timeout, headers_timeout) =
             (hcm.max_head_len, hcm.idle_timeout, hcm.request_headers_timeout);
@@ -198,17 +240,17 @@ async fn requests(
             if !d.buf.is_empty() {
                 if let Some((accepted, i)) = gate.take() {
                     if !first_byte_allowed(&accepted, i, &d) {
-                        return;
+                        return Ended::Closed;
                     }
                 }
                 if sniff != Sniff::No {
                     match h2::preface(&d.buf) {
-                        Some(true) => return Box::pin(h2::serve(shard.clone(), key, d, spawn_bridged)).await,
+                        Some(true) => return Ended::ToHttp2,
                         Some(false) if sniff == Sniff::Require => {
                             // Envoy's HTTP/2 codec existed (counted) and failed on the bytes.
                             waiting.http_stats[i].downstream_cx_http2_total.inc();
                             waiting.http_stats[i].downstream_cx_protocol_error.inc();
-                            return;
+                            return Ended::Closed;
                         }
                         Some(false) => sniff = Sniff::No,
                         None => {}
@@ -218,19 +260,20 @@ async fn requests(
             if !d.buf.is_empty() && sniff == Sniff::No {
                 // ...but route the request that arrived by the newest one.
                 let generation = shard.generation();
-                let refused = match parse_and_plan(shard, key, &generation, &mut d, max_head_len, expired) {
+                let refused = match parse_and_plan(shard, key, &generation, d, max_head_len, expired) {
                     Step::Run(run) => break run.await,
                     Step::Incomplete => None,
-                    Step::Gone => return,
+                    Step::Gone => return Ended::Closed,
                     Step::Refused(refused) => Some(refused),
                 };
                 if let Some((status, why)) = refused {
-                    return refusal(shard, &waiting, i, &mut d, status, why).await;
+                    refusal(shard, &waiting, i, d, status, why).await;
+                    return Ended::Closed;
                 }
             }
             match read_head_bytes(
                 shard,
-                &mut d,
+                d,
                 &mut first_byte,
                 max_head_len,
                 idle_timeout,
@@ -240,13 +283,14 @@ async fn requests(
             .await
             {
                 HeadRead::More => {}
-                HeadRead::Close => return,
+                HeadRead::Close => return Ended::Closed,
                 HeadRead::Expired => {
                     waiting.http_stats[i].downstream_cx_max_duration_reached.inc();
-                    return;
+                    return Ended::Closed;
                 }
                 HeadRead::TimedOut => {
-                    return refusal(shard, &waiting, i, &mut d, 408, details::REQUEST_HEADER_TIMEOUT).await;
+                    refusal(shard, &waiting, i, d, 408, details::REQUEST_HEADER_TIMEOUT).await;
+                    return Ended::Closed;
                 }
             }
         };
@@ -258,24 +302,22 @@ async fn requests(
         }
         // A connection past `max_connection_duration` ends after this request (its response said
         // `connection: close` when the limit had passed by then), counted once, here.
-        let expired = expired(&d);
+        let expired = expired(d);
         if expired {
             waiting.http_stats[i].downstream_cx_max_duration_reached.inc();
         }
         if next == Continue::Close || expired {
             // A bridge pair's other end reads all it is sent: nothing to linger for.
             if let Some(limit) = hcm.delayed_close_timeout.filter(|_| !d.http2) {
-                if Box::pin(linger(&mut d, limit)).await == Lingered::TimedOut {
+                if Box::pin(linger(d, limit)).await == Lingered::TimedOut {
                     waiting.http_stats[i].downstream_cx_delayed_close_timeout.inc();
                 }
             }
-            return;
+            return Ended::Closed;
         }
     }
 }
 
-/// Closes a connection a network filter refused, after its `delay` (reading nothing meanwhile, as
-/// Envoy's connection_limit stops reading): a client that sent bytes gets a reset, as from Envoy.
 /// The network RBAC filters' answer on the first bytes of listener `i`'s connection. A denied
 /// connection is closed without a reply or an access-log line: Envoy's filter closes it before
 /// the connection manager sees a byte.
@@ -292,6 +334,8 @@ fn first_byte_allowed(generation: &super::state::Generation, i: usize, d: &Downs
     }
 }
 
+/// Closes a connection a network filter refused, after its `delay` (reading nothing meanwhile, as
+/// Envoy's connection_limit stops reading): a client that sent bytes gets a reset, as from Envoy.
 pub(super) async fn refuse(stream: TcpStream, delay: Option<Duration>) {
     if let Some(delay) = delay {
         monoio::time::sleep(delay).await;
