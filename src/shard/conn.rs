@@ -59,6 +59,7 @@ impl Drop for ConnGuard<'_> {
 /// from the future's captured copy into a local of its own, and the compiler keeps both, so every
 /// connection's task carried its arguments twice (`requests` likewise, with its 800-byte
 /// `Downstream`).
+#[expect(clippy::manual_async_fn, reason = "an async fn would hold its arguments twice")]
 pub(super) fn serve(
     shard: Rc<Shard>,
     key: ChainKey,
@@ -91,7 +92,7 @@ async fn serve_on(
         let lifetime = l.hcm.max_connection_duration;
         let tls = l.tls.clone().map(|tls| {
             let limit = tls.handshake_limit.unwrap_or(l.hcm.request_headers_timeout);
-            Terminate::new(&shard, tls, l.socket.bound, Some(&l.hcm.stat_prefix), limit)
+            Terminate::new(shard, tls, l.socket.bound, Some(&l.hcm.stat_prefix), limit)
         });
         (
             generation.http_stats[i].clone(),
@@ -110,7 +111,7 @@ async fn serve_on(
     listener.0.downstream_cx_active.inc();
     listener.1.downstream_cx_total.inc();
     listener.1.downstream_cx_active.inc();
-    let _guard = ConnGuard { shard: &shard, stats, listener };
+    let _guard = ConnGuard { shard, stats, listener };
     // Envoy's connection manager counts a connection its network filters close, and logs nothing
     // for it (no request began).
     let _held = match admission {
@@ -149,7 +150,7 @@ async fn serve_on(
             HttpCodec::Auto => Sniff::Maybe,
             HttpCodec::Http2 => Sniff::Require,
         };
-        requests(&shard, key, d, lifetime, gate, sniff)
+        requests(shard, key, d, lifetime, gate, sniff)
     }
     .await;
 }
@@ -188,6 +189,7 @@ pub(super) type Gate = Option<(Rc<Generation>, usize)>;
 /// The task keeps `d` once, here, and lends it to the loop: an async fn taking it by value would
 /// hold its 800 bytes twice (the argument and the local it moves into), for every connection's
 /// whole life.
+#[expect(clippy::manual_async_fn, reason = "an async fn would hold `d` twice")]
 fn requests(
     shard: &Rc<Shard>,
     key: ChainKey,
@@ -239,7 +241,7 @@ async fn serve_requests(
         let next = loop {
             if !d.buf.is_empty() {
                 if let Some((accepted, i)) = gate.take() {
-                    if !first_byte_allowed(&accepted, i, &d) {
+                    if !first_byte_allowed(&accepted, i, d) {
                         return Ended::Closed;
                     }
                 }
