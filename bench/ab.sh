@@ -7,6 +7,8 @@
 #   bench/ab.sh A_BIN B_BIN [ROUNDS] [DURATION] [CONNS...]   (defaults: 5 3s 1 64)
 #
 # AB_WRK_ARGS='-H Connection:close': more wrk arguments (here: a connection per request).
+# AB_PATH=/64k: the path requested (default /: a 2-byte body); /64k, /256k and /1m are bodies of
+# that size (bench/lib.sh ok_backend_files).
 # B_SED_FILE=script: B's config is A's run through `sed -f script` (one binary, two configs; e.g.
 # bench/all-timeouts.sed sets every timeout skiff enforces).
 #
@@ -52,7 +54,7 @@ ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 measure() { # pid port conns -> cpu_us_per_req
   local t0 t1 reqs
   t0=$(ticks "$1")
-  reqs=$(wrk -t1 -c"$3" -d"$DUR" "${WRK_ARGS[@]}" "http://127.0.0.1:$2/" | awk '/requests in/ {print $1}')
+  reqs=$(wrk -t1 -c"$3" -d"$DUR" "${WRK_ARGS[@]}" "http://127.0.0.1:$2${AB_PATH:-/}" | awk '/requests in/ {print $1}')
   t1=$(ticks "$1")
   awk -v a="$t0" -v b="$t1" -v n="$reqs" -v hz="$hz" 'BEGIN { printf "%.2f", (b-a)/hz*1e6/n }'
 }

@@ -94,6 +94,7 @@ bench_cleanup() {
 # in $pids. Needs bench_scratch first.
 #   start_ok_backend PORT
 start_ok_backend() {
+  ok_backend_files "$work"
   nginx_ok_config "$work" "$1" >"$work/nginx.conf"
   nginx -c "$work/nginx.conf" -p "$work" &
   pids+=($!)
@@ -106,8 +107,21 @@ ensure_wrk_nginx() {
   fi
 }
 
+# The large bodies nginx_ok_config serves (/64k, /256k, /1m), under WORKDIR/www; nginx workers drop root
+# to nobody and must read them.
+#   ok_backend_files WORKDIR
+ok_backend_files() {
+  mkdir -p "$1/www"
+  head -c 65536 /dev/zero | tr '\0' x >"$1/www/64k"
+  head -c 262144 /dev/zero | tr '\0' x >"$1/www/256k"
+  head -c 1048576 /dev/zero | tr '\0' x >"$1/www/1m"
+  chmod 755 "$1" "$1/www"
+  chmod 644 "$1/www/64k" "$1/www/256k" "$1/www/1m"
+}
+
 # An nginx that answers `200 ok` on 127.0.0.1:PORT with one worker, its files under WORKDIR: the
-# cheapest backend there is, so the proxy is what a measurement sees. Printed to stdout.
+# cheapest backend there is, so the proxy is what a measurement sees; /64k, /256k and /1m are
+# bodies of that size (ok_backend_files). Printed to stdout.
 #   nginx_ok_config WORKDIR PORT
 nginx_ok_config() {
   cat <<NGINX
@@ -119,7 +133,11 @@ events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 1000000;
-  server { listen 127.0.0.1:$2; location / { return 200 "ok"; } }
+  server {
+    listen 127.0.0.1:$2;
+    location / { return 200 "ok"; }
+    location ~ ^/(64k|256k|1m)\$ { root $1/www; }
+  }
 }
 NGINX
 }
