@@ -97,6 +97,63 @@ fn post_with_content_length_small_and_one_mebibyte() {
     assert_eq!(c.get("/x").status, 200);
 }
 
+/// Large content-length bodies both ways (past the size skiff splices instead of copying) arrive
+/// intact, and nothing after them is consumed: a request pipelined right behind the upload, in the
+/// same write, is answered next, and the upstream connection is reused after the download.
+#[test]
+fn large_bodies_both_ways_stop_exactly_at_their_end() {
+    let up = TestUpstream::echo();
+    let skiff = proxy(&up);
+    let mut c = Client::connect(skiff.listener("main"));
+    for (round, len) in [(0u8, 1 << 20), (1, 200_000), (2, 40_000)] {
+        let big = pattern(len, round);
+        let mut raw =
+            format!("POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", big.len()).into_bytes();
+        raw.extend_from_slice(&big);
+        raw.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n");
+        c.send(&raw);
+        let r = c.read_response(false).expect("response to the upload");
+        assert_eq!(r.status, 200);
+        assert!(r.body.ends_with(&big), "{len}-byte body came back changed");
+        assert!(r.body.starts_with(b"POST /big\n"));
+        let next = c.read_response(false).expect("response to the pipelined request");
+        assert!(next.text().starts_with("GET /next\n"), "{}", next.text());
+    }
+    assert!(up.requests().iter().filter(|s| s.method == "POST").all(|s| s.body.len() >= 40_000));
+    assert_eq!(up.connections.load(Ordering::Relaxed), 1, "one upstream connection throughout");
+}
+
+/// A large response body that stops coming mid-way is still bound by the stream idle timeout: the
+/// client gets what arrived, then the connection closes, long before the upstream's stall ends.
+#[test]
+fn a_large_response_body_that_stalls_is_cut_by_the_stream_idle_timeout() {
+    let sent = pattern(300_000, 5);
+    let body = sent.clone();
+    let up = RawUpstream::start(move |mut s, _| {
+        if read_head(&mut s).is_some() {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\n");
+            let _ = s.write_all(&body);
+            std::thread::sleep(Duration::from_secs(5));
+        }
+    });
+    let skiff = start_with_driver(
+        &custom_config(&[up.addr], "                stream_idle_timeout: 0.3s\n", "", ""),
+        "auto",
+    );
+    let started = std::time::Instant::now();
+    let mut s = std::net::TcpStream::connect(skiff.listener("main")).expect("connect");
+    s.write_all(b"GET /stall HTTP/1.1\r\nHost: a\r\n\r\n").expect("write");
+    s.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+    let mut got = Vec::new();
+    let closed = match std::io::Read::read_to_end(&mut s, &mut got) {
+        Ok(_) => true,
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+    };
+    assert!(closed, "the connection stayed open past the idle timeout");
+    assert!(started.elapsed() < Duration::from_millis(1800), "closed after {:?}", started.elapsed());
+    assert!(got.ends_with(&sent), "the {} bytes that came were not all relayed", sent.len());
+}
+
 #[test]
 fn chunked_request_bodies_arrive_exactly() {
     let up = body_len_upstream();

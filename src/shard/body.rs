@@ -5,6 +5,7 @@
 //! heads, routes or pools.
 
 use super::socket::{read_up_to, write_prefix, BODY_CHUNK};
+use super::splice::SPLICE_PAST;
 use super::timer::Timers;
 use crate::http::{BodyKind, ChunkedDecoder};
 use bytes::{Buf, BytesMut};
@@ -48,7 +49,8 @@ pub(super) enum RelayError {
 /// Relays the rest of a body from `src` (after what `buf` already holds) to `dst`, as it is
 /// (chunked framing included, validated on the way). Returns the payload bytes relayed (framing
 /// excluded), which is what Envoy's `%BYTES_RECEIVED%`/`%BYTES_SENT%` count. `idle` bounds every
-/// single read and write.
+/// single read and write. A length-delimited body with `SPLICE_PAST` bytes or more still to come
+/// (and none buffered) is spliced, not copied (`splice`).
 pub(super) async fn relay(
     src: &mut TcpStream,
     buf: &mut BytesMut,
@@ -61,6 +63,11 @@ pub(super) async fn relay(
             let total = remaining;
             while remaining > 0 {
                 if buf.is_empty() {
+                    if remaining >= SPLICE_PAST {
+                        if let Some(spliced) = super::splice::relay(src, dst, remaining, idle).await {
+                            return spliced.map(|()| total);
+                        }
+                    }
                     read_within(src, buf, idle).await?;
                 }
                 let n = buf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));

@@ -16,6 +16,7 @@ mod mirror;
 mod observe;
 mod reply;
 mod socket;
+mod splice;
 pub use reply::reason;
 mod connect;
 mod relay;
