@@ -5,7 +5,7 @@
 //! heads, routes or pools.
 
 use super::socket::{read_up_to, write_prefix, BODY_CHUNK};
-use super::splice::SPLICE_PAST;
+use super::splice::{SpliceError, SPLICE_PAST};
 use super::timer::Timers;
 use crate::http::{BodyKind, ChunkedDecoder};
 use bytes::{Buf, BytesMut};
@@ -46,6 +46,16 @@ pub(super) enum RelayError {
     Framing,
 }
 
+impl From<SpliceError> for RelayError {
+    fn from(e: SpliceError) -> RelayError {
+        match e {
+            SpliceError::Read => RelayError::Read,
+            SpliceError::Write => RelayError::Write,
+            SpliceError::Idle => RelayError::Idle,
+        }
+    }
+}
+
 /// Relays the rest of a body from `src` (after what `buf` already holds) to `dst`, as it is
 /// (chunked framing included, validated on the way). Returns the payload bytes relayed (framing
 /// excluded), which is what Envoy's `%BYTES_RECEIVED%`/`%BYTES_SENT%` count. `idle` bounds every
@@ -65,7 +75,7 @@ pub(super) async fn relay(
                 if buf.is_empty() {
                     if remaining >= SPLICE_PAST {
                         if let Some(spliced) = super::splice::relay(src, dst, remaining, idle).await {
-                            return spliced.map(|()| total);
+                            return spliced.map(|()| total).map_err(RelayError::from);
                         }
                     }
                     read_within(src, buf, idle).await?;

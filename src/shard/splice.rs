@@ -5,9 +5,10 @@
 //! side that is not ready is waited for through the ring, within the relay's idle limit. Moves
 //! exactly the given length: bytes after the body stay in the source socket.
 
-use super::body::{Idle, RelayError};
+use super::timer::Timers;
 use monoio::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 /// A body with at least this many bytes still to come (none buffered) is spliced. Measured with
 /// bench/ab.sh (bench/README.md, 2026-12-02): splicing a 256 KiB or 1 MiB body cost 15-30 % less
@@ -17,6 +18,17 @@ pub(super) const SPLICE_PAST: u64 = 128 * 1024;
 
 /// The pipe's capacity asked for (the kernel may round it; what it gives is what is used).
 const PIPE_SIZE: usize = 256 * 1024;
+
+/// Why a splice relay stopped early (`body` maps it to its `RelayError`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SpliceError {
+    /// The sender closed early or failed.
+    Read,
+    /// The receiver failed.
+    Write,
+    /// Neither side was ready within the idle limit.
+    Idle,
+}
 
 /// A pipe: read end, write end, capacity in bytes.
 struct Pipe {
@@ -107,11 +119,11 @@ fn nonblocking(stream: &TcpStream) -> std::io::Result<()> {
 /// Waits for `ready` within `idle` when given.
 async fn ready_within(
     ready: impl std::future::Future<Output = std::io::Result<()>>,
-    idle: Option<Idle<'_>>,
-    failed: RelayError,
-) -> Result<(), RelayError> {
+    idle: Option<(&Timers, Duration)>,
+    failed: SpliceError,
+) -> Result<(), SpliceError> {
     let ready = match idle {
-        Some((timers, limit)) => timers.limit(limit, ready).await.ok_or(RelayError::Idle)?,
+        Some((timers, limit)) => timers.limit(limit, ready).await.ok_or(SpliceError::Idle)?,
         None => ready.await,
     };
     ready.map_err(|_| failed)
@@ -123,8 +135,8 @@ pub(super) async fn relay(
     src: &TcpStream,
     dst: &TcpStream,
     len: u64,
-    idle: Option<Idle<'_>>,
-) -> Option<Result<(), RelayError>> {
+    idle: Option<(&Timers, Duration)>,
+) -> Option<Result<(), SpliceError>> {
     if nonblocking(src).is_err() || nonblocking(dst).is_err() {
         return None;
     }
@@ -141,21 +153,21 @@ async fn relay_through(
     src: &TcpStream,
     dst: &TcpStream,
     mut remaining: u64,
-    idle: Option<Idle<'_>>,
-) -> Result<(), RelayError> {
+    idle: Option<(&Timers, Duration)>,
+) -> Result<(), SpliceError> {
     let (from, to) = (src.as_raw_fd(), dst.as_raw_fd());
     let mut in_pipe = 0usize;
     while remaining > 0 || in_pipe > 0 {
         if remaining > 0 && in_pipe < pipe.size {
             let want = usize::try_from(remaining).unwrap_or(usize::MAX).min(pipe.size - in_pipe);
             match splice_now(from, pipe.write.as_raw_fd(), want) {
-                Ok(Some(0)) | Err(_) => return Err(RelayError::Read),
+                Ok(Some(0)) | Err(_) => return Err(SpliceError::Read),
                 Ok(Some(n)) => {
                     in_pipe += n;
                     remaining -= n as u64;
                 }
                 Ok(None) if in_pipe == 0 => {
-                    ready_within(src.readable(false), idle, RelayError::Read).await?;
+                    ready_within(src.readable(false), idle, SpliceError::Read).await?;
                     continue;
                 }
                 // The pipe is full (its slots are pages, not bytes) or the source has no more yet:
@@ -166,8 +178,8 @@ async fn relay_through(
         if in_pipe > 0 {
             match splice_now(pipe.read.as_raw_fd(), to, in_pipe) {
                 Ok(Some(n)) if n > 0 => in_pipe -= n,
-                Ok(Some(_)) | Err(_) => return Err(RelayError::Write),
-                Ok(None) => ready_within(dst.writable(false), idle, RelayError::Write).await?,
+                Ok(Some(_)) | Err(_) => return Err(SpliceError::Write),
+                Ok(None) => ready_within(dst.writable(false), idle, SpliceError::Write).await?,
             }
         }
     }
