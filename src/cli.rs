@@ -64,6 +64,13 @@ pub struct Options {
     #[arg(long = "io-driver", value_enum, default_value_t = IoDriver::Auto)]
     pub io_driver: IoDriver,
 
+    /// Shard threads: `auto` pins each to its core when there are exactly as many shards as cores
+    /// this process may use (a cpuset of its own); `none` never pins, for a proxy that shares its
+    /// cores with busy processes (an app beside its sidecar, a load generator), where a pinned
+    /// shard cannot leave a core another process holds and its requests wait (skiff extension).
+    #[arg(long = "shard-affinity", value_enum, default_value_t = ShardAffinity::Auto)]
+    pub shard_affinity: ShardAffinity,
+
     /// Hosts file consulted before DNS (skiff extension; default /etc/hosts).
     #[arg(long = "hosts-file", value_name = "FILE", default_value = "/etc/hosts")]
     pub hosts_file: PathBuf,
@@ -115,6 +122,12 @@ pub struct Options {
 pub enum Mode {
     Serve,
     Validate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShardAffinity {
+    Auto,
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -3,7 +3,7 @@
 //! files (the admin's too), SIGHUP is logged and ignored. Owns process lifetime only; no request logic.
 
 use crate::admin::{self, AdminState, ServerInfo};
-use crate::cli::{Mode, Options};
+use crate::cli::{Mode, Options, ShardAffinity};
 use crate::control::{Control, Shards, Source};
 use crate::dns::Resolver;
 use crate::telemetry::{NodeInfo, Telemetry};
@@ -102,19 +102,21 @@ pub fn run(opts: Options) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+    // Pin only when the shards use exactly the cores this process may run on. With fewer shards
+    // than allowed cores (a Kubernetes pod without the static CPU manager sees every core of the
+    // node) pinning would stack every such process on the first cores; let the kernel place them
+    // instead.
+    let pinned = opts.shard_affinity == ShardAffinity::Auto && concurrency == cores.len();
     log::info!(
-        "skiff {} starting: {concurrency} shard(s), {driver} driver, service cluster {:?}, node {:?}",
+        "skiff {} starting: {concurrency} shard(s){}, {driver} driver, service cluster {:?}, node {:?}",
         env!("CARGO_PKG_VERSION"),
+        if pinned { " pinned to their cores" } else { "" },
         node.service_cluster,
         node.service_node,
     );
     let mut handles = Vec::with_capacity(concurrency);
     for id in 0..concurrency {
-        // Pin only when the shards use exactly the cores this process may run on. With fewer
-        // shards than allowed cores (a Kubernetes pod without the static CPU manager sees every core
-        // of the node) pinning would stack every such process on the first cores; let the kernel
-        // place them instead.
-        let core = (concurrency == cores.len()).then(|| cores[id]);
+        let core = cores.get(id).copied().filter(|_| pinned);
         match shard::spawn(id, core, driver, initial.clone(), log_writer.clone()) {
             Ok(h) => handles.push(h),
             Err(e) => {

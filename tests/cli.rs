@@ -254,6 +254,37 @@ fn epoll_driver_can_be_forced() {
     assert_eq!(get(skiff.listener("main"), "/").text(), "epoll");
 }
 
+/// The cores each of a process's threads may run on, as /proc lists them ("0-1", "1").
+fn thread_affinities(pid: u32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
+    let mut lists: Vec<String> = tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .filter_map(|s| {
+            s.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:").map(|v| v.trim().to_string()))
+        })
+        .collect();
+    lists.sort();
+    lists
+}
+
+#[test]
+fn shards_are_pinned_to_their_cores_unless_shard_affinity_is_none() {
+    let up = TestUpstream::named("affinity");
+    let allowed = thread_affinities(std::process::id())[0].clone();
+    // One shard per allowed core (the default): each shard's thread runs on one core only.
+    let pinned = Skiff::start(&simple_config(&[up.addr]), &[]);
+    assert!(pinned.log().contains("pinned to their cores"), "{}", pinned.log());
+    let lists = thread_affinities(pinned.pid());
+    assert!(lists.iter().any(|l| !l.contains(['-', ','])), "no thread pinned to one core: {lists:?}");
+    assert_eq!(get(pinned.listener("main"), "/").text(), "affinity");
+    // `none`: every thread keeps the cores the process was given, and the log says nothing of pinning.
+    let free = Skiff::start(&simple_config(&[up.addr]), &["--shard-affinity", "none"]);
+    assert!(!free.log().contains("pinned"), "{}", free.log());
+    let lists = thread_affinities(free.pid());
+    assert!(lists.iter().all(|l| *l == allowed), "{lists:?}, allowed {allowed}");
+    assert_eq!(get(free.listener("main"), "/").text(), "affinity");
+}
+
 #[test]
 fn port_in_use_exits_1_naming_the_listener() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
