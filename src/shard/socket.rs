@@ -104,9 +104,14 @@ pub(super) fn recycle_head_buffer(mut buf: BytesMut) {
         return;
     }
     buf.clear();
-    HEAD_BUFFERS.with(|b| {
+    keep_spare(&HEAD_BUFFERS, buf, SPARE_HEAD_BUFFERS);
+}
+
+/// Keeps an emptied buffer in this shard's `pool` while it holds fewer than `max`.
+fn keep_spare<T>(pool: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>, buf: T, max: usize) {
+    pool.with(|b| {
         let mut b = b.borrow_mut();
-        if b.len() < SPARE_HEAD_BUFFERS {
+        if b.len() < max {
             b.push(buf);
         }
     });
@@ -135,12 +140,7 @@ pub(super) fn recycle_out_buffer(mut buf: Vec<u8>) {
         return;
     }
     buf.clear();
-    OUT_BUFFERS.with(|b| {
-        let mut b = b.borrow_mut();
-        if b.len() < SPARE_OUT_BUFFERS {
-            b.push(buf);
-        }
-    });
+    keep_spare(&OUT_BUFFERS, buf, SPARE_OUT_BUFFERS);
 }
 
 /// A request began on this shard (paired with `request_ended`, by the request's guard).
