@@ -162,11 +162,14 @@ fn mask_expected_timeout(seen: Vec<String>) -> Vec<String> {
     seen.into_iter().map(|r| r.lines().map(mask).collect::<Vec<_>>().join("\n")).collect()
 }
 
-fn log_lines(path: &Path) -> Vec<String> {
+/// The access log's lines once it holds `want` of them (one per request; each proxy flushes its
+/// log on its own schedule, so a read as soon as the first line lands can miss the next), or what
+/// it holds after 3 s.
+fn log_lines(path: &Path, want: usize) -> Vec<String> {
     let mut lines = Vec::new();
     support::eventually(Duration::from_secs(3), || {
         lines = std::fs::read_to_string(path).unwrap_or_default().lines().map(String::from).collect();
-        !lines.is_empty()
+        lines.len() >= want.max(1)
     });
     lines
 }
@@ -191,7 +194,7 @@ fn compare_with(dead: bool, route_extra: &str, requests: &[&[u8]]) {
     }
     assert_eq!(got, want, "the upstream saw different requests");
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(log_lines(&s.log), log_lines(&e.log), "access logs differ");
+    assert_eq!(log_lines(&s.log, requests.len()), log_lines(&e.log, requests.len()), "access logs differ");
     let (got, want) = (stats(&s), stats(&e));
     assert!(want.iter().any(|(_, v)| v.is_some_and(|n| n > 0)), "no stats read from Envoy: {want:?}");
     assert_eq!(got, want, "cluster stats differ");
